@@ -1,0 +1,174 @@
+#include "tensor.h"
+
+#include <cstring>
+#include <string>
+
+#include "errors.h"
+
+#ifdef WEIGHTNORM_WITH_CUDA
+#include "../cuda/runtime.cuh"
+#endif
+
+namespace weightnorm::binding {
+namespace {
+
+// Only Create() may construct a handle: JS code calling `new NativeTensor()` gets an error.
+int g_construct_token = 0;
+
+struct AddonData {
+  Napi::FunctionReference tensor_constructor;
+};
+
+void copy_between(const Storage& destination, const Storage& source, size_t bytes) {
+  if (bytes == 0) return;
+  if (source.device() == Device::kCpu && destination.device() == Device::kCpu) {
+    std::memcpy(destination.data(), source.data(), bytes);
+    return;
+  }
+#ifdef WEIGHTNORM_WITH_CUDA
+  if (source.device() == Device::kCpu) return cuda::copy_to_device(destination.data(), source.data(), bytes);
+  if (destination.device() == Device::kCpu) return cuda::copy_to_host(destination.data(), source.data(), bytes);
+  return cuda::copy_device_to_device(destination.data(), source.data(), bytes);
+#else
+  throw std::logic_error("CUDA copy in a CPU-only build");
+#endif
+}
+
+}  // namespace
+
+void TensorWrap::Define(Napi::Env env, Napi::Object exports) {
+  Napi::Function constructor = DefineClass(env, "NativeTensor",
+                                           {
+                                               InstanceMethod("toArray", &TensorWrap::ToArray),
+                                               InstanceMethod("to", &TensorWrap::To),
+                                               InstanceMethod("dispose", &TensorWrap::Dispose),
+                                               InstanceAccessor("shape", &TensorWrap::GetShape, nullptr),
+                                               InstanceAccessor("device", &TensorWrap::GetDevice, nullptr),
+                                               InstanceAccessor("disposed", &TensorWrap::GetDisposed, nullptr),
+                                           });
+  auto* data = new AddonData();
+  data->tensor_constructor = Napi::Persistent(constructor);
+  env.SetInstanceData(data);
+  exports.Set("NativeTensor", constructor);
+}
+
+TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorWrap>(info) {
+  const bool from_native = info.Length() == 1 && info[0].IsExternal() &&
+                           info[0].As<Napi::External<int>>().Data() == &g_construct_token;
+  if (!from_native) throw_type_error(info.Env(), "NativeTensor cannot be constructed directly; use tensor(), zeros() or randn()");
+}
+
+Napi::Object TensorWrap::Create(Napi::Env env, std::shared_ptr<Storage> storage, std::vector<int64_t> shape) {
+  auto* data = env.GetInstanceData<AddonData>();
+  Napi::Object object = data->tensor_constructor.New({Napi::External<int>::New(env, &g_construct_token)});
+  TensorWrap* wrap = Napi::ObjectWrap<TensorWrap>::Unwrap(object);
+  wrap->storage_ = std::move(storage);
+  wrap->shape_ = std::move(shape);
+  return object;
+}
+
+TensorWrap& TensorWrap::From(const Napi::Value& value, const char* parameter) {
+  Napi::Env env = value.Env();
+  auto* data = env.GetInstanceData<AddonData>();
+  if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(data->tensor_constructor.Value()))
+    throw_type_error(env, std::string(parameter) + ": expected a native tensor");
+  TensorWrap* wrap = Napi::ObjectWrap<TensorWrap>::Unwrap(value.As<Napi::Object>());
+  if (!wrap->storage_) throw Napi::Error::New(env, std::string(parameter) + ": the tensor has been disposed");
+  return *wrap;
+}
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+int64_t element_count(const std::vector<int64_t>& shape) {
+  int64_t count = 1;
+  for (int64_t d : shape) count *= d;
+  return count;
+}
+
+int64_t TensorWrap::numel() const { return element_count(shape_); }
+
+Napi::Value TensorWrap::ToArray(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  TensorWrap& self = From(Value(), "tensor");
+  return guarded(env, [&]() -> Napi::Value {
+    const size_t count = static_cast<size_t>(self.numel());
+    Napi::Float32Array array = Napi::Float32Array::New(env, count);
+    if (count == 0) return array;
+    if (self.device() == Device::kCpu) {
+      std::memcpy(array.Data(), self.data(), count * sizeof(float));
+    } else {
+#ifdef WEIGHTNORM_WITH_CUDA
+      cuda::copy_to_host(array.Data(), self.data(), count * sizeof(float));
+#endif
+    }
+    return array;
+  });
+}
+
+Napi::Value TensorWrap::To(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  TensorWrap& self = From(Value(), "tensor");
+  const Device target = parse_device(env, info[0], "device");
+  return guarded(env, [&]() -> Napi::Value {
+    const size_t bytes = static_cast<size_t>(self.numel()) * sizeof(float);
+    auto storage = Storage::allocate(target, bytes);
+    copy_between(*storage, *self.storage_, bytes);
+    return Create(env, std::move(storage), self.shape_);
+  });
+}
+
+Napi::Value TensorWrap::Dispose(const Napi::CallbackInfo& info) {
+  storage_.reset();  // disposing twice is harmless
+  return info.Env().Undefined();
+}
+
+Napi::Value TensorWrap::GetShape(const Napi::CallbackInfo& info) {
+  Napi::Array array = Napi::Array::New(info.Env(), shape_.size());
+  for (size_t i = 0; i < shape_.size(); ++i) array.Set(i, Napi::Number::New(info.Env(), static_cast<double>(shape_[i])));
+  return array;
+}
+
+Napi::Value TensorWrap::GetDevice(const Napi::CallbackInfo& info) {
+  if (!storage_) return info.Env().Null();
+  return Napi::String::New(info.Env(), device_name(storage_->device()));
+}
+
+Napi::Value TensorWrap::GetDisposed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), !storage_);
+}
+
+Device parse_device(Napi::Env env, const Napi::Value& value, const char* parameter) {
+  const std::string name = value.IsString() ? value.As<Napi::String>().Utf8Value() : "";
+  if (name == "cpu") return Device::kCpu;
+  if (name == "cuda") {
+    std::string reason;
+    if (!cuda_usable(&reason)) throw_range_error(env, std::string(parameter) + ": 'cuda' is not usable: " + reason);
+    return Device::kCuda;
+  }
+  throw_type_error(env, std::string(parameter) + ": expected 'cpu' or 'cuda'");
+}
+
+std::vector<int64_t> parse_shape(Napi::Env env, const Napi::Value& value, const char* parameter) {
+  if (!value.IsArray()) throw_type_error(env, std::string(parameter) + ": expected an array of dimension sizes");
+  Napi::Array array = value.As<Napi::Array>();
+  std::vector<int64_t> shape(array.Length());
+  constexpr double kMaxSafe = 9007199254740991.0;
+  double total = 1.0;
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    Napi::Value item = array.Get(i);
+    const double d = item.IsNumber() ? item.As<Napi::Number>().DoubleValue() : -1.0;
+    if (!(d >= 0.0) || d != static_cast<double>(static_cast<int64_t>(d)) || d > kMaxSafe)
+      throw_type_error(env, std::string(parameter) + ": dimension " + std::to_string(i) + " is not a non-negative integer");
+    shape[i] = static_cast<int64_t>(d);
+    total *= d;
+  }
+  if (total * sizeof(float) > kMaxSafe)
+    throw_range_error(env, std::string(parameter) + ": " + shape_string(shape) + " has too many elements");
+  return shape;
+}
+
+}  // namespace weightnorm::binding

@@ -1,0 +1,47 @@
+// The native tensor handle: a shape and a shared Storage. ts/tensor.ts wraps it; nothing else in JS touches it.
+#pragma once
+#include <napi.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "storage.h"
+
+namespace weightnorm::binding {
+
+class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
+ public:
+  static void Define(Napi::Env env, Napi::Object exports);
+  // A new JS handle owning `storage`.
+  static Napi::Object Create(Napi::Env env, std::shared_ptr<Storage> storage, std::vector<int64_t> shape);
+  // The live tensor behind `value`; a TypeError naming `parameter` when it is not a tensor, an Error when disposed.
+  static TensorWrap& From(const Napi::Value& value, const char* parameter);
+
+  explicit TensorWrap(const Napi::CallbackInfo& info);
+
+  const std::vector<int64_t>& shape() const { return shape_; }
+  int64_t numel() const;
+  Device device() const { return storage_->device(); }
+  float* data() const { return storage_->data(); }
+
+ private:
+  Napi::Value ToArray(const Napi::CallbackInfo& info);
+  Napi::Value To(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value GetShape(const Napi::CallbackInfo& info);
+  Napi::Value GetDevice(const Napi::CallbackInfo& info);
+  Napi::Value GetDisposed(const Napi::CallbackInfo& info);
+
+  std::shared_ptr<Storage> storage_;  // null once disposed
+  std::vector<int64_t> shape_;
+};
+
+// Parses a device name ("cpu" | "cuda"), checking that CUDA is usable when asked for.
+Device parse_device(Napi::Env env, const Napi::Value& value, const char* parameter);
+// Parses a shape (array of non-negative safe integers).
+std::vector<int64_t> parse_shape(Napi::Env env, const Napi::Value& value, const char* parameter);
+int64_t element_count(const std::vector<int64_t>& shape);
+std::string shape_string(const std::vector<int64_t>& shape);  // "[2, 3]"
+
+}  // namespace weightnorm::binding

@@ -1,0 +1,42 @@
+// CPU weight norm: the fused kernels and the primitives the unfused composition is built from.
+// Mirrors cuda/weightnorm.cuh op by op (same names, same argument order: outputs, inputs, layout, options).
+#pragma once
+#include <cstdint>
+
+#include "weightnorm/layout.h"
+
+namespace weightnorm::cpu {
+
+// Threads used by every CPU kernel (OpenMP). 0 restores the default (all cores).
+void set_num_threads(int threads);
+int num_threads();
+
+// Fused forward, one pass over v per channel while it is cache-resident:
+//   norm[k] = max(||v_k||, eps),  w = v * (g[k] / norm[k]).
+// norm is saved for the backward.
+void weightnorm_forward(float* w, float* norm, const float* v, const float* g, const ChannelLayout& layout,
+                        float eps);
+
+// Fused backward (PAPER.md §1), reading dw and v once per channel while cache-resident:
+//   dg[k] = <dw_k, v_k> / norm[k]
+//   dv    = (g[k]/norm[k]) * dw - (g[k] * dg[k] / norm[k]^2) * v
+// Where the forward's floor was active (norm[k] <= eps) the norm is the constant eps, so the second term is 0.
+void weightnorm_backward(float* dv, float* dg, const float* dw, const float* v, const float* g, const float* norm,
+                         const ChannelLayout& layout, float eps);
+
+// The unfused path: the same results from separate primitive passes, as a user chaining ordinary tensor ops
+// would get them. Kept for benchmarks and tests only.
+void weightnorm_forward_unfused(float* w, float* norm, const float* v, const float* g, const ChannelLayout& layout,
+                                float eps);
+void weightnorm_backward_unfused(float* dv, float* dg, const float* dw, const float* v, const float* g,
+                                 const float* norm, const ChannelLayout& layout, float eps);
+
+// Primitives.
+// out[k] = sum over channel k of a*b (a == b gives the squared norm).
+void channel_dot(float* out, const float* a, const float* b, const ChannelLayout& layout);
+// out = x * scale[k] for the channel k of each element.
+void channel_scale(float* out, const float* x, const float* scale, const ChannelLayout& layout);
+// out = a - b, elementwise.
+void subtract(float* out, const float* a, const float* b, int64_t count);
+
+}  // namespace weightnorm::cpu

@@ -1,0 +1,29 @@
+// CUDA weight norm: mirrors cpu/weightnorm.h op by op (same names, same argument order). All pointers are device
+// memory from cuda::allocate; work is queued on the library stream. Plain C++ API: no CUDA types here.
+#pragma once
+#include <cstdint>
+
+#include "weightnorm/layout.h"
+
+namespace weightnorm::cuda {
+
+// Fused forward: norm[k] = max(||v_k||, eps), w = v * (g[k] / norm[k]).
+void weightnorm_forward(float* w, float* norm, const float* v, const float* g, const ChannelLayout& layout,
+                        float eps);
+// Fused backward: dg[k] = <dw_k, v_k> / norm[k]; dv = (g/norm) dw - (g dg / norm^2) v (second term 0 where the
+// eps floor was active).
+void weightnorm_backward(float* dv, float* dg, const float* dw, const float* v, const float* g, const float* norm,
+                         const ChannelLayout& layout, float eps);
+
+// The unfused composition, for benchmarks and tests only.
+void weightnorm_forward_unfused(float* w, float* norm, const float* v, const float* g, const ChannelLayout& layout,
+                                float eps);
+void weightnorm_backward_unfused(float* dv, float* dg, const float* dw, const float* v, const float* g,
+                                 const float* norm, const ChannelLayout& layout, float eps);
+
+// Primitives.
+void channel_dot(float* out, const float* a, const float* b, const ChannelLayout& layout);
+void channel_scale(float* out, const float* x, const float* scale, const ChannelLayout& layout);
+void subtract(float* out, const float* a, const float* b, int64_t count);
+
+}  // namespace weightnorm::cuda

@@ -17,6 +17,9 @@
 #endif
 
 namespace weightnorm::binding {
+
+Napi::Value Benchmark(const Napi::CallbackInfo& info);  // bench.cc
+
 namespace {
 
 Napi::Object new_tensor(Napi::Env env, Device device, std::vector<int64_t> shape) {
@@ -27,25 +30,6 @@ Napi::Object new_tensor(Napi::Env env, Device device, std::vector<int64_t> shape
 double number_argument(const Napi::CallbackInfo& info, size_t index, const char* parameter) {
   if (!info[index].IsNumber()) throw_type_error(info.Env(), std::string(parameter) + ": expected a number");
   return info[index].As<Napi::Number>().DoubleValue();
-}
-
-// The [outer, channels, inner] view for weight norm over all axes but `dim` (null: one norm for everything).
-ChannelLayout layout_for(Napi::Env env, const std::vector<int64_t>& shape, const Napi::Value& dim_value) {
-  ChannelLayout layout;
-  if (dim_value.IsNull() || dim_value.IsUndefined()) {
-    layout.inner = element_count(shape);
-    return layout;
-  }
-  if (!dim_value.IsNumber()) throw_type_error(env, "dim: expected an integer or null");
-  const double d = dim_value.As<Napi::Number>().DoubleValue();
-  const int64_t rank = static_cast<int64_t>(shape.size());
-  if (d != static_cast<double>(static_cast<int64_t>(d)) || d < 0 || d >= rank)
-    throw_range_error(env, "dim: expected an axis in [0, " + std::to_string(rank) + ") after normalization");
-  const int64_t dim = static_cast<int64_t>(d);
-  for (int64_t i = 0; i < dim; ++i) layout.outer *= shape[i];
-  layout.channels = shape[dim];
-  for (int64_t i = dim + 1; i < rank; ++i) layout.inner *= shape[i];
-  return layout;
 }
 
 void expect_channel_vector(Napi::Env env, const TensorWrap& t, int64_t channels, const char* parameter) {
@@ -285,6 +269,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("synchronize", Napi::Function::New(env, Synchronize));
   exports.Set("releaseCachedMemory", Napi::Function::New(env, ReleaseCachedMemory));
+  exports.Set("benchmark", Napi::Function::New(env, Benchmark));
   return exports;
 }
 

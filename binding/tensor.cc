@@ -4,6 +4,7 @@
 #include <string>
 
 #include "errors.h"
+#include "weightnorm/layout.h"
 
 #ifdef WEIGHTNORM_WITH_CUDA
 #include "../cuda/runtime.cuh"
@@ -139,6 +140,25 @@ Napi::Value TensorWrap::GetDevice(const Napi::CallbackInfo& info) {
 
 Napi::Value TensorWrap::GetDisposed(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), !storage_);
+}
+
+// The [outer, channels, inner] view for weight norm over all axes but `dim` (null: one norm for everything).
+ChannelLayout layout_for(Napi::Env env, const std::vector<int64_t>& shape, const Napi::Value& dim_value) {
+  ChannelLayout layout;
+  if (dim_value.IsNull() || dim_value.IsUndefined()) {
+    layout.inner = element_count(shape);
+    return layout;
+  }
+  if (!dim_value.IsNumber()) throw_type_error(env, "dim: expected an integer or null");
+  const double d = dim_value.As<Napi::Number>().DoubleValue();
+  const int64_t rank = static_cast<int64_t>(shape.size());
+  if (d != static_cast<double>(static_cast<int64_t>(d)) || d < 0 || d >= rank)
+    throw_range_error(env, "dim: expected an axis in [0, " + std::to_string(rank) + ") after normalization");
+  const int64_t dim = static_cast<int64_t>(d);
+  for (int64_t i = 0; i < dim; ++i) layout.outer *= shape[i];
+  layout.channels = shape[dim];
+  for (int64_t i = dim + 1; i < rank; ++i) layout.inner *= shape[i];
+  return layout;
 }
 
 Device parse_device(Napi::Env env, const Napi::Value& value, const char* parameter) {

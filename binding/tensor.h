@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "storage.h"
+#include "weightnorm/layout.h"
 
 namespace weightnorm::binding {
 
@@ -41,6 +42,8 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
 Device parse_device(Napi::Env env, const Napi::Value& value, const char* parameter);
 // Parses a shape (array of non-negative safe integers).
 std::vector<int64_t> parse_shape(Napi::Env env, const Napi::Value& value, const char* parameter);
+// The [outer, channels, inner] view for weight norm over all axes but `dim` (null: one norm for everything).
+ChannelLayout layout_for(Napi::Env env, const std::vector<int64_t>& shape, const Napi::Value& dim_value);
 int64_t element_count(const std::vector<int64_t>& shape);
 std::string shape_string(const std::vector<int64_t>& shape);  // "[2, 3]"
 

@@ -83,7 +83,7 @@ Plan make_plan(const ChannelLayout& layout, int threads) {
   Plan plan;
   const int64_t reduce = layout.reduce_size();
   const int64_t bytes_per_channel = std::max<int64_t>(1, reduce * int64_t{sizeof(float)});
-  plan.column_mode = layout.inner < kSegmentMinInner && layout.outer > 1;
+  plan.column_mode = layout.inner < kSegmentMinInner;
   int64_t by_cache = std::max<int64_t>(1, kChunkBytes / bytes_per_channel);
   if (plan.column_mode) by_cache = std::min(by_cache, std::max<int64_t>(1, kMaxColumnSpan / layout.inner));
   plan.chunk_channels = std::min(layout.channels, by_cache);
@@ -102,6 +102,84 @@ Plan make_plan(const ChannelLayout& layout, int threads) {
     plan.parts = (reduce + plan.part_length - 1) / plan.part_length;
   }
   return plan;
+}
+
+// Calls write(offset, length, j) for every contiguous run of the region (segment mode), j = channel - k_begin.
+template <class Write>
+void visit_runs(const ChannelLayout& layout, const Region& region, Write&& write) {
+  if (region.r_begin >= region.r_end) return;
+  const int64_t row_stride = layout.channels * layout.inner;
+  const int64_t o_first = region.r_begin / layout.inner, i_first = region.r_begin % layout.inner;
+  const int64_t o_last = (region.r_end - 1) / layout.inner, i_last_end = (region.r_end - 1) % layout.inner + 1;
+  for (int64_t j = 0; j < region.k_end - region.k_begin; ++j) {
+    const int64_t channel_offset = (region.k_begin + j) * layout.inner;
+    for (int64_t o = o_first; o <= o_last; ++o) {
+      const int64_t i_begin = o == o_first ? i_first : 0;
+      const int64_t i_end = o == o_last ? i_last_end : layout.inner;
+      write(o * row_stride + channel_offset + i_begin, i_end - i_begin, j);
+    }
+  }
+}
+
+// Column mode: calls write(offset, span, expanded) for each outer row of the region, where the span covers all of
+// the region's channels and expanded(c) maps a column to its channel index j.
+template <class Write>
+void visit_rows(const ChannelLayout& layout, const Region& region, Write&& write) {
+  const int64_t row_stride = layout.channels * layout.inner;
+  const int64_t span = (region.k_end - region.k_begin) * layout.inner;
+  for (int64_t o = region.r_begin / layout.inner; o < region.r_end / layout.inner; ++o)
+    write(o * row_stride + region.k_begin * layout.inner, span);
+}
+
+// Per-column copies of per-channel coefficients, so the column-mode write loop is a plain vector loop.
+void expand_columns(float* columns, const float* per_channel, const ChannelLayout& layout, const Region& region) {
+  for (int64_t j = 0; j < region.k_end - region.k_begin; ++j)
+    for (int64_t i = 0; i < layout.inner; ++i) columns[j * layout.inner + i] = per_channel[region.k_begin + j];
+}
+
+// out = a * scale[channel] over the region.
+void scale_region(float* out, const float* a, const float* scale, const ChannelLayout& layout, const Region& region,
+                  bool column_mode) {
+  if (column_mode) {
+    float s[kMaxColumnSpan];
+    expand_columns(s, scale, layout, region);
+    visit_rows(layout, region, [&](int64_t offset, int64_t span) {
+      const float* src = a + offset;
+      float* dst = out + offset;
+      for (int64_t c = 0; c < span; ++c) dst[c] = src[c] * s[c];
+    });
+    return;
+  }
+  visit_runs(layout, region, [&](int64_t offset, int64_t len, int64_t j) {
+    const float s = scale[region.k_begin + j];
+    const float* src = a + offset;
+    float* dst = out + offset;
+    for (int64_t i = 0; i < len; ++i) dst[i] = src[i] * s;
+  });
+}
+
+// out = c1[channel] * a - c2[channel] * b over the region.
+void combine_region(float* out, const float* a, const float* b, const float* c1, const float* c2,
+                    const ChannelLayout& layout, const Region& region, bool column_mode) {
+  if (column_mode) {
+    float s1[kMaxColumnSpan], s2[kMaxColumnSpan];
+    expand_columns(s1, c1, layout, region);
+    expand_columns(s2, c2, layout, region);
+    visit_rows(layout, region, [&](int64_t offset, int64_t span) {
+      const float* pa = a + offset;
+      const float* pb = b + offset;
+      float* dst = out + offset;
+      for (int64_t c = 0; c < span; ++c) dst[c] = s1[c] * pa[c] - s2[c] * pb[c];
+    });
+    return;
+  }
+  visit_runs(layout, region, [&](int64_t offset, int64_t len, int64_t j) {
+    const float s1 = c1[region.k_begin + j], s2 = c2[region.k_begin + j];
+    const float* pa = a + offset;
+    const float* pb = b + offset;
+    float* dst = out + offset;
+    for (int64_t i = 0; i < len; ++i) dst[i] = s1 * pa[i] - s2 * pb[i];
+  });
 }
 
 // sums[k - k_begin] = sum over the region of a*b, for each channel of the region.
@@ -127,57 +205,8 @@ void reduce_region(double* sums, const float* a, const float* b, const ChannelLa
     }
     return;
   }
-  for (int64_t j = 0; j < count; ++j) {
-    const int64_t k = region.k_begin + j;
-    double s = 0.0;
-    int64_t r = region.r_begin;
-    while (r < region.r_end) {
-      const int64_t o = r / layout.inner, i = r % layout.inner;
-      const int64_t len = std::min(layout.inner - i, region.r_end - r);
-      const int64_t offset = o * row_stride + k * layout.inner + i;
-      s += dot_dispatch(a + offset, b + offset, len);
-      r += len;
-    }
-    sums[j] = s;
-  }
-}
-
-// Calls write(offset, length, j) for every contiguous run of the region, j = channel - k_begin.
-template <class Write>
-void visit_runs(const ChannelLayout& layout, const Region& region, Write&& write) {
-  const int64_t row_stride = layout.channels * layout.inner;
-  for (int64_t j = 0; j < region.k_end - region.k_begin; ++j) {
-    const int64_t k = region.k_begin + j;
-    int64_t r = region.r_begin;
-    while (r < region.r_end) {
-      const int64_t o = r / layout.inner, i = r % layout.inner;
-      const int64_t len = std::min(layout.inner - i, region.r_end - r);
-      write(o * row_stride + k * layout.inner + i, len, j);
-      r += len;
-    }
-  }
-}
-
-// out = a * scale[channel] over the region. In column mode rows are written whole, channel by channel.
-void scale_region(float* out, const float* a, const float* scale, const ChannelLayout& layout, const Region& region) {
-  visit_runs(layout, region, [&](int64_t offset, int64_t len, int64_t j) {
-    const float s = scale[region.k_begin + j];
-    const float* src = a + offset;
-    float* dst = out + offset;
-    for (int64_t i = 0; i < len; ++i) dst[i] = src[i] * s;
-  });
-}
-
-// out = c1[channel] * a - c2[channel] * b over the region.
-void combine_region(float* out, const float* a, const float* b, const float* c1, const float* c2,
-                    const ChannelLayout& layout, const Region& region) {
-  visit_runs(layout, region, [&](int64_t offset, int64_t len, int64_t j) {
-    const float s1 = c1[region.k_begin + j], s2 = c2[region.k_begin + j];
-    const float* pa = a + offset;
-    const float* pb = b + offset;
-    float* dst = out + offset;
-    for (int64_t i = 0; i < len; ++i) dst[i] = s1 * pa[i] - s2 * pb[i];
-  });
+  std::fill(sums, sums + count, 0.0);
+  visit_runs(layout, region, [&](int64_t offset, int64_t len, int64_t j) { sums[j] += dot_dispatch(a + offset, b + offset, len); });
 }
 
 float floored_norm(double sum_of_squares, float eps) {
@@ -214,7 +243,7 @@ void run_fused(const float* a, const float* b, const ChannelLayout& layout, Fini
       }
       reduce_region(out, a, b, layout, region, plan.column_mode);
       finish(region.k_begin, count, out);
-      apply(region);
+      apply(region, plan.column_mode);
     }
     return;
   }
@@ -236,7 +265,8 @@ void run_fused(const float* a, const float* b, const ChannelLayout& layout, Fini
     finish(whole.k_begin, count, sums.data());
   }
 #pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t unit = 0; unit < units; ++unit) apply(plan.region(unit / plan.parts, unit % plan.parts, layout));
+  for (int64_t unit = 0; unit < units; ++unit)
+    apply(plan.region(unit / plan.parts, unit % plan.parts, layout), plan.column_mode);
 }
 
 }  // namespace
@@ -257,7 +287,7 @@ void weightnorm_forward(float* w, float* norm, const float* v, const float* g, c
           scale[k] = g[k] / norm[k];
         }
       },
-      [&](const Region& region) { scale_region(w, v, scale.data(), layout, region); });
+      [&](const Region& region, bool column_mode) { scale_region(w, v, scale.data(), layout, region, column_mode); });
 }
 
 void weightnorm_backward(float* dv, float* dg, const float* dw, const float* v, const float* g, const float* norm,
@@ -271,7 +301,9 @@ void weightnorm_backward(float* dv, float* dg, const float* dw, const float* v, 
           backward_coefficients(dg + k, c1.data() + k, c2.data() + k, dots[j], g[k], norm[k], eps);
         }
       },
-      [&](const Region& region) { combine_region(dv, dw, v, c1.data(), c2.data(), layout, region); });
+      [&](const Region& region, bool column_mode) {
+        combine_region(dv, dw, v, c1.data(), c2.data(), layout, region, column_mode);
+      });
 }
 
 void channel_dot(float* out, const float* a, const float* b, const ChannelLayout& layout) {
@@ -343,11 +375,15 @@ void weightnorm_backward_unfused(float* dv, float* dg, const float* dw, const fl
   channel_dot(dots.data(), dw, v, layout);
   for (int64_t k = 0; k < layout.channels; ++k)
     backward_coefficients(dg + k, c1.data() + k, c2.data() + k, dots[k], g[k], norm[k], eps);
-  // Uninitialized, like the fresh tensors chained ops would allocate (a zero fill would add a pass).
-  std::unique_ptr<float[]> scaled_dw(new float[count]), scaled_v(new float[count]);
-  channel_scale(scaled_dw.get(), dw, c1.data(), layout);
-  channel_scale(scaled_v.get(), v, c2.data(), layout);
-  subtract(dv, scaled_dw.get(), scaled_v.get(), count);
+  // Intermediates come from a reused buffer, as from a caching allocator: the comparison with the fused kernel
+  // then counts passes over memory, not page faults on fresh allocations.
+  thread_local std::vector<float> intermediates;
+  if (intermediates.size() < static_cast<size_t>(2 * count)) intermediates.resize(2 * count);
+  float* scaled_dw = intermediates.data();
+  float* scaled_v = scaled_dw + count;
+  channel_scale(scaled_dw, dw, c1.data(), layout);
+  channel_scale(scaled_v, v, c2.data(), layout);
+  subtract(dv, scaled_dw, scaled_v, count);
 }
 
 }  // namespace weightnorm::cpu

@@ -82,8 +82,18 @@ const DeviceStatus& device_status() {
     DeviceStatus s;
     int count = 0;
     const cudaError_t error = cudaGetDeviceCount(&count);
+    if (error == cudaErrorInsufficientDriver) {
+      s.reason = "no NVIDIA driver was found, or it is older than this build's CUDA runtime (cudaErrorInsufficientDriver)";
+      cudaGetLastError();
+      return s;
+    }
+    if (error == cudaErrorNoDevice) {
+      s.reason = "the NVIDIA driver reports no CUDA device (cudaErrorNoDevice)";
+      cudaGetLastError();
+      return s;
+    }
     if (error != cudaSuccess) {
-      s.reason = std::string("no usable CUDA driver or device: ") + cudaGetErrorString(error);
+      s.reason = std::string("CUDA is unusable: ") + cudaGetErrorName(error) + " (" + cudaGetErrorString(error) + ")";
       cudaGetLastError();
       return s;
     }
@@ -205,6 +215,27 @@ void copy_device_to_device(void* destination, const void* source, size_t bytes) 
 void fill_zero(void* device_destination, size_t bytes) {
   if (bytes == 0) return;
   WN_CUDA_CHECK(cudaMemsetAsync(device_destination, 0, bytes, library_stream()));
+}
+
+std::vector<double> time_on_stream(const std::function<void(int run)>& body, int warmup, int repeats) {
+  cudaStream_t stream = library_stream();
+  for (int i = 0; i < warmup; ++i) body(i);
+  std::vector<cudaEvent_t> events(2 * static_cast<size_t>(repeats));
+  for (auto& event : events) WN_CUDA_CHECK(cudaEventCreate(&event));
+  for (int i = 0; i < repeats; ++i) {
+    WN_CUDA_CHECK(cudaEventRecord(events[2 * i], stream));
+    body(warmup + i);
+    WN_CUDA_CHECK(cudaEventRecord(events[2 * i + 1], stream));
+  }
+  WN_CUDA_CHECK(cudaStreamSynchronize(stream));
+  std::vector<double> milliseconds(repeats);
+  for (int i = 0; i < repeats; ++i) {
+    float ms = 0.0f;
+    WN_CUDA_CHECK(cudaEventElapsedTime(&ms, events[2 * i], events[2 * i + 1]));
+    milliseconds[i] = ms;
+  }
+  for (auto& event : events) cudaEventDestroy(event);
+  return milliseconds;
 }
 
 void synchronize() { WN_CUDA_CHECK(cudaStreamSynchronize(library_stream())); }

@@ -3,7 +3,9 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <vector>
 
 namespace weightnorm::cuda {
 
@@ -39,6 +41,10 @@ void copy_to_host(void* host_destination, const void* device_source, size_t byte
 void copy_device_to_device(void* destination, const void* source, size_t bytes);
 void fill_zero(void* device_destination, size_t bytes);
 void synchronize();
+
+// Runs body() `warmup` times, then `repeats` times with CUDA events around each run on the library stream;
+// returns each run's milliseconds.
+std::vector<double> time_on_stream(const std::function<void(int run)>& body, int warmup, int repeats);
 
 // Scratch memory for the duration of one op: released (back to the cache) when it goes out of scope.
 class Scratch {

@@ -1,0 +1,34 @@
+// What this build and machine can do, memory accounting, and CPU threading.
+import { typeError } from './errors.js';
+import { type DeviceMemory, native, type NativeBackend } from './native.js';
+
+export type BackendInfo = NativeBackend;
+export type { DeviceMemory, CudaDeviceInfo } from './native.js';
+
+/** Which backends this build has and whether a GPU is usable now (with the reason when it is not). */
+export function backend(): BackendInfo {
+  return native.backend();
+}
+
+/** Live tensors and their bytes per device (plus the CUDA caching allocator's held and cached bytes). */
+export function memory(): { cpu: DeviceMemory; cuda: DeviceMemory } {
+  return native.memory();
+}
+
+/** Threads used by the CPU kernels; 0 restores the default (every core). */
+export function setNumThreads(threads: number): void {
+  if (typeof threads !== 'number' || !Number.isInteger(threads) || threads < 0 || threads > 1024) {
+    throw typeError('setNumThreads: threads', 'an integer in [0, 1024]', threads);
+  }
+  native.setNumThreads(threads);
+}
+
+/** Waits for all queued GPU work (a no-op without a GPU). */
+export function synchronize(): void {
+  native.synchronize();
+}
+
+/** Returns the CUDA caching allocator's free blocks to the driver. */
+export function releaseCachedMemory(): void {
+  native.releaseCachedMemory();
+}

@@ -1,0 +1,113 @@
+// Weight-norm ops (PAPER.md §1). Every argument is validated here before the native call.
+import { rangeError, typeError } from './errors.js';
+import { native } from './native.js';
+import { handleOf, Tensor } from './tensor.js';
+
+/** Default floor of ‖v‖: a zero channel then gives w = 0 and finite gradients instead of NaN. */
+export const DEFAULT_EPS = 1e-12;
+
+export interface WeightNormOptions {
+  /**
+   * The axis that keeps one norm per index (the norm is over every other axis). Negative counts from the end;
+   * null gives one norm for the whole tensor. Default 0 (one norm per output unit of a Linear or Conv weight).
+   */
+  dim?: number | null;
+  /** Floor of ‖v‖ (default 1e-12). Must be positive and finite. */
+  eps?: number;
+  /**
+   * true (default): one fused kernel. false: the same result from separate primitive passes (norm reduction,
+   * reciprocal and scale, multiply), as chaining ordinary tensor ops would give; for benchmarks and tests.
+   */
+  fused?: boolean;
+}
+
+export interface WeightNormResult {
+  /** w = g · v / max(‖v‖, eps), the shape of v. */
+  w: Tensor;
+  /** max(‖v‖, eps) per index of dim: shape [v.shape[dim]] ([1] for dim null). Saved for the backward. */
+  norm: Tensor;
+}
+
+export interface WeightNormGradients {
+  /** ∂L/∂v = (g/‖v‖)·∂L/∂w − (g·∂L/∂g/‖v‖²)·v, the shape of v. */
+  dv: Tensor;
+  /** ∂L/∂g = (∂L/∂w · v)/‖v‖, the shape of g. */
+  dg: Tensor;
+}
+
+function checkOptions(where: string, options: unknown, rank: number): { dim: number | null; eps: number; fused: boolean } {
+  if (options === undefined) return { dim: rank === 0 ? null : 0, eps: DEFAULT_EPS, fused: true };
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw typeError(`${where}: options`, 'an object like { dim, eps, fused }', options);
+  }
+  for (const key of Object.keys(options)) {
+    if (!['dim', 'eps', 'fused'].includes(key)) throw typeError(`${where}: options`, 'only the keys dim, eps, fused', key);
+  }
+  const { dim = rank === 0 ? null : 0, eps = DEFAULT_EPS, fused = true } = options as WeightNormOptions;
+  let axis: number | null = null;
+  if (dim !== null) {
+    if (typeof dim !== 'number' || !Number.isInteger(dim)) throw typeError(`${where}: options.dim`, 'an integer or null', dim);
+    if (dim < -rank || dim >= rank) {
+      throw rangeError(`${where}: options.dim`, `an axis in [${-rank}, ${rank - 1}] for a tensor of rank ${rank}`, String(dim));
+    }
+    axis = dim < 0 ? dim + rank : dim;
+  }
+  if (typeof eps !== 'number' || !Number.isFinite(eps) || eps <= 0) {
+    throw typeError(`${where}: options.eps`, 'a positive finite number', eps);
+  }
+  if (typeof fused !== 'boolean') throw typeError(`${where}: options.fused`, 'a boolean', fused);
+  return { dim: axis, eps, fused };
+}
+
+function checkChannelVector(where: string, parameter: string, t: Tensor, v: Tensor, dim: number | null): void {
+  const channels = dim === null ? 1 : v.shape[dim]!;
+  if (t.shape.length !== 1 || t.shape[0] !== channels) {
+    const meaning = dim === null ? 'one value for dim null' : `one per index of v's dim ${dim}`;
+    throw rangeError(`${where}: ${parameter}`, `shape [${channels}] (${meaning})`, `[${t.shape.join(', ')}]`);
+  }
+}
+
+function checkSameDevice(where: string, parameter: string, t: Tensor, v: Tensor): void {
+  if (t.device !== v.device) {
+    throw typeError(`${where}: ${parameter}`, `a tensor on v's device '${v.device}'`, t);
+  }
+}
+
+/** Weight norm forward: w = g · v / max(‖v‖, eps), one norm per index of `dim`. */
+export function weightNorm(v: Tensor, g: Tensor, options?: WeightNormOptions): WeightNormResult {
+  const where = 'weightNorm';
+  const vHandle = handleOf(v, `${where}: v`);
+  const gHandle = handleOf(g, `${where}: g`);
+  const { dim, eps, fused } = checkOptions(where, options, v.rank);
+  checkSameDevice(where, 'g', g, v);
+  checkChannelVector(where, 'g', g, v, dim);
+  const { w, norm } = native.weightNorm(vHandle, gHandle, dim, eps, fused);
+  return { w: new Tensor(w), norm: new Tensor(norm) };
+}
+
+/**
+ * Weight norm backward, given dw = ∂L/∂w and the forward's v, g and saved norm. Channels whose norm sat on the
+ * eps floor are treated as w = g·v/eps (the projection term is 0 there).
+ */
+export function weightNormBackward(
+  dw: Tensor,
+  v: Tensor,
+  g: Tensor,
+  norm: Tensor,
+  options?: WeightNormOptions,
+): WeightNormGradients {
+  const where = 'weightNormBackward';
+  const dwHandle = handleOf(dw, `${where}: dw`);
+  const vHandle = handleOf(v, `${where}: v`);
+  const gHandle = handleOf(g, `${where}: g`);
+  const normHandle = handleOf(norm, `${where}: norm`);
+  const { dim, eps, fused } = checkOptions(where, options, v.rank);
+  if (dw.shape.length !== v.shape.length || dw.shape.some((d, i) => d !== v.shape[i])) {
+    throw rangeError(`${where}: dw`, `v's shape [${v.shape.join(', ')}]`, `[${dw.shape.join(', ')}]`);
+  }
+  for (const [name, t] of [['dw', dw], ['g', g], ['norm', norm]] as const) checkSameDevice(where, name, t, v);
+  checkChannelVector(where, 'g', g, v, dim);
+  checkChannelVector(where, 'norm', norm, v, dim);
+  const { dv, dg } = native.weightNormBackward(dwHandle, vHandle, gHandle, normHandle, dim, eps, fused);
+  return { dv: new Tensor(dv), dg: new Tensor(dg) };
+}

@@ -1,0 +1,176 @@
+// Tensor: float32 data with a shape on one device ('cpu' | 'cuda'). Creation functions validate everything before
+// the native call; a disposed tensor throws DisposedTensorError wherever it is used.
+import { DisposedTensorError, rangeError, typeError } from './errors.js';
+import { type Device, native, type NativeTensor } from './native.js';
+
+export type { Device } from './native.js';
+
+export interface CreateOptions {
+  /** Where the tensor lives. Default 'cpu'. 'cuda' without a usable GPU throws a RangeError with the reason. */
+  device?: Device;
+}
+
+export interface RandnOptions extends CreateOptions {
+  /** Seed of the counter-based generator: the same seed gives the same values on every device and run. */
+  seed?: number;
+  mean?: number;
+  std?: number;
+}
+
+const handles = new WeakMap<Tensor, NativeTensor>();
+
+export class Tensor {
+  readonly shape: readonly number[];
+  readonly size: number;
+
+  /** @internal Use tensor(), zeros() or randn(). */
+  constructor(handle: NativeTensor) {
+    if (!(handle instanceof native.NativeTensor)) {
+      throw new TypeError('Tensor: use tensor(), zeros() or randn() to create tensors');
+    }
+    handles.set(this, handle);
+    this.shape = Object.freeze([...handle.shape]);
+    this.size = this.shape.reduce((a, b) => a * b, 1);
+  }
+
+  get device(): Device {
+    return handleOf(this, 'tensor.device').device as Device;
+  }
+
+  get disposed(): boolean {
+    return handles.get(this)!.disposed;
+  }
+
+  get rank(): number {
+    return this.shape.length;
+  }
+
+  /** A copy of the data on the host (waits for pending GPU work). */
+  toArray(): Float32Array {
+    return handleOf(this, 'tensor.toArray').toArray();
+  }
+
+  /** A copy on `device` (a new tensor, even when it is already there). */
+  to(device: Device): Tensor {
+    const where = 'tensor.to';
+    const handle = handleOf(this, where);
+    return new Tensor(handle.to(checkDevice(device, where, 'device')));
+  }
+
+  /** Frees the memory now (CUDA memory goes back to the caching allocator). Calling it twice is harmless. */
+  dispose(): void {
+    handles.get(this)!.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  toString(): string {
+    const handle = handles.get(this)!;
+    return `Tensor [${this.shape.join(', ')}] ${handle.disposed ? '(disposed)' : `on ${handle.device}`}`;
+  }
+}
+
+/** @internal The native handle of a live tensor; names `where` in the error otherwise. */
+export function handleOf(value: unknown, where: string): NativeTensor {
+  if (!(value instanceof Tensor)) throw typeError(where, 'a Tensor', value);
+  const handle = handles.get(value)!;
+  if (handle.disposed) throw new DisposedTensorError(`${where}: the tensor ${value.toString()} was used after dispose()`);
+  return handle;
+}
+
+export function checkDevice(value: unknown, where: string, parameter: string): Device {
+  if (value !== 'cpu' && value !== 'cuda') throw typeError(`${where}: ${parameter}`, "'cpu' or 'cuda'", value);
+  if (value === 'cuda') {
+    const cuda = native.backend().cuda;
+    if (!cuda.usable) {
+      throw new RangeError(`${where}: ${parameter} 'cuda' is not usable here: ${cuda.reason ?? 'unknown reason'}`);
+    }
+  }
+  return value;
+}
+
+function checkShape(value: unknown, where: string): number[] {
+  if (!Array.isArray(value)) throw typeError(`${where}: shape`, 'an array of non-negative integers', value);
+  value.forEach((d, i) => {
+    if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) {
+      throw typeError(`${where}: shape[${i}]`, 'a non-negative integer', d);
+    }
+  });
+  const size = (value as number[]).reduce((a, b) => a * b, 1);
+  if (size > 2 ** 40) throw rangeError(`${where}: shape`, 'at most 2^40 elements', `[${value.join(', ')}]`);
+  return [...(value as number[])];
+}
+
+function checkOptions<T extends object>(value: unknown, where: string, allowed: readonly string[]): Partial<T> {
+  if (value === undefined) return {};
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw typeError(`${where}: options`, 'an object', value);
+  }
+  for (const key of Object.keys(value)) {
+    if (!allowed.includes(key)) throw typeError(`${where}: options`, `only the keys ${allowed.join(', ')}`, key);
+  }
+  return value as Partial<T>;
+}
+
+function checkFiniteNumber(value: unknown, where: string): number {
+  if (typeof value !== 'number' || !Number.isFinite(value)) throw typeError(where, 'a finite number', value);
+  return value;
+}
+
+/**
+ * A tensor from a Float32Array or an array of numbers. The shape defaults to the data's own length (1-D);
+ * the data is copied.
+ */
+export function tensor(data: Float32Array | readonly number[], shape?: readonly number[], options?: CreateOptions): Tensor {
+  const where = 'tensor';
+  const { device = 'cpu' } = checkOptions<CreateOptions>(options, where, ['device']);
+  let values: Float32Array;
+  if (data instanceof Float32Array) {
+    values = data;
+  } else if (Array.isArray(data)) {
+    data.forEach((x, i) => {
+      if (typeof x !== 'number') throw typeError(`${where}: data[${i}]`, 'a number', x);
+    });
+    values = Float32Array.from(data);
+  } else {
+    throw typeError(`${where}: data`, 'a Float32Array or an array of numbers', data);
+  }
+  const dims = shape === undefined ? [values.length] : checkShape(shape, where);
+  const size = dims.reduce((a, b) => a * b, 1);
+  if (size !== values.length) {
+    throw rangeError(`${where}: data`, `${size} values for shape [${dims.join(', ')}]`, `${values.length} values`);
+  }
+  return new Tensor(native.fromArray(values, dims, checkDevice(device, where, 'options.device')));
+}
+
+export function zeros(shape: readonly number[], options?: CreateOptions): Tensor {
+  const where = 'zeros';
+  const { device = 'cpu' } = checkOptions<CreateOptions>(options, where, ['device']);
+  return new Tensor(native.zeros(checkShape(shape, where), checkDevice(device, where, 'options.device')));
+}
+
+/** Normal samples, N(mean, std^2), from a seeded counter-based generator (default seed 0). */
+export function randn(shape: readonly number[], options?: RandnOptions): Tensor {
+  const where = 'randn';
+  const { device = 'cpu', seed = 0, mean = 0, std = 1 } = checkOptions<RandnOptions>(options, where, [
+    'device',
+    'seed',
+    'mean',
+    'std',
+  ]);
+  if (typeof seed !== 'number' || !Number.isSafeInteger(seed) || seed < 0) {
+    throw typeError(`${where}: options.seed`, 'a non-negative safe integer', seed);
+  }
+  const dims = checkShape(shape, where);
+  return new Tensor(
+    native.randn(
+      dims,
+      seed,
+      checkDevice(device, where, 'options.device'),
+      checkFiniteNumber(mean, `${where}: options.mean`),
+      checkFiniteNumber(std, `${where}: options.std`),
+    ),
+  );
+}

@@ -83,7 +83,7 @@ Plan make_plan(const ChannelLayout& layout, int threads) {
   Plan plan;
   const int64_t reduce = layout.reduce_size();
   const int64_t bytes_per_channel = std::max<int64_t>(1, reduce * int64_t{sizeof(float)});
-  plan.column_mode = layout.inner < kSegmentMinInner;
+  plan.column_mode = layout.inner > 0 && layout.inner < kSegmentMinInner;
   int64_t by_cache = std::max<int64_t>(1, kChunkBytes / bytes_per_channel);
   if (plan.column_mode) by_cache = std::min(by_cache, std::max<int64_t>(1, kMaxColumnSpan / layout.inner));
   plan.chunk_channels = std::min(layout.channels, by_cache);
@@ -225,6 +225,7 @@ void backward_coefficients(float* dg, float* c1, float* c2, double dot, float g,
 // into coefficients; apply(region) writes the outputs of a region.
 template <class Finish, class Apply>
 void run_fused(const float* a, const float* b, const ChannelLayout& layout, Finish&& finish, Apply&& apply) {
+  if (layout.channels == 0) return;
   const int threads = num_threads();
   const Plan plan = make_plan(layout, threads);
   const bool parallel = layout.elements() >= kParallelMinElements && threads > 1;
@@ -307,6 +308,7 @@ void weightnorm_backward(float* dv, float* dg, const float* dw, const float* v, 
 }
 
 void channel_dot(float* out, const float* a, const float* b, const ChannelLayout& layout) {
+  if (layout.channels == 0) return;
   const int threads = num_threads();
   const Plan plan = make_plan(layout, threads);
   const int64_t units = plan.chunks * plan.parts;

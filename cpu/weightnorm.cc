@@ -1,17 +1,32 @@
 // CPU weight norm (see weightnorm.h). Layout: v is [outer, channels, inner]; one norm per channel.
 //
-// Work is cut into chunks of consecutive channels sized so that a chunk stays in L2 between the reduction and the
-// write pass: each element of v (and dw) comes from memory once, the write pass re-reads it from cache. When
-// there are too few chunks to feed every thread (few long channels, dim = null), each chunk's reduction is also
-// cut into parts of a fixed size; the parts' sums are added in a fixed order, so results never depend on the
-// thread count. Sums are accumulated in float lanes over short blocks and folded into double.
+// Work is cut into chunks of consecutive channels. When a chunk fits in L2, one thread reduces it, turns the sums
+// into coefficients and writes the outputs while the chunk is still cached: each input element comes from memory
+// once. When a chunk does not fit, or there are too few chunks to keep every thread busy (few long channels,
+// dim = null, the last dim of a tall matrix), each chunk's reduction is cut into parts of a fixed size, reduced in
+// parallel, added in part order, and a second parallel pass writes the outputs. Part sizes never depend on the
+// thread count, so neither does the summation order: results are bitwise identical for any number of threads.
+//
+// Two ways to walk a chunk:
+//  segments  inner >= 32: each channel is a set of contiguous runs (whole rows for dim 0); the vector loop runs
+//            along a run.
+//  columns   inner < 32 (last dim, small middle dims): a run is too short to vectorize, so the loop runs along
+//            the row across a chunk's channels, accumulating one sum per column; when the chunk spans whole rows
+//            (all channels), consecutive rows are contiguous and several are folded into one wide row.
+// Sums accumulate in float over at most 64-1024 products, then fold into double. Large outputs are written with
+// non-temporal (streaming) stores: they bypass the cache, so the write neither evicts the cached chunk nor pays
+// a read-for-ownership of the destination.
 #include "weightnorm.h"
 
 #include <omp.h>
 
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
-#include <memory>
+#include <cstdint>
 #include <vector>
 
 namespace weightnorm::cpu {
@@ -19,24 +34,45 @@ namespace {
 
 int g_requested_threads = 0;
 
-// A chunk's bytes (per input array) that should still be in L2 when the write pass reads them again.
-constexpr int64_t kChunkBytes = 512 * 1024;
-// Reduction length of one part when a channel's reduction is split; a constant so summation order is fixed.
+// Bytes of input a chunk may span and still be in L2 (2 MB per core here) when the write pass reads it again.
+constexpr int64_t kChunkBytes = 1 << 20;
+// Reduction length of one part when a chunk's reduction is split; a constant so the summation order is fixed.
 constexpr int64_t kPartElements = int64_t{1} << 16;
-// Channels whose contiguous run (inner) is shorter than this are reduced column-wise across a chunk of channels,
-// so the vector loop runs along the row instead of over a handful of elements.
-constexpr int64_t kSegmentMinInner = 16;
-// Widest run of columns (channels * inner) accumulated at once in the column-wise reduction.
-constexpr int64_t kMaxColumnSpan = 512;
+// Channels whose contiguous runs (inner) are shorter than this are walked column-wise.
+constexpr int64_t kSegmentMinInner = 32;
+// Most columns (channels * inner) a column-wise chunk spans; also the size of the column accumulators.
+constexpr int64_t kMaxColumns = 2048;
+// When a chunk spans whole rows shorter than this, rows are folded together to about this width.
+constexpr int64_t kWideColumns = 1024;
+// Float accumulators take this many rows (column mode) or products per lane (segments) before folding to double.
+constexpr int64_t kFoldRows = 64;
+constexpr int kLanes = 16;
+constexpr int64_t kFoldBlock = kLanes * 64;
 // Below this many elements a single thread is faster than waking the others.
 constexpr int64_t kParallelMinElements = int64_t{1} << 15;
-
-constexpr int kLanes = 16;
-constexpr int64_t kFoldBlock = 1024;
+// Outputs at least this large are written with streaming stores (they would not stay in cache anyway).
+constexpr int64_t kStreamingBytes = int64_t{4} << 20;
 
 // Sum of a[i]*b[i] (or a[i]^2) over a contiguous run: 16 float lanes over blocks of 1024, folded into double.
 template <bool kSquare>
 double run_dot(const float* a, const float* b, int64_t n) {
+#if defined(__SSE2__)
+  if (n < 4 * kLanes) {
+    // Short runs (a channel of a few dozen floats): one 4-wide accumulator, so that consecutive channels' chains
+    // overlap instead of each paying a long scalar dependency chain.
+    __m128 acc = _mm_setzero_ps();
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+      const __m128 x = _mm_loadu_ps(a + i);
+      acc = _mm_add_ps(acc, _mm_mul_ps(x, kSquare ? x : _mm_loadu_ps(b + i)));
+    }
+    float lanes[4];
+    _mm_storeu_ps(lanes, acc);
+    float s = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+    for (; i < n; ++i) s += kSquare ? a[i] * a[i] : a[i] * b[i];
+    return s;
+  }
+#endif
   double total = 0.0;
   int64_t i = 0;
   while (i < n) {
@@ -57,18 +93,64 @@ double dot_dispatch(const float* a, const float* b, int64_t n) {
   return a == b ? run_dot<true>(a, b, n) : run_dot<false>(a, b, n);
 }
 
+#if defined(__SSE2__)
+using Vec4 = __m128;
+inline Vec4 load4(const float* p) { return _mm_loadu_ps(p); }
+inline Vec4 broadcast4(float x) { return _mm_set1_ps(x); }
+inline Vec4 mul4(Vec4 a, Vec4 b) { return _mm_mul_ps(a, b); }
+inline Vec4 sub4(Vec4 a, Vec4 b) { return _mm_sub_ps(a, b); }
+#endif
+
+// dst[i] = scalar(i) for i < n. With kStream, the aligned body goes through non-temporal 16-byte stores of
+// vector4(i) (4 outputs at once), and each 64-byte line written prefetches the line `prefetch_distance` floats
+// ahead in the inputs (the next chunk this thread will reduce), so its reads overlap these writes.
+template <bool kStream, class Vector4, class Scalar>
+inline void store_run(float* dst, int64_t n, Vector4&& vector4, Scalar&& scalar, const float* prefetch_a,
+                      const float* prefetch_b) {
+  int64_t i = 0;
+#if defined(__SSE2__)
+  if constexpr (kStream) {
+    for (; i < n && (reinterpret_cast<uintptr_t>(dst + i) & 15) != 0; ++i) dst[i] = scalar(i);
+    for (; i + 4 <= n; i += 4) {
+      if (prefetch_a && (i & 15) == 0) {
+        _mm_prefetch(reinterpret_cast<const char*>(prefetch_a + i), _MM_HINT_T0);
+        if (prefetch_b) _mm_prefetch(reinterpret_cast<const char*>(prefetch_b + i), _MM_HINT_T0);
+      }
+      _mm_stream_ps(dst + i, vector4(i));
+    }
+  }
+#else
+  (void)vector4;
+  (void)prefetch_a;
+  (void)prefetch_b;
+#endif
+  for (; i < n; ++i) dst[i] = scalar(i);
+}
+
+// Streaming stores are weakly ordered: fence before another thread (or the caller) may read the outputs.
+inline void finish_streaming() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
+
 // One unit of work: channels [k_begin, k_end) and, of each channel's reduction domain (flattened as
 // r = o * inner + i), the range [r_begin, r_end). In column mode the range is whole rows (multiples of inner).
 struct Region {
   int64_t k_begin, k_end, r_begin, r_end;
+  int64_t channels() const { return k_end - k_begin; }
 };
 
 struct Plan {
   bool column_mode = false;
+  bool streaming = false;
   int64_t chunk_channels = 1;
   int64_t chunks = 1;
-  int64_t parts = 1;        // parts per chunk
+  int64_t parts = 1;        // parts per chunk; 1 = each chunk is reduced and written by one thread, in cache
   int64_t part_length = 0;  // in r units (a multiple of inner in column mode)
+  // When consecutive chunks are contiguous in memory (outer == 1, one part), the floats from a chunk to the next:
+  // the write pass of one chunk prefetches the next.
+  int64_t prefetch_distance = 0;
 
   Region region(int64_t chunk, int64_t part, const ChannelLayout& layout) const {
     const int64_t k_begin = chunk * chunk_channels;
@@ -79,134 +161,210 @@ struct Plan {
   }
 };
 
-Plan make_plan(const ChannelLayout& layout, int threads) {
+// inputs: arrays read per element (1 forward, 2 backward), which share the cache budget.
+Plan make_plan(const ChannelLayout& layout, int threads, int inputs) {
   Plan plan;
   const int64_t reduce = layout.reduce_size();
-  const int64_t bytes_per_channel = std::max<int64_t>(1, reduce * int64_t{sizeof(float)});
-  plan.column_mode = layout.inner > 0 && layout.inner < kSegmentMinInner;
-  int64_t by_cache = std::max<int64_t>(1, kChunkBytes / bytes_per_channel);
-  if (plan.column_mode) by_cache = std::min(by_cache, std::max<int64_t>(1, kMaxColumnSpan / layout.inner));
-  plan.chunk_channels = std::min(layout.channels, by_cache);
+  const int64_t channel_bytes = std::max<int64_t>(1, reduce * int64_t{sizeof(float)} * inputs);
+  // With outer == 1 each channel is one contiguous run however short: segments, without column bookkeeping.
+  plan.column_mode = layout.inner > 0 && layout.inner < kSegmentMinInner && layout.outer > 1;
+  plan.chunk_channels = plan.column_mode ? std::max<int64_t>(1, kMaxColumns / layout.inner)
+                                         : std::max<int64_t>(1, kChunkBytes / channel_bytes);
+  plan.chunk_channels = std::min(std::max<int64_t>(layout.channels, 1), plan.chunk_channels);
   plan.chunks = (layout.channels + plan.chunk_channels - 1) / plan.chunk_channels;
-  plan.part_length = reduce;
-  plan.parts = 1;
-  const bool enough_chunks = plan.chunks >= 2 * int64_t{threads};
-  if (!enough_chunks && layout.elements() >= kParallelMinElements && reduce > kPartElements) {
+  plan.streaming = layout.elements() * int64_t{sizeof(float)} >= kStreamingBytes;
+  plan.part_length = std::max<int64_t>(reduce, 1);
+  const bool fits = plan.chunk_channels * channel_bytes <= kChunkBytes;
+  const bool large = layout.elements() >= kParallelMinElements;
+  if (large && reduce > kPartElements && (!fits || plan.chunks < 2 * int64_t{threads})) {
     if (plan.column_mode) {
       const int64_t span = plan.chunk_channels * layout.inner;
-      const int64_t rows = std::max<int64_t>(1, kPartElements / span);
-      plan.part_length = rows * layout.inner;
+      plan.part_length = std::max<int64_t>(1, kPartElements / span) * layout.inner;
     } else {
       plan.part_length = kPartElements;
     }
     plan.parts = (reduce + plan.part_length - 1) / plan.part_length;
   }
+  if (plan.parts == 1 && layout.outer == 1) plan.prefetch_distance = plan.chunk_channels * layout.inner;
   return plan;
 }
 
-// Calls write(offset, length, j) for every contiguous run of the region (segment mode), j = channel - k_begin.
-template <class Write>
-void visit_runs(const ChannelLayout& layout, const Region& region, Write&& write) {
+// ---------------------------------------------------------------------------------------------------------------
+// Segment mode.
+
+// Calls visit(offset, length, j) for every contiguous run of the region, j = channel - k_begin.
+template <class Visit>
+void visit_runs(const ChannelLayout& layout, const Region& region, Visit&& visit) {
   if (region.r_begin >= region.r_end) return;
   const int64_t row_stride = layout.channels * layout.inner;
   const int64_t o_first = region.r_begin / layout.inner, i_first = region.r_begin % layout.inner;
   const int64_t o_last = (region.r_end - 1) / layout.inner, i_last_end = (region.r_end - 1) % layout.inner + 1;
-  for (int64_t j = 0; j < region.k_end - region.k_begin; ++j) {
+  for (int64_t j = 0; j < region.channels(); ++j) {
     const int64_t channel_offset = (region.k_begin + j) * layout.inner;
     for (int64_t o = o_first; o <= o_last; ++o) {
       const int64_t i_begin = o == o_first ? i_first : 0;
       const int64_t i_end = o == o_last ? i_last_end : layout.inner;
-      write(o * row_stride + channel_offset + i_begin, i_end - i_begin, j);
+      visit(o * row_stride + channel_offset + i_begin, i_end - i_begin, j);
     }
   }
 }
 
-// Column mode: calls write(offset, span, expanded) for each outer row of the region, where the span covers all of
-// the region's channels and expanded(c) maps a column to its channel index j.
-template <class Write>
-void visit_rows(const ChannelLayout& layout, const Region& region, Write&& write) {
+// ---------------------------------------------------------------------------------------------------------------
+// Column mode. The region's rows are walked as a sequence of "wide rows" of `width` columns: one row of the
+// chunk's span, or, when the chunk spans whole rows, several consecutive rows (contiguous in memory).
+
+struct ColumnWalk {
+  int64_t span;   // columns of one row that belong to the region
+  int64_t width;  // columns per wide row (a multiple of span)
+  bool whole_rows;
+};
+
+ColumnWalk column_walk(const ChannelLayout& layout, const Region& region) {
+  const int64_t span = region.channels() * layout.inner;
+  const bool whole_rows = span == layout.channels * layout.inner;
+  const int64_t width = whole_rows ? span * std::max<int64_t>(1, kWideColumns / span) : span;
+  return {span, width, whole_rows};
+}
+
+// Calls visit(offset, length) for each wide row of the region; length == width except for the last, which may be
+// shorter (a multiple of span), so column c of every call belongs to channel (c % span) / inner.
+template <class Visit>
+void visit_wide_rows(const ChannelLayout& layout, const Region& region, const ColumnWalk& walk, Visit&& visit) {
   const int64_t row_stride = layout.channels * layout.inner;
-  const int64_t span = (region.k_end - region.k_begin) * layout.inner;
-  for (int64_t o = region.r_begin / layout.inner; o < region.r_end / layout.inner; ++o)
-    write(o * row_stride + region.k_begin * layout.inner, span);
-}
-
-// Per-column copies of per-channel coefficients, so the column-mode write loop is a plain vector loop.
-void expand_columns(float* columns, const float* per_channel, const ChannelLayout& layout, const Region& region) {
-  for (int64_t j = 0; j < region.k_end - region.k_begin; ++j)
-    for (int64_t i = 0; i < layout.inner; ++i) columns[j * layout.inner + i] = per_channel[region.k_begin + j];
-}
-
-// out = a * scale[channel] over the region.
-void scale_region(float* out, const float* a, const float* scale, const ChannelLayout& layout, const Region& region,
-                  bool column_mode) {
-  if (column_mode) {
-    float s[kMaxColumnSpan];
-    expand_columns(s, scale, layout, region);
-    visit_rows(layout, region, [&](int64_t offset, int64_t span) {
-      const float* src = a + offset;
-      float* dst = out + offset;
-      for (int64_t c = 0; c < span; ++c) dst[c] = src[c] * s[c];
-    });
+  const int64_t o_begin = region.r_begin / layout.inner, o_end = region.r_end / layout.inner;
+  if (walk.whole_rows) {
+    const int64_t begin = o_begin * row_stride, end = o_end * row_stride;
+    for (int64_t e = begin; e < end; e += walk.width) visit(e, std::min(walk.width, end - e));
     return;
   }
-  visit_runs(layout, region, [&](int64_t offset, int64_t len, int64_t j) {
-    const float s = scale[region.k_begin + j];
-    const float* src = a + offset;
-    float* dst = out + offset;
-    for (int64_t i = 0; i < len; ++i) dst[i] = src[i] * s;
-  });
+  for (int64_t o = o_begin; o < o_end; ++o) visit(o * row_stride + region.k_begin * layout.inner, walk.span);
 }
 
-// out = c1[channel] * a - c2[channel] * b over the region.
-void combine_region(float* out, const float* a, const float* b, const float* c1, const float* c2,
-                    const ChannelLayout& layout, const Region& region, bool column_mode) {
-  if (column_mode) {
-    float s1[kMaxColumnSpan], s2[kMaxColumnSpan];
-    expand_columns(s1, c1, layout, region);
-    expand_columns(s2, c2, layout, region);
-    visit_rows(layout, region, [&](int64_t offset, int64_t span) {
-      const float* pa = a + offset;
-      const float* pb = b + offset;
-      float* dst = out + offset;
-      for (int64_t c = 0; c < span; ++c) dst[c] = s1[c] * pa[c] - s2[c] * pb[c];
-    });
-    return;
-  }
-  visit_runs(layout, region, [&](int64_t offset, int64_t len, int64_t j) {
-    const float s1 = c1[region.k_begin + j], s2 = c2[region.k_begin + j];
+// The coefficient of each column of a wide row (nested loops: no division per column).
+void expand_columns(float* columns, const float* per_channel, const ChannelLayout& layout, const Region& region,
+                    const ColumnWalk& walk) {
+  int64_t c = 0;
+  for (int64_t row = 0; row < walk.width / walk.span; ++row)
+    for (int64_t j = 0; j < region.channels(); ++j)
+      for (int64_t i = 0; i < layout.inner; ++i) columns[c++] = per_channel[region.k_begin + j];
+}
+
+// sums[j] = sum over the region of a*b for channel k_begin + j.
+template <bool kSquare>
+void reduce_columns(double* sums, const float* a, const float* b, const ChannelLayout& layout, const Region& region) {
+  const ColumnWalk walk = column_walk(layout, region);
+  float partial[kMaxColumns];
+  double total[kMaxColumns];
+  std::fill(partial, partial + walk.width, 0.0f);
+  std::fill(total, total + walk.width, 0.0);
+  int64_t rows_in_partial = 0;
+  visit_wide_rows(layout, region, walk, [&](int64_t offset, int64_t length) {
     const float* pa = a + offset;
     const float* pb = b + offset;
-    float* dst = out + offset;
-    for (int64_t i = 0; i < len; ++i) dst[i] = s1 * pa[i] - s2 * pb[i];
+    for (int64_t c = 0; c < length; ++c) partial[c] += kSquare ? pa[c] * pa[c] : pa[c] * pb[c];
+    if (++rows_in_partial == kFoldRows) {
+      for (int64_t c = 0; c < walk.width; ++c) total[c] += partial[c];
+      std::fill(partial, partial + walk.width, 0.0f);
+      rows_in_partial = 0;
+    }
   });
+  for (int64_t c = 0; c < walk.width; ++c) total[c] += partial[c];
+  std::fill(sums, sums + region.channels(), 0.0);
+  int64_t c = 0;
+  for (int64_t row = 0; row < walk.width / walk.span; ++row)
+    for (int64_t j = 0; j < region.channels(); ++j)
+      for (int64_t i = 0; i < layout.inner; ++i) sums[j] += total[c++];
 }
 
-// sums[k - k_begin] = sum over the region of a*b, for each channel of the region.
+// ---------------------------------------------------------------------------------------------------------------
+// Both modes.
+
 void reduce_region(double* sums, const float* a, const float* b, const ChannelLayout& layout, const Region& region,
                    bool column_mode) {
-  const int64_t count = region.k_end - region.k_begin;
-  const int64_t row_stride = layout.channels * layout.inner;
   if (column_mode) {
-    const int64_t span = count * layout.inner;
-    double columns[kMaxColumnSpan];
-    std::fill(columns, columns + span, 0.0);
-    const int64_t o_begin = region.r_begin / layout.inner, o_end = region.r_end / layout.inner;
-    for (int64_t o = o_begin; o < o_end; ++o) {
-      const int64_t base = o * row_stride + region.k_begin * layout.inner;
-      const float* pa = a + base;
-      const float* pb = b + base;
-      for (int64_t c = 0; c < span; ++c) columns[c] += double(pa[c]) * double(pb[c]);
-    }
-    for (int64_t j = 0; j < count; ++j) {
-      double s = 0.0;
-      for (int64_t i = 0; i < layout.inner; ++i) s += columns[j * layout.inner + i];
-      sums[j] = s;
-    }
-    return;
+    if (a == b) return reduce_columns<true>(sums, a, b, layout, region);
+    return reduce_columns<false>(sums, a, b, layout, region);
   }
-  std::fill(sums, sums + count, 0.0);
+  std::fill(sums, sums + region.channels(), 0.0);
   visit_runs(layout, region, [&](int64_t offset, int64_t len, int64_t j) { sums[j] += dot_dispatch(a + offset, b + offset, len); });
+}
+
+// out = c1[channel] * a (kBackward false) or c1[channel] * a - c2[channel] * b (kBackward true) over the region.
+// prefetch_distance: floats from a run to the same place in this thread's next chunk (0: no prefetch).
+template <bool kBackward, bool kStream>
+void write_region(float* out, const float* a, const float* b, const float* c1, const float* c2,
+                  const ChannelLayout& layout, const Region& region, bool column_mode, int64_t prefetch_distance) {
+  if (column_mode) {
+    const ColumnWalk walk = column_walk(layout, region);
+    float s1[kMaxColumns], s2[kMaxColumns];
+    expand_columns(s1, c1, layout, region, walk);
+    if (kBackward) expand_columns(s2, c2, layout, region, walk);
+    visit_wide_rows(layout, region, walk, [&](int64_t offset, int64_t length) {
+      const float* pa = a + offset;
+      const float* pb = b + offset;
+      const float* next_a = prefetch_distance ? pa + prefetch_distance : nullptr;
+      const float* next_b = prefetch_distance && kBackward ? pb + prefetch_distance : nullptr;
+      // The wide row starts at a column-0 boundary, so output c uses coefficient c.
+      if constexpr (kBackward) {
+        store_run<kStream>(
+            out + offset, length,
+#if defined(__SSE2__)
+            [&](int64_t c) { return sub4(mul4(load4(s1 + c), load4(pa + c)), mul4(load4(s2 + c), load4(pb + c))); },
+#else
+            0,
+#endif
+            [&](int64_t c) { return s1[c] * pa[c] - s2[c] * pb[c]; }, next_a, next_b);
+      } else {
+        store_run<kStream>(
+            out + offset, length,
+#if defined(__SSE2__)
+            [&](int64_t c) { return mul4(load4(s1 + c), load4(pa + c)); },
+#else
+            0,
+#endif
+            [&](int64_t c) { return s1[c] * pa[c]; }, next_a, nullptr);
+      }
+    });
+  } else {
+    visit_runs(layout, region, [&](int64_t offset, int64_t len, int64_t j) {
+      const float k1 = c1[region.k_begin + j];
+      const float* pa = a + offset;
+      const float* pb = b + offset;
+      const float* next_a = prefetch_distance ? pa + prefetch_distance : nullptr;
+      const float* next_b = prefetch_distance && kBackward ? pb + prefetch_distance : nullptr;
+      if constexpr (kBackward) {
+        const float k2 = c2[region.k_begin + j];
+        store_run<kStream>(
+            out + offset, len,
+#if defined(__SSE2__)
+            [&, v1 = broadcast4(k1), v2 = broadcast4(k2)](int64_t i) {
+              return sub4(mul4(v1, load4(pa + i)), mul4(v2, load4(pb + i)));
+            },
+#else
+            0,
+#endif
+            [&](int64_t i) { return k1 * pa[i] - k2 * pb[i]; }, next_a, next_b);
+      } else {
+        store_run<kStream>(
+            out + offset, len,
+#if defined(__SSE2__)
+            [&, v1 = broadcast4(k1)](int64_t i) { return mul4(v1, load4(pa + i)); },
+#else
+            0,
+#endif
+            [&](int64_t i) { return k1 * pa[i]; }, next_a, nullptr);
+      }
+    });
+  }
+  if (kStream) finish_streaming();
+}
+
+template <bool kBackward>
+void write_region(float* out, const float* a, const float* b, const float* c1, const float* c2,
+                  const ChannelLayout& layout, const Region& region, const Plan& plan) {
+  if (plan.streaming)
+    return write_region<kBackward, true>(out, a, b, c1, c2, layout, region, plan.column_mode, plan.prefetch_distance);
+  write_region<kBackward, false>(out, a, b, c1, c2, layout, region, plan.column_mode, 0);
 }
 
 float floored_norm(double sum_of_squares, float eps) {
@@ -221,53 +379,55 @@ void backward_coefficients(float* dg, float* c1, float* c2, double dot, float g,
   c2[0] = norm > eps ? static_cast<float>(g * dot / (n * n * n)) : 0.0f;
 }
 
-// The two-phase driver shared by forward and backward. finish(k_begin, count, sums) turns a chunk's channel sums
-// into coefficients; apply(region) writes the outputs of a region.
-template <class Finish, class Apply>
-void run_fused(const float* a, const float* b, const ChannelLayout& layout, Finish&& finish, Apply&& apply) {
-  if (layout.channels == 0) return;
-  const int threads = num_threads();
-  const Plan plan = make_plan(layout, threads);
-  const bool parallel = layout.elements() >= kParallelMinElements && threads > 1;
-  if (plan.parts == 1) {
-    // Each chunk: reduce, finish, write, while the chunk is still in cache.
-#pragma omp parallel for schedule(static, 1) num_threads(threads) if (parallel)
-    for (int64_t chunk = 0; chunk < plan.chunks; ++chunk) {
-      const Region region = plan.region(chunk, 0, layout);
-      double sums[kMaxColumnSpan];
-      std::vector<double> large;
-      double* out = sums;
-      const int64_t count = region.k_end - region.k_begin;
-      if (count > kMaxColumnSpan) {
-        large.resize(count);
-        out = large.data();
-      }
-      reduce_region(out, a, b, layout, region, plan.column_mode);
-      finish(region.k_begin, count, out);
-      apply(region, plan.column_mode);
-    }
-    return;
-  }
-  // Split reduction: partial sums per (chunk, part), added in part order, then the write pass.
+// Per-channel sums of a*b for every chunk, each chunk's parts added in order; calls finish(k_begin, count, sums)
+// per chunk. Parallel over (chunk, part) units.
+template <class Finish>
+void reduce_all(const float* a, const float* b, const ChannelLayout& layout, const Plan& plan, int threads,
+                Finish&& finish) {
   const int64_t units = plan.chunks * plan.parts;
   std::vector<double> partial(units * plan.chunk_channels, 0.0);
-#pragma omp parallel for schedule(static) num_threads(threads)
+  const bool parallel = layout.elements() >= kParallelMinElements && threads > 1;
+#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
   for (int64_t unit = 0; unit < units; ++unit) {
     const Region region = plan.region(unit / plan.parts, unit % plan.parts, layout);
     reduce_region(partial.data() + unit * plan.chunk_channels, a, b, layout, region, plan.column_mode);
   }
   std::vector<double> sums(plan.chunk_channels);
   for (int64_t chunk = 0; chunk < plan.chunks; ++chunk) {
-    const Region whole = plan.region(chunk, 0, layout);
-    const int64_t count = whole.k_end - whole.k_begin;
+    const int64_t count = plan.region(chunk, 0, layout).channels();
     std::fill(sums.begin(), sums.end(), 0.0);
     for (int64_t part = 0; part < plan.parts; ++part)
       for (int64_t j = 0; j < count; ++j) sums[j] += partial[(chunk * plan.parts + part) * plan.chunk_channels + j];
-    finish(whole.k_begin, count, sums.data());
+    finish(chunk * plan.chunk_channels, count, sums.data());
   }
+}
+
+// The driver shared by forward and backward. finish(k_begin, count, sums) turns a chunk's channel sums into
+// coefficients; write(region, plan) writes the outputs of a region.
+template <class Finish, class Write>
+void run_fused(const float* a, const float* b, const ChannelLayout& layout, int inputs, Finish&& finish,
+               Write&& write) {
+  if (layout.channels == 0) return;
+  const int threads = num_threads();
+  const Plan plan = make_plan(layout, threads, inputs);
+  const bool parallel = layout.elements() >= kParallelMinElements && threads > 1;
+  if (plan.parts == 1) {
+    // Each chunk: reduce, finish, write, while the chunk is still in cache. Contiguous blocks of chunks per
+    // thread, so the next chunk a thread reduces is the one its write pass prefetches.
+#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+    for (int64_t chunk = 0; chunk < plan.chunks; ++chunk) {
+      const Region region = plan.region(chunk, 0, layout);
+      std::vector<double> sums(region.channels());
+      reduce_region(sums.data(), a, b, layout, region, plan.column_mode);
+      finish(region.k_begin, region.channels(), sums.data());
+      write(region, plan);
+    }
+    return;
+  }
+  reduce_all(a, b, layout, plan, threads, finish);
+  const int64_t units = plan.chunks * plan.parts;
 #pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t unit = 0; unit < units; ++unit)
-    apply(plan.region(unit / plan.parts, unit % plan.parts, layout), plan.column_mode);
+  for (int64_t unit = 0; unit < units; ++unit) write(plan.region(unit / plan.parts, unit % plan.parts, layout), plan);
 }
 
 }  // namespace
@@ -280,56 +440,45 @@ void weightnorm_forward(float* w, float* norm, const float* v, const float* g, c
                         float eps) {
   std::vector<float> scale(layout.channels);
   run_fused(
-      v, v, layout,
+      v, v, layout, 1,
       [&](int64_t k_begin, int64_t count, const double* sums) {
-        for (int64_t j = 0; j < count; ++j) {
-          const int64_t k = k_begin + j;
-          norm[k] = floored_norm(sums[j], eps);
+        for (int64_t k = k_begin; k < k_begin + count; ++k) {
+          norm[k] = floored_norm(sums[k - k_begin], eps);
           scale[k] = g[k] / norm[k];
         }
       },
-      [&](const Region& region, bool column_mode) { scale_region(w, v, scale.data(), layout, region, column_mode); });
+      [&](const Region& region, const Plan& plan) {
+        write_region<false>(w, v, v, scale.data(), nullptr, layout, region, plan);
+      });
 }
 
 void weightnorm_backward(float* dv, float* dg, const float* dw, const float* v, const float* g, const float* norm,
                          const ChannelLayout& layout, float eps) {
   std::vector<float> c1(layout.channels), c2(layout.channels);
   run_fused(
-      dw, v, layout,
+      dw, v, layout, 2,
       [&](int64_t k_begin, int64_t count, const double* dots) {
-        for (int64_t j = 0; j < count; ++j) {
-          const int64_t k = k_begin + j;
-          backward_coefficients(dg + k, c1.data() + k, c2.data() + k, dots[j], g[k], norm[k], eps);
-        }
+        for (int64_t k = k_begin; k < k_begin + count; ++k)
+          backward_coefficients(dg + k, c1.data() + k, c2.data() + k, dots[k - k_begin], g[k], norm[k], eps);
       },
-      [&](const Region& region, bool column_mode) {
-        combine_region(dv, dw, v, c1.data(), c2.data(), layout, region, column_mode);
+      [&](const Region& region, const Plan& plan) {
+        write_region<true>(dv, dw, v, c1.data(), c2.data(), layout, region, plan);
       });
 }
 
 void channel_dot(float* out, const float* a, const float* b, const ChannelLayout& layout) {
   if (layout.channels == 0) return;
   const int threads = num_threads();
-  const Plan plan = make_plan(layout, threads);
-  const int64_t units = plan.chunks * plan.parts;
-  std::vector<double> partial(units * plan.chunk_channels, 0.0);
-  const bool parallel = layout.elements() >= kParallelMinElements && threads > 1;
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-  for (int64_t unit = 0; unit < units; ++unit) {
-    const Region region = plan.region(unit / plan.parts, unit % plan.parts, layout);
-    reduce_region(partial.data() + unit * plan.chunk_channels, a, b, layout, region, plan.column_mode);
-  }
-  for (int64_t k = 0; k < layout.channels; ++k) {
-    const int64_t chunk = k / plan.chunk_channels, j = k % plan.chunk_channels;
-    double s = 0.0;
-    for (int64_t part = 0; part < plan.parts; ++part) s += partial[(chunk * plan.parts + part) * plan.chunk_channels + j];
-    out[k] = static_cast<float>(s);
-  }
+  // Always the split form: a reduction on its own has no write pass to keep in cache for.
+  Plan plan = make_plan(layout, threads, a == b ? 1 : 2);
+  reduce_all(a, b, layout, plan, threads, [&](int64_t k_begin, int64_t count, const double* sums) {
+    for (int64_t k = k_begin; k < k_begin + count; ++k) out[k] = static_cast<float>(sums[k - k_begin]);
+  });
 }
 
+// Plain stores, as an ordinary elementwise tensor op has.
 void channel_scale(float* out, const float* x, const float* scale, const ChannelLayout& layout) {
   const int threads = num_threads();
-  const int64_t rows = layout.outer * layout.channels;
   const bool parallel = layout.elements() >= kParallelMinElements && threads > 1;
   if (layout.inner == 1) {
     // Last-dim layout: each row of `channels` elements uses the whole scale vector.
@@ -341,6 +490,7 @@ void channel_scale(float* out, const float* x, const float* scale, const Channel
     }
     return;
   }
+  const int64_t rows = layout.outer * layout.channels;
 #pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
   for (int64_t row = 0; row < rows; ++row) {
     const float s = scale[row % layout.channels];

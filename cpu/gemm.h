@@ -1,0 +1,30 @@
+// GEMM with a fused epilogue (CPU). Mirrors cuda/gemm.cuh op by op.
+#pragma once
+#include <cstdint>
+
+#include "weightnorm/layout.h"
+
+namespace weightnorm::cpu {
+
+// What happens to each output element after the product, in this order (null pointers skip a step):
+//   out[i,j] = acc[i,j] * row_scale[i] * column_scale[j] + row_bias[i] + column_bias[j]
+//              - subtract_coefficient[i] * subtract_matrix[i,j] + beta * out[i,j]
+// Weight-normalized Linear forward: column_scale = g/|v|, column_bias = b (w is never materialized).
+// Its v gradient: row_scale = g/|v|, subtract_coefficient = g*dg/|v|^2, subtract_matrix = v.
+// Conv: row_bias = b. Gradient accumulation: beta = 1.
+struct GemmEpilogue {
+  const float* row_scale = nullptr;
+  const float* column_scale = nullptr;
+  const float* row_bias = nullptr;
+  const float* column_bias = nullptr;
+  const float* subtract_coefficient = nullptr;
+  const float* subtract_matrix = nullptr;  // [m, n], row-major like out
+  float beta = 0.0f;
+};
+
+// out[m, n] = op(a) op(b) (+ epilogue), all row-major. op(a) is [m, k]: a is [m, k], or [k, m] when transpose_a.
+// op(b) is [k, n]: b is [k, n], or [n, k] when transpose_b.
+void gemm(float* out, const float* a, const float* b, int64_t m, int64_t n, int64_t k, bool transpose_a,
+          bool transpose_b, const GemmEpilogue& epilogue);
+
+}  // namespace weightnorm::cpu

@@ -1,0 +1,14 @@
+// Reductions (deterministic: fixed summation order, no atomics) (CPU). Mirrors cuda/reduce.cuh op by op.
+#pragma once
+#include <cstdint>
+
+#include "weightnorm/layout.h"
+
+namespace weightnorm::cpu {
+
+// out[0] = sum of x.
+void sum_all(float* out, const float* x, int64_t count);
+// out[k] = sum of x over channel k of the layout (bias gradients, batch-norm statistics).
+void channel_sum(float* out, const float* x, const ChannelLayout& layout);
+
+}  // namespace weightnorm::cpu

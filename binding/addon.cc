@@ -19,18 +19,9 @@
 namespace weightnorm::binding {
 
 Napi::Value Benchmark(const Napi::CallbackInfo& info);  // bench.cc
+void register_nn_ops(Napi::Env env, Napi::Object exports);  // nn.cc
 
 namespace {
-
-Napi::Object new_tensor(Napi::Env env, Device device, std::vector<int64_t> shape) {
-  const size_t bytes = static_cast<size_t>(element_count(shape)) * sizeof(float);
-  return TensorWrap::Create(env, Storage::allocate(device, bytes), std::move(shape));
-}
-
-double number_argument(const Napi::CallbackInfo& info, size_t index, const char* parameter) {
-  if (!info[index].IsNumber()) throw_type_error(info.Env(), std::string(parameter) + ": expected a number");
-  return info[index].As<Napi::Number>().DoubleValue();
-}
 
 void expect_channel_vector(Napi::Env env, const TensorWrap& t, int64_t channels, const char* parameter) {
   if (t.shape().size() != 1 || t.shape()[0] != channels)
@@ -270,6 +261,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("synchronize", Napi::Function::New(env, Synchronize));
   exports.Set("releaseCachedMemory", Napi::Function::New(env, ReleaseCachedMemory));
   exports.Set("benchmark", Napi::Function::New(env, Benchmark));
+  register_nn_ops(env, exports);
   return exports;
 }
 

@@ -161,6 +161,16 @@ ChannelLayout layout_for(Napi::Env env, const std::vector<int64_t>& shape, const
   return layout;
 }
 
+Napi::Object new_tensor(Napi::Env env, Device device, std::vector<int64_t> shape) {
+  const size_t bytes = static_cast<size_t>(element_count(shape)) * sizeof(float);
+  return TensorWrap::Create(env, Storage::allocate(device, bytes), std::move(shape));
+}
+
+double number_argument(const Napi::CallbackInfo& info, size_t index, const char* parameter) {
+  if (!info[index].IsNumber()) throw_type_error(info.Env(), std::string(parameter) + ": expected a number");
+  return info[index].As<Napi::Number>().DoubleValue();
+}
+
 Device parse_device(Napi::Env env, const Napi::Value& value, const char* parameter) {
   const std::string name = value.IsString() ? value.As<Napi::String>().Utf8Value() : "";
   if (name == "cpu") return Device::kCpu;

@@ -25,6 +25,7 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   int64_t numel() const;
   Device device() const { return storage_->device(); }
   float* data() const { return storage_->data(); }
+  const std::shared_ptr<Storage>& storage() const { return storage_; }
 
  private:
   Napi::Value ToArray(const Napi::CallbackInfo& info);
@@ -37,6 +38,10 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   std::shared_ptr<Storage> storage_;  // null once disposed
   std::vector<int64_t> shape_;
 };
+
+// A new tensor handle with fresh (uninitialized) storage.
+Napi::Object new_tensor(Napi::Env env, Device device, std::vector<int64_t> shape);
+double number_argument(const Napi::CallbackInfo& info, size_t index, const char* parameter);
 
 // Parses a device name ("cpu" | "cuda"), checking that CUDA is usable when asked for.
 Device parse_device(Napi::Env env, const Napi::Value& value, const char* parameter);

@@ -466,6 +466,15 @@ void weightnorm_backward(float* dv, float* dg, const float* dw, const float* v, 
       });
 }
 
+void weightnorm_scale(float* scale, const float* g, const float* norm, int64_t channels) {
+  for (int64_t k = 0; k < channels; ++k) scale[k] = g[k] / norm[k];
+}
+
+void weightnorm_backward_coefficients(float* dg, float* c1, float* c2, const float* dot, const float* g,
+                                      const float* norm, int64_t channels, float eps) {
+  for (int64_t k = 0; k < channels; ++k) backward_coefficients(dg + k, c1 + k, c2 + k, dot[k], g[k], norm[k], eps);
+}
+
 void channel_dot(float* out, const float* a, const float* b, const ChannelLayout& layout) {
   if (layout.channels == 0) return;
   const int threads = num_threads();

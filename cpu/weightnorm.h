@@ -31,6 +31,14 @@ void weightnorm_forward_unfused(float* w, float* norm, const float* v, const flo
 void weightnorm_backward_unfused(float* dv, float* dg, const float* dw, const float* v, const float* g,
                                  const float* norm, const ChannelLayout& layout, float eps);
 
+// Per-channel coefficients, for layers that reuse a saved norm (the weight-normalized Linear never materializes w):
+// scale[k] = g[k] / norm[k].
+void weightnorm_scale(float* scale, const float* g, const float* norm, int64_t channels);
+// From dot[k] = <dw_k, v_k>: dg = dot / norm, c1 = g / norm, c2 = g * dg / norm^2 (0 where norm <= eps), so that
+// dv = c1 * dw - c2 * v.
+void weightnorm_backward_coefficients(float* dg, float* c1, float* c2, const float* dot, const float* g,
+                                      const float* norm, int64_t channels, float eps);
+
 // Primitives.
 // out[k] = sum over channel k of a*b (a == b gives the squared norm).
 void channel_dot(float* out, const float* a, const float* b, const ChannelLayout& layout);

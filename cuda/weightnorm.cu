@@ -541,6 +541,11 @@ __global__ void weightnorm_backward_coefficients_kernel(float* dg, float* c1, fl
   c2[k] = coef.c2;
 }
 
+__global__ void weightnorm_scale_kernel(float* scale, const float* g, const float* norm, int64_t channels) {
+  const int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (k < channels) scale[k] = g[k] / norm[k];
+}
+
 unsigned channel_blocks(int64_t channels) { return static_cast<unsigned>(ceil_div(std::max<int64_t>(channels, 1), kBlock)); }
 
 }  // namespace
@@ -553,6 +558,20 @@ void weightnorm_forward(float* w, float* norm, const float* v, const float* g, c
 void weightnorm_backward(float* dv, float* dg, const float* dw, const float* v, const float* g, const float* norm,
                          const ChannelLayout& layout, float eps) {
   run_fused<Pass::kBackward>(dv, dg, dw, v, g, norm, layout, eps);
+}
+
+void weightnorm_scale(float* scale, const float* g, const float* norm, int64_t channels) {
+  if (channels == 0) return;
+  weightnorm_scale_kernel<<<channel_blocks(channels), kBlock, 0, library_stream()>>>(scale, g, norm, channels);
+  WN_CUDA_CHECK_LAUNCH();
+}
+
+void weightnorm_backward_coefficients(float* dg, float* c1, float* c2, const float* dot, const float* g,
+                                      const float* norm, int64_t channels, float eps) {
+  if (channels == 0) return;
+  weightnorm_backward_coefficients_kernel<<<channel_blocks(channels), kBlock, 0, library_stream()>>>(
+      dg, c1, c2, dot, g, norm, channels, eps);
+  WN_CUDA_CHECK_LAUNCH();
 }
 
 void channel_dot(float* out, const float* a, const float* b, const ChannelLayout& layout) {
@@ -604,9 +623,7 @@ void weightnorm_backward_unfused(float* dv, float* dg, const float* dw, const fl
   float* c1 = dots + layout.channels;
   float* c2 = c1 + layout.channels;
   channel_dot(dots, dw, v, layout);
-  weightnorm_backward_coefficients_kernel<<<channel_blocks(layout.channels), kBlock, 0, library_stream()>>>(
-      dg, c1, c2, dots, g, norm, layout.channels, eps);
-  WN_CUDA_CHECK_LAUNCH();
+  weightnorm_backward_coefficients(dg, c1, c2, dots, g, norm, layout.channels, eps);
   Scratch scaled_dw(count * sizeof(float)), scaled_v(count * sizeof(float));
   channel_scale(scaled_dw.floats(), dw, c1, layout);
   channel_scale(scaled_v.floats(), v, c2, layout);

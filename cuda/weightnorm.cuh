@@ -21,6 +21,11 @@ void weightnorm_forward_unfused(float* w, float* norm, const float* v, const flo
 void weightnorm_backward_unfused(float* dv, float* dg, const float* dw, const float* v, const float* g,
                                  const float* norm, const ChannelLayout& layout, float eps);
 
+// Per-channel coefficients (see cpu/weightnorm.h).
+void weightnorm_scale(float* scale, const float* g, const float* norm, int64_t channels);
+void weightnorm_backward_coefficients(float* dg, float* c1, float* c2, const float* dot, const float* g,
+                                      const float* norm, int64_t channels, float eps);
+
 // Primitives.
 void channel_dot(float* out, const float* a, const float* b, const ChannelLayout& layout);
 void channel_scale(float* out, const float* x, const float* scale, const ChannelLayout& layout);

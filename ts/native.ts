@@ -35,6 +35,21 @@ export interface DeviceMemory {
   cachedBytes?: number;
 }
 
+/** GEMM epilogue (cpu/gemm.h): out = acc·rowScale·columnScale + rowBias + columnBias − subtractCoefficient·subtractMatrix + beta·out. */
+export interface GemmEpilogue {
+  rowScale?: NativeTensor | null;
+  columnScale?: NativeTensor | null;
+  rowBias?: NativeTensor | null;
+  columnBias?: NativeTensor | null;
+  subtractCoefficient?: NativeTensor | null;
+  subtractMatrix?: NativeTensor | null;
+  beta?: number;
+  /** Accumulate into / write this tensor instead of a new one. */
+  out?: NativeTensor | null;
+  /** Also store the raw product (before the epilogue) here. */
+  rawOut?: NativeTensor | null;
+}
+
 export interface NativeBinding {
   NativeTensor: abstract new (...args: never[]) => NativeTensor;
   fromArray(data: Float32Array, shape: number[], device: Device): NativeTensor;
@@ -58,6 +73,49 @@ export interface NativeBinding {
   setNumThreads(threads: number): void;
   synchronize(): void;
   releaseCachedMemory(): void;
+  // Training-stack ops (binding/nn.cc).
+  binary(op: 'add' | 'multiply', a: NativeTensor, b: NativeTensor): NativeTensor;
+  scale(x: NativeTensor, alpha: number): NativeTensor;
+  axpby(y: NativeTensor, alpha: number, x: NativeTensor, beta: number): void;
+  full(shape: number[], value: number, device: Device): NativeTensor;
+  reshape(x: NativeTensor, shape: number[]): NativeTensor;
+  activation(kind: 'relu' | 'tanh', x: NativeTensor, negativeSlope: number): NativeTensor;
+  activationBackward(kind: 'relu' | 'tanh', dy: NativeTensor, saved: NativeTensor, negativeSlope: number): NativeTensor;
+  dropout(x: NativeTensor, p: number, seed: number): { y: NativeTensor; mask: NativeTensor };
+  gaussianNoise(x: NativeTensor, std: number, seed: number): NativeTensor;
+  channelOp(op: 'biasAdd' | 'scale', x: NativeTensor, perChannel: NativeTensor, outer: number, channels: number, inner: number): NativeTensor;
+  sumAll(x: NativeTensor): NativeTensor;
+  channelReduce(op: 'sum' | 'dot', a: NativeTensor, b: NativeTensor | null, outer: number, channels: number, inner: number): NativeTensor;
+  softmaxCrossEntropy(logits: NativeTensor, labels: NativeTensor): { loss: NativeTensor; probs: NativeTensor };
+  softmaxCrossEntropyBackward(probs: NativeTensor, labels: NativeTensor, dloss: NativeTensor): NativeTensor;
+  gemm(a: NativeTensor, b: NativeTensor, m: number, n: number, k: number, transposeA: boolean, transposeB: boolean, epilogue: GemmEpilogue): NativeTensor;
+  conv2d(x: NativeTensor, w: NativeTensor, bias: NativeTensor | null, stride: number, padding: number): NativeTensor;
+  conv2dBackward(dy: NativeTensor, x: NativeTensor, w: NativeTensor, stride: number, padding: number, wantDx: boolean, wantDw: boolean, wantDbias: boolean): { dx?: NativeTensor; dw?: NativeTensor; dbias?: NativeTensor };
+  maxPool2d(x: NativeTensor, kernel: number, stride: number): NativeTensor;
+  maxPool2dBackward(dy: NativeTensor, x: NativeTensor, kernel: number, stride: number): NativeTensor;
+  globalAvgPool(x: NativeTensor): NativeTensor;
+  globalAvgPoolBackward(dy: NativeTensor, inputShape: number[]): NativeTensor;
+  batchNorm(x: NativeTensor, gamma: NativeTensor, beta: NativeTensor, outer: number, channels: number, inner: number, eps: number): { y: NativeTensor; mean: NativeTensor; var: NativeTensor; invstd: NativeTensor };
+  batchNormBackward(dy: NativeTensor, x: NativeTensor, mean: NativeTensor, invstd: NativeTensor, gamma: NativeTensor, outer: number, channels: number, inner: number): { dx: NativeTensor; dgamma: NativeTensor; dbeta: NativeTensor };
+  batchNormInference(x: NativeTensor, runningMean: NativeTensor, runningVar: NativeTensor, gamma: NativeTensor, beta: NativeTensor, outer: number, channels: number, inner: number, eps: number): NativeTensor;
+  meanOnlyBatchNorm(x: NativeTensor, bias: NativeTensor, runningMean: NativeTensor | null, outer: number, channels: number, inner: number): { y: NativeTensor; mean: NativeTensor };
+  meanOnlyBatchNormBackward(dy: NativeTensor, outer: number, channels: number, inner: number): { dx: NativeTensor; dbias: NativeTensor };
+  weightNormScale(g: NativeTensor, norm: NativeTensor): NativeTensor;
+  weightNormCoefficients(dot: NativeTensor, g: NativeTensor, norm: NativeTensor, eps: number): { dg: NativeTensor; c1: NativeTensor; c2: NativeTensor };
+  optimizerStep(
+    kind: 'sgd' | 'adam' | 'adamax',
+    param: NativeTensor,
+    grad: NativeTensor,
+    state1: NativeTensor | null,
+    state2: NativeTensor | null,
+    options: Record<string, number | boolean>,
+    step: number,
+    norm: NativeTensor | null,
+    outer: number,
+    channels: number,
+    inner: number,
+    normEps: number,
+  ): void;
   /** Times kernels natively with preallocated outputs; run i uses sets[i % sets.length]. Milliseconds per run. */
   benchmark(
     op: 'forward' | 'backward' | 'copy',

@@ -1,7 +1,9 @@
 // Tensor: float32 data with a shape on one device ('cpu' | 'cuda'). Creation functions validate everything before
 // the native call; a disposed tensor throws DisposedTensorError wherever it is used.
+import type { GradNode } from './autograd.js';
 import { DisposedTensorError, rangeError, typeError } from './errors.js';
 import { type Device, native, type NativeTensor } from './native.js';
+import { track } from './scope.js';
 
 export type { Device } from './native.js';
 
@@ -22,6 +24,14 @@ const handles = new WeakMap<Tensor, NativeTensor>();
 export class Tensor {
   readonly shape: readonly number[];
   readonly size: number;
+  /** Whether backward() computes a gradient for this tensor (parameters set it; results of ops inherit it). */
+  requiresGrad = false;
+  /** The accumulated gradient of a leaf tensor after backward() (null before; zeroGrad() clears it). */
+  grad: Tensor | null = null;
+  /** @internal The op that produced this tensor, for backward(). */
+  gradNode: GradNode | null = null;
+  /** @internal Bumped by every in-place update (optimizer steps, loads), so caches derived from it can tell. */
+  version = 0;
 
   /** @internal Use tensor(), zeros() or randn(). */
   constructor(handle: NativeTensor) {
@@ -31,6 +41,7 @@ export class Tensor {
     handles.set(this, handle);
     this.shape = Object.freeze([...handle.shape]);
     this.size = this.shape.reduce((a, b) => a * b, 1);
+    track(this);
   }
 
   get device(): Device {
@@ -66,10 +77,35 @@ export class Tensor {
     this.dispose();
   }
 
+  /** The single value of a one-element tensor (waits for pending GPU work). */
+  item(): number {
+    if (this.size !== 1) throw rangeError('tensor.item', 'a tensor with exactly one element', `[${this.shape.join(', ')}]`);
+    return this.toArray()[0]!;
+  }
+
+  /** Reverse-mode differentiation from this one-element tensor: fills .grad of every leaf that requires it. */
+  backward(): void {
+    backwardHook!(this);
+  }
+
+  /** @internal Moves the tensor's identity onto another handle (module.to(device) keeps parameter objects). */
+  replaceHandle(handle: NativeTensor): void {
+    const old = handles.get(this)!;
+    handles.set(this, handle);
+    if (old !== handle) old.dispose();
+    this.version += 1;
+  }
+
   toString(): string {
     const handle = handles.get(this)!;
     return `Tensor [${this.shape.join(', ')}] ${handle.disposed ? '(disposed)' : `on ${handle.device}`}`;
   }
+}
+
+let backwardHook: ((root: Tensor) => void) | null = null;
+/** @internal autograd.ts installs backward() here (a direct import would be circular at load time). */
+export function setBackwardHook(hook: (root: Tensor) => void): void {
+  backwardHook = hook;
 }
 
 /** @internal The native handle of a live tensor; names `where` in the error otherwise. */

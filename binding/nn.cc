@@ -1,0 +1,847 @@
+// The training-stack ops: elementwise, reductions, loss, GEMM, convolution, pooling, normalization, optimizers.
+// Each function converts its arguments once, re-checks devices and sizes cheaply (ts/ has validated them with
+// friendlier messages), allocates outputs and calls cpu:: or cuda::. In-place ops (axpby, optimizer steps) write
+// into the tensors they are given and return undefined.
+#include <napi.h>
+
+#include <initializer_list>
+#include <string>
+#include <utility>
+
+#include "../cpu/conv.h"
+#include "../cpu/elementwise.h"
+#include "../cpu/gemm.h"
+#include "../cpu/loss.h"
+#include "../cpu/normalization.h"
+#include "../cpu/optim.h"
+#include "../cpu/reduce.h"
+#include "../cpu/weightnorm.h"
+#include "errors.h"
+#include "tensor.h"
+
+#ifdef WEIGHTNORM_WITH_CUDA
+#include "../cuda/conv.cuh"
+#include "../cuda/elementwise.cuh"
+#include "../cuda/gemm.cuh"
+#include "../cuda/loss.cuh"
+#include "../cuda/normalization.cuh"
+#include "../cuda/optim.cuh"
+#include "../cuda/reduce.cuh"
+#include "../cuda/weightnorm.cuh"
+// cpu:: and cuda:: mirror each other, so one call site serves both backends.
+#define WN_CALL(device, function, ...) \
+  ((device) == Device::kCpu ? cpu::function(__VA_ARGS__) : cuda::function(__VA_ARGS__))
+#else
+#define WN_CALL(device, function, ...) cpu::function(__VA_ARGS__)
+#endif
+
+namespace weightnorm::binding {
+namespace {
+
+class Args {
+ public:
+  explicit Args(const Napi::CallbackInfo& info) : info_(info), env_(info.Env()) {}
+  Napi::Env env() const { return env_; }
+  TensorWrap& tensor(size_t i, const char* name) const { return TensorWrap::From(info_[i], name); }
+  TensorWrap* optional_tensor(size_t i, const char* name) const {
+    if (info_[i].IsNull() || info_[i].IsUndefined()) return nullptr;
+    return &TensorWrap::From(info_[i], name);
+  }
+  float number(size_t i, const char* name) const { return static_cast<float>(number_argument(info_, i, name)); }
+  int64_t count(size_t i, const char* name) const {
+    const double d = number_argument(info_, i, name);
+    if (!(d >= 0) || d != static_cast<double>(static_cast<int64_t>(d)))
+      throw_range_error(env_, std::string(name) + ": expected a non-negative integer");
+    return static_cast<int64_t>(d);
+  }
+  uint64_t seed(size_t i, const char* name) const { return static_cast<uint64_t>(count(i, name)); }
+  bool flag(size_t i) const { return info_[i].ToBoolean().Value(); }
+  ChannelLayout layout(size_t i) const {
+    ChannelLayout l;
+    l.outer = count(i, "outer");
+    l.channels = count(i + 1, "channels");
+    l.inner = count(i + 2, "inner");
+    return l;
+  }
+
+ private:
+  const Napi::CallbackInfo& info_;
+  Napi::Env env_;
+};
+
+float* data_of(TensorWrap* t) { return t ? t->data() : nullptr; }
+
+// Every tensor given must be on the first one's device; null entries (optional tensors) are skipped.
+Device common_device(Napi::Env env, std::initializer_list<std::pair<TensorWrap*, const char*>> tensors) {
+  const TensorWrap* first = nullptr;
+  for (const auto& [t, name] : tensors) {
+    if (!t) continue;
+    if (!first) {
+      first = t;
+    } else if (t->device() != first->device()) {
+      throw_type_error(env, std::string(name) + ": expected a tensor on " + device_name(first->device()) +
+                                ", got one on " + device_name(t->device()));
+    }
+  }
+  return first ? first->device() : Device::kCpu;
+}
+
+void expect_count(Napi::Env env, const TensorWrap& t, int64_t count, const char* name) {
+  if (t.numel() != count)
+    throw_range_error(env, std::string(name) + ": expected " + std::to_string(count) + " elements, got " +
+                               shape_string(t.shape()));
+}
+
+struct Output {
+  Napi::Object object;
+  float* data;
+};
+
+Output output(Napi::Env env, Device device, std::vector<int64_t> shape) {
+  Napi::Object object = new_tensor(env, device, std::move(shape));
+  return {object, TensorWrap::From(object, "output").data()};
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// Elementwise.
+
+// binary(op: 'add' | 'multiply', a, b) -> a + b or a * b (same element count; the result has a's shape)
+Napi::Value Binary(const Napi::CallbackInfo& info) {
+  Args args(info);
+  const std::string op = info[0].ToString().Utf8Value();
+  TensorWrap& a = args.tensor(1, "a");
+  TensorWrap& b = args.tensor(2, "b");
+  const Device device = common_device(args.env(), {{&a, "a"}, {&b, "b"}});
+  expect_count(args.env(), b, a.numel(), "b");
+  if (op != "add" && op != "multiply") throw_type_error(args.env(), "op: expected 'add' or 'multiply'");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output out = output(args.env(), device, a.shape());
+    if (op == "add") WN_CALL(device, add, out.data, a.data(), b.data(), a.numel());
+    else WN_CALL(device, multiply, out.data, a.data(), b.data(), a.numel());
+    return out.object;
+  });
+}
+
+// scale(x, alpha) -> alpha * x
+Napi::Value Scale(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& x = args.tensor(0, "x");
+  const float alpha = args.number(1, "alpha");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output out = output(args.env(), x.device(), x.shape());
+    WN_CALL(x.device(), scale, out.data, x.data(), alpha, x.numel());
+    return out.object;
+  });
+}
+
+// axpby(y, alpha, x, beta): y = alpha * x + beta * y, in place.
+Napi::Value Axpby(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& y = args.tensor(0, "y");
+  const float alpha = args.number(1, "alpha");
+  TensorWrap& x = args.tensor(2, "x");
+  const float beta = args.number(3, "beta");
+  const Device device = common_device(args.env(), {{&y, "y"}, {&x, "x"}});
+  expect_count(args.env(), x, y.numel(), "x");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    WN_CALL(device, axpby, y.data(), alpha, x.data(), beta, y.numel());
+    return args.env().Undefined();
+  });
+}
+
+// full(shape, value, device)
+Napi::Value Full(const Napi::CallbackInfo& info) {
+  Args args(info);
+  std::vector<int64_t> shape = parse_shape(args.env(), info[0], "shape");
+  const float value = args.number(1, "value");
+  const Device device = parse_device(args.env(), info[2], "device");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output out = output(args.env(), device, shape);
+    WN_CALL(device, fill, out.data, value, element_count(shape));
+    return out.object;
+  });
+}
+
+// reshape(x, shape) -> a new handle on the same storage (a view)
+Napi::Value Reshape(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& x = args.tensor(0, "x");
+  std::vector<int64_t> shape = parse_shape(args.env(), info[1], "shape");
+  if (element_count(shape) != x.numel())
+    throw_range_error(args.env(), "shape: " + shape_string(shape) + " does not have the " +
+                                      std::to_string(x.numel()) + " elements of " + shape_string(x.shape()));
+  return TensorWrap::Create(args.env(), x.storage(), std::move(shape));
+}
+
+// activation(kind: 'relu' | 'tanh', x, negativeSlope) -> y
+Napi::Value Activation(const Napi::CallbackInfo& info) {
+  Args args(info);
+  const std::string kind = info[0].ToString().Utf8Value();
+  TensorWrap& x = args.tensor(1, "x");
+  const float slope = args.number(2, "negativeSlope");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output out = output(args.env(), x.device(), x.shape());
+    if (kind == "tanh") WN_CALL(x.device(), tanh_forward, out.data, x.data(), x.numel());
+    else WN_CALL(x.device(), relu_forward, out.data, x.data(), slope, x.numel());
+    return out.object;
+  });
+}
+
+// activationBackward(kind, dy, saved, negativeSlope) -> dx; saved is x for relu, y for tanh
+Napi::Value ActivationBackward(const Napi::CallbackInfo& info) {
+  Args args(info);
+  const std::string kind = info[0].ToString().Utf8Value();
+  TensorWrap& dy = args.tensor(1, "dy");
+  TensorWrap& saved = args.tensor(2, "saved");
+  const float slope = args.number(3, "negativeSlope");
+  const Device device = common_device(args.env(), {{&dy, "dy"}, {&saved, "saved"}});
+  expect_count(args.env(), saved, dy.numel(), "saved");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output out = output(args.env(), device, dy.shape());
+    if (kind == "tanh") WN_CALL(device, tanh_backward, out.data, dy.data(), saved.data(), dy.numel());
+    else WN_CALL(device, relu_backward, out.data, dy.data(), saved.data(), slope, dy.numel());
+    return out.object;
+  });
+}
+
+// dropout(x, p, seed) -> { y, mask }
+Napi::Value Dropout(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& x = args.tensor(0, "x");
+  const float p = args.number(1, "p");
+  const uint64_t seed = args.seed(2, "seed");
+  if (!(p >= 0.0f && p < 1.0f)) throw_range_error(args.env(), "p: expected a probability in [0, 1)");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output y = output(args.env(), x.device(), x.shape());
+    Output mask = output(args.env(), x.device(), x.shape());
+    WN_CALL(x.device(), dropout_forward, y.data, mask.data, x.data(), p, seed, x.numel());
+    Napi::Object result = Napi::Object::New(args.env());
+    result.Set("y", y.object);
+    result.Set("mask", mask.object);
+    return result;
+  });
+}
+
+// gaussianNoise(x, std, seed) -> y
+Napi::Value GaussianNoise(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& x = args.tensor(0, "x");
+  const float std = args.number(1, "std");
+  const uint64_t seed = args.seed(2, "seed");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output y = output(args.env(), x.device(), x.shape());
+    WN_CALL(x.device(), gaussian_noise, y.data, x.data(), std, seed, x.numel());
+    return y.object;
+  });
+}
+
+// channelOp(op: 'biasAdd' | 'scale', x, perChannel, outer, channels, inner) -> x + b[k] or x * s[k]
+Napi::Value ChannelOp(const Napi::CallbackInfo& info) {
+  Args args(info);
+  const std::string op = info[0].ToString().Utf8Value();
+  TensorWrap& x = args.tensor(1, "x");
+  TensorWrap& per_channel = args.tensor(2, "perChannel");
+  const ChannelLayout layout = args.layout(3);
+  const Device device = common_device(args.env(), {{&x, "x"}, {&per_channel, "perChannel"}});
+  expect_count(args.env(), x, layout.elements(), "x");
+  expect_count(args.env(), per_channel, layout.channels, "perChannel");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output out = output(args.env(), device, x.shape());
+    if (op == "scale") WN_CALL(device, channel_scale, out.data, x.data(), per_channel.data(), layout);
+    else WN_CALL(device, channel_bias_add, out.data, x.data(), per_channel.data(), layout);
+    return out.object;
+  });
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// Reductions and loss.
+
+// sumAll(x) -> [1]
+Napi::Value SumAll(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& x = args.tensor(0, "x");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output out = output(args.env(), x.device(), {1});
+    WN_CALL(x.device(), sum_all, out.data, x.data(), x.numel());
+    return out.object;
+  });
+}
+
+// channelReduce(op: 'sum' | 'dot', a, b | null, outer, channels, inner) -> [channels]
+Napi::Value ChannelReduce(const Napi::CallbackInfo& info) {
+  Args args(info);
+  const std::string op = info[0].ToString().Utf8Value();
+  TensorWrap& a = args.tensor(1, "a");
+  TensorWrap* b = args.optional_tensor(2, "b");
+  const ChannelLayout layout = args.layout(3);
+  const Device device = common_device(args.env(), {{&a, "a"}, {b, "b"}});
+  expect_count(args.env(), a, layout.elements(), "a");
+  if (op == "dot" && !b) throw_type_error(args.env(), "b: expected a tensor for 'dot'");
+  if (b) expect_count(args.env(), *b, layout.elements(), "b");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output out = output(args.env(), device, {layout.channels});
+    if (op == "dot") WN_CALL(device, channel_dot, out.data, a.data(), b->data(), layout);
+    else WN_CALL(device, channel_sum, out.data, a.data(), layout);
+    return out.object;
+  });
+}
+
+// softmaxCrossEntropy(logits [batch, classes], labels [batch]) -> { loss [1], probs }
+Napi::Value SoftmaxCrossEntropy(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& logits = args.tensor(0, "logits");
+  TensorWrap& labels = args.tensor(1, "labels");
+  const Device device = common_device(args.env(), {{&logits, "logits"}, {&labels, "labels"}});
+  if (logits.shape().size() != 2) throw_range_error(args.env(), "logits: expected [batch, classes]");
+  const int64_t batch = logits.shape()[0], classes = logits.shape()[1];
+  expect_count(args.env(), labels, batch, "labels");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output loss = output(args.env(), device, {1});
+    Output probs = output(args.env(), device, logits.shape());
+    WN_CALL(device, softmax_cross_entropy_forward, loss.data, probs.data, logits.data(), labels.data(), batch, classes);
+    Napi::Object result = Napi::Object::New(args.env());
+    result.Set("loss", loss.object);
+    result.Set("probs", probs.object);
+    return result;
+  });
+}
+
+// softmaxCrossEntropyBackward(probs, labels, dloss [1]) -> dlogits
+Napi::Value SoftmaxCrossEntropyBackward(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& probs = args.tensor(0, "probs");
+  TensorWrap& labels = args.tensor(1, "labels");
+  TensorWrap& dloss = args.tensor(2, "dloss");
+  const Device device = common_device(args.env(), {{&probs, "probs"}, {&labels, "labels"}, {&dloss, "dloss"}});
+  if (probs.shape().size() != 2) throw_range_error(args.env(), "probs: expected [batch, classes]");
+  const int64_t batch = probs.shape()[0], classes = probs.shape()[1];
+  expect_count(args.env(), labels, batch, "labels");
+  expect_count(args.env(), dloss, 1, "dloss");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output dlogits = output(args.env(), device, probs.shape());
+    WN_CALL(device, softmax_cross_entropy_backward, dlogits.data, probs.data(), labels.data(), dloss.data(), batch,
+            classes);
+    return dlogits.object;
+  });
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// GEMM.
+
+// gemm(a, b, m, n, k, transposeA, transposeB, epilogue) -> out [m, n], where epilogue is
+// { rowScale?, columnScale?, rowBias?, columnBias?, subtractCoefficient?, subtractMatrix?, beta?, out? }
+// (out: accumulate into this tensor when beta != 0, else write it).
+Napi::Value Gemm(const Napi::CallbackInfo& info) {
+  Args args(info);
+  Napi::Env env = args.env();
+  TensorWrap& a = args.tensor(0, "a");
+  TensorWrap& b = args.tensor(1, "b");
+  const int64_t m = args.count(2, "m"), n = args.count(3, "n"), k = args.count(4, "k");
+  const bool transpose_a = args.flag(5), transpose_b = args.flag(6);
+  if (!info[7].IsObject()) throw_type_error(env, "epilogue: expected an object");
+  Napi::Object e = info[7].As<Napi::Object>();
+  auto field = [&](const char* name) -> TensorWrap* {
+    Napi::Value value = e.Get(name);
+    if (value.IsNull() || value.IsUndefined()) return nullptr;
+    return &TensorWrap::From(value, name);
+  };
+  TensorWrap* row_scale = field("rowScale");
+  TensorWrap* column_scale = field("columnScale");
+  TensorWrap* row_bias = field("rowBias");
+  TensorWrap* column_bias = field("columnBias");
+  TensorWrap* subtract_coefficient = field("subtractCoefficient");
+  TensorWrap* subtract_matrix = field("subtractMatrix");
+  TensorWrap* into = field("out");
+  const Napi::Value beta_value = e.Get("beta");
+  const float beta = beta_value.IsNumber() ? beta_value.As<Napi::Number>().FloatValue() : 0.0f;
+  const Device device = common_device(env, {{&a, "a"},
+                                            {&b, "b"},
+                                            {row_scale, "rowScale"},
+                                            {column_scale, "columnScale"},
+                                            {row_bias, "rowBias"},
+                                            {column_bias, "columnBias"},
+                                            {subtract_coefficient, "subtractCoefficient"},
+                                            {subtract_matrix, "subtractMatrix"},
+                                            {into, "out"}});
+  expect_count(env, a, m * k, "a");
+  expect_count(env, b, k * n, "b");
+  if (row_scale) expect_count(env, *row_scale, m, "rowScale");
+  if (row_bias) expect_count(env, *row_bias, m, "rowBias");
+  if (column_scale) expect_count(env, *column_scale, n, "columnScale");
+  if (column_bias) expect_count(env, *column_bias, n, "columnBias");
+  if (subtract_coefficient) expect_count(env, *subtract_coefficient, m, "subtractCoefficient");
+  if (subtract_matrix) expect_count(env, *subtract_matrix, m * n, "subtractMatrix");
+  if (!subtract_coefficient != !subtract_matrix)
+    throw_type_error(env, "epilogue: subtractCoefficient and subtractMatrix go together");
+  if (into) expect_count(env, *into, m * n, "out");
+  if (beta != 0.0f && !into) throw_type_error(env, "epilogue.out: expected a tensor to accumulate into when beta != 0");
+  return guarded(env, [&]() -> Napi::Value {
+    Napi::Object out_object = into ? info[7].As<Napi::Object>().Get("out").As<Napi::Object>()
+                                   : new_tensor(env, device, {m, n});
+    float* out = TensorWrap::From(out_object, "out").data();
+    auto fill_epilogue = [&](auto& epilogue) {
+      epilogue.row_scale = data_of(row_scale);
+      epilogue.column_scale = data_of(column_scale);
+      epilogue.row_bias = data_of(row_bias);
+      epilogue.column_bias = data_of(column_bias);
+      epilogue.subtract_coefficient = data_of(subtract_coefficient);
+      epilogue.subtract_matrix = data_of(subtract_matrix);
+      epilogue.beta = beta;
+    };
+    if (device == Device::kCpu) {
+      cpu::GemmEpilogue epilogue;
+      fill_epilogue(epilogue);
+      cpu::gemm(out, a.data(), b.data(), m, n, k, transpose_a, transpose_b, epilogue);
+    } else {
+#ifdef WEIGHTNORM_WITH_CUDA
+      cuda::GemmEpilogue epilogue;
+      fill_epilogue(epilogue);
+      cuda::gemm(out, a.data(), b.data(), m, n, k, transpose_a, transpose_b, epilogue);
+#endif
+    }
+    return out_object;
+  });
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// Convolution and pooling.
+
+template <class Geometry>
+Geometry conv_geometry(const TensorWrap& x, const TensorWrap& w, int64_t stride, int64_t padding) {
+  Geometry g{};
+  g.batch = x.shape()[0];
+  g.in_channels = x.shape()[1];
+  g.in_height = x.shape()[2];
+  g.in_width = x.shape()[3];
+  g.out_channels = w.shape()[0];
+  g.kernel_height = w.shape()[2];
+  g.kernel_width = w.shape()[3];
+  g.stride = stride;
+  g.padding = padding;
+  return g;
+}
+
+void check_conv(Napi::Env env, const TensorWrap& x, const TensorWrap& w, int64_t stride, int64_t padding) {
+  if (x.shape().size() != 4) throw_range_error(env, "x: expected [batch, channels, height, width], got " + shape_string(x.shape()));
+  if (w.shape().size() != 4 || w.shape()[1] != x.shape()[1])
+    throw_range_error(env, "w: expected [outChannels, " + std::to_string(x.shape()[1]) + ", kh, kw], got " +
+                               shape_string(w.shape()));
+  if (stride < 1) throw_range_error(env, "stride: expected >= 1");
+  if (x.shape()[2] + 2 * padding < w.shape()[2] || x.shape()[3] + 2 * padding < w.shape()[3])
+    throw_range_error(env, "w: the kernel is larger than the padded input " + shape_string(x.shape()));
+}
+
+// conv2d(x, w, bias | null, stride, padding) -> y
+Napi::Value Conv2d(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& x = args.tensor(0, "x");
+  TensorWrap& w = args.tensor(1, "w");
+  TensorWrap* bias = args.optional_tensor(2, "bias");
+  const int64_t stride = args.count(3, "stride"), padding = args.count(4, "padding");
+  const Device device = common_device(args.env(), {{&x, "x"}, {&w, "w"}, {bias, "bias"}});
+  check_conv(args.env(), x, w, stride, padding);
+  if (bias) expect_count(args.env(), *bias, w.shape()[0], "bias");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    if (device == Device::kCpu) {
+      const auto g = conv_geometry<cpu::Conv2dGeometry>(x, w, stride, padding);
+      Output y = output(args.env(), device, {g.batch, g.out_channels, g.out_height(), g.out_width()});
+      cpu::conv2d_forward(y.data, x.data(), w.data(), data_of(bias), g);
+      return y.object;
+    }
+#ifdef WEIGHTNORM_WITH_CUDA
+    const auto g = conv_geometry<cuda::Conv2dGeometry>(x, w, stride, padding);
+    Output y = output(args.env(), device, {g.batch, g.out_channels, g.out_height(), g.out_width()});
+    cuda::conv2d_forward(y.data, x.data(), w.data(), data_of(bias), g);
+    return y.object;
+#else
+    return args.env().Undefined();
+#endif
+  });
+}
+
+// conv2dBackward(dy, x, w, stride, padding, wantDx, wantDw, wantDbias) -> { dx?, dw?, dbias? }
+Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& dy = args.tensor(0, "dy");
+  TensorWrap& x = args.tensor(1, "x");
+  TensorWrap& w = args.tensor(2, "w");
+  const int64_t stride = args.count(3, "stride"), padding = args.count(4, "padding");
+  const bool want_dx = args.flag(5), want_dw = args.flag(6), want_dbias = args.flag(7);
+  const Device device = common_device(args.env(), {{&dy, "dy"}, {&x, "x"}, {&w, "w"}});
+  check_conv(args.env(), x, w, stride, padding);
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Napi::Object result = Napi::Object::New(args.env());
+    auto run = [&](const auto& g, auto backward) {
+      expect_count(args.env(), dy, g.batch * g.out_channels * g.out_height() * g.out_width(), "dy");
+      float *dx = nullptr, *dw = nullptr, *dbias = nullptr;
+      if (want_dx) {
+        Output o = output(args.env(), device, x.shape());
+        result.Set("dx", o.object);
+        dx = o.data;
+      }
+      if (want_dw) {
+        Output o = output(args.env(), device, w.shape());
+        result.Set("dw", o.object);
+        dw = o.data;
+      }
+      if (want_dbias) {
+        Output o = output(args.env(), device, {g.out_channels});
+        result.Set("dbias", o.object);
+        dbias = o.data;
+      }
+      backward(dx, dw, dbias, dy.data(), x.data(), w.data(), g);
+    };
+    if (device == Device::kCpu) {
+      run(conv_geometry<cpu::Conv2dGeometry>(x, w, stride, padding), cpu::conv2d_backward);
+    } else {
+#ifdef WEIGHTNORM_WITH_CUDA
+      run(conv_geometry<cuda::Conv2dGeometry>(x, w, stride, padding), cuda::conv2d_backward);
+#endif
+    }
+    return result;
+  });
+}
+
+// maxPool2d(x [N, C, H, W], kernel, stride) -> y
+Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& x = args.tensor(0, "x");
+  const int64_t kernel = args.count(1, "kernel"), stride = args.count(2, "stride");
+  if (x.shape().size() != 4) throw_range_error(args.env(), "x: expected [batch, channels, height, width]");
+  const int64_t height = x.shape()[2], width = x.shape()[3];
+  if (kernel < 1 || stride < 1 || kernel > height || kernel > width)
+    throw_range_error(args.env(), "kernel: expected 1 <= kernel <= the input's height and width, stride >= 1");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    const int64_t planes = x.shape()[0] * x.shape()[1];
+    Output y = output(args.env(), x.device(),
+                      {x.shape()[0], x.shape()[1], (height - kernel) / stride + 1, (width - kernel) / stride + 1});
+    WN_CALL(x.device(), max_pool2d_forward, y.data, x.data(), planes, height, width, kernel, stride);
+    return y.object;
+  });
+}
+
+// maxPool2dBackward(dy, x, kernel, stride) -> dx
+Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& dy = args.tensor(0, "dy");
+  TensorWrap& x = args.tensor(1, "x");
+  const int64_t kernel = args.count(2, "kernel"), stride = args.count(3, "stride");
+  const Device device = common_device(args.env(), {{&dy, "dy"}, {&x, "x"}});
+  if (x.shape().size() != 4 || kernel < 1 || stride < 1 || kernel > x.shape()[2] || kernel > x.shape()[3])
+    throw_range_error(args.env(), "x, kernel: invalid pooling geometry");
+  const int64_t planes = x.shape()[0] * x.shape()[1], height = x.shape()[2], width = x.shape()[3];
+  expect_count(args.env(), dy, planes * ((height - kernel) / stride + 1) * ((width - kernel) / stride + 1), "dy");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output dx = output(args.env(), device, x.shape());
+    WN_CALL(device, max_pool2d_backward, dx.data, dy.data(), x.data(), planes, height, width, kernel, stride);
+    return dx.object;
+  });
+}
+
+// globalAvgPool(x [N, C, H, W]) -> [N, C]
+Napi::Value GlobalAvgPool(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& x = args.tensor(0, "x");
+  if (x.shape().size() != 4) throw_range_error(args.env(), "x: expected [batch, channels, height, width]");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    const int64_t planes = x.shape()[0] * x.shape()[1];
+    Output y = output(args.env(), x.device(), {x.shape()[0], x.shape()[1]});
+    WN_CALL(x.device(), global_avg_pool_forward, y.data, x.data(), planes, x.shape()[2] * x.shape()[3]);
+    return y.object;
+  });
+}
+
+// globalAvgPoolBackward(dy [N, C], inputShape) -> dx
+Napi::Value GlobalAvgPoolBackward(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& dy = args.tensor(0, "dy");
+  std::vector<int64_t> shape = parse_shape(args.env(), info[1], "inputShape");
+  if (shape.size() != 4) throw_range_error(args.env(), "inputShape: expected 4 dimensions");
+  expect_count(args.env(), dy, shape[0] * shape[1], "dy");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output dx = output(args.env(), dy.device(), shape);
+    WN_CALL(dy.device(), global_avg_pool_backward, dx.data, dy.data(), shape[0] * shape[1], shape[2] * shape[3]);
+    return dx.object;
+  });
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// Normalization.
+
+// batchNorm(x, gamma, beta, outer, channels, inner, eps) -> { y, mean, var, invstd }
+Napi::Value BatchNorm(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& x = args.tensor(0, "x");
+  TensorWrap& gamma = args.tensor(1, "gamma");
+  TensorWrap& beta = args.tensor(2, "beta");
+  const ChannelLayout layout = args.layout(3);
+  const float eps = args.number(6, "eps");
+  const Device device = common_device(args.env(), {{&x, "x"}, {&gamma, "gamma"}, {&beta, "beta"}});
+  expect_count(args.env(), x, layout.elements(), "x");
+  expect_count(args.env(), gamma, layout.channels, "gamma");
+  expect_count(args.env(), beta, layout.channels, "beta");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output y = output(args.env(), device, x.shape());
+    Output mean = output(args.env(), device, {layout.channels});
+    Output var = output(args.env(), device, {layout.channels});
+    Output invstd = output(args.env(), device, {layout.channels});
+    WN_CALL(device, batch_norm_forward, y.data, mean.data, var.data, invstd.data, x.data(), gamma.data(), beta.data(),
+            layout, eps);
+    Napi::Object result = Napi::Object::New(args.env());
+    result.Set("y", y.object);
+    result.Set("mean", mean.object);
+    result.Set("var", var.object);
+    result.Set("invstd", invstd.object);
+    return result;
+  });
+}
+
+// batchNormBackward(dy, x, mean, invstd, gamma, outer, channels, inner) -> { dx, dgamma, dbeta }
+Napi::Value BatchNormBackward(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& dy = args.tensor(0, "dy");
+  TensorWrap& x = args.tensor(1, "x");
+  TensorWrap& mean = args.tensor(2, "mean");
+  TensorWrap& invstd = args.tensor(3, "invstd");
+  TensorWrap& gamma = args.tensor(4, "gamma");
+  const ChannelLayout layout = args.layout(5);
+  const Device device = common_device(
+      args.env(), {{&dy, "dy"}, {&x, "x"}, {&mean, "mean"}, {&invstd, "invstd"}, {&gamma, "gamma"}});
+  expect_count(args.env(), dy, layout.elements(), "dy");
+  expect_count(args.env(), x, layout.elements(), "x");
+  for (auto [t, name] : {std::pair{&mean, "mean"}, {&invstd, "invstd"}, {&gamma, "gamma"}})
+    expect_count(args.env(), *t, layout.channels, name);
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output dx = output(args.env(), device, x.shape());
+    Output dgamma = output(args.env(), device, {layout.channels});
+    Output dbeta = output(args.env(), device, {layout.channels});
+    WN_CALL(device, batch_norm_backward, dx.data, dgamma.data, dbeta.data, dy.data(), x.data(), mean.data(),
+            invstd.data(), gamma.data(), layout);
+    Napi::Object result = Napi::Object::New(args.env());
+    result.Set("dx", dx.object);
+    result.Set("dgamma", dgamma.object);
+    result.Set("dbeta", dbeta.object);
+    return result;
+  });
+}
+
+// batchNormInference(x, runningMean, runningVar, gamma, beta, outer, channels, inner, eps) -> y
+Napi::Value BatchNormInference(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& x = args.tensor(0, "x");
+  TensorWrap& running_mean = args.tensor(1, "runningMean");
+  TensorWrap& running_var = args.tensor(2, "runningVar");
+  TensorWrap& gamma = args.tensor(3, "gamma");
+  TensorWrap& beta = args.tensor(4, "beta");
+  const ChannelLayout layout = args.layout(5);
+  const float eps = args.number(8, "eps");
+  const Device device = common_device(args.env(), {{&x, "x"},
+                                                   {&running_mean, "runningMean"},
+                                                   {&running_var, "runningVar"},
+                                                   {&gamma, "gamma"},
+                                                   {&beta, "beta"}});
+  expect_count(args.env(), x, layout.elements(), "x");
+  for (auto [t, name] : {std::pair{&running_mean, "runningMean"}, {&running_var, "runningVar"}, {&gamma, "gamma"},
+                         {&beta, "beta"}})
+    expect_count(args.env(), *t, layout.channels, name);
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output y = output(args.env(), device, x.shape());
+    WN_CALL(device, batch_norm_inference, y.data, x.data(), running_mean.data(), running_var.data(), gamma.data(),
+            beta.data(), layout, eps);
+    return y.object;
+  });
+}
+
+// meanOnlyBatchNorm(x, bias, runningMean | null, outer, channels, inner) -> { y, mean }
+// With runningMean (evaluation) the batch mean is not computed and `mean` is that tensor's copy.
+Napi::Value MeanOnlyBatchNorm(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& x = args.tensor(0, "x");
+  TensorWrap& bias = args.tensor(1, "bias");
+  TensorWrap* running_mean = args.optional_tensor(2, "runningMean");
+  const ChannelLayout layout = args.layout(3);
+  const Device device = common_device(args.env(), {{&x, "x"}, {&bias, "bias"}, {running_mean, "runningMean"}});
+  expect_count(args.env(), x, layout.elements(), "x");
+  expect_count(args.env(), bias, layout.channels, "bias");
+  if (running_mean) expect_count(args.env(), *running_mean, layout.channels, "runningMean");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output y = output(args.env(), device, x.shape());
+    Output mean = output(args.env(), device, {layout.channels});
+    if (running_mean) WN_CALL(device, scale, mean.data, running_mean->data(), 1.0f, layout.channels);
+    WN_CALL(device, mean_only_batch_norm_forward, y.data, mean.data, x.data(), bias.data(), layout, !running_mean);
+    Napi::Object result = Napi::Object::New(args.env());
+    result.Set("y", y.object);
+    result.Set("mean", mean.object);
+    return result;
+  });
+}
+
+// meanOnlyBatchNormBackward(dy, outer, channels, inner) -> { dx, dbias }
+Napi::Value MeanOnlyBatchNormBackward(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& dy = args.tensor(0, "dy");
+  const ChannelLayout layout = args.layout(1);
+  expect_count(args.env(), dy, layout.elements(), "dy");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output dx = output(args.env(), dy.device(), dy.shape());
+    Output dbias = output(args.env(), dy.device(), {layout.channels});
+    WN_CALL(dy.device(), mean_only_batch_norm_backward, dx.data, dbias.data, dy.data(), layout);
+    Napi::Object result = Napi::Object::New(args.env());
+    result.Set("dx", dx.object);
+    result.Set("dbias", dbias.object);
+    return result;
+  });
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// Weight-norm coefficients for layers that keep a saved norm.
+
+// weightNormScale(g, norm) -> g / norm
+Napi::Value WeightNormScale(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& g = args.tensor(0, "g");
+  TensorWrap& norm = args.tensor(1, "norm");
+  const Device device = common_device(args.env(), {{&g, "g"}, {&norm, "norm"}});
+  expect_count(args.env(), norm, g.numel(), "norm");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output scale = output(args.env(), device, g.shape());
+    WN_CALL(device, weightnorm_scale, scale.data, g.data(), norm.data(), g.numel());
+    return scale.object;
+  });
+}
+
+// weightNormCoefficients(dot, g, norm, eps) -> { dg, c1, c2 }
+Napi::Value WeightNormCoefficients(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& dot = args.tensor(0, "dot");
+  TensorWrap& g = args.tensor(1, "g");
+  TensorWrap& norm = args.tensor(2, "norm");
+  const float eps = args.number(3, "eps");
+  const Device device = common_device(args.env(), {{&dot, "dot"}, {&g, "g"}, {&norm, "norm"}});
+  expect_count(args.env(), g, dot.numel(), "g");
+  expect_count(args.env(), norm, dot.numel(), "norm");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    const int64_t channels = dot.numel();
+    Output dg = output(args.env(), device, g.shape());
+    Output c1 = output(args.env(), device, {channels});
+    Output c2 = output(args.env(), device, {channels});
+    WN_CALL(device, weightnorm_backward_coefficients, dg.data, c1.data, c2.data, dot.data(), g.data(), norm.data(),
+            channels, eps);
+    Napi::Object result = Napi::Object::New(args.env());
+    result.Set("dg", dg.object);
+    result.Set("c1", c1.object);
+    result.Set("c2", c2.object);
+    return result;
+  });
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// Optimizers (in place).
+
+// optimizerStep(kind: 'sgd' | 'adam' | 'adamax', param, grad, state1 | null, state2 | null, options, step,
+//               norm | null, outer, channels, inner, normEps)
+// options: sgd { lr, momentum, dampening, weightDecay, nesterov }; adam/adamax { lr, beta1, beta2, eps, weightDecay }
+Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
+  Args args(info);
+  Napi::Env env = args.env();
+  const std::string kind = info[0].ToString().Utf8Value();
+  TensorWrap& param = args.tensor(1, "param");
+  TensorWrap& grad = args.tensor(2, "grad");
+  TensorWrap* state1 = args.optional_tensor(3, "state1");
+  TensorWrap* state2 = args.optional_tensor(4, "state2");
+  if (!info[5].IsObject()) throw_type_error(env, "options: expected an object");
+  Napi::Object o = info[5].As<Napi::Object>();
+  auto option = [&](const char* name) {
+    Napi::Value value = o.Get(name);
+    if (!value.IsNumber()) throw_type_error(env, std::string("options.") + name + ": expected a number");
+    return value.As<Napi::Number>().FloatValue();
+  };
+  const int64_t step = args.count(6, "step");
+  TensorWrap* norm = args.optional_tensor(7, "norm");
+  const ChannelLayout layout = args.layout(8);
+  const float norm_eps = args.number(11, "normEps");
+  const Device device = common_device(
+      env, {{&param, "param"}, {&grad, "grad"}, {state1, "state1"}, {state2, "state2"}, {norm, "norm"}});
+  const int64_t count = param.numel();
+  expect_count(env, grad, count, "grad");
+  if (state1) expect_count(env, *state1, count, "state1");
+  if (state2) expect_count(env, *state2, count, "state2");
+  if (norm) {
+    expect_count(env, param, layout.elements(), "param");
+    expect_count(env, *norm, layout.channels, "norm");
+  }
+  if (kind != "sgd" && (!state1 || !state2)) throw_type_error(env, "state1, state2: Adam and Adamax need both");
+  if (step < 1) throw_range_error(env, "step: expected >= 1");
+  return guarded(env, [&]() -> Napi::Value {
+    auto run = [&](auto sgd_options, auto adam_options, auto norm_output) {
+      norm_output.norm = data_of(norm);
+      norm_output.layout = layout;
+      norm_output.eps = norm_eps;
+      const auto* norm_pointer = norm ? &norm_output : nullptr;
+      if (kind == "sgd") {
+        sgd_options.lr = option("lr");
+        sgd_options.momentum = option("momentum");
+        sgd_options.dampening = option("dampening");
+        sgd_options.weight_decay = option("weightDecay");
+        sgd_options.nesterov = o.Get("nesterov").ToBoolean().Value();
+        if (sgd_options.momentum != 0.0f && !state1) throw_type_error(env, "state1: SGD with momentum needs a buffer");
+        // Unqualified: the options' namespace (cpu or cuda) picks the backend (argument-dependent lookup).
+        sgd_step(param.data(), data_of(state1), grad.data(), count, sgd_options, step, norm_pointer);
+        return;
+      }
+      adam_options.lr = option("lr");
+      adam_options.beta1 = option("beta1");
+      adam_options.beta2 = option("beta2");
+      adam_options.eps = option("eps");
+      adam_options.weight_decay = option("weightDecay");
+      if (kind == "adam")
+        adam_step(param.data(), state1->data(), state2->data(), grad.data(), count, adam_options, step, norm_pointer);
+      else
+        adamax_step(param.data(), state1->data(), state2->data(), grad.data(), count, adam_options, step, norm_pointer);
+    };
+    if (device == Device::kCpu) {
+      run(cpu::SgdOptions{}, cpu::AdamOptions{}, cpu::NormOutput{});
+    } else {
+#ifdef WEIGHTNORM_WITH_CUDA
+      run(cuda::SgdOptions{}, cuda::AdamOptions{}, cuda::NormOutput{});
+#endif
+    }
+    return env.Undefined();
+  });
+}
+
+}  // namespace
+
+void register_nn_ops(Napi::Env env, Napi::Object exports) {
+  exports.Set("binary", Napi::Function::New(env, Binary));
+  exports.Set("scale", Napi::Function::New(env, Scale));
+  exports.Set("axpby", Napi::Function::New(env, Axpby));
+  exports.Set("full", Napi::Function::New(env, Full));
+  exports.Set("reshape", Napi::Function::New(env, Reshape));
+  exports.Set("activation", Napi::Function::New(env, Activation));
+  exports.Set("activationBackward", Napi::Function::New(env, ActivationBackward));
+  exports.Set("dropout", Napi::Function::New(env, Dropout));
+  exports.Set("gaussianNoise", Napi::Function::New(env, GaussianNoise));
+  exports.Set("channelOp", Napi::Function::New(env, ChannelOp));
+  exports.Set("sumAll", Napi::Function::New(env, SumAll));
+  exports.Set("channelReduce", Napi::Function::New(env, ChannelReduce));
+  exports.Set("softmaxCrossEntropy", Napi::Function::New(env, SoftmaxCrossEntropy));
+  exports.Set("softmaxCrossEntropyBackward", Napi::Function::New(env, SoftmaxCrossEntropyBackward));
+  exports.Set("gemm", Napi::Function::New(env, Gemm));
+  exports.Set("conv2d", Napi::Function::New(env, Conv2d));
+  exports.Set("conv2dBackward", Napi::Function::New(env, Conv2dBackward));
+  exports.Set("maxPool2d", Napi::Function::New(env, MaxPool2d));
+  exports.Set("maxPool2dBackward", Napi::Function::New(env, MaxPool2dBackward));
+  exports.Set("globalAvgPool", Napi::Function::New(env, GlobalAvgPool));
+  exports.Set("globalAvgPoolBackward", Napi::Function::New(env, GlobalAvgPoolBackward));
+  exports.Set("batchNorm", Napi::Function::New(env, BatchNorm));
+  exports.Set("batchNormBackward", Napi::Function::New(env, BatchNormBackward));
+  exports.Set("batchNormInference", Napi::Function::New(env, BatchNormInference));
+  exports.Set("meanOnlyBatchNorm", Napi::Function::New(env, MeanOnlyBatchNorm));
+  exports.Set("meanOnlyBatchNormBackward", Napi::Function::New(env, MeanOnlyBatchNormBackward));
+  exports.Set("weightNormScale", Napi::Function::New(env, WeightNormScale));
+  exports.Set("weightNormCoefficients", Napi::Function::New(env, WeightNormCoefficients));
+  exports.Set("optimizerStep", Napi::Function::New(env, OptimizerStep));
+}
+
+}  // namespace weightnorm::binding

@@ -1,0 +1,536 @@
+// Differentiable ops: each validates its arguments, runs the native kernel, and records its backward right next to
+// its forward. nn layers are built from these; users can call them directly as nn.functional.*.
+import { alias, record } from './autograd.js';
+import { rangeError, typeError } from './errors.js';
+import { native, type NativeTensor } from './native.js';
+import { DEFAULT_EPS } from './ops.js';
+import { handleOf, Tensor } from './tensor.js';
+
+const wrap = (handle: NativeTensor): Tensor => new Tensor(handle);
+const shapeText = (shape: readonly number[]): string => `[${shape.join(', ')}]`;
+
+function checkTensor(value: unknown, where: string): Tensor {
+  handleOf(value, where);
+  return value as Tensor;
+}
+
+function checkSameDevice(where: string, reference: Tensor, others: readonly [string, Tensor | null | undefined][]): void {
+  for (const [name, t] of others) {
+    if (t && t.device !== reference.device) {
+      throw typeError(`${where}: ${name}`, `a tensor on '${reference.device}' like the input`, t);
+    }
+  }
+}
+
+function checkShape(where: string, t: Tensor, expected: readonly number[]): void {
+  if (t.shape.length !== expected.length || t.shape.some((d, i) => d !== expected[i])) {
+    throw rangeError(where, `shape ${shapeText(expected)}`, shapeText(t.shape));
+  }
+}
+
+/** @internal [outer, channels, inner] of a [batch, channels, ...spatial] activation: statistics per channel. */
+export function channelLayout(x: Tensor): [number, number, number] {
+  const [batch = 1, channels = 1, ...spatial] = x.shape;
+  return [batch, channels, spatial.reduce((a, b) => a * b, 1)];
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Arithmetic and reductions.
+
+export function add(a: Tensor, b: Tensor): Tensor {
+  const where = 'add';
+  checkTensor(a, `${where}: a`);
+  checkTensor(b, `${where}: b`);
+  checkSameDevice(where, a, [['b', b]]);
+  checkShape(`${where}: b`, b, a.shape);
+  const y = wrap(native.binary('add', handleOf(a, where), handleOf(b, where)));
+  return record(y, 'add', [a, b], (dy, needs) => [needs[0] ? alias(dy) : null, needs[1] ? alias(dy) : null]);
+}
+
+export function mul(a: Tensor, b: Tensor): Tensor {
+  const where = 'mul';
+  checkTensor(a, `${where}: a`);
+  checkTensor(b, `${where}: b`);
+  checkSameDevice(where, a, [['b', b]]);
+  checkShape(`${where}: b`, b, a.shape);
+  const y = wrap(native.binary('multiply', handleOf(a, where), handleOf(b, where)));
+  return record(y, 'mul', [a, b], (dy, needs) => [
+    needs[0] ? wrap(native.binary('multiply', handleOf(dy, where), handleOf(b, where))) : null,
+    needs[1] ? wrap(native.binary('multiply', handleOf(dy, where), handleOf(a, where))) : null,
+  ]);
+}
+
+export function scale(x: Tensor, alpha: number): Tensor {
+  const where = 'scale';
+  checkTensor(x, `${where}: x`);
+  if (typeof alpha !== 'number' || !Number.isFinite(alpha)) throw typeError(`${where}: alpha`, 'a finite number', alpha);
+  const y = wrap(native.scale(handleOf(x, where), alpha));
+  return record(y, 'scale', [x], (dy) => [wrap(native.scale(handleOf(dy, where), alpha))]);
+}
+
+/** Sum of all elements, shape [1]. */
+export function sum(x: Tensor): Tensor {
+  const where = 'sum';
+  checkTensor(x, `${where}: x`);
+  const y = wrap(native.sumAll(handleOf(x, where)));
+  return record(y, 'sum', [x], (dy) => {
+    // dx = dy[0] everywhere: a tensor of ones scaled by the one-element dy, without reading dy on the host.
+    const ones = native.full([...x.shape], 1, x.device);
+    const dx = native.channelOp('scale', ones, handleOf(dy, where), 1, 1, x.size);
+    ones.dispose();
+    return [wrap(dx)];
+  });
+}
+
+/** Mean of all elements, shape [1]. */
+export function mean(x: Tensor): Tensor {
+  checkTensor(x, 'mean: x');
+  if (x.size === 0) throw rangeError('mean: x', 'at least one element', shapeText(x.shape));
+  const total = sum(x);
+  const y = scale(total, 1 / x.size);
+  return y;
+}
+
+/** A view with another shape (same elements, no copy). One dimension may be -1 (inferred). */
+export function reshape(x: Tensor, shape: readonly number[]): Tensor {
+  const where = 'reshape';
+  checkTensor(x, `${where}: x`);
+  if (!Array.isArray(shape)) throw typeError(`${where}: shape`, 'an array of integers', shape);
+  const inferred = shape.filter((d) => d === -1).length;
+  const known = shape.filter((d) => d !== -1).reduce((a, b) => a * b, 1);
+  if (inferred > 1 || shape.some((d) => !Number.isInteger(d) || d < -1)) {
+    throw typeError(`${where}: shape`, 'non-negative integers with at most one -1', shape);
+  }
+  const resolved = shape.map((d) => (d === -1 ? (known === 0 ? 0 : x.size / known) : d));
+  if (resolved.reduce((a, b) => a * b, 1) !== x.size || resolved.some((d) => !Number.isInteger(d))) {
+    throw rangeError(`${where}: shape`, `a shape with ${x.size} elements (from ${shapeText(x.shape)})`, shapeText(shape));
+  }
+  const y = alias(x, resolved);
+  return record(y, 'reshape', [x], (dy) => [alias(dy, x.shape)]);
+}
+
+/** [batch, ...] -> [batch, rest]. */
+export function flatten(x: Tensor): Tensor {
+  checkTensor(x, 'flatten: x');
+  if (x.rank < 1) throw rangeError('flatten: x', 'at least one dimension (the batch)', shapeText(x.shape));
+  return reshape(x, [x.shape[0]!, -1]);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Matrix products.
+
+/** a [m, k] · b [k, n]. */
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  const where = 'matmul';
+  checkTensor(a, `${where}: a`);
+  checkTensor(b, `${where}: b`);
+  checkSameDevice(where, a, [['b', b]]);
+  if (a.rank !== 2 || b.rank !== 2 || a.shape[1] !== b.shape[0]) {
+    throw rangeError(where, '[m, k] and [k, n]', `${shapeText(a.shape)} and ${shapeText(b.shape)}`);
+  }
+  const [m, k] = a.shape as [number, number];
+  const n = b.shape[1]!;
+  const y = wrap(native.gemm(handleOf(a, where), handleOf(b, where), m, n, k, false, false, {}));
+  return record(y, 'matmul', [a, b], (dy, needs) => [
+    needs[0] ? wrap(native.gemm(handleOf(dy, where), handleOf(b, where), m, k, n, false, true, {})) : null,
+    needs[1] ? wrap(native.gemm(handleOf(a, where), handleOf(dy, where), k, n, m, true, false, {})) : null,
+  ]);
+}
+
+function checkLinear(where: string, x: Tensor, weight: Tensor, bias: Tensor | null): [number, number, number] {
+  checkTensor(x, `${where}: x`);
+  checkTensor(weight, `${where}: weight`);
+  if (bias !== null) checkTensor(bias, `${where}: bias`);
+  checkSameDevice(where, x, [['weight', weight], ['bias', bias]]);
+  if (weight.rank !== 2) throw rangeError(`${where}: weight`, '[outFeatures, inFeatures]', shapeText(weight.shape));
+  const [outFeatures, inFeatures] = weight.shape as [number, number];
+  if (x.rank !== 2 || x.shape[1] !== inFeatures) {
+    throw rangeError(`${where}: x`, `[batch, ${inFeatures}]`, shapeText(x.shape));
+  }
+  if (bias) checkShape(`${where}: bias`, bias, [outFeatures]);
+  return [x.shape[0]!, outFeatures, inFeatures];
+}
+
+/** y = x · weightᵀ + bias, x [batch, in], weight [out, in]. The bias is added in the GEMM's epilogue. */
+export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
+  const where = 'linear';
+  const [batch, outFeatures, inFeatures] = checkLinear(where, x, weight, bias);
+  const y = wrap(
+    native.gemm(handleOf(x, where), handleOf(weight, where), batch, outFeatures, inFeatures, false, true, {
+      columnBias: bias ? handleOf(bias, where) : null,
+    }),
+  );
+  return record(y, 'linear', [x, weight, bias], (dy, needs) => [
+    needs[0] ? wrap(native.gemm(handleOf(dy, where), handleOf(weight, where), batch, inFeatures, outFeatures, false, false, {})) : null,
+    needs[1] ? wrap(native.gemm(handleOf(dy, where), handleOf(x, where), outFeatures, inFeatures, batch, true, false, {})) : null,
+    needs[2] ? wrap(native.channelReduce('sum', handleOf(dy, where), null, batch, outFeatures, 1)) : null,
+  ]);
+}
+
+/**
+ * Weight-normalized linear layer that never materializes w = g·v/‖v‖: with s = g/norm,
+ * y = s ⊙ (x·vᵀ) + b, the scale and bias applied in the GEMM's epilogue. `norm` is ‖v‖ per output unit (floored
+ * by eps), computed by the caller once per optimizer step. The GEMM also keeps t = x·vᵀ for the backward, where
+ * dg = Σ_batch dy ⊙ t / norm and dv = s·(dyᵀx) − (g·dg/norm²)·v is written in the weight-gradient GEMM's epilogue,
+ * so neither w nor dw ever exists in memory.
+ */
+export function weightNormLinear(
+  x: Tensor,
+  v: Tensor,
+  g: Tensor,
+  bias: Tensor | null,
+  norm: Tensor,
+  eps: number = DEFAULT_EPS,
+): Tensor {
+  const where = 'weightNormLinear';
+  const [batch, outFeatures, inFeatures] = checkLinear(where, x, v, bias);
+  checkTensor(g, `${where}: g`);
+  checkTensor(norm, `${where}: norm`);
+  checkSameDevice(where, x, [['g', g], ['norm', norm]]);
+  checkShape(`${where}: g`, g, [outFeatures]);
+  checkShape(`${where}: norm`, norm, [outFeatures]);
+  const s = wrap(native.weightNormScale(handleOf(g, where), handleOf(norm, where)));
+  const t = wrap(native.zeros([batch, outFeatures], x.device));
+  const y = wrap(
+    native.gemm(handleOf(x, where), handleOf(v, where), batch, outFeatures, inFeatures, false, true, {
+      columnScale: handleOf(s, where),
+      columnBias: bias ? handleOf(bias, where) : null,
+      rawOut: handleOf(t, where),
+    }),
+  );
+  const result = record(y, 'weightNormLinear', [x, v, g, bias], (dy, needs) => {
+    const dyHandle = handleOf(dy, where);
+    const dot = native.channelReduce('dot', dyHandle, handleOf(t, where), batch, outFeatures, 1);
+    const { dg, c1, c2 } = native.weightNormCoefficients(dot, handleOf(g, where), handleOf(norm, where), eps);
+    dot.dispose();
+    let dx: Tensor | null = null;
+    if (needs[0]) {
+      const scaledDy = native.channelOp('scale', dyHandle, handleOf(s, where), batch, outFeatures, 1);
+      dx = wrap(native.gemm(scaledDy, handleOf(v, where), batch, inFeatures, outFeatures, false, false, {}));
+      scaledDy.dispose();
+    }
+    const dv = needs[1]
+      ? wrap(
+          native.gemm(dyHandle, handleOf(x, where), outFeatures, inFeatures, batch, true, false, {
+            rowScale: c1,
+            subtractCoefficient: c2,
+            subtractMatrix: handleOf(v, where),
+          }),
+        )
+      : null;
+    const dbias = needs[3] ? wrap(native.channelReduce('sum', dyHandle, null, batch, outFeatures, 1)) : null;
+    c1.dispose();
+    c2.dispose();
+    if (!needs[2]) dg.dispose();
+    return [dx, dv, needs[2] ? wrap(dg) : null, dbias];
+  });
+  if (!result.requiresGrad) {
+    // No backward will run: t and s are not needed (inside tidy() they would go anyway; this frees them early).
+    s.dispose();
+    t.dispose();
+  }
+  return result;
+}
+
+export interface WeightNormFunctionOptions {
+  dim?: number | null;
+  eps?: number;
+  /** ‖v‖ per channel computed earlier (e.g. by the optimizer step); omitted: computed here by the fused kernel. */
+  norm?: Tensor;
+}
+
+/**
+ * w = g · v / max(‖v‖, eps) as a differentiable op (the conv layers use it; Linear uses weightNormLinear). Returns
+ * w and the norm it used.
+ */
+export function weightNorm(v: Tensor, g: Tensor, options: WeightNormFunctionOptions = {}): { w: Tensor; norm: Tensor } {
+  const where = 'weightNorm';
+  checkTensor(v, `${where}: v`);
+  checkTensor(g, `${where}: g`);
+  const dim = options.dim === undefined ? 0 : options.dim;
+  const eps = options.eps ?? DEFAULT_EPS;
+  const axis = dim === null ? null : dim < 0 ? dim + v.rank : dim;
+  let w: Tensor;
+  let norm: Tensor;
+  if (options.norm) {
+    norm = checkTensor(options.norm, `${where}: options.norm`);
+    const channels = axis === null ? 1 : v.shape[axis]!;
+    checkShape(`${where}: options.norm`, norm, [channels]);
+    const outer = axis === null ? 1 : v.shape.slice(0, axis).reduce((a, b) => a * b, 1);
+    const inner = axis === null ? v.size : v.shape.slice(axis + 1).reduce((a, b) => a * b, 1);
+    const s = native.weightNormScale(handleOf(g, where), handleOf(norm, where));
+    w = wrap(native.channelOp('scale', handleOf(v, where), s, outer, channels, inner));
+    s.dispose();
+  } else {
+    const result = native.weightNorm(handleOf(v, where), handleOf(g, where), axis, eps, true);
+    w = wrap(result.w);
+    norm = wrap(result.norm);
+  }
+  record(w, 'weightNorm', [v, g], (dw, needs) => {
+    const { dv, dg } = native.weightNormBackward(
+      handleOf(dw, where),
+      handleOf(v, where),
+      handleOf(g, where),
+      handleOf(norm, where),
+      axis,
+      eps,
+      true,
+    );
+    if (!needs[0]) dv.dispose();
+    if (!needs[1]) dg.dispose();
+    return [needs[0] ? wrap(dv) : null, needs[1] ? wrap(dg) : null];
+  });
+  return { w, norm };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Convolution and pooling.
+
+export interface Conv2dOptions {
+  stride?: number;
+  padding?: number;
+}
+
+function checkPositiveInteger(value: unknown, where: string, minimum: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < minimum) {
+    throw typeError(where, `an integer >= ${minimum}`, value);
+  }
+  return value;
+}
+
+/** NCHW convolution: x [batch, inC, H, W], weight [outC, inC, kh, kw], bias [outC] or null. */
+export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, options: Conv2dOptions = {}): Tensor {
+  const where = 'conv2d';
+  checkTensor(x, `${where}: x`);
+  checkTensor(weight, `${where}: weight`);
+  if (bias !== null) checkTensor(bias, `${where}: bias`);
+  checkSameDevice(where, x, [['weight', weight], ['bias', bias]]);
+  const stride = checkPositiveInteger(options.stride ?? 1, `${where}: options.stride`, 1);
+  const padding = checkPositiveInteger(options.padding ?? 0, `${where}: options.padding`, 0);
+  if (x.rank !== 4) throw rangeError(`${where}: x`, '[batch, channels, height, width]', shapeText(x.shape));
+  if (weight.rank !== 4 || weight.shape[1] !== x.shape[1]) {
+    throw rangeError(`${where}: weight`, `[outChannels, ${x.shape[1]}, kh, kw]`, shapeText(weight.shape));
+  }
+  if (bias) checkShape(`${where}: bias`, bias, [weight.shape[0]!]);
+  if (x.shape[2]! + 2 * padding < weight.shape[2]! || x.shape[3]! + 2 * padding < weight.shape[3]!) {
+    throw rangeError(`${where}: weight`, `a kernel no larger than the padded input ${shapeText(x.shape)}`, shapeText(weight.shape));
+  }
+  const y = wrap(native.conv2d(handleOf(x, where), handleOf(weight, where), bias ? handleOf(bias, where) : null, stride, padding));
+  return record(y, 'conv2d', [x, weight, bias], (dy, needs) => {
+    const grads = native.conv2dBackward(
+      handleOf(dy, where),
+      handleOf(x, where),
+      handleOf(weight, where),
+      stride,
+      padding,
+      needs[0]!,
+      needs[1]!,
+      needs[2]!,
+    );
+    return [grads.dx ? wrap(grads.dx) : null, grads.dw ? wrap(grads.dw) : null, grads.dbias ? wrap(grads.dbias) : null];
+  });
+}
+
+/** Max pooling with a square window (no padding); stride defaults to the window. */
+export function maxPool2d(x: Tensor, kernel: number, stride: number = kernel): Tensor {
+  const where = 'maxPool2d';
+  checkTensor(x, `${where}: x`);
+  checkPositiveInteger(kernel, `${where}: kernel`, 1);
+  checkPositiveInteger(stride, `${where}: stride`, 1);
+  if (x.rank !== 4) throw rangeError(`${where}: x`, '[batch, channels, height, width]', shapeText(x.shape));
+  if (kernel > x.shape[2]! || kernel > x.shape[3]!) {
+    throw rangeError(`${where}: kernel`, `at most the input's height and width ${shapeText(x.shape.slice(2))}`, String(kernel));
+  }
+  const y = wrap(native.maxPool2d(handleOf(x, where), kernel, stride));
+  return record(y, 'maxPool2d', [x], (dy) => [
+    wrap(native.maxPool2dBackward(handleOf(dy, where), handleOf(x, where), kernel, stride)),
+  ]);
+}
+
+/** [batch, channels, H, W] -> [batch, channels]: the mean of each plane. */
+export function globalAvgPool2d(x: Tensor): Tensor {
+  const where = 'globalAvgPool2d';
+  checkTensor(x, `${where}: x`);
+  if (x.rank !== 4) throw rangeError(`${where}: x`, '[batch, channels, height, width]', shapeText(x.shape));
+  const y = wrap(native.globalAvgPool(handleOf(x, where)));
+  return record(y, 'globalAvgPool2d', [x], (dy) => [wrap(native.globalAvgPoolBackward(handleOf(dy, where), [...x.shape]))]);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Activations, regularizers, loss.
+
+function activation(kind: 'relu' | 'tanh', x: Tensor, negativeSlope: number, name: string): Tensor {
+  checkTensor(x, `${name}: x`);
+  const y = wrap(native.activation(kind, handleOf(x, name), negativeSlope));
+  return record(y, name, [x], (dy) => [
+    // ReLU's backward needs x; tanh's needs its output y.
+    wrap(native.activationBackward(kind, handleOf(dy, name), handleOf(kind === 'tanh' ? y : x, name), negativeSlope)),
+  ]);
+}
+
+export function relu(x: Tensor): Tensor {
+  return activation('relu', x, 0, 'relu');
+}
+
+export function leakyRelu(x: Tensor, negativeSlope = 0.01): Tensor {
+  if (typeof negativeSlope !== 'number' || !Number.isFinite(negativeSlope)) {
+    throw typeError('leakyRelu: negativeSlope', 'a finite number', negativeSlope);
+  }
+  return activation('relu', x, negativeSlope, 'leakyRelu');
+}
+
+export function tanh(x: Tensor): Tensor {
+  return activation('tanh', x, 0, 'tanh');
+}
+
+/** Inverted dropout with drop probability p; the mask comes from the counter-based generator and `seed`. */
+export function dropout(x: Tensor, p: number, seed: number): Tensor {
+  const where = 'dropout';
+  checkTensor(x, `${where}: x`);
+  if (typeof p !== 'number' || !(p >= 0 && p < 1)) throw typeError(`${where}: p`, 'a probability in [0, 1)', p);
+  if (!Number.isSafeInteger(seed) || seed < 0) throw typeError(`${where}: seed`, 'a non-negative safe integer', seed);
+  const { y, mask } = native.dropout(handleOf(x, where), p, seed);
+  const maskTensor = wrap(mask);
+  return record(wrap(y), 'dropout', [x], (dy) => [
+    wrap(native.binary('multiply', handleOf(dy, where), handleOf(maskTensor, where))),
+  ]);
+}
+
+/** y = x + std · n, n standard normal from the counter-based generator and `seed`. */
+export function gaussianNoise(x: Tensor, std: number, seed: number): Tensor {
+  const where = 'gaussianNoise';
+  checkTensor(x, `${where}: x`);
+  if (typeof std !== 'number' || !(std >= 0) || !Number.isFinite(std)) throw typeError(`${where}: std`, 'a finite number >= 0', std);
+  if (!Number.isSafeInteger(seed) || seed < 0) throw typeError(`${where}: seed`, 'a non-negative safe integer', seed);
+  const y = wrap(native.gaussianNoise(handleOf(x, where), std, seed));
+  return record(y, 'gaussianNoise', [x], (dy) => [alias(dy)]);
+}
+
+/** The labels of a batch as a float tensor of class indices on `device`, after checking them on the host. */
+function labelTensor(labels: Tensor | Int32Array | readonly number[], batch: number, classes: number, device: Tensor['device']): Tensor {
+  const where = 'crossEntropy: labels';
+  const values = labels instanceof Tensor ? checkTensor(labels, where).toArray() : labels;
+  if (!(values instanceof Int32Array || values instanceof Float32Array || Array.isArray(values))) {
+    throw typeError(where, 'a Tensor, an Int32Array or an array of class indices', labels);
+  }
+  if (values.length !== batch) throw rangeError(where, `${batch} labels (one per row of logits)`, `${values.length}`);
+  for (let i = 0; i < values.length; i++) {
+    const label = values[i]!;
+    if (!Number.isInteger(label) || label < 0 || label >= classes) {
+      throw rangeError(where, `class indices in [0, ${classes - 1}]`, `${label} at position ${i}`);
+    }
+  }
+  if (labels instanceof Tensor && labels.device === device) return alias(labels);
+  return wrap(native.fromArray(Float32Array.from(values), [batch], device));
+}
+
+/** Mean softmax cross-entropy of logits [batch, classes] against class indices; shape [1]. */
+export function crossEntropy(logits: Tensor, labels: Tensor | Int32Array | readonly number[]): Tensor {
+  const where = 'crossEntropy';
+  checkTensor(logits, `${where}: logits`);
+  if (logits.rank !== 2) throw rangeError(`${where}: logits`, '[batch, classes]', shapeText(logits.shape));
+  const [batch, classes] = logits.shape as [number, number];
+  if (batch === 0) throw rangeError(`${where}: logits`, 'at least one row', shapeText(logits.shape));
+  const labelsOnDevice = labelTensor(labels, batch, classes, logits.device);
+  const { loss, probs } = native.softmaxCrossEntropy(handleOf(logits, where), handleOf(labelsOnDevice, where));
+  const probsTensor = wrap(probs);
+  return record(wrap(loss), 'crossEntropy', [logits], (dy) => [
+    wrap(native.softmaxCrossEntropyBackward(handleOf(probsTensor, where), handleOf(labelsOnDevice, where), handleOf(dy, where))),
+  ]);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Normalization (the modules keep the running statistics; these are the batch computations).
+
+export interface BatchStatistics {
+  mean: Tensor;
+  variance: Tensor;
+}
+
+/** Training-mode batch norm over channel dim 1; returns y and the batch mean and (biased) variance. */
+export function batchNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number): { y: Tensor } & BatchStatistics {
+  const where = 'batchNorm';
+  checkTensor(x, `${where}: x`);
+  const [outer, channels, inner] = channelLayout(x);
+  checkShape(`${where}: gamma`, checkTensor(gamma, `${where}: gamma`), [channels]);
+  checkShape(`${where}: beta`, checkTensor(beta, `${where}: beta`), [channels]);
+  checkSameDevice(where, x, [['gamma', gamma], ['beta', beta]]);
+  const r = native.batchNorm(handleOf(x, where), handleOf(gamma, where), handleOf(beta, where), outer, channels, inner, eps);
+  const mean = wrap(r.mean);
+  const invstd = wrap(r.invstd);
+  const y = record(wrap(r.y), 'batchNorm', [x, gamma, beta], (dy, needs) => {
+    const g = native.batchNormBackward(
+      handleOf(dy, where),
+      handleOf(x, where),
+      handleOf(mean, where),
+      handleOf(invstd, where),
+      handleOf(gamma, where),
+      outer,
+      channels,
+      inner,
+    );
+    if (!needs[0]) g.dx.dispose();
+    if (!needs[1]) g.dgamma.dispose();
+    if (!needs[2]) g.dbeta.dispose();
+    return [needs[0] ? wrap(g.dx) : null, needs[1] ? wrap(g.dgamma) : null, needs[2] ? wrap(g.dbeta) : null];
+  });
+  return { y, mean, variance: wrap(r.var) };
+}
+
+/**
+ * Evaluation-mode batch norm with running statistics. Not differentiable: evaluation runs under noGrad(), and
+ * training uses batchNorm().
+ */
+export function batchNormInference(x: Tensor, runningMean: Tensor, runningVar: Tensor, gamma: Tensor, beta: Tensor, eps: number): Tensor {
+  const where = 'batchNormInference';
+  checkTensor(x, `${where}: x`);
+  const [outer, channels, inner] = channelLayout(x);
+  return wrap(
+    native.batchNormInference(
+      handleOf(x, where),
+      handleOf(runningMean, where),
+      handleOf(runningVar, where),
+      handleOf(gamma, where),
+      handleOf(beta, where),
+      outer,
+      channels,
+      inner,
+      eps,
+    ),
+  );
+}
+
+/**
+ * Mean-only batch norm (PAPER.md §3): y = x − μ + bias with μ the batch mean per channel (training) or the given
+ * running mean (evaluation). The backward centres the gradient: dx = dy − mean(dy) in training, dx = dy in
+ * evaluation. Returns y and the mean used.
+ */
+export function meanOnlyBatchNorm(x: Tensor, bias: Tensor, runningMean: Tensor | null): { y: Tensor; mean: Tensor } {
+  const where = 'meanOnlyBatchNorm';
+  checkTensor(x, `${where}: x`);
+  const [outer, channels, inner] = channelLayout(x);
+  checkShape(`${where}: bias`, checkTensor(bias, `${where}: bias`), [channels]);
+  checkSameDevice(where, x, [['bias', bias], ['runningMean', runningMean]]);
+  const r = native.meanOnlyBatchNorm(
+    handleOf(x, where),
+    handleOf(bias, where),
+    runningMean ? handleOf(runningMean, where) : null,
+    outer,
+    channels,
+    inner,
+  );
+  const training = runningMean === null;
+  const y = record(wrap(r.y), 'meanOnlyBatchNorm', [x, bias], (dy, needs) => {
+    if (!training) {
+      return [
+        needs[0] ? alias(dy) : null,
+        needs[1] ? wrap(native.channelReduce('sum', handleOf(dy, where), null, outer, channels, inner)) : null,
+      ];
+    }
+    const g = native.meanOnlyBatchNormBackward(handleOf(dy, where), outer, channels, inner);
+    if (!needs[0]) g.dx.dispose();
+    if (!needs[1]) g.dbias.dispose();
+    return [needs[0] ? wrap(g.dx) : null, needs[1] ? wrap(g.dbias) : null];
+  });
+  return { y, mean: wrap(r.mean) };
+}

@@ -1,0 +1,554 @@
+// Layers. A Module owns parameters (tensors that require gradients) and buffers (running statistics), both kept
+// out of tidy(); forward() is built from the differentiable ops in functional.ts.
+import { noGrad } from './autograd.js';
+import { rangeError, typeError } from './errors.js';
+import * as F from './functional.js';
+import { native } from './native.js';
+import { DEFAULT_EPS } from './ops.js';
+import { nextSeed } from './random.js';
+import { keep, tidy } from './scope.js';
+import { type Device, handleOf, Tensor } from './tensor.js';
+import { checkDevice } from './tensor.js';
+
+export { F as functional };
+export { crossEntropy } from './functional.js';
+
+// ---------------------------------------------------------------------------------------------------------------
+// Weight-norm state of a layer: v, g and the cached ‖v‖ (valid while v.version matches).
+
+/** How a layer is weight-normalized: the kept axis of v (default 0, one norm per output unit) and the norm floor. */
+export interface WeightNormConfig {
+  dim?: number | null;
+  eps?: number;
+}
+
+/** @internal */
+export class WeightNormState {
+  norm: Tensor | null = null;
+  normVersion = -1;
+
+  constructor(
+    readonly v: Tensor,
+    readonly g: Tensor,
+    readonly dim: number | null,
+    readonly eps: number,
+  ) {}
+
+  /** [outer, channels, inner] of v for this dim. */
+  layout(): [number, number, number] {
+    const shape = this.v.shape;
+    if (this.dim === null) return [1, 1, this.v.size];
+    const product = (dims: readonly number[]) => dims.reduce((a, b) => a * b, 1);
+    return [product(shape.slice(0, this.dim)), shape[this.dim]!, product(shape.slice(this.dim + 1))];
+  }
+
+  /** ‖v‖ per channel; recomputed only when v changed since (an optimizer step keeps it current itself). */
+  currentNorm(): Tensor {
+    if (this.norm && !this.norm.disposed && this.normVersion === this.v.version) return this.norm;
+    const fresh = noGrad(() => tidy(() => F.weightNorm(this.v, this.g, { dim: this.dim, eps: this.eps }).norm));
+    this.norm?.dispose();
+    this.norm = keep(fresh);
+    this.normVersion = this.v.version;
+    return this.norm;
+  }
+
+  /** Called by optimizers after they updated v and wrote its new norm into `norm`. */
+  normUpdated(norm: Tensor): void {
+    if (this.norm !== norm) this.norm?.dispose();
+    this.norm = keep(norm);
+    this.normVersion = this.v.version;
+  }
+}
+
+const weightNormStates = new WeakMap<Tensor, WeightNormState>();
+
+/** @internal The weight-norm state whose v is `param`, if any (optimizers fuse the norm into their step). */
+export function weightNormStateOf(param: Tensor): WeightNormState | undefined {
+  return weightNormStates.get(param);
+}
+
+function parseWeightNorm(where: string, option: unknown, rank: number): WeightNormConfig | null {
+  if (option === undefined || option === false) return null;
+  if (option === true) return { dim: 0, eps: DEFAULT_EPS };
+  if (typeof option !== 'object' || option === null) {
+    throw typeError(`${where}: options.weightNorm`, 'true, false or { dim, eps }', option);
+  }
+  const { dim = 0, eps = DEFAULT_EPS } = option as WeightNormConfig;
+  if (dim !== null && (!Number.isInteger(dim) || dim < -rank || dim >= rank)) {
+    throw rangeError(`${where}: options.weightNorm.dim`, `an axis in [${-rank}, ${rank - 1}] or null`, String(dim));
+  }
+  if (typeof eps !== 'number' || !(eps > 0)) throw typeError(`${where}: options.weightNorm.eps`, 'a positive number', eps);
+  return { dim: dim === null ? null : dim < 0 ? dim + rank : dim, eps };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Module.
+
+export abstract class Module {
+  training = true;
+  private readonly parameterSlots = new Map<string, Tensor>();
+  private readonly bufferSlots = new Map<string, Tensor>();
+  private readonly moduleSlots = new Map<string, Module>();
+
+  abstract forward(x: Tensor): Tensor;
+
+  /** Registers (or replaces) a trainable tensor under `name`. */
+  protected registerParameter(name: string, tensor: Tensor): Tensor {
+    keep(tensor);
+    tensor.requiresGrad = true;
+    this.parameterSlots.set(name, tensor);
+    return tensor;
+  }
+
+  protected unregisterParameter(name: string): void {
+    const tensor = this.parameterSlots.get(name);
+    tensor?.grad?.dispose();
+    tensor?.dispose();
+    this.parameterSlots.delete(name);
+  }
+
+  protected registerBuffer(name: string, tensor: Tensor): Tensor {
+    keep(tensor);
+    this.bufferSlots.set(name, tensor);
+    return tensor;
+  }
+
+  protected registerModule<M extends Module>(name: string, module: M): M {
+    if (!(module instanceof Module)) throw typeError(`${this.constructor.name}: ${name}`, 'a Module', module);
+    this.moduleSlots.set(name, module);
+    return module;
+  }
+
+  /** Direct children, in registration order. */
+  children(): Module[] {
+    return [...this.moduleSlots.values()];
+  }
+
+  namedParameters(prefix = ''): [string, Tensor][] {
+    const own = [...this.parameterSlots].map(([name, t]): [string, Tensor] => [prefix + name, t]);
+    const nested = [...this.moduleSlots].flatMap(([name, m]) => m.namedParameters(`${prefix}${name}.`));
+    return [...own, ...nested];
+  }
+
+  /** Every trainable tensor of this module and its children (each once). */
+  parameters(): Tensor[] {
+    return [...new Set(this.namedParameters().map(([, t]) => t))];
+  }
+
+  namedBuffers(prefix = ''): [string, Tensor][] {
+    const own = [...this.bufferSlots].map(([name, t]): [string, Tensor] => [prefix + name, t]);
+    return [...own, ...[...this.moduleSlots].flatMap(([name, m]) => m.namedBuffers(`${prefix}${name}.`))];
+  }
+
+  /** Training mode (batch statistics, dropout active) for this module and its children. */
+  train(mode = true): this {
+    this.training = mode;
+    for (const child of this.moduleSlots.values()) child.train(mode);
+    return this;
+  }
+
+  /** Evaluation mode (running statistics, dropout off). */
+  eval(): this {
+    return this.train(false);
+  }
+
+  /** Moves every parameter and buffer to `device` in place (the tensor objects stay the same). */
+  to(device: Device): this {
+    checkDevice(device, `${this.constructor.name}.to`, 'device');
+    for (const [, t] of [...this.namedParameters(), ...this.namedBuffers()]) {
+      if (t.device === device) continue;
+      t.grad?.dispose();
+      t.grad = null;
+      t.replaceHandle(handleOf(t, 'to').to(device));
+    }
+    this.afterMove();
+    return this;
+  }
+
+  /** @internal Hook for layers holding derived state (cached norms). */
+  protected afterMove(): void {
+    for (const child of this.moduleSlots.values()) child.afterMove();
+  }
+
+  /** Frees every parameter and buffer. */
+  dispose(): void {
+    for (const [, t] of [...this.namedParameters(), ...this.namedBuffers()]) {
+      t.grad?.dispose();
+      t.dispose();
+    }
+  }
+
+  /** forward() with the module's argument checked. */
+  call(x: Tensor): Tensor {
+    return this.forward(x);
+  }
+}
+
+function checkCount(where: string, value: unknown, minimum = 1): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < minimum) {
+    throw typeError(where, `an integer >= ${minimum}`, value);
+  }
+  return value;
+}
+
+function checkInput(where: string, x: unknown): Tensor {
+  if (!(x instanceof Tensor)) throw typeError(`${where}: x`, 'a Tensor', x);
+  return x;
+}
+
+/** Initial weights: N(0, 1/fanIn) (LeCun normal), drawn from the global seed sequence (see manualSeed()). */
+function initialWeight(shape: number[], fanIn: number): Tensor {
+  return new Tensor(native.randn(shape, nextSeed(), 'cpu', 0, 1 / Math.sqrt(Math.max(fanIn, 1))));
+}
+
+/** Shared by Linear and Conv2d: a weight that is either plain or held as (v, g). */
+abstract class WeightedLayer extends Module {
+  /** Plain weight (null when weight-normalized). */
+  weight: Tensor | null = null;
+  bias: Tensor | null = null;
+  /** Direction and gain of a weight-normalized layer (null when plain). */
+  v: Tensor | null = null;
+  g: Tensor | null = null;
+  protected weightNormState: WeightNormState | null = null;
+
+  protected initialize(where: string, shape: number[], fanIn: number, bias: boolean, weightNorm: unknown): void {
+    const config = parseWeightNorm(where, weightNorm, shape.length);
+    const w = initialWeight(shape, fanIn);
+    if (config) {
+      const dim = config.dim ?? null;
+      const eps = config.eps ?? DEFAULT_EPS;
+      this.v = this.registerParameter('v', w);
+      // g = ‖v‖ per channel, so that w = v at initialization (as torch.nn.utils.weight_norm does).
+      const ones = new Tensor(native.full([dim === null ? 1 : shape[dim]!], 1, 'cpu'));
+      const initial = noGrad(() => F.weightNorm(w, ones, { dim, eps }));
+      initial.w.dispose();
+      ones.dispose();
+      this.g = this.registerParameter('g', initial.norm);
+      this.setWeightNormState(new WeightNormState(this.v, this.g, dim, eps));
+    } else {
+      this.weight = this.registerParameter('weight', w);
+    }
+    if (bias) this.bias = this.registerParameter('bias', new Tensor(native.full([shape[0]!], 0, 'cpu')));
+  }
+
+  protected setWeightNormState(state: WeightNormState | null): void {
+    if (this.weightNormState) weightNormStates.delete(this.weightNormState.v);
+    this.weightNormState = state;
+    if (state) weightNormStates.set(state.v, state);
+  }
+
+  /** Whether the layer holds (v, g) instead of a weight. */
+  get isWeightNormalized(): boolean {
+    return this.weightNormState !== null;
+  }
+
+  /** @internal */
+  get weightNorm(): WeightNormState | null {
+    return this.weightNormState;
+  }
+
+  /** The effective weight w (materialized; for inspection and removeWeightNorm). */
+  effectiveWeight(): Tensor {
+    const state = this.weightNormState;
+    if (!state) return this.weight!;
+    return F.weightNorm(state.v, state.g, { dim: state.dim, eps: state.eps, norm: state.currentNorm() }).w;
+  }
+
+  /** @internal Replaces (v, g) by the plain weight they represent (see removeWeightNorm()). */
+  foldWeightNorm(): void {
+    const state = this.weightNormState;
+    if (!state) return;
+    const w = noGrad(() => tidy(() => this.effectiveWeight()));
+    this.setWeightNormState(null);
+    state.norm?.dispose();
+    this.unregisterParameter('v');
+    this.unregisterParameter('g');
+    this.v = null;
+    this.g = null;
+    // Keep registration order stable for checkpoints: weight first, bias after.
+    const bias = this.bias;
+    if (bias) this.unregisterBiasSlot();
+    this.weight = this.registerParameter('weight', w);
+    if (bias) this.bias = this.registerParameter('bias', bias);
+  }
+
+  private unregisterBiasSlot(): void {
+    // The bias tensor itself survives; only its slot is re-created after the weight's.
+    (this as unknown as { parameterSlots: Map<string, Tensor> }).parameterSlots.delete('bias');
+  }
+
+  protected override afterMove(): void {
+    this.weightNormState?.norm?.dispose();
+    if (this.weightNormState) this.weightNormState.norm = null;
+    super.afterMove();
+  }
+}
+
+export interface LinearOptions {
+  bias?: boolean;
+  /** true or { dim, eps }: hold v and g instead of the weight (PAPER.md §1). */
+  weightNorm?: boolean | WeightNormConfig;
+}
+
+/** y = x·wᵀ + b. With weightNorm (dim 0), w = g·v/‖v‖ is never materialized: the scale goes into the GEMM epilogue. */
+export class Linear extends WeightedLayer {
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    options: LinearOptions = {},
+  ) {
+    super();
+    const where = 'nn.Linear';
+    checkCount(`${where}: inFeatures`, inFeatures);
+    checkCount(`${where}: outFeatures`, outFeatures);
+    this.initialize(where, [outFeatures, inFeatures], inFeatures, options.bias ?? true, options.weightNorm);
+  }
+
+  forward(x: Tensor): Tensor {
+    checkInput('nn.Linear.forward', x);
+    const state = this.weightNormState;
+    if (!state) return F.linear(x, this.weight!, this.bias);
+    if (state.dim === 0) return F.weightNormLinear(x, state.v, state.g, this.bias, state.currentNorm(), state.eps);
+    // Other dims: one norm per input feature or for the whole matrix; w is materialized.
+    const w = F.weightNorm(state.v, state.g, { dim: state.dim, eps: state.eps, norm: state.currentNorm() }).w;
+    return F.linear(x, w, this.bias);
+  }
+}
+
+export interface Conv2dOptions extends LinearOptions {
+  stride?: number;
+  padding?: number;
+}
+
+/** NCHW 2-D convolution; with weightNorm, w = g·v/‖v‖ is materialized by the fused kernel before the convolution. */
+export class Conv2d extends WeightedLayer {
+  readonly stride: number;
+  readonly padding: number;
+
+  constructor(
+    readonly inChannels: number,
+    readonly outChannels: number,
+    readonly kernelSize: number,
+    options: Conv2dOptions = {},
+  ) {
+    super();
+    const where = 'nn.Conv2d';
+    checkCount(`${where}: inChannels`, inChannels);
+    checkCount(`${where}: outChannels`, outChannels);
+    checkCount(`${where}: kernelSize`, kernelSize);
+    this.stride = checkCount(`${where}: options.stride`, options.stride ?? 1);
+    this.padding = checkCount(`${where}: options.padding`, options.padding ?? 0, 0);
+    this.initialize(
+      where,
+      [outChannels, inChannels, kernelSize, kernelSize],
+      inChannels * kernelSize * kernelSize,
+      options.bias ?? true,
+      options.weightNorm,
+    );
+  }
+
+  forward(x: Tensor): Tensor {
+    checkInput('nn.Conv2d.forward', x);
+    const w = this.effectiveWeight();
+    return F.conv2d(x, w, this.bias, { stride: this.stride, padding: this.padding });
+  }
+}
+
+/** Folds a weight-normalized layer back into a plain weight w = g·v/‖v‖ (same outputs; for inference/export). */
+export function removeWeightNorm<L extends Linear | Conv2d>(layer: L): L {
+  if (!(layer instanceof Linear || layer instanceof Conv2d)) {
+    throw typeError('nn.removeWeightNorm: layer', 'a Linear or Conv2d', layer);
+  }
+  if (!layer.isWeightNormalized) throw new TypeError('nn.removeWeightNorm: the layer is not weight-normalized');
+  layer.foldWeightNorm();
+  return layer;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Stateless layers.
+
+export class ReLU extends Module {
+  forward(x: Tensor): Tensor {
+    return F.relu(checkInput('nn.ReLU.forward', x));
+  }
+}
+
+export class LeakyReLU extends Module {
+  constructor(readonly negativeSlope = 0.01) {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return F.leakyRelu(checkInput('nn.LeakyReLU.forward', x), this.negativeSlope);
+  }
+}
+
+export class Tanh extends Module {
+  forward(x: Tensor): Tensor {
+    return F.tanh(checkInput('nn.Tanh.forward', x));
+  }
+}
+
+export class MaxPool2d extends Module {
+  constructor(
+    readonly kernelSize: number,
+    readonly stride: number = kernelSize,
+  ) {
+    super();
+    checkCount('nn.MaxPool2d: kernelSize', kernelSize);
+    checkCount('nn.MaxPool2d: stride', stride);
+  }
+  forward(x: Tensor): Tensor {
+    return F.maxPool2d(checkInput('nn.MaxPool2d.forward', x), this.kernelSize, this.stride);
+  }
+}
+
+export class GlobalAvgPool2d extends Module {
+  forward(x: Tensor): Tensor {
+    return F.globalAvgPool2d(checkInput('nn.GlobalAvgPool2d.forward', x));
+  }
+}
+
+export class Flatten extends Module {
+  forward(x: Tensor): Tensor {
+    return F.flatten(checkInput('nn.Flatten.forward', x));
+  }
+}
+
+/** Inverted dropout in training mode (a new mask each call, from the seed sequence); identity in evaluation. */
+export class Dropout extends Module {
+  private calls = 0;
+  private readonly seed: number;
+  constructor(
+    readonly p: number,
+    options: { seed?: number } = {},
+  ) {
+    super();
+    if (typeof p !== 'number' || !(p >= 0 && p < 1)) throw typeError('nn.Dropout: p', 'a probability in [0, 1)', p);
+    this.seed = options.seed ?? nextSeed();
+  }
+  forward(x: Tensor): Tensor {
+    checkInput('nn.Dropout.forward', x);
+    if (!this.training || this.p === 0) return x;
+    return F.dropout(x, this.p, this.seed * 1_000_003 + this.calls++);
+  }
+}
+
+/** Additive Gaussian noise (the paper's MNIST/CIFAR regularizer) in training mode; identity in evaluation. */
+export class GaussianNoise extends Module {
+  private calls = 0;
+  private readonly seed: number;
+  constructor(
+    readonly std: number,
+    options: { seed?: number } = {},
+  ) {
+    super();
+    if (typeof std !== 'number' || !(std >= 0)) throw typeError('nn.GaussianNoise: std', 'a number >= 0', std);
+    this.seed = options.seed ?? nextSeed();
+  }
+  forward(x: Tensor): Tensor {
+    checkInput('nn.GaussianNoise.forward', x);
+    if (!this.training || this.std === 0) return x;
+    return F.gaussianNoise(x, this.std, this.seed * 1_000_003 + this.calls++);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Normalization layers. Statistics per channel (dim 1) over the batch and any spatial positions.
+
+function checkFeatures(where: string, x: Tensor, features: number): void {
+  if (x.rank < 2 || x.shape[1] !== features) {
+    throw rangeError(`${where}: x`, `[batch, ${features}, ...]`, `[${x.shape.join(', ')}]`);
+  }
+}
+
+/** Full batch normalization (for comparison with weight norm): running mean/variance with `momentum` (0.1). */
+export class BatchNorm extends Module {
+  readonly gamma: Tensor;
+  readonly beta: Tensor;
+  readonly runningMean: Tensor;
+  readonly runningVar: Tensor;
+  readonly eps: number;
+  readonly momentum: number;
+
+  constructor(
+    readonly numFeatures: number,
+    options: { eps?: number; momentum?: number } = {},
+  ) {
+    super();
+    checkCount('nn.BatchNorm: numFeatures', numFeatures);
+    this.eps = options.eps ?? 1e-5;
+    this.momentum = options.momentum ?? 0.1;
+    this.gamma = this.registerParameter('gamma', new Tensor(native.full([numFeatures], 1, 'cpu')));
+    this.beta = this.registerParameter('beta', new Tensor(native.full([numFeatures], 0, 'cpu')));
+    this.runningMean = this.registerBuffer('runningMean', new Tensor(native.full([numFeatures], 0, 'cpu')));
+    this.runningVar = this.registerBuffer('runningVar', new Tensor(native.full([numFeatures], 1, 'cpu')));
+  }
+
+  forward(x: Tensor): Tensor {
+    const where = 'nn.BatchNorm.forward';
+    checkFeatures(where, checkInput(where, x), this.numFeatures);
+    if (!this.training) return F.batchNormInference(x, this.runningMean, this.runningVar, this.gamma, this.beta, this.eps);
+    const { y, mean, variance } = F.batchNorm(x, this.gamma, this.beta, this.eps);
+    const count = x.size / this.numFeatures;
+    // Running variance is unbiased, as PyTorch keeps it.
+    const unbiased = count > 1 ? count / (count - 1) : 1;
+    native.axpby(handleOf(this.runningMean, where), this.momentum, handleOf(mean, where), 1 - this.momentum);
+    native.axpby(handleOf(this.runningVar, where), this.momentum * unbiased, handleOf(variance, where), 1 - this.momentum);
+    mean.dispose();
+    variance.dispose();
+    return y;
+  }
+}
+
+/**
+ * Mean-only batch normalization (PAPER.md §3): subtracts the batch mean per channel and adds a bias; no division
+ * by the standard deviation. The running mean (0.9 · old + 0.1 · batch) is used in evaluation.
+ */
+export class MeanOnlyBatchNorm extends Module {
+  readonly bias: Tensor;
+  readonly runningMean: Tensor;
+  readonly momentum: number;
+
+  constructor(
+    readonly numFeatures: number,
+    options: { momentum?: number } = {},
+  ) {
+    super();
+    checkCount('nn.MeanOnlyBatchNorm: numFeatures', numFeatures);
+    this.momentum = options.momentum ?? 0.1;
+    this.bias = this.registerParameter('bias', new Tensor(native.full([numFeatures], 0, 'cpu')));
+    this.runningMean = this.registerBuffer('runningMean', new Tensor(native.full([numFeatures], 0, 'cpu')));
+  }
+
+  forward(x: Tensor): Tensor {
+    const where = 'nn.MeanOnlyBatchNorm.forward';
+    checkFeatures(where, checkInput(where, x), this.numFeatures);
+    if (!this.training) return F.meanOnlyBatchNorm(x, this.bias, this.runningMean).y;
+    const { y, mean } = F.meanOnlyBatchNorm(x, this.bias, null);
+    native.axpby(handleOf(this.runningMean, where), this.momentum, handleOf(mean, where), 1 - this.momentum);
+    mean.dispose();
+    return y;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Containers.
+
+export class Sequential extends Module {
+  readonly layers: readonly Module[];
+
+  constructor(...layers: Module[]) {
+    super();
+    layers.forEach((layer, i) => {
+      if (!(layer instanceof Module)) throw typeError(`nn.Sequential: layer ${i}`, 'a Module', layer);
+      this.registerModule(String(i), layer);
+    });
+    this.layers = layers;
+  }
+
+  forward(x: Tensor): Tensor {
+    let y = checkInput('nn.Sequential.forward', x);
+    for (const layer of this.layers) y = layer.forward(y);
+    return y;
+  }
+}

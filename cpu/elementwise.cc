@@ -1,3 +1,6 @@
+// CPU elementwise kernels (see elementwise.h): copy/scale (the roofline), arithmetic, activations and their
+// backwards, dropout and Gaussian noise from the counter-based generator (so masks match the CUDA ones), and the
+// per-channel bias add. Blocks of consecutive indices are spread over the OpenMP threads.
 #include "elementwise.h"
 
 #include <omp.h>
@@ -7,9 +10,11 @@
 #endif
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "weightnorm.h"
+#include "weightnorm/random.h"
 
 namespace weightnorm::cpu {
 
@@ -35,6 +40,23 @@ void scale_block(float* out, const float* x, float alpha, int64_t count, bool st
   for (int64_t i = 0; i < count; ++i) out[i] = alpha * x[i];
 }
 
+// Below this many elements a single thread is faster than waking the others.
+constexpr int64_t kParallelMinElements = int64_t{1} << 15;
+
+// body(i) for every i in [0, count), in blocks of kBlock consecutive indices per OpenMP iteration (the inner loop
+// stays a plain counted loop, so the compiler vectorizes it).
+template <class Body>
+void for_each_index(int64_t count, Body&& body) {
+  if (count <= 0) return;
+  const int threads = num_threads();
+  const int64_t blocks = (count + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) num_threads(threads) if (count >= kParallelMinElements && threads > 1)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t end = std::min(count, (b + 1) * kBlock);
+    for (int64_t i = b * kBlock; i < end; ++i) body(i);
+  }
+}
+
 }  // namespace
 
 void scale(float* out, const float* x, float alpha, int64_t count) {
@@ -45,6 +67,85 @@ void scale(float* out, const float* x, float alpha, int64_t count) {
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t begin = b * kBlock;
     scale_block(out + begin, x + begin, alpha, std::min(kBlock, count - begin), streaming);
+  }
+}
+
+void add(float* out, const float* a, const float* b, int64_t count) {
+  for_each_index(count, [=](int64_t i) { out[i] = a[i] + b[i]; });
+}
+
+void multiply(float* out, const float* a, const float* b, int64_t count) {
+  for_each_index(count, [=](int64_t i) { out[i] = a[i] * b[i]; });
+}
+
+// beta == 0 does not read y (it may be uninitialized memory), as BLAS does.
+void axpby(float* y, float alpha, const float* x, float beta, int64_t count) {
+  if (beta == 0.0f) return for_each_index(count, [=](int64_t i) { y[i] = alpha * x[i]; });
+  for_each_index(count, [=](int64_t i) { y[i] = alpha * x[i] + beta * y[i]; });
+}
+
+void fill(float* out, float value, int64_t count) {
+  for_each_index(count, [=](int64_t i) { out[i] = value; });
+}
+
+void relu_forward(float* y, const float* x, float negative_slope, int64_t count) {
+  for_each_index(count, [=](int64_t i) { y[i] = x[i] > 0.0f ? x[i] : negative_slope * x[i]; });
+}
+
+void relu_backward(float* dx, const float* dy, const float* x, float negative_slope, int64_t count) {
+  for_each_index(count, [=](int64_t i) { dx[i] = dy[i] * (x[i] > 0.0f ? 1.0f : negative_slope); });
+}
+
+void tanh_forward(float* y, const float* x, int64_t count) {
+  for_each_index(count, [=](int64_t i) { y[i] = std::tanh(x[i]); });
+}
+
+void tanh_backward(float* dx, const float* dy, const float* y, int64_t count) {
+  for_each_index(count, [=](int64_t i) { dx[i] = dy[i] * (1.0f - y[i] * y[i]); });
+}
+
+// The same scale as cuda::dropout_forward: p >= 1 drops everything (mask 0, not 0 * inf).
+void dropout_forward(float* y, float* mask, const float* x, float p, uint64_t seed, int64_t count) {
+  const uint64_t stream = random::stream_of(seed, random::kPurposeDropout);
+  const double threshold = p;
+  const float keep_scale = p < 1.0f ? static_cast<float>(1.0 / (1.0 - double(p))) : 0.0f;
+  for_each_index(count, [=](int64_t i) {
+    const float m = random::uniform(stream, uint64_t(i)) >= threshold ? keep_scale : 0.0f;
+    if (mask) mask[i] = m;
+    y[i] = x[i] * m;
+  });
+}
+
+void gaussian_noise(float* y, const float* x, float std, uint64_t seed, int64_t count) {
+  const uint64_t stream = random::stream_of(seed, random::kPurposeNoise);
+  const double sigma = std;
+  for_each_index(count, [=](int64_t i) {
+    y[i] = static_cast<float>(double(x[i]) + sigma * random::normal(stream, uint64_t(i)));
+  });
+}
+
+void channel_bias_add(float* out, const float* x, const float* bias, const ChannelLayout& layout) {
+  const int64_t channels = layout.channels, inner = layout.inner, count = layout.elements();
+  if (count == 0) return;
+  const int threads = num_threads();
+  const bool parallel = count >= kParallelMinElements && threads > 1;
+  if (inner == 1) {
+    // Linear: every row of `channels` elements adds the whole bias vector.
+#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+    for (int64_t o = 0; o < layout.outer; ++o) {
+      const float* src = x + o * channels;
+      float* dst = out + o * channels;
+      for (int64_t k = 0; k < channels; ++k) dst[k] = src[k] + bias[k];
+    }
+    return;
+  }
+  const int64_t rows = layout.outer * channels;
+#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+  for (int64_t row = 0; row < rows; ++row) {
+    const float b = bias[row % channels];
+    const float* src = x + row * inner;
+    float* dst = out + row * inner;
+    for (int64_t i = 0; i < inner; ++i) dst[i] = src[i] + b;
   }
 }
 

@@ -489,10 +489,23 @@ Route choose_route(const ChannelLayout& layout) {
   return Route::kSplit;
 }
 
+__global__ void fill_channels_kernel(float* out, float value, int64_t channels) {
+  const int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (k < channels) out[k] = value;
+}
+
 template <Pass kPass>
 void run_fused(float* out, float* per_channel_out, const float* a, const float* b, const float* g, const float* norm,
                const ChannelLayout& layout, float eps) {
-  if (layout.elements() == 0) return;
+  if (layout.channels == 0) return;
+  if (layout.elements() == 0) {
+    // Channels with nothing to reduce: the norm is the floor eps, and dg = <dw, v>/norm = 0 (as on the CPU).
+    const unsigned blocks = static_cast<unsigned>(ceil_div(layout.channels, kBlock));
+    fill_channels_kernel<<<blocks, kBlock, 0, library_stream()>>>(per_channel_out, kPass == Pass::kForward ? eps : 0.0f,
+                                                                 layout.channels);
+    WN_CUDA_CHECK_LAUNCH();
+    return;
+  }
   switch (choose_route(layout)) {
     case Route::kRows:
       launch_rows<kPass>({out, per_channel_out, a, b, g, norm, layout.channels, layout.inner, eps});

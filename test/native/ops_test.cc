@@ -1,0 +1,1105 @@
+// Native test of the elementwise, reduce, loss, normalization and optimizer kernels, runnable without Node (and
+// under compute-sanitizer on a GPU machine):
+//  - every CPU op against a float64 reference written here from the contracts in cpu/*.h;
+//  - where a GPU is usable, every CUDA op against the same reference, and against the CPU result (bitwise where
+//    both sides do the same IEEE operations, else with a stated tolerance);
+//  - determinism: CPU reductions bitwise equal for 1, 2 and 3 threads; CUDA reductions bitwise equal run to run;
+//  - statistics: the dropout keep rate within a binomial bound, the noise mean and variance.
+// Outputs are prefilled with NaN, so an element a kernel forgets to write fails its check.
+// Prints one line per check and, last, "N passed, M failed"; exit status 0 only when every check passes.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <map>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../../cpu/elementwise.h"
+#include "../../cpu/loss.h"
+#include "../../cpu/normalization.h"
+#include "../../cpu/optim.h"
+#include "../../cpu/reduce.h"
+#include "../../cpu/weightnorm.h"
+#include "weightnorm/layout.h"
+#include "weightnorm/random.h"
+
+#ifdef WEIGHTNORM_WITH_CUDA
+#include "../../cuda/elementwise.cuh"
+#include "../../cuda/loss.cuh"
+#include "../../cuda/normalization.cuh"
+#include "../../cuda/optim.cuh"
+#include "../../cuda/reduce.cuh"
+#include "../../cuda/runtime.cuh"
+#endif
+
+namespace {
+
+namespace cpu = weightnorm::cpu;
+namespace random = weightnorm::random;
+using weightnorm::ChannelLayout;
+using Vec = std::vector<float>;
+using Ref = std::vector<double>;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Checks.
+
+int g_checks = 0, g_failures = 0;
+
+void expect(bool ok, const std::string& what) {
+  ++g_checks;
+  if (!ok) ++g_failures;
+  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
+}
+
+std::string format(const char* pattern, double a, double b) {
+  char text[128];
+  std::snprintf(text, sizeof text, pattern, a, b);
+  return text;
+}
+
+std::string describe(const ChannelLayout& l) {
+  return "[" + std::to_string(l.outer) + "," + std::to_string(l.channels) + "," + std::to_string(l.inner) + "]";
+}
+
+// Largest |got - want| / scale_i with scale_i = max(|want_i|, floor) (or scales[i] when given); NaN counts as inf.
+double max_error(const Vec& got, const Ref& want, double floor, const Ref* scales = nullptr) {
+  if (got.size() != want.size()) return INFINITY;
+  double worst = 0.0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double scale = std::max(scales ? (*scales)[i] : std::fabs(want[i]), floor);
+    const double e = std::fabs(double(got[i]) - want[i]) / scale;
+    if (!(e <= worst)) worst = std::isnan(e) ? INFINITY : e;
+  }
+  return worst;
+}
+
+double max_abs(const Ref& values) {
+  double m = 0.0;
+  for (double v : values) m = std::max(m, std::fabs(v));
+  return m;
+}
+
+Ref widen(const Vec& v) { return Ref(v.begin(), v.end()); }
+
+// Relative error per element (floor: where |want| is smaller, the error is taken relative to floor instead).
+void check_close(const std::string& what, const Vec& got, const Ref& want, double tol, double floor) {
+  const double e = max_error(got, want, floor);
+  expect(e <= tol, what + format(" err %.2e (tol %.0e)", e, tol));
+}
+
+// Error relative to the tensor's largest value: for outputs whose small elements come from cancellation.
+void check_scaled(const std::string& what, const Vec& got, const Ref& want, double tol) {
+  check_close(what, got, want, tol, std::max(max_abs(want), 1e-30));
+}
+
+bool bitwise_equal(const Vec& a, const Vec& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+}
+
+void check_bitwise(const std::string& what, const Vec& got, const Vec& want) {
+  expect(bitwise_equal(got, want), what + " (bitwise)");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Backends: the same op table for cpu:: and cuda::, and a buffer that lives on the backend's side.
+
+struct Backend {
+  const char* name;
+  bool device;
+  void (*add)(float*, const float*, const float*, int64_t);
+  void (*multiply)(float*, const float*, const float*, int64_t);
+  void (*axpby)(float*, float, const float*, float, int64_t);
+  void (*fill)(float*, float, int64_t);
+  void (*relu_forward)(float*, const float*, float, int64_t);
+  void (*relu_backward)(float*, const float*, const float*, float, int64_t);
+  void (*tanh_forward)(float*, const float*, int64_t);
+  void (*tanh_backward)(float*, const float*, const float*, int64_t);
+  void (*dropout_forward)(float*, float*, const float*, float, uint64_t, int64_t);
+  void (*gaussian_noise)(float*, const float*, float, uint64_t, int64_t);
+  void (*channel_bias_add)(float*, const float*, const float*, const ChannelLayout&);
+  void (*sum_all)(float*, const float*, int64_t);
+  void (*channel_sum)(float*, const float*, const ChannelLayout&);
+  void (*softmax_cross_entropy_forward)(float*, float*, const float*, const float*, int64_t, int64_t);
+  void (*softmax_cross_entropy_backward)(float*, const float*, const float*, const float*, int64_t, int64_t);
+  void (*batch_norm_forward)(float*, float*, float*, float*, const float*, const float*, const float*,
+                             const ChannelLayout&, float);
+  void (*batch_norm_backward)(float*, float*, float*, const float*, const float*, const float*, const float*,
+                              const float*, const ChannelLayout&);
+  void (*batch_norm_inference)(float*, const float*, const float*, const float*, const float*, const float*,
+                               const ChannelLayout&, float);
+  void (*mean_only_batch_norm_forward)(float*, float*, const float*, const float*, const ChannelLayout&, bool);
+  void (*mean_only_batch_norm_backward)(float*, float*, const float*, const ChannelLayout&);
+  void (*sgd_step)(float*, float*, const float*, int64_t, const cpu::SgdOptions&, int64_t, const cpu::NormOutput*);
+  void (*adam_step)(float*, float*, float*, const float*, int64_t, const cpu::AdamOptions&, int64_t,
+                    const cpu::NormOutput*);
+  void (*adamax_step)(float*, float*, float*, const float*, int64_t, const cpu::AdamOptions&, int64_t,
+                      const cpu::NormOutput*);
+};
+
+// The ops whose signatures are the same in both namespaces.
+#define WN_BIND_OPS(backend, ns)                                             \
+  backend.add = ns::add;                                                     \
+  backend.multiply = ns::multiply;                                           \
+  backend.axpby = ns::axpby;                                                 \
+  backend.fill = ns::fill;                                                   \
+  backend.relu_forward = ns::relu_forward;                                   \
+  backend.relu_backward = ns::relu_backward;                                 \
+  backend.tanh_forward = ns::tanh_forward;                                   \
+  backend.tanh_backward = ns::tanh_backward;                                 \
+  backend.dropout_forward = ns::dropout_forward;                             \
+  backend.gaussian_noise = ns::gaussian_noise;                               \
+  backend.channel_bias_add = ns::channel_bias_add;                           \
+  backend.sum_all = ns::sum_all;                                             \
+  backend.channel_sum = ns::channel_sum;                                     \
+  backend.softmax_cross_entropy_forward = ns::softmax_cross_entropy_forward; \
+  backend.softmax_cross_entropy_backward = ns::softmax_cross_entropy_backward; \
+  backend.batch_norm_forward = ns::batch_norm_forward;                       \
+  backend.batch_norm_backward = ns::batch_norm_backward;                     \
+  backend.batch_norm_inference = ns::batch_norm_inference;                   \
+  backend.mean_only_batch_norm_forward = ns::mean_only_batch_norm_forward;   \
+  backend.mean_only_batch_norm_backward = ns::mean_only_batch_norm_backward
+
+Backend cpu_backend() {
+  Backend b{};
+  b.name = "cpu";
+  b.device = false;
+  WN_BIND_OPS(b, cpu);
+  b.sgd_step = cpu::sgd_step;
+  b.adam_step = cpu::adam_step;
+  b.adamax_step = cpu::adamax_step;
+  return b;
+}
+
+#ifdef WEIGHTNORM_WITH_CUDA
+namespace cu = weightnorm::cuda;
+
+cu::NormOutput to_cuda(const cpu::NormOutput& n) {
+  cu::NormOutput out;
+  out.norm = n.norm;
+  out.layout = n.layout;
+  out.eps = n.eps;
+  return out;
+}
+
+Backend cuda_backend() {
+  Backend b{};
+  b.name = "cuda";
+  b.device = true;
+  WN_BIND_OPS(b, cu);
+  b.sgd_step = [](float* p, float* velocity, const float* g, int64_t n, const cpu::SgdOptions& o, int64_t step,
+                  const cpu::NormOutput* norm) {
+    const cu::SgdOptions options{o.lr, o.momentum, o.dampening, o.weight_decay, o.nesterov};
+    const cu::NormOutput converted = norm ? to_cuda(*norm) : cu::NormOutput{};
+    cu::sgd_step(p, velocity, g, n, options, step, norm ? &converted : nullptr);
+  };
+  b.adam_step = [](float* p, float* m, float* v, const float* g, int64_t n, const cpu::AdamOptions& o, int64_t step,
+                   const cpu::NormOutput* norm) {
+    const cu::AdamOptions options{o.lr, o.beta1, o.beta2, o.eps, o.weight_decay};
+    const cu::NormOutput converted = norm ? to_cuda(*norm) : cu::NormOutput{};
+    cu::adam_step(p, m, v, g, n, options, step, norm ? &converted : nullptr);
+  };
+  b.adamax_step = [](float* p, float* m, float* u, const float* g, int64_t n, const cpu::AdamOptions& o,
+                     int64_t step, const cpu::NormOutput* norm) {
+    const cu::AdamOptions options{o.lr, o.beta1, o.beta2, o.eps, o.weight_decay};
+    const cu::NormOutput converted = norm ? to_cuda(*norm) : cu::NormOutput{};
+    cu::adamax_step(p, m, u, g, n, options, step, norm ? &converted : nullptr);
+  };
+  return b;
+}
+#endif
+
+// A tensor on the backend's side. `offset` floats of padding in front: offset 1 makes the data pointer 4 bytes
+// off 16-byte alignment, which sends the CUDA kernels down their scalar paths.
+class Buf {
+ public:
+  Buf(const Backend& backend, const Vec& values, size_t offset = 0)
+      : device_(backend.device), size_(values.size()), offset_(offset) {
+    const size_t floats = offset + std::max<size_t>(size_, 1);
+    if (!device_) {
+      host_.assign(floats, 0.0f);
+      std::copy(values.begin(), values.end(), host_.begin() + offset);
+      return;
+    }
+#ifdef WEIGHTNORM_WITH_CUDA
+    bytes_ = floats * sizeof(float);
+    device_data_ = static_cast<float*>(cu::allocate(bytes_));
+    if (size_) cu::copy_to_device(device_data_ + offset, values.data(), size_ * sizeof(float));
+#endif
+  }
+  // An output: prefilled with NaN, so an element that is never written fails its check.
+  static Buf output(const Backend& backend, size_t size, size_t offset = 0) {
+    return Buf(backend, Vec(size, std::numeric_limits<float>::quiet_NaN()), offset);
+  }
+  Buf(Buf&& other) noexcept
+      : device_(other.device_), size_(other.size_), offset_(other.offset_), host_(std::move(other.host_)),
+        device_data_(other.device_data_), bytes_(other.bytes_) {
+    other.device_data_ = nullptr;
+  }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+  ~Buf() {
+#ifdef WEIGHTNORM_WITH_CUDA
+    if (device_data_) cu::release(device_data_, bytes_);
+#endif
+  }
+
+  float* p() { return (device_ ? device_data_ : host_.data()) + offset_; }
+  Vec get() const {
+    if (!device_) return Vec(host_.begin() + offset_, host_.begin() + offset_ + size_);
+    Vec values(size_);
+#ifdef WEIGHTNORM_WITH_CUDA
+    if (size_) cu::copy_to_host(values.data(), device_data_ + offset_, size_ * sizeof(float));
+#endif
+    return values;
+  }
+
+ private:
+  bool device_;
+  size_t size_, offset_;
+  Vec host_;
+  float* device_data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// CPU-vs-CUDA comparison: each backend records named outputs; after both ran, every name both recorded is
+// compared (tol 0: bitwise; else the error relative to the CPU tensor's largest value).
+struct Recorded {
+  Vec values;
+  double tol;
+};
+std::map<std::string, Recorded> g_recorded[2];
+int g_backend_index = 0;
+
+// name starts with the backend's name, which is not part of the key.
+void record(const std::string& name, const Vec& values, double tol_vs_other_backend) {
+  g_recorded[g_backend_index][name.substr(name.find(' ') + 1)] = {values, tol_vs_other_backend};
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Inputs.
+
+std::mt19937 g_rng(20261128u);
+
+Vec normal_values(size_t n, float mean = 0.0f, float std = 1.0f) {
+  std::normal_distribution<float> normal(mean, std);
+  Vec v(n);
+  for (auto& x : v) x = normal(g_rng);
+  return v;
+}
+
+// Small integers: every partial sum of a float reduction is exact, so any summation order gives the exact sum
+// and a missing or doubled element cannot hide under rounding.
+Vec integer_values(size_t n) {
+  std::uniform_int_distribution<int> pick(-2, 3);
+  Vec v(n);
+  for (auto& x : v) x = float(pick(g_rng));
+  return v;
+}
+
+int64_t channel_of(const ChannelLayout& l, int64_t e) { return (e / l.inner) % l.channels; }
+
+// Layouts exercising every route: outer 1 / inner 1, short and long runs (segments / columns), many channels,
+// the parallel CPU paths, and empty tensors.
+const std::vector<ChannelLayout> kLayouts = {
+    {1, 1, 1},     {1, 5, 1},    {7, 1, 1},      {7, 3, 1},     {64, 16, 1},    {1000, 10, 1},   {5, 3000, 1},
+    {2, 5, 31},    {3, 4, 5},    {4, 3, 33},     {8, 16, 49},   {1, 3, 1000},   {2, 3, 40000},   {1, 2, 70001},
+    {300, 70, 1},  {4096, 8, 1}, {32, 64, 64},   {0, 3, 4},     {3, 0, 4},      {2, 3, 0},
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Elementwise.
+
+void test_elementwise(const Backend& b) {
+  const std::string tag = std::string(b.name) + " ";
+  for (const int64_t n : {int64_t{0}, int64_t{1}, int64_t{5}, int64_t{1001}, int64_t{65537}}) {
+    for (const size_t offset : {size_t{0}, size_t{1}}) {
+      if (n < 5 && offset) continue;
+      const std::string what = tag + "n=" + std::to_string(n) + (offset ? " unaligned " : " ");
+      Vec a = normal_values(n), c = normal_values(n);
+      for (int64_t i = 0; i < n; i += 7) a[i] = 0.0f;  // relu's kink: x = 0 takes the negative branch
+      Buf da(b, a, offset), dc(b, c, offset);
+
+      Vec want(n);
+      Buf out = Buf::output(b, n, offset);
+      b.add(out.p(), da.p(), dc.p(), n);
+      for (int64_t i = 0; i < n; ++i) want[i] = a[i] + c[i];
+      check_bitwise(what + "add", out.get(), want);
+      record(what + "add", out.get(), 0.0);
+
+      b.multiply(out.p(), da.p(), dc.p(), n);
+      for (int64_t i = 0; i < n; ++i) want[i] = a[i] * c[i];
+      check_bitwise(what + "multiply", out.get(), want);
+
+      // axpby: alpha*x + beta*y; a fused multiply-add on the GPU may round once instead of twice, so the error is
+      // a few ulps of |alpha x| + |beta y|, not of the (possibly cancelling) result.
+      {
+        const float alpha = 0.75f, beta = -1.25f;
+        Buf y(b, c, offset);
+        b.axpby(y.p(), alpha, da.p(), beta, n);
+        Ref ref(n), scale(n);
+        for (int64_t i = 0; i < n; ++i) {
+          ref[i] = double(alpha) * a[i] + double(beta) * c[i];
+          scale[i] = std::fabs(double(alpha) * a[i]) + std::fabs(double(beta) * c[i]);
+        }
+        const double e = max_error(y.get(), ref, 1e-30, &scale);
+        expect(e <= 3e-7, what + "axpby" + format(" err %.2e (tol %.0e)", e, 3e-7));
+        record(what + "axpby", y.get(), 1e-6);
+        // beta = 0 must not read y: it holds NaN here.
+        Buf y0 = Buf::output(b, n, offset);
+        b.axpby(y0.p(), alpha, da.p(), 0.0f, n);
+        for (int64_t i = 0; i < n; ++i) want[i] = alpha * a[i];
+        check_bitwise(what + "axpby beta=0 ignores y (NaN there)", y0.get(), want);
+      }
+
+      b.fill(out.p(), -2.5f, n);
+      check_bitwise(what + "fill", out.get(), Vec(n, -2.5f));
+
+      for (const float slope : {0.0f, 0.01f}) {
+        const std::string s = " slope " + std::to_string(slope).substr(0, 4);
+        b.relu_forward(out.p(), da.p(), slope, n);
+        for (int64_t i = 0; i < n; ++i) want[i] = a[i] > 0.0f ? a[i] : slope * a[i];
+        check_bitwise(what + "relu_forward" + s, out.get(), want);
+        b.relu_backward(out.p(), dc.p(), da.p(), slope, n);
+        for (int64_t i = 0; i < n; ++i) want[i] = c[i] * (a[i] > 0.0f ? 1.0f : slope);
+        check_bitwise(what + "relu_backward" + s, out.get(), want);
+      }
+
+      // tanh: glibc's tanhf and CUDA's are within 2 ulps (2.4e-7); 1e-6 relative leaves room, a bug is O(1).
+      b.tanh_forward(out.p(), da.p(), n);
+      Ref ref(n);
+      for (int64_t i = 0; i < n; ++i) ref[i] = std::tanh(double(a[i]));
+      check_close(what + "tanh_forward", out.get(), ref, 1e-6, 1e-30);
+      record(what + "tanh_forward", out.get(), 1e-6);
+      const Vec y = out.get();
+      Buf dy(b, y, offset);
+      b.tanh_backward(out.p(), dc.p(), dy.p(), n);
+      Ref scale(n);
+      for (int64_t i = 0; i < n; ++i) {
+        ref[i] = double(c[i]) * (1.0 - double(y[i]) * y[i]);
+        scale[i] = std::fabs(double(c[i])) * (1.0 + double(y[i]) * y[i]);
+      }
+      const double e = max_error(out.get(), ref, 1e-30, &scale);
+      expect(e <= 3e-7, what + "tanh_backward" + format(" err %.2e (tol %.0e)", e, 3e-7));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Dropout and noise: exact against the generator, plus statistics.
+
+Vec dropout_mask_reference(float p, uint64_t seed, int64_t n) {
+  const uint64_t stream = random::stream_of(seed, random::kPurposeDropout);
+  const float keep = p < 1.0f ? float(1.0 / (1.0 - double(p))) : 0.0f;
+  Vec mask(n);
+  for (int64_t i = 0; i < n; ++i) mask[i] = random::uniform(stream, uint64_t(i)) >= double(p) ? keep : 0.0f;
+  return mask;
+}
+
+void test_dropout(const Backend& b) {
+  const std::string tag = std::string(b.name) + " dropout ";
+  const int64_t n = (int64_t{1} << 20) + 3;
+  const Vec x = normal_values(n);
+  for (const float p : {0.0f, 0.3f, 0.9f, 1.0f}) {
+    for (const size_t offset : {size_t{0}, size_t{1}}) {
+      const std::string what = tag + "p=" + std::to_string(p).substr(0, 3) + (offset ? " unaligned" : "");
+      const uint64_t seed = 1234;
+      Buf dx(b, x, offset), y = Buf::output(b, n, offset), mask = Buf::output(b, n, offset);
+      b.dropout_forward(y.p(), mask.p(), dx.p(), p, seed, n);
+      const Vec want_mask = dropout_mask_reference(p, seed, n);
+      const Vec got_mask = mask.get();
+      check_bitwise(what + " mask = (u >= p) / (1 - p)", got_mask, want_mask);
+      Vec want_y(n);
+      for (int64_t i = 0; i < n; ++i) want_y[i] = x[i] * want_mask[i];
+      check_bitwise(what + " y = x * mask", y.get(), want_y);
+      if (offset) continue;
+      record(what + " mask", got_mask, 0.0);
+      // Keep rate: binomial, sd = sqrt(p (1-p) / n) (4.5e-4 at p = 0.3); 5 sd never trips for a fair generator
+      // with this fixed seed, while a wrong threshold or a biased generator is off by far more.
+      int64_t kept = 0;
+      for (float m : got_mask) kept += m != 0.0f;
+      const double rate = double(kept) / double(n), sd = std::sqrt(double(p) * (1.0 - p) / double(n));
+      const double bound = 5.0 * sd + 1e-12;
+      expect(std::fabs(rate - (1.0 - p)) <= bound,
+             what + format(" keep rate %.5f, |rate - (1-p)| <= %.1e (5 binomial sd)", rate, bound));
+      if (p <= 0.0f || p >= 1.0f) continue;
+      // Same seed: same mask; another seed: about 2 p (1-p) of the elements differ.
+      Buf again = Buf::output(b, n), other = Buf::output(b, n);
+      b.dropout_forward(y.p(), again.p(), dx.p(), p, seed, n);
+      b.dropout_forward(y.p(), other.p(), dx.p(), p, seed + 1, n);
+      check_bitwise(what + " same seed, same mask", again.get(), got_mask);
+      const Vec other_mask = other.get();
+      int64_t differ = 0;
+      for (int64_t i = 0; i < n; ++i) differ += other_mask[i] != got_mask[i];
+      const double expected = 2.0 * p * (1.0 - p);
+      expect(std::fabs(double(differ) / n - expected) < 0.01,
+             what + format(" another seed: %.4f of the mask differs (expected %.4f)", double(differ) / n, expected));
+    }
+  }
+  // Without a mask output (evaluation-free inference path): y alone.
+  Buf dx(b, x), y = Buf::output(b, n);
+  b.dropout_forward(y.p(), nullptr, dx.p(), 0.5f, 77, n);
+  const Vec mask = dropout_mask_reference(0.5f, 77, n);
+  Vec want(n);
+  for (int64_t i = 0; i < n; ++i) want[i] = x[i] * mask[i];
+  check_bitwise(tag + "null mask pointer: y only", y.get(), want);
+  Buf empty = Buf::output(b, 0);
+  b.dropout_forward(empty.p(), empty.p(), empty.p(), 0.5f, 1, 0);
+  expect(true, tag + "count 0 runs");
+}
+
+void test_noise(const Backend& b) {
+  const std::string tag = std::string(b.name) + " gaussian_noise ";
+  const int64_t n = (int64_t{1} << 20) + 1;
+  const Vec x = normal_values(n);
+  const float std = 0.5f;
+  const uint64_t seed = 99;
+  for (const size_t offset : {size_t{0}, size_t{1}}) {
+    Buf dx(b, x, offset), y = Buf::output(b, n, offset);
+    b.gaussian_noise(y.p(), dx.p(), std, seed, n);
+    const Vec got = y.get();
+    const uint64_t stream = random::stream_of(seed, random::kPurposeNoise);
+    Ref ref(n);
+    for (int64_t i = 0; i < n; ++i) ref[i] = double(x[i]) + double(std) * random::normal(stream, uint64_t(i));
+    // One float rounding of y (6e-8 relative) plus the device's log/sin/cos differing in the last double bit.
+    check_close(tag + (offset ? "unaligned " : "") + "y = x + std * n(seed, i)", got, ref, 2e-7, std);
+    if (offset) continue;
+    record(tag + "y", got, 1e-6);
+    // n(seed, i) is standard normal: the sample mean has sd 1/sqrt(n) = 1e-3 and the sample variance
+    // sqrt(2/n) = 1.4e-3; 5 sd bounds.
+    double sum = 0.0, squares = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double z = (double(got[i]) - x[i]) / std;
+      sum += z;
+      squares += z * z;
+    }
+    const double mean = sum / n, var = squares / n - mean * mean;
+    expect(std::fabs(mean) < 5e-3 && std::fabs(var - 1.0) < 7e-3,
+           tag + format("noise mean %.2e, variance %.4f (5 sd: 5e-3, 7e-3)", mean, var));
+  }
+  Buf dx(b, x), y = Buf::output(b, n);
+  b.gaussian_noise(y.p(), dx.p(), 0.0f, seed, n);
+  check_bitwise(tag + "std 0 leaves x", y.get(), x);
+}
+
+void test_channel_bias_add(const Backend& b) {
+  for (const ChannelLayout& l : kLayouts) {
+    for (const size_t offset : {size_t{0}, size_t{1}}) {
+      if (offset && l.elements() < 4) continue;
+      const std::string what = std::string(b.name) + " channel_bias_add " + describe(l) + (offset ? " unaligned" : "");
+      const int64_t n = l.elements();
+      const Vec x = normal_values(n), bias = normal_values(l.channels);
+      Buf dx(b, x, offset), dbias(b, bias), out = Buf::output(b, n, offset);
+      b.channel_bias_add(out.p(), dx.p(), dbias.p(), l);
+      Vec want(n);
+      for (int64_t e = 0; e < n; ++e) want[e] = x[e] + bias[channel_of(l, e)];
+      check_bitwise(what, out.get(), want);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Reductions.
+
+Ref channel_sums_reference(const Vec& x, const ChannelLayout& l) {
+  Ref sums(l.channels, 0.0);
+  for (int64_t e = 0; e < l.elements(); ++e) sums[channel_of(l, e)] += x[e];
+  return sums;
+}
+
+Ref channel_abs_sums(const Vec& x, const ChannelLayout& l) {
+  Ref sums(l.channels, 0.0);
+  for (int64_t e = 0; e < l.elements(); ++e) sums[channel_of(l, e)] += std::fabs(x[e]);
+  return sums;
+}
+
+void test_reduce(const Backend& b) {
+  const std::string tag = std::string(b.name) + " ";
+  for (const int64_t n : {int64_t{0}, int64_t{1}, int64_t{31}, int64_t{32}, int64_t{1000}, (int64_t{1} << 20) + 7}) {
+    const std::string what = tag + "sum_all n=" + std::to_string(n);
+    const Vec integers = integer_values(n);
+    Buf dx(b, integers), out = Buf::output(b, 1);
+    b.sum_all(out.p(), dx.p(), n);
+    double exact = 0.0;
+    for (float v : integers) exact += v;
+    check_bitwise(what + " of small integers is exact", out.get(), Vec{float(exact)});
+    // Random values: float accumulators over short runs folded into double (CPU) or fixed trees (CUDA); the error
+    // is ~sqrt(run) ulps of sum |x|, 1e-6 of it is generous (a wrong element shows in the integer case).
+    const Vec x = normal_values(n, 0.5f, 1.0f);
+    Buf dr(b, x);
+    b.sum_all(out.p(), dr.p(), n);
+    double sum = 0.0, abs_sum = 0.0;
+    for (float v : x) {
+      sum += v;
+      abs_sum += std::fabs(v);
+    }
+    const double e = std::fabs(double(out.get()[0]) - sum) / std::max(abs_sum, 1e-30);
+    expect(e <= 1e-6, what + format(" random: err / sum|x| %.2e (tol %.0e)", e, 1e-6));
+    record(what + " random", out.get(), 1e-6);
+  }
+  for (const ChannelLayout& l : kLayouts) {
+    const std::string what = tag + "channel_sum " + describe(l);
+    const int64_t n = l.elements();
+    const Vec integers = integer_values(n);
+    Buf di(b, integers), out = Buf::output(b, l.channels);
+    b.channel_sum(out.p(), di.p(), l);
+    const Ref exact = channel_sums_reference(integers, l);
+    check_bitwise(what + " of small integers is exact", out.get(), Vec(exact.begin(), exact.end()));
+    record(what + " integers", out.get(), 0.0);
+    const Vec x = normal_values(n, 0.5f, 1.0f);
+    Buf dx(b, x);
+    b.channel_sum(out.p(), dx.p(), l);
+    const Ref abs_sums = channel_abs_sums(x, l);
+    const double e = max_error(out.get(), channel_sums_reference(x, l), 1e-30, &abs_sums);
+    expect(e <= 1e-6, what + format(" random: err / sum|x| %.2e (tol %.0e)", e, 1e-6));
+    record(what + " random", out.get(), 1e-6);
+  }
+}
+
+// Bitwise reproducibility: CPU results do not depend on the thread count; CUDA results do not change run to run.
+void test_determinism(const Backend& b) {
+  const std::vector<ChannelLayout> layouts = {{4096, 8, 1}, {32, 64, 64}, {2, 3, 40000}, {1, 1, 3000000}, {1000, 300, 1}};
+  for (const ChannelLayout& l : layouts) {
+    const Vec x = normal_values(l.elements(), 0.3f, 1.0f), dy = normal_values(l.elements());
+    Buf dx(b, x), ddy(b, dy);
+    auto run = [&]() {
+      Buf sums = Buf::output(b, l.channels), total = Buf::output(b, 1);
+      Buf y = Buf::output(b, l.elements()), mean = Buf::output(b, l.channels), var = Buf::output(b, l.channels),
+          invstd = Buf::output(b, l.channels), dxo = Buf::output(b, l.elements()),
+          dgamma = Buf::output(b, l.channels), dbeta = Buf::output(b, l.channels);
+      b.channel_sum(sums.p(), dx.p(), l);
+      b.sum_all(total.p(), dx.p(), l.elements());
+      b.batch_norm_forward(y.p(), mean.p(), var.p(), invstd.p(), dx.p(), nullptr, nullptr, l, 1e-5f);
+      b.batch_norm_backward(dxo.p(), dgamma.p(), dbeta.p(), ddy.p(), dx.p(), mean.p(), invstd.p(), nullptr, l);
+      Vec all = sums.get();
+      for (const Vec& part : {total.get(), var.get(), dgamma.get(), dbeta.get(), dxo.get()})
+        all.insert(all.end(), part.begin(), part.end());
+      return all;
+    };
+    if (!b.device) {
+      cpu::set_num_threads(1);
+      const Vec one = run();
+      cpu::set_num_threads(2);
+      const Vec two = run();
+      cpu::set_num_threads(3);
+      const Vec three = run();
+      cpu::set_num_threads(0);
+      expect(bitwise_equal(one, two) && bitwise_equal(one, three),
+             std::string("cpu reductions (channel_sum, sum_all, batch norm) bitwise equal for 1, 2, 3 threads ") +
+                 describe(l));
+    } else {
+      const Vec first = run(), second = run();
+      expect(bitwise_equal(first, second),
+             std::string("cuda reductions (channel_sum, sum_all, batch norm) bitwise equal run to run ") + describe(l));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Softmax cross-entropy.
+
+void test_loss(const Backend& b) {
+  struct Case {
+    int64_t batch, classes;
+    float logit_scale;
+  };
+  const std::vector<Case> cases = {{0, 10, 1.0f},  {1, 1, 1.0f},   {7, 10, 1.0f},  {300, 37, 3.0f},
+                                   {64, 1000, 2.0f}, {16, 10, 1e4f}, {5, 3, 1e4f}};
+  for (const Case& c : cases) {
+    const std::string what = std::string(b.name) + " softmax_cross_entropy batch " + std::to_string(c.batch) +
+                             " classes " + std::to_string(c.classes) + " logits*" + format("%g", c.logit_scale, 0);
+    const int64_t n = c.batch * c.classes;
+    const Vec logits = normal_values(n, 0.0f, c.logit_scale);
+    Vec labels(c.batch);
+    std::uniform_int_distribution<int64_t> pick(0, std::max<int64_t>(c.classes - 1, 0));
+    for (auto& label : labels) label = float(pick(g_rng));
+    Buf dlogits_in(b, logits), dlabels(b, labels), loss = Buf::output(b, 1), probs = Buf::output(b, n);
+    b.softmax_cross_entropy_forward(loss.p(), probs.p(), dlogits_in.p(), dlabels.p(), c.batch, c.classes);
+
+    Ref want_probs(n);
+    double want_loss = 0.0;
+    for (int64_t i = 0; i < c.batch; ++i) {
+      const float* x = logits.data() + i * c.classes;
+      const double m = *std::max_element(x, x + c.classes);
+      double sum = 0.0;
+      for (int64_t k = 0; k < c.classes; ++k) sum += std::exp(double(x[k]) - m);
+      for (int64_t k = 0; k < c.classes; ++k) want_probs[i * c.classes + k] = std::exp(double(x[k]) - m) / sum;
+      want_loss += m + std::log(sum) - x[int64_t(labels[i])];
+    }
+    if (c.batch > 0) want_loss /= double(c.batch);
+    const float got_loss = loss.get()[0];
+    // Loss: float exp/log and a float or double sum of batch terms: 1e-5 relative (floor 1) covers them; with
+    // logits of 1e4 the row terms are ~1e4 and must come out finite, not inf - inf.
+    const double loss_error = std::fabs(got_loss - want_loss) / std::max(std::fabs(want_loss), 1.0);
+    expect(std::isfinite(got_loss) && loss_error <= 1e-5,
+           what + format(" loss %.6g, err %.2e (tol 1e-5)", got_loss, loss_error));
+    // probs: |error| <= 1e-6 absolute (they are at most 1; the float exp is within a few ulps).
+    check_close(what + " probs", probs.get(), want_probs, 1e-6, 1.0);
+    record(what + " loss", loss.get(), 1e-5);
+    record(what + " probs", probs.get(), 1e-6);
+
+    const float upstream = 0.7f;
+    Buf dloss(b, Vec{upstream}), dlogits = Buf::output(b, n);
+    b.softmax_cross_entropy_backward(dlogits.p(), probs.p(), dlabels.p(), dloss.p(), c.batch, c.classes);
+    Ref want_grad(n);
+    for (int64_t i = 0; i < c.batch; ++i)
+      for (int64_t k = 0; k < c.classes; ++k)
+        want_grad[i * c.classes + k] =
+            (want_probs[i * c.classes + k] - (k == int64_t(labels[i]) ? 1.0 : 0.0)) * upstream / double(c.batch);
+    // dlogits = (probs - onehot) * dloss / batch: the probs' 1e-6 error scaled by dloss / batch.
+    check_close(what + " dlogits", dlogits.get(), want_grad, 2e-6, n ? upstream / double(c.batch) : 1.0);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Batch normalization, float64 reference.
+
+struct BatchNormRef {
+  Ref y, mean, var, invstd;
+};
+
+BatchNormRef batch_norm_reference(const Ref& x, const Vec* gamma, const Vec* beta, const ChannelLayout& l, double eps) {
+  BatchNormRef r;
+  const int64_t n = l.reduce_size();
+  r.mean.assign(l.channels, 0.0);
+  r.var.assign(l.channels, 0.0);
+  r.invstd.assign(l.channels, 0.0);
+  r.y.assign(x.size(), 0.0);
+  for (int64_t e = 0; e < l.elements(); ++e) r.mean[channel_of(l, e)] += x[e];
+  for (auto& m : r.mean) m = n ? m / n : 0.0;
+  for (int64_t e = 0; e < l.elements(); ++e) {
+    const double d = x[e] - r.mean[channel_of(l, e)];
+    r.var[channel_of(l, e)] += d * d;
+  }
+  for (int64_t k = 0; k < l.channels; ++k) {
+    r.var[k] = n ? r.var[k] / n : 0.0;
+    r.invstd[k] = 1.0 / std::sqrt(r.var[k] + eps);
+  }
+  for (int64_t e = 0; e < l.elements(); ++e) {
+    const int64_t k = channel_of(l, e);
+    r.y[e] = (x[e] - r.mean[k]) * r.invstd[k] * (gamma ? (*gamma)[k] : 1.0) + (beta ? (*beta)[k] : 0.0);
+  }
+  return r;
+}
+
+struct BatchNormGrads {
+  Ref dx, dgamma, dbeta;
+};
+
+BatchNormGrads batch_norm_backward_reference(const Ref& dy, const Ref& x, const Vec* gamma, const ChannelLayout& l,
+                                             double eps) {
+  const BatchNormRef f = batch_norm_reference(x, nullptr, nullptr, l, eps);  // f.y = xhat
+  BatchNormGrads g;
+  const int64_t n = l.reduce_size();
+  g.dx.assign(x.size(), 0.0);
+  g.dgamma.assign(l.channels, 0.0);
+  g.dbeta.assign(l.channels, 0.0);
+  for (int64_t e = 0; e < l.elements(); ++e) {
+    g.dbeta[channel_of(l, e)] += dy[e];
+    g.dgamma[channel_of(l, e)] += dy[e] * f.y[e];
+  }
+  for (int64_t e = 0; e < l.elements(); ++e) {
+    const int64_t k = channel_of(l, e);
+    const double gk = gamma ? (*gamma)[k] : 1.0;
+    g.dx[e] = gk * f.invstd[k] * (dy[e] - g.dbeta[k] / n - f.y[e] * g.dgamma[k] / n);
+  }
+  return g;
+}
+
+// Central differences of L = sum w * y over x, gamma, beta, evaluated in float64 (h = 1e-4: truncation ~h^2,
+// rounding ~1e-16 / h, both far below the float32 kernels' error).
+BatchNormGrads batch_norm_finite_differences(const Ref& w, const Ref& x, const Vec& gamma, const Vec& beta,
+                                             const ChannelLayout& l, double eps) {
+  auto loss = [&](const Ref& xs, const Vec& gs, const Vec& bs) {
+    const BatchNormRef f = batch_norm_reference(xs, &gs, &bs, l, eps);
+    double total = 0.0;
+    for (size_t e = 0; e < xs.size(); ++e) total += w[e] * f.y[e];
+    return total;
+  };
+  const double h = 1e-4;
+  BatchNormGrads g;
+  for (size_t e = 0; e < x.size(); ++e) {
+    Ref plus = x, minus = x;
+    plus[e] += h;
+    minus[e] -= h;
+    g.dx.push_back((loss(plus, gamma, beta) - loss(minus, gamma, beta)) / (2 * h));
+  }
+  for (int64_t k = 0; k < l.channels; ++k) {
+    // gamma and beta are float vectors: step them by a float-representable amount and divide by the real step.
+    const float hf = 1.0f / 1024.0f;
+    Vec gp = gamma, gm = gamma, bp = beta, bm = beta;
+    gp[k] += hf;
+    gm[k] -= hf;
+    bp[k] += hf;
+    bm[k] -= hf;
+    g.dgamma.push_back((loss(x, gp, beta) - loss(x, gm, beta)) / (double(gp[k]) - gm[k]));
+    g.dbeta.push_back((loss(x, gamma, bp) - loss(x, gamma, bm)) / (double(bp[k]) - bm[k]));
+  }
+  return g;
+}
+
+Vec per_channel_offset_values(const ChannelLayout& l) {
+  // x ~ N(2 + k % 8, 1.5): a mean well away from 0 checks the centring; the spread differs from 1.
+  Vec x = normal_values(l.elements(), 0.0f, 1.5f);
+  for (int64_t e = 0; e < l.elements(); ++e) x[e] += 2.0f + float(channel_of(l, e) % 8);
+  return x;
+}
+
+void test_batch_norm(const Backend& b) {
+  const float eps = 1e-5f;
+  for (const ChannelLayout& l : kLayouts) {
+    if (l.elements() > (int64_t{1} << 20)) continue;
+    for (const bool affine : {true, false}) {
+      if (!affine && l.elements() > 5000) continue;
+      const std::string what = std::string(b.name) + " batch_norm " + describe(l) + (affine ? "" : " no affine");
+      const int64_t n = l.elements(), c = l.channels;
+      const Vec x = per_channel_offset_values(l), dy = normal_values(n);
+      const Vec gamma = normal_values(c, 1.0f, 0.2f), beta = normal_values(c);
+      Buf dx(b, x), dgamma_in(b, gamma), dbeta_in(b, beta), ddy(b, dy);
+      Buf y = Buf::output(b, n), mean = Buf::output(b, c), var = Buf::output(b, c), invstd = Buf::output(b, c);
+      b.batch_norm_forward(y.p(), mean.p(), var.p(), invstd.p(), dx.p(), affine ? dgamma_in.p() : nullptr,
+                           affine ? dbeta_in.p() : nullptr, l, eps);
+      const BatchNormRef want = batch_norm_reference(widen(x), affine ? &gamma : nullptr, affine ? &beta : nullptr, l, eps);
+      // Statistics: float inputs summed with float accumulators over short runs; 2e-6 relative (floor 1 for the
+      // mean, whose scale is the data's spread) and 1e-5 for the variance, a second pass around the rounded mean.
+      check_close(what + " mean", mean.get(), want.mean, 2e-6, 1.0);
+      check_close(what + " var (biased)", var.get(), want.var, 1e-5, 1e-30);
+      check_close(what + " invstd", invstd.get(), want.invstd, 1e-5, 1e-30);
+      // y: each element a few float operations from the statistics above: 1e-5 of the largest |y|.
+      check_scaled(what + " y", y.get(), want.y, 1e-5);
+      record(what + " y", y.get(), 1e-5);
+      record(what + " var", var.get(), 1e-5);
+
+      Buf dxo = Buf::output(b, n), dgamma = Buf::output(b, c), dbeta = Buf::output(b, c);
+      b.batch_norm_backward(dxo.p(), dgamma.p(), dbeta.p(), ddy.p(), dx.p(), mean.p(), invstd.p(),
+                            affine ? dgamma_in.p() : nullptr, l);
+      const BatchNormGrads grads = batch_norm_backward_reference(widen(dy), widen(x), affine ? &gamma : nullptr, l, eps);
+      if (l.reduce_size() > 1) {
+        // dx cancels three terms of size |gamma| * invstd * |dy|: 1e-5 of the largest term.
+        check_scaled(what + " dx", dxo.get(), grads.dx, 2e-5);
+        record(what + " dx", dxo.get(), 2e-5);
+      }
+      // Sums over the channel: 1e-5 of sum |dy| (and of sum |dy * xhat| for dgamma).
+      Ref abs_dy(c, 0.0), abs_dyx(c, 0.0);
+      for (int64_t e = 0; e < n; ++e) {
+        const int64_t k = channel_of(l, e);
+        abs_dy[k] += std::fabs(dy[e]);
+        abs_dyx[k] += std::fabs(dy[e] * (x[e] - want.mean[k]) * want.invstd[k]);
+      }
+      const double eb = max_error(dbeta.get(), grads.dbeta, 1e-30, &abs_dy);
+      const double eg = max_error(dgamma.get(), grads.dgamma, 1e-30, &abs_dyx);
+      expect(eb <= 1e-5 && eg <= 1e-5, what + format(" dbeta err %.2e, dgamma err %.2e (tol 1e-5 of sum |term|)", eb, eg));
+
+      Buf running_mean(b, normal_values(c)), running_var(b, normal_values(c, 2.0f, 0.3f));
+      const Vec rm = running_mean.get(), rv = running_var.get();
+      b.batch_norm_inference(y.p(), dx.p(), running_mean.p(), running_var.p(), affine ? dgamma_in.p() : nullptr,
+                             affine ? dbeta_in.p() : nullptr, l, eps);
+      Ref want_y(n);
+      for (int64_t e = 0; e < n; ++e) {
+        const int64_t k = channel_of(l, e);
+        want_y[e] = (x[e] - double(rm[k])) / std::sqrt(double(rv[k]) + eps) * (affine ? gamma[k] : 1.0) +
+                    (affine ? beta[k] : 0.0);
+      }
+      check_scaled(what + " inference y", y.get(), want_y, 1e-5);
+    }
+  }
+
+  // Backward against finite differences of the float64 forward (the derivation itself, not only the formula).
+  for (const ChannelLayout& l : {ChannelLayout{4, 3, 5}, ChannelLayout{2, 3, 7}, ChannelLayout{16, 2, 1}}) {
+    const std::string what = std::string(b.name) + " batch_norm backward vs finite differences " + describe(l);
+    const int64_t n = l.elements(), c = l.channels;
+    const Vec x = per_channel_offset_values(l), w = normal_values(n);
+    const Vec gamma = normal_values(c, 1.0f, 0.2f), beta = normal_values(c);
+    Buf dx(b, x), dgamma_in(b, gamma), dbeta_in(b, beta), dw(b, w);
+    Buf y = Buf::output(b, n), mean = Buf::output(b, c), var = Buf::output(b, c), invstd = Buf::output(b, c);
+    b.batch_norm_forward(y.p(), mean.p(), var.p(), invstd.p(), dx.p(), dgamma_in.p(), dbeta_in.p(), l, eps);
+    Buf dxo = Buf::output(b, n), dgamma = Buf::output(b, c), dbeta = Buf::output(b, c);
+    b.batch_norm_backward(dxo.p(), dgamma.p(), dbeta.p(), dw.p(), dx.p(), mean.p(), invstd.p(), dgamma_in.p(), l);
+    const BatchNormGrads fd = batch_norm_finite_differences(widen(w), widen(x), gamma, beta, l, eps);
+    // float32 kernels (~1e-6) against float64 differences (~1e-8): 1e-4 of the largest gradient.
+    check_scaled(what + " dx", dxo.get(), fd.dx, 1e-4);
+    check_scaled(what + " dgamma", dgamma.get(), fd.dgamma, 1e-4);
+    check_scaled(what + " dbeta", dbeta.get(), fd.dbeta, 1e-4);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Mean-only batch normalization (PAPER.md §3).
+
+void test_mean_only_batch_norm(const Backend& b) {
+  for (const ChannelLayout& l : kLayouts) {
+    const std::string what = std::string(b.name) + " mean_only_batch_norm " + describe(l);
+    const int64_t n = l.elements(), c = l.channels, count = l.reduce_size();
+    const Vec x = per_channel_offset_values(l), bias = normal_values(c), dy = normal_values(n, 0.3f, 1.0f);
+    Buf dx(b, x), dbias_in(b, bias), ddy(b, dy), y = Buf::output(b, n), mean = Buf::output(b, c);
+    b.mean_only_batch_norm_forward(y.p(), mean.p(), dx.p(), dbias_in.p(), l, true);
+    const Ref sums = channel_sums_reference(x, l);
+    Ref want_mean(c), want_y(n), scale(n);
+    for (int64_t k = 0; k < c; ++k) want_mean[k] = count ? sums[k] / count : 0.0;
+    for (int64_t e = 0; e < n; ++e) {
+      const int64_t k = channel_of(l, e);
+      want_y[e] = x[e] - want_mean[k] + bias[k];
+      scale[e] = std::fabs(x[e]) + std::fabs(want_mean[k]) + std::fabs(bias[k]);
+    }
+    check_close(what + " mean", mean.get(), want_mean, 2e-6, 1.0);
+    // y = x - mean + bias: two float roundings of terms as large as |x| + |mean| + |bias|, plus the mean's error.
+    double e = max_error(y.get(), want_y, 1e-30, &scale);
+    expect(e <= 3e-6, what + format(" y = x - batch mean + bias, err %.2e (tol %.0e of |x|+|mean|+|bias|)", e, 3e-6));
+    record(what + " y", y.get(), 1e-5);
+
+    // Evaluation: the given (running) mean is used and left as it is.
+    const Vec running = normal_values(c);
+    Buf drunning(b, running);
+    b.mean_only_batch_norm_forward(y.p(), drunning.p(), dx.p(), dbias_in.p(), l, false);
+    Vec want_eval(n);
+    for (int64_t i = 0; i < n; ++i) want_eval[i] = x[i] - running[channel_of(l, i)] + bias[channel_of(l, i)];
+    check_bitwise(what + " evaluation y = x - running mean + bias", y.get(), want_eval);
+    check_bitwise(what + " evaluation leaves the running mean", drunning.get(), running);
+
+    Buf dxo = Buf::output(b, n), dbias = Buf::output(b, c);
+    b.mean_only_batch_norm_backward(dxo.p(), dbias.p(), ddy.p(), l);
+    const Ref dy_sums = channel_sums_reference(dy, l), dy_abs = channel_abs_sums(dy, l);
+    Ref want_dx(n), dx_scale(n);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t k = channel_of(l, i);
+      want_dx[i] = dy[i] - dy_sums[k] / count;
+      dx_scale[i] = std::fabs(dy[i]) + dy_abs[k] / count;
+    }
+    e = max_error(dbias.get(), dy_sums, 1e-30, &dy_abs);
+    expect(e <= 1e-6, what + format(" dbias = sum dy, err %.2e (tol %.0e of sum |dy|)", e, 1e-6));
+    e = max_error(dxo.get(), want_dx, 1e-30, &dx_scale);
+    expect(e <= 1e-6, what + format(" dx = dy - channel mean of dy, err %.2e (tol %.0e)", e, 1e-6));
+    // The centred gradient sums to zero over each channel (to the float rounding of its elements).
+    const Vec got_dx = dxo.get();
+    const Ref centred = channel_sums_reference(got_dx, l);
+    double worst = 0.0;
+    for (int64_t k = 0; k < c; ++k) worst = std::max(worst, std::fabs(centred[k]) / std::max(dy_abs[k], 1e-30));
+    expect(worst <= 1e-6, what + format(" channel sums of dx vanish: %.2e of sum |dy| (tol %.0e)", worst, 1e-6));
+    record(what + " dx", got_dx, 1e-5);
+  }
+
+  // PAPER.md §5.1: the backward equals the centred gradient, checked against finite differences of
+  // L = sum w * y(x), y = x - mean(x) + bias, in float64.
+  const ChannelLayout l{6, 3, 4};
+  const int64_t n = l.elements();
+  const Vec x = per_channel_offset_values(l), w = normal_values(n), bias = normal_values(l.channels);
+  Buf dw(b, w), dxo = Buf::output(b, n), dbias = Buf::output(b, l.channels);
+  b.mean_only_batch_norm_backward(dxo.p(), dbias.p(), dw.p(), l);
+  auto loss = [&](const Ref& xs) {
+    Ref mean(l.channels, 0.0);
+    for (int64_t e = 0; e < n; ++e) mean[channel_of(l, e)] += xs[e] / l.reduce_size();
+    double total = 0.0;
+    for (int64_t e = 0; e < n; ++e) total += w[e] * (xs[e] - mean[channel_of(l, e)] + bias[channel_of(l, e)]);
+    return total;
+  };
+  Ref fd(n);
+  const Ref xd = widen(x);
+  for (int64_t e = 0; e < n; ++e) {
+    Ref plus = xd, minus = xd;
+    plus[e] += 1e-3;
+    minus[e] -= 1e-3;
+    fd[e] = (loss(plus) - loss(minus)) / 2e-3;  // L is linear in x: central differences are exact up to rounding
+  }
+  check_scaled(std::string(b.name) + " mean_only_batch_norm backward vs finite differences " + describe(l), dxo.get(),
+               fd, 1e-5);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Optimizers: a few steps against float64 arithmetic of the same update rules.
+
+enum class Optimizer { kSgd, kAdam, kAdamax };
+
+struct OptimCase {
+  std::string name;
+  Optimizer kind;
+  cpu::SgdOptions sgd;
+  cpu::AdamOptions adam;
+};
+
+struct OptimState {
+  Ref p, s1, s2;
+};
+
+void reference_step(OptimState& st, const Vec& grad, const OptimCase& c, int64_t step) {
+  for (size_t i = 0; i < st.p.size(); ++i) {
+    if (c.kind == Optimizer::kSgd) {
+      const cpu::SgdOptions& o = c.sgd;
+      const double g = grad[i] + double(o.weight_decay) * st.p[i];
+      double d = g;
+      if (o.momentum != 0.0f) {
+        st.s1[i] = step == 1 ? g : double(o.momentum) * st.s1[i] + (1.0 - double(o.dampening)) * g;
+        d = o.nesterov ? g + double(o.momentum) * st.s1[i] : st.s1[i];
+      }
+      st.p[i] -= double(o.lr) * d;
+    } else {
+      const cpu::AdamOptions& o = c.adam;
+      const double g = grad[i] + double(o.weight_decay) * st.p[i];
+      const double b1 = o.beta1, b2 = o.beta2;
+      st.s1[i] = b1 * st.s1[i] + (1.0 - b1) * g;
+      const double c1 = 1.0 - std::pow(b1, double(step));
+      if (c.kind == Optimizer::kAdam) {
+        st.s2[i] = b2 * st.s2[i] + (1.0 - b2) * g * g;
+        const double c2 = 1.0 - std::pow(b2, double(step));
+        st.p[i] -= double(o.lr) / c1 * st.s1[i] / (std::sqrt(st.s2[i] / c2) + double(o.eps));
+      } else {
+        st.s2[i] = std::max(b2 * st.s2[i], std::fabs(g));
+        st.p[i] -= double(o.lr) / c1 * st.s1[i] / (st.s2[i] + double(o.eps));
+      }
+    }
+  }
+}
+
+void test_optimizers(const Backend& b) {
+  std::vector<OptimCase> cases;
+  cases.push_back({"sgd", Optimizer::kSgd, {0.1f, 0.0f, 0.0f, 0.0f, false}, {}});
+  cases.push_back({"sgd momentum+dampening+weight decay", Optimizer::kSgd, {0.05f, 0.9f, 0.1f, 1e-2f, false}, {}});
+  cases.push_back({"sgd nesterov+weight decay", Optimizer::kSgd, {0.05f, 0.9f, 0.0f, 5e-4f, true}, {}});
+  cases.push_back({"adam", Optimizer::kAdam, {}, {1e-2f, 0.9f, 0.999f, 1e-8f, 0.0f}});
+  cases.push_back({"adam weight decay", Optimizer::kAdam, {}, {3e-3f, 0.8f, 0.99f, 1e-8f, 1e-2f}});
+  cases.push_back({"adamax", Optimizer::kAdamax, {}, {2e-3f, 0.9f, 0.999f, 1e-8f, 0.0f}});
+  cases.push_back({"adamax weight decay", Optimizer::kAdamax, {}, {2e-3f, 0.9f, 0.999f, 1e-8f, 1e-2f}});
+
+  struct NormCase {
+    bool with_norm;
+    ChannelLayout layout;
+    const char* route;
+  };
+  const std::vector<NormCase> norm_cases = {
+      {false, {1, 1, 1001}, "no norm"},
+      {true, {1, 7, 9}, "fused rows, outer 1"},
+      {true, {1, 5, 200}, "fused rows, outer 1, 200 per row"},
+      {true, {1, 3, 20000}, "fused long rows, outer 1"},
+      {true, {1, 1, 70001}, "fused, dim null"},
+      {true, {5, 6, 7}, "second pass, outer > 1"},
+      {true, {64, 10, 1}, "second pass, inner 1"},
+      {true, {1, 3, 0}, "empty rows"},
+      {false, {1, 1, 0}, "count 0"},
+  };
+  const int steps = 4;
+  for (const OptimCase& c : cases) {
+    for (const NormCase& nc : norm_cases) {
+      const ChannelLayout& l = nc.layout;
+      const int64_t count = l.elements();
+      const std::string what = std::string(b.name) + " " + c.name + " " + nc.route + " " + describe(l);
+      Vec p = normal_values(count);
+      // One all-zero channel with zero gradients: it stays zero and its norm is the eps floor.
+      const bool zero_channel = nc.with_norm && l.channels > 2;
+      auto zero_row = [&](Vec& v) {
+        if (!zero_channel) return;
+        for (int64_t o = 0; o < l.outer; ++o)
+          for (int64_t i = 0; i < l.inner; ++i) v[(o * l.channels + 1) * l.inner + i] = 0.0f;
+      };
+      zero_row(p);
+      const Vec initial_s2 = Vec(count, 0.0f);
+      Buf dp(b, p), s1(b, Vec(count, 0.0f)), s2(b, initial_s2), norm = Buf::output(b, l.channels);
+      OptimState ref{widen(p), Ref(count, 0.0), Ref(count, 0.0)};
+      cpu::NormOutput norm_output;
+      norm_output.norm = norm.p();
+      norm_output.layout = l;
+      norm_output.eps = 1e-12f;
+      const bool use_velocity = c.kind != Optimizer::kSgd || c.sgd.momentum != 0.0f;
+      for (int step = 1; step <= steps; ++step) {
+        Vec grad = normal_values(count);
+        zero_row(grad);
+        Buf dg(b, grad);
+        const cpu::NormOutput* no = nc.with_norm ? &norm_output : nullptr;
+        if (c.kind == Optimizer::kSgd) b.sgd_step(dp.p(), use_velocity ? s1.p() : nullptr, dg.p(), count, c.sgd, step, no);
+        else if (c.kind == Optimizer::kAdam) b.adam_step(dp.p(), s1.p(), s2.p(), dg.p(), count, c.adam, step, no);
+        else b.adamax_step(dp.p(), s1.p(), s2.p(), dg.p(), count, c.adam, step, no);
+        reference_step(ref, grad, c, step);
+      }
+      // Each step rounds p once (2^-24 |p|) and computes an update of size ~lr with a few ulps of error: after 4
+      // steps the error is below 1e-6 of |p| + lr * steps; 4e-6 leaves room, a wrong rule term is >= 1e-3.
+      const double lr = c.kind == Optimizer::kSgd ? c.sgd.lr : c.adam.lr;
+      Ref scale(count);
+      for (int64_t i = 0; i < count; ++i) scale[i] = std::fabs(ref.p[i]) + lr * steps;
+      const Vec got = dp.get();
+      double e = max_error(got, ref.p, 1e-30, &scale);
+      expect(e <= 4e-6, what + format(" param after %g steps, err %.2e (tol 4e-6 of |p| + lr*steps)", steps, e));
+      record(what + " param", got, 4e-6);
+      if (use_velocity) check_scaled(what + " state 1 (velocity / m)", s1.get(), ref.s1, 1e-5);
+      if (c.kind != Optimizer::kSgd) check_scaled(what + " state 2 (v / u)", s2.get(), ref.s2, 1e-5);
+      if (!nc.with_norm) continue;
+      // The norm of the updated parameter the kernel holds, in float64: float accumulation, 1e-5 relative.
+      Ref want_norm(l.channels, 0.0);
+      for (int64_t e2 = 0; e2 < count; ++e2) want_norm[channel_of(l, e2)] += double(got[e2]) * got[e2];
+      for (auto& v : want_norm) v = std::max(std::sqrt(v), 1e-12);
+      check_close(what + " norm of the updated parameter", norm.get(), want_norm, 1e-5, 1e-30);
+      if (zero_channel) expect(norm.get()[1] == 1e-12f, what + " zero channel's norm is the eps floor");
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+void run_all(const Backend& b) {
+  const std::pair<const char*, void (*)(const Backend&)> suites[] = {
+      {"elementwise", test_elementwise},
+      {"dropout", test_dropout},
+      {"gaussian_noise", test_noise},
+      {"channel_bias_add", test_channel_bias_add},
+      {"reduce", test_reduce},
+      {"determinism", test_determinism},
+      {"softmax_cross_entropy", test_loss},
+      {"batch_norm", test_batch_norm},
+      {"mean_only_batch_norm", test_mean_only_batch_norm},
+      {"optimizers", test_optimizers},
+  };
+  for (const auto& [name, suite] : suites) {
+    std::printf("== %s %s\n", b.name, name);
+    try {
+      suite(b);
+    } catch (const std::exception& error) {
+      expect(false, std::string(b.name) + " " + name + " threw: " + error.what());
+    }
+  }
+}
+
+#ifdef WEIGHTNORM_WITH_CUDA
+void compare_backends() {
+  std::printf("== cpu vs cuda\n");
+  int compared = 0;
+  for (const auto& [name, cuda_result] : g_recorded[1]) {
+    const auto found = g_recorded[0].find(name);
+    if (found == g_recorded[0].end()) continue;
+    ++compared;
+    const std::string what = "cpu vs cuda: " + name;
+    if (cuda_result.tol == 0.0) {
+      check_bitwise(what, cuda_result.values, found->second.values);
+    } else {
+      check_scaled(what, cuda_result.values, widen(found->second.values), cuda_result.tol);
+    }
+  }
+  expect(compared > 0, "cpu vs cuda: " + std::to_string(compared) + " outputs compared");
+}
+#endif
+
+}  // namespace
+
+int main() {
+  std::printf("CPU threads: %d\n", cpu::num_threads());
+  g_backend_index = 0;
+  run_all(cpu_backend());
+#ifdef WEIGHTNORM_WITH_CUDA
+  const bool gpu = weightnorm::cuda::device_status().usable;
+  if (gpu) {
+    std::printf("GPU: %s\n", weightnorm::cuda::device_status().name.c_str());
+    g_backend_index = 1;
+    g_rng.seed(20261128u);  // the same inputs as the CPU run, so the outputs can be compared
+    run_all(cuda_backend());
+    compare_backends();
+  } else {
+    std::printf("CUDA kernels compiled, but no GPU is usable (%s): CUDA checks skipped\n",
+                weightnorm::cuda::device_status().reason.c_str());
+  }
+#else
+  std::printf("CPU-only build: CUDA checks skipped\n");
+#endif
+  std::printf("%d passed, %d failed\n", g_checks - g_failures, g_failures);
+  return g_failures == 0 ? 0 : 1;
+}

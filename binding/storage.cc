@@ -1,6 +1,11 @@
 #include "storage.h"
 
+#include "weightnorm/errors.h"
+
+#include <unistd.h>
+
 #include <cstdlib>
+#include <string>
 #include <new>
 
 #ifdef WEIGHTNORM_WITH_CUDA
@@ -43,6 +48,14 @@ bool cuda_usable(std::string* reason) {
 std::shared_ptr<Storage> Storage::allocate(Device device, size_t bytes) {
   float* data = nullptr;
   if (device == Device::kCpu) {
+    // Refuse what the machine cannot hold: with memory overcommit, a huge allocation "succeeds" and the first
+    // touch gets the process killed instead of an error.
+    static const size_t physical = static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    if (bytes > physical) {
+      throw OutOfMemoryError("host out of memory: a tensor of " + std::to_string(bytes) + " bytes was requested; this machine has " +
+                                 std::to_string(physical) + " bytes of RAM",
+                             bytes, physical);
+    }
     const size_t padded = (bytes + kCpuAlignment - 1) / kCpuAlignment * kCpuAlignment;
     data = static_cast<float*>(std::aligned_alloc(kCpuAlignment, padded == 0 ? kCpuAlignment : padded));
     if (!data) throw std::bad_alloc();

@@ -48,6 +48,9 @@ constexpr int64_t kWideColumns = 1024;
 constexpr int64_t kFoldRows = 64;
 constexpr int kLanes = 16;
 constexpr int64_t kFoldBlock = kLanes * 64;
+// Fewer chunks than this and the reduction is split into parts, so that several threads can share it. A constant,
+// not the thread count: whether a reduction is split changes its summation order.
+constexpr int64_t kMinChunks = 16;
 // Below this many elements a single thread is faster than waking the others.
 constexpr int64_t kParallelMinElements = int64_t{1} << 15;
 // Outputs at least this large are written with streaming stores (they would not stay in cache anyway).
@@ -162,7 +165,7 @@ struct Plan {
 };
 
 // inputs: arrays read per element (1 forward, 2 backward), which share the cache budget.
-Plan make_plan(const ChannelLayout& layout, int threads, int inputs) {
+Plan make_plan(const ChannelLayout& layout, int inputs) {
   Plan plan;
   const int64_t reduce = layout.reduce_size();
   const int64_t channel_bytes = std::max<int64_t>(1, reduce * int64_t{sizeof(float)} * inputs);
@@ -176,7 +179,7 @@ Plan make_plan(const ChannelLayout& layout, int threads, int inputs) {
   plan.part_length = std::max<int64_t>(reduce, 1);
   const bool fits = plan.chunk_channels * channel_bytes <= kChunkBytes;
   const bool large = layout.elements() >= kParallelMinElements;
-  if (large && reduce > kPartElements && (!fits || plan.chunks < 2 * int64_t{threads})) {
+  if (large && reduce > kPartElements && (!fits || plan.chunks < kMinChunks)) {
     if (plan.column_mode) {
       const int64_t span = plan.chunk_channels * layout.inner;
       plan.part_length = std::max<int64_t>(1, kPartElements / span) * layout.inner;
@@ -409,7 +412,7 @@ void run_fused(const float* a, const float* b, const ChannelLayout& layout, int 
                Write&& write) {
   if (layout.channels == 0) return;
   const int threads = num_threads();
-  const Plan plan = make_plan(layout, threads, inputs);
+  const Plan plan = make_plan(layout, inputs);
   const bool parallel = layout.elements() >= kParallelMinElements && threads > 1;
   if (plan.parts == 1) {
     // Each chunk: reduce, finish, write, while the chunk is still in cache. Contiguous blocks of chunks per
@@ -479,7 +482,7 @@ void channel_dot(float* out, const float* a, const float* b, const ChannelLayout
   if (layout.channels == 0) return;
   const int threads = num_threads();
   // Always the split form: a reduction on its own has no write pass to keep in cache for.
-  Plan plan = make_plan(layout, threads, a == b ? 1 : 2);
+  Plan plan = make_plan(layout, a == b ? 1 : 2);
   reduce_all(a, b, layout, plan, threads, [&](int64_t k_begin, int64_t count, const double* sums) {
     for (int64_t k = k_begin; k < k_begin + count; ++k) out[k] = static_cast<float>(sums[k - k_begin]);
   });

@@ -4,7 +4,7 @@ import { noGrad } from './autograd.js';
 import { rangeError, typeError } from './errors.js';
 import * as F from './functional.js';
 import { native } from './native.js';
-import { DEFAULT_EPS } from './ops.js';
+import { DEFAULT_EPS, MIN_EPS } from './ops.js';
 import { nextSeed } from './random.js';
 import { keep, tidy } from './scope.js';
 import { type Device, handleOf, Tensor } from './tensor.js';
@@ -77,7 +77,9 @@ function parseWeightNorm(where: string, option: unknown, rank: number): WeightNo
   if (dim !== null && (!Number.isInteger(dim) || dim < -rank || dim >= rank)) {
     throw rangeError(`${where}: options.weightNorm.dim`, `an axis in [${-rank}, ${rank - 1}] or null`, String(dim));
   }
-  if (typeof eps !== 'number' || !(eps > 0)) throw typeError(`${where}: options.weightNorm.eps`, 'a positive number', eps);
+  if (typeof eps !== 'number' || !Number.isFinite(eps) || eps < MIN_EPS) {
+    throw typeError(`${where}: options.weightNorm.eps`, `a finite number >= ${MIN_EPS}`, eps);
+  }
   return { dim: dim === null ? null : dim < 0 ? dim + rank : dim, eps };
 }
 

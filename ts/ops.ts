@@ -5,6 +5,11 @@ import { handleOf, Tensor } from './tensor.js';
 
 /** Default floor of ‖v‖: a zero channel then gives w = 0 and finite gradients instead of NaN. */
 export const DEFAULT_EPS = 1e-12;
+/**
+ * Smallest eps accepted: the kernels work in float32, where a zero channel's g/eps must stay finite (it overflows
+ * for |g| > ~3e8 at this bound, far beyond any trained gain) and eps itself must not round to 0.
+ */
+export const MIN_EPS = 1e-30;
 
 export interface WeightNormOptions {
   /**
@@ -54,6 +59,9 @@ function checkOptions(where: string, options: unknown, rank: number): { dim: num
   }
   if (typeof eps !== 'number' || !Number.isFinite(eps) || eps <= 0) {
     throw typeError(`${where}: options.eps`, 'a positive finite number', eps);
+  }
+  if (eps < MIN_EPS) {
+    throw rangeError(`${where}: options.eps`, `a positive finite number >= ${MIN_EPS} (float32 must hold g/eps)`, String(eps));
   }
   if (typeof fused !== 'boolean') throw typeError(`${where}: options.fused`, 'a boolean', fused);
   return { dim: axis, eps, fused };

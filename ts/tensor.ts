@@ -22,8 +22,8 @@ export interface RandnOptions extends CreateOptions {
 const handles = new WeakMap<Tensor, NativeTensor>();
 
 export class Tensor {
-  readonly shape: readonly number[];
-  readonly size: number;
+  declare readonly shape: readonly number[];
+  declare readonly size: number;
   /** Whether backward() computes a gradient for this tensor (parameters set it; results of ops inherit it). */
   requiresGrad = false;
   /** The accumulated gradient of a leaf tensor after backward() (null before; zeroGrad() clears it). */
@@ -39,8 +39,10 @@ export class Tensor {
       throw new TypeError('Tensor: use tensor(), zeros() or randn() to create tensors');
     }
     handles.set(this, handle);
-    this.shape = Object.freeze([...handle.shape]);
-    this.size = this.shape.reduce((a, b) => a * b, 1);
+    const shape = Object.freeze([...handle.shape]);
+    // Not writable at run time either: a tensor's shape is its storage's, and cannot be reassigned.
+    Object.defineProperty(this, 'shape', { value: shape, writable: false, enumerable: true });
+    Object.defineProperty(this, 'size', { value: shape.reduce((a, b) => a * b, 1), writable: false, enumerable: true });
     track(this);
   }
 
@@ -150,6 +152,11 @@ function checkOptions<T extends object>(value: unknown, where: string, allowed: 
   return value as Partial<T>;
 }
 
+function checkNonNegative(value: unknown, where: string): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) throw typeError(where, 'a finite number >= 0', value);
+  return value;
+}
+
 function checkFiniteNumber(value: unknown, where: string): number {
   if (typeof value !== 'number' || !Number.isFinite(value)) throw typeError(where, 'a finite number', value);
   return value;
@@ -206,7 +213,7 @@ export function randn(shape: readonly number[], options?: RandnOptions): Tensor 
       seed,
       checkDevice(device, where, 'options.device'),
       checkFiniteNumber(mean, `${where}: options.mean`),
-      checkFiniteNumber(std, `${where}: options.std`),
+      checkNonNegative(std, `${where}: options.std`),
     ),
   );
 }

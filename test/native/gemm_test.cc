@@ -1,0 +1,750 @@
+// Native GEMM / conv / pooling test, runnable without Node (and under compute-sanitizer on a GPU machine):
+//  - GEMM on every CPU path (OpenBLAS when built with it, the blocked kernel with each micro-kernel this CPU runs)
+//    and on CUDA when a GPU is usable, against a float64 reference: many shapes, all four transpose combinations,
+//    every epilogue field alone and all together, beta accumulation; results must not depend on the thread count
+//    (CPU) and must be bitwise identical run to run (CUDA).
+//  - conv2d forward and backward against a direct float64 convolution, plus a finite-difference spot check.
+//  - max pooling (overlapping windows, ties) and global average pooling.
+// `weightnorm_gemm_test --bench` instead prints GEMM GFLOP/s (1024^3 and 4096^3) for each backend.
+// Exit status 0 when every check passes; the last line is "N passed, M failed".
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdarg>
+#include <cstdlib>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../../cpu/conv.h"
+#include "../../cpu/gemm.h"
+#include "../../cpu/weightnorm.h"
+
+#ifdef WEIGHTNORM_WITH_CUDA
+#include "../../cuda/conv.cuh"
+#include "../../cuda/gemm.cuh"
+#include "../../cuda/runtime.cuh"
+#endif
+
+namespace cpu = weightnorm::cpu;
+
+namespace {
+
+int g_failures = 0, g_checks = 0;
+bool g_verbose = false;
+
+void expect(bool ok, const std::string& what) {
+  ++g_checks;
+  if (!ok) ++g_failures;
+  if (!ok || g_verbose) std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
+}
+
+std::mt19937 g_random(12345);
+
+std::vector<float> random_vector(size_t count, float low = -1.0f, float high = 1.0f) {
+  std::uniform_real_distribution<float> uniform(low, high);
+  std::vector<float> v(count);
+  for (float& x : v) x = uniform(g_random);
+  return v;
+}
+
+// Float32 rounding: each product and each of the `terms` additions of a float32 sum can be off by one unit
+// roundoff u = 2^-24 of the running magnitude, so |got - exact| <= terms * u * sum|term| (the classical bound,
+// reached only by adversarial data). `extra` adds ulps for the epilogue's few operations.
+constexpr double kUnitRoundoff = 1.0 / (1 << 24);
+bool within_bound(double got, double want, double magnitude, int64_t terms, int extra = 8) {
+  const double bound = double(terms + extra) * kUnitRoundoff * magnitude + 1e-30;
+  return std::fabs(got - want) <= bound;  // false for NaN
+}
+
+// Worst error as a multiple of the bound, for the report line (<= 1 passes).
+struct ErrorReport {
+  double worst_ratio = 0.0;
+  int64_t bad = 0;
+  void add(double got, double want, double magnitude, int64_t terms, int extra = 8) {
+    const double bound = double(terms + extra) * kUnitRoundoff * magnitude + 1e-30;
+    const double ratio = std::fabs(got - want) / bound;
+    if (!(ratio <= 1.0)) ++bad;
+    if (!(ratio <= worst_ratio)) worst_ratio = std::isnan(ratio) ? INFINITY : ratio;
+  }
+  bool ok() const { return bad == 0; }
+};
+
+std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+std::string format(const char* fmt, ...) {
+  char buffer[512];
+  va_list args;
+  va_start(args, fmt);
+  std::vsnprintf(buffer, sizeof buffer, fmt, args);
+  va_end(args);
+  return buffer;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// GEMM
+
+struct GemmShape {
+  int64_t m, n, k;
+};
+
+// The epilogue's inputs on the host; `fields` says which are passed.
+enum Field : unsigned {
+  kRowScale = 1, kColumnScale = 2, kRowBias = 4, kColumnBias = 8, kSubtract = 16, kSubtractNoCoefficient = 32,
+  kBeta = 64,
+};
+struct EpilogueCase {
+  const char* name;
+  unsigned fields;
+  float beta;
+};
+const EpilogueCase kEpilogueCases[] = {
+    {"plain", 0, 0.0f},
+    {"row_scale", kRowScale, 0.0f},
+    {"column_scale", kColumnScale, 0.0f},
+    {"row_bias", kRowBias, 0.0f},
+    {"column_bias", kColumnBias, 0.0f},
+    {"subtract", kSubtract, 0.0f},
+    {"subtract(coef=1)", kSubtractNoCoefficient, 0.0f},
+    {"beta=1", kBeta, 1.0f},
+    {"all,beta=0.5", kRowScale | kColumnScale | kRowBias | kColumnBias | kSubtract | kBeta, 0.5f},
+    {"scales,beta=1", kRowScale | kColumnScale | kBeta, 1.0f},
+};
+
+struct GemmProblem {
+  GemmShape shape;
+  bool transpose_a, transpose_b;
+  std::vector<float> a, b;
+  std::vector<float> row_scale, column_scale, row_bias, column_bias, subtract_coefficient, subtract_matrix, out0;
+  std::vector<double> product, product_magnitude;  // float64 op(a) op(b) and sum |a*b| per element
+};
+
+GemmProblem make_problem(GemmShape s, bool ta, bool tb) {
+  GemmProblem p;
+  p.shape = s;
+  p.transpose_a = ta;
+  p.transpose_b = tb;
+  p.a = random_vector(s.m * s.k);
+  p.b = random_vector(s.k * s.n);
+  p.row_scale = random_vector(s.m, 0.5f, 2.0f);
+  p.column_scale = random_vector(s.n, 0.5f, 2.0f);
+  p.row_bias = random_vector(s.m);
+  p.column_bias = random_vector(s.n);
+  p.subtract_coefficient = random_vector(s.m);
+  p.subtract_matrix = random_vector(s.m * s.n);
+  p.out0 = random_vector(s.m * s.n);
+  p.product.assign(s.m * s.n, 0.0);
+  p.product_magnitude.assign(s.m * s.n, 0.0);
+  for (int64_t i = 0; i < s.m; ++i)
+    for (int64_t q = 0; q < s.k; ++q) {
+      const double x = ta ? p.a[q * s.m + i] : p.a[i * s.k + q];
+      for (int64_t j = 0; j < s.n; ++j) {
+        const double y = tb ? p.b[j * s.k + q] : p.b[q * s.n + j];
+        p.product[i * s.n + j] += x * y;
+        p.product_magnitude[i * s.n + j] += std::fabs(x * y);
+      }
+    }
+  return p;
+}
+
+// The float64 epilogue of gemm.h, and the magnitude of its terms (for the rounding bound).
+void reference_epilogue(const GemmProblem& p, const EpilogueCase& e, std::vector<double>& want,
+                        std::vector<double>& magnitude) {
+  const int64_t m = p.shape.m, n = p.shape.n;
+  want.resize(m * n);
+  magnitude.resize(m * n);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t x = i * n + j;
+      double scale = 1.0;
+      if (e.fields & kRowScale) scale *= p.row_scale[i];
+      if (e.fields & kColumnScale) scale *= p.column_scale[j];
+      double v = p.product[x] * scale, mag = p.product_magnitude[x] * std::fabs(scale);
+      auto add = [&](double term) {
+        v += term;
+        mag += std::fabs(term);
+      };
+      if (e.fields & kRowBias) add(p.row_bias[i]);
+      if (e.fields & kColumnBias) add(p.column_bias[j]);
+      if (e.fields & kSubtract) add(-double(p.subtract_coefficient[i]) * p.subtract_matrix[x]);
+      if (e.fields & kSubtractNoCoefficient) add(-double(p.subtract_matrix[x]));
+      if (e.fields & kBeta) add(double(e.beta) * p.out0[x]);
+      want[x] = v;
+      magnitude[x] = mag;
+    }
+}
+
+// Runs one GEMM on some backend: pointers are host pointers; the backend moves them where it needs them.
+using GemmFn = std::function<void(float* out, const float* a, const float* b, const GemmProblem& p,
+                                  const cpu::GemmEpilogue& epilogue)>;
+struct GemmBackend {
+  std::string name;
+  GemmFn run;
+  bool check_thread_independence;  // the blocked CPU kernel: same bits with one thread as with all
+};
+
+cpu::GemmEpilogue host_epilogue(const GemmProblem& p, const EpilogueCase& e) {
+  cpu::GemmEpilogue ep;
+  if (e.fields & kRowScale) ep.row_scale = p.row_scale.data();
+  if (e.fields & kColumnScale) ep.column_scale = p.column_scale.data();
+  if (e.fields & kRowBias) ep.row_bias = p.row_bias.data();
+  if (e.fields & kColumnBias) ep.column_bias = p.column_bias.data();
+  if (e.fields & kSubtract) ep.subtract_coefficient = p.subtract_coefficient.data();
+  if (e.fields & (kSubtract | kSubtractNoCoefficient)) ep.subtract_matrix = p.subtract_matrix.data();
+  ep.beta = e.beta;
+  return ep;
+}
+
+std::vector<float> run_gemm(const GemmBackend& backend, const GemmProblem& p, const EpilogueCase& e) {
+  // Without beta the output starts as NaN: gemm must not read it.
+  std::vector<float> out = (e.fields & kBeta) ? p.out0 : std::vector<float>(p.out0.size(), NAN);
+  backend.run(out.data(), p.a.data(), p.b.data(), p, host_epilogue(p, e));
+  return out;
+}
+
+void check_gemm_backend(const GemmBackend& backend, const std::vector<GemmShape>& shapes) {
+  std::vector<double> want, magnitude;
+  for (const GemmShape& s : shapes) {
+    for (int t = 0; t < 4; ++t) {
+      const GemmProblem p = make_problem(s, t & 1, t & 2);
+      for (const EpilogueCase& e : kEpilogueCases) {
+        reference_epilogue(p, e, want, magnitude);
+        const std::vector<float> got = run_gemm(backend, p, e);
+        ErrorReport report;
+        for (size_t x = 0; x < got.size(); ++x) report.add(got[x], want[x], magnitude[x], s.k);
+        expect(report.ok(), format("gemm %-16s %4ldx%4ldx%4ld %c%c %-16s worst %.3f of bound", backend.name.c_str(),
+                                   long(s.m), long(s.n), long(s.k), p.transpose_a ? 'T' : 'N',
+                                   p.transpose_b ? 'T' : 'N', e.name, report.worst_ratio));
+      }
+      const EpilogueCase& e = kEpilogueCases[8];
+      const std::vector<float> all = run_gemm(backend, p, e);
+      expect(all == run_gemm(backend, p, e),
+             format("gemm %-16s %4ldx%4ldx%4ld %c%c same bits run to run", backend.name.c_str(), long(s.m),
+                    long(s.n), long(s.k), p.transpose_a ? 'T' : 'N', p.transpose_b ? 'T' : 'N'));
+      if (backend.check_thread_independence) {
+        cpu::set_num_threads(1);
+        const std::vector<float> one = run_gemm(backend, p, e);
+        cpu::set_num_threads(0);
+        expect(std::memcmp(all.data(), one.data(), all.size() * sizeof(float)) == 0,
+               format("gemm %-16s %4ldx%4ldx%4ld %c%c same bits with 1 thread as with %d", backend.name.c_str(),
+                      long(s.m), long(s.n), long(s.k), p.transpose_a ? 'T' : 'N', p.transpose_b ? 'T' : 'N',
+                      cpu::num_threads()));
+      }
+    }
+  }
+}
+
+GemmFn cpu_gemm() {
+  return [](float* out, const float* a, const float* b, const GemmProblem& p, const cpu::GemmEpilogue& ep) {
+    cpu::gemm(out, a, b, p.shape.m, p.shape.n, p.shape.k, p.transpose_a, p.transpose_b, ep);
+  };
+}
+
+const std::vector<GemmShape> kGemmShapes = {
+    {1, 1, 1},      {7, 13, 5},      {33, 65, 17},   {16, 16, 16},  {257, 129, 300}, {130, 600, 520},
+    {1000, 3, 7},   {3, 1000, 7},    {5, 7, 2000},   {64, 48, 1},   {1, 100, 37},    {100, 1, 37},
+    {128, 128, 8},  {12, 32, 256},   {13, 33, 257},
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// conv2d
+
+struct ConvCase {
+  cpu::Conv2dGeometry g;
+  bool bias;
+};
+
+std::string describe(const cpu::Conv2dGeometry& g) {
+  return format("n%ld c%ld %ldx%ld -> oc%ld k%ldx%ld s%ld p%ld", long(g.batch), long(g.in_channels), long(g.in_height),
+                long(g.in_width), long(g.out_channels), long(g.kernel_height), long(g.kernel_width), long(g.stride),
+                long(g.padding));
+}
+
+struct ConvData {
+  std::vector<float> x, w, bias, dy;
+};
+
+struct ConvReference {
+  std::vector<double> y, y_mag, dx, dx_mag, dw, dw_mag, dbias, dbias_mag;
+  int64_t y_terms, dx_terms, dw_terms, dbias_terms;
+};
+
+ConvReference reference_conv(const cpu::Conv2dGeometry& g, const ConvData& d, bool bias) {
+  const int64_t oh_n = g.out_height(), ow_n = g.out_width();
+  ConvReference r;
+  r.y.assign(g.batch * g.out_channels * oh_n * ow_n, 0.0);
+  r.y_mag = r.y;
+  r.dx.assign(d.x.size(), 0.0);
+  r.dx_mag = r.dx;
+  r.dw.assign(d.w.size(), 0.0);
+  r.dw_mag = r.dw;
+  r.dbias.assign(g.out_channels, 0.0);
+  r.dbias_mag = r.dbias;
+  for (int64_t n = 0; n < g.batch; ++n)
+    for (int64_t o = 0; o < g.out_channels; ++o)
+      for (int64_t oh = 0; oh < oh_n; ++oh)
+        for (int64_t ow = 0; ow < ow_n; ++ow) {
+          const int64_t yi = ((n * g.out_channels + o) * oh_n + oh) * ow_n + ow;
+          const double dy = d.dy[yi];
+          if (bias) {
+            r.y[yi] += d.bias[o];
+            r.y_mag[yi] += std::fabs(d.bias[o]);
+          }
+          r.dbias[o] += dy;
+          r.dbias_mag[o] += std::fabs(dy);
+          for (int64_t c = 0; c < g.in_channels; ++c)
+            for (int64_t i = 0; i < g.kernel_height; ++i)
+              for (int64_t j = 0; j < g.kernel_width; ++j) {
+                const int64_t h = oh * g.stride - g.padding + i, w = ow * g.stride - g.padding + j;
+                if (h < 0 || h >= g.in_height || w < 0 || w >= g.in_width) continue;
+                const int64_t xi = ((n * g.in_channels + c) * g.in_height + h) * g.in_width + w;
+                const int64_t wi = ((o * g.in_channels + c) * g.kernel_height + i) * g.kernel_width + j;
+                const double x = d.x[xi], wt = d.w[wi];
+                r.y[yi] += x * wt;
+                r.y_mag[yi] += std::fabs(x * wt);
+                r.dx[xi] += dy * wt;
+                r.dx_mag[xi] += std::fabs(dy * wt);
+                r.dw[wi] += dy * x;
+                r.dw_mag[wi] += std::fabs(dy * x);
+              }
+        }
+  // Terms in each float32 sum (im2col zeros included): y and dx sum over a patch / the output channels and the
+  // kernel positions; dw over every image and output position.
+  r.y_terms = g.in_channels * g.kernel_height * g.kernel_width + 1;
+  r.dx_terms = g.out_channels + g.kernel_height * g.kernel_width;
+  r.dw_terms = g.batch * oh_n * ow_n;
+  r.dbias_terms = 1;  // summed in double, rounded once
+  return r;
+}
+
+struct ConvOutputs {
+  std::vector<float> y, dx, dw, dbias;
+};
+
+using ConvFn = std::function<ConvOutputs(const cpu::Conv2dGeometry& g, const ConvData& d, bool bias)>;
+
+ConvOutputs cpu_conv(const cpu::Conv2dGeometry& g, const ConvData& d, bool bias) {
+  ConvOutputs o;
+  o.y.assign(g.batch * g.out_channels * g.out_height() * g.out_width(), NAN);
+  o.dx.assign(d.x.size(), NAN);
+  o.dw.assign(d.w.size(), NAN);
+  o.dbias.assign(g.out_channels, NAN);
+  cpu::conv2d_forward(o.y.data(), d.x.data(), d.w.data(), bias ? d.bias.data() : nullptr, g);
+  cpu::conv2d_backward(o.dx.data(), o.dw.data(), o.dbias.data(), d.dy.data(), d.x.data(), d.w.data(), g);
+  return o;
+}
+
+void check_against(const std::string& label, const std::vector<float>& got, const std::vector<double>& want,
+                   const std::vector<double>& magnitude, int64_t terms) {
+  ErrorReport report;
+  bool sizes = got.size() == want.size();
+  for (size_t x = 0; sizes && x < got.size(); ++x) report.add(got[x], want[x], magnitude[x], terms);
+  expect(sizes && report.ok(), format("%s worst %.3f of bound", label.c_str(), report.worst_ratio));
+}
+
+const std::vector<ConvCase> kConvCases = {
+    {{2, 3, 8, 8, 4, 3, 3, 1, 1}, true},       {{3, 2, 9, 7, 5, 3, 3, 2, 1}, true},
+    {{2, 4, 6, 5, 3, 1, 1, 1, 0}, true},       {{2, 3, 7, 9, 2, 1, 1, 2, 0}, false},
+    {{1, 2, 5, 5, 3, 5, 5, 1, 0}, true},       {{4, 3, 11, 10, 6, 3, 2, 2, 0}, true},
+    {{5, 8, 16, 16, 16, 3, 3, 1, 1}, false},   {{2, 3, 4, 4, 2, 3, 3, 3, 2}, true},
+    {{9, 64, 32, 32, 8, 3, 3, 1, 1}, true},  // more than one im2col group
+    {{0, 3, 8, 8, 4, 3, 3, 1, 1}, true},     // empty batch: dw and dbias are zero
+};
+
+void check_conv_backend(const std::string& name, const ConvFn& conv) {
+  for (const ConvCase& c : kConvCases) {
+    const cpu::Conv2dGeometry& g = c.g;
+    ConvData d{random_vector(g.batch * g.in_channels * g.in_height * g.in_width),
+               random_vector(g.out_channels * g.in_channels * g.kernel_height * g.kernel_width),
+               random_vector(g.out_channels),
+               random_vector(g.batch * g.out_channels * g.out_height() * g.out_width())};
+    const ConvReference r = reference_conv(g, d, c.bias);
+    const ConvOutputs o = conv(g, d, c.bias);
+    const std::string label = "conv2d " + name + " " + describe(g) + (c.bias ? " bias" : "");
+    check_against(label + " y", o.y, r.y, r.y_mag, r.y_terms);
+    check_against(label + " dx", o.dx, r.dx, r.dx_mag, r.dx_terms);
+    check_against(label + " dw", o.dw, r.dw, r.dw_mag, r.dw_terms);
+    check_against(label + " dbias", o.dbias, r.dbias, r.dbias_mag, r.dbias_terms);
+  }
+}
+
+// Each output alone (the others null) gives the same bits as all together.
+void check_conv_null_outputs() {
+  const cpu::Conv2dGeometry g{3, 4, 9, 8, 5, 3, 3, 2, 1};
+  ConvData d{random_vector(g.batch * g.in_channels * g.in_height * g.in_width),
+             random_vector(g.out_channels * g.in_channels * 9), random_vector(g.out_channels),
+             random_vector(g.batch * g.out_channels * g.out_height() * g.out_width())};
+  const ConvOutputs all = cpu_conv(g, d, true);
+  std::vector<float> dx(d.x.size()), dw(d.w.size()), dbias(g.out_channels);
+  cpu::conv2d_backward(dx.data(), nullptr, nullptr, d.dy.data(), d.x.data(), d.w.data(), g);
+  cpu::conv2d_backward(nullptr, dw.data(), nullptr, d.dy.data(), d.x.data(), d.w.data(), g);
+  cpu::conv2d_backward(nullptr, nullptr, dbias.data(), d.dy.data(), d.x.data(), d.w.data(), g);
+  expect(dx == all.dx && dw == all.dw && dbias == all.dbias, "conv2d cpu backward with null outputs: same results");
+}
+
+// Finite differences of L = sum(y * r) in float64 around x and w: the conv is linear in each, so central
+// differences are exact up to the float32 rounding of y (h = 0.05; the tolerance covers that rounding).
+void check_conv_finite_differences() {
+  const cpu::Conv2dGeometry g{2, 3, 7, 6, 4, 3, 3, 2, 1};
+  ConvData d{random_vector(g.batch * g.in_channels * g.in_height * g.in_width),
+             random_vector(g.out_channels * g.in_channels * 9), random_vector(g.out_channels),
+             random_vector(g.batch * g.out_channels * g.out_height() * g.out_width())};
+  std::vector<float> y(d.dy.size()), dx(d.x.size()), dw(d.w.size()), dbias(g.out_channels);
+  cpu::conv2d_backward(dx.data(), dw.data(), dbias.data(), d.dy.data(), d.x.data(), d.w.data(), g);
+  auto loss = [&](const ConvData& at) {
+    cpu::conv2d_forward(y.data(), at.x.data(), at.w.data(), at.bias.data(), g);
+    double l = 0.0;
+    for (size_t i = 0; i < y.size(); ++i) l += double(y[i]) * d.dy[i];
+    return l;
+  };
+  const float h = 0.05f;
+  double worst = 0.0;
+  std::uniform_int_distribution<size_t> pick_x(0, d.x.size() - 1), pick_w(0, d.w.size() - 1);
+  for (int trial = 0; trial < 24; ++trial) {
+    const int which = trial % 3;  // x, w, bias
+    const size_t index = which == 0 ? pick_x(g_random) : which == 1 ? pick_w(g_random) : trial % g.out_channels;
+    std::vector<float>& param = which == 0 ? d.x : which == 1 ? d.w : d.bias;
+    const float saved = param[index];
+    param[index] = saved + h;
+    const double plus = loss(d);
+    param[index] = saved - h;
+    const double minus = loss(d);
+    param[index] = saved;
+    const double numeric = (plus - minus) / (2.0 * double(h));
+    const double analytic = which == 0 ? dx[index] : which == 1 ? dw[index] : dbias[index];
+    worst = std::max(worst, std::fabs(numeric - analytic) / std::max(1.0, std::fabs(analytic)));
+  }
+  expect(worst < 2e-3, format("conv2d cpu finite differences (x, w, bias): worst relative error %.2e", worst));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Pooling
+
+struct PoolCase {
+  int64_t planes, height, width, kernel, stride;
+  bool ties;  // values from {0, 1, 2}: many windows hold their maximum twice or more
+};
+
+const std::vector<PoolCase> kPoolCases = {
+    {6, 8, 8, 2, 2, false}, {4, 9, 7, 3, 2, false}, {3, 6, 6, 3, 1, true}, {5, 10, 9, 2, 3, false},
+    {2, 8, 8, 2, 2, true},  {3, 7, 11, 3, 2, true}, {1, 5, 5, 5, 1, false}, {64, 16, 16, 2, 2, false},
+};
+
+struct PoolReference {
+  std::vector<double> y, dx, dx_mag;
+};
+
+PoolReference reference_pool(const PoolCase& c, const std::vector<float>& x, const std::vector<float>& dy) {
+  const int64_t oh_n = (c.height - c.kernel) / c.stride + 1, ow_n = (c.width - c.kernel) / c.stride + 1;
+  PoolReference r{std::vector<double>(c.planes * oh_n * ow_n), std::vector<double>(x.size(), 0.0),
+                  std::vector<double>(x.size(), 0.0)};
+  for (int64_t p = 0; p < c.planes; ++p)
+    for (int64_t oh = 0; oh < oh_n; ++oh)
+      for (int64_t ow = 0; ow < ow_n; ++ow) {
+        int64_t best = -1;
+        for (int64_t i = 0; i < c.kernel; ++i)
+          for (int64_t j = 0; j < c.kernel; ++j) {
+            const int64_t xi = (p * c.height + oh * c.stride + i) * c.width + ow * c.stride + j;
+            if (best < 0 || x[xi] > x[best]) best = xi;  // strictly greater: the first maximum wins
+          }
+        const int64_t yi = (p * oh_n + oh) * ow_n + ow;
+        r.y[yi] = x[best];
+        r.dx[best] += dy[yi];
+        r.dx_mag[best] += std::fabs(dy[yi]);
+      }
+  return r;
+}
+
+using PoolFn = std::function<void(std::vector<float>& y, std::vector<float>& dx, const PoolCase& c,
+                                  const std::vector<float>& x, const std::vector<float>& dy)>;
+
+void check_pool_backend(const std::string& name, const PoolFn& pool) {
+  for (const PoolCase& c : kPoolCases) {
+    const int64_t oh_n = (c.height - c.kernel) / c.stride + 1, ow_n = (c.width - c.kernel) / c.stride + 1;
+    std::vector<float> x = random_vector(c.planes * c.height * c.width, -1.0f, 1.0f);
+    if (c.ties)
+      for (float& v : x) v = std::floor((v + 1.0f) * 1.5f);
+    const std::vector<float> dy = random_vector(c.planes * oh_n * ow_n);
+    const PoolReference r = reference_pool(c, x, dy);
+    std::vector<float> y(r.y.size(), NAN), dx(x.size(), NAN);
+    pool(y, dx, c, x, dy);
+    bool y_ok = true, dx_ok = true;
+    for (size_t i = 0; i < y.size(); ++i) y_ok = y_ok && double(y[i]) == r.y[i];
+    // An element of dx adds the dy of at most ceil(kernel/stride)^2 windows.
+    const int64_t overlap = (c.kernel + c.stride - 1) / c.stride;
+    for (size_t i = 0; i < dx.size(); ++i)
+      dx_ok = dx_ok && within_bound(dx[i], r.dx[i], r.dx_mag[i], overlap * overlap, 0);
+    expect(y_ok && dx_ok, format("max_pool2d %s planes %ld %ldx%ld k%ld s%ld%s: forward exact %s, backward %s",
+                                 name.c_str(), long(c.planes), long(c.height), long(c.width), long(c.kernel),
+                                 long(c.stride), c.ties ? " ties" : "", y_ok ? "yes" : "NO", dx_ok ? "ok" : "WRONG"));
+  }
+}
+
+using AvgPoolFn = std::function<void(std::vector<float>& y, std::vector<float>& dx, int64_t planes, int64_t size,
+                                     const std::vector<float>& x, const std::vector<float>& dy)>;
+
+void check_avg_pool_backend(const std::string& name, const AvgPoolFn& pool) {
+  for (auto [planes, size] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {7, 49}, {64, 64}, {3, 5000}}) {
+    const std::vector<float> x = random_vector(planes * size), dy = random_vector(planes);
+    std::vector<float> y(planes, NAN), dx(x.size(), NAN);
+    pool(y, dx, planes, size, x, dy);
+    ErrorReport fwd, bwd;
+    for (int64_t p = 0; p < planes; ++p) {
+      double sum = 0.0, mag = 0.0;
+      for (int64_t i = 0; i < size; ++i) {
+        sum += x[p * size + i];
+        mag += std::fabs(x[p * size + i]);
+      }
+      fwd.add(y[p], sum / size, mag / size, size);
+      for (int64_t i = 0; i < size; ++i) bwd.add(dx[p * size + i], double(dy[p]) / size, std::fabs(dy[p]) / size, 1);
+    }
+    expect(fwd.ok() && bwd.ok(), format("global_avg_pool %s planes %ld size %ld: forward %.3f, backward %.3f of bound",
+                                        name.c_str(), long(planes), long(size), fwd.worst_ratio, bwd.worst_ratio));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// CUDA: host vectors in and out of device buffers.
+
+#ifdef WEIGHTNORM_WITH_CUDA
+namespace cu = weightnorm::cuda;
+
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t count, size_t offset = 0)
+      : bytes_((count + offset) * sizeof(float)), base_(static_cast<float*>(cu::allocate(std::max<size_t>(bytes_, 4)))),
+        data_(base_ + offset), count_(count) {}
+  DeviceBuffer(const std::vector<float>& host, size_t offset = 0) : DeviceBuffer(host.size(), offset) {
+    if (!host.empty()) cu::copy_to_device(data_, host.data(), host.size() * sizeof(float));
+  }
+  ~DeviceBuffer() { cu::release(base_, std::max<size_t>(bytes_, 4)); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  float* get() const { return data_; }
+  std::vector<float> host() const {
+    std::vector<float> v(count_);
+    if (count_) cu::copy_to_host(v.data(), data_, count_ * sizeof(float));
+    return v;
+  }
+  void copy_to(std::vector<float>& v) const { v = host(); }
+
+ private:
+  size_t bytes_;
+  float* base_;
+  float* data_;
+  size_t count_;
+};
+
+// offset: every buffer starts that many floats past a 256-byte boundary (1 defeats the 16-byte vector loads).
+GemmFn cuda_gemm(size_t offset) {
+  return [offset](float* out, const float* a, const float* b, const GemmProblem& p, const cpu::GemmEpilogue& ep) {
+    const int64_t m = p.shape.m, n = p.shape.n, k = p.shape.k;
+    DeviceBuffer da(std::vector<float>(a, a + m * k), offset), db(std::vector<float>(b, b + k * n), offset);
+    DeviceBuffer dout(std::vector<float>(out, out + m * n), offset);
+    auto copy = [&](const float* host, int64_t count) {
+      return host ? std::make_unique<DeviceBuffer>(std::vector<float>(host, host + count), offset) : nullptr;
+    };
+    auto rs = copy(ep.row_scale, m), cs = copy(ep.column_scale, n), rb = copy(ep.row_bias, m),
+         cb = copy(ep.column_bias, n), sc = copy(ep.subtract_coefficient, m), sm = copy(ep.subtract_matrix, m * n);
+    cu::GemmEpilogue d;
+    d.row_scale = rs ? rs->get() : nullptr;
+    d.column_scale = cs ? cs->get() : nullptr;
+    d.row_bias = rb ? rb->get() : nullptr;
+    d.column_bias = cb ? cb->get() : nullptr;
+    d.subtract_coefficient = sc ? sc->get() : nullptr;
+    d.subtract_matrix = sm ? sm->get() : nullptr;
+    d.beta = ep.beta;
+    cu::gemm(dout.get(), da.get(), db.get(), m, n, k, p.transpose_a, p.transpose_b, d);
+    const std::vector<float> result = dout.host();
+    std::copy(result.begin(), result.end(), out);
+  };
+}
+
+ConvOutputs cuda_conv(const cpu::Conv2dGeometry& g, const ConvData& d, bool bias) {
+  const cu::Conv2dGeometry cg{g.batch,         g.in_channels,  g.in_height, g.in_width, g.out_channels,
+                              g.kernel_height, g.kernel_width, g.stride,    g.padding};
+  DeviceBuffer x(d.x), w(d.w), b(d.bias), dy(d.dy);
+  DeviceBuffer y(std::vector<float>(g.batch * g.out_channels * g.out_height() * g.out_width(), NAN));
+  DeviceBuffer dx(std::vector<float>(d.x.size(), NAN)), dw(std::vector<float>(d.w.size(), NAN)),
+      dbias(std::vector<float>(g.out_channels, NAN));
+  cu::conv2d_forward(y.get(), x.get(), w.get(), bias ? b.get() : nullptr, cg);
+  cu::conv2d_backward(dx.get(), dw.get(), dbias.get(), dy.get(), x.get(), w.get(), cg);
+  return {y.host(), dx.host(), dw.host(), dbias.host()};
+}
+
+void check_cuda_determinism() {
+  // GEMM and conv backward twice: bitwise equal (no atomics anywhere).
+  const GemmProblem p = make_problem({300, 257, 129}, true, false);
+  const GemmBackend backend{"cuda", cuda_gemm(0), false};
+  const std::vector<float> first = run_gemm(backend, p, kEpilogueCases[8]);
+  const std::vector<float> second = run_gemm(backend, p, kEpilogueCases[8]);
+  expect(first == second, "gemm cuda: two runs give the same bits");
+  const cpu::Conv2dGeometry g{4, 8, 12, 12, 6, 3, 3, 2, 1};
+  ConvData d{random_vector(g.batch * g.in_channels * g.in_height * g.in_width),
+             random_vector(g.out_channels * g.in_channels * 9), random_vector(g.out_channels),
+             random_vector(g.batch * g.out_channels * g.out_height() * g.out_width())};
+  const ConvOutputs a = cuda_conv(g, d, true), b = cuda_conv(g, d, true);
+  expect(a.y == b.y && a.dx == b.dx && a.dw == b.dw && a.dbias == b.dbias, "conv2d cuda: two runs give the same bits");
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------------------------
+// --bench: GEMM GFLOP/s per backend.
+
+double seconds_of(const std::function<void()>& body, int repeats) {
+  body();  // warm-up (packing buffers, thread pools, caches)
+  double best = INFINITY;
+  for (int r = 0; r < repeats; ++r) {
+    const auto start = std::chrono::steady_clock::now();
+    body();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  return best;
+}
+
+void bench(const std::vector<int64_t>& sizes) {
+  std::printf("GEMM GFLOP/s (best of runs), %d CPU threads\n", cpu::num_threads());
+  for (int64_t s : sizes) {
+    const std::vector<float> a = random_vector(s * s), b = random_vector(s * s);
+    std::vector<float> c(s * s);
+    const double flops = 2.0 * double(s) * double(s) * double(s);
+    const int repeats = s >= 4096 ? 2 : 5;
+    auto run_cpu = [&](const std::string& label) {
+      const double t = seconds_of([&] { cpu::gemm(c.data(), a.data(), b.data(), s, s, s, false, false, {}); }, repeats);
+      std::printf("  %5ld^3  cpu %-16s %8.1f GFLOP/s  (%.3f s)\n", long(s), label.c_str(), flops / t / 1e9, t);
+      std::fflush(stdout);
+    };
+    if (std::string(cpu::gemm_backend()) == "openblas") run_cpu("openblas");
+    cpu::set_gemm_prefer_blas(false);
+    for (const char* isa : {"avx512", "avx2", "sse2"}) {
+      if (!cpu::set_gemm_blocked_isa(isa)) continue;
+      if (s >= 4096 && std::string(isa) != "avx512" && cpu::set_gemm_blocked_isa("avx512")) continue;
+      cpu::set_gemm_blocked_isa(isa);
+      run_cpu(std::string("blocked/") + isa);
+    }
+    cpu::set_gemm_blocked_isa(nullptr);
+    cpu::set_gemm_prefer_blas(true);
+#ifdef WEIGHTNORM_WITH_CUDA
+    if (cu::device_status().usable) {
+      for (const bool ta : {false, true}) {
+        DeviceBuffer da(a), db(b), dc(c);
+        const std::vector<double> ms = cu::time_on_stream(
+            [&](int) { cu::gemm(dc.get(), da.get(), db.get(), s, s, s, ta, false, {}); }, 2, 10);
+        const double best = *std::min_element(ms.begin(), ms.end()) / 1e3;
+        std::printf("  %5ld^3  cuda %-15s %8.1f GFLOP/s  (%.3f ms)\n", long(s), ta ? "simt (a^T)" : "simt",
+                    flops / best / 1e9, best * 1e3);
+      }
+    }
+#endif
+  }
+}
+
+// GEMM on OpenBLAS (when built with it) and on the blocked kernel with each micro-kernel this CPU can run; conv
+// and pooling.
+void check_cpu() {
+  std::printf("cpu gemm backend: %s, blocked micro-kernel: %s, %d threads\n", cpu::gemm_backend(),
+              cpu::gemm_blocked_isa(), cpu::num_threads());
+  if (std::string(cpu::gemm_backend()) == "openblas") {
+    // OpenBLAS is deterministic for a given thread count only (it may split k differently).
+    check_gemm_backend({"cpu/openblas", cpu_gemm(), false}, kGemmShapes);
+  } else {
+    std::printf("OpenBLAS not built in: only the blocked kernel is checked\n");
+  }
+  cpu::set_gemm_prefer_blas(false);
+  expect(std::string(cpu::gemm_backend()) == "blocked", "set_gemm_prefer_blas(false) selects the blocked kernel");
+  for (const char* isa : {"avx512", "avx2", "sse2"}) {
+    if (!cpu::set_gemm_blocked_isa(isa)) {
+      std::printf("blocked micro-kernel %s: not supported on this CPU, skipped\n", isa);
+      continue;
+    }
+    check_gemm_backend({std::string("cpu/blocked/") + isa, cpu_gemm(), true}, kGemmShapes);
+  }
+  cpu::set_gemm_blocked_isa(nullptr);
+
+  // Conv and pooling on the CPU, with the default GEMM and with the blocked one.
+  for (const bool blas : {true, false}) {
+    cpu::set_gemm_prefer_blas(blas);
+    if (blas && std::string(cpu::gemm_backend()) != "openblas") continue;
+    check_conv_backend(std::string("cpu/") + cpu::gemm_backend(), cpu_conv);
+  }
+  cpu::set_gemm_prefer_blas(true);
+  check_conv_null_outputs();
+  check_conv_finite_differences();
+  check_pool_backend("cpu", [](std::vector<float>& y, std::vector<float>& dx, const PoolCase& c,
+                               const std::vector<float>& x, const std::vector<float>& dy) {
+    cpu::max_pool2d_forward(y.data(), x.data(), c.planes, c.height, c.width, c.kernel, c.stride);
+    cpu::max_pool2d_backward(dx.data(), dy.data(), x.data(), c.planes, c.height, c.width, c.kernel, c.stride);
+  });
+  check_avg_pool_backend("cpu", [](std::vector<float>& y, std::vector<float>& dx, int64_t planes, int64_t size,
+                                   const std::vector<float>& x, const std::vector<float>& dy) {
+    cpu::global_avg_pool_forward(y.data(), x.data(), planes, size);
+    cpu::global_avg_pool_backward(dx.data(), dy.data(), planes, size);
+  });
+
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool cuda_only = false;  // --cuda-only: skip the CPU checks (e.g. under compute-sanitizer)
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--verbose") g_verbose = true;
+    if (std::string(argv[i]) == "--cuda-only") cuda_only = true;
+    if (std::string(argv[i]) == "--bench") {
+      std::vector<int64_t> sizes;
+      for (int j = i + 1; j < argc; ++j) sizes.push_back(std::atol(argv[j]));
+      if (sizes.empty()) sizes = {1024, 4096};
+      bench(sizes);
+      return 0;
+    }
+  }
+
+  if (!cuda_only) check_cpu();
+
+#ifdef WEIGHTNORM_WITH_CUDA
+  const cu::DeviceStatus& status = cu::device_status();
+  if (!status.usable) {
+    std::printf("CUDA checks skipped: %s\n", status.reason.c_str());
+  } else {
+    std::printf("cuda device: %s (sm_%d%d), gemm backend: %s\n", status.name.c_str(), status.compute_major,
+                status.compute_minor, cu::gemm_backend());
+    std::vector<GemmShape> shapes = kGemmShapes;
+    shapes.push_back({300, 257, 129});
+    shapes.push_back({256, 192, 64});
+    shapes.push_back({129, 260, 33});
+    shapes.push_back({64, 96, 5000});     // split-k
+    shapes.push_back({7, 13, 3001});      // split-k, scalar loads
+    shapes.push_back({1537, 1539, 33});   // the 128x128 tile, ragged edges
+    shapes.push_back({1536, 1536, 40});   // the 128x128 tile, vector loads
+    check_gemm_backend({"cuda", cuda_gemm(0), false}, shapes);
+    check_gemm_backend({"cuda/misaligned", cuda_gemm(1), false},
+                       {{16, 16, 16}, {128, 128, 8}, {256, 192, 64}, {33, 65, 17}, {1536, 1536, 24}});
+    check_cuda_determinism();
+    check_conv_backend("cuda", cuda_conv);
+    check_pool_backend("cuda", [](std::vector<float>& y, std::vector<float>& dx, const PoolCase& c,
+                                  const std::vector<float>& x, const std::vector<float>& dy) {
+      DeviceBuffer dx_d(dx), y_d(y), x_d(x), dy_d(dy);
+      cu::max_pool2d_forward(y_d.get(), x_d.get(), c.planes, c.height, c.width, c.kernel, c.stride);
+      cu::max_pool2d_backward(dx_d.get(), dy_d.get(), x_d.get(), c.planes, c.height, c.width, c.kernel, c.stride);
+      y_d.copy_to(y);
+      dx_d.copy_to(dx);
+    });
+    check_avg_pool_backend("cuda", [](std::vector<float>& y, std::vector<float>& dx, int64_t planes, int64_t size,
+                                      const std::vector<float>& x, const std::vector<float>& dy) {
+      DeviceBuffer dx_d(dx), y_d(y), x_d(x), dy_d(dy);
+      cu::global_avg_pool_forward(y_d.get(), x_d.get(), planes, size);
+      cu::global_avg_pool_backward(dx_d.get(), dy_d.get(), planes, size);
+      y_d.copy_to(y);
+      dx_d.copy_to(dx);
+    });
+  }
+#else
+  std::printf("CUDA checks skipped: built without CUDA\n");
+#endif
+
+  std::printf("%d passed, %d failed\n", g_checks - g_failures, g_failures);
+  return g_failures == 0 ? 0 : 1;
+}

@@ -352,6 +352,7 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   TensorWrap* subtract_coefficient = field("subtractCoefficient");
   TensorWrap* subtract_matrix = field("subtractMatrix");
   TensorWrap* into = field("out");
+  TensorWrap* raw_out = field("rawOut");
   const Napi::Value beta_value = e.Get("beta");
   const float beta = beta_value.IsNumber() ? beta_value.As<Napi::Number>().FloatValue() : 0.0f;
   const Device device = common_device(env, {{&a, "a"},
@@ -362,7 +363,8 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
                                             {column_bias, "columnBias"},
                                             {subtract_coefficient, "subtractCoefficient"},
                                             {subtract_matrix, "subtractMatrix"},
-                                            {into, "out"}});
+                                            {into, "out"},
+                                            {raw_out, "rawOut"}});
   expect_count(env, a, m * k, "a");
   expect_count(env, b, k * n, "b");
   if (row_scale) expect_count(env, *row_scale, m, "rowScale");
@@ -374,6 +376,7 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   if (!subtract_coefficient != !subtract_matrix)
     throw_type_error(env, "epilogue: subtractCoefficient and subtractMatrix go together");
   if (into) expect_count(env, *into, m * n, "out");
+  if (raw_out) expect_count(env, *raw_out, m * n, "rawOut");
   if (beta != 0.0f && !into) throw_type_error(env, "epilogue.out: expected a tensor to accumulate into when beta != 0");
   return guarded(env, [&]() -> Napi::Value {
     Napi::Object out_object = into ? info[7].As<Napi::Object>().Get("out").As<Napi::Object>()
@@ -387,6 +390,7 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
       epilogue.subtract_coefficient = data_of(subtract_coefficient);
       epilogue.subtract_matrix = data_of(subtract_matrix);
       epilogue.beta = beta;
+      epilogue.raw_out = data_of(raw_out);
     };
     if (device == Device::kCpu) {
       cpu::GemmEpilogue epilogue;

@@ -1,2 +1,305 @@
-// Placeholder: implemented by the training-stack work (see conv.h).
+// CPU convolution (im2col + GEMM) and pooling, NCHW (see conv.h).
+//
+// conv2d works on groups of images so that each GEMM is large enough to use every thread:
+//   col [C*kh*kw, G*OH*OW]  im2col of the group's images, side by side (one column block per image)
+//   forward   y_g [OC, G*OH*OW] = w [OC, C*kh*kw] x col, bias as the GEMM's row_bias; when G > 1 the result goes
+//             to a scratch buffer and is scattered to NCHW (image-major) order.
+//   dw        dw [OC, C*kh*kw] += dy_g [OC, G*OH*OW] x col^T (beta = 1 from the second group on).
+//   dx        dcol [C*kh*kw, G*OH*OW] = w^T x dy_g, then col2im: each dx element gathers the dcol entries that
+//             came from it, in a fixed order (no scatter races, deterministic for any thread count).
+//   dbias     per channel, the sum of dy over batch and space in double, in a fixed order.
+// A 1x1 kernel with stride 1 and no padding needs no im2col: col is the image itself (G = 1).
+// G is the largest group whose col buffer stays within kColBudget floats.
 #include "conv.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <vector>
+
+#include "gemm.h"
+#include "weightnorm.h"
+
+namespace weightnorm::cpu {
+namespace {
+
+constexpr int64_t kColBudget = int64_t{1} << 22;  // floats (16 MiB) of im2col scratch per group
+constexpr int64_t kParallelMinElements = int64_t{1} << 15;
+
+void check_geometry(const Conv2dGeometry& g) {
+  if (g.batch < 0 || g.in_channels <= 0 || g.in_height <= 0 || g.in_width <= 0 || g.out_channels <= 0 ||
+      g.kernel_height <= 0 || g.kernel_width <= 0 || g.stride <= 0 || g.padding < 0 || g.out_height() <= 0 ||
+      g.out_width() <= 0)
+    throw std::invalid_argument("conv2d: invalid geometry (sizes must be positive and the kernel must fit)");
+}
+
+bool is_pointwise(const Conv2dGeometry& g) {
+  return g.kernel_height == 1 && g.kernel_width == 1 && g.stride == 1 && g.padding == 0;
+}
+
+int64_t group_size(const Conv2dGeometry& g) {
+  if (is_pointwise(g)) return 1;
+  const int64_t per_image = g.in_channels * g.kernel_height * g.kernel_width * g.out_height() * g.out_width();
+  return std::clamp<int64_t>(kColBudget / std::max<int64_t>(per_image, 1), 1, std::max<int64_t>(g.batch, 1));
+}
+
+// col[(c*kh + i)*kw + j, image*OHW + oh*OW + ow] = x[image, c, oh*s - p + i, ow*s - p + j] (0 outside).
+void im2col(float* col, const float* x, int64_t images, const Conv2dGeometry& g) {
+  const int64_t oh_count = g.out_height(), ow_count = g.out_width(), spatial = oh_count * ow_count;
+  const int64_t rows = g.in_channels * g.kernel_height * g.kernel_width, width = images * spatial;
+  const int threads = num_threads();
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (rows * width >= kParallelMinElements)
+  for (int64_t row = 0; row < rows; ++row) {
+    for (int64_t image = 0; image < images; ++image) {
+      const int64_t c = row / (g.kernel_height * g.kernel_width);
+      const int64_t i = (row / g.kernel_width) % g.kernel_height, j = row % g.kernel_width;
+      const float* plane = x + (image * g.in_channels + c) * g.in_height * g.in_width;
+      float* dst = col + row * width + image * spatial;
+      for (int64_t oh = 0; oh < oh_count; ++oh) {
+        const int64_t h = oh * g.stride - g.padding + i;
+        float* d = dst + oh * ow_count;
+        if (h < 0 || h >= g.in_height) {
+          std::fill(d, d + ow_count, 0.0f);
+          continue;
+        }
+        const float* src = plane + h * g.in_width;
+        if (g.stride == 1) {
+          // Contiguous run: zeros left and right of the image, a copy in between.
+          const int64_t offset = j - g.padding;
+          const int64_t begin = std::clamp<int64_t>(-offset, 0, ow_count);
+          const int64_t end = std::clamp<int64_t>(g.in_width - offset, begin, ow_count);
+          std::fill(d, d + begin, 0.0f);
+          std::copy(src + begin + offset, src + end + offset, d + begin);
+          std::fill(d + end, d + ow_count, 0.0f);
+        } else {
+          for (int64_t ow = 0; ow < ow_count; ++ow) {
+            const int64_t w = ow * g.stride - g.padding + j;
+            d[ow] = (w >= 0 && w < g.in_width) ? src[w] : 0.0f;
+          }
+        }
+      }
+    }
+  }
+}
+
+// dx[image, c, h, w] = sum of dcol over the (i, j, oh, ow) with oh*s - p + i = h and ow*s - p + j = w, taken in
+// ascending (i, j) order.
+void col2im(float* dx, const float* dcol, int64_t images, const Conv2dGeometry& g) {
+  const int64_t oh_count = g.out_height(), ow_count = g.out_width(), spatial = oh_count * ow_count;
+  const int64_t width = images * spatial, kh = g.kernel_height, kw = g.kernel_width;
+  const int threads = num_threads();
+  const int64_t planes = images * g.in_channels;
+#pragma omp parallel for schedule(static) num_threads(threads) if (planes * g.in_height * g.in_width >= kParallelMinElements)
+  for (int64_t plane = 0; plane < planes; ++plane) {
+    const int64_t image = plane / g.in_channels, c = plane % g.in_channels;
+    float* out = dx + plane * g.in_height * g.in_width;
+    std::fill(out, out + g.in_height * g.in_width, 0.0f);
+    for (int64_t i = 0; i < kh; ++i) {
+      for (int64_t j = 0; j < kw; ++j) {
+        const float* src = dcol + ((c * kh + i) * kw + j) * width + image * spatial;
+        for (int64_t oh = 0; oh < oh_count; ++oh) {
+          const int64_t h = oh * g.stride - g.padding + i;
+          if (h < 0 || h >= g.in_height) continue;
+          float* row = out + h * g.in_width;
+          const float* s = src + oh * ow_count;
+          for (int64_t ow = 0; ow < ow_count; ++ow) {
+            const int64_t w = ow * g.stride - g.padding + j;
+            if (w >= 0 && w < g.in_width) row[w] += s[ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+// [OC, images*spatial] (image blocks side by side) <-> [images, OC, spatial].
+void channels_major_to_images(float* y, const float* t, int64_t images, int64_t channels, int64_t spatial) {
+  const int threads = num_threads();
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (images * channels * spatial >= kParallelMinElements)
+  for (int64_t image = 0; image < images; ++image)
+    for (int64_t c = 0; c < channels; ++c)
+      std::copy_n(t + (c * images + image) * spatial, spatial, y + (image * channels + c) * spatial);
+}
+void images_to_channels_major(float* t, const float* y, int64_t images, int64_t channels, int64_t spatial) {
+  const int threads = num_threads();
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (images * channels * spatial >= kParallelMinElements)
+  for (int64_t image = 0; image < images; ++image)
+    for (int64_t c = 0; c < channels; ++c)
+      std::copy_n(y + (image * channels + c) * spatial, spatial, t + (c * images + image) * spatial);
+}
+
+}  // namespace
+
+void conv2d_forward(float* y, const float* x, const float* w, const float* bias, const Conv2dGeometry& g) {
+  check_geometry(g);
+  const int64_t spatial = g.out_height() * g.out_width(), in_spatial = g.in_height * g.in_width;
+  const int64_t patch = g.in_channels * g.kernel_height * g.kernel_width;
+  const int64_t group = group_size(g);
+  std::vector<float> col, product;
+  if (!is_pointwise(g)) col.resize(patch * group * spatial);
+  if (group > 1) product.resize(g.out_channels * group * spatial);
+  GemmEpilogue epilogue;
+  epilogue.row_bias = bias;
+  for (int64_t first = 0; first < g.batch; first += group) {
+    const int64_t images = std::min(group, g.batch - first);
+    const float* x_group = x + first * g.in_channels * in_spatial;
+    float* y_group = y + first * g.out_channels * spatial;
+    const float* cols = x_group;
+    if (!is_pointwise(g)) {
+      im2col(col.data(), x_group, images, g);
+      cols = col.data();
+    }
+    float* target = images > 1 ? product.data() : y_group;
+    gemm(target, w, cols, g.out_channels, images * spatial, patch, false, false, epilogue);
+    if (images > 1) channels_major_to_images(y_group, target, images, g.out_channels, spatial);
+  }
+}
+
+void conv2d_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w,
+                     const Conv2dGeometry& g) {
+  check_geometry(g);
+  const int64_t spatial = g.out_height() * g.out_width(), in_spatial = g.in_height * g.in_width;
+  const int64_t patch = g.in_channels * g.kernel_height * g.kernel_width;
+  const int threads = num_threads();
+
+  if (dbias) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (g.batch * g.out_channels * spatial >= kParallelMinElements)
+    for (int64_t c = 0; c < g.out_channels; ++c) {
+      double sum = 0.0;
+      for (int64_t image = 0; image < g.batch; ++image) {
+        const float* plane = dy + (image * g.out_channels + c) * spatial;
+        for (int64_t s = 0; s < spatial; ++s) sum += plane[s];
+      }
+      dbias[c] = float(sum);
+    }
+  }
+  if (!dw && !dx) return;
+  if (g.batch == 0) {
+    if (dw) std::fill(dw, dw + g.out_channels * patch, 0.0f);
+    return;
+  }
+
+  const int64_t group = group_size(g);
+  std::vector<float> col, dy_group;
+  if (!is_pointwise(g)) col.resize(patch * group * spatial);
+  if (group > 1) dy_group.resize(g.out_channels * group * spatial);
+  for (int64_t first = 0; first < g.batch; first += group) {
+    const int64_t images = std::min(group, g.batch - first);
+    const float* dy_images = dy + first * g.out_channels * spatial;
+    const float* dys = dy_images;
+    if (images > 1) {
+      images_to_channels_major(dy_group.data(), dy_images, images, g.out_channels, spatial);
+      dys = dy_group.data();
+    }
+    if (dw) {
+      const float* cols = x + first * g.in_channels * in_spatial;
+      if (!is_pointwise(g)) {
+        im2col(col.data(), cols, images, g);
+        cols = col.data();
+      }
+      GemmEpilogue accumulate;
+      accumulate.beta = first == 0 ? 0.0f : 1.0f;
+      gemm(dw, dys, cols, g.out_channels, patch, images * spatial, false, true, accumulate);
+    }
+    if (dx) {
+      float* dx_images = dx + first * g.in_channels * in_spatial;
+      if (is_pointwise(g)) {
+        gemm(dx_images, w, dys, patch, spatial, g.out_channels, true, false, GemmEpilogue{});
+      } else {
+        gemm(col.data(), w, dys, patch, images * spatial, g.out_channels, true, false, GemmEpilogue{});
+        col2im(dx_images, col.data(), images, g);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Pooling.
+
+namespace {
+
+// Index (within the plane) of the first maximum of the window at (oh, ow), scanning rows then columns. A NaN is a
+// maximum (the first NaN wins), so NaN propagates as in the other frameworks.
+inline int64_t window_argmax(const float* plane, int64_t width, int64_t kernel, int64_t stride, int64_t oh,
+                             int64_t ow) {
+  int64_t best = oh * stride * width + ow * stride;
+  float best_value = plane[best];
+  for (int64_t i = 0; i < kernel; ++i) {
+    const float* row = plane + (oh * stride + i) * width + ow * stride;
+    for (int64_t j = 0; j < kernel; ++j) {
+      const float v = row[j];
+      if (v > best_value || (std::isnan(v) && !std::isnan(best_value))) {
+        best_value = v;
+        best = (oh * stride + i) * width + ow * stride + j;
+      }
+    }
+  }
+  return best;
+}
+
+void check_pool(int64_t planes, int64_t height, int64_t width, int64_t kernel, int64_t stride) {
+  if (planes < 0 || kernel <= 0 || stride <= 0 || height < kernel || width < kernel)
+    throw std::invalid_argument("max_pool2d: invalid geometry (kernel and stride must be positive, kernel <= size)");
+}
+
+}  // namespace
+
+void max_pool2d_forward(float* y, const float* x, int64_t planes, int64_t height, int64_t width, int64_t kernel,
+                        int64_t stride) {
+  check_pool(planes, height, width, kernel, stride);
+  const int64_t oh_count = (height - kernel) / stride + 1, ow_count = (width - kernel) / stride + 1;
+  const int threads = num_threads();
+#pragma omp parallel for schedule(static) num_threads(threads) if (planes * height * width >= kParallelMinElements)
+  for (int64_t p = 0; p < planes; ++p) {
+    const float* plane = x + p * height * width;
+    float* out = y + p * oh_count * ow_count;
+    for (int64_t oh = 0; oh < oh_count; ++oh)
+      for (int64_t ow = 0; ow < ow_count; ++ow)
+        out[oh * ow_count + ow] = plane[window_argmax(plane, width, kernel, stride, oh, ow)];
+  }
+}
+
+void max_pool2d_backward(float* dx, const float* dy, const float* x, int64_t planes, int64_t height, int64_t width,
+                         int64_t kernel, int64_t stride) {
+  check_pool(planes, height, width, kernel, stride);
+  const int64_t oh_count = (height - kernel) / stride + 1, ow_count = (width - kernel) / stride + 1;
+  const int threads = num_threads();
+#pragma omp parallel for schedule(static) num_threads(threads) if (planes * height * width >= kParallelMinElements)
+  for (int64_t p = 0; p < planes; ++p) {
+    const float* plane = x + p * height * width;
+    const float* grad = dy + p * oh_count * ow_count;
+    float* out = dx + p * height * width;
+    std::fill(out, out + height * width, 0.0f);
+    // Windows in row-major order: where windows overlap, an element's contributions add up in that order.
+    for (int64_t oh = 0; oh < oh_count; ++oh)
+      for (int64_t ow = 0; ow < ow_count; ++ow)
+        out[window_argmax(plane, width, kernel, stride, oh, ow)] += grad[oh * ow_count + ow];
+  }
+}
+
+void global_avg_pool_forward(float* y, const float* x, int64_t planes, int64_t plane_size) {
+  if (planes < 0 || plane_size <= 0) throw std::invalid_argument("global_avg_pool: plane_size must be positive");
+  const int threads = num_threads();
+#pragma omp parallel for schedule(static) num_threads(threads) if (planes * plane_size >= kParallelMinElements)
+  for (int64_t p = 0; p < planes; ++p) {
+    const float* plane = x + p * plane_size;
+    double sum = 0.0;
+    for (int64_t i = 0; i < plane_size; ++i) sum += plane[i];
+    y[p] = float(sum / double(plane_size));
+  }
+}
+
+void global_avg_pool_backward(float* dx, const float* dy, int64_t planes, int64_t plane_size) {
+  if (planes < 0 || plane_size <= 0) throw std::invalid_argument("global_avg_pool: plane_size must be positive");
+  const int threads = num_threads();
+#pragma omp parallel for schedule(static) num_threads(threads) if (planes * plane_size >= kParallelMinElements)
+  for (int64_t p = 0; p < planes; ++p) {
+    const float value = dy[p] / float(plane_size);
+    std::fill(dx + p * plane_size, dx + (p + 1) * plane_size, value);
+  }
+}
+
+}  // namespace weightnorm::cpu

@@ -9,6 +9,8 @@ namespace weightnorm::cuda {
 // What happens to each output element after the product, in this order (null pointers skip a step):
 //   out[i,j] = acc[i,j] * row_scale[i] * column_scale[j] + row_bias[i] + column_bias[j]
 //              - subtract_coefficient[i] * subtract_matrix[i,j] + beta * out[i,j]
+// The subtraction happens when subtract_matrix is set (a null subtract_coefficient counts as 1). With beta == 0
+// out is not read (it may hold garbage or NaN), as in BLAS.
 // Weight-normalized Linear forward: column_scale = g/|v|, column_bias = b (w is never materialized).
 // Its v gradient: row_scale = g/|v|, subtract_coefficient = g*dg/|v|^2, subtract_matrix = v.
 // Conv: row_bias = b. Gradient accumulation: beta = 1.
@@ -20,11 +22,18 @@ struct GemmEpilogue {
   const float* subtract_coefficient = nullptr;
   const float* subtract_matrix = nullptr;  // [m, n], row-major like out
   float beta = 0.0f;
+  // If set, the raw product acc[i,j] (before any epilogue step) is also stored here, [m, n] row-major: the
+  // weight-normalized Linear keeps t = x·vᵀ for its backward while the same GEMM writes y = s ⊙ t + b.
+  float* raw_out = nullptr;
 };
 
 // out[m, n] = op(a) op(b) (+ epilogue), all row-major. op(a) is [m, k]: a is [m, k], or [k, m] when transpose_a.
 // op(b) is [k, n]: b is [k, n], or [n, k] when transpose_b.
 void gemm(float* out, const float* a, const float* b, int64_t m, int64_t n, int64_t k, bool transpose_a,
           bool transpose_b, const GemmEpilogue& epilogue);
+
+// Which implementation gemm() uses: "simt" (the hand-written FP32 shared-memory kernel; a TF32 tensor-core
+// path would report itself here).
+const char* gemm_backend();
 
 }  // namespace weightnorm::cuda

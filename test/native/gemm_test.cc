@@ -219,6 +219,19 @@ void check_gemm_backend(const GemmBackend& backend, const std::vector<GemmShape>
                                    long(s.m), long(s.n), long(s.k), p.transpose_a ? 'T' : 'N',
                                    p.transpose_b ? 'T' : 'N', e.name, report.worst_ratio));
       }
+      {
+        // raw_out: the plain product is stored alongside the full epilogue's output.
+        reference_epilogue(p, kEpilogueCases[0], want, magnitude);
+        std::vector<float> raw(p.out0.size(), NAN), out = p.out0;
+        cpu::GemmEpilogue ep = host_epilogue(p, kEpilogueCases[8]);
+        ep.raw_out = raw.data();
+        backend.run(out.data(), p.a.data(), p.b.data(), p, ep);
+        ErrorReport report;
+        for (size_t x = 0; x < raw.size(); ++x) report.add(raw[x], want[x], magnitude[x], s.k);
+        expect(report.ok(), format("gemm %-16s %4ldx%4ldx%4ld %c%c raw_out          worst %.3f of bound",
+                                   backend.name.c_str(), long(s.m), long(s.n), long(s.k), p.transpose_a ? 'T' : 'N',
+                                   p.transpose_b ? 'T' : 'N', report.worst_ratio));
+      }
       const EpilogueCase& e = kEpilogueCases[8];
       const std::vector<float> all = run_gemm(backend, p, e);
       expect(all == run_gemm(backend, p, e),
@@ -557,9 +570,15 @@ GemmFn cuda_gemm(size_t offset) {
     d.subtract_coefficient = sc ? sc->get() : nullptr;
     d.subtract_matrix = sm ? sm->get() : nullptr;
     d.beta = ep.beta;
+    auto raw = ep.raw_out ? std::make_unique<DeviceBuffer>(std::vector<float>(m * n, NAN), offset) : nullptr;
+    d.raw_out = raw ? raw->get() : nullptr;
     cu::gemm(dout.get(), da.get(), db.get(), m, n, k, p.transpose_a, p.transpose_b, d);
     const std::vector<float> result = dout.host();
     std::copy(result.begin(), result.end(), out);
+    if (raw) {
+      const std::vector<float> raw_host = raw->host();
+      std::copy(raw_host.begin(), raw_host.end(), ep.raw_out);
+    }
   };
 }
 

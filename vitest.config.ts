@@ -6,6 +6,7 @@ export default defineConfig({
     // One process per file: a native crash then fails one file instead of the runner, and memory() counts start
     // from a clean process.
     pool: 'forks',
+    reporters: ['default', './test/summary-reporter.ts'],
     maxWorkers: 2,
     // The largest cases compare ~200k-element tensors against the float64 reference; a few seconds each on 2 cores.
     testTimeout: 60_000,

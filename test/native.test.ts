@@ -1,17 +1,21 @@
-// The native kernel test (test/native/kernel_test.cc, built by CMake as build/weightnorm_kernel_test): every CPU
-// kernel, and every CUDA kernel where a GPU is usable, against its own float64 reference, without Node.
+// The native kernel tests, built by CMake and runnable without Node (and under compute-sanitizer on a GPU machine):
+//   weightnorm_kernel_test  the weight-norm kernels (test/native/kernel_test.cc)
+//   weightnorm_gemm_test    GEMM with its epilogue, conv2d, pooling (test/native/gemm_test.cc)
+//   weightnorm_ops_test     elementwise, reductions, loss, normalization, optimizers (test/native/ops_test.cc)
+// Each checks every CPU kernel, and every CUDA kernel where a GPU is usable, against a float64 reference.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 import { describe, expect, it } from 'vitest';
 
-const binary = fileURLToPath(new URL('../build/weightnorm_kernel_test', import.meta.url));
+const binaries = ['weightnorm_kernel_test', 'weightnorm_gemm_test', 'weightnorm_ops_test'];
 
-describe('native kernel test', () => {
-  it('build/weightnorm_kernel_test exits 0 and reports "N passed, 0 failed" with N > 0', () => {
+describe.each(binaries)('native test %s', (name) => {
+  const binary = fileURLToPath(new URL(`../build/${name}`, import.meta.url));
+  it(`build/${name} exits 0 and reports "N passed, 0 failed" with N > 0`, () => {
     expect(existsSync(binary), `${binary} is missing: run npm run build`).toBe(true);
-    const result = spawnSync(binary, [], { encoding: 'utf8', timeout: 120_000, maxBuffer: 64 * 1024 * 1024 });
+    const result = spawnSync(binary, [], { encoding: 'utf8', timeout: 300_000, maxBuffer: 64 * 1024 * 1024 });
     const output = `${result.stdout ?? ''}${result.stderr ?? ''}`;
     const tail = output.trimEnd().split('\n').slice(-20).join('\n');
     expect(result.error, tail).toBeUndefined();
@@ -23,5 +27,5 @@ describe('native kernel test', () => {
     expect(failed, tail).toBe(0);
     expect(passed, tail).toBeGreaterThan(0);
     expect(result.status, tail).toBe(0);
-  });
+  }, 320_000);
 });

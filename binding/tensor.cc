@@ -41,6 +41,7 @@ void TensorWrap::Define(Napi::Env env, Napi::Object exports) {
   Napi::Function constructor = DefineClass(env, "NativeTensor",
                                            {
                                                InstanceMethod("toArray", &TensorWrap::ToArray),
+                                               InstanceMethod("data", &TensorWrap::Data),
                                                InstanceMethod("to", &TensorWrap::To),
                                                InstanceMethod("dispose", &TensorWrap::Dispose),
                                                InstanceAccessor("shape", &TensorWrap::GetShape, nullptr),
@@ -108,6 +109,58 @@ Napi::Value TensorWrap::ToArray(const Napi::CallbackInfo& info) {
     }
     return array;
   });
+}
+
+namespace {
+
+// Copies a tensor to the host on a worker thread, so waiting for the GPU does not block the event loop. Holds its
+// own reference to the storage: disposing the tensor meanwhile cannot free memory the copy still reads.
+class ReadbackWorker : public Napi::AsyncWorker {
+ public:
+  ReadbackWorker(Napi::Env env, std::shared_ptr<Storage> storage, size_t count)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), storage_(std::move(storage)),
+        host_(count) {}
+
+  Napi::Promise promise() const { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      const size_t bytes = host_.size() * sizeof(float);
+      if (bytes == 0) return;
+      if (storage_->device() == Device::kCpu) {
+        std::memcpy(host_.data(), storage_->data(), bytes);
+      } else {
+#ifdef WEIGHTNORM_WITH_CUDA
+        cuda::copy_to_host(host_.data(), storage_->data(), bytes);
+#endif
+      }
+    } catch (const std::exception& error) {
+      SetError(error.what());
+    }
+  }
+
+  void OnOK() override {
+    Napi::Float32Array array = Napi::Float32Array::New(Env(), host_.size());
+    if (!host_.empty()) std::memcpy(array.Data(), host_.data(), host_.size() * sizeof(float));
+    deferred_.Resolve(array);
+  }
+
+  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<Storage> storage_;
+  std::vector<float> host_;
+};
+
+}  // namespace
+
+Napi::Value TensorWrap::Data(const Napi::CallbackInfo& info) {
+  TensorWrap& self = From(Value(), "tensor");
+  auto* worker = new ReadbackWorker(info.Env(), self.storage_, static_cast<size_t>(self.numel()));
+  Napi::Promise promise = worker->promise();
+  worker->Queue();
+  return promise;
 }
 
 Napi::Value TensorWrap::To(const Napi::CallbackInfo& info) {

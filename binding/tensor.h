@@ -29,6 +29,7 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
 
  private:
   Napi::Value ToArray(const Napi::CallbackInfo& info);
+  Napi::Value Data(const Napi::CallbackInfo& info);
   Napi::Value To(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value GetShape(const Napi::CallbackInfo& info);

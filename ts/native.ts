@@ -11,6 +11,7 @@ export interface NativeTensor {
   readonly device: Device | null; // null once disposed
   readonly disposed: boolean;
   toArray(): Float32Array;
+  data(): Promise<Float32Array>;
   to(device: Device): NativeTensor;
   dispose(): void;
 }

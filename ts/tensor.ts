@@ -63,6 +63,18 @@ export class Tensor {
     return handleOf(this, 'tensor.toArray').toArray();
   }
 
+  /**
+   * A copy of the data on the host, read on a worker thread: the event loop keeps running while pending GPU work
+   * finishes. The tensor may be disposed before the promise settles (the copy holds its own reference).
+   */
+  data(): Promise<Float32Array> {
+    try {
+      return handleOf(this, 'tensor.data').data();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
   /** A copy on `device` (a new tensor, even when it is already there). */
   to(device: Device): Tensor {
     const where = 'tensor.to';

@@ -253,3 +253,13 @@ describe('optimizers against a float64 reference (CPU)', () => {
     }
   });
 });
+
+describe('BatchNorm in a network', () => {
+  it('backpropagates in training mode (the batch statistics outlive the forward)', () => {
+    manualSeed(21);
+    const model = new nn.Sequential(new nn.Conv2d(2, 3, 3, { padding: 1 }), new nn.BatchNorm(3), new nn.Flatten());
+    const x = batchOf(4, [4, 2, 4, 4], 'cpu');
+    tidy(() => nn.crossEntropy(model.forward(x), [0, 1, 2, 0]).backward());
+    for (const p of model.parameters()) expect(p.grad, 'every parameter gets a gradient').not.toBeNull();
+  });
+});

@@ -10,3 +10,4 @@ export { manualSeed } from './random.js';
 export * as nn from './nn.js';
 export * as optim from './optim.js';
 export * as init from './init.js';
+export * as io from './io.js';

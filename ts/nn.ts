@@ -3,7 +3,7 @@
 import { noGrad } from './autograd.js';
 import { rangeError, typeError } from './errors.js';
 import * as F from './functional.js';
-import { native } from './native.js';
+import { native, type NativeTensor } from './native.js';
 import { DEFAULT_EPS, MIN_EPS } from './ops.js';
 import { nextSeed } from './random.js';
 import { keep, tidy } from './scope.js';
@@ -81,6 +81,79 @@ function parseWeightNorm(where: string, option: unknown, rank: number): WeightNo
     throw typeError(`${where}: options.weightNorm.eps`, `a finite number >= ${MIN_EPS}`, eps);
   }
   return { dim: dim === null ? null : dim < 0 ? dim + rank : dim, eps };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Checkpoint types (io.ts reads and writes them as safetensors files).
+
+/** Host data with its shape: what a loader stages without making a tensor first. */
+export interface HostTensor {
+  readonly shape: readonly number[];
+  readonly data: Float32Array;
+}
+
+export interface LoadStateDictOptions {
+  /** Ignore entries the module has no parameter or buffer for (default false: they are an error). */
+  allowExtraKeys?: boolean;
+  /** Leave parameters and buffers that have no entry as they are (default false: they are an error). */
+  allowMissingKeys?: boolean;
+}
+
+/** @internal A load that passed every check and has its new storage ready: commit() cannot fail. */
+export interface StagedLoad {
+  commit(): void;
+  discard(): void;
+}
+
+/** Where a dropout or noise layer is in its random stream: its seed and how many masks it has drawn. */
+export interface RandomStreamState {
+  seed: number;
+  calls: number;
+}
+
+function shapeText(shape: readonly number[]): string {
+  return `[${shape.join(', ')}]`;
+}
+
+function listKeys(keys: readonly string[]): string {
+  const shown = keys.slice(0, 10).map((k) => `'${k}'`).join(', ');
+  return keys.length > 10 ? `${shown} and ${keys.length - 10} more` : shown;
+}
+
+function checkLoadOptions(where: string, options: unknown): Required<LoadStateDictOptions> {
+  if (options === undefined) return { allowExtraKeys: false, allowMissingKeys: false };
+  if (typeof options !== 'object' || options === null) throw typeError(`${where}: options`, 'an object', options);
+  const allowed = ['allowExtraKeys', 'allowMissingKeys'];
+  for (const key of Object.keys(options)) {
+    if (!allowed.includes(key)) throw typeError(`${where}: options`, `only the keys ${allowed.join(', ')}`, key);
+  }
+  const { allowExtraKeys = false, allowMissingKeys = false } = options as LoadStateDictOptions;
+  if (typeof allowExtraKeys !== 'boolean') throw typeError(`${where}: options.allowExtraKeys`, 'a boolean', allowExtraKeys);
+  if (typeof allowMissingKeys !== 'boolean') throw typeError(`${where}: options.allowMissingKeys`, 'a boolean', allowMissingKeys);
+  return { allowExtraKeys, allowMissingKeys };
+}
+
+/** @internal The shape of a Tensor or HostTensor to load, checked; `what` names it in errors. */
+export function loadSourceShape(where: string, what: string, value: unknown): readonly number[] {
+  if (value instanceof Tensor) {
+    handleOf(value, `${where}: ${what}`);
+    return value.shape;
+  }
+  const host = value as HostTensor | null;
+  if (typeof host !== 'object' || host === null || !Array.isArray(host.shape) || !(host.data instanceof Float32Array)) {
+    throw typeError(`${where}: ${what}`, 'a Tensor or { shape, data: Float32Array }', value);
+  }
+  const size = host.shape.reduce((a, b) => a * b, 1);
+  if (host.data.length !== size) {
+    throw rangeError(`${where}: ${what}`, `${size} values for shape ${shapeText(host.shape)}`, `${host.data.length}`);
+  }
+  return host.shape;
+}
+
+/** @internal A copy of a Tensor's or HostTensor's values in new storage on `device` (validated by loadSourceShape). */
+export function stageCopy(value: Tensor | HostTensor, device: Device): NativeTensor {
+  const data = value instanceof Tensor ? value.toArray() : value.data;
+  return native.fromArray(data, [...value.shape], device);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -183,6 +256,101 @@ export abstract class Module {
   /** forward() with the module's argument checked. */
   call(x: Tensor): Tensor {
     return this.forward(x);
+  }
+
+  /** This module ('') and every descendant, by dotted name ('0', '1', '1.0', ...). */
+  namedModules(prefix = ''): [string, Module][] {
+    const own: [string, Module] = [prefix.endsWith('.') ? prefix.slice(0, -1) : prefix, this];
+    return [own, ...[...this.moduleSlots].flatMap(([name, m]) => m.namedModules(`${prefix}${name}.`))];
+  }
+
+  /**
+   * Parameters and buffers by name ('0.v', '0.g', '0.bias', '1.runningMean', ...): the live tensors, not copies.
+   * A tensor registered under two names appears under the first.
+   */
+  stateDict(): Record<string, Tensor> {
+    const seen = new Set<Tensor>();
+    const entries: [string, Tensor][] = [];
+    for (const [name, t] of [...this.namedParameters(), ...this.namedBuffers()]) {
+      if (seen.has(t)) continue;
+      seen.add(t);
+      entries.push([name, t]);
+    }
+    return Object.fromEntries(entries);
+  }
+
+  /**
+   * Copies values into the parameters and buffers of the same names. Everything is checked (names, shapes) and
+   * copied to each target's device before the first tensor changes: on any error the module is left as it was.
+   * The tensor objects stay the same (optimizers keep working); cached weight norms are recomputed.
+   */
+  loadStateDict(tensors: Record<string, Tensor | HostTensor>, options?: LoadStateDictOptions): void {
+    this.prepareLoadStateDict(tensors, options, `${this.constructor.name}.loadStateDict`).commit();
+  }
+
+  /** @internal Validates and stages a load: commit() swaps the new storage in and cannot fail; discard() frees it. */
+  prepareLoadStateDict(tensors: Record<string, Tensor | HostTensor>, options: LoadStateDictOptions | undefined, where: string): StagedLoad {
+    const { allowExtraKeys, allowMissingKeys } = checkLoadOptions(where, options);
+    if (typeof tensors !== 'object' || tensors === null) throw typeError(`${where}: tensors`, 'a record of tensors', tensors);
+    const targets = new Map(Object.entries(this.stateDict()));
+    const given = Object.keys(tensors);
+    const unexpected = given.filter((key) => !targets.has(key));
+    const missing = [...targets.keys()].filter((key) => !Object.prototype.hasOwnProperty.call(tensors, key));
+    if (unexpected.length > 0 && !allowExtraKeys) {
+      throw new RangeError(
+        `${where}: ${unexpected.length} unexpected key(s) ${listKeys(unexpected)}: the ${this.constructor.name} has no ` +
+          `parameter or buffer of that name (it has ${listKeys([...targets.keys()])}; allowExtraKeys skips them)`,
+      );
+    }
+    if (missing.length > 0 && !allowMissingKeys) {
+      throw new RangeError(`${where}: ${missing.length} missing key(s) ${listKeys(missing)} (allowMissingKeys leaves them as they are)`);
+    }
+    const pairs: [Tensor, Tensor | HostTensor][] = [];
+    for (const key of given) {
+      const target = targets.get(key);
+      if (!target) continue;
+      const shape = loadSourceShape(where, `'${key}'`, tensors[key]);
+      if (shape.length !== target.shape.length || shape.some((d, i) => d !== target.shape[i])) {
+        throw rangeError(`${where}: '${key}'`, `shape ${shapeText(target.shape)}`, shapeText(shape));
+      }
+      handleOf(target, `${where}: the module's '${key}'`);
+      pairs.push([target, tensors[key]!]);
+    }
+    const staged: [Tensor, NativeTensor][] = [];
+    try {
+      for (const [target, source] of pairs) staged.push([target, stageCopy(source, target.device)]);
+    } catch (error) {
+      for (const [, handle] of staged) handle.dispose();
+      throw error;
+    }
+    return {
+      // replaceHandle bumps each tensor's version, which invalidates the weight-norm caches derived from it.
+      commit: () => {
+        for (const [target, handle] of staged) target.replaceHandle(handle);
+      },
+      discard: () => {
+        for (const [, handle] of staged) handle.dispose();
+      },
+    };
+  }
+
+  /** Random streams of the dropout and noise layers in this module, by module name. */
+  namedRandomStreams(): [string, RandomStreamState][] {
+    return this.namedModules().flatMap(([name, m]): [string, RandomStreamState][] => {
+      const state = m.randomStreamState();
+      return state ? [[name, state]] : [];
+    });
+  }
+
+  /** @internal This layer's own random stream (null for layers without one). */
+  randomStreamState(): RandomStreamState | null {
+    return null;
+  }
+
+  /** @internal Moves this layer's random stream to `state` (layers without one throw). */
+  restoreRandomStream(state: RandomStreamState): void {
+    void state;
+    throw new TypeError(`${this.constructor.name}.restoreRandomStream: this layer has no random stream`);
   }
 }
 
@@ -419,7 +587,7 @@ export class Flatten extends Module {
 /** Inverted dropout in training mode (a new mask each call, from the seed sequence); identity in evaluation. */
 export class Dropout extends Module {
   private calls = 0;
-  private readonly seed: number;
+  private seed: number;
   constructor(
     readonly p: number,
     options: { seed?: number } = {},
@@ -433,12 +601,23 @@ export class Dropout extends Module {
     if (!this.training || this.p === 0) return x;
     return F.dropout(x, this.p, this.seed * 1_000_003 + this.calls++);
   }
+
+  /** @internal */
+  override randomStreamState(): RandomStreamState {
+    return { seed: this.seed, calls: this.calls };
+  }
+
+  /** @internal */
+  override restoreRandomStream(state: RandomStreamState): void {
+    this.seed = state.seed;
+    this.calls = state.calls;
+  }
 }
 
 /** Additive Gaussian noise (the paper's MNIST/CIFAR regularizer) in training mode; identity in evaluation. */
 export class GaussianNoise extends Module {
   private calls = 0;
-  private readonly seed: number;
+  private seed: number;
   constructor(
     readonly std: number,
     options: { seed?: number } = {},
@@ -451,6 +630,17 @@ export class GaussianNoise extends Module {
     checkInput('nn.GaussianNoise.forward', x);
     if (!this.training || this.std === 0) return x;
     return F.gaussianNoise(x, this.std, this.seed * 1_000_003 + this.calls++);
+  }
+
+  /** @internal */
+  override randomStreamState(): RandomStreamState {
+    return { seed: this.seed, calls: this.calls };
+  }
+
+  /** @internal */
+  override restoreRandomStream(state: RandomStreamState): void {
+    this.seed = state.seed;
+    this.calls = state.calls;
   }
 }
 
@@ -496,7 +686,8 @@ export class BatchNorm extends Module {
     const unbiased = count > 1 ? count / (count - 1) : 1;
     native.axpby(handleOf(this.runningMean, where), this.momentum, handleOf(mean, where), 1 - this.momentum);
     native.axpby(handleOf(this.runningVar, where), this.momentum * unbiased, handleOf(variance, where), 1 - this.momentum);
-    mean.dispose();
+    // The batch mean is saved for the backward; only a forward that records no graph can free it now.
+    if (!y.requiresGrad) mean.dispose();
     variance.dispose();
     return y;
   }

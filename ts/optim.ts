@@ -1,9 +1,11 @@
 // Optimizers: one fused native kernel per parameter tensor per step. When a parameter is a weight-norm direction v,
 // the same pass also writes the new ‖v‖, so the next forward does not read v to normalize it.
-import { typeError } from './errors.js';
-import { native } from './native.js';
-import { weightNormStateOf } from './nn.js';
-import { keep } from './scope.js';
+import { noGrad } from './autograd.js';
+import { rangeError, typeError } from './errors.js';
+import * as F from './functional.js';
+import { native, type NativeTensor } from './native.js';
+import { type HostTensor, loadSourceShape, type StagedLoad, stageCopy, weightNormStateOf } from './nn.js';
+import { keep, tidy } from './scope.js';
 import { handleOf, Tensor } from './tensor.js';
 
 function checkParams(where: string, params: unknown): Tensor[] {
@@ -22,6 +24,39 @@ function checkNumber(where: string, value: unknown, minimum: number, maximum = I
     throw typeError(where, `a number in [${minimum}, ${maximum}${exclusiveMaximum ? ')' : ']'}`, value);
   }
   return value as number;
+}
+
+/**
+ * What an optimizer needs to resume exactly where it stopped (io.save({ model, optimizer }) writes it). Per
+ * parameter, its state tensors by slot: 'momentumBuffer' (SGD with momentum), 'expAvg' and 'expAvgSq' (Adam),
+ * 'expAvg' and 'expInf' (Adamax), and for a weight-norm direction v 'norm', the ‖v‖ its last step wrote (the next
+ * forward uses it; recomputing it could differ in the last bit).
+ */
+export interface OptimizerStateDict {
+  /** The optimizer's class: 'SGD', 'Adam' or 'Adamax'. */
+  type: string;
+  stepCount: number;
+  lr: number;
+  /** The constructor's options, for the record: loading keeps the receiving optimizer's own. */
+  hyperparameters: Record<string, number | boolean>;
+  /** By parameter key (its index in params, or the name given), then by slot. Parameters never stepped are absent. */
+  state: Record<string, Record<string, Tensor | HostTensor>>;
+}
+
+/** A norm saved with the optimizer is used only if it is this close (relative) to ‖v‖ recomputed now. */
+const SAVED_NORM_TOLERANCE = 1e-5;
+
+function shapeText(shape: readonly number[]): string {
+  return `[${shape.join(', ')}]`;
+}
+
+function checkParamKeys(where: string, keys: unknown, count: number): string[] {
+  if (keys === undefined) return Array.from({ length: count }, (_, i) => String(i));
+  if (!Array.isArray(keys) || keys.length !== count || keys.some((k) => typeof k !== 'string')) {
+    throw typeError(`${where}: paramKeys`, `an array of ${count} strings (one per parameter)`, keys);
+  }
+  if (new Set(keys).size !== keys.length) throw new TypeError(`${where}: paramKeys: expected distinct names`);
+  return keys as string[];
 }
 
 export abstract class Optimizer {
@@ -76,6 +111,134 @@ export abstract class Optimizer {
     for (const tensors of this.state.values()) for (const t of tensors) t.dispose();
     this.state.clear();
   }
+
+  /** Names of the per-parameter state tensors, in the order stateOf() holds them. */
+  protected stateSlots(): readonly string[] {
+    return [];
+  }
+
+  /** The constructor's options. */
+  protected hyperparameters(): Record<string, number | boolean> {
+    return {};
+  }
+
+  /**
+   * Everything needed to resume: step count, lr and the state tensors (the live tensors, not copies). Parameters
+   * are keyed by `paramKeys[i]` (e.g. their names in the model), by default their index in params.
+   */
+  stateDict(paramKeys?: readonly string[]): OptimizerStateDict {
+    const keys = checkParamKeys(`optim.${this.constructor.name}.stateDict`, paramKeys, this.params.length);
+    const slots = this.stateSlots();
+    const state: Record<string, Record<string, Tensor>> = {};
+    this.params.forEach((p, i) => {
+      const entry: [string, Tensor][] = [];
+      const tensors = this.state.get(p);
+      if (tensors) slots.forEach((slot, j) => entry.push([slot, tensors[j]!]));
+      const wn = weightNormStateOf(p);
+      if (wn?.norm && !wn.norm.disposed && wn.normVersion === p.version) entry.push(['norm', wn.norm]);
+      if (entry.length > 0) state[keys[i]!] = Object.fromEntries(entry);
+    });
+    return { type: this.constructor.name, stepCount: this.stepCount, lr: this.lr, hyperparameters: this.hyperparameters(), state };
+  }
+
+  /**
+   * Restores a stateDict(): step count, lr and state tensors (copied to each parameter's device). Load the model
+   * first: a saved 'norm' is adopted only when it matches the current v. All-or-nothing: on any error the optimizer
+   * is left as it was.
+   */
+  loadStateDict(stateDict: OptimizerStateDict, paramKeys?: readonly string[]): void {
+    this.prepareLoadStateDict(stateDict, paramKeys, `optim.${this.constructor.name}.loadStateDict`).commit();
+  }
+
+  /** @internal Validates and stages a load: commit() swaps the new state in and cannot fail; discard() frees it. */
+  prepareLoadStateDict(stateDict: OptimizerStateDict, paramKeys: readonly string[] | undefined, where: string): StagedLoad {
+    const keys = checkParamKeys(where, paramKeys, this.params.length);
+    if (typeof stateDict !== 'object' || stateDict === null) throw typeError(`${where}: stateDict`, 'an optimizer state dict', stateDict);
+    const { type, stepCount, lr, state } = stateDict;
+    if (type !== this.constructor.name) {
+      throw new TypeError(`${where}: expected the state of a ${this.constructor.name}, found the state of ${String(type)}`);
+    }
+    if (typeof stepCount !== 'number' || !Number.isSafeInteger(stepCount) || stepCount < 0) {
+      throw typeError(`${where}: stepCount`, 'a non-negative integer', stepCount);
+    }
+    checkNumber(`${where}: lr`, lr, 0);
+    if (typeof state !== 'object' || state === null) throw typeError(`${where}: state`, 'a record by parameter', state);
+    const slots = this.stateSlots();
+    const staged: { p: Tensor; slots: NativeTensor[]; norm: NativeTensor | null }[] = [];
+    const plans: { p: Tensor; slots: (Tensor | HostTensor)[]; norm: Tensor | HostTensor | null }[] = [];
+    for (const [key, entry] of Object.entries(state)) {
+      const index = keys.indexOf(key);
+      if (index < 0) throw new RangeError(`${where}: state for '${key}', which is none of the optimizer's parameters`);
+      const p = this.params[index]!;
+      if (typeof entry !== 'object' || entry === null) throw typeError(`${where}: state '${key}'`, 'a record by slot', entry);
+      for (const slot of Object.keys(entry)) {
+        if (slot !== 'norm' && !slots.includes(slot)) {
+          const expected = slots.length > 0 ? `slots ${slots.map((s) => `'${s}'`).join(', ')}` : 'no slots';
+          throw new RangeError(`${where}: state '${key}' has slot '${slot}'; a ${this.constructor.name} like this one has ${expected}`);
+        }
+      }
+      const present = slots.filter((slot) => slot in entry);
+      if (present.length !== 0 && present.length !== slots.length) {
+        const absent = slots.filter((slot) => !(slot in entry));
+        throw new RangeError(`${where}: state '${key}' lacks slot(s) ${absent.map((s) => `'${s}'`).join(', ')}`);
+      }
+      for (const slot of present) {
+        const shape = loadSourceShape(where, `state '${key}' slot '${slot}'`, entry[slot]);
+        if (shape.length !== p.shape.length || shape.some((d, i) => d !== p.shape[i])) {
+          throw rangeError(`${where}: state '${key}' slot '${slot}'`, `shape ${shapeText(p.shape)}`, shapeText(shape));
+        }
+      }
+      let norm: Tensor | HostTensor | null = null;
+      if ('norm' in entry) {
+        const wn = weightNormStateOf(p);
+        if (!wn) throw new RangeError(`${where}: state '${key}' has slot 'norm', but that parameter is no weight-norm direction v`);
+        const shape = loadSourceShape(where, `state '${key}' slot 'norm'`, entry.norm);
+        const channels = wn.layout()[1];
+        if (shape.length !== 1 || shape[0] !== channels) {
+          throw rangeError(`${where}: state '${key}' slot 'norm'`, `shape [${channels}]`, shapeText(shape));
+        }
+        norm = entry.norm!;
+      }
+      plans.push({ p, slots: present.map((slot) => entry[slot]!), norm });
+    }
+    try {
+      for (const plan of plans) {
+        const device = handleOf(plan.p, where).device!;
+        staged.push({ p: plan.p, slots: [], norm: null });
+        const target = staged[staged.length - 1]!;
+        for (const source of plan.slots) target.slots.push(stageCopy(source, device));
+        if (plan.norm) target.norm = stageCopy(plan.norm, device);
+      }
+    } catch (error) {
+      for (const s of staged) for (const handle of [...s.slots, s.norm]) handle?.dispose();
+      throw error;
+    }
+    return {
+      commit: () => {
+        for (const tensors of this.state.values()) for (const t of tensors) t.dispose();
+        this.state.clear();
+        for (const { p, slots: handles, norm } of staged) {
+          if (handles.length > 0) this.state.set(p, handles.map((h) => keep(new Tensor(h))));
+          if (norm) this.adoptSavedNorm(p, keep(new Tensor(norm)));
+        }
+        this.stepCount = stepCount;
+        this.lr = lr;
+      },
+      discard: () => {
+        for (const s of staged) for (const handle of [...s.slots, s.norm]) handle?.dispose();
+      },
+    };
+  }
+
+  /** Uses a saved ‖v‖ as v's cached norm if it matches v as loaded (else the forward recomputes it). */
+  private adoptSavedNorm(v: Tensor, saved: Tensor): void {
+    const wn = weightNormStateOf(v)!;
+    const fresh = noGrad(() => tidy(() => F.weightNorm(wn.v, wn.g, { dim: wn.dim, eps: wn.eps }).norm.toArray()));
+    const values = saved.toArray();
+    const matches = values.every((x, k) => Math.abs(x - fresh[k]!) <= SAVED_NORM_TOLERANCE * Math.max(Math.abs(fresh[k]!), wn.eps));
+    if (matches) wn.normUpdated(saved);
+    else saved.dispose();
+  }
 }
 
 export interface SGDOptions {
@@ -105,6 +268,14 @@ export class SGD extends Optimizer {
     if (this.nesterov && (this.momentum === 0 || this.dampening !== 0)) {
       throw new RangeError(`${where}: options.nesterov needs momentum > 0 and dampening 0`);
     }
+  }
+
+  protected override stateSlots(): readonly string[] {
+    return this.momentum !== 0 ? ['momentumBuffer'] : [];
+  }
+
+  protected override hyperparameters(): Record<string, number | boolean> {
+    return { momentum: this.momentum, dampening: this.dampening, weightDecay: this.weightDecay, nesterov: this.nesterov };
   }
 
   protected update(p: Tensor, grad: Tensor, norm: Tensor | null, outer: number, channels: number, inner: number, normEps: number): void {
@@ -154,6 +325,14 @@ abstract class AdamFamily extends Optimizer {
     this.beta2 = checkNumber(`${where}: options.betas[1]`, beta2, 0, 1, true);
     this.eps = checkNumber(`${where}: options.eps`, options.eps ?? 1e-8, 0);
     this.weightDecay = checkNumber(`${where}: options.weightDecay`, options.weightDecay ?? 0, 0);
+  }
+
+  protected override stateSlots(): readonly string[] {
+    return this.kind === 'adam' ? ['expAvg', 'expAvgSq'] : ['expAvg', 'expInf'];
+  }
+
+  protected override hyperparameters(): Record<string, number | boolean> {
+    return { beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: this.weightDecay };
   }
 
   protected update(p: Tensor, grad: Tensor, norm: Tensor | null, outer: number, channels: number, inner: number, normEps: number): void {

@@ -28,10 +28,13 @@ program
   .addOption(new Option('--device <device>', 'backend(s) to run').choices(['cpu', 'cuda', 'all']).default('all'))
   .option('--quick', 'a subset of shapes with fewer repeats (under a minute on 2 CPU cores)', false)
   .option('--threads <n>', 'CPU threads for our kernels and PyTorch (default: every core)', positiveInt('--threads'))
-  .option('--repeats <n>', 'timed runs per measurement (default: CPU 100, CUDA 300; --quick: 25 / 100)', positiveInt('--repeats'))
+  .option('--repeats <n>', 'timed runs per measurement (default: CPU 100, CUDA 300; --quick: 20 / 100)', positiveInt('--repeats'))
+  .option('--rounds <n>', 'rounds the repeats are split into, alternating ours and PyTorch (default 5; --quick 2)', positiveInt('--rounds'))
+  .option('--retries <n>', 'times a case whose rounds disagree (background load) is measured again (default 1; --quick 0)', positiveInt('--retries', 0))
   .option('--warmup <n>', 'warm-up runs before timing (one full input rotation is always added)', positiveInt('--warmup', 0), 5)
   .option('--out <dir>', 'results folder (default: bench/results)')
   .option('--no-peer', 'skip the PyTorch peer')
+  .option('--peer-default-malloc', "time torch with glibc's default malloc (every output ≥ 32 MB faulted in anew)", false)
   .option('--python <path>', 'Python with torch for the peer (default: $WEIGHTNORM_PYTHON, python3, /usr/bin/python3)')
   .option('--cases <names>', 'comma-separated case names (substrings) to run', (v: string) => v.split(',').filter(Boolean))
   .option('--cache-mb <n>', 'last-level cache to defeat by rotating inputs (default: CPU from sysfs, CUDA 128)', positiveInt('--cache-mb'))
@@ -41,10 +44,13 @@ program
     quick: boolean;
     threads?: number;
     repeats?: number;
+    rounds?: number;
+    retries?: number;
     warmup: number;
     out?: string;
     peer: boolean;
     python?: string;
+    peerDefaultMalloc: boolean;
     cases?: string[];
     cacheMb?: number;
     memoryMb?: number;

@@ -8,19 +8,31 @@ import { type BenchCase, channelsOf, normalizeDim } from './cases.js';
 export const BENCH_EPS = 1e-12;
 
 export interface Timing {
-  /** Median milliseconds per run. */
+  /**
+   * The figure reported: the lowest of the per-round medians. Rounds alternate ours and the peer's, so a burst of
+   * background load (a shared machine) spoils one round of each instead of one side's whole measurement.
+   */
   ms: number;
-  p10: number;
-  p90: number;
+  roundMedians: number[];
+  /** Median of every run pooled over all rounds. */
+  pooledMedian: number;
   runs: number;
 }
 
-export function summarize(times: ArrayLike<number>): Timing {
-  const sorted = Array.from(times).sort((a, b) => a - b);
-  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * (sorted.length - 1) + 0.5))]!;
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
-  const ms = sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-  return { ms, p10: at(0.1), p90: at(0.9), runs: sorted.length };
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+export function summarizeRounds(rounds: readonly (readonly number[])[]): Timing {
+  const roundMedians = rounds.map(median);
+  return {
+    ms: Math.min(...roundMedians),
+    roundMedians,
+    pooledMedian: median(rounds.flat()),
+    runs: rounds.reduce((n, r) => n + r.length, 0),
+  };
 }
 
 /**
@@ -113,11 +125,13 @@ export class CaseInputs {
     });
   }
 
-  /** Times `op` natively; the warm-up covers at least one full rotation so every output page is touched first. */
-  time(op: 'forward' | 'backward' | 'copy', fused: boolean, warmup: number, repeats: number): Timing {
+  /**
+   * Per-run milliseconds of `op`, timed natively. The outputs are allocated per call, so the warm-up covers at least
+   * one full rotation: every output page is touched before timing starts.
+   */
+  time(op: 'forward' | 'backward' | 'copy', fused: boolean, warmup: number, repeats: number): number[] {
     const sets = this.setsFor(op);
-    const times = native.benchmark(op, fused, sets, this.dim, BENCH_EPS, Math.max(warmup, this.sets), repeats);
-    return summarize(times);
+    return Array.from(native.benchmark(op, fused, sets, this.dim, BENCH_EPS, Math.max(warmup, this.sets), repeats));
   }
 
   dispose(): void {

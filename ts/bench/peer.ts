@@ -8,26 +8,22 @@ import type { Device } from '../native.js';
 
 export interface PeerInfo {
   torch: string;
+  /** How torch's outputs get their memory (see TorchPeer.start). */
+  malloc: string;
   python: string;
   executable: string;
   deviceName: string;
   threads: number;
 }
 
-export interface PeerTiming {
-  forward_ms: number;
-  backward_ms: number;
-  forward_call: string;
-  backward_call: string;
-}
+/** Names of the variants the peer times; the fused ones are absent where torch has no fused kernel. */
+export type PeerVariant = 'copy' | 'fused_forward' | 'fused_backward' | 'composite_forward' | 'composite_backward';
 
-export interface PeerCaseResult {
-  /** torch's out.copy_(v) on the same rotation: a cross-check of our copy roofline. */
-  copy_ms: number;
-  fused: PeerTiming | null;
-  /** Why torch has no fused kernel for this case (then `fused` is null). */
+export interface PeerPrepared {
+  /** Why torch has no fused kernel for this case (then no fused_* variants). */
   fused_na: string | null;
-  composite: PeerTiming | null;
+  /** The torch call behind each variant. */
+  calls: Partial<Record<PeerVariant, string>>;
 }
 
 export interface PeerCheckResult {
@@ -61,13 +57,24 @@ export class TorchPeer {
     device: Device,
     threads: number,
     pythons: string[],
+    defaultMalloc = false,
   ): Promise<{ peer: TorchPeer } | { reasons: string[] }> {
     const reasons: string[] = [];
+    // torch allocates each output anew; glibc serves blocks ≥ 32 MB with fresh mmap pages and unmaps them on free, so
+    // every call would pay page faults (~2/3 of torch's time at 16M elements here) that our preallocated outputs do
+    // not. Keeping freed memory in the heap makes it kernel against kernel; --peer-default-malloc measures torch as
+    // shipped instead. (GPU: torch's caching allocator already reuses memory.)
+    const malloc = defaultMalloc
+      ? {}
+      : { MALLOC_MMAP_MAX_: '0', MALLOC_TRIM_THRESHOLD_: String(2 ** 40) };
+    const mallocNote = defaultMalloc
+      ? 'glibc default (outputs ≥ 32 MB are fresh mmap pages each call)'
+      : 'glibc with MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=2^40 (outputs reuse freed memory, like our preallocated ones)';
     for (const python of pythons) {
       const child = spawn(python, [script], {
         stdio: ['pipe', 'pipe', 'pipe'],
         // Same thread count as ours from the first import on (torch.set_num_threads is also called in hello).
-        env: { ...process.env, OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads) },
+        env: { ...process.env, ...malloc, OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads) },
       });
       let stderr = '';
       child.stderr.on('data', (chunk: Buffer) => {
@@ -92,6 +99,7 @@ export class TorchPeer {
       }
       const info: PeerInfo = {
         torch: String(answer.torch),
+        malloc: device === 'cpu' ? mallocNote : 'torch CUDA caching allocator',
         python: String(answer.python),
         executable: String(answer.executable),
         deviceName: String(answer.device_name),
@@ -111,10 +119,19 @@ export class TorchPeer {
     return answer as Answer;
   }
 
-  /** Times torch's fused and composite weight norm on `shape`, rotating `sets` input sets like ours. */
-  async time(shape: number[], dim: number | null, sets: number, warmup: number, repeats: number): Promise<PeerCaseResult> {
-    const answer = await this.request({ cmd: 'time', shape, dim, sets, warmup, repeats });
-    return answer as unknown as PeerCaseResult;
+  /** Allocates `sets` rotated input sets for one case on the peer's side (kept until release()). */
+  async prepare(shape: number[], dim: number | null, sets: number, seed: number): Promise<PeerPrepared> {
+    return (await this.request({ cmd: 'prepare', shape, dim, sets, seed })) as unknown as PeerPrepared;
+  }
+
+  /** One timing round of every variant: per-run milliseconds. */
+  async round(warmup: number, repeats: number): Promise<Partial<Record<PeerVariant, number[]>>> {
+    const answer = await this.request({ cmd: 'round', warmup, repeats });
+    return answer.times as Partial<Record<PeerVariant, number[]>>;
+  }
+
+  async release(): Promise<void> {
+    await this.request({ cmd: 'release' });
   }
 
   /** Runs torch on v.bin, g.bin, dw.bin in `dir`; it writes <variant>_<w|norm|dv|dg>.bin next to them. */

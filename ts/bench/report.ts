@@ -28,7 +28,7 @@ function tableRows(result: BackendResult): string[][] {
   for (const c of result.cases) {
     c.rows.forEach((r: OpRow, i: number) => {
       rows.push([
-        i === 0 ? c.case.name + (c.check.pass ? '' : ' (CHECK FAILED)') : '',
+        i === 0 ? c.case.name + (c.check.pass ? '' : ' (CHECK FAILED)') + (c.unstable.length ? ' (noisy)' : '') : '',
         OP_LABEL[r.op],
         i === 0 ? c.copy.gbps.toFixed(1) : '',
         ms(r.fused.ms),
@@ -61,7 +61,7 @@ function peerLine(result: BackendResult): string {
   const p = result.peer;
   if ('disabled' in p) return 'PyTorch peer: disabled (--no-peer)';
   if ('notInstalled' in p) return `PyTorch peer: not installed (${p.notInstalled.join('; ')})`;
-  return `PyTorch peer: torch ${p.torch}, Python ${p.python} (${p.executable}), ${p.threads} threads`;
+  return `PyTorch peer: torch ${p.torch}, Python ${p.python} (${p.executable}), ${p.threads} threads; malloc: ${p.malloc}`;
 }
 
 export function summaryText(result: BackendResult): string {
@@ -73,6 +73,11 @@ export function summaryText(result: BackendResult): string {
     'Targets:',
     ...result.targets.map((t) => `  ${t.met ? 'MET    ' : 'NOT MET'}  ${t.name}${t.met ? '' : `: ${t.misses.join(', ')}`}`),
   ];
+  const noisy = result.cases.filter((c) => c.unstable.length > 0);
+  if (noisy.length) {
+    lines.push(`Noisy (rounds disagree by > 25%, after any retries; background load?): ` +
+      noisy.map((c) => `${c.case.name} [${c.unstable.join(', ')}]`).join('; '));
+  }
   const failed = result.cases.filter((c) => !c.check.pass).map((c) => c.case.name);
   lines.push(failed.length ? `CHECKS FAILED: ${failed.join(', ')}` : 'Checks: all kernels agree with the references.');
   return lines.join('\n');
@@ -100,7 +105,7 @@ export function markdown(result: BackendResult): string {
       String(c.sets),
       (c.rotationBytes / 2 ** 20).toFixed(0),
       c.copy.gbps.toFixed(1),
-      c.peer ? (minimalCopyBytes(c) / (c.peer.copy_ms * 1e6)).toFixed(1) : 'n/a',
+      c.peer ? (minimalCopyBytes(c) / (c.peer.copy.ms * 1e6)).toFixed(1) : 'n/a',
       errorCells(c.check.fusedVsUnfused),
       'skipped' in t ? t.skipped : errorCells(t.fused),
       'skipped' in t ? '' : errorCells(t.composite),
@@ -110,9 +115,9 @@ export function markdown(result: BackendResult): string {
   const calls = new Map<string, string>();
   for (const c of result.cases) {
     const p = c.peer;
-    if (p?.fused) calls.set(`fused, dim ${c.dim}`, `${p.fused.forward_call}; ${p.fused.backward_call}`);
+    if (p?.fused) calls.set(`fused, dim ${c.dim}`, `${p.calls.fused_forward}; ${p.calls.fused_backward}`);
     if (p?.fused_na) calls.set(`fused, dim ${c.dim}`, `n/a: ${p.fused_na}`);
-    if (p?.composite) calls.set(`composite, dim ${c.dim}`, `${p.composite.forward_call}; ${p.composite.backward_call}`);
+    if (p) calls.set(`composite, dim ${c.dim}`, `${p.calls.composite_forward}; ${p.calls.composite_backward}`);
     if (c.peerError) calls.set(`error on ${c.case.name}`, c.peerError);
   }
   return [
@@ -122,11 +127,14 @@ export function markdown(result: BackendResult): string {
     `- date: ${result.date}; node ${result.node}; weightnorm ${result.weightnorm}; run took ${result.durationSeconds.toFixed(0)} s; ` +
       `load average ${result.loadAverage.start.map((x) => x.toFixed(2)).join(' ')} before, ${result.loadAverage.end.map((x) => x.toFixed(2)).join(' ')} after`,
     `- ${peerLine(result)}`,
-    `- median of ${result.repeats} runs after ≥ ${result.warmup} warm-up runs (at least one full rotation); ` +
+    `- ${result.repeats} timed runs per measurement in ${result.rounds} rounds, each after ≥ ${result.warmup} warm-up runs ` +
+      '(at least one full rotation); the figure is the lowest per-round median (rounds alternate ours and ' +
+      "torch's, so background load spoils a round of each rather than one side); " +
       `input sets rotated so one pass touches ≥ ${(result.rotationTargetBytes / 2 ** 20).toFixed(0)} MiB ` +
       `(3× the ${(result.cacheBytes / 2 ** 20).toFixed(0)} MiB last-level cache) where memory allows`,
     '- GB/s over the minimal bytes: forward reads v, g and writes w, norm; backward reads dw, v, g, norm and ' +
       'writes dv, dg. Roofline: copy (out = 1·x, read N + write N) on the same element count, device and threads.',
+    '- (noisy): the rounds of some variant still disagreed by > 25% after a retry (background load); see the JSON.',
     '- fwd+bwd is the sum of the forward and backward medians. fused× = unfused ms / fused ms; ' +
       'vs torch = torch fused ms / our fused ms (> 1: ours faster).',
     '',

@@ -1,7 +1,7 @@
 // The shape of bench/results/<machine>.json, and the derived figures (GB/s, % of roofline, ratios, targets).
 import type { BenchCase } from './cases.js';
 import type { OutputErrors, Timing } from './measure.js';
-import type { PeerCaseResult, PeerInfo } from './peer.js';
+import type { PeerInfo, PeerPrepared } from './peer.js';
 
 export type Op = 'forward' | 'backward' | 'forward+backward';
 
@@ -35,6 +35,14 @@ export interface CheckResult {
   pass: boolean;
 }
 
+/** torch's timings for one case. */
+export interface PeerResult extends PeerPrepared {
+  /** out.copy_(v) on the same rotation: a cross-check of our copy roofline. */
+  copy: Timing;
+  fused: { forward: Timing; backward: Timing } | null;
+  composite: { forward: Timing; backward: Timing };
+}
+
 export interface CaseResult {
   case: BenchCase;
   /** dim as passed to the kernels (in [0, rank) or null). */
@@ -47,10 +55,16 @@ export interface CaseResult {
   copy: Timing & { gbps: number };
   timings: { forward: { fused: Timing; unfused: Timing }; backward: { fused: Timing; unfused: Timing } };
   /** torch's timings (null without a peer, or when it failed on this case: see peerError). */
-  peer: PeerCaseResult | null;
+  peer: PeerResult | null;
   peerError: string | null;
   rows: OpRow[];
   check: CheckResult;
+  /** 1, or more when the case was measured again because its rounds disagreed. */
+  attempts: number;
+  /** Variants whose two best rounds still differ by > 25% (background load): treat their figures with care. */
+  unstable: string[];
+  /** os.loadavg() at the start of each attempt. */
+  loadAverage: number[][];
 }
 
 export interface TargetResult {
@@ -70,7 +84,9 @@ export interface BackendResult {
   weightnorm: string;
   quick: boolean;
   warmup: number;
+  /** Timed runs per measurement in all, split over `rounds` rounds. */
   repeats: number;
+  rounds: number;
   cacheBytes: number;
   rotationTargetBytes: number;
   peer: PeerInfo | { notInstalled: string[] } | { disabled: true };
@@ -90,21 +106,21 @@ function variant(ms: number, bytes: number, roofGbps: number): Variant {
 export function opRows(
   bytes: { forward: number; backward: number },
   timings: CaseResult['timings'],
-  ok: PeerCaseResult | null,
+  peer: PeerResult | null,
   roofGbps: number,
 ): OpRow[] {
   const ms = {
     forward: {
       fused: timings.forward.fused.ms,
       unfused: timings.forward.unfused.ms,
-      torchFused: ok?.fused?.forward_ms ?? null,
-      torchComposite: ok?.composite?.forward_ms ?? null,
+      torchFused: peer?.fused?.forward.ms ?? null,
+      torchComposite: peer?.composite.forward.ms ?? null,
     },
     backward: {
       fused: timings.backward.fused.ms,
       unfused: timings.backward.unfused.ms,
-      torchFused: ok?.fused?.backward_ms ?? null,
-      torchComposite: ok?.composite?.backward_ms ?? null,
+      torchFused: peer?.fused?.backward.ms ?? null,
+      torchComposite: peer?.composite.backward.ms ?? null,
     },
   };
   const sum = (a: number | null, b: number | null) => (a === null || b === null ? null : a + b);

@@ -1,6 +1,7 @@
 // `weightnorm bench`: fused vs unfused weight norm against the measured copy roofline and PyTorch, per backend.
-// Per case: build rotated input sets, check fused against unfused (and ours against torch), then time copy,
-// forward and backward natively, then let the torch peer time the same shape with the same rotation.
+// Per case: build rotated input sets (ours and the torch peer's), check fused against unfused and ours against
+// torch, then time in rounds that alternate ours (copy, forward and backward, fused and unfused) and torch's.
+// A case whose rounds disagree (background load on a shared machine) is measured again.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, freemem, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -12,22 +13,28 @@ import {
   CaseInputs,
   checkFusedAgainstUnfused,
   cpuLastLevelCacheBytes,
+  median,
   type OutputErrors,
   ourOutputs,
   relativeError,
   rotationSets,
+  summarizeRounds,
   worst,
 } from './measure.js';
-import { pythonCandidates, TorchPeer } from './peer.js';
+import { type PeerPrepared, type PeerVariant, pythonCandidates, TorchPeer } from './peer.js';
 import { summaryText, terminalTable, writeResults } from './report.js';
-import { type BackendResult, type CaseResult, type CheckResult, evaluateTargets, opRows } from './results.js';
+import { type BackendResult, type CaseResult, type CheckResult, evaluateTargets, opRows, type PeerResult } from './results.js';
 
 export interface BenchOptions {
   device: 'cpu' | 'cuda' | 'all';
   /** CPU threads for our kernels and torch (default: every core). */
   threads?: number;
-  /** Timed runs per measurement (default: CPU 100, CUDA 300; --quick: 25 / 100). */
+  /** Timed runs per measurement in all rounds together (default: CPU 100, CUDA 300; --quick: 20 / 100). */
   repeats?: number;
+  /** Rounds the repeats are split into, alternating ours and the peer's (default 5; --quick 2). */
+  rounds?: number;
+  /** Times a case whose rounds disagree is measured again (default 1; --quick 0). */
+  retries?: number;
   /** Warm-up runs (at least one full rotation is always added). */
   warmup: number;
   quick: boolean;
@@ -35,6 +42,8 @@ export interface BenchOptions {
   out?: string;
   peer: boolean;
   python?: string;
+  /** Let torch allocate with glibc's defaults (fresh pages for every large output) instead of reusing memory. */
+  peerDefaultMalloc: boolean;
   /** Only the cases whose name contains one of these. */
   cases?: string[];
   /** Last-level cache size to defeat (default: CPU from sysfs, CUDA 128 MiB, above any current GPU's L2 but B200's). */
@@ -50,7 +59,6 @@ export interface BenchOptions {
  */
 export const CHECK_TOLERANCE = 1e-4;
 
-const STEPS_PER_CASE = 9;
 const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 function slug(text: string): string {
@@ -82,8 +90,14 @@ function readF32(path: string): Float32Array {
 class Progress {
   private readonly bar: cliProgress.SingleBar | null;
   private value = 0;
+  private caseEnd = 0;
+  private total: number;
 
-  constructor(total: number) {
+  constructor(
+    total: number,
+    private readonly perCase: number,
+  ) {
+    this.total = total;
     this.bar = process.stderr.isTTY
       ? new cliProgress.SingleBar(
           {
@@ -109,8 +123,17 @@ class Progress {
     this.bar?.update(this.value);
   }
 
-  advanceTo(value: number): void {
-    this.value = Math.max(this.value, value);
+  /** Adds steps (a case measured again). */
+  grow(steps: number): void {
+    this.total += steps;
+    this.caseEnd += steps;
+    this.bar?.setTotal(this.total);
+  }
+
+  /** Marks the case done: its skipped steps (no peer) count as done. */
+  endCase(): void {
+    this.caseEnd += this.perCase;
+    this.value = Math.max(this.value, this.caseEnd);
     this.bar?.update(this.value);
   }
 
@@ -194,89 +217,197 @@ async function checkAgainstTorch(
   }
 }
 
-async function benchCase(
+type NativeVariant = 'copy' | 'forward fused' | 'forward unfused' | 'backward fused' | 'backward unfused';
+const NATIVE_VARIANTS: readonly [NativeVariant, 'copy' | 'forward' | 'backward', boolean][] = [
+  ['copy', 'copy', true],
+  ['forward fused', 'forward', true],
+  ['forward unfused', 'forward', false],
+  ['backward fused', 'backward', true],
+  ['backward unfused', 'backward', false],
+];
+
+/** Progress steps of one attempt at a case: inputs, our check, torch's check, torch's inputs, then 5 + 1 per round. */
+function stepsPerCase(rounds: number): number {
+  return 4 + 6 * rounds;
+}
+
+/**
+ * A case is measured again when its rounds disagree: the second-best round median more than this factor above the
+ * best, for any variant, means background load hit part of the measurement (a shared 2-core machine).
+ */
+const UNSTABLE_RATIO = 1.25;
+
+interface Schedule {
+  warmup: number;
+  repeats: number;
+  rounds: number;
+}
+
+/** Everything measured for one case, accumulated over attempts (a retry adds rounds). */
+interface RawCase {
+  benchCase: BenchCase;
+  dim: number | null;
+  sets: number;
+  ours: Map<NativeVariant, number[][]>;
+  theirs: Map<PeerVariant, number[][]>;
+  prepared: PeerPrepared | null;
+  peerError: string | null;
+  fusedVsUnfused: OutputErrors | null;
+  torchCheck: CheckResult['torch'];
+  attempts: number;
+  loadAverage: number[][];
+}
+
+async function measureCase(
   benchCase: BenchCase,
   index: number,
   plan: DevicePlan,
   peer: TorchPeer | null,
   peerSkip: string,
-  warmup: number,
-  repeats: number,
+  schedule: Schedule,
   progress: Progress,
-): Promise<CaseResult> {
+  raw?: RawCase,
+): Promise<RawCase> {
   const elements = elementsOf(benchCase.shape);
-  const channels = channelsOf(benchCase);
   const sets = rotationSets(elements, 3 * plan.cacheBytes, plan.capBytes);
   const seed = 1000 * (index + 1);
-  const label = `${plan.device} ${benchCase.name}`;
+  const label = `${plan.device} ${benchCase.name}${raw ? ` (again: its rounds disagreed)` : ''}`;
+  const perRound = Math.ceil(schedule.repeats / schedule.rounds);
+  const warmup = Math.max(schedule.warmup, sets);
+  const r: RawCase = raw ?? {
+    benchCase,
+    dim: normalizeDim(benchCase.dim, benchCase.shape.length),
+    sets,
+    ours: new Map(NATIVE_VARIANTS.map(([name]) => [name, []])),
+    theirs: new Map(),
+    prepared: null,
+    peerError: null,
+    fusedVsUnfused: null,
+    torchCheck: { skipped: peerSkip },
+    attempts: 0,
+    loadAverage: [],
+  };
+  r.attempts++;
+  r.loadAverage.push(loadavg());
+  const usePeer = peer !== null && r.peerError === null;
+  const peerFailed = (error: unknown) => {
+    r.peerError = (error as Error).message;
+    if (!('shape' in r.torchCheck)) r.torchCheck = { skipped: r.peerError };
+    progress.log(`${label}: torch peer failed: ${r.peerError}`);
+  };
 
   progress.task(`${label}: allocating ${sets} input sets`, true);
   const inputs = new CaseInputs(benchCase, plan.device, sets, seed);
-  let timings: CaseResult['timings'];
-  let copy;
-  let fusedVsUnfused: OutputErrors;
+  let peerPrepared = false;
   try {
     progress.step();
-    progress.task(`${label}: checking fused against unfused`);
-    fusedVsUnfused = checkFusedAgainstUnfused(inputs, seed + 7);
+    if (!r.fusedVsUnfused) {
+      progress.task(`${label}: checking fused against unfused`);
+      r.fusedVsUnfused = checkFusedAgainstUnfused(inputs, seed + 7);
+    }
     progress.step();
-    progress.task(`${label}: copy (roofline)`);
-    copy = inputs.time('copy', true, warmup, repeats);
-    progress.step();
-    const run = (op: 'forward' | 'backward', fused: boolean) => {
-      progress.task(`${label}: ${op} ${fused ? 'fused' : 'unfused'}`);
-      const t = inputs.time(op, fused, warmup, repeats);
-      progress.step();
-      return t;
-    };
-    timings = {
-      forward: { fused: run('forward', true), unfused: run('forward', false) },
-      backward: { fused: run('backward', true), unfused: run('backward', false) },
-    };
+    if (usePeer) {
+      try {
+        if (!('shape' in r.torchCheck)) {
+          progress.task(`${label}: checking against torch`);
+          r.torchCheck = await checkAgainstTorch(peer, benchCase, plan.device, seed + 20);
+        }
+        progress.step();
+        progress.task(`${label}: torch allocating ${sets} input sets`);
+        r.prepared = await peer.prepare(benchCase.shape, r.dim, sets, seed);
+        peerPrepared = true;
+        progress.step();
+      } catch (error) {
+        peerFailed(error);
+      }
+    }
+    for (let round = 0; round < schedule.rounds; round++) {
+      for (const [name, op, fused] of NATIVE_VARIANTS) {
+        progress.task(`${label}: round ${round + 1}/${schedule.rounds}, ${name}`);
+        r.ours.get(name)!.push(inputs.time(op, fused, warmup, perRound));
+        progress.step();
+      }
+      if (peerPrepared && r.peerError === null) {
+        progress.task(`${label}: round ${round + 1}/${schedule.rounds}, torch`);
+        try {
+          const times = await peer!.round(warmup, perRound);
+          for (const [name, runs] of Object.entries(times) as [PeerVariant, number[]][]) {
+            if (!r.theirs.has(name)) r.theirs.set(name, []);
+            r.theirs.get(name)!.push(runs);
+          }
+        } catch (error) {
+          peerFailed(error);
+        }
+        progress.step();
+      }
+    }
   } finally {
-    inputs.dispose(); // before torch allocates its own sets
+    inputs.dispose();
+    if (peerPrepared) await peer!.release().catch(() => undefined);
     if (plan.device === 'cuda') native.releaseCachedMemory();
   }
+  return r;
+}
 
-  let torchCheck: CheckResult['torch'] = { skipped: peerSkip };
-  let peerResult: CaseResult['peer'] = null;
-  let peerError: string | null = null;
-  if (peer) {
-    try {
-      progress.task(`${label}: checking against torch`);
-      torchCheck = await checkAgainstTorch(peer, benchCase, plan.device, seed + 20);
-      progress.step();
-      progress.task(`${label}: torch`);
-      peerResult = await peer.time(benchCase.shape, inputs.dim, sets, Math.max(warmup, sets), repeats);
-    } catch (error) {
-      peerError = (error as Error).message;
-      if (!('shape' in torchCheck)) torchCheck = { skipped: peerError };
-      progress.log(`${label}: torch peer failed: ${peerError}`);
-    }
-  }
+/** The variants whose two best round medians differ by more than UNSTABLE_RATIO. */
+function unstableVariants(r: RawCase): string[] {
+  const all: [string, number[][]][] = [...r.ours, ...r.theirs];
+  return all
+    .filter(([, rounds]) => {
+      const medians = rounds.map(median).sort((a, b) => a - b);
+      return medians.length >= 2 && medians[1]! > UNSTABLE_RATIO * medians[0]!;
+    })
+    .map(([name]) => name);
+}
+
+function caseResult(r: RawCase): CaseResult {
+  const { benchCase } = r;
+  const elements = elementsOf(benchCase.shape);
+  const channels = channelsOf(benchCase);
+  const fusedVsUnfused = r.fusedVsUnfused!;
   const checkErrors = [worst(fusedVsUnfused)];
-  if ('shape' in torchCheck) {
-    checkErrors.push(worst(torchCheck.composite));
-    if (torchCheck.fused) checkErrors.push(worst(torchCheck.fused));
+  if ('shape' in r.torchCheck) {
+    checkErrors.push(worst(r.torchCheck.composite));
+    if (r.torchCheck.fused) checkErrors.push(worst(r.torchCheck.fused));
   }
   const pass = checkErrors.every((e) => e <= CHECK_TOLERANCE);
-  if (!pass) progress.log(`${label}: CHECK FAILED (max relative error ${Math.max(...checkErrors).toExponential(2)})`);
 
+  const timing = (name: NativeVariant) => summarizeRounds(r.ours.get(name)!);
+  const timings: CaseResult['timings'] = {
+    forward: { fused: timing('forward fused'), unfused: timing('forward unfused') },
+    backward: { fused: timing('backward fused'), unfused: timing('backward unfused') },
+  };
+  let peer: PeerResult | null = null;
+  const theirs = (name: PeerVariant) => (r.theirs.has(name) ? summarizeRounds(r.theirs.get(name)!) : null);
+  if (r.prepared && r.peerError === null && r.theirs.has('copy') && r.theirs.has('composite_forward')) {
+    const fusedForward = theirs('fused_forward');
+    const fusedBackward = theirs('fused_backward');
+    peer = {
+      ...r.prepared,
+      copy: theirs('copy')!,
+      fused: fusedForward && fusedBackward ? { forward: fusedForward, backward: fusedBackward } : null,
+      composite: { forward: theirs('composite_forward')!, backward: theirs('composite_backward')! },
+    };
+  }
+  const copy = timing('copy');
   const copyGbps = minimalBytes('copy', elements, channels) / (copy.ms * 1e6);
   const bytes = { forward: minimalBytes('forward', elements, channels), backward: minimalBytes('backward', elements, channels) };
   return {
     case: benchCase,
-    dim: inputs.dim,
+    dim: r.dim,
     elements,
     channels,
-    sets,
-    rotationBytes: sets * 8 * elements,
+    sets: r.sets,
+    rotationBytes: r.sets * 8 * elements,
     copy: { ...copy, gbps: copyGbps },
     timings,
-    peer: peerResult,
-    peerError,
-    rows: opRows(bytes, timings, peerResult, copyGbps),
-    check: { fusedVsUnfused, torch: torchCheck, tolerance: CHECK_TOLERANCE, pass },
+    peer,
+    peerError: r.peerError,
+    rows: opRows(bytes, timings, peer, copyGbps),
+    check: { fusedVsUnfused, torch: r.torchCheck, tolerance: CHECK_TOLERANCE, pass },
+    attempts: r.attempts,
+    unstable: unstableVariants(r),
+    loadAverage: r.loadAverage,
   };
 }
 
@@ -286,7 +417,10 @@ async function benchDevice(plan: DevicePlan, options: BenchOptions, threads: num
   if (plan.device === 'cpu' && loadAtStart[0]! > 0.5) {
     process.stderr.write(`cpu: load average ${loadAtStart[0]!.toFixed(2)} before starting: other work may disturb the timings\n`);
   }
-  const repeats = options.repeats ?? (plan.device === 'cuda' ? (options.quick ? 100 : 300) : options.quick ? 25 : 100);
+  const repeats = options.repeats ?? (plan.device === 'cuda' ? (options.quick ? 100 : 300) : options.quick ? 20 : 100);
+  const rounds = Math.min(repeats, options.rounds ?? (options.quick ? 2 : 5));
+  const retries = options.retries ?? (options.quick ? 0 : 1);
+  const schedule: Schedule = { warmup: options.warmup, repeats, rounds };
   native.setNumThreads(threads);
 
   let peer: TorchPeer | null = null;
@@ -294,7 +428,7 @@ async function benchDevice(plan: DevicePlan, options: BenchOptions, threads: num
   let peerSkip = 'peer disabled (--no-peer)';
   if (options.peer) {
     process.stderr.write(`${plan.device}: starting the PyTorch peer...\n`);
-    const started = await TorchPeer.start(join(packageRoot, 'bench', 'peer_torch.py'), plan.device, threads, pythonCandidates(options.python));
+    const started = await TorchPeer.start(join(packageRoot, 'bench', 'peer_torch.py'), plan.device, threads, pythonCandidates(options.python), options.peerDefaultMalloc);
     if ('peer' in started) {
       peer = started.peer;
       peerInfo = peer.info;
@@ -305,12 +439,20 @@ async function benchDevice(plan: DevicePlan, options: BenchOptions, threads: num
     }
   }
 
-  const progress = new Progress(cases.length * STEPS_PER_CASE);
+  const progress = new Progress(cases.length * stepsPerCase(rounds), stepsPerCase(rounds));
   const results: CaseResult[] = [];
   try {
-    for (const [i, c] of cases.entries()) {
-      results.push(await benchCase(c, CASES.indexOf(c), plan, peer, peerSkip, options.warmup, repeats, progress));
-      progress.advanceTo((i + 1) * STEPS_PER_CASE); // steps skipped without a peer still count
+    for (const c of cases) {
+      let raw = await measureCase(c, CASES.indexOf(c), plan, peer, peerSkip, schedule, progress);
+      for (let retry = 0; retry < retries && unstableVariants(raw).length > 0; retry++) {
+        progress.log(`${plan.device} ${c.name}: rounds disagree (${unstableVariants(raw).join(', ')}); measuring again`);
+        progress.grow(stepsPerCase(rounds));
+        raw = await measureCase(c, CASES.indexOf(c), plan, peer, peerSkip, schedule, progress, raw);
+      }
+      const result = caseResult(raw);
+      if (!result.check.pass) progress.log(`${plan.device} ${c.name}: CHECK FAILED (see the checks table)`);
+      results.push(result);
+      progress.endCase(); // steps skipped without a peer still count
     }
   } finally {
     progress.stop();
@@ -327,7 +469,8 @@ async function benchDevice(plan: DevicePlan, options: BenchOptions, threads: num
     weightnorm: packageVersion(),
     quick: options.quick,
     warmup: options.warmup,
-    repeats,
+    repeats: rounds * Math.ceil(repeats / rounds),
+    rounds,
     cacheBytes: plan.cacheBytes,
     rotationTargetBytes: 3 * plan.cacheBytes,
     peer: peerInfo,

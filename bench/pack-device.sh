@@ -13,7 +13,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 DEST=.device
-mkdir -p "$DEST/prebuilt"
+rm -rf "$DEST/prebuilt"; mkdir -p "$DEST/prebuilt"
 THREADS=${XZ_THREADS:-2}
 
 node_bin=$(command -v node)
@@ -41,9 +41,12 @@ else
   rm -f "$DEST/nodedir.tar.xz"
 fi
 
-for artifact in build/Release/weightnorm.node build/weightnorm_kernel_test; do
+for artifact in build/Release/weightnorm.node build/weightnorm_kernel_test build/weightnorm_gemm_test build/weightnorm_ops_test; do
   if [ -f "$artifact" ]; then cp "$artifact" "$DEST/prebuilt/"; else echo "note: $artifact not built; no fallback for it" >&2; fi
 done
+# Compressed: four CUDA architectures of code in each binary are most of the transfer.
+tar -C "$DEST" -cf - prebuilt | xz -T"$THREADS" -9 >"$DEST/prebuilt.tar.xz"
+rm -rf "$DEST/prebuilt"
 
 [ -d dist ] || echo "warning: dist/ missing: run npm run build:ts first" >&2
 

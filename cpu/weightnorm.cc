@@ -35,7 +35,7 @@ namespace {
 int g_requested_threads = 0;
 
 // Bytes of input a chunk may span and still be in L2 (2 MB per core here) when the write pass reads it again.
-constexpr int64_t kChunkBytes = 1 << 20;
+constexpr int64_t kChunkBytes = 128 << 10;
 // Reduction length of one part when a chunk's reduction is split; a constant so the summation order is fixed.
 constexpr int64_t kPartElements = int64_t{1} << 16;
 // Channels whose contiguous runs (inner) are shorter than this are walked column-wise.

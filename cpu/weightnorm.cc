@@ -390,7 +390,7 @@ void reduce_all(const float* a, const float* b, const ChannelLayout& layout, con
   const int64_t units = plan.chunks * plan.parts;
   std::vector<double> partial(units * plan.chunk_channels, 0.0);
   const bool parallel = layout.elements() >= kParallelMinElements && threads > 1;
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
   for (int64_t unit = 0; unit < units; ++unit) {
     const Region region = plan.region(unit / plan.parts, unit % plan.parts, layout);
     reduce_region(partial.data() + unit * plan.chunk_channels, a, b, layout, region, plan.column_mode);
@@ -429,7 +429,7 @@ void run_fused(const float* a, const float* b, const ChannelLayout& layout, int 
   }
   reduce_all(a, b, layout, plan, threads, finish);
   const int64_t units = plan.chunks * plan.parts;
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t unit = 0; unit < units; ++unit) write(plan.region(unit / plan.parts, unit % plan.parts, layout), plan);
 }
 

@@ -232,11 +232,12 @@ __global__ void __launch_bounds__(kColumnTile* kColumnRows) weightnorm_columns_k
 // ---------------------------------------------------------------------------------------------------------------
 // Route 3: split. Partials are laid out [splits][channels][per_split] so one finalize kernel serves both kinds.
 
-// Partial sums of a*b per (row split, column), column = k * inner + i over an outer slice of `columns` floats.
+// Partial sums of a*b per (row split, column) over rows of `columns` floats (column = k * inner + i, or, in the
+// wide view of short rows, several whole rows side by side); elements at or past `total` do not exist.
 template <bool kSquare>
 __global__ void __launch_bounds__(kColumnTile* kColumnRows)
     channel_column_partial_kernel(float* partial, const float* a, const float* b, int64_t outer, int64_t columns,
-                                  int64_t rows_per_split) {
+                                  int64_t rows_per_split, int64_t total) {
   __shared__ float sums[kColumnRows][kColumnTile + 1];
   const int x = threadIdx.x, y = threadIdx.y;
   const int64_t column = int64_t(blockIdx.x) * kColumnTile + x;
@@ -246,6 +247,7 @@ __global__ void __launch_bounds__(kColumnTile* kColumnRows)
   if (column < columns) {
     for (int64_t o = o_begin + y; o < o_end; o += kColumnRows) {
       const int64_t e = o * columns + column;
+      if (e >= total) break;
       const float value = a[e];
       sum += kSquare ? value * value : value * b[e];
     }
@@ -376,7 +378,9 @@ void launch_rows_group(const RowsArgs& args) {
 template <typename T, Pass kPass>
 void launch_rows_typed(const RowsArgs& args) {
   const int64_t items = args.row_length / static_cast<int64_t>(sizeof(T) / sizeof(float));
-  const int64_t lanes_wanted = ceil_div(items, kRowCache);  // lanes so that the row fits in the register cache
+  // Rows up to a warp's worth of items: one item per lane, so that a warp's loads are contiguous. Longer rows: enough
+  // lanes that the row fits in the register cache.
+  const int64_t lanes_wanted = items <= kWarp ? items : ceil_div(items, kRowCache);
   if (lanes_wanted <= 1) return launch_rows_group<T, 1, kPass>(args);
   if (lanes_wanted <= 2) return launch_rows_group<T, 2, kPass>(args);
   if (lanes_wanted <= 4) return launch_rows_group<T, 4, kPass>(args);
@@ -405,16 +409,30 @@ bool too_few_long_rows(const ChannelLayout& layout) {
   return layout.outer == 1 && layout.channels < multiprocessors() && layout.inner >= kSplitMinRow;
 }
 
-int64_t column_splits(const ChannelLayout& layout) {
-  const int64_t columns = layout.channels * layout.inner;
-  const int64_t tiles = ceil_div(columns, kColumnTile);
+// How the column partial kernel sees an outer > 1 layout: rows of `width` columns. A row of the layout shorter than
+// a warp (channels * inner < 32, e.g. the last dim of [.., 3]) would leave most lanes idle, so `repeat` consecutive
+// rows are laid side by side into one wide row; its partials are then [splits * repeat][channels][inner], which the
+// finalize kernel adds like any other splits.
+struct ColumnView {
+  int64_t width, rows, repeat, splits;
+};
+
+ColumnView column_view(const ChannelLayout& layout) {
+  const int64_t row = layout.channels * layout.inner;
+  ColumnView view;
+  view.repeat = row < kColumnTile ? kColumnTile / row : 1;
+  view.width = row * view.repeat;
+  view.rows = ceil_div(layout.outer, view.repeat);
+  const int64_t tiles = ceil_div(view.width, kColumnTile);
   const int64_t wanted = ceil_div(int64_t{4} * multiprocessors(), tiles);
-  return std::clamp<int64_t>(wanted, 1, std::min<int64_t>(ceil_div(layout.outer, kColumnRows), kMaxGridY));
+  view.splits = std::clamp<int64_t>(wanted, 1, std::min<int64_t>(ceil_div(view.rows, kColumnRows), kMaxGridY));
+  return view;
 }
 
 int64_t partial_floats(const ChannelLayout& layout) {
   if (layout.outer == 1) return layout.channels * row_chunks(layout);
-  return column_splits(layout) * layout.channels * layout.inner;
+  const ColumnView view = column_view(layout);
+  return view.splits * view.width;
 }
 
 PartialShape launch_partial(float* partial, const float* a, const float* b, const ChannelLayout& layout) {
@@ -433,15 +451,19 @@ PartialShape launch_partial(float* partial, const float* a, const float* b, cons
     WN_CUDA_CHECK_LAUNCH();
     return {1, chunks};
   }
-  const int64_t columns = layout.channels * layout.inner;
-  const int64_t splits = column_splits(layout);
-  const int64_t rows_per_split = ceil_div(layout.outer, splits);
-  const dim3 grid(static_cast<unsigned>(ceil_div(columns, kColumnTile)), static_cast<unsigned>(splits));
+  const ColumnView view = column_view(layout);
+  const int64_t rows_per_split = ceil_div(view.rows, view.splits);
+  const int64_t total = layout.elements();
+  const dim3 grid(static_cast<unsigned>(ceil_div(view.width, kColumnTile)), static_cast<unsigned>(view.splits));
   const dim3 block(kColumnTile, kColumnRows);
-  if (square) channel_column_partial_kernel<true><<<grid, block, 0, library_stream()>>>(partial, a, b, layout.outer, columns, rows_per_split);
-  else channel_column_partial_kernel<false><<<grid, block, 0, library_stream()>>>(partial, a, b, layout.outer, columns, rows_per_split);
+  if (square)
+    channel_column_partial_kernel<true><<<grid, block, 0, library_stream()>>>(partial, a, b, view.rows, view.width,
+                                                                              rows_per_split, total);
+  else
+    channel_column_partial_kernel<false><<<grid, block, 0, library_stream()>>>(partial, a, b, view.rows, view.width,
+                                                                               rows_per_split, total);
   WN_CUDA_CHECK_LAUNCH();
-  return {splits, layout.inner};
+  return {view.splits * view.repeat, layout.inner};
 }
 
 template <Finish kFinish>

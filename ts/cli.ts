@@ -1,8 +1,23 @@
 #!/usr/bin/env node
-// The `weightnorm` command. Each subcommand loads its module only when it runs, so adding one (train, compare,
-// lr-sweep, ...) costs the others nothing: register it below with its options and a lazy import.
+// The `weightnorm` command. Each subcommand loads its module only when it runs, so adding one costs the others
+// nothing: register it below with its options and a lazy import.
+// Exit codes: 0 success; 1 a runtime failure (e.g. `train` diverged, a file could not be written); 2 a usage error
+// (unknown command or option, invalid value, or a valid command line this machine cannot run, like --device cuda
+// without a GPU). --help and --version exit 0.
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
+
+import {
+  choiceList,
+  DEVICES,
+  fraction,
+  integer,
+  MODELS,
+  NORMS,
+  OPTIMIZERS,
+  positiveList,
+  positiveNumber,
+} from './commands/options.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -17,7 +32,48 @@ function positiveInt(name: string, min = 1) {
 const program = new Command()
   .name('weightnorm')
   .description('Weight normalization (Salimans & Kingma, 2016): fused CUDA and CPU kernels, tools and benchmarks.')
-  .version(pkg.version);
+  .version(pkg.version)
+  .showHelpAfterError('(add --help for usage)')
+  // Commander exits 1 on a usage error; scripts get 2 (as with most Unix tools), and 0 after --help or --version.
+  .exitOverride((error) => process.exit(error.exitCode === 0 ? 0 : 2));
+
+/** Runs a command's action: its return value is the exit code; a thrown error is printed without a stack trace. */
+async function runAction(action: () => Promise<number>): Promise<void> {
+  try {
+    process.exitCode = await action();
+  } catch (error) {
+    const e = error as Error;
+    if (e?.name === 'CommandError') {
+      console.error(`error: ${e.message}`);
+      process.exitCode = 2;
+    } else {
+      console.error(`error: ${e?.message ?? String(error)}`);
+      if (process.env.WEIGHTNORM_DEBUG) console.error(e?.stack);
+      process.exitCode = 1;
+    }
+  }
+}
+
+const deviceOption = () =>
+  new Option('--device <device>', 'auto: cuda when a GPU is usable, else cpu').choices(DEVICES).default('auto');
+/** The options train, compare and lr-sweep share, with the command's own (`specific`) listed after --model. */
+const trainingCommand = (name: string, description: string, defaults: { epochs: number; out: string }, specific: (c: Command) => Command) =>
+  specific(
+    program
+      .command(name)
+      .description(description)
+      .addOption(new Option('--model <model>', 'network: mlp (784-H-H-10, ReLU) or cnn (2 conv + pool, linear)').choices(MODELS).default('mlp')),
+  )
+    .option('--epochs <n>', 'passes over the training digits', integer(1), defaults.epochs)
+    .option('--steps <n>', 'stop after this many iterations in all (default: --epochs full passes)', integer(1))
+    .option('--batch <n>', 'minibatch size', integer(1), 100)
+    .option('--train-size <n>', 'train on the first n of the 8000 training digits (default: all)', integer(1, 8000))
+    .option('--hidden <n>', 'hidden units per layer of the mlp', integer(1), 256)
+    .addOption(deviceOption())
+    .option('--seed <n>', 'seed of initialization and minibatch order', integer(0), 0)
+    .option('--threads <n>', 'CPU threads for the kernels (default: every core)', integer(1, 1024))
+    .option('--out <dir>', 'output folder', defaults.out)
+    .option('--no-progress', 'no progress bar (it is only drawn on a terminal anyway)');
 
 program
   .command('bench')
@@ -58,5 +114,49 @@ program
     const { runBench } = await import('./bench/run.js');
     process.exitCode = await runBench(opts);
   });
+
+trainingCommand(
+  'train',
+  'Train one network on the MNIST digits (8000 training, 2000 held out) with data-dependent init; shows a progress ' +
+    'bar and held-out accuracy per epoch, writes <out>/log.json (every step: step, loss, time) and ' +
+    '<out>/checkpoint.safetensors. Exits 1 if the loss diverges.',
+  { epochs: 5, out: 'runs/train' },
+  (c) =>
+    c
+      .addOption(new Option('--norm <norm>', 'none | wn (weight norm) | bn (batch norm) | wn+mobn (WN + mean-only BN)').choices(NORMS).default('wn'))
+      .addOption(new Option('--optimizer <name>', 'optimizer').choices(OPTIMIZERS).default('adam'))
+      .option('--lr <x>', 'learning rate (default: adam 3e-3, sgd 0.1)', positiveNumber)
+      .option('--momentum <m>', 'SGD momentum', fraction, 0),
+).action((opts) => runAction(async () => (await import('./commands/train.js')).runTrain(opts)));
+
+trainingCommand(
+  'compare',
+  "The paper's convergence race: plain, weight norm, batch norm and WN + mean-only BN on the same network, each " +
+    'with data-dependent init, Adam and its best lr from a short pilot over --lrs; same seed, init and minibatches. ' +
+    'Writes <out>/compare-<model>.md (accuracy, loss after k iterations, iterations to --target-loss, time per ' +
+    'iteration), .json, and the loss plot as .svg and .png.',
+  { epochs: 5, out: 'runs/compare' },
+  (c) =>
+    c
+      .option('--variants <list>', `comma-separated subset of ${NORMS.join(',')}`, choiceList(NORMS), [...NORMS])
+      .option('--lrs <list>', "learning-rate grid of the pilot (default: the paper's)", positiveList, [3e-4, 1e-3, 3e-3, 1e-2])
+      .option('--lr <x>', 'one learning rate for every variant (skips the pilot)', positiveNumber)
+      .option('--pilot-steps <n>', 'iterations per pilot run', integer(1), 150)
+      .option('--target-loss <x>', 'report the iterations each variant needs to reach this training loss', positiveNumber, 0.1)
+      .option('--smooth <n>', 'moving-average window (iterations) of the training loss in the report and plot', integer(1), 20)
+      .option('--timing-rounds <n>', 'rounds of the interleaved time-per-iteration measurement (0: skip)', integer(0), 15)
+      .option('--timing-steps <n>', 'iterations per variant per timing round', integer(1), 10),
+).action((opts) => runAction(async () => (await import('./commands/compare.js')).runCompare(opts)));
+
+trainingCommand(
+  'lr-sweep',
+  'Learning-rate robustness: plain vs weight norm with plain SGD (no momentum) over a log grid of learning rates; ' +
+    'the final training loss per lr, diverged runs marked. Writes <out>/lr-sweep-<model>.md, .json, .svg and .png.',
+  { epochs: 2, out: 'runs/lr-sweep' },
+  (c) =>
+    c
+      .option('--variants <list>', `comma-separated subset of ${NORMS.join(',')}`, choiceList(NORMS), ['none', 'wn'])
+      .option('--lrs <list>', 'learning rates', positiveList, [0.01, 0.03, 0.1, 0.3, 1, 3, 10]),
+).action((opts) => runAction(async () => (await import('./commands/lr-sweep.js')).runLrSweep(opts)));
 
 await program.parseAsync(process.argv);

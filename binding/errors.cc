@@ -2,6 +2,8 @@
 
 #include <functional>
 #include <new>
+#include <stdexcept>
+#include <string>
 
 #include "weightnorm/errors.h"
 
@@ -26,6 +28,10 @@ Napi::Value guarded(Napi::Env env, const std::function<Napi::Value()>& body) {
     Napi::Error js = Napi::Error::New(env, error.what());
     js.Set("code", Napi::String::New(env, "ERR_WEIGHTNORM_CUDA"));
     js.Set("sticky", Napi::Boolean::New(env, error.sticky));
+    throw js;
+  } catch (const std::length_error& error) {
+    Napi::Error js = Napi::RangeError::New(env, std::string("a buffer this op needs is too large: ") + error.what());
+    js.Set("code", Napi::String::New(env, "ERR_WEIGHTNORM_OUT_OF_MEMORY"));
     throw js;
   } catch (const std::bad_alloc&) {
     Napi::Error js = Napi::RangeError::New(env, "host out of memory while allocating a tensor");

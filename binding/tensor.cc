@@ -86,6 +86,8 @@ std::string shape_string(const std::vector<int64_t>& shape) {
 }
 
 int64_t element_count(const std::vector<int64_t>& shape) {
+  for (int64_t d : shape)
+    if (d == 0) return 0;  // before any product: the other dims may overflow one
   int64_t count = 1;
   for (int64_t d : shape) count *= d;
   return count;
@@ -215,7 +217,26 @@ ChannelLayout layout_for(Napi::Env env, const std::vector<int64_t>& shape, const
 }
 
 Napi::Object new_tensor(Napi::Env env, Device device, std::vector<int64_t> shape) {
-  const size_t bytes = static_cast<size_t>(element_count(shape)) * sizeof(float);
+  // Every output passes here: one whose size overflows, or exceeds the library's 2^40-element limit (computed from
+  // validated inputs, e.g. a product of two huge dims with a zero inner one), is refused before any allocation.
+  constexpr int64_t kMaxElements = int64_t{1} << 40;
+  int64_t count = 1;
+  bool too_large = false;
+  for (int64_t d : shape) {
+    if (d == 0) {
+      count = 0;
+      too_large = false;
+      break;
+    }
+    if (d < 0 || __builtin_mul_overflow(count, d, &count) || count > kMaxElements) too_large = true;
+  }
+  if (too_large) {
+    Napi::Error error = Napi::RangeError::New(env, "the result would have shape " + shape_string(shape) +
+                                                       ", more than the 2^40 elements a tensor may hold");
+    error.Set("code", Napi::String::New(env, "ERR_WEIGHTNORM_OUT_OF_MEMORY"));
+    throw error;
+  }
+  const size_t bytes = static_cast<size_t>(count) * sizeof(float);
   return TensorWrap::Create(env, Storage::allocate(device, bytes), std::move(shape));
 }
 

@@ -89,7 +89,11 @@ void fill(float* out, float value, int64_t count) {
 }
 
 void relu_forward(float* y, const float* x, float negative_slope, int64_t count) {
-  for_each_index(count, [=](int64_t i) { y[i] = x[i] > 0.0f ? x[i] : negative_slope * x[i]; });
+  // slope 0 gives exactly 0 for x <= 0 (0 * -inf would be NaN); NaN stays NaN.
+  for_each_index(count, [=](int64_t i) {
+    const float v = x[i];
+    y[i] = v > 0.0f ? v : v <= 0.0f ? (negative_slope == 0.0f ? 0.0f : negative_slope * v) : v;
+  });
 }
 
 void relu_backward(float* dx, const float* dy, const float* x, float negative_slope, int64_t count) {

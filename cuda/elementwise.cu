@@ -92,7 +92,10 @@ struct FillF {
 };
 struct ReluF {
   float slope;
-  __device__ float operator()(float x, float) const { return x > 0.0f ? x : slope * x; }
+  // slope 0 gives exactly 0 for x <= 0 (0 * -inf would be NaN); NaN stays NaN. Mirrors cpu/elementwise.cc.
+  __device__ float operator()(float x, float) const {
+    return x > 0.0f ? x : x <= 0.0f ? (slope == 0.0f ? 0.0f : slope * x) : x;
+  }
 };
 struct ReluBackwardF {  // a = dy, b = x
   float slope;

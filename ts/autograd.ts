@@ -31,6 +31,7 @@ export function isGradEnabled(): boolean {
 
 /** Runs fn without recording the graph (evaluation, initialization, optimizer updates). */
 export function noGrad<T>(fn: () => T): T {
+  if (typeof fn !== 'function') throw new TypeError(`noGrad: fn: expected a function, received ${fn === null ? 'null' : typeof fn}`);
   const previous = gradEnabled;
   gradEnabled = false;
   try {

@@ -3,7 +3,7 @@
 import { alias, record } from './autograd.js';
 import { rangeError, typeError } from './errors.js';
 import { native, type NativeTensor } from './native.js';
-import { DEFAULT_EPS } from './ops.js';
+import { DEFAULT_EPS, MIN_EPS } from './ops.js';
 import { handleOf, Tensor } from './tensor.js';
 
 const wrap = (handle: NativeTensor): Tensor => new Tensor(handle);
@@ -20,6 +20,13 @@ function checkSameDevice(where: string, reference: Tensor, others: readonly [str
       throw typeError(`${where}: ${name}`, `a tensor on '${reference.device}' like the input`, t);
     }
   }
+}
+
+function checkEps(where: string, eps: unknown): number {
+  if (typeof eps !== 'number' || !Number.isFinite(eps) || eps < MIN_EPS) {
+    throw typeError(`${where}: eps`, `a finite number >= ${MIN_EPS}`, eps);
+  }
+  return eps;
 }
 
 function checkShape(where: string, t: Tensor, expected: readonly number[]): void {
@@ -95,10 +102,10 @@ export function mean(x: Tensor): Tensor {
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   const where = 'reshape';
   checkTensor(x, `${where}: x`);
-  if (!Array.isArray(shape)) throw typeError(`${where}: shape`, 'an array of integers', shape);
+  if (!Array.isArray(shape) || shape.some((d) => typeof d !== 'number')) throw typeError(`${where}: shape`, 'an array of integers', shape);
   const inferred = shape.filter((d) => d === -1).length;
   const known = shape.filter((d) => d !== -1).reduce((a, b) => a * b, 1);
-  if (inferred > 1 || shape.some((d) => !Number.isInteger(d) || d < -1)) {
+  if (inferred > 1 || shape.some((d) => !Number.isSafeInteger(d) || d < -1)) {
     throw typeError(`${where}: shape`, 'non-negative integers with at most one -1', shape);
   }
   const resolved = shape.map((d) => (d === -1 ? (known === 0 ? 0 : x.size / known) : d));
@@ -184,6 +191,7 @@ export function weightNormLinear(
 ): Tensor {
   const where = 'weightNormLinear';
   const [batch, outFeatures, inFeatures] = checkLinear(where, x, v, bias);
+  checkEps(where, eps);
   checkTensor(g, `${where}: g`);
   checkTensor(norm, `${where}: norm`);
   checkSameDevice(where, x, [['g', g], ['norm', norm]]);
@@ -247,9 +255,17 @@ export function weightNorm(v: Tensor, g: Tensor, options: WeightNormFunctionOpti
   const where = 'weightNorm';
   checkTensor(v, `${where}: v`);
   checkTensor(g, `${where}: g`);
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw typeError(`${where}: options`, 'an object like { dim, eps, norm }', options);
+  }
   const dim = options.dim === undefined ? 0 : options.dim;
-  const eps = options.eps ?? DEFAULT_EPS;
+  const eps = checkEps(where, options.eps ?? DEFAULT_EPS);
+  if (dim !== null && (typeof dim !== 'number' || !Number.isInteger(dim) || dim < -v.rank || dim >= v.rank)) {
+    throw typeError(`${where}: options.dim`, `an axis in [${-v.rank}, ${v.rank - 1}] or null`, dim);
+  }
   const axis = dim === null ? null : dim < 0 ? dim + v.rank : dim;
+  checkSameDevice(where, v, [['g', g], ['options.norm', options.norm]]);
+  checkShape(`${where}: g`, g, [axis === null ? 1 : v.shape[axis]!]);
   let w: Tensor;
   let norm: Tensor;
   if (options.norm) {
@@ -307,6 +323,8 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
   checkSameDevice(where, x, [['weight', weight], ['bias', bias]]);
   const stride = checkPositiveInteger(options.stride ?? 1, `${where}: options.stride`, 1);
   const padding = checkPositiveInteger(options.padding ?? 0, `${where}: options.padding`, 0);
+  // Beyond this the padded image, not the data, would decide the output's size.
+  if (stride > 2 ** 16 || padding > 2 ** 16) throw rangeError(`${where}: options`, 'stride and padding at most 65536', `${stride}, ${padding}`);
   if (x.rank !== 4) throw rangeError(`${where}: x`, '[batch, channels, height, width]', shapeText(x.shape));
   if (weight.rank !== 4 || weight.shape[1] !== x.shape[1]) {
     throw rangeError(`${where}: weight`, `[outChannels, ${x.shape[1]}, kh, kw]`, shapeText(weight.shape));
@@ -352,6 +370,7 @@ export function globalAvgPool2d(x: Tensor): Tensor {
   const where = 'globalAvgPool2d';
   checkTensor(x, `${where}: x`);
   if (x.rank !== 4) throw rangeError(`${where}: x`, '[batch, channels, height, width]', shapeText(x.shape));
+  if (x.shape[2] === 0 || x.shape[3] === 0) throw rangeError(`${where}: x`, 'a height and width of at least 1', shapeText(x.shape));
   const y = wrap(native.globalAvgPool(handleOf(x, where)));
   return record(y, 'globalAvgPool2d', [x], (dy) => [wrap(native.globalAvgPoolBackward(handleOf(dy, where), [...x.shape]))]);
 }
@@ -451,6 +470,7 @@ export interface BatchStatistics {
 export function batchNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number): { y: Tensor } & BatchStatistics {
   const where = 'batchNorm';
   checkTensor(x, `${where}: x`);
+  if (typeof eps !== 'number' || !(eps > 0) || !Number.isFinite(eps)) throw typeError(`${where}: eps`, 'a positive finite number', eps);
   const [outer, channels, inner] = channelLayout(x);
   checkShape(`${where}: gamma`, checkTensor(gamma, `${where}: gamma`), [channels]);
   checkShape(`${where}: beta`, checkTensor(beta, `${where}: beta`), [channels]);

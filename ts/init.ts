@@ -5,7 +5,7 @@
 import { noGrad } from './autograd.js';
 import { rangeError, typeError } from './errors.js';
 import { native } from './native.js';
-import { Conv2d, Linear, type Module, Sequential } from './nn.js';
+import { Conv2d, Linear, Module, Sequential } from './nn.js';
 import { nextSeed } from './random.js';
 import { tidy } from './scope.js';
 import { handleOf, Tensor } from './tensor.js';
@@ -93,8 +93,15 @@ function initializeLayer(layer: Linear | Conv2d, x: Tensor, scale: number, seed:
  */
 export function dataDependent(model: Module, batch: Tensor, options: DataDependentOptions = {}): void {
   const where = 'init.dataDependent';
+  if (!(model instanceof Module)) throw typeError(`${where}: model`, 'a Module (e.g. nn.Sequential)', model);
   if (!(batch instanceof Tensor)) throw typeError(`${where}: batch`, 'a Tensor', batch);
   handleOf(batch, `${where}: batch`);
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw typeError(`${where}: options`, 'an object like { scale, seed }', options);
+  }
+  if (options.seed !== undefined && (typeof options.seed !== 'number' || !Number.isSafeInteger(options.seed) || options.seed < 0)) {
+    throw typeError(`${where}: options.seed`, 'a non-negative safe integer', options.seed);
+  }
   const scale = options.scale ?? 0.05;
   if (typeof scale !== 'number' || !(scale > 0)) throw typeError(`${where}: options.scale`, 'a positive number', scale);
   const layers = layersOf(model);

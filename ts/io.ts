@@ -114,7 +114,9 @@ function readBytes(path: string, where: string): Uint8Array {
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const prototype = Object.getPrototypeOf(value);
+  return prototype === Object.prototype || prototype === null; // not a Map, Date, class instance...
 }
 
 /** The same test without narrowing (for typed option objects). */
@@ -179,8 +181,9 @@ function parse(bytes: Uint8Array, file: string, where: string, verifyChecksum: b
     if (!Array.isArray(shape) || !shape.every(isCount)) {
       return fail(`${at}: shape must be an array of non-negative integers, found ${JSON.stringify(shape)}`, name);
     }
-    let elements = 1;
-    for (const d of shape as number[]) {
+    // A zero dim makes the tensor empty whatever the others are.
+    let elements = (shape as number[]).includes(0) ? 0 : 1;
+    for (const d of elements === 0 ? [] : (shape as number[])) {
       elements *= d;
       if (elements > MAX_ELEMENTS) fail(`${at}: shape ${shapeText(shape)} has more than 2^40 elements`, name);
     }
@@ -304,7 +307,7 @@ function writeAtomically(path: string, chunks: readonly Uint8Array[], where: str
   try {
     fd = openSync(temporary, 'wx', 0o644);
   } catch (error) {
-    throw new Error(`${where}: cannot write ${path}: ${(error as Error).message}`, { cause: error });
+    throw new CheckpointError(`${where}: cannot write ${path}: ${(error as Error).message}`, path, undefined, { cause: error });
   }
   try {
     try {
@@ -320,7 +323,7 @@ function writeAtomically(path: string, chunks: readonly Uint8Array[], where: str
     } catch {
       // Already gone (the rename happened) or never fully created: nothing to clean.
     }
-    throw new Error(`${where}: cannot write ${path}: ${(error as Error).message}`, { cause: error });
+    throw new CheckpointError(`${where}: cannot write ${path}: ${(error as Error).message}`, path, undefined, { cause: error });
   }
   // Makes the rename itself durable. Windows cannot open a directory for fsync; the rename is still atomic there.
   if (process.platform !== 'win32') {

@@ -247,10 +247,12 @@ export abstract class Module {
 
   /** Frees every parameter and buffer. */
   dispose(): void {
-    for (const [, t] of [...this.namedParameters(), ...this.namedBuffers()]) {
+    for (const t of [...this.parameterSlots.values(), ...this.bufferSlots.values()]) {
       t.grad?.dispose();
       t.dispose();
     }
+    // Each child frees its own derived state too (weight-norm layers: the cached norm).
+    for (const child of this.moduleSlots.values()) child.dispose();
   }
 
   /** forward() with the module's argument checked. */
@@ -362,8 +364,32 @@ function checkCount(where: string, value: unknown, minimum = 1): number {
 }
 
 function checkInput(where: string, x: unknown): Tensor {
-  if (!(x instanceof Tensor)) throw typeError(`${where}: x`, 'a Tensor', x);
-  return x;
+  handleOf(x, `${where}: x`); // a Tensor, not disposed
+  return x as Tensor;
+}
+
+/** The options object of a layer constructor: undefined or a plain object with only the known keys. */
+function checkLayerOptions<T extends object>(where: string, options: unknown, allowed: readonly string[]): Partial<T> {
+  if (options === undefined) return {};
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw typeError(`${where}: options`, `an object with the keys ${allowed.join(', ')}`, options);
+  }
+  for (const key of Object.keys(options)) {
+    if (!allowed.includes(key)) throw typeError(`${where}: options`, `only the keys ${allowed.join(', ')}`, key);
+  }
+  return options as Partial<T>;
+}
+
+function checkFraction(where: string, value: unknown, name: string): number {
+  if (typeof value !== 'number' || !(value >= 0 && value <= 1)) throw typeError(`${where}: ${name}`, 'a number in [0, 1]', value);
+  return value;
+}
+
+function checkSeed(where: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0 || value > 2 ** 32) {
+    throw typeError(`${where}: options.seed`, 'an integer in [0, 2^32]', value);
+  }
+  return value;
 }
 
 /** Initial weights: N(0, 1/fanIn) (LeCun normal), drawn from the global seed sequence (see manualSeed()). */
@@ -447,6 +473,12 @@ abstract class WeightedLayer extends Module {
     (this as unknown as { parameterSlots: Map<string, Tensor> }).parameterSlots.delete('bias');
   }
 
+  /** Frees the parameters and the cached ‖v‖ too. */
+  override dispose(): void {
+    this.weightNormState?.norm?.dispose();
+    super.dispose();
+  }
+
   protected override afterMove(): void {
     this.weightNormState?.norm?.dispose();
     if (this.weightNormState) this.weightNormState.norm = null;
@@ -471,7 +503,10 @@ export class Linear extends WeightedLayer {
     const where = 'nn.Linear';
     checkCount(`${where}: inFeatures`, inFeatures);
     checkCount(`${where}: outFeatures`, outFeatures);
-    this.initialize(where, [outFeatures, inFeatures], inFeatures, options.bias ?? true, options.weightNorm);
+    const o = checkLayerOptions<LinearOptions>(where, options, ['bias', 'weightNorm']);
+    if (o.bias !== undefined && typeof o.bias !== 'boolean') throw typeError(`${where}: options.bias`, 'a boolean', o.bias);
+    if (inFeatures * outFeatures > 2 ** 40) throw rangeError(where, 'at most 2^40 weights', `${inFeatures} × ${outFeatures}`);
+    this.initialize(where, [outFeatures, inFeatures], inFeatures, o.bias ?? true, o.weightNorm);
   }
 
   forward(x: Tensor): Tensor {
@@ -506,6 +541,11 @@ export class Conv2d extends WeightedLayer {
     checkCount(`${where}: inChannels`, inChannels);
     checkCount(`${where}: outChannels`, outChannels);
     checkCount(`${where}: kernelSize`, kernelSize);
+    options = checkLayerOptions<Conv2dOptions>(where, options, ['bias', 'weightNorm', 'stride', 'padding']);
+    if (options.bias !== undefined && typeof options.bias !== 'boolean') throw typeError(`${where}: options.bias`, 'a boolean', options.bias);
+    if (outChannels * inChannels * kernelSize * kernelSize > 2 ** 40) {
+      throw rangeError(where, 'at most 2^40 weights', `${outChannels} × ${inChannels} × ${kernelSize}²`);
+    }
     this.stride = checkCount(`${where}: options.stride`, options.stride ?? 1);
     this.padding = checkCount(`${where}: options.padding`, options.padding ?? 0, 0);
     this.initialize(
@@ -594,7 +634,8 @@ export class Dropout extends Module {
   ) {
     super();
     if (typeof p !== 'number' || !(p >= 0 && p < 1)) throw typeError('nn.Dropout: p', 'a probability in [0, 1)', p);
-    this.seed = options.seed ?? nextSeed();
+    const o = checkLayerOptions<{ seed: number }>('nn.Dropout', options, ['seed']);
+    this.seed = o.seed === undefined ? nextSeed() % 2 ** 32 : checkSeed('nn.Dropout', o.seed);
   }
   forward(x: Tensor): Tensor {
     checkInput('nn.Dropout.forward', x);
@@ -623,8 +664,9 @@ export class GaussianNoise extends Module {
     options: { seed?: number } = {},
   ) {
     super();
-    if (typeof std !== 'number' || !(std >= 0)) throw typeError('nn.GaussianNoise: std', 'a number >= 0', std);
-    this.seed = options.seed ?? nextSeed();
+    if (typeof std !== 'number' || !(std >= 0) || !Number.isFinite(std)) throw typeError('nn.GaussianNoise: std', 'a finite number >= 0', std);
+    const o = checkLayerOptions<{ seed: number }>('nn.GaussianNoise', options, ['seed']);
+    this.seed = o.seed === undefined ? nextSeed() % 2 ** 32 : checkSeed('nn.GaussianNoise', o.seed);
   }
   forward(x: Tensor): Tensor {
     checkInput('nn.GaussianNoise.forward', x);
@@ -668,8 +710,12 @@ export class BatchNorm extends Module {
   ) {
     super();
     checkCount('nn.BatchNorm: numFeatures', numFeatures);
-    this.eps = options.eps ?? 1e-5;
-    this.momentum = options.momentum ?? 0.1;
+    const o = checkLayerOptions<{ eps: number; momentum: number }>('nn.BatchNorm', options, ['eps', 'momentum']);
+    this.eps = o.eps === undefined ? 1e-5 : o.eps;
+    if (typeof this.eps !== 'number' || !(this.eps > 0) || !Number.isFinite(this.eps)) {
+      throw typeError('nn.BatchNorm: options.eps', 'a positive finite number', this.eps);
+    }
+    this.momentum = checkFraction('nn.BatchNorm', o.momentum === undefined ? 0.1 : o.momentum, 'options.momentum');
     this.gamma = this.registerParameter('gamma', new Tensor(native.full([numFeatures], 1, 'cpu')));
     this.beta = this.registerParameter('beta', new Tensor(native.full([numFeatures], 0, 'cpu')));
     this.runningMean = this.registerBuffer('runningMean', new Tensor(native.full([numFeatures], 0, 'cpu')));
@@ -708,7 +754,8 @@ export class MeanOnlyBatchNorm extends Module {
   ) {
     super();
     checkCount('nn.MeanOnlyBatchNorm: numFeatures', numFeatures);
-    this.momentum = options.momentum ?? 0.1;
+    const o = checkLayerOptions<{ momentum: number }>('nn.MeanOnlyBatchNorm', options, ['momentum']);
+    this.momentum = checkFraction('nn.MeanOnlyBatchNorm', o.momentum === undefined ? 0.1 : o.momentum, 'options.momentum');
     this.bias = this.registerParameter('bias', new Tensor(native.full([numFeatures], 0, 'cpu')));
     this.runningMean = this.registerBuffer('runningMean', new Tensor(native.full([numFeatures], 0, 'cpu')));
   }

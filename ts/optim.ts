@@ -320,7 +320,9 @@ abstract class AdamFamily extends Optimizer {
   ) {
     if (typeof options !== 'object' || options === null) throw typeError(`${where}: options`, 'an object', options);
     super(where, params, options.lr ?? defaultLr);
-    const [beta1, beta2] = options.betas ?? [0.9, 0.999];
+    const betas = options.betas ?? [0.9, 0.999];
+    if (!Array.isArray(betas) || betas.length !== 2) throw typeError(`${where}: options.betas`, 'a pair [beta1, beta2]', betas);
+    const [beta1, beta2] = betas;
     this.beta1 = checkNumber(`${where}: options.betas[0]`, beta1, 0, 1, true);
     this.beta2 = checkNumber(`${where}: options.betas[1]`, beta2, 0, 1, true);
     this.eps = checkNumber(`${where}: options.eps`, options.eps ?? 1e-8, 0);

@@ -17,6 +17,9 @@ export function track(tensor: Disposable): void {
 
 /** Exempts a tensor from every enclosing tidy() (it lives until disposed explicitly). Returns it. */
 export function keep<T extends Disposable>(tensor: T): T {
+  if (typeof tensor !== 'object' || tensor === null || typeof (tensor as Disposable).dispose !== 'function') {
+    throw new TypeError(`keep: tensor: expected a Tensor, received ${tensor === null ? 'null' : typeof tensor}`);
+  }
   kept.add(tensor);
   for (const scope of scopes) scope.delete(tensor);
   return tensor;

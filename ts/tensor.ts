@@ -42,7 +42,8 @@ export class Tensor {
     const shape = Object.freeze([...handle.shape]);
     // Not writable at run time either: a tensor's shape is its storage's, and cannot be reassigned.
     Object.defineProperty(this, 'shape', { value: shape, writable: false, enumerable: true });
-    Object.defineProperty(this, 'size', { value: shape.reduce((a, b) => a * b, 1), writable: false, enumerable: true });
+    const size = shape.includes(0) ? 0 : shape.reduce((a, b) => a * b, 1);
+    Object.defineProperty(this, 'size', { value: size, writable: false, enumerable: true });
     track(this);
   }
 
@@ -148,7 +149,8 @@ function checkShape(value: unknown, where: string): number[] {
       throw typeError(`${where}: shape[${i}]`, 'a non-negative integer', d);
     }
   });
-  const size = (value as number[]).reduce((a, b) => a * b, 1);
+  // A zero dim makes the tensor empty whatever the others are (and keeps Infinity * 0 out of the product).
+  const size = (value as number[]).includes(0) ? 0 : (value as number[]).reduce((a, b) => a * b, 1);
   if (size > 2 ** 40) throw rangeError(`${where}: shape`, 'at most 2^40 elements', `[${value.join(', ')}]`);
   return [...(value as number[])];
 }

@@ -363,7 +363,8 @@ void test_elementwise(const Backend& b) {
       for (const float slope : {0.0f, 0.01f}) {
         const std::string s = " slope " + std::to_string(slope).substr(0, 4);
         b.relu_forward(out.p(), da.p(), slope, n);
-        for (int64_t i = 0; i < n; ++i) want[i] = a[i] > 0.0f ? a[i] : slope * a[i];
+        // ReLU (slope 0) gives exactly +0 for x <= 0, also for -inf where slope * x would be NaN.
+        for (int64_t i = 0; i < n; ++i) want[i] = a[i] > 0.0f ? a[i] : slope == 0.0f ? 0.0f : slope * a[i];
         check_bitwise(what + "relu_forward" + s, out.get(), want);
         b.relu_backward(out.p(), dc.p(), da.p(), slope, n);
         for (int64_t i = 0; i < n; ++i) want[i] = c[i] * (a[i] > 0.0f ? 1.0f : slope);

@@ -1,0 +1,2166 @@
+// Property-based fuzzing of the public API with fast-check: at least 10,000 random calls of the tensor functions and
+// methods, the weight-norm ops, nn.functional, the layers, the optimizers, init, tidy/keep/noGrad and io, with random
+// shapes (0-sized, and huge ones that must be rejected or fail cleanly), dims, devices, JS values where tensors are
+// expected, disposed tensors and NaN/Infinity data.
+//
+// The contract checked for every call:
+//   - it returns a result that passes a cheap check (shapes; values where a float64 check is cheap; for weight norm
+//     on finite data ‖w_k‖ ≈ |g_k| wherever ‖v_k‖ > eps), or it throws a TypeError, RangeError or
+//     DisposedTensorError (io: also io.CheckpointError) whose message starts with the function's name. An out-of-
+//     memory RangeError (code ERR_WEIGHTNORM_OUT_OF_MEMORY) counts as a clean failure wherever a huge output was
+//     asked for;
+//   - a call generated valid must return; a call with an argument that is plainly invalid must throw;
+//   - no call leaves a tensor behind (memory() before and after it), and the process survives.
+//
+// The calls run in a child process: this same file, transpiled with the library and run by node, so a native crash
+// is counted and reported with the call that caused it instead of taking the test runner down. The child appends
+// each call and its outcome to a journal before and after making it; after a crash the supervisor restarts it after
+// the crashing call, skipping further calls of the same kind. fast-check generates the calls (fc.sample with one
+// seed per call, so a restarted child regenerates exactly the calls that follow); they are checked here rather than
+// by fc.assert, which stops at the first failure and cannot outlive a crash.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { tmpdir, totalmem } from 'node:os';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import fc from 'fast-check';
+import { beforeAll, describe, expect, it } from 'vitest';
+
+import * as wn from '../ts/index.js';
+import type { Device, Tensor } from '../ts/index.js';
+import { reproduce, runSeed, uniformGenerator } from './helpers.js';
+import { channelLayout, weightNormBackward as referenceBackward, weightNormForward as referenceForward } from './reference/weightnorm.js';
+
+const F = wn.nn.functional;
+const RUNS = 10_000;
+const WORKER = process.env.WEIGHTNORM_FUZZ_WORKER === '1';
+
+const cuda = wn.backend().cuda;
+const devices: Device[] = cuda.usable ? ['cpu', 'cuda'] : ['cpu'];
+/**
+ * Huge dims are 2^HUGE_EXPONENT or more: a tensor with one (and no 0) needs more than twice this machine's RAM and
+ * its GPU's memory, so the fuzz never really allocates one; it must fail with an out-of-memory error instead.
+ */
+const HUGE_EXPONENT = Math.min(
+  50,
+  Math.max(34, Math.ceil(Math.log2(Math.max(totalmem(), cuda.device?.totalBytes ?? 0) / 4)) + 2),
+);
+
+// ---------------------------------------------------------------------------------------------------------------
+// What a call is made of. Tensors, norms and models are described, and made only when the call runs.
+
+type Fill = 'normal' | 'zeros' | 'positive' | 'nan' | 'inf' | 'large' | 'tiny' | 'labels';
+
+/** A tensor to create for a call. The same TensorSpec twice in one call is the same tensor. */
+class TensorSpec {
+  constructor(
+    readonly shape: readonly number[],
+    readonly fill: Fill,
+    readonly device: Device,
+    readonly seed: number,
+    readonly disposed = false,
+    readonly requiresGrad = false,
+    /** For fill 'labels': class indices in [0, classes). */
+    readonly classes = 1,
+  ) {}
+  with(changes: Partial<Pick<TensorSpec, 'shape' | 'device' | 'disposed' | 'requiresGrad'>>): TensorSpec {
+    const next = { ...this, ...changes };
+    return new TensorSpec(next.shape, next.fill, next.device, next.seed, next.disposed, next.requiresGrad, next.classes);
+  }
+  [fc.toStringMethod](): string {
+    const flags = [this.device === 'cuda' ? 'cuda' : '', this.disposed ? 'disposed' : '', this.requiresGrad ? 'requiresGrad' : '']
+      .filter(Boolean)
+      .join(',');
+    return `${this.fill}#${this.seed}[${this.shape.join(',')}]${flags ? `(${flags})` : ''}`;
+  }
+}
+
+/** max(‖v_k‖, eps) per channel of v, computed on the host in float64: the norm a backward is given. */
+class NormSpec {
+  constructor(
+    readonly v: TensorSpec,
+    readonly dim: number | null,
+    readonly eps: number,
+    /** Where the norm is made (default: v's device), and whether it is passed disposed. */
+    readonly device: Device = v.device,
+    readonly disposed = false,
+  ) {}
+  [fc.toStringMethod](): string {
+    const flags = [this.device !== this.v.device ? this.device : '', this.disposed ? 'disposed' : ''].filter(Boolean).join(',');
+    return `normOf(${fc.stringify(this.v)}, dim ${this.dim}, eps ${this.eps})${flags ? `(${flags})` : ''}`;
+  }
+}
+
+/** A small model to pass where a Module is expected: a Linear, or Linear-ReLU-Linear. */
+class ModuleSpec {
+  constructor(
+    readonly kind: 'linear' | 'mlp',
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    readonly weightNorm: boolean,
+    readonly device: Device,
+    readonly seed: number,
+  ) {}
+  [fc.toStringMethod](): string {
+    return `${this.kind}(${this.inFeatures}->${this.outFeatures}${this.weightNorm ? ', weightNorm' : ''}${this.device === 'cuda' ? ', cuda' : ''}, seed ${this.seed})`;
+  }
+}
+
+/** The parameters of a ModuleSpec's model (the same model when the spec appears elsewhere in the call). */
+class ParamsSpec {
+  constructor(readonly model: ModuleSpec) {}
+  [fc.toStringMethod](): string {
+    return `parameters of ${fc.stringify(this.model)}`;
+  }
+}
+
+/** 'result': a valid call, must return a checked result. 'error': a plainly invalid argument, must throw.
+ * 'either': a huge or unusual request that may do either (an out-of-memory error included). */
+type Expect = 'result' | 'error' | 'either';
+
+interface Call {
+  op: string;
+  tag: string;
+  expect: Expect;
+  args: unknown[];
+  /** Also run backward() from the sum of the result, where it requires a gradient. */
+  backward: boolean;
+}
+
+interface Made {
+  tensors: Map<unknown, unknown>;
+  /** Tensors created with requiresGrad: their .grad is kept by autograd and must be freed after the call. */
+  leaves: Tensor[];
+  cleanups: (() => void)[];
+}
+
+const product = (shape: readonly number[]): number => (shape.includes(0) ? 0 : shape.reduce((a, b) => a * b, 1));
+
+function hostValues(spec: TensorSpec): Float32Array {
+  const uniform = uniformGenerator(spec.seed);
+  const values = new Float32Array(product(spec.shape));
+  const sign = () => (uniform() < 0.5 ? -1 : 1);
+  for (let i = 0; i < values.length; i++) {
+    const u = uniform();
+    values[i] = {
+      normal: 2 * u - 1,
+      zeros: 0,
+      positive: 0.5 + 1.5 * u,
+      nan: u < 0.3 ? NaN : 2 * uniform() - 1,
+      inf: u < 0.3 ? sign() * Infinity : 2 * uniform() - 1,
+      large: sign() * 10 ** (18 + 2 * u), // finite, but squares overflow float32
+      tiny: sign() * 10 ** (-30 + 5 * u), // finite, but squares underflow float32
+      labels: Math.floor(u * spec.classes),
+    }[spec.fill];
+  }
+  return values;
+}
+
+function makeTensor(spec: TensorSpec, made: Made): Tensor {
+  const options = { device: spec.device };
+  const t =
+    spec.fill === 'normal'
+      ? wn.randn([...spec.shape], { ...options, seed: spec.seed })
+      : spec.fill === 'zeros'
+        ? wn.zeros([...spec.shape], options)
+        : wn.tensor(hostValues(spec), [...spec.shape], options);
+  if (spec.requiresGrad) {
+    t.requiresGrad = true;
+    made.leaves.push(t);
+  }
+  if (spec.disposed) t.dispose();
+  return t;
+}
+
+function hostNorm(v: Tensor, dim: number | null, eps: number): Float32Array {
+  const values = v.toArray();
+  const layout = channelLayout(v.shape, dim);
+  const norms = new Float32Array(layout.channels);
+  if (values.length === 0) return norms.fill(eps); // (and no loop over a huge outer dim of an empty v)
+  for (let k = 0; k < layout.channels; k++) {
+    let sum = 0;
+    for (let o = 0; o < layout.outer; o++) {
+      for (let i = 0; i < layout.inner; i++) sum += values[(o * layout.channels + k) * layout.inner + i]! ** 2;
+    }
+    norms[k] = Math.max(Math.sqrt(sum), eps);
+  }
+  return norms;
+}
+
+function makeModule(spec: ModuleSpec, made: Made): wn.nn.Module {
+  wn.manualSeed(spec.seed);
+  const options = { weightNorm: spec.weightNorm };
+  const model =
+    spec.kind === 'linear'
+      ? new wn.nn.Linear(spec.inFeatures, spec.outFeatures, options)
+      : new wn.nn.Sequential(
+          new wn.nn.Linear(spec.inFeatures, 4, options),
+          new wn.nn.ReLU(),
+          new wn.nn.Linear(4, spec.outFeatures, options),
+        );
+  made.cleanups.push(() => model.dispose());
+  return model.to(spec.device);
+}
+
+function materialize(value: unknown, made: Made): unknown {
+  const memo = <T>(key: unknown, create: () => T): T => {
+    if (!made.tensors.has(key)) made.tensors.set(key, create());
+    return made.tensors.get(key) as T;
+  };
+  if (value instanceof TensorSpec) return memo(value, () => makeTensor(value, made));
+  if (value instanceof NormSpec) {
+    return memo(value, () => {
+      const v = materialize(value.v, made) as Tensor;
+      const norm = wn.tensor(hostNorm(v, value.dim, value.eps), [value.dim === null ? 1 : v.shape[value.dim]!], { device: value.device });
+      if (value.disposed) norm.dispose();
+      return norm;
+    });
+  }
+  if (value instanceof ModuleSpec) return memo(value, () => makeModule(value, made));
+  if (value instanceof ParamsSpec) return (materialize(value.model, made) as wn.nn.Module).parameters();
+  if (Array.isArray(value)) return value.map((item) => materialize(item, made));
+  // fc.record makes objects without a prototype: they become ordinary objects here.
+  if (typeof value === 'object' && value !== null && [Object.prototype, null].includes(Object.getPrototypeOf(value))) {
+    return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, materialize(item, made)]));
+  }
+  return value;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Arbitraries.
+
+const smallDim = fc.oneof({ weight: 6, arbitrary: fc.integer({ min: 1, max: 5 }) }, { weight: 1, arbitrary: fc.constant(0) });
+const positiveDim = fc.integer({ min: 1, max: 5 });
+const hugeDim = fc.integer({ min: HUGE_EXPONENT, max: 52 }).map((e) => 2 ** e);
+const smallShape = (minRank = 0, maxRank = 4) => fc.array(smallDim, { minLength: minRank, maxLength: maxRank });
+/** A 0-sized shape with a huge dim beside the 0: creating it allocates nothing; an op may ask for a huge output. */
+const emptyHugeShape = (rank = 3) =>
+  fc
+    .tuple(fc.array(positiveDim, { minLength: rank, maxLength: rank }), fc.nat({ max: rank - 1 }), fc.nat({ max: rank - 1 }), hugeDim)
+    .filter(([, zero, huge]) => zero !== huge)
+    .map(([shape, zero, huge, size]) => shape.map((d, i) => (i === zero ? 0 : i === huge ? size : d)));
+const anyShape = fc.oneof({ weight: 8, arbitrary: smallShape() }, { weight: 1, arbitrary: emptyHugeShape() });
+/** Shapes tensor/zeros/randn must reject before allocating (over 2^40 elements, or not shapes at all). */
+const oversizeShape = fc.oneof(
+  fc.integer({ min: 41, max: 52 }).map((e) => [2 ** e]),
+  fc.tuple(fc.integer({ min: 21, max: 40 }), fc.integer({ min: 21, max: 40 })).map(([a, b]) => [2 ** a, 2 ** b]),
+  fc.constant([2 ** 20, 2 ** 20, 2]),
+);
+/** 0 elements, but the product of the other dims overflows a double (Infinity · 0). */
+const overflowingEmptyShape = fc.integer({ min: 16, max: 24 }).map((n) => [...Array<number>(n).fill(2 ** 52), 0]);
+const junkDim = fc.constantFrom(-1, 1.5, NaN, Infinity, -Infinity, 2 ** 53, '3', null, undefined, true, 2n, [2], {});
+const junkShape = fc.oneof(
+  fc.constantFrom(3, 'abc', null, {}, new Float32Array([2, 3]), true),
+  fc.tuple(smallShape(0, 3), fc.nat(), junkDim).map(([shape, at, junk]) => {
+    const copy: unknown[] = [...shape];
+    copy.splice(at % (shape.length + 1), 0, junk);
+    return copy;
+  }),
+);
+/** Values that are not tensors, passed where a tensor is expected. */
+const junkValue = fc.constantFrom<unknown>(
+  0,
+  1,
+  -1,
+  1.5,
+  NaN,
+  Infinity,
+  '',
+  'abc',
+  'cpu',
+  null,
+  undefined,
+  true,
+  [],
+  [1, 2, 3],
+  [[1, 2]],
+  {},
+  { shape: [2], data: [1, 2] },
+  new Float32Array(2),
+  Symbol('junk'),
+  10n,
+  () => 1,
+  new Date(0),
+  new Map(),
+);
+const validDevice = fc.constantFrom(...devices);
+const junkDevice = fc.constantFrom<unknown>('gpu', 'CPU', 'cuda:0', '', ' cpu', null, 0, 1, {}, ['cpu'], ...(cuda.usable ? [] : ['cuda']));
+/** Not an options object, or one with a key no function takes. */
+const junkOptions = fc.constantFrom<unknown>(null, 3, 'x', [], true, { bogus: 1 });
+const junkPositive = fc.constantFrom<unknown>(0, -1, NaN, Infinity, -Infinity, '1e-5', null, true, 1n);
+const junkInteger = fc.constantFrom<unknown>(-1, 1.5, NaN, Infinity, '2', null, true, 2n, [2]);
+const junkCount = fc.constantFrom<unknown>(0, -1, 1.5, NaN, Infinity, '3', null, undefined, 2n);
+const junkBoolean = fc.constantFrom<unknown>('yes', 1, 0, null, {});
+const junkFunction = fc.constantFrom<unknown>(undefined, null, 3, 'fn', {}, []);
+const fills = fc.constantFrom<Fill>('normal', 'normal', 'normal', 'normal', 'zeros', 'positive', 'nan', 'inf', 'large', 'tiny');
+const finiteFills = fc.constantFrom<Fill>('normal', 'normal', 'zeros', 'positive');
+
+interface TensorOptions {
+  device?: Device;
+  fill?: fc.Arbitrary<Fill>;
+  grad?: boolean;
+}
+
+function tensorOf(shape: fc.Arbitrary<readonly number[]> | readonly number[], options: TensorOptions = {}): fc.Arbitrary<TensorSpec> {
+  const shapes = Array.isArray(shape) ? fc.constant(shape as readonly number[]) : (shape as fc.Arbitrary<readonly number[]>);
+  return fc
+    .record({
+      shape: shapes,
+      fill: options.fill ?? fills,
+      device: options.device ? fc.constant(options.device) : validDevice,
+      seed: fc.nat(),
+      requiresGrad: options.grad ? fc.boolean() : fc.constant(false),
+    })
+    .map((r) => new TensorSpec(r.shape, r.fill, r.device, r.seed, false, r.requiresGrad));
+}
+
+const labelsOf = (batch: number, classes: number, device: Device) =>
+  fc.nat().map((seed) => new TensorSpec([batch], 'labels', device, seed, false, false, classes));
+
+// ---------------------------------------------------------------------------------------------------------------
+// Variants of a valid call: each replaces or changes an argument.
+
+interface Variant<A extends unknown[]> {
+  tag: string;
+  expect: Expect;
+  weight?: number;
+  args: (valid: A) => fc.Arbitrary<unknown[]>;
+}
+
+type Generated = Omit<Call, 'op'>;
+
+function callsOf<A extends unknown[]>(valid: fc.Arbitrary<A>, variants: Variant<A>[], validWeight = variants.length): fc.Arbitrary<Generated> {
+  return valid.chain((args) =>
+    fc.oneof(
+      { weight: validWeight, arbitrary: fc.record({ backward: fc.boolean() }).map(({ backward }) => ({ tag: 'valid', expect: 'result' as Expect, args, backward })) },
+      ...variants.map((v) => ({
+        weight: v.weight ?? 1,
+        arbitrary: fc.tuple(v.args(args), fc.boolean()).map(([changed, backward]) => ({ tag: v.tag, expect: v.expect, args: changed, backward })),
+      })),
+    ),
+  );
+}
+
+/** args with args[i] replaced by a value of `replacement`. */
+const at = (args: readonly unknown[], i: number, replacement: fc.Arbitrary<unknown>) =>
+  replacement.map((value) => {
+    const copy = [...args];
+    copy[i] = value;
+    return copy;
+  });
+
+/** args with args[i] (an options object) given key = a value of `replacement`. */
+const option = (args: readonly unknown[], i: number, key: string, replacement: fc.Arbitrary<unknown>) =>
+  replacement.map((value) => {
+    const copy = [...args];
+    copy[i] = { ...((copy[i] as object | undefined) ?? {}), [key]: value };
+    return copy;
+  });
+
+function disposedVersion(spec: unknown): unknown {
+  if (spec instanceof TensorSpec) return spec.with({ disposed: true });
+  if (spec instanceof NormSpec) return new NormSpec(spec.v, spec.dim, spec.eps, spec.device, true);
+  throw new TypeError(`fuzz: no disposed version of ${fc.stringify(spec)}`);
+}
+
+function movedVersion(spec: unknown): unknown {
+  const other = (device: Device): Device => (device === 'cpu' ? 'cuda' : 'cpu');
+  if (spec instanceof TensorSpec) return spec.with({ device: other(spec.device) });
+  if (spec instanceof NormSpec) return new NormSpec(spec.v, spec.dim, spec.eps, other(spec.device));
+  throw new TypeError(`fuzz: no moved version of ${fc.stringify(spec)}`);
+}
+
+/** The usual bad tensor arguments for args[i]: not a tensor, disposed, on the other device. */
+function tensorVariants<A extends unknown[]>(i: number, name: string): Variant<A>[] {
+  const variants: Variant<A>[] = [
+    { tag: `${name} not a tensor`, expect: 'error', args: (a) => at(a, i, junkValue) },
+    { tag: `${name} disposed`, expect: 'error', args: (a) => at(a, i, fc.constant(disposedVersion(a[i]))) },
+  ];
+  if (devices.length > 1) {
+    variants.push({ tag: `${name} on the other device`, expect: 'error', args: (a) => at(a, i, fc.constant(movedVersion(a[i]))) });
+  }
+  return variants;
+}
+
+/** args[i] replaced by a tensor of a shape that differs from `shape`. */
+const wrongShape = (args: readonly unknown[], i: number, shape: readonly number[], device: Device) =>
+  at(
+    args,
+    i,
+    fc
+      .constantFrom<readonly number[]>(
+        ...[[...shape.slice(0, -1), (shape[shape.length - 1] ?? 1) + 1], [...shape, 1], shape.length === 1 ? [2, 3] : [7]].filter((s) => product(s) <= 10_000),
+      )
+      .chain((s) => tensorOf(s, { device })),
+  );
+
+// ---------------------------------------------------------------------------------------------------------------
+// Checks of results. Each returns a problem, or undefined.
+
+type Check = (result: unknown, args: unknown[], call: Call) => string | undefined;
+
+const isTensor = (value: unknown): value is Tensor => value instanceof wn.Tensor;
+const shapeText = (shape: readonly unknown[]): string => `[${shape.map(String).join(', ')}]`;
+
+function shapeProblem(value: unknown, expected: readonly number[], what = 'result'): string | undefined {
+  if (!isTensor(value)) return `${what} is ${String(value)}, not a Tensor`;
+  if (value.shape.length !== expected.length || value.shape.some((d, i) => d !== expected[i])) {
+    return `${what} has shape ${shapeText(value.shape)}, expected ${shapeText(expected)}`;
+  }
+  if (value.size !== product(expected)) return `${what} has size ${value.size}, expected ${product(expected)}`;
+  return undefined;
+}
+
+const allFinite = (values: ArrayLike<number>): boolean => {
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i]!)) return false;
+  return true;
+};
+const maxAbs = (values: ArrayLike<number>): number => {
+  let m = 0;
+  for (let i = 0; i < values.length; i++) m = Math.max(m, Math.abs(values[i]!));
+  return m;
+};
+
+/** Elementwise: |got − expected| ≤ tolerance·max(1, |expected|) where expected is finite, same class otherwise. */
+function valuesProblem(got: Float32Array, expected: ArrayLike<number>, tolerance: number, what = 'result'): string | undefined {
+  if (got.length !== expected.length) return `${what} has ${got.length} values, expected ${expected.length}`;
+  for (let i = 0; i < got.length; i++) {
+    const e = expected[i]!;
+    const g = got[i]!;
+    const ok = Number.isNaN(e) ? Number.isNaN(g) : Number.isFinite(e) ? Math.abs(g - e) <= tolerance * Math.max(1, Math.abs(e)) : g === e;
+    if (!ok) return `${what}[${i}] = ${g}, expected ${e}`;
+  }
+  return undefined;
+}
+
+function weightNormProblem(result: unknown, v: Tensor, g: Tensor, dim: number | null, eps: number): string | undefined {
+  const { w, norm } = (result ?? {}) as { w?: unknown; norm?: unknown };
+  const layout = channelLayout(v.shape, dim);
+  const problem = shapeProblem(w, v.shape, 'w') ?? shapeProblem(norm, [layout.channels], 'norm');
+  if (problem) return problem;
+  const vs = v.toArray();
+  const gs = g.toArray();
+  if (!allFinite(vs) || !allFinite(gs)) return undefined; // NaN in, NaN out is fine
+  // The kernels square v in float32 (README: "Numeric range"): beyond |v| ≈ 1.8e19 the squares overflow, below
+  // ≈ 1e-19 they underflow. Those inputs must not crash, but their norms are not checked against float64.
+  if (vs.some((x) => x !== 0 && (Math.abs(x) > 1e19 || Math.abs(x) < 1e-19))) return undefined;
+  // Likewise g/‖v‖ must be a normal float32 for w to carry it.
+  if (gs.some((x) => x !== 0 && (Math.abs(x) > 1e19 || Math.abs(x) < 1e-19))) return undefined;
+  const ws = (w as Tensor).toArray();
+  const norms = (norm as Tensor).toArray();
+  if (vs.length === 0) return norms.every((n) => n === Math.fround(eps)) ? undefined : `norm of an empty v is ${norms.join(', ')}, expected eps`;
+  const reference = referenceForward(vs, gs, v.shape, dim, eps);
+  for (let k = 0; k < layout.channels; k++) {
+    const expected = reference.norm[k]!;
+    if (!(Math.abs(norms[k]! - expected) <= 1e-5 * expected)) return `norm[${k}] = ${norms[k]}, expected max(‖v_k‖, eps) = ${expected}`;
+    if (expected <= eps) continue;
+    let sum = 0;
+    for (let o = 0; o < layout.outer; o++) {
+      for (let i = 0; i < layout.inner; i++) sum += ws[(o * layout.channels + k) * layout.inner + i]! ** 2;
+    }
+    const gain = Math.abs(gs[k]!);
+    // float32 over at most 1296 elements: 1e-4 relative is ample.
+    if (!(Math.abs(Math.sqrt(sum) - gain) <= 1e-4 * gain)) return `‖w_${k}‖ = ${Math.sqrt(sum)}, expected |g_${k}| = ${gain} (‖v_${k}‖ = ${expected})`;
+  }
+  return undefined;
+}
+
+function resolveDim(options: unknown, rank: number, defaultDim: number | null): number | null {
+  const dim = (options as { dim?: number | null } | undefined)?.dim;
+  if (dim === undefined) return defaultDim;
+  if (dim === null) return null;
+  return dim < 0 ? dim + rank : dim;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The ops. `where` lists the names an error message may start with: the function called, or the one it delegates
+// to (a layer's forward reports the functional op it runs).
+
+interface FuzzOp {
+  name: string;
+  where: readonly string[];
+  io?: boolean;
+  calls: fc.Arbitrary<Generated>;
+  run(args: unknown[], call: Call, made: Made): unknown;
+  check?: Check;
+  /** The tensor to run backward() from, when call.backward. */
+  output?: (result: unknown) => unknown;
+}
+
+const ops: FuzzOp[] = [];
+const op = (definition: FuzzOp) => ops.push(definition);
+const FUNCTIONAL = [
+  'add', 'mul', 'scale', 'sum', 'mean', 'reshape', 'flatten', 'matmul', 'linear', 'weightNormLinear', 'weightNorm', 'conv2d',
+  'maxPool2d', 'globalAvgPool2d', 'relu', 'leakyRelu', 'tanh', 'dropout', 'gaussianNoise', 'crossEntropy', 'batchNorm',
+  'batchNormInference', 'meanOnlyBatchNorm',
+];
+
+// Creation ------------------------------------------------------------------------------------------------------
+
+const creationOptions = (device: Device) => fc.constantFrom<unknown>(undefined, { device }, {});
+
+op({
+  name: 'tensor',
+  where: ['tensor'],
+  calls: callsOf(
+    fc
+      .tuple(smallShape(), validDevice, fc.boolean(), fc.boolean())
+      .chain(([shape, device, typed, omitShape]) =>
+        fc.tuple(
+          fc.array(fc.double(), { minLength: product(shape), maxLength: product(shape) }).map((data) => (typed ? Float32Array.from(data) : data)),
+          fc.constant(omitShape && shape.length === 1 ? undefined : shape),
+          creationOptions(device),
+        ),
+      ),
+    [
+      {
+        tag: 'data not numbers',
+        expect: 'error',
+        args: (a) =>
+          at(a, 0, fc.oneof(junkValue.filter((x) => !(x instanceof Float32Array) && !(Array.isArray(x) && x.every((e) => typeof e === 'number'))), fc.constant(['1', 2]), fc.constant([null]))),
+      },
+      { tag: 'data length ≠ shape', expect: 'error', args: (a) => at(a, 1, fc.constant([(a[0] as ArrayLike<number>).length + 1])) },
+      { tag: 'junk shape', expect: 'error', args: (a) => at(a, 1, junkShape) },
+      { tag: 'oversize shape', expect: 'error', args: (a) => at(a, 1, oversizeShape) },
+      { tag: 'junk options', expect: 'error', args: (a) => at(a, 2, junkOptions) },
+      { tag: 'junk device', expect: 'error', args: (a) => option(a, 2, 'device', junkDevice) },
+    ],
+  ),
+  run: ([data, shape, options]) => wn.tensor(data as Float32Array, shape as number[], options as wn.CreateOptions),
+  check: (t, [data, shape, options]) => {
+    const values = data as ArrayLike<number>;
+    const expected = (shape as number[] | undefined) ?? [values.length];
+    return (
+      shapeProblem(t, expected) ??
+      ((t as Tensor).device !== ((options as { device?: Device } | undefined)?.device ?? 'cpu') ? `device ${(t as Tensor).device}` : undefined) ??
+      valuesProblem((t as Tensor).toArray(), Float32Array.from(values), 0)
+    );
+  },
+});
+
+op({
+  name: 'zeros',
+  where: ['zeros'],
+  calls: callsOf(
+    fc.tuple(fc.oneof({ weight: 6, arbitrary: smallShape() }, { weight: 1, arbitrary: emptyHugeShape() }), validDevice).chain(([shape, device]) =>
+      fc.tuple(fc.constant(shape), creationOptions(device)),
+    ),
+    [
+      { tag: 'junk shape', expect: 'error', args: (a) => at(a, 0, junkShape) },
+      { tag: 'oversize shape', expect: 'error', args: (a) => at(a, 0, oversizeShape) },
+      { tag: 'empty shape overflowing a double', expect: 'either', args: (a) => at(a, 0, overflowingEmptyShape) },
+      { tag: 'junk options', expect: 'error', args: (a) => at(a, 1, junkOptions) },
+      { tag: 'junk device', expect: 'error', args: (a) => option(a, 1, 'device', junkDevice) },
+    ],
+  ),
+  run: ([shape, options]) => wn.zeros(shape as number[], options as wn.CreateOptions),
+  check: (t, [shape]) => {
+    const problem = shapeProblem(t, shape as number[]);
+    if (problem) return problem;
+    const values = (t as Tensor).toArray();
+    return values.some((x) => x !== 0) ? 'a nonzero value' : undefined;
+  },
+});
+
+op({
+  name: 'randn',
+  where: ['randn'],
+  calls: callsOf(
+    fc.tuple(anyShape, validDevice).chain(([shape, device]) =>
+      fc.tuple(
+        fc.constant(shape),
+        fc.record(
+          {
+            seed: fc.maxSafeNat(),
+            mean: fc.double({ min: -1e6, max: 1e6, noNaN: true }),
+            std: fc.oneof(fc.constant(0), fc.double({ min: 0, max: 1e3, noNaN: true })),
+            device: fc.constant(device),
+          },
+          { requiredKeys: [] },
+        ),
+      ),
+    ),
+    [
+      { tag: 'junk shape', expect: 'error', args: (a) => at(a, 0, junkShape) },
+      { tag: 'oversize shape', expect: 'error', args: (a) => at(a, 0, oversizeShape) },
+      { tag: 'junk seed', expect: 'error', args: (a) => option(a, 1, 'seed', fc.constantFrom<unknown>(-1, 1.5, NaN, 2 ** 53, '1', null)) },
+      { tag: 'junk mean', expect: 'error', args: (a) => option(a, 1, 'mean', fc.constantFrom<unknown>(NaN, Infinity, '0', null)) },
+      { tag: 'junk std', expect: 'error', args: (a) => option(a, 1, 'std', fc.constantFrom<unknown>(-1, NaN, Infinity, '1', null)) },
+      { tag: 'junk options', expect: 'error', args: (a) => at(a, 1, junkOptions) },
+      { tag: 'junk device', expect: 'error', args: (a) => option(a, 1, 'device', junkDevice) },
+    ],
+  ),
+  run: ([shape, options]) => wn.randn(shape as number[], options as wn.RandnOptions),
+  check: (t, [shape, options]) => {
+    const problem = shapeProblem(t, shape as number[]);
+    if (problem) return problem;
+    const values = (t as Tensor).toArray();
+    if (!allFinite(values)) return 'a non-finite sample';
+    const { mean = 0, std = 1 } = options as { mean?: number; std?: number };
+    if (std === 0 && values.some((x) => x !== Math.fround(mean))) return `std 0 but a value ≠ mean ${mean}`;
+    if (values.length > 0 && values.length <= 64) {
+      const again = wn.randn(shape as number[], options as wn.RandnOptions).toArray();
+      if (again.some((x, i) => x !== values[i])) return 'the same seed gave different values';
+    }
+    return undefined;
+  },
+});
+
+// Tensor methods ------------------------------------------------------------------------------------------------
+
+const maybeDisposed = (spec: fc.Arbitrary<TensorSpec>) =>
+  fc.tuple(spec, fc.integer({ min: 0, max: 5 })).map(([s, roll]) => (roll === 0 ? s.with({ disposed: true }) : s));
+const expectFor = (spec: TensorSpec, valid: boolean): Expect => (spec.disposed ? 'error' : valid ? 'result' : 'error');
+
+op({
+  name: 'tensor.toArray',
+  where: ['tensor.toArray'],
+  calls: maybeDisposed(tensorOf(anyShape)).map((t) => ({ tag: t.disposed ? 'disposed' : 'valid', expect: expectFor(t, true), args: [t], backward: false })),
+  run: ([t]) => (t as Tensor).toArray(),
+  check: (values, [t]) => {
+    if (!(values instanceof Float32Array)) return 'not a Float32Array';
+    const spec = t as Tensor;
+    return values.length !== spec.size ? `${values.length} values for size ${spec.size}` : undefined;
+  },
+});
+
+op({
+  name: 'tensor.item',
+  where: ['tensor.item', 'tensor.toArray'],
+  calls: maybeDisposed(tensorOf(fc.oneof(fc.constant([]), fc.constant([1]), fc.constant([1, 1]), smallShape()))).map((t) => ({
+    tag: t.disposed ? 'disposed' : product(t.shape) === 1 ? 'valid' : 'not one element',
+    expect: expectFor(t, product(t.shape) === 1),
+    args: [t],
+    backward: false,
+  })),
+  run: ([t]) => (t as Tensor).item(),
+  check: (value, [t]) => {
+    const first = (t as Tensor).toArray()[0]!;
+    return Object.is(value, first) || (Number.isNaN(value) && Number.isNaN(first)) ? undefined : `item() = ${String(value)}, data ${first}`;
+  },
+});
+
+op({
+  name: 'tensor.to',
+  where: ['tensor.to'],
+  calls: fc.tuple(maybeDisposed(tensorOf(anyShape)), fc.oneof({ weight: 3, arbitrary: validDevice as fc.Arbitrary<unknown> }, { weight: 1, arbitrary: junkDevice })).map(([t, device]) => ({
+    tag: t.disposed ? 'disposed' : devices.includes(device as Device) ? 'valid' : 'junk device',
+    expect: expectFor(t, devices.includes(device as Device)),
+    args: [t, device],
+    backward: false,
+  })),
+  run: ([t, device]) => (t as Tensor).to(device as Device),
+  check: (copy, [t, device]) => {
+    const source = t as Tensor;
+    return (
+      shapeProblem(copy, source.shape) ??
+      (copy === source ? 'to() returned the same tensor' : undefined) ??
+      ((copy as Tensor).device !== device ? `on ${(copy as Tensor).device}` : undefined) ??
+      valuesProblem((copy as Tensor).toArray(), source.toArray(), 0)
+    );
+  },
+});
+
+op({
+  name: 'tensor.data',
+  where: ['tensor.data', 'tensor.toArray'],
+  calls: maybeDisposed(tensorOf(anyShape)).map((t) => ({ tag: t.disposed ? 'disposed' : 'valid', expect: expectFor(t, true), args: [t], backward: false })),
+  // Disposed before the promise settles: the read holds its own reference (README).
+  run: ([t]) => {
+    const tensor = t as Tensor;
+    const expected = tensor.disposed ? null : tensor.toArray();
+    const promise = tensor.data();
+    tensor.dispose();
+    return promise.then((values) => ({ values, expected }));
+  },
+  check: (result) => {
+    const { values, expected } = result as { values: unknown; expected: Float32Array };
+    if (!(values instanceof Float32Array)) return 'data() did not resolve to a Float32Array';
+    return valuesProblem(values, expected, 0);
+  },
+});
+
+op({
+  name: 'tensor.backward',
+  where: ['tensor.backward'],
+  calls: fc
+    .tuple(maybeDisposed(tensorOf(fc.oneof(fc.constant([1]), fc.constant([]), smallShape()))), fc.boolean())
+    .map(([t, grad]) => {
+      const spec = t.with({ requiresGrad: grad });
+      const valid = grad && product(spec.shape) === 1;
+      return { tag: spec.disposed ? 'disposed' : valid ? 'valid' : grad ? 'not one element' : 'no gradient', expect: expectFor(spec, valid), args: [spec], backward: false };
+    }),
+  run: ([t]) => {
+    (t as Tensor).backward();
+    return t;
+  },
+  check: (t) => shapeProblem((t as Tensor).grad, (t as Tensor).shape, 'grad'),
+});
+
+// Weight-norm ops ------------------------------------------------------------------------------------------------
+
+/** A valid weight-norm configuration: v, a dim keeping a small axis (huge dims stay out of g), and the options. */
+const weightNormSetup = (device?: Device) =>
+  fc
+    .tuple(anyShape, device ? fc.constant(device) : validDevice, fc.nat(), fc.boolean(), fc.boolean())
+    .chain(([shape, dev, pick, withEps, withFused]) => {
+      const rank = shape.length;
+      const axes = shape.map((d, i) => i).filter((i) => shape[i]! <= 5);
+      const dims: (number | null | undefined)[] = [null, ...(rank === 0 || shape[0]! > 5 ? [] : [undefined]), ...axes, ...axes.map((i) => i - rank)];
+      const dim = dims[pick % dims.length];
+      const resolved = dim === undefined ? (rank === 0 ? null : 0) : dim === null ? null : dim < 0 ? dim + rank : dim;
+      const channels = resolved === null ? 1 : shape[resolved]!;
+      return fc.record({
+        v: tensorOf(shape, { device: dev, grad: true }),
+        g: tensorOf([channels], { device: dev, grad: true }),
+        dw: tensorOf(shape, { device: dev }),
+        options: fc
+          .tuple(fc.oneof(fc.constant(1e-30), fc.double({ min: 1e-30, max: 1e-3, noNaN: true })), fc.boolean())
+          .map(([eps, fused]) => ({
+            ...(dim === undefined ? {} : { dim }),
+            ...(withEps ? { eps } : {}),
+            ...(withFused ? { fused } : {}),
+          })) as fc.Arbitrary<{ dim?: number | null; eps?: number; fused?: boolean }>,
+        resolved: fc.constant(resolved),
+        channels: fc.constant(channels),
+        device: fc.constant(dev),
+      });
+    });
+
+const weightNormOptionVariants = <A extends unknown[]>(i: number, rankOf: (a: A) => number): Variant<A>[] => [
+  { tag: 'junk options', expect: 'error', args: (a) => at(a, i, junkOptions) },
+  {
+    tag: 'dim out of range or not an integer',
+    expect: 'error',
+    args: (a) => option(a, i, 'dim', fc.constantFrom<unknown>(rankOf(a), -rankOf(a) - 1, 1.5, NaN, Infinity, '0', true, 1n, [0], {})),
+  },
+  { tag: 'junk eps', expect: 'error', args: (a) => option(a, i, 'eps', fc.constantFrom<unknown>(0, -1e-12, 1e-31, NaN, Infinity, '1e-5', null)) },
+  { tag: 'junk fused', expect: 'error', args: (a) => option(a, i, 'fused', junkBoolean) },
+];
+
+op({
+  name: 'ops.weightNorm',
+  where: ['weightNorm'],
+  calls: weightNormSetup().chain((s) =>
+    callsOf(fc.constant([s.v, s.g, Object.keys(s.options).length === 0 ? undefined : s.options] as unknown[]), [
+      ...tensorVariants(0, 'v'),
+      ...tensorVariants(1, 'g'),
+      { tag: 'g of the wrong shape', expect: 'error', args: (a) => wrongShape(a, 1, [s.channels], s.device) },
+      ...weightNormOptionVariants(2, () => s.v.shape.length),
+    ]),
+  ),
+  run: ([v, g, options]) => wn.ops.weightNorm(v as Tensor, g as Tensor, options as wn.WeightNormOptions),
+  check: (result, [v, g, options]) => {
+    const rank = (v as Tensor).rank;
+    const dim = resolveDim(options, rank, rank === 0 ? null : 0);
+    return weightNormProblem(result, v as Tensor, g as Tensor, dim, (options as { eps?: number } | undefined)?.eps ?? wn.DEFAULT_EPS);
+  },
+});
+
+op({
+  name: 'ops.weightNormBackward',
+  where: ['weightNormBackward'],
+  calls: weightNormSetup().chain((s) => {
+    const eps = s.options.eps ?? wn.DEFAULT_EPS;
+    const norm = new NormSpec(s.v, s.resolved, eps);
+    return callsOf(fc.constant([s.dw, s.v, s.g, norm, s.options] as unknown[]), [
+      ...tensorVariants(0, 'dw'),
+      ...tensorVariants(1, 'v'),
+      ...tensorVariants(2, 'g'),
+      ...tensorVariants(3, 'norm'),
+      { tag: 'dw of the wrong shape', expect: 'error', args: (a) => wrongShape(a, 0, s.v.shape, s.device) },
+      { tag: 'g of the wrong shape', expect: 'error', args: (a) => wrongShape(a, 2, [s.channels], s.device) },
+      { tag: 'norm of the wrong shape', expect: 'error', args: (a) => wrongShape(a, 3, [s.channels], s.device) },
+      ...weightNormOptionVariants(4, () => s.v.shape.length),
+    ]);
+  }),
+  run: ([dw, v, g, norm, options]) => wn.ops.weightNormBackward(dw as Tensor, v as Tensor, g as Tensor, norm as Tensor, options as wn.WeightNormOptions),
+  check: (result, [dw, v, g, , options]) => {
+    const { dv, dg } = (result ?? {}) as { dv?: unknown; dg?: unknown };
+    const vt = v as Tensor;
+    const dim = resolveDim(options, vt.rank, vt.rank === 0 ? null : 0);
+    const problem = shapeProblem(dv, vt.shape, 'dv') ?? shapeProblem(dg, (g as Tensor).shape, 'dg');
+    if (problem) return problem;
+    const [dws, vs, gs] = [(dw as Tensor).toArray(), vt.toArray(), (g as Tensor).toArray()];
+    // float32 over/underflow is expected for huge or tiny values; an empty v has nothing to compare.
+    if (vs.length === 0 || ![dws, vs, gs].every(allFinite) || maxAbs(vs) > 1e15 || maxAbs(gs) > 1e15) return undefined;
+    const reference = referenceBackward(dws, vs, gs, vt.shape, dim, (options as { eps?: number } | undefined)?.eps ?? wn.DEFAULT_EPS);
+    if (reference.floored.some(Boolean) || maxAbs(vs) < 1e-15) return undefined; // at the floor the reference's norm differs from the float32 one
+    // float32 dot products over at most 1296 terms, which cancel: 1e-4 of the largest term.
+    return (
+      compareScaled((dg as Tensor).toArray(), reference.dg, reference.dgScale, 'dg') ||
+      compareScaled((dv as Tensor).toArray(), reference.dv, reference.dvScale, 'dv')
+    );
+  },
+});
+
+function compareScaled(got: Float32Array, expected: Float64Array, scale: number, what: string): string | undefined {
+  const tolerance = 1e-4 * Math.max(scale, 1e-30);
+  for (let i = 0; i < got.length; i++) {
+    if (!(Math.abs(got[i]! - expected[i]!) <= tolerance)) return `${what}[${i}] = ${got[i]}, expected ${expected[i]} (±${tolerance})`;
+  }
+  return undefined;
+}
+
+// nn.functional -----------------------------------------------------------------------------------------------------
+
+const sameShapePair = fc.tuple(anyShape, validDevice).chain(([shape, device]) =>
+  fc.tuple(tensorOf(shape, { device, grad: true }), tensorOf(shape, { device, grad: true }), fc.boolean()).map(([a, b, same]) => [a, same ? a : b] as unknown[]),
+);
+
+for (const [name, combine] of [
+  ['add', (x: number, y: number) => x + y],
+  ['mul', (x: number, y: number) => x * y],
+] as const) {
+  op({
+    name: `nn.functional.${name}`,
+    where: [name],
+    calls: callsOf(sameShapePair, [
+      ...tensorVariants(0, 'a'),
+      ...tensorVariants(1, 'b'),
+      { tag: 'b of another shape', expect: 'error', args: (a) => wrongShape(a, 1, (a[0] as TensorSpec).shape, (a[0] as TensorSpec).device) },
+    ]),
+    run: ([a, b]) => F[name](a as Tensor, b as Tensor),
+    check: (y, [a, b]) => {
+      const [as, bs] = [(a as Tensor).toArray(), (b as Tensor).toArray()];
+      return shapeProblem(y, (a as Tensor).shape) ?? valuesProblem((y as Tensor).toArray(), as.map((x, i) => Math.fround(combine(x, bs[i]!))), 1e-6);
+    },
+    output: (y) => y,
+  });
+}
+
+op({
+  name: 'nn.functional.scale',
+  where: ['scale'],
+  calls: callsOf(fc.tuple(tensorOf(anyShape, { grad: true }), fc.float({ noNaN: true, noDefaultInfinity: true })), [
+    ...tensorVariants(0, 'x'),
+    { tag: 'junk alpha', expect: 'error', args: (a) => at(a, 1, fc.constantFrom<unknown>(NaN, Infinity, '2', null, undefined, 1n)) },
+  ]),
+  run: ([x, alpha]) => F.scale(x as Tensor, alpha as number),
+  check: (y, [x, alpha]) =>
+    shapeProblem(y, (x as Tensor).shape) ??
+    valuesProblem((y as Tensor).toArray(), Array.from((x as Tensor).toArray(), (v) => Math.fround(v * (alpha as number))), 1e-6),
+  output: (y) => y,
+});
+
+for (const name of ['sum', 'mean'] as const) {
+  op({
+    name: `nn.functional.${name}`,
+    where: name === 'mean' ? ['mean', 'sum', 'scale'] : ['sum'],
+    calls: tensorOf(anyShape, { grad: true }).chain((x) =>
+      callsOf(fc.constant([x] as unknown[]), tensorVariants(0, 'x'), 2).map((c) =>
+        name === 'mean' && c.tag === 'valid' && product(x.shape) === 0 ? { ...c, tag: 'empty', expect: 'error' as Expect } : c,
+      ),
+    ),
+    run: ([x]) => F[name](x as Tensor),
+    check: (y, [x]) => {
+      const values = (x as Tensor).toArray();
+      const problem = shapeProblem(y, [1]);
+      if (problem || !allFinite(values)) return problem;
+      let total = 0;
+      let magnitude = 0;
+      for (const v of values) {
+        total += v;
+        magnitude += Math.abs(v);
+      }
+      if (magnitude > 1e37) return undefined; // float32 overflow on the way is expected
+      const expected = name === 'mean' ? total / values.length : total;
+      const got = (y as Tensor).item();
+      const scale = name === 'mean' ? magnitude / values.length : magnitude;
+      return Math.abs(got - expected) <= 1e-5 * scale + 1e-30 ? undefined : `${name} = ${got}, expected ${expected}`;
+    },
+    output: (y) => y,
+  });
+}
+
+op({
+  name: 'nn.functional.reshape',
+  where: ['reshape'],
+  calls: tensorOf(anyShape, { grad: true }).chain((x) => {
+    const size = product(x.shape);
+    const targets: number[][] = [[size], [-1], [1, ...x.shape], [...x.shape].reverse(), [size, 1], [-1, 1]];
+    if (x.shape.length >= 2) targets.push([-1, ...x.shape.slice(1)], [x.shape[0]!, -1]);
+    return callsOf(fc.constantFrom(...targets).map((shape) => [x, shape] as unknown[]), [
+      ...tensorVariants(0, 'x'),
+      { tag: 'wrong element count', expect: 'error', args: (a) => at(a, 1, fc.constant([size + 1])) },
+      { tag: 'two -1', expect: 'error', args: (a) => at(a, 1, fc.constant([-1, -1])) },
+      { tag: 'junk shape', expect: 'error', args: (a) => at(a, 1, junkShape) },
+      { tag: 'junk dim', expect: 'error', args: (a) => at(a, 1, junkDim.filter((d) => d !== -1 && d !== undefined).map((d) => [size, d])) },
+    ]);
+  }),
+  run: ([x, shape]) => F.reshape(x as Tensor, shape as number[]),
+  check: (y, [x, shape]) => {
+    const size = (x as Tensor).size;
+    const dims = shape as number[];
+    const known = product(dims.filter((d) => d !== -1));
+    const expected = dims.map((d) => (d === -1 ? (known === 0 ? 0 : size / known) : d));
+    return shapeProblem(y, expected) ?? valuesProblem((y as Tensor).toArray(), (x as Tensor).toArray(), 0);
+  },
+  output: (y) => y,
+});
+
+op({
+  name: 'nn.functional.flatten',
+  where: ['flatten', 'reshape'],
+  calls: tensorOf(anyShape, { grad: true }).chain((x) =>
+    callsOf(fc.constant([x] as unknown[]), tensorVariants(0, 'x'), 2).map((c) =>
+      c.tag === 'valid' && x.shape.length === 0 ? { ...c, tag: 'rank 0', expect: 'error' as Expect } : c,
+    ),
+  ),
+  run: ([x]) => F.flatten(x as Tensor),
+  check: (y, [x]) => {
+    const shape = (x as Tensor).shape;
+    const rest = product(shape.slice(1));
+    return shapeProblem(y, [shape[0]!, shape[0] === 0 ? 0 : rest]);
+  },
+  output: (y) => y,
+});
+
+/** [m, k] · [k, n] (small), or a huge output from empty operands. */
+const matmulSetup = fc.record({
+  m: smallDim,
+  k: smallDim,
+  n: smallDim,
+  device: validDevice,
+});
+
+function productProblem(y: unknown, a: Float32Array, b: Float32Array, m: number, k: number, n: number, bias: Float32Array | null, transposeB: boolean): string | undefined {
+  if (m * n === 0 || m * n > 10_000) return undefined; // nothing to compare, or a huge output (its shape was checked)
+  if (!allFinite(a) || !allFinite(b) || (bias && !allFinite(bias)) || maxAbs(a) * maxAbs(b) * Math.max(k, 1) > 1e30) return undefined;
+  const got = (y as Tensor).toArray();
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let sum = bias ? bias[j]! : 0;
+      let scale = bias ? Math.abs(bias[j]!) : 0;
+      for (let l = 0; l < k; l++) {
+        const term = a[i * k + l]! * (transposeB ? b[j * k + l]! : b[l * n + j]!);
+        sum += term;
+        scale += Math.abs(term);
+      }
+      if (!(Math.abs(got[i * n + j]! - sum) <= 1e-5 * scale + 1e-30)) return `y[${i}, ${j}] = ${got[i * n + j]}, expected ${sum}`;
+    }
+  }
+  return undefined;
+}
+
+const hugeOutputVariants = <A extends unknown[]>(make: (first: number, second: number) => unknown[]): Variant<A>[] => [
+  // One huge dim in the output: more than the machine holds, so out of memory.
+  { tag: 'huge output', expect: 'either', args: () => fc.tuple(hugeDim, fc.integer({ min: 1, max: 3 })).map(([h, s]) => make(h, s)) },
+  // Two (2^28 or more each): the byte count is 2^58 or more, or overflows 64 bits; nothing is ever really allocated.
+  { tag: 'huge output, both dims', expect: 'either', args: () => fc.tuple(fc.integer({ min: 28, max: 52 }), fc.integer({ min: 28, max: 52 })).map(([e1, e2]) => make(2 ** e1, 2 ** e2)) },
+];
+
+op({
+  name: 'nn.functional.matmul',
+  where: ['matmul'],
+  calls: matmulSetup.chain(({ m, k, n, device }) =>
+    callsOf(fc.tuple(tensorOf([m, k], { device, grad: true }), tensorOf([k, n], { device, grad: true })) as fc.Arbitrary<unknown[]>, [
+      ...tensorVariants(0, 'a'),
+      ...tensorVariants(1, 'b'),
+      { tag: 'inner dims differ', expect: 'error', args: (a) => at(a, 1, tensorOf([k + 1, n], { device })) },
+      { tag: 'not a matrix', expect: 'error', args: (a) => at(a, 0, tensorOf(fc.constantFrom([m], [m, k, 1], []), { device })) },
+      ...hugeOutputVariants((h1, h2) => [new TensorSpec([h1, 0], 'zeros', device, 0), new TensorSpec([0, h2], 'zeros', device, 0)]),
+    ]),
+  ),
+  run: ([a, b]) => F.matmul(a as Tensor, b as Tensor),
+  check: (y, [a, b]) => {
+    const [m, k] = (a as Tensor).shape as [number, number];
+    const n = (b as Tensor).shape[1]!;
+    return shapeProblem(y, [m, n]) ?? productProblem(y, (a as Tensor).toArray(), (b as Tensor).toArray(), m, k, n, null, false);
+  },
+  output: (y) => y,
+});
+
+op({
+  name: 'nn.functional.linear',
+  where: ['linear'],
+  calls: matmulSetup.chain(({ m: batch, k: inFeatures, n: outFeatures, device }) =>
+    callsOf(
+      fc.tuple(
+        tensorOf([batch, inFeatures], { device, grad: true }),
+        tensorOf([outFeatures, inFeatures], { device, grad: true }),
+        fc.oneof(tensorOf([outFeatures], { device, grad: true }) as fc.Arbitrary<unknown>, fc.constantFrom(null, undefined)),
+      ) as fc.Arbitrary<unknown[]>,
+      [
+        ...tensorVariants(0, 'x'),
+        ...tensorVariants(1, 'weight'),
+        { tag: 'bias not a tensor', expect: 'error', args: (a) => at(a, 2, junkValue.filter((v) => v !== null && v !== undefined)) },
+        { tag: 'x of the wrong width', expect: 'error', args: (a) => at(a, 0, tensorOf([batch, inFeatures + 1], { device })) },
+        { tag: 'bias of the wrong shape', expect: 'error', args: (a) => at(a, 2, tensorOf([outFeatures + 1], { device })) },
+        ...hugeOutputVariants((h1, h2) => [new TensorSpec([h1, 0], 'zeros', device, 0), new TensorSpec([h2, 0], 'zeros', device, 0), null]),
+      ],
+    ),
+  ),
+  run: ([x, weight, bias]) => F.linear(x as Tensor, weight as Tensor, bias as Tensor | null),
+  check: (y, [x, weight, bias]) => {
+    const [batch, inFeatures] = (x as Tensor).shape as [number, number];
+    const outFeatures = (weight as Tensor).shape[0]!;
+    return (
+      shapeProblem(y, [batch, outFeatures]) ??
+      productProblem(y, (x as Tensor).toArray(), (weight as Tensor).toArray(), batch, inFeatures, outFeatures, isTensor(bias) ? bias.toArray() : null, true)
+    );
+  },
+  output: (y) => y,
+});
+
+op({
+  name: 'nn.functional.weightNormLinear',
+  where: ['weightNormLinear'],
+  calls: matmulSetup.chain(({ m: batch, k: inFeatures, n: outFeatures, device }) =>
+    callsOf(
+      fc.tuple(
+        tensorOf([batch, inFeatures], { device, grad: true }),
+        tensorOf([outFeatures, inFeatures], { device, grad: true }),
+        tensorOf([outFeatures], { device, grad: true }),
+        fc.oneof(tensorOf([outFeatures], { device, grad: true }) as fc.Arbitrary<unknown>, fc.constant(null)),
+        tensorOf([outFeatures], { device, fill: fc.constant('positive') }),
+        fc.constantFrom(undefined, 1e-12, 1e-6),
+      ) as fc.Arbitrary<unknown[]>,
+      [
+        ...tensorVariants(0, 'x'),
+        ...tensorVariants(1, 'v'),
+        ...tensorVariants(2, 'g'),
+        ...tensorVariants(4, 'norm'),
+        { tag: 'g of the wrong shape', expect: 'error', args: (a) => wrongShape(a, 2, [outFeatures], device) },
+        { tag: 'norm of the wrong shape', expect: 'error', args: (a) => wrongShape(a, 4, [outFeatures], device) },
+        { tag: 'x of the wrong width', expect: 'error', args: (a) => at(a, 0, tensorOf([batch, inFeatures + 1], { device })) },
+        { tag: 'junk eps', expect: 'error', args: (a) => at(a, 5, junkPositive.filter((e) => e !== undefined)) },
+      ],
+    ),
+  ),
+  run: ([x, v, g, bias, norm, eps]) => F.weightNormLinear(x as Tensor, v as Tensor, g as Tensor, bias as Tensor | null, norm as Tensor, eps as number),
+  check: (y, [x, v]) => shapeProblem(y, [(x as Tensor).shape[0]!, (v as Tensor).shape[0]!]),
+  output: (y) => y,
+});
+
+op({
+  name: 'nn.functional.weightNorm',
+  where: ['weightNorm'],
+  calls: weightNormSetup().chain((s) =>
+    callsOf(
+      fc
+        .tuple(fc.boolean(), tensorOf([s.channels], { device: s.device, fill: fc.constant('positive') }))
+        .map(([withNorm, norm]) => [s.v, s.g, { dim: s.resolved, eps: s.options.eps, ...(withNorm ? { norm } : {}) }] as unknown[]),
+      [
+        ...tensorVariants(0, 'v'),
+        ...tensorVariants(1, 'g'),
+        { tag: 'g of the wrong shape', expect: 'error', args: (a) => wrongShape(a, 1, [s.channels], s.device) },
+        { tag: 'options.norm of the wrong shape', expect: 'error', args: (a) => option(a, 2, 'norm', tensorOf([s.channels + 1], { device: s.device })) },
+        { tag: 'options.norm not a tensor', expect: 'error', args: (a) => option(a, 2, 'norm', junkValue.filter(Boolean)) },
+        { tag: 'junk options', expect: 'error', args: (a) => at(a, 2, fc.constantFrom<unknown>(null, 3, 'x', true)) },
+        {
+          tag: 'dim out of range or not an integer',
+          expect: 'error',
+          args: (a) => option(a, 2, 'dim', fc.constantFrom<unknown>(s.v.shape.length, -s.v.shape.length - 1, 1.5, NaN, '0')),
+        },
+        { tag: 'junk eps', expect: 'error', args: (a) => option(a, 2, 'eps', fc.constantFrom<unknown>(0, -1e-12, 1e-31, NaN, Infinity, '1e-5')) },
+      ],
+    ),
+  ),
+  run: ([v, g, options]) => F.weightNorm(v as Tensor, g as Tensor, options as wn.nn.functional.WeightNormFunctionOptions),
+  check: (result, [v, g, options]) => {
+    const opts = options as { dim?: number | null; eps?: number; norm?: Tensor };
+    const vt = v as Tensor;
+    const dim = resolveDim(opts, vt.rank, 0);
+    if (opts.norm) {
+      const { w, norm } = (result ?? {}) as { w?: unknown; norm?: unknown };
+      return shapeProblem(w, vt.shape, 'w') ?? (norm === opts.norm ? undefined : 'norm is not the options.norm given');
+    }
+    return weightNormProblem(result, vt, g as Tensor, dim, opts.eps ?? wn.DEFAULT_EPS);
+  },
+  output: (result) => (result as { w?: unknown } | undefined)?.w,
+});
+
+/** x [N, C, H, W] and a conv weight that fits it (small), with stride and padding. */
+const convSetup = fc
+  .record({
+    n: fc.integer({ min: 0, max: 2 }),
+    c: fc.integer({ min: 1, max: 3 }),
+    outC: fc.integer({ min: 1, max: 3 }),
+    k: fc.integer({ min: 1, max: 3 }),
+    stride: fc.integer({ min: 1, max: 2 }),
+    padding: fc.integer({ min: 0, max: 1 }),
+    device: validDevice,
+  })
+  .chain((s) =>
+    fc
+      .tuple(fc.integer({ min: s.k, max: 5 }), fc.integer({ min: s.k, max: 5 }))
+      .map(([h, w]) => ({ ...s, h, w })),
+  );
+const convOut = (size: number, k: number, stride: number, padding: number) => Math.floor((size + 2 * padding - k) / stride) + 1;
+
+op({
+  name: 'nn.functional.conv2d',
+  where: ['conv2d'],
+  calls: convSetup.chain(({ n, c, outC, k, stride, padding, device, h, w }) =>
+    callsOf(
+      fc.tuple(
+        tensorOf([n, c, h, w], { device, grad: true }),
+        tensorOf([outC, c, k, k], { device, grad: true }),
+        fc.oneof(tensorOf([outC], { device, grad: true }) as fc.Arbitrary<unknown>, fc.constantFrom(null, undefined)),
+        fc.constantFrom<unknown>({ stride, padding }, { stride }, { padding }, {}, undefined),
+      ) as fc.Arbitrary<unknown[]>,
+      [
+        ...tensorVariants(0, 'x'),
+        ...tensorVariants(1, 'weight'),
+        { tag: 'channels differ', expect: 'error', args: (a) => at(a, 1, tensorOf([outC, c + 1, k, k], { device })) },
+        { tag: 'x not 4-D', expect: 'error', args: (a) => at(a, 0, tensorOf([c, h, w], { device })) },
+        { tag: 'kernel larger than the input', expect: 'error', args: (a) => at(a, 1, tensorOf([outC, c, h + 2 * padding + 1, 1], { device })) },
+        { tag: 'bias of the wrong shape', expect: 'error', args: (a) => at(a, 2, tensorOf([outC + 1], { device })) },
+        { tag: 'junk stride', expect: 'error', args: (a) => option(a, 3, 'stride', fc.constantFrom<unknown>(0, -1, 1.5, NaN, '1')) },
+        { tag: 'junk padding', expect: 'error', args: (a) => option(a, 3, 'padding', fc.constantFrom<unknown>(-1, 1.5, NaN, '0')) },
+        { tag: 'huge padding', expect: 'either', args: (a) => option(a, 3, 'padding', hugeDim) },
+        { tag: 'huge stride', expect: 'either', args: (a) => option(a, 3, 'stride', hugeDim) },
+      ],
+    ),
+  ),
+  run: ([x, weight, bias, options]) => F.conv2d(x as Tensor, weight as Tensor, bias as Tensor | null, options as wn.nn.functional.Conv2dOptions),
+  check: (y, [x, weight, , options]) => {
+    const [n, , h, w] = (x as Tensor).shape as number[];
+    const [outC, , kh, kw] = (weight as Tensor).shape as number[];
+    const { stride = 1, padding = 0 } = (options ?? {}) as wn.nn.functional.Conv2dOptions;
+    return shapeProblem(y, [n!, outC!, convOut(h!, kh!, stride, padding), convOut(w!, kw!, stride, padding)]);
+  },
+  output: (y) => y,
+});
+
+op({
+  name: 'nn.functional.maxPool2d',
+  where: ['maxPool2d'],
+  calls: convSetup.chain(({ n, c, k, stride, device, h, w }) =>
+    callsOf(
+      fc.tuple(tensorOf([n, c, h, w], { device, grad: true }), fc.constant(Math.min(k, h, w)), fc.constantFrom<unknown>(stride, undefined)) as fc.Arbitrary<unknown[]>,
+      [
+        ...tensorVariants(0, 'x'),
+        { tag: 'x not 4-D', expect: 'error', args: (a) => at(a, 0, tensorOf([c, h, w], { device })) },
+        { tag: 'kernel larger than the input', expect: 'error', args: (a) => at(a, 1, fc.constant(Math.max(h, w) + 1)) },
+        { tag: 'junk kernel', expect: 'error', args: (a) => at(a, 1, junkCount) },
+        { tag: 'junk stride', expect: 'error', args: (a) => at(a, 2, junkCount.filter((v) => v !== undefined)) },
+      ],
+    ),
+  ),
+  run: ([x, kernel, stride]) => F.maxPool2d(x as Tensor, kernel as number, stride as number),
+  check: (y, [x, kernel, stride]) => {
+    const [n, c, h, w] = (x as Tensor).shape as number[];
+    const k = kernel as number;
+    const s = (stride as number | undefined) ?? k;
+    return shapeProblem(y, [n!, c!, convOut(h!, k, s, 0), convOut(w!, k, s, 0)]);
+  },
+  output: (y) => y,
+});
+
+op({
+  name: 'nn.functional.globalAvgPool2d',
+  where: ['globalAvgPool2d'],
+  calls: convSetup.chain(({ n, c, device, h, w }) =>
+    callsOf(fc.tuple(tensorOf([n, c, h, w], { device, grad: true })) as fc.Arbitrary<unknown[]>, [
+      ...tensorVariants(0, 'x'),
+      { tag: 'x not 4-D', expect: 'error', args: (a) => at(a, 0, tensorOf([c, h, w], { device })) },
+      { tag: 'empty planes', expect: 'either', args: () => fc.constant([new TensorSpec([n, c, 0, w], 'zeros', device, 0)]) },
+      ...hugeOutputVariants((h1, h2) => [new TensorSpec([h1, h2, 0, 1], 'zeros', device, 0)]),
+    ]),
+  ),
+  run: ([x]) => F.globalAvgPool2d(x as Tensor),
+  check: (y, [x]) => shapeProblem(y, (x as Tensor).shape.slice(0, 2)),
+  output: (y) => y,
+});
+
+for (const name of ['relu', 'tanh', 'leakyRelu'] as const) {
+  op({
+    name: `nn.functional.${name}`,
+    where: [name],
+    calls: callsOf(fc.tuple(tensorOf(anyShape, { grad: true }), fc.constantFrom<unknown>(undefined, 0.01, 0.2, -0.5)) as fc.Arbitrary<unknown[]>, [
+      ...tensorVariants(0, 'x'),
+      ...(name === 'leakyRelu'
+        ? [{ tag: 'junk negativeSlope', expect: 'error' as Expect, args: (a: unknown[]) => at(a, 1, fc.constantFrom<unknown>(NaN, Infinity, '0.1', null)) }]
+        : []),
+    ]),
+    run: ([x, slope]) => (name === 'leakyRelu' ? F.leakyRelu(x as Tensor, slope as number) : F[name](x as Tensor)),
+    check: (y, [x, slope]) => {
+      const s = (slope as number | undefined) ?? 0.01;
+      const f = { relu: (v: number) => (v > 0 ? v : 0), tanh: Math.tanh, leakyRelu: (v: number) => (v > 0 ? v : Math.fround(s) * v) }[name];
+      const problem = shapeProblem(y, (x as Tensor).shape);
+      if (problem) return problem;
+      // What an activation gives for NaN is its own business (NaN or 0); any other value is checked.
+      const xs = (x as Tensor).toArray();
+      const ys = (y as Tensor).toArray();
+      return valuesProblem(ys, Array.from(xs, (v, i) => (Number.isNaN(v) ? ys[i]! : f(v))), name === 'tanh' ? 1e-6 : 1e-7);
+    },
+    output: (y) => y,
+  });
+}
+
+op({
+  name: 'nn.functional.dropout',
+  where: ['dropout'],
+  calls: callsOf(fc.tuple(tensorOf(anyShape, { grad: true }), fc.double({ min: 0, max: 0.99, noNaN: true }), fc.maxSafeNat()) as fc.Arbitrary<unknown[]>, [
+    ...tensorVariants(0, 'x'),
+    { tag: 'junk p', expect: 'error', args: (a) => at(a, 1, fc.constantFrom<unknown>(1, 1.5, -0.1, NaN, '0.5', null, undefined)) },
+    { tag: 'junk seed', expect: 'error', args: (a) => at(a, 2, junkInteger) },
+  ]),
+  run: ([x, p, seed]) => F.dropout(x as Tensor, p as number, seed as number),
+  check: (y, [x, p]) => {
+    const problem = shapeProblem(y, (x as Tensor).shape);
+    if (problem) return problem;
+    const xs = (x as Tensor).toArray();
+    const ys = (y as Tensor).toArray();
+    const keep = 1 / (1 - (p as number));
+    for (let i = 0; i < xs.length; i++) {
+      if (!Number.isFinite(xs[i]!) || ys[i] === 0) continue;
+      if (!(Math.abs(ys[i]! - xs[i]! * keep) <= 1e-5 * Math.abs(xs[i]! * keep))) return `y[${i}] = ${ys[i]}: neither 0 nor x/(1-p) = ${xs[i]! * keep}`;
+    }
+    return undefined;
+  },
+  output: (y) => y,
+});
+
+op({
+  name: 'nn.functional.gaussianNoise',
+  where: ['gaussianNoise'],
+  calls: callsOf(fc.tuple(tensorOf(anyShape, { grad: true }), fc.constantFrom(0, 0.1, 1, 3), fc.maxSafeNat()) as fc.Arbitrary<unknown[]>, [
+    ...tensorVariants(0, 'x'),
+    { tag: 'junk std', expect: 'error', args: (a) => at(a, 1, fc.constantFrom<unknown>(-1, NaN, Infinity, '1', null, undefined)) },
+    { tag: 'junk seed', expect: 'error', args: (a) => at(a, 2, junkInteger) },
+  ]),
+  run: ([x, std, seed]) => F.gaussianNoise(x as Tensor, std as number, seed as number),
+  check: (y, [x, std]) =>
+    shapeProblem(y, (x as Tensor).shape) ?? (std === 0 ? valuesProblem((y as Tensor).toArray(), (x as Tensor).toArray(), 0) : undefined),
+  output: (y) => y,
+});
+
+op({
+  name: 'nn.functional.crossEntropy',
+  where: ['crossEntropy'],
+  calls: fc
+    .record({ batch: positiveDim, classes: positiveDim, device: validDevice, seed: fc.nat() })
+    .chain(({ batch, classes, device, seed }) => {
+      const indices = Array.from({ length: batch }, (_, i) => (seed + i * 7) % classes);
+      return callsOf(
+        fc.tuple(
+          tensorOf([batch, classes], { device, grad: true }),
+          fc.oneof(fc.constant(indices), fc.constant(Int32Array.from(indices)), labelsOf(batch, classes, device) as fc.Arbitrary<unknown>, labelsOf(batch, classes, 'cpu')),
+        ) as fc.Arbitrary<unknown[]>,
+        [
+          ...tensorVariants(0, 'logits'),
+          { tag: 'label out of range', expect: 'error', args: (a) => at(a, 1, fc.constantFrom([...indices.slice(1), classes], [-1, ...indices.slice(1)])) },
+          { tag: 'label not an integer', expect: 'error', args: (a) => at(a, 1, fc.constantFrom([...indices.slice(1), 0.5], [...indices.slice(1), NaN])) },
+          { tag: 'labels one short', expect: 'error', args: (a) => at(a, 1, fc.constant(indices.slice(1))) },
+          { tag: 'labels not labels', expect: 'error', args: (a) => at(a, 1, junkValue.filter((v) => !((Array.isArray(v) || ArrayBuffer.isView(v)) && (v as ArrayLike<unknown>).length === batch))) },
+          { tag: 'logits not 2-D', expect: 'error', args: (a) => at(a, 0, tensorOf([batch], { device })) },
+          { tag: 'no rows', expect: 'error', args: () => fc.constant([new TensorSpec([0, classes], 'normal', device, 1), []]) },
+        ],
+      );
+    }),
+  run: ([logits, labels]) => F.crossEntropy(logits as Tensor, labels as number[]),
+  check: (loss, [logits]) => {
+    const problem = shapeProblem(loss, [1]);
+    if (problem || !allFinite((logits as Tensor).toArray()) || maxAbs((logits as Tensor).toArray()) > 1e30) return problem;
+    const value = (loss as Tensor).item();
+    return value >= -1e-6 ? undefined : `loss ${value} < 0`;
+  },
+  output: (y) => y,
+});
+
+/** x [N, C, ...] with the per-channel parameter vectors, for the normalization ops. */
+const normalizationSetup = fc
+  .record({ shape: fc.array(positiveDim, { minLength: 2, maxLength: 4 }), device: validDevice })
+  .chain(({ shape, device }) =>
+    fc.record({
+      x: tensorOf(shape, { device, grad: true }),
+      gamma: tensorOf([shape[1]!], { device, grad: true }),
+      beta: tensorOf([shape[1]!], { device, grad: true }),
+      shape: fc.constant(shape),
+      device: fc.constant(device),
+    }),
+  );
+
+op({
+  name: 'nn.functional.batchNorm',
+  where: ['batchNorm'],
+  calls: normalizationSetup.chain((s) =>
+    callsOf(fc.tuple(fc.constant(s.x), fc.constant(s.gamma), fc.constant(s.beta), fc.constantFrom(1e-5, 1e-3, 1)) as fc.Arbitrary<unknown[]>, [
+      ...tensorVariants(0, 'x'),
+      ...tensorVariants(1, 'gamma'),
+      ...tensorVariants(2, 'beta'),
+      { tag: 'gamma of the wrong shape', expect: 'error', args: (a) => wrongShape(a, 1, [s.shape[1]!], s.device) },
+      { tag: 'junk eps', expect: 'error', args: (a) => at(a, 3, junkPositive) },
+    ]),
+  ),
+  run: ([x, gamma, beta, eps]) => F.batchNorm(x as Tensor, gamma as Tensor, beta as Tensor, eps as number),
+  check: (result, [x]) => {
+    const { y, mean, variance } = (result ?? {}) as Record<string, unknown>;
+    const channels = (x as Tensor).shape[1]!;
+    return shapeProblem(y, (x as Tensor).shape, 'y') ?? shapeProblem(mean, [channels], 'mean') ?? shapeProblem(variance, [channels], 'variance');
+  },
+  output: (result) => (result as { y?: unknown } | undefined)?.y,
+});
+
+op({
+  name: 'nn.functional.meanOnlyBatchNorm',
+  where: ['meanOnlyBatchNorm'],
+  calls: normalizationSetup.chain((s) =>
+    callsOf(fc.tuple(fc.constant(s.x), fc.constant(s.beta), fc.oneof(fc.constant(null), tensorOf([s.shape[1]!], { device: s.device }) as fc.Arbitrary<unknown>)) as fc.Arbitrary<unknown[]>, [
+      ...tensorVariants(0, 'x'),
+      ...tensorVariants(1, 'bias'),
+      { tag: 'bias of the wrong shape', expect: 'error', args: (a) => wrongShape(a, 1, [s.shape[1]!], s.device) },
+      // A falsy value reads as "no running mean" (training mode); anything truthy must be a tensor.
+      { tag: 'runningMean not a tensor', expect: 'error', args: (a) => at(a, 2, junkValue.filter(Boolean)) },
+    ]),
+  ),
+  run: ([x, bias, runningMean]) => F.meanOnlyBatchNorm(x as Tensor, bias as Tensor, runningMean as Tensor | null),
+  check: (result, [x]) => {
+    const { y, mean } = (result ?? {}) as Record<string, unknown>;
+    return shapeProblem(y, (x as Tensor).shape, 'y') ?? shapeProblem(mean, [(x as Tensor).shape[1]!], 'mean');
+  },
+  output: (result) => (result as { y?: unknown } | undefined)?.y,
+});
+
+// Layers: construct, forward (train or eval mode), and backward from the sum of the output -----------------------
+
+interface LayerCase {
+  ctor: unknown[];
+  x: TensorSpec;
+  /** The output shape a valid forward gives. */
+  out: readonly number[];
+}
+
+const LAYERS = ['Linear', 'Conv2d', 'ReLU', 'LeakyReLU', 'Tanh', 'MaxPool2d', 'GlobalAvgPool2d', 'Flatten', 'Dropout', 'GaussianNoise', 'BatchNorm', 'MeanOnlyBatchNorm', 'Sequential'] as const;
+type LayerName = (typeof LAYERS)[number];
+
+const weightNormOption = (rank: number) =>
+  fc.oneof(
+    fc.constantFrom<unknown>(undefined, false, true),
+    fc.record({ dim: fc.oneof(fc.constant(null), fc.integer({ min: -rank, max: rank - 1 })), eps: fc.constantFrom(1e-12, 1e-6) }, { requiredKeys: [] }),
+  );
+
+function layerCase(name: Exclude<LayerName, 'Sequential'>, device: Device): fc.Arbitrary<LayerCase> {
+  switch (name) {
+    case 'Linear':
+      return fc
+        .record({ batch: smallDim, inF: positiveDim, outF: positiveDim, bias: fc.constantFrom(undefined, true, false), weightNorm: weightNormOption(2) })
+        .chain(({ batch, inF, outF, bias, weightNorm }) =>
+          tensorOf([batch, inF], { device }).map((x) => ({ ctor: [inF, outF, { bias, weightNorm }], x, out: [batch, outF] })),
+        );
+    case 'Conv2d':
+      return convSetup.chain(({ n, c, outC, k, stride, padding, h, w }) =>
+        fc.tuple(tensorOf([n, c, h, w], { device }), weightNormOption(4)).map(([x, weightNorm]) => ({
+          ctor: [c, outC, k, { stride, padding, weightNorm }],
+          x,
+          out: [n, outC, convOut(h, k, stride, padding), convOut(w, k, stride, padding)],
+        })),
+      );
+    case 'MaxPool2d':
+      return convSetup.chain(({ n, c, k, stride, h, w }) => {
+        const kernel = Math.min(k, h, w);
+        return tensorOf([n, c, h, w], { device }).map((x) => ({ ctor: [kernel, stride], x, out: [n, c, convOut(h, kernel, stride, 0), convOut(w, kernel, stride, 0)] }));
+      });
+    case 'GlobalAvgPool2d':
+      return convSetup.chain(({ n, c, h, w }) => tensorOf([n, c, h, w], { device }).map((x) => ({ ctor: [], x, out: [n, c] })));
+    case 'Flatten':
+      return tensorOf(smallShape(1, 4), { device }).map((x) => ({ ctor: [], x, out: [x.shape[0]!, x.shape[0] === 0 ? 0 : product(x.shape.slice(1))] }));
+    case 'BatchNorm':
+    case 'MeanOnlyBatchNorm':
+      return normalizationSetup.map((s) => ({ ctor: [s.shape[1]!, name === 'BatchNorm' ? { eps: 1e-5, momentum: 0.1 } : { momentum: 0.1 }], x: s.x.with({ device, requiresGrad: false }), out: s.shape }));
+    default: {
+      const ctor = {
+        ReLU: fc.constant([]),
+        Tanh: fc.constant([]),
+        LeakyReLU: fc.constantFrom([], [0.2]),
+        Dropout: fc.tuple(fc.constantFrom(0, 0.1, 0.5, 0.9), fc.nat()).map(([p, seed]) => [p, { seed }]),
+        GaussianNoise: fc.tuple(fc.constantFrom(0, 0.1, 1), fc.nat()).map(([std, seed]) => [std, { seed }]),
+      }[name] as fc.Arbitrary<unknown[]>;
+      return fc.tuple(ctor, tensorOf(anyShape, { device })).map(([args, x]) => ({ ctor: args, x, out: x.shape }));
+    }
+  }
+}
+
+/** Constructor arguments that are plainly invalid, per layer. */
+function badConstructors(name: LayerName, valid: unknown[]): fc.Arbitrary<unknown[]>[] {
+  const replace = (i: number, values: fc.Arbitrary<unknown>) => at(valid, i, values);
+  switch (name) {
+    case 'Linear':
+      return [
+        replace(0, junkCount),
+        replace(1, junkCount),
+        replace(2, junkOptions.filter((o) => o !== undefined && !(typeof o === 'object' && o !== null && 'bogus' in o))),
+        option(valid, 2, 'weightNorm', fc.constantFrom<unknown>('yes', 1, { dim: 2 }, { dim: 0.5 }, { eps: 0 }, { eps: NaN })),
+      ];
+    case 'Conv2d':
+      return [replace(0, junkCount), replace(2, junkCount), option(valid, 3, 'stride', junkCount.filter((v) => v != null)), option(valid, 3, 'padding', fc.constantFrom<unknown>(-1, 1.5, NaN, '0'))];
+    case 'MaxPool2d':
+      return [replace(0, junkCount), replace(1, junkCount.filter((v) => v !== undefined))];
+    case 'LeakyReLU':
+      return [replace(0, fc.constantFrom<unknown>(NaN, Infinity, '0.1', null))];
+    case 'Dropout':
+      return [replace(0, fc.constantFrom<unknown>(1, 1.5, -0.1, NaN, '0.5', null)), option(valid, 1, 'seed', junkInteger)];
+    case 'GaussianNoise':
+      return [replace(0, fc.constantFrom<unknown>(-1, NaN, Infinity, '1', null)), option(valid, 1, 'seed', junkInteger)];
+    case 'BatchNorm':
+      return [replace(0, junkCount), option(valid, 1, 'eps', junkPositive), option(valid, 1, 'momentum', fc.constantFrom<unknown>(-0.1, 1.5, NaN, '0.1', null))];
+    case 'MeanOnlyBatchNorm':
+      return [replace(0, junkCount), option(valid, 1, 'momentum', fc.constantFrom<unknown>(-0.1, 1.5, NaN, '0.1', null))];
+    case 'Sequential':
+      return [at(valid, valid.length - 1, junkValue)];
+    default:
+      return [];
+  }
+}
+
+/** A layer's errors may come from its constructor, its forward, a layer inside it, or the functional op it runs. */
+const WHERE_LAYER = (name: LayerName) => [`nn.${name}`, ...LAYERS.flatMap((l) => [`nn.${l}`, `nn.${l}.forward`]), ...FUNCTIONAL, 'tensor.backward', `${name}.to`];
+
+interface LayerDescription {
+  name: LayerName;
+  ctor: unknown[];
+}
+
+/** The modules a Sequential case is built from: a weight-normalized MLP or a small conv net, with its input. */
+const sequentialCase = (device: Device): fc.Arbitrary<{ layers: LayerDescription[]; x: TensorSpec; out: number[] }> =>
+  fc.oneof(
+    fc.record({ batch: positiveDim, inF: positiveDim, hidden: positiveDim, outF: positiveDim, weightNorm: fc.boolean() }).chain(({ batch, inF, hidden, outF, weightNorm }) =>
+      tensorOf([batch, inF], { device }).map((x) => ({
+        layers: [
+          { name: 'Linear' as LayerName, ctor: [inF, hidden, { weightNorm }] },
+          { name: 'MeanOnlyBatchNorm' as LayerName, ctor: [hidden] },
+          { name: 'ReLU' as LayerName, ctor: [] },
+          { name: 'Dropout' as LayerName, ctor: [0.25, { seed: 3 }] },
+          { name: 'Linear' as LayerName, ctor: [hidden, outF, { weightNorm }] },
+        ],
+        x,
+        out: [batch, outF],
+      })),
+    ),
+    fc.record({ batch: positiveDim, c: positiveDim, size: fc.integer({ min: 2, max: 5 }), outF: positiveDim }).chain(({ batch, c, size, outF }) =>
+      tensorOf([batch, c, size, size], { device }).map((x) => ({
+        layers: [
+          { name: 'Conv2d' as LayerName, ctor: [c, 2, 3, { padding: 1, weightNorm: true }] },
+          { name: 'GaussianNoise' as LayerName, ctor: [0.1, { seed: 1 }] },
+          { name: 'LeakyReLU' as LayerName, ctor: [0.1] },
+          { name: 'MaxPool2d' as LayerName, ctor: [2] },
+          { name: 'Flatten' as LayerName, ctor: [] },
+          { name: 'Linear' as LayerName, ctor: [2 * Math.floor(size / 2) ** 2, outF, { weightNorm: { dim: 0 } }] },
+        ],
+        x,
+        out: [batch, outF],
+      })),
+    ),
+  );
+
+function construct(name: LayerName, ctor: unknown[], made: Made): wn.nn.Module {
+  const layers = wn.nn as unknown as Record<string, new (...args: unknown[]) => wn.nn.Module>;
+  const args = name === 'Sequential' ? (ctor as LayerDescription[]).map((d) => (d && typeof d === 'object' && 'name' in d ? construct(d.name, d.ctor, made) : d)) : ctor;
+  const module = new layers[name]!(...args);
+  made.cleanups.push(() => module.dispose());
+  return module;
+}
+
+for (const name of LAYERS) {
+  op({
+    name: `nn.${name}`,
+    where: WHERE_LAYER(name),
+    calls: fc
+      .tuple(validDevice, fc.boolean())
+      .chain(([device, training]) =>
+        (name === 'Sequential' ? sequentialCase(device).map((c) => ({ ctor: c.layers as unknown[], x: c.x, out: c.out })) : layerCase(name, device)).chain((c) => {
+          const valid = [c.ctor, c.x, training, device];
+          const xVariants: Variant<unknown[]>[] = [
+            { tag: 'x not a tensor', expect: 'error', args: (a) => at(a, 1, junkValue) },
+            { tag: 'x disposed', expect: 'error', args: (a) => at(a, 1, fc.constant(c.x.with({ disposed: true }))) },
+          ];
+          if (!['ReLU', 'LeakyReLU', 'Tanh', 'Dropout', 'GaussianNoise', 'Flatten'].includes(name)) {
+            xVariants.push({ tag: 'x of the wrong shape', expect: 'error', args: (a) => at(a, 1, tensorOf(fc.constantFrom([7, 7, 7], [1, 7, 7, 7, 7]), { device })) });
+          }
+          return callsOf(fc.constant(valid), [
+            ...badConstructors(name, c.ctor).map((ctor, i): Variant<unknown[]> => ({ tag: `bad constructor argument ${i}`, expect: 'error', args: (a) => at(a, 0, ctor) })),
+            ...xVariants,
+            ...(name === 'Linear' ? [{ tag: 'huge layer', expect: 'either' as Expect, args: (a: unknown[]) => at(a, 0, fc.tuple(hugeDim, fc.oneof(positiveDim, hugeDim)).map(([i, o]) => [i, o])) }] : []),
+          ]).map((call) => ({ ...call, out: c.out }));
+        }),
+      )
+      .map(({ out, ...call }) => ({ ...call, args: [...call.args, out] })),
+    run: ([ctor, x, training, device], call, made) => {
+      const module = construct(name, ctor as unknown[], made).to(device as Device);
+      module.train(training as boolean);
+      const y = module.forward(x as Tensor);
+      if (call.backward && isTensor(y) && y.requiresGrad) {
+        F.sum(y).backward();
+        for (const [key, p] of module.namedParameters()) {
+          const problem = p.grad && shapeProblem(p.grad, p.shape, `${key}.grad`);
+          if (problem) return { y, problem };
+        }
+      }
+      return { y };
+    },
+    check: (result, args) => {
+      const { y, problem } = result as { y: unknown; problem?: string };
+      return problem ?? shapeProblem(y, args[4] as number[]);
+    },
+  });
+}
+
+op({
+  name: 'nn.removeWeightNorm',
+  where: ['nn.removeWeightNorm'],
+  calls: fc.tuple(positiveDim, positiveDim, fc.boolean(), validDevice, fc.nat()).chain(([inF, outF, weightNorm, device, seed]) => {
+    const model = new ModuleSpec('linear', inF, outF, weightNorm, device, seed);
+    return fc.oneof(
+      fc.constant<Generated>({ tag: weightNorm ? 'valid' : 'not weight-normalized', expect: (weightNorm ? 'result' : 'error') as Expect, args: [model, new TensorSpec([2, inF], 'normal', device, seed)], backward: false }),
+      junkValue.map((junk) => ({ tag: 'not a layer', expect: 'error' as Expect, args: [junk, null], backward: false })),
+    );
+  }),
+  run: ([layer, x]) => {
+    const linear = layer as wn.nn.Linear;
+    const before = x ? wn.noGrad(() => linear.forward(x as Tensor)).toArray() : null;
+    wn.nn.removeWeightNorm(linear);
+    return { linear, before, after: wn.noGrad(() => linear.forward(x as Tensor)).toArray() };
+  },
+  check: (result) => {
+    const { linear, before, after } = result as { linear: wn.nn.Linear; before: Float32Array; after: Float32Array };
+    if (linear.isWeightNormalized || !linear.weight) return 'still weight-normalized';
+    return compareScaled(after, Float64Array.from(before), maxAbs(before), 'output after folding');
+  },
+});
+
+op({
+  name: 'Module.to',
+  where: ['Linear.to', 'Sequential.to'],
+  calls: fc.tuple(fc.constantFrom<'linear' | 'mlp'>('linear', 'mlp'), fc.boolean(), fc.oneof(validDevice as fc.Arbitrary<unknown>, junkDevice), fc.nat()).map(([kind, weightNorm, device, seed]) => ({
+    tag: devices.includes(device as Device) ? 'valid' : 'junk device',
+    expect: (devices.includes(device as Device) ? 'result' : 'error') as Expect,
+    args: [new ModuleSpec(kind, 3, 2, weightNorm, 'cpu', seed), device],
+    backward: false,
+  })),
+  run: ([model, device]) => (model as wn.nn.Module).to(device as Device),
+  check: (model, [, device]) => {
+    const wrong = (model as wn.nn.Module).parameters().find((p) => p.device !== device);
+    return wrong ? `a parameter stayed on ${wrong.device}` : undefined;
+  },
+});
+
+op({
+  name: 'Module.loadStateDict',
+  where: ['Linear.loadStateDict', 'Sequential.loadStateDict'],
+  calls: fc.tuple(fc.boolean(), fc.nat(), validDevice).chain(([weightNorm, seed, device]) => {
+    const target = new ModuleSpec('mlp', 3, 2, weightNorm, device, seed);
+    const source = new ModuleSpec('mlp', 3, 2, weightNorm, devices[seed % devices.length]!, seed + 1);
+    return callsOf(fc.constant([target, source, undefined] as unknown[]), [
+      { tag: 'a record of junk', expect: 'error', args: (a) => at(a, 1, junkValue.filter((v) => typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Float32Array || v instanceof Date)) },
+      { tag: 'another architecture', expect: 'error', args: (a) => at(a, 1, fc.constant(new ModuleSpec('mlp', 4, 2, weightNorm, device, seed))) },
+      { tag: 'a model without weight norm', expect: 'error', args: (a) => at(a, 1, fc.constant(new ModuleSpec('mlp', 3, 2, !weightNorm, device, seed))) },
+      { tag: 'junk options', expect: 'error', args: (a) => at(a, 2, fc.constantFrom<unknown>(null, 3, { bogus: true }, { allowExtraKeys: 'yes' })) },
+    ]);
+  }),
+  run: ([target, source, options]) => {
+    const model = target as wn.nn.Module;
+    const record = source instanceof wn.nn.Module ? source.stateDict() : source;
+    model.loadStateDict(record as Record<string, Tensor>, options as wn.io.LoadStateDictOptions);
+    return { model, source };
+  },
+  check: (result) => {
+    const { model, source } = result as { model: wn.nn.Module; source: wn.nn.Module };
+    const expected = source.stateDict();
+    for (const [key, t] of Object.entries(model.stateDict())) {
+      const problem = valuesProblem(t.toArray(), expected[key]!.toArray(), 0, key);
+      if (problem) return problem;
+    }
+    return undefined;
+  },
+});
+
+// Optimizers and init ------------------------------------------------------------------------------------------------
+
+for (const name of ['SGD', 'Adam', 'Adamax'] as const) {
+  const validOptions =
+    name === 'SGD'
+      ? fc.record({ lr: fc.constantFrom(0.1, 0.01), momentum: fc.constantFrom(undefined, 0, 0.9), weightDecay: fc.constantFrom(undefined, 0, 1e-4) }, { requiredKeys: ['lr'] })
+      : fc.record({ lr: fc.constantFrom(1e-3, 1e-2), betas: fc.constantFrom<[number, number]>([0.9, 0.999], [0.5, 0.9]), eps: fc.constantFrom(1e-8, 1e-6), weightDecay: fc.constantFrom(0, 1e-4) }, { requiredKeys: [] });
+  const badOptions =
+    name === 'SGD'
+      ? fc.constantFrom<unknown>(null, undefined, 3, {}, { lr: -1 }, { lr: NaN }, { lr: '0.1' }, { lr: 0.1, momentum: -1 }, { lr: 0.1, dampening: 2 }, { lr: 0.1, nesterov: true }, { lr: 0.1, nesterov: 'yes' })
+      : fc.constantFrom<unknown>(null, 3, { lr: -1 }, { lr: NaN }, { betas: [1, 0.9] }, { betas: [0.9] }, { betas: 3 }, { betas: 'ab' }, { eps: -1 }, { weightDecay: NaN });
+  op({
+    name: `optim.${name}`,
+    where: [`optim.${name}`],
+    calls: fc.tuple(fc.boolean(), validDevice, fc.nat(), fc.constantFrom<'linear' | 'mlp'>('linear', 'mlp')).chain(([weightNorm, device, seed, kind]) => {
+      const model = new ModuleSpec(kind, 3, 2, weightNorm, device, seed);
+      return callsOf(fc.tuple(fc.constant(new ParamsSpec(model)), validOptions, fc.constant(model), fc.constant(new TensorSpec([4, 3], 'normal', device, seed))) as fc.Arbitrary<unknown[]>, [
+        { tag: 'junk params', expect: 'error', args: (a) => at(a, 0, fc.oneof(junkValue, fc.constant([]), fc.constant([new TensorSpec([2], 'normal', device, 1)]))) },
+        { tag: 'bad options', expect: 'error', args: (a) => at(a, 1, badOptions) },
+      ]);
+    }),
+    run: ([params, options, model, x]) => {
+      const optimizer = new wn.optim[name](params as Tensor[], options as wn.optim.AdamOptions & wn.optim.SGDOptions);
+      const before = (model as wn.nn.Module).parameters().map((p) => p.toArray());
+      try {
+        F.crossEntropy((model as wn.nn.Module).forward(x as Tensor), [0, 1, 0, 1]).backward();
+        optimizer.step();
+        optimizer.zeroGrad();
+      } finally {
+        optimizer.dispose();
+      }
+      return { model, before, stepCount: optimizer.stepCount };
+    },
+    check: (result) => {
+      const { model, before, stepCount } = result as { model: wn.nn.Module; before: Float32Array[]; stepCount: number };
+      if (stepCount !== 1) return `stepCount ${stepCount} after one step`;
+      const params = model.parameters();
+      if (params.some((p) => !allFinite(p.toArray()))) return 'a parameter became non-finite';
+      return params.every((p, i) => valuesProblem(p.toArray(), before[i]!, 0) === undefined) ? 'no parameter changed' : undefined;
+    },
+  });
+}
+
+op({
+  name: 'init.dataDependent',
+  where: ['init.dataDependent', ...FUNCTIONAL, 'nn.Linear.forward', 'nn.Sequential.forward'],
+  calls: fc.tuple(fc.boolean(), validDevice, fc.nat(), fc.constantFrom<'linear' | 'mlp'>('linear', 'mlp')).chain(([weightNorm, device, seed, kind]) => {
+    const model = new ModuleSpec(kind, 3, 2, weightNorm, device, seed);
+    return callsOf(
+      fc.tuple(fc.constant(model), tensorOf([8, 3], { device, fill: finiteFills }), fc.constantFrom<unknown>(undefined, {}, { scale: 0.1 }, { seed: 5 })) as fc.Arbitrary<unknown[]>,
+      [
+        { tag: 'model not a module', expect: 'error', args: (a) => at(a, 0, junkValue) },
+        ...tensorVariants<unknown[]>(1, 'batch'),
+        { tag: 'batch of the wrong width', expect: 'error', args: (a) => at(a, 1, tensorOf([8, 5], { device })) },
+        { tag: 'junk scale', expect: 'error', args: (a) => at(a, 2, fc.constantFrom<unknown>({ scale: 0 }, { scale: -1 }, { scale: NaN }, { scale: '1' })) },
+        { tag: 'junk seed', expect: 'error', args: (a) => at(a, 2, junkInteger.map((seed) => ({ seed }))) },
+        { tag: 'junk options', expect: 'error', args: (a) => at(a, 2, fc.constantFrom<unknown>(null, 3, 'x')) },
+      ],
+    );
+  }),
+  run: ([model, batch, options]) => {
+    wn.init.dataDependent(model as wn.nn.Module, batch as Tensor, options as wn.init.DataDependentOptions);
+    return model;
+  },
+  check: (model) => ((model as wn.nn.Module).parameters().some((p) => !allFinite(p.toArray())) ? 'a non-finite parameter' : undefined),
+});
+
+// Scopes and global settings -------------------------------------------------------------------------------------------
+
+op({
+  name: 'tidy',
+  where: ['tidy'],
+  calls: fc.oneof(
+    fc.constant<Generated>({ tag: 'valid', expect: 'result' as Expect, args: [() => 7], backward: false }),
+    junkFunction.map((fn) => ({ tag: 'not a function', expect: 'error' as Expect, args: [fn], backward: false })),
+    fc.constant<Generated>({ tag: 'returns a promise', expect: 'error' as Expect, args: [async () => 1], backward: false }),
+  ),
+  run: ([fn]) => wn.tidy(fn as () => unknown),
+  check: (value) => (value === 7 ? undefined : `returned ${String(value)}`),
+});
+
+op({
+  name: 'noGrad',
+  where: ['noGrad'],
+  calls: fc.oneof(
+    fc.constant<Generated>({ tag: 'valid', expect: 'result' as Expect, args: [() => wn.isGradEnabled()], backward: false }),
+    junkFunction.map((fn) => ({ tag: 'not a function', expect: 'error' as Expect, args: [fn], backward: false })),
+  ),
+  run: ([fn]) => wn.noGrad(fn as () => unknown),
+  check: (value) => (value === false && wn.isGradEnabled() ? undefined : 'grad mode not off inside, or not restored'),
+});
+
+op({
+  name: 'keep',
+  where: ['keep'],
+  calls: fc.oneof(
+    tensorOf(anyShape).map((t) => ({ tag: 'valid', expect: 'result' as Expect, args: [t], backward: false })),
+    junkValue.filter((v) => !(typeof v === 'object' && v !== null) && typeof v !== 'function').map((v) => ({ tag: 'not a tensor', expect: 'error' as Expect, args: [v], backward: false })),
+  ),
+  // A kept tensor outlives tidy(): the harness's memory check would count it, so it is disposed here.
+  run: ([t]) => {
+    const kept = wn.keep(t as Tensor);
+    kept.dispose();
+    return kept;
+  },
+  check: (value, [t]) => (value === t ? undefined : 'keep() did not return its argument'),
+});
+
+op({
+  name: 'manualSeed',
+  where: ['manualSeed'],
+  calls: fc.oneof(
+    fc.maxSafeNat().map((seed) => ({ tag: 'valid', expect: 'result' as Expect, args: [seed], backward: false })),
+    junkInteger.map((seed) => ({ tag: 'junk seed', expect: 'error' as Expect, args: [seed], backward: false })),
+  ),
+  run: ([seed]) => wn.manualSeed(seed as number),
+});
+
+op({
+  name: 'setNumThreads',
+  where: ['setNumThreads'],
+  calls: fc.oneof(
+    fc.constant<Generated>({ tag: 'valid', expect: 'result' as Expect, args: [0], backward: false }),
+    fc.constantFrom<unknown>(-1, 1.5, NaN, 2000, '2', null, undefined).map((n) => ({ tag: 'junk count', expect: 'error' as Expect, args: [n], backward: false })),
+  ),
+  run: ([threads]) => wn.setNumThreads(threads as number),
+});
+
+// io ---------------------------------------------------------------------------------------------------------------------
+
+/** Files the io calls read: written once by the worker before the calls start (see prepareFiles). */
+const FILES = ['record', 'model', 'garbage', 'truncated', 'empty', 'missing', 'directory'] as const;
+type FileName = (typeof FILES)[number];
+class FileSpec {
+  constructor(readonly name: FileName | 'out' | 'out-in-missing-dir') {}
+  [fc.toStringMethod](): string {
+    return `file:${this.name}`;
+  }
+}
+let workDirectory = '';
+const pathOf = (spec: FileSpec): string =>
+  spec.name === 'out-in-missing-dir' ? join(workDirectory, 'no-such-dir', 'out.safetensors') : join(workDirectory, `${spec.name}.safetensors`);
+const junkPath = fc.constantFrom<unknown>('', 3, null, undefined, {}, ['a']);
+const readableFile = fc.constantFrom(...FILES).map((name) => new FileSpec(name));
+/** The model 'model.safetensors' holds (see prepareFiles). */
+const savedModel = (device: Device) => new ModuleSpec('mlp', 3, 2, true, device, 11);
+
+function prepareFiles(directory: string): void {
+  workDirectory = directory;
+  const record = { a: wn.tensor([1, 2, 3, 4, 5, 6], [2, 3]), b: wn.tensor([7, 8, 9, 10], [4]) };
+  wn.io.save(record, join(directory, 'record.safetensors'));
+  for (const t of Object.values(record)) t.dispose();
+  const made: Made = { tensors: new Map(), leaves: [], cleanups: [] };
+  wn.io.save(makeModule(savedModel('cpu'), made), join(directory, 'model.safetensors'));
+  for (const cleanup of made.cleanups) cleanup();
+  const good = readFileSync(join(directory, 'record.safetensors'));
+  writeFileSync(join(directory, 'truncated.safetensors'), good.subarray(0, good.length - 5));
+  writeFileSync(join(directory, 'garbage.safetensors'), Buffer.from('this is not a safetensors file, just text of some length'));
+  writeFileSync(join(directory, 'empty.safetensors'), Buffer.alloc(0));
+  mkdirSync(join(directory, 'directory.safetensors'));
+}
+
+op({
+  name: 'io.save',
+  where: ['io.save'],
+  io: true,
+  calls: fc.tuple(validDevice, fc.nat()).chain(([device, seed]) =>
+    callsOf(
+      fc.tuple(
+        fc.oneof(
+          fc.record({ a: tensorOf(smallShape(), { device }), b: tensorOf(anyShape, { device }) }) as fc.Arbitrary<unknown>,
+          fc.constant(new ModuleSpec('mlp', 3, 2, seed % 2 === 0, device, seed)),
+        ),
+        fc.constant(new FileSpec('out')),
+        fc.constantFrom<unknown>(undefined, { metadata: { note: 'fuzz' } }),
+      ) as fc.Arbitrary<unknown[]>,
+      [
+        { tag: 'source not savable', expect: 'error', args: (a) => at(a, 0, junkValue.filter((v) => !(typeof v === 'object' && v !== null && !Array.isArray(v) && Object.getPrototypeOf(v) === Object.prototype && Object.keys(v).length === 0))) },
+        { tag: 'a record with junk', expect: 'error', args: (a) => at(a, 0, junkValue.map((v) => ({ a: new TensorSpec([2], 'normal', device, 1), b: v }))) },
+        { tag: 'a record with a disposed tensor', expect: 'error', args: (a) => at(a, 0, fc.constant({ a: new TensorSpec([2], 'normal', device, 1, true) })) },
+        { tag: 'junk path', expect: 'error', args: (a) => at(a, 1, junkPath) },
+        { tag: 'unwritable path', expect: 'error', args: (a) => at(a, 1, fc.constant(new FileSpec('out-in-missing-dir'))) },
+        { tag: 'junk options', expect: 'error', args: (a) => at(a, 2, fc.constantFrom<unknown>(null, 3, { bogus: 1 }, { metadata: { n: 3 } }, { metadata: 'x' })) },
+      ],
+    ),
+  ),
+  run: ([source, path, options]) => {
+    wn.io.save(source as wn.io.Checkpointable, path instanceof FileSpec ? pathOf(path) : (path as string), options as wn.io.SaveOptions);
+    return { source, path: pathOf(path as FileSpec) };
+  },
+  check: (result) => {
+    const { source, path } = result as { source: unknown; path: string };
+    const saved = wn.io.inspect(path).tensors;
+    const expected = source instanceof wn.nn.Module ? source.stateDict() : (source as Record<string, Tensor>);
+    for (const [key, t] of Object.entries(expected)) {
+      if (!saved[key] || saved[key].shape.join() !== t.shape.join()) return `'${key}' not saved with shape ${shapeText(t.shape)}`;
+    }
+    return undefined;
+  },
+});
+
+op({
+  name: 'io.load',
+  where: ['io.load'],
+  io: true,
+  calls: fc.oneof(
+    {
+      weight: 4,
+      arbitrary: fc
+        .tuple(readableFile, fc.oneof(fc.constantFrom<unknown>(undefined, {}, { verifyChecksum: false }), validDevice.map((device) => ({ device }))))
+        .map(([path, options]) => ({
+          tag: `file ${path.name}`,
+          expect: (path.name === 'record' || path.name === 'model' ? 'result' : 'error') as Expect,
+          args: [path, options],
+          backward: false,
+        })),
+    },
+    { weight: 1, arbitrary: junkPath.map((path) => ({ tag: 'junk path', expect: 'error' as Expect, args: [path], backward: false })) },
+    {
+      weight: 1,
+      arbitrary: fc
+        .constantFrom<unknown>(null, 3, { bogus: 1 }, { device: 'gpu' }, { verifyChecksum: 'no' })
+        .map((options) => ({ tag: 'junk options', expect: 'error' as Expect, args: [new FileSpec('record'), options], backward: false })),
+    },
+  ),
+  run: ([path, options]) => wn.io.load(path instanceof FileSpec ? pathOf(path) : (path as string), options as wn.io.LoadOptions),
+  check: (result, [path]) => {
+    const { tensors } = result as wn.io.LoadedFile;
+    if ((path as FileSpec).name === 'record') {
+      return valuesProblem(tensors.a?.toArray() ?? new Float32Array(0), [1, 2, 3, 4, 5, 6], 0, 'a') ?? shapeProblem(tensors.b, [4], 'b');
+    }
+    return Object.keys(tensors).length === 0 ? 'no tensors loaded' : undefined;
+  },
+});
+
+op({
+  name: 'io.loadInto',
+  where: ['io.loadInto'],
+  io: true,
+  calls: fc.tuple(validDevice, fc.nat()).chain(([device, seed]) =>
+    callsOf(fc.constant([savedModel(device), new FileSpec('model'), undefined] as unknown[]), [
+      { tag: 'another file', expect: 'error', args: (a) => at(a, 1, readableFile.filter((f) => f.name !== 'model')) },
+      { tag: 'junk path', expect: 'error', args: (a) => at(a, 1, junkPath) },
+      { tag: 'another architecture', expect: 'error', args: (a) => at(a, 0, fc.constant(new ModuleSpec('mlp', 4, 2, true, device, seed))) },
+      { tag: 'a model without weight norm', expect: 'error', args: (a) => at(a, 0, fc.constant(new ModuleSpec('mlp', 3, 2, false, device, seed))) },
+      { tag: 'target not a module', expect: 'error', args: (a) => at(a, 0, junkValue) },
+      { tag: 'junk options', expect: 'error', args: (a) => at(a, 2, fc.constantFrom<unknown>(null, 3, { bogus: 1 }, { verifyChecksum: 'no' })) },
+    ]),
+  ),
+  run: ([target, path, options]) => {
+    wn.io.loadInto(target as wn.nn.Module, path instanceof FileSpec ? pathOf(path) : (path as string), options as wn.io.LoadIntoOptions);
+    return target;
+  },
+  check: (model) => ((model as wn.nn.Module).parameters().some((p) => !allFinite(p.toArray())) ? 'a non-finite parameter after loading' : undefined),
+});
+
+op({
+  name: 'io.inspect',
+  where: ['io.inspect'],
+  io: true,
+  calls: fc.oneof(readableFile as fc.Arbitrary<unknown>, junkPath).map((path) => {
+    const readable = path instanceof FileSpec && (path.name === 'record' || path.name === 'model');
+    return { tag: path instanceof FileSpec ? `file ${path.name}` : 'junk path', expect: (readable ? 'result' : 'error') as Expect, args: [path], backward: false };
+  }),
+  run: ([path]) => wn.io.inspect(path instanceof FileSpec ? pathOf(path) : (path as string)),
+  check: (result) => (Object.keys((result as { tensors: object }).tensors).length > 0 ? undefined : 'no tensors listed'),
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// The worker: makes the calls, journaling each before and its outcome after.
+
+/** Every call, by index: the op is chosen by the index's own seed. */
+const anyCall: fc.Arbitrary<Call> = fc.oneof(...ops.map((o) => o.calls.map((c) => ({ ...c, op: o.name }) as Call)));
+const opsByName = new Map(ops.map((o) => [o.name, o]));
+const callAt = (seed: number, index: number): Call => fc.sample(anyCall, { seed: (seed + index * 7919) | 0, numRuns: 1 })[0]!;
+
+type Outcome = { kind: string; problem?: string };
+
+function isOutOfMemory(error: unknown): boolean {
+  return error instanceof RangeError && (error as { code?: unknown }).code === 'ERR_WEIGHTNORM_OUT_OF_MEMORY';
+}
+
+/** The class of a thrown value as counted, and what is wrong with it, if anything. */
+function classify(error: unknown, fuzzOp: FuzzOp, call: Call): Outcome {
+  const oom = isOutOfMemory(error);
+  const kind = oom ? 'RangeError (out of memory)' : error instanceof Error ? error.constructor.name : `non-Error ${typeof error}`;
+  const message = error instanceof Error ? error.message : String(error);
+  const clean =
+    error instanceof TypeError ||
+    error instanceof RangeError ||
+    error instanceof wn.DisposedTensorError ||
+    (fuzzOp.io === true && error instanceof wn.io.CheckpointError);
+  if (!clean) return { kind, problem: `threw ${kind}: ${message}` };
+  if (oom) {
+    if (call.expect === 'result') return { kind, problem: `a valid call ran out of memory: ${message}` };
+    return { kind };
+  }
+  const escaped = fuzzOp.where.map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|');
+  if (!new RegExp(`^(${escaped})(:| |$)`).test(message)) return { kind, problem: `message does not start with the function's name (${fuzzOp.where[0]}): ${message}` };
+  if (call.expect === 'result') return { kind, problem: `a valid call threw ${kind}: ${message}` };
+  return { kind };
+}
+
+function counts(memory: ReturnType<typeof wn.memory>): string {
+  return `cpu ${memory.cpu.tensors} tensors/${memory.cpu.bytes} B, cuda ${memory.cuda.tensors} tensors/${memory.cuda.bytes} B`;
+}
+
+/** The check's verdict; a check that throws (e.g. io.inspect refusing a file io.save wrote) is a problem too. */
+function checkResult(fuzzOp: FuzzOp, result: unknown, args: unknown[], call: Call): string | undefined {
+  try {
+    return fuzzOp.check?.(result, args, call);
+  } catch (error) {
+    return `checking the result threw ${(error as Error).name}: ${(error as Error).message}`;
+  }
+}
+
+async function runCall(fuzzOp: FuzzOp, call: Call): Promise<Outcome> {
+  const made: Made = { tensors: new Map(), leaves: [], cleanups: [] };
+  let pending: Promise<unknown> | undefined;
+  let outcome: Outcome;
+  try {
+    outcome = wn.tidy((): Outcome => {
+      const args = materialize(call.args, made) as unknown[];
+      let result: unknown;
+      try {
+        result = fuzzOp.run(args, call, made);
+        if (result instanceof Promise) {
+          pending = result;
+          return { kind: 'pending' };
+        }
+        if (call.backward && fuzzOp.output) {
+          const y = fuzzOp.output(result);
+          if (isTensor(y) && y.requiresGrad) {
+            F.sum(y).backward();
+            for (const leaf of made.leaves) {
+              const problem = leaf.grad && shapeProblem(leaf.grad, leaf.shape, 'grad');
+              if (problem) return { kind: 'returned', problem };
+            }
+          }
+        }
+      } catch (error) {
+        return classify(error, fuzzOp, call);
+      }
+      const problem = checkResult(fuzzOp, result, args, call);
+      if (problem) return { kind: 'returned', problem };
+      if (call.expect === 'error') return { kind: 'returned', problem: `accepted an invalid argument (${call.tag})` };
+      return { kind: 'returned' };
+    });
+  } catch (error) {
+    outcome = { kind: 'harness error', problem: `the harness failed: ${(error as Error).stack ?? String(error)}` };
+  } finally {
+    for (const leaf of made.leaves) {
+      leaf.grad?.dispose();
+      leaf.grad = null;
+    }
+    for (const cleanup of made.cleanups.reverse()) cleanup();
+  }
+  if (pending) {
+    try {
+      const problem = checkResult(fuzzOp, await pending, [], call);
+      outcome = problem ? { kind: 'returned', problem } : call.expect === 'error' ? { kind: 'returned', problem: `accepted an invalid argument (${call.tag})` } : { kind: 'returned' };
+    } catch (error) {
+      outcome = classify(error, fuzzOp, call);
+    }
+  }
+  return outcome;
+}
+
+const oneLine = (text: string, limit = 2000): string => {
+  const flat = text.replace(/[\t\n\r]+/g, ' ');
+  return flat.length > limit ? `${flat.slice(0, limit)}…` : flat;
+};
+
+async function worker(): Promise<void> {
+  const seed = Number(process.env.FUZZ_SEED);
+  const start = Number(process.env.FUZZ_START);
+  const calls = Number(process.env.FUZZ_CALLS);
+  const skip = new Set(JSON.parse(process.env.FUZZ_SKIP ?? '[]') as string[]);
+  const journal = openSync(process.env.FUZZ_JOURNAL!, 'a');
+  const write = (...fields: (string | number)[]) => writeSync(journal, `${fields.join('\t')}\n`);
+  prepareFiles(process.env.FUZZ_DIR!);
+  const baseline = wn.memory();
+  write('baseline', counts(baseline));
+  for (let index = start, made = 0; made < calls; index++) {
+    const call = callAt(seed, index);
+    if (skip.has(`${call.op} / ${call.tag}`)) {
+      write('skipped', index, call.op, call.tag);
+      continue;
+    }
+    made += 1;
+    write('call', index, call.op, call.tag, oneLine(fc.stringify(call.args)));
+    const before = wn.memory();
+    const outcome = await runCall(opsByName.get(call.op)!, call);
+    const after = wn.memory();
+    if (outcome.problem) write('violation', index, call.op, call.tag, 'contract', oneLine(outcome.problem, 500));
+    // Only growth counts: a finalizer may free an earlier call's leak meanwhile.
+    if (after.cpu.tensors > before.cpu.tensors || after.cuda.tensors > before.cuda.tensors) {
+      write('violation', index, call.op, call.tag, 'leak', `left tensors behind: before ${counts(before)}; after ${counts(after)}`);
+    }
+    write('done', index, outcome.kind);
+  }
+  wn.setNumThreads(0);
+  write('final', counts(wn.memory()), counts(baseline) === counts(wn.memory()) ? 'same' : 'different');
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The supervisor (vitest): transpiles the library and this file for node, runs the worker, restarts it after a
+// crash, and reads the journals.
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+async function transpileForNode(directory: string): Promise<string> {
+  const { default: ts } = await import('typescript');
+  const walk = (from: string): string[] =>
+    readdirSync(from, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(from, e.name)) : e.name.endsWith('.ts') ? [join(from, e.name)] : []));
+  const sources = [...walk(join(root, 'ts')), join(root, 'test', 'fuzz.test.ts'), join(root, 'test', 'helpers.ts'), ...walk(join(root, 'test', 'reference'))];
+  for (const file of sources) {
+    const out = join(directory, relative(root, file)).replace(/\.ts$/, '.js');
+    mkdirSync(dirname(out), { recursive: true });
+    const { outputText } = ts.transpileModule(readFileSync(file, 'utf8'), {
+      compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022 },
+      fileName: file,
+    });
+    writeFileSync(out, outputText);
+  }
+  writeFileSync(join(directory, 'package.json'), '{ "type": "module" }\n');
+  symlinkSync(join(root, 'build'), join(directory, 'build')); // ts/native.js loads the addon from <root>/build
+  symlinkSync(join(root, 'node_modules'), join(directory, 'node_modules'));
+  return join(directory, 'test', 'fuzz.test.js');
+}
+
+interface ChildExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stderr: string;
+}
+
+/** Runs the worker; kills it when its journal has not grown for `stallMs` (a call that hangs counts as a crash). */
+function runWorker(entry: string, env: Record<string, string>, journal: string, stallMs: number): Promise<ChildExit> {
+  return new Promise((done) => {
+    const child = spawn(process.execPath, [entry], { env: { ...process.env, ...env, WEIGHTNORM_FUZZ_WORKER: '1' }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk) => (stderr = (stderr + String(chunk)).slice(-4000)));
+    let size = -1;
+    let lastProgress = Date.now();
+    const watchdog = setInterval(() => {
+      const now = existsSync(journal) ? statSync(journal).size : 0;
+      if (now !== size) {
+        size = now;
+        lastProgress = Date.now();
+      } else if (Date.now() - lastProgress > stallMs) {
+        stderr += `\n(no progress for ${stallMs / 1000} s: killed)`;
+        child.kill('SIGKILL');
+      }
+    }, 500);
+    child.on('exit', (code, signal) => {
+      clearInterval(watchdog);
+      done({ code, signal, stderr });
+    });
+  });
+}
+
+interface Example {
+  index: number;
+  op: string;
+  tag: string;
+  problem: string;
+  call: string;
+}
+
+interface Figures {
+  calls: number;
+  returned: number;
+  errors: Map<string, number>;
+  skipped: number;
+  crashes: Example[];
+  /** By "op / tag": how many calls, and the first few. */
+  violations: Map<string, { count: number; examples: Example[] }>;
+  memory: string[];
+}
+
+function readJournal(path: string, figures: Figures): { last?: Example; finished: boolean } {
+  const calls = new Map<number, Example>();
+  let last: Example | undefined;
+  let finished = false;
+  for (const line of readFileSync(path, 'utf8').split('\n')) {
+    const [type, ...fields] = line.split('\t');
+    if (type === 'call') {
+      const [index, op, tag, call] = fields as [string, string, string, string];
+      last = { index: Number(index), op, tag, problem: '', call };
+      calls.set(last.index, last);
+    } else if (type === 'done') {
+      figures.calls += 1;
+      const kind = fields[1]!;
+      if (kind === 'returned') figures.returned += 1;
+      else figures.errors.set(kind, (figures.errors.get(kind) ?? 0) + 1);
+      last = undefined;
+    } else if (type === 'violation') {
+      const [index, op, tag, category, problem] = fields as [string, string, string, string, string];
+      const key = `${category}: ${op} / ${tag}`;
+      const entry = figures.violations.get(key) ?? { count: 0, examples: [] };
+      entry.count += 1;
+      if (entry.examples.length < 3) entry.examples.push({ index: Number(index), op, tag, problem, call: calls.get(Number(index))?.call ?? '' });
+      figures.violations.set(key, entry);
+    } else if (type === 'skipped') {
+      figures.skipped += 1;
+    } else if (type === 'baseline' || type === 'final') {
+      figures.memory.push(`${type}: ${fields.join(' ')}`);
+      if (type === 'final') finished = true;
+    }
+  }
+  return { last, finished };
+}
+
+async function fuzz(seed: number): Promise<Figures> {
+  const work = mkdtempSync(join(tmpdir(), 'weightnorm-fuzz-'));
+  const figures: Figures = { calls: 0, returned: 0, errors: new Map(), skipped: 0, crashes: [], violations: new Map(), memory: [] };
+  try {
+    const entry = await transpileForNode(join(work, 'lib'));
+    const skip: string[] = [];
+    let start = 0;
+    for (let attempt = 0; figures.calls < RUNS && attempt < 20; attempt++) {
+      const files = join(work, `files-${attempt}`);
+      mkdirSync(files);
+      const journal = join(work, `journal-${attempt}.tsv`);
+      const exit = await runWorker(
+        entry,
+        { FUZZ_SEED: String(seed), FUZZ_START: String(start), FUZZ_CALLS: String(RUNS - figures.calls), FUZZ_SKIP: JSON.stringify(skip), FUZZ_JOURNAL: journal, FUZZ_DIR: files },
+        journal,
+        10_000, // calls take milliseconds; a kernel writing past a too-small buffer can take seconds to fault
+      );
+      const { last, finished } = existsSync(journal) ? readJournal(journal, figures) : { last: undefined, finished: false };
+      if (finished && exit.code === 0) break;
+      const how = exit.signal ? `killed by ${exit.signal}` : `exit code ${exit.code}`;
+      if (!last) throw new Error(`the fuzz worker failed outside any call (${how}): ${exit.stderr}`);
+      figures.crashes.push({ ...last, problem: `${how}; stderr: ${oneLine(exit.stderr, 600)}` });
+      figures.calls += 1; // the crashing call was made
+      skip.push(`${last.op} / ${last.tag}`);
+      start = last.index + 1;
+    }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+  return figures;
+}
+
+function report(figures: Figures, seed: number): string {
+  const errors = [...figures.errors].sort((a, b) => b[1] - a[1]).map(([kind, n]) => `${kind} ${n}`).join(', ');
+  const violationCount = [...figures.violations.values()].reduce((a, v) => a + v.count, 0);
+  const lines = [
+    `fuzz (seed ${seed}): ${figures.calls} calls made; ${figures.returned} returned a checked result; errors by kind: ${errors}; ` +
+      `crashes: ${figures.crashes.length}; skipped after a crash: ${figures.skipped}; contract violations: ${violationCount} in ${figures.violations.size} kinds of call`,
+    ...figures.memory.map((m) => `  memory ${m}`),
+    ...figures.crashes.map((c) => `  CRASH at call ${c.index} ${c.op} / ${c.tag}: ${c.problem}\n    args: ${c.call}`),
+    ...[...figures.violations].map(
+      ([key, v]) => `  VIOLATION ×${v.count} ${key}: ${v.examples[0]!.problem}\n    args: ${oneLine(v.examples[0]!.call, 400)}`,
+    ),
+  ];
+  return lines.join('\n');
+}
+
+if (WORKER) {
+  await worker();
+} else {
+  describe(`fuzz: ${RUNS} random calls of the public API (fast-check), in a child process`, () => {
+    const seed = runSeed();
+    let figures: Figures;
+    beforeAll(async () => {
+      figures = await fuzz(seed);
+      console.log(report(figures, seed));
+    }, 300_000);
+
+    it(`makes ${RUNS} calls`, () => {
+      expect(figures.calls, reproduce(seed)).toBe(RUNS);
+    });
+
+    it('no call crashes the process', () => {
+      expect(figures.crashes.map((c) => `call ${c.index} ${c.op} / ${c.tag}: ${c.problem}; args ${c.call}`), reproduce(seed)).toEqual([]);
+    });
+
+    it('every call returns a checked result or throws TypeError/RangeError/DisposedTensorError (io: CheckpointError) naming the function', () => {
+      const problems = [...figures.violations]
+        .filter(([key]) => key.startsWith('contract: '))
+        .map(([key, v]) => `×${v.count} ${key}: ${v.examples[0]!.problem} — args ${oneLine(v.examples[0]!.call, 300)}`);
+      expect(problems, reproduce(seed)).toEqual([]);
+    });
+
+    it('no call leaves a tensor behind, and memory() is back at its baseline at the end', () => {
+      const leaks = [...figures.violations]
+        .filter(([key]) => key.startsWith('leak: '))
+        .map(([key, v]) => `×${v.count} ${key}: ${v.examples[0]!.problem} — args ${oneLine(v.examples[0]!.call, 300)}`);
+      expect(leaks, reproduce(seed)).toEqual([]);
+      expect(figures.memory.filter((m) => m.startsWith('final') && !m.endsWith('same')), reproduce(seed)).toEqual([]);
+    });
+  });
+}

@@ -1,11 +1,13 @@
 // What train, compare and lr-sweep share: the two MNIST networks with each normalization, data-dependent
 // initialization, one training loop (progress bar, per-step log, held-out evaluation per epoch, divergence as a
 // result rather than a crash), and small formatting helpers for the reports.
+import { mkdirSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
+import { resolve as resolvePath } from 'node:path';
 import { SingleBar } from 'cli-progress';
 
 import { backend, setNumThreads } from '../backend.js';
-import { batches, CLASSES, IMAGE_SIZE, type MnistSplit, PIXELS } from '../data/mnist.js';
+import { batches, CLASSES, IMAGE_SIZE, loadMnist, type MnistSplit, PIXELS } from '../data/mnist.js';
 import * as init from '../init.js';
 import * as nn from '../nn.js';
 import type { Optimizer } from '../optim.js';
@@ -329,4 +331,36 @@ export function thinIndices(n: number, limit: number): number[] {
   for (let i = stride - 1; i < n; i += stride) out.push(i);
   if (out[out.length - 1] !== n - 1) out.push(n - 1);
   return out;
+}
+
+/** What compare and lr-sweep both set up before their runs: device, threads, output folder, data, step counts. */
+export interface RaceSetup {
+  device: Device;
+  threads: number;
+  out: string;
+  train: MnistSplit;
+  test: MnistSplit;
+  perEpoch: number;
+  total: number;
+  started: number;
+}
+
+export function prepareRace(options: {
+  device: DeviceChoice;
+  threads?: number;
+  out: string;
+  trainSize?: number;
+  batch: number;
+  steps?: number;
+  epochs: number;
+}): RaceSetup {
+  const device = resolveDevice(options.device);
+  const threads = applyThreads(options.threads);
+  const out = resolvePath(options.out);
+  mkdirSync(out, { recursive: true });
+  const data = loadMnist();
+  const train = subset(data.train, options.trainSize);
+  const perEpoch = stepsPerEpoch(train.count, options.batch);
+  const total = Math.min(options.steps ?? Infinity, options.epochs * perEpoch);
+  return { device, threads, out, train, test: data.test, perEpoch, total, started: performance.now() };
 }

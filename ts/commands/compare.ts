@@ -1,8 +1,8 @@
 // `weightnorm compare`: the paper's convergence race (PAPER.md §4, §5.5) on one network: plain, weight norm,
 // batch norm and WN + mean-only BN, each with data-dependent init, Adam, and its best learning rate from a short
 // pilot over a grid; the same seed, init batch and minibatches for all. Writes <out>/compare-<model>.{md,json,svg,png}.
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join, relative, resolve } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 
 import { batches, loadMnist } from '../data/mnist.js';
@@ -10,6 +10,7 @@ import * as optim from '../optim.js';
 import type { Tensor } from '../tensor.js';
 import { NonFiniteLossError, trainStep } from '../train.js';
 import {
+  prepareRace,
   applyThreads,
   DEFAULT_HIDDEN,
   deviceName,
@@ -153,15 +154,7 @@ function milestones(total: number): number[] {
 }
 
 export async function runCompare(options: CompareOptions): Promise<number> {
-  const device = resolveDevice(options.device);
-  const threads = applyThreads(options.threads);
-  const out = resolve(options.out);
-  mkdirSync(out, { recursive: true });
-  const data = loadMnist();
-  const train = subset(data.train, options.trainSize);
-  const perEpoch = stepsPerEpoch(train.count, options.batch);
-  const total = Math.min(options.steps ?? Infinity, options.epochs * perEpoch);
-  const started = performance.now();
+  const { device, threads, out, train, test, perEpoch, total, started } = prepareRace(options);
   console.log(
     `compare ${options.model}: ${options.variants.map((v) => NORM_LABELS[v]).join(', ')}; Adam, batch ${options.batch}, ` +
       `${total} steps (${(total / perEpoch).toFixed(2)} epochs of ${train.count} digits), on ${device}` +
@@ -209,7 +202,7 @@ export async function runCompare(options: CompareOptions): Promise<number> {
     const { model, layout } = initializedModel(options.model, norm, common);
     const optimizer = new optim.Adam(model.parameters(), { lr });
     const run = runTraining({
-      model, optimizer, layout, train, test: data.test, epochs: options.epochs, maxSteps: options.steps, batchSize: options.batch,
+      model, optimizer, layout, train, test: test, epochs: options.epochs, maxSteps: options.steps, batchSize: options.batch,
       seed: options.seed, device, label: `${NORM_LABELS[norm]} (lr ${formatLr(lr)})`, progress: options.progress,
     });
     optimizer.dispose();
@@ -236,7 +229,7 @@ export async function runCompare(options: CompareOptions): Promise<number> {
     }
   }
 
-  const files = await writeCompareReport(options, { results, device, threads, trainCount: train.count, testCount: data.test.count, total, out });
+  const files = await writeCompareReport(options, { results, device, threads, trainCount: train.count, testCount: test.count, total, out });
   const seconds = (performance.now() - started) / 1000;
   console.log(`\n${summaryTable(results, options)}\n`);
   console.log(`compare took ${seconds.toFixed(0)} s. Report: ${relative(process.cwd(), files.report)}; plot: ${relative(process.cwd(), files.png ?? files.svg)}`);

@@ -2,15 +2,15 @@
 // trained with plain SGD (no momentum) at learning rates from 0.01 to 10; the final training loss per lr, with
 // diverged runs (a NaN or infinite loss) reported as such. Under plain SGD ‖v‖ grows with every step, so the
 // effective step g/‖v‖ of a weight-normalized layer shrinks on its own: the growth is reported too.
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join, relative, resolve } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 
-import { loadMnist } from '../data/mnist.js';
 import * as nn from '../nn.js';
 import * as optim from '../optim.js';
 import { evaluate, type Evaluation } from '../train.js';
 import {
+  prepareRace,
   applyThreads,
   deviceName,
   environment,
@@ -80,15 +80,7 @@ function weightNormLayers(model: nn.Module): (nn.Linear | nn.Conv2d)[] {
 }
 
 export async function runLrSweep(options: LrSweepOptions): Promise<number> {
-  const device = resolveDevice(options.device);
-  const threads = applyThreads(options.threads);
-  const out = resolve(options.out);
-  mkdirSync(out, { recursive: true });
-  const data = loadMnist();
-  const train = subset(data.train, options.trainSize);
-  const perEpoch = stepsPerEpoch(train.count, options.batch);
-  const total = Math.min(options.steps ?? Infinity, options.epochs * perEpoch);
-  const started = performance.now();
+  const { device, threads, out, train, test, perEpoch, total, started } = prepareRace(options);
   console.log(
     `lr-sweep ${options.model}: ${options.variants.map((v) => NORM_LABELS[v]).join(' vs ')}, plain SGD (no momentum), ` +
       `lr ${options.lrs.map(formatLr).join(', ')}; batch ${options.batch}, ${total} steps each, on ${device}` +
@@ -116,7 +108,7 @@ export async function runLrSweep(options: LrSweepOptions): Promise<number> {
         steps: run.steps.length,
         divergedAt: run.diverged?.step ?? null,
         train: trainEval && Number.isFinite(trainEval.loss) ? trainEval : trainEval ? { ...trainEval, loss: Infinity } : null,
-        heldOut: diverged ? null : evaluate(model, data.test, evalOptions),
+        heldOut: diverged ? null : evaluate(model, test, evalOptions),
         lastLosses: losses.length ? mean(losses.slice(-Math.max(1, Math.floor(losses.length / 10)))) : null,
         normGrowth: wnLayers.length && !diverged
           ? wnLayers.map((layer, i) => mean([...rowNorms(layer)].map((n, r) => n / initialNorms[i]![r]!)))
@@ -134,7 +126,7 @@ export async function runLrSweep(options: LrSweepOptions): Promise<number> {
       );
     }
   }
-  const files = await writeSweepReport(options, { runs, device, threads, trainCount: train.count, testCount: data.test.count, total, out });
+  const files = await writeSweepReport(options, { runs, device, threads, trainCount: train.count, testCount: test.count, total, out });
   console.log(
     `lr-sweep took ${((performance.now() - started) / 1000).toFixed(0)} s. Report: ${relative(process.cwd(), files.report)}; ` +
       `plot: ${relative(process.cwd(), files.png ?? files.svg)}`,

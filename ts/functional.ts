@@ -108,6 +108,7 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   if (inferred > 1 || shape.some((d) => !Number.isSafeInteger(d) || d < -1)) {
     throw typeError(`${where}: shape`, 'non-negative integers with at most one -1', shape);
   }
+  // Next to a zero dimension a -1 could be anything: it is taken as 0 (the tensor is empty either way).
   const resolved = shape.map((d) => (d === -1 ? (known === 0 ? 0 : x.size / known) : d));
   if (resolved.reduce((a, b) => a * b, 1) !== x.size || resolved.some((d) => !Number.isInteger(d))) {
     throw rangeError(`${where}: shape`, `a shape with ${x.size} elements (from ${shapeText(x.shape)})`, shapeText(shape));

@@ -128,10 +128,7 @@ Napi::Value WeightNorm(const Napi::CallbackInfo& info) {
       (fused ? cuda::weightnorm_forward : cuda::weightnorm_forward_unfused)(w, norm, v.data(), g.data(), layout, eps);
 #endif
     }
-    Napi::Object result = Napi::Object::New(env);
-    result.Set("w", w_object);
-    result.Set("norm", norm_object);
-    return result;
+    return named_results(env, {{"w", w_object}, {"norm", norm_object}});
   });
 }
 
@@ -166,10 +163,7 @@ Napi::Value WeightNormBackward(const Napi::CallbackInfo& info) {
                                                                              norm.data(), layout, eps);
 #endif
     }
-    Napi::Object result = Napi::Object::New(env);
-    result.Set("dv", dv_object);
-    result.Set("dg", dg_object);
-    return result;
+    return named_results(env, {{"dv", dv_object}, {"dg", dg_object}});
   });
 }
 

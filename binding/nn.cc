@@ -215,10 +215,7 @@ Napi::Value Dropout(const Napi::CallbackInfo& info) {
     Output y = output(args.env(), x.device(), x.shape());
     Output mask = output(args.env(), x.device(), x.shape());
     WN_CALL(x.device(), dropout_forward, y.data, mask.data, x.data(), p, seed, x.numel());
-    Napi::Object result = Napi::Object::New(args.env());
-    result.Set("y", y.object);
-    result.Set("mask", mask.object);
-    return result;
+    return named_results(args.env(), {{"y", y.object}, {"mask", mask.object}});
   });
 }
 
@@ -299,10 +296,7 @@ Napi::Value SoftmaxCrossEntropy(const Napi::CallbackInfo& info) {
     Output loss = output(args.env(), device, {1});
     Output probs = output(args.env(), device, logits.shape());
     WN_CALL(device, softmax_cross_entropy_forward, loss.data, probs.data, logits.data(), labels.data(), batch, classes);
-    Napi::Object result = Napi::Object::New(args.env());
-    result.Set("loss", loss.object);
-    result.Set("probs", probs.object);
-    return result;
+    return named_results(args.env(), {{"loss", loss.object}, {"probs", probs.object}});
   });
 }
 
@@ -591,12 +585,8 @@ Napi::Value BatchNorm(const Napi::CallbackInfo& info) {
     Output invstd = output(args.env(), device, {layout.channels});
     WN_CALL(device, batch_norm_forward, y.data, mean.data, var.data, invstd.data, x.data(), gamma.data(), beta.data(),
             layout, eps);
-    Napi::Object result = Napi::Object::New(args.env());
-    result.Set("y", y.object);
-    result.Set("mean", mean.object);
-    result.Set("var", var.object);
-    result.Set("invstd", invstd.object);
-    return result;
+    return named_results(args.env(),
+                         {{"y", y.object}, {"mean", mean.object}, {"var", var.object}, {"invstd", invstd.object}});
   });
 }
 
@@ -621,11 +611,7 @@ Napi::Value BatchNormBackward(const Napi::CallbackInfo& info) {
     Output dbeta = output(args.env(), device, {layout.channels});
     WN_CALL(device, batch_norm_backward, dx.data, dgamma.data, dbeta.data, dy.data(), x.data(), mean.data(),
             invstd.data(), gamma.data(), layout);
-    Napi::Object result = Napi::Object::New(args.env());
-    result.Set("dx", dx.object);
-    result.Set("dgamma", dgamma.object);
-    result.Set("dbeta", dbeta.object);
-    return result;
+    return named_results(args.env(), {{"dx", dx.object}, {"dgamma", dgamma.object}, {"dbeta", dbeta.object}});
   });
 }
 
@@ -673,10 +659,7 @@ Napi::Value MeanOnlyBatchNorm(const Napi::CallbackInfo& info) {
     Output mean = output(args.env(), device, {layout.channels});
     if (running_mean) WN_CALL(device, scale, mean.data, running_mean->data(), 1.0f, layout.channels);
     WN_CALL(device, mean_only_batch_norm_forward, y.data, mean.data, x.data(), bias.data(), layout, !running_mean);
-    Napi::Object result = Napi::Object::New(args.env());
-    result.Set("y", y.object);
-    result.Set("mean", mean.object);
-    return result;
+    return named_results(args.env(), {{"y", y.object}, {"mean", mean.object}});
   });
 }
 
@@ -690,10 +673,7 @@ Napi::Value MeanOnlyBatchNormBackward(const Napi::CallbackInfo& info) {
     Output dx = output(args.env(), dy.device(), dy.shape());
     Output dbias = output(args.env(), dy.device(), {layout.channels});
     WN_CALL(dy.device(), mean_only_batch_norm_backward, dx.data, dbias.data, dy.data(), layout);
-    Napi::Object result = Napi::Object::New(args.env());
-    result.Set("dx", dx.object);
-    result.Set("dbias", dbias.object);
-    return result;
+    return named_results(args.env(), {{"dx", dx.object}, {"dbias", dbias.object}});
   });
 }
 
@@ -731,11 +711,7 @@ Napi::Value WeightNormCoefficients(const Napi::CallbackInfo& info) {
     Output c2 = output(args.env(), device, {channels});
     WN_CALL(device, weightnorm_backward_coefficients, dg.data, c1.data, c2.data, dot.data(), g.data(), norm.data(),
             channels, eps);
-    Napi::Object result = Napi::Object::New(args.env());
-    result.Set("dg", dg.object);
-    result.Set("c1", c1.object);
-    result.Set("c2", c2.object);
-    return result;
+    return named_results(args.env(), {{"dg", dg.object}, {"c1", c1.object}, {"c2", c2.object}});
   });
 }
 

@@ -245,6 +245,12 @@ double number_argument(const Napi::CallbackInfo& info, size_t index, const char*
   return info[index].As<Napi::Number>().DoubleValue();
 }
 
+Napi::Object named_results(Napi::Env env, std::initializer_list<std::pair<const char*, Napi::Value>> fields) {
+  Napi::Object result = Napi::Object::New(env);
+  for (const auto& [name, value] : fields) result.Set(name, value);
+  return result;
+}
+
 Device parse_device(Napi::Env env, const Napi::Value& value, const char* parameter) {
   const std::string name = value.IsString() ? value.As<Napi::String>().Utf8Value() : "";
   if (name == "cpu") return Device::kCpu;

@@ -2,7 +2,9 @@
 #pragma once
 #include <napi.h>
 
+#include <initializer_list>
 #include <memory>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -43,6 +45,8 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
 // A new tensor handle with fresh (uninitialized) storage.
 Napi::Object new_tensor(Napi::Env env, Device device, std::vector<int64_t> shape);
 double number_argument(const Napi::CallbackInfo& info, size_t index, const char* parameter);
+// A plain JS object of named results, e.g. { w, norm }.
+Napi::Object named_results(Napi::Env env, std::initializer_list<std::pair<const char*, Napi::Value>> fields);
 
 // Parses a device name ("cpu" | "cuda"), checking that CUDA is usable when asked for.
 Device parse_device(Napi::Env env, const Napi::Value& value, const char* parameter);

@@ -255,11 +255,6 @@ export abstract class Module {
     for (const child of this.moduleSlots.values()) child.dispose();
   }
 
-  /** forward() with the module's argument checked. */
-  call(x: Tensor): Tensor {
-    return this.forward(x);
-  }
-
   /** This module ('') and every descendant, by dotted name ('0', '1', '1.0', ...). */
   namedModules(prefix = ''): [string, Module][] {
     const own: [string, Module] = [prefix.endsWith('.') ? prefix.slice(0, -1) : prefix, this];

@@ -345,15 +345,24 @@ export interface RaceSetup {
   started: number;
 }
 
-export function prepareRace(options: {
+/** The options compare and lr-sweep share: the model, its data and the machine it runs on. */
+export interface RaceOptions {
+  model: ModelKind;
+  variants: NormKind[];
+  lrs: number[];
+  epochs: number;
+  steps?: number;
+  batch: number;
+  trainSize?: number;
+  hidden: number;
   device: DeviceChoice;
+  seed: number;
   threads?: number;
   out: string;
-  trainSize?: number;
-  batch: number;
-  steps?: number;
-  epochs: number;
-}): RaceSetup {
+  progress: boolean;
+}
+
+export function prepareRace(options: RaceOptions): RaceSetup {
   const device = resolveDevice(options.device);
   const threads = applyThreads(options.threads);
   const out = resolvePath(options.out);

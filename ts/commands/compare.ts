@@ -11,6 +11,7 @@ import type { Tensor } from '../tensor.js';
 import { NonFiniteLossError, trainStep } from '../train.js';
 import {
   prepareRace,
+  type RaceOptions,
   applyThreads,
   DEFAULT_HIDDEN,
   deviceName,
@@ -31,33 +32,20 @@ import {
   thinIndices,
   windowMean,
 } from './common.js';
-import type { DeviceChoice, ModelKind, NormKind } from './options.js';
+import type { NormKind } from './options.js';
 import { CHART_FONT, writeChart } from './plot.js';
 
-export interface CompareOptions {
-  model: ModelKind;
-  variants: NormKind[];
-  /** The pilot's learning-rate grid. */
-  lrs: number[];
+/** lrs is the pilot's learning-rate grid. */
+export interface CompareOptions extends RaceOptions {
   /** One learning rate for every variant: skips the pilot. */
   lr?: number;
   pilotSteps: number;
-  epochs: number;
-  steps?: number;
-  batch: number;
-  trainSize?: number;
-  hidden: number;
-  device: DeviceChoice;
-  seed: number;
-  threads?: number;
-  out: string;
   /** Iterations to reach this (smoothed) training loss are reported. */
   targetLoss: number;
   /** Window of the moving average applied to the training loss in the tables and the plot. */
   smooth: number;
   timingRounds: number;
   timingSteps: number;
-  progress: boolean;
 }
 
 interface PilotScore {

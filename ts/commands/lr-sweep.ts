@@ -11,6 +11,7 @@ import * as optim from '../optim.js';
 import { evaluate, type Evaluation } from '../train.js';
 import {
   prepareRace,
+  type RaceOptions,
   applyThreads,
   deviceName,
   environment,
@@ -26,24 +27,10 @@ import {
   stepsPerEpoch,
   subset,
 } from './common.js';
-import type { DeviceChoice, ModelKind, NormKind } from './options.js';
+import type { NormKind } from './options.js';
 import { CHART_FONT, writeChart } from './plot.js';
 
-export interface LrSweepOptions {
-  model: ModelKind;
-  variants: NormKind[];
-  lrs: number[];
-  epochs: number;
-  steps?: number;
-  batch: number;
-  trainSize?: number;
-  hidden: number;
-  device: DeviceChoice;
-  seed: number;
-  threads?: number;
-  out: string;
-  progress: boolean;
-}
+export type LrSweepOptions = RaceOptions;
 
 interface SweepRun {
   norm: NormKind;

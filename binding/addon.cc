@@ -18,6 +18,11 @@
 
 namespace weightnorm::binding {
 
+// The float32 overloads of the fused kernels (the names are overloaded for bfloat16 too).
+using ForwardF32 = void (*)(float*, float*, const float*, const float*, const ChannelLayout&, float);
+using BackwardF32 = void (*)(float*, float*, const float*, const float*, const float*, const float*,
+                             const ChannelLayout&, float);
+
 Napi::Value Benchmark(const Napi::CallbackInfo& info);  // bench.cc
 void register_nn_ops(Napi::Env env, Napi::Object exports);  // nn.cc
 
@@ -122,10 +127,10 @@ Napi::Value WeightNorm(const Napi::CallbackInfo& info) {
     float* w = TensorWrap::From(w_object, "w").data();
     float* norm = TensorWrap::From(norm_object, "norm").data();
     if (v.device() == Device::kCpu) {
-      (fused ? cpu::weightnorm_forward : cpu::weightnorm_forward_unfused)(w, norm, v.data(), g.data(), layout, eps);
+      (fused ? static_cast<ForwardF32>(cpu::weightnorm_forward) : cpu::weightnorm_forward_unfused)(w, norm, v.data(), g.data(), layout, eps);
     } else {
 #ifdef WEIGHTNORM_WITH_CUDA
-      (fused ? cuda::weightnorm_forward : cuda::weightnorm_forward_unfused)(w, norm, v.data(), g.data(), layout, eps);
+      (fused ? static_cast<ForwardF32>(cuda::weightnorm_forward) : cuda::weightnorm_forward_unfused)(w, norm, v.data(), g.data(), layout, eps);
 #endif
     }
     return named_results(env, {{"w", w_object}, {"norm", norm_object}});
@@ -155,11 +160,11 @@ Napi::Value WeightNormBackward(const Napi::CallbackInfo& info) {
     float* dv = TensorWrap::From(dv_object, "dv").data();
     float* dg = TensorWrap::From(dg_object, "dg").data();
     if (v.device() == Device::kCpu) {
-      (fused ? cpu::weightnorm_backward : cpu::weightnorm_backward_unfused)(dv, dg, dw.data(), v.data(), g.data(),
+      (fused ? static_cast<BackwardF32>(cpu::weightnorm_backward) : cpu::weightnorm_backward_unfused)(dv, dg, dw.data(), v.data(), g.data(),
                                                                            norm.data(), layout, eps);
     } else {
 #ifdef WEIGHTNORM_WITH_CUDA
-      (fused ? cuda::weightnorm_backward : cuda::weightnorm_backward_unfused)(dv, dg, dw.data(), v.data(), g.data(),
+      (fused ? static_cast<BackwardF32>(cuda::weightnorm_backward) : cuda::weightnorm_backward_unfused)(dv, dg, dw.data(), v.data(), g.data(),
                                                                              norm.data(), layout, eps);
 #endif
     }

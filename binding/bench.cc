@@ -20,6 +20,11 @@
 #endif
 
 namespace weightnorm::binding {
+
+// The float32 overloads of the fused kernels (the names are overloaded for bfloat16 too).
+using ForwardF32 = void (*)(float*, float*, const float*, const float*, const ChannelLayout&, float);
+using BackwardF32 = void (*)(float*, float*, const float*, const float*, const float*, const float*,
+                             const ChannelLayout&, float);
 namespace {
 
 struct Set {
@@ -81,14 +86,14 @@ Napi::Value Benchmark(const Napi::CallbackInfo& info) {
         else cuda::scale(out, in[0], 1.0f, layout.elements());
 #endif
       } else if (op == "forward") {
-        if (cpu) (fused ? cpu::weightnorm_forward : cpu::weightnorm_forward_unfused)(out, per_channel, in[0], in[1], layout, eps);
+        if (cpu) (fused ? static_cast<ForwardF32>(cpu::weightnorm_forward) : cpu::weightnorm_forward_unfused)(out, per_channel, in[0], in[1], layout, eps);
 #ifdef WEIGHTNORM_WITH_CUDA
-        else (fused ? cuda::weightnorm_forward : cuda::weightnorm_forward_unfused)(out, per_channel, in[0], in[1], layout, eps);
+        else (fused ? static_cast<ForwardF32>(cuda::weightnorm_forward) : cuda::weightnorm_forward_unfused)(out, per_channel, in[0], in[1], layout, eps);
 #endif
       } else {
-        if (cpu) (fused ? cpu::weightnorm_backward : cpu::weightnorm_backward_unfused)(out, per_channel, in[0], in[1], in[2], in[3], layout, eps);
+        if (cpu) (fused ? static_cast<BackwardF32>(cpu::weightnorm_backward) : cpu::weightnorm_backward_unfused)(out, per_channel, in[0], in[1], in[2], in[3], layout, eps);
 #ifdef WEIGHTNORM_WITH_CUDA
-        else (fused ? cuda::weightnorm_backward : cuda::weightnorm_backward_unfused)(out, per_channel, in[0], in[1], in[2], in[3], layout, eps);
+        else (fused ? static_cast<BackwardF32>(cuda::weightnorm_backward) : cuda::weightnorm_backward_unfused)(out, per_channel, in[0], in[1], in[2], in[3], layout, eps);
 #endif
       }
     };

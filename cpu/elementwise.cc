@@ -153,4 +153,12 @@ void channel_bias_add(float* out, const float* x, const float* bias, const Chann
   }
 }
 
+void convert(bfloat16* out, const float* x, int64_t count) {
+  for_each_index(count, [=](int64_t i) { out[i] = float_to_bfloat16(x[i]); });
+}
+
+void convert(float* out, const bfloat16* x, int64_t count) {
+  for_each_index(count, [=](int64_t i) { out[i] = bfloat16_to_float(x[i]); });
+}
+
 }  // namespace weightnorm::cpu

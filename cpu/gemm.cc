@@ -420,3 +420,10 @@ bool set_gemm_blocked_isa(const char* isa) {
 }
 
 }  // namespace weightnorm::cpu
+
+// --- contract stub: filled in by the bfloat16 work (issue 7) -----------------------------------------------------
+namespace weightnorm::cpu {
+void gemm(bfloat16*, const bfloat16*, const bfloat16*, int64_t, int64_t, int64_t, bool, bool, const GemmEpilogueBf16&) {
+  throw std::runtime_error("cpu::gemm(bfloat16): not implemented yet");
+}
+}  // namespace weightnorm::cpu

@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <stdexcept>
 #include <vector>
 
 namespace weightnorm::cpu {
@@ -550,4 +551,15 @@ void weightnorm_backward_unfused(float* dv, float* dg, const float* dw, const fl
   subtract(dv, scaled_dw, scaled_v, count);
 }
 
+}  // namespace weightnorm::cpu
+
+// --- contract stubs: filled in by the bfloat16 work (issue 7) -----------------------------------------------------
+namespace weightnorm::cpu {
+void weightnorm_forward(bfloat16*, float*, const bfloat16*, const float*, const ChannelLayout&, float) {
+  throw std::runtime_error("cpu::weightnorm_forward(bfloat16): not implemented yet");
+}
+void weightnorm_backward(bfloat16*, float*, const bfloat16*, const bfloat16*, const float*, const float*,
+                         const ChannelLayout&, float) {
+  throw std::runtime_error("cpu::weightnorm_backward(bfloat16): not implemented yet");
+}
 }  // namespace weightnorm::cpu

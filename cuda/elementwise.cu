@@ -166,6 +166,15 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
+// Element type conversion, one element per thread step (2-byte elements: the loads coalesce without vectors).
+template <class To, class From>
+__global__ void __launch_bounds__(kBlock) convert_kernel(To* out, const From* x, int64_t count) {
+  for (int64_t i = int64_t(blockIdx.x) * kBlock + threadIdx.x; i < count; i += int64_t(gridDim.x) * kBlock) {
+    if constexpr (sizeof(To) == 2) out[i] = float_to_bfloat16(x[i]);
+    else out[i] = bfloat16_to_float(x[i]);
+  }
+}
+
 bool aligned16(const void* pointer) { return (reinterpret_cast<uintptr_t>(pointer) & 15) == 0; }
 
 // Enough blocks to fill the GPU several times over, capped by the work (items: floats or float4s per thread step).
@@ -258,6 +267,18 @@ void channel_bias_add(float* out, const float* x, const float* bias, const Chann
     if (vectorized) channel_bias_add_kernel<uint64_t, true><<<blocks, kBlock, 0, stream>>>(out, x, bias, n, c, i);
     else channel_bias_add_kernel<uint64_t, false><<<blocks, kBlock, 0, stream>>>(out, x, bias, n, c, i);
   }
+  WN_CUDA_CHECK_LAUNCH();
+}
+
+void convert(bfloat16* out, const float* x, int64_t count) {
+  if (count <= 0) return;
+  convert_kernel<<<grid_for(count), kBlock, 0, library_stream()>>>(out, x, count);
+  WN_CUDA_CHECK_LAUNCH();
+}
+
+void convert(float* out, const bfloat16* x, int64_t count) {
+  if (count <= 0) return;
+  convert_kernel<<<grid_for(count), kBlock, 0, library_stream()>>>(out, x, count);
   WN_CUDA_CHECK_LAUNCH();
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 
+#include "weightnorm/bfloat16.h"
 #include "weightnorm/layout.h"
 
 namespace weightnorm::cuda {
@@ -28,5 +29,9 @@ void dropout_forward(float* y, float* mask, const float* x, float p, uint64_t se
 void gaussian_noise(float* y, const float* x, float std, uint64_t seed, int64_t count);
 // out[o, k, i] = x[o, k, i] + bias[k] (Linear: [batch, features, 1]; conv: [batch, channels, height*width]).
 void channel_bias_add(float* out, const float* x, const float* bias, const ChannelLayout& layout);
+
+// Element type conversion: float32 -> bfloat16 rounds to nearest even (NaN stays NaN); bfloat16 -> float32 is exact.
+void convert(bfloat16* out, const float* x, int64_t count);
+void convert(float* out, const bfloat16* x, int64_t count);
 
 }  // namespace weightnorm::cuda

@@ -400,3 +400,15 @@ void gemm(float* out, const float* a, const float* b, int64_t m, int64_t n, int6
 const char* gemm_backend() { return "simt"; }
 
 }  // namespace weightnorm::cuda
+
+// --- contract stubs: filled in by the tensor-core work (issue 7) ------------------------------------------------
+namespace weightnorm::cuda {
+namespace {
+GemmPrecision precision_setting = GemmPrecision::kFloat32;
+}
+void set_gemm_precision(GemmPrecision precision) { precision_setting = precision; }
+GemmPrecision gemm_precision() { return precision_setting; }
+void gemm(bfloat16*, const bfloat16*, const bfloat16*, int64_t, int64_t, int64_t, bool, bool, const GemmEpilogueBf16&) {
+  throw std::runtime_error("cuda::gemm(bfloat16): not implemented yet");
+}
+}  // namespace weightnorm::cuda

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <stdexcept>
 
 #include "check.cuh"
 #include "runtime.cuh"
@@ -665,4 +666,15 @@ void weightnorm_backward_unfused(float* dv, float* dg, const float* dw, const fl
   subtract(dv, scaled_dw.floats(), scaled_v.floats(), count);
 }
 
+}  // namespace weightnorm::cuda
+
+// --- contract stubs: filled in by the bfloat16 work (issue 7) -----------------------------------------------------
+namespace weightnorm::cuda {
+void weightnorm_forward(bfloat16*, float*, const bfloat16*, const float*, const ChannelLayout&, float) {
+  throw std::runtime_error("cuda::weightnorm_forward(bfloat16): not implemented yet");
+}
+void weightnorm_backward(bfloat16*, float*, const bfloat16*, const bfloat16*, const float*, const float*,
+                         const ChannelLayout&, float) {
+  throw std::runtime_error("cuda::weightnorm_backward(bfloat16): not implemented yet");
+}
 }  // namespace weightnorm::cuda

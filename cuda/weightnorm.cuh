@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 
+#include "weightnorm/bfloat16.h"
 #include "weightnorm/layout.h"
 
 namespace weightnorm::cuda {
@@ -14,6 +15,14 @@ void weightnorm_forward(float* w, float* norm, const float* v, const float* g, c
 // eps floor was active).
 void weightnorm_backward(float* dv, float* dg, const float* dw, const float* v, const float* g, const float* norm,
                          const ChannelLayout& layout, float eps);
+
+// bfloat16 storage for the per-element tensors (v, w, dw, dv); g, norm and dg stay float32, and every sum, norm
+// and coefficient is computed in float32 from the widened values. Same semantics as the float32 overloads; each
+// output element is the float32 result rounded once to bfloat16.
+void weightnorm_forward(bfloat16* w, float* norm, const bfloat16* v, const float* g, const ChannelLayout& layout,
+                        float eps);
+void weightnorm_backward(bfloat16* dv, float* dg, const bfloat16* dw, const bfloat16* v, const float* g,
+                         const float* norm, const ChannelLayout& layout, float eps);
 
 // The unfused composition, for benchmarks and tests only.
 void weightnorm_forward_unfused(float* w, float* norm, const float* v, const float* g, const ChannelLayout& layout,

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <string>
 
+#include "../cpu/elementwise.h"
+#include "../cpu/gemm.h"
 #include "../cpu/random.h"
 #include "../cpu/weightnorm.h"
 #include "errors.h"
@@ -12,21 +14,31 @@
 #include "weightnorm/layout.h"
 
 #ifdef WEIGHTNORM_WITH_CUDA
+#include "../cuda/elementwise.cuh"
+#include "../cuda/gemm.cuh"
 #include "../cuda/runtime.cuh"
 #include "../cuda/weightnorm.cuh"
 #endif
 
 namespace weightnorm::binding {
 
-// The float32 overloads of the fused kernels (the names are overloaded for bfloat16 too).
-using ForwardF32 = void (*)(float*, float*, const float*, const float*, const ChannelLayout&, float);
-using BackwardF32 = void (*)(float*, float*, const float*, const float*, const float*, const float*,
-                             const ChannelLayout&, float);
+// cpu:: and cuda:: mirror each other (overloads included), so one call site serves both backends.
+#ifdef WEIGHTNORM_WITH_CUDA
+#define WN_DEVICE_CALL(device, function, ...) \
+  ((device) == Device::kCpu ? cpu::function(__VA_ARGS__) : cuda::function(__VA_ARGS__))
+#else
+#define WN_DEVICE_CALL(device, function, ...) cpu::function(__VA_ARGS__)
+#endif
 
 Napi::Value Benchmark(const Napi::CallbackInfo& info);  // bench.cc
 void register_nn_ops(Napi::Env env, Napi::Object exports);  // nn.cc
 
 namespace {
+
+#ifndef WEIGHTNORM_WITH_CUDA
+// Only remembered (and reported back): the CPU GEMM is always full float32.
+std::string matmul_precision_without_cuda = "highest";
+#endif
 
 void expect_channel_vector(Napi::Env env, const TensorWrap& t, int64_t channels, const char* parameter) {
   if (t.shape().size() != 1 || t.shape()[0] != channels)
@@ -40,6 +52,34 @@ void expect_device(Napi::Env env, const TensorWrap& t, Device device, const char
                               device_name(t.device()));
 }
 
+// A new tensor of `dtype` on `device` holding the host floats `values` (rounded once when the dtype is bfloat16).
+Napi::Object upload(Napi::Env env, const float* values, const std::vector<int64_t>& shape, Device device, DType dtype) {
+  Napi::Object object = new_tensor(env, device, shape, dtype);
+  TensorWrap& t = TensorWrap::FromAnyType(object, "result");
+  const int64_t count = t.numel();
+  if (count == 0) return object;
+  const size_t bytes = static_cast<size_t>(count) * dtype_size(dtype);
+  std::vector<bfloat16> rounded;
+  const void* host = values;
+  if (dtype == DType::kBFloat16) {
+    if (device == Device::kCpu) {
+      cpu::convert(t.bf16_data(), values, count);
+      return object;
+    }
+    rounded.resize(static_cast<size_t>(count));
+    cpu::convert(rounded.data(), values, count);
+    host = rounded.data();
+  }
+  if (device == Device::kCpu) {
+    std::memcpy(t.data(), host, bytes);
+  } else {
+#ifdef WEIGHTNORM_WITH_CUDA
+    cuda::copy_to_device(t.data(), host, bytes);
+#endif
+  }
+  return object;
+}
+
 Napi::Value FromArray(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
@@ -50,29 +90,19 @@ Napi::Value FromArray(const Napi::CallbackInfo& info) {
     throw_range_error(env, "data: " + std::to_string(data.ElementLength()) + " values do not fill shape " +
                                shape_string(shape));
   const Device device = parse_device(env, info[2], "device");
-  return guarded(env, [&]() -> Napi::Value {
-    Napi::Object object = new_tensor(env, device, shape);
-    TensorWrap& t = TensorWrap::From(object, "result");
-    const size_t bytes = data.ElementLength() * sizeof(float);
-    if (device == Device::kCpu) {
-      if (bytes) std::memcpy(t.data(), data.Data(), bytes);
-    } else {
-#ifdef WEIGHTNORM_WITH_CUDA
-      cuda::copy_to_device(t.data(), data.Data(), bytes);
-#endif
-    }
-    return object;
-  });
+  const DType dtype = parse_dtype(env, info[3], "dtype");
+  return guarded(env, [&]() -> Napi::Value { return upload(env, data.Data(), shape, device, dtype); });
 }
 
 Napi::Value Zeros(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::vector<int64_t> shape = parse_shape(env, info[0], "shape");
   const Device device = parse_device(env, info[1], "device");
+  const DType dtype = parse_dtype(env, info[2], "dtype");
   return guarded(env, [&]() -> Napi::Value {
-    Napi::Object object = new_tensor(env, device, shape);
-    TensorWrap& t = TensorWrap::From(object, "result");
-    const size_t bytes = static_cast<size_t>(t.numel()) * sizeof(float);
+    Napi::Object object = new_tensor(env, device, shape, dtype);
+    TensorWrap& t = TensorWrap::FromAnyType(object, "result");
+    const size_t bytes = static_cast<size_t>(t.numel()) * dtype_size(dtype);  // all-zero bits: 0 in both types
     if (device == Device::kCpu) {
       if (bytes) std::memset(t.data(), 0, bytes);
     } else {
@@ -94,8 +124,15 @@ Napi::Value Randn(const Napi::CallbackInfo& info) {
   const Device device = parse_device(env, info[2], "device");
   const float mean = static_cast<float>(number_argument(info, 3, "mean"));
   const float std = static_cast<float>(number_argument(info, 4, "std"));
+  const DType dtype = parse_dtype(env, info[5], "dtype");
   return guarded(env, [&]() -> Napi::Value {
     const int64_t count = element_count(shape);
+    if (dtype != DType::kFloat32) {
+      // The float32 draws rounded once: a bfloat16 randn holds the same samples as the float32 one, rounded.
+      std::vector<float> host(static_cast<size_t>(count));
+      cpu::fill_normal(host.data(), count, static_cast<uint64_t>(seed), mean, std);
+      return upload(env, host.data(), shape, device, dtype);
+    }
     if (device == Device::kCpu) {
       Napi::Object object = new_tensor(env, device, shape);
       cpu::fill_normal(TensorWrap::From(object, "result").data(), count, static_cast<uint64_t>(seed), mean, std);
@@ -111,37 +148,36 @@ Napi::Value Randn(const Napi::CallbackInfo& info) {
   });
 }
 
-// weightNorm(v, g, dim | null, eps, fused) -> { w, norm }
+// weightNorm(v, g, dim | null, eps, fused) -> { w, norm }. v (and so w) float32 or bfloat16; g and norm float32.
 Napi::Value WeightNorm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  TensorWrap& v = TensorWrap::From(info[0], "v");
+  TensorWrap& v = TensorWrap::FromAnyType(info[0], "v");
   TensorWrap& g = TensorWrap::From(info[1], "g");
   const ChannelLayout layout = layout_for(env, v.shape(), info[2]);
   const float eps = static_cast<float>(number_argument(info, 3, "eps"));
   const bool fused = info[4].ToBoolean().Value();
   expect_device(env, g, v.device(), "g");
   expect_channel_vector(env, g, layout.channels, "g");
+  const bool bf16 = v.dtype() == DType::kBFloat16;
+  if (bf16 && !fused) throw_type_error(env, "fused: the unfused path is float32 only; v is bfloat16");
   return guarded(env, [&]() -> Napi::Value {
-    Napi::Object w_object = new_tensor(env, v.device(), v.shape());
+    Napi::Object w_object = new_tensor(env, v.device(), v.shape(), v.dtype());
     Napi::Object norm_object = new_tensor(env, v.device(), {layout.channels});
-    float* w = TensorWrap::From(w_object, "w").data();
+    TensorWrap& w = TensorWrap::FromAnyType(w_object, "w");
     float* norm = TensorWrap::From(norm_object, "norm").data();
-    if (v.device() == Device::kCpu) {
-      (fused ? static_cast<ForwardF32>(cpu::weightnorm_forward) : cpu::weightnorm_forward_unfused)(w, norm, v.data(), g.data(), layout, eps);
-    } else {
-#ifdef WEIGHTNORM_WITH_CUDA
-      (fused ? static_cast<ForwardF32>(cuda::weightnorm_forward) : cuda::weightnorm_forward_unfused)(w, norm, v.data(), g.data(), layout, eps);
-#endif
-    }
+    if (bf16) WN_DEVICE_CALL(v.device(), weightnorm_forward, w.bf16_data(), norm, v.bf16_data(), g.data(), layout, eps);
+    else if (fused) WN_DEVICE_CALL(v.device(), weightnorm_forward, w.data(), norm, v.data(), g.data(), layout, eps);
+    else WN_DEVICE_CALL(v.device(), weightnorm_forward_unfused, w.data(), norm, v.data(), g.data(), layout, eps);
     return named_results(env, {{"w", w_object}, {"norm", norm_object}});
   });
 }
 
-// weightNormBackward(dw, v, g, norm, dim | null, eps, fused) -> { dv, dg }
+// weightNormBackward(dw, v, g, norm, dim | null, eps, fused) -> { dv, dg }. dw, v (and dv) share one element type,
+// float32 or bfloat16; g, norm and dg are float32.
 Napi::Value WeightNormBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  TensorWrap& dw = TensorWrap::From(info[0], "dw");
-  TensorWrap& v = TensorWrap::From(info[1], "v");
+  TensorWrap& dw = TensorWrap::FromAnyType(info[0], "dw");
+  TensorWrap& v = TensorWrap::FromAnyType(info[1], "v");
   TensorWrap& g = TensorWrap::From(info[2], "g");
   TensorWrap& norm = TensorWrap::From(info[3], "norm");
   const ChannelLayout layout = layout_for(env, v.shape(), info[4]);
@@ -149,27 +185,82 @@ Napi::Value WeightNormBackward(const Napi::CallbackInfo& info) {
   const bool fused = info[6].ToBoolean().Value();
   if (dw.shape() != v.shape())
     throw_range_error(env, "dw: expected the shape of v " + shape_string(v.shape()) + ", got " + shape_string(dw.shape()));
+  if (dw.dtype() != v.dtype())
+    throw_type_error(env, std::string("dw: expected v's element type ") + dtype_name(v.dtype()) + ", got " +
+                              dtype_name(dw.dtype()));
   expect_device(env, dw, v.device(), "dw");
   expect_device(env, g, v.device(), "g");
   expect_device(env, norm, v.device(), "norm");
   expect_channel_vector(env, g, layout.channels, "g");
   expect_channel_vector(env, norm, layout.channels, "norm");
+  const bool bf16 = v.dtype() == DType::kBFloat16;
+  if (bf16 && !fused) throw_type_error(env, "fused: the unfused path is float32 only; v is bfloat16");
   return guarded(env, [&]() -> Napi::Value {
-    Napi::Object dv_object = new_tensor(env, v.device(), v.shape());
+    Napi::Object dv_object = new_tensor(env, v.device(), v.shape(), v.dtype());
     Napi::Object dg_object = new_tensor(env, v.device(), {layout.channels});
-    float* dv = TensorWrap::From(dv_object, "dv").data();
+    TensorWrap& dv = TensorWrap::FromAnyType(dv_object, "dv");
     float* dg = TensorWrap::From(dg_object, "dg").data();
-    if (v.device() == Device::kCpu) {
-      (fused ? static_cast<BackwardF32>(cpu::weightnorm_backward) : cpu::weightnorm_backward_unfused)(dv, dg, dw.data(), v.data(), g.data(),
-                                                                           norm.data(), layout, eps);
+    if (bf16) {
+      WN_DEVICE_CALL(v.device(), weightnorm_backward, dv.bf16_data(), dg, dw.bf16_data(), v.bf16_data(), g.data(),
+                     norm.data(), layout, eps);
+    } else if (fused) {
+      WN_DEVICE_CALL(v.device(), weightnorm_backward, dv.data(), dg, dw.data(), v.data(), g.data(), norm.data(), layout,
+                     eps);
     } else {
-#ifdef WEIGHTNORM_WITH_CUDA
-      (fused ? static_cast<BackwardF32>(cuda::weightnorm_backward) : cuda::weightnorm_backward_unfused)(dv, dg, dw.data(), v.data(), g.data(),
-                                                                             norm.data(), layout, eps);
-#endif
+      WN_DEVICE_CALL(v.device(), weightnorm_backward_unfused, dv.data(), dg, dw.data(), v.data(), g.data(), norm.data(),
+                     layout, eps);
     }
     return named_results(env, {{"dv", dv_object}, {"dg", dg_object}});
   });
+}
+
+// cast(t, dtype) -> a new tensor of `dtype` on t's device (float32 -> bfloat16 rounds to nearest even; the other
+// way is exact; the same type is a copy).
+Napi::Value Cast(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  TensorWrap& t = TensorWrap::FromAnyType(info[0], "tensor");
+  const DType dtype = parse_dtype(env, info[1], "dtype");
+  return guarded(env, [&]() -> Napi::Value {
+    Napi::Object object = new_tensor(env, t.device(), t.shape(), dtype);
+    TensorWrap& out = TensorWrap::FromAnyType(object, "result");
+    const int64_t count = t.numel();
+    if (dtype == t.dtype()) {
+      const size_t bytes = static_cast<size_t>(count) * dtype_size(dtype);
+      if (t.device() == Device::kCpu) {
+        if (bytes) std::memcpy(out.data(), t.data(), bytes);
+      } else {
+#ifdef WEIGHTNORM_WITH_CUDA
+        cuda::copy_device_to_device(out.data(), t.data(), bytes);
+#endif
+      }
+    } else if (dtype == DType::kBFloat16) {
+      WN_DEVICE_CALL(t.device(), convert, out.bf16_data(), t.data(), count);
+    } else {
+      WN_DEVICE_CALL(t.device(), convert, out.data(), t.bf16_data(), count);
+    }
+    return object;
+  });
+}
+
+// setMatmulPrecision('highest' | 'high'): float32 GEMMs on CUDA in full float32 (SIMT) or TF32 on tensor cores.
+Napi::Value SetMatmulPrecision(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string name = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  if (name != "highest" && name != "high") throw_type_error(env, "precision: expected 'highest' or 'high'");
+#ifdef WEIGHTNORM_WITH_CUDA
+  cuda::set_gemm_precision(name == "high" ? cuda::GemmPrecision::kTensorFloat32 : cuda::GemmPrecision::kFloat32);
+#else
+  matmul_precision_without_cuda = name;
+#endif
+  return env.Undefined();
+}
+
+Napi::Value GetMatmulPrecision(const Napi::CallbackInfo& info) {
+#ifdef WEIGHTNORM_WITH_CUDA
+  return Napi::String::New(info.Env(), cuda::gemm_precision() == cuda::GemmPrecision::kTensorFloat32 ? "high" : "highest");
+#else
+  return Napi::String::New(info.Env(), matmul_precision_without_cuda);
+#endif
 }
 
 Napi::Value Backend(const Napi::CallbackInfo& info) {
@@ -177,6 +268,7 @@ Napi::Value Backend(const Napi::CallbackInfo& info) {
   Napi::Object result = Napi::Object::New(env);
   Napi::Object cpu_info = Napi::Object::New(env);
   cpu_info.Set("threads", Napi::Number::New(env, cpu::num_threads()));
+  cpu_info.Set("gemm", Napi::String::New(env, cpu::gemm_backend()));
   result.Set("cpu", cpu_info);
   Napi::Object cuda_info = Napi::Object::New(env);
   cuda_info.Set("compiled", Napi::Boolean::New(env, cuda_compiled()));
@@ -185,6 +277,7 @@ Napi::Value Backend(const Napi::CallbackInfo& info) {
   cuda_info.Set("usable", Napi::Boolean::New(env, usable));
   if (!usable) cuda_info.Set("reason", Napi::String::New(env, reason));
 #ifdef WEIGHTNORM_WITH_CUDA
+  cuda_info.Set("gemm", Napi::String::New(env, cuda::gemm_backend()));
   if (usable) {
     const auto& status = cuda::device_status();
     Napi::Object device = Napi::Object::New(env);
@@ -254,6 +347,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("randn", Napi::Function::New(env, Randn));
   exports.Set("weightNorm", Napi::Function::New(env, WeightNorm));
   exports.Set("weightNormBackward", Napi::Function::New(env, WeightNormBackward));
+  exports.Set("cast", Napi::Function::New(env, Cast));
+  exports.Set("setMatmulPrecision", Napi::Function::New(env, SetMatmulPrecision));
+  exports.Set("matmulPrecision", Napi::Function::New(env, GetMatmulPrecision));
   exports.Set("backend", Napi::Function::New(env, Backend));
   exports.Set("memory", Napi::Function::New(env, Memory));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));

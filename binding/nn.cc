@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include <initializer_list>
+#include <type_traits>
 #include <string>
 #include <utility>
 
@@ -70,6 +71,14 @@ class Args {
 };
 
 float* data_of(TensorWrap* t) { return t ? t->data() : nullptr; }
+
+// The elements of an optional tensor as T (float or bfloat16; the caller has checked the tensor's dtype).
+template <class T>
+T* typed_data(TensorWrap* t) {
+  if (!t) return nullptr;
+  if constexpr (std::is_same_v<T, float>) return t->data();
+  else return t->bf16_data();
+}
 
 // Every tensor given must be on the first one's device; null entries (optional tensors) are skipped.
 Device common_device(Napi::Env env, std::initializer_list<std::pair<TensorWrap*, const char*>> tensors) {
@@ -323,30 +332,40 @@ Napi::Value SoftmaxCrossEntropyBackward(const Napi::CallbackInfo& info) {
 // GEMM.
 
 // gemm(a, b, m, n, k, transposeA, transposeB, epilogue) -> out [m, n], where epilogue is
-// { rowScale?, columnScale?, rowBias?, columnBias?, subtractCoefficient?, subtractMatrix?, beta?, out? }
-// (out: accumulate into this tensor when beta != 0, else write it).
+// { rowScale?, columnScale?, rowBias?, columnBias?, subtractCoefficient?, subtractMatrix?, beta?, out?, rawOut? }
+// (out: accumulate into this tensor when beta != 0, else write it). a and b are both float32 or both bfloat16;
+// out, subtractMatrix and rawOut have their element type, the per-row and per-column vectors are float32.
 Napi::Value Gemm(const Napi::CallbackInfo& info) {
   Args args(info);
   Napi::Env env = args.env();
-  TensorWrap& a = args.tensor(0, "a");
-  TensorWrap& b = args.tensor(1, "b");
+  TensorWrap& a = TensorWrap::FromAnyType(info[0], "a");
+  TensorWrap& b = TensorWrap::FromAnyType(info[1], "b");
+  const DType dtype = a.dtype();
+  if (b.dtype() != dtype)
+    throw_type_error(env, std::string("b: expected a's element type ") + dtype_name(dtype) + ", got " + dtype_name(b.dtype()));
   const int64_t m = args.count(2, "m"), n = args.count(3, "n"), k = args.count(4, "k");
   const bool transpose_a = args.flag(5), transpose_b = args.flag(6);
   if (!info[7].IsObject()) throw_type_error(env, "epilogue: expected an object");
   Napi::Object e = info[7].As<Napi::Object>();
-  auto field = [&](const char* name) -> TensorWrap* {
+  // Vectors are float32; matrices the size of out have out's element type.
+  auto field = [&](const char* name, bool matrix) -> TensorWrap* {
     Napi::Value value = e.Get(name);
     if (value.IsNull() || value.IsUndefined()) return nullptr;
-    return &TensorWrap::From(value, name);
+    if (!matrix) return &TensorWrap::From(value, name);
+    TensorWrap& t = TensorWrap::FromAnyType(value, name);
+    if (t.dtype() != dtype)
+      throw_type_error(env, std::string(name) + ": expected the operands' element type " + dtype_name(dtype) + ", got " +
+                                dtype_name(t.dtype()));
+    return &t;
   };
-  TensorWrap* row_scale = field("rowScale");
-  TensorWrap* column_scale = field("columnScale");
-  TensorWrap* row_bias = field("rowBias");
-  TensorWrap* column_bias = field("columnBias");
-  TensorWrap* subtract_coefficient = field("subtractCoefficient");
-  TensorWrap* subtract_matrix = field("subtractMatrix");
-  TensorWrap* into = field("out");
-  TensorWrap* raw_out = field("rawOut");
+  TensorWrap* row_scale = field("rowScale", false);
+  TensorWrap* column_scale = field("columnScale", false);
+  TensorWrap* row_bias = field("rowBias", false);
+  TensorWrap* column_bias = field("columnBias", false);
+  TensorWrap* subtract_coefficient = field("subtractCoefficient", false);
+  TensorWrap* subtract_matrix = field("subtractMatrix", true);
+  TensorWrap* into = field("out", true);
+  TensorWrap* raw_out = field("rawOut", true);
   const Napi::Value beta_value = e.Get("beta");
   const float beta = beta_value.IsNumber() ? beta_value.As<Napi::Number>().FloatValue() : 0.0f;
   const Device device = common_device(env, {{&a, "a"},
@@ -374,27 +393,29 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   if (beta != 0.0f && !into) throw_type_error(env, "epilogue.out: expected a tensor to accumulate into when beta != 0");
   return guarded(env, [&]() -> Napi::Value {
     Napi::Object out_object = into ? info[7].As<Napi::Object>().Get("out").As<Napi::Object>()
-                                   : new_tensor(env, device, {m, n});
-    float* out = TensorWrap::From(out_object, "out").data();
-    auto fill_epilogue = [&](auto& epilogue) {
+                                   : new_tensor(env, device, {m, n}, dtype);
+    TensorWrap& out = TensorWrap::FromAnyType(out_object, "out");
+    // The epilogue for out's element type T, as cpu:: or cuda:: spells it (Epilogue).
+    auto epilogue_for = [&](auto epilogue) {
+      using T = std::remove_const_t<std::remove_pointer_t<decltype(epilogue.subtract_matrix)>>;
       epilogue.row_scale = data_of(row_scale);
       epilogue.column_scale = data_of(column_scale);
       epilogue.row_bias = data_of(row_bias);
       epilogue.column_bias = data_of(column_bias);
       epilogue.subtract_coefficient = data_of(subtract_coefficient);
-      epilogue.subtract_matrix = data_of(subtract_matrix);
+      epilogue.subtract_matrix = typed_data<T>(subtract_matrix);
+      epilogue.raw_out = typed_data<T>(raw_out);
       epilogue.beta = beta;
-      epilogue.raw_out = data_of(raw_out);
+      return epilogue;
     };
+    const bool f32 = dtype == DType::kFloat32;
     if (device == Device::kCpu) {
-      cpu::GemmEpilogue epilogue;
-      fill_epilogue(epilogue);
-      cpu::gemm(out, a.data(), b.data(), m, n, k, transpose_a, transpose_b, epilogue);
+      if (f32) cpu::gemm(out.data(), a.data(), b.data(), m, n, k, transpose_a, transpose_b, epilogue_for(cpu::GemmEpilogue{}));
+      else cpu::gemm(out.bf16_data(), a.bf16_data(), b.bf16_data(), m, n, k, transpose_a, transpose_b, epilogue_for(cpu::GemmEpilogueBf16{}));
     } else {
 #ifdef WEIGHTNORM_WITH_CUDA
-      cuda::GemmEpilogue epilogue;
-      fill_epilogue(epilogue);
-      cuda::gemm(out, a.data(), b.data(), m, n, k, transpose_a, transpose_b, epilogue);
+      if (f32) cuda::gemm(out.data(), a.data(), b.data(), m, n, k, transpose_a, transpose_b, epilogue_for(cuda::GemmEpilogue{}));
+      else cuda::gemm(out.bf16_data(), a.bf16_data(), b.bf16_data(), m, n, k, transpose_a, transpose_b, epilogue_for(cuda::GemmEpilogueBf16{}));
 #endif
     }
     return out_object;

@@ -35,7 +35,41 @@ void copy_between(const Storage& destination, const Storage& source, size_t byte
 #endif
 }
 
+// Raw bytes of `storage` into host memory (waits for pending GPU work).
+void read_bytes(void* host, const Storage& storage, size_t bytes) {
+  if (bytes == 0) return;
+  if (storage.device() == Device::kCpu) {
+    std::memcpy(host, storage.data(), bytes);
+  } else {
+#ifdef WEIGHTNORM_WITH_CUDA
+    cuda::copy_to_host(host, storage.data(), bytes);
+#endif
+  }
+}
+
+// Host elements of `dtype` widened to float32 (a plain copy for float32).
+void widen_to_float(float* out, const void* elements, DType dtype, size_t count) {
+  if (dtype == DType::kFloat32) {
+    if (count) std::memcpy(out, elements, count * sizeof(float));
+    return;
+  }
+  const auto* values = static_cast<const bfloat16*>(elements);
+  for (size_t i = 0; i < count; ++i) out[i] = bfloat16_to_float(values[i]);
+}
+
 }  // namespace
+
+const char* dtype_name(DType dtype) { return dtype == DType::kFloat32 ? "float32" : "bfloat16"; }
+
+size_t dtype_size(DType dtype) { return dtype == DType::kFloat32 ? sizeof(float) : sizeof(bfloat16); }
+
+DType parse_dtype(Napi::Env env, const Napi::Value& value, const char* parameter) {
+  if (value.IsUndefined()) return DType::kFloat32;
+  const std::string name = value.IsString() ? value.As<Napi::String>().Utf8Value() : "";
+  if (name == "float32") return DType::kFloat32;
+  if (name == "bfloat16") return DType::kBFloat16;
+  throw_type_error(env, std::string(parameter) + ": expected 'float32' or 'bfloat16'");
+}
 
 void TensorWrap::Define(Napi::Env env, Napi::Object exports) {
   Napi::Function constructor = DefineClass(env, "NativeTensor",
@@ -47,6 +81,7 @@ void TensorWrap::Define(Napi::Env env, Napi::Object exports) {
                                                InstanceAccessor("shape", &TensorWrap::GetShape, nullptr),
                                                InstanceAccessor("device", &TensorWrap::GetDevice, nullptr),
                                                InstanceAccessor("disposed", &TensorWrap::GetDisposed, nullptr),
+                                               InstanceAccessor("dtype", &TensorWrap::GetDtype, nullptr),
                                            });
   auto* data = new AddonData();
   data->tensor_constructor = Napi::Persistent(constructor);
@@ -60,16 +95,26 @@ TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tensor
   if (!from_native) throw_type_error(info.Env(), "NativeTensor cannot be constructed directly; use tensor(), zeros() or randn()");
 }
 
-Napi::Object TensorWrap::Create(Napi::Env env, std::shared_ptr<Storage> storage, std::vector<int64_t> shape) {
+Napi::Object TensorWrap::Create(Napi::Env env, std::shared_ptr<Storage> storage, std::vector<int64_t> shape,
+                                DType dtype) {
   auto* data = env.GetInstanceData<AddonData>();
   Napi::Object object = data->tensor_constructor.New({Napi::External<int>::New(env, &g_construct_token)});
   TensorWrap* wrap = Napi::ObjectWrap<TensorWrap>::Unwrap(object);
   wrap->storage_ = std::move(storage);
   wrap->shape_ = std::move(shape);
+  wrap->dtype_ = dtype;
   return object;
 }
 
 TensorWrap& TensorWrap::From(const Napi::Value& value, const char* parameter) {
+  TensorWrap& wrap = FromAnyType(value, parameter);
+  if (wrap.dtype_ != DType::kFloat32)
+    throw_type_error(value.Env(), std::string(parameter) + ": expected a float32 tensor, got a " + dtype_name(wrap.dtype_) +
+                                      " one (bfloat16 tensors go through weightNorm, weightNormBackward, matmul and cast)");
+  return wrap;
+}
+
+TensorWrap& TensorWrap::FromAnyType(const Napi::Value& value, const char* parameter) {
   Napi::Env env = value.Env();
   auto* data = env.GetInstanceData<AddonData>();
   if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(data->tensor_constructor.Value()))
@@ -97,17 +142,17 @@ int64_t TensorWrap::numel() const { return element_count(shape_); }
 
 Napi::Value TensorWrap::ToArray(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  TensorWrap& self = From(Value(), "tensor");
+  TensorWrap& self = FromAnyType(Value(), "tensor");
   return guarded(env, [&]() -> Napi::Value {
     const size_t count = static_cast<size_t>(self.numel());
     Napi::Float32Array array = Napi::Float32Array::New(env, count);
     if (count == 0) return array;
-    if (self.device() == Device::kCpu) {
-      std::memcpy(array.Data(), self.data(), count * sizeof(float));
+    if (self.dtype() == DType::kFloat32) {
+      read_bytes(array.Data(), *self.storage_, count * sizeof(float));
     } else {
-#ifdef WEIGHTNORM_WITH_CUDA
-      cuda::copy_to_host(array.Data(), self.data(), count * sizeof(float));
-#endif
+      std::vector<bfloat16> host(count);
+      read_bytes(host.data(), *self.storage_, count * sizeof(bfloat16));
+      widen_to_float(array.Data(), host.data(), self.dtype(), count);
     }
     return array;
   });
@@ -119,31 +164,23 @@ namespace {
 // own reference to the storage: disposing the tensor meanwhile cannot free memory the copy still reads.
 class ReadbackWorker : public Napi::AsyncWorker {
  public:
-  ReadbackWorker(Napi::Env env, std::shared_ptr<Storage> storage, size_t count)
+  ReadbackWorker(Napi::Env env, std::shared_ptr<Storage> storage, DType dtype, size_t count)
       : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), storage_(std::move(storage)),
-        host_(count) {}
+        dtype_(dtype), count_(count), host_(count * dtype_size(dtype)) {}
 
   Napi::Promise promise() const { return deferred_.Promise(); }
 
   void Execute() override {
     try {
-      const size_t bytes = host_.size() * sizeof(float);
-      if (bytes == 0) return;
-      if (storage_->device() == Device::kCpu) {
-        std::memcpy(host_.data(), storage_->data(), bytes);
-      } else {
-#ifdef WEIGHTNORM_WITH_CUDA
-        cuda::copy_to_host(host_.data(), storage_->data(), bytes);
-#endif
-      }
+      read_bytes(host_.data(), *storage_, host_.size());
     } catch (const std::exception& error) {
       SetError(error.what());
     }
   }
 
   void OnOK() override {
-    Napi::Float32Array array = Napi::Float32Array::New(Env(), host_.size());
-    if (!host_.empty()) std::memcpy(array.Data(), host_.data(), host_.size() * sizeof(float));
+    Napi::Float32Array array = Napi::Float32Array::New(Env(), count_);
+    widen_to_float(array.Data(), host_.data(), dtype_, count_);
     deferred_.Resolve(array);
   }
 
@@ -152,14 +189,16 @@ class ReadbackWorker : public Napi::AsyncWorker {
  private:
   Napi::Promise::Deferred deferred_;
   std::shared_ptr<Storage> storage_;
-  std::vector<float> host_;
+  DType dtype_;
+  size_t count_;
+  std::vector<unsigned char> host_;  // the raw elements
 };
 
 }  // namespace
 
 Napi::Value TensorWrap::Data(const Napi::CallbackInfo& info) {
-  TensorWrap& self = From(Value(), "tensor");
-  auto* worker = new ReadbackWorker(info.Env(), self.storage_, static_cast<size_t>(self.numel()));
+  TensorWrap& self = FromAnyType(Value(), "tensor");
+  auto* worker = new ReadbackWorker(info.Env(), self.storage_, self.dtype_, static_cast<size_t>(self.numel()));
   Napi::Promise promise = worker->promise();
   worker->Queue();
   return promise;
@@ -167,13 +206,13 @@ Napi::Value TensorWrap::Data(const Napi::CallbackInfo& info) {
 
 Napi::Value TensorWrap::To(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  TensorWrap& self = From(Value(), "tensor");
+  TensorWrap& self = FromAnyType(Value(), "tensor");
   const Device target = parse_device(env, info[0], "device");
   return guarded(env, [&]() -> Napi::Value {
-    const size_t bytes = static_cast<size_t>(self.numel()) * sizeof(float);
+    const size_t bytes = static_cast<size_t>(self.numel()) * dtype_size(self.dtype_);
     auto storage = Storage::allocate(target, bytes);
     copy_between(*storage, *self.storage_, bytes);
-    return Create(env, std::move(storage), self.shape_);
+    return Create(env, std::move(storage), self.shape_, self.dtype_);
   });
 }
 
@@ -197,6 +236,10 @@ Napi::Value TensorWrap::GetDisposed(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), !storage_);
 }
 
+Napi::Value TensorWrap::GetDtype(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), dtype_name(dtype_));
+}
+
 // The [outer, channels, inner] view for weight norm over all axes but `dim` (null: one norm for everything).
 ChannelLayout layout_for(Napi::Env env, const std::vector<int64_t>& shape, const Napi::Value& dim_value) {
   ChannelLayout layout;
@@ -216,7 +259,7 @@ ChannelLayout layout_for(Napi::Env env, const std::vector<int64_t>& shape, const
   return layout;
 }
 
-Napi::Object new_tensor(Napi::Env env, Device device, std::vector<int64_t> shape) {
+Napi::Object new_tensor(Napi::Env env, Device device, std::vector<int64_t> shape, DType dtype) {
   // Every output passes here: one whose size overflows, or exceeds the library's 2^40-element limit (computed from
   // validated inputs, e.g. a product of two huge dims with a zero inner one), is refused before any allocation.
   constexpr int64_t kMaxElements = int64_t{1} << 40;
@@ -236,8 +279,8 @@ Napi::Object new_tensor(Napi::Env env, Device device, std::vector<int64_t> shape
     error.Set("code", Napi::String::New(env, "ERR_WEIGHTNORM_OUT_OF_MEMORY"));
     throw error;
   }
-  const size_t bytes = static_cast<size_t>(count) * sizeof(float);
-  return TensorWrap::Create(env, Storage::allocate(device, bytes), std::move(shape));
+  const size_t bytes = static_cast<size_t>(count) * dtype_size(dtype);
+  return TensorWrap::Create(env, Storage::allocate(device, bytes), std::move(shape), dtype);
 }
 
 double number_argument(const Napi::CallbackInfo& info, size_t index, const char* parameter) {

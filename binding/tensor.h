@@ -9,24 +9,40 @@
 #include <vector>
 
 #include "storage.h"
+#include "weightnorm/bfloat16.h"
 #include "weightnorm/layout.h"
 
 namespace weightnorm::binding {
+
+// Element types. float32 everywhere; bfloat16 for the per-element tensors of weightNorm, weightNormBackward and
+// matmul (their norms, gains and epilogue vectors stay float32), and as the source or target of cast.
+enum class DType { kFloat32, kBFloat16 };
+const char* dtype_name(DType dtype);  // "float32" | "bfloat16"
+size_t dtype_size(DType dtype);
+// "float32" | "bfloat16"; undefined means float32.
+DType parse_dtype(Napi::Env env, const Napi::Value& value, const char* parameter);
 
 class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
  public:
   static void Define(Napi::Env env, Napi::Object exports);
   // A new JS handle owning `storage`.
-  static Napi::Object Create(Napi::Env env, std::shared_ptr<Storage> storage, std::vector<int64_t> shape);
-  // The live tensor behind `value`; a TypeError naming `parameter` when it is not a tensor, an Error when disposed.
+  static Napi::Object Create(Napi::Env env, std::shared_ptr<Storage> storage, std::vector<int64_t> shape,
+                             DType dtype = DType::kFloat32);
+  // The live float32 tensor behind `value`; a TypeError naming `parameter` when it is not a tensor or holds
+  // another element type, an Error when disposed. Every op that only knows float32 takes its tensors from here,
+  // so a bfloat16 tensor can never reach a float32 kernel.
   static TensorWrap& From(const Napi::Value& value, const char* parameter);
+  // The same for ops that take either element type (they dispatch on dtype()).
+  static TensorWrap& FromAnyType(const Napi::Value& value, const char* parameter);
 
   explicit TensorWrap(const Napi::CallbackInfo& info);
 
   const std::vector<int64_t>& shape() const { return shape_; }
   int64_t numel() const;
   Device device() const { return storage_->device(); }
+  DType dtype() const { return dtype_; }
   float* data() const { return storage_->data(); }
+  bfloat16* bf16_data() const { return reinterpret_cast<bfloat16*>(storage_->data()); }
   const std::shared_ptr<Storage>& storage() const { return storage_; }
 
  private:
@@ -37,13 +53,15 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   Napi::Value GetShape(const Napi::CallbackInfo& info);
   Napi::Value GetDevice(const Napi::CallbackInfo& info);
   Napi::Value GetDisposed(const Napi::CallbackInfo& info);
+  Napi::Value GetDtype(const Napi::CallbackInfo& info);
 
   std::shared_ptr<Storage> storage_;  // null once disposed
   std::vector<int64_t> shape_;
+  DType dtype_ = DType::kFloat32;
 };
 
 // A new tensor handle with fresh (uninitialized) storage.
-Napi::Object new_tensor(Napi::Env env, Device device, std::vector<int64_t> shape);
+Napi::Object new_tensor(Napi::Env env, Device device, std::vector<int64_t> shape, DType dtype = DType::kFloat32);
 double number_argument(const Napi::CallbackInfo& info, size_t index, const char* parameter);
 // A plain JS object of named results, e.g. { w, norm }.
 Napi::Object named_results(Napi::Env env, std::initializer_list<std::pair<const char*, Napi::Value>> fields);

@@ -16,6 +16,10 @@
 // Sums accumulate in float over at most 64-1024 products, then fold into double. Large outputs are written with
 // non-temporal (streaming) stores: they bypass the cache, so the write neither evicts the cached chunk nor pays
 // a read-for-ownership of the destination.
+//
+// Element types: every kernel below is a template on the stored element type T (float or bfloat16). A bfloat16 is
+// widened to float32 as it is loaded and each output is rounded once to bfloat16 as it is stored; sums,
+// coefficients and the plan are the same code for both, so bfloat16 keeps the fixed summation order too.
 #include "weightnorm.h"
 
 #include <omp.h>
@@ -27,7 +31,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <stdexcept>
 #include <vector>
 
 namespace weightnorm::cpu {
@@ -57,23 +60,62 @@ constexpr int64_t kParallelMinElements = int64_t{1} << 15;
 // Outputs at least this large are written with streaming stores (they would not stay in cache anyway).
 constexpr int64_t kStreamingBytes = int64_t{4} << 20;
 
+// Element access. Widening is exact (a bfloat16 is the top half of a float32); rounding is to nearest even.
+inline float widen(float x) { return x; }
+inline float widen(bfloat16 x) { return bfloat16_to_float(x); }
+template <class T>
+T round_to(float x);
+template <>
+inline float round_to<float>(float x) { return x; }
+template <>
+inline bfloat16 round_to<bfloat16>(float x) { return float_to_bfloat16(x); }
+
+#if defined(__SSE2__)
+using Vec4 = __m128;
+inline Vec4 load4(const float* p) { return _mm_loadu_ps(p); }
+// Four bfloat16 into the high halves of four 32-bit lanes: the exact float32 values.
+inline Vec4 load4(const bfloat16* p) {
+  const __m128i halves = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  return _mm_castsi128_ps(_mm_unpacklo_epi16(_mm_setzero_si128(), halves));
+}
+inline Vec4 broadcast4(float x) { return _mm_set1_ps(x); }
+inline Vec4 mul4(Vec4 a, Vec4 b) { return _mm_mul_ps(a, b); }
+inline Vec4 sub4(Vec4 a, Vec4 b) { return _mm_sub_ps(a, b); }
+
+// float_to_bfloat16 on four lanes, bit for bit: NaN -> quiet NaN, otherwise add 0x7fff + lsb and keep the high half.
+// The high half comes out sign-extended (arithmetic shift), so the signed-saturating pack keeps its 16 bits as is.
+inline __m128i round_to_bfloat16_halves(Vec4 x) {
+  const __m128i word = _mm_castps_si128(x);
+  const __m128i lsb = _mm_and_si128(_mm_srli_epi32(word, 16), _mm_set1_epi32(1));
+  const __m128i rounded = _mm_add_epi32(word, _mm_add_epi32(lsb, _mm_set1_epi32(0x7fff)));
+  const __m128i magnitude = _mm_and_si128(word, _mm_set1_epi32(0x7fffffff));
+  const __m128i is_nan = _mm_cmpgt_epi32(magnitude, _mm_set1_epi32(0x7f800000));
+  const __m128i quiet_nan = _mm_or_si128(word, _mm_set1_epi32(0x00400000));
+  const __m128i chosen = _mm_or_si128(_mm_and_si128(is_nan, quiet_nan), _mm_andnot_si128(is_nan, rounded));
+  return _mm_srai_epi32(chosen, 16);
+}
+inline __m128i round_to_bfloat16x8(Vec4 low, Vec4 high) {
+  return _mm_packs_epi32(round_to_bfloat16_halves(low), round_to_bfloat16_halves(high));
+}
+#endif
+
 // Sum of a[i]*b[i] (or a[i]^2) over a contiguous run: 16 float lanes over blocks of 1024, folded into double.
-template <bool kSquare>
-double run_dot(const float* a, const float* b, int64_t n) {
+template <bool kSquare, class T>
+double run_dot(const T* a, const T* b, int64_t n) {
 #if defined(__SSE2__)
   if (n < 4 * kLanes) {
-    // Short runs (a channel of a few dozen floats): one 4-wide accumulator, so that consecutive channels' chains
+    // Short runs (a channel of a few dozen elements): one 4-wide accumulator, so that consecutive channels' chains
     // overlap instead of each paying a long scalar dependency chain.
     __m128 acc = _mm_setzero_ps();
     int64_t i = 0;
     for (; i + 4 <= n; i += 4) {
-      const __m128 x = _mm_loadu_ps(a + i);
-      acc = _mm_add_ps(acc, _mm_mul_ps(x, kSquare ? x : _mm_loadu_ps(b + i)));
+      const __m128 x = load4(a + i);
+      acc = _mm_add_ps(acc, _mm_mul_ps(x, kSquare ? x : load4(b + i)));
     }
     float lanes[4];
     _mm_storeu_ps(lanes, acc);
     float s = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
-    for (; i < n; ++i) s += kSquare ? a[i] * a[i] : a[i] * b[i];
+    for (; i < n; ++i) s += kSquare ? widen(a[i]) * widen(a[i]) : widen(a[i]) * widen(b[i]);
     return s;
   }
 #endif
@@ -83,9 +125,12 @@ double run_dot(const float* a, const float* b, int64_t n) {
     const int64_t block_end = std::min(n, i + kFoldBlock);
     float lanes[kLanes] = {};
     for (; i + kLanes <= block_end; i += kLanes) {
-      for (int l = 0; l < kLanes; ++l) lanes[l] += kSquare ? a[i + l] * a[i + l] : a[i + l] * b[i + l];
+      for (int l = 0; l < kLanes; ++l) {
+        const float x = widen(a[i + l]);
+        lanes[l] += kSquare ? x * x : x * widen(b[i + l]);
+      }
     }
-    for (; i < block_end; ++i) lanes[0] += kSquare ? a[i] * a[i] : a[i] * b[i];
+    for (; i < block_end; ++i) lanes[0] += kSquare ? widen(a[i]) * widen(a[i]) : widen(a[i]) * widen(b[i]);
     double block = 0.0;
     for (int l = 0; l < kLanes; ++l) block += lanes[l];
     total += block;
@@ -93,20 +138,13 @@ double run_dot(const float* a, const float* b, int64_t n) {
   return total;
 }
 
-double dot_dispatch(const float* a, const float* b, int64_t n) {
+template <class T>
+double dot_dispatch(const T* a, const T* b, int64_t n) {
   return a == b ? run_dot<true>(a, b, n) : run_dot<false>(a, b, n);
 }
 
-#if defined(__SSE2__)
-using Vec4 = __m128;
-inline Vec4 load4(const float* p) { return _mm_loadu_ps(p); }
-inline Vec4 broadcast4(float x) { return _mm_set1_ps(x); }
-inline Vec4 mul4(Vec4 a, Vec4 b) { return _mm_mul_ps(a, b); }
-inline Vec4 sub4(Vec4 a, Vec4 b) { return _mm_sub_ps(a, b); }
-#endif
-
 // dst[i] = scalar(i) for i < n. With kStream, the aligned body goes through non-temporal 16-byte stores of
-// vector4(i) (4 outputs at once), and each 64-byte line written prefetches the line `prefetch_distance` floats
+// vector4(i) (4 outputs at once), and each 64-byte line written prefetches the line `prefetch_distance` elements
 // ahead in the inputs (the next chunk this thread will reduce), so its reads overlap these writes.
 template <bool kStream, class Vector4, class Scalar>
 inline void store_run(float* dst, int64_t n, Vector4&& vector4, Scalar&& scalar, const float* prefetch_a,
@@ -131,6 +169,37 @@ inline void store_run(float* dst, int64_t n, Vector4&& vector4, Scalar&& scalar,
   for (; i < n; ++i) dst[i] = scalar(i);
 }
 
+// The same for bfloat16 outputs: each float32 result rounded once. The vector body always runs (the compiler does
+// not vectorize the rounding), 8 outputs per 16-byte store from vector4(i) and vector4(i + 4).
+template <bool kStream, class Vector4, class Scalar>
+inline void store_run(bfloat16* dst, int64_t n, Vector4&& vector4, Scalar&& scalar, const bfloat16* prefetch_a,
+                      const bfloat16* prefetch_b) {
+  int64_t i = 0;
+#if defined(__SSE2__)
+  if constexpr (kStream) {
+    for (; i < n && (reinterpret_cast<uintptr_t>(dst + i) & 15) != 0; ++i) dst[i] = float_to_bfloat16(scalar(i));
+  }
+  for (; i + 8 <= n; i += 8) {
+    __m128i* out = reinterpret_cast<__m128i*>(dst + i);
+    const __m128i packed = round_to_bfloat16x8(vector4(i), vector4(i + 4));
+    if constexpr (kStream) {
+      if (prefetch_a && (i & 31) == 0) {
+        _mm_prefetch(reinterpret_cast<const char*>(prefetch_a + i), _MM_HINT_T0);
+        if (prefetch_b) _mm_prefetch(reinterpret_cast<const char*>(prefetch_b + i), _MM_HINT_T0);
+      }
+      _mm_stream_si128(out, packed);
+    } else {
+      _mm_storeu_si128(out, packed);
+    }
+  }
+#else
+  (void)vector4;
+  (void)prefetch_a;
+  (void)prefetch_b;
+#endif
+  for (; i < n; ++i) dst[i] = float_to_bfloat16(scalar(i));
+}
+
 // Streaming stores are weakly ordered: fence before another thread (or the caller) may read the outputs.
 inline void finish_streaming() {
 #if defined(__SSE2__)
@@ -152,7 +221,7 @@ struct Plan {
   int64_t chunks = 1;
   int64_t parts = 1;        // parts per chunk; 1 = each chunk is reduced and written by one thread, in cache
   int64_t part_length = 0;  // in r units (a multiple of inner in column mode)
-  // When consecutive chunks are contiguous in memory (outer == 1, one part), the floats from a chunk to the next:
+  // When consecutive chunks are contiguous in memory (outer == 1, one part), the elements from a chunk to the next:
   // the write pass of one chunk prefetches the next.
   int64_t prefetch_distance = 0;
 
@@ -165,18 +234,19 @@ struct Plan {
   }
 };
 
-// inputs: arrays read per element (1 forward, 2 backward), which share the cache budget.
-Plan make_plan(const ChannelLayout& layout, int inputs) {
+// inputs: arrays read per element (1 forward, 2 backward), which share the cache budget. element_bytes: 4 for
+// float, 2 for bfloat16 (a chunk holds twice the channels). Nothing here depends on the thread count.
+Plan make_plan(const ChannelLayout& layout, int inputs, int64_t element_bytes) {
   Plan plan;
   const int64_t reduce = layout.reduce_size();
-  const int64_t channel_bytes = std::max<int64_t>(1, reduce * int64_t{sizeof(float)} * inputs);
+  const int64_t channel_bytes = std::max<int64_t>(1, reduce * element_bytes * inputs);
   // With outer == 1 each channel is one contiguous run however short: segments, without column bookkeeping.
   plan.column_mode = layout.inner > 0 && layout.inner < kSegmentMinInner && layout.outer > 1;
   plan.chunk_channels = plan.column_mode ? std::max<int64_t>(1, kMaxColumns / layout.inner)
                                          : std::max<int64_t>(1, kChunkBytes / channel_bytes);
   plan.chunk_channels = std::min(std::max<int64_t>(layout.channels, 1), plan.chunk_channels);
   plan.chunks = (layout.channels + plan.chunk_channels - 1) / plan.chunk_channels;
-  plan.streaming = layout.elements() * int64_t{sizeof(float)} >= kStreamingBytes;
+  plan.streaming = layout.elements() * element_bytes >= kStreamingBytes;
   plan.part_length = std::max<int64_t>(reduce, 1);
   const bool fits = plan.chunk_channels * channel_bytes <= kChunkBytes;
   const bool large = layout.elements() >= kParallelMinElements;
@@ -254,8 +324,8 @@ void expand_columns(float* columns, const float* per_channel, const ChannelLayou
 }
 
 // sums[j] = sum over the region of a*b for channel k_begin + j.
-template <bool kSquare>
-void reduce_columns(double* sums, const float* a, const float* b, const ChannelLayout& layout, const Region& region) {
+template <bool kSquare, class T>
+void reduce_columns(double* sums, const T* a, const T* b, const ChannelLayout& layout, const Region& region) {
   const ColumnWalk walk = column_walk(layout, region);
   float partial[kMaxColumns];
   double total[kMaxColumns];
@@ -263,9 +333,12 @@ void reduce_columns(double* sums, const float* a, const float* b, const ChannelL
   std::fill(total, total + walk.width, 0.0);
   int64_t rows_in_partial = 0;
   visit_wide_rows(layout, region, walk, [&](int64_t offset, int64_t length) {
-    const float* pa = a + offset;
-    const float* pb = b + offset;
-    for (int64_t c = 0; c < length; ++c) partial[c] += kSquare ? pa[c] * pa[c] : pa[c] * pb[c];
+    const T* pa = a + offset;
+    const T* pb = b + offset;
+    for (int64_t c = 0; c < length; ++c) {
+      const float x = widen(pa[c]);
+      partial[c] += kSquare ? x * x : x * widen(pb[c]);
+    }
     if (++rows_in_partial == kFoldRows) {
       for (int64_t c = 0; c < walk.width; ++c) total[c] += partial[c];
       std::fill(partial, partial + walk.width, 0.0f);
@@ -283,7 +356,8 @@ void reduce_columns(double* sums, const float* a, const float* b, const ChannelL
 // ---------------------------------------------------------------------------------------------------------------
 // Both modes.
 
-void reduce_region(double* sums, const float* a, const float* b, const ChannelLayout& layout, const Region& region,
+template <class T>
+void reduce_region(double* sums, const T* a, const T* b, const ChannelLayout& layout, const Region& region,
                    bool column_mode) {
   if (column_mode) {
     if (a == b) return reduce_columns<true>(sums, a, b, layout, region);
@@ -294,20 +368,20 @@ void reduce_region(double* sums, const float* a, const float* b, const ChannelLa
 }
 
 // out = c1[channel] * a (kBackward false) or c1[channel] * a - c2[channel] * b (kBackward true) over the region.
-// prefetch_distance: floats from a run to the same place in this thread's next chunk (0: no prefetch).
-template <bool kBackward, bool kStream>
-void write_region(float* out, const float* a, const float* b, const float* c1, const float* c2,
-                  const ChannelLayout& layout, const Region& region, bool column_mode, int64_t prefetch_distance) {
+// prefetch_distance: elements from a run to the same place in this thread's next chunk (0: no prefetch).
+template <bool kBackward, bool kStream, class T>
+void write_region(T* out, const T* a, const T* b, const float* c1, const float* c2, const ChannelLayout& layout,
+                  const Region& region, bool column_mode, int64_t prefetch_distance) {
   if (column_mode) {
     const ColumnWalk walk = column_walk(layout, region);
     float s1[kMaxColumns], s2[kMaxColumns];
     expand_columns(s1, c1, layout, region, walk);
     if (kBackward) expand_columns(s2, c2, layout, region, walk);
     visit_wide_rows(layout, region, walk, [&](int64_t offset, int64_t length) {
-      const float* pa = a + offset;
-      const float* pb = b + offset;
-      const float* next_a = prefetch_distance ? pa + prefetch_distance : nullptr;
-      const float* next_b = prefetch_distance && kBackward ? pb + prefetch_distance : nullptr;
+      const T* pa = a + offset;
+      const T* pb = b + offset;
+      const T* next_a = prefetch_distance ? pa + prefetch_distance : nullptr;
+      const T* next_b = prefetch_distance && kBackward ? pb + prefetch_distance : nullptr;
       // The wide row starts at a column-0 boundary, so output c uses coefficient c.
       if constexpr (kBackward) {
         store_run<kStream>(
@@ -317,7 +391,7 @@ void write_region(float* out, const float* a, const float* b, const float* c1, c
 #else
             0,
 #endif
-            [&](int64_t c) { return s1[c] * pa[c] - s2[c] * pb[c]; }, next_a, next_b);
+            [&](int64_t c) { return s1[c] * widen(pa[c]) - s2[c] * widen(pb[c]); }, next_a, next_b);
       } else {
         store_run<kStream>(
             out + offset, length,
@@ -326,16 +400,16 @@ void write_region(float* out, const float* a, const float* b, const float* c1, c
 #else
             0,
 #endif
-            [&](int64_t c) { return s1[c] * pa[c]; }, next_a, nullptr);
+            [&](int64_t c) { return s1[c] * widen(pa[c]); }, next_a, nullptr);
       }
     });
   } else {
     visit_runs(layout, region, [&](int64_t offset, int64_t len, int64_t j) {
       const float k1 = c1[region.k_begin + j];
-      const float* pa = a + offset;
-      const float* pb = b + offset;
-      const float* next_a = prefetch_distance ? pa + prefetch_distance : nullptr;
-      const float* next_b = prefetch_distance && kBackward ? pb + prefetch_distance : nullptr;
+      const T* pa = a + offset;
+      const T* pb = b + offset;
+      const T* next_a = prefetch_distance ? pa + prefetch_distance : nullptr;
+      const T* next_b = prefetch_distance && kBackward ? pb + prefetch_distance : nullptr;
       if constexpr (kBackward) {
         const float k2 = c2[region.k_begin + j];
         store_run<kStream>(
@@ -347,7 +421,7 @@ void write_region(float* out, const float* a, const float* b, const float* c1, c
 #else
             0,
 #endif
-            [&](int64_t i) { return k1 * pa[i] - k2 * pb[i]; }, next_a, next_b);
+            [&](int64_t i) { return k1 * widen(pa[i]) - k2 * widen(pb[i]); }, next_a, next_b);
       } else {
         store_run<kStream>(
             out + offset, len,
@@ -356,16 +430,16 @@ void write_region(float* out, const float* a, const float* b, const float* c1, c
 #else
             0,
 #endif
-            [&](int64_t i) { return k1 * pa[i]; }, next_a, nullptr);
+            [&](int64_t i) { return k1 * widen(pa[i]); }, next_a, nullptr);
       }
     });
   }
   if (kStream) finish_streaming();
 }
 
-template <bool kBackward>
-void write_region(float* out, const float* a, const float* b, const float* c1, const float* c2,
-                  const ChannelLayout& layout, const Region& region, const Plan& plan) {
+template <bool kBackward, class T>
+void write_region(T* out, const T* a, const T* b, const float* c1, const float* c2, const ChannelLayout& layout,
+                  const Region& region, const Plan& plan) {
   if (plan.streaming)
     return write_region<kBackward, true>(out, a, b, c1, c2, layout, region, plan.column_mode, plan.prefetch_distance);
   write_region<kBackward, false>(out, a, b, c1, c2, layout, region, plan.column_mode, 0);
@@ -385,8 +459,8 @@ void backward_coefficients(float* dg, float* c1, float* c2, double dot, float g,
 
 // Per-channel sums of a*b for every chunk, each chunk's parts added in order; calls finish(k_begin, count, sums)
 // per chunk. Parallel over (chunk, part) units.
-template <class Finish>
-void reduce_all(const float* a, const float* b, const ChannelLayout& layout, const Plan& plan, int threads,
+template <class T, class Finish>
+void reduce_all(const T* a, const T* b, const ChannelLayout& layout, const Plan& plan, int threads,
                 Finish&& finish) {
   const int64_t units = plan.chunks * plan.parts;
   std::vector<double> partial(units * plan.chunk_channels, 0.0);
@@ -408,12 +482,11 @@ void reduce_all(const float* a, const float* b, const ChannelLayout& layout, con
 
 // The driver shared by forward and backward. finish(k_begin, count, sums) turns a chunk's channel sums into
 // coefficients; write(region, plan) writes the outputs of a region.
-template <class Finish, class Write>
-void run_fused(const float* a, const float* b, const ChannelLayout& layout, int inputs, Finish&& finish,
-               Write&& write) {
+template <class T, class Finish, class Write>
+void run_fused(const T* a, const T* b, const ChannelLayout& layout, int inputs, Finish&& finish, Write&& write) {
   if (layout.channels == 0) return;
   const int threads = num_threads();
-  const Plan plan = make_plan(layout, inputs);
+  const Plan plan = make_plan(layout, inputs, sizeof(T));
   const bool parallel = layout.elements() >= kParallelMinElements && threads > 1;
   if (plan.parts == 1) {
     // Each chunk: reduce, finish, write, while the chunk is still in cache. Contiguous blocks of chunks per
@@ -434,14 +507,8 @@ void run_fused(const float* a, const float* b, const ChannelLayout& layout, int 
   for (int64_t unit = 0; unit < units; ++unit) write(plan.region(unit / plan.parts, unit % plan.parts, layout), plan);
 }
 
-}  // namespace
-
-void set_num_threads(int threads) { g_requested_threads = threads > 0 ? threads : 0; }
-
-int num_threads() { return g_requested_threads > 0 ? g_requested_threads : omp_get_num_procs(); }
-
-void weightnorm_forward(float* w, float* norm, const float* v, const float* g, const ChannelLayout& layout,
-                        float eps) {
+template <class T>
+void fused_forward(T* w, float* norm, const T* v, const float* g, const ChannelLayout& layout, float eps) {
   std::vector<float> scale(layout.channels);
   run_fused(
       v, v, layout, 1,
@@ -456,8 +523,9 @@ void weightnorm_forward(float* w, float* norm, const float* v, const float* g, c
       });
 }
 
-void weightnorm_backward(float* dv, float* dg, const float* dw, const float* v, const float* g, const float* norm,
-                         const ChannelLayout& layout, float eps) {
+template <class T>
+void fused_backward(T* dv, float* dg, const T* dw, const T* v, const float* g, const float* norm,
+                    const ChannelLayout& layout, float eps) {
   std::vector<float> c1(layout.channels), c2(layout.channels);
   run_fused(
       dw, v, layout, 2,
@@ -468,6 +536,32 @@ void weightnorm_backward(float* dv, float* dg, const float* dw, const float* v, 
       [&](const Region& region, const Plan& plan) {
         write_region<true>(dv, dw, v, c1.data(), c2.data(), layout, region, plan);
       });
+}
+
+}  // namespace
+
+void set_num_threads(int threads) { g_requested_threads = threads > 0 ? threads : 0; }
+
+int num_threads() { return g_requested_threads > 0 ? g_requested_threads : omp_get_num_procs(); }
+
+void weightnorm_forward(float* w, float* norm, const float* v, const float* g, const ChannelLayout& layout,
+                        float eps) {
+  fused_forward(w, norm, v, g, layout, eps);
+}
+
+void weightnorm_forward(bfloat16* w, float* norm, const bfloat16* v, const float* g, const ChannelLayout& layout,
+                        float eps) {
+  fused_forward(w, norm, v, g, layout, eps);
+}
+
+void weightnorm_backward(float* dv, float* dg, const float* dw, const float* v, const float* g, const float* norm,
+                         const ChannelLayout& layout, float eps) {
+  fused_backward(dv, dg, dw, v, g, norm, layout, eps);
+}
+
+void weightnorm_backward(bfloat16* dv, float* dg, const bfloat16* dw, const bfloat16* v, const float* g,
+                         const float* norm, const ChannelLayout& layout, float eps) {
+  fused_backward(dv, dg, dw, v, g, norm, layout, eps);
 }
 
 void weightnorm_scale(float* scale, const float* g, const float* norm, int64_t channels) {
@@ -483,7 +577,7 @@ void channel_dot(float* out, const float* a, const float* b, const ChannelLayout
   if (layout.channels == 0) return;
   const int threads = num_threads();
   // Always the split form: a reduction on its own has no write pass to keep in cache for.
-  Plan plan = make_plan(layout, a == b ? 1 : 2);
+  Plan plan = make_plan(layout, a == b ? 1 : 2, sizeof(float));
   reduce_all(a, b, layout, plan, threads, [&](int64_t k_begin, int64_t count, const double* sums) {
     for (int64_t k = k_begin; k < k_begin + count; ++k) out[k] = static_cast<float>(sums[k - k_begin]);
   });
@@ -553,13 +647,3 @@ void weightnorm_backward_unfused(float* dv, float* dg, const float* dw, const fl
 
 }  // namespace weightnorm::cpu
 
-// --- contract stubs: filled in by the bfloat16 work (issue 7) -----------------------------------------------------
-namespace weightnorm::cpu {
-void weightnorm_forward(bfloat16*, float*, const bfloat16*, const float*, const ChannelLayout&, float) {
-  throw std::runtime_error("cpu::weightnorm_forward(bfloat16): not implemented yet");
-}
-void weightnorm_backward(bfloat16*, float*, const bfloat16*, const bfloat16*, const float*, const float*,
-                         const ChannelLayout&, float) {
-  throw std::runtime_error("cpu::weightnorm_backward(bfloat16): not implemented yet");
-}
-}  // namespace weightnorm::cpu

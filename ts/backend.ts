@@ -32,3 +32,21 @@ export function synchronize(): void {
 export function releaseCachedMemory(): void {
   native.releaseCachedMemory();
 }
+
+export type MatmulPrecision = 'highest' | 'high';
+
+/**
+ * How float32 matrix products run on CUDA (as torch.set_float32_matmul_precision): 'highest' (default) in full
+ * float32; 'high' on the TF32 tensor cores (operands rounded to a 10-bit significand, float32 accumulation): several
+ * times faster, about 3 decimal digits per product. Process-wide; the CPU always computes in full float32.
+ */
+export function setMatmulPrecision(precision: MatmulPrecision): void {
+  if (precision !== 'highest' && precision !== 'high') {
+    throw typeError('setMatmulPrecision: precision', "'highest' or 'high'", precision);
+  }
+  native.setMatmulPrecision(precision);
+}
+
+export function matmulPrecision(): MatmulPrecision {
+  return native.matmulPrecision();
+}

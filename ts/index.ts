@@ -1,8 +1,18 @@
 // weightnorm: weight normalization (Salimans & Kingma, 2016) for TypeScript, on CUDA and CPU.
-export { Tensor, tensor, zeros, randn, type Device, type CreateOptions, type RandnOptions } from './tensor.js';
+export { Tensor, tensor, zeros, randn, type Device, type DType, type CreateOptions, type RandnOptions } from './tensor.js';
 export * as ops from './ops.js';
 export { DEFAULT_EPS, type WeightNormOptions, type WeightNormResult, type WeightNormGradients } from './ops.js';
-export { backend, memory, setNumThreads, synchronize, releaseCachedMemory, type BackendInfo } from './backend.js';
+export {
+  backend,
+  memory,
+  setNumThreads,
+  synchronize,
+  releaseCachedMemory,
+  setMatmulPrecision,
+  matmulPrecision,
+  type BackendInfo,
+  type MatmulPrecision,
+} from './backend.js';
 export { DisposedTensorError } from './errors.js';
 export { tidy, keep } from './scope.js';
 export { noGrad, isGradEnabled } from './autograd.js';

@@ -5,11 +5,14 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export type Device = 'cpu' | 'cuda';
+export type DType = 'float32' | 'bfloat16';
 
 export interface NativeTensor {
   readonly shape: number[];
   readonly device: Device | null; // null once disposed
   readonly disposed: boolean;
+  readonly dtype: DType;
+  /** Widened to float32 for a bfloat16 tensor. */
   toArray(): Float32Array;
   data(): Promise<Float32Array>;
   to(device: Device): NativeTensor;
@@ -25,8 +28,10 @@ export interface CudaDeviceInfo {
 }
 
 export interface NativeBackend {
-  cpu: { threads: number };
-  cuda: { compiled: boolean; usable: boolean; reason?: string; device?: CudaDeviceInfo };
+  /** gemm: 'openblas' or 'blocked'. */
+  cpu: { threads: number; gemm: string };
+  /** gemm (CUDA builds): 'simt' (float32) or 'tf32-mma' (setMatmulPrecision('high')). */
+  cuda: { compiled: boolean; usable: boolean; reason?: string; gemm?: string; device?: CudaDeviceInfo };
 }
 
 export interface DeviceMemory {
@@ -53,9 +58,12 @@ export interface GemmEpilogue {
 
 export interface NativeBinding {
   NativeTensor: abstract new (...args: never[]) => NativeTensor;
-  fromArray(data: Float32Array, shape: number[], device: Device): NativeTensor;
-  zeros(shape: number[], device: Device): NativeTensor;
-  randn(shape: number[], seed: number, device: Device, mean: number, std: number): NativeTensor;
+  fromArray(data: Float32Array, shape: number[], device: Device, dtype?: DType): NativeTensor;
+  zeros(shape: number[], device: Device, dtype?: DType): NativeTensor;
+  randn(shape: number[], seed: number, device: Device, mean: number, std: number, dtype?: DType): NativeTensor;
+  cast(t: NativeTensor, dtype: DType): NativeTensor;
+  setMatmulPrecision(precision: 'highest' | 'high'): void;
+  matmulPrecision(): 'highest' | 'high';
   weightNorm(v: NativeTensor, g: NativeTensor, dim: number | null, eps: number, fused: boolean): {
     w: NativeTensor;
     norm: NativeTensor;

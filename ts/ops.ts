@@ -1,7 +1,9 @@
-// Weight-norm ops (PAPER.md §1). Every argument is validated here before the native call.
+// Weight-norm ops (PAPER.md §1) and the plain GEMM, on float32 or bfloat16 tensors. Every argument is validated
+// here before the native call. With bfloat16, the per-element tensors (v, w, dw, dv; matmul's operands and result)
+// are bfloat16 while norms, gains and every sum stay float32: each output element is rounded once.
 import { rangeError, typeError } from './errors.js';
 import { native } from './native.js';
-import { handleOf, Tensor } from './tensor.js';
+import { handleOf, Tensor, type DType } from './tensor.js';
 
 /** Default floor of ‖v‖: a zero channel then gives w = 0 and finite gradients instead of NaN. */
 export const DEFAULT_EPS = 1e-12;
@@ -75,6 +77,16 @@ function checkChannelVector(where: string, parameter: string, t: Tensor, v: Tens
   }
 }
 
+function checkFloat32(where: string, parameter: string, t: Tensor): void {
+  if (t.dtype !== 'float32') throw typeError(`${where}: ${parameter}`, 'a float32 tensor (norms and gains stay float32)', t);
+}
+
+function checkBfloat16Fused(where: string, dtype: DType, fused: boolean): void {
+  if (dtype !== 'float32' && !fused) {
+    throw typeError(`${where}: options.fused`, `true for a ${dtype} v (the unfused path is float32 only)`, fused);
+  }
+}
+
 function checkSameDevice(where: string, parameter: string, t: Tensor, v: Tensor): void {
   if (t.device !== v.device) {
     throw typeError(`${where}: ${parameter}`, `a tensor on v's device '${v.device}'`, t);
@@ -84,9 +96,11 @@ function checkSameDevice(where: string, parameter: string, t: Tensor, v: Tensor)
 /** Weight norm forward: w = g · v / max(‖v‖, eps), one norm per index of `dim`. */
 export function weightNorm(v: Tensor, g: Tensor, options?: WeightNormOptions): WeightNormResult {
   const where = 'weightNorm';
-  const vHandle = handleOf(v, `${where}: v`);
-  const gHandle = handleOf(g, `${where}: g`);
+  const vHandle = handleOf(v, `${where}: v`, 'any');
+  const gHandle = handleOf(g, `${where}: g`, 'any');
   const { dim, eps, fused } = checkOptions(where, options, v.rank);
+  checkFloat32(where, 'g', g);
+  checkBfloat16Fused(where, v.dtype, fused);
   checkSameDevice(where, 'g', g, v);
   checkChannelVector(where, 'g', g, v, dim);
   const { w, norm } = native.weightNorm(vHandle, gHandle, dim, eps, fused);
@@ -105,11 +119,15 @@ export function weightNormBackward(
   options?: WeightNormOptions,
 ): WeightNormGradients {
   const where = 'weightNormBackward';
-  const dwHandle = handleOf(dw, `${where}: dw`);
-  const vHandle = handleOf(v, `${where}: v`);
-  const gHandle = handleOf(g, `${where}: g`);
-  const normHandle = handleOf(norm, `${where}: norm`);
+  const dwHandle = handleOf(dw, `${where}: dw`, 'any');
+  const vHandle = handleOf(v, `${where}: v`, 'any');
+  const gHandle = handleOf(g, `${where}: g`, 'any');
+  const normHandle = handleOf(norm, `${where}: norm`, 'any');
   const { dim, eps, fused } = checkOptions(where, options, v.rank);
+  if (dw.dtype !== v.dtype) throw typeError(`${where}: dw`, `a ${v.dtype} tensor like v`, dw);
+  checkFloat32(where, 'g', g);
+  checkFloat32(where, 'norm', norm);
+  checkBfloat16Fused(where, v.dtype, fused);
   if (dw.shape.length !== v.shape.length || dw.shape.some((d, i) => d !== v.shape[i])) {
     throw rangeError(`${where}: dw`, `v's shape [${v.shape.join(', ')}]`, `[${dw.shape.join(', ')}]`);
   }
@@ -118,4 +136,42 @@ export function weightNormBackward(
   checkChannelVector(where, 'norm', norm, v, dim);
   const { dv, dg } = native.weightNormBackward(dwHandle, vHandle, gHandle, normHandle, dim, eps, fused);
   return { dv: new Tensor(dv), dg: new Tensor(dg) };
+}
+
+export interface MatmulOptions {
+  /** Use aᵀ: a is [k, m] instead of [m, k]. */
+  transposeA?: boolean;
+  /** Use bᵀ: b is [n, k] instead of [k, n]. */
+  transposeB?: boolean;
+}
+
+/**
+ * The plain matrix product op(a)·op(b) of two 2-D tensors of one element type (float32 or bfloat16, same device),
+ * without autograd (functional.matmul is the differentiable float32 one). bfloat16 operands are multiplied with
+ * float32 accumulation and the result rounded once to bfloat16. On CUDA, float32 products follow
+ * setMatmulPrecision ('highest': full float32; 'high': TF32 tensor cores).
+ */
+export function matmul(a: Tensor, b: Tensor, options?: MatmulOptions): Tensor {
+  const where = 'ops.matmul';
+  const aHandle = handleOf(a, `${where}: a`, 'any');
+  const bHandle = handleOf(b, `${where}: b`, 'any');
+  if (options !== undefined && (typeof options !== 'object' || options === null || Array.isArray(options))) {
+    throw typeError(`${where}: options`, 'an object like { transposeA, transposeB }', options);
+  }
+  for (const key of Object.keys(options ?? {})) {
+    if (key !== 'transposeA' && key !== 'transposeB') throw typeError(`${where}: options`, 'only the keys transposeA, transposeB', key);
+  }
+  const { transposeA = false, transposeB = false } = options ?? {};
+  if (typeof transposeA !== 'boolean') throw typeError(`${where}: options.transposeA`, 'a boolean', transposeA);
+  if (typeof transposeB !== 'boolean') throw typeError(`${where}: options.transposeB`, 'a boolean', transposeB);
+  if (a.rank !== 2) throw rangeError(`${where}: a`, 'a 2-D tensor', `[${a.shape.join(', ')}]`);
+  if (b.rank !== 2) throw rangeError(`${where}: b`, 'a 2-D tensor', `[${b.shape.join(', ')}]`);
+  if (b.dtype !== a.dtype) throw typeError(`${where}: b`, `a ${a.dtype} tensor like a`, b);
+  checkSameDevice(where, 'b', b, a);
+  const [m, k] = transposeA ? [a.shape[1]!, a.shape[0]!] : [a.shape[0]!, a.shape[1]!];
+  const [kb, n] = transposeB ? [b.shape[1]!, b.shape[0]!] : [b.shape[0]!, b.shape[1]!];
+  if (kb !== k) {
+    throw rangeError(`${where}: b`, `${k} rows in op(b) to match op(a) [${m}, ${k}]`, `op(b) of shape [${kb}, ${n}]`);
+  }
+  return new Tensor(native.gemm(aHandle, bHandle, m, n, k, transposeA, transposeB, {}));
 }

@@ -1,15 +1,21 @@
-// Tensor: float32 data with a shape on one device ('cpu' | 'cuda'). Creation functions validate everything before
-// the native call; a disposed tensor throws DisposedTensorError wherever it is used.
+// Tensor: float32 (or bfloat16) data with a shape on one device ('cpu' | 'cuda'). Creation functions validate
+// everything before the native call; a disposed tensor throws DisposedTensorError wherever it is used.
 import type { GradNode } from './autograd.js';
 import { DisposedTensorError, rangeError, typeError } from './errors.js';
-import { type Device, native, type NativeTensor } from './native.js';
+import { type Device, type DType, native, type NativeTensor } from './native.js';
 import { track } from './scope.js';
 
-export type { Device } from './native.js';
+export type { Device, DType } from './native.js';
 
 export interface CreateOptions {
   /** Where the tensor lives. Default 'cpu'. 'cuda' without a usable GPU throws a RangeError with the reason. */
   device?: Device;
+  /**
+   * Element type. Default 'float32'. 'bfloat16' (values rounded to nearest even) halves the memory of weights and
+   * activations; ops.weightNorm, ops.weightNormBackward and ops.matmul take it (norms, gains and sums stay float32),
+   * every other op wants float32: convert with tensor.cast().
+   */
+  dtype?: DType;
 }
 
 export interface RandnOptions extends CreateOptions {
@@ -24,6 +30,7 @@ const handles = new WeakMap<Tensor, NativeTensor>();
 export class Tensor {
   declare readonly shape: readonly number[];
   declare readonly size: number;
+  #dtype: DType;
   /** Whether backward() computes a gradient for this tensor (parameters set it; results of ops inherit it). */
   requiresGrad = false;
   /** The accumulated gradient of a leaf tensor after backward() (null before; zeroGrad() clears it). */
@@ -39,6 +46,7 @@ export class Tensor {
       throw new TypeError('Tensor: use tensor(), zeros() or randn() to create tensors');
     }
     handles.set(this, handle);
+    this.#dtype = handle.dtype;
     const shape = Object.freeze([...handle.shape]);
     // Not writable at run time either: a tensor's shape is its storage's, and cannot be reassigned.
     Object.defineProperty(this, 'shape', { value: shape, writable: false, enumerable: true });
@@ -47,8 +55,13 @@ export class Tensor {
     track(this);
   }
 
+  /** The element type, 'float32' or 'bfloat16'. */
+  get dtype(): DType {
+    return this.#dtype;
+  }
+
   get device(): Device {
-    return handleOf(this, 'tensor.device').device as Device;
+    return handleOf(this, 'tensor.device', 'any').device as Device;
   }
 
   get disposed(): boolean {
@@ -59,9 +72,9 @@ export class Tensor {
     return this.shape.length;
   }
 
-  /** A copy of the data on the host (waits for pending GPU work). */
+  /** A copy of the data on the host (waits for pending GPU work); bfloat16 values are widened (exactly). */
   toArray(): Float32Array {
-    return handleOf(this, 'tensor.toArray').toArray();
+    return handleOf(this, 'tensor.toArray', 'any').toArray();
   }
 
   /**
@@ -70,7 +83,7 @@ export class Tensor {
    */
   data(): Promise<Float32Array> {
     try {
-      return handleOf(this, 'tensor.data').data();
+      return handleOf(this, 'tensor.data', 'any').data();
     } catch (error) {
       return Promise.reject(error);
     }
@@ -79,8 +92,18 @@ export class Tensor {
   /** A copy on `device` (a new tensor, even when it is already there). */
   to(device: Device): Tensor {
     const where = 'tensor.to';
-    const handle = handleOf(this, where);
+    const handle = handleOf(this, where, 'any');
     return new Tensor(handle.to(checkDevice(device, where, 'device')));
+  }
+
+  /**
+   * A copy with element type `dtype` on the same device: float32 -> bfloat16 rounds to nearest even (NaN stays NaN,
+   * values beyond bfloat16's range become ±Infinity); bfloat16 -> float32 is exact.
+   */
+  cast(dtype: DType): Tensor {
+    const where = 'tensor.cast';
+    const handle = handleOf(this, where, 'any');
+    return new Tensor(native.cast(handle, checkDType(dtype, `${where}: dtype`)));
   }
 
   /** Frees the memory now (CUDA memory goes back to the caching allocator). Calling it twice is harmless. */
@@ -107,13 +130,15 @@ export class Tensor {
   replaceHandle(handle: NativeTensor): void {
     const old = handles.get(this)!;
     handles.set(this, handle);
+    this.#dtype = handle.dtype;
     if (old !== handle) old.dispose();
     this.version += 1;
   }
 
   toString(): string {
     const handle = handles.get(this)!;
-    return `Tensor [${this.shape.join(', ')}] ${handle.disposed ? '(disposed)' : `on ${handle.device}`}`;
+    const type = this.dtype === 'float32' ? '' : ` ${this.dtype}`;
+    return `Tensor [${this.shape.join(', ')}]${type} ${handle.disposed ? '(disposed)' : `on ${handle.device}`}`;
   }
 }
 
@@ -123,12 +148,23 @@ export function setBackwardHook(hook: (root: Tensor) => void): void {
   backwardHook = hook;
 }
 
-/** @internal The native handle of a live tensor; names `where` in the error otherwise. */
-export function handleOf(value: unknown, where: string): NativeTensor {
+/**
+ * @internal The native handle of a live tensor; names `where` in the error otherwise. Only float32 tensors pass
+ * unless `dtypes` is 'any' (the few ops that also take bfloat16 say so), so no other op sees a bfloat16 tensor.
+ */
+export function handleOf(value: unknown, where: string, dtypes: 'float32' | 'any' = 'float32'): NativeTensor {
   if (!(value instanceof Tensor)) throw typeError(where, 'a Tensor', value);
   const handle = handles.get(value)!;
   if (handle.disposed) throw new DisposedTensorError(`${where}: the tensor ${value.toString()} was used after dispose()`);
+  if (dtypes === 'float32' && value.dtype !== 'float32') {
+    throw typeError(where, 'a float32 tensor (only weightNorm, weightNormBackward and matmul take bfloat16; use .cast(\'float32\'))', value);
+  }
   return handle;
+}
+
+export function checkDType(value: unknown, where: string): DType {
+  if (value !== 'float32' && value !== 'bfloat16') throw typeError(where, "'float32' or 'bfloat16'", value);
+  return value;
 }
 
 export function checkDevice(value: unknown, where: string, parameter: string): Device {
@@ -182,7 +218,7 @@ function checkFiniteNumber(value: unknown, where: string): number {
  */
 export function tensor(data: Float32Array | readonly number[], shape?: readonly number[], options?: CreateOptions): Tensor {
   const where = 'tensor';
-  const { device = 'cpu' } = checkOptions<CreateOptions>(options, where, ['device']);
+  const { device = 'cpu', dtype = 'float32' } = checkOptions<CreateOptions>(options, where, ['device', 'dtype']);
   let values: Float32Array;
   if (data instanceof Float32Array) {
     values = data;
@@ -199,20 +235,27 @@ export function tensor(data: Float32Array | readonly number[], shape?: readonly 
   if (size !== values.length) {
     throw rangeError(`${where}: data`, `${size} values for shape [${dims.join(', ')}]`, `${values.length} values`);
   }
-  return new Tensor(native.fromArray(values, dims, checkDevice(device, where, 'options.device')));
+  const type = checkDType(dtype, `${where}: options.dtype`);
+  return new Tensor(native.fromArray(values, dims, checkDevice(device, where, 'options.device'), type));
 }
 
 export function zeros(shape: readonly number[], options?: CreateOptions): Tensor {
   const where = 'zeros';
-  const { device = 'cpu' } = checkOptions<CreateOptions>(options, where, ['device']);
-  return new Tensor(native.zeros(checkShape(shape, where), checkDevice(device, where, 'options.device')));
+  const { device = 'cpu', dtype = 'float32' } = checkOptions<CreateOptions>(options, where, ['device', 'dtype']);
+  const dims = checkShape(shape, where);
+  const type = checkDType(dtype, `${where}: options.dtype`);
+  return new Tensor(native.zeros(dims, checkDevice(device, where, 'options.device'), type));
 }
 
-/** Normal samples, N(mean, std^2), from a seeded counter-based generator (default seed 0). */
+/**
+ * Normal samples, N(mean, std^2), from a seeded counter-based generator (default seed 0). With dtype 'bfloat16'
+ * they are the float32 samples of the same seed, rounded.
+ */
 export function randn(shape: readonly number[], options?: RandnOptions): Tensor {
   const where = 'randn';
-  const { device = 'cpu', seed = 0, mean = 0, std = 1 } = checkOptions<RandnOptions>(options, where, [
+  const { device = 'cpu', seed = 0, mean = 0, std = 1, dtype = 'float32' } = checkOptions<RandnOptions>(options, where, [
     'device',
+    'dtype',
     'seed',
     'mean',
     'std',
@@ -228,6 +271,7 @@ export function randn(shape: readonly number[], options?: RandnOptions): Tensor 
       checkDevice(device, where, 'options.device'),
       checkFiniteNumber(mean, `${where}: options.mean`),
       checkNonNegative(std, `${where}: options.std`),
+      checkDType(dtype, `${where}: options.dtype`),
     ),
   );
 }

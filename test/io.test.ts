@@ -217,6 +217,28 @@ describe('safetensors files', () => {
     expect(io.inspect(int64).tensors.steps).toEqual({ dtype: 'I64', shape: [2] });
   });
 
+  it('bfloat16 tensors save as BF16 bit for bit; load() widens them unless keepBfloat16', () => {
+    const dataSeed = runSeed();
+    const values = Float32Array.from(normals(257, dataSeed), (x, i) => x * 10 ** ((i % 9) - 4));
+    const brain = tensor(values, [257], { dtype: 'bfloat16' });
+    const expected = brain.toArray();
+    const path = tempPath('bf16');
+    io.save({ brain, plain: tensor(values, [257]) }, path);
+    expect(io.inspect(path).tensors).toEqual({ brain: { dtype: 'BF16', shape: [257] }, plain: { dtype: 'F32', shape: [257] } });
+    // 2 bytes per element on disk, each the top half of the widened float32.
+    const file = readFileSync(path);
+    const headerLength = Number(file.readBigUInt64LE(0));
+    expect(file.length).toBe(8 + headerLength + 257 * 2 + 257 * 4);
+    const widened = io.load(path).tensors;
+    expect(widened.brain!.dtype).toBe('float32');
+    expect(bitwiseEqual(widened.brain!.toArray(), expected)).toBe(true);
+    const kept = io.load(path, { keepBfloat16: true }).tensors;
+    expect([kept.brain!.dtype, kept.plain!.dtype]).toEqual(['bfloat16', 'float32']);
+    expect(bitwiseEqual(kept.brain!.toArray(), expected)).toBe(true);
+    expect(bitwiseEqual(kept.plain!.toArray(), values)).toBe(true);
+    expect(() => io.load(path, { keepBfloat16: 1 as never })).toThrow(/io\.load: options\.keepBfloat16: expected a boolean/);
+  });
+
   it('loadInto() copies into the same tensor objects and invalidates cached weight norms', () => {
     const source = mlp(2);
     const target = mlp(3);

@@ -47,6 +47,8 @@ export interface LoadOptions {
   device?: Device;
   /** Check the data against the SHA-256 that save() records (default true; files from elsewhere have none). */
   verifyChecksum?: boolean;
+  /** BF16 entries become bfloat16 tensors (exactly) instead of float32 ones (default false). */
+  keepBfloat16?: boolean;
 }
 
 export interface LoadIntoOptions extends LoadStateDictOptions {
@@ -338,6 +340,15 @@ function writeAtomically(path: string, chunks: readonly Uint8Array[], where: str
   }
 }
 
+/** bfloat16 values (as toArray() widens them) as their 2-byte little-endian encodings: the top half of each float32. */
+function bfloat16Bytes(values: Float32Array): Uint8Array {
+  const out = new Uint8Array(values.length * 2);
+  const view = new DataView(out.buffer);
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  for (let i = 0; i < values.length; i++) view.setUint16(2 * i, bits[i]! >>> 16, true);
+  return out;
+}
+
 function littleEndianBytes(values: Float32Array): Uint8Array {
   if (littleEndian) return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
   const out = new Uint8Array(values.length * 4);
@@ -384,7 +395,7 @@ function checkMetadata(where: string, metadata: unknown): Record<string, string>
 
 /**
  * Writes a model's parameters and buffers (by their names), a { model, optimizer } training state, or a record of
- * tensors to `path` as a safetensors file (F32). Atomic: a crash mid-save leaves the previous file intact.
+ * tensors to `path` as a safetensors file (F32; BF16 for bfloat16 tensors, bit for bit). Atomic: a crash mid-save leaves the previous file intact.
  * With an optimizer, its state goes under 'optimizer/<parameter name>/<slot>' and its step count and lr in the
  * metadata, so loadInto() resumes training bit for bit. Synchronous.
  */
@@ -425,8 +436,10 @@ export function save(source: Checkpointable, path: string, options: SaveOptions 
   const data: Uint8Array[] = [];
   let offset = 0;
   for (const [name, t] of tensors) {
-    const bytes = littleEndianBytes(handleOf(t, `${where}: '${name}'`).toArray());
-    header[name] = { dtype: 'F32', shape: [...t.shape], data_offsets: [offset, offset + bytes.length] };
+    const values = handleOf(t, `${where}: '${name}'`, 'any').toArray();
+    const bf16 = t.dtype === 'bfloat16';
+    const bytes = bf16 ? bfloat16Bytes(values) : littleEndianBytes(values);
+    header[name] = { dtype: bf16 ? 'BF16' : 'F32', shape: [...t.shape], data_offsets: [offset, offset + bytes.length] };
     data.push(bytes);
     offset += bytes.length;
   }
@@ -469,14 +482,21 @@ export function inspect(path: string): { tensors: Record<string, TensorInfo>; me
   };
 }
 
-/** Every tensor of a safetensors file (as float32, on options.device) and its metadata. */
+/**
+ * Every tensor of a safetensors file (as float32, on options.device; BF16 entries as bfloat16 with keepBfloat16)
+ * and its metadata.
+ */
 export function load(path: string, options: LoadOptions = {}): LoadedFile {
   const where = 'io.load';
   if (typeof path !== 'string' || path === '') throw typeError(`${where}: path`, 'a file path', path);
   if (!isPlainObject(options)) throw typeError(`${where}: options`, 'an object like { device }', options);
   for (const key of Object.keys(options)) {
-    if (key !== 'device' && key !== 'verifyChecksum') throw typeError(`${where}: options`, 'only the keys device, verifyChecksum', key);
+    if (!['device', 'verifyChecksum', 'keepBfloat16'].includes(key)) {
+      throw typeError(`${where}: options`, 'only the keys device, verifyChecksum, keepBfloat16', key);
+    }
   }
+  const keepBfloat16 = options.keepBfloat16 ?? false;
+  if (typeof keepBfloat16 !== 'boolean') throw typeError(`${where}: options.keepBfloat16`, 'a boolean', keepBfloat16);
   const device = checkDevice(options.device ?? 'cpu', where, 'options.device');
   const verifyChecksum = options.verifyChecksum ?? true;
   if (typeof verifyChecksum !== 'boolean') throw typeError(`${where}: options.verifyChecksum`, 'a boolean', verifyChecksum);
@@ -484,7 +504,12 @@ export function load(path: string, options: LoadOptions = {}): LoadedFile {
   const host = decodeAll(parsed, parsed.entries);
   const tensors: [string, Tensor][] = [];
   try {
-    for (const [name, { shape, data }] of Object.entries(host)) tensors.push([name, new Tensor(native.fromArray(data, [...shape], device))]);
+    for (const entry of parsed.entries) {
+      const { shape, data } = host[entry.name]!;
+      // A BF16 entry decodes to float32 values that bfloat16 holds exactly: keeping it loses nothing.
+      const dtype = keepBfloat16 && entry.dtype === 'BF16' ? 'bfloat16' : 'float32';
+      tensors.push([entry.name, new Tensor(native.fromArray(data, [...shape], device, dtype))]);
+    }
   } catch (error) {
     for (const [, t] of tensors) t.dispose();
     throw error;

@@ -17,6 +17,8 @@
 //            still runs on any x86-64 machine (no -march=native).
 //            Deterministic: every output element is summed by one thread in a fixed order (k slices in order,
 //            k ascending within a slice) that depends on neither the thread count nor the schedule.
+// bfloat16 gemm(): operands (and out when beta != 0, and subtract_matrix) widened exactly to float32 temporaries,
+// the float32 gemm() above with the same epilogue, then out (and raw_out) rounded once to bfloat16, as on CUDA.
 #include "gemm.h"
 
 #include <omp.h>
@@ -421,9 +423,50 @@ bool set_gemm_blocked_isa(const char* isa) {
 
 }  // namespace weightnorm::cpu
 
-// --- contract stub: filled in by the bfloat16 work (issue 7) -----------------------------------------------------
+// ---------------------------------------------------------------------------------------------------------------
+// bfloat16: the float32 path on widened copies (widening is exact), the epilogue in float32 on the accumulator,
+// then one rounding of out (and raw_out) to bfloat16, as on CUDA.
 namespace weightnorm::cpu {
-void gemm(bfloat16*, const bfloat16*, const bfloat16*, int64_t, int64_t, int64_t, bool, bool, const GemmEpilogueBf16&) {
-  throw std::runtime_error("cpu::gemm(bfloat16): not implemented yet");
+namespace {
+
+AlignedPointer widened(const bfloat16* x, int64_t count) {
+  AlignedPointer wide = allocate_floats(size_t(std::max<int64_t>(count, 1)));
+  float* w = wide.get();
+  const int threads = num_threads();
+#pragma omp parallel for schedule(static) num_threads(threads) if (count >= kParallelMinFlops)
+  for (int64_t i = 0; i < count; ++i) w[i] = bfloat16_to_float(x[i]);
+  return wide;
 }
+
+void narrow(bfloat16* out, const float* x, int64_t count) {
+  const int threads = num_threads();
+#pragma omp parallel for schedule(static) num_threads(threads) if (count >= kParallelMinFlops)
+  for (int64_t i = 0; i < count; ++i) out[i] = float_to_bfloat16(x[i]);
+}
+
+}  // namespace
+
+void gemm(bfloat16* out, const bfloat16* a, const bfloat16* b, int64_t m, int64_t n, int64_t k, bool transpose_a,
+          bool transpose_b, const GemmEpilogueBf16& epilogue) {
+  if (m < 0 || n < 0 || k < 0) throw std::invalid_argument("gemm: negative size");
+  if (m == 0 || n == 0) return;
+  const AlignedPointer a_wide = widened(a, m * k), b_wide = widened(b, k * n);
+  // With beta == 0 out is not read (it may hold NaN), as in the float32 path.
+  const AlignedPointer out_wide = epilogue.beta != 0.0f ? widened(out, m * n) : allocate_floats(size_t(m * n));
+  const AlignedPointer subtract_wide = epilogue.subtract_matrix ? widened(epilogue.subtract_matrix, m * n) : nullptr;
+  const AlignedPointer raw_wide = epilogue.raw_out ? allocate_floats(size_t(m * n)) : nullptr;
+  GemmEpilogue wide;
+  wide.row_scale = epilogue.row_scale;
+  wide.column_scale = epilogue.column_scale;
+  wide.row_bias = epilogue.row_bias;
+  wide.column_bias = epilogue.column_bias;
+  wide.subtract_coefficient = epilogue.subtract_coefficient;
+  wide.subtract_matrix = subtract_wide.get();
+  wide.beta = epilogue.beta;
+  wide.raw_out = raw_wide.get();
+  gemm(out_wide.get(), a_wide.get(), b_wide.get(), m, n, k, transpose_a, transpose_b, wide);
+  narrow(out, out_wide.get(), m * n);
+  if (epilogue.raw_out) narrow(epilogue.raw_out, raw_wide.get(), m * n);
+}
+
 }  // namespace weightnorm::cpu

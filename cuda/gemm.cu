@@ -16,21 +16,42 @@
 // k = batch * pixels), k is cut into `splits` ranges; each writes its raw partial tile to scratch, and
 // gemm_split_reduce_kernel adds the partials in split order and applies the epilogue. No atomics anywhere:
 // results are bitwise identical run to run. k == 0 goes through the reduce kernel with no partials.
-// A TF32 tensor-core kernel would be one more branch of gemm()'s choice of kernel, reported by gemm_backend().
 //
-// Resource usage (nvcc 13.0 -O3 -Xptxas -v; registers per thread, static shared memory, spills; NN/TN/NT/TT =
-// transpose_a, transpose_b):
-//   128x128x8, 8x8 per thread, __launch_bounds__(256, 2):
-//     sm_90          NN 124, TN 121, NT 118, TT 124 registers; 16896 B smem; 0 spills
-//     sm_80/86/89    NN 126, TN 124, NT 126, TT 126 registers; 16896 B smem; 0 spills
-//   64x64x16, 4x4 per thread, __launch_bounds__(256, 2):
-//     sm_90          NN 76, TN 72, NT 71, TT 78 registers; 17408 B smem; 0 spills
-//     sm_80/86/89    66 to 72 registers; 17408 B smem; 0 spills
-//   gemm_split_reduce_kernel: 32 registers, no shared memory, 0 spills.
-// The large tile's inner k loop is unrolled by 2, not 8: fully unrolled, ptxas hoists the next shared-memory
-// fragments and spills at the 128-register cap that two blocks per SM need.
-// Measured on an H200 (sm_90, 132 SMs), row-major NN / TN, random data: 1024^3 26.4 / 26.3 TFLOP/s,
-// 4096^3 41.9 / 42.2 TFLOP/s (FP32 peak about 67).
+// Tensor cores (gemm_mma.cu; sm_80 and newer): the float32 gemm() when gemm_precision() is kTensorFloat32
+// (gemm_backend() "tf32-mma"), and every bfloat16 gemm(). One kernel template for both element types:
+//   - 128 x 128 output tile per block, 256 threads = 8 warps as 2 (m) x 4 (n), each warp 64 x 32 = 4 x 4 mma tiles
+//     with 64 float32 accumulators per thread. TF32: mma.sync m16n8k8 .tf32, operands rounded by cvt.rna.tf32.f32
+//     as they leave shared memory (one 32-bit ld.shared per fragment register). bfloat16: mma.sync m16n8k16
+//     .bf16, fragments by ldmatrix.x4 (.trans where the operand is stored k-strided).
+//   - A k step moves 128 bytes of k per row: BK = 32 floats or 64 bfloat16, 16 KB per operand per stage, in a
+//     3-stage cp.async pipeline (96 KB dynamic shared memory; two steps in flight while one is multiplied, one
+//     __syncthreads per step). Each thread copies 4 chunks of 16 bytes per operand per step; 16-byte cp.async
+//     (zero-filled past the edges via src-size 0) when the operand's contiguous dimension is a multiple of 16
+//     bytes and the pointer 16-byte aligned, else element-wise: 4-byte cp.async for float, guarded loads plus one
+//     16-byte shared store for bfloat16 (2 bytes is below cp.async's smallest size).
+//   - Shared tiles keep the operand's storage order (k-contiguous: [128 rows][128 bytes of k]; k-strided:
+//     [BK rows][128 elements]), so all four transposes are plain 16-byte copies; XOR swizzles of the 16-byte chunk
+//     index instead of padding make every fragment read bank-conflict-free (static_asserts in gemm_mma.cu prove it
+//     for the TF32 lane pattern and for ldmatrix) and keep 3 stages within sm_86/89's 99 KB.
+//   - Epilogue straight from the accumulator registers: each lane holds pairs of adjacent columns, stored as one
+//     8-byte (float) or 4-byte (bfloat16) access where n is even and the pointers aligned, else element-wise; the
+//     float32 epilogue value is rounded once to bfloat16. Split-k as for SIMT (small outputs, long k): raw float32
+//     partials and the same ordered reduce kernel, so results are bitwise reproducible.
+// Resource usage, tensor-core kernels (registers per thread for NN/TN/NT/TT; 98304 B dynamic shared memory, no
+// static; 0 spills everywhere), __launch_bounds__(256, 1):
+//     sm_90   TF32 169 / 168 / 158 / 178; bfloat16 184 / 168 / 173 / 190
+//     sm_80   TF32 170 / 146 / 147 / 164; bfloat16 181 / 168 / 168 / 188   (sm_86/89 alike)
+//   With (256, 2) ptxas caps at 128 and spills 8 to 52 bytes in half the variants, so one 8-warp block per SM.
+// Instructions (PTX of one k step per kernel; no SASS disassembler on the build machine, so the HMMA/LDGSTS counts
+// of the SASS are still to be read on a machine with cuobjdump): 64 mma.sync per step per warp (16 per k8 / k16
+// slice), 8 cp.async.cg (16-byte) per thread per step; TF32: 96 ld.shared.b32 + 96 cvt.rna; bfloat16: 24
+// ldmatrix.x4. All shared reads are ld.shared (no generic loads).
+// Expected on an H200 (not measured yet), 4096^3: per warp and k8 slice the TF32 kernel reads 3 KB of fragments
+// from shared memory for 16 mma of 2048 flop; at 128 B/clock per SM that caps it near 1365 flop/clock/SM, about
+// 350 TFLOP/s at 1.98 GHz, and mma.sync on Hopper tops out near 60% of the 495 TFLOP/s wgmma peak (~300). With one
+// 8-warp block per SM, cvt overhead and the per-step barrier: 180 to 250 TFLOP/s predicted, 45 to 65% of cuBLAS
+// TF32 (350 to 450). bfloat16 moves the same bytes per 2x the flop: 350 to 500 TFLOP/s predicted. Reaching 60% of
+// cuBLAS reliably likely needs wgmma (sm_90a) with TMA loads.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -39,44 +60,12 @@
 
 #include "check.cuh"
 #include "gemm.cuh"
+#include "gemm_common.cuh"
+#include "gemm_mma.cuh"
 #include "runtime.cuh"
 
 namespace weightnorm::cuda {
 namespace {
-
-struct GemmArgs {
-  float* out;
-  const float* a;
-  const float* b;
-  int64_t m, n, k;
-  GemmEpilogue epilogue;
-  float* partial;    // split-k: raw partial products [splits, m, n]; nullptr: apply the epilogue and store to out
-  int64_t k_chunk;   // k range of one split (a multiple of BK)
-  bool vector_a;     // op(a)'s contiguous dimension is a multiple of 4 and a is 16-byte aligned
-  bool vector_b;
-  bool vector_out;   // n is a multiple of 4 and out (and subtract_matrix) are 16-byte aligned
-};
-
-// out value of element (i, j) from its product acc; `previous` is out[i, j] (read only when beta != 0).
-struct RowTerms {
-  float scale, bias, coefficient;
-};
-
-__device__ __forceinline__ RowTerms row_terms(const GemmEpilogue& e, int64_t i) {
-  return {e.row_scale ? e.row_scale[i] : 1.0f, e.row_bias ? e.row_bias[i] : 0.0f,
-          e.subtract_coefficient ? e.subtract_coefficient[i] : 1.0f};
-}
-
-__device__ __forceinline__ float epilogue_value(const GemmEpilogue& e, const RowTerms& row, float acc, int64_t j,
-                                                float subtract, float previous) {
-  float v = acc * row.scale;
-  if (e.column_scale) v *= e.column_scale[j];
-  if (e.row_bias) v += row.bias;
-  if (e.column_bias) v += e.column_bias[j];
-  if (e.subtract_matrix) v -= row.coefficient * subtract;
-  if (e.beta != 0.0f) v += e.beta * previous;
-  return v;
-}
 
 // Stores 4 consecutive products of row i starting at column j (some may lie beyond n).
 __device__ __forceinline__ void store_group(const GemmArgs& args, int64_t i, int64_t j, const RowTerms& row,
@@ -309,17 +298,19 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) gemm_simt_kernel(G
 }
 
 // out[i, j] = epilogue(sum over splits s, in order, of partial[s, i, j]); splits == 0 gives the epilogue of 0.
-__global__ void gemm_split_reduce_kernel(GemmArgs args, int splits) {
+// Shared by the SIMT and tensor-core kernels; for bfloat16 out the float32 result is rounded once.
+template <typename T>
+__global__ void gemm_split_reduce_kernel(GemmArgsOf<T> args, int splits) {
   const int64_t count = args.m * args.n;
   for (int64_t x = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; x < count; x += int64_t(gridDim.x) * blockDim.x) {
     float acc = 0.0f;
     for (int s = 0; s < splits; ++s) acc += args.partial[int64_t(s) * count + x];
     const int64_t i = x / args.n, j = x % args.n;
-    const GemmEpilogue& e = args.epilogue;
-    const float previous = e.beta != 0.0f ? args.out[x] : 0.0f;
-    const float subtract = e.subtract_matrix ? e.subtract_matrix[x] : 0.0f;
-    if (e.raw_out) e.raw_out[x] = acc;
-    args.out[x] = epilogue_value(e, row_terms(e, i), acc, j, subtract, previous);
+    const GemmEpilogueOf<T>& e = args.epilogue;
+    const float previous = e.beta != 0.0f ? element_to_float(args.out[x]) : 0.0f;
+    const float subtract = e.subtract_matrix ? element_to_float(e.subtract_matrix[x]) : 0.0f;
+    if (e.raw_out) e.raw_out[x] = element_from_float<T>(acc);
+    args.out[x] = element_from_float<T>(epilogue_value(e, row_terms(e, i), acc, j, subtract, previous));
   }
 }
 
@@ -347,11 +338,62 @@ void launch_simt(const GemmArgs& args, bool transpose_a, bool transpose_b, int64
   if (transpose_a && transpose_b) launch_simt<C, true, true>(args, tiles, splits);
 }
 
-void launch_reduce(const GemmArgs& args, int splits) {
+template <typename T>
+void launch_reduce(const GemmArgsOf<T>& args, int splits) {
   const int64_t count = args.m * args.n;
   const int64_t blocks = std::min<int64_t>((count + 255) / 256, int64_t{multiprocessors()} * 16);
-  gemm_split_reduce_kernel<<<unsigned(std::max<int64_t>(blocks, 1)), 256, 0, library_stream()>>>(args, splits);
+  gemm_split_reduce_kernel<T><<<unsigned(std::max<int64_t>(blocks, 1)), 256, 0, library_stream()>>>(args, splits);
   WN_CUDA_CHECK_LAUNCH();
+}
+
+// k range of one split (a multiple of bk): enough splits to fill the GPU when `tiles` output tiles do not and k is
+// long, and always enough to keep a split's k below 2^30 (the kernels count k within a split in 32 bits).
+int64_t split_k_chunk(int64_t k, int64_t tiles, int64_t bk) {
+  const int sms = multiprocessors();
+  int64_t wanted = 1;
+  if (tiles < sms && k >= 2 * kMinSplitK)
+    wanted = std::min<int64_t>({(2 * sms + tiles - 1) / tiles, k / kMinSplitK, kMaxSplits});
+  wanted = std::max(wanted, (k + kMaxSplitK - 1) / kMaxSplitK);
+  return ((k + wanted - 1) / wanted + bk - 1) / bk * bk;
+}
+
+bool aligned_to(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+template <typename T>
+GemmArgsOf<T> make_args(T* out, const T* a, const T* b, int64_t m, int64_t n, int64_t k, bool transpose_a,
+                        bool transpose_b, const GemmEpilogueOf<T>& epilogue) {
+  GemmArgsOf<T> args{out, a, b, m, n, k, epilogue, nullptr, k, false, false, false, false};
+  constexpr int64_t kPerVector = 16 / sizeof(T);
+  args.vector_a = aligned16(a) && (transpose_a ? m : k) % kPerVector == 0;
+  args.vector_b = aligned16(b) && (transpose_b ? k : n) % kPerVector == 0;
+  auto all_aligned = [&](size_t bytes) {
+    return aligned_to(out, bytes) && (!epilogue.subtract_matrix || aligned_to(epilogue.subtract_matrix, bytes)) &&
+           (!epilogue.raw_out || aligned_to(epilogue.raw_out, bytes));
+  };
+  args.vector_out = n % 4 == 0 && all_aligned(4 * sizeof(T));
+  args.pair_out = n % 2 == 0 && all_aligned(2 * sizeof(T));
+  return args;
+}
+
+bool tensor_cores_available() { return device_status().compute_major >= 8; }
+
+GemmPrecision precision_setting = GemmPrecision::kFloat32;
+
+// The tensor-core path: one 128 x 128 tile size; split-k through the shared reduce kernel.
+template <typename T>
+void gemm_tensor_cores(const GemmArgsOf<T>& args, bool transpose_a, bool transpose_b) {
+  const int64_t tiles = ((args.m + kMmaTileM - 1) / kMmaTileM) * ((args.n + kMmaTileN - 1) / kMmaTileN);
+  if (tiles > int64_t{0x7fffffff}) throw std::invalid_argument("gemm: output too large for one launch");
+  GemmArgsOf<T> split_args = args;
+  split_args.k_chunk = split_k_chunk(args.k, tiles, kMmaTileK<T>);
+  const int splits = int((args.k + split_args.k_chunk - 1) / split_args.k_chunk);
+  if (splits == 1) return launch_gemm_mma(split_args, transpose_a, transpose_b, tiles, 1);
+  Scratch partial(size_t(splits) * size_t(args.m) * size_t(args.n) * sizeof(float));
+  split_args.partial = partial.floats();
+  launch_gemm_mma(split_args, transpose_a, transpose_b, tiles, splits);
+  GemmArgsOf<T> reduce_args = args;
+  reduce_args.partial = partial.floats();
+  launch_reduce(reduce_args, splits);
 }
 
 }  // namespace
@@ -360,27 +402,17 @@ void gemm(float* out, const float* a, const float* b, int64_t m, int64_t n, int6
           bool transpose_b, const GemmEpilogue& epilogue) {
   if (m < 0 || n < 0 || k < 0) throw std::invalid_argument("gemm: negative size");
   if (m == 0 || n == 0) return;
-  GemmArgs args{out, a, b, m, n, k, epilogue, nullptr, k, false, false, false};
-  args.vector_a = aligned16(a) && (transpose_a ? m : k) % 4 == 0;
-  args.vector_b = aligned16(b) && (transpose_b ? k : n) % 4 == 0;
-  args.vector_out = aligned16(out) && n % 4 == 0 && (!epilogue.subtract_matrix || aligned16(epilogue.subtract_matrix)) &&
-                    (!epilogue.raw_out || aligned16(epilogue.raw_out));
+  GemmArgs args = make_args(out, a, b, m, n, k, transpose_a, transpose_b, epilogue);
   if (k == 0) return launch_reduce(args, 0);
+  if (precision_setting == GemmPrecision::kTensorFloat32 && tensor_cores_available())
+    return gemm_tensor_cores(args, transpose_a, transpose_b);
 
   const int sms = multiprocessors();
   auto tile_count = [&](int64_t bm, int64_t bn) { return ((m + bm - 1) / bm) * ((n + bn - 1) / bn); };
   const bool large = tile_count(LargeTile::kBM, LargeTile::kBN) >= sms;
   const int64_t tiles = large ? tile_count(LargeTile::kBM, LargeTile::kBN) : tile_count(SmallTile::kBM, SmallTile::kBN);
   if (tiles > int64_t{0x7fffffff}) throw std::invalid_argument("gemm: output too large for one launch");
-  const int64_t bk = large ? LargeTile::kBK : SmallTile::kBK;
-
-  // Splits: enough to fill the GPU when the tiles do not, and always enough to keep a split's k below 2^30 (the
-  // kernel counts k within a split in 32 bits).
-  int64_t wanted = 1;
-  if (tiles < sms && k >= 2 * kMinSplitK)
-    wanted = std::min<int64_t>({(2 * sms + tiles - 1) / tiles, k / kMinSplitK, kMaxSplits});
-  wanted = std::max(wanted, (k + kMaxSplitK - 1) / kMaxSplitK);
-  args.k_chunk = ((k + wanted - 1) / wanted + bk - 1) / bk * bk;
+  args.k_chunk = split_k_chunk(k, tiles, large ? LargeTile::kBK : SmallTile::kBK);
   const int splits = int((k + args.k_chunk - 1) / args.k_chunk);
   if (splits == 1) {
     if (large) launch_simt<LargeTile>(args, transpose_a, transpose_b, tiles, 1);
@@ -397,18 +429,21 @@ void gemm(float* out, const float* a, const float* b, int64_t m, int64_t n, int6
   launch_reduce(args, splits);
 }
 
-const char* gemm_backend() { return "simt"; }
-
-}  // namespace weightnorm::cuda
-
-// --- contract stubs: filled in by the tensor-core work (issue 7) ------------------------------------------------
-namespace weightnorm::cuda {
-namespace {
-GemmPrecision precision_setting = GemmPrecision::kFloat32;
+void gemm(bfloat16* out, const bfloat16* a, const bfloat16* b, int64_t m, int64_t n, int64_t k, bool transpose_a,
+          bool transpose_b, const GemmEpilogueBf16& epilogue) {
+  if (m < 0 || n < 0 || k < 0) throw std::invalid_argument("gemm: negative size");
+  if (m == 0 || n == 0) return;
+  GemmArgsOf<bfloat16> args = make_args(out, a, b, m, n, k, transpose_a, transpose_b, epilogue);
+  if (k == 0) return launch_reduce(args, 0);
+  if (!tensor_cores_available()) throw std::runtime_error("gemm(bfloat16): needs a GPU of compute capability 8.0 or newer");
+  gemm_tensor_cores(args, transpose_a, transpose_b);
 }
+
 void set_gemm_precision(GemmPrecision precision) { precision_setting = precision; }
 GemmPrecision gemm_precision() { return precision_setting; }
-void gemm(bfloat16*, const bfloat16*, const bfloat16*, int64_t, int64_t, int64_t, bool, bool, const GemmEpilogueBf16&) {
-  throw std::runtime_error("cuda::gemm(bfloat16): not implemented yet");
+
+const char* gemm_backend() {
+  return precision_setting == GemmPrecision::kTensorFloat32 && tensor_cores_available() ? "tf32-mma" : "simt";
 }
+
 }  // namespace weightnorm::cuda

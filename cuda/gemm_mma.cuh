@@ -11,9 +11,7 @@ namespace weightnorm::cuda {
 // tile; k advances 128 bytes of each operand per pipeline stage (32 floats or 64 bfloat16).
 constexpr int kMmaTileM = 128, kMmaTileN = 128;
 template <typename T>
-constexpr int mma_tile_k() {
-  return 128 / int(sizeof(T));
-}
+constexpr int kMmaTileK = 128 / int(sizeof(T));
 
 // One launch over `tiles` output tiles (row-major order of kMmaTileM x kMmaTileN tiles) and `splits` k ranges of
 // args.k_chunk each; with args.partial set, each split stores its raw sums there instead of applying the epilogue.

@@ -2,10 +2,13 @@
 //  - GEMM on every CPU path (OpenBLAS when built with it, the blocked kernel with each micro-kernel this CPU runs)
 //    and on CUDA when a GPU is usable, against a float64 reference: many shapes, all four transpose combinations,
 //    every epilogue field alone and all together, beta accumulation; results must not depend on the thread count
-//    (CPU) and must be bitwise identical run to run (CUDA).
+//    (CPU) and must be bitwise identical run to run (CUDA). The same checks for the bfloat16 overloads (CPU and
+//    CUDA) and for CUDA's TF32 tensor-core path, each with its own error bound (GemmTolerance), plus k = 0, k = 3,
+//    misaligned pointers and split-k shapes.
 //  - conv2d forward and backward against a direct float64 convolution, plus a finite-difference spot check.
 //  - max pooling (overlapping windows, ties) and global average pooling.
-// `weightnorm_gemm_test --bench` instead prints GEMM GFLOP/s (1024^3 and 4096^3) for each backend.
+// `weightnorm_gemm_test --bench` instead prints GEMM GFLOP/s (1024^3 and 4096^3) for each backend (on CUDA: SIMT,
+// TF32 and bfloat16 tensor cores).
 // Exit status 0 when every check passes; the last line is "N passed, M failed".
 #include <algorithm>
 #include <chrono>
@@ -66,13 +69,36 @@ struct ErrorReport {
   double worst_ratio = 0.0;
   int64_t bad = 0;
   void add(double got, double want, double magnitude, int64_t terms, int extra = 8) {
-    const double bound = double(terms + extra) * kUnitRoundoff * magnitude + 1e-30;
+    add_bounded(got, want, double(terms + extra) * kUnitRoundoff * magnitude + 1e-30);
+  }
+  void add_bounded(double got, double want, double bound) {
     const double ratio = std::fabs(got - want) / bound;
     if (!(ratio <= 1.0)) ++bad;
     if (!(ratio <= worst_ratio)) worst_ratio = std::isnan(ratio) ? INFINITY : ratio;
   }
   bool ok() const { return bad == 0; }
 };
+
+// How far a GEMM result may land from the float64 reference, as multiples of the element's magnitude (the sum of
+// |terms| of the exact result, epilogue terms included):
+//   float32 (SIMT, CPU): each of the terms + 8 float32 operations rounds to nearest, u = 2^-24 each.
+//   TF32: cvt.rna rounds each operand to a 10-bit significand (relative error <= 2^-11), so a product is off by
+//     at most 2^-10 + 2^-22 < 2^-9 of |a b|; the tensor cores' float32 adders may truncate instead of rounding,
+//     so 2u per operation.
+//   bfloat16: the inputs are bfloat16 values, products are exact in float32, sums as TF32's (2u); out and raw_out
+//     are rounded once to an 8-bit significand: at most 2^-8 of |out|, and |out| <= magnitude (plus the tiny
+//     float32 error).
+struct GemmTolerance {
+  double roundoff_per_operation;
+  double operand_rounding;
+  double output_rounding;
+  double bound(double magnitude, int64_t terms, int extra = 8) const {
+    return (double(terms + extra) * roundoff_per_operation + operand_rounding + output_rounding) * magnitude + 1e-30;
+  }
+};
+constexpr GemmTolerance kFloat32Tolerance{kUnitRoundoff, 0.0, 0.0};
+constexpr GemmTolerance kTf32Tolerance{2 * kUnitRoundoff, 1.0 / 512, 0.0};
+constexpr GemmTolerance kBfloat16Tolerance{2 * kUnitRoundoff, 0.0, 1.0 / 256};
 
 std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 std::string format(const char* fmt, ...) {
@@ -122,7 +148,9 @@ struct GemmProblem {
   std::vector<double> product, product_magnitude;  // float64 op(a) op(b) and sum |a*b| per element
 };
 
-GemmProblem make_problem(GemmShape s, bool ta, bool tb) {
+// bfloat16_inputs: a, b, subtract_matrix and out0 hold bfloat16 values (the reference is then exact for what a
+// bfloat16 GEMM receives).
+GemmProblem make_problem(GemmShape s, bool ta, bool tb, bool bfloat16_inputs = false) {
   GemmProblem p;
   p.shape = s;
   p.transpose_a = ta;
@@ -136,6 +164,9 @@ GemmProblem make_problem(GemmShape s, bool ta, bool tb) {
   p.subtract_coefficient = random_vector(s.m);
   p.subtract_matrix = random_vector(s.m * s.n);
   p.out0 = random_vector(s.m * s.n);
+  if (bfloat16_inputs)
+    for (std::vector<float>* v : {&p.a, &p.b, &p.subtract_matrix, &p.out0})
+      for (float& x : *v) x = weightnorm::bfloat16_to_float(weightnorm::float_to_bfloat16(x));
   p.product.assign(s.m * s.n, 0.0);
   p.product_magnitude.assign(s.m * s.n, 0.0);
   for (int64_t i = 0; i < s.m; ++i)
@@ -184,6 +215,8 @@ struct GemmBackend {
   std::string name;
   GemmFn run;
   bool check_thread_independence;  // the blocked CPU kernel: same bits with one thread as with all
+  GemmTolerance tolerance;
+  bool bfloat16_inputs;  // a bfloat16 GEMM: the problem's inputs are bfloat16 values
 };
 
 cpu::GemmEpilogue host_epilogue(const GemmProblem& p, const EpilogueCase& e) {
@@ -209,12 +242,13 @@ void check_gemm_backend(const GemmBackend& backend, const std::vector<GemmShape>
   std::vector<double> want, magnitude;
   for (const GemmShape& s : shapes) {
     for (int t = 0; t < 4; ++t) {
-      const GemmProblem p = make_problem(s, t & 1, t & 2);
+      const GemmProblem p = make_problem(s, t & 1, t & 2, backend.bfloat16_inputs);
       for (const EpilogueCase& e : kEpilogueCases) {
         reference_epilogue(p, e, want, magnitude);
         const std::vector<float> got = run_gemm(backend, p, e);
         ErrorReport report;
-        for (size_t x = 0; x < got.size(); ++x) report.add(got[x], want[x], magnitude[x], s.k);
+        for (size_t x = 0; x < got.size(); ++x)
+          report.add_bounded(got[x], want[x], backend.tolerance.bound(magnitude[x], s.k));
         expect(report.ok(), format("gemm %-16s %4ldx%4ldx%4ld %c%c %-16s worst %.3f of bound", backend.name.c_str(),
                                    long(s.m), long(s.n), long(s.k), p.transpose_a ? 'T' : 'N',
                                    p.transpose_b ? 'T' : 'N', e.name, report.worst_ratio));
@@ -227,7 +261,8 @@ void check_gemm_backend(const GemmBackend& backend, const std::vector<GemmShape>
         ep.raw_out = raw.data();
         backend.run(out.data(), p.a.data(), p.b.data(), p, ep);
         ErrorReport report;
-        for (size_t x = 0; x < raw.size(); ++x) report.add(raw[x], want[x], magnitude[x], s.k);
+        for (size_t x = 0; x < raw.size(); ++x)
+          report.add_bounded(raw[x], want[x], backend.tolerance.bound(magnitude[x], s.k));
         expect(report.ok(), format("gemm %-16s %4ldx%4ldx%4ld %c%c raw_out          worst %.3f of bound",
                                    backend.name.c_str(), long(s.m), long(s.n), long(s.k), p.transpose_a ? 'T' : 'N',
                                    p.transpose_b ? 'T' : 'N', report.worst_ratio));
@@ -253,6 +288,49 @@ void check_gemm_backend(const GemmBackend& backend, const std::vector<GemmShape>
 GemmFn cpu_gemm() {
   return [](float* out, const float* a, const float* b, const GemmProblem& p, const cpu::GemmEpilogue& ep) {
     cpu::gemm(out, a, b, p.shape.m, p.shape.n, p.shape.k, p.transpose_a, p.transpose_b, ep);
+  };
+}
+
+// bfloat16 copies of float vectors (exact for the bfloat16 values of a bfloat16 problem; NaN stays NaN) and back.
+using weightnorm::bfloat16;
+std::vector<bfloat16> to_bfloat16(const float* x, int64_t count) {
+  std::vector<bfloat16> v(count);
+  for (int64_t i = 0; i < count; ++i) v[i] = weightnorm::float_to_bfloat16(x[i]);
+  return v;
+}
+void widen(float* out, const std::vector<bfloat16>& x) {
+  for (size_t i = 0; i < x.size(); ++i) out[i] = weightnorm::bfloat16_to_float(x[i]);
+}
+constexpr bfloat16 kBfloat16NaN{0x7fc0};
+
+// The float32 vectors and beta of a host epilogue, into either backend's epilogue type.
+template <typename Epilogue>
+Epilogue epilogue_vectors(const cpu::GemmEpilogue& ep) {
+  Epilogue e;
+  e.row_scale = ep.row_scale;
+  e.column_scale = ep.column_scale;
+  e.row_bias = ep.row_bias;
+  e.column_bias = ep.column_bias;
+  e.subtract_coefficient = ep.subtract_coefficient;
+  e.beta = ep.beta;
+  return e;
+}
+
+// The bfloat16 overload behind the float interface of the checks: inputs go in as bfloat16, results come back
+// widened (exactly) to float.
+GemmFn cpu_gemm_bfloat16() {
+  return [](float* out, const float* a, const float* b, const GemmProblem& p, const cpu::GemmEpilogue& ep) {
+    const int64_t m = p.shape.m, n = p.shape.n, k = p.shape.k;
+    const std::vector<bfloat16> a16 = to_bfloat16(a, m * k), b16 = to_bfloat16(b, k * n);
+    std::vector<bfloat16> out16 = to_bfloat16(out, m * n), raw16(ep.raw_out ? m * n : 0, kBfloat16NaN);
+    const std::vector<bfloat16> subtract16 =
+        ep.subtract_matrix ? to_bfloat16(ep.subtract_matrix, m * n) : std::vector<bfloat16>();
+    cpu::GemmEpilogueBf16 e = epilogue_vectors<cpu::GemmEpilogueBf16>(ep);
+    e.subtract_matrix = ep.subtract_matrix ? subtract16.data() : nullptr;
+    e.raw_out = ep.raw_out ? raw16.data() : nullptr;
+    cpu::gemm(out16.data(), a16.data(), b16.data(), m, n, k, p.transpose_a, p.transpose_b, e);
+    widen(out, out16);
+    if (ep.raw_out) widen(ep.raw_out, raw16);
   };
 }
 
@@ -525,31 +603,33 @@ void check_avg_pool_backend(const std::string& name, const AvgPoolFn& pool) {
 #ifdef WEIGHTNORM_WITH_CUDA
 namespace cu = weightnorm::cuda;
 
-class DeviceBuffer {
+template <typename T>
+class DeviceBufferOf {
  public:
-  explicit DeviceBuffer(size_t count, size_t offset = 0)
-      : bytes_((count + offset) * sizeof(float)), base_(static_cast<float*>(cu::allocate(std::max<size_t>(bytes_, 4)))),
+  explicit DeviceBufferOf(size_t count, size_t offset = 0)
+      : bytes_((count + offset) * sizeof(T)), base_(static_cast<T*>(cu::allocate(std::max<size_t>(bytes_, 4)))),
         data_(base_ + offset), count_(count) {}
-  DeviceBuffer(const std::vector<float>& host, size_t offset = 0) : DeviceBuffer(host.size(), offset) {
-    if (!host.empty()) cu::copy_to_device(data_, host.data(), host.size() * sizeof(float));
+  DeviceBufferOf(const std::vector<T>& host, size_t offset = 0) : DeviceBufferOf(host.size(), offset) {
+    if (!host.empty()) cu::copy_to_device(data_, host.data(), host.size() * sizeof(T));
   }
-  ~DeviceBuffer() { cu::release(base_, std::max<size_t>(bytes_, 4)); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  float* get() const { return data_; }
-  std::vector<float> host() const {
-    std::vector<float> v(count_);
-    if (count_) cu::copy_to_host(v.data(), data_, count_ * sizeof(float));
+  ~DeviceBufferOf() { cu::release(base_, std::max<size_t>(bytes_, 4)); }
+  DeviceBufferOf(const DeviceBufferOf&) = delete;
+  DeviceBufferOf& operator=(const DeviceBufferOf&) = delete;
+  T* get() const { return data_; }
+  std::vector<T> host() const {
+    std::vector<T> v(count_);
+    if (count_) cu::copy_to_host(v.data(), data_, count_ * sizeof(T));
     return v;
   }
-  void copy_to(std::vector<float>& v) const { v = host(); }
+  void copy_to(std::vector<T>& v) const { v = host(); }
 
  private:
   size_t bytes_;
-  float* base_;
-  float* data_;
+  T* base_;
+  T* data_;
   size_t count_;
 };
+using DeviceBuffer = DeviceBufferOf<float>;
 
 // offset: every buffer starts that many floats past a 256-byte boundary (1 defeats the 16-byte vector loads).
 GemmFn cuda_gemm(size_t offset) {
@@ -582,6 +662,38 @@ GemmFn cuda_gemm(size_t offset) {
   };
 }
 
+// The bfloat16 overload on the device. offset (in elements) 1 breaks every alignment the kernels exploit (16-byte
+// copies, 2-element stores); 2 keeps 4-byte alignment only.
+GemmFn cuda_gemm_bfloat16(size_t offset) {
+  return [offset](float* out, const float* a, const float* b, const GemmProblem& p, const cpu::GemmEpilogue& ep) {
+    const int64_t m = p.shape.m, n = p.shape.n, k = p.shape.k;
+    DeviceBufferOf<bfloat16> da(to_bfloat16(a, m * k), offset), db(to_bfloat16(b, k * n), offset),
+        dout(to_bfloat16(out, m * n), offset);
+    auto copy = [&](const float* host, int64_t count) {
+      return host ? std::make_unique<DeviceBuffer>(std::vector<float>(host, host + count), offset) : nullptr;
+    };
+    auto rs = copy(ep.row_scale, m), cs = copy(ep.column_scale, n), rb = copy(ep.row_bias, m),
+         cb = copy(ep.column_bias, n), sc = copy(ep.subtract_coefficient, m);
+    auto sm = ep.subtract_matrix
+                  ? std::make_unique<DeviceBufferOf<bfloat16>>(to_bfloat16(ep.subtract_matrix, m * n), offset)
+                  : nullptr;
+    auto raw = ep.raw_out
+                   ? std::make_unique<DeviceBufferOf<bfloat16>>(std::vector<bfloat16>(m * n, kBfloat16NaN), offset)
+                   : nullptr;
+    cu::GemmEpilogueBf16 d = epilogue_vectors<cu::GemmEpilogueBf16>(ep);
+    d.row_scale = rs ? rs->get() : nullptr;
+    d.column_scale = cs ? cs->get() : nullptr;
+    d.row_bias = rb ? rb->get() : nullptr;
+    d.column_bias = cb ? cb->get() : nullptr;
+    d.subtract_coefficient = sc ? sc->get() : nullptr;
+    d.subtract_matrix = sm ? sm->get() : nullptr;
+    d.raw_out = raw ? raw->get() : nullptr;
+    cu::gemm(dout.get(), da.get(), db.get(), m, n, k, p.transpose_a, p.transpose_b, d);
+    widen(out, dout.host());
+    if (raw) widen(ep.raw_out, raw->host());
+  };
+}
+
 ConvOutputs cuda_conv(const cpu::Conv2dGeometry& g, const ConvData& d, bool bias) {
   const cu::Conv2dGeometry cg{g.batch,         g.in_channels,  g.in_height, g.in_width, g.out_channels,
                               g.kernel_height, g.kernel_width, g.stride,    g.padding};
@@ -595,12 +707,24 @@ ConvOutputs cuda_conv(const cpu::Conv2dGeometry& g, const ConvData& d, bool bias
 }
 
 void check_cuda_determinism() {
-  // GEMM and conv backward twice: bitwise equal (no atomics anywhere).
-  const GemmProblem p = make_problem({300, 257, 129}, true, false);
-  const GemmBackend backend{"cuda", cuda_gemm(0), false};
-  const std::vector<float> first = run_gemm(backend, p, kEpilogueCases[8]);
-  const std::vector<float> second = run_gemm(backend, p, kEpilogueCases[8]);
-  expect(first == second, "gemm cuda: two runs give the same bits");
+  // GEMM (SIMT, TF32, bfloat16; one plain shape and one split-k shape) and conv backward twice: bitwise equal (no
+  // atomics anywhere).
+  for (const cu::GemmPrecision precision : {cu::GemmPrecision::kFloat32, cu::GemmPrecision::kTensorFloat32}) {
+    cu::set_gemm_precision(precision);
+    for (const GemmShape shape : {GemmShape{300, 257, 129}, GemmShape{64, 96, 5000}}) {
+      for (const bool bfloat16_gemm : {false, true}) {
+        const GemmProblem p = make_problem(shape, true, false, bfloat16_gemm);
+        const GemmBackend backend{"cuda", bfloat16_gemm ? cuda_gemm_bfloat16(0) : cuda_gemm(0), false,
+                                  kFloat32Tolerance, bfloat16_gemm};
+        const std::vector<float> first = run_gemm(backend, p, kEpilogueCases[8]);
+        const std::vector<float> second = run_gemm(backend, p, kEpilogueCases[8]);
+        expect(std::memcmp(first.data(), second.data(), first.size() * sizeof(float)) == 0,
+               format("gemm cuda %s %ldx%ldx%ld: two runs give the same bits",
+                      bfloat16_gemm ? "bfloat16" : cu::gemm_backend(), long(shape.m), long(shape.n), long(shape.k)));
+      }
+    }
+  }
+  cu::set_gemm_precision(cu::GemmPrecision::kFloat32);
   const cpu::Conv2dGeometry g{4, 8, 12, 12, 6, 3, 3, 2, 1};
   ConvData d{random_vector(g.batch * g.in_channels * g.in_height * g.in_width),
              random_vector(g.out_channels * g.in_channels * 9), random_vector(g.out_channels),
@@ -656,6 +780,22 @@ void bench(const std::vector<int64_t>& sizes) {
         std::printf("  %5ld^3  cuda %-15s %8.1f GFLOP/s  (%.3f ms)\n", long(s), ta ? "simt (a^T)" : "simt",
                     flops / best / 1e9, best * 1e3);
       }
+      if (cu::device_status().compute_major >= 8) {
+        DeviceBuffer da(a), db(b), dc(c);
+        cu::set_gemm_precision(cu::GemmPrecision::kTensorFloat32);
+        const std::vector<double> tf32_ms = cu::time_on_stream(
+            [&](int) { cu::gemm(dc.get(), da.get(), db.get(), s, s, s, false, false, {}); }, 2, 10);
+        cu::set_gemm_precision(cu::GemmPrecision::kFloat32);
+        DeviceBufferOf<bfloat16> ha(to_bfloat16(a.data(), s * s)), hb(to_bfloat16(b.data(), s * s)),
+            hc(to_bfloat16(c.data(), s * s));
+        const std::vector<double> bf16_ms = cu::time_on_stream(
+            [&](int) { cu::gemm(hc.get(), ha.get(), hb.get(), s, s, s, false, false, {}); }, 2, 10);
+        for (const auto& [label, ms] : {std::make_pair("tf32-mma", tf32_ms), std::make_pair("bf16-mma", bf16_ms)}) {
+          const double best = *std::min_element(ms.begin(), ms.end()) / 1e3;
+          std::printf("  %5ld^3  cuda %-15s %8.1f GFLOP/s  (%.3f ms)\n", long(s), label, flops / best / 1e9,
+                      best * 1e3);
+        }
+      }
     }
 #endif
   }
@@ -668,7 +808,7 @@ void check_cpu() {
               cpu::gemm_blocked_isa(), cpu::num_threads());
   if (std::string(cpu::gemm_backend()) == "openblas") {
     // OpenBLAS is deterministic for a given thread count only (it may split k differently).
-    check_gemm_backend({"cpu/openblas", cpu_gemm(), false}, kGemmShapes);
+    check_gemm_backend({"cpu/openblas", cpu_gemm(), false, kFloat32Tolerance, false}, kGemmShapes);
   } else {
     std::printf("OpenBLAS not built in: only the blocked kernel is checked\n");
   }
@@ -679,9 +819,18 @@ void check_cpu() {
       std::printf("blocked micro-kernel %s: not supported on this CPU, skipped\n", isa);
       continue;
     }
-    check_gemm_backend({std::string("cpu/blocked/") + isa, cpu_gemm(), true}, kGemmShapes);
+    check_gemm_backend({std::string("cpu/blocked/") + isa, cpu_gemm(), true, kFloat32Tolerance, false}, kGemmShapes);
   }
   cpu::set_gemm_blocked_isa(nullptr);
+  cpu::set_gemm_prefer_blas(true);
+
+  // bfloat16 on the default float32 path, plus k = 0 and k = 3.
+  std::vector<GemmShape> bfloat16_shapes = kGemmShapes;
+  bfloat16_shapes.push_back({20, 30, 0});
+  bfloat16_shapes.push_back({33, 17, 3});
+  check_gemm_backend({std::string("cpu/bf16/") + cpu::gemm_backend(), cpu_gemm_bfloat16(), false,
+                      kBfloat16Tolerance, true},
+                     bfloat16_shapes);
 
   // Conv and pooling on the CPU, with the default GEMM and with the blocked one.
   for (const bool blas : {true, false}) {
@@ -738,9 +887,31 @@ int main(int argc, char** argv) {
     shapes.push_back({7, 13, 3001});      // split-k, scalar loads
     shapes.push_back({1537, 1539, 33});   // the 128x128 tile, ragged edges
     shapes.push_back({1536, 1536, 40});   // the 128x128 tile, vector loads
-    check_gemm_backend({"cuda", cuda_gemm(0), false}, shapes);
-    check_gemm_backend({"cuda/misaligned", cuda_gemm(1), false},
-                       {{16, 16, 16}, {128, 128, 8}, {256, 192, 64}, {33, 65, 17}, {1536, 1536, 24}});
+    shapes.push_back({20, 30, 0});        // k = 0: the epilogue of a zero product
+    shapes.push_back({33, 17, 3});        // k shorter than one 16-byte chunk
+    const std::vector<GemmShape> misaligned_shapes = {
+        {16, 16, 16}, {128, 128, 8}, {256, 192, 64}, {33, 65, 17}, {1536, 1536, 24}, {130, 600, 520}};
+    check_gemm_backend({"cuda", cuda_gemm(0), false, kFloat32Tolerance, false}, shapes);
+    check_gemm_backend({"cuda/misaligned", cuda_gemm(1), false, kFloat32Tolerance, false}, misaligned_shapes);
+
+    cu::set_gemm_precision(cu::GemmPrecision::kTensorFloat32);
+    const bool tf32 = std::string(cu::gemm_backend()) == "tf32-mma";
+    expect(tf32 == (status.compute_major >= 8),
+           format("set_gemm_precision(kTensorFloat32) on sm_%d%d selects %s", status.compute_major,
+                  status.compute_minor, cu::gemm_backend()));
+    if (tf32) {
+      check_gemm_backend({"cuda/tf32", cuda_gemm(0), false, kTf32Tolerance, false}, shapes);
+      check_gemm_backend({"cuda/tf32/misaligned", cuda_gemm(1), false, kTf32Tolerance, false}, misaligned_shapes);
+    }
+    cu::set_gemm_precision(cu::GemmPrecision::kFloat32);
+    expect(std::string(cu::gemm_backend()) == "simt", "set_gemm_precision(kFloat32) selects simt");
+    if (status.compute_major >= 8) {
+      check_gemm_backend({"cuda/bf16", cuda_gemm_bfloat16(0), false, kBfloat16Tolerance, true}, shapes);
+      check_gemm_backend({"cuda/bf16/misaligned", cuda_gemm_bfloat16(1), false, kBfloat16Tolerance, true},
+                         misaligned_shapes);
+      check_gemm_backend({"cuda/bf16/4-byte", cuda_gemm_bfloat16(2), false, kBfloat16Tolerance, true},
+                         {{33, 65, 17}, {256, 192, 64}, {64, 96, 5000}});
+    }
     check_cuda_determinism();
     check_conv_backend("cuda", cuda_conv);
     check_pool_backend("cuda", [](std::vector<float>& y, std::vector<float>& dx, const PoolCase& c,

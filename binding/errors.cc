@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "tensor.h"
 #include "weightnorm/errors.h"
 
 namespace weightnorm::binding {
@@ -14,8 +15,11 @@ void throw_type_error(Napi::Env env, const std::string& message) { throw Napi::T
 void throw_range_error(Napi::Env env, const std::string& message) { throw Napi::RangeError::New(env, message); }
 
 Napi::Value guarded(Napi::Env env, const std::function<Napi::Value()>& body) {
+  OutputScope outputs;  // declared before the try: a failed op's outputs are freed however it fails
   try {
-    return body();
+    Napi::Value result = body();
+    outputs.commit();
+    return result;
   } catch (const Napi::Error&) {
     throw;
   } catch (const OutOfMemoryError& error) {

@@ -11,8 +11,9 @@ namespace weightnorm::binding {
 [[noreturn]] void throw_type_error(Napi::Env env, const std::string& message);
 [[noreturn]] void throw_range_error(Napi::Env env, const std::string& message);
 
-// Runs body(); a weightnorm::DeviceError, OutOfMemoryError, std::bad_alloc or other std::exception becomes a JS
-// Error (code ERR_WEIGHTNORM_CUDA, with `sticky`), RangeError (with requestedBytes/freeBytes), RangeError, or Error.
+// Runs body(); the tensors it creates are disposed at once if it throws (see OutputScope). A weightnorm::DeviceError,
+// OutOfMemoryError, std::bad_alloc or other std::exception becomes a JS Error (code ERR_WEIGHTNORM_CUDA, with
+// `sticky`), RangeError (with requestedBytes/freeBytes), RangeError, or Error.
 Napi::Value guarded(Napi::Env env, const std::function<Napi::Value()>& body);
 
 }  // namespace weightnorm::binding

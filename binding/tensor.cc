@@ -59,6 +59,29 @@ void widen_to_float(float* out, const void* elements, DType dtype, size_t count)
 
 }  // namespace
 
+namespace {
+// One op runs at a time per thread (the JS thread); nested guarded() calls nest scopes.
+thread_local OutputScope* active_scope = nullptr;
+}  // namespace
+
+OutputScope::OutputScope() : enclosing_(active_scope) { active_scope = this; }
+
+OutputScope::~OutputScope() {
+  active_scope = enclosing_;
+  if (committed_) return;
+  // The JS objects stay alive until the garbage collector finds them; only their memory goes now.
+  for (TensorWrap* wrap : created_) wrap->release_storage();
+}
+
+void OutputScope::commit() {
+  committed_ = true;
+  if (enclosing_) enclosing_->created_.insert(enclosing_->created_.end(), created_.begin(), created_.end());
+}
+
+void OutputScope::record(TensorWrap* created) {
+  if (active_scope) active_scope->created_.push_back(created);
+}
+
 const char* dtype_name(DType dtype) { return dtype == DType::kFloat32 ? "float32" : "bfloat16"; }
 
 size_t dtype_size(DType dtype) { return dtype == DType::kFloat32 ? sizeof(float) : sizeof(bfloat16); }
@@ -103,6 +126,7 @@ Napi::Object TensorWrap::Create(Napi::Env env, std::shared_ptr<Storage> storage,
   wrap->storage_ = std::move(storage);
   wrap->shape_ = std::move(shape);
   wrap->dtype_ = dtype;
+  OutputScope::record(wrap);
   return object;
 }
 

@@ -37,6 +37,9 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
 
   explicit TensorWrap(const Napi::CallbackInfo& info);
 
+  // Frees the memory now, as dispose() does from JS.
+  void release_storage() { storage_.reset(); }
+
   const std::vector<int64_t>& shape() const { return shape_; }
   int64_t numel() const;
   Device device() const { return storage_->device(); }
@@ -58,6 +61,25 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   std::shared_ptr<Storage> storage_;  // null once disposed
   std::vector<int64_t> shape_;
   DType dtype_ = DType::kFloat32;
+};
+
+// The tensors an op creates while it runs (every TensorWrap::Create inside it is recorded). If the op fails, the
+// scope's destructor disposes them at once: without it their memory, GPU memory included, would wait for the JS
+// garbage collector although no JS code can ever reach them. guarded() opens one per op; an op that succeeds
+// commits, handing its tensors to the enclosing scope if there is one.
+class OutputScope {
+ public:
+  OutputScope();
+  ~OutputScope();
+  OutputScope(const OutputScope&) = delete;
+  OutputScope& operator=(const OutputScope&) = delete;
+  void commit();
+  static void record(TensorWrap* created);
+
+ private:
+  std::vector<TensorWrap*> created_;
+  OutputScope* enclosing_;
+  bool committed_ = false;
 };
 
 // A new tensor handle with fresh (uninitialized) storage.

@@ -10,7 +10,7 @@
 // moves the result by ~1/k of its scale, far above these bounds.
 import { afterEach, describe, expect, it } from 'vitest';
 
-import { backend, matmulPrecision, ops, randn, setMatmulPrecision, type Device, type Tensor, tensor, zeros } from '../ts/index.js';
+import { backend, matmulPrecision, ops, optim, randn, setMatmulPrecision, type Device, type Tensor, tensor, zeros } from '../ts/index.js';
 import { relu } from '../ts/functional.js';
 import { normals, reproduce, runSeed, shapeName } from './helpers.js';
 import { roundAllToBfloat16, roundToBfloat16 } from './reference/bfloat16.js';
@@ -232,5 +232,9 @@ describe('bfloat16 argument errors', () => {
     expect(() => v.cast('float16' as never)).toThrow(/tensor\.cast: dtype: expected 'float32' or 'bfloat16'/);
     expect(() => randn([2], { dtype: 'int8' as never })).toThrow(/randn: options\.dtype/);
     expect(() => setMatmulPrecision('medium' as never)).toThrow(/setMatmulPrecision: precision/);
+    const parameter = keep(randn([2], { dtype: 'bfloat16' }));
+    parameter.requiresGrad = true;
+    expect(() => new optim.SGD([parameter], { lr: 0.1 })).toThrow(/params\[0\]: expected a float32 tensor/);
+    expect(() => new optim.Adam([parameter])).toThrow(/params\[0\]: expected a float32 tensor/);
   });
 });

@@ -243,6 +243,23 @@ describe('host out of memory', () => {
   });
 });
 
+describe('an op that fails after allocating its output', () => {
+  it('frees the output at once (not at garbage collection): conv2d whose im2col scratch cannot be allocated', () => {
+    // x [1,1,1,1], w [1,1,K,K] with padding K−1: y is K² floats (64 MiB for K = 4096) and is allocated first; the
+    // scratch would hold K⁴ = 2^48 floats, so the op fails after y exists. Nothing may stay counted.
+    const K = 4096;
+    const x = zeros([1, 1, 1, 1]);
+    const w = zeros([1, 1, K, K]);
+    const before = memory().cpu;
+    const error = thrownBy(() => F.conv2d(x, w, null, { padding: K - 1 }));
+    expect(error).toBeInstanceOf(RangeError);
+    expect(error!.code).toBe('ERR_WEIGHTNORM_OUT_OF_MEMORY');
+    expect(memory().cpu).toEqual(before);
+    x.dispose();
+    w.dispose();
+  });
+});
+
 // ---------------------------------------------------------------------------------------------------------------
 
 describe('a non-finite loss stops trainStep before it updates anything', () => {

@@ -13,6 +13,7 @@ function checkParams(where: string, params: unknown): Tensor[] {
   params.forEach((p, i) => {
     if (!(p instanceof Tensor)) throw typeError(`${where}: params[${i}]`, 'a Tensor', p);
     if (!p.requiresGrad) throw typeError(`${where}: params[${i}]`, 'a tensor with requiresGrad (a module parameter)', p);
+    if (p.dtype !== 'float32') throw typeError(`${where}: params[${i}]`, 'a float32 tensor (optimizers update float32 parameters)', p);
   });
   return [...new Set(params as Tensor[])];
 }

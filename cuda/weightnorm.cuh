@@ -8,17 +8,20 @@
 
 namespace weightnorm::cuda {
 
-// Fused forward: norm[k] = max(||v_k||, eps), w = v * (g[k] / norm[k]).
+// Fused forward: norm[k] = max(||v_k||, eps), w = v * (g[k] / norm[k]). Saves norm for the backward. Bitwise
+// deterministic run to run; the routes (cluster rows on sm_90, rows, short columns, split) are described in
+// weightnorm.cu.
 void weightnorm_forward(float* w, float* norm, const float* v, const float* g, const ChannelLayout& layout,
                         float eps);
 // Fused backward: dg[k] = <dw_k, v_k> / norm[k]; dv = (g/norm) dw - (g dg / norm^2) v (second term 0 where the
-// eps floor was active).
+// eps floor was active). norm is the forward's; the same routes as the forward.
 void weightnorm_backward(float* dv, float* dg, const float* dw, const float* v, const float* g, const float* norm,
                          const ChannelLayout& layout, float eps);
 
 // bfloat16 storage for the per-element tensors (v, w, dw, dv); g, norm and dg stay float32, and every sum, norm
 // and coefficient is computed in float32 from the widened values. Same semantics as the float32 overloads; each
-// output element is the float32 result rounded once to bfloat16.
+// output element is the float32 result rounded once to bfloat16. 16-byte loads of 8 values where rows (or the whole
+// tensor, for outer > 1) are whole 8-value items and 16-byte aligned, else one value at a time.
 void weightnorm_forward(bfloat16* w, float* norm, const bfloat16* v, const float* g, const ChannelLayout& layout,
                         float eps);
 void weightnorm_backward(bfloat16* dv, float* dg, const bfloat16* dw, const bfloat16* v, const float* g,

@@ -261,9 +261,33 @@ def wall_times(step, warmup, repeats):
     return times
 
 
+def has_fp32_precision(backend):
+    """Whether this torch has the fp32_precision setting (2.9+); older ones assert on unknown attributes."""
+    try:
+        getattr(backend, "fp32_precision")
+        return True
+    except Exception:
+        return False
+
+
 def set_tf32(enabled):
-    if hasattr(torch.backends, "cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = enabled
+    """cuBLAS float32 matmuls on the tensor cores (TF32) or in full float32: torch >= 2.9's fp32_precision setting
+    where it exists (the old allow_tf32 is deprecated there), else allow_tf32."""
+    matmul = torch.backends.cuda.matmul
+    if has_fp32_precision(matmul):
+        matmul.fp32_precision = "tf32" if enabled else "ieee"
+    else:
+        matmul.allow_tf32 = enabled
+
+
+def full_float32_convolutions():
+    """cuDNN convolutions in full float32 (torch's default lets them use TF32): ours are float32, so the MNIST step
+    compares the same arithmetic."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and has_fp32_precision(conv):
+        conv.fp32_precision = "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = False
 
 
 def weight_norm_module(module):
@@ -344,8 +368,9 @@ class Task:
                 synchronize()
                 del out
                 self.steps[precision] = lambda a=a, b=b: torch.mm(a, b)
-                self.calls[precision] = expression + (f", {dtype}" + (", allow_tf32=True" if precision == "tf32" else
-                                                                      ", allow_tf32=False" if dtype == torch.float32 else ""))
+                self.calls[precision] = expression + f", {dtype}" + (
+                    ", TF32 on (matmul fp32_precision 'tf32' / allow_tf32 True)" if precision == "tf32" else
+                    ", TF32 off (matmul fp32_precision 'ieee' / allow_tf32 False)" if dtype == torch.float32 else "")
             except Exception as error:
                 self.unavailable[precision] = f"{type(error).__name__}: {error}"
             finally:
@@ -384,7 +409,8 @@ class Task:
                 loss.backward()
                 optimizer.step()
             self.steps[name] = step
-        self.calls["plain"] = "the CNN in eager mode, F.cross_entropy, loss.item(), zero_grad, backward, Adam(lr=3e-3).step()"
+        self.calls["plain"] = ("the CNN in eager mode (float32 throughout: cuDNN TF32 off), F.cross_entropy, loss.item(), "
+                               "zero_grad, backward, Adam(lr=3e-3).step()")
         self.calls["wn"] = f"same with {api} on both convs and the linear"
 
     def round(self, warmup, repeats):
@@ -484,6 +510,8 @@ def hello(request):
         if not torch.cuda.is_available():
             return {"ok": False, "error": f"torch {torch.__version__} sees no usable CUDA device"}
         name = torch.cuda.get_device_name(0)
+        set_tf32(False)
+        full_float32_convolutions()
     else:
         name = platform.processor() or platform.machine()
     torch.set_num_threads(int(request["threads"]))

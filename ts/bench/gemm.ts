@@ -4,7 +4,7 @@
 // implemented yet) or computes TF32 on the FP32 path is reported unavailable with the reason.
 import type { Device, NativeTensor } from '../native.js';
 import { native } from '../native.js';
-import { isUnavailable, type Measured, alternate, type RoundPlan, roundToBfloat16 } from './rounds.js';
+import { alternate, isUnavailable, type Measured, type RoundPlan } from './rounds.js';
 import { type GemmPrecision, type GemmSpec, gemmOutputs, timeGemm } from './native-bench.js';
 import type { TorchPeer } from './peer.js';
 import type { Timing } from './measure.js';
@@ -78,15 +78,30 @@ function samplePositions(m: number, n: number, count: number, seed: number): [nu
   return out;
 }
 
-/** Reference entries in float64 from host copies of a and b (laid out as the case says). */
-function referenceEntries(c: GemmCase, a: Float32Array, b: Float32Array, positions: [number, number][]): Float64Array {
+const scratch = new Float32Array(1);
+const scratchBits = new Uint32Array(scratch.buffer);
+
+/** x rounded to bfloat16 (nearest, ties to even; x is finite here), as a bf16 kernel reads it. */
+function bfloat16Value(x: number): number {
+  scratch[0] = x;
+  const word = scratchBits[0]!;
+  scratchBits[0] = ((word + 0x7fff + ((word >>> 16) & 1)) >>> 16) << 16;
+  return scratch[0]!;
+}
+
+/**
+ * Reference entries in float64 from host copies of a and b (laid out as the case says); with `bf16`, from the
+ * operands rounded to bfloat16 (only the sampled rows and columns are rounded).
+ */
+function referenceEntries(c: GemmCase, a: Float32Array, b: Float32Array, positions: [number, number][], bf16: boolean): Float64Array {
   const ref = new Float64Array(positions.length);
+  const read = bf16 ? bfloat16Value : (x: number) => x;
   positions.forEach(([i, j], s) => {
     let sum = 0;
     for (let p = 0; p < c.k; p++) {
       const av = c.transposeA ? a[p * c.m + i]! : a[i * c.k + p]!;
       const bv = c.transposeB ? b[j * c.k + p]! : b[p * c.n + j]!;
-      sum += av * bv;
+      sum += read(av) * read(bv);
     }
     ref[s] = sum;
   });
@@ -133,13 +148,14 @@ export async function runGemmSuite(cases: readonly GemmCase[], peer: TorchPeer |
         try {
           const result = gemmOutputs(spec(precision), [a, b]);
           out = result.out;
-          backends.set(precision, result.backend);
+          // The backend string names the float32 path; the bf16 overload is its own kernel.
+          backends.set(precision, precision === 'bf16' ? 'bf16' : result.backend);
           if (precision === 'tf32' && result.backend === 'simt') {
             unavailable[precision] = "TF32 requested but the GEMM backend is still 'simt' (no tensor-core kernel yet)";
             continue;
           }
-          const [refA, refB] = precision === 'bf16' ? [roundToBfloat16(hostA), roundToBfloat16(hostB)] : [hostA, hostB];
-          const error = sampledError(out.toArray(), c.n, referenceEntries(c, refA, refB, positions), positions);
+          const reference = referenceEntries(c, hostA, hostB, positions, precision === 'bf16');
+          const error = sampledError(out.toArray(), c.n, reference, positions);
           const tolerance = GEMM_TOLERANCE[precision];
           checks.set(precision, { error, tolerance, pass: error <= tolerance, samples: positions.length });
           if (!(error <= tolerance)) unavailable[precision] = `CHECK FAILED: error ${error.toExponential(2)} > ${tolerance}`;

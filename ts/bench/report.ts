@@ -387,13 +387,13 @@ export async function chartSvg(result: BackendResult): Promise<string> {
   return svg;
 }
 
-/** Writes <machine>.json, .md and .svg into `dir`; returns the paths. */
-export async function writeResults(result: BackendResult, dir: string): Promise<string[]> {
+/** Writes <machine>.json, .md and (with `chart`) .svg into `dir`; returns the paths. */
+export async function writeResults(result: BackendResult, dir: string, chart = true): Promise<string[]> {
   mkdirSync(dir, { recursive: true });
   const base = join(dir, result.machine);
   writeFileSync(`${base}.json`, JSON.stringify(result, null, 2) + '\n');
   writeFileSync(`${base}.md`, markdown(result));
-  if (result.cases.length === 0) return [`${base}.json`, `${base}.md`]; // the chart is of the weight-norm cases
+  if (!chart || result.cases.length === 0) return [`${base}.json`, `${base}.md`]; // the chart is of the weight-norm cases
   writeFileSync(`${base}.svg`, await chartSvg(result));
   return [`${base}.json`, `${base}.md`, `${base}.svg`];
 }

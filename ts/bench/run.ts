@@ -494,7 +494,13 @@ function suitePlans(device: Device, quick: boolean): Record<'gemm' | 'linear' | 
     : { gemm: { rounds: 3, warmup: 1, repeats: 5 }, linear: { rounds: 3, warmup: 2, repeats: 10 }, mnist: { rounds: 3, warmup: 3, repeats: 10 } };
 }
 
-async function benchDevice(plan: DevicePlan, options: BenchOptions, threads: number, cases: BenchCase[]): Promise<BackendResult> {
+async function benchDevice(
+  plan: DevicePlan,
+  options: BenchOptions,
+  threads: number,
+  cases: BenchCase[],
+  checkpoint?: (partial: BackendResult) => Promise<unknown>,
+): Promise<BackendResult> {
   const started = Date.now();
   const loadAtStart = loadavg();
   if (plan.device === 'cpu' && loadAtStart[0]! > 0.5) {
@@ -528,41 +534,8 @@ async function benchDevice(plan: DevicePlan, options: BenchOptions, threads: num
   let gemm: GemmRow[] = [];
   let linear: LinearRow[] = [];
   let mnist: MnistRow[] = [];
-  try {
-    for (const c of suites.includes('weightnorm') ? cases : []) {
-      let raw = await measureCase(c, CASES.indexOf(c), plan, peer, peerSkip, schedule, progress);
-      for (let retry = 0; retry < retries && unstableVariants(raw).length > 0; retry++) {
-        progress.log(`${plan.device} ${c.name}: rounds disagree (${unstableVariants(raw).join(', ')}); measuring again`);
-        progress.grow(stepsPerCase(rounds));
-        raw = await measureCase(c, CASES.indexOf(c), plan, peer, peerSkip, schedule, progress, raw);
-      }
-      const result = caseResult(raw);
-      if (!result.check.pass) progress.log(`${plan.device} ${c.name}: CHECK FAILED (see the checks table)`);
-      results.push(result);
-      progress.endCase(); // steps skipped without a peer still count
-    }
-    progress.stop();
-    const plans = suitePlans(plan.device, options.quick);
-    const log = (line: string) => process.stderr.write(`  ${line}\n`);
-    const pick = <T extends { quick: boolean }>(list: readonly T[]) => list.filter((c) => !options.quick || c.quick);
-    if (suites.includes('gemm')) {
-      process.stderr.write(`${plan.device}: GEMM vs torch\n`);
-      gemm = await runGemmSuite(pick(GEMM_CASES), peer, { device: plan.device, plan: plans.gemm, seed: 70_000, log });
-    }
-    if (suites.includes('linear')) {
-      process.stderr.write(`${plan.device}: weight-normalized Linear vs plain Linear\n`);
-      linear = await runLinearSuite(pick(LINEAR_CASES), peer, { device: plan.device, plan: plans.linear, seed: 71_000, log });
-    }
-    if (suites.includes('mnist')) {
-      process.stderr.write(`${plan.device}: MNIST CNN training step vs torch\n`);
-      mnist = await runMnistSuite(MNIST_BATCHES, peer, { device: plan.device, plan: plans.mnist, seed: 72_000, log });
-    }
-  } finally {
-    progress.stop();
-    peer?.close();
-  }
-
-  return {
+  // The result as measured so far (the suites not run yet read as 'not measured').
+  const assemble = (): BackendResult => ({
     machine: plan.machine,
     device: plan.device,
     deviceName: plan.deviceName,
@@ -586,7 +559,47 @@ async function benchDevice(plan: DevicePlan, options: BenchOptions, threads: num
     issue7: evaluateIssue7(plan.device, suites, gemm, linear, mnist),
     durationSeconds: (Date.now() - started) / 1000,
     loadAverage: { start: loadAtStart, end: loadavg() },
-  };
+  });
+  try {
+    for (const c of suites.includes('weightnorm') ? cases : []) {
+      let raw = await measureCase(c, CASES.indexOf(c), plan, peer, peerSkip, schedule, progress);
+      for (let retry = 0; retry < retries && unstableVariants(raw).length > 0; retry++) {
+        progress.log(`${plan.device} ${c.name}: rounds disagree (${unstableVariants(raw).join(', ')}); measuring again`);
+        progress.grow(stepsPerCase(rounds));
+        raw = await measureCase(c, CASES.indexOf(c), plan, peer, peerSkip, schedule, progress, raw);
+      }
+      const result = caseResult(raw);
+      if (!result.check.pass) progress.log(`${plan.device} ${c.name}: CHECK FAILED (see the checks table)`);
+      results.push(result);
+      progress.endCase(); // steps skipped without a peer still count
+    }
+    progress.stop();
+    // What is measured so far is written after each suite: a later suite that runs out of time (or a new kernel
+    // that crashes the process) does not lose the earlier ones.
+    await checkpoint?.(assemble());
+    const plans = suitePlans(plan.device, options.quick);
+    const log = (line: string) => process.stderr.write(`  ${line}\n`);
+    const pick = <T extends { quick: boolean }>(list: readonly T[]) => list.filter((c) => !options.quick || c.quick);
+    if (suites.includes('gemm')) {
+      process.stderr.write(`${plan.device}: GEMM vs torch\n`);
+      gemm = await runGemmSuite(pick(GEMM_CASES), peer, { device: plan.device, plan: plans.gemm, seed: 70_000, log });
+      await checkpoint?.(assemble());
+    }
+    if (suites.includes('linear')) {
+      process.stderr.write(`${plan.device}: weight-normalized Linear vs plain Linear\n`);
+      linear = await runLinearSuite(pick(LINEAR_CASES), peer, { device: plan.device, plan: plans.linear, seed: 71_000, log });
+      await checkpoint?.(assemble());
+    }
+    if (suites.includes('mnist')) {
+      process.stderr.write(`${plan.device}: MNIST CNN training step vs torch\n`);
+      mnist = await runMnistSuite(MNIST_BATCHES, peer, { device: plan.device, plan: plans.mnist, seed: 72_000, log });
+    }
+  } finally {
+    progress.stop();
+    peer?.close();
+  }
+
+  return assemble();
 }
 
 /** Runs the benchmark; resolves to the process exit code (1 when a kernel failed its check or a device is missing). */
@@ -609,7 +622,7 @@ export async function runBench(options: BenchOptions): Promise<number> {
       if (options.device !== 'all') exitCode = 1; // asked for explicitly and not there
       continue;
     }
-    const result = await benchDevice(plan, options, threads, cases);
+    const result = await benchDevice(plan, options, threads, cases, (partial) => writeResults(partial, outDir, false));
     process.stdout.write(`\n${terminalTable(result)}\n\n${summaryText(result)}\n`);
     const files = await writeResults(result, outDir);
     process.stdout.write(`Wrote ${files.join(', ')}\n`);

@@ -6,10 +6,12 @@
 #   tsc        the TypeScript build
 #   kernel     build/weightnorm_kernel_test (every CUDA kernel against the float64 reference, bitwise determinism)
 #   vitest     the test suite (its CUDA cases run when a GPU is usable)
-#   bench-cuda the full benchmark on cuda with the PyTorch peer
+#   bench-cuda the full benchmark on cuda with the PyTorch peer: weight norm (float32 and bfloat16), and issue 7's
+#              side-by-side suites: GEMM FP32/TF32/bf16 vs cuBLAS, weight-normalized Linear vs plain, MNIST CNN step
+#              (the JSON/Markdown are rewritten after each suite, so a timeout keeps what was measured)
 #   memcheck   the kernel test under compute-sanitizer --tool memcheck
 #   racecheck  the kernel test under compute-sanitizer --tool racecheck
-#   bench-cpu  the quick benchmark on the CPU, if time is left
+#   bench-cpu  the quick weight-norm benchmark on the CPU, if time is left
 # Each step logs to OUT/<step>.log and records its exit status in OUT/<step>.status; the summary comes last.
 # Without a GPU the GPU steps are reported as SKIP with the reason and the script still exits 0 when the rest pass.
 set -u
@@ -169,7 +171,7 @@ if [ $HAVE_GPU -eq 1 ] && command -v compute-sanitizer >/dev/null; then
   [ -x build/weightnorm_ops_test ] && step memcheck-ops 60 compute-sanitizer --tool memcheck --error-exitcode 1 build/weightnorm_ops_test
 fi
 if [ "$(remaining)" -gt 75 ]; then
-  step bench-cpu 90 node dist/cli.js bench --device cpu --quick --out "$BENCH_DIR"
+  step bench-cpu 90 node dist/cli.js bench --device cpu --quick --suites weightnorm --out "$BENCH_DIR"
 else
   record bench-cpu SKIP "out of time"
 fi
@@ -184,19 +186,43 @@ fi
     node --input-type=module -e '
       import { readFileSync, readdirSync } from "node:fs";
       const dir = process.argv[1];
+      const x = (v) => (v === null || v === undefined ? " n/a" : v.toFixed(2));
+      const na = (m) => (m && "unavailable" in m ? `n/a (${String(m.unavailable).slice(0, 70)})` : null);
       for (const file of readdirSync(dir).filter((f) => f.endsWith(".json"))) {
         const r = JSON.parse(readFileSync(`${dir}/${file}`, "utf8"));
         const peer = r.peer.torch ? `torch ${r.peer.torch}` : "no torch peer";
-        console.log(`  ${r.machine}: ${r.deviceName}, ${peer}; %roof fwd/bwd fused | fused× fwd/bwd | vs torch fwd/bwd`);
+        if (r.cases.length) console.log(`  ${r.machine}: ${r.deviceName}, ${peer}; %roof fwd/bwd fused | fused× fwd/bwd | vs torch fwd/bwd | bf16 %roof fwd/bwd`);
+        else console.log(`  ${r.machine}: ${r.deviceName}, ${peer}`);
         for (const c of r.cases) {
           const [f, b] = c.rows;
-          const x = (v) => (v === null ? " n/a" : v.toFixed(2));
+          const bf = (c.bf16?.rows ?? []).map((row) => (row.ours ? row.ours.roofPct.toFixed(0) : "n/a")).join("/");
           console.log(`    ${c.case.name.padEnd(27)} copy ${c.copy.gbps.toFixed(0).padStart(5)} GB/s  ` +
             `${f.fused.roofPct.toFixed(0).padStart(3)}%/${b.fused.roofPct.toFixed(0).padStart(3)}%  ` +
-            `${x(f.fusedSpeedup)}/${x(b.fusedSpeedup)}  ${x(f.vsTorchFused)}/${x(b.vsTorchFused)}` +
+            `${x(f.fusedSpeedup)}/${x(b.fusedSpeedup)}  ${x(f.vsTorchFused)}/${x(b.vsTorchFused)}  ${bf}` +
             `${c.check.pass ? "" : "  CHECK FAILED"}`);
         }
         for (const t of r.targets) console.log(`    ${t.met ? "met    " : "NOT MET"} ${t.name}`);
+        if ((r.gemm ?? []).length) console.log("    GEMM: case precision | ours TFLOP/s (backend) | torch TFLOP/s | ours/torch");
+        for (const g of r.gemm ?? []) {
+          const ours = na(g.ours) ?? `${g.ours.tflops.toFixed(2)} (${g.ours.backend})`;
+          const torch = na(g.torch) ?? g.torch.tflops.toFixed(2);
+          const check = g.check && !g.check.pass ? "  CHECK FAILED" : "";
+          console.log(`      ${g.case.name.padEnd(17)} ${g.precision.padEnd(4)} | ${ours} | ${torch} | ` +
+            `${g.ratio === null ? "n/a" : (100 * g.ratio).toFixed(0) + "%"}${check}`);
+        }
+        if ((r.linear ?? []).length) console.log("    WN Linear: case | plain ms | WN ms | WN/plain | torch WN/plain");
+        for (const l of r.linear ?? []) {
+          const msOf = (m) => na(m) ?? m.ms.toFixed(3);
+          console.log(`      ${l.case.name.padEnd(22)} | ${msOf(l.plain)} | ${msOf(l.wn)} | ${x(l.ratio)} | ${x(l.torchRatio)}` +
+            `${"pass" in l.check && !l.check.pass ? "  CHECK FAILED" : ""}`);
+        }
+        if ((r.mnist ?? []).length) console.log("    MNIST CNN step: batch norm | ours ms | torch ms | torch/ours");
+        for (const m of r.mnist ?? []) {
+          const msOf = (v) => na(v) ?? v.ms.toFixed(2);
+          console.log(`      b${String(m.batch).padEnd(4)} ${m.norm.padEnd(5)} | ${msOf(m.ours)} | ${msOf(m.torch)} | ${x(m.vsTorch)}` +
+            `${"pass" in m.check && !m.check.pass ? "  CHECK FAILED" : ""}`);
+        }
+        for (const t of r.issue7 ?? []) console.log(`    ${t.status.toUpperCase().padEnd(11)} ${t.name}: ${t.detail}`);
       }' "$BENCH_DIR" 2>&1 || true
   fi
 } | tee "$OUT_DIR/summary.txt"

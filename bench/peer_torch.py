@@ -12,6 +12,14 @@ Protocol: one JSON object per line on stdin, one JSON answer per line on stdout 
   {"cmd": "round", "warmup": W, "repeats": R}
       -> {"ok": true, "times": {"copy": [ms...], "fused_forward": [...], "fused_backward": [...],
           "composite_forward": [...], "composite_backward": [...]}}  (fused_* absent where fused_na)
+  {"cmd": "task", "kind": "gemm" | "linear" | "mnist", ...}  (issue 7's suites; see Task below)
+      prepares one task's tensors -> {"ok": true, "variants": [...], "unavailable": {variant: why}, "calls": {...}}
+  {"cmd": "task_round", "warmup": W, "repeats": R}
+      -> {"ok": true, "times": {variant: [ms...]}, "errors": {variant: why}}  (a variant that fails is dropped)
+  {"cmd": "mnist_check", "dir": "/tmp/...", "batch": B, "wn": bool, "params": [[name, shape], ...]}
+      loads our CNN's parameters and batch (x.bin, labels.bin, <name>.bin), runs one forward and backward and writes
+      loss.bin and grad_<name>.bin in our parameter layout -> {"ok": true, "weight_norm": "the torch API used"}
+  "prepare" takes "bf16": true to also time torch's bfloat16 weight norm (bf16_forward, bf16_backward).
   {"cmd": "release"}, {"cmd": "quit"}
 Per-run times: CUDA events on the GPU, time.perf_counter on the CPU. Input sets rotate (run i uses set i % K)
 exactly as the native benchmark does, so both sides see the same cache behaviour. The bench alternates rounds of
@@ -140,7 +148,7 @@ def run_times(fn, count, first, warmup, repeats):
 class Case:
     """One case's rotated input sets, kept between rounds so that rounds can alternate with the native ones."""
 
-    def __init__(self, shape, dim, count, seed):
+    def __init__(self, shape, dim, count, seed, bf16=False):
         self.shape, self.dim, self.count = shape, dim, count
         cshape = channel_shape(shape, dim)
         # One random tensor cloned into every set: the values do not matter for timing, the addresses do.
@@ -162,6 +170,19 @@ class Case:
                        for i in range(count)]
         self.graphs = [self.composite(i) for i in range(count)]
         self.next_run = 0  # keeps rotating across rounds
+        # bfloat16 weight norm: v, g (and dw) in bfloat16, the fused kernel only (torch fuses dim 0 and the last dim).
+        self.bf16_na = "not requested" if not bf16 else self.fused_na
+        if self.bf16_na is None:
+            try:
+                self.v16 = [v.to(torch.bfloat16) for v in self.vs]
+                self.g16 = [g.to(torch.bfloat16) for g in self.gs]
+                self.dw16 = [self.v16[(i + 1) % count] for i in range(count)]
+                with torch.no_grad():
+                    self.norms16 = [torch._weight_norm_interface(self.v16[i], self.g16[i], dim)[1] for i in range(count)]
+                    torch.ops.aten._weight_norm_interface_backward(self.dw16[0], self.v16[0], self.g16[0], self.norms16[0], dim)
+            except Exception as error:  # e.g. a torch without a bfloat16 weight-norm kernel on this device
+                self.bf16_na = f"torch bfloat16 weight norm on {DEVICE}: {type(error).__name__}: {error}"
+                self.v16 = self.g16 = self.dw16 = self.norms16 = None
 
     def composite(self, i):
         v, g = self.leaves[i]
@@ -177,6 +198,10 @@ class Case:
         if self.fused_na is None:
             calls["fused_forward"] = f"torch._weight_norm(v, g, {dim})"
             calls["fused_backward"] = f"torch.ops.aten._weight_norm_interface_backward(dw, v, g, norms, {dim})"
+        if self.bf16_na is None:
+            calls["bf16_forward"] = f"torch._weight_norm(v, g, {dim}) with v, g bfloat16"
+            calls["bf16_backward"] = (f"torch.ops.aten._weight_norm_interface_backward(dw, v, g, norms, {dim}) with dw, v, g "
+                                      f"bfloat16, norms as _weight_norm_interface returns them ({self.norms16[0].dtype})")
         return calls
 
     def round(self, warmup, repeats):
@@ -187,6 +212,12 @@ class Case:
                 ("fused_forward", lambda i: torch._weight_norm(self.vs[i], self.gs[i], dim), True),
                 ("fused_backward", lambda i: torch.ops.aten._weight_norm_interface_backward(
                     self.dws[i], self.vs[i], self.gs[i], self.norms[i], dim), True),
+            ]
+        if self.bf16_na is None:
+            variants += [
+                ("bf16_forward", lambda i: torch._weight_norm(self.v16[i], self.g16[i], dim), True),
+                ("bf16_backward", lambda i: torch.ops.aten._weight_norm_interface_backward(
+                    self.dw16[i], self.v16[i], self.g16[i], self.norms16[i], dim), True),
             ]
         variants += [
             # The composite forward builds the autograd graph, as in training.
@@ -210,6 +241,242 @@ class Case:
         return times
 
 
+def synchronize():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def wall_times(step, warmup, repeats):
+    """Per-step wall-clock milliseconds of step() followed by a device synchronize, after `warmup` untimed steps:
+    the same measure as ours for the layer and training steps (JS-driven, so host overhead counts on both sides)."""
+    for _ in range(warmup):
+        step()
+    synchronize()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        synchronize()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def has_fp32_precision(backend):
+    """Whether this torch has the fp32_precision setting (2.9+); older ones assert on unknown attributes."""
+    try:
+        getattr(backend, "fp32_precision")
+        return True
+    except Exception:
+        return False
+
+
+def set_tf32(enabled):
+    """cuBLAS float32 matmuls on the tensor cores (TF32) or in full float32: torch >= 2.9's fp32_precision setting
+    where it exists (the old allow_tf32 is deprecated there), else allow_tf32."""
+    matmul = torch.backends.cuda.matmul
+    if has_fp32_precision(matmul):
+        matmul.fp32_precision = "tf32" if enabled else "ieee"
+    else:
+        matmul.allow_tf32 = enabled
+
+
+def full_float32_convolutions():
+    """cuDNN convolutions in full float32 (torch's default lets them use TF32): ours are float32, so the MNIST step
+    compares the same arithmetic."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and has_fp32_precision(conv):
+        conv.fp32_precision = "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = False
+
+
+def weight_norm_module(module):
+    """Weight norm on module.weight (dim 0) with torch's current API (parametrizations, torch >= 2.1) or the old hook."""
+    parametrizations = getattr(torch.nn.utils, "parametrizations", None)
+    if parametrizations is not None and hasattr(parametrizations, "weight_norm"):
+        return parametrizations.weight_norm(module, name="weight", dim=0), "torch.nn.utils.parametrizations.weight_norm"
+    return torch.nn.utils.weight_norm(module, name="weight", dim=0), "torch.nn.utils.weight_norm"
+
+
+def set_weight_norm_parameters(module, g, v):
+    """Writes our g [out] and v into a weight-normalized torch module (either API)."""
+    with torch.no_grad():
+        if hasattr(module, "parametrizations"):
+            original0 = module.parametrizations.weight.original0
+            original0.copy_(g.reshape(original0.shape))
+            module.parametrizations.weight.original1.copy_(v)
+        else:
+            module.weight_g.copy_(g.reshape(module.weight_g.shape))
+            module.weight_v.copy_(v)
+
+
+def weight_norm_gradients(module):
+    """(dg, dv) of a weight-normalized torch module (either API)."""
+    if hasattr(module, "parametrizations"):
+        p = module.parametrizations.weight
+        return p.original0.grad, p.original1.grad
+    return module.weight_g.grad, module.weight_v.grad
+
+
+def mnist_cnn(wn):
+    """The CLI's `train --model cnn`: conv 1->16 3x3 pad 1, ReLU, maxpool 2, conv 16->32 3x3 pad 1, ReLU, maxpool 2,
+    flatten, linear 1568 -> 10 (ts/commands/common.ts buildModel); weight norm (dim 0) on every conv and linear."""
+    nn = torch.nn
+    layers = [nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+              nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 7 * 7, 10)]
+    api = None
+    if wn:
+        for i in (0, 3, 7):
+            layers[i], api = weight_norm_module(layers[i])
+    return nn.Sequential(*layers).to(DEVICE), api
+
+
+class Task:
+    """One side-by-side measurement of issue 7: variants (name -> step function) timed in rounds.
+
+    gemm:   {"m", "n", "k", "transpose_a", "transpose_b", "precisions": [...]}: torch.mm on views that carry the
+            transposes (cuBLAS gets them as flags), per precision: fp32 (allow_tf32 False), tf32 (True), bf16.
+    linear: {"batch", "in", "out"}: nn.Linear plain and weight-normalized; a step is zero_grad, y = layer(x),
+            y.sum().backward(), with x requiring its gradient (dx, dW, db: the three products of a hidden layer).
+    mnist:  {"batch"}: the CLI's CNN plain and weight-normalized; a step is trainStep's: forward, loss.item(),
+            zero_grad, backward, Adam step (lr 3e-3), the labels copied from the host as ours are.
+    """
+
+    def __init__(self, request):
+        self.kind = request["kind"]
+        self.steps, self.unavailable, self.calls, self.tf32 = {}, {}, {}, {}
+        gen = torch.Generator(device="cpu").manual_seed(int(request.get("seed", 1)))
+        getattr(self, f"prepare_{self.kind}")(request, gen)
+
+    def prepare_gemm(self, request, gen):
+        m, n, k = request["m"], request["n"], request["k"]
+        a_shape = [k, m] if request["transpose_a"] else [m, k]
+        b_shape = [n, k] if request["transpose_b"] else [k, n]
+        a32 = torch.randn(a_shape, generator=gen).to(DEVICE)
+        b32 = torch.randn(b_shape, generator=gen).to(DEVICE)
+        view = lambda a, b: (a.t() if request["transpose_a"] else a, b.t() if request["transpose_b"] else b)
+        expression = f"torch.mm({'a.t()' if request['transpose_a'] else 'a'}, {'b.t()' if request['transpose_b'] else 'b'})"
+        for precision in request["precisions"]:
+            try:
+                if precision == "tf32" and DEVICE != "cuda":
+                    raise RuntimeError("TF32 is a CUDA tensor-core mode")
+                dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+                a, b = view(a32.to(dtype), b32.to(dtype))
+                self.tf32[precision] = precision == "tf32"
+                set_tf32(self.tf32[precision])
+                out = torch.mm(a, b)  # a first run: an unsupported dtype fails here, not in the timing
+                synchronize()
+                del out
+                self.steps[precision] = lambda a=a, b=b: torch.mm(a, b)
+                self.calls[precision] = expression + f", {dtype}" + (
+                    ", TF32 on (matmul fp32_precision 'tf32' / allow_tf32 True)" if precision == "tf32" else
+                    ", TF32 off (matmul fp32_precision 'ieee' / allow_tf32 False)" if dtype == torch.float32 else "")
+            except Exception as error:
+                self.unavailable[precision] = f"{type(error).__name__}: {error}"
+            finally:
+                set_tf32(False)
+
+    def prepare_linear(self, request, gen):
+        batch, n_in, n_out = request["batch"], request["in"], request["out"]
+        torch.manual_seed(int(request.get("seed", 1)))
+        x = torch.randn([batch, n_in], generator=gen).to(DEVICE).requires_grad_(True)
+        plain = torch.nn.Linear(n_in, n_out).to(DEVICE)
+        wn, api = weight_norm_module(torch.nn.Linear(n_in, n_out).to(DEVICE))
+        for name, layer in (("plain", plain), ("wn", wn)):
+            def step(layer=layer):
+                x.grad = None
+                layer.zero_grad(set_to_none=True)
+                layer(x).sum().backward()
+            self.steps[name] = step
+        self.calls["plain"] = "torch.nn.Linear; zero_grad(set_to_none); layer(x).sum().backward()"
+        self.calls["wn"] = f"{api}(torch.nn.Linear, dim=0); same step"
+
+    def prepare_mnist(self, request, gen):
+        batch = request["batch"]
+        x = torch.rand([batch, 1, 28, 28], generator=gen).to(DEVICE)
+        labels = torch.randint(0, 10, [batch], generator=gen)
+        api = None
+        for name, wn in (("plain", False), ("wn", True)):
+            torch.manual_seed(int(request.get("seed", 1)))
+            model, used = mnist_cnn(wn)
+            api = used or api
+            optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+
+            def step(model=model, optimizer=optimizer):
+                loss = torch.nn.functional.cross_entropy(model(x), labels.to(DEVICE))
+                loss.item()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            self.steps[name] = step
+        self.calls["plain"] = ("the CNN in eager mode (float32 throughout: cuDNN TF32 off), F.cross_entropy, loss.item(), "
+                               "zero_grad, backward, Adam(lr=3e-3).step()")
+        self.calls["wn"] = f"same with {api} on both convs and the linear"
+
+    def round(self, warmup, repeats):
+        times, errors = {}, {}
+        for name, step in list(self.steps.items()):
+            try:
+                if self.kind == "gemm":
+                    set_tf32(self.tf32[name])
+                    times[name] = run_times(lambda i: step(), 1, 0, warmup, repeats)
+                else:
+                    times[name] = wall_times(step, warmup, repeats)
+            except Exception as error:  # drop the variant, keep the others
+                errors[name] = f"{type(error).__name__}: {error}"
+                del self.steps[name]
+            finally:
+                set_tf32(False)
+        return times, errors
+
+
+TASK = None
+
+
+def task(request):
+    global TASK, CASE
+    TASK = CASE = None
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+    TASK = Task(request)
+    return {"ok": True, "variants": list(TASK.steps), "unavailable": TASK.unavailable, "calls": TASK.calls}
+
+
+def task_round(request):
+    times, errors = TASK.round(request["warmup"], request["repeats"])
+    return {"ok": True, "times": times, "errors": errors}
+
+
+def mnist_check(request):
+    """One forward and backward of the CNN with our parameters and batch; loss and gradients in our layout."""
+    folder, batch, wn = request["dir"], request["batch"], request["wn"]
+    model, api = mnist_cnn(wn)
+    params = {name: read_f32(f"{folder}/{name}.bin", shape).to(DEVICE) for name, shape in request["params"]}
+    with torch.no_grad():
+        for index in (0, 3, 7):
+            layer = model[index]
+            if wn:
+                set_weight_norm_parameters(layer, params[f"{index}.g"], params[f"{index}.v"])
+            else:
+                layer.weight.copy_(params[f"{index}.weight"])
+            layer.bias.copy_(params[f"{index}.bias"])
+    x = read_f32(f"{folder}/x.bin", [batch, 1, 28, 28]).to(DEVICE)
+    labels = read_f32(f"{folder}/labels.bin", [batch]).to(torch.int64).to(DEVICE)
+    loss = torch.nn.functional.cross_entropy(model(x), labels)
+    loss.backward()
+    write_f32(f"{folder}/loss.bin", loss.reshape(1))
+    for index in (0, 3, 7):
+        layer = model[index]
+        grads = {"bias": layer.bias.grad}
+        if wn:
+            grads["g"], grads["v"] = weight_norm_gradients(layer)
+        else:
+            grads["weight"] = layer.weight.grad
+        for name, grad in grads.items():
+            write_f32(f"{folder}/grad_{index}.{name}.bin", grad)
+    return {"ok": True, "weight_norm": api}
+
+
 CASE = None
 
 
@@ -218,8 +485,8 @@ def prepare(request):
     CASE = None
     if DEVICE == "cuda":
         torch.cuda.empty_cache()
-    CASE = Case(request["shape"], request["dim"], request["sets"], request.get("seed", 1))
-    return {"ok": True, "fused_na": CASE.fused_na, "calls": CASE.calls()}
+    CASE = Case(request["shape"], request["dim"], request["sets"], request.get("seed", 1), request.get("bf16", False))
+    return {"ok": True, "fused_na": CASE.fused_na, "bf16_na": CASE.bf16_na, "calls": CASE.calls()}
 
 
 def timing_round(request):
@@ -227,8 +494,8 @@ def timing_round(request):
 
 
 def release(request):
-    global CASE
-    CASE = None
+    global CASE, TASK
+    CASE = TASK = None
     if DEVICE == "cuda":
         torch.cuda.empty_cache()
     return {"ok": True}
@@ -243,6 +510,8 @@ def hello(request):
         if not torch.cuda.is_available():
             return {"ok": False, "error": f"torch {torch.__version__} sees no usable CUDA device"}
         name = torch.cuda.get_device_name(0)
+        set_tf32(False)
+        full_float32_convolutions()
     else:
         name = platform.processor() or platform.machine()
     torch.set_num_threads(int(request["threads"]))
@@ -251,7 +520,8 @@ def hello(request):
 
 
 def main():
-    handlers = {"hello": hello, "check": check, "prepare": prepare, "round": timing_round, "release": release}
+    handlers = {"hello": hello, "check": check, "prepare": prepare, "round": timing_round, "release": release,
+                "task": task, "task_round": task_round, "mnist_check": mnist_check}
     for line in sys.stdin:
         if not line.strip():
             continue

@@ -1,20 +1,37 @@
 // benchmark(): times the kernels in a native loop with preallocated outputs, so the figures are the kernels'
 // own (no JS call overhead, no output allocation). CPU: steady_clock per run; CUDA: events per run.
+//
+// benchmark(op, variant, sets: NativeTensor[][], dim, eps, warmup, repeats) -> Float64Array of ms per run.
+// Run i uses input set i % sets.length (rotating buffers keeps the inputs out of cache when the sets together
+// exceed it). The ops:
+//   'copy' | 'forward' | 'backward'   float32 weight norm; variant = fused (boolean). Sets: [x] | [v, g] |
+//                                     [dw, v, g, norm].
+//   'forward-bf16' | 'backward-bf16'  the bfloat16 overloads; sets as for forward/backward (float32 tensors: the
+//                                     per-element ones are converted to bfloat16 before timing); variant unused.
+//   'gemm'                            variant = { m, n, k, transposeA, transposeB, precision: 'fp32' | 'tf32' |
+//                                     'bf16' }; sets: [a, b] float32 (converted for bf16); no epilogue.
+// repeats == 0 (any op but copy): no timing; one run on set 0, and its outputs come back as float32 tensors
+// { out, perChannel?, backend } (bfloat16 outputs widened exactly) for the check before timing.
 #include <napi.h>
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "../cpu/elementwise.h"
+#include "../cpu/gemm.h"
 #include "../cpu/weightnorm.h"
 #include "errors.h"
 #include "tensor.h"
+#include "weightnorm/bfloat16.h"
 #include "weightnorm/layout.h"
 
 #ifdef WEIGHTNORM_WITH_CUDA
 #include "../cuda/elementwise.cuh"
+#include "../cuda/gemm.cuh"
 #include "../cuda/runtime.cuh"
 #include "../cuda/weightnorm.cuh"
 #endif
@@ -29,24 +46,122 @@ namespace {
 
 struct Set {
   std::vector<float*> inputs;
+  std::vector<std::shared_ptr<Storage>> bf16_inputs;  // bfloat16 copies of the per-element inputs (bf16 ops)
   std::shared_ptr<Storage> out, per_channel;
 };
 
+enum class Precision { kFp32, kTf32, kBf16 };
+
+struct GemmSpec {
+  int64_t m = 0, n = 0, k = 0;
+  bool transpose_a = false, transpose_b = false;
+  Precision precision = Precision::kFp32;
+};
+
+GemmSpec parse_gemm_spec(Napi::Env env, const Napi::Value& value) {
+  if (!value.IsObject()) throw_type_error(env, "variant: expected { m, n, k, transposeA, transposeB, precision } for 'gemm'");
+  Napi::Object o = value.As<Napi::Object>();
+  GemmSpec spec;
+  auto count = [&](const char* name) {
+    const Napi::Value v = o.Get(name);
+    const double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+    if (!(x >= 1 && x <= 9007199254740991.0) || x != static_cast<double>(static_cast<int64_t>(x)))
+      throw_range_error(env, std::string("variant.") + name + ": expected a positive integer");
+    return static_cast<int64_t>(x);
+  };
+  spec.m = count("m");
+  spec.n = count("n");
+  spec.k = count("k");
+  spec.transpose_a = o.Get("transposeA").ToBoolean().Value();
+  spec.transpose_b = o.Get("transposeB").ToBoolean().Value();
+  const Napi::Value p = o.Get("precision");
+  const std::string precision = p.IsString() ? p.As<Napi::String>().Utf8Value() : "";
+  if (precision == "fp32") spec.precision = Precision::kFp32;
+  else if (precision == "tf32") spec.precision = Precision::kTf32;
+  else if (precision == "bf16") spec.precision = Precision::kBf16;
+  else throw_type_error(env, "variant.precision: expected 'fp32', 'tf32' or 'bf16'");
+  return spec;
+}
+
+void convert_on(Device device, bfloat16* out, const float* x, int64_t count) {
+  if (device == Device::kCpu) cpu::convert(out, x, count);
+#ifdef WEIGHTNORM_WITH_CUDA
+  else cuda::convert(out, x, count);
+#endif
+}
+
+void widen_on(Device device, float* out, const bfloat16* x, int64_t count) {
+  if (device == Device::kCpu) cpu::convert(out, x, count);
+#ifdef WEIGHTNORM_WITH_CUDA
+  else cuda::convert(out, x, count);
+#endif
+}
+
+void copy_on(Device device, float* out, const float* x, int64_t count) {
+  if (device == Device::kCpu) cpu::scale(out, x, 1.0f, count);
+#ifdef WEIGHTNORM_WITH_CUDA
+  else cuda::copy_device_to_device(out, x, static_cast<size_t>(count) * sizeof(float));
+#endif
+}
+
+// Sets the CUDA GEMM precision for the lifetime of the guard and restores the previous one (also on a throw).
+class PrecisionGuard {
+ public:
+  PrecisionGuard(Device device, Precision precision) {
+#ifdef WEIGHTNORM_WITH_CUDA
+    if (device == Device::kCuda && precision == Precision::kTf32) {
+      previous_ = cuda::gemm_precision();
+      cuda::set_gemm_precision(cuda::GemmPrecision::kTensorFloat32);
+      active_ = true;
+    }
+#else
+    (void)device;
+    (void)precision;
+#endif
+  }
+  ~PrecisionGuard() {
+#ifdef WEIGHTNORM_WITH_CUDA
+    if (active_) cuda::set_gemm_precision(previous_);
+#endif
+  }
+  PrecisionGuard(const PrecisionGuard&) = delete;
+  PrecisionGuard& operator=(const PrecisionGuard&) = delete;
+
+ private:
+#ifdef WEIGHTNORM_WITH_CUDA
+  cuda::GemmPrecision previous_ = cuda::GemmPrecision::kFloat32;
+#endif
+  bool active_ = false;
+};
+
+const char* gemm_backend_on(Device device) {
+  if (device == Device::kCpu) return cpu::gemm_backend();
+#ifdef WEIGHTNORM_WITH_CUDA
+  return cuda::gemm_backend();
+#else
+  return "none";
+#endif
+}
+
 }  // namespace
 
-// benchmark(op: 'forward' | 'backward' | 'copy', fused, sets: NativeTensor[][], dim, eps, warmup, repeats)
-// -> Float64Array of milliseconds per run. Run i uses input set i % sets.length (rotating buffers keeps the
-// inputs out of cache when the sets together exceed it).
 Napi::Value Benchmark(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string op = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  const bool is_gemm = op == "gemm";
+  const bool bf16_op = op == "forward-bf16" || op == "backward-bf16";
+  const bool forward = op == "forward" || op == "forward-bf16";
+  const bool backward = op == "backward" || op == "backward-bf16";
   const bool fused = info[1].ToBoolean().Value();
   if (!info[2].IsArray() || info[2].As<Napi::Array>().Length() == 0)
     throw_type_error(env, "sets: expected a non-empty array of tensor arrays");
-  const size_t arity = op == "forward" ? 2 : op == "backward" ? 4 : op == "copy" ? 1 : 0;
-  if (arity == 0) throw_type_error(env, "op: expected 'forward', 'backward' or 'copy'");
+  const size_t arity = forward ? 2 : backward ? 4 : op == "copy" ? 1 : is_gemm ? 2 : 0;
+  if (arity == 0)
+    throw_type_error(env, "op: expected 'forward', 'backward', 'copy', 'forward-bf16', 'backward-bf16' or 'gemm'");
+  const GemmSpec spec = is_gemm ? parse_gemm_spec(env, info[1]) : GemmSpec{};
   const int warmup = info[5].ToNumber().Int32Value(), repeats = info[6].ToNumber().Int32Value();
-  if (warmup < 0 || repeats < 1) throw_range_error(env, "warmup >= 0 and repeats >= 1 expected");
+  const bool outputs_only = repeats == 0 && op != "copy";
+  if (warmup < 0 || (repeats < 1 && !outputs_only)) throw_range_error(env, "warmup >= 0 and repeats >= 1 expected");
   const float eps = info[4].ToNumber().FloatValue();
 
   Napi::Array set_array = info[2].As<Napi::Array>();
@@ -64,23 +179,52 @@ Napi::Value Benchmark(const Napi::CallbackInfo& info) {
         device = t.device();
       }
       if (t.device() != device) throw_type_error(env, "sets: every tensor must be on one device");
+      if (is_gemm && t.numel() != (j == 0 ? spec.m * spec.k : spec.k * spec.n))
+        throw_range_error(env, std::string("sets[][") + std::to_string(j) + "]: expected " +
+                                   std::to_string(j == 0 ? spec.m * spec.k : spec.k * spec.n) + " elements for " +
+                                   (j == 0 ? "a" : "b"));
       sets[s].inputs.push_back(t.data());
     }
   }
-  const ChannelLayout layout = layout_for(env, shape, info[3]);
+  const ChannelLayout layout = is_gemm ? ChannelLayout{} : layout_for(env, shape, info[3]);
+  const int64_t out_elements = is_gemm ? spec.m * spec.n : layout.elements();
+  const int64_t per_channel_elements = is_gemm ? 0 : layout.channels;
+  const bool bf16 = bf16_op || (is_gemm && spec.precision == Precision::kBf16);
+  if (is_gemm && device == Device::kCpu && spec.precision == Precision::kTf32)
+    throw_type_error(env, "precision 'tf32': TF32 is a CUDA tensor-core mode; the CPU GEMM has none");
   return guarded(env, [&]() -> Napi::Value {
-    const size_t bytes = static_cast<size_t>(layout.elements()) * sizeof(float);
+    const size_t out_bytes = static_cast<size_t>(out_elements) * (bf16 ? sizeof(bfloat16) : sizeof(float));
+    // Which inputs are per-element (converted to bfloat16): gemm a, b; forward v; backward dw, v.
+    const size_t converted = !bf16 ? 0 : is_gemm || backward ? 2 : 1;
     for (Set& set : sets) {
-      set.out = Storage::allocate(device, bytes);
-      set.per_channel = Storage::allocate(device, static_cast<size_t>(layout.channels) * sizeof(float));
+      set.out = Storage::allocate(device, out_bytes);
+      set.per_channel = Storage::allocate(device, static_cast<size_t>(per_channel_elements) * sizeof(float));
+      for (size_t j = 0; j < converted; ++j) {
+        const int64_t count = is_gemm ? (j == 0 ? spec.m * spec.k : spec.k * spec.n) : layout.elements();
+        set.bf16_inputs.push_back(Storage::allocate(device, static_cast<size_t>(count) * sizeof(bfloat16)));
+        convert_on(device, reinterpret_cast<bfloat16*>(set.bf16_inputs.back()->data()), set.inputs[j], count);
+      }
     }
     const bool cpu = device == Device::kCpu;
+    auto half = [](const std::shared_ptr<Storage>& s) { return reinterpret_cast<bfloat16*>(s->data()); };
     auto run = [&](int i) {
       const Set& set = sets[static_cast<size_t>(i) % sets.size()];
       const auto& in = set.inputs;
       float* out = set.out->data();
       float* per_channel = set.per_channel->data();
-      if (op == "copy") {
+      if (is_gemm) {
+        if (spec.precision == Precision::kBf16) {
+          if (cpu) cpu::gemm(half(set.out), half(set.bf16_inputs[0]), half(set.bf16_inputs[1]), spec.m, spec.n, spec.k, spec.transpose_a, spec.transpose_b, cpu::GemmEpilogueBf16{});
+#ifdef WEIGHTNORM_WITH_CUDA
+          else cuda::gemm(half(set.out), half(set.bf16_inputs[0]), half(set.bf16_inputs[1]), spec.m, spec.n, spec.k, spec.transpose_a, spec.transpose_b, cuda::GemmEpilogueBf16{});
+#endif
+        } else {
+          if (cpu) cpu::gemm(out, in[0], in[1], spec.m, spec.n, spec.k, spec.transpose_a, spec.transpose_b, cpu::GemmEpilogue{});
+#ifdef WEIGHTNORM_WITH_CUDA
+          else cuda::gemm(out, in[0], in[1], spec.m, spec.n, spec.k, spec.transpose_a, spec.transpose_b, cuda::GemmEpilogue{});
+#endif
+        }
+      } else if (op == "copy") {
         if (cpu) cpu::scale(out, in[0], 1.0f, layout.elements());
 #ifdef WEIGHTNORM_WITH_CUDA
         else cuda::scale(out, in[0], 1.0f, layout.elements());
@@ -90,25 +234,55 @@ Napi::Value Benchmark(const Napi::CallbackInfo& info) {
 #ifdef WEIGHTNORM_WITH_CUDA
         else (fused ? static_cast<ForwardF32>(cuda::weightnorm_forward) : cuda::weightnorm_forward_unfused)(out, per_channel, in[0], in[1], layout, eps);
 #endif
-      } else {
+      } else if (op == "backward") {
         if (cpu) (fused ? static_cast<BackwardF32>(cpu::weightnorm_backward) : cpu::weightnorm_backward_unfused)(out, per_channel, in[0], in[1], in[2], in[3], layout, eps);
 #ifdef WEIGHTNORM_WITH_CUDA
         else (fused ? static_cast<BackwardF32>(cuda::weightnorm_backward) : cuda::weightnorm_backward_unfused)(out, per_channel, in[0], in[1], in[2], in[3], layout, eps);
 #endif
+      } else if (op == "forward-bf16") {
+        if (cpu) cpu::weightnorm_forward(half(set.out), per_channel, half(set.bf16_inputs[0]), in[1], layout, eps);
+#ifdef WEIGHTNORM_WITH_CUDA
+        else cuda::weightnorm_forward(half(set.out), per_channel, half(set.bf16_inputs[0]), in[1], layout, eps);
+#endif
+      } else {  // backward-bf16: dv, dg from dw, v (bfloat16) and g, norm (float32)
+        if (cpu) cpu::weightnorm_backward(half(set.out), per_channel, half(set.bf16_inputs[0]), half(set.bf16_inputs[1]), in[2], in[3], layout, eps);
+#ifdef WEIGHTNORM_WITH_CUDA
+        else cuda::weightnorm_backward(half(set.out), per_channel, half(set.bf16_inputs[0]), half(set.bf16_inputs[1]), in[2], in[3], layout, eps);
+#endif
       }
     };
+    PrecisionGuard precision(device, spec.precision);
+    if (outputs_only) {
+      run(0);
+      Napi::Object out_object = new_tensor(env, device, is_gemm ? std::vector<int64_t>{spec.m, spec.n} : shape);
+      float* out = TensorWrap::From(out_object, "out").data();
+      if (bf16) widen_on(device, out, half(sets[0].out), out_elements);
+      else copy_on(device, out, sets[0].out->data(), out_elements);
+      Napi::Value per_channel_object = env.Null();
+      if (!is_gemm) {
+        Napi::Object object = new_tensor(env, device, {per_channel_elements});
+        copy_on(device, TensorWrap::From(object, "perChannel").data(), sets[0].per_channel->data(), per_channel_elements);
+        per_channel_object = object;
+      }
+      return named_results(env, {{"out", out_object},
+                                 {"perChannel", per_channel_object},
+                                 {"backend", Napi::String::New(env, is_gemm ? gemm_backend_on(device) : "")}});
+    }
     std::vector<double> milliseconds;
+    // At least one untimed run first: a kernel that throws (not implemented on this backend) does so before any
+    // CUDA event exists.
+    const int warm = (bf16 || is_gemm) ? std::max(warmup, 1) : warmup;
     if (cpu) {
-      for (int i = 0; i < warmup; ++i) run(i);
+      for (int i = 0; i < warm; ++i) run(i);
       for (int i = 0; i < repeats; ++i) {
         const auto start = std::chrono::steady_clock::now();
-        run(warmup + i);
+        run(warm + i);
         const auto stop = std::chrono::steady_clock::now();
         milliseconds.push_back(std::chrono::duration<double, std::milli>(stop - start).count());
       }
     } else {
 #ifdef WEIGHTNORM_WITH_CUDA
-      milliseconds = cuda::time_on_stream(run, warmup, repeats);
+      milliseconds = cuda::time_on_stream(run, warm, repeats);
 #endif
     }
     Napi::Float64Array result = Napi::Float64Array::New(env, milliseconds.size());

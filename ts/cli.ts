@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 
+import { type Suite, SUITES } from './bench/suites.js';
 import {
   choiceList,
   DEVICES,
@@ -78,8 +79,9 @@ const trainingCommand = (name: string, description: string, defaults: { epochs: 
 program
   .command('bench')
   .description(
-    'Microbenchmark fused vs unfused weight norm against the measured copy roofline and PyTorch, on every backend; ' +
-      'writes <out>/<machine>.json, .md and .svg.',
+    'Microbenchmark fused vs unfused weight norm (float32 and bfloat16) against the measured copy roofline and ' +
+      'PyTorch, and side by side with PyTorch: GEMM FP32/TF32/bf16 vs cuBLAS, the weight-normalized Linear vs a ' +
+      'plain one, the MNIST CNN training step; on every backend; writes <out>/<machine>.json, .md and .svg.',
   )
   .addOption(new Option('--device <device>', 'backend(s) to run').choices(['cpu', 'cuda', 'all']).default('all'))
   .option('--quick', 'a subset of shapes with fewer repeats (under a minute on 2 CPU cores)', false)
@@ -92,7 +94,8 @@ program
   .option('--no-peer', 'skip the PyTorch peer')
   .option('--peer-default-malloc', "time torch with glibc's default malloc (every output ≥ 32 MB faulted in anew)", false)
   .option('--python <path>', 'Python with torch for the peer (default: $WEIGHTNORM_PYTHON, python3, /usr/bin/python3)')
-  .option('--cases <names>', 'comma-separated case names (substrings) to run', (v: string) => v.split(',').filter(Boolean))
+  .option('--cases <names>', 'comma-separated weight-norm case names (substrings) to run', (v: string) => v.split(',').filter(Boolean))
+  .option('--suites <list>', 'comma-separated subset of weightnorm,gemm,linear,mnist (default: all)', choiceList(SUITES))
   .option('--cache-mb <n>', 'last-level cache to defeat by rotating inputs (default: CPU from sysfs, CUDA 128)', positiveInt('--cache-mb'))
   .option('--memory-mb <n>', 'memory the rotated input sets may use', positiveInt('--memory-mb'))
   .action(async (opts: {
@@ -108,6 +111,7 @@ program
     python?: string;
     peerDefaultMalloc: boolean;
     cases?: string[];
+    suites?: Suite[];
     cacheMb?: number;
     memoryMb?: number;
   }) => {

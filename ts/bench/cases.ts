@@ -44,13 +44,15 @@ export function channelsOf(c: BenchCase): number {
 }
 
 /**
- * Minimal bytes each op must move (float32): forward reads v and g, writes w and norm; backward reads dw, v, g
+ * Minimal bytes each op must move: forward reads v and g, writes w and norm; backward reads dw, v, g
  * and norm, writes dv and dg; copy reads and writes N.
  */
-export function minimalBytes(op: 'forward' | 'backward' | 'copy', elements: number, channels: number): number {
-  if (op === 'copy') return 8 * elements;
-  if (op === 'forward') return 4 * (2 * elements + 2 * channels);
-  return 4 * (3 * elements + 3 * channels);
+export function minimalBytes(op: 'forward' | 'backward' | 'copy', elements: number, channels: number, storage: 'f32' | 'bf16' = 'f32'): number {
+  // bf16: the per-element tensors (v, w, dw, dv) take 2 bytes; g, norm and dg stay float32.
+  const element = storage === 'bf16' ? 2 : 4;
+  if (op === 'copy') return 2 * element * elements;
+  if (op === 'forward') return 2 * element * elements + 4 * 2 * channels;
+  return 3 * element * elements + 4 * 3 * channels;
 }
 
 /**

@@ -182,3 +182,48 @@ export function checkFusedAgainstUnfused(inputs: CaseInputs, seed: number): Outp
     dg: relativeError(fused.dg, unfused.dg),
   };
 }
+
+/**
+ * Error allowed for the bfloat16 weight norm against the float32 fused kernel on the same (bfloat16-rounded)
+ * inputs: each output element is rounded once to bfloat16 (2^-9 relative) and sums run in float32; a wrong term
+ * is O(1).
+ */
+export const BF16_TOLERANCE = 1e-2;
+
+export type Bf16Check = { errors: OutputErrors; tolerance: number; pass: boolean } | { unavailable: string };
+
+/**
+ * The bfloat16 forward and backward (v, dw rounded to bfloat16, g and norm float32) against our float32 fused
+ * kernels on the same rounded inputs. A kernel that throws (not implemented on this backend) gives `unavailable`.
+ */
+export function checkBf16(inputs: CaseInputs, seed: number, roundToBfloat16: (x: Float32Array) => Float32Array,
+  outputs: (op: 'forward' | 'backward', set: NativeTensor[]) => { out: NativeTensor; perChannel: NativeTensor | null }): Bf16Check {
+  const { shape } = inputs.benchCase;
+  const device = inputs.device;
+  const v = native.fromArray(roundToBfloat16(inputs.vs[0]!.toArray()), shape, device);
+  const dwRandom = native.randn(shape, seed, device, 0, 1);
+  const dw = native.fromArray(roundToBfloat16(dwRandom.toArray()), shape, device);
+  dwRandom.dispose();
+  const g = inputs.gs[0]!;
+  const owned: NativeTensor[] = [v, dw];
+  try {
+    const reference = ourOutputs(v, g, dw, inputs.dim, true);
+    const norm = native.fromArray(reference.norm, [reference.norm.length], device);
+    owned.push(norm);
+    const forward = outputs('forward', [v, g]);
+    owned.push(forward.out, forward.perChannel!);
+    const backward = outputs('backward', [dw, v, g, norm]);
+    owned.push(backward.out, backward.perChannel!);
+    const errors: OutputErrors = {
+      w: relativeError(forward.out.toArray(), reference.w),
+      norm: relativeError(forward.perChannel!.toArray(), reference.norm),
+      dv: relativeError(backward.out.toArray(), reference.dv),
+      dg: relativeError(backward.perChannel!.toArray(), reference.dg),
+    };
+    return { errors, tolerance: BF16_TOLERANCE, pass: worst(errors) <= BF16_TOLERANCE };
+  } catch (error) {
+    return { unavailable: (error as Error).message };
+  } finally {
+    for (const t of owned) t.dispose();
+  }
+}

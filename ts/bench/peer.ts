@@ -17,17 +17,34 @@ export interface PeerInfo {
 }
 
 /** Names of the variants the peer times; the fused ones are absent where torch has no fused kernel. */
-export type PeerVariant = 'copy' | 'fused_forward' | 'fused_backward' | 'composite_forward' | 'composite_backward';
+export type PeerVariant =
+  | 'copy'
+  | 'fused_forward'
+  | 'fused_backward'
+  | 'composite_forward'
+  | 'composite_backward'
+  | 'bf16_forward'
+  | 'bf16_backward';
 
 export interface PeerPrepared {
   /** Why torch has no fused kernel for this case (then no fused_* variants). */
   fused_na: string | null;
+  /** Why torch's bfloat16 weight norm is not timed for this case (then no bf16_* variants). */
+  bf16_na?: string | null;
   /** The torch call behind each variant. */
   calls: Partial<Record<PeerVariant, string>>;
 }
 
 export interface PeerCheckResult {
   variants: string[];
+  calls: Record<string, string>;
+}
+
+export interface PeerTask {
+  variants: string[];
+  /** Variants torch cannot run here, with the error (e.g. bf16 matmul on an old CPU build). */
+  unavailable: Record<string, string>;
+  /** The torch call behind each variant. */
   calls: Record<string, string>;
 }
 
@@ -119,9 +136,31 @@ export class TorchPeer {
     return answer as Answer;
   }
 
-  /** Allocates `sets` rotated input sets for one case on the peer's side (kept until release()). */
-  async prepare(shape: number[], dim: number | null, sets: number, seed: number): Promise<PeerPrepared> {
-    return (await this.request({ cmd: 'prepare', shape, dim, sets, seed })) as unknown as PeerPrepared;
+  /**
+   * Allocates `sets` rotated input sets for one case on the peer's side (kept until release()); with bf16, also
+   * bfloat16 copies for torch's bfloat16 weight norm.
+   */
+  async prepare(shape: number[], dim: number | null, sets: number, seed: number, bf16 = false): Promise<PeerPrepared> {
+    return (await this.request({ cmd: 'prepare', shape, dim, sets, seed, bf16 })) as unknown as PeerPrepared;
+  }
+
+  /** Prepares one task of the issue-7 suites (gemm, linear, mnist; see bench/peer_torch.py Task). */
+  async task(kind: 'gemm' | 'linear' | 'mnist', spec: Record<string, unknown>): Promise<PeerTask> {
+    return (await this.request({ cmd: 'task', kind, ...spec })) as unknown as PeerTask;
+  }
+
+  /** One timing round of every variant of the prepared task. */
+  async taskRound(warmup: number, repeats: number): Promise<{ times: Record<string, number[]>; errors: Record<string, string> }> {
+    const answer = await this.request({ cmd: 'task_round', warmup, repeats });
+    return { times: answer.times as Record<string, number[]>, errors: answer.errors as Record<string, string> };
+  }
+
+  /**
+   * The MNIST CNN's loss and gradients in torch for our parameters and batch (files <name>.bin, x.bin,
+   * labels.bin in `dir`); torch writes loss.bin and grad_<name>.bin there.
+   */
+  async mnistCheck(dir: string, batch: number, wn: boolean, params: [string, number[]][]): Promise<{ weight_norm: string | null }> {
+    return (await this.request({ cmd: 'mnist_check', dir, batch, wn, params })) as unknown as { weight_norm: string | null };
   }
 
   /** One timing round of every variant: per-run milliseconds. */

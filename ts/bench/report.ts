@@ -4,8 +4,9 @@ import { join } from 'node:path';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import type { OutputErrors } from './measure.js';
-import { worst } from './measure.js';
-import type { BackendResult, OpRow, Variant } from './results.js';
+import { BF16_TOLERANCE, worst } from './measure.js';
+import { type BackendResult, checksFailed, type GemmRow, type LinearRow, type MnistRow, type OpRow, type Variant } from './results.js';
+import { isUnavailable, type Measured } from './rounds.js';
 
 const OP_LABEL = { forward: 'fwd', backward: 'bwd', 'forward+backward': 'fwd+bwd' } as const;
 
@@ -48,13 +49,118 @@ function tableRows(result: BackendResult): string[][] {
   return rows;
 }
 
+/** A plain fixed-width table: the first `textColumns` columns left-aligned, the rest (numbers) right-aligned. */
+function fixedTable(headers: string[], rows: string[][], textColumns = 2): string {
+  const widths = headers.map((h, j) => Math.max(h.length, ...rows.map((r) => r[j]!.length)));
+  const line = (cells: string[]) =>
+    cells.map((cell, j) => (j < textColumns ? cell.padEnd(widths[j]!) : cell.padStart(widths[j]!))).join('  ');
+  return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+// --- issue 7's tables: bfloat16 weight norm, GEMM, weight-normalized Linear, MNIST step -------------------------
+
+const BF16_HEADERS = ['case', 'op', 'ours ms', 'GB/s', '%roof', 'torch bf16 ms', 'GB/s', 'vs torch', 'check / why n/a'];
+const GEMM_HEADERS = ['case', 'm×n×k', 'prec', 'ours ms', 'TFLOP/s', 'backend', 'torch ms', 'TFLOP/s', 'ours/torch', 'check / why n/a'];
+const LINEAR_HEADERS = ['case', 'plain ms', 'WN ms', 'WN/plain', 'torch plain ms', 'torch WN ms', 'torch WN/plain', 'torch WN / our WN', 'check'];
+const MNIST_HEADERS = ['batch', 'norm', 'ours ms/step', 'torch ms/step', 'torch/ours', 'check'];
+
+const measuredMs = (m: Measured) => (isUnavailable(m) ? 'n/a' : ms(m.ms));
+const shortText = (text: string, limit = 90) => (text.length > limit ? `${text.slice(0, limit - 1)}…` : text);
+const whyNa = (m: Measured | { unavailable: string } | object) => ('unavailable' in m ? shortText(m.unavailable) : '');
+
+function bf16Rows(result: BackendResult): string[][] {
+  const rows: string[][] = [];
+  for (const c of result.cases) {
+    const check = c.bf16.check;
+    const checkText = 'unavailable' in check ? `ours n/a: ${shortText(check.unavailable)}` : `${err(worst(check.errors))} ${check.pass ? 'pass' : 'FAIL'}`;
+    c.bf16.rows.forEach((r, i) => {
+      rows.push([
+        i === 0 ? c.case.name : '',
+        OP_LABEL[r.op],
+        optMs(r.ours),
+        r.ours ? r.ours.gbps.toFixed(1) : 'n/a',
+        optPct(r.ours),
+        optMs(r.torch),
+        r.torch ? r.torch.gbps.toFixed(1) : 'n/a',
+        times(r.vsTorch),
+        i === 0 ? checkText + (c.bf16.torchNa && c.bf16.torchNa !== 'not requested' ? `; torch n/a: ${shortText(c.bf16.torchNa, 60)}` : '') : '',
+      ]);
+    });
+  }
+  return rows;
+}
+
+function gemmRows(rows: GemmRow[]): string[][] {
+  return rows.map((r, i) => {
+    const first = i === 0 || rows[i - 1]!.case.name !== r.case.name;
+    const layout = `${r.case.transposeA ? 'T' : 'N'}${r.case.transposeB ? 'T' : 'N'}`;
+    const ours = 'tflops' in r.ours ? r.ours : null;
+    const torch = 'tflops' in r.torch ? r.torch : null;
+    const why = [whyNa(r.ours) && `ours: ${whyNa(r.ours)}`, whyNa(r.torch) && `torch: ${whyNa(r.torch)}`].filter(Boolean).join('; ');
+    return [
+      first ? r.case.name : '',
+      first ? `${r.case.m}×${r.case.n}×${r.case.k} ${layout}` : '',
+      r.precision,
+      ours ? ms(ours.ms) : 'n/a',
+      ours ? ours.tflops.toFixed(2) : 'n/a',
+      ours ? ours.backend : '',
+      torch ? ms(torch.ms) : 'n/a',
+      torch ? torch.tflops.toFixed(2) : 'n/a',
+      r.ratio === null ? 'n/a' : `${(100 * r.ratio).toFixed(0)}%`,
+      [r.check ? `${err(r.check.error)} ${r.check.pass ? 'pass' : 'FAIL'}` : '', why].filter(Boolean).join('; '),
+    ];
+  });
+}
+
+function layerCheck(check: LinearRow['check']): string {
+  if ('skipped' in check) return `skipped: ${shortText(check.skipped, 60)}`;
+  return `${err(Math.max(...Object.values(check.errors)))} ${check.pass ? 'pass' : 'FAIL'}`;
+}
+
+function linearRows(rows: LinearRow[]): string[][] {
+  const ratio = (x: number | null) => (x === null ? 'n/a' : `${x.toFixed(3)}×`);
+  return rows.map((r) => [
+    r.case.name,
+    measuredMs(r.plain),
+    measuredMs(r.wn),
+    ratio(r.ratio),
+    measuredMs(r.torchPlain),
+    measuredMs(r.torchWn),
+    ratio(r.torchRatio),
+    times(r.wnVsTorch),
+    layerCheck(r.check) + (isUnavailable(r.torchWn) ? `; torch: ${shortText((r.torchWn as { unavailable: string }).unavailable, 50)}` : ''),
+  ]);
+}
+
+function mnistRows(rows: MnistRow[]): string[][] {
+  return rows.map((r) => [
+    String(r.batch),
+    r.norm === 'wn' ? 'weight norm' : 'plain',
+    measuredMs(r.ours) + (isUnavailable(r.ours) ? ` (${shortText((r.ours as { unavailable: string }).unavailable, 50)})` : ''),
+    measuredMs(r.torch),
+    times(r.vsTorch),
+    layerCheck(r.check),
+  ]);
+}
+
+function issue7Lines(result: BackendResult, markdownStyle: boolean): string[] {
+  return result.issue7.map((t) =>
+    markdownStyle
+      ? `- ${t.status === 'met' ? 'met' : `**${t.status}**`}: ${t.name} (${t.detail})`
+      : `  ${t.status.toUpperCase().padEnd(11)}  ${t.name}: ${t.detail}`,
+  );
+}
+
 /** A plain fixed-width table for the terminal: text columns left-aligned, numbers right-aligned. */
 export function terminalTable(result: BackendResult): string {
-  const rows = tableRows(result);
-  const widths = HEADERS.map((h, j) => Math.max(h.length, ...rows.map((r) => r[j]!.length)));
-  const line = (cells: string[]) =>
-    cells.map((cell, j) => (j < 2 ? cell.padEnd(widths[j]!) : cell.padStart(widths[j]!))).join('  ');
-  return [line(HEADERS), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+  const parts: string[] = [];
+  if (result.cases.length) {
+    parts.push(fixedTable(HEADERS, tableRows(result)), '', 'bfloat16 weight norm:', fixedTable(BF16_HEADERS, bf16Rows(result)));
+  }
+  if (result.gemm.length) parts.push('', 'GEMM vs torch (cuBLAS on CUDA):', fixedTable(GEMM_HEADERS, gemmRows(result.gemm), 3));
+  if (result.linear.length) parts.push('', 'Weight-normalized Linear vs plain (fwd+bwd per step):', fixedTable(LINEAR_HEADERS, linearRows(result.linear), 1));
+  if (result.mnist.length) parts.push('', 'MNIST CNN training step:', fixedTable(MNIST_HEADERS, mnistRows(result.mnist), 2));
+  return parts.join('\n');
 }
 
 function peerLine(result: BackendResult): string {
@@ -70,15 +176,18 @@ export function summaryText(result: BackendResult): string {
       `${result.quick ? ' (quick)' : ''}, ${result.durationSeconds.toFixed(0)} s, ` +
       `load average ${result.loadAverage.start[0]!.toFixed(2)} → ${result.loadAverage.end[0]!.toFixed(2)}`,
     peerLine(result),
-    'Targets:',
-    ...result.targets.map((t) => `  ${t.met ? 'MET    ' : 'NOT MET'}  ${t.name}${t.met ? '' : `: ${t.misses.join(', ')}`}`),
+    ...(result.cases.length
+      ? ['Targets (weight norm):', ...result.targets.map((t) => `  ${t.met ? 'MET    ' : 'NOT MET'}  ${t.name}${t.met ? '' : `: ${t.misses.join(', ')}`}`)]
+      : []),
+    'Targets (issue 7):',
+    ...issue7Lines(result, false),
   ];
   const noisy = result.cases.filter((c) => c.unstable.length > 0);
   if (noisy.length) {
     lines.push(`Noisy (rounds disagree by > 25%, after any retries; background load?): ` +
       noisy.map((c) => `${c.case.name} [${c.unstable.join(', ')}]`).join('; '));
   }
-  const failed = result.cases.filter((c) => !c.check.pass).map((c) => c.case.name);
+  const failed = checksFailed(result);
   lines.push(failed.length ? `CHECKS FAILED: ${failed.join(', ')}` : 'Checks: all kernels agree with the references.');
   return lines.join('\n');
 }
@@ -120,7 +229,7 @@ export function markdown(result: BackendResult): string {
     if (p) calls.set(`composite, dim ${c.dim}`, `${p.calls.composite_forward}; ${p.calls.composite_backward}`);
     if (c.peerError) calls.set(`error on ${c.case.name}`, c.peerError);
   }
-  return [
+  const weightNormPart = [
     `# weightnorm benchmark: ${result.machine}${result.quick ? ' (quick)' : ''}`,
     '',
     `- device: ${result.deviceName} (${result.device}), ${result.device === 'cpu' ? `${result.threads} threads` : 'CUDA events'}`,
@@ -159,7 +268,70 @@ export function markdown(result: BackendResult): string {
     '',
     ...(calls.size ? [...calls].map(([k, v]) => `- ${k}: \`${v}\``) : ['- none']),
     '',
-  ].join('\n');
+  ];
+  const issue7 = [
+    '## Issue 7 targets',
+    '',
+    ...issue7Lines(result, true),
+    '',
+    ...(result.cases.length
+      ? [
+          '## bfloat16 weight norm',
+          '',
+          'v, w, dw, dv in bfloat16; g, norm, dg float32 (the bytes count 2 per element and 4 per channel value); ' +
+            '%roof against the float32 copy roofline above. Checked against our float32 fused kernel on the same ' +
+            `bfloat16-rounded inputs (tolerance ${BF16_TOLERANCE}). ` +
+            "torch: `torch._weight_norm` and `_weight_norm_interface_backward` on bfloat16 v and g (dim 0 and the last dim only).",
+          '',
+          mdTable(BF16_HEADERS, bf16Rows(result)),
+          '',
+        ]
+      : []),
+    ...(result.gemm.length
+      ? [
+          '## GEMM vs cuBLAS (through torch)',
+          '',
+          'out[m, n] = op(a)·op(b), layout N/T per operand; TFLOP/s = 2mnk / time. Ours: the float32 GEMM (SIMT), the ' +
+            'same with the TF32 precision setting (tensor cores), the bfloat16 overload (float32 accumulation); timed ' +
+            "natively (CUDA events / steady clock). torch: `torch.mm` on views carrying the transposes, FP32 with " +
+            '`allow_tf32 = False`, TF32 with `True`, bf16 (defaults otherwise). Each of our outputs is checked on ' +
+            `${result.gemm.find((r) => r.check)?.check?.samples ?? 384} sampled entries against a float64 reference ` +
+            '(bf16: from the bf16-rounded operands) before it is timed; lowest per-round median of alternating rounds.',
+          '',
+          mdTable(GEMM_HEADERS, gemmRows(result.gemm)),
+          '',
+        ]
+      : []),
+    ...(result.linear.length
+      ? [
+          '## Weight-normalized Linear vs plain Linear',
+          '',
+          'One step = clear the gradients, y = layer(x), sum(y).backward() with x requiring its gradient (dx, dW or ' +
+            'dv/dg, db: the three products of a hidden layer), then a device synchronize; wall clock per step, both ' +
+            'sides alike. Ours: `nn.Linear(in, out, { weightNorm: true })` against `nn.Linear(in, out)`; the norm is ' +
+            'cached between steps (an optimizer step refreshes it in its fused update), as in training. torch: ' +
+            `${result.linear.find((r) => r.calls.wn)?.calls.wn ?? 'n/a'}. Checked before timing: y, dx, dv, dg, db against ` +
+            'the plain Linear on the effective weight followed by the unfused weight-norm backward.',
+          '',
+          mdTable(LINEAR_HEADERS, linearRows(result.linear)),
+          '',
+        ]
+      : []),
+    ...(result.mnist.length
+      ? [
+          '## MNIST CNN training step',
+          '',
+          "The CLI's `train --model cnn` network (conv 1→16, ReLU, pool, conv 16→32, ReLU, pool, linear 1568→10), " +
+            '`trainStep()` with Adam (lr 3e-3): forward, loss read back, zero grads, backward, update, then a ' +
+            `synchronize; random digits-like inputs. torch: ${result.mnist.find((r) => r.call)?.call ?? 'n/a'}. Checked ` +
+            "before timing: loss and every parameter's gradient against torch with our weights and batch.",
+          '',
+          mdTable(MNIST_HEADERS, mnistRows(result.mnist)),
+          '',
+        ]
+      : []),
+  ];
+  return [...(result.cases.length ? weightNormPart : [`# weightnorm benchmark: ${result.machine}${result.quick ? ' (quick)' : ''}`, '', `- device: ${result.deviceName} (${result.device}); date: ${result.date}; run took ${result.durationSeconds.toFixed(0)} s`, `- ${peerLine(result)}`, '']), ...issue7].join('\n');
 }
 
 /** Bar chart of % of roofline per case, forward and backward, for our fused, our unfused and torch fused. */
@@ -215,12 +387,13 @@ export async function chartSvg(result: BackendResult): Promise<string> {
   return svg;
 }
 
-/** Writes <machine>.json, .md and .svg into `dir`; returns the paths. */
-export async function writeResults(result: BackendResult, dir: string): Promise<string[]> {
+/** Writes <machine>.json, .md and (with `chart`) .svg into `dir`; returns the paths. */
+export async function writeResults(result: BackendResult, dir: string, chart = true): Promise<string[]> {
   mkdirSync(dir, { recursive: true });
   const base = join(dir, result.machine);
   writeFileSync(`${base}.json`, JSON.stringify(result, null, 2) + '\n');
   writeFileSync(`${base}.md`, markdown(result));
+  if (!chart || result.cases.length === 0) return [`${base}.json`, `${base}.md`]; // the chart is of the weight-norm cases
   writeFileSync(`${base}.svg`, await chartSvg(result));
   return [`${base}.json`, `${base}.md`, `${base}.svg`];
 }

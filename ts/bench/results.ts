@@ -1,7 +1,18 @@
 // The shape of bench/results/<machine>.json, and the derived figures (GB/s, % of roofline, ratios, targets).
 import type { BenchCase } from './cases.js';
-import type { OutputErrors, Timing } from './measure.js';
+import type { GemmRow } from './gemm.js';
+import type { Bf16Check, OutputErrors, Timing } from './measure.js';
 import type { PeerInfo, PeerPrepared } from './peer.js';
+import { isUnavailable } from './rounds.js';
+import { GEMM_TARGET_CASE } from './gemm.js';
+import { LINEAR_RATIO_GOAL, type LinearRow, type MnistRow } from './training.js';
+
+export type { GemmRow } from './gemm.js';
+export type { LinearRow, MnistRow } from './training.js';
+
+import type { Suite } from './suites.js';
+
+export { type Suite, SUITES } from './suites.js';
 
 export type Op = 'forward' | 'backward' | 'forward+backward';
 
@@ -43,6 +54,25 @@ export interface PeerResult extends PeerPrepared {
   composite: { forward: Timing; backward: Timing };
 }
 
+/** One bfloat16 weight-norm row: bytes count the per-element tensors at 2 bytes, g/norm/dg at 4. */
+export interface Bf16Row {
+  op: 'forward' | 'backward';
+  bytes: number;
+  /** null: not available (see the check) or not timed. */
+  ours: Variant | null;
+  torch: Variant | null;
+  /** torch bf16 ms / ours (> 1: ours faster). */
+  vsTorch: number | null;
+}
+
+export interface Bf16Result {
+  /** Against our float32 fused kernel on the same bfloat16-rounded inputs; or why ours is unavailable. */
+  check: Bf16Check;
+  rows: Bf16Row[];
+  /** Why torch's bfloat16 weight norm was not timed (null when it was). */
+  torchNa: string | null;
+}
+
 export interface CaseResult {
   case: BenchCase;
   /** dim as passed to the kernels (in [0, rank) or null). */
@@ -58,6 +88,8 @@ export interface CaseResult {
   peer: PeerResult | null;
   peerError: string | null;
   rows: OpRow[];
+  /** The bfloat16 overloads (issue 7), against the same float32 copy roofline. */
+  bf16: Bf16Result;
   check: CheckResult;
   /** 1, or more when the case was measured again because its rounds disagreed. */
   attempts: number;
@@ -90,8 +122,15 @@ export interface BackendResult {
   cacheBytes: number;
   rotationTargetBytes: number;
   peer: PeerInfo | { notInstalled: string[] } | { disabled: true };
+  /** The suites this run measured. */
+  suites: Suite[];
   cases: CaseResult[];
   targets: TargetResult[];
+  gemm: GemmRow[];
+  linear: LinearRow[];
+  mnist: MnistRow[];
+  /** Issue 7's goals, each met, not met or unavailable (its kernel or peer missing, or not measured). */
+  issue7: Issue7Target[];
   durationSeconds: number;
   /** os.loadavg() before and after: other work on the machine makes CPU timings noisy. */
   loadAverage: { start: number[]; end: number[] };
@@ -175,4 +214,64 @@ export function evaluateTargets(cases: CaseResult[]): TargetResult[] {
     targets.push(target('faster than torch fused, backward', vsTorch('backward')));
   }
   return targets;
+}
+
+export interface Issue7Target {
+  name: string;
+  status: 'met' | 'not met' | 'unavailable';
+  /** The figures behind the status, or why it is unavailable. */
+  detail: string;
+}
+
+/**
+ * Issue 7's goals: GEMM ≥ 70% of cuBLAS FP32 and ≥ 60% of cuBLAS TF32 at 4096³ (CUDA); the weight-normalized Linear
+ * within 5% of the plain one on every shape; the MNIST CNN step at least as fast as PyTorch eager.
+ */
+export function evaluateIssue7(device: 'cpu' | 'cuda', suites: readonly Suite[], gemm: GemmRow[], linear: LinearRow[], mnist: MnistRow[]): Issue7Target[] {
+  const targets: Issue7Target[] = [];
+  const gemmGoal = (precision: 'fp32' | 'tf32', goal: number, label: string) => {
+    const name = `GEMM ${precision.toUpperCase()} ≥ ${Math.round(goal * 100)}% of cuBLAS ${label} at 4096³`;
+    const row = gemm.find((r) => r.case.name === GEMM_TARGET_CASE && r.precision === precision);
+    if (device !== 'cuda') return targets.push({ name, status: 'unavailable', detail: 'cuBLAS goal: CUDA only' });
+    if (!suites.includes('gemm') || !row) return targets.push({ name, status: 'unavailable', detail: 'not measured (gemm suite or the 4096³ case not run)' });
+    if (isUnavailable(row.ours as never)) return targets.push({ name, status: 'unavailable', detail: `ours: ${(row.ours as { unavailable: string }).unavailable}` });
+    if (row.ratio === null) return targets.push({ name, status: 'unavailable', detail: `torch: ${(row.torch as { unavailable: string }).unavailable}` });
+    const ours = row.ours as { tflops: number };
+    const torch = row.torch as { tflops: number };
+    return targets.push({
+      name,
+      status: row.ratio >= goal ? 'met' : 'not met',
+      detail: `${(100 * row.ratio).toFixed(0)}% (${ours.tflops.toFixed(1)} vs ${torch.tflops.toFixed(1)} TFLOP/s)`,
+    });
+  };
+  gemmGoal('fp32', 0.7, 'FP32');
+  gemmGoal('tf32', 0.6, 'TF32');
+
+  const linearName = `weight-normalized Linear fwd+bwd ≤ ${LINEAR_RATIO_GOAL.toFixed(2)}× the plain Linear (every shape)`;
+  if (!suites.includes('linear') || linear.length === 0) targets.push({ name: linearName, status: 'unavailable', detail: 'not measured' });
+  else {
+    const missing = linear.filter((r) => r.ratio === null);
+    const misses = linear.filter((r) => r.ratio !== null && r.ratio > LINEAR_RATIO_GOAL);
+    const figures = linear.map((r) => `${r.case.name} ${r.ratio === null ? 'n/a' : `${r.ratio.toFixed(3)}×`}`).join(', ');
+    targets.push({ name: linearName, status: missing.length ? 'unavailable' : misses.length ? 'not met' : 'met', detail: figures });
+  }
+
+  const mnistName = 'MNIST CNN training step at least as fast as PyTorch eager (batch 64 and 256, WN on and off)';
+  if (!suites.includes('mnist') || mnist.length === 0) targets.push({ name: mnistName, status: 'unavailable', detail: 'not measured' });
+  else {
+    const missing = mnist.filter((r) => r.vsTorch === null);
+    const misses = mnist.filter((r) => r.vsTorch !== null && r.vsTorch < 1);
+    const figures = mnist.map((r) => `${r.norm} b${r.batch} ${r.vsTorch === null ? 'n/a' : `${r.vsTorch.toFixed(2)}×`}`).join(', ');
+    targets.push({ name: mnistName, status: missing.length ? 'unavailable' : misses.length ? 'not met' : 'met', detail: `torch ms / ours: ${figures}` });
+  }
+  return targets;
+}
+
+/** Names of everything whose check failed (weight-norm cases, GEMM rows, Linear and MNIST checks). */
+export function checksFailed(result: BackendResult): string[] {
+  const failed = result.cases.filter((c) => !c.check.pass).map((c) => c.case.name);
+  for (const r of result.gemm) if (r.check && !r.check.pass) failed.push(`gemm ${r.case.name} ${r.precision}`);
+  for (const r of result.linear) if ('pass' in r.check && !r.check.pass) failed.push(`linear ${r.case.name}`);
+  for (const r of result.mnist) if ('pass' in r.check && !r.check.pass) failed.push(`mnist b${r.batch} ${r.norm}`);
+  return failed;
 }

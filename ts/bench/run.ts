@@ -10,7 +10,10 @@ import cliProgress from 'cli-progress';
 import { type Device, native } from '../native.js';
 import { type BenchCase, CASES, channelsOf, checkShape, elementsOf, minimalBytes, normalizeDim } from './cases.js';
 import {
+  BENCH_EPS,
+  type Bf16Check,
   CaseInputs,
+  checkBf16,
   checkFusedAgainstUnfused,
   cpuLastLevelCacheBytes,
   median,
@@ -21,9 +24,30 @@ import {
   summarizeRounds,
   worst,
 } from './measure.js';
+import { timeWeightNormBf16, weightNormBf16Outputs } from './native-bench.js';
 import { type PeerPrepared, type PeerVariant, pythonCandidates, TorchPeer } from './peer.js';
+import { roundToBfloat16 } from './rounds.js';
 import { summaryText, terminalTable, writeResults } from './report.js';
-import { type BackendResult, type CaseResult, type CheckResult, evaluateTargets, opRows, type PeerResult } from './results.js';
+import {
+  type BackendResult,
+  type Bf16Result,
+  type Bf16Row,
+  type CaseResult,
+  type CheckResult,
+  checksFailed,
+  evaluateIssue7,
+  evaluateTargets,
+  type GemmRow,
+  type LinearRow,
+  type MnistRow,
+  opRows,
+  type PeerResult,
+  type Suite,
+  SUITES,
+} from './results.js';
+import { GEMM_CASES, runGemmSuite } from './gemm.js';
+import type { RoundPlan } from './rounds.js';
+import { LINEAR_CASES, MNIST_BATCHES, runLinearSuite, runMnistSuite } from './training.js';
 
 export interface BenchOptions {
   device: 'cpu' | 'cuda' | 'all';
@@ -44,8 +68,10 @@ export interface BenchOptions {
   python?: string;
   /** Let torch allocate with glibc's defaults (fresh pages for every large output) instead of reusing memory. */
   peerDefaultMalloc: boolean;
-  /** Only the cases whose name contains one of these. */
+  /** Only the weight-norm cases whose name contains one of these. */
   cases?: string[];
+  /** The suites to run (default: all of SUITES). */
+  suites?: Suite[];
   /** Last-level cache size to defeat (default: CPU from sysfs, CUDA 128 MiB, above any current GPU's L2 but B200's). */
   cacheMb?: number;
   /** Memory the rotated sets may take (default: CPU min(4 GiB, 30% of free), CUDA min(8 GiB, 25% of the GPU)). */
@@ -217,7 +243,7 @@ async function checkAgainstTorch(
   }
 }
 
-type NativeVariant = 'copy' | 'forward fused' | 'forward unfused' | 'backward fused' | 'backward unfused';
+type NativeVariant = 'copy' | 'forward fused' | 'forward unfused' | 'backward fused' | 'backward unfused' | 'forward bf16' | 'backward bf16';
 const NATIVE_VARIANTS: readonly [NativeVariant, 'copy' | 'forward' | 'backward', boolean][] = [
   ['copy', 'copy', true],
   ['forward fused', 'forward', true],
@@ -226,9 +252,18 @@ const NATIVE_VARIANTS: readonly [NativeVariant, 'copy' | 'forward' | 'backward',
   ['backward unfused', 'backward', false],
 ];
 
-/** Progress steps of one attempt at a case: inputs, our check, torch's check, torch's inputs, then 5 + 1 per round. */
+const BF16_VARIANTS: readonly [NativeVariant, 'forward' | 'backward'][] = [
+  ['forward bf16', 'forward'],
+  ['backward bf16', 'backward'],
+];
+
+/** Progress steps of one attempt at a case: inputs, our checks, torch's check, torch's inputs, then 7 + 1 per round. */
 function stepsPerCase(rounds: number): number {
-  return 4 + 6 * rounds;
+  return 4 + 8 * rounds;
+}
+
+function bf16Usable(check: Bf16Check | null): boolean {
+  return check !== null && 'pass' in check && check.pass;
 }
 
 /**
@@ -253,6 +288,7 @@ interface RawCase {
   prepared: PeerPrepared | null;
   peerError: string | null;
   fusedVsUnfused: OutputErrors | null;
+  bf16Check: Bf16Check | null;
   torchCheck: CheckResult['torch'];
   attempts: number;
   loadAverage: number[][];
@@ -278,11 +314,12 @@ async function measureCase(
     benchCase,
     dim: normalizeDim(benchCase.dim, benchCase.shape.length),
     sets,
-    ours: new Map(NATIVE_VARIANTS.map(([name]) => [name, []])),
+    ours: new Map([...NATIVE_VARIANTS, ...BF16_VARIANTS].map(([name]) => [name, []])),
     theirs: new Map(),
     prepared: null,
     peerError: null,
     fusedVsUnfused: null,
+    bf16Check: null,
     torchCheck: { skipped: peerSkip },
     attempts: 0,
     loadAverage: [],
@@ -305,6 +342,11 @@ async function measureCase(
       progress.task(`${label}: checking fused against unfused`);
       r.fusedVsUnfused = checkFusedAgainstUnfused(inputs, seed + 7);
     }
+    if (!r.bf16Check) {
+      progress.task(`${label}: checking bfloat16 against float32`);
+      r.bf16Check = checkBf16(inputs, seed + 11, roundToBfloat16, (op, set) => weightNormBf16Outputs(op, set, inputs.dim, BENCH_EPS));
+      if ('unavailable' in r.bf16Check && r.attempts === 1) progress.log(`${label}: bfloat16 unavailable: ${r.bf16Check.unavailable}`);
+    }
     progress.step();
     if (usePeer) {
       try {
@@ -314,7 +356,7 @@ async function measureCase(
         }
         progress.step();
         progress.task(`${label}: torch allocating ${sets} input sets`);
-        r.prepared = await peer.prepare(benchCase.shape, r.dim, sets, seed);
+        r.prepared = await peer.prepare(benchCase.shape, r.dim, sets, seed, true);
         peerPrepared = true;
         progress.step();
       } catch (error) {
@@ -326,6 +368,17 @@ async function measureCase(
         progress.task(`${label}: round ${round + 1}/${schedule.rounds}, ${name}`);
         r.ours.get(name)!.push(inputs.time(op, fused, warmup, perRound));
         progress.step();
+      }
+      if (bf16Usable(r.bf16Check)) {
+        for (const [name, op] of BF16_VARIANTS) {
+          progress.task(`${label}: round ${round + 1}/${schedule.rounds}, ${name}`);
+          try {
+            r.ours.get(name)!.push(timeWeightNormBf16(op, inputs.setsFor(op), inputs.dim, BENCH_EPS, warmup, perRound));
+          } catch (error) {
+            r.bf16Check = { unavailable: `timing failed: ${(error as Error).message}` };
+          }
+          progress.step();
+        }
       }
       if (peerPrepared && r.peerError === null) {
         progress.task(`${label}: round ${round + 1}/${schedule.rounds}, torch`);
@@ -351,7 +404,7 @@ async function measureCase(
 
 /** The variants whose two best round medians differ by more than UNSTABLE_RATIO. */
 function unstableVariants(r: RawCase): string[] {
-  const all: [string, number[][]][] = [...r.ours, ...r.theirs];
+  const all: [string, number[][]][] = [...r.ours, ...r.theirs].filter(([, rounds]) => rounds.length > 0);
   return all
     .filter(([, rounds]) => {
       const medians = rounds.map(median).sort((a, b) => a - b);
@@ -370,7 +423,9 @@ function caseResult(r: RawCase): CaseResult {
     checkErrors.push(worst(r.torchCheck.composite));
     if (r.torchCheck.fused) checkErrors.push(worst(r.torchCheck.fused));
   }
-  const pass = checkErrors.every((e) => e <= CHECK_TOLERANCE);
+  // A bfloat16 kernel that runs must pass its check (its own tolerance); one that is not implemented is reported.
+  const bf16Failed = r.bf16Check !== null && 'pass' in r.bf16Check && !r.bf16Check.pass;
+  const pass = checkErrors.every((e) => e <= CHECK_TOLERANCE) && !bf16Failed;
 
   const timing = (name: NativeVariant) => summarizeRounds(r.ours.get(name)!);
   const timings: CaseResult['timings'] = {
@@ -404,6 +459,7 @@ function caseResult(r: RawCase): CaseResult {
     peer,
     peerError: r.peerError,
     rows: opRows(bytes, timings, peer, copyGbps),
+    bf16: bf16Result(r, elements, channels, copyGbps),
     check: { fusedVsUnfused, torch: r.torchCheck, tolerance: CHECK_TOLERANCE, pass },
     attempts: r.attempts,
     unstable: unstableVariants(r),
@@ -411,7 +467,40 @@ function caseResult(r: RawCase): CaseResult {
   };
 }
 
-async function benchDevice(plan: DevicePlan, options: BenchOptions, threads: number, cases: BenchCase[]): Promise<BackendResult> {
+/** The bfloat16 rows of a case: ours (when it runs and passed its check) and torch's bfloat16 weight norm. */
+function bf16Result(r: RawCase, elements: number, channels: number, copyGbps: number): Bf16Result {
+  const rows = BF16_VARIANTS.map(([name, op]): Bf16Row => {
+    const bytes = minimalBytes(op, elements, channels, 'bf16');
+    const rounds = r.ours.get(name)!;
+    const oursMs = bf16Usable(r.bf16Check) && rounds.length > 0 ? summarizeRounds(rounds).ms : null;
+    const torchRounds = r.peerError === null ? r.theirs.get(`bf16_${op}` as PeerVariant) : undefined;
+    const torchMs = torchRounds && torchRounds.length > 0 ? summarizeRounds(torchRounds).ms : null;
+    const variant = (ms: number | null) => (ms === null ? null : { ms, gbps: bytes / (ms * 1e6), roofPct: (100 * bytes) / (ms * 1e6) / copyGbps });
+    return { op, bytes, ours: variant(oursMs), torch: variant(torchMs), vsTorch: oursMs !== null && torchMs !== null ? torchMs / oursMs : null };
+  });
+  const torchNa = r.peerError ?? (r.prepared ? (r.prepared.bf16_na ?? null) : 'no torch peer');
+  return { check: r.bf16Check ?? { unavailable: 'not checked' }, rows, torchNa };
+}
+
+/** Rounds, warm-up and timed runs per round of the issue-7 suites, per device (GEMM runs are long on a CPU). */
+function suitePlans(device: Device, quick: boolean): Record<'gemm' | 'linear' | 'mnist', RoundPlan> {
+  if (device === 'cuda') {
+    return quick
+      ? { gemm: { rounds: 2, warmup: 2, repeats: 5 }, linear: { rounds: 2, warmup: 3, repeats: 10 }, mnist: { rounds: 2, warmup: 5, repeats: 10 } }
+      : { gemm: { rounds: 3, warmup: 2, repeats: 10 }, linear: { rounds: 3, warmup: 3, repeats: 20 }, mnist: { rounds: 3, warmup: 5, repeats: 20 } };
+  }
+  return quick
+    ? { gemm: { rounds: 2, warmup: 1, repeats: 3 }, linear: { rounds: 2, warmup: 2, repeats: 5 }, mnist: { rounds: 2, warmup: 2, repeats: 5 } }
+    : { gemm: { rounds: 3, warmup: 1, repeats: 5 }, linear: { rounds: 3, warmup: 2, repeats: 10 }, mnist: { rounds: 3, warmup: 3, repeats: 10 } };
+}
+
+async function benchDevice(
+  plan: DevicePlan,
+  options: BenchOptions,
+  threads: number,
+  cases: BenchCase[],
+  checkpoint?: (partial: BackendResult) => Promise<unknown>,
+): Promise<BackendResult> {
   const started = Date.now();
   const loadAtStart = loadavg();
   if (plan.device === 'cpu' && loadAtStart[0]! > 0.5) {
@@ -439,27 +528,14 @@ async function benchDevice(plan: DevicePlan, options: BenchOptions, threads: num
     }
   }
 
-  const progress = new Progress(cases.length * stepsPerCase(rounds), stepsPerCase(rounds));
+  const suites = options.suites ?? [...SUITES];
+  const progress = new Progress(suites.includes('weightnorm') ? cases.length * stepsPerCase(rounds) : 0, stepsPerCase(rounds));
   const results: CaseResult[] = [];
-  try {
-    for (const c of cases) {
-      let raw = await measureCase(c, CASES.indexOf(c), plan, peer, peerSkip, schedule, progress);
-      for (let retry = 0; retry < retries && unstableVariants(raw).length > 0; retry++) {
-        progress.log(`${plan.device} ${c.name}: rounds disagree (${unstableVariants(raw).join(', ')}); measuring again`);
-        progress.grow(stepsPerCase(rounds));
-        raw = await measureCase(c, CASES.indexOf(c), plan, peer, peerSkip, schedule, progress, raw);
-      }
-      const result = caseResult(raw);
-      if (!result.check.pass) progress.log(`${plan.device} ${c.name}: CHECK FAILED (see the checks table)`);
-      results.push(result);
-      progress.endCase(); // steps skipped without a peer still count
-    }
-  } finally {
-    progress.stop();
-    peer?.close();
-  }
-
-  return {
+  let gemm: GemmRow[] = [];
+  let linear: LinearRow[] = [];
+  let mnist: MnistRow[] = [];
+  // The result as measured so far (the suites not run yet read as 'not measured').
+  const assemble = (): BackendResult => ({
     machine: plan.machine,
     device: plan.device,
     deviceName: plan.deviceName,
@@ -474,11 +550,56 @@ async function benchDevice(plan: DevicePlan, options: BenchOptions, threads: num
     cacheBytes: plan.cacheBytes,
     rotationTargetBytes: 3 * plan.cacheBytes,
     peer: peerInfo,
+    suites,
     cases: results,
     targets: evaluateTargets(results),
+    gemm,
+    linear,
+    mnist,
+    issue7: evaluateIssue7(plan.device, suites, gemm, linear, mnist),
     durationSeconds: (Date.now() - started) / 1000,
     loadAverage: { start: loadAtStart, end: loadavg() },
-  };
+  });
+  try {
+    for (const c of suites.includes('weightnorm') ? cases : []) {
+      let raw = await measureCase(c, CASES.indexOf(c), plan, peer, peerSkip, schedule, progress);
+      for (let retry = 0; retry < retries && unstableVariants(raw).length > 0; retry++) {
+        progress.log(`${plan.device} ${c.name}: rounds disagree (${unstableVariants(raw).join(', ')}); measuring again`);
+        progress.grow(stepsPerCase(rounds));
+        raw = await measureCase(c, CASES.indexOf(c), plan, peer, peerSkip, schedule, progress, raw);
+      }
+      const result = caseResult(raw);
+      if (!result.check.pass) progress.log(`${plan.device} ${c.name}: CHECK FAILED (see the checks table)`);
+      results.push(result);
+      progress.endCase(); // steps skipped without a peer still count
+    }
+    progress.stop();
+    // What is measured so far is written after each suite: a later suite that runs out of time (or a new kernel
+    // that crashes the process) does not lose the earlier ones.
+    await checkpoint?.(assemble());
+    const plans = suitePlans(plan.device, options.quick);
+    const log = (line: string) => process.stderr.write(`  ${line}\n`);
+    const pick = <T extends { quick: boolean }>(list: readonly T[]) => list.filter((c) => !options.quick || c.quick);
+    if (suites.includes('gemm')) {
+      process.stderr.write(`${plan.device}: GEMM vs torch\n`);
+      gemm = await runGemmSuite(pick(GEMM_CASES), peer, { device: plan.device, plan: plans.gemm, seed: 70_000, log });
+      await checkpoint?.(assemble());
+    }
+    if (suites.includes('linear')) {
+      process.stderr.write(`${plan.device}: weight-normalized Linear vs plain Linear\n`);
+      linear = await runLinearSuite(pick(LINEAR_CASES), peer, { device: plan.device, plan: plans.linear, seed: 71_000, log });
+      await checkpoint?.(assemble());
+    }
+    if (suites.includes('mnist')) {
+      process.stderr.write(`${plan.device}: MNIST CNN training step vs torch\n`);
+      mnist = await runMnistSuite(MNIST_BATCHES, peer, { device: plan.device, plan: plans.mnist, seed: 72_000, log });
+    }
+  } finally {
+    progress.stop();
+    peer?.close();
+  }
+
+  return assemble();
 }
 
 /** Runs the benchmark; resolves to the process exit code (1 when a kernel failed its check or a device is missing). */
@@ -487,7 +608,7 @@ export async function runBench(options: BenchOptions): Promise<number> {
   const cases = CASES.filter((c) => (options.quick ? c.quick : true)).filter(
     (c) => !options.cases?.length || options.cases.some((name) => c.name.includes(name)),
   );
-  if (cases.length === 0) {
+  if (cases.length === 0 && (options.suites ?? SUITES).includes('weightnorm')) {
     process.stderr.write(`no case matches ${options.cases?.join(', ')}; cases: ${CASES.map((c) => c.name).join(', ')}\n`);
     return 1;
   }
@@ -501,11 +622,11 @@ export async function runBench(options: BenchOptions): Promise<number> {
       if (options.device !== 'all') exitCode = 1; // asked for explicitly and not there
       continue;
     }
-    const result = await benchDevice(plan, options, threads, cases);
+    const result = await benchDevice(plan, options, threads, cases, (partial) => writeResults(partial, outDir, false));
     process.stdout.write(`\n${terminalTable(result)}\n\n${summaryText(result)}\n`);
     const files = await writeResults(result, outDir);
     process.stdout.write(`Wrote ${files.join(', ')}\n`);
-    if (result.cases.some((c) => !c.check.pass)) exitCode = 1;
+    if (checksFailed(result).length > 0) exitCode = 1;
   }
   return exitCode;
 }

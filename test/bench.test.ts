@@ -1,0 +1,159 @@
+// The benchmark's issue-7 machinery without timing anything that matters: the native GEMM / bfloat16 entry points
+// (outputs, and a kernel that is not implemented reported as such), bfloat16 rounding, the byte counts, the round
+// runner's handling of a throwing variant, and the met / not met / unavailable evaluation of the goals.
+import { describe, expect, it } from 'vitest';
+
+import { minimalBytes } from '../ts/bench/cases.js';
+import { gemmOutputs, timeGemm, timeWeightNormBf16, weightNormBf16Outputs } from '../ts/bench/native-bench.js';
+import { relativeError } from '../ts/bench/measure.js';
+import { evaluateIssue7 } from '../ts/bench/results.js';
+import type { GemmRow, LinearRow, MnistRow } from '../ts/bench/results.js';
+import { alternate, roundToBfloat16 } from '../ts/bench/rounds.js';
+import { GEMM_CASES } from '../ts/bench/gemm.js';
+import { LINEAR_CASES } from '../ts/bench/training.js';
+import { native } from '../ts/native.js';
+
+const NOT_IMPLEMENTED = /not implemented/;
+
+describe('roundToBfloat16', () => {
+  it('rounds to nearest with ties to even and keeps NaN and infinities', () => {
+    const ulp = 2 ** -7; // bfloat16 spacing just above 1
+    const input = Float32Array.from([1, 1 + ulp / 2, 1 + (3 * ulp) / 2, 1 + ulp / 4, -2.5, Infinity, NaN, 1 + (3 * ulp) / 4]);
+    const out = roundToBfloat16(input);
+    expect(Array.from(out.slice(0, 6))).toEqual([1, 1, 1 + 2 * ulp, 1, -2.5, Infinity]);
+    expect(Number.isNaN(out[6])).toBe(true);
+    expect(out[7]).toBe(1 + ulp);
+    expect(input[1]).toBe(1 + ulp / 2); // a copy, not in place
+  });
+});
+
+describe('minimalBytes', () => {
+  it('counts bfloat16 per-element tensors at 2 bytes and per-channel ones at 4', () => {
+    expect(minimalBytes('forward', 1000, 10, 'bf16')).toBe(2 * 2 * 1000 + 4 * 2 * 10);
+    expect(minimalBytes('backward', 1000, 10, 'bf16')).toBe(3 * 2 * 1000 + 4 * 3 * 10);
+    expect(minimalBytes('forward', 1000, 10)).toBe(4 * (2 * 1000 + 2 * 10));
+  });
+});
+
+describe('native GEMM benchmark entry (CPU)', () => {
+  const [m, n, k] = [33, 17, 29];
+  const spec = { m, n, k, transposeA: true, transposeB: false, precision: 'fp32' as const };
+
+  it('returns the same product as the GEMM op, and the backend that computed it', () => {
+    const a = native.randn([k, m], 1, 'cpu', 0, 1);
+    const b = native.randn([k, n], 2, 'cpu', 0, 1);
+    const { out, backend } = gemmOutputs(spec, [a, b]);
+    const reference = native.gemm(a, b, m, n, k, true, false, {});
+    expect(out.shape).toEqual([m, n]);
+    expect(relativeError(out.toArray(), reference.toArray())).toBeLessThan(1e-6);
+    expect(['openblas', 'blocked']).toContain(backend);
+    expect(timeGemm(spec, [[a, b]], 1, 3)).toHaveLength(3);
+    for (const t of [a, b, out, reference]) t.dispose();
+  });
+
+  it('bf16: the product of the rounded operands, or the kernel says it is not implemented yet', () => {
+    const a = native.randn([k, m], 3, 'cpu', 0, 1);
+    const b = native.randn([k, n], 4, 'cpu', 0, 1);
+    try {
+      const { out } = gemmOutputs({ ...spec, precision: 'bf16' }, [a, b]);
+      const ra = native.fromArray(roundToBfloat16(a.toArray()), [k, m], 'cpu');
+      const rb = native.fromArray(roundToBfloat16(b.toArray()), [k, n], 'cpu');
+      const reference = native.gemm(ra, rb, m, n, k, true, false, {});
+      expect(relativeError(out.toArray(), reference.toArray())).toBeLessThan(1e-2);
+      for (const t of [out, ra, rb, reference]) t.dispose();
+    } catch (error) {
+      expect((error as Error).message).toMatch(NOT_IMPLEMENTED);
+    }
+    a.dispose();
+    b.dispose();
+  });
+
+  it('refuses TF32 on the CPU and operands of the wrong size', () => {
+    const a = native.randn([k, m], 5, 'cpu', 0, 1);
+    const b = native.randn([k, n], 6, 'cpu', 0, 1);
+    expect(() => gemmOutputs({ ...spec, precision: 'tf32' }, [a, b])).toThrow(/TF32/);
+    expect(() => gemmOutputs({ ...spec, k: k + 1 }, [a, b])).toThrow(/elements/);
+    a.dispose();
+    b.dispose();
+  });
+});
+
+describe('native bfloat16 weight-norm benchmark entry (CPU)', () => {
+  it('forward: w and norm of the rounded v, or the kernel says it is not implemented yet', () => {
+    const v = native.fromArray(roundToBfloat16(native.randn([8, 40], 7, 'cpu', 0, 1).toArray()), [8, 40], 'cpu');
+    const g = native.randn([8], 8, 'cpu', 1, 0.25);
+    try {
+      const { out, perChannel } = weightNormBf16Outputs('forward', [v, g], 0, 1e-12);
+      const reference = native.weightNorm(v, g, 0, 1e-12, true);
+      expect(relativeError(out.toArray(), reference.w.toArray())).toBeLessThan(1e-2);
+      expect(relativeError(perChannel!.toArray(), reference.norm.toArray())).toBeLessThan(1e-5);
+      expect(timeWeightNormBf16('forward', [[v, g]], 0, 1e-12, 1, 2)).toHaveLength(2);
+    } catch (error) {
+      expect((error as Error).message).toMatch(NOT_IMPLEMENTED);
+    }
+  });
+});
+
+describe('alternate', () => {
+  it('reports a throwing variant as unavailable with its message and times the others', async () => {
+    const result = await alternate(
+      {
+        works: (_warmup, repeats) => Array.from({ length: repeats }, (_, i) => 1 + i),
+        throws: () => {
+          throw new Error('kernel X: not implemented yet');
+        },
+      },
+      { known: 'failed its check' },
+      null,
+      null,
+      { rounds: 2, warmup: 0, repeats: 3 },
+    );
+    expect(result.ours.works).toMatchObject({ ms: 2, runs: 6 });
+    expect(result.ours.throws).toEqual({ unavailable: 'kernel X: not implemented yet' });
+    expect(result.ours.known).toEqual({ unavailable: 'failed its check' });
+    expect(result.theirs).toBeNull();
+  });
+});
+
+describe('evaluateIssue7', () => {
+  const timing = (ms: number) => ({ ms, roundMedians: [ms], pooledMedian: ms, runs: 1 });
+  const square = GEMM_CASES.find((c) => c.name === 'square-4096')!;
+  const gemmRow = (precision: 'fp32' | 'tf32', ours: GemmRow['ours'], ratio: number | null): GemmRow => ({
+    case: square,
+    precision,
+    flops: 1,
+    check: null,
+    ours,
+    torch: { ...timing(1), tflops: 10, call: 'torch.mm' },
+    ratio,
+  });
+  const linearRow = (ratio: number | null): LinearRow => ({
+    case: LINEAR_CASES[0]!,
+    flopsPerStep: 1,
+    check: { errors: {}, tolerance: 1e-3, pass: true },
+    plain: timing(1),
+    wn: ratio === null ? { unavailable: 'x' } : timing(ratio),
+    ratio,
+    torchPlain: timing(1),
+    torchWn: timing(1),
+    torchRatio: 1,
+    wnVsTorch: null,
+    calls: {},
+  });
+  const mnistRow = (vsTorch: number): MnistRow => ({ batch: 64, norm: 'wn', check: { skipped: 'no peer' }, ours: timing(1), torch: timing(vsTorch), vsTorch, call: null });
+
+  it('marks each goal met, not met or unavailable', () => {
+    const gemm = [
+      gemmRow('fp32', { ...timing(1), tflops: 7.5, backend: 'simt' }, 0.75),
+      gemmRow('tf32', { unavailable: "TF32 requested but the GEMM backend is still 'simt'" }, null),
+    ];
+    const targets = evaluateIssue7('cuda', ['gemm', 'linear', 'mnist'], gemm, [linearRow(1.02), linearRow(1.08)], [mnistRow(1.2)]);
+    expect(targets.map((t) => t.status)).toEqual(['met', 'unavailable', 'not met', 'met']);
+    expect(targets[1]!.detail).toMatch(/simt/);
+  });
+
+  it('on the CPU the cuBLAS goals are unavailable, and a suite not run is unavailable', () => {
+    const targets = evaluateIssue7('cpu', ['linear'], [], [linearRow(1.0)], []);
+    expect(targets.map((t) => t.status)).toEqual(['unavailable', 'unavailable', 'met', 'unavailable']);
+  });
+});

@@ -1,0 +1,305 @@
+// Layer and training-step suites (issue 7), through the public TypeScript API as a user runs them:
+//   linear: a weight-normalized nn.Linear against a plain one (forward + backward, x requiring its gradient, so the
+//           three products of a hidden layer run), goal: within 5% of the plain layer's time;
+//   mnist:  the CLI's CNN (`train --model cnn`) training step, trainStep() with Adam, weight norm on and off, against
+//           the same network in PyTorch eager; goal: ours at least as fast.
+// Each is checked before it is timed: the weight-normalized Linear against the plain Linear on its effective weight
+// followed by the unfused weight-norm backward; the CNN's loss and every gradient against torch's on our weights.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { noGrad } from '../autograd.js';
+import { synchronize } from '../backend.js';
+import { buildModel } from '../commands/common.js';
+import * as F from '../functional.js';
+import type { Device } from '../native.js';
+import { native } from '../native.js';
+import * as nn from '../nn.js';
+import { weightNormBackward } from '../ops.js';
+import { Adam } from '../optim.js';
+import { manualSeed } from '../random.js';
+import { tidy } from '../scope.js';
+import { type Tensor, tensor } from '../tensor.js';
+import { trainStep } from '../train.js';
+import { relativeError, type Timing } from './measure.js';
+import type { TorchPeer } from './peer.js';
+import { alternate, isUnavailable, type Measured, type RoundPlan, wallTimes } from './rounds.js';
+
+export interface LinearCase {
+  name: string;
+  batch: number;
+  in: number;
+  out: number;
+  quick: boolean;
+}
+
+export const LINEAR_CASES: readonly LinearCase[] = [
+  { name: 'linear-256x784-1024', batch: 256, in: 784, out: 1024, quick: true },
+  { name: 'linear-1024x1024-1024', batch: 1024, in: 1024, out: 1024, quick: true },
+  { name: 'linear-4096x4096-4096', batch: 4096, in: 4096, out: 4096, quick: false },
+  { name: 'linear-8192x1024-4096', batch: 8192, in: 1024, out: 4096, quick: false },
+];
+
+export const MNIST_BATCHES: readonly number[] = [64, 256];
+
+/** The goal of issue 7 for the weight-normalized Linear: at most this × the plain Linear's time. */
+export const LINEAR_RATIO_GOAL = 1.05;
+
+/**
+ * Relative error (max |a − b| / max |b|) allowed between two float32 computations of a layer's outputs and
+ * gradients: GEMMs over k up to 8192 in different blockings and split-K orders, and (MNIST) torch's convolution
+ * algorithms, differ by ~1e-6-1e-5 relative; a wrong term or layout is O(1).
+ */
+export const LAYER_TOLERANCE = 1e-3;
+
+export interface LayerCheck {
+  errors: Record<string, number>;
+  tolerance: number;
+  pass: boolean;
+}
+
+export interface LinearRow {
+  case: LinearCase;
+  /** 3 GEMMs of 2·batch·in·out each. */
+  flopsPerStep: number;
+  check: LayerCheck | { skipped: string };
+  plain: Measured;
+  wn: Measured;
+  /** wn ms / plain ms (goal ≤ 1.05). */
+  ratio: number | null;
+  torchPlain: Measured;
+  torchWn: Measured;
+  torchRatio: number | null;
+  /** torch wn ms / our wn ms (> 1: ours faster). */
+  wnVsTorch: number | null;
+  calls: Record<string, string>;
+}
+
+export interface MnistRow {
+  batch: number;
+  norm: 'plain' | 'wn';
+  check: LayerCheck | { skipped: string };
+  ours: Measured;
+  torch: Measured;
+  /** torch ms / ours ms (goal ≥ 1). */
+  vsTorch: number | null;
+  call: string | null;
+}
+
+export interface TrainingSuiteOptions {
+  device: Device;
+  plan: RoundPlan;
+  seed: number;
+  log: (line: string) => void;
+}
+
+const ms = (m: Measured | undefined): number | null => (m && !isUnavailable(m) ? (m as Timing).ms : null);
+const ratioOf = (a: number | null, b: number | null) => (a === null || b === null ? null : a / b);
+const unavailableFrom = (m: Measured | undefined, fallback: string): Measured => m ?? { unavailable: fallback };
+
+function clearGradients(tensors: readonly Tensor[]): void {
+  for (const t of tensors) {
+    t.grad?.dispose();
+    t.grad = null;
+  }
+}
+
+function copyOf(t: Tensor): Tensor {
+  return tensor(t.toArray(), t.shape, { device: t.device });
+}
+
+/** The weight-normalized layer's y, dx, dv, dg, db against the plain Linear on w = g·v/‖v‖ plus the unfused backward. */
+function checkWeightNormLinear(layer: nn.Linear, x: Tensor): LayerCheck {
+  const state = layer.weightNorm!;
+  const errors: Record<string, number> = {};
+  tidy(() => {
+    const y = layer.forward(x);
+    F.sum(y).backward();
+    const ours = { y: y.toArray(), dx: x.grad!.toArray(), dv: state.v.grad!.toArray(), dg: state.g.grad!.toArray(), db: layer.bias!.grad!.toArray() };
+    clearGradients([x, ...layer.parameters()]);
+    const w = noGrad(() => layer.effectiveWeight());
+    w.requiresGrad = true;
+    const x2 = copyOf(x);
+    x2.requiresGrad = true;
+    const b2 = copyOf(layer.bias!);
+    b2.requiresGrad = true;
+    const y2 = F.linear(x2, w, b2);
+    F.sum(y2).backward();
+    const { dv, dg } = weightNormBackward(w.grad!, state.v, state.g, state.currentNorm(), { dim: 0, eps: state.eps, fused: false });
+    errors.y = relativeError(ours.y, y2.toArray());
+    errors.dx = relativeError(ours.dx, x2.grad!.toArray());
+    errors.dv = relativeError(ours.dv, dv.toArray());
+    errors.dg = relativeError(ours.dg, dg.toArray());
+    errors.db = relativeError(ours.db, b2.grad!.toArray());
+    clearGradients([w, x2, b2]);
+  });
+  return { errors, tolerance: LAYER_TOLERANCE, pass: Object.values(errors).every((e) => e <= LAYER_TOLERANCE) };
+}
+
+function linearStep(layer: nn.Linear, x: Tensor): () => void {
+  const params = layer.parameters();
+  return () =>
+    tidy(() => {
+      clearGradients([x, ...params]);
+      F.sum(layer.forward(x)).backward();
+    });
+}
+
+export async function runLinearSuite(cases: readonly LinearCase[], peer: TorchPeer | null, options: TrainingSuiteOptions): Promise<LinearRow[]> {
+  const { device, plan } = options;
+  const rows: LinearRow[] = [];
+  for (const [index, c] of cases.entries()) {
+    const seed = options.seed + 100 * index;
+    manualSeed(seed);
+    const plain = new nn.Linear(c.in, c.out).to(device);
+    const wn = new nn.Linear(c.in, c.out, { weightNorm: true }).to(device);
+    const x = tensor(native.randn([c.batch, c.in], seed, 'cpu', 0, 1).toArray(), [c.batch, c.in], { device });
+    x.requiresGrad = true;
+    try {
+      options.log(`${device} linear ${c.name}: checking the weight-normalized layer against plain + unfused backward`);
+      let check: LinearRow['check'];
+      const unavailable: Record<string, string> = {};
+      try {
+        check = checkWeightNormLinear(wn, x);
+        if (!check.pass) unavailable.wn = `CHECK FAILED: ${JSON.stringify(check.errors)}`;
+      } catch (error) {
+        check = { skipped: (error as Error).message };
+        unavailable.wn = (error as Error).message;
+      }
+      const timed = await alternate(
+        {
+          plain: (warmup, repeats) => wallTimes(linearStep(plain, x), synchronize, warmup, repeats),
+          ...(unavailable.wn ? {} : { wn: (warmup: number, repeats: number) => wallTimes(linearStep(wn, x), synchronize, warmup, repeats) }),
+        },
+        unavailable,
+        peer,
+        (p) => p.task('linear', { batch: c.batch, in: c.in, out: c.out, seed }),
+        plan,
+        (round) => options.log(`${device} linear ${c.name}: round ${round + 1}/${plan.rounds}`),
+      );
+      const noPeer = timed.peerError ?? 'no torch peer';
+      const torchPlain = unavailableFrom(timed.theirs?.plain, noPeer);
+      const torchWn = unavailableFrom(timed.theirs?.wn, noPeer);
+      rows.push({
+        case: c,
+        flopsPerStep: 3 * 2 * c.batch * c.in * c.out,
+        check,
+        plain: timed.ours.plain!,
+        wn: timed.ours.wn!,
+        ratio: ratioOf(ms(timed.ours.wn), ms(timed.ours.plain)),
+        torchPlain,
+        torchWn,
+        torchRatio: ratioOf(ms(torchWn), ms(torchPlain)),
+        wnVsTorch: ratioOf(ms(torchWn), ms(timed.ours.wn)),
+        calls: timed.calls,
+      });
+    } finally {
+      plain.dispose();
+      wn.dispose();
+      x.grad?.dispose();
+      x.dispose();
+      if (device === 'cuda') native.releaseCachedMemory();
+    }
+  }
+  return rows;
+}
+
+function writeF32(path: string, data: Float32Array): void {
+  writeFileSync(path, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+}
+
+function readF32(path: string): Float32Array {
+  const bytes = readFileSync(path);
+  return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+}
+
+/** Our CNN's loss and gradients on one batch against torch's with the same weights and batch. */
+async function checkMnistAgainstTorch(peer: TorchPeer, model: nn.Module, x: Tensor, labels: Int32Array, wn: boolean): Promise<LayerCheck> {
+  const dir = mkdtempSync(join(tmpdir(), 'weightnorm-bench-mnist-'));
+  try {
+    const params = model.namedParameters();
+    for (const [name, t] of params) writeF32(join(dir, `${name}.bin`), t.toArray());
+    writeF32(join(dir, 'x.bin'), x.toArray());
+    writeF32(join(dir, 'labels.bin'), Float32Array.from(labels));
+    const ours = tidy(() => {
+      const loss = F.crossEntropy(model.forward(x), labels);
+      loss.backward();
+      return { loss: loss.toArray(), grads: params.map(([name, t]) => [name, t.grad!.toArray()] as const) };
+    });
+    clearGradients(params.map(([, t]) => t));
+    await peer.mnistCheck(dir, labels.length, wn, params.map(([name, t]) => [name, [...t.shape]]));
+    const errors: Record<string, number> = { loss: relativeError(ours.loss, readF32(join(dir, 'loss.bin'))) };
+    for (const [name, grad] of ours.grads) errors[`d${name}`] = relativeError(grad, readF32(join(dir, `grad_${name}.bin`)));
+    return { errors, tolerance: LAYER_TOLERANCE, pass: Object.values(errors).every((e) => e <= LAYER_TOLERANCE) };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export async function runMnistSuite(batches: readonly number[], peer: TorchPeer | null, options: TrainingSuiteOptions): Promise<MnistRow[]> {
+  const { device, plan } = options;
+  const rows: MnistRow[] = [];
+  for (const [index, batch] of batches.entries()) {
+    const seed = options.seed + 100 * index;
+    const pixels = native.randn([batch * 28 * 28], seed, 'cpu', 0.5, 0.25).toArray().map((p) => Math.min(1, Math.max(0, p)));
+    const labels = Int32Array.from({ length: batch }, (_, i) => (i * 7 + seed) % 10);
+    const x = tensor(pixels, [batch, 1, 28, 28], { device });
+    const models = (['plain', 'wn'] as const).map((norm) => {
+      manualSeed(seed);
+      const { model } = buildModel('cnn', norm === 'wn' ? 'wn' : 'none');
+      model.to(device);
+      return { norm, model, optimizer: new Adam(model.parameters(), { lr: 3e-3 }) };
+    });
+    try {
+      const checks = new Map<string, MnistRow['check']>();
+      const unavailable: Record<string, string> = {};
+      for (const { norm, model } of models) {
+        if (!peer) {
+          checks.set(norm, { skipped: 'no torch peer' });
+          continue;
+        }
+        options.log(`${device} mnist batch ${batch} ${norm}: checking loss and gradients against torch`);
+        try {
+          const check = await checkMnistAgainstTorch(peer, model, x, labels, norm === 'wn');
+          checks.set(norm, check);
+          if (!check.pass) unavailable[norm] = `CHECK FAILED: ${JSON.stringify(check.errors)}`;
+        } catch (error) {
+          checks.set(norm, { skipped: `torch check failed: ${(error as Error).message}` });
+        }
+      }
+      const ours = Object.fromEntries(
+        models
+          .filter(({ norm }) => !(norm in unavailable))
+          .map(({ norm, model, optimizer }) => [
+            norm,
+            (warmup: number, repeats: number) => wallTimes(() => void trainStep(model, optimizer, x, labels), synchronize, warmup, repeats),
+          ]),
+      );
+      const timed = await alternate(
+        ours,
+        unavailable,
+        peer,
+        (p) => p.task('mnist', { batch, seed }),
+        plan,
+        (round) => options.log(`${device} mnist batch ${batch}: round ${round + 1}/${plan.rounds}`),
+      );
+      for (const norm of ['plain', 'wn'] as const) {
+        const torch = unavailableFrom(timed.theirs?.[norm], timed.peerError ?? 'no torch peer');
+        rows.push({
+          batch,
+          norm,
+          check: checks.get(norm)!,
+          ours: timed.ours[norm]!,
+          torch,
+          vsTorch: ratioOf(ms(torch), ms(timed.ours[norm])),
+          call: timed.calls[norm] ?? null,
+        });
+      }
+    } finally {
+      for (const { model } of models) model.dispose();
+      x.dispose();
+      if (device === 'cuda') native.releaseCachedMemory();
+    }
+  }
+  return rows;
+}

@@ -114,6 +114,15 @@ Napi::Value Zeros(const Napi::CallbackInfo& info) {
   });
 }
 
+// empty(shape, device) -> an uninitialized float32 tensor, for outputs a kernel overwrites in full (a GEMM's
+// rawOut). Internal: the public API never hands out uninitialized memory.
+Napi::Value Empty(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<int64_t> shape = parse_shape(env, info[0], "shape");
+  const Device device = parse_device(env, info[1], "device");
+  return guarded(env, [&]() -> Napi::Value { return new_tensor(env, device, shape); });
+}
+
 // randn draws on the host (counter-based, so a seed gives the same values on every device) and uploads.
 Napi::Value Randn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -344,6 +353,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   TensorWrap::Define(env, exports);
   exports.Set("fromArray", Napi::Function::New(env, FromArray));
   exports.Set("zeros", Napi::Function::New(env, Zeros));
+  exports.Set("empty", Napi::Function::New(env, Empty));
   exports.Set("randn", Napi::Function::New(env, Randn));
   exports.Set("weightNorm", Napi::Function::New(env, WeightNorm));
   exports.Set("weightNormBackward", Napi::Function::New(env, WeightNormBackward));

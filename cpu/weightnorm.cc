@@ -31,6 +31,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 namespace weightnorm::cpu {
@@ -82,20 +83,26 @@ inline Vec4 broadcast4(float x) { return _mm_set1_ps(x); }
 inline Vec4 mul4(Vec4 a, Vec4 b) { return _mm_mul_ps(a, b); }
 inline Vec4 sub4(Vec4 a, Vec4 b) { return _mm_sub_ps(a, b); }
 
-// float_to_bfloat16 on four lanes, bit for bit: NaN -> quiet NaN, otherwise add 0x7fff + lsb and keep the high half.
-// The high half comes out sign-extended (arithmetic shift), so the signed-saturating pack keeps its 16 bits as is.
+// float_to_bfloat16 on four lanes, bit for bit: add 0x7fff + lsb and keep the high half; a NaN instead gets its
+// quiet bit set and no increment (which could carry it into infinity or the sign). The high half comes out
+// sign-extended (arithmetic shift), so the signed-saturating pack keeps its 16 bits as they are.
+// kPayloadNans false: the caller knows every NaN lane is quiet with a zero low half, and for those and every
+// number the plain increment is already exact, so the NaN test is skipped.
+template <bool kPayloadNans>
 inline __m128i round_to_bfloat16_halves(Vec4 x) {
-  const __m128i word = _mm_castps_si128(x);
+  __m128i word = _mm_castps_si128(x);
   const __m128i lsb = _mm_and_si128(_mm_srli_epi32(word, 16), _mm_set1_epi32(1));
-  const __m128i rounded = _mm_add_epi32(word, _mm_add_epi32(lsb, _mm_set1_epi32(0x7fff)));
-  const __m128i magnitude = _mm_and_si128(word, _mm_set1_epi32(0x7fffffff));
-  const __m128i is_nan = _mm_cmpgt_epi32(magnitude, _mm_set1_epi32(0x7f800000));
-  const __m128i quiet_nan = _mm_or_si128(word, _mm_set1_epi32(0x00400000));
-  const __m128i chosen = _mm_or_si128(_mm_and_si128(is_nan, quiet_nan), _mm_andnot_si128(is_nan, rounded));
-  return _mm_srai_epi32(chosen, 16);
+  __m128i increment = _mm_add_epi32(lsb, _mm_set1_epi32(0x7fff));
+  if constexpr (kPayloadNans) {
+    const __m128i is_nan = _mm_castps_si128(_mm_cmpunord_ps(x, x));
+    increment = _mm_andnot_si128(is_nan, increment);
+    word = _mm_or_si128(word, _mm_and_si128(is_nan, _mm_set1_epi32(0x00400000)));
+  }
+  return _mm_srai_epi32(_mm_add_epi32(word, increment), 16);
 }
+template <bool kPayloadNans>
 inline __m128i round_to_bfloat16x8(Vec4 low, Vec4 high) {
-  return _mm_packs_epi32(round_to_bfloat16_halves(low), round_to_bfloat16_halves(high));
+  return _mm_packs_epi32(round_to_bfloat16_halves<kPayloadNans>(low), round_to_bfloat16_halves<kPayloadNans>(high));
 }
 #endif
 
@@ -146,9 +153,10 @@ double dot_dispatch(const T* a, const T* b, int64_t n) {
 // dst[i] = scalar(i) for i < n. With kStream, the aligned body goes through non-temporal 16-byte stores of
 // vector4(i) (4 outputs at once), and each 64-byte line written prefetches the line `prefetch_distance` elements
 // ahead in the inputs (the next chunk this thread will reduce), so its reads overlap these writes.
+// numeric_coefficients: unused here (float outputs are not rounded); see the bfloat16 overload.
 template <bool kStream, class Vector4, class Scalar>
 inline void store_run(float* dst, int64_t n, Vector4&& vector4, Scalar&& scalar, const float* prefetch_a,
-                      const float* prefetch_b) {
+                      const float* prefetch_b, bool /*numeric_coefficients*/) {
   int64_t i = 0;
 #if defined(__SSE2__)
   if constexpr (kStream) {
@@ -171,28 +179,39 @@ inline void store_run(float* dst, int64_t n, Vector4&& vector4, Scalar&& scalar,
 
 // The same for bfloat16 outputs: each float32 result rounded once. The vector body always runs (the compiler does
 // not vectorize the rounding), 8 outputs per 16-byte store from vector4(i) and vector4(i + 4).
+// numeric_coefficients: no coefficient of the run is NaN. Then every NaN result is quiet with a zero low half: it
+// is a bfloat16 input's NaN (widened, then quieted by the arithmetic) or the default NaN. Only a NaN coefficient
+// (from a NaN g or norm with any payload) can carry other bits, and only then is the NaN test needed.
 template <bool kStream, class Vector4, class Scalar>
 inline void store_run(bfloat16* dst, int64_t n, Vector4&& vector4, Scalar&& scalar, const bfloat16* prefetch_a,
-                      const bfloat16* prefetch_b) {
+                      const bfloat16* prefetch_b, bool numeric_coefficients) {
   int64_t i = 0;
 #if defined(__SSE2__)
   if constexpr (kStream) {
     for (; i < n && (reinterpret_cast<uintptr_t>(dst + i) & 15) != 0; ++i) dst[i] = float_to_bfloat16(scalar(i));
   }
-  for (; i + 8 <= n; i += 8) {
-    __m128i* out = reinterpret_cast<__m128i*>(dst + i);
-    const __m128i packed = round_to_bfloat16x8(vector4(i), vector4(i + 4));
-    if constexpr (kStream) {
-      if (prefetch_a && (i & 31) == 0) {
-        _mm_prefetch(reinterpret_cast<const char*>(prefetch_a + i), _MM_HINT_T0);
-        if (prefetch_b) _mm_prefetch(reinterpret_cast<const char*>(prefetch_b + i), _MM_HINT_T0);
+  auto vector_body = [&](auto payload_nans) {
+    for (; i + 8 <= n; i += 8) {
+      __m128i* out = reinterpret_cast<__m128i*>(dst + i);
+      const __m128i packed = round_to_bfloat16x8<decltype(payload_nans)::value>(vector4(i), vector4(i + 4));
+      if constexpr (kStream) {
+        if (prefetch_a && (i & 31) == 0) {
+          _mm_prefetch(reinterpret_cast<const char*>(prefetch_a + i), _MM_HINT_T0);
+          if (prefetch_b) _mm_prefetch(reinterpret_cast<const char*>(prefetch_b + i), _MM_HINT_T0);
+        }
+        _mm_stream_si128(out, packed);
+      } else {
+        _mm_storeu_si128(out, packed);
       }
-      _mm_stream_si128(out, packed);
-    } else {
-      _mm_storeu_si128(out, packed);
     }
+  };
+  if (numeric_coefficients) {
+    vector_body(std::false_type{});
+  } else {
+    vector_body(std::true_type{});
   }
 #else
+  (void)numeric_coefficients;
   (void)vector4;
   (void)prefetch_a;
   (void)prefetch_b;
@@ -314,6 +333,12 @@ void visit_wide_rows(const ChannelLayout& layout, const Region& region, const Co
   for (int64_t o = o_begin; o < o_end; ++o) visit(o * row_stride + region.k_begin * layout.inner, walk.span);
 }
 
+bool no_nan(const float* values, int64_t count) {
+  bool numbers = true;
+  for (int64_t i = 0; i < count; ++i) numbers &= values[i] == values[i];
+  return numbers;
+}
+
 // The coefficient of each column of a wide row (nested loops: no division per column).
 void expand_columns(float* columns, const float* per_channel, const ChannelLayout& layout, const Region& region,
                     const ColumnWalk& walk) {
@@ -372,11 +397,14 @@ void reduce_region(double* sums, const T* a, const T* b, const ChannelLayout& la
 template <bool kBackward, bool kStream, class T>
 void write_region(T* out, const T* a, const T* b, const float* c1, const float* c2, const ChannelLayout& layout,
                   const Region& region, bool column_mode, int64_t prefetch_distance) {
+  constexpr bool kRoundsOutputs = sizeof(T) == 2;
   if (column_mode) {
     const ColumnWalk walk = column_walk(layout, region);
     float s1[kMaxColumns], s2[kMaxColumns];
     expand_columns(s1, c1, layout, region, walk);
     if (kBackward) expand_columns(s2, c2, layout, region, walk);
+    const bool numeric_coefficients = kRoundsOutputs && no_nan(c1 + region.k_begin, region.channels()) &&
+                                      (!kBackward || no_nan(c2 + region.k_begin, region.channels()));
     visit_wide_rows(layout, region, walk, [&](int64_t offset, int64_t length) {
       const T* pa = a + offset;
       const T* pb = b + offset;
@@ -391,7 +419,8 @@ void write_region(T* out, const T* a, const T* b, const float* c1, const float* 
 #else
             0,
 #endif
-            [&](int64_t c) { return s1[c] * widen(pa[c]) - s2[c] * widen(pb[c]); }, next_a, next_b);
+            [&](int64_t c) { return s1[c] * widen(pa[c]) - s2[c] * widen(pb[c]); }, next_a, next_b,
+            numeric_coefficients);
       } else {
         store_run<kStream>(
             out + offset, length,
@@ -400,7 +429,7 @@ void write_region(T* out, const T* a, const T* b, const float* c1, const float* 
 #else
             0,
 #endif
-            [&](int64_t c) { return s1[c] * widen(pa[c]); }, next_a, nullptr);
+            [&](int64_t c) { return s1[c] * widen(pa[c]); }, next_a, nullptr, numeric_coefficients);
       }
     });
   } else {
@@ -421,7 +450,8 @@ void write_region(T* out, const T* a, const T* b, const float* c1, const float* 
 #else
             0,
 #endif
-            [&](int64_t i) { return k1 * widen(pa[i]) - k2 * widen(pb[i]); }, next_a, next_b);
+            [&](int64_t i) { return k1 * widen(pa[i]) - k2 * widen(pb[i]); }, next_a, next_b,
+            !std::isnan(k1) && !std::isnan(k2));
       } else {
         store_run<kStream>(
             out + offset, len,
@@ -430,7 +460,7 @@ void write_region(T* out, const T* a, const T* b, const float* c1, const float* 
 #else
             0,
 #endif
-            [&](int64_t i) { return k1 * widen(pa[i]); }, next_a, nullptr);
+            [&](int64_t i) { return k1 * widen(pa[i]); }, next_a, nullptr, !std::isnan(k1));
       }
     });
   }

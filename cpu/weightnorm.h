@@ -27,7 +27,8 @@ void weightnorm_backward(float* dv, float* dg, const float* dw, const float* v, 
 
 // bfloat16 storage for the per-element tensors (v, w, dw, dv); g, norm and dg stay float32, and every sum, norm
 // and coefficient is computed in float32 from the widened values. Same semantics as the float32 overloads; each
-// output element is the float32 result rounded once to bfloat16.
+// output element is the float32 result rounded once to bfloat16. Same kernels and plan as the float32 overloads
+// (so also bitwise identical for any thread count); a chunk holds twice the channels, at the same bytes.
 void weightnorm_forward(bfloat16* w, float* norm, const bfloat16* v, const float* g, const ChannelLayout& layout,
                         float eps);
 void weightnorm_backward(bfloat16* dv, float* dg, const bfloat16* dw, const bfloat16* v, const float* g,

@@ -199,7 +199,7 @@ export function weightNormLinear(
   checkShape(`${where}: g`, g, [outFeatures]);
   checkShape(`${where}: norm`, norm, [outFeatures]);
   const s = wrap(native.weightNormScale(handleOf(g, where), handleOf(norm, where)));
-  const t = wrap(native.zeros([batch, outFeatures], x.device));
+  const t = wrap(native.empty([batch, outFeatures], x.device)); // the GEMM writes every element
   const y = wrap(
     native.gemm(handleOf(x, where), handleOf(v, where), batch, outFeatures, inFeatures, false, true, {
       columnScale: handleOf(s, where),

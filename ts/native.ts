@@ -60,6 +60,8 @@ export interface NativeBinding {
   NativeTensor: abstract new (...args: never[]) => NativeTensor;
   fromArray(data: Float32Array, shape: number[], device: Device, dtype?: DType): NativeTensor;
   zeros(shape: number[], device: Device, dtype?: DType): NativeTensor;
+  /** Uninitialized float32 memory, for outputs a kernel overwrites in full. */
+  empty(shape: number[], device: Device): NativeTensor;
   randn(shape: number[], seed: number, device: Device, mean: number, std: number, dtype?: DType): NativeTensor;
   cast(t: NativeTensor, dtype: DType): NativeTensor;
   setMatmulPrecision(precision: 'highest' | 'high'): void;

@@ -4,7 +4,9 @@
 //  - where a GPU is usable, every CUDA op against the same reference, and against the CPU result (bitwise where
 //    both sides do the same IEEE operations, else with a stated tolerance);
 //  - determinism: CPU reductions bitwise equal for 1, 2 and 3 threads; CUDA reductions bitwise equal run to run;
-//  - statistics: the dropout keep rate within a binomial bound, the noise mean and variance.
+//  - statistics: the dropout keep rate within a binomial bound, the noise mean and variance;
+//  - float32 <-> bfloat16 conversion against an IEEE rounding reference written here (ties to even, overflow,
+//    subnormals, signed zeros, NaN), every bfloat16 value widened and round-tripped.
 // Outputs are prefilled with NaN, so an element a kernel forgets to write fails its check.
 // Prints one line per check and, last, "N passed, M failed"; exit status 0 only when every check passes.
 #include <algorithm>
@@ -13,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <random>
@@ -42,8 +45,10 @@ namespace {
 
 namespace cpu = weightnorm::cpu;
 namespace random = weightnorm::random;
+using weightnorm::bfloat16;
 using weightnorm::ChannelLayout;
 using Vec = std::vector<float>;
+using Bf16Vec = std::vector<bfloat16>;
 using Ref = std::vector<double>;
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -140,6 +145,8 @@ struct Backend {
                     const cpu::NormOutput*);
   void (*adamax_step)(float*, float*, float*, const float*, int64_t, const cpu::AdamOptions&, int64_t,
                       const cpu::NormOutput*);
+  void (*convert_to_bfloat16)(bfloat16*, const float*, int64_t);
+  void (*convert_to_float)(float*, const bfloat16*, int64_t);
 };
 
 // The ops whose signatures are the same in both namespaces.
@@ -163,7 +170,9 @@ struct Backend {
   backend.batch_norm_backward = ns::batch_norm_backward;                     \
   backend.batch_norm_inference = ns::batch_norm_inference;                   \
   backend.mean_only_batch_norm_forward = ns::mean_only_batch_norm_forward;   \
-  backend.mean_only_batch_norm_backward = ns::mean_only_batch_norm_backward
+  backend.mean_only_batch_norm_backward = ns::mean_only_batch_norm_backward; \
+  backend.convert_to_bfloat16 = ns::convert;                                 \
+  backend.convert_to_float = ns::convert
 
 Backend cpu_backend() {
   Backend b{};
@@ -214,47 +223,56 @@ Backend cuda_backend() {
 }
 #endif
 
-// A tensor on the backend's side. `offset` floats of padding in front: offset 1 makes the data pointer 4 bytes
-// off 16-byte alignment, which sends the CUDA kernels down their scalar paths.
-class Buf {
+// What an output is prefilled with, so that an element that is never written fails its check: NaN (for bfloat16,
+// a NaN payload that no input here rounds to, and that the NaN checks reject).
+template <class T>
+T unwritten();
+template <>
+float unwritten<float>() { return std::numeric_limits<float>::quiet_NaN(); }
+template <>
+bfloat16 unwritten<bfloat16>() { return bfloat16{0x7fa5}; }
+
+// A tensor of T on the backend's side. `offset` elements of padding in front: offset 1 makes the data pointer
+// sizeof(T) bytes off 16-byte alignment, which sends the CUDA kernels down their scalar paths.
+template <class T>
+class Buffer {
  public:
-  Buf(const Backend& backend, const Vec& values, size_t offset = 0)
+  Buffer(const Backend& backend, const std::vector<T>& values, size_t offset = 0)
       : device_(backend.device), size_(values.size()), offset_(offset) {
-    const size_t floats = offset + std::max<size_t>(size_, 1);
+    const size_t elements = offset + std::max<size_t>(size_, 1);
     if (!device_) {
-      host_.assign(floats, 0.0f);
+      host_.assign(elements, T{});
       std::copy(values.begin(), values.end(), host_.begin() + offset);
       return;
     }
 #ifdef WEIGHTNORM_WITH_CUDA
-    bytes_ = floats * sizeof(float);
-    device_data_ = static_cast<float*>(cu::allocate(bytes_));
-    if (size_) cu::copy_to_device(device_data_ + offset, values.data(), size_ * sizeof(float));
+    bytes_ = elements * sizeof(T);
+    device_data_ = static_cast<T*>(cu::allocate(bytes_));
+    if (size_) cu::copy_to_device(device_data_ + offset, values.data(), size_ * sizeof(T));
 #endif
   }
-  // An output: prefilled with NaN, so an element that is never written fails its check.
-  static Buf output(const Backend& backend, size_t size, size_t offset = 0) {
-    return Buf(backend, Vec(size, std::numeric_limits<float>::quiet_NaN()), offset);
+  static Buffer output(const Backend& backend, size_t size, size_t offset = 0) {
+    return Buffer(backend, std::vector<T>(size, unwritten<T>()), offset);
   }
-  Buf(Buf&& other) noexcept
+  Buffer(Buffer&& other) noexcept
       : device_(other.device_), size_(other.size_), offset_(other.offset_), host_(std::move(other.host_)),
         device_data_(other.device_data_), bytes_(other.bytes_) {
     other.device_data_ = nullptr;
   }
-  Buf(const Buf&) = delete;
-  Buf& operator=(const Buf&) = delete;
-  ~Buf() {
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() {
 #ifdef WEIGHTNORM_WITH_CUDA
     if (device_data_) cu::release(device_data_, bytes_);
 #endif
   }
 
-  float* p() { return (device_ ? device_data_ : host_.data()) + offset_; }
-  Vec get() const {
-    if (!device_) return Vec(host_.begin() + offset_, host_.begin() + offset_ + size_);
-    Vec values(size_);
+  T* p() { return (device_ ? device_data_ : host_.data()) + offset_; }
+  std::vector<T> get() const {
+    if (!device_) return std::vector<T>(host_.begin() + offset_, host_.begin() + offset_ + size_);
+    std::vector<T> values(size_);
 #ifdef WEIGHTNORM_WITH_CUDA
-    if (size_) cu::copy_to_host(values.data(), device_data_ + offset_, size_ * sizeof(float));
+    if (size_) cu::copy_to_host(values.data(), device_data_ + offset_, size_ * sizeof(T));
 #endif
     return values;
   }
@@ -262,10 +280,11 @@ class Buf {
  private:
   bool device_;
   size_t size_, offset_;
-  Vec host_;
-  float* device_data_ = nullptr;
+  std::vector<T> host_;
+  T* device_data_ = nullptr;
   size_t bytes_ = 0;
 };
+using Buf = Buffer<float>;
 
 // CPU-vs-CUDA comparison: each backend records named outputs; after both ran, every name both recorded is
 // compared (tol 0: bitwise; else the error relative to the CPU tensor's largest value).
@@ -1037,6 +1056,178 @@ void test_optimizers(const Backend& b) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Element type conversion: float32 <-> bfloat16.
+
+uint32_t bits_of(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return bits;
+}
+
+float float_of_bits(uint32_t bits) {
+  float x;
+  std::memcpy(&x, &bits, sizeof x);
+  return x;
+}
+
+bool is_bfloat16_nan(uint16_t bits) { return (bits & 0x7f80) == 0x7f80 && (bits & 0x007f) != 0; }
+
+// The IEEE rounding of a finite or infinite float32 to bfloat16, from the definition rather than the bit trick of
+// bfloat16.h: the nearer of the two bfloat16 neighbours of |x| (truncated, and one ulp above), ties to the even
+// one. Past the largest finite bfloat16 the next value is 2^128: IEEE rounds to infinity from the midpoint up.
+uint16_t reference_bfloat16_bits(float x) {
+  const uint16_t truncated = static_cast<uint16_t>(bits_of(x) >> 16);
+  if (std::isinf(x)) return truncated;
+  const uint16_t above = truncated + 1;  // |x| < 2^128: the magnitude bits stay below the sign bit
+  const double magnitude = std::fabs(double(x));
+  const double low = std::fabs(double(float_of_bits(uint32_t{truncated} << 16)));
+  const double high = (above & 0x7fff) == 0x7f80 ? std::ldexp(1.0, 128)
+                                                  : std::fabs(double(float_of_bits(uint32_t{above} << 16)));
+  // Differences of floats this close are exact in double.
+  if (magnitude - low != high - magnitude) return magnitude - low < high - magnitude ? truncated : above;
+  return (truncated & 1) ? above : truncated;
+}
+
+std::string hex(uint32_t bits, int digits) {
+  char text[16];
+  std::snprintf(text, sizeof text, "0x%0*x", digits, bits);
+  return text;
+}
+
+Vec widened_bits(const Bf16Vec& x) {
+  Vec out(x.size());
+  for (size_t i = 0; i < x.size(); ++i) out[i] = float_of_bits(uint32_t{x[i].bits} << 16);
+  return out;
+}
+
+void test_convert(const Backend& b) {
+  const std::string tag = std::string(b.name) + " convert ";
+  // Hand-picked cases (float32 bits -> bfloat16 bits), each checked against the reference too.
+  struct Known {
+    uint32_t in;
+    uint16_t out;
+    const char* what;
+  };
+  const Known known[] = {
+      {0x3f800000, 0x3f80, "1"},
+      {0x3f808000, 0x3f80, "1 + 2^-8 (a tie) rounds down to even 1"},
+      {0x3f818000, 0x3f82, "1 + 3*2^-8 (a tie) rounds up to even 1 + 2^-6"},
+      {0x3f808001, 0x3f81, "just above a tie rounds up"},
+      {0x3f807fff, 0x3f80, "just below a tie rounds down"},
+      {0xbf818000, 0xbf82, "-(1 + 3*2^-8) rounds to even, away from 0"},
+      {0x00000000, 0x0000, "+0"},
+      {0x80000000, 0x8000, "-0 keeps its sign"},
+      {0x7f800000, 0x7f80, "+inf"},
+      {0xff800000, 0xff80, "-inf"},
+      {0x7f7f0000, 0x7f7f, "the largest finite bfloat16"},
+      {0x7f7f7fff, 0x7f7f, "just below the overflow threshold stays finite"},
+      {0x7f7f8000, 0x7f80, "the overflow threshold (a tie, odd below) overflows to inf"},
+      {0x7f7fffff, 0x7f80, "FLT_MAX overflows to inf"},
+      {0xff7fffff, 0xff80, "-FLT_MAX overflows to -inf"},
+      {0x00000001, 0x0000, "the smallest subnormal rounds to +0"},
+      {0x80000001, 0x8000, "the smallest negative subnormal rounds to -0"},
+      {0x00010000, 0x0001, "the smallest bfloat16 subnormal is exact"},
+      {0x00008000, 0x0000, "half the smallest bfloat16 subnormal (a tie) rounds to even 0"},
+      {0x00018000, 0x0002, "a subnormal tie with odd below rounds up"},
+      {0x007fffff, 0x0080, "the largest subnormal rounds up to the smallest normal"},
+      {0x80418000, 0x8042, "a negative subnormal tie rounds to even"},
+  };
+  // NaNs whose high half alone looks like inf (0x7f800001, 0x7f808000) or would carry into the sign (0x7fffffff)
+  // under a plain add-and-truncate.
+  const uint32_t nans[] = {0x7fc00000, 0x7f800001, 0x7f808000, 0x7fffffff, 0xffc00000, 0xff800001, 0xff8fffff};
+  {
+    const size_t count = std::size(known) + std::size(nans);
+    Vec input;
+    for (const Known& k : known) input.push_back(float_of_bits(k.in));
+    for (const uint32_t n : nans) input.push_back(float_of_bits(n));
+    Buf in(b, input);
+    Buffer<bfloat16> out = Buffer<bfloat16>::output(b, count);
+    b.convert_to_bfloat16(out.p(), in.p(), count);
+    const Bf16Vec got = out.get();
+    for (size_t i = 0; i < std::size(known); ++i) {
+      const Known& k = known[i];
+      expect(got[i].bits == k.out && reference_bfloat16_bits(float_of_bits(k.in)) == k.out,
+             tag + "to bfloat16 " + hex(k.in, 8) + " -> " + hex(got[i].bits, 4) + " (want " + hex(k.out, 4) +
+                 "): " + k.what);
+    }
+    for (size_t i = 0; i < std::size(nans); ++i) {
+      const uint16_t bits = got[std::size(known) + i].bits;
+      expect(is_bfloat16_nan(bits) && (bits >> 15) == (nans[i] >> 31) && bits != unwritten<bfloat16>().bits,
+             tag + "to bfloat16 NaN " + hex(nans[i], 8) + " -> " + hex(bits, 4) + " stays NaN with its sign");
+    }
+  }
+  // Random inputs against the reference: uniform bit patterns (every exponent, subnormals included; NaNs
+  // skipped), normal values, and values on a tie or one bit off one. Aligned and not; recorded for the
+  // CPU-vs-CUDA comparison.
+  const int64_t n = (int64_t{1} << 20) + 3;
+  Vec input(n);
+  std::uniform_int_distribution<uint32_t> any_bits;
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits = any_bits(g_rng);
+    if (i % 3 == 1) bits = bits_of(normal(g_rng));
+    if (i % 3 == 2) bits = (bits & 0xffff0000u) | (0x8000u + (bits & 3) - 1);  // 0x7fff, 0x8000, 0x8001, 0x8002
+    if ((bits & 0x7fffffffu) > 0x7f800000u) bits &= ~0x00800000u;  // a NaN pattern becomes a finite one
+    input[i] = float_of_bits(bits);
+  }
+  for (const size_t offset : {size_t{0}, size_t{1}}) {
+    const std::string what = tag + (offset ? "unaligned " : "");
+    Buf in(b, input, offset);
+    Buffer<bfloat16> out = Buffer<bfloat16>::output(b, n, offset);
+    b.convert_to_bfloat16(out.p(), in.p(), n);
+    const Bf16Vec got = out.get();
+    int64_t wrong = 0, first_wrong = -1;
+    for (int64_t i = 0; i < n; ++i) {
+      if (got[i].bits == reference_bfloat16_bits(input[i])) continue;
+      if (wrong++ == 0) first_wrong = i;
+    }
+    expect(wrong == 0, what + "to bfloat16, " + std::to_string(n) + " random values vs the IEEE reference: " +
+                           std::to_string(wrong) + " differ" +
+                           (wrong ? " (first " + hex(bits_of(input[first_wrong]), 8) + " -> " +
+                                        hex(got[first_wrong].bits, 4) + ")"
+                                  : std::string()));
+    record(what + "to bfloat16 random values", widened_bits(got), 0.0);
+  }
+  // Every bfloat16 value: widening is exact (the bits move to the high half; a NaN stays a NaN of the same sign),
+  // and rounding the widened value gives the same bfloat16 back.
+  Bf16Vec all(1 << 16);
+  for (uint32_t bits = 0; bits < all.size(); ++bits) all[bits].bits = static_cast<uint16_t>(bits);
+  for (const size_t offset : {size_t{0}, size_t{1}}) {
+    const std::string what = tag + (offset ? "unaligned " : "");
+    Buffer<bfloat16> in(b, all, offset);
+    Buf wide = Buf::output(b, all.size(), offset);
+    b.convert_to_float(wide.p(), in.p(), all.size());
+    const Vec widened = wide.get();
+    Buf wide_in(b, widened, offset);
+    Buffer<bfloat16> back = Buffer<bfloat16>::output(b, all.size(), offset);
+    b.convert_to_bfloat16(back.p(), wide_in.p(), all.size());
+    const Bf16Vec round_trip = back.get();
+    int64_t inexact = 0, not_returned = 0;
+    Vec finite_widened;
+    for (uint32_t bits = 0; bits < all.size(); ++bits) {
+      const uint32_t word = bits_of(widened[bits]);
+      const bool nan = is_bfloat16_nan(static_cast<uint16_t>(bits));
+      if (nan ? !(std::isnan(widened[bits]) && (word >> 31) == (bits >> 15)) : word != bits << 16) ++inexact;
+      if (nan ? !(is_bfloat16_nan(round_trip[bits].bits) && (round_trip[bits].bits >> 15) == (bits >> 15))
+              : round_trip[bits].bits != bits)
+        ++not_returned;
+      if (!nan) finite_widened.push_back(widened[bits]);
+    }
+    expect(inexact == 0, what + "to float, all 65536 bfloat16 values exact: " + std::to_string(inexact) + " not");
+    expect(not_returned == 0, what + "bfloat16 -> float -> bfloat16 returns all 65536 values: " +
+                                  std::to_string(not_returned) + " not");
+    record(what + "to float, every non-NaN bfloat16", finite_widened, 0.0);
+  }
+  // count 0 writes nothing.
+  Buffer<bfloat16> untouched = Buffer<bfloat16>::output(b, 4);
+  Buf source(b, Vec{1.0f, 2.0f, 3.0f, 4.0f});
+  b.convert_to_bfloat16(untouched.p(), source.p(), 0);
+  const Bf16Vec after = untouched.get();
+  expect(std::all_of(after.begin(), after.end(), [](bfloat16 x) { return x.bits == unwritten<bfloat16>().bits; }),
+         tag + "count 0 writes nothing");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 
 void run_all(const Backend& b) {
   const std::pair<const char*, void (*)(const Backend&)> suites[] = {
@@ -1050,6 +1241,7 @@ void run_all(const Backend& b) {
       {"batch_norm", test_batch_norm},
       {"mean_only_batch_norm", test_mean_only_batch_norm},
       {"optimizers", test_optimizers},
+      {"convert", test_convert},
   };
   for (const auto& [name, suite] : suites) {
     std::printf("== %s %s\n", b.name, name);

@@ -51,7 +51,11 @@ std::string describe(const Case& c) {
 
 struct Reference {
   std::vector<double> w, norm, dv, dg;
-  double dv_scale = 0.0;  // largest term of dv: its two terms cancel (a 1-element channel gives dv = 0)
+  // Error scales per channel. A scale over the whole tensor would let an error in one channel hide behind another
+  // channel's large values (a zero channel's dv is g/eps·dw, ~1e12). w: the channel's largest |w|. dv: its largest
+  // term, since the two terms cancel (a 1-element channel gives dv = 0). dg: ‖dw_k‖, which bounds |dg| and the
+  // rounding of its float32 sum (Cauchy-Schwarz). norm: itself.
+  std::vector<double> w_scale, dv_scale, dg_scale;
 };
 
 // Float64 reference of PAPER.md §1 with the eps floor.
@@ -62,6 +66,9 @@ Reference reference(const std::vector<float>& v, const std::vector<float>& g, co
   r.dv.resize(v.size());
   r.norm.assign(l.channels, 0.0);
   r.dg.assign(l.channels, 0.0);
+  r.w_scale.assign(l.channels, 0.0);
+  r.dv_scale.assign(l.channels, 0.0);
+  r.dg_scale.assign(l.channels, 0.0);
   std::vector<double> dot(l.channels, 0.0);
   auto index = [&](int64_t o, int64_t k, int64_t i) { return (o * l.channels + k) * l.inner + i; };
   for (int64_t o = 0; o < l.outer; ++o)
@@ -70,11 +77,13 @@ Reference reference(const std::vector<float>& v, const std::vector<float>& g, co
         const double x = v[index(o, k, i)];
         r.norm[k] += x * x;
         dot[k] += double(dw[index(o, k, i)]) * x;
+        r.dg_scale[k] += double(dw[index(o, k, i)]) * dw[index(o, k, i)];
       }
   for (int64_t k = 0; k < l.channels; ++k) {
     const double raw = std::sqrt(r.norm[k]);
     r.norm[k] = std::max(raw, eps);
     r.dg[k] = dot[k] / r.norm[k];
+    r.dg_scale[k] = std::sqrt(r.dg_scale[k]);
   }
   for (int64_t o = 0; o < l.outer; ++o)
     for (int64_t k = 0; k < l.channels; ++k)
@@ -82,27 +91,29 @@ Reference reference(const std::vector<float>& v, const std::vector<float>& g, co
         const int64_t e = index(o, k, i);
         const double n = r.norm[k];
         r.w[e] = double(v[e]) * g[k] / n;
+        r.w_scale[k] = std::max(r.w_scale[k], std::fabs(r.w[e]));
         const double c2 = n > eps ? g[k] * r.dg[k] / (n * n) : 0.0;
         r.dv[e] = g[k] / n * dw[e] - c2 * v[e];
-        r.dv_scale = std::max({r.dv_scale, std::fabs(g[k] / n * dw[e]), std::fabs(c2 * v[e])});
+        r.dv_scale[k] = std::max({r.dv_scale[k], std::fabs(g[k] / n * dw[e]), std::fabs(c2 * v[e])});
       }
   return r;
 }
 
-// Largest error relative to the tensor's scale: |got - want| / max(|want|_inf, tiny).
-double scaled_error(const std::vector<float>& got, const std::vector<double>& want, double scale = 1e-30) {
+// Largest error relative to its channel's scale: |got - want| / max(scale[k], tiny), k the element's channel
+// (per_element: one value per channel, as norm and dg are).
+double scaled_error(const std::vector<float>& got, const std::vector<double>& want, const std::vector<double>& scale,
+                    const ChannelLayout& l, bool per_element) {
   double worst = 0.0;
-  scale = std::max(scale, 1e-30);
-  for (double x : want) scale = std::max(scale, std::fabs(x));
   for (size_t i = 0; i < got.size(); ++i) {
-    const double e = std::fabs(double(got[i]) - want[i]);
+    const int64_t k = per_element ? int64_t(i) : (int64_t(i) / l.inner) % l.channels;
+    const double e = std::fabs(double(got[i]) - want[i]) / std::max(scale[k], 1e-30);
     if (!(e <= worst)) worst = std::isnan(e) ? INFINITY : e;
   }
-  return worst / scale;
+  return worst;
 }
 
-// float32 kernels vs float64: a few ulps per element plus sum rounding; 2e-5 of the largest value is generous
-// for the row lengths used here and far below any real bug (which shows up as O(1)).
+// float32 kernels vs float64: a few ulps per element plus sum rounding; 2e-5 of the channel's scale is generous
+// for the row lengths used here and far below any real bug (which shows up as O(1) in the channel it hits).
 constexpr double kTolerance = 2e-5;
 int g_failures = 0, g_checks = 0;
 
@@ -122,9 +133,11 @@ using ForwardFn = void (*)(float*, float*, const float*, const float*, const Cha
 using BackwardFn = void (*)(float*, float*, const float*, const float*, const float*, const float*,
                             const ChannelLayout&, float);
 
-void check_outputs(const std::string& label, const Outputs& got, const Reference& want) {
-  const double ew = scaled_error(got.w, want.w), en = scaled_error(got.norm, want.norm);
-  const double edv = scaled_error(got.dv, want.dv, want.dv_scale), edg = scaled_error(got.dg, want.dg);
+void check_outputs(const std::string& label, const Outputs& got, const Reference& want, const ChannelLayout& l) {
+  const double ew = scaled_error(got.w, want.w, want.w_scale, l, false);
+  const double en = scaled_error(got.norm, want.norm, want.norm, l, true);
+  const double edv = scaled_error(got.dv, want.dv, want.dv_scale, l, false);
+  const double edg = scaled_error(got.dg, want.dg, want.dg_scale, l, true);
   char line[256];
   std::snprintf(line, sizeof line, "%-10s w %.2e norm %.2e dv %.2e dg %.2e", label.c_str(), ew, en, edv, edg);
   expect(ew < kTolerance && en < kTolerance && edv < kTolerance && edg < kTolerance, line);
@@ -453,15 +466,15 @@ int main() {
     }
     const Reference want = reference(v, g, dw, l, eps);
     std::printf("%s\n", describe(c).c_str());
-    check_outputs("cpu fused", run_cpu(weightnorm::cpu::weightnorm_forward, weightnorm::cpu::weightnorm_backward, v, g, dw, l, eps), want);
-    check_outputs("cpu unfused", run_cpu(weightnorm::cpu::weightnorm_forward_unfused, weightnorm::cpu::weightnorm_backward_unfused, v, g, dw, l, eps), want);
+    check_outputs("cpu fused", run_cpu(weightnorm::cpu::weightnorm_forward, weightnorm::cpu::weightnorm_backward, v, g, dw, l, eps), want, l);
+    check_outputs("cpu unfused", run_cpu(weightnorm::cpu::weightnorm_forward_unfused, weightnorm::cpu::weightnorm_backward_unfused, v, g, dw, l, eps), want, l);
 #ifdef WEIGHTNORM_WITH_CUDA
     if (gpu) {
       // A throwing kernel (a refused launch) is one failed check: the other cases still report.
       try {
         const Outputs first = run_cuda(cu::weightnorm_forward, cu::weightnorm_backward, v, g, dw, l, eps);
-        check_outputs("cuda fused", first, want);
-        check_outputs("cuda unfused", run_cuda(cu::weightnorm_forward_unfused, cu::weightnorm_backward_unfused, v, g, dw, l, eps), want);
+        check_outputs("cuda fused", first, want, l);
+        check_outputs("cuda unfused", run_cuda(cu::weightnorm_forward_unfused, cu::weightnorm_backward_unfused, v, g, dw, l, eps), want, l);
         const Outputs second = run_cuda(cu::weightnorm_forward, cu::weightnorm_backward, v, g, dw, l, eps);
         const bool identical = first.w == second.w && first.norm == second.norm && first.dv == second.dv && first.dg == second.dg;
         expect(identical, "cuda fused: two runs differ bitwise for " + describe(c));

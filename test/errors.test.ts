@@ -440,9 +440,9 @@ describe('tensor()', () => {
     },
     {
       name: 'an unknown option',
-      call: () => tensor([1], undefined, { dtype: 'float32' } as unknown as object),
+      call: () => tensor([1], undefined, { dtyp: 'float32' } as unknown as object),
       error: TypeError,
-      message: [/^tensor: options:/, /only the keys device/, /received the string "dtype"/],
+      message: [/^tensor: options:/, /only the keys device, dtype/, /received the string "dtyp"/],
     },
   ]);
 });
@@ -525,7 +525,7 @@ describe('zeros() and randn()', () => {
       name: 'randn: an unknown option',
       call: () => randn([2], { sigma: 1 } as unknown as object),
       error: TypeError,
-      message: [/^randn: options:/, /device, seed, mean, std/, /received the string "sigma"/],
+      message: [/^randn: options:/, /device, dtype, seed, mean, std/, /received the string "sigma"/],
     },
     {
       name: "to('gpu')",

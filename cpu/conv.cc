@@ -17,7 +17,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "gemm.h"
@@ -221,23 +223,61 @@ void conv2d_backward(float* dx, float* dw, float* dbias, const float* dy, const 
 
 namespace {
 
-// Index (within the plane) of the first maximum of the window at (oh, ow), scanning rows then columns. A NaN is a
-// maximum (the first NaN wins), so NaN propagates as in the other frameworks.
-inline int64_t window_argmax(const float* plane, int64_t width, int64_t kernel, int64_t stride, int64_t oh,
-                             int64_t ow) {
-  int64_t best = oh * stride * width + ow * stride;
-  float best_value = plane[best];
-  for (int64_t i = 0; i < kernel; ++i) {
-    const float* row = plane + (oh * stride + i) * width + ow * stride;
-    for (int64_t j = 0; j < kernel; ++j) {
-      const float v = row[j];
-      if (v > best_value || (std::isnan(v) && !std::isnan(best_value))) {
-        best_value = v;
-        best = (oh * stride + i) * width + ow * stride + j;
-      }
+// The first maximum of a window and its index within the plane, scanning rows then columns from `first` (the
+// window's top-left index). A NaN is a maximum (the first NaN wins), so NaN propagates as in the other frameworks.
+// The update is written as selects, not a branch: on real activations "is this larger" is a coin flip, and
+// mispredicted branches made pooling several times slower than the memory it touches. kKernel > 0 fixes the window
+// size at compile time (2 and 3 are the common ones) so the loops unroll; 0 reads it from `kernel`.
+struct WindowMax {
+  float value;
+  int64_t index;
+};
+
+template <int kKernel>
+inline WindowMax window_max(const float* plane, int64_t width, int64_t kernel, int64_t first) {
+  const int64_t size = kKernel > 0 ? kKernel : kernel;
+  WindowMax best{plane[first], first};
+  for (int64_t i = 0; i < size; ++i) {
+    for (int64_t j = 0; j < size; ++j) {
+      const int64_t index = first + i * width + j;
+      const float v = plane[index];
+      // Bitwise | and &, and the update as integer masks: with ?: or ||, GCC emits branches again.
+      const bool take = (v > best.value) | ((v != v) & (best.value == best.value));
+      const uint32_t keep_mask = uint32_t(take) - 1u;  // all ones: keep best, zero: take v
+      uint32_t best_bits, v_bits;
+      std::memcpy(&best_bits, &best.value, sizeof best_bits);
+      std::memcpy(&v_bits, &v, sizeof v_bits);
+      best_bits = (best_bits & keep_mask) | (v_bits & ~keep_mask);
+      std::memcpy(&best.value, &best_bits, sizeof best_bits);
+      const int64_t take_mask = -int64_t(take);
+      best.index = (best.index & ~take_mask) | (index & take_mask);
     }
   }
   return best;
+}
+
+// Where disjoint windows are written whole: dy's bits at the window's maximum, +0 elsewhere (masks, not ?:, which
+// compiles to a branch here).
+template <int kKernel>
+inline void write_window_gradient(float* out, int64_t width, int64_t kernel, int64_t first, int64_t best, float dy) {
+  const int64_t size = kKernel > 0 ? kKernel : kernel;
+  uint32_t dy_bits;
+  std::memcpy(&dy_bits, &dy, sizeof dy_bits);
+  for (int64_t i = 0; i < size; ++i)
+    for (int64_t j = 0; j < size; ++j) {
+      const int64_t index = first + i * width + j;
+      const uint32_t bits = dy_bits & (0u - uint32_t(index == best));
+      std::memcpy(&out[index], &bits, sizeof bits);
+    }
+}
+
+// body(std::integral_constant<int, K>) with K the kernel size where it is a common one (2, 3), else 0 (read at run
+// time): the window loops unroll for the common sizes.
+template <class Body>
+void with_kernel_size(int64_t kernel, Body&& body) {
+  if (kernel == 2) return body(std::integral_constant<int, 2>{});
+  if (kernel == 3) return body(std::integral_constant<int, 3>{});
+  body(std::integral_constant<int, 0>{});
 }
 
 void check_pool(int64_t planes, int64_t height, int64_t width, int64_t kernel, int64_t stride) {
@@ -252,14 +292,17 @@ void max_pool2d_forward(float* y, const float* x, int64_t planes, int64_t height
   check_pool(planes, height, width, kernel, stride);
   const int64_t oh_count = (height - kernel) / stride + 1, ow_count = (width - kernel) / stride + 1;
   const int threads = num_threads();
+  with_kernel_size(kernel, [&](auto size) {
+    constexpr int K = decltype(size)::value;
 #pragma omp parallel for schedule(static) num_threads(threads) if (planes * height * width >= kParallelMinElements)
-  for (int64_t p = 0; p < planes; ++p) {
-    const float* plane = x + p * height * width;
-    float* out = y + p * oh_count * ow_count;
-    for (int64_t oh = 0; oh < oh_count; ++oh)
-      for (int64_t ow = 0; ow < ow_count; ++ow)
-        out[oh * ow_count + ow] = plane[window_argmax(plane, width, kernel, stride, oh, ow)];
-  }
+    for (int64_t p = 0; p < planes; ++p) {
+      const float* plane = x + p * height * width;
+      float* out = y + p * oh_count * ow_count;
+      for (int64_t oh = 0; oh < oh_count; ++oh)
+        for (int64_t ow = 0; ow < ow_count; ++ow)
+          out[oh * ow_count + ow] = window_max<K>(plane, width, kernel, oh * stride * width + ow * stride).value;
+    }
+  });
 }
 
 void max_pool2d_backward(float* dx, const float* dy, const float* x, int64_t planes, int64_t height, int64_t width,
@@ -267,17 +310,33 @@ void max_pool2d_backward(float* dx, const float* dy, const float* x, int64_t pla
   check_pool(planes, height, width, kernel, stride);
   const int64_t oh_count = (height - kernel) / stride + 1, ow_count = (width - kernel) / stride + 1;
   const int threads = num_threads();
+  const bool overlapping = stride < kernel;
+  // The windows cover the plane exactly (nothing left to zero) when they are disjoint, adjacent and fit it.
+  const bool tiled = stride == kernel && height % kernel == 0 && width % kernel == 0;
+  with_kernel_size(kernel, [&](auto size) {
+    constexpr int K = decltype(size)::value;
 #pragma omp parallel for schedule(static) num_threads(threads) if (planes * height * width >= kParallelMinElements)
-  for (int64_t p = 0; p < planes; ++p) {
-    const float* plane = x + p * height * width;
-    const float* grad = dy + p * oh_count * ow_count;
-    float* out = dx + p * height * width;
-    std::fill(out, out + height * width, 0.0f);
-    // Windows in row-major order: where windows overlap, an element's contributions add up in that order.
-    for (int64_t oh = 0; oh < oh_count; ++oh)
-      for (int64_t ow = 0; ow < ow_count; ++ow)
-        out[window_argmax(plane, width, kernel, stride, oh, ow)] += grad[oh * ow_count + ow];
-  }
+    for (int64_t p = 0; p < planes; ++p) {
+      const float* plane = x + p * height * width;
+      const float* grad = dy + p * oh_count * ow_count;
+      float* out = dx + p * height * width;
+      if (overlapping || !tiled) std::fill(out, out + height * width, 0.0f);
+      if (overlapping) {
+        // Windows in row-major order: where windows overlap, an element's contributions add up in that order.
+        for (int64_t oh = 0; oh < oh_count; ++oh)
+          for (int64_t ow = 0; ow < ow_count; ++ow)
+            out[window_max<K>(plane, width, kernel, oh * stride * width + ow * stride).index] += grad[oh * ow_count + ow];
+      } else {
+        // Disjoint windows: each writes its whole window (dy at its maximum, 0 elsewhere), no read-modify-write.
+        for (int64_t oh = 0; oh < oh_count; ++oh)
+          for (int64_t ow = 0; ow < ow_count; ++ow) {
+            const int64_t first = oh * stride * width + ow * stride;
+            const int64_t best = window_max<K>(plane, width, kernel, first).index;
+            write_window_gradient<K>(out, width, kernel, first, best, grad[oh * ow_count + ow]);
+          }
+      }
+    }
+  });
 }
 
 void global_avg_pool_forward(float* y, const float* x, int64_t planes, int64_t plane_size) {

@@ -52,8 +52,11 @@ void for_each_index(int64_t count, Body&& body) {
   const int64_t blocks = (count + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) num_threads(threads) if (count >= kParallelMinElements && threads > 1)
   for (int64_t b = 0; b < blocks; ++b) {
+    // A private copy of the lambda: through the shared one, the compiler must assume the output stores may change
+    // its captured pointers and scalars, reloads them every element and does not vectorize.
+    const auto run = body;
     const int64_t end = std::min(count, (b + 1) * kBlock);
-    for (int64_t i = b * kBlock; i < end; ++i) body(i);
+    for (int64_t i = b * kBlock; i < end; ++i) run(i);
   }
 }
 
@@ -88,16 +91,29 @@ void fill(float* out, float value, int64_t count) {
   for_each_index(count, [=](int64_t i) { out[i] = value; });
 }
 
+// Selects, not branches (the sign of an activation is a coin flip for the branch predictor), and the slope test
+// outside the loop, so both loops vectorize.
 void relu_forward(float* y, const float* x, float negative_slope, int64_t count) {
-  // slope 0 gives exactly 0 for x <= 0 (0 * -inf would be NaN); NaN stays NaN.
-  for_each_index(count, [=](int64_t i) {
-    const float v = x[i];
-    y[i] = v > 0.0f ? v : v <= 0.0f ? (negative_slope == 0.0f ? 0.0f : negative_slope * v) : v;
-  });
+  if (negative_slope == 0.0f) {
+    // Exactly 0 for x <= 0 (0 * -inf would be NaN); NaN stays NaN.
+    for_each_index(count, [=](int64_t i) {
+      const float v = x[i];
+      y[i] = ((v > 0.0f) | (v != v)) ? v : 0.0f;
+    });
+  } else {
+    for_each_index(count, [=](int64_t i) {
+      const float v = x[i];
+      y[i] = v > 0.0f ? v : negative_slope * v;  // NaN: slope * NaN = NaN
+    });
+  }
 }
 
 void relu_backward(float* dx, const float* dy, const float* x, float negative_slope, int64_t count) {
-  for_each_index(count, [=](int64_t i) { dx[i] = dy[i] * (x[i] > 0.0f ? 1.0f : negative_slope); });
+  // A select of two products (not a branch): the same value as dy * (x > 0 ? 1 : slope), NaN and inf included.
+  for_each_index(count, [=](int64_t i) {
+    const float scaled = dy[i] * negative_slope;
+    dx[i] = x[i] > 0.0f ? dy[i] : scaled;
+  });
 }
 
 void tanh_forward(float* y, const float* x, int64_t count) {

@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <type_traits>
 #include <vector>
@@ -133,6 +134,21 @@ void images_to_channels_major(float* t, const float* y, int64_t images, int64_t 
       std::copy_n(y + (image * channels + c) * spatial, spatial, t + (c * images + image) * spatial);
 }
 
+// Scratch for the im2col columns and the regrouped products, kept per thread between calls and never zeroed
+// (every element is written before it is read). A fresh std::vector per call zero-filled up to 16 MiB and took
+// page faults on every page, a large part of a small network's training step. Holds at most the largest request
+// seen (bounded by kColBudget per buffer).
+float* scratch(int slot, int64_t count) {
+  thread_local std::unique_ptr<float[]> buffers[2];
+  thread_local int64_t capacity[2] = {0, 0};
+  if (capacity[slot] < count) {
+    buffers[slot].reset();  // free first: old and new need not both fit
+    buffers[slot].reset(new float[static_cast<size_t>(count)]);
+    capacity[slot] = count;
+  }
+  return buffers[slot].get();
+}
+
 }  // namespace
 
 void conv2d_forward(float* y, const float* x, const float* w, const float* bias, const Conv2dGeometry& g) {
@@ -140,9 +156,8 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
   const int64_t spatial = g.out_height() * g.out_width(), in_spatial = g.in_height * g.in_width;
   const int64_t patch = g.in_channels * g.kernel_height * g.kernel_width;
   const int64_t group = group_size(g);
-  std::vector<float> col, product;
-  if (!is_pointwise(g)) col.resize(patch * group * spatial);
-  if (group > 1) product.resize(g.out_channels * group * spatial);
+  float* col = is_pointwise(g) ? nullptr : scratch(0, patch * group * spatial);
+  float* product = group > 1 ? scratch(1, g.out_channels * group * spatial) : nullptr;
   GemmEpilogue epilogue;
   epilogue.row_bias = bias;
   for (int64_t first = 0; first < g.batch; first += group) {
@@ -151,10 +166,10 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
     float* y_group = y + first * g.out_channels * spatial;
     const float* cols = x_group;
     if (!is_pointwise(g)) {
-      im2col(col.data(), x_group, images, g);
-      cols = col.data();
+      im2col(col, x_group, images, g);
+      cols = col;
     }
-    float* target = images > 1 ? product.data() : y_group;
+    float* target = images > 1 ? product : y_group;
     gemm(target, w, cols, g.out_channels, images * spatial, patch, false, false, epilogue);
     if (images > 1) channels_major_to_images(y_group, target, images, g.out_channels, spatial);
   }
@@ -185,22 +200,21 @@ void conv2d_backward(float* dx, float* dw, float* dbias, const float* dy, const 
   }
 
   const int64_t group = group_size(g);
-  std::vector<float> col, dy_group;
-  if (!is_pointwise(g)) col.resize(patch * group * spatial);
-  if (group > 1) dy_group.resize(g.out_channels * group * spatial);
+  float* col = is_pointwise(g) ? nullptr : scratch(0, patch * group * spatial);
+  float* dy_group = group > 1 ? scratch(1, g.out_channels * group * spatial) : nullptr;
   for (int64_t first = 0; first < g.batch; first += group) {
     const int64_t images = std::min(group, g.batch - first);
     const float* dy_images = dy + first * g.out_channels * spatial;
     const float* dys = dy_images;
     if (images > 1) {
-      images_to_channels_major(dy_group.data(), dy_images, images, g.out_channels, spatial);
-      dys = dy_group.data();
+      images_to_channels_major(dy_group, dy_images, images, g.out_channels, spatial);
+      dys = dy_group;
     }
     if (dw) {
       const float* cols = x + first * g.in_channels * in_spatial;
       if (!is_pointwise(g)) {
-        im2col(col.data(), cols, images, g);
-        cols = col.data();
+        im2col(col, cols, images, g);
+        cols = col;
       }
       GemmEpilogue accumulate;
       accumulate.beta = first == 0 ? 0.0f : 1.0f;
@@ -211,8 +225,8 @@ void conv2d_backward(float* dx, float* dw, float* dbias, const float* dy, const 
       if (is_pointwise(g)) {
         gemm(dx_images, w, dys, patch, spatial, g.out_channels, true, false, GemmEpilogue{});
       } else {
-        gemm(col.data(), w, dys, patch, images * spatial, g.out_channels, true, false, GemmEpilogue{});
-        col2im(dx_images, col.data(), images, g);
+        gemm(col, w, dys, patch, images * spatial, g.out_channels, true, false, GemmEpilogue{});
+        col2im(dx_images, col, images, g);
       }
     }
   }

@@ -14,6 +14,10 @@
 
 #include <omp.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -285,6 +289,50 @@ inline void write_window_gradient(float* out, int64_t width, int64_t kernel, int
     }
 }
 
+// Kernel 2, stride 2 (the common pooling), one row of windows: a b over c d, the winner chosen by window_max's rule
+// (a later element wins only if strictly greater, or NaN over non-NaN); dy goes to the winner, +0 to the other
+// three. Four windows per step with SSE2 (x86-64's baseline; GCC does not vectorize the stride-2 selects itself),
+// the rest one at a time with the same rule.
+void pool2x2_backward_row(float* out_top, float* out_bottom, const float* top, const float* bottom, const float* dy,
+                          int64_t windows) {
+  int64_t w = 0;
+#if defined(__SSE2__)
+  // take(later, best): later > best, or later is NaN and best is not.
+  auto take = [](__m128 later, __m128 best) {
+    return _mm_or_ps(_mm_cmpgt_ps(later, best), _mm_and_ps(_mm_cmpunord_ps(later, later), _mm_cmpord_ps(best, best)));
+  };
+  auto select = [](__m128 mask, __m128 yes, __m128 no) { return _mm_or_ps(_mm_and_ps(mask, yes), _mm_andnot_ps(mask, no)); };
+  for (; w + 4 <= windows; w += 4) {
+    const __m128 top0 = _mm_loadu_ps(top + 2 * w), top1 = _mm_loadu_ps(top + 2 * w + 4);
+    const __m128 bottom0 = _mm_loadu_ps(bottom + 2 * w), bottom1 = _mm_loadu_ps(bottom + 2 * w + 4);
+    const __m128 a = _mm_shuffle_ps(top0, top1, _MM_SHUFFLE(2, 0, 2, 0)), b = _mm_shuffle_ps(top0, top1, _MM_SHUFFLE(3, 1, 3, 1));
+    const __m128 c = _mm_shuffle_ps(bottom0, bottom1, _MM_SHUFFLE(2, 0, 2, 0));
+    const __m128 d = _mm_shuffle_ps(bottom0, bottom1, _MM_SHUFFLE(3, 1, 3, 1));
+    const __m128 take_b = take(b, a);
+    const __m128 ab = select(take_b, b, a);
+    const __m128 take_c = take(c, ab);
+    const __m128 take_d = take(d, select(take_c, c, ab));
+    const __m128 g = _mm_loadu_ps(dy + w);
+    const __m128 later = _mm_or_ps(take_c, take_d);
+    const __m128 at_a = _mm_andnot_ps(_mm_or_ps(take_b, later), g), at_b = _mm_and_ps(_mm_andnot_ps(later, take_b), g);
+    const __m128 at_c = _mm_and_ps(_mm_andnot_ps(take_d, take_c), g), at_d = _mm_and_ps(take_d, g);
+    _mm_storeu_ps(out_top + 2 * w, _mm_unpacklo_ps(at_a, at_b));
+    _mm_storeu_ps(out_top + 2 * w + 4, _mm_unpackhi_ps(at_a, at_b));
+    _mm_storeu_ps(out_bottom + 2 * w, _mm_unpacklo_ps(at_c, at_d));
+    _mm_storeu_ps(out_bottom + 2 * w + 4, _mm_unpackhi_ps(at_c, at_d));
+  }
+#endif
+  for (; w < windows; ++w) {
+    const int64_t first = 2 * w;
+    const WindowMax best = window_max<2>(top, bottom - top, 2, first);
+    const float g = dy[w];
+    out_top[first] = best.index == first ? g : 0.0f;
+    out_top[first + 1] = best.index == first + 1 ? g : 0.0f;
+    out_bottom[first] = best.index == first + (bottom - top) ? g : 0.0f;
+    out_bottom[first + 1] = best.index == first + (bottom - top) + 1 ? g : 0.0f;
+  }
+}
+
 // body(std::integral_constant<int, K>) with K the kernel size where it is a common one (2, 3), else 0 (read at run
 // time): the window loops unroll for the common sizes.
 template <class Body>
@@ -340,6 +388,12 @@ void max_pool2d_backward(float* dx, const float* dy, const float* x, int64_t pla
         for (int64_t oh = 0; oh < oh_count; ++oh)
           for (int64_t ow = 0; ow < ow_count; ++ow)
             out[window_max<K>(plane, width, kernel, oh * stride * width + ow * stride).index] += grad[oh * ow_count + ow];
+      } else if (K == 2 && stride == 2) {
+        for (int64_t oh = 0; oh < oh_count; ++oh) {
+          const int64_t top = 2 * oh * width;
+          pool2x2_backward_row(out + top, out + top + width, plane + top, plane + top + width, grad + oh * ow_count,
+                               ow_count);
+        }
       } else {
         // Disjoint windows: each writes its whole window (dy at its maximum, 0 elsewhere), no read-modify-write.
         for (int64_t oh = 0; oh < oh_count; ++oh)

@@ -516,12 +516,16 @@ void check_conv_finite_differences() {
 
 struct PoolCase {
   int64_t planes, height, width, kernel, stride;
-  bool ties;  // values from {0, 1, 2}: many windows hold their maximum twice or more
+  bool ties;          // values from {0, 1, 2}: many windows hold their maximum twice or more
+  bool nans = false;  // about one element in 12 is NaN: a NaN is a maximum, the first NaN of a window wins
 };
 
+// 2x2 stride 2 has a vectorized CPU path (4 windows a step, then one at a time): rows of 7 and 5 windows reach
+// its tail, odd sizes leave an uncovered last row and column, NaNs and ties exercise its selection rule.
 const std::vector<PoolCase> kPoolCases = {
-    {6, 8, 8, 2, 2, false}, {4, 9, 7, 3, 2, false}, {3, 6, 6, 3, 1, true}, {5, 10, 9, 2, 3, false},
-    {2, 8, 8, 2, 2, true},  {3, 7, 11, 3, 2, true}, {1, 5, 5, 5, 1, false}, {64, 16, 16, 2, 2, false},
+    {6, 8, 8, 2, 2, false},  {4, 9, 7, 3, 2, false},  {3, 6, 6, 3, 1, true},   {5, 10, 9, 2, 3, false},
+    {2, 8, 8, 2, 2, true},   {3, 7, 11, 3, 2, true},  {1, 5, 5, 5, 1, false},  {64, 16, 16, 2, 2, false},
+    {3, 10, 14, 2, 2, true}, {2, 9, 11, 2, 2, false}, {4, 28, 28, 2, 2, true, true}, {3, 9, 9, 3, 2, false, true},
 };
 
 struct PoolReference {
@@ -539,7 +543,8 @@ PoolReference reference_pool(const PoolCase& c, const std::vector<float>& x, con
         for (int64_t i = 0; i < c.kernel; ++i)
           for (int64_t j = 0; j < c.kernel; ++j) {
             const int64_t xi = (p * c.height + oh * c.stride + i) * c.width + ow * c.stride + j;
-            if (best < 0 || x[xi] > x[best]) best = xi;  // strictly greater: the first maximum wins
+            // Strictly greater (the first maximum wins), or a NaN over a number (the first NaN wins).
+            if (best < 0 || x[xi] > x[best] || (std::isnan(x[xi]) && !std::isnan(x[best]))) best = xi;
           }
         const int64_t yi = (p * oh_n + oh) * ow_n + ow;
         r.y[yi] = x[best];
@@ -558,19 +563,23 @@ void check_pool_backend(const std::string& name, const PoolFn& pool) {
     std::vector<float> x = random_vector(c.planes * c.height * c.width, -1.0f, 1.0f);
     if (c.ties)
       for (float& v : x) v = std::floor((v + 1.0f) * 1.5f);
+    if (c.nans)
+      for (size_t i = 0; i < x.size(); ++i)
+        if ((i * 2654435761u) % 12 == 5) x[i] = NAN;
     const std::vector<float> dy = random_vector(c.planes * oh_n * ow_n);
     const PoolReference r = reference_pool(c, x, dy);
     std::vector<float> y(r.y.size(), NAN), dx(x.size(), NAN);
     pool(y, dx, c, x, dy);
     bool y_ok = true, dx_ok = true;
-    for (size_t i = 0; i < y.size(); ++i) y_ok = y_ok && double(y[i]) == r.y[i];
+    for (size_t i = 0; i < y.size(); ++i) y_ok = y_ok && (double(y[i]) == r.y[i] || (std::isnan(y[i]) && std::isnan(r.y[i])));
     // An element of dx adds the dy of at most ceil(kernel/stride)^2 windows.
     const int64_t overlap = (c.kernel + c.stride - 1) / c.stride;
     for (size_t i = 0; i < dx.size(); ++i)
       dx_ok = dx_ok && within_bound(dx[i], r.dx[i], r.dx_mag[i], overlap * overlap, 0);
-    expect(y_ok && dx_ok, format("max_pool2d %s planes %ld %ldx%ld k%ld s%ld%s: forward exact %s, backward %s",
+    expect(y_ok && dx_ok, format("max_pool2d %s planes %ld %ldx%ld k%ld s%ld%s%s: forward exact %s, backward %s",
                                  name.c_str(), long(c.planes), long(c.height), long(c.width), long(c.kernel),
-                                 long(c.stride), c.ties ? " ties" : "", y_ok ? "yes" : "NO", dx_ok ? "ok" : "WRONG"));
+                                 long(c.stride), c.ties ? " ties" : "", c.nans ? " NaNs" : "", y_ok ? "yes" : "NO",
+                                 dx_ok ? "ok" : "WRONG"));
   }
 }
 

@@ -287,6 +287,8 @@ Napi::Value Backend(const Napi::CallbackInfo& info) {
   if (!usable) cuda_info.Set("reason", Napi::String::New(env, reason));
 #ifdef WEIGHTNORM_WITH_CUDA
   cuda_info.Set("gemm", Napi::String::New(env, cuda::gemm_backend()));
+  // On an sm_90 device the first call runs the Hopper kernel's one-time self-check (a few small GEMMs).
+  if (usable) cuda_info.Set("tensorCores", Napi::String::New(env, cuda::gemm_tensor_core_status()));
   if (usable) {
     const auto& status = cuda::device_status();
     Napi::Object device = Napi::Object::New(env);

@@ -37,6 +37,10 @@
 //     8-byte (float) or 4-byte (bfloat16) access where n is even and the pointers aligned, else element-wise; the
 //     float32 epilogue value is rounded once to bfloat16. Split-k as for SIMT (small outputs, long k): raw float32
 //     partials and the same ordered reduce kernel, so results are bitwise reproducible.
+// Hopper (gemm_wgmma.cu, built for sm_90a only): on compute capability 9.0 the tensor-core gemm() prefers a
+// wgmma kernel fed by TMA (128 x 256 tiles, 4 mbarrier stages, two consumer warpgroups; gemm_backend()
+// "tf32-wgmma"), once it has passed a one-time self-check in this process (gemm_tensor_core_status() says which
+// and why not). Shapes or alignments it does not take, and any failure of the self-check, go to mma.sync.
 // Resource usage, tensor-core kernels (registers per thread for NN/TN/NT/TT; 98304 B dynamic shared memory, no
 // static; 0 spills everywhere), __launch_bounds__(256, 1):
 //     sm_90   TF32 169 / 168 / 158 / 178; bfloat16 184 / 168 / 173 / 190
@@ -56,12 +60,14 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 
 #include "check.cuh"
 #include "gemm.cuh"
 #include "gemm_common.cuh"
 #include "gemm_mma.cuh"
+#include "gemm_wgmma.cuh"
 #include "runtime.cuh"
 
 namespace weightnorm::cuda {
@@ -378,10 +384,71 @@ GemmArgsOf<T> make_args(T* out, const T* a, const T* b, int64_t m, int64_t n, in
 bool tensor_cores_available() { return device_status().compute_major >= 8; }
 
 GemmPrecision precision_setting = GemmPrecision::kFloat32;
+GemmTensorCoreKernel tensor_core_kernel_setting = GemmTensorCoreKernel::kAuto;
+const char* last_tensor_core_kernel = "";
 
-// The tensor-core path: one 128 x 128 tile size; split-k through the shared reduce kernel.
+// wgmma and TMA exist in sm_90a code only, which runs on compute capability 9.0 exactly.
+bool wgmma_device() {
+  const DeviceStatus& device = device_status();
+  return device.usable && device.compute_major == 9 && device.compute_minor == 0;
+}
+
+// In kAuto, a k-strided operand is transposed for the wgmma kernel only when every element of it feeds at least this
+// many outputs (m for b, n for a): the copy then costs under ~10% of the product at 4096.
+constexpr int64_t kWgmmaTransposeMinReuse = 1024;
+
+// The wgmma path (gemm_wgmma.cu) when it applies: on an sm_90 device whose kernels passed their self-check, k a
+// multiple of 16 bytes, operands read in place 16-byte aligned. The kernel reads both operands k-contiguous (a
+// [m, k], b [n, k]); another layout is first transposed into scratch. Returns false (nothing launched, or only
+// transposes) to leave the product to mma.sync.
+template <typename T>
+bool gemm_wgmma(const GemmArgsOf<T>& args, bool transpose_a, bool transpose_b) {
+  if (tensor_core_kernel_setting == GemmTensorCoreKernel::kMmaSync || !wgmma_device()) return false;
+  if (!wgmma_shape_supported<T>(args.m, args.n, args.k)) return false;
+  if ((!transpose_a && !aligned16(args.a)) || (transpose_b && !aligned16(args.b))) return false;
+  if (tensor_core_kernel_setting == GemmTensorCoreKernel::kAuto &&
+      ((transpose_a && args.n < kWgmmaTransposeMinReuse) || (!transpose_b && args.m < kWgmmaTransposeMinReuse)))
+    return false;
+  if (!wgmma_enabled<T>()) return false;
+  const int64_t tiles = ((args.m + kWgmmaTileM - 1) / kWgmmaTileM) * ((args.n + kWgmmaTileN - 1) / kWgmmaTileN);
+  if (tiles > int64_t{0x7fffffff}) return false;
+
+  GemmArgsOf<T> k_major = args;
+  std::optional<Scratch> a_copy, b_copy;
+  if (transpose_a) {  // a [k, m] -> [m, k]
+    a_copy.emplace(size_t(args.m) * size_t(args.k) * sizeof(T));
+    T* a = reinterpret_cast<T*>(a_copy->floats());
+    transpose_for_wgmma(a, args.a, args.k, args.m);
+    k_major.a = a;
+  }
+  if (!transpose_b) {  // b [k, n] -> [n, k]
+    b_copy.emplace(size_t(args.n) * size_t(args.k) * sizeof(T));
+    T* b = reinterpret_cast<T*>(b_copy->floats());
+    transpose_for_wgmma(b, args.b, args.k, args.n);
+    k_major.b = b;
+  }
+  k_major.k_chunk = split_k_chunk(args.k, tiles, kWgmmaTileK<T>);
+  const int splits = int((args.k + k_major.k_chunk - 1) / k_major.k_chunk);
+  if (splits == 1) {
+    if (!launch_gemm_wgmma(k_major, tiles, 1)) return false;
+  } else {
+    Scratch partial(size_t(splits) * size_t(args.m) * size_t(args.n) * sizeof(float));
+    k_major.partial = partial.floats();
+    if (!launch_gemm_wgmma(k_major, tiles, splits)) return false;
+    GemmArgsOf<T> reduce_args = args;
+    reduce_args.partial = partial.floats();
+    launch_reduce(reduce_args, splits);
+  }
+  last_tensor_core_kernel = transpose_a || !transpose_b ? "wgmma (after transposing an operand)" : "wgmma";
+  return true;
+}
+
+// The tensor-core path: wgmma where it applies, else mma.sync with one 128 x 128 tile size; split-k through the
+// shared reduce kernel.
 template <typename T>
 void gemm_tensor_cores(const GemmArgsOf<T>& args, bool transpose_a, bool transpose_b) {
+  if (gemm_wgmma(args, transpose_a, transpose_b)) return;
+  last_tensor_core_kernel = "mma.sync";
   const int64_t tiles = ((args.m + kMmaTileM - 1) / kMmaTileM) * ((args.n + kMmaTileN - 1) / kMmaTileN);
   if (tiles > int64_t{0x7fffffff}) throw std::invalid_argument("gemm: output too large for one launch");
   GemmArgsOf<T> split_args = args;
@@ -443,7 +510,15 @@ void set_gemm_precision(GemmPrecision precision) { precision_setting = precision
 GemmPrecision gemm_precision() { return precision_setting; }
 
 const char* gemm_backend() {
-  return precision_setting == GemmPrecision::kTensorFloat32 && tensor_cores_available() ? "tf32-mma" : "simt";
+  if (precision_setting != GemmPrecision::kTensorFloat32 || !tensor_cores_available()) return "simt";
+  const bool wgmma = tensor_core_kernel_setting != GemmTensorCoreKernel::kMmaSync && wgmma_device() &&
+                     wgmma_enabled<float>();
+  return wgmma ? "tf32-wgmma" : "tf32-mma";
 }
+
+const char* gemm_tensor_core_status() { return wgmma_status(); }
+
+void set_gemm_tensor_core_kernel(GemmTensorCoreKernel kernel) { tensor_core_kernel_setting = kernel; }
+const char* gemm_last_tensor_core_kernel() { return last_tensor_core_kernel; }
 
 }  // namespace weightnorm::cuda

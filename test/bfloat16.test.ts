@@ -204,7 +204,7 @@ for (const { device, usable } of devices) {
       expect(worstBoundRatio(full, ref, 0, (i) => k * 2 ** -24 * absoluteSum[i]!)).toBeLessThanOrEqual(1);
       setMatmulPrecision('high');
       expect(matmulPrecision()).toBe('high');
-      expect(backend().cuda.gemm).toBe('tf32-mma');
+      expect(['tf32-mma', 'tf32-wgmma']).toContain(backend().cuda.gemm);
       const tf32 = keep(ops.matmul(ta, tb)).toArray();
       // TF32 keeps 10 significand bits: each operand within 2^-11, each product within ~2^-10, then float32 sums.
       expect(worstBoundRatio(tf32, ref, 0, (i) => 2 ** -9 * absoluteSum[i]!)).toBeLessThanOrEqual(1);

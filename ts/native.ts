@@ -30,8 +30,12 @@ export interface CudaDeviceInfo {
 export interface NativeBackend {
   /** gemm: 'openblas' or 'blocked'. */
   cpu: { threads: number; gemm: string };
-  /** gemm (CUDA builds): 'simt' (float32) or 'tf32-mma' (setMatmulPrecision('high')). */
-  cuda: { compiled: boolean; usable: boolean; reason?: string; gemm?: string; device?: CudaDeviceInfo };
+  /**
+   * gemm (CUDA builds): 'simt' (float32), or with setMatmulPrecision('high') 'tf32-mma' (mma.sync) or 'tf32-wgmma'
+   * (Hopper, after its self-check passed). tensorCores: the Hopper kernel's status, e.g. 'wgmma: self-check passed
+   * (tf32, bf16)', 'wgmma: disabled: <why>', 'wgmma: not an sm_90 device (sm_86)'.
+   */
+  cuda: { compiled: boolean; usable: boolean; reason?: string; gemm?: string; tensorCores?: string; device?: CudaDeviceInfo };
 }
 
 export interface DeviceMemory {

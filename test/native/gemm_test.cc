@@ -4,7 +4,8 @@
 //    every epilogue field alone and all together, beta accumulation; results must not depend on the thread count
 //    (CPU) and must be bitwise identical run to run (CUDA). The same checks for the bfloat16 overloads (CPU and
 //    CUDA) and for CUDA's TF32 tensor-core path, each with its own error bound (GemmTolerance), plus k = 0, k = 3,
-//    misaligned pointers and split-k shapes.
+//    misaligned pointers and split-k shapes. On an sm_90 GPU the same checks for the wgmma kernels (forced), that
+//    the shapes they do not take fall back to mma.sync, and that their self-check passed.
 //  - conv2d forward and backward against a direct float64 convolution, plus a finite-difference spot check.
 //  - max pooling (overlapping windows, ties) and global average pooling.
 // `weightnorm_gemm_test --bench` instead prints GEMM GFLOP/s (1024^3 and 4096^3) for each backend (on CUDA: SIMT,
@@ -20,7 +21,9 @@
 #include <functional>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "../../cpu/conv.h"
@@ -741,6 +744,101 @@ void check_cuda_determinism() {
   const ConvOutputs a = cuda_conv(g, d, true), b = cuda_conv(g, d, true);
   expect(a.y == b.y && a.dx == b.dx && a.dw == b.dw && a.dbias == b.dbias, "conv2d cuda: two runs give the same bits");
 }
+
+// Runs a GEMM and records which tensor-core kernel ran it.
+GemmFn recording_kernel(GemmFn run, std::set<std::string>* kernels) {
+  return [run, kernels](float* out, const float* a, const float* b, const GemmProblem& p, const cpu::GemmEpilogue& ep) {
+    run(out, a, b, p, ep);
+    kernels->insert(cu::gemm_last_tensor_core_kernel());
+  };
+}
+
+std::string joined(const std::set<std::string>& names) {
+  std::string s;
+  for (const std::string& name : names) s += (s.empty() ? "" : ", ") + name;
+  return s;
+}
+
+// The Hopper wgmma kernels (sm_90 only), forced with set_gemm_tensor_core_kernel(kWgmma): TF32 and bfloat16 against
+// the float64 reference with the tensor-core bounds (the TMA rounds TF32 operands to nearest, as cvt.rna does for
+// mma.sync), over tile edges in m and n, k tails (k a multiple of 8 but not of the 32- or 64-element k step), the
+// stage ring wrapping, split-k, every epilogue, all four transposes (k-strided operands transposed first), and the
+// same bits run to run; then shapes it does not take (k % 4 != 0, misaligned operands) must fall back to mma.sync
+// and stay correct, and kAuto must pick wgmma for a large enough NT product and mma.sync for a small NN one.
+void check_cuda_wgmma(const cu::DeviceStatus& status) {
+  const std::string state = cu::gemm_tensor_core_status();
+  std::printf("tensor-core status: %s\n", state.c_str());
+  if (status.compute_major != 9 || status.compute_minor != 0) {
+    expect(state.find("not an sm_90 device") != std::string::npos,
+           format("gemm_tensor_core_status on sm_%d%d says wgmma is not used: %s", status.compute_major,
+                  status.compute_minor, state.c_str()));
+    return;
+  }
+  expect(state == "wgmma: self-check passed (tf32, bf16)", "wgmma self-check on this sm_90 device: " + state);
+  if (state != "wgmma: self-check passed (tf32, bf16)") return;
+
+  const std::vector<GemmShape> shapes = {
+      {128, 256, 64},   // exactly one tile
+      {200, 136, 72},   // edge tiles in m and n, a k tail of 8
+      {257, 513, 136},  // one row and one column past whole tiles; TF32 wraps the 4-stage ring
+      {130, 260, 1000}, // 32 TF32 / 16 bfloat16 k steps in one split
+      {64, 96, 5000},   // split-k through the ordered reduce
+      {1, 1, 8},        // one element
+      {3, 1000, 24},    // k shorter than one k step
+  };
+  cu::set_gemm_tensor_core_kernel(cu::GemmTensorCoreKernel::kWgmma);
+  cu::set_gemm_precision(cu::GemmPrecision::kTensorFloat32);
+  expect(std::string(cu::gemm_backend()) == "tf32-wgmma",
+         format("set_gemm_tensor_core_kernel(kWgmma) on sm_90 selects %s", cu::gemm_backend()));
+  const std::set<std::string> wgmma_kernels = {"wgmma", "wgmma (after transposing an operand)"};
+  for (const bool bfloat16_gemm : {false, true}) {
+    const char* name = bfloat16_gemm ? "bf16" : "tf32";
+    std::set<std::string> kernels;
+    const GemmFn run = recording_kernel(bfloat16_gemm ? cuda_gemm_bfloat16(0) : cuda_gemm(0), &kernels);
+    check_gemm_backend({format("cuda/%s-wgmma", name), run, false,
+                        bfloat16_gemm ? kBfloat16Tolerance : kTf32Tolerance, bfloat16_gemm},
+                       shapes);
+    expect(kernels == wgmma_kernels,
+           format("gemm cuda/%s-wgmma: every layout ran on wgmma (ran: %s)", name, joined(kernels).c_str()));
+
+    // k not a multiple of 16 bytes, and operands 4 (float) / 2 (bfloat16) bytes off alignment: mma.sync.
+    std::set<std::string> fallback;
+    const GemmFn unaligned_k = recording_kernel(bfloat16_gemm ? cuda_gemm_bfloat16(0) : cuda_gemm(0), &fallback);
+    check_gemm_backend({format("cuda/%s-wgmma/k%%8", name), unaligned_k, false,
+                        bfloat16_gemm ? kBfloat16Tolerance : kTf32Tolerance, bfloat16_gemm},
+                       {{33, 65, 17}, {200, 136, bfloat16_gemm ? 76 : 74}});
+    expect(fallback == std::set<std::string>{"mma.sync"},
+           format("gemm cuda/%s-wgmma: k not a multiple of 16 bytes falls back to mma.sync (ran: %s)", name,
+                  joined(fallback).c_str()));
+    fallback.clear();
+    const GemmFn misaligned = recording_kernel(bfloat16_gemm ? cuda_gemm_bfloat16(1) : cuda_gemm(1), &fallback);
+    check_gemm_backend({format("cuda/%s-wgmma/misaligned", name), misaligned, false,
+                        bfloat16_gemm ? kBfloat16Tolerance : kTf32Tolerance, bfloat16_gemm},
+                       {{200, 136, 72}});
+    // NN, NT and TT read a misaligned operand in place: mma.sync; TN transposes both into aligned scratch: wgmma.
+    expect(fallback.count("mma.sync") == 1,
+           format("gemm cuda/%s-wgmma: misaligned operands fall back to mma.sync (ran: %s)", name,
+                  joined(fallback).c_str()));
+  }
+
+  // kAuto: a large NT product runs on wgmma, a small NN one (not worth transposing b) on mma.sync.
+  cu::set_gemm_tensor_core_kernel(cu::GemmTensorCoreKernel::kAuto);
+  for (const auto& [shape, transpose_b, want] : {std::make_tuple(GemmShape{1024, 512, 64}, true, "wgmma"),
+                                                 std::make_tuple(GemmShape{200, 136, 72}, false, "mma.sync")}) {
+    const GemmProblem p = make_problem(shape, false, transpose_b);
+    std::vector<double> reference, magnitude;
+    reference_epilogue(p, kEpilogueCases[0], reference, magnitude);
+    const std::vector<float> got = run_gemm({"cuda", cuda_gemm(0), false, kTf32Tolerance, false}, p, kEpilogueCases[0]);
+    ErrorReport report;
+    for (size_t x = 0; x < got.size(); ++x)
+      report.add_bounded(got[x], reference[x], kTf32Tolerance.bound(magnitude[x], shape.k));
+    expect(report.ok() && std::string(cu::gemm_last_tensor_core_kernel()) == want,
+           format("gemm cuda/tf32 kAuto %ldx%ldx%ld N%c runs on %s (ran %s), worst %.3f of bound", long(shape.m),
+                  long(shape.n), long(shape.k), transpose_b ? 'T' : 'N', want, cu::gemm_last_tensor_core_kernel(),
+                  report.worst_ratio));
+  }
+  cu::set_gemm_precision(cu::GemmPrecision::kFloat32);
+}
 #endif
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -903,6 +1001,8 @@ int main(int argc, char** argv) {
     check_gemm_backend({"cuda", cuda_gemm(0), false, kFloat32Tolerance, false}, shapes);
     check_gemm_backend({"cuda/misaligned", cuda_gemm(1), false, kFloat32Tolerance, false}, misaligned_shapes);
 
+    // These check mma.sync; check_cuda_wgmma checks the Hopper kernels.
+    cu::set_gemm_tensor_core_kernel(cu::GemmTensorCoreKernel::kMmaSync);
     cu::set_gemm_precision(cu::GemmPrecision::kTensorFloat32);
     const bool tf32 = std::string(cu::gemm_backend()) == "tf32-mma";
     expect(tf32 == (status.compute_major >= 8),
@@ -921,6 +1021,8 @@ int main(int argc, char** argv) {
       check_gemm_backend({"cuda/bf16/4-byte", cuda_gemm_bfloat16(2), false, kBfloat16Tolerance, true},
                          {{33, 65, 17}, {256, 192, 64}, {64, 96, 5000}});
     }
+    cu::set_gemm_tensor_core_kernel(cu::GemmTensorCoreKernel::kAuto);
+    check_cuda_wgmma(status);
     check_cuda_determinism();
     check_conv_backend("cuda", cuda_conv);
     check_pool_backend("cuda", [](std::vector<float>& y, std::vector<float>& dx, const PoolCase& c,

@@ -154,6 +154,10 @@ for t in kernel gemm ops; do
     record "$t" FAIL "build/weightnorm_${t}_test missing"
   fi
 done
+# The tensor-core path this GPU gets (on sm_90: whether the wgmma kernel passed its self-check), in its own process.
+node --input-type=module -e "const {native}=await import('./dist/native.js'); console.log(native.tensorCoreStatus())" \
+  >"$OUT_DIR/tensor-cores.txt" 2>&1 || true
+echo "tensor cores: $(cat "$OUT_DIR/tensor-cores.txt")"
 if [ $HAVE_GPU -eq 1 ] && command -v compute-sanitizer >/dev/null && [ -x build/weightnorm_kernel_test ]; then
   step memcheck 75 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 1 build/weightnorm_kernel_test
 else
@@ -181,6 +185,7 @@ fi
   echo
   gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
   echo "==== gpu.sh summary ($(($(now) - START_S)) s; ${gpu_name:-no GPU})"
+  echo "  tensor cores: $(head -c 300 "$OUT_DIR/tensor-cores.txt" 2>/dev/null)"
   for s in "${STEPS[@]}"; do printf '  %-15s %s\n' "$s" "${RESULT[$s]}"; done
   if ls "$BENCH_DIR"/*.json >/dev/null 2>&1; then
     node --input-type=module -e '

@@ -251,6 +251,19 @@ Napi::Value Cast(const Napi::CallbackInfo& info) {
   });
 }
 
+// tensorCoreStatus() -> what the CUDA GEMM's tensor-core path is (e.g. whether the Hopper kernel passed its
+// self-check). On an sm_90 device the first call runs that one-time self-check (a few small GEMMs), which is why
+// backend() does not include it.
+Napi::Value TensorCoreStatus(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+#ifdef WEIGHTNORM_WITH_CUDA
+    if (cuda_usable(nullptr)) return Napi::String::New(env, cuda::gemm_tensor_core_status());
+#endif
+    return Napi::String::New(env, "no usable CUDA device");
+  });
+}
+
 // setMatmulPrecision('highest' | 'high'): float32 GEMMs on CUDA in full float32 (SIMT) or TF32 on tensor cores.
 Napi::Value SetMatmulPrecision(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -287,8 +300,6 @@ Napi::Value Backend(const Napi::CallbackInfo& info) {
   if (!usable) cuda_info.Set("reason", Napi::String::New(env, reason));
 #ifdef WEIGHTNORM_WITH_CUDA
   cuda_info.Set("gemm", Napi::String::New(env, cuda::gemm_backend()));
-  // On an sm_90 device the first call runs the Hopper kernel's one-time self-check (a few small GEMMs).
-  if (usable) cuda_info.Set("tensorCores", Napi::String::New(env, cuda::gemm_tensor_core_status()));
   if (usable) {
     const auto& status = cuda::device_status();
     Napi::Object device = Napi::Object::New(env);
@@ -362,6 +373,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cast", Napi::Function::New(env, Cast));
   exports.Set("setMatmulPrecision", Napi::Function::New(env, SetMatmulPrecision));
   exports.Set("matmulPrecision", Napi::Function::New(env, GetMatmulPrecision));
+  exports.Set("tensorCoreStatus", Napi::Function::New(env, TensorCoreStatus));
   exports.Set("backend", Napi::Function::New(env, Backend));
   exports.Set("memory", Napi::Function::New(env, Memory));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));

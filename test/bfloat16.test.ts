@@ -10,7 +10,19 @@
 // moves the result by ~1/k of its scale, far above these bounds.
 import { afterEach, describe, expect, it } from 'vitest';
 
-import { backend, matmulPrecision, ops, optim, randn, setMatmulPrecision, type Device, type Tensor, tensor, zeros } from '../ts/index.js';
+import {
+  backend,
+  matmulPrecision,
+  ops,
+  optim,
+  randn,
+  setMatmulPrecision,
+  tensorCoreStatus,
+  type Device,
+  type Tensor,
+  tensor,
+  zeros,
+} from '../ts/index.js';
 import { relu } from '../ts/functional.js';
 import { normals, reproduce, runSeed, shapeName } from './helpers.js';
 import { roundAllToBfloat16, roundToBfloat16 } from './reference/bfloat16.js';
@@ -210,6 +222,9 @@ for (const { device, usable } of devices) {
       expect(worstBoundRatio(tf32, ref, 0, (i) => 2 ** -9 * absoluteSum[i]!)).toBeLessThanOrEqual(1);
       // And it really is the tensor-core path: TF32 rounding leaves some element different from full float32.
       expect(tf32.some((x, i) => x !== full[i])).toBe(true);
+      // On an sm_90 device the Hopper kernel reports its self-check; elsewhere that it does not apply.
+      const cc = info.cuda.device?.computeCapability;
+      expect(tensorCoreStatus()).toMatch(cc === '9.0' ? /^wgmma: (self-check passed|disabled: )/ : /^wgmma: not an sm_90 device/);
     });
   });
 }
@@ -232,6 +247,7 @@ describe('bfloat16 argument errors', () => {
     expect(() => v.cast('float16' as never)).toThrow(/tensor\.cast: dtype: expected 'float32' or 'bfloat16'/);
     expect(() => randn([2], { dtype: 'int8' as never })).toThrow(/randn: options\.dtype/);
     expect(() => setMatmulPrecision('medium' as never)).toThrow(/setMatmulPrecision: precision/);
+    if (!info.cuda.usable) expect(tensorCoreStatus()).toBe('no usable CUDA device');
     const parameter = keep(randn([2], { dtype: 'bfloat16' }));
     parameter.requiresGrad = true;
     expect(() => new optim.SGD([parameter], { lr: 0.1 })).toThrow(/params\[0\]: expected a float32 tensor/);

@@ -50,3 +50,12 @@ export function setMatmulPrecision(precision: MatmulPrecision): void {
 export function matmulPrecision(): MatmulPrecision {
   return native.matmulPrecision();
 }
+
+/**
+ * What the CUDA GEMM's tensor-core path is on this device, e.g. 'wgmma: self-check passed (tf32, bf16)' (Hopper),
+ * 'wgmma: disabled: <why>' (the mma.sync kernels are used instead), 'wgmma: not an sm_90 device (sm_86)', or 'no
+ * usable CUDA device'. On an H100/H200 the first call runs the Hopper kernel's one-time self-check.
+ */
+export function tensorCoreStatus(): string {
+  return native.tensorCoreStatus();
+}

@@ -10,6 +10,7 @@ export {
   releaseCachedMemory,
   setMatmulPrecision,
   matmulPrecision,
+  tensorCoreStatus,
   type BackendInfo,
   type MatmulPrecision,
 } from './backend.js';

@@ -32,10 +32,9 @@ export interface NativeBackend {
   cpu: { threads: number; gemm: string };
   /**
    * gemm (CUDA builds): 'simt' (float32), or with setMatmulPrecision('high') 'tf32-mma' (mma.sync) or 'tf32-wgmma'
-   * (Hopper, after its self-check passed). tensorCores: the Hopper kernel's status, e.g. 'wgmma: self-check passed
-   * (tf32, bf16)', 'wgmma: disabled: <why>', 'wgmma: not an sm_90 device (sm_86)'.
+   * (Hopper, after its self-check passed).
    */
-  cuda: { compiled: boolean; usable: boolean; reason?: string; gemm?: string; tensorCores?: string; device?: CudaDeviceInfo };
+  cuda: { compiled: boolean; usable: boolean; reason?: string; gemm?: string; device?: CudaDeviceInfo };
 }
 
 export interface DeviceMemory {
@@ -70,6 +69,7 @@ export interface NativeBinding {
   cast(t: NativeTensor, dtype: DType): NativeTensor;
   setMatmulPrecision(precision: 'highest' | 'high'): void;
   matmulPrecision(): 'highest' | 'high';
+  tensorCoreStatus(): string;
   weightNorm(v: NativeTensor, g: NativeTensor, dim: number | null, eps: number, fused: boolean): {
     w: NativeTensor;
     norm: NativeTensor;

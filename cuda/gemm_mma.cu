@@ -409,8 +409,9 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_mma_kernel(GemmArgsOf<T> arg
 template <typename T, bool kTransA, bool kTransB>
 void launch(const GemmArgsOf<T>& args, int64_t tiles, int splits) {
   auto* kernel = gemm_mma_kernel<T, kTransA, kTransB>;
-  // Above 48 KB of dynamic shared memory needs an opt-in; the carveout asks for all of L1 as shared memory so two
-  // blocks fit per SM where the SM has it (sm_80: one, 164 KB; sm_90: two, 228 KB). Once per kernel.
+  // Above 48 KB of dynamic shared memory needs an opt-in; the carveout asks for all of L1 as shared memory. One
+  // block per SM whatever the shared memory: 146 to 190 registers x 256 threads exceed half the register file.
+  // Once per kernel (per process, not per device).
   static const bool configured = [kernel] {
     WN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes));
     WN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,

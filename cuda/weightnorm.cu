@@ -487,6 +487,8 @@ __global__ void __launch_bounds__(kClusterThreads, 2) weightnorm_cluster_rows_ke
     const int s = item - kRegisterSpan;
     out[item] = kBackward ? combined(shared_a[s], shared_b[s], coef.c1, coef.c2) : scaled(shared_a[s], coef.c1);
   }
+#elif defined(__CUDA_ARCH__)
+  __trap();  // pre-sm_90 code JIT-compiled for an sm_90 device (e.g. built for compute_80 only): fail, never skip the row
 #endif
 }
 

@@ -204,7 +204,7 @@ fi
           console.log(`    ${c.case.name.padEnd(27)} copy ${c.copy.gbps.toFixed(0).padStart(5)} GB/s  ` +
             `${f.fused.roofPct.toFixed(0).padStart(3)}%/${b.fused.roofPct.toFixed(0).padStart(3)}%  ` +
             `${x(f.fusedSpeedup)}/${x(b.fusedSpeedup)}  ${x(f.vsTorchFused)}/${x(b.vsTorchFused)}  ${bf}` +
-            `${c.check.pass ? "" : "  CHECK FAILED"}`);
+            `${c.route ? `  [${c.route}]` : ""}${c.check.pass ? "" : "  CHECK FAILED"}`);
         }
         for (const t of r.targets) console.log(`    ${t.met ? "met    " : "NOT MET"} ${t.name}`);
         if ((r.gemm ?? []).length) console.log("    GEMM: case precision | ours TFLOP/s (backend) | torch TFLOP/s | ours/torch");

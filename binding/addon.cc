@@ -264,6 +264,15 @@ Napi::Value TensorCoreStatus(const Napi::CallbackInfo& info) {
   });
 }
 
+// weightNormRoute() -> the CUDA route the last fused weight-norm call took (for tests and benchmarks).
+Napi::Value WeightNormRoute(const Napi::CallbackInfo& info) {
+#ifdef WEIGHTNORM_WITH_CUDA
+  return Napi::String::New(info.Env(), cuda::weightnorm_last_route());
+#else
+  return Napi::String::New(info.Env(), "cpu");
+#endif
+}
+
 // setMatmulPrecision('highest' | 'high'): float32 GEMMs on CUDA in full float32 (SIMT) or TF32 on tensor cores.
 Napi::Value SetMatmulPrecision(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -374,6 +383,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setMatmulPrecision", Napi::Function::New(env, SetMatmulPrecision));
   exports.Set("matmulPrecision", Napi::Function::New(env, GetMatmulPrecision));
   exports.Set("tensorCoreStatus", Napi::Function::New(env, TensorCoreStatus));
+  exports.Set("weightNormRoute", Napi::Function::New(env, WeightNormRoute));
   exports.Set("backend", Napi::Function::New(env, Backend));
   exports.Set("memory", Napi::Function::New(env, Memory));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));

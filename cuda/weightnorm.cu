@@ -1111,6 +1111,9 @@ void run_row_split(Elem* out, float* per_channel_out, const Elem* a, const Elem*
 
 enum class Route { kRows, kColumns, kSplit };
 
+// The route the last fused call took (weightnorm_last_route()): tests check that the intended one runs.
+const char* last_route = "none";
+
 Route choose_route(const ChannelLayout& layout) {
   if (layout.outer == 1) return too_few_long_rows(layout) ? Route::kSplit : Route::kRows;
   if (layout.inner <= kColumnTile && layout.outer <= kShortColumns) return Route::kColumns;
@@ -1135,12 +1138,15 @@ void run_fused(Elem* out, float* per_channel_out, const Elem* a, const Elem* b, 
     WN_CUDA_CHECK_LAUNCH();
     return;
   }
+  last_route = "cluster-rows";
   if (launch_cluster_rows<Elem, kPass>(out, per_channel_out, a, b, g, norm, layout, eps)) return;
   switch (choose_route(layout)) {
     case Route::kRows:
+      last_route = "rows";
       launch_rows<Elem, kPass>({out, per_channel_out, a, b, g, norm, layout.channels, layout.inner, eps});
       return;
     case Route::kColumns: {
+      last_route = "columns";
       const int channels_per_tile = kColumnTile / static_cast<int>(layout.inner);
       const ColumnsArgs<Elem> args{out, per_channel_out, a, b, g, norm, layout.outer, layout.channels, layout.inner,
                                    channels_per_tile, eps};
@@ -1150,6 +1156,7 @@ void run_fused(Elem* out, float* per_channel_out, const Elem* a, const Elem* b, 
       return;
     }
     case Route::kSplit:
+      last_route = layout.outer == 1 ? "row-split" : "view-split";
       if (layout.outer == 1) return run_row_split<Elem, kPass>(out, per_channel_out, a, b, g, norm, layout, eps);
       if (view_vectorized<Elem>(layout, out, a, b))
         return run_view_split<Wide, kPass>(out, per_channel_out, a, b, g, norm, layout, eps);
@@ -1286,5 +1293,7 @@ void weightnorm_backward_unfused(float* dv, float* dg, const float* dw, const fl
   channel_scale(scaled_v.floats(), v, c2, layout);
   subtract(dv, scaled_dw.floats(), scaled_v.floats(), count);
 }
+
+const char* weightnorm_last_route() { return last_route; }
 
 }  // namespace weightnorm::cuda

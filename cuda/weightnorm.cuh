@@ -43,4 +43,8 @@ void channel_dot(float* out, const float* a, const float* b, const ChannelLayout
 void channel_scale(float* out, const float* x, const float* scale, const ChannelLayout& layout);
 void subtract(float* out, const float* a, const float* b, int64_t count);
 
+// Diagnostics for tests and benchmarks: the route the last fused forward or backward took ("cluster-rows", "rows",
+// "columns", "row-split", "view-split"; "none" before the first call).
+const char* weightnorm_last_route();
+
 }  // namespace weightnorm::cuda

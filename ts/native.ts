@@ -70,6 +70,8 @@ export interface NativeBinding {
   setMatmulPrecision(precision: 'highest' | 'high'): void;
   matmulPrecision(): 'highest' | 'high';
   tensorCoreStatus(): string;
+  /** CUDA: the route the last fused weight-norm call took (diagnostics for tests and benchmarks); 'cpu' elsewhere. */
+  weightNormRoute(): string;
   weightNorm(v: NativeTensor, g: NativeTensor, dim: number | null, eps: number, fused: boolean): {
     w: NativeTensor;
     norm: NativeTensor;

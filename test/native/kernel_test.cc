@@ -492,6 +492,27 @@ int main() {
   for (const Case& c : bfloat16_cases) check_bfloat16_case(c, rng, eps);
   for (const Case& c : std::vector<Case>{{{4, 64}, 0}, {{64, 4}, 1}, {{2, 4, 40}, 1}}) check_bfloat16_nan_coefficient(c);
 #ifdef WEIGHTNORM_WITH_CUDA
+  // The intended route runs (a route that silently falls back still passes every check above): long rows take the
+  // cluster route on sm_90 (and never below it), short rows the rows kernel, a tall last dim the column view.
+  if (weightnorm::cuda::device_status().usable) {
+    const bool sm90 = weightnorm::cuda::device_status().compute_major == 9;
+    const struct {
+      Case c;
+      const char* route;  // nullptr: any route but the cluster one (a device below sm_90)
+    } expected_routes[] = {{{{13, 65537}, 0}, sm90 ? "cluster-rows" : nullptr},
+                           {{{64, 262144}, 0}, sm90 ? "cluster-rows" : nullptr},
+                           {{{262144, 16}, 0}, "rows"},
+                           {{{4096, 1024}, 1}, "view-split"},
+                           {{{512 * 512 * 3, 3}, 1}, "view-split"}};
+    for (const auto& e : expected_routes) {
+      const ChannelLayout l = layout_of(e.c);
+      std::vector<float> v(l.elements(), 0.5f), dw(l.elements(), 0.25f), g(l.channels, 1.0f);
+      run_cuda(cu::weightnorm_forward, cu::weightnorm_backward, v, g, dw, l, eps);
+      const std::string route = cu::weightnorm_last_route();
+      const bool ok = e.route ? route == e.route : route != "cluster-rows";
+      expect(ok, describe(e.c) + ": expected the " + (e.route ? e.route : "non-cluster") + " route, took " + route);
+    }
+  }
   // Hand the caching allocator's blocks back, so compute-sanitizer's leak check sees no memory still held.
   if (weightnorm::cuda::device_status().usable) weightnorm::cuda::release_cached();
 #endif

@@ -91,6 +91,8 @@ export interface CaseResult {
   /** The bfloat16 overloads (issue 7), against the same float32 copy roofline. */
   bf16: Bf16Result;
   check: CheckResult;
+  /** CUDA: the kernel route the fused weight norm took ("cluster-rows", "rows", "columns", "row-split", "view-split"). */
+  route?: string | null;
   /** 1, or more when the case was measured again because its rounds disagreed. */
   attempts: number;
   /** Variants whose two best rounds still differ by > 25% (background load): treat their figures with care. */

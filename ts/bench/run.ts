@@ -288,6 +288,8 @@ interface RawCase {
   prepared: PeerPrepared | null;
   peerError: string | null;
   fusedVsUnfused: OutputErrors | null;
+  /** CUDA: the route the fused kernels took on this shape (weightNormRoute() after the check); null on the CPU. */
+  route: string | null;
   bf16Check: Bf16Check | null;
   torchCheck: CheckResult['torch'];
   attempts: number;
@@ -319,6 +321,7 @@ async function measureCase(
     prepared: null,
     peerError: null,
     fusedVsUnfused: null,
+    route: null,
     bf16Check: null,
     torchCheck: { skipped: peerSkip },
     attempts: 0,
@@ -341,6 +344,7 @@ async function measureCase(
     if (!r.fusedVsUnfused) {
       progress.task(`${label}: checking fused against unfused`);
       r.fusedVsUnfused = checkFusedAgainstUnfused(inputs, seed + 7);
+      if (plan.device === 'cuda') r.route = native.weightNormRoute();
     }
     if (!r.bf16Check) {
       progress.task(`${label}: checking bfloat16 against float32`);
@@ -461,6 +465,7 @@ function caseResult(r: RawCase): CaseResult {
     rows: opRows(bytes, timings, peer, copyGbps),
     bf16: bf16Result(r, elements, channels, copyGbps),
     check: { fusedVsUnfused, torch: r.torchCheck, tolerance: CHECK_TOLERANCE, pass },
+    route: r.route,
     attempts: r.attempts,
     unstable: unstableVariants(r),
     loadAverage: r.loadAverage,

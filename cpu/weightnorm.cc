@@ -12,7 +12,11 @@
 //            along a run.
 //  columns   inner < 32 (last dim, small middle dims): a run is too short to vectorize, so the loop runs along
 //            the row across a chunk's channels, accumulating one sum per column; when the chunk spans whole rows
-//            (all channels), consecutive rows are contiguous and several are folded into one wide row.
+//            (all channels), consecutive rows are contiguous and several are folded into one wide row. A chunk
+//            that does not fit (the last dim of a tall matrix is one chunk) is split into parts of whole rows.
+//  short rows  outer == 1, inner < 32: a chunk is one contiguous run of short channels; four channels are reduced
+//            side by side and the outputs are written as one run against per-element coefficients. A channel's
+//            sum does not depend on the chunking here, so chunks are sized to whole output cache lines.
 // Sums accumulate in float over at most 64-1024 products, then fold into double. Large outputs are written with
 // non-temporal (streaming) stores: they bypass the cache, so the write neither evicts the cached chunk nor pays
 // a read-for-ownership of the destination.
@@ -58,6 +62,8 @@ constexpr int64_t kFoldBlock = kLanes * 64;
 constexpr int64_t kMinChunks = 16;
 // Below this many elements a single thread is faster than waking the others.
 constexpr int64_t kParallelMinElements = int64_t{1} << 15;
+// How far ahead of a streaming read the software prefetch runs.
+constexpr int64_t kPrefetchBytes = 4096;
 // Outputs at least this large are written with streaming stores (they would not stay in cache anyway).
 constexpr int64_t kStreamingBytes = int64_t{4} << 20;
 
@@ -219,6 +225,14 @@ inline void store_run(bfloat16* dst, int64_t n, Vector4&& vector4, Scalar&& scal
   for (; i < n; ++i) dst[i] = float_to_bfloat16(scalar(i));
 }
 
+inline void prefetch(const void* p) {
+#if defined(__SSE2__)
+  _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
+#else
+  (void)p;
+#endif
+}
+
 // Streaming stores are weakly ordered: fence before another thread (or the caller) may read the outputs.
 inline void finish_streaming() {
 #if defined(__SSE2__)
@@ -253,6 +267,15 @@ struct Plan {
   }
 };
 
+// Short rows (see below): outer == 1 and inner < kSegmentMinInner.
+bool is_short_rows(const ChannelLayout& layout, bool column_mode) {
+  return !column_mode && layout.outer == 1 && layout.inner > 0 &&
+         layout.inner < kSegmentMinInner;
+}
+
+// Channels per expanded block: a multiple of 32, so that a block of float or bfloat16 outputs is whole cache lines.
+int64_t short_rows_block(int64_t inner) { return std::max<int64_t>(32, (kMaxColumns - 4) / inner / 32 * 32); }
+
 // inputs: arrays read per element (1 forward, 2 backward), which share the cache budget. element_bytes: 4 for
 // float, 2 for bfloat16 (a chunk holds twice the channels). Nothing here depends on the thread count.
 Plan make_plan(const ChannelLayout& layout, int inputs, int64_t element_bytes) {
@@ -263,22 +286,30 @@ Plan make_plan(const ChannelLayout& layout, int inputs, int64_t element_bytes) {
   plan.column_mode = layout.inner > 0 && layout.inner < kSegmentMinInner && layout.outer > 1;
   plan.chunk_channels = plan.column_mode ? std::max<int64_t>(1, kMaxColumns / layout.inner)
                                          : std::max<int64_t>(1, kChunkBytes / channel_bytes);
+  // Short rows: whole expanded blocks per chunk (the split of channels into chunks never changes a short row's sum).
+  if (is_short_rows(layout, plan.column_mode)) {
+    const int64_t block = short_rows_block(layout.inner);
+    plan.chunk_channels = std::max<int64_t>(1, plan.chunk_channels / block) * block;
+  }
   plan.chunk_channels = std::min(std::max<int64_t>(layout.channels, 1), plan.chunk_channels);
   plan.chunks = (layout.channels + plan.chunk_channels - 1) / plan.chunk_channels;
   plan.streaming = layout.elements() * element_bytes >= kStreamingBytes;
   plan.part_length = std::max<int64_t>(reduce, 1);
   const bool fits = plan.chunk_channels * channel_bytes <= kChunkBytes;
   const bool large = layout.elements() >= kParallelMinElements;
-  if (large && reduce > kPartElements && (!fits || plan.chunks < kMinChunks)) {
-    if (plan.column_mode) {
-      const int64_t span = plan.chunk_channels * layout.inner;
-      plan.part_length = std::max<int64_t>(1, kPartElements / span) * layout.inner;
-    } else {
-      plan.part_length = kPartElements;
-    }
+  // A part spans about kPartElements elements: in column mode that is a block of rows across the chunk's span (the
+  // last dim of a tall matrix is one chunk of a few thousand short rows: without parts, one thread would do it all).
+  const int64_t split_length = plan.column_mode
+                                   ? std::max<int64_t>(1, kPartElements / (plan.chunk_channels * layout.inner)) *
+                                         layout.inner
+                                   : kPartElements;
+  if (large && reduce > split_length && (!fits || plan.chunks < kMinChunks)) {
+    plan.part_length = split_length;
     plan.parts = (reduce + plan.part_length - 1) / plan.part_length;
   }
   if (plan.parts == 1 && layout.outer == 1) plan.prefetch_distance = plan.chunk_channels * layout.inner;
+  // A split plan's write pass reads its region from memory again: prefetch along it.
+  if (plan.parts > 1 && plan.column_mode) plan.prefetch_distance = kPrefetchBytes / element_bytes;
   return plan;
 }
 
@@ -360,7 +391,27 @@ void reduce_columns(double* sums, const T* a, const T* b, const ChannelLayout& l
   visit_wide_rows(layout, region, walk, [&](int64_t offset, int64_t length) {
     const T* pa = a + offset;
     const T* pb = b + offset;
-    for (int64_t c = 0; c < length; ++c) {
+    // One cache line per step, each prefetching the line kPrefetchBytes ahead: a lone read pass over memory is
+    // latency-bound on two cores without it.
+    constexpr int64_t kLine = 64 / sizeof(T);
+    constexpr int64_t kAhead = kPrefetchBytes / sizeof(T);
+    int64_t c = 0;
+    for (; c + kLine <= length; c += kLine) {
+      prefetch(pa + c + kAhead);
+      if (!kSquare) prefetch(pb + c + kAhead);
+#if defined(__SSE2__)
+      for (int64_t l = c; l < c + kLine; l += 4) {
+        const Vec4 x = load4(pa + l);
+        _mm_storeu_ps(partial + l, _mm_add_ps(_mm_loadu_ps(partial + l), mul4(x, kSquare ? x : load4(pb + l))));
+      }
+#else
+      for (int64_t l = c; l < c + kLine; ++l) {
+        const float x = widen(pa[l]);
+        partial[l] += kSquare ? x * x : x * widen(pb[l]);
+      }
+#endif
+    }
+    for (; c < length; ++c) {
       const float x = widen(pa[c]);
       partial[c] += kSquare ? x * x : x * widen(pb[c]);
     }
@@ -379,6 +430,74 @@ void reduce_columns(double* sums, const T* a, const T* b, const ChannelLayout& l
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Short rows: outer == 1 and inner < kSegmentMinInner, so a region is one contiguous run of many short channels
+// (an embedding-like [N, 16] with dim 0). Per-run calls would cost more than the run's arithmetic; instead four
+// channels are reduced side by side, and the outputs are written as one run against coefficients expanded per
+// element, as in column mode.
+
+// sums[j] = sum of a*b over channel k_begin + j (inner elements from (k_begin + j) * inner). A channel's sum is
+// the same expression wherever it falls in a group of four: lane l of its 4-wide accumulator takes elements
+// l, l + 4, ...; the lanes add as (l0 + l2) + (l1 + l3); the inner % 4 trailing products follow in order.
+template <bool kSquare, class T>
+void reduce_short_rows(double* sums, const T* a, const T* b, int64_t inner, const Region& region) {
+  const int64_t count = region.channels();
+  const int64_t body = inner / 4 * 4;
+  const T* pa = a + region.k_begin * inner;
+  const T* pb = b + region.k_begin * inner;
+  for (int64_t j0 = 0; j0 < count; j0 += 4) {
+    const int64_t group = std::min<int64_t>(4, count - j0);
+    float s[4];
+#if defined(__SSE2__)
+    Vec4 acc[4];
+    for (int64_t l = 0; l < 4; ++l) {
+      acc[l] = _mm_setzero_ps();
+      if (l >= group) continue;
+      const T* x = pa + (j0 + l) * inner;
+      const T* y = pb + (j0 + l) * inner;
+      for (int64_t i = 0; i < body; i += 4) {
+        const Vec4 xv = load4(x + i);
+        acc[l] = _mm_add_ps(acc[l], mul4(xv, kSquare ? xv : load4(y + i)));
+      }
+    }
+    // Transpose so that lane l holds channel j0 + l: [a0+a2, b0+b2, c0+c2, d0+d2] + [a1+a3, b1+b3, c1+c3, d1+d3].
+    const Vec4 ab = _mm_add_ps(_mm_unpacklo_ps(acc[0], acc[1]), _mm_unpackhi_ps(acc[0], acc[1]));
+    const Vec4 cd = _mm_add_ps(_mm_unpacklo_ps(acc[2], acc[3]), _mm_unpackhi_ps(acc[2], acc[3]));
+    _mm_storeu_ps(s, _mm_add_ps(_mm_movelh_ps(ab, cd), _mm_movehl_ps(cd, ab)));
+#else
+    for (int64_t l = 0; l < group; ++l) {
+      const T* x = pa + (j0 + l) * inner;
+      const T* y = pb + (j0 + l) * inner;
+      float lanes[4] = {};
+      for (int64_t i = 0; i < body; i += 4)
+        for (int q = 0; q < 4; ++q) lanes[q] += kSquare ? widen(x[i + q]) * widen(x[i + q]) : widen(x[i + q]) * widen(y[i + q]);
+      s[l] = (lanes[0] + lanes[2]) + (lanes[1] + lanes[3]);
+    }
+#endif
+    for (int64_t l = 0; l < group; ++l) {
+      const T* x = pa + (j0 + l) * inner;
+      const T* y = pb + (j0 + l) * inner;
+      float sum = s[l];
+      for (int64_t i = body; i < inner; ++i) sum += kSquare ? widen(x[i]) * widen(x[i]) : widen(x[i]) * widen(y[i]);
+      sums[j0 + l] = sum;
+    }
+  }
+}
+
+// columns[e] = per_channel[k_begin + e / inner] for the block's elements; each channel is written as whole 4-wide
+// broadcasts (the overhang is overwritten by the next channel; columns has 4 floats of slack).
+void expand_short_rows(float* columns, const float* per_channel, int64_t inner, int64_t k_begin, int64_t count) {
+  for (int64_t j = 0; j < count; ++j) {
+    float* out = columns + j * inner;
+#if defined(__SSE2__)
+    const Vec4 value = broadcast4(per_channel[k_begin + j]);
+    for (int64_t i = 0; i < inner; i += 4) _mm_storeu_ps(out + i, value);
+#else
+    for (int64_t i = 0; i < inner; ++i) out[i] = per_channel[k_begin + j];
+#endif
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Both modes.
 
 template <class T>
@@ -388,8 +507,52 @@ void reduce_region(double* sums, const T* a, const T* b, const ChannelLayout& la
     if (a == b) return reduce_columns<true>(sums, a, b, layout, region);
     return reduce_columns<false>(sums, a, b, layout, region);
   }
+  if (is_short_rows(layout, column_mode)) {
+    if (a == b) return reduce_short_rows<true>(sums, a, b, layout.inner, region);
+    return reduce_short_rows<false>(sums, a, b, layout.inner, region);
+  }
   std::fill(sums, sums + region.channels(), 0.0);
   visit_runs(layout, region, [&](int64_t offset, int64_t len, int64_t j) { sums[j] += dot_dispatch(a + offset, b + offset, len); });
+}
+
+// write_region for short rows: blocks of channels written as one run against expanded coefficients.
+template <bool kBackward, bool kStream, class T>
+void write_short_rows(T* out, const T* a, const T* b, const float* c1, const float* c2, const ChannelLayout& layout,
+                      const Region& region, int64_t prefetch_distance) {
+  constexpr bool kRoundsOutputs = sizeof(T) == 2;
+  const int64_t block = short_rows_block(layout.inner);
+  float s1[kMaxColumns], s2[kMaxColumns];
+  for (int64_t k = region.k_begin; k < region.k_end; k += block) {
+    const int64_t count = std::min(block, region.k_end - k);
+    expand_short_rows(s1, c1, layout.inner, k, count);
+    if (kBackward) expand_short_rows(s2, c2, layout.inner, k, count);
+    const bool numeric_coefficients = kRoundsOutputs && no_nan(c1 + k, count) && (!kBackward || no_nan(c2 + k, count));
+    const int64_t offset = k * layout.inner;
+    const T* pa = a + offset;
+    const T* pb = b + offset;
+    const T* next_a = prefetch_distance ? pa + prefetch_distance : nullptr;
+    const T* next_b = prefetch_distance && kBackward ? pb + prefetch_distance : nullptr;
+    if constexpr (kBackward) {
+      store_run<kStream>(
+          out + offset, count * layout.inner,
+#if defined(__SSE2__)
+          [&](int64_t c) { return sub4(mul4(load4(s1 + c), load4(pa + c)), mul4(load4(s2 + c), load4(pb + c))); },
+#else
+          0,
+#endif
+          [&](int64_t c) { return s1[c] * widen(pa[c]) - s2[c] * widen(pb[c]); }, next_a, next_b,
+          numeric_coefficients);
+    } else {
+      store_run<kStream>(
+          out + offset, count * layout.inner,
+#if defined(__SSE2__)
+          [&](int64_t c) { return mul4(load4(s1 + c), load4(pa + c)); },
+#else
+          0,
+#endif
+          [&](int64_t c) { return s1[c] * widen(pa[c]); }, next_a, nullptr, numeric_coefficients);
+    }
+  }
 }
 
 // out = c1[channel] * a (kBackward false) or c1[channel] * a - c2[channel] * b (kBackward true) over the region.
@@ -398,7 +561,9 @@ template <bool kBackward, bool kStream, class T>
 void write_region(T* out, const T* a, const T* b, const float* c1, const float* c2, const ChannelLayout& layout,
                   const Region& region, bool column_mode, int64_t prefetch_distance) {
   constexpr bool kRoundsOutputs = sizeof(T) == 2;
-  if (column_mode) {
+  if (is_short_rows(layout, column_mode)) {
+    write_short_rows<kBackward, kStream>(out, a, b, c1, c2, layout, region, prefetch_distance);
+  } else if (column_mode) {
     const ColumnWalk walk = column_walk(layout, region);
     float s1[kMaxColumns], s2[kMaxColumns];
     expand_columns(s1, c1, layout, region, walk);
@@ -479,6 +644,26 @@ float floored_norm(double sum_of_squares, float eps) {
   return std::max(static_cast<float>(std::sqrt(sum_of_squares)), eps);
 }
 
+// floored_norm and g / norm for a chunk's channels; two lanes of the same double sqrt and float division at once
+// (max(eps, x) keeps a NaN x, as std::max(x, eps) does).
+void forward_coefficients(float* norm, float* scale, const double* sums, const float* g, int64_t count, float eps) {
+  int64_t k = 0;
+#if defined(__SSE2__)
+  const __m128 floor = _mm_set1_ps(eps);
+  for (; k + 4 <= count; k += 4) {
+    const __m128 low = _mm_cvtpd_ps(_mm_sqrt_pd(_mm_loadu_pd(sums + k)));
+    const __m128 high = _mm_cvtpd_ps(_mm_sqrt_pd(_mm_loadu_pd(sums + k + 2)));
+    const __m128 floored = _mm_max_ps(floor, _mm_movelh_ps(low, high));
+    _mm_storeu_ps(norm + k, floored);
+    _mm_storeu_ps(scale + k, _mm_div_ps(_mm_loadu_ps(g + k), floored));
+  }
+#endif
+  for (; k < count; ++k) {
+    norm[k] = floored_norm(sums[k], eps);
+    scale[k] = g[k] / norm[k];
+  }
+}
+
 // Coefficients of the backward: dv = c1*dw - c2*v, with dg = dot / norm.
 void backward_coefficients(float* dg, float* c1, float* c2, double dot, float g, float norm, float eps) {
   const double n = norm;
@@ -487,18 +672,47 @@ void backward_coefficients(float* dg, float* c1, float* c2, double dot, float g,
   c2[0] = norm > eps ? static_cast<float>(g * dot / (n * n * n)) : 0.0f;
 }
 
+// A buffer kept by the calling thread across calls: a fresh large allocation would be mapped and page-faulted in on
+// every call.
+template <class U>
+U* scratch(std::vector<U>& buffer, int64_t count) {
+  if (buffer.size() < static_cast<size_t>(count)) buffer.resize(count);
+  return buffer.data();
+}
+
+// backward_coefficients for a chunk's channels, two lanes of the same double arithmetic at once.
+void backward_chunk_coefficients(float* dg, float* c1, float* c2, const double* dots, const float* g,
+                                 const float* norm, int64_t count, float eps) {
+  int64_t k = 0;
+#if defined(__SSE2__)
+  auto load2 = [](const float* p) { return _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); };
+  auto store2 = [](float* p, __m128 x) { _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_castps_si128(x)); };
+  const __m128 floor = _mm_set1_ps(eps);
+  for (; k + 2 <= count; k += 2) {
+    const __m128 norm_f = load2(norm + k);
+    const __m128d n = _mm_cvtps_pd(norm_f), gd = _mm_cvtps_pd(load2(g + k)), dot = _mm_loadu_pd(dots + k);
+    store2(dg + k, _mm_cvtpd_ps(_mm_div_pd(dot, n)));
+    store2(c1 + k, _mm_cvtpd_ps(_mm_div_pd(gd, n)));
+    const __m128 second = _mm_cvtpd_ps(_mm_div_pd(_mm_mul_pd(gd, dot), _mm_mul_pd(_mm_mul_pd(n, n), n)));
+    store2(c2 + k, _mm_and_ps(_mm_cmpgt_ps(norm_f, floor), second));
+  }
+#endif
+  for (; k < count; ++k) backward_coefficients(dg + k, c1 + k, c2 + k, dots[k], g[k], norm[k], eps);
+}
+
 // Per-channel sums of a*b for every chunk, each chunk's parts added in order; calls finish(k_begin, count, sums)
 // per chunk. Parallel over (chunk, part) units.
 template <class T, class Finish>
 void reduce_all(const T* a, const T* b, const ChannelLayout& layout, const Plan& plan, int threads,
                 Finish&& finish) {
   const int64_t units = plan.chunks * plan.parts;
-  std::vector<double> partial(units * plan.chunk_channels, 0.0);
+  thread_local std::vector<double> partial_buffer;
+  double* partial = scratch(partial_buffer, units * plan.chunk_channels);
   const bool parallel = layout.elements() >= kParallelMinElements && threads > 1;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
   for (int64_t unit = 0; unit < units; ++unit) {
     const Region region = plan.region(unit / plan.parts, unit % plan.parts, layout);
-    reduce_region(partial.data() + unit * plan.chunk_channels, a, b, layout, region, plan.column_mode);
+    reduce_region(partial + unit * plan.chunk_channels, a, b, layout, region, plan.column_mode);
   }
   std::vector<double> sums(plan.chunk_channels);
   for (int64_t chunk = 0; chunk < plan.chunks; ++chunk) {
@@ -539,32 +753,32 @@ void run_fused(const T* a, const T* b, const ChannelLayout& layout, int inputs, 
 
 template <class T>
 void fused_forward(T* w, float* norm, const T* v, const float* g, const ChannelLayout& layout, float eps) {
-  std::vector<float> scale(layout.channels);
+  thread_local std::vector<float> scale_buffer;
+  float* scale = scratch(scale_buffer, layout.channels);
   run_fused(
       v, v, layout, 1,
       [&](int64_t k_begin, int64_t count, const double* sums) {
-        for (int64_t k = k_begin; k < k_begin + count; ++k) {
-          norm[k] = floored_norm(sums[k - k_begin], eps);
-          scale[k] = g[k] / norm[k];
-        }
+        forward_coefficients(norm + k_begin, scale + k_begin, sums, g + k_begin, count, eps);
       },
       [&](const Region& region, const Plan& plan) {
-        write_region<false>(w, v, v, scale.data(), nullptr, layout, region, plan);
+        write_region<false>(w, v, v, scale, nullptr, layout, region, plan);
       });
 }
 
 template <class T>
 void fused_backward(T* dv, float* dg, const T* dw, const T* v, const float* g, const float* norm,
                     const ChannelLayout& layout, float eps) {
-  std::vector<float> c1(layout.channels), c2(layout.channels);
+  thread_local std::vector<float> coefficient_buffer;
+  float* c1 = scratch(coefficient_buffer, 2 * layout.channels);
+  float* c2 = c1 + layout.channels;
   run_fused(
       dw, v, layout, 2,
       [&](int64_t k_begin, int64_t count, const double* dots) {
-        for (int64_t k = k_begin; k < k_begin + count; ++k)
-          backward_coefficients(dg + k, c1.data() + k, c2.data() + k, dots[k - k_begin], g[k], norm[k], eps);
+        backward_chunk_coefficients(dg + k_begin, c1 + k_begin, c2 + k_begin, dots, g + k_begin, norm + k_begin, count,
+                                    eps);
       },
       [&](const Region& region, const Plan& plan) {
-        write_region<true>(dv, dw, v, c1.data(), c2.data(), layout, region, plan);
+        write_region<true>(dv, dw, v, c1, c2, layout, region, plan);
       });
 }
 

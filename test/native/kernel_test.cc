@@ -438,6 +438,11 @@ int main() {
       {{4099, 1}, 1},    {{65536, 1}, 1},    {{50001, 2}, 1},      {{65536, 2}, 1},      {{100003, 3}, 1},
       {{131072, 3}, 1},  {{700001, 3}, 1},   {{3000, 1024}, 1},    {{2000, 1025}, 1},    {{4096, 300}, 1},
       {{200, 6, 5}, 1},  {{70, 64, 40}, 1},  {{20, 4, 3000}, 1},   {{64, 33, 3}, 1},     {{65, 33, 3}, 1},
+      // CPU short rows (outer 1, rows under 32: groups of four channels, expanded blocks, chunk edges, streamed
+      // when >= 4 MB, a group of 1-3 at the end) and the last dim of a tall matrix split into row parts.
+      {{40001, 1}, 0},   {{40001, 2}, 0},    {{40001, 3}, 0},      {{40001, 5}, 0},      {{40001, 13}, 0},
+      {{40001, 16}, 0},  {{40001, 27}, 0},   {{40001, 31}, 0},     {{300007, 13}, 0},    {{262147, 16}, 0},
+      {{4097, 1000}, 1}, {{4096, 1024}, 1},  {{8, 512, 9}, 1},
   };
   std::mt19937 rng(20261128u);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -489,6 +494,7 @@ int main() {
   std::vector<Case> bfloat16_cases = cases;
   bfloat16_cases.insert(bfloat16_cases.end(), {{{100000, 3}, 1}, {{70000, 2, 5}, 1}, {{16, 140000}, 0},
                                                {{1500, 1401}, 0}, {{262144, 16}, 0}, {{262144, 8}, 1}});
+  for (int64_t inner = 1; inner < 32; ++inner) bfloat16_cases.push_back({{40001, inner}, 0});
   for (const Case& c : bfloat16_cases) check_bfloat16_case(c, rng, eps);
   for (const Case& c : std::vector<Case>{{{4, 64}, 0}, {{64, 4}, 1}, {{2, 4, 40}, 1}}) check_bfloat16_nan_coefficient(c);
 #ifdef WEIGHTNORM_WITH_CUDA

@@ -515,6 +515,33 @@ void reduce_region(double* sums, const T* a, const T* b, const ChannelLayout& la
   visit_runs(layout, region, [&](int64_t offset, int64_t len, int64_t j) { sums[j] += dot_dispatch(a + offset, b + offset, len); });
 }
 
+// out[c] = s1[c] * a[c] (kBackward false) or s1[c] * a[c] - s2[c] * b[c] for c < length: a run written against
+// coefficients already expanded to one per element (short rows and column mode). next_a, next_b: prefetch targets.
+template <bool kBackward, bool kStream, class T>
+void store_expanded_run(T* out, int64_t length, const float* s1, const float* s2, const T* pa, const T* pb,
+                        const T* next_a, const T* next_b, bool numeric_coefficients) {
+  if constexpr (kBackward) {
+    store_run<kStream>(
+        out, length,
+#if defined(__SSE2__)
+        [&](int64_t c) { return sub4(mul4(load4(s1 + c), load4(pa + c)), mul4(load4(s2 + c), load4(pb + c))); },
+#else
+        0,
+#endif
+        [&](int64_t c) { return s1[c] * widen(pa[c]) - s2[c] * widen(pb[c]); }, next_a, next_b,
+        numeric_coefficients);
+  } else {
+    store_run<kStream>(
+        out, length,
+#if defined(__SSE2__)
+        [&](int64_t c) { return mul4(load4(s1 + c), load4(pa + c)); },
+#else
+        0,
+#endif
+        [&](int64_t c) { return s1[c] * widen(pa[c]); }, next_a, nullptr, numeric_coefficients);
+  }
+}
+
 // write_region for short rows: blocks of channels written as one run against expanded coefficients.
 template <bool kBackward, bool kStream, class T>
 void write_short_rows(T* out, const T* a, const T* b, const float* c1, const float* c2, const ChannelLayout& layout,
@@ -532,26 +559,8 @@ void write_short_rows(T* out, const T* a, const T* b, const float* c1, const flo
     const T* pb = b + offset;
     const T* next_a = prefetch_distance ? pa + prefetch_distance : nullptr;
     const T* next_b = prefetch_distance && kBackward ? pb + prefetch_distance : nullptr;
-    if constexpr (kBackward) {
-      store_run<kStream>(
-          out + offset, count * layout.inner,
-#if defined(__SSE2__)
-          [&](int64_t c) { return sub4(mul4(load4(s1 + c), load4(pa + c)), mul4(load4(s2 + c), load4(pb + c))); },
-#else
-          0,
-#endif
-          [&](int64_t c) { return s1[c] * widen(pa[c]) - s2[c] * widen(pb[c]); }, next_a, next_b,
-          numeric_coefficients);
-    } else {
-      store_run<kStream>(
-          out + offset, count * layout.inner,
-#if defined(__SSE2__)
-          [&](int64_t c) { return mul4(load4(s1 + c), load4(pa + c)); },
-#else
-          0,
-#endif
-          [&](int64_t c) { return s1[c] * widen(pa[c]); }, next_a, nullptr, numeric_coefficients);
-    }
+    store_expanded_run<kBackward, kStream>(out + offset, count * layout.inner, s1, s2, pa, pb, next_a, next_b,
+                                           numeric_coefficients);
   }
 }
 
@@ -576,26 +585,8 @@ void write_region(T* out, const T* a, const T* b, const float* c1, const float* 
       const T* next_a = prefetch_distance ? pa + prefetch_distance : nullptr;
       const T* next_b = prefetch_distance && kBackward ? pb + prefetch_distance : nullptr;
       // The wide row starts at a column-0 boundary, so output c uses coefficient c.
-      if constexpr (kBackward) {
-        store_run<kStream>(
-            out + offset, length,
-#if defined(__SSE2__)
-            [&](int64_t c) { return sub4(mul4(load4(s1 + c), load4(pa + c)), mul4(load4(s2 + c), load4(pb + c))); },
-#else
-            0,
-#endif
-            [&](int64_t c) { return s1[c] * widen(pa[c]) - s2[c] * widen(pb[c]); }, next_a, next_b,
-            numeric_coefficients);
-      } else {
-        store_run<kStream>(
-            out + offset, length,
-#if defined(__SSE2__)
-            [&](int64_t c) { return mul4(load4(s1 + c), load4(pa + c)); },
-#else
-            0,
-#endif
-            [&](int64_t c) { return s1[c] * widen(pa[c]); }, next_a, nullptr, numeric_coefficients);
-      }
+      store_expanded_run<kBackward, kStream>(out + offset, length, s1, s2, pa, pb, next_a, next_b,
+                                             numeric_coefficients);
     });
   } else {
     visit_runs(layout, region, [&](int64_t offset, int64_t len, int64_t j) {

@@ -56,4 +56,61 @@ __device__ __forceinline__ float epilogue_value(const GemmEpilogueOf<T>& e, cons
   return v;
 }
 
+// Two consecutive elements (j, j + 1) of one row; `pair`: both exist and one aligned 2-element access is allowed.
+template <typename T>
+__device__ __forceinline__ void load_two(const T* p, bool pair, bool both, float (&v)[2]) {
+  if (pair) {
+    if constexpr (sizeof(T) == 4) {
+      const float2 x = *reinterpret_cast<const float2*>(p);
+      v[0] = x.x;
+      v[1] = x.y;
+    } else {
+      const uint32_t x = *reinterpret_cast<const uint32_t*>(p);
+      v[0] = bfloat16_to_float(bfloat16{uint16_t(x & 0xffffu)});
+      v[1] = bfloat16_to_float(bfloat16{uint16_t(x >> 16)});
+    }
+    return;
+  }
+  v[0] = element_to_float(p[0]);
+  v[1] = both ? element_to_float(p[1]) : 0.0f;
+}
+template <typename T>
+__device__ __forceinline__ void store_two(T* p, bool pair, bool both, float v0, float v1) {
+  if (pair) {
+    if constexpr (sizeof(T) == 4) {
+      *reinterpret_cast<float2*>(p) = make_float2(v0, v1);
+    } else {
+      *reinterpret_cast<uint32_t*>(p) = float_to_bfloat16(v0).bits | uint32_t(float_to_bfloat16(v1).bits) << 16;
+    }
+    return;
+  }
+  p[0] = element_from_float<T>(v0);
+  if (both) p[1] = element_from_float<T>(v1);
+}
+
+// Products acc0, acc1 of out (i, j) and (i, j + 1) (j + 1 may lie beyond n): the epilogue and the stores, or the
+// raw partial sums for split-k. Shared by the tensor-core kernels (mma.sync and wgmma), which hold their
+// accumulators as pairs of adjacent columns.
+template <typename T>
+__device__ __forceinline__ void store_products(const GemmArgsOf<T>& args, int64_t i, int64_t j, const RowTerms& row,
+                                               float acc0, float acc1, int split) {
+  const int64_t n = args.n;
+  const bool both = j + 1 < n;
+  if (args.partial) {
+    // j is even, so with n even the pair is 8-byte aligned in the (aligned) scratch.
+    store_two(args.partial + (int64_t(split) * args.m + i) * n + j, both && n % 2 == 0, both, acc0, acc1);
+    return;
+  }
+  const GemmEpilogueOf<T>& e = args.epilogue;
+  const int64_t x = i * n + j;
+  const bool pair = args.pair_out && both;
+  float previous[2] = {0.0f, 0.0f}, subtract[2] = {0.0f, 0.0f};
+  if (e.beta != 0.0f) load_two(args.out + x, pair, both, previous);
+  if (e.subtract_matrix) load_two(e.subtract_matrix + x, pair, both, subtract);
+  if (e.raw_out) store_two(e.raw_out + x, pair, both, acc0, acc1);
+  const float v0 = epilogue_value(e, row, acc0, j, subtract[0], previous[0]);
+  const float v1 = both ? epilogue_value(e, row, acc1, j + 1, subtract[1], previous[1]) : 0.0f;
+  store_two(args.out + x, pair, both, v0, v1);
+}
+
 }  // namespace weightnorm::cuda

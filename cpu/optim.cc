@@ -75,10 +75,11 @@ struct AdamaxRule {
   void operator()(int64_t i) const {
     const float g = weight_decay != 0.0f ? grad[i] + weight_decay * param[i] : grad[i];
     const float mi = beta1 * m[i] + (1.0f - beta1) * g;
-    const float ui = std::max(beta2 * u[i], std::fabs(g));
+    // eps inside the max, as PyTorch has it: u never falls below eps, and the division needs no other guard.
+    const float ui = std::max(beta2 * u[i], std::fabs(g) + eps);
     m[i] = mi;
     u[i] = ui;
-    param[i] -= step_size * mi / (ui + eps);
+    param[i] -= step_size * mi / ui;
   }
 };
 

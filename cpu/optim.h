@@ -22,14 +22,16 @@ struct NormOutput {
   float eps = 1e-12f;
 };
 
+// In each step function `step` is the parameter's own count of updates, from 1 (PyTorch's state['step']): a
+// parameter first updated late starts its momentum and bias correction then.
 // g' = grad + weight_decay * p; momentum: buf = momentum * buf + (1 - dampening) * g' (buf = g' on step 1),
 // d = nesterov ? g' + momentum * buf : buf; p -= lr * d. velocity may be null when momentum == 0.
 void sgd_step(float* param, float* velocity, const float* grad, int64_t count, const SgdOptions& options, int64_t step,
               const NormOutput* norm_output);
-// Adam (Kingma & Ba), bias-corrected, L2 weight decay added to the gradient. step counts from 1.
+// Adam (Kingma & Ba), bias-corrected, L2 weight decay added to the gradient.
 void adam_step(float* param, float* m, float* v, const float* grad, int64_t count, const AdamOptions& options,
                int64_t step, const NormOutput* norm_output);
-// Adamax: u = max(beta2 * u, |g|), p -= lr / (1 - beta1^step) * m / (u + eps).
+// Adamax, as PyTorch defines it: u = max(beta2 * u, |g'| + eps), p -= lr / (1 - beta1^step) * m / u.
 void adamax_step(float* param, float* m, float* u, const float* grad, int64_t count, const AdamOptions& options,
                  int64_t step, const NormOutput* norm_output);
 

@@ -34,7 +34,7 @@ constexpr int kItemsPerLane = 8;          // target elements per lane in the gro
 constexpr int64_t kRowChunk = 8192;       // floats per block on long rows
 constexpr int64_t kMaxChunks = 65535;     // grid.y limit
 
-// a / b within 1 ulp for the normal-range b an optimizer divides by (u + eps, sqrt(v) + eps): the fast reciprocal
+// a / b within 1 ulp for the normal-range b an optimizer divides by (Adamax's u, sqrt(v) + eps): the fast reciprocal
 // and one Newton step. The IEEE division's slow path is a called subroutine around which ptxas spills registers
 // in these loops (sm_80 to sm_89).
 __device__ __forceinline__ float divide(float a, float b) {
@@ -78,8 +78,8 @@ struct AdamaxRule {
   __device__ __forceinline__ float operator()(float p, float grad, float& m, float& u) const {
     const float g = weight_decay != 0.0f ? grad + weight_decay * p : grad;
     m = beta1 * m + (1.0f - beta1) * g;
-    u = fmaxf(beta2 * u, fabsf(g));
-    return p - step_size * divide(m, u + eps);
+    u = fmaxf(beta2 * u, fabsf(g) + eps);  // eps inside the max, as PyTorch has it
+    return p - step_size * divide(m, u);
   }
 };
 

@@ -16,7 +16,7 @@ export {
 } from './backend.js';
 export { DisposedTensorError } from './errors.js';
 export { tidy, keep } from './scope.js';
-export { noGrad, isGradEnabled } from './autograd.js';
+export { noGrad, isGradEnabled, type BackwardOptions } from './autograd.js';
 export { manualSeed } from './random.js';
 export * as nn from './nn.js';
 export * as optim from './optim.js';

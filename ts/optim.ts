@@ -36,7 +36,14 @@ function checkNumber(where: string, value: unknown, minimum: number, maximum = I
 export interface OptimizerStateDict {
   /** The optimizer's class: 'SGD', 'Adam' or 'Adamax'. */
   type: string;
+  /** How many times step() was called. */
   stepCount: number;
+  /**
+   * By parameter key, how many steps updated that parameter (PyTorch's state['step']): a parameter counts only the
+   * steps where it had a gradient, and its bias correction and momentum start from its own first step. Absent in
+   * checkpoints written before it existed: then each parameter with state tensors counts stepCount.
+   */
+  steps?: Record<string, number>;
   lr: number;
   /** The constructor's options, for the record: loading keeps the receiving optimizer's own. */
   hyperparameters: Record<string, number | boolean>;
@@ -64,9 +71,11 @@ export abstract class Optimizer {
   readonly params: readonly Tensor[];
   /** The learning rate of the next step (a schedule may change it between steps). */
   lr: number;
-  /** Steps taken so far. */
+  /** How many times step() was called (each parameter also counts its own steps, those where it had a gradient). */
   stepCount = 0;
   protected readonly state = new Map<Tensor, Tensor[]>();
+  /** Per parameter, the steps that updated it (PyTorch's state['step']); absent until its first gradient. */
+  private readonly paramSteps = new Map<Tensor, number>();
 
   protected constructor(where: string, params: unknown, lr: unknown) {
     this.params = checkParams(where, params);
@@ -81,36 +90,120 @@ export abstract class Optimizer {
     }
   }
 
-  /** One update of every parameter that has a gradient. */
+  /**
+   * One update of every parameter that has a gradient; a parameter without one is skipped and its state and step
+   * count stay as they are (as in PyTorch). All-or-nothing: every parameter, gradient and state tensor is checked
+   * (and missing state allocated) before the first parameter changes, so a bad one throws with nothing updated.
+   */
   step(): void {
-    this.stepCount += 1;
-    for (const p of this.params) {
-      if (!p.grad) continue;
-      const wn = weightNormStateOf(p);
-      const norm = wn ? (wn.norm && !wn.norm.disposed ? wn.norm : keep(new Tensor(native.full([wn.layout()[1]], 0, p.device)))) : null;
-      const [outer, channels, inner] = wn ? wn.layout() : [1, 1, 1];
-      this.update(p, p.grad, norm, outer, channels, inner, wn?.eps ?? 1e-12);
-      p.version += 1;
-      if (wn && norm) wn.normUpdated(norm);
+    const where = `optim.${this.constructor.name}.step`;
+    const planned = this.params.flatMap((p, i) => this.checkForStep(where, p, i));
+    const newState: Tensor[] = [];
+    const newNorms: Tensor[] = [];
+    let plans: { p: Tensor; grad: Tensor; norm: Tensor | null }[];
+    try {
+      plans = planned.map(({ p, grad }) => ({ p, grad, norm: this.allocateForStep(p, newState, newNorms) }));
+    } catch (error) {
+      for (const p of newState) {
+        for (const t of this.state.get(p) ?? []) t.dispose();
+        this.state.delete(p);
+      }
+      for (const norm of newNorms) norm.dispose();
+      throw error;
     }
+    this.stepCount += 1;
+    for (const { p, grad, norm } of plans) {
+      const wn = weightNormStateOf(p);
+      const [outer, channels, inner] = wn ? wn.layout() : [1, 1, 1];
+      const step = (this.paramSteps.get(p) ?? 0) + 1;
+      this.update(p, grad, norm, outer, channels, inner, wn?.eps ?? 1e-12, step);
+      this.paramSteps.set(p, step);
+      p.version += 1;
+      if (wn && norm) {
+        norm.version += 1;
+        wn.normUpdated(norm);
+      }
+    }
+  }
+
+  /** The steps that updated `p` so far (0 before its first gradient). */
+  stepsOf(p: Tensor): number {
+    return this.paramSteps.get(p) ?? 0;
+  }
+
+  /** Checks parameter i and its gradient for step(): [] when it has no gradient. Changes nothing. */
+  private checkForStep(where: string, p: Tensor, i: number): { p: Tensor; grad: Tensor }[] {
+    const name = `${where}: params[${i}]`;
+    const device = handleOf(p, name).device;
+    const grad: unknown = p.grad;
+    if (grad === null || grad === undefined) return [];
+    if (!(grad instanceof Tensor)) throw typeError(`${name}.grad`, 'a Tensor or null', grad);
+    const gradDevice = handleOf(grad, `${name}.grad`).device;
+    if (grad.shape.length !== p.shape.length || grad.shape.some((d, k) => d !== p.shape[k])) {
+      throw rangeError(`${name}.grad`, `the parameter's shape ${shapeText(p.shape)}`, shapeText(grad.shape));
+    }
+    if (gradDevice !== device) throw rangeError(`${name}.grad`, `a tensor on '${device}' like the parameter`, `one on '${gradDevice}'`);
+    for (const [j, t] of (this.state.get(p) ?? []).entries()) {
+      const slot = `${name}: state '${this.stateSlots()[j] ?? j}'`;
+      const stateDevice = handleOf(t, slot).device;
+      if (stateDevice !== device) {
+        throw rangeError(slot, `a tensor on '${device}' like the parameter (create the optimizer after moving the model)`, `one on '${stateDevice}'`);
+      }
+    }
+    return [{ p, grad }];
+  }
+
+  /**
+   * Creates p's missing state tensors (zero) and, for a weight-norm v, the tensor its step writes ‖v‖ into; records
+   * what it created in `newState` (parameters) and `newNorms`, so that a failed step() can free it.
+   */
+  private allocateForStep(p: Tensor, newState: Tensor[], newNorms: Tensor[]): Tensor | null {
+    const slots = this.stateSlots().length;
+    if (slots > 0 && !this.state.has(p)) {
+      newState.push(p);
+      this.stateOf(p, slots);
+    }
+    const wn = weightNormStateOf(p);
+    if (!wn) return null;
+    if (wn.norm && !wn.norm.disposed && wn.norm.device === p.device) return wn.norm;
+    const norm = keep(new Tensor(native.full([wn.layout()[1]], 0, p.device)));
+    newNorms.push(norm);
+    return norm;
   }
 
   /** State tensors of a parameter, created (zero) on first use and kept out of tidy(). */
   protected stateOf(p: Tensor, count: number): Tensor[] {
     let tensors = this.state.get(p);
     if (!tensors) {
-      tensors = Array.from({ length: count }, () => keep(new Tensor(native.full([...p.shape], 0, p.device))));
+      tensors = [];
+      try {
+        for (let j = 0; j < count; j++) tensors.push(keep(new Tensor(native.full([...p.shape], 0, p.device))));
+      } catch (error) {
+        for (const t of tensors) t.dispose();
+        throw error;
+      }
       this.state.set(p, tensors);
     }
     return tensors;
   }
 
-  protected abstract update(p: Tensor, grad: Tensor, norm: Tensor | null, outer: number, channels: number, inner: number, normEps: number): void;
+  /** Updates p in place from grad; `step` counts p's own steps, this one included (1 on its first gradient). */
+  protected abstract update(
+    p: Tensor,
+    grad: Tensor,
+    norm: Tensor | null,
+    outer: number,
+    channels: number,
+    inner: number,
+    normEps: number,
+    step: number,
+  ): void;
 
   /** Frees the optimizer's state tensors. */
   dispose(): void {
     for (const tensors of this.state.values()) for (const t of tensors) t.dispose();
     this.state.clear();
+    this.paramSteps.clear();
   }
 
   /** Names of the per-parameter state tensors, in the order stateOf() holds them. */
@@ -131,7 +224,10 @@ export abstract class Optimizer {
     const keys = checkParamKeys(`optim.${this.constructor.name}.stateDict`, paramKeys, this.params.length);
     const slots = this.stateSlots();
     const state: Record<string, Record<string, Tensor>> = {};
+    const steps: Record<string, number> = {};
     this.params.forEach((p, i) => {
+      const step = this.paramSteps.get(p);
+      if (step !== undefined) steps[keys[i]!] = step;
       const entry: [string, Tensor][] = [];
       const tensors = this.state.get(p);
       if (tensors) slots.forEach((slot, j) => entry.push([slot, tensors[j]!]));
@@ -139,7 +235,7 @@ export abstract class Optimizer {
       if (wn?.norm && !wn.norm.disposed && wn.normVersion === p.version) entry.push(['norm', wn.norm]);
       if (entry.length > 0) state[keys[i]!] = Object.fromEntries(entry);
     });
-    return { type: this.constructor.name, stepCount: this.stepCount, lr: this.lr, hyperparameters: this.hyperparameters(), state };
+    return { type: this.constructor.name, stepCount: this.stepCount, steps, lr: this.lr, hyperparameters: this.hyperparameters(), state };
   }
 
   /**
@@ -202,6 +298,8 @@ export abstract class Optimizer {
       }
       plans.push({ p, slots: present.map((slot) => entry[slot]!), norm });
     }
+    const withState = plans.filter((plan) => plan.slots.length > 0).map((plan) => plan.p);
+    const paramSteps = this.checkParamSteps(where, stateDict.steps, stepCount, keys, withState);
     try {
       for (const plan of plans) {
         const device = handleOf(plan.p, where).device!;
@@ -222,6 +320,8 @@ export abstract class Optimizer {
           if (handles.length > 0) this.state.set(p, handles.map((h) => keep(new Tensor(h))));
           if (norm) this.adoptSavedNorm(p, keep(new Tensor(norm)));
         }
+        this.paramSteps.clear();
+        for (const [p, step] of paramSteps) this.paramSteps.set(p, step);
         this.stepCount = stepCount;
         this.lr = lr;
       },
@@ -229,6 +329,45 @@ export abstract class Optimizer {
         for (const s of staged) for (const handle of [...s.slots, s.norm]) handle?.dispose();
       },
     };
+  }
+
+  /**
+   * The per-parameter step counts of a state dict. Without them (checkpoints written before they existed) each
+   * parameter with state tensors counts `stepCount`, as every parameter did then. With them, a parameter has a
+   * count exactly when it has state tensors (for an optimizer that keeps any).
+   */
+  private checkParamSteps(
+    where: string,
+    steps: unknown,
+    stepCount: number,
+    keys: readonly string[],
+    withState: readonly Tensor[],
+  ): Map<Tensor, number> {
+    const counts = new Map<Tensor, number>();
+    if (steps === undefined) {
+      for (const p of withState) counts.set(p, stepCount);
+      return counts;
+    }
+    if (typeof steps !== 'object' || steps === null || Array.isArray(steps)) {
+      throw typeError(`${where}: steps`, 'a record of step counts by parameter', steps);
+    }
+    for (const [key, value] of Object.entries(steps)) {
+      const index = keys.indexOf(key);
+      if (index < 0) throw new RangeError(`${where}: steps for '${key}', which is none of the optimizer's parameters`);
+      if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > stepCount) {
+        throw typeError(`${where}: steps '${key}'`, `an integer in [1, ${stepCount}] (at most stepCount)`, value);
+      }
+      counts.set(this.params[index]!, value);
+    }
+    if (this.stateSlots().length > 0) {
+      for (const p of withState) {
+        if (!counts.has(p)) throw new RangeError(`${where}: state '${keys[this.params.indexOf(p)]}' has state tensors but no entry in steps`);
+      }
+      for (const p of counts.keys()) {
+        if (!withState.includes(p)) throw new RangeError(`${where}: steps has '${keys[this.params.indexOf(p)]}', which has no state tensors`);
+      }
+    }
+    return counts;
   }
 
   /** Uses a saved ‖v‖ as v's cached norm if it matches v as loaded (else the forward recomputes it). */
@@ -279,7 +418,7 @@ export class SGD extends Optimizer {
     return { momentum: this.momentum, dampening: this.dampening, weightDecay: this.weightDecay, nesterov: this.nesterov };
   }
 
-  protected update(p: Tensor, grad: Tensor, norm: Tensor | null, outer: number, channels: number, inner: number, normEps: number): void {
+  protected update(p: Tensor, grad: Tensor, norm: Tensor | null, outer: number, channels: number, inner: number, normEps: number, step: number): void {
     const where = 'optim.SGD.step';
     const velocity = this.momentum !== 0 ? this.stateOf(p, 1)[0]! : null;
     native.optimizerStep(
@@ -289,7 +428,7 @@ export class SGD extends Optimizer {
       velocity ? handleOf(velocity, where) : null,
       null,
       { lr: this.lr, momentum: this.momentum, dampening: this.dampening, weightDecay: this.weightDecay, nesterov: this.nesterov },
-      this.stepCount,
+      step,
       norm ? handleOf(norm, where) : null,
       outer,
       channels,
@@ -338,7 +477,7 @@ abstract class AdamFamily extends Optimizer {
     return { beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: this.weightDecay };
   }
 
-  protected update(p: Tensor, grad: Tensor, norm: Tensor | null, outer: number, channels: number, inner: number, normEps: number): void {
+  protected update(p: Tensor, grad: Tensor, norm: Tensor | null, outer: number, channels: number, inner: number, normEps: number, step: number): void {
     const where = `optim.${this.constructor.name}.step`;
     const [m, second] = this.stateOf(p, 2) as [Tensor, Tensor];
     native.optimizerStep(
@@ -348,7 +487,7 @@ abstract class AdamFamily extends Optimizer {
       handleOf(m, where),
       handleOf(second, where),
       { lr: this.lr, beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: this.weightDecay },
-      this.stepCount,
+      step,
       norm ? handleOf(norm, where) : null,
       outer,
       channels,

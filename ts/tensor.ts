@@ -1,6 +1,6 @@
 // Tensor: float32 (or bfloat16) data with a shape on one device ('cpu' | 'cuda'). Creation functions validate
 // everything before the native call; a disposed tensor throws DisposedTensorError wherever it is used.
-import type { GradNode } from './autograd.js';
+import type { BackwardOptions, GradNode } from './autograd.js';
 import { DisposedTensorError, rangeError, typeError } from './errors.js';
 import { type Device, type DType, native, type NativeTensor } from './native.js';
 import { track } from './scope.js';
@@ -37,7 +37,10 @@ export class Tensor {
   grad: Tensor | null = null;
   /** @internal The op that produced this tensor, for backward(). */
   gradNode: GradNode | null = null;
-  /** @internal Bumped by every in-place update (optimizer steps, loads), so caches derived from it can tell. */
+  /**
+   * @internal Bumped by every in-place update (optimizer steps, loads), so caches derived from it can tell, and so
+   * backward() can tell that a tensor saved by the graph changed since the forward.
+   */
   version = 0;
 
   /** @internal Use tensor(), zeros() or randn(). */
@@ -121,9 +124,13 @@ export class Tensor {
     return this.toArray()[0]!;
   }
 
-  /** Reverse-mode differentiation from this one-element tensor: fills .grad of every leaf that requires it. */
-  backward(): void {
-    backwardHook!(this);
+  /**
+   * Reverse-mode differentiation from this one-element tensor: adds into .grad of every leaf that requires it.
+   * Frees the graph unless `retainGraph` (a second backward() through it then throws); throws before computing
+   * anything if a tensor the graph saved was changed in place since the forward (e.g. by optimizer.step()).
+   */
+  backward(options?: BackwardOptions): void {
+    backwardHook!(this, options);
   }
 
   /** @internal Moves the tensor's identity onto another handle (module.to(device) keeps parameter objects). */
@@ -142,9 +149,9 @@ export class Tensor {
   }
 }
 
-let backwardHook: ((root: Tensor) => void) | null = null;
+let backwardHook: ((root: Tensor, options?: BackwardOptions) => void) | null = null;
 /** @internal autograd.ts installs backward() here (a direct import would be circular at load time). */
-export function setBackwardHook(hook: (root: Tensor) => void): void {
+export function setBackwardHook(hook: (root: Tensor, options?: BackwardOptions) => void): void {
   backwardHook = hook;
 }
 

@@ -967,8 +967,9 @@ void reference_step(OptimState& st, const Vec& grad, const OptimCase& c, int64_t
         const double c2 = 1.0 - std::pow(b2, double(step));
         st.p[i] -= double(o.lr) / c1 * st.s1[i] / (std::sqrt(st.s2[i] / c2) + double(o.eps));
       } else {
-        st.s2[i] = std::max(b2 * st.s2[i], std::fabs(g));
-        st.p[i] -= double(o.lr) / c1 * st.s1[i] / (st.s2[i] + double(o.eps));
+        // PyTorch's Adamax: eps inside the max.
+        st.s2[i] = std::max(b2 * st.s2[i], std::fabs(g) + double(o.eps));
+        st.p[i] -= double(o.lr) / c1 * st.s1[i] / st.s2[i];
       }
     }
   }
@@ -983,6 +984,8 @@ void test_optimizers(const Backend& b) {
   cases.push_back({"adam weight decay", Optimizer::kAdam, {}, {3e-3f, 0.8f, 0.99f, 1e-8f, 1e-2f}});
   cases.push_back({"adamax", Optimizer::kAdamax, {}, {2e-3f, 0.9f, 0.999f, 1e-8f, 0.0f}});
   cases.push_back({"adamax weight decay", Optimizer::kAdamax, {}, {2e-3f, 0.9f, 0.999f, 1e-8f, 1e-2f}});
+  // A large eps and a fast-decaying u: where eps sits (inside the max or added after it) changes the update by ~lr.
+  cases.push_back({"adamax large eps", Optimizer::kAdamax, {}, {5e-2f, 0.9f, 0.5f, 0.5f, 0.0f}});
 
   struct NormCase {
     bool with_norm;

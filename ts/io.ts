@@ -396,8 +396,8 @@ function checkMetadata(where: string, metadata: unknown): Record<string, string>
 /**
  * Writes a model's parameters and buffers (by their names), a { model, optimizer } training state, or a record of
  * tensors to `path` as a safetensors file (F32; BF16 for bfloat16 tensors, bit for bit). Atomic: a crash mid-save leaves the previous file intact.
- * With an optimizer, its state goes under 'optimizer/<parameter name>/<slot>' and its step count and lr in the
- * metadata, so loadInto() resumes training bit for bit. Synchronous.
+ * With an optimizer, its state goes under 'optimizer/<parameter name>/<slot>' and its step counts (its own and each
+ * parameter's) and lr in the metadata, so loadInto() resumes training bit for bit. Synchronous.
  */
 export function save(source: Checkpointable, path: string, options: SaveOptions = {}): void {
   const where = 'io.save';

@@ -243,8 +243,8 @@ describe('optimizers against a float64 reference (CPU)', () => {
             const vHat = s[i]! / (1 - b2 ** step);
             p[i] -= (lr * mHat) / (Math.sqrt(vHat) + eps);
           } else {
-            s[i] = Math.max(b2 * s[i]!, Math.abs(gi));
-            p[i] -= ((lr / (1 - b1 ** step)) * m[i]!) / (s[i]! + eps);
+            s[i] = Math.max(b2 * s[i]!, Math.abs(gi) + eps); // PyTorch's Adamax: eps inside the max
+            p[i] -= ((lr / (1 - b1 ** step)) * m[i]!) / s[i]!;
           }
         }
       });

@@ -61,9 +61,10 @@ export function noGrad<T>(fn: () => T): T {
 
 /**
  * @internal Attaches a node to `output` when grad mode is on and some input requires a gradient. `saved` lists the
- * tensors the backward function reads besides dy (default: all the inputs); their versions are recorded now, and
- * backward() refuses to run if one of them was changed in place since (an optimizer step between forward and
- * backward). Tensors the op creates itself need not be listed: nothing updates them in place.
+ * tensors the backward function reads besides dy (default: all the inputs, which is stricter than needed for an op
+ * like add that reads none: it may pass []); their versions are recorded now, and backward() refuses to run if one
+ * of them was changed in place since (an optimizer step between forward and backward). Tensors the op creates
+ * itself need not be listed: nothing updates them in place.
  */
 export function record(
   output: Tensor,

@@ -7,7 +7,7 @@ import { backend, nn, optim, tensor, type Tensor } from '../ts/index.js';
 import { bitwiseEqual, normals, reproduce, runSeed } from './helpers.js';
 
 const F = nn.functional;
-const devices = ['cpu', ...(backend().cuda.usable ? ['cuda'] : [])] as const;
+const devices: readonly ('cpu' | 'cuda')[] = ['cpu', ...(backend().cuda.usable ? (['cuda'] as const) : [])];
 
 function parameter(values: ArrayLike<number>, shape: readonly number[], device: 'cpu' | 'cuda'): Tensor {
   const p = tensor(Float32Array.from(values), shape, { device });

@@ -151,8 +151,9 @@ function duplicateKey(text: string): { path: string[]; key: string } | null {
       while (text.charCodeAt(end) !== 0x22) end += text.charCodeAt(end) === 0x5c /* \ */ ? 2 : 1;
       const frame = frames[frames.length - 1];
       if (expectingKey && frame?.keys) {
-        // Compared decoded: "\u0077" and "w" are the same key.
-        const key = JSON.parse(text.slice(i, end + 1)) as string;
+        // Compared decoded: "\u0077" and "w" are the same key (decoding only keys with escapes keeps this cheap).
+        const raw = text.slice(i + 1, end);
+        const key = raw.includes('\\') ? (JSON.parse(`"${raw}"`) as string) : raw;
         if (frame.keys.has(key)) return { path: frames.slice(0, -1).map((f) => f.current), key };
         frame.keys.add(key);
         frame.current = key;

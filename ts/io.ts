@@ -2,7 +2,8 @@
 // { name: { dtype, shape, data_offsets: [begin, end] }, __metadata__: { string: string } }, then the raw
 // little-endian data, offsets counted from the end of the header. Saves are atomic (a temporary file in the same
 // directory, fsync, rename over the target, fsync of the directory). Loads check the whole file and everything they
-// will load, and copy it to the target devices, before the first tensor of the model changes.
+// will load (a key listed twice, NaN or infinite values unless allowNonFinite), and copy it to the target devices,
+// before the first tensor of the model changes.
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { endianness } from 'node:os';

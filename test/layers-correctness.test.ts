@@ -1,4 +1,5 @@
-// Layers, loader and initialization against PyTorch's behaviour (checked with torch 1.13 in float64):
+// Layers, loader and initialization where they must behave as PyTorch does (behaviour read off torch 1.13; values
+// checked against a float64 reference written here):
 //   - eval-mode batch norm is differentiable (x, gamma, beta; the running statistics are constants), in a model and
 //     alone; mean-only batch norm too;
 //   - training batch norm refuses one value per channel and leaves its statistics alone on an empty batch;

@@ -340,13 +340,16 @@ describe('data-dependent initialization', () => {
 
   it('one value per unit (a batch of 1 into a Linear) is a RangeError naming the batch and the layer; the model is unchanged', () => {
     const model = new nn.Sequential(
-      new nn.Conv2d(1, 2, 3, { padding: 1 }), new nn.ReLU(), new nn.Flatten(), new nn.Linear(32, 3, { weightNorm: true }),
+      new nn.Conv2d(1, 2, 3, { padding: 1 }), new nn.ReLU(), new nn.Dropout(0.5, { seed: 3 }), new nn.Flatten(),
+      new nn.Linear(32, 3, { weightNorm: true }),
     );
     const before = Object.entries(model.stateDict()).map(([k, t]) => [k, [...t.toArray()]]);
+    const streams = model.namedRandomStreams();
     const image = tensor(Float32Array.from(values(16, seed)), [1, 1, 4, 4]);
     // The conv sees 16 positions per channel (enough); the Linear sees one example.
-    expectRangeError(() => init.dataDependent(model, image), 'init.dataDependent: batch', "layer '3'", 'at least 2');
+    expectRangeError(() => init.dataDependent(model, image), 'init.dataDependent: batch', "layer '4'", 'at least 2');
     expect(Object.entries(model.stateDict()).map(([k, t]) => [k, [...t.toArray()]]), 'all or nothing').toEqual(before);
+    expect(model.namedRandomStreams(), 'the dropout stream too').toEqual(streams);
     model.dispose();
   });
 

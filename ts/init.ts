@@ -135,6 +135,10 @@ export function dataDependent(model: Module, batch: Tensor, options: DataDepende
   const names = new Map(model.namedModules().map(([name, m]) => [m, name]));
   // All or nothing: a layer that cannot be initialized restores every layer initialized before it.
   const backup = Object.fromEntries(Object.entries(model.stateDict()).map(([name, t]) => [name, { shape: [...t.shape], data: t.toArray() }]));
+  const streams = model.namedModules().flatMap(([, m]) => {
+    const state = m.randomStreamState();
+    return state ? [[m, state] as const] : [];
+  });
   try {
     noGrad(() => {
       let x = batch;
@@ -155,6 +159,7 @@ export function dataDependent(model: Module, batch: Tensor, options: DataDepende
     });
   } catch (error) {
     model.loadStateDict(backup);
+    for (const [module, state] of streams) module.restoreRandomStream(state); // dropout and noise layers ran too
     throw error;
   }
 }

@@ -663,6 +663,44 @@ Napi::Value BatchNormInference(const Napi::CallbackInfo& info) {
   });
 }
 
+// batchNormInferenceBackward(dy, x, runningMean, runningVar, gamma, outer, channels, inner, eps, wantDx, wantDgamma,
+//                            wantDbeta) -> { dx?, dgamma?, dbeta? }
+Napi::Value BatchNormInferenceBackward(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& dy = args.tensor(0, "dy");
+  TensorWrap& x = args.tensor(1, "x");
+  TensorWrap& running_mean = args.tensor(2, "runningMean");
+  TensorWrap& running_var = args.tensor(3, "runningVar");
+  TensorWrap& gamma = args.tensor(4, "gamma");
+  const ChannelLayout layout = args.layout(5);
+  const float eps = args.number(8, "eps");
+  const bool want_dx = args.flag(9), want_dgamma = args.flag(10), want_dbeta = args.flag(11);
+  const Device device = common_device(args.env(), {{&dy, "dy"},
+                                                   {&x, "x"},
+                                                   {&running_mean, "runningMean"},
+                                                   {&running_var, "runningVar"},
+                                                   {&gamma, "gamma"}});
+  expect_count(args.env(), dy, layout.elements(), "dy");
+  expect_count(args.env(), x, layout.elements(), "x");
+  for (auto [t, name] : {std::pair{&running_mean, "runningMean"}, {&running_var, "runningVar"}, {&gamma, "gamma"}})
+    expect_count(args.env(), *t, layout.channels, name);
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Napi::Object result = Napi::Object::New(args.env());
+    auto wanted = [&](bool want, const char* name, std::vector<int64_t> shape) -> float* {
+      if (!want) return nullptr;
+      Output o = output(args.env(), device, shape);
+      result.Set(name, o.object);
+      return o.data;
+    };
+    float* dx = wanted(want_dx, "dx", x.shape());
+    float* dgamma = wanted(want_dgamma, "dgamma", {layout.channels});
+    float* dbeta = wanted(want_dbeta, "dbeta", {layout.channels});
+    WN_CALL(device, batch_norm_inference_backward, dx, dgamma, dbeta, dy.data(), x.data(), running_mean.data(),
+            running_var.data(), gamma.data(), layout, eps);
+    return result;
+  });
+}
+
 // meanOnlyBatchNorm(x, bias, runningMean | null, outer, channels, inner) -> { y, mean }
 // With runningMean (evaluation) the batch mean is not computed and `mean` is that tensor's copy.
 Napi::Value MeanOnlyBatchNorm(const Napi::CallbackInfo& info) {
@@ -838,6 +876,7 @@ void register_nn_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("batchNorm", Napi::Function::New(env, BatchNorm));
   exports.Set("batchNormBackward", Napi::Function::New(env, BatchNormBackward));
   exports.Set("batchNormInference", Napi::Function::New(env, BatchNormInference));
+  exports.Set("batchNormInferenceBackward", Napi::Function::New(env, BatchNormInferenceBackward));
   exports.Set("meanOnlyBatchNorm", Napi::Function::New(env, MeanOnlyBatchNorm));
   exports.Set("meanOnlyBatchNormBackward", Napi::Function::New(env, MeanOnlyBatchNormBackward));
   exports.Set("weightNormScale", Napi::Function::New(env, WeightNormScale));

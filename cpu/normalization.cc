@@ -128,6 +128,33 @@ void batch_norm_inference(float* y, const float* x, const float* running_mean, c
   affine_apply(y, x, running_mean, scale.data(), beta, layout);
 }
 
+// The one-pass sums of the training backward, shifted by the running mean; dx needs no statistic of dy.
+void batch_norm_inference_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
+                                   const float* running_mean, const float* running_var, const float* gamma,
+                                   const ChannelLayout& layout, float eps) {
+  const int64_t channels = layout.channels;
+  if (channels <= 0) return;
+  std::vector<double> invstd(channels);
+  for (int64_t k = 0; k < channels; ++k) invstd[k] = 1.0 / std::sqrt(double(running_var[k]) + double(eps));
+  if (dgamma || dbeta) {
+    std::vector<double> sums(channels), dots(channels);
+    detail::channel_sums_and_centered_dots(sums.data(), dots.data(), x, running_mean, dy, layout);
+    for (int64_t k = 0; k < channels; ++k) {
+      if (dbeta) dbeta[k] = static_cast<float>(sums[k]);
+      if (dgamma) dgamma[k] = static_cast<float>(dots[k] * invstd[k]);
+    }
+  }
+  if (!dx) return;
+  // The forward's own per-channel factor: dx is dy scaled exactly as x was.
+  std::vector<float> scale(channels);
+  for (int64_t k = 0; k < channels; ++k)
+    scale[k] = static_cast<float>((gamma ? gamma[k] : 1.0f) / std::sqrt(double(running_var[k]) + double(eps)));
+  channel_map(dx, dy, nullptr, layout, [&](int64_t k) {
+    const float s = scale[k];
+    return [=](float value, float) { return value * s; };
+  });
+}
+
 void mean_only_batch_norm_forward(float* y, float* mean, const float* x, const float* bias, const ChannelLayout& layout,
                                   bool compute_mean) {
   const int64_t channels = layout.channels;

@@ -16,6 +16,11 @@ void batch_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy
 // Evaluation: y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta.
 void batch_norm_inference(float* y, const float* x, const float* running_mean, const float* running_var,
                           const float* gamma, const float* beta, const ChannelLayout& layout, float eps);
+// Gradients of batch_norm_inference (the running statistics are constants): with invstd = 1/sqrt(running_var + eps),
+// dx = dy * gamma * invstd, dgamma = sum dy * (x - running_mean) * invstd, dbeta = sum dy.
+void batch_norm_inference_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
+                                   const float* running_mean, const float* running_var, const float* gamma,
+                                   const ChannelLayout& layout, float eps);
 // Mean-only: y = x - mean + bias (training; mean saved) or x - running_mean + bias (evaluation: pass it as mean
 // with compute_mean false). Backward: dx = dy - channel mean of dy (the centred gradient), dbias = channel sum of dy.
 void mean_only_batch_norm_forward(float* y, float* mean, const float* x, const float* bias, const ChannelLayout& layout,

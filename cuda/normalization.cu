@@ -71,6 +71,16 @@ __global__ void batch_norm_inference_scale_kernel(float* scale, const float* run
     scale[k] = static_cast<float>((gamma ? gamma[k] : 1.0f) / sqrt(double(running_var[k]) + double(eps)));
 }
 
+// dbeta = sum dy, dgamma = sum dy * (x - running_mean) * invstd (the sums were taken around the running mean).
+__global__ void batch_norm_inference_backward_coefficients_kernel(float* dgamma, float* dbeta, const float* sums,
+                                                                  const float* dots, const float* running_var,
+                                                                  int64_t channels, float eps) {
+  const int64_t k = int64_t(blockIdx.x) * kBlock + threadIdx.x;
+  if (k >= channels) return;
+  if (dbeta) dbeta[k] = sums[k];
+  if (dgamma) dgamma[k] = static_cast<float>(double(dots[k]) / sqrt(double(running_var[k]) + double(eps)));
+}
+
 __global__ void mean_only_backward_coefficients_kernel(float* dbias, float* mean_dy, const float* sums,
                                                        int64_t channels, int64_t n) {
   const int64_t k = int64_t(blockIdx.x) * kBlock + threadIdx.x;
@@ -106,6 +116,14 @@ struct CenterOp {  // dy - mean(dy)
   template <typename Index>
   __device__ float operator()(float dy, float, Index k) const {
     return dy - mean[k];
+  }
+};
+
+struct ScaleOp {  // dy * scale: the evaluation-mode dx
+  const float* scale;
+  template <typename Index>
+  __device__ float operator()(float dy, float, Index k) const {
+    return dy * scale[k];
   }
 };
 
@@ -220,6 +238,29 @@ void batch_norm_inference(float* y, const float* x, const float* running_mean, c
       scale.floats(), running_var, gamma, channels, eps);
   WN_CUDA_CHECK_LAUNCH();
   launch_channel_map(AffineOp{running_mean, scale.floats(), beta}, y, x, nullptr, layout);
+}
+
+void batch_norm_inference_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
+                                   const float* running_mean, const float* running_var, const float* gamma,
+                                   const ChannelLayout& layout, float eps) {
+  const int64_t channels = layout.channels;
+  if (channels <= 0) return;
+  if (dgamma || dbeta) {
+    Scratch vectors(2 * channels * sizeof(float));
+    float* sums = vectors.floats();
+    float* dots = sums + channels;
+    detail::channel_sums_and_centered_dots(sums, dots, x, running_mean, dy, layout);
+    batch_norm_inference_backward_coefficients_kernel<<<channel_blocks(channels), kBlock, 0, library_stream()>>>(
+        dgamma, dbeta, sums, dots, running_var, channels, eps);
+    WN_CUDA_CHECK_LAUNCH();
+  }
+  if (!dx || layout.elements() == 0) return;
+  // The forward's own per-channel factor: dx is dy scaled exactly as x was.
+  Scratch scale(channels * sizeof(float));
+  batch_norm_inference_scale_kernel<<<channel_blocks(channels), kBlock, 0, library_stream()>>>(
+      scale.floats(), running_var, gamma, channels, eps);
+  WN_CUDA_CHECK_LAUNCH();
+  launch_channel_map(ScaleOp{scale.floats()}, dx, dy, nullptr, layout);
 }
 
 void mean_only_batch_norm_forward(float* y, float* mean, const float* x, const float* bias, const ChannelLayout& layout,

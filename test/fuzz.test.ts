@@ -1535,15 +1535,19 @@ const normalizationSetup = fc
     }),
   );
 
+/** Training batch norm needs more than one value per channel (batch × spatial positions), as torch does. */
+const batchNormSetup = normalizationSetup.filter((s) => product(s.shape) / s.shape[1]! > 1);
+
 op({
   name: 'nn.functional.batchNorm',
   where: ['batchNorm'],
-  calls: normalizationSetup.chain((s) =>
+  calls: batchNormSetup.chain((s) =>
     callsOf(fc.tuple(fc.constant(s.x), fc.constant(s.gamma), fc.constant(s.beta), fc.constantFrom(1e-5, 1e-3, 1)) as fc.Arbitrary<unknown[]>, [
       ...tensorVariants(0, 'x'),
       ...tensorVariants(1, 'gamma'),
       ...tensorVariants(2, 'beta'),
       { tag: 'gamma of the wrong shape', expect: 'error', args: (a) => wrongShape(a, 1, [s.shape[1]!], s.device) },
+      { tag: 'one value per channel', expect: 'error', args: (a) => at(a, 0, tensorOf([1, s.shape[1]!], { device: s.device, grad: true })) },
       { tag: 'junk eps', expect: 'error', args: (a) => at(a, 3, junkPositive) },
     ]),
   ),
@@ -1622,7 +1626,7 @@ function layerCase(name: Exclude<LayerName, 'Sequential'>, device: Device): fc.A
       return tensorOf(smallShape(1, 4), { device }).map((x) => ({ ctor: [], x, out: [x.shape[0]!, x.shape[0] === 0 ? 0 : product(x.shape.slice(1))] }));
     case 'BatchNorm':
     case 'MeanOnlyBatchNorm':
-      return normalizationSetup.map((s) => ({ ctor: [s.shape[1]!, name === 'BatchNorm' ? { eps: 1e-5, momentum: 0.1 } : { momentum: 0.1 }], x: s.x.with({ device, requiresGrad: false }), out: s.shape }));
+      return (name === 'BatchNorm' ? batchNormSetup : normalizationSetup).map((s) => ({ ctor: [s.shape[1]!, name === 'BatchNorm' ? { eps: 1e-5, momentum: 0.1 } : { momentum: 0.1 }], x: s.x.with({ device, requiresGrad: false }), out: s.shape }));
     default: {
       const ctor = {
         ReLU: fc.constant([]),

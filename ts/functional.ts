@@ -1,6 +1,6 @@
 // Differentiable ops: each validates its arguments, runs the native kernel, and records its backward right next to
 // its forward. nn layers are built from these; users can call them directly as nn.functional.*.
-import { alias, record } from './autograd.js';
+import { alias, isGradEnabled, record } from './autograd.js';
 import { rangeError, typeError } from './errors.js';
 import { native, type NativeTensor } from './native.js';
 import { DEFAULT_EPS, MIN_EPS } from './ops.js';
@@ -330,10 +330,18 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
   if (weight.rank !== 4 || weight.shape[1] !== x.shape[1]) {
     throw rangeError(`${where}: weight`, `[outChannels, ${x.shape[1]}, kh, kw]`, shapeText(weight.shape));
   }
-  if (bias) checkShape(`${where}: bias`, bias, [weight.shape[0]!]);
-  if (x.shape[2]! + 2 * padding < weight.shape[2]! || x.shape[3]! + 2 * padding < weight.shape[3]!) {
+  const [batch, inChannels, height, width] = x.shape as [number, number, number, number];
+  const [outChannels, kh, kw] = [weight.shape[0]!, weight.shape[2]!, weight.shape[3]!];
+  // What torch refuses too: no output channel, an empty kernel, an image without rows or columns.
+  if (outChannels === 0 || kh === 0 || kw === 0) {
+    throw rangeError(`${where}: weight`, '[outChannels, inChannels, kh, kw] with outChannels, kh and kw at least 1', shapeText(weight.shape));
+  }
+  if (height === 0 || width === 0) throw rangeError(`${where}: x`, 'a height and width of at least 1', shapeText(x.shape));
+  if (bias) checkShape(`${where}: bias`, bias, [outChannels]);
+  if (height + 2 * padding < kh || width + 2 * padding < kw) {
     throw rangeError(`${where}: weight`, `a kernel no larger than the padded input ${shapeText(x.shape)}`, shapeText(weight.shape));
   }
+  if (batch === 0 || inChannels === 0) return emptyConv2d(x, weight, bias, stride, padding);
   const y = wrap(native.conv2d(handleOf(x, where), handleOf(weight, where), bias ? handleOf(bias, where) : null, stride, padding));
   return record(y, 'conv2d', [x, weight, bias], (dy, needs) => {
     const grads = native.conv2dBackward(
@@ -348,6 +356,29 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
     );
     return [grads.dx ? wrap(grads.dx) : null, grads.dw ? wrap(grads.dw) : null, grads.dbias ? wrap(grads.dbias) : null];
   });
+}
+
+/**
+ * conv2d with no batch or no input channels (the kernels need both): y = bias at every output position (an empty
+ * tensor for an empty batch); x and the weight then hold no values or touch none, so their gradients are zeros.
+ */
+function emptyConv2d(x: Tensor, weight: Tensor, bias: Tensor | null, stride: number, padding: number): Tensor {
+  const where = 'conv2d';
+  const [batch, , height, width] = x.shape as [number, number, number, number];
+  const [outChannels, , kh, kw] = weight.shape as [number, number, number, number];
+  const outShape = [batch, outChannels, Math.floor((height + 2 * padding - kh) / stride) + 1, Math.floor((width + 2 * padding - kw) / stride) + 1];
+  const positions = outShape[2]! * outShape[3]!;
+  const zeros = native.full(outShape, 0, x.device);
+  let y = zeros;
+  if (bias) {
+    y = native.channelOp('biasAdd', zeros, handleOf(bias, where), batch, outChannels, positions);
+    zeros.dispose();
+  }
+  return record(wrap(y), 'conv2d', [x, weight, bias], (dy, needs) => [
+    needs[0] ? wrap(native.full([...x.shape], 0, x.device)) : null,
+    needs[1] ? wrap(native.full([...weight.shape], 0, x.device)) : null,
+    needs[2] ? wrap(native.channelReduce('sum', handleOf(dy, where), null, batch, outChannels, positions)) : null,
+  ]);
 }
 
 /** Max pooling with a square window (no padding); stride defaults to the window. */
@@ -467,12 +498,24 @@ export interface BatchStatistics {
   variance: Tensor;
 }
 
+/**
+ * @internal One value per channel has no variance: y would be beta whatever x is, and the running variance would
+ * learn 0 (torch refuses it the same way). An empty batch is allowed: its output is empty.
+ */
+export function checkTrainingCount(where: string, x: Tensor): void {
+  const [outer, , inner] = channelLayout(x);
+  if (outer * inner === 1) {
+    throw rangeError(`${where}: x`, 'more than 1 value per channel in training (batch × spatial positions)', shapeText(x.shape));
+  }
+}
+
 /** Training-mode batch norm over channel dim 1; returns y and the batch mean and (biased) variance. */
 export function batchNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number): { y: Tensor } & BatchStatistics {
   const where = 'batchNorm';
   checkTensor(x, `${where}: x`);
   if (typeof eps !== 'number' || !(eps > 0) || !Number.isFinite(eps)) throw typeError(`${where}: eps`, 'a positive finite number', eps);
   const [outer, channels, inner] = channelLayout(x);
+  checkTrainingCount(where, x);
   checkShape(`${where}: gamma`, checkTensor(gamma, `${where}: gamma`), [channels]);
   checkShape(`${where}: beta`, checkTensor(beta, `${where}: beta`), [channels]);
   checkSameDevice(where, x, [['gamma', gamma], ['beta', beta]]);
@@ -499,14 +542,20 @@ export function batchNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: number): 
 }
 
 /**
- * Evaluation-mode batch norm with running statistics. Not differentiable: evaluation runs under noGrad(), and
- * training uses batchNorm().
+ * Evaluation-mode batch norm: y = gamma · (x − runningMean) / sqrt(runningVar + eps) + beta. Differentiable in x,
+ * gamma and beta, as torch's is (fine-tuning with frozen statistics, saliency, adversarial inputs); the running
+ * statistics are constants, and the backward uses the values they had in this forward.
  */
 export function batchNormInference(x: Tensor, runningMean: Tensor, runningVar: Tensor, gamma: Tensor, beta: Tensor, eps: number): Tensor {
   const where = 'batchNormInference';
   checkTensor(x, `${where}: x`);
+  if (typeof eps !== 'number' || !(eps > 0) || !Number.isFinite(eps)) throw typeError(`${where}: eps`, 'a positive finite number', eps);
   const [outer, channels, inner] = channelLayout(x);
-  return wrap(
+  for (const [name, t] of [['runningMean', runningMean], ['runningVar', runningVar], ['gamma', gamma], ['beta', beta]] as const) {
+    checkShape(`${where}: ${name}`, checkTensor(t, `${where}: ${name}`), [channels]);
+  }
+  checkSameDevice(where, x, [['runningMean', runningMean], ['runningVar', runningVar], ['gamma', gamma], ['beta', beta]]);
+  const y = wrap(
     native.batchNormInference(
       handleOf(x, where),
       handleOf(runningMean, where),
@@ -519,6 +568,28 @@ export function batchNormInference(x: Tensor, runningMean: Tensor, runningVar: T
       eps,
     ),
   );
+  if (!isGradEnabled() || ![x, gamma, beta].some((t) => t.requiresGrad)) return y;
+  // Copies ([channels] each): a training-mode forward updates the running statistics in place before this backward
+  // may run.
+  const mean = wrap(native.scale(handleOf(runningMean, where), 1));
+  const variance = wrap(native.scale(handleOf(runningVar, where), 1));
+  return record(y, 'batchNormInference', [x, gamma, beta], (dy, needs) => {
+    const g = native.batchNormInferenceBackward(
+      handleOf(dy, where),
+      handleOf(x, where),
+      handleOf(mean, where),
+      handleOf(variance, where),
+      handleOf(gamma, where),
+      outer,
+      channels,
+      inner,
+      eps,
+      needs[0]!,
+      needs[1]!,
+      needs[2]!,
+    );
+    return [g.dx ? wrap(g.dx) : null, g.dgamma ? wrap(g.dgamma) : null, g.dbeta ? wrap(g.dbeta) : null];
+  });
 }
 
 /**

@@ -28,7 +28,7 @@ function channelStatistics(t: Tensor): { mean: Float64Array; std: Float64Array }
   const values = t.toArray();
   const mean = new Float64Array(channels);
   const std = new Float64Array(channels);
-  const count = batch * inner;
+  const count = batch * inner; // at least 2 (checked by initializeLayer)
   for (let c = 0; c < channels; c++) {
     let sum = 0;
     for (let b = 0; b < batch; b++) for (let i = 0; i < inner; i++) sum += values[(b * channels + c) * inner + i]!;
@@ -43,12 +43,35 @@ function channelStatistics(t: Tensor): { mean: Float64Array; std: Float64Array }
   return { mean, std };
 }
 
+const shapeText = (shape: readonly number[]): string => `[${shape.join(', ')}]`;
+
 function setData(target: Tensor, values: Float32Array): void {
   target.replaceHandle(native.fromArray(values, [...target.shape], target.device));
 }
 
-function initializeLayer(layer: Linear | Conv2d, x: Tensor, scale: number, seed: number): void {
+/**
+ * How many values of each output unit this layer produces from x: the batch for a Linear, the batch times the
+ * output positions for a Conv2d. The unit's σ is measured over them.
+ */
+function valuesPerUnit(layer: Linear | Conv2d, x: Tensor): number {
+  if (layer instanceof Linear || x.rank !== 4) return x.shape[0] ?? 0;
+  const k = layer.kernelSize;
+  const positions = (size: number) => Math.max(0, Math.floor((size + 2 * layer.padding - k) / layer.stride) + 1);
+  return x.shape[0]! * positions(x.shape[2]!) * positions(x.shape[3]!);
+}
+
+function initializeLayer(layer: Linear | Conv2d, name: string, x: Tensor, batch: Tensor, scale: number, seed: number): void {
   const where = 'init.dataDependent';
+  const count = valuesPerUnit(layer, x);
+  if (count < 2) {
+    // σ of one value is 0 for every unit: the gains would say nothing about the data.
+    throw rangeError(
+      `${where}: batch`,
+      `at least 2 values per output unit of ${name === '' ? 'the model' : `layer '${name}'`} ` +
+        `(${layer.constructor.name}: batch × output positions) to measure σ`,
+      `${count} (batch ${shapeText(batch.shape)}, the layer's input ${shapeText(x.shape)})`,
+    );
+  }
   const shape = [...(layer.v ?? layer.weight)!.shape];
   const channels = shape[0]!;
   const v = new Tensor(native.randn(shape, seed, x.device, 0, scale));
@@ -90,6 +113,9 @@ function initializeLayer(layer: Linear | Conv2d, x: Tensor, scale: number, seed:
  * Initializes `model` (a Sequential, nested Sequentials allowed, or a single layer) from one minibatch `batch`,
  * layer by layer. Linear and Conv2d layers (plain, or weight-normalized over dim 0) are initialized; every other
  * layer just runs forward so the next layer sees its output. Layers without a bias only get their gains.
+ * Each unit's σ needs at least 2 values (a Linear: 2 examples; a Conv2d: batch × output positions ≥ 2): fewer is a
+ * RangeError, as is an empty batch. A unit that is constant on the batch (σ = 0) keeps gain 1 and is only centred.
+ * All or nothing: on any error the model is left as it was.
  */
 export function dataDependent(model: Module, batch: Tensor, options: DataDependentOptions = {}): void {
   const where = 'init.dataDependent';
@@ -104,17 +130,36 @@ export function dataDependent(model: Module, batch: Tensor, options: DataDepende
   }
   const scale = options.scale ?? 0.05;
   if (typeof scale !== 'number' || !(scale > 0)) throw typeError(`${where}: options.scale`, 'a positive number', scale);
+  if (batch.rank < 1 || batch.size === 0) throw rangeError(`${where}: batch`, 'a non-empty batch', shapeText(batch.shape));
   const layers = layersOf(model);
-  noGrad(() => {
-    let x = batch;
-    for (const layer of layers) {
-      const next = tidy(() => {
-        if (layer instanceof Linear || layer instanceof Conv2d) initializeLayer(layer, x, scale, options.seed ?? nextSeed());
-        return layer.forward(x);
-      });
-      if (x !== batch && x !== next) x.dispose();
-      x = next;
-    }
-    if (x !== batch) x.dispose();
+  const names = new Map(model.namedModules().map(([name, m]) => [m, name]));
+  // All or nothing: a layer that cannot be initialized restores every layer initialized before it.
+  const backup = Object.fromEntries(Object.entries(model.stateDict()).map(([name, t]) => [name, { shape: [...t.shape], data: t.toArray() }]));
+  const streams = model.namedModules().flatMap(([, m]) => {
+    const state = m.randomStreamState();
+    return state ? [[m, state] as const] : [];
   });
+  try {
+    noGrad(() => {
+      let x = batch;
+      try {
+        for (const layer of layers) {
+          const next = tidy(() => {
+            if (layer instanceof Linear || layer instanceof Conv2d) {
+              initializeLayer(layer, names.get(layer) ?? '', x, batch, scale, options.seed ?? nextSeed());
+            }
+            return layer.forward(x);
+          });
+          if (x !== batch && x !== next) x.dispose();
+          x = next;
+        }
+      } finally {
+        if (x !== batch) x.dispose();
+      }
+    });
+  } catch (error) {
+    model.loadStateDict(backup);
+    for (const [module, state] of streams) module.restoreRandomStream(state); // dropout and noise layers ran too
+    throw error;
+  }
 }

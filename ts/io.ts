@@ -2,7 +2,8 @@
 // { name: { dtype, shape, data_offsets: [begin, end] }, __metadata__: { string: string } }, then the raw
 // little-endian data, offsets counted from the end of the header. Saves are atomic (a temporary file in the same
 // directory, fsync, rename over the target, fsync of the directory). Loads check the whole file and everything they
-// will load, and copy it to the target devices, before the first tensor of the model changes.
+// will load (a key listed twice, NaN or infinite values unless allowNonFinite), and copy it to the target devices,
+// before the first tensor of the model changes.
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { endianness } from 'node:os';
@@ -49,10 +50,13 @@ export interface LoadOptions {
   verifyChecksum?: boolean;
   /** BF16 entries become bfloat16 tensors (exactly) instead of float32 ones (default false). */
   keepBfloat16?: boolean;
+  /** Load NaN and infinite values (default false: they are a CheckpointError naming the tensor and position). */
+  allowNonFinite?: boolean;
 }
 
 export interface LoadIntoOptions extends LoadStateDictOptions {
   verifyChecksum?: boolean;
+  allowNonFinite?: boolean;
 }
 
 export interface LoadedFile {
@@ -96,6 +100,8 @@ interface Entry {
 interface ParsedFile {
   file: string;
   where: string;
+  /** Whether decode() lets NaN and infinities through. */
+  allowNonFinite: boolean;
   bytes: Uint8Array;
   dataStart: number;
   entries: Entry[];
@@ -130,8 +136,47 @@ function isCount(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
 }
 
+/**
+ * The first key that appears twice in one object of `text` (valid JSON), with the keys of the objects around it
+ * (outermost first), or null. JSON.parse keeps the last of two equal keys without a word; a header that lists a
+ * tensor twice means two different things to two readers.
+ */
+function duplicateKey(text: string): { path: string[]; key: string } | null {
+  // One frame per open object (its keys so far and the key whose value is being read) or array (keys null).
+  const frames: { keys: Set<string> | null; current: string }[] = [];
+  let expectingKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      let end = i + 1;
+      while (text.charCodeAt(end) !== 0x22) end += text.charCodeAt(end) === 0x5c /* \ */ ? 2 : 1;
+      const frame = frames[frames.length - 1];
+      if (expectingKey && frame?.keys) {
+        // Compared decoded: "\u0077" and "w" are the same key (decoding only keys with escapes keeps this cheap).
+        const raw = text.slice(i + 1, end);
+        const key = raw.includes('\\') ? (JSON.parse(`"${raw}"`) as string) : raw;
+        if (frame.keys.has(key)) return { path: frames.slice(0, -1).map((f) => f.current), key };
+        frame.keys.add(key);
+        frame.current = key;
+        expectingKey = false;
+      }
+      i = end;
+    } else if (c === 0x7b /* { */) {
+      frames.push({ keys: new Set(), current: '' });
+      expectingKey = true;
+    } else if (c === 0x5b /* [ */) {
+      frames.push({ keys: null, current: '' });
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      frames.pop();
+    } else if (c === 0x2c /* , */) {
+      expectingKey = frames[frames.length - 1]?.keys != null;
+    }
+  }
+  return null;
+}
+
 /** Checks the layout of a whole file: header, every entry, and that the tensors tile the data section exactly. */
-function parse(bytes: Uint8Array, file: string, where: string, verifyChecksum: boolean): ParsedFile {
+function parse(bytes: Uint8Array, file: string, where: string, verifyChecksum: boolean, allowNonFinite = false): ParsedFile {
   const fail = (detail: string, key?: string): never => {
     throw new CheckpointError(`${where}: ${file}: ${detail}`, file, key);
   };
@@ -155,6 +200,14 @@ function parse(bytes: Uint8Array, file: string, where: string, verifyChecksum: b
     return fail(`the header is not valid JSON (corrupted?): ${(error as Error).message}`);
   }
   if (!isPlainObject(header)) return fail(`the header is not a JSON object: found ${describe(header)}`);
+  const duplicate = duplicateKey(text);
+  if (duplicate) {
+    const { path, key } = duplicate;
+    const twice = 'is listed more than once in the header (ambiguous: readers differ on which one counts)';
+    if (path.length === 0) fail(key === '__metadata__' ? `__metadata__ ${twice}` : `tensor '${key}' ${twice}`, key === '__metadata__' ? undefined : key);
+    if (path[0] === '__metadata__') fail(`__metadata__ '${key}' ${twice}`);
+    fail(`tensor '${path[0]}': field '${key}' ${twice}`, path[0]);
+  }
 
   let metadata: Record<string, string> = {};
   if ('__metadata__' in header) {
@@ -235,7 +288,7 @@ function parse(bytes: Uint8Array, file: string, where: string, verifyChecksum: b
     const actual = digest({ ...header, __metadata__: rest }, [bytes.subarray(dataStart)]);
     if (actual !== checksum) fail(`the header and data do not match the SHA-256 in ${META_CHECKSUM} (the file is corrupted)`);
   }
-  return { file, where, bytes, dataStart, entries, metadata };
+  return { file, where, allowNonFinite, bytes, dataStart, entries, metadata };
 }
 
 /** The checksum save() records: SHA-256 of the header (as JSON.stringify writes it, checksum left out) and the data. */
@@ -254,8 +307,36 @@ function halfToFloat(h: number): number {
   return sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
 }
 
-/** An entry's values as float32 (converted from F16, BF16 or F64); other dtypes throw naming the tensor. */
+/** Index of the first NaN or infinity, or -1 (v − v is 0 exactly for finite v). */
+function firstNonFinite(values: Float32Array): number {
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
+    if (v - v !== 0) return i;
+  }
+  return -1;
+}
+
+/**
+ * An entry's values as float32 (converted from F16, BF16 or F64); other dtypes throw naming the tensor, and so does
+ * a NaN or infinity unless the load allows them (an F64 beyond float32's range becomes one).
+ */
 function decode(parsed: ParsedFile, entry: Entry): Float32Array {
+  const values = decodeValues(parsed, entry);
+  const bad = parsed.allowNonFinite ? -1 : firstNonFinite(values);
+  if (bad >= 0) {
+    const raw = parsed.bytes.subarray(parsed.dataStart + entry.begin, parsed.dataStart + entry.end);
+    const original = entry.dtype === 'F64' ? new DataView(raw.buffer, raw.byteOffset, raw.byteLength).getFloat64(8 * bad, true) : values[bad]!;
+    const what = Number.isFinite(original) ? `${original} (F64) at index ${bad}, beyond float32's range` : `${original} at index ${bad}`;
+    throw new CheckpointError(
+      `${parsed.where}: ${parsed.file}: tensor '${entry.name}' holds ${what} (allowNonFinite: true loads non-finite values)`,
+      parsed.file,
+      entry.name,
+    );
+  }
+  return values;
+}
+
+function decodeValues(parsed: ParsedFile, entry: Entry): Float32Array {
   const { bytes, dataStart } = parsed;
   const raw = bytes.subarray(dataStart + entry.begin, dataStart + entry.end);
   const count = entry.shape.reduce((a, b) => a * b, 1);
@@ -457,18 +538,18 @@ export function save(source: Checkpointable, path: string, options: SaveOptions 
 // ---------------------------------------------------------------------------------------------------------------
 // Loading.
 
-function checkLoadIntoOptions(where: string, options: unknown): { keys: LoadStateDictOptions; verifyChecksum: boolean } {
-  if (options === undefined) return { keys: {}, verifyChecksum: true };
+function checkLoadIntoOptions(where: string, options: unknown): { keys: LoadStateDictOptions; verifyChecksum: boolean; allowNonFinite: boolean } {
+  if (options === undefined) return { keys: {}, verifyChecksum: true, allowNonFinite: false };
   if (!isPlainObject(options)) throw typeError(`${where}: options`, 'an object', options);
-  const allowed = ['allowExtraKeys', 'allowMissingKeys', 'verifyChecksum'];
+  const allowed = ['allowExtraKeys', 'allowMissingKeys', 'verifyChecksum', 'allowNonFinite'];
   for (const key of Object.keys(options)) {
     if (!allowed.includes(key)) throw typeError(`${where}: options`, `only the keys ${allowed.join(', ')}`, key);
   }
-  const { allowExtraKeys = false, allowMissingKeys = false, verifyChecksum = true } = options as LoadIntoOptions;
-  for (const [name, value] of Object.entries({ allowExtraKeys, allowMissingKeys, verifyChecksum })) {
+  const { allowExtraKeys = false, allowMissingKeys = false, verifyChecksum = true, allowNonFinite = false } = options as LoadIntoOptions;
+  for (const [name, value] of Object.entries({ allowExtraKeys, allowMissingKeys, verifyChecksum, allowNonFinite })) {
     if (typeof value !== 'boolean') throw typeError(`${where}: options.${name}`, 'a boolean', value);
   }
-  return { keys: { allowExtraKeys, allowMissingKeys }, verifyChecksum };
+  return { keys: { allowExtraKeys, allowMissingKeys }, verifyChecksum, allowNonFinite };
 }
 
 /** The header of a file (checked like load() does, data not decoded): each tensor's dtype and shape, and the metadata. */
@@ -491,16 +572,18 @@ export function load(path: string, options: LoadOptions = {}): LoadedFile {
   if (typeof path !== 'string' || path === '') throw typeError(`${where}: path`, 'a file path', path);
   if (!isPlainObject(options)) throw typeError(`${where}: options`, 'an object like { device }', options);
   for (const key of Object.keys(options)) {
-    if (!['device', 'verifyChecksum', 'keepBfloat16'].includes(key)) {
-      throw typeError(`${where}: options`, 'only the keys device, verifyChecksum, keepBfloat16', key);
+    if (!['device', 'verifyChecksum', 'keepBfloat16', 'allowNonFinite'].includes(key)) {
+      throw typeError(`${where}: options`, 'only the keys device, verifyChecksum, keepBfloat16, allowNonFinite', key);
     }
   }
   const keepBfloat16 = options.keepBfloat16 ?? false;
   if (typeof keepBfloat16 !== 'boolean') throw typeError(`${where}: options.keepBfloat16`, 'a boolean', keepBfloat16);
+  const allowNonFinite = options.allowNonFinite ?? false;
+  if (typeof allowNonFinite !== 'boolean') throw typeError(`${where}: options.allowNonFinite`, 'a boolean', allowNonFinite);
   const device = checkDevice(options.device ?? 'cpu', where, 'options.device');
   const verifyChecksum = options.verifyChecksum ?? true;
   if (typeof verifyChecksum !== 'boolean') throw typeError(`${where}: options.verifyChecksum`, 'a boolean', verifyChecksum);
-  const parsed = parse(readBytes(path, where), path, where, verifyChecksum);
+  const parsed = parse(readBytes(path, where), path, where, verifyChecksum, allowNonFinite);
   const host = decodeAll(parsed, parsed.entries);
   const tensors: [string, Tensor][] = [];
   try {
@@ -596,13 +679,13 @@ export function loadInto(target: Module | TrainingState, path: string, options?:
   if (!(target instanceof Module) && !isTrainingState(target)) throw typeError(`${where}: target`, 'a Module or { model, optimizer }', target);
   if (!(target instanceof Module)) checkTrainingState(where, target);
   if (typeof path !== 'string' || path === '') throw typeError(`${where}: path`, 'a file path', path);
-  const { keys, verifyChecksum } = checkLoadIntoOptions(where, options);
+  const { keys, verifyChecksum, allowNonFinite } = checkLoadIntoOptions(where, options);
   const model = target instanceof Module ? target : target.model;
   const optimizer = target instanceof Module ? undefined : target.optimizer;
   const paramNames = optimizer ? parameterNames(where, model, optimizer) : [];
 
   const located = `${where}: ${path}`;
-  const parsed = parse(readBytes(path, where), path, where, verifyChecksum);
+  const parsed = parse(readBytes(path, where), path, where, verifyChecksum, allowNonFinite);
   const isCheckpoint = META_OPTIMIZER in parsed.metadata;
   const modelEntries = parsed.entries.filter((e) => !(isCheckpoint && e.name.startsWith(OPTIMIZER_PREFIX)));
   const optimizerEntries = parsed.entries.filter((e) => isCheckpoint && e.name.startsWith(OPTIMIZER_PREFIX));
@@ -633,6 +716,8 @@ export function loadInto(target: Module | TrainingState, path: string, options?:
 // PyTorch interop.
 
 export interface TorchImportOptions extends LoadStateDictOptions {
+  /** Load NaN and infinite values from a file (default false: they are a CheckpointError). */
+  allowNonFinite?: boolean;
   /**
    * Renames torch's module prefixes to ours before the weight-norm names are mapped: { 'features.0.': '0.' } (the
    * longest matching prefix wins), or a function of the whole torch name.
@@ -690,6 +775,18 @@ function torchDimOf(gShape: readonly number[]): number | null | undefined {
  */
 export function mapTorchStateDict(stateDict: Record<string, Tensor>, options: TorchMapOptions = {}): Record<string, Tensor> {
   const where = 'io.mapTorchStateDict';
+  return mapTorchNames(stateDict, options, where, (detail) => {
+    throw new RangeError(`${where}: ${detail}`);
+  });
+}
+
+/** mapTorchStateDict(), reporting a state dict that does not fit the model through `fail` (the torch name as key). */
+function mapTorchNames(
+  stateDict: Record<string, Tensor>,
+  options: TorchMapOptions,
+  where: string,
+  fail: (detail: string, key: string) => never,
+): Record<string, Tensor> {
   if (!isPlainObject(stateDict)) throw typeError(`${where}: stateDict`, 'a record of Tensors', stateDict);
   if (!isObjectRecord(options)) throw typeError(`${where}: options`, 'an object like { prefixMap, model }', options);
   const { prefixMap, model } = options;
@@ -717,9 +814,10 @@ export function mapTorchStateDict(stateDict: Record<string, Tensor>, options: To
           const wn = v ? weightNormStateOf(v) : undefined;
           const torchDim = torchDimOf(t.shape);
           if (wn && torchDim !== undefined && torchDim !== wn.dim) {
-            throw new RangeError(
-              `${where}: '${torchName}' has shape ${shapeText(t.shape)} (torch weight_norm dim=${torchDim ?? 'None'}), ` +
+            fail(
+              `'${torchName}' has shape ${shapeText(t.shape)} (torch weight_norm dim=${torchDim ?? 'None'}), ` +
                 `but the layer '${base.slice(0, -1)}' normalizes with dim ${wn.dim}`,
+              torchName,
             );
           }
           value = new Tensor(native.reshape(handleOf(t, where), [t.size]));
@@ -731,7 +829,7 @@ export function mapTorchStateDict(stateDict: Record<string, Tensor>, options: To
         if (isBatchNorm && last === 'weight') mapped = `${base}gamma`;
         if (isBatchNorm && last === 'bias') mapped = `${base}beta`;
       }
-      if (out.has(mapped)) throw new RangeError(`${where}: '${torchName}' and '${sourceOf.get(mapped)}' both map to '${mapped}'`);
+      if (out.has(mapped)) fail(`'${torchName}' and '${sourceOf.get(mapped)}' both map to '${mapped}'`, torchName);
       out.set(mapped, value);
       sourceOf.set(mapped, torchName);
     }
@@ -751,11 +849,12 @@ export function importTorchWeightNorm(source: Record<string, Tensor> | string, m
   const where = 'io.importTorchWeightNorm';
   if (!(model instanceof Module)) throw typeError(`${where}: model`, 'a Module', model);
   if (!isObjectRecord(options)) throw typeError(`${where}: options`, 'an object', options);
-  const { prefixMap, ...keys } = options;
+  const { prefixMap, allowNonFinite = false, ...keys } = options;
+  if (typeof allowNonFinite !== 'boolean') throw typeError(`${where}: options.allowNonFinite`, 'a boolean', allowNonFinite);
   let stateDict: Record<string, Tensor>;
   let owned: Tensor[] = [];
   if (typeof source === 'string') {
-    const parsed = parse(readBytes(source, where), source, where, true);
+    const parsed = parse(readBytes(source, where), source, where, true, allowNonFinite);
     const kept = parsed.entries.filter((e) => !TORCH_DROPPED.some((suffix) => e.name === suffix || e.name.endsWith(`.${suffix}`)));
     stateDict = Object.fromEntries(
       Object.entries(decodeAll(parsed, kept)).map(([name, { shape, data }]) => [name, new Tensor(native.fromArray(data, [...shape], 'cpu'))]),
@@ -765,7 +864,13 @@ export function importTorchWeightNorm(source: Record<string, Tensor> | string, m
     stateDict = source;
   }
   try {
-    const mapped = mapTorchStateDict(stateDict, { prefixMap, model });
+    // A file that does not fit the model is a CheckpointError naming the file, like every other load problem.
+    const mapped =
+      typeof source === 'string'
+        ? mapTorchNames(stateDict, { prefixMap, model }, where, (detail, key) => {
+            throw new CheckpointError(`${where}: ${source}: ${detail}`, source, key);
+          })
+        : mapTorchStateDict(stateDict, { prefixMap, model });
     const inputs = new Set(Object.values(stateDict));
     try {
       const located = typeof source === 'string' ? `${where}: ${source}` : where;

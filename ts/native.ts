@@ -115,6 +115,7 @@ export interface NativeBinding {
   batchNorm(x: NativeTensor, gamma: NativeTensor, beta: NativeTensor, outer: number, channels: number, inner: number, eps: number): { y: NativeTensor; mean: NativeTensor; var: NativeTensor; invstd: NativeTensor };
   batchNormBackward(dy: NativeTensor, x: NativeTensor, mean: NativeTensor, invstd: NativeTensor, gamma: NativeTensor, outer: number, channels: number, inner: number): { dx: NativeTensor; dgamma: NativeTensor; dbeta: NativeTensor };
   batchNormInference(x: NativeTensor, runningMean: NativeTensor, runningVar: NativeTensor, gamma: NativeTensor, beta: NativeTensor, outer: number, channels: number, inner: number, eps: number): NativeTensor;
+  batchNormInferenceBackward(dy: NativeTensor, x: NativeTensor, runningMean: NativeTensor, runningVar: NativeTensor, gamma: NativeTensor, outer: number, channels: number, inner: number, eps: number, wantDx: boolean, wantDgamma: boolean, wantDbeta: boolean): { dx?: NativeTensor; dgamma?: NativeTensor; dbeta?: NativeTensor };
   meanOnlyBatchNorm(x: NativeTensor, bias: NativeTensor, runningMean: NativeTensor | null, outer: number, channels: number, inner: number): { y: NativeTensor; mean: NativeTensor };
   meanOnlyBatchNormBackward(dy: NativeTensor, outer: number, channels: number, inner: number): { dx: NativeTensor; dbias: NativeTensor };
   weightNormScale(g: NativeTensor, norm: NativeTensor): NativeTensor;

@@ -720,13 +720,17 @@ export class BatchNorm extends Module {
   forward(x: Tensor): Tensor {
     const where = 'nn.BatchNorm.forward';
     checkFeatures(where, checkInput(where, x), this.numFeatures);
+    // Differentiable in x, gamma and beta (fine-tuning with frozen statistics, saliency); the statistics are constants.
     if (!this.training) return F.batchNormInference(x, this.runningMean, this.runningVar, this.gamma, this.beta, this.eps);
+    F.checkTrainingCount(where, x);
     const { y, mean, variance } = F.batchNorm(x, this.gamma, this.beta, this.eps);
     const count = x.size / this.numFeatures;
-    // Running variance is unbiased, as PyTorch keeps it.
-    const unbiased = count > 1 ? count / (count - 1) : 1;
-    native.axpby(handleOf(this.runningMean, where), this.momentum, handleOf(mean, where), 1 - this.momentum);
-    native.axpby(handleOf(this.runningVar, where), this.momentum * unbiased, handleOf(variance, where), 1 - this.momentum);
+    if (count > 0) {
+      // Running variance is unbiased, as PyTorch keeps it. An empty batch has no statistics to add.
+      const unbiased = count / (count - 1);
+      native.axpby(handleOf(this.runningMean, where), this.momentum, handleOf(mean, where), 1 - this.momentum);
+      native.axpby(handleOf(this.runningVar, where), this.momentum * unbiased, handleOf(variance, where), 1 - this.momentum);
+    }
     // The batch mean is saved for the backward; only a forward that records no graph can free it now.
     if (!y.requiresGrad) mean.dispose();
     variance.dispose();
@@ -758,9 +762,15 @@ export class MeanOnlyBatchNorm extends Module {
   forward(x: Tensor): Tensor {
     const where = 'nn.MeanOnlyBatchNorm.forward';
     checkFeatures(where, checkInput(where, x), this.numFeatures);
-    if (!this.training) return F.meanOnlyBatchNorm(x, this.bias, this.runningMean).y;
+    if (!this.training) {
+      // Differentiable in x and the bias (dx = dy); the running mean is a constant.
+      const { y, mean } = F.meanOnlyBatchNorm(x, this.bias, this.runningMean);
+      mean.dispose();
+      return y;
+    }
     const { y, mean } = F.meanOnlyBatchNorm(x, this.bias, null);
-    native.axpby(handleOf(this.runningMean, where), this.momentum, handleOf(mean, where), 1 - this.momentum);
+    // An empty batch has no mean to add.
+    if (x.size > 0) native.axpby(handleOf(this.runningMean, where), this.momentum, handleOf(mean, where), 1 - this.momentum);
     mean.dispose();
     return y;
   }

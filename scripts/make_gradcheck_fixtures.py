@@ -4,9 +4,8 @@
 Run with a Python that has torch (Debian's python3-torch 1.13 here):  /usr/bin/python3 scripts/make_gradcheck_fixtures.py
 Writes test/fixtures/gradcheck_torch.json.
 
-Every case of the harness's registry (test/gradcheck/registry.ts) has an entry here under the same name, with the same
-`config` (an op's options, or a layer's spec); the test fails when the two disagree, so a registry change without
-regenerating this file cannot pass silently.
+The cases are defined here; test/gradcheck/registry.ts says how to run each op (by its `config.op`) and layer (by its
+spec's `type`) with our library, and test/gradcheck.test.ts fails when an op or layer that nn exports has no case here.
 
 For each case: random float32 inputs (and, for a layer, its state dict under our names: v, g, weight, bias, gamma,
 beta, runningMean, runningVar), a random float32 cotangent c of the output y, and, computed in float64 by torch from
@@ -140,6 +139,9 @@ def op_cases():
     a, b = random32([3, 5]), random32([3, 5])
     cases.append(op_case('add', 'add', {}, {'a': a, 'b': b}, ['a', 'b'], lambda t: (t['a'] + t['b'], {})))
     cases.append(op_case('mul', 'mul', {}, {'a': a, 'b': b}, ['a', 'b'], lambda t: (t['a'] * t['b'], {})))
+    # One tensor as both operands: its two gradients must be added (autograd's accumulation).
+    cases.append(op_case('mul of a tensor by itself', 'mul', {'sameOperand': True}, {'a': a}, ['a'],
+                         lambda t: (t['a'] * t['a'], {})))
     x = random32([2, 3, 4])
     cases.append(op_case('scale', 'scale', {'alpha': -1.75}, {'x': x}, ['x'], lambda t: (-1.75 * t['x'], {})))
     cases.append(op_case('sum', 'sum', {}, {'x': x}, ['x'], lambda t: (t['x'].sum().reshape(1), {})))

@@ -117,7 +117,7 @@ function compare(
   scale?: number,
 ): void {
   if (!got) {
-    problems.push(`${what}: missing (torch's has max|·| = ${maxAbs(want).toPrecision(3)})`);
+    problems.push(`${what}: missing, backward() gave none (torch's has max|·| = ${maxAbs(want).toPrecision(3)})`);
     return;
   }
   if (got.length !== want.length) {

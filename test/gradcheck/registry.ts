@@ -76,7 +76,7 @@ function detachedNorm(v: Tensor, g: Tensor, dim: number | null): Tensor {
 /** Every differentiable op of nn.functional, by its export name. */
 export const OPS: Record<string, OpEntry> = {
   add: { run: (t) => ({ y: F.add(need(t, 'a'), need(t, 'b')) }), tolerance: ELEMENTWISE },
-  mul: { run: (t) => ({ y: F.mul(need(t, 'a'), need(t, 'b')) }), tolerance: ELEMENTWISE },
+  mul: { run: (t, c) => ({ y: F.mul(need(t, 'a'), c.sameOperand ? need(t, 'a') : need(t, 'b')) }), tolerance: ELEMENTWISE },
   scale: { run: (t, c) => ({ y: F.scale(need(t, 'x'), number(c, 'alpha')) }), tolerance: ELEMENTWISE },
   sum: { run: (t) => ({ y: F.sum(need(t, 'x')) }), tolerance: accumulation(24, 'sum of 24 elements') },
   mean: { run: (t) => ({ y: F.mean(need(t, 'x')) }), tolerance: accumulation(24, 'mean of 24 elements') },

@@ -15,8 +15,7 @@ import { reproduce, runSeed } from './helpers.js';
 const fixture = loadFixture();
 const regenerate = 'add a case to scripts/make_gradcheck_fixtures.py and run it with /usr/bin/python3 (torch)';
 const cudaUsable = backend().cuda.usable;
-const devices: Device[] = cudaUsable ? ['cpu', 'cuda'] : ['cpu'];
-if (!cudaUsable) console.log(`gradcheck: CUDA cases skipped: ${backend().cuda.reason ?? 'CUDA not compiled in'}`);
+const cudaSkipped = cudaUsable ? '' : ` — skipped: ${backend().cuda.reason ?? 'CUDA not compiled in'}`;
 
 const functionExports = Object.entries(nn.functional)
   .filter(([, value]) => typeof value === 'function')
@@ -77,19 +76,24 @@ describe('gradcheck registry', () => {
 
 const report = process.env.GRADCHECK_REPORT === '1';
 
-describe.each(devices)('gradients against PyTorch float64 on %s', (device) => {
-  // Drives the random ops' masks and noise only; the fixture fixes every other input.
-  const seed = runSeed();
-  const caseTitle = (c: FixtureCase) => (c.kind === 'op' ? `nn.functional.${c.name}` : c.name);
-  for (const c of fixture.cases) {
-    it(caseTitle(c), () => {
-      const { problems, errors } = runCase(c, device, seed % 2 ** 32);
-      if (report) {
-        const tolerance = c.random ? null : toleranceOf(c);
-        const ratios = Object.entries(errors).map(([what, e]) => `${what} ${e.toExponential(1)} (${tolerance ? (e / (what.startsWith('gradient') ? tolerance.gradient : tolerance.forward)).toFixed(2) : '-'})`);
-        console.log(`${device} ${c.name}: ${ratios.join('; ') || (c.random ? 'random checks' : '')}`);
-      }
-      expect(problems, `${caseTitle(c)} on ${device} (${reproduce(seed)})`).toEqual([]);
-    });
-  }
-});
+for (const device of ['cpu', 'cuda'] as const satisfies readonly Device[]) {
+  const skipped = device === 'cuda' ? cudaSkipped : '';
+  describe.skipIf(skipped !== '')(`gradients against PyTorch float64 on ${device}${skipped}`, () => {
+    // Drives the random ops' masks and noise only; the fixture fixes every other input.
+    const seed = runSeed();
+    const caseTitle = (c: FixtureCase) => (c.kind === 'op' ? `nn.functional.${c.name}` : c.name);
+    for (const c of fixture.cases) {
+      it(caseTitle(c), () => {
+        const { problems, errors } = runCase(c, device, seed % 2 ** 32);
+        if (report) {
+          const tolerance = c.random ? null : toleranceOf(c);
+          const ratio = (what: string, e: number) =>
+            tolerance ? (e / (what.startsWith('gradient') ? tolerance.gradient : tolerance.forward)).toFixed(2) : '-';
+          const measured = Object.entries(errors).map(([what, e]) => `${what} ${e.toExponential(1)} (${ratio(what, e)})`);
+          console.log(`${device} ${c.name}: ${measured.join('; ') || 'random checks'}`);
+        }
+        expect(problems, `${caseTitle(c)} on ${device} (${reproduce(seed)})`).toEqual([]);
+      });
+    }
+  });
+}

@@ -10,8 +10,9 @@ const F = nn.functional;
 export const UNIT_ROUNDOFF = 2 ** -24;
 
 /**
- * Allowed error of our float32 result against torch's float64 one, as max|ours − torch| / max|torch| (per output
- * and per gradient). `reason` says where the float32 error comes from.
+ * Allowed error of our float32 results against torch's float64 ones, as max|ours − torch| / scale: for outputs the
+ * scale is max|torch|, for gradients the fixture's gradScales (the sum of magnitudes the backward adds up, see
+ * fixture.ts). `reason` says where the float32 error comes from.
  */
 export interface Tolerance {
   forward: number;
@@ -20,9 +21,10 @@ export interface Tolerance {
 }
 
 /**
- * A float32 sum of k terms is within about k·u of the exact sum relative to Σ|terms| (u = 2^-24, the worst case of
- * sequential summation; pairwise or blocked orders do better). Against max|result| rather than Σ|terms| that grows
- * by their ratio, which for these small random cases stays below ~8; the inputs' own rounding adds a few u.
+ * A float32 sum of k terms is within k·u of the exact sum relative to Σ|terms| (u = 2^-24; the worst case of
+ * sequential summation, pairwise or blocked orders do better). Gradients are measured against that sum of
+ * magnitudes; outputs against max|y|, which for these small random cases is within a factor ~8 of it, hence the
+ * factor 8; the + 4 covers the elementwise roundings around the sums (scales, the norm's square root).
  */
 export function accumulation(k: number, reason: string): Tolerance {
   const bound = 8 * (k + 4) * UNIT_ROUNDOFF;

@@ -170,13 +170,14 @@ def op_cases():
                              {'bias': with_bias}, inputs, list(inputs), forward))
 
     for shape, dim, given_norm in [([5, 6], 0, False), ([5, 6], 1, False), ([4, 3, 2, 2], 0, False),
-                                   ([4, 3, 2, 2], 2, False), ([5, 6], None, False), ([4, 3, 2, 2], 0, True)]:
+                                   ([4, 3, 2, 2], 2, False), ([4, 3, 2, 2], -1, False), ([5, 6], None, False),
+                                   ([4, 3, 2, 2], 0, True)]:
         v = random32(shape)
         g = random32([1 if dim is None else shape[dim]], 0.5, 2.0)
         name = f"weightNorm {shape} dim {'null' if dim is None else dim}{', norm given' if given_norm else ''}"
 
         def forward(t, dim=dim):
-            w_, norm = weight_norm_torch(t['v'], t['g'], dim)
+            w_, norm = weight_norm_torch(t['v'], t['g'], None if dim is None else dim % t['v'].dim())
             return w_, {'norm': norm}
         cases.append(op_case(name, 'weightNorm', {'dim': dim, 'givenNorm': given_norm}, {'v': v, 'g': g}, ['v', 'g'],
                              forward))
@@ -195,6 +196,13 @@ def op_cases():
         cases.append(op_case(f'maxPool2d kernel {kernel} stride {stride}', 'maxPool2d',
                              {'kernel': kernel, 'stride': stride}, {'x': random32(shape)}, ['x'],
                              lambda t, k=kernel, s=stride: (F.max_pool2d(t['x'], k, s), {})))
+    # Ties, as after a ReLU: torch sends a window's gradient to the first maximum in row-major order; so must we.
+    ties = torch.randint(-1, 2, [2, 2, 4, 4]).to(DTYPE)
+    cases.append(op_case('maxPool2d kernel 2 stride 2 with ties', 'maxPool2d', {'kernel': 2, 'stride': 2}, {'x': ties},
+                         ['x'], lambda t: (F.max_pool2d(t['x'], 2, 2), {})))
+    cases.append(op_case('maxPool2d kernel 3 stride 2 with ties', 'maxPool2d', {'kernel': 3, 'stride': 2},
+                         {'x': torch.randint(-1, 2, [1, 2, 5, 5]).to(DTYPE)}, ['x'],
+                         lambda t: (F.max_pool2d(t['x'], 3, 2), {})))
     cases.append(op_case('globalAvgPool2d', 'globalAvgPool2d', {}, {'x': random32([2, 3, 3, 4])}, ['x'],
                          lambda t: (t['x'].mean((2, 3)), {})))
 
@@ -204,6 +212,12 @@ def op_cases():
                          lambda t: (F.leaky_relu(t['x'], 0.2), {})))
     cases.append(op_case('leakyRelu default slope', 'leakyRelu', {}, {'x': x}, ['x'],
                          lambda t: (F.leaky_relu(t['x'], 0.01), {})))
+    # Exact zeros (as after a ReLU or a max pool of one): torch's derivative there is 0 for relu, the slope for
+    # leaky_relu.
+    with_zeros = random32([4, 5]) * (torch.rand(4, 5) < 0.6).to(DTYPE)
+    cases.append(op_case('relu at zero', 'relu', {}, {'x': with_zeros}, ['x'], lambda t: (F.relu(t['x']), {})))
+    cases.append(op_case('leakyRelu slope 0.2 at zero', 'leakyRelu', {'negativeSlope': 0.2}, {'x': with_zeros}, ['x'],
+                         lambda t: (F.leaky_relu(t['x'], 0.2), {})))
     cases.append(op_case('tanh', 'tanh', {}, {'x': random32([4, 5], std=1.5)}, ['x'], lambda t: (torch.tanh(t['x']), {})))
 
     # Enough elements that the kept fraction and the noise's moments are checked meaningfully.

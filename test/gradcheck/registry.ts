@@ -1,6 +1,8 @@
 // What the gradient-check harness covers: every differentiable op of nn.functional and every layer of nn, each with
 // how to run it from a fixture case and the tolerance it is held to (with the reason). Whatever is exported but not
 // differentiable is in an exclusion list with its reason; the completeness test fails on anything in neither.
+// To cover a new op or layer: add its cases (inputs, torch float64 forward) to scripts/make_gradcheck_fixtures.py,
+// run it with a Python that has torch, and add an entry below that runs it with our library.
 import { nn, noGrad, type Tensor } from '../../ts/index.js';
 import type { LayerSpec, OpConfig } from './fixture.js';
 

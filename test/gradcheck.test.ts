@@ -6,7 +6,7 @@
 // GRADCHECK_REPORT=1 prints each case's measured errors as a fraction of its tolerance.
 import { describe, expect, it } from 'vitest';
 
-import { backend, type Device, nn } from '../ts/index.js';
+import { backend, type Device, memory, nn } from '../ts/index.js';
 import { fixtureBytes, type FixtureCase, loadFixture, loadRawFixture } from './gradcheck/fixture.js';
 import { runCase, toleranceOf } from './gradcheck/harness.js';
 import { EXCLUDED_FUNCTIONAL, EXCLUDED_MODULES, LAYERS, OPS } from './gradcheck/registry.js';
@@ -84,7 +84,11 @@ for (const device of ['cpu', 'cuda'] as const satisfies readonly Device[]) {
     const caseTitle = (c: FixtureCase) => (c.kind === 'op' ? `nn.functional.${c.name}` : c.name);
     for (const c of fixture.cases) {
       it(caseTitle(c), () => {
+        const live = () => memory().cpu.tensors + memory().cuda.tensors;
+        const before = live();
         const { problems, errors } = runCase(c, device, seed % 2 ** 32);
+        // Everything the case made is freed by then: a tensor still alive was leaked by the op or its backward.
+        if (live() !== before) problems.push(`${live() - before} tensor(s) left alive after the case`);
         if (report) {
           const tolerance = c.random ? null : toleranceOf(c);
           const ratio = (what: string, e: number) =>

@@ -71,6 +71,8 @@ function evaluateOp(c: OpCase, device: Device, seed: number): Evaluated {
 function evaluateLayer(c: LayerCase, device: Device, seed: number): Evaluated {
   const { spec, mode } = c.config;
   const layer = buildLayer(spec, seed);
+  // x and the layer's parameters by the fixture's names: the tensors whose gradients are checked.
+  const checked: Record<string, Tensor> = {};
   try {
     const state = Object.fromEntries(
       Object.entries(c.inputs)
@@ -82,11 +84,11 @@ function evaluateLayer(c: LayerCase, device: Device, seed: number): Evaluated {
     layer.to(device);
     if (mode === 'train') layer.train();
     else layer.eval();
-    const parameters = Object.fromEntries(layer.namedParameters());
-    let x: Tensor | null = null;
-    const result = tidy(() => {
-      x = toTensor(c.inputs.x!, device);
-      x.requiresGrad = true;
+    Object.assign(checked, Object.fromEntries(layer.namedParameters()));
+    const x = toTensor(c.inputs.x!, device);
+    x.requiresGrad = true;
+    checked.x = x;
+    return tidy(() => {
       const y = layer.forward(x);
       const backwardError = backwardOfDotProduct(y, c.cotangent, device);
       const buffers = Object.fromEntries(layer.namedBuffers());
@@ -95,14 +97,14 @@ function evaluateLayer(c: LayerCase, device: Device, seed: number): Evaluated {
         const buffer = buffers[name.replace(/^buffer /, '')];
         if (buffer) extras[name] = buffer.toArray();
       }
-      const grads = Object.fromEntries(
-        c.differentiable.map((name) => [name, (name === 'x' ? x : parameters[name])?.grad?.toArray() ?? null]),
-      );
-      return { y: y.toArray(), yShape: [...y.shape], extras, grads, backwardError, parameterNames: Object.keys(parameters) };
+      const grads = Object.fromEntries(c.differentiable.map((name) => [name, checked[name]?.grad?.toArray() ?? null]));
+      const parameterNames = layer.namedParameters().map(([name]) => name);
+      return { y: y.toArray(), yShape: [...y.shape], extras, grads, backwardError, parameterNames };
     });
-    (x as Tensor | null)?.grad?.dispose();
-    return result;
   } finally {
+    // The layer frees its parameters and their gradients; x and its gradient are ours (x is in no tidy scope).
+    checked.x?.grad?.dispose();
+    checked.x?.dispose();
     layer.dispose();
   }
 }
@@ -117,7 +119,8 @@ function compare(
   scale?: number,
 ): void {
   if (!got) {
-    problems.push(`${what}: missing, backward() gave none (torch's has max|·| = ${maxAbs(want).toPrecision(3)})`);
+    const why = what.startsWith('gradient') ? 'backward() gave none' : 'not returned';
+    problems.push(`${what}: missing, ${why} (torch's has max|·| = ${maxAbs(want).toPrecision(3)})`);
     return;
   }
   if (got.length !== want.length) {

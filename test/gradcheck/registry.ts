@@ -118,7 +118,11 @@ export const OPS: Record<string, OpEntry> = {
   },
   maxPool2d: {
     run: (t, c) => ({ y: F.maxPool2d(need(t, 'x'), number(c, 'kernel'), number(c, 'stride')) }),
-    tolerance: ELEMENTWISE,
+    tolerance: {
+      forward: 4 * UNIT_ROUNDOFF,
+      gradient: 8 * UNIT_ROUNDOFF,
+      reason: 'the forward selects (exact); an element that is the maximum of up to 4 overlapping windows adds their gradients (3 roundings)',
+    },
   },
   globalAvgPool2d: { run: (t) => ({ y: F.globalAvgPool2d(need(t, 'x')) }), tolerance: accumulation(12, 'means of 12 positions') },
   relu: { run: (t) => ({ y: F.relu(need(t, 'x')) }), tolerance: ELEMENTWISE },
@@ -199,7 +203,7 @@ export const LAYERS: Record<string, LayerEntry> = {
   ReLU: { build: () => new nn.ReLU(), tolerance: ELEMENTWISE },
   LeakyReLU: { build: (s) => new nn.LeakyReLU(s.negativeSlope), tolerance: ELEMENTWISE },
   Tanh: { build: () => new nn.Tanh(), tolerance: OPS.tanh!.tolerance },
-  MaxPool2d: { build: (s) => new nn.MaxPool2d(count(s, 'kernel'), s.stride ?? count(s, 'kernel')), tolerance: ELEMENTWISE },
+  MaxPool2d: { build: (s) => new nn.MaxPool2d(count(s, 'kernel'), s.stride ?? count(s, 'kernel')), tolerance: OPS.maxPool2d!.tolerance },
   GlobalAvgPool2d: { build: () => new nn.GlobalAvgPool2d(), tolerance: OPS.globalAvgPool2d!.tolerance },
   Flatten: { build: () => new nn.Flatten(), tolerance: ELEMENTWISE },
   Dropout: { build: (s, seed) => new nn.Dropout(s.p ?? 0.5, { seed }), tolerance: ELEMENTWISE },

@@ -11,8 +11,10 @@ For each case: random float32 inputs (and, for a layer, its state dict under our
 beta, runningMean, runningVar), a random float32 cotangent c of the output y, and, computed in float64 by torch from
 exactly those float32 values: y, the gradient of L = sum(y * c) with respect to every differentiable input and
 parameter, the op's other outputs (batch statistics, norms) and, for a layer in training mode, its buffers after the
-forward. Random ops (dropout, Gaussian noise) in training mode store inputs and cotangent only: the harness checks
-them against the mask or noise it recovers from its own output.
+forward. Each gradient also has a scale, max_j sum_i |c_i * dy_i/dx_j| (from the float64 Jacobian): the sum of
+magnitudes behind it, against which the harness measures float32 error. Random ops (dropout, Gaussian noise) in
+training mode store inputs and cotangent only: the harness checks them against the mask or noise it recovers from its
+own output. The output is deterministic: rerunning it changes nothing unless a case changed.
 """
 import json
 import os

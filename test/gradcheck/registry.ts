@@ -1,0 +1,247 @@
+// What the gradient-check harness covers: every differentiable op of nn.functional and every layer of nn, each with
+// how to run it from a fixture case and the tolerance it is held to (with the reason). Whatever is exported but not
+// differentiable is in an exclusion list with its reason; the completeness test fails on anything in neither.
+// To cover a new op or layer: add its cases (inputs, torch float64 forward) to scripts/make_gradcheck_fixtures.py,
+// run it with a Python that has torch, and add an entry below that runs it with our library.
+import { nn, noGrad, type Tensor } from '../../ts/index.js';
+import type { LayerSpec, OpConfig } from './fixture.js';
+
+const F = nn.functional;
+
+/** float32 unit roundoff: one rounding moves a value by at most this fraction of itself. */
+export const UNIT_ROUNDOFF = 2 ** -24;
+
+/**
+ * Allowed error of our float32 results against torch's float64 ones, as max|ours − torch| / scale: for outputs the
+ * scale is max|torch|, for gradients the fixture's gradScales (the sum of magnitudes the backward adds up, see
+ * fixture.ts). `reason` says where the float32 error comes from.
+ */
+export interface Tolerance {
+  forward: number;
+  gradient: number;
+  reason: string;
+}
+
+/**
+ * A float32 sum of k terms is within k·u of the exact sum relative to Σ|terms| (u = 2^-24; the worst case of
+ * sequential summation, pairwise or blocked orders do better). Gradients are measured against that sum of
+ * magnitudes; outputs against max|y|, which for these small random cases is within a factor ~8 of it, hence the
+ * factor 8; the + 4 covers the elementwise roundings around the sums (scales, the norm's square root).
+ */
+export function accumulation(k: number, reason: string): Tolerance {
+  const bound = 8 * (k + 4) * UNIT_ROUNDOFF;
+  return { forward: bound, gradient: bound, reason: `${reason}: ~8·(k + 4)·2^-24 with k = ${k}` };
+}
+
+/** Elementwise results: one or two roundings per element, nothing accumulated. */
+const ELEMENTWISE: Tolerance = {
+  forward: 4 * UNIT_ROUNDOFF,
+  gradient: 4 * UNIT_ROUNDOFF,
+  reason: 'elementwise: at most two float32 roundings per element (4·2^-24 leaves a factor 2 to spare)',
+};
+
+export interface OpRun {
+  y: Tensor;
+  /** The op's other outputs, compared with the fixture's extras of the same names (batch statistics, norms). */
+  extras?: Record<string, Tensor>;
+}
+
+export interface OpEntry {
+  run(t: Record<string, Tensor>, config: OpConfig, seed: number): OpRun;
+  tolerance: Tolerance;
+  /** Training-mode randomness: checked against the op's own mask or noise instead of torch. */
+  random?: 'dropout' | 'noise';
+}
+
+/** Tensors that may be absent from a case (an op called without a bias). */
+const optional = (t: Record<string, Tensor>, name: string): Tensor | null => t[name] ?? null;
+
+function need(t: Record<string, Tensor>, name: string): Tensor {
+  const tensor = t[name];
+  if (!tensor) throw new RangeError(`gradcheck: the fixture case has no input '${name}'`);
+  return tensor;
+}
+
+function number(config: OpConfig, key: string): number {
+  const value = config[key];
+  if (typeof value !== 'number') throw new TypeError(`gradcheck: config.${key}: expected a number, received ${JSON.stringify(value)}`);
+  return value;
+}
+
+/** ‖v‖ per row, outside the graph: the precomputed norm weightNormLinear and weightNorm({ norm }) take. */
+function detachedNorm(v: Tensor, g: Tensor, dim: number | null): Tensor {
+  return noGrad(() => {
+    const { w, norm } = F.weightNorm(v, g, { dim });
+    w.dispose();
+    return norm;
+  });
+}
+
+/** Every differentiable op of nn.functional, by its export name. */
+export const OPS: Record<string, OpEntry> = {
+  add: { run: (t) => ({ y: F.add(need(t, 'a'), need(t, 'b')) }), tolerance: ELEMENTWISE },
+  mul: { run: (t, c) => ({ y: F.mul(need(t, 'a'), c.sameOperand ? need(t, 'a') : need(t, 'b')) }), tolerance: ELEMENTWISE },
+  scale: { run: (t, c) => ({ y: F.scale(need(t, 'x'), number(c, 'alpha')) }), tolerance: ELEMENTWISE },
+  sum: { run: (t) => ({ y: F.sum(need(t, 'x')) }), tolerance: accumulation(24, 'sum of 24 elements') },
+  mean: { run: (t) => ({ y: F.mean(need(t, 'x')) }), tolerance: accumulation(24, 'mean of 24 elements') },
+  reshape: { run: (t, c) => ({ y: F.reshape(need(t, 'x'), c.shape as number[]) }), tolerance: ELEMENTWISE },
+  flatten: { run: (t) => ({ y: F.flatten(need(t, 'x')) }), tolerance: ELEMENTWISE },
+  matmul: { run: (t) => ({ y: F.matmul(need(t, 'a'), need(t, 'b')) }), tolerance: accumulation(6, 'dot products of up to 6 terms') },
+  linear: {
+    run: (t) => ({ y: F.linear(need(t, 'x'), need(t, 'weight'), optional(t, 'bias')) }),
+    tolerance: accumulation(6, 'dot products of up to 6 terms (in features; batch 4 for the weight gradient)'),
+  },
+  weightNormLinear: {
+    run: (t) => {
+      const v = need(t, 'v');
+      const g = need(t, 'g');
+      const norm = detachedNorm(v, g, 0);
+      return { y: F.weightNormLinear(need(t, 'x'), v, g, optional(t, 'bias'), norm) };
+    },
+    tolerance: accumulation(12, 'dot products of 6 terms, then the norm (6 squares) and the projection of dv, which subtracts two terms of similar size'),
+  },
+  weightNorm: {
+    run: (t, c) => {
+      const v = need(t, 'v');
+      const g = need(t, 'g');
+      const dim = c.dim as number | null;
+      const norm = c.givenNorm ? detachedNorm(v, g, dim) : undefined;
+      const { w, norm: used } = F.weightNorm(v, g, { dim, ...(norm ? { norm } : {}) });
+      return { y: w, extras: { norm: used } };
+    },
+    tolerance: accumulation(30, 'norms of up to 30 squares; dv = s·(dw − (w·dw/‖w‖²)·w) subtracts two terms of similar size'),
+  },
+  conv2d: {
+    run: (t, c) =>
+      ({ y: F.conv2d(need(t, 'x'), need(t, 'weight'), optional(t, 'bias'), { stride: number(c, 'stride'), padding: number(c, 'padding') }) }),
+    tolerance: accumulation(50, 'dot products of 27 terms (3 channels × 3 × 3) forward and for dx; up to 2 × 25 positions for the weight gradient'),
+  },
+  maxPool2d: {
+    run: (t, c) => ({ y: F.maxPool2d(need(t, 'x'), number(c, 'kernel'), number(c, 'stride')) }),
+    tolerance: {
+      forward: 4 * UNIT_ROUNDOFF,
+      gradient: 8 * UNIT_ROUNDOFF,
+      reason: 'the forward selects (exact); an element that is the maximum of up to 4 overlapping windows adds their gradients (3 roundings)',
+    },
+  },
+  globalAvgPool2d: { run: (t) => ({ y: F.globalAvgPool2d(need(t, 'x')) }), tolerance: accumulation(12, 'means of 12 positions') },
+  relu: { run: (t) => ({ y: F.relu(need(t, 'x')) }), tolerance: ELEMENTWISE },
+  leakyRelu: {
+    // Without a slope in the config the op is called without one: its default is part of what is checked.
+    run: (t, c) => ({ y: c.negativeSlope === undefined ? F.leakyRelu(need(t, 'x')) : F.leakyRelu(need(t, 'x'), number(c, 'negativeSlope')) }),
+    tolerance: ELEMENTWISE,
+  },
+  tanh: {
+    run: (t) => ({ y: F.tanh(need(t, 'x')) }),
+    tolerance: {
+      forward: 8 * UNIT_ROUNDOFF,
+      gradient: 16 * UNIT_ROUNDOFF,
+      reason: 'float32 tanh is within a few ulp; the gradient (1 − y²)·dy carries y\'s error twice',
+    },
+  },
+  dropout: { run: (t, c, seed) => ({ y: F.dropout(need(t, 'x'), number(c, 'p'), seed) }), tolerance: ELEMENTWISE, random: 'dropout' },
+  gaussianNoise: {
+    run: (t, c, seed) => ({ y: F.gaussianNoise(need(t, 'x'), number(c, 'std'), seed) }),
+    tolerance: ELEMENTWISE,
+    random: 'noise',
+  },
+  crossEntropy: {
+    run: (t, c) => ({ y: F.crossEntropy(need(t, 'logits'), c.labels as number[]) }),
+    tolerance: accumulation(30, 'log-sum-exp over 5 classes, then the mean over 6 rows'),
+  },
+  batchNorm: {
+    run: (t, c) => {
+      const { y, mean, variance } = F.batchNorm(need(t, 'x'), need(t, 'gamma'), need(t, 'beta'), number(c, 'eps'));
+      return { y, extras: { mean, variance } };
+    },
+    tolerance: accumulation(64, 'mean, variance and the two backward sums over 16 values per channel, each a difference of similar terms'),
+  },
+  batchNormInference: {
+    run: (t, c) => ({
+      y: F.batchNormInference(need(t, 'x'), need(t, 'runningMean'), need(t, 'runningVar'), need(t, 'gamma'), need(t, 'beta'), number(c, 'eps')),
+    }),
+    tolerance: accumulation(16, 'per-element affine map with 1/√(var + eps); dgamma and dbeta sum 16 values per channel'),
+  },
+  meanOnlyBatchNorm: {
+    run: (t, c) => {
+      const { y, mean } = F.meanOnlyBatchNorm(need(t, 'x'), need(t, 'bias'), c.runningMean ? need(t, 'runningMean') : null);
+      return { y, extras: { mean } };
+    },
+    tolerance: accumulation(32, 'the batch mean over 16 values per channel, subtracted; dx = dy − mean(dy) and dbias = Σ dy over 16'),
+  },
+};
+
+/** Exports of nn.functional that are not differentiable ops, with the reason. */
+export const EXCLUDED_FUNCTIONAL: Record<string, string> = {
+  channelLayout: 'a shape helper ([batch, channels, rest] of an activation), not an op',
+};
+
+export interface LayerEntry {
+  /** The layer a spec describes, with fresh parameters (the harness loads the fixture's state dict after). */
+  build(spec: LayerSpec, seed: number): nn.Module;
+  tolerance: Tolerance;
+}
+
+function count(spec: LayerSpec, key: 'in' | 'out' | 'kernel' | 'features'): number {
+  const value = spec[key];
+  if (typeof value !== 'number') throw new TypeError(`gradcheck: ${spec.type} spec: ${key}: expected a number, received ${JSON.stringify(value)}`);
+  return value;
+}
+
+const weightOptions = (spec: LayerSpec) => ({ bias: spec.bias ?? true, weightNorm: spec.weightNorm ?? false });
+
+/** Every nn.Module subclass, by its export name. */
+export const LAYERS: Record<string, LayerEntry> = {
+  Linear: {
+    build: (s) => new nn.Linear(count(s, 'in'), count(s, 'out'), weightOptions(s)),
+    tolerance: accumulation(12, 'dot products of 6 terms; with weight norm also the norm of 6 squares and the projection of dv'),
+  },
+  Conv2d: {
+    build: (s) => new nn.Conv2d(count(s, 'in'), count(s, 'out'), count(s, 'kernel'), { ...weightOptions(s), stride: s.stride ?? 1, padding: s.padding ?? 0 }),
+    tolerance: accumulation(50, 'dot products of up to 27 terms forward and for dx; up to 2 × 25 positions for the weight gradient'),
+  },
+  ReLU: { build: () => new nn.ReLU(), tolerance: ELEMENTWISE },
+  LeakyReLU: { build: (s) => new nn.LeakyReLU(s.negativeSlope), tolerance: ELEMENTWISE },
+  Tanh: { build: () => new nn.Tanh(), tolerance: OPS.tanh!.tolerance },
+  MaxPool2d: { build: (s) => new nn.MaxPool2d(count(s, 'kernel'), s.stride ?? count(s, 'kernel')), tolerance: OPS.maxPool2d!.tolerance },
+  GlobalAvgPool2d: { build: () => new nn.GlobalAvgPool2d(), tolerance: OPS.globalAvgPool2d!.tolerance },
+  Flatten: { build: () => new nn.Flatten(), tolerance: ELEMENTWISE },
+  Dropout: { build: (s, seed) => new nn.Dropout(s.p ?? 0.5, { seed }), tolerance: ELEMENTWISE },
+  GaussianNoise: { build: (s, seed) => new nn.GaussianNoise(s.std ?? 1, { seed }), tolerance: ELEMENTWISE },
+  BatchNorm: { build: (s) => new nn.BatchNorm(count(s, 'features')), tolerance: OPS.batchNorm!.tolerance },
+  MeanOnlyBatchNorm: { build: (s) => new nn.MeanOnlyBatchNorm(count(s, 'features')), tolerance: OPS.meanOnlyBatchNorm!.tolerance },
+  Sequential: {
+    build: (s, seed) => {
+      const layers = s.layers ?? [];
+      return new nn.Sequential(...layers.map((layer, i) => buildLayer(layer, seed + i)));
+    },
+    tolerance: accumulation(
+      200,
+      'a chain of up to six layers: each one\'s error (up to ~50 terms) is carried and amplified by those after it',
+    ),
+  },
+};
+
+/** Exports of nn that are Module classes but not layers to check, with the reason. */
+export const EXCLUDED_MODULES: Record<string, string> = {
+  Module: 'the abstract base class; every concrete layer is registered',
+};
+
+export function buildLayer(spec: LayerSpec, seed: number): nn.Module {
+  const entry = LAYERS[spec.type];
+  if (!entry) throw new RangeError(`gradcheck: no layer '${spec.type}' in the registry`);
+  return entry.build(spec, seed);
+}
+
+/** Folds (v, g) into a plain weight where the spec asks for it (after the state dict is loaded). */
+export function applyWeightNormRemovals(layer: nn.Module, spec: LayerSpec): void {
+  if (spec.removeWeightNorm) nn.removeWeightNorm(layer as nn.Linear | nn.Conv2d);
+  if (spec.type === 'Sequential') (spec.layers ?? []).forEach((child, i) => applyWeightNormRemovals((layer as nn.Sequential).layers[i]!, child));
+}
+
+/** The tolerance of a layer case (a Sequential's covers the chain it holds). */
+export function layerTolerance(spec: LayerSpec): Tolerance {
+  const own = LAYERS[spec.type]?.tolerance;
+  if (!own) throw new RangeError(`gradcheck: no layer '${spec.type}' in the registry`);
+  return own;
+}

@@ -174,6 +174,7 @@ export const OPS: Record<string, OpEntry> = {
 /** Exports of nn.functional that are not differentiable ops, with the reason. */
 export const EXCLUDED_FUNCTIONAL: Record<string, string> = {
   channelLayout: 'a shape helper ([batch, channels, rest] of an activation), not an op',
+  checkTrainingCount: 'an argument check shared with nn.BatchNorm, not an op',
 };
 
 export interface LayerEntry {

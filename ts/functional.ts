@@ -3,8 +3,8 @@
 import { alias, isGradEnabled, record } from './autograd.js';
 import { rangeError, typeError } from './errors.js';
 import { native, type NativeTensor } from './native.js';
-import { DEFAULT_EPS, MIN_EPS } from './ops.js';
 import { handleOf, Tensor } from './tensor.js';
+import { checkWeightNormDim, checkWeightNormEps, DEFAULT_EPS, weightNormLayout } from './weightnorm-options.js';
 
 const wrap = (handle: NativeTensor): Tensor => new Tensor(handle);
 const shapeText = (shape: readonly number[]): string => `[${shape.join(', ')}]`;
@@ -20,13 +20,6 @@ function checkSameDevice(where: string, reference: Tensor, others: readonly [str
       throw typeError(`${where}: ${name}`, `a tensor on '${reference.device}' like the input`, t);
     }
   }
-}
-
-function checkEps(where: string, eps: unknown): number {
-  if (typeof eps !== 'number' || !Number.isFinite(eps) || eps < MIN_EPS) {
-    throw typeError(`${where}: eps`, `a finite number >= ${MIN_EPS}`, eps);
-  }
-  return eps;
 }
 
 function checkShape(where: string, t: Tensor, expected: readonly number[]): void {
@@ -192,7 +185,7 @@ export function weightNormLinear(
 ): Tensor {
   const where = 'weightNormLinear';
   const [batch, outFeatures, inFeatures] = checkLinear(where, x, v, bias);
-  checkEps(where, eps);
+  checkWeightNormEps(where, 'eps', eps);
   checkTensor(g, `${where}: g`);
   checkTensor(norm, `${where}: norm`);
   checkSameDevice(where, x, [['g', g], ['norm', norm]]);
@@ -259,22 +252,16 @@ export function weightNorm(v: Tensor, g: Tensor, options: WeightNormFunctionOpti
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     throw typeError(`${where}: options`, 'an object like { dim, eps, norm }', options);
   }
-  const dim = options.dim === undefined ? 0 : options.dim;
-  const eps = checkEps(where, options.eps ?? DEFAULT_EPS);
-  if (dim !== null && (typeof dim !== 'number' || !Number.isInteger(dim) || dim < -v.rank || dim >= v.rank)) {
-    throw typeError(`${where}: options.dim`, `an axis in [${-v.rank}, ${v.rank - 1}] or null`, dim);
-  }
-  const axis = dim === null ? null : dim < 0 ? dim + v.rank : dim;
+  const axis = checkWeightNormDim(where, 'options.dim', options.dim === undefined ? 0 : options.dim, v.rank);
+  const eps = checkWeightNormEps(where, 'options.eps', options.eps === undefined ? DEFAULT_EPS : options.eps);
   checkSameDevice(where, v, [['g', g], ['options.norm', options.norm]]);
   checkShape(`${where}: g`, g, [axis === null ? 1 : v.shape[axis]!]);
   let w: Tensor;
   let norm: Tensor;
   if (options.norm) {
     norm = checkTensor(options.norm, `${where}: options.norm`);
-    const channels = axis === null ? 1 : v.shape[axis]!;
+    const [outer, channels, inner] = weightNormLayout(v.shape, axis);
     checkShape(`${where}: options.norm`, norm, [channels]);
-    const outer = axis === null ? 1 : v.shape.slice(0, axis).reduce((a, b) => a * b, 1);
-    const inner = axis === null ? v.size : v.shape.slice(axis + 1).reduce((a, b) => a * b, 1);
     const s = native.weightNormScale(handleOf(g, where), handleOf(norm, where));
     w = wrap(native.channelOp('scale', handleOf(v, where), s, outer, channels, inner));
     s.dispose();

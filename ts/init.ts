@@ -9,6 +9,7 @@ import { Conv2d, Linear, Module, Sequential } from './nn.js';
 import { nextSeed } from './random.js';
 import { tidy } from './scope.js';
 import { handleOf, Tensor } from './tensor.js';
+import { DEFAULT_EPS } from './weightnorm-options.js';
 
 export interface DataDependentOptions {
   /** Standard deviation of the initial v (paper: 0.05). */
@@ -84,7 +85,7 @@ function initializeLayer(layer: Linear | Conv2d, name: string, x: Tensor, batch:
     layer.v!.replaceHandle(native.scale(handleOf(v, where), 1));
     layer.g!.replaceHandle(native.full([channels], 1, x.device));
   } else {
-    const direction = native.weightNorm(handleOf(v, where), handleOf(ones, where), 0, 1e-12, true);
+    const direction = native.weightNorm(handleOf(v, where), handleOf(ones, where), 0, DEFAULT_EPS, true);
     direction.norm.dispose();
     layer.weight!.replaceHandle(direction.w);
   }

@@ -11,7 +11,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 
 import { describe, typeError } from './errors.js';
 import { native } from './native.js';
-import { type HostTensor, type LoadStateDictOptions, Module, type RandomStreamState, type StagedLoad, weightNormStateOf } from './nn.js';
+import { type HostTensor, type LoadStateDictOptions, Module, type RandomStreamState, type StagedLoad, WeightNormState } from './nn.js';
 import { Optimizer, type OptimizerStateDict } from './optim.js';
 import { checkDevice, type Device, handleOf, Tensor } from './tensor.js';
 
@@ -811,7 +811,7 @@ function mapTorchNames(
         mapped = base + rule[1];
         if (rule[1] === 'g') {
           const v = ours?.[`${base}v`];
-          const wn = v ? weightNormStateOf(v) : undefined;
+          const wn = v ? WeightNormState.of(v) : null;
           const torchDim = torchDimOf(t.shape);
           if (wn && torchDim !== undefined && torchDim !== wn.dim) {
             fail(

@@ -4,11 +4,11 @@ import { noGrad } from './autograd.js';
 import { rangeError, typeError } from './errors.js';
 import * as F from './functional.js';
 import { native, type NativeTensor } from './native.js';
-import { DEFAULT_EPS, MIN_EPS } from './ops.js';
 import { nextSeed } from './random.js';
 import { keep, tidy } from './scope.js';
 import { type Device, handleOf, Tensor } from './tensor.js';
 import { checkDevice } from './tensor.js';
+import { checkWeightNormDim, checkWeightNormEps, DEFAULT_EPS, weightNormLayout } from './weightnorm-options.js';
 
 export { F as functional };
 export { crossEntropy } from './functional.js';
@@ -22,9 +22,22 @@ export interface WeightNormConfig {
   eps?: number;
 }
 
-/** @internal */
+/**
+ * @internal
+ * The (v, g) of a weight-normalized layer and its cache of ‖v‖ per channel. The layer creates it and links it to
+ * its direction as `v.weightNormState` (attachTo), because optimizers and checkpoints see only parameter tensors:
+ *  - `norm` is valid while `normVersion === v.version`; anything that changes v in place bumps v.version.
+ *  - Writers of `norm`: currentNorm() recomputes it when stale (a forward after a load or a manual change of v);
+ *    an optimizer's fused step writes the new ‖v‖ in the same pass that updates v and then calls normUpdated(),
+ *    so the next forward does not read v again; optim's loadStateDict adopts a checkpoint's saved norm through
+ *    normUpdated() when it matches v as loaded.
+ *  - Readers: the layer's forward (currentNorm()), the optimizers (dim, eps, layout() for the step; norm for
+ *    stateDict()'s 'norm' slot) and io's torch import (dim, to check torch's weight_norm dim against the layer's).
+ */
 export class WeightNormState {
+  /** ‖v‖ per channel (floored by eps), shape [channels]; see normVersion. */
   norm: Tensor | null = null;
+  /** The v.version that `norm` was computed for (-1: none yet). */
   normVersion = -1;
 
   constructor(
@@ -34,12 +47,24 @@ export class WeightNormState {
     readonly eps: number,
   ) {}
 
+  /** The state linked to `param`, if `param` is the direction v of a weight-normalized layer. */
+  static of(param: Tensor): WeightNormState | null {
+    return param.weightNormState;
+  }
+
+  /** Links this state to its v (the layer calls it when it becomes weight-normalized). */
+  attachTo(v: Tensor): void {
+    v.weightNormState = this;
+  }
+
+  /** Unlinks it from its v (the layer calls it when it stops being weight-normalized). */
+  detach(): void {
+    if (this.v.weightNormState === this) this.v.weightNormState = null;
+  }
+
   /** [outer, channels, inner] of v for this dim. */
   layout(): [number, number, number] {
-    const shape = this.v.shape;
-    if (this.dim === null) return [1, 1, this.v.size];
-    const product = (dims: readonly number[]) => dims.reduce((a, b) => a * b, 1);
-    return [product(shape.slice(0, this.dim)), shape[this.dim]!, product(shape.slice(this.dim + 1))];
+    return weightNormLayout(this.v.shape, this.dim);
   }
 
   /** ‖v‖ per channel; recomputed only when v changed since (an optimizer step keeps it current itself). */
@@ -52,7 +77,7 @@ export class WeightNormState {
     return this.norm;
   }
 
-  /** Called by optimizers after they updated v and wrote its new norm into `norm`. */
+  /** Called by optimizers after they updated v and wrote its new norm into `norm` (or loaded a matching one). */
   normUpdated(norm: Tensor): void {
     if (this.norm !== norm) this.norm?.dispose();
     this.norm = keep(norm);
@@ -60,27 +85,17 @@ export class WeightNormState {
   }
 }
 
-const weightNormStates = new WeakMap<Tensor, WeightNormState>();
-
-/** @internal The weight-norm state whose v is `param`, if any (optimizers fuse the norm into their step). */
-export function weightNormStateOf(param: Tensor): WeightNormState | undefined {
-  return weightNormStates.get(param);
-}
-
-function parseWeightNorm(where: string, option: unknown, rank: number): WeightNormConfig | null {
+function parseWeightNorm(where: string, option: unknown, rank: number): { dim: number | null; eps: number } | null {
   if (option === undefined || option === false) return null;
   if (option === true) return { dim: 0, eps: DEFAULT_EPS };
   if (typeof option !== 'object' || option === null) {
     throw typeError(`${where}: options.weightNorm`, 'true, false or { dim, eps }', option);
   }
   const { dim = 0, eps = DEFAULT_EPS } = option as WeightNormConfig;
-  if (dim !== null && (!Number.isInteger(dim) || dim < -rank || dim >= rank)) {
-    throw rangeError(`${where}: options.weightNorm.dim`, `an axis in [${-rank}, ${rank - 1}] or null`, String(dim));
-  }
-  if (typeof eps !== 'number' || !Number.isFinite(eps) || eps < MIN_EPS) {
-    throw typeError(`${where}: options.weightNorm.eps`, `a finite number >= ${MIN_EPS}`, eps);
-  }
-  return { dim: dim === null ? null : dim < 0 ? dim + rank : dim, eps };
+  return {
+    dim: checkWeightNormDim(where, 'options.weightNorm.dim', dim, rank),
+    eps: checkWeightNormEps(where, 'options.weightNorm.eps', eps),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -406,8 +421,7 @@ abstract class WeightedLayer extends Module {
     const config = parseWeightNorm(where, weightNorm, shape.length);
     const w = initialWeight(shape, fanIn);
     if (config) {
-      const dim = config.dim ?? null;
-      const eps = config.eps ?? DEFAULT_EPS;
+      const { dim, eps } = config;
       this.v = this.registerParameter('v', w);
       // g = ‖v‖ per channel, so that w = v at initialization (as torch.nn.utils.weight_norm does).
       const ones = new Tensor(native.full([dim === null ? 1 : shape[dim]!], 1, 'cpu'));
@@ -423,9 +437,9 @@ abstract class WeightedLayer extends Module {
   }
 
   protected setWeightNormState(state: WeightNormState | null): void {
-    if (this.weightNormState) weightNormStates.delete(this.weightNormState.v);
+    this.weightNormState?.detach();
     this.weightNormState = state;
-    if (state) weightNormStates.set(state.v, state);
+    state?.attachTo(state.v);
   }
 
   /** Whether the layer holds (v, g) instead of a weight. */

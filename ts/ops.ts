@@ -4,14 +4,9 @@
 import { rangeError, typeError } from './errors.js';
 import { native } from './native.js';
 import { handleOf, Tensor, type DType } from './tensor.js';
+import { checkWeightNormDim, checkWeightNormEps, DEFAULT_EPS } from './weightnorm-options.js';
 
-/** Default floor of ‖v‖: a zero channel then gives w = 0 and finite gradients instead of NaN. */
-export const DEFAULT_EPS = 1e-12;
-/**
- * Smallest eps accepted: the kernels work in float32, where a zero channel's g/eps must stay finite (it overflows
- * for |g| > ~3e8 at this bound, far beyond any trained gain) and eps itself must not round to 0.
- */
-export const MIN_EPS = 1e-30;
+export { DEFAULT_EPS, MIN_EPS } from './weightnorm-options.js';
 
 export interface WeightNormOptions {
   /**
@@ -19,7 +14,7 @@ export interface WeightNormOptions {
    * null gives one norm for the whole tensor. Default 0 (one norm per output unit of a Linear or Conv weight).
    */
   dim?: number | null;
-  /** Floor of ‖v‖ (default 1e-12). Must be positive and finite. */
+  /** Floor of ‖v‖ (default DEFAULT_EPS, 1e-12). A positive finite number >= MIN_EPS (1e-30). */
   eps?: number;
   /**
    * true (default): one fused kernel. false: the same result from separate primitive passes (norm reduction,
@@ -51,20 +46,8 @@ function checkOptions(where: string, options: unknown, rank: number): { dim: num
     if (!['dim', 'eps', 'fused'].includes(key)) throw typeError(`${where}: options`, 'only the keys dim, eps, fused', key);
   }
   const { dim = rank === 0 ? null : 0, eps = DEFAULT_EPS, fused = true } = options as WeightNormOptions;
-  let axis: number | null = null;
-  if (dim !== null) {
-    if (typeof dim !== 'number' || !Number.isInteger(dim)) throw typeError(`${where}: options.dim`, 'an integer or null', dim);
-    if (dim < -rank || dim >= rank) {
-      throw rangeError(`${where}: options.dim`, `an axis in [${-rank}, ${rank - 1}] for a tensor of rank ${rank}`, String(dim));
-    }
-    axis = dim < 0 ? dim + rank : dim;
-  }
-  if (typeof eps !== 'number' || !Number.isFinite(eps) || eps <= 0) {
-    throw typeError(`${where}: options.eps`, 'a positive finite number', eps);
-  }
-  if (eps < MIN_EPS) {
-    throw rangeError(`${where}: options.eps`, `a positive finite number >= ${MIN_EPS} (float32 must hold g/eps)`, String(eps));
-  }
+  const axis = checkWeightNormDim(where, 'options.dim', dim, rank);
+  checkWeightNormEps(where, 'options.eps', eps);
   if (typeof fused !== 'boolean') throw typeError(`${where}: options.fused`, 'a boolean', fused);
   return { dim: axis, eps, fused };
 }

@@ -4,9 +4,10 @@ import { noGrad } from './autograd.js';
 import { rangeError, typeError } from './errors.js';
 import * as F from './functional.js';
 import { native, type NativeTensor } from './native.js';
-import { type HostTensor, loadSourceShape, type StagedLoad, stageCopy, weightNormStateOf } from './nn.js';
+import { type HostTensor, loadSourceShape, type StagedLoad, stageCopy, WeightNormState } from './nn.js';
 import { keep, tidy } from './scope.js';
 import { handleOf, Tensor } from './tensor.js';
+import { DEFAULT_EPS } from './weightnorm-options.js';
 
 function checkParams(where: string, params: unknown): Tensor[] {
   if (!Array.isArray(params) || params.length === 0) throw typeError(`${where}: params`, 'a non-empty array of Tensors', params);
@@ -113,10 +114,10 @@ export abstract class Optimizer {
     }
     this.stepCount += 1;
     for (const { p, grad, norm } of plans) {
-      const wn = weightNormStateOf(p);
+      const wn = WeightNormState.of(p);
       const [outer, channels, inner] = wn ? wn.layout() : [1, 1, 1];
       const step = (this.paramSteps.get(p) ?? 0) + 1;
-      this.update(p, grad, norm, outer, channels, inner, wn?.eps ?? 1e-12, step);
+      this.update(p, grad, norm, outer, channels, inner, wn?.eps ?? DEFAULT_EPS, step);
       this.paramSteps.set(p, step);
       p.version += 1;
       if (wn && norm) {
@@ -163,7 +164,7 @@ export abstract class Optimizer {
       newState.push(p);
       this.stateOf(p, slots);
     }
-    const wn = weightNormStateOf(p);
+    const wn = WeightNormState.of(p);
     if (!wn) return null;
     if (wn.norm && !wn.norm.disposed && wn.norm.device === p.device) return wn.norm;
     const norm = keep(new Tensor(native.full([wn.layout()[1]], 0, p.device)));
@@ -231,7 +232,7 @@ export abstract class Optimizer {
       const entry: [string, Tensor][] = [];
       const tensors = this.state.get(p);
       if (tensors) slots.forEach((slot, j) => entry.push([slot, tensors[j]!]));
-      const wn = weightNormStateOf(p);
+      const wn = WeightNormState.of(p);
       if (wn?.norm && !wn.norm.disposed && wn.normVersion === p.version) entry.push(['norm', wn.norm]);
       if (entry.length > 0) state[keys[i]!] = Object.fromEntries(entry);
     });
@@ -287,7 +288,7 @@ export abstract class Optimizer {
       }
       let norm: Tensor | HostTensor | null = null;
       if ('norm' in entry) {
-        const wn = weightNormStateOf(p);
+        const wn = WeightNormState.of(p);
         if (!wn) throw new RangeError(`${where}: state '${key}' has slot 'norm', but that parameter is no weight-norm direction v`);
         const shape = loadSourceShape(where, `state '${key}' slot 'norm'`, entry.norm);
         const channels = wn.layout()[1];
@@ -372,7 +373,7 @@ export abstract class Optimizer {
 
   /** Uses a saved ‖v‖ as v's cached norm if it matches v as loaded (else the forward recomputes it). */
   private adoptSavedNorm(v: Tensor, saved: Tensor): void {
-    const wn = weightNormStateOf(v)!;
+    const wn = WeightNormState.of(v)!;
     const fresh = noGrad(() => tidy(() => F.weightNorm(wn.v, wn.g, { dim: wn.dim, eps: wn.eps }).norm.toArray()));
     const values = saved.toArray();
     const matches = values.every((x, k) => Math.abs(x - fresh[k]!) <= SAVED_NORM_TOLERANCE * Math.max(Math.abs(fresh[k]!), wn.eps));

@@ -2,6 +2,7 @@
 // everything before the native call; a disposed tensor throws DisposedTensorError wherever it is used.
 import type { BackwardOptions, GradNode } from './autograd.js';
 import { DisposedTensorError, rangeError, typeError } from './errors.js';
+import type { WeightNormState } from './nn.js';
 import { type Device, type DType, native, type NativeTensor } from './native.js';
 import { track } from './scope.js';
 
@@ -42,6 +43,11 @@ export class Tensor {
    * backward() can tell that a tensor saved by the graph changed since the forward.
    */
   version = 0;
+  /**
+   * @internal Set only on the direction v of a weight-normalized layer, by that layer (nn.ts, WeightNormState):
+   * optimizers and checkpoints reach the layer's ‖v‖ cache through it. null on every other tensor.
+   */
+  weightNormState: WeightNormState | null = null;
 
   /** @internal Use tensor(), zeros() or randn(). */
   constructor(handle: NativeTensor) {

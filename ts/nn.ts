@@ -415,6 +415,10 @@ abstract class WeightedLayer extends Module {
   /** Direction and gain of a weight-normalized layer (null when plain). */
   v: Tensor | null = null;
   g: Tensor | null = null;
+  /**
+   * v, g, dim, eps and the ‖v‖ cache of a weight-normalized layer (null when plain); also linked from v as
+   * v.weightNormState, where the optimizers write the norm of their fused step (see WeightNormState).
+   */
   protected weightNormState: WeightNormState | null = null;
 
   protected initialize(where: string, shape: number[], fanIn: number, bias: boolean, weightNorm: unknown): void {
@@ -436,6 +440,7 @@ abstract class WeightedLayer extends Module {
     if (bias) this.bias = this.registerParameter('bias', new Tensor(native.full([shape[0]!], 0, 'cpu')));
   }
 
+  /** Replaces the state and moves the v → state link with it, so optimizers never see a folded layer's old state. */
   protected setWeightNormState(state: WeightNormState | null): void {
     this.weightNormState?.detach();
     this.weightNormState = state;
@@ -447,7 +452,7 @@ abstract class WeightedLayer extends Module {
     return this.weightNormState !== null;
   }
 
-  /** @internal */
+  /** @internal The layer's WeightNormState (null when plain): init and the tests read dim, eps and the cached norm. */
   get weightNorm(): WeightNormState | null {
     return this.weightNormState;
   }

@@ -1,4 +1,5 @@
-// CPU batch normalization (full) and mean-only batch normalization (PAPER.md §3); see normalization.h.
+// CPU batch normalization (full) and mean-only batch normalization (Salimans & Kingma, 2016, §4); see
+// normalization.h.
 //
 // Statistics come from the deterministic per-channel sums of cpu/reduce.cc (double accumulation, order
 // independent of the thread count). The variance is a second pass around the saved mean, so there is no

@@ -1,4 +1,5 @@
-// Batch normalization (full) and mean-only batch normalization (PAPER.md §3) (CPU). Mirrors cuda/normalization.cuh op by op.
+// Batch normalization (full) and mean-only batch normalization (Salimans & Kingma, 2016, §4) on the CPU.
+// Mirrors cuda/normalization.cuh op by op.
 #pragma once
 #include <cstdint>
 

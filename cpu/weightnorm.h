@@ -18,7 +18,8 @@ int num_threads();
 void weightnorm_forward(float* w, float* norm, const float* v, const float* g, const ChannelLayout& layout,
                         float eps);
 
-// Fused backward (PAPER.md §1), reading dw and v once per channel while cache-resident:
+// Fused backward (the gradients of Salimans & Kingma, 2016, §2.1), reading dw and v once per channel while
+// cache-resident:
 //   dg[k] = <dw_k, v_k> / norm[k]
 //   dv    = (g[k]/norm[k]) * dw - (g[k] * dg[k] / norm[k]^2) * v
 // Where the forward's floor was active (norm[k] <= eps) the norm is the constant eps, so the second term is 0.

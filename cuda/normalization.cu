@@ -1,4 +1,5 @@
-// CUDA batch normalization (full) and mean-only batch normalization (PAPER.md §3); see normalization.cuh.
+// CUDA batch normalization (full) and mean-only batch normalization (Salimans & Kingma, 2016, §4); see
+// normalization.cuh.
 //
 // Each op is: per-channel sums from the deterministic reductions of cuda/reduce.cu (no atomics), a one-thread-per-
 // channel kernel that turns them into the saved statistics and the coefficients of the output, and one

@@ -1,4 +1,5 @@
-// Batch normalization (full) and mean-only batch normalization (PAPER.md §3) (CUDA). Mirrors cpu/normalization.h op by op. All pointers are device memory; work runs on the library stream.
+// Batch normalization (full) and mean-only batch normalization (Salimans & Kingma, 2016, §4) on CUDA. Mirrors
+// cpu/normalization.h op by op. All pointers are device memory; work runs on the library stream.
 #pragma once
 #include <cstdint>
 

@@ -1,5 +1,6 @@
 // The oracle's own checks: a hand-worked example, central finite differences of a random scalar loss against its
-// gradients, and the identities of PAPER.md §1. Float64 throughout; the library is not used here.
+// gradients, and the identities of the method (Salimans & Kingma, 2016, §2). Float64 throughout; the library is not
+// used here.
 import { describe, expect, it } from 'vitest';
 
 import { maxAbs, normals, relativeError, reproduce, runSeed, shapeName } from './helpers.js';

@@ -1,6 +1,6 @@
 // Every weight-norm op on every available backend, fused and unfused, against the float64 reference
-// (test/reference/weightnorm.ts), plus the identities of PAPER.md §1 on the kernels' own outputs, the eps floor,
-// and determinism.
+// (test/reference/weightnorm.ts), plus the identities of the method (Salimans & Kingma, 2016, §2) on the kernels'
+// own outputs, the eps floor, and determinism.
 //
 // Error measure and tolerance. Inputs are float32 values, which the float64 reference takes exactly, so the only
 // error is the kernels' own float32 arithmetic. Each output element is a few roundings (u = 2^-24 ≈ 6e-8) from the
@@ -354,9 +354,9 @@ for (const suite of deviceSuites) {
           expect([...dv.toArray().subarray(0, 2)]).toEqual([0, 0]);
         });
 
-        // PAPER.md §1: a zero row must not become a silent NaN. eps is validated as "positive and finite", but the
-        // kernels use it as float32 and form g/eps: eps below float32's range (or g/eps beyond it) must either be
-        // rejected up front with a RangeError naming eps, or still give finite outputs.
+        // The paper has no eps; here a zero row must not become a silent NaN. eps is validated as "positive and
+        // finite", but the kernels use it as float32 and form g/eps: eps below float32's range (or g/eps beyond it)
+        // must either be rejected up front with a RangeError naming eps, or still give finite outputs.
         for (const eps of [1e-40, 1e-300]) {
           it(`eps = ${eps} (underflows or overflows in float32) is rejected or still finite on a zero channel (${variant})`, () => {
             const v = keep(tensor([0, 0, 0, 1, 2, 2], [2, 3], { device }));

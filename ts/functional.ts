@@ -580,9 +580,9 @@ export function batchNormInference(x: Tensor, runningMean: Tensor, runningVar: T
 }
 
 /**
- * Mean-only batch norm (PAPER.md §3): y = x − μ + bias with μ the batch mean per channel (training) or the given
- * running mean (evaluation). The backward centres the gradient: dx = dy − mean(dy) in training, dx = dy in
- * evaluation. Returns y and the mean used.
+ * Mean-only batch norm (Salimans & Kingma, 2016, §4): y = x − μ + bias with μ the batch mean per channel (training)
+ * or the given running mean (evaluation). The backward centres the gradient: dx = dy − mean(dy) in training,
+ * dx = dy in evaluation. Returns y and the mean used.
  */
 export function meanOnlyBatchNorm(x: Tensor, bias: Tensor, runningMean: Tensor | null): { y: Tensor; mean: Tensor } {
   const where = 'meanOnlyBatchNorm';

@@ -1,7 +1,7 @@
-// Data-dependent initialization (PAPER.md §2): v ~ N(0, 0.05²), then layer by layer, for each output unit, the
-// pre-activation t = v·x/‖v‖ on one minibatch gets g ← 1/σ(t) and b ← −μ(t)/σ(t), so every layer starts with
-// zero-mean, unit-variance pre-activations on that batch. Plain (not weight-normalized) layers get the same
-// weights expressed as w = g·v/‖v‖, which is how the paper initializes its baseline.
+// Data-dependent initialization (Salimans & Kingma, 2016, §3): v ~ N(0, 0.05²), then layer by layer, for each
+// output unit, the pre-activation t = v·x/‖v‖ on one minibatch gets g ← 1/σ(t) and b ← −μ(t)/σ(t), so every layer
+// starts with zero-mean, unit-variance pre-activations on that batch. Plain (not weight-normalized) layers get the
+// same weights expressed as w = g·v/‖v‖, which is how the paper initializes its baseline.
 import { noGrad } from './autograd.js';
 import { rangeError, typeError } from './errors.js';
 import { native } from './native.js';

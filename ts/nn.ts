@@ -502,7 +502,7 @@ abstract class WeightedLayer extends Module {
 
 export interface LinearOptions {
   bias?: boolean;
-  /** true or { dim, eps }: hold v and g instead of the weight (PAPER.md §1). */
+  /** true or { dim, eps }: hold v and g instead of the weight (Salimans & Kingma, 2016, §2). */
   weightNorm?: boolean | WeightNormConfig;
 }
 
@@ -758,8 +758,8 @@ export class BatchNorm extends Module {
 }
 
 /**
- * Mean-only batch normalization (PAPER.md §3): subtracts the batch mean per channel and adds a bias; no division
- * by the standard deviation. The running mean (0.9 · old + 0.1 · batch) is used in evaluation.
+ * Mean-only batch normalization (Salimans & Kingma, 2016, §4): subtracts the batch mean per channel and adds a
+ * bias; no division by the standard deviation. The running mean (0.9 · old + 0.1 · batch) is used in evaluation.
  */
 export class MeanOnlyBatchNorm extends Module {
   readonly bias: Tensor;

@@ -1,6 +1,8 @@
-// Weight-norm ops (PAPER.md §1) and the plain GEMM, on float32 or bfloat16 tensors. Every argument is validated
-// here before the native call. With bfloat16, the per-element tensors (v, w, dw, dv; matmul's operands and result)
-// are bfloat16 while norms, gains and every sum stay float32: each output element is rounded once.
+// Weight-norm ops (Salimans & Kingma, 2016, "Weight Normalization: A Simple Reparameterization to Accelerate
+// Training of Deep Neural Networks", §2) and the plain GEMM, on float32 or bfloat16 tensors. Every argument is
+// validated here before the native call (the dim and eps rules in weightnorm-options.ts). With bfloat16, the
+// per-element tensors (v, w, dw, dv; matmul's operands and result) are bfloat16 while norms, gains and every sum
+// stay float32: each output element is rounded once.
 import { rangeError, typeError } from './errors.js';
 import { native } from './native.js';
 import { handleOf, Tensor, type DType } from './tensor.js';

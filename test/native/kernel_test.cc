@@ -58,7 +58,7 @@ struct Reference {
   std::vector<double> w_scale, dv_scale, dg_scale;
 };
 
-// Float64 reference of PAPER.md §1 with the eps floor.
+// Float64 reference of weight norm (Salimans & Kingma, 2016, §2) with the eps floor.
 Reference reference(const std::vector<float>& v, const std::vector<float>& g, const std::vector<float>& dw,
                     const ChannelLayout& l, double eps) {
   Reference r;

@@ -849,7 +849,7 @@ void test_batch_norm(const Backend& b) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Mean-only batch normalization (PAPER.md §3).
+// Mean-only batch normalization (Salimans & Kingma, 2016, §4).
 
 void test_mean_only_batch_norm(const Backend& b) {
   for (const ChannelLayout& l : kLayouts) {
@@ -903,7 +903,7 @@ void test_mean_only_batch_norm(const Backend& b) {
     record(what + " dx", got_dx, 1e-5);
   }
 
-  // PAPER.md §5.1: the backward equals the centred gradient, checked against finite differences of
+  // The paper's backward of mean-only batch norm: it equals the centred gradient, checked against finite differences of
   // L = sum w * y(x), y = x - mean(x) + bias, in float64.
   const ChannelLayout l{6, 3, 4};
   const int64_t n = l.elements();

@@ -1,4 +1,5 @@
-// Float64 reference of weight norm (PAPER.md §1 with the eps floor): the oracle every kernel is compared against.
+// Float64 reference of weight norm (Salimans & Kingma, 2016, "Weight Normalization: A Simple Reparameterization to
+// Accelerate Training of Deep Neural Networks", §2, plus the eps floor): the oracle every kernel is compared against.
 // Plain loops over the [outer, channels, inner] view of v; no cleverness, so it can be checked by reading.
 //
 //   norm[k] = max(‖v_k‖, eps)            ‖·‖ over every axis except dim (dim null: over the whole tensor)

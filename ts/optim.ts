@@ -1,5 +1,6 @@
-// Optimizers: one fused native kernel per parameter tensor per step. When a parameter is a weight-norm direction v,
-// the same pass also writes the new ‖v‖, so the next forward does not read v to normalize it.
+// Optimizers: one fused native kernel per parameter tensor per step. When a parameter is a weight-norm direction v
+// (v.weightNormState is its layer's WeightNormState, see nn.ts), the same pass also writes the new ‖v‖ there, so the
+// next forward does not read v to normalize it.
 import { noGrad } from './autograd.js';
 import { rangeError, typeError } from './errors.js';
 import * as F from './functional.js';

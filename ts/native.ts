@@ -28,7 +28,7 @@ export interface CudaDeviceInfo {
 }
 
 export interface NativeBackend {
-  /** gemm: 'openblas' or 'blocked'. */
+  /** gemm: which CPU GEMM runs and why, e.g. 'OpenBLAS (...; loaded at run time from <path>; 1 thread per tile)' or 'blocked (hand-written): OpenBLAS not found (...)'. */
   cpu: { threads: number; gemm: string };
   /**
    * gemm (CUDA builds): 'simt' (float32), or with setMatmulPrecision('high') 'tf32-mma' (mma.sync) or 'tf32-wgmma'

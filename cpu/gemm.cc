@@ -465,19 +465,23 @@ const OpenBlas& openblas() {
 
 bool fits_blas_int(int64_t x) { return x <= int64_t(std::numeric_limits<int>::max()); }
 
-// The OpenBLAS path cuts the output into tiles whose size depends on the shape alone, never on the thread count;
-// each tile is one single-threaded cblas_sgemm over the whole of k (then the epilogue on the tile), whichever thread
-// runs it, so every output element gets the same bits for any thread count. k is never split.
-//   - no tile is larger than kBlasTileMax in either dimension (a tile's operands stay cache-sized; large products
-//     get many tiles);
-//   - smaller products are cut further, down to kBlasTargetTiles tiles, as long as a tile keeps at least
-//     kBlasMinTileMacs multiply-adds (OpenBLAS's per-call cost stays small) and kBlasMinTileSide rows and columns
-//     (or the whole dimension).
-// Tile sides are multiples of 16 (OpenBLAS's micro-kernels work on such panels), except at the edges.
+// The OpenBLAS path cuts the work into pieces whose size depends on the shape alone, never on the thread count;
+// each piece is one single-threaded cblas_sgemm, whichever thread runs it, so every output element gets the same
+// bits for any thread count.
+//   - Output tiles: none larger than kBlasTileMax in either dimension (a tile's operands stay cache-sized; large
+//     products get many tiles); smaller products are cut further, towards kBlasTargetTiles tiles, as long as a
+//     tile keeps at least kBlasMinTileMacs multiply-adds (OpenBLAS's per-call cost stays small) and
+//     kBlasMinTileSide rows and columns (or the whole dimension). Sides are multiples of 16 (OpenBLAS's
+//     micro-kernels work on such panels), except at the edges.
+//   - Where a small output still leaves fewer than kBlasTargetTiles pieces and k is long (conv weight gradients,
+//     k = batch x positions), k is cut into fixed parts too, of at least kBlasMinKPart: each (tile, part) product
+//     goes to its own buffer and the parts are then added in part order, 0, 1, 2, ..., for every element.
 constexpr int64_t kBlasTileMax = 512;
 constexpr int64_t kBlasTargetTiles = 16;
 constexpr int64_t kBlasMinTileMacs = int64_t{1} << 20;
 constexpr int64_t kBlasMinTileSide = 32;
+constexpr int64_t kBlasMinKPart = 256;
+constexpr int64_t kBlasMaxPartialFloats = int64_t{1} << 22;  // the k parts' products: at most 16 MiB
 
 struct TileGrid {
   int64_t rows, cols;  // tile size (the last row / column of tiles may be smaller)
@@ -503,6 +507,23 @@ TileGrid blas_tiles(int64_t m, int64_t n, int64_t k) {
   return {tile_side(m, row_parts), tile_side(n, col_parts)};
 }
 
+// How many parts k is cut into (1: not cut) for output tiles `tiles`, and the length of each (the last may be
+// shorter).
+struct KSplit {
+  int64_t parts, length;
+};
+
+KSplit blas_k_split(int64_t m, int64_t n, int64_t k, const TileGrid& tiles) {
+  const int64_t count = ceil_div(m, tiles.rows) * ceil_div(n, tiles.cols);
+  int64_t parts = 1;
+  if (m * n * k >= kParallelMinFlops)
+    while (count * parts < kBlasTargetTiles && k / (parts + 1) >= kBlasMinKPart &&
+           tiles.rows * tiles.cols * (k / (parts + 1)) >= kBlasMinTileMacs && (parts + 1) * m * n <= kBlasMaxPartialFloats)
+      ++parts;
+  const int64_t length = std::min(k, ceil_div(ceil_div(k, parts), 16) * 16);
+  return {ceil_div(k, length), length};
+}
+
 bool has_epilogue(const GemmEpilogue& e) {
   return e.row_scale || e.column_scale || e.row_bias || e.column_bias || e.subtract_matrix || e.raw_out;
 }
@@ -511,6 +532,43 @@ void gemm_openblas(CblasSgemm sgemm, float* out, const float* a, const float* b,
                    bool transpose_a, bool transpose_b, const GemmEpilogue& epilogue) {
   const TileGrid tiles = blas_tiles(m, n, k);
   const int64_t row_tiles = ceil_div(m, tiles.rows), col_tiles = ceil_div(n, tiles.cols);
+  const KSplit split = blas_k_split(m, n, k, tiles);
+  const int threads = num_threads();
+  // Rows i0.. and columns j0.. of op(a) op(b), over k from q0 on for kc, into c (row stride ldc).
+  auto product = [&](int64_t i0, int64_t rows, int64_t j0, int64_t cols, int64_t q0, int64_t kc, float beta, float* c,
+                     int64_t ldc) {
+    const float* a_tile = transpose_a ? a + q0 * m + i0 : a + i0 * k + q0;
+    const float* b_tile = transpose_b ? b + j0 * k + q0 : b + q0 * n + j0;
+    sgemm(kCblasRowMajor, transpose_a ? kCblasTrans : kCblasNoTrans, transpose_b ? kCblasTrans : kCblasNoTrans,
+          int(rows), int(cols), int(kc), 1.0f, a_tile, int(transpose_a ? m : k), b_tile, int(transpose_b ? k : n), beta,
+          c, int(ldc));
+  };
+  if (split.parts > 1) {
+    // Each part's product over all of out, then per element the parts in order and the epilogue.
+    static thread_local Workspace partial_workspace;
+    float* partial = partial_workspace.get(size_t(split.parts * m * n));
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t item = 0; item < row_tiles * col_tiles * split.parts; ++item) {
+        const int64_t t = item / split.parts, part = item % split.parts;
+        const int64_t i0 = (t / col_tiles) * tiles.rows, j0 = (t % col_tiles) * tiles.cols, q0 = part * split.length;
+        product(i0, std::min(tiles.rows, m - i0), j0, std::min(tiles.cols, n - j0), q0, std::min(split.length, k - q0),
+                0.0f, partial + part * m * n + i0 * n + j0, n);
+      }
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < m; ++i) {
+        float* sum = partial + i * n;
+        for (int64_t part = 1; part < split.parts; ++part) {
+          const float* add = partial + part * m * n + i * n;
+          for (int64_t j = 0; j < n; ++j) sum[j] += add[j];
+        }
+        apply_epilogue(out, n, sum, n, i, 1, 0, n, epilogue);
+      }
+    }
+    partial_workspace.release_oversized();
+    return;
+  }
   // A scale must multiply the product alone (and raw_out wants it alone): then each tile's product goes to a
   // per-thread buffer and the whole epilogue writes out. Otherwise sgemm writes out directly (beta included) and
   // the remaining epilogue steps, if any, run in place on the tile while it is in cache.
@@ -518,7 +576,6 @@ void gemm_openblas(CblasSgemm sgemm, float* out, const float* a, const float* b,
   GemmEpilogue in_place = epilogue;
   in_place.beta = 0.0f;
   const bool in_place_steps = !buffered && has_epilogue(epilogue);
-  const int threads = num_threads();
 #pragma omp parallel num_threads(threads) if (threads > 1 && row_tiles * col_tiles > 1)
   {
     static thread_local Workspace tile_workspace;
@@ -527,13 +584,9 @@ void gemm_openblas(CblasSgemm sgemm, float* out, const float* a, const float* b,
     for (int64_t t = 0; t < row_tiles * col_tiles; ++t) {
       const int64_t i0 = (t / col_tiles) * tiles.rows, j0 = (t % col_tiles) * tiles.cols;
       const int64_t rows = std::min(tiles.rows, m - i0), cols = std::min(tiles.cols, n - j0);
-      const float* a_tile = transpose_a ? a + i0 : a + i0 * k;
-      const float* b_tile = transpose_b ? b + j0 * k : b + j0;
       float* c = buffered ? tile_buffer : out + i0 * n + j0;
       const int64_t ldc = buffered ? cols : n;
-      sgemm(kCblasRowMajor, transpose_a ? kCblasTrans : kCblasNoTrans, transpose_b ? kCblasTrans : kCblasNoTrans,
-            int(rows), int(cols), int(k), 1.0f, a_tile, int(transpose_a ? m : k), b_tile, int(transpose_b ? k : n),
-            buffered ? 0.0f : epilogue.beta, c, int(ldc));
+      product(i0, rows, j0, cols, 0, k, buffered ? 0.0f : epilogue.beta, c, ldc);
       if (buffered) apply_epilogue(out, n, c, ldc, i0, rows, j0, cols, epilogue);
       else if (in_place_steps) apply_epilogue(out, n, c, ldc, i0, rows, j0, cols, in_place);
     }

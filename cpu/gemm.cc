@@ -422,7 +422,8 @@ OpenBlas load_openblas() {
     blas.sgemm = reinterpret_cast<CblasSgemm>(dlsym(handle, "cblas_sgemm"));
     // Every call runs on one thread, inside our own OpenMP loop over fixed tiles: OpenBLAS's own threading would
     // split the work by the thread count (different bits for different counts) and, in its pthread build, keep
-    // a second pool of workers spinning beside ours.
+    // a second pool of workers spinning beside ours. (The OpenMP build also sets the calling thread's default
+    // OpenMP team size to 1; no parallel region here relies on that default, each names its thread count.)
     reinterpret_cast<void (*)(int)>(dlsym(handle, "openblas_set_num_threads"))(1);
     std::string where = path;
     Dl_info info;

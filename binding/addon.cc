@@ -299,7 +299,7 @@ Napi::Value Backend(const Napi::CallbackInfo& info) {
   Napi::Object result = Napi::Object::New(env);
   Napi::Object cpu_info = Napi::Object::New(env);
   cpu_info.Set("threads", Napi::Number::New(env, cpu::num_threads()));
-  cpu_info.Set("gemm", Napi::String::New(env, cpu::gemm_backend()));
+  cpu_info.Set("gemm", Napi::String::New(env, cpu::gemm_backend_description()));
   result.Set("cpu", cpu_info);
   Napi::Object cuda_info = Napi::Object::New(env);
   cuda_info.Set("compiled", Napi::Boolean::New(env, cuda_compiled()));

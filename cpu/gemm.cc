@@ -1,9 +1,15 @@
-// CPU GEMM with a fused epilogue (see gemm.h). Two implementations behind one entry point:
+// CPU GEMM with a fused epilogue (see gemm.h). Two implementations behind one entry point, both giving every
+// output element the same bits for any thread count (and run to run):
 //
-//  openblas  (builds that found OpenBLAS, WEIGHTNORM_HAVE_CBLAS) cblas_sgemm, then one pass over the output,
-//            row by row in parallel, that applies the epilogue while each row is in cache. beta goes to sgemm
-//            itself unless a scale must be applied to the product alone; then the product goes to a temporary.
-//  blocked   the hand-written kernel (always built; forced with set_gemm_prefer_blas(false)):
+//  openblas  OpenBLAS's cblas_sgemm, loaded with dlopen on first use (never linked, so the addon loads where it
+//            is absent; see load_openblas for the search order and WEIGHTNORM_OPENBLAS). The output is cut into
+//            tiles whose size depends on the shape alone (blas_tiles); our OpenMP loop hands them out, and each
+//            is one single-threaded sgemm over the whole of k followed by the epilogue on that tile while it is
+//            in cache. beta goes to sgemm itself unless a scale must multiply the product alone; then the tile's
+//            product goes to a per-thread buffer first. A small output with a long k (too few tiles to share)
+//            also cuts k into parts fixed by the shape (blas_k_split), summed in part order.
+//  blocked   the hand-written kernel (always built; used when OpenBLAS is absent or disabled, and forced with
+//            set_gemm_prefer_blas(false)):
 //            1. pack op(a) into panels of MR rows and op(b) into panels of NR columns, each panel k-major, so
 //               the micro-kernel reads both operands contiguously whatever the transposes (zero-padded edges);
 //            2. cut the output into blocks of MC x NC; each block is one task and one thread computes all of it:
@@ -16,11 +22,13 @@
 //            (function target attributes), and the one this CPU supports is picked at run time, so the binary
 //            still runs on any x86-64 machine (no -march=native).
 //            Deterministic: every output element is summed by one thread in a fixed order (k slices in order,
-//            k ascending within a slice) that depends on neither the thread count nor the schedule.
+//            k ascending within a slice) that depends on neither the thread count nor the schedule; the block
+//            sizes (which do shrink with more threads) only decide which thread sums an element, not how.
 // bfloat16 gemm(): operands (and out when beta != 0, and subtract_matrix) widened exactly to float32 temporaries,
 // the float32 gemm() above with the same epilogue, then out (and raw_out) rounded once to bfloat16, as on CUDA.
 #include "gemm.h"
 
+#include <dlfcn.h>
 #include <omp.h>
 #include <sys/mman.h>
 
@@ -36,13 +44,6 @@
 #include <vector>
 
 #include "weightnorm.h"
-
-#ifdef WEIGHTNORM_HAVE_CBLAS
-#include <cblas.h>
-#ifdef WEIGHTNORM_HAVE_OPENBLAS
-extern "C" void openblas_set_num_threads(int num_threads);
-#endif
-#endif
 
 namespace weightnorm::cpu {
 namespace {
@@ -337,43 +338,264 @@ void gemm_blocked(float* out, const float* a, const float* b, int64_t m, int64_t
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-#ifdef WEIGHTNORM_HAVE_CBLAS
+// OpenBLAS, loaded at run time (never linked: the addon must load on machines without it). Only cblas_sgemm and
+// openblas_set_num_threads are used; their C signatures and the CBLAS enum values are fixed by the CBLAS standard
+// and OpenBLAS's API, so no cblas.h is needed.
+
+using CblasSgemm = void (*)(int order, int transpose_a, int transpose_b, int m, int n, int k, float alpha,
+                            const float* a, int lda, const float* b, int ldb, float beta, float* c, int ldc);
+constexpr int kCblasRowMajor = 101, kCblasNoTrans = 111, kCblasTrans = 112;
+
+struct OpenBlas {
+  CblasSgemm sgemm = nullptr;  // null: not loaded, the blocked kernel is used
+  std::string description;     // what backend() reports: where it was loaded from, or why it was not
+};
+
+#ifdef WEIGHTNORM_LOAD_OPENBLAS
+
+#if defined(__x86_64__)
+#define WEIGHTNORM_MULTIARCH "x86_64-linux-gnu"
+#elif defined(__aarch64__)
+#define WEIGHTNORM_MULTIARCH "aarch64-linux-gnu"
+#elif defined(__powerpc64__) && defined(__LITTLE_ENDIAN__)
+#define WEIGHTNORM_MULTIARCH "powerpc64le-linux-gnu"
+#endif
+
+// Debian's OpenMP build first: it runs on the same OpenMP runtime as our kernels. Then whatever the system's
+// default libopenblas.so.0 is, then the pthread build.
+std::vector<std::string> openblas_candidates() {
+  std::vector<std::string> paths;
+#ifdef WEIGHTNORM_MULTIARCH
+  paths.push_back("/usr/lib/" WEIGHTNORM_MULTIARCH "/openblas-openmp/libopenblas.so.0");
+#endif
+  paths.push_back("libopenblas.so.0");
+#ifdef WEIGHTNORM_MULTIARCH
+  paths.push_back("/usr/lib/" WEIGHTNORM_MULTIARCH "/openblas-pthread/libopenblas.so.0");
+#endif
+  return paths;
+}
+
+// Opens one candidate and checks it is a usable OpenBLAS; on failure returns null and says why in `why`.
+void* open_openblas(const std::string& path, std::string& why) {
+  dlerror();
+  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!handle) {
+    const char* error = dlerror();
+    why = error ? error : "dlopen failed";
+    return nullptr;
+  }
+  const char* missing = !dlsym(handle, "cblas_sgemm")                ? "cblas_sgemm"
+                        : !dlsym(handle, "openblas_set_num_threads") ? "openblas_set_num_threads"
+                                                                     : nullptr;
+  if (missing) {
+    why = path + " has no " + missing + " (not OpenBLAS)";
+    dlclose(handle);
+    return nullptr;
+  }
+  // An ILP64 build takes 64-bit integers: calling it with int would read garbage sizes.
+  using GetConfig = const char* (*)();
+  const auto get_config = reinterpret_cast<GetConfig>(dlsym(handle, "openblas_get_config"));
+  if (get_config && std::strstr(get_config(), "USE64BITINT")) {
+    why = path + " is a 64-bit-integer (ILP64) build";
+    dlclose(handle);
+    return nullptr;
+  }
+  return handle;
+}
+
+OpenBlas load_openblas() {
+  const char* setting = std::getenv("WEIGHTNORM_OPENBLAS");
+  const bool chosen = setting && *setting;
+  if (chosen && std::string(setting) == "0")
+    return {nullptr, "blocked (hand-written): OpenBLAS disabled by WEIGHTNORM_OPENBLAS=0"};
+  const std::vector<std::string> candidates = chosen ? std::vector<std::string>{setting} : openblas_candidates();
+  std::string tried;
+  for (const std::string& path : candidates) {
+    std::string why;
+    void* handle = open_openblas(path, why);
+    if (!handle) {
+      tried += (tried.empty() ? "" : "; ") + why;
+      continue;
+    }
+    // Never closed: the library stays loaded for the life of the process.
+    OpenBlas blas;
+    blas.sgemm = reinterpret_cast<CblasSgemm>(dlsym(handle, "cblas_sgemm"));
+    // Every call runs on one thread, inside our own OpenMP loop over fixed tiles: OpenBLAS's own threading would
+    // split the work by the thread count (different bits for different counts) and, in its pthread build, keep
+    // a second pool of workers spinning beside ours. (The OpenMP build also sets the calling thread's default
+    // OpenMP team size to 1; no parallel region here relies on that default, each names its thread count.)
+    reinterpret_cast<void (*)(int)>(dlsym(handle, "openblas_set_num_threads"))(1);
+    std::string where = path;
+    Dl_info info;
+    if (dladdr(reinterpret_cast<void*>(blas.sgemm), &info) && info.dli_fname && *info.dli_fname)
+      where = info.dli_fname;
+    if (char* real = realpath(where.c_str(), nullptr)) {
+      if (where != real) where += std::string(" = ") + real;
+      std::free(real);
+    }
+    using GetConfig = const char* (*)();
+    const auto get_config = reinterpret_cast<GetConfig>(dlsym(handle, "openblas_get_config"));
+    using GetParallel = int (*)();
+    const auto get_parallel = reinterpret_cast<GetParallel>(dlsym(handle, "openblas_get_parallel"));
+    const int parallel = get_parallel ? get_parallel() : -1;
+    const char* build = parallel == 0 ? ", sequential build" : parallel == 1 ? ", pthread build"
+                        : parallel == 2                      ? ", OpenMP build"
+                                                             : "";
+    blas.description = std::string("OpenBLAS (") + (get_config ? get_config() : "version unknown") + build +
+                       "; loaded at run time from " + where + "; 1 thread per tile)";
+    return blas;
+  }
+  if (chosen) return {nullptr, "blocked (hand-written): WEIGHTNORM_OPENBLAS=" + std::string(setting) +
+                                   " could not be used: " + tried};
+  return {nullptr, "blocked (hand-written): OpenBLAS not found (" + tried + ")"};
+}
+
+#else
+
+OpenBlas load_openblas() {
+  return {nullptr, "blocked (hand-written): built with WEIGHTNORM_USE_BLAS=OFF (OpenBLAS is never loaded)"};
+}
+
+#endif
+
+// Loaded once, on first use (thread-safe static initialization).
+const OpenBlas& openblas() {
+  static const OpenBlas loaded = load_openblas();
+  return loaded;
+}
+
+bool fits_blas_int(int64_t x) { return x <= int64_t(std::numeric_limits<int>::max()); }
+
+// The OpenBLAS path cuts the work into pieces whose size depends on the shape alone, never on the thread count;
+// each piece is one single-threaded cblas_sgemm, whichever thread runs it, so every output element gets the same
+// bits for any thread count.
+//   - Output tiles: none larger than kBlasTileMax in either dimension (a tile's operands stay cache-sized; large
+//     products get many tiles); smaller products are cut further, towards kBlasTargetTiles tiles, as long as a
+//     tile keeps at least kBlasMinTileMacs multiply-adds (OpenBLAS's per-call cost stays small) and
+//     kBlasMinTileSide rows and columns (or the whole dimension). Sides are multiples of 16 (OpenBLAS's
+//     micro-kernels work on such panels), except at the edges.
+//   - Where a small output still leaves fewer than kBlasTargetTiles pieces and k is long (conv weight gradients,
+//     k = batch x positions), k is cut into fixed parts too, of at least kBlasMinKPart: each (tile, part) product
+//     goes to its own buffer and the parts are then added in part order, 0, 1, 2, ..., for every element.
+// Each call packs its slices of both operands, so every extra tile packs a slice of the other operand again: a
+// few pieces per thread balance the load, more cost more packing than they gain (with 16 instead of 8, a
+// 64x1024x4096 product ran ~15% slower on 2 cores).
+constexpr int64_t kBlasTileMax = 512;
+constexpr int64_t kBlasTargetTiles = 8;
+constexpr int64_t kBlasMinTileMacs = int64_t{1} << 20;
+constexpr int64_t kBlasMinTileSide = 32;
+constexpr int64_t kBlasMinKPart = 256;
+constexpr int64_t kBlasMaxPartialFloats = int64_t{1} << 22;  // the k parts' products: at most 16 MiB
+
+struct TileGrid {
+  int64_t rows, cols;  // tile size (the last row / column of tiles may be smaller)
+};
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// A side of `length` cut into `parts`: the tile side, rounded up to a multiple of 16.
+int64_t tile_side(int64_t length, int64_t parts) { return std::min(length, ceil_div(ceil_div(length, parts), 16) * 16); }
+
+TileGrid blas_tiles(int64_t m, int64_t n, int64_t k) {
+  if (m * n * k < kParallelMinFlops) return {m, n};
+  int64_t row_parts = ceil_div(m, kBlasTileMax), col_parts = ceil_div(n, kBlasTileMax);
+  auto tile_count = [&] { return ceil_div(m, tile_side(m, row_parts)) * ceil_div(n, tile_side(n, col_parts)); };
+  while (tile_count() < kBlasTargetTiles) {
+    const int64_t rows = tile_side(m, row_parts), cols = tile_side(n, col_parts);
+    if (rows * cols * k < 2 * kBlasMinTileMacs) break;
+    const bool rows_can = rows >= 2 * kBlasMinTileSide, cols_can = cols >= 2 * kBlasMinTileSide;
+    if (rows_can && (rows >= cols || !cols_can)) ++row_parts;
+    else if (cols_can) ++col_parts;
+    else break;
+  }
+  return {tile_side(m, row_parts), tile_side(n, col_parts)};
+}
+
+// How many parts k is cut into (1: not cut) for output tiles `tiles`, and the length of each (the last may be
+// shorter).
+struct KSplit {
+  int64_t parts, length;
+};
+
+KSplit blas_k_split(int64_t m, int64_t n, int64_t k, const TileGrid& tiles) {
+  const int64_t count = ceil_div(m, tiles.rows) * ceil_div(n, tiles.cols);
+  int64_t parts = 1;
+  if (m * n * k >= kParallelMinFlops)
+    while (count * parts < kBlasTargetTiles && k / (parts + 1) >= kBlasMinKPart &&
+           tiles.rows * tiles.cols * (k / (parts + 1)) >= kBlasMinTileMacs && (parts + 1) * m * n <= kBlasMaxPartialFloats)
+      ++parts;
+  const int64_t length = std::min(k, ceil_div(ceil_div(k, parts), 16) * 16);
+  return {ceil_div(k, length), length};
+}
 
 bool has_epilogue(const GemmEpilogue& e) {
   return e.row_scale || e.column_scale || e.row_bias || e.column_bias || e.subtract_matrix || e.raw_out;
 }
 
-bool fits_blas_int(int64_t x) { return x <= int64_t(std::numeric_limits<int>::max()); }
-
-void gemm_openblas(float* out, const float* a, const float* b, int64_t m, int64_t n, int64_t k, bool transpose_a,
-                   bool transpose_b, const GemmEpilogue& epilogue) {
-#ifdef WEIGHTNORM_HAVE_OPENBLAS
-  static thread_local int threads_set = 0;
+void gemm_openblas(CblasSgemm sgemm, float* out, const float* a, const float* b, int64_t m, int64_t n, int64_t k,
+                   bool transpose_a, bool transpose_b, const GemmEpilogue& epilogue) {
+  const TileGrid tiles = blas_tiles(m, n, k);
+  const int64_t row_tiles = ceil_div(m, tiles.rows), col_tiles = ceil_div(n, tiles.cols);
+  const KSplit split = blas_k_split(m, n, k, tiles);
   const int threads = num_threads();
-  if (threads != threads_set) {
-    openblas_set_num_threads(threads);
-    threads_set = threads;
+  // Rows i0.. and columns j0.. of op(a) op(b), over k from q0 on for kc, into c (row stride ldc).
+  auto product = [&](int64_t i0, int64_t rows, int64_t j0, int64_t cols, int64_t q0, int64_t kc, float beta, float* c,
+                     int64_t ldc) {
+    const float* a_tile = transpose_a ? a + q0 * m + i0 : a + i0 * k + q0;
+    const float* b_tile = transpose_b ? b + j0 * k + q0 : b + q0 * n + j0;
+    sgemm(kCblasRowMajor, transpose_a ? kCblasTrans : kCblasNoTrans, transpose_b ? kCblasTrans : kCblasNoTrans,
+          int(rows), int(cols), int(kc), 1.0f, a_tile, int(transpose_a ? m : k), b_tile, int(transpose_b ? k : n), beta,
+          c, int(ldc));
+  };
+  if (split.parts > 1) {
+    // Each part's product over all of out, then per element the parts in order and the epilogue.
+    static thread_local Workspace partial_workspace;
+    float* partial = partial_workspace.get(size_t(split.parts * m * n));
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t item = 0; item < row_tiles * col_tiles * split.parts; ++item) {
+        const int64_t t = item / split.parts, part = item % split.parts;
+        const int64_t i0 = (t / col_tiles) * tiles.rows, j0 = (t % col_tiles) * tiles.cols, q0 = part * split.length;
+        product(i0, std::min(tiles.rows, m - i0), j0, std::min(tiles.cols, n - j0), q0, std::min(split.length, k - q0),
+                0.0f, partial + part * m * n + i0 * n + j0, n);
+      }
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < m; ++i) {
+        float* sum = partial + i * n;
+        for (int64_t part = 1; part < split.parts; ++part) {
+          const float* add = partial + part * m * n + i * n;
+          for (int64_t j = 0; j < n; ++j) sum[j] += add[j];
+        }
+        apply_epilogue(out, n, sum, n, i, 1, 0, n, epilogue);
+      }
+    }
+    partial_workspace.release_oversized();
+    return;
   }
-#endif
-  const bool scaled = epilogue.row_scale || epilogue.column_scale || epilogue.raw_out;
-  // beta can go to sgemm unless a scale must multiply the product alone (or the raw product is wanted).
-  const bool beta_in_sgemm = !scaled || epilogue.beta == 0.0f;
-  static thread_local Workspace product_workspace;
-  float* product = beta_in_sgemm ? out : product_workspace.get(size_t(m) * size_t(n));
-  cblas_sgemm(CblasRowMajor, transpose_a ? CblasTrans : CblasNoTrans, transpose_b ? CblasTrans : CblasNoTrans,
-              int(m), int(n), int(k), 1.0f, a, int(transpose_a ? m : k), b, int(transpose_b ? k : n),
-              beta_in_sgemm ? epilogue.beta : 0.0f, product, int(n));
-  if (has_epilogue(epilogue)) {
-    GemmEpilogue rest = epilogue;
-    if (beta_in_sgemm) rest.beta = 0.0f;
-    const int omp_threads = num_threads();
-#pragma omp parallel for schedule(static) num_threads(omp_threads) if (m * n >= kParallelMinFlops)
-    for (int64_t i = 0; i < m; ++i) apply_epilogue(out, n, product + i * n, 0, i, 1, 0, n, rest);
+  // A scale must multiply the product alone (and raw_out wants it alone): then each tile's product goes to a
+  // per-thread buffer and the whole epilogue writes out. Otherwise sgemm writes out directly (beta included) and
+  // the remaining epilogue steps, if any, run in place on the tile while it is in cache.
+  const bool buffered = epilogue.row_scale || epilogue.column_scale || epilogue.raw_out;
+  GemmEpilogue in_place = epilogue;
+  in_place.beta = 0.0f;
+  const bool in_place_steps = !buffered && has_epilogue(epilogue);
+#pragma omp parallel num_threads(threads) if (threads > 1 && row_tiles * col_tiles > 1)
+  {
+    static thread_local Workspace tile_workspace;
+    float* tile_buffer = buffered ? tile_workspace.get(size_t(tiles.rows * tiles.cols)) : nullptr;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < row_tiles * col_tiles; ++t) {
+      const int64_t i0 = (t / col_tiles) * tiles.rows, j0 = (t % col_tiles) * tiles.cols;
+      const int64_t rows = std::min(tiles.rows, m - i0), cols = std::min(tiles.cols, n - j0);
+      float* c = buffered ? tile_buffer : out + i0 * n + j0;
+      const int64_t ldc = buffered ? cols : n;
+      product(i0, rows, j0, cols, 0, k, buffered ? 0.0f : epilogue.beta, c, ldc);
+      if (buffered) apply_epilogue(out, n, c, ldc, i0, rows, j0, cols, epilogue);
+      else if (in_place_steps) apply_epilogue(out, n, c, ldc, i0, rows, j0, cols, in_place);
+    }
   }
-  product_workspace.release_oversized();
 }
-
-#endif
 
 }  // namespace
 
@@ -382,19 +604,20 @@ void gemm(float* out, const float* a, const float* b, int64_t m, int64_t n, int6
   if (m < 0 || n < 0 || k < 0) throw std::invalid_argument("gemm: negative size");
   if (m == 0 || n == 0) return;
   if (k == 0) return epilogue_of_zero(out, m, n, epilogue);
-#ifdef WEIGHTNORM_HAVE_CBLAS
   if (g_prefer_blas && fits_blas_int(m) && fits_blas_int(n) && fits_blas_int(k) && fits_blas_int(m * k) &&
-      fits_blas_int(k * n) && fits_blas_int(m * n))
-    return gemm_openblas(out, a, b, m, n, k, transpose_a, transpose_b, epilogue);
-#endif
+      fits_blas_int(k * n) && fits_blas_int(m * n)) {
+    if (const CblasSgemm sgemm = openblas().sgemm)
+      return gemm_openblas(sgemm, out, a, b, m, n, k, transpose_a, transpose_b, epilogue);
+  }
   gemm_blocked(out, a, b, m, n, k, transpose_a, transpose_b, epilogue);
 }
 
-const char* gemm_backend() {
-#ifdef WEIGHTNORM_HAVE_CBLAS
-  if (g_prefer_blas) return "openblas";
-#endif
-  return "blocked";
+const char* gemm_backend() { return g_prefer_blas && openblas().sgemm ? "openblas" : "blocked"; }
+
+std::string gemm_backend_description() {
+  if (!g_prefer_blas && openblas().sgemm)
+    return "blocked (hand-written): OpenBLAS loaded but set aside by set_gemm_prefer_blas(false)";
+  return openblas().description;
 }
 
 void set_gemm_prefer_blas(bool prefer) { g_prefer_blas = prefer; }

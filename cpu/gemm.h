@@ -1,6 +1,7 @@
 // GEMM with a fused epilogue (CPU). Mirrors cuda/gemm.cuh op by op.
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "weightnorm/bfloat16.h"
 #include "weightnorm/layout.h"
@@ -41,11 +42,21 @@ void gemm(float* out, const float* a, const float* b, int64_t m, int64_t n, int6
 void gemm(bfloat16* out, const bfloat16* a, const bfloat16* b, int64_t m, int64_t n, int64_t k, bool transpose_a,
           bool transpose_b, const GemmEpilogueBf16& epilogue);
 
-// Which implementation gemm() uses now: "openblas" (CBLAS sgemm plus an epilogue pass; only in builds that found
-// OpenBLAS) or "blocked" (the hand-written packed, cache-blocked kernel).
+// Both implementations give bitwise identical results for any thread count (each output element is computed by
+// one thread in an order fixed by the shape alone), and run to run.
+//
+// Which implementation gemm() uses now: "openblas" (OpenBLAS's cblas_sgemm, loaded at run time, on fixed output
+// tiles, plus the epilogue) or "blocked" (the hand-written packed, cache-blocked kernel). The first call loads
+// OpenBLAS if it can: WEIGHTNORM_OPENBLAS=<path> loads that file only, WEIGHTNORM_OPENBLAS=0 never loads it;
+// otherwise /usr/lib/<multiarch>/openblas-openmp/libopenblas.so.0, then libopenblas.so.0 from the library search
+// path, then /usr/lib/<multiarch>/openblas-pthread/libopenblas.so.0. Builds with WEIGHTNORM_USE_BLAS=OFF never
+// load it. When none loads, the blocked kernel is used.
 const char* gemm_backend();
-// CPU only. false forces the blocked kernel even where OpenBLAS is available (tests run both); true (the default)
-// uses OpenBLAS when the build has it.
+// What backend() reports: e.g. "OpenBLAS (OpenBLAS 0.3.21 ... ; loaded at run time from <path>; 1 thread per
+// tile)" or "blocked (hand-written): OpenBLAS not found (<why, per candidate>)".
+std::string gemm_backend_description();
+// CPU only. false forces the blocked kernel even where OpenBLAS is loaded (tests run both); true (the default)
+// uses OpenBLAS when it could be loaded.
 void set_gemm_prefer_blas(bool prefer);
 // CPU only. The instruction set the blocked kernel's micro-kernel was compiled for and picked at run time from
 // what this CPU supports: "avx512", "avx2" (with FMA) or "sse2" (x86-64 baseline; "generic" elsewhere).

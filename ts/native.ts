@@ -28,7 +28,10 @@ export interface CudaDeviceInfo {
 }
 
 export interface NativeBackend {
-  /** gemm: 'openblas' or 'blocked'. */
+  /**
+   * gemm: which CPU GEMM runs, from where or why, e.g. 'OpenBLAS (<its config>; loaded at run time from <path>; 1
+   * thread per tile)' or 'blocked (hand-written): OpenBLAS not found (<why, per candidate>)'.
+   */
   cpu: { threads: number; gemm: string };
   /**
    * gemm (CUDA builds): 'simt' (float32), or with setMatmulPrecision('high') 'tf32-mma' (mma.sync) or 'tf32-wgmma'

@@ -1,12 +1,15 @@
 // Native GEMM / conv / pooling test, runnable without Node (and under compute-sanitizer on a GPU machine):
-//  - GEMM on every CPU path (OpenBLAS when built with it, the blocked kernel with each micro-kernel this CPU runs)
-//    and on CUDA when a GPU is usable, against a float64 reference: many shapes, all four transpose combinations,
-//    every epilogue field alone and all together, beta accumulation; results must not depend on the thread count
-//    (CPU) and must be bitwise identical run to run (CUDA). The same checks for the bfloat16 overloads (CPU and
+//  - GEMM on every CPU path (OpenBLAS when it can be loaded at run time, the blocked kernel with each micro-kernel
+//    this CPU runs) and on CUDA when a GPU is usable, against a float64 reference: many shapes, all four transpose
+//    combinations, every epilogue field alone and all together, beta accumulation; CPU results must be bitwise
+//    identical with 1, 2 and 3 threads (3: more threads than this test machine's cores), CUDA results run to run.
+//    How OpenBLAS is found (WEIGHTNORM_OPENBLAS=path|0, a path that does not load, a library that is not OpenBLAS)
+//    is checked in child processes of this binary (--describe-gemm). The same checks for the bfloat16 overloads (CPU and
 //    CUDA) and for CUDA's TF32 tensor-core path, each with its own error bound (GemmTolerance), plus k = 0, k = 3,
 //    misaligned pointers and split-k shapes. On an sm_90 GPU the same checks for the wgmma kernels (forced), that
 //    the shapes they do not take fall back to mma.sync, and that their self-check passed.
-//  - conv2d forward and backward against a direct float64 convolution, plus a finite-difference spot check.
+//  - conv2d forward and backward against a direct float64 convolution, plus a finite-difference spot check, and
+//    (CPU) the same bits with 1, 2 and 3 threads on each GEMM path.
 //  - max pooling (overlapping windows, ties) and global average pooling.
 // `weightnorm_gemm_test --bench` instead prints GEMM GFLOP/s (1024^3 and 4096^3) for each backend (on CUDA: SIMT,
 // TF32 and bfloat16 tensor cores).
@@ -19,12 +22,15 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <random>
 #include <set>
 #include <string>
 #include <tuple>
 #include <vector>
+
+#include <unistd.h>
 
 #include "../../cpu/conv.h"
 #include "../../cpu/gemm.h"
@@ -217,7 +223,7 @@ using GemmFn = std::function<void(float* out, const float* a, const float* b, co
 struct GemmBackend {
   std::string name;
   GemmFn run;
-  bool check_thread_independence;  // the blocked CPU kernel: same bits with one thread as with all
+  bool check_thread_independence;  // CPU: same bits with 1, 2 and 3 threads
   GemmTolerance tolerance;
   bool bfloat16_inputs;  // a bfloat16 GEMM: the problem's inputs are bfloat16 values
 };
@@ -276,13 +282,30 @@ void check_gemm_backend(const GemmBackend& backend, const std::vector<GemmShape>
              format("gemm %-16s %4ldx%4ldx%4ld %c%c same bits run to run", backend.name.c_str(), long(s.m),
                     long(s.n), long(s.k), p.transpose_a ? 'T' : 'N', p.transpose_b ? 'T' : 'N'));
       if (backend.check_thread_independence) {
-        cpu::set_num_threads(1);
-        const std::vector<float> one = run_gemm(backend, p, e);
-        cpu::set_num_threads(0);
-        expect(std::memcmp(all.data(), one.data(), all.size() * sizeof(float)) == 0,
-               format("gemm %-16s %4ldx%4ldx%4ld %c%c same bits with 1 thread as with %d", backend.name.c_str(),
-                      long(s.m), long(s.n), long(s.k), p.transpose_a ? 'T' : 'N', p.transpose_b ? 'T' : 'N',
-                      cpu::num_threads()));
+        // Every epilogue shape (plain, in place after sgemm, through a tile buffer) and raw_out, with 1, 2, 3
+        // threads: the same bits as with the default count.
+        for (const EpilogueCase& with : {kEpilogueCases[0], kEpilogueCases[4], kEpilogueCases[7], e}) {
+          std::vector<float> raw_default(p.out0.size()), raw(p.out0.size());
+          auto run_with_raw = [&](std::vector<float>& raw_out) {
+            std::vector<float> out = (with.fields & kBeta) ? p.out0 : std::vector<float>(p.out0.size(), NAN);
+            cpu::GemmEpilogue ep = host_epilogue(p, with);
+            ep.raw_out = raw_out.data();
+            backend.run(out.data(), p.a.data(), p.b.data(), p, ep);
+            return out;
+          };
+          const std::vector<float> plain_default = run_gemm(backend, p, with), raw_default_out = run_with_raw(raw_default);
+          for (const int threads : {1, 2, 3}) {
+            cpu::set_num_threads(threads);
+            const std::vector<float> plain = run_gemm(backend, p, with), raw_out = run_with_raw(raw);
+            cpu::set_num_threads(0);
+            const bool same = std::memcmp(plain.data(), plain_default.data(), plain.size() * sizeof(float)) == 0 &&
+                              std::memcmp(raw_out.data(), raw_default_out.data(), raw.size() * sizeof(float)) == 0 &&
+                              std::memcmp(raw.data(), raw_default.data(), raw.size() * sizeof(float)) == 0;
+            expect(same, format("gemm %-16s %4ldx%4ldx%4ld %c%c %-16s same bits with %d thread(s) as with %d",
+                                backend.name.c_str(), long(s.m), long(s.n), long(s.k), p.transpose_a ? 'T' : 'N',
+                                p.transpose_b ? 'T' : 'N', with.name, threads, cpu::num_threads()));
+          }
+        }
       }
     }
   }
@@ -341,6 +364,11 @@ const std::vector<GemmShape> kGemmShapes = {
     {1, 1, 1},      {7, 13, 5},      {33, 65, 17},   {16, 16, 16},  {257, 129, 300}, {130, 600, 520},
     {1000, 3, 7},   {3, 1000, 7},    {5, 7, 2000},   {64, 48, 1},   {1, 100, 37},    {100, 1, 37},
     {128, 128, 8},  {12, 32, 256},   {13, 33, 257},
+};
+// CPU only: large enough to be cut into many tiles / blocks (which is where the thread count could show): tall
+// and skinny both ways, k much larger than the output, ragged edges beyond the largest OpenBLAS tile.
+const std::vector<GemmShape> kCpuTiledShapes = {
+    {1000, 24, 300}, {24, 1000, 300}, {64, 96, 5000}, {300, 257, 129}, {1100, 700, 40},
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -462,6 +490,32 @@ void check_conv_backend(const std::string& name, const ConvFn& conv) {
     check_against(label + " dx", o.dx, r.dx, r.dx_mag, r.dx_terms);
     check_against(label + " dw", o.dw, r.dw, r.dw_mag, r.dw_terms);
     check_against(label + " dbias", o.dbias, r.dbias, r.dbias_mag, r.dbias_terms);
+  }
+}
+
+// conv2d forward and backward give the same bits with 1, 2 and 3 threads as with the default count, on whichever
+// GEMM path is selected now. One geometry with several im2col groups (dw accumulates across them), one pointwise.
+void check_conv_thread_independence(const std::string& name) {
+  const cpu::Conv2dGeometry geometries[] = {{9, 64, 32, 32, 8, 3, 3, 1, 1}, {4, 48, 20, 20, 40, 1, 1, 1, 0},
+                                            {6, 16, 15, 17, 24, 3, 3, 2, 1}};
+  for (const cpu::Conv2dGeometry& g : geometries) {
+    ConvData d{random_vector(g.batch * g.in_channels * g.in_height * g.in_width),
+               random_vector(g.out_channels * g.in_channels * g.kernel_height * g.kernel_width),
+               random_vector(g.out_channels),
+               random_vector(g.batch * g.out_channels * g.out_height() * g.out_width())};
+    const ConvOutputs reference = cpu_conv(g, d, true);
+    for (const int threads : {1, 2, 3}) {
+      cpu::set_num_threads(threads);
+      const ConvOutputs o = cpu_conv(g, d, true);
+      cpu::set_num_threads(0);
+      auto same = [](const std::vector<float>& x, const std::vector<float>& y) {
+        return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
+      };
+      expect(same(o.y, reference.y) && same(o.dx, reference.dx) && same(o.dw, reference.dw) &&
+                 same(o.dbias, reference.dbias),
+             format("conv2d cpu/%s %s: y, dx, dw, dbias same bits with %d thread(s) as with %d", name.c_str(),
+                    describe(g).c_str(), threads, cpu::num_threads()));
+    }
   }
 }
 
@@ -908,16 +962,80 @@ void bench(const std::vector<int64_t>& sizes) {
   }
 }
 
-// GEMM on OpenBLAS (when built with it) and on the blocked kernel with each micro-kernel this CPU can run; conv
+// This binary run with WEIGHTNORM_OPENBLAS=<setting> (a child process: OpenBLAS is looked for once per process):
+// its first output line, "<gemm_backend()>|<gemm_backend_description()>|<whether a small product is right>".
+std::string describe_gemm_with(const std::string& setting) {
+  char self[4096];
+  const ssize_t length = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (length <= 0) return "(cannot find this binary)";
+  self[length] = '\0';
+  const std::string command = "WEIGHTNORM_OPENBLAS='" + setting + "' '" + self + "' --describe-gemm";
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) return "(popen failed)";
+  char line[4096] = "";
+  if (!std::fgets(line, sizeof line, pipe)) line[0] = '\0';
+  pclose(pipe);
+  std::string text(line);
+  if (!text.empty() && text.back() == '\n') text.pop_back();
+  return text;
+}
+
+int describe_gemm() {
+  // 3x2 = [3x4][4x2] with small integers: exact in float32 on any path.
+  const float a[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, b[8] = {1, -1, 2, 0, 0, 3, -2, 1};
+  const float want[6] = {-3, 12, 1, 24, 5, 36};
+  float out[6];
+  cpu::gemm(out, a, b, 3, 2, 4, false, false, {});
+  const bool right = std::memcmp(out, want, sizeof out) == 0;
+  std::printf("%s|%s|%s\n", cpu::gemm_backend(), cpu::gemm_backend_description().c_str(), right ? "right" : "wrong");
+  return right ? 0 : 1;
+}
+
+// How OpenBLAS is found and reported (in child processes), and that a miss falls back to the blocked kernel.
+void check_openblas_loading() {
+  auto starts_with = [](const std::string& text, const std::string& prefix) { return text.rfind(prefix, 0) == 0; };
+  const std::string disabled = describe_gemm_with("0");
+  expect(starts_with(disabled, "blocked|blocked (hand-written): OpenBLAS disabled by WEIGHTNORM_OPENBLAS=0|right"),
+         "WEIGHTNORM_OPENBLAS=0: " + disabled);
+  const std::string missing = describe_gemm_with("/nonexistent/libopenblas.so.0");
+  expect(starts_with(missing, "blocked|blocked (hand-written): WEIGHTNORM_OPENBLAS=/nonexistent/libopenblas.so.0 "
+                              "could not be used: ") &&
+             missing.find("No such file") != std::string::npos && missing.find("|right") != std::string::npos,
+         "WEIGHTNORM_OPENBLAS=<missing file>: " + missing);
+  // A real shared library that is not OpenBLAS.
+  const std::string not_blas = describe_gemm_with("libm.so.6");
+  expect(starts_with(not_blas, "blocked|") && not_blas.find("has no cblas_sgemm (not OpenBLAS)") != std::string::npos &&
+             not_blas.find("|right") != std::string::npos,
+         "WEIGHTNORM_OPENBLAS=libm.so.6: " + not_blas);
+  const std::string automatic = describe_gemm_with("");
+  expect(automatic.find("|right") != std::string::npos &&
+             starts_with(automatic, std::string(cpu::gemm_backend()) + "|" + cpu::gemm_backend_description()),
+         "WEIGHTNORM_OPENBLAS unset: the same choice as this process: " + automatic);
+  if (std::string(cpu::gemm_backend()) == "openblas") {
+    // The file this process loaded, named explicitly.
+    const std::string description = cpu::gemm_backend_description();
+    const size_t from = description.find("loaded at run time from ") + 24;
+    const std::string path = description.substr(from, description.find_first_of(" ;", from) - from);
+    const std::string chosen = describe_gemm_with(path);
+    expect(starts_with(chosen, "openblas|OpenBLAS (") && chosen.find("from " + path) != std::string::npos &&
+               chosen.find("|right") != std::string::npos,
+           "WEIGHTNORM_OPENBLAS=" + path + ": " + chosen);
+  }
+}
+
+// GEMM on OpenBLAS (when it can be loaded) and on the blocked kernel with each micro-kernel this CPU can run; conv
 // and pooling.
 void check_cpu() {
   std::printf("cpu gemm backend: %s, blocked micro-kernel: %s, %d threads\n", cpu::gemm_backend(),
               cpu::gemm_blocked_isa(), cpu::num_threads());
+  std::printf("cpu gemm: %s\n", cpu::gemm_backend_description().c_str());
+  check_openblas_loading();
+  std::vector<GemmShape> cpu_shapes = kGemmShapes;
+  cpu_shapes.insert(cpu_shapes.end(), kCpuTiledShapes.begin(), kCpuTiledShapes.end());
   if (std::string(cpu::gemm_backend()) == "openblas") {
-    // OpenBLAS is deterministic for a given thread count only (it may split k differently).
-    check_gemm_backend({"cpu/openblas", cpu_gemm(), false, kFloat32Tolerance, false}, kGemmShapes);
+    check_gemm_backend({"cpu/openblas", cpu_gemm(), true, kFloat32Tolerance, false}, cpu_shapes);
   } else {
-    std::printf("OpenBLAS not built in: only the blocked kernel is checked\n");
+    std::printf("OpenBLAS not loaded: only the blocked kernel is checked\n");
   }
   cpu::set_gemm_prefer_blas(false);
   expect(std::string(cpu::gemm_backend()) == "blocked", "set_gemm_prefer_blas(false) selects the blocked kernel");
@@ -926,7 +1044,7 @@ void check_cpu() {
       std::printf("blocked micro-kernel %s: not supported on this CPU, skipped\n", isa);
       continue;
     }
-    check_gemm_backend({std::string("cpu/blocked/") + isa, cpu_gemm(), true, kFloat32Tolerance, false}, kGemmShapes);
+    check_gemm_backend({std::string("cpu/blocked/") + isa, cpu_gemm(), true, kFloat32Tolerance, false}, cpu_shapes);
   }
   cpu::set_gemm_blocked_isa(nullptr);
   cpu::set_gemm_prefer_blas(true);
@@ -944,6 +1062,7 @@ void check_cpu() {
     cpu::set_gemm_prefer_blas(blas);
     if (blas && std::string(cpu::gemm_backend()) != "openblas") continue;
     check_conv_backend(std::string("cpu/") + cpu::gemm_backend(), cpu_conv);
+    check_conv_thread_independence(cpu::gemm_backend());
   }
   cpu::set_gemm_prefer_blas(true);
   check_conv_null_outputs();
@@ -968,6 +1087,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--verbose") g_verbose = true;
     if (std::string(argv[i]) == "--cuda-only") cuda_only = true;
+    if (std::string(argv[i]) == "--describe-gemm") return describe_gemm();
     if (std::string(argv[i]) == "--bench") {
       std::vector<int64_t> sizes;
       for (int j = i + 1; j < argc; ++j) sizes.push_back(std::atol(argv[j]));

@@ -1,0 +1,158 @@
+// Every CPU op gives bitwise identical results for any thread count (1, 2, and 3: more threads than a 2-core
+// machine has) and run to run, on each CPU GEMM path: OpenBLAS loaded at run time where this machine has it (the
+// default) and the hand-written blocked kernel (WEIGHTNORM_OPENBLAS=0). The workload (test/determinism-workload.ts)
+// covers matmul in every transpose and shape class, Linear (plain and weight-normalized) and conv2d forward and
+// backward, weight norm, batch norm, pooling, the loss, an optimizer step, and four training steps of a small CNN.
+// Results are compared as float32 bytes: any difference at all fails.
+//
+// The GEMM path is chosen once per process, so each path runs in a child process (the library transpiled to
+// JavaScript); the default path also runs here, in vitest's process, and must match its child (run to run).
+import { createHash } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import ts from 'typescript';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import * as wn from '../ts/index.js';
+import { runWorkload, type Results } from './determinism-workload.js';
+import { reproduce, runSeed } from './helpers.js';
+
+const THREAD_COUNTS = [1, 2, 3] as const;
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const seed = runSeed();
+
+function digest(values: Float32Array): string {
+  return createHash('sha256').update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength)).digest('hex');
+}
+
+/** The first result (in workload order) whose bytes differ between two runs, or null. */
+function firstDifference(a: Results, b: Results): string | null {
+  if (a.length !== b.length) return `${a.length} results vs ${b.length}`;
+  for (let i = 0; i < a.length; i++) {
+    const [name, x] = a[i]!;
+    const [otherName, y] = b[i]!;
+    if (name !== otherName) return `result ${i}: ${name} vs ${otherName}`;
+    const bytesX = new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
+    const bytesY = new Uint8Array(y.buffer, y.byteOffset, y.byteLength);
+    if (Buffer.compare(bytesX, bytesY) !== 0) {
+      const element = x.findIndex((v, j) => !Object.is(v, y[j]));
+      return `${name}: element ${element} of ${x.length} is ${x[element]} vs ${y[element]}`;
+    }
+  }
+  return null;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Child processes: the library and the workload transpiled to JavaScript (type-only imports vanish), run by node.
+
+const CHILD = `
+const [library, workload, seed, threads] = process.argv.slice(2);
+const wn = await import(library);
+const { runWorkload } = await import(workload);
+const { createHash } = await import('node:crypto');
+const runs = {};
+for (const count of JSON.parse(threads)) {
+  runs[count] = runWorkload(wn, Number(seed), count).map(([name, values]) => [
+    name,
+    createHash('sha256').update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength)).digest('hex'),
+  ]);
+}
+process.stdout.write(JSON.stringify({ gemm: wn.backend().cpu.gemm, runs }));
+`;
+
+let work = '';
+let library = '';
+let workload = '';
+let child = '';
+
+beforeAll(() => {
+  work = mkdtempSync(join(tmpdir(), 'weightnorm-determinism-'));
+  const walk = (from: string): string[] =>
+    readdirSync(from, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(from, e.name)) : e.name.endsWith('.ts') ? [join(from, e.name)] : []));
+  for (const file of [...walk(join(root, 'ts')), join(root, 'test', 'determinism-workload.ts')]) {
+    const out = join(work, relative(root, file)).replace(/\.ts$/, '.js');
+    mkdirSync(dirname(out), { recursive: true });
+    const { outputText } = ts.transpileModule(readFileSync(file, 'utf8'), {
+      compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022 },
+      fileName: file,
+    });
+    writeFileSync(out, outputText);
+  }
+  writeFileSync(join(work, 'package.json'), '{ "type": "module" }\n');
+  symlinkSync(join(root, 'build'), join(work, 'build')); // ts/native.js loads the addon from <root>/build
+  symlinkSync(join(root, 'node_modules'), join(work, 'node_modules'));
+  library = join(work, 'ts', 'index.js');
+  workload = join(work, 'test', 'determinism-workload.js');
+  child = join(work, 'child.mjs');
+  writeFileSync(child, CHILD);
+});
+
+afterAll(() => {
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+interface ChildRuns {
+  gemm: string;
+  runs: Record<string, [string, string][]>;
+}
+
+function runChild(openblas: string | undefined): Promise<ChildRuns> {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  if (openblas === undefined) delete env.WEIGHTNORM_OPENBLAS;
+  else env.WEIGHTNORM_OPENBLAS = openblas;
+  return new Promise((done, fail) => {
+    execFile(
+      process.execPath,
+      [child, library, workload, String(seed), JSON.stringify(THREAD_COUNTS)],
+      { env, timeout: 240_000, maxBuffer: 16 * 1024 * 1024 },
+      (error, stdout, stderr) => (error ? fail(new Error(`child failed: ${error.message}\n${stderr}`)) : done(JSON.parse(stdout) as ChildRuns)),
+    );
+  });
+}
+
+/** The first result whose digest differs between two runs of the child, or null. */
+function firstDigestDifference(a: [string, string][], b: [string, string][]): string | null {
+  if (a.length !== b.length) return `${a.length} results vs ${b.length}`;
+  for (let i = 0; i < a.length; i++) if (a[i]![0] !== b[i]![0] || a[i]![1] !== b[i]![1]) return a[i]![0];
+  return null;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+describe('CPU results are bitwise identical for any thread count and run to run', () => {
+  const inProcess = new Map<number, Results>();
+
+  it('in this process (default GEMM path): 1, 2 and 3 threads, and 1 thread again', () => {
+    for (const threads of THREAD_COUNTS) inProcess.set(threads, runWorkload(wn, seed, threads));
+    const again = runWorkload(wn, seed, 1);
+    const reference = inProcess.get(1)!;
+    expect(reference.length).toBeGreaterThan(80);
+    const gemm = wn.backend().cpu.gemm;
+    for (const threads of THREAD_COUNTS) {
+      expect(firstDifference(inProcess.get(threads)!, reference), `${threads} threads vs 1 (GEMM: ${gemm}; ${reproduce(seed)})`).toBeNull();
+    }
+    expect(firstDifference(again, reference), `1 thread, run to run (GEMM: ${gemm}; ${reproduce(seed)})`).toBeNull();
+  }, 240_000);
+
+  it.each([
+    ['the default GEMM path (OpenBLAS where installed)', undefined],
+    ['the blocked kernel (WEIGHTNORM_OPENBLAS=0)', '0'],
+  ] as const)('in a child process on %s: 1, 2 and 3 threads', async (_label, openblas) => {
+    const result = await runChild(openblas);
+    if (openblas === '0') expect(result.gemm).toBe('blocked (hand-written): OpenBLAS disabled by WEIGHTNORM_OPENBLAS=0');
+    else expect(result.gemm).toBe(wn.backend().cpu.gemm);
+    const reference = result.runs['1']!;
+    for (const threads of THREAD_COUNTS) {
+      expect(firstDigestDifference(result.runs[String(threads)]!, reference), `${threads} threads vs 1 (GEMM: ${result.gemm}; ${reproduce(seed)})`).toBeNull();
+    }
+    if (openblas === undefined && inProcess.has(1)) {
+      // Run to run across processes: the child's bytes are this process's bytes.
+      const here = inProcess.get(1)!.map(([name, values]): [string, string] => [name, digest(values)]);
+      expect(firstDigestDifference(reference, here), `child vs this process (${reproduce(seed)})`).toBeNull();
+    }
+  }, 240_000);
+});

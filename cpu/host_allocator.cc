@@ -107,7 +107,7 @@ void HostAllocator::release(void* pointer, size_t bytes) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     allocated_ -= size;
-    if (size <= limit_ && cached_ <= limit_ - size) {
+    if (size <= largest_cached_block() && cached_ <= limit_ - size) {
       free_blocks_[size].push_back({pointer, large_allocations_});
       cached_ += size;
       return;
@@ -117,9 +117,10 @@ void HostAllocator::release(void* pointer, size_t bytes) {
 }
 
 void HostAllocator::take_largest_locked(size_t target_bytes, Evicted& evicted) {
-  while (cached_ > target_bytes && !free_blocks_.empty()) {
+  while (!free_blocks_.empty()) {
     auto largest = std::prev(free_blocks_.end());
     const size_t size = largest->first;
+    if (cached_ <= target_bytes && size <= largest_cached_block()) break;
     evicted.emplace_back(largest->second.front().pointer, size);  // the oldest of its size
     largest->second.erase(largest->second.begin());
     if (largest->second.empty()) free_blocks_.erase(largest);

@@ -9,7 +9,9 @@
 //    of two, so at most 1/8 is rounding), and kept on a free list per class when freed: the next step gets the same
 //    pages back, already faulted in, with no system call and no zeroing;
 //  - the free lists hold at most limit() bytes; a freed block that would push them past it is unmapped at once, so
-//    resident memory is bounded by the live tensors plus the limit;
+//    resident memory is bounded by the live tensors plus the limit. A block larger than limit() / 8 (32 MiB by
+//    default, the ceiling glibc also puts on its mmap threshold) is never cached: a few such blocks would fill the
+//    cache, and mapping and faulting them in costs little next to the work done on that much data;
 //  - a cached block not reused within kMaxIdleAllocations large allocations is unmapped: the cache holds what the
 //    running loop reuses, not what a one-off pass left behind (a data-dependent init at a larger batch, say);
 //  - smaller blocks come from aligned_alloc (glibc serves them well and returns them to its own free lists).
@@ -38,6 +40,7 @@ class HostAllocator {
   // A training step makes tens of large allocations, so this is some tens of steps.
   static constexpr uint64_t kMaxIdleAllocations = 1024;
   static constexpr uint64_t kIdleSweepInterval = 64;  // large allocations between looks for idle blocks
+  static constexpr size_t kLargestCachedFraction = 8;  // blocks above limit() / 8 are not cached
 
   explicit HostAllocator(size_t limit_bytes = kDefaultLimitBytes) : limit_(limit_bytes) {}
   ~HostAllocator();  // unmaps the cached blocks (live ones belong to their owners)
@@ -51,7 +54,8 @@ class HostAllocator {
   void release(void* pointer, size_t bytes);
   // Returns every cached block to the system.
   void release_cached();
-  // Sets the cache bound; cached blocks beyond it are returned to the system now. 0 disables caching.
+  // Sets the cache bound (and so the largest block cached, limit / 8); cached blocks beyond either are returned
+  // to the system now. 0 disables caching.
   void set_limit(size_t limit_bytes);
   size_t limit() const;
   HostMemoryStats stats() const;
@@ -65,7 +69,9 @@ class HostAllocator {
     uint64_t cached_at;  // large_allocations_ when it was freed
   };
   using Evicted = std::vector<std::pair<void*, size_t>>;  // blocks to unmap once the lock is released
-  // Moves cached blocks to `evicted`: the largest first until at most target_bytes remain; or those idle too long.
+  size_t largest_cached_block() const { return limit_ / kLargestCachedFraction; }
+  // Moves cached blocks to `evicted`: the largest first until at most target_bytes remain and none is larger than
+  // largest_cached_block(); or those idle too long.
   void take_largest_locked(size_t target_bytes, Evicted& evicted);
   void take_idle_locked(Evicted& evicted);
   static void unmap_all(const Evicted& evicted);

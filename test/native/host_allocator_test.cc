@@ -4,7 +4,8 @@
 //  - reuse: a freed large block comes back for the next request of its size class, contents untouched by the
 //    allocator (no zeroing), and a repeated "training step" of allocations maps nothing new after the first;
 //  - the bound: freed blocks beyond the limit are unmapped at once (mincore() says the address is gone), lowering
-//    the limit trims now, limit 0 caches nothing; a block idle for too long is unmapped, one in use is kept;
+//    the limit trims now, limit 0 caches nothing, a block above limit / 8 is never cached; a block idle for too long
+//    is unmapped, one in use is kept;
 //  - release_cached() unmaps every cached block;
 //  - accounting: allocated/cached bytes return to zero; a refused mapping becomes OutOfMemoryError;
 //  - threads: several threads allocating, filling, checking and freeing at once never share a block.
@@ -96,7 +97,7 @@ void test_alignment_and_writable() {
 }
 
 void test_reuse() {
-  HostAllocator allocator(64 * kMiB);
+  HostAllocator allocator(256 * kMiB);
   const size_t bytes = 3 * kMiB + 12345;
   auto* first = static_cast<float*>(allocator.allocate(bytes));
   first[0] = 42.0f;
@@ -113,7 +114,7 @@ void test_reuse() {
 }
 
 void test_training_step_reuse() {
-  HostAllocator allocator(64 * kMiB);
+  HostAllocator allocator(256 * kMiB);
 
   // A training step: the same sequence of sizes each step, all freed at its end. After the first step, the cache
   // serves every request: nothing new is mapped, so allocated + cached stays what step 1 left.
@@ -141,25 +142,27 @@ void test_training_step_reuse() {
 }
 
 void test_bound() {
-  HostAllocator allocator(4 * kMiB);
+  const size_t block_bytes = 512 * 1024;
+  HostAllocator allocator(8 * kMiB);  // caches blocks up to 1 MiB
   std::vector<void*> blocks;
-  for (int i = 0; i < 10; ++i) blocks.push_back(allocator.allocate(kMiB));
-  for (void* block : blocks) allocator.release(block, kMiB);
-  int mapped = 0;
-  for (void* block : blocks) mapped += is_mapped(block, kMiB) ? 1 : 0;
-  const auto stats = allocator.stats();
-  check(stats.cached_bytes == 4 * kMiB && mapped == 4,
-        "limit 4 MiB, ten 1 MiB blocks freed: 4 MiB cached, the other 6 unmapped at once (cached " +
-            std::to_string(stats.cached_bytes) + ", mapped " + std::to_string(mapped) + ")");
+  for (int i = 0; i < 20; ++i) blocks.push_back(allocator.allocate(block_bytes));
+  for (void* block : blocks) allocator.release(block, block_bytes);
+  auto mapped_count = [&] {
+    int mapped = 0;
+    for (void* block : blocks) mapped += is_mapped(block, block_bytes) ? 1 : 0;
+    return mapped;
+  };
+  int mapped = mapped_count();
+  check(allocator.stats().cached_bytes == 8 * kMiB && mapped == 16,
+        "limit 8 MiB, twenty 512 KiB blocks freed: 8 MiB cached, the other 4 unmapped at once (cached " +
+            std::to_string(allocator.stats().cached_bytes) + ", mapped " + std::to_string(mapped) + ")");
 
-  allocator.set_limit(2 * kMiB);
-  mapped = 0;
-  for (void* block : blocks) mapped += is_mapped(block, kMiB) ? 1 : 0;
-  check(allocator.stats().cached_bytes == 2 * kMiB && mapped == 2, "lowering the limit to 2 MiB unmaps the excess now");
+  allocator.set_limit(4 * kMiB);
+  mapped = mapped_count();
+  check(allocator.stats().cached_bytes == 4 * kMiB && mapped == 8, "lowering the limit to 4 MiB unmaps the excess now");
 
   allocator.release_cached();
-  mapped = 0;
-  for (void* block : blocks) mapped += is_mapped(block, kMiB) ? 1 : 0;
+  mapped = mapped_count();
   check(allocator.stats().cached_bytes == 0 && mapped == 0, "release_cached() unmaps every cached block");
 
   allocator.set_limit(0);
@@ -167,15 +170,21 @@ void test_bound() {
   allocator.release(block, kMiB);
   check(allocator.stats().cached_bytes == 0 && !is_mapped(block, kMiB), "limit 0: a freed large block is unmapped, nothing cached");
 
-  // A block larger than the limit is never cached, even into an empty cache.
-  allocator.set_limit(kMiB);
-  void* big = allocator.allocate(3 * kMiB);
-  allocator.release(big, 3 * kMiB);
-  check(allocator.stats().cached_bytes == 0 && !is_mapped(big, 3 * kMiB), "a block larger than the limit is unmapped when freed");
+  // A block larger than limit / 8 is never cached, even into an empty cache; one of exactly limit / 8 is.
+  allocator.set_limit(8 * kMiB);
+  void* big = allocator.allocate(kMiB + 1);
+  allocator.release(big, kMiB + 1);
+  check(allocator.stats().cached_bytes == 0 && !is_mapped(big, kMiB + 1), "limit 8 MiB: a block of 1 MiB + 1 byte is unmapped when freed");
+  void* largest = allocator.allocate(kMiB);
+  allocator.release(largest, kMiB);
+  check(allocator.stats().cached_bytes == kMiB && is_mapped(largest, kMiB), "limit 8 MiB: a block of 1 MiB is cached");
+  allocator.set_limit(4 * kMiB);
+  check(allocator.stats().cached_bytes == 0 && !is_mapped(largest, kMiB),
+        "lowering the limit to 4 MiB unmaps the cached 1 MiB block, now above limit / 8");
 }
 
 void test_idle_blocks_dropped() {
-  HostAllocator allocator(64 * kMiB);
+  HostAllocator allocator(256 * kMiB);
   void* one_off = allocator.allocate(8 * kMiB);  // e.g. an init pass at a larger batch
   allocator.release(one_off, 8 * kMiB);
   void* reused = allocator.allocate(kMiB);

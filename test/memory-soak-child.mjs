@@ -5,7 +5,7 @@
 //   node test/memory-soak-child.mjs [steps = 5000] [path to the library's dist/index.js]
 // Prints one JSON line: the peak resident memory of the loading and init, and of the loop (VmHWM, reset when the
 // loop starts), VmRSS and memory().cpu every `sampleEvery` steps, the mean loss of the first and last 80 steps (one
-// epoch), seconds.
+// epoch), seconds (wall and CPU) and page faults.
 import { readFileSync, writeFileSync } from 'node:fs';
 
 const steps = Number(process.argv[2] ?? 5000);
@@ -71,4 +71,7 @@ console.log(JSON.stringify({
   lastLoss: last,
   loopSeconds,
   totalSeconds: (performance.now() - started) / 1000,
+  cpuSeconds: (process.resourceUsage().userCPUTime + process.resourceUsage().systemCPUTime) / 1e6,
+  majorPageFaults: process.resourceUsage().majorPageFault,
+  minorPageFaults: process.resourceUsage().minorPageFault,
 }));

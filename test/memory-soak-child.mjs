@@ -4,12 +4,14 @@
 // test/memory-soak.test.ts in a child process (so its numbers are this program's alone); by hand:
 //   node test/memory-soak-child.mjs [steps = 5000] [path to the library's dist/index.js]
 // Prints one JSON line: the peak resident memory of the loading and init, and of the loop (VmHWM, reset when the
-// loop starts), VmRSS and memory().cpu every `sampleEvery` steps, the mean loss of the first and last 80 steps (one
+// loop starts), the time, VmRSS and memory().cpu every `sampleEvery` steps, the mean loss of the first and last 80 steps (one
 // epoch), seconds (wall and CPU) and page faults.
 import { readFileSync, writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 
 const steps = Number(process.argv[2] ?? 5000);
-const library = process.argv[3] ?? new URL('../dist/index.js', import.meta.url).href;
+const library = process.argv[3] ? pathToFileURL(resolve(process.argv[3])).href : new URL('../dist/index.js', import.meta.url).href;
 const sampleEvery = 50;
 const { data, init, memory, nn, optim, tidy } = await import(library);
 
@@ -55,7 +57,9 @@ for (let epoch = 0; step < steps; epoch++) {
       if (step >= steps - window) last += loss.toArray()[0] / window;
     });
     step += 1;
-    if (step % sampleEvery === 0) samples.push({ step, ...residentMiB(), cpu: memory().cpu });
+    if (step % sampleEvery === 0) {
+      samples.push({ step, seconds: (performance.now() - loopStarted) / 1000, ...residentMiB(), cpu: memory().cpu });
+    }
     if (step === steps) break;
   }
 }

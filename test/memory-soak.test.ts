@@ -34,6 +34,7 @@ const GROWTH_LIMIT_KIB_PER_STEP = 20;
 
 interface Sample {
   step: number;
+  seconds: number;
   rss: number;
   peak: number;
   cpu: { tensors: number; bytes: number; allocatorBytes: number; cachedBytes: number; cacheLimitBytes: number };

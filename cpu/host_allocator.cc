@@ -2,6 +2,7 @@
 #include "host_allocator.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -24,10 +25,12 @@ void* map_block(size_t size) {
 void unmap_block(void* block, size_t size) { munmap(block, size); }
 
 [[noreturn]] void throw_out_of_memory(size_t bytes, int error) {
+  const size_t free_bytes = static_cast<size_t>(sysconf(_SC_AVPHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
   throw OutOfMemoryError("host out of memory: a tensor of " + std::to_string(bytes) +
                              " bytes could not be allocated (" + std::strerror(error) +
-                             ") after the CPU cache was returned to the system",
-                         bytes, 0);
+                             ") after the CPU cache was returned to the system; " + std::to_string(free_bytes) +
+                             " bytes of RAM are free",
+                         bytes, free_bytes);
 }
 
 size_t limit_from_environment() {
@@ -63,7 +66,11 @@ void* HostAllocator::allocate(size_t bytes) {
   const size_t size = rounded_size(bytes);
   if (size < kLargeBlockBytes) {
     void* block = std::aligned_alloc(kAlignment, size);
-    if (!block) throw_out_of_memory(bytes, ENOMEM);
+    if (!block) {
+      release_cached();
+      block = std::aligned_alloc(kAlignment, size);
+      if (!block) throw_out_of_memory(bytes, ENOMEM);
+    }
     std::lock_guard<std::mutex> lock(mutex_);
     allocated_ += size;
     return block;

@@ -7,6 +7,7 @@
 
 #include "../cpu/elementwise.h"
 #include "../cpu/gemm.h"
+#include "../cpu/host_allocator.h"
 #include "../cpu/random.h"
 #include "../cpu/weightnorm.h"
 #include "errors.h"
@@ -333,6 +334,12 @@ Napi::Value Memory(const Napi::CallbackInfo& info) {
     Napi::Object entry = Napi::Object::New(env);
     entry.Set("tensors", Napi::Number::New(env, static_cast<double>(c.tensors)));
     entry.Set("bytes", Napi::Number::New(env, static_cast<double>(c.bytes)));
+    if (device == Device::kCpu) {
+      const cpu::HostMemoryStats stats = cpu::host_allocator().stats();
+      entry.Set("allocatorBytes", Napi::Number::New(env, static_cast<double>(stats.allocated_bytes)));
+      entry.Set("cachedBytes", Napi::Number::New(env, static_cast<double>(stats.cached_bytes)));
+      entry.Set("cacheLimitBytes", Napi::Number::New(env, static_cast<double>(stats.limit_bytes)));
+    }
 #ifdef WEIGHTNORM_WITH_CUDA
     if (device == Device::kCuda) {
       const cuda::MemoryStats stats = cuda::memory_stats();
@@ -364,11 +371,20 @@ Napi::Value Synchronize(const Napi::CallbackInfo& info) {
 
 Napi::Value ReleaseCachedMemory(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
+    cpu::host_allocator().release_cached();
 #ifdef WEIGHTNORM_WITH_CUDA
     if (cuda_usable(nullptr)) cuda::release_cached();
 #endif
     return info.Env().Undefined();
   });
+}
+
+Napi::Value SetCpuCacheLimit(const Napi::CallbackInfo& info) {
+  const double bytes = number_argument(info, 0, "bytes");
+  if (!(bytes >= 0) || bytes > 9007199254740991.0 || bytes != static_cast<double>(static_cast<int64_t>(bytes)))
+    throw_range_error(info.Env(), "bytes: expected a non-negative safe integer");
+  cpu::host_allocator().set_limit(static_cast<size_t>(bytes));
+  return info.Env().Undefined();
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -389,6 +405,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("synchronize", Napi::Function::New(env, Synchronize));
   exports.Set("releaseCachedMemory", Napi::Function::New(env, ReleaseCachedMemory));
+  exports.Set("setCpuCacheLimit", Napi::Function::New(env, SetCpuCacheLimit));
   exports.Set("benchmark", Napi::Function::New(env, Benchmark));
   register_nn_ops(env, exports);
   return exports;

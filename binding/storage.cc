@@ -4,9 +4,10 @@
 
 #include <unistd.h>
 
-#include <cstdlib>
+#include <atomic>
 #include <string>
-#include <new>
+
+#include "../cpu/host_allocator.h"
 
 #ifdef WEIGHTNORM_WITH_CUDA
 #include "../cuda/runtime.cuh"
@@ -15,16 +16,23 @@
 namespace weightnorm::binding {
 namespace {
 
-constexpr size_t kCpuAlignment = 64;
-DeviceCounters g_counters[2];
+// Atomic: a tensor's storage may be freed off the main thread (the last owner can be an async worker).
+struct AtomicCounters {
+  std::atomic<int64_t> tensors{0};
+  std::atomic<int64_t> bytes{0};
+};
+AtomicCounters g_counters[2];
 
-DeviceCounters& counters_of(Device device) { return g_counters[device == Device::kCpu ? 0 : 1]; }
+AtomicCounters& counters_of(Device device) { return g_counters[device == Device::kCpu ? 0 : 1]; }
 
 }  // namespace
 
 const char* device_name(Device device) { return device == Device::kCpu ? "cpu" : "cuda"; }
 
-DeviceCounters counters(Device device) { return counters_of(device); }
+DeviceCounters counters(Device device) {
+  const AtomicCounters& c = counters_of(device);
+  return {c.tensors.load(), c.bytes.load()};
+}
 
 bool cuda_compiled() {
 #ifdef WEIGHTNORM_WITH_CUDA
@@ -56,9 +64,7 @@ std::shared_ptr<Storage> Storage::allocate(Device device, size_t bytes) {
                                  std::to_string(physical) + " bytes of RAM",
                              bytes, physical);
     }
-    const size_t padded = (bytes + kCpuAlignment - 1) / kCpuAlignment * kCpuAlignment;
-    data = static_cast<float*>(std::aligned_alloc(kCpuAlignment, padded == 0 ? kCpuAlignment : padded));
-    if (!data) throw std::bad_alloc();
+    data = static_cast<float*>(cpu::host_allocator().allocate(bytes));
   } else {
 #ifdef WEIGHTNORM_WITH_CUDA
     data = static_cast<float*>(cuda::allocate(bytes));
@@ -66,18 +72,18 @@ std::shared_ptr<Storage> Storage::allocate(Device device, size_t bytes) {
     throw std::logic_error("CUDA storage requested from a CPU-only build");
 #endif
   }
-  DeviceCounters& c = counters_of(device);
+  AtomicCounters& c = counters_of(device);
   c.tensors += 1;
   c.bytes += static_cast<int64_t>(bytes);
   return std::shared_ptr<Storage>(new Storage(device, data, bytes));
 }
 
 Storage::~Storage() {
-  DeviceCounters& c = counters_of(device_);
+  AtomicCounters& c = counters_of(device_);
   c.tensors -= 1;
   c.bytes -= static_cast<int64_t>(bytes_);
   if (device_ == Device::kCpu) {
-    std::free(data_);
+    cpu::host_allocator().release(data_, bytes_);
   } else {
 #ifdef WEIGHTNORM_WITH_CUDA
     cuda::release(data_, bytes_);

@@ -17,7 +17,8 @@ struct DeviceCounters {
 };
 DeviceCounters counters(Device device);
 
-// Owns `bytes` of memory on `device`: CPU buffers 64-byte aligned, CUDA buffers from the caching allocator.
+// Owns `bytes` of memory on `device`: CPU buffers (64-byte aligned) from the host caching allocator
+// (cpu/host_allocator.h), CUDA buffers from the CUDA caching allocator (cuda/runtime.cuh).
 class Storage {
  public:
   static std::shared_ptr<Storage> allocate(Device device, size_t bytes);

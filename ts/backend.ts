@@ -10,7 +10,10 @@ export function backend(): BackendInfo {
   return native.backend();
 }
 
-/** Live tensors and their bytes per device (plus the CUDA caching allocator's held and cached bytes). */
+/**
+ * Live tensors and their bytes per device, plus each caching allocator's `allocatorBytes` (held by live blocks,
+ * rounded) and `cachedBytes` (freed blocks kept for reuse); the CPU entry also has `cacheLimitBytes`.
+ */
 export function memory(): { cpu: DeviceMemory; cuda: DeviceMemory } {
   return native.memory();
 }
@@ -28,9 +31,22 @@ export function synchronize(): void {
   native.synchronize();
 }
 
-/** Returns the CUDA caching allocator's free blocks to the driver. */
+/** Returns the caching allocators' free blocks to the system: the CPU cache's to the OS, CUDA's to the driver. */
 export function releaseCachedMemory(): void {
   native.releaseCachedMemory();
+}
+
+/**
+ * Bounds the CPU caching allocator: freed tensor buffers of 64 KiB and more are kept for reuse up to `bytes` in
+ * all (default 256 MiB, or the environment variable WEIGHTNORM_CPU_CACHE_BYTES read at load), none larger than
+ * bytes / 8; beyond that they go back to the OS at once, as do cached buffers left unused for about a thousand
+ * large allocations. Lowering it returns the excess now; 0 turns the cache off.
+ */
+export function setCpuCacheLimit(bytes: number): void {
+  if (typeof bytes !== 'number' || !Number.isSafeInteger(bytes) || bytes < 0) {
+    throw typeError('setCpuCacheLimit: bytes', 'a non-negative safe integer (bytes)', bytes);
+  }
+  native.setCpuCacheLimit(bytes);
 }
 
 export type MatmulPrecision = 'highest' | 'high';

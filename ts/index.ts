@@ -8,6 +8,7 @@ export {
   setNumThreads,
   synchronize,
   releaseCachedMemory,
+  setCpuCacheLimit,
   setMatmulPrecision,
   matmulPrecision,
   tensorCoreStatus,

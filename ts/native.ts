@@ -41,10 +41,14 @@ export interface NativeBackend {
 }
 
 export interface DeviceMemory {
+  /** Live tensors and the bytes they asked for. */
   tensors: number;
   bytes: number;
+  /** The caching allocator (CPU, and CUDA where compiled): bytes held by live blocks (rounded sizes) and freed blocks kept for reuse. */
   allocatorBytes?: number;
   cachedBytes?: number;
+  /** CPU only: the most the cache keeps (setCpuCacheLimit). */
+  cacheLimitBytes?: number;
 }
 
 /** GEMM epilogue (cpu/gemm.h): out = acc·rowScale·columnScale + rowBias + columnBias − subtractCoefficient·subtractMatrix + beta·out. */
@@ -93,6 +97,7 @@ export interface NativeBinding {
   setNumThreads(threads: number): void;
   synchronize(): void;
   releaseCachedMemory(): void;
+  setCpuCacheLimit(bytes: number): void;
   // Training-stack ops (binding/nn.cc).
   binary(op: 'add' | 'multiply', a: NativeTensor, b: NativeTensor): NativeTensor;
   scale(x: NativeTensor, alpha: number): NativeTensor;

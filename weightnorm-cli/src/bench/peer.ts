@@ -4,7 +4,7 @@
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createInterface, type Interface } from 'node:readline';
-import type { Device } from '../native.js';
+import type { Device } from 'weightnorm/native';
 
 export interface PeerInfo {
   torch: string;

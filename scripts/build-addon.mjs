@@ -54,7 +54,7 @@ function fail(message) {
 }
 
 function onPath(command) {
-  return spawnSync('sh', ['-c', `command -v "${command}"`], { encoding: 'utf8' }).stdout.trim();
+  return (spawnSync('/bin/sh', ['-c', `command -v "${command}"`], { encoding: 'utf8' }).stdout ?? '').trim();
 }
 
 function cudaCompiler() {

@@ -7,6 +7,7 @@
 // instead (RUNPATH $ORIGIN; GCC's runtime library exception allows it). Prints the glibc the files require.
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -14,11 +15,15 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const addon = join(root, 'build', 'Release', 'weightnorm.node');
 const target = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
 
-const SYSTEM_LIBRARIES = ['libc.so.6', 'libm.so.6', 'libdl.so.2', 'libpthread.so.0', 'librt.so.1', 'ld-linux-x86-64.so.2'];
+// glibc's parts, and libgcc_s (GCC's unwinder, in the base system of every glibc distribution: glibc itself loads it).
+const SYSTEM_LIBRARIES = ['libc.so.6', 'libm.so.6', 'libdl.so.2', 'libpthread.so.0', 'librt.so.1', 'ld-linux-x86-64.so.2', 'libgcc_s.so.1'];
 const BUNDLED_LIBRARIES = ['libgomp.so.1'];
 // Until OpenBLAS is loaded at run time (dlopen) instead of linked, a build that found it links it. Such an addon
 // does not load without OpenBLAS: remove this entry once the addon no longer links it.
 const TEMPORARILY_ALLOWED = ['libopenblas.so.0'];
+
+// The oldest glibc the prebuilt files may require (README.md states it: RHEL 9 has 2.34, Ubuntu 22.04 2.35).
+const MAX_GLIBC = [2, 34];
 
 function fail(message) {
   console.error(`prebuild: ${message}`);
@@ -35,12 +40,17 @@ function needed(file) {
   return [...run('readelf', ['-d', file]).matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1]);
 }
 
-/** The newest GLIBC_x.y symbol version a file requires. */
+/** The newest GLIBC_x.y symbol version a file requires; fails above MAX_GLIBC. */
 function glibcRequired(file) {
   const versions = [...run('readelf', ['-V', '-W', file]).matchAll(/Name: GLIBC_(\d+)\.(\d+)/g)].map((m) => [Number(m[1]), Number(m[2])]);
   versions.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
   const newest = versions.at(-1);
-  return newest ? `${newest[0]}.${newest[1]}` : 'none';
+  if (!newest) return 'none';
+  if (newest[0] > MAX_GLIBC[0] || (newest[0] === MAX_GLIBC[0] && newest[1] > MAX_GLIBC[1])) {
+    const symbols = run('objdump', ['-T', file]).split('\n').filter((line) => line.includes(`GLIBC_${newest[0]}.${newest[1]})`));
+    fail(`${file} requires glibc ${newest.join('.')} (at most ${MAX_GLIBC.join('.')} allowed): ${symbols.map((l) => l.trim().split(/\s+/).at(-1)).join(', ')}`);
+  }
+  return newest.join('.');
 }
 
 if (process.platform !== 'linux') fail(`prebuilt addons are made on Linux only, not ${process.platform}`);
@@ -49,7 +59,8 @@ const cache = readFileSync(join(root, 'build', 'CMakeCache.txt'), 'utf8');
 if (/^WEIGHTNORM_DEVELOPER_TOOLS:BOOL=ON$/m.test(cache)) {
   fail('build/ is the development build (benchmark harness and native tests): a package carries the install build');
 }
-const withCuda = /^CMAKE_CUDA_COMPILER:(FILEPATH|STRING)=\S+/m.test(cache) && !/^WEIGHTNORM_CPU_ONLY:BOOL=ON$/m.test(cache);
+// Loading it here also proves it loads (this machine has no GPU or driver in CI).
+const withCuda = createRequire(import.meta.url)(addon).backend().cuda.compiled;
 
 const libraries = needed(addon);
 const unexpected = libraries.filter((lib) => ![...SYSTEM_LIBRARIES, ...BUNDLED_LIBRARIES, ...TEMPORARILY_ALLOWED].includes(lib));

@@ -25,7 +25,7 @@ import {
   summarizeRounds,
   worst,
 } from './measure.js';
-import { timeWeightNormBf16, weightNormBf16Outputs } from './native-bench.js';
+import { benchmarkHarness, timeWeightNormBf16, weightNormBf16Outputs } from './native-bench.js';
 import { type PeerPrepared, type PeerVariant, pythonCandidates, TorchPeer } from './peer.js';
 import { roundToBfloat16 } from './rounds.js';
 import { summaryText, terminalTable, writeResults } from './report.js';
@@ -614,6 +614,12 @@ async function benchDevice(
 
 /** Runs the benchmark; resolves to the process exit code (1 when a kernel failed its check or a device is missing). */
 export async function runBench(options: BenchOptions): Promise<number> {
+  try {
+    benchmarkHarness();
+  } catch (error) {
+    process.stderr.write(`weightnorm bench: ${(error as Error).message}\n`);
+    return 2;
+  }
   const threads = options.threads ?? availableParallelism();
   const cases = CASES.filter((c) => (options.quick ? c.quick : true)).filter(
     (c) => !options.cases?.length || options.cases.some((name) => c.name.includes(name)),

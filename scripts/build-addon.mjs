@@ -160,7 +160,7 @@ function prebuilt() {
   try {
     path = nodeGypBuild.resolve(root);
   } catch {
-    if (!existsSync(join(root, 'prebuilds'))) return { reason: 'no prebuilds/ here (a checkout: `npm run prebuild` makes them for a package)' };
+    if (!existsSync(join(root, 'prebuilds'))) return { reason: 'no prebuilds/ here (a checkout: `npm run package:prebuilt` makes them for a package)' };
     return { reason: `no prebuilt addon for ${process.platform}-${process.arch} in this package (it carries linux-x64 with glibc)` };
   }
   try {

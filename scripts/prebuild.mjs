@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Makes prebuilds/linux-x64/ for the package (npm run prebuild, after the install build): the addon as
+// Makes prebuilds/linux-x64/ for the package (npm run package:prebuilt, after the install build): the addon as
 // weightnorm.napi.glibc.node (node-gyp-build's tags: any Node with N-API 8, glibc), and the libgomp it needs.
 // The addon must load on a machine with no compiler, no CUDA toolkit, no driver and no OpenBLAS, so its NEEDED
 // libraries are checked against an allowlist: the C library's parts (present wherever Node runs) and libgomp,

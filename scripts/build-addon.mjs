@@ -138,7 +138,7 @@ async function buildFromSource({ reason, developer, cpuOnly }) {
   }
   const nvcc = cpuOnly ? '' : cudaCompiler();
   const what = nvcc
-    ? `with the CUDA kernels (${nvcc}; four GPU architectures: 5 to 12 minutes on 2 cores, WEIGHTNORM_CPU_ONLY=1 skips them)`
+    ? `with the CUDA kernels (${nvcc}; four GPU architectures: 4 to 12 minutes on 2 cores, WEIGHTNORM_CPU_ONLY=1 skips them)`
     : `CPU-only (${cpuOnly ? 'asked for' : 'no CUDA toolkit found'}; 1 to 2 minutes on 2 cores)`;
   say(`${reason}: building the native addon from source ${what}${developer ? ', with the native tests and the benchmark harness' : ''}`);
   const defines = [];
@@ -147,7 +147,7 @@ async function buildFromSource({ reason, developer, cpuOnly }) {
   const upToDate = developer && cachedOption('WEIGHTNORM_DEVELOPER_TOOLS') === 'ON' && (!cpuOnly || cachedOption('WEIGHTNORM_CPU_ONLY') === 'ON');
   // cmake --build reconfigures by itself when CMakeLists.txt changes; an explicit configure applies new options.
   if (!upToDate && !cmakeJs(['configure', ...defines])) fail('CMake could not configure the build (its messages are above)');
-  const { ok, seconds } = await buildWithProgress(nvcc ? 'the CUDA kernels take 5 to 12 minutes on 2 cores' : '1 to 2 minutes on 2 cores');
+  const { ok, seconds } = await buildWithProgress(nvcc ? 'the CUDA kernels take 4 to 12 minutes on 2 cores' : '1 to 2 minutes on 2 cores');
   if (!ok) fail(`the build failed after ${seconds} s (the compiler's messages are above)`);
   say(`built build/Release/weightnorm.node in ${seconds} s`);
 }

@@ -2,8 +2,9 @@
 # bench/gpu.sh [OUT_DIR]: every GPU check in one command on a device machine (nvcc, cmake, python3 + torch 2.x,
 # compute-sanitizer; no Node.js, no network), well under 8 minutes:
 #   setup      node from .device/node.xz, node_modules from .device/node_modules.tar.xz (bench/pack-device.sh)
-#   build      cmake-js compile for this GPU (CMAKE_CUDA_ARCHITECTURES=native); on failure the carried prebuilt addon
-#   tsc        the TypeScript build
+#   build      the development build for this GPU (CMAKE_CUDA_ARCHITECTURES=native, with the native kernel tests and the
+#              benchmark harness); on failure the carried prebuilt addon
+#   tsc        the TypeScript build (the library, then the weightnorm-cli tools package that runs the benchmark)
 #   kernel     build/weightnorm_kernel_test (every CUDA kernel against the float64 reference, bitwise determinism)
 #   vitest     the test suite (its CUDA cases run when a GPU is usable)
 #   bench-cuda the full benchmark on cuda with the PyTorch peer: weight norm (float32 and bfloat16), and issue 7's
@@ -104,11 +105,11 @@ build() {
   # With a GPU: kernels for exactly this GPU. Without one there is nothing to run them on: a CPU-only build keeps
   # the CPU-side steps quick.
   if [ "$HAVE_GPU" = 1 ]; then
-    flags=(--CDCMAKE_CUDA_ARCHITECTURES=native)
-    cmake_flags=(-DCMAKE_CUDA_ARCHITECTURES=native)
+    flags=(--CDCMAKE_CUDA_ARCHITECTURES=native --CDWEIGHTNORM_DEVELOPER_TOOLS=ON)
+    cmake_flags=(-DCMAKE_CUDA_ARCHITECTURES=native -DWEIGHTNORM_DEVELOPER_TOOLS=ON)
   else
-    flags=(--CDWEIGHTNORM_CPU_ONLY=ON)
-    cmake_flags=(-DWEIGHTNORM_CPU_ONLY=ON)
+    flags=(--CDWEIGHTNORM_CPU_ONLY=ON --CDWEIGHTNORM_DEVELOPER_TOOLS=ON)
+    cmake_flags=(-DWEIGHTNORM_CPU_ONLY=ON -DWEIGHTNORM_DEVELOPER_TOOLS=ON)
   fi
   # A carried build/ belongs to another machine's paths (CMakeCache); build fresh.
   rm -rf build
@@ -139,7 +140,7 @@ if [ ! -f build/Release/weightnorm.node ] || [ "${GPU_SH_PREBUILT:-0}" = 1 ]; th
     record build-fallback FAIL "no carried prebuilt addon"
   fi
 fi
-step tsc 60 node node_modules/typescript/bin/tsc -p tsconfig.json
+step tsc 60 node node_modules/typescript/bin/tsc -b weightnorm-cli
 node --input-type=module -e "const {native}=await import('./dist/native.js'); console.log(JSON.stringify(native.backend()))" \
   >"$OUT_DIR/backend.json" 2>&1 || true
 echo "backend: $(cat "$OUT_DIR/backend.json")"
@@ -164,7 +165,7 @@ else
   record memcheck SKIP "$([ $HAVE_GPU -eq 1 ] && echo "compute-sanitizer or the kernel test missing" || echo "$GPU_REASON")"
 fi
 if [ $HAVE_GPU -eq 1 ]; then
-  step bench-cuda 150 node dist/cli.js bench --device cuda --out "$BENCH_DIR"
+  step bench-cuda 150 node weightnorm-cli/dist/cli.js bench --device cuda --out "$BENCH_DIR"
 else
   record bench-cuda SKIP "$GPU_REASON"
 fi
@@ -175,7 +176,7 @@ if [ $HAVE_GPU -eq 1 ] && command -v compute-sanitizer >/dev/null; then
   [ -x build/weightnorm_ops_test ] && step memcheck-ops 60 compute-sanitizer --tool memcheck --error-exitcode 1 build/weightnorm_ops_test
 fi
 if [ "$(remaining)" -gt 75 ]; then
-  step bench-cpu 90 node dist/cli.js bench --device cpu --quick --suites weightnorm --out "$BENCH_DIR"
+  step bench-cpu 90 node weightnorm-cli/dist/cli.js bench --device cpu --quick --suites weightnorm --out "$BENCH_DIR"
 else
   record bench-cpu SKIP "out of time"
 fi

@@ -4,9 +4,11 @@
 #   .device/node_modules.tar.xz   the repository's node_modules
 #   .device/nodedir.tar.xz        Node's top-level C headers: cmake-js builds against a local "nodedir" instead of
 #                                 downloading headers (the device has no network)
-#   .device/prebuilt/             this machine's weightnorm.node and kernel test (real code for sm_80/86/89/90 plus
-#                                 sm_90 PTX): the fallback when the device's own build fails
-# Carry ".device" and "dist" to the device (run tool: carry [".device", "dist"]); both are git-ignored.
+#   .device/prebuilt/             this machine's weightnorm.node and kernel tests (real code for sm_80/86/89/90 plus
+#                                 sm_90 PTX) from the development build (`npm run build`: the addon with its
+#                                 benchmark harness): the fallback when the device's own build fails
+# Carry ".device", "dist" and "weightnorm-cli/dist" to the device (run tool: carry [".device", "dist",
+# "weightnorm-cli/dist"]); all are git-ignored (gpu.sh also rebuilds them with tsc).
 # Rerun it before each device run: node_modules changes as packages are added.
 # Prints the total it adds; the carried paths and the working tree must stay under 64 MiB together.
 set -euo pipefail
@@ -24,7 +26,8 @@ else
   echo "node.xz is up to date"
 fi
 
-# Everything under node_modules goes: vitest, typescript and the bench's runtime deps all run on the device.
+# Everything under node_modules goes: vitest, typescript and the bench's runtime deps all run on the device (the
+# workspace links node_modules/weightnorm -> .. and node_modules/weightnorm-cli travel as symlinks).
 # Only npm's own cache folder is left out (it is rebuilt on demand).
 tar --exclude='node_modules/.cache' -cf - node_modules | xz -T"$THREADS" -9 >"$DEST/node_modules.tar.xz"
 
@@ -48,17 +51,19 @@ done
 tar -C "$DEST" -cf - prebuilt | xz -T"$THREADS" -9 >"$DEST/prebuilt.tar.xz"
 rm -rf "$DEST/prebuilt"
 
-[ -d dist ] || echo "warning: dist/ missing: run npm run build:ts first" >&2
+grep -q '^WEIGHTNORM_DEVELOPER_TOOLS:BOOL=ON$' build/CMakeCache.txt 2>/dev/null ||
+  echo "warning: build/ is not the development build (npm run build): the prebuilt addon lacks the benchmark harness" >&2
+[ -d dist ] && [ -d weightnorm-cli/dist ] || echo "warning: dist/ or weightnorm-cli/dist/ missing: run npm run build:ts first" >&2
 
 echo
-du -sh "$DEST"/* dist 2>/dev/null
-carried=$(du -sb "$DEST" dist 2>/dev/null | awk '{s += $1} END {print s}')
+du -sh "$DEST"/* dist weightnorm-cli/dist 2>/dev/null
+carried=$(du -sb "$DEST" dist weightnorm-cli/dist 2>/dev/null | awk '{s += $1} END {print s}')
 # The working tree as the device gets it: everything but the git-ignored outputs (approximated by the big ones).
 tree=$(du -sb --exclude=./node_modules --exclude=./build --exclude=./dist --exclude=./.device --exclude=./.git \
-  --exclude=./bench/gpu-out . | awk '{print $1}')
+  --exclude=./bench/gpu-out --exclude=./weightnorm-cli/dist --exclude=./prebuilds . | awk '{print $1}')
 total=$((carried + tree))
 awk -v c="$carried" -v t="$tree" 'BEGIN {
-  printf "carried (.device + dist): %.1f MiB; working tree: %.1f MiB; total: %.1f MiB (limit 64 MiB)\n",
+  printf "carried (.device + dist + weightnorm-cli/dist): %.1f MiB; working tree: %.1f MiB; total: %.1f MiB (limit 64 MiB)\n",
     c / 1048576, t / 1048576, (c + t) / 1048576 }'
 if [ "$total" -ge $((64 * 1048576)) ]; then
   echo "TOO LARGE for the device transfer" >&2

@@ -31,7 +31,9 @@ namespace weightnorm::binding {
 #define WN_DEVICE_CALL(device, function, ...) cpu::function(__VA_ARGS__)
 #endif
 
-Napi::Value Benchmark(const Napi::CallbackInfo& info);  // bench.cc
+#ifdef WEIGHTNORM_WITH_BENCHMARK
+Napi::Value Benchmark(const Napi::CallbackInfo& info);  // bench.cc, in the development build only
+#endif
 void register_nn_ops(Napi::Env env, Napi::Object exports);  // nn.cc
 
 namespace {
@@ -406,7 +408,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("synchronize", Napi::Function::New(env, Synchronize));
   exports.Set("releaseCachedMemory", Napi::Function::New(env, ReleaseCachedMemory));
   exports.Set("setCpuCacheLimit", Napi::Function::New(env, SetCpuCacheLimit));
+#ifdef WEIGHTNORM_WITH_BENCHMARK
   exports.Set("benchmark", Napi::Function::New(env, Benchmark));
+#endif
   register_nn_ops(env, exports);
   return exports;
 }

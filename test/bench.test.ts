@@ -3,14 +3,14 @@
 // runner's handling of a throwing variant, and the met / not met / unavailable evaluation of the goals.
 import { describe, expect, it } from 'vitest';
 
-import { minimalBytes } from '../ts/bench/cases.js';
-import { gemmOutputs, timeGemm, timeWeightNormBf16, weightNormBf16Outputs } from '../ts/bench/native-bench.js';
-import { relativeError } from '../ts/bench/measure.js';
-import { evaluateIssue7 } from '../ts/bench/results.js';
-import type { GemmRow, LinearRow, MnistRow } from '../ts/bench/results.js';
-import { alternate, roundToBfloat16 } from '../ts/bench/rounds.js';
-import { GEMM_CASES } from '../ts/bench/gemm.js';
-import { LINEAR_CASES } from '../ts/bench/training.js';
+import { minimalBytes } from '../weightnorm-cli/src/bench/cases.js';
+import { gemmOutputs, timeGemm, timeWeightNormBf16, weightNormBf16Outputs } from '../weightnorm-cli/src/bench/native-bench.js';
+import { relativeError } from '../weightnorm-cli/src/bench/measure.js';
+import { evaluateIssue7 } from '../weightnorm-cli/src/bench/results.js';
+import type { GemmRow, LinearRow, MnistRow } from '../weightnorm-cli/src/bench/results.js';
+import { alternate, roundToBfloat16 } from '../weightnorm-cli/src/bench/rounds.js';
+import { GEMM_CASES } from '../weightnorm-cli/src/bench/gemm.js';
+import { LINEAR_CASES } from '../weightnorm-cli/src/bench/training.js';
 import { native } from '../ts/native.js';
 
 const NOT_IMPLEMENTED = /not implemented/;

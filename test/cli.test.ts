@@ -1,4 +1,4 @@
-// The `weightnorm` command line as a user runs it: the compiled dist/cli.js in a child process. train learns,
+// The `weightnorm` command line as a user runs it: the tools package's bin (weightnorm-cli) in a child process. train learns,
 // diverges with exit code 1, writes its log and checkpoint; compare and lr-sweep write reports and plots that parse;
 // bad options exit 2 with a message naming the option, what was expected and what was received.
 import { execFile, spawnSync } from 'node:child_process';
@@ -9,11 +9,12 @@ import { fileURLToPath } from 'node:url';
 import { InvalidArgumentError } from 'commander';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { choiceList, integer, NORMS, positiveList } from '../ts/commands/options.js';
+import { choiceList, integer, NORMS, positiveList } from '../weightnorm-cli/src/commands/options.js';
 import { backend, io } from '../ts/index.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const cli = join(root, 'dist', 'cli.js');
+const cli = join(root, 'weightnorm-cli', 'bin', 'weightnorm.js');
+const cliDist = join(root, 'weightnorm-cli', 'dist');
 const work = mkdtempSync(join(tmpdir(), 'weightnorm-cli-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
@@ -43,14 +44,16 @@ function newestMtime(dir: string, ext: string): number {
   return newest;
 }
 
-// dist/ is what `weightnorm` runs; rebuild it when any ts/ source is newer (tsc emits even if another file has a type error).
+// weightnorm-cli/dist (and the library's dist/ it imports) is what `weightnorm` runs; rebuild both when a source is
+// newer (tsc emits even if another file has a type error).
 beforeAll(() => {
-  const built = existsSync(cli) ? Math.min(statSync(cli).mtimeMs, newestMtime(join(root, 'dist'), '.js')) : 0;
-  if (!existsSync(join(root, 'dist', 'commands', 'compare.js')) || newestMtime(join(root, 'ts'), '.ts') > built) {
-    const tsc = spawnSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(root, 'tsconfig.json')], {
+  const compiled = join(cliDist, 'commands', 'compare.js');
+  const built = existsSync(compiled) ? Math.min(newestMtime(cliDist, '.js'), newestMtime(join(root, 'dist'), '.js')) : 0;
+  if (!existsSync(compiled) || Math.max(newestMtime(join(root, 'ts'), '.ts'), newestMtime(join(root, 'weightnorm-cli', 'src'), '.ts')) > built) {
+    const tsc = spawnSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-b', join(root, 'weightnorm-cli')], {
       encoding: 'utf8',
     });
-    if (!existsSync(join(root, 'dist', 'commands', 'compare.js'))) throw new Error(`tsc did not build dist/: ${tsc.stdout}${tsc.stderr}`);
+    if (!existsSync(compiled)) throw new Error(`tsc did not build weightnorm-cli/dist/: ${tsc.stdout}${tsc.stderr}`);
   }
 }, 120_000);
 

@@ -1,7 +1,12 @@
-// The MNIST loader: real digits from the `mnist` package, a deterministic split, seeded shuffled batches.
+// The data module: the MNIST loader (real digits from the `mnist` package, a deterministic split), seeded shuffled
+// batches over any labeled data, and evaluate() over any labeled data.
 import { describe, expect, it } from 'vitest';
 
-import { batches, loadMnist, PIXELS } from '../ts/data/mnist.js';
+import { batches, type LabeledData, loadMnist, PIXELS } from '../ts/data/index.js';
+import { Module } from '../ts/nn.js';
+import type { Tensor } from '../ts/tensor.js';
+import { evaluate } from '../ts/train.js';
+import { normals, runSeed } from './helpers.js';
 
 describe('MNIST loader', () => {
   it('splits the 10,000 digits into disjoint training and held-out sets with valid shapes and labels', () => {
@@ -56,5 +61,61 @@ describe('MNIST loader', () => {
     expect(() => loadMnist({ heldOut: 0 })).toThrow(/loadMnist: options.heldOut: expected an integer in \[1, 9999\]/);
     const { test } = loadMnist({ heldOut: 10 });
     expect(() => batches(test, { batchSize: 0 }).next()).toThrow(/batches: options.batchSize/);
+  });
+});
+
+/** Logits = inputs: evaluate's accuracy and loss then follow from the data alone. */
+class Passthrough extends Module {
+  forward(x: Tensor): Tensor {
+    return x;
+  }
+}
+
+describe('data and evaluate on labeled data that is not MNIST', () => {
+  const seed = runSeed();
+  const count = 37;
+  const classes = 3;
+  const inputs = Float32Array.from(normals(count * classes, seed));
+  const labels = Int32Array.from({ length: count }, (_, i) => (i * 7 + seed) % classes);
+  const dataset: LabeledData = { inputs, labels, count, inputShape: [classes] };
+
+  it(`batches keep each example's shape and visit every example once (seed ${seed})`, () => {
+    const seen: number[] = [];
+    for (const [x, y] of batches(dataset, { batchSize: 8, seed: 2, layout: 'image' })) {
+      expect(x.shape).toEqual([y.length, classes]);
+      const values = x.toArray();
+      // Each row is one example's inputs, unchanged: find it in the dataset by its values.
+      for (let i = 0; i < y.length; i++) {
+        const row = values.subarray(i * classes, (i + 1) * classes);
+        const index = Array.from({ length: count }, (_, j) => j).find((j) => row.every((v, c) => v === inputs[j * classes + c]));
+        expect(index, `batch row ${i} is an example of the dataset`).toBeDefined();
+        expect(y[i]).toBe(labels[index!]);
+        seen.push(index!);
+      }
+      x.dispose();
+    }
+    expect(seen.sort((a, b) => a - b)).toEqual(Array.from({ length: count }, (_, j) => j));
+  });
+
+  it('evaluate: accuracy and mean cross-entropy against a float64 reference', () => {
+    let correct = 0;
+    let loss = 0;
+    for (let i = 0; i < count; i++) {
+      const row = Array.from(inputs.subarray(i * classes, (i + 1) * classes), Number);
+      const max = Math.max(...row);
+      if (row.indexOf(max) === labels[i]) correct++;
+      loss += Math.log(row.reduce((sum, v) => sum + Math.exp(v - max), 0)) + max - row[labels[i]!]!;
+    }
+    const result = evaluate(new Passthrough(), dataset, { batchSize: 10 });
+    expect(result.accuracy).toBe(correct / count);
+    // float32 logits and a float32 log-sum-exp per example: a few float32 ulps of the per-example loss.
+    expect(result.loss).toBeCloseTo(loss / count, 5);
+  });
+
+  it('batches rejects inputs whose length does not match count × inputShape, naming the parameter', () => {
+    const short: LabeledData = { ...dataset, inputs: inputs.subarray(1) };
+    expect(() => batches(short, { batchSize: 4 }).next()).toThrow(
+      new RangeError(`batches: split.inputs: expected count × 3 = ${count * classes} values (inputShape [3]), received ${count * classes - 1} values`),
+    );
   });
 });

@@ -23,5 +23,5 @@ export * as nn from './nn.js';
 export * as optim from './optim.js';
 export * as init from './init.js';
 export * as io from './io.js';
-export * as data from './data/mnist.js';
+export * as data from './data/index.js';
 export { trainStep, evaluate, NonFiniteLossError, type Evaluation } from './train.js';

@@ -1,5 +1,6 @@
-// The typed contract of the raw N-API binding (binding/addon.cc). Nothing outside ts/ uses it directly: the
-// public API validates arguments first and only then calls down here.
+// The typed contract of the raw N-API binding (binding/addon.cc), and its loader. The public API validates
+// arguments first and only then calls down here. Outside ts/, only the tools package (weightnorm-cli: the
+// benchmarks) imports it, as 'weightnorm/native': it is not part of the library's stable API.
 import { createRequire } from 'node:module';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -142,8 +143,11 @@ export interface NativeBinding {
     inner: number,
     normEps: number,
   ): void;
-  /** Times kernels natively with preallocated outputs; run i uses sets[i % sets.length]. Milliseconds per run. */
-  benchmark(
+  /**
+   * Times kernels natively with preallocated outputs; run i uses sets[i % sets.length]. Milliseconds per run.
+   * Only in the development build (npm run build in a checkout): a user's install leaves it out.
+   */
+  benchmark?(
     op: 'forward' | 'backward' | 'copy',
     fused: boolean,
     sets: NativeTensor[][],
@@ -158,4 +162,27 @@ const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 const load = require('node-gyp-build') as (root: string) => unknown;
 
-export const native = load(packageRoot) as NativeBinding;
+/**
+ * The addon from build/Release (a source build) or prebuilds/ (the package's prebuilt one), found by
+ * node-gyp-build. Its own error ("No native build was found for platform=...") does not say what to do; the usual
+ * cause is an install that skipped the build script (`--ignore-scripts`, pnpm's default) on a machine the
+ * prebuilt addon does not cover.
+ */
+function loadAddon(): NativeBinding {
+  try {
+    return load(packageRoot) as NativeBinding;
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    if (!message.startsWith('No native build was found')) throw error;
+    throw new Error(
+      `weightnorm: no native addon for ${process.platform}-${process.arch} in ${packageRoot}: the package carries a ` +
+        'prebuilt one for linux-x64 (glibc) only, and no source build ran (was the install run with scripts ' +
+        'disabled, e.g. --ignore-scripts or pnpm without allowing its build?). Build it: `npm rebuild weightnorm` ' +
+        '(pnpm: add weightnorm to onlyBuiltDependencies, then `pnpm rebuild weightnorm`), which needs CMake >= 3.18 ' +
+        'and a C++17 compiler with OpenMP.',
+      { cause: error },
+    );
+  }
+}
+
+export const native = loadAddon();

@@ -1,7 +1,7 @@
 // A training step and an evaluation loop around the layers, optimizers and tidy(), with the check every long run
 // needs: a NaN or infinite loss stops training with the step it happened at, instead of training on garbage.
 import { noGrad } from './autograd.js';
-import { batches, type BatchOptions, type MnistSplit } from './data/mnist.js';
+import { batches, type BatchOptions, type LabeledData } from './data/index.js';
 import { typeError } from './errors.js';
 import { crossEntropy } from './functional.js';
 import { Module } from './nn.js';
@@ -43,8 +43,11 @@ export interface Evaluation {
   accuracy: number;
 }
 
-/** Mean cross-entropy and accuracy of `model` (in eval mode) over a split; restores the previous mode. */
-export function evaluate(model: Module, split: MnistSplit, options: Omit<BatchOptions, 'seed' | 'epoch'>): Evaluation {
+/**
+ * Mean cross-entropy and accuracy of `model` (in eval mode) over any labeled split (the model's output has one
+ * score per class); restores the previous mode.
+ */
+export function evaluate(model: Module, split: LabeledData, options: Omit<BatchOptions, 'seed' | 'epoch'>): Evaluation {
   const wasTraining = model.training;
   model.eval();
   let lossSum = 0;

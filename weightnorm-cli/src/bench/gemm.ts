@@ -2,8 +2,8 @@
 // allow_tf32 off, TF32 on, bf16) on the same card in the same run: TFLOP/s and ours / torch. Every kernel's output
 // is checked against a float64 reference on sampled entries before it is timed; a kernel that throws (not
 // implemented yet) or computes TF32 on the FP32 path is reported unavailable with the reason.
-import type { Device, NativeTensor } from '../native.js';
-import { native } from '../native.js';
+import type { Device, NativeTensor } from 'weightnorm/native';
+import { native } from 'weightnorm/native';
 import { alternate, isUnavailable, type Measured, type RoundPlan } from './rounds.js';
 import { type GemmPrecision, type GemmSpec, gemmOutputs, timeGemm } from './native-bench.js';
 import type { TorchPeer } from './peer.js';

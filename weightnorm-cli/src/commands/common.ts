@@ -6,15 +6,26 @@ import { cpus, loadavg } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
 import { SingleBar } from 'cli-progress';
 
-import { backend, setNumThreads } from '../backend.js';
-import { batches, CLASSES, IMAGE_SIZE, loadMnist, type MnistSplit, PIXELS } from '../data/mnist.js';
-import * as init from '../init.js';
-import * as nn from '../nn.js';
-import type { Optimizer } from '../optim.js';
-import { manualSeed } from '../random.js';
-import { type Device, tensor } from '../tensor.js';
-import { evaluate, type Evaluation, NonFiniteLossError, trainStep } from '../train.js';
+import {
+  backend,
+  data,
+  type Device,
+  evaluate,
+  type Evaluation,
+  init,
+  manualSeed,
+  nn,
+  NonFiniteLossError,
+  type optim,
+  setNumThreads,
+  tensor,
+  trainStep,
+} from 'weightnorm';
 import type { DeviceChoice, ModelKind, NormKind } from './options.js';
+
+const { batches, CLASSES, IMAGE_SIZE, loadMnist, PIXELS } = data;
+type MnistSplit = data.MnistSplit;
+type Optimizer = optim.Optimizer;
 
 export const NORM_LABELS: Record<NormKind, string> = {
   none: 'plain',
@@ -105,7 +116,8 @@ export function buildModel(kind: ModelKind, norm: NormKind, hidden = DEFAULT_HID
 /** The first `count` digits of a split (the split itself is already a seeded shuffle). */
 export function subset(split: MnistSplit, count: number | undefined): MnistSplit {
   if (count === undefined || count >= split.count) return split;
-  return { images: split.images.subarray(0, count * PIXELS), labels: split.labels.subarray(0, count), count };
+  const images = split.images.subarray(0, count * PIXELS);
+  return { inputs: images, images, labels: split.labels.subarray(0, count), count, inputShape: split.inputShape };
 }
 
 /**
@@ -367,9 +379,9 @@ export function prepareRace(options: RaceOptions): RaceSetup {
   const threads = applyThreads(options.threads);
   const out = resolvePath(options.out);
   mkdirSync(out, { recursive: true });
-  const data = loadMnist();
-  const train = subset(data.train, options.trainSize);
+  const digits = loadMnist();
+  const train = subset(digits.train, options.trainSize);
   const perEpoch = stepsPerEpoch(train.count, options.batch);
   const total = Math.min(options.steps ?? Infinity, options.epochs * perEpoch);
-  return { device, threads, out, train, test: data.test, perEpoch, total, started: performance.now() };
+  return { device, threads, out, train, test: digits.test, perEpoch, total, started: performance.now() };
 }

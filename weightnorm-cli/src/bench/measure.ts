@@ -1,7 +1,9 @@
 // Native measurements of one case on one device: rotated input sets, the fused-vs-unfused check, and the timed
 // runs of copy (the roofline), forward and backward, fused and unfused.
 import { readFileSync } from 'node:fs';
-import { type Device, native, type NativeTensor } from '../native.js';
+import { type Device, native, type NativeTensor } from 'weightnorm/native';
+
+import { benchmarkHarness } from './native-bench.js';
 import { type BenchCase, channelsOf, normalizeDim } from './cases.js';
 
 /** The eps every benchmark call uses (the library default). */
@@ -131,7 +133,7 @@ export class CaseInputs {
    */
   time(op: 'forward' | 'backward' | 'copy', fused: boolean, warmup: number, repeats: number): number[] {
     const sets = this.setsFor(op);
-    return Array.from(native.benchmark(op, fused, sets, this.dim, BENCH_EPS, Math.max(warmup, this.sets), repeats));
+    return Array.from(benchmarkHarness()(op, fused, sets, this.dim, BENCH_EPS, Math.max(warmup, this.sets), repeats));
   }
 
   dispose(): void {

@@ -1,7 +1,7 @@
 // The typed contract of binding/bench.cc's benchmark() beyond the float32 weight-norm ops that ts/native.ts
 // declares: the bfloat16 weight-norm overloads and the GEMM, timed, or run once for their outputs (the check
 // before timing). A kernel that is not implemented on a backend throws; callers report that as "unavailable".
-import { native, type NativeTensor } from '../native.js';
+import { native, type NativeBinding, type NativeTensor } from 'weightnorm/native';
 
 export type GemmPrecision = 'fp32' | 'tf32' | 'bf16';
 
@@ -30,7 +30,23 @@ interface ExtendedBenchmark {
   (op: Op, variant: GemmSpec | boolean, sets: NativeTensor[][], dim: number | null, eps: number, warmup: number, repeats: 0): BenchOutputs;
 }
 
-const benchmark = native.benchmark as unknown as ExtendedBenchmark;
+/**
+ * binding/bench.cc's benchmark(). It is compiled only into the development build of the addon (a user's install
+ * leaves the harness out), so a missing one says how to get it.
+ */
+export function benchmarkHarness(): NonNullable<NativeBinding['benchmark']> {
+  if (!native.benchmark) {
+    throw new Error(
+      'the benchmarks need the development build of the addon (with its benchmark harness), and this one is the ' +
+        "install build: run `npm run bench` (or `npm run build`, then `weightnorm bench`) in a checkout of weightnorm",
+    );
+  }
+  return native.benchmark;
+}
+
+function benchmark(op: Op, variant: GemmSpec | boolean, sets: NativeTensor[][], dim: number | null, eps: number, warmup: number, repeats: number): Float64Array | BenchOutputs {
+  return (benchmarkHarness() as unknown as ExtendedBenchmark)(op, variant, sets, dim, eps, warmup, repeats);
+}
 
 /** Per-run milliseconds of one GEMM (sets: [[a, b]], float32; converted to bfloat16 natively for 'bf16'). */
 export function timeGemm(spec: GemmSpec, sets: NativeTensor[][], warmup: number, repeats: number): number[] {

@@ -3,11 +3,12 @@
 // torch, then time in rounds that alternate ours (copy, forward and backward, fused and unfused) and torch's.
 // A case whose rounds disagree (background load on a shared machine) is measured again.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { availableParallelism, cpus, freemem, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import cliProgress from 'cli-progress';
-import { type Device, native } from '../native.js';
+import { type Device, native } from 'weightnorm/native';
 import { type BenchCase, CASES, channelsOf, checkShape, elementsOf, minimalBytes, normalizeDim } from './cases.js';
 import {
   BENCH_EPS,
@@ -24,7 +25,7 @@ import {
   summarizeRounds,
   worst,
 } from './measure.js';
-import { timeWeightNormBf16, weightNormBf16Outputs } from './native-bench.js';
+import { benchmarkHarness, timeWeightNormBf16, weightNormBf16Outputs } from './native-bench.js';
 import { type PeerPrepared, type PeerVariant, pythonCandidates, TorchPeer } from './peer.js';
 import { roundToBfloat16 } from './rounds.js';
 import { summaryText, terminalTable, writeResults } from './report.js';
@@ -85,7 +86,9 @@ export interface BenchOptions {
  */
 export const CHECK_TOLERANCE = 1e-4;
 
-const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+// This package's folder (dist/bench/ -> ..): the PyTorch peer script lives there; results default to the
+// repository's bench/results beside it.
+const cliRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 function slug(text: string): string {
   return text
@@ -97,7 +100,9 @@ function slug(text: string): string {
 
 function packageVersion(): string {
   try {
-    return (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
+    // The library's version: it is what the figures measure.
+    const manifest = createRequire(import.meta.url).resolve('weightnorm/package.json');
+    return (JSON.parse(readFileSync(manifest, 'utf8')) as { version: string }).version;
   } catch {
     return 'unknown';
   }
@@ -522,7 +527,7 @@ async function benchDevice(
   let peerSkip = 'peer disabled (--no-peer)';
   if (options.peer) {
     process.stderr.write(`${plan.device}: starting the PyTorch peer...\n`);
-    const started = await TorchPeer.start(join(packageRoot, 'bench', 'peer_torch.py'), plan.device, threads, pythonCandidates(options.python), options.peerDefaultMalloc);
+    const started = await TorchPeer.start(join(cliRoot, 'peer_torch.py'), plan.device, threads, pythonCandidates(options.python), options.peerDefaultMalloc);
     if ('peer' in started) {
       peer = started.peer;
       peerInfo = peer.info;
@@ -609,6 +614,12 @@ async function benchDevice(
 
 /** Runs the benchmark; resolves to the process exit code (1 when a kernel failed its check or a device is missing). */
 export async function runBench(options: BenchOptions): Promise<number> {
+  try {
+    benchmarkHarness();
+  } catch (error) {
+    process.stderr.write(`weightnorm bench: ${(error as Error).message}\n`);
+    return 2;
+  }
   const threads = options.threads ?? availableParallelism();
   const cases = CASES.filter((c) => (options.quick ? c.quick : true)).filter(
     (c) => !options.cases?.length || options.cases.some((name) => c.name.includes(name)),
@@ -618,7 +629,7 @@ export async function runBench(options: BenchOptions): Promise<number> {
     return 1;
   }
   const devices: Device[] = options.device === 'all' ? ['cpu', 'cuda'] : [options.device];
-  const outDir = resolve(options.out ?? join(packageRoot, 'bench', 'results'));
+  const outDir = resolve(options.out ?? join(cliRoot, '..', 'bench', 'results'));
   let exitCode = 0;
   for (const device of devices) {
     const plan = planDevice(device, options, threads);

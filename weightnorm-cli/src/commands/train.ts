@@ -3,9 +3,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
-import { loadMnist } from '../data/mnist.js';
-import * as io from '../io.js';
-import * as optim from '../optim.js';
+import { data, io, optim } from 'weightnorm';
 import {
   applyThreads,
   environment,
@@ -20,6 +18,8 @@ import {
   subset,
 } from './common.js';
 import type { DeviceChoice, ModelKind, NormKind, OptimizerKind } from './options.js';
+
+const { loadMnist } = data;
 
 export interface TrainOptions {
   model: ModelKind;

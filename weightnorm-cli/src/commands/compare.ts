@@ -5,10 +5,7 @@ import { writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 
-import { batches, loadMnist } from '../data/mnist.js';
-import * as optim from '../optim.js';
-import type { Tensor } from '../tensor.js';
-import { NonFiniteLossError, trainStep } from '../train.js';
+import { data, NonFiniteLossError, optim, type Tensor, trainStep } from 'weightnorm';
 import {
   prepareRace,
   type RaceOptions,
@@ -34,6 +31,8 @@ import {
 } from './common.js';
 import type { NormKind } from './options.js';
 import { CHART_FONT, writeChart } from './plot.js';
+
+const { batches, loadMnist } = data;
 
 /** lrs is the pilot's learning-rate grid. */
 export interface CompareOptions extends RaceOptions {

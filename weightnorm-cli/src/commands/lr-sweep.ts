@@ -6,9 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 
-import * as nn from '../nn.js';
-import * as optim from '../optim.js';
-import { evaluate, type Evaluation } from '../train.js';
+import { evaluate, type Evaluation, nn, optim } from 'weightnorm';
 import {
   prepareRace,
   type RaceOptions,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch peer for the weightnorm benchmark (ts/bench/peer.ts spawns it).
+"""PyTorch peer for the weightnorm benchmark (src/bench/peer.ts spawns it).
 
 Protocol: one JSON object per line on stdin, one JSON answer per line on stdout (stderr is for tracebacks).
   {"cmd": "hello", "device": "cpu"|"cuda", "threads": N}
@@ -320,7 +320,7 @@ def weight_norm_gradients(module):
 
 def mnist_cnn(wn):
     """The CLI's `train --model cnn`: conv 1->16 3x3 pad 1, ReLU, maxpool 2, conv 16->32 3x3 pad 1, ReLU, maxpool 2,
-    flatten, linear 1568 -> 10 (ts/commands/common.ts buildModel); weight norm (dim 0) on every conv and linear."""
+    flatten, linear 1568 -> 10 (src/commands/common.ts buildModel); weight norm (dim 0) on every conv and linear."""
     nn = torch.nn
     layers = [nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
               nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 7 * 7, 10)]

@@ -1,10 +1,10 @@
-// The PyTorch peer: bench/peer_torch.py in a child process, one JSON request per line on its stdin and one JSON
+// The PyTorch peer: peer_torch.py (this package's folder) in a child process, one JSON request per line on its stdin and one JSON
 // answer per line on its stdout. A missing python or torch is a normal outcome ("peer not installed"), never a
 // benchmark failure.
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createInterface, type Interface } from 'node:readline';
-import type { Device } from '../native.js';
+import type { Device } from 'weightnorm/native';
 
 export interface PeerInfo {
   torch: string;
@@ -144,7 +144,7 @@ export class TorchPeer {
     return (await this.request({ cmd: 'prepare', shape, dim, sets, seed, bf16 })) as unknown as PeerPrepared;
   }
 
-  /** Prepares one task of the issue-7 suites (gemm, linear, mnist; see bench/peer_torch.py Task). */
+  /** Prepares one task of the issue-7 suites (gemm, linear, mnist; see peer_torch.py Task). */
   async task(kind: 'gemm' | 'linear' | 'mnist', spec: Record<string, unknown>): Promise<PeerTask> {
     return (await this.request({ cmd: 'task', kind, ...spec })) as unknown as PeerTask;
   }

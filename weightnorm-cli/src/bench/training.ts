@@ -8,19 +8,10 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { noGrad } from '../autograd.js';
-import { synchronize } from '../backend.js';
+import { manualSeed, nn, noGrad, ops, optim, synchronize, type Tensor, tensor, tidy, trainStep } from 'weightnorm';
+import { type Device, native } from 'weightnorm/native';
+
 import { buildModel } from '../commands/common.js';
-import * as F from '../functional.js';
-import type { Device } from '../native.js';
-import { native } from '../native.js';
-import * as nn from '../nn.js';
-import { weightNormBackward } from '../ops.js';
-import { Adam } from '../optim.js';
-import { manualSeed } from '../random.js';
-import { tidy } from '../scope.js';
-import { type Tensor, tensor } from '../tensor.js';
-import { trainStep } from '../train.js';
 import { relativeError, type Timing } from './measure.js';
 import type { TorchPeer } from './peer.js';
 import { alternate, isUnavailable, type Measured, type RoundPlan, wallTimes } from './rounds.js';
@@ -114,7 +105,7 @@ function checkWeightNormLinear(layer: nn.Linear, x: Tensor): LayerCheck {
   const errors: Record<string, number> = {};
   tidy(() => {
     const y = layer.forward(x);
-    F.sum(y).backward();
+    nn.functional.sum(y).backward();
     const ours = { y: y.toArray(), dx: x.grad!.toArray(), dv: state.v.grad!.toArray(), dg: state.g.grad!.toArray(), db: layer.bias!.grad!.toArray() };
     clearGradients([x, ...layer.parameters()]);
     const w = noGrad(() => layer.effectiveWeight());
@@ -123,9 +114,9 @@ function checkWeightNormLinear(layer: nn.Linear, x: Tensor): LayerCheck {
     x2.requiresGrad = true;
     const b2 = copyOf(layer.bias!);
     b2.requiresGrad = true;
-    const y2 = F.linear(x2, w, b2);
-    F.sum(y2).backward();
-    const { dv, dg } = weightNormBackward(w.grad!, state.v, state.g, state.currentNorm(), { dim: 0, eps: state.eps, fused: false });
+    const y2 = nn.functional.linear(x2, w, b2);
+    nn.functional.sum(y2).backward();
+    const { dv, dg } = ops.weightNormBackward(w.grad!, state.v, state.g, state.currentNorm(), { dim: 0, eps: state.eps, fused: false });
     errors.y = relativeError(ours.y, y2.toArray());
     errors.dx = relativeError(ours.dx, x2.grad!.toArray());
     errors.dv = relativeError(ours.dv, dv.toArray());
@@ -141,7 +132,7 @@ function linearStep(layer: nn.Linear, x: Tensor): () => void {
   return () =>
     tidy(() => {
       clearGradients([x, ...params]);
-      F.sum(layer.forward(x)).backward();
+      nn.functional.sum(layer.forward(x)).backward();
     });
 }
 
@@ -222,7 +213,7 @@ async function checkMnistAgainstTorch(peer: TorchPeer, model: nn.Module, x: Tens
     writeF32(join(dir, 'x.bin'), x.toArray());
     writeF32(join(dir, 'labels.bin'), Float32Array.from(labels));
     const ours = tidy(() => {
-      const loss = F.crossEntropy(model.forward(x), labels);
+      const loss = nn.functional.crossEntropy(model.forward(x), labels);
       loss.backward();
       return { loss: loss.toArray(), grads: params.map(([name, t]) => [name, t.grad!.toArray()] as const) };
     });
@@ -248,7 +239,7 @@ export async function runMnistSuite(batches: readonly number[], peer: TorchPeer 
       manualSeed(seed);
       const { model } = buildModel('cnn', norm === 'wn' ? 'wn' : 'none');
       model.to(device);
-      return { norm, model, optimizer: new Adam(model.parameters(), { lr: 3e-3 }) };
+      return { norm, model, optimizer: new optim.Adam(model.parameters(), { lr: 3e-3 }) };
     });
     try {
       const checks = new Map<string, MnistRow['check']>();

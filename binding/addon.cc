@@ -30,7 +30,10 @@ namespace weightnorm::binding {
 #define WN_DEVICE_CALL(device, function, ...) cpu::function(__VA_ARGS__)
 #endif
 
-Napi::Value Benchmark(const Napi::CallbackInfo& info);  // bench.cc
+// bench.cc
+Napi::Value Benchmark(const Napi::CallbackInfo& info);
+Napi::Value BenchmarkTimes(const Napi::CallbackInfo& info);
+Napi::Value BenchmarkOutputs(const Napi::CallbackInfo& info);
 void register_nn_ops(Napi::Env env, Napi::Object exports);  // nn.cc
 
 namespace {
@@ -276,8 +279,7 @@ Napi::Value WeightNormRoute(const Napi::CallbackInfo& info) {
 // setMatmulPrecision('highest' | 'high'): float32 GEMMs on CUDA in full float32 (SIMT) or TF32 on tensor cores.
 Napi::Value SetMatmulPrecision(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const std::string name = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
-  if (name != "highest" && name != "high") throw_type_error(env, "precision: expected 'highest' or 'high'");
+  const std::string name = parse_kind(env, info[0], "setMatmulPrecision", "precision", {"highest", "high"});
 #ifdef WEIGHTNORM_WITH_CUDA
   cuda::set_gemm_precision(name == "high" ? cuda::GemmPrecision::kTensorFloat32 : cuda::GemmPrecision::kFloat32);
 #else
@@ -390,6 +392,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("synchronize", Napi::Function::New(env, Synchronize));
   exports.Set("releaseCachedMemory", Napi::Function::New(env, ReleaseCachedMemory));
   exports.Set("benchmark", Napi::Function::New(env, Benchmark));
+  exports.Set("benchmarkTimes", Napi::Function::New(env, BenchmarkTimes));
+  exports.Set("benchmarkOutputs", Napi::Function::New(env, BenchmarkOutputs));
   register_nn_ops(env, exports);
   return exports;
 }

@@ -567,13 +567,7 @@ export function batchNormInference(x: Tensor, runningMean: Tensor, runningVar: T
       handleOf(mean, where),
       handleOf(variance, where),
       handleOf(gamma, where),
-      outer,
-      channels,
-      inner,
-      eps,
-      needs[0]!,
-      needs[1]!,
-      needs[2]!,
+      { outer, channels, inner, eps, wantDx: needs[0]!, wantDgamma: needs[1]!, wantDbeta: needs[2]! },
     );
     return [g.dx ? wrap(g.dx) : null, g.dgamma ? wrap(g.dgamma) : null, g.dbeta ? wrap(g.dbeta) : null];
   });

@@ -131,16 +131,18 @@ export interface GemmBenchmarkSpec {
   precision: GemmBenchmarkPrecision;
 }
 
+/** Input sets (read only): run i uses sets[i % sets.length]. */
+export type BenchmarkSets = ReadonlyArray<readonly NativeTensor[]>;
 /**
  * What the benchmark entry points run. Run i uses sets[i % sets.length] (rotating buffers keeps the inputs out of
  * cache). Sets: copy [x]; forward [v, g]; backward [dw, v, g, norm]; gemm [a, b]. All float32: the bfloat16
  * weight-norm ops and the bf16 GEMM convert their per-element inputs natively before timing.
  */
 export type BenchmarkRequest =
-  | { op: 'copy'; sets: NativeTensor[][] }
-  | { op: 'forward' | 'backward'; fused: boolean; sets: NativeTensor[][]; dim: number | null; eps: number }
-  | { op: 'forward-bf16' | 'backward-bf16'; sets: NativeTensor[][]; dim: number | null; eps: number }
-  | { op: 'gemm'; gemm: GemmBenchmarkSpec; sets: NativeTensor[][] };
+  | { op: 'copy'; sets: BenchmarkSets }
+  | { op: 'forward' | 'backward'; fused: boolean; sets: BenchmarkSets; dim: number | null; eps: number }
+  | { op: 'forward-bf16' | 'backward-bf16'; sets: BenchmarkSets; dim: number | null; eps: number }
+  | { op: 'gemm'; gemm: GemmBenchmarkSpec; sets: BenchmarkSets };
 
 /** One run's outputs on sets[0], for the check before timing. */
 export interface BenchmarkOutputs {

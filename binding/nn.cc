@@ -477,14 +477,16 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   });
 }
 
-// conv2dBackward(dy, x, w, stride, padding, wantDx, wantDw, wantDbias) -> { dx?, dw?, dbias? }
+// conv2dBackward(dy, x, w, { stride, padding, wantDx, wantDw, wantDbias }) -> { dx?, dw?, dbias? }
 Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
   Args args(info);
   TensorWrap& dy = args.tensor(0, "dy");
   TensorWrap& x = args.tensor(1, "x");
   TensorWrap& w = args.tensor(2, "w");
-  const int64_t stride = args.count(3, "stride"), padding = args.count(4, "padding");
-  const bool want_dx = args.flag(5), want_dw = args.flag(6), want_dbias = args.flag(7);
+  const OptionsReader options(args.env(), info[3], "conv2dBackward", "options");
+  const int64_t stride = options.integer("stride", 0), padding = options.integer("padding", 0);
+  const bool want_dx = options.boolean("wantDx"), want_dw = options.boolean("wantDw"),
+             want_dbias = options.boolean("wantDbias");
   const Device device = common_device(args.env(), {{&dy, "dy"}, {&x, "x"}, {&w, "w"}});
   check_conv(args.env(), x, w, stride, padding);
   return guarded(args.env(), [&]() -> Napi::Value {

@@ -234,6 +234,24 @@ describe('other option objects and valid calls', () => {
     ]);
   });
 
+  it('conv2dBackward reads stride, padding and the wanted gradients from an options object', () => {
+    const x = randn([2, 3, 5, 5], 101);
+    const w = randn([4, 3, 3, 3], 102);
+    const dy = randn([2, 4, 3, 3], 103); // stride 1, no padding: 5 - 3 + 1 = 3
+    const grads = native.conv2dBackward(dy, x, w, { stride: 1, padding: 0, wantDx: false, wantDw: false, wantDbias: true });
+    expect(grads.dx).toBeUndefined();
+    expect(grads.dw).toBeUndefined();
+    const dys = values(dy);
+    const dbias = [0, 1, 2, 3].map((c) => dys.reduce((sum, d, i) => (Math.floor(i / 9) % 4 === c ? sum + d : sum), 0));
+    expectClose(values(grads.dbias!), dbias);
+    expectError(() => raw.conv2dBackward!(dy, x, w, { stride: 1, padding: 0, wantDx: 1, wantDw: false, wantDbias: true }), TypeError, [
+      'conv2dBackward: options.wantDx',
+      'expected a boolean',
+      'got 1',
+    ]);
+    expectError(() => raw.conv2dBackward!(dy, x, w, 1, 0, true, true, true), TypeError, ['conv2dBackward: options', 'got 1']);
+  });
+
   it('benchmarkOutputs returns the outputs and benchmarkTimes the times, one shape each', () => {
     const v = randn([4, 5], 91);
     const g = randn([4], 92, 1, 0.1);

@@ -335,11 +335,7 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
       handleOf(dy, where),
       handleOf(x, where),
       handleOf(weight, where),
-      stride,
-      padding,
-      needs[0]!,
-      needs[1]!,
-      needs[2]!,
+      { stride, padding, wantDx: needs[0]!, wantDw: needs[1]!, wantDbias: needs[2]! },
     );
     return [grads.dx ? wrap(grads.dx) : null, grads.dw ? wrap(grads.dw) : null, grads.dbias ? wrap(grads.dbias) : null];
   });

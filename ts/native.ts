@@ -110,6 +110,14 @@ export interface AdamaxStepOptions extends AdamFamilyStepOptions {
   expInf: NativeTensor;
 }
 
+export interface Conv2dBackwardOptions {
+  stride: number;
+  padding: number;
+  wantDx: boolean;
+  wantDw: boolean;
+  wantDbias: boolean;
+}
+
 export interface BatchNormInferenceBackwardOptions {
   outer: number;
   channels: number;
@@ -202,7 +210,7 @@ export interface NativeBinding {
   softmaxCrossEntropyBackward(probs: NativeTensor, labels: NativeTensor, dloss: NativeTensor): NativeTensor;
   gemm(a: NativeTensor, b: NativeTensor, m: number, n: number, k: number, transposeA: boolean, transposeB: boolean, epilogue: GemmEpilogue): NativeTensor;
   conv2d(x: NativeTensor, w: NativeTensor, bias: NativeTensor | null, stride: number, padding: number): NativeTensor;
-  conv2dBackward(dy: NativeTensor, x: NativeTensor, w: NativeTensor, stride: number, padding: number, wantDx: boolean, wantDw: boolean, wantDbias: boolean): { dx?: NativeTensor; dw?: NativeTensor; dbias?: NativeTensor };
+  conv2dBackward(dy: NativeTensor, x: NativeTensor, w: NativeTensor, options: Conv2dBackwardOptions): { dx?: NativeTensor; dw?: NativeTensor; dbias?: NativeTensor };
   maxPool2d(x: NativeTensor, kernel: number, stride: number): NativeTensor;
   maxPool2dBackward(dy: NativeTensor, x: NativeTensor, kernel: number, stride: number): NativeTensor;
   globalAvgPool(x: NativeTensor): NativeTensor;

@@ -91,7 +91,7 @@ DType parse_dtype(Napi::Env env, const Napi::Value& value, const char* parameter
   const std::string name = value.IsString() ? value.As<Napi::String>().Utf8Value() : "";
   if (name == "float32") return DType::kFloat32;
   if (name == "bfloat16") return DType::kBFloat16;
-  throw_type_error(env, std::string(parameter) + ": expected 'float32' or 'bfloat16'");
+  throw_type_error(env, std::string(parameter) + ": expected 'float32' or 'bfloat16', got " + describe_value(value));
 }
 
 void TensorWrap::Define(Napi::Env env, Napi::Object exports) {
@@ -326,7 +326,7 @@ Device parse_device(Napi::Env env, const Napi::Value& value, const char* paramet
     if (!cuda_usable(&reason)) throw_range_error(env, std::string(parameter) + ": 'cuda' is not usable: " + reason);
     return Device::kCuda;
   }
-  throw_type_error(env, std::string(parameter) + ": expected 'cpu' or 'cuda'");
+  throw_type_error(env, std::string(parameter) + ": expected 'cpu' or 'cuda', got " + describe_value(value));
 }
 
 std::vector<int64_t> parse_shape(Napi::Env env, const Napi::Value& value, const char* parameter) {

@@ -406,10 +406,6 @@ double OptionsReader::number(const char* name) const {
   return field.As<Napi::Number>().DoubleValue();
 }
 
-double OptionsReader::number_or(const char* name, double fallback) const {
-  return has(name) ? number(name) : fallback;
-}
-
 int64_t OptionsReader::integer(const char* name, int64_t minimum) const {
   const double d = number(name);
   if (!(d >= static_cast<double>(minimum) && d <= 9007199254740991.0) || d != static_cast<double>(static_cast<int64_t>(d)))
@@ -422,10 +418,6 @@ bool OptionsReader::boolean(const char* name) const {
   const Napi::Value field = value(name);
   if (!field.IsBoolean()) fail(name, "a boolean");
   return field.As<Napi::Boolean>().Value();
-}
-
-bool OptionsReader::boolean_or(const char* name, bool fallback) const {
-  return has(name) ? boolean(name) : fallback;
 }
 
 TensorWrap& OptionsReader::tensor(const char* name) const {

@@ -120,15 +120,13 @@ class OptionsReader {
   // An enum-like string field, as parse_kind() checks it.
   std::string kind(const char* name, std::initializer_list<const char*> accepted) const;
   double number(const char* name) const;
-  double number_or(const char* name, double fallback) const;
   // A safe integer >= minimum.
   int64_t integer(const char* name, int64_t minimum) const;
   bool boolean(const char* name) const;
-  bool boolean_or(const char* name, bool fallback) const;
   // A live float32 tensor.
   TensorWrap& tensor(const char* name) const;
   TensorWrap* optional_tensor(const char* name) const;
-  // A nested options object; nullptr-like (has() false) fields are the caller's to check first.
+  // A nested options object (a TypeError naming it when absent: check has() first for an optional one).
   OptionsReader object(const char* name) const;
 
  private:
@@ -139,6 +137,7 @@ class OptionsReader {
   std::string function_;
   std::string path_;
 };
+
 std::string shape_string(const std::vector<int64_t>& shape);  // "[2, 3]"
 
 }  // namespace weightnorm::binding

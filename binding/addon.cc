@@ -32,7 +32,9 @@ namespace weightnorm::binding {
 #endif
 
 #ifdef WEIGHTNORM_WITH_BENCHMARK
-Napi::Value Benchmark(const Napi::CallbackInfo& info);  // bench.cc, in the development build only
+// bench.cc, in the development build only
+Napi::Value BenchmarkTimes(const Napi::CallbackInfo& info);
+Napi::Value BenchmarkOutputs(const Napi::CallbackInfo& info);
 #endif
 void register_nn_ops(Napi::Env env, Napi::Object exports);  // nn.cc
 
@@ -279,8 +281,7 @@ Napi::Value WeightNormRoute(const Napi::CallbackInfo& info) {
 // setMatmulPrecision('highest' | 'high'): float32 GEMMs on CUDA in full float32 (SIMT) or TF32 on tensor cores.
 Napi::Value SetMatmulPrecision(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const std::string name = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
-  if (name != "highest" && name != "high") throw_type_error(env, "precision: expected 'highest' or 'high'");
+  const std::string name = parse_kind(env, info[0], "setMatmulPrecision", "precision", {"highest", "high"});
 #ifdef WEIGHTNORM_WITH_CUDA
   cuda::set_gemm_precision(name == "high" ? cuda::GemmPrecision::kTensorFloat32 : cuda::GemmPrecision::kFloat32);
 #else
@@ -409,7 +410,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("releaseCachedMemory", Napi::Function::New(env, ReleaseCachedMemory));
   exports.Set("setCpuCacheLimit", Napi::Function::New(env, SetCpuCacheLimit));
 #ifdef WEIGHTNORM_WITH_BENCHMARK
-  exports.Set("benchmark", Napi::Function::New(env, Benchmark));
+  exports.Set("benchmarkTimes", Napi::Function::New(env, BenchmarkTimes));
+  exports.Set("benchmarkOutputs", Napi::Function::New(env, BenchmarkOutputs));
 #endif
   register_nn_ops(env, exports);
   return exports;

@@ -1,17 +1,17 @@
-// benchmark(): times the kernels in a native loop with preallocated outputs, so the figures are the kernels'
-// own (no JS call overhead, no output allocation). CPU: steady_clock per run; CUDA: events per run.
+// The benchmark entry points: they time the kernels in a native loop with preallocated outputs, so the figures are
+// the kernels' own (no JS call overhead, no output allocation). CPU: steady_clock per run; CUDA: events per run.
 //
-// benchmark(op, variant, sets: NativeTensor[][], dim, eps, warmup, repeats) -> Float64Array of ms per run.
-// Run i uses input set i % sets.length (rotating buffers keeps the inputs out of cache when the sets together
-// exceed it). The ops:
-//   'copy' | 'forward' | 'backward'   float32 weight norm; variant = fused (boolean). Sets: [x] | [v, g] |
-//                                     [dw, v, g, norm].
-//   'forward-bf16' | 'backward-bf16'  the bfloat16 overloads; sets as for forward/backward (float32 tensors: the
-//                                     per-element ones are converted to bfloat16 before timing); variant unused.
-//   'gemm'                            variant = { m, n, k, transposeA, transposeB, precision: 'fp32' | 'tf32' |
-//                                     'bf16' }; sets: [a, b] float32 (converted for bf16); no epilogue.
-// repeats == 0 (any op but copy): no timing; one run on set 0, and its outputs come back as float32 tensors
-// { out, perChannel?, backend } (bfloat16 outputs widened exactly) for the check before timing.
+// benchmarkTimes(request, warmup, repeats) -> Float64Array of ms per run.
+// benchmarkOutputs(request) -> { out, perChannel, backend }: one run on set 0, its outputs as float32 tensors
+//   (bfloat16 outputs widened exactly), for the check before timing.
+// request = { op, sets: NativeTensor[][], ... }; run i uses sets[i % sets.length] (rotating buffers keeps the
+// inputs out of cache when the sets together exceed it). The ops:
+//   'copy'                            sets [x]; no outputs to check.
+//   'forward' | 'backward'            float32 weight norm, { fused, dim, eps }. Sets: [v, g] | [dw, v, g, norm].
+//   'forward-bf16' | 'backward-bf16'  the bfloat16 overloads, { dim, eps }; sets as for forward/backward (float32
+//                                     tensors: the per-element ones are converted to bfloat16 before timing).
+//   'gemm'                            { gemm: { m, n, k, transposeA, transposeB, precision: 'fp32' | 'tf32' | 'bf16' } };
+//                                     sets: [a, b] float32 (converted for bf16); no epilogue.
 #include <napi.h>
 
 #include <algorithm>
@@ -58,29 +58,41 @@ struct GemmSpec {
   Precision precision = Precision::kFp32;
 };
 
-GemmSpec parse_gemm_spec(Napi::Env env, const Napi::Value& value) {
-  if (!value.IsObject()) throw_type_error(env, "variant: expected { m, n, k, transposeA, transposeB, precision } for 'gemm'");
-  Napi::Object o = value.As<Napi::Object>();
+// `o` names the spec in messages ("benchmarkTimes: request.gemm").
+GemmSpec parse_gemm_spec(const OptionsReader& o) {
   GemmSpec spec;
-  auto count = [&](const char* name) {
-    const Napi::Value v = o.Get(name);
-    const double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-    if (!(x >= 1 && x <= 9007199254740991.0) || x != static_cast<double>(static_cast<int64_t>(x)))
-      throw_range_error(env, std::string("variant.") + name + ": expected a positive integer");
-    return static_cast<int64_t>(x);
-  };
-  spec.m = count("m");
-  spec.n = count("n");
-  spec.k = count("k");
-  spec.transpose_a = o.Get("transposeA").ToBoolean().Value();
-  spec.transpose_b = o.Get("transposeB").ToBoolean().Value();
-  const Napi::Value p = o.Get("precision");
-  const std::string precision = p.IsString() ? p.As<Napi::String>().Utf8Value() : "";
-  if (precision == "fp32") spec.precision = Precision::kFp32;
-  else if (precision == "tf32") spec.precision = Precision::kTf32;
-  else if (precision == "bf16") spec.precision = Precision::kBf16;
-  else throw_type_error(env, "variant.precision: expected 'fp32', 'tf32' or 'bf16'");
+  spec.m = o.integer("m", 1);
+  spec.n = o.integer("n", 1);
+  spec.k = o.integer("k", 1);
+  spec.transpose_a = o.boolean("transposeA");
+  spec.transpose_b = o.boolean("transposeB");
+  const std::string precision = o.kind("precision", {"fp32", "tf32", "bf16"});
+  spec.precision = precision == "fp32" ? Precision::kFp32 : precision == "tf32" ? Precision::kTf32 : Precision::kBf16;
   return spec;
+}
+
+// One benchmark request, converted from either call form.
+struct Request {
+  std::string op;
+  bool fused = true;
+  GemmSpec gemm;
+  Napi::Value sets;
+  Napi::Value dim;  // null or undefined: one norm over everything
+  float eps = 0.0f;
+};
+
+constexpr std::initializer_list<const char*> kOps = {"copy", "forward", "backward", "forward-bf16", "backward-bf16", "gemm"};
+
+Request parse_request(Napi::Env env, const Napi::Value& value, const char* function) {
+  const OptionsReader o(env, value, function, "request");
+  Request request;
+  request.op = o.kind("op", kOps);
+  request.sets = o.value("sets");
+  request.dim = o.value("dim");
+  if (request.op == "gemm") request.gemm = parse_gemm_spec(o.object("gemm"));
+  if (request.op == "forward" || request.op == "backward") request.fused = o.boolean("fused");
+  if (request.op != "gemm" && request.op != "copy") request.eps = static_cast<float>(o.number("eps"));
+  return request;
 }
 
 void convert_on(Device device, bfloat16* out, const float* x, int64_t count) {
@@ -143,42 +155,38 @@ const char* gemm_backend_on(Device device) {
 #endif
 }
 
-}  // namespace
-
-Napi::Value Benchmark(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const std::string op = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+// Times `request` (warmup untimed runs, then `repeats` timed ones: a Float64Array of ms), or with outputs_only runs
+// it once on set 0 and returns { out, perChannel, backend }.
+Napi::Value run_benchmark(Napi::Env env, const char* function, const Request& request, int warmup, int repeats,
+                          bool outputs_only) {
+  const std::string& op = request.op;
   const bool is_gemm = op == "gemm";
   const bool bf16_op = op == "forward-bf16" || op == "backward-bf16";
   const bool forward = op == "forward" || op == "forward-bf16";
   const bool backward = op == "backward" || op == "backward-bf16";
-  const bool fused = info[1].ToBoolean().Value();
-  if (!info[2].IsArray() || info[2].As<Napi::Array>().Length() == 0)
-    throw_type_error(env, "sets: expected a non-empty array of tensor arrays");
-  const size_t arity = forward ? 2 : backward ? 4 : op == "copy" ? 1 : is_gemm ? 2 : 0;
-  if (arity == 0)
-    throw_type_error(env, "op: expected 'forward', 'backward', 'copy', 'forward-bf16', 'backward-bf16' or 'gemm'");
-  const GemmSpec spec = is_gemm ? parse_gemm_spec(env, info[1]) : GemmSpec{};
-  const int warmup = info[5].ToNumber().Int32Value(), repeats = info[6].ToNumber().Int32Value();
-  const bool outputs_only = repeats == 0 && op != "copy";
-  if (warmup < 0 || (repeats < 1 && !outputs_only)) throw_range_error(env, "warmup >= 0 and repeats >= 1 expected");
-  const float eps = info[4].ToNumber().FloatValue();
+  const bool fused = request.fused;
+  const std::string prefix = std::string(function) + ": ";
+  if (!request.sets.IsArray() || request.sets.As<Napi::Array>().Length() == 0)
+    throw_type_error(env, prefix + "sets: expected a non-empty array of tensor arrays, got " + describe_value(request.sets));
+  const size_t arity = forward ? 2 : backward ? 4 : op == "copy" ? 1 : 2;
+  const GemmSpec& spec = request.gemm;
+  const float eps = request.eps;
 
-  Napi::Array set_array = info[2].As<Napi::Array>();
+  Napi::Array set_array = request.sets.As<Napi::Array>();
   std::vector<Set> sets(set_array.Length());
   std::vector<int64_t> shape;
   Device device = Device::kCpu;
   for (uint32_t s = 0; s < set_array.Length(); ++s) {
     Napi::Value item = set_array.Get(s);
     if (!item.IsArray() || item.As<Napi::Array>().Length() != arity)
-      throw_type_error(env, "sets[" + std::to_string(s) + "]: expected " + std::to_string(arity) + " tensors");
+      throw_type_error(env, prefix + "sets[" + std::to_string(s) + "]: expected " + std::to_string(arity) + " tensors for '" + op + "'");
     for (uint32_t j = 0; j < arity; ++j) {
       TensorWrap& t = TensorWrap::From(item.As<Napi::Array>().Get(j), "sets[][]");
       if (s == 0 && j == 0) {
         shape = t.shape();
         device = t.device();
       }
-      if (t.device() != device) throw_type_error(env, "sets: every tensor must be on one device");
+      if (t.device() != device) throw_type_error(env, prefix + "sets: every tensor must be on one device");
       if (is_gemm && t.numel() != (j == 0 ? spec.m * spec.k : spec.k * spec.n))
         throw_range_error(env, std::string("sets[][") + std::to_string(j) + "]: expected " +
                                    std::to_string(j == 0 ? spec.m * spec.k : spec.k * spec.n) + " elements for " +
@@ -186,12 +194,12 @@ Napi::Value Benchmark(const Napi::CallbackInfo& info) {
       sets[s].inputs.push_back(t.data());
     }
   }
-  const ChannelLayout layout = is_gemm ? ChannelLayout{} : layout_for(env, shape, info[3]);
+  const ChannelLayout layout = is_gemm ? ChannelLayout{} : layout_for(env, shape, request.dim);
   const int64_t out_elements = is_gemm ? spec.m * spec.n : layout.elements();
   const int64_t per_channel_elements = is_gemm ? 0 : layout.channels;
   const bool bf16 = bf16_op || (is_gemm && spec.precision == Precision::kBf16);
   if (is_gemm && device == Device::kCpu && spec.precision == Precision::kTf32)
-    throw_type_error(env, "precision 'tf32': TF32 is a CUDA tensor-core mode; the CPU GEMM has none");
+    throw_type_error(env, prefix + "precision 'tf32': TF32 is a CUDA tensor-core mode; the CPU GEMM has none");
   return guarded(env, [&]() -> Napi::Value {
     const size_t out_bytes = static_cast<size_t>(out_elements) * (bf16 ? sizeof(bfloat16) : sizeof(float));
     // Which inputs are per-element (converted to bfloat16): gemm a, b; forward v; backward dw, v.
@@ -290,5 +298,36 @@ Napi::Value Benchmark(const Napi::CallbackInfo& info) {
     return result;
   });
 }
+
+int count_argument(const Napi::CallbackInfo& info, size_t index, const char* function, const char* parameter, int minimum) {
+  const Napi::Value value = info[index];
+  const double d = value.IsNumber() ? value.As<Napi::Number>().DoubleValue() : -1.0;
+  if (!(d >= minimum && d <= 2147483647.0) || d != static_cast<double>(static_cast<int>(d)))
+    throw_range_error(info.Env(), std::string(function) + ": " + parameter + ": expected an integer >= " +
+                                      std::to_string(minimum) + ", got " + describe_value(value));
+  return static_cast<int>(d);
+}
+
+}  // namespace
+
+// benchmarkTimes(request, warmup, repeats) -> Float64Array of ms per run
+Napi::Value BenchmarkTimes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Request request = parse_request(env, info[0], "benchmarkTimes");
+  const int warmup = count_argument(info, 1, "benchmarkTimes", "warmup", 0);
+  const int repeats = count_argument(info, 2, "benchmarkTimes", "repeats", 1);
+  return run_benchmark(env, "benchmarkTimes", request, warmup, repeats, false);
+}
+
+// benchmarkOutputs(request) -> { out, perChannel, backend }
+Napi::Value BenchmarkOutputs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Request request = parse_request(env, info[0], "benchmarkOutputs");
+  if (request.op == "copy")
+    throw_type_error(env, "benchmarkOutputs: request.op: expected 'forward', 'backward', 'forward-bf16', "
+                          "'backward-bf16' or 'gemm' (copy has no outputs to check), got 'copy'");
+  return run_benchmark(env, "benchmarkOutputs", request, 0, 0, true);
+}
+
 
 }  // namespace weightnorm::binding

@@ -117,12 +117,11 @@ Output output(Napi::Env env, Device device, std::vector<int64_t> shape) {
 // binary(op: 'add' | 'multiply', a, b) -> a + b or a * b (same element count; the result has a's shape)
 Napi::Value Binary(const Napi::CallbackInfo& info) {
   Args args(info);
-  const std::string op = info[0].ToString().Utf8Value();
+  const std::string op = parse_kind(args.env(), info[0], "binary", "op", {"add", "multiply"});
   TensorWrap& a = args.tensor(1, "a");
   TensorWrap& b = args.tensor(2, "b");
   const Device device = common_device(args.env(), {{&a, "a"}, {&b, "b"}});
   expect_count(args.env(), b, a.numel(), "b");
-  if (op != "add" && op != "multiply") throw_type_error(args.env(), "op: expected 'add' or 'multiply'");
   return guarded(args.env(), [&]() -> Napi::Value {
     Output out = output(args.env(), device, a.shape());
     if (op == "add") WN_CALL(device, add, out.data, a.data(), b.data(), a.numel());
@@ -185,7 +184,7 @@ Napi::Value Reshape(const Napi::CallbackInfo& info) {
 // activation(kind: 'relu' | 'tanh', x, negativeSlope) -> y
 Napi::Value Activation(const Napi::CallbackInfo& info) {
   Args args(info);
-  const std::string kind = info[0].ToString().Utf8Value();
+  const std::string kind = parse_kind(args.env(), info[0], "activation", "kind", {"relu", "tanh"});
   TensorWrap& x = args.tensor(1, "x");
   const float slope = args.number(2, "negativeSlope");
   return guarded(args.env(), [&]() -> Napi::Value {
@@ -199,7 +198,7 @@ Napi::Value Activation(const Napi::CallbackInfo& info) {
 // activationBackward(kind, dy, saved, negativeSlope) -> dx; saved is x for relu, y for tanh
 Napi::Value ActivationBackward(const Napi::CallbackInfo& info) {
   Args args(info);
-  const std::string kind = info[0].ToString().Utf8Value();
+  const std::string kind = parse_kind(args.env(), info[0], "activationBackward", "kind", {"relu", "tanh"});
   TensorWrap& dy = args.tensor(1, "dy");
   TensorWrap& saved = args.tensor(2, "saved");
   const float slope = args.number(3, "negativeSlope");
@@ -244,7 +243,7 @@ Napi::Value GaussianNoise(const Napi::CallbackInfo& info) {
 // channelOp(op: 'biasAdd' | 'scale', x, perChannel, outer, channels, inner) -> x + b[k] or x * s[k]
 Napi::Value ChannelOp(const Napi::CallbackInfo& info) {
   Args args(info);
-  const std::string op = info[0].ToString().Utf8Value();
+  const std::string op = parse_kind(args.env(), info[0], "channelOp", "op", {"biasAdd", "scale"});
   TensorWrap& x = args.tensor(1, "x");
   TensorWrap& per_channel = args.tensor(2, "perChannel");
   const ChannelLayout layout = args.layout(3);
@@ -276,7 +275,7 @@ Napi::Value SumAll(const Napi::CallbackInfo& info) {
 // channelReduce(op: 'sum' | 'dot', a, b | null, outer, channels, inner) -> [channels]
 Napi::Value ChannelReduce(const Napi::CallbackInfo& info) {
   Args args(info);
-  const std::string op = info[0].ToString().Utf8Value();
+  const std::string op = parse_kind(args.env(), info[0], "channelReduce", "op", {"sum", "dot"});
   TensorWrap& a = args.tensor(1, "a");
   TensorWrap* b = args.optional_tensor(2, "b");
   const ChannelLayout layout = args.layout(3);
@@ -478,14 +477,16 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   });
 }
 
-// conv2dBackward(dy, x, w, stride, padding, wantDx, wantDw, wantDbias) -> { dx?, dw?, dbias? }
+// conv2dBackward(dy, x, w, { stride, padding, wantDx, wantDw, wantDbias }) -> { dx?, dw?, dbias? }
 Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
   Args args(info);
   TensorWrap& dy = args.tensor(0, "dy");
   TensorWrap& x = args.tensor(1, "x");
   TensorWrap& w = args.tensor(2, "w");
-  const int64_t stride = args.count(3, "stride"), padding = args.count(4, "padding");
-  const bool want_dx = args.flag(5), want_dw = args.flag(6), want_dbias = args.flag(7);
+  const OptionsReader options(args.env(), info[3], "conv2dBackward", "options");
+  const int64_t stride = options.integer("stride", 0), padding = options.integer("padding", 0);
+  const bool want_dx = options.boolean("wantDx"), want_dw = options.boolean("wantDw"),
+             want_dbias = options.boolean("wantDbias");
   const Device device = common_device(args.env(), {{&dy, "dy"}, {&x, "x"}, {&w, "w"}});
   check_conv(args.env(), x, w, stride, padding);
   return guarded(args.env(), [&]() -> Napi::Value {
@@ -663,8 +664,8 @@ Napi::Value BatchNormInference(const Napi::CallbackInfo& info) {
   });
 }
 
-// batchNormInferenceBackward(dy, x, runningMean, runningVar, gamma, outer, channels, inner, eps, wantDx, wantDgamma,
-//                            wantDbeta) -> { dx?, dgamma?, dbeta? }
+// batchNormInferenceBackward(dy, x, runningMean, runningVar, gamma,
+//                            { outer, channels, inner, eps, wantDx, wantDgamma, wantDbeta }) -> { dx?, dgamma?, dbeta? }
 Napi::Value BatchNormInferenceBackward(const Napi::CallbackInfo& info) {
   Args args(info);
   TensorWrap& dy = args.tensor(0, "dy");
@@ -672,9 +673,14 @@ Napi::Value BatchNormInferenceBackward(const Napi::CallbackInfo& info) {
   TensorWrap& running_mean = args.tensor(2, "runningMean");
   TensorWrap& running_var = args.tensor(3, "runningVar");
   TensorWrap& gamma = args.tensor(4, "gamma");
-  const ChannelLayout layout = args.layout(5);
-  const float eps = args.number(8, "eps");
-  const bool want_dx = args.flag(9), want_dgamma = args.flag(10), want_dbeta = args.flag(11);
+  const OptionsReader options(args.env(), info[5], "batchNormInferenceBackward", "options");
+  ChannelLayout layout;
+  layout.outer = options.integer("outer", 0);
+  layout.channels = options.integer("channels", 0);
+  layout.inner = options.integer("inner", 0);
+  const float eps = static_cast<float>(options.number("eps"));
+  const bool want_dx = options.boolean("wantDx"), want_dgamma = options.boolean("wantDgamma"),
+             want_dbeta = options.boolean("wantDbeta");
   const Device device = common_device(args.env(), {{&dy, "dy"},
                                                    {&x, "x"},
                                                    {&running_mean, "runningMean"},
@@ -777,62 +783,83 @@ Napi::Value WeightNormCoefficients(const Napi::CallbackInfo& info) {
 // ----------------------------------------------------------------------------------------------------------------
 // Optimizers (in place).
 
-// optimizerStep(kind: 'sgd' | 'adam' | 'adamax', param, grad, state1 | null, state2 | null, options, step,
-//               norm | null, outer, channels, inner, normEps)
-// options: sgd { lr, momentum, dampening, weightDecay, nesterov }; adam/adamax { lr, beta1, beta2, eps, weightDecay }
+// optimizerStep(kind: 'sgd' | 'adam' | 'adamax', options): one in-place update of `param`. options:
+//   every kind   { param, grad, step (>= 1, the parameter's own update count), lr, weightDecay,
+//                  normOutput?: { norm, outer, channels, inner, eps } (also write ‖param‖ per channel into norm) }
+//   'sgd'        + { momentum, dampening, nesterov, momentumBuffer: tensor | null (needed when momentum != 0) }
+//   'adam'       + { beta1, beta2, eps, expAvg, expAvgSq }
+//   'adamax'     + { beta1, beta2, eps, expAvg, expInf }
 Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
-  Args args(info);
-  Napi::Env env = args.env();
-  const std::string kind = info[0].ToString().Utf8Value();
-  TensorWrap& param = args.tensor(1, "param");
-  TensorWrap& grad = args.tensor(2, "grad");
-  TensorWrap* state1 = args.optional_tensor(3, "state1");
-  TensorWrap* state2 = args.optional_tensor(4, "state2");
-  if (!info[5].IsObject()) throw_type_error(env, "options: expected an object");
-  Napi::Object o = info[5].As<Napi::Object>();
-  auto option = [&](const char* name) {
-    Napi::Value value = o.Get(name);
-    if (!value.IsNumber()) throw_type_error(env, std::string("options.") + name + ": expected a number");
-    return value.As<Napi::Number>().FloatValue();
-  };
-  const int64_t step = args.count(6, "step");
-  TensorWrap* norm = args.optional_tensor(7, "norm");
-  const ChannelLayout layout = args.layout(8);
-  const float norm_eps = args.number(11, "normEps");
+  Napi::Env env = info.Env();
+  const std::string kind = parse_kind(env, info[0], "optimizerStep", "kind", {"sgd", "adam", "adamax"});
+  const OptionsReader options(env, info[1], "optimizerStep", "options");
+  TensorWrap& param = options.tensor("param");
+  TensorWrap& grad = options.tensor("grad");
+  const int64_t step = options.integer("step", 1);
+  const float lr = static_cast<float>(options.number("lr"));
+  const float weight_decay = static_cast<float>(options.number("weightDecay"));
+  const bool sgd = kind == "sgd";
+  // The optimizer's state: SGD's momentum buffer (optional), or Adam's / Adamax's two moments (both required).
+  const char* state1_name = sgd ? "momentumBuffer" : "expAvg";
+  const char* state2_name = kind == "adam" ? "expAvgSq" : "expInf";
+  TensorWrap* state1 = sgd ? options.optional_tensor(state1_name) : &options.tensor(state1_name);
+  TensorWrap* state2 = sgd ? nullptr : &options.tensor(state2_name);
+  TensorWrap* norm = nullptr;
+  ChannelLayout layout;
+  float norm_eps = 0.0f;
+  if (options.has("normOutput")) {
+    const OptionsReader norm_output = options.object("normOutput");
+    norm = &norm_output.tensor("norm");
+    layout.outer = norm_output.integer("outer", 0);
+    layout.channels = norm_output.integer("channels", 0);
+    layout.inner = norm_output.integer("inner", 0);
+    norm_eps = static_cast<float>(norm_output.number("eps"));
+  }
+  float momentum = 0.0f, dampening = 0.0f, beta1 = 0.0f, beta2 = 0.0f, eps = 0.0f;
+  bool nesterov = false;
+  if (sgd) {
+    momentum = static_cast<float>(options.number("momentum"));
+    dampening = static_cast<float>(options.number("dampening"));
+    nesterov = options.boolean("nesterov");
+    if (momentum != 0.0f && !state1)
+      throw_type_error(env, options.where("momentumBuffer") + ": expected a tensor when momentum != 0, got " +
+                                describe_value(info[1].As<Napi::Object>().Get("momentumBuffer")));
+  } else {
+    beta1 = static_cast<float>(options.number("beta1"));
+    beta2 = static_cast<float>(options.number("beta2"));
+    eps = static_cast<float>(options.number("eps"));
+  }
   const Device device = common_device(
-      env, {{&param, "param"}, {&grad, "grad"}, {state1, "state1"}, {state2, "state2"}, {norm, "norm"}});
+      env, {{&param, "param"}, {&grad, "grad"}, {state1, state1_name}, {state2, state2_name}, {norm, "normOutput.norm"}});
   const int64_t count = param.numel();
   expect_count(env, grad, count, "grad");
-  if (state1) expect_count(env, *state1, count, "state1");
-  if (state2) expect_count(env, *state2, count, "state2");
+  if (state1) expect_count(env, *state1, count, state1_name);
+  if (state2) expect_count(env, *state2, count, state2_name);
   if (norm) {
     expect_count(env, param, layout.elements(), "param");
-    expect_count(env, *norm, layout.channels, "norm");
+    expect_count(env, *norm, layout.channels, "normOutput.norm");
   }
-  if (kind != "sgd" && (!state1 || !state2)) throw_type_error(env, "state1, state2: Adam and Adamax need both");
-  if (step < 1) throw_range_error(env, "step: expected >= 1");
   return guarded(env, [&]() -> Napi::Value {
     auto run = [&](auto sgd_options, auto adam_options, auto norm_output) {
       norm_output.norm = data_of(norm);
       norm_output.layout = layout;
       norm_output.eps = norm_eps;
       const auto* norm_pointer = norm ? &norm_output : nullptr;
-      if (kind == "sgd") {
-        sgd_options.lr = option("lr");
-        sgd_options.momentum = option("momentum");
-        sgd_options.dampening = option("dampening");
-        sgd_options.weight_decay = option("weightDecay");
-        sgd_options.nesterov = o.Get("nesterov").ToBoolean().Value();
-        if (sgd_options.momentum != 0.0f && !state1) throw_type_error(env, "state1: SGD with momentum needs a buffer");
+      if (sgd) {
+        sgd_options.lr = lr;
+        sgd_options.momentum = momentum;
+        sgd_options.dampening = dampening;
+        sgd_options.weight_decay = weight_decay;
+        sgd_options.nesterov = nesterov;
         // Unqualified: the options' namespace (cpu or cuda) picks the backend (argument-dependent lookup).
         sgd_step(param.data(), data_of(state1), grad.data(), count, sgd_options, step, norm_pointer);
         return;
       }
-      adam_options.lr = option("lr");
-      adam_options.beta1 = option("beta1");
-      adam_options.beta2 = option("beta2");
-      adam_options.eps = option("eps");
-      adam_options.weight_decay = option("weightDecay");
+      adam_options.lr = lr;
+      adam_options.beta1 = beta1;
+      adam_options.beta2 = beta2;
+      adam_options.eps = eps;
+      adam_options.weight_decay = weight_decay;
       if (kind == "adam")
         adam_step(param.data(), state1->data(), state2->data(), grad.data(), count, adam_options, step, norm_pointer);
       else

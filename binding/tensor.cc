@@ -91,7 +91,7 @@ DType parse_dtype(Napi::Env env, const Napi::Value& value, const char* parameter
   const std::string name = value.IsString() ? value.As<Napi::String>().Utf8Value() : "";
   if (name == "float32") return DType::kFloat32;
   if (name == "bfloat16") return DType::kBFloat16;
-  throw_type_error(env, std::string(parameter) + ": expected 'float32' or 'bfloat16'");
+  throw_type_error(env, std::string(parameter) + ": expected 'float32' or 'bfloat16', got " + describe_value(value));
 }
 
 void TensorWrap::Define(Napi::Env env, Napi::Object exports) {
@@ -142,7 +142,7 @@ TensorWrap& TensorWrap::FromAnyType(const Napi::Value& value, const char* parame
   Napi::Env env = value.Env();
   auto* data = env.GetInstanceData<AddonData>();
   if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(data->tensor_constructor.Value()))
-    throw_type_error(env, std::string(parameter) + ": expected a native tensor");
+    throw_type_error(env, std::string(parameter) + ": expected a native tensor, got " + describe_value(value));
   TensorWrap* wrap = Napi::ObjectWrap<TensorWrap>::Unwrap(value.As<Napi::Object>());
   if (!wrap->storage_) throw Napi::Error::New(env, std::string(parameter) + ": the tensor has been disposed");
   return *wrap;
@@ -326,7 +326,7 @@ Device parse_device(Napi::Env env, const Napi::Value& value, const char* paramet
     if (!cuda_usable(&reason)) throw_range_error(env, std::string(parameter) + ": 'cuda' is not usable: " + reason);
     return Device::kCuda;
   }
-  throw_type_error(env, std::string(parameter) + ": expected 'cpu' or 'cuda'");
+  throw_type_error(env, std::string(parameter) + ": expected 'cpu' or 'cuda', got " + describe_value(value));
 }
 
 std::vector<int64_t> parse_shape(Napi::Env env, const Napi::Value& value, const char* parameter) {
@@ -346,6 +346,88 @@ std::vector<int64_t> parse_shape(Napi::Env env, const Napi::Value& value, const 
   if (total * sizeof(float) > kMaxSafe)
     throw_range_error(env, std::string(parameter) + ": " + shape_string(shape) + " has too many elements");
   return shape;
+}
+
+
+std::string describe_value(const Napi::Value& value) {
+  if (value.IsString()) return "'" + value.As<Napi::String>().Utf8Value() + "'";
+  if (value.IsNumber() || value.IsBoolean()) return value.ToString().Utf8Value();
+  if (value.IsNull()) return "null";
+  if (value.IsUndefined()) return "undefined";
+  if (value.IsArray()) return "an array";
+  if (value.IsFunction()) return "a function";
+  if (value.IsObject()) return "an object";
+  return "a value of another type";
+}
+
+std::string parse_kind(Napi::Env env, const Napi::Value& value, const char* function, const char* parameter,
+                       std::initializer_list<const char*> accepted) {
+  if (value.IsString()) {
+    std::string name = value.As<Napi::String>().Utf8Value();
+    for (const char* candidate : accepted)
+      if (name == candidate) return name;
+  }
+  std::string expected;
+  size_t index = 0;
+  for (const char* candidate : accepted) {
+    if (index > 0) expected += index + 1 == accepted.size() ? " or " : ", ";
+    expected += std::string("'") + candidate + "'";
+    ++index;
+  }
+  throw_type_error(env, std::string(function) + ": " + parameter + ": expected " + expected + ", got " +
+                            describe_value(value));
+}
+
+OptionsReader::OptionsReader(Napi::Env env, const Napi::Value& value, std::string function, std::string path)
+    : env_(env), function_(std::move(function)), path_(std::move(path)) {
+  if (!value.IsObject() || value.IsArray() || value.IsFunction())
+    throw_type_error(env, function_ + ": " + path_ + ": expected an options object, got " + describe_value(value));
+  object_ = value.As<Napi::Object>();
+}
+
+std::string OptionsReader::where(const char* name) const { return function_ + ": " + path_ + "." + name; }
+
+void OptionsReader::fail(const char* name, const char* expected) const {
+  throw_type_error(env_, where(name) + ": expected " + expected + ", got " + describe_value(value(name)));
+}
+
+bool OptionsReader::has(const char* name) const {
+  const Napi::Value field = value(name);
+  return !field.IsUndefined() && !field.IsNull();
+}
+
+std::string OptionsReader::kind(const char* name, std::initializer_list<const char*> accepted) const {
+  return parse_kind(env_, value(name), function_.c_str(), (path_ + "." + name).c_str(), accepted);
+}
+
+double OptionsReader::number(const char* name) const {
+  const Napi::Value field = value(name);
+  if (!field.IsNumber()) fail(name, "a number");
+  return field.As<Napi::Number>().DoubleValue();
+}
+
+int64_t OptionsReader::integer(const char* name, int64_t minimum) const {
+  const double d = number(name);
+  if (!(d >= static_cast<double>(minimum) && d <= 9007199254740991.0) || d != static_cast<double>(static_cast<int64_t>(d)))
+    throw_range_error(env_, where(name) + ": expected an integer >= " + std::to_string(minimum) + ", got " +
+                                describe_value(value(name)));
+  return static_cast<int64_t>(d);
+}
+
+bool OptionsReader::boolean(const char* name) const {
+  const Napi::Value field = value(name);
+  if (!field.IsBoolean()) fail(name, "a boolean");
+  return field.As<Napi::Boolean>().Value();
+}
+
+TensorWrap& OptionsReader::tensor(const char* name) const {
+  return TensorWrap::From(value(name), (function_ + ": " + path_ + "." + name).c_str());
+}
+
+TensorWrap* OptionsReader::optional_tensor(const char* name) const { return has(name) ? &tensor(name) : nullptr; }
+
+OptionsReader OptionsReader::object(const char* name) const {
+  return OptionsReader(env_, value(name), function_, path_ + "." + name);
 }
 
 }  // namespace weightnorm::binding

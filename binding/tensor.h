@@ -95,6 +95,49 @@ std::vector<int64_t> parse_shape(Napi::Env env, const Napi::Value& value, const 
 // The [outer, channels, inner] view for weight norm over all axes but `dim` (null: one norm for everything).
 ChannelLayout layout_for(Napi::Env env, const std::vector<int64_t>& shape, const Napi::Value& dim_value);
 int64_t element_count(const std::vector<int64_t>& shape);
+
+// What a JS value is, for error messages: a string quoted ('relu'), a number or boolean as written, else its kind
+// (null, undefined, an array, an object, a function).
+std::string describe_value(const Napi::Value& value);
+// An enum-like string argument: `value` if it is one of `accepted`, else a TypeError naming the function, the
+// parameter, the accepted values and what came ("activation: kind: expected 'relu' or 'tanh', got 'gelu'").
+std::string parse_kind(Napi::Env env, const Napi::Value& value, const char* function, const char* parameter,
+                       std::initializer_list<const char*> accepted);
+
+// Reads the fields of one named options object, converting each once; every error names the function and the
+// field ("optimizerStep: options.lr: expected a number, got undefined"). Optional fields may be absent, undefined
+// or null.
+class OptionsReader {
+ public:
+  // A TypeError when `value` is not a plain object. `path` is how the object is named in messages ("options").
+  OptionsReader(Napi::Env env, const Napi::Value& value, std::string function, std::string path);
+  Napi::Env env() const { return env_; }
+  // "function: path.name", the prefix of every message about the field.
+  std::string where(const char* name) const;
+  // The raw field, for values with their own parser (shapes, tensor lists).
+  Napi::Value value(const char* name) const { return object_.Get(name); }
+  bool has(const char* name) const;
+  // An enum-like string field, as parse_kind() checks it.
+  std::string kind(const char* name, std::initializer_list<const char*> accepted) const;
+  double number(const char* name) const;
+  // A safe integer >= minimum.
+  int64_t integer(const char* name, int64_t minimum) const;
+  bool boolean(const char* name) const;
+  // A live float32 tensor.
+  TensorWrap& tensor(const char* name) const;
+  TensorWrap* optional_tensor(const char* name) const;
+  // A nested options object (a TypeError naming it when absent: check has() first for an optional one).
+  OptionsReader object(const char* name) const;
+
+ private:
+  [[noreturn]] void fail(const char* name, const char* expected) const;
+
+  Napi::Env env_;
+  Napi::Object object_;
+  std::string function_;
+  std::string path_;
+};
+
 std::string shape_string(const std::vector<int64_t>& shape);  // "[2, 3]"
 
 }  // namespace weightnorm::binding

@@ -335,11 +335,7 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
       handleOf(dy, where),
       handleOf(x, where),
       handleOf(weight, where),
-      stride,
-      padding,
-      needs[0]!,
-      needs[1]!,
-      needs[2]!,
+      { stride, padding, wantDx: needs[0]!, wantDw: needs[1]!, wantDbias: needs[2]! },
     );
     return [grads.dx ? wrap(grads.dx) : null, grads.dw ? wrap(grads.dw) : null, grads.dbias ? wrap(grads.dbias) : null];
   });
@@ -567,13 +563,7 @@ export function batchNormInference(x: Tensor, runningMean: Tensor, runningVar: T
       handleOf(mean, where),
       handleOf(variance, where),
       handleOf(gamma, where),
-      outer,
-      channels,
-      inner,
-      eps,
-      needs[0]!,
-      needs[1]!,
-      needs[2]!,
+      { outer, channels, inner, eps, wantDx: needs[0]!, wantDgamma: needs[1]!, wantDbeta: needs[2]! },
     );
     return [g.dx ? wrap(g.dx) : null, g.dgamma ? wrap(g.dgamma) : null, g.dbeta ? wrap(g.dbeta) : null];
   });

@@ -67,6 +67,109 @@ export interface GemmEpilogue {
   rawOut?: NativeTensor | null;
 }
 
+// Enum-like arguments: the native side rejects any other string with a TypeError naming the function, the parameter,
+// the accepted values and what came.
+export type BinaryOp = 'add' | 'multiply';
+export type ActivationKind = 'relu' | 'tanh';
+export type ChannelOpKind = 'biasAdd' | 'scale';
+export type ChannelReduceOp = 'sum' | 'dot';
+export type OptimizerKind = 'sgd' | 'adam' | 'adamax';
+
+/** Also write ‖param‖ per channel of param's [outer, channels, inner] view into `norm` (the weight-norm state). */
+export interface OptimizerNormOutput {
+  norm: NativeTensor;
+  outer: number;
+  channels: number;
+  inner: number;
+  eps: number;
+}
+
+interface OptimizerStepCommon {
+  param: NativeTensor;
+  grad: NativeTensor;
+  /** The parameter's own update count, from 1. */
+  step: number;
+  lr: number;
+  weightDecay: number;
+  normOutput?: OptimizerNormOutput | null;
+}
+
+export interface SgdStepOptions extends OptimizerStepCommon {
+  momentum: number;
+  dampening: number;
+  nesterov: boolean;
+  /** Required when momentum != 0. */
+  momentumBuffer?: NativeTensor | null;
+}
+
+interface AdamFamilyStepOptions extends OptimizerStepCommon {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  expAvg: NativeTensor;
+}
+
+export interface AdamStepOptions extends AdamFamilyStepOptions {
+  expAvgSq: NativeTensor;
+}
+
+export interface AdamaxStepOptions extends AdamFamilyStepOptions {
+  /** The exponentially weighted infinity norm. */
+  expInf: NativeTensor;
+}
+
+export interface Conv2dBackwardOptions {
+  stride: number;
+  padding: number;
+  wantDx: boolean;
+  wantDw: boolean;
+  wantDbias: boolean;
+}
+
+export interface BatchNormInferenceBackwardOptions {
+  outer: number;
+  channels: number;
+  inner: number;
+  eps: number;
+  wantDx: boolean;
+  wantDgamma: boolean;
+  wantDbeta: boolean;
+}
+
+export type GemmBenchmarkPrecision = 'fp32' | 'tf32' | 'bf16';
+
+export interface GemmBenchmarkSpec {
+  m: number;
+  n: number;
+  k: number;
+  transposeA: boolean;
+  transposeB: boolean;
+  precision: GemmBenchmarkPrecision;
+}
+
+/** Input sets (read only): run i uses sets[i % sets.length]. */
+export type BenchmarkSets = ReadonlyArray<readonly NativeTensor[]>;
+/**
+ * What the benchmark entry points run. Run i uses sets[i % sets.length] (rotating buffers keeps the inputs out of
+ * cache). Sets: copy [x]; forward [v, g]; backward [dw, v, g, norm]; gemm [a, b]. All float32: the bfloat16
+ * weight-norm ops and the bf16 GEMM convert their per-element inputs natively before timing.
+ */
+export type BenchmarkRequest =
+  | { op: 'copy'; sets: BenchmarkSets }
+  | { op: 'forward' | 'backward'; fused: boolean; sets: BenchmarkSets; dim: number | null; eps: number }
+  | { op: 'forward-bf16' | 'backward-bf16'; sets: BenchmarkSets; dim: number | null; eps: number }
+  | { op: 'gemm'; gemm: GemmBenchmarkSpec; sets: BenchmarkSets };
+
+/** One run's outputs on sets[0], for the check before timing. */
+export interface BenchmarkOutputs {
+  /** float32 (bfloat16 outputs widened exactly): w, dv or the GEMM's product. */
+  out: NativeTensor;
+  /** norm (forward) or dg (backward); null for the GEMM. */
+  perChannel: NativeTensor | null;
+  /** The GEMM implementation that ran (cpu: openblas | blocked; cuda: simt | the tensor-core kernel); '' otherwise. */
+  backend: string;
+}
+
 export interface NativeBinding {
   NativeTensor: abstract new (...args: never[]) => NativeTensor;
   fromArray(data: Float32Array, shape: number[], device: Device, dtype?: DType): NativeTensor;
@@ -100,23 +203,23 @@ export interface NativeBinding {
   releaseCachedMemory(): void;
   setCpuCacheLimit(bytes: number): void;
   // Training-stack ops (binding/nn.cc).
-  binary(op: 'add' | 'multiply', a: NativeTensor, b: NativeTensor): NativeTensor;
+  binary(op: BinaryOp, a: NativeTensor, b: NativeTensor): NativeTensor;
   scale(x: NativeTensor, alpha: number): NativeTensor;
   axpby(y: NativeTensor, alpha: number, x: NativeTensor, beta: number): void;
   full(shape: number[], value: number, device: Device): NativeTensor;
   reshape(x: NativeTensor, shape: number[]): NativeTensor;
-  activation(kind: 'relu' | 'tanh', x: NativeTensor, negativeSlope: number): NativeTensor;
-  activationBackward(kind: 'relu' | 'tanh', dy: NativeTensor, saved: NativeTensor, negativeSlope: number): NativeTensor;
+  activation(kind: ActivationKind, x: NativeTensor, negativeSlope: number): NativeTensor;
+  activationBackward(kind: ActivationKind, dy: NativeTensor, saved: NativeTensor, negativeSlope: number): NativeTensor;
   dropout(x: NativeTensor, p: number, seed: number): { y: NativeTensor; mask: NativeTensor };
   gaussianNoise(x: NativeTensor, std: number, seed: number): NativeTensor;
-  channelOp(op: 'biasAdd' | 'scale', x: NativeTensor, perChannel: NativeTensor, outer: number, channels: number, inner: number): NativeTensor;
+  channelOp(op: ChannelOpKind, x: NativeTensor, perChannel: NativeTensor, outer: number, channels: number, inner: number): NativeTensor;
   sumAll(x: NativeTensor): NativeTensor;
-  channelReduce(op: 'sum' | 'dot', a: NativeTensor, b: NativeTensor | null, outer: number, channels: number, inner: number): NativeTensor;
+  channelReduce(op: ChannelReduceOp, a: NativeTensor, b: NativeTensor | null, outer: number, channels: number, inner: number): NativeTensor;
   softmaxCrossEntropy(logits: NativeTensor, labels: NativeTensor): { loss: NativeTensor; probs: NativeTensor };
   softmaxCrossEntropyBackward(probs: NativeTensor, labels: NativeTensor, dloss: NativeTensor): NativeTensor;
   gemm(a: NativeTensor, b: NativeTensor, m: number, n: number, k: number, transposeA: boolean, transposeB: boolean, epilogue: GemmEpilogue): NativeTensor;
   conv2d(x: NativeTensor, w: NativeTensor, bias: NativeTensor | null, stride: number, padding: number): NativeTensor;
-  conv2dBackward(dy: NativeTensor, x: NativeTensor, w: NativeTensor, stride: number, padding: number, wantDx: boolean, wantDw: boolean, wantDbias: boolean): { dx?: NativeTensor; dw?: NativeTensor; dbias?: NativeTensor };
+  conv2dBackward(dy: NativeTensor, x: NativeTensor, w: NativeTensor, options: Conv2dBackwardOptions): { dx?: NativeTensor; dw?: NativeTensor; dbias?: NativeTensor };
   maxPool2d(x: NativeTensor, kernel: number, stride: number): NativeTensor;
   maxPool2dBackward(dy: NativeTensor, x: NativeTensor, kernel: number, stride: number): NativeTensor;
   globalAvgPool(x: NativeTensor): NativeTensor;
@@ -124,38 +227,19 @@ export interface NativeBinding {
   batchNorm(x: NativeTensor, gamma: NativeTensor, beta: NativeTensor, outer: number, channels: number, inner: number, eps: number): { y: NativeTensor; mean: NativeTensor; var: NativeTensor; invstd: NativeTensor };
   batchNormBackward(dy: NativeTensor, x: NativeTensor, mean: NativeTensor, invstd: NativeTensor, gamma: NativeTensor, outer: number, channels: number, inner: number): { dx: NativeTensor; dgamma: NativeTensor; dbeta: NativeTensor };
   batchNormInference(x: NativeTensor, runningMean: NativeTensor, runningVar: NativeTensor, gamma: NativeTensor, beta: NativeTensor, outer: number, channels: number, inner: number, eps: number): NativeTensor;
-  batchNormInferenceBackward(dy: NativeTensor, x: NativeTensor, runningMean: NativeTensor, runningVar: NativeTensor, gamma: NativeTensor, outer: number, channels: number, inner: number, eps: number, wantDx: boolean, wantDgamma: boolean, wantDbeta: boolean): { dx?: NativeTensor; dgamma?: NativeTensor; dbeta?: NativeTensor };
+  batchNormInferenceBackward(dy: NativeTensor, x: NativeTensor, runningMean: NativeTensor, runningVar: NativeTensor, gamma: NativeTensor, options: BatchNormInferenceBackwardOptions): { dx?: NativeTensor; dgamma?: NativeTensor; dbeta?: NativeTensor };
   meanOnlyBatchNorm(x: NativeTensor, bias: NativeTensor, runningMean: NativeTensor | null, outer: number, channels: number, inner: number): { y: NativeTensor; mean: NativeTensor };
   meanOnlyBatchNormBackward(dy: NativeTensor, outer: number, channels: number, inner: number): { dx: NativeTensor; dbias: NativeTensor };
   weightNormScale(g: NativeTensor, norm: NativeTensor): NativeTensor;
   weightNormCoefficients(dot: NativeTensor, g: NativeTensor, norm: NativeTensor, eps: number): { dg: NativeTensor; c1: NativeTensor; c2: NativeTensor };
-  optimizerStep(
-    kind: 'sgd' | 'adam' | 'adamax',
-    param: NativeTensor,
-    grad: NativeTensor,
-    state1: NativeTensor | null,
-    state2: NativeTensor | null,
-    options: Record<string, number | boolean>,
-    step: number,
-    norm: NativeTensor | null,
-    outer: number,
-    channels: number,
-    inner: number,
-    normEps: number,
-  ): void;
-  /**
-   * Times kernels natively with preallocated outputs; run i uses sets[i % sets.length]. Milliseconds per run.
-   * Only in the development build (npm run build in a checkout): a user's install leaves it out.
-   */
-  benchmark?(
-    op: 'forward' | 'backward' | 'copy',
-    fused: boolean,
-    sets: NativeTensor[][],
-    dim: number | null,
-    eps: number,
-    warmup: number,
-    repeats: number,
-  ): Float64Array;
+  /** One in-place optimizer update of options.param (and its state tensors). */
+  optimizerStep(kind: 'sgd', options: SgdStepOptions): void;
+  optimizerStep(kind: 'adam', options: AdamStepOptions): void;
+  optimizerStep(kind: 'adamax', options: AdamaxStepOptions): void;
+  /** Times `request` natively with preallocated outputs, after `warmup` untimed runs: milliseconds per run. */
+  benchmarkTimes?(request: BenchmarkRequest, warmup: number, repeats: number): Float64Array;
+  /** Runs `request` once on sets[0] and returns its outputs (the copy op has none to check). */
+  benchmarkOutputs?(request: Exclude<BenchmarkRequest, { op: 'copy' }>): BenchmarkOutputs;
 }
 
 const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');

@@ -423,20 +423,18 @@ export class SGD extends Optimizer {
   protected update(p: Tensor, grad: Tensor, norm: Tensor | null, outer: number, channels: number, inner: number, normEps: number, step: number): void {
     const where = 'optim.SGD.step';
     const velocity = this.momentum !== 0 ? this.stateOf(p, 1)[0]! : null;
-    native.optimizerStep(
-      'sgd',
-      handleOf(p, where),
-      handleOf(grad, where),
-      velocity ? handleOf(velocity, where) : null,
-      null,
-      { lr: this.lr, momentum: this.momentum, dampening: this.dampening, weightDecay: this.weightDecay, nesterov: this.nesterov },
+    native.optimizerStep('sgd', {
+      param: handleOf(p, where),
+      grad: handleOf(grad, where),
       step,
-      norm ? handleOf(norm, where) : null,
-      outer,
-      channels,
-      inner,
-      normEps,
-    );
+      lr: this.lr,
+      weightDecay: this.weightDecay,
+      momentum: this.momentum,
+      dampening: this.dampening,
+      nesterov: this.nesterov,
+      momentumBuffer: velocity ? handleOf(velocity, where) : null,
+      normOutput: norm ? { norm: handleOf(norm, where), outer, channels, inner, eps: normEps } : null,
+    });
   }
 }
 
@@ -482,20 +480,20 @@ abstract class AdamFamily extends Optimizer {
   protected update(p: Tensor, grad: Tensor, norm: Tensor | null, outer: number, channels: number, inner: number, normEps: number, step: number): void {
     const where = `optim.${this.constructor.name}.step`;
     const [m, second] = this.stateOf(p, 2) as [Tensor, Tensor];
-    native.optimizerStep(
-      this.kind,
-      handleOf(p, where),
-      handleOf(grad, where),
-      handleOf(m, where),
-      handleOf(second, where),
-      { lr: this.lr, beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: this.weightDecay },
+    const common = {
+      param: handleOf(p, where),
+      grad: handleOf(grad, where),
       step,
-      norm ? handleOf(norm, where) : null,
-      outer,
-      channels,
-      inner,
-      normEps,
-    );
+      lr: this.lr,
+      weightDecay: this.weightDecay,
+      beta1: this.beta1,
+      beta2: this.beta2,
+      eps: this.eps,
+      expAvg: handleOf(m, where),
+      normOutput: norm ? { norm: handleOf(norm, where), outer, channels, inner, eps: normEps } : null,
+    };
+    if (this.kind === 'adam') native.optimizerStep('adam', { ...common, expAvgSq: handleOf(second, where) });
+    else native.optimizerStep('adamax', { ...common, expInf: handleOf(second, where) });
   }
 }
 

@@ -133,7 +133,8 @@ export class CaseInputs {
    */
   time(op: 'forward' | 'backward' | 'copy', fused: boolean, warmup: number, repeats: number): number[] {
     const sets = this.setsFor(op);
-    return Array.from(benchmarkHarness()(op, fused, sets, this.dim, BENCH_EPS, Math.max(warmup, this.sets), repeats));
+    const request = op === 'copy' ? { op, sets } : { op, fused, sets, dim: this.dim, eps: BENCH_EPS };
+    return Array.from(benchmarkHarness().times(request, Math.max(warmup, this.sets), repeats));
   }
 
   dispose(): void {

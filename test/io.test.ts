@@ -580,7 +580,8 @@ describe('loads are checked in full and all-or-nothing', () => {
     // The checksum covers the header, so no flip should get through; none may ever change what is loaded.
     expect(outcomes.loaded).toBe(0);
     expect(outcomes.rejected).toBe(dataStart * 8);
-  });
+    // About 18,000 corrupted files written and loaded: ~30 s on an idle 2-core machine, over a minute when it is shared.
+  }, 240_000);
 
   it('flipped data bytes fail the checksum (and load as is with verifyChecksum: false)', () => {
     const seed = runSeed();

@@ -7,7 +7,7 @@
 #   tsc        the TypeScript build (the library, then the weightnorm-cli tools package that runs the benchmark)
 #   kernel     build/weightnorm_kernel_test (every CUDA kernel against the float64 reference, bitwise determinism)
 #   vitest     the test suite (its CUDA cases run when a GPU is usable)
-#   bench-cuda the full benchmark on cuda with the PyTorch peer: weight norm (float32 and bfloat16), and issue 7's
+#   bench-cuda the full benchmark on cuda with the PyTorch peer: weight norm (float32 and bfloat16), and the
 #              side-by-side suites: GEMM FP32/TF32/bf16 vs cuBLAS, weight-normalized Linear vs plain, MNIST CNN step
 #              (the JSON/Markdown are rewritten after each suite, so a timeout keeps what was measured)
 #   memcheck   the kernel test under compute-sanitizer --tool memcheck
@@ -228,7 +228,7 @@ fi
           console.log(`      b${String(m.batch).padEnd(4)} ${m.norm.padEnd(5)} | ${msOf(m.ours)} | ${msOf(m.torch)} | ${x(m.vsTorch)}` +
             `${"pass" in m.check && !m.check.pass ? "  CHECK FAILED" : ""}`);
         }
-        for (const t of r.issue7 ?? []) console.log(`    ${t.status.toUpperCase().padEnd(11)} ${t.name}: ${t.detail}`);
+        for (const t of r.suiteGoals ?? []) console.log(`    ${t.status.toUpperCase().padEnd(11)} ${t.name}: ${t.detail}`);
       }' "$BENCH_DIR" 2>&1 || true
   fi
 } | tee "$OUT_DIR/summary.txt"

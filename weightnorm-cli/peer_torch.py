@@ -12,7 +12,7 @@ Protocol: one JSON object per line on stdin, one JSON answer per line on stdout 
   {"cmd": "round", "warmup": W, "repeats": R}
       -> {"ok": true, "times": {"copy": [ms...], "fused_forward": [...], "fused_backward": [...],
           "composite_forward": [...], "composite_backward": [...]}}  (fused_* absent where fused_na)
-  {"cmd": "task", "kind": "gemm" | "linear" | "mnist", ...}  (issue 7's suites; see Task below)
+  {"cmd": "task", "kind": "gemm" | "linear" | "mnist", ...}  (the side-by-side suites; see Task below)
       prepares one task's tensors -> {"ok": true, "variants": [...], "unavailable": {variant: why}, "calls": {...}}
   {"cmd": "task_round", "warmup": W, "repeats": R}
       -> {"ok": true, "times": {variant: [ms...]}, "errors": {variant: why}}  (a variant that fails is dropped)
@@ -332,7 +332,7 @@ def mnist_cnn(wn):
 
 
 class Task:
-    """One side-by-side measurement of issue 7: variants (name -> step function) timed in rounds.
+    """One side-by-side measurement: variants (name -> step function) timed in rounds.
 
     gemm:   {"m", "n", "k", "transpose_a", "transpose_b", "precisions": [...]}: torch.mm on views that carry the
             transposes (cuBLAS gets them as flags), per precision: fp32 (allow_tf32 False), tf32 (True), bf16.

@@ -1,4 +1,4 @@
-// GEMM suite (issue 7): our FP32 (SIMT), TF32 (tensor cores) and bf16 GEMMs against cuBLAS through torch (FP32 with
+// GEMM suite: our FP32 (SIMT), TF32 (tensor cores) and bf16 GEMMs against cuBLAS through torch (FP32 with
 // allow_tf32 off, TF32 on, bf16) on the same card in the same run: TFLOP/s and ours / torch. Every kernel's output
 // is checked against a float64 reference on sampled entries before it is timed; a kernel that throws (not
 // implemented yet) or computes TF32 on the FP32 path is reported unavailable with the reason.

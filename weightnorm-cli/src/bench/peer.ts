@@ -144,7 +144,7 @@ export class TorchPeer {
     return (await this.request({ cmd: 'prepare', shape, dim, sets, seed, bf16 })) as unknown as PeerPrepared;
   }
 
-  /** Prepares one task of the issue-7 suites (gemm, linear, mnist; see peer_torch.py Task). */
+  /** Prepares one task of the side-by-side suites (gemm, linear, mnist; see peer_torch.py Task). */
   async task(kind: 'gemm' | 'linear' | 'mnist', spec: Record<string, unknown>): Promise<PeerTask> {
     return (await this.request({ cmd: 'task', kind, ...spec })) as unknown as PeerTask;
   }

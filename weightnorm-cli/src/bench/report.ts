@@ -57,7 +57,7 @@ function fixedTable(headers: string[], rows: string[][], textColumns = 2): strin
   return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
-// --- issue 7's tables: bfloat16 weight norm, GEMM, weight-normalized Linear, MNIST step -------------------------
+// --- side-by-side tables: bfloat16 weight norm, GEMM, weight-normalized Linear, MNIST step ----------------------
 
 const BF16_HEADERS = ['case', 'op', 'ours ms', 'GB/s', '%roof', 'torch bf16 ms', 'GB/s', 'vs torch', 'check / why n/a'];
 const GEMM_HEADERS = ['case', 'm×n×k', 'prec', 'ours ms', 'TFLOP/s', 'backend', 'torch ms', 'TFLOP/s', 'ours/torch', 'check / why n/a'];
@@ -143,8 +143,8 @@ function mnistRows(rows: MnistRow[]): string[][] {
   ]);
 }
 
-function issue7Lines(result: BackendResult, markdownStyle: boolean): string[] {
-  return result.issue7.map((t) =>
+function suiteGoalLines(result: BackendResult, markdownStyle: boolean): string[] {
+  return result.suiteGoals.map((t) =>
     markdownStyle
       ? `- ${t.status === 'met' ? 'met' : `**${t.status}**`}: ${t.name} (${t.detail})`
       : `  ${t.status.toUpperCase().padEnd(11)}  ${t.name}: ${t.detail}`,
@@ -179,8 +179,8 @@ export function summaryText(result: BackendResult): string {
     ...(result.cases.length
       ? ['Targets (weight norm):', ...result.targets.map((t) => `  ${t.met ? 'MET    ' : 'NOT MET'}  ${t.name}${t.met ? '' : `: ${t.misses.join(', ')}`}`)]
       : []),
-    'Targets (issue 7):',
-    ...issue7Lines(result, false),
+    'Targets (GEMM, Linear, MNIST):',
+    ...suiteGoalLines(result, false),
   ];
   const noisy = result.cases.filter((c) => c.unstable.length > 0);
   if (noisy.length) {
@@ -269,10 +269,10 @@ export function markdown(result: BackendResult): string {
     ...(calls.size ? [...calls].map(([k, v]) => `- ${k}: \`${v}\``) : ['- none']),
     '',
   ];
-  const issue7 = [
-    '## Issue 7 targets',
+  const suiteGoalPart = [
+    '## GEMM, Linear and MNIST targets',
     '',
-    ...issue7Lines(result, true),
+    ...suiteGoalLines(result, true),
     '',
     ...(result.cases.length
       ? [
@@ -331,7 +331,7 @@ export function markdown(result: BackendResult): string {
         ]
       : []),
   ];
-  return [...(result.cases.length ? weightNormPart : [`# weightnorm benchmark: ${result.machine}${result.quick ? ' (quick)' : ''}`, '', `- device: ${result.deviceName} (${result.device}); date: ${result.date}; run took ${result.durationSeconds.toFixed(0)} s`, `- ${peerLine(result)}`, '']), ...issue7].join('\n');
+  return [...(result.cases.length ? weightNormPart : [`# weightnorm benchmark: ${result.machine}${result.quick ? ' (quick)' : ''}`, '', `- device: ${result.deviceName} (${result.device}); date: ${result.date}; run took ${result.durationSeconds.toFixed(0)} s`, `- ${peerLine(result)}`, '']), ...suiteGoalPart].join('\n');
 }
 
 /** Bar chart of % of roofline per case, forward and backward, for our fused, our unfused and torch fused. */

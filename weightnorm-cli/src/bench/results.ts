@@ -88,7 +88,7 @@ export interface CaseResult {
   peer: PeerResult | null;
   peerError: string | null;
   rows: OpRow[];
-  /** The bfloat16 overloads (issue 7), against the same float32 copy roofline. */
+  /** The bfloat16 overloads, against the same float32 copy roofline. */
   bf16: Bf16Result;
   check: CheckResult;
   /** CUDA: the kernel route the fused weight norm took ("cluster-rows", "rows", "columns", "row-split", "view-split"). */
@@ -131,8 +131,8 @@ export interface BackendResult {
   gemm: GemmRow[];
   linear: LinearRow[];
   mnist: MnistRow[];
-  /** Issue 7's goals, each met, not met or unavailable (its kernel or peer missing, or not measured). */
-  issue7: Issue7Target[];
+  /** The GEMM, Linear and MNIST suites' goals, each met, not met or unavailable (its kernel or peer missing, or not measured). */
+  suiteGoals: SuiteGoal[];
   durationSeconds: number;
   /** os.loadavg() before and after: other work on the machine makes CPU timings noisy. */
   loadAverage: { start: number[]; end: number[] };
@@ -218,7 +218,7 @@ export function evaluateTargets(cases: CaseResult[]): TargetResult[] {
   return targets;
 }
 
-export interface Issue7Target {
+export interface SuiteGoal {
   name: string;
   status: 'met' | 'not met' | 'unavailable';
   /** The figures behind the status, or why it is unavailable. */
@@ -226,11 +226,11 @@ export interface Issue7Target {
 }
 
 /**
- * Issue 7's goals: GEMM ≥ 70% of cuBLAS FP32 and ≥ 60% of cuBLAS TF32 at 4096³ (CUDA); the weight-normalized Linear
+ * The side-by-side suites' goals: GEMM ≥ 70% of cuBLAS FP32 and ≥ 60% of cuBLAS TF32 at 4096³ (CUDA); the weight-normalized Linear
  * within 5% of the plain one on every shape; the MNIST CNN step at least as fast as PyTorch eager.
  */
-export function evaluateIssue7(device: 'cpu' | 'cuda', suites: readonly Suite[], gemm: GemmRow[], linear: LinearRow[], mnist: MnistRow[]): Issue7Target[] {
-  const targets: Issue7Target[] = [];
+export function evaluateSuiteGoals(device: 'cpu' | 'cuda', suites: readonly Suite[], gemm: GemmRow[], linear: LinearRow[], mnist: MnistRow[]): SuiteGoal[] {
+  const targets: SuiteGoal[] = [];
   const gemmGoal = (precision: 'fp32' | 'tf32', goal: number, label: string) => {
     const name = `GEMM ${precision.toUpperCase()} ≥ ${Math.round(goal * 100)}% of cuBLAS ${label} at 4096³`;
     const row = gemm.find((r) => r.case.name === GEMM_TARGET_CASE && r.precision === precision);

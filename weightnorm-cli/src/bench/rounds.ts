@@ -1,4 +1,4 @@
-// Alternating rounds for the issue-7 suites (GEMM, weight-normalized Linear, MNIST step): in each round every one
+// Alternating rounds for the side-by-side suites (GEMM, weight-normalized Linear, MNIST step): in each round every one
 // of our variants runs, then torch's round of the same task, so background load spoils a round of each side
 // rather than one side's whole measurement (as in the weight-norm suite). A variant that throws (a kernel not
 // implemented yet on this backend) is dropped with its message and the others go on.

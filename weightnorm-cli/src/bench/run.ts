@@ -36,7 +36,7 @@ import {
   type CaseResult,
   type CheckResult,
   checksFailed,
-  evaluateIssue7,
+  evaluateSuiteGoals,
   evaluateTargets,
   type GemmRow,
   type LinearRow,
@@ -492,7 +492,7 @@ function bf16Result(r: RawCase, elements: number, channels: number, copyGbps: nu
   return { check: r.bf16Check ?? { unavailable: 'not checked' }, rows, torchNa };
 }
 
-/** Rounds, warm-up and timed runs per round of the issue-7 suites, per device (GEMM runs are long on a CPU). */
+/** Rounds, warm-up and timed runs per round of the side-by-side suites (GEMM, Linear, MNIST), per device (GEMM runs are long on a CPU). */
 function suitePlans(device: Device, quick: boolean): Record<'gemm' | 'linear' | 'mnist', RoundPlan> {
   if (device === 'cuda') {
     return quick
@@ -566,7 +566,7 @@ async function benchDevice(
     gemm,
     linear,
     mnist,
-    issue7: evaluateIssue7(plan.device, suites, gemm, linear, mnist),
+    suiteGoals: evaluateSuiteGoals(plan.device, suites, gemm, linear, mnist),
     durationSeconds: (Date.now() - started) / 1000,
     loadAverage: { start: loadAtStart, end: loadavg() },
   });

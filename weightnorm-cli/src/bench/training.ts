@@ -1,4 +1,4 @@
-// Layer and training-step suites (issue 7), through the public TypeScript API as a user runs them:
+// Layer and training-step suites, through the public TypeScript API as a user runs them:
 //   linear: a weight-normalized nn.Linear against a plain one (forward + backward, x requiring its gradient, so the
 //           three products of a hidden layer run), goal: within 5% of the plain layer's time;
 //   mnist:  the CLI's CNN (`train --model cnn`) training step, trainStep() with Adam, weight norm on and off, against
@@ -33,7 +33,7 @@ export const LINEAR_CASES: readonly LinearCase[] = [
 
 export const MNIST_BATCHES: readonly number[] = [64, 256];
 
-/** The goal of issue 7 for the weight-normalized Linear: at most this × the plain Linear's time. */
+/** The goal for the weight-normalized Linear: at most this × the plain Linear's time. */
 export const LINEAR_RATIO_GOAL = 1.05;
 
 /**

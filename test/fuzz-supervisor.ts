@@ -110,7 +110,7 @@ interface ChildExit {
 /** Runs the worker; kills it when its journal has not grown for `stallMs` (a call that hangs counts as a crash). */
 function runWorker(entry: string, env: Record<string, string>, journal: string, stallMs: number): Promise<ChildExit> {
   return new Promise((done) => {
-    const child = spawn(process.execPath, ['--expose-gc', entry], { env: { ...process.env, ...env, WEIGHTNORM_FUZZ_WORKER: '1' }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [entry], { env: { ...process.env, ...env, WEIGHTNORM_FUZZ_WORKER: '1' }, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (chunk) => (stderr = (stderr + String(chunk)).slice(-4000)));
     let size = -1;

@@ -535,8 +535,6 @@ interface FuzzOp {
   check?: Check;
   /** The tensor to run backward() from, when call.backward. */
   output?: (result: unknown) => unknown;
-  /** A plain Error a valid call may throw for now, from a kernel still being written. */
-  notYetImplemented?: RegExp;
 }
 
 const ops: FuzzOp[] = [];
@@ -966,9 +964,6 @@ const operandShape = (rows: number, cols: number, transpose: boolean): number[] 
 op({
   name: 'ops.matmul',
   where: ['ops.matmul'],
-  // Until the bfloat16 GEMM kernel lands (another worker is writing it), bfloat16 operands reach a stub that throws
-  // this plain Error: a clean outcome for now. Remove this line when the kernel is in.
-  notYetImplemented: /^(cpu|cuda)::gemm\(bfloat16\): not implemented yet$/,
   calls: fc
     .record({
       m: matmulDim,
@@ -2139,11 +2134,6 @@ function classify(error: unknown, fuzzOp: FuzzOp, call: Call): Outcome {
   const oom = isOutOfMemory(error);
   const kind = oom ? 'RangeError (out of memory)' : error instanceof Error ? error.constructor.name : `non-Error ${typeof error}`;
   const message = error instanceof Error ? error.message : String(error);
-  if (fuzzOp.notYetImplemented && error instanceof Error && error.constructor === Error && fuzzOp.notYetImplemented.test(message)) {
-    // Reaching the kernel is right for a call that should run; one that should have been refused is not.
-    if (mustThrow(call.expect)) return { kind, problem: `an invalid call (${call.tag}) reached a kernel stub: ${message}` };
-    return { kind: 'Error (not implemented yet)' };
-  }
   const clean =
     error instanceof TypeError ||
     error instanceof RangeError ||
@@ -2235,7 +2225,6 @@ async function worker(): Promise<void> {
   prepareFiles(files);
   const baseline = wn.memory();
   journal.baseline(counts(baseline));
-  let stubbed = 0;
   for (let index = start, made = 0; made < calls; index++) {
     const call = callAt(seed, index);
     if (skip.has(`${call.op} / ${call.tag}`)) {
@@ -2248,22 +2237,13 @@ async function worker(): Promise<void> {
     const outcome = await runCall(opsByName.get(call.op)!, call);
     const after = wn.memory();
     if (outcome.problem) journal.violation(index, call.op, call.tag, 'contract', outcome.problem);
-    // A kernel stub throws after the binding made the output, which then lives until garbage collection (the binding
-    // does not free it on that error path: reported). Not counted here while the stub is in; remove with it.
-    const stub = outcome.kind === 'Error (not implemented yet)';
-    stubbed += stub ? 1 : 0;
     // Only growth counts: a finalizer may free an earlier call's leak meanwhile.
-    if (!stub && (after.cpu.tensors > before.cpu.tensors || after.cuda.tensors > before.cuda.tensors)) {
+    if (after.cpu.tensors > before.cpu.tensors || after.cuda.tensors > before.cuda.tensors) {
       journal.violation(index, call.op, call.tag, 'leak', `left tensors behind: before ${counts(before)}; after ${counts(after)}`);
     }
     journal.done(index, outcome.kind);
   }
   wn.setNumThreads(0);
-  if (stubbed > 0) {
-    // The outputs the stubs left (see above) go with a collection; their finalizers run on the next turn.
-    (globalThis as { gc?: () => void }).gc?.();
-    await new Promise((done) => setImmediate(done));
-  }
   journal.final(counts(wn.memory()), counts(baseline) === counts(wn.memory()));
 }
 

@@ -192,7 +192,7 @@ export function opRows(
 }
 
 /**
- * The project's performance targets (issue 3): fused forward ≥ 80% of roofline for ≥ 1M elements; fused/unfused
+ * The weight-norm kernels' performance targets: fused forward ≥ 80% of roofline for ≥ 1M elements; fused/unfused
  * ≥ 1.8× forward and ≥ 2.5× backward; faster than torch's fused kernel on every shape it has one for.
  */
 export function evaluateTargets(cases: CaseResult[]): TargetResult[] {

@@ -2,7 +2,7 @@
 // parameter, what was expected and what was received. Each row: the call, the error class, and the message parts.
 import { readFileSync } from 'node:fs';
 
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import {
   backend,
@@ -15,6 +15,7 @@ import {
   tensor,
   zeros,
 } from '../ts/index.js';
+import { disposedAfterAll } from './suite-tensors.js';
 
 const info = backend();
 const overcommitAlways = (() => {
@@ -25,14 +26,7 @@ const overcommitAlways = (() => {
   }
 })();
 
-const made: Tensor[] = [];
-function keep<T extends Tensor>(t: T): T {
-  made.push(t);
-  return t;
-}
-afterAll(() => {
-  for (const t of made) t.dispose();
-});
+const keep = disposedAfterAll();
 
 const v = keep(randn([4, 5], { seed: 1 }));
 const g = keep(randn([4], { seed: 2 }));

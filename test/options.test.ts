@@ -2,19 +2,14 @@
 // functional, the nn layers' weightNorm config) must give the same error class, and a message that names the
 // function and the parameter as that layer spells it. Also the link from a layer's v to its ‖v‖ cache that the
 // optimizers write through.
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { DEFAULT_EPS, nn, ops, optim, randn, type Tensor, tidy } from '../ts/index.js';
 import { MIN_EPS } from '../ts/ops.js';
 
-const made: Tensor[] = [];
-function keep<T extends Tensor>(t: T): T {
-  made.push(t);
-  return t;
-}
-afterAll(() => {
-  for (const t of made) t.dispose();
-});
+import { disposedAfterAll } from './suite-tensors.js';
+
+const keep = disposedAfterAll();
 
 const v = keep(randn([4, 6], { seed: 11 }));
 const g = keep(randn([4], { seed: 12 }));

@@ -222,14 +222,14 @@ Napi::Value run_benchmark(Napi::Env env, const char* function, const Request& re
       float* per_channel = set.per_channel->data();
       if (is_gemm) {
         if (spec.precision == Precision::kBf16) {
-          if (cpu) cpu::gemm(half(set.out), half(set.bf16_inputs[0]), half(set.bf16_inputs[1]), spec.m, spec.n, spec.k, spec.transpose_a, spec.transpose_b, cpu::GemmEpilogueBf16{});
+          if (cpu) cpu::gemm(half(set.out), half(set.bf16_inputs[0]), half(set.bf16_inputs[1]), spec.m, spec.n, spec.k, spec.transpose_a, spec.transpose_b, GemmEpilogueBf16{});
 #ifdef WEIGHTNORM_WITH_CUDA
-          else cuda::gemm(half(set.out), half(set.bf16_inputs[0]), half(set.bf16_inputs[1]), spec.m, spec.n, spec.k, spec.transpose_a, spec.transpose_b, cuda::GemmEpilogueBf16{});
+          else cuda::gemm(half(set.out), half(set.bf16_inputs[0]), half(set.bf16_inputs[1]), spec.m, spec.n, spec.k, spec.transpose_a, spec.transpose_b, GemmEpilogueBf16{});
 #endif
         } else {
-          if (cpu) cpu::gemm(out, in[0], in[1], spec.m, spec.n, spec.k, spec.transpose_a, spec.transpose_b, cpu::GemmEpilogue{});
+          if (cpu) cpu::gemm(out, in[0], in[1], spec.m, spec.n, spec.k, spec.transpose_a, spec.transpose_b, GemmEpilogue{});
 #ifdef WEIGHTNORM_WITH_CUDA
-          else cuda::gemm(out, in[0], in[1], spec.m, spec.n, spec.k, spec.transpose_a, spec.transpose_b, cuda::GemmEpilogue{});
+          else cuda::gemm(out, in[0], in[1], spec.m, spec.n, spec.k, spec.transpose_a, spec.transpose_b, GemmEpilogue{});
 #endif
         }
       } else if (op == "copy") {

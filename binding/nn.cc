@@ -810,27 +810,14 @@ Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
     expect_count(env, *norm, layout.channels, "normOutput.norm");
   }
   return guarded(env, [&]() -> Napi::Value {
-    NormOutput norm_output;
-    norm_output.norm = data_of(norm);
-    norm_output.layout = layout;
-    norm_output.eps = norm_eps;
+    const NormOutput norm_output{data_of(norm), layout, norm_eps};
     const NormOutput* norm_pointer = norm ? &norm_output : nullptr;
     if (sgd) {
-      SgdOptions sgd_options;
-      sgd_options.lr = lr;
-      sgd_options.momentum = momentum;
-      sgd_options.dampening = dampening;
-      sgd_options.weight_decay = weight_decay;
-      sgd_options.nesterov = nesterov;
+      const SgdOptions sgd_options{lr, momentum, dampening, weight_decay, nesterov};
       WN_DISPATCH(device, sgd_step, param.data(), data_of(state1), grad.data(), count, sgd_options, step, norm_pointer);
       return env.Undefined();
     }
-    AdamOptions adam_options;
-    adam_options.lr = lr;
-    adam_options.beta1 = beta1;
-    adam_options.beta2 = beta2;
-    adam_options.eps = eps;
-    adam_options.weight_decay = weight_decay;
+    const AdamOptions adam_options{lr, beta1, beta2, eps, weight_decay};
     if (kind == "adam")
       WN_DISPATCH(device, adam_step, param.data(), state1->data(), state2->data(), grad.data(), count, adam_options,
                   step, norm_pointer);

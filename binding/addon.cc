@@ -10,6 +10,7 @@
 #include "../cpu/host_allocator.h"
 #include "../cpu/random.h"
 #include "../cpu/weightnorm.h"
+#include "dispatch.h"
 #include "errors.h"
 #include "tensor.h"
 #include "weightnorm/layout.h"
@@ -22,14 +23,6 @@
 #endif
 
 namespace weightnorm::binding {
-
-// cpu:: and cuda:: mirror each other (overloads included), so one call site serves both backends.
-#ifdef WEIGHTNORM_WITH_CUDA
-#define WN_DEVICE_CALL(device, function, ...) \
-  ((device) == Device::kCpu ? cpu::function(__VA_ARGS__) : cuda::function(__VA_ARGS__))
-#else
-#define WN_DEVICE_CALL(device, function, ...) cpu::function(__VA_ARGS__)
-#endif
 
 #ifdef WEIGHTNORM_WITH_BENCHMARK
 // bench.cc, in the development build only
@@ -179,9 +172,9 @@ Napi::Value WeightNorm(const Napi::CallbackInfo& info) {
     Napi::Object norm_object = new_tensor(env, v.device(), {layout.channels});
     TensorWrap& w = TensorWrap::FromAnyType(w_object, "w");
     float* norm = TensorWrap::From(norm_object, "norm").data();
-    if (bf16) WN_DEVICE_CALL(v.device(), weightnorm_forward, w.bf16_data(), norm, v.bf16_data(), g.data(), layout, eps);
-    else if (fused) WN_DEVICE_CALL(v.device(), weightnorm_forward, w.data(), norm, v.data(), g.data(), layout, eps);
-    else WN_DEVICE_CALL(v.device(), weightnorm_forward_unfused, w.data(), norm, v.data(), g.data(), layout, eps);
+    if (bf16) WN_DISPATCH(v.device(), weightnorm_forward, w.bf16_data(), norm, v.bf16_data(), g.data(), layout, eps);
+    else if (fused) WN_DISPATCH(v.device(), weightnorm_forward, w.data(), norm, v.data(), g.data(), layout, eps);
+    else WN_DISPATCH(v.device(), weightnorm_forward_unfused, w.data(), norm, v.data(), g.data(), layout, eps);
     return named_results(env, {{"w", w_object}, {"norm", norm_object}});
   });
 }
@@ -215,14 +208,14 @@ Napi::Value WeightNormBackward(const Napi::CallbackInfo& info) {
     TensorWrap& dv = TensorWrap::FromAnyType(dv_object, "dv");
     float* dg = TensorWrap::From(dg_object, "dg").data();
     if (bf16) {
-      WN_DEVICE_CALL(v.device(), weightnorm_backward, dv.bf16_data(), dg, dw.bf16_data(), v.bf16_data(), g.data(),
-                     norm.data(), layout, eps);
+      WN_DISPATCH(v.device(), weightnorm_backward, dv.bf16_data(), dg, dw.bf16_data(), v.bf16_data(), g.data(),
+                  norm.data(), layout, eps);
     } else if (fused) {
-      WN_DEVICE_CALL(v.device(), weightnorm_backward, dv.data(), dg, dw.data(), v.data(), g.data(), norm.data(), layout,
-                     eps);
+      WN_DISPATCH(v.device(), weightnorm_backward, dv.data(), dg, dw.data(), v.data(), g.data(), norm.data(), layout,
+                  eps);
     } else {
-      WN_DEVICE_CALL(v.device(), weightnorm_backward_unfused, dv.data(), dg, dw.data(), v.data(), g.data(), norm.data(),
-                     layout, eps);
+      WN_DISPATCH(v.device(), weightnorm_backward_unfused, dv.data(), dg, dw.data(), v.data(), g.data(), norm.data(),
+                  layout, eps);
     }
     return named_results(env, {{"dv", dv_object}, {"dg", dg_object}});
   });
@@ -248,9 +241,9 @@ Napi::Value Cast(const Napi::CallbackInfo& info) {
 #endif
       }
     } else if (dtype == DType::kBFloat16) {
-      WN_DEVICE_CALL(t.device(), convert, out.bf16_data(), t.data(), count);
+      WN_DISPATCH(t.device(), convert, out.bf16_data(), t.data(), count);
     } else {
-      WN_DEVICE_CALL(t.device(), convert, out.data(), t.bf16_data(), count);
+      WN_DISPATCH(t.device(), convert, out.data(), t.bf16_data(), count);
     }
     return object;
   });

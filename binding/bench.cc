@@ -24,6 +24,7 @@
 #include "../cpu/elementwise.h"
 #include "../cpu/gemm.h"
 #include "../cpu/weightnorm.h"
+#include "dispatch.h"
 #include "errors.h"
 #include "tensor.h"
 #include "weightnorm/bfloat16.h"
@@ -38,10 +39,6 @@
 
 namespace weightnorm::binding {
 
-// The float32 overloads of the fused kernels (the names are overloaded for bfloat16 too).
-using ForwardF32 = void (*)(float*, float*, const float*, const float*, const ChannelLayout&, float);
-using BackwardF32 = void (*)(float*, float*, const float*, const float*, const float*, const float*,
-                             const ChannelLayout&, float);
 namespace {
 
 struct Set {
@@ -96,17 +93,11 @@ Request parse_request(Napi::Env env, const Napi::Value& value, const char* funct
 }
 
 void convert_on(Device device, bfloat16* out, const float* x, int64_t count) {
-  if (device == Device::kCpu) cpu::convert(out, x, count);
-#ifdef WEIGHTNORM_WITH_CUDA
-  else cuda::convert(out, x, count);
-#endif
+  WN_DISPATCH(device, convert, out, x, count);
 }
 
 void widen_on(Device device, float* out, const bfloat16* x, int64_t count) {
-  if (device == Device::kCpu) cpu::convert(out, x, count);
-#ifdef WEIGHTNORM_WITH_CUDA
-  else cuda::convert(out, x, count);
-#endif
+  WN_DISPATCH(device, convert, out, x, count);
 }
 
 void copy_on(Device device, float* out, const float* x, int64_t count) {
@@ -221,42 +212,25 @@ Napi::Value run_benchmark(Napi::Env env, const char* function, const Request& re
       float* out = set.out->data();
       float* per_channel = set.per_channel->data();
       if (is_gemm) {
-        if (spec.precision == Precision::kBf16) {
-          if (cpu) cpu::gemm(half(set.out), half(set.bf16_inputs[0]), half(set.bf16_inputs[1]), spec.m, spec.n, spec.k, spec.transpose_a, spec.transpose_b, cpu::GemmEpilogueBf16{});
-#ifdef WEIGHTNORM_WITH_CUDA
-          else cuda::gemm(half(set.out), half(set.bf16_inputs[0]), half(set.bf16_inputs[1]), spec.m, spec.n, spec.k, spec.transpose_a, spec.transpose_b, cuda::GemmEpilogueBf16{});
-#endif
-        } else {
-          if (cpu) cpu::gemm(out, in[0], in[1], spec.m, spec.n, spec.k, spec.transpose_a, spec.transpose_b, cpu::GemmEpilogue{});
-#ifdef WEIGHTNORM_WITH_CUDA
-          else cuda::gemm(out, in[0], in[1], spec.m, spec.n, spec.k, spec.transpose_a, spec.transpose_b, cuda::GemmEpilogue{});
-#endif
-        }
+        if (spec.precision == Precision::kBf16)
+          WN_DISPATCH(device, gemm, half(set.out), half(set.bf16_inputs[0]), half(set.bf16_inputs[1]), spec.m, spec.n,
+                      spec.k, spec.transpose_a, spec.transpose_b, GemmEpilogueBf16{});
+        else
+          WN_DISPATCH(device, gemm, out, in[0], in[1], spec.m, spec.n, spec.k, spec.transpose_a, spec.transpose_b,
+                      GemmEpilogue{});
       } else if (op == "copy") {
-        if (cpu) cpu::scale(out, in[0], 1.0f, layout.elements());
-#ifdef WEIGHTNORM_WITH_CUDA
-        else cuda::scale(out, in[0], 1.0f, layout.elements());
-#endif
+        WN_DISPATCH(device, scale, out, in[0], 1.0f, layout.elements());
       } else if (op == "forward") {
-        if (cpu) (fused ? static_cast<ForwardF32>(cpu::weightnorm_forward) : cpu::weightnorm_forward_unfused)(out, per_channel, in[0], in[1], layout, eps);
-#ifdef WEIGHTNORM_WITH_CUDA
-        else (fused ? static_cast<ForwardF32>(cuda::weightnorm_forward) : cuda::weightnorm_forward_unfused)(out, per_channel, in[0], in[1], layout, eps);
-#endif
+        if (fused) WN_DISPATCH(device, weightnorm_forward, out, per_channel, in[0], in[1], layout, eps);
+        else WN_DISPATCH(device, weightnorm_forward_unfused, out, per_channel, in[0], in[1], layout, eps);
       } else if (op == "backward") {
-        if (cpu) (fused ? static_cast<BackwardF32>(cpu::weightnorm_backward) : cpu::weightnorm_backward_unfused)(out, per_channel, in[0], in[1], in[2], in[3], layout, eps);
-#ifdef WEIGHTNORM_WITH_CUDA
-        else (fused ? static_cast<BackwardF32>(cuda::weightnorm_backward) : cuda::weightnorm_backward_unfused)(out, per_channel, in[0], in[1], in[2], in[3], layout, eps);
-#endif
+        if (fused) WN_DISPATCH(device, weightnorm_backward, out, per_channel, in[0], in[1], in[2], in[3], layout, eps);
+        else WN_DISPATCH(device, weightnorm_backward_unfused, out, per_channel, in[0], in[1], in[2], in[3], layout, eps);
       } else if (op == "forward-bf16") {
-        if (cpu) cpu::weightnorm_forward(half(set.out), per_channel, half(set.bf16_inputs[0]), in[1], layout, eps);
-#ifdef WEIGHTNORM_WITH_CUDA
-        else cuda::weightnorm_forward(half(set.out), per_channel, half(set.bf16_inputs[0]), in[1], layout, eps);
-#endif
+        WN_DISPATCH(device, weightnorm_forward, half(set.out), per_channel, half(set.bf16_inputs[0]), in[1], layout, eps);
       } else {  // backward-bf16: dv, dg from dw, v (bfloat16) and g, norm (float32)
-        if (cpu) cpu::weightnorm_backward(half(set.out), per_channel, half(set.bf16_inputs[0]), half(set.bf16_inputs[1]), in[2], in[3], layout, eps);
-#ifdef WEIGHTNORM_WITH_CUDA
-        else cuda::weightnorm_backward(half(set.out), per_channel, half(set.bf16_inputs[0]), half(set.bf16_inputs[1]), in[2], in[3], layout, eps);
-#endif
+        WN_DISPATCH(device, weightnorm_backward, half(set.out), per_channel, half(set.bf16_inputs[0]),
+                    half(set.bf16_inputs[1]), in[2], in[3], layout, eps);
       }
     };
     PrecisionGuard precision(device, spec.precision);

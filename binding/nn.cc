@@ -17,6 +17,7 @@
 #include "../cpu/optim.h"
 #include "../cpu/reduce.h"
 #include "../cpu/weightnorm.h"
+#include "dispatch.h"
 #include "errors.h"
 #include "tensor.h"
 
@@ -29,11 +30,6 @@
 #include "../cuda/optim.cuh"
 #include "../cuda/reduce.cuh"
 #include "../cuda/weightnorm.cuh"
-// cpu:: and cuda:: mirror each other, so one call site serves both backends.
-#define WN_CALL(device, function, ...) \
-  ((device) == Device::kCpu ? cpu::function(__VA_ARGS__) : cuda::function(__VA_ARGS__))
-#else
-#define WN_CALL(device, function, ...) cpu::function(__VA_ARGS__)
 #endif
 
 namespace weightnorm::binding {
@@ -124,8 +120,8 @@ Napi::Value Binary(const Napi::CallbackInfo& info) {
   expect_count(args.env(), b, a.numel(), "b");
   return guarded(args.env(), [&]() -> Napi::Value {
     Output out = output(args.env(), device, a.shape());
-    if (op == "add") WN_CALL(device, add, out.data, a.data(), b.data(), a.numel());
-    else WN_CALL(device, multiply, out.data, a.data(), b.data(), a.numel());
+    if (op == "add") WN_DISPATCH(device, add, out.data, a.data(), b.data(), a.numel());
+    else WN_DISPATCH(device, multiply, out.data, a.data(), b.data(), a.numel());
     return out.object;
   });
 }
@@ -137,7 +133,7 @@ Napi::Value Scale(const Napi::CallbackInfo& info) {
   const float alpha = args.number(1, "alpha");
   return guarded(args.env(), [&]() -> Napi::Value {
     Output out = output(args.env(), x.device(), x.shape());
-    WN_CALL(x.device(), scale, out.data, x.data(), alpha, x.numel());
+    WN_DISPATCH(x.device(), scale, out.data, x.data(), alpha, x.numel());
     return out.object;
   });
 }
@@ -152,7 +148,7 @@ Napi::Value Axpby(const Napi::CallbackInfo& info) {
   const Device device = common_device(args.env(), {{&y, "y"}, {&x, "x"}});
   expect_count(args.env(), x, y.numel(), "x");
   return guarded(args.env(), [&]() -> Napi::Value {
-    WN_CALL(device, axpby, y.data(), alpha, x.data(), beta, y.numel());
+    WN_DISPATCH(device, axpby, y.data(), alpha, x.data(), beta, y.numel());
     return args.env().Undefined();
   });
 }
@@ -165,7 +161,7 @@ Napi::Value Full(const Napi::CallbackInfo& info) {
   const Device device = parse_device(args.env(), info[2], "device");
   return guarded(args.env(), [&]() -> Napi::Value {
     Output out = output(args.env(), device, shape);
-    WN_CALL(device, fill, out.data, value, element_count(shape));
+    WN_DISPATCH(device, fill, out.data, value, element_count(shape));
     return out.object;
   });
 }
@@ -189,8 +185,8 @@ Napi::Value Activation(const Napi::CallbackInfo& info) {
   const float slope = args.number(2, "negativeSlope");
   return guarded(args.env(), [&]() -> Napi::Value {
     Output out = output(args.env(), x.device(), x.shape());
-    if (kind == "tanh") WN_CALL(x.device(), tanh_forward, out.data, x.data(), x.numel());
-    else WN_CALL(x.device(), relu_forward, out.data, x.data(), slope, x.numel());
+    if (kind == "tanh") WN_DISPATCH(x.device(), tanh_forward, out.data, x.data(), x.numel());
+    else WN_DISPATCH(x.device(), relu_forward, out.data, x.data(), slope, x.numel());
     return out.object;
   });
 }
@@ -206,8 +202,8 @@ Napi::Value ActivationBackward(const Napi::CallbackInfo& info) {
   expect_count(args.env(), saved, dy.numel(), "saved");
   return guarded(args.env(), [&]() -> Napi::Value {
     Output out = output(args.env(), device, dy.shape());
-    if (kind == "tanh") WN_CALL(device, tanh_backward, out.data, dy.data(), saved.data(), dy.numel());
-    else WN_CALL(device, relu_backward, out.data, dy.data(), saved.data(), slope, dy.numel());
+    if (kind == "tanh") WN_DISPATCH(device, tanh_backward, out.data, dy.data(), saved.data(), dy.numel());
+    else WN_DISPATCH(device, relu_backward, out.data, dy.data(), saved.data(), slope, dy.numel());
     return out.object;
   });
 }
@@ -222,7 +218,7 @@ Napi::Value Dropout(const Napi::CallbackInfo& info) {
   return guarded(args.env(), [&]() -> Napi::Value {
     Output y = output(args.env(), x.device(), x.shape());
     Output mask = output(args.env(), x.device(), x.shape());
-    WN_CALL(x.device(), dropout_forward, y.data, mask.data, x.data(), p, seed, x.numel());
+    WN_DISPATCH(x.device(), dropout_forward, y.data, mask.data, x.data(), p, seed, x.numel());
     return named_results(args.env(), {{"y", y.object}, {"mask", mask.object}});
   });
 }
@@ -235,7 +231,7 @@ Napi::Value GaussianNoise(const Napi::CallbackInfo& info) {
   const uint64_t seed = args.seed(2, "seed");
   return guarded(args.env(), [&]() -> Napi::Value {
     Output y = output(args.env(), x.device(), x.shape());
-    WN_CALL(x.device(), gaussian_noise, y.data, x.data(), std, seed, x.numel());
+    WN_DISPATCH(x.device(), gaussian_noise, y.data, x.data(), std, seed, x.numel());
     return y.object;
   });
 }
@@ -252,8 +248,8 @@ Napi::Value ChannelOp(const Napi::CallbackInfo& info) {
   expect_count(args.env(), per_channel, layout.channels, "perChannel");
   return guarded(args.env(), [&]() -> Napi::Value {
     Output out = output(args.env(), device, x.shape());
-    if (op == "scale") WN_CALL(device, channel_scale, out.data, x.data(), per_channel.data(), layout);
-    else WN_CALL(device, channel_bias_add, out.data, x.data(), per_channel.data(), layout);
+    if (op == "scale") WN_DISPATCH(device, channel_scale, out.data, x.data(), per_channel.data(), layout);
+    else WN_DISPATCH(device, channel_bias_add, out.data, x.data(), per_channel.data(), layout);
     return out.object;
   });
 }
@@ -267,7 +263,7 @@ Napi::Value SumAll(const Napi::CallbackInfo& info) {
   TensorWrap& x = args.tensor(0, "x");
   return guarded(args.env(), [&]() -> Napi::Value {
     Output out = output(args.env(), x.device(), {1});
-    WN_CALL(x.device(), sum_all, out.data, x.data(), x.numel());
+    WN_DISPATCH(x.device(), sum_all, out.data, x.data(), x.numel());
     return out.object;
   });
 }
@@ -285,8 +281,8 @@ Napi::Value ChannelReduce(const Napi::CallbackInfo& info) {
   if (b) expect_count(args.env(), *b, layout.elements(), "b");
   return guarded(args.env(), [&]() -> Napi::Value {
     Output out = output(args.env(), device, {layout.channels});
-    if (op == "dot") WN_CALL(device, channel_dot, out.data, a.data(), b->data(), layout);
-    else WN_CALL(device, channel_sum, out.data, a.data(), layout);
+    if (op == "dot") WN_DISPATCH(device, channel_dot, out.data, a.data(), b->data(), layout);
+    else WN_DISPATCH(device, channel_sum, out.data, a.data(), layout);
     return out.object;
   });
 }
@@ -303,7 +299,7 @@ Napi::Value SoftmaxCrossEntropy(const Napi::CallbackInfo& info) {
   return guarded(args.env(), [&]() -> Napi::Value {
     Output loss = output(args.env(), device, {1});
     Output probs = output(args.env(), device, logits.shape());
-    WN_CALL(device, softmax_cross_entropy_forward, loss.data, probs.data, logits.data(), labels.data(), batch, classes);
+    WN_DISPATCH(device, softmax_cross_entropy_forward, loss.data, probs.data, logits.data(), labels.data(), batch, classes);
     return named_results(args.env(), {{"loss", loss.object}, {"probs", probs.object}});
   });
 }
@@ -321,8 +317,8 @@ Napi::Value SoftmaxCrossEntropyBackward(const Napi::CallbackInfo& info) {
   expect_count(args.env(), dloss, 1, "dloss");
   return guarded(args.env(), [&]() -> Napi::Value {
     Output dlogits = output(args.env(), device, probs.shape());
-    WN_CALL(device, softmax_cross_entropy_backward, dlogits.data, probs.data(), labels.data(), dloss.data(), batch,
-            classes);
+    WN_DISPATCH(device, softmax_cross_entropy_backward, dlogits.data, probs.data(), labels.data(), dloss.data(), batch,
+                classes);
     return dlogits.object;
   });
 }
@@ -394,9 +390,10 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
     Napi::Object out_object = into ? info[7].As<Napi::Object>().Get("out").As<Napi::Object>()
                                    : new_tensor(env, device, {m, n}, dtype);
     TensorWrap& out = TensorWrap::FromAnyType(out_object, "out");
-    // The epilogue for out's element type T, as cpu:: or cuda:: spells it (Epilogue).
-    auto epilogue_for = [&](auto epilogue) {
-      using T = std::remove_const_t<std::remove_pointer_t<decltype(epilogue.subtract_matrix)>>;
+    // The same call for float32 and bfloat16 out (T); both backends take the same epilogue struct.
+    auto run = [&](auto* out_data, const auto* a_data, const auto* b_data) {
+      using T = std::remove_pointer_t<decltype(out_data)>;
+      GemmEpilogueOf<T> epilogue;
       epilogue.row_scale = data_of(row_scale);
       epilogue.column_scale = data_of(column_scale);
       epilogue.row_bias = data_of(row_bias);
@@ -405,18 +402,10 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
       epilogue.subtract_matrix = typed_data<T>(subtract_matrix);
       epilogue.raw_out = typed_data<T>(raw_out);
       epilogue.beta = beta;
-      return epilogue;
+      WN_DISPATCH(device, gemm, out_data, a_data, b_data, m, n, k, transpose_a, transpose_b, epilogue);
     };
-    const bool f32 = dtype == DType::kFloat32;
-    if (device == Device::kCpu) {
-      if (f32) cpu::gemm(out.data(), a.data(), b.data(), m, n, k, transpose_a, transpose_b, epilogue_for(cpu::GemmEpilogue{}));
-      else cpu::gemm(out.bf16_data(), a.bf16_data(), b.bf16_data(), m, n, k, transpose_a, transpose_b, epilogue_for(cpu::GemmEpilogueBf16{}));
-    } else {
-#ifdef WEIGHTNORM_WITH_CUDA
-      if (f32) cuda::gemm(out.data(), a.data(), b.data(), m, n, k, transpose_a, transpose_b, epilogue_for(cuda::GemmEpilogue{}));
-      else cuda::gemm(out.bf16_data(), a.bf16_data(), b.bf16_data(), m, n, k, transpose_a, transpose_b, epilogue_for(cuda::GemmEpilogueBf16{}));
-#endif
-    }
+    if (dtype == DType::kFloat32) run(out.data(), a.data(), b.data());
+    else run(out.bf16_data(), a.bf16_data(), b.bf16_data());
     return out_object;
   });
 }
@@ -424,9 +413,8 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
 // ----------------------------------------------------------------------------------------------------------------
 // Convolution and pooling.
 
-template <class Geometry>
-Geometry conv_geometry(const TensorWrap& x, const TensorWrap& w, int64_t stride, int64_t padding) {
-  Geometry g{};
+Conv2dGeometry conv_geometry(const TensorWrap& x, const TensorWrap& w, int64_t stride, int64_t padding) {
+  Conv2dGeometry g{};
   g.batch = x.shape()[0];
   g.in_channels = x.shape()[1];
   g.in_height = x.shape()[2];
@@ -460,20 +448,10 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   check_conv(args.env(), x, w, stride, padding);
   if (bias) expect_count(args.env(), *bias, w.shape()[0], "bias");
   return guarded(args.env(), [&]() -> Napi::Value {
-    if (device == Device::kCpu) {
-      const auto g = conv_geometry<cpu::Conv2dGeometry>(x, w, stride, padding);
-      Output y = output(args.env(), device, {g.batch, g.out_channels, g.out_height(), g.out_width()});
-      cpu::conv2d_forward(y.data, x.data(), w.data(), data_of(bias), g);
-      return y.object;
-    }
-#ifdef WEIGHTNORM_WITH_CUDA
-    const auto g = conv_geometry<cuda::Conv2dGeometry>(x, w, stride, padding);
+    const Conv2dGeometry g = conv_geometry(x, w, stride, padding);
     Output y = output(args.env(), device, {g.batch, g.out_channels, g.out_height(), g.out_width()});
-    cuda::conv2d_forward(y.data, x.data(), w.data(), data_of(bias), g);
+    WN_DISPATCH(device, conv2d_forward, y.data, x.data(), w.data(), data_of(bias), g);
     return y.object;
-#else
-    return args.env().Undefined();
-#endif
   });
 }
 
@@ -491,33 +469,25 @@ Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
   check_conv(args.env(), x, w, stride, padding);
   return guarded(args.env(), [&]() -> Napi::Value {
     Napi::Object result = Napi::Object::New(args.env());
-    auto run = [&](const auto& g, auto backward) {
-      expect_count(args.env(), dy, g.batch * g.out_channels * g.out_height() * g.out_width(), "dy");
-      float *dx = nullptr, *dw = nullptr, *dbias = nullptr;
-      if (want_dx) {
-        Output o = output(args.env(), device, x.shape());
-        result.Set("dx", o.object);
-        dx = o.data;
-      }
-      if (want_dw) {
-        Output o = output(args.env(), device, w.shape());
-        result.Set("dw", o.object);
-        dw = o.data;
-      }
-      if (want_dbias) {
-        Output o = output(args.env(), device, {g.out_channels});
-        result.Set("dbias", o.object);
-        dbias = o.data;
-      }
-      backward(dx, dw, dbias, dy.data(), x.data(), w.data(), g);
-    };
-    if (device == Device::kCpu) {
-      run(conv_geometry<cpu::Conv2dGeometry>(x, w, stride, padding), cpu::conv2d_backward);
-    } else {
-#ifdef WEIGHTNORM_WITH_CUDA
-      run(conv_geometry<cuda::Conv2dGeometry>(x, w, stride, padding), cuda::conv2d_backward);
-#endif
+    const Conv2dGeometry g = conv_geometry(x, w, stride, padding);
+    expect_count(args.env(), dy, g.batch * g.out_channels * g.out_height() * g.out_width(), "dy");
+    float *dx = nullptr, *dw = nullptr, *dbias = nullptr;
+    if (want_dx) {
+      Output o = output(args.env(), device, x.shape());
+      result.Set("dx", o.object);
+      dx = o.data;
     }
+    if (want_dw) {
+      Output o = output(args.env(), device, w.shape());
+      result.Set("dw", o.object);
+      dw = o.data;
+    }
+    if (want_dbias) {
+      Output o = output(args.env(), device, {g.out_channels});
+      result.Set("dbias", o.object);
+      dbias = o.data;
+    }
+    WN_DISPATCH(device, conv2d_backward, dx, dw, dbias, dy.data(), x.data(), w.data(), g);
     return result;
   });
 }
@@ -535,7 +505,7 @@ Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
     const int64_t planes = x.shape()[0] * x.shape()[1];
     Output y = output(args.env(), x.device(),
                       {x.shape()[0], x.shape()[1], (height - kernel) / stride + 1, (width - kernel) / stride + 1});
-    WN_CALL(x.device(), max_pool2d_forward, y.data, x.data(), planes, height, width, kernel, stride);
+    WN_DISPATCH(x.device(), max_pool2d_forward, y.data, x.data(), planes, height, width, kernel, stride);
     return y.object;
   });
 }
@@ -553,7 +523,7 @@ Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
   expect_count(args.env(), dy, planes * ((height - kernel) / stride + 1) * ((width - kernel) / stride + 1), "dy");
   return guarded(args.env(), [&]() -> Napi::Value {
     Output dx = output(args.env(), device, x.shape());
-    WN_CALL(device, max_pool2d_backward, dx.data, dy.data(), x.data(), planes, height, width, kernel, stride);
+    WN_DISPATCH(device, max_pool2d_backward, dx.data, dy.data(), x.data(), planes, height, width, kernel, stride);
     return dx.object;
   });
 }
@@ -566,7 +536,7 @@ Napi::Value GlobalAvgPool(const Napi::CallbackInfo& info) {
   return guarded(args.env(), [&]() -> Napi::Value {
     const int64_t planes = x.shape()[0] * x.shape()[1];
     Output y = output(args.env(), x.device(), {x.shape()[0], x.shape()[1]});
-    WN_CALL(x.device(), global_avg_pool_forward, y.data, x.data(), planes, x.shape()[2] * x.shape()[3]);
+    WN_DISPATCH(x.device(), global_avg_pool_forward, y.data, x.data(), planes, x.shape()[2] * x.shape()[3]);
     return y.object;
   });
 }
@@ -580,7 +550,7 @@ Napi::Value GlobalAvgPoolBackward(const Napi::CallbackInfo& info) {
   expect_count(args.env(), dy, shape[0] * shape[1], "dy");
   return guarded(args.env(), [&]() -> Napi::Value {
     Output dx = output(args.env(), dy.device(), shape);
-    WN_CALL(dy.device(), global_avg_pool_backward, dx.data, dy.data(), shape[0] * shape[1], shape[2] * shape[3]);
+    WN_DISPATCH(dy.device(), global_avg_pool_backward, dx.data, dy.data(), shape[0] * shape[1], shape[2] * shape[3]);
     return dx.object;
   });
 }
@@ -605,8 +575,8 @@ Napi::Value BatchNorm(const Napi::CallbackInfo& info) {
     Output mean = output(args.env(), device, {layout.channels});
     Output var = output(args.env(), device, {layout.channels});
     Output invstd = output(args.env(), device, {layout.channels});
-    WN_CALL(device, batch_norm_forward, y.data, mean.data, var.data, invstd.data, x.data(), gamma.data(), beta.data(),
-            layout, eps);
+    WN_DISPATCH(device, batch_norm_forward, y.data, mean.data, var.data, invstd.data, x.data(), gamma.data(), beta.data(),
+                layout, eps);
     return named_results(args.env(),
                          {{"y", y.object}, {"mean", mean.object}, {"var", var.object}, {"invstd", invstd.object}});
   });
@@ -631,8 +601,8 @@ Napi::Value BatchNormBackward(const Napi::CallbackInfo& info) {
     Output dx = output(args.env(), device, x.shape());
     Output dgamma = output(args.env(), device, {layout.channels});
     Output dbeta = output(args.env(), device, {layout.channels});
-    WN_CALL(device, batch_norm_backward, dx.data, dgamma.data, dbeta.data, dy.data(), x.data(), mean.data(),
-            invstd.data(), gamma.data(), layout);
+    WN_DISPATCH(device, batch_norm_backward, dx.data, dgamma.data, dbeta.data, dy.data(), x.data(), mean.data(),
+                invstd.data(), gamma.data(), layout);
     return named_results(args.env(), {{"dx", dx.object}, {"dgamma", dgamma.object}, {"dbeta", dbeta.object}});
   });
 }
@@ -658,8 +628,8 @@ Napi::Value BatchNormInference(const Napi::CallbackInfo& info) {
     expect_count(args.env(), *t, layout.channels, name);
   return guarded(args.env(), [&]() -> Napi::Value {
     Output y = output(args.env(), device, x.shape());
-    WN_CALL(device, batch_norm_inference, y.data, x.data(), running_mean.data(), running_var.data(), gamma.data(),
-            beta.data(), layout, eps);
+    WN_DISPATCH(device, batch_norm_inference, y.data, x.data(), running_mean.data(), running_var.data(), gamma.data(),
+                beta.data(), layout, eps);
     return y.object;
   });
 }
@@ -701,8 +671,8 @@ Napi::Value BatchNormInferenceBackward(const Napi::CallbackInfo& info) {
     float* dx = wanted(want_dx, "dx", x.shape());
     float* dgamma = wanted(want_dgamma, "dgamma", {layout.channels});
     float* dbeta = wanted(want_dbeta, "dbeta", {layout.channels});
-    WN_CALL(device, batch_norm_inference_backward, dx, dgamma, dbeta, dy.data(), x.data(), running_mean.data(),
-            running_var.data(), gamma.data(), layout, eps);
+    WN_DISPATCH(device, batch_norm_inference_backward, dx, dgamma, dbeta, dy.data(), x.data(), running_mean.data(),
+                running_var.data(), gamma.data(), layout, eps);
     return result;
   });
 }
@@ -722,8 +692,8 @@ Napi::Value MeanOnlyBatchNorm(const Napi::CallbackInfo& info) {
   return guarded(args.env(), [&]() -> Napi::Value {
     Output y = output(args.env(), device, x.shape());
     Output mean = output(args.env(), device, {layout.channels});
-    if (running_mean) WN_CALL(device, scale, mean.data, running_mean->data(), 1.0f, layout.channels);
-    WN_CALL(device, mean_only_batch_norm_forward, y.data, mean.data, x.data(), bias.data(), layout, !running_mean);
+    if (running_mean) WN_DISPATCH(device, scale, mean.data, running_mean->data(), 1.0f, layout.channels);
+    WN_DISPATCH(device, mean_only_batch_norm_forward, y.data, mean.data, x.data(), bias.data(), layout, !running_mean);
     return named_results(args.env(), {{"y", y.object}, {"mean", mean.object}});
   });
 }
@@ -737,7 +707,7 @@ Napi::Value MeanOnlyBatchNormBackward(const Napi::CallbackInfo& info) {
   return guarded(args.env(), [&]() -> Napi::Value {
     Output dx = output(args.env(), dy.device(), dy.shape());
     Output dbias = output(args.env(), dy.device(), {layout.channels});
-    WN_CALL(dy.device(), mean_only_batch_norm_backward, dx.data, dbias.data, dy.data(), layout);
+    WN_DISPATCH(dy.device(), mean_only_batch_norm_backward, dx.data, dbias.data, dy.data(), layout);
     return named_results(args.env(), {{"dx", dx.object}, {"dbias", dbias.object}});
   });
 }
@@ -754,7 +724,7 @@ Napi::Value WeightNormScale(const Napi::CallbackInfo& info) {
   expect_count(args.env(), norm, g.numel(), "norm");
   return guarded(args.env(), [&]() -> Napi::Value {
     Output scale = output(args.env(), device, g.shape());
-    WN_CALL(device, weightnorm_scale, scale.data, g.data(), norm.data(), g.numel());
+    WN_DISPATCH(device, weightnorm_scale, scale.data, g.data(), norm.data(), g.numel());
     return scale.object;
   });
 }
@@ -774,8 +744,8 @@ Napi::Value WeightNormCoefficients(const Napi::CallbackInfo& info) {
     Output dg = output(args.env(), device, g.shape());
     Output c1 = output(args.env(), device, {channels});
     Output c2 = output(args.env(), device, {channels});
-    WN_CALL(device, weightnorm_backward_coefficients, dg.data, c1.data, c2.data, dot.data(), g.data(), norm.data(),
-            channels, eps);
+    WN_DISPATCH(device, weightnorm_backward_coefficients, dg.data, c1.data, c2.data, dot.data(), g.data(), norm.data(),
+                channels, eps);
     return named_results(args.env(), {{"dg", dg.object}, {"c1", c1.object}, {"c2", c2.object}});
   });
 }
@@ -840,38 +810,20 @@ Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
     expect_count(env, *norm, layout.channels, "normOutput.norm");
   }
   return guarded(env, [&]() -> Napi::Value {
-    auto run = [&](auto sgd_options, auto adam_options, auto norm_output) {
-      norm_output.norm = data_of(norm);
-      norm_output.layout = layout;
-      norm_output.eps = norm_eps;
-      const auto* norm_pointer = norm ? &norm_output : nullptr;
-      if (sgd) {
-        sgd_options.lr = lr;
-        sgd_options.momentum = momentum;
-        sgd_options.dampening = dampening;
-        sgd_options.weight_decay = weight_decay;
-        sgd_options.nesterov = nesterov;
-        // Unqualified: the options' namespace (cpu or cuda) picks the backend (argument-dependent lookup).
-        sgd_step(param.data(), data_of(state1), grad.data(), count, sgd_options, step, norm_pointer);
-        return;
-      }
-      adam_options.lr = lr;
-      adam_options.beta1 = beta1;
-      adam_options.beta2 = beta2;
-      adam_options.eps = eps;
-      adam_options.weight_decay = weight_decay;
-      if (kind == "adam")
-        adam_step(param.data(), state1->data(), state2->data(), grad.data(), count, adam_options, step, norm_pointer);
-      else
-        adamax_step(param.data(), state1->data(), state2->data(), grad.data(), count, adam_options, step, norm_pointer);
-    };
-    if (device == Device::kCpu) {
-      run(cpu::SgdOptions{}, cpu::AdamOptions{}, cpu::NormOutput{});
-    } else {
-#ifdef WEIGHTNORM_WITH_CUDA
-      run(cuda::SgdOptions{}, cuda::AdamOptions{}, cuda::NormOutput{});
-#endif
+    const NormOutput norm_output{data_of(norm), layout, norm_eps};
+    const NormOutput* norm_pointer = norm ? &norm_output : nullptr;
+    if (sgd) {
+      const SgdOptions sgd_options{lr, momentum, dampening, weight_decay, nesterov};
+      WN_DISPATCH(device, sgd_step, param.data(), data_of(state1), grad.data(), count, sgd_options, step, norm_pointer);
+      return env.Undefined();
     }
+    const AdamOptions adam_options{lr, beta1, beta2, eps, weight_decay};
+    if (kind == "adam")
+      WN_DISPATCH(device, adam_step, param.data(), state1->data(), state2->data(), grad.data(), count, adam_options,
+                  step, norm_pointer);
+    else
+      WN_DISPATCH(device, adamax_step, param.data(), state1->data(), state2->data(), grad.data(), count, adam_options,
+                  step, norm_pointer);
     return env.Undefined();
   });
 }

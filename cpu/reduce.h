@@ -1,4 +1,4 @@
-// Reductions (deterministic: fixed summation order, no atomics) (CPU). Mirrors cuda/reduce.cuh op by op.
+// Reductions (CPU): the entry points both backends declare from include/weightnorm/ops/reduce.inc.
 #pragma once
 #include <cstdint>
 
@@ -6,9 +6,6 @@
 
 namespace weightnorm::cpu {
 
-// out[0] = sum of x.
-void sum_all(float* out, const float* x, int64_t count);
-// out[k] = sum of x over channel k of the layout (bias gradients, batch-norm statistics).
-void channel_sum(float* out, const float* x, const ChannelLayout& layout);
+#include "weightnorm/ops/reduce.inc"
 
 }  // namespace weightnorm::cpu

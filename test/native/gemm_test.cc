@@ -43,6 +43,9 @@
 #endif
 
 namespace cpu = weightnorm::cpu;
+using weightnorm::Conv2dGeometry;
+using weightnorm::GemmEpilogue;
+using weightnorm::GemmEpilogueBf16;
 
 namespace {
 
@@ -219,7 +222,7 @@ void reference_epilogue(const GemmProblem& p, const EpilogueCase& e, std::vector
 
 // Runs one GEMM on some backend: pointers are host pointers; the backend moves them where it needs them.
 using GemmFn = std::function<void(float* out, const float* a, const float* b, const GemmProblem& p,
-                                  const cpu::GemmEpilogue& epilogue)>;
+                                  const GemmEpilogue& epilogue)>;
 struct GemmBackend {
   std::string name;
   GemmFn run;
@@ -228,8 +231,8 @@ struct GemmBackend {
   bool bfloat16_inputs;  // a bfloat16 GEMM: the problem's inputs are bfloat16 values
 };
 
-cpu::GemmEpilogue host_epilogue(const GemmProblem& p, const EpilogueCase& e) {
-  cpu::GemmEpilogue ep;
+GemmEpilogue host_epilogue(const GemmProblem& p, const EpilogueCase& e) {
+  GemmEpilogue ep;
   if (e.fields & kRowScale) ep.row_scale = p.row_scale.data();
   if (e.fields & kColumnScale) ep.column_scale = p.column_scale.data();
   if (e.fields & kRowBias) ep.row_bias = p.row_bias.data();
@@ -266,7 +269,7 @@ void check_gemm_backend(const GemmBackend& backend, const std::vector<GemmShape>
         // raw_out: the plain product is stored alongside the full epilogue's output.
         reference_epilogue(p, kEpilogueCases[0], want, magnitude);
         std::vector<float> raw(p.out0.size(), NAN), out = p.out0;
-        cpu::GemmEpilogue ep = host_epilogue(p, kEpilogueCases[8]);
+        GemmEpilogue ep = host_epilogue(p, kEpilogueCases[8]);
         ep.raw_out = raw.data();
         backend.run(out.data(), p.a.data(), p.b.data(), p, ep);
         ErrorReport report;
@@ -288,7 +291,7 @@ void check_gemm_backend(const GemmBackend& backend, const std::vector<GemmShape>
           std::vector<float> raw_default(p.out0.size()), raw(p.out0.size());
           auto run_with_raw = [&](std::vector<float>& raw_out) {
             std::vector<float> out = (with.fields & kBeta) ? p.out0 : std::vector<float>(p.out0.size(), NAN);
-            cpu::GemmEpilogue ep = host_epilogue(p, with);
+            GemmEpilogue ep = host_epilogue(p, with);
             ep.raw_out = raw_out.data();
             backend.run(out.data(), p.a.data(), p.b.data(), p, ep);
             return out;
@@ -312,7 +315,7 @@ void check_gemm_backend(const GemmBackend& backend, const std::vector<GemmShape>
 }
 
 GemmFn cpu_gemm() {
-  return [](float* out, const float* a, const float* b, const GemmProblem& p, const cpu::GemmEpilogue& ep) {
+  return [](float* out, const float* a, const float* b, const GemmProblem& p, const GemmEpilogue& ep) {
     cpu::gemm(out, a, b, p.shape.m, p.shape.n, p.shape.k, p.transpose_a, p.transpose_b, ep);
   };
 }
@@ -329,10 +332,9 @@ void widen(float* out, const std::vector<bfloat16>& x) {
 }
 constexpr bfloat16 kBfloat16NaN{0x7fc0};
 
-// The float32 vectors and beta of a host epilogue, into either backend's epilogue type.
-template <typename Epilogue>
-Epilogue epilogue_vectors(const cpu::GemmEpilogue& ep) {
-  Epilogue e;
+// The float32 vectors and beta of a float32 epilogue, for a bfloat16 GEMM (its matrices are set by the caller).
+GemmEpilogueBf16 bfloat16_epilogue_vectors(const GemmEpilogue& ep) {
+  GemmEpilogueBf16 e;
   e.row_scale = ep.row_scale;
   e.column_scale = ep.column_scale;
   e.row_bias = ep.row_bias;
@@ -345,13 +347,13 @@ Epilogue epilogue_vectors(const cpu::GemmEpilogue& ep) {
 // The bfloat16 overload behind the float interface of the checks: inputs go in as bfloat16, results come back
 // widened (exactly) to float.
 GemmFn cpu_gemm_bfloat16() {
-  return [](float* out, const float* a, const float* b, const GemmProblem& p, const cpu::GemmEpilogue& ep) {
+  return [](float* out, const float* a, const float* b, const GemmProblem& p, const GemmEpilogue& ep) {
     const int64_t m = p.shape.m, n = p.shape.n, k = p.shape.k;
     const std::vector<bfloat16> a16 = to_bfloat16(a, m * k), b16 = to_bfloat16(b, k * n);
     std::vector<bfloat16> out16 = to_bfloat16(out, m * n), raw16(ep.raw_out ? m * n : 0, kBfloat16NaN);
     const std::vector<bfloat16> subtract16 =
         ep.subtract_matrix ? to_bfloat16(ep.subtract_matrix, m * n) : std::vector<bfloat16>();
-    cpu::GemmEpilogueBf16 e = epilogue_vectors<cpu::GemmEpilogueBf16>(ep);
+    GemmEpilogueBf16 e = bfloat16_epilogue_vectors(ep);
     e.subtract_matrix = ep.subtract_matrix ? subtract16.data() : nullptr;
     e.raw_out = ep.raw_out ? raw16.data() : nullptr;
     cpu::gemm(out16.data(), a16.data(), b16.data(), m, n, k, p.transpose_a, p.transpose_b, e);
@@ -375,11 +377,11 @@ const std::vector<GemmShape> kCpuTiledShapes = {
 // conv2d
 
 struct ConvCase {
-  cpu::Conv2dGeometry g;
+  Conv2dGeometry g;
   bool bias;
 };
 
-std::string describe(const cpu::Conv2dGeometry& g) {
+std::string describe(const Conv2dGeometry& g) {
   return format("n%ld c%ld %ldx%ld -> oc%ld k%ldx%ld s%ld p%ld", long(g.batch), long(g.in_channels), long(g.in_height),
                 long(g.in_width), long(g.out_channels), long(g.kernel_height), long(g.kernel_width), long(g.stride),
                 long(g.padding));
@@ -394,7 +396,7 @@ struct ConvReference {
   int64_t y_terms, dx_terms, dw_terms, dbias_terms;
 };
 
-ConvReference reference_conv(const cpu::Conv2dGeometry& g, const ConvData& d, bool bias) {
+ConvReference reference_conv(const Conv2dGeometry& g, const ConvData& d, bool bias) {
   const int64_t oh_n = g.out_height(), ow_n = g.out_width();
   ConvReference r;
   r.y.assign(g.batch * g.out_channels * oh_n * ow_n, 0.0);
@@ -446,9 +448,9 @@ struct ConvOutputs {
   std::vector<float> y, dx, dw, dbias;
 };
 
-using ConvFn = std::function<ConvOutputs(const cpu::Conv2dGeometry& g, const ConvData& d, bool bias)>;
+using ConvFn = std::function<ConvOutputs(const Conv2dGeometry& g, const ConvData& d, bool bias)>;
 
-ConvOutputs cpu_conv(const cpu::Conv2dGeometry& g, const ConvData& d, bool bias) {
+ConvOutputs cpu_conv(const Conv2dGeometry& g, const ConvData& d, bool bias) {
   ConvOutputs o;
   o.y.assign(g.batch * g.out_channels * g.out_height() * g.out_width(), NAN);
   o.dx.assign(d.x.size(), NAN);
@@ -478,7 +480,7 @@ const std::vector<ConvCase> kConvCases = {
 
 void check_conv_backend(const std::string& name, const ConvFn& conv) {
   for (const ConvCase& c : kConvCases) {
-    const cpu::Conv2dGeometry& g = c.g;
+    const Conv2dGeometry& g = c.g;
     ConvData d{random_vector(g.batch * g.in_channels * g.in_height * g.in_width),
                random_vector(g.out_channels * g.in_channels * g.kernel_height * g.kernel_width),
                random_vector(g.out_channels),
@@ -496,9 +498,9 @@ void check_conv_backend(const std::string& name, const ConvFn& conv) {
 // conv2d forward and backward give the same bits with 1, 2 and 3 threads as with the default count, on whichever
 // GEMM path is selected now. One geometry with several im2col groups (dw accumulates across them), one pointwise.
 void check_conv_thread_independence(const std::string& name) {
-  const cpu::Conv2dGeometry geometries[] = {{9, 64, 32, 32, 8, 3, 3, 1, 1}, {4, 48, 20, 20, 40, 1, 1, 1, 0},
+  const Conv2dGeometry geometries[] = {{9, 64, 32, 32, 8, 3, 3, 1, 1}, {4, 48, 20, 20, 40, 1, 1, 1, 0},
                                             {6, 16, 15, 17, 24, 3, 3, 2, 1}};
-  for (const cpu::Conv2dGeometry& g : geometries) {
+  for (const Conv2dGeometry& g : geometries) {
     ConvData d{random_vector(g.batch * g.in_channels * g.in_height * g.in_width),
                random_vector(g.out_channels * g.in_channels * g.kernel_height * g.kernel_width),
                random_vector(g.out_channels),
@@ -521,7 +523,7 @@ void check_conv_thread_independence(const std::string& name) {
 
 // Each output alone (the others null) gives the same bits as all together.
 void check_conv_null_outputs() {
-  const cpu::Conv2dGeometry g{3, 4, 9, 8, 5, 3, 3, 2, 1};
+  const Conv2dGeometry g{3, 4, 9, 8, 5, 3, 3, 2, 1};
   ConvData d{random_vector(g.batch * g.in_channels * g.in_height * g.in_width),
              random_vector(g.out_channels * g.in_channels * 9), random_vector(g.out_channels),
              random_vector(g.batch * g.out_channels * g.out_height() * g.out_width())};
@@ -536,7 +538,7 @@ void check_conv_null_outputs() {
 // Finite differences of L = sum(y * r) in float64 around x and w: the conv is linear in each, so central
 // differences are exact up to the float32 rounding of y (h = 0.05; the tolerance covers that rounding).
 void check_conv_finite_differences() {
-  const cpu::Conv2dGeometry g{2, 3, 7, 6, 4, 3, 3, 2, 1};
+  const Conv2dGeometry g{2, 3, 7, 6, 4, 3, 3, 2, 1};
   ConvData d{random_vector(g.batch * g.in_channels * g.in_height * g.in_width),
              random_vector(g.out_channels * g.in_channels * 9), random_vector(g.out_channels),
              random_vector(g.batch * g.out_channels * g.out_height() * g.out_width())};
@@ -699,7 +701,7 @@ using DeviceBuffer = DeviceBufferOf<float>;
 
 // offset: every buffer starts that many floats past a 256-byte boundary (1 defeats the 16-byte vector loads).
 GemmFn cuda_gemm(size_t offset) {
-  return [offset](float* out, const float* a, const float* b, const GemmProblem& p, const cpu::GemmEpilogue& ep) {
+  return [offset](float* out, const float* a, const float* b, const GemmProblem& p, const GemmEpilogue& ep) {
     const int64_t m = p.shape.m, n = p.shape.n, k = p.shape.k;
     DeviceBuffer da(std::vector<float>(a, a + m * k), offset), db(std::vector<float>(b, b + k * n), offset);
     DeviceBuffer dout(std::vector<float>(out, out + m * n), offset);
@@ -708,14 +710,13 @@ GemmFn cuda_gemm(size_t offset) {
     };
     auto rs = copy(ep.row_scale, m), cs = copy(ep.column_scale, n), rb = copy(ep.row_bias, m),
          cb = copy(ep.column_bias, n), sc = copy(ep.subtract_coefficient, m), sm = copy(ep.subtract_matrix, m * n);
-    cu::GemmEpilogue d;
+    GemmEpilogue d = ep;  // beta; every pointer is replaced by its device copy below
     d.row_scale = rs ? rs->get() : nullptr;
     d.column_scale = cs ? cs->get() : nullptr;
     d.row_bias = rb ? rb->get() : nullptr;
     d.column_bias = cb ? cb->get() : nullptr;
     d.subtract_coefficient = sc ? sc->get() : nullptr;
     d.subtract_matrix = sm ? sm->get() : nullptr;
-    d.beta = ep.beta;
     auto raw = ep.raw_out ? std::make_unique<DeviceBuffer>(std::vector<float>(m * n, NAN), offset) : nullptr;
     d.raw_out = raw ? raw->get() : nullptr;
     cu::gemm(dout.get(), da.get(), db.get(), m, n, k, p.transpose_a, p.transpose_b, d);
@@ -731,7 +732,7 @@ GemmFn cuda_gemm(size_t offset) {
 // The bfloat16 overload on the device. offset (in elements) 1 breaks every alignment the kernels exploit (16-byte
 // copies, 2-element stores); 2 keeps 4-byte alignment only.
 GemmFn cuda_gemm_bfloat16(size_t offset) {
-  return [offset](float* out, const float* a, const float* b, const GemmProblem& p, const cpu::GemmEpilogue& ep) {
+  return [offset](float* out, const float* a, const float* b, const GemmProblem& p, const GemmEpilogue& ep) {
     const int64_t m = p.shape.m, n = p.shape.n, k = p.shape.k;
     DeviceBufferOf<bfloat16> da(to_bfloat16(a, m * k), offset), db(to_bfloat16(b, k * n), offset),
         dout(to_bfloat16(out, m * n), offset);
@@ -746,7 +747,7 @@ GemmFn cuda_gemm_bfloat16(size_t offset) {
     auto raw = ep.raw_out
                    ? std::make_unique<DeviceBufferOf<bfloat16>>(std::vector<bfloat16>(m * n, kBfloat16NaN), offset)
                    : nullptr;
-    cu::GemmEpilogueBf16 d = epilogue_vectors<cu::GemmEpilogueBf16>(ep);
+    GemmEpilogueBf16 d = bfloat16_epilogue_vectors(ep);
     d.row_scale = rs ? rs->get() : nullptr;
     d.column_scale = cs ? cs->get() : nullptr;
     d.row_bias = rb ? rb->get() : nullptr;
@@ -760,15 +761,13 @@ GemmFn cuda_gemm_bfloat16(size_t offset) {
   };
 }
 
-ConvOutputs cuda_conv(const cpu::Conv2dGeometry& g, const ConvData& d, bool bias) {
-  const cu::Conv2dGeometry cg{g.batch,         g.in_channels,  g.in_height, g.in_width, g.out_channels,
-                              g.kernel_height, g.kernel_width, g.stride,    g.padding};
+ConvOutputs cuda_conv(const Conv2dGeometry& g, const ConvData& d, bool bias) {
   DeviceBuffer x(d.x), w(d.w), b(d.bias), dy(d.dy);
   DeviceBuffer y(std::vector<float>(g.batch * g.out_channels * g.out_height() * g.out_width(), NAN));
   DeviceBuffer dx(std::vector<float>(d.x.size(), NAN)), dw(std::vector<float>(d.w.size(), NAN)),
       dbias(std::vector<float>(g.out_channels, NAN));
-  cu::conv2d_forward(y.get(), x.get(), w.get(), bias ? b.get() : nullptr, cg);
-  cu::conv2d_backward(dx.get(), dw.get(), dbias.get(), dy.get(), x.get(), w.get(), cg);
+  cu::conv2d_forward(y.get(), x.get(), w.get(), bias ? b.get() : nullptr, g);
+  cu::conv2d_backward(dx.get(), dw.get(), dbias.get(), dy.get(), x.get(), w.get(), g);
   return {y.host(), dx.host(), dw.host(), dbias.host()};
 }
 
@@ -791,7 +790,7 @@ void check_cuda_determinism() {
     }
   }
   cu::set_gemm_precision(cu::GemmPrecision::kFloat32);
-  const cpu::Conv2dGeometry g{4, 8, 12, 12, 6, 3, 3, 2, 1};
+  const Conv2dGeometry g{4, 8, 12, 12, 6, 3, 3, 2, 1};
   ConvData d{random_vector(g.batch * g.in_channels * g.in_height * g.in_width),
              random_vector(g.out_channels * g.in_channels * 9), random_vector(g.out_channels),
              random_vector(g.batch * g.out_channels * g.out_height() * g.out_width())};
@@ -801,7 +800,7 @@ void check_cuda_determinism() {
 
 // Runs a GEMM and records which tensor-core kernel ran it.
 GemmFn recording_kernel(GemmFn run, std::set<std::string>* kernels) {
-  return [run, kernels](float* out, const float* a, const float* b, const GemmProblem& p, const cpu::GemmEpilogue& ep) {
+  return [run, kernels](float* out, const float* a, const float* b, const GemmProblem& p, const GemmEpilogue& ep) {
     run(out, a, b, p, ep);
     kernels->insert(cu::gemm_last_tensor_core_kernel());
   };

@@ -46,7 +46,10 @@ namespace {
 namespace cpu = weightnorm::cpu;
 namespace random = weightnorm::random;
 using weightnorm::bfloat16;
+using weightnorm::AdamOptions;
 using weightnorm::ChannelLayout;
+using weightnorm::NormOutput;
+using weightnorm::SgdOptions;
 using Vec = std::vector<float>;
 using Bf16Vec = std::vector<bfloat16>;
 using Ref = std::vector<double>;
@@ -140,16 +143,16 @@ struct Backend {
                                const ChannelLayout&, float);
   void (*mean_only_batch_norm_forward)(float*, float*, const float*, const float*, const ChannelLayout&, bool);
   void (*mean_only_batch_norm_backward)(float*, float*, const float*, const ChannelLayout&);
-  void (*sgd_step)(float*, float*, const float*, int64_t, const cpu::SgdOptions&, int64_t, const cpu::NormOutput*);
-  void (*adam_step)(float*, float*, float*, const float*, int64_t, const cpu::AdamOptions&, int64_t,
-                    const cpu::NormOutput*);
-  void (*adamax_step)(float*, float*, float*, const float*, int64_t, const cpu::AdamOptions&, int64_t,
-                      const cpu::NormOutput*);
+  void (*sgd_step)(float*, float*, const float*, int64_t, const SgdOptions&, int64_t, const NormOutput*);
+  void (*adam_step)(float*, float*, float*, const float*, int64_t, const AdamOptions&, int64_t,
+                    const NormOutput*);
+  void (*adamax_step)(float*, float*, float*, const float*, int64_t, const AdamOptions&, int64_t,
+                      const NormOutput*);
   void (*convert_to_bfloat16)(bfloat16*, const float*, int64_t);
   void (*convert_to_float)(float*, const bfloat16*, int64_t);
 };
 
-// The ops whose signatures are the same in both namespaces.
+// Both namespaces declare the same entry points (include/weightnorm/ops/*.inc), so one list fills either table.
 #define WN_BIND_OPS(backend, ns)                                             \
   backend.add = ns::add;                                                     \
   backend.multiply = ns::multiply;                                           \
@@ -171,6 +174,9 @@ struct Backend {
   backend.batch_norm_inference = ns::batch_norm_inference;                   \
   backend.mean_only_batch_norm_forward = ns::mean_only_batch_norm_forward;   \
   backend.mean_only_batch_norm_backward = ns::mean_only_batch_norm_backward; \
+  backend.sgd_step = ns::sgd_step;                                           \
+  backend.adam_step = ns::adam_step;                                         \
+  backend.adamax_step = ns::adamax_step;                                     \
   backend.convert_to_bfloat16 = ns::convert;                                 \
   backend.convert_to_float = ns::convert
 
@@ -179,46 +185,17 @@ Backend cpu_backend() {
   b.name = "cpu";
   b.device = false;
   WN_BIND_OPS(b, cpu);
-  b.sgd_step = cpu::sgd_step;
-  b.adam_step = cpu::adam_step;
-  b.adamax_step = cpu::adamax_step;
   return b;
 }
 
 #ifdef WEIGHTNORM_WITH_CUDA
 namespace cu = weightnorm::cuda;
 
-cu::NormOutput to_cuda(const cpu::NormOutput& n) {
-  cu::NormOutput out;
-  out.norm = n.norm;
-  out.layout = n.layout;
-  out.eps = n.eps;
-  return out;
-}
-
 Backend cuda_backend() {
   Backend b{};
   b.name = "cuda";
   b.device = true;
   WN_BIND_OPS(b, cu);
-  b.sgd_step = [](float* p, float* velocity, const float* g, int64_t n, const cpu::SgdOptions& o, int64_t step,
-                  const cpu::NormOutput* norm) {
-    const cu::SgdOptions options{o.lr, o.momentum, o.dampening, o.weight_decay, o.nesterov};
-    const cu::NormOutput converted = norm ? to_cuda(*norm) : cu::NormOutput{};
-    cu::sgd_step(p, velocity, g, n, options, step, norm ? &converted : nullptr);
-  };
-  b.adam_step = [](float* p, float* m, float* v, const float* g, int64_t n, const cpu::AdamOptions& o, int64_t step,
-                   const cpu::NormOutput* norm) {
-    const cu::AdamOptions options{o.lr, o.beta1, o.beta2, o.eps, o.weight_decay};
-    const cu::NormOutput converted = norm ? to_cuda(*norm) : cu::NormOutput{};
-    cu::adam_step(p, m, v, g, n, options, step, norm ? &converted : nullptr);
-  };
-  b.adamax_step = [](float* p, float* m, float* u, const float* g, int64_t n, const cpu::AdamOptions& o,
-                     int64_t step, const cpu::NormOutput* norm) {
-    const cu::AdamOptions options{o.lr, o.beta1, o.beta2, o.eps, o.weight_decay};
-    const cu::NormOutput converted = norm ? to_cuda(*norm) : cu::NormOutput{};
-    cu::adamax_step(p, m, u, g, n, options, step, norm ? &converted : nullptr);
-  };
   return b;
 }
 #endif
@@ -937,8 +914,8 @@ enum class Optimizer { kSgd, kAdam, kAdamax };
 struct OptimCase {
   std::string name;
   Optimizer kind;
-  cpu::SgdOptions sgd;
-  cpu::AdamOptions adam;
+  SgdOptions sgd;
+  AdamOptions adam;
 };
 
 struct OptimState {
@@ -948,7 +925,7 @@ struct OptimState {
 void reference_step(OptimState& st, const Vec& grad, const OptimCase& c, int64_t step) {
   for (size_t i = 0; i < st.p.size(); ++i) {
     if (c.kind == Optimizer::kSgd) {
-      const cpu::SgdOptions& o = c.sgd;
+      const SgdOptions& o = c.sgd;
       const double g = grad[i] + double(o.weight_decay) * st.p[i];
       double d = g;
       if (o.momentum != 0.0f) {
@@ -957,7 +934,7 @@ void reference_step(OptimState& st, const Vec& grad, const OptimCase& c, int64_t
       }
       st.p[i] -= double(o.lr) * d;
     } else {
-      const cpu::AdamOptions& o = c.adam;
+      const AdamOptions& o = c.adam;
       const double g = grad[i] + double(o.weight_decay) * st.p[i];
       const double b1 = o.beta1, b2 = o.beta2;
       st.s1[i] = b1 * st.s1[i] + (1.0 - b1) * g;
@@ -1021,7 +998,7 @@ void test_optimizers(const Backend& b) {
       const Vec initial_s2 = Vec(count, 0.0f);
       Buf dp(b, p), s1(b, Vec(count, 0.0f)), s2(b, initial_s2), norm = Buf::output(b, l.channels);
       OptimState ref{widen(p), Ref(count, 0.0), Ref(count, 0.0)};
-      cpu::NormOutput norm_output;
+      NormOutput norm_output;
       norm_output.norm = norm.p();
       norm_output.layout = l;
       norm_output.eps = 1e-12f;
@@ -1030,7 +1007,7 @@ void test_optimizers(const Backend& b) {
         Vec grad = normal_values(count);
         zero_row(grad);
         Buf dg(b, grad);
-        const cpu::NormOutput* no = nc.with_norm ? &norm_output : nullptr;
+        const NormOutput* no = nc.with_norm ? &norm_output : nullptr;
         if (c.kind == Optimizer::kSgd) b.sgd_step(dp.p(), use_velocity ? s1.p() : nullptr, dg.p(), count, c.sgd, step, no);
         else if (c.kind == Optimizer::kAdam) b.adam_step(dp.p(), s1.p(), s2.p(), dg.p(), count, c.adam, step, no);
         else b.adamax_step(dp.p(), s1.p(), s2.p(), dg.p(), count, c.adam, step, no);

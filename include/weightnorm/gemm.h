@@ -1,0 +1,36 @@
+// The GEMM family's plain data, shared by cpu/gemm.h and cuda/gemm.cuh (their entry points: ops/gemm.inc). Plain
+// data only (no host-only types), so that nvcc compiles it for device code as well as g++ for the host.
+#pragma once
+#include <cstdint>
+
+#include "weightnorm/bfloat16.h"
+#include "weightnorm/layout.h"
+
+namespace weightnorm {
+
+// What happens to each output element after the product, in this order (null pointers skip a step):
+//   out[i,j] = acc[i,j] * row_scale[i] * column_scale[j] + row_bias[i] + column_bias[j]
+//              - subtract_coefficient[i] * subtract_matrix[i,j] + beta * out[i,j]
+// The subtraction happens when subtract_matrix is set (a null subtract_coefficient counts as 1). With beta == 0
+// out is not read (it may hold garbage or NaN), as in BLAS.
+// Weight-normalized Linear forward: column_scale = g/|v|, column_bias = b (w is never materialized).
+// Its v gradient: row_scale = g/|v|, subtract_coefficient = g*dg/|v|^2, subtract_matrix = v.
+// Conv: row_bias = b. Gradient accumulation: beta = 1.
+// T is the element type of out (float or bfloat16); the per-row and per-column vectors are always float32.
+template <typename T>
+struct GemmEpilogueOf {
+  const float* row_scale = nullptr;
+  const float* column_scale = nullptr;
+  const float* row_bias = nullptr;
+  const float* column_bias = nullptr;
+  const float* subtract_coefficient = nullptr;
+  const T* subtract_matrix = nullptr;  // [m, n], row-major like out
+  float beta = 0.0f;
+  // If set, the raw product acc[i,j] (before any epilogue step) is also stored here, [m, n] row-major: the
+  // weight-normalized Linear keeps t = x·vᵀ for its backward while the same GEMM writes y = s ⊙ t + b.
+  T* raw_out = nullptr;
+};
+using GemmEpilogue = GemmEpilogueOf<float>;
+using GemmEpilogueBf16 = GemmEpilogueOf<bfloat16>;
+
+}  // namespace weightnorm

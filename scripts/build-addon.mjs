@@ -142,9 +142,11 @@ async function buildFromSource({ reason, developer, cpuOnly }) {
     : `CPU-only (${cpuOnly ? 'asked for' : 'no CUDA toolkit found'}; 1 to 2 minutes on 2 cores)`;
   say(`${reason}: building the native addon from source ${what}${developer ? ', with the native tests and the benchmark harness' : ''}`);
   const defines = [];
-  if (cpuOnly) defines.push('--CDWEIGHTNORM_CPU_ONLY=ON');
+  // Both ways explicitly: a cached CPU-only choice would otherwise outlive a request for the CUDA build.
+  const cpuOnlyValue = cpuOnly ? 'ON' : 'OFF';
+  defines.push(`--CDWEIGHTNORM_CPU_ONLY=${cpuOnlyValue}`);
   if (developer) defines.push('--CDWEIGHTNORM_DEVELOPER_TOOLS=ON');
-  const upToDate = developer && cachedOption('WEIGHTNORM_DEVELOPER_TOOLS') === 'ON' && (!cpuOnly || cachedOption('WEIGHTNORM_CPU_ONLY') === 'ON');
+  const upToDate = developer && cachedOption('WEIGHTNORM_DEVELOPER_TOOLS') === 'ON' && cachedOption('WEIGHTNORM_CPU_ONLY') === cpuOnlyValue;
   // cmake --build reconfigures by itself when CMakeLists.txt changes; an explicit configure applies new options.
   if (!upToDate && !cmakeJs(['configure', ...defines])) fail('CMake could not configure the build (its messages are above)');
   const { ok, seconds } = await buildWithProgress(nvcc ? 'the CUDA kernels take 4 to 12 minutes on 2 cores' : '1 to 2 minutes on 2 cores');

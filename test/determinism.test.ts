@@ -9,17 +9,17 @@
 // JavaScript); the default path also runs here, in vitest's process, and must match its child (run to run).
 import { createHash } from 'node:crypto';
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import ts from 'typescript';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import * as wn from '../ts/index.js';
 import { runWorkload, type Results } from './determinism-workload.js';
 import { reproduce, runSeed } from './helpers.js';
+import { transpileForNode } from './transpile-for-node.js';
 
 const THREAD_COUNTS = [1, 2, 3] as const;
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -69,22 +69,9 @@ let library = '';
 let workload = '';
 let child = '';
 
-beforeAll(() => {
+beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), 'weightnorm-determinism-'));
-  const walk = (from: string): string[] =>
-    readdirSync(from, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(from, e.name)) : e.name.endsWith('.ts') ? [join(from, e.name)] : []));
-  for (const file of [...walk(join(root, 'ts')), join(root, 'test', 'determinism-workload.ts')]) {
-    const out = join(work, relative(root, file)).replace(/\.ts$/, '.js');
-    mkdirSync(dirname(out), { recursive: true });
-    const { outputText } = ts.transpileModule(readFileSync(file, 'utf8'), {
-      compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022 },
-      fileName: file,
-    });
-    writeFileSync(out, outputText);
-  }
-  writeFileSync(join(work, 'package.json'), '{ "type": "module" }\n');
-  symlinkSync(join(root, 'build'), join(work, 'build')); // ts/native.js loads the addon from <root>/build
-  symlinkSync(join(root, 'node_modules'), join(work, 'node_modules'));
+  await transpileForNode(work, [join(root, 'test', 'determinism-workload.ts')]);
   library = join(work, 'ts', 'index.js');
   workload = join(work, 'test', 'determinism-workload.js');
   child = join(work, 'child.mjs');

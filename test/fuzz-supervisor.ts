@@ -4,10 +4,12 @@
 // crash just past the crashing call, skipping further calls of the same kind, and reads the journals into figures.
 // A native crash is thereby counted and reported with the call that caused it instead of taking the runner down.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { transpileForNode, typeScriptFilesIn } from './transpile-for-node.js';
 
 /** True in the child process the supervisor started: the test file then runs its calls instead of declaring tests. */
 export const inFuzzWorker = process.env.WEIGHTNORM_FUZZ_WORKER === '1';
@@ -75,29 +77,14 @@ export function openJournal(): Journal {
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
 /** Transpiles the library, the worker and the test helpers it imports for node; returns the worker's entry. */
-async function transpileForNode(worker: string, directory: string): Promise<string> {
-  const { default: ts } = await import('typescript');
-  const walk = (from: string): string[] =>
-    readdirSync(from, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(from, e.name)) : e.name.endsWith('.ts') ? [join(from, e.name)] : []));
-  const sources = [
-    ...walk(join(root, 'ts')),
+async function transpileWorker(worker: string, directory: string): Promise<string> {
+  await transpileForNode(directory, [
     join(root, worker),
     join(root, 'test', 'helpers.ts'),
     fileURLToPath(import.meta.url),
-    ...walk(join(root, 'test', 'reference')),
-  ];
-  for (const file of sources) {
-    const out = join(directory, relative(root, file)).replace(/\.ts$/, '.js');
-    mkdirSync(dirname(out), { recursive: true });
-    const { outputText } = ts.transpileModule(readFileSync(file, 'utf8'), {
-      compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022 },
-      fileName: file,
-    });
-    writeFileSync(out, outputText);
-  }
-  writeFileSync(join(directory, 'package.json'), '{ "type": "module" }\n');
-  symlinkSync(join(root, 'build'), join(directory, 'build')); // ts/native.js loads the addon from <root>/build
-  symlinkSync(join(root, 'node_modules'), join(directory, 'node_modules'));
+    join(root, 'test', 'transpile-for-node.ts'),
+    ...typeScriptFilesIn(join(root, 'test', 'reference')),
+  ]);
   return join(directory, worker).replace(/\.ts$/, '.js');
 }
 
@@ -203,7 +190,7 @@ export async function superviseFuzz(options: SuperviseOptions): Promise<Figures>
   const work = mkdtempSync(join(tmpdir(), 'weightnorm-fuzz-'));
   const figures: Figures = { calls: 0, returned: 0, errors: new Map(), skipped: 0, crashes: [], violations: new Map(), memory: [] };
   try {
-    const entry = await transpileForNode(options.worker, join(work, 'lib'));
+    const entry = await transpileWorker(options.worker, join(work, 'lib'));
     const skip: string[] = [];
     let start = 0;
     for (let attempt = 0; figures.calls < runs && attempt < options.attempts; attempt++) {

@@ -16,11 +16,13 @@ from autograd and the norm from torch.linalg.vector_norm.
 torch has no eps, so the inputs are random normals (no zero channel; the floor never applies). g has torch's
 shape (size 1 on every axis but dim); the fixture stores it, norm and dg flattened to our 1-D layout.
 """
-import json
+
 import os
 
 import numpy as np
 import torch
+
+from fixture_file import write_cases
 
 SEED = 20160225  # the paper's arXiv date; any fixed value keeps the fixtures reproducible
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'test', 'fixtures', 'weightnorm_torch.json')
@@ -116,15 +118,7 @@ def main():
         'seed': SEED,
         'note': 'float32 values; g, norm and dg flattened to 1-D; dim null = one norm over the whole tensor (torch dim -1)',
     }
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    with open(OUT, 'w') as f:
-        # One case per line: small diffs when regenerated.
-        f.write('{\n')
-        for key, value in header.items():
-            f.write(f'  {json.dumps(key)}: {json.dumps(value)},\n')
-        f.write('  "cases": [\n')
-        f.write(',\n'.join('    ' + json.dumps(c, separators=(',', ':')) for c in cases))
-        f.write('\n  ]\n}\n')
+    write_cases(OUT, header, cases)
     print(f'wrote {os.path.relpath(OUT)}: {len(cases)} cases, {os.path.getsize(OUT)} bytes, torch {torch.__version__}')
 
 

@@ -16,12 +16,14 @@ magnitudes behind it, against which the harness measures float32 error. Random o
 training mode store inputs and cotangent only: the harness checks them against the mask or noise it recovers from its
 own output. The output is deterministic: rerunning it changes nothing unless a case changed.
 """
-import json
+
 import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from fixture_file import write_cases
 
 SEED = 20160225  # the paper's arXiv date; any fixed value keeps the fixtures reproducible
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'test', 'fixtures', 'gradcheck_torch.json')
@@ -462,15 +464,7 @@ def main():
         'note': 'inputs and cotangents are float32 values; outputs, extras and gradients are torch float64 results on '
                 'those values; gradients are of L = sum(y * cotangent)',
     }
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    with open(OUT, 'w') as f:
-        # One case per line: small diffs when regenerated.
-        f.write('{\n')
-        for key, value in header.items():
-            f.write(f'  {json.dumps(key)}: {json.dumps(value)},\n')
-        f.write('  "cases": [\n')
-        f.write(',\n'.join('    ' + json.dumps(c, separators=(',', ':')) for c in cases))
-        f.write('\n  ]\n}\n')
+    write_cases(OUT, header, cases)
     print(f'wrote {os.path.relpath(OUT)}: {len(cases)} cases, {os.path.getsize(OUT)} bytes, torch {torch.__version__}')
 
 

@@ -2,16 +2,17 @@
 // all-or-nothing loads of truncated/corrupted/mismatched files, and PyTorch weight-norm state dicts
 // (test/fixtures/torch_state_dicts, written by scripts/make_torch_state_dicts.py; torch is not needed here).
 import { fork } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import ts from 'typescript';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { io, manualSeed, nn, ops, optim, Tensor, tensor, tidy } from '../ts/index.js';
 import { bitwiseEqual, firstBitDifference, normals, relativeError, reproduce, runSeed, uniformGenerator } from './helpers.js';
+import { expectCheckpointError } from './expect-checkpoint-error.js';
+import { transpileForNode } from './transpile-for-node.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const fixtures = join(root, 'test', 'fixtures', 'torch_state_dicts');
@@ -130,18 +131,6 @@ function train(model: nn.Module, optimizer: optim.Optimizer, inputShape: readonl
       optimizer.step();
     });
   }
-}
-
-function expectCheckpointError(fn: () => unknown, ...fragments: (string | RegExp)[]): io.CheckpointError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (error) {
-    caught = error;
-  }
-  expect(caught, 'expected a CheckpointError').toBeInstanceOf(io.CheckpointError);
-  for (const fragment of fragments) expect((caught as Error).message).toMatch(fragment);
-  return caught as io.CheckpointError;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -387,28 +376,6 @@ describe('resuming training from a checkpoint is bit for bit', () => {
 
 // ---------------------------------------------------------------------------------------------------------------
 
-/** The library as plain JavaScript in `dir` (transpiled with TypeScript), for child processes: Node 20 cannot run .ts. */
-function transpiledLibrary(dir: string): string {
-  const source = join(root, 'ts');
-  const walk = (from: string): string[] =>
-    readdirSync(from, { withFileTypes: true }).flatMap((e) =>
-      e.isDirectory() ? walk(join(from, e.name)) : e.name.endsWith('.ts') ? [join(from, e.name)] : [],
-    );
-  for (const file of walk(source)) {
-    const out = join(dir, 'ts', relative(source, file)).replace(/\.ts$/, '.js');
-    mkdirSync(dirname(out), { recursive: true });
-    const { outputText } = ts.transpileModule(readFileSync(file, 'utf8'), {
-      compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022 },
-      fileName: file,
-    });
-    writeFileSync(out, outputText);
-  }
-  writeFileSync(join(dir, 'package.json'), '{ "type": "module" }\n');
-  symlinkSync(join(root, 'build'), join(dir, 'build')); // ts/native.js loads the addon from <root>/build
-  symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'));
-  return join(dir, 'ts', 'index.js');
-}
-
 const CHILD = `
 const [library, target] = process.argv.slice(2);
 const { io, tensor } = await import(library);
@@ -427,7 +394,9 @@ describe('atomic saves', () => {
     const seed = runSeed();
     const uniform = uniformGenerator(seed);
     const dir = mkdtempSync(join(work, 'kill-'));
-    const library = transpiledLibrary(mkdtempSync(join(work, 'lib-')));
+    const libraryDir = mkdtempSync(join(work, 'lib-'));
+    await transpileForNode(libraryDir, []);
+    const library = join(libraryDir, 'ts', 'index.js');
     const child = join(dir, 'child.mjs');
     writeFileSync(child, CHILD);
     const target = join(dir, 'checkpoint.safetensors');

@@ -5,7 +5,7 @@
 // backward() frees the graph it ran through (unless retainGraph), and refuses to run if a tensor an op saved for it
 // was changed in place after the forward: each node keeps the versions of its saved tensors (plain JS numbers).
 import { native } from './native.js';
-import { typeError } from './errors.js';
+import { shapeText, typeError } from './errors.js';
 import { keep } from './scope.js';
 import { handleOf, setBackwardHook, Tensor } from './tensor.js';
 
@@ -114,10 +114,6 @@ function accumulate(into: Map<Tensor, Tensor>, tensor: Tensor, gradient: Tensor)
   into.set(tensor, sum);
 }
 
-function shapeText(t: Tensor): string {
-  return `[${t.shape.join(', ')}]`;
-}
-
 /**
  * Checks every node before any gradient is computed, so that a refused backward() leaves every .grad as it was:
  * a node whose graph was freed by an earlier backward(), or whose saved tensors changed in place since its forward
@@ -130,7 +126,7 @@ function checkGraph(where: string, order: readonly Tensor[]): void {
     if (!node.backward) {
       throw new Error(
         `${where}: trying to backward through the graph a second time: the graph of '${node.name}' (output ` +
-          `${shapeText(tensor)}) was freed by an earlier backward(); call backward({ retainGraph: true }) the ` +
+          `${shapeText(tensor.shape)}) was freed by an earlier backward(); call backward({ retainGraph: true }) the ` +
           'first time to backward through it again',
       );
     }
@@ -138,7 +134,7 @@ function checkGraph(where: string, order: readonly Tensor[]): void {
       if (saved.version === node.savedVersions[i]) return;
       throw new Error(
         `${where}: one of the variables needed for gradient computation has been modified by an inplace ` +
-          `operation: the ${shapeText(saved)} tensor saved by '${node.name}' is at version ${saved.version}; ` +
+          `operation: the ${shapeText(saved.shape)} tensor saved by '${node.name}' is at version ${saved.version}; ` +
           `expected version ${node.savedVersions[i]} (an optimizer step or a load between the forward and ` +
           'backward()? call backward() before optimizer.step())',
       );

@@ -21,6 +21,11 @@ export function describe(value: unknown): string {
   return name && name !== 'Object' ? `a ${name}` : 'an object';
 }
 
+/** A shape as messages write it: [2, 3]. */
+export function shapeText(shape: readonly number[]): string {
+  return `[${shape.join(', ')}]`;
+}
+
 export function typeError(where: string, expected: string, received: unknown): TypeError {
   return new TypeError(`${where}: expected ${expected}, received ${describe(received)}`);
 }

@@ -1,7 +1,7 @@
 // Layers. A Module owns parameters (tensors that require gradients) and buffers (running statistics), both kept
 // out of tidy(); forward() is built from the differentiable ops in functional.ts.
 import { noGrad } from './autograd.js';
-import { rangeError, typeError } from './errors.js';
+import { rangeError, shapeText, typeError } from './errors.js';
 import * as F from './functional.js';
 import { native, type NativeTensor } from './native.js';
 import { nextSeed } from './random.js';
@@ -124,10 +124,6 @@ export interface StagedLoad {
 export interface RandomStreamState {
   seed: number;
   calls: number;
-}
-
-function shapeText(shape: readonly number[]): string {
-  return `[${shape.join(', ')}]`;
 }
 
 function listKeys(keys: readonly string[]): string {

@@ -2,7 +2,7 @@
 // (v.weightNormState is its layer's WeightNormState, see nn.ts), the same pass also writes the new ‖v‖ there, so the
 // next forward does not read v to normalize it.
 import { noGrad } from './autograd.js';
-import { rangeError, typeError } from './errors.js';
+import { rangeError, shapeText, typeError } from './errors.js';
 import * as F from './functional.js';
 import { native, type NativeTensor } from './native.js';
 import { type HostTensor, loadSourceShape, type StagedLoad, stageCopy, WeightNormState } from './nn.js';
@@ -55,10 +55,6 @@ export interface OptimizerStateDict {
 
 /** A norm saved with the optimizer is used only if it is this close (relative) to ‖v‖ recomputed now. */
 const SAVED_NORM_TOLERANCE = 1e-5;
-
-function shapeText(shape: readonly number[]): string {
-  return `[${shape.join(', ')}]`;
-}
 
 function checkParamKeys(where: string, keys: unknown, count: number): string[] {
   if (keys === undefined) return Array.from({ length: count }, (_, i) => String(i));

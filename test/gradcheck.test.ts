@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { backend, type Device, memory, nn } from '../ts/index.js';
-import { fixtureBytes, type FixtureCase, loadFixture, loadRawFixture } from './gradcheck/fixture.js';
+import { fixtureBytes, fixturePaths, type FixtureCase, loadFixture, loadRawFixture, loadRawFixtureFile } from './gradcheck/fixture.js';
 import { runCase, toleranceOf } from './gradcheck/harness.js';
 import { EXCLUDED_FUNCTIONAL, EXCLUDED_MODULES, LAYERS, OPS } from './gradcheck/registry.js';
 import { reproduce, runSeed } from './helpers.js';
@@ -52,10 +52,14 @@ describe('gradcheck registry', () => {
     expect([folded('Linear'), folded('Conv2d')], 'cases of nn.removeWeightNorm on a Linear and a Conv2d').toEqual([true, true]);
   });
 
-  it('has a fixture that is small, records torch, and names only registered ops and layers', () => {
-    expect(fixtureBytes()).toBeLessThan(1024 * 1024);
-    expect(fixture.generator).toBe('scripts/make_gradcheck_fixtures.py');
-    expect(fixture.torch).toMatch(/^\d+\.\d+/);
+  it('has fixtures that are small, record torch and their generator, and name only registered ops and layers', () => {
+    for (const [path, bytes] of Object.entries(fixtureBytes())) expect(bytes, path).toBeLessThan(1024 * 1024);
+    for (const path of fixturePaths) {
+      const file = loadRawFixtureFile(path);
+      const family = /gradcheck_([a-z0-9_]+)_torch\.json$/.exec(path)?.[1];
+      expect(file.generator, path).toBe(family ? `scripts/make_gradcheck_${family}_fixtures.py` : 'scripts/make_gradcheck_fixtures.py');
+      expect(file.torch, path).toMatch(/^\d+\.\d+/);
+    }
     const names = fixture.cases.map((c) => c.name);
     expect(new Set(names).size, 'unique case names').toBe(names.length);
     for (const c of loadRawFixture().cases) {

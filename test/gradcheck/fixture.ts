@@ -1,6 +1,8 @@
 // The PyTorch expectations of the gradient-check harness: test/fixtures/gradcheck_torch.json, written by
-// scripts/make_gradcheck_fixtures.py (torch is not needed to read it).
-import { readFileSync, statSync } from 'node:fs';
+// scripts/make_gradcheck_fixtures.py, and one test/fixtures/gradcheck_<family>_torch.json per further op family,
+// each written by its own scripts/make_gradcheck_<family>_fixtures.py (torch is not needed to read them). The
+// harness runs the cases of all of them as one list.
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 export interface StoredTensor {
@@ -76,11 +78,23 @@ export interface Fixture {
   cases: FixtureCase[];
 }
 
-export const fixturePath = fileURLToPath(new URL('../fixtures/gradcheck_torch.json', import.meta.url));
+const fixturesDir = fileURLToPath(new URL('../fixtures/', import.meta.url));
 
-/** The fixture as stored: each float32 input written as its shortest decimal. */
+/** Every gradient-check fixture file: the core one first, then the op families' in name order. */
+export const fixturePaths: string[] = [
+  'gradcheck_torch.json',
+  ...readdirSync(fixturesDir).filter((name) => /^gradcheck_[a-z0-9_]+_torch\.json$/.test(name)).sort(),
+].map((name) => fixturesDir + name);
+
+/** One fixture file as stored: each float32 input written as its shortest decimal. */
+export function loadRawFixtureFile(path: string): Fixture {
+  return JSON.parse(readFileSync(path, 'utf8')) as Fixture;
+}
+
+/** All fixture files as stored, their cases in one list (generator, torch and seed are the core file's). */
 export function loadRawFixture(): Fixture {
-  return JSON.parse(readFileSync(fixturePath, 'utf8')) as Fixture;
+  const [core, ...families] = fixturePaths.map(loadRawFixtureFile);
+  return { ...core!, cases: [core!, ...families].flatMap((f) => f.cases) };
 }
 
 /**
@@ -95,6 +109,7 @@ export function loadFixture(): Fixture {
   return fixture;
 }
 
-export function fixtureBytes(): number {
-  return statSync(fixturePath).size;
+/** The size in bytes of each fixture file, by path. */
+export function fixtureBytes(): Record<string, number> {
+  return Object.fromEntries(fixturePaths.map((path) => [path, statSync(path).size]));
 }

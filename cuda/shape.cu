@@ -1,0 +1,183 @@
+// CUDA shape kernels (see shape.cuh), the same ops as cpu/shape.cc: the strided copy behind every copy-like shape
+// op, the index check, and the index ops. One thread per output element in grid-stride loops, each decoding its
+// multi-index; elements move as raw integers of their size, so every dtype shares the kernels. The writes of the
+// copies are contiguous (or as the output's strides say); reads follow the source's strides (a transpose reads
+// strided: no tiling). The sums index_add and scatter_add use atomicAdd, so the order in which an element's terms
+// are added, and its last bits, can vary run to run (the CPU's are fixed).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+
+#include "check.cuh"
+#include "runtime.cuh"
+#include "shape.cuh"
+
+namespace weightnorm::cuda {
+namespace {
+
+constexpr int kBlock = 256;
+
+// Enough blocks to fill the GPU several times over, capped by the work.
+unsigned grid_for(int64_t items) {
+  const int sms = std::max(1, device_status().multiprocessors);
+  const int64_t wanted = (items + kBlock - 1) / kBlock;
+  return static_cast<unsigned>(std::clamp<int64_t>(wanted, 1, int64_t{sms} * 8));
+}
+
+template <int kBytes> struct Element;
+template <> struct Element<1> { using type = uint8_t; };
+template <> struct Element<2> { using type = uint16_t; };
+template <> struct Element<4> { using type = uint32_t; };
+template <> struct Element<8> { using type = unsigned long long; };
+
+template <class Body>
+void by_element_size(int element_bytes, Body&& body) {
+  switch (element_bytes) {
+    case 1: return body(Element<1>{});
+    case 2: return body(Element<2>{});
+    case 4: return body(Element<4>{});
+    case 8: return body(Element<8>{});
+    default: throw std::invalid_argument("shape kernels: element size must be 1, 2, 4 or 8 bytes");
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kBlock) strided_copy_kernel(T* out, const T* x, StridedCopy copy, int64_t total) {
+  for (int64_t e = int64_t(blockIdx.x) * kBlock + threadIdx.x; e < total; e += int64_t(gridDim.x) * kBlock) {
+    int64_t in = copy.in_offset, o = copy.out_offset, rest = e;
+    for (int d = copy.rank - 1; d >= 0; --d) {
+      const int64_t i = rest % copy.sizes[d];
+      rest /= copy.sizes[d];
+      in += i * copy.in_strides[d];
+      o += i * copy.out_strides[d];
+    }
+    out[o] = x[in];
+  }
+}
+
+// The smallest position whose value is outside [0, limit), by atomicMin on the position.
+__global__ void __launch_bounds__(kBlock)
+    first_out_of_range_kernel(unsigned long long* first, const int32_t* index, int64_t count, int64_t limit) {
+  for (int64_t i = int64_t(blockIdx.x) * kBlock + threadIdx.x; i < count; i += int64_t(gridDim.x) * kBlock) {
+    const int64_t value = index[i];
+    if (value < 0 || value >= limit) atomicMin(first, static_cast<unsigned long long>(i));
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kBlock)
+    index_select_kernel(T* out, const T* x, const int32_t* index, IndexLayout layout, int64_t total) {
+  for (int64_t e = int64_t(blockIdx.x) * kBlock + threadIdx.x; e < total; e += int64_t(gridDim.x) * kBlock) {
+    const int64_t r = e % layout.inner, row = e / layout.inner;
+    const int64_t j = row % layout.count, o = row / layout.count;
+    out[e] = x[(o * layout.dim_size + index[j]) * layout.inner + r];
+  }
+}
+
+__global__ void __launch_bounds__(kBlock)
+    index_add_kernel(float* out, const float* src, const int32_t* index, IndexLayout layout, int64_t total) {
+  for (int64_t e = int64_t(blockIdx.x) * kBlock + threadIdx.x; e < total; e += int64_t(gridDim.x) * kBlock) {
+    const int64_t r = e % layout.inner, row = e / layout.inner;
+    const int64_t j = row % layout.count, o = row / layout.count;
+    atomicAdd(out + (o * layout.dim_size + index[j]) * layout.inner + r, src[e]);
+  }
+}
+
+// x's offset for index position e (the index's contiguous shape), and src's for scatter_add.
+struct GatherOffsets {
+  int64_t x;
+  int64_t src;
+};
+
+__device__ GatherOffsets gather_offsets(const GatherLayout& layout, const int32_t* index, int64_t e) {
+  GatherOffsets at{0, 0};
+  int64_t rest = e;
+  for (int d = layout.rank - 1; d >= 0; --d) {
+    const int64_t i = rest % layout.index_sizes[d];
+    rest /= layout.index_sizes[d];
+    if (d != layout.dim) at.x += i * layout.x_strides[d];
+    at.src += i * layout.src_strides[d];
+  }
+  at.x += int64_t(index[e]) * layout.x_strides[layout.dim];
+  return at;
+}
+
+template <class T>
+__global__ void __launch_bounds__(kBlock)
+    gather_kernel(T* out, const T* x, const int32_t* index, GatherLayout layout, int64_t total) {
+  for (int64_t e = int64_t(blockIdx.x) * kBlock + threadIdx.x; e < total; e += int64_t(gridDim.x) * kBlock)
+    out[e] = x[gather_offsets(layout, index, e).x];
+}
+
+__global__ void __launch_bounds__(kBlock)
+    scatter_add_kernel(float* out, const float* src, const int32_t* index, GatherLayout layout, int64_t total) {
+  for (int64_t e = int64_t(blockIdx.x) * kBlock + threadIdx.x; e < total; e += int64_t(gridDim.x) * kBlock) {
+    const GatherOffsets at = gather_offsets(layout, index, e);
+    atomicAdd(out + at.x, src[at.src]);
+  }
+}
+
+}  // namespace
+
+void strided_copy(void* out, const void* x, const StridedCopy& copy) {
+  const int64_t total = copy.elements();
+  if (total == 0) return;
+  by_element_size(copy.element_bytes, [&](auto element) {
+    using T = typename decltype(element)::type;
+    strided_copy_kernel<T><<<grid_for(total), kBlock, 0, library_stream()>>>(static_cast<T*>(out),
+                                                                             static_cast<const T*>(x), copy, total);
+  });
+  WN_CUDA_CHECK_LAUNCH();
+}
+
+int64_t first_index_out_of_range(const int32_t* index, int64_t count, int64_t limit) {
+  if (count == 0) return -1;
+  Scratch scratch(sizeof(unsigned long long));
+  auto* first = reinterpret_cast<unsigned long long*>(scratch.floats());
+  WN_CUDA_CHECK(cudaMemsetAsync(first, 0xff, sizeof(unsigned long long), library_stream()));  // "none found"
+  first_out_of_range_kernel<<<grid_for(count), kBlock, 0, library_stream()>>>(first, index, count, limit);
+  WN_CUDA_CHECK_LAUNCH();
+  unsigned long long position = 0;
+  copy_to_host(&position, first, sizeof(position));
+  return position == ~0ull ? -1 : static_cast<int64_t>(position);
+}
+
+void index_select(void* out, const void* x, const int32_t* index, const IndexLayout& layout, int element_bytes) {
+  const int64_t total = layout.outer * layout.count * layout.inner;
+  if (total == 0) return;
+  by_element_size(element_bytes, [&](auto element) {
+    using T = typename decltype(element)::type;
+    index_select_kernel<T><<<grid_for(total), kBlock, 0, library_stream()>>>(
+        static_cast<T*>(out), static_cast<const T*>(x), index, layout, total);
+  });
+  WN_CUDA_CHECK_LAUNCH();
+}
+
+void index_add(float* out, const float* src, const int32_t* index, const IndexLayout& layout) {
+  const int64_t total = layout.outer * layout.count * layout.inner;
+  if (total == 0) return;
+  index_add_kernel<<<grid_for(total), kBlock, 0, library_stream()>>>(out, src, index, layout, total);
+  WN_CUDA_CHECK_LAUNCH();
+}
+
+void gather(void* out, const void* x, const int32_t* index, const GatherLayout& layout, int element_bytes) {
+  const int64_t total = layout.elements();
+  if (total == 0) return;
+  by_element_size(element_bytes, [&](auto element) {
+    using T = typename decltype(element)::type;
+    gather_kernel<T><<<grid_for(total), kBlock, 0, library_stream()>>>(static_cast<T*>(out),
+                                                                       static_cast<const T*>(x), index, layout, total);
+  });
+  WN_CUDA_CHECK_LAUNCH();
+}
+
+void scatter_add(float* out, const float* src, const int32_t* index, const GatherLayout& layout) {
+  const int64_t total = layout.elements();
+  if (total == 0) return;
+  scatter_add_kernel<<<grid_for(total), kBlock, 0, library_stream()>>>(out, src, index, layout, total);
+  WN_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace weightnorm::cuda

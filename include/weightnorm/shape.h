@@ -1,0 +1,60 @@
+// Shared by cpu/ and cuda/: the geometry of the shape ops' kernels (include/weightnorm/ops/shape.inc).
+//
+// Every copy-like shape op (transpose, permute, contiguous, slice with a step, narrow, split, chunk, flip, concat,
+// stack and their backwards) is one strided copy: walk an index space `sizes`, read the source element at
+// in_offset + sum(i[d] * in_strides[d]) and write it at out_offset + sum(i[d] * out_strides[d]). Strides count
+// elements and may be negative (flip) or zero; elements are moved as raw bytes, so one kernel serves every dtype.
+// The binding merges dims that walk contiguously in both tensors and drops size-1 dims before it builds one, so
+// kMaxShapeRank bounds the dims that remain, not the tensors' rank.
+#pragma once
+#include <cstdint>
+
+namespace weightnorm {
+
+constexpr int kMaxShapeRank = 8;
+
+struct StridedCopy {
+  int rank = 0;  // 0: a single element
+  int64_t sizes[kMaxShapeRank] = {};
+  int64_t in_strides[kMaxShapeRank] = {};
+  int64_t out_strides[kMaxShapeRank] = {};
+  int64_t in_offset = 0;
+  int64_t out_offset = 0;
+  int element_bytes = 4;  // 1, 2, 4 or 8
+
+  int64_t elements() const {
+    int64_t count = 1;
+    for (int d = 0; d < rank; ++d) count *= sizes[d];
+    return count;
+  }
+};
+
+// index_select and its backward, index_add, on x seen as [outer, dim_size, inner] (dim the indexed axis) and the
+// result as [outer, count, inner]: out[o, j, r] = x[o, index[j], r].
+struct IndexLayout {
+  int64_t outer = 1;
+  int64_t dim_size = 1;
+  int64_t count = 0;  // the number of indices
+  int64_t inner = 1;
+};
+
+// gather and scatter_add along `dim`, as torch.gather / torch.scatter_add: the index space is the index tensor's
+// shape (contiguous); element i reads or writes x at sum over d != dim of i[d] * x_strides[d] plus
+// index[i] * x_strides[dim], and scatter_add reads src at sum of i[d] * src_strides[d] (src may be larger than index
+// in every dim). All strides are those of contiguous tensors, in elements.
+struct GatherLayout {
+  int rank = 1;
+  int dim = 0;
+  int64_t index_sizes[kMaxShapeRank] = {};
+  int64_t x_strides[kMaxShapeRank] = {};
+  int64_t src_strides[kMaxShapeRank] = {};
+  int64_t x_dim_size = 0;
+
+  int64_t elements() const {
+    int64_t count = 1;
+    for (int d = 0; d < rank; ++d) count *= index_sizes[d];
+    return count;
+  }
+};
+
+}  // namespace weightnorm

@@ -91,31 +91,30 @@ export function mean(x: Tensor): Tensor {
   return y;
 }
 
-/** A view with another shape (same elements, no copy). One dimension may be -1 (inferred). */
-export function reshape(x: Tensor, shape: readonly number[]): Tensor {
-  const where = 'reshape';
-  checkTensor(x, `${where}: x`);
-  if (!Array.isArray(shape) || shape.some((d) => typeof d !== 'number')) throw typeError(`${where}: shape`, 'an array of integers', shape);
-  const inferred = shape.filter((d) => d === -1).length;
-  const known = shape.filter((d) => d !== -1).reduce((a, b) => a * b, 1);
-  if (inferred > 1 || shape.some((d) => !Number.isSafeInteger(d) || d < -1)) {
-    throw typeError(`${where}: shape`, 'non-negative integers with at most one -1', shape);
-  }
-  // Next to a zero dimension a -1 could be anything: it is taken as 0 (the tensor is empty either way).
-  const resolved = shape.map((d) => (d === -1 ? (known === 0 ? 0 : x.size / known) : d));
-  if (resolved.reduce((a, b) => a * b, 1) !== x.size || resolved.some((d) => !Number.isInteger(d))) {
-    throw rangeError(`${where}: shape`, `a shape with ${x.size} elements (from ${shapeText(x.shape)})`, shapeText(shape));
-  }
-  const y = alias(x, resolved);
-  return record(y, 'reshape', [x], (dy) => [alias(dy, x.shape)]);
-}
-
-/** [batch, ...] -> [batch, rest]. */
-export function flatten(x: Tensor): Tensor {
-  checkTensor(x, 'flatten: x');
-  if (x.rank < 1) throw rangeError('flatten: x', 'at least one dimension (the batch)', shapeText(x.shape));
-  return reshape(x, [x.shape[0]!, -1]);
-}
+// Shape ops (ts/shape.ts): views (reshape, view, flatten, squeeze, unsqueeze, contiguous) and copies. flatten here
+// keeps the batch ([batch, ...] -> [batch, rest], as nn.Flatten); the package's top-level flatten is torch.flatten.
+export {
+  reshape,
+  view,
+  flattenBatch as flatten,
+  squeeze,
+  unsqueeze,
+  contiguous,
+  clone,
+  transpose,
+  permute,
+  slice,
+  narrow,
+  split,
+  chunk,
+  flip,
+  concat,
+  cat,
+  stack,
+  indexSelect,
+  gather,
+  scatterAdd,
+} from './shape.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Matrix products.

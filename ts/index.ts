@@ -1,6 +1,28 @@
 // weightnorm: weight normalization (Salimans & Kingma, 2016) for TypeScript, on CUDA and CPU.
 export { Tensor, tensor, zeros, randn, type Device, type DType, type CreateOptions, type RandnOptions } from './tensor.js';
 export * as ops from './ops.js';
+export {
+  reshape,
+  view,
+  flatten,
+  squeeze,
+  unsqueeze,
+  contiguous,
+  clone,
+  transpose,
+  permute,
+  slice,
+  narrow,
+  split,
+  chunk,
+  flip,
+  concat,
+  cat,
+  stack,
+  indexSelect,
+  gather,
+  scatterAdd,
+} from './shape.js';
 export { DEFAULT_EPS, type WeightNormOptions, type WeightNormResult, type WeightNormGradients } from './ops.js';
 export {
   backend,

@@ -136,6 +136,13 @@ export interface BatchNormInferenceBackwardOptions {
   wantDbeta: boolean;
 }
 
+/** Elements of a tensor's flat storage walked as an array of `shape` (strides and offset in elements, as torch's as_strided). */
+export interface StridedWalk {
+  shape: number[];
+  strides: number[];
+  offset: number;
+}
+
 export type GemmBenchmarkPrecision = 'fp32' | 'tf32' | 'bf16';
 
 export interface GemmBenchmarkSpec {
@@ -236,6 +243,23 @@ export interface NativeBinding {
   optimizerStep(kind: 'sgd', options: SgdStepOptions): void;
   optimizerStep(kind: 'adam', options: AdamStepOptions): void;
   optimizerStep(kind: 'adamax', options: AdamaxStepOptions): void;
+  // Shape ops (binding/shape.cc). Views and copies take any dtype; indices are int32; indexAdd and scatterAdd float32.
+  /** A new handle on x's storage with another shape of the same element count (keeps x's dtype). */
+  view(x: NativeTensor, shape: number[]): NativeTensor;
+  /** A new contiguous tensor of walk.shape: element i is x.flat[walk.offset + Σ i[d]·walk.strides[d]]. */
+  stridedCopy(x: NativeTensor, walk: StridedWalk): NativeTensor;
+  /** In place: out.flat[walk.offset + Σ i[d]·walk.strides[d]] = x[i] for every i of walk.shape (no element twice). */
+  stridedCopyInto(out: NativeTensor, walk: StridedWalk, x: NativeTensor): void;
+  /** The tensors joined along dim (in [0, rank)); same dtype, device and sizes outside dim. */
+  concat(tensors: NativeTensor[], dim: number): NativeTensor;
+  /** x's slices index[j] along dim (index 1-D int32, values in [0, x.shape[dim])). */
+  indexSelect(x: NativeTensor, dim: number, index: NativeTensor): NativeTensor;
+  /** x with src's slice j added to slice index[j] along dim (a new tensor). */
+  indexAdd(x: NativeTensor, dim: number, index: NativeTensor, src: NativeTensor): NativeTensor;
+  /** torch.gather: out[i] = x[i with i[dim] = index[i]], of index's shape. */
+  gather(x: NativeTensor, dim: number, index: NativeTensor): NativeTensor;
+  /** torch.scatter_add, out of place: x with src[i] added at i with i[dim] = index[i]. */
+  scatterAdd(x: NativeTensor, dim: number, index: NativeTensor, src: NativeTensor): NativeTensor;
   /** Times `request` natively with preallocated outputs, after `warmup` untimed runs: milliseconds per run. */
   benchmarkTimes?(request: BenchmarkRequest, warmup: number, repeats: number): Float64Array;
   /** Runs `request` once on sets[0] and returns its outputs (the copy op has none to check). */

@@ -38,11 +38,8 @@ export class Tensor {
   grad: Tensor | null = null;
   /** @internal The op that produced this tensor, for backward(). */
   gradNode: GradNode | null = null;
-  /**
-   * @internal Bumped by every in-place update (optimizer steps, loads), so caches derived from it can tell, and so
-   * backward() can tell that a tensor saved by the graph changed since the forward.
-   */
-  version = 0;
+  /** The version counter, one object shared by a tensor and its views (they share storage: see version). */
+  #versionCounter: { value: number } = { value: 0 };
   /**
    * @internal Set only on the direction v of a weight-normalized layer, by that layer (nn.ts, WeightNormState):
    * optimizers and checkpoints reach the layer's ‖v‖ cache through it. null on every other tensor.
@@ -62,6 +59,25 @@ export class Tensor {
     const size = shape.includes(0) ? 0 : shape.reduce((a, b) => a * b, 1);
     Object.defineProperty(this, 'size', { value: size, writable: false, enumerable: true });
     track(this);
+  }
+
+  /**
+   * @internal Bumped by every in-place update (optimizer steps, loads), so caches derived from it can tell, and so
+   * backward() can tell that a tensor saved by the graph changed since the forward. A view (reshape, view, flatten,
+   * squeeze, unsqueeze) shares the counter with its base, as it shares the storage: an update through either is
+   * seen through both.
+   */
+  get version(): number {
+    return this.#versionCounter.value;
+  }
+
+  set version(value: number) {
+    this.#versionCounter.value = value;
+  }
+
+  /** @internal Makes this tensor, a view of `base`'s storage, share base's version counter (ts/shape.ts). */
+  shareVersionWith(base: Tensor): void {
+    this.#versionCounter = base.#versionCounter;
   }
 
   /** The element type, 'float32' or 'bfloat16'. */
@@ -145,6 +161,7 @@ export class Tensor {
     handles.set(this, handle);
     this.#dtype = handle.dtype;
     if (old !== handle) old.dispose();
+    // To its users this is an in-place update (a load, a move): views taken before see the bump too, as in PyTorch.
     this.version += 1;
   }
 

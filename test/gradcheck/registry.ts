@@ -9,6 +9,7 @@
 import { nn, noGrad, type Tensor } from '../../ts/index.js';
 import type { LayerSpec, OpConfig } from './fixture.js';
 import { accumulation, ELEMENTWISE, type LayerEntry, type OpEntry, UNIT_ROUNDOFF } from './entry.js';
+import { SHAPE_OPS } from './registry-shape.js';
 
 export { accumulation, ELEMENTWISE, type LayerEntry, type OpEntry, type OpRun, type Tolerance, UNIT_ROUNDOFF } from './entry.js';
 
@@ -130,6 +131,7 @@ export const OPS: Record<string, OpEntry> = {
     },
     tolerance: accumulation(32, 'the batch mean over 16 values per channel, subtracted; dx = dy − mean(dy) and dbias = Σ dy over 16'),
   },
+  ...SHAPE_OPS,
 };
 
 /** Exports of nn.functional that are not differentiable ops, with the reason. */

@@ -36,6 +36,7 @@ import {
   zeros,
 } from '../ts/index.js';
 import { relativeError, reproduce, runSeed, uniformGenerator } from './helpers.js';
+import { native } from '../ts/native.js';
 import * as ref from './reference/shape.js';
 
 const F = nn.functional;
@@ -575,5 +576,42 @@ describe('CPU determinism of the index sums', () => {
     } finally {
       setNumThreads(threads);
     }
+  });
+});
+
+describe('the raw binding re-checks what ts/shape.ts validated', () => {
+  // Deliberately out-of-contract calls, as a caller skipping ts/ would make them.
+  it('refuses walks outside the tensor, overlapping in-place copies, and mismatched concat parts', () => {
+    const x = native.randn([2, 3], 1, 'cpu', 0, 1);
+    const other = native.zeros([3, 3], 'cpu');
+    try {
+      expect(() => native.stridedCopy(x, { shape: [2, 3], strides: [3, 1], offset: 1 })).toThrow(/^stridedCopy: walk: the walk reaches elements \[1, 6\] of a tensor of 6$/);
+      expect(() => native.stridedCopy(x, { shape: [3], strides: [-1], offset: 1 })).toThrow(/reaches elements \[-1, 1\]/);
+      expect(() => native.stridedCopy(x, { shape: [2], strides: [1, 1], offset: 0 })).toThrow(TypeError);
+      expect(() => native.stridedCopyInto(x, { shape: [2, 3], strides: [3, 1], offset: 0 }, x)).toThrow(/must not share storage/);
+      expect(() => native.stridedCopyInto(other, { shape: [2, 3], strides: [3, 1], offset: 4 }, x)).toThrow(/reaches elements \[4, 9\] of a tensor of 9/);
+      expect(() => native.concat([x, other], 1)).toThrow(/^concat: tensors\[1\]: \[3, 3\] float32 does not match tensors\[0\] \[2, 3\] outside dim 1$/);
+      expect(() => native.concat([x], 2)).toThrow(/^concat: dim: expected a dim in \[0, 2\), got 2$/);
+      expect(() => native.gather(x, 0, x)).toThrow(/^gather: index: expected an int32 tensor, got a float32 one$/);
+      // A 9-dim permutation in which every dim moves cannot be merged below the kernels' 8.
+      const big = native.zeros([2, 2, 2, 2, 2, 2, 2, 2, 2], 'cpu');
+      const strides = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+      expect(() => native.stridedCopy(big, { shape: [2, 2, 2, 2, 2, 2, 2, 2, 2], strides, offset: 0 })).toThrow(/leaves 9 dims after merging, more than the 8/);
+      big.dispose();
+    } finally {
+      x.dispose();
+      other.dispose();
+    }
+  });
+
+  it('merges dims that stay contiguous, so a high-rank permutation that moves few dims runs', () => {
+    tidy(() => {
+      const shape = [2, 1, 3, 1, 2, 1, 2, 1, 1, 2, 1];
+      const x = randn(shape, { seed: 3 });
+      const dims = [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 9];
+      expect(Array.from(x.permute(dims).toArray())).toEqual(ref.permute(Array.from(x.toArray()), shape, dims).y);
+      const swapOuter = [2, 1, 0, 3, 4, 5, 6, 7, 8, 9, 10];
+      expect(Array.from(x.permute(swapOuter).toArray())).toEqual(ref.permute(Array.from(x.toArray()), shape, swapOuter).y);
+    });
   });
 });

@@ -150,7 +150,7 @@ Napi::Value StridedCopyOp(const Napi::CallbackInfo& info) {
     TensorWrap& out = TensorWrap::FromAnyType(object, "result");
     const StridedCopy copy = plan_copy(env, walk.shape, walk.strides, walk.offset, contiguous_strides(walk.shape), 0,
                                        element_bytes(x));
-    WN_DISPATCH(x.device(), strided_copy, out.data(), x.data(), copy);
+    WN_DISPATCH(x.device(), strided_copy, out.raw_data(), x.raw_data(), copy);
     return object;
   });
 }
@@ -173,7 +173,7 @@ Napi::Value StridedCopyInto(const Napi::CallbackInfo& info) {
     if (x.numel() == 0) return env.Undefined();
     const StridedCopy copy = plan_copy(env, walk.shape, contiguous_strides(walk.shape), 0, walk.strides, walk.offset,
                                        element_bytes(x));
-    WN_DISPATCH(x.device(), strided_copy, out.data(), x.data(), copy);
+    WN_DISPATCH(x.device(), strided_copy, out.raw_data(), x.raw_data(), copy);
     return env.Undefined();
   });
 }
@@ -211,7 +211,7 @@ Napi::Value Concat(const Napi::CallbackInfo& info) {
       if (part->numel() > 0) {
         const StridedCopy copy = plan_copy(env, part->shape(), contiguous_strides(part->shape()), 0, out_strides,
                                            offset, element_bytes(*part));
-        WN_DISPATCH(part->device(), strided_copy, out.data(), part->data(), copy);
+        WN_DISPATCH(part->device(), strided_copy, out.raw_data(), part->raw_data(), copy);
       }
       offset += part->shape()[dim] * out_strides[dim];
     }
@@ -223,9 +223,9 @@ Napi::Value Concat(const Napi::CallbackInfo& info) {
 // Index ops. Index tensors are int32.
 
 const int32_t* index_data(Napi::Env env, const TensorWrap& index, const std::string& where) {
-  if (std::string(dtype_name(index.dtype())) != "int32")
+  if (index.dtype() != DType::kInt32)
     throw_type_error(env, where + ": expected an int32 tensor, got a " + dtype_name(index.dtype()) + " one");
-  return reinterpret_cast<const int32_t*>(index.storage()->data());
+  return index.int32_data();
 }
 
 // Refuses any index outside [0, limit) before the op writes anything, naming the first one and where it is.
@@ -275,18 +275,18 @@ Napi::Value IndexSelect(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     Napi::Object object = new_tensor(env, x.device(), shape, x.dtype());
     TensorWrap& out = TensorWrap::FromAnyType(object, "result");
-    WN_DISPATCH(x.device(), index_select, out.data(), x.data(), values, index_layout(x.shape(), dim, index.numel()), element_bytes(x));
+    WN_DISPATCH(x.device(), index_select, out.raw_data(), x.raw_data(), values, index_layout(x.shape(), dim, index.numel()), element_bytes(x));
     return object;
   });
 }
 
-// A new float32 tensor holding a copy of x.
+// A new tensor holding a copy of x.
 Napi::Object copy_of(Napi::Env env, const TensorWrap& x) {
   Napi::Object object = new_tensor(env, x.device(), x.shape(), x.dtype());
   if (x.numel() > 0) {
     TensorWrap& out = TensorWrap::FromAnyType(object, "result");
     const StridedCopy copy = plan_copy(env, x.shape(), contiguous_strides(x.shape()), 0, contiguous_strides(x.shape()), 0, element_bytes(x));
-    WN_DISPATCH(x.device(), strided_copy, out.data(), x.data(), copy);
+    WN_DISPATCH(x.device(), strided_copy, out.raw_data(), x.raw_data(), copy);
   }
   return object;
 }
@@ -363,7 +363,7 @@ Napi::Value Gather(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     Napi::Object object = new_tensor(env, x.device(), index.shape(), x.dtype());
     TensorWrap& out = TensorWrap::FromAnyType(object, "result");
-    WN_DISPATCH(x.device(), gather, out.data(), x.data(), values, layout, element_bytes(x));
+    WN_DISPATCH(x.device(), gather, out.raw_data(), x.raw_data(), values, layout, element_bytes(x));
     return object;
   });
 }

@@ -412,7 +412,7 @@ export function stack(tensors: readonly Tensor[], dim = 0): Tensor {
 function checkIndex(where: string, index: unknown, x: Tensor): NativeTensor {
   const handle = anyHandle(index, `${where}: index`);
   const t = index as Tensor;
-  if ((t.dtype as string) !== 'int32') throw typeError(`${where}: index`, "an 'int32' tensor (indices: tensor(values, shape, { dtype: 'int32' }))", t);
+  if (t.dtype !== 'int32') throw typeError(`${where}: index`, "an 'int32' tensor (indices: tensor(values, shape, { dtype: 'int32' }))", t);
   if (t.device !== x.device) throw typeError(`${where}: index`, `a tensor on '${x.device}' like x`, t);
   return handle;
 }

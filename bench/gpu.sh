@@ -132,7 +132,7 @@ if [ ! -f build/Release/weightnorm.node ] || [ "${GPU_SH_PREBUILT:-0}" = 1 ]; th
   if [ -f .device/prebuilt/weightnorm.node ]; then
     mkdir -p build/Release
     cp .device/prebuilt/weightnorm.node build/Release/
-    for t in weightnorm_kernel_test weightnorm_gemm_test weightnorm_ops_test; do
+    for t in weightnorm_kernel_test weightnorm_gemm_test weightnorm_ops_test weightnorm_shape_test; do
       [ -f .device/prebuilt/$t ] && cp .device/prebuilt/$t build/
     done
     record build-fallback PASS "using the carried prebuilt addon (sm_80/86/89/90 + sm_90 PTX)"
@@ -174,6 +174,7 @@ if [ $HAVE_GPU -eq 1 ] && command -v compute-sanitizer >/dev/null; then
   [ -x build/weightnorm_kernel_test ] && step racecheck 75 compute-sanitizer --tool racecheck --error-exitcode 1 build/weightnorm_kernel_test
   [ -x build/weightnorm_gemm_test ] && step memcheck-gemm 60 compute-sanitizer --tool memcheck --error-exitcode 1 build/weightnorm_gemm_test --cuda-only
   [ -x build/weightnorm_ops_test ] && step memcheck-ops 60 compute-sanitizer --tool memcheck --error-exitcode 1 build/weightnorm_ops_test
+  [ -x build/weightnorm_shape_test ] && step memcheck-shape 30 compute-sanitizer --tool memcheck --error-exitcode 1 build/weightnorm_shape_test
 fi
 if [ "$(remaining)" -gt 75 ]; then
   step bench-cpu 90 node weightnorm-cli/dist/cli.js bench --device cpu --quick --suites weightnorm --out "$BENCH_DIR"

@@ -3,6 +3,7 @@
 //   weightnorm_gemm_test    GEMM with its epilogue, conv2d, pooling (test/native/gemm_test.cc)
 //   weightnorm_ops_test     elementwise, reductions, loss, normalization, optimizers (test/native/ops_test.cc)
 //   weightnorm_host_allocator_test  the host caching allocator (test/native/host_allocator_test.cc)
+//   weightnorm_shape_test   the shape ops' strided copy and index kernels (test/native/shape_test.cc)
 // Each kernel test checks every CPU kernel, and every CUDA kernel where a GPU is usable, against a float64 reference.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -10,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 
 import { describe, expect, it } from 'vitest';
 
-const binaries = ['weightnorm_kernel_test', 'weightnorm_gemm_test', 'weightnorm_ops_test', 'weightnorm_host_allocator_test'];
+const binaries = ['weightnorm_kernel_test', 'weightnorm_gemm_test', 'weightnorm_ops_test', 'weightnorm_host_allocator_test', 'weightnorm_shape_test'];
 
 describe.each(binaries)('native test %s', (name) => {
   const binary = fileURLToPath(new URL(`../build/${name}`, import.meta.url));

@@ -38,6 +38,39 @@ void by_element_size(int element_bytes, Body&& body) {
   }
 }
 
+// A transpose-like copy: the walk's last dim is contiguous in out but strided in x, while dim `a` is contiguous in
+// x. Walking rows of the last dim would read one element per cache line; instead the (a, last) plane is copied in
+// kTile x kTile tiles, whose source lines stay in cache while the tile's output rows are written.
+template <class T>
+void tiled_copy(T* out, const T* x, const StridedCopy& copy, int a) {
+  constexpr int64_t kTile = 32;
+  const int last = copy.rank - 1;
+  const int64_t rows = copy.sizes[a], columns = copy.sizes[last];
+  const int64_t row_tiles = (rows + kTile - 1) / kTile, column_tiles = (columns + kTile - 1) / kTile;
+  int64_t planes = 1;  // every combination of the other dims
+  for (int d = 0; d < last; ++d)
+    if (d != a) planes *= copy.sizes[d];
+  const int64_t units = planes * row_tiles * column_tiles;
+  const int64_t in_row = copy.in_strides[a], in_column = copy.in_strides[last];
+  const int64_t out_row = copy.out_strides[a], out_column = copy.out_strides[last];
+#pragma omp parallel for schedule(static) num_threads(num_threads()) if (parallel_for(copy.elements()))
+  for (int64_t unit = 0; unit < units; ++unit) {
+    const int64_t column_tile = unit % column_tiles, row_tile = (unit / column_tiles) % row_tiles;
+    int64_t in = copy.in_offset, o = copy.out_offset, rest = unit / (column_tiles * row_tiles);
+    for (int d = last - 1; d >= 0; --d) {
+      if (d == a) continue;
+      const int64_t i = rest % copy.sizes[d];
+      rest /= copy.sizes[d];
+      in += i * copy.in_strides[d];
+      o += i * copy.out_strides[d];
+    }
+    const int64_t row_end = std::min(rows, (row_tile + 1) * kTile);
+    const int64_t column_begin = column_tile * kTile, column_end = std::min(columns, column_begin + kTile);
+    for (int64_t r = row_tile * kTile; r < row_end; ++r)
+      for (int64_t c = column_begin; c < column_end; ++c) out[o + r * out_row + c * out_column] = x[in + r * in_row + c * in_column];
+  }
+}
+
 // The copy walks rows of the last dim; each row's start is decoded from its row number (rows are independent, so
 // they are spread over the threads in any order).
 template <class T>
@@ -47,6 +80,11 @@ void strided_copy_typed(T* out, const T* x, const StridedCopy& copy) {
     return;
   }
   const int last = copy.rank - 1;
+  if (copy.elements() == 0) return;
+  if (copy.in_strides[last] != 1 && copy.out_strides[last] == 1 && copy.sizes[last] >= 8) {
+    for (int a = 0; a < last; ++a)
+      if (copy.in_strides[a] == 1 && copy.sizes[a] >= 8) return tiled_copy(out, x, copy, a);
+  }
   const int64_t row_length = copy.sizes[last];
   const int64_t total = copy.elements();
   if (total == 0) return;

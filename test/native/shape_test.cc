@@ -226,6 +226,20 @@ void test_strided_copy(const Backend& b) {
   large.out_strides[0] = 257, large.out_strides[1] = 1;
   large.element_bytes = 4;
   check_copy(b, "a transposed [257, 600] block, 77100 elements", large, 257 * 600, 300 * 257);
+  // Batched transposes of x [3, 50, 40] (the CPU copies these in tiles): to [3, 40, 50] and to [40, 3, 50].
+  StridedCopy batched;
+  batched.rank = 3;
+  batched.element_bytes = 4;
+  const int64_t to_batch_first[3][3] = {{3, 40, 50}, {2000, 1, 40}, {2000, 50, 1}};
+  const int64_t to_batch_middle[3][3] = {{40, 3, 50}, {1, 2000, 40}, {150, 50, 1}};
+  for (const auto* plan : {to_batch_first, to_batch_middle}) {
+    for (int d = 0; d < 3; ++d) {
+      batched.sizes[d] = plan[0][d];
+      batched.in_strides[d] = plan[1][d];
+      batched.out_strides[d] = plan[2][d];
+    }
+    check_copy(b, "x [3, 50, 40] to [" + std::to_string(plan[0][0]) + ", " + std::to_string(plan[0][1]) + ", 50]", batched, 6000, 6000);
+  }
 }
 
 void test_index_check(const Backend& b) {

@@ -41,6 +41,8 @@ def cases():
     out.append(op_case('unsqueeze dim -2', 'unsqueeze', {'dim': -2}, {'x': x}, ['x'], lambda t: (t['x'].unsqueeze(-2), {})))
     out.append(op_case('contiguous', 'contiguous', {}, {'x': x}, ['x'], lambda t: (t['x'].contiguous() * 1, {})))
     out.append(op_case('clone', 'clone', {}, {'x': x}, ['x'], lambda t: (t['x'].clone(), {})))
+    out.append(op_case('expand [3, 1] -> [2, 3, 4]', 'expand', {'sizes': [2, -1, 4]}, {'x': random32([3, 1])}, ['x'],
+                       lambda t: (t['x'].expand(2, -1, 4), {})))
 
     # Copies.
     out.append(op_case('transpose 0, -1', 'transpose', {'dim0': 0, 'dim1': -1}, {'x': x}, ['x'],

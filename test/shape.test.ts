@@ -11,6 +11,7 @@ import {
   chunk,
   concat,
   DisposedTensorError,
+  expand,
   flatten,
   flip,
   gather,
@@ -368,6 +369,34 @@ for (const device of devices) {
           });
         });
       }
+    });
+
+    it('expand repeats size-1 dims and adds leading ones; its backward sums the copies', () => {
+      const seed = runSeed();
+      tidy(() => {
+        const { x, values } = leaf([3, 1, 2], seed, device);
+        const y = x.expand(2, -1, 4, 2);
+        expect(y.shape).toEqual([2, 3, 4, 2]);
+        const want = Array.from({ length: 48 }, (_, flat) => {
+          const [, i, , k] = ref.unravel(flat, [2, 3, 4, 2]);
+          return values[ref.ravel([i!, 0, k!], [3, 1, 2])]!;
+        });
+        expect(Array.from(y.toArray()), reproduce(seed)).toEqual(want);
+        const c = backwardWithCotangent(y, seed + 1);
+        const dx = new Array<number>(6).fill(0);
+        c.forEach((value, flat) => {
+          const [, i, , k] = ref.unravel(flat, [2, 3, 4, 2]);
+          dx[ref.ravel([i!, 0, k!], [3, 1, 2])] += value;
+        });
+        expect(relativeError(x.grad!.toArray(), dx), reproduce(seed)).toBeLessThanOrEqual(SUM_TOLERANCE);
+        x.grad!.dispose();
+        expect(expand(tensor([5], [], { device }), [3]).toArray()).toEqual(Float32Array.from([5, 5, 5]));
+        expect(expand(zeros([0, 1], { device }), [0, 3]).shape).toEqual([0, 3]);
+        expect(expand(zeros([2, 1], { device }), [0, 2, 0]).shape).toEqual([0, 2, 0]);
+        expect(() => x.expand(3, 1, 4)).toThrow(new RangeError("expand: sizes[2]: expected 2 (the size of x's dim 2, which is not 1) or -1, received 4"));
+        expect(() => x.expand(3, 2)).toThrow(/^expand: sizes: expected at least 3 sizes/);
+        expect(() => x.expand(-1, 3, 1, 2)).toThrow(/^expand: sizes\[0\]: expected a size >= 0 for a new leading dim, received -1$/);
+      });
     });
 
     it('bfloat16, int32 and bool tensors go through the copies and views unchanged', () => {

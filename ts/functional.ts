@@ -101,6 +101,7 @@ export {
   unsqueeze,
   contiguous,
   clone,
+  expand,
   transpose,
   permute,
   slice,

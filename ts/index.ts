@@ -10,6 +10,7 @@ export {
   unsqueeze,
   contiguous,
   clone,
+  expand,
   transpose,
   permute,
   slice,

@@ -4,8 +4,8 @@
 // both, so backward() refuses a graph that saved one of them before the update): reshape, view, flatten, squeeze,
 // unsqueeze, contiguous (every tensor of this library is contiguous). Everything else returns a new tensor, filled by
 // one strided-copy kernel family (binding/shape.cc, cpu/shape.cc, cuda/shape.cu): transpose, permute, slice, narrow,
-// split, chunk, flip, concat/cat, stack, clone, and the index ops indexSelect, gather and scatterAdd (int32 indices).
-// PyTorch returns views for transpose, permute, slice, narrow, split and chunk; here they are copies.
+// split, chunk, flip, expand, concat/cat, stack, clone, and the index ops indexSelect, gather and scatterAdd (int32
+// indices). PyTorch returns views for transpose, permute, slice, narrow, split, chunk and expand; here they copy.
 //
 // Views and copies take any dtype (elements are moved by their size); the sum scatterAdd takes float32. Every op
 // validates its arguments first: a wrong type is a TypeError, a dim or size out of range a RangeError naming the
@@ -177,6 +177,35 @@ export function clone(x: Tensor): Tensor {
   anyHandle(x, `${where}: x`);
   const y = stridedCopy(x, { shape: [...x.shape], strides: contiguousStrides(x.shape), offset: 0 }, where);
   return record(y, where, [x], (dy) => [stridedCopy(dy, { shape: [...dy.shape], strides: contiguousStrides(dy.shape), offset: 0 }, where)], []);
+}
+
+/**
+ * torch.expand: x repeated along its size-1 dims (and new leading dims) to `sizes`; -1 keeps a dim's size. A copy
+ * here (PyTorch's is a view with stride 0); the backward sums dy over the repeated dims.
+ */
+export function expand(x: Tensor, sizes: readonly number[]): Tensor {
+  const where = 'expand';
+  anyHandle(x, `${where}: x`);
+  if (!Array.isArray(sizes)) throw typeError(`${where}: sizes`, 'an array of integers', sizes);
+  if (sizes.length < x.rank) throw rangeError(`${where}: sizes`, `at least ${x.rank} sizes (x is ${shapeText(x.shape)})`, `${sizes.length}`);
+  const lead = sizes.length - x.rank;
+  const strides = contiguousStrides(x.shape);
+  const shape = sizes.map((size, i) => {
+    const own = i < lead ? null : x.shape[i - lead]!;
+    if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < -1) throw typeError(`${where}: sizes[${i}]`, 'an integer >= -1', size);
+    if (size === -1) {
+      if (own === null) throw rangeError(`${where}: sizes[${i}]`, 'a size >= 0 for a new leading dim', '-1');
+      return own;
+    }
+    if (own !== null && own !== 1 && own !== size) {
+      throw rangeError(`${where}: sizes[${i}]`, `${own} (the size of x's dim ${i - lead}, which is not 1) or -1`, String(size));
+    }
+    return size;
+  });
+  // A repeated dim walks with stride 0; an empty result walks nothing.
+  const walk = { shape, strides: shape.map((size, i) => (i < lead || x.shape[i - lead] !== size ? 0 : strides[i - lead]!)), offset: 0 };
+  const y = stridedCopy(x, walk, where);
+  return record(y, where, [x], (dy) => [wrap(native.sumTo(handleOf(dy, where), [...x.shape]))], []);
 }
 
 /** y.shape[i] = x.shape[dims[i]], a copy (torch.permute). */
@@ -526,59 +555,75 @@ declare module './tensor.js' {
     gather(dim: number, index: Tensor): Tensor;
     indexSelect(dim: number, index: Tensor): Tensor;
     scatterAdd(dim: number, index: Tensor, src: Tensor): Tensor;
+    /** expand(x, sizes); also x.expand(2, -1, 3). */
+    expand(sizes: readonly number[]): Tensor;
+    expand(...sizes: number[]): Tensor;
   }
 }
+
+type ShapeMethod =
+  | 'reshape' | 'view' | 'expand' | 'flatten' | 'squeeze' | 'unsqueeze' | 'contiguous' | 'transpose' | 'permute' | 'slice'
+  | 'narrow' | 'split' | 'chunk' | 'flip' | 'gather' | 'indexSelect' | 'scatterAdd';
 
 /** A shape given as one array or as separate numbers. */
 function shapeArgument(where: string, first: unknown, rest: readonly unknown[]): number[] {
   return dimsArgument(`${where}: shape`, first, rest) as number[];
 }
 
-Tensor.prototype.reshape = function (this: Tensor, first?: unknown, ...rest: unknown[]) {
-  return reshape(this, shapeArgument('reshape', first, rest));
-} as Tensor['reshape'];
-Tensor.prototype.view = function (this: Tensor, first?: unknown, ...rest: unknown[]) {
-  return view(this, shapeArgument('view', first, rest));
-} as Tensor['view'];
-Tensor.prototype.flatten = function (this: Tensor, startDim?: number, endDim?: number) {
-  return flatten(this, startDim, endDim);
+const methods: { [K in ShapeMethod]: Tensor[K] } = {
+  reshape: function (this: Tensor, first?: unknown, ...rest: unknown[]) {
+    return reshape(this, shapeArgument('reshape', first, rest));
+  } as Tensor['reshape'],
+  view: function (this: Tensor, first?: unknown, ...rest: unknown[]) {
+    return view(this, shapeArgument('view', first, rest));
+  } as Tensor['view'],
+  expand: function (this: Tensor, first?: unknown, ...rest: unknown[]) {
+    return expand(this, shapeArgument('expand', first, rest));
+  } as Tensor['expand'],
+  flatten(this: Tensor, startDim?: number, endDim?: number) {
+    return flatten(this, startDim, endDim);
+  },
+  squeeze(this: Tensor, dim?: number | readonly number[]) {
+    return squeeze(this, dim);
+  },
+  unsqueeze(this: Tensor, dim: number) {
+    return unsqueeze(this, dim);
+  },
+  contiguous(this: Tensor) {
+    return contiguous(this);
+  },
+  transpose(this: Tensor, dim0: number, dim1: number) {
+    return transpose(this, dim0, dim1);
+  },
+  permute: function (this: Tensor, first?: unknown, ...rest: unknown[]) {
+    return permute(this, dimsArgument('permute: dims', first, rest) as number[]);
+  } as Tensor['permute'],
+  slice(this: Tensor, dim: number, start?: number | null, end?: number | null, step?: number) {
+    return slice(this, dim, start, end, step);
+  },
+  narrow(this: Tensor, dim: number, start: number, length: number) {
+    return narrow(this, dim, start, length);
+  },
+  split(this: Tensor, sizeOrSections: number | readonly number[], dim?: number) {
+    return split(this, sizeOrSections, dim);
+  },
+  chunk(this: Tensor, chunks: number, dim?: number) {
+    return chunk(this, chunks, dim);
+  },
+  flip(this: Tensor, dims: number | readonly number[]) {
+    return flip(this, dims);
+  },
+  gather(this: Tensor, dim: number, index: Tensor) {
+    return gather(this, dim, index);
+  },
+  indexSelect(this: Tensor, dim: number, index: Tensor) {
+    return indexSelect(this, dim, index);
+  },
+  scatterAdd(this: Tensor, dim: number, index: Tensor, src: Tensor) {
+    return scatterAdd(this, dim, index, src);
+  },
 };
-Tensor.prototype.squeeze = function (this: Tensor, dim?: number | readonly number[]) {
-  return squeeze(this, dim);
-};
-Tensor.prototype.unsqueeze = function (this: Tensor, dim: number) {
-  return unsqueeze(this, dim);
-};
-Tensor.prototype.contiguous = function (this: Tensor) {
-  return contiguous(this);
-};
-Tensor.prototype.transpose = function (this: Tensor, dim0: number, dim1: number) {
-  return transpose(this, dim0, dim1);
-};
-Tensor.prototype.permute = function (this: Tensor, first?: unknown, ...rest: unknown[]) {
-  return permute(this, dimsArgument('permute: dims', first, rest) as number[]);
-} as Tensor['permute'];
-Tensor.prototype.slice = function (this: Tensor, dim: number, start?: number | null, end?: number | null, step?: number) {
-  return slice(this, dim, start, end, step);
-};
-Tensor.prototype.narrow = function (this: Tensor, dim: number, start: number, length: number) {
-  return narrow(this, dim, start, length);
-};
-Tensor.prototype.split = function (this: Tensor, sizeOrSections: number | readonly number[], dim?: number) {
-  return split(this, sizeOrSections, dim);
-};
-Tensor.prototype.chunk = function (this: Tensor, chunks: number, dim?: number) {
-  return chunk(this, chunks, dim);
-};
-Tensor.prototype.flip = function (this: Tensor, dims: number | readonly number[]) {
-  return flip(this, dims);
-};
-Tensor.prototype.gather = function (this: Tensor, dim: number, index: Tensor) {
-  return gather(this, dim, index);
-};
-Tensor.prototype.indexSelect = function (this: Tensor, dim: number, index: Tensor) {
-  return indexSelect(this, dim, index);
-};
-Tensor.prototype.scatterAdd = function (this: Tensor, dim: number, index: Tensor, src: Tensor) {
-  return scatterAdd(this, dim, index, src);
-};
+// Non-enumerable, like methods declared in the class body.
+for (const [name, method] of Object.entries(methods)) {
+  Object.defineProperty(Tensor.prototype, name, { value: method, writable: true, configurable: true, enumerable: false });
+}

@@ -38,6 +38,7 @@ export const SHAPE_OPS: Record<string, OpEntry> = {
   unsqueeze: { run: (t, c) => ({ y: F.unsqueeze(need(t, 'x'), number(c, 'dim')) }), tolerance: ELEMENTWISE },
   contiguous: { run: (t) => ({ y: F.contiguous(need(t, 'x')) }), tolerance: ELEMENTWISE },
   clone: { run: (t) => ({ y: F.clone(need(t, 'x')) }), tolerance: ELEMENTWISE },
+  expand: { run: (t, c) => ({ y: F.expand(need(t, 'x'), c.sizes as number[]) }), tolerance: accumulation(8, 'the backward sums dy over the 8 copies of each element') },
   transpose: { run: (t, c) => ({ y: F.transpose(need(t, 'x'), number(c, 'dim0'), number(c, 'dim1')) }), tolerance: ELEMENTWISE },
   permute: { run: (t, c) => ({ y: F.permute(need(t, 'x'), c.dims as number[]) }), tolerance: ELEMENTWISE },
   slice: {

@@ -1097,7 +1097,7 @@ for (const name of ['sum', 'mean'] as const) {
     name: `nn.functional.${name}`,
     where: name === 'mean' ? ['mean', 'sum', 'scale'] : ['sum'],
     calls: tensorOf(anyShape, { grad: true }).chain((x) =>
-      callsOf(fc.constant([x] as unknown[]), tensorVariants(0, 'x'), 2).map((c) =>
+      callsOf(fc.constant([x] as unknown[]), tensorVariants(0, 'x', false), 2).map((c) =>
         name === 'mean' && c.tag === 'valid' && product(x.shape) === 0 ? { ...c, tag: 'empty', expect: 'error' as Expect } : c,
       ),
     ),
@@ -1129,8 +1129,9 @@ op({
     const size = product(x.shape);
     const targets: number[][] = [[size], [-1], [1, ...x.shape], [...x.shape].reverse(), [size, 1], [-1, 1]];
     if (x.shape.length >= 2) targets.push([-1, ...x.shape.slice(1)], [x.shape[0]!, -1]);
+    // A view takes every element type (ts/shape.ts), so a bfloat16 x is valid too.
     return callsOf(fc.constantFrom(...targets).map((shape) => [x, shape] as unknown[]), [
-      ...tensorVariants(0, 'x'),
+      ...tensorVariants(0, 'x', false),
       { tag: 'wrong element count', expect: 'error', args: (a) => at(a, 1, fc.constant([size + 1])) },
       { tag: 'two -1', expect: 'error', args: (a) => at(a, 1, fc.constant([-1, -1])) },
       // reshape infers one -1 (a valid target), so a junk shape must hold something other than a lone -1.
@@ -1153,7 +1154,7 @@ op({
   name: 'nn.functional.flatten',
   where: ['flatten', 'reshape'],
   calls: tensorOf(anyShape, { grad: true }).chain((x) =>
-    callsOf(fc.constant([x] as unknown[]), tensorVariants(0, 'x'), 2).map((c) =>
+    callsOf(fc.constant([x] as unknown[]), tensorVariants(0, 'x', false), 2).map((c) =>
       c.tag === 'valid' && x.shape.length === 0 ? { ...c, tag: 'rank 0', expect: 'error' as Expect } : c,
     ),
   ),

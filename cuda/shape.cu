@@ -1,9 +1,10 @@
 // CUDA shape kernels (see shape.cuh), the same ops as cpu/shape.cc: the strided copy behind every copy-like shape
 // op, the index check, and the index ops. One thread per output element in grid-stride loops, each decoding its
 // multi-index; elements move as raw integers of their size, so every dtype shares the kernels. The writes of the
-// copies are contiguous (or as the output's strides say); reads follow the source's strides (a transpose reads
-// strided: no tiling). The sums index_add and scatter_add use atomicAdd, so the order in which an element's terms
-// are added, and its last bits, can vary run to run (the CPU's are fixed).
+// copies are contiguous (or as the output's strides say); reads follow the source's strides, except that a
+// transpose-like walk goes through shared-memory tiles so that both its reads and its writes are coalesced. The
+// sums index_add and scatter_add use atomicAdd, so the order in which an element's terms are added, and its last
+// bits, can vary run to run (the CPU's are fixed).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -55,6 +56,59 @@ __global__ void __launch_bounds__(kBlock) strided_copy_kernel(T* out, const T* x
     }
     out[o] = x[in];
   }
+}
+
+// A transpose-like copy (the walk's last dim contiguous in out, strided in x; dim `a` contiguous in x), as the CPU
+// does it in tiles: a block stages a kTile x kTile tile of the (a, last) plane in shared memory, reading it along a
+// (coalesced in x) and writing it along last (coalesced in out). The tile's rows are padded by one element so that
+// the column-wise accesses fall in different banks. Units (plane, row tile, column tile) are spread grid-stride;
+// every thread of a block runs the same units, so the barriers are reached by all of them.
+constexpr int kTile = 32;
+constexpr int kTileRows = kBlock / kTile;  // threadIdx.y range: each thread moves kTile / kTileRows elements
+
+template <class T>
+__global__ void __launch_bounds__(kBlock) tiled_copy_kernel(T* out, const T* x, StridedCopy copy, int a, int64_t units) {
+  __shared__ T tile[kTile][kTile + 1];
+  const int last = copy.rank - 1;
+  const int64_t rows = copy.sizes[a], columns = copy.sizes[last];
+  const int64_t row_tiles = (rows + kTile - 1) / kTile, column_tiles = (columns + kTile - 1) / kTile;
+  for (int64_t unit = blockIdx.x; unit < units; unit += gridDim.x) {
+    const int64_t column_tile = unit % column_tiles, row_tile = (unit / column_tiles) % row_tiles;
+    int64_t in = copy.in_offset, o = copy.out_offset, rest = unit / (column_tiles * row_tiles);
+    for (int d = last - 1; d >= 0; --d) {
+      if (d == a) continue;
+      const int64_t i = rest % copy.sizes[d];
+      rest /= copy.sizes[d];
+      in += i * copy.in_strides[d];
+      o += i * copy.out_strides[d];
+    }
+    const int64_t row0 = row_tile * kTile, column0 = column_tile * kTile;
+    // Load: threadIdx.x runs along a (x's contiguous dim).
+    const int64_t load_row = row0 + threadIdx.x;
+    for (int c = threadIdx.y; c < kTile; c += kTileRows) {
+      const int64_t column = column0 + c;
+      if (load_row < rows && column < columns)
+        tile[c][threadIdx.x] = x[in + load_row * copy.in_strides[a] + column * copy.in_strides[last]];
+    }
+    __syncthreads();
+    // Store: threadIdx.x runs along last (out's contiguous dim).
+    const int64_t store_column = column0 + threadIdx.x;
+    for (int r = threadIdx.y; r < kTile; r += kTileRows) {
+      const int64_t row = row0 + r;
+      if (row < rows && store_column < columns)
+        out[o + row * copy.out_strides[a] + store_column * copy.out_strides[last]] = tile[threadIdx.x][r];
+    }
+    __syncthreads();  // the next unit overwrites the tile
+  }
+}
+
+// The dim of x to tile with the walk's last one, or -1 when the copy is not transpose-like (mirrors cpu/shape.cc).
+int tiled_dim(const StridedCopy& copy) {
+  const int last = copy.rank - 1;
+  if (copy.rank < 2 || copy.in_strides[last] == 1 || copy.out_strides[last] != 1 || copy.sizes[last] < 8) return -1;
+  for (int a = 0; a < last; ++a)
+    if (copy.in_strides[a] == 1 && copy.sizes[a] >= 8) return a;
+  return -1;
 }
 
 // The smallest position whose value is outside [0, limit), by atomicMin on the position.
@@ -124,10 +178,21 @@ __global__ void __launch_bounds__(kBlock)
 void strided_copy(void* out, const void* x, const StridedCopy& copy) {
   const int64_t total = copy.elements();
   if (total == 0) return;
+  const int a = tiled_dim(copy);
   by_element_size(copy.element_bytes, [&](auto element) {
     using T = typename decltype(element)::type;
-    strided_copy_kernel<T><<<grid_for(total), kBlock, 0, library_stream()>>>(static_cast<T*>(out),
-                                                                             static_cast<const T*>(x), copy, total);
+    if (a >= 0) {
+      const int last = copy.rank - 1;
+      const int64_t tiles = ((copy.sizes[a] + kTile - 1) / kTile) * ((copy.sizes[last] + kTile - 1) / kTile);
+      const int64_t units = total / (copy.sizes[a] * copy.sizes[last]) * tiles;
+      const int sms = std::max(1, device_status().multiprocessors);
+      const unsigned blocks = static_cast<unsigned>(std::clamp<int64_t>(units, 1, int64_t{sms} * 16));
+      tiled_copy_kernel<T><<<blocks, dim3(kTile, kTileRows), 0, library_stream()>>>(static_cast<T*>(out),
+                                                                                   static_cast<const T*>(x), copy, a, units);
+    } else {
+      strided_copy_kernel<T><<<grid_for(total), kBlock, 0, library_stream()>>>(static_cast<T*>(out),
+                                                                               static_cast<const T*>(x), copy, total);
+    }
   });
   WN_CUDA_CHECK_LAUNCH();
 }

@@ -3,7 +3,7 @@
 // at a time from the contracts in include/weightnorm/ops/shape.inc.
 //  - strided_copy for element sizes 1, 2, 4 and 8 bytes: random permutations, flips (negative strides), size-1 and
 //    zero-size dims, copies into a region of a larger buffer (whose other bytes must stay as they were), a copy
-//    large enough for the CPU's threads;
+//    large enough for the CPU's threads, and batched transposes (the tiled paths of both backends, partial tiles);
 //  - first_index_out_of_range: the first bad position, none, an empty index;
 //  - index_select and gather for every element size; index_add and scatter_add on small integer values (every sum
 //    is exact in float32, so even CUDA's atomics, in any order, must give the reference bit for bit).
@@ -229,7 +229,6 @@ void test_strided_copy(const Backend& b) {
   // Batched transposes of x [3, 50, 40] (the CPU copies these in tiles): to [3, 40, 50] and to [40, 3, 50].
   StridedCopy batched;
   batched.rank = 3;
-  batched.element_bytes = 4;
   const int64_t to_batch_first[3][3] = {{3, 40, 50}, {2000, 1, 40}, {2000, 50, 1}};
   const int64_t to_batch_middle[3][3] = {{40, 3, 50}, {1, 2000, 40}, {150, 50, 1}};
   for (const auto* plan : {to_batch_first, to_batch_middle}) {
@@ -238,7 +237,10 @@ void test_strided_copy(const Backend& b) {
       batched.in_strides[d] = plan[1][d];
       batched.out_strides[d] = plan[2][d];
     }
-    check_copy(b, "x [3, 50, 40] to [" + std::to_string(plan[0][0]) + ", " + std::to_string(plan[0][1]) + ", 50]", batched, 6000, 6000);
+    for (int element_bytes : {1, 2, 4, 8}) {
+      batched.element_bytes = element_bytes;
+      check_copy(b, "x [3, 50, 40] to [" + std::to_string(plan[0][0]) + ", " + std::to_string(plan[0][1]) + ", 50]", batched, 6000, 6000);
+    }
   }
 }
 

@@ -122,6 +122,18 @@ for (const device of devices) {
       });
     });
 
+    it('a view outlives its disposed base, and the base its disposed view', () => {
+      const base = tensor([1, 2, 3, 4, 5, 6], [2, 3], { device });
+      const v = base.reshape(3, 2);
+      const w = base.flatten();
+      base.dispose();
+      expect(Array.from(v.toArray())).toEqual([1, 2, 3, 4, 5, 6]);
+      v.dispose();
+      expect(Array.from(w.toArray())).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(() => v.toArray()).toThrow(DisposedTensorError);
+      w.dispose();
+    });
+
     it('rank 0, rank 1 and zero-size dims', () => {
       tidy(() => {
         const scalar = tensor([3], [], { device });

@@ -23,6 +23,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "../../cpu/random.h"
 #include "../../cpu/weightnorm.h"
 #include "harness.h"
@@ -102,9 +104,24 @@ class FixtureReader {
   size_t at_ = 0;
 };
 
+// WEIGHTNORM_NATIVE_REFERENCE_DIR from the environment, else the source tree this binary was built from, else the
+// checkout around the binary (build/..) or the working directory: a binary carried to another machine finds the
+// fixture of the checkout it runs in.
 std::string fixture_path() {
-  const char* directory = std::getenv("WEIGHTNORM_NATIVE_REFERENCE_DIR");
-  return std::string(directory && *directory ? directory : WEIGHTNORM_NATIVE_REFERENCE_DIR) + "/weightnorm.bin";
+  std::vector<std::string> directories;
+  if (const char* directory = std::getenv("WEIGHTNORM_NATIVE_REFERENCE_DIR"); directory && *directory)
+    directories.push_back(directory);
+  directories.push_back(WEIGHTNORM_NATIVE_REFERENCE_DIR);
+  char self[4096];
+  const ssize_t length = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (length > 0) {
+    const std::string binary(self, size_t(length));
+    directories.push_back(binary.substr(0, binary.rfind('/')) + "/../test/fixtures/native_reference");
+  }
+  directories.push_back("test/fixtures/native_reference");
+  for (const std::string& directory : directories)
+    if (std::ifstream(directory + "/weightnorm.bin").good()) return directory + "/weightnorm.bin";
+  return directories.front() + "/weightnorm.bin";
 }
 
 std::vector<FixtureCase> read_fixture() {

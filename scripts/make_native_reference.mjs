@@ -19,7 +19,7 @@ const { default: ts } = await import('typescript');
 // The reference modules, transpiled one file at a time (they import each other only, by relative path).
 const scratch = mkdtempSync(join(tmpdir(), 'weightnorm-native-reference-'));
 try {
-  for (const name of ['weightnorm', 'bfloat16', 'native-fixtures']) {
+  for (const name of ['weightnorm', 'native-fixtures']) {
     const source = join(root, 'test', 'reference', `${name}.ts`);
     const { outputText } = ts.transpileModule(readFileSync(source, 'utf8'), {
       compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022 },
@@ -28,14 +28,24 @@ try {
     writeFileSync(join(scratch, `${name}.js`), outputText);
   }
   const { nativeWeightNormFixture } = await import(pathToFileURL(join(scratch, 'native-fixtures.js')).href);
-  const { randn } = await import(pathToFileURL(join(root, 'dist', 'index.js')).href);
-  const normal = (count, seed) => {
-    const t = randn([count], { seed });
-    const values = t.toArray();
-    t.dispose();
-    return values;
+  const { randn, tensor } = await import(pathToFileURL(join(root, 'dist', 'index.js')).href);
+  const source = {
+    normal(count, seed) {
+      const t = randn([count], { seed });
+      const values = t.toArray();
+      t.dispose();
+      return values;
+    },
+    bfloat16(values) {
+      const t = tensor(values, [values.length]);
+      const rounded = t.cast('bfloat16');
+      const widened = rounded.toArray();
+      t.dispose();
+      rounded.dispose();
+      return widened;
+    },
   };
-  const bytes = nativeWeightNormFixture(normal);
+  const bytes = nativeWeightNormFixture(source);
   const out = join(root, 'test', 'fixtures', 'native_reference', 'weightnorm.bin');
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, bytes);

@@ -5,8 +5,8 @@
 //
 // Inputs are not stored: v, dw and g are the library's seeded counter-based normals (randn, cpu::fill_normal), which
 // the native test draws again from the same seeds, then edits as the case says (one channel zeroed, one scaled by a
-// stored float32 factor, rounded to bfloat16); a checksum of the final inputs guards that both sides hold the same
-// numbers. Cases up to kFullCaseElements elements store every output; larger ones (the kernels' routes and their
+// stored float32 factor, rounded to bfloat16 by the library's cast, float_to_bfloat16 there); a checksum of the final
+// inputs guards that both sides hold the same numbers. Cases up to kFullCaseElements elements store every output; larger ones (the kernels' routes and their
 // edges, up to millions of elements) store a few channels whole (norm, dg, error scales) and a few elements of each,
 // and the native test compares every element of every backend with the CPU's separate-pass path besides.
 //
@@ -16,7 +16,6 @@
 //   int64 scaled channel (-1: none), float32 scale, float64 eps, float64 input checksum,
 //   uint32 channel count, per channel: uint32 k, float64 norm, dg, wScale, dvScale, dgScale,
 //   uint32 element count, per element: uint32 flat index, float64 w, dv.
-import { roundToBfloat16 } from './bfloat16.js';
 import {
   channelDot,
   channelIndices,
@@ -27,8 +26,13 @@ import {
   type ChannelLayout,
 } from './weightnorm.js';
 
-/** count standard normals of the library's generator for `seed` (randn(shape, { seed }) flattened). */
-export type NormalSource = (count: number, seed: number) => Float32Array;
+/** Where the inputs come from: the library itself, as in the native test. */
+export interface InputSource {
+  /** count standard normals of the library's generator for `seed` (randn([count], { seed })). */
+  normal(count: number, seed: number): Float32Array;
+  /** values rounded to bfloat16 by the library (cast('bfloat16')), widened back. */
+  bfloat16(values: Float32Array): Float32Array;
+}
 
 export interface NativeCase {
   shape: number[];
@@ -96,11 +100,11 @@ interface CaseInputs {
 }
 
 /** The inputs of case `index`: the normals of its seeds, edited as the native test edits them. */
-function caseInputs(c: NativeCase, seed: number, layout: ChannelLayout, normal: NormalSource): CaseInputs {
+function caseInputs(c: NativeCase, seed: number, layout: ChannelLayout, source: InputSource): CaseInputs {
   const count = c.shape.reduce((a, b) => a * b, 1);
-  const v = Float64Array.from(normal(count, seed));
-  const dw = Float64Array.from(normal(count, seed + 1));
-  const g = Float64Array.from(normal(layout.channels, seed + 2));
+  let v = new Float64Array(source.normal(count, seed));
+  let dw = new Float64Array(source.normal(count, seed + 1));
+  const g = new Float64Array(source.normal(layout.channels, seed + 2));
   let zeroedChannel = -1;
   let scaledChannel = -1;
   let scale = 0;
@@ -118,10 +122,8 @@ function caseInputs(c: NativeCase, seed: number, layout: ChannelLayout, normal: 
     for (const index of channelIndices(layout, k)) v[index] = k === zeroedChannel ? 0 : Math.fround(v[index]! * scale);
   }
   if (c.bfloat16) {
-    for (let i = 0; i < count; i++) {
-      v[i] = roundToBfloat16(v[i]!);
-      dw[i] = roundToBfloat16(dw[i]!);
-    }
+    v = new Float64Array(source.bfloat16(new Float32Array(v)));
+    dw = new Float64Array(source.bfloat16(new Float32Array(dw)));
   }
   return { v, dw, g, zeroedChannel, scaledChannel, scale };
 }
@@ -202,7 +204,7 @@ class Writer {
 }
 
 /** The fixture file's bytes. */
-export function nativeWeightNormFixture(normal: NormalSource): Uint8Array {
+export function nativeWeightNormFixture(source: InputSource): Uint8Array {
   const cases = nativeWeightNormCases();
   const out = new Writer();
   out.ascii(kMagic);
@@ -210,7 +212,7 @@ export function nativeWeightNormFixture(normal: NormalSource): Uint8Array {
   cases.forEach((c, index) => {
     const seed = 1000 + 3 * index;
     const layout = channelLayout(c.shape, c.dim);
-    const inputs = caseInputs(c, seed, layout, normal);
+    const inputs = caseInputs(c, seed, layout, source);
     const { v, dw, g } = inputs;
     const full = v.length <= kFullCaseElements;
     out.u32(c.shape.length);

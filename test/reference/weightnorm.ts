@@ -30,9 +30,10 @@ export function channelLayout(shape: readonly number[], dim: number | null): Cha
 
 /** Flat (row-major) indices of channel k's elements, in order. */
 export function channelIndices(layout: ChannelLayout, k: number): number[] {
-  const indices: number[] = [];
+  const indices = new Array<number>(layout.outer * layout.inner);
+  let next = 0;
   for (let o = 0; o < layout.outer; o++) {
-    for (let i = 0; i < layout.inner; i++) indices.push((o * layout.channels + k) * layout.inner + i);
+    for (let i = 0; i < layout.inner; i++) indices[next++] = (o * layout.channels + k) * layout.inner + i;
   }
   return indices;
 }
@@ -40,7 +41,12 @@ export function channelIndices(layout: ChannelLayout, k: number): number[] {
 /** Σ a[i]·b[i] over channel k. */
 export function channelDot(a: ArrayLike<number>, b: ArrayLike<number>, layout: ChannelLayout, k: number): number {
   let sum = 0;
-  for (const index of channelIndices(layout, k)) sum += a[index]! * b[index]!;
+  for (let o = 0; o < layout.outer; o++) {
+    for (let i = 0; i < layout.inner; i++) {
+      const index = (o * layout.channels + k) * layout.inner + i;
+      sum += a[index]! * b[index]!;
+    }
+  }
   return sum;
 }
 

@@ -9,6 +9,10 @@
 //   weightnorm_backend_ops_test --verbose       every check's line, not only the failures
 //   weightnorm_backend_ops_test --perf [sizes]  the perf mode (GEMM GFLOP/s per backend) instead of the checks
 //
+// Adding an op family: a test/native/<family>_cases.cc that includes this header, checks with expect() (no counters
+// or main of its own), registers its groups ("<family>/cpu", and "<family>/cuda" under WEIGHTNORM_WITH_CUDA), and is
+// listed in weightnorm_backend_ops_test's sources in CMakeLists.txt; npm test then runs each group (native.test.ts).
+//
 // Errors are measured as ggml's test-backend-ops does, normalized: |got - want| / allowed, where allowed is the
 // case's tolerance times the scale its reason names (the sum of |terms| of a float32 sum, a channel's largest term,
 // ...); a check passes when the worst ratio is <= 1. NaN counts as infinitely wrong.

@@ -151,7 +151,7 @@ NATIVE=build/weightnorm_backend_ops_test
 for t in kernel gemm ops; do
   group=$([ "$t" = kernel ] && echo weightnorm || echo "$t")
   if [ -x $NATIVE ]; then
-    step "$t" 60 $NATIVE --filter "$group/"
+    step "$t" 90 $NATIVE --filter "$group/"
   else
     record "$t" FAIL "$NATIVE missing"
   fi

@@ -1070,65 +1070,63 @@ int describe_gemm_mode(int, char**) { return describe_gemm(); }
 // GEMM (float32 SIMT, TF32 and bfloat16 tensor cores, wgmma on sm_90), conv and pooling on CUDA.
 void check_cuda() {
   const cu::DeviceStatus& status = cu::device_status();
-  {
-    std::printf("cuda device: %s (sm_%d%d), gemm backend: %s\n", status.name.c_str(), status.compute_major,
-                status.compute_minor, cu::gemm_backend());
-    std::vector<GemmShape> shapes = kGemmShapes;
-    shapes.push_back({300, 257, 129});
-    shapes.push_back({256, 192, 64});
-    shapes.push_back({129, 260, 33});
-    shapes.push_back({64, 96, 5000});     // split-k
-    shapes.push_back({7, 13, 3001});      // split-k, scalar loads
-    shapes.push_back({1537, 1539, 33});   // the 128x128 tile, ragged edges
-    shapes.push_back({1536, 1536, 40});   // the 128x128 tile, vector loads
-    shapes.push_back({20, 30, 0});        // k = 0: the epilogue of a zero product
-    shapes.push_back({33, 17, 3});        // k shorter than one 16-byte chunk
-    const std::vector<GemmShape> misaligned_shapes = {
-        {16, 16, 16}, {128, 128, 8}, {256, 192, 64}, {33, 65, 17}, {1536, 1536, 24}, {130, 600, 520}};
-    check_gemm_backend({"cuda", cuda_gemm(0), false, kFloat32Tolerance, false}, shapes);
-    check_gemm_backend({"cuda/misaligned", cuda_gemm(1), false, kFloat32Tolerance, false}, misaligned_shapes);
+  std::printf("cuda device: %s (sm_%d%d), gemm backend: %s\n", status.name.c_str(), status.compute_major,
+              status.compute_minor, cu::gemm_backend());
+  std::vector<GemmShape> shapes = kGemmShapes;
+  shapes.push_back({300, 257, 129});
+  shapes.push_back({256, 192, 64});
+  shapes.push_back({129, 260, 33});
+  shapes.push_back({64, 96, 5000});     // split-k
+  shapes.push_back({7, 13, 3001});      // split-k, scalar loads
+  shapes.push_back({1537, 1539, 33});   // the 128x128 tile, ragged edges
+  shapes.push_back({1536, 1536, 40});   // the 128x128 tile, vector loads
+  shapes.push_back({20, 30, 0});        // k = 0: the epilogue of a zero product
+  shapes.push_back({33, 17, 3});        // k shorter than one 16-byte chunk
+  const std::vector<GemmShape> misaligned_shapes = {
+      {16, 16, 16}, {128, 128, 8}, {256, 192, 64}, {33, 65, 17}, {1536, 1536, 24}, {130, 600, 520}};
+  check_gemm_backend({"cuda", cuda_gemm(0), false, kFloat32Tolerance, false}, shapes);
+  check_gemm_backend({"cuda/misaligned", cuda_gemm(1), false, kFloat32Tolerance, false}, misaligned_shapes);
 
-    // These check mma.sync; check_cuda_wgmma checks the Hopper kernels.
-    cu::set_gemm_tensor_core_kernel(cu::GemmTensorCoreKernel::kMmaSync);
-    cu::set_gemm_precision(cu::GemmPrecision::kTensorFloat32);
-    const bool tf32 = std::string(cu::gemm_backend()) == "tf32-mma";
-    expect(tf32 == (status.compute_major >= 8),
-           format("set_gemm_precision(kTensorFloat32) on sm_%d%d selects %s", status.compute_major,
-                  status.compute_minor, cu::gemm_backend()));
-    if (tf32) {
-      check_gemm_backend({"cuda/tf32", cuda_gemm(0), false, kTf32Tolerance, false}, shapes);
-      check_gemm_backend({"cuda/tf32/misaligned", cuda_gemm(1), false, kTf32Tolerance, false}, misaligned_shapes);
-    }
-    cu::set_gemm_precision(cu::GemmPrecision::kFloat32);
-    expect(std::string(cu::gemm_backend()) == "simt", "set_gemm_precision(kFloat32) selects simt");
-    if (status.compute_major >= 8) {
-      check_gemm_backend({"cuda/bf16", cuda_gemm_bfloat16(0), false, kBfloat16Tolerance, true}, shapes);
-      check_gemm_backend({"cuda/bf16/misaligned", cuda_gemm_bfloat16(1), false, kBfloat16Tolerance, true},
-                         misaligned_shapes);
-      check_gemm_backend({"cuda/bf16/4-byte", cuda_gemm_bfloat16(2), false, kBfloat16Tolerance, true},
-                         {{33, 65, 17}, {256, 192, 64}, {64, 96, 5000}});
-    }
-    cu::set_gemm_tensor_core_kernel(cu::GemmTensorCoreKernel::kAuto);
-    check_cuda_wgmma(status);
-    check_cuda_determinism();
-    check_conv_backend("cuda", cuda_conv);
-    check_pool_backend("cuda", [](std::vector<float>& y, std::vector<float>& dx, const PoolCase& c,
-                                  const std::vector<float>& x, const std::vector<float>& dy) {
-      DeviceBuffer dx_d(dx), y_d(y), x_d(x), dy_d(dy);
-      cu::max_pool2d_forward(y_d.get(), x_d.get(), c.planes, c.height, c.width, c.kernel, c.stride);
-      cu::max_pool2d_backward(dx_d.get(), dy_d.get(), x_d.get(), c.planes, c.height, c.width, c.kernel, c.stride);
-      y_d.copy_to(y);
-      dx_d.copy_to(dx);
-    });
-    check_avg_pool_backend("cuda", [](std::vector<float>& y, std::vector<float>& dx, int64_t planes, int64_t size,
-                                      const std::vector<float>& x, const std::vector<float>& dy) {
-      DeviceBuffer dx_d(dx), y_d(y), x_d(x), dy_d(dy);
-      cu::global_avg_pool_forward(y_d.get(), x_d.get(), planes, size);
-      cu::global_avg_pool_backward(dx_d.get(), dy_d.get(), planes, size);
-      y_d.copy_to(y);
-      dx_d.copy_to(dx);
-    });
+  // These check mma.sync; check_cuda_wgmma checks the Hopper kernels.
+  cu::set_gemm_tensor_core_kernel(cu::GemmTensorCoreKernel::kMmaSync);
+  cu::set_gemm_precision(cu::GemmPrecision::kTensorFloat32);
+  const bool tf32 = std::string(cu::gemm_backend()) == "tf32-mma";
+  expect(tf32 == (status.compute_major >= 8),
+         format("set_gemm_precision(kTensorFloat32) on sm_%d%d selects %s", status.compute_major,
+                status.compute_minor, cu::gemm_backend()));
+  if (tf32) {
+    check_gemm_backend({"cuda/tf32", cuda_gemm(0), false, kTf32Tolerance, false}, shapes);
+    check_gemm_backend({"cuda/tf32/misaligned", cuda_gemm(1), false, kTf32Tolerance, false}, misaligned_shapes);
   }
+  cu::set_gemm_precision(cu::GemmPrecision::kFloat32);
+  expect(std::string(cu::gemm_backend()) == "simt", "set_gemm_precision(kFloat32) selects simt");
+  if (status.compute_major >= 8) {
+    check_gemm_backend({"cuda/bf16", cuda_gemm_bfloat16(0), false, kBfloat16Tolerance, true}, shapes);
+    check_gemm_backend({"cuda/bf16/misaligned", cuda_gemm_bfloat16(1), false, kBfloat16Tolerance, true},
+                       misaligned_shapes);
+    check_gemm_backend({"cuda/bf16/4-byte", cuda_gemm_bfloat16(2), false, kBfloat16Tolerance, true},
+                       {{33, 65, 17}, {256, 192, 64}, {64, 96, 5000}});
+  }
+  cu::set_gemm_tensor_core_kernel(cu::GemmTensorCoreKernel::kAuto);
+  check_cuda_wgmma(status);
+  check_cuda_determinism();
+  check_conv_backend("cuda", cuda_conv);
+  check_pool_backend("cuda", [](std::vector<float>& y, std::vector<float>& dx, const PoolCase& c,
+                                const std::vector<float>& x, const std::vector<float>& dy) {
+    DeviceBuffer dx_d(dx), y_d(y), x_d(x), dy_d(dy);
+    cu::max_pool2d_forward(y_d.get(), x_d.get(), c.planes, c.height, c.width, c.kernel, c.stride);
+    cu::max_pool2d_backward(dx_d.get(), dy_d.get(), x_d.get(), c.planes, c.height, c.width, c.kernel, c.stride);
+    y_d.copy_to(y);
+    dx_d.copy_to(dx);
+  });
+  check_avg_pool_backend("cuda", [](std::vector<float>& y, std::vector<float>& dx, int64_t planes, int64_t size,
+                                    const std::vector<float>& x, const std::vector<float>& dy) {
+    DeviceBuffer dx_d(dx), y_d(y), x_d(x), dy_d(dy);
+    cu::global_avg_pool_forward(y_d.get(), x_d.get(), planes, size);
+    cu::global_avg_pool_backward(dx_d.get(), dy_d.get(), planes, size);
+    y_d.copy_to(y);
+    dx_d.copy_to(dx);
+  });
 }
 #endif
 

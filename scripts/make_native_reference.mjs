@@ -27,25 +27,9 @@ try {
     });
     writeFileSync(join(scratch, `${name}.js`), outputText);
   }
-  const { nativeWeightNormFixture } = await import(pathToFileURL(join(scratch, 'native-fixtures.js')).href);
+  const { libraryInputSource, nativeWeightNormFixture } = await import(pathToFileURL(join(scratch, 'native-fixtures.js')).href);
   const { randn, tensor } = await import(pathToFileURL(join(root, 'dist', 'index.js')).href);
-  const source = {
-    normal(count, seed) {
-      const t = randn([count], { seed });
-      const values = t.toArray();
-      t.dispose();
-      return values;
-    },
-    bfloat16(values) {
-      const t = tensor(values, [values.length]);
-      const rounded = t.cast('bfloat16');
-      const widened = rounded.toArray();
-      t.dispose();
-      rounded.dispose();
-      return widened;
-    },
-  };
-  const bytes = nativeWeightNormFixture(source);
+  const bytes = nativeWeightNormFixture(libraryInputSource({ randn, tensor }));
   const out = join(root, 'test', 'fixtures', 'native_reference', 'weightnorm.bin');
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, bytes);

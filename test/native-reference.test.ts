@@ -7,39 +7,21 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
 import { randn, tensor } from '../ts/index.js';
-import { nativeWeightNormCases, nativeWeightNormFixture, type InputSource } from './reference/native-fixtures.js';
+import { libraryInputSource, nativeWeightNormCases, nativeWeightNormFixture } from './reference/native-fixtures.js';
 
 const fixturePath = fileURLToPath(new URL('./fixtures/native_reference/weightnorm.bin', import.meta.url));
-
-// The inputs as the native test draws them: the library's randn and its bfloat16 rounding.
-const source: InputSource = {
-  normal(count, seed) {
-    const t = randn([count], { seed });
-    const values = t.toArray();
-    t.dispose();
-    return values;
-  },
-  bfloat16(values) {
-    const t = tensor(values, [values.length]);
-    const rounded = t.cast('bfloat16');
-    const widened = rounded.toArray();
-    t.dispose();
-    rounded.dispose();
-    return widened;
-  },
-};
 
 describe('native reference fixtures', () => {
   it('weightnorm.bin is what the TypeScript reference writes today (node scripts/make_native_reference.mjs)', () => {
     const committed = new Uint8Array(readFileSync(fixturePath));
-    const fresh = nativeWeightNormFixture(source);
+    const fresh = nativeWeightNormFixture(libraryInputSource({ randn, tensor }));
     expect(committed.length, 'size differs: regenerate with node scripts/make_native_reference.mjs').toBe(fresh.length);
     const firstDifference = committed.findIndex((byte, i) => byte !== fresh[i]);
     expect(firstDifference, `first differing byte at ${firstDifference}: regenerate the fixture`).toBe(-1);
     expect(committed.length).toBeLessThan(1 << 20);
   }, 480_000);
 
-  it('holds every case, each with a stored channel and element, so no case checks nothing', () => {
+  it("starts with the format's magic and holds every case of the list", () => {
     const bytes = new Uint8Array(readFileSync(fixturePath));
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     expect(new TextDecoder().decode(bytes.subarray(0, 8))).toBe('WNREF001');

@@ -34,6 +34,37 @@ export interface InputSource {
   bfloat16(values: Float32Array): Float32Array;
 }
 
+/** What libraryInputSource needs of the library (the script passes dist/, the tests ts/). */
+interface LibraryTensor {
+  toArray(): Float32Array;
+  cast(dtype: 'bfloat16'): LibraryTensor;
+  dispose(): void;
+}
+export interface Library {
+  randn(shape: number[], options: { seed: number }): LibraryTensor;
+  tensor(data: Float32Array, shape: number[]): LibraryTensor;
+}
+
+/** The inputs as the native test draws them: the library's randn and its bfloat16 cast. */
+export function libraryInputSource({ randn, tensor }: Library): InputSource {
+  return {
+    normal(count, seed) {
+      const t = randn([count], { seed });
+      const values = t.toArray();
+      t.dispose();
+      return values;
+    },
+    bfloat16(values) {
+      const t = tensor(values, [values.length]);
+      const rounded = t.cast('bfloat16');
+      const widened = rounded.toArray();
+      t.dispose();
+      rounded.dispose();
+      return widened;
+    },
+  };
+}
+
 export interface NativeCase {
   shape: number[];
   dim: number | null;

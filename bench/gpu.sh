@@ -5,13 +5,14 @@
 #   build      the development build for this GPU (CMAKE_CUDA_ARCHITECTURES=native, with the native kernel tests and the
 #              benchmark harness); on failure the carried prebuilt addon
 #   tsc        the TypeScript build (the library, then the weightnorm-cli tools package that runs the benchmark)
-#   kernel     build/weightnorm_kernel_test (every CUDA kernel against the float64 reference, bitwise determinism)
+#   kernel     build/weightnorm_backend_ops_test --filter weightnorm (every weight-norm kernel against the float64
+#              reference, bitwise determinism, routes); gemm and ops: the same runner's gemm and ops groups
 #   vitest     the test suite (its CUDA cases run when a GPU is usable)
 #   bench-cuda the full benchmark on cuda with the PyTorch peer: weight norm (float32 and bfloat16), and the
 #              side-by-side suites: GEMM FP32/TF32/bf16 vs cuBLAS, weight-normalized Linear vs plain, MNIST CNN step
 #              (the JSON/Markdown are rewritten after each suite, so a timeout keeps what was measured)
-#   memcheck   the kernel test under compute-sanitizer --tool memcheck
-#   racecheck  the kernel test under compute-sanitizer --tool racecheck
+#   memcheck   the weight-norm groups under compute-sanitizer --tool memcheck
+#   racecheck  the weight-norm groups under compute-sanitizer --tool racecheck
 #   bench-cpu  the quick weight-norm benchmark on the CPU, if time is left
 # Each step logs to OUT/<step>.log and records its exit status in OUT/<step>.status; the summary comes last.
 # Without a GPU the GPU steps are reported as SKIP with the reason and the script still exits 0 when the rest pass.
@@ -132,9 +133,7 @@ if [ ! -f build/Release/weightnorm.node ] || [ "${GPU_SH_PREBUILT:-0}" = 1 ]; th
   if [ -f .device/prebuilt/weightnorm.node ]; then
     mkdir -p build/Release
     cp .device/prebuilt/weightnorm.node build/Release/
-    for t in weightnorm_kernel_test weightnorm_gemm_test weightnorm_ops_test weightnorm_shape_test; do
-      [ -f .device/prebuilt/$t ] && cp .device/prebuilt/$t build/
-    done
+    [ -f .device/prebuilt/weightnorm_backend_ops_test ] && cp .device/prebuilt/weightnorm_backend_ops_test build/
     record build-fallback PASS "using the carried prebuilt addon (sm_80/86/89/90 + sm_90 PTX)"
   else
     record build-fallback FAIL "no carried prebuilt addon"
@@ -148,19 +147,21 @@ echo "backend: $(cat "$OUT_DIR/backend.json")"
 # --- native kernel test, test suite, benchmark, sanitizers (the sanitizers last: the slowest, and a timeout there
 # should not cost the benchmark) ------------------------------------------------------------------------------
 BENCH_DIR="$OUT_DIR/results"
+NATIVE=build/weightnorm_backend_ops_test
 for t in kernel gemm ops; do
-  if [ -x build/weightnorm_${t}_test ]; then
-    step "$t" 60 build/weightnorm_${t}_test
+  group=$([ "$t" = kernel ] && echo weightnorm || echo "$t")
+  if [ -x $NATIVE ]; then
+    step "$t" 90 $NATIVE --filter "$group/"
   else
-    record "$t" FAIL "build/weightnorm_${t}_test missing"
+    record "$t" FAIL "$NATIVE missing"
   fi
 done
 # The tensor-core path this GPU gets (on sm_90: whether the wgmma kernel passed its self-check), in its own process.
 node --input-type=module -e "const {native}=await import('./dist/native.js'); console.log(native.tensorCoreStatus())" \
   >"$OUT_DIR/tensor-cores.txt" 2>&1 || true
 echo "tensor cores: $(cat "$OUT_DIR/tensor-cores.txt")"
-if [ $HAVE_GPU -eq 1 ] && command -v compute-sanitizer >/dev/null && [ -x build/weightnorm_kernel_test ]; then
-  step memcheck 75 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 1 build/weightnorm_kernel_test
+if [ $HAVE_GPU -eq 1 ] && command -v compute-sanitizer >/dev/null && [ -x $NATIVE ]; then
+  step memcheck 75 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 1 $NATIVE --filter weightnorm/
 else
   record memcheck SKIP "$([ $HAVE_GPU -eq 1 ] && echo "compute-sanitizer or the kernel test missing" || echo "$GPU_REASON")"
 fi
@@ -171,10 +172,10 @@ else
 fi
 step vitest 120 vitest run # node_modules/.bin on PATH (the device has node but no npm/npx)
 if [ $HAVE_GPU -eq 1 ] && command -v compute-sanitizer >/dev/null; then
-  [ -x build/weightnorm_kernel_test ] && step racecheck 75 compute-sanitizer --tool racecheck --error-exitcode 1 build/weightnorm_kernel_test
-  [ -x build/weightnorm_gemm_test ] && step memcheck-gemm 60 compute-sanitizer --tool memcheck --error-exitcode 1 build/weightnorm_gemm_test --cuda-only
-  [ -x build/weightnorm_ops_test ] && step memcheck-ops 60 compute-sanitizer --tool memcheck --error-exitcode 1 build/weightnorm_ops_test
-  [ -x build/weightnorm_shape_test ] && step memcheck-shape 30 compute-sanitizer --tool memcheck --error-exitcode 1 build/weightnorm_shape_test
+  [ -x $NATIVE ] && step racecheck 75 compute-sanitizer --tool racecheck --error-exitcode 1 $NATIVE --filter weightnorm/
+  [ -x $NATIVE ] && step memcheck-gemm 60 compute-sanitizer --tool memcheck --error-exitcode 1 $NATIVE --filter gemm/cuda
+  [ -x $NATIVE ] && step memcheck-ops 60 compute-sanitizer --tool memcheck --error-exitcode 1 $NATIVE --filter ops/
+  [ -x $NATIVE ] && step memcheck-shape 30 compute-sanitizer --tool memcheck --error-exitcode 1 $NATIVE --filter shape/
 fi
 if [ "$(remaining)" -gt 75 ]; then
   step bench-cpu 90 node weightnorm-cli/dist/cli.js bench --device cpu --quick --suites weightnorm --out "$BENCH_DIR"

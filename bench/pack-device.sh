@@ -44,7 +44,7 @@ else
   rm -f "$DEST/nodedir.tar.xz"
 fi
 
-for artifact in build/Release/weightnorm.node build/weightnorm_kernel_test build/weightnorm_gemm_test build/weightnorm_ops_test build/weightnorm_shape_test; do
+for artifact in build/Release/weightnorm.node build/weightnorm_backend_ops_test; do
   if [ -f "$artifact" ]; then cp "$artifact" "$DEST/prebuilt/"; else echo "note: $artifact not built; no fallback for it" >&2; fi
 done
 # Compressed: four CUDA architectures of code in each binary are most of the transfer.

@@ -50,19 +50,18 @@ struct Set {
 enum class Precision { kFp32, kTf32, kBf16 };
 
 struct GemmSpec {
-  int64_t m = 0, n = 0, k = 0;
-  bool transpose_a = false, transpose_b = false;
+  GemmShape shape;
   Precision precision = Precision::kFp32;
 };
 
 // `o` names the spec in messages ("benchmarkTimes: request.gemm").
 GemmSpec parse_gemm_spec(const OptionsReader& o) {
   GemmSpec spec;
-  spec.m = o.integer("m", 1);
-  spec.n = o.integer("n", 1);
-  spec.k = o.integer("k", 1);
-  spec.transpose_a = o.boolean("transposeA");
-  spec.transpose_b = o.boolean("transposeB");
+  spec.shape.m = o.integer("m", 1);
+  spec.shape.n = o.integer("n", 1);
+  spec.shape.k = o.integer("k", 1);
+  spec.shape.transpose_a = o.boolean("transposeA");
+  spec.shape.transpose_b = o.boolean("transposeB");
   const std::string precision = o.kind("precision", {"fp32", "tf32", "bf16"});
   spec.precision = precision == "fp32" ? Precision::kFp32 : precision == "tf32" ? Precision::kTf32 : Precision::kBf16;
   return spec;
@@ -178,15 +177,15 @@ Napi::Value run_benchmark(Napi::Env env, const char* function, const Request& re
         device = t.device();
       }
       if (t.device() != device) throw_type_error(env, prefix + "sets: every tensor must be on one device");
-      if (is_gemm && t.numel() != (j == 0 ? spec.m * spec.k : spec.k * spec.n))
+      if (is_gemm && t.numel() != (j == 0 ? spec.shape.m * spec.shape.k : spec.shape.k * spec.shape.n))
         throw_range_error(env, std::string("sets[][") + std::to_string(j) + "]: expected " +
-                                   std::to_string(j == 0 ? spec.m * spec.k : spec.k * spec.n) + " elements for " +
+                                   std::to_string(j == 0 ? spec.shape.m * spec.shape.k : spec.shape.k * spec.shape.n) + " elements for " +
                                    (j == 0 ? "a" : "b"));
       sets[s].inputs.push_back(t.data());
     }
   }
   const ChannelLayout layout = is_gemm ? ChannelLayout{} : layout_for(env, shape, request.dim);
-  const int64_t out_elements = is_gemm ? spec.m * spec.n : layout.elements();
+  const int64_t out_elements = is_gemm ? spec.shape.m * spec.shape.n : layout.elements();
   const int64_t per_channel_elements = is_gemm ? 0 : layout.channels;
   const bool bf16 = bf16_op || (is_gemm && spec.precision == Precision::kBf16);
   if (is_gemm && device == Device::kCpu && spec.precision == Precision::kTf32)
@@ -199,7 +198,7 @@ Napi::Value run_benchmark(Napi::Env env, const char* function, const Request& re
       set.out = Storage::allocate(device, out_bytes);
       set.per_channel = Storage::allocate(device, static_cast<size_t>(per_channel_elements) * sizeof(float));
       for (size_t j = 0; j < converted; ++j) {
-        const int64_t count = is_gemm ? (j == 0 ? spec.m * spec.k : spec.k * spec.n) : layout.elements();
+        const int64_t count = is_gemm ? (j == 0 ? spec.shape.m * spec.shape.k : spec.shape.k * spec.shape.n) : layout.elements();
         set.bf16_inputs.push_back(Storage::allocate(device, static_cast<size_t>(count) * sizeof(bfloat16)));
         convert_on(device, reinterpret_cast<bfloat16*>(set.bf16_inputs.back()->data()), set.inputs[j], count);
       }
@@ -213,11 +212,10 @@ Napi::Value run_benchmark(Napi::Env env, const char* function, const Request& re
       float* per_channel = set.per_channel->data();
       if (is_gemm) {
         if (spec.precision == Precision::kBf16)
-          WN_DISPATCH(device, gemm, half(set.out), half(set.bf16_inputs[0]), half(set.bf16_inputs[1]), spec.m, spec.n,
-                      spec.k, spec.transpose_a, spec.transpose_b, GemmEpilogueBf16{});
+          WN_DISPATCH(device, gemm, half(set.out), half(set.bf16_inputs[0]), half(set.bf16_inputs[1]), spec.shape,
+                      GemmEpilogueBf16{});
         else
-          WN_DISPATCH(device, gemm, out, in[0], in[1], spec.m, spec.n, spec.k, spec.transpose_a, spec.transpose_b,
-                      GemmEpilogue{});
+          WN_DISPATCH(device, gemm, out, in[0], in[1], spec.shape, GemmEpilogue{});
       } else if (op == "copy") {
         WN_DISPATCH(device, scale, out, in[0], 1.0f, layout.elements());
       } else if (op == "forward") {
@@ -236,7 +234,7 @@ Napi::Value run_benchmark(Napi::Env env, const char* function, const Request& re
     PrecisionGuard precision(device, spec.precision);
     if (outputs_only) {
       run(0);
-      Napi::Object out_object = new_tensor(env, device, is_gemm ? std::vector<int64_t>{spec.m, spec.n} : shape);
+      Napi::Object out_object = new_tensor(env, device, is_gemm ? std::vector<int64_t>{spec.shape.m, spec.shape.n} : shape);
       float* out = TensorWrap::From(out_object, "out").data();
       if (bf16) widen_on(device, out, half(sets[0].out), out_elements);
       else copy_on(device, out, sets[0].out->data(), out_elements);

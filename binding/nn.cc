@@ -339,7 +339,9 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   if (b.dtype() != dtype)
     throw_type_error(env, std::string("b: expected a's element type ") + dtype_name(dtype) + ", got " + dtype_name(b.dtype()));
   const int64_t m = args.count(2, "m"), n = args.count(3, "n"), k = args.count(4, "k");
-  const bool transpose_a = args.flag(5), transpose_b = args.flag(6);
+  GemmShape shape{m, n, k};
+  shape.transpose_a = args.flag(5);
+  shape.transpose_b = args.flag(6);
   if (!info[7].IsObject()) throw_type_error(env, "epilogue: expected an object");
   Napi::Object e = info[7].As<Napi::Object>();
   // Vectors are float32; matrices the size of out have out's element type.
@@ -402,7 +404,7 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
       epilogue.subtract_matrix = typed_data<T>(subtract_matrix);
       epilogue.raw_out = typed_data<T>(raw_out);
       epilogue.beta = beta;
-      WN_DISPATCH(device, gemm, out_data, a_data, b_data, m, n, k, transpose_a, transpose_b, epilogue);
+      WN_DISPATCH(device, gemm, out_data, a_data, b_data, shape, epilogue);
     };
     if (dtype == DType::kFloat32) run(out.data(), a.data(), b.data());
     else run(out.bf16_data(), a.bf16_data(), b.bf16_data());

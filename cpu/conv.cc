@@ -174,7 +174,7 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
       cols = col;
     }
     float* target = images > 1 ? product : y_group;
-    gemm(target, w, cols, g.out_channels, images * spatial, patch, false, false, epilogue);
+    gemm(target, w, cols, GemmShape{g.out_channels, images * spatial, patch}, epilogue);
     if (images > 1) channels_major_to_images(y_group, target, images, g.out_channels, spatial);
   }
 }
@@ -222,14 +222,14 @@ void conv2d_backward(float* dx, float* dw, float* dbias, const float* dy, const 
       }
       GemmEpilogue accumulate;
       accumulate.beta = first == 0 ? 0.0f : 1.0f;
-      gemm(dw, dys, cols, g.out_channels, patch, images * spatial, false, true, accumulate);
+      gemm(dw, dys, cols, GemmShape{g.out_channels, patch, images * spatial}.transposing_b(), accumulate);
     }
     if (dx) {
       float* dx_images = dx + first * g.in_channels * in_spatial;
       if (is_pointwise(g)) {
-        gemm(dx_images, w, dys, patch, spatial, g.out_channels, true, false, GemmEpilogue{});
+        gemm(dx_images, w, dys, GemmShape{patch, spatial, g.out_channels}.transposing_a(), GemmEpilogue{});
       } else {
-        gemm(col, w, dys, patch, images * spatial, g.out_channels, true, false, GemmEpilogue{});
+        gemm(col, w, dys, GemmShape{patch, images * spatial, g.out_channels}.transposing_a(), GemmEpilogue{});
         col2im(dx_images, col, images, g);
       }
     }

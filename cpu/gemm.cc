@@ -599,8 +599,9 @@ void gemm_openblas(CblasSgemm sgemm, float* out, const float* a, const float* b,
 
 }  // namespace
 
-void gemm(float* out, const float* a, const float* b, int64_t m, int64_t n, int64_t k, bool transpose_a,
-          bool transpose_b, const GemmEpilogue& epilogue) {
+void gemm(float* out, const float* a, const float* b, const GemmShape& shape, const GemmEpilogue& epilogue) {
+  const int64_t m = shape.m, n = shape.n, k = shape.k;
+  const bool transpose_a = shape.transpose_a, transpose_b = shape.transpose_b;
   if (m < 0 || n < 0 || k < 0) throw std::invalid_argument("gemm: negative size");
   if (m == 0 || n == 0) return;
   if (k == 0) return epilogue_of_zero(out, m, n, epilogue);
@@ -669,8 +670,9 @@ void narrow(bfloat16* out, const float* x, int64_t count) {
 
 }  // namespace
 
-void gemm(bfloat16* out, const bfloat16* a, const bfloat16* b, int64_t m, int64_t n, int64_t k, bool transpose_a,
-          bool transpose_b, const GemmEpilogueBf16& epilogue) {
+void gemm(bfloat16* out, const bfloat16* a, const bfloat16* b, const GemmShape& shape,
+          const GemmEpilogueBf16& epilogue) {
+  const int64_t m = shape.m, n = shape.n, k = shape.k;
   if (m < 0 || n < 0 || k < 0) throw std::invalid_argument("gemm: negative size");
   if (m == 0 || n == 0) return;
   const AlignedPointer a_wide = widened(a, m * k), b_wide = widened(b, k * n);
@@ -687,7 +689,7 @@ void gemm(bfloat16* out, const bfloat16* a, const bfloat16* b, int64_t m, int64_
   wide.subtract_matrix = subtract_wide.get();
   wide.beta = epilogue.beta;
   wide.raw_out = raw_wide.get();
-  gemm(out_wide.get(), a_wide.get(), b_wide.get(), m, n, k, transpose_a, transpose_b, wide);
+  gemm(out_wide.get(), a_wide.get(), b_wide.get(), shape, wide);
   narrow(out, out_wide.get(), m * n);
   if (epilogue.raw_out) narrow(epilogue.raw_out, raw_wide.get(), m * n);
 }

@@ -182,7 +182,7 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* bias,
       cols = col.floats();
     }
     float* target = images > 1 ? product.floats() : y_group;
-    gemm(target, w, cols, g.out_channels, images * spatial, patch, false, false, epilogue);
+    gemm(target, w, cols, GemmShape{g.out_channels, images * spatial, patch}, epilogue);
     if (images > 1) regroup(y_group, target, images, g.out_channels, spatial, true);
   }
 }
@@ -221,14 +221,14 @@ void conv2d_backward(float* dx, float* dw, float* dbias, const float* dy, const 
       }
       GemmEpilogue accumulate;
       accumulate.beta = first == 0 ? 0.0f : 1.0f;
-      gemm(dw, dys, cols, g.out_channels, patch, images * spatial, false, true, accumulate);
+      gemm(dw, dys, cols, GemmShape{g.out_channels, patch, images * spatial}.transposing_b(), accumulate);
     }
     if (dx) {
       float* dx_images = dx + first * g.in_channels * in_spatial;
       if (is_pointwise(g)) {
-        gemm(dx_images, w, dys, patch, spatial, g.out_channels, true, false, GemmEpilogue{});
+        gemm(dx_images, w, dys, GemmShape{patch, spatial, g.out_channels}.transposing_a(), GemmEpilogue{});
       } else {
-        gemm(col.floats(), w, dys, patch, images * spatial, g.out_channels, true, false, GemmEpilogue{});
+        gemm(col.floats(), w, dys, GemmShape{patch, images * spatial, g.out_channels}.transposing_a(), GemmEpilogue{});
         const int64_t count = images * in_spatial * g.in_channels;
         col2im_kernel<<<blocks_for(count), kBlock, 0, library_stream()>>>(dx_images, col.floats(), images,
                                                                           device_geometry(g));

@@ -465,8 +465,9 @@ void gemm_tensor_cores(const GemmArgsOf<T>& args, bool transpose_a, bool transpo
 
 }  // namespace
 
-void gemm(float* out, const float* a, const float* b, int64_t m, int64_t n, int64_t k, bool transpose_a,
-          bool transpose_b, const GemmEpilogue& epilogue) {
+void gemm(float* out, const float* a, const float* b, const GemmShape& shape, const GemmEpilogue& epilogue) {
+  const int64_t m = shape.m, n = shape.n, k = shape.k;
+  const bool transpose_a = shape.transpose_a, transpose_b = shape.transpose_b;
   if (m < 0 || n < 0 || k < 0) throw std::invalid_argument("gemm: negative size");
   if (m == 0 || n == 0) return;
   GemmArgs args = make_args(out, a, b, m, n, k, transpose_a, transpose_b, epilogue);
@@ -496,8 +497,10 @@ void gemm(float* out, const float* a, const float* b, int64_t m, int64_t n, int6
   launch_reduce(args, splits);
 }
 
-void gemm(bfloat16* out, const bfloat16* a, const bfloat16* b, int64_t m, int64_t n, int64_t k, bool transpose_a,
-          bool transpose_b, const GemmEpilogueBf16& epilogue) {
+void gemm(bfloat16* out, const bfloat16* a, const bfloat16* b, const GemmShape& shape,
+          const GemmEpilogueBf16& epilogue) {
+  const int64_t m = shape.m, n = shape.n, k = shape.k;
+  const bool transpose_a = shape.transpose_a, transpose_b = shape.transpose_b;
   if (m < 0 || n < 0 || k < 0) throw std::invalid_argument("gemm: negative size");
   if (m == 0 || n == 0) return;
   GemmArgsOf<bfloat16> args = make_args(out, a, b, m, n, k, transpose_a, transpose_b, epilogue);

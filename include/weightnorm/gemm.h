@@ -8,6 +8,25 @@
 
 namespace weightnorm {
 
+// The shape of one gemm() call, out[m, n] = op(a) op(b), all row-major: op(a) is [m, k] (a is [m, k], or [k, m]
+// when transpose_a), op(b) is [k, n] (b is [k, n], or [n, k] when transpose_b). Named fields rather than five
+// positional scalars, so a call site says which operand is transposed: GemmShape{m, n, k}.transposing_b().
+struct GemmShape {
+  int64_t m = 0, n = 0, k = 0;
+  bool transpose_a = false;
+  bool transpose_b = false;
+  constexpr GemmShape transposing_a() const {
+    GemmShape shape = *this;
+    shape.transpose_a = true;
+    return shape;
+  }
+  constexpr GemmShape transposing_b() const {
+    GemmShape shape = *this;
+    shape.transpose_b = true;
+    return shape;
+  }
+};
+
 // What happens to each output element after the product, in this order (null pointers skip a step):
 //   out[i,j] = acc[i,j] * row_scale[i] * column_scale[j] + row_bias[i] + column_bias[j]
 //              - subtract_coefficient[i] * subtract_matrix[i,j] + beta * out[i,j]

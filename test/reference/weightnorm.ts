@@ -30,9 +30,10 @@ export function channelLayout(shape: readonly number[], dim: number | null): Cha
 
 /** Flat (row-major) indices of channel k's elements, in order. */
 export function channelIndices(layout: ChannelLayout, k: number): number[] {
-  const indices: number[] = [];
+  const indices = new Array<number>(layout.outer * layout.inner);
+  let next = 0;
   for (let o = 0; o < layout.outer; o++) {
-    for (let i = 0; i < layout.inner; i++) indices.push((o * layout.channels + k) * layout.inner + i);
+    for (let i = 0; i < layout.inner; i++) indices[next++] = (o * layout.channels + k) * layout.inner + i;
   }
   return indices;
 }
@@ -40,8 +41,52 @@ export function channelIndices(layout: ChannelLayout, k: number): number[] {
 /** Σ a[i]·b[i] over channel k. */
 export function channelDot(a: ArrayLike<number>, b: ArrayLike<number>, layout: ChannelLayout, k: number): number {
   let sum = 0;
-  for (const index of channelIndices(layout, k)) sum += a[index]! * b[index]!;
+  for (let o = 0; o < layout.outer; o++) {
+    for (let i = 0; i < layout.inner; i++) {
+      const index = (o * layout.channels + k) * layout.inner + i;
+      sum += a[index]! * b[index]!;
+    }
+  }
   return sum;
+}
+
+/** One channel's float64 values: its norm (floored at eps), dg, and the coefficients of dv = c1·dw − c2·v. */
+export interface ChannelReference {
+  norm: number;
+  /** Whether the eps floor is active (‖v_k‖ ≤ eps): then c2 = 0. */
+  floored: boolean;
+  dg: number;
+  c1: number;
+  c2: number;
+}
+
+/** Channel k of weight norm (dw null: the forward's norm only; dg, c1 and c2 are then 0). */
+export function weightNormChannel(
+  v: ArrayLike<number>,
+  g: ArrayLike<number>,
+  dw: ArrayLike<number> | null,
+  layout: ChannelLayout,
+  k: number,
+  eps: number,
+): ChannelReference {
+  const rawNorm = Math.sqrt(channelDot(v, v, layout, k));
+  const floored = rawNorm <= eps;
+  const norm = Math.max(rawNorm, eps);
+  if (dw === null) return { norm, floored, dg: 0, c1: 0, c2: 0 };
+  const dg = channelDot(dw, v, layout, k) / norm;
+  const c1 = g[k]! / norm;
+  const c2 = floored ? 0 : (g[k]! * dg) / (norm * norm);
+  return { norm, floored, dg, c1, c2 };
+}
+
+/** w at one element of channel k: v·g[k]/norm[k]. */
+export function normalizedWeight(vElement: number, gChannel: number, channel: ChannelReference): number {
+  return (vElement * gChannel) / channel.norm;
+}
+
+/** The two terms of dv at one element of channel k: dv = term1 − term2 = c1·dw − c2·v. */
+export function directionGradientTerms(dwElement: number, vElement: number, channel: ChannelReference): [number, number] {
+  return [channel.c1 * dwElement, channel.c2 * vElement];
 }
 
 export interface ForwardReference {
@@ -60,8 +105,9 @@ export function weightNormForward(
   const w = new Float64Array(v.length);
   const norm = new Float64Array(layout.channels);
   for (let k = 0; k < layout.channels; k++) {
-    norm[k] = Math.max(Math.sqrt(channelDot(v, v, layout, k)), eps);
-    for (const index of channelIndices(layout, k)) w[index] = (v[index]! * g[k]!) / norm[k]!;
+    const channel = weightNormChannel(v, g, null, layout, k, eps);
+    norm[k] = channel.norm;
+    for (const index of channelIndices(layout, k)) w[index] = normalizedWeight(v[index]!, g[k]!, channel);
   }
   return { w, norm };
 }
@@ -99,16 +145,15 @@ export function weightNormBackward(
   let dvScale = 0;
   let dgScale = 0;
   for (let k = 0; k < layout.channels; k++) {
-    const rawNorm = Math.sqrt(channelDot(v, v, layout, k));
-    floored.push(rawNorm <= eps);
-    const norm = Math.max(rawNorm, eps);
-    dg[k] = channelDot(dw, v, layout, k) / norm;
-    c1[k] = g[k]! / norm;
-    c2[k] = floored[k] ? 0 : (g[k]! * dg[k]!) / (norm * norm);
+    const channel = weightNormChannel(v, g, dw, layout, k, eps);
+    const norm = channel.norm;
+    floored.push(channel.floored);
+    dg[k] = channel.dg;
+    c1[k] = channel.c1;
+    c2[k] = channel.c2;
     let absoluteDot = 0;
     for (const index of channelIndices(layout, k)) {
-      const term1 = c1[k]! * dw[index]!;
-      const term2 = c2[k]! * v[index]!;
+      const [term1, term2] = directionGradientTerms(dw[index]!, v[index]!, channel);
       dv[index] = term1 - term2;
       dvScale = Math.max(dvScale, Math.abs(term1), Math.abs(term2));
       absoluteDot += Math.abs(dw[index]! * v[index]!);

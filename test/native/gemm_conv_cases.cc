@@ -1,4 +1,4 @@
-// Native GEMM / conv / pooling test, runnable without Node (and under compute-sanitizer on a GPU machine):
+// The GEMM, conv2d and pooling cases of the native test runner (backend_ops_test.cc, harness.h):
 //  - GEMM on every CPU path (OpenBLAS when it can be loaded at run time, the blocked kernel with each micro-kernel
 //    this CPU runs) and on CUDA when a GPU is usable, against a float64 reference: many shapes, all four transpose
 //    combinations, every epilogue field alone and all together, beta accumulation; CPU results must be bitwise
@@ -11,9 +11,9 @@
 //  - conv2d forward and backward against a direct float64 convolution, plus a finite-difference spot check, and
 //    (CPU) the same bits with 1, 2 and 3 threads on each GEMM path.
 //  - max pooling (overlapping windows, ties) and global average pooling.
-// `weightnorm_gemm_test --bench` instead prints GEMM GFLOP/s (1024^3 and 4096^3) for each backend (on CUDA: SIMT,
-// TF32 and bfloat16 tensor cores).
-// Exit status 0 when every check passes; the last line is "N passed, M failed".
+// Groups: gemm/cpu (with conv and pooling on the CPU) and gemm/cuda (with conv and pooling on CUDA).
+// `weightnorm_backend_ops_test --perf [sizes]` instead prints GEMM GFLOP/s (1024^3 and 4096^3 by default) for each
+// backend (on CUDA: SIMT, TF32 and bfloat16 tensor cores).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -35,6 +35,7 @@
 #include "../../cpu/conv.h"
 #include "../../cpu/gemm.h"
 #include "../../cpu/weightnorm.h"
+#include "harness.h"
 
 #ifdef WEIGHTNORM_WITH_CUDA
 #include "../../cuda/conv.cuh"
@@ -46,17 +47,11 @@ namespace cpu = weightnorm::cpu;
 using weightnorm::Conv2dGeometry;
 using weightnorm::GemmEpilogue;
 using weightnorm::GemmEpilogueBf16;
+using weightnorm::GemmShape;
+using weightnorm::native_test::expect;
+using weightnorm::native_test::format;
 
 namespace {
-
-int g_failures = 0, g_checks = 0;
-bool g_verbose = false;
-
-void expect(bool ok, const std::string& what) {
-  ++g_checks;
-  if (!ok) ++g_failures;
-  if (!ok || g_verbose) std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
-}
 
 std::mt19937 g_random(12345);
 
@@ -76,19 +71,11 @@ bool within_bound(double got, double want, double magnitude, int64_t terms, int 
   return std::fabs(got - want) <= bound;  // false for NaN
 }
 
-// Worst error as a multiple of the bound, for the report line (<= 1 passes).
-struct ErrorReport {
-  double worst_ratio = 0.0;
-  int64_t bad = 0;
-  void add(double got, double want, double magnitude, int64_t terms, int extra = 8) {
-    add_bounded(got, want, double(terms + extra) * kUnitRoundoff * magnitude + 1e-30);
+// The float32 rounding bound of a sum of `terms` terms (within_bound's), as a normalized error: <= 1 passes.
+struct ErrorReport : weightnorm::native_test::NormalizedError {
+  void add_sum(double got, double want, double magnitude, int64_t terms, int extra = 8) {
+    add(got, want, double(terms + extra) * kUnitRoundoff * magnitude + 1e-30);
   }
-  void add_bounded(double got, double want, double bound) {
-    const double ratio = std::fabs(got - want) / bound;
-    if (!(ratio <= 1.0)) ++bad;
-    if (!(ratio <= worst_ratio)) worst_ratio = std::isnan(ratio) ? INFINITY : ratio;
-  }
-  bool ok() const { return bad == 0; }
 };
 
 // How far a GEMM result may land from the float64 reference, as multiples of the element's magnitude (the sum of
@@ -112,22 +99,9 @@ constexpr GemmTolerance kFloat32Tolerance{kUnitRoundoff, 0.0, 0.0};
 constexpr GemmTolerance kTf32Tolerance{2 * kUnitRoundoff, 1.0 / 512, 0.0};
 constexpr GemmTolerance kBfloat16Tolerance{2 * kUnitRoundoff, 0.0, 1.0 / 256};
 
-std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-std::string format(const char* fmt, ...) {
-  char buffer[512];
-  va_list args;
-  va_start(args, fmt);
-  std::vsnprintf(buffer, sizeof buffer, fmt, args);
-  va_end(args);
-  return buffer;
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // GEMM
 
-struct GemmShape {
-  int64_t m, n, k;
-};
 
 // The epilogue's inputs on the host; `fields` says which are passed.
 enum Field : unsigned {
@@ -153,8 +127,7 @@ const EpilogueCase kEpilogueCases[] = {
 };
 
 struct GemmProblem {
-  GemmShape shape;
-  bool transpose_a, transpose_b;
+  GemmShape shape;  // m, n, k and the transposes
   std::vector<float> a, b;
   std::vector<float> row_scale, column_scale, row_bias, column_bias, subtract_coefficient, subtract_matrix, out0;
   std::vector<double> product, product_magnitude;  // float64 op(a) op(b) and sum |a*b| per element
@@ -165,8 +138,8 @@ struct GemmProblem {
 GemmProblem make_problem(GemmShape s, bool ta, bool tb, bool bfloat16_inputs = false) {
   GemmProblem p;
   p.shape = s;
-  p.transpose_a = ta;
-  p.transpose_b = tb;
+  p.shape.transpose_a = ta;
+  p.shape.transpose_b = tb;
   p.a = random_vector(s.m * s.k);
   p.b = random_vector(s.k * s.n);
   p.row_scale = random_vector(s.m, 0.5f, 2.0f);
@@ -260,10 +233,10 @@ void check_gemm_backend(const GemmBackend& backend, const std::vector<GemmShape>
         const std::vector<float> got = run_gemm(backend, p, e);
         ErrorReport report;
         for (size_t x = 0; x < got.size(); ++x)
-          report.add_bounded(got[x], want[x], backend.tolerance.bound(magnitude[x], s.k));
+          report.add(got[x], want[x], backend.tolerance.bound(magnitude[x], s.k));
         expect(report.ok(), format("gemm %-16s %4ldx%4ldx%4ld %c%c %-16s worst %.3f of bound", backend.name.c_str(),
-                                   long(s.m), long(s.n), long(s.k), p.transpose_a ? 'T' : 'N',
-                                   p.transpose_b ? 'T' : 'N', e.name, report.worst_ratio));
+                                   long(s.m), long(s.n), long(s.k), p.shape.transpose_a ? 'T' : 'N',
+                                   p.shape.transpose_b ? 'T' : 'N', e.name, report.worst));
       }
       {
         // raw_out: the plain product is stored alongside the full epilogue's output.
@@ -274,16 +247,16 @@ void check_gemm_backend(const GemmBackend& backend, const std::vector<GemmShape>
         backend.run(out.data(), p.a.data(), p.b.data(), p, ep);
         ErrorReport report;
         for (size_t x = 0; x < raw.size(); ++x)
-          report.add_bounded(raw[x], want[x], backend.tolerance.bound(magnitude[x], s.k));
+          report.add(raw[x], want[x], backend.tolerance.bound(magnitude[x], s.k));
         expect(report.ok(), format("gemm %-16s %4ldx%4ldx%4ld %c%c raw_out          worst %.3f of bound",
-                                   backend.name.c_str(), long(s.m), long(s.n), long(s.k), p.transpose_a ? 'T' : 'N',
-                                   p.transpose_b ? 'T' : 'N', report.worst_ratio));
+                                   backend.name.c_str(), long(s.m), long(s.n), long(s.k), p.shape.transpose_a ? 'T' : 'N',
+                                   p.shape.transpose_b ? 'T' : 'N', report.worst));
       }
       const EpilogueCase& e = kEpilogueCases[8];
       const std::vector<float> all = run_gemm(backend, p, e);
       expect(all == run_gemm(backend, p, e),
              format("gemm %-16s %4ldx%4ldx%4ld %c%c same bits run to run", backend.name.c_str(), long(s.m),
-                    long(s.n), long(s.k), p.transpose_a ? 'T' : 'N', p.transpose_b ? 'T' : 'N'));
+                    long(s.n), long(s.k), p.shape.transpose_a ? 'T' : 'N', p.shape.transpose_b ? 'T' : 'N'));
       if (backend.check_thread_independence) {
         // Every epilogue shape (plain, in place after sgemm, through a tile buffer) and raw_out, with 1, 2, 3
         // threads: the same bits as with the default count.
@@ -305,8 +278,8 @@ void check_gemm_backend(const GemmBackend& backend, const std::vector<GemmShape>
                               std::memcmp(raw_out.data(), raw_default_out.data(), raw.size() * sizeof(float)) == 0 &&
                               std::memcmp(raw.data(), raw_default.data(), raw.size() * sizeof(float)) == 0;
             expect(same, format("gemm %-16s %4ldx%4ldx%4ld %c%c %-16s same bits with %d thread(s) as with %d",
-                                backend.name.c_str(), long(s.m), long(s.n), long(s.k), p.transpose_a ? 'T' : 'N',
-                                p.transpose_b ? 'T' : 'N', with.name, threads, cpu::num_threads()));
+                                backend.name.c_str(), long(s.m), long(s.n), long(s.k), p.shape.transpose_a ? 'T' : 'N',
+                                p.shape.transpose_b ? 'T' : 'N', with.name, threads, cpu::num_threads()));
           }
         }
       }
@@ -316,7 +289,7 @@ void check_gemm_backend(const GemmBackend& backend, const std::vector<GemmShape>
 
 GemmFn cpu_gemm() {
   return [](float* out, const float* a, const float* b, const GemmProblem& p, const GemmEpilogue& ep) {
-    cpu::gemm(out, a, b, p.shape.m, p.shape.n, p.shape.k, p.transpose_a, p.transpose_b, ep);
+    cpu::gemm(out, a, b, p.shape, ep);
   };
 }
 
@@ -356,7 +329,7 @@ GemmFn cpu_gemm_bfloat16() {
     GemmEpilogueBf16 e = bfloat16_epilogue_vectors(ep);
     e.subtract_matrix = ep.subtract_matrix ? subtract16.data() : nullptr;
     e.raw_out = ep.raw_out ? raw16.data() : nullptr;
-    cpu::gemm(out16.data(), a16.data(), b16.data(), m, n, k, p.transpose_a, p.transpose_b, e);
+    cpu::gemm(out16.data(), a16.data(), b16.data(), p.shape, e);
     widen(out, out16);
     if (ep.raw_out) widen(ep.raw_out, raw16);
   };
@@ -465,8 +438,8 @@ void check_against(const std::string& label, const std::vector<float>& got, cons
                    const std::vector<double>& magnitude, int64_t terms) {
   ErrorReport report;
   bool sizes = got.size() == want.size();
-  for (size_t x = 0; sizes && x < got.size(); ++x) report.add(got[x], want[x], magnitude[x], terms);
-  expect(sizes && report.ok(), format("%s worst %.3f of bound", label.c_str(), report.worst_ratio));
+  for (size_t x = 0; sizes && x < got.size(); ++x) report.add_sum(got[x], want[x], magnitude[x], terms);
+  expect(sizes && report.ok(), format("%s worst %.3f of bound", label.c_str(), report.worst));
 }
 
 const std::vector<ConvCase> kConvCases = {
@@ -657,11 +630,11 @@ void check_avg_pool_backend(const std::string& name, const AvgPoolFn& pool) {
         sum += x[p * size + i];
         mag += std::fabs(x[p * size + i]);
       }
-      fwd.add(y[p], sum / size, mag / size, size);
-      for (int64_t i = 0; i < size; ++i) bwd.add(dx[p * size + i], double(dy[p]) / size, std::fabs(dy[p]) / size, 1);
+      fwd.add_sum(y[p], sum / size, mag / size, size);
+      for (int64_t i = 0; i < size; ++i) bwd.add_sum(dx[p * size + i], double(dy[p]) / size, std::fabs(dy[p]) / size, 1);
     }
     expect(fwd.ok() && bwd.ok(), format("global_avg_pool %s planes %ld size %ld: forward %.3f, backward %.3f of bound",
-                                        name.c_str(), long(planes), long(size), fwd.worst_ratio, bwd.worst_ratio));
+                                        name.c_str(), long(planes), long(size), fwd.worst, bwd.worst));
   }
 }
 
@@ -719,7 +692,7 @@ GemmFn cuda_gemm(size_t offset) {
     d.subtract_matrix = sm ? sm->get() : nullptr;
     auto raw = ep.raw_out ? std::make_unique<DeviceBuffer>(std::vector<float>(m * n, NAN), offset) : nullptr;
     d.raw_out = raw ? raw->get() : nullptr;
-    cu::gemm(dout.get(), da.get(), db.get(), m, n, k, p.transpose_a, p.transpose_b, d);
+    cu::gemm(dout.get(), da.get(), db.get(), p.shape, d);
     const std::vector<float> result = dout.host();
     std::copy(result.begin(), result.end(), out);
     if (raw) {
@@ -755,7 +728,7 @@ GemmFn cuda_gemm_bfloat16(size_t offset) {
     d.subtract_coefficient = sc ? sc->get() : nullptr;
     d.subtract_matrix = sm ? sm->get() : nullptr;
     d.raw_out = raw ? raw->get() : nullptr;
-    cu::gemm(dout.get(), da.get(), db.get(), m, n, k, p.transpose_a, p.transpose_b, d);
+    cu::gemm(dout.get(), da.get(), db.get(), p.shape, d);
     widen(out, dout.host());
     if (raw) widen(ep.raw_out, raw->host());
   };
@@ -884,18 +857,18 @@ void check_cuda_wgmma(const cu::DeviceStatus& status) {
     const std::vector<float> got = run_gemm({"cuda", cuda_gemm(0), false, kTf32Tolerance, false}, p, kEpilogueCases[0]);
     ErrorReport report;
     for (size_t x = 0; x < got.size(); ++x)
-      report.add_bounded(got[x], reference[x], kTf32Tolerance.bound(magnitude[x], shape.k));
+      report.add(got[x], reference[x], kTf32Tolerance.bound(magnitude[x], shape.k));
     expect(report.ok() && std::string(cu::gemm_last_tensor_core_kernel()) == want,
            format("gemm cuda/tf32 kAuto %ldx%ldx%ld N%c runs on %s (ran %s), worst %.3f of bound", long(shape.m),
                   long(shape.n), long(shape.k), transpose_b ? 'T' : 'N', want, cu::gemm_last_tensor_core_kernel(),
-                  report.worst_ratio));
+                  report.worst));
   }
   cu::set_gemm_precision(cu::GemmPrecision::kFloat32);
 }
 #endif
 
 // ---------------------------------------------------------------------------------------------------------------
-// --bench: GEMM GFLOP/s per backend.
+// --perf: GEMM GFLOP/s per backend.
 
 double seconds_of(const std::function<void()>& body, int repeats) {
   body();  // warm-up (packing buffers, thread pools, caches)
@@ -916,7 +889,7 @@ void bench(const std::vector<int64_t>& sizes) {
     const double flops = 2.0 * double(s) * double(s) * double(s);
     const int repeats = s >= 4096 ? 2 : 5;
     auto run_cpu = [&](const std::string& label) {
-      const double t = seconds_of([&] { cpu::gemm(c.data(), a.data(), b.data(), s, s, s, false, false, {}); }, repeats);
+      const double t = seconds_of([&] { cpu::gemm(c.data(), a.data(), b.data(), GemmShape{s, s, s}, {}); }, repeats);
       std::printf("  %5ld^3  cpu %-16s %8.1f GFLOP/s  (%.3f s)\n", long(s), label.c_str(), flops / t / 1e9, t);
       std::fflush(stdout);
     };
@@ -935,7 +908,11 @@ void bench(const std::vector<int64_t>& sizes) {
       for (const bool ta : {false, true}) {
         DeviceBuffer da(a), db(b), dc(c);
         const std::vector<double> ms = cu::time_on_stream(
-            [&](int) { cu::gemm(dc.get(), da.get(), db.get(), s, s, s, ta, false, {}); }, 2, 10);
+            [&](int) {
+              const GemmShape shape = ta ? GemmShape{s, s, s}.transposing_a() : GemmShape{s, s, s};
+              cu::gemm(dc.get(), da.get(), db.get(), shape, {});
+            },
+            2, 10);
         const double best = *std::min_element(ms.begin(), ms.end()) / 1e3;
         std::printf("  %5ld^3  cuda %-15s %8.1f GFLOP/s  (%.3f ms)\n", long(s), ta ? "simt (a^T)" : "simt",
                     flops / best / 1e9, best * 1e3);
@@ -944,12 +921,12 @@ void bench(const std::vector<int64_t>& sizes) {
         DeviceBuffer da(a), db(b), dc(c);
         cu::set_gemm_precision(cu::GemmPrecision::kTensorFloat32);
         const std::vector<double> tf32_ms = cu::time_on_stream(
-            [&](int) { cu::gemm(dc.get(), da.get(), db.get(), s, s, s, false, false, {}); }, 2, 10);
+            [&](int) { cu::gemm(dc.get(), da.get(), db.get(), GemmShape{s, s, s}, {}); }, 2, 10);
         cu::set_gemm_precision(cu::GemmPrecision::kFloat32);
         DeviceBufferOf<bfloat16> ha(to_bfloat16(a.data(), s * s)), hb(to_bfloat16(b.data(), s * s)),
             hc(to_bfloat16(c.data(), s * s));
         const std::vector<double> bf16_ms = cu::time_on_stream(
-            [&](int) { cu::gemm(hc.get(), ha.get(), hb.get(), s, s, s, false, false, {}); }, 2, 10);
+            [&](int) { cu::gemm(hc.get(), ha.get(), hb.get(), GemmShape{s, s, s}, {}); }, 2, 10);
         for (const auto& [label, ms] : {std::make_pair("tf32-mma", tf32_ms), std::make_pair("bf16-mma", bf16_ms)}) {
           const double best = *std::min_element(ms.begin(), ms.end()) / 1e3;
           std::printf("  %5ld^3  cuda %-15s %8.1f GFLOP/s  (%.3f ms)\n", long(s), label, flops / best / 1e9,
@@ -984,7 +961,7 @@ int describe_gemm() {
   const float a[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, b[8] = {1, -1, 2, 0, 0, 3, -2, 1};
   const float want[6] = {-3, 12, 1, 24, 5, 36};
   float out[6];
-  cpu::gemm(out, a, b, 3, 2, 4, false, false, {});
+  cpu::gemm(out, a, b, GemmShape{3, 2, 4}, {});
   const bool right = std::memcmp(out, want, sizeof out) == 0;
   std::printf("%s|%s|%s\n", cpu::gemm_backend(), cpu::gemm_backend_description().c_str(), right ? "right" : "wrong");
   return right ? 0 : 1;
@@ -1079,96 +1056,85 @@ void check_cpu() {
 
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  bool cuda_only = false;  // --cuda-only: skip the CPU checks (e.g. under compute-sanitizer)
-  for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--verbose") g_verbose = true;
-    if (std::string(argv[i]) == "--cuda-only") cuda_only = true;
-    if (std::string(argv[i]) == "--describe-gemm") return describe_gemm();
-    if (std::string(argv[i]) == "--bench") {
-      std::vector<int64_t> sizes;
-      for (int j = i + 1; j < argc; ++j) sizes.push_back(std::atol(argv[j]));
-      if (sizes.empty()) sizes = {1024, 4096};
-      bench(sizes);
-      return 0;
-    }
-  }
-
-  if (!cuda_only) check_cpu();
-
-#ifdef WEIGHTNORM_WITH_CUDA
-  const cu::DeviceStatus& status = cu::device_status();
-  if (!status.usable) {
-    std::printf("CUDA checks skipped: %s\n", status.reason.c_str());
-  } else {
-    std::printf("cuda device: %s (sm_%d%d), gemm backend: %s\n", status.name.c_str(), status.compute_major,
-                status.compute_minor, cu::gemm_backend());
-    std::vector<GemmShape> shapes = kGemmShapes;
-    shapes.push_back({300, 257, 129});
-    shapes.push_back({256, 192, 64});
-    shapes.push_back({129, 260, 33});
-    shapes.push_back({64, 96, 5000});     // split-k
-    shapes.push_back({7, 13, 3001});      // split-k, scalar loads
-    shapes.push_back({1537, 1539, 33});   // the 128x128 tile, ragged edges
-    shapes.push_back({1536, 1536, 40});   // the 128x128 tile, vector loads
-    shapes.push_back({20, 30, 0});        // k = 0: the epilogue of a zero product
-    shapes.push_back({33, 17, 3});        // k shorter than one 16-byte chunk
-    const std::vector<GemmShape> misaligned_shapes = {
-        {16, 16, 16}, {128, 128, 8}, {256, 192, 64}, {33, 65, 17}, {1536, 1536, 24}, {130, 600, 520}};
-    check_gemm_backend({"cuda", cuda_gemm(0), false, kFloat32Tolerance, false}, shapes);
-    check_gemm_backend({"cuda/misaligned", cuda_gemm(1), false, kFloat32Tolerance, false}, misaligned_shapes);
-
-    // These check mma.sync; check_cuda_wgmma checks the Hopper kernels.
-    cu::set_gemm_tensor_core_kernel(cu::GemmTensorCoreKernel::kMmaSync);
-    cu::set_gemm_precision(cu::GemmPrecision::kTensorFloat32);
-    const bool tf32 = std::string(cu::gemm_backend()) == "tf32-mma";
-    expect(tf32 == (status.compute_major >= 8),
-           format("set_gemm_precision(kTensorFloat32) on sm_%d%d selects %s", status.compute_major,
-                  status.compute_minor, cu::gemm_backend()));
-    if (tf32) {
-      check_gemm_backend({"cuda/tf32", cuda_gemm(0), false, kTf32Tolerance, false}, shapes);
-      check_gemm_backend({"cuda/tf32/misaligned", cuda_gemm(1), false, kTf32Tolerance, false}, misaligned_shapes);
-    }
-    cu::set_gemm_precision(cu::GemmPrecision::kFloat32);
-    expect(std::string(cu::gemm_backend()) == "simt", "set_gemm_precision(kFloat32) selects simt");
-    if (status.compute_major >= 8) {
-      check_gemm_backend({"cuda/bf16", cuda_gemm_bfloat16(0), false, kBfloat16Tolerance, true}, shapes);
-      check_gemm_backend({"cuda/bf16/misaligned", cuda_gemm_bfloat16(1), false, kBfloat16Tolerance, true},
-                         misaligned_shapes);
-      check_gemm_backend({"cuda/bf16/4-byte", cuda_gemm_bfloat16(2), false, kBfloat16Tolerance, true},
-                         {{33, 65, 17}, {256, 192, 64}, {64, 96, 5000}});
-    }
-    cu::set_gemm_tensor_core_kernel(cu::GemmTensorCoreKernel::kAuto);
-    check_cuda_wgmma(status);
-    check_cuda_determinism();
-    check_conv_backend("cuda", cuda_conv);
-    check_pool_backend("cuda", [](std::vector<float>& y, std::vector<float>& dx, const PoolCase& c,
-                                  const std::vector<float>& x, const std::vector<float>& dy) {
-      DeviceBuffer dx_d(dx), y_d(y), x_d(x), dy_d(dy);
-      cu::max_pool2d_forward(y_d.get(), x_d.get(), c.planes, c.height, c.width, c.kernel, c.stride);
-      cu::max_pool2d_backward(dx_d.get(), dy_d.get(), x_d.get(), c.planes, c.height, c.width, c.kernel, c.stride);
-      y_d.copy_to(y);
-      dx_d.copy_to(dx);
-    });
-    check_avg_pool_backend("cuda", [](std::vector<float>& y, std::vector<float>& dx, int64_t planes, int64_t size,
-                                      const std::vector<float>& x, const std::vector<float>& dy) {
-      DeviceBuffer dx_d(dx), y_d(y), x_d(x), dy_d(dy);
-      cu::global_avg_pool_forward(y_d.get(), x_d.get(), planes, size);
-      cu::global_avg_pool_backward(dx_d.get(), dy_d.get(), planes, size);
-      y_d.copy_to(y);
-      dx_d.copy_to(dx);
-    });
-  }
-#else
-  std::printf("CUDA checks skipped: built without CUDA\n");
-#endif
-
-#ifdef WEIGHTNORM_WITH_CUDA
-  // Hand the caching allocator's blocks back, so compute-sanitizer's leak check sees no memory still held.
-  if (weightnorm::cuda::device_status().usable) weightnorm::cuda::release_cached();
-#endif
-  std::printf("%d passed, %d failed\n", g_checks - g_failures, g_failures);
-  return g_failures == 0 ? 0 : 1;
+int perf_mode(int argc, char** argv) {
+  std::vector<int64_t> sizes;
+  for (int j = 1; j < argc; ++j) sizes.push_back(std::atol(argv[j]));
+  if (sizes.empty()) sizes = {1024, 4096};
+  bench(sizes);
+  return 0;
 }
+
+int describe_gemm_mode(int, char**) { return describe_gemm(); }
+
+#ifdef WEIGHTNORM_WITH_CUDA
+// GEMM (float32 SIMT, TF32 and bfloat16 tensor cores, wgmma on sm_90), conv and pooling on CUDA.
+void check_cuda() {
+  const cu::DeviceStatus& status = cu::device_status();
+  std::printf("cuda device: %s (sm_%d%d), gemm backend: %s\n", status.name.c_str(), status.compute_major,
+              status.compute_minor, cu::gemm_backend());
+  std::vector<GemmShape> shapes = kGemmShapes;
+  shapes.push_back({300, 257, 129});
+  shapes.push_back({256, 192, 64});
+  shapes.push_back({129, 260, 33});
+  shapes.push_back({64, 96, 5000});     // split-k
+  shapes.push_back({7, 13, 3001});      // split-k, scalar loads
+  shapes.push_back({1537, 1539, 33});   // the 128x128 tile, ragged edges
+  shapes.push_back({1536, 1536, 40});   // the 128x128 tile, vector loads
+  shapes.push_back({20, 30, 0});        // k = 0: the epilogue of a zero product
+  shapes.push_back({33, 17, 3});        // k shorter than one 16-byte chunk
+  const std::vector<GemmShape> misaligned_shapes = {
+      {16, 16, 16}, {128, 128, 8}, {256, 192, 64}, {33, 65, 17}, {1536, 1536, 24}, {130, 600, 520}};
+  check_gemm_backend({"cuda", cuda_gemm(0), false, kFloat32Tolerance, false}, shapes);
+  check_gemm_backend({"cuda/misaligned", cuda_gemm(1), false, kFloat32Tolerance, false}, misaligned_shapes);
+
+  // These check mma.sync; check_cuda_wgmma checks the Hopper kernels.
+  cu::set_gemm_tensor_core_kernel(cu::GemmTensorCoreKernel::kMmaSync);
+  cu::set_gemm_precision(cu::GemmPrecision::kTensorFloat32);
+  const bool tf32 = std::string(cu::gemm_backend()) == "tf32-mma";
+  expect(tf32 == (status.compute_major >= 8),
+         format("set_gemm_precision(kTensorFloat32) on sm_%d%d selects %s", status.compute_major,
+                status.compute_minor, cu::gemm_backend()));
+  if (tf32) {
+    check_gemm_backend({"cuda/tf32", cuda_gemm(0), false, kTf32Tolerance, false}, shapes);
+    check_gemm_backend({"cuda/tf32/misaligned", cuda_gemm(1), false, kTf32Tolerance, false}, misaligned_shapes);
+  }
+  cu::set_gemm_precision(cu::GemmPrecision::kFloat32);
+  expect(std::string(cu::gemm_backend()) == "simt", "set_gemm_precision(kFloat32) selects simt");
+  if (status.compute_major >= 8) {
+    check_gemm_backend({"cuda/bf16", cuda_gemm_bfloat16(0), false, kBfloat16Tolerance, true}, shapes);
+    check_gemm_backend({"cuda/bf16/misaligned", cuda_gemm_bfloat16(1), false, kBfloat16Tolerance, true},
+                       misaligned_shapes);
+    check_gemm_backend({"cuda/bf16/4-byte", cuda_gemm_bfloat16(2), false, kBfloat16Tolerance, true},
+                       {{33, 65, 17}, {256, 192, 64}, {64, 96, 5000}});
+  }
+  cu::set_gemm_tensor_core_kernel(cu::GemmTensorCoreKernel::kAuto);
+  check_cuda_wgmma(status);
+  check_cuda_determinism();
+  check_conv_backend("cuda", cuda_conv);
+  check_pool_backend("cuda", [](std::vector<float>& y, std::vector<float>& dx, const PoolCase& c,
+                                const std::vector<float>& x, const std::vector<float>& dy) {
+    DeviceBuffer dx_d(dx), y_d(y), x_d(x), dy_d(dy);
+    cu::max_pool2d_forward(y_d.get(), x_d.get(), c.planes, c.height, c.width, c.kernel, c.stride);
+    cu::max_pool2d_backward(dx_d.get(), dy_d.get(), x_d.get(), c.planes, c.height, c.width, c.kernel, c.stride);
+    y_d.copy_to(y);
+    dx_d.copy_to(dx);
+  });
+  check_avg_pool_backend("cuda", [](std::vector<float>& y, std::vector<float>& dx, int64_t planes, int64_t size,
+                                    const std::vector<float>& x, const std::vector<float>& dy) {
+    DeviceBuffer dx_d(dx), y_d(y), x_d(x), dy_d(dy);
+    cu::global_avg_pool_forward(y_d.get(), x_d.get(), planes, size);
+    cu::global_avg_pool_backward(dx_d.get(), dy_d.get(), planes, size);
+    y_d.copy_to(y);
+    dx_d.copy_to(dx);
+  });
+}
+#endif
+
+WEIGHTNORM_NATIVE_TEST_GROUP("gemm/cpu", check_cpu);
+#ifdef WEIGHTNORM_WITH_CUDA
+WEIGHTNORM_NATIVE_TEST_GROUP("gemm/cuda", check_cuda);
+#endif
+WEIGHTNORM_NATIVE_TEST_MODE("--perf", perf_mode);
+WEIGHTNORM_NATIVE_TEST_MODE("--describe-gemm", describe_gemm_mode);
+
+}  // namespace

@@ -1,6 +1,6 @@
-// Native test of the shape kernels (cpu/shape.h, cuda/shape.cuh), runnable without Node (and under
-// compute-sanitizer on a GPU machine): every kernel on every backend against a reference written here, one element
-// at a time from the contracts in include/weightnorm/ops/shape.inc.
+// The shape kernels' cases of the native runner (groups shape/cpu and shape/cuda; harness.h): every kernel of
+// cpu/shape.h and cuda/shape.cuh against a reference written here, one element at a time from the contracts in
+// include/weightnorm/ops/shape.inc.
 //  - strided_copy for element sizes 1, 2, 4 and 8 bytes: random permutations, flips (negative strides), size-1 and
 //    zero-size dims, copies into a region of a larger buffer (whose other bytes must stay as they were), a copy
 //    large enough for the CPU's threads, and batched transposes (the tiled paths of both backends, partial tiles);
@@ -8,7 +8,7 @@
 //  - index_select and gather for every element size; index_add and scatter_add on small integer values (every sum
 //    is exact in float32, so even CUDA's atomics, in any order, must give the reference bit for bit).
 // Outputs are prefilled with a byte pattern, so an element a kernel forgets to write (or writes outside its region)
-// fails its check. Prints one line per check and, last, "N passed, M failed"; exit status 0 only when all pass.
+// fails its check.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../../cpu/shape.h"
+#include "harness.h"
 #include "weightnorm/shape.h"
 
 #ifdef WEIGHTNORM_WITH_CUDA
@@ -34,13 +35,7 @@ using weightnorm::kMaxShapeRank;
 using weightnorm::StridedCopy;
 using Bytes = std::vector<unsigned char>;
 
-int g_checks = 0, g_failures = 0;
-
-void expect(bool ok, const std::string& what) {
-  ++g_checks;
-  if (!ok) ++g_failures;
-  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
-}
+using weightnorm::native_test::expect;
 
 constexpr unsigned char kUnwritten = 0xab;
 
@@ -374,35 +369,30 @@ void test_gather_scatter(const Backend& b) {
 }
 
 void run_all(const Backend& b) {
-  std::printf("== %s\n", b.name);
   test_strided_copy(b);
   test_index_check(b);
   test_index_select(b);
   test_gather_scatter(b);
 }
 
-}  // namespace
-
-int main() {
+void check_cpu_shape() {
   Backend cpu_backend{"cpu", false, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
   WN_BIND_SHAPE_OPS(cpu_backend, weightnorm::cpu);
+  g_rng.seed(20160225u);
   run_all(cpu_backend);
-#ifdef WEIGHTNORM_WITH_CUDA
-  if (weightnorm::cuda::device_status().usable) {
-    std::printf("GPU: %s\n", weightnorm::cuda::device_status().name.c_str());
-    Backend cuda_backend{"cuda", true, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
-    WN_BIND_SHAPE_OPS(cuda_backend, weightnorm::cuda);
-    g_rng.seed(20160225u);
-    run_all(cuda_backend);
-    // Hand the caching allocator's blocks back, so compute-sanitizer's leak check sees no memory still held.
-    weightnorm::cuda::release_cached();
-  } else {
-    std::printf("CUDA kernels compiled, but no GPU is usable (%s): CUDA checks skipped\n",
-                weightnorm::cuda::device_status().reason.c_str());
-  }
-#else
-  std::printf("CPU-only build: CUDA checks skipped\n");
-#endif
-  std::printf("%d passed, %d failed\n", g_checks - g_failures, g_failures);
-  return g_failures == 0 ? 0 : 1;
 }
+WEIGHTNORM_NATIVE_TEST_GROUP("shape/cpu", check_cpu_shape);
+
+#ifdef WEIGHTNORM_WITH_CUDA
+void check_cuda_shape() {
+  Backend cuda_backend{"cuda", true, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+  WN_BIND_SHAPE_OPS(cuda_backend, weightnorm::cuda);
+  g_rng.seed(20160225u);
+  run_all(cuda_backend);
+  // Hand the caching allocator's blocks back, so compute-sanitizer's leak check sees no memory still held.
+  weightnorm::cuda::release_cached();
+}
+WEIGHTNORM_NATIVE_TEST_GROUP("shape/cuda", check_cuda_shape);
+#endif
+
+}  // namespace

@@ -1,4 +1,5 @@
-// Native test of the host caching allocator (cpu/host_allocator.h), runnable without Node:
+// The host caching allocator's cases (cpu/host_allocator.h) in the native test runner (backend_ops_test.cc), group
+// host_allocator/cpu:
 //  - size classes: small requests in 64-byte granules, large ones at most 1/8 over the request, page multiples;
 //  - every block 64-byte aligned and fully writable;
 //  - reuse: a freed large block comes back for the next request of its size class, contents untouched by the
@@ -9,7 +10,6 @@
 //  - release_cached() unmaps every cached block;
 //  - accounting: allocated/cached bytes return to zero; a refused mapping becomes OutOfMemoryError;
 //  - threads: several threads allocating, filling, checking and freeing at once never share a block.
-// Prints one line per check and, last, "N passed, M failed"; exit status 0 only when every check passes.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -25,18 +25,14 @@
 #include <vector>
 
 #include "../../cpu/host_allocator.h"
+#include "harness.h"
 #include "weightnorm/errors.h"
 
 using weightnorm::cpu::HostAllocator;
 
 namespace {
 
-int g_passed = 0, g_failed = 0;
-
-void check(bool ok, const std::string& what) {
-  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
-  (ok ? g_passed : g_failed) += 1;
-}
+void check(bool ok, const std::string& what) { weightnorm::native_test::expect(ok, what); }
 
 constexpr size_t kMiB = size_t{1} << 20;
 
@@ -262,9 +258,7 @@ void test_threads() {
             std::to_string(stats.cached_bytes) + ")");
 }
 
-}  // namespace
-
-int main() {
+void check_host_allocator() {
   test_size_classes();
   test_alignment_and_writable();
   test_reuse();
@@ -273,6 +267,8 @@ int main() {
   test_idle_blocks_dropped();
   test_out_of_memory();
   test_threads();
-  std::printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed == 0 ? 0 : 1;
 }
+
+WEIGHTNORM_NATIVE_TEST_GROUP("host_allocator/cpu", check_host_allocator);
+
+}  // namespace

@@ -1,5 +1,5 @@
-// Native test of the elementwise, reduce, loss, normalization and optimizer kernels, runnable without Node (and
-// under compute-sanitizer on a GPU machine):
+// The elementwise, reduce, loss, normalization, optimizer and conversion cases of the native test runner
+// (backend_ops_test.cc, harness.h):
 //  - every CPU op against a float64 reference written here from the contracts in cpu/*.h;
 //  - where a GPU is usable, every CUDA op against the same reference, and against the CPU result (bitwise where
 //    both sides do the same IEEE operations, else with a stated tolerance);
@@ -8,7 +8,7 @@
 //  - float32 <-> bfloat16 conversion against an IEEE rounding reference written here (ties to even, overflow,
 //    subnormals, signed zeros, NaN), every bfloat16 value widened and round-tripped.
 // Outputs are prefilled with NaN, so an element a kernel forgets to write fails its check.
-// Prints one line per check and, last, "N passed, M failed"; exit status 0 only when every check passes.
+// Groups: ops/cpu, and ops/cuda (which also compares its outputs with the CPU's, running ops/cpu first if needed).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -31,6 +31,7 @@
 #include "../../cpu/weightnorm.h"
 #include "weightnorm/layout.h"
 #include "weightnorm/random.h"
+#include "harness.h"
 
 #ifdef WEIGHTNORM_WITH_CUDA
 #include "../../cuda/elementwise.cuh"
@@ -45,6 +46,8 @@ namespace {
 
 namespace cpu = weightnorm::cpu;
 namespace random = weightnorm::random;
+using weightnorm::native_test::expect;
+using weightnorm::native_test::format;
 using weightnorm::bfloat16;
 using weightnorm::AdamOptions;
 using weightnorm::ChannelLayout;
@@ -56,20 +59,6 @@ using Ref = std::vector<double>;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Checks.
-
-int g_checks = 0, g_failures = 0;
-
-void expect(bool ok, const std::string& what) {
-  ++g_checks;
-  if (!ok) ++g_failures;
-  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
-}
-
-std::string format(const char* pattern, double a, double b) {
-  char text[128];
-  std::snprintf(text, sizeof text, pattern, a, b);
-  return text;
-}
 
 std::string describe(const ChannelLayout& l) {
   return "[" + std::to_string(l.outer) + "," + std::to_string(l.channels) + "," + std::to_string(l.inner) + "]";
@@ -609,7 +598,7 @@ void test_loss(const Backend& b) {
                                    {64, 1000, 2.0f}, {16, 10, 1e4f}, {5, 3, 1e4f}};
   for (const Case& c : cases) {
     const std::string what = std::string(b.name) + " softmax_cross_entropy batch " + std::to_string(c.batch) +
-                             " classes " + std::to_string(c.classes) + " logits*" + format("%g", c.logit_scale, 0);
+                             " classes " + std::to_string(c.classes) + " logits*" + format("%g", c.logit_scale);
     const int64_t n = c.batch * c.classes;
     const Vec logits = normal_values(n, 0.0f, c.logit_scale);
     Vec labels(c.batch);
@@ -1020,7 +1009,7 @@ void test_optimizers(const Backend& b) {
       for (int64_t i = 0; i < count; ++i) scale[i] = std::fabs(ref.p[i]) + lr * steps;
       const Vec got = dp.get();
       double e = max_error(got, ref.p, 1e-30, &scale);
-      expect(e <= 4e-6, what + format(" param after %g steps, err %.2e (tol 4e-6 of |p| + lr*steps)", steps, e));
+      expect(e <= 4e-6, what + format(" param after %g steps, err %.2e (tol 4e-6 of |p| + lr*steps)", double(steps), e));
       record(what + " param", got, 4e-6);
       if (use_velocity) check_scaled(what + " state 1 (velocity / m)", s1.get(), ref.s1, 1e-5);
       if (c.kind != Optimizer::kSgd) check_scaled(what + " state 2 (v / u)", s2.get(), ref.s2, 1e-5);
@@ -1252,31 +1241,27 @@ void compare_backends() {
 }
 #endif
 
-}  // namespace
-
-int main() {
-  std::printf("CPU threads: %d\n", cpu::num_threads());
+void check_cpu_ops() {
   g_backend_index = 0;
+  g_rng.seed(20261128u);
   run_all(cpu_backend());
-#ifdef WEIGHTNORM_WITH_CUDA
-  const bool gpu = weightnorm::cuda::device_status().usable;
-  if (gpu) {
-    std::printf("GPU: %s\n", weightnorm::cuda::device_status().name.c_str());
-    g_backend_index = 1;
-    g_rng.seed(20261128u);  // the same inputs as the CPU run, so the outputs can be compared
-    run_all(cuda_backend());
-    compare_backends();
-  } else {
-    std::printf("CUDA kernels compiled, but no GPU is usable (%s): CUDA checks skipped\n",
-                weightnorm::cuda::device_status().reason.c_str());
-  }
-#else
-  std::printf("CPU-only build: CUDA checks skipped\n");
-#endif
-#ifdef WEIGHTNORM_WITH_CUDA
-  // Hand the caching allocator's blocks back, so compute-sanitizer's leak check sees no memory still held.
-  if (weightnorm::cuda::device_status().usable) weightnorm::cuda::release_cached();
-#endif
-  std::printf("%d passed, %d failed\n", g_checks - g_failures, g_failures);
-  return g_failures == 0 ? 0 : 1;
 }
+
+#ifdef WEIGHTNORM_WITH_CUDA
+void check_cuda_ops() {
+  // The CPU-vs-CUDA comparison needs the CPU outputs: run the CPU checks first when this process has not (a
+  // --filter ops/cuda run).
+  if (g_recorded[0].empty()) check_cpu_ops();
+  g_backend_index = 1;
+  g_rng.seed(20261128u);  // the same inputs as the CPU run, so the outputs can be compared
+  run_all(cuda_backend());
+  compare_backends();
+}
+#endif
+
+WEIGHTNORM_NATIVE_TEST_GROUP("ops/cpu", check_cpu_ops);
+#ifdef WEIGHTNORM_WITH_CUDA
+WEIGHTNORM_NATIVE_TEST_GROUP("ops/cuda", check_cuda_ops);
+#endif
+
+}  // namespace

@@ -1,0 +1,39 @@
+#!/usr/bin/env node
+// Writes test/fixtures/native_reference/weightnorm.bin: the native kernel tests' weight-norm cases with their float64
+// expected values, computed by the TypeScript reference (test/reference/weightnorm.ts, through
+// test/reference/native-fixtures.ts, which documents the format). The native test (test/native/weightnorm_cases.cc)
+// reads it; test/native-reference.test.ts fails when the committed file differs from what this writes today.
+//
+//   npm run build:ts && node scripts/make_native_reference.mjs
+//
+// The inputs come from the library's seeded randn (the native test draws the same numbers from cpu::fill_normal), so
+// the addon must be built (node scripts/build-addon.mjs dev --cpu-only) and dist/ current.
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const { default: ts } = await import('typescript');
+
+// The reference modules, transpiled one file at a time (they import each other only, by relative path).
+const scratch = mkdtempSync(join(tmpdir(), 'weightnorm-native-reference-'));
+try {
+  for (const name of ['weightnorm', 'native-fixtures']) {
+    const source = join(root, 'test', 'reference', `${name}.ts`);
+    const { outputText } = ts.transpileModule(readFileSync(source, 'utf8'), {
+      compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022 },
+      fileName: source,
+    });
+    writeFileSync(join(scratch, `${name}.js`), outputText);
+  }
+  const { libraryInputSource, nativeWeightNormFixture } = await import(pathToFileURL(join(scratch, 'native-fixtures.js')).href);
+  const { randn, tensor } = await import(pathToFileURL(join(root, 'dist', 'index.js')).href);
+  const bytes = nativeWeightNormFixture(libraryInputSource({ randn, tensor }));
+  const out = join(root, 'test', 'fixtures', 'native_reference', 'weightnorm.bin');
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, bytes);
+  console.log(`wrote ${out} (${bytes.length} bytes)`);
+} finally {
+  rmSync(scratch, { recursive: true, force: true });
+}

@@ -1,0 +1,575 @@
+// The weight-norm cases of the native test runner (backend_ops_test.cc, harness.h), groups weightnorm/cpu and
+// weightnorm/cuda:
+//  - every kernel (fused and unfused, forward and backward, float32 and bfloat16 storage, every layout route)
+//    against the float64 values of the TypeScript reference (test/reference/weightnorm.ts), which
+//    scripts/make_native_reference.mjs writes to test/fixtures/native_reference/weightnorm.bin with the cases
+//    themselves (test/reference/native-fixtures.ts: shapes, seeds, the format). No second copy of the reference maths
+//    lives here: this file draws the same inputs (cpu::fill_normal, the library's randn) and compares.
+//  - Cases up to 4096 elements have every output in the fixture. Larger ones (routes and their edges, up to millions
+//    of elements) have a few whole channels (norm, dg) and a few elements of each; every element of every output is
+//    then also compared with the CPU's separate-pass path (weightnorm_*_unfused: a norm reduction, a scale, a
+//    multiply, itself checked against the fixture), at twice the tolerance (both sides round).
+//  - CUDA (where a GPU is usable): fused CUDA runs bitwise equal run to run (the reductions use no atomics), and
+//    each route taken where it should be. CPU bfloat16: bitwise equal for 1 and 2 threads, w rounded once.
+//  - A NaN gain or norm gives NaN outputs in its channel only (bfloat16 rounding must not carry a NaN into -0).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include "../../cpu/random.h"
+#include "../../cpu/weightnorm.h"
+#include "harness.h"
+#include "weightnorm/bfloat16.h"
+#include "weightnorm/layout.h"
+
+#ifdef WEIGHTNORM_WITH_CUDA
+#include "../../cuda/runtime.cuh"
+#include "../../cuda/weightnorm.cuh"
+#endif
+
+namespace {
+
+using weightnorm::bfloat16;
+using weightnorm::ChannelLayout;
+using weightnorm::native_test::expect;
+using weightnorm::native_test::format;
+using weightnorm::native_test::NormalizedError;
+using weightnorm::native_test::Tolerance;
+using Floats = std::vector<float>;
+using Bfloat16s = std::vector<bfloat16>;
+
+constexpr Tolerance kFloat32Tolerance{
+    2e-5,
+    "float32 kernels vs float64: a few ulps per element plus the sums' rounding, relative to the channel's scale; "
+    "generous for these row lengths and far below a real bug (O(1) in the channel it hits)"};
+// Two float32 results of the same op (fused vs separate passes): each within kFloat32Tolerance of the exact value.
+constexpr Tolerance kPathsTolerance{2 * kFloat32Tolerance.relative, "two float32 paths, each within 2e-5"};
+// A bfloat16 output is a float32 result rounded once to nearest even: off by at most half a bfloat16 ulp, 2^-8 of
+// its magnitude, on top of the float32 error.
+constexpr double kBfloat16Rounding = 1.0 / 256;
+
+// ---------------------------------------------------------------------------------------------------------------
+// The fixture (format: test/reference/native-fixtures.ts).
+
+struct ChannelExpectation {
+  int64_t k;
+  double norm, dg, w_scale, dv_scale, dg_scale;
+};
+struct ElementExpectation {
+  int64_t index;
+  double w, dv;
+};
+struct FixtureCase {
+  std::vector<int64_t> shape;
+  int dim;  // -1: null (one norm)
+  bool bfloat16, every_output;
+  uint64_t seed;
+  int64_t zeroed_channel, scaled_channel;
+  float scale;
+  float eps;
+  double input_checksum;
+  std::vector<ChannelExpectation> channels;
+  std::vector<ElementExpectation> elements;
+};
+
+class FixtureReader {
+ public:
+  explicit FixtureReader(std::vector<char> bytes) : bytes_(std::move(bytes)) {}
+  template <class T>
+  T next() {
+    if (at_ + sizeof(T) > bytes_.size()) throw std::runtime_error("weightnorm.bin: truncated");
+    T value;
+    std::memcpy(&value, bytes_.data() + at_, sizeof(T));
+    at_ += sizeof(T);
+    return value;
+  }
+  std::string ascii(size_t length) {
+    if (at_ + length > bytes_.size()) throw std::runtime_error("weightnorm.bin: truncated");
+    at_ += length;
+    return std::string(bytes_.data() + at_ - length, length);
+  }
+  bool done() const { return at_ == bytes_.size(); }
+
+ private:
+  std::vector<char> bytes_;
+  size_t at_ = 0;
+};
+
+// WEIGHTNORM_NATIVE_REFERENCE_DIR from the environment, else the source tree this binary was built from, else the
+// checkout around the binary (build/..) or the working directory: a binary carried to another machine finds the
+// fixture of the checkout it runs in.
+std::string fixture_path() {
+  std::vector<std::string> directories;
+  if (const char* directory = std::getenv("WEIGHTNORM_NATIVE_REFERENCE_DIR"); directory && *directory)
+    directories.push_back(directory);
+  directories.push_back(WEIGHTNORM_NATIVE_REFERENCE_DIR);
+  char self[4096];
+  const ssize_t length = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (length > 0) {
+    const std::string binary(self, size_t(length));
+    directories.push_back(binary.substr(0, binary.rfind('/')) + "/../test/fixtures/native_reference");
+  }
+  directories.push_back("test/fixtures/native_reference");
+  for (const std::string& directory : directories)
+    if (std::ifstream(directory + "/weightnorm.bin").good()) return directory + "/weightnorm.bin";
+  return directories.front() + "/weightnorm.bin";
+}
+
+std::vector<FixtureCase> read_fixture() {
+  const std::string path = fixture_path();
+  std::ifstream file(path, std::ios::binary);
+  if (!file) throw std::runtime_error("cannot read " + path + " (node scripts/make_native_reference.mjs writes it)");
+  FixtureReader in(std::vector<char>(std::istreambuf_iterator<char>(file), {}));
+  if (in.ascii(8) != "WNREF001") throw std::runtime_error(path + ": not a WNREF001 file");
+  std::vector<FixtureCase> cases(in.next<uint32_t>());
+  for (FixtureCase& c : cases) {
+    c.shape.resize(in.next<uint32_t>());
+    for (int64_t& d : c.shape) d = in.next<int64_t>();
+    c.dim = in.next<int32_t>();
+    const uint32_t flags = in.next<uint32_t>();
+    c.bfloat16 = flags & 1;
+    c.every_output = flags & 2;
+    c.seed = in.next<uint64_t>();
+    c.zeroed_channel = in.next<int64_t>();
+    c.scaled_channel = in.next<int64_t>();
+    c.scale = in.next<float>();
+    c.eps = static_cast<float>(in.next<double>());
+    c.input_checksum = in.next<double>();
+    c.channels.resize(in.next<uint32_t>());
+    for (ChannelExpectation& e : c.channels) {
+      e.k = in.next<uint32_t>();
+      e.norm = in.next<double>();
+      e.dg = in.next<double>();
+      e.w_scale = in.next<double>();
+      e.dv_scale = in.next<double>();
+      e.dg_scale = in.next<double>();
+    }
+    c.elements.resize(in.next<uint32_t>());
+    for (ElementExpectation& e : c.elements) {
+      e.index = in.next<uint32_t>();
+      e.w = in.next<double>();
+      e.dv = in.next<double>();
+    }
+  }
+  if (!in.done()) throw std::runtime_error(path + ": bytes after the last case");
+  return cases;
+}
+
+const std::vector<FixtureCase>& fixture() {
+  static const std::vector<FixtureCase> cases = read_fixture();
+  return cases;
+}
+
+ChannelLayout layout_of(const std::vector<int64_t>& shape, int dim) {
+  ChannelLayout layout;
+  if (dim < 0) {
+    for (int64_t d : shape) layout.inner *= d;
+    return layout;
+  }
+  for (int i = 0; i < dim; ++i) layout.outer *= shape[i];
+  layout.channels = shape[dim];
+  for (size_t i = dim + 1; i < shape.size(); ++i) layout.inner *= shape[i];
+  return layout;
+}
+
+std::string describe(const std::vector<int64_t>& shape, int dim) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
+  return s + "] dim " + (dim < 0 ? std::string("null") : std::to_string(dim));
+}
+
+int64_t channel_of(const ChannelLayout& l, int64_t e) { return (e / l.inner) % l.channels; }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Inputs: the fixture's seeds through the library's generator, edited as the fixture says.
+
+struct Inputs {
+  Floats v, dw, g;  // float32 cases: the inputs; bfloat16 cases: the bfloat16 inputs widened (exactly)
+  Bfloat16s v16, dw16;
+};
+
+Inputs inputs_of(const FixtureCase& c, const ChannelLayout& l) {
+  Inputs in{Floats(l.elements()), Floats(l.elements()), Floats(l.channels), {}, {}};
+  weightnorm::cpu::fill_normal(in.v.data(), l.elements(), c.seed, 0.0f, 1.0f);
+  weightnorm::cpu::fill_normal(in.dw.data(), l.elements(), c.seed + 1, 0.0f, 1.0f);
+  weightnorm::cpu::fill_normal(in.g.data(), l.channels, c.seed + 2, 0.0f, 1.0f);
+  for (int64_t e = 0; e < l.elements(); ++e) {
+    const int64_t k = channel_of(l, e);
+    if (k == c.zeroed_channel) in.v[e] = 0.0f;
+    if (k == c.scaled_channel) in.v[e] *= c.scale;
+  }
+  if (c.bfloat16) {
+    in.v16.resize(in.v.size());
+    in.dw16.resize(in.dw.size());
+    for (size_t e = 0; e < in.v.size(); ++e) {
+      in.v16[e] = weightnorm::float_to_bfloat16(in.v[e]);
+      in.dw16[e] = weightnorm::float_to_bfloat16(in.dw[e]);
+      in.v[e] = weightnorm::bfloat16_to_float(in.v16[e]);
+      in.dw[e] = weightnorm::bfloat16_to_float(in.dw16[e]);
+    }
+  }
+  return in;
+}
+
+// The fixture's checksum of its inputs (inputChecksum in native-fixtures.ts), summed in the same order.
+double input_checksum(const Inputs& in) {
+  double sum = 0.0;
+  for (size_t i = 0; i < in.v.size(); ++i) sum += double(in.v[i]) * double(1 + i % 7);
+  for (size_t i = 0; i < in.dw.size(); ++i) sum += double(in.dw[i]) * double(1 + i % 5);
+  for (size_t k = 0; k < in.g.size(); ++k) sum += double(in.g[k]) * double(1 + k % 3);
+  return sum;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Outputs of one backend, widened to float; and their errors.
+
+struct Outputs {
+  Floats w, norm, dv, dg;
+};
+
+Floats widened(const Bfloat16s& x) {
+  Floats out(x.size());
+  for (size_t i = 0; i < x.size(); ++i) out[i] = weightnorm::bfloat16_to_float(x[i]);
+  return out;
+}
+
+// Each output's worst error / allowed against the fixture (<= 1 passes). bfloat16 outputs (w, dv) also get half a
+// bfloat16 ulp of their own magnitude.
+struct Errors {
+  NormalizedError w, norm, dv, dg;
+  bool ok() const { return w.ok() && norm.ok() && dv.ok() && dg.ok(); }
+  std::string text() const {
+    return format("w %.3f norm %.3f dv %.3f dg %.3f", w.worst, norm.worst, dv.worst, dg.worst);
+  }
+};
+
+Errors errors_against_fixture(const Outputs& got, const FixtureCase& c, const ChannelLayout& l) {
+  const double tol = kFloat32Tolerance.relative, rounding = c.bfloat16 ? kBfloat16Rounding : 0.0;
+  Errors errors;
+  std::vector<const ChannelExpectation*> by_channel(l.channels, nullptr);
+  for (const ChannelExpectation& e : c.channels) {
+    by_channel[e.k] = &e;
+    errors.norm.add(got.norm[e.k], e.norm, tol * e.norm);
+    errors.dg.add(got.dg[e.k], e.dg, tol * e.dg_scale);
+  }
+  for (const ElementExpectation& e : c.elements) {
+    const ChannelExpectation* channel = by_channel[channel_of(l, e.index)];
+    if (!channel) throw std::runtime_error("weightnorm.bin: an element outside the stored channels");
+    errors.w.add(got.w[e.index], e.w, c.bfloat16 ? (rounding + tol) * std::fabs(e.w) : tol * channel->w_scale);
+    errors.dv.add(got.dv[e.index], e.dv, rounding * std::fabs(e.dv) + tol * channel->dv_scale);
+  }
+  return errors;
+}
+
+// Every element against another path's float32 results on the same inputs. Scales per channel, from the
+// reference path: w: its largest |w|; norm: itself; dg: ‖dw_k‖ (Cauchy-Schwarz bound of |dg|); dv: its largest
+// |dv| or |g_k|/norm_k · |dw| (dv's first term), whichever is larger: its two terms may cancel, and where they do
+// the first is as large as the second.
+Errors errors_against_path(const Outputs& got, const Outputs& want, const Inputs& in, const ChannelLayout& l,
+                           bool bfloat16) {
+  const double tol = kPathsTolerance.relative, rounding = bfloat16 ? kBfloat16Rounding : 0.0;
+  std::vector<double> w_scale(l.channels, 0.0), dv_scale(l.channels, 0.0), dw_norm(l.channels, 0.0);
+  for (int64_t e = 0; e < l.elements(); ++e) {
+    const int64_t k = channel_of(l, e);
+    const double first_term = std::fabs(double(in.g[k])) / want.norm[k] * std::fabs(double(in.dw[e]));
+    w_scale[k] = std::max(w_scale[k], std::fabs(double(want.w[e])));
+    dv_scale[k] = std::max({dv_scale[k], std::fabs(double(want.dv[e])), first_term});
+    dw_norm[k] += double(in.dw[e]) * in.dw[e];
+  }
+  for (double& x : dw_norm) x = std::sqrt(x);
+  Errors errors;
+  for (int64_t k = 0; k < l.channels; ++k) {
+    errors.norm.add(got.norm[k], want.norm[k], tol * want.norm[k]);
+    errors.dg.add(got.dg[k], want.dg[k], tol * dw_norm[k]);
+  }
+  for (int64_t e = 0; e < l.elements(); ++e) {
+    const int64_t k = channel_of(l, e);
+    errors.w.add(got.w[e], want.w[e], rounding * std::fabs(double(want.w[e])) + tol * w_scale[k]);
+    errors.dv.add(got.dv[e], want.dv[e], rounding * std::fabs(double(want.dv[e])) + tol * dv_scale[k]);
+  }
+  return errors;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Runs.
+
+using ForwardFn = void (*)(float*, float*, const float*, const float*, const ChannelLayout&, float);
+using BackwardFn = void (*)(float*, float*, const float*, const float*, const float*, const float*,
+                            const ChannelLayout&, float);
+
+Outputs run_cpu(ForwardFn forward, BackwardFn backward, const Inputs& in, const ChannelLayout& l, float eps) {
+  Outputs out{Floats(in.v.size(), NAN), Floats(l.channels, NAN), Floats(in.v.size(), NAN), Floats(l.channels, NAN)};
+  forward(out.w.data(), out.norm.data(), in.v.data(), in.g.data(), l, eps);
+  backward(out.dv.data(), out.dg.data(), in.dw.data(), in.v.data(), in.g.data(), out.norm.data(), l, eps);
+  return out;
+}
+
+struct Bfloat16Outputs {
+  Bfloat16s w, dv;
+  Floats norm, dg;
+  Outputs widened() const { return {::widened(w), norm, ::widened(dv), dg}; }
+  bool operator==(const Bfloat16Outputs& o) const {
+    auto same = [](const auto& a, const auto& b) {
+      return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0])) == 0);
+    };
+    return same(w, o.w) && same(dv, o.dv) && same(norm, o.norm) && same(dg, o.dg);
+  }
+};
+
+Bfloat16Outputs run_cpu_bfloat16(const Inputs& in, const ChannelLayout& l, float eps) {
+  Bfloat16Outputs out{Bfloat16s(in.v.size()), Bfloat16s(in.v.size()), Floats(l.channels, NAN),
+                      Floats(l.channels, NAN)};
+  weightnorm::cpu::weightnorm_forward(out.w.data(), out.norm.data(), in.v16.data(), in.g.data(), l, eps);
+  weightnorm::cpu::weightnorm_backward(out.dv.data(), out.dg.data(), in.dw16.data(), in.v16.data(), in.g.data(),
+                                       out.norm.data(), l, eps);
+  return out;
+}
+
+#ifdef WEIGHTNORM_WITH_CUDA
+namespace cu = weightnorm::cuda;
+
+template <class T>
+struct DeviceArray {
+  explicit DeviceArray(size_t count)
+      : count(count), bytes(std::max<size_t>(count, 1) * sizeof(T)), data(static_cast<T*>(cu::allocate(bytes))) {}
+  explicit DeviceArray(const std::vector<T>& host) : DeviceArray(host.size()) {
+    if (!host.empty()) cu::copy_to_device(data, host.data(), host.size() * sizeof(T));
+  }
+  ~DeviceArray() { cu::release(data, bytes); }
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+  std::vector<T> download() const {
+    std::vector<T> host(count);
+    if (count) cu::copy_to_host(host.data(), data, count * sizeof(T));
+    return host;
+  }
+  size_t count, bytes;
+  T* data;
+};
+
+Outputs run_cuda(ForwardFn forward, BackwardFn backward, const Inputs& in, const ChannelLayout& l, float eps) {
+  DeviceArray<float> v(in.v), g(in.g), dw(in.dw), w(in.v.size()), norm(l.channels), dv(in.v.size()),
+      dg(l.channels);
+  forward(w.data, norm.data, v.data, g.data, l, eps);
+  backward(dv.data, dg.data, dw.data, v.data, g.data, norm.data, l, eps);
+  cu::synchronize();
+  return {w.download(), norm.download(), dv.download(), dg.download()};
+}
+
+Bfloat16Outputs run_cuda_bfloat16(const Inputs& in, const ChannelLayout& l, float eps) {
+  DeviceArray<bfloat16> v(in.v16), dw(in.dw16), w(in.v.size()), dv(in.v.size());
+  DeviceArray<float> g(in.g), norm(l.channels), dg(l.channels);
+  cu::weightnorm_forward(w.data, norm.data, v.data, g.data, l, eps);
+  cu::weightnorm_backward(dv.data, dg.data, dw.data, v.data, g.data, norm.data, l, eps);
+  cu::synchronize();
+  return {w.download(), dv.download(), norm.download(), dg.download()};
+}
+#endif
+
+// One path's outputs against the fixture and, for a case stored in part, every element against the CPU's
+// separate-pass path (`paths`; null when `got` is that path).
+void check_outputs(const std::string& label, const Outputs& got, const FixtureCase& c, const ChannelLayout& l,
+                   const Inputs& in, const Outputs* paths) {
+  const Errors fixture_errors = errors_against_fixture(got, c, l);
+  std::string line = format("%-14s %s: error / tolerance vs the reference: %s", label.c_str(),
+                            describe(c.shape, c.dim).c_str(), fixture_errors.text().c_str());
+  bool ok = fixture_errors.ok();
+  if (!c.every_output && paths) {
+    const Errors path_errors = errors_against_path(got, *paths, in, l, c.bfloat16);
+    line += "; every element vs cpu unfused: " + path_errors.text();
+    ok = ok && path_errors.ok();
+  }
+  if (!ok) line += std::string(" (") + kFloat32Tolerance.reason + ")";
+  expect(ok, line);
+}
+
+// The inputs of a case, checked against the fixture's checksum (so both sides compare the same problem).
+Inputs checked_inputs(const FixtureCase& c, const ChannelLayout& l) {
+  Inputs in = inputs_of(c, l);
+  const double sum = input_checksum(in);
+  expect(std::fabs(sum - c.input_checksum) <= 1e-12 * (std::fabs(c.input_checksum) + 1.0),
+         format("%s%s: inputs drawn here match the fixture's (checksum %.17g, fixture %.17g)",
+                describe(c.shape, c.dim).c_str(), c.bfloat16 ? " bfloat16" : "", sum, c.input_checksum));
+  return in;
+}
+
+void check_cpu_case(const FixtureCase& c) {
+  const ChannelLayout l = layout_of(c.shape, c.dim);
+  const Inputs in = checked_inputs(c, l);
+  namespace cpu = weightnorm::cpu;
+  // The separate-pass outputs: checked themselves (float32), and the comparison for a case stored in part.
+  const Outputs unfused = !c.bfloat16 || !c.every_output
+                              ? run_cpu(cpu::weightnorm_forward_unfused, cpu::weightnorm_backward_unfused, in, l, c.eps)
+                              : Outputs{};
+  if (!c.bfloat16) {
+    check_outputs("cpu fused", run_cpu(cpu::weightnorm_forward, cpu::weightnorm_backward, in, l, c.eps), c, l, in,
+                  &unfused);
+    check_outputs("cpu unfused", unfused, c, l, in, nullptr);
+    return;
+  }
+  cpu::set_num_threads(1);
+  const Bfloat16Outputs one_thread = run_cpu_bfloat16(in, l, c.eps);
+  cpu::set_num_threads(2);
+  const Bfloat16Outputs two_threads = run_cpu_bfloat16(in, l, c.eps);
+  cpu::set_num_threads(0);
+  check_outputs("cpu bf16", one_thread.widened(), c, l, in, &unfused);
+  expect(one_thread == two_threads, "cpu bf16: 1 and 2 threads give the same bits for " + describe(c.shape, c.dim));
+  // w is v * (g/norm) in float32, rounded once: the same bits as rounding that product here.
+  bool rounded_once = true;
+  for (int64_t e = 0; e < l.elements(); ++e) {
+    const int64_t k = channel_of(l, e);
+    const float product = in.v[e] * (in.g[k] / one_thread.norm[k]);
+    rounded_once = rounded_once && one_thread.w[e].bits == weightnorm::float_to_bfloat16(product).bits;
+  }
+  expect(rounded_once, "cpu bf16: w is the float32 product rounded once for " + describe(c.shape, c.dim));
+}
+
+#ifdef WEIGHTNORM_WITH_CUDA
+void check_cuda_case(const FixtureCase& c) {
+  const ChannelLayout l = layout_of(c.shape, c.dim);
+  const Inputs in = checked_inputs(c, l);
+  // Only a case stored in part compares every element with the CPU's separate passes.
+  const Outputs unfused = c.every_output ? Outputs{}
+                                         : run_cpu(weightnorm::cpu::weightnorm_forward_unfused,
+                                                   weightnorm::cpu::weightnorm_backward_unfused, in, l, c.eps);
+  const std::string shape = describe(c.shape, c.dim);
+  // A throwing kernel (a refused launch) is one failed check: the other cases still report.
+  try {
+    if (!c.bfloat16) {
+      const Outputs first = run_cuda(cu::weightnorm_forward, cu::weightnorm_backward, in, l, c.eps);
+      check_outputs("cuda fused", first, c, l, in, &unfused);
+      check_outputs("cuda unfused", run_cuda(cu::weightnorm_forward_unfused, cu::weightnorm_backward_unfused, in, l,
+                                             c.eps),
+                    c, l, in, &unfused);
+      const Outputs second = run_cuda(cu::weightnorm_forward, cu::weightnorm_backward, in, l, c.eps);
+      const bool identical =
+          first.w == second.w && first.norm == second.norm && first.dv == second.dv && first.dg == second.dg;
+      expect(identical, "cuda fused: two runs give the same bits for " + shape);
+    } else {
+      const Bfloat16Outputs first = run_cuda_bfloat16(in, l, c.eps);
+      check_outputs("cuda bf16", first.widened(), c, l, in, &unfused);
+      expect(first == run_cuda_bfloat16(in, l, c.eps), "cuda bf16: two runs give the same bits for " + shape);
+    }
+  } catch (const std::exception& error) {
+    expect(false, std::string("cuda") + (c.bfloat16 ? " bf16" : "") + " threw for " + shape + ": " + error.what());
+  }
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------------------------
+// A NaN g (forward) or norm (backward) whose payload fills the low half (0x7fffffff): its channel's outputs are all
+// NaN, the other channels' all numbers. Rounding such a NaN by the plain increment would carry it into -0.
+
+struct NanCase {
+  std::vector<int64_t> shape;
+  int dim;
+};
+const NanCase kNanCases[] = {{{4, 64}, 0}, {{64, 4}, 1}, {{2, 4, 40}, 1}};
+
+float payload_nan() {
+  const uint32_t payload_bits = 0x7fffffffu;
+  float x;
+  std::memcpy(&x, &payload_bits, sizeof x);
+  return x;
+}
+
+bool nan_in_channel_0_only(const Bfloat16s& w, const Bfloat16s& dv, const ChannelLayout& l) {
+  bool as_expected = true;
+  for (int64_t e = 0; e < l.elements(); ++e) {
+    const bool in_nan_channel = channel_of(l, e) == 0;
+    as_expected = as_expected && std::isnan(weightnorm::bfloat16_to_float(w[e])) == in_nan_channel &&
+                  std::isnan(weightnorm::bfloat16_to_float(dv[e])) == in_nan_channel;
+  }
+  return as_expected;
+}
+
+void check_cpu_nan_coefficient(const NanCase& c) {
+  const ChannelLayout l = layout_of(c.shape, c.dim);
+  const Bfloat16s v(l.elements(), weightnorm::float_to_bfloat16(0.75f));
+  Floats g(l.channels, 1.5f), norm(l.channels), dg(l.channels);
+  g[0] = payload_nan();
+  Bfloat16s w(v.size()), dv(v.size());
+  weightnorm::cpu::weightnorm_forward(w.data(), norm.data(), v.data(), g.data(), l, weightnorm::kDefaultNormEps);
+  norm[0] = payload_nan();
+  g[0] = 1.5f;
+  weightnorm::cpu::weightnorm_backward(dv.data(), dg.data(), v.data(), v.data(), g.data(), norm.data(), l,
+                                       weightnorm::kDefaultNormEps);
+  expect(nan_in_channel_0_only(w, dv, l),
+         "cpu bf16: a NaN g / norm gives NaN outputs in its channel only, for " + describe(c.shape, c.dim));
+}
+
+#ifdef WEIGHTNORM_WITH_CUDA
+void check_cuda_nan_coefficient(const NanCase& c) {
+  const ChannelLayout l = layout_of(c.shape, c.dim);
+  const Bfloat16s v(l.elements(), weightnorm::float_to_bfloat16(0.75f));
+  Floats g(l.channels, 1.5f), g_nan(l.channels, 1.5f), norm(l.channels, 1.0f);
+  g_nan[0] = payload_nan();
+  norm[0] = payload_nan();
+  try {
+    DeviceArray<bfloat16> device_v(v), device_w(v.size()), device_dv(v.size());
+    DeviceArray<float> device_g_nan(g_nan), device_g(g), device_norm_out(l.channels), device_norm(norm),
+        device_dg(l.channels);
+    cu::weightnorm_forward(device_w.data, device_norm_out.data, device_v.data, device_g_nan.data, l,
+                           weightnorm::kDefaultNormEps);
+    cu::weightnorm_backward(device_dv.data, device_dg.data, device_v.data, device_v.data, device_g.data,
+                            device_norm.data, l, weightnorm::kDefaultNormEps);
+    cu::synchronize();
+    expect(nan_in_channel_0_only(device_w.download(), device_dv.download(), l),
+           "cuda bf16: a NaN g / norm gives NaN outputs in its channel only, for " + describe(c.shape, c.dim));
+  } catch (const std::exception& error) {
+    expect(false, "cuda bf16 threw for " + describe(c.shape, c.dim) + ": " + error.what());
+  }
+}
+
+// The intended route runs (a route that silently falls back still passes every check above): long rows take the
+// cluster route on sm_90 (and never below it), short rows the rows kernel, a tall last dim the column view.
+void check_cuda_routes() {
+  const bool sm90 = cu::device_status().compute_major == 9;
+  const struct {
+    NanCase c;
+    const char* route;  // nullptr: any route but the cluster one (a device below sm_90)
+  } expected_routes[] = {{{{13, 65537}, 0}, sm90 ? "cluster-rows" : nullptr},
+                         {{{64, 262144}, 0}, sm90 ? "cluster-rows" : nullptr},
+                         {{{262144, 16}, 0}, "rows"},
+                         {{{4096, 1024}, 1}, "view-split"},
+                         {{{512 * 512 * 3, 3}, 1}, "view-split"}};
+  for (const auto& e : expected_routes) {
+    const ChannelLayout l = layout_of(e.c.shape, e.c.dim);
+    const Inputs in{Floats(l.elements(), 0.5f), Floats(l.elements(), 0.25f), Floats(l.channels, 1.0f), {}, {}};
+    run_cuda(cu::weightnorm_forward, cu::weightnorm_backward, in, l, weightnorm::kDefaultNormEps);
+    const std::string route = cu::weightnorm_last_route();
+    const bool ok = e.route ? route == e.route : route != "cluster-rows";
+    expect(ok, describe(e.c.shape, e.c.dim) + ": expected the " + (e.route ? e.route : "non-cluster") +
+                   " route, took " + route);
+  }
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------------------------
+// Groups.
+
+void check_cpu_weightnorm() {
+  for (const FixtureCase& c : fixture()) check_cpu_case(c);
+  for (const NanCase& c : kNanCases) check_cpu_nan_coefficient(c);
+}
+WEIGHTNORM_NATIVE_TEST_GROUP("weightnorm/cpu", check_cpu_weightnorm);
+
+#ifdef WEIGHTNORM_WITH_CUDA
+void check_cuda_weightnorm() {
+  for (const FixtureCase& c : fixture()) check_cuda_case(c);
+  for (const NanCase& c : kNanCases) check_cuda_nan_coefficient(c);
+  check_cuda_routes();
+}
+WEIGHTNORM_NATIVE_TEST_GROUP("weightnorm/cuda", check_cuda_weightnorm);
+#endif
+
+}  // namespace

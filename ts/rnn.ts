@@ -557,7 +557,11 @@ export class Embedding extends Module {
       this.paddingIdx = p < 0 ? p + numEmbeddings : p;
     }
     const weight = new Tensor(native.randn([numEmbeddings, embeddingDim], nextSeed(), 'cpu', 0, 1));
-    if (this.paddingIdx !== null) native.copyRows(handleOf(weight, where), this.paddingIdx, native.zeros([1, embeddingDim], 'cpu'), 0, 1);
+    if (this.paddingIdx !== null) {
+      const zeroRow = native.zeros([1, embeddingDim], 'cpu');
+      native.copyRows(handleOf(weight, where), this.paddingIdx, zeroRow, 0, 1);
+      zeroRow.dispose();
+    }
     this.weight = this.registerParameter('weight', weight);
   }
 
@@ -586,11 +590,11 @@ export class Embedding extends Module {
         throw rangeError(`${where}: indices`, `integers in [0, ${this.numEmbeddings - 1}]`, `${index} at position ${i}`);
       }
     }
-    const indexTensor = native.fromArray(Float32Array.from(values), shape, device);
-    const out = wrap(native.embedding(indexTensor, handleOf(this.weight, where)));
-    const weight = this.weight;
+    // A Tensor (not a bare handle), so that the enclosing tidy() frees it with the graph's other saved tensors.
+    const indexTensor = wrap(native.fromArray(Float32Array.from(values), shape, device));
+    const out = wrap(native.embedding(handleOf(indexTensor, where), handleOf(this.weight, where)));
     const padding = this.paddingIdx ?? -1;
-    const recorded = record(out, 'embedding', [weight], (dy) => [wrap(native.embeddingBackward(handleOf(dy, where), indexTensor, this.numEmbeddings, padding))], []);
+    const recorded = record(out, 'embedding', [this.weight], (dy) => [wrap(native.embeddingBackward(handleOf(dy, where), handleOf(indexTensor, where), this.numEmbeddings, padding))], []);
     if (!recorded.gradNode) indexTensor.dispose();
     return recorded;
   }

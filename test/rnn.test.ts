@@ -271,6 +271,26 @@ describe('weight norm on the recurrent matrices', () => {
   });
 });
 
+describe('io.importTorchWeightNorm of recurrent weights', () => {
+  it('refuses a weight-norm dim that differs from the layer\'s, naming the matrix, and changes nothing', () => {
+    const model = new nn.GRU(2, 3, { weightNorm: { hh: { dim: 1 } } });
+    const before = model.stateDict().weight_hh_l0_g!.toArray();
+    const torchState: Record<string, Tensor> = {
+      weight_ih_l0: randn([9, 2], { seed: 1 }),
+      weight_hh_l0_g: randn([9, 1], { seed: 2 }), // torch's dim 0: one g per gate row
+      weight_hh_l0_v: randn([9, 3], { seed: 3 }),
+      bias_ih_l0: randn([9], { seed: 4 }),
+      bias_hh_l0: randn([9], { seed: 5 }),
+    };
+    expect(() => io.importTorchWeightNorm(torchState, model)).toThrow(
+      "'weight_hh_l0_g' has shape [9, 1] (torch weight_norm dim=0), but the matrix 'weight_hh_l0' normalizes with dim 1",
+    );
+    expect(Array.from(model.stateDict().weight_hh_l0_g!.toArray())).toEqual(Array.from(before));
+    for (const t of Object.values(torchState)) t.dispose();
+    model.dispose();
+  });
+});
+
 describe('bad input is a clear error naming the parameter', () => {
   const lstm = new nn.LSTM(3, 4, { numLayers: 2 });
   const gru = new nn.GRU(3, 4, { batchFirst: true });

@@ -748,13 +748,13 @@ const TORCH_DROPPED = ['num_batches_tracked'];
 const TORCH_RECURRENT_OLD = /^(.*?)(weight_(?:ih|hh)(?:_l\d+)?)_([gv])$/;
 const TORCH_RECURRENT_NEW = /^(.*?)parametrizations\.(weight_(?:ih|hh)(?:_l\d+)?)\.original([01])$/;
 
-function torchRecurrentWeightNorm(name: string): { mapped: string; g: boolean; v: string } | null {
+function torchRecurrentWeightNorm(name: string): { mapped: string; g: boolean; v: string; owner: string } | null {
   const old = TORCH_RECURRENT_OLD.exec(name);
   const parametrized = old ? null : TORCH_RECURRENT_NEW.exec(name);
   if (!old && !parametrized) return null;
   const [, prefix, matrix, which] = (old ?? parametrized)!;
   const g = old ? which === 'g' : which === '0';
-  return { mapped: `${prefix}${matrix}_${g ? 'g' : 'v'}`, g, v: `${prefix}${matrix}_v` };
+  return { mapped: `${prefix}${matrix}_${g ? 'g' : 'v'}`, g, v: `${prefix}${matrix}_v`, owner: `the matrix '${prefix}${matrix}'` };
 }
 
 function splitName(name: string): [string, string] {
@@ -822,7 +822,9 @@ function mapTorchNames(
       if (TORCH_DROPPED.some((suffix) => name === suffix || name.endsWith(`.${suffix}`))) continue;
       const rule = TORCH_SUFFIXES.find(([suffix]) => name === suffix || name.endsWith(`.${suffix}`));
       const found = rule ? { base: name.slice(0, name.length - rule[0].length), ours: rule[1] } : null;
-      const weightNorm = found ? { mapped: found.base + found.ours, g: found.ours === 'g', v: `${found.base}v` } : torchRecurrentWeightNorm(name);
+      const weightNorm = found
+        ? { mapped: found.base + found.ours, g: found.ours === 'g', v: `${found.base}v`, owner: `the layer '${found.base.slice(0, -1)}'` }
+        : torchRecurrentWeightNorm(name);
       let mapped = name;
       let value = t;
       if (weightNorm) {
@@ -834,7 +836,7 @@ function mapTorchNames(
           if (wn && torchDim !== undefined && torchDim !== wn.dim) {
             fail(
               `'${torchName}' has shape ${shapeText(t.shape)} (torch weight_norm dim=${torchDim ?? 'None'}), ` +
-                `but '${weightNorm.v}' is normalized with dim ${wn.dim}`,
+                `but ${weightNorm.owner} normalizes with dim ${wn.dim}`,
               torchName,
             );
           }

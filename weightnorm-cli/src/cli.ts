@@ -163,4 +163,28 @@ trainingCommand(
       .option('--lrs <list>', 'learning rates', positiveList, [0.01, 0.03, 0.1, 0.3, 1, 3, 10]),
 ).action((opts) => runAction(async () => (await import('./commands/lr-sweep.js')).runLrSweep(opts)));
 
+program
+  .command('sequence')
+  .description(
+    'Where batch norm does not fit: (rows) sequential MNIST read row by row by a plain vs weight-normalized LSTM; ' +
+      '(online) a small MLP trained one example at a time: plain, weight norm, batch norm, WN + mean-only BN. ' +
+      'Writes <out>/sequence-rows.* and <out>/sequence-online.* (.md, .json, .svg, .png).',
+  )
+  .option('--experiments <list>', 'comma-separated subset of rows,online', choiceList(['rows', 'online'] as const), ['rows', 'online'])
+  .option('--hidden <n>', 'LSTM hidden units (rows)', integer(1), 64)
+  .option('--epochs <n>', 'passes over the training digits (rows)', integer(1), 2)
+  .option('--batch <n>', 'minibatch size (rows)', integer(1), 50)
+  .option('--lr <x>', 'Adam learning rate (rows)', positiveNumber, 3e-3)
+  .option('--train-size <n>', 'train on the first n of the 8000 training digits (default: all)', integer(1, 8000))
+  .option('--online-steps <n>', 'examples seen one at a time (online)', integer(1), 3000)
+  .option('--online-hidden <n>', 'hidden units of the online MLP', integer(1), 100)
+  .option('--online-lr <x>', 'Adam learning rate (online)', positiveNumber, 1e-3)
+  .option('--eval-every <n>', 'held-out evaluation every n online steps', integer(1), 500)
+  .option('--smooth <n>', 'moving-average window of the training loss in reports and plots', integer(1), 50)
+  .addOption(deviceOption())
+  .option('--seed <n>', 'seed of initialization and example order', integer(0), 0)
+  .option('--threads <n>', 'CPU threads for the kernels (default: every core)', integer(1, 1024))
+  .option('--out <dir>', 'output folder', 'runs/sequence')
+  .action((opts) => runAction(async () => (await import('./commands/sequence.js')).runSequence(opts)));
+
 await program.parseAsync(process.argv);

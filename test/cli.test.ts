@@ -139,7 +139,7 @@ describe('weightnorm CLI', () => {
   });
 
   it('prints --help for every command with exit code 0', async () => {
-    const commands = ['train', 'compare', 'lr-sweep'];
+    const commands = ['train', 'compare', 'lr-sweep', 'sequence'];
     const runs = await Promise.all([weightnorm(['--help']), ...commands.map((c) => weightnorm([c, '--help']))]);
     expect(runs.map((r) => r.code)).toEqual([0, 0, 0, 0]);
     for (const command of commands) expect(runs[0]!.stdout).toContain(command);

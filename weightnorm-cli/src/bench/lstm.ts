@@ -3,7 +3,7 @@
 // over the whole sequence (one native call per layer: the input projection as one GEMM, per step one recurrent GEMM
 // and one fused gate kernel), loss = sum of the output, the backward through time (one native call), an Adam update.
 // The forward and gradients are checked against torch by test/rnn.test.ts (float64 fixtures), not again here.
-import { nn, optim, synchronize, type Tensor, tensor, tidy } from 'weightnorm';
+import { nn, optim, randn, synchronize, type Tensor, tidy } from 'weightnorm';
 import { type Device, native } from 'weightnorm/native';
 
 import type { TorchPeer } from './peer.js';
@@ -50,7 +50,7 @@ export async function runLstmSuite(
   const rows: LstmRow[] = [];
   for (const [index, c] of cases.entries()) {
     const seed = options.seed + 100 * index;
-    const x: Tensor = tensor(native.randn([c.steps, c.batch, c.input], seed, 'cpu', 0, 1).toArray(), [c.steps, c.batch, c.input], { device });
+    const x: Tensor = randn([c.steps, c.batch, c.input], { seed, device });
     const models = (['plain', 'wn'] as const).map((variant) => {
       const model = new nn.LSTM(c.input, c.hidden, { weightNorm: variant === 'wn' }).to(device);
       return { variant, model, optimizer: new optim.Adam(model.parameters(), { lr: 1e-3 }) };
@@ -96,7 +96,10 @@ export async function runLstmSuite(
         calls: timed.calls,
       });
     } finally {
-      for (const { model } of models) model.dispose();
+      for (const { model, optimizer } of models) {
+        optimizer.dispose();
+        model.dispose();
+      }
       x.dispose();
       if (device === 'cuda') native.releaseCachedMemory();
     }

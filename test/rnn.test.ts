@@ -7,7 +7,7 @@
 //  - bad shapes and options are clear errors naming the parameter.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { backend, type Device, io, nn, noGrad, optim, randn, type Tensor, tensor, tidy } from '../ts/index.js';
+import { backend, type Device, io, nn, noGrad, optim, randn, setNumThreads, type Tensor, tensor, tidy } from '../ts/index.js';
 import { maxAbs, normals, relativeError, reproduce, runSeed } from './helpers.js';
 import { referenceRecurrentLayer } from './reference/rnn.js';
 
@@ -268,6 +268,35 @@ describe('weight norm on the recurrent matrices', () => {
     });
     x.dispose();
     for (const m of [normalized, plain, reloaded]) m.dispose();
+  });
+});
+
+describe('determinism', () => {
+  it('forward and backward of a weight-normalized 2-layer LSTM and a GRU are bitwise the same with 1, 2 and 3 threads', () => {
+    const seed = runSeed();
+    const results = [1, 2, 3].map((threads) => {
+      setNumThreads(threads);
+      const out: number[][] = [];
+      for (const make of [() => new nn.LSTM(5, 33, { numLayers: 2, weightNorm: true }), () => new nn.GRU(5, 33)]) {
+        const model = make();
+        tidy(() => model.loadStateDict(Object.fromEntries(Object.entries(model.stateDict()).map(([name, t], i) => [name, randn([...t.shape], { seed: seed + i, std: 0.3 })]))));
+        const x = randn([7, 9, 5], { seed: seed + 99 });
+        x.requiresGrad = true;
+        tidy(() => {
+          const { output, h } = model.forward(x);
+          out.push(Array.from(output.toArray()));
+          F.sum(F.add(F.sum(output), F.sum(F.mul(h, h)))).backward();
+        });
+        out.push(Array.from(x.grad!.toArray()), ...model.parameters().map((p) => Array.from(p.grad!.toArray())));
+        x.grad!.dispose();
+        x.dispose();
+        model.dispose();
+      }
+      return out;
+    });
+    setNumThreads(0);
+    expect(results[1], `2 threads vs 1 (${reproduce(seed)})`).toEqual(results[0]);
+    expect(results[2], `3 threads vs 1 (${reproduce(seed)})`).toEqual(results[0]);
   });
 });
 

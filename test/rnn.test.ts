@@ -396,6 +396,11 @@ describe.each(devices)('nn.Embedding on %s', (device) => {
       tidy(() => {
         expect(embedding.forward(Int32Array.from([1, 3])).shape).toEqual([2, 2]);
         expect(embedding.forward([0]).shape).toEqual([1, 2]);
+        const int32 = tensor(Int32Array.from([3, 0, 2, 1]), [2, 2], { device, dtype: 'int32' });
+        const rows = embedding.forward(int32).toArray();
+        const table = embedding.weight.toArray();
+        expect(Array.from(rows)).toEqual([3, 0, 2, 1].flatMap((i) => Array.from(table.slice(2 * i, 2 * i + 2))));
+        expect(() => embedding.forward(tensor([true], [1], { dtype: 'bool' }))).toThrow('nn.Embedding.forward: indices: expected an int32 tensor');
       });
     });
     expect(() => embedding.forward([4])).toThrow('nn.Embedding.forward: indices: expected integers in [0, 3], received 4 at position 0');

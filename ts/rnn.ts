@@ -547,6 +547,7 @@ export class Embedding extends Module {
     const where = 'nn.Embedding';
     checkSize(`${where}: numEmbeddings`, numEmbeddings);
     checkSize(`${where}: embeddingDim`, embeddingDim);
+    if (numEmbeddings > 2 ** 24) throw rangeError(`${where}: numEmbeddings`, 'at most 2^24 rows (the kernels read indices as float32)', String(numEmbeddings));
     const o = checkOptions(where, options, ['paddingIdx']);
     if (o.paddingIdx === undefined || o.paddingIdx === null) {
       this.paddingIdx = null;
@@ -566,8 +567,9 @@ export class Embedding extends Module {
   }
 
   /**
-   * indices: a tensor of integer values (any shape), an Int32Array or a number[] (1-D) -> [...indices.shape,
-   * embeddingDim]. Each index must be an integer in [0, numEmbeddings).
+   * indices: an int32 tensor (or a float32 one holding integers; any shape), an Int32Array or a number[] (1-D) ->
+   * [...indices.shape, embeddingDim]. Each index must be an integer in [0, numEmbeddings). The kernels take the
+   * indices as float32 (exact up to 2^24 rows), copied once per forward.
    */
   forward(indices: Tensor | Int32Array | readonly number[]): Tensor {
     const where = 'nn.Embedding.forward';
@@ -575,7 +577,10 @@ export class Embedding extends Module {
     let values: ArrayLike<number>;
     let shape: number[];
     if (indices instanceof Tensor) {
-      handleOf(indices, `${where}: indices`);
+      handleOf(indices, `${where}: indices`, 'any');
+      if (indices.dtype !== 'int32' && indices.dtype !== 'float32') {
+        throw typeError(`${where}: indices`, 'an int32 tensor (or float32 holding integers)', indices);
+      }
       values = indices.toArray();
       shape = [...indices.shape];
     } else if (indices instanceof Int32Array || Array.isArray(indices)) {

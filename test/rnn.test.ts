@@ -5,7 +5,9 @@
 //  - against the float64 reference of test/reference/rnn.ts on fresh random inputs every run (forward, and gradients
 //    against central differences of the reference);
 //  - bad shapes and options are clear errors naming the parameter.
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { backend, type Device, io, nn, noGrad, optim, randn, setNumThreads, type Tensor, tensor, tidy } from '../ts/index.js';
 import { maxAbs, normals, relativeError, reproduce, runSeed } from './helpers.js';
@@ -297,6 +299,29 @@ describe('determinism', () => {
     setNumThreads(0);
     expect(results[1], `2 threads vs 1 (${reproduce(seed)})`).toEqual(results[0]);
     expect(results[2], `3 threads vs 1 (${reproduce(seed)})`).toEqual(results[0]);
+  });
+});
+
+describe('checkpoints', () => {
+  it('io.save / io.loadInto round-trips a weight-normalized LSTM (same outputs after loading)', () => {
+    const seed = runSeed();
+    const dir = mkdtempSync(join(tmpdir(), 'weightnorm-rnn-'));
+    const path = join(dir, 'lstm.safetensors');
+    const saved = new nn.LSTM(3, 4, { numLayers: 2, weightNorm: true });
+    const loaded = new nn.LSTM(3, 4, { numLayers: 2, weightNorm: true });
+    const x = randn([5, 2, 3], { seed });
+    try {
+      io.save(saved, path);
+      io.loadInto(loaded, path);
+      tidy(() => {
+        expect(Array.from(loaded.forward(x).output.toArray()), reproduce(seed)).toEqual(Array.from(saved.forward(x).output.toArray()));
+      });
+    } finally {
+      x.dispose();
+      saved.dispose();
+      loaded.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -34,6 +34,7 @@ Napi::Value BenchmarkOutputs(const Napi::CallbackInfo& info);
 void register_nn_ops(Napi::Env env, Napi::Object exports);  // nn.cc
 void register_pointwise_ops(Napi::Env env, Napi::Object exports);  // pointwise.cc
 void register_shape_ops(Napi::Env env, Napi::Object exports);  // shape.cc
+void register_rnn_ops(Napi::Env env, Napi::Object exports);  // rnn.cc
 
 namespace {
 
@@ -444,6 +445,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_nn_ops(env, exports);
   register_pointwise_ops(env, exports);
   register_shape_ops(env, exports);
+  register_rnn_ops(env, exports);
   return exports;
 }
 

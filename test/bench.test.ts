@@ -146,3 +146,19 @@ describe('evaluateSuiteGoals', () => {
     expect(targets.map((t) => t.status)).toEqual(['unavailable', 'unavailable', 'met', 'unavailable']);
   });
 });
+
+describe('LSTM training-step suite', () => {
+  it('times the plain and weight-normalized LSTM (no peer: torch columns say why) and reports their ratio', async () => {
+    const { runLstmSuite } = await import('../weightnorm-cli/src/bench/lstm.js');
+    const tiny = { name: 'lstm-tiny', batch: 2, steps: 3, input: 2, hidden: 3, quick: true };
+    const before = native.memory().cpu.tensors;
+    const rows = await runLstmSuite([tiny], null, { device: 'cpu', plan: { rounds: 1, warmup: 0, repeats: 2 }, seed: 1, log: () => undefined });
+    expect(rows).toHaveLength(1);
+    const row = rows[0]!;
+    expect('ms' in row.plain && row.plain.ms > 0, JSON.stringify(row.plain)).toBe(true);
+    expect('ms' in row.wn && row.wn.ms > 0, JSON.stringify(row.wn)).toBe(true);
+    expect(row.ratio).toBeGreaterThan(0);
+    expect(row.torchWn).toEqual({ unavailable: 'no torch peer' });
+    expect(native.memory().cpu.tensors - before, 'tensors the suite left alive').toBe(0);
+  });
+});

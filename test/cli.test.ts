@@ -139,13 +139,14 @@ describe('weightnorm CLI', () => {
   });
 
   it('prints --help for every command with exit code 0', async () => {
-    const commands = ['train', 'compare', 'lr-sweep'];
+    const commands = ['train', 'compare', 'lr-sweep', 'sequence'];
     const runs = await Promise.all([weightnorm(['--help']), ...commands.map((c) => weightnorm([c, '--help']))]);
-    expect(runs.map((r) => r.code)).toEqual([0, 0, 0, 0]);
+    expect(runs.map((r) => r.code)).toEqual([0, 0, 0, 0, 0]);
     for (const command of commands) expect(runs[0]!.stdout).toContain(command);
     expect(runs[1]!.stdout).toContain('--norm <norm>');
     expect(runs[2]!.stdout).toContain('--target-loss <x>');
     expect(runs[3]!.stdout).toContain('--lrs <list>');
+    expect(runs[4]!.stdout).toContain('--online-steps <n>');
   });
 
   it('train learns real digits in one short epoch, logs every step and writes a loadable checkpoint', async () => {

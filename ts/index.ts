@@ -43,7 +43,7 @@ export { DisposedTensorError } from './errors.js';
 export { tidy, keep } from './scope.js';
 export { noGrad, isGradEnabled, type BackwardOptions } from './autograd.js';
 export { manualSeed } from './random.js';
-export * as nn from './nn.js';
+export * as nn from './layers.js';
 export * as optim from './optim.js';
 export * as init from './init.js';
 export * as io from './io.js';

@@ -11,7 +11,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 
 import { describe, typeError } from './errors.js';
 import { native, type TensorArray } from './native.js';
-import { type HostTensor, type LoadStateDictOptions, Module, type RandomStreamState, type StagedLoad, WeightNormState } from './nn.js';
+import { type AnyModule, type HostTensor, type LoadStateDictOptions, Module, type RandomStreamState, type StagedLoad, WeightNormState } from './nn.js';
 import { Optimizer, type OptimizerStateDict } from './optim.js';
 import { checkDevice, type Device, type DType, handleOf, Tensor } from './tensor.js';
 
@@ -36,7 +36,7 @@ export interface TrainingState {
   optimizer?: Optimizer;
 }
 
-export type Checkpointable = Module | TrainingState | Record<string, Tensor>;
+export type Checkpointable = AnyModule | TrainingState | Record<string, Tensor>;
 
 export interface SaveOptions {
   /** Strings stored in the header's __metadata__ (keys starting with 'weightnorm.' are the library's). */
@@ -711,7 +711,7 @@ function asCheckpointError<T>(file: string, fn: () => T): T {
  * optimizer are exactly as they were. Returns the file's metadata. A Module target ignores a checkpoint's optimizer
  * part; a target with an optimizer needs one.
  */
-export function loadInto(target: Module | TrainingState, path: string, options?: LoadIntoOptions): Record<string, string> {
+export function loadInto(target: AnyModule | TrainingState, path: string, options?: LoadIntoOptions): Record<string, string> {
   const where = 'io.loadInto';
   if (!(target instanceof Module) && !isTrainingState(target)) throw typeError(`${where}: target`, 'a Module or { model, optimizer }', target);
   if (!(target instanceof Module)) checkTrainingState(where, target);
@@ -779,6 +779,21 @@ const TORCH_SUFFIXES: readonly [string, string][] = [
 ];
 const TORCH_DROPPED = ['num_batches_tracked'];
 
+// Recurrent layers' matrices (weight_ih_l0, weight_hh_l1, a cell's weight_ih): torch's weight_norm names them
+// weight_hh_l0_g / weight_hh_l0_v, its parametrizations parametrizations.weight_hh_l0.original0 (g) / original1 (v);
+// ours are weight_hh_l0_g / weight_hh_l0_v.
+const TORCH_RECURRENT_OLD = /^(.*?)(weight_(?:ih|hh)(?:_l\d+)?)_([gv])$/;
+const TORCH_RECURRENT_NEW = /^(.*?)parametrizations\.(weight_(?:ih|hh)(?:_l\d+)?)\.original([01])$/;
+
+function torchRecurrentWeightNorm(name: string): { mapped: string; g: boolean; v: string; owner: string } | null {
+  const old = TORCH_RECURRENT_OLD.exec(name);
+  const parametrized = old ? null : TORCH_RECURRENT_NEW.exec(name);
+  if (!old && !parametrized) return null;
+  const [, prefix, matrix, which] = (old ?? parametrized)!;
+  const g = old ? which === 'g' : which === '0';
+  return { mapped: `${prefix}${matrix}_${g ? 'g' : 'v'}`, g, v: `${prefix}${matrix}_v`, owner: `the matrix '${prefix}${matrix}'` };
+}
+
 function splitName(name: string): [string, string] {
   const cut = name.lastIndexOf('.');
   return cut < 0 ? ['', name] : [name.slice(0, cut + 1), name.slice(cut + 1)];
@@ -808,7 +823,9 @@ function torchDimOf(gShape: readonly number[]): number | null | undefined {
  * A torch state dict (e.g. from io.load() of a file torch wrote) under this library's names: `<p>.weight_g` and
  * `<p>.parametrizations.weight.original0` become `<p>.g` (reshaped from torch's [out, 1, ...] to [out]),
  * `<p>.weight_v` and `...original1` become `<p>.v`, running_mean/running_var become runningMean/runningVar,
- * num_batches_tracked is dropped; other names are kept. g becomes a view: dispose it with the inputs.
+ * num_batches_tracked is dropped; other names are kept. A recurrent layer's `<p>.weight_hh_l0_g` and
+ * `<p>.parametrizations.weight_hh_l0.original0` become `<p>.weight_hh_l0_g` (v likewise: `_v`, original1).
+ * g becomes a view: dispose it with the inputs.
  */
 export function mapTorchStateDict(stateDict: Record<string, Tensor>, options: TorchMapOptions = {}): Record<string, Tensor> {
   const where = 'io.mapTorchStateDict';
@@ -841,19 +858,22 @@ function mapTorchNames(
       const name = renamePrefix(torchName, prefixMap);
       if (TORCH_DROPPED.some((suffix) => name === suffix || name.endsWith(`.${suffix}`))) continue;
       const rule = TORCH_SUFFIXES.find(([suffix]) => name === suffix || name.endsWith(`.${suffix}`));
+      const found = rule ? { base: name.slice(0, name.length - rule[0].length), ours: rule[1] } : null;
+      const weightNorm = found
+        ? { mapped: found.base + found.ours, g: found.ours === 'g', v: `${found.base}v`, owner: `the layer '${found.base.slice(0, -1)}'` }
+        : torchRecurrentWeightNorm(name);
       let mapped = name;
       let value = t;
-      if (rule) {
-        const base = name.slice(0, name.length - rule[0].length);
-        mapped = base + rule[1];
-        if (rule[1] === 'g') {
-          const v = ours?.[`${base}v`];
+      if (weightNorm) {
+        mapped = weightNorm.mapped;
+        if (weightNorm.g) {
+          const v = ours?.[weightNorm.v];
           const wn = v ? WeightNormState.of(v) : null;
           const torchDim = torchDimOf(t.shape);
           if (wn && torchDim !== undefined && torchDim !== wn.dim) {
             fail(
               `'${torchName}' has shape ${shapeText(t.shape)} (torch weight_norm dim=${torchDim ?? 'None'}), ` +
-                `but the layer '${base.slice(0, -1)}' normalizes with dim ${wn.dim}`,
+                `but ${weightNorm.owner} normalizes with dim ${wn.dim}`,
               torchName,
             );
           }
@@ -882,7 +902,7 @@ function mapTorchNames(
  * dict was written to) into a model whose layers were built with weightNorm, under either of torch's naming schemes
  * (see mapTorchStateDict). All-or-nothing, like Module.loadStateDict().
  */
-export function importTorchWeightNorm(source: Record<string, Tensor> | string, model: Module, options: TorchImportOptions = {}): void {
+export function importTorchWeightNorm(source: Record<string, Tensor> | string, model: AnyModule, options: TorchImportOptions = {}): void {
   const where = 'io.importTorchWeightNorm';
   if (!(model instanceof Module)) throw typeError(`${where}: model`, 'a Module', model);
   if (!isObjectRecord(options)) throw typeError(`${where}: options`, 'an object', options);

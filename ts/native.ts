@@ -283,6 +283,45 @@ export interface NativeBinding {
   benchmarkTimes?(request: BenchmarkRequest, warmup: number, repeats: number): Float64Array;
   /** Runs `request` once on sets[0] and returns its outputs (the copy op has none to check). */
   benchmarkOutputs?(request: Exclude<BenchmarkRequest, { op: 'copy' }>): BenchmarkOutputs;
+  // Recurrent layers (binding/rnn.cc): a whole layer over all steps, forward and backward through time in one call.
+  rnnForward(cell: RnnCell, x: NativeTensor, h0: NativeTensor, c0: NativeTensor | null, wIh: NativeTensor, wHh: NativeTensor, bIh: NativeTensor | null, bHh: NativeTensor | null): RnnForwardResult;
+  rnnBackward(cell: RnnCell, dy: NativeTensor, x: NativeTensor, h0: NativeTensor, c0: NativeTensor | null, wIh: NativeTensor, wHh: NativeTensor, y: NativeTensor, savedGates: NativeTensor, savedState: NativeTensor, options: RnnBackwardOptions): RnnGradients;
+  /** indices hold integers in [0, numEmbeddings) as float32 (checked by ts/). */
+  embedding(indices: NativeTensor, weight: NativeTensor): NativeTensor;
+  embeddingBackward(dout: NativeTensor, indices: NativeTensor, numEmbeddings: number, paddingIdx: number): NativeTensor;
+  /** out's rows [outRow, outRow + rows) = x's rows [xRow, xRow + rows), in place (a row: everything after axis 0). */
+  copyRows(out: NativeTensor, outRow: number, x: NativeTensor, xRow: number, rows: number): void;
+  /** x [a, b, ...] -> [b, a, ...] (batch-first sequences to time-major and back). */
+  swapLeadingAxes(x: NativeTensor): NativeTensor;
+}
+
+export type RnnCell = 'lstm' | 'gru';
+
+/** y: [steps (+1 for an LSTM: c_T), batch, hidden]; saved for the backward: the activated gates and per-step state. */
+export interface RnnForwardResult {
+  y: NativeTensor;
+  savedGates: NativeTensor;
+  savedState: NativeTensor;
+}
+
+export interface RnnBackwardOptions {
+  wantDx: boolean;
+  wantDh0: boolean;
+  wantDc0: boolean;
+  wantDwIh: boolean;
+  wantDwHh: boolean;
+  wantDbIh: boolean;
+  wantDbHh: boolean;
+}
+
+export interface RnnGradients {
+  dx?: NativeTensor;
+  dh0?: NativeTensor;
+  dc0?: NativeTensor;
+  dwIh?: NativeTensor;
+  dwHh?: NativeTensor;
+  dbIh?: NativeTensor;
+  dbHh?: NativeTensor;
 }
 
 const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');

@@ -170,13 +170,21 @@ export function stageCopy(value: Tensor | HostTensor, device: Device): NativeTen
 // ---------------------------------------------------------------------------------------------------------------
 // Module.
 
-export abstract class Module {
+/** A module of any forward output: what containers hold and checkpoints, optimizers and init walk. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- Module<any> is assignable both ways, Module<unknown> is not
+export type AnyModule = Module<any>;
+
+/**
+ * A layer. `Output` is what forward() returns: a Tensor for every layer but the recurrent ones (nn.LSTM, nn.GRU),
+ * whose forward returns the output sequence with the final states. Containers and checkpoints take any module.
+ */
+export abstract class Module<Output = Tensor> {
   training = true;
   private readonly parameterSlots = new Map<string, Tensor>();
   private readonly bufferSlots = new Map<string, Tensor>();
-  private readonly moduleSlots = new Map<string, Module>();
+  private readonly moduleSlots = new Map<string, AnyModule>();
 
-  abstract forward(x: Tensor): Tensor;
+  abstract forward(x: Tensor): Output;
 
   /** Registers (or replaces) a trainable tensor under `name`. */
   protected registerParameter(name: string, tensor: Tensor): Tensor {
@@ -199,14 +207,14 @@ export abstract class Module {
     return tensor;
   }
 
-  protected registerModule<M extends Module>(name: string, module: M): M {
+  protected registerModule<M extends AnyModule>(name: string, module: M): M {
     if (!(module instanceof Module)) throw typeError(`${this.constructor.name}: ${name}`, 'a Module', module);
     this.moduleSlots.set(name, module);
     return module;
   }
 
   /** Direct children, in registration order. */
-  children(): Module[] {
+  children(): AnyModule[] {
     return [...this.moduleSlots.values()];
   }
 
@@ -267,8 +275,8 @@ export abstract class Module {
   }
 
   /** This module ('') and every descendant, by dotted name ('0', '1', '1.0', ...). */
-  namedModules(prefix = ''): [string, Module][] {
-    const own: [string, Module] = [prefix.endsWith('.') ? prefix.slice(0, -1) : prefix, this];
+  namedModules(prefix = ''): [string, AnyModule][] {
+    const own: [string, AnyModule] = [prefix.endsWith('.') ? prefix.slice(0, -1) : prefix, this];
     return [own, ...[...this.moduleSlots].flatMap(([name, m]) => m.namedModules(`${prefix}${name}.`))];
   }
 

@@ -12,7 +12,7 @@ Protocol: one JSON object per line on stdin, one JSON answer per line on stdout 
   {"cmd": "round", "warmup": W, "repeats": R}
       -> {"ok": true, "times": {"copy": [ms...], "fused_forward": [...], "fused_backward": [...],
           "composite_forward": [...], "composite_backward": [...]}}  (fused_* absent where fused_na)
-  {"cmd": "task", "kind": "gemm" | "linear" | "mnist", ...}  (the side-by-side suites; see Task below)
+  {"cmd": "task", "kind": "gemm" | "linear" | "mnist" | "lstm", ...}  (the side-by-side suites; see Task below)
       prepares one task's tensors -> {"ok": true, "variants": [...], "unavailable": {variant: why}, "calls": {...}}
   {"cmd": "task_round", "warmup": W, "repeats": R}
       -> {"ok": true, "times": {variant: [ms...]}, "errors": {variant: why}}  (a variant that fails is dropped)
@@ -290,12 +290,12 @@ def full_float32_convolutions():
         torch.backends.cudnn.allow_tf32 = False
 
 
-def weight_norm_module(module):
-    """Weight norm on module.weight (dim 0) with torch's current API (parametrizations, torch >= 2.1) or the old hook."""
+def weight_norm_module(module, name="weight"):
+    """Weight norm on module.<name> (dim 0) with torch's current API (parametrizations, torch >= 2.1) or the old hook."""
     parametrizations = getattr(torch.nn.utils, "parametrizations", None)
     if parametrizations is not None and hasattr(parametrizations, "weight_norm"):
-        return parametrizations.weight_norm(module, name="weight", dim=0), "torch.nn.utils.parametrizations.weight_norm"
-    return torch.nn.utils.weight_norm(module, name="weight", dim=0), "torch.nn.utils.weight_norm"
+        return parametrizations.weight_norm(module, name=name, dim=0), "torch.nn.utils.parametrizations.weight_norm"
+    return torch.nn.utils.weight_norm(module, name=name, dim=0), "torch.nn.utils.weight_norm"
 
 
 def set_weight_norm_parameters(module, g, v):
@@ -340,6 +340,8 @@ class Task:
             y.sum().backward(), with x requiring its gradient (dx, dW, db: the three products of a hidden layer).
     mnist:  {"batch"}: the CLI's CNN plain and weight-normalized; a step is trainStep's: forward, loss.item(),
             zero_grad, backward, Adam step (lr 3e-3), the labels copied from the host as ours are.
+    lstm:   {"steps", "batch", "input", "hidden"}: torch.nn.LSTM plain and with weight norm on weight_ih_l0 and
+            weight_hh_l0; a step is zero_grad, lstm(x)[0].sum().backward(), Adam step (lr 1e-3).
     """
 
     def __init__(self, request):
@@ -412,6 +414,26 @@ class Task:
         self.calls["plain"] = ("the CNN in eager mode (float32 throughout: cuDNN TF32 off), F.cross_entropy, loss.item(), "
                                "zero_grad, backward, Adam(lr=3e-3).step()")
         self.calls["wn"] = f"same with {api} on both convs and the linear"
+
+    def prepare_lstm(self, request, gen):
+        steps, batch, n_in, hidden = request["steps"], request["batch"], request["input"], request["hidden"]
+        x = torch.randn([steps, batch, n_in], generator=gen).to(DEVICE)
+        api = None
+        for name, wn in (("plain", False), ("wn", True)):
+            torch.manual_seed(int(request.get("seed", 1)))
+            model = torch.nn.LSTM(n_in, hidden).to(DEVICE)
+            if wn:
+                for matrix in ("weight_ih_l0", "weight_hh_l0"):
+                    model, api = weight_norm_module(model, matrix)
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+            def step(model=model, optimizer=optimizer):
+                optimizer.zero_grad(set_to_none=True)
+                model(x)[0].sum().backward()
+                optimizer.step()
+            self.steps[name] = step
+        self.calls["plain"] = "torch.nn.LSTM (eager); zero_grad, lstm(x)[0].sum().backward(), Adam(lr=1e-3).step()"
+        self.calls["wn"] = f"same with {api} on weight_ih_l0 and weight_hh_l0 (dim 0)"
 
     def round(self, warmup, repeats):
         times, errors = {}, {}

@@ -10,6 +10,7 @@ import { nn, noGrad, type Tensor } from '../../ts/index.js';
 import type { LayerSpec, OpConfig } from './fixture.js';
 import { accumulation, ELEMENTWISE, type LayerEntry, type OpEntry, UNIT_ROUNDOFF } from './entry.js';
 import { SHAPE_OPS } from './registry-shape.js';
+import { LAYERS as RNN_LAYERS } from './registry-rnn.js';
 
 export { accumulation, ELEMENTWISE, type LayerEntry, type OpEntry, type OpRun, type Tolerance, UNIT_ROUNDOFF } from './entry.js';
 
@@ -179,6 +180,7 @@ export const LAYERS: Record<string, LayerEntry> = {
       'a chain of up to six layers: each one\'s error (up to ~50 terms) is carried and amplified by those after it',
     ),
   },
+  ...RNN_LAYERS,
 };
 
 /** Exports of nn that are Module classes but not layers to check, with the reason. */

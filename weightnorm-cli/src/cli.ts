@@ -95,7 +95,7 @@ program
   .option('--peer-default-malloc', "time torch with glibc's default malloc (every output ≥ 32 MB faulted in anew)", false)
   .option('--python <path>', 'Python with torch for the peer (default: $WEIGHTNORM_PYTHON, python3, /usr/bin/python3)')
   .option('--cases <names>', 'comma-separated weight-norm case names (substrings) to run', (v: string) => v.split(',').filter(Boolean))
-  .option('--suites <list>', 'comma-separated subset of weightnorm,gemm,linear,mnist (default: all)', choiceList(SUITES))
+  .option('--suites <list>', 'comma-separated subset of weightnorm,gemm,linear,mnist,lstm (default: all)', choiceList(SUITES))
   .option('--cache-mb <n>', 'last-level cache to defeat by rotating inputs (default: CPU from sysfs, CUDA 128)', positiveInt('--cache-mb'))
   .option('--memory-mb <n>', 'memory the rotated input sets may use', positiveInt('--memory-mb'))
   .action(async (opts: {
@@ -162,5 +162,29 @@ trainingCommand(
       .option('--variants <list>', `comma-separated subset of ${NORMS.join(',')}`, choiceList(NORMS), ['none', 'wn'])
       .option('--lrs <list>', 'learning rates', positiveList, [0.01, 0.03, 0.1, 0.3, 1, 3, 10]),
 ).action((opts) => runAction(async () => (await import('./commands/lr-sweep.js')).runLrSweep(opts)));
+
+program
+  .command('sequence')
+  .description(
+    'Where batch norm does not fit: (rows) sequential MNIST read row by row by a plain vs weight-normalized LSTM; ' +
+      '(online) a small MLP trained one example at a time: plain, weight norm, batch norm, WN + mean-only BN. ' +
+      'Writes <out>/sequence-rows.* and <out>/sequence-online.* (.md, .json, .svg, .png).',
+  )
+  .option('--experiments <list>', 'comma-separated subset of rows,online', choiceList(['rows', 'online'] as const), ['rows', 'online'])
+  .option('--hidden <n>', 'LSTM hidden units (rows)', integer(1), 64)
+  .option('--epochs <n>', 'passes over the training digits (rows)', integer(1), 2)
+  .option('--batch <n>', 'minibatch size (rows)', integer(1), 50)
+  .option('--lr <x>', 'Adam learning rate (rows)', positiveNumber, 3e-3)
+  .option('--train-size <n>', 'train on the first n of the 8000 training digits (default: all)', integer(1, 8000))
+  .option('--online-steps <n>', 'examples seen one at a time (online)', integer(1), 3000)
+  .option('--online-hidden <n>', 'hidden units of the online MLP', integer(1), 100)
+  .option('--online-lr <x>', 'Adam learning rate (online)', positiveNumber, 1e-3)
+  .option('--eval-every <n>', 'held-out evaluation every n online steps', integer(1), 500)
+  .option('--smooth <n>', 'moving-average window of the training loss in reports and plots', integer(1), 50)
+  .addOption(deviceOption())
+  .option('--seed <n>', 'seed of initialization and example order', integer(0), 0)
+  .option('--threads <n>', 'CPU threads for the kernels (default: every core)', integer(1, 1024))
+  .option('--out <dir>', 'output folder', 'runs/sequence')
+  .action((opts) => runAction(async () => (await import('./commands/sequence.js')).runSequence(opts)));
 
 await program.parseAsync(process.argv);

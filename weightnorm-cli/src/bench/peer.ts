@@ -145,7 +145,7 @@ export class TorchPeer {
   }
 
   /** Prepares one task of the side-by-side suites (gemm, linear, mnist; see peer_torch.py Task). */
-  async task(kind: 'gemm' | 'linear' | 'mnist', spec: Record<string, unknown>): Promise<PeerTask> {
+  async task(kind: 'gemm' | 'linear' | 'mnist' | 'lstm', spec: Record<string, unknown>): Promise<PeerTask> {
     return (await this.request({ cmd: 'task', kind, ...spec })) as unknown as PeerTask;
   }
 

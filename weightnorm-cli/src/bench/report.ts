@@ -5,7 +5,7 @@ import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import type { OutputErrors } from './measure.js';
 import { BF16_TOLERANCE, worst } from './measure.js';
-import { type BackendResult, checksFailed, type GemmRow, type LinearRow, type MnistRow, type OpRow, type Variant } from './results.js';
+import { type BackendResult, checksFailed, type GemmRow, type LinearRow, type LstmRow, type MnistRow, type OpRow, type Variant } from './results.js';
 import { isUnavailable, type Measured } from './rounds.js';
 
 const OP_LABEL = { forward: 'fwd', backward: 'bwd', 'forward+backward': 'fwd+bwd' } as const;
@@ -63,6 +63,7 @@ const BF16_HEADERS = ['case', 'op', 'ours ms', 'GB/s', '%roof', 'torch bf16 ms',
 const GEMM_HEADERS = ['case', 'm×n×k', 'prec', 'ours ms', 'TFLOP/s', 'backend', 'torch ms', 'TFLOP/s', 'ours/torch', 'check / why n/a'];
 const LINEAR_HEADERS = ['case', 'plain ms', 'WN ms', 'WN/plain', 'torch plain ms', 'torch WN ms', 'torch WN/plain', 'torch WN / our WN', 'check'];
 const MNIST_HEADERS = ['batch', 'norm', 'ours ms/step', 'torch ms/step', 'torch/ours', 'check'];
+const LSTM_HEADERS = ['case', 'plain ms/step', 'WN ms/step', 'WN/plain', 'torch plain ms', 'torch WN ms', 'torch/ours plain', 'torch/ours WN'];
 
 const measuredMs = (m: Measured) => (isUnavailable(m) ? 'n/a' : ms(m.ms));
 const shortText = (text: string, limit = 90) => (text.length > limit ? `${text.slice(0, limit - 1)}…` : text);
@@ -143,6 +144,20 @@ function mnistRows(rows: MnistRow[]): string[][] {
   ]);
 }
 
+function lstmRows(rows: LstmRow[]): string[][] {
+  const ratio = (x: number | null) => (x === null ? 'n/a' : `${x.toFixed(3)}×`);
+  return rows.map((r) => [
+    r.case.name,
+    measuredMs(r.plain),
+    measuredMs(r.wn),
+    ratio(r.ratio),
+    measuredMs(r.torchPlain),
+    measuredMs(r.torchWn),
+    times(r.plainVsTorch),
+    times(r.wnVsTorch),
+  ]);
+}
+
 function suiteGoalLines(result: BackendResult, markdownStyle: boolean): string[] {
   return result.suiteGoals.map((t) =>
     markdownStyle
@@ -160,6 +175,7 @@ export function terminalTable(result: BackendResult): string {
   if (result.gemm.length) parts.push('', 'GEMM vs torch (cuBLAS on CUDA):', fixedTable(GEMM_HEADERS, gemmRows(result.gemm), 3));
   if (result.linear.length) parts.push('', 'Weight-normalized Linear vs plain (fwd+bwd per step):', fixedTable(LINEAR_HEADERS, linearRows(result.linear), 1));
   if (result.mnist.length) parts.push('', 'MNIST CNN training step:', fixedTable(MNIST_HEADERS, mnistRows(result.mnist), 2));
+  if (result.lstm?.length) parts.push('', 'LSTM training step:', fixedTable(LSTM_HEADERS, lstmRows(result.lstm), 1));
   return parts.join('\n');
 }
 
@@ -327,6 +343,19 @@ export function markdown(result: BackendResult): string {
             "before timing: loss and every parameter's gradient against torch with our weights and batch.",
           '',
           mdTable(MNIST_HEADERS, mnistRows(result.mnist)),
+          '',
+        ]
+      : []),
+    ...(result.lstm?.length
+      ? [
+          '## LSTM training step',
+          '',
+          '`nn.LSTM(input, 256)` (one layer, time-major), plain and `{ weightNorm: true }` (both matrices, one norm per ' +
+            'gate row): zero grads, forward over the whole sequence, loss = sum(output), backward through time, Adam ' +
+            `(lr 1e-3), then a synchronize; wall clock per step. torch: ${result.lstm.find((r) => r.calls.wn)?.calls.wn ?? 'n/a'}. ` +
+            'Correctness is checked by test/rnn.test.ts against torch (float64 fixtures), not in this run.',
+          '',
+          mdTable(LSTM_HEADERS, lstmRows(result.lstm)),
           '',
         ]
       : []),

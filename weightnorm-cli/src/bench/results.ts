@@ -9,6 +9,8 @@ import { LINEAR_RATIO_GOAL, type LinearRow, type MnistRow } from './training.js'
 
 export type { GemmRow } from './gemm.js';
 export type { LinearRow, MnistRow } from './training.js';
+export type { LstmRow } from './lstm.js';
+import type { LstmRow } from './lstm.js';
 
 import type { Suite } from './suites.js';
 
@@ -131,6 +133,8 @@ export interface BackendResult {
   gemm: GemmRow[];
   linear: LinearRow[];
   mnist: MnistRow[];
+  /** The LSTM training step (absent in results written before the suite existed). */
+  lstm?: LstmRow[];
   /** The GEMM, Linear and MNIST suites' goals, each met, not met or unavailable (its kernel or peer missing, or not measured). */
   suiteGoals: SuiteGoal[];
   durationSeconds: number;

@@ -49,6 +49,7 @@ import {
 import { GEMM_CASES, runGemmSuite } from './gemm.js';
 import type { RoundPlan } from './rounds.js';
 import { LINEAR_CASES, MNIST_BATCHES, runLinearSuite, runMnistSuite } from './training.js';
+import { LSTM_CASES, type LstmRow, runLstmSuite } from './lstm.js';
 
 export interface BenchOptions {
   device: 'cpu' | 'cuda' | 'all';
@@ -544,6 +545,7 @@ async function benchDevice(
   let gemm: GemmRow[] = [];
   let linear: LinearRow[] = [];
   let mnist: MnistRow[] = [];
+  let lstm: LstmRow[] = [];
   // The result as measured so far (the suites not run yet read as 'not measured').
   const assemble = (): BackendResult => ({
     machine: plan.machine,
@@ -566,6 +568,7 @@ async function benchDevice(
     gemm,
     linear,
     mnist,
+    lstm,
     suiteGoals: evaluateSuiteGoals(plan.device, suites, gemm, linear, mnist),
     durationSeconds: (Date.now() - started) / 1000,
     loadAverage: { start: loadAtStart, end: loadavg() },
@@ -603,6 +606,11 @@ async function benchDevice(
     if (suites.includes('mnist')) {
       process.stderr.write(`${plan.device}: MNIST CNN training step vs torch\n`);
       mnist = await runMnistSuite(MNIST_BATCHES, peer, { device: plan.device, plan: plans.mnist, seed: 72_000, log });
+      await checkpoint?.(assemble());
+    }
+    if (suites.includes('lstm')) {
+      process.stderr.write(`${plan.device}: LSTM training step (plain and weight norm) vs torch\n`);
+      lstm = await runLstmSuite(LSTM_CASES, peer, { device: plan.device, plan: plans.mnist, seed: 73_000, log });
     }
   } finally {
     progress.stop();

@@ -1,4 +1,4 @@
 // The benchmark's parts, in a module of its own so that the CLI can list them without loading the benchmark.
-/** weightnorm: the weight-norm kernels (float32 and bfloat16); gemm, linear, mnist: the side-by-side suites against PyTorch. */
-export const SUITES = ['weightnorm', 'gemm', 'linear', 'mnist'] as const;
+/** weightnorm: the weight-norm kernels (float32 and bfloat16); gemm, linear, mnist, lstm: the side-by-side suites against PyTorch. */
+export const SUITES = ['weightnorm', 'gemm', 'linear', 'mnist', 'lstm'] as const;
 export type Suite = (typeof SUITES)[number];

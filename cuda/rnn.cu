@@ -1,0 +1,291 @@
+// Recurrent layers (CUDA), the same computation as cpu/rnn.cc: one call per layer runs all T steps. The input
+// projection of every step is one GEMM; each step is one recurrent GEMM (cuda::gemm, the bias in its epilogue) and
+// ONE fused pointwise kernel over the gates (lstm_step_forward_kernel / gru_step_forward_kernel). The backward runs
+// one fused pointwise kernel and one GEMM per step, then dx and the weight gradients as one GEMM each over all
+// steps, and the bias gradients as column sums in a fixed order (no atomics: the same result run to run).
+// Every kernel is a grid-stride loop over its elements: each element is read and written by one thread only.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "check.cuh"
+#include "gemm.cuh"
+#include "rnn.cuh"
+#include "runtime.cuh"
+
+namespace weightnorm::cuda {
+namespace {
+
+constexpr int kBlock = 256;
+
+unsigned blocks_for(int64_t items) {
+  return static_cast<unsigned>(std::clamp<int64_t>((items + kBlock - 1) / kBlock, 1, 65535));
+}
+
+__device__ __forceinline__ float sigmoid(float a) { return 1.0f / (1.0f + expf(-a)); }
+
+// Elements e = n·hidden + j of [batch, hidden]; gates of row n at [n, gate·hidden + j].
+__global__ void __launch_bounds__(kBlock) lstm_step_forward_kernel(float* h, float* c, float* gates,
+                                                                   const float* c_prev, int64_t batch, int64_t hidden) {
+  const int64_t count = batch * hidden;
+  for (int64_t e = int64_t(blockIdx.x) * kBlock + threadIdx.x; e < count; e += int64_t(gridDim.x) * kBlock) {
+    const int64_t n = e / hidden, j = e % hidden;
+    float* gate = gates + n * 4 * hidden;
+    const float i = sigmoid(gate[j]);
+    const float f = sigmoid(gate[hidden + j]);
+    const float g = tanhf(gate[2 * hidden + j]);
+    const float o = sigmoid(gate[3 * hidden + j]);
+    const float cell = f * c_prev[e] + i * g;
+    gate[j] = i;
+    gate[hidden + j] = f;
+    gate[2 * hidden + j] = g;
+    gate[3 * hidden + j] = o;
+    c[e] = cell;
+    h[e] = o * tanhf(cell);
+  }
+}
+
+__global__ void __launch_bounds__(kBlock) lstm_step_backward_kernel(float* dgates, float* dc, const float* dh_output,
+                                                                    const float* dh_carried, const float* gates,
+                                                                    const float* c, const float* c_prev, int64_t batch,
+                                                                    int64_t hidden) {
+  const int64_t count = batch * hidden;
+  for (int64_t e = int64_t(blockIdx.x) * kBlock + threadIdx.x; e < count; e += int64_t(gridDim.x) * kBlock) {
+    const int64_t n = e / hidden, j = e % hidden;
+    const float* gate = gates + n * 4 * hidden;
+    float* dgate = dgates + n * 4 * hidden;
+    const float i = gate[j], f = gate[hidden + j], g = gate[2 * hidden + j], o = gate[3 * hidden + j];
+    const float tanh_c = tanhf(c[e]);
+    const float dh = dh_output[e] + dh_carried[e];
+    const float dcell = dc[e] + dh * o * (1.0f - tanh_c * tanh_c);
+    dgate[j] = dcell * g * i * (1.0f - i);
+    dgate[hidden + j] = dcell * c_prev[e] * f * (1.0f - f);
+    dgate[2 * hidden + j] = dcell * i * (1.0f - g * g);
+    dgate[3 * hidden + j] = dh * tanh_c * o * (1.0f - o);
+    dc[e] = dcell * f;
+  }
+}
+
+__global__ void __launch_bounds__(kBlock) gru_step_forward_kernel(float* h, float* gates, float* hn_saved,
+                                                                  const float* hidden_projection, const float* h_prev,
+                                                                  int64_t batch, int64_t hidden) {
+  const int64_t count = batch * hidden;
+  for (int64_t e = int64_t(blockIdx.x) * kBlock + threadIdx.x; e < count; e += int64_t(gridDim.x) * kBlock) {
+    const int64_t n = e / hidden, j = e % hidden;
+    float* gate = gates + n * 3 * hidden;
+    const float* recurrent = hidden_projection + n * 3 * hidden;
+    const float r = sigmoid(gate[j] + recurrent[j]);
+    const float z = sigmoid(gate[hidden + j] + recurrent[hidden + j]);
+    const float hn = recurrent[2 * hidden + j];
+    const float candidate = tanhf(gate[2 * hidden + j] + r * hn);
+    gate[j] = r;
+    gate[hidden + j] = z;
+    gate[2 * hidden + j] = candidate;
+    hn_saved[e] = hn;
+    h[e] = (1.0f - z) * candidate + z * h_prev[e];
+  }
+}
+
+__global__ void __launch_bounds__(kBlock) gru_step_backward_kernel(float* dinput, float* dhidden, float* dh_next,
+                                                                   const float* dh_output, const float* gates,
+                                                                   const float* hn_saved, const float* h_prev,
+                                                                   int64_t batch, int64_t hidden) {
+  const int64_t count = batch * hidden;
+  for (int64_t e = int64_t(blockIdx.x) * kBlock + threadIdx.x; e < count; e += int64_t(gridDim.x) * kBlock) {
+    const int64_t n = e / hidden, j = e % hidden;
+    const float* gate = gates + n * 3 * hidden;
+    float* di = dinput + n * 3 * hidden;
+    float* dr = dhidden + n * 3 * hidden;
+    const float r = gate[j], z = gate[hidden + j], candidate = gate[2 * hidden + j];
+    const float dh = dh_output[e] + dh_next[e];
+    const float dcandidate = dh * (1.0f - z) * (1.0f - candidate * candidate);
+    const float dreset = dcandidate * hn_saved[e] * r * (1.0f - r);
+    const float dupdate = dh * (h_prev[e] - candidate) * z * (1.0f - z);
+    di[j] = dreset;
+    dr[j] = dreset;
+    di[hidden + j] = dupdate;
+    dr[hidden + j] = dupdate;
+    di[2 * hidden + j] = dcandidate;
+    dr[2 * hidden + j] = dcandidate * r;
+    dh_next[e] = dh * z;
+  }
+}
+
+// out[j] = Σ_rows matrix[row, j], one thread per column summing the rows in order (coalesced across the warp).
+__global__ void __launch_bounds__(kBlock) column_sum_kernel(float* out, const float* matrix, int64_t rows,
+                                                            int64_t columns) {
+  for (int64_t j = int64_t(blockIdx.x) * kBlock + threadIdx.x; j < columns; j += int64_t(gridDim.x) * kBlock) {
+    float sum = 0.0f;
+    for (int64_t row = 0; row < rows; ++row) sum += matrix[row * columns + j];
+    out[j] = sum;
+  }
+}
+
+__global__ void __launch_bounds__(kBlock) embedding_forward_kernel(float* out, const float* indices,
+                                                                   const float* weight, int64_t count, int64_t dim) {
+  const int64_t total = count * dim;
+  for (int64_t e = int64_t(blockIdx.x) * kBlock + threadIdx.x; e < total; e += int64_t(gridDim.x) * kBlock) {
+    const int64_t i = e / dim, j = e % dim;
+    out[e] = weight[static_cast<int64_t>(indices[i]) * dim + j];
+  }
+}
+
+// One thread per column j adds the rows of dout in index order: a fixed order, so no atomics and the same sums run
+// to run; dweight is zeroed before.
+__global__ void __launch_bounds__(kBlock) embedding_backward_kernel(float* dweight, const float* indices,
+                                                                    const float* dout, int64_t count, int64_t dim,
+                                                                    int64_t padding_idx) {
+  for (int64_t j = int64_t(blockIdx.x) * kBlock + threadIdx.x; j < dim; j += int64_t(gridDim.x) * kBlock) {
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t row = static_cast<int64_t>(indices[i]);
+      if (row != padding_idx) dweight[row * dim + j] += dout[i * dim + j];
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kBlock) swap_leading_axes_kernel(float* out, const float* x, int64_t a, int64_t b,
+                                                                   int64_t inner) {
+  const int64_t total = a * b * inner;
+  for (int64_t e = int64_t(blockIdx.x) * kBlock + threadIdx.x; e < total; e += int64_t(gridDim.x) * kBlock) {
+    const int64_t k = e % inner, row = e / inner, i = row % a, j = row / a;  // e indexes out [b, a, inner]
+    out[e] = x[(i * b + j) * inner + k];
+  }
+}
+
+GemmEpilogue with_bias(const float* column_bias, float beta = 0.0f) {
+  GemmEpilogue epilogue;
+  epilogue.column_bias = column_bias;
+  epilogue.beta = beta;
+  return epilogue;
+}
+
+void copy_on_stream(float* out, const float* x, int64_t count) {
+  if (count > 0) copy_device_to_device(out, x, static_cast<size_t>(count) * sizeof(float));
+}
+
+void zero_on_stream(float* out, int64_t count) {
+  if (out && count > 0) fill_zero(out, static_cast<size_t>(count) * sizeof(float));
+}
+
+}  // namespace
+
+void rnn_forward(float* y, float* saved_gates, float* saved_state, float* workspace, const float* x, const float* h0,
+                 const float* c0, const float* w_ih, const float* w_hh, const float* b_ih, const float* b_hh,
+                 const RnnGeometry& geometry) {
+  const int64_t steps = geometry.steps, batch = geometry.batch, hidden = geometry.hidden_size;
+  const int64_t width = geometry.gate_width(), step_gates = batch * width, step_state = batch * hidden;
+  if (steps == 0 || batch == 0 || hidden == 0) return;
+  cudaStream_t stream = library_stream();
+  const unsigned blocks = blocks_for(step_state);
+  gemm(saved_gates, x, w_ih, steps * batch, width, geometry.input_size, false, true, with_bias(b_ih));
+  for (int64_t t = 0; t < steps; ++t) {
+    const float* h_prev = t == 0 ? h0 : y + (t - 1) * step_state;
+    float* gates = saved_gates + t * step_gates;
+    float* h = y + t * step_state;
+    if (geometry.cell == RnnCell::kLstm) {
+      gemm(gates, h_prev, w_hh, batch, width, hidden, false, true, with_bias(b_hh, 1.0f));
+      const float* c_prev = t == 0 ? c0 : saved_state + (t - 1) * step_state;
+      lstm_step_forward_kernel<<<blocks, kBlock, 0, stream>>>(h, saved_state + t * step_state, gates, c_prev, batch,
+                                                              hidden);
+    } else {
+      gemm(workspace, h_prev, w_hh, batch, width, hidden, false, true, with_bias(b_hh));
+      gru_step_forward_kernel<<<blocks, kBlock, 0, stream>>>(h, gates, saved_state + t * step_state, workspace, h_prev,
+                                                             batch, hidden);
+    }
+    WN_CUDA_CHECK_LAUNCH();
+  }
+  if (geometry.cell == RnnCell::kLstm) copy_on_stream(y + steps * step_state, saved_state + (steps - 1) * step_state, step_state);
+}
+
+void rnn_backward(float* dx, float* dh0, float* dc0, float* dw_ih, float* dw_hh, float* db_ih, float* db_hh,
+                  float* workspace, const float* dy, const float* x, const float* h0, const float* c0,
+                  const float* w_ih, const float* w_hh, const float* y, const float* saved_gates,
+                  const float* saved_state, const RnnGeometry& geometry) {
+  const int64_t steps = geometry.steps, batch = geometry.batch, hidden = geometry.hidden_size;
+  const int64_t input_size = geometry.input_size;
+  const int64_t width = geometry.gate_width(), step_gates = batch * width, step_state = batch * hidden;
+  const bool lstm = geometry.cell == RnnCell::kLstm;
+  if (steps == 0 || batch == 0 || hidden == 0) {
+    zero_on_stream(dx, steps * batch * input_size);
+    zero_on_stream(dh0, step_state);
+    zero_on_stream(dc0, lstm ? step_state : 0);
+    zero_on_stream(dw_ih, width * input_size);
+    zero_on_stream(dw_hh, width * hidden);
+    zero_on_stream(db_ih, width);
+    zero_on_stream(db_hh, width);
+    return;
+  }
+  cudaStream_t stream = library_stream();
+  const unsigned blocks = blocks_for(step_state);
+  float* dinput = workspace;
+  float* dhidden = lstm ? dinput : dinput + steps * step_gates;
+  float* dh = (lstm ? dinput : dhidden) + steps * step_gates;
+  float* dc = dh + step_state;
+  zero_on_stream(dh, step_state);
+  if (lstm) copy_on_stream(dc, dy + steps * step_state, step_state);
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    const float* h_prev = t == 0 ? h0 : y + (t - 1) * step_state;
+    const float* gates = saved_gates + t * step_gates;
+    float* dgates_input = dinput + t * step_gates;
+    float* dgates_hidden = dhidden + t * step_gates;
+    if (lstm) {
+      const float* c_prev = t == 0 ? c0 : saved_state + (t - 1) * step_state;
+      lstm_step_backward_kernel<<<blocks, kBlock, 0, stream>>>(dgates_input, dc, dy + t * step_state, dh, gates,
+                                                               saved_state + t * step_state, c_prev, batch, hidden);
+      WN_CUDA_CHECK_LAUNCH();
+      gemm(dh, dgates_hidden, w_hh, batch, hidden, width, false, false, GemmEpilogue{});
+    } else {
+      gru_step_backward_kernel<<<blocks, kBlock, 0, stream>>>(dgates_input, dgates_hidden, dh, dy + t * step_state,
+                                                              gates, saved_state + t * step_state, h_prev, batch,
+                                                              hidden);
+      WN_CUDA_CHECK_LAUNCH();
+      gemm(dh, dgates_hidden, w_hh, batch, hidden, width, false, false, with_bias(nullptr, 1.0f));
+    }
+  }
+  if (dh0) copy_on_stream(dh0, dh, step_state);
+  if (dc0 && lstm) copy_on_stream(dc0, dc, step_state);
+  const int64_t rows = steps * batch;
+  if (dx) gemm(dx, dinput, w_ih, rows, input_size, width, false, false, GemmEpilogue{});
+  if (dw_ih) gemm(dw_ih, dinput, x, width, input_size, rows, true, false, GemmEpilogue{});
+  if (dw_hh) {
+    gemm(dw_hh, dhidden, h0, width, hidden, batch, true, false, GemmEpilogue{});
+    if (steps > 1) gemm(dw_hh, dhidden + step_gates, y, width, hidden, (steps - 1) * batch, true, false, with_bias(nullptr, 1.0f));
+  }
+  if (db_ih) {
+    column_sum_kernel<<<blocks_for(width), kBlock, 0, stream>>>(db_ih, dinput, rows, width);
+    WN_CUDA_CHECK_LAUNCH();
+  }
+  if (db_hh) {
+    column_sum_kernel<<<blocks_for(width), kBlock, 0, stream>>>(db_hh, dhidden, rows, width);
+    WN_CUDA_CHECK_LAUNCH();
+  }
+}
+
+void embedding_forward(float* out, const float* indices, const float* weight, int64_t count, int64_t num_embeddings,
+                       int64_t embedding_dim) {
+  (void)num_embeddings;
+  if (count == 0 || embedding_dim == 0) return;
+  embedding_forward_kernel<<<blocks_for(count * embedding_dim), kBlock, 0, library_stream()>>>(out, indices, weight,
+                                                                                               count, embedding_dim);
+  WN_CUDA_CHECK_LAUNCH();
+}
+
+void embedding_backward(float* dweight, const float* indices, const float* dout, int64_t count, int64_t num_embeddings,
+                        int64_t embedding_dim, int64_t padding_idx) {
+  zero_on_stream(dweight, num_embeddings * embedding_dim);
+  if (count == 0 || embedding_dim == 0) return;
+  embedding_backward_kernel<<<blocks_for(embedding_dim), kBlock, 0, library_stream()>>>(dweight, indices, dout, count,
+                                                                                        embedding_dim, padding_idx);
+  WN_CUDA_CHECK_LAUNCH();
+}
+
+void copy_floats(float* out, const float* x, int64_t count) { copy_on_stream(out, x, count); }
+
+void swap_leading_axes(float* out, const float* x, int64_t a, int64_t b, int64_t inner) {
+  if (a * b * inner == 0) return;
+  swap_leading_axes_kernel<<<blocks_for(a * b * inner), kBlock, 0, library_stream()>>>(out, x, a, b, inner);
+  WN_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace weightnorm::cuda

@@ -155,18 +155,18 @@ void rnn_forward(float* y, float* saved_gates, float* saved_state, float* worksp
   const int64_t width = geometry.gate_width(), step_gates = batch * width, step_state = batch * hidden;
   if (steps == 0 || batch == 0 || hidden == 0) return;
   // Every step's input projection at once: saved_gates = x · w_ihᵀ + b_ih, [steps·batch, gates·hidden].
-  gemm(saved_gates, x, w_ih, steps * batch, width, geometry.input_size, false, true, with_bias(b_ih));
+  gemm(saved_gates, x, w_ih, GemmShape{steps * batch, width, geometry.input_size}.transposing_b(), with_bias(b_ih));
   for (int64_t t = 0; t < steps; ++t) {
     const float* h_prev = t == 0 ? h0 : y + (t - 1) * step_state;
     float* gates = saved_gates + t * step_gates;
     float* h = y + t * step_state;
     if (geometry.cell == RnnCell::kLstm) {
       // The recurrent projection accumulates into the input projection (beta = 1): gates holds the pre-activations.
-      gemm(gates, h_prev, w_hh, batch, width, hidden, false, true, with_bias(b_hh, 1.0f));
+      gemm(gates, h_prev, w_hh, GemmShape{batch, width, hidden}.transposing_b(), with_bias(b_hh, 1.0f));
       const float* c_prev = t == 0 ? c0 : saved_state + (t - 1) * step_state;
       lstm_step_forward(h, saved_state + t * step_state, gates, c_prev, batch, hidden);
     } else {
-      gemm(workspace, h_prev, w_hh, batch, width, hidden, false, true, with_bias(b_hh));
+      gemm(workspace, h_prev, w_hh, GemmShape{batch, width, hidden}.transposing_b(), with_bias(b_hh));
       gru_step_forward(h, gates, saved_state + t * step_state, workspace, h_prev, batch, hidden);
     }
   }
@@ -213,22 +213,22 @@ void rnn_backward(float* dx, float* dh0, float* dc0, float* dw_ih, float* dw_hh,
       lstm_step_backward(dgates_input, dc, dy + t * step_state, dh, gates, saved_state + t * step_state, c_prev,
                          batch, hidden);
       // dh_{t−1} = dgates · w_hh ([batch, 4H] · [4H, H]).
-      gemm(dh, dgates_hidden, w_hh, batch, hidden, width, false, false, GemmEpilogue{});
+      gemm(dh, dgates_hidden, w_hh, GemmShape{batch, hidden, width}, GemmEpilogue{});
     } else {
       gru_step_backward(dgates_input, dgates_hidden, dh, dy + t * step_state, gates, saved_state + t * step_state,
                         h_prev, batch, hidden);
-      gemm(dh, dgates_hidden, w_hh, batch, hidden, width, false, false, with_bias(nullptr, 1.0f));
+      gemm(dh, dgates_hidden, w_hh, GemmShape{batch, hidden, width}, with_bias(nullptr, 1.0f));
     }
   }
   if (dh0) std::memcpy(dh0, dh, static_cast<size_t>(step_state) * sizeof(float));
   if (dc0 && lstm) std::memcpy(dc0, dc, static_cast<size_t>(step_state) * sizeof(float));
   const int64_t rows = steps * batch;
-  if (dx) gemm(dx, dinput, w_ih, rows, input_size, width, false, false, GemmEpilogue{});
-  if (dw_ih) gemm(dw_ih, dinput, x, width, input_size, rows, true, false, GemmEpilogue{});
+  if (dx) gemm(dx, dinput, w_ih, GemmShape{rows, input_size, width}, GemmEpilogue{});
+  if (dw_ih) gemm(dw_ih, dinput, x, GemmShape{width, input_size, rows}.transposing_a(), GemmEpilogue{});
   if (dw_hh) {
     // Σ_t dgates_tᵀ · h_{t−1}: steps 1.. read h_1..h_{T−1} (rows of y, contiguous), step 0 reads h0.
-    gemm(dw_hh, dhidden, h0, width, hidden, batch, true, false, GemmEpilogue{});
-    if (steps > 1) gemm(dw_hh, dhidden + step_gates, y, width, hidden, (steps - 1) * batch, true, false, with_bias(nullptr, 1.0f));
+    gemm(dw_hh, dhidden, h0, GemmShape{width, hidden, batch}.transposing_a(), GemmEpilogue{});
+    if (steps > 1) gemm(dw_hh, dhidden + step_gates, y, GemmShape{width, hidden, (steps - 1) * batch}.transposing_a(), with_bias(nullptr, 1.0f));
   }
   if (db_ih) column_sum(db_ih, dinput, rows, width);
   if (db_hh) column_sum(db_hh, dhidden, rows, width);

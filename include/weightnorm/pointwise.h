@@ -19,8 +19,9 @@ namespace weightnorm {
 // out = a (op) b. Arithmetic ops write a's element type; comparisons and the logical ops write bool (0 or 1).
 enum class BinaryOp { kAdd, kSub, kMul, kDiv, kPow, kMinimum, kMaximum, kEq, kNe, kLt, kLe, kGt, kGe, kLogicalAnd, kLogicalOr };
 
-// y = f(x). kClamp reads UnaryParams.first/second as min/max (NaN bound: none on that side); kLeakyRelu .first as
-// the negative slope; kElu .first as alpha; kSoftplus .first/.second as beta/threshold.
+// y = f(x). kClamp reads UnaryParams.first/second as min/max (an absent bound is -/+infinity; a NaN bound makes the
+// result NaN, as in torch); kLeakyRelu .first as the negative slope; kElu .first as alpha; kSoftplus .first/.second
+// as beta/threshold.
 enum class UnaryOp {
   kNeg, kExp, kLog, kSqrt, kRsqrt, kAbs, kSign, kClamp, kSigmoid, kTanh, kRelu, kLeakyRelu, kElu, kSoftplus, kGelu,
   kGeluTanh, kSilu, kLogicalNot
@@ -158,11 +159,9 @@ WN_POINTWISE_FN float unary(UnaryOp op, float x, UnaryParams p) {
     case UnaryOp::kAbs: return fabsf(x);
     case UnaryOp::kSign: return x != x ? x : static_cast<float>((x > 0.0f) - (x < 0.0f));
     case UnaryOp::kClamp: {
-      if (x != x) return x;
-      float y = x;
-      if (p.first == p.first && y < p.first) y = p.first;
-      if (p.second == p.second && y > p.second) y = p.second;
-      return y;
+      if (p.first != p.first || p.second != p.second) return p.first + p.second;  // a NaN bound: NaN
+      const float y = x < p.first ? p.first : x;  // NaN x stays NaN: both comparisons are false
+      return y > p.second ? p.second : y;
     }
     case UnaryOp::kSigmoid: return sigmoid(x);
     case UnaryOp::kTanh: return tanhf(x);
@@ -187,10 +186,10 @@ WN_POINTWISE_FN int32_t unary(UnaryOp op, int32_t x, UnaryParams p) {
     case UnaryOp::kSign: return (x > 0) - (x < 0);
     case UnaryOp::kRelu: return x > 0 ? x : 0;
     case UnaryOp::kClamp: {
-      // The bounds arrive as integral floats; a NaN bound is no bound.
+      // The bounds arrive as integers in int32's range or as -/+infinity (absent); ts/ sends anything else to float32.
       int32_t y = x;
-      if (p.first == p.first && static_cast<float>(y) < p.first) y = static_cast<int32_t>(p.first);
-      if (p.second == p.second && static_cast<float>(y) > p.second) y = static_cast<int32_t>(p.second);
+      if (static_cast<double>(y) < static_cast<double>(p.first)) y = static_cast<int32_t>(p.first);
+      if (static_cast<double>(y) > static_cast<double>(p.second)) y = static_cast<int32_t>(p.second);
       return y;
     }
     default: return x;
@@ -207,12 +206,9 @@ WN_POINTWISE_FN float unary_gradient(UnaryOp op, float dy, float x, float y, Una
     case UnaryOp::kRsqrt: return -0.5f * dy * y * y * y;
     case UnaryOp::kAbs: return dy * static_cast<float>((x > 0.0f) - (x < 0.0f));
     case UnaryOp::kSign: return 0.0f;
-    case UnaryOp::kClamp: {
-      // torch: the gradient passes where min <= x <= max (a NaN bound does not limit).
-      const bool above_min = !(p.first == p.first) || x >= p.first;
-      const bool below_max = !(p.second == p.second) || x <= p.second;
-      return above_min && below_max ? dy : 0.0f;
-    }
+    case UnaryOp::kClamp:
+      // torch: the gradient passes where min <= x <= max (so nowhere for a NaN x or bound).
+      return x >= p.first && x <= p.second ? dy : 0.0f;
     case UnaryOp::kSigmoid: return dy * y * (1.0f - y);
     case UnaryOp::kTanh: return dy * (1.0f - y * y);
     case UnaryOp::kRelu: return x > 0.0f ? dy : 0.0f;

@@ -474,7 +474,7 @@ declare module './tensor.js' {
   }
 }
 
-Object.assign(Tensor.prototype, {
+const methods: ThisType<Tensor> & Record<string, (this: Tensor, ...args: never[]) => Tensor> = {
   add(this: Tensor, other: Operand, options?: AlphaOptions) {
     return add(this, other, options);
   },
@@ -556,4 +556,8 @@ Object.assign(Tensor.prototype, {
   relu(this: Tensor) {
     return relu(this);
   },
-});
+};
+// Non-enumerable, like methods declared in the class body.
+for (const [name, method] of Object.entries(methods)) {
+  Object.defineProperty(Tensor.prototype, name, { value: method, writable: true, configurable: true, enumerable: false });
+}

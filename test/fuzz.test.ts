@@ -1067,7 +1067,15 @@ for (const [name, combine] of [
     calls: callsOf(sameShapePair, [
       ...tensorVariants(0, 'a'),
       ...tensorVariants(1, 'b'),
-      { tag: 'b of another shape', expect: 'error', args: (a) => wrongShape(a, 1, (a[0] as TensorSpec).shape, (a[0] as TensorSpec).device) },
+      // add and mul broadcast: only shapes that cannot broadcast are an error.
+      {
+        tag: 'b of a shape that does not broadcast',
+        expect: 'error',
+        args: (a) => {
+          const device = (a[0] as TensorSpec).device;
+          return fc.tuple(tensorOf([2, 3], { device }), tensorOf([4], { device })) as fc.Arbitrary<unknown[]>;
+        },
+      },
     ]),
     run: ([a, b]) => F[name](a as Tensor, b as Tensor),
     check: (y, [a, b]) => {

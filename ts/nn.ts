@@ -626,7 +626,10 @@ export class GELU extends Module {
   /** approximate: 'none' (default, the exact erf form) or 'tanh'. */
   constructor(options: F.GeluOptions = {}) {
     super();
-    const approximate = (options as F.GeluOptions | null)?.approximate ?? 'none';
+    if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+      throw typeError('nn.GELU: options', "an object like { approximate: 'tanh' }", options);
+    }
+    const approximate = options.approximate ?? 'none';
     if (approximate !== 'none' && approximate !== 'tanh') throw typeError('nn.GELU: options.approximate', "'none' or 'tanh'", approximate);
     this.approximate = approximate;
   }

@@ -345,6 +345,8 @@ for (const device of devices) {
       expect(Array.from(keep(a.abs()).toArray())).toEqual([2147483647, -2147483648, 7, 7, 0, 100000]);
       expect(Array.from(keep(a.sign()).toArray())).toEqual([1, -1, 1, -1, 0, 1]);
       expect(Array.from(keep(a.clamp(-5, 8)).toArray())).toEqual([8, -5, 7, -5, 0, 8]);
+      // Bounds beyond float32's 2^24 stay exact.
+      expect(Array.from(keep(keep(tensor(new Int32Array([16777219, -16777219]), { device })).clamp(-16777217, 16777217)).toArray())).toEqual([16777217, -16777217]);
       expect(Array.from(keep(a.relu()).toArray())).toEqual([2147483647, 0, 7, 0, 0, 100000]);
       for (const [name, f] of [
         ['eq', (x: number, y: number) => x === y], ['ne', (x: number, y: number) => x !== y], ['lt', (x: number, y: number) => x < y],

@@ -27,9 +27,10 @@ enum class UnaryOp {
   kGeluTanh, kSilu, kLogicalNot
 };
 
+// Doubles, so that int32 clamp bounds are exact beyond 2^24; the float32 ops round them to float32 once.
 struct UnaryParams {
-  float first = 0.0f;
-  float second = 0.0f;
+  double first = 0.0;
+  double second = 0.0;
 };
 
 // Up to three operands read with their own strides over one output shape (row-major, contiguous). A broadcast
@@ -149,7 +150,8 @@ constexpr float kGeluTanhCubic = 0.044715f;
 
 WN_POINTWISE_FN float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-WN_POINTWISE_FN float unary(UnaryOp op, float x, UnaryParams p) {
+WN_POINTWISE_FN float unary(UnaryOp op, float x, UnaryParams params) {
+  const float first = static_cast<float>(params.first), second = static_cast<float>(params.second);
   switch (op) {
     case UnaryOp::kNeg: return -x;
     case UnaryOp::kExp: return expf(x);
@@ -159,16 +161,16 @@ WN_POINTWISE_FN float unary(UnaryOp op, float x, UnaryParams p) {
     case UnaryOp::kAbs: return fabsf(x);
     case UnaryOp::kSign: return x != x ? x : static_cast<float>((x > 0.0f) - (x < 0.0f));
     case UnaryOp::kClamp: {
-      if (p.first != p.first || p.second != p.second) return p.first + p.second;  // a NaN bound: NaN
-      const float y = x < p.first ? p.first : x;  // NaN x stays NaN: both comparisons are false
-      return y > p.second ? p.second : y;
+      if (first != first || second != second) return first + second;  // a NaN bound: NaN
+      const float y = x < first ? first : x;  // NaN x stays NaN: both comparisons are false
+      return y > second ? second : y;
     }
     case UnaryOp::kSigmoid: return sigmoid(x);
     case UnaryOp::kTanh: return tanhf(x);
     case UnaryOp::kRelu: return x > 0.0f ? x : (x != x ? x : 0.0f);
-    case UnaryOp::kLeakyRelu: return x > 0.0f ? x : p.first * x;
-    case UnaryOp::kElu: return x > 0.0f ? x : p.first * expm1f(x);
-    case UnaryOp::kSoftplus: return x * p.first > p.second ? x : log1pf(expf(p.first * x)) / p.first;
+    case UnaryOp::kLeakyRelu: return x > 0.0f ? x : first * x;
+    case UnaryOp::kElu: return x > 0.0f ? x : first * expm1f(x);
+    case UnaryOp::kSoftplus: return x * first > second ? x : log1pf(expf(first * x)) / first;
     case UnaryOp::kGelu: return 0.5f * x * (1.0f + erff(x * kSqrtHalf));
     case UnaryOp::kGeluTanh: return 0.5f * x * (1.0f + tanhf(kSqrtTwoOverPi * (x + kGeluTanhCubic * x * x * x)));
     case UnaryOp::kSilu: return x * sigmoid(x);
@@ -188,8 +190,8 @@ WN_POINTWISE_FN int32_t unary(UnaryOp op, int32_t x, UnaryParams p) {
     case UnaryOp::kClamp: {
       // The bounds arrive as integers in int32's range or as -/+infinity (absent); ts/ sends anything else to float32.
       int32_t y = x;
-      if (static_cast<double>(y) < static_cast<double>(p.first)) y = static_cast<int32_t>(p.first);
-      if (static_cast<double>(y) > static_cast<double>(p.second)) y = static_cast<int32_t>(p.second);
+      if (static_cast<double>(y) < p.first) y = static_cast<int32_t>(p.first);
+      if (static_cast<double>(y) > p.second) y = static_cast<int32_t>(p.second);
       return y;
     }
     default: return x;
@@ -197,7 +199,8 @@ WN_POINTWISE_FN int32_t unary(UnaryOp op, int32_t x, UnaryParams p) {
 }
 
 // dx = dy · f'(x), from the input x and the saved output y (whichever is cheaper and more accurate).
-WN_POINTWISE_FN float unary_gradient(UnaryOp op, float dy, float x, float y, UnaryParams p) {
+WN_POINTWISE_FN float unary_gradient(UnaryOp op, float dy, float x, float y, UnaryParams params) {
+  const float first = static_cast<float>(params.first), second = static_cast<float>(params.second);
   switch (op) {
     case UnaryOp::kNeg: return -dy;
     case UnaryOp::kExp: return dy * y;
@@ -208,15 +211,15 @@ WN_POINTWISE_FN float unary_gradient(UnaryOp op, float dy, float x, float y, Una
     case UnaryOp::kSign: return 0.0f;
     case UnaryOp::kClamp:
       // torch: the gradient passes where min <= x <= max (so nowhere for a NaN x or bound).
-      return x >= p.first && x <= p.second ? dy : 0.0f;
+      return x >= first && x <= second ? dy : 0.0f;
     case UnaryOp::kSigmoid: return dy * y * (1.0f - y);
     case UnaryOp::kTanh: return dy * (1.0f - y * y);
     case UnaryOp::kRelu: return x > 0.0f ? dy : 0.0f;
-    case UnaryOp::kLeakyRelu: return x > 0.0f ? dy : p.first * dy;
-    case UnaryOp::kElu: return x > 0.0f ? dy : dy * p.first * expf(x);
+    case UnaryOp::kLeakyRelu: return x > 0.0f ? dy : first * dy;
+    case UnaryOp::kElu: return x > 0.0f ? dy : dy * first * expf(x);
     case UnaryOp::kSoftplus: {
-      if (x * p.first > p.second) return dy;
-      const float z = expf(p.first * x);
+      if (x * first > second) return dy;
+      const float z = expf(first * x);
       return dy * z / (z + 1.0f);
     }
     case UnaryOp::kGelu: {

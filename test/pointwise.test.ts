@@ -464,6 +464,16 @@ describe('promotion, scalars and errors', () => {
     expect(() => a.add(disposed)).toThrow(/^add: b: the tensor Tensor\(shape=\[2\], dtype=float32, disposed\) was used after dispose/);
   });
 
+  it('a float32 tensor combined with an int32 or bool one gets its gradient; the promoted operand is a constant', () => {
+    const x = keep(tensor([0.5, -1, 2]));
+    x.requiresGrad = true;
+    const i = keep(tensor(new Int32Array([3, -2, 0])));
+    const mask = keep(tensor([true, false, true]));
+    keep(F.sum(keep(keep(x.mul(i)).add(keep(wn.where(mask, x, i)))))).backward();
+    keep(x.grad!);
+    expect(Array.from(x.grad!.toArray())).toEqual([4, -2, 1]);
+  });
+
   it.skipIf(!cudaUsable)('operands on different devices are a TypeError naming the parameter', () => {
     const a = keep(zeros([2]));
     const b = keep(zeros([2], { device: 'cuda' }));

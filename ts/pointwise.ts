@@ -127,6 +127,10 @@ function scalarTensor(value: number | boolean, dtype: DType, device: 'cpu' | 'cu
   return wrap(native.fromArray(data, [], device, dtype));
 }
 
+function differentiable(value: Operand): Tensor | null {
+  return value instanceof Tensor && value.dtype === 'float32' ? value : null;
+}
+
 /** The gradient of an operand of `shape` from one at the output's shape: summed over the broadcast dimensions. */
 function reduceTo(gradient: Tensor, shape: readonly number[]): Tensor {
   if (gradient.shape.length === shape.length && gradient.shape.every((d, i) => d === shape[i])) return gradient;
@@ -161,7 +165,8 @@ function binary(op: PointwiseBinaryOp, where: string, a: unknown, b: unknown, al
     return out;
   }
   const [ha, hb] = operands.handles as [NativeTensor, NativeTensor];
-  const tensors = [x instanceof Tensor ? x : null, y instanceof Tensor ? y : null] as const;
+  // Only float32 tensors take gradients (an int32 or bool operand promoted to float32 is a constant).
+  const tensors = [differentiable(x), differentiable(y)] as const;
   // add and sub read nothing but dy: the graph keeps no operand.
   const linear = op === 'add' || op === 'sub';
   if (linear) operands.release();
@@ -295,7 +300,7 @@ export function where(condition: Tensor, a: Operand, b: Operand): Tensor {
     operands.release();
   }
   if (category !== 'float32') return out;
-  const tensors = [x instanceof Tensor ? x : null, y instanceof Tensor ? y : null] as const;
+  const tensors = [differentiable(x), differentiable(y)] as const;
   return record(
     out,
     'where',

@@ -51,7 +51,7 @@ const DIVISION: Tolerance = {
   reason: 'one rounding forward; −dy·a/b² is three float32 roundings, and a broadcast sum one more',
 };
 
-/** Every pointwise op, add and mul included (their core cases run here too: no alpha or scalar in their config). */
+/** Replaces the core registry's add and mul (same names, spread after them): a superset that also reads alpha and scalars. */
 export const POINTWISE_OPS: Record<string, OpEntry> = {
   add: binaryEntry((a, b, c) => F.add(a, b, alphaOf(c)), ELEMENTWISE),
   mul: {

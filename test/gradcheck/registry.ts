@@ -6,10 +6,10 @@
 // its cases in its own fixture (scripts/make_gradcheck_<family>_fixtures.py writing
 // test/fixtures/gradcheck_<family>_torch.json) and its entries in test/gradcheck/registry-<family>.ts, spread into
 // the lists below (shared tolerances and entry types are in entry.ts).
-import { POINTWISE_EXCLUDED_FUNCTIONAL, POINTWISE_LAYERS, POINTWISE_OPS } from './registry-pointwise.js';
 import { nn, noGrad, type Tensor } from '../../ts/index.js';
 import type { LayerSpec, OpConfig } from './fixture.js';
 import { accumulation, ELEMENTWISE, type LayerEntry, type OpEntry, UNIT_ROUNDOFF } from './entry.js';
+import { POINTWISE_EXCLUDED_FUNCTIONAL, POINTWISE_LAYERS, POINTWISE_OPS } from './registry-pointwise.js';
 
 export { accumulation, ELEMENTWISE, type LayerEntry, type OpEntry, type OpRun, type Tolerance, UNIT_ROUNDOFF } from './entry.js';
 
@@ -41,8 +41,8 @@ function detachedNorm(v: Tensor, g: Tensor, dim: number | null): Tensor {
 
 /** Every differentiable op of nn.functional, by its export name. */
 export const OPS: Record<string, OpEntry> = {
-  // The pointwise family: add and mul (their cases here too, with broadcasting, alpha and scalars), and the rest.
-  ...POINTWISE_OPS,
+  add: { run: (t) => ({ y: F.add(need(t, 'a'), need(t, 'b')) }), tolerance: ELEMENTWISE },
+  mul: { run: (t, c) => ({ y: F.mul(need(t, 'a'), c.sameOperand ? need(t, 'a') : need(t, 'b')) }), tolerance: ELEMENTWISE },
   scale: { run: (t, c) => ({ y: F.scale(need(t, 'x'), number(c, 'alpha')) }), tolerance: ELEMENTWISE },
   sum: { run: (t) => ({ y: F.sum(need(t, 'x')) }), tolerance: accumulation(24, 'sum of 24 elements') },
   mean: { run: (t) => ({ y: F.mean(need(t, 'x')) }), tolerance: accumulation(24, 'mean of 24 elements') },
@@ -131,6 +131,7 @@ export const OPS: Record<string, OpEntry> = {
     },
     tolerance: accumulation(32, 'the batch mean over 16 values per channel, subtracted; dx = dy − mean(dy) and dbias = Σ dy over 16'),
   },
+  ...POINTWISE_OPS,
 };
 
 /** Exports of nn.functional that are not differentiable ops, with the reason. */

@@ -474,6 +474,17 @@ describe('promotion, scalars and errors', () => {
     expect(Array.from(x.grad!.toArray())).toEqual([4, -2, 1]);
   });
 
+  it('a backward outside the tidy() of its forward finds what it reads (scalars and promoted operands are remade)', () => {
+    const x = keep(tensor([1, -2, 4]));
+    x.requiresGrad = true;
+    const i = keep(tensor(new Int32Array([2, 3, -1])));
+    // The forward's scalar 3 and its float32 copy of i are disposed when tidy() ends; x and i themselves stay.
+    keep(F.sum(keep(wn.tidy(() => x.mul(3))))).backward();
+    keep(F.sum(keep(wn.tidy(() => x.div(i))))).backward();
+    keep(x.grad!);
+    expect(Array.from(x.grad!.toArray())).toEqual([3 + 1 / 2, 3 + 1 / 3, 3 - 1].map(Math.fround));
+  });
+
   it.skipIf(!cudaUsable)('operands on different devices are a TypeError naming the parameter', () => {
     const a = keep(zeros([2]));
     const b = keep(zeros([2], { device: 'cuda' }));

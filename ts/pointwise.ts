@@ -156,41 +156,40 @@ function binary(op: PointwiseBinaryOp, where: string, a: unknown, b: unknown, al
   let out: Tensor;
   try {
     out = wrap(native.pointwiseBinary(op, operands.handles[0]!, operands.handles[1]!, alpha));
-  } catch (error) {
+  } finally {
+    // The backward makes its own float32 operands again: nothing it reads can be disposed by a tidy() in between.
     operands.release();
-    throw error;
   }
-  if (comparison || category !== 'float32') {
-    operands.release();
-    return out;
-  }
-  const [ha, hb] = operands.handles as [NativeTensor, NativeTensor];
+  if (comparison || category !== 'float32') return out;
   // Only float32 tensors take gradients (an int32 or bool operand promoted to float32 is a constant).
   const tensors = [differentiable(x), differentiable(y)] as const;
-  // add and sub read nothing but dy: the graph keeps no operand.
+  // add and sub read nothing but dy; the others read both operands (the user's tensors: their versions are checked).
   const linear = op === 'add' || op === 'sub';
-  if (linear) operands.release();
-  const node = record(
+  const saved = linear ? [] : [x, y].filter((v): v is Tensor => v instanceof Tensor);
+  return record(
     out,
     op,
     [tensors[0], tensors[1]],
-    (dy, needs) =>
-      [0, 1].map((k) => {
-        if (!needs[k]) return null;
-        const target = tensors[k]!.shape;
-        let gradient: Tensor;
-        if (linear) {
-          const factor = k === 0 ? 1 : op === 'sub' ? -alpha : alpha;
-          gradient = factor === 1 ? alias(dy) : wrap(native.scale(handleOf(dy, where), factor));
-        } else {
-          gradient = wrap(native.pointwiseBinaryBackward(op, k as 0 | 1, handleOf(dy, where), ha, hb, alpha));
-        }
-        return reduceTo(gradient, target);
-      }),
-    linear ? [] : [tensors[0], tensors[1]],
+    (dy, needs) => {
+      const inputs = linear ? null : new Operands([x, y], 'float32', device);
+      try {
+        return [0, 1].map((k) => {
+          if (!needs[k]) return null;
+          let gradient: Tensor;
+          if (linear) {
+            const factor = k === 0 ? 1 : op === 'sub' ? -alpha : alpha;
+            gradient = factor === 1 ? alias(dy) : wrap(native.scale(handleOf(dy, where), factor));
+          } else {
+            gradient = wrap(native.pointwiseBinaryBackward(op, k as 0 | 1, handleOf(dy, where), inputs!.handles[0]!, inputs!.handles[1]!, alpha));
+          }
+          return reduceTo(gradient, tensors[k]!.shape);
+        });
+      } finally {
+        inputs?.release();
+      }
+    },
+    saved,
   );
-  if (!linear && !node.requiresGrad) operands.release();
-  return node;
 }
 
 export interface AlphaOptions {

@@ -91,13 +91,22 @@ function deviceOf(where: string, operands: readonly [string, Operand][]): 'cpu' 
 
 /**
  * The operands as native handles of one dtype: tensors of another dtype are cast (temporaries), scalars become 0-d
- * tensors. `release()` frees the temporaries the op does not keep for its backward.
+ * tensors. `release()` frees the temporaries once the kernel has run (a backward makes its own).
  */
 class Operands {
   readonly handles: NativeTensor[] = [];
   readonly temporaries: Tensor[] = [];
 
   constructor(values: readonly Operand[], dtype: DType, device: 'cpu' | 'cuda') {
+    try {
+      this.convert(values, dtype, device);
+    } catch (error) {
+      this.release();
+      throw error;
+    }
+  }
+
+  private convert(values: readonly Operand[], dtype: DType, device: 'cpu' | 'cuda'): void {
     for (const value of values) {
       if (value instanceof Tensor) {
         if (value.dtype === dtype) {
@@ -142,9 +151,10 @@ function reduceTo(gradient: Tensor, shape: readonly number[]): Tensor {
 const ARITHMETIC_INT32 = new Set<PointwiseBinaryOp>(['add', 'sub', 'mul', 'minimum', 'maximum']);
 
 function binary(op: PointwiseBinaryOp, where: string, a: unknown, b: unknown, alpha = 1): Tensor {
-  const x = checkOperand(a, `${where}: ${op === 'pow' ? 'input' : 'a'}`);
-  const y = checkOperand(b, `${where}: ${op === 'pow' ? 'exponent' : 'b'}`);
-  const device = deviceOf(where, [['a', x], ['b', y]]);
+  const [nameA, nameB] = op === 'pow' ? ['input', 'exponent'] : ['a', 'b'];
+  const x = checkOperand(a, `${where}: ${nameA}`);
+  const y = checkOperand(b, `${where}: ${nameB}`);
+  const device = deviceOf(where, [[nameA, x], [nameB, y]]);
   broadcastShapes(where, x instanceof Tensor ? x.shape : [], y instanceof Tensor ? y.shape : []);
   let category = promote([x, y]);
   const comparison = !ARITHMETIC_INT32.has(op) && op !== 'div' && op !== 'pow';

@@ -134,9 +134,7 @@ void expect_dtype(Napi::Env env, const TensorWrap& t, DType dtype, const char* p
                               dtype_name(t.dtype()) + " one");
 }
 
-float optional_number(const Napi::Value& value) {
-  return value.IsNumber() ? static_cast<float>(value.As<Napi::Number>().DoubleValue()) : 0.0f;
-}
+double optional_number(const Napi::Value& value) { return value.IsNumber() ? value.As<Napi::Number>().DoubleValue() : 0.0; }
 
 // pointwiseBinary(op, a, b, alpha) -> a (op) b with broadcasting. a and b share one dtype: float32 (every op),
 // int32 (add, sub, mul, minimum, maximum and the comparisons) or bool (comparisons, logicalAnd/Or).

@@ -572,7 +572,8 @@ op({
         tag: 'data not numbers',
         expect: 'error',
         args: (a) =>
-          at(a, 0, fc.oneof(junkValue.filter((x) => !(x instanceof Float32Array) && !(Array.isArray(x) && x.every((e) => typeof e === 'number'))), fc.constant(['1', 2]), fc.constant([null]))),
+          // A number or boolean is a 0-d tensor's data: not junk here.
+          at(a, 0, fc.oneof(junkValue.filter((x) => !(x instanceof Float32Array) && typeof x !== 'number' && typeof x !== 'boolean' && !(Array.isArray(x) && x.every((e) => typeof e === 'number'))), fc.constant(['1', 2]), fc.constant([null]))),
       },
       { tag: 'data length ≠ shape', expect: 'error', args: (a) => at(a, 1, fc.constant([(a[0] as ArrayLike<number>).length + 1])) },
       { tag: 'junk shape', expect: 'error', args: (a) => at(a, 1, junkShape) },
@@ -1057,6 +1058,15 @@ const sameShapePair = fc.tuple(anyShape, validDevice).chain(([shape, device]) =>
   fc.tuple(tensorOf(shape, { device, grad: true }), tensorOf(shape, { device, grad: true }), fc.boolean()).map(([a, b, same]) => [a, same ? a : b] as unknown[]),
 );
 
+/** tensorVariants for an operand that may also be a JS number or boolean (a scalar): those are not junk there. */
+function operandVariants<A extends unknown[]>(i: number, name: string): Variant<A>[] {
+  return tensorVariants<A>(i, name).map((variant) =>
+    variant.tag === `${name} not a tensor`
+      ? { ...variant, tag: `${name} neither a tensor nor a scalar`, args: (a: A) => at(a, i, junkValue.filter((x) => typeof x !== 'number' && typeof x !== 'boolean')) }
+      : variant,
+  );
+}
+
 for (const [name, combine] of [
   ['add', (x: number, y: number) => x + y],
   ['mul', (x: number, y: number) => x * y],
@@ -1065,9 +1075,17 @@ for (const [name, combine] of [
     name: `nn.functional.${name}`,
     where: [name],
     calls: callsOf(sameShapePair, [
-      ...tensorVariants(0, 'a'),
-      ...tensorVariants(1, 'b'),
-      { tag: 'b of another shape', expect: 'error', args: (a) => wrongShape(a, 1, (a[0] as TensorSpec).shape, (a[0] as TensorSpec).device) },
+      ...operandVariants(0, 'a'),
+      ...operandVariants(1, 'b'),
+      // add and mul broadcast: only shapes that cannot broadcast are an error.
+      {
+        tag: 'b of a shape that does not broadcast',
+        expect: 'error',
+        args: (a) => {
+          const device = (a[0] as TensorSpec).device;
+          return fc.tuple(tensorOf([2, 3], { device }), tensorOf([4], { device })) as fc.Arbitrary<unknown[]>;
+        },
+      },
     ]),
     run: ([a, b]) => F[name](a as Tensor, b as Tensor),
     check: (y, [a, b]) => {

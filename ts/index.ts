@@ -49,3 +49,9 @@ export * as init from './init.js';
 export * as io from './io.js';
 export * as data from './data/index.js';
 export { trainStep, evaluate, NonFiniteLossError, type Evaluation } from './train.js';
+// Tensor math (broadcasting elementwise ops; importing the module also installs the Tensor methods x.add(y), ...).
+export {
+  abs, add, clamp, div, elu, eq, exp, ge, gelu, gt, le, leakyRelu, log, logicalAnd, logicalNot, logicalOr, lt,
+  maximum, minimum, mul, ne, neg, pow, relu, rsqrt, sigmoid, sign, silu, softplus, sqrt, sub, tanh, where,
+  broadcastShapes, type AlphaOptions, type GeluOptions, type Operand,
+} from './pointwise.js';

@@ -203,7 +203,9 @@ function formatValues(values: TensorArray, shape: readonly number[], dtype: DTyp
     if (dtype === 'int32' || !Number.isFinite(v)) return String(v);
     if (Number.isInteger(v) && Math.abs(v) < 1e8) return `${v}.`;
     const magnitude = Math.abs(v);
-    return magnitude >= 1e8 || magnitude < 1e-4 ? v.toExponential(4) : String(Number(v.toFixed(4)));
+    if (magnitude >= 1e8 || magnitude < 1e-4) return v.toExponential(4);
+    const rounded = Number(v.toFixed(4));
+    return Number.isInteger(rounded) ? `${rounded}.` : String(rounded);
   };
   const strides = shape.map((_, d) => shape.slice(d + 1).reduce((a, b) => a * b, 1));
   const render = (dim: number, offset: number, indent: string): string => {

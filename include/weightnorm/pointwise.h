@@ -19,16 +19,18 @@ namespace weightnorm {
 // out = a (op) b. Arithmetic ops write a's element type; comparisons and the logical ops write bool (0 or 1).
 enum class BinaryOp { kAdd, kSub, kMul, kDiv, kPow, kMinimum, kMaximum, kEq, kNe, kLt, kLe, kGt, kGe, kLogicalAnd, kLogicalOr };
 
-// y = f(x). kClamp reads UnaryParams.first/second as min/max (NaN bound: none on that side); kLeakyRelu .first as
-// the negative slope; kElu .first as alpha; kSoftplus .first/.second as beta/threshold.
+// y = f(x). kClamp reads UnaryParams.first/second as min/max (an absent bound is -/+infinity; a NaN bound makes the
+// result NaN, as in torch); kLeakyRelu .first as the negative slope; kElu .first as alpha; kSoftplus .first/.second
+// as beta/threshold.
 enum class UnaryOp {
   kNeg, kExp, kLog, kSqrt, kRsqrt, kAbs, kSign, kClamp, kSigmoid, kTanh, kRelu, kLeakyRelu, kElu, kSoftplus, kGelu,
   kGeluTanh, kSilu, kLogicalNot
 };
 
+// Doubles, so that int32 clamp bounds are exact beyond 2^24; the float32 ops round them to float32 once.
 struct UnaryParams {
-  float first = 0.0f;
-  float second = 0.0f;
+  double first = 0.0;
+  double second = 0.0;
 };
 
 // Up to three operands read with their own strides over one output shape (row-major, contiguous). A broadcast
@@ -148,7 +150,8 @@ constexpr float kGeluTanhCubic = 0.044715f;
 
 WN_POINTWISE_FN float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-WN_POINTWISE_FN float unary(UnaryOp op, float x, UnaryParams p) {
+WN_POINTWISE_FN float unary(UnaryOp op, float x, UnaryParams params) {
+  const float first = static_cast<float>(params.first), second = static_cast<float>(params.second);
   switch (op) {
     case UnaryOp::kNeg: return -x;
     case UnaryOp::kExp: return expf(x);
@@ -158,18 +161,16 @@ WN_POINTWISE_FN float unary(UnaryOp op, float x, UnaryParams p) {
     case UnaryOp::kAbs: return fabsf(x);
     case UnaryOp::kSign: return x != x ? x : static_cast<float>((x > 0.0f) - (x < 0.0f));
     case UnaryOp::kClamp: {
-      if (x != x) return x;
-      float y = x;
-      if (p.first == p.first && y < p.first) y = p.first;
-      if (p.second == p.second && y > p.second) y = p.second;
-      return y;
+      if (first != first || second != second) return first + second;  // a NaN bound: NaN
+      const float y = x < first ? first : x;  // NaN x stays NaN: both comparisons are false
+      return y > second ? second : y;
     }
     case UnaryOp::kSigmoid: return sigmoid(x);
     case UnaryOp::kTanh: return tanhf(x);
     case UnaryOp::kRelu: return x > 0.0f ? x : (x != x ? x : 0.0f);
-    case UnaryOp::kLeakyRelu: return x > 0.0f ? x : p.first * x;
-    case UnaryOp::kElu: return x > 0.0f ? x : p.first * expm1f(x);
-    case UnaryOp::kSoftplus: return x * p.first > p.second ? x : log1pf(expf(p.first * x)) / p.first;
+    case UnaryOp::kLeakyRelu: return x > 0.0f ? x : first * x;
+    case UnaryOp::kElu: return x > 0.0f ? x : first * expm1f(x);
+    case UnaryOp::kSoftplus: return x * first > second ? x : log1pf(expf(first * x)) / first;
     case UnaryOp::kGelu: return 0.5f * x * (1.0f + erff(x * kSqrtHalf));
     case UnaryOp::kGeluTanh: return 0.5f * x * (1.0f + tanhf(kSqrtTwoOverPi * (x + kGeluTanhCubic * x * x * x)));
     case UnaryOp::kSilu: return x * sigmoid(x);
@@ -187,10 +188,10 @@ WN_POINTWISE_FN int32_t unary(UnaryOp op, int32_t x, UnaryParams p) {
     case UnaryOp::kSign: return (x > 0) - (x < 0);
     case UnaryOp::kRelu: return x > 0 ? x : 0;
     case UnaryOp::kClamp: {
-      // The bounds arrive as integral floats; a NaN bound is no bound.
+      // The bounds arrive as integers in int32's range or as -/+infinity (absent); ts/ sends anything else to float32.
       int32_t y = x;
-      if (p.first == p.first && static_cast<float>(y) < p.first) y = static_cast<int32_t>(p.first);
-      if (p.second == p.second && static_cast<float>(y) > p.second) y = static_cast<int32_t>(p.second);
+      if (static_cast<double>(y) < p.first) y = static_cast<int32_t>(p.first);
+      if (static_cast<double>(y) > p.second) y = static_cast<int32_t>(p.second);
       return y;
     }
     default: return x;
@@ -198,7 +199,8 @@ WN_POINTWISE_FN int32_t unary(UnaryOp op, int32_t x, UnaryParams p) {
 }
 
 // dx = dy · f'(x), from the input x and the saved output y (whichever is cheaper and more accurate).
-WN_POINTWISE_FN float unary_gradient(UnaryOp op, float dy, float x, float y, UnaryParams p) {
+WN_POINTWISE_FN float unary_gradient(UnaryOp op, float dy, float x, float y, UnaryParams params) {
+  const float first = static_cast<float>(params.first), second = static_cast<float>(params.second);
   switch (op) {
     case UnaryOp::kNeg: return -dy;
     case UnaryOp::kExp: return dy * y;
@@ -207,20 +209,17 @@ WN_POINTWISE_FN float unary_gradient(UnaryOp op, float dy, float x, float y, Una
     case UnaryOp::kRsqrt: return -0.5f * dy * y * y * y;
     case UnaryOp::kAbs: return dy * static_cast<float>((x > 0.0f) - (x < 0.0f));
     case UnaryOp::kSign: return 0.0f;
-    case UnaryOp::kClamp: {
-      // torch: the gradient passes where min <= x <= max (a NaN bound does not limit).
-      const bool above_min = !(p.first == p.first) || x >= p.first;
-      const bool below_max = !(p.second == p.second) || x <= p.second;
-      return above_min && below_max ? dy : 0.0f;
-    }
+    case UnaryOp::kClamp:
+      // torch: the gradient passes where min <= x <= max (so nowhere for a NaN x or bound).
+      return x >= first && x <= second ? dy : 0.0f;
     case UnaryOp::kSigmoid: return dy * y * (1.0f - y);
     case UnaryOp::kTanh: return dy * (1.0f - y * y);
     case UnaryOp::kRelu: return x > 0.0f ? dy : 0.0f;
-    case UnaryOp::kLeakyRelu: return x > 0.0f ? dy : p.first * dy;
-    case UnaryOp::kElu: return x > 0.0f ? dy : dy * p.first * expf(x);
+    case UnaryOp::kLeakyRelu: return x > 0.0f ? dy : first * dy;
+    case UnaryOp::kElu: return x > 0.0f ? dy : dy * first * expf(x);
     case UnaryOp::kSoftplus: {
-      if (x * p.first > p.second) return dy;
-      const float z = expf(p.first * x);
+      if (x * first > second) return dy;
+      const float z = expf(first * x);
       return dy * z / (z + 1.0f);
     }
     case UnaryOp::kGelu: {

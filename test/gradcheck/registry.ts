@@ -11,6 +11,7 @@ import type { LayerSpec, OpConfig } from './fixture.js';
 import { accumulation, ELEMENTWISE, type LayerEntry, type OpEntry, UNIT_ROUNDOFF } from './entry.js';
 import { SHAPE_OPS } from './registry-shape.js';
 import { LAYERS as RNN_LAYERS } from './registry-rnn.js';
+import { POINTWISE_EXCLUDED_FUNCTIONAL, POINTWISE_LAYERS, POINTWISE_OPS } from './registry-pointwise.js';
 
 export { accumulation, ELEMENTWISE, type LayerEntry, type OpEntry, type OpRun, type Tolerance, UNIT_ROUNDOFF } from './entry.js';
 
@@ -133,12 +134,14 @@ export const OPS: Record<string, OpEntry> = {
     tolerance: accumulation(32, 'the batch mean over 16 values per channel, subtracted; dx = dy − mean(dy) and dbias = Σ dy over 16'),
   },
   ...SHAPE_OPS,
+  ...POINTWISE_OPS,
 };
 
 /** Exports of nn.functional that are not differentiable ops, with the reason. */
 export const EXCLUDED_FUNCTIONAL: Record<string, string> = {
   channelLayout: 'a shape helper ([batch, channels, rest] of an activation), not an op',
   checkTrainingCount: 'an argument check shared with nn.BatchNorm, not an op',
+  ...POINTWISE_EXCLUDED_FUNCTIONAL,
 };
 
 
@@ -181,6 +184,7 @@ export const LAYERS: Record<string, LayerEntry> = {
     ),
   },
   ...RNN_LAYERS,
+  ...POINTWISE_LAYERS,
 };
 
 /** Exports of nn that are Module classes but not layers to check, with the reason. */

@@ -110,6 +110,15 @@ export class Tensor {
   }
 
   /**
+   * A copy of the values as float32 on the host, whatever the dtype: float32 as stored, bfloat16 widened exactly,
+   * int32 converted (exact up to 2^24 in magnitude), bool as 0 and 1. For code that wants one array type.
+   */
+  toFloat32Array(): Float32Array {
+    const values = this.toArray();
+    return values instanceof Float32Array ? values : Float32Array.from(values);
+  }
+
+  /**
    * A copy of the data on the host, read on a worker thread: the event loop keeps running while pending GPU work
    * finishes. The tensor may be disposed before the promise settles (the copy holds its own reference).
    */

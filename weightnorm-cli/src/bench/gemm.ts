@@ -2,6 +2,7 @@
 // allow_tf32 off, TF32 on, bf16) on the same card in the same run: TFLOP/s and ours / torch. Every kernel's output
 // is checked against a float64 reference on sampled entries before it is timed; a kernel that throws (not
 // implemented yet) or computes TF32 on the FP32 path is reported unavailable with the reason.
+import { floats } from './floats.js';
 import type { Device, NativeTensor } from 'weightnorm/native';
 import { native } from 'weightnorm/native';
 import { alternate, isUnavailable, type Measured, type RoundPlan } from './rounds.js';
@@ -135,8 +136,8 @@ export async function runGemmSuite(cases: readonly GemmCase[], peer: TorchPeer |
     const a = native.randn(c.transposeA ? [c.k, c.m] : [c.m, c.k], seed, device, 0, 1);
     const b = native.randn(c.transposeB ? [c.n, c.k] : [c.k, c.n], seed + 1, device, 0, 1);
     try {
-      const hostA = a.toArray();
-      const hostB = b.toArray();
+      const hostA = floats(a.toArray());
+      const hostB = floats(b.toArray());
       const positions = samplePositions(c.m, c.n, SAMPLES, seed);
       const spec = (precision: GemmPrecision): GemmSpec => ({ m: c.m, n: c.n, k: c.k, transposeA: c.transposeA, transposeB: c.transposeB, precision });
       const checks = new Map<GemmPrecision, GemmRow['check']>();
@@ -155,7 +156,7 @@ export async function runGemmSuite(cases: readonly GemmCase[], peer: TorchPeer |
             continue;
           }
           const reference = referenceEntries(c, hostA, hostB, positions, precision === 'bf16');
-          const error = sampledError(out.toArray(), c.n, reference, positions);
+          const error = sampledError(floats(out.toArray()), c.n, reference, positions);
           const tolerance = GEMM_TOLERANCE[precision];
           checks.set(precision, { error, tolerance, pass: error <= tolerance, samples: positions.length });
           if (!(error <= tolerance)) unavailable[precision] = `CHECK FAILED: error ${error.toExponential(2)} > ${tolerance}`;

@@ -1,5 +1,6 @@
 // Native measurements of one case on one device: rotated input sets, the fused-vs-unfused check, and the timed
 // runs of copy (the roofline), forward and backward, fused and unfused.
+import { floats } from './floats.js';
 import { readFileSync } from 'node:fs';
 import { type Device, native, type NativeTensor } from 'weightnorm/native';
 
@@ -163,7 +164,7 @@ export function ourOutputs(
 ): Record<keyof OutputErrors, Float32Array> {
   const { w, norm } = native.weightNorm(v, g, dim, BENCH_EPS, fused);
   const { dv, dg } = native.weightNormBackward(dw, v, g, norm, dim, BENCH_EPS, fused);
-  const out = { w: w.toArray(), norm: norm.toArray(), dv: dv.toArray(), dg: dg.toArray() };
+  const out = { w: floats(w.toArray()), norm: floats(norm.toArray()), dv: floats(dv.toArray()), dg: floats(dg.toArray()) };
   for (const t of [w, norm, dv, dg]) t.dispose();
   return out;
 }
@@ -203,9 +204,9 @@ export function checkBf16(inputs: CaseInputs, seed: number, roundToBfloat16: (x:
   outputs: (op: 'forward' | 'backward', set: NativeTensor[]) => { out: NativeTensor; perChannel: NativeTensor | null }): Bf16Check {
   const { shape } = inputs.benchCase;
   const device = inputs.device;
-  const v = native.fromArray(roundToBfloat16(inputs.vs[0]!.toArray()), shape, device);
+  const v = native.fromArray(roundToBfloat16(floats(inputs.vs[0]!.toArray())), shape, device);
   const dwRandom = native.randn(shape, seed, device, 0, 1);
-  const dw = native.fromArray(roundToBfloat16(dwRandom.toArray()), shape, device);
+  const dw = native.fromArray(roundToBfloat16(floats(dwRandom.toArray())), shape, device);
   dwRandom.dispose();
   const g = inputs.gs[0]!;
   const owned: NativeTensor[] = [v, dw];
@@ -218,10 +219,10 @@ export function checkBf16(inputs: CaseInputs, seed: number, roundToBfloat16: (x:
     const backward = outputs('backward', [dw, v, g, norm]);
     owned.push(backward.out, backward.perChannel!);
     const errors: OutputErrors = {
-      w: relativeError(forward.out.toArray(), reference.w),
-      norm: relativeError(forward.perChannel!.toArray(), reference.norm),
-      dv: relativeError(backward.out.toArray(), reference.dv),
-      dg: relativeError(backward.perChannel!.toArray(), reference.dg),
+      w: relativeError(floats(forward.out.toArray()), reference.w),
+      norm: relativeError(floats(forward.perChannel!.toArray()), reference.norm),
+      dv: relativeError(floats(backward.out.toArray()), reference.dv),
+      dg: relativeError(floats(backward.perChannel!.toArray()), reference.dg),
     };
     return { errors, tolerance: BF16_TOLERANCE, pass: worst(errors) <= BF16_TOLERANCE };
   } catch (error) {

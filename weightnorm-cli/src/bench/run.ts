@@ -2,6 +2,7 @@
 // Per case: build rotated input sets (ours and the torch peer's), check fused against unfused and ours against
 // torch, then time in rounds that alternate ours (copy, forward and backward, fused and unfused) and torch's.
 // A case whose rounds disagree (background load on a shared machine) is measured again.
+import { floats } from './floats.js';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism, cpus, freemem, loadavg, tmpdir } from 'node:os';
@@ -227,9 +228,9 @@ async function checkAgainstTorch(
     const v = native.randn(shape, seed, device, 0, 1);
     const g = native.randn([channels], seed + 1, device, 1, 0.25);
     const dw = native.randn(shape, seed + 2, device, 0, 1);
-    writeF32(join(dir, 'v.bin'), v.toArray());
-    writeF32(join(dir, 'g.bin'), g.toArray());
-    writeF32(join(dir, 'dw.bin'), dw.toArray());
+    writeF32(join(dir, 'v.bin'), floats(v.toArray()));
+    writeF32(join(dir, 'g.bin'), floats(g.toArray()));
+    writeF32(join(dir, 'dw.bin'), floats(dw.toArray()));
     const ours = ourOutputs(v, g, dw, dim, true);
     for (const t of [v, g, dw]) t.dispose();
     const answer = await peer.check(shape, dim, dir);

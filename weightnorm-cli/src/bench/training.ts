@@ -5,6 +5,7 @@
 //           the same network in PyTorch eager; goal: ours at least as fast.
 // Each is checked before it is timed: the weight-normalized Linear against the plain Linear on its effective weight
 // followed by the unfused weight-norm backward; the CNN's loss and every gradient against torch's on our weights.
+import { floats } from './floats.js';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -106,7 +107,7 @@ function checkWeightNormLinear(layer: nn.Linear, x: Tensor): LayerCheck {
   tidy(() => {
     const y = layer.forward(x);
     nn.functional.sum(y).backward();
-    const ours = { y: y.toArray(), dx: x.grad!.toArray(), dv: state.v.grad!.toArray(), dg: state.g.grad!.toArray(), db: layer.bias!.grad!.toArray() };
+    const ours = { y: y.toFloat32Array(), dx: x.grad!.toFloat32Array(), dv: state.v.grad!.toFloat32Array(), dg: state.g.grad!.toFloat32Array(), db: layer.bias!.grad!.toFloat32Array() };
     clearGradients([x, ...layer.parameters()]);
     const w = noGrad(() => layer.effectiveWeight());
     w.requiresGrad = true;
@@ -117,11 +118,11 @@ function checkWeightNormLinear(layer: nn.Linear, x: Tensor): LayerCheck {
     const y2 = nn.functional.linear(x2, w, b2);
     nn.functional.sum(y2).backward();
     const { dv, dg } = ops.weightNormBackward(w.grad!, state.v, state.g, state.currentNorm(), { dim: 0, eps: state.eps, fused: false });
-    errors.y = relativeError(ours.y, y2.toArray());
-    errors.dx = relativeError(ours.dx, x2.grad!.toArray());
-    errors.dv = relativeError(ours.dv, dv.toArray());
-    errors.dg = relativeError(ours.dg, dg.toArray());
-    errors.db = relativeError(ours.db, b2.grad!.toArray());
+    errors.y = relativeError(ours.y, floats(y2.toArray()));
+    errors.dx = relativeError(ours.dx, floats(x2.grad!.toArray()));
+    errors.dv = relativeError(ours.dv, floats(dv.toArray()));
+    errors.dg = relativeError(ours.dg, floats(dg.toArray()));
+    errors.db = relativeError(ours.db, floats(b2.grad!.toArray()));
     clearGradients([w, x2, b2]);
   });
   return { errors, tolerance: LAYER_TOLERANCE, pass: Object.values(errors).every((e) => e <= LAYER_TOLERANCE) };
@@ -209,13 +210,13 @@ async function checkMnistAgainstTorch(peer: TorchPeer, model: nn.Module, x: Tens
   const dir = mkdtempSync(join(tmpdir(), 'weightnorm-bench-mnist-'));
   try {
     const params = model.namedParameters();
-    for (const [name, t] of params) writeF32(join(dir, `${name}.bin`), t.toArray());
-    writeF32(join(dir, 'x.bin'), x.toArray());
+    for (const [name, t] of params) writeF32(join(dir, `${name}.bin`), floats(t.toArray()));
+    writeF32(join(dir, 'x.bin'), floats(x.toArray()));
     writeF32(join(dir, 'labels.bin'), Float32Array.from(labels));
     const ours = tidy(() => {
       const loss = nn.functional.crossEntropy(model.forward(x), labels);
       loss.backward();
-      return { loss: loss.toArray(), grads: params.map(([name, t]) => [name, t.grad!.toArray()] as const) };
+      return { loss: loss.toFloat32Array(), grads: params.map(([name, t]) => [name, t.grad!.toFloat32Array()] as const) };
     });
     clearGradients(params.map(([, t]) => t));
     await peer.mnistCheck(dir, labels.length, wn, params.map(([name, t]) => [name, [...t.shape]]));

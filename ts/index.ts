@@ -25,3 +25,23 @@ export * as init from './init.js';
 export * as io from './io.js';
 export * as data from './data/index.js';
 export { trainStep, evaluate, NonFiniteLossError, type Evaluation } from './train.js';
+// Reductions over chosen axes and softmax (also as Tensor methods: importing the module installs them).
+export {
+  sum,
+  mean,
+  amax,
+  amin,
+  max,
+  min,
+  argmax,
+  argmin,
+  var,
+  std,
+  logsumexp,
+  softmax,
+  logSoftmax,
+  type Dim,
+  type ReduceOptions,
+  type VarianceOptions,
+  type ValuesAndIndices,
+} from './reduce.js';

@@ -74,6 +74,8 @@ export type ActivationKind = 'relu' | 'tanh';
 export type ChannelOpKind = 'biasAdd' | 'scale';
 export type ChannelReduceOp = 'sum' | 'dot';
 export type OptimizerKind = 'sgd' | 'adam' | 'adamax';
+export type AxisReduceOp = 'sum' | 'mean' | 'max' | 'min' | 'logsumexp' | 'var' | 'std';
+export type AxisReduceBackwardOp = 'broadcast' | 'extremum' | 'argmax' | 'argmin' | 'logsumexp' | 'var' | 'std';
 
 /** Also write ‖param‖ per channel of param's [outer, channels, inner] view into `norm` (the weight-norm state). */
 export interface OptimizerNormOutput {
@@ -233,6 +235,12 @@ export interface NativeBinding {
   weightNormScale(g: NativeTensor, norm: NativeTensor): NativeTensor;
   weightNormCoefficients(dot: NativeTensor, g: NativeTensor, norm: NativeTensor, eps: number): { dg: NativeTensor; c1: NativeTensor; c2: NativeTensor };
   /** One in-place optimizer update of options.param (and its state tensors). */
+  // Axis reductions over the view [outer, reduce, inner] (ts/reduce.ts); reductions return [outer * inner].
+  axisReduce(op: AxisReduceOp, x: NativeTensor, outer: number, reduce: number, inner: number, correction: number): NativeTensor;
+  axisArgReduce(largest: boolean, x: NativeTensor, outer: number, reduce: number, inner: number): { values: NativeTensor; indices: NativeTensor };
+  softmax(x: NativeTensor, outer: number, reduce: number, inner: number, log: boolean): NativeTensor;
+  softmaxBackward(dy: NativeTensor, y: NativeTensor, outer: number, reduce: number, inner: number, log: boolean): NativeTensor;
+  axisReduceBackward(op: AxisReduceBackwardOp, dy: NativeTensor, x: NativeTensor | null, y: NativeTensor | null, outer: number, reduce: number, inner: number, scalar: number): NativeTensor;
   optimizerStep(kind: 'sgd', options: SgdStepOptions): void;
   optimizerStep(kind: 'adam', options: AdamStepOptions): void;
   optimizerStep(kind: 'adamax', options: AdamaxStepOptions): void;

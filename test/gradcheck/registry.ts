@@ -9,6 +9,7 @@
 import { nn, noGrad, type Tensor } from '../../ts/index.js';
 import type { LayerSpec, OpConfig } from './fixture.js';
 import { accumulation, ELEMENTWISE, type LayerEntry, type OpEntry, UNIT_ROUNDOFF } from './entry.js';
+import { REDUCE_EXCLUDED_FUNCTIONAL, REDUCE_LAYERS, REDUCE_OPS } from './registry-reduce.js';
 
 export { accumulation, ELEMENTWISE, type LayerEntry, type OpEntry, type OpRun, type Tolerance, UNIT_ROUNDOFF } from './entry.js';
 
@@ -130,12 +131,14 @@ export const OPS: Record<string, OpEntry> = {
     },
     tolerance: accumulation(32, 'the batch mean over 16 values per channel, subtracted; dx = dy − mean(dy) and dbias = Σ dy over 16'),
   },
+  ...REDUCE_OPS,
 };
 
 /** Exports of nn.functional that are not differentiable ops, with the reason. */
 export const EXCLUDED_FUNCTIONAL: Record<string, string> = {
   channelLayout: 'a shape helper ([batch, channels, rest] of an activation), not an op',
   checkTrainingCount: 'an argument check shared with nn.BatchNorm, not an op',
+  ...REDUCE_EXCLUDED_FUNCTIONAL,
 };
 
 
@@ -177,6 +180,7 @@ export const LAYERS: Record<string, LayerEntry> = {
       'a chain of up to six layers: each one\'s error (up to ~50 terms) is carried and amplified by those after it',
     ),
   },
+  ...REDUCE_LAYERS,
 };
 
 /** Exports of nn that are Module classes but not layers to check, with the reason. */

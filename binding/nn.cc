@@ -333,8 +333,8 @@ Napi::Value SoftmaxCrossEntropyBackward(const Napi::CallbackInfo& info) {
 Napi::Value Gemm(const Napi::CallbackInfo& info) {
   Args args(info);
   Napi::Env env = args.env();
-  TensorWrap& a = TensorWrap::FromAnyType(info[0], "a");
-  TensorWrap& b = TensorWrap::FromAnyType(info[1], "b");
+  TensorWrap& a = TensorWrap::FromFloating(info[0], "a");
+  TensorWrap& b = TensorWrap::FromFloating(info[1], "b");
   const DType dtype = a.dtype();
   if (b.dtype() != dtype)
     throw_type_error(env, std::string("b: expected a's element type ") + dtype_name(dtype) + ", got " + dtype_name(b.dtype()));
@@ -347,7 +347,7 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
     Napi::Value value = e.Get(name);
     if (value.IsNull() || value.IsUndefined()) return nullptr;
     if (!matrix) return &TensorWrap::From(value, name);
-    TensorWrap& t = TensorWrap::FromAnyType(value, name);
+    TensorWrap& t = TensorWrap::FromFloating(value, name);
     if (t.dtype() != dtype)
       throw_type_error(env, std::string(name) + ": expected the operands' element type " + dtype_name(dtype) + ", got " +
                                 dtype_name(t.dtype()));
@@ -861,23 +861,27 @@ Napi::Value AxisReduce(const Napi::CallbackInfo& info) {
   });
 }
 
-// axisArgReduce(largest, x, outer, reduce, inner) -> { values, indices } (indices as float32 until int32 tensors)
+// axisArgReduce(largest, x, outer, reduce, inner, shape) -> { values (float32), indices (int32) }, both of `shape`
+// (outer * inner elements).
 Napi::Value AxisArgReduce(const Napi::CallbackInfo& info) {
   Args args(info);
   const bool largest = args.flag(0);
   TensorWrap& x = args.tensor(1, "x");
   const AxisLayout layout = axis_layout(args, 2);
+  std::vector<int64_t> shape = parse_shape(args.env(), info[5], "shape");
   expect_count(args.env(), x, layout.elements(), "x");
   if (layout.reduce == 0) throw_range_error(args.env(), "x: expected a non-empty reduced axis");
+  if (element_count(shape) != layout.outputs())
+    throw_range_error(args.env(), "shape: expected " + std::to_string(layout.outputs()) + " elements, got " +
+                                      shape_string(shape));
   return guarded(args.env(), [&]() -> Napi::Value {
-    Output values = output(args.env(), x.device(), {layout.outputs()});
-    Output indices = output(args.env(), x.device(), {layout.outputs()});
-    int32_t* raw_indices = reinterpret_cast<int32_t*>(indices.data);
-    WN_DISPATCH(x.device(), axis_arg_reduce, values.data, raw_indices, x.data(), layout, largest);
-    WN_DISPATCH(x.device(), indices_to_float, indices.data, raw_indices, layout.outputs());
+    Output values = output(args.env(), x.device(), shape);
+    Napi::Object indices = new_tensor(args.env(), x.device(), shape, DType::kInt32);
+    int32_t* index_data = TensorWrap::FromAnyType(indices, "indices").int32_data();
+    WN_DISPATCH(x.device(), axis_arg_reduce, values.data, index_data, x.data(), layout, largest);
     Napi::Object result = Napi::Object::New(args.env());
     result.Set("values", values.object);
-    result.Set("indices", indices.object);
+    result.Set("indices", indices);
     return result;
   });
 }

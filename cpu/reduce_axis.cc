@@ -192,14 +192,6 @@ void axis_arg_reduce(float* values, int32_t* indices, const float* x, const Axis
   });
 }
 
-void indices_to_float(float* out, const int32_t* indices, int64_t count) {
-  // Element by element, each read before its write: out may alias indices.
-  for (int64_t k = 0; k < count; ++k) {
-    const int32_t index = indices[k];
-    out[k] = static_cast<float>(index);
-  }
-}
-
 void softmax_forward(float* y, const float* x, const AxisLayout& l, bool log) {
   if (l.elements() == 0) return;
   for_each_unit(l, [&](int64_t o, int64_t i_begin, int64_t i_end) {

@@ -213,13 +213,6 @@ __global__ void __launch_bounds__(kThreads) axis_arg_reduce_kernel(float* values
   }
 }
 
-__global__ void indices_to_float_kernel(float* out, const int32_t* indices, int64_t count) {
-  for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < count; k += int64_t(gridDim.x) * blockDim.x) {
-    const int32_t index = indices[k];  // read before the write: out may alias indices
-    out[k] = static_cast<float>(index);
-  }
-}
-
 __global__ void __launch_bounds__(kThreads) softmax_forward_kernel(float* y, const float* x, View v, bool take_log) {
   __shared__ Slot slots[kSlots];
   WN_FOR_EACH_UNIT(v, u) {
@@ -353,12 +346,6 @@ void axis_arg_reduce(float* values, int32_t* indices, const float* x, const Axis
   const View v = view_of(layout);
   if (largest) axis_arg_reduce_kernel<true><<<grid_of(v), block_of(v), 0, library_stream()>>>(values, indices, x, v);
   else axis_arg_reduce_kernel<false><<<grid_of(v), block_of(v), 0, library_stream()>>>(values, indices, x, v);
-  WN_CUDA_CHECK_LAUNCH();
-}
-
-void indices_to_float(float* out, const int32_t* indices, int64_t count) {
-  if (count == 0) return;
-  indices_to_float_kernel<<<elementwise_grid(count), kThreads, 0, library_stream()>>>(out, indices, count);
   WN_CUDA_CHECK_LAUNCH();
 }
 

@@ -95,6 +95,7 @@ describe.each(devices)('reductions on %s', (device) => {
       expect(values(minValues)).toEqual(Array.from(ref.reduceView(data, v, (a) => Math.min(...a))));
       expect(values(minIndices)).toEqual(Array.from(ref.reduceView(data, v, (a) => ref.argExtreme(a, false))));
       expect(minIndices.shape).toEqual(shape.map((s, i) => (i === d ? 1 : s)));
+      expect(maxIndices.dtype).toBe('int32');
       expect(values(x.argmax(dim))).toEqual(values(maxIndices));
       expect(values(F.argmin(x, dim))).toEqual(values(F.min(x, dim).indices));
     }

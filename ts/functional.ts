@@ -37,28 +37,12 @@ export function channelLayout(x: Tensor): [number, number, number] {
 // ---------------------------------------------------------------------------------------------------------------
 // Arithmetic and reductions.
 
-export function add(a: Tensor, b: Tensor): Tensor {
-  const where = 'add';
-  checkTensor(a, `${where}: a`);
-  checkTensor(b, `${where}: b`);
-  checkSameDevice(where, a, [['b', b]]);
-  checkShape(`${where}: b`, b, a.shape);
-  const y = wrap(native.binary('add', handleOf(a, where), handleOf(b, where)));
-  return record(y, 'add', [a, b], (dy, needs) => [needs[0] ? alias(dy) : null, needs[1] ? alias(dy) : null]);
-}
-
-export function mul(a: Tensor, b: Tensor): Tensor {
-  const where = 'mul';
-  checkTensor(a, `${where}: a`);
-  checkTensor(b, `${where}: b`);
-  checkSameDevice(where, a, [['b', b]]);
-  checkShape(`${where}: b`, b, a.shape);
-  const y = wrap(native.binary('multiply', handleOf(a, where), handleOf(b, where)));
-  return record(y, 'mul', [a, b], (dy, needs) => [
-    needs[0] ? wrap(native.binary('multiply', handleOf(dy, where), handleOf(b, where))) : null,
-    needs[1] ? wrap(native.binary('multiply', handleOf(dy, where), handleOf(a, where))) : null,
-  ]);
-}
+// add, mul and the other elementwise ops (broadcasting, scalars, int32/bool) live in pointwise.ts.
+export {
+  abs, add, clamp, div, elu, eq, exp, ge, gelu, gt, le, leakyRelu, log, logicalAnd, logicalNot, logicalOr, lt,
+  maximum, minimum, mul, ne, neg, pow, relu, rsqrt, sigmoid, sign, silu, softplus, sqrt, sub, tanh, where,
+} from './pointwise.js';
+export type { AlphaOptions, GeluOptions, Operand } from './pointwise.js';
 
 export function scale(x: Tensor, alpha: number): Tensor {
   const where = 'scale';
@@ -373,30 +357,6 @@ export function globalAvgPool2d(x: Tensor): Tensor {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Activations, regularizers, loss.
-
-function activation(kind: 'relu' | 'tanh', x: Tensor, negativeSlope: number, name: string): Tensor {
-  checkTensor(x, `${name}: x`);
-  const y = wrap(native.activation(kind, handleOf(x, name), negativeSlope));
-  return record(y, name, [x], (dy) => [
-    // ReLU's backward needs x; tanh's needs its output y.
-    wrap(native.activationBackward(kind, handleOf(dy, name), handleOf(kind === 'tanh' ? y : x, name), negativeSlope)),
-  ]);
-}
-
-export function relu(x: Tensor): Tensor {
-  return activation('relu', x, 0, 'relu');
-}
-
-export function leakyRelu(x: Tensor, negativeSlope = 0.01): Tensor {
-  if (typeof negativeSlope !== 'number' || !Number.isFinite(negativeSlope)) {
-    throw typeError('leakyRelu: negativeSlope', 'a finite number', negativeSlope);
-  }
-  return activation('relu', x, negativeSlope, 'leakyRelu');
-}
-
-export function tanh(x: Tensor): Tensor {
-  return activation('tanh', x, 0, 'tanh');
-}
 
 /** Inverted dropout with drop probability p; the mask comes from the counter-based generator and `seed`. */
 export function dropout(x: Tensor, p: number, seed: number): Tensor {

@@ -1,5 +1,6 @@
 // weightnorm: weight normalization (Salimans & Kingma, 2016) for TypeScript, on CUDA and CPU.
 export { Tensor, tensor, zeros, randn, type Device, type DType, type CreateOptions, type RandnOptions } from './tensor.js';
+export { empty, full, ones, type NestedArray, type TensorArray, type TensorData } from './tensor.js';
 export * as ops from './ops.js';
 export { DEFAULT_EPS, type WeightNormOptions, type WeightNormResult, type WeightNormGradients } from './ops.js';
 export {
@@ -25,6 +26,12 @@ export * as init from './init.js';
 export * as io from './io.js';
 export * as data from './data/index.js';
 export { trainStep, evaluate, NonFiniteLossError, type Evaluation } from './train.js';
+// Tensor math (broadcasting elementwise ops; importing the module also installs the Tensor methods x.add(y), ...).
+export {
+  abs, add, clamp, div, elu, eq, exp, ge, gelu, gt, le, leakyRelu, log, logicalAnd, logicalNot, logicalOr, lt,
+  maximum, minimum, mul, ne, neg, pow, relu, rsqrt, sigmoid, sign, silu, softplus, sqrt, sub, tanh, where,
+  broadcastShapes, type AlphaOptions, type GeluOptions, type Operand,
+} from './pointwise.js';
 // Reductions over chosen axes and softmax (also as Tensor methods: importing the module installs them).
 export {
   sum,

@@ -608,6 +608,64 @@ export class Tanh extends Module {
   }
 }
 
+// Activation layers of the pointwise family (PyTorch's names and defaults); parameters are checked when built.
+
+function finiteLayerParameter(where: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isFinite(value)) throw typeError(where, 'a finite number', value);
+  return value;
+}
+
+export class Sigmoid extends Module {
+  forward(x: Tensor): Tensor {
+    return F.sigmoid(checkInput('nn.Sigmoid.forward', x));
+  }
+}
+
+export class GELU extends Module {
+  readonly approximate: 'none' | 'tanh';
+  /** approximate: 'none' (default, the exact erf form) or 'tanh'. */
+  constructor(options: F.GeluOptions = {}) {
+    super();
+    const approximate = (options as F.GeluOptions | null)?.approximate ?? 'none';
+    if (approximate !== 'none' && approximate !== 'tanh') throw typeError('nn.GELU: options.approximate', "'none' or 'tanh'", approximate);
+    this.approximate = approximate;
+  }
+  forward(x: Tensor): Tensor {
+    return F.gelu(checkInput('nn.GELU.forward', x), { approximate: this.approximate });
+  }
+}
+
+export class SiLU extends Module {
+  forward(x: Tensor): Tensor {
+    return F.silu(checkInput('nn.SiLU.forward', x));
+  }
+}
+
+export class ELU extends Module {
+  readonly alpha: number;
+  constructor(alpha = 1) {
+    super();
+    this.alpha = finiteLayerParameter('nn.ELU: alpha', alpha);
+  }
+  forward(x: Tensor): Tensor {
+    return F.elu(checkInput('nn.ELU.forward', x), this.alpha);
+  }
+}
+
+export class Softplus extends Module {
+  readonly beta: number;
+  readonly threshold: number;
+  constructor(beta = 1, threshold = 20) {
+    super();
+    this.beta = finiteLayerParameter('nn.Softplus: beta', beta);
+    if (this.beta === 0) throw rangeError('nn.Softplus: beta', 'a non-zero number', '0');
+    this.threshold = finiteLayerParameter('nn.Softplus: threshold', threshold);
+  }
+  forward(x: Tensor): Tensor {
+    return F.softplus(checkInput('nn.Softplus.forward', x), this.beta, this.threshold);
+  }
+}
+
 export class MaxPool2d extends Module {
   constructor(
     readonly kernelSize: number,

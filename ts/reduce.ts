@@ -26,7 +26,7 @@ export interface VarianceOptions extends ReduceOptions {
 
 export interface ValuesAndIndices {
   values: Tensor;
-  /** Positions along `dim` (float32 tensors holding exact integers until the library has int32 tensors). */
+  /** Positions along `dim`, an int32 tensor. */
   indices: Tensor;
 }
 
@@ -216,13 +216,9 @@ function valuesAndIndices(where: string, largest: boolean, x: Tensor, dim: numbe
   const view = viewOf(x.shape, [d]);
   refuseEmpty(where, x, view);
   const shape = reducedShape(x.shape, [d], keepDim);
-  const r = native.axisArgReduce(largest, handleOf(x, where), view.outer, view.reduce, view.inner);
-  const flatValues = wrap(r.values);
-  const flatIndices = wrap(r.indices);
-  const values = alias(flatValues, shape);
-  const indices = alias(flatIndices, shape);
-  flatValues.dispose();
-  flatIndices.dispose();
+  const r = native.axisArgReduce(largest, handleOf(x, where), view.outer, view.reduce, view.inner, shape);
+  const values = wrap(r.values);
+  const indices = wrap(r.indices);
   const op = largest ? 'argmax' : 'argmin';
   record(values, where, [x], (dy) => [nativeBack(where, op, dy, x, null, view, 0)], [x]);
   return { values, indices };
@@ -254,17 +250,14 @@ function argIndex(where: string, largest: boolean, x: Tensor, dim: number | null
     // The index into the flattened tensor, as torch.argmax(x).
     const view = { outer: 1, reduce: x.size, inner: 1 };
     refuseEmpty(where, x, view);
-    const r = native.axisArgReduce(largest, handleOf(x, where), 1, x.size, 1);
+    const r = native.axisArgReduce(largest, handleOf(x, where), 1, x.size, 1, keepDim ? x.shape.map(() => 1) : [1]);
     wrap(r.values).dispose();
-    const flat = wrap(r.indices);
-    const y = alias(flat, keepDim ? x.shape.map(() => 1) : [1]);
-    flat.dispose();
-    return y;
+    return wrap(r.indices);
   }
   return valuesAndIndices(where, largest, x, dim, options).indices;
 }
 
-/** Index of the largest value along `dim` (of the flattened tensor without dim); first index on ties. Not differentiable. */
+/** Index (int32) of the largest value along `dim` (of the flattened tensor without dim); first index on ties. Not differentiable. */
 export function argmax(x: Tensor, dim?: number | null, options?: ReduceOptions): Tensor {
   return argIndex('argmax', true, x, dim, options);
 }

@@ -10,6 +10,7 @@ import { nn, noGrad, type Tensor } from '../../ts/index.js';
 import type { LayerSpec, OpConfig } from './fixture.js';
 import { accumulation, ELEMENTWISE, type LayerEntry, type OpEntry, UNIT_ROUNDOFF } from './entry.js';
 import { REDUCE_EXCLUDED_FUNCTIONAL, REDUCE_LAYERS, REDUCE_OPS } from './registry-reduce.js';
+import { POINTWISE_EXCLUDED_FUNCTIONAL, POINTWISE_LAYERS, POINTWISE_OPS } from './registry-pointwise.js';
 
 export { accumulation, ELEMENTWISE, type LayerEntry, type OpEntry, type OpRun, type Tolerance, UNIT_ROUNDOFF } from './entry.js';
 
@@ -132,6 +133,7 @@ export const OPS: Record<string, OpEntry> = {
     tolerance: accumulation(32, 'the batch mean over 16 values per channel, subtracted; dx = dy − mean(dy) and dbias = Σ dy over 16'),
   },
   ...REDUCE_OPS,
+  ...POINTWISE_OPS,
 };
 
 /** Exports of nn.functional that are not differentiable ops, with the reason. */
@@ -139,6 +141,7 @@ export const EXCLUDED_FUNCTIONAL: Record<string, string> = {
   channelLayout: 'a shape helper ([batch, channels, rest] of an activation), not an op',
   checkTrainingCount: 'an argument check shared with nn.BatchNorm, not an op',
   ...REDUCE_EXCLUDED_FUNCTIONAL,
+  ...POINTWISE_EXCLUDED_FUNCTIONAL,
 };
 
 
@@ -181,6 +184,7 @@ export const LAYERS: Record<string, LayerEntry> = {
     ),
   },
   ...REDUCE_LAYERS,
+  ...POINTWISE_LAYERS,
 };
 
 /** Exports of nn that are Module classes but not layers to check, with the reason. */

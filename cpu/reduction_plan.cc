@@ -18,10 +18,12 @@ ReductionPlan plan_sums_only(const ChannelLayout& layout) {
     const int64_t span = plan.chunk_channels * layout.inner;
     plan.part_length = std::max<int64_t>(kFoldRows, kSumsOnlyPartElements / span) * layout.inner;
   } else {
-    plan.chunk_channels = 1;
     plan.part_length = kSumsOnlyPartElements;
   }
   plan.parts = std::max<int64_t>(1, (reduce + plan.part_length - 1) / plan.part_length);
+  // Segments: a channel's sum is its runs in order, whatever chunk it is in, so short channels (one part) are
+  // grouped into units of about a part's elements (one unit per short row would cost more than its sum).
+  if (!plan.column_mode) plan.chunk_channels = plan.parts == 1 ? std::max<int64_t>(1, kSumsOnlyPartElements / std::max<int64_t>(reduce, 1)) : 1;
   plan.chunk_channels = std::max<int64_t>(1, plan.chunk_channels);
   plan.chunks = (layout.channels + plan.chunk_channels - 1) / plan.chunk_channels;
   return plan;

@@ -48,6 +48,8 @@ constexpr int64_t kFoldBlock = kLanes * 64;
 // Fewer chunks than this and the reduction is split into parts, so that several threads can share it. A constant,
 // not the thread count: whether a reduction is split changes its summation order.
 constexpr int64_t kMinChunks = 16;
+// Most units reduce_units hands out one at a time (dynamic schedule); more are split statically between threads.
+constexpr int64_t kDynamicMaxUnits = 4096;
 // How far ahead of a streaming read the software prefetch runs.
 constexpr int64_t kPrefetchBytes = 4096;
 // Outputs at least this large are written with streaming stores (they would not stay in cache anyway).
@@ -87,9 +89,9 @@ struct ReductionPlan {
 // What the plan is for:
 //  kWithWritePass  a reduction followed by an elementwise pass over the same elements (weight norm): chunks sized
 //                  to stay in L2 between the two passes, split into parts only when too big or too few.
-//  kSumsOnly       the sums alone (channel sums, batch-norm statistics, axis reductions): segments one channel per
-//                  chunk, column chunks as wide as kMaxColumns allows, always split into parts of
-//                  kSumsOnlyPartElements (in column mode at least kFoldRows rows).
+//  kSumsOnly       the sums alone (channel sums, batch-norm statistics, axis reductions): every channel split into
+//                  parts of kSumsOnlyPartElements (in column mode at least kFoldRows rows, chunks as wide as
+//                  kMaxColumns allows); in segment mode a channel of one part shares its unit with neighbours.
 enum class ReductionUse { kWithWritePass, kSumsOnly };
 
 // inputs: arrays read per element (they share the cache budget). element_bytes: 4 for float, 2 for bfloat16 (a
@@ -175,8 +177,17 @@ void reduce_units(const ChannelLayout& layout, const ReductionPlan& plan, Reduce
   const int64_t unit_doubles = plan.chunk_channels * N;
   thread_local std::vector<double> partial_buffer;
   double* partial = scratch(partial_buffer, units * unit_doubles);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (worth_parallel(layout.elements(), threads))
-  for (int64_t unit = 0; unit < units; ++unit) reduce_region(partial + unit * unit_doubles, plan.unit_region(unit, layout));
+  const bool parallel = worth_parallel(layout.elements(), threads);
+  // The schedule never changes a result (each unit is reduced whole by one thread). Few large units: dynamic, so
+  // that a slow thread does not hold the others up; many small ones (one short channel each): static, since a
+  // dynamic dispatch per unit costs more than the unit.
+  if (units <= kDynamicMaxUnits) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
+    for (int64_t unit = 0; unit < units; ++unit) reduce_region(partial + unit * unit_doubles, plan.unit_region(unit, layout));
+  } else {
+#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+    for (int64_t unit = 0; unit < units; ++unit) reduce_region(partial + unit * unit_doubles, plan.unit_region(unit, layout));
+  }
   std::vector<double> sums(unit_doubles);
   for (int64_t chunk = 0; chunk < plan.chunks; ++chunk) {
     const int64_t count = plan.region(chunk, 0, layout).channels();

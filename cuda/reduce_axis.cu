@@ -4,9 +4,11 @@
 // One block-reduction kernel family: a block owns whole outputs and walks their r in a fixed order, so every pass
 // (a max, a sum, the write of softmax) runs inside one kernel without partials or atomics, and results are
 // bitwise identical run to run. Two block shapes:
-//  rows     inner == 1: a block of 1 x 256 threads per output row (contiguous along r); each thread takes
-//           r = y, y + 256, ...; the 256 states combine by warp shuffles (a fixed butterfly), then the 8 warps'
-//           results in warp order.
+//  rows     inner == 1: a block of 1 x 256 threads (1 x 32 for rows of at most 64) per output row (contiguous
+//           along r); each thread takes r = y, y + blockDim.y, ...; the states combine by warp shuffles (a fixed
+//           butterfly), then the warps' results in warp order.
+// Not yet tuned: the columns shape leaves threads idle when inner < 32, and no shape splits one huge output (a
+// full reduction of a large tensor runs on one block).
 //  columns  inner > 1: a block of 32 x 8 threads for 32 consecutive outputs of one outer row (coalesced along i);
 //           thread (x, y) takes r = y, y + 8, ...; the 8 states of a column combine in y order through shared
 //           memory.
@@ -323,7 +325,11 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Launch shapes.
-dim3 block_of(const View& v) { return v.inner == 1 ? dim3(1, kThreads) : dim3(kColumns, kColumnRows); }
+// Rows of at most 64 elements (softmax over a few classes) take one warp per row: 256 threads would mostly idle.
+dim3 block_of(const View& v) {
+  if (v.inner > 1) return dim3(kColumns, kColumnRows);
+  return dim3(1, v.reduce <= 2 * kWarp ? kWarp : kThreads);
+}
 unsigned grid_of(const View& v) {
   const int64_t units = v.inner == 1 ? v.outer : v.outer * ((v.inner + kColumns - 1) / kColumns);
   return static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>(units, 1), kMaxBlocks));

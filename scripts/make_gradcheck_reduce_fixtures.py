@@ -45,7 +45,8 @@ def reduction_cases():
         add(f'{op} dim={dim} keepDim={keep} (values)', op, {'dim': dim, 'keepDim': keep}, x345(),
             lambda x, f=fn, d=dim, k=keep: f(x, d, keepdim=k).values)
     for op, dim, keep, correction in (('var', 1, False, 1), ('var', [1, 2], True, 0), ('var', -1, False, 2),
-                                      ('std', -1, False, 1), ('std', [0, 1], True, 0), ('std', 0, False, 1)):
+                                      ('std', -1, False, 1), ('std', [0, 1], True, 0), ('std', 0, False, 1),
+                                      ('var', [0, 2], False, 1), ('std', [0, 2], True, 0)):
         fn = torch.var if op == 'var' else torch.std
         add(f'{op} dim={dim} keepDim={keep} correction={correction}', op,
             {'dim': dim, 'keepDim': keep, 'correction': correction}, x345(),

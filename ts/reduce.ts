@@ -5,11 +5,12 @@
 // keepDim (default false) keeps each reduced axis with size 1. A set of consecutive axes is one native call over
 // the view [outer, reduce, inner]; a set with gaps is reduced one consecutive run at a time (last run first, so
 // the earlier axes keep their positions): exact for sum, amax, amin, and for mean and logsumexp up to rounding.
-// var and std need one run of consecutive axes. Ties in max/min/argmax/argmin: the first index (torch CPU's rule);
+// var and std over axes with gaps are composed from the tensor math ops. Ties in max/min/argmax/argmin: the first index (torch CPU's rule);
 // a NaN is the extreme, and the first NaN's index is returned.
 import { alias, record } from './autograd.js';
 import { rangeError, shapeText, typeError } from './errors.js';
 import { native, type AxisReduceOp, type NativeTensor } from './native.js';
+import { div, mul, sqrt, sub } from './pointwise.js';
 import { handleOf, Tensor } from './tensor.js';
 
 export type Dim = number | readonly number[] | null | undefined;
@@ -281,8 +282,7 @@ function variance(where: string, standardDeviation: boolean, x: Tensor, dim: Dim
   const keepDim = keepDimOf(checked, where);
   const correction = correctionOf(checked, where);
   const dims = normalizeDims(where, x.shape, dim);
-  const runs = runsOf(dims);
-  if (runs.length > 1) throw rangeError(`${where}: dim`, 'consecutive axes (one run, e.g. [1, 2])', `[${dims.join(', ')}]`);
+  if (runsOf(dims).length > 1) return varianceWithGaps(standardDeviation, x, dims, keepDim, correction);
   return reduceDims(where, x, dims, keepDim, (t, run) => {
     const view = viewOf(t.shape, run);
     const kept = reducedShape(t.shape, run, true);
@@ -293,6 +293,18 @@ function variance(where: string, standardDeviation: boolean, x: Tensor, dim: Dim
     if (standardDeviation) return record(y, where, [t], (dy) => [nativeBack(where, 'std', dy, t, y, view, correction)], [t, y]);
     return record(y, where, [t], (dy) => [nativeBack(where, 'var', dy, t, null, view, correction)], [t]);
   });
+}
+
+/**
+ * var/std over axes with gaps, composed from differentiable ops: sum((x − mean)²) / (n − correction), the mean
+ * broadcast back (the single-run kernels do the same in double).
+ */
+function varianceWithGaps(standardDeviation: boolean, x: Tensor, dims: readonly number[], keepDim: boolean, correction: number): Tensor {
+  const count = dims.reduce((n, d) => n * x.shape[d]!, 1);
+  const centered = sub(x, mean(x, dims, { keepDim: true }));
+  const squares = sum(mul(centered, centered), dims, { keepDim });
+  const variance = div(squares, Math.max(count - correction, 0));
+  return standardDeviation ? sqrt(variance) : variance;
 }
 
 /** Variance over `dim` with divisor (n − correction), correction 1 by default (torch's default). */

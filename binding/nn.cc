@@ -830,6 +830,127 @@ Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
   });
 }
 
+// ----------------------------------------------------------------------------------------------------------------
+// Axis reductions and softmax over the view [outer, reduce, inner] (weightnorm/reduce.h). Outputs are flat
+// [outer * inner] (reductions) or x's shape (softmax, backwards); ts/reduce.ts gives them their shapes.
+
+AxisLayout axis_layout(const Args& args, size_t i) {
+  return AxisLayout{args.count(i, "outer"), args.count(i + 1, "reduce"), args.count(i + 2, "inner")};
+}
+
+// axisReduce(op, x, outer, reduce, inner, correction) -> [outer * inner]
+Napi::Value AxisReduce(const Napi::CallbackInfo& info) {
+  Args args(info);
+  const std::string op =
+      parse_kind(args.env(), info[0], "axisReduce", "op", {"sum", "mean", "max", "min", "logsumexp", "var", "std"});
+  TensorWrap& x = args.tensor(1, "x");
+  const AxisLayout layout = axis_layout(args, 2);
+  const double correction = number_argument(info, 5, "correction");
+  expect_count(args.env(), x, layout.elements(), "x");
+  if ((op == "max" || op == "min") && layout.reduce == 0)
+    throw_range_error(args.env(), "x: expected a non-empty reduced axis for " + op);
+  const AxisReduceOp kind = op == "sum"    ? AxisReduceOp::kSum
+                            : op == "mean" ? AxisReduceOp::kMean
+                            : op == "max"  ? AxisReduceOp::kMax
+                            : op == "min"  ? AxisReduceOp::kMin
+                            : op == "var"  ? AxisReduceOp::kVar
+                            : op == "std"  ? AxisReduceOp::kStd
+                                           : AxisReduceOp::kLogSumExp;
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output out = output(args.env(), x.device(), {layout.outputs()});
+    WN_DISPATCH(x.device(), axis_reduce, out.data, x.data(), layout, kind, correction);
+    return out.object;
+  });
+}
+
+// axisArgReduce(largest, x, outer, reduce, inner, shape) -> { values (float32), indices (int32) }, both of `shape`
+// (outer * inner elements).
+Napi::Value AxisArgReduce(const Napi::CallbackInfo& info) {
+  Args args(info);
+  const bool largest = args.flag(0);
+  TensorWrap& x = args.tensor(1, "x");
+  const AxisLayout layout = axis_layout(args, 2);
+  std::vector<int64_t> shape = parse_shape(args.env(), info[5], "shape");
+  expect_count(args.env(), x, layout.elements(), "x");
+  if (layout.reduce == 0) throw_range_error(args.env(), "x: expected a non-empty reduced axis");
+  if (element_count(shape) != layout.outputs())
+    throw_range_error(args.env(), "shape: expected " + std::to_string(layout.outputs()) + " elements, got " +
+                                      shape_string(shape));
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output values = output(args.env(), x.device(), shape);
+    Napi::Object indices = new_tensor(args.env(), x.device(), shape, DType::kInt32);
+    int32_t* index_data = TensorWrap::FromAnyType(indices, "indices").int32_data();
+    WN_DISPATCH(x.device(), axis_arg_reduce, values.data, index_data, x.data(), layout, largest);
+    Napi::Object result = Napi::Object::New(args.env());
+    result.Set("values", values.object);
+    result.Set("indices", indices);
+    return result;
+  });
+}
+
+// softmax(x, outer, reduce, inner, log) -> y
+Napi::Value Softmax(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& x = args.tensor(0, "x");
+  const AxisLayout layout = axis_layout(args, 1);
+  const bool log = args.flag(4);
+  expect_count(args.env(), x, layout.elements(), "x");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output y = output(args.env(), x.device(), x.shape());
+    WN_DISPATCH(x.device(), softmax_forward, y.data, x.data(), layout, log);
+    return y.object;
+  });
+}
+
+// softmaxBackward(dy, y, outer, reduce, inner, log) -> dx
+Napi::Value SoftmaxBackward(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& dy = args.tensor(0, "dy");
+  TensorWrap& y = args.tensor(1, "y");
+  const AxisLayout layout = axis_layout(args, 2);
+  const bool log = args.flag(5);
+  const Device device = common_device(args.env(), {{&dy, "dy"}, {&y, "y"}});
+  expect_count(args.env(), dy, layout.elements(), "dy");
+  expect_count(args.env(), y, layout.elements(), "y");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output dx = output(args.env(), device, y.shape());
+    WN_DISPATCH(device, softmax_backward, dx.data, dy.data(), y.data(), layout, log);
+    return dx.object;
+  });
+}
+
+// axisReduceBackward(op, dy [outer * inner], x | null, y | null, outer, reduce, inner, scalar) -> dx, flat.
+// op 'broadcast' (scalar = alpha), 'extremum' (x, y), 'argmax' / 'argmin' (x), 'logsumexp' (x),
+// 'var' (x; scalar = correction), 'std' (x, y = std; scalar = correction).
+Napi::Value AxisReduceBackward(const Napi::CallbackInfo& info) {
+  Args args(info);
+  const std::string op = parse_kind(args.env(), info[0], "axisReduceBackward", "op",
+                                    {"broadcast", "extremum", "argmax", "argmin", "logsumexp", "var", "std"});
+  TensorWrap& dy = args.tensor(1, "dy");
+  TensorWrap* x = args.optional_tensor(2, "x");
+  TensorWrap* y = args.optional_tensor(3, "y");
+  const AxisLayout layout = axis_layout(args, 4);
+  const double scalar = number_argument(info, 7, "scalar");
+  const Device device = common_device(args.env(), {{&dy, "dy"}, {x, "x"}, {y, "y"}});
+  expect_count(args.env(), dy, layout.outputs(), "dy");
+  const bool needs_x = op != "broadcast";
+  const bool needs_y = op == "extremum" || op == "std";
+  if (needs_x && !x) throw_type_error(args.env(), "x: expected a tensor for '" + op + "'");
+  if (needs_y && !y) throw_type_error(args.env(), "y: expected a tensor for '" + op + "'");
+  if (x) expect_count(args.env(), *x, layout.elements(), "x");
+  if (y) expect_count(args.env(), *y, layout.outputs(), "y");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output dx = output(args.env(), device, {layout.elements()});
+    if (op == "broadcast") WN_DISPATCH(device, axis_broadcast, dx.data, dy.data(), layout, static_cast<float>(scalar));
+    else if (op == "extremum") WN_DISPATCH(device, axis_extremum_backward, dx.data, dy.data(), x->data(), y->data(), layout);
+    else if (op == "argmax" || op == "argmin")
+      WN_DISPATCH(device, axis_arg_backward, dx.data, dy.data(), x->data(), layout, op == "argmax");
+    else if (op == "logsumexp") WN_DISPATCH(device, axis_logsumexp_backward, dx.data, dy.data(), x->data(), layout);
+    else WN_DISPATCH(device, axis_var_backward, dx.data, dy.data(), x->data(), data_of(y), layout, scalar);
+    return dx.object;
+  });
+}
+
 }  // namespace
 
 void register_nn_ops(Napi::Env env, Napi::Object exports) {
@@ -863,6 +984,11 @@ void register_nn_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("weightNormScale", Napi::Function::New(env, WeightNormScale));
   exports.Set("weightNormCoefficients", Napi::Function::New(env, WeightNormCoefficients));
   exports.Set("optimizerStep", Napi::Function::New(env, OptimizerStep));
+  exports.Set("axisReduce", Napi::Function::New(env, AxisReduce));
+  exports.Set("axisArgReduce", Napi::Function::New(env, AxisArgReduce));
+  exports.Set("softmax", Napi::Function::New(env, Softmax));
+  exports.Set("softmaxBackward", Napi::Function::New(env, SoftmaxBackward));
+  exports.Set("axisReduceBackward", Napi::Function::New(env, AxisReduceBackward));
 }
 
 }  // namespace weightnorm::binding

@@ -1,17 +1,10 @@
 // CPU reductions (see reduce.h), and the per-channel sums the batch-norm kernels (cpu/normalization.cc) build on.
 //
-// Determinism: the reduction domain is cut into units whose sizes depend only on the layout, never on the thread
-// count; each unit is summed in a fixed order (float accumulators over at most 64-1024 terms, folded into
-// double), and the units' partial sums are added in unit order. Results are bitwise identical for any number
-// of threads.
-//
-// Two ways to walk a channel, as in cpu/weightnorm.cc:
-//  segments  inner >= 32, or outer == 1: a channel is a set of contiguous runs; a unit is one channel and a fixed
-//            slice (kPartElements) of its reduction domain r = o * inner + i.
-//  columns   inner < 32 with outer > 1 (Linear [batch, features], small spatial sizes): a run is too short to
-//            vectorize, so the loop runs along the row across a chunk of channels, one accumulator per column;
-//            a unit is a chunk of channels and a fixed slice of rows. When the chunk spans whole rows, several
-//            consecutive rows (contiguous in memory) are walked as one wide row.
+// Every per-channel sum runs on the one CPU reduction planner (cpu/reduction_plan.h): the domain is cut into units
+// whose sizes depend only on the layout, never on the thread count; each unit is summed in a fixed order (float
+// accumulators over at most 64-1024 terms, folded into double), and the units' partial sums are added in unit
+// order. Results are bitwise identical for any number of threads. Segments and short rows walk each channel's
+// contiguous runs; column mode walks wide rows with one accumulator per column.
 #include "reduce.h"
 
 #include <omp.h>
@@ -20,22 +13,11 @@
 #include <cstdint>
 #include <vector>
 
-#include "weightnorm.h"
+#include "reduction_plan.h"
+#include "threads.h"
 
 namespace weightnorm::cpu {
 namespace {
-
-// Reduction length of one segment-mode unit (r units) and the rows of a column-mode unit (times its width).
-constexpr int64_t kPartElements = int64_t{1} << 15;
-constexpr int64_t kSegmentMinInner = 32;
-// Most columns a column-mode chunk spans, and the width wide rows are folded up to.
-constexpr int64_t kMaxColumns = 2048;
-constexpr int64_t kWideColumns = 1024;
-// Float accumulators take this many rows (columns) or terms per lane (segments) before folding into double.
-constexpr int64_t kFoldRows = 64;
-constexpr int kLanes = 16;
-constexpr int64_t kFoldBlock = kLanes * 64;
-constexpr int64_t kParallelMinElements = int64_t{1} << 15;
 
 // kPlain: s0 = sum a.  kCenteredSquare: s0 = sum (a - shift[k])^2.  kSumAndCenteredDot: s0 = sum b,
 // s1 = sum (a - shift[k]) * b (the batch-norm backward's two sums from one pass over x and dy).
@@ -85,88 +67,53 @@ void run_sums(double* t, const float* a, const float* b, float shift, int64_t n)
   }
 }
 
-struct Plan {
-  bool columns = false;
-  int64_t chunk_channels = 1;  // channels per unit
-  int64_t chunks = 0;
-  int64_t parts = 1;        // units per chunk
-  int64_t part_length = 1;  // rows (columns mode) or r units (segments)
-};
-
-Plan make_plan(const ChannelLayout& l) {
-  Plan plan;
-  const int64_t reduce = l.reduce_size();
-  plan.columns = l.inner > 0 && l.inner < kSegmentMinInner && l.outer > 1;
-  if (plan.columns) {
-    plan.chunk_channels = std::min(l.channels, std::max<int64_t>(1, kMaxColumns / l.inner));
-    const int64_t span = plan.chunk_channels * l.inner;
-    plan.part_length = std::max<int64_t>(kFoldRows, kPartElements / span);
-    plan.parts = (l.outer + plan.part_length - 1) / plan.part_length;
-  } else {
-    plan.chunk_channels = 1;
-    plan.part_length = kPartElements;
-    plan.parts = std::max<int64_t>(1, (reduce + kPartElements - 1) / kPartElements);
-  }
-  plan.chunks = (l.channels + plan.chunk_channels - 1) / plan.chunk_channels;
-  return plan;
-}
-
-// sums[j * N + n] = sum n of channel k_begin + j over rows [o_begin, o_end).
+// sums[j * N + n] = sum n of channel k_begin + j over the region: wide rows, one float accumulator per column,
+// folded into double every kFoldRows wide rows.
 template <Kind K>
-void reduce_columns(double* sums, const Inputs& in, const ChannelLayout& l, int64_t k_begin, int64_t k_end,
-                    int64_t o_begin, int64_t o_end) {
+void reduce_columns(double* sums, const Inputs& in, const ChannelLayout& l, const Region& region) {
   constexpr int N = kSums<K>;
-  const int64_t span = (k_end - k_begin) * l.inner;
-  const int64_t row_stride = l.channels * l.inner;
-  const bool whole_rows = span == row_stride;
-  const int64_t rows_per_wide = whole_rows ? std::max<int64_t>(1, kWideColumns / span) : 1;
-  const int64_t width = span * rows_per_wide;
+  const ColumnWalk walk = column_walk(l, region);
   float shift[kMaxColumns];
   float p0[kMaxColumns], p1[kMaxColumns];
   double t0[kMaxColumns], t1[kMaxColumns];
-  for (int64_t c = 0; c < width; ++c) shift[c] = in.shift ? in.shift[k_begin + (c % span) / l.inner] : 0.0f;
-  std::fill(p0, p0 + width, 0.0f);
-  std::fill(p1, p1 + width, 0.0f);
-  std::fill(t0, t0 + width, 0.0);
-  std::fill(t1, t1 + width, 0.0);
+  for (int64_t c = 0; c < walk.width; ++c)
+    shift[c] = in.shift ? in.shift[region.k_begin + (c % walk.span) / l.inner] : 0.0f;
+  std::fill(p0, p0 + walk.width, 0.0f);
+  std::fill(p1, p1 + walk.width, 0.0f);
+  std::fill(t0, t0 + walk.width, 0.0);
+  std::fill(t1, t1 + walk.width, 0.0);
   int64_t rows_in_partial = 0;
-  for (int64_t o = o_begin; o < o_end; o += rows_per_wide) {
-    const int64_t offset = o * row_stride + k_begin * l.inner;
-    const int64_t length = std::min(rows_per_wide, o_end - o) * span;
+  visit_wide_rows(l, region, walk, [&](int64_t offset, int64_t length) {
     const float* a = in.a + offset;
     const float* b = in.b ? in.b + offset : nullptr;
     for (int64_t c = 0; c < length; ++c) accumulate<K>(p0[c], p1[c], a, b, c, shift[c]);
     if (++rows_in_partial == kFoldRows) {
-      for (int64_t c = 0; c < width; ++c) {
+      for (int64_t c = 0; c < walk.width; ++c) {
         t0[c] += p0[c];
         t1[c] += p1[c];
       }
-      std::fill(p0, p0 + width, 0.0f);
-      std::fill(p1, p1 + width, 0.0f);
+      std::fill(p0, p0 + walk.width, 0.0f);
+      std::fill(p1, p1 + walk.width, 0.0f);
       rows_in_partial = 0;
     }
-  }
-  const int64_t channels = k_end - k_begin;
-  std::fill(sums, sums + channels * N, 0.0);
-  for (int64_t c = 0; c < width; ++c) {
-    const int64_t j = (c % span) / l.inner;
+  });
+  std::fill(sums, sums + region.channels() * N, 0.0);
+  for (int64_t c = 0; c < walk.width; ++c) {
+    const int64_t j = (c % walk.span) / l.inner;
     sums[j * N] += t0[c] + p0[c];
     if constexpr (N == 2) sums[j * N + 1] += t1[c] + p1[c];
   }
 }
 
-// sums[0..N) = the sums of channel k over r in [r_begin, r_end).
+// The same over contiguous runs (segments and short rows).
 template <Kind K>
-void reduce_segments(double* sums, const Inputs& in, const ChannelLayout& l, int64_t k, int64_t r_begin,
-                     int64_t r_end) {
-  const float shift = in.shift ? in.shift[k] : 0.0f;
-  for (int64_t r = r_begin; r < r_end;) {
-    const int64_t o = r / l.inner, i = r % l.inner;
-    const int64_t length = std::min(l.inner - i, r_end - r);
-    const int64_t offset = (o * l.channels + k) * l.inner + i;
-    run_sums<K>(sums, in.a + offset, in.b ? in.b + offset : nullptr, shift, length);
-    r += length;
-  }
+void reduce_runs(double* sums, const Inputs& in, const ChannelLayout& l, const Region& region) {
+  constexpr int N = kSums<K>;
+  std::fill(sums, sums + region.channels() * N, 0.0);
+  visit_runs(l, region, [&](int64_t offset, int64_t length, int64_t j) {
+    const float shift = in.shift ? in.shift[region.k_begin + j] : 0.0f;
+    run_sums<K>(sums + j * N, in.a + offset, in.b ? in.b + offset : nullptr, shift, length);
+  });
 }
 
 // out0[k] (and out1[k]) = the channel sums of kind K, in double.
@@ -174,37 +121,19 @@ template <Kind K>
 void channel_sums(double* out0, double* out1, const Inputs& in, const ChannelLayout& l) {
   constexpr int N = kSums<K>;
   if (l.channels <= 0) return;
-  const Plan plan = make_plan(l);
-  const int64_t units = plan.chunks * plan.parts;
-  const int64_t unit_floats = plan.chunk_channels * N;
-  std::vector<double> partial(units * unit_floats, 0.0);
-  const int threads = num_threads();
-  const bool parallel = l.elements() >= kParallelMinElements && threads > 1;
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-  for (int64_t unit = 0; unit < units; ++unit) {
-    const int64_t chunk = unit / plan.parts, part = unit % plan.parts;
-    const int64_t k_begin = chunk * plan.chunk_channels;
-    const int64_t k_end = std::min(l.channels, k_begin + plan.chunk_channels);
-    double* sums = partial.data() + unit * unit_floats;
-    if (plan.columns) {
-      const int64_t o_begin = part * plan.part_length;
-      reduce_columns<K>(sums, in, l, k_begin, k_end, o_begin, std::min(l.outer, o_begin + plan.part_length));
-    } else {
-      const int64_t r_begin = part * plan.part_length;
-      reduce_segments<K>(sums, in, l, k_begin, r_begin, std::min(l.reduce_size(), r_begin + plan.part_length));
-    }
-  }
-  for (int64_t k = 0; k < l.channels; ++k) {
-    const int64_t chunk = k / plan.chunk_channels, j = k % plan.chunk_channels;
-    double s0 = 0.0, s1 = 0.0;
-    for (int64_t part = 0; part < plan.parts; ++part) {
-      const double* sums = partial.data() + (chunk * plan.parts + part) * unit_floats + j * N;
-      s0 += sums[0];
-      if constexpr (N == 2) s1 += sums[1];
-    }
-    out0[k] = s0;
-    if constexpr (N == 2) out1[k] = s1;
-  }
+  const ReductionPlan plan = plan_reduction(l, /*inputs=*/N, sizeof(float), ReductionUse::kSumsOnly);
+  reduce_units<N>(
+      l, plan,
+      [&](double* sums, const Region& region) {
+        if (plan.column_mode) return reduce_columns<K>(sums, in, l, region);
+        reduce_runs<K>(sums, in, l, region);
+      },
+      [&](int64_t k_begin, int64_t count, const double* sums) {
+        for (int64_t j = 0; j < count; ++j) {
+          out0[k_begin + j] = sums[j * N];
+          if constexpr (N == 2) out1[k_begin + j] = sums[j * N + 1];
+        }
+      });
 }
 
 }  // namespace
@@ -219,6 +148,37 @@ void channel_sum(float* out, const float* x, const ChannelLayout& layout) {
   std::vector<double> sums(std::max<int64_t>(layout.channels, 0));
   channel_sums<Kind::kPlain>(sums.data(), nullptr, {x, nullptr, nullptr}, layout);
   for (int64_t k = 0; k < layout.channels; ++k) out[k] = static_cast<float>(sums[k]);
+}
+
+// Plain stores, as an ordinary elementwise tensor op has.
+void channel_scale(float* out, const float* x, const float* scale, const ChannelLayout& layout) {
+  const int threads = num_threads();
+  const bool parallel = layout.elements() >= kParallelMinElements && threads > 1;
+  if (layout.inner == 1) {
+    // Last-dim layout: each row of `channels` elements uses the whole scale vector.
+#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+    for (int64_t o = 0; o < layout.outer; ++o) {
+      const float* src = x + o * layout.channels;
+      float* dst = out + o * layout.channels;
+      for (int64_t k = 0; k < layout.channels; ++k) dst[k] = src[k] * scale[k];
+    }
+    return;
+  }
+  const int64_t rows = layout.outer * layout.channels;
+#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+  for (int64_t row = 0; row < rows; ++row) {
+    const float s = scale[row % layout.channels];
+    const float* src = x + row * layout.inner;
+    float* dst = out + row * layout.inner;
+    for (int64_t i = 0; i < layout.inner; ++i) dst[i] = src[i] * s;
+  }
+}
+
+void subtract(float* out, const float* a, const float* b, int64_t count) {
+  const int threads = num_threads();
+  const bool parallel = count >= kParallelMinElements && threads > 1;
+#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+  for (int64_t i = 0; i < count; ++i) out[i] = a[i] - b[i];
 }
 
 // The batch-norm statistics, in double, with the same determinism. Not in reduce.h (its contract is the float

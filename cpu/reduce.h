@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "weightnorm/layout.h"
+#include "weightnorm/reduce.h"
 
 namespace weightnorm::cpu {
 

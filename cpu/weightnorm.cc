@@ -1,5 +1,9 @@
 // CPU weight norm (see weightnorm.h). Layout: v is [outer, channels, inner]; one norm per channel.
 //
+// The plan (chunks, parts, the three walks below and their constants) is the one CPU reduction planner,
+// cpu/reduction_plan.h, shared with every CPU reduction; the per-channel scalar maths is weightnorm/weightnorm_math.h,
+// shared with CUDA.
+//
 // Work is cut into chunks of consecutive channels. When a chunk fits in L2, one thread reduces it, turns the sums
 // into coefficients and writes the outputs while the chunk is still cached: each input element comes from memory
 // once. When a chunk does not fit, or there are too few chunks to keep every thread busy (few long channels,
@@ -26,6 +30,9 @@
 // coefficients and the plan are the same code for both, so bfloat16 keeps the fixed summation order too.
 #include "weightnorm.h"
 
+#include "reduction_plan.h"
+#include "weightnorm/weightnorm_math.h"
+
 #include <omp.h>
 
 #if defined(__SSE2__)
@@ -41,31 +48,7 @@
 namespace weightnorm::cpu {
 namespace {
 
-int g_requested_threads = 0;
-
-// Bytes of input a chunk may span and still be in L2 (2 MB per core here) when the write pass reads it again.
-constexpr int64_t kChunkBytes = 128 << 10;
-// Reduction length of one part when a chunk's reduction is split; a constant so the summation order is fixed.
-constexpr int64_t kPartElements = int64_t{1} << 16;
-// Channels whose contiguous runs (inner) are shorter than this are walked column-wise.
-constexpr int64_t kSegmentMinInner = 32;
-// Most columns (channels * inner) a column-wise chunk spans; also the size of the column accumulators.
-constexpr int64_t kMaxColumns = 2048;
-// When a chunk spans whole rows shorter than this, rows are folded together to about this width.
-constexpr int64_t kWideColumns = 1024;
-// Float accumulators take this many rows (column mode) or products per lane (segments) before folding to double.
-constexpr int64_t kFoldRows = 64;
-constexpr int kLanes = 16;
-constexpr int64_t kFoldBlock = kLanes * 64;
-// Fewer chunks than this and the reduction is split into parts, so that several threads can share it. A constant,
-// not the thread count: whether a reduction is split changes its summation order.
-constexpr int64_t kMinChunks = 16;
-// Below this many elements a single thread is faster than waking the others.
-constexpr int64_t kParallelMinElements = int64_t{1} << 15;
-// How far ahead of a streaming read the software prefetch runs.
-constexpr int64_t kPrefetchBytes = 4096;
-// Outputs at least this large are written with streaming stores (they would not stay in cache anyway).
-constexpr int64_t kStreamingBytes = int64_t{4} << 20;
+// How the work is cut (chunks, parts, the three walks) and its constants: reduction_plan.h.
 
 // Element access. Widening is exact (a bfloat16 is the top half of a float32); rounding is to nearest even.
 inline float widen(float x) { return x; }
@@ -240,129 +223,8 @@ inline void finish_streaming() {
 #endif
 }
 
-// One unit of work: channels [k_begin, k_end) and, of each channel's reduction domain (flattened as
-// r = o * inner + i), the range [r_begin, r_end). In column mode the range is whole rows (multiples of inner).
-struct Region {
-  int64_t k_begin, k_end, r_begin, r_end;
-  int64_t channels() const { return k_end - k_begin; }
-};
-
-struct Plan {
-  bool column_mode = false;
-  bool streaming = false;
-  int64_t chunk_channels = 1;
-  int64_t chunks = 1;
-  int64_t parts = 1;        // parts per chunk; 1 = each chunk is reduced and written by one thread, in cache
-  int64_t part_length = 0;  // in r units (a multiple of inner in column mode)
-  // When consecutive chunks are contiguous in memory (outer == 1, one part), the elements from a chunk to the next:
-  // the write pass of one chunk prefetches the next.
-  int64_t prefetch_distance = 0;
-
-  Region region(int64_t chunk, int64_t part, const ChannelLayout& layout) const {
-    const int64_t k_begin = chunk * chunk_channels;
-    const int64_t k_end = std::min(layout.channels, k_begin + chunk_channels);
-    const int64_t r_begin = part * part_length;
-    const int64_t r_end = std::min(layout.reduce_size(), r_begin + part_length);
-    return {k_begin, k_end, r_begin, r_end};
-  }
-};
-
-// Short rows (see below): outer == 1 and inner < kSegmentMinInner.
-bool is_short_rows(const ChannelLayout& layout, bool column_mode) {
-  return !column_mode && layout.outer == 1 && layout.inner > 0 &&
-         layout.inner < kSegmentMinInner;
-}
-
-// Channels per expanded block: a multiple of 32, so that a block of float or bfloat16 outputs is whole cache lines.
-int64_t short_rows_block(int64_t inner) { return std::max<int64_t>(32, (kMaxColumns - 4) / inner / 32 * 32); }
-
-// inputs: arrays read per element (1 forward, 2 backward), which share the cache budget. element_bytes: 4 for
-// float, 2 for bfloat16 (a chunk holds twice the channels). Nothing here depends on the thread count.
-Plan make_plan(const ChannelLayout& layout, int inputs, int64_t element_bytes) {
-  Plan plan;
-  const int64_t reduce = layout.reduce_size();
-  const int64_t channel_bytes = std::max<int64_t>(1, reduce * element_bytes * inputs);
-  // With outer == 1 each channel is one contiguous run however short: segments, without column bookkeeping.
-  plan.column_mode = layout.inner > 0 && layout.inner < kSegmentMinInner && layout.outer > 1;
-  plan.chunk_channels = plan.column_mode ? std::max<int64_t>(1, kMaxColumns / layout.inner)
-                                         : std::max<int64_t>(1, kChunkBytes / channel_bytes);
-  // Short rows: whole expanded blocks per chunk (the split of channels into chunks never changes a short row's sum).
-  if (is_short_rows(layout, plan.column_mode)) {
-    const int64_t block = short_rows_block(layout.inner);
-    plan.chunk_channels = std::max<int64_t>(1, plan.chunk_channels / block) * block;
-  }
-  plan.chunk_channels = std::min(std::max<int64_t>(layout.channels, 1), plan.chunk_channels);
-  plan.chunks = (layout.channels + plan.chunk_channels - 1) / plan.chunk_channels;
-  plan.streaming = layout.elements() * element_bytes >= kStreamingBytes;
-  plan.part_length = std::max<int64_t>(reduce, 1);
-  const bool fits = plan.chunk_channels * channel_bytes <= kChunkBytes;
-  const bool large = layout.elements() >= kParallelMinElements;
-  // A part spans about kPartElements elements: in column mode that is a block of rows across the chunk's span (the
-  // last dim of a tall matrix is one chunk of a few thousand short rows: without parts, one thread would do it all).
-  const int64_t split_length = plan.column_mode
-                                   ? std::max<int64_t>(1, kPartElements / (plan.chunk_channels * layout.inner)) *
-                                         layout.inner
-                                   : kPartElements;
-  if (large && reduce > split_length && (!fits || plan.chunks < kMinChunks)) {
-    plan.part_length = split_length;
-    plan.parts = (reduce + plan.part_length - 1) / plan.part_length;
-  }
-  if (plan.parts == 1 && layout.outer == 1) plan.prefetch_distance = plan.chunk_channels * layout.inner;
-  // A split plan's write pass reads its region from memory again: prefetch along it.
-  if (plan.parts > 1 && plan.column_mode) plan.prefetch_distance = kPrefetchBytes / element_bytes;
-  return plan;
-}
-
 // ---------------------------------------------------------------------------------------------------------------
-// Segment mode.
-
-// Calls visit(offset, length, j) for every contiguous run of the region, j = channel - k_begin.
-template <class Visit>
-void visit_runs(const ChannelLayout& layout, const Region& region, Visit&& visit) {
-  if (region.r_begin >= region.r_end) return;
-  const int64_t row_stride = layout.channels * layout.inner;
-  const int64_t o_first = region.r_begin / layout.inner, i_first = region.r_begin % layout.inner;
-  const int64_t o_last = (region.r_end - 1) / layout.inner, i_last_end = (region.r_end - 1) % layout.inner + 1;
-  for (int64_t j = 0; j < region.channels(); ++j) {
-    const int64_t channel_offset = (region.k_begin + j) * layout.inner;
-    for (int64_t o = o_first; o <= o_last; ++o) {
-      const int64_t i_begin = o == o_first ? i_first : 0;
-      const int64_t i_end = o == o_last ? i_last_end : layout.inner;
-      visit(o * row_stride + channel_offset + i_begin, i_end - i_begin, j);
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Column mode. The region's rows are walked as a sequence of "wide rows" of `width` columns: one row of the
-// chunk's span, or, when the chunk spans whole rows, several consecutive rows (contiguous in memory).
-
-struct ColumnWalk {
-  int64_t span;   // columns of one row that belong to the region
-  int64_t width;  // columns per wide row (a multiple of span)
-  bool whole_rows;
-};
-
-ColumnWalk column_walk(const ChannelLayout& layout, const Region& region) {
-  const int64_t span = region.channels() * layout.inner;
-  const bool whole_rows = span == layout.channels * layout.inner;
-  const int64_t width = whole_rows ? span * std::max<int64_t>(1, kWideColumns / span) : span;
-  return {span, width, whole_rows};
-}
-
-// Calls visit(offset, length) for each wide row of the region; length == width except for the last, which may be
-// shorter (a multiple of span), so column c of every call belongs to channel (c % span) / inner.
-template <class Visit>
-void visit_wide_rows(const ChannelLayout& layout, const Region& region, const ColumnWalk& walk, Visit&& visit) {
-  const int64_t row_stride = layout.channels * layout.inner;
-  const int64_t o_begin = region.r_begin / layout.inner, o_end = region.r_end / layout.inner;
-  if (walk.whole_rows) {
-    const int64_t begin = o_begin * row_stride, end = o_end * row_stride;
-    for (int64_t e = begin; e < end; e += walk.width) visit(e, std::min(walk.width, end - e));
-    return;
-  }
-  for (int64_t o = o_begin; o < o_end; ++o) visit(o * row_stride + region.k_begin * layout.inner, walk.span);
-}
+// Segment mode walks runs (visit_runs), column mode wide rows (visit_wide_rows): reduction_plan.h.
 
 bool no_nan(const float* values, int64_t count) {
   bool numbers = true;
@@ -502,12 +364,12 @@ void expand_short_rows(float* columns, const float* per_channel, int64_t inner, 
 
 template <class T>
 void reduce_region(double* sums, const T* a, const T* b, const ChannelLayout& layout, const Region& region,
-                   bool column_mode) {
-  if (column_mode) {
+                   const ReductionPlan& plan) {
+  if (plan.column_mode) {
     if (a == b) return reduce_columns<true>(sums, a, b, layout, region);
     return reduce_columns<false>(sums, a, b, layout, region);
   }
-  if (is_short_rows(layout, column_mode)) {
+  if (plan.short_rows) {
     if (a == b) return reduce_short_rows<true>(sums, a, b, layout.inner, region);
     return reduce_short_rows<false>(sums, a, b, layout.inner, region);
   }
@@ -568,9 +430,9 @@ void write_short_rows(T* out, const T* a, const T* b, const float* c1, const flo
 // prefetch_distance: elements from a run to the same place in this thread's next chunk (0: no prefetch).
 template <bool kBackward, bool kStream, class T>
 void write_region(T* out, const T* a, const T* b, const float* c1, const float* c2, const ChannelLayout& layout,
-                  const Region& region, bool column_mode, int64_t prefetch_distance) {
+                  const Region& region, bool short_rows, bool column_mode, int64_t prefetch_distance) {
   constexpr bool kRoundsOutputs = sizeof(T) == 2;
-  if (is_short_rows(layout, column_mode)) {
+  if (short_rows) {
     write_short_rows<kBackward, kStream>(out, a, b, c1, c2, layout, region, prefetch_distance);
   } else if (column_mode) {
     const ColumnWalk walk = column_walk(layout, region);
@@ -625,10 +487,11 @@ void write_region(T* out, const T* a, const T* b, const float* c1, const float* 
 
 template <bool kBackward, class T>
 void write_region(T* out, const T* a, const T* b, const float* c1, const float* c2, const ChannelLayout& layout,
-                  const Region& region, const Plan& plan) {
+                  const Region& region, const ReductionPlan& plan) {
   if (plan.streaming)
-    return write_region<kBackward, true>(out, a, b, c1, c2, layout, region, plan.column_mode, plan.prefetch_distance);
-  write_region<kBackward, false>(out, a, b, c1, c2, layout, region, plan.column_mode, 0);
+    return write_region<kBackward, true>(out, a, b, c1, c2, layout, region, plan.short_rows, plan.column_mode,
+                                                plan.prefetch_distance);
+  write_region<kBackward, false>(out, a, b, c1, c2, layout, region, plan.short_rows, plan.column_mode, 0);
 }
 
 float floored_norm(double sum_of_squares, float eps) {
@@ -651,7 +514,7 @@ void forward_coefficients(float* norm, float* scale, const double* sums, const f
 #endif
   for (; k < count; ++k) {
     norm[k] = floored_norm(sums[k], eps);
-    scale[k] = g[k] / norm[k];
+    scale[k] = g_over_norm(g[k], norm[k]);
   }
 }
 
@@ -659,16 +522,8 @@ void forward_coefficients(float* norm, float* scale, const double* sums, const f
 void backward_coefficients(float* dg, float* c1, float* c2, double dot, float g, float norm, float eps) {
   const double n = norm;
   dg[0] = static_cast<float>(dot / n);
-  c1[0] = static_cast<float>(g / n);
-  c2[0] = norm > eps ? static_cast<float>(g * dot / (n * n * n)) : 0.0f;
-}
-
-// A buffer kept by the calling thread across calls: a fresh large allocation would be mapped and page-faulted in on
-// every call.
-template <class U>
-U* scratch(std::vector<U>& buffer, int64_t count) {
-  if (buffer.size() < static_cast<size_t>(count)) buffer.resize(count);
-  return buffer.data();
+  c1[0] = g_over_norm(g, norm);
+  c2[0] = weightnorm_projection_active(norm, eps) ? static_cast<float>(weightnorm_projection_from_dot(g, dot, n)) : 0.0f;
 }
 
 // backward_coefficients for a chunk's channels, two lanes of the same double arithmetic at once.
@@ -691,38 +546,14 @@ void backward_chunk_coefficients(float* dg, float* c1, float* c2, const double* 
   for (; k < count; ++k) backward_coefficients(dg + k, c1 + k, c2 + k, dots[k], g[k], norm[k], eps);
 }
 
-// Per-channel sums of a*b for every chunk, each chunk's parts added in order; calls finish(k_begin, count, sums)
-// per chunk. Parallel over (chunk, part) units.
-template <class T, class Finish>
-void reduce_all(const T* a, const T* b, const ChannelLayout& layout, const Plan& plan, int threads,
-                Finish&& finish) {
-  const int64_t units = plan.chunks * plan.parts;
-  thread_local std::vector<double> partial_buffer;
-  double* partial = scratch(partial_buffer, units * plan.chunk_channels);
-  const bool parallel = layout.elements() >= kParallelMinElements && threads > 1;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
-  for (int64_t unit = 0; unit < units; ++unit) {
-    const Region region = plan.region(unit / plan.parts, unit % plan.parts, layout);
-    reduce_region(partial + unit * plan.chunk_channels, a, b, layout, region, plan.column_mode);
-  }
-  std::vector<double> sums(plan.chunk_channels);
-  for (int64_t chunk = 0; chunk < plan.chunks; ++chunk) {
-    const int64_t count = plan.region(chunk, 0, layout).channels();
-    std::fill(sums.begin(), sums.end(), 0.0);
-    for (int64_t part = 0; part < plan.parts; ++part)
-      for (int64_t j = 0; j < count; ++j) sums[j] += partial[(chunk * plan.parts + part) * plan.chunk_channels + j];
-    finish(chunk * plan.chunk_channels, count, sums.data());
-  }
-}
-
 // The driver shared by forward and backward. finish(k_begin, count, sums) turns a chunk's channel sums into
 // coefficients; write(region, plan) writes the outputs of a region.
 template <class T, class Finish, class Write>
 void run_fused(const T* a, const T* b, const ChannelLayout& layout, int inputs, Finish&& finish, Write&& write) {
   if (layout.channels == 0) return;
   const int threads = num_threads();
-  const Plan plan = make_plan(layout, inputs, sizeof(T));
-  const bool parallel = layout.elements() >= kParallelMinElements && threads > 1;
+  const ReductionPlan plan = plan_reduction(layout, inputs, sizeof(T));
+  const bool parallel = worth_parallel(layout.elements(), threads);
   if (plan.parts == 1) {
     // Each chunk: reduce, finish, write, while the chunk is still in cache. Contiguous blocks of chunks per
     // thread, so the next chunk a thread reduces is the one its write pass prefetches.
@@ -730,16 +561,16 @@ void run_fused(const T* a, const T* b, const ChannelLayout& layout, int inputs, 
     for (int64_t chunk = 0; chunk < plan.chunks; ++chunk) {
       const Region region = plan.region(chunk, 0, layout);
       std::vector<double> sums(region.channels());
-      reduce_region(sums.data(), a, b, layout, region, plan.column_mode);
+      reduce_region(sums.data(), a, b, layout, region, plan);
       finish(region.k_begin, region.channels(), sums.data());
       write(region, plan);
     }
     return;
   }
-  reduce_all(a, b, layout, plan, threads, finish);
-  const int64_t units = plan.chunks * plan.parts;
+  reduce_units<1>(layout, plan, [&](double* sums, const Region& region) { reduce_region(sums, a, b, layout, region, plan); },
+                  finish);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-  for (int64_t unit = 0; unit < units; ++unit) write(plan.region(unit / plan.parts, unit % plan.parts, layout), plan);
+  for (int64_t unit = 0; unit < plan.units(); ++unit) write(plan.unit_region(unit, layout), plan);
 }
 
 template <class T>
@@ -751,7 +582,7 @@ void fused_forward(T* w, float* norm, const T* v, const float* g, const ChannelL
       [&](int64_t k_begin, int64_t count, const double* sums) {
         forward_coefficients(norm + k_begin, scale + k_begin, sums, g + k_begin, count, eps);
       },
-      [&](const Region& region, const Plan& plan) {
+      [&](const Region& region, const ReductionPlan& plan) {
         write_region<false>(w, v, v, scale, nullptr, layout, region, plan);
       });
 }
@@ -768,16 +599,12 @@ void fused_backward(T* dv, float* dg, const T* dw, const T* v, const float* g, c
         backward_chunk_coefficients(dg + k_begin, c1 + k_begin, c2 + k_begin, dots, g + k_begin, norm + k_begin, count,
                                     eps);
       },
-      [&](const Region& region, const Plan& plan) {
+      [&](const Region& region, const ReductionPlan& plan) {
         write_region<true>(dv, dw, v, c1, c2, layout, region, plan);
       });
 }
 
 }  // namespace
-
-void set_num_threads(int threads) { g_requested_threads = threads > 0 ? threads : 0; }
-
-int num_threads() { return g_requested_threads > 0 ? g_requested_threads : omp_get_num_procs(); }
 
 void weightnorm_forward(float* w, float* norm, const float* v, const float* g, const ChannelLayout& layout,
                         float eps) {
@@ -800,7 +627,7 @@ void weightnorm_backward(bfloat16* dv, float* dg, const bfloat16* dw, const bflo
 }
 
 void weightnorm_scale(float* scale, const float* g, const float* norm, int64_t channels) {
-  for (int64_t k = 0; k < channels; ++k) scale[k] = g[k] / norm[k];
+  for (int64_t k = 0; k < channels; ++k) scale[k] = g_over_norm(g[k], norm[k]);
 }
 
 void weightnorm_backward_coefficients(float* dg, float* c1, float* c2, const float* dot, const float* g,
@@ -810,43 +637,13 @@ void weightnorm_backward_coefficients(float* dg, float* c1, float* c2, const flo
 
 void channel_dot(float* out, const float* a, const float* b, const ChannelLayout& layout) {
   if (layout.channels == 0) return;
-  const int threads = num_threads();
   // Always the split form: a reduction on its own has no write pass to keep in cache for.
-  Plan plan = make_plan(layout, a == b ? 1 : 2, sizeof(float));
-  reduce_all(a, b, layout, plan, threads, [&](int64_t k_begin, int64_t count, const double* sums) {
-    for (int64_t k = k_begin; k < k_begin + count; ++k) out[k] = static_cast<float>(sums[k - k_begin]);
-  });
-}
-
-// Plain stores, as an ordinary elementwise tensor op has.
-void channel_scale(float* out, const float* x, const float* scale, const ChannelLayout& layout) {
-  const int threads = num_threads();
-  const bool parallel = layout.elements() >= kParallelMinElements && threads > 1;
-  if (layout.inner == 1) {
-    // Last-dim layout: each row of `channels` elements uses the whole scale vector.
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-    for (int64_t o = 0; o < layout.outer; ++o) {
-      const float* src = x + o * layout.channels;
-      float* dst = out + o * layout.channels;
-      for (int64_t k = 0; k < layout.channels; ++k) dst[k] = src[k] * scale[k];
-    }
-    return;
-  }
-  const int64_t rows = layout.outer * layout.channels;
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-  for (int64_t row = 0; row < rows; ++row) {
-    const float s = scale[row % layout.channels];
-    const float* src = x + row * layout.inner;
-    float* dst = out + row * layout.inner;
-    for (int64_t i = 0; i < layout.inner; ++i) dst[i] = src[i] * s;
-  }
-}
-
-void subtract(float* out, const float* a, const float* b, int64_t count) {
-  const int threads = num_threads();
-  const bool parallel = count >= kParallelMinElements && threads > 1;
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-  for (int64_t i = 0; i < count; ++i) out[i] = a[i] - b[i];
+  const ReductionPlan plan = plan_reduction(layout, a == b ? 1 : 2, sizeof(float));
+  reduce_units<1>(
+      layout, plan, [&](double* sums, const Region& region) { reduce_region(sums, a, b, layout, region, plan); },
+      [&](int64_t k_begin, int64_t count, const double* sums) {
+        for (int64_t k = k_begin; k < k_begin + count; ++k) out[k] = static_cast<float>(sums[k - k_begin]);
+      });
 }
 
 void weightnorm_forward_unfused(float* w, float* norm, const float* v, const float* g, const ChannelLayout& layout,
@@ -856,7 +653,7 @@ void weightnorm_forward_unfused(float* w, float* norm, const float* v, const flo
   channel_dot(sum_of_squares.data(), v, v, layout);
   for (int64_t k = 0; k < layout.channels; ++k) {
     norm[k] = floored_norm(sum_of_squares[k], eps);
-    scale[k] = g[k] / norm[k];
+    scale[k] = g_over_norm(g[k], norm[k]);
   }
   channel_scale(w, v, scale.data(), layout);
 }

@@ -1,16 +1,13 @@
-// CPU weight norm: the entry points both backends declare from include/weightnorm/ops/weightnorm.inc, and the CPU's
-// thread count.
+// CPU weight norm: the entry points both backends declare from include/weightnorm/ops/weightnorm.inc.
 #pragma once
 #include <cstdint>
 
+#include "reduce.h"   // channel_dot, channel_scale, subtract: the unfused path is composed of them
+#include "threads.h"  // the thread count; CPU sources and native tests have long reached it through this header
 #include "weightnorm/bfloat16.h"
 #include "weightnorm/layout.h"
 
 namespace weightnorm::cpu {
-
-// Threads used by every CPU kernel (OpenMP). 0 restores the default (all cores).
-void set_num_threads(int threads);
-int num_threads();
 
 #include "weightnorm/ops/weightnorm.inc"
 

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "weightnorm/layout.h"
+#include "weightnorm/reduce.h"
 
 namespace weightnorm::cuda {
 

@@ -61,6 +61,7 @@
 #include "check.cuh"
 #include "runtime.cuh"
 #include "weightnorm.cuh"
+#include "weightnorm/weightnorm_math.h"
 
 namespace weightnorm::cuda {
 namespace {
@@ -256,14 +257,13 @@ struct Coefficients {
 
 __device__ __forceinline__ Coefficients forward_coefficients(float sum_of_squares, float g, float eps) {
   const float norm = fmaxf(sqrtf(sum_of_squares), eps);
-  return {g / norm, 0.0f, norm};
+  return {g_over_norm(g, norm), 0.0f, norm};
 }
 
 __device__ __forceinline__ Coefficients backward_coefficients(float dot, float g, float norm, float eps) {
   const float dg = dot / norm;
-  // Below the eps floor the norm is a constant, so the projection term vanishes.
-  const float c2 = norm > eps ? g * dg / (norm * norm) : 0.0f;
-  return {g / norm, c2, dg};
+  const float c2 = weightnorm_projection_active(norm, eps) ? weightnorm_projection_from_dg(g, dg, norm) : 0.0f;
+  return {g_over_norm(g, norm), c2, dg};
 }
 
 // Sum over the kGroup consecutive lanes of a row. Every lane of the group gets the same bits (the butterfly adds
@@ -1187,7 +1187,7 @@ __global__ void weightnorm_backward_coefficients_kernel(float* dg, float* c1, fl
 
 __global__ void weightnorm_scale_kernel(float* scale, const float* g, const float* norm, int64_t channels) {
   const int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (k < channels) scale[k] = g[k] / norm[k];
+  if (k < channels) scale[k] = g_over_norm(g[k], norm[k]);
 }
 
 unsigned channel_blocks(int64_t channels) { return static_cast<unsigned>(ceil_div(std::max<int64_t>(channels, 1), kBlock)); }

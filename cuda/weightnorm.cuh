@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 
+#include "reduce.cuh"  // channel_dot, channel_scale, subtract: the unfused path is composed of them
 #include "weightnorm/bfloat16.h"
 #include "weightnorm/layout.h"
 

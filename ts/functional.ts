@@ -52,28 +52,9 @@ export function scale(x: Tensor, alpha: number): Tensor {
   return record(y, 'scale', [x], (dy) => [wrap(native.scale(handleOf(dy, where), alpha))]);
 }
 
-/** Sum of all elements, shape [1]. */
-export function sum(x: Tensor): Tensor {
-  const where = 'sum';
-  checkTensor(x, `${where}: x`);
-  const y = wrap(native.sumAll(handleOf(x, where)));
-  return record(y, 'sum', [x], (dy) => {
-    // dx = dy[0] everywhere: a tensor of ones scaled by the one-element dy, without reading dy on the host.
-    const ones = native.full([...x.shape], 1, x.device);
-    const dx = native.channelOp('scale', ones, handleOf(dy, where), 1, 1, x.size);
-    ones.dispose();
-    return [wrap(dx)];
-  });
-}
-
-/** Mean of all elements, shape [1]. */
-export function mean(x: Tensor): Tensor {
-  checkTensor(x, 'mean: x');
-  if (x.size === 0) throw rangeError('mean: x', 'at least one element', shapeText(x.shape));
-  const total = sum(x);
-  const y = scale(total, 1 / x.size);
-  return y;
-}
+// sum and mean (axis-aware: sum(x, dim?, { keepDim })), and the other reductions and softmax: ts/reduce.ts.
+export { sum, mean, amax, amin, max, min, argmax, argmin, var, std, logsumexp, softmax, logSoftmax } from './reduce.js';
+export type { Dim, ReduceOptions, VarianceOptions, ValuesAndIndices } from './reduce.js';
 
 // Shape ops (ts/shape.ts): views (reshape, view, flatten, squeeze, unsqueeze, contiguous) and copies. flatten here
 // keeps the batch ([batch, ...] -> [batch, rest], as nn.Flatten); the package's top-level flatten is torch.flatten.

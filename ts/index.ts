@@ -55,3 +55,23 @@ export {
   maximum, minimum, mul, ne, neg, pow, relu, rsqrt, sigmoid, sign, silu, softplus, sqrt, sub, tanh, where,
   broadcastShapes, type AlphaOptions, type GeluOptions, type Operand,
 } from './pointwise.js';
+// Reductions over chosen axes and softmax (also as Tensor methods: importing the module installs them).
+export {
+  sum,
+  mean,
+  amax,
+  amin,
+  max,
+  min,
+  argmax,
+  argmin,
+  var,
+  std,
+  logsumexp,
+  softmax,
+  logSoftmax,
+  type Dim,
+  type ReduceOptions,
+  type VarianceOptions,
+  type ValuesAndIndices,
+} from './reduce.js';

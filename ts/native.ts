@@ -76,6 +76,8 @@ export type ActivationKind = 'relu' | 'tanh';
 export type ChannelOpKind = 'biasAdd' | 'scale';
 export type ChannelReduceOp = 'sum' | 'dot';
 export type OptimizerKind = 'sgd' | 'adam' | 'adamax';
+export type AxisReduceOp = 'sum' | 'mean' | 'max' | 'min' | 'logsumexp' | 'var' | 'std';
+export type AxisReduceBackwardOp = 'broadcast' | 'extremum' | 'argmax' | 'argmin' | 'logsumexp' | 'var' | 'std';
 export type PointwiseBinaryOp =
   | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'minimum' | 'maximum'
   | 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge' | 'logicalAnd' | 'logicalOr';
@@ -259,6 +261,13 @@ export interface NativeBinding {
   pointwiseUnary(op: PointwiseUnaryOp, x: NativeTensor, first: number, second: number): NativeTensor;
   pointwiseUnaryBackward(op: PointwiseUnaryOp, dy: NativeTensor, x: NativeTensor, y: NativeTensor, first: number, second: number): NativeTensor;
   /** One in-place optimizer update of options.param (and its state tensors). */
+  // Axis reductions over the view [outer, reduce, inner] (ts/reduce.ts); reductions return [outer * inner].
+  axisReduce(op: AxisReduceOp, x: NativeTensor, outer: number, reduce: number, inner: number, correction: number): NativeTensor;
+  /** values (float32) and indices (int32), both created with `shape` (outer * inner elements). */
+  axisArgReduce(largest: boolean, x: NativeTensor, outer: number, reduce: number, inner: number, shape: number[]): { values: NativeTensor; indices: NativeTensor };
+  softmax(x: NativeTensor, outer: number, reduce: number, inner: number, log: boolean): NativeTensor;
+  softmaxBackward(dy: NativeTensor, y: NativeTensor, outer: number, reduce: number, inner: number, log: boolean): NativeTensor;
+  axisReduceBackward(op: AxisReduceBackwardOp, dy: NativeTensor, x: NativeTensor | null, y: NativeTensor | null, outer: number, reduce: number, inner: number, scalar: number): NativeTensor;
   optimizerStep(kind: 'sgd', options: SgdStepOptions): void;
   optimizerStep(kind: 'adam', options: AdamStepOptions): void;
   optimizerStep(kind: 'adamax', options: AdamaxStepOptions): void;

@@ -881,3 +881,25 @@ export class Sequential extends Module {
     return y;
   }
 }
+
+/** softmax along `dim` (torch.nn.Softmax; here `dim` is required). */
+export class Softmax extends Module {
+  constructor(readonly dim: number) {
+    super();
+    if (typeof dim !== 'number' || !Number.isInteger(dim)) throw typeError('nn.Softmax: dim', 'an integer', dim);
+  }
+  forward(x: Tensor): Tensor {
+    return F.softmax(checkInput('nn.Softmax.forward', x), this.dim);
+  }
+}
+
+/** logSoftmax along `dim` (torch.nn.LogSoftmax; here `dim` is required). */
+export class LogSoftmax extends Module {
+  constructor(readonly dim: number) {
+    super();
+    if (typeof dim !== 'number' || !Number.isInteger(dim)) throw typeError('nn.LogSoftmax: dim', 'an integer', dim);
+  }
+  forward(x: Tensor): Tensor {
+    return F.logSoftmax(checkInput('nn.LogSoftmax.forward', x), this.dim);
+  }
+}

@@ -11,6 +11,7 @@ import type { LayerSpec, OpConfig } from './fixture.js';
 import { accumulation, ELEMENTWISE, type LayerEntry, type OpEntry, UNIT_ROUNDOFF } from './entry.js';
 import { SHAPE_OPS } from './registry-shape.js';
 import { LAYERS as RNN_LAYERS } from './registry-rnn.js';
+import { REDUCE_EXCLUDED_FUNCTIONAL, REDUCE_LAYERS, REDUCE_OPS } from './registry-reduce.js';
 import { POINTWISE_EXCLUDED_FUNCTIONAL, POINTWISE_LAYERS, POINTWISE_OPS } from './registry-pointwise.js';
 
 export { accumulation, ELEMENTWISE, type LayerEntry, type OpEntry, type OpRun, type Tolerance, UNIT_ROUNDOFF } from './entry.js';
@@ -134,6 +135,7 @@ export const OPS: Record<string, OpEntry> = {
     tolerance: accumulation(32, 'the batch mean over 16 values per channel, subtracted; dx = dy − mean(dy) and dbias = Σ dy over 16'),
   },
   ...SHAPE_OPS,
+  ...REDUCE_OPS,
   ...POINTWISE_OPS,
 };
 
@@ -141,6 +143,7 @@ export const OPS: Record<string, OpEntry> = {
 export const EXCLUDED_FUNCTIONAL: Record<string, string> = {
   channelLayout: 'a shape helper ([batch, channels, rest] of an activation), not an op',
   checkTrainingCount: 'an argument check shared with nn.BatchNorm, not an op',
+  ...REDUCE_EXCLUDED_FUNCTIONAL,
   ...POINTWISE_EXCLUDED_FUNCTIONAL,
 };
 
@@ -184,6 +187,7 @@ export const LAYERS: Record<string, LayerEntry> = {
     ),
   },
   ...RNN_LAYERS,
+  ...REDUCE_LAYERS,
   ...POINTWISE_LAYERS,
 };
 

@@ -1,0 +1,71 @@
+// The CPU reduction planner (see reduction_plan.h). Nothing here depends on the thread count.
+#include "reduction_plan.h"
+
+#include <algorithm>
+#include <cstdint>
+
+namespace weightnorm::cpu {
+
+namespace {
+
+ReductionPlan plan_sums_only(const ChannelLayout& layout) {
+  ReductionPlan plan;
+  const int64_t reduce = layout.reduce_size();
+  plan.column_mode = layout.inner > 0 && layout.inner < kSegmentMinInner && layout.outer > 1;
+  plan.short_rows = !plan.column_mode && layout.outer == 1 && layout.inner > 0 && layout.inner < kSegmentMinInner;
+  if (plan.column_mode) {
+    plan.chunk_channels = std::min(layout.channels, std::max<int64_t>(1, kMaxColumns / layout.inner));
+    const int64_t span = plan.chunk_channels * layout.inner;
+    plan.part_length = std::max<int64_t>(kFoldRows, kSumsOnlyPartElements / span) * layout.inner;
+  } else {
+    plan.part_length = kSumsOnlyPartElements;
+  }
+  plan.parts = std::max<int64_t>(1, (reduce + plan.part_length - 1) / plan.part_length);
+  // Segments: a channel's sum is its runs in order, whatever chunk it is in, so short channels (one part) are
+  // grouped into units of about a part's elements (one unit per short row would cost more than its sum).
+  if (!plan.column_mode) plan.chunk_channels = plan.parts == 1 ? std::max<int64_t>(1, kSumsOnlyPartElements / std::max<int64_t>(reduce, 1)) : 1;
+  plan.chunk_channels = std::max<int64_t>(1, plan.chunk_channels);
+  plan.chunks = (layout.channels + plan.chunk_channels - 1) / plan.chunk_channels;
+  return plan;
+}
+
+}  // namespace
+
+ReductionPlan plan_reduction(const ChannelLayout& layout, int inputs, int64_t element_bytes, ReductionUse use) {
+  if (use == ReductionUse::kSumsOnly) return plan_sums_only(layout);
+  ReductionPlan plan;
+  const int64_t reduce = layout.reduce_size();
+  const int64_t channel_bytes = std::max<int64_t>(1, reduce * element_bytes * inputs);
+  // With outer == 1 each channel is one contiguous run however short: segments or short rows, never columns.
+  plan.column_mode = layout.inner > 0 && layout.inner < kSegmentMinInner && layout.outer > 1;
+  plan.short_rows = !plan.column_mode && layout.outer == 1 && layout.inner > 0 && layout.inner < kSegmentMinInner;
+  plan.chunk_channels = plan.column_mode ? std::max<int64_t>(1, kMaxColumns / layout.inner)
+                                         : std::max<int64_t>(1, kChunkBytes / channel_bytes);
+  // Short rows: whole blocks per chunk (the split of channels into chunks never changes a short row's sum).
+  if (plan.short_rows) {
+    const int64_t block = short_rows_block(layout.inner);
+    plan.chunk_channels = std::max<int64_t>(1, plan.chunk_channels / block) * block;
+  }
+  plan.chunk_channels = std::min(std::max<int64_t>(layout.channels, 1), plan.chunk_channels);
+  plan.chunks = (layout.channels + plan.chunk_channels - 1) / plan.chunk_channels;
+  plan.streaming = layout.elements() * element_bytes >= kStreamingBytes;
+  plan.part_length = std::max<int64_t>(reduce, 1);
+  const bool fits = plan.chunk_channels * channel_bytes <= kChunkBytes;
+  const bool large = layout.elements() >= kParallelMinElements;
+  // A part spans about kPartElements elements: in column mode that is a block of rows across the chunk's span (the
+  // last dim of a tall matrix is one chunk of a few thousand short rows: without parts, one thread would do it all).
+  const int64_t split_length = plan.column_mode
+                                   ? std::max<int64_t>(1, kPartElements / (plan.chunk_channels * layout.inner)) *
+                                         layout.inner
+                                   : kPartElements;
+  if (large && reduce > split_length && (!fits || plan.chunks < kMinChunks)) {
+    plan.part_length = split_length;
+    plan.parts = (reduce + plan.part_length - 1) / plan.part_length;
+  }
+  if (plan.parts == 1 && layout.outer == 1) plan.prefetch_distance = plan.chunk_channels * layout.inner;
+  // A split plan's write pass reads its region from memory again: prefetch along it.
+  if (plan.parts > 1 && plan.column_mode) plan.prefetch_distance = kPrefetchBytes / element_bytes;
+  return plan;
+}
+
+}  // namespace weightnorm::cpu

@@ -30,6 +30,7 @@ Napi::Value BenchmarkTimes(const Napi::CallbackInfo& info);
 Napi::Value BenchmarkOutputs(const Napi::CallbackInfo& info);
 #endif
 void register_nn_ops(Napi::Env env, Napi::Object exports);  // nn.cc
+void register_loss_ops(Napi::Env env, Napi::Object exports);  // loss.cc
 
 namespace {
 
@@ -407,6 +408,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("benchmarkOutputs", Napi::Function::New(env, BenchmarkOutputs));
 #endif
   register_nn_ops(env, exports);
+  register_loss_ops(env, exports);
   return exports;
 }
 

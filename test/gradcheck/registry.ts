@@ -9,6 +9,7 @@
 import { nn, noGrad, type Tensor } from '../../ts/index.js';
 import type { LayerSpec, OpConfig } from './fixture.js';
 import { accumulation, ELEMENTWISE, type LayerEntry, type OpEntry, UNIT_ROUNDOFF } from './entry.js';
+import { LOSS_EXCLUDED_MODULES, LOSS_OPS } from './registry-loss.js';
 
 export { accumulation, ELEMENTWISE, type LayerEntry, type OpEntry, type OpRun, type Tolerance, UNIT_ROUNDOFF } from './entry.js';
 
@@ -106,10 +107,6 @@ export const OPS: Record<string, OpEntry> = {
     tolerance: ELEMENTWISE,
     random: 'noise',
   },
-  crossEntropy: {
-    run: (t, c) => ({ y: F.crossEntropy(need(t, 'logits'), c.labels as number[]) }),
-    tolerance: accumulation(30, 'log-sum-exp over 5 classes, then the mean over 6 rows'),
-  },
   batchNorm: {
     run: (t, c) => {
       const { y, mean, variance } = F.batchNorm(need(t, 'x'), need(t, 'gamma'), need(t, 'beta'), number(c, 'eps'));
@@ -130,6 +127,7 @@ export const OPS: Record<string, OpEntry> = {
     },
     tolerance: accumulation(32, 'the batch mean over 16 values per channel, subtracted; dx = dy − mean(dy) and dbias = Σ dy over 16'),
   },
+  ...LOSS_OPS,
 };
 
 /** Exports of nn.functional that are not differentiable ops, with the reason. */
@@ -182,6 +180,7 @@ export const LAYERS: Record<string, LayerEntry> = {
 /** Exports of nn that are Module classes but not layers to check, with the reason. */
 export const EXCLUDED_MODULES: Record<string, string> = {
   Module: 'the abstract base class; every concrete layer is registered',
+  ...LOSS_EXCLUDED_MODULES,
 };
 
 export function buildLayer(spec: LayerSpec, seed: number): nn.Module {

@@ -24,4 +24,5 @@ export * as optim from './optim.js';
 export * as init from './init.js';
 export * as io from './io.js';
 export * as data from './data/index.js';
+export * as metrics from './metrics.js';
 export { trainStep, evaluate, NonFiniteLossError, type Evaluation } from './train.js';

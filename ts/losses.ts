@@ -219,7 +219,7 @@ function labelTensor(where: string, labels: unknown, expectedShape: readonly num
     const label = values[i]!;
     if (label === ignoreIndex) continue;
     if (!Number.isInteger(label) || label < 0 || label >= classes) {
-      throw rangeError(where, `class indices in [0, ${classes - 1}] (or ignoreIndex ${ignoreIndex})`, `${String(label)} at position ${i}`);
+      throw rangeError(where, `class indices in [0, ${classes - 1}]`, `${String(label)} at position ${i} (ignoreIndex is ${ignoreIndex})`);
     }
   }
   if (labels instanceof Tensor && labels.dtype === 'float32' && labels.device === device) return alias(labels, [count]);

@@ -714,6 +714,81 @@ export class Adamax extends AdamFamily {
   }
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Gradient clipping (torch.nn.utils.clip_grad_norm_ / clip_grad_value_): between backward() and step().
+
+function gradientsOf(where: string, params: unknown): Tensor[] {
+  const list = params instanceof Tensor ? [params] : params;
+  if (!Array.isArray(list)) throw typeError(`${where}: params`, 'a Tensor or an array of Tensors (e.g. model.parameters())', params);
+  const grads: Tensor[] = [];
+  list.forEach((p, i) => {
+    if (!(p instanceof Tensor)) throw typeError(`${where}: params[${i}]`, 'a Tensor', p);
+    if (p.grad) {
+      handleOf(p.grad, `${where}: params[${i}].grad`);
+      grads.push(p.grad);
+    }
+  });
+  return grads;
+}
+
+export interface ClipGradNormOptions {
+  /** 2 (default): the Euclidean norm of all gradients together; Infinity: their largest absolute value. */
+  normType?: 2 | typeof Infinity;
+}
+
+/**
+ * Scales every gradient of `params` in place so that their total norm is at most maxNorm, as
+ * torch.nn.utils.clip_grad_norm_ does: coefficient maxNorm / (total + 1e-6), applied only when below 1. Returns
+ * the total norm before clipping (NaN or Infinity if a gradient is not finite; the gradients are then scaled by
+ * that coefficient too, as in PyTorch). Parameters without a gradient are skipped. The norm is summed on the host
+ * in float64 (one read of each gradient).
+ */
+export function clipGradNorm(params: Tensor | readonly Tensor[], maxNorm: number, options: ClipGradNormOptions = {}): number {
+  const where = 'optim.clipGradNorm';
+  const grads = gradientsOf(where, params);
+  if (typeof maxNorm !== 'number' || !(maxNorm >= 0)) throw typeError(`${where}: maxNorm`, 'a number >= 0', maxNorm);
+  if (typeof options !== 'object' || options === null) throw typeError(`${where}: options`, 'an object like { normType: 2 }', options);
+  const normType = options.normType ?? 2;
+  if (normType !== 2 && normType !== Infinity) throw typeError(`${where}: options.normType`, '2 or Infinity', normType);
+  let total = 0;
+  for (const g of grads) {
+    const values = g.toArray();
+    if (normType === Infinity) for (const v of values) total = Math.max(total, Number.isNaN(v) ? NaN : Math.abs(v));
+    else for (const v of values) total += v * v;
+  }
+  if (normType === 2) total = Math.sqrt(total);
+  const coefficient = maxNorm / (total + 1e-6);
+  if (!(coefficient >= 1)) {
+    for (const g of grads) {
+      native.axpby(handleOf(g, where), coefficient, handleOf(g, where), 0);
+      g.version += 1;
+    }
+  }
+  return total;
+}
+
+/** Clamps every gradient of `params` to [−clipValue, clipValue] in place (torch.nn.utils.clip_grad_value_). */
+export function clipGradValue(params: Tensor | readonly Tensor[], clipValue: number): void {
+  const where = 'optim.clipGradValue';
+  const grads = gradientsOf(where, params);
+  if (typeof clipValue !== 'number' || !(clipValue >= 0)) throw typeError(`${where}: clipValue`, 'a number >= 0', clipValue);
+  for (const g of grads) {
+    const values = g.toArray();
+    let changed = false;
+    for (let i = 0; i < values.length; i++) {
+      const v = values[i]!;
+      const clamped = Math.min(clipValue, Math.max(-clipValue, v));
+      if (clamped !== v) {
+        values[i] = clamped;
+        changed = true;
+      }
+    }
+    if (!changed) continue;
+    const clipped = native.fromArray(values, [...g.shape], g.device);
+    g.replaceHandle(clipped);
+  }
+}
+
 /**
  * Linear learning-rate decay (the paper's schedule): after each call of step(), the optimizer's lr is
  * initial + (final − initial) · min(1, t / totalSteps).
@@ -735,3 +810,6 @@ export function linearDecay(optimizer: Optimizer, options: { totalSteps: number;
     },
   };
 }
+
+// The learning-rate schedules (StepLR, CosineAnnealingLR, LinearLR, SequentialLR, warmupCosine) are optim.* too.
+export * from './schedule.js';

@@ -116,8 +116,7 @@ export function buildModel(kind: ModelKind, norm: NormKind, hidden = DEFAULT_HID
 /** The first `count` digits of a split (the split itself is already a seeded shuffle). */
 export function subset(split: MnistSplit, count: number | undefined): MnistSplit {
   if (count === undefined || count >= split.count) return split;
-  const images = split.images.subarray(0, count * PIXELS);
-  return { inputs: images, images, labels: split.labels.subarray(0, count), count, inputShape: split.inputShape };
+  return split.slice(0, count);
 }
 
 /**

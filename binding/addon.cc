@@ -8,6 +8,7 @@
 #include "../cpu/elementwise.h"
 #include "../cpu/gemm.h"
 #include "../cpu/host_allocator.h"
+#include "../cpu/pointwise.h"
 #include "../cpu/random.h"
 #include "../cpu/weightnorm.h"
 #include "dispatch.h"
@@ -18,6 +19,7 @@
 #ifdef WEIGHTNORM_WITH_CUDA
 #include "../cuda/elementwise.cuh"
 #include "../cuda/gemm.cuh"
+#include "../cuda/pointwise.cuh"
 #include "../cuda/runtime.cuh"
 #include "../cuda/weightnorm.cuh"
 #endif
@@ -31,6 +33,7 @@ Napi::Value BenchmarkOutputs(const Napi::CallbackInfo& info);
 #endif
 void register_nn_ops(Napi::Env env, Napi::Object exports);  // nn.cc
 void register_loss_ops(Napi::Env env, Napi::Object exports);  // loss.cc
+void register_pointwise_ops(Napi::Env env, Napi::Object exports);  // pointwise.cc
 
 namespace {
 
@@ -79,18 +82,45 @@ Napi::Object upload(Napi::Env env, const float* values, const std::vector<int64_
   return object;
 }
 
+// fromArray(data, shape, device, dtype): a Float32Array for float32 and bfloat16 (rounded once), an Int32Array for
+// int32, a Uint8Array of 0s and 1s for bool.
 Napi::Value FromArray(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-    throw_type_error(env, "data: expected a Float32Array");
-  Napi::Float32Array data = info[0].As<Napi::Float32Array>();
+  const DType dtype = parse_dtype(env, info[3], "dtype");
+  const napi_typedarray_type expected = dtype == DType::kInt32  ? napi_int32_array
+                                        : dtype == DType::kBool ? napi_uint8_array
+                                                                : napi_float32_array;
+  const char* expected_name = dtype == DType::kInt32 ? "an Int32Array" : dtype == DType::kBool ? "a Uint8Array" : "a Float32Array";
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != expected)
+    throw_type_error(env, std::string("data: expected ") + expected_name + " for dtype " + dtype_name(dtype));
+  Napi::TypedArray data = info[0].As<Napi::TypedArray>();
   std::vector<int64_t> shape = parse_shape(env, info[1], "shape");
   if (element_count(shape) != static_cast<int64_t>(data.ElementLength()))
     throw_range_error(env, "data: " + std::to_string(data.ElementLength()) + " values do not fill shape " +
                                shape_string(shape));
   const Device device = parse_device(env, info[2], "device");
-  const DType dtype = parse_dtype(env, info[3], "dtype");
-  return guarded(env, [&]() -> Napi::Value { return upload(env, data.Data(), shape, device, dtype); });
+  if (dtype == DType::kBool) {
+    const auto* bytes = static_cast<const uint8_t*>(data.ArrayBuffer().Data()) + data.ByteOffset();
+    for (size_t i = 0; i < data.ElementLength(); ++i)
+      if (bytes[i] > 1) throw_range_error(env, "data: a bool tensor holds 0 or 1, got " + std::to_string(bytes[i]) + " at index " + std::to_string(i));
+  }
+  return guarded(env, [&]() -> Napi::Value {
+    if (dtype == DType::kFloat32 || dtype == DType::kBFloat16)
+      return upload(env, data.As<Napi::Float32Array>().Data(), shape, device, dtype);
+    Napi::Object object = new_tensor(env, device, shape, dtype);
+    TensorWrap& t = TensorWrap::FromAnyType(object, "result");
+    const size_t bytes = static_cast<size_t>(t.numel()) * dtype_size(dtype);
+    const void* host = static_cast<const uint8_t*>(data.ArrayBuffer().Data()) + data.ByteOffset();
+    if (bytes == 0) return object;
+    if (device == Device::kCpu) {
+      std::memcpy(t.raw_data(), host, bytes);
+    } else {
+#ifdef WEIGHTNORM_WITH_CUDA
+      cuda::copy_to_device(t.raw_data(), host, bytes);
+#endif
+    }
+    return object;
+  });
 }
 
 Napi::Value Zeros(const Napi::CallbackInfo& info) {
@@ -133,6 +163,8 @@ Napi::Value Randn(const Napi::CallbackInfo& info) {
   const float mean = static_cast<float>(number_argument(info, 3, "mean"));
   const float std = static_cast<float>(number_argument(info, 4, "std"));
   const DType dtype = parse_dtype(env, info[5], "dtype");
+  if (dtype != DType::kFloat32 && dtype != DType::kBFloat16)
+    throw_type_error(env, std::string("dtype: expected 'float32' or 'bfloat16' for normal samples, got '") + dtype_name(dtype) + "'");
   return guarded(env, [&]() -> Napi::Value {
     const int64_t count = element_count(shape);
     if (dtype != DType::kFloat32) {
@@ -159,7 +191,7 @@ Napi::Value Randn(const Napi::CallbackInfo& info) {
 // weightNorm(v, g, dim | null, eps, fused) -> { w, norm }. v (and so w) float32 or bfloat16; g and norm float32.
 Napi::Value WeightNorm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  TensorWrap& v = TensorWrap::FromAnyType(info[0], "v");
+  TensorWrap& v = TensorWrap::FromFloating(info[0], "v");
   TensorWrap& g = TensorWrap::From(info[1], "g");
   const ChannelLayout layout = layout_for(env, v.shape(), info[2]);
   const float eps = static_cast<float>(number_argument(info, 3, "eps"));
@@ -184,8 +216,8 @@ Napi::Value WeightNorm(const Napi::CallbackInfo& info) {
 // float32 or bfloat16; g, norm and dg are float32.
 Napi::Value WeightNormBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  TensorWrap& dw = TensorWrap::FromAnyType(info[0], "dw");
-  TensorWrap& v = TensorWrap::FromAnyType(info[1], "v");
+  TensorWrap& dw = TensorWrap::FromFloating(info[0], "dw");
+  TensorWrap& v = TensorWrap::FromFloating(info[1], "v");
   TensorWrap& g = TensorWrap::From(info[2], "g");
   TensorWrap& norm = TensorWrap::From(info[3], "norm");
   const ChannelLayout layout = layout_for(env, v.shape(), info[4]);
@@ -223,7 +255,7 @@ Napi::Value WeightNormBackward(const Napi::CallbackInfo& info) {
 }
 
 // cast(t, dtype) -> a new tensor of `dtype` on t's device (float32 -> bfloat16 rounds to nearest even; the other
-// way is exact; the same type is a copy).
+// way is exact; the same type is a copy; the int32 and bool conversions are weightnorm/pointwise.h's).
 Napi::Value Cast(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   TensorWrap& t = TensorWrap::FromAnyType(info[0], "tensor");
@@ -241,10 +273,12 @@ Napi::Value Cast(const Napi::CallbackInfo& info) {
         cuda::copy_device_to_device(out.data(), t.data(), bytes);
 #endif
       }
-    } else if (dtype == DType::kBFloat16) {
+    } else if (dtype == DType::kBFloat16 && t.dtype() == DType::kFloat32) {
       WN_DISPATCH(t.device(), convert, out.bf16_data(), t.data(), count);
-    } else {
+    } else if (dtype == DType::kFloat32 && t.dtype() == DType::kBFloat16) {
       WN_DISPATCH(t.device(), convert, out.data(), t.bf16_data(), count);
+    } else {
+      WN_DISPATCH(t.device(), cast, out.raw_data(), dtype, t.raw_data(), t.dtype(), count);
     }
     return object;
   });
@@ -409,6 +443,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #endif
   register_nn_ops(env, exports);
   register_loss_ops(env, exports);
+  register_pointwise_ops(env, exports);
   return exports;
 }
 

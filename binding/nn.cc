@@ -333,8 +333,8 @@ Napi::Value SoftmaxCrossEntropyBackward(const Napi::CallbackInfo& info) {
 Napi::Value Gemm(const Napi::CallbackInfo& info) {
   Args args(info);
   Napi::Env env = args.env();
-  TensorWrap& a = TensorWrap::FromAnyType(info[0], "a");
-  TensorWrap& b = TensorWrap::FromAnyType(info[1], "b");
+  TensorWrap& a = TensorWrap::FromFloating(info[0], "a");
+  TensorWrap& b = TensorWrap::FromFloating(info[1], "b");
   const DType dtype = a.dtype();
   if (b.dtype() != dtype)
     throw_type_error(env, std::string("b: expected a's element type ") + dtype_name(dtype) + ", got " + dtype_name(b.dtype()));
@@ -347,7 +347,7 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
     Napi::Value value = e.Get(name);
     if (value.IsNull() || value.IsUndefined()) return nullptr;
     if (!matrix) return &TensorWrap::From(value, name);
-    TensorWrap& t = TensorWrap::FromAnyType(value, name);
+    TensorWrap& t = TensorWrap::FromFloating(value, name);
     if (t.dtype() != dtype)
       throw_type_error(env, std::string(name) + ": expected the operands' element type " + dtype_name(dtype) + ", got " +
                                 dtype_name(t.dtype()));

@@ -47,7 +47,7 @@ void read_bytes(void* host, const Storage& storage, size_t bytes) {
   }
 }
 
-// Host elements of `dtype` widened to float32 (a plain copy for float32).
+// Host elements of a float dtype widened to float32 (a plain copy for float32).
 void widen_to_float(float* out, const void* elements, DType dtype, size_t count) {
   if (dtype == DType::kFloat32) {
     if (count) std::memcpy(out, elements, count * sizeof(float));
@@ -55,6 +55,24 @@ void widen_to_float(float* out, const void* elements, DType dtype, size_t count)
   }
   const auto* values = static_cast<const bfloat16*>(elements);
   for (size_t i = 0; i < count; ++i) out[i] = bfloat16_to_float(values[i]);
+}
+
+// The JS array for `count` host elements of `dtype`: Float32Array for float32 and bfloat16 (widened exactly),
+// Int32Array for int32, Uint8Array (0 or 1) for bool.
+Napi::TypedArray host_array(Napi::Env env, const void* elements, DType dtype, size_t count) {
+  if (dtype == DType::kInt32) {
+    Napi::Int32Array array = Napi::Int32Array::New(env, count);
+    if (count) std::memcpy(array.Data(), elements, count * sizeof(int32_t));
+    return array;
+  }
+  if (dtype == DType::kBool) {
+    Napi::Uint8Array array = Napi::Uint8Array::New(env, count);
+    if (count) std::memcpy(array.Data(), elements, count);
+    return array;
+  }
+  Napi::Float32Array array = Napi::Float32Array::New(env, count);
+  widen_to_float(array.Data(), elements, dtype, count);
+  return array;
 }
 
 }  // namespace
@@ -82,16 +100,25 @@ void OutputScope::record(TensorWrap* created) {
   if (active_scope) active_scope->created_.push_back(created);
 }
 
-const char* dtype_name(DType dtype) { return dtype == DType::kFloat32 ? "float32" : "bfloat16"; }
-
-size_t dtype_size(DType dtype) { return dtype == DType::kFloat32 ? sizeof(float) : sizeof(bfloat16); }
+const char* dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32: return "float32";
+    case DType::kBFloat16: return "bfloat16";
+    case DType::kInt32: return "int32";
+    case DType::kBool: return "bool";
+  }
+  return "unknown";
+}
 
 DType parse_dtype(Napi::Env env, const Napi::Value& value, const char* parameter) {
   if (value.IsUndefined()) return DType::kFloat32;
   const std::string name = value.IsString() ? value.As<Napi::String>().Utf8Value() : "";
   if (name == "float32") return DType::kFloat32;
   if (name == "bfloat16") return DType::kBFloat16;
-  throw_type_error(env, std::string(parameter) + ": expected 'float32' or 'bfloat16', got " + describe_value(value));
+  if (name == "int32") return DType::kInt32;
+  if (name == "bool") return DType::kBool;
+  throw_type_error(env, std::string(parameter) + ": expected 'float32', 'bfloat16', 'int32' or 'bool', got " +
+                            describe_value(value));
 }
 
 void TensorWrap::Define(Napi::Env env, Napi::Object exports) {
@@ -134,7 +161,16 @@ TensorWrap& TensorWrap::From(const Napi::Value& value, const char* parameter) {
   TensorWrap& wrap = FromAnyType(value, parameter);
   if (wrap.dtype_ != DType::kFloat32)
     throw_type_error(value.Env(), std::string(parameter) + ": expected a float32 tensor, got a " + dtype_name(wrap.dtype_) +
-                                      " one (bfloat16 tensors go through weightNorm, weightNormBackward, matmul and cast)");
+                                      " one (bfloat16 tensors go through weightNorm, weightNormBackward, matmul and cast; "
+                                      "int32 and bool ones through the tensor math ops and cast)");
+  return wrap;
+}
+
+TensorWrap& TensorWrap::FromFloating(const Napi::Value& value, const char* parameter) {
+  TensorWrap& wrap = FromAnyType(value, parameter);
+  if (wrap.dtype_ != DType::kFloat32 && wrap.dtype_ != DType::kBFloat16)
+    throw_type_error(value.Env(), std::string(parameter) + ": expected a float32 or bfloat16 tensor, got a " +
+                                      dtype_name(wrap.dtype_) + " one (convert it with cast)");
   return wrap;
 }
 
@@ -169,16 +205,14 @@ Napi::Value TensorWrap::ToArray(const Napi::CallbackInfo& info) {
   TensorWrap& self = FromAnyType(Value(), "tensor");
   return guarded(env, [&]() -> Napi::Value {
     const size_t count = static_cast<size_t>(self.numel());
-    Napi::Float32Array array = Napi::Float32Array::New(env, count);
-    if (count == 0) return array;
-    if (self.dtype() == DType::kFloat32) {
+    if (self.dtype() == DType::kFloat32) {  // straight into the array, no staging copy
+      Napi::Float32Array array = Napi::Float32Array::New(env, count);
       read_bytes(array.Data(), *self.storage_, count * sizeof(float));
-    } else {
-      std::vector<bfloat16> host(count);
-      read_bytes(host.data(), *self.storage_, count * sizeof(bfloat16));
-      widen_to_float(array.Data(), host.data(), self.dtype(), count);
+      return array;
     }
-    return array;
+    std::vector<unsigned char> host(count * dtype_size(self.dtype()));
+    read_bytes(host.data(), *self.storage_, host.size());
+    return host_array(env, host.data(), self.dtype(), count);
   });
 }
 
@@ -202,11 +236,7 @@ class ReadbackWorker : public Napi::AsyncWorker {
     }
   }
 
-  void OnOK() override {
-    Napi::Float32Array array = Napi::Float32Array::New(Env(), count_);
-    widen_to_float(array.Data(), host_.data(), dtype_, count_);
-    deferred_.Resolve(array);
-  }
+  void OnOK() override { deferred_.Resolve(host_array(Env(), host_.data(), dtype_, count_)); }
 
   void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
 

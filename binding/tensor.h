@@ -10,16 +10,18 @@
 
 #include "storage.h"
 #include "weightnorm/bfloat16.h"
+#include "weightnorm/dtype.h"
 #include "weightnorm/layout.h"
 
 namespace weightnorm::binding {
 
-// Element types. float32 everywhere; bfloat16 for the per-element tensors of weightNorm, weightNormBackward and
-// matmul (their norms, gains and epilogue vectors stay float32), and as the source or target of cast.
-enum class DType { kFloat32, kBFloat16 };
-const char* dtype_name(DType dtype);  // "float32" | "bfloat16"
-size_t dtype_size(DType dtype);
-// "float32" | "bfloat16"; undefined means float32.
+// Element types (weightnorm/dtype.h): float32 everywhere; bfloat16 for the per-element tensors of weightNorm,
+// weightNormBackward and matmul (their norms, gains and epilogue vectors stay float32); int32 and bool for the
+// tensor math ops (binding/pointwise.cc); any of them as the source or target of cast.
+using weightnorm::DType;
+using weightnorm::dtype_size;
+const char* dtype_name(DType dtype);  // "float32" | "bfloat16" | "int32" | "bool"
+// "float32" | "bfloat16" | "int32" | "bool"; undefined means float32.
 DType parse_dtype(Napi::Env env, const Napi::Value& value, const char* parameter);
 
 class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
@@ -30,9 +32,11 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
                              DType dtype = DType::kFloat32);
   // The live float32 tensor behind `value`; a TypeError naming `parameter` when it is not a tensor or holds
   // another element type, an Error when disposed. Every op that only knows float32 takes its tensors from here,
-  // so a bfloat16 tensor can never reach a float32 kernel.
+  // so a bfloat16, int32 or bool tensor can never reach a float32 kernel.
   static TensorWrap& From(const Napi::Value& value, const char* parameter);
-  // The same for ops that take either element type (they dispatch on dtype()).
+  // The same for ops that take float32 or bfloat16 (they dispatch on dtype()): int32 and bool are a TypeError.
+  static TensorWrap& FromFloating(const Napi::Value& value, const char* parameter);
+  // The same for ops that take any element type (cast, copies, the pointwise ops, which check it themselves).
   static TensorWrap& FromAnyType(const Napi::Value& value, const char* parameter);
 
   explicit TensorWrap(const Napi::CallbackInfo& info);
@@ -46,6 +50,9 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   DType dtype() const { return dtype_; }
   float* data() const { return storage_->data(); }
   bfloat16* bf16_data() const { return reinterpret_cast<bfloat16*>(storage_->data()); }
+  int32_t* int32_data() const { return reinterpret_cast<int32_t*>(storage_->data()); }
+  uint8_t* bool_data() const { return reinterpret_cast<uint8_t*>(storage_->data()); }  // 0 or 1 per element
+  void* raw_data() const { return storage_->data(); }
   const std::shared_ptr<Storage>& storage() const { return storage_; }
 
  private:

@@ -70,7 +70,7 @@ describe('enum-like arguments: an unknown kind is a TypeError, not a default', (
 
   it('setMatmulPrecision and the benchmark entry points check their enums', () => {
     expectError(() => raw.zeros!([2], 'gpu'), TypeError, ["device: expected 'cpu' or 'cuda'", "got 'gpu'"]);
-    expectError(() => raw.cast!(x, 'float16'), TypeError, ["dtype: expected 'float32' or 'bfloat16'", "got 'float16'"]);
+    expectError(() => raw.cast!(x, 'float16'), TypeError, ["dtype: expected 'float32', 'bfloat16', 'int32' or 'bool'", "got 'float16'"]);
     expectError(() => raw.setMatmulPrecision!('medium'), TypeError, ['setMatmulPrecision: precision', "'highest' or 'high'", "got 'medium'"]);
     expect(native.matmulPrecision()).toBe('highest');
     expectError(() => raw.benchmarkTimes!({ op: 'conv', sets: [[x]] }, 0, 1), TypeError, [

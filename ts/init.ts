@@ -8,7 +8,7 @@ import { native } from './native.js';
 import { Conv2d, Linear, Module, Sequential } from './nn.js';
 import { nextSeed } from './random.js';
 import { tidy } from './scope.js';
-import { handleOf, Tensor } from './tensor.js';
+import { floatArray, handleOf, Tensor } from './tensor.js';
 import { DEFAULT_EPS } from './weightnorm-options.js';
 
 export interface DataDependentOptions {
@@ -135,7 +135,7 @@ export function dataDependent(model: Module, batch: Tensor, options: DataDepende
   const layers = layersOf(model);
   const names = new Map(model.namedModules().map(([name, m]) => [m, name]));
   // All or nothing: a layer that cannot be initialized restores every layer initialized before it.
-  const backup = Object.fromEntries(Object.entries(model.stateDict()).map(([name, t]) => [name, { shape: [...t.shape], data: t.toArray() }]));
+  const backup = Object.fromEntries(Object.entries(model.stateDict()).map(([name, t]) => [name, { shape: [...t.shape], data: floatArray(t, 'init.dataDependent') }]));
   const streams = model.namedModules().flatMap(([, m]) => {
     const state = m.randomStreamState();
     return state ? [[m, state] as const] : [];

@@ -10,10 +10,10 @@ import { endianness } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 
 import { describe, typeError } from './errors.js';
-import { native } from './native.js';
+import { native, type TensorArray } from './native.js';
 import { type HostTensor, type LoadStateDictOptions, Module, type RandomStreamState, type StagedLoad, WeightNormState } from './nn.js';
 import { Optimizer, type OptimizerStateDict } from './optim.js';
-import { checkDevice, type Device, handleOf, Tensor } from './tensor.js';
+import { checkDevice, type Device, type DType, handleOf, Tensor } from './tensor.js';
 
 /** A file that cannot be loaded (truncated, corrupted, or not matching the model). Names the file and the key. */
 export class CheckpointError extends Error {
@@ -421,6 +421,39 @@ function writeAtomically(path: string, chunks: readonly Uint8Array[], where: str
   }
 }
 
+/** A tensor's host values as a safetensors dtype tag and little-endian bytes: F32, BF16, I32 or BOOL (one byte, 0/1). */
+function encodeValues(values: TensorArray, dtype: DType): { tag: string; bytes: Uint8Array } {
+  if (values instanceof Float32Array) {
+    return dtype === 'bfloat16' ? { tag: 'BF16', bytes: bfloat16Bytes(values) } : { tag: 'F32', bytes: littleEndianBytes(values) };
+  }
+  if (values instanceof Int32Array) {
+    const bytes = new Uint8Array(values.length * 4);
+    const view = new DataView(bytes.buffer);
+    for (let i = 0; i < values.length; i++) view.setInt32(4 * i, values[i]!, true);
+    return { tag: 'I32', bytes };
+  }
+  return { tag: 'BOOL', bytes: Uint8Array.from(values) };
+}
+
+/** An I32 or BOOL entry's values, as fromArray takes them for int32 and bool tensors. */
+function decodeIntegers(parsed: ParsedFile, entry: Entry): Int32Array | Uint8Array {
+  const raw = parsed.bytes.subarray(parsed.dataStart + entry.begin, parsed.dataStart + entry.end);
+  if (entry.dtype === 'BOOL') {
+    const bad = raw.findIndex((b) => b > 1);
+    if (bad >= 0) {
+      throw new CheckpointError(`${parsed.where}: ${parsed.file}: BOOL tensor '${entry.name}' holds ${raw[bad]} at index ${bad} (expected 0 or 1)`, parsed.file, entry.name);
+    }
+    return Uint8Array.from(raw);
+  }
+  const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  const out = new Int32Array(raw.byteLength / 4);
+  for (let i = 0; i < out.length; i++) out[i] = view.getInt32(4 * i, true);
+  return out;
+}
+
+/** Safetensors tags loaded as int32 and bool tensors (by load(); a model's parameters stay float). */
+const INTEGER_DTYPES: Record<string, DType> = { I32: 'int32', BOOL: 'bool' };
+
 /** bfloat16 values (as toArray() widens them) as their 2-byte little-endian encodings: the top half of each float32. */
 function bfloat16Bytes(values: Float32Array): Uint8Array {
   const out = new Uint8Array(values.length * 2);
@@ -476,7 +509,7 @@ function checkMetadata(where: string, metadata: unknown): Record<string, string>
 
 /**
  * Writes a model's parameters and buffers (by their names), a { model, optimizer } training state, or a record of
- * tensors to `path` as a safetensors file (F32; BF16 for bfloat16 tensors, bit for bit). Atomic: a crash mid-save leaves the previous file intact.
+ * tensors to `path` as a safetensors file (F32; BF16 for bfloat16 tensors, bit for bit; I32 and BOOL for int32 and bool ones). Atomic: a crash mid-save leaves the previous file intact.
  * With an optimizer, its state goes under 'optimizer/<parameter name>/<slot>' and its step counts (its own and each
  * parameter's) and lr in the metadata, so loadInto() resumes training bit for bit. Synchronous.
  */
@@ -518,9 +551,8 @@ export function save(source: Checkpointable, path: string, options: SaveOptions 
   let offset = 0;
   for (const [name, t] of tensors) {
     const values = handleOf(t, `${where}: '${name}'`, 'any').toArray();
-    const bf16 = t.dtype === 'bfloat16';
-    const bytes = bf16 ? bfloat16Bytes(values) : littleEndianBytes(values);
-    header[name] = { dtype: bf16 ? 'BF16' : 'F32', shape: [...t.shape], data_offsets: [offset, offset + bytes.length] };
+    const { tag, bytes } = encodeValues(values, t.dtype);
+    header[name] = { dtype: tag, shape: [...t.shape], data_offsets: [offset, offset + bytes.length] };
     data.push(bytes);
     offset += bytes.length;
   }
@@ -564,7 +596,7 @@ export function inspect(path: string): { tensors: Record<string, TensorInfo>; me
 }
 
 /**
- * Every tensor of a safetensors file (as float32, on options.device; BF16 entries as bfloat16 with keepBfloat16)
+ * Every tensor of a safetensors file (as float32, on options.device; BF16 entries as bfloat16 with keepBfloat16; I32 and BOOL entries as int32 and bool tensors)
  * and its metadata.
  */
 export function load(path: string, options: LoadOptions = {}): LoadedFile {
@@ -584,10 +616,15 @@ export function load(path: string, options: LoadOptions = {}): LoadedFile {
   const verifyChecksum = options.verifyChecksum ?? true;
   if (typeof verifyChecksum !== 'boolean') throw typeError(`${where}: options.verifyChecksum`, 'a boolean', verifyChecksum);
   const parsed = parse(readBytes(path, where), path, where, verifyChecksum, allowNonFinite);
-  const host = decodeAll(parsed, parsed.entries);
+  const host = decodeAll(parsed, parsed.entries.filter((e) => !(e.dtype in INTEGER_DTYPES)));
   const tensors: [string, Tensor][] = [];
   try {
     for (const entry of parsed.entries) {
+      const integerType = INTEGER_DTYPES[entry.dtype];
+      if (integerType) {
+        tensors.push([entry.name, new Tensor(native.fromArray(decodeIntegers(parsed, entry), [...entry.shape], device, integerType))]);
+        continue;
+      }
       const { shape, data } = host[entry.name]!;
       // A BF16 entry decodes to float32 values that bfloat16 holds exactly: keeping it loses nothing.
       const dtype = keepBfloat16 && entry.dtype === 'BF16' ? 'bfloat16' : 'float32';

@@ -6,16 +6,18 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export type Device = 'cpu' | 'cuda';
-export type DType = 'float32' | 'bfloat16';
+export type DType = 'float32' | 'bfloat16' | 'int32' | 'bool';
+/** Host data of a tensor: Float32Array for float32 and bfloat16 (widened), Int32Array for int32, Uint8Array (0/1) for bool. */
+export type TensorArray = Float32Array | Int32Array | Uint8Array;
 
 export interface NativeTensor {
   readonly shape: number[];
   readonly device: Device | null; // null once disposed
   readonly disposed: boolean;
   readonly dtype: DType;
-  /** Widened to float32 for a bfloat16 tensor. */
-  toArray(): Float32Array;
-  data(): Promise<Float32Array>;
+  /** Widened to float32 for a bfloat16 tensor; Int32Array for int32; Uint8Array for bool. */
+  toArray(): TensorArray;
+  data(): Promise<TensorArray>;
   to(device: Device): NativeTensor;
   dispose(): void;
 }
@@ -74,6 +76,12 @@ export type ActivationKind = 'relu' | 'tanh';
 export type ChannelOpKind = 'biasAdd' | 'scale';
 export type ChannelReduceOp = 'sum' | 'dot';
 export type OptimizerKind = 'sgd' | 'adam' | 'adamax';
+export type PointwiseBinaryOp =
+  | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'minimum' | 'maximum'
+  | 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge' | 'logicalAnd' | 'logicalOr';
+export type PointwiseUnaryOp =
+  | 'neg' | 'exp' | 'log' | 'sqrt' | 'rsqrt' | 'abs' | 'sign' | 'clamp' | 'sigmoid' | 'tanh' | 'relu' | 'leakyRelu'
+  | 'elu' | 'softplus' | 'gelu' | 'geluTanh' | 'silu' | 'logicalNot';
 
 /** Also write ‖param‖ per channel of param's [outer, channels, inner] view into `norm` (the weight-norm state). */
 export interface OptimizerNormOutput {
@@ -197,7 +205,8 @@ export interface BenchmarkOutputs {
 
 export interface NativeBinding {
   NativeTensor: abstract new (...args: never[]) => NativeTensor;
-  fromArray(data: Float32Array, shape: number[], device: Device, dtype?: DType): NativeTensor;
+  /** data: a Float32Array for float32 and bfloat16, an Int32Array for int32, a Uint8Array of 0s and 1s for bool. */
+  fromArray(data: Float32Array | Int32Array | Uint8Array, shape: number[], device: Device, dtype?: DType): NativeTensor;
   zeros(shape: number[], device: Device, dtype?: DType): NativeTensor;
   /** Uninitialized float32 memory, for outputs a kernel overwrites in full. */
   empty(shape: number[], device: Device): NativeTensor;
@@ -286,6 +295,16 @@ export interface NativeBinding {
   meanOnlyBatchNormBackward(dy: NativeTensor, outer: number, channels: number, inner: number): { dx: NativeTensor; dbias: NativeTensor };
   weightNormScale(g: NativeTensor, norm: NativeTensor): NativeTensor;
   weightNormCoefficients(dot: NativeTensor, g: NativeTensor, norm: NativeTensor, eps: number): { dg: NativeTensor; c1: NativeTensor; c2: NativeTensor };
+  // Tensor math with broadcasting (binding/pointwise.cc): operands share one dtype (ts/pointwise.ts promotes).
+  pointwiseBinary(op: PointwiseBinaryOp, a: NativeTensor, b: NativeTensor, alpha: number): NativeTensor;
+  /** The gradient of operand 0 (a) or 1 (b) at every output element, before sumTo. */
+  pointwiseBinaryBackward(op: PointwiseBinaryOp, operand: 0 | 1, dy: NativeTensor, a: NativeTensor, b: NativeTensor, alpha: number): NativeTensor;
+  where(condition: NativeTensor, a: NativeTensor, b: NativeTensor): NativeTensor;
+  /** x summed over the dimensions broadcasting stretched or added to reach x's shape from `shape`. */
+  sumTo(x: NativeTensor, shape: number[]): NativeTensor;
+  /** first/second: clamp's min/max (NaN: none), leakyRelu's slope, elu's alpha, softplus's beta/threshold. */
+  pointwiseUnary(op: PointwiseUnaryOp, x: NativeTensor, first: number, second: number): NativeTensor;
+  pointwiseUnaryBackward(op: PointwiseUnaryOp, dy: NativeTensor, x: NativeTensor, y: NativeTensor, first: number, second: number): NativeTensor;
   /** One in-place optimizer update of options.param (and its state tensors). */
   optimizerStep(kind: 'sgd', options: SgdStepOptions): void;
   optimizerStep(kind: 'adam', options: AdamStepOptions): void;

@@ -81,8 +81,8 @@ function checkSameDevice(where: string, parameter: string, t: Tensor, v: Tensor)
 /** Weight norm forward: w = g · v / max(‖v‖, eps), one norm per index of `dim`. */
 export function weightNorm(v: Tensor, g: Tensor, options?: WeightNormOptions): WeightNormResult {
   const where = 'weightNorm';
-  const vHandle = handleOf(v, `${where}: v`, 'any');
-  const gHandle = handleOf(g, `${where}: g`, 'any');
+  const vHandle = handleOf(v, `${where}: v`, 'floating');
+  const gHandle = handleOf(g, `${where}: g`, 'floating');
   const { dim, eps, fused } = checkOptions(where, options, v.rank);
   checkFloat32(where, 'g', g);
   checkBfloat16Fused(where, v.dtype, fused);
@@ -104,10 +104,10 @@ export function weightNormBackward(
   options?: WeightNormOptions,
 ): WeightNormGradients {
   const where = 'weightNormBackward';
-  const dwHandle = handleOf(dw, `${where}: dw`, 'any');
-  const vHandle = handleOf(v, `${where}: v`, 'any');
-  const gHandle = handleOf(g, `${where}: g`, 'any');
-  const normHandle = handleOf(norm, `${where}: norm`, 'any');
+  const dwHandle = handleOf(dw, `${where}: dw`, 'floating');
+  const vHandle = handleOf(v, `${where}: v`, 'floating');
+  const gHandle = handleOf(g, `${where}: g`, 'floating');
+  const normHandle = handleOf(norm, `${where}: norm`, 'floating');
   const { dim, eps, fused } = checkOptions(where, options, v.rank);
   if (dw.dtype !== v.dtype) throw typeError(`${where}: dw`, `a ${v.dtype} tensor like v`, dw);
   checkFloat32(where, 'g', g);
@@ -138,8 +138,8 @@ export interface MatmulOptions {
  */
 export function matmul(a: Tensor, b: Tensor, options?: MatmulOptions): Tensor {
   const where = 'ops.matmul';
-  const aHandle = handleOf(a, `${where}: a`, 'any');
-  const bHandle = handleOf(b, `${where}: b`, 'any');
+  const aHandle = handleOf(a, `${where}: a`, 'floating');
+  const bHandle = handleOf(b, `${where}: b`, 'floating');
   if (options !== undefined && (typeof options !== 'object' || options === null || Array.isArray(options))) {
     throw typeError(`${where}: options`, 'an object like { transposeA, transposeB }', options);
   }

@@ -1,20 +1,24 @@
-// Tensor: float32 (or bfloat16) data with a shape on one device ('cpu' | 'cuda'). Creation functions validate
-// everything before the native call; a disposed tensor throws DisposedTensorError wherever it is used.
+// Tensor: float32 (or bfloat16, int32, bool) data with a shape on one device ('cpu' | 'cuda'). Creation functions
+// validate everything before the native call; a disposed tensor throws DisposedTensorError wherever it is used.
+import { inspect as utilInspect, type InspectOptions } from 'node:util';
 import type { BackwardOptions, GradNode } from './autograd.js';
-import { DisposedTensorError, rangeError, typeError } from './errors.js';
+import { DisposedTensorError, rangeError, shapeText, typeError } from './errors.js';
 import type { WeightNormState } from './nn.js';
 import { type Device, type DType, native, type NativeTensor } from './native.js';
 import { track } from './scope.js';
 
-export type { Device, DType } from './native.js';
+export type { Device, DType, TensorArray } from './native.js';
+import type { TensorArray } from './native.js';
 
 export interface CreateOptions {
   /** Where the tensor lives. Default 'cpu'. 'cuda' without a usable GPU throws a RangeError with the reason. */
   device?: Device;
   /**
-   * Element type. Default 'float32'. 'bfloat16' (values rounded to nearest even) halves the memory of weights and
-   * activations; ops.weightNorm, ops.weightNormBackward and ops.matmul take it (norms, gains and sums stay float32),
-   * every other op wants float32: convert with tensor.cast().
+   * Element type. Default 'float32' (tensor() infers 'bool' from booleans and 'int32' from an Int32Array).
+   * 'bfloat16' (values rounded to nearest even) halves the memory of weights and activations; ops.weightNorm,
+   * ops.weightNormBackward and ops.matmul take it (norms, gains and sums stay float32). 'int32' (indices, labels)
+   * and 'bool' (masks, comparison results) go through the tensor math ops (add, gt, where, ...) and cast(); every
+   * other op wants float32: convert with tensor.cast().
    */
   dtype?: DType;
 }
@@ -64,7 +68,7 @@ export class Tensor {
     track(this);
   }
 
-  /** The element type, 'float32' or 'bfloat16'. */
+  /** The element type: 'float32', 'bfloat16', 'int32' or 'bool'. */
   get dtype(): DType {
     return this.#dtype;
   }
@@ -81,8 +85,11 @@ export class Tensor {
     return this.shape.length;
   }
 
-  /** A copy of the data on the host (waits for pending GPU work); bfloat16 values are widened (exactly). */
-  toArray(): Float32Array {
+  /**
+   * A copy of the data on the host (waits for pending GPU work): a Float32Array for float32 and bfloat16 (widened
+   * exactly), an Int32Array for int32, a Uint8Array of 0s and 1s for bool.
+   */
+  toArray(): TensorArray {
     return handleOf(this, 'tensor.toArray', 'any').toArray();
   }
 
@@ -90,7 +97,7 @@ export class Tensor {
    * A copy of the data on the host, read on a worker thread: the event loop keeps running while pending GPU work
    * finishes. The tensor may be disposed before the promise settles (the copy holds its own reference).
    */
-  data(): Promise<Float32Array> {
+  data(): Promise<TensorArray> {
     try {
       return handleOf(this, 'tensor.data', 'any').data();
     } catch (error) {
@@ -107,7 +114,9 @@ export class Tensor {
 
   /**
    * A copy with element type `dtype` on the same device: float32 -> bfloat16 rounds to nearest even (NaN stays NaN,
-   * values beyond bfloat16's range become ±Infinity); bfloat16 -> float32 is exact.
+   * values beyond bfloat16's range become ±Infinity); bfloat16 -> float32 is exact; to int32 truncates toward zero
+   * as PyTorch does (values beyond int32's range saturate, NaN becomes 0); to bool is x != 0 (NaN is true); bool to
+   * a number type is 0 or 1; int32 -> float32 rounds to nearest beyond 2^24.
    */
   cast(dtype: DType): Tensor {
     const where = 'tensor.cast';
@@ -148,11 +157,54 @@ export class Tensor {
     this.version += 1;
   }
 
+  /** `Tensor(shape=[2, 3], dtype=float32, device=cpu)`, or `..., disposed)` once disposed. No data is read. */
   toString(): string {
     const handle = handles.get(this)!;
-    const type = this.dtype === 'float32' ? '' : ` ${this.dtype}`;
-    return `Tensor [${this.shape.join(', ')}]${type} ${handle.disposed ? '(disposed)' : `on ${handle.device}`}`;
+    const where = handle.disposed ? 'disposed' : `device=${handle.device}`;
+    return `Tensor(shape=${shapeText(this.shape)}, dtype=${this.dtype}, ${where})`;
   }
+
+  /**
+   * console.log / util.inspect: toString() and then the values as nested lists, like PyTorch's repr; beyond 1000
+   * elements only the first and last 3 of each dimension (reads the data: waits for pending GPU work).
+   */
+  [utilInspect.custom](_depth: number, options: InspectOptions): string {
+    const header = this.toString();
+    if (this.disposed) return header;
+    return `${header}\n${formatValues(this.toArray(), this.shape, this.dtype, options?.breakLength ?? 80)}`;
+  }
+}
+
+/** Elements per tensor above which the display summarizes (PyTorch's print threshold) and how many it keeps per end. */
+const SUMMARY_THRESHOLD = 1000;
+const EDGE_ITEMS = 3;
+
+function formatValues(values: TensorArray, shape: readonly number[], dtype: DType, width: number): string {
+  const summarize = values.length > SUMMARY_THRESHOLD;
+  const text = (v: number): string => {
+    if (dtype === 'bool') return v ? 'true' : 'false';
+    if (dtype === 'int32' || !Number.isFinite(v)) return String(v);
+    if (Number.isInteger(v) && Math.abs(v) < 1e8) return `${v}.`;
+    const magnitude = Math.abs(v);
+    return magnitude >= 1e8 || magnitude < 1e-4 ? v.toExponential(4) : String(Number(v.toFixed(4)));
+  };
+  const strides = shape.map((_, d) => shape.slice(d + 1).reduce((a, b) => a * b, 1));
+  const render = (dim: number, offset: number, indent: string): string => {
+    if (dim === shape.length) return text(values[offset]!);
+    const size = shape[dim]!;
+    const indices = summarize && size > 2 * EDGE_ITEMS
+      ? [...Array(EDGE_ITEMS).keys(), -1, ...Array.from({ length: EDGE_ITEMS }, (_, i) => size - EDGE_ITEMS + i)]
+      : [...Array(size).keys()];
+    const items = indices.map((i) => (i < 0 ? '...' : render(dim + 1, offset + i * strides[dim]!, `${indent} `)));
+    if (dim === shape.length - 1) {
+      const line = `[${items.join(', ')}]`;
+      if (line.length + indent.length <= width) return line;
+      return `[${items.join(`,\n${indent} `)}]`;
+    }
+    const separator = `,${'\n'.repeat(shape.length - dim - 1)}${indent} `;
+    return `[${items.join(separator)}]`;
+  };
+  return render(0, 0, '');
 }
 
 let backwardHook: ((root: Tensor, options?: BackwardOptions) => void) | null = null;
@@ -163,21 +215,39 @@ export function setBackwardHook(hook: (root: Tensor, options?: BackwardOptions) 
 
 /**
  * @internal The native handle of a live tensor; names `where` in the error otherwise. Only float32 tensors pass
- * unless `dtypes` is 'any' (the few ops that also take bfloat16 say so), so no other op sees a bfloat16 tensor.
+ * unless `dtypes` is 'floating' (float32 or bfloat16: weightNorm, weightNormBackward and matmul) or 'any' (cast,
+ * copies and the pointwise ops, which check element types themselves), so no other op sees another element type.
  */
-export function handleOf(value: unknown, where: string, dtypes: 'float32' | 'any' = 'float32'): NativeTensor {
+export function handleOf(value: unknown, where: string, dtypes: 'float32' | 'floating' | 'any' = 'float32'): NativeTensor {
   if (!(value instanceof Tensor)) throw typeError(where, 'a Tensor', value);
   const handle = handles.get(value)!;
   if (handle.disposed) throw new DisposedTensorError(`${where}: the tensor ${value.toString()} was used after dispose()`);
   if (dtypes === 'float32' && value.dtype !== 'float32') {
-    throw typeError(where, 'a float32 tensor (only weightNorm, weightNormBackward and matmul take bfloat16; use .cast(\'float32\'))', value);
+    throw typeError(
+      where,
+      `a float32 tensor, not ${value.dtype} (only weightNorm, weightNormBackward and matmul take bfloat16; int32 and bool ` +
+        "go through the tensor math ops; use .cast('float32'))",
+      value,
+    );
+  }
+  if (dtypes === 'floating' && value.dtype !== 'float32' && value.dtype !== 'bfloat16') {
+    throw typeError(where, `a float32 or bfloat16 tensor, not ${value.dtype} (use .cast('float32'))`, value);
   }
   return handle;
 }
 
+/** @internal The host data of a float32 or bfloat16 tensor (int32 and bool ones are a TypeError naming `where`). */
+export function floatArray(value: unknown, where: string): Float32Array {
+  const values = handleOf(value, where, 'floating').toArray();
+  if (!(values instanceof Float32Array)) throw typeError(where, 'a float32 or bfloat16 tensor', value);
+  return values;
+}
+
+export const DTYPES: readonly DType[] = ['float32', 'bfloat16', 'int32', 'bool'];
+
 export function checkDType(value: unknown, where: string): DType {
-  if (value !== 'float32' && value !== 'bfloat16') throw typeError(where, "'float32' or 'bfloat16'", value);
-  return value;
+  if (!DTYPES.includes(value as DType)) throw typeError(where, "'float32', 'bfloat16', 'int32' or 'bool'", value);
+  return value as DType;
 }
 
 export function checkDevice(value: unknown, where: string, parameter: string): Device {
@@ -225,31 +295,99 @@ function checkFiniteNumber(value: unknown, where: string): number {
   return value;
 }
 
+/** What tensor() takes: a number or boolean (a 0-d tensor), nested arrays of them, or a typed array. */
+export type TensorData = number | boolean | Float32Array | Float64Array | Int32Array | Uint8Array | NestedArray;
+export interface NestedArray extends ReadonlyArray<number | boolean | NestedArray> {}
+
+/** Walks nested arrays: the shape they describe and their leaves in row-major order (ragged -> RangeError). */
+function flattenNested(data: readonly unknown[], where: string): { shape: number[]; leaves: unknown[] } {
+  const shape: number[] = [];
+  for (let level: unknown = data; Array.isArray(level); level = level[0]) shape.push(level.length);
+  const leaves: unknown[] = [];
+  const walk = (value: unknown, depth: number, path: string): void => {
+    if (depth === shape.length) {
+      if (Array.isArray(value)) throw rangeError(`${where}: ${path}`, `a number or boolean (at depth ${depth}, like ${path.replace(/\[\d+\]$/, '[0]')})`, `an array of length ${value.length}`);
+      if (typeof value !== 'number' && typeof value !== 'boolean') throw typeError(`${where}: ${path}`, 'a number or boolean', value);
+      leaves.push(value);
+      return;
+    }
+    if (!Array.isArray(value)) throw rangeError(`${where}: ${path}`, `an array of length ${shape[depth]} (the data is ragged)`, `a ${typeof value}`);
+    if (value.length !== shape[depth]) {
+      throw rangeError(`${where}: ${path}`, `an array of length ${shape[depth]} (like its siblings: the data is ragged)`, `length ${value.length}`);
+    }
+    value.forEach((item, i) => walk(item, depth + 1, `${path}[${i}]`));
+  };
+  walk(data, 0, 'data');
+  return { shape, leaves };
+}
+
+/** Host values in the array type fromArray takes for `dtype` (int32 truncates toward zero; bool is x != 0). */
+function hostValues(values: ArrayLike<number | boolean>, dtype: DType, where: string): Float32Array | Int32Array | Uint8Array {
+  const count = values.length;
+  if (dtype === 'bool') {
+    const out = new Uint8Array(count);
+    // x != 0, so NaN is true (as in PyTorch), unlike JS truthiness.
+    for (let i = 0; i < count; i++) out[i] = Number(values[i]) !== 0 ? 1 : 0;
+    return out;
+  }
+  if (dtype === 'int32') {
+    if (values instanceof Int32Array) return values;
+    const out = new Int32Array(count);
+    for (let i = 0; i < count; i++) {
+      const v = Number(values[i]);
+      if (!(Math.trunc(v) >= -(2 ** 31) && Math.trunc(v) < 2 ** 31)) {
+        throw rangeError(`${where}: data[${i}]`, 'a value that fits int32 (finite, truncated toward zero)', String(v));
+      }
+      out[i] = Math.trunc(v);
+    }
+    return out;
+  }
+  if (values instanceof Float32Array) return values;
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i++) out[i] = Number(values[i]);
+  return out;
+}
+
 /**
- * A tensor from a Float32Array or an array of numbers. The shape defaults to the data's own length (1-D);
- * the data is copied.
+ * A tensor from data (copied): nested arrays (shape inferred, e.g. [[1, 2], [3, 4]] is [2, 2]; ragged data is a
+ * RangeError naming where), a flat array or typed array with `shape` (default: 1-D of its length), or a single
+ * number or boolean (a 0-d tensor). The dtype is options.dtype, else inferred like PyTorch: booleans give 'bool',
+ * an Int32Array 'int32', anything else 'float32'. tensor(data, options) and tensor(data, shape, options) both work.
  */
-export function tensor(data: Float32Array | readonly number[], shape?: readonly number[], options?: CreateOptions): Tensor {
+export function tensor(data: TensorData, shape?: readonly number[] | CreateOptions, options?: CreateOptions): Tensor {
   const where = 'tensor';
-  const { device = 'cpu', dtype = 'float32' } = checkOptions<CreateOptions>(options, where, ['device', 'dtype']);
-  let values: Float32Array;
-  if (data instanceof Float32Array) {
+  if (typeof shape === 'object' && shape !== null && !Array.isArray(shape) && options === undefined) {
+    options = shape as CreateOptions;
+    shape = undefined;
+  }
+  const { device = 'cpu', dtype: requested } = checkOptions<CreateOptions>(options, where, ['device', 'dtype']);
+  let values: ArrayLike<number | boolean>;
+  let inferredShape: number[];
+  let inferred: DType = 'float32';
+  if (data instanceof Float32Array || data instanceof Float64Array || data instanceof Int32Array || data instanceof Uint8Array) {
     values = data;
+    inferredShape = [data.length];
+    if (data instanceof Int32Array) inferred = 'int32';
   } else if (Array.isArray(data)) {
-    data.forEach((x, i) => {
-      if (typeof x !== 'number') throw typeError(`${where}: data[${i}]`, 'a number', x);
-    });
-    values = Float32Array.from(data);
+    const flat = flattenNested(data, where);
+    values = flat.leaves as (number | boolean)[];
+    inferredShape = flat.shape;
+    if (flat.leaves.length > 0 && flat.leaves.every((v) => typeof v === 'boolean')) inferred = 'bool';
+  } else if (typeof data === 'number' || typeof data === 'boolean') {
+    values = [data];
+    inferredShape = [];
+    if (typeof data === 'boolean') inferred = 'bool';
   } else {
-    throw typeError(`${where}: data`, 'a Float32Array or an array of numbers', data);
+    throw typeError(`${where}: data`, 'a number, boolean, nested array, Float32Array, Float64Array, Int32Array or Uint8Array', data);
   }
-  const dims = shape === undefined ? [values.length] : checkShape(shape, where);
-  const size = dims.reduce((a, b) => a * b, 1);
+  const dims = shape === undefined ? inferredShape : checkShape(shape, where);
+  const size = dims.includes(0) ? 0 : dims.reduce((a, b) => a * b, 1);
   if (size !== values.length) {
-    throw rangeError(`${where}: data`, `${size} values for shape [${dims.join(', ')}]`, `${values.length} values`);
+    throw rangeError(`${where}: data`, `${size} values for shape ${shapeText(dims)}`, `${values.length} values`);
   }
-  const type = checkDType(dtype, `${where}: options.dtype`);
-  return new Tensor(native.fromArray(values, dims, checkDevice(device, where, 'options.device'), type));
+  const type = requested === undefined ? inferred : checkDType(requested, `${where}: options.dtype`);
+  const target = checkDevice(device, where, 'options.device');
+  return new Tensor(native.fromArray(hostValues(values, type, where), dims, target, type));
 }
 
 export function zeros(shape: readonly number[], options?: CreateOptions): Tensor {
@@ -258,6 +396,37 @@ export function zeros(shape: readonly number[], options?: CreateOptions): Tensor
   const dims = checkShape(shape, where);
   const type = checkDType(dtype, `${where}: options.dtype`);
   return new Tensor(native.zeros(dims, checkDevice(device, where, 'options.device'), type));
+}
+
+/**
+ * A tensor of `shape` and options.dtype for a result to overwrite. Unlike PyTorch's, its memory is zero-filled:
+ * the library never hands out uninitialized memory (so this is zeros()).
+ */
+export function empty(shape: readonly number[], options?: CreateOptions): Tensor {
+  const where = 'empty';
+  const { device = 'cpu', dtype = 'float32' } = checkOptions<CreateOptions>(options, where, ['device', 'dtype']);
+  const dims = checkShape(shape, where);
+  const type = checkDType(dtype, `${where}: options.dtype`);
+  return new Tensor(native.zeros(dims, checkDevice(device, where, 'options.device'), type));
+}
+
+/** A tensor of `shape` filled with `value` (options.dtype, default float32; a boolean value defaults to bool). */
+export function full(shape: readonly number[], value: number | boolean, options?: CreateOptions): Tensor {
+  const where = 'full';
+  const { device = 'cpu', dtype } = checkOptions<CreateOptions>(options, where, ['device', 'dtype']);
+  const dims = checkShape(shape, where);
+  if (typeof value !== 'number' && typeof value !== 'boolean') throw typeError(`${where}: value`, 'a number or boolean', value);
+  const type = dtype === undefined ? (typeof value === 'boolean' ? 'bool' : 'float32') : checkDType(dtype, `${where}: options.dtype`);
+  const size = dims.includes(0) ? 0 : dims.reduce((a, b) => a * b, 1);
+  const values = hostValues([value], type, where);
+  const filled = type === 'bool' ? new Uint8Array(size) : type === 'int32' ? new Int32Array(size) : new Float32Array(size);
+  filled.fill(values[0]!);
+  return new Tensor(native.fromArray(filled, dims, checkDevice(device, where, 'options.device'), type));
+}
+
+/** A tensor of ones (options.dtype, default float32). */
+export function ones(shape: readonly number[], options?: CreateOptions): Tensor {
+  return full(shape, 1, options);
 }
 
 /**
@@ -284,7 +453,12 @@ export function randn(shape: readonly number[], options?: RandnOptions): Tensor 
       checkDevice(device, where, 'options.device'),
       checkFiniteNumber(mean, `${where}: options.mean`),
       checkNonNegative(std, `${where}: options.std`),
-      checkDType(dtype, `${where}: options.dtype`),
+      checkFloatingDType(dtype, `${where}: options.dtype`),
     ),
   );
+}
+
+function checkFloatingDType(value: unknown, where: string): 'float32' | 'bfloat16' {
+  if (value !== 'float32' && value !== 'bfloat16') throw typeError(where, "'float32' or 'bfloat16' (normal samples are not integers)", value);
+  return value;
 }

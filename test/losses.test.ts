@@ -49,6 +49,10 @@ describe('class losses', () => {
     expect(F.crossEntropy(logits, Int32Array.from(labels)).item()).toBe(reference);
     expect(F.crossEntropy(logits, tensor(labels, [4, 2])).item()).toBe(reference);
     expect(() => F.crossEntropy(logits, tensor(labels, [2, 4]))).toThrow(/labels: expected shape \[4, 2\]/);
+    const int32 = tensor(Int32Array.from(labels), [4, 2], { dtype: 'int32' });
+    expect(int32.dtype).toBe('int32');
+    expect(F.crossEntropy(logits, int32).item()).toBe(reference);
+    expect(() => F.crossEntropy(logits, tensor(labels.map((l) => l > 0), [4, 2], { dtype: 'bool' }))).toThrow(/an int32 or float32 tensor of class indices/);
   });
 
   it('ignoreIndex: ignored positions add nothing, get no gradient, and leave the mean over the others', () => {

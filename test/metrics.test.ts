@@ -29,6 +29,7 @@ describe('metrics', () => {
     expect(metrics.accuracy(logits, labels)).toBe(expected);
     expect(metrics.accuracy(logits, Array.from(labels))).toBe(expected);
     expect(metrics.accuracy(logits, tensor(Float32Array.from(labels), [rows]))).toBe(expected);
+    expect(metrics.accuracy(logits, tensor(labels, [rows], { dtype: 'int32' }))).toBe(expected);
     expect(metrics.accuracy([0, 1, 2, 2], [0, 1, 1, 2])).toBe(0.75);
     logits.dispose();
   });

@@ -202,7 +202,8 @@ function labelTensor(where: string, labels: unknown, expectedShape: readonly num
   const count = expectedShape.reduce((a, b) => a * b, 1);
   let values: ArrayLike<number>;
   if (labels instanceof Tensor) {
-    handleOf(labels, where);
+    handleOf(labels, where, 'any'); // float32 or int32 class indices (bool is refused below as non-numeric)
+    if (labels.dtype === 'bool' || labels.dtype === 'bfloat16') throw typeError(where, 'an int32 or float32 tensor of class indices', labels);
     if (!sameShape(labels.shape, expectedShape) && !(labels.rank === 1 && labels.size === count && expectedShape.length === 1)) {
       throw rangeError(where, `shape ${shapeText(expectedShape)} (one label per position of the input)`, shapeText(labels.shape));
     }

@@ -2,14 +2,14 @@
 // (a [N, C] tensor of logits or probabilities: the prediction is the highest-scoring class, the first on a tie, as
 // argmax does) or the predicted class indices themselves, and the true labels.
 import { rangeError, shapeText, typeError } from './errors.js';
-import { handleOf, Tensor } from './tensor.js';
+import { floatArray, handleOf, Tensor } from './tensor.js';
 
 /** Class indices: a tensor of them, an Int32Array or an array of integers. */
 export type ClassIndices = Tensor | Int32Array | readonly number[];
 
 function indicesOf(where: string, value: unknown): ArrayLike<number> {
   if (value instanceof Tensor) {
-    handleOf(value, where);
+    handleOf(value, where, 'any');
     if (value.rank !== 1) throw rangeError(where, 'a 1-D tensor of class indices', shapeText(value.shape));
     return value.toArray();
   }
@@ -29,9 +29,9 @@ function checkIndices(where: string, values: ArrayLike<number>, classes: number 
 
 /** Scores [N, C] as a flat array with their shape. */
 function scoresOf(where: string, value: Tensor): { scores: Float32Array; rows: number; classes: number } {
-  handleOf(value, where);
+  handleOf(value, where, 'floating');
   if (value.rank !== 2 || value.shape[1] === 0) throw rangeError(where, '[N, C] scores (logits or probabilities) with C >= 1', shapeText(value.shape));
-  return { scores: value.toArray(), rows: value.shape[0]!, classes: value.shape[1]! };
+  return { scores: floatArray(value, where), rows: value.shape[0]!, classes: value.shape[1]! };
 }
 
 /** The predicted classes: the argmax of each row of scores, or the given indices. */

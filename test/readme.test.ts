@@ -98,8 +98,10 @@ beforeAll(() => {
   symlinkSync(join(root, 'node_modules', '@types'), join(work, 'node_modules', '@types'));
   writeFileSync(join(work, 'package.json'), '{ "type": "module" }\n');
   for (const b of blocks) writeFileSync(fileOf(b), `${b.code}\nexport {};\n`);
+  // Beside the README: what a user's strict code must see as typed (a batch is never \`any\`).
+  writeFileSync(typeChecks, TYPE_CHECKS);
   const program = ts.createProgram(
-    blocks.map(fileOf),
+    [...blocks.map(fileOf), typeChecks],
     {
       strict: true,
       noEmit: true,
@@ -121,6 +123,29 @@ beforeAll(() => {
     diagnostics.set(index, list);
   }
 }, 180_000);
+
+const typeChecks = join(work, 'type-checks.ts');
+const TYPE_CHECKS = `import { data, nn, type Tensor } from 'weightnorm';
+type IsAny<T> = 0 extends 1 & T ? true : false;
+const split = data.fromArrays([[1, 2], [3, 4]], [0, 1]);
+const first = data.batches(split, { batchSize: 1 }).next().value;
+const notAny: IsAny<typeof first> = false;
+const batch = first!;
+const x: Tensor = batch.x;
+const y: Int32Array = batch.y;
+const [x2, y2] = batch;
+const xNotAny: IsAny<typeof x2> = false;
+const yNotAny: IsAny<typeof y2> = false;
+for (const { x: bx, y: by } of split.batches({ batchSize: 1 })) {
+  const bxNotAny: IsAny<typeof bx> = false;
+  const byNotAny: IsAny<typeof by> = false;
+  void [bxNotAny, byNotAny];
+}
+const loss = new nn.CrossEntropyLoss().forward(x, y);
+const lossNotAny: IsAny<typeof loss> = false;
+void [notAny, x, y, xNotAny, yNotAny, lossNotAny];
+export {};
+`;
 
 function runBlock(b: Block): Promise<{ code: number | null; output: string }> {
   const dir = join(work, `run-${b.index}`);
@@ -151,6 +176,10 @@ describe('README.md', () => {
       `README blocks: ${blocks.length}, run ${blocks.length - skipped.length}, not run ${skipped.length}` +
         skipped.map((b) => `\n  README.md:${b.line} (${b.section}): ${b.skip}`).join(''),
     );
+  });
+
+  it('batches, their destructured parts and the loss layers are typed, not any, for a strict user', () => {
+    expect(diagnostics.get(-1) ?? [], 'tsc errors outside the README blocks (type-checks.ts)').toEqual([]);
   });
 
   it.each(blocks.map((b) => [`README.md:${b.line} (${b.section})`, b] as const))('%s type-checks under tsc --strict', (_, b) => {

@@ -2,7 +2,7 @@
 // forms, layouts, the loss layers, argument errors, and CUDA against the CPU.
 import { describe, expect, it } from 'vitest';
 
-import { backend, nn, randn, tensor, type Tensor } from '../ts/index.js';
+import { backend, nn, randn, setNumThreads, tensor, type Tensor } from '../ts/index.js';
 import { reproduce, runSeed, uniformGenerator } from './helpers.js';
 
 const F = nn.functional;
@@ -145,6 +145,26 @@ describe('loss layers', () => {
     for (const [layer, functional] of pairs) expect(layer).toBe(functional);
     expect(() => new nn.MSELoss({ delta: 1 } as never)).toThrow(/nn.MSELoss: options: expected only the keys reduction/);
     expect(nn.parameterCount(new nn.CrossEntropyLoss())).toBe(0);
+  });
+});
+
+describe('determinism', () => {
+  it('losses and gradients are the same bits with 1, 2 and 3 threads (fixed-order reductions)', () => {
+    const x = randn([64, 10, 80], { seed: 41 }); // 51,200 elements: above the size where the CPU kernels go parallel
+    const target = randn([64, 10, 80], { seed: 42 });
+    const labels = Array.from(randomLabels(64 * 80, 10));
+    const defaultThreads = backend().cpu.threads;
+    const results = [1, 2, 3].map((threads) => {
+      setNumThreads(threads);
+      const xs = tensor(x.toArray(), x.shape);
+      xs.requiresGrad = true;
+      const loss = F.add(F.add(F.crossEntropy(xs, labels, { labelSmoothing: 0.1 }), F.binaryCrossEntropyWithLogits(xs, F.scale(target, 0.1))), F.huberLoss(xs, target));
+      loss.backward();
+      return [Buffer.from(loss.toArray().buffer), Buffer.from(xs.grad!.toArray().buffer)];
+    });
+    setNumThreads(defaultThreads);
+    expect(results[1]).toEqual(results[0]);
+    expect(results[2]).toEqual(results[0]);
   });
 });
 

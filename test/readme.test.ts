@@ -125,7 +125,7 @@ beforeAll(() => {
 }, 180_000);
 
 const typeChecks = join(work, 'type-checks.ts');
-const TYPE_CHECKS = `import { data, nn, type Tensor } from 'weightnorm';
+const TYPE_CHECKS = `import { data, io, nn, type Tensor } from 'weightnorm';
 type IsAny<T> = 0 extends 1 & T ? true : false;
 const split = data.fromArrays([[1, 2], [3, 4]], [0, 1]);
 const first = data.batches(split, { batchSize: 1 }).next().value;
@@ -144,6 +144,18 @@ for (const { x: bx, y: by } of split.batches({ batchSize: 1 })) {
 const loss = new nn.CrossEntropyLoss().forward(x, y);
 const lossNotAny: IsAny<typeof loss> = false;
 void [notAny, x, y, xNotAny, yNotAny, lossNotAny];
+// A module with several outputs is still a module to checkpoints and tools.
+class Both extends nn.Module<[Tensor], Tensor[]> {
+  forward(t: Tensor): Tensor[] {
+    return [t, t];
+  }
+}
+const both = new Both();
+const outputs: Tensor[] = both.forward(x);
+const asAny: nn.AnyModule = both;
+const count: number = nn.parameterCount(both);
+if (count < 0) io.save(both, 'never.safetensors');
+void [outputs, asAny];
 export {};
 `;
 

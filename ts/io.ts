@@ -11,7 +11,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 
 import { describe, typeError } from './errors.js';
 import { native, type TensorArray } from './native.js';
-import { type HostTensor, type LoadStateDictOptions, Module, type RandomStreamState, type StagedLoad, WeightNormState } from './nn.js';
+import { type AnyModule, type HostTensor, type LoadStateDictOptions, Module, type RandomStreamState, type StagedLoad, WeightNormState } from './nn.js';
 import { Optimizer, type OptimizerStateDict } from './optim.js';
 import { checkDevice, type Device, type DType, handleOf, Tensor } from './tensor.js';
 
@@ -32,11 +32,11 @@ export class CheckpointError extends Error {
 
 /** A model and the optimizer training it: saved together, a run resumes bit for bit. */
 export interface TrainingState {
-  model: Module;
+  model: AnyModule;
   optimizer?: Optimizer;
 }
 
-export type Checkpointable = Module | TrainingState | Record<string, Tensor>;
+export type Checkpointable = AnyModule | TrainingState | Record<string, Tensor>;
 
 export interface SaveOptions {
   /** Strings stored in the header's __metadata__ (keys starting with 'weightnorm.' are the library's). */
@@ -485,7 +485,7 @@ function checkTrainingState(where: string, value: TrainingState): void {
 }
 
 /** The model's name of each of the optimizer's parameters. */
-function parameterNames(where: string, model: Module, optimizer: Optimizer): string[] {
+function parameterNames(where: string, model: AnyModule, optimizer: Optimizer): string[] {
   const names = new Map<Tensor, string>();
   for (const [name, t] of model.namedParameters()) if (!names.has(t)) names.set(t, name);
   return optimizer.params.map((p, i) => {
@@ -669,7 +669,7 @@ function optimizerStateOf(parsed: ParsedFile, entries: readonly Entry[]): Optimi
 }
 
 /** The random-stream positions recorded with the model, checked against the model's dropout/noise layers. */
-function randomStreamsOf(parsed: ParsedFile, model: Module, keys: LoadStateDictOptions): [Module, RandomStreamState][] {
+function randomStreamsOf(parsed: ParsedFile, model: AnyModule, keys: LoadStateDictOptions): [Module, RandomStreamState][] {
   if (!(META_RANDOM in parsed.metadata)) return [];
   const fail = (detail: string): never => {
     throw new CheckpointError(`${parsed.where}: ${parsed.file}: __metadata__ '${META_RANDOM}': ${detail}`, parsed.file);
@@ -711,7 +711,7 @@ function asCheckpointError<T>(file: string, fn: () => T): T {
  * optimizer are exactly as they were. Returns the file's metadata. A Module target ignores a checkpoint's optimizer
  * part; a target with an optimizer needs one.
  */
-export function loadInto(target: Module | TrainingState, path: string, options?: LoadIntoOptions): Record<string, string> {
+export function loadInto(target: AnyModule | TrainingState, path: string, options?: LoadIntoOptions): Record<string, string> {
   const where = 'io.loadInto';
   if (!(target instanceof Module) && !isTrainingState(target)) throw typeError(`${where}: target`, 'a Module or { model, optimizer }', target);
   if (!(target instanceof Module)) checkTrainingState(where, target);
@@ -765,7 +765,7 @@ export interface TorchImportOptions extends LoadStateDictOptions {
 export interface TorchMapOptions {
   prefixMap?: TorchImportOptions['prefixMap'];
   /** When given, BatchNorm weight/bias map to gamma/beta and torch's weight-norm dim is checked against the layer's. */
-  model?: Module;
+  model?: AnyModule;
 }
 
 // torch suffix → ours; g is reshaped from torch's keepdim shape to 1-D.
@@ -882,7 +882,7 @@ function mapTorchNames(
  * dict was written to) into a model whose layers were built with weightNorm, under either of torch's naming schemes
  * (see mapTorchStateDict). All-or-nothing, like Module.loadStateDict().
  */
-export function importTorchWeightNorm(source: Record<string, Tensor> | string, model: Module, options: TorchImportOptions = {}): void {
+export function importTorchWeightNorm(source: Record<string, Tensor> | string, model: AnyModule, options: TorchImportOptions = {}): void {
   const where = 'io.importTorchWeightNorm';
   if (!(model instanceof Module)) throw typeError(`${where}: model`, 'a Module', model);
   if (!isObjectRecord(options)) throw typeError(`${where}: options`, 'an object', options);

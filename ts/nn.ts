@@ -171,7 +171,6 @@ export function stageCopy(value: Tensor | HostTensor, device: Device): NativeTen
 // Module.
 
 /** Any module, whatever its forward takes and returns (containers and tools that never call forward take these). */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type AnyModule = Module<any[], any>;
 
 /**
@@ -180,9 +179,8 @@ export type AnyModule = Module<any[], any>;
  * statistics with registerBuffer and sub-layers with registerModule (their parameters are named 'child.name'),
  * and implement forward. `Inputs` types forward's arguments (default: anything) and `Output` its result (default a
  * Tensor), e.g. `class Gate extends Module<[Tensor, Tensor]>` for two inputs, or `Module<[Tensor], Tensor[]>` for
- * several outputs. Layers that take one tensor (all built-in ones) declare `forward(x: Tensor): Tensor`.
+ * several outputs. The built-in layers declare `forward(x: Tensor): Tensor`; the loss layers take (input, target).
  */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export abstract class Module<Inputs extends unknown[] = any[], Output = Tensor> {
   training = true;
   private readonly parameterSlots = new Map<string, Tensor>();

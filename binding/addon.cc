@@ -32,6 +32,7 @@ Napi::Value BenchmarkTimes(const Napi::CallbackInfo& info);
 Napi::Value BenchmarkOutputs(const Napi::CallbackInfo& info);
 #endif
 void register_nn_ops(Napi::Env env, Napi::Object exports);  // nn.cc
+void register_loss_ops(Napi::Env env, Napi::Object exports);  // loss.cc
 void register_pointwise_ops(Napi::Env env, Napi::Object exports);  // pointwise.cc
 void register_shape_ops(Napi::Env env, Napi::Object exports);  // shape.cc
 void register_rnn_ops(Napi::Env env, Napi::Object exports);  // rnn.cc
@@ -443,6 +444,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("benchmarkOutputs", Napi::Function::New(env, BenchmarkOutputs));
 #endif
   register_nn_ops(env, exports);
+  register_loss_ops(env, exports);
   register_pointwise_ops(env, exports);
   register_shape_ops(env, exports);
   register_rnn_ops(env, exports);

@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "weightnorm/layout.h"
+#include "weightnorm/loss.h"
 
 namespace weightnorm::cpu {
 

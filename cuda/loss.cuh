@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "weightnorm/layout.h"
+#include "weightnorm/loss.h"
 
 namespace weightnorm::cuda {
 

@@ -2,7 +2,7 @@
 // diverges with exit code 1, writes its log and checkpoint; compare and lr-sweep write reports and plots that parse;
 // bad options exit 2 with a message naming the option, what was expected and what was received.
 import { execFile, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -137,6 +137,34 @@ describe('weightnorm CLI', () => {
       expect(cuda.stderr).toContain('--device cuda: CUDA is not usable here');
     }
   });
+
+  it('exits 2 naming the path when --out is a file or cannot be created, before any training or benchmark', async () => {
+    const file = join(work, 'not-a-folder');
+    writeFileSync(file, 'x');
+    const under = join(file, 'sub'); // a folder cannot be created inside a file
+    const proc = '/proc/weightnorm-out'; // cannot be created even by root
+    const cases: string[][] = [
+      ['train', '--out', file],
+      ['train', '--out', under],
+      ['compare', '--out', file],
+      ['lr-sweep', '--out', proc],
+      ['bench', '--quick', '--out', file],
+    ];
+    const runs = await Promise.all(cases.map((args) => weightnorm(args)));
+    runs.forEach((run, i) => {
+      const args = cases[i]!;
+      const path = args.at(-1)!;
+      expect(run.code, `weightnorm ${args.join(' ')}: ${run.stderr}`).toBe(2);
+      expect(run.stderr).toContain(`--out ${path}: `);
+      expect(run.stderr).toMatch(path === file ? /is a file, not a folder/ : /cannot create the folder/);
+      expect(run.stdout, 'nothing ran').not.toMatch(/epoch|step|GB\/s/i);
+    });
+    expect(readFileSync(file, 'utf8')).toBe('x');
+    const fresh = join(work, 'made', 'by', 'probe');
+    const ok = await weightnorm(['train', '--train-size', '50', '--batch', '100', '--out', fresh]);
+    expect(ok.code).toBe(2); // the batch check comes later, after the folder was made and probed
+    expect(existsSync(fresh) && readdirSync(fresh)).toEqual([]);
+  }, 120_000);
 
   it('prints --help for every command with exit code 0', async () => {
     const commands = ['train', 'compare', 'lr-sweep', 'sequence'];

@@ -381,38 +381,26 @@ export function gaussianNoise(x: Tensor, std: number, seed: number): Tensor {
   return record(y, 'gaussianNoise', [x], (dy) => [alias(dy)]);
 }
 
-/** The labels of a batch as a float tensor of class indices on `device`, after checking them on the host. */
-function labelTensor(labels: Tensor | Int32Array | readonly number[], batch: number, classes: number, device: Tensor['device']): Tensor {
-  const where = 'crossEntropy: labels';
-  const values = labels instanceof Tensor ? checkTensor(labels, where).toArray() : labels;
-  if (!(values instanceof Int32Array || values instanceof Float32Array || Array.isArray(values))) {
-    throw typeError(where, 'a Tensor, an Int32Array or an array of class indices', labels);
-  }
-  if (values.length !== batch) throw rangeError(where, `${batch} labels (one per row of logits)`, `${values.length}`);
-  for (let i = 0; i < values.length; i++) {
-    const label = values[i]!;
-    if (!Number.isInteger(label) || label < 0 || label >= classes) {
-      throw rangeError(where, `class indices in [0, ${classes - 1}]`, `${label} at position ${i}`);
-    }
-  }
-  if (labels instanceof Tensor && labels.device === device) return alias(labels);
-  return wrap(native.fromArray(Float32Array.from(values), [batch], device));
-}
-
-/** Mean softmax cross-entropy of logits [batch, classes] against class indices; shape [1]. */
-export function crossEntropy(logits: Tensor, labels: Tensor | Int32Array | readonly number[]): Tensor {
-  const where = 'crossEntropy';
-  checkTensor(logits, `${where}: logits`);
-  if (logits.rank !== 2) throw rangeError(`${where}: logits`, '[batch, classes]', shapeText(logits.shape));
-  const [batch, classes] = logits.shape as [number, number];
-  if (batch === 0) throw rangeError(`${where}: logits`, 'at least one row', shapeText(logits.shape));
-  const labelsOnDevice = labelTensor(labels, batch, classes, logits.device);
-  const { loss, probs } = native.softmaxCrossEntropy(handleOf(logits, where), handleOf(labelsOnDevice, where));
-  const probsTensor = wrap(probs);
-  return record(wrap(loss), 'crossEntropy', [logits], (dy) => [
-    wrap(native.softmaxCrossEntropyBackward(handleOf(probsTensor, where), handleOf(labelsOnDevice, where), handleOf(dy, where))),
-  ]);
-}
+// Losses live in losses.ts (one fused native pass each); nn.functional exports them from here.
+export {
+  binaryCrossEntropy,
+  binaryCrossEntropyWithLogits,
+  crossEntropy,
+  huberLoss,
+  l1Loss,
+  mseLoss,
+  nllLoss,
+  smoothL1Loss,
+  type BinaryCrossEntropyOptions,
+  type BinaryCrossEntropyWithLogitsOptions,
+  type CrossEntropyOptions,
+  type HuberLossOptions,
+  type Labels,
+  type LossOptions,
+  type NllLossOptions,
+  type Reduction,
+  type SmoothL1LossOptions,
+} from './losses.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Normalization (the modules keep the running statistics; these are the batch computations).

@@ -48,6 +48,7 @@ export * as optim from './optim.js';
 export * as init from './init.js';
 export * as io from './io.js';
 export * as data from './data/index.js';
+export * as metrics from './metrics.js';
 export { trainStep, evaluate, NonFiniteLossError, type Evaluation } from './train.js';
 // Tensor math (broadcasting elementwise ops; importing the module also installs the Tensor methods x.add(y), ...).
 export {

@@ -32,7 +32,7 @@ export class CheckpointError extends Error {
 
 /** A model and the optimizer training it: saved together, a run resumes bit for bit. */
 export interface TrainingState {
-  model: Module;
+  model: AnyModule;
   optimizer?: Optimizer;
 }
 
@@ -485,7 +485,7 @@ function checkTrainingState(where: string, value: TrainingState): void {
 }
 
 /** The model's name of each of the optimizer's parameters. */
-function parameterNames(where: string, model: Module, optimizer: Optimizer): string[] {
+function parameterNames(where: string, model: AnyModule, optimizer: Optimizer): string[] {
   const names = new Map<Tensor, string>();
   for (const [name, t] of model.namedParameters()) if (!names.has(t)) names.set(t, name);
   return optimizer.params.map((p, i) => {
@@ -669,7 +669,7 @@ function optimizerStateOf(parsed: ParsedFile, entries: readonly Entry[]): Optimi
 }
 
 /** The random-stream positions recorded with the model, checked against the model's dropout/noise layers. */
-function randomStreamsOf(parsed: ParsedFile, model: Module, keys: LoadStateDictOptions): [Module, RandomStreamState][] {
+function randomStreamsOf(parsed: ParsedFile, model: AnyModule, keys: LoadStateDictOptions): [Module, RandomStreamState][] {
   if (!(META_RANDOM in parsed.metadata)) return [];
   const fail = (detail: string): never => {
     throw new CheckpointError(`${parsed.where}: ${parsed.file}: __metadata__ '${META_RANDOM}': ${detail}`, parsed.file);
@@ -765,7 +765,7 @@ export interface TorchImportOptions extends LoadStateDictOptions {
 export interface TorchMapOptions {
   prefixMap?: TorchImportOptions['prefixMap'];
   /** When given, BatchNorm weight/bias map to gamma/beta and torch's weight-norm dim is checked against the layer's. */
-  model?: Module;
+  model?: AnyModule;
 }
 
 // torch suffix → ours; g is reshaped from torch's keepdim shape to 1-D.

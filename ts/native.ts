@@ -153,6 +153,31 @@ export interface StridedWalk {
   offset: number;
 }
 
+// Losses (binding/loss.cc; the maths in include/weightnorm/loss.h).
+export type PointwiseLossKind = 'mse' | 'l1' | 'huber' | 'smoothL1' | 'bce' | 'bceWithLogits';
+export type LossReductionKind = 'none' | 'sum' | 'mean';
+
+/** Per-element factors, each broadcast by repetition over the input (its element count divides the input's). */
+export interface PointwiseLossFactors {
+  /** Huber's delta or smooth L1's beta (ignored by the others). */
+  parameter: number;
+  weight?: NativeTensor | null;
+  /** bceWithLogits only. */
+  posWeight?: NativeTensor | null;
+}
+
+/** The [outer, classes, inner] view of an [N, C, d1, ...] input, one label per (outer, inner) position. */
+export interface ClassLossOptions {
+  outer: number;
+  classes: number;
+  inner: number;
+  ignoreIndex: number;
+  labelSmoothing: number;
+  classWeight?: NativeTensor | null;
+  /** true: the input is logits (cross-entropy, softmax saved); false: log-probabilities (NLL). */
+  fromLogits: boolean;
+}
+
 export type GemmBenchmarkPrecision = 'fp32' | 'tf32' | 'bf16';
 
 export interface GemmBenchmarkSpec {
@@ -235,6 +260,35 @@ export interface NativeBinding {
   channelReduce(op: ChannelReduceOp, a: NativeTensor, b: NativeTensor | null, outer: number, channels: number, inner: number): NativeTensor;
   softmaxCrossEntropy(logits: NativeTensor, labels: NativeTensor): { loss: NativeTensor; probs: NativeTensor };
   softmaxCrossEntropyBackward(probs: NativeTensor, labels: NativeTensor, dloss: NativeTensor): NativeTensor;
+  /** loss: each element's weighted loss (input's shape); reduced [1]: their sum or mean. */
+  pointwiseLoss(
+    kind: PointwiseLossKind,
+    input: NativeTensor,
+    target: NativeTensor,
+    options: PointwiseLossFactors & { reduction: LossReductionKind },
+  ): { loss: NativeTensor; reduced: NativeTensor };
+  /** dloss is [1] (scaled by options.scale: 1/count for the mean) or one value per element. */
+  pointwiseLossBackward(
+    kind: PointwiseLossKind,
+    dloss: NativeTensor,
+    input: NativeTensor,
+    target: NativeTensor,
+    options: PointwiseLossFactors & { scale: number },
+  ): NativeTensor;
+  /** positionLoss [outer·inner]; reduced [1] (sum, or mean over the weights); weightTotal [1]; saved: the softmax (logits only). */
+  classLoss(
+    input: NativeTensor,
+    labels: NativeTensor,
+    options: ClassLossOptions & { reduction: LossReductionKind },
+  ): { positionLoss: NativeTensor; reduced: NativeTensor; weightTotal: NativeTensor; saved: NativeTensor | null };
+  /** dloss is [1] or one value per position; weightTotal divides it (the mean) when given. Returns [outer, classes, inner]. */
+  classLossBackward(
+    saved: NativeTensor | null,
+    labels: NativeTensor,
+    dloss: NativeTensor,
+    weightTotal: NativeTensor | null,
+    options: ClassLossOptions,
+  ): NativeTensor;
   gemm(a: NativeTensor, b: NativeTensor, m: number, n: number, k: number, transposeA: boolean, transposeB: boolean, epilogue: GemmEpilogue): NativeTensor;
   conv2d(x: NativeTensor, w: NativeTensor, bias: NativeTensor | null, stride: number, padding: number): NativeTensor;
   conv2dBackward(dy: NativeTensor, x: NativeTensor, w: NativeTensor, options: Conv2dBackwardOptions): { dx?: NativeTensor; dw?: NativeTensor; dbias?: NativeTensor };

@@ -170,21 +170,24 @@ export function stageCopy(value: Tensor | HostTensor, device: Device): NativeTen
 // ---------------------------------------------------------------------------------------------------------------
 // Module.
 
-/** A module of any forward output: what containers hold and checkpoints, optimizers and init walk. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- Module<any> is assignable both ways, Module<unknown> is not
-export type AnyModule = Module<any>;
+/** Any module, whatever its forward takes and returns (containers and tools that never call forward take these). */
+export type AnyModule = Module<any[], any>;
 
 /**
- * A layer. `Output` is what forward() returns: a Tensor for every layer but the recurrent ones (nn.LSTM, nn.GRU),
- * whose forward returns the output sequence with the final states. Containers and checkpoints take any module.
+ * The base of every layer and model. To write one's own: extend Module, register trainable tensors with
+ * registerParameter (they then appear in parameters(), stateDict(), checkpoints and optimizers), running
+ * statistics with registerBuffer and sub-layers with registerModule (their parameters are named 'child.name'),
+ * and implement forward. `Inputs` types forward's arguments (default: anything) and `Output` its result (default a
+ * Tensor), e.g. `class Gate extends Module<[Tensor, Tensor]>` for two inputs, or `Module<[Tensor], Tensor[]>` for
+ * several outputs. The built-in layers declare `forward(x: Tensor): Tensor`; the loss layers take (input, target).
  */
-export abstract class Module<Output = Tensor> {
+export abstract class Module<Inputs extends unknown[] = any[], Output = Tensor> {
   training = true;
   private readonly parameterSlots = new Map<string, Tensor>();
   private readonly bufferSlots = new Map<string, Tensor>();
   private readonly moduleSlots = new Map<string, AnyModule>();
 
-  abstract forward(x: Tensor): Output;
+  abstract forward(...inputs: Inputs): Output;
 
   /** Registers (or replaces) a trainable tensor under `name`. */
   protected registerParameter(name: string, tensor: Tensor): Tensor {
@@ -368,6 +371,93 @@ export abstract class Module<Output = Tensor> {
     void state;
     throw new TypeError(`${this.constructor.name}.restoreRandomStream: this layer has no random stream`);
   }
+
+  /**
+   * A table of this module and its descendants: name, type, output shape (when `inputShape` is given: one shape,
+   * or one per forward input; a forward of zeros runs in eval mode without recording the graph, and changes
+   * nothing), the parameters each holds itself, then the totals: trainable (parameters) and non-trainable
+   * (buffers: running statistics) element counts.
+   */
+  summary(inputShape?: readonly number[] | readonly (readonly number[])[]): string {
+    return moduleSummary(this as AnyModule, inputShape);
+  }
+}
+
+/** The number of trainable values (elements of every parameter, each tensor once), as Σ p.numel() in PyTorch. */
+export function parameterCount(model: AnyModule): number {
+  if (!(model instanceof Module)) throw typeError('nn.parameterCount: model', 'a Module', model);
+  return model.parameters().reduce((sum, p) => sum + p.size, 0);
+}
+
+function moduleSummary(model: AnyModule, inputShape: unknown): string {
+  const where = `${model.constructor.name}.summary`;
+  let shapes: number[][] | null = null;
+  if (inputShape !== undefined) {
+    const isShape = (v: unknown): v is number[] => Array.isArray(v) && v.every((d) => Number.isSafeInteger(d) && d >= 0);
+    if (isShape(inputShape)) shapes = [inputShape];
+    else if (Array.isArray(inputShape) && inputShape.length > 0 && inputShape.every(isShape)) shapes = inputShape as number[][];
+    else throw typeError(`${where}: inputShape`, 'a shape like [1, 784] or one shape per input', inputShape);
+  }
+  const modules = model.namedModules();
+  const outputs = new Map<AnyModule, string>();
+  if (shapes) {
+    const device = model.parameters()[0]?.device ?? 'cpu';
+    const modes = modules.map(([, m]) => m.training);
+    // Each module's forward is wrapped on the instance for the one call, to see what it returns.
+    const wrapped = modules.map(([, m]) => {
+      const own = Object.prototype.hasOwnProperty.call(m, 'forward');
+      const original = m.forward;
+      m.forward = function (this: AnyModule, ...inputs: unknown[]) {
+        const result = original.apply(this, inputs);
+        outputs.set(m, describeOutput(result));
+        return result;
+      };
+      return { m, own, original };
+    });
+    try {
+      model.eval();
+      noGrad(() => tidy(() => {
+        const inputs = shapes.map((shape) => new Tensor(native.full(shape, 0, device)));
+        model.forward(...inputs);
+      }));
+    } finally {
+      for (const { m, own, original } of wrapped) {
+        if (own) m.forward = original;
+        else delete (m as { forward?: unknown }).forward;
+      }
+      modules.forEach(([, m], i) => (m.training = modes[i]!));
+    }
+  }
+  const ownCount = (m: AnyModule, buffers: boolean): number => {
+    const children = new Set(m.children().flatMap((c) => (buffers ? c.namedBuffers() : c.namedParameters()).map(([, t]) => t)));
+    return (buffers ? m.namedBuffers() : m.namedParameters()).filter(([, t]) => !children.has(t)).reduce((sum, [, t]) => sum + t.size, 0);
+  };
+  const rows = modules.map(([name, m]) => {
+    const depth = name === '' ? 0 : name.split('.').length;
+    return [`${'  '.repeat(depth)}${name === '' ? '(model)' : name}`, m.constructor.name, outputs.get(m) ?? '-', ownCount(m, false).toLocaleString('en-US')];
+  });
+  const header = ['Layer', 'Type', 'Output shape', 'Params'];
+  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c]!.length)));
+  const line = (cells: readonly string[]): string =>
+    cells.map((cell, c) => (c === 3 ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!))).join('  ').trimEnd();
+  const rule = '-'.repeat(widths.reduce((a, b) => a + b, 0) + 2 * (widths.length - 1));
+  const trainable = parameterCount(model);
+  const nonTrainable = [...new Set(model.namedBuffers().map(([, t]) => t))].reduce((sum, t) => sum + t.size, 0);
+  return [
+    line(header),
+    rule,
+    ...rows.map(line),
+    rule,
+    `Total params: ${(trainable + nonTrainable).toLocaleString('en-US')}`,
+    `Trainable params: ${trainable.toLocaleString('en-US')}`,
+    `Non-trainable params: ${nonTrainable.toLocaleString('en-US')} (buffers)`,
+  ].join('\n');
+}
+
+function describeOutput(value: unknown): string {
+  if (value instanceof Tensor) return shapeText(value.shape);
+  if (Array.isArray(value)) return value.map(describeOutput).join(', ');
+  return typeof value;
 }
 
 function checkCount(where: string, value: unknown, minimum = 1): number {
@@ -901,5 +991,108 @@ export class LogSoftmax extends Module {
   }
   forward(x: Tensor): Tensor {
     return F.logSoftmax(checkInput('nn.LogSoftmax.forward', x), this.dim);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Losses as layers (torch.nn.MSELoss, ...): each keeps its options and calls the functional form (losses.ts).
+
+function lossOptions<T extends object>(where: string, options: unknown, allowed: readonly string[]): T {
+  return checkLayerOptions<T>(where, options, allowed) as T;
+}
+
+/** nn.MSELoss: (input, target) -> mseLoss with the options given here. */
+export class MSELoss extends Module<[Tensor, Tensor]> {
+  readonly options: F.LossOptions;
+  constructor(options?: F.LossOptions) {
+    super();
+    this.options = lossOptions('nn.MSELoss', options, ['reduction']);
+  }
+  forward(input: Tensor, target: Tensor): Tensor {
+    return F.mseLoss(input, target, this.options);
+  }
+}
+
+/** nn.L1Loss: (input, target) -> l1Loss. */
+export class L1Loss extends Module<[Tensor, Tensor]> {
+  readonly options: F.LossOptions;
+  constructor(options?: F.LossOptions) {
+    super();
+    this.options = lossOptions('nn.L1Loss', options, ['reduction']);
+  }
+  forward(input: Tensor, target: Tensor): Tensor {
+    return F.l1Loss(input, target, this.options);
+  }
+}
+
+/** nn.HuberLoss: (input, target) -> huberLoss ({ delta, reduction }). */
+export class HuberLoss extends Module<[Tensor, Tensor]> {
+  readonly options: F.HuberLossOptions;
+  constructor(options?: F.HuberLossOptions) {
+    super();
+    this.options = lossOptions('nn.HuberLoss', options, ['reduction', 'delta']);
+  }
+  forward(input: Tensor, target: Tensor): Tensor {
+    return F.huberLoss(input, target, this.options);
+  }
+}
+
+/** nn.SmoothL1Loss: (input, target) -> smoothL1Loss ({ beta, reduction }). */
+export class SmoothL1Loss extends Module<[Tensor, Tensor]> {
+  readonly options: F.SmoothL1LossOptions;
+  constructor(options?: F.SmoothL1LossOptions) {
+    super();
+    this.options = lossOptions('nn.SmoothL1Loss', options, ['reduction', 'beta']);
+  }
+  forward(input: Tensor, target: Tensor): Tensor {
+    return F.smoothL1Loss(input, target, this.options);
+  }
+}
+
+/** nn.BCELoss: (probabilities, target) -> binaryCrossEntropy ({ weight, reduction }). */
+export class BCELoss extends Module<[Tensor, Tensor]> {
+  readonly options: F.BinaryCrossEntropyOptions;
+  constructor(options?: F.BinaryCrossEntropyOptions) {
+    super();
+    this.options = lossOptions('nn.BCELoss', options, ['reduction', 'weight']);
+  }
+  forward(input: Tensor, target: Tensor): Tensor {
+    return F.binaryCrossEntropy(input, target, this.options);
+  }
+}
+
+/** nn.BCEWithLogitsLoss: (logits, target) -> binaryCrossEntropyWithLogits ({ weight, posWeight, reduction }). */
+export class BCEWithLogitsLoss extends Module<[Tensor, Tensor]> {
+  readonly options: F.BinaryCrossEntropyWithLogitsOptions;
+  constructor(options?: F.BinaryCrossEntropyWithLogitsOptions) {
+    super();
+    this.options = lossOptions('nn.BCEWithLogitsLoss', options, ['reduction', 'weight', 'posWeight']);
+  }
+  forward(input: Tensor, target: Tensor): Tensor {
+    return F.binaryCrossEntropyWithLogits(input, target, this.options);
+  }
+}
+
+/** nn.NLLLoss: (logProbs, labels) -> nllLoss ({ weight, ignoreIndex, reduction }). */
+export class NLLLoss extends Module<[Tensor, F.Labels]> {
+  readonly options: F.NllLossOptions;
+  constructor(options?: F.NllLossOptions) {
+    super();
+    this.options = lossOptions('nn.NLLLoss', options, ['reduction', 'ignoreIndex', 'weight']);
+  }
+  forward(logProbs: Tensor, labels: F.Labels): Tensor {
+    return F.nllLoss(logProbs, labels, this.options);
+  }
+}
+
+/** nn.CrossEntropyLoss: (logits, labels) -> crossEntropy ({ weight, ignoreIndex, labelSmoothing, reduction }). */
+export class CrossEntropyLoss extends Module<[Tensor, F.Labels]> {
+  readonly options: F.CrossEntropyOptions;
+  constructor(options?: F.CrossEntropyOptions) {
+    super();
+    this.options = lossOptions('nn.CrossEntropyLoss', options, ['reduction', 'ignoreIndex', 'weight', 'labelSmoothing']);
+  }
+  forward(logits: Tensor, labels: F.Labels): Tensor {
+    return F.crossEntropy(logits, labels, this.options);
   }
 }

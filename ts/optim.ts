@@ -51,10 +51,55 @@ export interface OptimizerStateDict {
   hyperparameters: Record<string, number | boolean>;
   /** By parameter key (its index in params, or the name given), then by slot. Parameters never stepped are absent. */
   state: Record<string, Record<string, Tensor | HostTensor>>;
+  /**
+   * Per parameter group: its parameters' keys, its lr (which a schedule moves) and its options. Absent in
+   * checkpoints written before groups existed: then every group takes `lr`.
+   */
+  paramGroups?: SavedParamGroup[];
+  /** The optimizer's learning-rate schedule (optim.StepLR, ...), if it has one: where it stands. */
+  schedule?: ScheduleState;
+}
+
+/** A parameter group as a state dict records it. */
+export interface SavedParamGroup {
+  params: string[];
+  lr: number;
+  options: Record<string, number | boolean | number[]>;
+}
+
+/** What a schedule saves: its class, how many times step() ran, and the lr of each group it started from. */
+export interface ScheduleState {
+  type: string;
+  step: number;
+  baseLrs: number[];
+}
+
+/** The options every optimizer's parameter groups have. */
+export interface ParamGroupBase {
+  /** The group's tensors (each in one group only). */
+  readonly params: readonly Tensor[];
+  /** The group's learning rate for the next step (a schedule changes it). */
+  lr: number;
+  weightDecay: number;
+}
+
+/** A group as given to a constructor: its params, and any option to set differently from the constructor's defaults. */
+export type ParamGroupSpec<Options> = { params: Tensor[] } & Partial<Options>;
+
+/** Implemented by the learning-rate schedules (schedule.ts): the optimizer saves and restores its schedule. */
+export interface AttachedSchedule {
+  stateDict(): ScheduleState;
+  /** Checks a saved state (throws on a mismatch) and returns how to apply it. */
+  prepareLoad(state: ScheduleState, where: string): () => void;
 }
 
 /** A norm saved with the optimizer is used only if it is this close (relative) to ‖v‖ recomputed now. */
 const SAVED_NORM_TOLERANCE = 1e-5;
+
+function listOf(keys: readonly unknown[]): string {
+  const shown = keys.slice(0, 6).map((k) => `'${String(k)}'`).join(', ');
+  return `[${shown}${keys.length > 6 ? `, … (${keys.length})` : ''}]`;
+}
 
 function checkParamKeys(where: string, keys: unknown, count: number): string[] {
   if (keys === undefined) return Array.from({ length: count }, (_, i) => String(i));
@@ -65,19 +110,75 @@ function checkParamKeys(where: string, keys: unknown, count: number): string[] {
   return keys as string[];
 }
 
-export abstract class Optimizer {
+function isGroupSpec(value: unknown): value is { params: unknown } {
+  return typeof value === 'object' && value !== null && !(value instanceof Tensor) && !Array.isArray(value) && 'params' in value;
+}
+
+export abstract class Optimizer<Group extends ParamGroupBase = ParamGroupBase> {
+  /** Every parameter of every group, in order. */
   readonly params: readonly Tensor[];
-  /** The learning rate of the next step (a schedule may change it between steps). */
-  lr: number;
+  /**
+   * The parameter groups (PyTorch's param_groups): one when the constructor got a plain array of tensors, else one
+   * per { params, ...options } given, each option defaulting to the constructor's. A group's lr and options may be
+   * changed between steps.
+   */
+  readonly paramGroups: readonly Group[];
   /** How many times step() was called (each parameter also counts its own steps, those where it had a gradient). */
   stepCount = 0;
+  /** The learning-rate schedule driving this optimizer (set by the schedule's constructor), saved with it. */
+  schedule: AttachedSchedule | null = null;
   protected readonly state = new Map<Tensor, Tensor[]>();
   /** Per parameter, the steps that updated it (PyTorch's state['step']); absent until its first gradient. */
   private readonly paramSteps = new Map<Tensor, number>();
+  private readonly groupOfParam = new Map<Tensor, Group>();
 
-  protected constructor(where: string, params: unknown, lr: unknown) {
-    this.params = checkParams(where, params);
-    this.lr = checkNumber(`${where}: options.lr`, lr, 0);
+  /**
+   * `makeGroup` builds one group from its tensors and its own options (checked, with the constructor's defaults
+   * for the rest); `optionKeys` are the options a group may set.
+   */
+  protected constructor(
+    where: string,
+    params: unknown,
+    optionKeys: readonly string[],
+    makeGroup: (params: Tensor[], overrides: Record<string, unknown>, where: string) => Group,
+  ) {
+    const groups: Group[] = [];
+    if (Array.isArray(params) && params.length > 0 && params.every(isGroupSpec)) {
+      const seen = new Set<Tensor>();
+      params.forEach((spec, i) => {
+        const name = `${where}: params[${i}]`;
+        for (const key of Object.keys(spec)) {
+          if (key !== 'params' && !optionKeys.includes(key)) throw typeError(name, `a group with the keys params, ${optionKeys.join(', ')}`, key);
+        }
+        const tensors = checkParams(`${name}.params`, spec.params);
+        for (const t of tensors) {
+          if (seen.has(t)) throw new TypeError(`${name}.params: a tensor appears in more than one parameter group`);
+          seen.add(t);
+        }
+        const { params: _, ...overrides } = spec as Record<string, unknown>;
+        groups.push(makeGroup(tensors, overrides, `${name}.`));
+      });
+    } else {
+      groups.push(makeGroup(checkParams(where, params), {}, `${where}: options.`));
+    }
+    this.paramGroups = groups;
+    this.params = groups.flatMap((g) => [...g.params]);
+    for (const g of groups) for (const p of g.params) this.groupOfParam.set(p, g);
+  }
+
+  /** The first group's learning rate; setting it sets every group's (as linearDecay does). */
+  get lr(): number {
+    return this.paramGroups[0]!.lr;
+  }
+
+  set lr(value: number) {
+    checkNumber(`optim.${this.constructor.name}.lr`, value, 0);
+    for (const g of this.paramGroups) g.lr = value;
+  }
+
+  /** The group that holds p. */
+  protected groupOf(p: Tensor): Group {
+    return this.groupOfParam.get(p)!;
   }
 
   /** Clears every parameter's gradient (frees it; the next backward() creates a new one). */
@@ -142,7 +243,7 @@ export abstract class Optimizer {
     }
     if (gradDevice !== device) throw rangeError(`${name}.grad`, `a tensor on '${device}' like the parameter`, `one on '${gradDevice}'`);
     for (const [j, t] of (this.state.get(p) ?? []).entries()) {
-      const slot = `${name}: state '${this.stateSlots()[j] ?? j}'`;
+      const slot = `${name}: state '${this.stateSlots(p)[j] ?? j}'`;
       const stateDevice = handleOf(t, slot).device;
       if (stateDevice !== device) {
         throw rangeError(slot, `a tensor on '${device}' like the parameter (create the optimizer after moving the model)`, `one on '${stateDevice}'`);
@@ -156,7 +257,7 @@ export abstract class Optimizer {
    * what it created in `newState` (parameters) and `newNorms`, so that a failed step() can free it.
    */
   private allocateForStep(p: Tensor, newState: Tensor[], newNorms: Tensor[]): Tensor | null {
-    const slots = this.stateSlots().length;
+    const slots = this.stateSlots(p).length;
     if (slots > 0 && !this.state.has(p)) {
       newState.push(p);
       this.stateOf(p, slots);
@@ -204,9 +305,15 @@ export abstract class Optimizer {
     this.paramSteps.clear();
   }
 
-  /** Names of the per-parameter state tensors, in the order stateOf() holds them. */
-  protected stateSlots(): readonly string[] {
+  /** Names of p's state tensors, in the order stateOf() holds them (they may depend on p's group). */
+  protected stateSlots(p: Tensor): readonly string[] {
+    void p;
     return [];
+  }
+
+  /** A group's options besides params and lr, as a state dict records them. */
+  protected groupOptions(group: Group): Record<string, number | boolean | number[]> {
+    return { weightDecay: group.weightDecay };
   }
 
   /** The constructor's options. */
@@ -220,7 +327,6 @@ export abstract class Optimizer {
    */
   stateDict(paramKeys?: readonly string[]): OptimizerStateDict {
     const keys = checkParamKeys(`optim.${this.constructor.name}.stateDict`, paramKeys, this.params.length);
-    const slots = this.stateSlots();
     const state: Record<string, Record<string, Tensor>> = {};
     const steps: Record<string, number> = {};
     this.params.forEach((p, i) => {
@@ -228,12 +334,27 @@ export abstract class Optimizer {
       if (step !== undefined) steps[keys[i]!] = step;
       const entry: [string, Tensor][] = [];
       const tensors = this.state.get(p);
-      if (tensors) slots.forEach((slot, j) => entry.push([slot, tensors[j]!]));
+      if (tensors) this.stateSlots(p).forEach((slot, j) => entry.push([slot, tensors[j]!]));
       const wn = WeightNormState.of(p);
       if (wn?.norm && !wn.norm.disposed && wn.normVersion === p.version) entry.push(['norm', wn.norm]);
       if (entry.length > 0) state[keys[i]!] = Object.fromEntries(entry);
     });
-    return { type: this.constructor.name, stepCount: this.stepCount, steps, lr: this.lr, hyperparameters: this.hyperparameters(), state };
+    const paramGroups = this.paramGroups.map((g) => ({
+      params: g.params.map((p) => keys[this.params.indexOf(p)]!),
+      lr: g.lr,
+      options: this.groupOptions(g),
+    }));
+    const dict: OptimizerStateDict = {
+      type: this.constructor.name,
+      stepCount: this.stepCount,
+      steps,
+      lr: this.lr,
+      hyperparameters: this.hyperparameters(),
+      state,
+      paramGroups,
+    };
+    if (this.schedule) dict.schedule = this.schedule.stateDict();
+    return dict;
   }
 
   /**
@@ -258,13 +379,15 @@ export abstract class Optimizer {
     }
     checkNumber(`${where}: lr`, lr, 0);
     if (typeof state !== 'object' || state === null) throw typeError(`${where}: state`, 'a record by parameter', state);
-    const slots = this.stateSlots();
+    const groupLrs = this.checkSavedGroups(where, stateDict.paramGroups, lr, keys);
+    const applySchedule = this.checkSavedSchedule(where, stateDict.schedule);
     const staged: { p: Tensor; slots: NativeTensor[]; norm: NativeTensor | null }[] = [];
     const plans: { p: Tensor; slots: (Tensor | HostTensor)[]; norm: Tensor | HostTensor | null }[] = [];
     for (const [key, entry] of Object.entries(state)) {
       const index = keys.indexOf(key);
       if (index < 0) throw new RangeError(`${where}: state for '${key}', which is none of the optimizer's parameters`);
       const p = this.params[index]!;
+      const slots = this.stateSlots(p);
       if (typeof entry !== 'object' || entry === null) throw typeError(`${where}: state '${key}'`, 'a record by slot', entry);
       for (const slot of Object.keys(entry)) {
         if (slot !== 'norm' && !slots.includes(slot)) {
@@ -321,7 +444,8 @@ export abstract class Optimizer {
         this.paramSteps.clear();
         for (const [p, step] of paramSteps) this.paramSteps.set(p, step);
         this.stepCount = stepCount;
-        this.lr = lr;
+        this.paramGroups.forEach((g, i) => (g.lr = groupLrs[i]!));
+        applySchedule?.();
       },
       discard: () => {
         for (const s of staged) for (const handle of [...s.slots, s.norm]) handle?.dispose();
@@ -357,7 +481,7 @@ export abstract class Optimizer {
       }
       counts.set(this.params[index]!, value);
     }
-    if (this.stateSlots().length > 0) {
+    if (this.params.some((p) => this.stateSlots(p).length > 0)) {
       for (const p of withState) {
         if (!counts.has(p)) throw new RangeError(`${where}: state '${keys[this.params.indexOf(p)]}' has state tensors but no entry in steps`);
       }
@@ -366,6 +490,41 @@ export abstract class Optimizer {
       }
     }
     return counts;
+  }
+
+  /**
+   * The lr of each group from a state dict: its paramGroups must name the same parameters, group by group, as this
+   * optimizer's (a group's options come from the optimizer constructed, like the hyperparameters). Without
+   * paramGroups (older files) every group takes the saved lr.
+   */
+  private checkSavedGroups(where: string, saved: unknown, lr: number, keys: readonly string[]): number[] {
+    if (saved === undefined) return this.paramGroups.map(() => lr);
+    if (!Array.isArray(saved) || saved.length !== this.paramGroups.length) {
+      const count = Array.isArray(saved) ? `${saved.length} groups` : typeof saved;
+      throw rangeError(`${where}: paramGroups`, `${this.paramGroups.length} parameter group(s) like this optimizer's`, count);
+    }
+    return this.paramGroups.map((group, i) => {
+      const entry = saved[i] as Partial<SavedParamGroup> | null;
+      const expected = group.params.map((p) => keys[this.params.indexOf(p)]!);
+      if (typeof entry !== 'object' || entry === null || !Array.isArray(entry.params)) {
+        throw typeError(`${where}: paramGroups[${i}]`, '{ params, lr, options }', entry);
+      }
+      if (entry.params.length !== expected.length || entry.params.some((k, j) => k !== expected[j])) {
+        throw new RangeError(
+          `${where}: paramGroups[${i}]: the saved group holds ${listOf(entry.params)}, this optimizer's holds ${listOf(expected)}`,
+        );
+      }
+      return checkNumber(`${where}: paramGroups[${i}].lr`, entry.lr, 0);
+    });
+  }
+
+  /** How to restore a saved schedule into this optimizer's (which must be of the same type). */
+  private checkSavedSchedule(where: string, saved: ScheduleState | undefined): (() => void) | null {
+    if (saved === undefined) return null;
+    if (!this.schedule) {
+      throw new RangeError(`${where}: schedule: the state holds a ${String(saved?.type)} schedule, but this optimizer has none: create the same schedule before loading`);
+    }
+    return this.schedule.prepareLoad(saved, `${where}: schedule`);
   }
 
   /** Uses a saved ‖v‖ as v's cached norm if it matches v as loaded (else the forward recomputes it). */
@@ -387,47 +546,72 @@ export interface SGDOptions {
   nesterov?: boolean;
 }
 
-/** Stochastic gradient descent with optional momentum (and Nesterov) and L2 weight decay, as PyTorch defines them. */
-export class SGD extends Optimizer {
+/** One parameter group of an SGD optimizer (every option set: the constructor's where the group did not say). */
+export interface SGDParamGroup extends ParamGroupBase {
+  momentum: number;
+  dampening: number;
+  nesterov: boolean;
+}
+
+/** The options of a constructor or group, checked; `defaults` fills what `options` leaves out. */
+function sgdOptions(where: string, options: Partial<SGDOptions>, defaults: SGDOptions | null): Required<SGDOptions> {
+  const lr = checkNumber(`${where}lr`, options.lr ?? defaults?.lr, 0);
+  const momentum = checkNumber(`${where}momentum`, options.momentum ?? defaults?.momentum ?? 0, 0);
+  const dampening = checkNumber(`${where}dampening`, options.dampening ?? defaults?.dampening ?? 0, 0, 1);
+  const weightDecay = checkNumber(`${where}weightDecay`, options.weightDecay ?? defaults?.weightDecay ?? 0, 0);
+  const nesterov = options.nesterov ?? defaults?.nesterov ?? false;
+  if (typeof nesterov !== 'boolean') throw typeError(`${where}nesterov`, 'a boolean', nesterov);
+  if (nesterov && (momentum === 0 || dampening !== 0)) throw new RangeError(`${where}nesterov needs momentum > 0 and dampening 0`);
+  return { lr, momentum, dampening, weightDecay, nesterov };
+}
+
+/**
+ * Stochastic gradient descent with optional momentum (and Nesterov) and L2 weight decay, as PyTorch defines them.
+ * `params` is an array of tensors, or of groups `{ params, lr?, momentum?, ... }` with their own options.
+ */
+export class SGD extends Optimizer<SGDParamGroup> {
+  /** The constructor's options (each group's own are in paramGroups). */
   readonly momentum: number;
   readonly dampening: number;
   readonly weightDecay: number;
   readonly nesterov: boolean;
 
-  constructor(params: Tensor[], options: SGDOptions) {
+  constructor(params: Tensor[] | ParamGroupSpec<SGDOptions>[], options: SGDOptions) {
     const where = 'optim.SGD';
     if (typeof options !== 'object' || options === null) throw typeError(`${where}: options`, 'an object like { lr }', options);
-    super(where, params, options.lr);
-    this.momentum = checkNumber(`${where}: options.momentum`, options.momentum ?? 0, 0);
-    this.dampening = checkNumber(`${where}: options.dampening`, options.dampening ?? 0, 0, 1);
-    this.weightDecay = checkNumber(`${where}: options.weightDecay`, options.weightDecay ?? 0, 0);
-    this.nesterov = options.nesterov ?? false;
-    if (typeof this.nesterov !== 'boolean') throw typeError(`${where}: options.nesterov`, 'a boolean', this.nesterov);
-    if (this.nesterov && (this.momentum === 0 || this.dampening !== 0)) {
-      throw new RangeError(`${where}: options.nesterov needs momentum > 0 and dampening 0`);
-    }
+    const defaults = sgdOptions(`${where}: options.`, options, null);
+    super(where, params, ['lr', 'momentum', 'dampening', 'weightDecay', 'nesterov'], (tensors, overrides, at) => ({
+      params: tensors,
+      ...sgdOptions(at, overrides as Partial<SGDOptions>, defaults),
+    }));
+    ({ momentum: this.momentum, dampening: this.dampening, weightDecay: this.weightDecay, nesterov: this.nesterov } = defaults);
   }
 
-  protected override stateSlots(): readonly string[] {
-    return this.momentum !== 0 ? ['momentumBuffer'] : [];
+  protected override stateSlots(p: Tensor): readonly string[] {
+    return this.groupOf(p).momentum !== 0 ? ['momentumBuffer'] : [];
   }
 
   protected override hyperparameters(): Record<string, number | boolean> {
     return { momentum: this.momentum, dampening: this.dampening, weightDecay: this.weightDecay, nesterov: this.nesterov };
   }
 
+  protected override groupOptions(g: SGDParamGroup): Record<string, number | boolean | number[]> {
+    return { momentum: g.momentum, dampening: g.dampening, weightDecay: g.weightDecay, nesterov: g.nesterov };
+  }
+
   protected update(p: Tensor, grad: Tensor, norm: Tensor | null, outer: number, channels: number, inner: number, normEps: number, step: number): void {
     const where = 'optim.SGD.step';
-    const velocity = this.momentum !== 0 ? this.stateOf(p, 1)[0]! : null;
+    const group = this.groupOf(p);
+    const velocity = group.momentum !== 0 ? this.stateOf(p, 1)[0]! : null;
     native.optimizerStep('sgd', {
       param: handleOf(p, where),
       grad: handleOf(grad, where),
       step,
-      lr: this.lr,
-      weightDecay: this.weightDecay,
-      momentum: this.momentum,
-      dampening: this.dampening,
-      nesterov: this.nesterov,
+      lr: group.lr,
+      weightDecay: group.weightDecay,
+      momentum: group.momentum,
+      dampening: group.dampening,
+      nesterov: group.nesterov,
       momentumBuffer: velocity ? handleOf(velocity, where) : null,
       normOutput: norm ? { norm: handleOf(norm, where), outer, channels, inner, eps: normEps } : null,
     });
@@ -441,7 +625,25 @@ export interface AdamOptions {
   weightDecay?: number;
 }
 
-abstract class AdamFamily extends Optimizer {
+/** One parameter group of Adam or Adamax. */
+export interface AdamParamGroup extends ParamGroupBase {
+  betas: [number, number];
+  eps: number;
+}
+
+function adamOptions(where: string, options: AdamOptions, defaults: Required<AdamOptions>): Required<AdamOptions> {
+  const betas = options.betas ?? defaults.betas;
+  if (!Array.isArray(betas) || betas.length !== 2) throw typeError(`${where}betas`, 'a pair [beta1, beta2]', betas);
+  return {
+    lr: checkNumber(`${where}lr`, options.lr ?? defaults.lr, 0),
+    betas: [checkNumber(`${where}betas[0]`, betas[0], 0, 1, true), checkNumber(`${where}betas[1]`, betas[1], 0, 1, true)],
+    eps: checkNumber(`${where}eps`, options.eps ?? defaults.eps, 0),
+    weightDecay: checkNumber(`${where}weightDecay`, options.weightDecay ?? defaults.weightDecay, 0),
+  };
+}
+
+abstract class AdamFamily extends Optimizer<AdamParamGroup> {
+  /** The constructor's options (each group's own are in paramGroups). */
   readonly beta1: number;
   readonly beta2: number;
   readonly eps: number;
@@ -450,19 +652,19 @@ abstract class AdamFamily extends Optimizer {
   protected constructor(
     private readonly kind: 'adam' | 'adamax',
     where: string,
-    params: Tensor[],
+    params: Tensor[] | ParamGroupSpec<AdamOptions>[],
     options: AdamOptions,
     defaultLr: number,
   ) {
     if (typeof options !== 'object' || options === null) throw typeError(`${where}: options`, 'an object', options);
-    super(where, params, options.lr ?? defaultLr);
-    const betas = options.betas ?? [0.9, 0.999];
-    if (!Array.isArray(betas) || betas.length !== 2) throw typeError(`${where}: options.betas`, 'a pair [beta1, beta2]', betas);
-    const [beta1, beta2] = betas;
-    this.beta1 = checkNumber(`${where}: options.betas[0]`, beta1, 0, 1, true);
-    this.beta2 = checkNumber(`${where}: options.betas[1]`, beta2, 0, 1, true);
-    this.eps = checkNumber(`${where}: options.eps`, options.eps ?? 1e-8, 0);
-    this.weightDecay = checkNumber(`${where}: options.weightDecay`, options.weightDecay ?? 0, 0);
+    const defaults = adamOptions(`${where}: options.`, options, { lr: defaultLr, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0 });
+    super(where, params, ['lr', 'betas', 'eps', 'weightDecay'], (tensors, overrides, at) => ({
+      params: tensors,
+      ...adamOptions(at, overrides as AdamOptions, defaults),
+    }));
+    [this.beta1, this.beta2] = defaults.betas;
+    this.eps = defaults.eps;
+    this.weightDecay = defaults.weightDecay;
   }
 
   protected override stateSlots(): readonly string[] {
@@ -473,18 +675,23 @@ abstract class AdamFamily extends Optimizer {
     return { beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: this.weightDecay };
   }
 
+  protected override groupOptions(g: AdamParamGroup): Record<string, number | boolean | number[]> {
+    return { betas: [...g.betas], eps: g.eps, weightDecay: g.weightDecay };
+  }
+
   protected update(p: Tensor, grad: Tensor, norm: Tensor | null, outer: number, channels: number, inner: number, normEps: number, step: number): void {
     const where = `optim.${this.constructor.name}.step`;
+    const group = this.groupOf(p);
     const [m, second] = this.stateOf(p, 2) as [Tensor, Tensor];
     const common = {
       param: handleOf(p, where),
       grad: handleOf(grad, where),
       step,
-      lr: this.lr,
-      weightDecay: this.weightDecay,
-      beta1: this.beta1,
-      beta2: this.beta2,
-      eps: this.eps,
+      lr: group.lr,
+      weightDecay: group.weightDecay,
+      beta1: group.betas[0],
+      beta2: group.betas[1],
+      eps: group.eps,
       expAvg: handleOf(m, where),
       normOutput: norm ? { norm: handleOf(norm, where), outer, channels, inner, eps: normEps } : null,
     };
@@ -493,17 +700,92 @@ abstract class AdamFamily extends Optimizer {
   }
 }
 
-/** Adam (Kingma & Ba, 2015) with bias correction. Default lr 1e-3. */
+/** Adam (Kingma & Ba, 2015) with bias correction. Default lr 1e-3. `params`: tensors, or groups with their own options. */
 export class Adam extends AdamFamily {
-  constructor(params: Tensor[], options: AdamOptions = {}) {
+  constructor(params: Tensor[] | ParamGroupSpec<AdamOptions>[], options: AdamOptions = {}) {
     super('adam', 'optim.Adam', params, options, 1e-3);
   }
 }
 
 /** Adamax, the infinity-norm variant of Adam that the paper uses for its VAE and DQN experiments. Default lr 2e-3. */
 export class Adamax extends AdamFamily {
-  constructor(params: Tensor[], options: AdamOptions = {}) {
+  constructor(params: Tensor[] | ParamGroupSpec<AdamOptions>[], options: AdamOptions = {}) {
     super('adamax', 'optim.Adamax', params, options, 2e-3);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Gradient clipping (torch.nn.utils.clip_grad_norm_ / clip_grad_value_): between backward() and step().
+
+function gradientsOf(where: string, params: unknown): Tensor[] {
+  const list = params instanceof Tensor ? [params] : params;
+  if (!Array.isArray(list)) throw typeError(`${where}: params`, 'a Tensor or an array of Tensors (e.g. model.parameters())', params);
+  const grads: Tensor[] = [];
+  list.forEach((p, i) => {
+    if (!(p instanceof Tensor)) throw typeError(`${where}: params[${i}]`, 'a Tensor', p);
+    if (p.grad) {
+      handleOf(p.grad, `${where}: params[${i}].grad`);
+      grads.push(p.grad);
+    }
+  });
+  return grads;
+}
+
+export interface ClipGradNormOptions {
+  /** 2 (default): the Euclidean norm of all gradients together; Infinity: their largest absolute value. */
+  normType?: 2 | typeof Infinity;
+}
+
+/**
+ * Scales every gradient of `params` in place so that their total norm is at most maxNorm, as
+ * torch.nn.utils.clip_grad_norm_ does: coefficient maxNorm / (total + 1e-6), applied only when below 1. Returns
+ * the total norm before clipping (NaN or Infinity if a gradient is not finite; the gradients are then scaled by
+ * that coefficient too, as in PyTorch). Parameters without a gradient are skipped. The norm is summed on the host
+ * in float64 (one read of each gradient).
+ */
+export function clipGradNorm(params: Tensor | readonly Tensor[], maxNorm: number, options: ClipGradNormOptions = {}): number {
+  const where = 'optim.clipGradNorm';
+  const grads = gradientsOf(where, params);
+  if (typeof maxNorm !== 'number' || !(maxNorm >= 0)) throw typeError(`${where}: maxNorm`, 'a number >= 0', maxNorm);
+  if (typeof options !== 'object' || options === null) throw typeError(`${where}: options`, 'an object like { normType: 2 }', options);
+  const normType = options.normType ?? 2;
+  if (normType !== 2 && normType !== Infinity) throw typeError(`${where}: options.normType`, '2 or Infinity', normType);
+  let total = 0;
+  for (const g of grads) {
+    const values = g.toArray();
+    if (normType === Infinity) for (const v of values) total = Math.max(total, Number.isNaN(v) ? NaN : Math.abs(v));
+    else for (const v of values) total += v * v;
+  }
+  if (normType === 2) total = Math.sqrt(total);
+  const coefficient = maxNorm / (total + 1e-6);
+  if (!(coefficient >= 1)) {
+    for (const g of grads) {
+      native.axpby(handleOf(g, where), coefficient, handleOf(g, where), 0);
+      g.version += 1;
+    }
+  }
+  return total;
+}
+
+/** Clamps every gradient of `params` to [−clipValue, clipValue] in place (torch.nn.utils.clip_grad_value_). */
+export function clipGradValue(params: Tensor | readonly Tensor[], clipValue: number): void {
+  const where = 'optim.clipGradValue';
+  const grads = gradientsOf(where, params);
+  if (typeof clipValue !== 'number' || !(clipValue >= 0)) throw typeError(`${where}: clipValue`, 'a number >= 0', clipValue);
+  for (const g of grads) {
+    const values = g.toArray();
+    let changed = false;
+    for (let i = 0; i < values.length; i++) {
+      const v = values[i]!;
+      const clamped = Math.min(clipValue, Math.max(-clipValue, v));
+      if (clamped !== v) {
+        values[i] = clamped;
+        changed = true;
+      }
+    }
+    if (!changed) continue;
+    const clipped = native.fromArray(values, [...g.shape], g.device);
+    g.replaceHandle(clipped);
   }
 }
 
@@ -528,3 +810,6 @@ export function linearDecay(optimizer: Optimizer, options: { totalSteps: number;
     },
   };
 }
+
+// The learning-rate schedules (StepLR, CosineAnnealingLR, LinearLR, SequentialLR, warmupCosine) are optim.* too.
+export * from './schedule.js';

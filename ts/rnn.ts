@@ -221,7 +221,7 @@ function initialValues(shape: number[], hidden: number): Tensor {
 }
 
 /** Base of the recurrent layers and cells: registers PyTorch-named parameters, plain or weight-normalized. */
-abstract class RecurrentParameters<Output> extends Module<Output> {
+abstract class RecurrentParameters<Output> extends Module<any[], Output> {
   protected readonly matrices: RecurrentMatrix[] = [];
 
   /** Registers `name` ([rows, columns]) as a plain weight, or as name_v / name_g with g = ‖v‖ (so w = v at first). */

@@ -13,6 +13,7 @@ import { SHAPE_OPS } from './registry-shape.js';
 import { LAYERS as RNN_LAYERS } from './registry-rnn.js';
 import { REDUCE_EXCLUDED_FUNCTIONAL, REDUCE_LAYERS, REDUCE_OPS } from './registry-reduce.js';
 import { POINTWISE_EXCLUDED_FUNCTIONAL, POINTWISE_LAYERS, POINTWISE_OPS } from './registry-pointwise.js';
+import { LOSS_EXCLUDED_MODULES, LOSS_OPS } from './registry-loss.js';
 
 export { accumulation, ELEMENTWISE, type LayerEntry, type OpEntry, type OpRun, type Tolerance, UNIT_ROUNDOFF } from './entry.js';
 
@@ -110,10 +111,6 @@ export const OPS: Record<string, OpEntry> = {
     tolerance: ELEMENTWISE,
     random: 'noise',
   },
-  crossEntropy: {
-    run: (t, c) => ({ y: F.crossEntropy(need(t, 'logits'), c.labels as number[]) }),
-    tolerance: accumulation(30, 'log-sum-exp over 5 classes, then the mean over 6 rows'),
-  },
   batchNorm: {
     run: (t, c) => {
       const { y, mean, variance } = F.batchNorm(need(t, 'x'), need(t, 'gamma'), need(t, 'beta'), number(c, 'eps'));
@@ -137,6 +134,7 @@ export const OPS: Record<string, OpEntry> = {
   ...SHAPE_OPS,
   ...REDUCE_OPS,
   ...POINTWISE_OPS,
+  ...LOSS_OPS,
 };
 
 /** Exports of nn.functional that are not differentiable ops, with the reason. */
@@ -194,6 +192,7 @@ export const LAYERS: Record<string, LayerEntry> = {
 /** Exports of nn that are Module classes but not layers to check, with the reason. */
 export const EXCLUDED_MODULES: Record<string, string> = {
   Module: 'the abstract base class; every concrete layer is registered',
+  ...LOSS_EXCLUDED_MODULES,
 };
 
 export function buildLayer(spec: LayerSpec, seed: number): nn.Module {

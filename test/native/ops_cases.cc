@@ -53,6 +53,10 @@ using weightnorm::AdamOptions;
 using weightnorm::ChannelLayout;
 using weightnorm::NormOutput;
 using weightnorm::SgdOptions;
+using weightnorm::ClassLossOptions;
+using weightnorm::LossReduction;
+using weightnorm::PointwiseLoss;
+using weightnorm::PointwiseLossOptions;
 using Vec = std::vector<float>;
 using Bf16Vec = std::vector<bfloat16>;
 using Ref = std::vector<double>;
@@ -124,6 +128,14 @@ struct Backend {
   void (*channel_sum)(float*, const float*, const ChannelLayout&);
   void (*softmax_cross_entropy_forward)(float*, float*, const float*, const float*, int64_t, int64_t);
   void (*softmax_cross_entropy_backward)(float*, const float*, const float*, const float*, int64_t, int64_t);
+  void (*pointwise_loss_forward)(float*, float*, const float*, const float*, int64_t, const PointwiseLossOptions&,
+                                 LossReduction);
+  void (*pointwise_loss_backward)(float*, const float*, int64_t, float, const float*, const float*, int64_t,
+                                  const PointwiseLossOptions&);
+  void (*class_loss_forward)(float*, float*, float*, float*, float*, const float*, const float*,
+                             const ClassLossOptions&, LossReduction);
+  void (*class_loss_backward)(float*, const float*, const float*, const float*, int64_t, const float*,
+                              const ClassLossOptions&);
   void (*batch_norm_forward)(float*, float*, float*, float*, const float*, const float*, const float*,
                              const ChannelLayout&, float);
   void (*batch_norm_backward)(float*, float*, float*, const float*, const float*, const float*, const float*,
@@ -158,6 +170,10 @@ struct Backend {
   backend.channel_sum = ns::channel_sum;                                     \
   backend.softmax_cross_entropy_forward = ns::softmax_cross_entropy_forward; \
   backend.softmax_cross_entropy_backward = ns::softmax_cross_entropy_backward; \
+  backend.pointwise_loss_forward = ns::pointwise_loss_forward;               \
+  backend.pointwise_loss_backward = ns::pointwise_loss_backward;             \
+  backend.class_loss_forward = ns::class_loss_forward;                       \
+  backend.class_loss_backward = ns::class_loss_backward;                     \
   backend.batch_norm_forward = ns::batch_norm_forward;                       \
   backend.batch_norm_backward = ns::batch_norm_backward;                     \
   backend.batch_norm_inference = ns::batch_norm_inference;                   \
@@ -639,6 +655,96 @@ void test_loss(const Backend& b) {
             (want_probs[i * c.classes + k] - (k == int64_t(labels[i]) ? 1.0 : 0.0)) * upstream / double(c.batch);
     // dlogits = (probs - onehot) * dloss / batch: the probs' 1e-6 error scaled by dloss / batch.
     check_close(what + " dlogits", dlogits.get(), want_grad, 2e-6, n ? upstream / double(c.batch) : 1.0);
+  }
+}
+
+// Cross-entropy over [outer, classes, inner] with ignored positions, class weights and label smoothing (weighted
+// mean), and binary cross-entropy on logits of magnitude 1e4, against float64 references of PyTorch's formulas.
+void test_class_and_pointwise_losses(const Backend& b) {
+  const int64_t outer = 6, classes = 5, inner = 4, positions = outer * inner;
+  for (const float scale : {1.0f, 1e4f}) {
+    const std::string what = std::string(b.name) + " class_loss logits*" + format("%g", scale, 0);
+    const Vec logits = normal_values(positions * classes, 0.0f, scale);
+    const Vec weight = {0.5f, 1.0f, 1.5f, 2.0f, 3.0f};
+    Vec labels(positions);
+    std::uniform_int_distribution<int64_t> pick(0, classes - 1);
+    for (int64_t p = 0; p < positions; ++p) labels[p] = p % 5 == 0 ? -100.0f : float(pick(g_rng));
+    ClassLossOptions o;
+    o.outer = outer, o.classes = classes, o.inner = inner, o.ignore_index = -100, o.label_smoothing = 0.2f;
+    Buf din(b, logits), dlabels(b, labels), dweight(b, weight), position_loss = Buf::output(b, positions),
+        position_weight = Buf::output(b, positions), reduced = Buf::output(b, 1), total = Buf::output(b, 1),
+        saved = Buf::output(b, positions * classes);
+    o.class_weight = dweight.p();
+    b.class_loss_forward(position_loss.p(), position_weight.p(), reduced.p(), total.p(), saved.p(), din.p(), dlabels.p(), o,
+                         LossReduction::kMean);
+    Ref want_loss(positions, 0.0), want_grad(positions * classes, 0.0);
+    double loss_sum = 0.0, weight_sum = 0.0;
+    std::vector<Ref> log_probs(positions, Ref(classes));
+    for (int64_t p = 0; p < positions; ++p) {
+      const int64_t n = p / inner, k = p % inner;
+      double m = -INFINITY, sum = 0.0;
+      for (int64_t c = 0; c < classes; ++c) m = std::max(m, double(logits[(n * classes + c) * inner + k]));
+      for (int64_t c = 0; c < classes; ++c) sum += std::exp(double(logits[(n * classes + c) * inner + k]) - m);
+      for (int64_t c = 0; c < classes; ++c) log_probs[p][c] = double(logits[(n * classes + c) * inner + k]) - m - std::log(sum);
+      if (labels[p] == -100.0f) continue;
+      const int64_t y = int64_t(labels[p]);
+      double smooth = 0.0;
+      for (int64_t c = 0; c < classes; ++c) smooth -= weight[c] * log_probs[p][c];
+      want_loss[p] = -(1.0 - 0.2) * weight[y] * log_probs[p][y] + 0.2 / classes * smooth;
+      loss_sum += want_loss[p];
+      weight_sum += weight[y];
+    }
+    const double want_mean = loss_sum / weight_sum;
+    // float exp/log per class, double sums: 1e-5 relative to the loss (floor 1); with logits of 1e4 still finite.
+    const double error = std::fabs(reduced.get()[0] - want_mean) / std::max(std::fabs(want_mean), 1.0);
+    expect(std::isfinite(reduced.get()[0]) && error <= 1e-5, what + format(" mean %.6g, err %.2e (tol 1e-5)", reduced.get()[0], error));
+    check_close(what + " position losses", position_loss.get(), want_loss, 1e-5, std::max(1.0, double(scale)));
+    record(what + " mean", reduced.get(), 1e-5);
+
+    const float upstream = 0.7f;
+    Buf dloss(b, Vec{upstream}), dinput = Buf::output(b, positions * classes);
+    b.class_loss_backward(dinput.p(), saved.p(), dlabels.p(), dloss.p(), 1, total.p(), o);
+    double weights_all = 0.0;
+    for (float w : weight) weights_all += w;
+    for (int64_t p = 0; p < positions; ++p) {
+      if (labels[p] == -100.0f) continue;
+      const int64_t n = p / inner, k = p % inner, y = int64_t(labels[p]);
+      for (int64_t c = 0; c < classes; ++c) {
+        const double prob = std::exp(log_probs[p][c]);
+        const double g = (1.0 - 0.2) * weight[y] * (prob - (c == y ? 1.0 : 0.0)) + 0.2 / classes * (prob * weights_all - weight[c]);
+        want_grad[(n * classes + c) * inner + k] = upstream * g / weight_sum;
+      }
+    }
+    // Gradients: a few float roundings on terms of size up to ~w·upstream/Σw.
+    check_close(what + " dlogits", dinput.get(), want_grad, 1e-5, 3.0 * upstream / weight_sum);
+    record(what + " dlogits", dinput.get(), 1e-5);
+  }
+  {
+    const std::string what = std::string(b.name) + " pointwise bce_with_logits";
+    const Vec x = {1e4f, -1e4f, 80.0f, -80.0f, 0.5f, -2.0f, 1e4f, -1e4f};
+    const Vec y = {1.0f, 0.0f, 1.0f, 0.0f, 0.3f, 1.0f, 0.0f, 1.0f};
+    const Vec pos_weight = {2.0f, 0.5f};
+    Buf dx(b, x), dy(b, y), dpos(b, pos_weight), loss = Buf::output(b, x.size()), reduced = Buf::output(b, 1);
+    PointwiseLossOptions o;
+    o.kind = PointwiseLoss::kBceWithLogits;
+    o.pos_weight = {dpos.p(), 2};
+    b.pointwise_loss_forward(loss.p(), reduced.p(), dx.p(), dy.p(), int64_t(x.size()), o, LossReduction::kSum);
+    Ref want(x.size()), want_grad(x.size());
+    double want_sum = 0.0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double p = pos_weight[i % 2], lw = 1.0 + (p - 1.0) * y[i], xi = x[i];
+      const double softplus_neg = std::max(-xi, 0.0) + std::log1p(std::exp(-std::fabs(xi)));
+      want[i] = (1.0 - y[i]) * xi + lw * softplus_neg;
+      want_sum += want[i];
+      want_grad[i] = 0.5 * ((1.0 - y[i]) + lw * (1.0 / (1.0 + std::exp(-xi)) - 1.0));
+    }
+    check_close(what + " elements", loss.get(), want, 1e-6, 1.0);
+    const double error = std::fabs(reduced.get()[0] - want_sum) / std::max(std::fabs(want_sum), 1.0);
+    expect(error <= 1e-6, what + format(" sum err %.2e (tol 1e-6)", error, 0));
+    Buf dloss(b, Vec{0.5f}), dinput = Buf::output(b, x.size());
+    b.pointwise_loss_backward(dinput.p(), dloss.p(), 1, 1.0f, dx.p(), dy.p(), int64_t(x.size()), o);
+    check_close(what + " dinput", dinput.get(), want_grad, 1e-6, 1.0);
+    record(what + " elements", loss.get(), 1e-6);
   }
 }
 
@@ -1207,6 +1313,7 @@ void run_all(const Backend& b) {
       {"reduce", test_reduce},
       {"determinism", test_determinism},
       {"softmax_cross_entropy", test_loss},
+      {"class and pointwise losses", test_class_and_pointwise_losses},
       {"batch_norm", test_batch_norm},
       {"mean_only_batch_norm", test_mean_only_batch_norm},
       {"optimizers", test_optimizers},

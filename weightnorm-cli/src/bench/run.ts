@@ -51,6 +51,7 @@ import { GEMM_CASES, runGemmSuite } from './gemm.js';
 import type { RoundPlan } from './rounds.js';
 import { LINEAR_CASES, MNIST_BATCHES, runLinearSuite, runMnistSuite } from './training.js';
 import { LSTM_CASES, type LstmRow, runLstmSuite } from './lstm.js';
+import { prepareOutDir } from '../commands/out-dir.js';
 
 export interface BenchOptions {
   device: 'cpu' | 'cuda' | 'all';
@@ -638,7 +639,13 @@ export async function runBench(options: BenchOptions): Promise<number> {
     return 1;
   }
   const devices: Device[] = options.device === 'all' ? ['cpu', 'cuda'] : [options.device];
-  const outDir = resolve(options.out ?? join(cliRoot, '..', 'bench', 'results'));
+  let outDir: string;
+  try {
+    outDir = prepareOutDir(options.out ?? join(cliRoot, '..', 'bench', 'results'));
+  } catch (error) {
+    process.stderr.write(`weightnorm bench: ${(error as Error).message}\n`);
+    return 2;
+  }
   let exitCode = 0;
   for (const device of devices) {
     const plan = planDevice(device, options, threads);

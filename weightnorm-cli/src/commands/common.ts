@@ -1,9 +1,7 @@
 // What train, compare and lr-sweep share: the two MNIST networks with each normalization, data-dependent
 // initialization, one training loop (progress bar, per-step log, held-out evaluation per epoch, divergence as a
 // result rather than a crash), and small formatting helpers for the reports.
-import { mkdirSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
-import { resolve as resolvePath } from 'node:path';
 import { SingleBar } from 'cli-progress';
 
 import {
@@ -40,13 +38,10 @@ export const DEFAULT_HIDDEN = 256;
 
 export type Layout = 'flat' | 'image';
 
-/**
- * A command line that parses but cannot run as asked (--device cuda without a GPU, --batch larger than the data):
- * reported like a usage error (exit code 2), before any training.
- */
-export class CommandError extends Error {
-  override name = 'CommandError';
-}
+import { CommandError } from './errors.js';
+import { prepareOutDir } from './out-dir.js';
+
+export { CommandError } from './errors.js';
 
 export function resolveDevice(choice: DeviceChoice): Device {
   const cuda = backend().cuda;
@@ -116,8 +111,7 @@ export function buildModel(kind: ModelKind, norm: NormKind, hidden = DEFAULT_HID
 /** The first `count` digits of a split (the split itself is already a seeded shuffle). */
 export function subset(split: MnistSplit, count: number | undefined): MnistSplit {
   if (count === undefined || count >= split.count) return split;
-  const images = split.images.subarray(0, count * PIXELS);
-  return { inputs: images, images, labels: split.labels.subarray(0, count), count, inputShape: split.inputShape };
+  return split.slice(0, count);
 }
 
 /**
@@ -377,8 +371,7 @@ export interface RaceOptions {
 export function prepareRace(options: RaceOptions): RaceSetup {
   const device = resolveDevice(options.device);
   const threads = applyThreads(options.threads);
-  const out = resolvePath(options.out);
-  mkdirSync(out, { recursive: true });
+  const out = prepareOutDir(options.out);
   const digits = loadMnist();
   const train = subset(digits.train, options.trainSize);
   const perEpoch = stepsPerEpoch(train.count, options.batch);

@@ -1,7 +1,7 @@
 // `weightnorm train`: one network, one normalization, one optimizer on the MNIST digits; a progress bar, held-out
 // accuracy per epoch, OUT/log.json (every step: step, loss, time) and OUT/checkpoint.safetensors at the end.
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 import { data, io, optim } from 'weightnorm';
 import {
@@ -18,6 +18,7 @@ import {
   subset,
 } from './common.js';
 import type { DeviceChoice, ModelKind, NormKind, OptimizerKind } from './options.js';
+import { prepareOutDir } from './out-dir.js';
 
 const { loadMnist } = data;
 
@@ -45,8 +46,7 @@ export const DEFAULT_LR: Record<OptimizerKind, number> = { adam: 3e-3, sgd: 0.1 
 export async function runTrain(options: TrainOptions): Promise<number> {
   const device = resolveDevice(options.device);
   const threads = applyThreads(options.threads);
-  const out = resolve(options.out);
-  mkdirSync(out, { recursive: true });
+  const out = prepareOutDir(options.out);
   const lr = options.lr ?? DEFAULT_LR[options.optimizer];
   const data = loadMnist(); // the same split for every seed: held-out accuracies stay comparable
   const train = subset(data.train, options.trainSize);

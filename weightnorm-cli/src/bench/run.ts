@@ -36,6 +36,7 @@ import {
   type CaseResult,
   type CheckResult,
   checksFailed,
+  evaluateConvGoal,
   evaluateSuiteGoals,
   evaluateTargets,
   type GemmRow,
@@ -48,6 +49,7 @@ import {
 } from './results.js';
 import { GEMM_CASES, runGemmSuite } from './gemm.js';
 import type { RoundPlan } from './rounds.js';
+import { CONV_LAYER_CASES, type ConvLayerRow, runConvLayerSuite } from './conv-layers.js';
 import { LINEAR_CASES, MNIST_BATCHES, runLinearSuite, runMnistSuite } from './training.js';
 
 export interface BenchOptions {
@@ -544,6 +546,7 @@ async function benchDevice(
   let gemm: GemmRow[] = [];
   let linear: LinearRow[] = [];
   let mnist: MnistRow[] = [];
+  let convLayers: ConvLayerRow[] = [];
   // The result as measured so far (the suites not run yet read as 'not measured').
   const assemble = (): BackendResult => ({
     machine: plan.machine,
@@ -566,7 +569,8 @@ async function benchDevice(
     gemm,
     linear,
     mnist,
-    suiteGoals: evaluateSuiteGoals(plan.device, suites, gemm, linear, mnist),
+    convLayers,
+    suiteGoals: [...evaluateSuiteGoals(plan.device, suites, gemm, linear, mnist), ...evaluateConvGoal(suites, convLayers)],
     durationSeconds: (Date.now() - started) / 1000,
     loadAverage: { start: loadAtStart, end: loadavg() },
   });
@@ -603,6 +607,11 @@ async function benchDevice(
     if (suites.includes('mnist')) {
       process.stderr.write(`${plan.device}: MNIST CNN training step vs torch\n`);
       mnist = await runMnistSuite(MNIST_BATCHES, peer, { device: plan.device, plan: plans.mnist, seed: 72_000, log });
+      await checkpoint?.(assemble());
+    }
+    if (suites.includes('conv')) {
+      process.stderr.write(`${plan.device}: weight-normalized conv layers vs plain\n`);
+      convLayers = await runConvLayerSuite(pick(CONV_LAYER_CASES), { device: plan.device, plan: plans.linear, seed: 73_000, log });
     }
   } finally {
     progress.stop();

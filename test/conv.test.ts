@@ -11,7 +11,9 @@
 // ~3e-5: 1e-4 leaves a margin and is far below a wrong or missing term (O(1) of that scale).
 import { describe, expect, it } from 'vitest';
 
-import { backend, type Device, init, manualSeed, nn, noGrad, type Tensor, tensor, tidy } from '../ts/index.js';
+import { fileURLToPath } from 'node:url';
+
+import { backend, type Device, init, io, manualSeed, nn, noGrad, type Tensor, tensor, tidy } from '../ts/index.js';
 import { normals, reproduce, runSeed } from './helpers.js';
 import {
   convBackwardReference,
@@ -466,5 +468,26 @@ describe('errors name the parameter', () => {
     expectError(() => F.upsample(x1, { scaleFactor: 1.5 }), TypeError, /upsample: options.scaleFactor/);
     expectError(() => F.interpolate(x1, { size: 9 }), RangeError, /interpolate: options.size: expected whole multiples/);
     expectError(() => new nn.ReflectionPad1d([1, 2, 3] as unknown as number), TypeError, /nn.ReflectionPad1d: padding/);
+  });
+});
+
+describe('PyTorch weights keep their meaning', () => {
+  it('a torch weight_norm ConvTranspose1d(3, 4, 3, stride=2) imported into nn.ConvTranspose1d gives torch\'s output', () => {
+    const dir = fileURLToPath(new URL('./fixtures/torch_state_dicts/', import.meta.url));
+    const layer = new nn.ConvTranspose1d(3, 4, 3, { stride: 2, weightNorm: true });
+    try {
+      io.importTorchWeightNorm(`${dir}convtranspose1d.weight_norm.safetensors`, layer);
+      const { tensors } = io.load(`${dir}convtranspose1d.io.safetensors`);
+      const y = noGrad(() => layer.forward(tensors.input!));
+      expect(y.shape).toEqual([2, 4, 11]);
+      const expected = tensors.output!.toArray();
+      const scale = Math.max(...Array.from(expected, Math.abs));
+      // float32 sums of 6 products and the norm: a few ulps of the output's scale.
+      expect(scaledError(y.toArray(), expected, [scale])).toBeLessThan(1e-5);
+      y.dispose();
+      for (const t of Object.values(tensors)) t.dispose();
+    } finally {
+      layer.dispose();
+    }
   });
 });

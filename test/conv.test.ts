@@ -14,6 +14,7 @@ import { describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
 
 import { backend, type Device, init, io, manualSeed, nn, noGrad, type Tensor, tensor, tidy } from '../ts/index.js';
+import { native } from '../ts/native.js';
 import { normals, reproduce, runSeed } from './helpers.js';
 import {
   convBackwardReference,
@@ -490,6 +491,31 @@ describe('PyTorch weights keep their meaning', () => {
       for (const t of Object.values(tensors)) t.dispose();
     } finally {
       layer.dispose();
+    }
+  });
+});
+
+describe('the raw binding checks the conv options by name (as a caller skipping ts/ would see)', () => {
+  const raw = native as unknown as Record<string, (...args: unknown[]) => unknown>;
+  it('per-axis pairs, groups, the weight-norm epilogue operands and pad modes', () => {
+    const x = native.randn([1, 2, 1, 5], seed % 2 ** 31, 'cpu', 0, 1);
+    const w = native.randn([4, 2, 1, 3], (seed + 1) % 2 ** 31, 'cpu', 0, 1);
+    const geometry = { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1 };
+    try {
+      expect(() => raw.conv!(x, w, null, { ...geometry, stride: [1] })).toThrow(/conv: options.stride: expected \[height, width\]/);
+      expect(() => raw.conv!(x, w, null, { ...geometry, dilation: [1, 0] })).toThrow(/conv: options.dilation/);
+      expect(() => raw.conv!(x, w, null, { ...geometry, groups: 3 })).toThrow(RangeError);
+      const scale = native.full([4], 1, 'cpu');
+      expect(() => raw.conv!(x, w, null, { ...geometry, channelScale: scale })).toThrow(/channelScale and options.rawOut: expected both or neither/);
+      scale.dispose();
+      expect(() => raw.convTranspose!(x, w, null, { ...geometry })).toThrow(/convTranspose: options.outputSize/);
+      expect(() => raw.pad!(x, { top: 0, bottom: 0, left: 1, right: 1, mode: 'wrap', value: 0 })).toThrow(/pad: options.mode/);
+      const y = native.conv(x, w, null, geometry);
+      expect(y.shape).toEqual([1, 4, 1, 3]);
+      y.dispose();
+    } finally {
+      x.dispose();
+      w.dispose();
     }
   });
 });

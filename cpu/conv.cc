@@ -197,7 +197,6 @@ void weight_transpose_product(float* dcol, const float* w, const float* dys, int
 }
 
 const float* offset_or_null(const float* p, int64_t offset) { return p ? p + offset : nullptr; }
-float* offset_or_null(float* p, int64_t offset) { return p ? p + offset : nullptr; }
 
 }  // namespace
 

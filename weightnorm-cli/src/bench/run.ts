@@ -37,6 +37,7 @@ import {
   type CaseResult,
   type CheckResult,
   checksFailed,
+  evaluateConvGoal,
   evaluateSuiteGoals,
   evaluateTargets,
   type GemmRow,
@@ -49,6 +50,7 @@ import {
 } from './results.js';
 import { GEMM_CASES, runGemmSuite } from './gemm.js';
 import type { RoundPlan } from './rounds.js';
+import { CONV_LAYER_CASES, type ConvLayerRow, runConvLayerSuite } from './conv-layers.js';
 import { LINEAR_CASES, MNIST_BATCHES, runLinearSuite, runMnistSuite } from './training.js';
 import { LSTM_CASES, type LstmRow, runLstmSuite } from './lstm.js';
 import { prepareOutDir } from '../commands/out-dir.js';
@@ -548,6 +550,7 @@ async function benchDevice(
   let linear: LinearRow[] = [];
   let mnist: MnistRow[] = [];
   let lstm: LstmRow[] = [];
+  let convLayers: ConvLayerRow[] = [];
   // The result as measured so far (the suites not run yet read as 'not measured').
   const assemble = (): BackendResult => ({
     machine: plan.machine,
@@ -571,7 +574,8 @@ async function benchDevice(
     linear,
     mnist,
     lstm,
-    suiteGoals: evaluateSuiteGoals(plan.device, suites, gemm, linear, mnist),
+    convLayers,
+    suiteGoals: [...evaluateSuiteGoals(plan.device, suites, gemm, linear, mnist), ...evaluateConvGoal(suites, convLayers)],
     durationSeconds: (Date.now() - started) / 1000,
     loadAverage: { start: loadAtStart, end: loadavg() },
   });
@@ -613,6 +617,10 @@ async function benchDevice(
     if (suites.includes('lstm')) {
       process.stderr.write(`${plan.device}: LSTM training step (plain and weight norm) vs torch\n`);
       lstm = await runLstmSuite(LSTM_CASES, peer, { device: plan.device, plan: plans.mnist, seed: 73_000, log });
+    }
+    if (suites.includes('conv')) {
+      process.stderr.write(`${plan.device}: weight-normalized conv layers vs plain\n`);
+      convLayers = await runConvLayerSuite(pick(CONV_LAYER_CASES), { device: plan.device, plan: plans.linear, seed: 74_000, log });
     }
   } finally {
     progress.stop();

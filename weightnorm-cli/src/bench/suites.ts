@@ -1,4 +1,7 @@
 // The benchmark's parts, in a module of its own so that the CLI can list them without loading the benchmark.
-/** weightnorm: the weight-norm kernels (float32 and bfloat16); gemm, linear, mnist, lstm: the side-by-side suites against PyTorch. */
-export const SUITES = ['weightnorm', 'gemm', 'linear', 'mnist', 'lstm'] as const;
+/**
+ * weightnorm: the weight-norm kernels (float32 and bfloat16); gemm, linear, mnist, lstm: the side-by-side suites
+ * against PyTorch; conv: the convolution layers' training step, weight norm against plain.
+ */
+export const SUITES = ['weightnorm', 'gemm', 'linear', 'mnist', 'lstm', 'conv'] as const;
 export type Suite = (typeof SUITES)[number];

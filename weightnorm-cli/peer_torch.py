@@ -331,6 +331,59 @@ def mnist_cnn(wn):
     return nn.Sequential(*layers).to(DEVICE), api
 
 
+# HiFi-GAN V1 (Kong et al., 2020): upsampling rates and kernels, and the multi-receptive-field fusion's ResBlock1
+# kernels and dilations; upsample_initial_channel is the width parameter (512 in V1).
+HIFIGAN_V1 = {"upsample_rates": [8, 8, 2, 2], "upsample_kernel_sizes": [16, 16, 4, 4],
+              "resblock_kernel_sizes": [3, 7, 11], "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]]}
+HIFIGAN_SLOPE = 0.1
+
+
+def hifigan_generator(channels, wrap=lambda conv: conv, config=HIFIGAN_V1):
+    """HiFi-GAN's generator with the reference implementation's module names (conv_pre, ups.<i>,
+    resblocks.<i*3+j>.convs1.<k>, conv_post), so its state dict lines up with the pretrained checkpoints'. `wrap`
+    puts weight norm on a conv (identity: plain convs). Shared by the vocoder benchmark and
+    scripts/make_hifigan_fixtures.py; examples/hifigan/generator.mjs is the same network with weightnorm."""
+    nn, F = torch.nn, torch.nn.functional
+
+    class ResBlock1(nn.Module):
+        def __init__(self, width, kernel, dilations):
+            super().__init__()
+            self.convs1 = nn.ModuleList(wrap(nn.Conv1d(width, width, kernel, dilation=d, padding=d * (kernel - 1) // 2))
+                                        for d in dilations)
+            self.convs2 = nn.ModuleList(wrap(nn.Conv1d(width, width, kernel, padding=(kernel - 1) // 2))
+                                        for _ in dilations)
+
+        def forward(self, x):
+            for dilated, plain in zip(self.convs1, self.convs2):
+                x = x + plain(F.leaky_relu(dilated(F.leaky_relu(x, HIFIGAN_SLOPE)), HIFIGAN_SLOPE))
+            return x
+
+    class Generator(nn.Module):
+        def __init__(self):
+            super().__init__()
+            rates, kernels = config["upsample_rates"], config["upsample_kernel_sizes"]
+            self.kernel_count = len(config["resblock_kernel_sizes"])
+            self.conv_pre = wrap(nn.Conv1d(80, channels, 7, padding=3))
+            self.ups = nn.ModuleList(
+                wrap(nn.ConvTranspose1d(channels >> i, channels >> (i + 1), k, stride=u, padding=(k - u) // 2))
+                for i, (u, k) in enumerate(zip(rates, kernels)))
+            self.resblocks = nn.ModuleList(
+                ResBlock1(channels >> (i + 1), k, d) for i in range(len(rates))
+                for k, d in zip(config["resblock_kernel_sizes"], config["resblock_dilation_sizes"]))
+            self.conv_post = wrap(nn.Conv1d(channels >> len(rates), 1, 7, padding=3))
+
+        def forward(self, mel):
+            x = self.conv_pre(mel)
+            for i, up in enumerate(self.ups):
+                x = up(F.leaky_relu(x, HIFIGAN_SLOPE))
+                blocks = self.resblocks[i * self.kernel_count:(i + 1) * self.kernel_count]
+                x = sum(block(x) for block in blocks) / self.kernel_count
+            # The reference implementation's last LeakyReLU has torch's default slope 0.01, not 0.1.
+            return torch.tanh(self.conv_post(F.leaky_relu(x)))
+
+    return Generator()
+
+
 class Task:
     """One side-by-side measurement: variants (name -> step function) timed in rounds.
 

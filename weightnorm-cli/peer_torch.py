@@ -12,13 +12,16 @@ Protocol: one JSON object per line on stdin, one JSON answer per line on stdout 
   {"cmd": "round", "warmup": W, "repeats": R}
       -> {"ok": true, "times": {"copy": [ms...], "fused_forward": [...], "fused_backward": [...],
           "composite_forward": [...], "composite_backward": [...]}}  (fused_* absent where fused_na)
-  {"cmd": "task", "kind": "gemm" | "linear" | "mnist", ...}  (the side-by-side suites; see Task below)
+  {"cmd": "task", "kind": "gemm" | "linear" | "mnist" | "vocoder", ...}  (the side-by-side suites; see Task below)
       prepares one task's tensors -> {"ok": true, "variants": [...], "unavailable": {variant: why}, "calls": {...}}
   {"cmd": "task_round", "warmup": W, "repeats": R}
       -> {"ok": true, "times": {variant: [ms...]}, "errors": {variant: why}}  (a variant that fails is dropped)
   {"cmd": "mnist_check", "dir": "/tmp/...", "batch": B, "wn": bool, "params": [[name, shape], ...]}
       loads our CNN's parameters and batch (x.bin, labels.bin, <name>.bin), runs one forward and backward and writes
       loss.bin and grad_<name>.bin in our parameter layout -> {"ok": true, "weight_norm": "the torch API used"}
+  {"cmd": "vocoder_check", "dir": "/tmp/...", "channels": C, "frames": T, "params": [[name, shape], ...]}
+      loads our folded HiFi-GAN generator's weights (<name>.bin, torch's plain names) and mel.bin [1, 80, T], writes
+      the waveform y.bin -> {"ok": true}
   "prepare" takes "bf16": true to also time torch's bfloat16 weight norm (bf16_forward, bf16_backward).
   {"cmd": "release"}, {"cmd": "quit"}
 Per-run times: CUDA events on the GPU, time.perf_counter on the CPU. Input sets rotate (run i uses set i % K)
@@ -393,6 +396,9 @@ class Task:
             y.sum().backward(), with x requiring its gradient (dx, dW, db: the three products of a hidden layer).
     mnist:  {"batch"}: the CLI's CNN plain and weight-normalized; a step is trainStep's: forward, loss.item(),
             zero_grad, backward, Adam step (lr 3e-3), the labels copied from the host as ours are.
+    vocoder: {"task": "inference" | "training", "channels", "frames"}: HiFi-GAN's generator (hifigan_generator);
+            inference (variant folded): plain convs in eval mode under torch.inference_mode(); training (plain, wn):
+            zero_grad, F.l1_loss(model(mel), target).backward(), with and without weight norm on every conv.
     """
 
     def __init__(self, request):
@@ -466,6 +472,41 @@ class Task:
                                "zero_grad, backward, Adam(lr=3e-3).step()")
         self.calls["wn"] = f"same with {api} on both convs and the linear"
 
+    def prepare_vocoder(self, request, gen):
+        channels, frames = request["channels"], request["frames"]
+        mel = torch.randn([1, 80, frames], generator=gen).to(DEVICE)
+        if request["task"] == "inference":
+            torch.manual_seed(int(request.get("seed", 1)))
+            model = hifigan_generator(channels).to(DEVICE).eval()
+
+            def infer():
+                with torch.inference_mode():
+                    model(mel)
+            self.steps["folded"] = infer
+            self.calls["folded"] = ("hifigan_generator with plain convs (weight norm folded), eval(), "
+                                    "torch.inference_mode()")
+            return
+        hop = 1
+        for rate in HIFIGAN_V1["upsample_rates"]:
+            hop *= rate
+        target = (0.3 * torch.randn([1, 1, frames * hop], generator=gen)).to(DEVICE)
+        apis = set()
+
+        def with_weight_norm(conv):
+            module, api = weight_norm_module(conv)
+            apis.add(api)
+            return module
+        for name, wn in (("plain", False), ("wn", True)):
+            torch.manual_seed(int(request.get("seed", 1)))
+            model = hifigan_generator(channels, with_weight_norm if wn else (lambda conv: conv)).to(DEVICE)
+
+            def step(model=model):
+                model.zero_grad(set_to_none=True)
+                torch.nn.functional.l1_loss(model(mel), target).backward()
+            self.steps[name] = step
+        self.calls["plain"] = "hifigan_generator, zero_grad(set_to_none), F.l1_loss(model(mel), target).backward()"
+        self.calls["wn"] = f"same with {', '.join(sorted(apis))} (dim=0) on every conv"
+
     def round(self, warmup, repeats):
         times, errors = {}, {}
         for name, step in list(self.steps.items()):
@@ -530,6 +571,18 @@ def mnist_check(request):
     return {"ok": True, "weight_norm": api}
 
 
+def vocoder_check(request):
+    """torch's HiFi-GAN generator (plain convs) on our folded weights and mel; the waveform in y.bin."""
+    folder = request["dir"]
+    model = hifigan_generator(request["channels"]).to(DEVICE).eval()
+    state = {name: read_f32(f"{folder}/{name}.bin", shape).to(DEVICE) for name, shape in request["params"]}
+    model.load_state_dict(state)
+    mel = read_f32(f"{folder}/mel.bin", [1, 80, request["frames"]]).to(DEVICE)
+    with torch.inference_mode():
+        write_f32(f"{folder}/y.bin", model(mel))
+    return {"ok": True}
+
+
 CASE = None
 
 
@@ -574,7 +627,7 @@ def hello(request):
 
 def main():
     handlers = {"hello": hello, "check": check, "prepare": prepare, "round": timing_round, "release": release,
-                "task": task, "task_round": task_round, "mnist_check": mnist_check}
+                "task": task, "task_round": task_round, "mnist_check": mnist_check, "vocoder_check": vocoder_check}
     for line in sys.stdin:
         if not line.strip():
             continue

@@ -7,6 +7,7 @@ import type { OutputErrors } from './measure.js';
 import { BF16_TOLERANCE, worst } from './measure.js';
 import { type BackendResult, checksFailed, type GemmRow, type LinearRow, type MnistRow, type OpRow, type Variant } from './results.js';
 import { isUnavailable, type Measured } from './rounds.js';
+import { VOCODER_HEADERS, vocoderDescription, vocoderRows } from './vocoder.js';
 
 const OP_LABEL = { forward: 'fwd', backward: 'bwd', 'forward+backward': 'fwd+bwd' } as const;
 
@@ -160,6 +161,7 @@ export function terminalTable(result: BackendResult): string {
   if (result.gemm.length) parts.push('', 'GEMM vs torch (cuBLAS on CUDA):', fixedTable(GEMM_HEADERS, gemmRows(result.gemm), 3));
   if (result.linear.length) parts.push('', 'Weight-normalized Linear vs plain (fwd+bwd per step):', fixedTable(LINEAR_HEADERS, linearRows(result.linear), 1));
   if (result.mnist.length) parts.push('', 'MNIST CNN training step:', fixedTable(MNIST_HEADERS, mnistRows(result.mnist), 2));
+  if (result.vocoder?.length) parts.push('', 'HiFi-GAN V1 generator (RTF: audio s / compute s):', fixedTable(VOCODER_HEADERS, vocoderRows(result.vocoder), 2));
   return parts.join('\n');
 }
 
@@ -329,6 +331,9 @@ export function markdown(result: BackendResult): string {
           mdTable(MNIST_HEADERS, mnistRows(result.mnist)),
           '',
         ]
+      : []),
+    ...(result.vocoder?.length
+      ? ['## HiFi-GAN V1 generator', '', vocoderDescription(result.vocoder), '', mdTable(VOCODER_HEADERS, vocoderRows(result.vocoder)), '']
       : []),
   ];
   return [...(result.cases.length ? weightNormPart : [`# weightnorm benchmark: ${result.machine}${result.quick ? ' (quick)' : ''}`, '', `- device: ${result.deviceName} (${result.device}); date: ${result.date}; run took ${result.durationSeconds.toFixed(0)} s`, `- ${peerLine(result)}`, '']), ...suiteGoalPart].join('\n');

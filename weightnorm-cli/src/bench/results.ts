@@ -9,6 +9,8 @@ import { LINEAR_RATIO_GOAL, type LinearRow, type MnistRow } from './training.js'
 
 export type { GemmRow } from './gemm.js';
 export type { LinearRow, MnistRow } from './training.js';
+export type { VocoderRow } from './vocoder.js';
+import type { VocoderRow } from './vocoder.js';
 
 import type { Suite } from './suites.js';
 
@@ -131,6 +133,8 @@ export interface BackendResult {
   gemm: GemmRow[];
   linear: LinearRow[];
   mnist: MnistRow[];
+  /** HiFi-GAN generator rows (absent from results written before the suite existed). */
+  vocoder?: VocoderRow[];
   /** The GEMM, Linear and MNIST suites' goals, each met, not met or unavailable (its kernel or peer missing, or not measured). */
   suiteGoals: SuiteGoal[];
   durationSeconds: number;
@@ -275,5 +279,6 @@ export function checksFailed(result: BackendResult): string[] {
   for (const r of result.gemm) if (r.check && !r.check.pass) failed.push(`gemm ${r.case.name} ${r.precision}`);
   for (const r of result.linear) if ('pass' in r.check && !r.check.pass) failed.push(`linear ${r.case.name}`);
   for (const r of result.mnist) if ('pass' in r.check && !r.check.pass) failed.push(`mnist b${r.batch} ${r.norm}`);
+  for (const r of result.vocoder ?? []) if ('pass' in r.check && !r.check.pass) failed.push(`vocoder ${r.task} ${r.variant}`);
   return failed;
 }

@@ -492,6 +492,337 @@ Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
   });
 }
 
+// The general convolution family: x and w are 4-D (ts/ views a 1-D convolution as height 1); per-axis options are
+// [height, width] pairs.
+
+struct AxisPair {
+  int64_t height, width;
+};
+
+AxisPair axis_pair(const OptionsReader& options, const char* name, int64_t minimum) {
+  const Napi::Value field = options.value(name);
+  auto fail = [&]() {
+    throw_type_error(options.env(), options.where(name) + ": expected [height, width], integers >= " +
+                                        std::to_string(minimum));
+  };
+  if (!field.IsArray()) fail();
+  const Napi::Array array = field.As<Napi::Array>();
+  if (array.Length() != 2) fail();
+  int64_t values[2];
+  for (uint32_t i = 0; i < 2; ++i) {
+    const Napi::Value item = array.Get(i);
+    if (!item.IsNumber()) fail();
+    const double d = item.As<Napi::Number>().DoubleValue();
+    if (!(d >= double(minimum) && d <= 9007199254740991.0) || d != double(int64_t(d))) fail();
+    values[i] = int64_t(d);
+  }
+  return {values[0], values[1]};
+}
+
+// The direct convolution's geometry from the options, x's batch and the two spatial sizes it maps between.
+ConvGeometry general_geometry(const OptionsReader& options, int64_t batch, int64_t in_channels, int64_t out_channels,
+                              const std::vector<int64_t>& w_shape, AxisPair in_size, AxisPair out_size) {
+  ConvGeometry g;
+  const AxisPair stride = axis_pair(options, "stride", 1), padding = axis_pair(options, "padding", 0);
+  const AxisPair dilation = axis_pair(options, "dilation", 1);
+  g.batch = batch;
+  g.in_channels = in_channels;
+  g.out_channels = out_channels;
+  g.groups = options.integer("groups", 1);
+  g.in_height = in_size.height;
+  g.in_width = in_size.width;
+  g.out_height = out_size.height;
+  g.out_width = out_size.width;
+  g.kernel_height = w_shape[2];
+  g.kernel_width = w_shape[3];
+  g.stride_height = stride.height;
+  g.stride_width = stride.width;
+  g.padding_height = padding.height;
+  g.padding_width = padding.width;
+  g.dilation_height = dilation.height;
+  g.dilation_width = dilation.width;
+  return g;
+}
+
+void check_general_geometry(Napi::Env env, const ConvGeometry& g) {
+  if (g.in_channels <= 0 || g.out_channels <= 0 || g.in_channels % g.groups != 0 || g.out_channels % g.groups != 0)
+    throw_range_error(env, "groups: expected a divisor of both channel counts (" + std::to_string(g.in_channels) +
+                               ", " + std::to_string(g.out_channels) + "), got " + std::to_string(g.groups));
+  if (g.in_height <= 0 || g.in_width <= 0 || g.out_height <= 0 || g.out_width <= 0 ||
+      g.out_height > natural_out_size(g.in_height, g.kernel_height, g.stride_height, g.padding_height,
+                                      g.dilation_height) ||
+      g.out_width > natural_out_size(g.in_width, g.kernel_width, g.stride_width, g.padding_width, g.dilation_width))
+    throw_range_error(env, "w: the dilated kernel does not fit the padded input");
+}
+
+void check_rank4(Napi::Env env, const TensorWrap& t, const char* name) {
+  if (t.shape().size() != 4)
+    throw_range_error(env, std::string(name) + ": expected 4 dimensions, got " + shape_string(t.shape()));
+}
+
+Napi::Object gradient_output(Napi::Env env, Napi::Object result, const char* name, Device device,
+                             std::vector<int64_t> shape, float** data) {
+  Output o = output(env, device, std::move(shape));
+  result.Set(name, o.object);
+  *data = o.data;
+  return result;
+}
+
+// conv(x [N, C, H, W], w [OC, C/groups, kh, kw], bias | null, { stride, padding, dilation, groups, channelScale?,
+// rawOut? }) -> y [N, OC, OH, OW]; with channelScale [OC], y = channelScale ⊙ conv(x, w) + bias and rawOut (like y)
+// receives conv(x, w).
+Napi::Value Conv(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& x = args.tensor(0, "x");
+  TensorWrap& w = args.tensor(1, "w");
+  TensorWrap* bias = args.optional_tensor(2, "bias");
+  const OptionsReader options(args.env(), info[3], "conv", "options");
+  TensorWrap* channel_scale = options.optional_tensor("channelScale");
+  TensorWrap* raw_out = options.optional_tensor("rawOut");
+  const Device device = common_device(args.env(), {{&x, "x"}, {&w, "w"}, {bias, "bias"}, {channel_scale, "channelScale"}, {raw_out, "rawOut"}});
+  check_rank4(args.env(), x, "x");
+  check_rank4(args.env(), w, "w");
+  const AxisPair stride = axis_pair(options, "stride", 1), padding = axis_pair(options, "padding", 0);
+  const AxisPair dilation = axis_pair(options, "dilation", 1);
+  const AxisPair out_size{
+      natural_out_size(x.shape()[2], w.shape()[2], stride.height, padding.height, dilation.height),
+      natural_out_size(x.shape()[3], w.shape()[3], stride.width, padding.width, dilation.width)};
+  const ConvGeometry g = general_geometry(options, x.shape()[0], x.shape()[1], w.shape()[0], w.shape(),
+                                          {x.shape()[2], x.shape()[3]}, out_size);
+  check_general_geometry(args.env(), g);
+  if (w.shape()[1] != g.in_channels_per_group())
+    throw_range_error(args.env(), "w: expected " + std::to_string(g.in_channels_per_group()) +
+                                      " input channels per group, got " + shape_string(w.shape()));
+  if (bias) expect_count(args.env(), *bias, g.out_channels, "bias");
+  if (channel_scale) expect_count(args.env(), *channel_scale, g.out_channels, "channelScale");
+  if ((channel_scale == nullptr) != (raw_out == nullptr))
+    throw_type_error(args.env(), "conv: options.channelScale and options.rawOut: expected both or neither");
+  if (raw_out) expect_count(args.env(), *raw_out, g.batch * g.out_channels * g.out_spatial(), "rawOut");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output y = output(args.env(), device, {g.batch, g.out_channels, g.out_height, g.out_width});
+    ConvOutputScale scale;
+    scale.channel_scale = data_of(channel_scale);
+    scale.raw_out = data_of(raw_out);
+    if (g.batch > 0) WN_DISPATCH(device, conv_forward, y.data, x.data(), w.data(), data_of(bias), g, scale);
+    return y.object;
+  });
+}
+
+// convBackward(dy, x, w, { stride, padding, dilation, groups, wantDx, wantDw, wantDbias, dwScale?,
+// dwSubtractCoefficient?, dwSubtractMatrix? }) -> { dx?, dw?, dbias? }; with dwScale, dw = dwScale ⊙ (dy x col^T)
+// - dwSubtractCoefficient ⊙ dwSubtractMatrix (the weight-normalized v gradient).
+Napi::Value ConvBackward(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& dy = args.tensor(0, "dy");
+  TensorWrap& x = args.tensor(1, "x");
+  TensorWrap& w = args.tensor(2, "w");
+  const OptionsReader options(args.env(), info[3], "convBackward", "options");
+  const bool want_dx = options.boolean("wantDx"), want_dw = options.boolean("wantDw"),
+             want_dbias = options.boolean("wantDbias");
+  TensorWrap* dw_scale = options.optional_tensor("dwScale");
+  TensorWrap* dw_coefficient = options.optional_tensor("dwSubtractCoefficient");
+  TensorWrap* dw_matrix = options.optional_tensor("dwSubtractMatrix");
+  const Device device = common_device(args.env(), {{&dy, "dy"}, {&x, "x"}, {&w, "w"}, {dw_scale, "dwScale"},
+                                                   {dw_coefficient, "dwSubtractCoefficient"}, {dw_matrix, "dwSubtractMatrix"}});
+  check_rank4(args.env(), dy, "dy");
+  check_rank4(args.env(), x, "x");
+  check_rank4(args.env(), w, "w");
+  const ConvGeometry g = general_geometry(options, x.shape()[0], x.shape()[1], w.shape()[0], w.shape(),
+                                          {x.shape()[2], x.shape()[3]}, {dy.shape()[2], dy.shape()[3]});
+  check_general_geometry(args.env(), g);
+  if (w.shape()[1] != g.in_channels_per_group()) throw_range_error(args.env(), "w: wrong input channels per group");
+  if (dy.shape()[0] != g.batch || dy.shape()[1] != g.out_channels)
+    throw_range_error(args.env(), "dy: expected the batch of x and the output channels of w, got " + shape_string(dy.shape()));
+  if ((dw_scale == nullptr) != (dw_coefficient == nullptr) || (dw_scale == nullptr) != (dw_matrix == nullptr))
+    throw_type_error(args.env(), "convBackward: options.dwScale, dwSubtractCoefficient, dwSubtractMatrix: expected all or none");
+  if (dw_scale) {
+    expect_count(args.env(), *dw_scale, g.out_channels, "dwScale");
+    expect_count(args.env(), *dw_coefficient, g.out_channels, "dwSubtractCoefficient");
+    expect_count(args.env(), *dw_matrix, w.numel(), "dwSubtractMatrix");
+  }
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Napi::Object result = Napi::Object::New(args.env());
+    float *dx = nullptr, *dw = nullptr, *dbias = nullptr;
+    if (want_dx) gradient_output(args.env(), result, "dx", device, x.shape(), &dx);
+    if (want_dw) gradient_output(args.env(), result, "dw", device, w.shape(), &dw);
+    if (want_dbias) gradient_output(args.env(), result, "dbias", device, {g.out_channels}, &dbias);
+    ConvWeightGradientEpilogue epilogue;
+    epilogue.channel_scale = data_of(dw_scale);
+    epilogue.subtract_coefficient = data_of(dw_coefficient);
+    epilogue.subtract_matrix = data_of(dw_matrix);
+    WN_DISPATCH(device, conv_backward, dx, dw, dbias, dy.data(), x.data(), w.data(), g, epilogue);
+    return result;
+  });
+}
+
+// convTranspose(x [N, C, H, W], w [C, OC/groups, kh, kw], bias | null, { stride, padding, dilation, groups,
+// outputSize: [OH, OW] }) -> y [N, OC, OH, OW] (the adjoint of the direct convolution from [OH, OW] to [H, W]).
+Napi::Value ConvTranspose(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& x = args.tensor(0, "x");
+  TensorWrap& w = args.tensor(1, "w");
+  TensorWrap* bias = args.optional_tensor(2, "bias");
+  const OptionsReader options(args.env(), info[3], "convTranspose", "options");
+  const Device device = common_device(args.env(), {{&x, "x"}, {&w, "w"}, {bias, "bias"}});
+  check_rank4(args.env(), x, "x");
+  check_rank4(args.env(), w, "w");
+  const AxisPair output_size = axis_pair(options, "outputSize", 1);
+  const int64_t groups = options.integer("groups", 1);
+  if (w.shape()[0] != x.shape()[1])
+    throw_range_error(args.env(), "w: expected " + std::to_string(x.shape()[1]) + " input channels, got " + shape_string(w.shape()));
+  const ConvGeometry g = general_geometry(options, x.shape()[0], w.shape()[1] * groups, x.shape()[1], w.shape(),
+                                          output_size, {x.shape()[2], x.shape()[3]});
+  check_general_geometry(args.env(), g);
+  if (bias) expect_count(args.env(), *bias, g.in_channels, "bias");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output y = output(args.env(), device, {g.batch, g.in_channels, g.in_height, g.in_width});
+    if (g.batch > 0) WN_DISPATCH(device, conv_transpose_forward, y.data, x.data(), w.data(), data_of(bias), g);
+    return y.object;
+  });
+}
+
+// convTransposeBackward(dy, x, w, { stride, padding, dilation, groups, wantDx, wantDw, wantDbias }) -> { dx?, dw?, dbias? }
+Napi::Value ConvTransposeBackward(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& dy = args.tensor(0, "dy");
+  TensorWrap& x = args.tensor(1, "x");
+  TensorWrap& w = args.tensor(2, "w");
+  const OptionsReader options(args.env(), info[3], "convTransposeBackward", "options");
+  const bool want_dx = options.boolean("wantDx"), want_dw = options.boolean("wantDw"),
+             want_dbias = options.boolean("wantDbias");
+  const Device device = common_device(args.env(), {{&dy, "dy"}, {&x, "x"}, {&w, "w"}});
+  check_rank4(args.env(), dy, "dy");
+  check_rank4(args.env(), x, "x");
+  check_rank4(args.env(), w, "w");
+  const int64_t groups = options.integer("groups", 1);
+  if (w.shape()[0] != x.shape()[1]) throw_range_error(args.env(), "w: wrong input channels");
+  const ConvGeometry g = general_geometry(options, x.shape()[0], w.shape()[1] * groups, x.shape()[1], w.shape(),
+                                          {dy.shape()[2], dy.shape()[3]}, {x.shape()[2], x.shape()[3]});
+  check_general_geometry(args.env(), g);
+  if (dy.shape()[0] != g.batch || dy.shape()[1] != g.in_channels)
+    throw_range_error(args.env(), "dy: expected the batch of x and the output channels of w, got " + shape_string(dy.shape()));
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Napi::Object result = Napi::Object::New(args.env());
+    float *dx = nullptr, *dw = nullptr, *dbias = nullptr;
+    if (want_dx) gradient_output(args.env(), result, "dx", device, x.shape(), &dx);
+    if (want_dw) gradient_output(args.env(), result, "dw", device, w.shape(), &dw);
+    if (want_dbias) gradient_output(args.env(), result, "dbias", device, {g.in_channels}, &dbias);
+    WN_DISPATCH(device, conv_transpose_backward, dx, dw, dbias, dy.data(), x.data(), w.data(), g);
+    return result;
+  });
+}
+
+PadGeometry pad_geometry(const OptionsReader& options, const std::vector<int64_t>& shape) {
+  PadGeometry g;
+  const int64_t rank = int64_t(shape.size());
+  g.height = shape[rank - 2];
+  g.width = shape[rank - 1];
+  g.planes = 1;
+  for (int64_t d = 0; d < rank - 2; ++d) g.planes *= shape[d];
+  const std::string mode = options.kind("mode", {"constant", "reflect", "replicate"});
+  g.mode = mode == "constant" ? PadMode::kConstant : mode == "reflect" ? PadMode::kReflect : PadMode::kReplicate;
+  g.value = float(options.number("value"));
+  auto pad = [&](const char* name) {
+    const double d = options.number(name);
+    if (d != double(int64_t(d))) throw_type_error(options.env(), options.where(name) + ": expected an integer");
+    return int64_t(d);
+  };
+  g.top = pad("top");
+  g.bottom = pad("bottom");
+  g.left = pad("left");
+  g.right = pad("right");
+  return g;
+}
+
+void check_pad_geometry(Napi::Env env, const PadGeometry& g) {
+  const bool mirrored = g.mode != PadMode::kConstant;
+  if (g.height <= 0 || g.width <= 0 || g.out_height() <= 0 || g.out_width() <= 0)
+    throw_range_error(env, "pad: expected a non-empty input and output");
+  if (mirrored && (g.top < 0 || g.bottom < 0 || g.left < 0 || g.right < 0))
+    throw_range_error(env, "pad: reflect and replicate need non-negative pads");
+  if (g.mode == PadMode::kReflect && (g.top >= g.height || g.bottom >= g.height || g.left >= g.width || g.right >= g.width))
+    throw_range_error(env, "pad: reflect needs pads smaller than the padded axis");
+}
+
+// pad(x [..., H, W] (rank >= 2), { top, bottom, left, right, mode, value }) -> y [..., OH, OW]
+Napi::Value Pad(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& x = args.tensor(0, "x");
+  const OptionsReader options(args.env(), info[1], "pad", "options");
+  if (x.shape().size() < 2) throw_range_error(args.env(), "x: expected at least 2 dimensions");
+  const PadGeometry g = pad_geometry(options, x.shape());
+  check_pad_geometry(args.env(), g);
+  return guarded(args.env(), [&]() -> Napi::Value {
+    std::vector<int64_t> shape = x.shape();
+    shape[shape.size() - 2] = g.out_height();
+    shape[shape.size() - 1] = g.out_width();
+    Output y = output(args.env(), x.device(), shape);
+    if (g.planes > 0) WN_DISPATCH(x.device(), pad_forward, y.data, x.data(), g);
+    return y.object;
+  });
+}
+
+// padBackward(dy, inputShape, { top, bottom, left, right, mode, value }) -> dx [inputShape]
+Napi::Value PadBackward(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& dy = args.tensor(0, "dy");
+  const std::vector<int64_t> shape = parse_shape(args.env(), info[1], "inputShape");
+  const OptionsReader options(args.env(), info[2], "padBackward", "options");
+  if (shape.size() < 2) throw_range_error(args.env(), "inputShape: expected at least 2 dimensions");
+  const PadGeometry g = pad_geometry(options, shape);
+  check_pad_geometry(args.env(), g);
+  expect_count(args.env(), dy, g.planes * g.out_height() * g.out_width(), "dy");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output dx = output(args.env(), dy.device(), shape);
+    if (g.planes > 0) WN_DISPATCH(dy.device(), pad_backward, dx.data, dy.data(), g);
+    return dx.object;
+  });
+}
+
+UpsampleGeometry upsample_geometry(Napi::Env env, const std::vector<int64_t>& shape, const Napi::CallbackInfo& info, size_t first) {
+  Args args(info);
+  if (shape.size() < 2) throw_range_error(env, "x: expected at least 2 dimensions");
+  UpsampleGeometry g;
+  g.height = shape[shape.size() - 2];
+  g.width = shape[shape.size() - 1];
+  g.planes = 1;
+  for (size_t d = 0; d + 2 < shape.size(); ++d) g.planes *= shape[d];
+  g.scale_height = args.count(first, "scaleHeight");
+  g.scale_width = args.count(first + 1, "scaleWidth");
+  if (g.height <= 0 || g.width <= 0 || g.scale_height <= 0 || g.scale_width <= 0)
+    throw_range_error(env, "upsampleNearest: expected a non-empty input and positive scale factors");
+  return g;
+}
+
+// upsampleNearest(x [..., H, W], scaleHeight, scaleWidth) -> y [..., H * scaleHeight, W * scaleWidth]
+Napi::Value UpsampleNearest(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& x = args.tensor(0, "x");
+  const UpsampleGeometry g = upsample_geometry(args.env(), x.shape(), info, 1);
+  return guarded(args.env(), [&]() -> Napi::Value {
+    std::vector<int64_t> shape = x.shape();
+    shape[shape.size() - 2] = g.out_height();
+    shape[shape.size() - 1] = g.out_width();
+    Output y = output(args.env(), x.device(), shape);
+    if (g.planes > 0) WN_DISPATCH(x.device(), upsample_nearest_forward, y.data, x.data(), g);
+    return y.object;
+  });
+}
+
+// upsampleNearestBackward(dy, inputShape, scaleHeight, scaleWidth) -> dx [inputShape]
+Napi::Value UpsampleNearestBackward(const Napi::CallbackInfo& info) {
+  Args args(info);
+  TensorWrap& dy = args.tensor(0, "dy");
+  const std::vector<int64_t> shape = parse_shape(args.env(), info[1], "inputShape");
+  const UpsampleGeometry g = upsample_geometry(args.env(), shape, info, 2);
+  expect_count(args.env(), dy, g.planes * g.out_height() * g.out_width(), "dy");
+  return guarded(args.env(), [&]() -> Napi::Value {
+    Output dx = output(args.env(), dy.device(), shape);
+    if (g.planes > 0) WN_DISPATCH(dy.device(), upsample_nearest_backward, dx.data, dy.data(), g);
+    return dx.object;
+  });
+}
+
 // maxPool2d(x [N, C, H, W], kernel, stride) -> y
 Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
   Args args(info);
@@ -848,6 +1179,14 @@ void register_nn_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("conv2d", Napi::Function::New(env, Conv2d));
   exports.Set("conv2dBackward", Napi::Function::New(env, Conv2dBackward));
+  exports.Set("conv", Napi::Function::New(env, Conv));
+  exports.Set("convBackward", Napi::Function::New(env, ConvBackward));
+  exports.Set("convTranspose", Napi::Function::New(env, ConvTranspose));
+  exports.Set("convTransposeBackward", Napi::Function::New(env, ConvTransposeBackward));
+  exports.Set("pad", Napi::Function::New(env, Pad));
+  exports.Set("padBackward", Napi::Function::New(env, PadBackward));
+  exports.Set("upsampleNearest", Napi::Function::New(env, UpsampleNearest));
+  exports.Set("upsampleNearestBackward", Napi::Function::New(env, UpsampleNearestBackward));
   exports.Set("maxPool2d", Napi::Function::New(env, MaxPool2d));
   exports.Set("maxPool2dBackward", Napi::Function::New(env, MaxPool2dBackward));
   exports.Set("globalAvgPool", Napi::Function::New(env, GlobalAvgPool));

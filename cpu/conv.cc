@@ -1,15 +1,20 @@
-// CPU convolution (im2col + GEMM) and pooling, NCHW (see conv.h).
+// CPU convolution (im2col + GEMM), padding, upsampling and pooling, NCHW (see conv.h).
 //
-// conv2d works on groups of images so that each GEMM is large enough to use every thread:
-//   col [C*kh*kw, G*OH*OW]  im2col of the group's images, side by side (one column block per image)
-//   forward   y_g [OC, G*OH*OW] = w [OC, C*kh*kw] x col, bias as the GEMM's row_bias; when G > 1 the result goes
-//             to a scratch buffer and is scattered to NCHW (image-major) order.
-//   dw        dw [OC, C*kh*kw] += dy_g [OC, G*OH*OW] x col^T (beta = 1 from the second group on).
-//   dx        dcol [C*kh*kw, G*OH*OW] = w^T x dy_g, then col2im: each dx element gathers the dcol entries that
-//             came from it, in a fixed order (no scatter races, deterministic for any thread count).
+// A convolution works on batches of G images so that each GEMM is large enough to use every thread. With groups,
+// the im2col matrix of all channels is the same as without (its rows are channel-major), and group gi uses its
+// row block: one GEMM per group on the slices of w, col and y (a grouped conv is per-group GEMMs).
+//   col [C*kh*kw, G*OH*OW]  im2col of the batch's images, side by side (one column block per image)
+//   forward   y_g [OC, G*OH*OW] = w [OC, C/groups*kh*kw] x col (per group), bias as the GEMM's row_bias (and,
+//             for weight norm, g/||v|| as its row_scale, the raw product kept); when G > 1 the result goes to a
+//             scratch buffer and is scattered to NCHW (image-major) order.
+//   dw        dw [OC, C/groups*kh*kw] += dy_g x col^T (beta = 1 from the second batch of images on).
+//   dx        dcol = w^T x dy_g, then col2im: each dx element gathers the dcol entries that came from it, in a
+//             fixed order (no scatter races, deterministic for any thread count).
 //   dbias     per channel, the sum of dy over batch and space in double, in a fixed order.
+// The transposed convolution is the adjoint with the same pieces: forward = dx's path (w^T x x, col2im, the bias
+// as col2im's starting value), its dx = the direct forward of dy, its dw = the direct dw with x and dy swapped.
 // A 1x1 kernel with stride 1 and no padding needs no im2col: col is the image itself (G = 1).
-// G is the largest group whose col buffer stays within kColBudget floats.
+// G is the largest batch whose col buffer stays within kColBudget floats.
 #include "conv.h"
 
 #include <omp.h>
@@ -33,29 +38,39 @@
 namespace weightnorm::cpu {
 namespace {
 
-constexpr int64_t kColBudget = int64_t{1} << 22;  // floats (16 MiB) of im2col scratch per group
+constexpr int64_t kColBudget = int64_t{1} << 22;  // floats (16 MiB) of im2col scratch per batch of images
 constexpr int64_t kParallelMinElements = int64_t{1} << 15;
 
-void check_geometry(const Conv2dGeometry& g) {
-  if (g.batch < 0 || g.in_channels <= 0 || g.in_height <= 0 || g.in_width <= 0 || g.out_channels <= 0 ||
-      g.kernel_height <= 0 || g.kernel_width <= 0 || g.stride <= 0 || g.padding < 0 || g.out_height() <= 0 ||
-      g.out_width() <= 0)
-    throw std::invalid_argument("conv2d: invalid geometry (sizes must be positive and the kernel must fit)");
+void check_geometry(const ConvGeometry& g) {
+  const bool valid =
+      g.batch >= 0 && g.in_channels > 0 && g.out_channels > 0 && g.groups > 0 && g.in_channels % g.groups == 0 &&
+      g.out_channels % g.groups == 0 && g.in_height > 0 && g.in_width > 0 && g.kernel_height > 0 &&
+      g.kernel_width > 0 && g.stride_height > 0 && g.stride_width > 0 && g.padding_height >= 0 &&
+      g.padding_width >= 0 && g.dilation_height > 0 && g.dilation_width > 0 && g.out_height > 0 &&
+      g.out_width > 0 &&
+      g.out_height <= natural_out_size(g.in_height, g.kernel_height, g.stride_height, g.padding_height,
+                                       g.dilation_height) &&
+      g.out_width <= natural_out_size(g.in_width, g.kernel_width, g.stride_width, g.padding_width, g.dilation_width);
+  if (!valid)
+    throw std::invalid_argument(
+        "conv: invalid geometry (sizes must be positive, groups must divide both channel counts and the dilated "
+        "kernel must fit the padded input)");
 }
 
-bool is_pointwise(const Conv2dGeometry& g) {
-  return g.kernel_height == 1 && g.kernel_width == 1 && g.stride == 1 && g.padding == 0;
+bool is_pointwise(const ConvGeometry& g) {
+  return g.kernel_height == 1 && g.kernel_width == 1 && g.stride_height == 1 && g.stride_width == 1 &&
+         g.padding_height == 0 && g.padding_width == 0 && g.out_height == g.in_height && g.out_width == g.in_width;
 }
 
-int64_t group_size(const Conv2dGeometry& g) {
+int64_t batch_size(const ConvGeometry& g) {
   if (is_pointwise(g)) return 1;
-  const int64_t per_image = g.in_channels * g.kernel_height * g.kernel_width * g.out_height() * g.out_width();
+  const int64_t per_image = g.in_channels * g.kernel_height * g.kernel_width * g.out_spatial();
   return std::clamp<int64_t>(kColBudget / std::max<int64_t>(per_image, 1), 1, std::max<int64_t>(g.batch, 1));
 }
 
-// col[(c*kh + i)*kw + j, image*OHW + oh*OW + ow] = x[image, c, oh*s - p + i, ow*s - p + j] (0 outside).
-void im2col(float* col, const float* x, int64_t images, const Conv2dGeometry& g) {
-  const int64_t oh_count = g.out_height(), ow_count = g.out_width(), spatial = oh_count * ow_count;
+// col[(c*kh + i)*kw + j, image*OHW + oh*OW + ow] = x[image, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw] (0 outside).
+void im2col(float* col, const float* x, int64_t images, const ConvGeometry& g) {
+  const int64_t oh_count = g.out_height, ow_count = g.out_width, spatial = g.out_spatial();
   const int64_t rows = g.in_channels * g.kernel_height * g.kernel_width, width = images * spatial;
   const int threads = num_threads();
 #pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (rows * width >= kParallelMinElements)
@@ -63,19 +78,19 @@ void im2col(float* col, const float* x, int64_t images, const Conv2dGeometry& g)
     for (int64_t image = 0; image < images; ++image) {
       const int64_t c = row / (g.kernel_height * g.kernel_width);
       const int64_t i = (row / g.kernel_width) % g.kernel_height, j = row % g.kernel_width;
-      const float* plane = x + (image * g.in_channels + c) * g.in_height * g.in_width;
+      const float* plane = x + (image * g.in_channels + c) * g.in_spatial();
       float* dst = col + row * width + image * spatial;
       for (int64_t oh = 0; oh < oh_count; ++oh) {
-        const int64_t h = oh * g.stride - g.padding + i;
+        const int64_t h = oh * g.stride_height - g.padding_height + i * g.dilation_height;
         float* d = dst + oh * ow_count;
         if (h < 0 || h >= g.in_height) {
           std::fill(d, d + ow_count, 0.0f);
           continue;
         }
         const float* src = plane + h * g.in_width;
-        if (g.stride == 1) {
+        const int64_t offset = j * g.dilation_width - g.padding_width;
+        if (g.stride_width == 1) {
           // Contiguous run: zeros left and right of the image, a copy in between.
-          const int64_t offset = j - g.padding;
           const int64_t begin = std::clamp<int64_t>(-offset, 0, ow_count);
           const int64_t end = std::clamp<int64_t>(g.in_width - offset, begin, ow_count);
           std::fill(d, d + begin, 0.0f);
@@ -83,7 +98,7 @@ void im2col(float* col, const float* x, int64_t images, const Conv2dGeometry& g)
           std::fill(d + end, d + ow_count, 0.0f);
         } else {
           for (int64_t ow = 0; ow < ow_count; ++ow) {
-            const int64_t w = ow * g.stride - g.padding + j;
+            const int64_t w = ow * g.stride_width + offset;
             d[ow] = (w >= 0 && w < g.in_width) ? src[w] : 0.0f;
           }
         }
@@ -92,29 +107,36 @@ void im2col(float* col, const float* x, int64_t images, const Conv2dGeometry& g)
   }
 }
 
-// dx[image, c, h, w] = sum of dcol over the (i, j, oh, ow) with oh*s - p + i = h and ow*s - p + j = w, taken in
-// ascending (i, j) order.
-void col2im(float* dx, const float* dcol, int64_t images, const Conv2dGeometry& g) {
-  const int64_t oh_count = g.out_height(), ow_count = g.out_width(), spatial = oh_count * ow_count;
+// dx[image, c, h, w] = start[c] (0 when start is null) + the sum of dcol over the (i, j, oh, ow) with
+// oh*sh - ph + i*dh = h and ow*sw - pw + j*dw = w, taken in ascending (i, j) order.
+void col2im(float* dx, const float* dcol, int64_t images, const ConvGeometry& g, const float* start) {
+  const int64_t oh_count = g.out_height, ow_count = g.out_width, spatial = g.out_spatial();
   const int64_t width = images * spatial, kh = g.kernel_height, kw = g.kernel_width;
   const int threads = num_threads();
   const int64_t planes = images * g.in_channels;
-#pragma omp parallel for schedule(static) num_threads(threads) if (planes * g.in_height * g.in_width >= kParallelMinElements)
+#pragma omp parallel for schedule(static) num_threads(threads) if (planes * g.in_spatial() >= kParallelMinElements)
   for (int64_t plane = 0; plane < planes; ++plane) {
     const int64_t image = plane / g.in_channels, c = plane % g.in_channels;
-    float* out = dx + plane * g.in_height * g.in_width;
-    std::fill(out, out + g.in_height * g.in_width, 0.0f);
+    float* out = dx + plane * g.in_spatial();
+    std::fill(out, out + g.in_spatial(), start ? start[c] : 0.0f);
     for (int64_t i = 0; i < kh; ++i) {
       for (int64_t j = 0; j < kw; ++j) {
         const float* src = dcol + ((c * kh + i) * kw + j) * width + image * spatial;
+        const int64_t offset = j * g.dilation_width - g.padding_width;
         for (int64_t oh = 0; oh < oh_count; ++oh) {
-          const int64_t h = oh * g.stride - g.padding + i;
+          const int64_t h = oh * g.stride_height - g.padding_height + i * g.dilation_height;
           if (h < 0 || h >= g.in_height) continue;
           float* row = out + h * g.in_width;
           const float* s = src + oh * ow_count;
-          for (int64_t ow = 0; ow < ow_count; ++ow) {
-            const int64_t w = ow * g.stride - g.padding + j;
-            if (w >= 0 && w < g.in_width) row[w] += s[ow];
+          if (g.stride_width == 1) {
+            const int64_t begin = std::clamp<int64_t>(-offset, 0, ow_count);
+            const int64_t end = std::clamp<int64_t>(g.in_width - offset, begin, ow_count);
+            for (int64_t ow = begin; ow < end; ++ow) row[ow + offset] += s[ow];
+          } else {
+            for (int64_t ow = 0; ow < ow_count; ++ow) {
+              const int64_t w = ow * g.stride_width + offset;
+              if (w >= 0 && w < g.in_width) row[w] += s[ow];
+            }
           }
         }
       }
@@ -122,7 +144,7 @@ void col2im(float* dx, const float* dcol, int64_t images, const Conv2dGeometry& 
   }
 }
 
-// [OC, images*spatial] (image blocks side by side) <-> [images, OC, spatial].
+// [C, images*spatial] (image blocks side by side) <-> [images, C, spatial].
 void channels_major_to_images(float* y, const float* t, int64_t images, int64_t channels, int64_t spatial) {
   const int threads = num_threads();
 #pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (images * channels * spatial >= kParallelMinElements)
@@ -141,10 +163,10 @@ void images_to_channels_major(float* t, const float* y, int64_t images, int64_t 
 // Scratch for the im2col columns and the regrouped products, kept per thread between calls and never zeroed
 // (every element is written before it is read). A fresh std::vector per call zero-filled up to 16 MiB and took
 // page faults on every page, a large part of a small network's training step. Holds at most the largest request
-// seen (bounded by kColBudget per buffer).
+// seen (bounded by kColBudget per buffer). Slots: 0 columns, 1 regrouped product or dy, 2 regrouped raw product.
 float* scratch(int slot, int64_t count) {
-  thread_local std::unique_ptr<float[]> buffers[2];
-  thread_local int64_t capacity[2] = {0, 0};
+  thread_local std::unique_ptr<float[]> buffers[3];
+  thread_local int64_t capacity[3] = {0, 0, 0};
   if (capacity[slot] < count) {
     buffers[slot].reset();  // free first: old and new need not both fit
     buffers[slot].reset(new float[static_cast<size_t>(count)]);
@@ -153,66 +175,91 @@ float* scratch(int slot, int64_t count) {
   return buffers[slot].get();
 }
 
-}  // namespace
-
-void conv2d_forward(float* y, const float* x, const float* w, const float* bias, const Conv2dGeometry& g) {
-  check_geometry(g);
-  const int64_t spatial = g.out_height() * g.out_width(), in_spatial = g.in_height * g.in_width;
-  const int64_t patch = g.in_channels * g.kernel_height * g.kernel_width;
-  const int64_t group = group_size(g);
-  float* col = is_pointwise(g) ? nullptr : scratch(0, patch * group * spatial);
-  float* product = group > 1 ? scratch(1, g.out_channels * group * spatial) : nullptr;
-  GemmEpilogue epilogue;
-  epilogue.row_bias = bias;
-  for (int64_t first = 0; first < g.batch; first += group) {
-    const int64_t images = std::min(group, g.batch - first);
-    const float* x_group = x + first * g.in_channels * in_spatial;
-    float* y_group = y + first * g.out_channels * spatial;
-    const float* cols = x_group;
-    if (!is_pointwise(g)) {
-      im2col(col, x_group, images, g);
-      cols = col;
+// dbias[c] = sum of dy[image, c, :] over images and space, in double, in a fixed order.
+void channel_sums(float* dbias, const float* dy, int64_t batch, int64_t channels, int64_t spatial) {
+  const int threads = num_threads();
+#pragma omp parallel for schedule(static) num_threads(threads) if (batch * channels * spatial >= kParallelMinElements)
+  for (int64_t c = 0; c < channels; ++c) {
+    double sum = 0.0;
+    for (int64_t image = 0; image < batch; ++image) {
+      const float* plane = dy + (image * channels + c) * spatial;
+      for (int64_t s = 0; s < spatial; ++s) sum += plane[s];
     }
-    float* target = images > 1 ? product : y_group;
-    gemm(target, w, cols, g.out_channels, images * spatial, patch, false, false, epilogue);
-    if (images > 1) channels_major_to_images(y_group, target, images, g.out_channels, spatial);
+    dbias[c] = float(sum);
   }
 }
 
-void conv2d_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w,
-                     const Conv2dGeometry& g) {
-  check_geometry(g);
-  const int64_t spatial = g.out_height() * g.out_width(), in_spatial = g.in_height * g.in_width;
-  const int64_t patch = g.in_channels * g.kernel_height * g.kernel_width;
-  const int threads = num_threads();
+// dcol [C*kh*kw, n] = w^T x dys, per group (n = the batch's images * OH*OW).
+void weight_transpose_product(float* dcol, const float* w, const float* dys, int64_t n, const ConvGeometry& g) {
+  const int64_t patch = g.patch(), ocg = g.out_channels_per_group();
+  for (int64_t gi = 0; gi < g.groups; ++gi)
+    gemm(dcol + gi * patch * n, w + gi * ocg * patch, dys + gi * ocg * n, patch, n, ocg, true, false, GemmEpilogue{});
+}
 
-  if (dbias) {
-#pragma omp parallel for schedule(static) num_threads(threads) if (g.batch * g.out_channels * spatial >= kParallelMinElements)
-    for (int64_t c = 0; c < g.out_channels; ++c) {
-      double sum = 0.0;
-      for (int64_t image = 0; image < g.batch; ++image) {
-        const float* plane = dy + (image * g.out_channels + c) * spatial;
-        for (int64_t s = 0; s < spatial; ++s) sum += plane[s];
-      }
-      dbias[c] = float(sum);
+const float* offset_or_null(const float* p, int64_t offset) { return p ? p + offset : nullptr; }
+float* offset_or_null(float* p, int64_t offset) { return p ? p + offset : nullptr; }
+
+}  // namespace
+
+void conv_forward(float* y, const float* x, const float* w, const float* bias, const ConvGeometry& g,
+                  const ConvOutputScale& scale) {
+  check_geometry(g);
+  const int64_t spatial = g.out_spatial(), in_spatial = g.in_spatial();
+  const int64_t patch = g.patch(), ocg = g.out_channels_per_group();
+  const int64_t batch = batch_size(g);
+  const bool scaled = scale.channel_scale != nullptr;
+  float* col = is_pointwise(g) ? nullptr : scratch(0, g.groups * patch * batch * spatial);
+  float* product = batch > 1 ? scratch(1, g.out_channels * batch * spatial) : nullptr;
+  float* raw_product = batch > 1 && scaled ? scratch(2, g.out_channels * batch * spatial) : nullptr;
+  for (int64_t first = 0; first < g.batch; first += batch) {
+    const int64_t images = std::min(batch, g.batch - first), n = images * spatial;
+    const float* x_images = x + first * g.in_channels * in_spatial;
+    float* y_images = y + first * g.out_channels * spatial;
+    float* raw_images = scaled ? scale.raw_out + first * g.out_channels * spatial : nullptr;
+    const float* cols = x_images;
+    if (!is_pointwise(g)) {
+      im2col(col, x_images, images, g);
+      cols = col;
+    }
+    float* target = images > 1 ? product : y_images;
+    float* raw_target = images > 1 ? raw_product : raw_images;
+    for (int64_t gi = 0; gi < g.groups; ++gi) {
+      GemmEpilogue epilogue;
+      epilogue.row_bias = offset_or_null(bias, gi * ocg);
+      epilogue.row_scale = offset_or_null(scale.channel_scale, gi * ocg);
+      epilogue.raw_out = scaled ? raw_target + gi * ocg * n : nullptr;
+      gemm(target + gi * ocg * n, w + gi * ocg * patch, cols + gi * patch * n, ocg, n, patch, false, false, epilogue);
+    }
+    if (images > 1) {
+      channels_major_to_images(y_images, target, images, g.out_channels, spatial);
+      if (scaled) channels_major_to_images(raw_images, raw_target, images, g.out_channels, spatial);
     }
   }
+}
+
+void conv_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w,
+                   const ConvGeometry& g, const ConvWeightGradientEpilogue& dw_epilogue) {
+  check_geometry(g);
+  const int64_t spatial = g.out_spatial(), in_spatial = g.in_spatial();
+  const int64_t patch = g.patch(), ocg = g.out_channels_per_group();
+  if (dbias) channel_sums(dbias, dy, g.batch, g.out_channels, spatial);
   if (!dw && !dx) return;
   if (g.batch == 0) {
+    // No data: dw is 0, and so is dv (its subtracted term is proportional to dg, which is 0 too).
     if (dw) std::fill(dw, dw + g.out_channels * patch, 0.0f);
     return;
   }
 
-  const int64_t group = group_size(g);
-  float* col = is_pointwise(g) ? nullptr : scratch(0, patch * group * spatial);
-  float* dy_group = group > 1 ? scratch(1, g.out_channels * group * spatial) : nullptr;
-  for (int64_t first = 0; first < g.batch; first += group) {
-    const int64_t images = std::min(group, g.batch - first);
+  const int64_t batch = batch_size(g);
+  float* col = is_pointwise(g) ? nullptr : scratch(0, g.groups * patch * batch * spatial);
+  float* dy_regrouped = batch > 1 ? scratch(1, g.out_channels * batch * spatial) : nullptr;
+  for (int64_t first = 0; first < g.batch; first += batch) {
+    const int64_t images = std::min(batch, g.batch - first), n = images * spatial;
     const float* dy_images = dy + first * g.out_channels * spatial;
     const float* dys = dy_images;
     if (images > 1) {
-      images_to_channels_major(dy_group, dy_images, images, g.out_channels, spatial);
-      dys = dy_group;
+      images_to_channels_major(dy_regrouped, dy_images, images, g.out_channels, spatial);
+      dys = dy_regrouped;
     }
     if (dw) {
       const float* cols = x + first * g.in_channels * in_spatial;
@@ -220,19 +267,167 @@ void conv2d_backward(float* dx, float* dw, float* dbias, const float* dy, const 
         im2col(col, cols, images, g);
         cols = col;
       }
-      GemmEpilogue accumulate;
-      accumulate.beta = first == 0 ? 0.0f : 1.0f;
-      gemm(dw, dys, cols, g.out_channels, patch, images * spatial, false, true, accumulate);
+      for (int64_t gi = 0; gi < g.groups; ++gi) {
+        // Every batch of images adds its scaled product; the first also subtracts the projection onto v.
+        GemmEpilogue epilogue;
+        epilogue.beta = first == 0 ? 0.0f : 1.0f;
+        epilogue.row_scale = offset_or_null(dw_epilogue.channel_scale, gi * ocg);
+        if (first == 0 && dw_epilogue.channel_scale) {
+          epilogue.subtract_coefficient = offset_or_null(dw_epilogue.subtract_coefficient, gi * ocg);
+          epilogue.subtract_matrix = offset_or_null(dw_epilogue.subtract_matrix, gi * ocg * patch);
+        }
+        gemm(dw + gi * ocg * patch, dys + gi * ocg * n, cols + gi * patch * n, ocg, patch, n, false, true, epilogue);
+      }
     }
     if (dx) {
       float* dx_images = dx + first * g.in_channels * in_spatial;
       if (is_pointwise(g)) {
-        gemm(dx_images, w, dys, patch, spatial, g.out_channels, true, false, GemmEpilogue{});
+        weight_transpose_product(dx_images, w, dys, n, g);
       } else {
-        gemm(col, w, dys, patch, images * spatial, g.out_channels, true, false, GemmEpilogue{});
-        col2im(dx_images, col, images, g);
+        weight_transpose_product(col, w, dys, n, g);
+        col2im(dx_images, col, images, g, nullptr);
       }
     }
+  }
+}
+
+void conv_transpose_forward(float* y, const float* x, const float* w, const float* bias, const ConvGeometry& g) {
+  check_geometry(g);
+  const int64_t spatial = g.out_spatial(), in_spatial = g.in_spatial();
+  const int64_t batch = batch_size(g);
+  float* col = is_pointwise(g) ? nullptr : scratch(0, g.groups * g.patch() * batch * spatial);
+  float* x_regrouped = batch > 1 ? scratch(1, g.out_channels * batch * spatial) : nullptr;
+  for (int64_t first = 0; first < g.batch; first += batch) {
+    const int64_t images = std::min(batch, g.batch - first), n = images * spatial;
+    const float* x_images = x + first * g.out_channels * spatial;
+    float* y_images = y + first * g.in_channels * in_spatial;
+    const float* xs = x_images;
+    if (images > 1) {
+      images_to_channels_major(x_regrouped, x_images, images, g.out_channels, spatial);
+      xs = x_regrouped;
+    }
+    if (is_pointwise(g)) {
+      // One image: y [C, spatial] = w^T x x, the bias per row.
+      const int64_t patch = g.patch(), ocg = g.out_channels_per_group();
+      for (int64_t gi = 0; gi < g.groups; ++gi) {
+        GemmEpilogue epilogue;
+        epilogue.row_bias = offset_or_null(bias, gi * patch);
+        gemm(y_images + gi * patch * n, w + gi * ocg * patch, xs + gi * ocg * n, patch, n, ocg, true, false, epilogue);
+      }
+    } else {
+      weight_transpose_product(col, w, xs, n, g);
+      col2im(y_images, col, images, g, bias);
+    }
+  }
+}
+
+void conv_transpose_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w,
+                             const ConvGeometry& g) {
+  check_geometry(g);
+  if (dbias) channel_sums(dbias, dy, g.batch, g.in_channels, g.in_spatial());
+  // The adjoint's adjoint is the direct convolution: dx = conv(dy, w); dw pairs x (as the direct conv's dy) with dy.
+  if (dx) conv_forward(dx, dy, w, nullptr, g, ConvOutputScale{});
+  if (dw) conv_backward(nullptr, dw, nullptr, x, dy, w, g, ConvWeightGradientEpilogue{});
+}
+
+void conv2d_forward(float* y, const float* x, const float* w, const float* bias, const Conv2dGeometry& g) {
+  conv_forward(y, x, w, bias, g.general(), ConvOutputScale{});
+}
+
+void conv2d_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w,
+                     const Conv2dGeometry& g) {
+  conv_backward(dx, dw, dbias, dy, x, w, g.general(), ConvWeightGradientEpilogue{});
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Padding and upsampling.
+
+namespace {
+
+void check_pad(const PadGeometry& g) {
+  const bool mirrored = g.mode != PadMode::kConstant;
+  const bool valid = g.planes >= 0 && g.height > 0 && g.width > 0 && g.out_height() > 0 && g.out_width() > 0 &&
+                     (!mirrored || (g.top >= 0 && g.bottom >= 0 && g.left >= 0 && g.right >= 0)) &&
+                     (g.mode != PadMode::kReflect ||
+                      (g.top < g.height && g.bottom < g.height && g.left < g.width && g.right < g.width));
+  if (!valid) throw std::invalid_argument("pad: invalid geometry");
+}
+
+}  // namespace
+
+void pad_forward(float* y, const float* x, const PadGeometry& g) {
+  check_pad(g);
+  const int64_t oh_count = g.out_height(), ow_count = g.out_width();
+  const int threads = num_threads();
+#pragma omp parallel for schedule(static) num_threads(threads) if (g.planes * oh_count * ow_count >= kParallelMinElements)
+  for (int64_t p = 0; p < g.planes; ++p) {
+    const float* plane = x + p * g.height * g.width;
+    float* out = y + p * oh_count * ow_count;
+    for (int64_t oh = 0; oh < oh_count; ++oh) {
+      const int64_t h = pad_source_index(oh, g.top, g.height, g.mode);
+      for (int64_t ow = 0; ow < ow_count; ++ow) {
+        const int64_t w = pad_source_index(ow, g.left, g.width, g.mode);
+        out[oh * ow_count + ow] = (h < 0 || w < 0) ? g.value : plane[h * g.width + w];
+      }
+    }
+  }
+}
+
+void pad_backward(float* dx, const float* dy, const PadGeometry& g) {
+  check_pad(g);
+  const int64_t oh_count = g.out_height(), ow_count = g.out_width();
+  const int threads = num_threads();
+#pragma omp parallel for schedule(static) num_threads(threads) if (g.planes * g.height * g.width >= kParallelMinElements)
+  for (int64_t p = 0; p < g.planes; ++p) {
+    const float* grad = dy + p * oh_count * ow_count;
+    float* out = dx + p * g.height * g.width;
+    for (int64_t h = 0; h < g.height; ++h) {
+      PadRanges rows = pad_output_ranges(h, g.top, g.height, oh_count, g.mode);
+      for (int64_t w = 0; w < g.width; ++w) {
+        PadRanges columns = pad_output_ranges(w, g.left, g.width, ow_count, g.mode);
+        float sum = 0.0f;
+        for (int r = 0; r < rows.count; ++r)
+          for (int64_t oh = rows.begin[r]; oh < rows.end[r]; ++oh)
+            for (int c = 0; c < columns.count; ++c)
+              for (int64_t ow = columns.begin[c]; ow < columns.end[c]; ++ow) sum += grad[oh * ow_count + ow];
+        out[h * g.width + w] = sum;
+      }
+    }
+  }
+}
+
+void upsample_nearest_forward(float* y, const float* x, const UpsampleGeometry& g) {
+  if (g.planes < 0 || g.height <= 0 || g.width <= 0 || g.scale_height <= 0 || g.scale_width <= 0)
+    throw std::invalid_argument("upsample_nearest: invalid geometry");
+  const int64_t oh_count = g.out_height(), ow_count = g.out_width();
+  const int threads = num_threads();
+#pragma omp parallel for schedule(static) num_threads(threads) if (g.planes * oh_count * ow_count >= kParallelMinElements)
+  for (int64_t p = 0; p < g.planes; ++p) {
+    const float* plane = x + p * g.height * g.width;
+    float* out = y + p * oh_count * ow_count;
+    for (int64_t oh = 0; oh < oh_count; ++oh) {
+      const float* src = plane + (oh / g.scale_height) * g.width;
+      for (int64_t ow = 0; ow < ow_count; ++ow) out[oh * ow_count + ow] = src[ow / g.scale_width];
+    }
+  }
+}
+
+void upsample_nearest_backward(float* dx, const float* dy, const UpsampleGeometry& g) {
+  if (g.planes < 0 || g.height <= 0 || g.width <= 0 || g.scale_height <= 0 || g.scale_width <= 0)
+    throw std::invalid_argument("upsample_nearest: invalid geometry");
+  const int64_t ow_count = g.out_width();
+  const int threads = num_threads();
+#pragma omp parallel for schedule(static) num_threads(threads) if (g.planes * g.height * g.width >= kParallelMinElements)
+  for (int64_t p = 0; p < g.planes; ++p) {
+    const float* grad = dy + p * g.out_height() * ow_count;
+    float* out = dx + p * g.height * g.width;
+    for (int64_t h = 0; h < g.height; ++h)
+      for (int64_t w = 0; w < g.width; ++w) {
+        float sum = 0.0f;
+        for (int64_t a = 0; a < g.scale_height; ++a)
+          for (int64_t b = 0; b < g.scale_width; ++b) sum += grad[(h * g.scale_height + a) * ow_count + w * g.scale_width + b];
+        out[h * g.width + w] = sum;
+      }
   }
 }
 

@@ -1,11 +1,16 @@
-// CUDA convolution (im2col + GEMM) and pooling, NCHW (see conv.cuh). Same plan as cpu/conv.cc:
-//   col [C*kh*kw, G*OH*OW]  im2col of a group of G images side by side (one thread per col element)
-//   forward   y_g [OC, G*OH*OW] = w x col on the GEMM, bias as its row_bias; scattered to NCHW when G > 1.
-//   dw        dw += dy_g x col^T (GEMM, beta = 1 from the second group on; split-k inside the GEMM keeps a
-//             small dw busy).
+// CUDA convolution (im2col + GEMM), padding, upsampling and pooling, NCHW (see conv.cuh). Same plan as cpu/conv.cc:
+//   col [C*kh*kw, G*OH*OW]  im2col of a batch of G images side by side (one thread per col element), dilation and
+//             per-axis stride and padding included; with groups, group gi uses the row block gi of col.
+//   forward   y_g [OC, G*OH*OW] = w x col on the GEMM (one GEMM per group), bias as its row_bias (weight norm:
+//             g/||v|| as its row_scale, the raw product kept); scattered to NCHW when G > 1.
+//   dw        dw += dy_g x col^T (GEMM per group, beta = 1 from the second batch on; split-k inside the GEMM keeps
+//             a small dw busy). The weight-norm dv epilogue subtracts its projection in the first batch only.
 //   dx        dcol = w^T x dy_g, then col2im as a gather: one thread per dx element adds the dcol entries that
 //             came from it in a fixed (i, j) order, so no atomics.
 //   dbias     one block per channel, a fixed-shape tree over batch and space.
+// The transposed convolution is the adjoint: forward = the dx path (its bias as col2im's starting value), its dx =
+// the direct forward of dy, its dw = the direct dw with x and dy swapped.
+// Padding and upsampling backward are gathers too (pad_output_ranges, shared with the CPU).
 // Pooling: max_pool2d_backward is a gather too (one thread per input element, visiting the windows that contain
 // it in row-major order and taking dy from those whose first maximum it is), or, when windows cannot overlap
 // (stride >= kernel), one thread per window writing its whole window. Every result is bitwise identical run to
@@ -25,7 +30,7 @@ namespace weightnorm::cuda {
 namespace {
 
 constexpr int kBlock = 256;
-constexpr int64_t kColBudget = int64_t{1} << 24;  // floats (64 MiB) of im2col scratch per group
+constexpr int64_t kColBudget = int64_t{1} << 24;  // floats (64 MiB) of im2col scratch per batch of images
 
 int multiprocessors() { return std::max(1, device_status().multiprocessors); }
 
@@ -34,66 +39,71 @@ unsigned blocks_for(int64_t count) {
   return unsigned(std::clamp<int64_t>((count + kBlock - 1) / kBlock, 1, int64_t{multiprocessors()} * 32));
 }
 
-struct Geometry {
-  int64_t channels, height, width, kernel_height, kernel_width, stride, padding, out_height, out_width;
-};
-
-Geometry device_geometry(const Conv2dGeometry& g) {
-  return {g.in_channels, g.in_height, g.in_width, g.kernel_height, g.kernel_width, g.stride, g.padding,
-          g.out_height(), g.out_width()};
+void check_geometry(const ConvGeometry& g) {
+  const bool valid =
+      g.batch >= 0 && g.in_channels > 0 && g.out_channels > 0 && g.groups > 0 && g.in_channels % g.groups == 0 &&
+      g.out_channels % g.groups == 0 && g.in_height > 0 && g.in_width > 0 && g.kernel_height > 0 &&
+      g.kernel_width > 0 && g.stride_height > 0 && g.stride_width > 0 && g.padding_height >= 0 &&
+      g.padding_width >= 0 && g.dilation_height > 0 && g.dilation_width > 0 && g.out_height > 0 &&
+      g.out_width > 0 &&
+      g.out_height <= natural_out_size(g.in_height, g.kernel_height, g.stride_height, g.padding_height,
+                                       g.dilation_height) &&
+      g.out_width <= natural_out_size(g.in_width, g.kernel_width, g.stride_width, g.padding_width, g.dilation_width);
+  if (!valid)
+    throw std::invalid_argument(
+        "conv: invalid geometry (sizes must be positive, groups must divide both channel counts and the dilated "
+        "kernel must fit the padded input)");
 }
 
-void check_geometry(const Conv2dGeometry& g) {
-  if (g.batch < 0 || g.in_channels <= 0 || g.in_height <= 0 || g.in_width <= 0 || g.out_channels <= 0 ||
-      g.kernel_height <= 0 || g.kernel_width <= 0 || g.stride <= 0 || g.padding < 0 || g.out_height() <= 0 ||
-      g.out_width() <= 0)
-    throw std::invalid_argument("conv2d: invalid geometry (sizes must be positive and the kernel must fit)");
+bool is_pointwise(const ConvGeometry& g) {
+  return g.kernel_height == 1 && g.kernel_width == 1 && g.stride_height == 1 && g.stride_width == 1 &&
+         g.padding_height == 0 && g.padding_width == 0 && g.out_height == g.in_height && g.out_width == g.in_width;
 }
 
-bool is_pointwise(const Conv2dGeometry& g) {
-  return g.kernel_height == 1 && g.kernel_width == 1 && g.stride == 1 && g.padding == 0;
-}
-
-int64_t group_size(const Conv2dGeometry& g) {
+int64_t batch_size(const ConvGeometry& g) {
   if (is_pointwise(g)) return 1;
-  const int64_t per_image = g.in_channels * g.kernel_height * g.kernel_width * g.out_height() * g.out_width();
+  const int64_t per_image = g.in_channels * g.kernel_height * g.kernel_width * g.out_spatial();
   return std::clamp<int64_t>(kColBudget / std::max<int64_t>(per_image, 1), 1, std::max<int64_t>(g.batch, 1));
 }
 
-// col[(c*kh + i)*kw + j, image*OHW + oh*OW + ow] = x[image, c, oh*s - p + i, ow*s - p + j], 0 outside.
-__global__ void im2col_kernel(float* __restrict__ col, const float* __restrict__ x, int64_t images, Geometry g) {
+// col[(c*kh + i)*kw + j, image*OHW + oh*OW + ow] = x[image, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw], 0 outside.
+__global__ void im2col_kernel(float* __restrict__ col, const float* __restrict__ x, int64_t images, ConvGeometry g) {
   const int64_t spatial = g.out_height * g.out_width, width = images * spatial;
-  const int64_t count = g.channels * g.kernel_height * g.kernel_width * width;
+  const int64_t count = g.in_channels * g.kernel_height * g.kernel_width * width;
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < count; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t row = e / width, column = e % width;
     const int64_t image = column / spatial, position = column % spatial;
     const int64_t oh = position / g.out_width, ow = position % g.out_width;
     const int64_t j = row % g.kernel_width, i = (row / g.kernel_width) % g.kernel_height;
     const int64_t c = row / (g.kernel_width * g.kernel_height);
-    const int64_t h = oh * g.stride - g.padding + i, w = ow * g.stride - g.padding + j;
-    col[e] = (h >= 0 && h < g.height && w >= 0 && w < g.width)
-                 ? x[((image * g.channels + c) * g.height + h) * g.width + w]
+    const int64_t h = oh * g.stride_height - g.padding_height + i * g.dilation_height;
+    const int64_t w = ow * g.stride_width - g.padding_width + j * g.dilation_width;
+    col[e] = (h >= 0 && h < g.in_height && w >= 0 && w < g.in_width)
+                 ? x[((image * g.in_channels + c) * g.in_height + h) * g.in_width + w]
                  : 0.0f;
   }
 }
 
-// dx[image, c, h, w] = sum over (i, j), ascending, of dcol[(c*kh + i)*kw + j, image*OHW + oh*OW + ow] for the
-// output position (oh, ow) that read x[h, w] through kernel tap (i, j), if any.
-__global__ void col2im_kernel(float* __restrict__ dx, const float* __restrict__ dcol, int64_t images, Geometry g) {
+// dx[image, c, h, w] = start[c] (0 when null) + the sum over (i, j), ascending, of
+// dcol[(c*kh + i)*kw + j, image*OHW + oh*OW + ow] for the output position (oh, ow) that read x[h, w] through kernel
+// tap (i, j), if any.
+__global__ void col2im_kernel(float* __restrict__ dx, const float* __restrict__ dcol, const float* __restrict__ start,
+                              int64_t images, ConvGeometry g) {
   const int64_t spatial = g.out_height * g.out_width, width = images * spatial;
-  const int64_t count = images * g.channels * g.height * g.width;
+  const int64_t count = images * g.in_channels * g.in_height * g.in_width;
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < count; e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t w = e % g.width, h = (e / g.width) % g.height;
-    const int64_t c = (e / (g.width * g.height)) % g.channels, image = e / (g.width * g.height * g.channels);
-    float sum = 0.0f;
+    const int64_t w = e % g.in_width, h = (e / g.in_width) % g.in_height;
+    const int64_t c = (e / (g.in_width * g.in_height)) % g.in_channels;
+    const int64_t image = e / (g.in_width * g.in_height * g.in_channels);
+    float sum = start ? start[c] : 0.0f;
     for (int64_t i = 0; i < g.kernel_height; ++i) {
-      const int64_t top = h + g.padding - i;  // oh * stride
-      if (top < 0 || top % g.stride != 0 || top / g.stride >= g.out_height) continue;
-      const int64_t oh = top / g.stride;
+      const int64_t top = h + g.padding_height - i * g.dilation_height;  // oh * stride
+      if (top < 0 || top % g.stride_height != 0 || top / g.stride_height >= g.out_height) continue;
+      const int64_t oh = top / g.stride_height;
       for (int64_t j = 0; j < g.kernel_width; ++j) {
-        const int64_t left = w + g.padding - j;
-        if (left < 0 || left % g.stride != 0 || left / g.stride >= g.out_width) continue;
-        const int64_t ow = left / g.stride;
+        const int64_t left = w + g.padding_width - j * g.dilation_width;
+        if (left < 0 || left % g.stride_width != 0 || left / g.stride_width >= g.out_width) continue;
+        const int64_t ow = left / g.stride_width;
         const int64_t row = (c * g.kernel_height + i) * g.kernel_width + j;
         sum += dcol[row * width + image * spatial + oh * g.out_width + ow];
       }
@@ -148,9 +158,15 @@ void fill(float* out, float value, int64_t count) {
   WN_CUDA_CHECK_LAUNCH();
 }
 
-void im2col(float* col, const float* x, int64_t images, const Conv2dGeometry& g) {
-  const int64_t count = g.in_channels * g.kernel_height * g.kernel_width * images * g.out_height() * g.out_width();
-  im2col_kernel<<<blocks_for(count), kBlock, 0, library_stream()>>>(col, x, images, device_geometry(g));
+void im2col(float* col, const float* x, int64_t images, const ConvGeometry& g) {
+  const int64_t count = g.in_channels * g.kernel_height * g.kernel_width * images * g.out_spatial();
+  im2col_kernel<<<blocks_for(count), kBlock, 0, library_stream()>>>(col, x, images, g);
+  WN_CUDA_CHECK_LAUNCH();
+}
+
+void col2im(float* dx, const float* dcol, const float* start, int64_t images, const ConvGeometry& g) {
+  const int64_t count = images * g.in_channels * g.in_spatial();
+  col2im_kernel<<<blocks_for(count), kBlock, 0, library_stream()>>>(dx, dcol, start, images, g);
   WN_CUDA_CHECK_LAUNCH();
 }
 
@@ -160,58 +176,82 @@ void regroup(float* out, const float* in, int64_t images, int64_t channels, int6
   WN_CUDA_CHECK_LAUNCH();
 }
 
+void channel_sums(float* dbias, const float* dy, int64_t batch, int64_t channels, int64_t spatial) {
+  if (channels == 0) return;
+  bias_grad_kernel<<<unsigned(channels), kBlock, 0, library_stream()>>>(dbias, dy, batch, channels, spatial);
+  WN_CUDA_CHECK_LAUNCH();
+}
+
+// dcol [C*kh*kw, n] = w^T x dys, per group (n = the batch's images * OH*OW).
+void weight_transpose_product(float* dcol, const float* w, const float* dys, int64_t n, const ConvGeometry& g) {
+  const int64_t patch = g.patch(), ocg = g.out_channels_per_group();
+  for (int64_t gi = 0; gi < g.groups; ++gi)
+    gemm(dcol + gi * patch * n, w + gi * ocg * patch, dys + gi * ocg * n, patch, n, ocg, true, false, GemmEpilogue{});
+}
+
+const float* offset_or_null(const float* p, int64_t offset) { return p ? p + offset : nullptr; }
+
 }  // namespace
 
-void conv2d_forward(float* y, const float* x, const float* w, const float* bias, const Conv2dGeometry& g) {
+void conv_forward(float* y, const float* x, const float* w, const float* bias, const ConvGeometry& g,
+                  const ConvOutputScale& scale) {
   check_geometry(g);
   if (g.batch == 0) return;
-  const int64_t spatial = g.out_height() * g.out_width(), in_spatial = g.in_height * g.in_width;
-  const int64_t patch = g.in_channels * g.kernel_height * g.kernel_width;
-  const int64_t group = group_size(g);
-  Scratch col(is_pointwise(g) ? 0 : size_t(patch * group * spatial) * sizeof(float));
-  Scratch product(group > 1 ? size_t(g.out_channels * group * spatial) * sizeof(float) : 0);
-  GemmEpilogue epilogue;
-  epilogue.row_bias = bias;
-  for (int64_t first = 0; first < g.batch; first += group) {
-    const int64_t images = std::min(group, g.batch - first);
-    const float* x_group = x + first * g.in_channels * in_spatial;
-    float* y_group = y + first * g.out_channels * spatial;
-    const float* cols = x_group;
+  const int64_t spatial = g.out_spatial(), in_spatial = g.in_spatial();
+  const int64_t patch = g.patch(), ocg = g.out_channels_per_group();
+  const int64_t batch = batch_size(g);
+  const bool scaled = scale.channel_scale != nullptr;
+  Scratch col(is_pointwise(g) ? 0 : size_t(g.groups * patch * batch * spatial) * sizeof(float));
+  Scratch product(batch > 1 ? size_t(g.out_channels * batch * spatial) * sizeof(float) : 0);
+  Scratch raw_product(batch > 1 && scaled ? size_t(g.out_channels * batch * spatial) * sizeof(float) : 0);
+  for (int64_t first = 0; first < g.batch; first += batch) {
+    const int64_t images = std::min(batch, g.batch - first), n = images * spatial;
+    const float* x_images = x + first * g.in_channels * in_spatial;
+    float* y_images = y + first * g.out_channels * spatial;
+    float* raw_images = scaled ? scale.raw_out + first * g.out_channels * spatial : nullptr;
+    const float* cols = x_images;
     if (!is_pointwise(g)) {
-      im2col(col.floats(), x_group, images, g);
+      im2col(col.floats(), x_images, images, g);
       cols = col.floats();
     }
-    float* target = images > 1 ? product.floats() : y_group;
-    gemm(target, w, cols, g.out_channels, images * spatial, patch, false, false, epilogue);
-    if (images > 1) regroup(y_group, target, images, g.out_channels, spatial, true);
+    float* target = images > 1 ? product.floats() : y_images;
+    float* raw_target = images > 1 ? raw_product.floats() : raw_images;
+    for (int64_t gi = 0; gi < g.groups; ++gi) {
+      GemmEpilogue epilogue;
+      epilogue.row_bias = offset_or_null(bias, gi * ocg);
+      epilogue.row_scale = offset_or_null(scale.channel_scale, gi * ocg);
+      epilogue.raw_out = scaled ? raw_target + gi * ocg * n : nullptr;
+      gemm(target + gi * ocg * n, w + gi * ocg * patch, cols + gi * patch * n, ocg, n, patch, false, false, epilogue);
+    }
+    if (images > 1) {
+      regroup(y_images, target, images, g.out_channels, spatial, true);
+      if (scaled) regroup(raw_images, raw_target, images, g.out_channels, spatial, true);
+    }
   }
 }
 
-void conv2d_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w,
-                     const Conv2dGeometry& g) {
+void conv_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w,
+                   const ConvGeometry& g, const ConvWeightGradientEpilogue& dw_epilogue) {
   check_geometry(g);
-  const int64_t spatial = g.out_height() * g.out_width(), in_spatial = g.in_height * g.in_width;
-  const int64_t patch = g.in_channels * g.kernel_height * g.kernel_width;
-  if (dbias) {
-    bias_grad_kernel<<<unsigned(g.out_channels), kBlock, 0, library_stream()>>>(dbias, dy, g.batch, g.out_channels,
-                                                                               spatial);
-    WN_CUDA_CHECK_LAUNCH();
-  }
+  const int64_t spatial = g.out_spatial(), in_spatial = g.in_spatial();
+  const int64_t patch = g.patch(), ocg = g.out_channels_per_group();
+  if (dbias) channel_sums(dbias, dy, g.batch, g.out_channels, spatial);
   if (!dw && !dx) return;
   if (g.batch == 0) {
+    // No data: dw is 0, and so is dv (its subtracted term is proportional to dg, which is 0 too).
     if (dw) fill(dw, 0.0f, g.out_channels * patch);
     return;
   }
-  const int64_t group = group_size(g);
-  Scratch col(is_pointwise(g) ? 0 : size_t(patch * group * spatial) * sizeof(float));
-  Scratch dy_group(group > 1 ? size_t(g.out_channels * group * spatial) * sizeof(float) : 0);
-  for (int64_t first = 0; first < g.batch; first += group) {
-    const int64_t images = std::min(group, g.batch - first);
+  const int64_t batch = batch_size(g);
+  Scratch col(is_pointwise(g) ? 0 : size_t(g.groups * patch * batch * spatial) * sizeof(float));
+  Scratch dy_regrouped(batch > 1 ? size_t(g.out_channels * batch * spatial) * sizeof(float) : 0);
+  for (int64_t first = 0; first < g.batch; first += batch) {
+    const int64_t images = std::min(batch, g.batch - first), n = images * spatial;
     const float* dy_images = dy + first * g.out_channels * spatial;
     const float* dys = dy_images;
     if (images > 1) {
-      regroup(dy_group.floats(), dy_images, images, g.out_channels, spatial, false);
-      dys = dy_group.floats();
+      regroup(dy_regrouped.floats(), dy_images, images, g.out_channels, spatial, false);
+      dys = dy_regrouped.floats();
     }
     if (dw) {
       const float* cols = x + first * g.in_channels * in_spatial;
@@ -219,23 +259,175 @@ void conv2d_backward(float* dx, float* dw, float* dbias, const float* dy, const 
         im2col(col.floats(), cols, images, g);
         cols = col.floats();
       }
-      GemmEpilogue accumulate;
-      accumulate.beta = first == 0 ? 0.0f : 1.0f;
-      gemm(dw, dys, cols, g.out_channels, patch, images * spatial, false, true, accumulate);
+      for (int64_t gi = 0; gi < g.groups; ++gi) {
+        // Every batch of images adds its scaled product; the first also subtracts the projection onto v.
+        GemmEpilogue epilogue;
+        epilogue.beta = first == 0 ? 0.0f : 1.0f;
+        epilogue.row_scale = offset_or_null(dw_epilogue.channel_scale, gi * ocg);
+        if (first == 0 && dw_epilogue.channel_scale) {
+          epilogue.subtract_coefficient = offset_or_null(dw_epilogue.subtract_coefficient, gi * ocg);
+          epilogue.subtract_matrix = offset_or_null(dw_epilogue.subtract_matrix, gi * ocg * patch);
+        }
+        gemm(dw + gi * ocg * patch, dys + gi * ocg * n, cols + gi * patch * n, ocg, patch, n, false, true, epilogue);
+      }
     }
     if (dx) {
       float* dx_images = dx + first * g.in_channels * in_spatial;
       if (is_pointwise(g)) {
-        gemm(dx_images, w, dys, patch, spatial, g.out_channels, true, false, GemmEpilogue{});
+        weight_transpose_product(dx_images, w, dys, n, g);
       } else {
-        gemm(col.floats(), w, dys, patch, images * spatial, g.out_channels, true, false, GemmEpilogue{});
-        const int64_t count = images * in_spatial * g.in_channels;
-        col2im_kernel<<<blocks_for(count), kBlock, 0, library_stream()>>>(dx_images, col.floats(), images,
-                                                                          device_geometry(g));
-        WN_CUDA_CHECK_LAUNCH();
+        weight_transpose_product(col.floats(), w, dys, n, g);
+        col2im(dx_images, col.floats(), nullptr, images, g);
       }
     }
   }
+}
+
+void conv_transpose_forward(float* y, const float* x, const float* w, const float* bias, const ConvGeometry& g) {
+  check_geometry(g);
+  if (g.batch == 0) return;
+  const int64_t spatial = g.out_spatial(), in_spatial = g.in_spatial();
+  const int64_t patch = g.patch(), ocg = g.out_channels_per_group();
+  const int64_t batch = batch_size(g);
+  Scratch col(is_pointwise(g) ? 0 : size_t(g.groups * patch * batch * spatial) * sizeof(float));
+  Scratch x_regrouped(batch > 1 ? size_t(g.out_channels * batch * spatial) * sizeof(float) : 0);
+  for (int64_t first = 0; first < g.batch; first += batch) {
+    const int64_t images = std::min(batch, g.batch - first), n = images * spatial;
+    const float* x_images = x + first * g.out_channels * spatial;
+    float* y_images = y + first * g.in_channels * in_spatial;
+    const float* xs = x_images;
+    if (images > 1) {
+      regroup(x_regrouped.floats(), x_images, images, g.out_channels, spatial, false);
+      xs = x_regrouped.floats();
+    }
+    if (is_pointwise(g)) {
+      // One image: y [C, spatial] = w^T x x, the bias per row.
+      for (int64_t gi = 0; gi < g.groups; ++gi) {
+        GemmEpilogue epilogue;
+        epilogue.row_bias = offset_or_null(bias, gi * patch);
+        gemm(y_images + gi * patch * n, w + gi * ocg * patch, xs + gi * ocg * n, patch, n, ocg, true, false, epilogue);
+      }
+    } else {
+      weight_transpose_product(col.floats(), w, xs, n, g);
+      col2im(y_images, col.floats(), bias, images, g);
+    }
+  }
+}
+
+void conv_transpose_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w,
+                             const ConvGeometry& g) {
+  check_geometry(g);
+  if (dbias) channel_sums(dbias, dy, g.batch, g.in_channels, g.in_spatial());
+  // The adjoint's adjoint is the direct convolution: dx = conv(dy, w); dw pairs x (as the direct conv's dy) with dy.
+  if (dx) conv_forward(dx, dy, w, nullptr, g, ConvOutputScale{});
+  if (dw) conv_backward(nullptr, dw, nullptr, x, dy, w, g, ConvWeightGradientEpilogue{});
+}
+
+void conv2d_forward(float* y, const float* x, const float* w, const float* bias, const Conv2dGeometry& g) {
+  conv_forward(y, x, w, bias, g.general(), ConvOutputScale{});
+}
+
+void conv2d_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w,
+                     const Conv2dGeometry& g) {
+  conv_backward(dx, dw, dbias, dy, x, w, g.general(), ConvWeightGradientEpilogue{});
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Padding and upsampling: one thread per output (forward) or input (backward, a gather) element.
+
+namespace {
+
+__global__ void pad_forward_kernel(float* __restrict__ y, const float* __restrict__ x, PadGeometry g) {
+  const int64_t oh_count = g.out_height(), ow_count = g.out_width(), count = g.planes * oh_count * ow_count;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < count; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t ow = e % ow_count, oh = (e / ow_count) % oh_count, p = e / (ow_count * oh_count);
+    const int64_t h = pad_source_index(oh, g.top, g.height, g.mode), w = pad_source_index(ow, g.left, g.width, g.mode);
+    y[e] = (h < 0 || w < 0) ? g.value : x[(p * g.height + h) * g.width + w];
+  }
+}
+
+__global__ void pad_backward_kernel(float* __restrict__ dx, const float* __restrict__ dy, PadGeometry g) {
+  const int64_t oh_count = g.out_height(), ow_count = g.out_width(), count = g.planes * g.height * g.width;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < count; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t w = e % g.width, h = (e / g.width) % g.height, p = e / (g.width * g.height);
+    const PadRanges rows = pad_output_ranges(h, g.top, g.height, oh_count, g.mode);
+    const PadRanges columns = pad_output_ranges(w, g.left, g.width, ow_count, g.mode);
+    const float* grad = dy + p * oh_count * ow_count;
+    float sum = 0.0f;
+    for (int r = 0; r < rows.count; ++r)
+      for (int64_t oh = rows.begin[r]; oh < rows.end[r]; ++oh)
+        for (int c = 0; c < columns.count; ++c)
+          for (int64_t ow = columns.begin[c]; ow < columns.end[c]; ++ow) sum += grad[oh * ow_count + ow];
+    dx[e] = sum;
+  }
+}
+
+__global__ void upsample_nearest_forward_kernel(float* __restrict__ y, const float* __restrict__ x, UpsampleGeometry g) {
+  const int64_t oh_count = g.out_height(), ow_count = g.out_width(), count = g.planes * oh_count * ow_count;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < count; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t ow = e % ow_count, oh = (e / ow_count) % oh_count, p = e / (ow_count * oh_count);
+    y[e] = x[(p * g.height + oh / g.scale_height) * g.width + ow / g.scale_width];
+  }
+}
+
+__global__ void upsample_nearest_backward_kernel(float* __restrict__ dx, const float* __restrict__ dy, UpsampleGeometry g) {
+  const int64_t ow_count = g.out_width(), count = g.planes * g.height * g.width;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < count; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t w = e % g.width, h = (e / g.width) % g.height, p = e / (g.width * g.height);
+    const float* grad = dy + p * g.out_height() * ow_count;
+    float sum = 0.0f;
+    for (int64_t a = 0; a < g.scale_height; ++a)
+      for (int64_t b = 0; b < g.scale_width; ++b) sum += grad[(h * g.scale_height + a) * ow_count + w * g.scale_width + b];
+    dx[e] = sum;
+  }
+}
+
+void check_pad(const PadGeometry& g) {
+  const bool mirrored = g.mode != PadMode::kConstant;
+  const bool valid = g.planes >= 0 && g.height > 0 && g.width > 0 && g.out_height() > 0 && g.out_width() > 0 &&
+                     (!mirrored || (g.top >= 0 && g.bottom >= 0 && g.left >= 0 && g.right >= 0)) &&
+                     (g.mode != PadMode::kReflect ||
+                      (g.top < g.height && g.bottom < g.height && g.left < g.width && g.right < g.width));
+  if (!valid) throw std::invalid_argument("pad: invalid geometry");
+}
+
+void check_upsample(const UpsampleGeometry& g) {
+  if (g.planes < 0 || g.height <= 0 || g.width <= 0 || g.scale_height <= 0 || g.scale_width <= 0)
+    throw std::invalid_argument("upsample_nearest: invalid geometry");
+}
+
+}  // namespace
+
+void pad_forward(float* y, const float* x, const PadGeometry& g) {
+  check_pad(g);
+  const int64_t count = g.planes * g.out_height() * g.out_width();
+  if (count == 0) return;
+  pad_forward_kernel<<<blocks_for(count), kBlock, 0, library_stream()>>>(y, x, g);
+  WN_CUDA_CHECK_LAUNCH();
+}
+
+void pad_backward(float* dx, const float* dy, const PadGeometry& g) {
+  check_pad(g);
+  const int64_t count = g.planes * g.height * g.width;
+  if (count == 0) return;
+  pad_backward_kernel<<<blocks_for(count), kBlock, 0, library_stream()>>>(dx, dy, g);
+  WN_CUDA_CHECK_LAUNCH();
+}
+
+void upsample_nearest_forward(float* y, const float* x, const UpsampleGeometry& g) {
+  check_upsample(g);
+  const int64_t count = g.planes * g.out_height() * g.out_width();
+  if (count == 0) return;
+  upsample_nearest_forward_kernel<<<blocks_for(count), kBlock, 0, library_stream()>>>(y, x, g);
+  WN_CUDA_CHECK_LAUNCH();
+}
+
+void upsample_nearest_backward(float* dx, const float* dy, const UpsampleGeometry& g) {
+  check_upsample(g);
+  const int64_t count = g.planes * g.height * g.width;
+  if (count == 0) return;
+  upsample_nearest_backward_kernel<<<blocks_for(count), kBlock, 0, library_stream()>>>(dx, dy, g);
+  WN_CUDA_CHECK_LAUNCH();
 }
 
 // ---------------------------------------------------------------------------------------------------------------

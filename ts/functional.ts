@@ -290,11 +290,6 @@ export function weightNorm(v: Tensor, g: Tensor, options: WeightNormFunctionOpti
 // ---------------------------------------------------------------------------------------------------------------
 // Convolution and pooling.
 
-export interface Conv2dOptions {
-  stride?: number;
-  padding?: number;
-}
-
 function checkPositiveInteger(value: unknown, where: string, minimum: number): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < minimum) {
     throw typeError(where, `an integer >= ${minimum}`, value);
@@ -302,67 +297,26 @@ function checkPositiveInteger(value: unknown, where: string, minimum: number): n
   return value;
 }
 
-/** NCHW convolution: x [batch, inC, H, W], weight [outC, inC, kh, kw], bias [outC] or null. */
-export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, options: Conv2dOptions = {}): Tensor {
-  const where = 'conv2d';
-  checkTensor(x, `${where}: x`);
-  checkTensor(weight, `${where}: weight`);
-  if (bias !== null) checkTensor(bias, `${where}: bias`);
-  checkSameDevice(where, x, [['weight', weight], ['bias', bias]]);
-  const stride = checkPositiveInteger(options.stride ?? 1, `${where}: options.stride`, 1);
-  const padding = checkPositiveInteger(options.padding ?? 0, `${where}: options.padding`, 0);
-  // Beyond this the padded image, not the data, would decide the output's size.
-  if (stride > 2 ** 16 || padding > 2 ** 16) throw rangeError(`${where}: options`, 'stride and padding at most 65536', `${stride}, ${padding}`);
-  if (x.rank !== 4) throw rangeError(`${where}: x`, '[batch, channels, height, width]', shapeText(x.shape));
-  if (weight.rank !== 4 || weight.shape[1] !== x.shape[1]) {
-    throw rangeError(`${where}: weight`, `[outChannels, ${x.shape[1]}, kh, kw]`, shapeText(weight.shape));
-  }
-  const [batch, inChannels, height, width] = x.shape as [number, number, number, number];
-  const [outChannels, kh, kw] = [weight.shape[0]!, weight.shape[2]!, weight.shape[3]!];
-  // What torch refuses too: no output channel, an empty kernel, an image without rows or columns.
-  if (outChannels === 0 || kh === 0 || kw === 0) {
-    throw rangeError(`${where}: weight`, '[outChannels, inChannels, kh, kw] with outChannels, kh and kw at least 1', shapeText(weight.shape));
-  }
-  if (height === 0 || width === 0) throw rangeError(`${where}: x`, 'a height and width of at least 1', shapeText(x.shape));
-  if (bias) checkShape(`${where}: bias`, bias, [outChannels]);
-  if (height + 2 * padding < kh || width + 2 * padding < kw) {
-    throw rangeError(`${where}: weight`, `a kernel no larger than the padded input ${shapeText(x.shape)}`, shapeText(weight.shape));
-  }
-  if (batch === 0 || inChannels === 0) return emptyConv2d(x, weight, bias, stride, padding);
-  const y = wrap(native.conv2d(handleOf(x, where), handleOf(weight, where), bias ? handleOf(bias, where) : null, stride, padding));
-  return record(y, 'conv2d', [x, weight, bias], (dy, needs) => {
-    const grads = native.conv2dBackward(
-      handleOf(dy, where),
-      handleOf(x, where),
-      handleOf(weight, where),
-      { stride, padding, wantDx: needs[0]!, wantDw: needs[1]!, wantDbias: needs[2]! },
-    );
-    return [grads.dx ? wrap(grads.dx) : null, grads.dw ? wrap(grads.dw) : null, grads.dbias ? wrap(grads.dbias) : null];
-  });
-}
-
-/**
- * conv2d with no batch or no input channels (the kernels need both): y = bias at every output position (an empty
- * tensor for an empty batch); x and the weight then hold no values or touch none, so their gradients are zeros.
- */
-function emptyConv2d(x: Tensor, weight: Tensor, bias: Tensor | null, stride: number, padding: number): Tensor {
-  const where = 'conv2d';
-  const [batch, , height, width] = x.shape as [number, number, number, number];
-  const [outChannels, , kh, kw] = weight.shape as [number, number, number, number];
-  const outShape = [batch, outChannels, Math.floor((height + 2 * padding - kh) / stride) + 1, Math.floor((width + 2 * padding - kw) / stride) + 1];
-  const positions = outShape[2]! * outShape[3]!;
-  const zeros = native.full(outShape, 0, x.device);
-  let y = zeros;
-  if (bias) {
-    y = native.channelOp('biasAdd', zeros, handleOf(bias, where), batch, outChannels, positions);
-    zeros.dispose();
-  }
-  return record(wrap(y), 'conv2d', [x, weight, bias], (dy, needs) => [
-    needs[0] ? wrap(native.full([...x.shape], 0, x.device)) : null,
-    needs[1] ? wrap(native.full([...weight.shape], 0, x.device)) : null,
-    needs[2] ? wrap(native.channelReduce('sum', handleOf(dy, where), null, batch, outChannels, positions)) : null,
-  ]);
-}
+// Convolutions (1-D, 2-D, transposed), padding and nearest upsampling: ts/conv.ts.
+export {
+  conv1d,
+  conv2d,
+  convTranspose1d,
+  convTranspose2d,
+  weightNormConv1d,
+  weightNormConv2d,
+  pad,
+  upsample,
+  interpolate,
+  type AxisValue,
+  type Conv1dOptions,
+  type Conv2dOptions,
+  type ConvTranspose1dOptions,
+  type ConvTranspose2dOptions,
+  type PadMode,
+  type PadOptions,
+  type UpsampleOptions,
+} from './conv.js';
 
 /** Max pooling with a square window (no padding); stride defaults to the window. */
 export function maxPool2d(x: Tensor, kernel: number, stride: number = kernel): Tensor {

@@ -126,6 +126,51 @@ export interface Conv2dBackwardOptions {
   wantDbias: boolean;
 }
 
+/** A convolution's per-axis settings, [height, width] each (a 1-D convolution has height 1). */
+export interface ConvGeometryOptions {
+  stride: number[];
+  padding: number[];
+  dilation: number[];
+  groups: number;
+}
+
+export interface ConvOptions extends ConvGeometryOptions {
+  /** Weight norm over dim 0: y = channelScale ⊙ conv(x, v) + bias, and rawOut (allocated like y) gets conv(x, v). */
+  channelScale?: NativeTensor;
+  rawOut?: NativeTensor;
+}
+
+export interface ConvBackwardOptions extends ConvGeometryOptions {
+  wantDx: boolean;
+  wantDw: boolean;
+  wantDbias: boolean;
+  /** Weight norm over dim 0: dw becomes dv = dwScale ⊙ (dy ⋆ x) − dwSubtractCoefficient ⊙ dwSubtractMatrix. */
+  dwScale?: NativeTensor;
+  dwSubtractCoefficient?: NativeTensor;
+  dwSubtractMatrix?: NativeTensor;
+}
+
+export interface ConvTransposeOptions extends ConvGeometryOptions {
+  /** [height, width] of the output. */
+  outputSize: number[];
+}
+
+export interface ConvTransposeBackwardOptions extends ConvGeometryOptions {
+  wantDx: boolean;
+  wantDw: boolean;
+  wantDbias: boolean;
+}
+
+/** Pads of the last two axes (a 1-D pad: top = bottom = 0 on a height-1 view). */
+export interface PadNativeOptions {
+  top: number;
+  bottom: number;
+  left: number;
+  right: number;
+  mode: 'constant' | 'reflect' | 'replicate';
+  value: number;
+}
+
 export interface BatchNormInferenceBackwardOptions {
   outer: number;
   channels: number;
@@ -220,6 +265,14 @@ export interface NativeBinding {
   gemm(a: NativeTensor, b: NativeTensor, m: number, n: number, k: number, transposeA: boolean, transposeB: boolean, epilogue: GemmEpilogue): NativeTensor;
   conv2d(x: NativeTensor, w: NativeTensor, bias: NativeTensor | null, stride: number, padding: number): NativeTensor;
   conv2dBackward(dy: NativeTensor, x: NativeTensor, w: NativeTensor, options: Conv2dBackwardOptions): { dx?: NativeTensor; dw?: NativeTensor; dbias?: NativeTensor };
+  conv(x: NativeTensor, w: NativeTensor, bias: NativeTensor | null, options: ConvOptions): NativeTensor;
+  convBackward(dy: NativeTensor, x: NativeTensor, w: NativeTensor, options: ConvBackwardOptions): { dx?: NativeTensor; dw?: NativeTensor; dbias?: NativeTensor };
+  convTranspose(x: NativeTensor, w: NativeTensor, bias: NativeTensor | null, options: ConvTransposeOptions): NativeTensor;
+  convTransposeBackward(dy: NativeTensor, x: NativeTensor, w: NativeTensor, options: ConvTransposeBackwardOptions): { dx?: NativeTensor; dw?: NativeTensor; dbias?: NativeTensor };
+  pad(x: NativeTensor, options: PadNativeOptions): NativeTensor;
+  padBackward(dy: NativeTensor, inputShape: number[], options: PadNativeOptions): NativeTensor;
+  upsampleNearest(x: NativeTensor, scaleHeight: number, scaleWidth: number): NativeTensor;
+  upsampleNearestBackward(dy: NativeTensor, inputShape: number[], scaleHeight: number, scaleWidth: number): NativeTensor;
   maxPool2d(x: NativeTensor, kernel: number, stride: number): NativeTensor;
   maxPool2dBackward(dy: NativeTensor, x: NativeTensor, kernel: number, stride: number): NativeTensor;
   globalAvgPool(x: NativeTensor): NativeTensor;

@@ -34,12 +34,14 @@ const torchFloat32Error = Number(ioFile.metadata.float32_error);
 
 /**
  * Max |ours − torch float64| allowed on the waveform (|y| < 1). The chain is 4 stages deep, each a transposed conv and
- * nine residual convs (plus conv_pre, conv_post): about 40 float32 convolutions in sequence, accumulating up to
- * 32·11 = 352 products each. torch's own float32 run lands 1.1e-6 from its float64 one; ours sums in another order
- * (im2col GEMM tiles, another weight-norm reduction), so its error is a random walk of the same size, not the same
- * values: 2e-5 is ~18× torch's, while a wrong slope, padding, tap or norm axis moves the waveform by 1e-2 or more.
+ * nine residual convs (plus conv_pre and conv_post): about 40 float32 convolutions in sequence, each summing up to
+ * 32·11 = 352 products. torch itself, running the same weights in float32, lands 1.1e-6 from its float64 result
+ * (torchFloat32Error); ours sums in other orders (im2col GEMM tiles, the weight-norm scale in the GEMM epilogue), so
+ * its error is a random walk of the same size, not the same values (1.2e-6 measured through the functional convs
+ * with materialized weights). 1e-5 allows ~9× torch's own error; a wrong slope, padding, tap or norm axis moves the
+ * waveform by 1e-2 or more (a final LeakyReLU slope of 0.1 instead of 0.01: 0.15).
  */
-const TOLERANCE = 2e-5;
+const TOLERANCE = 1e-5;
 
 function hostArray(t: Tensor): HostArray {
   return { shape: t.shape, data: Float64Array.from(t.toArray()) };

@@ -1,11 +1,12 @@
 // Data-dependent initialization (Salimans & Kingma, 2016, §3): v ~ N(0, 0.05²), then layer by layer, for each
 // output unit, the pre-activation t = v·x/‖v‖ on one minibatch gets g ← 1/σ(t) and b ← −μ(t)/σ(t), so every layer
 // starts with zero-mean, unit-variance pre-activations on that batch. Plain (not weight-normalized) layers get the
-// same weights expressed as w = g·v/‖v‖, which is how the paper initializes its baseline.
+// same weights expressed as w = g·v/‖v‖, which is how the paper initializes its baseline. Layers are initialized in
+// the order a forward pass of the model calls them, so any module tree works.
 import { noGrad } from './autograd.js';
 import { rangeError, typeError } from './errors.js';
 import { native } from './native.js';
-import { Conv2d, Linear, Module, Sequential } from './nn.js';
+import { ConvTranspose1d, ConvTranspose2d, Module, WeightedLayer } from './nn.js';
 import { nextSeed } from './random.js';
 import { tidy } from './scope.js';
 import { handleOf, Tensor } from './tensor.js';
@@ -16,10 +17,6 @@ export interface DataDependentOptions {
   scale?: number;
   /** Seed of the initial v (default: the next seed of the manualSeed() sequence). */
   seed?: number;
-}
-
-function layersOf(model: Module): Module[] {
-  return model instanceof Sequential ? model.layers.flatMap(layersOf) : [model];
 }
 
 /** Per-channel mean and biased standard deviation of t [batch, channels, ...] over batch and spatial positions. */
@@ -50,20 +47,43 @@ function setData(target: Tensor, values: Float32Array): void {
   target.replaceHandle(native.fromArray(values, [...target.shape], target.device));
 }
 
-/**
- * How many values of each output unit this layer produces from x: the batch for a Linear, the batch times the
- * output positions for a Conv2d. The unit's σ is measured over them.
- */
-function valuesPerUnit(layer: Linear | Conv2d, x: Tensor): number {
-  if (layer instanceof Linear || x.rank !== 4) return x.shape[0] ?? 0;
-  const k = layer.kernelSize;
-  const positions = (size: number) => Math.max(0, Math.floor((size + 2 * layer.padding - k) / layer.stride) + 1);
-  return x.shape[0]! * positions(x.shape[2]!) * positions(x.shape[3]!);
+/** ‖v‖ of each output unit (host arithmetic on a weight's values; init runs once, on small tensors). */
+function unitNorms(values: Float32Array, units: { count: number; unitOf(index: number): number }): Float64Array {
+  const squares = new Float64Array(units.count);
+  for (let e = 0; e < values.length; e++) squares[units.unitOf(e)]! += values[e]! ** 2;
+  return squares.map(Math.sqrt);
 }
 
-function initializeLayer(layer: Linear | Conv2d, name: string, x: Tensor, batch: Tensor, scale: number, seed: number): void {
+function scaledPerUnit(values: Float32Array, units: { count: number; unitOf(index: number): number }, factor: ArrayLike<number>): Float32Array {
+  return values.map((v, e) => v * factor[units.unitOf(e)]!);
+}
+
+/**
+ * One layer from the input x it receives in the initializing forward pass. The paper's scheme for layers normalized
+ * per output unit (Linear and the direct convolutions with weightNorm dim 0): v ~ N(0, scale²), g = 1, then
+ * g ← 1/σ(t), b ← −μ(t)/σ(t) with t the pre-activation per output unit. Every other kind (plain layers, other
+ * dims, transposed convolutions, whose dim 0 is per input channel) gets the same effective weight
+ * w = v/‖v‖_unit / σ(t) per output unit, held as the layer holds it (for weight norm: v = w, g = ‖w‖ over its dim).
+ */
+function initializeLayer(layer: WeightedLayer, name: string, x: Tensor, batch: Tensor, scale: number, seed: number): void {
   const where = 'init.dataDependent';
-  const count = valuesPerUnit(layer, x);
+  const target = (layer.v ?? layer.weight)!;
+  const shape = [...target.shape];
+  const units = layer.outputUnits();
+  const state = layer.weightNorm;
+  const paperScheme = state !== null && state.dim === 0 && units.count === shape[0] && !isTransposed(layer);
+  const v = new Tensor(native.randn(shape, seed, x.device, 0, scale));
+  const direction = scaledPerUnit(v.toArray(), units, unitNorms(v.toArray(), units).map((n) => (n > 0 ? 1 / n : 0)));
+  if (paperScheme) {
+    layer.v!.replaceHandle(native.scale(handleOf(v, where), 1));
+    layer.g!.replaceHandle(native.full([units.count], 1, x.device));
+  } else {
+    setWeight(layer, direction);
+  }
+  if (layer.bias) layer.bias.replaceHandle(native.full([units.count], 0, x.device));
+
+  const t = layer.forward(x);
+  const count = t.size / Math.max(units.count, 1);
   if (count < 2) {
     // σ of one value is 0 for every unit: the gains would say nothing about the data.
     throw rangeError(
@@ -73,50 +93,48 @@ function initializeLayer(layer: Linear | Conv2d, name: string, x: Tensor, batch:
       `${count} (batch ${shapeText(batch.shape)}, the layer's input ${shapeText(x.shape)})`,
     );
   }
-  const shape = [...(layer.v ?? layer.weight)!.shape];
-  const channels = shape[0]!;
-  const v = new Tensor(native.randn(shape, seed, x.device, 0, scale));
-  const ones = new Tensor(native.full([channels], 1, x.device));
-  const state = layer.weightNorm;
-  if (state && state.dim !== 0) {
-    throw rangeError(`${where}: layer`, 'weight norm over dim 0 (one norm per output unit)', `dim ${String(state.dim)}`);
-  }
-  if (state) {
-    layer.v!.replaceHandle(native.scale(handleOf(v, where), 1));
-    layer.g!.replaceHandle(native.full([channels], 1, x.device));
-  } else {
-    const direction = native.weightNorm(handleOf(v, where), handleOf(ones, where), 0, DEFAULT_EPS, true);
-    direction.norm.dispose();
-    layer.weight!.replaceHandle(direction.w);
-  }
-  if (layer.bias) layer.bias.replaceHandle(native.full([channels], 0, x.device));
-
-  const { mean, std } = channelStatistics(layer.forward(x));
-  const gain = new Float32Array(channels);
-  const shift = new Float32Array(channels);
-  for (let c = 0; c < channels; c++) {
+  const { mean, std } = channelStatistics(t);
+  const gain = new Float32Array(units.count);
+  const shift = new Float32Array(units.count);
+  for (let c = 0; c < units.count; c++) {
     // A unit that is constant on the batch (σ = 0) keeps gain 1 rather than becoming infinite.
     const sigma = std[c]! > 0 ? std[c]! : 1;
     gain[c] = 1 / sigma;
     shift[c] = -mean[c]! / sigma;
   }
-  if (state) {
-    setData(layer.g!, gain);
-  } else {
-    const rest = layer.weight!.size / channels;
-    const g = new Tensor(native.fromArray(gain, [channels], x.device));
-    layer.weight!.replaceHandle(native.channelOp('scale', handleOf(layer.weight!, where), handleOf(g, where), 1, channels, rest));
-  }
+  if (paperScheme) setData(layer.g!, gain);
+  else setWeight(layer, scaledPerUnit(direction, units, gain));
   if (layer.bias) setData(layer.bias, shift);
 }
 
+function isTransposed(layer: WeightedLayer): boolean {
+  return layer instanceof ConvTranspose1d || layer instanceof ConvTranspose2d;
+}
+
+/** The layer's effective weight set to `w`: the plain weight, or v = w with g = ‖w‖ over the layer's dim. */
+function setWeight(layer: WeightedLayer, w: Float32Array): void {
+  const target = (layer.v ?? layer.weight)!;
+  setData(target, w);
+  const state = layer.weightNorm;
+  if (!state) return;
+  const where = 'init.dataDependent';
+  const channels = layer.g!.shape[0]!;
+  const ones = native.full([channels], 1, target.device);
+  const r = native.weightNorm(handleOf(target, where), ones, state.dim, state.eps, true);
+  ones.dispose();
+  r.w.dispose();
+  layer.g!.replaceHandle(r.norm);
+}
+
 /**
- * Initializes `model` (a Sequential, nested Sequentials allowed, or a single layer) from one minibatch `batch`,
- * layer by layer. Linear and Conv2d layers (plain, or weight-normalized over dim 0) are initialized; every other
- * layer just runs forward so the next layer sees its output. Layers without a bias only get their gains.
- * Each unit's σ needs at least 2 values (a Linear: 2 examples; a Conv2d: batch × output positions ≥ 2): fewer is a
- * RangeError, as is an empty batch. A unit that is constant on the batch (σ = 0) keeps gain 1 and is only centred.
- * All or nothing: on any error the model is left as it was.
+ * Initializes `model` (any module tree: Sequential, ModuleList inside a custom Module, a single layer) from one
+ * minibatch `batch`, in one forward pass of the model: every weighted layer (Linear, Conv1d, Conv2d,
+ * ConvTranspose1d, ConvTranspose2d; plain or weight-normalized over any dim) is initialized when it is first
+ * called, from the input it receives there, before its output goes on; a layer the forward never calls is left as
+ * it is. Layers without a bias only get their gains. Each unit's σ needs at least 2 values (a Linear: 2 examples;
+ * a convolution: batch × output positions ≥ 2): fewer is a RangeError, as is an empty batch. A unit that is
+ * constant on the batch (σ = 0) keeps gain 1 and is only centred. All or nothing: on any error the model is left
+ * as it was.
  */
 export function dataDependent(model: Module, batch: Tensor, options: DataDependentOptions = {}): void {
   const where = 'init.dataDependent';
@@ -132,35 +150,40 @@ export function dataDependent(model: Module, batch: Tensor, options: DataDepende
   const scale = options.scale ?? 0.05;
   if (typeof scale !== 'number' || !(scale > 0)) throw typeError(`${where}: options.scale`, 'a positive number', scale);
   if (batch.rank < 1 || batch.size === 0) throw rangeError(`${where}: batch`, 'a non-empty batch', shapeText(batch.shape));
-  const layers = layersOf(model);
   const names = new Map(model.namedModules().map(([name, m]) => [m, name]));
+  const weighted = model.namedModules().map(([, m]) => m).filter((m): m is WeightedLayer => m instanceof WeightedLayer);
   // All or nothing: a layer that cannot be initialized restores every layer initialized before it.
   const backup = Object.fromEntries(Object.entries(model.stateDict()).map(([name, t]) => [name, { shape: [...t.shape], data: t.toArray() }]));
   const streams = model.namedModules().flatMap(([, m]) => {
     const state = m.randomStreamState();
     return state ? [[m, state] as const] : [];
   });
+  // One forward pass of the whole model, whatever its structure: each weighted layer is initialized when it is
+  // first called, from the input it receives there (already produced by the layers initialized before it).
+  const done = new Set<WeightedLayer>();
+  const own = Object.getOwnPropertyDescriptor;
   try {
-    noGrad(() => {
-      let x = batch;
-      try {
-        for (const layer of layers) {
-          const next = tidy(() => {
-            if (layer instanceof Linear || layer instanceof Conv2d) {
-              initializeLayer(layer, names.get(layer) ?? '', x, batch, scale, options.seed ?? nextSeed());
-            }
-            return layer.forward(x);
-          });
-          if (x !== batch && x !== next) x.dispose();
-          x = next;
-        }
-      } finally {
-        if (x !== batch) x.dispose();
-      }
-    });
+    for (const layer of weighted) {
+      if (own(layer, 'forward')) continue; // already intercepted (a layer registered twice)
+      const forward = layer.forward;
+      Object.defineProperty(layer, 'forward', {
+        configurable: true,
+        writable: true,
+        value: (x: Tensor): Tensor => {
+          if (!done.has(layer)) {
+            done.add(layer);
+            tidy(() => initializeLayer(layer, names.get(layer) ?? '', x, batch, scale, options.seed ?? nextSeed()));
+          }
+          return forward.call(layer, x);
+        },
+      });
+    }
+    noGrad(() => tidy(() => void model.forward(batch)));
   } catch (error) {
     model.loadStateDict(backup);
     for (const [module, state] of streams) module.restoreRandomStream(state); // dropout and noise layers ran too
     throw error;
+  } finally {
+    for (const layer of weighted) delete (layer as { forward?: unknown }).forward;
   }
 }

@@ -403,8 +403,11 @@ function initialWeight(shape: number[], fanIn: number): Tensor {
   return new Tensor(native.randn(shape, nextSeed(), 'cpu', 0, 1 / Math.sqrt(Math.max(fanIn, 1))));
 }
 
-/** Shared by Linear and Conv2d: a weight that is either plain or held as (v, g). */
-abstract class WeightedLayer extends Module {
+/**
+ * Shared by Linear and the convolutions: a weight that is either plain or held as (v, g). Exported for init and
+ * removeWeightNorm(s), which handle every kind alike.
+ */
+export abstract class WeightedLayer extends Module {
   /** Plain weight (null when weight-normalized). */
   weight: Tensor | null = null;
   bias: Tensor | null = null;
@@ -417,7 +420,18 @@ abstract class WeightedLayer extends Module {
    */
   protected weightNormState: WeightNormState | null = null;
 
-  protected initialize(where: string, shape: number[], fanIn: number, bias: boolean, weightNorm: unknown): void {
+  /**
+   * @internal The output unit each element of the weight feeds (its row for Linear and a convolution; for a
+   * transposed convolution [in, out/groups, k...] the output channel of its group and column): init measures and
+   * scales per output unit.
+   */
+  outputUnits(): { count: number; unitOf(index: number): number } {
+    const shape = (this.v ?? this.weight)!.shape;
+    const rest = shape.slice(1).reduce((a, b) => a * b, 1);
+    return { count: shape[0]!, unitOf: (index) => Math.floor(index / rest) };
+  }
+
+  protected initialize(where: string, shape: number[], fanIn: number, bias: boolean, weightNorm: unknown, biasChannels = shape[0]!): void {
     const config = parseWeightNorm(where, weightNorm, shape.length);
     const w = initialWeight(shape, fanIn);
     if (config) {
@@ -433,7 +447,7 @@ abstract class WeightedLayer extends Module {
     } else {
       this.weight = this.registerParameter('weight', w);
     }
-    if (bias) this.bias = this.registerParameter('bias', new Tensor(native.full([shape[0]!], 0, 'cpu')));
+    if (bias) this.bias = this.registerParameter('bias', new Tensor(native.full([biasChannels], 0, 'cpu')));
   }
 
   /** Replaces the state and moves the v → state link with it, so optimizers never see a folded layer's old state. */
@@ -530,58 +544,226 @@ export class Linear extends WeightedLayer {
   }
 }
 
+/** A layer's value per spatial axis: one number for all axes, or one per axis ([h, w] for 2-D). */
+export type AxisSize = number | readonly number[];
+
 export interface Conv2dOptions extends LinearOptions {
-  stride?: number;
-  padding?: number;
+  stride?: AxisSize;
+  /** Zeros on both sides of each axis, or 'valid' (none) or 'same' (output as long as the input; stride 1). */
+  padding?: AxisSize | 'same' | 'valid';
+  dilation?: AxisSize;
+  groups?: number;
+}
+export type Conv1dOptions = Conv2dOptions;
+
+export interface ConvTranspose2dOptions extends LinearOptions {
+  stride?: AxisSize;
+  padding?: AxisSize;
+  /** Positions added at the end of each output axis (smaller than that axis' stride or dilation). */
+  outputPadding?: AxisSize;
+  dilation?: AxisSize;
+  groups?: number;
+}
+export type ConvTranspose1dOptions = ConvTranspose2dOptions;
+
+/** One value per spatial axis, checked (an integer >= minimum each), as given (number or tuple of `dims`). */
+function checkAxisSize(where: string, value: unknown, dims: number, minimum: number): number | number[] {
+  const expected = `an integer >= ${minimum} or ${dims === 1 ? '[integer]' : '[height, width]'}`;
+  if (typeof value === 'number') {
+    if (!Number.isInteger(value) || value < minimum) throw typeError(where, expected, value);
+    return value;
+  }
+  if (!Array.isArray(value) || value.length !== dims || value.some((v) => typeof v !== 'number' || !Number.isInteger(v) || v < minimum)) {
+    throw typeError(where, expected, value);
+  }
+  return [...(value as number[])];
 }
 
-/** NCHW 2-D convolution; with weightNorm, w = g·v/‖v‖ is materialized by the fused kernel before the convolution. */
-export class Conv2d extends WeightedLayer {
-  readonly stride: number;
-  readonly padding: number;
+const axisList = (value: number | readonly number[], dims: number): number[] => (typeof value === 'number' ? Array<number>(dims).fill(value) : [...value]);
+
+/**
+ * The direct convolutions (Conv1d, Conv2d): weight [out, in/groups, k...]. With weightNorm over dim 0 (one norm per
+ * output channel, PyTorch's default) w = g·v/‖v‖ is never materialized: g/‖v‖ scales the convolution GEMM's output
+ * rows in its epilogue and dv comes from the weight-gradient GEMM's epilogue; other dims materialize w.
+ */
+abstract class ConvNd extends WeightedLayer {
+  readonly stride: number | number[];
+  readonly padding: number | number[] | 'same' | 'valid';
+  readonly dilation: number | number[];
+  readonly groups: number;
+  readonly kernelSize: number | number[];
 
   constructor(
+    where: string,
+    readonly dims: 1 | 2,
     readonly inChannels: number,
     readonly outChannels: number,
-    readonly kernelSize: number,
-    options: Conv2dOptions = {},
+    kernelSize: AxisSize,
+    options: Conv2dOptions,
   ) {
     super();
-    const where = 'nn.Conv2d';
     checkCount(`${where}: inChannels`, inChannels);
     checkCount(`${where}: outChannels`, outChannels);
-    checkCount(`${where}: kernelSize`, kernelSize);
-    options = checkLayerOptions<Conv2dOptions>(where, options, ['bias', 'weightNorm', 'stride', 'padding']);
-    if (options.bias !== undefined && typeof options.bias !== 'boolean') throw typeError(`${where}: options.bias`, 'a boolean', options.bias);
-    if (outChannels * inChannels * kernelSize * kernelSize > 2 ** 40) {
-      throw rangeError(where, 'at most 2^40 weights', `${outChannels} × ${inChannels} × ${kernelSize}²`);
+    this.kernelSize = checkAxisSize(`${where}: kernelSize`, kernelSize, dims, 1);
+    const o = checkLayerOptions<Conv2dOptions>(where, options, ['bias', 'weightNorm', 'stride', 'padding', 'dilation', 'groups']);
+    if (o.bias !== undefined && typeof o.bias !== 'boolean') throw typeError(`${where}: options.bias`, 'a boolean', o.bias);
+    this.stride = checkAxisSize(`${where}: options.stride`, o.stride ?? 1, dims, 1);
+    this.padding = o.padding === 'same' || o.padding === 'valid' ? o.padding : checkAxisSize(`${where}: options.padding`, o.padding ?? 0, dims, 0);
+    this.dilation = checkAxisSize(`${where}: options.dilation`, o.dilation ?? 1, dims, 1);
+    this.groups = checkCount(`${where}: options.groups`, o.groups ?? 1);
+    if (inChannels % this.groups !== 0 || outChannels % this.groups !== 0) {
+      throw rangeError(`${where}: options.groups`, `a divisor of both channel counts (in ${inChannels}, out ${outChannels})`, String(this.groups));
     }
-    this.stride = checkCount(`${where}: options.stride`, options.stride ?? 1);
-    this.padding = checkCount(`${where}: options.padding`, options.padding ?? 0, 0);
-    this.initialize(
-      where,
-      [outChannels, inChannels, kernelSize, kernelSize],
-      inChannels * kernelSize * kernelSize,
-      options.bias ?? true,
-      options.weightNorm,
-    );
+    if (this.padding === 'same' && axisList(this.stride, dims).some((v) => v !== 1)) {
+      throw rangeError(`${where}: options.padding`, "stride 1 with padding 'same'", `stride ${String(this.stride)}`);
+    }
+    const kernel = axisList(this.kernelSize, dims);
+    const perOutput = (inChannels / this.groups) * kernel.reduce((a, b) => a * b, 1);
+    if (outChannels * perOutput > 2 ** 40) throw rangeError(where, 'at most 2^40 weights', `${outChannels} × ${perOutput}`);
+    this.initialize(where, [outChannels, inChannels / this.groups, ...kernel], perOutput, o.bias ?? true, o.weightNorm);
+  }
+
+  /** The functional options of this layer. */
+  protected functionalOptions(): F.Conv2dOptions {
+    return { stride: this.stride, padding: this.padding, dilation: this.dilation, groups: this.groups };
   }
 
   forward(x: Tensor): Tensor {
-    checkInput('nn.Conv2d.forward', x);
-    const w = this.effectiveWeight();
-    return F.conv2d(x, w, this.bias, { stride: this.stride, padding: this.padding });
+    const where = `nn.${this.constructor.name}.forward`;
+    checkInput(where, x);
+    const state = this.weightNormState;
+    const conv = this.dims === 1 ? F.conv1d : F.conv2d;
+    if (!state) return conv(x, this.weight!, this.bias, this.functionalOptions());
+    if (state.dim === 0) {
+      const fused = this.dims === 1 ? F.weightNormConv1d : F.weightNormConv2d;
+      return fused(x, state.v, state.g, this.bias, state.currentNorm(), this.functionalOptions(), state.eps);
+    }
+    // Other dims: one norm per input channel, kernel position or for the whole weight; w is materialized.
+    return conv(x, this.effectiveWeight(), this.bias, this.functionalOptions());
   }
 }
 
-/** Folds a weight-normalized layer back into a plain weight w = g·v/‖v‖ (same outputs; for inference/export). */
-export function removeWeightNorm<L extends Linear | Conv2d>(layer: L): L {
-  if (!(layer instanceof Linear || layer instanceof Conv2d)) {
-    throw typeError('nn.removeWeightNorm: layer', 'a Linear or Conv2d', layer);
+/** 1-D convolution over [batch, channels, length]: weight [outChannels, inChannels / groups, kernelSize]. */
+export class Conv1d extends ConvNd {
+  constructor(inChannels: number, outChannels: number, kernelSize: AxisSize, options: Conv1dOptions = {}) {
+    super('nn.Conv1d', 1, inChannels, outChannels, kernelSize, options);
   }
-  if (!layer.isWeightNormalized) throw new TypeError('nn.removeWeightNorm: the layer is not weight-normalized');
+}
+
+/** NCHW 2-D convolution: weight [outChannels, inChannels / groups, kh, kw]; kernelSize, stride, padding, dilation a number or [h, w]. */
+export class Conv2d extends ConvNd {
+  constructor(inChannels: number, outChannels: number, kernelSize: AxisSize, options: Conv2dOptions = {}) {
+    super('nn.Conv2d', 2, inChannels, outChannels, kernelSize, options);
+  }
+}
+
+/**
+ * The transposed convolutions: weight [in, out/groups, k...] as in PyTorch. weightNorm's default dim 0 is one norm
+ * per INPUT channel (weight axis 0), PyTorch's meaning, so imported weights keep theirs; w is materialized by the
+ * fused weight-norm kernel before the convolution (cheap next to it).
+ */
+abstract class ConvTransposeNd extends WeightedLayer {
+  readonly stride: number | number[];
+  readonly padding: number | number[];
+  readonly outputPadding: number | number[];
+  readonly dilation: number | number[];
+  readonly groups: number;
+  readonly kernelSize: number | number[];
+
+  constructor(
+    where: string,
+    readonly dims: 1 | 2,
+    readonly inChannels: number,
+    readonly outChannels: number,
+    kernelSize: AxisSize,
+    options: ConvTranspose2dOptions,
+  ) {
+    super();
+    checkCount(`${where}: inChannels`, inChannels);
+    checkCount(`${where}: outChannels`, outChannels);
+    this.kernelSize = checkAxisSize(`${where}: kernelSize`, kernelSize, dims, 1);
+    const o = checkLayerOptions<ConvTranspose2dOptions>(where, options, ['bias', 'weightNorm', 'stride', 'padding', 'outputPadding', 'dilation', 'groups']);
+    if (o.bias !== undefined && typeof o.bias !== 'boolean') throw typeError(`${where}: options.bias`, 'a boolean', o.bias);
+    this.stride = checkAxisSize(`${where}: options.stride`, o.stride ?? 1, dims, 1);
+    this.padding = checkAxisSize(`${where}: options.padding`, o.padding ?? 0, dims, 0);
+    this.outputPadding = checkAxisSize(`${where}: options.outputPadding`, o.outputPadding ?? 0, dims, 0);
+    this.dilation = checkAxisSize(`${where}: options.dilation`, o.dilation ?? 1, dims, 1);
+    this.groups = checkCount(`${where}: options.groups`, o.groups ?? 1);
+    if (inChannels % this.groups !== 0 || outChannels % this.groups !== 0) {
+      throw rangeError(`${where}: options.groups`, `a divisor of both channel counts (in ${inChannels}, out ${outChannels})`, String(this.groups));
+    }
+    const strides = axisList(this.stride, dims);
+    const dilations = axisList(this.dilation, dims);
+    axisList(this.outputPadding, dims).forEach((p, a) => {
+      if (p >= strides[a]! && p >= dilations[a]!) {
+        throw rangeError(`${where}: options.outputPadding`, `values smaller than the stride or the dilation of their axis (stride ${strides[a]}, dilation ${dilations[a]})`, String(this.outputPadding));
+      }
+    });
+    const kernel = axisList(this.kernelSize, dims);
+    const perInput = (outChannels / this.groups) * kernel.reduce((a, b) => a * b, 1);
+    if (inChannels * perInput > 2 ** 40) throw rangeError(where, 'at most 2^40 weights', `${inChannels} × ${perInput}`);
+    // PyTorch's fan-in of a transposed weight: its dims after the first (out/groups · k).
+    this.initialize(where, [inChannels, outChannels / this.groups, ...kernel], perInput, o.bias ?? true, o.weightNorm, outChannels);
+  }
+
+  /** @internal Output channel o = group · out/groups + column, for the rows of its group. */
+  override outputUnits(): { count: number; unitOf(index: number): number } {
+    const shape = (this.v ?? this.weight)!.shape;
+    const kernel = shape.slice(2).reduce((a, b) => a * b, 1);
+    const perGroupIn = this.inChannels / this.groups;
+    const columns = shape[1]!;
+    return {
+      count: this.outChannels,
+      unitOf: (index) => {
+        const row = Math.floor(index / (columns * kernel));
+        const column = Math.floor(index / kernel) % columns;
+        return Math.floor(row / perGroupIn) * columns + column;
+      },
+    };
+  }
+
+  forward(x: Tensor): Tensor {
+    checkInput(`nn.${this.constructor.name}.forward`, x);
+    const options = { stride: this.stride, padding: this.padding, outputPadding: this.outputPadding, dilation: this.dilation, groups: this.groups };
+    const w = this.effectiveWeight();
+    return this.dims === 1 ? F.convTranspose1d(x, w, this.bias, options) : F.convTranspose2d(x, w, this.bias, options);
+  }
+}
+
+/** 1-D transposed convolution: weight [inChannels, outChannels / groups, kernelSize]. */
+export class ConvTranspose1d extends ConvTransposeNd {
+  constructor(inChannels: number, outChannels: number, kernelSize: AxisSize, options: ConvTranspose1dOptions = {}) {
+    super('nn.ConvTranspose1d', 1, inChannels, outChannels, kernelSize, options);
+  }
+}
+
+/** 2-D transposed convolution, NCHW: weight [inChannels, outChannels / groups, kh, kw]. */
+export class ConvTranspose2d extends ConvTransposeNd {
+  constructor(inChannels: number, outChannels: number, kernelSize: AxisSize, options: ConvTranspose2dOptions = {}) {
+    super('nn.ConvTranspose2d', 2, inChannels, outChannels, kernelSize, options);
+  }
+}
+
+/** Folds a weight-normalized layer (any kind: Linear, the convolutions) back into a plain weight w = g·v/‖v‖. */
+export function removeWeightNorm<L extends WeightedLayer>(layer: L): L {
+  if (!(layer instanceof WeightedLayer)) {
+    throw typeError('nn.removeWeightNorm: layer', 'a Linear, Conv1d, Conv2d, ConvTranspose1d or ConvTranspose2d', layer);
+  }
+  if (!layer.isWeightNormalized) throw new TypeError(`nn.removeWeightNorm: the ${layer.constructor.name} is not weight-normalized`);
   layer.foldWeightNorm();
   return layer;
+}
+
+/**
+ * Folds every weight-normalized layer of a module tree (the module itself and all descendants) into plain weights,
+ * for inference or export; plain layers are left alone. Returns the module.
+ */
+export function removeWeightNorms<M extends Module>(model: M): M {
+  if (!(model instanceof Module)) throw typeError('nn.removeWeightNorms: model', 'a Module', model);
+  for (const [, module] of model.namedModules()) {
+    if (module instanceof WeightedLayer && module.isWeightNormalized) module.foldWeightNorm();
+  }
+  return model;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -810,5 +992,140 @@ export class Sequential extends Module {
     let y = checkInput('nn.Sequential.forward', x);
     for (const layer of this.layers) y = layer.forward(y);
     return y;
+  }
+}
+
+/**
+ * An indexable list of modules, registered as children '0', '1', … like PyTorch's, so that state-dict names line up
+ * ('blocks.0.v', 'blocks.1.bias'). It has no forward of its own: the module holding it decides how to call them.
+ */
+export class ModuleList extends Module implements Iterable<Module> {
+  private readonly items: Module[] = [];
+
+  constructor(modules: Iterable<Module> = []) {
+    super();
+    for (const module of modules) this.append(module);
+  }
+
+  /** Adds a module at the end (child name: its index). */
+  append(module: Module): this {
+    if (!(module instanceof Module)) throw typeError(`nn.ModuleList.append: module ${this.items.length}`, 'a Module', module);
+    this.registerModule(String(this.items.length), module);
+    this.items.push(module);
+    return this;
+  }
+
+  get length(): number {
+    return this.items.length;
+  }
+
+  /** The module at `index` (negative counts from the end). */
+  at(index: number): Module {
+    if (!Number.isInteger(index) || index < -this.items.length || index >= this.items.length) {
+      throw rangeError('nn.ModuleList.at: index', `an integer in [${-this.items.length}, ${this.items.length - 1}]`, String(index));
+    }
+    return this.items[index < 0 ? index + this.items.length : index]!;
+  }
+
+  [Symbol.iterator](): Iterator<Module> {
+    return this.items[Symbol.iterator]();
+  }
+
+  forward(x: Tensor): Tensor {
+    void x;
+    throw new TypeError('nn.ModuleList.forward: a ModuleList has no forward; iterate over it in the forward of the module that holds it');
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Padding and upsampling layers (PyTorch's names; pads are [left, right] for 1-D, [left, right, top, bottom] 2-D).
+
+function padList(where: string, padding: unknown, axes: 1 | 2): number[] {
+  const count = 2 * axes;
+  if (typeof padding === 'number') {
+    if (!Number.isInteger(padding)) throw typeError(`${where}: padding`, `an integer or ${count} integers`, padding);
+    return Array<number>(count).fill(padding);
+  }
+  if (!Array.isArray(padding) || padding.length !== count || padding.some((p) => typeof p !== 'number' || !Number.isInteger(p))) {
+    throw typeError(`${where}: padding`, `an integer or ${count} integers (${axes === 1 ? '[left, right]' : '[left, right, top, bottom]'})`, padding);
+  }
+  return [...(padding as number[])];
+}
+
+abstract class PadNd extends Module {
+  readonly padding: readonly number[];
+  constructor(
+    where: string,
+    padding: number | readonly number[],
+    axes: 1 | 2,
+    readonly mode: F.PadMode,
+    readonly value = 0,
+  ) {
+    super();
+    this.padding = padList(where, padding, axes);
+    if (mode !== 'constant' && this.padding.some((p) => p < 0)) throw rangeError(`${where}: padding`, 'non-negative pads', shapeText(this.padding));
+    if (typeof value !== 'number' || Number.isNaN(value)) throw typeError(`${where}: value`, 'a number', value);
+  }
+  forward(x: Tensor): Tensor {
+    checkInput(`nn.${this.constructor.name}.forward`, x);
+    return F.pad(x, this.padding, this.mode === 'constant' ? { mode: 'constant', value: this.value } : { mode: this.mode });
+  }
+}
+
+/** Pads the last axis by mirroring without repeating the edge: [left, right] or one number for both. */
+export class ReflectionPad1d extends PadNd {
+  constructor(padding: number | readonly [number, number]) {
+    super('nn.ReflectionPad1d', padding, 1, 'reflect');
+  }
+}
+/** Pads the last two axes by mirroring: [left, right, top, bottom] or one number for all. */
+export class ReflectionPad2d extends PadNd {
+  constructor(padding: number | readonly [number, number, number, number]) {
+    super('nn.ReflectionPad2d', padding, 2, 'reflect');
+  }
+}
+/** Pads the last axis by repeating the edge value. */
+export class ReplicationPad1d extends PadNd {
+  constructor(padding: number | readonly [number, number]) {
+    super('nn.ReplicationPad1d', padding, 1, 'replicate');
+  }
+}
+/** Pads the last two axes by repeating the edge values. */
+export class ReplicationPad2d extends PadNd {
+  constructor(padding: number | readonly [number, number, number, number]) {
+    super('nn.ReplicationPad2d', padding, 2, 'replicate');
+  }
+}
+/** Pads the last axis with `value` (negative pads crop). */
+export class ConstantPad1d extends PadNd {
+  constructor(padding: number | readonly [number, number], value: number) {
+    super('nn.ConstantPad1d', padding, 1, 'constant', value);
+  }
+}
+/** Pads the last two axes with `value` (negative pads crop). */
+export class ConstantPad2d extends PadNd {
+  constructor(padding: number | readonly [number, number, number, number], value: number) {
+    super('nn.ConstantPad2d', padding, 2, 'constant', value);
+  }
+}
+/** Pads the last two axes with zeros (negative pads crop). */
+export class ZeroPad2d extends PadNd {
+  constructor(padding: number | readonly [number, number, number, number]) {
+    super('nn.ZeroPad2d', padding, 2, 'constant', 0);
+  }
+}
+
+/** Nearest-neighbour upsampling by whole factors ({ scaleFactor } or { size }), of 1-D or 2-D inputs. */
+export class Upsample extends Module {
+  readonly options: F.UpsampleOptions;
+  constructor(options: F.UpsampleOptions) {
+    super();
+    const o = checkLayerOptions<F.UpsampleOptions>('nn.Upsample', options, ['scaleFactor', 'size', 'mode']);
+    if (o.mode !== undefined && o.mode !== 'nearest') throw typeError('nn.Upsample: options.mode', "'nearest'", o.mode);
+    if ((o.scaleFactor === undefined) === (o.size === undefined)) throw typeError('nn.Upsample: options', 'exactly one of scaleFactor and size', options);
+    this.options = { ...o };
+  }
+  forward(x: Tensor): Tensor {
+    return F.upsample(checkInput('nn.Upsample.forward', x), this.options);
   }
 }

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 
 import { HifiGanGenerator, type HifiGanConfig } from '../examples/hifigan/generator.mjs';
 import { backend, type Device, io, nn, noGrad, type Tensor, tidy } from '../ts/index.js';
+import { runVocoderSuite } from '../weightnorm-cli/src/bench/vocoder.js';
 import { expectCheckpointError } from './expect-checkpoint-error.js';
 import { maxAbs } from './helpers.js';
 import { type HostArray, hifiGanGenerator } from './reference/hifigan.js';
@@ -144,5 +145,19 @@ describe('HiFi-GAN import errors', () => {
     } finally {
       generator.dispose();
     }
+  });
+});
+
+describe('vocoder benchmark suite (weightnorm bench --suites vocoder)', () => {
+  it('checks and times inference and the WN and plain training steps at a small width (no torch peer here)', async () => {
+    const plan = { rounds: 1, warmup: 0, repeats: 1 };
+    const rows = await runVocoderSuite(null, { device: 'cpu', plan, seed: 5, log: () => undefined }, 16);
+    expect(rows.map((r) => `${r.task} ${r.variant}`)).toEqual(['inference folded', 'training plain', 'training wn']);
+    const [inference, , wn] = rows as [(typeof rows)[0], (typeof rows)[0], (typeof rows)[0]];
+    expect(inference.samples).toBe(86 * 256); // one second of 22,050 Hz audio, less a partial frame
+    expect(inference.realTimeFactor).toBeGreaterThan(0);
+    expect(inference.torch).toEqual({ unavailable: 'no torch peer' });
+    expect(wn.check).toMatchObject({ pass: true }); // the WN step's loss and bias gradient equal the plain one's
+    expect(wn.wnOverPlain).toBeGreaterThan(0);
   });
 });

@@ -96,6 +96,21 @@ async function checkAgainstTorch(peer: TorchPeer, generator: HifiGanGenerator, m
   }
 }
 
+/**
+ * g ← g · U(0.5, 1.5)-like factors: at initialization g = ‖v‖, so w = v and the scale g/‖v‖ is exactly 1, which would
+ * make the weight-norm check compare two identical computations.
+ */
+function spreadGains(generator: HifiGanGenerator, seed: number): void {
+  const gains = Object.entries(generator.stateDict()).filter(([name]) => name.endsWith('.g'));
+  const spread = gains.map(([name, g], i): [string, { shape: number[]; data: Float32Array }] => {
+    const noise = native.randn([g.size], seed + i, 'cpu', 0, 0.25);
+    const factors = noise.toArray();
+    noise.dispose();
+    return [name, { shape: [...g.shape], data: g.toArray().map((value, j) => value * (1 + Math.max(-0.5, Math.min(0.5, factors[j]!)))) }];
+  });
+  generator.loadStateDict(Object.fromEntries(spread), { allowMissingKeys: true });
+}
+
 /** The weight-norm step's loss and conv_pre.bias gradient against the plain generator on the same effective weights. */
 function checkWeightNormStep(wn: HifiGanGenerator, plain: HifiGanGenerator, mel: Tensor, target: Tensor): LayerCheck {
   const run = (generator: HifiGanGenerator) =>
@@ -127,6 +142,7 @@ export async function runVocoderSuite(peer: TorchPeer | null, options: TrainingS
   const config = { ...HIFIGAN_V1, upsampleInitialChannel: channels };
   manualSeed(seed);
   const wn = new HifiGanGenerator(config).to(device);
+  spreadGains(wn, seed + 4);
   // Plain and folded twins with the weight-norm generator's effective weights (the same names as torch's plain ones).
   const folded = new HifiGanGenerator(config).to(device);
   folded.loadStateDict(wn.stateDict());

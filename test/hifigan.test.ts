@@ -122,6 +122,22 @@ describe.each(devices)('HiFi-GAN generator from PyTorch on %s', (device) => {
   });
 });
 
+describe('HiFi-GAN import from a toolkit checkpoint', () => {
+  it("a generator nested under 'generator.' beside other networks' weights loads with prefixMap and allowExtraKeys", () => {
+    const { tensors } = io.load(fixture('weight_norm'));
+    const extra = tensors['conv_post.bias']!; // stands in for a discriminator's tensor
+    const nested = { ...Object.fromEntries(Object.entries(tensors).map(([name, t]) => [`generator.${name}`, t])), 'mpd.discriminators.0.convs.0.bias': extra };
+    const generator = new HifiGanGenerator(config).eval();
+    try {
+      io.importTorchWeightNorm(nested, generator, { prefixMap: { 'generator.': '' }, allowExtraKeys: true });
+      expect(maxAbsDifference(waveform(generator, 'cpu'), output.toArray())).toBeLessThan(TOLERANCE);
+    } finally {
+      generator.dispose();
+      for (const t of Object.values(tensors)) t.dispose();
+    }
+  });
+});
+
 describe('HiFi-GAN import errors', () => {
   it("a generator whose convs normalize another axis than torch's dim 0 is refused, naming file and key", () => {
     const generator = new HifiGanGenerator(config, { weightNorm: { dim: 1 } });

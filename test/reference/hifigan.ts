@@ -1,6 +1,7 @@
-// Float64 reference of HiFi-GAN's generator (Kong, Kim and Bae, 2020) for test/hifigan.test.ts: 1-D convolution,
-// transposed convolution and the network itself as plain loops over a state dict under this library's names
-// (v, g, bias; weight after folding), so a fixture, an import and the example can each be checked against it.
+// Float64 reference of HiFi-GAN's generator (Kong, Kim and Bae, 2020) for test/hifigan.test.ts: the network as plain
+// loops over a state dict under this library's names (v, g, bias; weight after folding), its convolutions the
+// convolution family's references (./conv.ts), so a fixture, an import and the example can each be checked against it.
+import { type ConvReferenceGeometry, convReference, convTransposeReference } from './conv.js';
 import { weightNormRows } from './nn.js';
 
 /** A tensor as the reference reads it: float64 values with their shape. */
@@ -9,50 +10,49 @@ export interface HostArray {
   readonly data: Float64Array;
 }
 
-/** y[o, t] = b[o] + Σ_{i,k} w[o, i, k] · x[i, t·stride + k·dilation − padding] (zero outside x); one batch item. */
+/** 1-D convolution of one batch item [inChannels, length] by w [out, in, k]: the direct convolution's sum. */
 export function conv1d(x: HostArray, w: HostArray, b: Float64Array, options: { padding: number; dilation: number }): HostArray {
   const [inChannels, length] = x.shape as [number, number];
-  const [outChannels, wIn, kernel] = w.shape as [number, number, number];
-  if (wIn !== inChannels) throw new RangeError(`conv1d: weight has ${wIn} input channels, x has ${inChannels}`);
+  const [outChannels, , kernel] = w.shape as [number, number, number];
   const { padding, dilation } = options;
   const outLength = length + 2 * padding - dilation * (kernel - 1);
-  const y = new Float64Array(outChannels * outLength);
-  for (let o = 0; o < outChannels; o++) {
-    for (let t = 0; t < outLength; t++) {
-      let s = b[o]!;
-      for (let i = 0; i < inChannels; i++) {
-        for (let k = 0; k < kernel; k++) {
-          const at = t + k * dilation - padding;
-          if (at >= 0 && at < length) s += w.data[(o * inChannels + i) * kernel + k]! * x.data[i * length + at]!;
-        }
-      }
-      y[o * outLength + t] = s;
-    }
-  }
-  return { shape: [outChannels, outLength], data: y };
+  const geometry = lineGeometry(inChannels, outChannels, length, outLength, kernel, 1, padding, dilation);
+  return { shape: [outChannels, outLength], data: convReference(x.data, w.data, b, geometry) };
 }
 
-/** The transpose of conv1d (weight [in, out, k]): x[i, s] scatters into y[o, s·stride + k − padding]; one batch item. */
+/** The transpose of conv1d, w [in, out, k]: the adjoint of the direct convolution from [out, outLength] to x's shape. */
 export function convTranspose1d(x: HostArray, w: HostArray, b: Float64Array, options: { stride: number; padding: number }): HostArray {
   const [inChannels, length] = x.shape as [number, number];
-  const [wIn, outChannels, kernel] = w.shape as [number, number, number];
-  if (wIn !== inChannels) throw new RangeError(`convTranspose1d: weight has ${wIn} input channels, x has ${inChannels}`);
+  const [, outChannels, kernel] = w.shape as [number, number, number];
   const { stride, padding } = options;
   const outLength = (length - 1) * stride - 2 * padding + kernel;
-  const y = new Float64Array(outChannels * outLength);
-  for (let o = 0; o < outChannels; o++) y.fill(b[o]!, o * outLength, (o + 1) * outLength);
-  for (let i = 0; i < inChannels; i++) {
-    for (let s = 0; s < length; s++) {
-      const value = x.data[i * length + s]!;
-      for (let o = 0; o < outChannels; o++) {
-        for (let k = 0; k < kernel; k++) {
-          const at = s * stride + k - padding;
-          if (at >= 0 && at < outLength) y[o * outLength + at] += value * w.data[(i * outChannels + o) * kernel + k]!;
-        }
-      }
-    }
-  }
-  return { shape: [outChannels, outLength], data: y };
+  const direct = lineGeometry(outChannels, inChannels, outLength, length, kernel, stride, padding, 1);
+  return { shape: [outChannels, outLength], data: convTransposeReference(x.data, w.data, b, direct) };
+}
+
+/** A 1-D convolution of one batch item as the height-1 case of the 2-D reference geometry. */
+function lineGeometry(
+  inChannels: number,
+  outChannels: number,
+  inLength: number,
+  outLength: number,
+  kernel: number,
+  stride: number,
+  padding: number,
+  dilation: number,
+): ConvReferenceGeometry {
+  return {
+    batch: 1,
+    inChannels,
+    outChannels,
+    groups: 1,
+    inSize: [1, inLength],
+    outSize: [1, outLength],
+    kernel: [1, kernel],
+    stride: [1, stride],
+    padding: [0, padding],
+    dilation: [1, dilation],
+  };
 }
 
 const map = (x: HostArray, f: (value: number) => number): HostArray => ({ shape: x.shape, data: x.data.map(f) });

@@ -41,7 +41,7 @@ export class ResBlock1 extends nn.Module {
   constructor(channels, kernelSize, dilations, { weightNorm = true } = {}) {
     super();
     const conv = (dilation) =>
-      new nn.Conv1d(channels, channels, kernelSize, { dilation, padding: (dilation * (kernelSize - 1)) / 2, weightNorm });
+      new nn.Conv1d(channels, channels, kernelSize, { dilation, padding: Math.floor((dilation * (kernelSize - 1)) / 2), weightNorm });
     this.dilatedConvs = dilations.map((d) => conv(d));
     this.plainConvs = dilations.map(() => conv(1));
     this.registerModule('convs1', new nn.ModuleList(this.dilatedConvs));
@@ -74,7 +74,7 @@ export class HifiGanGenerator extends nn.Module {
       (rate, i) =>
         new nn.ConvTranspose1d(width(i), width(i + 1), upsampleKernelSizes[i], {
           stride: rate,
-          padding: (upsampleKernelSizes[i] - rate) / 2,
+          padding: Math.floor((upsampleKernelSizes[i] - rate) / 2), // as the reference's (k - u) // 2
           weightNorm,
         }),
     );

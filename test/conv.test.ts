@@ -11,7 +11,9 @@
 // ~3e-5: 1e-4 leaves a margin and is far below a wrong or missing term (O(1) of that scale).
 import { describe, expect, it } from 'vitest';
 
-import { backend, init, manualSeed, nn, noGrad, type Tensor, tensor, tidy } from '../ts/index.js';
+import { fileURLToPath } from 'node:url';
+
+import { backend, type Device, init, io, manualSeed, nn, noGrad, type Tensor, tensor, tidy } from '../ts/index.js';
 import { normals, reproduce, runSeed } from './helpers.js';
 import {
   convBackwardReference,
@@ -23,7 +25,7 @@ import {
 
 const F = nn.functional;
 const cudaUsable = backend().cuda.usable;
-const devices = ['cpu', ...(cudaUsable ? ['cuda'] : [])] as const;
+const devices: Device[] = ['cpu', ...(cudaUsable ? (['cuda'] as const) : [])];
 if (!cudaUsable) console.log(`conv: CUDA cases skipped: ${backend().cuda.reason}`);
 
 const TOLERANCE = 1e-4;
@@ -201,5 +203,291 @@ describe.each(devices)('convolutions against the float64 reference on %s', (devi
         expect(Array.from(y.slice(n * 8 * 4096, (n + 1) * 8 * 4096))).toEqual(Array.from(one));
       }
     });
+  });
+});
+
+/** A float64 w = g·v/max(‖v‖, eps) over `dim` (null: the whole tensor). */
+function weightNormReference(v: ArrayLike<number>, g: ArrayLike<number>, shape: number[], dim: number | null): Float64Array {
+  const outer = dim === null ? 1 : shape.slice(0, dim).reduce((a, b) => a * b, 1);
+  const channels = dim === null ? 1 : shape[dim]!;
+  const inner = dim === null ? v.length : shape.slice(dim + 1).reduce((a, b) => a * b, 1);
+  const squares = new Float64Array(channels);
+  for (let e = 0; e < v.length; e++) squares[Math.floor(e / inner) % channels]! += v[e]! ** 2;
+  void outer;
+  return Float64Array.from(v, (x, e) => {
+    const c = Math.floor(e / inner) % channels;
+    return (g[c]! * x) / Math.max(Math.sqrt(squares[c]!), 1e-12);
+  });
+}
+
+describe.each(devices)('conv layers on %s', (device) => {
+  it('Conv1d with weight norm (dim 0, in the GEMM epilogue) matches conv1d on the materialized w, forward and gradients', () => {
+    manualSeed(seed % 2 ** 31);
+    tidy(() => {
+      const layer = new nn.Conv1d(6, 8, 5, { padding: 4, dilation: 2, groups: 2, weightNorm: true }).to(device);
+      const x = tensor(Float32Array.from(values(3 * 6 * 20, seed + 11)), [3, 6, 20], { device });
+      x.requiresGrad = true;
+      // Gains away from ‖v‖, so that the epilogue's scale g/‖v‖ is not 1.
+      layer.loadStateDict({ g: { shape: [8], data: Float32Array.from(values(8, seed + 12), (v) => 1 + 0.3 * v) } }, { allowMissingKeys: true });
+      const dy = Float32Array.from(values(3 * 8 * 20, seed + 13));
+      const y = layer.forward(x);
+      const gv = convReference(x.toArray(), weightNormReference(layer.v!.toArray(), layer.g!.toArray(), [...layer.v!.shape], 0), Array.from(layer.bias!.toArray()), {
+        batch: 3, inChannels: 6, outChannels: 8, groups: 2, inSize: [1, 20], outSize: [1, 20], kernel: [1, 5], stride: [1, 1], padding: [0, 4], dilation: [1, 2],
+      });
+      expect(scaledError(y.toArray(), gv, convReference(abs(x.toArray()), abs(weightNormReference(layer.v!.toArray(), layer.g!.toArray(), [...layer.v!.shape], 0)), null, {
+        batch: 3, inChannels: 6, outChannels: 8, groups: 2, inSize: [1, 20], outSize: [1, 20], kernel: [1, 5], stride: [1, 1], padding: [0, 4], dilation: [1, 2],
+      }))).toBeLessThan(TOLERANCE);
+      F.sum(F.mul(y, tensor(dy, [3, 8, 20], { device }))).backward();
+      // The same loss through the materialized path: w = weightNorm(v, g), then plain conv1d.
+      const v2 = tensor(layer.v!.toArray(), [...layer.v!.shape], { device });
+      const g2 = tensor(layer.g!.toArray(), [8], { device });
+      const x2 = tensor(x.toArray(), [3, 6, 20], { device });
+      for (const t of [v2, g2, x2]) t.requiresGrad = true;
+      const { w } = F.weightNorm(v2, g2, { dim: 0 });
+      F.sum(F.mul(F.conv1d(x2, w, layer.bias, { padding: 4, dilation: 2, groups: 2 }), tensor(dy, [3, 8, 20], { device }))).backward();
+      const pairs: [Tensor, Tensor, string][] = [[x.grad!, x2.grad!, 'dx'], [layer.v!.grad!, v2.grad!, 'dv'], [layer.g!.grad!, g2.grad!, 'dg']];
+      for (const [fused, materialized, name] of pairs) {
+        const a = fused.toArray();
+        const b = materialized.toArray();
+        const scale = Math.max(...Array.from(b, Math.abs));
+        expect(scaledError(a, b, [scale]), `${name}, ${reproduce(seed)}`).toBeLessThan(TOLERANCE);
+      }
+    });
+  });
+});
+
+/** A small vocoder-like tree: a ModuleList of blocks inside a custom Module, as HiFi-GAN holds its layers. */
+class Blocks extends nn.Module {
+  readonly pre: nn.Conv1d;
+  readonly blocks: nn.ModuleList;
+  readonly post: nn.Conv1d;
+  constructor() {
+    super();
+    this.pre = this.registerModule('pre', new nn.Conv1d(3, 8, 7, { padding: 3, weightNorm: true }));
+    this.blocks = this.registerModule(
+      'blocks',
+      new nn.ModuleList([
+        new nn.ConvTranspose1d(8, 4, 8, { stride: 4, padding: 2, weightNorm: true }),
+        new nn.Conv1d(4, 4, 3, { dilation: 3, padding: 3, weightNorm: { dim: 2 } }),
+        new nn.ConvTranspose1d(4, 4, 3, { stride: 1, padding: 1, groups: 2 }),
+      ]),
+    );
+    this.post = this.registerModule('post', new nn.Conv1d(4, 2, 3, { padding: 1, bias: false }));
+  }
+  forward(x: Tensor): Tensor {
+    let y = this.pre.forward(x);
+    for (const block of this.blocks) y = block.forward(F.leakyRelu(y, 0.1));
+    return this.post.forward(y);
+  }
+}
+
+describe('module trees: ModuleList names, removeWeightNorms, data-dependent init', () => {
+  it('ModuleList children are named 0, 1, … so state-dict keys line up with PyTorch', () => {
+    const model = new Blocks();
+    try {
+      expect(Object.keys(model.stateDict())).toEqual([
+        'pre.v', 'pre.g', 'pre.bias',
+        'blocks.0.v', 'blocks.0.g', 'blocks.0.bias',
+        'blocks.1.v', 'blocks.1.g', 'blocks.1.bias',
+        'blocks.2.weight', 'blocks.2.bias',
+        'post.weight',
+      ]);
+      expect(model.blocks.length).toBe(3);
+      expect(model.blocks.at(-1)).toBeInstanceOf(nn.ConvTranspose1d);
+      expect(() => model.blocks.forward(tensor([1], [1]))).toThrow(TypeError);
+      expect(() => model.blocks.at(3)).toThrow(/nn.ModuleList.at: index/);
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('weight norm of a transposed convolution is one norm per input channel (weight axis 0), of dim 2 one per tap', () => {
+    const t = new nn.ConvTranspose1d(5, 3, 4, { weightNorm: true });
+    const c = new nn.Conv1d(6, 6, 8, { groups: 3, padding: 4, weightNorm: { dim: 2 } });
+    try {
+      expect(t.v!.shape).toEqual([5, 3, 4]);
+      expect(t.g!.shape).toEqual([5]);
+      expect(t.bias!.shape).toEqual([3]);
+      expect(c.v!.shape).toEqual([6, 2, 8]);
+      expect(c.g!.shape).toEqual([8]);
+    } finally {
+      t.dispose();
+      c.dispose();
+    }
+  });
+
+  it('removeWeightNorms folds every weight-normalized layer of the tree and keeps the outputs', () => {
+    manualSeed((seed + 5) % 2 ** 31);
+    const model = new Blocks();
+    try {
+      const x = tensor(Float32Array.from(values(2 * 3 * 9, seed + 21)), [2, 3, 9]);
+      const before = noGrad(() => tidy(() => model.forward(x).toArray()));
+      expect(nn.removeWeightNorms(model)).toBe(model);
+      expect(Object.keys(model.stateDict()).filter((k) => k.endsWith('.v') || k.endsWith('.g'))).toEqual([]);
+      const after = noGrad(() => tidy(() => model.forward(x).toArray()));
+      const scale = Math.max(...Array.from(before, Math.abs));
+      expect(scaledError(after, before, [scale])).toBeLessThan(1e-5);
+      expect(() => nn.removeWeightNorm(model.pre)).toThrow(/nn.removeWeightNorm: the Conv1d is not weight-normalized/);
+      x.dispose();
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('init.dataDependent initializes every weighted layer of any tree: unit-variance, zero-mean pre-activations per output channel', () => {
+    manualSeed((seed + 9) % 2 ** 31);
+    const model = new Blocks();
+    try {
+      const batch = tensor(Float32Array.from(values(4 * 3 * 16, seed + 31)), [4, 3, 16]);
+      init.dataDependent(model, batch, { seed: seed % 2 ** 31 });
+      // Re-run the forward, recording each weighted layer's output: after init each has per-channel statistics
+      // (0, 1) on this batch (the bias-less post layer: σ = 1 only).
+      const outputs: [string, Tensor][] = [];
+      for (const [name, layer] of model.namedModules()) {
+        if (!(layer instanceof nn.WeightedLayer)) continue;
+        const forward = layer.forward.bind(layer);
+        Object.defineProperty(layer, 'forward', { configurable: true, value: (x: Tensor) => {
+          const y = forward(x);
+          outputs.push([name, y]);
+          return y;
+        } });
+      }
+      noGrad(() => tidy(() => {
+        model.forward(batch);
+        for (const [name, y] of outputs) {
+          const [n, c, l] = y.shape as [number, number, number];
+          const data = y.toArray();
+          for (let ch = 0; ch < c; ch++) {
+            let sum = 0;
+            let squares = 0;
+            for (let b = 0; b < n; b++) for (let i = 0; i < l; i++) sum += data[(b * c + ch) * l + i]!;
+            const mean = sum / (n * l);
+            for (let b = 0; b < n; b++) for (let i = 0; i < l; i++) squares += (data[(b * c + ch) * l + i]! - mean) ** 2;
+            const std = Math.sqrt(squares / (n * l));
+            if (name !== 'post') expect(Math.abs(mean), `${name} channel ${ch} mean, ${reproduce(seed)}`).toBeLessThan(1e-4);
+            expect(Math.abs(std - 1), `${name} channel ${ch} σ, ${reproduce(seed)}`).toBeLessThan(1e-4);
+          }
+        }
+      }));
+      for (const [, layer] of model.namedModules()) delete (layer as { forward?: unknown }).forward;
+      batch.dispose();
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
+describe('weight norm edge cases', () => {
+  it('a zero channel of v stays finite (eps floor) in the fused forward and backward', () => {
+    const layer = new nn.Conv1d(2, 3, 3, { padding: 1, weightNorm: true });
+    try {
+      const v = layer.v!.toArray();
+      v.fill(0, 0, 6);
+      layer.loadStateDict({ v: { shape: [3, 2, 3], data: v } }, { allowMissingKeys: true });
+      tidy(() => {
+        const x = tensor(Float32Array.from(values(2 * 2 * 5, seed + 41)), [2, 2, 5]);
+        x.requiresGrad = true;
+        const y = layer.forward(x);
+        F.sum(y).backward();
+        for (const t of [y, x.grad!, layer.v!.grad!, layer.g!.grad!]) expect(t.toArray().every(Number.isFinite)).toBe(true);
+        // Channel 0's output is its bias alone.
+        const out = y.toArray();
+        for (let i = 0; i < 5; i++) expect(out[i]).toBe(layer.bias!.toArray()[0]);
+      });
+    } finally {
+      layer.dispose();
+    }
+  });
+
+  it("wav2vec2's positional conv at reduced width (k16, padding 8, groups 4, weightNorm dim 2) matches the float64 reference", () => {
+    const layer = new nn.Conv1d(8, 8, 16, { padding: 8, groups: 4, weightNorm: { dim: 2 } });
+    try {
+      layer.loadStateDict({ g: { shape: [16], data: Float32Array.from(values(16, seed + 51), (v) => 1 + 0.2 * v) } }, { allowMissingKeys: true });
+      tidy(() => {
+        const x = tensor(Float32Array.from(values(2 * 8 * 30, seed + 52)), [2, 8, 30]);
+        const y = noGrad(() => layer.forward(x));
+        expect(y.shape).toEqual([2, 8, 31]);
+        const w = weightNormReference(layer.v!.toArray(), layer.g!.toArray(), [8, 2, 16], 2);
+        const g: ConvReferenceGeometry = {
+          batch: 2, inChannels: 8, outChannels: 8, groups: 4, inSize: [1, 30], outSize: [1, 31], kernel: [1, 16], stride: [1, 1], padding: [0, 8], dilation: [1, 1],
+        };
+        expect(scaledError(y.toArray(), convReference(x.toArray(), w, Array.from(layer.bias!.toArray()), g), convReference(abs(x.toArray()), abs(w), null, g))).toBeLessThan(TOLERANCE);
+      });
+    } finally {
+      layer.dispose();
+    }
+  });
+});
+
+describe('errors name the parameter', () => {
+  const x1 = tensor(new Float32Array(2 * 4 * 6), [2, 4, 6]);
+  const expectError = (call: () => unknown, type: typeof RangeError | typeof TypeError, pattern: RegExp) => {
+    let caught: unknown;
+    try {
+      call();
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toBeInstanceOf(type);
+    expect((caught as Error).message).toMatch(pattern);
+  };
+
+  it('a dilated kernel larger than the padded input', () => {
+    expectError(() => F.conv1d(x1, tensor(new Float32Array(3 * 4 * 4), [3, 4, 4]), null, { dilation: 2 }), RangeError, /conv1d: weight: expected a kernel no larger than the padded input.*dilation 2/);
+    expectError(() => new nn.Conv1d(4, 2, 3, { dilation: 4 }).forward(x1), RangeError, /conv1d: weight/);
+  });
+
+  it('outputPadding must be smaller than the stride or the dilation', () => {
+    expectError(() => F.convTranspose1d(x1, tensor(new Float32Array(4 * 2 * 3), [4, 2, 3]), null, { stride: 2, outputPadding: 2 }), RangeError, /convTranspose1d: options.outputPadding: expected each value smaller than the stride or the dilation/);
+    expectError(() => new nn.ConvTranspose1d(4, 2, 3, { stride: 2, dilation: 2, outputPadding: 2 }), RangeError, /nn.ConvTranspose1d: options.outputPadding/);
+    expect(() => new nn.ConvTranspose1d(4, 2, 3, { stride: 1, dilation: 3, outputPadding: 2 }).dispose()).not.toThrow();
+  });
+
+  it('groups must divide both channel counts', () => {
+    expectError(() => new nn.Conv1d(4, 6, 3, { groups: 4 }), RangeError, /nn.Conv1d: options.groups: expected a divisor of both channel counts \(in 4, out 6\)/);
+    expectError(() => new nn.ConvTranspose2d(6, 4, 3, { groups: 3 }), RangeError, /nn.ConvTranspose2d: options.groups/);
+    expectError(() => F.conv1d(x1, tensor(new Float32Array(3 * 2 * 3), [3, 2, 3]), null, { groups: 2 }), RangeError, /conv1d: options.groups/);
+  });
+
+  it('wrong input rank or channels', () => {
+    const layer = new nn.Conv1d(4, 2, 3);
+    try {
+      expectError(() => layer.forward(tensor(new Float32Array(4 * 6), [4, 6])), RangeError, /conv1d: x: expected \[batch, channels, length\]/);
+      expectError(() => layer.forward(tensor(new Float32Array(2 * 3 * 6), [2, 3, 6])), RangeError, /conv1d: weight: expected \[outChannels, 3, kernelSize\]/);
+    } finally {
+      layer.dispose();
+    }
+    expectError(() => F.convTranspose1d(x1, tensor(new Float32Array(3 * 2 * 3), [3, 2, 3])), RangeError, /convTranspose1d: weight: expected \[4, outChannels \/ groups, kernelSize\]/);
+    expectError(() => new nn.Conv2d(4, 2, [3, 3, 3] as unknown as number), TypeError, /nn.Conv2d: kernelSize/);
+  });
+
+  it('pad and upsample arguments', () => {
+    expectError(() => F.pad(x1, [6, 0], { mode: 'reflect' }), RangeError, /pad: pads: expected pads smaller than the padded axes/);
+    expectError(() => F.pad(x1, [1, 2, 3]), TypeError, /pad: pads/);
+    expectError(() => F.pad(x1, [-1, 0], { mode: 'replicate' }), RangeError, /pad: pads: expected non-negative pads/);
+    expectError(() => F.upsample(x1, { scaleFactor: 1.5 }), TypeError, /upsample: options.scaleFactor/);
+    expectError(() => F.interpolate(x1, { size: 9 }), RangeError, /interpolate: options.size: expected whole multiples/);
+    expectError(() => new nn.ReflectionPad1d([1, 2, 3] as unknown as number), TypeError, /nn.ReflectionPad1d: padding/);
+  });
+});
+
+describe('PyTorch weights keep their meaning', () => {
+  it('a torch weight_norm ConvTranspose1d(3, 4, 3, stride=2) imported into nn.ConvTranspose1d gives torch\'s output', () => {
+    const dir = fileURLToPath(new URL('./fixtures/torch_state_dicts/', import.meta.url));
+    const layer = new nn.ConvTranspose1d(3, 4, 3, { stride: 2, weightNorm: true });
+    try {
+      io.importTorchWeightNorm(`${dir}convtranspose1d.weight_norm.safetensors`, layer);
+      const { tensors } = io.load(`${dir}convtranspose1d.io.safetensors`);
+      const y = noGrad(() => layer.forward(tensors.input!));
+      expect(y.shape).toEqual([2, 4, 11]);
+      const expected = tensors.output!.toArray();
+      const scale = Math.max(...Array.from(expected, Math.abs));
+      // float32 sums of 6 products and the norm: a few ulps of the output's scale.
+      expect(scaledError(y.toArray(), expected, [scale])).toBeLessThan(1e-5);
+      y.dispose();
+      for (const t of Object.values(tensors)) t.dispose();
+    } finally {
+      layer.dispose();
+    }
   });
 });

@@ -140,6 +140,15 @@ function disposeAll(views: NativeTensor[]): void {
   views.length = 0;
 }
 
+/** Runs a native call on 4-D views made into `views`, and frees the views afterwards, also when the call throws. */
+function withViews<T>(views: NativeTensor[], call: () => T): T {
+  try {
+    return call();
+  } finally {
+    disposeAll(views);
+  }
+}
+
 /** The geometry of a direct convolution's options, checked against x and the weight; 'same' may need a pre-pad. */
 function convGeometry(
   where: string,
@@ -235,16 +244,18 @@ function emptyConv(where: string, x: Tensor, weight: Tensor, bias: Tensor | null
 function convCore(where: string, x: Tensor, weight: Tensor, bias: Tensor | null, g: Geometry): Tensor {
   if (x.shape[0] === 0 || x.shape[1] === 0) return emptyConv(where, x, weight, bias, g, [x, weight]);
   const views: NativeTensor[] = [];
-  const y4 = native.conv(view4(x, g.dims, where, views), view4(weight, g.dims, where, views), bias ? handleOf(bias, where) : null, nativeGeometry(g));
-  disposeAll(views);
+  const y4 = withViews(views, () =>
+    native.conv(view4(x, g.dims, where, views), view4(weight, g.dims, where, views), bias ? handleOf(bias, where) : null, nativeGeometry(g)),
+  );
   return record(fromView4(y4, g.dims), where, [x, weight, bias], (dy, needs) => {
-    const grads = native.convBackward(view4(dy, g.dims, where, views), view4(x, g.dims, where, views), view4(weight, g.dims, where, views), {
-      ...nativeGeometry(g),
-      wantDx: needs[0]!,
-      wantDw: needs[1]!,
-      wantDbias: needs[2]!,
-    });
-    disposeAll(views);
+    const grads = withViews(views, () =>
+      native.convBackward(view4(dy, g.dims, where, views), view4(x, g.dims, where, views), view4(weight, g.dims, where, views), {
+        ...nativeGeometry(g),
+        wantDx: needs[0]!,
+        wantDw: needs[1]!,
+        wantDbias: needs[2]!,
+      }),
+    );
     return [
       grads.dx ? fromView4(grads.dx, g.dims) : null,
       grads.dw ? fromView4(grads.dw, g.dims) : null,
@@ -307,16 +318,24 @@ function weightNormConv(
     return [x.shape[0]!, outChannels, outputSize(size[0], kernel[0], geometry, 0), outputSize(size[1], kernel[1], geometry, 1)];
   })();
   const t4 = native.empty(y4Shape, x.device); // the kernel writes every element
-  const y4 = native.conv(view4(x, dims, where, views), view4(v, dims, where, views), bias ? handleOf(bias, where) : null, {
-    ...nativeGeometry(geometry),
-    channelScale: handleOf(s, where),
-    rawOut: t4,
-  });
-  disposeAll(views);
+  let y4: NativeTensor;
+  try {
+    y4 = withViews(views, () =>
+      native.conv(view4(x, dims, where, views), view4(v, dims, where, views), bias ? handleOf(bias, where) : null, {
+        ...nativeGeometry(geometry),
+        channelScale: handleOf(s, where),
+        rawOut: t4,
+      }),
+    );
+  } catch (error) {
+    t4.dispose();
+    s.dispose();
+    throw error;
+  }
   const t = wrap(t4);
   const [batch, , oh, ow] = y4Shape as [number, number, number, number];
   const positions = oh * ow;
-  const result = record(fromView4(y4, dims), where, [x, v, g, bias], (dy, needs) => {
+  const result = record(fromView4(y4, dims), where, [x, v, g, bias], (dy, needs) => withViews(views, () => {
     const dy4 = view4(dy, dims, where, views);
     const dot = native.channelReduce('dot', dy4, handleOf(t, where), batch, outChannels, positions);
     const { dg, c1, c2 } = native.weightNormCoefficients(dot, handleOf(g, where), handleOf(norm, where), eps);
@@ -349,12 +368,11 @@ function weightNormConv(
       dv = grads.dw ? fromView4(grads.dw, dims) : null;
       dbias = grads.dbias ? wrap(grads.dbias) : null;
     }
-    disposeAll(views);
     c1.dispose();
     c2.dispose();
     if (!needs[2]) dg.dispose();
     return [dx, dv, needs[2] ? wrap(dg) : null, dbias];
-  });
+  }));
   if (!result.requiresGrad) {
     // No backward will run: t and s are not needed (inside tidy() they would go anyway; this frees them early).
     s.dispose();
@@ -447,19 +465,21 @@ function convTranspose(where: string, dims: 1 | 2, x: Tensor, weight: Tensor, bi
     ]);
   }
   const views: NativeTensor[] = [];
-  const y4 = native.convTranspose(view4(x, dims, where, views), view4(weight, dims, where, views), bias ? handleOf(bias, where) : null, {
-    ...nativeGeometry(g),
-    outputSize: [...out],
-  });
-  disposeAll(views);
-  return record(fromView4(y4, dims), where, [x, weight, bias], (dy, needs) => {
-    const grads = native.convTransposeBackward(view4(dy, dims, where, views), view4(x, dims, where, views), view4(weight, dims, where, views), {
+  const y4 = withViews(views, () =>
+    native.convTranspose(view4(x, dims, where, views), view4(weight, dims, where, views), bias ? handleOf(bias, where) : null, {
       ...nativeGeometry(g),
-      wantDx: needs[0]!,
-      wantDw: needs[1]!,
-      wantDbias: needs[2]!,
-    });
-    disposeAll(views);
+      outputSize: [...out],
+    }),
+  );
+  return record(fromView4(y4, dims), where, [x, weight, bias], (dy, needs) => {
+    const grads = withViews(views, () =>
+      native.convTransposeBackward(view4(dy, dims, where, views), view4(x, dims, where, views), view4(weight, dims, where, views), {
+        ...nativeGeometry(g),
+        wantDx: needs[0]!,
+        wantDw: needs[1]!,
+        wantDbias: needs[2]!,
+      }),
+    );
     return [
       grads.dx ? fromView4(grads.dx, dims) : null,
       grads.dw ? fromView4(grads.dw, dims) : null,
@@ -531,8 +551,12 @@ export function pad(x: Tensor, pads: readonly number[], options: PadOptions = {}
   const viewShape = axes === 2 ? [...x.shape] : [...x.shape.slice(0, x.rank - 1), 1, width];
   const nativeOptions = { top, bottom, left, right, mode, value };
   const xView = native.reshape(handleOf(x, where), viewShape);
-  const y = native.pad(xView, nativeOptions);
-  xView.dispose();
+  let y: NativeTensor;
+  try {
+    y = native.pad(xView, nativeOptions);
+  } finally {
+    xView.dispose();
+  }
   const yOut = native.reshape(y, outShape);
   y.dispose();
   return record(wrap(yOut), where, [x], (dy) => {

@@ -9,6 +9,7 @@
 import { nn, noGrad, type Tensor } from '../../ts/index.js';
 import type { LayerSpec, OpConfig } from './fixture.js';
 import { accumulation, ELEMENTWISE, type LayerEntry, type OpEntry, UNIT_ROUNDOFF } from './entry.js';
+import { CONV2D_LAYER, CONV_EXCLUDED_MODULES, CONV_LAYERS, CONV_OPS } from './registry-conv.js';
 
 export { accumulation, ELEMENTWISE, type LayerEntry, type OpEntry, type OpRun, type Tolerance, UNIT_ROUNDOFF } from './entry.js';
 
@@ -72,11 +73,6 @@ export const OPS: Record<string, OpEntry> = {
     },
     tolerance: accumulation(30, 'norms of up to 30 squares; dv = s·(dw − (w·dw/‖w‖²)·w) subtracts two terms of similar size'),
   },
-  conv2d: {
-    run: (t, c) =>
-      ({ y: F.conv2d(need(t, 'x'), need(t, 'weight'), optional(t, 'bias'), { stride: number(c, 'stride'), padding: number(c, 'padding') }) }),
-    tolerance: accumulation(50, 'dot products of 27 terms (3 channels × 3 × 3) forward and for dx; up to 2 × 25 positions for the weight gradient'),
-  },
   maxPool2d: {
     run: (t, c) => ({ y: F.maxPool2d(need(t, 'x'), number(c, 'kernel'), number(c, 'stride')) }),
     tolerance: {
@@ -123,6 +119,7 @@ export const OPS: Record<string, OpEntry> = {
     }),
     tolerance: accumulation(16, 'per-element affine map with 1/√(var + eps); dgamma and dbeta sum 16 values per channel'),
   },
+  ...CONV_OPS,
   meanOnlyBatchNorm: {
     run: (t, c) => {
       const { y, mean } = F.meanOnlyBatchNorm(need(t, 'x'), need(t, 'bias'), c.runningMean ? need(t, 'runningMean') : null);
@@ -153,10 +150,8 @@ export const LAYERS: Record<string, LayerEntry> = {
     build: (s) => new nn.Linear(count(s, 'in'), count(s, 'out'), weightOptions(s)),
     tolerance: accumulation(12, 'dot products of 6 terms; with weight norm also the norm of 6 squares and the projection of dv'),
   },
-  Conv2d: {
-    build: (s) => new nn.Conv2d(count(s, 'in'), count(s, 'out'), count(s, 'kernel'), { ...weightOptions(s), stride: s.stride ?? 1, padding: s.padding ?? 0 }),
-    tolerance: accumulation(50, 'dot products of up to 27 terms forward and for dx; up to 2 × 25 positions for the weight gradient'),
-  },
+  Conv2d: CONV2D_LAYER,
+  ...CONV_LAYERS,
   ReLU: { build: () => new nn.ReLU(), tolerance: ELEMENTWISE },
   LeakyReLU: { build: (s) => new nn.LeakyReLU(s.negativeSlope), tolerance: ELEMENTWISE },
   Tanh: { build: () => new nn.Tanh(), tolerance: OPS.tanh!.tolerance },
@@ -182,6 +177,7 @@ export const LAYERS: Record<string, LayerEntry> = {
 /** Exports of nn that are Module classes but not layers to check, with the reason. */
 export const EXCLUDED_MODULES: Record<string, string> = {
   Module: 'the abstract base class; every concrete layer is registered',
+  ...CONV_EXCLUDED_MODULES,
 };
 
 export function buildLayer(spec: LayerSpec, seed: number): nn.Module {
@@ -192,7 +188,7 @@ export function buildLayer(spec: LayerSpec, seed: number): nn.Module {
 
 /** Folds (v, g) into a plain weight where the spec asks for it (after the state dict is loaded). */
 export function applyWeightNormRemovals(layer: nn.Module, spec: LayerSpec): void {
-  if (spec.removeWeightNorm) nn.removeWeightNorm(layer as nn.Linear | nn.Conv2d);
+  if (spec.removeWeightNorm) nn.removeWeightNorm(layer as nn.WeightedLayer);
   if (spec.type === 'Sequential') (spec.layers ?? []).forEach((child, i) => applyWeightNormRemovals((layer as nn.Sequential).layers[i]!, child));
 }
 

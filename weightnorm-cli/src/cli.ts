@@ -95,7 +95,7 @@ program
   .option('--peer-default-malloc', "time torch with glibc's default malloc (every output ≥ 32 MB faulted in anew)", false)
   .option('--python <path>', 'Python with torch for the peer (default: $WEIGHTNORM_PYTHON, python3, /usr/bin/python3)')
   .option('--cases <names>', 'comma-separated weight-norm case names (substrings) to run', (v: string) => v.split(',').filter(Boolean))
-  .option('--suites <list>', 'comma-separated subset of weightnorm,gemm,linear,mnist,vocoder (default: all)', choiceList(SUITES))
+  .option('--suites <list>', `comma-separated subset of ${SUITES.join(',')} (default: all)`, choiceList(SUITES))
   .option('--cache-mb <n>', 'last-level cache to defeat by rotating inputs (default: CPU from sysfs, CUDA 128)', positiveInt('--cache-mb'))
   .option('--memory-mb <n>', 'memory the rotated input sets may use', positiveInt('--memory-mb'))
   .action(async (opts: {

@@ -5,7 +5,7 @@ import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import type { OutputErrors } from './measure.js';
 import { BF16_TOLERANCE, worst } from './measure.js';
-import { type BackendResult, checksFailed, type GemmRow, type LinearRow, type MnistRow, type OpRow, type Variant } from './results.js';
+import { type BackendResult, checksFailed, type ConvLayerRow, type GemmRow, type LinearRow, type MnistRow, type OpRow, type Variant } from './results.js';
 import { isUnavailable, type Measured } from './rounds.js';
 import { VOCODER_HEADERS, vocoderDescription, vocoderRows } from './vocoder.js';
 
@@ -64,6 +64,7 @@ const BF16_HEADERS = ['case', 'op', 'ours ms', 'GB/s', '%roof', 'torch bf16 ms',
 const GEMM_HEADERS = ['case', 'm×n×k', 'prec', 'ours ms', 'TFLOP/s', 'backend', 'torch ms', 'TFLOP/s', 'ours/torch', 'check / why n/a'];
 const LINEAR_HEADERS = ['case', 'plain ms', 'WN ms', 'WN/plain', 'torch plain ms', 'torch WN ms', 'torch WN/plain', 'torch WN / our WN', 'check'];
 const MNIST_HEADERS = ['batch', 'norm', 'ours ms/step', 'torch ms/step', 'torch/ours', 'check'];
+const CONV_HEADERS = ['case', 'layer', 'plain ms', 'WN ms', 'WN/plain', 'check'];
 
 const measuredMs = (m: Measured) => (isUnavailable(m) ? 'n/a' : ms(m.ms));
 const shortText = (text: string, limit = 90) => (text.length > limit ? `${text.slice(0, limit - 1)}…` : text);
@@ -133,6 +134,17 @@ function linearRows(rows: LinearRow[]): string[][] {
   ]);
 }
 
+function convRows(rows: readonly ConvLayerRow[]): string[][] {
+  return rows.map((r) => [
+    r.case.name,
+    `${r.case.kind}(${r.case.in}, ${r.case.out}, ${r.case.kernel}) ${JSON.stringify(r.case.options)} x [${r.case.batch}, ${r.case.in}, ${r.case.size}${r.case.kind === 'Conv2d' ? `, ${r.case.size}` : ''}]`,
+    measuredMs(r.plain),
+    measuredMs(r.wn),
+    r.ratio === null ? 'n/a' : `${r.ratio.toFixed(3)}×`,
+    layerCheck(r.check),
+  ]);
+}
+
 function mnistRows(rows: MnistRow[]): string[][] {
   return rows.map((r) => [
     String(r.batch),
@@ -161,6 +173,7 @@ export function terminalTable(result: BackendResult): string {
   if (result.gemm.length) parts.push('', 'GEMM vs torch (cuBLAS on CUDA):', fixedTable(GEMM_HEADERS, gemmRows(result.gemm), 3));
   if (result.linear.length) parts.push('', 'Weight-normalized Linear vs plain (fwd+bwd per step):', fixedTable(LINEAR_HEADERS, linearRows(result.linear), 1));
   if (result.mnist.length) parts.push('', 'MNIST CNN training step:', fixedTable(MNIST_HEADERS, mnistRows(result.mnist), 2));
+  if (result.convLayers?.length) parts.push('', 'Weight-normalized conv layers vs plain (fwd+bwd per step):', fixedTable(CONV_HEADERS, convRows(result.convLayers), 2));
   if (result.vocoder?.length) parts.push('', 'HiFi-GAN V1 generator (RTF: audio s / compute s):', fixedTable(VOCODER_HEADERS, vocoderRows(result.vocoder), 2));
   return parts.join('\n');
 }
@@ -329,6 +342,19 @@ export function markdown(result: BackendResult): string {
             "before timing: loss and every parameter's gradient against torch with our weights and batch.",
           '',
           mdTable(MNIST_HEADERS, mnistRows(result.mnist)),
+          '',
+        ]
+      : []),
+    ...(result.convLayers?.length
+      ? [
+          '## Weight-normalized conv layers vs plain',
+          '',
+          'One step = clear the gradients, y = layer(x), sum(y).backward() with x requiring its gradient, then a ' +
+            'synchronize. Direct convolutions with weight norm over dim 0 scale the GEMM output in its epilogue and ' +
+            'get dv from the weight-gradient GEMM epilogue; the transposed convolution materializes w. Checked before ' +
+            'timing against the plain convolution on the effective weight and the unfused weight-norm backward.',
+          '',
+          mdTable(CONV_HEADERS, convRows(result.convLayers)),
           '',
         ]
       : []),

@@ -5,10 +5,12 @@ import type { Bf16Check, OutputErrors, Timing } from './measure.js';
 import type { PeerInfo, PeerPrepared } from './peer.js';
 import { isUnavailable } from './rounds.js';
 import { GEMM_TARGET_CASE } from './gemm.js';
+import { CONV_RATIO_GOAL, type ConvLayerRow } from './conv-layers.js';
 import { LINEAR_RATIO_GOAL, type LinearRow, type MnistRow } from './training.js';
 
 export type { GemmRow } from './gemm.js';
 export type { LinearRow, MnistRow } from './training.js';
+export type { ConvLayerRow } from './conv-layers.js';
 export type { VocoderRow } from './vocoder.js';
 import type { VocoderRow } from './vocoder.js';
 
@@ -133,6 +135,8 @@ export interface BackendResult {
   gemm: GemmRow[];
   linear: LinearRow[];
   mnist: MnistRow[];
+  /** The convolution layers' training step, weight norm vs plain (absent in results written before that suite). */
+  convLayers?: ConvLayerRow[];
   /** HiFi-GAN generator rows (absent from results written before the suite existed). */
   vocoder?: VocoderRow[];
   /** The GEMM, Linear and MNIST suites' goals, each met, not met or unavailable (its kernel or peer missing, or not measured). */
@@ -279,6 +283,18 @@ export function checksFailed(result: BackendResult): string[] {
   for (const r of result.gemm) if (r.check && !r.check.pass) failed.push(`gemm ${r.case.name} ${r.precision}`);
   for (const r of result.linear) if ('pass' in r.check && !r.check.pass) failed.push(`linear ${r.case.name}`);
   for (const r of result.mnist) if ('pass' in r.check && !r.check.pass) failed.push(`mnist b${r.batch} ${r.norm}`);
+  for (const r of result.convLayers ?? []) if ('pass' in r.check && !r.check.pass) failed.push(`conv ${r.case.name}`);
   for (const r of result.vocoder ?? []) if ('pass' in r.check && !r.check.pass) failed.push(`vocoder ${r.task} ${r.variant}`);
   return failed;
+}
+
+/** The conv suite's goal: the weight-normalized layer's step within CONV_RATIO_GOAL of the plain layer's (every shape). */
+export function evaluateConvGoal(suites: readonly Suite[], rows: readonly ConvLayerRow[]): SuiteGoal[] {
+  const name = `weight-normalized conv layers fwd+bwd ≤ ${CONV_RATIO_GOAL.toFixed(2)}× the plain layer (every shape)`;
+  if (!suites.includes('conv')) return [];
+  if (rows.length === 0) return [{ name, status: 'unavailable', detail: 'not measured' }];
+  const missing = rows.filter((r) => r.ratio === null);
+  const misses = rows.filter((r) => r.ratio !== null && r.ratio > CONV_RATIO_GOAL);
+  const figures = rows.map((r) => `${r.case.name} ${r.ratio === null ? 'n/a' : `${r.ratio.toFixed(3)}×`}`).join(', ');
+  return [{ name, status: missing.length ? 'unavailable' : misses.length ? 'not met' : 'met', detail: figures }];
 }

@@ -36,6 +36,7 @@ import {
   type CaseResult,
   type CheckResult,
   checksFailed,
+  evaluateConvGoal,
   evaluateSuiteGoals,
   evaluateTargets,
   type GemmRow,
@@ -48,6 +49,7 @@ import {
 } from './results.js';
 import { GEMM_CASES, runGemmSuite } from './gemm.js';
 import type { RoundPlan } from './rounds.js';
+import { CONV_LAYER_CASES, type ConvLayerRow, runConvLayerSuite } from './conv-layers.js';
 import { LINEAR_CASES, MNIST_BATCHES, runLinearSuite, runMnistSuite } from './training.js';
 import { runVocoderSuite, type VocoderRow } from './vocoder.js';
 
@@ -546,6 +548,7 @@ async function benchDevice(
   let gemm: GemmRow[] = [];
   let linear: LinearRow[] = [];
   let mnist: MnistRow[] = [];
+  let convLayers: ConvLayerRow[] = [];
   let vocoder: VocoderRow[] = [];
   // The result as measured so far (the suites not run yet read as 'not measured').
   const assemble = (): BackendResult => ({
@@ -569,8 +572,9 @@ async function benchDevice(
     gemm,
     linear,
     mnist,
+    convLayers,
     vocoder,
-    suiteGoals: evaluateSuiteGoals(plan.device, suites, gemm, linear, mnist),
+    suiteGoals: [...evaluateSuiteGoals(plan.device, suites, gemm, linear, mnist), ...evaluateConvGoal(suites, convLayers)],
     durationSeconds: (Date.now() - started) / 1000,
     loadAverage: { start: loadAtStart, end: loadavg() },
   });
@@ -609,9 +613,14 @@ async function benchDevice(
       mnist = await runMnistSuite(MNIST_BATCHES, peer, { device: plan.device, plan: plans.mnist, seed: 72_000, log });
       await checkpoint?.(assemble());
     }
+    if (suites.includes('conv')) {
+      process.stderr.write(`${plan.device}: weight-normalized conv layers vs plain\n`);
+      convLayers = await runConvLayerSuite(pick(CONV_LAYER_CASES), { device: plan.device, plan: plans.linear, seed: 73_000, log });
+      await checkpoint?.(assemble());
+    }
     if (suites.includes('vocoder')) {
       process.stderr.write(`${plan.device}: HiFi-GAN V1 generator vs torch (inference RTF, WN vs plain training step)\n`);
-      vocoder = await runVocoderSuite(peer, { device: plan.device, plan: plans.vocoder, seed: 73_000, log });
+      vocoder = await runVocoderSuite(peer, { device: plan.device, plan: plans.vocoder, seed: 74_000, log });
     }
   } finally {
     progress.stop();

@@ -452,8 +452,10 @@ describe('errors name the parameter', () => {
   it('wrong input rank or channels', () => {
     const layer = new nn.Conv1d(4, 2, 3);
     try {
-      expectError(() => layer.forward(tensor(new Float32Array(4 * 6), [4, 6])), RangeError, /conv1d: x: expected \[batch, channels, length\]/);
-      expectError(() => layer.forward(tensor(new Float32Array(2 * 3 * 6), [2, 3, 6])), RangeError, /conv1d: weight: expected \[outChannels, 3, kernelSize\]/);
+      expectError(() => layer.forward(tensor(new Float32Array(4 * 6), [4, 6])), RangeError, /nn.Conv1d.forward: x: expected \[batch, 4, length\], received \[4, 6\]/);
+      expectError(() => layer.forward(tensor(new Float32Array(2 * 3 * 6), [2, 3, 6])), RangeError, /nn.Conv1d.forward: x: expected \[batch, 4, length\], received \[2, 3, 6\]/);
+      expectError(() => F.conv1d(x1, tensor(new Float32Array(2 * 3 * 3), [2, 3, 3])), RangeError, /conv1d: weight: expected \[outChannels, 4, kernelSize\]/);
+      expectError(() => F.conv2d(x1, tensor(new Float32Array(2 * 4 * 9), [2, 4, 3, 3])), RangeError, /conv2d: x: expected \[batch, channels, height, width\]/);
     } finally {
       layer.dispose();
     }

@@ -289,7 +289,8 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
  * dv = s·(dy ⋆ x) − (g·dg/norm²)·v written in the weight-gradient GEMM's epilogue (as weightNormLinear does).
  * `norm` is ‖v‖ per output channel (floored by eps), computed by the caller once per optimizer step.
  */
-function weightNormConv(
+/** @internal Also what the layers call, with `where` the plain op's name (conv1d, conv2d) for their error messages. */
+export function weightNormConv(
   where: string,
   dims: 1 | 2,
   x: Tensor,

@@ -2,6 +2,7 @@
 // out of tidy(); forward() is built from the differentiable ops in functional.ts.
 import { noGrad } from './autograd.js';
 import { rangeError, shapeText, typeError } from './errors.js';
+import { weightNormConv } from './conv.js';
 import * as F from './functional.js';
 import { native, type NativeTensor } from './native.js';
 import { nextSeed } from './random.js';
@@ -579,6 +580,14 @@ function checkAxisSize(where: string, value: unknown, dims: number, minimum: num
   return [...(value as number[])];
 }
 
+/** A convolution layer's input: [batch, inChannels, length] (1-D) or [batch, inChannels, height, width] (2-D). */
+function checkConvInput(where: string, x: unknown, dims: 1 | 2, inChannels: number): void {
+  const t = checkInput(where, x);
+  if (t.rank !== dims + 2 || t.shape[1] !== inChannels) {
+    throw rangeError(`${where}: x`, `[batch, ${inChannels}, ${dims === 1 ? 'length' : 'height, width'}]`, shapeText(t.shape));
+  }
+}
+
 const axisList = (value: number | readonly number[], dims: number): number[] => (typeof value === 'number' ? Array<number>(dims).fill(value) : [...value]);
 
 /**
@@ -630,13 +639,14 @@ abstract class ConvNd extends WeightedLayer {
 
   forward(x: Tensor): Tensor {
     const where = `nn.${this.constructor.name}.forward`;
-    checkInput(where, x);
+    checkConvInput(where, x, this.dims, this.inChannels);
     const state = this.weightNormState;
     const conv = this.dims === 1 ? F.conv1d : F.conv2d;
     if (!state) return conv(x, this.weight!, this.bias, this.functionalOptions());
     if (state.dim === 0) {
-      const fused = this.dims === 1 ? F.weightNormConv1d : F.weightNormConv2d;
-      return fused(x, state.v, state.g, this.bias, state.currentNorm(), this.functionalOptions(), state.eps);
+      // Errors name the plain op (conv1d, conv2d): the layer runs a convolution, the epilogue is an implementation detail.
+      const name = this.dims === 1 ? 'conv1d' : 'conv2d';
+      return weightNormConv(name, this.dims, x, state.v, state.g, this.bias, state.currentNorm(), this.functionalOptions(), state.eps);
     }
     // Other dims: one norm per input channel, kernel position or for the whole weight; w is materialized.
     return conv(x, this.effectiveWeight(), this.bias, this.functionalOptions());
@@ -723,7 +733,7 @@ abstract class ConvTransposeNd extends WeightedLayer {
   }
 
   forward(x: Tensor): Tensor {
-    checkInput(`nn.${this.constructor.name}.forward`, x);
+    checkConvInput(`nn.${this.constructor.name}.forward`, x, this.dims, this.inChannels);
     const options = { stride: this.stride, padding: this.padding, outputPadding: this.outputPadding, dilation: this.dilation, groups: this.groups };
     const w = this.effectiveWeight();
     return this.dims === 1 ? F.convTranspose1d(x, w, this.bias, options) : F.convTranspose2d(x, w, this.bias, options);

@@ -569,8 +569,8 @@ Napi::Object gradient_output(Napi::Env env, Napi::Object result, const char* nam
 }
 
 // conv(x [N, C, H, W], w [OC, C/groups, kh, kw], bias | null, { stride, padding, dilation, groups, channelScale?,
-// rawOut? }) -> y [N, OC, OH, OW]; with channelScale [OC], y = channelScale ⊙ conv(x, w) + bias and rawOut (like y)
-// receives conv(x, w).
+// rawOut? }) -> y [N, OC, OH, OW]; with channelScale [OC], y = channelScale ⊙ conv(x, w) + bias and rawOut (like y,
+// optional) receives conv(x, w).
 Napi::Value Conv(const Napi::CallbackInfo& info) {
   Args args(info);
   TensorWrap& x = args.tensor(0, "x");
@@ -595,8 +595,8 @@ Napi::Value Conv(const Napi::CallbackInfo& info) {
                                       " input channels per group, got " + shape_string(w.shape()));
   if (bias) expect_count(args.env(), *bias, g.out_channels, "bias");
   if (channel_scale) expect_count(args.env(), *channel_scale, g.out_channels, "channelScale");
-  if ((channel_scale == nullptr) != (raw_out == nullptr))
-    throw_type_error(args.env(), "conv: options.channelScale and options.rawOut: expected both or neither");
+  if (raw_out && !channel_scale)
+    throw_type_error(args.env(), "conv: options.rawOut: expected options.channelScale with it (the raw product of a scaled convolution)");
   if (raw_out) expect_count(args.env(), *raw_out, g.batch * g.out_channels * g.out_spatial(), "rawOut");
   return guarded(args.env(), [&]() -> Napi::Value {
     Output y = output(args.env(), device, {g.batch, g.out_channels, g.out_height, g.out_width});

@@ -197,7 +197,6 @@ void weight_transpose_product(float* dcol, const float* w, const float* dys, int
 }
 
 const float* offset_or_null(const float* p, int64_t offset) { return p ? p + offset : nullptr; }
-float* offset_or_null(float* p, int64_t offset) { return p ? p + offset : nullptr; }
 
 }  // namespace
 
@@ -207,15 +206,15 @@ void conv_forward(float* y, const float* x, const float* w, const float* bias, c
   const int64_t spatial = g.out_spatial(), in_spatial = g.in_spatial();
   const int64_t patch = g.patch(), ocg = g.out_channels_per_group();
   const int64_t batch = batch_size(g);
-  const bool scaled = scale.channel_scale != nullptr;
+  const bool keeps_raw = scale.channel_scale != nullptr && scale.raw_out != nullptr;
   float* col = is_pointwise(g) ? nullptr : scratch(0, g.groups * patch * batch * spatial);
   float* product = batch > 1 ? scratch(1, g.out_channels * batch * spatial) : nullptr;
-  float* raw_product = batch > 1 && scaled ? scratch(2, g.out_channels * batch * spatial) : nullptr;
+  float* raw_product = batch > 1 && keeps_raw ? scratch(2, g.out_channels * batch * spatial) : nullptr;
   for (int64_t first = 0; first < g.batch; first += batch) {
     const int64_t images = std::min(batch, g.batch - first), n = images * spatial;
     const float* x_images = x + first * g.in_channels * in_spatial;
     float* y_images = y + first * g.out_channels * spatial;
-    float* raw_images = scaled ? scale.raw_out + first * g.out_channels * spatial : nullptr;
+    float* raw_images = keeps_raw ? scale.raw_out + first * g.out_channels * spatial : nullptr;
     const float* cols = x_images;
     if (!is_pointwise(g)) {
       im2col(col, x_images, images, g);
@@ -227,12 +226,12 @@ void conv_forward(float* y, const float* x, const float* w, const float* bias, c
       GemmEpilogue epilogue;
       epilogue.row_bias = offset_or_null(bias, gi * ocg);
       epilogue.row_scale = offset_or_null(scale.channel_scale, gi * ocg);
-      epilogue.raw_out = scaled ? raw_target + gi * ocg * n : nullptr;
+      epilogue.raw_out = keeps_raw ? raw_target + gi * ocg * n : nullptr;
       gemm(target + gi * ocg * n, w + gi * ocg * patch, cols + gi * patch * n, ocg, n, patch, false, false, epilogue);
     }
     if (images > 1) {
       channels_major_to_images(y_images, target, images, g.out_channels, spatial);
-      if (scaled) channels_major_to_images(raw_images, raw_target, images, g.out_channels, spatial);
+      if (keeps_raw) channels_major_to_images(raw_images, raw_target, images, g.out_channels, spatial);
     }
   }
 }

@@ -200,15 +200,15 @@ void conv_forward(float* y, const float* x, const float* w, const float* bias, c
   const int64_t spatial = g.out_spatial(), in_spatial = g.in_spatial();
   const int64_t patch = g.patch(), ocg = g.out_channels_per_group();
   const int64_t batch = batch_size(g);
-  const bool scaled = scale.channel_scale != nullptr;
+  const bool keeps_raw = scale.channel_scale != nullptr && scale.raw_out != nullptr;
   Scratch col(is_pointwise(g) ? 0 : size_t(g.groups * patch * batch * spatial) * sizeof(float));
   Scratch product(batch > 1 ? size_t(g.out_channels * batch * spatial) * sizeof(float) : 0);
-  Scratch raw_product(batch > 1 && scaled ? size_t(g.out_channels * batch * spatial) * sizeof(float) : 0);
+  Scratch raw_product(batch > 1 && keeps_raw ? size_t(g.out_channels * batch * spatial) * sizeof(float) : 0);
   for (int64_t first = 0; first < g.batch; first += batch) {
     const int64_t images = std::min(batch, g.batch - first), n = images * spatial;
     const float* x_images = x + first * g.in_channels * in_spatial;
     float* y_images = y + first * g.out_channels * spatial;
-    float* raw_images = scaled ? scale.raw_out + first * g.out_channels * spatial : nullptr;
+    float* raw_images = keeps_raw ? scale.raw_out + first * g.out_channels * spatial : nullptr;
     const float* cols = x_images;
     if (!is_pointwise(g)) {
       im2col(col.floats(), x_images, images, g);
@@ -220,12 +220,12 @@ void conv_forward(float* y, const float* x, const float* w, const float* bias, c
       GemmEpilogue epilogue;
       epilogue.row_bias = offset_or_null(bias, gi * ocg);
       epilogue.row_scale = offset_or_null(scale.channel_scale, gi * ocg);
-      epilogue.raw_out = scaled ? raw_target + gi * ocg * n : nullptr;
+      epilogue.raw_out = keeps_raw ? raw_target + gi * ocg * n : nullptr;
       gemm(target + gi * ocg * n, w + gi * ocg * patch, cols + gi * patch * n, ocg, n, patch, false, false, epilogue);
     }
     if (images > 1) {
       regroup(y_images, target, images, g.out_channels, spatial, true);
-      if (scaled) regroup(raw_images, raw_target, images, g.out_channels, spatial, true);
+      if (keeps_raw) regroup(raw_images, raw_target, images, g.out_channels, spatial, true);
     }
   }
 }

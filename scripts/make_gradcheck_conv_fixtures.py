@@ -105,6 +105,12 @@ def conv_op_cases():
                       {'groups': 2, 'stride': 2})
     weight_normalized('weightNormConv2d per-axis', 'weightNormConv2d', [2, 2, 5, 6], [3, 2, 2, 3],
                       {'stride': [1, 2], 'padding': [1, 1]})
+    # Output smaller than the weight: the op keeps the raw product t and writes dv in the GEMM epilogue (the cases
+    # above take the other route, dv and dg from the weight-gradient product).
+    weight_normalized('weightNormConv1d output smaller than the weight', 'weightNormConv1d', [1, 8, 4], [6, 8, 3],
+                      {'padding': 1})
+    weight_normalized('weightNormConv2d output smaller than the weight', 'weightNormConv2d', [1, 4, 3, 3], [5, 4, 3, 3],
+                      {'padding': 1, 'stride': 2})
 
     def padded(name, x_shape, pads, mode, value=None):
         config = {'pads': pads, 'mode': mode}
@@ -224,6 +230,8 @@ LAYERS = [
                                                         'dilation': 2, 'padding': 2, 'weightNorm': {'dim': 0}}, [2, 3, 11]),
     ('nn.Conv1d weightNorm dim 0 zero channel', {'type': 'Conv1d', 'in': 2, 'out': 3, 'kernel': 3, 'padding': 1,
                                                  'weightNorm': {'dim': 0}, 'zeroRow': True}, [2, 2, 6]),
+    ('nn.Conv1d weightNorm dim 0, output smaller than the weight', {'type': 'Conv1d', 'in': 8, 'out': 6, 'kernel': 3,
+                                                                      'padding': 1, 'weightNorm': {'dim': 0}}, [1, 8, 3]),
     ('nn.Conv1d weightNorm dim 1 groups 2', {'type': 'Conv1d', 'in': 4, 'out': 4, 'kernel': 3, 'groups': 2,
                                              'weightNorm': {'dim': 1}}, [2, 4, 7]),
     ('nn.Conv1d wav2vec2-like (k8 padding 4 groups 4, weightNorm dim 2)',

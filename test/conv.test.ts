@@ -14,6 +14,7 @@ import { describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
 
 import { backend, type Device, init, io, manualSeed, nn, noGrad, type Tensor, tensor, tidy } from '../ts/index.js';
+import { native } from '../ts/native.js';
 import { normals, reproduce, runSeed } from './helpers.js';
 import {
   convBackwardReference,
@@ -221,30 +222,35 @@ function weightNormReference(v: ArrayLike<number>, g: ArrayLike<number>, shape: 
 }
 
 describe.each(devices)('conv layers on %s', (device) => {
-  it('Conv1d with weight norm (dim 0, in the GEMM epilogue) matches conv1d on the materialized w, forward and gradients', () => {
+  // Two routes for dv, dg: a long output keeps no raw product (dv, dg from the weight-gradient product); a short
+  // one keeps t and writes dv in the GEMM epilogue.
+  it.each([
+    ['output larger than the weight (no t kept)', 3, 20],
+    ['output smaller than the weight (t kept)', 1, 2],
+  ] as const)('Conv1d with weight norm (dim 0, scale in the GEMM epilogue), %s: matches conv1d on the materialized w', (_, batch, length) => {
     manualSeed(seed % 2 ** 31);
     tidy(() => {
       const layer = new nn.Conv1d(6, 8, 5, { padding: 4, dilation: 2, groups: 2, weightNorm: true }).to(device);
-      const x = tensor(Float32Array.from(values(3 * 6 * 20, seed + 11)), [3, 6, 20], { device });
+      const x = tensor(Float32Array.from(values(batch * 6 * length, seed + 11)), [batch, 6, length], { device });
       x.requiresGrad = true;
       // Gains away from ‖v‖, so that the epilogue's scale g/‖v‖ is not 1.
       layer.loadStateDict({ g: { shape: [8], data: Float32Array.from(values(8, seed + 12), (v) => 1 + 0.3 * v) } }, { allowMissingKeys: true });
-      const dy = Float32Array.from(values(3 * 8 * 20, seed + 13));
+      const dy = Float32Array.from(values(batch * 8 * length, seed + 13));
       const y = layer.forward(x);
       const gv = convReference(x.toArray(), weightNormReference(layer.v!.toArray(), layer.g!.toArray(), [...layer.v!.shape], 0), Array.from(layer.bias!.toArray()), {
-        batch: 3, inChannels: 6, outChannels: 8, groups: 2, inSize: [1, 20], outSize: [1, 20], kernel: [1, 5], stride: [1, 1], padding: [0, 4], dilation: [1, 2],
+        batch, inChannels: 6, outChannels: 8, groups: 2, inSize: [1, length], outSize: [1, length], kernel: [1, 5], stride: [1, 1], padding: [0, 4], dilation: [1, 2],
       });
       expect(scaledError(y.toArray(), gv, convReference(abs(x.toArray()), abs(weightNormReference(layer.v!.toArray(), layer.g!.toArray(), [...layer.v!.shape], 0)), null, {
-        batch: 3, inChannels: 6, outChannels: 8, groups: 2, inSize: [1, 20], outSize: [1, 20], kernel: [1, 5], stride: [1, 1], padding: [0, 4], dilation: [1, 2],
+        batch, inChannels: 6, outChannels: 8, groups: 2, inSize: [1, length], outSize: [1, length], kernel: [1, 5], stride: [1, 1], padding: [0, 4], dilation: [1, 2],
       }))).toBeLessThan(TOLERANCE);
-      F.sum(F.mul(y, tensor(dy, [3, 8, 20], { device }))).backward();
+      F.sum(F.mul(y, tensor(dy, [batch, 8, length], { device }))).backward();
       // The same loss through the materialized path: w = weightNorm(v, g), then plain conv1d.
       const v2 = tensor(layer.v!.toArray(), [...layer.v!.shape], { device });
       const g2 = tensor(layer.g!.toArray(), [8], { device });
-      const x2 = tensor(x.toArray(), [3, 6, 20], { device });
+      const x2 = tensor(x.toArray(), [batch, 6, length], { device });
       for (const t of [v2, g2, x2]) t.requiresGrad = true;
       const { w } = F.weightNorm(v2, g2, { dim: 0 });
-      F.sum(F.mul(F.conv1d(x2, w, layer.bias, { padding: 4, dilation: 2, groups: 2 }), tensor(dy, [3, 8, 20], { device }))).backward();
+      F.sum(F.mul(F.conv1d(x2, w, layer.bias, { padding: 4, dilation: 2, groups: 2 }), tensor(dy, [batch, 8, length], { device }))).backward();
       const pairs: [Tensor, Tensor, string][] = [[x.grad!, x2.grad!, 'dx'], [layer.v!.grad!, v2.grad!, 'dv'], [layer.g!.grad!, g2.grad!, 'dg']];
       for (const [fused, materialized, name] of pairs) {
         const a = fused.toArray();
@@ -490,6 +496,31 @@ describe('PyTorch weights keep their meaning', () => {
       for (const t of Object.values(tensors)) t.dispose();
     } finally {
       layer.dispose();
+    }
+  });
+});
+
+describe('the raw binding checks the conv options by name (as a caller skipping ts/ would see)', () => {
+  const raw = native as unknown as Record<string, (...args: unknown[]) => unknown>;
+  it('per-axis pairs, groups, the weight-norm epilogue operands and pad modes', () => {
+    const x = native.randn([1, 2, 1, 5], seed % 2 ** 31, 'cpu', 0, 1);
+    const w = native.randn([4, 2, 1, 3], (seed + 1) % 2 ** 31, 'cpu', 0, 1);
+    const geometry = { stride: [1, 1], padding: [0, 0], dilation: [1, 1], groups: 1 };
+    try {
+      expect(() => raw.conv!(x, w, null, { ...geometry, stride: [1] })).toThrow(/conv: options.stride: expected \[height, width\]/);
+      expect(() => raw.conv!(x, w, null, { ...geometry, dilation: [1, 0] })).toThrow(/conv: options.dilation/);
+      expect(() => raw.conv!(x, w, null, { ...geometry, groups: 3 })).toThrow(RangeError);
+      const scale = native.full([4], 1, 'cpu');
+      expect(() => raw.conv!(x, w, null, { ...geometry, rawOut: scale })).toThrow(/conv: options.rawOut: expected options.channelScale with it/);
+      scale.dispose();
+      expect(() => raw.convTranspose!(x, w, null, { ...geometry })).toThrow(/convTranspose: options.outputSize/);
+      expect(() => raw.pad!(x, { top: 0, bottom: 0, left: 1, right: 1, mode: 'wrap', value: 0 })).toThrow(/pad: options.mode/);
+      const y = native.conv(x, w, null, geometry);
+      expect(y.shape).toEqual([1, 4, 1, 3]);
+      y.dispose();
+    } finally {
+      x.dispose();
+      w.dispose();
     }
   });
 });

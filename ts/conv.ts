@@ -284,9 +284,12 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
 
 /**
  * Weight-normalized convolution over dim 0 that never materializes w = g·v/‖v‖: with s = g/norm per output channel,
- * y = s ⊙ conv(x, v) + b, the scale and bias applied in the convolution GEMM's epilogue, which also keeps
- * t = conv(x, v) for the backward: dg = Σ dy ⊙ t / norm, dx = conv backward of s ⊙ dy through v, and
- * dv = s·(dy ⋆ x) − (g·dg/norm²)·v written in the weight-gradient GEMM's epilogue (as weightNormLinear does).
+ * y = s ⊙ conv(x, v) + b, the scale and bias applied in the convolution GEMM's epilogue; dx is the convolution
+ * backward of s ⊙ dy through v. For dv and dg the backward uses whichever is smaller, as saved state:
+ *  - the output is no larger than the weight: the forward GEMM also keeps t = conv(x, v); dg = Σ dy ⊙ t / norm and
+ *    dv = s·(dy ⋆ x) − (g·dg/norm²)·v is written in the weight-gradient GEMM's epilogue (as weightNormLinear does);
+ *  - else (long sequences, images): nothing is kept; the weight-gradient product P = dy ⋆ x (= dL/dw, weight-sized)
+ *    goes through the fused weight-norm backward, which writes dv and dg in one pass.
  * `norm` is ‖v‖ per output channel (floored by eps), computed by the caller once per optimizer step.
  */
 /** @internal Also what the layers call, with `where` the plain op's name (conv1d, conv2d) for their error messages. */
@@ -318,31 +321,34 @@ export function weightNormConv(
     const size = spatialPair(x, dims);
     return [x.shape[0]!, outChannels, outputSize(size[0], kernel[0], geometry, 0), outputSize(size[1], kernel[1], geometry, 1)];
   })();
-  const t4 = native.empty(y4Shape, x.device); // the kernel writes every element
+  // What the backward needs besides x, v, g: the raw product t = conv(x, v) (output-sized), or nothing, in which
+  // case it forms the weight-gradient product P = dy ⋆ x (weight-sized) and gets dv, dg from P in one fused
+  // weight-norm backward pass. The smaller of the two is kept: long sequences (audio) keep no output-sized t.
+  const outputElements = y4Shape.reduce((p, d) => p * d, 1);
+  const keepsRaw = outputElements <= v.size;
+  const t4 = keepsRaw ? native.empty(y4Shape, x.device) : null; // the kernel writes every element
   let y4: NativeTensor;
   try {
     y4 = withViews(views, () =>
       native.conv(view4(x, dims, where, views), view4(v, dims, where, views), bias ? handleOf(bias, where) : null, {
         ...nativeGeometry(geometry),
         channelScale: handleOf(s, where),
-        rawOut: t4,
+        ...(t4 ? { rawOut: t4 } : {}),
       }),
     );
   } catch (error) {
-    t4.dispose();
+    t4?.dispose();
     s.dispose();
     throw error;
   }
-  const t = wrap(t4);
+  const t = t4 ? wrap(t4) : null;
   const [batch, , oh, ow] = y4Shape as [number, number, number, number];
   const positions = oh * ow;
   const result = record(fromView4(y4, dims), where, [x, v, g, bias], (dy, needs) => withViews(views, () => {
     const dy4 = view4(dy, dims, where, views);
-    const dot = native.channelReduce('dot', dy4, handleOf(t, where), batch, outChannels, positions);
-    const { dg, c1, c2 } = native.weightNormCoefficients(dot, handleOf(g, where), handleOf(norm, where), eps);
-    dot.dispose();
     let dx: Tensor | null = null;
     if (needs[0]) {
+      // dx = conv backward of dy through w = s ⊙ v: dy scaled per output channel, then through v.
       const scaledDy = native.channelOp('scale', dy4, handleOf(s, where), batch, outChannels, positions);
       const grads = native.convBackward(scaledDy, view4(x, dims, where, views), view4(v, dims, where, views), {
         ...nativeGeometry(geometry),
@@ -353,6 +359,29 @@ export function weightNormConv(
       scaledDy.dispose();
       dx = fromView4(grads.dx!, dims);
     }
+    if (!t) {
+      // P = dy ⋆ x is dL/dw; the fused weight-norm backward turns it into dv and dg in one pass.
+      const grads = native.convBackward(dy4, view4(x, dims, where, views), view4(v, dims, where, views), {
+        ...nativeGeometry(geometry),
+        wantDx: false,
+        wantDw: needs[1]! || needs[2]!,
+        wantDbias: needs[3]!,
+      });
+      let dv: Tensor | null = null;
+      let dg: Tensor | null = null;
+      if (grads.dw) {
+        const product = fromView4(grads.dw, dims);
+        const r = native.weightNormBackward(handleOf(product, where), handleOf(v, where), handleOf(g, where), handleOf(norm, where), 0, eps, true);
+        product.dispose();
+        dv = needs[1] ? wrap(r.dv) : (r.dv.dispose(), null);
+        dg = needs[2] ? wrap(r.dg) : (r.dg.dispose(), null);
+      }
+      return [dx, dv, dg, grads.dbias ? wrap(grads.dbias) : null];
+    }
+    // With t: dg = Σ dy ⊙ t / norm, and dv = c1·(dy ⋆ x) − c2·v written by the weight-gradient GEMM's epilogue.
+    const dot = native.channelReduce('dot', dy4, handleOf(t, where), batch, outChannels, positions);
+    const { dg, c1, c2 } = native.weightNormCoefficients(dot, handleOf(g, where), handleOf(norm, where), eps);
+    dot.dispose();
     let dv: Tensor | null = null;
     let dbias: Tensor | null = null;
     if (needs[1] || needs[3]) {
@@ -377,7 +406,7 @@ export function weightNormConv(
   if (!result.requiresGrad) {
     // No backward will run: t and s are not needed (inside tidy() they would go anyway; this frees them early).
     s.dispose();
-    t.dispose();
+    t?.dispose();
   }
   return result;
 }

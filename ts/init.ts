@@ -48,14 +48,14 @@ function setData(target: Tensor, values: Float32Array): void {
 }
 
 /** ‖v‖ of each output unit (host arithmetic on a weight's values; init runs once, on small tensors). */
-function unitNorms(values: Float32Array, units: { count: number; unitOf(index: number): number }): Float64Array {
+function unitNorms(values: ArrayLike<number>, units: { count: number; unitOf(index: number): number }): Float64Array {
   const squares = new Float64Array(units.count);
   for (let e = 0; e < values.length; e++) squares[units.unitOf(e)]! += values[e]! ** 2;
   return squares.map(Math.sqrt);
 }
 
-function scaledPerUnit(values: Float32Array, units: { count: number; unitOf(index: number): number }, factor: ArrayLike<number>): Float32Array {
-  return values.map((v, e) => v * factor[units.unitOf(e)]!);
+function scaledPerUnit(values: ArrayLike<number>, units: { count: number; unitOf(index: number): number }, factor: ArrayLike<number>): Float32Array {
+  return Float32Array.from(values, (v, e) => v * factor[units.unitOf(e)]!);
 }
 
 /**

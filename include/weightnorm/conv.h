@@ -44,8 +44,8 @@ WN_CONV_HOST_DEVICE int64_t natural_out_size(int64_t in, int64_t kernel, int64_t
 }
 
 // Weight norm over dim 0 of a direct convolution without materializing w = s * v (s = g/||v|| per output channel):
-// the forward GEMM runs on v and scales its rows by s in the epilogue, also keeping the raw product t = conv(x, v)
-// for the backward (null pointers: a plain convolution).
+// the forward GEMM runs on v and scales its rows by s in the epilogue, optionally also keeping the raw product
+// t = conv(x, v) for the backward (null pointers: a plain convolution; null raw_out: t is not kept).
 struct ConvOutputScale {
   const float* channel_scale = nullptr;  // [out_channels]
   float* raw_out = nullptr;              // like y; written only when channel_scale is set

@@ -88,11 +88,12 @@ function checkLayer(c: ConvLayerCase, layer: ConvLayer, x: Tensor): LayerCheck {
     const y2 = functional(c, x2, w, b2);
     nn.functional.sum(y2).backward();
     const { dv, dg } = ops.weightNormBackward(w.grad!, state.v, state.g, state.currentNorm(), { dim: 0, eps: state.eps, fused: false });
-    errors.y = relativeError(ours.y, y2.toArray());
-    errors.dx = relativeError(ours.dx, x2.grad!.toArray());
-    errors.dv = relativeError(ours.dv, dv.toArray());
-    errors.dg = relativeError(ours.dg, dg.toArray());
-    errors.db = relativeError(ours.db, b2.grad!.toArray());
+    const f32 = (values: ArrayLike<number>) => Float32Array.from(values);
+    errors.y = relativeError(f32(ours.y), f32(y2.toArray()));
+    errors.dx = relativeError(f32(ours.dx), f32(x2.grad!.toArray()));
+    errors.dv = relativeError(f32(ours.dv), f32(dv.toArray()));
+    errors.dg = relativeError(f32(ours.dg), f32(dg.toArray()));
+    errors.db = relativeError(f32(ours.db), f32(b2.grad!.toArray()));
     clearGradients([w, x2, b2]);
   });
   return { errors, tolerance: LAYER_TOLERANCE, pass: Object.values(errors).every((e) => e <= LAYER_TOLERANCE) };

@@ -12,13 +12,16 @@ Protocol: one JSON object per line on stdin, one JSON answer per line on stdout 
   {"cmd": "round", "warmup": W, "repeats": R}
       -> {"ok": true, "times": {"copy": [ms...], "fused_forward": [...], "fused_backward": [...],
           "composite_forward": [...], "composite_backward": [...]}}  (fused_* absent where fused_na)
-  {"cmd": "task", "kind": "gemm" | "linear" | "mnist" | "lstm", ...}  (the side-by-side suites; see Task below)
+  {"cmd": "task", "kind": "gemm" | "linear" | "mnist" | "lstm" | "vocoder", ...}  (the side-by-side suites; see Task below)
       prepares one task's tensors -> {"ok": true, "variants": [...], "unavailable": {variant: why}, "calls": {...}}
   {"cmd": "task_round", "warmup": W, "repeats": R}
       -> {"ok": true, "times": {variant: [ms...]}, "errors": {variant: why}}  (a variant that fails is dropped)
   {"cmd": "mnist_check", "dir": "/tmp/...", "batch": B, "wn": bool, "params": [[name, shape], ...]}
       loads our CNN's parameters and batch (x.bin, labels.bin, <name>.bin), runs one forward and backward and writes
       loss.bin and grad_<name>.bin in our parameter layout -> {"ok": true, "weight_norm": "the torch API used"}
+  {"cmd": "vocoder_check", "dir": "/tmp/...", "channels": C, "frames": T, "params": [[name, shape], ...]}
+      loads our folded HiFi-GAN generator's weights (<name>.bin, torch's plain names) and mel.bin [1, 80, T], writes
+      the waveform y.bin -> {"ok": true}
   "prepare" takes "bf16": true to also time torch's bfloat16 weight norm (bf16_forward, bf16_backward).
   {"cmd": "release"}, {"cmd": "quit"}
 Per-run times: CUDA events on the GPU, time.perf_counter on the CPU. Input sets rotate (run i uses set i % K)
@@ -331,6 +334,59 @@ def mnist_cnn(wn):
     return nn.Sequential(*layers).to(DEVICE), api
 
 
+# HiFi-GAN V1 (Kong et al., 2020): upsampling rates and kernels, and the multi-receptive-field fusion's ResBlock1
+# kernels and dilations; upsample_initial_channel is the width parameter (512 in V1).
+HIFIGAN_V1 = {"upsample_rates": [8, 8, 2, 2], "upsample_kernel_sizes": [16, 16, 4, 4],
+              "resblock_kernel_sizes": [3, 7, 11], "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]]}
+HIFIGAN_SLOPE = 0.1
+
+
+def hifigan_generator(channels, wrap=lambda conv: conv, config=HIFIGAN_V1):
+    """HiFi-GAN's generator with the reference implementation's module names (conv_pre, ups.<i>,
+    resblocks.<i*3+j>.convs1.<k>, conv_post), so its state dict lines up with the pretrained checkpoints'. `wrap`
+    puts weight norm on a conv (identity: plain convs). Shared by the vocoder benchmark and
+    scripts/make_hifigan_fixtures.py; examples/hifigan/generator.mjs is the same network with weightnorm."""
+    nn, F = torch.nn, torch.nn.functional
+
+    class ResBlock1(nn.Module):
+        def __init__(self, width, kernel, dilations):
+            super().__init__()
+            self.convs1 = nn.ModuleList(wrap(nn.Conv1d(width, width, kernel, dilation=d, padding=d * (kernel - 1) // 2))
+                                        for d in dilations)
+            self.convs2 = nn.ModuleList(wrap(nn.Conv1d(width, width, kernel, padding=(kernel - 1) // 2))
+                                        for _ in dilations)
+
+        def forward(self, x):
+            for dilated, plain in zip(self.convs1, self.convs2):
+                x = x + plain(F.leaky_relu(dilated(F.leaky_relu(x, HIFIGAN_SLOPE)), HIFIGAN_SLOPE))
+            return x
+
+    class Generator(nn.Module):
+        def __init__(self):
+            super().__init__()
+            rates, kernels = config["upsample_rates"], config["upsample_kernel_sizes"]
+            self.kernel_count = len(config["resblock_kernel_sizes"])
+            self.conv_pre = wrap(nn.Conv1d(80, channels, 7, padding=3))
+            self.ups = nn.ModuleList(
+                wrap(nn.ConvTranspose1d(channels >> i, channels >> (i + 1), k, stride=u, padding=(k - u) // 2))
+                for i, (u, k) in enumerate(zip(rates, kernels)))
+            self.resblocks = nn.ModuleList(
+                ResBlock1(channels >> (i + 1), k, d) for i in range(len(rates))
+                for k, d in zip(config["resblock_kernel_sizes"], config["resblock_dilation_sizes"]))
+            self.conv_post = wrap(nn.Conv1d(channels >> len(rates), 1, 7, padding=3))
+
+        def forward(self, mel):
+            x = self.conv_pre(mel)
+            for i, up in enumerate(self.ups):
+                x = up(F.leaky_relu(x, HIFIGAN_SLOPE))
+                blocks = self.resblocks[i * self.kernel_count:(i + 1) * self.kernel_count]
+                x = sum(block(x) for block in blocks) / self.kernel_count
+            # The reference implementation's last LeakyReLU has torch's default slope 0.01, not 0.1.
+            return torch.tanh(self.conv_post(F.leaky_relu(x)))
+
+    return Generator()
+
+
 class Task:
     """One side-by-side measurement: variants (name -> step function) timed in rounds.
 
@@ -342,6 +398,9 @@ class Task:
             zero_grad, backward, Adam step (lr 3e-3), the labels copied from the host as ours are.
     lstm:   {"steps", "batch", "input", "hidden"}: torch.nn.LSTM plain and with weight norm on weight_ih_l0 and
             weight_hh_l0; a step is zero_grad, lstm(x)[0].sum().backward(), Adam step (lr 1e-3).
+    vocoder: {"task": "inference" | "training", "channels", "frames"}: HiFi-GAN's generator (hifigan_generator);
+            inference (variant folded): plain convs in eval mode under torch.inference_mode(); training (plain, wn):
+            zero_grad, F.l1_loss(model(mel), target).backward(), with and without weight norm on every conv.
     """
 
     def __init__(self, request):
@@ -435,6 +494,41 @@ class Task:
         self.calls["plain"] = "torch.nn.LSTM (eager); zero_grad, lstm(x)[0].sum().backward(), Adam(lr=1e-3).step()"
         self.calls["wn"] = f"same with {api} on weight_ih_l0 and weight_hh_l0 (dim 0)"
 
+    def prepare_vocoder(self, request, gen):
+        channels, frames = request["channels"], request["frames"]
+        mel = torch.randn([1, 80, frames], generator=gen).to(DEVICE)
+        if request["task"] == "inference":
+            torch.manual_seed(int(request.get("seed", 1)))
+            model = hifigan_generator(channels).to(DEVICE).eval()
+
+            def infer():
+                with torch.inference_mode():
+                    model(mel)
+            self.steps["folded"] = infer
+            self.calls["folded"] = ("hifigan_generator with plain convs (weight norm folded), eval(), "
+                                    "torch.inference_mode()")
+            return
+        hop = 1
+        for rate in HIFIGAN_V1["upsample_rates"]:
+            hop *= rate
+        target = (0.3 * torch.randn([1, 1, frames * hop], generator=gen)).to(DEVICE)
+        apis = set()
+
+        def with_weight_norm(conv):
+            module, api = weight_norm_module(conv)
+            apis.add(api)
+            return module
+        for name, wn in (("plain", False), ("wn", True)):
+            torch.manual_seed(int(request.get("seed", 1)))
+            model = hifigan_generator(channels, with_weight_norm if wn else (lambda conv: conv)).to(DEVICE)
+
+            def step(model=model):
+                model.zero_grad(set_to_none=True)
+                torch.nn.functional.l1_loss(model(mel), target).backward()
+            self.steps[name] = step
+        self.calls["plain"] = "hifigan_generator, zero_grad(set_to_none), F.l1_loss(model(mel), target).backward()"
+        self.calls["wn"] = f"same with {', '.join(sorted(apis))} (dim=0) on every conv"
+
     def round(self, warmup, repeats):
         times, errors = {}, {}
         for name, step in list(self.steps.items()):
@@ -499,6 +593,18 @@ def mnist_check(request):
     return {"ok": True, "weight_norm": api}
 
 
+def vocoder_check(request):
+    """torch's HiFi-GAN generator (plain convs) on our folded weights and mel; the waveform in y.bin."""
+    folder = request["dir"]
+    model = hifigan_generator(request["channels"]).to(DEVICE).eval()
+    state = {name: read_f32(f"{folder}/{name}.bin", shape).to(DEVICE) for name, shape in request["params"]}
+    model.load_state_dict(state)
+    mel = read_f32(f"{folder}/mel.bin", [1, 80, request["frames"]]).to(DEVICE)
+    with torch.inference_mode():
+        write_f32(f"{folder}/y.bin", model(mel))
+    return {"ok": True}
+
+
 CASE = None
 
 
@@ -543,7 +649,7 @@ def hello(request):
 
 def main():
     handlers = {"hello": hello, "check": check, "prepare": prepare, "round": timing_round, "release": release,
-                "task": task, "task_round": task_round, "mnist_check": mnist_check}
+                "task": task, "task_round": task_round, "mnist_check": mnist_check, "vocoder_check": vocoder_check}
     for line in sys.stdin:
         if not line.strip():
             continue

@@ -144,8 +144,8 @@ export class TorchPeer {
     return (await this.request({ cmd: 'prepare', shape, dim, sets, seed, bf16 })) as unknown as PeerPrepared;
   }
 
-  /** Prepares one task of the side-by-side suites (gemm, linear, mnist; see peer_torch.py Task). */
-  async task(kind: 'gemm' | 'linear' | 'mnist' | 'lstm', spec: Record<string, unknown>): Promise<PeerTask> {
+  /** Prepares one task of the side-by-side suites (gemm, linear, mnist, lstm, vocoder; see peer_torch.py Task). */
+  async task(kind: 'gemm' | 'linear' | 'mnist' | 'lstm' | 'vocoder', spec: Record<string, unknown>): Promise<PeerTask> {
     return (await this.request({ cmd: 'task', kind, ...spec })) as unknown as PeerTask;
   }
 
@@ -161,6 +161,14 @@ export class TorchPeer {
    */
   async mnistCheck(dir: string, batch: number, wn: boolean, params: [string, number[]][]): Promise<{ weight_norm: string | null }> {
     return (await this.request({ cmd: 'mnist_check', dir, batch, wn, params })) as unknown as { weight_norm: string | null };
+  }
+
+  /**
+   * torch's HiFi-GAN generator (plain convs, `channels` wide) on our weights and mel (files <name>.bin under the
+   * torch state dict's names, mel.bin [1, 80, frames] in `dir`); torch writes its waveform to y.bin there.
+   */
+  async vocoderCheck(dir: string, channels: number, frames: number, params: [string, number[]][]): Promise<void> {
+    await this.request({ cmd: 'vocoder_check', dir, channels, frames, params });
   }
 
   /** One timing round of every variant: per-run milliseconds. */

@@ -7,6 +7,7 @@ import type { OutputErrors } from './measure.js';
 import { BF16_TOLERANCE, worst } from './measure.js';
 import { type BackendResult, checksFailed, type ConvLayerRow, type GemmRow, type LinearRow, type LstmRow, type MnistRow, type OpRow, type Variant } from './results.js';
 import { isUnavailable, type Measured } from './rounds.js';
+import { VOCODER_HEADERS, vocoderDescription, vocoderRows } from './vocoder.js';
 
 const OP_LABEL = { forward: 'fwd', backward: 'bwd', 'forward+backward': 'fwd+bwd' } as const;
 
@@ -189,6 +190,7 @@ export function terminalTable(result: BackendResult): string {
   if (result.mnist.length) parts.push('', 'MNIST CNN training step:', fixedTable(MNIST_HEADERS, mnistRows(result.mnist), 2));
   if (result.lstm?.length) parts.push('', 'LSTM training step:', fixedTable(LSTM_HEADERS, lstmRows(result.lstm), 1));
   if (result.convLayers?.length) parts.push('', 'Weight-normalized conv layers vs plain (fwd+bwd per step):', fixedTable(CONV_HEADERS, convRows(result.convLayers), 2));
+  if (result.vocoder?.length) parts.push('', 'HiFi-GAN V1 generator (RTF: audio s / compute s):', fixedTable(VOCODER_HEADERS, vocoderRows(result.vocoder), 2));
   return parts.join('\n');
 }
 
@@ -384,6 +386,9 @@ export function markdown(result: BackendResult): string {
           mdTable(CONV_HEADERS, convRows(result.convLayers)),
           '',
         ]
+      : []),
+    ...(result.vocoder?.length
+      ? ['## HiFi-GAN V1 generator', '', vocoderDescription(result.vocoder), '', mdTable(VOCODER_HEADERS, vocoderRows(result.vocoder)), '']
       : []),
   ];
   return [...(result.cases.length ? weightNormPart : [`# weightnorm benchmark: ${result.machine}${result.quick ? ' (quick)' : ''}`, '', `- device: ${result.deviceName} (${result.device}); date: ${result.date}; run took ${result.durationSeconds.toFixed(0)} s`, `- ${peerLine(result)}`, '']), ...suiteGoalPart].join('\n');

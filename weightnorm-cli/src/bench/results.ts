@@ -13,6 +13,8 @@ export type { LinearRow, MnistRow } from './training.js';
 export type { LstmRow } from './lstm.js';
 import type { LstmRow } from './lstm.js';
 export type { ConvLayerRow } from './conv-layers.js';
+export type { VocoderRow } from './vocoder.js';
+import type { VocoderRow } from './vocoder.js';
 
 import type { Suite } from './suites.js';
 
@@ -139,6 +141,8 @@ export interface BackendResult {
   lstm?: LstmRow[];
   /** The convolution layers' training step, weight norm vs plain (absent in results written before that suite). */
   convLayers?: ConvLayerRow[];
+  /** HiFi-GAN generator rows (absent from results written before the suite existed). */
+  vocoder?: VocoderRow[];
   /** The GEMM, Linear and MNIST suites' goals, each met, not met or unavailable (its kernel or peer missing, or not measured). */
   suiteGoals: SuiteGoal[];
   durationSeconds: number;
@@ -284,6 +288,7 @@ export function checksFailed(result: BackendResult): string[] {
   for (const r of result.linear) if ('pass' in r.check && !r.check.pass) failed.push(`linear ${r.case.name}`);
   for (const r of result.mnist) if ('pass' in r.check && !r.check.pass) failed.push(`mnist b${r.batch} ${r.norm}`);
   for (const r of result.convLayers ?? []) if ('pass' in r.check && !r.check.pass) failed.push(`conv ${r.case.name}`);
+  for (const r of result.vocoder ?? []) if ('pass' in r.check && !r.check.pass) failed.push(`vocoder ${r.task} ${r.variant}`);
   return failed;
 }
 

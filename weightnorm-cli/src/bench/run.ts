@@ -54,6 +54,7 @@ import { CONV_LAYER_CASES, type ConvLayerRow, runConvLayerSuite } from './conv-l
 import { LINEAR_CASES, MNIST_BATCHES, runLinearSuite, runMnistSuite } from './training.js';
 import { LSTM_CASES, type LstmRow, runLstmSuite } from './lstm.js';
 import { prepareOutDir } from '../commands/out-dir.js';
+import { runVocoderSuite, type VocoderRow } from './vocoder.js';
 
 export interface BenchOptions {
   device: 'cpu' | 'cuda' | 'all';
@@ -498,15 +499,16 @@ function bf16Result(r: RawCase, elements: number, channels: number, copyGbps: nu
 }
 
 /** Rounds, warm-up and timed runs per round of the side-by-side suites (GEMM, Linear, MNIST), per device (GEMM runs are long on a CPU). */
-function suitePlans(device: Device, quick: boolean): Record<'gemm' | 'linear' | 'mnist', RoundPlan> {
+function suitePlans(device: Device, quick: boolean): Record<'gemm' | 'linear' | 'mnist' | 'vocoder', RoundPlan> {
   if (device === 'cuda') {
     return quick
-      ? { gemm: { rounds: 2, warmup: 2, repeats: 5 }, linear: { rounds: 2, warmup: 3, repeats: 10 }, mnist: { rounds: 2, warmup: 5, repeats: 10 } }
-      : { gemm: { rounds: 3, warmup: 2, repeats: 10 }, linear: { rounds: 3, warmup: 3, repeats: 20 }, mnist: { rounds: 3, warmup: 5, repeats: 20 } };
+      ? { gemm: { rounds: 2, warmup: 2, repeats: 5 }, linear: { rounds: 2, warmup: 3, repeats: 10 }, mnist: { rounds: 2, warmup: 5, repeats: 10 }, vocoder: { rounds: 2, warmup: 3, repeats: 5 } }
+      : { gemm: { rounds: 3, warmup: 2, repeats: 10 }, linear: { rounds: 3, warmup: 3, repeats: 20 }, mnist: { rounds: 3, warmup: 5, repeats: 20 }, vocoder: { rounds: 3, warmup: 5, repeats: 10 } };
   }
+  // A full-width HiFi-GAN step is ~0.5-2 s on a few cores: few runs.
   return quick
-    ? { gemm: { rounds: 2, warmup: 1, repeats: 3 }, linear: { rounds: 2, warmup: 2, repeats: 5 }, mnist: { rounds: 2, warmup: 2, repeats: 5 } }
-    : { gemm: { rounds: 3, warmup: 1, repeats: 5 }, linear: { rounds: 3, warmup: 2, repeats: 10 }, mnist: { rounds: 3, warmup: 3, repeats: 10 } };
+    ? { gemm: { rounds: 2, warmup: 1, repeats: 3 }, linear: { rounds: 2, warmup: 2, repeats: 5 }, mnist: { rounds: 2, warmup: 2, repeats: 5 }, vocoder: { rounds: 2, warmup: 1, repeats: 2 } }
+    : { gemm: { rounds: 3, warmup: 1, repeats: 5 }, linear: { rounds: 3, warmup: 2, repeats: 10 }, mnist: { rounds: 3, warmup: 3, repeats: 10 }, vocoder: { rounds: 3, warmup: 1, repeats: 3 } };
 }
 
 async function benchDevice(
@@ -551,6 +553,7 @@ async function benchDevice(
   let mnist: MnistRow[] = [];
   let lstm: LstmRow[] = [];
   let convLayers: ConvLayerRow[] = [];
+  let vocoder: VocoderRow[] = [];
   // The result as measured so far (the suites not run yet read as 'not measured').
   const assemble = (): BackendResult => ({
     machine: plan.machine,
@@ -575,6 +578,7 @@ async function benchDevice(
     mnist,
     lstm,
     convLayers,
+    vocoder,
     suiteGoals: [...evaluateSuiteGoals(plan.device, suites, gemm, linear, mnist), ...evaluateConvGoal(suites, convLayers)],
     durationSeconds: (Date.now() - started) / 1000,
     loadAverage: { start: loadAtStart, end: loadavg() },
@@ -621,6 +625,11 @@ async function benchDevice(
     if (suites.includes('conv')) {
       process.stderr.write(`${plan.device}: weight-normalized conv layers vs plain\n`);
       convLayers = await runConvLayerSuite(pick(CONV_LAYER_CASES), { device: plan.device, plan: plans.linear, seed: 74_000, log });
+      await checkpoint?.(assemble());
+    }
+    if (suites.includes('vocoder')) {
+      process.stderr.write(`${plan.device}: HiFi-GAN V1 generator vs torch (inference RTF, WN vs plain training step)\n`);
+      vocoder = await runVocoderSuite(peer, { device: plan.device, plan: plans.vocoder, seed: 75_000, log });
     }
   } finally {
     progress.stop();

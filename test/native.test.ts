@@ -13,7 +13,7 @@ import { describe, expect, it } from 'vitest';
 const binary = fileURLToPath(new URL('../build/weightnorm_backend_ops_test', import.meta.url));
 
 function run(args: string[]) {
-  const result = spawnSync(binary, args, { encoding: 'utf8', timeout: 300_000, maxBuffer: 64 * 1024 * 1024 });
+  const result = spawnSync(binary, args, { encoding: 'utf8', timeout: 600_000, maxBuffer: 64 * 1024 * 1024 });
   const output = `${result.stdout ?? ''}${result.stderr ?? ''}`;
   return { result, output, tail: output.trimEnd().split('\n').slice(-20).join('\n') };
 }
@@ -50,5 +50,5 @@ describe('native kernel tests', () => {
     } else {
       expect(passed, tail).toBeGreaterThan(0);
     }
-  }, 320_000);
+  }, 620_000);
 });

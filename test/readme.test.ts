@@ -19,6 +19,9 @@ import { backend } from '../ts/index.js';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const work = mkdtempSync(join(tmpdir(), 'weightnorm-readme-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
+// Files the README tells users to copy beside their script (the HiFi-GAN generator of examples/hifigan/), so the
+// blocks that import them type-check as the user's copy would.
+for (const name of ['generator.mjs', 'generator.d.mts']) writeFileSync(join(work, name), readFileSync(join(root, 'examples', 'hifigan', name)));
 
 /** Caps the README's training loops (they read it); enough steps to see the loss move. */
 const MAX_STEPS = '20';

@@ -271,6 +271,49 @@ describe('weight norm on the recurrent matrices', () => {
     x.dispose();
     for (const m of [normalized, plain, reloaded]) m.dispose();
   });
+
+  it('nn.removeWeightNorm / removeWeightNorms fold the recurrent matrices into plain weights under PyTorch\'s names and order', () => {
+    const seed = runSeed();
+    // A 2-layer LSTM normalized over dim 1 on ih (so g is not ‖v‖ of the default rows) and the default dim on hh,
+    // after an optimizer step (g ≠ ‖v‖): folding must keep the outputs and leave a plain LSTM's state dict.
+    const lstm = new nn.LSTM(3, 4, { numLayers: 2, weightNorm: { ih: { dim: 1 }, hh: true } });
+    const x = randn([5, 2, 3], { seed });
+    const sgd = new optim.SGD(lstm.parameters(), { lr: 0.3 });
+    tidy(() => {
+      F.sum(lstm.forward(x).output).backward();
+      sgd.step();
+    });
+    const before = tidy(() => lstm.forward(x).output.toFloat32Array());
+    expect(lstm.isWeightNormalized).toBe(true);
+    nn.removeWeightNorm(lstm);
+    expect(lstm.isWeightNormalized).toBe(false);
+    expect(Object.keys(lstm.stateDict())).toEqual(Object.keys(new nn.LSTM(3, 4, { numLayers: 2 }).stateDict()));
+    const after = tidy(() => lstm.forward(x).output.toFloat32Array());
+    // w = g·v/‖v‖ rounded once to float32, then the same products: a few float32 roundings apart.
+    expect(relativeError(after, before), reproduce(seed)).toBeLessThan(1e-5);
+    // The folded layer trains as a plain one: gradients reach the new weights.
+    tidy(() => F.sum(lstm.forward(x).output).backward());
+    expect(lstm.stateDict().weight_hh_l1!.grad, 'gradient of a folded weight').not.toBeNull();
+
+    // In a module tree, with a cell: removeWeightNorms folds every recurrent and weighted layer.
+    class Tagger extends nn.Module {
+      readonly cell = this.registerModule('cell', new nn.GRUCell(3, 4, { weightNorm: true }));
+      readonly head = this.registerModule('head', new nn.Linear(4, 2, { weightNorm: true }));
+      forward(input: Tensor): Tensor {
+        return this.head.forward(this.cell.forward(input));
+      }
+    }
+    const tagger = new Tagger();
+    const step = randn([2, 3], { seed: seed + 1 });
+    const y0 = tidy(() => tagger.forward(step).toFloat32Array());
+    nn.removeWeightNorms(tagger);
+    expect(Object.keys(tagger.stateDict())).toEqual(['cell.weight_ih', 'cell.weight_hh', 'cell.bias_ih', 'cell.bias_hh', 'head.weight', 'head.bias']);
+    expect(relativeError(tidy(() => tagger.forward(step).toFloat32Array()), y0), reproduce(seed)).toBeLessThan(1e-5);
+    expect(() => nn.removeWeightNorm(new nn.Embedding(3, 2) as never)).toThrow(/nn\.removeWeightNorm: layer/);
+    for (const t of [x, step]) t.dispose();
+    lstm.dispose();
+    tagger.dispose();
+  });
 });
 
 describe('determinism', () => {

@@ -198,6 +198,31 @@ export abstract class Module<Inputs extends unknown[] = any[], Output = Tensor> 
     return tensor;
   }
 
+  /**
+   * Puts `replacements` where parameter `name` was in the registration order and frees `name`'s tensor (and its
+   * gradient): folding weight norm turns name_v / name_g into one weight at the same place, so the state dict keeps
+   * PyTorch's order.
+   */
+  protected replaceParameter(name: string, replacements: readonly [string, Tensor][]): void {
+    if (!this.parameterSlots.has(name)) throw new RangeError(`${this.constructor.name}: no parameter '${name}' to replace`);
+    const entries = [...this.parameterSlots];
+    const old = this.parameterSlots.get(name)!;
+    this.parameterSlots.clear();
+    for (const [key, tensor] of entries) {
+      if (key !== name) {
+        this.parameterSlots.set(key, tensor);
+        continue;
+      }
+      for (const [newName, replacement] of replacements) {
+        keep(replacement);
+        replacement.requiresGrad = true;
+        this.parameterSlots.set(newName, replacement);
+      }
+    }
+    old.grad?.dispose();
+    old.dispose();
+  }
+
   protected unregisterParameter(name: string): void {
     const tensor = this.parameterSlots.get(name);
     tensor?.grad?.dispose();
@@ -853,9 +878,23 @@ export class ConvTranspose2d extends ConvTransposeNd {
 }
 
 /** Folds a weight-normalized layer (any kind: Linear, the convolutions) back into a plain weight w = g·v/‖v‖. */
-export function removeWeightNorm<L extends WeightedLayer>(layer: L): L {
-  if (!(layer instanceof WeightedLayer)) {
-    throw typeError('nn.removeWeightNorm: layer', 'a Linear, Conv1d, Conv2d, ConvTranspose1d or ConvTranspose2d', layer);
+/** A layer that can hold weight-normalized matrices and fold them into plain weights (weighted and recurrent layers). */
+export interface WeightNormFoldable {
+  readonly isWeightNormalized: boolean;
+  foldWeightNorm(): void;
+}
+
+function isFoldable(value: unknown): value is AnyModule & WeightNormFoldable {
+  return value instanceof Module && typeof (value as Partial<WeightNormFoldable>).foldWeightNorm === 'function';
+}
+
+export function removeWeightNorm<L extends AnyModule & WeightNormFoldable>(layer: L): L {
+  if (!isFoldable(layer)) {
+    throw typeError(
+      'nn.removeWeightNorm: layer',
+      'a Linear, Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d, LSTM, GRU, LSTMCell or GRUCell',
+      layer,
+    );
   }
   if (!layer.isWeightNormalized) throw new TypeError(`nn.removeWeightNorm: the ${layer.constructor.name} is not weight-normalized`);
   layer.foldWeightNorm();
@@ -869,7 +908,7 @@ export function removeWeightNorm<L extends WeightedLayer>(layer: L): L {
 export function removeWeightNorms<M extends Module>(model: M): M {
   if (!(model instanceof Module)) throw typeError('nn.removeWeightNorms: model', 'a Module', model);
   for (const [, module] of model.namedModules()) {
-    if (module instanceof WeightedLayer && module.isWeightNormalized) module.foldWeightNorm();
+    if (isFoldable(module) && module.isWeightNormalized) module.foldWeightNorm();
   }
   return model;
 }

@@ -192,8 +192,9 @@ function parseWeightNorm(where: string, option: unknown): [ParsedNorm | null, Pa
 /** A weight matrix held plain or as (v, g), and how a forward gets its w. */
 class RecurrentMatrix {
   constructor(
-    readonly weight: Tensor | null,
-    readonly state: WeightNormState | null,
+    readonly name: string,
+    public weight: Tensor | null,
+    public state: WeightNormState | null,
   ) {}
 
   /** w for this forward: the plain weight, or g·v/‖v‖ materialized once (differentiable in v and g). */
@@ -229,7 +230,7 @@ abstract class RecurrentParameters<Output> extends Module<any[], Output> {
     const w = initialValues([rows, columns], hidden);
     let matrix: RecurrentMatrix;
     if (!norm) {
-      matrix = new RecurrentMatrix(this.registerParameter(name, w), null);
+      matrix = new RecurrentMatrix(name, this.registerParameter(name, w), null);
     } else {
       const v = this.registerParameter(`${name}_v`, w);
       const channels = norm.dim === null ? 1 : [rows, columns][norm.dim]!;
@@ -240,10 +241,33 @@ abstract class RecurrentParameters<Output> extends Module<any[], Output> {
       const g = this.registerParameter(`${name}_g`, gNorm);
       const state = new WeightNormState(v, g, norm.dim, norm.eps);
       state.attachTo(v);
-      matrix = new RecurrentMatrix(null, state);
+      matrix = new RecurrentMatrix(name, null, state);
     }
     this.matrices.push(matrix);
     return matrix;
+  }
+
+  /** Whether any matrix is held as (v, g). */
+  get isWeightNormalized(): boolean {
+    return this.matrices.some((m) => m.state !== null);
+  }
+
+  /**
+   * Folds every weight-normalized matrix into a plain weight w = g·v/‖v‖ under its PyTorch name, at the place
+   * name_v held in the state dict (what nn.removeWeightNorm(s) calls; torch's remove_weight_norm does the same).
+   */
+  foldWeightNorm(): void {
+    for (const m of this.matrices) {
+      const state = m.state;
+      if (!state) continue;
+      const w = noGrad(() => tidy(() => m.effective()));
+      m.resetNorm();
+      state.detach();
+      m.state = null;
+      m.weight = w;
+      this.replaceParameter(`${m.name}_v`, [[m.name, w]]);
+      this.replaceParameter(`${m.name}_g`, []);
+    }
   }
 
   protected addBias(name: string, size: number, hidden: number): Tensor {

@@ -320,7 +320,9 @@ async function writeCompareReport(
   ctx: { results: VariantResult[]; device: 'cpu' | 'cuda'; threads: number; trainCount: number; testCount: number; total: number; out: string },
 ): Promise<{ report: string; svg: string; png: string | null; timingTrustworthy: boolean }> {
   const { results, device, out } = ctx;
-  const base = join(out, `compare-${options.model}`);
+  // MNIST keeps the plain name (compare-cnn); another dataset adds its own, so runs on both can share a folder.
+  const name = `compare-${options.model}${options.dataset === 'mnist' ? '' : `-${options.dataset}`}`;
+  const base = join(out, name);
   const env = environment(device);
   const modelText =
     options.model === 'mlp'
@@ -345,7 +347,7 @@ async function writeCompareReport(
   const lines = [
     `# Convergence race: ${options.model.toUpperCase()} on ${DATASET_TEXT[options.dataset].name}`,
     '',
-    `Plain vs weight norm vs batch norm vs weight norm + mean-only batch norm (Salimans & Kingma, 2016, §4 and §5), at small scale.`,
+    `Plain vs weight norm vs batch norm vs weight norm + mean-only batch norm (Salimans & Kingma, 2016, §4 and §5), ${options.dataset === 'mnist' || options.trainSize !== undefined ? 'at small scale' : `on the full training set (${ctx.trainCount} ${DATASET_TEXT[options.dataset].examples})`}.`,
     '',
     `- model: ${modelText}; every variant gets data-dependent init on the first 500 training ${DATASET_TEXT[options.dataset].examples}, from the same seed (${options.seed})`,
     `- data: ${DATASET_TEXT[options.dataset].name}, ${ctx.trainCount} training ${DATASET_TEXT[options.dataset].examples}, ${ctx.testCount} held out (${DATASET_TEXT[options.dataset].source}); the same minibatches in the same order for every variant`,
@@ -361,7 +363,7 @@ async function writeCompareReport(
     '',
     markdownTable(summaryHeaders(options, ks), summaryRows(results, options, ks)),
     '',
-    `![training loss vs iteration](${chart.png ? `compare-${options.model}.png` : `compare-${options.model}.svg`})`,
+    `![training loss vs iteration](${chart.png ? `${name}.png` : `${name}.svg`})`,
     '',
   ];
   const trust = judgeTiming(Object.fromEntries(results.map((r) => [r.label, r.timing.roundMedians])), options.maxTimingSpread ?? DEFAULT_MAX_SPREAD);
@@ -415,7 +417,7 @@ async function writeCompareReport(
       results.map((r) => [r.label, ...r.run.epochs.map((e) => (e.heldOut ? `${(e.heldOut.accuracy * 100).toFixed(2)}%` : 'n/a'))]),
     ),
     '',
-    `Raw per-iteration losses: \`compare-${options.model}.json\`.`,
+    `Raw per-iteration losses: \`${name}.json\`.`,
     '',
   );
   const report = `${base}.md`;

@@ -1,6 +1,6 @@
 // data.fashionMnist: folder resolution (root option, environment variable, Debian's package path), the error when the
 // package is missing, and (where Debian's dataset-fashion-mnist is installed, as .ci/run does) the real files.
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -135,5 +135,33 @@ describe("data.fashionMnist from Debian's package", () => {
       expect(hi).toBe(1);
     }
     expect(data.FASHION_MNIST_CLASSES[train.labels[0]!]).toBe('Ankle boot'); // the first training image is a boot
+  });
+});
+
+describe('the CLI on Fashion-MNIST', () => {
+  const installed = existsSync(join(data.FASHION_MNIST_DEBIAN_ROOT, 'train-images-idx3-ubyte.gz'));
+  it.skipIf(!installed)('train --dataset fashion-mnist trains on the clothing images and says so in its log and checkpoint', async () => {
+    // Skipped only where Debian's dataset-fashion-mnist is not installed (.ci/run installs it).
+    delete process.env[data.FASHION_MNIST_ENV];
+    const { runTrain } = await import('../weightnorm-cli/src/commands/train.js');
+    const out = join(dir, 'cli-train');
+    const lines: string[] = [];
+    const log = console.log;
+    console.log = (...args: unknown[]) => lines.push(args.join(' '));
+    let code: number;
+    try {
+      code = await runTrain({
+        model: 'mlp', norm: 'wn', optimizer: 'adam', momentum: 0, epochs: 1, steps: 4, batch: 50, trainSize: 200, hidden: 16,
+        device: 'cpu', seed: 0, threads: 1, out, progress: false, dataset: 'fashion-mnist',
+      });
+    } finally {
+      console.log = log;
+    }
+    expect(code).toBe(0);
+    expect(lines[0]).toContain('Fashion-MNIST: 200 training / 10000 held-out images');
+    const written = JSON.parse(readFileSync(join(out, 'log.json'), 'utf8'));
+    expect(written.config.dataset).toBe('fashion-mnist');
+    expect(written.config.heldOut).toBe(10000);
+    expect(written.steps).toHaveLength(4);
   });
 });

@@ -108,8 +108,11 @@ export function buildModel(kind: ModelKind, norm: NormKind, hidden = DEFAULT_HID
   return { model, layout: 'image' };
 }
 
-/** The first `count` digits of a split (the split itself is already a seeded shuffle). */
+/** The first `count` examples of a split (MNIST's is already a seeded shuffle; Fashion-MNIST's files are mixed). */
 export function subset(split: MnistSplit, count: number | undefined): MnistSplit {
+  if (count !== undefined && count > split.count) {
+    throw new CommandError(`--train-size ${count} is more than the ${split.count} training examples of this dataset`);
+  }
   if (count === undefined || count >= split.count) return split;
   return split.slice(0, count);
 }

@@ -389,7 +389,7 @@ export const DATASET_TEXT: Record<DatasetKind, { name: string; examples: string;
   'fashion-mnist': {
     name: 'Fashion-MNIST',
     examples: 'images',
-    source: "Fashion-MNIST's own training and test sets (Debian `dataset-fashion-mnist`)",
+    source: "Fashion-MNIST's own training and test sets, from Debian's `dataset-fashion-mnist`",
   },
 };
 

@@ -389,7 +389,7 @@ async function writeCompareReport(
         ? `Timing spread (slowest round median / fastest − 1, per variant): ${spreadText}; all within ${(trust.maxSpread * 100).toFixed(0)}%, so the timing comparison stands.`
         : `**The timing comparison is not trustworthy:** the round medians of ${trust.offenders.join(', ')} spread by more than ` +
             `${(trust.maxSpread * 100).toFixed(0)}% (slowest round / fastest − 1: ${spreadText}; load average at the end ${env.loadAverage}): ` +
-            'other work on the machine changed the speed within the measurement. Rerun on an idle machine (or with --threads 1) before drawing conclusions from the ms columns.',
+            `other work on the machine changed the speed within the measurement. Rerun on an idle machine${ctx.threads > 1 ? ' (or with --threads 1)' : ''} before drawing conclusions from the ms columns.`,
       '',
     );
   }

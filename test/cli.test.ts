@@ -110,7 +110,8 @@ describe('weightnorm CLI', () => {
       [['train', '--epochs', '0'], ["option '--epochs <n>' argument '0' is invalid", 'integer ≥ 1']],
       [['train', '--batch', '2.5'], ["argument '2.5' is invalid", 'integer']],
       [['train', '--momentum', '1'], ["option '--momentum <m>' argument '1' is invalid", '[0, 1)']],
-      [['train', '--train-size', '9000'], ["argument '9000' is invalid", '[1, 8000]']],
+      [['train', '--train-size', '0'], ["argument '0' is invalid", 'integer ≥ 1']],
+      [['train', '--dataset', 'cifar'], ["argument 'cifar' is invalid", 'mnist, fashion-mnist']],
       [['train', '--device', 'tpu'], ["argument 'tpu' is invalid", 'auto, cpu, cuda']],
       [['train', '--bogus'], ["unknown option '--bogus'"]],
       [['compare', '--variants', 'wn,foo'], ["option '--variants <list>' argument 'wn,foo' is invalid", "'foo'"]],
@@ -131,6 +132,9 @@ describe('weightnorm CLI', () => {
     const batch = await weightnorm(['train', '--train-size', '50', '--batch', '100', '--out', 'never']);
     expect(batch.code, batch.stderr).toBe(2);
     expect(batch.stderr).toContain('--batch 100 is larger than the 50 training digits');
+    const size = await weightnorm(['train', '--train-size', '9000', '--out', 'never']);
+    expect(size.code, size.stderr).toBe(2);
+    expect(size.stderr).toContain('--train-size 9000 is more than the 8000 training examples of this dataset');
     if (!backend().cuda.usable) {
       const cuda = await weightnorm(['train', '--device', 'cuda', '--out', 'never']);
       expect(cuda.code, cuda.stderr).toBe(2);

@@ -5,6 +5,8 @@ import { createRequire } from 'node:module';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import './openmp-env.js'; // sets OMP_WAIT_POLICY (unless the user did) before libgomp loads with the addon
+
 export type Device = 'cpu' | 'cuda';
 export type DType = 'float32' | 'bfloat16' | 'int32' | 'bool';
 /** Host data of a tensor: Float32Array for float32 and bfloat16 (widened), Int32Array for int32, Uint8Array (0/1) for bool. */

@@ -3,6 +3,7 @@
 // evaluate() take any LabeledData (this class or a plain object of the same fields).
 import { rangeError, shapeText, typeError } from '../errors.js';
 import { tensor, type Device, type Tensor } from '../tensor.js';
+import { prefetchedBatches } from './prefetch.js';
 
 export interface LabeledData {
   /** count × (product of inputShape) values, example after example (row-major). */
@@ -33,6 +34,11 @@ export interface BatchOptions {
   layout?: 'flat' | 'image';
   /** Drop a last, smaller batch (default false). */
   dropLast?: boolean;
+  /**
+   * Gather each next batch's host arrays in a worker thread while this one trains (default false): the same batches
+   * in the same order, byte for byte. See ./prefetch.ts.
+   */
+  prefetch?: boolean;
 }
 
 /** A small seeded generator (mulberry32) for shuffling: deterministic, independent of Math.random. */
@@ -83,12 +89,13 @@ function gatherBatch(split: LabeledData, indices: ArrayLike<number>, device: Dev
 
 function checkBatchOptions(where: string, options: BatchOptions): Required<Omit<BatchOptions, 'seed'>> & { seed: number | undefined } {
   if (typeof options !== 'object' || options === null) throw typeError(`${where}: options`, 'an object like { batchSize }', options);
-  const { batchSize, seed, epoch = 0, device = 'cpu', layout = 'flat', dropLast = false } = options;
+  const { batchSize, seed, epoch = 0, device = 'cpu', layout = 'flat', dropLast = false, prefetch = false } = options;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw typeError(`${where}: options.batchSize`, 'an integer >= 1', batchSize);
   if (seed !== undefined && (!Number.isSafeInteger(seed) || seed < 0)) throw typeError(`${where}: options.seed`, 'a non-negative integer', seed);
   if (!Number.isSafeInteger(epoch) || epoch < 0) throw typeError(`${where}: options.epoch`, 'a non-negative integer', epoch);
   if (layout !== 'flat' && layout !== 'image') throw typeError(`${where}: options.layout`, "'flat' or 'image'", layout);
-  return { batchSize, seed, epoch, device, layout, dropLast };
+  if (typeof prefetch !== 'boolean') throw typeError(`${where}: options.prefetch`, 'a boolean', prefetch);
+  return { batchSize, seed, epoch, device, layout, dropLast, prefetch };
 }
 
 /**
@@ -97,12 +104,17 @@ function checkBatchOptions(where: string, options: BatchOptions): Required<Omit<
  */
 export function* batches(split: LabeledData, options: BatchOptions): BatchIterator {
   const where = 'batches';
-  const { batchSize, seed, epoch, device, layout, dropLast } = checkBatchOptions(where, options);
+  const { batchSize, seed, epoch, device, layout, dropLast, prefetch } = checkBatchOptions(where, options);
   const exampleSize = exampleSizeOf(split);
   if (split.inputs.length !== split.count * exampleSize) {
     throw rangeError(`${where}: split.inputs`, `count × ${exampleSize} = ${split.count * exampleSize} values (inputShape [${split.inputShape.join(', ')}])`, `${split.inputs.length} values`);
   }
   const order = seed === undefined ? Int32Array.from({ length: split.count }, (_, i) => i) : permutation(split.count, seed * 1_000_003 + epoch);
+  if (prefetch) {
+    const batchCount = dropLast ? Math.floor(split.count / batchSize) : Math.ceil(split.count / batchSize);
+    yield* prefetchedBatches({ split, order, exampleSize, batchSize, batchCount, device, layout, makeBatch });
+    return undefined;
+  }
   for (let start = 0; start < split.count; start += batchSize) {
     const size = Math.min(batchSize, split.count - start);
     if (dropLast && size < batchSize) return undefined;

@@ -14,3 +14,12 @@ export {
   type LabeledData,
 } from './dataset.js';
 export { CLASSES, IMAGE_SIZE, loadMnist, PIXELS, MnistSplit, type MnistOptions } from './mnist.js';
+export { IdxFormatError, loadIdx, readIdx, type IdxArray } from './idx.js';
+export {
+  FASHION_MNIST_CLASSES,
+  FASHION_MNIST_DEBIAN_ROOT,
+  FASHION_MNIST_ENV,
+  fashionMnist,
+  FashionMnistSplit,
+  type FashionMnistOptions,
+} from './fashion-mnist.js';

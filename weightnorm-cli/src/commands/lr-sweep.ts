@@ -8,6 +8,7 @@ import type { TopLevelSpec } from 'vega-lite';
 
 import { evaluate, type Evaluation, nn, optim } from 'weightnorm';
 import {
+  DATASET_TEXT,
   prepareRace,
   type RaceOptions,
   applyThreads,
@@ -208,7 +209,7 @@ async function writeSweepReport(
   const env = environment(device);
   const modelText = options.model === 'mlp' ? `MLP 784 → ${options.hidden} → ${options.hidden} → 10, ReLU` : 'the small CNN';
   const chart = await writeChart(
-    sweepChart(runs, options, ctx.total, `Learning-rate robustness: ${modelText}, MNIST digits`, `plain SGD, batch ${options.batch}, ${ctx.total} steps; ${deviceName(device)}`),
+    sweepChart(runs, options, ctx.total, `Learning-rate robustness: ${modelText}, ${DATASET_TEXT[options.dataset].name}`, `plain SGD, batch ${options.batch}, ${ctx.total} steps; ${deviceName(device)}`),
     base,
   );
   const byLr = (norm: NormKind, lr: number) => runs.find((r) => r.norm === norm && r.lr === lr)!;
@@ -225,13 +226,13 @@ async function writeSweepReport(
     .map((r) => [`${NORM_LABELS[r.norm]}, lr ${formatLr(r.lr)}`, ...r.normGrowth!.map((g) => g.toFixed(3))]);
   const command = `weightnorm ${process.argv.slice(2).join(' ')}`;
   const lines = [
-    `# Learning-rate robustness: ${options.model.toUpperCase()} on MNIST digits, plain SGD`,
+    `# Learning-rate robustness: ${options.model.toUpperCase()} on ${DATASET_TEXT[options.dataset].name}, plain SGD`,
     '',
     `Salimans & Kingma (2016, §2): under plain SGD (no momentum) the norm of a weight-normalized direction grows, ‖v_{t+1}‖² = ‖v_t‖² + η²‖∇v‖², ` +
       'so the effective step size g/‖v‖ shrinks by itself when the learning rate is too large.',
     '',
     `- model: ${modelText}; data-dependent init on the first 500 training digits, seed ${options.seed}, the same for every run`,
-    `- data: ${ctx.trainCount} training digits, ${ctx.testCount} held out; batch ${options.batch}; ${ctx.total} steps per run, the same minibatches for every run`,
+    `- data: ${DATASET_TEXT[options.dataset].name}, ${ctx.trainCount} training ${DATASET_TEXT[options.dataset].examples}, ${ctx.testCount} held out; batch ${options.batch}; ${ctx.total} steps per run, the same minibatches for every run`,
     '- final training loss: cross-entropy over the whole training set after the last step (evaluation mode); a run whose ' +
       'minibatch loss became NaN or infinite is reported as diverged at that step (and drawn at the top of the plot)',
     `- machine: ${env.device}; ${env.node}; ${env.date.slice(0, 10)}`,

@@ -7,11 +7,13 @@ export const MODELS = ['mlp', 'cnn'] as const;
 export const NORMS = ['none', 'wn', 'bn', 'wn+mobn'] as const;
 export const OPTIMIZERS = ['adam', 'sgd'] as const;
 export const DEVICES = ['auto', 'cpu', 'cuda'] as const;
+export const DATASETS = ['mnist', 'fashion-mnist'] as const;
 
 export type ModelKind = (typeof MODELS)[number];
 export type NormKind = (typeof NORMS)[number];
 export type OptimizerKind = (typeof OPTIMIZERS)[number];
 export type DeviceChoice = (typeof DEVICES)[number];
+export type DatasetKind = (typeof DATASETS)[number];
 
 export function integer(min: number, max = Number.MAX_SAFE_INTEGER) {
   return (text: string): number => {

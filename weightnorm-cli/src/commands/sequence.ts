@@ -12,11 +12,11 @@ import { join, relative } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 
 import { data, type Device, evaluate, init, manualSeed, nn, noGrad, optim, type Tensor, tensor, tidy, trainStep } from 'weightnorm';
-import { applyThreads, CommandError, deviceName, environment, INIT_EXAMPLES, markdownTable, resolveDevice, subset, windowMean } from './common.js';
-import type { DeviceChoice } from './options.js';
+import { applyThreads, CommandError, DATASET_TEXT, deviceName, environment, INIT_EXAMPLES, loadDataset, markdownTable, resolveDevice, subset, windowMean } from './common.js';
+import type { DatasetKind, DeviceChoice } from './options.js';
 import { CHART_FONT, writeChart } from './plot.js';
 
-const { IMAGE_SIZE, PIXELS, CLASSES, loadMnist, batches } = data;
+const { IMAGE_SIZE, PIXELS, CLASSES, batches } = data;
 
 export const SEQUENCE_EXPERIMENTS = ['rows', 'online'] as const;
 export type SequenceExperiment = (typeof SEQUENCE_EXPERIMENTS)[number];
@@ -37,6 +37,7 @@ export interface SequenceOptions {
   device: DeviceChoice;
   threads?: number;
   out: string;
+  dataset: DatasetKind;
 }
 
 /** An LSTM reading a digit row by row ([N, 784] -> [N, 28 steps, 28 pixels]) and a linear classifier on its last h. */
@@ -176,11 +177,11 @@ async function runRows(options: SequenceOptions, device: Device, train: data.Mni
   const base = join(options.out, 'sequence-rows');
   return writeReport(
     base,
-    'Sequential MNIST, row by row: plain vs weight-normalized LSTM',
+    `Sequential ${DATASET_TEXT[options.dataset].name}, row by row: plain vs weight-normalized LSTM`,
     [
       `each digit read as 28 steps of 28 pixels by nn.LSTM(28, ${options.hidden}, { batchFirst: true }); nn.Linear(${options.hidden}, 10) on the last hidden state`,
       `both variants from the same seed (${options.seed}): the same initial directions (weight norm starts at w = v, g = ‖v‖); the classifier gets data-dependent init on the LSTM features of the first ${INIT_EXAMPLES} digits in both; the LSTM itself has no data-dependent init (it is defined for Linear and Conv2d layers)`,
-      `data: ${train.count} training digits, ${test.count} held out; Adam lr ${options.lr}, batch ${options.batch}, ${options.epochs} epoch(s), the same minibatches for both`,
+      `data: ${DATASET_TEXT[options.dataset].name}, ${train.count} training ${DATASET_TEXT[options.dataset].examples}, ${test.count} held out; Adam lr ${options.lr}, batch ${options.batch}, ${options.epochs} epoch(s), the same minibatches for both`,
     ],
     curves,
     options.smooth,
@@ -253,7 +254,7 @@ async function runOnline(options: SequenceOptions, device: Device, train: data.M
     base,
     'Online learning, one example per step: plain vs weight norm vs batch norm',
     [
-      `MLP 784 → ${options.onlineHidden} → 10 (ReLU), trained on ${steps} digits one at a time (batch size 1), Adam lr ${options.onlineLr}`,
+      `MLP 784 → ${options.onlineHidden} → 10 (ReLU), trained on ${steps} ${DATASET_TEXT[options.dataset].name} ${DATASET_TEXT[options.dataset].examples} one at a time (batch size 1), Adam lr ${options.onlineLr}`,
       `every variant from the same seed (${options.seed}) with data-dependent init on the first ${INIT_EXAMPLES} training digits; the same example order; held-out accuracy on ${test.count} digits every ${options.evalEvery} steps`,
       'batch norm cannot compute batch statistics from one example: its first training step throws, and the report shows the message a user gets',
     ],
@@ -268,9 +269,9 @@ export async function runSequence(options: SequenceOptions): Promise<number> {
   const device = resolveDevice(options.device);
   applyThreads(options.threads);
   const start = performance.now();
-  const { train: all, test } = loadMnist({ heldOut: 2000, seed: 0 });
+  const { train: all, test } = loadDataset(options.dataset);
   const train = subset(all, options.trainSize);
-  if (options.batch > train.count) throw new CommandError(`--batch ${options.batch} is larger than the ${train.count} training digits`);
+  if (options.batch > train.count) throw new CommandError(`--batch ${options.batch} is larger than the ${train.count} training ${DATASET_TEXT[options.dataset].examples}`);
   mkdirSync(options.out, { recursive: true });
   const reports: string[] = [];
   if (options.experiments.includes('rows')) reports.push(await runRows(options, device, train, test));

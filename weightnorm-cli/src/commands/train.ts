@@ -3,10 +3,12 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { data, io, optim } from 'weightnorm';
+import { io, optim } from 'weightnorm';
 import {
   applyThreads,
+  DATASET_TEXT,
   environment,
+  loadDataset,
   formatLr,
   initializedModel,
   median,
@@ -17,10 +19,8 @@ import {
   type RunResult,
   subset,
 } from './common.js';
-import type { DeviceChoice, ModelKind, NormKind, OptimizerKind } from './options.js';
+import type { DatasetKind, DeviceChoice, ModelKind, NormKind, OptimizerKind } from './options.js';
 import { prepareOutDir } from './out-dir.js';
-
-const { loadMnist } = data;
 
 export interface TrainOptions {
   model: ModelKind;
@@ -39,6 +39,7 @@ export interface TrainOptions {
   threads?: number;
   out: string;
   progress: boolean;
+  dataset: DatasetKind;
 }
 
 export const DEFAULT_LR: Record<OptimizerKind, number> = { adam: 3e-3, sgd: 0.1 };
@@ -48,7 +49,7 @@ export async function runTrain(options: TrainOptions): Promise<number> {
   const threads = applyThreads(options.threads);
   const out = prepareOutDir(options.out);
   const lr = options.lr ?? DEFAULT_LR[options.optimizer];
-  const data = loadMnist(); // the same split for every seed: held-out accuracies stay comparable
+  const data = loadDataset(options.dataset); // the same split for every seed: held-out accuracies stay comparable
   const train = subset(data.train, options.trainSize);
   const { model, layout } = initializedModel(options.model, options.norm, { seed: options.seed, device, train, hidden: options.hidden });
   const optimizer =
@@ -59,7 +60,7 @@ export async function runTrain(options: TrainOptions): Promise<number> {
   console.log(
     `train ${options.model} with ${NORM_LABELS[options.norm]}, ${options.optimizer} lr ${formatLr(lr)}` +
       `${options.optimizer === 'sgd' ? ` momentum ${options.momentum}` : ''}, batch ${options.batch}, ` +
-      `${train.count} training / ${data.test.count} held-out digits, ${parameterCount} parameters, ` +
+      `${DATASET_TEXT[options.dataset].name}: ${train.count} training / ${data.test.count} held-out ${DATASET_TEXT[options.dataset].examples}, ${parameterCount} parameters, ` +
       `on ${device}${device === 'cpu' ? ` (${threadsText(threads)})` : ''}, seed ${options.seed}`,
   );
 
@@ -104,6 +105,7 @@ export async function runTrain(options: TrainOptions): Promise<number> {
       epoch: String(last?.epoch ?? 0),
       step: String(result.steps.length),
       seed: String(options.seed),
+      dataset: options.dataset,
       heldOutAccuracy: String(last?.heldOut?.accuracy ?? ''),
     },
   });

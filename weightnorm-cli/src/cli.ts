@@ -215,6 +215,7 @@ program
   .addOption(deviceOption())
   .option('--threads <n>', 'CPU threads for the kernels (default: every core)', integer(1, 1024))
   .option('--out <dir>', 'output folder', DQN_DEFAULTS.out)
+  .option('--merge <files>', 'no training: report together the runs of these dqn.json files (comma-separated)', (v: string) => v.split(',').filter(Boolean))
   .action((opts) => runAction(async () => (await import('./commands/dqn.js')).runDqn(opts)));
 
 await program.parseAsync(process.argv);

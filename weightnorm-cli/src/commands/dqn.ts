@@ -10,17 +10,17 @@
 // every `targetEvery` steps. The weight-norm variant gets data-dependent initialization on states visited by a
 // uniformly random policy (there is no fixed dataset); the plain one keeps the default initialization.
 // Writes <out>/dqn.json (every return of every run), <out>/dqn.md and the plot <out>/dqn.svg / dqn.png.
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 
 import { type Device, gather, init, manualSeed, nn, noGrad, optim, reshape, rl, type Tensor, tensor, tidy } from 'weightnorm';
-import { applyThreads, deviceName, environment, markdownTable, resolveDevice } from './common.js';
+import { applyThreads, CommandError, deviceName, environment, markdownTable, resolveDevice } from './common.js';
 import type { DeviceChoice } from './options.js';
 import { prepareOutDir } from './out-dir.js';
 import { CHART_FONT, writeChart } from './plot.js';
 
-import { type DqnNorm } from './dqn-options.js';
+import { DQN_NORMS, type DqnNorm } from './dqn-options.js';
 
 export { DQN_DEFAULTS, DQN_NORMS, type DqnNorm } from './dqn-options.js';
 const LABELS: Record<DqnNorm, string> = { none: 'plain', wn: 'weight norm' };
@@ -52,6 +52,8 @@ export interface DqnOptions {
   device: DeviceChoice;
   threads?: number;
   out: string;
+  /** Instead of training: the dqn.json files of earlier runs (e.g. the variants run in parallel), reported together. */
+  merge?: string[];
   /** No console lines per run (tests). */
   quiet?: boolean;
 }
@@ -256,7 +258,7 @@ function fmt(x: number | null, digits = 1): string {
   return x === null ? '–' : x.toFixed(digits);
 }
 
-async function writeReport(out: string, options: DqnOptions, runs: DqnRun[], device: Device, seconds: number): Promise<string> {
+async function writeReport(out: string, options: DqnOptions, runs: DqnRun[], device: Device, seconds: number, commands = [`weightnorm ${process.argv.slice(2).join(' ')}`]): Promise<string> {
   const base = join(out, 'dqn');
   const seedList = runs.length ? [...new Set(runs.map((r) => r.seed))] : [];
   const files = await writeChart(chart(runs, options.norm, `mean ± std over seeds ${seedList.join(', ')}; dashed: the solved threshold ${SOLVED_RETURN}`), base);
@@ -286,7 +288,7 @@ async function writeReport(out: string, options: DqnOptions, runs: DqnRun[], dev
     `- DQN: replay buffer ${options.buffer} (uniform, seeded), learning from step ${options.learnStart}, one update of batch ${options.batch} every ${options.trainEvery} step(s), Huber loss on the taken action's TD error, γ ${options.gamma}, target network copied every ${options.targetEvery} steps, ε ${options.epsilonStart} → ${options.epsilonEnd} linearly over ${options.epsilonSteps} steps; Adamax lr ${options.lr}`,
     `- ${options.episodes} episodes per run; seeds ${seedList.join(', ')} (a seed fixes the initial directions, the environment's initial states, the replay sampling and the exploration coin: both variants see the same streams)`,
     `- machine: ${env.device}; ${env.node}; load average at the end ${env.loadAverage} (a shared host: times are indicative); ${env.date.slice(0, 10)}; ${seconds.toFixed(0)} s in all`,
-    `- command: \`weightnorm ${process.argv.slice(2).join(' ')}\``,
+    ...commands.map((c) => `- command: \`${c}\``),
     '',
     markdownTable(['variant', 'seeds solved', 'solved at episode', `best mean of ${SOLVED_WINDOW} (per seed)`, `mean of the last ${SOLVED_WINDOW}`, 'mean return, all episodes', 's / run'], summary),
     '',
@@ -299,14 +301,35 @@ async function writeReport(out: string, options: DqnOptions, runs: DqnRun[], dev
   ];
   writeFileSync(`${base}.md`, lines.join('\n'));
   const { quiet: _quiet, ...recorded } = options;
-  writeFileSync(`${base}.json`, JSON.stringify({ options: recorded, environment: env, seconds, runs }, null, 1));
+  writeFileSync(`${base}.json`, JSON.stringify({ options: recorded, commands, environment: env, seconds, runs }, null, 1));
   return `${base}.md`;
+}
+
+/** The runs saved in earlier dqn.json files, ordered by seed then variant; the options and seconds of the first. */
+function mergedRuns(files: string[]): { options: Partial<DqnOptions>; runs: DqnRun[]; seconds: number; commands: string[] } {
+  const saved = files.map((file) => {
+    try {
+      return JSON.parse(readFileSync(file, 'utf8')) as { options: Partial<DqnOptions>; runs: DqnRun[]; seconds: number; commands?: string[] };
+    } catch (error) {
+      throw new CommandError(`--merge ${file}: not a readable dqn.json (${(error as Error).message.split('\n')[0]})`);
+    }
+  });
+  const runs = saved.flatMap((s) => s.runs).sort((a, b) => a.seed - b.seed || DQN_NORMS.indexOf(a.norm) - DQN_NORMS.indexOf(b.norm));
+  const commands = [...saved.flatMap((s) => s.commands ?? []), `weightnorm ${process.argv.slice(2).join(' ')}`];
+  return { options: saved[0]!.options, runs, seconds: saved.reduce((sum, s) => sum + s.seconds, 0), commands };
 }
 
 export async function runDqn(options: DqnOptions): Promise<number> {
   const device = resolveDevice(options.device);
   applyThreads(options.threads);
   const out = prepareOutDir(options.out);
+  if (options.merge) {
+    const merged = mergedRuns(options.merge);
+    const norms = DQN_NORMS.filter((n) => merged.runs.some((r) => r.norm === n));
+    const report = await writeReport(out, { ...options, ...merged.options, norm: norms, seeds: new Set(merged.runs.map((r) => r.seed)).size, out: options.out, merge: options.merge }, merged.runs, device, merged.seconds, merged.commands);
+    if (!options.quiet) console.log(`dqn: ${merged.runs.length} runs from ${options.merge.length} file(s). Report: ${relative(process.cwd(), report)}`);
+    return 0;
+  }
   const start = performance.now();
   const runs: DqnRun[] = [];
   for (let s = 0; s < options.seeds; s++) {

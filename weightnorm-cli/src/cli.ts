@@ -19,7 +19,7 @@ import {
   positiveList,
   positiveNumber,
 } from './commands/options.js';
-import { DQN_DEFAULTS, DQN_NORMS, probability } from './commands/dqn-options.js';
+import { DQN_DEFAULTS, DQN_NORMS, nonNegative, probability } from './commands/dqn-options.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -205,6 +205,7 @@ program
   .option('--gamma <x>', 'discount', fraction, DQN_DEFAULTS.gamma)
   .option('--buffer <n>', 'replay buffer capacity (transitions)', integer(1), DQN_DEFAULTS.buffer)
   .option('--learn-start <n>', 'environment steps before the first update', integer(1), DQN_DEFAULTS.learnStart)
+  .option('--clip <x>', 'clip the gradient norm of each update at x (0: no clipping)', nonNegative, DQN_DEFAULTS.clip)
   .option('--train-every <n>', 'environment steps per update', integer(1), DQN_DEFAULTS.trainEvery)
   .option('--target-every <n>', 'environment steps between copies into the target network', integer(1), DQN_DEFAULTS.targetEvery)
   .option('--epsilon-start <x>', 'exploration rate at step 0', probability, DQN_DEFAULTS.epsilonStart)

@@ -7,7 +7,7 @@ export type DqnNorm = (typeof DQN_NORMS)[number];
 
 export const DQN_DEFAULTS = {
   norm: [...DQN_NORMS] as DqnNorm[],
-  episodes: 400,
+  episodes: 250,
   seeds: 5,
   firstSeed: 0,
   hidden: 64,
@@ -15,12 +15,13 @@ export const DQN_DEFAULTS = {
   batch: 64,
   gamma: 0.99,
   buffer: 20_000,
-  learnStart: 1000,
+  learnStart: 500,
+  clip: 10,
   trainEvery: 1,
-  targetEvery: 500,
+  targetEvery: 200,
   epsilonStart: 1,
   epsilonEnd: 0.01,
-  epsilonSteps: 10_000,
+  epsilonSteps: 3000,
   initStates: 500,
   maxEpisodeSteps: 200,
   out: 'runs/dqn',
@@ -30,5 +31,12 @@ export const DQN_DEFAULTS = {
 export function probability(text: string): number {
   const n = Number(text);
   if (text.trim() === '' || !(n >= 0 && n <= 1)) throw new InvalidArgumentError('Expected a number in [0, 1].');
+  return n;
+}
+
+/** A finite number ≥ 0. */
+export function nonNegative(text: string): number {
+  const n = Number(text);
+  if (text.trim() === '' || !(n >= 0 && Number.isFinite(n))) throw new InvalidArgumentError('Expected a finite number ≥ 0.');
   return n;
 }

@@ -41,6 +41,8 @@ export interface DqnOptions {
   gamma: number;
   buffer: number;
   learnStart: number;
+  /** Gradient clipping: the largest total gradient norm of an update (0: none). */
+  clip: number;
   trainEvery: number;
   targetEvery: number;
   epsilonStart: number;
@@ -188,6 +190,7 @@ export function trainDqn(options: DqnOptions, norm: DqnNorm, seed: number, devic
             const loss = qLearningLoss(online, target, batch, options.gamma, device);
             optimizer.zeroGrad();
             loss.backward();
+            if (options.clip > 0) optim.clipGradNorm(online.parameters(), options.clip);
             optimizer.step();
             return loss.item();
           });
@@ -285,7 +288,7 @@ async function writeReport(out: string, options: DqnOptions, runs: DqnRun[], dev
     '',
     `- environment: rl.CartPole (Barto, Sutton & Anderson 1983 dynamics as in Gym's CartPole-v0), episodes truncated at ${options.maxEpisodeSteps} steps; solved = mean return ≥ ${SOLVED_RETURN} over ${SOLVED_WINDOW} consecutive training episodes (ε-greedy actions included)`,
     `- Q-network: MLP 4 → ${options.hidden} → ${options.hidden} → 2 (ReLU); weight norm: every Linear, data-dependent init on ${options.initStates} states of a random policy; plain: default init`,
-    `- DQN: replay buffer ${options.buffer} (uniform, seeded), learning from step ${options.learnStart}, one update of batch ${options.batch} every ${options.trainEvery} step(s), Huber loss on the taken action's TD error, γ ${options.gamma}, target network copied every ${options.targetEvery} steps, ε ${options.epsilonStart} → ${options.epsilonEnd} linearly over ${options.epsilonSteps} steps; Adamax lr ${options.lr}`,
+    `- DQN: replay buffer ${options.buffer} (uniform, seeded), learning from step ${options.learnStart}, one update of batch ${options.batch} every ${options.trainEvery} step(s), Huber loss on the taken action's TD error, gradient norm clipped at ${options.clip || '∞'}, γ ${options.gamma}, target network copied every ${options.targetEvery} steps, ε ${options.epsilonStart} → ${options.epsilonEnd} linearly over ${options.epsilonSteps} steps; Adamax lr ${options.lr}`,
     `- ${options.episodes} episodes per run; seeds ${seedList.join(', ')} (a seed fixes the initial directions, the environment's initial states, the replay sampling and the exploration coin: both variants see the same streams)`,
     `- machine: ${env.device}; ${env.node}; load average at the end ${env.loadAverage} (a shared host: times are indicative); ${env.date.slice(0, 10)}; ${seconds.toFixed(0)} s in all`,
     ...commands.map((c) => `- command: \`${c}\``),

@@ -1,13 +1,16 @@
 // The dqn command's pieces: the TD target and the taken-action Huber loss against a float64 example worked by hand,
 // the solved criterion, and a short run of the whole command (files written, numbers finite).
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { nn, rl, tensor } from '../ts/index.js';
 import { DQN_DEFAULTS, type DqnRun, qLearningLoss, runDqn, solvedEpisode } from '../weightnorm-cli/src/commands/dqn.js';
 
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const work = mkdtempSync(join(tmpdir(), 'weightnorm-dqn-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
@@ -87,5 +90,32 @@ describe('weightnorm dqn (short run)', () => {
     const report = readFileSync(join(out, 'dqn.md'), 'utf8');
     expect(report).toMatch(/\| plain +\| 0 \/ 2/);
     expect(report).toMatch(/\| weight norm +\| 0 \/ 2/);
+
+    // --merge reports the runs of several dqn.json files together, without training.
+    const merged = join(work, 'merged');
+    await runDqn({ ...DQN_DEFAULTS, episodes: 6, seeds: 1, device: 'cpu', out: merged, quiet: true, merge: [join(out, 'dqn.json'), join(out, 'dqn.json')] });
+    const both = JSON.parse(readFileSync(join(merged, 'dqn.json'), 'utf8')) as { runs: DqnRun[] };
+    expect(both.runs.map((r) => `${r.norm}/${r.seed}`)).toEqual(['none/0', 'none/0', 'wn/0', 'wn/0', 'none/1', 'none/1', 'wn/1', 'wn/1']);
+    expect(existsSync(join(merged, 'dqn.png'))).toBe(true);
   });
+
+  it('is a command of the weightnorm CLI: runs from the bin and refuses a bad option with exit code 2', () => {
+    // The bin runs weightnorm-cli/dist: rebuild it (and the library's dist/) when a source is newer.
+    const newest = (dir: string, ext: string): number =>
+      readdirSync(dir, { withFileTypes: true }).reduce((m, e) => Math.max(m, e.isDirectory() ? newest(join(dir, e.name), ext) : e.name.endsWith(ext) ? statSync(join(dir, e.name)).mtimeMs : 0), 0);
+    const compiled = join(root, 'weightnorm-cli', 'dist', 'commands', 'dqn.js');
+    const built = existsSync(compiled) ? Math.min(newest(join(root, 'weightnorm-cli', 'dist'), '.js'), newest(join(root, 'dist'), '.js')) : 0;
+    if (Math.max(newest(join(root, 'ts'), '.ts'), newest(join(root, 'weightnorm-cli', 'src'), '.ts')) > built) {
+      spawnSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-b', join(root, 'weightnorm-cli')], { encoding: 'utf8' });
+    }
+    const bin = join(root, 'weightnorm-cli', 'bin', 'weightnorm.js');
+    const out = join(work, 'bin');
+    const ok = spawnSync(process.execPath, [bin, 'dqn', '--episodes', '3', '--seeds', '1', '--norm', 'wn', '--learn-start', '20', '--device', 'cpu', '--out', out], { encoding: 'utf8' });
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(ok.stdout).toMatch(/dqn weight norm seed 0: 3 episodes/);
+    expect(existsSync(join(out, 'dqn.md'))).toBe(true);
+    const bad = spawnSync(process.execPath, [bin, 'dqn', '--epsilon-end', '1.5'], { encoding: 'utf8' });
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/--epsilon-end.*Expected a number in \[0, 1\]/);
+  }, 120_000);
 });

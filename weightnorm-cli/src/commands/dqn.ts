@@ -261,11 +261,11 @@ function fmt(x: number | null, digits = 1): string {
   return x === null ? '–' : x.toFixed(digits);
 }
 
-async function writeReport(out: string, options: DqnOptions, runs: DqnRun[], device: Device, seconds: number, commands = [`weightnorm ${process.argv.slice(2).join(' ')}`]): Promise<string> {
+async function writeReport(out: string, options: DqnOptions, runs: DqnRun[], device: Device, seconds: number, commands = [`weightnorm ${process.argv.slice(2).join(' ')}`], recordedEnvironment?: ReturnType<typeof environment>): Promise<string> {
   const base = join(out, 'dqn');
   const seedList = runs.length ? [...new Set(runs.map((r) => r.seed))] : [];
   const files = await writeChart(chart(runs, options.norm, `mean ± std over seeds ${seedList.join(', ')}; dashed: the solved threshold ${SOLVED_RETURN}`), base);
-  const env = environment(device);
+  const env = recordedEnvironment ?? environment(device);
   const summary = options.norm.map((norm) => {
     const mine = runs.filter((r) => r.norm === norm);
     const solved = mine.filter((r) => r.solvedAt !== null);
@@ -290,7 +290,7 @@ async function writeReport(out: string, options: DqnOptions, runs: DqnRun[], dev
     `- Q-network: MLP 4 → ${options.hidden} → ${options.hidden} → 2 (ReLU); weight norm: every Linear, data-dependent init on ${options.initStates} states of a random policy; plain: default init`,
     `- DQN: replay buffer ${options.buffer} (uniform, seeded), learning from step ${options.learnStart}, one update of batch ${options.batch} every ${options.trainEvery} step(s), Huber loss on the taken action's TD error, gradient norm clipped at ${options.clip || '∞'}, γ ${options.gamma}, target network copied every ${options.targetEvery} steps, ε ${options.epsilonStart} → ${options.epsilonEnd} linearly over ${options.epsilonSteps} steps; Adamax lr ${options.lr}`,
     `- ${options.episodes} episodes per run; seeds ${seedList.join(', ')} (a seed fixes the initial directions, the environment's initial states, the replay sampling and the exploration coin: both variants see the same streams)`,
-    `- machine: ${env.device}; ${env.node}; load average at the end ${env.loadAverage} (a shared host: times are indicative); ${env.date.slice(0, 10)}; ${seconds.toFixed(0)} s in all`,
+    `- machine: ${env.device}; ${env.node}; load average at the end ${env.loadAverage} (a shared host: times are indicative); ${env.date.slice(0, 10)}; ${seconds.toFixed(0)} s of training${commands.length > 1 ? ' (summed over the runs merged, which may have run in parallel)' : ''}`,
     ...commands.map((c) => `- command: \`${c}\``),
     '',
     markdownTable(['variant', 'seeds solved', 'solved at episode', `best mean of ${SOLVED_WINDOW} (per seed)`, `mean of the last ${SOLVED_WINDOW}`, 'mean return, all episodes', 's / run'], summary),
@@ -309,17 +309,18 @@ async function writeReport(out: string, options: DqnOptions, runs: DqnRun[], dev
 }
 
 /** The runs saved in earlier dqn.json files, ordered by seed then variant; the options and seconds of the first. */
-function mergedRuns(files: string[]): { options: Partial<DqnOptions>; runs: DqnRun[]; seconds: number; commands: string[] } {
+function mergedRuns(files: string[]): { options: Partial<DqnOptions>; runs: DqnRun[]; seconds: number; commands: string[]; environment?: ReturnType<typeof environment> } {
   const saved = files.map((file) => {
     try {
-      return JSON.parse(readFileSync(file, 'utf8')) as { options: Partial<DqnOptions>; runs: DqnRun[]; seconds: number; commands?: string[] };
+      return JSON.parse(readFileSync(file, 'utf8')) as { options: Partial<DqnOptions>; runs: DqnRun[]; seconds: number; commands?: string[]; environment?: ReturnType<typeof environment> };
     } catch (error) {
       throw new CommandError(`--merge ${file}: not a readable dqn.json (${(error as Error).message.split('\n')[0]})`);
     }
   });
   const runs = saved.flatMap((s) => s.runs).sort((a, b) => a.seed - b.seed || DQN_NORMS.indexOf(a.norm) - DQN_NORMS.indexOf(b.norm));
   const commands = [...saved.flatMap((s) => s.commands ?? []), `weightnorm ${process.argv.slice(2).join(' ')}`];
-  return { options: saved[0]!.options, runs, seconds: saved.reduce((sum, s) => sum + s.seconds, 0), commands };
+  // The machine and load of the first file: where the training ran, not where the merge did.
+  return { options: saved[0]!.options, runs, seconds: saved.reduce((sum, s) => sum + s.seconds, 0), commands, environment: saved[0]!.environment };
 }
 
 export async function runDqn(options: DqnOptions): Promise<number> {
@@ -329,7 +330,7 @@ export async function runDqn(options: DqnOptions): Promise<number> {
   if (options.merge) {
     const merged = mergedRuns(options.merge);
     const norms = DQN_NORMS.filter((n) => merged.runs.some((r) => r.norm === n));
-    const report = await writeReport(out, { ...options, ...merged.options, norm: norms, seeds: new Set(merged.runs.map((r) => r.seed)).size, out: options.out, merge: options.merge }, merged.runs, device, merged.seconds, merged.commands);
+    const report = await writeReport(out, { ...options, ...merged.options, norm: norms, seeds: new Set(merged.runs.map((r) => r.seed)).size, out: options.out, merge: options.merge }, merged.runs, device, merged.seconds, merged.commands, merged.environment);
     if (!options.quiet) console.log(`dqn: ${merged.runs.length} runs from ${options.merge.length} file(s). Report: ${relative(process.cwd(), report)}`);
     return 0;
   }

@@ -76,3 +76,5 @@ export {
   type VarianceOptions,
   type ValuesAndIndices,
 } from './reduce.js';
+// Reinforcement learning: CartPole, experience replay, ε schedule, TD targets.
+export * as rl from './rl/index.js';

@@ -20,6 +20,7 @@ import {
   positiveList,
   positiveNumber,
 } from './commands/options.js';
+import { DQN_DEFAULTS, DQN_NORMS, nonNegative, probability } from './commands/dqn-options.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -197,5 +198,36 @@ program
   .option('--threads <n>', 'CPU threads for the kernels (default: every core)', integer(1, 1024))
   .option('--out <dir>', 'output folder', 'runs/sequence')
   .action((opts) => runAction(async () => (await import('./commands/sequence.js')).runSequence(opts)));
+
+program
+  .command('dqn')
+  .description(
+    'Deep Q-learning on CartPole-v0 (200-step episodes): plain vs weight-normalized MLP Q-network over several ' +
+      'seeds, replay buffer, target network, linear ε decay, Huber loss, Adamax. Writes <out>/dqn.md (seeds solved: ' +
+      'mean return ≥ 195 over 100 episodes), dqn.json (every return) and the return plot dqn.svg / dqn.png.',
+  )
+  .option('--norm <list>', 'comma-separated subset of none,wn', choiceList(DQN_NORMS), DQN_DEFAULTS.norm)
+  .option('--episodes <n>', 'episodes per run', integer(1), DQN_DEFAULTS.episodes)
+  .option('--seeds <n>', 'runs per variant (seeds --first-seed, --first-seed + 1, ...)', integer(1), DQN_DEFAULTS.seeds)
+  .option('--first-seed <n>', 'seed of the first run', integer(0), DQN_DEFAULTS.firstSeed)
+  .option('--hidden <n>', 'units of each of the two hidden layers', integer(1), DQN_DEFAULTS.hidden)
+  .option('--lr <x>', 'Adamax learning rate', positiveNumber, DQN_DEFAULTS.lr)
+  .option('--batch <n>', 'minibatch size of an update', integer(1), DQN_DEFAULTS.batch)
+  .option('--gamma <x>', 'discount', fraction, DQN_DEFAULTS.gamma)
+  .option('--buffer <n>', 'replay buffer capacity (transitions)', integer(1), DQN_DEFAULTS.buffer)
+  .option('--learn-start <n>', 'environment steps before the first update', integer(1), DQN_DEFAULTS.learnStart)
+  .option('--clip <x>', 'clip the gradient norm of each update at x (0: no clipping)', nonNegative, DQN_DEFAULTS.clip)
+  .option('--train-every <n>', 'environment steps per update', integer(1), DQN_DEFAULTS.trainEvery)
+  .option('--target-every <n>', 'environment steps between copies into the target network', integer(1), DQN_DEFAULTS.targetEvery)
+  .option('--epsilon-start <x>', 'exploration rate at step 0', probability, DQN_DEFAULTS.epsilonStart)
+  .option('--epsilon-end <x>', 'exploration rate after the decay', probability, DQN_DEFAULTS.epsilonEnd)
+  .option('--epsilon-steps <n>', 'environment steps of the linear ε decay', integer(1), DQN_DEFAULTS.epsilonSteps)
+  .option('--init-states <n>', 'random-policy states for the weight-norm variant\'s data-dependent init', integer(2), DQN_DEFAULTS.initStates)
+  .option('--max-episode-steps <n>', 'truncation: 200 (CartPole-v0) or 500 (v1)', integer(1), DQN_DEFAULTS.maxEpisodeSteps)
+  .addOption(deviceOption())
+  .option('--threads <n>', 'CPU threads for the kernels (default: every core)', integer(1, 1024))
+  .option('--out <dir>', 'output folder', DQN_DEFAULTS.out)
+  .option('--merge <files>', 'no training: report together the runs of these dqn.json files (comma-separated)', (v: string) => v.split(',').filter(Boolean))
+  .action((opts) => runAction(async () => (await import('./commands/dqn.js')).runDqn(opts)));
 
 await program.parseAsync(process.argv);

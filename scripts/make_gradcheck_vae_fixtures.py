@@ -7,7 +7,7 @@ Writes test/fixtures/gradcheck_vae_torch.json; test/gradcheck/registry-vae.ts ru
 gaussianKl(mu, logVar) = 0.5 * (mu^2 + exp(logVar) - 1 - logVar) per element (the KL of N(mu, exp(logVar)) from
 N(0, 1)), with every reduction; torch has no such function, so the reference is that formula in float64. Cases:
 random [batch, latent] inputs, log-variances of magnitude 30 to 80 (exp(80) is within float32's range, exp(-80)
-underflows towards 0 while the -logVar term dominates), log-variances near 0 (where exp(logVar) - 1 - logVar
+underflows towards 0 while the -logVar term dominates; also a case with negative ones only), log-variances near 0 (where exp(logVar) - 1 - logVar
 cancels), and a rank-3 input. Both mu and logVar are differentiable.
 """
 
@@ -45,6 +45,10 @@ def main():
         large = torch.tensor([[80.0, -80.0, 30.0, -30.0], [60.0, -60.0, 0.5, -45.0]], dtype=torch.float64)
         cases.append(kl_case('large |logVar|', reduction, random32([2, 4], std=2.0), large))
         cases.append(kl_case('logVar near 0', reduction, random32([3, 5], std=0.01), random32([3, 5], std=1e-3)))
+        # Only large negative log-variances: the outputs are ~|logVar|/2, so each is measured at its own scale (in
+        # the case above exp(80) sets the scale).
+        negative = torch.tensor([[-80.0, -30.0, -45.0], [-60.0, -0.6, -12.0]], dtype=torch.float64)
+        cases.append(kl_case('large negative logVar', reduction, random32([2, 3], std=2.0), negative))
     cases.append(kl_case('[2, 3, 4]', 'none', random32([2, 3, 4]), random32([2, 3, 4])))
     names = [c['name'] for c in cases]
     assert len(names) == len(set(names)), 'case names must be unique'

@@ -2,9 +2,9 @@
 // KL(N(μ, σ²) ‖ N(0, 1)) = −½ (1 + log σ² − μ² − σ²) per latent dimension, with the encoder's log-variance as
 // input (σ² = exp(logVar) is positive for any real output and needs no clamp). Composed from the differentiable
 // tensor ops (exp, sub, mul, the reductions), so it runs on every device those run on and its backward is theirs:
-// dμ = μ, dlogVar = ½(exp(logVar) − 1) per element.
+// dμ = μ, dlogVar = ½(exp(logVar) − 1) per element (near logVar = 0 through a series, see expMinusOneMinus).
 import { rangeError, shapeText, typeError } from './errors.js';
-import { exp, mul, sub, add } from './pointwise.js';
+import { abs, add, clamp, exp, lt, mul, sub, where } from './pointwise.js';
 import { mean, sum } from './reduce.js';
 import { handleOf, Tensor } from './tensor.js';
 import type { Reduction } from './losses.js';
@@ -15,6 +15,26 @@ export interface GaussianKlOptions {
 }
 
 const REDUCTIONS: readonly Reduction[] = ['mean', 'sum', 'none'];
+
+/** Below this |t|, e^t − 1 − t comes from its Taylor series; above it from exp (cancelling at most a factor ~2.5). */
+const SERIES_LIMIT = 0.5;
+/** 1/n! for n = 9 down to 2: the series Σ t^n/n! truncated after n = 9 is within 2^-24 relative for |t| ≤ 0.5. */
+const SERIES = [1 / 362880, 1 / 40320, 1 / 5040, 1 / 720, 1 / 120, 1 / 24, 1 / 6, 1 / 2];
+
+/**
+ * e^t − 1 − t per element, differentiable, accurate to a few float32 roundings relative to itself for every t.
+ * exp(t) − 1 − t directly would cancel near 0 (for t ≈ 1e-3 the result is 5e-7 of the terms, so float32 leaves
+ * 3 digits), and so would its gradient exp(t)·dy − dy. The series branch gets t clamped to the limit, so its
+ * value and gradient stay finite where it is not selected.
+ */
+function expMinusOneMinus(t: Tensor): Tensor {
+  const small = clamp(t, -SERIES_LIMIT, SERIES_LIMIT);
+  let series: Tensor | number = SERIES[0]!;
+  for (const coefficient of SERIES.slice(1)) series = add(mul(series, small), coefficient);
+  const nearZero = mul(series, mul(small, small));
+  const direct = sub(sub(exp(t), t), 1);
+  return where(lt(abs(t), SERIES_LIMIT), nearZero, direct);
+}
 
 function checkLatent(where: string, value: unknown): Tensor {
   handleOf(value, where);
@@ -29,8 +49,8 @@ function checkLatent(where: string, value: unknown): Tensor {
  * reduction 'none' keeps that shape ([batch, latent]: sum over axis 1 for the KL of each example), 'sum' and
  * 'mean' (the default, as every loss) give shape [1]. A VAE's per-example bound wants the sum over latent
  * dimensions: `gaussianKl(mu, logVar, { reduction: 'sum' })` divided by the batch size is its batch mean.
- * Float32 limits: exp(logVar) overflows beyond logVar ≈ 88.7 (the KL is then Infinity); for logVar near 0 the
- * term exp(logVar) − 1 − logVar ≈ logVar²/2 is computed with an absolute error of a few 2^-24.
+ * Float32 limits: exp(logVar) overflows beyond logVar ≈ 88.7 (the KL is then Infinity). Near logVar = 0 the
+ * variance term and its gradient keep full relative precision (see expMinusOneMinus).
  */
 export function gaussianKl(mu: Tensor, logVar: Tensor, options?: GaussianKlOptions): Tensor {
   const where = 'gaussianKl';
@@ -49,9 +69,7 @@ export function gaussianKl(mu: Tensor, logVar: Tensor, options?: GaussianKlOptio
     throw rangeError(`${where}: logVar`, `mu's shape ${shapeText(mu.shape)}`, shapeText(logVar.shape));
   }
   if (reduction === 'mean' && mu.size === 0) throw rangeError(`${where}: mu`, "at least one element for reduction 'mean'", shapeText(mu.shape));
-  // (exp(logVar) − logVar) − 1 first: both terms are ≥ 1 there, so the one cancellation is against an exact 1.
-  const varianceTerm = sub(sub(exp(logVar), logVar), 1);
-  const perElement = mul(add(varianceTerm, mul(mu, mu)), 0.5);
+  const perElement = mul(add(expMinusOneMinus(logVar), mul(mu, mu)), 0.5);
   if (reduction === 'none') return perElement;
   return reduction === 'sum' ? sum(perElement) : mean(perElement);
 }

@@ -16,7 +16,7 @@ function need(t: Record<string, Tensor>, name: string): Tensor {
 export const VAE_OPS: Record<string, OpEntry> = {
   gaussianKl: {
     run: (t: Record<string, Tensor>, c: OpConfig) => ({
-      y: F.gaussianKl(need(t, 'mu'), need(t, 'logVar'), { reduction: c.reduction as F.Reduction }),
+      y: F.gaussianKl(need(t, 'mu'), need(t, 'logVar'), { reduction: c.reduction as 'mean' | 'sum' | 'none' }),
     }),
     // Near logVar = 0 the variance term and its gradient come from a series (no cancellation), elsewhere exp's
     // result loses at most a factor ~2.5 to the subtraction of 1 + logVar.

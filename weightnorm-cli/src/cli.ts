@@ -213,7 +213,6 @@ program
   .option('--seed <n>', 'seed of initialization, minibatch order and latent noise', integer(0), 0)
   .option('--threads <n>', 'CPU threads for the kernels (default: every core)', integer(1, 1024))
   .option('--out <dir>', 'output folder', 'runs/vae')
-  .option('--no-progress', 'accepted for symmetry with the other commands (vae prints one line per epoch)')
   .action((opts) => runAction(async () => (await import('./commands/vae.js')).runVae(opts)));
 
 await program.parseAsync(process.argv);

@@ -50,7 +50,6 @@ export interface VaeOptions {
   seed: number;
   threads?: number;
   out: string;
-  progress: boolean;
 }
 
 /** Per digit, in nats: the bound (ELBO, higher is better) and its two terms. */

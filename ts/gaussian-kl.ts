@@ -1,7 +1,7 @@
 // The Gaussian KL term of a variational autoencoder's evidence lower bound (Kingma & Welling, 2014, appendix B):
 // KL(N(μ, σ²) ‖ N(0, 1)) = −½ (1 + log σ² − μ² − σ²) per latent dimension, with the encoder's log-variance as
 // input (σ² = exp(logVar) is positive for any real output and needs no clamp). Composed from the differentiable
-// tensor ops (exp, sub, mul, the reductions), so it runs on every device those run on and its backward is theirs:
+// tensor ops (exp, mul, add, where, the reductions), so it runs on every device those run on and its backward is theirs:
 // dμ = μ, dlogVar = ½(exp(logVar) − 1) per element (near logVar = 0 through a series, see expMinusOneMinus).
 import { rangeError, shapeText, typeError } from './errors.js';
 import { abs, add, clamp, exp, lt, mul, sub, where } from './pointwise.js';

@@ -355,6 +355,8 @@ export {
   type Reduction,
   type SmoothL1LossOptions,
 } from './losses.js';
+// The Gaussian KL term of a VAE's bound (composed from the tensor ops): ts/gaussian-kl.ts.
+export { gaussianKl, type GaussianKlOptions } from './gaussian-kl.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Normalization (the modules keep the running statistics; these are the batch computations).

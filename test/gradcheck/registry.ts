@@ -15,6 +15,7 @@ import { REDUCE_EXCLUDED_FUNCTIONAL, REDUCE_LAYERS, REDUCE_OPS } from './registr
 import { POINTWISE_EXCLUDED_FUNCTIONAL, POINTWISE_LAYERS, POINTWISE_OPS } from './registry-pointwise.js';
 import { LOSS_EXCLUDED_MODULES, LOSS_OPS } from './registry-loss.js';
 import { CONV2D_LAYER, CONV_EXCLUDED_MODULES, CONV_LAYERS, CONV_OPS } from './registry-conv.js';
+import { VAE_OPS } from './registry-vae.js';
 
 export { accumulation, ELEMENTWISE, type LayerEntry, type OpEntry, type OpRun, type Tolerance, UNIT_ROUNDOFF } from './entry.js';
 
@@ -132,6 +133,7 @@ export const OPS: Record<string, OpEntry> = {
   ...REDUCE_OPS,
   ...POINTWISE_OPS,
   ...LOSS_OPS,
+  ...VAE_OPS,
 };
 
 /** Exports of nn.functional that are not differentiable ops, with the reason. */

@@ -230,4 +230,32 @@ program
   .option('--merge <files>', 'no training: report together the runs of these dqn.json files (comma-separated)', (v: string) => v.split(',').filter(Boolean))
   .action((opts) => runAction(async () => (await import('./commands/dqn.js')).runDqn(opts)));
 
+program
+  .command('vae')
+  .description(
+    "The paper's convolutional VAE on binarized MNIST digits: plain vs weight norm (data-dependent init) with " +
+      'Adamax on the same minibatches, latent noise and seed; the evidence lower bound on every held-out digit per ' +
+      'epoch and the training bound per block of steps. Writes <out>/vae.md, vae.json, the bound plot ' +
+      'vae-bound.svg/.png and per variant PNG grids of prior samples and reconstructions.',
+  )
+  .addOption(new Option('--norm <norm>', 'none (plain) | wn (weight norm) | both (the same batches and seeds, one report)').choices(['none', 'wn', 'both']).default('both'))
+  .option('--epochs <n>', 'passes over the training digits', integer(1), 3)
+  .option('--steps <n>', 'stop after this many steps in all (default: --epochs full passes)', integer(1))
+  .option('--latent <k>', 'latent dimensions', integer(1), 16)
+  .option('--channels <c1,c2>', 'channels of the two convolutions (the decoder mirrors them)', (text: string) => {
+    const values = text.split(',').map((s) => Number(s.trim()));
+    if (values.length !== 2 || values.some((v) => !Number.isInteger(v) || v < 1)) throw new InvalidArgumentError('Expected two integers ≥ 1, e.g. 32,64.');
+    return values as [number, number];
+  }, [32, 64])
+  .option('--batch <n>', 'minibatch size', integer(1), 100)
+  .option('--lr <x>', 'Adamax learning rate', positiveNumber, 2e-3)
+  .option('--train-size <n>', 'train on the first n of the 8000 training digits (default: all)', integer(1, 8000))
+  .option('--block <n>', 'steps per block of the reported training bound', integer(1), 10)
+  .addOption(new Option('--plain-init <init>', "the plain VAE's init: the layers' default or data-dependent").choices(['default', 'data']).default('default'))
+  .addOption(deviceOption())
+  .option('--seed <n>', 'seed of initialization, minibatch order and latent noise', integer(0), 0)
+  .option('--threads <n>', 'CPU threads for the kernels (default: every core)', integer(1, 1024))
+  .option('--out <dir>', 'output folder', 'runs/vae')
+  .action((opts) => runAction(async () => (await import('./commands/vae.js')).runVae(opts)));
+
 await program.parseAsync(process.argv);

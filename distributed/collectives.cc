@@ -10,7 +10,9 @@
 #include <gloo/transport/tcp/device.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <sstream>
+#include <thread>
 #include <stdexcept>
 
 #include "tcp_store.h"
@@ -93,13 +95,36 @@ ProcessGroup::ProcessGroup(const ProcessGroupOptions& options) : options_(option
   store_->set("arrived/" + std::to_string(rank), {});
   std::vector<std::string> expected;
   for (int r = 0; r < size; ++r) expected.push_back("arrived/" + std::to_string(r));
-  const std::vector<std::string> missing = store_->wait(expected, options.timeout);
+  // Rank 0 decides when the rendezvous failed and posts why, so that every rank reports the same missing ranks
+  // (the others started their clocks later, and lose the store when rank 0 gives up).
+  const std::string failed_key = "rendezvous/failed";
+  const auto deadline = std::chrono::steady_clock::now() + options.timeout;
+  std::vector<std::string> missing;
+  try {
+    for (;;) {
+      missing = store_->wait(expected, std::chrono::milliseconds(50));
+      if (missing.empty()) break;
+      if (rank != 0 && store_->wait({failed_key}, std::chrono::milliseconds(0)).empty()) {
+        const std::vector<char> why = store_->get(failed_key, std::chrono::milliseconds(0));
+        throw std::runtime_error(std::string(why.begin(), why.end()));
+      }
+      if (rank == 0 && std::chrono::steady_clock::now() >= deadline) break;
+    }
+  } catch (const std::runtime_error& error) {
+    if (std::string(error.what()).find("lost the connection") == std::string::npos) throw;
+    throw std::runtime_error("rank 0 ended the rendezvous at " + store_->address() +
+                             " before every rank joined (it gave up or exited)");
+  }
   if (!missing.empty()) {
     std::vector<int> absent;
     for (const std::string& key : missing) absent.push_back(std::stoi(key.substr(8)));
-    throw std::runtime_error(std::string(absent.size() == 1 ? "rank " : "ranks ") + rank_list(absent) + " of " +
-                             std::to_string(size) + " did not join the rendezvous at " + store_->address() +
-                             " within " + std::to_string(options.timeout.count()) + " ms");
+    const std::string why = std::string(absent.size() == 1 ? "rank " : "ranks ") + rank_list(absent) + " of " +
+                            std::to_string(size) + " did not join the rendezvous at " + store_->address() +
+                            " within " + std::to_string(options.timeout.count()) + " ms";
+    store_->set(failed_key, std::vector<char>(why.begin(), why.end()));
+    // Long enough for the others' next poll (every 50 ms) to read why before the store closes.
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    throw std::runtime_error(why);
   }
 
   gloo::transport::tcp::attr attr;
@@ -123,7 +148,15 @@ ProcessGroup::~ProcessGroup() = default;
 void ProcessGroup::fail(const char* name, const std::string& cause) {
   std::string who;
   try {
-    const std::vector<int> departed = store_->departed_ranks();
+    // A peer's socket may close here before rank 0's store has seen that process's connection close: ask again
+    // for up to a second (bounded by the timeout) before concluding that no rank exited.
+    std::vector<int> departed = store_->departed_ranks();
+    const auto patience = std::min(options_.timeout, std::chrono::milliseconds(1000));
+    const auto give_up = std::chrono::steady_clock::now() + patience;
+    while (departed.empty() && std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      departed = store_->departed_ranks();
+    }
     who = departed.empty() ? "no rank has exited (one may be stuck, or slower than the timeout of " +
                                  std::to_string(options_.timeout.count()) + " ms)"
                            : std::string(departed.size() == 1 ? "rank " : "ranks ") + rank_list(departed) +

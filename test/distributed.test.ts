@@ -1,6 +1,6 @@
 // Data-parallel training over Gloo, with 2 and 4 CPU processes on loopback (test/distributed-worker.mjs is one
 // rank; it uses the compiled library, dist/ and build/Release/weightnorm_distributed.node):
-//  - all-reduce (sum, mean, max, min; float32 and int32; 1 to 3,000,000 elements) and broadcast against values the
+//  - all-reduce (sum, mean, max, min; float32 and int32; 1 to 2,097,155 elements) and broadcast against values the
 //    worker computes by hand: exact equality (the inputs are multiples of 1/4, so every sum is exact);
 //  - DataParallel on a weight-normalized MLP: ranks start from different weights and end bit-identical (parameters
 //    and outputs), equal to a single process trained on the global batch within 1e-5 (float32: the reference sums
@@ -172,7 +172,7 @@ describe.skipIf(!built)('distributed: failures give errors, never hangs', () => 
     const results = resultsOf(runs.map((r) => r.stdout).join('\n'));
     expect(results.map((r) => r.rank)).toEqual([0, 1, 3]);
     for (const r of results) {
-      expect(r.error).toMatch(new RegExp(`allReduce failed on rank ${r.rank}: rank 2 exited`));
+      expect(r.error, String(r.error)).toMatch(new RegExp(`allReduce failed on rank ${r.rank}: rank 2 exited`));
       expect(r.elapsedMs as number).toBeLessThan(timeoutMs + 1500);
     }
   }, 60_000);
@@ -196,16 +196,16 @@ describe.skipIf(!built)('distributed: failures give errors, never hangs', () => 
   }, 60_000);
 
   it('`weightnorm launch` stops the other ranks and exits with the failing rank\'s code', async () => {
-    // Rank 1 hangs for 3 timeouts; rank 0 fails after one (exit code 1); the launcher must stop rank 1 then.
+    // Rank 1 hangs for a minute; rank 0 fails after the timeout (exit code 1); the launcher must stop rank 1 then.
     const timeoutMs = 2000;
     const start = Date.now();
     const run = await runProcess(
       [cli, 'launch', '--nproc', '2', '--master-port', String(await freePort()), worker, 'hang'],
-      { VICTIM: '1', TEST_TIMEOUT_MS: String(timeoutMs) },
+      { VICTIM: '1', TEST_TIMEOUT_MS: String(timeoutMs), HANG_MS: '60000' },
     );
     expect(run.code).toBe(1);
     expect(run.stderr).toMatch(/weightnorm launch: rank 0 exited with code 1; stopping the other ranks/);
     expect(run.stdout).toMatch(/^\[rank 0\] RESULT .*no rank has exited/m);
-    expect(Date.now() - start).toBeLessThan(3 * timeoutMs);
+    expect(Date.now() - start).toBeLessThan(30_000); // well before rank 1 would have ended by itself
   }, 120_000);
 });

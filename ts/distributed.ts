@@ -78,7 +78,11 @@ function loadModule(): { module: NativeDistributed } | { reason: string } {
   ];
   const path = candidates.find((candidate) => existsSync(candidate));
   if (!path) {
-    loaded = { reason: 'built without Gloo (install libgloo-dev and rebuild: npm rebuild weightnorm)' };
+    loaded = {
+      reason:
+        'built without Gloo (install libgloo-dev and rebuild: WEIGHTNORM_BUILD_FROM_SOURCE=1 npm rebuild weightnorm; ' +
+        'the prebuilt addon does not carry the data-parallel module)',
+    };
   } else {
     try {
       loaded = { module: createRequire(import.meta.url)(path) as NativeDistributed };

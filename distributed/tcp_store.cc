@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <sstream>
 #include <stdexcept>
@@ -161,10 +162,20 @@ void TcpStoreServer::serve(int fd) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       switch (command) {
-        case kHello:
-          rank = std::stoi(std::string(key.begin(), key.end()));
+        case kHello: {
+          // Anything but a rank number is a foreign client on this port: ignore it (an exception here would end
+          // the whole process, since this runs on the store's own thread).
+          const std::string text(key.begin(), key.end());
+          char* end = nullptr;
+          const long parsed = std::strtol(text.c_str(), &end, 10);
+          if (text.empty() || *end != '\0' || parsed < 0 || parsed > 1 << 20) {
+            found = false;
+            break;
+          }
+          rank = static_cast<int>(parsed);
           departed_ranks_.erase(rank);  // a restarted rank reconnects
           break;
+        }
         case kSet:
           values_[std::string(key.begin(), key.end())] = value;
           break;

@@ -159,8 +159,9 @@ void ProcessGroup::fail(const char* name, const std::string& cause) {
     }
     who = departed.empty() ? "no rank has exited (one may be stuck, or slower than the timeout of " +
                                  std::to_string(options_.timeout.count()) + " ms)"
-                           : std::string(departed.size() == 1 ? "rank " : "ranks ") + rank_list(departed) +
-                                 " exited";
+                           : "rank " + std::to_string(departed.front()) + " exited" +
+                                 (departed.size() == 1 ? std::string()
+                                                       : " (then also " + rank_list({departed.begin() + 1, departed.end()}) + ")");
   } catch (const std::exception&) {
     who = "rank 0 exited (its rendezvous store at " + store_->address() + " is gone)";
   }

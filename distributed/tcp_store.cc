@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -173,7 +174,7 @@ void TcpStoreServer::serve(int fd) {
             break;
           }
           rank = static_cast<int>(parsed);
-          departed_ranks_.erase(rank);  // a restarted rank reconnects
+          departed_ranks_.erase(std::remove(departed_ranks_.begin(), departed_ranks_.end(), rank), departed_ranks_.end());
           break;
         }
         case kSet:
@@ -207,7 +208,7 @@ void TcpStoreServer::serve(int fd) {
   }
   if (rank >= 0 && !said_goodbye && !stopping_) {
     std::lock_guard<std::mutex> lock(mutex_);
-    departed_ranks_.insert(rank);
+    departed_ranks_.push_back(rank);
   }
 }
 

@@ -20,7 +20,6 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
-#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -47,7 +46,7 @@ class TcpStoreServer {
   std::thread acceptor_;
   std::mutex mutex_;
   std::map<std::string, std::vector<char>> values_;
-  std::set<int> departed_ranks_;
+  std::vector<int> departed_ranks_;  // in the order their connections closed
   std::vector<int> client_fds_;
   std::vector<std::thread> workers_;
 };
@@ -65,7 +64,8 @@ class TcpStoreClient {
   std::vector<char> get(const std::string& key, std::chrono::milliseconds timeout);
   // Returns the keys still missing when `timeout` passed (empty: all arrived).
   std::vector<std::string> wait(const std::vector<std::string>& keys, std::chrono::milliseconds timeout);
-  // Ranks whose connection to the store closed without a goodbye (their process exited or crashed).
+  // Ranks whose connection to the store closed without a goodbye (their process exited or crashed), first first:
+  // after one rank dies, others may exit on their own errors, so the first is the likely cause.
   std::vector<int> departed_ranks();
   std::string address() const { return host_ + ":" + std::to_string(port_); }
 

@@ -28,8 +28,8 @@ namespace weightnorm::distributed {
 
 class TcpStoreServer {
  public:
-  // Listens on host:port at once (port 0: any free port, see port()); a RangeError-like std::runtime_error naming
-  // the address when it cannot bind.
+  // Listens on host:port at once (port 0: any free port, see port()); throws a std::runtime_error naming the
+  // address when it cannot bind.
   TcpStoreServer(const std::string& host, int port);
   ~TcpStoreServer();
   TcpStoreServer(const TcpStoreServer&) = delete;

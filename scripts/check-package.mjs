@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Checks the core package's file list (`npm pack --dry-run --json`) against what its users need:
-//   - everything a source build compiles or includes: CMakeLists.txt, and every file under cpu/, cuda/, binding/
-//     and include/ that git tracks (a missing header broke every source build once), with each local #include
+//   - everything a source build compiles or includes: CMakeLists.txt, and every file under cpu/, cuda/, binding/,
+//     distributed/ and include/ that git tracks (a missing header broke every source build once), with each local #include
 //     of those sources resolving to a packed file;
 //   - the compiled library, its loader and the install script;
 //   - none of the development-only files (tests, TypeScript sources, the tools package, benchmarks, build output);
@@ -32,7 +32,7 @@ const FORBIDDEN = [/^test\//, /^ts\//, /^weightnorm-cli\//, /^build\//, /^bench\
 export function packageProblems(files, { prebuilt = false } = {}) {
   const packed = new Set(files);
   const problems = [];
-  const tracked = execFileSync('git', ['ls-files', 'cpu', 'cuda', 'binding', 'include'], { cwd: root, encoding: 'utf8' })
+  const tracked = execFileSync('git', ['ls-files', 'cpu', 'cuda', 'binding', 'distributed', 'include'], { cwd: root, encoding: 'utf8' })
     .split('\n')
     .filter(Boolean);
   for (const file of [...REQUIRED, ...tracked, ...(prebuilt ? PREBUILT : [])]) {
@@ -47,7 +47,7 @@ export function packageProblems(files, { prebuilt = false } = {}) {
   }
   // Sources CMakeLists.txt names outside the development-only section must be packed too.
   const cmake = readFileSync(join(root, 'CMakeLists.txt'), 'utf8');
-  for (const [path] of cmake.matchAll(/\b(?:cpu|cuda|binding|include)\/[\w./-]+\.(?:cc|cu|h|cuh)\b/g)) {
+  for (const [path] of cmake.matchAll(/\b(?:cpu|cuda|binding|distributed|include)\/[\w./-]+\.(?:cc|cu|h|cuh)\b/g)) {
     if (!packed.has(path)) problems.push(`CMakeLists.txt names ${path}, which is not in the package`);
   }
   for (const file of files) {

@@ -49,6 +49,8 @@ export * as init from './init.js';
 export * as io from './io.js';
 export * as data from './data/index.js';
 export * as metrics from './metrics.js';
+// Data-parallel training over Gloo (loads its own native module on first use).
+export * as distributed from './distributed.js';
 export { trainStep, evaluate, NonFiniteLossError, type Evaluation } from './train.js';
 // Tensor math (broadcasting elementwise ops; importing the module also installs the Tensor methods x.add(y), ...).
 export {

@@ -38,7 +38,9 @@ const program = new Command()
   .version(pkg.version)
   .showHelpAfterError('(add --help for usage)')
   // Commander exits 1 on a usage error; scripts get 2 (as with most Unix tools), and 0 after --help or --version.
-  .exitOverride((error) => process.exit(error.exitCode === 0 ? 0 : 2));
+  .exitOverride((error) => process.exit(error.exitCode === 0 ? 0 : 2))
+  // `launch` passes the options after its script to the script.
+  .enablePositionalOptions();
 
 /** Runs a command's action: its return value is the exit code; a thrown error is printed without a stack trace. */
 async function runAction(action: () => Promise<number>): Promise<void> {
@@ -257,5 +259,24 @@ program
   .option('--threads <n>', 'CPU threads for the kernels (default: every core)', integer(1, 1024))
   .option('--out <dir>', 'output folder', 'runs/vae')
   .action((opts) => runAction(async () => (await import('./commands/vae.js')).runVae(opts)));
+
+program
+  .command('launch')
+  .description(
+    'Run a script as --nproc data-parallel ranks on this node (as torchrun): sets RANK, WORLD_SIZE, LOCAL_RANK, ' +
+      'MASTER_ADDR, MASTER_PORT; prefixes each line of output with its rank; when one rank fails, stops the others ' +
+      'and exits with its code. Options go before the script; everything after it is passed to the script.',
+  )
+  .argument('<script>', 'the Node script each rank runs (it calls distributed.init())')
+  .argument('[args...]', "the script's own arguments")
+  .option('--nproc <n>', 'ranks on this node', positiveInt('--nproc'), 1)
+  .option('--nnodes <n>', 'nodes in all', positiveInt('--nnodes'), 1)
+  .option('--node-rank <k>', "this node's index in [0, nnodes)", positiveInt('--node-rank', 0), 0)
+  .option('--master-addr <host>', 'where rank 0 (on node 0) hosts the rendezvous', '127.0.0.1')
+  .option('--master-port <port>', 'its TCP port', positiveInt('--master-port'), 29500)
+  .passThroughOptions()
+  .action((script: string, args: string[], opts) =>
+    runAction(async () => (await import('./commands/launch.js')).runLaunch(script, args, opts)),
+  );
 
 await program.parseAsync(process.argv);

@@ -8,9 +8,12 @@
 //    CUDA) and for CUDA's TF32 tensor-core path, each with its own error bound (GemmTolerance), plus k = 0, k = 3,
 //    misaligned pointers and split-k shapes. On an sm_90 GPU the same checks for the wgmma kernels (forced), that
 //    the shapes they do not take fall back to mma.sync, and that their self-check passed.
-//  - conv2d forward and backward against a direct float64 convolution, plus a finite-difference spot check, and
-//    (CPU) the same bits with 1, 2 and 3 threads on each GEMM path.
-//  - max pooling (overlapping windows, ties) and global average pooling.
+//  - conv2d forward and backward against the direct float64 convolution of test/reference/conv.ts, plus a
+//    finite-difference spot check, and (CPU) the same bits with 1, 2 and 3 threads on each GEMM path.
+//  - max pooling (overlapping windows, ties, NaNs) and global average pooling against test/reference/nn.ts.
+//    The conv and pooling cases, their inputs' seeds and expected values are fixtures (test/fixtures/native_reference/
+//    conv2d.bin, max_pool2d.bin, global_avg_pool.bin; node scripts/make_native_reference.mjs writes them): no copy of
+//    those references lives here. The GEMM's float64 reference (with its epilogue) still does.
 // Groups: gemm/cpu (with conv and pooling on the CPU) and gemm/cuda (with conv and pooling on CUDA).
 // `weightnorm_backend_ops_test --perf [sizes]` instead prints GEMM GFLOP/s (1024^3 and 4096^3 by default) for each
 // backend (on CUDA: SIMT, TF32 and bfloat16 tensor cores).

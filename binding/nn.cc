@@ -1223,19 +1223,25 @@ Napi::Value AxisReduce(const Napi::CallbackInfo& info) {
   });
 }
 
-// axisArgReduce(largest, x, outer, reduce, inner, shape) -> { values (float32), indices (int32) }, both of `shape`
-// (outer * inner elements).
+// axisArgReduce(x, { largest, outer, reduce, inner, shape }) -> { values (float32), indices (int32) }, both of `shape`
+// (outer * inner elements). Unknown fields are TypeErrors; largest must be a boolean (not any truthy value).
 Napi::Value AxisArgReduce(const Napi::CallbackInfo& info) {
   Args args(info);
-  const bool largest = args.flag(0);
-  TensorWrap& x = args.tensor(1, "x");
-  const AxisLayout layout = axis_layout(args, 2);
-  std::vector<int64_t> shape = parse_shape(args.env(), info[5], "shape");
-  expect_count(args.env(), x, layout.elements(), "x");
-  if (layout.reduce == 0) throw_range_error(args.env(), "x: expected a non-empty reduced axis");
+  TensorWrap& x = args.tensor(0, "axisArgReduce: x");
+  const OptionsReader options(args.env(), info[1], "axisArgReduce", "options");
+  expect_known_fields(args.env(), info[1].As<Napi::Object>(), "axisArgReduce: options",
+                      {"largest", "outer", "reduce", "inner", "shape"});
+  const bool largest = options.boolean("largest");
+  AxisLayout layout;
+  layout.outer = options.integer("outer", 0);
+  layout.reduce = options.integer("reduce", 0);
+  layout.inner = options.integer("inner", 0);
+  std::vector<int64_t> shape = parse_shape(args.env(), options.value("shape"), "axisArgReduce: options.shape");
+  expect_count(args.env(), x, layout.elements(), "axisArgReduce: x");
+  if (layout.reduce == 0) throw_range_error(args.env(), "axisArgReduce: x: expected a non-empty reduced axis");
   if (element_count(shape) != layout.outputs())
-    throw_range_error(args.env(), "shape: expected " + std::to_string(layout.outputs()) + " elements, got " +
-                                      shape_string(shape));
+    throw_range_error(args.env(), "axisArgReduce: options.shape: expected " + std::to_string(layout.outputs()) +
+                                      " elements, got " + shape_string(shape));
   return guarded(args.env(), [&]() -> Napi::Value {
     Output values = output(args.env(), x.device(), shape);
     Napi::Object indices = new_tensor(args.env(), x.device(), shape, DType::kInt32);

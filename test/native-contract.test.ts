@@ -355,3 +355,31 @@ describe('gemm takes named options; unknown fields are errors', () => {
     expectError(() => raw.gemm!(a, b, { m: 3, n: 2, k: 3 }), RangeError, ['gemm: a', 'expected 9 elements', 'got [2, 3]']);
   });
 });
+
+describe('axisArgReduce takes named options', () => {
+  it('computes the max and its index per row, and rejects unknown fields and a non-boolean largest', () => {
+    const x = randn([3, 4], 111);
+    const { values: maxima, indices } = native.axisArgReduce(x, { largest: true, outer: 3, reduce: 4, inner: 1, shape: [3] });
+    const data = values(x);
+    for (let row = 0; row < 3; row++) {
+      const slice = data.slice(row * 4, row * 4 + 4);
+      const best = Math.max(...slice);
+      expect(values(maxima)[row]).toBe(best);
+      expect(Array.from(indices.toArray())[row]).toBe(slice.indexOf(best));
+    }
+    expectError(() => raw.axisArgReduce!(x, { largest: true, outer: 3, reduce: 4, inner: 1, shape: [3], keepdim: true }), TypeError, [
+      'axisArgReduce: options',
+      "unknown field 'keepdim'",
+    ]);
+    expectError(() => raw.axisArgReduce!(x, { largest: 1, outer: 3, reduce: 4, inner: 1, shape: [3] }), TypeError, [
+      'axisArgReduce: options.largest',
+      'a boolean',
+      'got 1',
+    ]);
+    expectError(() => raw.axisArgReduce!(true, x, 3, 4, 1, [3]), TypeError, ['axisArgReduce: x']);
+    expectError(() => raw.axisArgReduce!(x, { largest: false, outer: 3, reduce: 4, inner: 1, shape: [4] }), RangeError, [
+      'axisArgReduce: options.shape',
+      'expected 3 elements',
+    ]);
+  });
+});

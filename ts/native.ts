@@ -383,7 +383,8 @@ export interface NativeBinding {
   // Axis reductions over the view [outer, reduce, inner] (ts/reduce.ts); reductions return [outer * inner].
   axisReduce(op: AxisReduceOp, x: NativeTensor, outer: number, reduce: number, inner: number, correction: number): NativeTensor;
   /** values (float32) and indices (int32), both created with `shape` (outer * inner elements). */
-  axisArgReduce(largest: boolean, x: NativeTensor, outer: number, reduce: number, inner: number, shape: number[]): { values: NativeTensor; indices: NativeTensor };
+  /** values and indices of `shape` (outer·inner elements); unknown option fields are TypeErrors. */
+  axisArgReduce(x: NativeTensor, options: { largest: boolean; outer: number; reduce: number; inner: number; shape: number[] }): { values: NativeTensor; indices: NativeTensor };
   softmax(x: NativeTensor, outer: number, reduce: number, inner: number, log: boolean): NativeTensor;
   softmaxBackward(dy: NativeTensor, y: NativeTensor, outer: number, reduce: number, inner: number, log: boolean): NativeTensor;
   axisReduceBackward(op: AxisReduceBackwardOp, dy: NativeTensor, x: NativeTensor | null, y: NativeTensor | null, outer: number, reduce: number, inner: number, scalar: number): NativeTensor;

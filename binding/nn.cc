@@ -326,32 +326,62 @@ Napi::Value SoftmaxCrossEntropyBackward(const Napi::CallbackInfo& info) {
 // ----------------------------------------------------------------------------------------------------------------
 // GEMM.
 
-// gemm(a, b, m, n, k, transposeA, transposeB, epilogue) -> out [m, n], where epilogue is
-// { rowScale?, columnScale?, rowBias?, columnBias?, subtractCoefficient?, subtractMatrix?, beta?, out?, rawOut? }
-// (out: accumulate into this tensor when beta != 0, else write it). a and b are both float32 or both bfloat16;
-// out, subtractMatrix and rawOut have their element type, the per-row and per-column vectors are float32.
+// Named options are closed: a misspelled field ("transposeb") would otherwise be dropped without a word and the
+// product computed untransposed.
+void expect_known_fields(Napi::Env env, const Napi::Object& object, const std::string& where,
+                         std::initializer_list<const char*> known) {
+  const Napi::Array names = object.GetPropertyNames();
+  for (uint32_t i = 0; i < names.Length(); ++i) {
+    const std::string name = names.Get(i).ToString().Utf8Value();
+    bool found = false;
+    for (const char* candidate : known) found = found || name == candidate;
+    if (found) continue;
+    std::string expected;
+    size_t index = 0;
+    for (const char* candidate : known) {
+      if (index > 0) expected += index + 1 == known.size() ? " or " : ", ";
+      expected += candidate;
+      ++index;
+    }
+    throw_type_error(env, where + ": unknown field '" + name + "' (expected " + expected + ")");
+  }
+}
+
+// gemm(a, b, { m, n, k, transposeA?, transposeB?, epilogue? }) -> out [m, n]: out = op(a)·op(b) through the
+// epilogue { rowScale?, columnScale?, rowBias?, columnBias?, subtractCoefficient?, subtractMatrix?, beta?, out?,
+// rawOut? } (out: accumulate into this tensor when beta != 0, else write it). a and b are both float32 or both
+// bfloat16; out, subtractMatrix and rawOut have their element type, the per-row and per-column vectors are float32.
+// Unknown fields in either object are TypeErrors.
 Napi::Value Gemm(const Napi::CallbackInfo& info) {
   Args args(info);
   Napi::Env env = args.env();
-  TensorWrap& a = TensorWrap::FromFloating(info[0], "a");
-  TensorWrap& b = TensorWrap::FromFloating(info[1], "b");
+  TensorWrap& a = TensorWrap::FromFloating(info[0], "gemm: a");
+  TensorWrap& b = TensorWrap::FromFloating(info[1], "gemm: b");
   const DType dtype = a.dtype();
   if (b.dtype() != dtype)
-    throw_type_error(env, std::string("b: expected a's element type ") + dtype_name(dtype) + ", got " + dtype_name(b.dtype()));
-  const int64_t m = args.count(2, "m"), n = args.count(3, "n"), k = args.count(4, "k");
+    throw_type_error(env, std::string("gemm: b: expected a's element type ") + dtype_name(dtype) + ", got " +
+                              dtype_name(b.dtype()));
+  const OptionsReader options(env, info[2], "gemm", "options");
+  expect_known_fields(env, info[2].As<Napi::Object>(), "gemm: options",
+                      {"m", "n", "k", "transposeA", "transposeB", "epilogue"});
+  const int64_t m = options.integer("m", 0), n = options.integer("n", 0), k = options.integer("k", 0);
   GemmShape shape{m, n, k};
-  shape.transpose_a = args.flag(5);
-  shape.transpose_b = args.flag(6);
-  if (!info[7].IsObject()) throw_type_error(env, "epilogue: expected an object");
-  Napi::Object e = info[7].As<Napi::Object>();
+  shape.transpose_a = options.has("transposeA") && options.boolean("transposeA");
+  shape.transpose_b = options.has("transposeB") && options.boolean("transposeB");
+  const bool has_epilogue = options.has("epilogue");
+  const Napi::Object no_epilogue = Napi::Object::New(env);
+  const OptionsReader e = has_epilogue ? options.object("epilogue") : OptionsReader(env, no_epilogue, "gemm", "options.epilogue");
+  if (has_epilogue)
+    expect_known_fields(env, options.value("epilogue").As<Napi::Object>(), "gemm: options.epilogue",
+                        {"rowScale", "columnScale", "rowBias", "columnBias", "subtractCoefficient", "subtractMatrix",
+                         "beta", "out", "rawOut"});
   // Vectors are float32; matrices the size of out have out's element type.
   auto field = [&](const char* name, bool matrix) -> TensorWrap* {
-    Napi::Value value = e.Get(name);
-    if (value.IsNull() || value.IsUndefined()) return nullptr;
-    if (!matrix) return &TensorWrap::From(value, name);
-    TensorWrap& t = TensorWrap::FromFloating(value, name);
+    if (!e.has(name)) return nullptr;
+    if (!matrix) return &e.tensor(name);
+    TensorWrap& t = TensorWrap::FromFloating(e.value(name), e.where(name).c_str());
     if (t.dtype() != dtype)
-      throw_type_error(env, std::string(name) + ": expected the operands' element type " + dtype_name(dtype) + ", got " +
+      throw_type_error(env, e.where(name) + ": expected the operands' element type " + dtype_name(dtype) + ", got " +
                                 dtype_name(t.dtype()));
     return &t;
   };
@@ -363,34 +393,33 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   TensorWrap* subtract_matrix = field("subtractMatrix", true);
   TensorWrap* into = field("out", true);
   TensorWrap* raw_out = field("rawOut", true);
-  const Napi::Value beta_value = e.Get("beta");
-  const float beta = beta_value.IsNumber() ? beta_value.As<Napi::Number>().FloatValue() : 0.0f;
-  const Device device = common_device(env, {{&a, "a"},
-                                            {&b, "b"},
-                                            {row_scale, "rowScale"},
-                                            {column_scale, "columnScale"},
-                                            {row_bias, "rowBias"},
-                                            {column_bias, "columnBias"},
-                                            {subtract_coefficient, "subtractCoefficient"},
-                                            {subtract_matrix, "subtractMatrix"},
-                                            {into, "out"},
-                                            {raw_out, "rawOut"}});
-  expect_count(env, a, m * k, "a");
-  expect_count(env, b, k * n, "b");
-  if (row_scale) expect_count(env, *row_scale, m, "rowScale");
-  if (row_bias) expect_count(env, *row_bias, m, "rowBias");
-  if (column_scale) expect_count(env, *column_scale, n, "columnScale");
-  if (column_bias) expect_count(env, *column_bias, n, "columnBias");
-  if (subtract_coefficient) expect_count(env, *subtract_coefficient, m, "subtractCoefficient");
-  if (subtract_matrix) expect_count(env, *subtract_matrix, m * n, "subtractMatrix");
+  const float beta = e.has("beta") ? static_cast<float>(e.number("beta")) : 0.0f;
+  const Device device = common_device(env, {{&a, "gemm: a"},
+                                            {&b, "gemm: b"},
+                                            {row_scale, "gemm: rowScale"},
+                                            {column_scale, "gemm: columnScale"},
+                                            {row_bias, "gemm: rowBias"},
+                                            {column_bias, "gemm: columnBias"},
+                                            {subtract_coefficient, "gemm: subtractCoefficient"},
+                                            {subtract_matrix, "gemm: subtractMatrix"},
+                                            {into, "gemm: out"},
+                                            {raw_out, "gemm: rawOut"}});
+  expect_count(env, a, m * k, "gemm: a");
+  expect_count(env, b, k * n, "gemm: b");
+  if (row_scale) expect_count(env, *row_scale, m, "gemm: rowScale");
+  if (row_bias) expect_count(env, *row_bias, m, "gemm: rowBias");
+  if (column_scale) expect_count(env, *column_scale, n, "gemm: columnScale");
+  if (column_bias) expect_count(env, *column_bias, n, "gemm: columnBias");
+  if (subtract_coefficient) expect_count(env, *subtract_coefficient, m, "gemm: subtractCoefficient");
+  if (subtract_matrix) expect_count(env, *subtract_matrix, m * n, "gemm: subtractMatrix");
   if (!subtract_coefficient != !subtract_matrix)
-    throw_type_error(env, "epilogue: subtractCoefficient and subtractMatrix go together");
-  if (into) expect_count(env, *into, m * n, "out");
-  if (raw_out) expect_count(env, *raw_out, m * n, "rawOut");
-  if (beta != 0.0f && !into) throw_type_error(env, "epilogue.out: expected a tensor to accumulate into when beta != 0");
+    throw_type_error(env, "gemm: options.epilogue: subtractCoefficient and subtractMatrix go together");
+  if (into) expect_count(env, *into, m * n, "gemm: out");
+  if (raw_out) expect_count(env, *raw_out, m * n, "gemm: rawOut");
+  if (beta != 0.0f && !into)
+    throw_type_error(env, "gemm: options.epilogue.out: expected a tensor to accumulate into when beta != 0");
   return guarded(env, [&]() -> Napi::Value {
-    Napi::Object out_object = into ? info[7].As<Napi::Object>().Get("out").As<Napi::Object>()
-                                   : new_tensor(env, device, {m, n}, dtype);
+    Napi::Object out_object = into ? e.value("out").As<Napi::Object>() : new_tensor(env, device, {m, n}, dtype);
     TensorWrap& out = TensorWrap::FromAnyType(out_object, "out");
     // The same call for float32 and bfloat16 out (T); both backends take the same epilogue struct.
     auto run = [&](auto* out_data, const auto* a_data, const auto* b_data) {
@@ -1194,19 +1223,25 @@ Napi::Value AxisReduce(const Napi::CallbackInfo& info) {
   });
 }
 
-// axisArgReduce(largest, x, outer, reduce, inner, shape) -> { values (float32), indices (int32) }, both of `shape`
-// (outer * inner elements).
+// axisArgReduce(x, { largest, outer, reduce, inner, shape }) -> { values (float32), indices (int32) }, both of `shape`
+// (outer * inner elements). Unknown fields are TypeErrors; largest must be a boolean (not any truthy value).
 Napi::Value AxisArgReduce(const Napi::CallbackInfo& info) {
   Args args(info);
-  const bool largest = args.flag(0);
-  TensorWrap& x = args.tensor(1, "x");
-  const AxisLayout layout = axis_layout(args, 2);
-  std::vector<int64_t> shape = parse_shape(args.env(), info[5], "shape");
-  expect_count(args.env(), x, layout.elements(), "x");
-  if (layout.reduce == 0) throw_range_error(args.env(), "x: expected a non-empty reduced axis");
+  TensorWrap& x = args.tensor(0, "axisArgReduce: x");
+  const OptionsReader options(args.env(), info[1], "axisArgReduce", "options");
+  expect_known_fields(args.env(), info[1].As<Napi::Object>(), "axisArgReduce: options",
+                      {"largest", "outer", "reduce", "inner", "shape"});
+  const bool largest = options.boolean("largest");
+  AxisLayout layout;
+  layout.outer = options.integer("outer", 0);
+  layout.reduce = options.integer("reduce", 0);
+  layout.inner = options.integer("inner", 0);
+  std::vector<int64_t> shape = parse_shape(args.env(), options.value("shape"), "axisArgReduce: options.shape");
+  expect_count(args.env(), x, layout.elements(), "axisArgReduce: x");
+  if (layout.reduce == 0) throw_range_error(args.env(), "axisArgReduce: x: expected a non-empty reduced axis");
   if (element_count(shape) != layout.outputs())
-    throw_range_error(args.env(), "shape: expected " + std::to_string(layout.outputs()) + " elements, got " +
-                                      shape_string(shape));
+    throw_range_error(args.env(), "axisArgReduce: options.shape: expected " + std::to_string(layout.outputs()) +
+                                      " elements, got " + shape_string(shape));
   return guarded(args.env(), [&]() -> Napi::Value {
     Output values = output(args.env(), x.device(), shape);
     Napi::Object indices = new_tensor(args.env(), x.device(), shape, DType::kInt32);

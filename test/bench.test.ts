@@ -42,7 +42,7 @@ describe('native GEMM benchmark entry (CPU)', () => {
     const a = native.randn([k, m], 1, 'cpu', 0, 1);
     const b = native.randn([k, n], 2, 'cpu', 0, 1);
     const { out, backend } = gemmOutputs(spec, [a, b]);
-    const reference = native.gemm(a, b, m, n, k, true, false, {});
+    const reference = native.gemm(a, b, { m, n, k, transposeA: true });
     expect(out.shape).toEqual([m, n]);
     expect(relativeError(out.toArray(), reference.toArray())).toBeLessThan(1e-6);
     expect(['openblas', 'blocked']).toContain(backend);
@@ -56,7 +56,7 @@ describe('native GEMM benchmark entry (CPU)', () => {
     const { out } = gemmOutputs({ ...spec, precision: 'bf16' }, [a, b]);
     const ra = native.fromArray(roundToBfloat16(a.toArray()), [k, m], 'cpu');
     const rb = native.fromArray(roundToBfloat16(b.toArray()), [k, n], 'cpu');
-    const reference = native.gemm(ra, rb, m, n, k, true, false, {});
+    const reference = native.gemm(ra, rb, { m, n, k, transposeA: true });
     expect(relativeError(out.toArray(), reference.toArray())).toBeLessThan(1e-2);
     for (const t of [a, b, out, ra, rb, reference]) t.dispose();
   });

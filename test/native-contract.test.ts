@@ -278,10 +278,108 @@ describe('other option objects and valid calls', () => {
       gemm: { m: 2, n: 2, k: 3, transposeA: false, transposeB: false, precision: 'fp32' },
       sets: [[a, b]],
     });
-    expectClose(values(gemm.out), values(native.gemm(a, b, 2, 2, 3, false, false, {})));
+    expectClose(values(gemm.out), values(native.gemm(a, b, { m: 2, n: 2, k: 3 })));
     expect(gemm.perChannel).toBeNull();
     // The short name of the CPU GEMM that ran ('openblas' | 'blocked'), which backend() describes at length.
     expect(gemm.backend).toMatch(/^(openblas|blocked)$/);
     expect(native.backend().cpu.gemm.toLowerCase()).toContain(gemm.backend);
+  });
+});
+
+describe('gemm takes named options; unknown fields are errors', () => {
+  // float64 reference of out = op(a)·op(b) with the epilogue fields used below.
+  function gemmReference(
+    a: number[],
+    b: number[],
+    { m, n, k, transposeA = false, transposeB = false }: { m: number; n: number; k: number; transposeA?: boolean; transposeB?: boolean },
+    rowScale: number[] | null = null,
+    columnBias: number[] | null = null,
+  ): number[] {
+    const out: number[] = [];
+    for (let i = 0; i < m; i++)
+      for (let j = 0; j < n; j++) {
+        let sum = 0;
+        for (let p = 0; p < k; p++) sum += a[transposeA ? p * m + i : i * k + p]! * b[transposeB ? j * k + p : p * n + j]!;
+        out.push(sum * (rowScale ? rowScale[i]! : 1) + (columnBias ? columnBias[j]! : 0));
+      }
+    return out;
+  }
+
+  it('every transpose combination computes op(a)·op(b) for m, n, k all different', () => {
+    const [m, n, k] = [3, 4, 5];
+    for (const transposeA of [false, true])
+      for (const transposeB of [false, true]) {
+        const a = randn(transposeA ? [k, m] : [m, k], 101);
+        const b = randn(transposeB ? [n, k] : [k, n], 102);
+        const options = { m, n, k, transposeA, transposeB };
+        const out = native.gemm(a, b, options);
+        expect(out.shape).toEqual([m, n]);
+        expectClose(values(out), gemmReference(values(a), values(b), options));
+      }
+  });
+
+  it('the epilogue is a nested object: rowScale and columnBias are applied', () => {
+    const a = randn([2, 3], 103);
+    const b = randn([3, 4], 104);
+    const rowScale = randn([2], 105);
+    const columnBias = randn([4], 106);
+    const out = native.gemm(a, b, { m: 2, n: 4, k: 3, epilogue: { rowScale, columnBias } });
+    expectClose(values(out), gemmReference(values(a), values(b), { m: 2, n: 4, k: 3 }, values(rowScale), values(columnBias)));
+  });
+
+  it('a misspelled or unknown field is a TypeError naming it, not silently dropped', () => {
+    const a = randn([2, 3], 107);
+    const b = randn([3, 2], 108);
+    expectError(() => raw.gemm!(a, b, { m: 2, n: 2, k: 3, transposeb: true }), TypeError, [
+      'gemm: options',
+      "unknown field 'transposeb'",
+      'transposeB',
+    ]);
+    expectError(() => raw.gemm!(a, b, { m: 2, n: 2, k: 3, epilogue: { colBias: b } }), TypeError, [
+      'gemm: options.epilogue',
+      "unknown field 'colBias'",
+      'columnBias',
+    ]);
+  });
+
+  it('the old positional form, a missing size and wrong kinds are clear errors', () => {
+    const a = randn([2, 3], 109);
+    const b = randn([3, 2], 110);
+    expectError(() => raw.gemm!(a, b, 2, 2, 3, false, false, {}), TypeError, ['gemm: options', 'expected an options object', 'got 2']);
+    expectError(() => raw.gemm!(a, b, { n: 2, k: 3 }), TypeError, ['gemm: options.m', 'expected a number', 'got undefined']);
+    expectError(() => raw.gemm!(a, b, { m: 2.5, n: 2, k: 3 }), RangeError, ['gemm: options.m', 'an integer >= 0', 'got 2.5']);
+    expectError(() => raw.gemm!(a, b, { m: 2, n: 2, k: 3, transposeA: 1 }), TypeError, ['gemm: options.transposeA', 'a boolean', 'got 1']);
+    expectError(() => raw.gemm!(a, b, { m: 2, n: 2, k: 3, epilogue: [] }), TypeError, ['gemm: options.epilogue', 'an options object']);
+    expectError(() => raw.gemm!(a, b, { m: 2, n: 2, k: 3, epilogue: { beta: '1' } }), TypeError, ['gemm: options.epilogue.beta', 'a number', "got '1'"]);
+    expectError(() => raw.gemm!(a, b, { m: 2, n: 2, k: 3, epilogue: { beta: 1 } }), TypeError, ['gemm: options.epilogue.out', 'beta != 0']);
+    expectError(() => raw.gemm!(a, b, { m: 3, n: 2, k: 3 }), RangeError, ['gemm: a', 'expected 9 elements', 'got [2, 3]']);
+  });
+});
+
+describe('axisArgReduce takes named options', () => {
+  it('computes the max and its index per row, and rejects unknown fields and a non-boolean largest', () => {
+    const x = randn([3, 4], 111);
+    const { values: maxima, indices } = native.axisArgReduce(x, { largest: true, outer: 3, reduce: 4, inner: 1, shape: [3] });
+    const data = values(x);
+    for (let row = 0; row < 3; row++) {
+      const slice = data.slice(row * 4, row * 4 + 4);
+      const best = Math.max(...slice);
+      expect(values(maxima)[row]).toBe(best);
+      expect(Array.from(indices.toArray())[row]).toBe(slice.indexOf(best));
+    }
+    expectError(() => raw.axisArgReduce!(x, { largest: true, outer: 3, reduce: 4, inner: 1, shape: [3], keepdim: true }), TypeError, [
+      'axisArgReduce: options',
+      "unknown field 'keepdim'",
+    ]);
+    expectError(() => raw.axisArgReduce!(x, { largest: 1, outer: 3, reduce: 4, inner: 1, shape: [3] }), TypeError, [
+      'axisArgReduce: options.largest',
+      'a boolean',
+      'got 1',
+    ]);
+    expectError(() => raw.axisArgReduce!(true, x, 3, 4, 1, [3]), TypeError, ['axisArgReduce: x']);
+    expectError(() => raw.axisArgReduce!(x, { largest: false, outer: 3, reduce: 4, inner: 1, shape: [4] }), RangeError, [
+      'axisArgReduce: options.shape',
+      'expected 3 elements',
+    ]);
   });
 });

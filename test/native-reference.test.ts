@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 
 import { randn, tensor } from '../ts/index.js';
 import { libraryInputSource, nativeWeightNormCases, nativeWeightNormFixture } from './reference/native-fixtures.js';
+import { nativeOpFixtures } from './reference/native-op-fixtures.js';
 
 const fixturePath = fileURLToPath(new URL('./fixtures/native_reference/weightnorm.bin', import.meta.url));
 
@@ -27,4 +28,16 @@ describe('native reference fixtures', () => {
     expect(new TextDecoder().decode(bytes.subarray(0, 8))).toBe('WNREF001');
     expect(view.getUint32(8, true)).toBe(nativeWeightNormCases().length);
   });
+
+  for (const { file, write } of nativeOpFixtures) {
+    it(`${file} is what the TypeScript reference writes today (node scripts/make_native_reference.mjs)`, () => {
+      const committed = new Uint8Array(readFileSync(fileURLToPath(new URL(`./fixtures/native_reference/${file}`, import.meta.url))));
+      const fresh = write(libraryInputSource({ randn, tensor }));
+      expect(new TextDecoder().decode(committed.subarray(0, 8))).toBe('WNOPS001');
+      expect(committed.length, 'size differs: regenerate with node scripts/make_native_reference.mjs').toBe(fresh.length);
+      const firstDifference = committed.findIndex((byte, i) => byte !== fresh[i]);
+      expect(firstDifference, `first differing byte at ${firstDifference}: regenerate the fixture`).toBe(-1);
+      expect(committed.length).toBeLessThan(1 << 20);
+    }, 120_000);
+  }
 });

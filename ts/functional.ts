@@ -96,10 +96,10 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   }
   const [m, k] = a.shape as [number, number];
   const n = b.shape[1]!;
-  const y = wrap(native.gemm(handleOf(a, where), handleOf(b, where), m, n, k, false, false, {}));
+  const y = wrap(native.gemm(handleOf(a, where), handleOf(b, where), { m, n, k }));
   return record(y, 'matmul', [a, b], (dy, needs) => [
-    needs[0] ? wrap(native.gemm(handleOf(dy, where), handleOf(b, where), m, k, n, false, true, {})) : null,
-    needs[1] ? wrap(native.gemm(handleOf(a, where), handleOf(dy, where), k, n, m, true, false, {})) : null,
+    needs[0] ? wrap(native.gemm(handleOf(dy, where), handleOf(b, where), { m, n: k, k: n, transposeB: true })) : null,
+    needs[1] ? wrap(native.gemm(handleOf(a, where), handleOf(dy, where), { m: k, n, k: m, transposeA: true })) : null,
   ]);
 }
 
@@ -122,13 +122,17 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): T
   const where = 'linear';
   const [batch, outFeatures, inFeatures] = checkLinear(where, x, weight, bias);
   const y = wrap(
-    native.gemm(handleOf(x, where), handleOf(weight, where), batch, outFeatures, inFeatures, false, true, {
-      columnBias: bias ? handleOf(bias, where) : null,
+    native.gemm(handleOf(x, where), handleOf(weight, where), {
+      m: batch,
+      n: outFeatures,
+      k: inFeatures,
+      transposeB: true,
+      epilogue: { columnBias: bias ? handleOf(bias, where) : null },
     }),
   );
   return record(y, 'linear', [x, weight, bias], (dy, needs) => [
-    needs[0] ? wrap(native.gemm(handleOf(dy, where), handleOf(weight, where), batch, inFeatures, outFeatures, false, false, {})) : null,
-    needs[1] ? wrap(native.gemm(handleOf(dy, where), handleOf(x, where), outFeatures, inFeatures, batch, true, false, {})) : null,
+    needs[0] ? wrap(native.gemm(handleOf(dy, where), handleOf(weight, where), { m: batch, n: inFeatures, k: outFeatures })) : null,
+    needs[1] ? wrap(native.gemm(handleOf(dy, where), handleOf(x, where), { m: outFeatures, n: inFeatures, k: batch, transposeA: true })) : null,
     needs[2] ? wrap(native.channelReduce('sum', handleOf(dy, where), null, batch, outFeatures, 1)) : null,
   ]);
 }
@@ -159,10 +163,16 @@ export function weightNormLinear(
   const s = wrap(native.weightNormScale(handleOf(g, where), handleOf(norm, where)));
   const t = wrap(native.empty([batch, outFeatures], x.device)); // the GEMM writes every element
   const y = wrap(
-    native.gemm(handleOf(x, where), handleOf(v, where), batch, outFeatures, inFeatures, false, true, {
-      columnScale: handleOf(s, where),
-      columnBias: bias ? handleOf(bias, where) : null,
-      rawOut: handleOf(t, where),
+    native.gemm(handleOf(x, where), handleOf(v, where), {
+      m: batch,
+      n: outFeatures,
+      k: inFeatures,
+      transposeB: true,
+      epilogue: {
+        columnScale: handleOf(s, where),
+        columnBias: bias ? handleOf(bias, where) : null,
+        rawOut: handleOf(t, where),
+      },
     }),
   );
   const result = record(y, 'weightNormLinear', [x, v, g, bias], (dy, needs) => {
@@ -173,15 +183,17 @@ export function weightNormLinear(
     let dx: Tensor | null = null;
     if (needs[0]) {
       const scaledDy = native.channelOp('scale', dyHandle, handleOf(s, where), batch, outFeatures, 1);
-      dx = wrap(native.gemm(scaledDy, handleOf(v, where), batch, inFeatures, outFeatures, false, false, {}));
+      dx = wrap(native.gemm(scaledDy, handleOf(v, where), { m: batch, n: inFeatures, k: outFeatures }));
       scaledDy.dispose();
     }
     const dv = needs[1]
       ? wrap(
-          native.gemm(dyHandle, handleOf(x, where), outFeatures, inFeatures, batch, true, false, {
-            rowScale: c1,
-            subtractCoefficient: c2,
-            subtractMatrix: handleOf(v, where),
+          native.gemm(dyHandle, handleOf(x, where), {
+            m: outFeatures,
+            n: inFeatures,
+            k: batch,
+            transposeA: true,
+            epilogue: { rowScale: c1, subtractCoefficient: c2, subtractMatrix: handleOf(v, where) },
           }),
         )
       : null;

@@ -71,6 +71,17 @@ export interface GemmEpilogue {
   rawOut?: NativeTensor | null;
 }
 
+/** gemm's options: op(a) is [m, k] (a stored [k, m] when transposeA), op(b) is [k, n] (b stored [n, k] when
+ *  transposeB); both flags default to false, the epilogue to none. */
+export interface GemmOptions {
+  m: number;
+  n: number;
+  k: number;
+  transposeA?: boolean;
+  transposeB?: boolean;
+  epilogue?: GemmEpilogue;
+}
+
 // Enum-like arguments: the native side rejects any other string with a TypeError naming the function, the parameter,
 // the accepted values and what came.
 export type BinaryOp = 'add' | 'multiply';
@@ -336,7 +347,8 @@ export interface NativeBinding {
     weightTotal: NativeTensor | null,
     options: ClassLossOptions,
   ): NativeTensor;
-  gemm(a: NativeTensor, b: NativeTensor, m: number, n: number, k: number, transposeA: boolean, transposeB: boolean, epilogue: GemmEpilogue): NativeTensor;
+  /** out [m, n] = op(a)·op(b) through options.epilogue; unknown fields in options or epilogue are TypeErrors. */
+  gemm(a: NativeTensor, b: NativeTensor, options: GemmOptions): NativeTensor;
   conv2d(x: NativeTensor, w: NativeTensor, bias: NativeTensor | null, stride: number, padding: number): NativeTensor;
   conv2dBackward(dy: NativeTensor, x: NativeTensor, w: NativeTensor, options: Conv2dBackwardOptions): { dx?: NativeTensor; dw?: NativeTensor; dbias?: NativeTensor };
   conv(x: NativeTensor, w: NativeTensor, bias: NativeTensor | null, options: ConvOptions): NativeTensor;
@@ -373,7 +385,8 @@ export interface NativeBinding {
   // Axis reductions over the view [outer, reduce, inner] (ts/reduce.ts); reductions return [outer * inner].
   axisReduce(op: AxisReduceOp, x: NativeTensor, outer: number, reduce: number, inner: number, correction: number): NativeTensor;
   /** values (float32) and indices (int32), both created with `shape` (outer * inner elements). */
-  axisArgReduce(largest: boolean, x: NativeTensor, outer: number, reduce: number, inner: number, shape: number[]): { values: NativeTensor; indices: NativeTensor };
+  /** values and indices of `shape` (outer·inner elements); unknown option fields are TypeErrors. */
+  axisArgReduce(x: NativeTensor, options: { largest: boolean; outer: number; reduce: number; inner: number; shape: number[] }): { values: NativeTensor; indices: NativeTensor };
   softmax(x: NativeTensor, outer: number, reduce: number, inner: number, log: boolean): NativeTensor;
   softmaxBackward(dy: NativeTensor, y: NativeTensor, outer: number, reduce: number, inner: number, log: boolean): NativeTensor;
   axisReduceBackward(op: AxisReduceBackwardOp, dy: NativeTensor, x: NativeTensor | null, y: NativeTensor | null, outer: number, reduce: number, inner: number, scalar: number): NativeTensor;

@@ -158,5 +158,5 @@ export function matmul(a: Tensor, b: Tensor, options?: MatmulOptions): Tensor {
   if (kb !== k) {
     throw rangeError(`${where}: b`, `${k} rows in op(b) to match op(a) [${m}, ${k}]`, `op(b) of shape [${kb}, ${n}]`);
   }
-  return new Tensor(native.gemm(aHandle, bHandle, m, n, k, transposeA, transposeB, {}));
+  return new Tensor(native.gemm(aHandle, bHandle, { m, n, k, transposeA, transposeB }));
 }

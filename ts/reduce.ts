@@ -217,7 +217,7 @@ function valuesAndIndices(where: string, largest: boolean, x: Tensor, dim: numbe
   const view = viewOf(x.shape, [d]);
   refuseEmpty(where, x, view);
   const shape = reducedShape(x.shape, [d], keepDim);
-  const r = native.axisArgReduce(largest, handleOf(x, where), view.outer, view.reduce, view.inner, shape);
+  const r = native.axisArgReduce(handleOf(x, where), { largest, outer: view.outer, reduce: view.reduce, inner: view.inner, shape });
   const values = wrap(r.values);
   const indices = wrap(r.indices);
   const op = largest ? 'argmax' : 'argmin';
@@ -251,7 +251,13 @@ function argIndex(where: string, largest: boolean, x: Tensor, dim: number | null
     // The index into the flattened tensor, as torch.argmax(x).
     const view = { outer: 1, reduce: x.size, inner: 1 };
     refuseEmpty(where, x, view);
-    const r = native.axisArgReduce(largest, handleOf(x, where), 1, x.size, 1, keepDim ? x.shape.map(() => 1) : [1]);
+    const r = native.axisArgReduce(handleOf(x, where), {
+      largest,
+      outer: 1,
+      reduce: x.size,
+      inner: 1,
+      shape: keepDim ? x.shape.map(() => 1) : [1],
+    });
     wrap(r.values).dispose();
     return wrap(r.indices);
   }

@@ -8,9 +8,12 @@
 //    CUDA) and for CUDA's TF32 tensor-core path, each with its own error bound (GemmTolerance), plus k = 0, k = 3,
 //    misaligned pointers and split-k shapes. On an sm_90 GPU the same checks for the wgmma kernels (forced), that
 //    the shapes they do not take fall back to mma.sync, and that their self-check passed.
-//  - conv2d forward and backward against a direct float64 convolution, plus a finite-difference spot check, and
-//    (CPU) the same bits with 1, 2 and 3 threads on each GEMM path.
-//  - max pooling (overlapping windows, ties) and global average pooling.
+//  - conv2d forward and backward against the direct float64 convolution of test/reference/conv.ts, plus a
+//    finite-difference spot check, and (CPU) the same bits with 1, 2 and 3 threads on each GEMM path.
+//  - max pooling (overlapping windows, ties, NaNs) and global average pooling against test/reference/nn.ts.
+//    The conv and pooling cases, their inputs' seeds and expected values are fixtures (test/fixtures/native_reference/
+//    conv2d.bin, max_pool2d.bin, global_avg_pool.bin; node scripts/make_native_reference.mjs writes them): no copy of
+//    those references lives here. The GEMM's float64 reference (with its epilogue) still does.
 // Groups: gemm/cpu (with conv and pooling on the CPU) and gemm/cuda (with conv and pooling on CUDA).
 // `weightnorm_backend_ops_test --perf [sizes]` instead prints GEMM GFLOP/s (1024^3 and 4096^3 by default) for each
 // backend (on CUDA: SIMT, TF32 and bfloat16 tensor cores).
@@ -36,6 +39,7 @@
 #include "../../cpu/gemm.h"
 #include "../../cpu/weightnorm.h"
 #include "harness.h"
+#include "op_fixture.h"
 
 #ifdef WEIGHTNORM_WITH_CUDA
 #include "../../cuda/conv.cuh"
@@ -50,6 +54,10 @@ using weightnorm::GemmEpilogueBf16;
 using weightnorm::GemmShape;
 using weightnorm::native_test::expect;
 using weightnorm::native_test::format;
+using weightnorm::native_test::OpCase;
+using weightnorm::native_test::read_op_fixture;
+using weightnorm::native_test::StoredElement;
+using weightnorm::native_test::StoredOutput;
 
 namespace {
 
@@ -349,11 +357,6 @@ const std::vector<GemmShape> kCpuTiledShapes = {
 // ---------------------------------------------------------------------------------------------------------------
 // conv2d
 
-struct ConvCase {
-  Conv2dGeometry g;
-  bool bias;
-};
-
 std::string describe(const Conv2dGeometry& g) {
   return format("n%ld c%ld %ldx%ld -> oc%ld k%ldx%ld s%ld p%ld", long(g.batch), long(g.in_channels), long(g.in_height),
                 long(g.in_width), long(g.out_channels), long(g.kernel_height), long(g.kernel_width), long(g.stride),
@@ -364,57 +367,15 @@ struct ConvData {
   std::vector<float> x, w, bias, dy;
 };
 
-struct ConvReference {
-  std::vector<double> y, y_mag, dx, dx_mag, dw, dw_mag, dbias, dbias_mag;
-  int64_t y_terms, dx_terms, dw_terms, dbias_terms;
+// Terms in each float32 sum (im2col zeros included), for the rounding bound: y and dx sum over a patch / the output
+// channels and the kernel positions; dw over every image and output position; dbias is summed in double and
+// rounded once.
+struct ConvTerms {
+  int64_t y, dx, dw, dbias;
 };
-
-ConvReference reference_conv(const Conv2dGeometry& g, const ConvData& d, bool bias) {
-  const int64_t oh_n = g.out_height(), ow_n = g.out_width();
-  ConvReference r;
-  r.y.assign(g.batch * g.out_channels * oh_n * ow_n, 0.0);
-  r.y_mag = r.y;
-  r.dx.assign(d.x.size(), 0.0);
-  r.dx_mag = r.dx;
-  r.dw.assign(d.w.size(), 0.0);
-  r.dw_mag = r.dw;
-  r.dbias.assign(g.out_channels, 0.0);
-  r.dbias_mag = r.dbias;
-  for (int64_t n = 0; n < g.batch; ++n)
-    for (int64_t o = 0; o < g.out_channels; ++o)
-      for (int64_t oh = 0; oh < oh_n; ++oh)
-        for (int64_t ow = 0; ow < ow_n; ++ow) {
-          const int64_t yi = ((n * g.out_channels + o) * oh_n + oh) * ow_n + ow;
-          const double dy = d.dy[yi];
-          if (bias) {
-            r.y[yi] += d.bias[o];
-            r.y_mag[yi] += std::fabs(d.bias[o]);
-          }
-          r.dbias[o] += dy;
-          r.dbias_mag[o] += std::fabs(dy);
-          for (int64_t c = 0; c < g.in_channels; ++c)
-            for (int64_t i = 0; i < g.kernel_height; ++i)
-              for (int64_t j = 0; j < g.kernel_width; ++j) {
-                const int64_t h = oh * g.stride - g.padding + i, w = ow * g.stride - g.padding + j;
-                if (h < 0 || h >= g.in_height || w < 0 || w >= g.in_width) continue;
-                const int64_t xi = ((n * g.in_channels + c) * g.in_height + h) * g.in_width + w;
-                const int64_t wi = ((o * g.in_channels + c) * g.kernel_height + i) * g.kernel_width + j;
-                const double x = d.x[xi], wt = d.w[wi];
-                r.y[yi] += x * wt;
-                r.y_mag[yi] += std::fabs(x * wt);
-                r.dx[xi] += dy * wt;
-                r.dx_mag[xi] += std::fabs(dy * wt);
-                r.dw[wi] += dy * x;
-                r.dw_mag[wi] += std::fabs(dy * x);
-              }
-        }
-  // Terms in each float32 sum (im2col zeros included): y and dx sum over a patch / the output channels and the
-  // kernel positions; dw over every image and output position.
-  r.y_terms = g.in_channels * g.kernel_height * g.kernel_width + 1;
-  r.dx_terms = g.out_channels + g.kernel_height * g.kernel_width;
-  r.dw_terms = g.batch * oh_n * ow_n;
-  r.dbias_terms = 1;  // summed in double, rounded once
-  return r;
+ConvTerms conv_terms(const Conv2dGeometry& g) {
+  return {g.in_channels * g.kernel_height * g.kernel_width + 1, g.out_channels + g.kernel_height * g.kernel_width,
+          g.batch * g.out_height() * g.out_width(), 1};
 }
 
 struct ConvOutputs {
@@ -434,37 +395,39 @@ ConvOutputs cpu_conv(const Conv2dGeometry& g, const ConvData& d, bool bias) {
   return o;
 }
 
-void check_against(const std::string& label, const std::vector<float>& got, const std::vector<double>& want,
-                   const std::vector<double>& magnitude, int64_t terms) {
+// The kernel's output against the fixture's stored elements (all of them, or a sample of a large output).
+void check_against(const std::string& label, const std::vector<float>& got, const StoredOutput& want, int64_t terms) {
   ErrorReport report;
-  bool sizes = got.size() == want.size();
-  for (size_t x = 0; sizes && x < got.size(); ++x) report.add_sum(got[x], want[x], magnitude[x], terms);
+  const bool sizes = int64_t(got.size()) == want.count;
+  for (size_t e = 0; sizes && e < want.elements.size(); ++e) {
+    const StoredElement& element = want.elements[e];
+    report.add_sum(got[size_t(element.index)], element.want, element.magnitude, terms);
+  }
   expect(sizes && report.ok(), format("%s worst %.3f of bound", label.c_str(), report.worst));
 }
 
-const std::vector<ConvCase> kConvCases = {
-    {{2, 3, 8, 8, 4, 3, 3, 1, 1}, true},       {{3, 2, 9, 7, 5, 3, 3, 2, 1}, true},
-    {{2, 4, 6, 5, 3, 1, 1, 1, 0}, true},       {{2, 3, 7, 9, 2, 1, 1, 2, 0}, false},
-    {{1, 2, 5, 5, 3, 5, 5, 1, 0}, true},       {{4, 3, 11, 10, 6, 3, 2, 2, 0}, true},
-    {{5, 8, 16, 16, 16, 3, 3, 1, 1}, false},   {{2, 3, 4, 4, 2, 3, 3, 3, 2}, true},
-    {{9, 64, 32, 32, 8, 3, 3, 1, 1}, true},  // more than one im2col group
-    {{0, 3, 8, 8, 4, 3, 3, 1, 1}, true},     // empty batch: dw and dbias are zero
-};
+// The cases and their float64 expected values: test/fixtures/native_reference/conv2d.bin, written from
+// test/reference/conv.ts (nativeConv2dFixture in test/reference/native-op-fixtures.ts lists the cases). Parameters
+// [batch, in channels, height, width, out channels, kernel height, kernel width, stride, padding, bias]; inputs
+// x, w, bias, dy; outputs y, dx, dw, dbias.
+const std::vector<OpCase>& conv2d_fixture() {
+  static const std::vector<OpCase> cases = read_op_fixture("conv2d.bin");
+  return cases;
+}
 
 void check_conv_backend(const std::string& name, const ConvFn& conv) {
-  for (const ConvCase& c : kConvCases) {
-    const Conv2dGeometry& g = c.g;
-    ConvData d{random_vector(g.batch * g.in_channels * g.in_height * g.in_width),
-               random_vector(g.out_channels * g.in_channels * g.kernel_height * g.kernel_width),
-               random_vector(g.out_channels),
-               random_vector(g.batch * g.out_channels * g.out_height() * g.out_width())};
-    const ConvReference r = reference_conv(g, d, c.bias);
-    const ConvOutputs o = conv(g, d, c.bias);
-    const std::string label = "conv2d " + name + " " + describe(g) + (c.bias ? " bias" : "");
-    check_against(label + " y", o.y, r.y, r.y_mag, r.y_terms);
-    check_against(label + " dx", o.dx, r.dx, r.dx_mag, r.dx_terms);
-    check_against(label + " dw", o.dw, r.dw, r.dw_mag, r.dw_terms);
-    check_against(label + " dbias", o.dbias, r.dbias, r.dbias_mag, r.dbias_terms);
+  for (const OpCase& c : conv2d_fixture()) {
+    const std::vector<int64_t>& p = c.parameters;
+    Conv2dGeometry g{p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]};
+    const bool bias = p[9] != 0;
+    const ConvData d{c.inputs[0].values, c.inputs[1].values, c.inputs[2].values, c.inputs[3].values};
+    const ConvOutputs o = conv(g, d, bias);
+    const ConvTerms terms = conv_terms(g);
+    const std::string label = "conv2d " + name + " " + describe(g) + (bias ? " bias" : "");
+    check_against(label + " y", o.y, c.outputs[0], terms.y);
+    check_against(label + " dx", o.dx, c.outputs[1], terms.dx);
+    check_against(label + " dw", o.dw, c.outputs[2], terms.dw);
+    check_against(label + " dbias", o.dbias, c.outputs[3], terms.dbias);
   }
 }
 
@@ -548,66 +511,52 @@ void check_conv_finite_differences() {
 
 struct PoolCase {
   int64_t planes, height, width, kernel, stride;
-  bool ties;          // values from {0, 1, 2}: many windows hold their maximum twice or more
-  bool nans = false;  // about one element in 12 is NaN: a NaN is a maximum, the first NaN of a window wins
+  bool ties;  // values in {0, 1, 2}: many windows hold their maximum twice or more
+  bool nans;  // about one element in 12 is NaN: a NaN is a maximum, the first NaN of a window wins
 };
 
-// 2x2 stride 2 has a vectorized CPU path (4 windows a step, then one at a time): rows of 7 and 5 windows reach
-// its tail, odd sizes leave an uncovered last row and column, NaNs and ties exercise its selection rule.
-const std::vector<PoolCase> kPoolCases = {
-    {6, 8, 8, 2, 2, false},  {4, 9, 7, 3, 2, false},  {3, 6, 6, 3, 1, true},   {5, 10, 9, 2, 3, false},
-    {2, 8, 8, 2, 2, true},   {3, 7, 11, 3, 2, true},  {1, 5, 5, 5, 1, false},  {64, 16, 16, 2, 2, false},
-    {3, 10, 14, 2, 2, true}, {2, 9, 11, 2, 2, false}, {4, 28, 28, 2, 2, true, true}, {3, 9, 9, 3, 2, false, true},
-};
+// The cases and their float64 expected values: test/fixtures/native_reference/max_pool2d.bin and global_avg_pool.bin,
+// written from test/reference/nn.ts (test/reference/native-op-fixtures.ts lists the cases and why each is there).
+const std::vector<OpCase>& max_pool2d_fixture() {
+  static const std::vector<OpCase> cases = read_op_fixture("max_pool2d.bin");
+  return cases;
+}
+const std::vector<OpCase>& global_avg_pool_fixture() {
+  static const std::vector<OpCase> cases = read_op_fixture("global_avg_pool.bin");
+  return cases;
+}
 
-struct PoolReference {
-  std::vector<double> y, dx, dx_mag;
-};
-
-PoolReference reference_pool(const PoolCase& c, const std::vector<float>& x, const std::vector<float>& dy) {
-  const int64_t oh_n = (c.height - c.kernel) / c.stride + 1, ow_n = (c.width - c.kernel) / c.stride + 1;
-  PoolReference r{std::vector<double>(c.planes * oh_n * ow_n), std::vector<double>(x.size(), 0.0),
-                  std::vector<double>(x.size(), 0.0)};
-  for (int64_t p = 0; p < c.planes; ++p)
-    for (int64_t oh = 0; oh < oh_n; ++oh)
-      for (int64_t ow = 0; ow < ow_n; ++ow) {
-        int64_t best = -1;
-        for (int64_t i = 0; i < c.kernel; ++i)
-          for (int64_t j = 0; j < c.kernel; ++j) {
-            const int64_t xi = (p * c.height + oh * c.stride + i) * c.width + ow * c.stride + j;
-            // Strictly greater (the first maximum wins), or a NaN over a number (the first NaN wins).
-            if (best < 0 || x[xi] > x[best] || (std::isnan(x[xi]) && !std::isnan(x[best]))) best = xi;
-          }
-        const int64_t yi = (p * oh_n + oh) * ow_n + ow;
-        r.y[yi] = x[best];
-        r.dx[best] += dy[yi];
-        r.dx_mag[best] += std::fabs(dy[yi]);
-      }
-  return r;
+// The drawn input edited as maxPoolInput (native-op-fixtures.ts) edits it: comparisons and assignments only, exact.
+std::vector<float> max_pool_input(std::vector<float> x, bool ties, bool nans) {
+  if (ties)
+    for (float& v : x) v = v < -0.5f ? 0.0f : v < 0.5f ? 1.0f : 2.0f;
+  if (nans)
+    for (size_t i = 0; i < x.size(); ++i)
+      if ((i * 2654435761u) % 12 == 5) x[i] = NAN;
+  return x;
 }
 
 using PoolFn = std::function<void(std::vector<float>& y, std::vector<float>& dx, const PoolCase& c,
                                   const std::vector<float>& x, const std::vector<float>& dy)>;
 
 void check_pool_backend(const std::string& name, const PoolFn& pool) {
-  for (const PoolCase& c : kPoolCases) {
-    const int64_t oh_n = (c.height - c.kernel) / c.stride + 1, ow_n = (c.width - c.kernel) / c.stride + 1;
-    std::vector<float> x = random_vector(c.planes * c.height * c.width, -1.0f, 1.0f);
-    if (c.ties)
-      for (float& v : x) v = std::floor((v + 1.0f) * 1.5f);
-    if (c.nans)
-      for (size_t i = 0; i < x.size(); ++i)
-        if ((i * 2654435761u) % 12 == 5) x[i] = NAN;
-    const std::vector<float> dy = random_vector(c.planes * oh_n * ow_n);
-    const PoolReference r = reference_pool(c, x, dy);
-    std::vector<float> y(r.y.size(), NAN), dx(x.size(), NAN);
+  for (const OpCase& f : max_pool2d_fixture()) {
+    const std::vector<int64_t>& p = f.parameters;
+    const PoolCase c{p[0], p[1], p[2], p[3], p[4], p[5] != 0, p[6] != 0};
+    const std::vector<float> x = max_pool_input(f.inputs[0].values, c.ties, c.nans);
+    const std::vector<float>& dy = f.inputs[1].values;
+    std::vector<float> y(size_t(f.outputs[0].count), NAN), dx(x.size(), NAN);
     pool(y, dx, c, x, dy);
-    bool y_ok = true, dx_ok = true;
-    for (size_t i = 0; i < y.size(); ++i) y_ok = y_ok && (double(y[i]) == r.y[i] || (std::isnan(y[i]) && std::isnan(r.y[i])));
+    bool y_ok = int64_t(y.size()) == f.outputs[0].count;
+    for (const StoredElement& e : f.outputs[0].elements) {
+      const float got = y[size_t(e.index)];
+      y_ok = y_ok && (double(got) == e.want || (std::isnan(got) && std::isnan(e.want)));
+    }
     // An element of dx adds the dy of at most ceil(kernel/stride)^2 windows.
     const int64_t overlap = (c.kernel + c.stride - 1) / c.stride;
-    for (size_t i = 0; i < dx.size(); ++i)
-      dx_ok = dx_ok && within_bound(dx[i], r.dx[i], r.dx_mag[i], overlap * overlap, 0);
+    bool dx_ok = int64_t(dx.size()) == f.outputs[1].count;
+    for (const StoredElement& e : f.outputs[1].elements)
+      dx_ok = dx_ok && within_bound(dx[size_t(e.index)], e.want, e.magnitude, overlap * overlap, 0);
     expect(y_ok && dx_ok, format("max_pool2d %s planes %ld %ldx%ld k%ld s%ld%s%s: forward exact %s, backward %s",
                                  name.c_str(), long(c.planes), long(c.height), long(c.width), long(c.kernel),
                                  long(c.stride), c.ties ? " ties" : "", c.nans ? " NaNs" : "", y_ok ? "yes" : "NO",
@@ -619,20 +568,16 @@ using AvgPoolFn = std::function<void(std::vector<float>& y, std::vector<float>& 
                                      const std::vector<float>& x, const std::vector<float>& dy)>;
 
 void check_avg_pool_backend(const std::string& name, const AvgPoolFn& pool) {
-  for (auto [planes, size] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {7, 49}, {64, 64}, {3, 5000}}) {
-    const std::vector<float> x = random_vector(planes * size), dy = random_vector(planes);
+  for (const OpCase& f : global_avg_pool_fixture()) {
+    const int64_t planes = f.parameters[0], size = f.parameters[1];
+    const std::vector<float>& x = f.inputs[0].values;
+    const std::vector<float>& dy = f.inputs[1].values;
     std::vector<float> y(planes, NAN), dx(x.size(), NAN);
     pool(y, dx, planes, size, x, dy);
+    // The forward is a float32 sum of `size` terms; the backward one division.
     ErrorReport fwd, bwd;
-    for (int64_t p = 0; p < planes; ++p) {
-      double sum = 0.0, mag = 0.0;
-      for (int64_t i = 0; i < size; ++i) {
-        sum += x[p * size + i];
-        mag += std::fabs(x[p * size + i]);
-      }
-      fwd.add_sum(y[p], sum / size, mag / size, size);
-      for (int64_t i = 0; i < size; ++i) bwd.add_sum(dx[p * size + i], double(dy[p]) / size, std::fabs(dy[p]) / size, 1);
-    }
+    for (const StoredElement& e : f.outputs[0].elements) fwd.add_sum(y[size_t(e.index)], e.want, e.magnitude, size);
+    for (const StoredElement& e : f.outputs[1].elements) bwd.add_sum(dx[size_t(e.index)], e.want, e.magnitude, 1);
     expect(fwd.ok() && bwd.ok(), format("global_avg_pool %s planes %ld size %ld: forward %.3f, backward %.3f of bound",
                                         name.c_str(), long(planes), long(size), fwd.worst, bwd.worst));
   }

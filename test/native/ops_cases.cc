@@ -663,7 +663,7 @@ void test_loss(const Backend& b) {
 void test_class_and_pointwise_losses(const Backend& b) {
   const int64_t outer = 6, classes = 5, inner = 4, positions = outer * inner;
   for (const float scale : {1.0f, 1e4f}) {
-    const std::string what = std::string(b.name) + " class_loss logits*" + format("%g", scale, 0);
+    const std::string what = std::string(b.name) + " class_loss logits*" + format("%g", double(scale));
     const Vec logits = normal_values(positions * classes, 0.0f, scale);
     const Vec weight = {0.5f, 1.0f, 1.5f, 2.0f, 3.0f};
     Vec labels(positions);
@@ -740,7 +740,7 @@ void test_class_and_pointwise_losses(const Backend& b) {
     }
     check_close(what + " elements", loss.get(), want, 1e-6, 1.0);
     const double error = std::fabs(reduced.get()[0] - want_sum) / std::max(std::fabs(want_sum), 1.0);
-    expect(error <= 1e-6, what + format(" sum err %.2e (tol 1e-6)", error, 0));
+    expect(error <= 1e-6, what + format(" sum err %.2e (tol 1e-6)", error));
     Buf dloss(b, Vec{0.5f}), dinput = Buf::output(b, x.size());
     b.pointwise_loss_backward(dinput.p(), dloss.p(), 1, 1.0f, dx.p(), dy.p(), int64_t(x.size()), o);
     check_close(what + " dinput", dinput.get(), want_grad, 1e-6, 1.0);

@@ -28,6 +28,7 @@
 #include "../../cpu/random.h"
 #include "../../cpu/weightnorm.h"
 #include "harness.h"
+#include "op_fixture.h"
 #include "weightnorm/bfloat16.h"
 #include "weightnorm/layout.h"
 
@@ -43,6 +44,8 @@ using weightnorm::ChannelLayout;
 using weightnorm::native_test::expect;
 using weightnorm::native_test::format;
 using weightnorm::native_test::NormalizedError;
+using weightnorm::native_test::FixtureReader;
+using weightnorm::native_test::open_fixture;
 using weightnorm::native_test::Tolerance;
 using Floats = std::vector<float>;
 using Bfloat16s = std::vector<bfloat16>;
@@ -81,54 +84,9 @@ struct FixtureCase {
   std::vector<ElementExpectation> elements;
 };
 
-class FixtureReader {
- public:
-  explicit FixtureReader(std::vector<char> bytes) : bytes_(std::move(bytes)) {}
-  template <class T>
-  T next() {
-    if (at_ + sizeof(T) > bytes_.size()) throw std::runtime_error("weightnorm.bin: truncated");
-    T value;
-    std::memcpy(&value, bytes_.data() + at_, sizeof(T));
-    at_ += sizeof(T);
-    return value;
-  }
-  std::string ascii(size_t length) {
-    if (at_ + length > bytes_.size()) throw std::runtime_error("weightnorm.bin: truncated");
-    at_ += length;
-    return std::string(bytes_.data() + at_ - length, length);
-  }
-  bool done() const { return at_ == bytes_.size(); }
-
- private:
-  std::vector<char> bytes_;
-  size_t at_ = 0;
-};
-
-// WEIGHTNORM_NATIVE_REFERENCE_DIR from the environment, else the source tree this binary was built from, else the
-// checkout around the binary (build/..) or the working directory: a binary carried to another machine finds the
-// fixture of the checkout it runs in.
-std::string fixture_path() {
-  std::vector<std::string> directories;
-  if (const char* directory = std::getenv("WEIGHTNORM_NATIVE_REFERENCE_DIR"); directory && *directory)
-    directories.push_back(directory);
-  directories.push_back(WEIGHTNORM_NATIVE_REFERENCE_DIR);
-  char self[4096];
-  const ssize_t length = readlink("/proc/self/exe", self, sizeof self - 1);
-  if (length > 0) {
-    const std::string binary(self, size_t(length));
-    directories.push_back(binary.substr(0, binary.rfind('/')) + "/../test/fixtures/native_reference");
-  }
-  directories.push_back("test/fixtures/native_reference");
-  for (const std::string& directory : directories)
-    if (std::ifstream(directory + "/weightnorm.bin").good()) return directory + "/weightnorm.bin";
-  return directories.front() + "/weightnorm.bin";
-}
-
 std::vector<FixtureCase> read_fixture() {
-  const std::string path = fixture_path();
-  std::ifstream file(path, std::ios::binary);
-  if (!file) throw std::runtime_error("cannot read " + path + " (node scripts/make_native_reference.mjs writes it)");
-  FixtureReader in(std::vector<char>(std::istreambuf_iterator<char>(file), {}));
+  const std::string path = "weightnorm.bin";
+  FixtureReader in = open_fixture(path);
   if (in.ascii(8) != "WNREF001") throw std::runtime_error(path + ": not a WNREF001 file");
   std::vector<FixtureCase> cases(in.next<uint32_t>());
   for (FixtureCase& c : cases) {

@@ -187,7 +187,7 @@ function sampledElements(indices: number[]): number[] {
   return [...picked].sort((a, b) => a - b);
 }
 
-class Writer {
+export class Writer {
   private bytes = new Uint8Array(1 << 16);
   private view = new DataView(this.bytes.buffer);
   length = 0;

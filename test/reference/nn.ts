@@ -1,5 +1,7 @@
-// Float64 references for the training-stack ops: plain loops, written for obviousness, not speed. Gradients of
-// these references come from central finite differences (test/nn-ops.test.ts), so only forwards live here.
+// Float64 references for the training-stack ops: plain loops, written for obviousness, not speed. The TypeScript
+// tests take gradients of these references by central finite differences (test/nn-ops.test.ts); the backwards here
+// are the native kernel tests' (through test/reference/native-op-fixtures.ts), where a routing rule (which element
+// of a pooling window receives dy) must be exact.
 
 export type Shape = readonly number[];
 
@@ -84,6 +86,40 @@ export function maxPool2d(x: Float64Array, planes: number, height: number, width
   return y;
 }
 
+/**
+ * The gradient of maxPool2d: each window's dy goes to the element that holds its maximum, the first one in row-major
+ * window order when several do (a NaN counts as the maximum; the first NaN wins). `magnitude` is Σ|dy| per element
+ * (the scale of its float32 sum, up to ceil(kernel/stride)² windows overlapping).
+ */
+export function maxPool2dBackward(
+  dy: ArrayLike<number>,
+  x: ArrayLike<number>,
+  planes: number,
+  height: number,
+  width: number,
+  kernel: number,
+  stride: number,
+): { dx: Float64Array; magnitude: Float64Array } {
+  const oh = Math.floor((height - kernel) / stride) + 1;
+  const ow = Math.floor((width - kernel) / stride) + 1;
+  const dx = new Float64Array(planes * height * width);
+  const magnitude = new Float64Array(dx.length);
+  for (let p = 0; p < planes; p++)
+    for (let i = 0; i < oh; i++)
+      for (let j = 0; j < ow; j++) {
+        let best = -1;
+        for (let a = 0; a < kernel; a++)
+          for (let b = 0; b < kernel; b++) {
+            const at = (p * height + i * stride + a) * width + j * stride + b;
+            if (best < 0 || x[at]! > x[best]! || (Number.isNaN(x[at]!) && !Number.isNaN(x[best]!))) best = at;
+          }
+        const g = dy[(p * oh + i) * ow + j]!;
+        dx[best]! += g;
+        magnitude[best]! += Math.abs(g);
+      }
+  return { dx, magnitude };
+}
+
 export function globalAvgPool(x: Float64Array, planes: number, planeSize: number): Float64Array {
   const y = new Float64Array(planes);
   for (let p = 0; p < planes; p++) {
@@ -92,6 +128,13 @@ export function globalAvgPool(x: Float64Array, planes: number, planeSize: number
     y[p] = s / planeSize;
   }
   return y;
+}
+
+/** The gradient of globalAvgPool: dy[p] / planeSize at every element of plane p. */
+export function globalAvgPoolBackward(dy: ArrayLike<number>, planes: number, planeSize: number): Float64Array {
+  const dx = new Float64Array(planes * planeSize);
+  for (let p = 0; p < planes; p++) dx.fill(dy[p]! / planeSize, p * planeSize, (p + 1) * planeSize);
+  return dx;
 }
 
 export function map(x: Float64Array, f: (v: number) => number): Float64Array {

@@ -42,16 +42,7 @@ constexpr int64_t kColBudget = int64_t{1} << 22;  // floats (16 MiB) of im2col s
 constexpr int64_t kParallelMinElements = int64_t{1} << 15;
 
 void check_geometry(const ConvGeometry& g) {
-  const bool valid =
-      g.batch >= 0 && g.in_channels > 0 && g.out_channels > 0 && g.groups > 0 && g.in_channels % g.groups == 0 &&
-      g.out_channels % g.groups == 0 && g.in_height > 0 && g.in_width > 0 && g.kernel_height > 0 &&
-      g.kernel_width > 0 && g.stride_height > 0 && g.stride_width > 0 && g.padding_height >= 0 &&
-      g.padding_width >= 0 && g.dilation_height > 0 && g.dilation_width > 0 && g.out_height > 0 &&
-      g.out_width > 0 &&
-      g.out_height <= natural_out_size(g.in_height, g.kernel_height, g.stride_height, g.padding_height,
-                                       g.dilation_height) &&
-      g.out_width <= natural_out_size(g.in_width, g.kernel_width, g.stride_width, g.padding_width, g.dilation_width);
-  if (!valid)
+  if (!is_valid_geometry(g))
     throw std::invalid_argument(
         "conv: invalid geometry (sizes must be positive, groups must divide both channel counts and the dilated "
         "kernel must fit the padded input)");

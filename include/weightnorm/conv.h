@@ -43,6 +43,19 @@ WN_CONV_HOST_DEVICE int64_t natural_out_size(int64_t in, int64_t kernel, int64_t
   return (in + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1;
 }
 
+// Whether both backends can run the geometry: positive sizes, groups dividing both channel counts, and stored output
+// sizes within what the dilated kernel over the padded input allows. Checked by each backend's entry points.
+inline bool is_valid_geometry(const ConvGeometry& g) {
+  return g.batch >= 0 && g.in_channels > 0 && g.out_channels > 0 && g.groups > 0 && g.in_channels % g.groups == 0 &&
+         g.out_channels % g.groups == 0 && g.in_height > 0 && g.in_width > 0 && g.kernel_height > 0 &&
+         g.kernel_width > 0 && g.stride_height > 0 && g.stride_width > 0 && g.padding_height >= 0 &&
+         g.padding_width >= 0 && g.dilation_height > 0 && g.dilation_width > 0 && g.out_height > 0 &&
+         g.out_width > 0 &&
+         g.out_height <= natural_out_size(g.in_height, g.kernel_height, g.stride_height, g.padding_height,
+                                          g.dilation_height) &&
+         g.out_width <= natural_out_size(g.in_width, g.kernel_width, g.stride_width, g.padding_width, g.dilation_width);
+}
+
 // Weight norm over dim 0 of a direct convolution without materializing w = s * v (s = g/||v|| per output channel):
 // the forward GEMM runs on v and scales its rows by s in the epilogue, optionally also keeping the raw product
 // t = conv(x, v) for the backward (null pointers: a plain convolution; null raw_out: t is not kept).

@@ -18,6 +18,7 @@
 #include "weightnorm/shape.h"
 
 #ifdef WEIGHTNORM_WITH_CUDA
+#include "../cuda/runtime.cuh"
 #include "../cuda/shape.cuh"
 #endif
 

@@ -4,6 +4,7 @@
 // scratch memory is a Storage that lives for the call; the compute code (cpu/rnn.cc, cuda/rnn.cu) allocates nothing.
 #include <napi.h>
 
+#include <array>
 #include <initializer_list>
 #include <string>
 #include <utility>
@@ -73,14 +74,65 @@ RnnGeometry geometry_of(Napi::Env env, const char* function, const std::string& 
   g.batch = x.shape()[1];
   g.input_size = x.shape()[2];
   if (w_hh.shape().size() != 2 || w_hh.shape()[0] != g.gates() * w_hh.shape()[1])
-    throw_range_error(env, std::string(function) + ": wHh: expected [" + std::to_string(g.gates()) +
+    throw_range_error(env, std::string(function) + ": weights.wHh: expected [" + std::to_string(g.gates()) +
                                "·hidden, hidden], got " + shape_string(w_hh.shape()));
   g.hidden_size = w_hh.shape()[1];
-  expect_shape(env, function, &w_ih, {g.gate_width(), g.input_size}, "wIh");
+  expect_shape(env, function, &w_ih, {g.gate_width(), g.input_size}, "weights.wIh");
   return g;
 }
 
-// rnnForward(cell, x [T, N, I], h0 [N, H], c0 [N, H] | null, wIh, wHh, bIh | null, bHh | null)
+// The weights object { wIh, wHh, scaleIh?, scaleHh?, bIh?, bHh? } of rnnForward and rnnBackward (RnnWeights: with a
+// scale, the matrix is a weight-normalized v and the scale its g/‖v‖ per gate row), read and checked together.
+struct LayerWeights {
+  TensorWrap* w_ih;
+  TensorWrap* w_hh;
+  TensorWrap* scale_ih;
+  TensorWrap* scale_hh;
+  TensorWrap* b_ih;
+  TensorWrap* b_hh;
+
+  LayerWeights(Napi::Env env, const Napi::Value& value, const char* function) {
+    const OptionsReader weights(env, value, function, "weights");
+    w_ih = &weights.tensor("wIh");
+    w_hh = &weights.tensor("wHh");
+    scale_ih = weights.optional_tensor("scaleIh");
+    scale_hh = weights.optional_tensor("scaleHh");
+    b_ih = weights.optional_tensor("bIh");
+    b_hh = weights.optional_tensor("bHh");
+  }
+
+  // The vectors are [gates·hidden], one per gate row.
+  void check_vectors(Napi::Env env, const char* function, const RnnGeometry& g) const {
+    expect_shape(env, function, scale_ih, {g.gate_width()}, "weights.scaleIh");
+    expect_shape(env, function, scale_hh, {g.gate_width()}, "weights.scaleHh");
+    expect_shape(env, function, b_ih, {g.gate_width()}, "weights.bIh");
+    expect_shape(env, function, b_hh, {g.gate_width()}, "weights.bHh");
+  }
+
+  std::array<std::pair<TensorWrap*, const char*>, 6> named() const {
+    return {{{w_ih, "weights.wIh"}, {w_hh, "weights.wHh"}, {scale_ih, "weights.scaleIh"}, {scale_hh, "weights.scaleHh"},
+            {b_ih, "weights.bIh"}, {b_hh, "weights.bHh"}}};
+  }
+
+  RnnWeights data() const {
+    return RnnWeights{w_ih->data(), w_hh->data(), data_or_null(scale_ih), data_or_null(scale_hh), data_or_null(b_ih),
+                      data_or_null(b_hh)};
+  }
+};
+
+// Every tensor of the call on one device (the first one's).
+Device same_device(Napi::Env env, const char* function, std::initializer_list<std::pair<TensorWrap*, const char*>> tensors,
+                   const LayerWeights& weights) {
+  const Device device = same_device(env, function, tensors);
+  for (const auto& [t, name] : weights.named()) {
+    if (t && t->device() != device)
+      throw_type_error(env, std::string(function) + ": " + name + ": expected a tensor on " + device_name(device) +
+                                ", got one on " + device_name(t->device()));
+  }
+  return device;
+}
+
+// rnnForward(cell, x [T, N, I], h0 [N, H], c0 [N, H] | null, weights)
 //   -> { y [T (+1 for an LSTM), N, H], savedGates [T, N, gates·H], savedState [T, N, H] }
 Napi::Value RnnForward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -89,31 +141,27 @@ Napi::Value RnnForward(const Napi::CallbackInfo& info) {
   TensorWrap& x = TensorWrap::From(info[1], "x");
   TensorWrap& h0 = TensorWrap::From(info[2], "h0");
   TensorWrap* c0 = optional_tensor(info, 3, "c0");
-  TensorWrap& w_ih = TensorWrap::From(info[4], "wIh");
-  TensorWrap& w_hh = TensorWrap::From(info[5], "wHh");
-  TensorWrap* b_ih = optional_tensor(info, 6, "bIh");
-  TensorWrap* b_hh = optional_tensor(info, 7, "bHh");
-  const Device device = same_device(env, function, {{&x, "x"}, {&h0, "h0"}, {c0, "c0"}, {&w_ih, "wIh"}, {&w_hh, "wHh"}, {b_ih, "bIh"}, {b_hh, "bHh"}});
-  const RnnGeometry g = geometry_of(env, function, cell, x, w_ih, w_hh);
+  const LayerWeights weights(env, info[4], function);
+  const Device device = same_device(env, function, {{&x, "x"}, {&h0, "h0"}, {c0, "c0"}}, weights);
+  const RnnGeometry g = geometry_of(env, function, cell, x, *weights.w_ih, *weights.w_hh);
   expect_shape(env, function, &h0, {g.batch, g.hidden_size}, "h0");
   if (g.cell == RnnCell::kLstm && !c0) throw_type_error(env, std::string(function) + ": c0: expected a tensor for an LSTM, got null");
   expect_shape(env, function, c0, {g.batch, g.hidden_size}, "c0");
-  expect_shape(env, function, b_ih, {g.gate_width()}, "bIh");
-  expect_shape(env, function, b_hh, {g.gate_width()}, "bHh");
+  weights.check_vectors(env, function, g);
   return guarded(env, [&]() -> Napi::Value {
     Made y = make(env, device, {g.output_rows(), g.batch, g.hidden_size});
     Made gates = make(env, device, {g.steps, g.batch, g.gate_width()});
     Made state = make(env, device, {g.steps, g.batch, g.hidden_size});
     const std::shared_ptr<Storage> workspace = scratch(device, g.forward_workspace_floats());
     WN_DISPATCH(device, rnn_forward, y.data, gates.data, state.data, workspace ? workspace->data() : nullptr, x.data(),
-                h0.data(), data_or_null(c0), w_ih.data(), w_hh.data(), data_or_null(b_ih), data_or_null(b_hh), g);
+                h0.data(), data_or_null(c0), weights.data(), g);
     return named_results(env, {{"y", y.object}, {"savedGates", gates.object}, {"savedState", state.object}});
   });
 }
 
-// rnnBackward(cell, dy, x, h0, c0 | null, wIh, wHh, y, savedGates, savedState,
+// rnnBackward(cell, dy, x, h0, c0 | null, weights, y, savedGates, savedState,
 //             { wantDx, wantDh0, wantDc0, wantDwIh, wantDwHh, wantDbIh, wantDbHh })
-//   -> { dx?, dh0?, dc0?, dwIh?, dwHh?, dbIh?, dbHh? }
+//   -> { dx?, dh0?, dc0?, dwIh?, dwHh?, dbIh?, dbHh? }: dwIh and dwHh are the gradients of the effective weights.
 Napi::Value RnnBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* function = "rnnBackward";
@@ -122,22 +170,22 @@ Napi::Value RnnBackward(const Napi::CallbackInfo& info) {
   TensorWrap& x = TensorWrap::From(info[2], "x");
   TensorWrap& h0 = TensorWrap::From(info[3], "h0");
   TensorWrap* c0 = optional_tensor(info, 4, "c0");
-  TensorWrap& w_ih = TensorWrap::From(info[5], "wIh");
-  TensorWrap& w_hh = TensorWrap::From(info[6], "wHh");
-  TensorWrap& y = TensorWrap::From(info[7], "y");
-  TensorWrap& saved_gates = TensorWrap::From(info[8], "savedGates");
-  TensorWrap& saved_state = TensorWrap::From(info[9], "savedState");
-  const OptionsReader options(env, info[10], function, "options");
+  const LayerWeights weights(env, info[5], function);
+  TensorWrap& y = TensorWrap::From(info[6], "y");
+  TensorWrap& saved_gates = TensorWrap::From(info[7], "savedGates");
+  TensorWrap& saved_state = TensorWrap::From(info[8], "savedState");
+  const OptionsReader options(env, info[9], function, "options");
   const bool want_dx = options.boolean("wantDx"), want_dh0 = options.boolean("wantDh0"),
              want_dc0 = options.boolean("wantDc0"), want_dw_ih = options.boolean("wantDwIh"),
              want_dw_hh = options.boolean("wantDwHh"), want_db_ih = options.boolean("wantDbIh"),
              want_db_hh = options.boolean("wantDbHh");
-  const Device device = same_device(env, function, {{&dy, "dy"}, {&x, "x"}, {&h0, "h0"}, {c0, "c0"}, {&w_ih, "wIh"}, {&w_hh, "wHh"}, {&y, "y"}, {&saved_gates, "savedGates"}, {&saved_state, "savedState"}});
-  const RnnGeometry g = geometry_of(env, function, cell, x, w_ih, w_hh);
+  const Device device = same_device(env, function, {{&dy, "dy"}, {&x, "x"}, {&h0, "h0"}, {c0, "c0"}, {&y, "y"}, {&saved_gates, "savedGates"}, {&saved_state, "savedState"}}, weights);
+  const RnnGeometry g = geometry_of(env, function, cell, x, *weights.w_ih, *weights.w_hh);
   const std::vector<int64_t> state_shape{g.batch, g.hidden_size};
   expect_shape(env, function, &h0, state_shape, "h0");
   if (g.cell == RnnCell::kLstm && !c0) throw_type_error(env, std::string(function) + ": c0: expected a tensor for an LSTM, got null");
   expect_shape(env, function, c0, state_shape, "c0");
+  weights.check_vectors(env, function, g);
   expect_shape(env, function, &y, {g.output_rows(), g.batch, g.hidden_size}, "y");
   expect_shape(env, function, &dy, {g.output_rows(), g.batch, g.hidden_size}, "dy");
   expect_shape(env, function, &saved_gates, {g.steps, g.batch, g.gate_width()}, "savedGates");
@@ -150,17 +198,17 @@ Napi::Value RnnBackward(const Napi::CallbackInfo& info) {
       result.Set(name, made.object);
       return made.data;
     };
-    float* dx = wanted(want_dx, "dx", x.shape());
-    float* dh0 = wanted(want_dh0, "dh0", state_shape);
-    float* dc0 = wanted(want_dc0 && g.cell == RnnCell::kLstm, "dc0", state_shape);
-    float* dw_ih = wanted(want_dw_ih, "dwIh", w_ih.shape());
-    float* dw_hh = wanted(want_dw_hh, "dwHh", w_hh.shape());
-    float* db_ih = wanted(want_db_ih, "dbIh", {g.gate_width()});
-    float* db_hh = wanted(want_db_hh, "dbHh", {g.gate_width()});
+    RnnGradients grads;
+    grads.dx = wanted(want_dx, "dx", x.shape());
+    grads.dh0 = wanted(want_dh0, "dh0", state_shape);
+    grads.dc0 = wanted(want_dc0 && g.cell == RnnCell::kLstm, "dc0", state_shape);
+    grads.dw_ih = wanted(want_dw_ih, "dwIh", weights.w_ih->shape());
+    grads.dw_hh = wanted(want_dw_hh, "dwHh", weights.w_hh->shape());
+    grads.db_ih = wanted(want_db_ih, "dbIh", {g.gate_width()});
+    grads.db_hh = wanted(want_db_hh, "dbHh", {g.gate_width()});
     const std::shared_ptr<Storage> workspace = scratch(device, g.backward_workspace_floats());
-    WN_DISPATCH(device, rnn_backward, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, workspace ? workspace->data() : nullptr,
-                dy.data(), x.data(), h0.data(), data_or_null(c0), w_ih.data(), w_hh.data(), y.data(),
-                saved_gates.data(), saved_state.data(), g);
+    WN_DISPATCH(device, rnn_backward, grads, workspace ? workspace->data() : nullptr, dy.data(), x.data(), h0.data(),
+                data_or_null(c0), weights.data(), y.data(), saved_gates.data(), saved_state.data(), g);
     return result;
   });
 }

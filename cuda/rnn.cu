@@ -4,6 +4,8 @@
 // one fused pointwise kernel and one GEMM per step, then dx and the weight gradients as one GEMM each over all
 // steps, and the bias gradients as column sums in a fixed order (no atomics: the same result run to run).
 // Every kernel is a grid-stride loop over its elements: each element is read and written by one thread only.
+// A weight-normalized matrix runs as v with its row scale s = g/‖v‖ (RnnWeights): in the GEMM epilogue forward, on
+// the gate gradients backward.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -46,10 +48,12 @@ __global__ void __launch_bounds__(kBlock) lstm_step_forward_kernel(float* h, flo
   }
 }
 
-__global__ void __launch_bounds__(kBlock) lstm_step_backward_kernel(float* dgates, float* dc, const float* dh_output,
-                                                                    const float* dh_carried, const float* gates,
-                                                                    const float* c, const float* c_prev, int64_t batch,
-                                                                    int64_t hidden) {
+// drecurrent (with a weight-normalized w_hh, else unused): dgates ⊙ s_hh, the operand of dh_{t−1} = (dgates ⊙ s) · v.
+__global__ void __launch_bounds__(kBlock) lstm_step_backward_kernel(float* dgates, float* drecurrent, float* dc,
+                                                                    const float* dh_output, const float* dh_carried,
+                                                                    const float* gates, const float* c,
+                                                                    const float* c_prev, const float* recurrent_scale,
+                                                                    int64_t batch, int64_t hidden) {
   const int64_t count = batch * hidden;
   for (int64_t e = int64_t(blockIdx.x) * kBlock + threadIdx.x; e < count; e += int64_t(gridDim.x) * kBlock) {
     const int64_t n = e / hidden, j = e % hidden;
@@ -64,6 +68,13 @@ __global__ void __launch_bounds__(kBlock) lstm_step_backward_kernel(float* dgate
     dgate[2 * hidden + j] = dcell * i * (1.0f - g * g);
     dgate[3 * hidden + j] = dh * tanh_c * o * (1.0f - o);
     dc[e] = dcell * f;
+    if (recurrent_scale) {
+      float* scaled = drecurrent + n * 4 * hidden;
+      for (int gate_index = 0; gate_index < 4; ++gate_index) {
+        const int64_t r = gate_index * hidden + j;
+        scaled[r] = dgate[r] * recurrent_scale[r];
+      }
+    }
   }
 }
 
@@ -87,9 +98,10 @@ __global__ void __launch_bounds__(kBlock) gru_step_forward_kernel(float* h, floa
   }
 }
 
-__global__ void __launch_bounds__(kBlock) gru_step_backward_kernel(float* dinput, float* dhidden, float* dh_next,
-                                                                   const float* dh_output, const float* gates,
-                                                                   const float* hn_saved, const float* h_prev,
+__global__ void __launch_bounds__(kBlock) gru_step_backward_kernel(float* dinput, float* dhidden, float* drecurrent,
+                                                                   float* dh_next, const float* dh_output,
+                                                                   const float* gates, const float* hn_saved,
+                                                                   const float* h_prev, const float* recurrent_scale,
                                                                    int64_t batch, int64_t hidden) {
   const int64_t count = batch * hidden;
   for (int64_t e = int64_t(blockIdx.x) * kBlock + threadIdx.x; e < count; e += int64_t(gridDim.x) * kBlock) {
@@ -109,6 +121,23 @@ __global__ void __launch_bounds__(kBlock) gru_step_backward_kernel(float* dinput
     di[2 * hidden + j] = dcandidate;
     dr[2 * hidden + j] = dcandidate * r;
     dh_next[e] = dh * z;
+    if (recurrent_scale) {
+      float* scaled = drecurrent + n * 3 * hidden;
+      for (int gate_index = 0; gate_index < 3; ++gate_index) {
+        const int64_t k = gate_index * hidden + j;
+        scaled[k] = dr[k] * recurrent_scale[k];
+      }
+    }
+  }
+}
+
+// matrix[row, j] *= scale[j] for [rows, columns]: the gate gradients times a weight-normalized matrix's row scale,
+// before dx = (dgates ⊙ s) · v.
+__global__ void __launch_bounds__(kBlock) scale_columns_kernel(float* matrix, const float* scale, int64_t rows,
+                                                               int64_t columns) {
+  const int64_t count = rows * columns;
+  for (int64_t e = int64_t(blockIdx.x) * kBlock + threadIdx.x; e < count; e += int64_t(gridDim.x) * kBlock) {
+    matrix[e] *= scale[e % columns];
   }
 }
 
@@ -153,12 +182,17 @@ __global__ void __launch_bounds__(kBlock) swap_leading_axes_kernel(float* out, c
   }
 }
 
-GemmEpilogue with_bias(const float* column_bias, float beta = 0.0f) {
+// The epilogue of a product by a layer matrix: its row scale s (null: a plain w) on the output's columns, which are
+// the gate rows, then the bias, then beta · out.
+GemmEpilogue projection(const float* scale, const float* column_bias, float beta = 0.0f) {
   GemmEpilogue epilogue;
+  epilogue.column_scale = scale;
   epilogue.column_bias = column_bias;
   epilogue.beta = beta;
   return epilogue;
 }
+
+GemmEpilogue accumulating() { return projection(nullptr, nullptr, 1.0f); }
 
 void copy_on_stream(float* out, const float* x, int64_t count) {
   if (count > 0) copy_device_to_device(out, x, static_cast<size_t>(count) * sizeof(float));
@@ -171,25 +205,26 @@ void zero_on_stream(float* out, int64_t count) {
 }  // namespace
 
 void rnn_forward(float* y, float* saved_gates, float* saved_state, float* workspace, const float* x, const float* h0,
-                 const float* c0, const float* w_ih, const float* w_hh, const float* b_ih, const float* b_hh,
-                 const RnnGeometry& geometry) {
+                 const float* c0, const RnnWeights& weights, const RnnGeometry& geometry) {
   const int64_t steps = geometry.steps, batch = geometry.batch, hidden = geometry.hidden_size;
   const int64_t width = geometry.gate_width(), step_gates = batch * width, step_state = batch * hidden;
   if (steps == 0 || batch == 0 || hidden == 0) return;
   cudaStream_t stream = library_stream();
   const unsigned blocks = blocks_for(step_state);
-  gemm(saved_gates, x, w_ih, GemmShape{steps * batch, width, geometry.input_size}.transposing_b(), with_bias(b_ih));
+  gemm(saved_gates, x, weights.w_ih, GemmShape{steps * batch, width, geometry.input_size}.transposing_b(),
+       projection(weights.scale_ih, weights.b_ih));
+  const GemmShape recurrent = GemmShape{batch, width, hidden}.transposing_b();
   for (int64_t t = 0; t < steps; ++t) {
     const float* h_prev = t == 0 ? h0 : y + (t - 1) * step_state;
     float* gates = saved_gates + t * step_gates;
     float* h = y + t * step_state;
     if (geometry.cell == RnnCell::kLstm) {
-      gemm(gates, h_prev, w_hh, GemmShape{batch, width, hidden}.transposing_b(), with_bias(b_hh, 1.0f));
+      gemm(gates, h_prev, weights.w_hh, recurrent, projection(weights.scale_hh, weights.b_hh, 1.0f));
       const float* c_prev = t == 0 ? c0 : saved_state + (t - 1) * step_state;
       lstm_step_forward_kernel<<<blocks, kBlock, 0, stream>>>(h, saved_state + t * step_state, gates, c_prev, batch,
                                                               hidden);
     } else {
-      gemm(workspace, h_prev, w_hh, GemmShape{batch, width, hidden}.transposing_b(), with_bias(b_hh));
+      gemm(workspace, h_prev, weights.w_hh, recurrent, projection(weights.scale_hh, weights.b_hh));
       gru_step_forward_kernel<<<blocks, kBlock, 0, stream>>>(h, gates, saved_state + t * step_state, workspace, h_prev,
                                                              batch, hidden);
     }
@@ -198,22 +233,15 @@ void rnn_forward(float* y, float* saved_gates, float* saved_state, float* worksp
   if (geometry.cell == RnnCell::kLstm) copy_on_stream(y + steps * step_state, saved_state + (steps - 1) * step_state, step_state);
 }
 
-void rnn_backward(float* dx, float* dh0, float* dc0, float* dw_ih, float* dw_hh, float* db_ih, float* db_hh,
-                  float* workspace, const float* dy, const float* x, const float* h0, const float* c0,
-                  const float* w_ih, const float* w_hh, const float* y, const float* saved_gates,
+void rnn_backward(const RnnGradients& grads, float* workspace, const float* dy, const float* x, const float* h0,
+                  const float* c0, const RnnWeights& weights, const float* y, const float* saved_gates,
                   const float* saved_state, const RnnGeometry& geometry) {
   const int64_t steps = geometry.steps, batch = geometry.batch, hidden = geometry.hidden_size;
   const int64_t input_size = geometry.input_size;
   const int64_t width = geometry.gate_width(), step_gates = batch * width, step_state = batch * hidden;
   const bool lstm = geometry.cell == RnnCell::kLstm;
   if (steps == 0 || batch == 0 || hidden == 0) {
-    zero_on_stream(dx, steps * batch * input_size);
-    zero_on_stream(dh0, step_state);
-    zero_on_stream(dc0, lstm ? step_state : 0);
-    zero_on_stream(dw_ih, width * input_size);
-    zero_on_stream(dw_hh, width * hidden);
-    zero_on_stream(db_ih, width);
-    zero_on_stream(db_hh, width);
+    grads.zero_all(geometry, zero_on_stream);
     return;
   }
   cudaStream_t stream = library_stream();
@@ -222,6 +250,7 @@ void rnn_backward(float* dx, float* dh0, float* dc0, float* dw_ih, float* dw_hh,
   float* dhidden = lstm ? dinput : dinput + steps * step_gates;
   float* dh = (lstm ? dinput : dhidden) + steps * step_gates;
   float* dc = dh + step_state;
+  float* drecurrent = dc + step_state;  // [batch, width]: dhidden_t ⊙ s_hh
   zero_on_stream(dh, step_state);
   if (lstm) copy_on_stream(dc, dy + steps * step_state, step_state);
   for (int64_t t = steps - 1; t >= 0; --t) {
@@ -229,36 +258,45 @@ void rnn_backward(float* dx, float* dh0, float* dc0, float* dw_ih, float* dw_hh,
     const float* gates = saved_gates + t * step_gates;
     float* dgates_input = dinput + t * step_gates;
     float* dgates_hidden = dhidden + t * step_gates;
+    const float* recurrent_operand = weights.scale_hh ? drecurrent : dgates_hidden;
     if (lstm) {
       const float* c_prev = t == 0 ? c0 : saved_state + (t - 1) * step_state;
-      lstm_step_backward_kernel<<<blocks, kBlock, 0, stream>>>(dgates_input, dc, dy + t * step_state, dh, gates,
-                                                               saved_state + t * step_state, c_prev, batch, hidden);
+      lstm_step_backward_kernel<<<blocks, kBlock, 0, stream>>>(dgates_input, drecurrent, dc, dy + t * step_state, dh,
+                                                               gates, saved_state + t * step_state, c_prev,
+                                                               weights.scale_hh, batch, hidden);
       WN_CUDA_CHECK_LAUNCH();
-      gemm(dh, dgates_hidden, w_hh, GemmShape{batch, hidden, width}, GemmEpilogue{});
+      gemm(dh, recurrent_operand, weights.w_hh, GemmShape{batch, hidden, width}, GemmEpilogue{});
     } else {
-      gru_step_backward_kernel<<<blocks, kBlock, 0, stream>>>(dgates_input, dgates_hidden, dh, dy + t * step_state,
-                                                              gates, saved_state + t * step_state, h_prev, batch,
-                                                              hidden);
+      gru_step_backward_kernel<<<blocks, kBlock, 0, stream>>>(dgates_input, dgates_hidden, drecurrent, dh,
+                                                              dy + t * step_state, gates, saved_state + t * step_state,
+                                                              h_prev, weights.scale_hh, batch, hidden);
       WN_CUDA_CHECK_LAUNCH();
-      gemm(dh, dgates_hidden, w_hh, GemmShape{batch, hidden, width}, with_bias(nullptr, 1.0f));
+      gemm(dh, recurrent_operand, weights.w_hh, GemmShape{batch, hidden, width}, accumulating());
     }
   }
-  if (dh0) copy_on_stream(dh0, dh, step_state);
-  if (dc0 && lstm) copy_on_stream(dc0, dc, step_state);
+  if (grads.dh0) copy_on_stream(grads.dh0, dh, step_state);
+  if (grads.dc0 && lstm) copy_on_stream(grads.dc0, dc, step_state);
   const int64_t rows = steps * batch;
-  if (dx) gemm(dx, dinput, w_ih, GemmShape{rows, input_size, width}, GemmEpilogue{});
-  if (dw_ih) gemm(dw_ih, dinput, x, GemmShape{width, input_size, rows}.transposing_a(), GemmEpilogue{});
-  if (dw_hh) {
-    gemm(dw_hh, dhidden, h0, GemmShape{width, hidden, batch}.transposing_a(), GemmEpilogue{});
-    if (steps > 1) gemm(dw_hh, dhidden + step_gates, y, GemmShape{width, hidden, (steps - 1) * batch}.transposing_a(), with_bias(nullptr, 1.0f));
+  // The weight and bias gradients first: they read the unscaled gate gradients, which dx may scale in place below.
+  if (grads.dw_ih) gemm(grads.dw_ih, dinput, x, GemmShape{width, input_size, rows}.transposing_a(), GemmEpilogue{});
+  if (grads.dw_hh) {
+    gemm(grads.dw_hh, dhidden, h0, GemmShape{width, hidden, batch}.transposing_a(), GemmEpilogue{});
+    if (steps > 1) gemm(grads.dw_hh, dhidden + step_gates, y, GemmShape{width, hidden, (steps - 1) * batch}.transposing_a(), accumulating());
   }
-  if (db_ih) {
-    column_sum_kernel<<<blocks_for(width), kBlock, 0, stream>>>(db_ih, dinput, rows, width);
+  if (grads.db_ih) {
+    column_sum_kernel<<<blocks_for(width), kBlock, 0, stream>>>(grads.db_ih, dinput, rows, width);
     WN_CUDA_CHECK_LAUNCH();
   }
-  if (db_hh) {
-    column_sum_kernel<<<blocks_for(width), kBlock, 0, stream>>>(db_hh, dhidden, rows, width);
+  if (grads.db_hh) {
+    column_sum_kernel<<<blocks_for(width), kBlock, 0, stream>>>(grads.db_hh, dhidden, rows, width);
     WN_CUDA_CHECK_LAUNCH();
+  }
+  if (grads.dx) {
+    if (weights.scale_ih) {
+      scale_columns_kernel<<<blocks_for(rows * width), kBlock, 0, stream>>>(dinput, weights.scale_ih, rows, width);
+      WN_CUDA_CHECK_LAUNCH();
+    }
+    gemm(grads.dx, dinput, weights.w_ih, GemmShape{rows, input_size, width}, GemmEpilogue{});
   }
 }
 

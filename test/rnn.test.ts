@@ -132,96 +132,138 @@ describe.each(devices)('against torch (float64), state dicts imported from torch
   });
 });
 
+/** w = g·v/max(‖v‖, eps) in float64, for v [rows, columns] and weight-norm dim 0 (per row), 1 (per column) or null. */
+function referenceWeightNorm(v: Float64Array, g: Float64Array, rows: number, columns: number, dim: 0 | 1 | null, eps: number): Float64Array {
+  const channel = (r: number, k: number) => (dim === 0 ? r : dim === 1 ? k : 0);
+  const squares = new Float64Array(g.length);
+  for (let r = 0; r < rows; r++) for (let k = 0; k < columns; k++) squares[channel(r, k)] += v[r * columns + k]! ** 2;
+  const w = new Float64Array(v.length);
+  for (let r = 0; r < rows; r++) {
+    for (let k = 0; k < columns; k++) {
+      const c = channel(r, k);
+      w[r * columns + k] = (g[c]! * v[r * columns + k]!) / Math.max(Math.sqrt(squares[c]!), eps);
+    }
+  }
+  return w;
+}
+
+type WeightNormDims = { ih: 0 | 1 | null; hh: 0 | 1 | null } | null;
+
+/**
+ * One layer on fresh random inputs, weights and initial states from this run's seed, against the float64 reference:
+ * output, final states, and the gradient of every parameter (w, or v and g), x and the initial states against
+ * central differences of the reference. With weight norm, g is drawn independently of ‖v‖ (either sign), so a scale
+ * applied to the wrong axis, twice or not at all changes every output.
+ */
+function checkAgainstReference(device: Device, cell: 'lstm' | 'gru', dims: WeightNormDims, seed: number): void {
+  const [T, N, I, H] = [4, 3, 5, 4];
+  const G = cell === 'lstm' ? 4 : 3;
+  const weightNorm = dims ? { ih: dims.ih === null ? { dim: null } : { dim: dims.ih }, hh: dims.hh === null ? { dim: null } : { dim: dims.hh } } : false;
+  const model = cell === 'lstm' ? new nn.LSTM(I, H, { weightNorm }) : new nn.GRU(I, H, { weightNorm });
+  // Weights from this run's seed (scaled so the gates are neither saturated nor linear).
+  const sd = model.stateDict();
+  let offset = 0;
+  const fresh = (shape: number[], scale: number) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const values = normals(n, seed + 101 * ++offset).map((v) => Math.fround(scale * v));
+    return { shape, data: Float32Array.from(values) };
+  };
+  model.loadStateDict(Object.fromEntries(Object.entries(sd).map(([name, t]) => [name, fresh([...t.shape], name.endsWith('_g') ? 1.5 : 0.6)])));
+  model.to(device);
+  const xs = fresh([T, N, I], 1);
+  const hs = fresh([1, N, H], 1);
+  const cs = fresh([1, N, H], 1);
+  const co = { output: fresh([T, N, H], 1), h: fresh([1, N, H], 1), c: fresh([1, N, H], 1) };
+  const x = tensor(xs.data, xs.shape, { device });
+  const h0 = tensor(hs.data, hs.shape, { device });
+  const c0 = tensor(cs.data, cs.shape, { device });
+  for (const t of [x, h0, c0]) t.requiresGrad = true;
+  const params = Object.fromEntries(Object.entries(model.stateDict()).map(([name, t]) => [name, Float64Array.from(t.toArray())]));
+  const matrix = (p: Record<string, Float64Array>, name: string, columns: number, dim: 0 | 1 | null | undefined): Float64Array =>
+    dims ? referenceWeightNorm(p[`${name}_v`]!, p[`${name}_g`]!, G * H, columns, dim!, 1e-12) : p[name]!;
+  const reference = (p: Record<string, Float64Array>, xv: Float64Array, hv: Float64Array, cv: Float64Array) =>
+    referenceRecurrentLayer({
+      cell, steps: T, batch: N, inputSize: I, hiddenSize: H, x: xv, h0: hv, c0: cell === 'lstm' ? cv : null,
+      wIh: matrix(p, 'weight_ih_l0', I, dims?.ih), wHh: matrix(p, 'weight_hh_l0', H, dims?.hh), bIh: p.bias_ih_l0!, bHh: p.bias_hh_l0!,
+    });
+  const lossOf = (r: ReturnType<typeof referenceRecurrentLayer>): number => {
+    let sum = 0;
+    r.output.forEach((v, i) => (sum += v * co.output.data[i]!));
+    r.h.forEach((v, i) => (sum += v * co.h.data[i]!));
+    r.c?.forEach((v, i) => (sum += v * co.c.data[i]!));
+    return sum;
+  };
+  const x64 = Float64Array.from(xs.data);
+  const h64 = Float64Array.from(hs.data);
+  const c64 = Float64Array.from(cs.data);
+  const want = reference(params, x64, h64, c64);
+  try {
+    tidy(() => {
+      const got = cell === 'lstm' ? (model as nn.LSTM).forward(x, { h: h0, c: c0 }) : (model as nn.GRU).forward(x, { h: h0 });
+      expect(relativeError(got.output.toArray(), want.output), `output (${reproduce(seed)})`).toBeLessThan(FORWARD_TOLERANCE);
+      expect(relativeError(got.h.toArray(), want.h), `h (${reproduce(seed)})`).toBeLessThan(FORWARD_TOLERANCE);
+      let loss = F.add(F.sum(F.mul(got.output, tensor(co.output.data, co.output.shape, { device }))), F.sum(F.mul(got.h, tensor(co.h.data, co.h.shape, { device }))));
+      if ('c' in got) {
+        expect(relativeError((got as nn.LSTMOutput).c.toArray(), want.c!), `c (${reproduce(seed)})`).toBeLessThan(FORWARD_TOLERANCE);
+        loss = F.add(loss, F.sum(F.mul((got as nn.LSTMOutput).c, tensor(co.c.data, co.c.shape, { device }))));
+      }
+      loss.backward();
+    });
+    // Central differences of the float64 reference (step 1e-6: truncation ~1e-12, rounding ~1e-10) for every
+    // element of every parameter, x and the initial states.
+    const step = 1e-6;
+    const numeric = (values: Float64Array, evaluate: () => number): Float64Array => {
+      const out = new Float64Array(values.length);
+      for (let i = 0; i < values.length; i++) {
+        const keep = values[i]!;
+        values[i] = keep + step;
+        const plus = evaluate();
+        values[i] = keep - step;
+        const minus = evaluate();
+        values[i] = keep;
+        out[i] = (plus - minus) / (2 * step);
+      }
+      return out;
+    };
+    const evaluate = () => lossOf(reference(params, x64, h64, c64));
+    const checks: [string, Tensor, Float64Array][] = [
+      ...Object.entries(model.stateDict()).map(([name, t]): [string, Tensor, Float64Array] => [name, t, params[name]!]),
+      ['x', x, x64],
+      ['h0', h0, h64],
+      ...(cell === 'lstm' ? ([['c0', c0, c64]] as [string, Tensor, Float64Array][]) : []),
+    ];
+    for (const [name, t, values] of checks) {
+      const expected = numeric(values, evaluate);
+      expect(t.grad, `${name} has a gradient`).not.toBeNull();
+      expect(relativeError(t.grad!.toArray(), expected), `gradient of ${name} (${reproduce(seed)})`).toBeLessThan(GRADIENT_TOLERANCE);
+    }
+    expect(G * H).toBe(model.stateDict().bias_ih_l0!.shape[0]);
+  } finally {
+    for (const t of [x, h0, c0]) {
+      t.grad?.dispose();
+      t.dispose();
+    }
+    model.dispose();
+  }
+}
+
 describe.each(devices)('fresh random inputs against the float64 reference on %s', (device) => {
   const seed = runSeed();
 
   it.each(['lstm', 'gru'] as const)('%s: output, final states and gradients (central differences of the reference)', (cell) => {
-    const [T, N, I, H] = [4, 3, 5, 4];
-    const G = cell === 'lstm' ? 4 : 3;
-    const model = cell === 'lstm' ? new nn.LSTM(I, H) : new nn.GRU(I, H);
-    // Weights from this run's seed (scaled so the gates are neither saturated nor linear).
-    const sd = model.stateDict();
-    let offset = 0;
-    const fresh = (shape: number[], scale: number) => {
-      const n = shape.reduce((a, b) => a * b, 1);
-      const values = normals(n, seed + 101 * ++offset).map((v) => Math.fround(scale * v));
-      return { shape, data: Float32Array.from(values) };
-    };
-    model.loadStateDict(Object.fromEntries(Object.entries(sd).map(([name, t]) => [name, fresh([...t.shape], 0.6)])));
-    model.to(device);
-    const xs = fresh([T, N, I], 1);
-    const hs = fresh([1, N, H], 1);
-    const cs = fresh([1, N, H], 1);
-    const co = { output: fresh([T, N, H], 1), h: fresh([1, N, H], 1), c: fresh([1, N, H], 1) };
-    const x = tensor(xs.data, xs.shape, { device });
-    const h0 = tensor(hs.data, hs.shape, { device });
-    const c0 = tensor(cs.data, cs.shape, { device });
-    for (const t of [x, h0, c0]) t.requiresGrad = true;
-    const params = Object.fromEntries(Object.entries(model.stateDict()).map(([name, t]) => [name, Float64Array.from(t.toArray())]));
-    const reference = (p: Record<string, Float64Array>, xv: Float64Array, hv: Float64Array, cv: Float64Array) =>
-      referenceRecurrentLayer({
-        cell, steps: T, batch: N, inputSize: I, hiddenSize: H, x: xv, h0: hv, c0: cell === 'lstm' ? cv : null,
-        wIh: p.weight_ih_l0!, wHh: p.weight_hh_l0!, bIh: p.bias_ih_l0!, bHh: p.bias_hh_l0!,
-      });
-    const lossOf = (r: ReturnType<typeof referenceRecurrentLayer>): number => {
-      let sum = 0;
-      r.output.forEach((v, i) => (sum += v * co.output.data[i]!));
-      r.h.forEach((v, i) => (sum += v * co.h.data[i]!));
-      r.c?.forEach((v, i) => (sum += v * co.c.data[i]!));
-      return sum;
-    };
-    const x64 = Float64Array.from(xs.data);
-    const h64 = Float64Array.from(hs.data);
-    const c64 = Float64Array.from(cs.data);
-    const want = reference(params, x64, h64, c64);
-    try {
-      tidy(() => {
-        const got = cell === 'lstm' ? (model as nn.LSTM).forward(x, { h: h0, c: c0 }) : (model as nn.GRU).forward(x, { h: h0 });
-        expect(relativeError(got.output.toArray(), want.output), `output (${reproduce(seed)})`).toBeLessThan(FORWARD_TOLERANCE);
-        expect(relativeError(got.h.toArray(), want.h), `h (${reproduce(seed)})`).toBeLessThan(FORWARD_TOLERANCE);
-        let loss = F.add(F.sum(F.mul(got.output, tensor(co.output.data, co.output.shape, { device }))), F.sum(F.mul(got.h, tensor(co.h.data, co.h.shape, { device }))));
-        if ('c' in got) {
-          expect(relativeError((got as nn.LSTMOutput).c.toArray(), want.c!), `c (${reproduce(seed)})`).toBeLessThan(FORWARD_TOLERANCE);
-          loss = F.add(loss, F.sum(F.mul((got as nn.LSTMOutput).c, tensor(co.c.data, co.c.shape, { device }))));
-        }
-        loss.backward();
-      });
-      // Central differences of the float64 reference (step 1e-6: truncation ~1e-12, rounding ~1e-10) for every
-      // element of every parameter, x and the initial states.
-      const step = 1e-6;
-      const numeric = (values: Float64Array, evaluate: () => number): Float64Array => {
-        const out = new Float64Array(values.length);
-        for (let i = 0; i < values.length; i++) {
-          const keep = values[i]!;
-          values[i] = keep + step;
-          const plus = evaluate();
-          values[i] = keep - step;
-          const minus = evaluate();
-          values[i] = keep;
-          out[i] = (plus - minus) / (2 * step);
-        }
-        return out;
-      };
-      const evaluate = () => lossOf(reference(params, x64, h64, c64));
-      const checks: [string, Tensor, Float64Array][] = [
-        ...Object.entries(model.stateDict()).map(([name, t]): [string, Tensor, Float64Array] => [name, t, params[name]!]),
-        ['x', x, x64],
-        ['h0', h0, h64],
-        ...(cell === 'lstm' ? ([['c0', c0, c64]] as [string, Tensor, Float64Array][]) : []),
-      ];
-      for (const [name, t, values] of checks) {
-        const expected = numeric(values, evaluate);
-        expect(t.grad, `${name} has a gradient`).not.toBeNull();
-        expect(relativeError(t.grad!.toArray(), expected), `gradient of ${name} (${reproduce(seed)})`).toBeLessThan(GRADIENT_TOLERANCE);
-      }
-      expect(G * H).toBe(model.stateDict().bias_ih_l0!.shape[0]);
-    } finally {
-      for (const t of [x, h0, c0]) {
-        t.grad?.dispose();
-        t.dispose();
-      }
-      model.dispose();
-    }
+    checkAgainstReference(device, cell, null, seed);
+  });
+
+  // dim 0 on a matrix runs the kernels on v with g/‖v‖ in the GEMM epilogue (forward) and on the gate gradients
+  // (backward); any other dim materializes w. Both, and the two mixed in one layer.
+  it.each([
+    ['lstm', { ih: 0, hh: 0 }],
+    ['gru', { ih: 0, hh: 0 }],
+    ['lstm', { ih: 1, hh: 0 }],
+    ['gru', { ih: 0, hh: null }],
+    ['lstm', { ih: null, hh: 1 }],
+  ] as const)('%s, weight norm %j: output, final states and the gradients of v and g', (cell, dims) => {
+    checkAgainstReference(device, cell, dims, seed);
   });
 });
 

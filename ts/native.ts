@@ -415,8 +415,9 @@ export interface NativeBinding {
   /** Runs `request` once on sets[0] and returns its outputs (the copy op has none to check). */
   benchmarkOutputs?(request: Exclude<BenchmarkRequest, { op: 'copy' }>): BenchmarkOutputs;
   // Recurrent layers (binding/rnn.cc): a whole layer over all steps, forward and backward through time in one call.
-  rnnForward(cell: RnnCell, x: NativeTensor, h0: NativeTensor, c0: NativeTensor | null, wIh: NativeTensor, wHh: NativeTensor, bIh: NativeTensor | null, bHh: NativeTensor | null): RnnForwardResult;
-  rnnBackward(cell: RnnCell, dy: NativeTensor, x: NativeTensor, h0: NativeTensor, c0: NativeTensor | null, wIh: NativeTensor, wHh: NativeTensor, y: NativeTensor, savedGates: NativeTensor, savedState: NativeTensor, options: RnnBackwardOptions): RnnGradients;
+  rnnForward(cell: RnnCell, x: NativeTensor, h0: NativeTensor, c0: NativeTensor | null, weights: RnnWeights): RnnForwardResult;
+  /** dwIh and dwHh are the gradients of the effective weights (w = scale ⊙ v for a weight-normalized matrix). */
+  rnnBackward(cell: RnnCell, dy: NativeTensor, x: NativeTensor, h0: NativeTensor, c0: NativeTensor | null, weights: RnnWeights, y: NativeTensor, savedGates: NativeTensor, savedState: NativeTensor, options: RnnBackwardOptions): RnnGradients;
   /** indices hold integers in [0, numEmbeddings) as float32 (checked by ts/). */
   embedding(indices: NativeTensor, weight: NativeTensor): NativeTensor;
   embeddingBackward(dout: NativeTensor, indices: NativeTensor, numEmbeddings: number, paddingIdx: number): NativeTensor;
@@ -427,6 +428,19 @@ export interface NativeBinding {
 }
 
 export type RnnCell = 'lstm' | 'gru';
+
+/**
+ * A layer's matrices [gates·H, in] and biases [gates·H]. With scaleIh / scaleHh ([gates·H], g/‖v‖ per gate row) the
+ * matrix is a weight-normalized v: the kernels apply the scale in the GEMM epilogue and never form w.
+ */
+export interface RnnWeights {
+  wIh: NativeTensor;
+  wHh: NativeTensor;
+  scaleIh: NativeTensor | null;
+  scaleHh: NativeTensor | null;
+  bIh: NativeTensor | null;
+  bHh: NativeTensor | null;
+}
 
 /** y: [steps (+1 for an LSTM: c_T), batch, hidden]; saved for the backward: the activated gates and per-step state. */
 export interface RnnForwardResult {

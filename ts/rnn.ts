@@ -4,9 +4,11 @@
 // How a layer runs: each layer of the stack is ONE native call over all T steps (binding/rnn.cc -> cpu/rnn.cc or
 // cuda/rnn.cu): one GEMM for the input projection of every step, then per step one recurrent GEMM and one fused
 // pointwise kernel for all gates; its backward through time is one native call too, from the gates the forward
-// saved. A weight-normalized matrix w = g·v/‖v‖ is materialized once per forward by the fused weight-norm kernel
-// (the norm comes from the layer's cache, valid until v changes), and dv, dg come from the accumulated dw through
-// the weight-norm backward: the norm is never computed per step.
+// saved. A weight-normalized matrix with one norm per gate row (dim 0, the default) is never materialized: the
+// kernels run on v and apply s = g/‖v‖ per gate row in the GEMM epilogue (the norm comes from the layer's cache,
+// valid until v changes), as nn.Linear does; the backward returns the gradient dw of the effective weight, which
+// one fused weight-norm backward pass turns into dv and dg. Other weight-norm dims (not a per-row scale of the
+// products) materialize w = g·v/‖v‖ once per forward instead.
 import { noGrad, record } from './autograd.js';
 import { rangeError, shapeText, typeError } from './errors.js';
 import * as F from './functional.js';
@@ -66,49 +68,87 @@ export function swapLeadingAxes(x: Tensor): Tensor {
 }
 
 /**
+ * @internal A layer matrix as recurrentLayer takes it: the plain w, or a weight-normalized v with one norm per gate
+ * row, its g, the norm ‖v‖ it uses (the layer's cache) and eps.
+ */
+export interface LayerMatrix {
+  weight: Tensor;
+  normalized: { g: Tensor; norm: Tensor; eps: number } | null;
+}
+
+/**
  * @internal One recurrent layer over a whole time-major sequence x [T, N, I] from h0 (and c0) [N, H]: returns y
  * [T, N, H] (the hidden state of every step) followed, for an LSTM, by one more row [1, N, H], the final cell state.
- * Differentiable in x, h0, c0, the weights and the biases; the backward is one native call over all steps.
+ * Differentiable in x, h0, c0, the matrices (w, or v and g) and the biases; the backward is one native call over all
+ * steps, plus one fused weight-norm backward per weight-normalized matrix.
  */
 export function recurrentLayer(
   cell: RnnCell,
   x: Tensor,
   h0: Tensor,
   c0: Tensor | null,
-  wIh: Tensor,
-  wHh: Tensor,
+  ih: LayerMatrix,
+  hh: LayerMatrix,
   bIh: Tensor | null,
   bHh: Tensor | null,
 ): Tensor {
   const where = 'recurrentLayer';
   const h = (t: Tensor | null) => (t ? handleOf(t, where) : null);
-  const { y, savedGates, savedState } = native.rnnForward(cell, handleOf(x, where), handleOf(h0, where), h(c0), handleOf(wIh, where), handleOf(wHh, where), h(bIh), h(bHh));
+  // s = g/‖v‖ per gate row, a Tensor so that an enclosing tidy() frees it with the graph.
+  const scaleOf = (m: LayerMatrix): Tensor | null =>
+    m.normalized ? wrap(native.weightNormScale(handleOf(m.normalized.g, where), handleOf(m.normalized.norm, where))) : null;
+  const scaleIh = scaleOf(ih);
+  const scaleHh = scaleOf(hh);
+  const weights = {
+    wIh: handleOf(ih.weight, where),
+    wHh: handleOf(hh.weight, where),
+    scaleIh: h(scaleIh),
+    scaleHh: h(scaleHh),
+    bIh: h(bIh),
+    bHh: h(bHh),
+  };
+  const { y, savedGates, savedState } = native.rnnForward(cell, handleOf(x, where), handleOf(h0, where), h(c0), weights);
   const output = wrap(y);
   const gates = wrap(savedGates);
   const state = wrap(savedState);
+  const gIh = ih.normalized?.g ?? null;
+  const gHh = hh.normalized?.g ?? null;
   const recorded = record(
     output,
     cell === 'lstm' ? 'lstm' : 'gru',
-    [x, h0, c0, wIh, wHh, bIh, bHh],
+    [x, h0, c0, ih.weight, hh.weight, bIh, bHh, gIh, gHh],
     (dy, needs) => {
-      const grads = native.rnnBackward(cell, handleOf(dy, where), handleOf(x, where), handleOf(h0, where), h(c0), handleOf(wIh, where), handleOf(wHh, where), handleOf(output, where), handleOf(gates, where), handleOf(state, where), {
+      const grads = native.rnnBackward(cell, handleOf(dy, where), handleOf(x, where), handleOf(h0, where), h(c0), weights, handleOf(output, where), handleOf(gates, where), handleOf(state, where), {
         wantDx: needs[0]!,
         wantDh0: needs[1]!,
         wantDc0: needs[2]!,
-        wantDwIh: needs[3]!,
-        wantDwHh: needs[4]!,
+        wantDwIh: needs[3]! || needs[7]!,
+        wantDwHh: needs[4]! || needs[8]!,
         wantDbIh: needs[5]!,
         wantDbHh: needs[6]!,
       });
       const take = (t: ReturnType<typeof native.empty> | undefined) => (t ? wrap(t) : null);
-      return [take(grads.dx), take(grads.dh0), take(grads.dc0), take(grads.dwIh), take(grads.dwHh), take(grads.dbIh), take(grads.dbHh)];
+      // dw of the effective weight -> (dv, dg) of a weight-normalized matrix: one fused pass reducing Σ dw·v per
+      // row, then dv = s·(dw − v·(Σ dw·v)/‖v‖²) (Salimans & Kingma 2016, §2.1).
+      const split = (m: LayerMatrix, dw: Tensor | null, wantV: boolean, wantG: boolean): [Tensor | null, Tensor | null] => {
+        if (!m.normalized || !dw) return [dw, null];
+        const { g, norm, eps } = m.normalized;
+        const r = native.weightNormBackward(handleOf(dw, where), handleOf(m.weight, where), handleOf(g, where), handleOf(norm, where), 0, eps, true);
+        dw.dispose();
+        return [wantV ? wrap(r.dv) : (r.dv.dispose(), null), wantG ? wrap(r.dg) : (r.dg.dispose(), null)];
+      };
+      const [dIh, dgIh] = split(ih, take(grads.dwIh), needs[3]!, needs[7]!);
+      const [dHh, dgHh] = split(hh, take(grads.dwHh), needs[4]!, needs[8]!);
+      return [take(grads.dx), take(grads.dh0), take(grads.dc0), dIh, dHh, take(grads.dbIh), take(grads.dbHh), dgIh, dgHh];
     },
-    [x, h0, c0, wIh, wHh],
+    [x, h0, c0, ih.weight, hh.weight, gIh, gHh],
   );
-  // Without a graph the saved gates are not needed: free them now instead of at garbage collection.
+  // Without a graph the saved gates and the scales are not needed: free them now instead of at garbage collection.
   if (!recorded.gradNode) {
     gates.dispose();
     state.dispose();
+    scaleIh?.dispose();
+    scaleHh?.dispose();
   }
   return recorded;
 }
@@ -202,6 +242,16 @@ class RecurrentMatrix {
     if (!this.state) return this.weight!;
     const s = this.state;
     return F.weightNorm(s.v, s.g, { dim: s.dim, eps: s.eps, norm: s.currentNorm() }).w;
+  }
+
+  /**
+   * The matrix as the recurrent kernels take it: with one norm per gate row (dim 0) v itself, scaled per gate row in
+   * the GEMM epilogue; with any other weight-norm dim (no per-row scale of the products) w materialized once.
+   */
+  operand(): LayerMatrix {
+    const s = this.state;
+    if (s && s.dim === 0) return { weight: s.v, normalized: { g: s.g, norm: s.currentNorm(), eps: s.eps } };
+    return { weight: this.effective(), normalized: null };
   }
 
   /** Drops the cached norm (after a move to another device, or when the layer is disposed). */
@@ -412,8 +462,8 @@ abstract class RecurrentLayer<Output> extends RecurrentParameters<Output> {
         sequence,
         layerState(h, k),
         lstm ? layerState(c, k) : null,
-        layer.ih.effective(),
-        layer.hh.effective(),
+        layer.ih.operand(),
+        layer.hh.operand(),
         layer.bIh,
         layer.bHh,
       );
@@ -508,8 +558,8 @@ abstract class RecurrentCell<Output> extends RecurrentParameters<Output> {
       F.reshape(input, [1, batch, this.inputSize]),
       state(h0, this.cell === 'lstm' ? 'state.h' : 'h'),
       this.cell === 'lstm' ? state(c0, 'state.c') : null,
-      this.ih.effective(),
-      this.hh.effective(),
+      this.ih.operand(),
+      this.hh.operand(),
       this.bIh,
       this.bHh,
     );

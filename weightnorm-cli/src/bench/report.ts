@@ -64,7 +64,7 @@ const BF16_HEADERS = ['case', 'op', 'ours ms', 'GB/s', '%roof', 'torch bf16 ms',
 const GEMM_HEADERS = ['case', 'm×n×k', 'prec', 'ours ms', 'TFLOP/s', 'backend', 'torch ms', 'TFLOP/s', 'ours/torch', 'check / why n/a'];
 const LINEAR_HEADERS = ['case', 'plain ms', 'WN ms', 'WN/plain', 'torch plain ms', 'torch WN ms', 'torch WN/plain', 'torch WN / our WN', 'check'];
 const MNIST_HEADERS = ['batch', 'norm', 'ours ms/step', 'torch ms/step', 'torch/ours', 'check'];
-const LSTM_HEADERS = ['case', 'plain ms/step', 'WN ms/step', 'WN/plain', 'torch plain ms', 'torch WN ms', 'torch/ours plain', 'torch/ours WN'];
+const LSTM_HEADERS = ['case', 'plain ms/step', 'WN ms/step', 'WN/plain', 'torch plain ms', 'torch WN ms', 'torch/ours plain', 'torch/ours WN', 'WN check'];
 const CONV_HEADERS = ['case', 'layer', 'plain ms', 'WN ms', 'WN/plain', 'check'];
 
 const measuredMs = (m: Measured) => (isUnavailable(m) ? 'n/a' : ms(m.ms));
@@ -168,6 +168,7 @@ function lstmRows(rows: LstmRow[]): string[][] {
     measuredMs(r.torchWn),
     times(r.plainVsTorch),
     times(r.wnVsTorch),
+    r.check ? layerCheck(r.check) : 'n/a',
   ]);
 }
 
@@ -368,7 +369,9 @@ export function markdown(result: BackendResult): string {
           '`nn.LSTM(input, 256)` (one layer, time-major), plain and `{ weightNorm: true }` (both matrices, one norm per ' +
             'gate row): zero grads, forward over the whole sequence, loss = sum(output), backward through time, Adam ' +
             `(lr 1e-3), then a synchronize; wall clock per step. torch: ${result.lstm.find((r) => r.calls.wn)?.calls.wn ?? 'n/a'}. ` +
-            'Correctness is checked by test/rnn.test.ts against torch (float64 fixtures), not in this run.',
+            'Checked before timing: output, final states, dx, dv, dg and db of the weight-normalized LSTM against the plain ' +
+            'LSTM on its effective weights followed by the unfused weight-norm backward (test/rnn.test.ts checks against ' +
+            'torch in float64).',
           '',
           mdTable(LSTM_HEADERS, lstmRows(result.lstm)),
           '',

@@ -288,6 +288,7 @@ export function checksFailed(result: BackendResult): string[] {
   for (const r of result.linear) if ('pass' in r.check && !r.check.pass) failed.push(`linear ${r.case.name}`);
   for (const r of result.mnist) if ('pass' in r.check && !r.check.pass) failed.push(`mnist b${r.batch} ${r.norm}`);
   for (const r of result.convLayers ?? []) if ('pass' in r.check && !r.check.pass) failed.push(`conv ${r.case.name}`);
+  for (const r of result.lstm ?? []) if (r.check && 'pass' in r.check && !r.check.pass) failed.push(`lstm ${r.case.name}`);
   for (const r of result.vocoder ?? []) if ('pass' in r.check && !r.check.pass) failed.push(`vocoder ${r.task} ${r.variant}`);
   return failed;
 }

@@ -131,6 +131,14 @@ __global__ void __launch_bounds__(kBlock) gru_step_backward_kernel(float* dinput
   }
 }
 
+// out = a + b (either may be null): the LSTM's two biases, added once to the input projection as on the CPU.
+__global__ void __launch_bounds__(kBlock) summed_biases_kernel(float* out, const float* a, const float* b,
+                                                               int64_t count) {
+  for (int64_t j = int64_t(blockIdx.x) * kBlock + threadIdx.x; j < count; j += int64_t(gridDim.x) * kBlock) {
+    out[j] = (a ? a[j] : 0.0f) + (b ? b[j] : 0.0f);
+  }
+}
+
 // matrix[row, j] *= scale[j] for [rows, columns]: the gate gradients times a weight-normalized matrix's row scale,
 // before dx = (dgates ⊙ s) · v.
 __global__ void __launch_bounds__(kBlock) scale_columns_kernel(float* matrix, const float* scale, int64_t rows,
@@ -211,26 +219,36 @@ void rnn_forward(float* y, float* saved_gates, float* saved_state, float* worksp
   if (steps == 0 || batch == 0 || hidden == 0) return;
   cudaStream_t stream = library_stream();
   const unsigned blocks = blocks_for(step_state);
+  const bool lstm = geometry.cell == RnnCell::kLstm;
+  // LSTM: b_ih + b_hh (in the workspace) go into the input projection once, as on the CPU (same rounding).
+  const float* input_bias = weights.b_ih;
+  const float* recurrent_bias = weights.b_hh;
+  if (lstm && (weights.b_ih || weights.b_hh)) {
+    summed_biases_kernel<<<blocks_for(width), kBlock, 0, stream>>>(workspace, weights.b_ih, weights.b_hh, width);
+    WN_CUDA_CHECK_LAUNCH();
+    input_bias = workspace;
+  }
+  if (lstm) recurrent_bias = nullptr;
   gemm(saved_gates, x, weights.w_ih, GemmShape{steps * batch, width, geometry.input_size}.transposing_b(),
-       projection(weights.scale_ih, weights.b_ih));
+       projection(weights.scale_ih, input_bias));
   const GemmShape recurrent = GemmShape{batch, width, hidden}.transposing_b();
   for (int64_t t = 0; t < steps; ++t) {
     const float* h_prev = t == 0 ? h0 : y + (t - 1) * step_state;
     float* gates = saved_gates + t * step_gates;
     float* h = y + t * step_state;
-    if (geometry.cell == RnnCell::kLstm) {
-      gemm(gates, h_prev, weights.w_hh, recurrent, projection(weights.scale_hh, weights.b_hh, 1.0f));
+    if (lstm) {
+      gemm(gates, h_prev, weights.w_hh, recurrent, projection(weights.scale_hh, recurrent_bias, 1.0f));
       const float* c_prev = t == 0 ? c0 : saved_state + (t - 1) * step_state;
       lstm_step_forward_kernel<<<blocks, kBlock, 0, stream>>>(h, saved_state + t * step_state, gates, c_prev, batch,
                                                               hidden);
     } else {
-      gemm(workspace, h_prev, weights.w_hh, recurrent, projection(weights.scale_hh, weights.b_hh));
+      gemm(workspace, h_prev, weights.w_hh, recurrent, projection(weights.scale_hh, recurrent_bias));
       gru_step_forward_kernel<<<blocks, kBlock, 0, stream>>>(h, gates, saved_state + t * step_state, workspace, h_prev,
                                                              batch, hidden);
     }
     WN_CUDA_CHECK_LAUNCH();
   }
-  if (geometry.cell == RnnCell::kLstm) copy_on_stream(y + steps * step_state, saved_state + (steps - 1) * step_state, step_state);
+  if (lstm) copy_on_stream(y + steps * step_state, saved_state + (steps - 1) * step_state, step_state);
 }
 
 void rnn_backward(const RnnGradients& grads, float* workspace, const float* dy, const float* x, const float* h0,
@@ -288,8 +306,13 @@ void rnn_backward(const RnnGradients& grads, float* workspace, const float* dy, 
     WN_CUDA_CHECK_LAUNCH();
   }
   if (grads.db_hh) {
-    column_sum_kernel<<<blocks_for(width), kBlock, 0, stream>>>(grads.db_hh, dhidden, rows, width);
-    WN_CUDA_CHECK_LAUNCH();
+    // LSTM: both biases enter the same pre-activations, so their gradients are the same column sums.
+    if (lstm && grads.db_ih) {
+      copy_on_stream(grads.db_hh, grads.db_ih, width);
+    } else {
+      column_sum_kernel<<<blocks_for(width), kBlock, 0, stream>>>(grads.db_hh, dhidden, rows, width);
+      WN_CUDA_CHECK_LAUNCH();
+    }
   }
   if (grads.dx) {
     if (weights.scale_ih) {

@@ -28,8 +28,10 @@ struct RnnGeometry {
   // hidden]: the LSTM's cell state c_t, the GRU's W_hn h_{t-1} + b_hn), which the backward reads.
   int64_t saved_gate_floats() const { return steps * batch * gate_width(); }
   int64_t saved_state_floats() const { return steps * batch * hidden_size; }
-  // Scratch floats the forward and backward need (the caller provides them; nothing is allocated inside).
-  int64_t forward_workspace_floats() const { return cell == RnnCell::kGru ? batch * gate_width() : 0; }
+  // Scratch floats the forward and backward need (the caller provides them; nothing is allocated inside). The LSTM
+  // forward keeps b_ih + b_hh there (added once to the input projection, so the per-step recurrent GEMM accumulates
+  // with no epilogue pass), the GRU one step's recurrent projection (r scales its n part, so it cannot accumulate).
+  int64_t forward_workspace_floats() const { return cell == RnnCell::kGru ? batch * gate_width() : gate_width(); }
   int64_t backward_workspace_floats() const {
     const int64_t input_side = steps * batch * gate_width();  // d(pre-activations) of the input projection
     const int64_t hidden_side = cell == RnnCell::kGru ? input_side : 0;  // GRU: d(W_hh h + b_hh) differs from it

@@ -122,15 +122,19 @@ void column_sum(float* out, const float* matrix, int64_t rows, int64_t columns) 
 // restrict-qualified (the rows of different arrays never overlap), which lets the compiler vectorize the loop over
 // the hidden units without a run-time alias check per pointer pair (with five or more pointers it gave up).
 
-// LSTM step: gates holds the pre-activations [batch, 4H] (input and recurrent projections and both biases);
-// it is overwritten with the activated gates i, f, g, o, which the backward reads.
+// LSTM step: gates holds the pre-activations [batch, 4H] (input and recurrent projections and both biases), or,
+// with kScaled (a weight-normalized w_hh), all but the recurrent product, which comes raw (h·vᵀ, [batch, 4H]) with
+// its per-gate-row scale s = g/‖v‖: pre-activation = gate + s ⊙ raw, in this pass rather than in an epilogue pass of
+// its own. gates is overwritten with the activated gates i, f, g, o, which the backward reads.
+template <bool kScaled>
 void lstm_forward_row(float* __restrict h, float* __restrict c, float* __restrict gate, const float* __restrict c_prev,
-                      int64_t hidden) {
+                      const float* __restrict raw, const float* __restrict scale, int64_t hidden) {
+  const auto pre = [&](int64_t k) { return kScaled ? gate[k] + scale[k] * raw[k] : gate[k]; };
   for (int64_t j = 0; j < hidden; ++j) {
-    const float i = sigmoid(gate[j]);
-    const float f = sigmoid(gate[hidden + j]);
-    const float g = tanh_gate(gate[2 * hidden + j]);
-    const float o = sigmoid(gate[3 * hidden + j]);
+    const float i = sigmoid(pre(j));
+    const float f = sigmoid(pre(hidden + j));
+    const float g = tanh_gate(pre(2 * hidden + j));
+    const float o = sigmoid(pre(3 * hidden + j));
     const float cell = f * c_prev[j] + i * g;
     gate[j] = i;
     gate[hidden + j] = f;
@@ -141,9 +145,13 @@ void lstm_forward_row(float* __restrict h, float* __restrict c, float* __restric
   }
 }
 
-void lstm_step_forward(float* h, float* c, float* gates, const float* c_prev, int64_t batch, int64_t hidden) {
+// raw and scale: null for a plain w_hh (the recurrent product is already in gates).
+void lstm_step_forward(float* h, float* c, float* gates, const float* c_prev, const float* raw, const float* scale,
+                       int64_t batch, int64_t hidden) {
   for_rows(batch, 4 * hidden, [&](int64_t n) {
-    lstm_forward_row(h + n * hidden, c + n * hidden, gates + n * 4 * hidden, c_prev + n * hidden, hidden);
+    const int64_t e = n * hidden, row = n * 4 * hidden;
+    if (scale) lstm_forward_row<true>(h + e, c + e, gates + row, c_prev + e, raw + row, scale, hidden);
+    else lstm_forward_row<false>(h + e, c + e, gates + row, c_prev + e, nullptr, nullptr, hidden);
   });
 }
 
@@ -252,7 +260,7 @@ void rnn_forward(float* y, float* saved_gates, float* saved_state, float* worksp
   // LSTM: both biases go into the input projection once (workspace = b_ih + b_hh), so that a plain w_hh's per-step
   // GEMM accumulates straight into the gates with no epilogue pass over them.
   const float* input_bias = lstm ? summed_biases(workspace, weights.b_ih, weights.b_hh, width) : weights.b_ih;
-  const float* recurrent_bias = lstm ? nullptr : weights.b_hh;
+  float* recurrent_raw = lstm ? workspace + width : nullptr;  // [batch, width] (LSTM, weight-normalized w_hh)
   // Every step's input projection at once: saved_gates = (x · w_ihᵀ) ⊙ s_ih + bias, [steps·batch, gates·hidden].
   gemm(saved_gates, x, weights.w_ih, GemmShape{steps * batch, width, geometry.input_size}.transposing_b(),
        projection(weights.scale_ih, input_bias));
@@ -262,12 +270,17 @@ void rnn_forward(float* y, float* saved_gates, float* saved_state, float* worksp
     float* gates = saved_gates + t * step_gates;
     float* h = y + t * step_state;
     if (lstm) {
-      // The recurrent projection accumulates into the input projection (beta = 1): gates holds the pre-activations.
-      gemm(gates, h_prev, weights.w_hh, recurrent, projection(weights.scale_hh, recurrent_bias, 1.0f));
       const float* c_prev = t == 0 ? c0 : saved_state + (t - 1) * step_state;
-      lstm_step_forward(h, saved_state + t * step_state, gates, c_prev, batch, hidden);
+      if (weights.scale_hh) {
+        // h·vᵀ straight from the GEMM; the gate kernel applies s_hh as it adds it to the gates.
+        gemm(recurrent_raw, h_prev, weights.w_hh, recurrent, GemmEpilogue{});
+      } else {
+        // The recurrent projection accumulates into the input projection (beta = 1): gates holds the pre-activations.
+        gemm(gates, h_prev, weights.w_hh, recurrent, accumulating());
+      }
+      lstm_step_forward(h, saved_state + t * step_state, gates, c_prev, recurrent_raw, weights.scale_hh, batch, hidden);
     } else {
-      gemm(workspace, h_prev, weights.w_hh, recurrent, projection(weights.scale_hh, recurrent_bias));
+      gemm(workspace, h_prev, weights.w_hh, recurrent, projection(weights.scale_hh, weights.b_hh));
       gru_step_forward(h, gates, saved_state + t * step_state, workspace, h_prev, batch, hidden);
     }
   }

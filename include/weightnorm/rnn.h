@@ -1,5 +1,5 @@
 // The recurrent op family's plain data, shared by cpu/rnn.h and cuda/rnn.cuh (their entry points: ops/rnn.inc).
-// Plain data only, so that nvcc compiles it for device code as well as g++ for the host.
+// Plain data and header-only host helpers, so that nvcc compiles it as well as g++.
 #pragma once
 #include <cstdint>
 
@@ -30,8 +30,12 @@ struct RnnGeometry {
   int64_t saved_state_floats() const { return steps * batch * hidden_size; }
   // Scratch floats the forward and backward need (the caller provides them; nothing is allocated inside). The LSTM
   // forward keeps b_ih + b_hh there (added once to the input projection, so the per-step recurrent GEMM accumulates
-  // with no epilogue pass), the GRU one step's recurrent projection (r scales its n part, so it cannot accumulate).
-  int64_t forward_workspace_floats() const { return cell == RnnCell::kGru ? batch * gate_width() : gate_width(); }
+  // with no epilogue pass) and, on the CPU with a weight-normalized w_hh, one step's raw product h·vᵀ, which the
+  // gate kernel scales and adds (instead of an epilogue pass over the gates); the GRU keeps one step's recurrent
+  // projection (r scales its n part, so it cannot accumulate).
+  int64_t forward_workspace_floats() const {
+    return cell == RnnCell::kGru ? batch * gate_width() : gate_width() + batch * gate_width();
+  }
   int64_t backward_workspace_floats() const {
     const int64_t input_side = steps * batch * gate_width();  // d(pre-activations) of the input projection
     const int64_t hidden_side = cell == RnnCell::kGru ? input_side : 0;  // GRU: d(W_hh h + b_hh) differs from it

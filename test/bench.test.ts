@@ -148,7 +148,7 @@ describe('evaluateSuiteGoals', () => {
 });
 
 describe('LSTM training-step suite', () => {
-  it('times the plain and weight-normalized LSTM (no peer: torch columns say why) and reports their ratio', async () => {
+  it('checks the weight-normalized LSTM against plain, times both (no peer: torch columns say why) and reports their ratio', async () => {
     const { runLstmSuite } = await import('../weightnorm-cli/src/bench/lstm.js');
     const tiny = { name: 'lstm-tiny', batch: 2, steps: 3, input: 2, hidden: 3, quick: true };
     const before = native.memory().cpu.tensors;
@@ -158,6 +158,7 @@ describe('LSTM training-step suite', () => {
     expect('ms' in row.plain && row.plain.ms > 0, JSON.stringify(row.plain)).toBe(true);
     expect('ms' in row.wn && row.wn.ms > 0, JSON.stringify(row.wn)).toBe(true);
     expect(row.ratio).toBeGreaterThan(0);
+    expect('pass' in row.check && row.check.pass, `the WN LSTM checked against plain before timing: ${JSON.stringify(row.check)}`).toBe(true);
     expect(row.torchWn).toEqual({ unavailable: 'no torch peer' });
     expect(native.memory().cpu.tensors - before, 'tensors the suite left alive').toBe(0);
   });

@@ -18,6 +18,7 @@
 
 #include "gemm.h"
 #include "weightnorm.h"
+#include "weightnorm/rnn_cell.h"
 
 namespace weightnorm::cpu {
 
@@ -60,6 +61,12 @@ constexpr int64_t kParallelMinElements = int64_t{1} << 14;
   const float large = 1.0f - 2.0f / (exp_bounded(2.0f * magnitude) + 1.0f);
   return magnitude < 0.625f ? small : std::copysign(large, a);
 }
+
+// The activations the cell equations (weightnorm/rnn_cell.h) use on the CPU.
+struct Activations {
+  [[gnu::always_inline]] static float sigmoid(float a) { return cpu::sigmoid(a); }
+  [[gnu::always_inline]] static float tanh(float a) { return tanh_gate(a); }
+};
 
 // Runs body(row) for each of `rows` rows of `width` elements, on the OpenMP threads when the work is large.
 template <class Body>
@@ -131,17 +138,8 @@ void lstm_forward_row(float* __restrict h, float* __restrict c, float* __restric
                       const float* __restrict raw, const float* __restrict scale, int64_t hidden) {
   const auto pre = [&](int64_t k) { return kScaled ? gate[k] + scale[k] * raw[k] : gate[k]; };
   for (int64_t j = 0; j < hidden; ++j) {
-    const float i = sigmoid(pre(j));
-    const float f = sigmoid(pre(hidden + j));
-    const float g = tanh_gate(pre(2 * hidden + j));
-    const float o = sigmoid(pre(3 * hidden + j));
-    const float cell = f * c_prev[j] + i * g;
-    gate[j] = i;
-    gate[hidden + j] = f;
-    gate[2 * hidden + j] = g;
-    gate[3 * hidden + j] = o;
-    c[j] = cell;
-    h[j] = o * tanh_gate(cell);
+    rnn_cell::lstm_forward<Activations>(gate + j, hidden, pre(j), pre(hidden + j), pre(2 * hidden + j),
+                                        pre(3 * hidden + j), c_prev[j], c[j], h[j]);
   }
 }
 
@@ -161,15 +159,7 @@ void lstm_backward_row(float* __restrict dgate, float* __restrict dc, const floa
                        const float* __restrict dh_carried, const float* __restrict gate, const float* __restrict c,
                        const float* __restrict c_prev, int64_t hidden) {
   for (int64_t j = 0; j < hidden; ++j) {
-    const float i = gate[j], f = gate[hidden + j], g = gate[2 * hidden + j], o = gate[3 * hidden + j];
-    const float tanh_c = tanh_gate(c[j]);
-    const float dh = dh_output[j] + dh_carried[j];
-    const float dcell = dc[j] + dh * o * (1.0f - tanh_c * tanh_c);
-    dgate[j] = dcell * g * i * (1.0f - i);
-    dgate[hidden + j] = dcell * c_prev[j] * f * (1.0f - f);
-    dgate[2 * hidden + j] = dcell * i * (1.0f - g * g);
-    dgate[3 * hidden + j] = dh * tanh_c * o * (1.0f - o);
-    dc[j] = dcell * f;
+    rnn_cell::lstm_backward(dgate + j, gate + j, hidden, tanh_gate(c[j]), c_prev[j], dh_output[j] + dh_carried[j], dc[j]);
   }
 }
 
@@ -190,21 +180,10 @@ void lstm_step_backward(float* dgates, float* drecurrent, float* dc, const float
   });
 }
 
-// GRU step, one row: gate holds the input projections x·W_iᵀ + b_i [3H], recurrent the recurrent ones h·W_hᵀ + b_h.
-// gate is overwritten with r, z, n; hn (the recurrent n part, which r scales) is saved for the backward.
+// GRU step, one row: gate holds the input projections [3H], recurrent the recurrent ones; hn_saved gets hn.
 void gru_forward_row(float* __restrict h, float* __restrict gate, float* __restrict hn_saved,
                      const float* __restrict recurrent, const float* __restrict h_prev, int64_t hidden) {
-  for (int64_t j = 0; j < hidden; ++j) {
-    const float r = sigmoid(gate[j] + recurrent[j]);
-    const float z = sigmoid(gate[hidden + j] + recurrent[hidden + j]);
-    const float hn = recurrent[2 * hidden + j];
-    const float candidate = tanh_gate(gate[2 * hidden + j] + r * hn);
-    gate[j] = r;
-    gate[hidden + j] = z;
-    gate[2 * hidden + j] = candidate;
-    hn_saved[j] = hn;
-    h[j] = (1.0f - z) * candidate + z * h_prev[j];
-  }
+  for (int64_t j = 0; j < hidden; ++j) rnn_cell::gru_forward<Activations>(gate + j, recurrent + j, hidden, h_prev[j], hn_saved[j], h[j]);
 }
 
 void gru_step_forward(float* h, float* gates, float* hn_saved, const float* hidden_projection, const float* h_prev,
@@ -215,25 +194,13 @@ void gru_step_forward(float* h, float* gates, float* hn_saved, const float* hidd
   });
 }
 
-// GRU step backward, one row: the gradients of the input projections (di [3H]) and of the recurrent projections
-// (dr [3H]; they differ only in the n slot, where r scales the recurrent part), and the direct part of dh_{t−1}
-// (z ⊙ dh), written into dh_next; the caller adds dhidden · W_hh to it.
+// GRU step backward, one row: di, dr [3H] (rnn_cell::gru_backward), and dh_next, which holds the carried dh and
+// gets the direct part of dh_{t−1} (the caller adds dhidden · W_hh to it).
 void gru_backward_row(float* __restrict di, float* __restrict dr, float* __restrict dh_next,
                       const float* __restrict dh_output, const float* __restrict gate,
                       const float* __restrict hn_saved, const float* __restrict h_prev, int64_t hidden) {
   for (int64_t j = 0; j < hidden; ++j) {
-    const float r = gate[j], z = gate[hidden + j], candidate = gate[2 * hidden + j];
-    const float dh = dh_output[j] + dh_next[j];
-    const float dcandidate = dh * (1.0f - z) * (1.0f - candidate * candidate);
-    const float dreset = dcandidate * hn_saved[j] * r * (1.0f - r);
-    const float dupdate = dh * (h_prev[j] - candidate) * z * (1.0f - z);
-    di[j] = dreset;
-    dr[j] = dreset;
-    di[hidden + j] = dupdate;
-    dr[hidden + j] = dupdate;
-    di[2 * hidden + j] = dcandidate;
-    dr[2 * hidden + j] = dcandidate * r;
-    dh_next[j] = dh * z;
+    dh_next[j] = rnn_cell::gru_backward(di + j, dr + j, gate + j, hidden, hn_saved[j], h_prev[j], dh_output[j] + dh_next[j]);
   }
 }
 

@@ -15,6 +15,7 @@
 #include "gemm.cuh"
 #include "rnn.cuh"
 #include "runtime.cuh"
+#include "weightnorm/rnn_cell.h"
 
 namespace weightnorm::cuda {
 namespace {
@@ -25,7 +26,11 @@ unsigned blocks_for(int64_t items) {
   return static_cast<unsigned>(std::clamp<int64_t>((items + kBlock - 1) / kBlock, 1, 65535));
 }
 
-__device__ __forceinline__ float sigmoid(float a) { return 1.0f / (1.0f + expf(-a)); }
+// The activations the cell equations (weightnorm/rnn_cell.h) use on the device.
+struct Activations {
+  __host__ __device__ static float sigmoid(float a) { return 1.0f / (1.0f + expf(-a)); }
+  __host__ __device__ static float tanh(float a) { return tanhf(a); }
+};
 
 // Elements e = n·hidden + j of [batch, hidden]; gates of row n at [n, gate·hidden + j].
 __global__ void __launch_bounds__(kBlock) lstm_step_forward_kernel(float* h, float* c, float* gates,
@@ -33,18 +38,9 @@ __global__ void __launch_bounds__(kBlock) lstm_step_forward_kernel(float* h, flo
   const int64_t count = batch * hidden;
   for (int64_t e = int64_t(blockIdx.x) * kBlock + threadIdx.x; e < count; e += int64_t(gridDim.x) * kBlock) {
     const int64_t n = e / hidden, j = e % hidden;
-    float* gate = gates + n * 4 * hidden;
-    const float i = sigmoid(gate[j]);
-    const float f = sigmoid(gate[hidden + j]);
-    const float g = tanhf(gate[2 * hidden + j]);
-    const float o = sigmoid(gate[3 * hidden + j]);
-    const float cell = f * c_prev[e] + i * g;
-    gate[j] = i;
-    gate[hidden + j] = f;
-    gate[2 * hidden + j] = g;
-    gate[3 * hidden + j] = o;
-    c[e] = cell;
-    h[e] = o * tanhf(cell);
+    float* gate = gates + n * 4 * hidden + j;
+    rnn_cell::lstm_forward<Activations>(gate, hidden, gate[0], gate[hidden], gate[2 * hidden], gate[3 * hidden],
+                                        c_prev[e], c[e], h[e]);
   }
 }
 
@@ -59,15 +55,8 @@ __global__ void __launch_bounds__(kBlock) lstm_step_backward_kernel(float* dgate
     const int64_t n = e / hidden, j = e % hidden;
     const float* gate = gates + n * 4 * hidden;
     float* dgate = dgates + n * 4 * hidden;
-    const float i = gate[j], f = gate[hidden + j], g = gate[2 * hidden + j], o = gate[3 * hidden + j];
-    const float tanh_c = tanhf(c[e]);
-    const float dh = dh_output[e] + dh_carried[e];
-    const float dcell = dc[e] + dh * o * (1.0f - tanh_c * tanh_c);
-    dgate[j] = dcell * g * i * (1.0f - i);
-    dgate[hidden + j] = dcell * c_prev[e] * f * (1.0f - f);
-    dgate[2 * hidden + j] = dcell * i * (1.0f - g * g);
-    dgate[3 * hidden + j] = dh * tanh_c * o * (1.0f - o);
-    dc[e] = dcell * f;
+    rnn_cell::lstm_backward(dgate + j, gate + j, hidden, Activations::tanh(c[e]), c_prev[e], dh_output[e] + dh_carried[e],
+                            dc[e]);
     if (recurrent_scale) {
       float* scaled = drecurrent + n * 4 * hidden;
       for (int gate_index = 0; gate_index < 4; ++gate_index) {
@@ -84,17 +73,8 @@ __global__ void __launch_bounds__(kBlock) gru_step_forward_kernel(float* h, floa
   const int64_t count = batch * hidden;
   for (int64_t e = int64_t(blockIdx.x) * kBlock + threadIdx.x; e < count; e += int64_t(gridDim.x) * kBlock) {
     const int64_t n = e / hidden, j = e % hidden;
-    float* gate = gates + n * 3 * hidden;
-    const float* recurrent = hidden_projection + n * 3 * hidden;
-    const float r = sigmoid(gate[j] + recurrent[j]);
-    const float z = sigmoid(gate[hidden + j] + recurrent[hidden + j]);
-    const float hn = recurrent[2 * hidden + j];
-    const float candidate = tanhf(gate[2 * hidden + j] + r * hn);
-    gate[j] = r;
-    gate[hidden + j] = z;
-    gate[2 * hidden + j] = candidate;
-    hn_saved[e] = hn;
-    h[e] = (1.0f - z) * candidate + z * h_prev[e];
+    const int64_t row = n * 3 * hidden + j;
+    rnn_cell::gru_forward<Activations>(gates + row, hidden_projection + row, hidden, h_prev[e], hn_saved[e], h[e]);
   }
 }
 
@@ -106,21 +86,10 @@ __global__ void __launch_bounds__(kBlock) gru_step_backward_kernel(float* dinput
   const int64_t count = batch * hidden;
   for (int64_t e = int64_t(blockIdx.x) * kBlock + threadIdx.x; e < count; e += int64_t(gridDim.x) * kBlock) {
     const int64_t n = e / hidden, j = e % hidden;
-    const float* gate = gates + n * 3 * hidden;
-    float* di = dinput + n * 3 * hidden;
     float* dr = dhidden + n * 3 * hidden;
-    const float r = gate[j], z = gate[hidden + j], candidate = gate[2 * hidden + j];
-    const float dh = dh_output[e] + dh_next[e];
-    const float dcandidate = dh * (1.0f - z) * (1.0f - candidate * candidate);
-    const float dreset = dcandidate * hn_saved[e] * r * (1.0f - r);
-    const float dupdate = dh * (h_prev[e] - candidate) * z * (1.0f - z);
-    di[j] = dreset;
-    dr[j] = dreset;
-    di[hidden + j] = dupdate;
-    dr[hidden + j] = dupdate;
-    di[2 * hidden + j] = dcandidate;
-    dr[2 * hidden + j] = dcandidate * r;
-    dh_next[e] = dh * z;
+    const int64_t row = n * 3 * hidden + j;
+    dh_next[e] = rnn_cell::gru_backward(dinput + row, dhidden + row, gates + row, hidden, hn_saved[e], h_prev[e],
+                                        dh_output[e] + dh_next[e]);
     if (recurrent_scale) {
       float* scaled = drecurrent + n * 3 * hidden;
       for (int gate_index = 0; gate_index < 3; ++gate_index) {

@@ -57,15 +57,33 @@ function clearGradients(tensors: readonly Tensor[]): void {
 }
 
 /**
- * output, final h and c, dx, dv and dg of both matrices and db of the weight-normalized LSTM (v with g/‖v‖ in the
+ * output, final h and c, dx, dv and dg of both matrices and db of a weight-normalized LSTM (v with g/‖v‖ in the
  * GEMM epilogue, dv and dg from the fused weight-norm backward) against a plain LSTM holding w = g·v/‖v‖, whose
- * weight gradients go through the unfused weight-norm backward.
+ * weight gradients go through the unfused weight-norm backward. Its own layer of the case's shape, with every g
+ * moved off ‖v‖ (× 0.5 to 1.5, from `seed`): a fresh layer has g = ‖v‖, a scale of exactly 1, which would not show a
+ * scale applied to the wrong axis or not at all.
  */
-function checkWeightNormLstm(c: LstmCase, model: nn.LSTM, x: Tensor): LayerCheck {
+function checkWeightNormLstm(c: LstmCase, x: Tensor, seed: number): LayerCheck {
   const errors: Record<string, number> = {};
+  const model = new nn.LSTM(c.input, c.hidden, { weightNorm: true }).to(x.device);
   const params = model.namedParameters();
   const named = Object.fromEntries(params);
   const matrices = ['weight_ih_l0', 'weight_hh_l0'] as const;
+  let state = seed >>> 0;
+  const uniform = (): number => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;  // an LCG: enough to spread the factors
+    return state / 2 ** 32;
+  };
+  noGrad(() =>
+    tidy(() => {
+      const moved = matrices.map((m) => {
+        const g = named[`${m}_g`]!;
+        const factors = tensor(Float32Array.from({ length: g.size }, () => 0.5 + uniform()), [g.size], { device: x.device });
+        return [`${m}_g`, nn.functional.mul(g, factors)] as const;
+      });
+      model.loadStateDict(Object.fromEntries(moved), { allowMissingKeys: true });
+    }),
+  );
   const plain = new nn.LSTM(c.input, c.hidden).to(x.device);
   const xWn = copyOf(x);
   const xPlain = copyOf(x);
@@ -99,6 +117,7 @@ function checkWeightNormLstm(c: LstmCase, model: nn.LSTM, x: Tensor): LayerCheck
     });
   } finally {
     clearGradients([...params.map(([, t]) => t), ...plain.parameters(), xWn, xPlain]);
+    model.dispose();
     plain.dispose();
     xWn.dispose();
     xPlain.dispose();
@@ -125,7 +144,7 @@ export async function runLstmSuite(
       let check: LstmRow['check'];
       const unavailable: Record<string, string> = {};
       try {
-        check = checkWeightNormLstm(c, models[1]!.model, x);
+        check = checkWeightNormLstm(c, x, seed + 1);
         if (!check.pass) unavailable.wn = `CHECK FAILED: ${JSON.stringify(check.errors)}`;
       } catch (error) {
         check = { skipped: (error as Error).message };

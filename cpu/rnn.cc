@@ -125,6 +125,15 @@ void column_sum(float* out, const float* matrix, int64_t rows, int64_t columns) 
   });
 }
 
+// The gate loops are compiled twice, for the x86-64 baseline (SSE2: 4 floats per vector) and for AVX2 (8), and the
+// loader picks one per process (GCC's target_clones, an ifunc): they were 15% of a 1-thread LSTM step on SSE2. Each
+// element goes through the same operations in both (ISO C++ mode: no FMA contraction), so results are bitwise equal.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define WN_GATE_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define WN_GATE_CLONES
+#endif
+
 // The step kernels below work one batch row at a time through these row functions: their pointers are
 // restrict-qualified (the rows of different arrays never overlap), which lets the compiler vectorize the loop over
 // the hidden units without a run-time alias check per pointer pair (with five or more pointers it gave up).
@@ -134,8 +143,10 @@ void column_sum(float* out, const float* matrix, int64_t rows, int64_t columns) 
 // its per-gate-row scale s = g/‖v‖: pre-activation = gate + s ⊙ raw, in this pass rather than in an epilogue pass of
 // its own. gates is overwritten with the activated gates i, f, g, o, which the backward reads.
 template <bool kScaled>
-void lstm_forward_row(float* __restrict h, float* __restrict c, float* __restrict gate, const float* __restrict c_prev,
-                      const float* __restrict raw, const float* __restrict scale, int64_t hidden) {
+[[gnu::always_inline]] inline void lstm_forward_units(float* __restrict h, float* __restrict c,
+                                                      float* __restrict gate, const float* __restrict c_prev,
+                                                      const float* __restrict raw, const float* __restrict scale,
+                                                      int64_t hidden) {
   const auto pre = [&](int64_t k) { return kScaled ? gate[k] + scale[k] * raw[k] : gate[k]; };
   for (int64_t j = 0; j < hidden; ++j) {
     rnn_cell::lstm_forward<Activations>(gate + j, hidden, pre(j), pre(hidden + j), pre(2 * hidden + j),
@@ -143,19 +154,25 @@ void lstm_forward_row(float* __restrict h, float* __restrict c, float* __restric
   }
 }
 
+WN_GATE_CLONES void lstm_forward_row(float* __restrict h, float* __restrict c, float* __restrict gate,
+                                     const float* __restrict c_prev, const float* __restrict raw,
+                                     const float* __restrict scale, int64_t hidden) {
+  if (scale) lstm_forward_units<true>(h, c, gate, c_prev, raw, scale, hidden);
+  else lstm_forward_units<false>(h, c, gate, c_prev, nullptr, nullptr, hidden);
+}
+
 // raw and scale: null for a plain w_hh (the recurrent product is already in gates).
 void lstm_step_forward(float* h, float* c, float* gates, const float* c_prev, const float* raw, const float* scale,
                        int64_t batch, int64_t hidden) {
   for_rows(batch, 4 * hidden, [&](int64_t n) {
     const int64_t e = n * hidden, row = n * 4 * hidden;
-    if (scale) lstm_forward_row<true>(h + e, c + e, gates + row, c_prev + e, raw + row, scale, hidden);
-    else lstm_forward_row<false>(h + e, c + e, gates + row, c_prev + e, nullptr, nullptr, hidden);
+    lstm_forward_row(h + e, c + e, gates + row, c_prev + e, scale ? raw + row : nullptr, scale, hidden);
   });
 }
 
 // LSTM step backward, one row: from dh (the output's gradient plus the one carried from step t+1) and dc
 // (carried), the gradients of the four pre-activations dgate [4H], and dc for step t−1 (in place in dc).
-void lstm_backward_row(float* __restrict dgate, float* __restrict dc, const float* __restrict dh_output,
+WN_GATE_CLONES void lstm_backward_row(float* __restrict dgate, float* __restrict dc, const float* __restrict dh_output,
                        const float* __restrict dh_carried, const float* __restrict gate, const float* __restrict c,
                        const float* __restrict c_prev, int64_t hidden) {
   for (int64_t j = 0; j < hidden; ++j) {
@@ -181,7 +198,7 @@ void lstm_step_backward(float* dgates, float* drecurrent, float* dc, const float
 }
 
 // GRU step, one row: gate holds the input projections [3H], recurrent the recurrent ones; hn_saved gets hn.
-void gru_forward_row(float* __restrict h, float* __restrict gate, float* __restrict hn_saved,
+WN_GATE_CLONES void gru_forward_row(float* __restrict h, float* __restrict gate, float* __restrict hn_saved,
                      const float* __restrict recurrent, const float* __restrict h_prev, int64_t hidden) {
   for (int64_t j = 0; j < hidden; ++j) rnn_cell::gru_forward<Activations>(gate + j, recurrent + j, hidden, h_prev[j], hn_saved[j], h[j]);
 }
@@ -196,7 +213,7 @@ void gru_step_forward(float* h, float* gates, float* hn_saved, const float* hidd
 
 // GRU step backward, one row: di, dr [3H] (rnn_cell::gru_backward), and dh_next, which holds the carried dh and
 // gets the direct part of dh_{t−1} (the caller adds dhidden · W_hh to it).
-void gru_backward_row(float* __restrict di, float* __restrict dr, float* __restrict dh_next,
+WN_GATE_CLONES void gru_backward_row(float* __restrict di, float* __restrict dr, float* __restrict dh_next,
                       const float* __restrict dh_output, const float* __restrict gate,
                       const float* __restrict hn_saved, const float* __restrict h_prev, int64_t hidden) {
   for (int64_t j = 0; j < hidden; ++j) {

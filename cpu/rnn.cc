@@ -127,7 +127,8 @@ void column_sum(float* out, const float* matrix, int64_t rows, int64_t columns) 
 
 // The gate loops are compiled twice, for the x86-64 baseline (SSE2: 4 floats per vector) and for AVX2 (8), and the
 // loader picks one per process (GCC's target_clones, an ifunc): they were 15% of a 1-thread LSTM step on SSE2. Each
-// element goes through the same operations in both (ISO C++ mode: no FMA contraction), so results are bitwise equal.
+// element goes through the same operations in both (the AVX2 clone is not given FMA, so no multiply-add is
+// contracted), so the results are bitwise equal.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
 #define WN_GATE_CLONES __attribute__((target_clones("avx2", "default")))
 #else

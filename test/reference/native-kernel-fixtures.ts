@@ -1,7 +1,7 @@
 // The native kernel tests' float64 expected values for the optimizers, batch norm (full and mean-only), the losses,
 // the reductions and the rounding elementwise ops, from the one TypeScript reference of each op (optim.ts, nn.ts,
 // reduce.ts, elementwise.ts): scripts/make_native_reference.mjs writes one file per op to
-// test/fixtures/native_reference/, test/native/ops_cases.cc reads them (test/native/op_fixture.h), and
+// test/fixtures/native_reference/, test/native/ops_cases.cc and gemm_conv_cases.cc read them (test/native/op_fixture.h), and
 // test/native-reference.test.ts checks that the committed files are what these functions produce today.
 //
 // The format is native-op-fixtures.ts's ("WNOPS001"). Float parameters travel as the int64 of their float32 bit
@@ -14,8 +14,9 @@
 // so that both hold the same numbers.
 import { adamaxStep, adamStep, sgdStep, type OptimizerState } from './optim.js';
 import { axpby, tanhBackward, tanhForward } from './elementwise.js';
+import { GemmField, gemmElement } from './gemm.js';
 import { type InputSource } from './native-fixtures.js';
-import { normals, writeCases, type OpCase, type OpOutput } from './native-op-fixtures.js';
+import { normals, storedIndices, writeCases, type OpCase, type OpOutput, type Storage } from './native-op-fixtures.js';
 import {
   batchNormBackward, batchNormForward, batchNormInference, bceWithLogits, classCrossEntropy, meanOnlyBatchNormBackward,
   meanOnlyBatchNormForward, softmaxCrossEntropy,
@@ -415,6 +416,86 @@ export function nativeElementwiseFixture(source: InputSource): Uint8Array {
   }), { full: 256, sampled: 96 });
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// GEMM with its epilogue (gemm.ts): parameters [m, n, k, bfloat16 (0/1), epilogue count, then per epilogue its
+// fields (GemmField bits) and beta]; inputs A [m, k] and B [k, n] (op(a) and op(b), row-major: the native test
+// transposes them itself for the transposed layouts, so all four layouts share one problem and its values),
+// row_scale and column_scale (1 + v/4), row_bias, column_bias, subtract_coefficient, subtract_matrix, out0; with
+// bfloat16, A, B, subtract_matrix and out0 rounded to bfloat16 by the library (what a bfloat16 GEMM receives, so
+// the reference is exact for it). Outputs: one per epilogue, with the sum of |terms| of each element (the native
+// test's bound is a multiple of it that depends on the backend's arithmetic: float32, TF32, bfloat16). The plain
+// product (epilogue 0, also raw_out's reference) stores up to 160 elements; the other epilogues, whose bugs (a
+// wrong row or column index, a missing term) show on any element, 16.
+
+/** The epilogues every problem stores, in the native test's order (kEpilogueCases in gemm_conv_cases.cc). */
+export const nativeGemmEpilogues: Array<[number, number]> = [
+  [0, 0], [GemmField.rowScale, 0], [GemmField.columnScale, 0], [GemmField.rowBias, 0], [GemmField.columnBias, 0],
+  [GemmField.subtract, 0], [GemmField.subtractNoCoefficient, 0], [GemmField.beta, 1],
+  [GemmField.rowScale | GemmField.columnScale | GemmField.rowBias | GemmField.columnBias | GemmField.subtract | GemmField.beta, 0.5],
+  [GemmField.rowScale | GemmField.columnScale | GemmField.beta, 1],
+];
+
+// The shapes [m, n, k] of every backend's checks (gemm_conv_cases.cc says which backend takes which and why).
+const kGemmShapes: Array<[number, number, number]> = [
+  [1, 1, 1], [7, 13, 5], [33, 65, 17], [16, 16, 16], [257, 129, 300], [130, 600, 520], [1000, 3, 7], [3, 1000, 7],
+  [5, 7, 2000], [64, 48, 1], [1, 100, 37], [100, 1, 37], [128, 128, 8], [12, 32, 256], [13, 33, 257],
+];
+const kCudaShapes: Array<[number, number, number]> = [
+  [300, 257, 129], [256, 192, 64], [129, 260, 33], [64, 96, 5000], [7, 13, 3001], [1537, 1539, 33], [1536, 1536, 40],
+  [20, 30, 0], [33, 17, 3], [1536, 1536, 24],
+];
+const kWgmmaShapes: Array<[number, number, number]> = [
+  [128, 256, 64], [200, 136, 72], [257, 513, 136], [130, 260, 1000], [64, 96, 5000], [1, 1, 8], [3, 1000, 24],
+];
+export const nativeGemmFloat32Shapes: Array<[number, number, number]> = [
+  ...kGemmShapes, [1000, 24, 300], [24, 1000, 300], [64, 96, 5000], [300, 257, 129], [1100, 700, 40],
+  ...kCudaShapes, ...kWgmmaShapes, [200, 136, 74], [1024, 512, 64],
+];
+export const nativeGemmBfloat16Shapes: Array<[number, number, number]> = [...kGemmShapes, ...kCudaShapes, ...kWgmmaShapes, [200, 136, 76]];
+
+/** Distinct shapes, in first-seen order. */
+function distinct(shapes: Array<[number, number, number]>): Array<[number, number, number]> {
+  const seen = new Set<string>();
+  return shapes.filter((s) => !seen.has(s.join('x')) && seen.add(s.join('x')));
+}
+
+/** An output of `count` elements holding values at its stored indices only (the rest is never written). */
+function sparseOutput(count: number, storage: Storage, value: (x: number) => { want: number; magnitude: number }): OpOutput {
+  const want: { length: number; [x: number]: number } = { length: count };
+  const magnitude: { length: number; [x: number]: number } = { length: count };
+  for (const x of storedIndices(count, storage)) {
+    const element = value(x);
+    want[x] = element.want;
+    magnitude[x] = element.magnitude;
+  }
+  return { want, magnitude, storage };
+}
+
+export function nativeGemmFixture(source: InputSource): Uint8Array {
+  const problems: Array<[number, number, number, boolean]> = [
+    ...distinct(nativeGemmFloat32Shapes).map(([m, n, k]): [number, number, number, boolean] => [m, n, k, false]),
+    ...distinct(nativeGemmBfloat16Shapes).map(([m, n, k]): [number, number, number, boolean] => [m, n, k, true]),
+  ];
+  return writeCases(problems.map(([m, n, k, bfloat16], index) => {
+    const seed = 9500 + 9 * index;
+    const counts = [m * k, k * n, m, n, m, n, m, m * n, m * n];
+    const drawn = counts.map((count, i) => normals(source, count, seed + i));
+    const rounded = (values: Float32Array) => (bfloat16 && values.length ? source.bfloat16(values) : values);
+    const [A, B, subtractMatrix, out0] = [drawn[0]!, drawn[1]!, drawn[7]!, drawn[8]!].map(rounded) as [Float32Array, Float32Array, Float32Array, Float32Array];
+    const epilogue = {
+      rowScale: around(drawn[2]!, 1), columnScale: around(drawn[3]!, 1), rowBias: drawn[4]!, columnBias: drawn[5]!,
+      subtractCoefficient: drawn[6]!, subtractMatrix, out0,
+    };
+    return {
+      parameters: [m, n, k, bfloat16 ? 1 : 0, nativeGemmEpilogues.length, ...nativeGemmEpilogues.flatMap(([fields, beta]) => [fields, f32Bits(beta)])],
+      inputs: drawn.map((values, i) => input(seed + i, values)),
+      outputs: nativeGemmEpilogues.map(([fields, beta], e) =>
+        sparseOutput(m * n, e === 0 ? { full: 160, sampled: 160 } : { full: 16, sampled: 16 }, (x) =>
+          gemmElement(A, B, n, k, epilogue, fields, beta, Math.floor(x / n), x % n))),
+    };
+  }));
+}
+
 /** This module's fixture files: each name under test/fixtures/native_reference/ and what writes it. */
 export const nativeKernelFixtures: Array<{ file: string; write: (source: InputSource) => Uint8Array }> = [
   { file: 'optim.bin', write: nativeOptimizerFixture },
@@ -425,4 +506,5 @@ export const nativeKernelFixtures: Array<{ file: string; write: (source: InputSo
   { file: 'bce_with_logits.bin', write: nativeBceWithLogitsFixture },
   { file: 'reduce.bin', write: nativeReduceFixture },
   { file: 'elementwise.bin', write: nativeElementwiseFixture },
+  { file: 'gemm.bin', write: nativeGemmFixture },
 ];

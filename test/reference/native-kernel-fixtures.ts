@@ -31,7 +31,11 @@ export function f32Bits(x: number): number {
 }
 
 const abs = (values: ArrayLike<number>) => Float64Array.from(values, Math.abs);
-const maxAbs = (values: ArrayLike<number>) => Array.prototype.reduce.call(values, (m: number, v: number) => Math.max(m, Math.abs(v)), 0) as number;
+function maxAbs(values: ArrayLike<number>): number {
+  let largest = 0;
+  for (let i = 0; i < values.length; i++) largest = Math.max(largest, Math.abs(values[i]!));
+  return largest;
+}
 /** Every element measured against the output's largest |value| (outputs whose small elements come from cancellation). */
 const scaled = (want: ArrayLike<number>): OpOutput => ({ want, magnitude: new Float64Array(want.length).fill(Math.max(maxAbs(want), 1e-30)) });
 /** Every element measured against max(|want|, floor): relative error, absolute below floor. */

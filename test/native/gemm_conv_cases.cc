@@ -1,7 +1,8 @@
 // The GEMM, conv2d and pooling cases of the native test runner (backend_ops_test.cc, harness.h):
 //  - GEMM on every CPU path (OpenBLAS when it can be loaded at run time, the blocked kernel with each micro-kernel
-//    this CPU runs) and on CUDA when a GPU is usable, against the float64 values of test/reference/gemm.ts: many shapes, all four transpose
-//    combinations, every epilogue field alone and all together, beta accumulation; CPU results must be bitwise
+//    this CPU runs) and on CUDA when a GPU is usable, against the float64 values of test/reference/gemm.ts (every
+//    element of small outputs, a sample of large ones): many shapes, all four transpose combinations, every
+//    epilogue field alone and all together, beta accumulation; CPU results must be bitwise
 //    identical with 1, 2 and 3 threads (3: more threads than this test machine's cores), CUDA results run to run.
 //    How OpenBLAS is found (WEIGHTNORM_OPENBLAS=path|0, a path that does not load, a library that is not OpenBLAS)
 //    is checked in child processes of this binary (--describe-gemm). The same checks for the bfloat16 overloads (CPU and
@@ -204,9 +205,12 @@ GemmProblem make_problem(GemmShape s, bool ta, bool tb, bool bfloat16_inputs = f
 ErrorReport compare_epilogue(const std::vector<float>& got, const GemmProblem& p, size_t e, const GemmTolerance& t) {
   ErrorReport report;
   const StoredOutput& want = p.fixture->outputs[e];
-  if (int64_t(got.size()) != want.count) report.add(NAN, 0.0, 1.0);
-  else
-    for (const StoredElement& x : want.elements) report.add(got[size_t(x.index)], x.want, t.bound(x.magnitude, p.shape.k));
+  if (int64_t(got.size()) != want.count) {
+    report.add(NAN, 0.0, 1.0);
+    return report;
+  }
+  for (const StoredElement& x : want.elements)
+    report.add(got[size_t(x.index)], x.want, t.bound(x.magnitude, p.shape.k));
   return report;
 }
 

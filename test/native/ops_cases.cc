@@ -606,7 +606,8 @@ void test_loss(const Backend& b) {
     expect(std::isfinite(got_loss[0]) && loss_error.ok(),
            what + format(" loss %.6g finite, worst %.3f of tol 1e-5 (of max(|loss|, 1): float exp/log, the batch sum)",
                          got_loss[0], loss_error.worst));
-    check_stored(what + " probs", probs.get(), f.outputs[1], 1e-6, "absolute: probs are at most 1, float exp within a few ulps");
+    check_stored(what + " probs", probs.get(), f.outputs[1], 1e-6,
+                 "absolute: probs are at most 1, float exp within a few ulps");
     record(what + " loss", got_loss, 1e-5);
     record(what + " probs", probs.get(), 1e-6);
 
@@ -712,9 +713,11 @@ void test_batch_norm(const Backend& b) {
     // Statistics: float inputs summed with float accumulators over short runs; the variance is a second pass
     // around the rounded mean.
     check_stored(what + " mean", mean.get(), f.outputs[0], 2e-6, "of max(|mean|, 1): float sums over short runs");
-    check_stored(what + " var (biased)", var.get(), f.outputs[1], 1e-5, "relative: a second pass around the rounded mean");
+    check_stored(what + " var (biased)", var.get(), f.outputs[1], 1e-5,
+                 "relative: a second pass around the rounded mean");
     check_stored(what + " invstd", invstd.get(), f.outputs[2], 1e-5, "relative: from the variance");
-    check_stored(what + " y", y.get(), f.outputs[3], 1e-5, "of the largest |y|: a few float operations from the statistics");
+    check_stored(what + " y", y.get(), f.outputs[3], 1e-5,
+                 "of the largest |y|: a few float operations from the statistics");
     record(what + " y", y.get(), 1e-5);
     record(what + " var", var.get(), 1e-5);
     if (l.reduce_size() > 1) {
@@ -839,9 +842,11 @@ void test_optimizers(const Backend& b) {
     // Each step rounds p once (2^-24 |p|) and computes an update of size ~lr with a few ulps of error: after 4
     // steps the error is below 1e-6 of |p| + lr * steps; 4e-6 leaves room, a wrong rule term is >= 1e-3.
     const Vec got = dp.get();
-    check_stored(what + " param", got, f.outputs[0], 4e-6, "of |p| + lr*steps: a rounding of p and a few ulps of lr per step");
+    check_stored(what + " param", got, f.outputs[0], 4e-6,
+                 "of |p| + lr*steps: a rounding of p and a few ulps of lr per step");
     record(what + " param", got, 4e-6);
-    if (use_velocity) check_stored(what + " state 1 (velocity / m)", s1.get(), f.outputs[1], 1e-5, "of its largest value");
+    if (use_velocity)
+      check_stored(what + " state 1 (velocity / m)", s1.get(), f.outputs[1], 1e-5, "of its largest value");
     if (kind != 0) check_stored(what + " state 2 (v / u)", s2.get(), f.outputs[2], 1e-5, "of its largest value");
     if (!with_norm) continue;
     check_stored(what + " norm of the updated parameter", norm.get(), f.outputs[3], 5e-6,

@@ -37,9 +37,15 @@ function maxAbs(values: ArrayLike<number>): number {
   return largest;
 }
 /** Every element measured against the output's largest |value| (outputs whose small elements come from cancellation). */
-const scaled = (want: ArrayLike<number>): OpOutput => ({ want, magnitude: new Float64Array(want.length).fill(Math.max(maxAbs(want), 1e-30)) });
+const scaled = (want: ArrayLike<number>): OpOutput => ({
+  want,
+  magnitude: new Float64Array(want.length).fill(Math.max(maxAbs(want), 1e-30)),
+});
 /** Every element measured against max(|want|, floor): relative error, absolute below floor. */
-const floored = (want: ArrayLike<number>, floor: number): OpOutput => ({ want, magnitude: Float64Array.from(want, (v) => Math.max(Math.abs(v), floor)) });
+const floored = (want: ArrayLike<number>, floor: number): OpOutput => ({
+  want,
+  magnitude: Float64Array.from(want, (v) => Math.max(Math.abs(v), floor)),
+});
 const input = (seed: number, values: Float32Array) => ({ seed, values });
 /** Per-channel outputs (statistics, their gradients, norms, sums): every channel up to 512, else 192 of them. */
 const perChannel = (output: OpOutput): OpOutput => ({ ...output, storage: { full: 512, sampled: 192 } });
@@ -119,13 +125,18 @@ export function nativeOptimizerFixture(source: InputSource): Uint8Array {
       const norm = squares.map((s) => Math.max(Math.sqrt(s), kNormEps));
       const channelCount = layout[0] * layout[2];
       cases.push({
-        parameters: [c.kind, ...[lr, a, b, weightDecay, eps].map(f32Bits), c.nesterov ? 1 : 0, withNorm ? 1 : 0, ...layout, kOptimizerSteps],
+        parameters: [
+          c.kind, ...[lr, a, b, weightDecay, eps].map(f32Bits), c.nesterov ? 1 : 0, withNorm ? 1 : 0, ...layout, kOptimizerSteps,
+        ],
         inputs: drawn.map((values, i) => input(seed + i, values)),
         outputs: [
           { want: state.p, magnitude: state.p.map((v) => Math.abs(v) + lr * kOptimizerSteps) },
           scaled(state.s1),
           scaled(state.s2),
-          perChannel({ want: withNorm ? norm : [], magnitude: withNorm ? norm.map((v) => v + lr * kOptimizerSteps * Math.sqrt(channelCount)) : [] }),
+          perChannel({
+            want: withNorm ? norm : [],
+            magnitude: withNorm ? norm.map((v) => v + lr * kOptimizerSteps * Math.sqrt(channelCount)) : [],
+          }),
         ],
       });
     });
@@ -196,8 +207,8 @@ export function nativeBatchNormFixture(source: InputSource): Uint8Array {
     const dx = Float64Array.from(x, (_, e) => {
       const plus = Float64Array.from(x);
       const minus = Float64Array.from(x);
-      plus[e] += h;
-      minus[e] -= h;
+      plus[e] = x[e]! + h;
+      minus[e] = x[e]! - h;
       return (loss(plus, gamma, beta) - loss(minus, gamma, beta)) / (2 * h);
     });
     // gamma and beta are float32 on the native side: stepped by a float32-representable amount, divided by the
@@ -245,9 +256,15 @@ export function nativeMeanOnlyBatchNormFixture(source: InputSource): Uint8Array 
       inputs: drawn.map((values, i) => input(seed + i, values)),
       outputs: [
         perChannel(floored(f.mean, 1)),
-        { want: f.y, magnitude: Float64Array.from(x, (v, e) => Math.abs(v) + Math.abs(f.mean[channelOf(layout, e)]!) + Math.abs(bias[channelOf(layout, e)]!)) },
+        {
+          want: f.y,
+          magnitude: Float64Array.from(x, (v, e) => Math.abs(v) + Math.abs(f.mean[channelOf(layout, e)]!) + Math.abs(bias[channelOf(layout, e)]!)),
+        },
         perChannel({ want: b.dbias, magnitude: absDy.map((v) => Math.max(v, 1e-30)) }),
-        { want: b.dx, magnitude: Float64Array.from(dy, (v, e) => Math.max(Math.abs(v) + absDy[channelOf(layout, e)]! / count, 1e-30)) },
+        {
+          want: b.dx,
+          magnitude: Float64Array.from(dy, (v, e) => Math.max(Math.abs(v) + absDy[channelOf(layout, e)]! / count, 1e-30)),
+        },
       ],
     });
     seed += 3;
@@ -262,8 +279,8 @@ export function nativeMeanOnlyBatchNormFixture(source: InputSource): Uint8Array 
     const dx = Float64Array.from(x, (_, e) => {
       const plus = Float64Array.from(x);
       const minus = Float64Array.from(x);
-      plus[e] += 1e-3;
-      minus[e] -= 1e-3;
+      plus[e] = x[e]! + 1e-3;
+      minus[e] = x[e]! - 1e-3;
       return (loss(plus) - loss(minus)) / 2e-3;
     });
     cases.push({ parameters: [...layout, 1], inputs: drawn.map((values, i) => input(seed + i, values)), outputs: [scaled(dx)] });
@@ -320,11 +337,14 @@ export function nativeClassLossFixture(source: InputSource): Uint8Array {
     const drawnLabels = normals(source, outer * inner, seed + 1);
     const logits = drawnLogits.map((v) => fround(v * scale));
     const labels = labelsFrom(drawnLabels, classes).map((label, p) => (p % 5 === 0 ? ignoreIndex : label));
-    const r = classCrossEntropy(logits, labels, kClassWeights, { outer, classes, inner, ignoreIndex, labelSmoothing: smoothing }, kUpstream);
+    const options = { outer, classes, inner, ignoreIndex, labelSmoothing: smoothing };
+    const r = classCrossEntropy(logits, labels, kClassWeights, options, kUpstream);
     let weightSum = 0;
     for (const label of labels) if (label !== ignoreIndex) weightSum += kClassWeights[label]!;
     return {
-      parameters: [outer, classes, inner, ignoreIndex, f32Bits(smoothing), f32Bits(kUpstream), f32Bits(scale), ...kClassWeights.map(f32Bits)],
+      parameters: [
+        outer, classes, inner, ignoreIndex, f32Bits(smoothing), f32Bits(kUpstream), f32Bits(scale), ...kClassWeights.map(f32Bits),
+      ],
       inputs: [input(seed, drawnLogits), input(seed + 1, drawnLabels)],
       outputs: [floored(r.positionLoss, Math.max(1, scale)), floored([r.mean], 1), floored(r.dinput, (3 * kUpstream) / weightSum)],
     };
@@ -344,10 +364,14 @@ export const nativeBceInputs = {
 };
 
 export function nativeBceWithLogitsFixture(): Uint8Array {
-  const [x, y, posWeight] = [nativeBceInputs.x, nativeBceInputs.y, nativeBceInputs.posWeight].map((v) => v.map(fround)) as [number[], number[], number[]];
+  const [x, y, posWeight] = [nativeBceInputs.x, nativeBceInputs.y, nativeBceInputs.posWeight].map((v) => v.map(fround)) as [
+    number[], number[], number[],
+  ];
   const r = bceWithLogits(x, y, posWeight, nativeBceInputs.upstream);
   return writeCases([{
-    parameters: [x.length, ...x.map(f32Bits), ...y.map(f32Bits), posWeight.length, ...posWeight.map(f32Bits), f32Bits(nativeBceInputs.upstream)],
+    parameters: [
+      x.length, ...x.map(f32Bits), ...y.map(f32Bits), posWeight.length, ...posWeight.map(f32Bits), f32Bits(nativeBceInputs.upstream),
+    ],
     inputs: [],
     outputs: [floored(r.loss, 1), floored([r.sum], 1), floored(r.dinput, 1)],
   }]);
@@ -412,9 +436,15 @@ export function nativeElementwiseFixture(source: InputSource): Uint8Array {
       parameters: [n, f32Bits(kAlpha), f32Bits(kBeta)],
       inputs: drawn.map((values, i) => input(seed + i, values)),
       outputs: [
-        { want: axpby(kAlpha, a, kBeta, c), magnitude: Float64Array.from(a, (v, i) => Math.max(Math.abs(kAlpha * v) + Math.abs(kBeta * c[i]!), 1e-30)) },
+        {
+          want: axpby(kAlpha, a, kBeta, c),
+          magnitude: Float64Array.from(a, (v, i) => Math.max(Math.abs(kAlpha * v) + Math.abs(kBeta * c[i]!), 1e-30)),
+        },
         floored(tanhForward(a), 1e-30),
-        { want: tanhBackward(c, t), magnitude: Float64Array.from(c, (g, i) => Math.max(Math.abs(g) * (1 + t[i]! * t[i]!), 1e-30)) },
+        {
+          want: tanhBackward(c, t),
+          magnitude: Float64Array.from(c, (g, i) => Math.max(Math.abs(g) * (1 + t[i]! * t[i]!), 1e-30)),
+        },
       ],
     };
   }), { full: 256, sampled: 96 });
@@ -485,13 +515,18 @@ export function nativeGemmFixture(source: InputSource): Uint8Array {
     const counts = [m * k, k * n, m, n, m, n, m, m * n, m * n];
     const drawn = counts.map((count, i) => normals(source, count, seed + i));
     const rounded = (values: Float32Array) => (bfloat16 && values.length ? source.bfloat16(values) : values);
-    const [A, B, subtractMatrix, out0] = [drawn[0]!, drawn[1]!, drawn[7]!, drawn[8]!].map(rounded) as [Float32Array, Float32Array, Float32Array, Float32Array];
+    const [A, B, subtractMatrix, out0] = [drawn[0]!, drawn[1]!, drawn[7]!, drawn[8]!].map(rounded) as [
+      Float32Array, Float32Array, Float32Array, Float32Array,
+    ];
     const epilogue = {
       rowScale: around(drawn[2]!, 1), columnScale: around(drawn[3]!, 1), rowBias: drawn[4]!, columnBias: drawn[5]!,
       subtractCoefficient: drawn[6]!, subtractMatrix, out0,
     };
     return {
-      parameters: [m, n, k, bfloat16 ? 1 : 0, nativeGemmEpilogues.length, ...nativeGemmEpilogues.flatMap(([fields, beta]) => [fields, f32Bits(beta)])],
+      parameters: [
+        m, n, k, bfloat16 ? 1 : 0, nativeGemmEpilogues.length,
+        ...nativeGemmEpilogues.flatMap(([fields, beta]) => [fields, f32Bits(beta)]),
+      ],
       inputs: drawn.map((values, i) => input(seed + i, values)),
       outputs: nativeGemmEpilogues.map(([fields, beta], e) =>
         sparseOutput(m * n, e === 0 ? { full: 160, sampled: 160 } : { full: 16, sampled: 16 }, (x) =>

@@ -287,8 +287,9 @@ export function batchNormBackward(
   const dbeta = new Float64Array(channels);
   const channelOf = (e: number) => Math.floor(e / inner) % channels;
   for (let e = 0; e < x.length; e++) {
-    dbeta[channelOf(e)] += dy[e]!;
-    dgamma[channelOf(e)] += dy[e]! * xhat[e]!;
+    const c = channelOf(e);
+    dbeta[c] = dbeta[c]! + dy[e]!;
+    dgamma[c] = dgamma[c]! + dy[e]! * xhat[e]!;
   }
   for (let e = 0; e < x.length; e++) {
     const c = channelOf(e);
@@ -339,7 +340,10 @@ export function meanOnlyBatchNormBackward(dy: ArrayLike<number>, shape: Shape): 
   const [outer, channels, inner] = layout(shape);
   const dbias = new Float64Array(channels);
   const channelOf = (e: number) => Math.floor(e / inner) % channels;
-  for (let e = 0; e < dy.length; e++) dbias[channelOf(e)] += dy[e]!;
+  for (let e = 0; e < dy.length; e++) {
+    const c = channelOf(e);
+    dbias[c] = dbias[c]! + dy[e]!;
+  }
   const dx = Float64Array.from(dy, (v, e) => v - dbias[channelOf(e)]! / (outer * inner));
   return { dx, dbias };
 }

@@ -71,6 +71,9 @@ export const argExtreme = (values: number[], largest: boolean): number => {
  *  batch-norm statistics and bias gradients. */
 export function channelSums(x: ArrayLike<number>, outer: number, channels: number, inner: number): Float64Array {
   const sums = new Float64Array(channels);
-  for (let e = 0; e < outer * channels * inner; e++) sums[Math.floor(e / inner) % channels] += x[e]!;
+  for (let e = 0; e < outer * channels * inner; e++) {
+    const c = Math.floor(e / inner) % channels;
+    sums[c] = sums[c]! + x[e]!;
+  }
   return sums;
 }

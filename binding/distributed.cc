@@ -11,11 +11,13 @@
 #include <string>
 
 #include "../distributed/collectives.h"
+#include "../distributed/nccl.h"
 
 namespace weightnorm::binding {
 namespace {
 
 using distributed::ElementType;
+using distributed::NcclMode;
 using distributed::ProcessGroup;
 using distributed::ProcessGroupOptions;
 using distributed::ReduceOp;
@@ -56,6 +58,9 @@ class ProcessGroupWrap : public Napi::ObjectWrap<ProcessGroupWrap> {
     return DefineClass(env, "ProcessGroup",
                        {InstanceMethod("allReduce", &ProcessGroupWrap::AllReduce),
                         InstanceMethod("broadcast", &ProcessGroupWrap::Broadcast),
+                        InstanceMethod("allReduceDevice", &ProcessGroupWrap::AllReduceDevice),
+                        InstanceMethod("broadcastDevice", &ProcessGroupWrap::BroadcastDevice),
+                        InstanceAccessor("nccl", &ProcessGroupWrap::HasNccl, nullptr),
                         InstanceMethod("barrier", &ProcessGroupWrap::Barrier),
                         InstanceMethod("destroy", &ProcessGroupWrap::Destroy)});
   }
@@ -99,17 +104,9 @@ class ProcessGroupWrap : public Napi::ObjectWrap<ProcessGroupWrap> {
     return info[0].As<Napi::TypedArray>();
   }
 
-  Napi::Value AllReduce(const Napi::CallbackInfo& info) {
-    Napi::TypedArray array = typed_array(info, "allReduce");
-    ElementType type;
-    if (array.TypedArrayType() == napi_float32_array) {
-      type = ElementType::kFloat32;
-    } else if (array.TypedArrayType() == napi_int32_array) {
-      type = ElementType::kInt32;
-    } else {
-      throw Napi::TypeError::New(info.Env(), "allReduce: data must be a Float32Array or an Int32Array");
-    }
-    const std::string op_name = info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
+  // The reduction named by info[op_index] ('mean' only for float32).
+  static ReduceOp reduce_op(const Napi::CallbackInfo& info, size_t op_index, ElementType type) {
+    const std::string op_name = info[op_index].IsString() ? info[op_index].As<Napi::String>().Utf8Value() : "";
     ReduceOp op;
     if (op_name == "sum") {
       op = ReduceOp::kSum;
@@ -123,6 +120,38 @@ class ProcessGroupWrap : public Napi::ObjectWrap<ProcessGroupWrap> {
       throw Napi::TypeError::New(info.Env(), "allReduce: op must be 'sum', 'mean' (float32 only), 'max' or 'min', got '" +
                                                  op_name + "'");
     }
+    return op;
+  }
+
+  // A CUDA address, passed as a BigInt (ts/distributed.ts takes it from the core addon's cudaAddress()).
+  static void* device_address(const Napi::CallbackInfo& info, const char* name) {
+    if (info.Length() < 1 || !info[0].IsBigInt()) {
+      throw Napi::TypeError::New(info.Env(), std::string(name) + ": address must be a BigInt");
+    }
+    bool lossless = false;
+    const uint64_t address = info[0].As<Napi::BigInt>().Uint64Value(&lossless);
+    if (!lossless || address == 0) throw Napi::RangeError::New(info.Env(), std::string(name) + ": not a device address");
+    return reinterpret_cast<void*>(static_cast<uintptr_t>(address));
+  }
+
+  static size_t size_argument(const Napi::CallbackInfo& info, size_t index, const char* name) {
+    if (!info[index].IsNumber() || info[index].As<Napi::Number>().DoubleValue() < 0) {
+      throw Napi::TypeError::New(info.Env(), std::string(name) + ": the size must be a non-negative number");
+    }
+    return static_cast<size_t>(info[index].As<Napi::Number>().Int64Value());
+  }
+
+  Napi::Value AllReduce(const Napi::CallbackInfo& info) {
+    Napi::TypedArray array = typed_array(info, "allReduce");
+    ElementType type;
+    if (array.TypedArrayType() == napi_float32_array) {
+      type = ElementType::kFloat32;
+    } else if (array.TypedArrayType() == napi_int32_array) {
+      type = ElementType::kInt32;
+    } else {
+      throw Napi::TypeError::New(info.Env(), "allReduce: data must be a Float32Array or an Int32Array");
+    }
+    const ReduceOp op = reduce_op(info, 1, type);
     void* data = static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
     const size_t count = array.ElementLength();
     return Start(info, "allReduce", [=](ProcessGroup& group) { group.all_reduce(data, count, type, op); }, {array});
@@ -135,6 +164,32 @@ class ProcessGroupWrap : public Napi::ObjectWrap<ProcessGroupWrap> {
     void* data = static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
     const size_t bytes = array.ByteLength();
     return Start(info, "broadcast", [=](ProcessGroup& group) { group.broadcast(data, bytes, root); }, {array});
+  }
+
+  // allReduceDevice(address, count, 'float32' | 'int32', op): NCCL on CUDA memory, on the worker thread.
+  Napi::Value AllReduceDevice(const Napi::CallbackInfo& info) {
+    void* data = device_address(info, "allReduceDevice");
+    const size_t count = size_argument(info, 1, "allReduceDevice");
+    const std::string type_name = info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
+    if (type_name != "float32" && type_name != "int32") {
+      throw Napi::TypeError::New(info.Env(), "allReduceDevice: dtype must be 'float32' or 'int32'");
+    }
+    const ElementType type = type_name == "float32" ? ElementType::kFloat32 : ElementType::kInt32;
+    const ReduceOp op = reduce_op(info, 3, type);
+    return Start(info, "allReduce", [=](ProcessGroup& group) { group.all_reduce_device(data, count, type, op); }, {});
+  }
+
+  // broadcastDevice(address, bytes, root)
+  Napi::Value BroadcastDevice(const Napi::CallbackInfo& info) {
+    void* data = device_address(info, "broadcastDevice");
+    const size_t bytes = size_argument(info, 1, "broadcastDevice");
+    if (!info[2].IsNumber()) throw Napi::TypeError::New(info.Env(), "broadcastDevice: root must be a number");
+    const int root = info[2].As<Napi::Number>().Int32Value();
+    return Start(info, "broadcast", [=](ProcessGroup& group) { group.broadcast_device(data, bytes, root); }, {});
+  }
+
+  Napi::Value HasNccl(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), group_ && group_->has_nccl());
   }
 
   Napi::Value Barrier(const Napi::CallbackInfo& info) {
@@ -169,6 +224,14 @@ Napi::Value CreateProcessGroup(const Napi::CallbackInfo& info) {
   group_options.timeout = std::chrono::milliseconds(int_option(options, "timeoutMs"));
   group_options.master_addr = options.Get("masterAddr").ToString().Utf8Value();
   if (options.Get("localHost").IsString()) group_options.local_host = options.Get("localHost").As<Napi::String>().Utf8Value();
+  const std::string nccl = options.Get("nccl").IsString() ? options.Get("nccl").As<Napi::String>().Utf8Value() : "off";
+  if (nccl == "auto") {
+    group_options.nccl = NcclMode::kAuto;
+  } else if (nccl == "required") {
+    group_options.nccl = NcclMode::kRequired;
+  } else if (nccl != "off") {
+    throw Napi::TypeError::New(env, "createProcessGroup: options.nccl must be 'off', 'auto' or 'required'");
+  }
 
   auto group = std::make_shared<std::shared_ptr<ProcessGroup>>();
   auto constructor = std::make_shared<Napi::FunctionReference>(Napi::Persistent(ProcessGroupWrap::Define(env)));
@@ -185,8 +248,19 @@ Napi::Value CreateProcessGroup(const Napi::CallbackInfo& info) {
   return deferred.Promise();
 }
 
+// ncclStatus() -> { usable, reason }: whether libnccl.so.2 loads here and CUDA memory can go through it.
+Napi::Value NcclStatus(const Napi::CallbackInfo& info) {
+  std::string reason;
+  const bool usable = distributed::nccl_usable(&reason);
+  Napi::Object status = Napi::Object::New(info.Env());
+  status.Set("usable", usable);
+  status.Set("reason", usable ? info.Env().Null() : Napi::String::New(info.Env(), reason));
+  return status;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("createProcessGroup", Napi::Function::New(env, CreateProcessGroup, "createProcessGroup"));
+  exports.Set("ncclStatus", Napi::Function::New(env, NcclStatus, "ncclStatus"));
   exports.Set("backend", Napi::String::New(env, "gloo"));
   return exports;
 }

@@ -97,7 +97,7 @@ async function dataParallel() {
       optimizer.zeroGrad();
       nn.crossEntropy(dp.forward(tensor(rows, [perRank, 12])), ownLabels).backward();
     });
-    await dp.synchronizeGradients();
+    await dp.synchronize();
     optimizer.step();
   }
 

@@ -117,7 +117,7 @@ describe.skipIf(!built)('distributed: one process (world size 1)', () => {
     expect(() => distributed.broadcast(x, 1)).toThrow(RangeError);
     await distributed.barrier();
     const dp = await distributed.wrapDataParallel(new nn.Linear(3, 2, { weightNorm: true }));
-    await dp.synchronizeGradients(); // no gradients yet: they become zeros
+    await dp.synchronize(); // no gradients yet: they become zeros
     expect(dp.parameters().every((p) => p.grad !== null)).toBe(true);
     await expect(distributed.init({ rank: 0, worldSize: 1 })).rejects.toThrow(/already initialized/);
     await distributed.destroy();

@@ -119,6 +119,16 @@ export function unavailableReason(): string | null {
   return 'reason' in state ? state.reason : null;
 }
 
+/**
+ * Why backend 'nccl' cannot be used on this machine (libnccl.so.2 does not load, no CUDA device, or a build without
+ * CUDA), or null when it can.
+ */
+export function ncclUnavailableReason(): string | null {
+  const state = loadModule();
+  if ('reason' in state) return `data-parallel training is unavailable: ${state.reason}`;
+  return state.module.ncclStatus().reason;
+}
+
 let group: { native: NativeProcessGroup; info: ProcessGroupInfo } | null = null;
 // Collectives run one at a time in the order they were called: every rank must issue the same sequence.
 let queue: Promise<unknown> = Promise.resolve();
@@ -171,8 +181,8 @@ export async function init(options: InitOptions = {}): Promise<ProcessGroupInfo>
   if (backend === 'nccl') {
     // Checked here, before the rendezvous, so that the error is this rank's own reason (the ranks also compare notes
     // during the rendezvous, so that one rank without NCCL makes every rank fail alike).
-    const status = state.module.ncclStatus();
-    if (!status.usable) throw new Error(`${where}: backend 'nccl' is unavailable: ${status.reason}; use backend 'gloo' or 'auto'`);
+    const reason = state.module.ncclStatus().reason;
+    if (reason !== null) throw new Error(`${where}: backend 'nccl' is unavailable: ${reason}; use backend 'gloo' or 'auto'`);
   }
   const localHost = process.env.WEIGHTNORM_DISTRIBUTED_HOST || undefined;
   const nccl = backend === 'nccl' ? 'required' : backend === 'auto' ? 'auto' : 'off';
@@ -323,6 +333,7 @@ export class DataParallel<M extends AnyModule = AnyModule> {
   /** The next bucket to start: buckets start strictly in order. */
   #nextBucket = 0;
   #syncing = true;
+  #overlap = true;
   /** The parameters are CUDA tensors and the group has NCCL: buckets are joined and reduced on the device. */
   readonly #onDevice: boolean;
 
@@ -382,11 +393,11 @@ export class DataParallel<M extends AnyModule = AnyModule> {
     }
     flush();
     const dp = new DataParallel(module, buckets, onDevice);
-    if (overlap) {
-      buckets.forEach((bucket, b) =>
-        bucket.params.forEach((p, i) => dp.#hooks.push(p.registerPostAccumulateGradHook(() => dp.#gradientFinal(b, i)))),
-      );
-    }
+    dp.#overlap = overlap;
+    // Without overlap the hooks still pack the gradients (and so arm the guards against un-averaged use).
+    buckets.forEach((bucket, b) =>
+      bucket.params.forEach((p, i) => dp.#hooks.push(p.registerPostAccumulateGradHook(() => dp.#gradientFinal(b, i)))),
+    );
     return dp;
   }
 
@@ -401,7 +412,7 @@ export class DataParallel<M extends AnyModule = AnyModule> {
       );
     }
     this.#pack(bucket, i);
-    this.#startReadyBuckets();
+    if (this.#overlap) this.#startReadyBuckets();
   }
 
   #pack(bucket: Bucket, i: number): void {
@@ -456,6 +467,11 @@ export class DataParallel<M extends AnyModule = AnyModule> {
 
   parameters(): Tensor[] {
     return this.module.parameters();
+  }
+
+  /** How many buckets' all-reduces have started since the last synchronize() (during backward(), with overlap). */
+  get bucketsStarted(): number {
+    return this.#nextBucket;
   }
 
   /** The number of gradient buckets and their sizes in elements (for tuning bucketBytes). */

@@ -12,13 +12,16 @@
 // The whole suite is skipped when the module was not built (no Gloo on the machine: the build says so); a built
 // module that does not load fails the first test.
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 
 import { describe, expect, it } from 'vitest';
 
-import { distributed, manualSeed, nn, tensor, tidy } from '../ts/index.js';
+import { data, distributed, manualSeed, nn, tensor, tidy } from '../ts/index.js';
+import { shardBatches } from '../weightnorm-cli/src/commands/common.js';
 import { normals, runSeed } from './helpers.js';
 
 const worker = fileURLToPath(new URL('./distributed-worker.mjs', import.meta.url));
@@ -293,4 +296,79 @@ describe.skipIf(!built)('distributed: failures give errors, never hangs', () => 
     expect(run.stdout).toMatch(/^\[rank 0\] RESULT .*no rank has exited/m);
     expect(Date.now() - start).toBeLessThan(30_000); // well before rank 1 would have ended by itself
   }, 120_000);
+});
+
+describe('distributed sampler (the CLI\'s --distributed)', () => {
+  // Example i holds the value i, so a batch's values are the indices it drew.
+  const count = 103;
+  const split = data.fromArrays(Float32Array.from({ length: count }, (_, i) => i), Int32Array.from({ length: count }, (_, i) => i % 10), [1]);
+  const drawn = (worldSize: number, rank: number, batchSize: number, seed: number, epoch: number) =>
+    [...shardBatches(split as never, { batchSize, seed, epoch, device: 'cpu', layout: 'flat', run: { rank, worldSize } })].map(
+      ([x]) => Array.from(x.toArray()),
+    );
+
+  it('one rank draws exactly the minibatches of batches(); W ranks draw disjoint equal shards, interleaved from that order', () => {
+    // Below 2^53 / 1,000,003 (~9e9): batches() folds seed and epoch into seed * 1,000,003 + epoch, and beyond that
+    // float64 drops the epoch (every epoch would get the same order).
+    const seed = runSeed() % 1_000_000;
+    const epoch = 3;
+    const single = [...data.batches(split, { batchSize: 5, seed, epoch, dropLast: true })].map(([x]) => Array.from(x.toArray()));
+    expect(drawn(1, 0, 5, seed, epoch)).toEqual(single);
+    const order = single.flat(); // the epoch's shuffled order (the first 100 of 103)
+    const worldSize = 3;
+    const shards = [0, 1, 2].map((rank) => drawn(worldSize, rank, 5, seed, epoch));
+    for (const [rank, batches] of shards.entries()) {
+      expect(batches).toHaveLength(6); // floor(floor(103 / 3) / 5)
+      batches.flat().forEach((index, k) => expect(index).toBe(order[k * worldSize + rank]));
+    }
+    expect(new Set(shards.flat(2)).size).toBe(3 * 6 * 5); // disjoint
+    // Another epoch: another order, the same on every rank.
+    expect(drawn(worldSize, 0, 5, seed, epoch + 1)).not.toEqual(shards[0]);
+  });
+});
+
+describe.skipIf(!built)('CLI --distributed', () => {
+  const runCli = async (args: string[]) => runProcess([cli, 'launch', '--nproc', '2', '--master-port', String(await freePort()), cli, ...args], {});
+
+  it('train at 2 ranks: the same parameters on both, rank 0 alone writes the log (mean loss) and the checkpoint', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'weightnorm-dist-train-'));
+    try {
+      const run = await runCli(['train', '--distributed', '--train-size', '400', '--batch', '50', '--epochs', '1', '--hidden', '32', '--out', out]);
+      expect(run.code, run.stderr + run.stdout).toBe(0);
+      const fingerprints = [...run.stdout.matchAll(/^\[rank (\d)\] .*done.*parameters ([0-9a-f]{8})$/gm)].map((m) => [m[1], m[2]]);
+      expect(fingerprints.map(([rank]) => rank).sort()).toEqual(['0', '1']);
+      expect(fingerprints[0]![1]).toBe(fingerprints[1]![1]);
+      expect(run.stdout).not.toMatch(/\[rank 1\] .*epoch 1\/1/); // rank 1 prints its last line only
+      expect(readdirSync(out).sort()).toEqual(['checkpoint.safetensors', 'log.json']);
+      const log = JSON.parse(readFileSync(join(out, 'log.json'), 'utf8'));
+      expect(log.config.worldSize).toBe(2);
+      expect(log.steps).toHaveLength(4); // 400 digits / 2 ranks / batch 50
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  }, 180_000);
+
+  it('compare at 2 ranks: every variant ends with the same parameters on both ranks', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'weightnorm-dist-compare-'));
+    try {
+      const run = await runCli([
+        'compare', '--distributed', '--variants', 'none,wn', '--lr', '0.003', '--train-size', '200', '--batch', '50',
+        '--epochs', '1', '--hidden', '16', '--out', out,
+      ]);
+      expect(run.code, run.stderr + run.stdout).toBe(0);
+      const lead = /^\[rank 0\] data-parallel over 2 ranks; parameters (.*)$/m.exec(run.stdout);
+      const other = /^\[rank 1\] rank 1: done; parameters (.*)$/m.exec(run.stdout);
+      expect(lead?.[1]).toMatch(/^none [0-9a-f]{8}, wn [0-9a-f]{8}$/);
+      expect(other?.[1]).toBe(lead?.[1]);
+      expect(readdirSync(out).filter((f) => f.startsWith('compare-mlp.')).length).toBeGreaterThan(0); // rank 0's report
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  }, 240_000);
+
+  it('--distributed outside the launcher is a clear error', async () => {
+    const run = await runProcess([cli, 'train', '--distributed', '--steps', '1', '--out', join(tmpdir(), 'weightnorm-dist-none')], { WORLD_SIZE: '' });
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toMatch(/--distributed: no process group to join \(WORLD_SIZE is not set\)/);
+  }, 60_000);
 });

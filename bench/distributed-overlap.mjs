@@ -1,5 +1,5 @@
 // How much of the gradient all-reduce DataParallel hides behind backward():
-//   npx weightnorm launch --nproc 2 bench/distributed-overlap.mjs [--rounds 4] [--steps 5] [--hidden 1024]
+//   npx weightnorm launch --nproc 2 bench/distributed-overlap.mjs [--rounds 4] [--steps 5] [--hidden 1024] [--batch 512]
 // One weight-normalized MLP per mode, same weights: 'sequential' (overlap: false: every bucket is sent after
 // backward() returns) and 'overlapped' (the default: a bucket is sent as soon as its gradients are final). A step's
 // time is backward() + synchronize(); 'backward only' is the same backward() without the data-parallel wrapper
@@ -16,7 +16,7 @@ const option = (name, fallback) => {
 const rounds = option('rounds', 4);
 const steps = option('steps', 5);
 const hidden = option('hidden', 1024);
-const batch = 32;
+const batch = option('batch', 512); // per rank: enough work in backward() to hide communication behind
 
 const { rank, worldSize } = await distributed.init();
 const build = () => {
@@ -45,13 +45,14 @@ async function step(name) {
   const optimizer = new optim.SGD(model.parameters(), { lr: 0 });
   optimizer.zeroGrad();
   await distributed.barrier(); // every rank starts the step together
-  const loss = tidy(() => nn.crossEntropy((name === 'backward only' ? plain : modes[name]).forward(x), labels));
-  const start = performance.now();
-  loss.backward();
+  let start = 0;
+  tidy(() => {
+    const loss = nn.crossEntropy((name === 'backward only' ? plain : modes[name]).forward(x), labels);
+    start = performance.now();
+    loss.backward(); // with overlap, the first buckets are sent from in here
+  });
   if (name !== 'backward only') await modes[name].synchronize();
-  const ms = performance.now() - start;
-  loss.dispose();
-  return ms;
+  return performance.now() - start;
 }
 
 for (const name of Object.keys(times)) await step(name); // warm-up: caches, thread pools, Gloo's buffers
@@ -66,7 +67,7 @@ if (rank === 0) {
   const [backwardOnly, sequential, overlapped] = Object.values(times).map(median);
   const communication = sequential - backwardOnly;
   console.log(
-    `${worldSize} ranks, ${(parameters / 1e6).toFixed(2)}M parameters (${((parameters * 4) / 2 ** 20).toFixed(1)} MiB of ` +
+    `${worldSize} ranks, batch ${batch} per rank, ${(parameters / 1e6).toFixed(2)}M parameters (${((parameters * 4) / 2 ** 20).toFixed(1)} MiB of ` +
       `gradients in ${modes.overlapped.bucketSizes.length} buckets), ${rounds} rounds x ${steps} steps per mode, ` +
       `load average ${Math.min(...load).toFixed(1)}-${Math.max(...load).toFixed(1)}`,
   );

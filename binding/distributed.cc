@@ -1,14 +1,18 @@
 // The distributed module (build/Release/weightnorm_distributed.node), separate from the core addon so that the core
 // never needs Gloo's shared libraries: ts/distributed.ts loads it on first use. N-API only; the collectives are in
-// distributed/collectives.cc. Every call that communicates runs on a libuv worker thread and returns a Promise;
-// ts/distributed.ts issues them one at a time (and the group re-checks), because every rank must run the same
-// collectives in the same order.
+// distributed/collectives.cc. Every call that communicates returns a Promise and runs on the group's own
+// communication thread, in the order JavaScript called (every rank must run the same collectives in the same order).
+// The order is kept here, not by chaining promises in JavaScript, so that a call made while the JavaScript thread
+// is busy (a bucket of gradients sent from a hook inside backward()) starts at once instead of when it is free.
 #include <napi.h>
 
-#include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "../distributed/collectives.h"
 #include "../distributed/nccl.h"
@@ -22,18 +26,16 @@ using distributed::ProcessGroup;
 using distributed::ProcessGroupOptions;
 using distributed::ReduceOp;
 
-// Runs `job` off the JavaScript thread and settles `deferred` with `result` (or the job's error). `keepAlive` holds
-// the JS objects (typed arrays, the group) that the job touches until it is done.
+// Runs `job` off the JavaScript thread and settles `deferred` with `result` (or the job's error): for the one-off
+// rendezvous of createProcessGroup.
 class PromiseWorker : public Napi::AsyncWorker {
  public:
   PromiseWorker(Napi::Env env, Napi::Promise::Deferred deferred, std::function<void()> job,
-                std::function<Napi::Value(Napi::Env)> result, std::vector<Napi::Value> keepAlive)
+                std::function<Napi::Value(Napi::Env)> result)
       : Napi::AsyncWorker(env, "weightnorm.distributed"),
         deferred_(deferred),
         job_(std::move(job)),
-        result_(std::move(result)) {
-    for (const Napi::Value& value : keepAlive) kept_.push_back(Napi::Persistent(value.As<Napi::Object>()));
-  }
+        result_(std::move(result)) {}
 
   void Execute() override {
     try {
@@ -49,7 +51,95 @@ class PromiseWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   std::function<void()> job_;
   std::function<Napi::Value(Napi::Env)> result_;
-  std::vector<Napi::ObjectReference> kept_;
+};
+
+// A process group's communication thread: runs queued collectives one after another and settles each one's promise
+// on the JavaScript thread (through a thread-safe function). Created with the group; stops after destroy() ran.
+class CommunicationThread {
+ public:
+  struct Job {
+    std::function<void(ProcessGroup&)> work;
+    Napi::Promise::Deferred deferred;
+    std::vector<Napi::ObjectReference> kept;  // the JS objects (typed arrays, the group) the work touches
+    std::string error;                        // set by the communication thread when the work threw
+    bool last = false;                        // destroy(): the thread stops after it
+  };
+
+  CommunicationThread(Napi::Env env, std::shared_ptr<ProcessGroup> group) : group_(std::move(group)) {
+    settle_ = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
+                                            "weightnorm.distributed", 0, 1);
+    settle_.Unref(env);  // only queued work keeps the process alive (see enqueue)
+    thread_ = std::thread([this] { run(); });
+  }
+
+  ~CommunicationThread() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    if (thread_.joinable()) thread_.join();
+    for (Job* job : queue_) delete job;  // never started (the group was dropped without destroy())
+    settle_.Release();
+  }
+  CommunicationThread(const CommunicationThread&) = delete;
+  CommunicationThread& operator=(const CommunicationThread&) = delete;
+
+  // On the JavaScript thread. Returns the job's promise.
+  Napi::Promise enqueue(Napi::Env env, std::function<void(ProcessGroup&)> work, const std::vector<Napi::Value>& keep,
+                        bool last) {
+    auto* job = new Job{std::move(work), Napi::Promise::Deferred::New(env), {}, {}, last};
+    for (const Napi::Value& value : keep) job->kept.push_back(Napi::Persistent(value.As<Napi::Object>()));
+    if (pending_++ == 0) settle_.Ref(env);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      queue_.push_back(job);
+    }
+    wake_.notify_one();
+    return job->deferred.Promise();
+  }
+
+ private:
+  void run() {
+    for (;;) {
+      Job* job = nullptr;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stopping
+        job = queue_.front();
+        queue_.pop_front();
+      }
+      try {
+        job->work(*group_);
+      } catch (const std::exception& error) {
+        job->error = std::string("weightnorm.distributed: ") + error.what();
+      }
+      const bool last = job->last;
+      settle_.BlockingCall(job, [this](Napi::Env env, Napi::Function, Job* done) { finish(env, done); });
+      if (last) return;
+    }
+  }
+
+  // On the JavaScript thread.
+  void finish(Napi::Env env, Job* job) {
+    if (job->error.empty()) {
+      job->deferred.Resolve(env.Undefined());
+    } else {
+      job->deferred.Reject(Napi::Error::New(env, job->error).Value());
+    }
+    delete job;
+    if (--pending_ == 0) settle_.Unref(env);
+  }
+
+  std::shared_ptr<ProcessGroup> group_;
+  Napi::ThreadSafeFunction settle_;
+  std::thread thread_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Job*> queue_;
+  bool stopping_ = false;
+  int pending_ = 0;  // jobs queued and not yet settled; touched on the JavaScript thread only
 };
 
 class ProcessGroupWrap : public Napi::ObjectWrap<ProcessGroupWrap> {
@@ -66,35 +156,19 @@ class ProcessGroupWrap : public Napi::ObjectWrap<ProcessGroupWrap> {
   }
 
   explicit ProcessGroupWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ProcessGroupWrap>(info) {}
-  void adopt(std::shared_ptr<ProcessGroup> group) { group_ = std::move(group); }
+  void adopt(Napi::Env env, std::shared_ptr<ProcessGroup> group) {
+    group_ = group;
+    thread_ = std::make_unique<CommunicationThread>(env, std::move(group));
+  }
 
  private:
-  // One call in flight per group; the TS layer queues, this guards the raw binding.
+  // Queues `job` on the communication thread; `keepAlive` stays referenced until it has run.
   Napi::Value Start(const Napi::CallbackInfo& info, const char* name, std::function<void(ProcessGroup&)> job,
-                    std::vector<Napi::Value> keepAlive) {
+                    std::vector<Napi::Value> keepAlive, bool last = false) {
     Napi::Env env = info.Env();
     if (!group_) throw Napi::Error::New(env, std::string(name) + ": the process group was destroyed");
-    bool expected = false;
-    if (!busy_->compare_exchange_strong(expected, true)) {
-      throw Napi::Error::New(env, std::string(name) + ": another collective of this process group is still running; "
-                                                      "await it first (every rank must issue them in the same order)");
-    }
     keepAlive.push_back(info.This());
-    auto deferred = Napi::Promise::Deferred::New(env);
-    std::shared_ptr<ProcessGroup> group = group_;
-    std::shared_ptr<std::atomic<bool>> busy = busy_;
-    auto* worker = new PromiseWorker(
-        env, deferred,
-        [group, busy, job = std::move(job)] {
-          struct Release {
-            std::atomic<bool>& flag;
-            ~Release() { flag = false; }
-          } release{*busy};
-          job(*group);
-        },
-        nullptr, std::move(keepAlive));
-    worker->Queue();
-    return deferred.Promise();
+    return thread_->enqueue(env, std::move(job), keepAlive, last);
   }
 
   static Napi::TypedArray typed_array(const Napi::CallbackInfo& info, const char* name) {
@@ -197,13 +271,14 @@ class ProcessGroupWrap : public Napi::ObjectWrap<ProcessGroupWrap> {
   }
 
   Napi::Value Destroy(const Napi::CallbackInfo& info) {
-    Napi::Value promise = Start(info, "destroy", [](ProcessGroup& group) { group.destroy(); }, {});
-    group_.reset();  // the worker holds the last reference; the group is freed when it finishes
+    // The last job: the thread stops after it, and later calls say the group was destroyed.
+    Napi::Value promise = Start(info, "destroy", [](ProcessGroup& group) { group.destroy(); }, {}, true);
+    group_.reset();
     return promise;
   }
 
-  std::shared_ptr<ProcessGroup> group_;
-  std::shared_ptr<std::atomic<bool>> busy_ = std::make_shared<std::atomic<bool>>(false);
+  std::shared_ptr<ProcessGroup> group_;  // null once destroy() was called
+  std::unique_ptr<CommunicationThread> thread_;
 };
 
 int32_t int_option(const Napi::Object& options, const char* key) {
@@ -238,12 +313,11 @@ Napi::Value CreateProcessGroup(const Napi::CallbackInfo& info) {
   auto deferred = Napi::Promise::Deferred::New(env);
   auto* worker = new PromiseWorker(
       env, deferred, [group, group_options] { *group = std::make_shared<ProcessGroup>(group_options); },
-      [group, constructor](Napi::Env) {
+      [group, constructor](Napi::Env env) {
         Napi::Object wrap = constructor->New({});
-        ProcessGroupWrap::Unwrap(wrap)->adopt(*group);
+        ProcessGroupWrap::Unwrap(wrap)->adopt(env, *group);
         return wrap;
-      },
-      {});
+      });
   worker->Queue();
   return deferred.Promise();
 }

@@ -54,6 +54,7 @@ export interface ProcessGroupInfo {
   backend: 'gloo' | 'nccl';
 }
 
+/** Every call returns at once and runs on the group's communication thread, in the order made. */
 interface NativeProcessGroup {
   allReduce(data: Float32Array | Int32Array, op: ReduceOp): Promise<void>;
   broadcast(data: Float32Array | Int32Array | Uint8Array, root: number): Promise<void>;
@@ -130,14 +131,6 @@ export function ncclUnavailableReason(): string | null {
 }
 
 let group: { native: NativeProcessGroup; info: ProcessGroupInfo } | null = null;
-// Collectives run one at a time in the order they were called: every rank must issue the same sequence.
-let queue: Promise<unknown> = Promise.resolve();
-
-function enqueue<T>(job: () => Promise<T>): Promise<T> {
-  const run = queue.then(job, job);
-  queue = run.catch(() => undefined);
-  return run;
-}
 
 function envInteger(name: string, where: string, fallback?: number): number {
   const text = process.env[name];
@@ -244,10 +237,10 @@ export function allReduce(tensor: Tensor, options: AllReduceOptions = {}): Promi
   const { native: pg } = current(where);
   if (target.device === 'cuda' && pg.nccl) {
     const address = native.cudaAddress(handleOf(target, where, 'any'));
-    return enqueue(() => pg.allReduceDevice(address, target.size, target.dtype as 'float32' | 'int32', op)).then(() => bumpVersion(target));
+    return pg.allReduceDevice(address, target.size, target.dtype as 'float32' | 'int32', op).then(() => bumpVersion(target));
   }
   const values = target.toArray() as Float32Array | Int32Array;
-  return enqueue(() => pg.allReduce(values, op)).then(() => writeInto(target, values));
+  return pg.allReduce(values, op).then(() => writeInto(target, values));
 }
 
 /** Replaces `tensor` on every rank with root's, in place. */
@@ -259,16 +252,16 @@ export function broadcast(tensor: Tensor, root = 0): Promise<void> {
   if (target.device === 'cuda' && pg.nccl) {
     const address = native.cudaAddress(handleOf(target, where, 'any'));
     const bytes = target.size * (target.dtype === 'bool' ? 1 : 4);
-    return enqueue(() => pg.broadcastDevice(address, bytes, root)).then(() => bumpVersion(target));
+    return pg.broadcastDevice(address, bytes, root).then(() => bumpVersion(target));
   }
   const values = target.toArray() as Float32Array | Int32Array | Uint8Array;
-  return enqueue(() => pg.broadcast(values, root)).then(() => writeInto(target, values));
+  return pg.broadcast(values, root).then(() => writeInto(target, values));
 }
 
 /** Resolves once every rank has called barrier(). */
 export function barrier(): Promise<void> {
   const { native: pg } = current('distributed.barrier');
-  return enqueue(() => pg.barrier());
+  return pg.barrier();
 }
 
 /**
@@ -279,7 +272,7 @@ export function destroy(): Promise<void> {
   if (!group) return Promise.resolve();
   const pg = group.native;
   group = null;
-  return enqueue(() => pg.destroy());
+  return pg.destroy();
 }
 
 export interface DataParallelOptions {
@@ -333,13 +326,14 @@ export class DataParallel<M extends AnyModule = AnyModule> {
   /** The next bucket to start: buckets start strictly in order. */
   #nextBucket = 0;
   #syncing = true;
-  #overlap = true;
+  readonly #overlap: boolean;
   /** The parameters are CUDA tensors and the group has NCCL: buckets are joined and reduced on the device. */
   readonly #onDevice: boolean;
 
-  private constructor(module: M, buckets: Bucket[], onDevice: boolean) {
+  private constructor(module: M, buckets: Bucket[], overlap: boolean, onDevice: boolean) {
     this.module = module;
     this.#buckets = buckets;
+    this.#overlap = overlap;
     this.#onDevice = onDevice;
   }
 
@@ -361,6 +355,7 @@ export class DataParallel<M extends AnyModule = AnyModule> {
     for (const t of synced) await broadcast(t, 0);
     const onDevice = pg.nccl && params.length > 0 && params.every((p) => p.device === 'cuda');
     // Gradients become final roughly in reverse order of the parameters, so the buckets are filled from the end.
+    // Frozen parameters (requiresGrad false) are broadcast above but get no gradient: no bucket, as in PyTorch.
     const buckets: Bucket[] = [];
     let pending: number[] = [];
     let pendingElements = 0;
@@ -386,14 +381,14 @@ export class DataParallel<M extends AnyModule = AnyModule> {
       pendingElements = 0;
     };
     for (let i = params.length - 1; i >= 0; i--) {
+      if (!params[i]!.requiresGrad) continue;
       const size = params[i]!.size;
       if (pendingElements > 0 && (pendingElements + size) * 4 > bucketBytes) flush();
       pending.push(i);
       pendingElements += size;
     }
     flush();
-    const dp = new DataParallel(module, buckets, onDevice);
-    dp.#overlap = overlap;
+    const dp = new DataParallel(module, buckets, overlap, onDevice);
     // Without overlap the hooks still pack the gradients (and so arm the guards against un-averaged use).
     buckets.forEach((bucket, b) =>
       bucket.params.forEach((p, i) => dp.#hooks.push(p.registerPostAccumulateGradHook(() => dp.#gradientFinal(b, i)))),
@@ -440,9 +435,9 @@ export class DataParallel<M extends AnyModule = AnyModule> {
         for (const part of parts) part.dispose(); // views and zeros: the storage of .grad stays with .grad
         bucket.flat = flat;
         const address = native.cudaAddress(flat);
-        bucket.sent = enqueue(() => pg.allReduceDevice(address, flat.shape[0]!, 'float32', 'mean'));
+        bucket.sent = pg.allReduceDevice(address, flat.shape[0]!, 'float32', 'mean');
       } else {
-        bucket.sent = enqueue(() => pg.allReduce(bucket.values, 'mean'));
+        bucket.sent = pg.allReduce(bucket.values, 'mean');
       }
       // Awaited by synchronize(); until then a failure must not count as an unhandled rejection.
       bucket.sent.catch(() => undefined);

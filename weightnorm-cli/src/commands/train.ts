@@ -15,6 +15,7 @@ import {
   initializedModel,
   initializedReplica,
   joinDistributed,
+  type DataParallelRun,
   median,
   NORM_LABELS,
   parameterFingerprint,
@@ -52,33 +53,21 @@ export interface TrainOptions {
 export const DEFAULT_LR: Record<OptimizerKind, number> = { adam: 3e-3, sgd: 0.1 };
 
 export async function runTrain(options: TrainOptions): Promise<number> {
+  const run = await joinDistributed(options.distributed);
+  try {
+    return await trainAndReport(options, run);
+  } finally {
+    if (run) await distributed.destroy();
+  }
+}
+
+async function trainAndReport(options: TrainOptions, run: DataParallelRun | null): Promise<number> {
   const device = resolveDevice(options.device);
   const threads = applyThreads(options.threads);
   const out = prepareOutDir(options.out);
   const lr = options.lr ?? DEFAULT_LR[options.optimizer];
   const data = loadDataset(options.dataset); // the same split for every seed: held-out accuracies stay comparable
   const train = subset(data.train, options.trainSize);
-  const run = await joinDistributed(options.distributed);
-  try {
-    return await trainAndReport(options, { device, threads, out, lr, data, train, run });
-  } finally {
-    if (run) await distributed.destroy();
-  }
-}
-
-async function trainAndReport(
-  options: TrainOptions,
-  setup: {
-    device: ReturnType<typeof resolveDevice>;
-    threads: ReturnType<typeof applyThreads>;
-    out: string;
-    lr: number;
-    data: ReturnType<typeof loadDataset>;
-    train: ReturnType<typeof subset>;
-    run: Awaited<ReturnType<typeof joinDistributed>>;
-  },
-): Promise<number> {
-  const { device, threads, out, lr, data, train, run } = setup;
   const modelOptions = { seed: options.seed, device, train, hidden: options.hidden };
   const replica = run ? await initializedReplica(options.model, options.norm, modelOptions, run) : null;
   const { model, layout } = replica ?? initializedModel(options.model, options.norm, modelOptions);

@@ -276,7 +276,10 @@ export function destroy(): Promise<void> {
 }
 
 export interface DataParallelOptions {
-  /** Gradients are averaged in buckets of about this many bytes (default 25 MiB, as PyTorch's DDP). */
+  /**
+   * Gradients are averaged in buckets of about this many bytes (default 25 MiB, as PyTorch's DDP; the first bucket,
+   * the last layers' gradients, holds at most 1 MiB so that it can be sent early).
+   */
   bucketBytes?: number;
   /** Also broadcast buffers (e.g. running statistics) from rank 0 at the start. Default true. */
   broadcastBuffers?: boolean;
@@ -286,6 +289,8 @@ export interface DataParallelOptions {
    */
   overlap?: boolean;
 }
+
+const FIRST_BUCKET_BYTES = 2 ** 20;
 
 interface Bucket {
   params: Tensor[];
@@ -383,7 +388,10 @@ export class DataParallel<M extends AnyModule = AnyModule> {
     for (let i = params.length - 1; i >= 0; i--) {
       if (!params[i]!.requiresGrad) continue;
       const size = params[i]!.size;
-      if (pendingElements > 0 && (pendingElements + size) * 4 > bucketBytes) flush();
+      // The first bucket is small (as DDP's 1 MiB first bucket), so that communication starts early in backward()
+      // even when the whole model would fit in one bucket.
+      const limit = buckets.length === 0 ? Math.min(bucketBytes, FIRST_BUCKET_BYTES) : bucketBytes;
+      if (pendingElements > 0 && (pendingElements + size) * 4 > limit) flush();
       pending.push(i);
       pendingElements += size;
     }

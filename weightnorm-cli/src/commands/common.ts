@@ -181,8 +181,21 @@ export interface DataParallelRun {
   worldSize: number;
 }
 
+/**
+ * Runs `body` in the process group that `weightnorm launch` describes when --distributed is given (run null
+ * without it), and leaves the group afterwards, failed or not.
+ */
+export async function withProcessGroup<T>(enabled: boolean | undefined, body: (run: DataParallelRun | null) => Promise<T>): Promise<T> {
+  const run = await joinDistributed(enabled);
+  try {
+    return await body(run);
+  } finally {
+    if (run) await distributed.destroy();
+  }
+}
+
 /** --distributed: joins the process group that `weightnorm launch` describes (null without the flag). */
-export async function joinDistributed(enabled: boolean | undefined): Promise<DataParallelRun | null> {
+async function joinDistributed(enabled: boolean | undefined): Promise<DataParallelRun | null> {
   if (!enabled) return null;
   if (!process.env.WORLD_SIZE) {
     throw new CommandError(

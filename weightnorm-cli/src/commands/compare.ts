@@ -8,7 +8,7 @@ import { writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 
-import { data, distributed, NonFiniteLossError, optim, type Tensor, trainStep } from 'weightnorm';
+import { data, NonFiniteLossError, optim, type Tensor, trainStep } from 'weightnorm';
 import {
   DATASET_TEXT,
   prepareRace,
@@ -21,7 +21,7 @@ import {
   formatLr,
   initializedModel,
   initializedReplica,
-  joinDistributed,
+  withProcessGroup,
   type DataParallelRun,
   markdownTable,
   mean,
@@ -153,13 +153,8 @@ function milestones(total: number): number[] {
   return [...new Set([Math.round(total / 8), Math.round(total / 4), Math.round(total / 2), total])].filter((k) => k >= 1);
 }
 
-export async function runCompare(options: CompareOptions): Promise<number> {
-  const run = await joinDistributed(options.distributed);
-  try {
-    return await race(options, run);
-  } finally {
-    if (run) await distributed.destroy();
-  }
+export function runCompare(options: CompareOptions): Promise<number> {
+  return withProcessGroup(options.distributed, (run) => race(options, run));
 }
 
 async function race(requested: CompareOptions, run: DataParallelRun | null): Promise<number> {

@@ -5,7 +5,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { distributed, io, optim } from 'weightnorm';
+import { io, optim } from 'weightnorm';
 import {
   applyThreads,
   DATASET_TEXT,
@@ -14,7 +14,7 @@ import {
   formatLr,
   initializedModel,
   initializedReplica,
-  joinDistributed,
+  withProcessGroup,
   type DataParallelRun,
   median,
   NORM_LABELS,
@@ -52,13 +52,8 @@ export interface TrainOptions {
 
 export const DEFAULT_LR: Record<OptimizerKind, number> = { adam: 3e-3, sgd: 0.1 };
 
-export async function runTrain(options: TrainOptions): Promise<number> {
-  const run = await joinDistributed(options.distributed);
-  try {
-    return await trainAndReport(options, run);
-  } finally {
-    if (run) await distributed.destroy();
-  }
+export function runTrain(options: TrainOptions): Promise<number> {
+  return withProcessGroup(options.distributed, (run) => trainAndReport(options, run));
 }
 
 async function trainAndReport(options: TrainOptions, run: DataParallelRun | null): Promise<number> {

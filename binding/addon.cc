@@ -402,6 +402,19 @@ Napi::Value Synchronize(const Napi::CallbackInfo& info) {
   });
 }
 
+// The address of a CUDA tensor's memory, once the library stream has finished the work queued so far: for the
+// data-parallel module (weightnorm_distributed.node), whose NCCL collectives run on a stream of their own.
+Napi::Value CudaAddress(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    TensorWrap& tensor = TensorWrap::FromAnyType(info[0], "tensor");
+    if (tensor.device() != Device::kCuda) throw_range_error(info.Env(), "tensor: expected a CUDA tensor, received one on 'cpu'");
+#ifdef WEIGHTNORM_WITH_CUDA
+    cuda::synchronize();
+#endif
+    return Napi::BigInt::New(info.Env(), static_cast<uint64_t>(reinterpret_cast<uintptr_t>(tensor.raw_data())));
+  });
+}
+
 Napi::Value ReleaseCachedMemory(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     cpu::host_allocator().release_cached();
@@ -437,6 +450,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("memory", Napi::Function::New(env, Memory));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("synchronize", Napi::Function::New(env, Synchronize));
+  exports.Set("cudaAddress", Napi::Function::New(env, CudaAddress));
   exports.Set("releaseCachedMemory", Napi::Function::New(env, ReleaseCachedMemory));
   exports.Set("setCpuCacheLimit", Napi::Function::New(env, SetCpuCacheLimit));
 #ifdef WEIGHTNORM_WITH_BENCHMARK

@@ -24,7 +24,7 @@ import {
 } from 'weightnorm';
 import type { DatasetKind, DeviceChoice, ModelKind, NormKind } from './options.js';
 
-const { batches, CLASSES, fashionMnist, IMAGE_SIZE, loadMnist, permutation, PIXELS } = data;
+const { batches, CLASSES, epochSeed, fashionMnist, IMAGE_SIZE, loadMnist, permutation, PIXELS } = data;
 type MnistSplit = data.MnistSplit;
 type Optimizer = optim.Optimizer;
 
@@ -240,7 +240,7 @@ export function* shardBatches(
   options: { batchSize: number; seed: number; epoch: number; device: Device; layout: Layout; run: DataParallelRun },
 ): Generator<data.Batch, undefined, undefined> {
   const { batchSize, run } = options;
-  const order = permutation(split.count, options.seed * 1_000_003 + options.epoch);
+  const order = permutation(split.count, epochSeed(options.seed, options.epoch));
   const shard = shardSize(split.count, run.worldSize);
   for (let start = 0; start + batchSize <= shard; start += batchSize) {
     const indices = Int32Array.from({ length: batchSize }, (_, i) => order[(start + i) * run.worldSize + run.rank]!);

@@ -50,12 +50,6 @@ void expect_channel_vector(Napi::Env env, const TensorWrap& t, int64_t channels,
                                shape_string(t.shape()));
 }
 
-void expect_device(Napi::Env env, const TensorWrap& t, Device device, const char* parameter) {
-  if (t.device() != device)
-    throw_type_error(env, std::string(parameter) + ": expected a tensor on " + device_name(device) + ", got one on " +
-                              device_name(t.device()));
-}
-
 // A new tensor of `dtype` on `device` holding the host floats `values` (rounded once when the dtype is bfloat16).
 Napi::Object upload(Napi::Env env, const float* values, const std::vector<int64_t>& shape, Device device, DType dtype) {
   Napi::Object object = new_tensor(env, device, shape, dtype);

@@ -20,24 +20,6 @@ constexpr int64_t kParallelMinElements = int64_t{1} << 15;
 
 bool parallel_for(int64_t elements) { return elements >= kParallelMinElements && num_threads() > 1; }
 
-// Copies of 1, 2, 4 or 8 bytes as one integer of that size.
-template <int kBytes> struct Element;
-template <> struct Element<1> { using type = uint8_t; };
-template <> struct Element<2> { using type = uint16_t; };
-template <> struct Element<4> { using type = uint32_t; };
-template <> struct Element<8> { using type = uint64_t; };
-
-template <class Body>
-void by_element_size(int element_bytes, Body&& body) {
-  switch (element_bytes) {
-    case 1: return body(Element<1>{});
-    case 2: return body(Element<2>{});
-    case 4: return body(Element<4>{});
-    case 8: return body(Element<8>{});
-    default: throw std::invalid_argument("shape kernels: element size must be 1, 2, 4 or 8 bytes");
-  }
-}
-
 // A transpose-like copy: the walk's last dim is contiguous in out but strided in x, while dim `a` is contiguous in
 // x. Walking rows of the last dim would read one element per cache line; instead the (a, last) plane is copied in
 // kTile x kTile tiles, whose source lines stay in cache while the tile's output rows are written.

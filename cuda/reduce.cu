@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "check.cuh"
+#include "launch.cuh"
 #include "reduce.cuh"
 #include "runtime.cuh"
 
@@ -150,10 +151,6 @@ __global__ void __launch_bounds__(kBlock)
     if (lane == 0) (n == 0 ? out0 : out1)[k] = sum;
   }
 }
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-int64_t multiprocessors() { return std::max(1, device_status().multiprocessors); }
 
 // out0[k] (and out1[k]) = the channel sums of kind K.
 template <Kind K>

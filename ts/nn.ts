@@ -1270,105 +1270,73 @@ export class ModuleList extends Module implements Iterable<Module> {
 // ---------------------------------------------------------------------------------------------------------------
 // Losses as layers (torch.nn.MSELoss, ...): each keeps its options and calls the functional form (losses.ts).
 
-function lossOptions<T extends object>(where: string, options: unknown, allowed: readonly string[]): T {
-  return checkLayerOptions<T>(where, options, allowed) as T;
+/** A loss as a layer: forward(prediction, target) calls the functional form with the options kept here. */
+export interface LossLayer<Target, Options extends object> extends Module<[Tensor, Target]> {
+  readonly options: Options;
+  forward(input: Tensor, target: Target): Tensor;
+}
+
+// Every loss layer is the same class but for its name, its options' keys and its functional form, so one factory
+// builds them all; the class is named after the PyTorch layer (constructor.name appears in summaries and errors).
+function lossLayer<Target, Options extends object>(
+  name: string,
+  allowed: readonly (keyof Options & string)[],
+  loss: (input: Tensor, target: Target, options: Options) => Tensor,
+): new (options?: Options) => LossLayer<Target, Options> {
+  const where = `nn.${name}`;
+  class Loss extends Module<[Tensor, Target]> implements LossLayer<Target, Options> {
+    readonly options: Options;
+    constructor(options?: Options) {
+      super();
+      this.options = checkLayerOptions<Options>(where, options, allowed) as Options;
+    }
+    forward(input: Tensor, target: Target): Tensor {
+      return loss(input, target, this.options);
+    }
+  }
+  Object.defineProperty(Loss, 'name', { value: name });
+  return Loss;
 }
 
 /** nn.MSELoss: (input, target) -> mseLoss with the options given here. */
-export class MSELoss extends Module<[Tensor, Tensor]> {
-  readonly options: F.LossOptions;
-  constructor(options?: F.LossOptions) {
-    super();
-    this.options = lossOptions('nn.MSELoss', options, ['reduction']);
-  }
-  forward(input: Tensor, target: Tensor): Tensor {
-    return F.mseLoss(input, target, this.options);
-  }
-}
+export const MSELoss = lossLayer<Tensor, F.LossOptions>('MSELoss', ['reduction'], F.mseLoss);
+export type MSELoss = LossLayer<Tensor, F.LossOptions>;
 
 /** nn.L1Loss: (input, target) -> l1Loss. */
-export class L1Loss extends Module<[Tensor, Tensor]> {
-  readonly options: F.LossOptions;
-  constructor(options?: F.LossOptions) {
-    super();
-    this.options = lossOptions('nn.L1Loss', options, ['reduction']);
-  }
-  forward(input: Tensor, target: Tensor): Tensor {
-    return F.l1Loss(input, target, this.options);
-  }
-}
+export const L1Loss = lossLayer<Tensor, F.LossOptions>('L1Loss', ['reduction'], F.l1Loss);
+export type L1Loss = LossLayer<Tensor, F.LossOptions>;
 
 /** nn.HuberLoss: (input, target) -> huberLoss ({ delta, reduction }). */
-export class HuberLoss extends Module<[Tensor, Tensor]> {
-  readonly options: F.HuberLossOptions;
-  constructor(options?: F.HuberLossOptions) {
-    super();
-    this.options = lossOptions('nn.HuberLoss', options, ['reduction', 'delta']);
-  }
-  forward(input: Tensor, target: Tensor): Tensor {
-    return F.huberLoss(input, target, this.options);
-  }
-}
+export const HuberLoss = lossLayer<Tensor, F.HuberLossOptions>('HuberLoss', ['reduction', 'delta'], F.huberLoss);
+export type HuberLoss = LossLayer<Tensor, F.HuberLossOptions>;
 
 /** nn.SmoothL1Loss: (input, target) -> smoothL1Loss ({ beta, reduction }). */
-export class SmoothL1Loss extends Module<[Tensor, Tensor]> {
-  readonly options: F.SmoothL1LossOptions;
-  constructor(options?: F.SmoothL1LossOptions) {
-    super();
-    this.options = lossOptions('nn.SmoothL1Loss', options, ['reduction', 'beta']);
-  }
-  forward(input: Tensor, target: Tensor): Tensor {
-    return F.smoothL1Loss(input, target, this.options);
-  }
-}
+export const SmoothL1Loss = lossLayer<Tensor, F.SmoothL1LossOptions>('SmoothL1Loss', ['reduction', 'beta'], F.smoothL1Loss);
+export type SmoothL1Loss = LossLayer<Tensor, F.SmoothL1LossOptions>;
 
 /** nn.BCELoss: (probabilities, target) -> binaryCrossEntropy ({ weight, reduction }). */
-export class BCELoss extends Module<[Tensor, Tensor]> {
-  readonly options: F.BinaryCrossEntropyOptions;
-  constructor(options?: F.BinaryCrossEntropyOptions) {
-    super();
-    this.options = lossOptions('nn.BCELoss', options, ['reduction', 'weight']);
-  }
-  forward(input: Tensor, target: Tensor): Tensor {
-    return F.binaryCrossEntropy(input, target, this.options);
-  }
-}
+export const BCELoss = lossLayer<Tensor, F.BinaryCrossEntropyOptions>('BCELoss', ['reduction', 'weight'], F.binaryCrossEntropy);
+export type BCELoss = LossLayer<Tensor, F.BinaryCrossEntropyOptions>;
 
 /** nn.BCEWithLogitsLoss: (logits, target) -> binaryCrossEntropyWithLogits ({ weight, posWeight, reduction }). */
-export class BCEWithLogitsLoss extends Module<[Tensor, Tensor]> {
-  readonly options: F.BinaryCrossEntropyWithLogitsOptions;
-  constructor(options?: F.BinaryCrossEntropyWithLogitsOptions) {
-    super();
-    this.options = lossOptions('nn.BCEWithLogitsLoss', options, ['reduction', 'weight', 'posWeight']);
-  }
-  forward(input: Tensor, target: Tensor): Tensor {
-    return F.binaryCrossEntropyWithLogits(input, target, this.options);
-  }
-}
+export const BCEWithLogitsLoss = lossLayer<Tensor, F.BinaryCrossEntropyWithLogitsOptions>(
+  'BCEWithLogitsLoss',
+  ['reduction', 'weight', 'posWeight'],
+  F.binaryCrossEntropyWithLogits,
+);
+export type BCEWithLogitsLoss = LossLayer<Tensor, F.BinaryCrossEntropyWithLogitsOptions>;
 
 /** nn.NLLLoss: (logProbs, labels) -> nllLoss ({ weight, ignoreIndex, reduction }). */
-export class NLLLoss extends Module<[Tensor, F.Labels]> {
-  readonly options: F.NllLossOptions;
-  constructor(options?: F.NllLossOptions) {
-    super();
-    this.options = lossOptions('nn.NLLLoss', options, ['reduction', 'ignoreIndex', 'weight']);
-  }
-  forward(logProbs: Tensor, labels: F.Labels): Tensor {
-    return F.nllLoss(logProbs, labels, this.options);
-  }
-}
+export const NLLLoss = lossLayer<F.Labels, F.NllLossOptions>('NLLLoss', ['reduction', 'ignoreIndex', 'weight'], F.nllLoss);
+export type NLLLoss = LossLayer<F.Labels, F.NllLossOptions>;
 
 /** nn.CrossEntropyLoss: (logits, labels) -> crossEntropy ({ weight, ignoreIndex, labelSmoothing, reduction }). */
-export class CrossEntropyLoss extends Module<[Tensor, F.Labels]> {
-  readonly options: F.CrossEntropyOptions;
-  constructor(options?: F.CrossEntropyOptions) {
-    super();
-    this.options = lossOptions('nn.CrossEntropyLoss', options, ['reduction', 'ignoreIndex', 'weight', 'labelSmoothing']);
-  }
-  forward(logits: Tensor, labels: F.Labels): Tensor {
-    return F.crossEntropy(logits, labels, this.options);
-  }
-}
+export const CrossEntropyLoss = lossLayer<F.Labels, F.CrossEntropyOptions>(
+  'CrossEntropyLoss',
+  ['reduction', 'ignoreIndex', 'weight', 'labelSmoothing'],
+  F.crossEntropy,
+);
+export type CrossEntropyLoss = LossLayer<F.Labels, F.CrossEntropyOptions>;
 
 // Padding and upsampling layers (PyTorch's names; pads are [left, right] for 1-D, [left, right, top, bottom] 2-D).
 

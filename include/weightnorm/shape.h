@@ -8,6 +8,7 @@
 // kMaxShapeRank bounds the dims that remain, not the tensors' rank.
 #pragma once
 #include <cstdint>
+#include <stdexcept>
 
 namespace weightnorm {
 
@@ -28,6 +29,27 @@ struct StridedCopy {
     return count;
   }
 };
+
+// The unsigned integer an element of kBytes bytes is moved as: the shape kernels copy raw bits, whatever the dtype.
+// (8 bytes: unsigned long long, the 64-bit type CUDA's intrinsics are declared for.)
+template <int kBytes> struct RawElement;
+template <> struct RawElement<1> { using type = uint8_t; };
+template <> struct RawElement<2> { using type = uint16_t; };
+template <> struct RawElement<4> { using type = uint32_t; };
+template <> struct RawElement<8> { using type = unsigned long long; };
+
+// Calls body(RawElement<element_bytes>{}) (host code: the kernels are instantiated once per element size, and the
+// caller takes the type as typename decltype(element)::type).
+template <class Body>
+void by_element_size(int element_bytes, Body&& body) {
+  switch (element_bytes) {
+    case 1: return body(RawElement<1>{});
+    case 2: return body(RawElement<2>{});
+    case 4: return body(RawElement<4>{});
+    case 8: return body(RawElement<8>{});
+    default: throw std::invalid_argument("shape kernels: element size must be 1, 2, 4 or 8 bytes");
+  }
+}
 
 // index_select and its backward, index_add, on x seen as [outer, dim_size, inner] (dim the indexed axis) and the
 // result as [outer, count, inner]: out[o, j, r] = x[o, index[j], r].

@@ -50,6 +50,17 @@ void expect_channel_vector(Napi::Env env, const TensorWrap& t, int64_t channels,
                                shape_string(t.shape()));
 }
 
+// Copies `bytes` host bytes into storage on `device`.
+void copy_from_host(void* destination, Device device, const void* host, size_t bytes) {
+  if (device == Device::kCpu) {
+    std::memcpy(destination, host, bytes);
+  } else {
+#ifdef WEIGHTNORM_WITH_CUDA
+    cuda::copy_to_device(destination, host, bytes);
+#endif
+  }
+}
+
 // A new tensor of `dtype` on `device` holding the host floats `values` (rounded once when the dtype is bfloat16).
 Napi::Object upload(Napi::Env env, const float* values, const std::vector<int64_t>& shape, Device device, DType dtype) {
   Napi::Object object = new_tensor(env, device, shape, dtype);
@@ -68,13 +79,7 @@ Napi::Object upload(Napi::Env env, const float* values, const std::vector<int64_
     cpu::convert(rounded.data(), values, count);
     host = rounded.data();
   }
-  if (device == Device::kCpu) {
-    std::memcpy(t.data(), host, bytes);
-  } else {
-#ifdef WEIGHTNORM_WITH_CUDA
-    cuda::copy_to_device(t.data(), host, bytes);
-#endif
-  }
+  copy_from_host(t.data(), device, host, bytes);
   return object;
 }
 
@@ -107,14 +112,7 @@ Napi::Value FromArray(const Napi::CallbackInfo& info) {
     TensorWrap& t = TensorWrap::FromAnyType(object, "result");
     const size_t bytes = static_cast<size_t>(t.numel()) * dtype_size(dtype);
     const void* host = static_cast<const uint8_t*>(data.ArrayBuffer().Data()) + data.ByteOffset();
-    if (bytes == 0) return object;
-    if (device == Device::kCpu) {
-      std::memcpy(t.raw_data(), host, bytes);
-    } else {
-#ifdef WEIGHTNORM_WITH_CUDA
-      cuda::copy_to_device(t.raw_data(), host, bytes);
-#endif
-    }
+    if (bytes > 0) copy_from_host(t.raw_data(), device, host, bytes);
     return object;
   });
 }

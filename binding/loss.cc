@@ -44,7 +44,7 @@ PointwiseLossOptions parse_pointwise(Napi::Env env, const Napi::Value& kind_valu
                                              {"smoothL1", PointwiseLoss::kSmoothL1},
                                              {"bce", PointwiseLoss::kBce},
                                              {"bceWithLogits", PointwiseLoss::kBceWithLogits}});
-  parsed.parameter = static_cast<float>(options.number("parameter"));
+  parsed.parameter = options.float32("parameter");
   parsed.weight = parse_factor(options, "weight", count, device);
   parsed.pos_weight = parse_factor(options, "posWeight", count, device);
   return parsed;
@@ -83,7 +83,7 @@ Napi::Value PointwiseLossBackward(const Napi::CallbackInfo& info) {
   expect_count(env, target, input.numel(), "pointwiseLossBackward: target");
   if (dloss.numel() != 1) expect_count(env, dloss, input.numel(), "pointwiseLossBackward: dloss");
   const PointwiseLossOptions parsed = parse_pointwise(env, info[0], options, input.numel(), device, "pointwiseLossBackward");
-  const float scale = static_cast<float>(options.number("scale"));
+  const float scale = options.float32("scale");
   return guarded(env, [&]() -> Napi::Value {
     const Output dinput = output(env, device, input.shape());
     WN_DISPATCH(device, pointwise_loss_backward, dinput.data, dloss.data(), dloss.numel(), scale, input.data(),
@@ -98,7 +98,7 @@ ClassLossOptions parse_class(const OptionsReader& options, Device device) {
   parsed.classes = options.integer("classes", 1);
   parsed.inner = options.integer("inner", 0);
   parsed.ignore_index = options.whole_number("ignoreIndex");
-  parsed.label_smoothing = static_cast<float>(options.number("labelSmoothing"));
+  parsed.label_smoothing = options.float32("labelSmoothing");
   parsed.from_logits = options.boolean("fromLogits");
   TensorWrap* class_weight = options.optional_tensor("classWeight");
   if (class_weight) {

@@ -359,7 +359,7 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   TensorWrap* subtract_matrix = field("subtractMatrix", true);
   TensorWrap* into = field("out", true);
   TensorWrap* raw_out = field("rawOut", true);
-  const float beta = e.has("beta") ? static_cast<float>(e.number("beta")) : 0.0f;
+  const float beta = e.has("beta") ? e.float32("beta") : 0.0f;
   const Device device = common_device(env, {{&a, "gemm: a"},
                                             {&b, "gemm: b"},
                                             {row_scale, "gemm: rowScale"},
@@ -702,7 +702,7 @@ PadGeometry pad_geometry(const OptionsReader& options, const std::vector<int64_t
   for (int64_t d = 0; d < rank - 2; ++d) g.planes *= shape[d];
   g.mode = options.choice<PadMode>("mode", {{"constant", PadMode::kConstant}, {"reflect", PadMode::kReflect},
                                             {"replicate", PadMode::kReplicate}});
-  g.value = float(options.number("value"));
+  g.value = options.float32("value");
   g.top = options.whole_number("top");
   g.bottom = options.whole_number("bottom");
   g.left = options.whole_number("left");
@@ -952,7 +952,7 @@ Napi::Value BatchNormInferenceBackward(const Napi::CallbackInfo& info) {
   TensorWrap& gamma = args.tensor(4, "gamma");
   const OptionsReader options(args.env(), info[5], "batchNormInferenceBackward", "options");
   const ChannelLayout layout = options.channel_layout();
-  const float eps = static_cast<float>(options.number("eps"));
+  const float eps = options.float32("eps");
   const bool want_dx = options.boolean("wantDx"), want_dgamma = options.boolean("wantDgamma"),
              want_dbeta = options.boolean("wantDbeta");
   const Device device = common_device(args.env(), {{&dy, "dy"},
@@ -1064,8 +1064,8 @@ Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
   TensorWrap& param = options.tensor("param");
   TensorWrap& grad = options.tensor("grad");
   const int64_t step = options.integer("step", 1);
-  const float lr = static_cast<float>(options.number("lr"));
-  const float weight_decay = static_cast<float>(options.number("weightDecay"));
+  const float lr = options.float32("lr");
+  const float weight_decay = options.float32("weightDecay");
   const bool sgd = kind == "sgd";
   // The optimizer's state: SGD's momentum buffer (optional), or Adam's / Adamax's two moments (both required).
   const char* state1_name = sgd ? "momentumBuffer" : "expAvg";
@@ -1079,21 +1079,21 @@ Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
     const OptionsReader norm_output = options.object("normOutput");
     norm = &norm_output.tensor("norm");
     layout = norm_output.channel_layout();
-    norm_eps = static_cast<float>(norm_output.number("eps"));
+    norm_eps = norm_output.float32("eps");
   }
   float momentum = 0.0f, dampening = 0.0f, beta1 = 0.0f, beta2 = 0.0f, eps = 0.0f;
   bool nesterov = false;
   if (sgd) {
-    momentum = static_cast<float>(options.number("momentum"));
-    dampening = static_cast<float>(options.number("dampening"));
+    momentum = options.float32("momentum");
+    dampening = options.float32("dampening");
     nesterov = options.boolean("nesterov");
     if (momentum != 0.0f && !state1)
       throw_type_error(env, options.where("momentumBuffer") + ": expected a tensor when momentum != 0, got " +
                                 describe_value(info[1].As<Napi::Object>().Get("momentumBuffer")));
   } else {
-    beta1 = static_cast<float>(options.number("beta1"));
-    beta2 = static_cast<float>(options.number("beta2"));
-    eps = static_cast<float>(options.number("eps"));
+    beta1 = options.float32("beta1");
+    beta2 = options.float32("beta2");
+    eps = options.float32("eps");
   }
   const Device device = common_device(
       env, {{&param, "param"}, {&grad, "grad"}, {state1, state1_name}, {state2, state2_name}, {norm, "normOutput.norm"}});

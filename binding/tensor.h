@@ -138,6 +138,8 @@ class OptionsReader {
     return parse_choice(env_, value(name), function_.c_str(), (path_ + "." + name).c_str(), choices);
   }
   double number(const char* name) const;
+  // A number rounded to float32, the kernels' parameter type.
+  float float32(const char* name) const { return static_cast<float>(number(name)); }
   // A safe integer >= minimum.
   int64_t integer(const char* name, int64_t minimum) const;
   // A whole number of either sign (a TypeError for a fraction).

@@ -58,11 +58,12 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
-// One block: thread t adds rows t, t + kBlock, ...; then a fixed tree over the block.
-__global__ void __launch_bounds__(kBlock) mean_loss_kernel(float* loss, const float* row_loss, int64_t batch) {
-  __shared__ float sums[kBlock];
-  float sum = 0.0f;
-  for (int64_t row = threadIdx.x; row < batch; row += kBlock) sum += row_loss[row];
+// One block: thread t adds values t, t + kBlock, ... in Sum (float or double); then a fixed tree. sums[0] ends
+// with the total.
+template <class Sum>
+__device__ Sum block_sum_fixed_order(const float* values, int64_t count, Sum* sums) {
+  Sum sum = 0;
+  for (int64_t i = threadIdx.x; i < count; i += kBlock) sum += values[i];
   sums[threadIdx.x] = sum;
   __syncthreads();
 #pragma unroll
@@ -70,7 +71,14 @@ __global__ void __launch_bounds__(kBlock) mean_loss_kernel(float* loss, const fl
     if (threadIdx.x < width) sums[threadIdx.x] += sums[threadIdx.x + width];
     __syncthreads();
   }
-  if (threadIdx.x == 0) loss[0] = batch > 0 ? sums[0] / static_cast<float>(batch) : 0.0f;
+  return sums[0];
+}
+
+// The mean of the rows' losses, summed in float in a fixed order.
+__global__ void __launch_bounds__(kBlock) mean_loss_kernel(float* loss, const float* row_loss, int64_t batch) {
+  __shared__ float sums[kBlock];
+  const float total = block_sum_fixed_order(row_loss, batch, sums);
+  if (threadIdx.x == 0) loss[0] = batch > 0 ? total / static_cast<float>(batch) : 0.0f;
 }
 
 __global__ void __launch_bounds__(kBlock)
@@ -86,19 +94,6 @@ __global__ void __launch_bounds__(kBlock)
 }
 
 
-// One block: thread t adds values t, t + kBlock, ... in double; then a fixed tree. sums[0] ends with the total.
-__device__ double block_sum_fixed_order(const float* values, int64_t count, double* sums) {
-  double sum = 0.0;
-  for (int64_t i = threadIdx.x; i < count; i += kBlock) sum += values[i];
-  sums[threadIdx.x] = sum;
-  __syncthreads();
-#pragma unroll
-  for (int width = kBlock / 2; width > 0; width /= 2) {
-    if (threadIdx.x < width) sums[threadIdx.x] += sums[threadIdx.x + width];
-    __syncthreads();
-  }
-  return sums[0];
-}
 
 __global__ void __launch_bounds__(kBlock)
     pointwise_loss_forward_kernel(float* element_loss, const float* input, const float* target, int64_t count,

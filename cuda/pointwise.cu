@@ -80,22 +80,10 @@ __global__ void __launch_bounds__(kBlock) where_kernel(T* out, const uint8_t* co
 __global__ void __launch_bounds__(kBlock) sum_to_kernel(float* out, const float* x, SumToLayout layout) {
   __shared__ double partial[kBlock];
   for (int64_t k = blockIdx.x; k < layout.out_count; k += gridDim.x) {
-    int64_t base = 0;
-    int64_t rest = k;
-    for (int d = layout.kept_rank - 1; d >= 0; --d) {
-      base += (rest % layout.kept_shape[d]) * layout.kept_strides[d];
-      rest /= layout.kept_shape[d];
-    }
+    const int64_t base = pointwise::walk_offset(layout.kept_rank, layout.kept_shape, layout.kept_strides, k);
     double total = 0.0;
-    for (int64_t r = threadIdx.x; r < layout.reduced_count; r += kBlock) {
-      int64_t offset = base;
-      int64_t remaining = r;
-      for (int d = layout.reduced_rank - 1; d >= 0; --d) {
-        offset += (remaining % layout.reduced_shape[d]) * layout.reduced_strides[d];
-        remaining /= layout.reduced_shape[d];
-      }
-      total += x[offset];
-    }
+    for (int64_t r = threadIdx.x; r < layout.reduced_count; r += kBlock)
+      total += x[base + pointwise::walk_offset(layout.reduced_rank, layout.reduced_shape, layout.reduced_strides, r)];
     partial[threadIdx.x] = total;
     __syncthreads();
     for (int half = kBlock / 2; half > 0; half /= 2) {

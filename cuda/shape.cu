@@ -25,14 +25,8 @@ constexpr int kBlock = 256;
 template <class T>
 __global__ void __launch_bounds__(kBlock) strided_copy_kernel(T* out, const T* x, StridedCopy copy, int64_t total) {
   for (int64_t e = int64_t(blockIdx.x) * kBlock + threadIdx.x; e < total; e += int64_t(gridDim.x) * kBlock) {
-    int64_t in = copy.in_offset, o = copy.out_offset, rest = e;
-    for (int d = copy.rank - 1; d >= 0; --d) {
-      const int64_t i = rest % copy.sizes[d];
-      rest /= copy.sizes[d];
-      in += i * copy.in_strides[d];
-      o += i * copy.out_strides[d];
-    }
-    out[o] = x[in];
+    const CopyOffsets at = copy_offsets(copy, copy.rank, -1, e);
+    out[at.out] = x[at.in];
   }
 }
 
@@ -52,21 +46,14 @@ __global__ void __launch_bounds__(kBlock) tiled_copy_kernel(T* out, const T* x, 
   const int64_t row_tiles = (rows + kTile - 1) / kTile, column_tiles = (columns + kTile - 1) / kTile;
   for (int64_t unit = blockIdx.x; unit < units; unit += gridDim.x) {
     const int64_t column_tile = unit % column_tiles, row_tile = (unit / column_tiles) % row_tiles;
-    int64_t in = copy.in_offset, o = copy.out_offset, rest = unit / (column_tiles * row_tiles);
-    for (int d = last - 1; d >= 0; --d) {
-      if (d == a) continue;
-      const int64_t i = rest % copy.sizes[d];
-      rest /= copy.sizes[d];
-      in += i * copy.in_strides[d];
-      o += i * copy.out_strides[d];
-    }
+    const CopyOffsets plane = copy_offsets(copy, last, a, unit / (column_tiles * row_tiles));
     const int64_t row0 = row_tile * kTile, column0 = column_tile * kTile;
     // Load: threadIdx.x runs along a (x's contiguous dim).
     const int64_t load_row = row0 + threadIdx.x;
     for (int c = threadIdx.y; c < kTile; c += kTileRows) {
       const int64_t column = column0 + c;
       if (load_row < rows && column < columns)
-        tile[c][threadIdx.x] = x[in + load_row * copy.in_strides[a] + column * copy.in_strides[last]];
+        tile[c][threadIdx.x] = x[plane.in + load_row * copy.in_strides[a] + column * copy.in_strides[last]];
     }
     __syncthreads();
     // Store: threadIdx.x runs along last (out's contiguous dim).
@@ -74,19 +61,10 @@ __global__ void __launch_bounds__(kBlock) tiled_copy_kernel(T* out, const T* x, 
     for (int r = threadIdx.y; r < kTile; r += kTileRows) {
       const int64_t row = row0 + r;
       if (row < rows && store_column < columns)
-        out[o + row * copy.out_strides[a] + store_column * copy.out_strides[last]] = tile[threadIdx.x][r];
+        out[plane.out + row * copy.out_strides[a] + store_column * copy.out_strides[last]] = tile[threadIdx.x][r];
     }
     __syncthreads();  // the next unit overwrites the tile
   }
-}
-
-// The dim of x to tile with the walk's last one, or -1 when the copy is not transpose-like (mirrors cpu/shape.cc).
-int tiled_dim(const StridedCopy& copy) {
-  const int last = copy.rank - 1;
-  if (copy.rank < 2 || copy.in_strides[last] == 1 || copy.out_strides[last] != 1 || copy.sizes[last] < 8) return -1;
-  for (int a = 0; a < last; ++a)
-    if (copy.in_strides[a] == 1 && copy.sizes[a] >= 8) return a;
-  return -1;
 }
 
 // The smallest position whose value is outside [0, limit), by atomicMin on the position.

@@ -1024,23 +1024,22 @@ export class Flatten extends Module {
   }
 }
 
-/** Inverted dropout in training mode (a new mask each call, from the seed sequence); identity in evaluation. */
-export class Dropout extends Module {
+// A layer that draws a new random stream on every call (Dropout, GaussianNoise): call n of a layer seeded s draws
+// from seed s · 1_000_003 + n, and (seed, calls) is its state in checkpoints. `checkArguments` validates the
+// layer's own arguments, before its options (errors name the first bad parameter in argument order).
+abstract class RandomStreamLayer extends Module {
   private calls = 0;
   private seed: number;
-  constructor(
-    readonly p: number,
-    options: { seed?: number } = {},
-  ) {
+  protected constructor(where: string, options: { seed?: number }, checkArguments: () => void) {
     super();
-    if (typeof p !== 'number' || !(p >= 0 && p < 1)) throw typeError('nn.Dropout: p', 'a probability in [0, 1)', p);
-    const o = checkLayerOptions<{ seed: number }>('nn.Dropout', options, ['seed']);
-    this.seed = o.seed === undefined ? nextSeed() % 2 ** 32 : checkSeed('nn.Dropout', o.seed);
+    checkArguments();
+    const o = checkLayerOptions<{ seed: number }>(where, options, ['seed']);
+    this.seed = o.seed === undefined ? nextSeed() % 2 ** 32 : checkSeed(where, o.seed);
   }
-  forward(x: Tensor): Tensor {
-    checkInput('nn.Dropout.forward', x);
-    if (!this.training || this.p === 0) return x;
-    return F.dropout(x, this.p, this.seed * 1_000_003 + this.calls++);
+
+  /** The seed of this call's stream (and the next call gets the next one). */
+  protected nextCallSeed(): number {
+    return this.seed * 1_000_003 + this.calls++;
   }
 
   /** @internal */
@@ -1055,34 +1054,37 @@ export class Dropout extends Module {
   }
 }
 
+/** Inverted dropout in training mode (a new mask each call, from the seed sequence); identity in evaluation. */
+export class Dropout extends RandomStreamLayer {
+  constructor(
+    readonly p: number,
+    options: { seed?: number } = {},
+  ) {
+    super('nn.Dropout', options, () => {
+      if (typeof p !== 'number' || !(p >= 0 && p < 1)) throw typeError('nn.Dropout: p', 'a probability in [0, 1)', p);
+    });
+  }
+  forward(x: Tensor): Tensor {
+    checkInput('nn.Dropout.forward', x);
+    if (!this.training || this.p === 0) return x;
+    return F.dropout(x, this.p, this.nextCallSeed());
+  }
+}
+
 /** Additive Gaussian noise (the paper's MNIST/CIFAR regularizer) in training mode; identity in evaluation. */
-export class GaussianNoise extends Module {
-  private calls = 0;
-  private seed: number;
+export class GaussianNoise extends RandomStreamLayer {
   constructor(
     readonly std: number,
     options: { seed?: number } = {},
   ) {
-    super();
-    if (typeof std !== 'number' || !(std >= 0) || !Number.isFinite(std)) throw typeError('nn.GaussianNoise: std', 'a finite number >= 0', std);
-    const o = checkLayerOptions<{ seed: number }>('nn.GaussianNoise', options, ['seed']);
-    this.seed = o.seed === undefined ? nextSeed() % 2 ** 32 : checkSeed('nn.GaussianNoise', o.seed);
+    super('nn.GaussianNoise', options, () => {
+      if (typeof std !== 'number' || !(std >= 0) || !Number.isFinite(std)) throw typeError('nn.GaussianNoise: std', 'a finite number >= 0', std);
+    });
   }
   forward(x: Tensor): Tensor {
     checkInput('nn.GaussianNoise.forward', x);
     if (!this.training || this.std === 0) return x;
-    return F.gaussianNoise(x, this.std, this.seed * 1_000_003 + this.calls++);
-  }
-
-  /** @internal */
-  override randomStreamState(): RandomStreamState {
-    return { seed: this.seed, calls: this.calls };
-  }
-
-  /** @internal */
-  override restoreRandomStream(state: RandomStreamState): void {
-    this.seed = state.seed;
-    this.calls = state.calls;
+    return F.gaussianNoise(x, this.std, this.nextCallSeed());
   }
 }
 

@@ -196,13 +196,12 @@ Napi::Value WeightNorm(const Napi::CallbackInfo& info) {
   if (bf16 && !fused) throw_type_error(env, "fused: the unfused path is float32 only; v is bfloat16");
   return guarded(env, [&]() -> Napi::Value {
     Napi::Object w_object = new_tensor(env, v.device(), v.shape(), v.dtype());
-    Napi::Object norm_object = new_tensor(env, v.device(), {layout.channels});
+    const Output norm = output(env, v.device(), {layout.channels});
     TensorWrap& w = TensorWrap::FromAnyType(w_object, "w");
-    float* norm = TensorWrap::From(norm_object, "norm").data();
-    if (bf16) WN_DISPATCH(v.device(), weightnorm_forward, w.bf16_data(), norm, v.bf16_data(), g.data(), layout, eps);
-    else if (fused) WN_DISPATCH(v.device(), weightnorm_forward, w.data(), norm, v.data(), g.data(), layout, eps);
-    else WN_DISPATCH(v.device(), weightnorm_forward_unfused, w.data(), norm, v.data(), g.data(), layout, eps);
-    return named_results(env, {{"w", w_object}, {"norm", norm_object}});
+    if (bf16) WN_DISPATCH(v.device(), weightnorm_forward, w.bf16_data(), norm.data, v.bf16_data(), g.data(), layout, eps);
+    else if (fused) WN_DISPATCH(v.device(), weightnorm_forward, w.data(), norm.data, v.data(), g.data(), layout, eps);
+    else WN_DISPATCH(v.device(), weightnorm_forward_unfused, w.data(), norm.data, v.data(), g.data(), layout, eps);
+    return named_results(env, {{"w", w_object}, {"norm", norm.object}});
   });
 }
 
@@ -231,20 +230,19 @@ Napi::Value WeightNormBackward(const Napi::CallbackInfo& info) {
   if (bf16 && !fused) throw_type_error(env, "fused: the unfused path is float32 only; v is bfloat16");
   return guarded(env, [&]() -> Napi::Value {
     Napi::Object dv_object = new_tensor(env, v.device(), v.shape(), v.dtype());
-    Napi::Object dg_object = new_tensor(env, v.device(), {layout.channels});
+    const Output dg = output(env, v.device(), {layout.channels});
     TensorWrap& dv = TensorWrap::FromAnyType(dv_object, "dv");
-    float* dg = TensorWrap::From(dg_object, "dg").data();
     if (bf16) {
-      WN_DISPATCH(v.device(), weightnorm_backward, dv.bf16_data(), dg, dw.bf16_data(), v.bf16_data(), g.data(),
+      WN_DISPATCH(v.device(), weightnorm_backward, dv.bf16_data(), dg.data, dw.bf16_data(), v.bf16_data(), g.data(),
                   norm.data(), layout, eps);
     } else if (fused) {
-      WN_DISPATCH(v.device(), weightnorm_backward, dv.data(), dg, dw.data(), v.data(), g.data(), norm.data(), layout,
-                  eps);
-    } else {
-      WN_DISPATCH(v.device(), weightnorm_backward_unfused, dv.data(), dg, dw.data(), v.data(), g.data(), norm.data(),
+      WN_DISPATCH(v.device(), weightnorm_backward, dv.data(), dg.data, dw.data(), v.data(), g.data(), norm.data(),
                   layout, eps);
+    } else {
+      WN_DISPATCH(v.device(), weightnorm_backward_unfused, dv.data(), dg.data, dw.data(), v.data(), g.data(),
+                  norm.data(), layout, eps);
     }
-    return named_results(env, {{"dv", dv_object}, {"dg", dg_object}});
+    return named_results(env, {{"dv", dv_object}, {"dg", dg.object}});
   });
 }
 

@@ -187,11 +187,11 @@ Napi::Value PointwiseBinaryBackward(const Napi::CallbackInfo& info) {
     throw_range_error(env, "dy: expected the broadcast shape " + shape_string(shape) + ", got " + shape_string(dy.shape()));
   const BroadcastLayout layout = broadcast_layout(env, shape, {&dy.shape(), &a.shape(), &b.shape()});
   return guarded(env, [&]() -> Napi::Value {
-    Napi::Object object = new_tensor(env, dy.device(), shape);
-    if (layout.count == 0) return object;
-    WN_DISPATCH(dy.device(), binary_backward, TensorWrap::From(object, "result").data(), dy.data(), a.data(), b.data(),
-                op, static_cast<int>(operand), alpha, layout);
-    return object;
+    const Output out = output(env, dy.device(), shape);
+    if (layout.count == 0) return out.object;
+    WN_DISPATCH(dy.device(), binary_backward, out.data, dy.data(), a.data(), b.data(), op, static_cast<int>(operand),
+                alpha, layout);
+    return out.object;
   });
 }
 
@@ -274,10 +274,10 @@ Napi::Value SumTo(const Napi::CallbackInfo& info) {
   }
   if (element_count(shape) == 0) layout.reduced_count = 0;  // an empty x sums to zeros
   return guarded(env, [&]() -> Napi::Value {
-    Napi::Object object = new_tensor(env, x.device(), target);
-    if (layout.out_count == 0) return object;
-    WN_DISPATCH(x.device(), sum_to, TensorWrap::From(object, "result").data(), x.data(), layout);
-    return object;
+    const Output out = output(env, x.device(), target);
+    if (layout.out_count == 0) return out.object;
+    WN_DISPATCH(x.device(), sum_to, out.data, x.data(), layout);
+    return out.object;
   });
 }
 
@@ -321,12 +321,11 @@ Napi::Value PointwiseUnaryBackward(const Napi::CallbackInfo& info) {
                                  shape_string(t->shape()));
   }
   return guarded(env, [&]() -> Napi::Value {
-    Napi::Object object = new_tensor(env, dy.device(), dy.shape());
+    const Output dx = output(env, dy.device(), dy.shape());
     const int64_t count = dy.numel();
-    if (count == 0) return object;
-    WN_DISPATCH(dy.device(), unary_backward, TensorWrap::From(object, "result").data(), dy.data(), x.data(), y.data(),
-                op, params, count);
-    return object;
+    if (count == 0) return dx.object;
+    WN_DISPATCH(dy.device(), unary_backward, dx.data, dy.data(), x.data(), y.data(), op, params, count);
+    return dx.object;
   });
 }
 

@@ -640,6 +640,18 @@ export interface LinearOptions {
   weightNorm?: boolean | WeightNormConfig;
 }
 
+// The checks every weighted layer's constructor shares.
+
+/** options.bias: a boolean when given (the default, true, is the caller's). */
+function checkBiasOption(where: string, bias: unknown): void {
+  if (bias !== undefined && typeof bias !== 'boolean') throw typeError(`${where}: options.bias`, 'a boolean', bias);
+}
+
+/** A weight of `rows` × `perRow` elements must stay within the 2^40 elements a tensor may hold. */
+function checkWeightCount(where: string, rows: number, perRow: number): void {
+  if (rows * perRow > 2 ** 40) throw rangeError(where, 'at most 2^40 weights', `${rows} × ${perRow}`);
+}
+
 /** y = x·wᵀ + b. With weightNorm (dim 0), w = g·v/‖v‖ is never materialized: the scale goes into the GEMM epilogue. */
 export class Linear extends WeightedLayer {
   constructor(
@@ -652,8 +664,8 @@ export class Linear extends WeightedLayer {
     checkCount(`${where}: inFeatures`, inFeatures);
     checkCount(`${where}: outFeatures`, outFeatures);
     const o = checkLayerOptions<LinearOptions>(where, options, ['bias', 'weightNorm']);
-    if (o.bias !== undefined && typeof o.bias !== 'boolean') throw typeError(`${where}: options.bias`, 'a boolean', o.bias);
-    if (inFeatures * outFeatures > 2 ** 40) throw rangeError(where, 'at most 2^40 weights', `${inFeatures} × ${outFeatures}`);
+    checkBiasOption(where, o.bias);
+    checkWeightCount(where, inFeatures, outFeatures);
     this.initialize(where, [outFeatures, inFeatures], inFeatures, o.bias ?? true, o.weightNorm);
   }
 
@@ -711,6 +723,22 @@ function checkConvInput(where: string, x: unknown, dims: 1 | 2, inChannels: numb
   }
 }
 
+/** A convolution layer's channel counts and kernel size, checked in that order; the kernel size as given. */
+function checkConvShape(where: string, dims: 1 | 2, inChannels: number, outChannels: number, kernelSize: unknown): number | number[] {
+  checkCount(`${where}: inChannels`, inChannels);
+  checkCount(`${where}: outChannels`, outChannels);
+  return checkAxisSize(`${where}: kernelSize`, kernelSize, dims, 1);
+}
+
+/** options.groups (default 1): a count that divides both channel counts. */
+function checkGroups(where: string, groups: unknown, inChannels: number, outChannels: number): number {
+  const count = checkCount(`${where}: options.groups`, groups ?? 1);
+  if (inChannels % count !== 0 || outChannels % count !== 0) {
+    throw rangeError(`${where}: options.groups`, `a divisor of both channel counts (in ${inChannels}, out ${outChannels})`, String(count));
+  }
+  return count;
+}
+
 const axisList = (value: number | readonly number[], dims: number): number[] => (typeof value === 'number' ? Array<number>(dims).fill(value) : [...value]);
 
 /**
@@ -734,24 +762,19 @@ abstract class ConvNd extends WeightedLayer {
     options: Conv2dOptions,
   ) {
     super();
-    checkCount(`${where}: inChannels`, inChannels);
-    checkCount(`${where}: outChannels`, outChannels);
-    this.kernelSize = checkAxisSize(`${where}: kernelSize`, kernelSize, dims, 1);
+    this.kernelSize = checkConvShape(where, dims, inChannels, outChannels, kernelSize);
     const o = checkLayerOptions<Conv2dOptions>(where, options, ['bias', 'weightNorm', 'stride', 'padding', 'dilation', 'groups']);
-    if (o.bias !== undefined && typeof o.bias !== 'boolean') throw typeError(`${where}: options.bias`, 'a boolean', o.bias);
+    checkBiasOption(where, o.bias);
     this.stride = checkAxisSize(`${where}: options.stride`, o.stride ?? 1, dims, 1);
     this.padding = o.padding === 'same' || o.padding === 'valid' ? o.padding : checkAxisSize(`${where}: options.padding`, o.padding ?? 0, dims, 0);
     this.dilation = checkAxisSize(`${where}: options.dilation`, o.dilation ?? 1, dims, 1);
-    this.groups = checkCount(`${where}: options.groups`, o.groups ?? 1);
-    if (inChannels % this.groups !== 0 || outChannels % this.groups !== 0) {
-      throw rangeError(`${where}: options.groups`, `a divisor of both channel counts (in ${inChannels}, out ${outChannels})`, String(this.groups));
-    }
+    this.groups = checkGroups(where, o.groups, inChannels, outChannels);
     if (this.padding === 'same' && axisList(this.stride, dims).some((v) => v !== 1)) {
       throw rangeError(`${where}: options.padding`, "stride 1 with padding 'same'", `stride ${String(this.stride)}`);
     }
     const kernel = axisList(this.kernelSize, dims);
     const perOutput = (inChannels / this.groups) * kernel.reduce((a, b) => a * b, 1);
-    if (outChannels * perOutput > 2 ** 40) throw rangeError(where, 'at most 2^40 weights', `${outChannels} × ${perOutput}`);
+    checkWeightCount(where, outChannels, perOutput);
     this.initialize(where, [outChannels, inChannels / this.groups, ...kernel], perOutput, o.bias ?? true, o.weightNorm);
   }
 
@@ -812,19 +835,14 @@ abstract class ConvTransposeNd extends WeightedLayer {
     options: ConvTranspose2dOptions,
   ) {
     super();
-    checkCount(`${where}: inChannels`, inChannels);
-    checkCount(`${where}: outChannels`, outChannels);
-    this.kernelSize = checkAxisSize(`${where}: kernelSize`, kernelSize, dims, 1);
+    this.kernelSize = checkConvShape(where, dims, inChannels, outChannels, kernelSize);
     const o = checkLayerOptions<ConvTranspose2dOptions>(where, options, ['bias', 'weightNorm', 'stride', 'padding', 'outputPadding', 'dilation', 'groups']);
-    if (o.bias !== undefined && typeof o.bias !== 'boolean') throw typeError(`${where}: options.bias`, 'a boolean', o.bias);
+    checkBiasOption(where, o.bias);
     this.stride = checkAxisSize(`${where}: options.stride`, o.stride ?? 1, dims, 1);
     this.padding = checkAxisSize(`${where}: options.padding`, o.padding ?? 0, dims, 0);
     this.outputPadding = checkAxisSize(`${where}: options.outputPadding`, o.outputPadding ?? 0, dims, 0);
     this.dilation = checkAxisSize(`${where}: options.dilation`, o.dilation ?? 1, dims, 1);
-    this.groups = checkCount(`${where}: options.groups`, o.groups ?? 1);
-    if (inChannels % this.groups !== 0 || outChannels % this.groups !== 0) {
-      throw rangeError(`${where}: options.groups`, `a divisor of both channel counts (in ${inChannels}, out ${outChannels})`, String(this.groups));
-    }
+    this.groups = checkGroups(where, o.groups, inChannels, outChannels);
     const strides = axisList(this.stride, dims);
     const dilations = axisList(this.dilation, dims);
     axisList(this.outputPadding, dims).forEach((p, a) => {
@@ -834,7 +852,7 @@ abstract class ConvTransposeNd extends WeightedLayer {
     });
     const kernel = axisList(this.kernelSize, dims);
     const perInput = (outChannels / this.groups) * kernel.reduce((a, b) => a * b, 1);
-    if (inChannels * perInput > 2 ** 40) throw rangeError(where, 'at most 2^40 weights', `${inChannels} × ${perInput}`);
+    checkWeightCount(where, inChannels, perInput);
     // PyTorch's fan-in of a transposed weight: its dims after the first (out/groups · k).
     this.initialize(where, [inChannels, outChannels / this.groups, ...kernel], perInput, o.bias ?? true, o.weightNorm, outChannels);
   }

@@ -456,12 +456,16 @@ export function tensor(data: TensorData, shape?: readonly number[] | CreateOptio
   return new Tensor(native.fromArray(hostValues(values, type, where), dims, target, type));
 }
 
-export function zeros(shape: readonly number[], options?: CreateOptions): Tensor {
-  const where = 'zeros';
+// zeros() and empty() are one op (memory is always zero-filled); `where` names the one called in errors.
+function zeroFilled(where: string, shape: readonly number[], options?: CreateOptions): Tensor {
   const { device = 'cpu', dtype = 'float32' } = checkOptions<CreateOptions>(options, where, ['device', 'dtype']);
   const dims = checkShape(shape, where);
   const type = checkDType(dtype, `${where}: options.dtype`);
   return new Tensor(native.zeros(dims, checkDevice(device, where, 'options.device'), type));
+}
+
+export function zeros(shape: readonly number[], options?: CreateOptions): Tensor {
+  return zeroFilled('zeros', shape, options);
 }
 
 /**
@@ -469,11 +473,7 @@ export function zeros(shape: readonly number[], options?: CreateOptions): Tensor
  * the library never hands out uninitialized memory (so this is zeros()).
  */
 export function empty(shape: readonly number[], options?: CreateOptions): Tensor {
-  const where = 'empty';
-  const { device = 'cpu', dtype = 'float32' } = checkOptions<CreateOptions>(options, where, ['device', 'dtype']);
-  const dims = checkShape(shape, where);
-  const type = checkDType(dtype, `${where}: options.dtype`);
-  return new Tensor(native.zeros(dims, checkDevice(device, where, 'options.device'), type));
+  return zeroFilled('empty', shape, options);
 }
 
 /** A tensor of `shape` filled with `value` (options.dtype, default float32; a boolean value defaults to bool). */

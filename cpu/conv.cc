@@ -15,6 +15,19 @@
 // as col2im's starting value), its dx = the direct forward of dy, its dw = the direct dw with x and dy swapped.
 // A 1x1 kernel with stride 1 and no padding needs no im2col: col is the image itself (G = 1).
 // G is the largest batch whose col buffer stays within kColBudget floats.
+//
+// Per-image path (direct convolutions whose output plane has at least kPerImageMinSpatial positions, the common
+// training case of a batch of small images): one image at a time, its im2col block [C*kh*kw, OH*OW] (a few hundred
+// KiB: stays in L2) feeds one GEMM per group whose [OC, OH*OW] output IS the image's NCHW block, so the regroup
+// copies of the batched path disappear, and the im2col block is read back from cache instead of memory. With at least
+// kPerImageMinImagesPerThread images per thread the images are spread over the threads (each GEMM single-threaded:
+// OpenMP does not nest); with fewer, the images go one after another and each GEMM uses every thread. Both give the
+// same bits: the GEMMs' shapes, and so their summation orders, are those of one image either way.
+//   dx  per image: dcol = w^T x dy_n (dy_n is already [OC, OH*OW]), col2im into dx_n.
+//   dw  the images are cut into chunks fixed by the shape alone (about kDwChunkColumns columns each); a chunk's
+//       partial dw is one thread's sum of its images' dy_n x col_n^T (GEMMs with beta = 1), and dw is the sum of
+//       the partials in chunk order, then the epilogue: bitwise the same for any thread count. Used while the
+//       partials stay small (OC*C/groups*kh*kw <= kPerImageMaxWeight floats each).
 #include "conv.h"
 
 #include <omp.h>
@@ -27,6 +40,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <cstdlib>
 #include <memory>
 #include <stdexcept>
 #include <type_traits>
@@ -40,6 +54,13 @@ namespace {
 
 constexpr int64_t kColBudget = int64_t{1} << 22;  // floats (16 MiB) of im2col scratch per batch of images
 constexpr int64_t kParallelMinElements = int64_t{1} << 15;
+// The per-image path (see the top of this file). Below 64 output positions a per-image GEMM is too narrow to run
+// near the GEMM's peak, and the batched path's wider GEMMs win.
+constexpr int64_t kPerImageMinSpatial = 64;
+constexpr int64_t kPerImageMinImagesPerThread = 2;
+constexpr int64_t kDwChunkColumns = 2048;
+constexpr int64_t kDwMaxChunks = 64;
+constexpr int64_t kPerImageMaxWeight = int64_t{1} << 16;
 
 void check_geometry(const ConvGeometry& g) {
   if (!is_valid_geometry(g))
@@ -51,6 +72,18 @@ void check_geometry(const ConvGeometry& g) {
 bool is_pointwise(const ConvGeometry& g) {
   return g.kernel_height == 1 && g.kernel_width == 1 && g.stride_height == 1 && g.stride_width == 1 &&
          g.padding_height == 0 && g.padding_width == 0 && g.out_height == g.in_height && g.out_width == g.in_width;
+}
+
+bool kTmpPerImage() { return !std::getenv("WN_TMP_BATCHED"); }
+bool per_image(const ConvGeometry& g) { return kTmpPerImage() && !is_pointwise(g) && g.out_spatial() >= kPerImageMinSpatial; }
+
+bool per_image_weight_gradient(const ConvGeometry& g) {
+  return per_image(g) && g.out_channels * g.patch() <= kPerImageMaxWeight;
+}
+
+// Whether the images are spread over the threads (else each image's GEMMs use all of them); the bits are the same.
+bool images_in_parallel(const ConvGeometry& g) {
+  return num_threads() > 1 && g.batch >= kPerImageMinImagesPerThread * num_threads();
 }
 
 int64_t batch_size(const ConvGeometry& g) {
@@ -166,16 +199,24 @@ float* scratch(int slot, int64_t count) {
   return buffers[slot].get();
 }
 
-// dbias[c] = sum of dy[image, c, :] over images and space, in double, in a fixed order.
+// dbias[c] = sum of dy[image, c, :] over images and space, in double, in a fixed order: position s of every plane
+// goes to lane s % kSumLanes, the lanes are added in order at the end. Independent lanes let the compiler vectorize
+// the loop (a single running sum cannot be reordered, and ran at one add per cycle latency).
+constexpr int64_t kSumLanes = 8;
 void channel_sums(float* dbias, const float* dy, int64_t batch, int64_t channels, int64_t spatial) {
   const int threads = num_threads();
 #pragma omp parallel for schedule(static) num_threads(threads) if (batch * channels * spatial >= kParallelMinElements)
   for (int64_t c = 0; c < channels; ++c) {
-    double sum = 0.0;
+    double lanes[kSumLanes] = {};
     for (int64_t image = 0; image < batch; ++image) {
       const float* plane = dy + (image * channels + c) * spatial;
-      for (int64_t s = 0; s < spatial; ++s) sum += plane[s];
+      int64_t s = 0;
+      for (; s + kSumLanes <= spatial; s += kSumLanes)
+        for (int64_t j = 0; j < kSumLanes; ++j) lanes[j] += plane[s + j];
+      for (int64_t j = 0; s < spatial; ++s, ++j) lanes[j] += plane[s];
     }
+    double sum = 0.0;
+    for (int64_t j = 0; j < kSumLanes; ++j) sum += lanes[j];
     dbias[c] = float(sum);
   }
 }
@@ -189,11 +230,87 @@ void weight_transpose_product(float* dcol, const float* w, const float* dys, int
 
 const float* offset_or_null(const float* p, int64_t offset) { return p ? p + offset : nullptr; }
 
+void conv_forward_per_image(float* y, const float* x, const float* w, const float* bias, const ConvGeometry& g,
+                            const ConvOutputScale& scale) {
+  const int64_t spatial = g.out_spatial(), patch = g.patch(), ocg = g.out_channels_per_group();
+  const bool keeps_raw = scale.channel_scale != nullptr && scale.raw_out != nullptr;
+  const int threads = num_threads();
+#pragma omp parallel for schedule(static) num_threads(threads) if (images_in_parallel(g))
+  for (int64_t image = 0; image < g.batch; ++image) {
+    float* col = scratch(0, g.groups * patch * spatial);
+    im2col(col, x + image * g.in_channels * g.in_spatial(), 1, g);
+    float* y_image = y + image * g.out_channels * spatial;
+    float* raw_image = keeps_raw ? scale.raw_out + image * g.out_channels * spatial : nullptr;
+    for (int64_t gi = 0; gi < g.groups; ++gi) {
+      GemmEpilogue epilogue;
+      epilogue.row_bias = offset_or_null(bias, gi * ocg);
+      epilogue.row_scale = offset_or_null(scale.channel_scale, gi * ocg);
+      epilogue.raw_out = keeps_raw ? raw_image + gi * ocg * spatial : nullptr;
+      gemm(y_image + gi * ocg * spatial, w + gi * ocg * patch, col + gi * patch * spatial, GemmShape{ocg, spatial, patch},
+           epilogue);
+    }
+  }
+}
+
+void conv_input_gradient_per_image(float* dx, const float* dy, const float* w, const ConvGeometry& g) {
+  const int64_t spatial = g.out_spatial();
+  const int threads = num_threads();
+#pragma omp parallel for schedule(static) num_threads(threads) if (images_in_parallel(g))
+  for (int64_t image = 0; image < g.batch; ++image) {
+    float* col = scratch(0, g.groups * g.patch() * spatial);
+    weight_transpose_product(col, w, dy + image * g.out_channels * spatial, spatial, g);
+    col2im(dx + image * g.in_channels * g.in_spatial(), col, 1, g, nullptr);
+  }
+}
+
+void conv_weight_gradient_per_image(float* dw, const float* dy, const float* x, const ConvGeometry& g,
+                                    const ConvWeightGradientEpilogue& epilogue) {
+  const int64_t spatial = g.out_spatial(), patch = g.patch(), ocg = g.out_channels_per_group();
+  const int64_t weights = g.out_channels * patch;
+  const int64_t chunk = std::max((kDwChunkColumns + spatial - 1) / spatial, (g.batch + kDwMaxChunks - 1) / kDwMaxChunks);
+  const int64_t chunks = (g.batch + chunk - 1) / chunk;
+  // The partials outlive the parallel region: one shared buffer, the calling thread's slot 2 (the per-image
+  // forward and input gradient use slot 0 only, per thread).
+  float* partials = scratch(2, chunks * weights);
+  const int threads = num_threads();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1 && chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    float* col = scratch(0, g.groups * patch * spatial);
+    float* partial = partials + c * weights;
+    for (int64_t image = c * chunk; image < std::min(g.batch, (c + 1) * chunk); ++image) {
+      im2col(col, x + image * g.in_channels * g.in_spatial(), 1, g);
+      const float* dy_image = dy + image * g.out_channels * spatial;
+      for (int64_t gi = 0; gi < g.groups; ++gi) {
+        GemmEpilogue accumulate;
+        accumulate.beta = image == c * chunk ? 0.0f : 1.0f;
+        gemm(partial + gi * ocg * patch, dy_image + gi * ocg * spatial, col + gi * patch * spatial,
+             GemmShape{ocg, patch, spatial}.transposing_b(), accumulate);
+      }
+    }
+  }
+  // dw (or dv) = scale ⊙ (the partials summed in chunk order) − coefficient ⊙ v, per output channel o.
+#pragma omp parallel for schedule(static) num_threads(threads) if (weights * chunks >= kParallelMinElements)
+  for (int64_t o = 0; o < g.out_channels; ++o) {
+    const float s = epilogue.channel_scale ? epilogue.channel_scale[o] : 1.0f;
+    // As the GEMM epilogue: the projection is subtracted with weight norm only, its coefficient 1 when null.
+    const float* v = epilogue.channel_scale ? epilogue.subtract_matrix : nullptr;
+    const float coefficient = epilogue.subtract_coefficient ? epilogue.subtract_coefficient[o] : 1.0f;
+    for (int64_t j = 0; j < patch; ++j) {
+      float sum = partials[o * patch + j];
+      for (int64_t c = 1; c < chunks; ++c) sum += partials[c * weights + o * patch + j];
+      float value = s * sum;
+      if (v) value -= coefficient * v[o * patch + j];
+      dw[o * patch + j] = value;
+    }
+  }
+}
+
 }  // namespace
 
 void conv_forward(float* y, const float* x, const float* w, const float* bias, const ConvGeometry& g,
                   const ConvOutputScale& scale) {
   check_geometry(g);
+  if (per_image(g)) return conv_forward_per_image(y, x, w, bias, g, scale);
   const int64_t spatial = g.out_spatial(), in_spatial = g.in_spatial();
   const int64_t patch = g.patch(), ocg = g.out_channels_per_group();
   const int64_t batch = batch_size(g);
@@ -238,6 +355,12 @@ void conv_backward(float* dx, float* dw, float* dbias, const float* dy, const fl
     // No data: dw is 0, and so is dv (its subtracted term is proportional to dg, which is 0 too).
     if (dw) std::fill(dw, dw + g.out_channels * patch, 0.0f);
     return;
+  }
+  if (per_image(g)) {
+    if (dx) conv_input_gradient_per_image(dx, dy, w, g);
+    if (dw && per_image_weight_gradient(g)) return conv_weight_gradient_per_image(dw, dy, x, g, dw_epilogue);
+    if (!dw) return;
+    dx = nullptr;  // done above; the batched path below computes dw only
   }
 
   const int64_t batch = batch_size(g);

@@ -108,6 +108,11 @@ const DIRECT_CASES: ConvCase[] = [
   { name: '2-D groups 3', dims: 2, batch: 2, inChannels: 6, outChannels: 3, size: [5, 5], kernel: [3, 3], padding: [1, 1], groups: 3 },
   { name: '2-D depthwise stride 2', dims: 2, batch: 2, inChannels: 3, outChannels: 6, size: [6, 7], kernel: [3, 3], stride: [2, 2], groups: 3 },
   { name: '2-D kernel == input', dims: 2, batch: 2, inChannels: 2, outChannels: 3, size: [4, 3], kernel: [4, 3] },
+  // The per-image path (cpu/conv.cc: output planes of at least 64 positions): images spread over the threads, and
+  // dw summed from per-chunk partials (45 images of 100 positions: 3 chunks of at most 21).
+  { name: '2-D per-image path, several dw chunks', dims: 2, batch: 45, inChannels: 3, outChannels: 5, size: [10, 10], kernel: [3, 3], padding: [1, 1] },
+  { name: '2-D per-image path, groups 2, dilation 2, stride 2', dims: 2, batch: 5, inChannels: 4, outChannels: 6, size: [21, 19], kernel: [3, 3], stride: [2, 2], padding: [2, 1], dilation: [2, 2], groups: 2 },
+  { name: '1-D per-image path, one input channel', dims: 1, batch: 7, inChannels: 1, outChannels: 4, size: [80], kernel: [5], padding: [2] },
 ];
 
 const TRANSPOSE_CASES: ConvCase[] = [
@@ -227,6 +232,7 @@ describe.each(devices)('conv layers on %s', (device) => {
   it.each([
     ['output larger than the weight (no t kept)', 3, 20],
     ['output smaller than the weight (t kept)', 1, 2],
+    ['per-image path (planes of 100 positions, images spread over the threads)', 6, 100],
   ] as const)('Conv1d with weight norm (dim 0, scale in the GEMM epilogue), %s: matches conv1d on the materialized w', (_, batch, length) => {
     manualSeed(seed % 2 ** 31);
     tidy(() => {

@@ -22,7 +22,10 @@
 // copies of the batched path disappear, and the im2col block is read back from cache instead of memory. With at least
 // kPerImageMinImagesPerThread images per thread the images are spread over the threads (each GEMM single-threaded:
 // OpenMP does not nest); with fewer, the images go one after another and each GEMM uses every thread. Both give the
-// same bits: the GEMMs' shapes, and so their summation orders, are those of one image either way.
+// same bits: the GEMMs' shapes, and so their summation orders, are those of one image either way. Images (and dw
+// chunks) are handed out dynamically: on a shared machine a thread that loses its core for a scheduler slice
+// leaves its share to the others instead of holding up the whole op (the result does not depend on who computes
+// what).
 //   dx  per image: dcol = w^T x dy_n (dy_n is already [OC, OH*OW]), col2im into dx_n.
 //   dw  the images are cut into chunks fixed by the shape alone (about kDwChunkColumns columns each); a chunk's
 //       partial dw is one thread's sum of its images' dy_n x col_n^T (GEMMs with beta = 1), and dw is the sum of
@@ -40,7 +43,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <cstdlib>
 #include <memory>
 #include <stdexcept>
 #include <type_traits>
@@ -58,7 +60,7 @@ constexpr int64_t kParallelMinElements = int64_t{1} << 15;
 // near the GEMM's peak, and the batched path's wider GEMMs win.
 constexpr int64_t kPerImageMinSpatial = 64;
 constexpr int64_t kPerImageMinImagesPerThread = 2;
-constexpr int64_t kDwChunkColumns = 2048;
+constexpr int64_t kDwChunkColumns = 1024;
 constexpr int64_t kDwMaxChunks = 64;
 constexpr int64_t kPerImageMaxWeight = int64_t{1} << 16;
 
@@ -74,8 +76,7 @@ bool is_pointwise(const ConvGeometry& g) {
          g.padding_height == 0 && g.padding_width == 0 && g.out_height == g.in_height && g.out_width == g.in_width;
 }
 
-bool kTmpPerImage() { return !std::getenv("WN_TMP_BATCHED"); }
-bool per_image(const ConvGeometry& g) { return kTmpPerImage() && !is_pointwise(g) && g.out_spatial() >= kPerImageMinSpatial; }
+bool per_image(const ConvGeometry& g) { return !is_pointwise(g) && g.out_spatial() >= kPerImageMinSpatial; }
 
 bool per_image_weight_gradient(const ConvGeometry& g) {
   return per_image(g) && g.out_channels * g.patch() <= kPerImageMaxWeight;
@@ -90,6 +91,17 @@ int64_t batch_size(const ConvGeometry& g) {
   if (is_pointwise(g)) return 1;
   const int64_t per_image = g.in_channels * g.kernel_height * g.kernel_width * g.out_spatial();
   return std::clamp<int64_t>(kColBudget / std::max<int64_t>(per_image, 1), 1, std::max<int64_t>(g.batch, 1));
+}
+
+// d[0, count) = 0 before `begin` and from `end` on, src[begin, end) between. Plain loops, kept from becoming
+// memset/memmove calls: the runs are one output row (tens of floats), where a library call costs more than the
+// copy, and im2col makes one per tap and output row.
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) inline void copy_run(float* d, const float* src,
+                                                                                    int64_t begin, int64_t end,
+                                                                                    int64_t count) {
+  for (int64_t k = 0; k < begin; ++k) d[k] = 0.0f;
+  for (int64_t k = begin; k < end; ++k) d[k] = src[k];
+  for (int64_t k = end; k < count; ++k) d[k] = 0.0f;
 }
 
 // col[(c*kh + i)*kw + j, image*OHW + oh*OW + ow] = x[image, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw] (0 outside).
@@ -117,9 +129,7 @@ void im2col(float* col, const float* x, int64_t images, const ConvGeometry& g) {
           // Contiguous run: zeros left and right of the image, a copy in between.
           const int64_t begin = std::clamp<int64_t>(-offset, 0, ow_count);
           const int64_t end = std::clamp<int64_t>(g.in_width - offset, begin, ow_count);
-          std::fill(d, d + begin, 0.0f);
-          std::copy(src + begin + offset, src + end + offset, d + begin);
-          std::fill(d + end, d + ow_count, 0.0f);
+          copy_run(d, src + offset, begin, end, ow_count);
         } else {
           for (int64_t ow = 0; ow < ow_count; ++ow) {
             const int64_t w = ow * g.stride_width + offset;
@@ -235,7 +245,7 @@ void conv_forward_per_image(float* y, const float* x, const float* w, const floa
   const int64_t spatial = g.out_spatial(), patch = g.patch(), ocg = g.out_channels_per_group();
   const bool keeps_raw = scale.channel_scale != nullptr && scale.raw_out != nullptr;
   const int threads = num_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (images_in_parallel(g))
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (images_in_parallel(g))
   for (int64_t image = 0; image < g.batch; ++image) {
     float* col = scratch(0, g.groups * patch * spatial);
     im2col(col, x + image * g.in_channels * g.in_spatial(), 1, g);
@@ -255,7 +265,7 @@ void conv_forward_per_image(float* y, const float* x, const float* w, const floa
 void conv_input_gradient_per_image(float* dx, const float* dy, const float* w, const ConvGeometry& g) {
   const int64_t spatial = g.out_spatial();
   const int threads = num_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (images_in_parallel(g))
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (images_in_parallel(g))
   for (int64_t image = 0; image < g.batch; ++image) {
     float* col = scratch(0, g.groups * g.patch() * spatial);
     weight_transpose_product(col, w, dy + image * g.out_channels * spatial, spatial, g);
@@ -295,13 +305,13 @@ void conv_weight_gradient_per_image(float* dw, const float* dy, const float* x, 
     // As the GEMM epilogue: the projection is subtracted with weight norm only, its coefficient 1 when null.
     const float* v = epilogue.channel_scale ? epilogue.subtract_matrix : nullptr;
     const float coefficient = epilogue.subtract_coefficient ? epilogue.subtract_coefficient[o] : 1.0f;
-    for (int64_t j = 0; j < patch; ++j) {
-      float sum = partials[o * patch + j];
-      for (int64_t c = 1; c < chunks; ++c) sum += partials[c * weights + o * patch + j];
-      float value = s * sum;
-      if (v) value -= coefficient * v[o * patch + j];
-      dw[o * patch + j] = value;
+    // The row summed in place in chunk 0's partial, chunk after chunk (contiguous rows, the same order per element).
+    float* sum = partials + o * patch;
+    for (int64_t c = 1; c < chunks; ++c) {
+      const float* add = partials + c * weights + o * patch;
+      for (int64_t j = 0; j < patch; ++j) sum[j] += add[j];
     }
+    for (int64_t j = 0; j < patch; ++j) dw[o * patch + j] = v ? s * sum[j] - coefficient * v[o * patch + j] : s * sum[j];
   }
 }
 
@@ -601,16 +611,43 @@ inline void write_window_gradient(float* out, int64_t width, int64_t kernel, int
 // (a later element wins only if strictly greater, or NaN over non-NaN); dy goes to the winner, +0 to the other
 // three. Four windows per step with SSE2 (x86-64's baseline; GCC does not vectorize the stride-2 selects itself),
 // the rest one at a time with the same rule.
+#if defined(__SSE2__)
+// take(later, best): later > best, or later is NaN and best is not (window_max's rule, four windows at once).
+inline __m128 take(__m128 later, __m128 best) {
+  return _mm_or_ps(_mm_cmpgt_ps(later, best), _mm_and_ps(_mm_cmpunord_ps(later, later), _mm_cmpord_ps(best, best)));
+}
+inline __m128 select(__m128 mask, __m128 yes, __m128 no) { return _mm_or_ps(_mm_and_ps(mask, yes), _mm_andnot_ps(mask, no)); }
+#endif
+
+// Kernel 2, stride 2, one row of windows forward: the maximum of a b over c d by window_max's rule, four windows per
+// step with SSE2 (the last group overlapping the previous one, as in the backward below), the rest one at a time.
+void pool2x2_forward_row(float* out, const float* top, const float* bottom, int64_t windows) {
+  int64_t w = 0;
+#if defined(__SSE2__)
+  for (; w < windows && windows >= 4; w += 4) {
+    w = std::min(w, windows - 4);
+    const __m128 top0 = _mm_loadu_ps(top + 2 * w), top1 = _mm_loadu_ps(top + 2 * w + 4);
+    const __m128 bottom0 = _mm_loadu_ps(bottom + 2 * w), bottom1 = _mm_loadu_ps(bottom + 2 * w + 4);
+    const __m128 a = _mm_shuffle_ps(top0, top1, _MM_SHUFFLE(2, 0, 2, 0)), b = _mm_shuffle_ps(top0, top1, _MM_SHUFFLE(3, 1, 3, 1));
+    const __m128 c = _mm_shuffle_ps(bottom0, bottom1, _MM_SHUFFLE(2, 0, 2, 0));
+    const __m128 d = _mm_shuffle_ps(bottom0, bottom1, _MM_SHUFFLE(3, 1, 3, 1));
+    const __m128 ab = select(take(b, a), b, a);
+    const __m128 abc = select(take(c, ab), c, ab);
+    _mm_storeu_ps(out + w, select(take(d, abc), d, abc));
+  }
+#endif
+  for (; w < windows; ++w) out[w] = window_max<2>(top, bottom - top, 2, 2 * w).value;
+}
+
 void pool2x2_backward_row(float* out_top, float* out_bottom, const float* top, const float* bottom, const float* dy,
                           int64_t windows) {
   int64_t w = 0;
 #if defined(__SSE2__)
-  // take(later, best): later > best, or later is NaN and best is not.
-  auto take = [](__m128 later, __m128 best) {
-    return _mm_or_ps(_mm_cmpgt_ps(later, best), _mm_and_ps(_mm_cmpunord_ps(later, later), _mm_cmpord_ps(best, best)));
-  };
-  auto select = [](__m128 mask, __m128 yes, __m128 no) { return _mm_or_ps(_mm_and_ps(mask, yes), _mm_andnot_ps(mask, no)); };
-  for (; w + 4 <= windows; w += 4) {
+  // The last group of four may overlap the previous one (windows not a multiple of 4, at least 4 of them): the
+  // overlapped windows are recomputed by the same rule and written with the same values, cheaper than the scalar
+  // tail (a 14-wide plane pooled to 7 windows would otherwise take 3 of its 7 windows one at a time).
+  for (; w < windows && windows >= 4; w += 4) {
+    w = std::min(w, windows - 4);
     const __m128 top0 = _mm_loadu_ps(top + 2 * w), top1 = _mm_loadu_ps(top + 2 * w + 4);
     const __m128 bottom0 = _mm_loadu_ps(bottom + 2 * w), bottom1 = _mm_loadu_ps(bottom + 2 * w + 4);
     const __m128 a = _mm_shuffle_ps(top0, top1, _MM_SHUFFLE(2, 0, 2, 0)), b = _mm_shuffle_ps(top0, top1, _MM_SHUFFLE(3, 1, 3, 1));
@@ -668,6 +705,11 @@ void max_pool2d_forward(float* y, const float* x, int64_t planes, int64_t height
     for (int64_t p = 0; p < planes; ++p) {
       const float* plane = x + p * height * width;
       float* out = y + p * oh_count * ow_count;
+      if (K == 2 && stride == 2) {
+        for (int64_t oh = 0; oh < oh_count; ++oh)
+          pool2x2_forward_row(out + oh * ow_count, plane + 2 * oh * width, plane + (2 * oh + 1) * width, ow_count);
+        continue;
+      }
       for (int64_t oh = 0; oh < oh_count; ++oh)
         for (int64_t ow = 0; ow < ow_count; ++ow)
           out[oh * ow_count + ow] = window_max<K>(plane, width, kernel, oh * stride * width + ow * stride).value;

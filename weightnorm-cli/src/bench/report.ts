@@ -229,7 +229,7 @@ export function summaryText(result: BackendResult): string {
     ...(result.cases.length
       ? ['Targets (weight norm):', ...result.targets.map((t) => `  ${t.met ? 'MET    ' : 'NOT MET'}  ${t.name}${t.met ? '' : `: ${t.misses.join(', ')}`}`)]
       : []),
-    'Targets (GEMM, Linear, MNIST):',
+    'Targets (side-by-side suites):',
     ...suiteGoalLines(result, false),
   ];
   const noisy = result.cases.filter((c) => c.unstable.length > 0);
@@ -320,7 +320,7 @@ export function markdown(result: BackendResult): string {
     '',
   ];
   const suiteGoalPart = [
-    '## GEMM, Linear and MNIST targets',
+    '## Side-by-side suites: targets',
     '',
     ...suiteGoalLines(result, true),
     '',

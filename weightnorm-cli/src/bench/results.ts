@@ -145,7 +145,7 @@ export interface BackendResult {
   convLayers?: ConvLayerRow[];
   /** HiFi-GAN generator rows (absent from results written before the suite existed). */
   vocoder?: VocoderRow[];
-  /** The GEMM, Linear and MNIST suites' goals, each met, not met or unavailable (its kernel or peer missing, or not measured). */
+  /** The side-by-side suites' goals (GEMM, Linear, MNIST, training, conv), each met, not met or unavailable (its kernel or peer missing, or not measured). */
   suiteGoals: SuiteGoal[];
   durationSeconds: number;
   /** os.loadavg() before and after: other work on the machine makes CPU timings noisy. */

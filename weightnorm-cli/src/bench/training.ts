@@ -373,7 +373,9 @@ export async function runTrainingSuite(peer: TorchPeer | null, options: Training
   for (const [index, network] of TRAINING_NETWORKS.entries()) {
     const seed = options.seed + 100 * index;
     const batch = TRAINING_BATCH;
-    const pixels = native.randn([batch * 28 * 28], seed, 'cpu', 0.5, 0.25).toArray().map((p) => Math.min(1, Math.max(0, p)));
+    const drawn = native.randn([batch * 28 * 28], seed, 'cpu', 0.5, 0.25);
+    const pixels = drawn.toArray().map((p) => Math.min(1, Math.max(0, p)));
+    drawn.dispose();
     const labels = Int32Array.from({ length: batch }, (_, i) => (i * 7 + seed) % 10);
     const x = tensor(pixels, network === 'cnn' ? [batch, 1, 28, 28] : [batch, 28 * 28], { device });
     const models = (['plain', 'wn'] as const).map((norm) => {

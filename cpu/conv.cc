@@ -617,6 +617,17 @@ inline __m128 take(__m128 later, __m128 best) {
   return _mm_or_ps(_mm_cmpgt_ps(later, best), _mm_and_ps(_mm_cmpunord_ps(later, later), _mm_cmpord_ps(best, best)));
 }
 inline __m128 select(__m128 mask, __m128 yes, __m128 no) { return _mm_or_ps(_mm_and_ps(mask, yes), _mm_andnot_ps(mask, no)); }
+
+// Windows w .. w+3 of a 2x2 stride-2 row: a b over c d, each a vector of the four windows' elements.
+struct Windows4 {
+  __m128 a, b, c, d;
+};
+inline Windows4 load_windows(const float* top, const float* bottom, int64_t w) {
+  const __m128 top0 = _mm_loadu_ps(top + 2 * w), top1 = _mm_loadu_ps(top + 2 * w + 4);
+  const __m128 bottom0 = _mm_loadu_ps(bottom + 2 * w), bottom1 = _mm_loadu_ps(bottom + 2 * w + 4);
+  return {_mm_shuffle_ps(top0, top1, _MM_SHUFFLE(2, 0, 2, 0)), _mm_shuffle_ps(top0, top1, _MM_SHUFFLE(3, 1, 3, 1)),
+          _mm_shuffle_ps(bottom0, bottom1, _MM_SHUFFLE(2, 0, 2, 0)), _mm_shuffle_ps(bottom0, bottom1, _MM_SHUFFLE(3, 1, 3, 1))};
+}
 #endif
 
 // Kernel 2, stride 2, one row of windows forward: the maximum of a b over c d by window_max's rule, four windows per
@@ -626,11 +637,7 @@ void pool2x2_forward_row(float* out, const float* top, const float* bottom, int6
 #if defined(__SSE2__)
   for (; w < windows && windows >= 4; w += 4) {
     w = std::min(w, windows - 4);
-    const __m128 top0 = _mm_loadu_ps(top + 2 * w), top1 = _mm_loadu_ps(top + 2 * w + 4);
-    const __m128 bottom0 = _mm_loadu_ps(bottom + 2 * w), bottom1 = _mm_loadu_ps(bottom + 2 * w + 4);
-    const __m128 a = _mm_shuffle_ps(top0, top1, _MM_SHUFFLE(2, 0, 2, 0)), b = _mm_shuffle_ps(top0, top1, _MM_SHUFFLE(3, 1, 3, 1));
-    const __m128 c = _mm_shuffle_ps(bottom0, bottom1, _MM_SHUFFLE(2, 0, 2, 0));
-    const __m128 d = _mm_shuffle_ps(bottom0, bottom1, _MM_SHUFFLE(3, 1, 3, 1));
+    const auto [a, b, c, d] = load_windows(top, bottom, w);
     const __m128 ab = select(take(b, a), b, a);
     const __m128 abc = select(take(c, ab), c, ab);
     _mm_storeu_ps(out + w, select(take(d, abc), d, abc));
@@ -648,11 +655,7 @@ void pool2x2_backward_row(float* out_top, float* out_bottom, const float* top, c
   // tail (a 14-wide plane pooled to 7 windows would otherwise take 3 of its 7 windows one at a time).
   for (; w < windows && windows >= 4; w += 4) {
     w = std::min(w, windows - 4);
-    const __m128 top0 = _mm_loadu_ps(top + 2 * w), top1 = _mm_loadu_ps(top + 2 * w + 4);
-    const __m128 bottom0 = _mm_loadu_ps(bottom + 2 * w), bottom1 = _mm_loadu_ps(bottom + 2 * w + 4);
-    const __m128 a = _mm_shuffle_ps(top0, top1, _MM_SHUFFLE(2, 0, 2, 0)), b = _mm_shuffle_ps(top0, top1, _MM_SHUFFLE(3, 1, 3, 1));
-    const __m128 c = _mm_shuffle_ps(bottom0, bottom1, _MM_SHUFFLE(2, 0, 2, 0));
-    const __m128 d = _mm_shuffle_ps(bottom0, bottom1, _MM_SHUFFLE(3, 1, 3, 1));
+    const auto [a, b, c, d] = load_windows(top, bottom, w);
     const __m128 take_b = take(b, a);
     const __m128 ab = select(take_b, b, a);
     const __m128 take_c = take(c, ab);

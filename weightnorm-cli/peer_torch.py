@@ -477,16 +477,15 @@ class Task:
         self.calls["plain"] = "torch.nn.Linear; zero_grad(set_to_none); layer(x).sum().backward()"
         self.calls["wn"] = f"{api}(torch.nn.Linear, dim=0); same step"
 
-    def prepare_mnist(self, request, gen):
-        batch = request["batch"]
-        x = torch.rand([batch, 1, 28, 28], generator=gen).to(DEVICE)
-        labels = torch.randint(0, 10, [batch], generator=gen)
+    def add_train_steps(self, request, build, x, labels, lr):
+        """Variants plain and wn: trainStep's step (forward, cross-entropy, loss.item(), zero_grad, backward, Adam
+        at `lr`) on build(wn) -> (model, weight-norm API or None); returns the API used."""
         api = None
         for name, wn in (("plain", False), ("wn", True)):
             torch.manual_seed(int(request.get("seed", 1)))
-            model, used = mnist_cnn(wn)
+            model, used = build(wn)
             api = used or api
-            optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+            optimizer = torch.optim.Adam(model.parameters(), lr=lr)
 
             def step(model=model, optimizer=optimizer):
                 loss = torch.nn.functional.cross_entropy(model(x), labels.to(DEVICE))
@@ -495,6 +494,13 @@ class Task:
                 loss.backward()
                 optimizer.step()
             self.steps[name] = step
+        return api
+
+    def prepare_mnist(self, request, gen):
+        batch = request["batch"]
+        x = torch.rand([batch, 1, 28, 28], generator=gen).to(DEVICE)
+        labels = torch.randint(0, 10, [batch], generator=gen)
+        api = self.add_train_steps(request, mnist_cnn, x, labels, 3e-3)
         self.calls["plain"] = ("the CNN in eager mode (float32 throughout: cuDNN TF32 off), F.cross_entropy, loss.item(), "
                                "zero_grad, backward, Adam(lr=3e-3).step()")
         self.calls["wn"] = f"same with {api} on both convs and the linear"
@@ -503,20 +509,7 @@ class Task:
         network, batch = request["network"], request["batch"]
         x = torch.rand([batch, 1, 28, 28] if network == "cnn" else [batch, 784], generator=gen).to(DEVICE)
         labels = torch.randint(0, 10, [batch], generator=gen)
-        api = None
-        for name, wn in (("plain", False), ("wn", True)):
-            torch.manual_seed(int(request.get("seed", 1)))
-            model, used, _ = training_network(network, wn)
-            api = used or api
-            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-            def step(model=model, optimizer=optimizer):
-                loss = torch.nn.functional.cross_entropy(model(x), labels.to(DEVICE))
-                loss.item()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            self.steps[name] = step
+        api = self.add_train_steps(request, lambda wn: training_network(network, wn)[:2], x, labels, 1e-3)
         self.calls["plain"] = (f"training_network('{network}') in eager mode, F.cross_entropy, loss.item(), "
                                "zero_grad(set_to_none), backward, Adam(lr=1e-3).step()")
         self.calls["wn"] = f"same with {api} (dim=0) on every conv and linear"

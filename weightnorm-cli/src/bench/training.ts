@@ -14,8 +14,8 @@ import { type Device, native } from 'weightnorm/native';
 
 import { buildModel } from '../commands/common.js';
 import { relativeError, type Timing } from './measure.js';
-import type { TorchPeer } from './peer.js';
-import { alternate, isUnavailable, type Measured, type RoundPlan, wallTimes } from './rounds.js';
+import type { PeerTask, TorchPeer } from './peer.js';
+import { alternate, type AlternateResult, isUnavailable, type Measured, type RoundPlan, wallTimes } from './rounds.js';
 
 export interface LinearCase {
   name: string;
@@ -236,61 +236,103 @@ async function checkNetworkAgainstTorch(
   }
 }
 
-export async function runMnistSuite(batches: readonly number[], peer: TorchPeer | null, options: TrainingSuiteOptions): Promise<MnistRow[]> {
+/** `batch` images of digit-like pixels: normal(0.5, 0.25) clamped to [0, 1], drawn from `seed`. */
+function digitLikePixels(batch: number, seed: number): Float32Array {
+  const drawn = native.randn([batch * 28 * 28], seed, 'cpu', 0.5, 0.25);
+  try {
+    return Float32Array.from(drawn.toArray(), (p) => Math.min(1, Math.max(0, p)));
+  } finally {
+    drawn.dispose();
+  }
+}
+
+type Norm = 'plain' | 'wn';
+interface StepVariant {
+  norm: Norm;
+  model: nn.Module;
+  optimizer: optim.Optimizer;
+}
+
+/**
+ * What the training-step suites share: each variant's loss and gradients checked against torch (`check` has the
+ * peer compute its side; a variant that fails is kept out of the timing and reported), then trainStep() of the
+ * others timed against the peer's task (`task`) in alternating rounds.
+ */
+async function checkThenTimeSteps(
+  variants: readonly StepVariant[],
+  x: Tensor,
+  labels: Int32Array,
+  peer: TorchPeer | null,
+  options: TrainingSuiteOptions,
+  label: string,
+  check: (peer: TorchPeer, norm: Norm, dir: string, params: [string, number[]][]) => Promise<unknown>,
+  task: (peer: TorchPeer) => Promise<PeerTask>,
+): Promise<{ checks: Record<Norm, LayerCheck | { skipped: string }>; timed: AlternateResult }> {
   const { device, plan } = options;
+  const checks = {} as Record<Norm, LayerCheck | { skipped: string }>;
+  const unavailable: Record<string, string> = {};
+  for (const { norm, model } of variants) {
+    if (!peer) {
+      checks[norm] = { skipped: 'no torch peer' };
+      continue;
+    }
+    options.log(`${device} ${label} ${norm}: checking loss and gradients against torch`);
+    try {
+      const result = await checkNetworkAgainstTorch(model, x, labels, (dir, params) => check(peer, norm, dir, params));
+      checks[norm] = result;
+      if (!result.pass) unavailable[norm] = `CHECK FAILED: ${JSON.stringify(result.errors)}`;
+    } catch (error) {
+      checks[norm] = { skipped: `torch check failed: ${(error as Error).message}` };
+    }
+  }
+  const ours = Object.fromEntries(
+    variants
+      .filter(({ norm }) => !(norm in unavailable))
+      .map(({ norm, model, optimizer }) => [
+        norm,
+        (warmup: number, repeats: number) => wallTimes(() => void trainStep(model, optimizer, x, labels), synchronize, warmup, repeats),
+      ]),
+  );
+  const timed = await alternate(ours, unavailable, peer, task, plan, (round) =>
+    options.log(`${device} ${label}: round ${round + 1}/${plan.rounds}`),
+  );
+  return { checks, timed };
+}
+
+/** Frees the variants' models and optimizer state and the batch (and, on CUDA, the cached device memory). */
+export function disposeVariants(variants: readonly { model: nn.Module; optimizer: optim.Optimizer }[], x: Tensor): void {
+  for (const { model, optimizer } of variants) {
+    optimizer.dispose();
+    model.dispose();
+  }
+  const device = x.device;
+  x.dispose();
+  if (device === 'cuda') native.releaseCachedMemory();
+}
+
+export async function runMnistSuite(batches: readonly number[], peer: TorchPeer | null, options: TrainingSuiteOptions): Promise<MnistRow[]> {
+  const { device } = options;
   const rows: MnistRow[] = [];
   for (const [index, batch] of batches.entries()) {
     const seed = options.seed + 100 * index;
-    const pixels = native.randn([batch * 28 * 28], seed, 'cpu', 0.5, 0.25).toArray().map((p) => Math.min(1, Math.max(0, p)));
     const labels = Int32Array.from({ length: batch }, (_, i) => (i * 7 + seed) % 10);
-    const x = tensor(pixels, [batch, 1, 28, 28], { device });
-    const models = (['plain', 'wn'] as const).map((norm) => {
+    const x = tensor(digitLikePixels(batch, seed), [batch, 1, 28, 28], { device });
+    const variants = (['plain', 'wn'] as const).map((norm) => {
       manualSeed(seed);
       const { model } = buildModel('cnn', norm === 'wn' ? 'wn' : 'none');
       model.to(device);
       return { norm, model, optimizer: new optim.Adam(model.parameters(), { lr: 3e-3 }) };
     });
     try {
-      const checks = new Map<string, MnistRow['check']>();
-      const unavailable: Record<string, string> = {};
-      for (const { norm, model } of models) {
-        if (!peer) {
-          checks.set(norm, { skipped: 'no torch peer' });
-          continue;
-        }
-        options.log(`${device} mnist batch ${batch} ${norm}: checking loss and gradients against torch`);
-        try {
-          const check = await checkNetworkAgainstTorch(model, x, labels, (dir, params) =>
-            peer.mnistCheck(dir, batch, norm === 'wn', params),
-          );
-          checks.set(norm, check);
-          if (!check.pass) unavailable[norm] = `CHECK FAILED: ${JSON.stringify(check.errors)}`;
-        } catch (error) {
-          checks.set(norm, { skipped: `torch check failed: ${(error as Error).message}` });
-        }
-      }
-      const ours = Object.fromEntries(
-        models
-          .filter(({ norm }) => !(norm in unavailable))
-          .map(({ norm, model, optimizer }) => [
-            norm,
-            (warmup: number, repeats: number) => wallTimes(() => void trainStep(model, optimizer, x, labels), synchronize, warmup, repeats),
-          ]),
-      );
-      const timed = await alternate(
-        ours,
-        unavailable,
-        peer,
-        (p) => p.task('mnist', { batch, seed }),
-        plan,
-        (round) => options.log(`${device} mnist batch ${batch}: round ${round + 1}/${plan.rounds}`),
-      );
+      const { checks, timed } = await checkThenTimeSteps(variants, x, labels, peer, options, `mnist batch ${batch}`,
+        (p, norm, dir, params) => p.mnistCheck(dir, batch, norm === 'wn', params),
+        (p) => p.task('mnist', { batch, seed }));
       for (const norm of ['plain', 'wn'] as const) {
         const torch = unavailableFrom(timed.theirs?.[norm], timed.peerError ?? 'no torch peer');
         rows.push({
           batch,
           norm,
-          check: checks.get(norm)!,
+          check: checks[norm],
           ours: timed.ours[norm]!,
           torch,
           vsTorch: ratioOf(ms(torch), ms(timed.ours[norm])),
@@ -298,9 +340,7 @@ export async function runMnistSuite(batches: readonly number[], peer: TorchPeer 
         });
       }
     } finally {
-      for (const { model } of models) model.dispose();
-      x.dispose();
-      if (device === 'cuda') native.releaseCachedMemory();
+      disposeVariants(variants, x);
     }
   }
   return rows;
@@ -368,56 +408,22 @@ export function pairedRatio(a: Measured, b: Measured): number | null {
 }
 
 export async function runTrainingSuite(peer: TorchPeer | null, options: TrainingSuiteOptions): Promise<TrainingRow[]> {
-  const { device, plan } = options;
+  const { device } = options;
   const rows: TrainingRow[] = [];
   for (const [index, network] of TRAINING_NETWORKS.entries()) {
     const seed = options.seed + 100 * index;
     const batch = TRAINING_BATCH;
-    const drawn = native.randn([batch * 28 * 28], seed, 'cpu', 0.5, 0.25);
-    const pixels = drawn.toArray().map((p) => Math.min(1, Math.max(0, p)));
-    drawn.dispose();
     const labels = Int32Array.from({ length: batch }, (_, i) => (i * 7 + seed) % 10);
-    const x = tensor(pixels, network === 'cnn' ? [batch, 1, 28, 28] : [batch, 28 * 28], { device });
-    const models = (['plain', 'wn'] as const).map((norm) => {
+    const x = tensor(digitLikePixels(batch, seed), network === 'cnn' ? [batch, 1, 28, 28] : [batch, 28 * 28], { device });
+    const variants = (['plain', 'wn'] as const).map((norm) => {
       manualSeed(seed);
       const model = trainingNetwork(network, norm === 'wn').to(device);
       return { norm, model, optimizer: new optim.Adam(model.parameters(), { lr: TRAINING_LR }) };
     });
     try {
-      const checks = {} as TrainingRow['checks'];
-      const unavailable: Record<string, string> = {};
-      for (const { norm, model } of models) {
-        if (!peer) {
-          checks[norm] = { skipped: 'no torch peer' };
-          continue;
-        }
-        options.log(`${device} training ${network} ${norm}: checking loss and gradients against torch`);
-        try {
-          const check = await checkNetworkAgainstTorch(model, x, labels, (dir, params) =>
-            peer.trainingCheck(dir, network, batch, norm === 'wn', params),
-          );
-          checks[norm] = check;
-          if (!check.pass) unavailable[norm] = `CHECK FAILED: ${JSON.stringify(check.errors)}`;
-        } catch (error) {
-          checks[norm] = { skipped: `torch check failed: ${(error as Error).message}` };
-        }
-      }
-      const ours = Object.fromEntries(
-        models
-          .filter(({ norm }) => !(norm in unavailable))
-          .map(({ norm, model, optimizer }) => [
-            norm,
-            (warmup: number, repeats: number) => wallTimes(() => void trainStep(model, optimizer, x, labels), synchronize, warmup, repeats),
-          ]),
-      );
-      const timed = await alternate(
-        ours,
-        unavailable,
-        peer,
-        (p) => p.task('training', { network, batch, seed }),
-        plan,
-        (round) => options.log(`${device} training ${network}: round ${round + 1}/${plan.rounds}`),
-      );
+      const { checks, timed } = await checkThenTimeSteps(variants, x, labels, peer, options, `training ${network}`,
+        (p, norm, dir, params) => p.trainingCheck(dir, network, batch, norm === 'wn', params),
+        (p) => p.task('training', { network, batch, seed }));
       const noPeer = timed.peerError ?? 'no torch peer';
       const torch = { plain: unavailableFrom(timed.theirs?.plain, noPeer), wn: unavailableFrom(timed.theirs?.wn, noPeer) };
       const oursTimed = { plain: timed.ours.plain!, wn: timed.ours.wn! };
@@ -432,12 +438,7 @@ export async function runTrainingSuite(peer: TorchPeer | null, options: Training
         calls: timed.calls,
       });
     } finally {
-      for (const { model, optimizer } of models) {
-        optimizer.dispose();
-        model.dispose();
-      }
-      x.dispose();
-      if (device === 'cuda') native.releaseCachedMemory();
+      disposeVariants(variants, x);
     }
   }
   return rows;

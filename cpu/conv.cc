@@ -76,7 +76,12 @@ bool is_pointwise(const ConvGeometry& g) {
          g.padding_height == 0 && g.padding_width == 0 && g.out_height == g.in_height && g.out_width == g.in_width;
 }
 
-bool per_image(const ConvGeometry& g) { return !is_pointwise(g) && g.out_spatial() >= kPerImageMinSpatial; }
+// Also only while one image's im2col block fits kColBudget: each thread then holds one (a long 1-D signal's block,
+// thousands of channels × taps × positions, goes the batched way, which holds one in all).
+bool per_image(const ConvGeometry& g) {
+  return !is_pointwise(g) && g.out_spatial() >= kPerImageMinSpatial &&
+         g.groups * g.patch() * g.out_spatial() <= kColBudget;
+}
 
 bool per_image_weight_gradient(const ConvGeometry& g) {
   return per_image(g) && g.out_channels * g.patch() <= kPerImageMaxWeight;

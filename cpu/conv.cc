@@ -98,22 +98,40 @@ int64_t batch_size(const ConvGeometry& g) {
   return std::clamp<int64_t>(kColBudget / std::max<int64_t>(per_image, 1), 1, std::max<int64_t>(g.batch, 1));
 }
 
-// d[0, count) = 0 before `begin` and from `end` on, src[begin, end) between. Plain loops, kept from becoming
-// memset/memmove calls: the runs are one output row (tens of floats), where a library call costs more than the
-// copy, and im2col makes one per tap and output row.
-__attribute__((optimize("no-tree-loop-distribute-patterns"))) inline void copy_run(float* d, const float* src,
-                                                                                    int64_t begin, int64_t end,
-                                                                                    int64_t count) {
-  for (int64_t k = 0; k < begin; ++k) d[k] = 0.0f;
-  for (int64_t k = begin; k < end; ++k) d[k] = src[k];
-  for (int64_t k = end; k < count; ++k) d[k] = 0.0f;
+// One tap's im2col rows when the stride is 1 and the output rows are as wide as the input's:
+// dst[oh*W + ow] = plane[(oh + dh)*W + ow + dw], 0 where that falls outside the plane. The valid output rows read one
+// contiguous span of the plane (a single long copy instead of one short copy per row); the columns whose reads
+// wrapped into a neighbouring row, and the rows above and below the plane, are zeroed after (in loops that stay
+// loops: those runs are a float or two).
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+void shifted_plane(float* dst, const float* plane, int64_t dh, int64_t dw, const ConvGeometry& g) {
+  const int64_t width = g.in_width, oh_count = g.out_height;
+  const int64_t first = std::clamp<int64_t>(-dh, 0, oh_count), last = std::clamp<int64_t>(g.in_height - dh, first, oh_count);
+  const int64_t begin = std::clamp<int64_t>(-dw, 0, width), end = std::clamp<int64_t>(width - dw, begin, width);
+  std::fill(dst, dst + first * width, 0.0f);
+  if (first < last && begin < end) {
+    // From row `first`, column `begin` to row `last - 1`, column `end`: reads stay inside the plane.
+    const int64_t from = first * width + begin, to = (last - 1) * width + end;
+    std::copy(plane + from + dh * width + dw, plane + to + dh * width + dw, dst + from);
+  }
+  for (int64_t oh = first; oh < last; ++oh) {
+    float* d = dst + oh * width;
+    for (int64_t ow = 0; ow < begin; ++ow) d[ow] = 0.0f;
+    for (int64_t ow = end; ow < width; ++ow) d[ow] = 0.0f;
+  }
+  std::fill(dst + last * width, dst + oh_count * width, 0.0f);
 }
 
 // col[(c*kh + i)*kw + j, image*OHW + oh*OW + ow] = x[image, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw] (0 outside).
+// Otherwise its copies are plain loops kept from becoming memset/memmove calls (the attribute): a run is one output
+// row, tens of floats, where a library call costs more than the copy, and there is one per tap and row.
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
 void im2col(float* col, const float* x, int64_t images, const ConvGeometry& g) {
   const int64_t oh_count = g.out_height, ow_count = g.out_width, spatial = g.out_spatial();
   const int64_t rows = g.in_channels * g.kernel_height * g.kernel_width, width = images * spatial;
   const int threads = num_threads();
+  // Stride 1 and output rows as wide as the input's (a "same" convolution): a tap's rows are one shifted plane.
+  const bool shifted_rows = g.stride_height == 1 && g.stride_width == 1 && g.out_width == g.in_width;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (rows * width >= kParallelMinElements)
   for (int64_t row = 0; row < rows; ++row) {
     for (int64_t image = 0; image < images; ++image) {
@@ -121,11 +139,15 @@ void im2col(float* col, const float* x, int64_t images, const ConvGeometry& g) {
       const int64_t i = (row / g.kernel_width) % g.kernel_height, j = row % g.kernel_width;
       const float* plane = x + (image * g.in_channels + c) * g.in_spatial();
       float* dst = col + row * width + image * spatial;
+      if (shifted_rows) {
+        shifted_plane(dst, plane, i * g.dilation_height - g.padding_height, j * g.dilation_width - g.padding_width, g);
+        continue;
+      }
       for (int64_t oh = 0; oh < oh_count; ++oh) {
         const int64_t h = oh * g.stride_height - g.padding_height + i * g.dilation_height;
         float* d = dst + oh * ow_count;
         if (h < 0 || h >= g.in_height) {
-          std::fill(d, d + ow_count, 0.0f);
+          for (int64_t ow = 0; ow < ow_count; ++ow) d[ow] = 0.0f;
           continue;
         }
         const float* src = plane + h * g.in_width;
@@ -134,7 +156,9 @@ void im2col(float* col, const float* x, int64_t images, const ConvGeometry& g) {
           // Contiguous run: zeros left and right of the image, a copy in between.
           const int64_t begin = std::clamp<int64_t>(-offset, 0, ow_count);
           const int64_t end = std::clamp<int64_t>(g.in_width - offset, begin, ow_count);
-          copy_run(d, src + offset, begin, end, ow_count);
+          for (int64_t ow = 0; ow < begin; ++ow) d[ow] = 0.0f;
+          for (int64_t ow = begin; ow < end; ++ow) d[ow] = src[ow + offset];
+          for (int64_t ow = end; ow < ow_count; ++ow) d[ow] = 0.0f;
         } else {
           for (int64_t ow = 0; ow < ow_count; ++ow) {
             const int64_t w = ow * g.stride_width + offset;

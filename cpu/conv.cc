@@ -15,6 +15,22 @@
 // as col2im's starting value), its dx = the direct forward of dy, its dw = the direct dw with x and dy swapped.
 // A 1x1 kernel with stride 1 and no padding needs no im2col: col is the image itself (G = 1).
 // G is the largest batch whose col buffer stays within kColBudget floats.
+//
+// Per-image path (direct convolutions whose output plane has at least kPerImageMinSpatial positions, the common
+// training case of a batch of small images): one image at a time, its im2col block [C*kh*kw, OH*OW] (a few hundred
+// KiB: stays in L2) feeds one GEMM per group whose [OC, OH*OW] output IS the image's NCHW block, so the regroup
+// copies of the batched path disappear, and the im2col block is read back from cache instead of memory. With at least
+// kPerImageMinImagesPerThread images per thread the images are spread over the threads (each GEMM single-threaded:
+// OpenMP does not nest); with fewer, the images go one after another and each GEMM uses every thread. Both give the
+// same bits: the GEMMs' shapes, and so their summation orders, are those of one image either way. Images (and dw
+// chunks) are handed out dynamically: on a shared machine a thread that loses its core for a scheduler slice
+// leaves its share to the others instead of holding up the whole op (the result does not depend on who computes
+// what).
+//   dx  per image: dcol = w^T x dy_n (dy_n is already [OC, OH*OW]), col2im into dx_n.
+//   dw  the images are cut into chunks fixed by the shape alone (about kDwChunkColumns columns each); a chunk's
+//       partial dw is one thread's sum of its images' dy_n x col_n^T (GEMMs with beta = 1), and dw is the sum of
+//       the partials in chunk order, then the epilogue: bitwise the same for any thread count. Used while the
+//       partials stay small (OC*C/groups*kh*kw <= kPerImageMaxWeight floats each).
 #include "conv.h"
 
 #include <omp.h>
@@ -40,6 +56,13 @@ namespace {
 
 constexpr int64_t kColBudget = int64_t{1} << 22;  // floats (16 MiB) of im2col scratch per batch of images
 constexpr int64_t kParallelMinElements = int64_t{1} << 15;
+// The per-image path (see the top of this file). Below 64 output positions a per-image GEMM is too narrow to run
+// near the GEMM's peak, and the batched path's wider GEMMs win.
+constexpr int64_t kPerImageMinSpatial = 64;
+constexpr int64_t kPerImageMinImagesPerThread = 2;
+constexpr int64_t kDwChunkColumns = 1024;
+constexpr int64_t kDwMaxChunks = 64;
+constexpr int64_t kPerImageMaxWeight = int64_t{1} << 16;
 
 void check_geometry(const ConvGeometry& g) {
   if (!is_valid_geometry(g))
@@ -53,17 +76,62 @@ bool is_pointwise(const ConvGeometry& g) {
          g.padding_height == 0 && g.padding_width == 0 && g.out_height == g.in_height && g.out_width == g.in_width;
 }
 
+// Also only while one image's im2col block fits kColBudget: each thread then holds one (a long 1-D signal's block,
+// thousands of channels × taps × positions, goes the batched way, which holds one in all).
+bool per_image(const ConvGeometry& g) {
+  return !is_pointwise(g) && g.out_spatial() >= kPerImageMinSpatial &&
+         g.groups * g.patch() * g.out_spatial() <= kColBudget;
+}
+
+bool per_image_weight_gradient(const ConvGeometry& g) {
+  return per_image(g) && g.out_channels * g.patch() <= kPerImageMaxWeight;
+}
+
+// Whether the images are spread over the threads (else each image's GEMMs use all of them); the bits are the same.
+bool images_in_parallel(const ConvGeometry& g) {
+  return num_threads() > 1 && g.batch >= kPerImageMinImagesPerThread * num_threads();
+}
+
 int64_t batch_size(const ConvGeometry& g) {
   if (is_pointwise(g)) return 1;
   const int64_t per_image = g.in_channels * g.kernel_height * g.kernel_width * g.out_spatial();
   return std::clamp<int64_t>(kColBudget / std::max<int64_t>(per_image, 1), 1, std::max<int64_t>(g.batch, 1));
 }
 
+// One tap's im2col rows when the stride is 1 and the output rows are as wide as the input's:
+// dst[oh*W + ow] = plane[(oh + dh)*W + ow + dw], 0 where that falls outside the plane. The valid output rows read one
+// contiguous span of the plane (a single long copy instead of one short copy per row); the columns whose reads
+// wrapped into a neighbouring row, and the rows above and below the plane, are zeroed after (in loops that stay
+// loops: those runs are a float or two).
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+void shifted_plane(float* dst, const float* plane, int64_t dh, int64_t dw, const ConvGeometry& g) {
+  const int64_t width = g.in_width, oh_count = g.out_height;
+  const int64_t first = std::clamp<int64_t>(-dh, 0, oh_count), last = std::clamp<int64_t>(g.in_height - dh, first, oh_count);
+  const int64_t begin = std::clamp<int64_t>(-dw, 0, width), end = std::clamp<int64_t>(width - dw, begin, width);
+  std::fill(dst, dst + first * width, 0.0f);
+  if (first < last && begin < end) {
+    // From row `first`, column `begin` to row `last - 1`, column `end`: reads stay inside the plane.
+    const int64_t from = first * width + begin, to = (last - 1) * width + end;
+    std::copy(plane + from + dh * width + dw, plane + to + dh * width + dw, dst + from);
+  }
+  for (int64_t oh = first; oh < last; ++oh) {
+    float* d = dst + oh * width;
+    for (int64_t ow = 0; ow < begin; ++ow) d[ow] = 0.0f;
+    for (int64_t ow = end; ow < width; ++ow) d[ow] = 0.0f;
+  }
+  std::fill(dst + last * width, dst + oh_count * width, 0.0f);
+}
+
 // col[(c*kh + i)*kw + j, image*OHW + oh*OW + ow] = x[image, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw] (0 outside).
+// Otherwise its copies are plain loops kept from becoming memset/memmove calls (the attribute): a run is one output
+// row, tens of floats, where a library call costs more than the copy, and there is one per tap and row.
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
 void im2col(float* col, const float* x, int64_t images, const ConvGeometry& g) {
   const int64_t oh_count = g.out_height, ow_count = g.out_width, spatial = g.out_spatial();
   const int64_t rows = g.in_channels * g.kernel_height * g.kernel_width, width = images * spatial;
   const int threads = num_threads();
+  // Stride 1 and output rows as wide as the input's (a "same" convolution): a tap's rows are one shifted plane.
+  const bool shifted_rows = g.stride_height == 1 && g.stride_width == 1 && g.out_width == g.in_width;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (rows * width >= kParallelMinElements)
   for (int64_t row = 0; row < rows; ++row) {
     for (int64_t image = 0; image < images; ++image) {
@@ -71,11 +139,15 @@ void im2col(float* col, const float* x, int64_t images, const ConvGeometry& g) {
       const int64_t i = (row / g.kernel_width) % g.kernel_height, j = row % g.kernel_width;
       const float* plane = x + (image * g.in_channels + c) * g.in_spatial();
       float* dst = col + row * width + image * spatial;
+      if (shifted_rows) {
+        shifted_plane(dst, plane, i * g.dilation_height - g.padding_height, j * g.dilation_width - g.padding_width, g);
+        continue;
+      }
       for (int64_t oh = 0; oh < oh_count; ++oh) {
         const int64_t h = oh * g.stride_height - g.padding_height + i * g.dilation_height;
         float* d = dst + oh * ow_count;
         if (h < 0 || h >= g.in_height) {
-          std::fill(d, d + ow_count, 0.0f);
+          for (int64_t ow = 0; ow < ow_count; ++ow) d[ow] = 0.0f;
           continue;
         }
         const float* src = plane + h * g.in_width;
@@ -84,9 +156,9 @@ void im2col(float* col, const float* x, int64_t images, const ConvGeometry& g) {
           // Contiguous run: zeros left and right of the image, a copy in between.
           const int64_t begin = std::clamp<int64_t>(-offset, 0, ow_count);
           const int64_t end = std::clamp<int64_t>(g.in_width - offset, begin, ow_count);
-          std::fill(d, d + begin, 0.0f);
-          std::copy(src + begin + offset, src + end + offset, d + begin);
-          std::fill(d + end, d + ow_count, 0.0f);
+          for (int64_t ow = 0; ow < begin; ++ow) d[ow] = 0.0f;
+          for (int64_t ow = begin; ow < end; ++ow) d[ow] = src[ow + offset];
+          for (int64_t ow = end; ow < ow_count; ++ow) d[ow] = 0.0f;
         } else {
           for (int64_t ow = 0; ow < ow_count; ++ow) {
             const int64_t w = ow * g.stride_width + offset;
@@ -166,16 +238,24 @@ float* scratch(int slot, int64_t count) {
   return buffers[slot].get();
 }
 
-// dbias[c] = sum of dy[image, c, :] over images and space, in double, in a fixed order.
+// dbias[c] = sum of dy[image, c, :] over images and space, in double, in a fixed order: position s of every plane
+// goes to lane s % kSumLanes, the lanes are added in order at the end. Independent lanes let the compiler vectorize
+// the loop (a single running sum cannot be reordered, and ran at one add per cycle latency).
+constexpr int64_t kSumLanes = 8;
 void channel_sums(float* dbias, const float* dy, int64_t batch, int64_t channels, int64_t spatial) {
   const int threads = num_threads();
 #pragma omp parallel for schedule(static) num_threads(threads) if (batch * channels * spatial >= kParallelMinElements)
   for (int64_t c = 0; c < channels; ++c) {
-    double sum = 0.0;
+    double lanes[kSumLanes] = {};
     for (int64_t image = 0; image < batch; ++image) {
       const float* plane = dy + (image * channels + c) * spatial;
-      for (int64_t s = 0; s < spatial; ++s) sum += plane[s];
+      int64_t s = 0;
+      for (; s + kSumLanes <= spatial; s += kSumLanes)
+        for (int64_t j = 0; j < kSumLanes; ++j) lanes[j] += plane[s + j];
+      for (int64_t j = 0; s < spatial; ++s, ++j) lanes[j] += plane[s];
     }
+    double sum = 0.0;
+    for (int64_t j = 0; j < kSumLanes; ++j) sum += lanes[j];
     dbias[c] = float(sum);
   }
 }
@@ -189,11 +269,87 @@ void weight_transpose_product(float* dcol, const float* w, const float* dys, int
 
 const float* offset_or_null(const float* p, int64_t offset) { return p ? p + offset : nullptr; }
 
+void conv_forward_per_image(float* y, const float* x, const float* w, const float* bias, const ConvGeometry& g,
+                            const ConvOutputScale& scale) {
+  const int64_t spatial = g.out_spatial(), patch = g.patch(), ocg = g.out_channels_per_group();
+  const bool keeps_raw = scale.channel_scale != nullptr && scale.raw_out != nullptr;
+  const int threads = num_threads();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (images_in_parallel(g))
+  for (int64_t image = 0; image < g.batch; ++image) {
+    float* col = scratch(0, g.groups * patch * spatial);
+    im2col(col, x + image * g.in_channels * g.in_spatial(), 1, g);
+    float* y_image = y + image * g.out_channels * spatial;
+    float* raw_image = keeps_raw ? scale.raw_out + image * g.out_channels * spatial : nullptr;
+    for (int64_t gi = 0; gi < g.groups; ++gi) {
+      GemmEpilogue epilogue;
+      epilogue.row_bias = offset_or_null(bias, gi * ocg);
+      epilogue.row_scale = offset_or_null(scale.channel_scale, gi * ocg);
+      epilogue.raw_out = keeps_raw ? raw_image + gi * ocg * spatial : nullptr;
+      gemm(y_image + gi * ocg * spatial, w + gi * ocg * patch, col + gi * patch * spatial, GemmShape{ocg, spatial, patch},
+           epilogue);
+    }
+  }
+}
+
+void conv_input_gradient_per_image(float* dx, const float* dy, const float* w, const ConvGeometry& g) {
+  const int64_t spatial = g.out_spatial();
+  const int threads = num_threads();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (images_in_parallel(g))
+  for (int64_t image = 0; image < g.batch; ++image) {
+    float* col = scratch(0, g.groups * g.patch() * spatial);
+    weight_transpose_product(col, w, dy + image * g.out_channels * spatial, spatial, g);
+    col2im(dx + image * g.in_channels * g.in_spatial(), col, 1, g, nullptr);
+  }
+}
+
+void conv_weight_gradient_per_image(float* dw, const float* dy, const float* x, const ConvGeometry& g,
+                                    const ConvWeightGradientEpilogue& epilogue) {
+  const int64_t spatial = g.out_spatial(), patch = g.patch(), ocg = g.out_channels_per_group();
+  const int64_t weights = g.out_channels * patch;
+  const int64_t chunk = std::max((kDwChunkColumns + spatial - 1) / spatial, (g.batch + kDwMaxChunks - 1) / kDwMaxChunks);
+  const int64_t chunks = (g.batch + chunk - 1) / chunk;
+  // The partials outlive the parallel region: one shared buffer, the calling thread's slot 2 (the per-image
+  // forward and input gradient use slot 0 only, per thread).
+  float* partials = scratch(2, chunks * weights);
+  const int threads = num_threads();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1 && chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    float* col = scratch(0, g.groups * patch * spatial);
+    float* partial = partials + c * weights;
+    for (int64_t image = c * chunk; image < std::min(g.batch, (c + 1) * chunk); ++image) {
+      im2col(col, x + image * g.in_channels * g.in_spatial(), 1, g);
+      const float* dy_image = dy + image * g.out_channels * spatial;
+      for (int64_t gi = 0; gi < g.groups; ++gi) {
+        GemmEpilogue accumulate;
+        accumulate.beta = image == c * chunk ? 0.0f : 1.0f;
+        gemm(partial + gi * ocg * patch, dy_image + gi * ocg * spatial, col + gi * patch * spatial,
+             GemmShape{ocg, patch, spatial}.transposing_b(), accumulate);
+      }
+    }
+  }
+  // dw (or dv) = scale ⊙ (the partials summed in chunk order) − coefficient ⊙ v, per output channel o.
+#pragma omp parallel for schedule(static) num_threads(threads) if (weights * chunks >= kParallelMinElements)
+  for (int64_t o = 0; o < g.out_channels; ++o) {
+    const float s = epilogue.channel_scale ? epilogue.channel_scale[o] : 1.0f;
+    // As the GEMM epilogue: the projection is subtracted with weight norm only, its coefficient 1 when null.
+    const float* v = epilogue.channel_scale ? epilogue.subtract_matrix : nullptr;
+    const float coefficient = epilogue.subtract_coefficient ? epilogue.subtract_coefficient[o] : 1.0f;
+    // The row summed in place in chunk 0's partial, chunk after chunk (contiguous rows, the same order per element).
+    float* sum = partials + o * patch;
+    for (int64_t c = 1; c < chunks; ++c) {
+      const float* add = partials + c * weights + o * patch;
+      for (int64_t j = 0; j < patch; ++j) sum[j] += add[j];
+    }
+    for (int64_t j = 0; j < patch; ++j) dw[o * patch + j] = v ? s * sum[j] - coefficient * v[o * patch + j] : s * sum[j];
+  }
+}
+
 }  // namespace
 
 void conv_forward(float* y, const float* x, const float* w, const float* bias, const ConvGeometry& g,
                   const ConvOutputScale& scale) {
   check_geometry(g);
+  if (per_image(g)) return conv_forward_per_image(y, x, w, bias, g, scale);
   const int64_t spatial = g.out_spatial(), in_spatial = g.in_spatial();
   const int64_t patch = g.patch(), ocg = g.out_channels_per_group();
   const int64_t batch = batch_size(g);
@@ -238,6 +394,12 @@ void conv_backward(float* dx, float* dw, float* dbias, const float* dy, const fl
     // No data: dw is 0, and so is dv (its subtracted term is proportional to dg, which is 0 too).
     if (dw) std::fill(dw, dw + g.out_channels * patch, 0.0f);
     return;
+  }
+  if (per_image(g)) {
+    if (dx) conv_input_gradient_per_image(dx, dy, w, g);
+    if (dw && per_image_weight_gradient(g)) return conv_weight_gradient_per_image(dw, dy, x, g, dw_epilogue);
+    if (!dw) return;
+    dx = nullptr;  // done above; the batched path below computes dw only
   }
 
   const int64_t batch = batch_size(g);
@@ -478,21 +640,51 @@ inline void write_window_gradient(float* out, int64_t width, int64_t kernel, int
 // (a later element wins only if strictly greater, or NaN over non-NaN); dy goes to the winner, +0 to the other
 // three. Four windows per step with SSE2 (x86-64's baseline; GCC does not vectorize the stride-2 selects itself),
 // the rest one at a time with the same rule.
+#if defined(__SSE2__)
+// take(later, best): later > best, or later is NaN and best is not (window_max's rule, four windows at once).
+inline __m128 take(__m128 later, __m128 best) {
+  return _mm_or_ps(_mm_cmpgt_ps(later, best), _mm_and_ps(_mm_cmpunord_ps(later, later), _mm_cmpord_ps(best, best)));
+}
+inline __m128 select(__m128 mask, __m128 yes, __m128 no) { return _mm_or_ps(_mm_and_ps(mask, yes), _mm_andnot_ps(mask, no)); }
+
+// Windows w .. w+3 of a 2x2 stride-2 row: a b over c d, each a vector of the four windows' elements.
+struct Windows4 {
+  __m128 a, b, c, d;
+};
+inline Windows4 load_windows(const float* top, const float* bottom, int64_t w) {
+  const __m128 top0 = _mm_loadu_ps(top + 2 * w), top1 = _mm_loadu_ps(top + 2 * w + 4);
+  const __m128 bottom0 = _mm_loadu_ps(bottom + 2 * w), bottom1 = _mm_loadu_ps(bottom + 2 * w + 4);
+  return {_mm_shuffle_ps(top0, top1, _MM_SHUFFLE(2, 0, 2, 0)), _mm_shuffle_ps(top0, top1, _MM_SHUFFLE(3, 1, 3, 1)),
+          _mm_shuffle_ps(bottom0, bottom1, _MM_SHUFFLE(2, 0, 2, 0)), _mm_shuffle_ps(bottom0, bottom1, _MM_SHUFFLE(3, 1, 3, 1))};
+}
+#endif
+
+// Kernel 2, stride 2, one row of windows forward: the maximum of a b over c d by window_max's rule, four windows per
+// step with SSE2 (the last group overlapping the previous one, as in the backward below), the rest one at a time.
+void pool2x2_forward_row(float* out, const float* top, const float* bottom, int64_t windows) {
+  int64_t w = 0;
+#if defined(__SSE2__)
+  for (; w < windows && windows >= 4; w += 4) {
+    w = std::min(w, windows - 4);
+    const auto [a, b, c, d] = load_windows(top, bottom, w);
+    const __m128 ab = select(take(b, a), b, a);
+    const __m128 abc = select(take(c, ab), c, ab);
+    _mm_storeu_ps(out + w, select(take(d, abc), d, abc));
+  }
+#endif
+  for (; w < windows; ++w) out[w] = window_max<2>(top, bottom - top, 2, 2 * w).value;
+}
+
 void pool2x2_backward_row(float* out_top, float* out_bottom, const float* top, const float* bottom, const float* dy,
                           int64_t windows) {
   int64_t w = 0;
 #if defined(__SSE2__)
-  // take(later, best): later > best, or later is NaN and best is not.
-  auto take = [](__m128 later, __m128 best) {
-    return _mm_or_ps(_mm_cmpgt_ps(later, best), _mm_and_ps(_mm_cmpunord_ps(later, later), _mm_cmpord_ps(best, best)));
-  };
-  auto select = [](__m128 mask, __m128 yes, __m128 no) { return _mm_or_ps(_mm_and_ps(mask, yes), _mm_andnot_ps(mask, no)); };
-  for (; w + 4 <= windows; w += 4) {
-    const __m128 top0 = _mm_loadu_ps(top + 2 * w), top1 = _mm_loadu_ps(top + 2 * w + 4);
-    const __m128 bottom0 = _mm_loadu_ps(bottom + 2 * w), bottom1 = _mm_loadu_ps(bottom + 2 * w + 4);
-    const __m128 a = _mm_shuffle_ps(top0, top1, _MM_SHUFFLE(2, 0, 2, 0)), b = _mm_shuffle_ps(top0, top1, _MM_SHUFFLE(3, 1, 3, 1));
-    const __m128 c = _mm_shuffle_ps(bottom0, bottom1, _MM_SHUFFLE(2, 0, 2, 0));
-    const __m128 d = _mm_shuffle_ps(bottom0, bottom1, _MM_SHUFFLE(3, 1, 3, 1));
+  // The last group of four may overlap the previous one (windows not a multiple of 4, at least 4 of them): the
+  // overlapped windows are recomputed by the same rule and written with the same values, cheaper than the scalar
+  // tail (a 14-wide plane pooled to 7 windows would otherwise take 3 of its 7 windows one at a time).
+  for (; w < windows && windows >= 4; w += 4) {
+    w = std::min(w, windows - 4);
+    const auto [a, b, c, d] = load_windows(top, bottom, w);
     const __m128 take_b = take(b, a);
     const __m128 ab = select(take_b, b, a);
     const __m128 take_c = take(c, ab);
@@ -545,6 +737,11 @@ void max_pool2d_forward(float* y, const float* x, int64_t planes, int64_t height
     for (int64_t p = 0; p < planes; ++p) {
       const float* plane = x + p * height * width;
       float* out = y + p * oh_count * ow_count;
+      if (K == 2 && stride == 2) {
+        for (int64_t oh = 0; oh < oh_count; ++oh)
+          pool2x2_forward_row(out + oh * ow_count, plane + 2 * oh * width, plane + (2 * oh + 1) * width, ow_count);
+        continue;
+      }
       for (int64_t oh = 0; oh < oh_count; ++oh)
         for (int64_t ow = 0; ow < ow_count; ++ow)
           out[oh * ow_count + ow] = window_max<K>(plane, width, kernel, oh * stride * width + ow * stride).value;

@@ -163,3 +163,45 @@ describe('LSTM training-step suite', () => {
     expect(native.memory().cpu.tensors - before, 'tensors the suite left alive').toBe(0);
   });
 });
+
+describe('training suite (CNN and demo MLP steps)', () => {
+  const timing = (roundMedians: number[]) => ({ ms: Math.min(...roundMedians), roundMedians, pooledMedian: roundMedians[0]!, runs: roundMedians.length });
+
+  it('pairs ratios by round: the median of the in-round ratios, null when a side is unavailable', async () => {
+    const { pairedRatio } = await import('../weightnorm-cli/src/bench/training.js');
+    // Round 2 is spoiled on both sides alike: its ratio is still 2; the lowest medians alone would give 10 / 4.
+    expect(pairedRatio(timing([10, 30, 12]), timing([5, 15, 4]))).toBe(2);
+    expect(pairedRatio(timing([6, 8]), timing([2, 2]))).toBe(3.5);
+    expect(pairedRatio({ unavailable: 'no torch peer' }, timing([1]))).toBeNull();
+  });
+
+  it('evaluates its goals: CNN vs torch on both variants, WN/plain on both networks', async () => {
+    const { evaluateTrainingGoals } = await import('../weightnorm-cli/src/bench/results.js');
+    const row = (network: 'cnn' | 'mlp', plain: number | null, wn: number | null, wnOverPlain: number | null) =>
+      ({ network, batch: 100, checks: { plain: { skipped: 'x' }, wn: { skipped: 'x' } }, ours: { plain: timing([1]), wn: timing([1]) },
+        torch: { plain: timing([1]), wn: timing([1]) }, vsTorch: { plain, wn }, wnOverPlain: { ours: wnOverPlain, torch: 1 }, calls: {} }) as never;
+    expect(evaluateTrainingGoals(['gemm'], [])).toEqual([]);
+    const met = evaluateTrainingGoals(['training'], [row('cnn', 1.3, 1.25, 1.02), row('mlp', 0.9, 0.9, 1.04)]);
+    expect(met.map((g) => g.status)).toEqual(['met', 'met']);
+    const missed = evaluateTrainingGoals(['training'], [row('cnn', 1.3, 1.1, 1.02), row('mlp', 2, 2, 1.2)]);
+    expect(missed.map((g) => g.status)).toEqual(['not met', 'not met']);
+    expect(missed[1]!.detail).toMatch(/MLP 1\.200×/);
+    const noPeer = evaluateTrainingGoals(['training'], [row('cnn', null, null, 1.0)]);
+    expect(noPeer.map((g) => g.status)).toEqual(['unavailable', 'met']);
+  });
+
+  it('times both networks plain and weight-normalized (no peer: torch columns say why) and leaks no tensor', async () => {
+    const { runTrainingSuite } = await import('../weightnorm-cli/src/bench/training.js');
+    const before = native.memory().cpu.tensors;
+    const rows = await runTrainingSuite(null, { device: 'cpu', plan: { rounds: 1, warmup: 0, repeats: 1 }, seed: 1, log: () => undefined });
+    expect(rows.map((r) => r.network)).toEqual(['cnn', 'mlp']);
+    for (const r of rows) {
+      expect('ms' in r.ours.plain && 'ms' in r.ours.wn, JSON.stringify(r.ours)).toBe(true);
+      expect(r.torch.wn).toEqual({ unavailable: 'no torch peer' });
+      expect(r.checks.plain).toEqual({ skipped: 'no torch peer' });
+      expect(r.wnOverPlain.ours).toBeGreaterThan(0);
+      expect(r.vsTorch.plain).toBeNull();
+    }
+    expect(native.memory().cpu.tensors - before, 'tensors the suite left alive').toBe(0);
+  });
+});

@@ -108,6 +108,11 @@ const DIRECT_CASES: ConvCase[] = [
   { name: '2-D groups 3', dims: 2, batch: 2, inChannels: 6, outChannels: 3, size: [5, 5], kernel: [3, 3], padding: [1, 1], groups: 3 },
   { name: '2-D depthwise stride 2', dims: 2, batch: 2, inChannels: 3, outChannels: 6, size: [6, 7], kernel: [3, 3], stride: [2, 2], groups: 3 },
   { name: '2-D kernel == input', dims: 2, batch: 2, inChannels: 2, outChannels: 3, size: [4, 3], kernel: [4, 3] },
+  // The per-image path (cpu/conv.cc: output planes of at least 64 positions): images spread over the threads, and
+  // dw summed from per-chunk partials (45 images of 100 positions: 3 chunks of at most 21).
+  { name: '2-D per-image path, several dw chunks', dims: 2, batch: 45, inChannels: 3, outChannels: 5, size: [10, 10], kernel: [3, 3], padding: [1, 1] },
+  { name: '2-D per-image path, groups 2, dilation 2, stride 2', dims: 2, batch: 5, inChannels: 4, outChannels: 6, size: [21, 19], kernel: [3, 3], stride: [2, 2], padding: [2, 1], dilation: [2, 2], groups: 2 },
+  { name: '1-D per-image path, one input channel', dims: 1, batch: 7, inChannels: 1, outChannels: 4, size: [80], kernel: [5], padding: [2] },
 ];
 
 const TRANSPOSE_CASES: ConvCase[] = [
@@ -192,17 +197,22 @@ describe.each(devices)('convolutions against the float64 reference on %s', (devi
     });
   });
 
-  it('a batch large enough to be split into several im2col batches gives the same result as one image at a time', () => {
-    // 1-D, 40 channels × k9 × 4096 positions = 1.5M floats per image: a batch of 4 spans more than one col budget
-    // (4M floats) and goes through the regrouped product.
+  it('a batch large enough to be split into several im2col batches matches the float64 reference', () => {
+    // 1-D, 1000 channels × k9 × 60 positions = 540K floats per image: 7 images fill the col budget (4M floats), so a
+    // batch of 9 takes two im2col batches and the regrouped product (60 positions: below the per-image path's 64).
+    const [batch, channels, length] = [9, 1000, 60];
+    const xv = values(batch * channels * length, seed + 7);
+    const wv = values(8 * channels * 9, seed + 8);
+    const g: ConvReferenceGeometry = {
+      batch, inChannels: channels, outChannels: 8, groups: 1, inSize: [1, length], outSize: [1, length], kernel: [1, 9],
+      stride: [1, 1], padding: [0, 4], dilation: [1, 1],
+    };
     tidy(() => {
-      const x = tensor(Float32Array.from(values(4 * 40 * 4096, seed + 7)), [4, 40, 4096], { device });
-      const w = tensor(Float32Array.from(values(8 * 40 * 9, seed + 8)), [8, 40, 9], { device });
+      const x = tensor(Float32Array.from(xv), [batch, channels, length], { device });
+      const w = tensor(Float32Array.from(wv), [8, channels, 9], { device });
       const y = F.conv1d(x, w, null, { padding: 4 }).toArray();
-      for (let n = 0; n < 4; n++) {
-        const one = F.conv1d(tensor(x.toArray().slice(n * 40 * 4096, (n + 1) * 40 * 4096), [1, 40, 4096], { device }), w, null, { padding: 4 }).toArray();
-        expect(Array.from(y.slice(n * 8 * 4096, (n + 1) * 8 * 4096))).toEqual(Array.from(one));
-      }
+      const error = scaledError(y, convReference(xv, wv, null, g), convReference(abs(xv), abs(wv), null, g));
+      expect(error, reproduce(seed)).toBeLessThan(TOLERANCE);
     });
   });
 });
@@ -227,6 +237,7 @@ describe.each(devices)('conv layers on %s', (device) => {
   it.each([
     ['output larger than the weight (no t kept)', 3, 20],
     ['output smaller than the weight (t kept)', 1, 2],
+    ['per-image path (planes of 100 positions, images spread over the threads)', 6, 100],
   ] as const)('Conv1d with weight norm (dim 0, scale in the GEMM epilogue), %s: matches conv1d on the materialized w', (_, batch, length) => {
     manualSeed(seed % 2 ** 31);
     tidy(() => {

@@ -121,6 +121,14 @@ describe.each(devices)('training ops on %s', (device) => {
     checkOp('maxPool2d 2/2', device, seed, [{ shape: [2, 3, 6, 4], grad: true }],
       ([x]) => F.maxPool2d(x!, 2, 2),
       ([x]) => ref.maxPool2d(x!, 6, 6, 4, 2, 2));
+    // Rows of 7 and 9 windows: the CPU's four-at-a-time kernels (forward and backward), their last group of four
+    // overlapping the previous one.
+    checkOp('maxPool2d 2/2 rows of 7 windows', device, seed + 2, [{ shape: [2, 3, 6, 14], grad: true }],
+      ([x]) => F.maxPool2d(x!, 2, 2),
+      ([x]) => ref.maxPool2d(x!, 6, 6, 14, 2, 2));
+    checkOp('maxPool2d 2/2 rows of 9 windows', device, seed + 3, [{ shape: [1, 2, 4, 18], grad: true }],
+      ([x]) => F.maxPool2d(x!, 2, 2),
+      ([x]) => ref.maxPool2d(x!, 2, 4, 18, 2, 2));
     checkOp('maxPool2d 3/1', device, seed + 1, [{ shape: [1, 2, 5, 5], grad: true }],
       ([x]) => F.maxPool2d(x!, 3, 1),
       ([x]) => ref.maxPool2d(x!, 2, 5, 5, 3, 1));

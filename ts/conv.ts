@@ -344,29 +344,28 @@ export function weightNormConv(
   const t = t4 ? wrap(t4) : null;
   const [batch, , oh, ow] = y4Shape as [number, number, number, number];
   const positions = oh * ow;
+  // dx goes through the effective weight w = s ⊙ v (per output channel, weight-sized: cheap to form), so that one
+  // convolution backward gives dx with the weight-side products instead of a second pass over an output-sized dy
+  // scaled by s.
+  const effectiveWeight = (): NativeTensor => {
+    const [o, ...rest] = v.shape;
+    return native.channelOp('scale', handleOf(v, where), handleOf(s, where), 1, o!, rest.reduce((p, d) => p * d, 1));
+  };
   const result = record(fromView4(y4, dims), where, [x, v, g, bias], (dy, needs) => withViews(views, () => {
     const dy4 = view4(dy, dims, where, views);
+    const w = needs[0] ? wrap(effectiveWeight()) : null;
+    const throughW = w ?? v;
     let dx: Tensor | null = null;
-    if (needs[0]) {
-      // dx = conv backward of dy through w = s ⊙ v: dy scaled per output channel, then through v.
-      const scaledDy = native.channelOp('scale', dy4, handleOf(s, where), batch, outChannels, positions);
-      const grads = native.convBackward(scaledDy, view4(x, dims, where, views), view4(v, dims, where, views), {
-        ...nativeGeometry(geometry),
-        wantDx: true,
-        wantDw: false,
-        wantDbias: false,
-      });
-      scaledDy.dispose();
-      dx = fromView4(grads.dx!, dims);
-    }
     if (!t) {
       // P = dy ⋆ x is dL/dw; the fused weight-norm backward turns it into dv and dg in one pass.
-      const grads = native.convBackward(dy4, view4(x, dims, where, views), view4(v, dims, where, views), {
+      const grads = native.convBackward(dy4, view4(x, dims, where, views), view4(throughW, dims, where, views), {
         ...nativeGeometry(geometry),
-        wantDx: false,
+        wantDx: needs[0]!,
         wantDw: needs[1]! || needs[2]!,
         wantDbias: needs[3]!,
       });
+      w?.dispose();
+      dx = grads.dx ? fromView4(grads.dx, dims) : null;
       let dv: Tensor | null = null;
       let dg: Tensor | null = null;
       if (grads.dw) {
@@ -384,20 +383,22 @@ export function weightNormConv(
     dot.dispose();
     let dv: Tensor | null = null;
     let dbias: Tensor | null = null;
-    if (needs[1] || needs[3]) {
+    if (needs[0] || needs[1] || needs[3]) {
       const v4 = view4(v, dims, where, views);
-      const grads = native.convBackward(dy4, view4(x, dims, where, views), v4, {
+      const grads = native.convBackward(dy4, view4(x, dims, where, views), view4(throughW, dims, where, views), {
         ...nativeGeometry(geometry),
-        wantDx: false,
+        wantDx: needs[0]!,
         wantDw: needs[1]!,
         wantDbias: needs[3]!,
         dwScale: c1,
         dwSubtractCoefficient: c2,
         dwSubtractMatrix: v4,
       });
+      dx = grads.dx ? fromView4(grads.dx, dims) : null;
       dv = grads.dw ? fromView4(grads.dw, dims) : null;
       dbias = grads.dbias ? wrap(grads.dbias) : null;
     }
+    w?.dispose();
     c1.dispose();
     c2.dispose();
     if (!needs[2]) dg.dispose();

@@ -12,13 +12,15 @@ Protocol: one JSON object per line on stdin, one JSON answer per line on stdout 
   {"cmd": "round", "warmup": W, "repeats": R}
       -> {"ok": true, "times": {"copy": [ms...], "fused_forward": [...], "fused_backward": [...],
           "composite_forward": [...], "composite_backward": [...]}}  (fused_* absent where fused_na)
-  {"cmd": "task", "kind": "gemm" | "linear" | "mnist" | "lstm" | "vocoder", ...}  (the side-by-side suites; see Task below)
+  {"cmd": "task", "kind": "gemm" | "linear" | "mnist" | "training" | "lstm" | "vocoder", ...}  (the side-by-side suites; see Task below)
       prepares one task's tensors -> {"ok": true, "variants": [...], "unavailable": {variant: why}, "calls": {...}}
   {"cmd": "task_round", "warmup": W, "repeats": R}
       -> {"ok": true, "times": {variant: [ms...]}, "errors": {variant: why}}  (a variant that fails is dropped)
   {"cmd": "mnist_check", "dir": "/tmp/...", "batch": B, "wn": bool, "params": [[name, shape], ...]}
       loads our CNN's parameters and batch (x.bin, labels.bin, <name>.bin), runs one forward and backward and writes
       loss.bin and grad_<name>.bin in our parameter layout -> {"ok": true, "weight_norm": "the torch API used"}
+  {"cmd": "training_check", "dir": "/tmp/...", "network": "cnn" | "mlp", "batch": B, "wn": bool, "params": [...]}
+      the same for the training suite's networks (training_network) -> {"ok": true, "weight_norm": "..."}
   {"cmd": "vocoder_check", "dir": "/tmp/...", "channels": C, "frames": T, "params": [[name, shape], ...]}
       loads our folded HiFi-GAN generator's weights (<name>.bin, torch's plain names) and mel.bin [1, 80, T], writes
       the waveform y.bin -> {"ok": true}
@@ -334,6 +336,29 @@ def mnist_cnn(wn):
     return nn.Sequential(*layers).to(DEVICE), api
 
 
+def training_network(network, wn):
+    """The training suite's networks (src/bench/training.ts TRAINING_NETWORKS), with the weighted layers' indices in
+    the Sequential (our parameter names are "<index>.weight" / "<index>.g", "<index>.v", "<index>.bias"):
+    cnn: conv 1->32 3x3 pad 1, ReLU, maxpool 2, conv 32->64 3x3 pad 1, ReLU, maxpool 2, flatten, linear 3136->128,
+    ReLU, linear 128->10; mlp: the demo's (`npm run demo`, compare --model mlp) 784->256->256->10 with ReLU.
+    wn: weight norm (dim 0) on every conv and linear."""
+    nn = torch.nn
+    if network == "cnn":
+        layers = [nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1),
+                  nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10)]
+        weighted = (0, 3, 7, 9)
+    elif network == "mlp":
+        layers = [nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)]
+        weighted = (0, 2, 4)
+    else:
+        raise ValueError(f"unknown training network {network!r}")
+    api = None
+    if wn:
+        for i in weighted:
+            layers[i], api = weight_norm_module(layers[i])
+    return nn.Sequential(*layers).to(DEVICE), api, weighted
+
+
 # HiFi-GAN V1 (Kong et al., 2020): upsampling rates and kernels, and the multi-receptive-field fusion's ResBlock1
 # kernels and dilations; upsample_initial_channel is the width parameter (512 in V1).
 HIFIGAN_V1 = {"upsample_rates": [8, 8, 2, 2], "upsample_kernel_sizes": [16, 16, 4, 4],
@@ -452,16 +477,15 @@ class Task:
         self.calls["plain"] = "torch.nn.Linear; zero_grad(set_to_none); layer(x).sum().backward()"
         self.calls["wn"] = f"{api}(torch.nn.Linear, dim=0); same step"
 
-    def prepare_mnist(self, request, gen):
-        batch = request["batch"]
-        x = torch.rand([batch, 1, 28, 28], generator=gen).to(DEVICE)
-        labels = torch.randint(0, 10, [batch], generator=gen)
+    def add_train_steps(self, request, build, x, labels, lr):
+        """Variants plain and wn: trainStep's step (forward, cross-entropy, loss.item(), zero_grad, backward, Adam
+        at `lr`) on build(wn) -> (model, weight-norm API or None); returns the API used."""
         api = None
         for name, wn in (("plain", False), ("wn", True)):
             torch.manual_seed(int(request.get("seed", 1)))
-            model, used = mnist_cnn(wn)
+            model, used = build(wn)
             api = used or api
-            optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+            optimizer = torch.optim.Adam(model.parameters(), lr=lr)
 
             def step(model=model, optimizer=optimizer):
                 loss = torch.nn.functional.cross_entropy(model(x), labels.to(DEVICE))
@@ -470,9 +494,25 @@ class Task:
                 loss.backward()
                 optimizer.step()
             self.steps[name] = step
+        return api
+
+    def prepare_mnist(self, request, gen):
+        batch = request["batch"]
+        x = torch.rand([batch, 1, 28, 28], generator=gen).to(DEVICE)
+        labels = torch.randint(0, 10, [batch], generator=gen)
+        api = self.add_train_steps(request, mnist_cnn, x, labels, 3e-3)
         self.calls["plain"] = ("the CNN in eager mode (float32 throughout: cuDNN TF32 off), F.cross_entropy, loss.item(), "
                                "zero_grad, backward, Adam(lr=3e-3).step()")
         self.calls["wn"] = f"same with {api} on both convs and the linear"
+
+    def prepare_training(self, request, gen):
+        network, batch = request["network"], request["batch"]
+        x = torch.rand([batch, 1, 28, 28] if network == "cnn" else [batch, 784], generator=gen).to(DEVICE)
+        labels = torch.randint(0, 10, [batch], generator=gen)
+        api = self.add_train_steps(request, lambda wn: training_network(network, wn)[:2], x, labels, 1e-3)
+        self.calls["plain"] = (f"training_network('{network}') in eager mode, F.cross_entropy, loss.item(), "
+                               "zero_grad(set_to_none), backward, Adam(lr=1e-3).step()")
+        self.calls["wn"] = f"same with {api} (dim=0) on every conv and linear"
 
     def prepare_lstm(self, request, gen):
         steps, batch, n_in, hidden = request["steps"], request["batch"], request["input"], request["hidden"]
@@ -565,23 +605,36 @@ def task_round(request):
 
 def mnist_check(request):
     """One forward and backward of the CNN with our parameters and batch; loss and gradients in our layout."""
-    folder, batch, wn = request["dir"], request["batch"], request["wn"]
-    model, api = mnist_cnn(wn)
+    model, api = mnist_cnn(request["wn"])
+    return check_network(request, model, api, (0, 3, 7), [request["batch"], 1, 28, 28])
+
+
+def training_check(request):
+    """mnist_check for the training suite's networks."""
+    model, api, weighted = training_network(request["network"], request["wn"])
+    shape = [request["batch"], 1, 28, 28] if request["network"] == "cnn" else [request["batch"], 784]
+    return check_network(request, model, api, weighted, shape)
+
+
+def check_network(request, model, api, weighted, x_shape):
+    """Loads our parameters into `model` (its layers `weighted` carry weight and bias, or g, v and bias with weight
+    norm) and our batch, runs one forward and backward and writes loss.bin and grad_<name>.bin in our layout."""
+    folder, wn = request["dir"], request["wn"]
     params = {name: read_f32(f"{folder}/{name}.bin", shape).to(DEVICE) for name, shape in request["params"]}
     with torch.no_grad():
-        for index in (0, 3, 7):
+        for index in weighted:
             layer = model[index]
             if wn:
                 set_weight_norm_parameters(layer, params[f"{index}.g"], params[f"{index}.v"])
             else:
                 layer.weight.copy_(params[f"{index}.weight"])
             layer.bias.copy_(params[f"{index}.bias"])
-    x = read_f32(f"{folder}/x.bin", [batch, 1, 28, 28]).to(DEVICE)
-    labels = read_f32(f"{folder}/labels.bin", [batch]).to(torch.int64).to(DEVICE)
+    x = read_f32(f"{folder}/x.bin", x_shape).to(DEVICE)
+    labels = read_f32(f"{folder}/labels.bin", [x_shape[0]]).to(torch.int64).to(DEVICE)
     loss = torch.nn.functional.cross_entropy(model(x), labels)
     loss.backward()
     write_f32(f"{folder}/loss.bin", loss.reshape(1))
-    for index in (0, 3, 7):
+    for index in weighted:
         layer = model[index]
         grads = {"bias": layer.bias.grad}
         if wn:
@@ -649,7 +702,8 @@ def hello(request):
 
 def main():
     handlers = {"hello": hello, "check": check, "prepare": prepare, "round": timing_round, "release": release,
-                "task": task, "task_round": task_round, "mnist_check": mnist_check, "vocoder_check": vocoder_check}
+                "task": task, "task_round": task_round, "mnist_check": mnist_check,
+                "training_check": training_check, "vocoder_check": vocoder_check}
     for line in sys.stdin:
         if not line.strip():
             continue

@@ -144,8 +144,8 @@ export class TorchPeer {
     return (await this.request({ cmd: 'prepare', shape, dim, sets, seed, bf16 })) as unknown as PeerPrepared;
   }
 
-  /** Prepares one task of the side-by-side suites (gemm, linear, mnist, lstm, vocoder; see peer_torch.py Task). */
-  async task(kind: 'gemm' | 'linear' | 'mnist' | 'lstm' | 'vocoder', spec: Record<string, unknown>): Promise<PeerTask> {
+  /** Prepares one task of the side-by-side suites (gemm, linear, mnist, training, lstm, vocoder; see peer_torch.py Task). */
+  async task(kind: 'gemm' | 'linear' | 'mnist' | 'training' | 'lstm' | 'vocoder', spec: Record<string, unknown>): Promise<PeerTask> {
     return (await this.request({ cmd: 'task', kind, ...spec })) as unknown as PeerTask;
   }
 
@@ -161,6 +161,11 @@ export class TorchPeer {
    */
   async mnistCheck(dir: string, batch: number, wn: boolean, params: [string, number[]][]): Promise<{ weight_norm: string | null }> {
     return (await this.request({ cmd: 'mnist_check', dir, batch, wn, params })) as unknown as { weight_norm: string | null };
+  }
+
+  /** mnistCheck for the training suite's networks (peer_torch.py training_network: 'cnn' or 'mlp'). */
+  async trainingCheck(dir: string, network: string, batch: number, wn: boolean, params: [string, number[]][]): Promise<{ weight_norm: string | null }> {
+    return (await this.request({ cmd: 'training_check', dir, network, batch, wn, params })) as unknown as { weight_norm: string | null };
   }
 
   /**

@@ -5,8 +5,9 @@ import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import type { OutputErrors } from './measure.js';
 import { BF16_TOLERANCE, worst } from './measure.js';
-import { type BackendResult, checksFailed, type ConvLayerRow, type GemmRow, type LinearRow, type LstmRow, type MnistRow, type OpRow, type Variant } from './results.js';
+import { type BackendResult, checksFailed, type ConvLayerRow, type GemmRow, type LinearRow, type LstmRow, type MnistRow, type OpRow, type TrainingRow, type Variant } from './results.js';
 import { isUnavailable, type Measured } from './rounds.js';
+import { TRAINING_DESCRIPTIONS, TRAINING_VS_TORCH_GOAL, TRAINING_WN_GOAL } from './training.js';
 import { VOCODER_HEADERS, vocoderDescription, vocoderRows } from './vocoder.js';
 
 const OP_LABEL = { forward: 'fwd', backward: 'bwd', 'forward+backward': 'fwd+bwd' } as const;
@@ -65,6 +66,7 @@ const GEMM_HEADERS = ['case', 'm×n×k', 'prec', 'ours ms', 'TFLOP/s', 'backend'
 const LINEAR_HEADERS = ['case', 'plain ms', 'WN ms', 'WN/plain', 'torch plain ms', 'torch WN ms', 'torch WN/plain', 'torch WN / our WN', 'check'];
 const MNIST_HEADERS = ['batch', 'norm', 'ours ms/step', 'torch ms/step', 'torch/ours', 'check'];
 const LSTM_HEADERS = ['case', 'plain ms/step', 'WN ms/step', 'WN/plain', 'torch plain ms', 'torch WN ms', 'torch/ours plain', 'torch/ours WN', 'WN check'];
+const TRAINING_HEADERS = ['network', 'ratio', 'value', 'numerator ms/step', 'denominator ms/step', 'goal', 'check'];
 const CONV_HEADERS = ['case', 'layer', 'plain ms', 'WN ms', 'WN/plain', 'check'];
 
 const measuredMs = (m: Measured) => (isUnavailable(m) ? 'n/a' : ms(m.ms));
@@ -157,6 +159,22 @@ function mnistRows(rows: MnistRow[]): string[][] {
   ]);
 }
 
+/** Per network: torch/ours plain and WN, WN/plain ours and torch, each with its goal where the suite sets one. */
+function trainingRows(rows: readonly TrainingRow[]): string[][] {
+  const value = (x: number | null) => (x === null ? 'n/a' : `${x.toFixed(3)}×`);
+  const goal = (x: number | null, target: number, atLeast: boolean) =>
+    `${atLeast ? '≥' : '≤'} ${target.toFixed(2)}: ${x === null ? 'n/a' : (atLeast ? x >= target : x <= target) ? 'met' : 'NOT MET'}`;
+  return rows.flatMap((r) => {
+    const cnn = r.network === 'cnn';
+    return [
+      [r.network, 'torch / ours, plain', value(r.vsTorch.plain), measuredMs(r.torch.plain), measuredMs(r.ours.plain), cnn ? goal(r.vsTorch.plain, TRAINING_VS_TORCH_GOAL, true) : '', layerCheck(r.checks.plain)],
+      ['', 'torch / ours, WN', value(r.vsTorch.wn), measuredMs(r.torch.wn), measuredMs(r.ours.wn), cnn ? goal(r.vsTorch.wn, TRAINING_VS_TORCH_GOAL, true) : '', layerCheck(r.checks.wn)],
+      ['', 'WN / plain, ours', value(r.wnOverPlain.ours), measuredMs(r.ours.wn), measuredMs(r.ours.plain), goal(r.wnOverPlain.ours, TRAINING_WN_GOAL, false), ''],
+      ['', 'WN / plain, torch', value(r.wnOverPlain.torch), measuredMs(r.torch.wn), measuredMs(r.torch.plain), '', ''],
+    ];
+  });
+}
+
 function lstmRows(rows: LstmRow[]): string[][] {
   const ratio = (x: number | null) => (x === null ? 'n/a' : `${x.toFixed(3)}×`);
   return rows.map((r) => [
@@ -189,6 +207,7 @@ export function terminalTable(result: BackendResult): string {
   if (result.gemm.length) parts.push('', 'GEMM vs torch (cuBLAS on CUDA):', fixedTable(GEMM_HEADERS, gemmRows(result.gemm), 3));
   if (result.linear.length) parts.push('', 'Weight-normalized Linear vs plain (fwd+bwd per step):', fixedTable(LINEAR_HEADERS, linearRows(result.linear), 1));
   if (result.mnist.length) parts.push('', 'MNIST CNN training step:', fixedTable(MNIST_HEADERS, mnistRows(result.mnist), 2));
+  if (result.training?.length) parts.push('', `Training steps, batch ${result.training[0]!.batch} (ratios: median over rounds of the in-round ratio):`, fixedTable(TRAINING_HEADERS, trainingRows(result.training), 2));
   if (result.lstm?.length) parts.push('', 'LSTM training step:', fixedTable(LSTM_HEADERS, lstmRows(result.lstm), 1));
   if (result.convLayers?.length) parts.push('', 'Weight-normalized conv layers vs plain (fwd+bwd per step):', fixedTable(CONV_HEADERS, convRows(result.convLayers), 2));
   if (result.vocoder?.length) parts.push('', 'HiFi-GAN V1 generator (RTF: audio s / compute s):', fixedTable(VOCODER_HEADERS, vocoderRows(result.vocoder), 2));
@@ -211,7 +230,7 @@ export function summaryText(result: BackendResult): string {
     ...(result.cases.length
       ? ['Targets (weight norm):', ...result.targets.map((t) => `  ${t.met ? 'MET    ' : 'NOT MET'}  ${t.name}${t.met ? '' : `: ${t.misses.join(', ')}`}`)]
       : []),
-    'Targets (GEMM, Linear, MNIST):',
+    'Targets (side-by-side suites):',
     ...suiteGoalLines(result, false),
   ];
   const noisy = result.cases.filter((c) => c.unstable.length > 0);
@@ -302,7 +321,7 @@ export function markdown(result: BackendResult): string {
     '',
   ];
   const suiteGoalPart = [
-    '## GEMM, Linear and MNIST targets',
+    '## Side-by-side suites: targets',
     '',
     ...suiteGoalLines(result, true),
     '',
@@ -359,6 +378,23 @@ export function markdown(result: BackendResult): string {
             "before timing: loss and every parameter's gradient against torch with our weights and batch.",
           '',
           mdTable(MNIST_HEADERS, mnistRows(result.mnist)),
+          '',
+        ]
+      : []),
+    ...(result.training?.length
+      ? [
+          '## Training steps: CNN and the demo MLP vs PyTorch eager',
+          '',
+          `Batch ${result.training[0]!.batch}; ${result.training.map((r) => `${r.network}: ${TRAINING_DESCRIPTIONS[r.network]}`).join('; ')}. ` +
+            'Plain, and weight-normalized (weight norm over dim 0 on every conv and Linear, as ' +
+            '`torch.nn.utils.weight_norm`). One step = `trainStep()`: forward, cross-entropy, loss read back, zero ' +
+            'grads, backward, Adam (lr 1e-3) update, then a synchronize; wall clock per step, the same on both sides. ' +
+            `torch: ${result.training.find((r) => r.calls.plain)?.calls.plain ?? 'n/a'}; WN: ${result.training.find((r) => r.calls.wn)?.calls.wn ?? 'n/a'}. ` +
+            "Checked before timing: the loss and every parameter's gradient against torch on our weights and batch. " +
+            'ms/step: the lowest per-round median; ratios: the median over rounds of the ratio within a round ' +
+            '(ours and torch alternate round by round, so load that spoils a round spoils both sides of its ratio).',
+          '',
+          mdTable(TRAINING_HEADERS, trainingRows(result.training)),
           '',
         ]
       : []),
@@ -450,13 +486,50 @@ export async function chartSvg(result: BackendResult): Promise<string> {
   return svg;
 }
 
+/** Bar chart of ms per training step, ours against torch, per network and variant (the training suite). */
+export async function trainingChartSvg(result: BackendResult): Promise<string> {
+  const values: { step: string; series: string; ms: number }[] = [];
+  for (const r of result.training ?? []) {
+    for (const norm of ['plain', 'wn'] as const) {
+      const step = `${r.network.toUpperCase()} ${norm === 'wn' ? 'WN' : 'plain'}`;
+      if (!isUnavailable(r.ours[norm])) values.push({ step, series: 'weightnorm', ms: Number((r.ours[norm] as { ms: number }).ms.toFixed(3)) });
+      if (!isUnavailable(r.torch[norm])) values.push({ step, series: 'PyTorch eager', ms: Number((r.torch[norm] as { ms: number }).ms.toFixed(3)) });
+    }
+  }
+  const spec: TopLevelSpec = {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title: {
+      text: `Training step, batch ${result.training?.[0]?.batch ?? ''}: ${result.deviceName}`,
+      subtitle: `${result.machine}${result.quick ? ' (quick)' : ''}, ${result.threads} threads, ${result.date.slice(0, 10)}; ms per step (lower is better)`,
+    },
+    data: { values },
+    width: 360,
+    height: { step: 14 },
+    mark: 'bar',
+    encoding: {
+      y: { field: 'step', type: 'nominal', title: null, sort: null },
+      yOffset: { field: 'series', type: 'nominal', sort: ['weightnorm', 'PyTorch eager'] },
+      x: { field: 'ms', type: 'quantitative', title: 'ms per step' },
+      color: { field: 'series', type: 'nominal', title: null, sort: ['weightnorm', 'PyTorch eager'], scale: { range: ['#1f77b4', '#ff7f0e'] } },
+      tooltip: [{ field: 'step' }, { field: 'series' }, { field: 'ms' }],
+    },
+    config: { legend: { orient: 'top' } },
+  };
+  const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
+  const svg = await view.toSVG();
+  view.finalize();
+  return svg;
+}
+
 /** Writes <machine>.json, .md and (with `chart`) .svg into `dir`; returns the paths. */
 export async function writeResults(result: BackendResult, dir: string, chart = true): Promise<string[]> {
   mkdirSync(dir, { recursive: true });
   const base = join(dir, result.machine);
   writeFileSync(`${base}.json`, JSON.stringify(result, null, 2) + '\n');
   writeFileSync(`${base}.md`, markdown(result));
-  if (!chart || result.cases.length === 0) return [`${base}.json`, `${base}.md`]; // the chart is of the weight-norm cases
-  writeFileSync(`${base}.svg`, await chartSvg(result));
+  // The chart is of the weight-norm cases, or of the training steps when only that suite ran.
+  const trainingOnly = result.cases.length === 0 && (result.training?.length ?? 0) > 0;
+  if (!chart || (result.cases.length === 0 && !trainingOnly)) return [`${base}.json`, `${base}.md`];
+  writeFileSync(`${base}.svg`, trainingOnly ? await trainingChartSvg(result) : await chartSvg(result));
   return [`${base}.json`, `${base}.md`, `${base}.svg`];
 }

@@ -6,10 +6,10 @@ import type { PeerInfo, PeerPrepared } from './peer.js';
 import { isUnavailable } from './rounds.js';
 import { GEMM_TARGET_CASE } from './gemm.js';
 import { CONV_RATIO_GOAL, type ConvLayerRow } from './conv-layers.js';
-import { LINEAR_RATIO_GOAL, type LinearRow, type MnistRow } from './training.js';
+import { LINEAR_RATIO_GOAL, type LinearRow, type MnistRow, TRAINING_BATCH, TRAINING_VS_TORCH_GOAL, TRAINING_WN_GOAL, type TrainingRow } from './training.js';
 
 export type { GemmRow } from './gemm.js';
-export type { LinearRow, MnistRow } from './training.js';
+export type { LinearRow, MnistRow, TrainingRow } from './training.js';
 export type { LstmRow } from './lstm.js';
 import type { LstmRow } from './lstm.js';
 export type { ConvLayerRow } from './conv-layers.js';
@@ -137,13 +137,15 @@ export interface BackendResult {
   gemm: GemmRow[];
   linear: LinearRow[];
   mnist: MnistRow[];
+  /** The training suite's CNN and MLP steps (absent in results written before the suite existed). */
+  training?: TrainingRow[];
   /** The LSTM training step (absent in results written before the suite existed). */
   lstm?: LstmRow[];
   /** The convolution layers' training step, weight norm vs plain (absent in results written before that suite). */
   convLayers?: ConvLayerRow[];
   /** HiFi-GAN generator rows (absent from results written before the suite existed). */
   vocoder?: VocoderRow[];
-  /** The GEMM, Linear and MNIST suites' goals, each met, not met or unavailable (its kernel or peer missing, or not measured). */
+  /** The side-by-side suites' goals (GEMM, Linear, MNIST, training, conv), each met, not met or unavailable (its kernel or peer missing, or not measured). */
   suiteGoals: SuiteGoal[];
   durationSeconds: number;
   /** os.loadavg() before and after: other work on the machine makes CPU timings noisy. */
@@ -287,6 +289,11 @@ export function checksFailed(result: BackendResult): string[] {
   for (const r of result.gemm) if (r.check && !r.check.pass) failed.push(`gemm ${r.case.name} ${r.precision}`);
   for (const r of result.linear) if ('pass' in r.check && !r.check.pass) failed.push(`linear ${r.case.name}`);
   for (const r of result.mnist) if ('pass' in r.check && !r.check.pass) failed.push(`mnist b${r.batch} ${r.norm}`);
+  for (const r of result.training ?? [])
+    for (const norm of ['plain', 'wn'] as const) {
+      const check = r.checks[norm];
+      if ('pass' in check && !check.pass) failed.push(`training ${r.network} ${norm}`);
+    }
   for (const r of result.convLayers ?? []) if ('pass' in r.check && !r.check.pass) failed.push(`conv ${r.case.name}`);
   for (const r of result.lstm ?? []) if (r.check && 'pass' in r.check && !r.check.pass) failed.push(`lstm ${r.case.name}`);
   for (const r of result.vocoder ?? []) if ('pass' in r.check && !r.check.pass) failed.push(`vocoder ${r.task} ${r.variant}`);
@@ -302,4 +309,32 @@ export function evaluateConvGoal(suites: readonly Suite[], rows: readonly ConvLa
   const misses = rows.filter((r) => r.ratio !== null && r.ratio > CONV_RATIO_GOAL);
   const figures = rows.map((r) => `${r.case.name} ${r.ratio === null ? 'n/a' : `${r.ratio.toFixed(3)}×`}`).join(', ');
   return [{ name, status: missing.length ? 'unavailable' : misses.length ? 'not met' : 'met', detail: figures }];
+}
+
+/**
+ * The training suite's goals: the CNN step at least TRAINING_VS_TORCH_GOAL × as fast as torch's (plain and weight
+ * norm), and the weight-normalized step within TRAINING_WN_GOAL of the plain one (ours, CNN and MLP).
+ */
+export function evaluateTrainingGoals(suites: readonly Suite[], rows: readonly TrainingRow[]): SuiteGoal[] {
+  if (!suites.includes('training')) return [];
+  const figure = (x: number | null) => (x === null ? 'n/a' : `${x.toFixed(3)}×`);
+  const goal = (name: string, values: [string, number | null][], met: (x: number) => boolean): SuiteGoal => {
+    const detail = values.map(([label, x]) => `${label} ${figure(x)}`).join(', ');
+    if (values.length === 0) return { name, status: 'unavailable', detail: 'not measured' };
+    if (values.some(([, x]) => x === null)) return { name, status: 'unavailable', detail };
+    return { name, status: values.every(([, x]) => met(x!)) ? 'met' : 'not met', detail };
+  };
+  const cnn = rows.filter((r) => r.network === 'cnn');
+  return [
+    goal(
+      `CNN training step (batch ${TRAINING_BATCH}) ≥ ${TRAINING_VS_TORCH_GOAL.toFixed(1)}× PyTorch eager (torch ms / ours, plain and WN)`,
+      cnn.flatMap((r) => [[`plain`, r.vsTorch.plain], [`WN`, r.vsTorch.wn]] as [string, number | null][]),
+      (x) => x >= TRAINING_VS_TORCH_GOAL,
+    ),
+    goal(
+      `weight-normalized training step ≤ ${TRAINING_WN_GOAL.toFixed(2)}× the plain one (ours, CNN and MLP)`,
+      rows.map((r) => [r.network.toUpperCase(), r.wnOverPlain.ours] as [string, number | null]),
+      (x) => x <= TRAINING_WN_GOAL,
+    ),
+  ];
 }

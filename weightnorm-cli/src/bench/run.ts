@@ -38,6 +38,7 @@ import {
   type CheckResult,
   checksFailed,
   evaluateConvGoal,
+  evaluateTrainingGoals,
   evaluateSuiteGoals,
   evaluateTargets,
   type GemmRow,
@@ -45,13 +46,14 @@ import {
   type MnistRow,
   opRows,
   type PeerResult,
+  type TrainingRow,
   type Suite,
   SUITES,
 } from './results.js';
 import { GEMM_CASES, runGemmSuite } from './gemm.js';
 import type { RoundPlan } from './rounds.js';
 import { CONV_LAYER_CASES, type ConvLayerRow, runConvLayerSuite } from './conv-layers.js';
-import { LINEAR_CASES, MNIST_BATCHES, runLinearSuite, runMnistSuite } from './training.js';
+import { LINEAR_CASES, MNIST_BATCHES, runLinearSuite, runMnistSuite, runTrainingSuite } from './training.js';
 import { LSTM_CASES, type LstmRow, runLstmSuite } from './lstm.js';
 import { prepareOutDir } from '../commands/out-dir.js';
 import { runVocoderSuite, type VocoderRow } from './vocoder.js';
@@ -499,16 +501,17 @@ function bf16Result(r: RawCase, elements: number, channels: number, copyGbps: nu
 }
 
 /** Rounds, warm-up and timed runs per round of the side-by-side suites (GEMM, Linear, MNIST), per device (GEMM runs are long on a CPU). */
-function suitePlans(device: Device, quick: boolean): Record<'gemm' | 'linear' | 'mnist' | 'vocoder', RoundPlan> {
+function suitePlans(device: Device, quick: boolean): Record<'gemm' | 'linear' | 'mnist' | 'training' | 'vocoder', RoundPlan> {
   if (device === 'cuda') {
     return quick
-      ? { gemm: { rounds: 2, warmup: 2, repeats: 5 }, linear: { rounds: 2, warmup: 3, repeats: 10 }, mnist: { rounds: 2, warmup: 5, repeats: 10 }, vocoder: { rounds: 2, warmup: 3, repeats: 5 } }
-      : { gemm: { rounds: 3, warmup: 2, repeats: 10 }, linear: { rounds: 3, warmup: 3, repeats: 20 }, mnist: { rounds: 3, warmup: 5, repeats: 20 }, vocoder: { rounds: 3, warmup: 5, repeats: 10 } };
+      ? { gemm: { rounds: 2, warmup: 2, repeats: 5 }, linear: { rounds: 2, warmup: 3, repeats: 10 }, mnist: { rounds: 2, warmup: 5, repeats: 10 }, training: { rounds: 4, warmup: 5, repeats: 10 }, vocoder: { rounds: 2, warmup: 3, repeats: 5 } }
+      : { gemm: { rounds: 3, warmup: 2, repeats: 10 }, linear: { rounds: 3, warmup: 3, repeats: 20 }, mnist: { rounds: 3, warmup: 5, repeats: 20 }, training: { rounds: 6, warmup: 5, repeats: 20 }, vocoder: { rounds: 3, warmup: 5, repeats: 10 } };
   }
-  // A full-width HiFi-GAN step is ~0.5-2 s on a few cores: few runs.
+  // A full-width HiFi-GAN step is ~0.5-2 s on a few cores: few runs. The training suite's steps are tens of ms and
+  // its goals are ratios: more, shorter rounds, so that a burst of load spoils few of the paired round ratios.
   return quick
-    ? { gemm: { rounds: 2, warmup: 1, repeats: 3 }, linear: { rounds: 2, warmup: 2, repeats: 5 }, mnist: { rounds: 2, warmup: 2, repeats: 5 }, vocoder: { rounds: 2, warmup: 1, repeats: 2 } }
-    : { gemm: { rounds: 3, warmup: 1, repeats: 5 }, linear: { rounds: 3, warmup: 2, repeats: 10 }, mnist: { rounds: 3, warmup: 3, repeats: 10 }, vocoder: { rounds: 3, warmup: 1, repeats: 3 } };
+    ? { gemm: { rounds: 2, warmup: 1, repeats: 3 }, linear: { rounds: 2, warmup: 2, repeats: 5 }, mnist: { rounds: 2, warmup: 2, repeats: 5 }, training: { rounds: 5, warmup: 3, repeats: 5 }, vocoder: { rounds: 2, warmup: 1, repeats: 2 } }
+    : { gemm: { rounds: 3, warmup: 1, repeats: 5 }, linear: { rounds: 3, warmup: 2, repeats: 10 }, mnist: { rounds: 3, warmup: 3, repeats: 10 }, training: { rounds: 9, warmup: 5, repeats: 10 }, vocoder: { rounds: 3, warmup: 1, repeats: 3 } };
 }
 
 async function benchDevice(
@@ -551,6 +554,7 @@ async function benchDevice(
   let gemm: GemmRow[] = [];
   let linear: LinearRow[] = [];
   let mnist: MnistRow[] = [];
+  let training: TrainingRow[] = [];
   let lstm: LstmRow[] = [];
   let convLayers: ConvLayerRow[] = [];
   let vocoder: VocoderRow[] = [];
@@ -576,10 +580,11 @@ async function benchDevice(
     gemm,
     linear,
     mnist,
+    training,
     lstm,
     convLayers,
     vocoder,
-    suiteGoals: [...evaluateSuiteGoals(plan.device, suites, gemm, linear, mnist), ...evaluateConvGoal(suites, convLayers)],
+    suiteGoals: [...evaluateSuiteGoals(plan.device, suites, gemm, linear, mnist), ...evaluateTrainingGoals(suites, training), ...evaluateConvGoal(suites, convLayers)],
     durationSeconds: (Date.now() - started) / 1000,
     loadAverage: { start: loadAtStart, end: loadavg() },
   });
@@ -616,6 +621,11 @@ async function benchDevice(
     if (suites.includes('mnist')) {
       process.stderr.write(`${plan.device}: MNIST CNN training step vs torch\n`);
       mnist = await runMnistSuite(MNIST_BATCHES, peer, { device: plan.device, plan: plans.mnist, seed: 72_000, log });
+      await checkpoint?.(assemble());
+    }
+    if (suites.includes('training')) {
+      process.stderr.write(`${plan.device}: CNN and MLP training steps (plain and weight norm) vs torch\n`);
+      training = await runTrainingSuite(peer, { device: plan.device, plan: plans.training, seed: 76_000, log });
       await checkpoint?.(assemble());
     }
     if (suites.includes('lstm')) {

@@ -14,8 +14,8 @@ import { type Device, native } from 'weightnorm/native';
 
 import { buildModel } from '../commands/common.js';
 import { relativeError, type Timing } from './measure.js';
-import type { TorchPeer } from './peer.js';
-import { alternate, isUnavailable, type Measured, type RoundPlan, wallTimes } from './rounds.js';
+import type { PeerTask, TorchPeer } from './peer.js';
+import { alternate, type AlternateResult, isUnavailable, type Measured, type RoundPlan, wallTimes } from './rounds.js';
 
 export interface LinearCase {
   name: string;
@@ -205,9 +205,17 @@ function readF32(path: string): Float32Array {
   return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
 }
 
-/** Our CNN's loss and gradients on one batch against torch's with the same weights and batch. */
-async function checkMnistAgainstTorch(peer: TorchPeer, model: nn.Module, x: Tensor, labels: Int32Array, wn: boolean): Promise<LayerCheck> {
-  const dir = mkdtempSync(join(tmpdir(), 'weightnorm-bench-mnist-'));
+/**
+ * A network's loss and gradients on one batch against torch's with the same weights and batch: `runPeer` asks the
+ * peer to build its copy of the network from the files written to `dir` and to write loss.bin, grad_<name>.bin.
+ */
+async function checkNetworkAgainstTorch(
+  model: nn.Module,
+  x: Tensor,
+  labels: Int32Array,
+  runPeer: (dir: string, params: [string, number[]][]) => Promise<unknown>,
+): Promise<LayerCheck> {
+  const dir = mkdtempSync(join(tmpdir(), 'weightnorm-bench-network-'));
   try {
     const params = model.namedParameters();
     for (const [name, t] of params) writeF32(join(dir, `${name}.bin`), floats(t.toArray()));
@@ -219,7 +227,7 @@ async function checkMnistAgainstTorch(peer: TorchPeer, model: nn.Module, x: Tens
       return { loss: loss.toFloat32Array(), grads: params.map(([name, t]) => [name, t.grad!.toFloat32Array()] as const) };
     });
     clearGradients(params.map(([, t]) => t));
-    await peer.mnistCheck(dir, labels.length, wn, params.map(([name, t]) => [name, [...t.shape]]));
+    await runPeer(dir, params.map(([name, t]) => [name, [...t.shape]]));
     const errors: Record<string, number> = { loss: relativeError(ours.loss, readF32(join(dir, 'loss.bin'))) };
     for (const [name, grad] of ours.grads) errors[`d${name}`] = relativeError(grad, readF32(join(dir, `grad_${name}.bin`)));
     return { errors, tolerance: LAYER_TOLERANCE, pass: Object.values(errors).every((e) => e <= LAYER_TOLERANCE) };
@@ -228,59 +236,103 @@ async function checkMnistAgainstTorch(peer: TorchPeer, model: nn.Module, x: Tens
   }
 }
 
-export async function runMnistSuite(batches: readonly number[], peer: TorchPeer | null, options: TrainingSuiteOptions): Promise<MnistRow[]> {
+/** `batch` images of digit-like pixels: normal(0.5, 0.25) clamped to [0, 1], drawn from `seed`. */
+function digitLikePixels(batch: number, seed: number): Float32Array {
+  const drawn = native.randn([batch * 28 * 28], seed, 'cpu', 0.5, 0.25);
+  try {
+    return Float32Array.from(drawn.toArray(), (p) => Math.min(1, Math.max(0, p)));
+  } finally {
+    drawn.dispose();
+  }
+}
+
+type Norm = 'plain' | 'wn';
+interface StepVariant {
+  norm: Norm;
+  model: nn.Module;
+  optimizer: optim.Optimizer;
+}
+
+/**
+ * What the training-step suites share: each variant's loss and gradients checked against torch (`check` has the
+ * peer compute its side; a variant that fails is kept out of the timing and reported), then trainStep() of the
+ * others timed against the peer's task (`task`) in alternating rounds.
+ */
+async function checkThenTimeSteps(
+  variants: readonly StepVariant[],
+  x: Tensor,
+  labels: Int32Array,
+  peer: TorchPeer | null,
+  options: TrainingSuiteOptions,
+  label: string,
+  check: (peer: TorchPeer, norm: Norm, dir: string, params: [string, number[]][]) => Promise<unknown>,
+  task: (peer: TorchPeer) => Promise<PeerTask>,
+): Promise<{ checks: Record<Norm, LayerCheck | { skipped: string }>; timed: AlternateResult }> {
   const { device, plan } = options;
+  const checks = {} as Record<Norm, LayerCheck | { skipped: string }>;
+  const unavailable: Record<string, string> = {};
+  for (const { norm, model } of variants) {
+    if (!peer) {
+      checks[norm] = { skipped: 'no torch peer' };
+      continue;
+    }
+    options.log(`${device} ${label} ${norm}: checking loss and gradients against torch`);
+    try {
+      const result = await checkNetworkAgainstTorch(model, x, labels, (dir, params) => check(peer, norm, dir, params));
+      checks[norm] = result;
+      if (!result.pass) unavailable[norm] = `CHECK FAILED: ${JSON.stringify(result.errors)}`;
+    } catch (error) {
+      checks[norm] = { skipped: `torch check failed: ${(error as Error).message}` };
+    }
+  }
+  const ours = Object.fromEntries(
+    variants
+      .filter(({ norm }) => !(norm in unavailable))
+      .map(({ norm, model, optimizer }) => [
+        norm,
+        (warmup: number, repeats: number) => wallTimes(() => void trainStep(model, optimizer, x, labels), synchronize, warmup, repeats),
+      ]),
+  );
+  const timed = await alternate(ours, unavailable, peer, task, plan, (round) =>
+    options.log(`${device} ${label}: round ${round + 1}/${plan.rounds}`),
+  );
+  return { checks, timed };
+}
+
+/** Frees the variants' models and optimizer state and the batch (and, on CUDA, the cached device memory). */
+export function disposeVariants(variants: readonly { model: nn.Module; optimizer: optim.Optimizer }[], x: Tensor): void {
+  for (const { model, optimizer } of variants) {
+    optimizer.dispose();
+    model.dispose();
+  }
+  const device = x.device;
+  x.dispose();
+  if (device === 'cuda') native.releaseCachedMemory();
+}
+
+export async function runMnistSuite(batches: readonly number[], peer: TorchPeer | null, options: TrainingSuiteOptions): Promise<MnistRow[]> {
+  const { device } = options;
   const rows: MnistRow[] = [];
   for (const [index, batch] of batches.entries()) {
     const seed = options.seed + 100 * index;
-    const pixels = native.randn([batch * 28 * 28], seed, 'cpu', 0.5, 0.25).toArray().map((p) => Math.min(1, Math.max(0, p)));
     const labels = Int32Array.from({ length: batch }, (_, i) => (i * 7 + seed) % 10);
-    const x = tensor(pixels, [batch, 1, 28, 28], { device });
-    const models = (['plain', 'wn'] as const).map((norm) => {
+    const x = tensor(digitLikePixels(batch, seed), [batch, 1, 28, 28], { device });
+    const variants = (['plain', 'wn'] as const).map((norm) => {
       manualSeed(seed);
       const { model } = buildModel('cnn', norm === 'wn' ? 'wn' : 'none');
       model.to(device);
       return { norm, model, optimizer: new optim.Adam(model.parameters(), { lr: 3e-3 }) };
     });
     try {
-      const checks = new Map<string, MnistRow['check']>();
-      const unavailable: Record<string, string> = {};
-      for (const { norm, model } of models) {
-        if (!peer) {
-          checks.set(norm, { skipped: 'no torch peer' });
-          continue;
-        }
-        options.log(`${device} mnist batch ${batch} ${norm}: checking loss and gradients against torch`);
-        try {
-          const check = await checkMnistAgainstTorch(peer, model, x, labels, norm === 'wn');
-          checks.set(norm, check);
-          if (!check.pass) unavailable[norm] = `CHECK FAILED: ${JSON.stringify(check.errors)}`;
-        } catch (error) {
-          checks.set(norm, { skipped: `torch check failed: ${(error as Error).message}` });
-        }
-      }
-      const ours = Object.fromEntries(
-        models
-          .filter(({ norm }) => !(norm in unavailable))
-          .map(({ norm, model, optimizer }) => [
-            norm,
-            (warmup: number, repeats: number) => wallTimes(() => void trainStep(model, optimizer, x, labels), synchronize, warmup, repeats),
-          ]),
-      );
-      const timed = await alternate(
-        ours,
-        unavailable,
-        peer,
-        (p) => p.task('mnist', { batch, seed }),
-        plan,
-        (round) => options.log(`${device} mnist batch ${batch}: round ${round + 1}/${plan.rounds}`),
-      );
+      const { checks, timed } = await checkThenTimeSteps(variants, x, labels, peer, options, `mnist batch ${batch}`,
+        (p, norm, dir, params) => p.mnistCheck(dir, batch, norm === 'wn', params),
+        (p) => p.task('mnist', { batch, seed }));
       for (const norm of ['plain', 'wn'] as const) {
         const torch = unavailableFrom(timed.theirs?.[norm], timed.peerError ?? 'no torch peer');
         rows.push({
           batch,
           norm,
-          check: checks.get(norm)!,
+          check: checks[norm],
           ours: timed.ours[norm]!,
           torch,
           vsTorch: ratioOf(ms(torch), ms(timed.ours[norm])),
@@ -288,9 +340,105 @@ export async function runMnistSuite(batches: readonly number[], peer: TorchPeer 
         });
       }
     } finally {
-      for (const { model } of models) model.dispose();
-      x.dispose();
-      if (device === 'cuda') native.releaseCachedMemory();
+      disposeVariants(variants, x);
+    }
+  }
+  return rows;
+}
+
+// The training suite: whole training steps of two small networks as a user trains them, against PyTorch eager on
+// the same threads, plain and weight-normalized (weight norm over dim 0 on every conv and Linear, as
+// torch.nn.utils.weight_norm):
+//   cnn: conv 1→32 3×3 pad 1, ReLU, maxpool 2, conv 32→64 3×3 pad 1, ReLU, maxpool 2, flatten, Linear 3136→128,
+//        ReLU, Linear 128→10;
+//   mlp: the demo's network (`npm run demo` = compare --model mlp): 784→256→256→10 with ReLU.
+// A step is trainStep()'s on both sides: forward, cross-entropy, loss read back, zero grads, backward, Adam.
+
+export const TRAINING_NETWORKS = ['cnn', 'mlp'] as const;
+export type TrainingNetwork = (typeof TRAINING_NETWORKS)[number];
+export const TRAINING_BATCH = 100;
+/** Adam's learning rate on both sides (the same update; its value does not change the step's cost). */
+export const TRAINING_LR = 1e-3;
+/** Goals: the CNN step at least this × faster than torch's (torch ms / ours), plain and weight-normalized. */
+export const TRAINING_VS_TORCH_GOAL = 1.2;
+/** The weight-normalized step at most this × the plain one (ours, both networks). */
+export const TRAINING_WN_GOAL = 1.05;
+
+export const TRAINING_DESCRIPTIONS: Record<TrainingNetwork, string> = {
+  cnn: 'conv 1→32 3×3 pad 1, ReLU, maxpool 2, conv 32→64 3×3 pad 1, ReLU, maxpool 2, Linear 3136→128, ReLU, Linear 128→10',
+  mlp: "the demo's MLP 784→256→256→10, ReLU",
+};
+
+export interface TrainingRow {
+  network: TrainingNetwork;
+  batch: number;
+  checks: Record<'plain' | 'wn', LayerCheck | { skipped: string }>;
+  ours: Record<'plain' | 'wn', Measured>;
+  torch: Record<'plain' | 'wn', Measured>;
+  /** torch ms / ours ms per variant (> 1: ours faster): the median over rounds of the ratio within each round. */
+  vsTorch: Record<'plain' | 'wn', number | null>;
+  /** weight-normalized ms / plain ms, per side, paired by round like vsTorch. */
+  wnOverPlain: Record<'ours' | 'torch', number | null>;
+  calls: Record<string, string>;
+}
+
+/** The network of the training suite (peer_torch.py training_network builds the same with the same indices). */
+export function trainingNetwork(network: TrainingNetwork, wn: boolean): nn.Sequential {
+  if (network === 'mlp') return buildModel('mlp', wn ? 'wn' : 'none').model;
+  return new nn.Sequential(
+    new nn.Conv2d(1, 32, 3, { padding: 1, weightNorm: wn }), new nn.ReLU(), new nn.MaxPool2d(2),
+    new nn.Conv2d(32, 64, 3, { padding: 1, weightNorm: wn }), new nn.ReLU(), new nn.MaxPool2d(2),
+    new nn.Flatten(),
+    new nn.Linear(64 * 7 * 7, 128, { weightNorm: wn }), new nn.ReLU(),
+    new nn.Linear(128, 10, { weightNorm: wn }),
+  );
+}
+
+/**
+ * a / b paired by round: the median over rounds of a's round median / b's (rounds alternate the variants, so load
+ * that spoils a round spoils both sides of its ratio); null when either is unavailable.
+ */
+export function pairedRatio(a: Measured, b: Measured): number | null {
+  if (isUnavailable(a) || isUnavailable(b)) return null;
+  const x = (a as Timing).roundMedians, y = (b as Timing).roundMedians;
+  const ratios = x.slice(0, Math.min(x.length, y.length)).map((v, i) => v / y[i]!).sort((p, q) => p - q);
+  if (ratios.length === 0) return null;
+  const mid = ratios.length >> 1;
+  return ratios.length % 2 ? ratios[mid]! : (ratios[mid - 1]! + ratios[mid]!) / 2;
+}
+
+export async function runTrainingSuite(peer: TorchPeer | null, options: TrainingSuiteOptions): Promise<TrainingRow[]> {
+  const { device } = options;
+  const rows: TrainingRow[] = [];
+  for (const [index, network] of TRAINING_NETWORKS.entries()) {
+    const seed = options.seed + 100 * index;
+    const batch = TRAINING_BATCH;
+    const labels = Int32Array.from({ length: batch }, (_, i) => (i * 7 + seed) % 10);
+    const x = tensor(digitLikePixels(batch, seed), network === 'cnn' ? [batch, 1, 28, 28] : [batch, 28 * 28], { device });
+    const variants = (['plain', 'wn'] as const).map((norm) => {
+      manualSeed(seed);
+      const model = trainingNetwork(network, norm === 'wn').to(device);
+      return { norm, model, optimizer: new optim.Adam(model.parameters(), { lr: TRAINING_LR }) };
+    });
+    try {
+      const { checks, timed } = await checkThenTimeSteps(variants, x, labels, peer, options, `training ${network}`,
+        (p, norm, dir, params) => p.trainingCheck(dir, network, batch, norm === 'wn', params),
+        (p) => p.task('training', { network, batch, seed }));
+      const noPeer = timed.peerError ?? 'no torch peer';
+      const torch = { plain: unavailableFrom(timed.theirs?.plain, noPeer), wn: unavailableFrom(timed.theirs?.wn, noPeer) };
+      const oursTimed = { plain: timed.ours.plain!, wn: timed.ours.wn! };
+      rows.push({
+        network,
+        batch,
+        checks,
+        ours: oursTimed,
+        torch,
+        vsTorch: { plain: pairedRatio(torch.plain, oursTimed.plain), wn: pairedRatio(torch.wn, oursTimed.wn) },
+        wnOverPlain: { ours: pairedRatio(oursTimed.wn, oursTimed.plain), torch: pairedRatio(torch.wn, torch.plain) },
+        calls: timed.calls,
+      });
+    } finally {
+      disposeVariants(variants, x);
     }
   }
   return rows;

@@ -5,8 +5,9 @@
 #pragma once
 #include <cstdint>
 
-// Forced inline: the CPU's loops over the hidden units vectorize only with the whole unit's arithmetic in the loop
-// body (GCC's inliner kept these as calls otherwise).
+// Forced inline on the host too (unlike WN_HOST_DEVICE of weightnorm/host_device.h, a plain inline there): the CPU's
+// loops over the hidden units vectorize only with the whole unit's arithmetic in the loop body, and GCC's inliner
+// kept these as calls otherwise.
 #ifdef __CUDACC__
 #define WN_RNN_HOST_DEVICE __host__ __device__ __forceinline__
 #else

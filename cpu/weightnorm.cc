@@ -36,7 +36,13 @@
 #include <omp.h>
 
 #if defined(__SSE2__)
+// GCC 12's AVX-512 intrinsics start from a self-initialized "undefined" register (__m512 __Y = __Y), which
+// -Wmaybe-uninitialized reports wherever they are inlined into a target("avx512f") function; the diagnostic is
+// decided at the header's lines, so it is silenced for the header alone.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #endif
 
 #include <algorithm>
@@ -546,10 +552,183 @@ void backward_chunk_coefficients(float* dg, float* c1, float* c2, const double* 
   for (; k < count; ++k) backward_coefficients(dg + k, c1 + k, c2 + k, dots[k], g[k], norm[k], eps);
 }
 
-// The driver shared by forward and backward. finish(k_begin, count, sums) turns a chunk's channel sums into
+// ---------------------------------------------------------------------------------------------------------------
+// Rows of 16 floats (outer == 1, inner == 16: embedding-like tables, [N, 16] with dim 0), one pass. A row is one
+// AVX-512 register, so eight rows are loaded once, reduced, turned into coefficients and written from the
+// registers: each element is read from memory once and never re-read from a cache, where the general short-rows
+// walk above reads each block twice and expands its coefficients per element. The sums, coefficients and outputs
+// are the same expressions, in the same order, as reduce_short_rows, forward_coefficients,
+// backward_chunk_coefficients and store_expanded_run (no FMA contraction, see WN_AVX512), so the results are
+// bitwise those of the general walk, whichever path a row takes and on any CPU.
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define WEIGHTNORM_ROWS16_AVX512 1
+// AVX-512F implies FMA to GCC, which would then contract c1 * dw - c2 * v into one fused operation (other bits than
+// the general walk's): contraction stays off in these functions.
+#define WN_AVX512 __attribute__((target("avx512f"), optimize("fp-contract=off")))
+constexpr int64_t kRows16 = 16;    // inner of the rows this kernel takes
+constexpr int64_t kRows16Group = 8;  // rows per iteration: eight sums fill the double lanes of one register
+
+// The sums of four rows of products p0..p3 as reduce_short_rows adds them: quarter q of a row is lanes 4q..4q+3;
+// lane l sums ((q0 + q1) + q2) + q3, and the row's sum is (l0 + l2) + (l1 + l3), found in lane 0 of its 128-bit
+// block of the result.
+WN_AVX512 inline __m512 row_sums4(__m512 p0, __m512 p1, __m512 p2, __m512 p3) {
+  const __m512 low01 = _mm512_shuffle_f32x4(p0, p1, _MM_SHUFFLE(1, 0, 1, 0));   // p0.q0 p0.q1 p1.q0 p1.q1
+  const __m512 high01 = _mm512_shuffle_f32x4(p0, p1, _MM_SHUFFLE(3, 2, 3, 2));  // p0.q2 p0.q3 p1.q2 p1.q3
+  const __m512 low23 = _mm512_shuffle_f32x4(p2, p3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m512 high23 = _mm512_shuffle_f32x4(p2, p3, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m512 q0 = _mm512_shuffle_f32x4(low01, low23, _MM_SHUFFLE(2, 0, 2, 0));  // p0.q0 p1.q0 p2.q0 p3.q0
+  const __m512 q1 = _mm512_shuffle_f32x4(low01, low23, _MM_SHUFFLE(3, 1, 3, 1));
+  const __m512 q2 = _mm512_shuffle_f32x4(high01, high23, _MM_SHUFFLE(2, 0, 2, 0));
+  const __m512 q3 = _mm512_shuffle_f32x4(high01, high23, _MM_SHUFFLE(3, 1, 3, 1));
+  const __m512 lanes = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(q0, q1), q2), q3);
+  const __m512 pairs = _mm512_add_ps(lanes, _mm512_permute_ps(lanes, _MM_SHUFFLE(1, 0, 3, 2)));  // l0+l2, l1+l3
+  return _mm512_add_ps(pairs, _mm512_permute_ps(pairs, _MM_SHUFFLE(2, 3, 0, 1)));
+}
+
+// The eight sums of rows p[0..7] in row order.
+WN_AVX512 inline __m256 row_sums8(const __m512* p) {
+  const __m512 first = row_sums4(p[0], p[1], p[2], p[3]);
+  const __m512 second = row_sums4(p[4], p[5], p[6], p[7]);
+  const __m512i lane0s = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0);
+  return _mm512_castps512_ps256(_mm512_permutex2var_ps(first, lane0s, second));
+}
+
+WN_AVX512 inline __m512 lane_of(__m256 values, int j) {
+  return _mm512_permutexvar_ps(_mm512_set1_epi32(j), _mm512_castps256_ps512(values));
+}
+
+template <bool kStream>
+WN_AVX512 inline void store_row(float* out, __m512 row) {
+  if constexpr (kStream) _mm512_stream_ps(out, row);
+  else _mm512_storeu_ps(out, row);
+}
+
+// Forward over rows [0, count) of v (count a multiple of kRows16Group).
+template <bool kStream>
+WN_AVX512 void forward_rows16(float* w, float* norm, const float* v, const float* g,
+                                                         int64_t count, float eps) {
+  const __m256 floor = _mm256_set1_ps(eps);
+  for (int64_t r = 0; r < count; r += kRows16Group) {
+    __m512 x[kRows16Group], squares[kRows16Group];
+    for (int j = 0; j < kRows16Group; ++j) {
+      x[j] = _mm512_loadu_ps(v + (r + j) * kRows16);
+      squares[j] = _mm512_mul_ps(x[j], x[j]);
+    }
+    const __m256 sums = row_sums8(squares);
+    const __m256 floored = _mm256_max_ps(floor, _mm512_cvtpd_ps(_mm512_sqrt_pd(_mm512_cvtps_pd(sums))));
+    _mm256_storeu_ps(norm + r, floored);
+    const __m256 scale = _mm256_div_ps(_mm256_loadu_ps(g + r), floored);
+    for (int j = 0; j < kRows16Group; ++j)
+      store_row<kStream>(w + (r + j) * kRows16, _mm512_mul_ps(lane_of(scale, j), x[j]));
+  }
+}
+
+// Backward over rows [0, count): dg, and dv = c1 * dw - c2 * v with backward_chunk_coefficients' double maths.
+template <bool kStream>
+WN_AVX512 void backward_rows16(float* dv, float* dg, const float* dw, const float* v,
+                                                          const float* g, const float* norm, int64_t count,
+                                                          float eps) {
+  const __m256 floor = _mm256_set1_ps(eps);
+  for (int64_t r = 0; r < count; r += kRows16Group) {
+    __m512 d[kRows16Group], x[kRows16Group], products[kRows16Group];
+    for (int j = 0; j < kRows16Group; ++j) {
+      d[j] = _mm512_loadu_ps(dw + (r + j) * kRows16);
+      x[j] = _mm512_loadu_ps(v + (r + j) * kRows16);
+      products[j] = _mm512_mul_ps(d[j], x[j]);
+    }
+    const __m512d dot = _mm512_cvtps_pd(row_sums8(products));
+    const __m256 norm_f = _mm256_loadu_ps(norm + r);
+    const __m512d n = _mm512_cvtps_pd(norm_f), gd = _mm512_cvtps_pd(_mm256_loadu_ps(g + r));
+    _mm256_storeu_ps(dg + r, _mm512_cvtpd_ps(_mm512_div_pd(dot, n)));
+    const __m256 c1 = _mm512_cvtpd_ps(_mm512_div_pd(gd, n));
+    const __m256 second = _mm512_cvtpd_ps(_mm512_div_pd(_mm512_mul_pd(gd, dot), _mm512_mul_pd(_mm512_mul_pd(n, n), n)));
+    const __m256 c2 = _mm256_and_ps(_mm256_cmp_ps(norm_f, floor, _CMP_GT_OQ), second);
+    for (int j = 0; j < kRows16Group; ++j)
+      store_row<kStream>(dv + (r + j) * kRows16,
+                         _mm512_sub_ps(_mm512_mul_ps(lane_of(c1, j), d[j]), _mm512_mul_ps(lane_of(c2, j), x[j])));
+  }
+}
+
+bool has_avx512() {
+  static const bool supported = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return supported;
+}
+#endif
+
+// How many leading channels of `region` the one-pass kernels above can take (whole groups of rows), 0 when they
+// do not apply: float storage, 16-element rows (outer == 1), an AVX-512 CPU. Streaming stores need 64-byte
+// alignment of every row, i.e. of the output.
+template <class T>
+int64_t rows16_channels(const ChannelLayout& layout, const Region& region) {
+#ifdef WEIGHTNORM_ROWS16_AVX512
+  if (!std::is_same_v<T, float> || layout.outer != 1 || layout.inner != kRows16 || !has_avx512()) return 0;
+  return region.channels() / kRows16Group * kRows16Group;
+#else
+  (void)layout;
+  (void)region;
+  return 0;
+#endif
+}
+
+inline bool aligned64(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 63) == 0; }
+
+// The one-pass kernels on the leading channels of a region they apply to; returns how many channels they took.
+int64_t forward_rows16_region(float* w, float* norm, const float* v, const float* g, const ChannelLayout& layout,
+                              const Region& region, const ReductionPlan& plan, float eps) {
+  const int64_t count = rows16_channels<float>(layout, region);
+#ifdef WEIGHTNORM_ROWS16_AVX512
+  if (count == 0) return 0;
+  const int64_t k = region.k_begin, e = k * kRows16;
+  if (plan.streaming && aligned64(w)) {
+    forward_rows16<true>(w + e, norm + k, v + e, g + k, count, eps);
+    finish_streaming();
+  } else {
+    forward_rows16<false>(w + e, norm + k, v + e, g + k, count, eps);
+  }
+#else
+  (void)w, (void)norm, (void)v, (void)g, (void)plan, (void)eps;
+#endif
+  return count;
+}
+int64_t forward_rows16_region(bfloat16*, float*, const bfloat16*, const float*, const ChannelLayout&, const Region&,
+                              const ReductionPlan&, float) {
+  return 0;
+}
+
+int64_t backward_rows16_region(float* dv, float* dg, const float* dw, const float* v, const float* g,
+                               const float* norm, const ChannelLayout& layout, const Region& region,
+                               const ReductionPlan& plan, float eps) {
+  const int64_t count = rows16_channels<float>(layout, region);
+#ifdef WEIGHTNORM_ROWS16_AVX512
+  if (count == 0) return 0;
+  const int64_t k = region.k_begin, e = k * kRows16;
+  if (plan.streaming && aligned64(dv)) {
+    backward_rows16<true>(dv + e, dg + k, dw + e, v + e, g + k, norm + k, count, eps);
+    finish_streaming();
+  } else {
+    backward_rows16<false>(dv + e, dg + k, dw + e, v + e, g + k, norm + k, count, eps);
+  }
+#else
+  (void)dv, (void)dg, (void)dw, (void)v, (void)g, (void)norm, (void)plan, (void)eps;
+#endif
+  return count;
+}
+int64_t backward_rows16_region(bfloat16*, float*, const bfloat16*, const bfloat16*, const float*, const float*,
+                               const ChannelLayout&, const Region&, const ReductionPlan&, float) {
+  return 0;
+}
+
+// The driver shared by forward and backward. one_pass(region, plan) runs a one-pass kernel on the region's leading
+// channels where one applies and returns how many it took (only short rows have one, and their plans are never
+// split, so only the unsplit branch asks); finish(k_begin, count, sums) turns a chunk's channel sums into
 // coefficients; write(region, plan) writes the outputs of a region.
-template <class T, class Finish, class Write>
-void run_fused(const T* a, const T* b, const ChannelLayout& layout, int inputs, Finish&& finish, Write&& write) {
+template <class T, class OnePass, class Finish, class Write>
+void run_fused(const T* a, const T* b, const ChannelLayout& layout, int inputs, OnePass&& one_pass, Finish&& finish,
+               Write&& write) {
   if (layout.channels == 0) return;
   const int threads = num_threads();
   const ReductionPlan plan = plan_reduction(layout, inputs, sizeof(T));
@@ -559,7 +738,9 @@ void run_fused(const T* a, const T* b, const ChannelLayout& layout, int inputs, 
     // thread, so the next chunk a thread reduces is the one its write pass prefetches.
 #pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
     for (int64_t chunk = 0; chunk < plan.chunks; ++chunk) {
-      const Region region = plan.region(chunk, 0, layout);
+      Region region = plan.region(chunk, 0, layout);
+      region.k_begin += one_pass(region, plan);
+      if (region.channels() == 0) continue;
       std::vector<double> sums(region.channels());
       reduce_region(sums.data(), a, b, layout, region, plan);
       finish(region.k_begin, region.channels(), sums.data());
@@ -579,6 +760,9 @@ void fused_forward(T* w, float* norm, const T* v, const float* g, const ChannelL
   float* scale = scratch(scale_buffer, layout.channels);
   run_fused(
       v, v, layout, 1,
+      [&](const Region& region, const ReductionPlan& plan) {
+        return forward_rows16_region(w, norm, v, g, layout, region, plan, eps);
+      },
       [&](int64_t k_begin, int64_t count, const double* sums) {
         forward_coefficients(norm + k_begin, scale + k_begin, sums, g + k_begin, count, eps);
       },
@@ -595,6 +779,9 @@ void fused_backward(T* dv, float* dg, const T* dw, const T* v, const float* g, c
   float* c2 = c1 + layout.channels;
   run_fused(
       dw, v, layout, 2,
+      [&](const Region& region, const ReductionPlan& plan) {
+        return backward_rows16_region(dv, dg, dw, v, g, norm, layout, region, plan, eps);
+      },
       [&](int64_t k_begin, int64_t count, const double* dots) {
         backward_chunk_coefficients(dg + k_begin, c1 + k_begin, c2 + k_begin, dots, g + k_begin, norm + k_begin, count,
                                     eps);

@@ -20,7 +20,9 @@
 //            that does not fit (the last dim of a tall matrix is one chunk) is split into parts of whole rows.
 //  short rows  outer == 1, inner < 32: a chunk is one contiguous run of short channels; four channels are reduced
 //            side by side and the outputs are written as one run against per-element coefficients. A channel's
-//            sum does not depend on the chunking here, so chunks are sized to whole output cache lines.
+//            sum does not depend on the chunking here, so chunks are sized to whole output cache lines. Rows of
+//            exactly 16 floats (embedding-like [N, 16]) go through one-pass AVX-512 / AVX2 kernels instead, eight
+//            rows at a time, bitwise equal to this walk (see "Rows of 16 floats" below).
 // Sums accumulate in float over at most 64-1024 products, then fold into double. Large outputs are written with
 // non-temporal (streaming) stores: they bypass the cache, so the write neither evicts the cached chunk nor pays
 // a read-for-ownership of the destination.

@@ -19,8 +19,8 @@ for (const megabytes of [1, 4, 16, 64]) {
   }
   times.sort((a, b) => a - b);
   const ms = times[5];
-  const busGBs = ((megabytes * 2 ** 20 * 2 * (worldSize - 1)) / worldSize / (ms / 1000)) / 1e9;
-  if (rank === 0) console.log(`${worldSize} ranks, ${megabytes} MB: ${ms.toFixed(2)} ms, bus bandwidth ${busGBs.toFixed(2)} GB/s`);
+  const busMBs = ((megabytes * 2 ** 20 * 2 * (worldSize - 1)) / worldSize / (ms / 1000)) / 1e6;
+  if (rank === 0) console.log(`${worldSize} ranks, ${megabytes} MB: ${ms.toFixed(2)} ms, bus bandwidth ${busMBs.toFixed(1)} MB/s`);
   x.dispose();
 }
 await distributed.destroy();

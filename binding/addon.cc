@@ -50,10 +50,15 @@ void expect_channel_vector(Napi::Env env, const TensorWrap& t, int64_t channels,
                                shape_string(t.shape()));
 }
 
-void expect_device(Napi::Env env, const TensorWrap& t, Device device, const char* parameter) {
-  if (t.device() != device)
-    throw_type_error(env, std::string(parameter) + ": expected a tensor on " + device_name(device) + ", got one on " +
-                              device_name(t.device()));
+// Copies `bytes` host bytes into storage on `device`.
+void copy_from_host(void* destination, Device device, const void* host, size_t bytes) {
+  if (device == Device::kCpu) {
+    std::memcpy(destination, host, bytes);
+  } else {
+#ifdef WEIGHTNORM_WITH_CUDA
+    cuda::copy_to_device(destination, host, bytes);
+#endif
+  }
 }
 
 // A new tensor of `dtype` on `device` holding the host floats `values` (rounded once when the dtype is bfloat16).
@@ -74,13 +79,7 @@ Napi::Object upload(Napi::Env env, const float* values, const std::vector<int64_
     cpu::convert(rounded.data(), values, count);
     host = rounded.data();
   }
-  if (device == Device::kCpu) {
-    std::memcpy(t.data(), host, bytes);
-  } else {
-#ifdef WEIGHTNORM_WITH_CUDA
-    cuda::copy_to_device(t.data(), host, bytes);
-#endif
-  }
+  copy_from_host(t.data(), device, host, bytes);
   return object;
 }
 
@@ -113,14 +112,7 @@ Napi::Value FromArray(const Napi::CallbackInfo& info) {
     TensorWrap& t = TensorWrap::FromAnyType(object, "result");
     const size_t bytes = static_cast<size_t>(t.numel()) * dtype_size(dtype);
     const void* host = static_cast<const uint8_t*>(data.ArrayBuffer().Data()) + data.ByteOffset();
-    if (bytes == 0) return object;
-    if (device == Device::kCpu) {
-      std::memcpy(t.raw_data(), host, bytes);
-    } else {
-#ifdef WEIGHTNORM_WITH_CUDA
-      cuda::copy_to_device(t.raw_data(), host, bytes);
-#endif
-    }
+    if (bytes > 0) copy_from_host(t.raw_data(), device, host, bytes);
     return object;
   });
 }
@@ -204,13 +196,12 @@ Napi::Value WeightNorm(const Napi::CallbackInfo& info) {
   if (bf16 && !fused) throw_type_error(env, "fused: the unfused path is float32 only; v is bfloat16");
   return guarded(env, [&]() -> Napi::Value {
     Napi::Object w_object = new_tensor(env, v.device(), v.shape(), v.dtype());
-    Napi::Object norm_object = new_tensor(env, v.device(), {layout.channels});
+    const Output norm = output(env, v.device(), {layout.channels});
     TensorWrap& w = TensorWrap::FromAnyType(w_object, "w");
-    float* norm = TensorWrap::From(norm_object, "norm").data();
-    if (bf16) WN_DISPATCH(v.device(), weightnorm_forward, w.bf16_data(), norm, v.bf16_data(), g.data(), layout, eps);
-    else if (fused) WN_DISPATCH(v.device(), weightnorm_forward, w.data(), norm, v.data(), g.data(), layout, eps);
-    else WN_DISPATCH(v.device(), weightnorm_forward_unfused, w.data(), norm, v.data(), g.data(), layout, eps);
-    return named_results(env, {{"w", w_object}, {"norm", norm_object}});
+    if (bf16) WN_DISPATCH(v.device(), weightnorm_forward, w.bf16_data(), norm.data, v.bf16_data(), g.data(), layout, eps);
+    else if (fused) WN_DISPATCH(v.device(), weightnorm_forward, w.data(), norm.data, v.data(), g.data(), layout, eps);
+    else WN_DISPATCH(v.device(), weightnorm_forward_unfused, w.data(), norm.data, v.data(), g.data(), layout, eps);
+    return named_results(env, {{"w", w_object}, {"norm", norm.object}});
   });
 }
 
@@ -239,20 +230,19 @@ Napi::Value WeightNormBackward(const Napi::CallbackInfo& info) {
   if (bf16 && !fused) throw_type_error(env, "fused: the unfused path is float32 only; v is bfloat16");
   return guarded(env, [&]() -> Napi::Value {
     Napi::Object dv_object = new_tensor(env, v.device(), v.shape(), v.dtype());
-    Napi::Object dg_object = new_tensor(env, v.device(), {layout.channels});
+    const Output dg = output(env, v.device(), {layout.channels});
     TensorWrap& dv = TensorWrap::FromAnyType(dv_object, "dv");
-    float* dg = TensorWrap::From(dg_object, "dg").data();
     if (bf16) {
-      WN_DISPATCH(v.device(), weightnorm_backward, dv.bf16_data(), dg, dw.bf16_data(), v.bf16_data(), g.data(),
+      WN_DISPATCH(v.device(), weightnorm_backward, dv.bf16_data(), dg.data, dw.bf16_data(), v.bf16_data(), g.data(),
                   norm.data(), layout, eps);
     } else if (fused) {
-      WN_DISPATCH(v.device(), weightnorm_backward, dv.data(), dg, dw.data(), v.data(), g.data(), norm.data(), layout,
-                  eps);
-    } else {
-      WN_DISPATCH(v.device(), weightnorm_backward_unfused, dv.data(), dg, dw.data(), v.data(), g.data(), norm.data(),
+      WN_DISPATCH(v.device(), weightnorm_backward, dv.data(), dg.data, dw.data(), v.data(), g.data(), norm.data(),
                   layout, eps);
+    } else {
+      WN_DISPATCH(v.device(), weightnorm_backward_unfused, dv.data(), dg.data, dw.data(), v.data(), g.data(),
+                  norm.data(), layout, eps);
     }
-    return named_results(env, {{"dv", dv_object}, {"dg", dg_object}});
+    return named_results(env, {{"dv", dv_object}, {"dg", dg.object}});
   });
 }
 
@@ -402,6 +392,19 @@ Napi::Value Synchronize(const Napi::CallbackInfo& info) {
   });
 }
 
+// The address of a CUDA tensor's memory, once the library stream has finished the work queued so far: for the
+// data-parallel module (weightnorm_distributed.node), whose NCCL collectives run on a stream of their own.
+Napi::Value CudaAddress(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    TensorWrap& tensor = TensorWrap::FromAnyType(info[0], "tensor");
+    if (tensor.device() != Device::kCuda) throw_range_error(info.Env(), "tensor: expected a CUDA tensor, received one on 'cpu'");
+#ifdef WEIGHTNORM_WITH_CUDA
+    cuda::synchronize();
+#endif
+    return Napi::BigInt::New(info.Env(), static_cast<uint64_t>(reinterpret_cast<uintptr_t>(tensor.raw_data())));
+  });
+}
+
 Napi::Value ReleaseCachedMemory(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     cpu::host_allocator().release_cached();
@@ -437,6 +440,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("memory", Napi::Function::New(env, Memory));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("synchronize", Napi::Function::New(env, Synchronize));
+  exports.Set("cudaAddress", Napi::Function::New(env, CudaAddress));
   exports.Set("releaseCachedMemory", Napi::Function::New(env, ReleaseCachedMemory));
   exports.Set("setCpuCacheLimit", Napi::Function::New(env, SetCpuCacheLimit));
 #ifdef WEIGHTNORM_WITH_BENCHMARK

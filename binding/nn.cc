@@ -40,10 +40,7 @@ class Args {
   explicit Args(const Napi::CallbackInfo& info) : info_(info), env_(info.Env()) {}
   Napi::Env env() const { return env_; }
   TensorWrap& tensor(size_t i, const char* name) const { return TensorWrap::From(info_[i], name); }
-  TensorWrap* optional_tensor(size_t i, const char* name) const {
-    if (info_[i].IsNull() || info_[i].IsUndefined()) return nullptr;
-    return &TensorWrap::From(info_[i], name);
-  }
+  TensorWrap* optional_tensor(size_t i, const char* name) const { return optional_tensor_argument(info_[i], name); }
   float number(size_t i, const char* name) const { return static_cast<float>(number_argument(info_, i, name)); }
   int64_t count(size_t i, const char* name) const {
     const double d = number_argument(info_, i, name);
@@ -74,37 +71,6 @@ T* typed_data(TensorWrap* t) {
   if (!t) return nullptr;
   if constexpr (std::is_same_v<T, float>) return t->data();
   else return t->bf16_data();
-}
-
-// Every tensor given must be on the first one's device; null entries (optional tensors) are skipped.
-Device common_device(Napi::Env env, std::initializer_list<std::pair<TensorWrap*, const char*>> tensors) {
-  const TensorWrap* first = nullptr;
-  for (const auto& [t, name] : tensors) {
-    if (!t) continue;
-    if (!first) {
-      first = t;
-    } else if (t->device() != first->device()) {
-      throw_type_error(env, std::string(name) + ": expected a tensor on " + device_name(first->device()) +
-                                ", got one on " + device_name(t->device()));
-    }
-  }
-  return first ? first->device() : Device::kCpu;
-}
-
-void expect_count(Napi::Env env, const TensorWrap& t, int64_t count, const char* name) {
-  if (t.numel() != count)
-    throw_range_error(env, std::string(name) + ": expected " + std::to_string(count) + " elements, got " +
-                               shape_string(t.shape()));
-}
-
-struct Output {
-  Napi::Object object;
-  float* data;
-};
-
-Output output(Napi::Env env, Device device, std::vector<int64_t> shape) {
-  Napi::Object object = new_tensor(env, device, std::move(shape));
-  return {object, TensorWrap::From(object, "output").data()};
 }
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -393,7 +359,7 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   TensorWrap* subtract_matrix = field("subtractMatrix", true);
   TensorWrap* into = field("out", true);
   TensorWrap* raw_out = field("rawOut", true);
-  const float beta = e.has("beta") ? static_cast<float>(e.number("beta")) : 0.0f;
+  const float beta = e.has("beta") ? e.float32("beta") : 0.0f;
   const Device device = common_device(env, {{&a, "gemm: a"},
                                             {&b, "gemm: b"},
                                             {row_scale, "gemm: rowScale"},
@@ -486,6 +452,15 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   });
 }
 
+// Which gradients a convolution backward is asked for ({ wantDx, wantDw, wantDbias }).
+struct WantedGradients {
+  bool dx, dw, dbias;
+};
+
+WantedGradients wanted_gradients(const OptionsReader& options) {
+  return {options.boolean("wantDx"), options.boolean("wantDw"), options.boolean("wantDbias")};
+}
+
 // conv2dBackward(dy, x, w, { stride, padding, wantDx, wantDw, wantDbias }) -> { dx?, dw?, dbias? }
 Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
   Args args(info);
@@ -494,32 +469,18 @@ Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
   TensorWrap& w = args.tensor(2, "w");
   const OptionsReader options(args.env(), info[3], "conv2dBackward", "options");
   const int64_t stride = options.integer("stride", 0), padding = options.integer("padding", 0);
-  const bool want_dx = options.boolean("wantDx"), want_dw = options.boolean("wantDw"),
-             want_dbias = options.boolean("wantDbias");
+  const WantedGradients want = wanted_gradients(options);
   const Device device = common_device(args.env(), {{&dy, "dy"}, {&x, "x"}, {&w, "w"}});
   check_conv(args.env(), x, w, stride, padding);
   return guarded(args.env(), [&]() -> Napi::Value {
-    Napi::Object result = Napi::Object::New(args.env());
     const Conv2dGeometry g = conv_geometry(x, w, stride, padding);
     expect_count(args.env(), dy, g.batch * g.out_channels * g.out_height() * g.out_width(), "dy");
-    float *dx = nullptr, *dw = nullptr, *dbias = nullptr;
-    if (want_dx) {
-      Output o = output(args.env(), device, x.shape());
-      result.Set("dx", o.object);
-      dx = o.data;
-    }
-    if (want_dw) {
-      Output o = output(args.env(), device, w.shape());
-      result.Set("dw", o.object);
-      dw = o.data;
-    }
-    if (want_dbias) {
-      Output o = output(args.env(), device, {g.out_channels});
-      result.Set("dbias", o.object);
-      dbias = o.data;
-    }
+    GradientOutputs gradients(args.env(), device);
+    float* dx = gradients.add(want.dx, "dx", x.shape());
+    float* dw = gradients.add(want.dw, "dw", w.shape());
+    float* dbias = gradients.add(want.dbias, "dbias", {g.out_channels});
     WN_DISPATCH(device, conv2d_backward, dx, dw, dbias, dy.data(), x.data(), w.data(), g);
-    return result;
+    return gradients.result();
   });
 }
 
@@ -591,13 +552,6 @@ void check_rank4(Napi::Env env, const TensorWrap& t, const char* name) {
     throw_range_error(env, std::string(name) + ": expected 4 dimensions, got " + shape_string(t.shape()));
 }
 
-Napi::Object gradient_output(Napi::Env env, Napi::Object result, const char* name, Device device,
-                             std::vector<int64_t> shape, float** data) {
-  Output o = output(env, device, std::move(shape));
-  result.Set(name, o.object);
-  *data = o.data;
-  return result;
-}
 
 // conv(x [N, C, H, W], w [OC, C/groups, kh, kw], bias | null, { stride, padding, dilation, groups, channelScale?,
 // rawOut? }) -> y [N, OC, OH, OW]; with channelScale [OC], y = channelScale ⊙ conv(x, w) + bias and rawOut (like y,
@@ -648,8 +602,7 @@ Napi::Value ConvBackward(const Napi::CallbackInfo& info) {
   TensorWrap& x = args.tensor(1, "x");
   TensorWrap& w = args.tensor(2, "w");
   const OptionsReader options(args.env(), info[3], "convBackward", "options");
-  const bool want_dx = options.boolean("wantDx"), want_dw = options.boolean("wantDw"),
-             want_dbias = options.boolean("wantDbias");
+  const WantedGradients want = wanted_gradients(options);
   TensorWrap* dw_scale = options.optional_tensor("dwScale");
   TensorWrap* dw_coefficient = options.optional_tensor("dwSubtractCoefficient");
   TensorWrap* dw_matrix = options.optional_tensor("dwSubtractMatrix");
@@ -672,17 +625,16 @@ Napi::Value ConvBackward(const Napi::CallbackInfo& info) {
     expect_count(args.env(), *dw_matrix, w.numel(), "dwSubtractMatrix");
   }
   return guarded(args.env(), [&]() -> Napi::Value {
-    Napi::Object result = Napi::Object::New(args.env());
-    float *dx = nullptr, *dw = nullptr, *dbias = nullptr;
-    if (want_dx) gradient_output(args.env(), result, "dx", device, x.shape(), &dx);
-    if (want_dw) gradient_output(args.env(), result, "dw", device, w.shape(), &dw);
-    if (want_dbias) gradient_output(args.env(), result, "dbias", device, {g.out_channels}, &dbias);
+    GradientOutputs gradients(args.env(), device);
+    float* dx = gradients.add(want.dx, "dx", x.shape());
+    float* dw = gradients.add(want.dw, "dw", w.shape());
+    float* dbias = gradients.add(want.dbias, "dbias", {g.out_channels});
     ConvWeightGradientEpilogue epilogue;
     epilogue.channel_scale = data_of(dw_scale);
     epilogue.subtract_coefficient = data_of(dw_coefficient);
     epilogue.subtract_matrix = data_of(dw_matrix);
     WN_DISPATCH(device, conv_backward, dx, dw, dbias, dy.data(), x.data(), w.data(), g, epilogue);
-    return result;
+    return gradients.result();
   });
 }
 
@@ -719,8 +671,7 @@ Napi::Value ConvTransposeBackward(const Napi::CallbackInfo& info) {
   TensorWrap& x = args.tensor(1, "x");
   TensorWrap& w = args.tensor(2, "w");
   const OptionsReader options(args.env(), info[3], "convTransposeBackward", "options");
-  const bool want_dx = options.boolean("wantDx"), want_dw = options.boolean("wantDw"),
-             want_dbias = options.boolean("wantDbias");
+  const WantedGradients want = wanted_gradients(options);
   const Device device = common_device(args.env(), {{&dy, "dy"}, {&x, "x"}, {&w, "w"}});
   check_rank4(args.env(), dy, "dy");
   check_rank4(args.env(), x, "x");
@@ -733,13 +684,12 @@ Napi::Value ConvTransposeBackward(const Napi::CallbackInfo& info) {
   if (dy.shape()[0] != g.batch || dy.shape()[1] != g.in_channels)
     throw_range_error(args.env(), "dy: expected the batch of x and the output channels of w, got " + shape_string(dy.shape()));
   return guarded(args.env(), [&]() -> Napi::Value {
-    Napi::Object result = Napi::Object::New(args.env());
-    float *dx = nullptr, *dw = nullptr, *dbias = nullptr;
-    if (want_dx) gradient_output(args.env(), result, "dx", device, x.shape(), &dx);
-    if (want_dw) gradient_output(args.env(), result, "dw", device, w.shape(), &dw);
-    if (want_dbias) gradient_output(args.env(), result, "dbias", device, {g.in_channels}, &dbias);
+    GradientOutputs gradients(args.env(), device);
+    float* dx = gradients.add(want.dx, "dx", x.shape());
+    float* dw = gradients.add(want.dw, "dw", w.shape());
+    float* dbias = gradients.add(want.dbias, "dbias", {g.in_channels});
     WN_DISPATCH(device, conv_transpose_backward, dx, dw, dbias, dy.data(), x.data(), w.data(), g);
-    return result;
+    return gradients.result();
   });
 }
 
@@ -750,18 +700,13 @@ PadGeometry pad_geometry(const OptionsReader& options, const std::vector<int64_t
   g.width = shape[rank - 1];
   g.planes = 1;
   for (int64_t d = 0; d < rank - 2; ++d) g.planes *= shape[d];
-  const std::string mode = options.kind("mode", {"constant", "reflect", "replicate"});
-  g.mode = mode == "constant" ? PadMode::kConstant : mode == "reflect" ? PadMode::kReflect : PadMode::kReplicate;
-  g.value = float(options.number("value"));
-  auto pad = [&](const char* name) {
-    const double d = options.number(name);
-    if (d != double(int64_t(d))) throw_type_error(options.env(), options.where(name) + ": expected an integer");
-    return int64_t(d);
-  };
-  g.top = pad("top");
-  g.bottom = pad("bottom");
-  g.left = pad("left");
-  g.right = pad("right");
+  g.mode = options.choice<PadMode>("mode", {{"constant", PadMode::kConstant}, {"reflect", PadMode::kReflect},
+                                            {"replicate", PadMode::kReplicate}});
+  g.value = options.float32("value");
+  g.top = options.whole_number("top");
+  g.bottom = options.whole_number("bottom");
+  g.left = options.whole_number("left");
+  g.right = options.whole_number("right");
   return g;
 }
 
@@ -1006,11 +951,8 @@ Napi::Value BatchNormInferenceBackward(const Napi::CallbackInfo& info) {
   TensorWrap& running_var = args.tensor(3, "runningVar");
   TensorWrap& gamma = args.tensor(4, "gamma");
   const OptionsReader options(args.env(), info[5], "batchNormInferenceBackward", "options");
-  ChannelLayout layout;
-  layout.outer = options.integer("outer", 0);
-  layout.channels = options.integer("channels", 0);
-  layout.inner = options.integer("inner", 0);
-  const float eps = static_cast<float>(options.number("eps"));
+  const ChannelLayout layout = options.channel_layout();
+  const float eps = options.float32("eps");
   const bool want_dx = options.boolean("wantDx"), want_dgamma = options.boolean("wantDgamma"),
              want_dbeta = options.boolean("wantDbeta");
   const Device device = common_device(args.env(), {{&dy, "dy"},
@@ -1023,19 +965,13 @@ Napi::Value BatchNormInferenceBackward(const Napi::CallbackInfo& info) {
   for (auto [t, name] : {std::pair{&running_mean, "runningMean"}, {&running_var, "runningVar"}, {&gamma, "gamma"}})
     expect_count(args.env(), *t, layout.channels, name);
   return guarded(args.env(), [&]() -> Napi::Value {
-    Napi::Object result = Napi::Object::New(args.env());
-    auto wanted = [&](bool want, const char* name, std::vector<int64_t> shape) -> float* {
-      if (!want) return nullptr;
-      Output o = output(args.env(), device, shape);
-      result.Set(name, o.object);
-      return o.data;
-    };
-    float* dx = wanted(want_dx, "dx", x.shape());
-    float* dgamma = wanted(want_dgamma, "dgamma", {layout.channels});
-    float* dbeta = wanted(want_dbeta, "dbeta", {layout.channels});
+    GradientOutputs gradients(args.env(), device);
+    float* dx = gradients.add(want_dx, "dx", x.shape());
+    float* dgamma = gradients.add(want_dgamma, "dgamma", {layout.channels});
+    float* dbeta = gradients.add(want_dbeta, "dbeta", {layout.channels});
     WN_DISPATCH(device, batch_norm_inference_backward, dx, dgamma, dbeta, dy.data(), x.data(), running_mean.data(),
                 running_var.data(), gamma.data(), layout, eps);
-    return result;
+    return gradients.result();
   });
 }
 
@@ -1128,8 +1064,8 @@ Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
   TensorWrap& param = options.tensor("param");
   TensorWrap& grad = options.tensor("grad");
   const int64_t step = options.integer("step", 1);
-  const float lr = static_cast<float>(options.number("lr"));
-  const float weight_decay = static_cast<float>(options.number("weightDecay"));
+  const float lr = options.float32("lr");
+  const float weight_decay = options.float32("weightDecay");
   const bool sgd = kind == "sgd";
   // The optimizer's state: SGD's momentum buffer (optional), or Adam's / Adamax's two moments (both required).
   const char* state1_name = sgd ? "momentumBuffer" : "expAvg";
@@ -1142,24 +1078,22 @@ Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
   if (options.has("normOutput")) {
     const OptionsReader norm_output = options.object("normOutput");
     norm = &norm_output.tensor("norm");
-    layout.outer = norm_output.integer("outer", 0);
-    layout.channels = norm_output.integer("channels", 0);
-    layout.inner = norm_output.integer("inner", 0);
-    norm_eps = static_cast<float>(norm_output.number("eps"));
+    layout = norm_output.channel_layout();
+    norm_eps = norm_output.float32("eps");
   }
   float momentum = 0.0f, dampening = 0.0f, beta1 = 0.0f, beta2 = 0.0f, eps = 0.0f;
   bool nesterov = false;
   if (sgd) {
-    momentum = static_cast<float>(options.number("momentum"));
-    dampening = static_cast<float>(options.number("dampening"));
+    momentum = options.float32("momentum");
+    dampening = options.float32("dampening");
     nesterov = options.boolean("nesterov");
     if (momentum != 0.0f && !state1)
       throw_type_error(env, options.where("momentumBuffer") + ": expected a tensor when momentum != 0, got " +
                                 describe_value(info[1].As<Napi::Object>().Get("momentumBuffer")));
   } else {
-    beta1 = static_cast<float>(options.number("beta1"));
-    beta2 = static_cast<float>(options.number("beta2"));
-    eps = static_cast<float>(options.number("eps"));
+    beta1 = options.float32("beta1");
+    beta2 = options.float32("beta2");
+    eps = options.float32("eps");
   }
   const Device device = common_device(
       env, {{&param, "param"}, {&grad, "grad"}, {state1, state1_name}, {state2, state2_name}, {norm, "normOutput.norm"}});
@@ -1201,21 +1135,17 @@ AxisLayout axis_layout(const Args& args, size_t i) {
 // axisReduce(op, x, outer, reduce, inner, correction) -> [outer * inner]
 Napi::Value AxisReduce(const Napi::CallbackInfo& info) {
   Args args(info);
-  const std::string op =
-      parse_kind(args.env(), info[0], "axisReduce", "op", {"sum", "mean", "max", "min", "logsumexp", "var", "std"});
+  const AxisReduceOp kind = parse_choice<AxisReduceOp>(
+      args.env(), info[0], "axisReduce", "op",
+      {{"sum", AxisReduceOp::kSum}, {"mean", AxisReduceOp::kMean}, {"max", AxisReduceOp::kMax}, {"min", AxisReduceOp::kMin},
+       {"logsumexp", AxisReduceOp::kLogSumExp}, {"var", AxisReduceOp::kVar}, {"std", AxisReduceOp::kStd}});
   TensorWrap& x = args.tensor(1, "x");
   const AxisLayout layout = axis_layout(args, 2);
   const double correction = number_argument(info, 5, "correction");
   expect_count(args.env(), x, layout.elements(), "x");
-  if ((op == "max" || op == "min") && layout.reduce == 0)
-    throw_range_error(args.env(), "x: expected a non-empty reduced axis for " + op);
-  const AxisReduceOp kind = op == "sum"    ? AxisReduceOp::kSum
-                            : op == "mean" ? AxisReduceOp::kMean
-                            : op == "max"  ? AxisReduceOp::kMax
-                            : op == "min"  ? AxisReduceOp::kMin
-                            : op == "var"  ? AxisReduceOp::kVar
-                            : op == "std"  ? AxisReduceOp::kStd
-                                           : AxisReduceOp::kLogSumExp;
+  if ((kind == AxisReduceOp::kMax || kind == AxisReduceOp::kMin) && layout.reduce == 0)
+    throw_range_error(args.env(), std::string("x: expected a non-empty reduced axis for ") +
+                                      (kind == AxisReduceOp::kMax ? "max" : "min"));
   return guarded(args.env(), [&]() -> Napi::Value {
     Output out = output(args.env(), x.device(), {layout.outputs()});
     WN_DISPATCH(x.device(), axis_reduce, out.data, x.data(), layout, kind, correction);

@@ -20,6 +20,16 @@
 namespace weightnorm::binding {
 namespace {
 
+// The op named by `value` in `ops`; else a TypeError "op: expected <expected>, got ...".
+template <class Op, size_t kCount>
+Op parse_op(Napi::Env env, const Napi::Value& value, const std::pair<const char*, Op> (&ops)[kCount],
+            const char* expected) {
+  const std::string name = value.IsString() ? value.As<Napi::String>().Utf8Value() : "";
+  for (const auto& [candidate, op] : ops)
+    if (name == candidate) return op;
+  throw_type_error(env, std::string("op: expected ") + expected + ", got " + describe_value(value));
+}
+
 BinaryOp parse_binary_op(Napi::Env env, const Napi::Value& value) {
   static const std::pair<const char*, BinaryOp> kOps[] = {
       {"add", BinaryOp::kAdd},         {"sub", BinaryOp::kSub},         {"mul", BinaryOp::kMul},
@@ -27,11 +37,9 @@ BinaryOp parse_binary_op(Napi::Env env, const Napi::Value& value) {
       {"maximum", BinaryOp::kMaximum}, {"eq", BinaryOp::kEq},           {"ne", BinaryOp::kNe},
       {"lt", BinaryOp::kLt},           {"le", BinaryOp::kLe},           {"gt", BinaryOp::kGt},
       {"ge", BinaryOp::kGe},           {"logicalAnd", BinaryOp::kLogicalAnd}, {"logicalOr", BinaryOp::kLogicalOr}};
-  const std::string name = value.IsString() ? value.As<Napi::String>().Utf8Value() : "";
-  for (const auto& [candidate, op] : kOps)
-    if (name == candidate) return op;
-  throw_type_error(env, "op: expected a binary op name (add, sub, mul, div, pow, minimum, maximum, eq, ne, lt, le, gt, "
-                        "ge, logicalAnd, logicalOr), got " + describe_value(value));
+  return parse_op(env, value, kOps,
+                  "a binary op name (add, sub, mul, div, pow, minimum, maximum, eq, ne, lt, le, gt, ge, logicalAnd, "
+                  "logicalOr)");
 }
 
 UnaryOp parse_unary_op(Napi::Env env, const Napi::Value& value) {
@@ -42,10 +50,7 @@ UnaryOp parse_unary_op(Napi::Env env, const Napi::Value& value) {
       {"tanh", UnaryOp::kTanh},       {"relu", UnaryOp::kRelu},         {"leakyRelu", UnaryOp::kLeakyRelu},
       {"elu", UnaryOp::kElu},         {"softplus", UnaryOp::kSoftplus}, {"gelu", UnaryOp::kGelu},
       {"geluTanh", UnaryOp::kGeluTanh}, {"silu", UnaryOp::kSilu},      {"logicalNot", UnaryOp::kLogicalNot}};
-  const std::string name = value.IsString() ? value.As<Napi::String>().Utf8Value() : "";
-  for (const auto& [candidate, op] : kOps)
-    if (name == candidate) return op;
-  throw_type_error(env, "op: expected a unary op name, got " + describe_value(value));
+  return parse_op(env, value, kOps, "a unary op name");
 }
 
 bool int32_arithmetic(BinaryOp op) {
@@ -122,12 +127,6 @@ BroadcastLayout broadcast_layout(Napi::Env env, const std::vector<int64_t>& out,
   return layout;
 }
 
-void expect_same_device(Napi::Env env, const TensorWrap& t, const TensorWrap& reference, const char* parameter) {
-  if (t.device() != reference.device())
-    throw_type_error(env, std::string(parameter) + ": expected a tensor on " + device_name(reference.device()) +
-                              ", got one on " + device_name(t.device()));
-}
-
 void expect_dtype(Napi::Env env, const TensorWrap& t, DType dtype, const char* parameter) {
   if (t.dtype() != dtype)
     throw_type_error(env, std::string(parameter) + ": expected a " + dtype_name(dtype) + " tensor, got a " +
@@ -144,7 +143,7 @@ Napi::Value PointwiseBinary(const Napi::CallbackInfo& info) {
   TensorWrap& a = TensorWrap::FromAnyType(info[1], "a");
   TensorWrap& b = TensorWrap::FromAnyType(info[2], "b");
   const double alpha = info[3].IsNumber() ? info[3].As<Napi::Number>().DoubleValue() : 1.0;
-  expect_same_device(env, b, a, "b");
+  expect_device(env, b, a.device(), "b");
   expect_dtype(env, b, a.dtype(), "b");
   const DType dtype = a.dtype();
   const bool comparison = pointwise::is_comparison(op);
@@ -181,18 +180,18 @@ Napi::Value PointwiseBinaryBackward(const Napi::CallbackInfo& info) {
   TensorWrap& a = TensorWrap::From(info[3], "a");
   TensorWrap& b = TensorWrap::From(info[4], "b");
   const float alpha = info[5].IsNumber() ? static_cast<float>(info[5].As<Napi::Number>().DoubleValue()) : 1.0f;
-  expect_same_device(env, a, dy, "a");
-  expect_same_device(env, b, dy, "b");
+  expect_device(env, a, dy.device(), "a");
+  expect_device(env, b, dy.device(), "b");
   const std::vector<int64_t> shape = broadcast_shape(env, {&a.shape(), &b.shape()}, "pointwiseBinaryBackward");
   if (shape != dy.shape())
     throw_range_error(env, "dy: expected the broadcast shape " + shape_string(shape) + ", got " + shape_string(dy.shape()));
   const BroadcastLayout layout = broadcast_layout(env, shape, {&dy.shape(), &a.shape(), &b.shape()});
   return guarded(env, [&]() -> Napi::Value {
-    Napi::Object object = new_tensor(env, dy.device(), shape);
-    if (layout.count == 0) return object;
-    WN_DISPATCH(dy.device(), binary_backward, TensorWrap::From(object, "result").data(), dy.data(), a.data(), b.data(),
-                op, static_cast<int>(operand), alpha, layout);
-    return object;
+    const Output out = output(env, dy.device(), shape);
+    if (layout.count == 0) return out.object;
+    WN_DISPATCH(dy.device(), binary_backward, out.data, dy.data(), a.data(), b.data(), op, static_cast<int>(operand),
+                alpha, layout);
+    return out.object;
   });
 }
 
@@ -205,8 +204,8 @@ Napi::Value Where(const Napi::CallbackInfo& info) {
   expect_dtype(env, cond, DType::kBool, "condition");
   expect_dtype(env, b, a.dtype(), "b");
   if (a.dtype() == DType::kBFloat16) throw_type_error(env, "a: where does not take bfloat16 tensors");
-  expect_same_device(env, a, cond, "a");
-  expect_same_device(env, b, cond, "b");
+  expect_device(env, a, cond.device(), "a");
+  expect_device(env, b, cond.device(), "b");
   const std::vector<int64_t> shape = broadcast_shape(env, {&cond.shape(), &a.shape(), &b.shape()}, "where");
   const BroadcastLayout layout = broadcast_layout(env, shape, {&cond.shape(), &a.shape(), &b.shape()});
   return guarded(env, [&]() -> Napi::Value {
@@ -275,10 +274,10 @@ Napi::Value SumTo(const Napi::CallbackInfo& info) {
   }
   if (element_count(shape) == 0) layout.reduced_count = 0;  // an empty x sums to zeros
   return guarded(env, [&]() -> Napi::Value {
-    Napi::Object object = new_tensor(env, x.device(), target);
-    if (layout.out_count == 0) return object;
-    WN_DISPATCH(x.device(), sum_to, TensorWrap::From(object, "result").data(), x.data(), layout);
-    return object;
+    const Output out = output(env, x.device(), target);
+    if (layout.out_count == 0) return out.object;
+    WN_DISPATCH(x.device(), sum_to, out.data, x.data(), layout);
+    return out.object;
   });
 }
 
@@ -316,18 +315,17 @@ Napi::Value PointwiseUnaryBackward(const Napi::CallbackInfo& info) {
   TensorWrap& y = TensorWrap::From(info[3], "y");
   const UnaryParams params{optional_number(info[4]), optional_number(info[5])};
   for (const auto& [t, name] : {std::pair<TensorWrap*, const char*>{&x, "x"}, {&y, "y"}}) {
-    expect_same_device(env, *t, dy, name);
+    expect_device(env, *t, dy.device(), name);
     if (t->shape() != dy.shape())
       throw_range_error(env, std::string(name) + ": expected dy's shape " + shape_string(dy.shape()) + ", got " +
                                  shape_string(t->shape()));
   }
   return guarded(env, [&]() -> Napi::Value {
-    Napi::Object object = new_tensor(env, dy.device(), dy.shape());
+    const Output dx = output(env, dy.device(), dy.shape());
     const int64_t count = dy.numel();
-    if (count == 0) return object;
-    WN_DISPATCH(dy.device(), unary_backward, TensorWrap::From(object, "result").data(), dy.data(), x.data(), y.data(),
-                op, params, count);
-    return object;
+    if (count == 0) return dx.object;
+    WN_DISPATCH(dy.device(), unary_backward, dx.data, dy.data(), x.data(), y.data(), op, params, count);
+    return dx.object;
   });
 }
 

@@ -27,12 +27,6 @@ namespace {
 
 int element_bytes(const TensorWrap& t) { return static_cast<int>(dtype_size(t.dtype())); }
 
-void expect_same_device(Napi::Env env, const TensorWrap& reference, const TensorWrap& t, const std::string& where) {
-  if (t.device() != reference.device())
-    throw_type_error(env, where + ": expected a tensor on " + device_name(reference.device()) + ", got one on " +
-                              device_name(t.device()));
-}
-
 int64_t integer_argument(const Napi::CallbackInfo& info, size_t i, const std::string& where) {
   const double d = number_argument(info, i, where.c_str());
   if (d != static_cast<double>(static_cast<int64_t>(d))) throw_type_error(info.Env(), where + ": expected an integer");
@@ -163,7 +157,7 @@ Napi::Value StridedCopyInto(const Napi::CallbackInfo& info) {
   TensorWrap& out = TensorWrap::FromAnyType(info[0], "stridedCopyInto: out");
   const Walk walk = parse_walk(env, info[1], "stridedCopyInto");
   TensorWrap& x = TensorWrap::FromAnyType(info[2], "stridedCopyInto: x");
-  expect_same_device(env, out, x, "stridedCopyInto: x");
+  expect_device(env, x, out.device(), "stridedCopyInto: x");
   if (x.dtype() != out.dtype())
     throw_type_error(env, std::string("stridedCopyInto: x: expected a ") + dtype_name(out.dtype()) + " tensor like out, got " + dtype_name(x.dtype()));
   if (x.numel() != element_count(walk.shape))
@@ -195,7 +189,7 @@ Napi::Value Concat(const Napi::CallbackInfo& info) {
   for (size_t i = 0; i < parts.size(); ++i) {
     const TensorWrap& t = *parts[i];
     const std::string where = "concat: tensors[" + std::to_string(i) + "]";
-    expect_same_device(env, first, t, where);
+    expect_device(env, t, first.device(), where);
     bool fits = t.dtype() == first.dtype() && t.shape().size() == first.shape().size();
     for (size_t d = 0; fits && d < shape.size(); ++d) fits = static_cast<int>(d) == dim || t.shape()[d] == first.shape()[d];
     if (!fits) throw_range_error(env, where + ": " + shape_string(t.shape()) + " " + dtype_name(t.dtype()) +
@@ -267,7 +261,7 @@ Napi::Value IndexSelect(const Napi::CallbackInfo& info) {
   TensorWrap& x = TensorWrap::FromAnyType(info[0], "indexSelect: x");
   const int dim = dim_argument(info, 1, "indexSelect: dim", x.shape().size());
   TensorWrap& index = TensorWrap::FromAnyType(info[2], "indexSelect: index");
-  expect_same_device(env, x, index, "indexSelect: index");
+  expect_device(env, index, x.device(), "indexSelect: index");
   const int32_t* values = index_data(env, index, "indexSelect: index");
   if (index.shape().size() != 1) throw_range_error(env, "indexSelect: index: expected a 1-D tensor, got " + shape_string(index.shape()));
   check_indices(env, index, values, x.shape()[dim], "indexSelect: index", "x's size along dim " + std::to_string(dim));
@@ -299,8 +293,8 @@ Napi::Value IndexAdd(const Napi::CallbackInfo& info) {
   const int dim = dim_argument(info, 1, "indexAdd: dim", x.shape().size());
   TensorWrap& index = TensorWrap::FromAnyType(info[2], "indexAdd: index");
   TensorWrap& src = TensorWrap::From(info[3], "indexAdd: src");
-  expect_same_device(env, x, index, "indexAdd: index");
-  expect_same_device(env, x, src, "indexAdd: src");
+  expect_device(env, index, x.device(), "indexAdd: index");
+  expect_device(env, src, x.device(), "indexAdd: src");
   const int32_t* values = index_data(env, index, "indexAdd: index");
   if (index.shape().size() != 1) throw_range_error(env, "indexAdd: index: expected a 1-D tensor, got " + shape_string(index.shape()));
   std::vector<int64_t> expected = x.shape();
@@ -357,7 +351,7 @@ Napi::Value Gather(const Napi::CallbackInfo& info) {
   TensorWrap& x = TensorWrap::FromAnyType(info[0], "gather: x");
   const int dim = dim_argument(info, 1, "gather: dim", std::max<size_t>(x.shape().size(), 1));
   TensorWrap& index = TensorWrap::FromAnyType(info[2], "gather: index");
-  expect_same_device(env, x, index, "gather: index");
+  expect_device(env, index, x.device(), "gather: index");
   const int32_t* values = index_data(env, index, "gather: index");
   const GatherLayout layout = gather_layout(env, "gather", x, dim, index, nullptr);
   check_indices(env, index, values, layout.x_dim_size, "gather: index", "x's size along dim " + std::to_string(dim));
@@ -376,8 +370,8 @@ Napi::Value ScatterAdd(const Napi::CallbackInfo& info) {
   const int dim = dim_argument(info, 1, "scatterAdd: dim", std::max<size_t>(x.shape().size(), 1));
   TensorWrap& index = TensorWrap::FromAnyType(info[2], "scatterAdd: index");
   TensorWrap& src = TensorWrap::From(info[3], "scatterAdd: src");
-  expect_same_device(env, x, index, "scatterAdd: index");
-  expect_same_device(env, x, src, "scatterAdd: src");
+  expect_device(env, index, x.device(), "scatterAdd: index");
+  expect_device(env, src, x.device(), "scatterAdd: src");
   const int32_t* values = index_data(env, index, "scatterAdd: index");
   const GatherLayout layout = gather_layout(env, "scatterAdd", x, dim, index, &src);
   check_indices(env, index, values, layout.x_dim_size, "scatterAdd: index", "x's size along dim " + std::to_string(dim));

@@ -391,7 +391,7 @@ std::string describe_value(const Napi::Value& value) {
 }
 
 std::string parse_kind(Napi::Env env, const Napi::Value& value, const char* function, const char* parameter,
-                       std::initializer_list<const char*> accepted) {
+                       const std::vector<const char*>& accepted) {
   if (value.IsString()) {
     std::string name = value.As<Napi::String>().Utf8Value();
     for (const char* candidate : accepted)
@@ -436,6 +436,20 @@ double OptionsReader::number(const char* name) const {
   return field.As<Napi::Number>().DoubleValue();
 }
 
+int64_t OptionsReader::whole_number(const char* name) const {
+  const double d = number(name);
+  if (d != static_cast<double>(static_cast<int64_t>(d))) throw_type_error(env_, where(name) + ": expected an integer");
+  return static_cast<int64_t>(d);
+}
+
+ChannelLayout OptionsReader::channel_layout() const {
+  ChannelLayout layout;
+  layout.outer = integer("outer", 0);
+  layout.channels = integer("channels", 0);
+  layout.inner = integer("inner", 0);
+  return layout;
+}
+
 int64_t OptionsReader::integer(const char* name, int64_t minimum) const {
   const double d = number(name);
   if (!(d >= static_cast<double>(minimum) && d <= 9007199254740991.0) || d != static_cast<double>(static_cast<int64_t>(d)))
@@ -458,6 +472,44 @@ TensorWrap* OptionsReader::optional_tensor(const char* name) const { return has(
 
 OptionsReader OptionsReader::object(const char* name) const {
   return OptionsReader(env_, value(name), function_, path_ + "." + name);
+}
+
+TensorWrap* optional_tensor_argument(const Napi::Value& value, const char* parameter) {
+  if (value.IsNull() || value.IsUndefined()) return nullptr;
+  return &TensorWrap::From(value, parameter);
+}
+
+void expect_device(Napi::Env env, const TensorWrap& t, Device device, const std::string& parameter) {
+  if (t.device() != device)
+    throw_type_error(env, parameter + ": expected a tensor on " + device_name(device) + ", got one on " +
+                              device_name(t.device()));
+}
+
+Device common_device(Napi::Env env, std::initializer_list<std::pair<TensorWrap*, const char*>> tensors) {
+  const TensorWrap* first = nullptr;
+  for (const auto& [t, name] : tensors) {
+    if (!t) continue;
+    if (!first) first = t;
+    else expect_device(env, *t, first->device(), name);
+  }
+  return first ? first->device() : Device::kCpu;
+}
+
+void expect_count(Napi::Env env, const TensorWrap& t, int64_t count, const std::string& parameter) {
+  if (t.numel() != count)
+    throw_range_error(env, parameter + ": expected " + std::to_string(count) + " elements, got " + shape_string(t.shape()));
+}
+
+Output output(Napi::Env env, Device device, std::vector<int64_t> shape) {
+  Napi::Object object = new_tensor(env, device, std::move(shape));
+  return {object, TensorWrap::From(object, "output").data()};
+}
+
+float* GradientOutputs::add(bool wanted, const char* name, std::vector<int64_t> shape) {
+  if (!wanted) return nullptr;
+  Output o = output(env_, device_, std::move(shape));
+  result_.Set(name, o.object);
+  return o.data;
 }
 
 }  // namespace weightnorm::binding

@@ -109,7 +109,13 @@ std::string describe_value(const Napi::Value& value);
 // An enum-like string argument: `value` if it is one of `accepted`, else a TypeError naming the function, the
 // parameter, the accepted values and what came ("activation: kind: expected 'relu' or 'tanh', got 'gelu'").
 std::string parse_kind(Napi::Env env, const Napi::Value& value, const char* function, const char* parameter,
-                       std::initializer_list<const char*> accepted);
+                       const std::vector<const char*>& accepted);
+
+// An enum-like string argument mapped to its enum value, with parse_kind()'s error: `choices` pairs each accepted
+// name with its value.
+template <class Enum>
+Enum parse_choice(Napi::Env env, const Napi::Value& value, const char* function, const char* parameter,
+                  std::initializer_list<std::pair<const char*, Enum>> choices);
 
 // Reads the fields of one named options object, converting each once; every error names the function and the
 // field ("optimizerStep: options.lr: expected a number, got undefined"). Optional fields may be absent, undefined
@@ -126,9 +132,20 @@ class OptionsReader {
   bool has(const char* name) const;
   // An enum-like string field, as parse_kind() checks it.
   std::string kind(const char* name, std::initializer_list<const char*> accepted) const;
+  // An enum-like string field mapped to its enum value, as parse_choice() checks it.
+  template <class Enum>
+  Enum choice(const char* name, std::initializer_list<std::pair<const char*, Enum>> choices) const {
+    return parse_choice(env_, value(name), function_.c_str(), (path_ + "." + name).c_str(), choices);
+  }
   double number(const char* name) const;
+  // A number rounded to float32, the kernels' parameter type.
+  float float32(const char* name) const { return static_cast<float>(number(name)); }
   // A safe integer >= minimum.
   int64_t integer(const char* name, int64_t minimum) const;
+  // A whole number of either sign (a TypeError for a fraction).
+  int64_t whole_number(const char* name) const;
+  // The view [outer, channels, inner] given as the integer fields outer, channels and inner.
+  ChannelLayout channel_layout() const;
   bool boolean(const char* name) const;
   // A live float32 tensor.
   TensorWrap& tensor(const char* name) const;
@@ -145,6 +162,50 @@ class OptionsReader {
   std::string path_;
 };
 
+template <class Enum>
+Enum parse_choice(Napi::Env env, const Napi::Value& value, const char* function, const char* parameter,
+                  std::initializer_list<std::pair<const char*, Enum>> choices) {
+  std::vector<const char*> accepted;
+  for (const auto& [name, choice] : choices) accepted.push_back(name);
+  const std::string name = parse_kind(env, value, function, parameter, accepted);
+  for (const auto& [candidate, choice] : choices)
+    if (name == candidate) return choice;
+  return choices.begin()->second;  // not reached: parse_kind accepted one of the names
+}
+
 std::string shape_string(const std::vector<int64_t>& shape);  // "[2, 3]"
+
+// The checks and outputs every op binding shares; each error names the parameter it is about.
+
+// A positional tensor argument that may be null or undefined (nullptr then).
+TensorWrap* optional_tensor_argument(const Napi::Value& value, const char* parameter);
+// A TypeError unless t is on `device`: "parameter: expected a tensor on cpu, got one on cuda".
+void expect_device(Napi::Env env, const TensorWrap& t, Device device, const std::string& parameter);
+// The device of the first tensor given; a TypeError (as expect_device) for the first one on another device. Null
+// entries (absent optional tensors) are skipped; none at all gives the CPU.
+Device common_device(Napi::Env env, std::initializer_list<std::pair<TensorWrap*, const char*>> tensors);
+// A RangeError unless t holds `count` elements: "parameter: expected 6 elements, got [2, 2]".
+void expect_count(Napi::Env env, const TensorWrap& t, int64_t count, const std::string& parameter);
+
+// A new float32 tensor and its elements, for an op to write.
+struct Output {
+  Napi::Object object;
+  float* data;
+};
+Output output(Napi::Env env, Device device, std::vector<int64_t> shape);
+
+// The result object of a backward: one named float32 output per gradient asked for; add() gives nullptr for a
+// gradient not asked for, which the kernels skip.
+class GradientOutputs {
+ public:
+  GradientOutputs(Napi::Env env, Device device) : env_(env), device_(device), result_(Napi::Object::New(env)) {}
+  float* add(bool wanted, const char* name, std::vector<int64_t> shape);
+  Napi::Object result() const { return result_; }
+
+ private:
+  Napi::Env env_;
+  Device device_;
+  Napi::Object result_;
+};
 
 }  // namespace weightnorm::binding

@@ -153,28 +153,16 @@ void sgd_step(float* param, float* velocity, const float* grad, int64_t count, c
 
 void adam_step(float* param, float* m, float* v, const float* grad, int64_t count, const AdamOptions& options,
                int64_t step, const NormOutput* norm_output) {
-  const double t = static_cast<double>(std::max<int64_t>(step, 1));
-  const double correction1 = 1.0 - std::pow(double(options.beta1), t);
-  const double correction2 = 1.0 - std::pow(double(options.beta2), t);
-  const AdamRule rule{param,
-                      m,
-                      v,
-                      grad,
-                      static_cast<float>(options.lr / correction1),
-                      options.beta1,
-                      options.beta2,
-                      static_cast<float>(1.0 / std::sqrt(correction2)),
-                      options.eps,
-                      options.weight_decay};
+  const AdamBiasCorrection correction = adam_bias_correction(options, step);
+  const AdamRule rule{param, m, v, grad, correction.step_size, options.beta1, options.beta2,
+                      correction.inv_sqrt_correction2, options.eps, options.weight_decay};
   run_step(param, count, norm_output, rule);
 }
 
 void adamax_step(float* param, float* m, float* u, const float* grad, int64_t count, const AdamOptions& options,
                  int64_t step, const NormOutput* norm_output) {
-  const double t = static_cast<double>(std::max<int64_t>(step, 1));
-  const double correction1 = 1.0 - std::pow(double(options.beta1), t);
-  const AdamaxRule rule{param,         m,          u, grad, static_cast<float>(options.lr / correction1),
-                        options.beta1, options.beta2, options.eps, options.weight_decay};
+  const AdamaxRule rule{param, m, u, grad, adam_bias_correction(options, step).step_size, options.beta1, options.beta2,
+                        options.eps, options.weight_decay};
   run_step(param, count, norm_output, rule);
 }
 

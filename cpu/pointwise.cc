@@ -212,22 +212,10 @@ void sum_to(float* out, const float* x, const SumToLayout& layout) {
   const int64_t work = layout.out_count * std::max<int64_t>(layout.reduced_count, 1);
 #pragma omp parallel for schedule(static) num_threads(threads) if (work >= kParallelMinElements && threads > 1)
   for (int64_t k = 0; k < layout.out_count; ++k) {
-    int64_t base = 0;
-    int64_t rest = k;
-    for (int d = layout.kept_rank - 1; d >= 0; --d) {
-      base += (rest % layout.kept_shape[d]) * layout.kept_strides[d];
-      rest /= layout.kept_shape[d];
-    }
+    const int64_t base = pointwise::walk_offset(layout.kept_rank, layout.kept_shape, layout.kept_strides, k);
     double total = 0.0;
-    for (int64_t r = 0; r < layout.reduced_count; ++r) {
-      int64_t offset = base;
-      int64_t remaining = r;
-      for (int d = layout.reduced_rank - 1; d >= 0; --d) {
-        offset += (remaining % layout.reduced_shape[d]) * layout.reduced_strides[d];
-        remaining /= layout.reduced_shape[d];
-      }
-      total += x[offset];
-    }
+    for (int64_t r = 0; r < layout.reduced_count; ++r)
+      total += x[base + pointwise::walk_offset(layout.reduced_rank, layout.reduced_shape, layout.reduced_strides, r)];
     out[k] = static_cast<float>(total);
   }
 }

@@ -19,25 +19,12 @@
 namespace weightnorm::cpu {
 namespace {
 
-// kPlain: s0 = sum a.  kCenteredSquare: s0 = sum (a - shift[k])^2.  kSumAndCenteredDot: s0 = sum b,
-// s1 = sum (a - shift[k]) * b (the batch-norm backward's two sums from one pass over x and dy).
-enum class Kind { kPlain, kCenteredSquare, kSumAndCenteredDot };
-
-template <Kind K>
-constexpr int kSums = K == Kind::kSumAndCenteredDot ? 2 : 1;
-
-struct Inputs {
-  const float* a;
-  const float* b;
-  const float* shift;  // per channel; null for kPlain
-};
-
-template <Kind K>
+template <ChannelSumKind K>
 inline void accumulate(float& s0, float& s1, const float* a, const float* b, int64_t i, float shift) {
-  if constexpr (K == Kind::kPlain) {
+  if constexpr (K == ChannelSumKind::kPlain) {
     s0 += a[i];
     (void)s1, (void)b, (void)shift;
-  } else if constexpr (K == Kind::kCenteredSquare) {
+  } else if constexpr (K == ChannelSumKind::kCenteredSquare) {
     const float d = a[i] - shift;
     s0 += d * d;
     (void)s1, (void)b;
@@ -48,7 +35,7 @@ inline void accumulate(float& s0, float& s1, const float* a, const float* b, int
 }
 
 // t[n] += the sums of a contiguous run of n elements: kLanes float lanes over blocks of kFoldBlock, folded to double.
-template <Kind K>
+template <ChannelSumKind K>
 void run_sums(double* t, const float* a, const float* b, float shift, int64_t n) {
   int64_t i = 0;
   while (i < n) {
@@ -63,15 +50,15 @@ void run_sums(double* t, const float* a, const float* b, float shift, int64_t n)
       b1 += l1[l];
     }
     t[0] += b0;
-    if constexpr (kSums<K> == 2) t[1] += b1;
+    if constexpr (kChannelSums<K> == 2) t[1] += b1;
   }
 }
 
 // sums[j * N + n] = sum n of channel k_begin + j over the region: wide rows, one float accumulator per column,
 // folded into double every kFoldRows wide rows.
-template <Kind K>
-void reduce_columns(double* sums, const Inputs& in, const ChannelLayout& l, const Region& region) {
-  constexpr int N = kSums<K>;
+template <ChannelSumKind K>
+void reduce_columns(double* sums, const ChannelSumInputs& in, const ChannelLayout& l, const Region& region) {
+  constexpr int N = kChannelSums<K>;
   const ColumnWalk walk = column_walk(l, region);
   float shift[kMaxColumns];
   float p0[kMaxColumns], p1[kMaxColumns];
@@ -106,9 +93,9 @@ void reduce_columns(double* sums, const Inputs& in, const ChannelLayout& l, cons
 }
 
 // The same over contiguous runs (segments and short rows).
-template <Kind K>
-void reduce_runs(double* sums, const Inputs& in, const ChannelLayout& l, const Region& region) {
-  constexpr int N = kSums<K>;
+template <ChannelSumKind K>
+void reduce_runs(double* sums, const ChannelSumInputs& in, const ChannelLayout& l, const Region& region) {
+  constexpr int N = kChannelSums<K>;
   std::fill(sums, sums + region.channels() * N, 0.0);
   visit_runs(l, region, [&](int64_t offset, int64_t length, int64_t j) {
     const float shift = in.shift ? in.shift[region.k_begin + j] : 0.0f;
@@ -117,9 +104,9 @@ void reduce_runs(double* sums, const Inputs& in, const ChannelLayout& l, const R
 }
 
 // out0[k] (and out1[k]) = the channel sums of kind K, in double.
-template <Kind K>
-void channel_sums(double* out0, double* out1, const Inputs& in, const ChannelLayout& l) {
-  constexpr int N = kSums<K>;
+template <ChannelSumKind K>
+void channel_sums(double* out0, double* out1, const ChannelSumInputs& in, const ChannelLayout& l) {
+  constexpr int N = kChannelSums<K>;
   if (l.channels <= 0) return;
   const ReductionPlan plan = plan_reduction(l, /*inputs=*/N, sizeof(float), ReductionUse::kSumsOnly);
   reduce_units<N>(
@@ -140,13 +127,14 @@ void channel_sums(double* out0, double* out1, const Inputs& in, const ChannelLay
 
 void sum_all(float* out, const float* x, int64_t count) {
   double total = 0.0;
-  if (count > 0) channel_sums<Kind::kPlain>(&total, nullptr, {x, nullptr, nullptr}, ChannelLayout{1, 1, count});
+  if (count > 0)
+    channel_sums<ChannelSumKind::kPlain>(&total, nullptr, {x, nullptr, nullptr}, ChannelLayout{1, 1, count});
   out[0] = static_cast<float>(total);
 }
 
 void channel_sum(float* out, const float* x, const ChannelLayout& layout) {
   std::vector<double> sums(std::max<int64_t>(layout.channels, 0));
-  channel_sums<Kind::kPlain>(sums.data(), nullptr, {x, nullptr, nullptr}, layout);
+  channel_sums<ChannelSumKind::kPlain>(sums.data(), nullptr, {x, nullptr, nullptr}, layout);
   for (int64_t k = 0; k < layout.channels; ++k) out[k] = static_cast<float>(sums[k]);
 }
 
@@ -186,16 +174,16 @@ void subtract(float* out, const float* a, const float* b, int64_t count) {
 namespace detail {
 
 void channel_sums_f64(double* sums, const float* x, const ChannelLayout& layout) {
-  cpu::channel_sums<Kind::kPlain>(sums, nullptr, {x, nullptr, nullptr}, layout);
+  cpu::channel_sums<ChannelSumKind::kPlain>(sums, nullptr, {x, nullptr, nullptr}, layout);
 }
 
 void channel_centered_squares(double* sums, const float* x, const float* shift, const ChannelLayout& layout) {
-  cpu::channel_sums<Kind::kCenteredSquare>(sums, nullptr, {x, nullptr, shift}, layout);
+  cpu::channel_sums<ChannelSumKind::kCenteredSquare>(sums, nullptr, {x, nullptr, shift}, layout);
 }
 
 void channel_sums_and_centered_dots(double* sums_of_dy, double* dots, const float* x, const float* shift,
                                     const float* dy, const ChannelLayout& layout) {
-  cpu::channel_sums<Kind::kSumAndCenteredDot>(sums_of_dy, dots, {x, dy, shift}, layout);
+  cpu::channel_sums<ChannelSumKind::kSumAndCenteredDot>(sums_of_dy, dots, {x, dy, shift}, layout);
 }
 
 }  // namespace detail

@@ -20,24 +20,6 @@ constexpr int64_t kParallelMinElements = int64_t{1} << 15;
 
 bool parallel_for(int64_t elements) { return elements >= kParallelMinElements && num_threads() > 1; }
 
-// Copies of 1, 2, 4 or 8 bytes as one integer of that size.
-template <int kBytes> struct Element;
-template <> struct Element<1> { using type = uint8_t; };
-template <> struct Element<2> { using type = uint16_t; };
-template <> struct Element<4> { using type = uint32_t; };
-template <> struct Element<8> { using type = uint64_t; };
-
-template <class Body>
-void by_element_size(int element_bytes, Body&& body) {
-  switch (element_bytes) {
-    case 1: return body(Element<1>{});
-    case 2: return body(Element<2>{});
-    case 4: return body(Element<4>{});
-    case 8: return body(Element<8>{});
-    default: throw std::invalid_argument("shape kernels: element size must be 1, 2, 4 or 8 bytes");
-  }
-}
-
 // A transpose-like copy: the walk's last dim is contiguous in out but strided in x, while dim `a` is contiguous in
 // x. Walking rows of the last dim would read one element per cache line; instead the (a, last) plane is copied in
 // kTile x kTile tiles, whose source lines stay in cache while the tile's output rows are written.
@@ -56,18 +38,12 @@ void tiled_copy(T* out, const T* x, const StridedCopy& copy, int a) {
 #pragma omp parallel for schedule(static) num_threads(num_threads()) if (parallel_for(copy.elements()))
   for (int64_t unit = 0; unit < units; ++unit) {
     const int64_t column_tile = unit % column_tiles, row_tile = (unit / column_tiles) % row_tiles;
-    int64_t in = copy.in_offset, o = copy.out_offset, rest = unit / (column_tiles * row_tiles);
-    for (int d = last - 1; d >= 0; --d) {
-      if (d == a) continue;
-      const int64_t i = rest % copy.sizes[d];
-      rest /= copy.sizes[d];
-      in += i * copy.in_strides[d];
-      o += i * copy.out_strides[d];
-    }
+    const CopyOffsets plane = copy_offsets(copy, last, a, unit / (column_tiles * row_tiles));
     const int64_t row_end = std::min(rows, (row_tile + 1) * kTile);
     const int64_t column_begin = column_tile * kTile, column_end = std::min(columns, column_begin + kTile);
     for (int64_t r = row_tile * kTile; r < row_end; ++r)
-      for (int64_t c = column_begin; c < column_end; ++c) out[o + r * out_row + c * out_column] = x[in + r * in_row + c * in_column];
+      for (int64_t c = column_begin; c < column_end; ++c)
+        out[plane.out + r * out_row + c * out_column] = x[plane.in + r * in_row + c * in_column];
   }
 }
 
@@ -81,10 +57,7 @@ void strided_copy_typed(T* out, const T* x, const StridedCopy& copy) {
   }
   const int last = copy.rank - 1;
   if (copy.elements() == 0) return;
-  if (copy.in_strides[last] != 1 && copy.out_strides[last] == 1 && copy.sizes[last] >= 8) {
-    for (int a = 0; a < last; ++a)
-      if (copy.in_strides[a] == 1 && copy.sizes[a] >= 8) return tiled_copy(out, x, copy, a);
-  }
+  if (const int a = tiled_dim(copy); a >= 0) return tiled_copy(out, x, copy, a);
   const int64_t row_length = copy.sizes[last];
   const int64_t total = copy.elements();
   if (total == 0) return;
@@ -92,17 +65,11 @@ void strided_copy_typed(T* out, const T* x, const StridedCopy& copy) {
   const int64_t in_step = copy.in_strides[last], out_step = copy.out_strides[last];
 #pragma omp parallel for schedule(static) num_threads(num_threads()) if (parallel_for(total))
   for (int64_t row = 0; row < rows; ++row) {
-    int64_t in = copy.in_offset, o = copy.out_offset, rest = row;
-    for (int d = last - 1; d >= 0; --d) {
-      const int64_t i = rest % copy.sizes[d];
-      rest /= copy.sizes[d];
-      in += i * copy.in_strides[d];
-      o += i * copy.out_strides[d];
-    }
+    const CopyOffsets at = copy_offsets(copy, last, -1, row);
     if (in_step == 1 && out_step == 1) {
-      std::memcpy(out + o, x + in, static_cast<size_t>(row_length) * sizeof(T));
+      std::memcpy(out + at.out, x + at.in, static_cast<size_t>(row_length) * sizeof(T));
     } else {
-      for (int64_t k = 0; k < row_length; ++k) out[o + k * out_step] = x[in + k * in_step];
+      for (int64_t k = 0; k < row_length; ++k) out[at.out + k * out_step] = x[at.in + k * in_step];
     }
   }
 }

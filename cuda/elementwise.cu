@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "check.cuh"
+#include "launch.cuh"
 #include "elementwise.cuh"
 #include "runtime.cuh"
 #include "weightnorm/random.h"
@@ -175,21 +176,13 @@ __global__ void __launch_bounds__(kBlock) convert_kernel(To* out, const From* x,
   }
 }
 
-bool aligned16(const void* pointer) { return (reinterpret_cast<uintptr_t>(pointer) & 15) == 0; }
-
-// Enough blocks to fill the GPU several times over, capped by the work (items: floats or float4s per thread step).
-unsigned grid_for(int64_t items) {
-  const int sms = std::max(1, device_status().multiprocessors);
-  const int64_t wanted = (items + kBlock - 1) / kBlock;
-  return static_cast<unsigned>(std::clamp<int64_t>(wanted, 1, int64_t{sms} * 8));
-}
 
 // aligned: every pointer the op touches is 16-byte aligned (null pointers count as aligned).
 template <class Op>
 void launch_map(const Op& op, int64_t count, bool aligned) {
   if (count <= 0) return;
-  if (aligned) map_kernel<Op, true><<<grid_for(count / 4), kBlock, 0, library_stream()>>>(op, count);
-  else map_kernel<Op, false><<<grid_for(count), kBlock, 0, library_stream()>>>(op, count);
+  if (aligned) map_kernel<Op, true><<<grid_for(count / 4, kBlock), kBlock, 0, library_stream()>>>(op, count);
+  else map_kernel<Op, false><<<grid_for(count, kBlock), kBlock, 0, library_stream()>>>(op, count);
   WN_CUDA_CHECK_LAUNCH();
 }
 
@@ -203,9 +196,7 @@ void launch_binary(float* out, const float* a, const float* b, F f, int64_t coun
 
 void scale(float* out, const float* x, float alpha, int64_t count) {
   if (count == 0) return;
-  const int sms = std::max(1, device_status().multiprocessors);
-  const int64_t wanted = (count / 4 + kBlock - 1) / kBlock;
-  const unsigned blocks = static_cast<unsigned>(std::clamp<int64_t>(wanted, 1, int64_t{sms} * 8));
+  const unsigned blocks = grid_for(count / 4, kBlock);
   const bool aligned = ((reinterpret_cast<uintptr_t>(out) | reinterpret_cast<uintptr_t>(x)) & 15) == 0;
   if (aligned) scale_kernel<<<blocks, kBlock, 0, library_stream()>>>(out, x, alpha, count);
   else scale_scalar_kernel<<<blocks, kBlock, 0, library_stream()>>>(out, x, alpha, count);
@@ -256,7 +247,7 @@ void channel_bias_add(float* out, const float* x, const float* bias, const Chann
   const int64_t count = layout.elements();
   if (count <= 0) return;
   const bool vectorized = layout.inner % 4 == 0 && aligned16(out) && aligned16(x);
-  const unsigned blocks = grid_for(vectorized ? count / 4 : count);
+  const unsigned blocks = grid_for(vectorized ? count / 4 : count, kBlock);
   cudaStream_t stream = library_stream();
   if (count < (int64_t{1} << 31)) {
     const uint32_t n = uint32_t(count), c = uint32_t(layout.channels), i = uint32_t(layout.inner);
@@ -272,13 +263,13 @@ void channel_bias_add(float* out, const float* x, const float* bias, const Chann
 
 void convert(bfloat16* out, const float* x, int64_t count) {
   if (count <= 0) return;
-  convert_kernel<<<grid_for(count), kBlock, 0, library_stream()>>>(out, x, count);
+  convert_kernel<<<grid_for(count, kBlock), kBlock, 0, library_stream()>>>(out, x, count);
   WN_CUDA_CHECK_LAUNCH();
 }
 
 void convert(float* out, const bfloat16* x, int64_t count) {
   if (count <= 0) return;
-  convert_kernel<<<grid_for(count), kBlock, 0, library_stream()>>>(out, x, count);
+  convert_kernel<<<grid_for(count, kBlock), kBlock, 0, library_stream()>>>(out, x, count);
   WN_CUDA_CHECK_LAUNCH();
 }
 

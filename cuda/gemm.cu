@@ -468,8 +468,7 @@ void gemm_tensor_cores(const GemmArgsOf<T>& args, bool transpose_a, bool transpo
 void gemm(float* out, const float* a, const float* b, const GemmShape& shape, const GemmEpilogue& epilogue) {
   const int64_t m = shape.m, n = shape.n, k = shape.k;
   const bool transpose_a = shape.transpose_a, transpose_b = shape.transpose_b;
-  if (m < 0 || n < 0 || k < 0) throw std::invalid_argument("gemm: negative size");
-  if (m == 0 || n == 0) return;
+  if (gemm_writes_nothing(shape)) return;
   GemmArgs args = make_args(out, a, b, m, n, k, transpose_a, transpose_b, epilogue);
   if (k == 0) return launch_reduce(args, 0);
   if (precision_setting == GemmPrecision::kTensorFloat32 && tensor_cores_available())
@@ -501,8 +500,7 @@ void gemm(bfloat16* out, const bfloat16* a, const bfloat16* b, const GemmShape& 
           const GemmEpilogueBf16& epilogue) {
   const int64_t m = shape.m, n = shape.n, k = shape.k;
   const bool transpose_a = shape.transpose_a, transpose_b = shape.transpose_b;
-  if (m < 0 || n < 0 || k < 0) throw std::invalid_argument("gemm: negative size");
-  if (m == 0 || n == 0) return;
+  if (gemm_writes_nothing(shape)) return;
   GemmArgsOf<bfloat16> args = make_args(out, a, b, m, n, k, transpose_a, transpose_b, epilogue);
   if (k == 0) return launch_reduce(args, 0);
   if (!tensor_cores_available()) throw std::runtime_error("gemm(bfloat16): needs a GPU of compute capability 8.0 or newer");

@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "check.cuh"
+#include "launch.cuh"
 #include "loss.cuh"
 #include "runtime.cuh"
 
@@ -57,11 +58,12 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
-// One block: thread t adds rows t, t + kBlock, ...; then a fixed tree over the block.
-__global__ void __launch_bounds__(kBlock) mean_loss_kernel(float* loss, const float* row_loss, int64_t batch) {
-  __shared__ float sums[kBlock];
-  float sum = 0.0f;
-  for (int64_t row = threadIdx.x; row < batch; row += kBlock) sum += row_loss[row];
+// One block: thread t adds values t, t + kBlock, ... in Sum (float or double); then a fixed tree. sums[0] ends
+// with the total.
+template <class Sum>
+__device__ Sum block_sum_fixed_order(const float* values, int64_t count, Sum* sums) {
+  Sum sum = 0;
+  for (int64_t i = threadIdx.x; i < count; i += kBlock) sum += values[i];
   sums[threadIdx.x] = sum;
   __syncthreads();
 #pragma unroll
@@ -69,7 +71,14 @@ __global__ void __launch_bounds__(kBlock) mean_loss_kernel(float* loss, const fl
     if (threadIdx.x < width) sums[threadIdx.x] += sums[threadIdx.x + width];
     __syncthreads();
   }
-  if (threadIdx.x == 0) loss[0] = batch > 0 ? sums[0] / static_cast<float>(batch) : 0.0f;
+  return sums[0];
+}
+
+// The mean of the rows' losses, summed in float in a fixed order.
+__global__ void __launch_bounds__(kBlock) mean_loss_kernel(float* loss, const float* row_loss, int64_t batch) {
+  __shared__ float sums[kBlock];
+  const float total = block_sum_fixed_order(row_loss, batch, sums);
+  if (threadIdx.x == 0) loss[0] = batch > 0 ? total / static_cast<float>(batch) : 0.0f;
 }
 
 __global__ void __launch_bounds__(kBlock)
@@ -84,26 +93,7 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-unsigned grid_for(int64_t count) {
-  const int sms = std::max(1, device_status().multiprocessors);
-  return static_cast<unsigned>(std::clamp<int64_t>(ceil_div(count, kBlock), 1, 8 * sms));
-}
-
-// One block: thread t adds values t, t + kBlock, ... in double; then a fixed tree. sums[0] ends with the total.
-__device__ double block_sum_fixed_order(const float* values, int64_t count, double* sums) {
-  double sum = 0.0;
-  for (int64_t i = threadIdx.x; i < count; i += kBlock) sum += values[i];
-  sums[threadIdx.x] = sum;
-  __syncthreads();
-#pragma unroll
-  for (int width = kBlock / 2; width > 0; width /= 2) {
-    if (threadIdx.x < width) sums[threadIdx.x] += sums[threadIdx.x + width];
-    __syncthreads();
-  }
-  return sums[0];
-}
 
 __global__ void __launch_bounds__(kBlock)
     pointwise_loss_forward_kernel(float* element_loss, const float* input, const float* target, int64_t count,
@@ -243,8 +233,7 @@ void softmax_cross_entropy_forward(float* loss, float* probs, const float* logit
 void softmax_cross_entropy_backward(float* dlogits, const float* probs, const float* labels, const float* dloss,
                                     int64_t batch, int64_t classes) {
   if (batch <= 0 || classes <= 0) return;
-  const int sms = std::max(1, device_status().multiprocessors);
-  const unsigned blocks = static_cast<unsigned>(std::clamp<int64_t>(ceil_div(batch * classes, kBlock), 1, 8 * sms));
+  const unsigned blocks = grid_for(batch * classes, kBlock);
   softmax_cross_entropy_backward_kernel<<<blocks, kBlock, 0, library_stream()>>>(dlogits, probs, labels, dloss, batch,
                                                                                  classes);
   WN_CUDA_CHECK_LAUNCH();
@@ -254,7 +243,8 @@ void pointwise_loss_forward(float* element_loss, float* reduced, const float* in
                             int64_t count, const PointwiseLossOptions& options, LossReduction reduction) {
   cudaStream_t stream = library_stream();
   if (count > 0) {
-    pointwise_loss_forward_kernel<<<grid_for(count), kBlock, 0, stream>>>(element_loss, input, target, count, options);
+    pointwise_loss_forward_kernel<<<grid_for(count, kBlock), kBlock, 0, stream>>>(element_loss, input, target, count,
+                                                                                 options);
     WN_CUDA_CHECK_LAUNCH();
   }
   pointwise_loss_reduce_kernel<<<1, kBlock, 0, stream>>>(reduced, element_loss, count, reduction);
@@ -264,8 +254,8 @@ void pointwise_loss_forward(float* element_loss, float* reduced, const float* in
 void pointwise_loss_backward(float* dinput, const float* dloss, int64_t dloss_count, float scale, const float* input,
                              const float* target, int64_t count, const PointwiseLossOptions& options) {
   if (count <= 0) return;
-  pointwise_loss_backward_kernel<<<grid_for(count), kBlock, 0, library_stream()>>>(dinput, dloss, dloss_count, scale,
-                                                                                   input, target, count, options);
+  pointwise_loss_backward_kernel<<<grid_for(count, kBlock), kBlock, 0, library_stream()>>>(
+      dinput, dloss, dloss_count, scale, input, target, count, options);
   WN_CUDA_CHECK_LAUNCH();
 }
 
@@ -275,8 +265,8 @@ void class_loss_forward(float* position_loss, float* position_weight, float* red
   cudaStream_t stream = library_stream();
   const int64_t positions = options.outer * options.inner;
   if (positions > 0) {
-    class_loss_positions_kernel<<<grid_for(positions), kBlock, 0, stream>>>(position_loss, position_weight, saved, input,
-                                                                             labels, options);
+    class_loss_positions_kernel<<<grid_for(positions, kBlock), kBlock, 0, stream>>>(position_loss, position_weight, saved,
+                                                                                   input, labels, options);
     WN_CUDA_CHECK_LAUNCH();
   }
   class_loss_reduce_kernel<<<1, kBlock, 0, stream>>>(reduced, weight_total, position_loss, position_weight, positions,
@@ -288,8 +278,8 @@ void class_loss_backward(float* dinput, const float* saved, const float* labels,
                          int64_t dloss_count, const float* weight_total, const ClassLossOptions& options) {
   const int64_t positions = options.outer * options.inner;
   if (positions <= 0) return;
-  class_loss_backward_kernel<<<grid_for(positions), kBlock, 0, library_stream()>>>(dinput, saved, labels, dloss,
-                                                                                   dloss_count, weight_total, options);
+  class_loss_backward_kernel<<<grid_for(positions, kBlock), kBlock, 0, library_stream()>>>(
+      dinput, saved, labels, dloss, dloss_count, weight_total, options);
   WN_CUDA_CHECK_LAUNCH();
 }
 

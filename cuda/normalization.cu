@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "check.cuh"
+#include "launch.cuh"
 #include "normalization.cuh"
 #include "reduce.cuh"
 #include "runtime.cuh"
@@ -161,10 +162,6 @@ __global__ void __launch_bounds__(kBlock) channel_map_kernel(Op op, float* out, 
   }
 }
 
-bool aligned16(const void* pointer) { return (reinterpret_cast<uintptr_t>(pointer) & 15) == 0; }
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 unsigned channel_blocks(int64_t channels) { return static_cast<unsigned>(ceil_div(std::max<int64_t>(channels, 1), kBlock)); }
 
 template <class Op>
@@ -172,9 +169,7 @@ void launch_channel_map(const Op& op, float* out, const float* a, const float* b
   const int64_t count = l.elements();
   if (count <= 0) return;
   const bool vectorized = l.inner % 4 == 0 && aligned16(out) && aligned16(a) && aligned16(b);
-  const int64_t sms = std::max(1, device_status().multiprocessors);
-  const int64_t items = vectorized ? count / 4 : count;
-  const unsigned blocks = static_cast<unsigned>(std::clamp<int64_t>(ceil_div(items, kBlock), 1, 8 * sms));
+  const unsigned blocks = grid_for(vectorized ? count / 4 : count, kBlock);
   cudaStream_t stream = library_stream();
   if (count < (int64_t{1} << 31)) {
     const uint32_t n = uint32_t(count), c = uint32_t(l.channels), i = uint32_t(l.inner);

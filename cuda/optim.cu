@@ -20,6 +20,7 @@
 #include <stdexcept>
 
 #include "check.cuh"
+#include "launch.cuh"
 #include "optim.cuh"
 #include "runtime.cuh"
 #include "weightnorm.cuh"
@@ -197,10 +198,6 @@ __global__ void sqrt_floor_kernel(float* norm, int64_t channels, float eps) {
   if (k < channels) norm[k] = fmaxf(sqrtf(norm[k]), eps);
 }
 
-bool aligned16(const void* pointer) { return (reinterpret_cast<uintptr_t>(pointer) & 15) == 0; }
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 template <class Rule, int kGroup>
 void launch_rows_group(const Rule& rule, const Tensors& t, float* norm, int64_t rows, int64_t row_length, float eps) {
   const unsigned blocks = static_cast<unsigned>(ceil_div(rows, kBlock / kGroup));
@@ -245,9 +242,7 @@ void run_step(const Rule& rule, const Tensors& t, int64_t count, const NormOutpu
   if (count > 0) {
     const bool aligned = aligned16(t.param) && aligned16(t.grad) && (Rule::kStates < 1 || aligned16(t.s1)) &&
                          (Rule::kStates < 2 || aligned16(t.s2));
-    const int64_t sms = std::max(1, device_status().multiprocessors);
-    const int64_t items = aligned ? count / 4 : count;
-    const unsigned blocks = static_cast<unsigned>(std::clamp<int64_t>(ceil_div(items, kBlock), 1, 8 * sms));
+    const unsigned blocks = grid_for(aligned ? count / 4 : count, kBlock);
     if (aligned) optimizer_step_kernel<Rule, true><<<blocks, kBlock, 0, stream>>>(rule, t, count);
     else optimizer_step_kernel<Rule, false><<<blocks, kBlock, 0, stream>>>(rule, t, count);
     WN_CUDA_CHECK_LAUNCH();
@@ -276,19 +271,15 @@ void sgd_step(float* param, float* velocity, const float* grad, int64_t count, c
 
 void adam_step(float* param, float* m, float* v, const float* grad, int64_t count, const AdamOptions& options,
                int64_t step, const NormOutput* norm_output) {
-  const double t = static_cast<double>(std::max<int64_t>(step, 1));
-  const double correction1 = 1.0 - std::pow(double(options.beta1), t);
-  const double correction2 = 1.0 - std::pow(double(options.beta2), t);
-  const AdamRule rule{static_cast<float>(options.lr / correction1), options.beta1, options.beta2,
-                      static_cast<float>(1.0 / std::sqrt(correction2)), options.eps, options.weight_decay};
+  const AdamBiasCorrection correction = adam_bias_correction(options, step);
+  const AdamRule rule{correction.step_size, options.beta1, options.beta2, correction.inv_sqrt_correction2,
+                      options.eps, options.weight_decay};
   run_step(rule, Tensors{param, m, v, grad}, count, norm_output);
 }
 
 void adamax_step(float* param, float* m, float* u, const float* grad, int64_t count, const AdamOptions& options,
                  int64_t step, const NormOutput* norm_output) {
-  const double t = static_cast<double>(std::max<int64_t>(step, 1));
-  const double correction1 = 1.0 - std::pow(double(options.beta1), t);
-  const AdamaxRule rule{static_cast<float>(options.lr / correction1), options.beta1, options.beta2, options.eps,
+  const AdamaxRule rule{adam_bias_correction(options, step).step_size, options.beta1, options.beta2, options.eps,
                         options.weight_decay};
   run_step(rule, Tensors{param, m, u, grad}, count, norm_output);
 }

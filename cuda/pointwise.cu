@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "check.cuh"
+#include "launch.cuh"
 #include "pointwise.cuh"
 #include "runtime.cuh"
 
@@ -23,12 +24,6 @@ namespace {
 
 constexpr int kBlock = 256;
 
-// Enough blocks to fill the GPU several times over, capped by the work.
-unsigned grid_for(int64_t items) {
-  const int sms = std::max(1, device_status().multiprocessors);
-  const int64_t wanted = (items + kBlock - 1) / kBlock;
-  return static_cast<unsigned>(std::clamp<int64_t>(wanted, 1, int64_t{sms} * 8));
-}
 
 __device__ __forceinline__ int64_t first_index() { return int64_t(blockIdx.x) * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ int64_t grid_stride() { return int64_t(gridDim.x) * blockDim.x; }
@@ -85,22 +80,10 @@ __global__ void __launch_bounds__(kBlock) where_kernel(T* out, const uint8_t* co
 __global__ void __launch_bounds__(kBlock) sum_to_kernel(float* out, const float* x, SumToLayout layout) {
   __shared__ double partial[kBlock];
   for (int64_t k = blockIdx.x; k < layout.out_count; k += gridDim.x) {
-    int64_t base = 0;
-    int64_t rest = k;
-    for (int d = layout.kept_rank - 1; d >= 0; --d) {
-      base += (rest % layout.kept_shape[d]) * layout.kept_strides[d];
-      rest /= layout.kept_shape[d];
-    }
+    const int64_t base = pointwise::walk_offset(layout.kept_rank, layout.kept_shape, layout.kept_strides, k);
     double total = 0.0;
-    for (int64_t r = threadIdx.x; r < layout.reduced_count; r += kBlock) {
-      int64_t offset = base;
-      int64_t remaining = r;
-      for (int d = layout.reduced_rank - 1; d >= 0; --d) {
-        offset += (remaining % layout.reduced_shape[d]) * layout.reduced_strides[d];
-        remaining /= layout.reduced_shape[d];
-      }
-      total += x[offset];
-    }
+    for (int64_t r = threadIdx.x; r < layout.reduced_count; r += kBlock)
+      total += x[base + pointwise::walk_offset(layout.reduced_rank, layout.reduced_shape, layout.reduced_strides, r)];
     partial[threadIdx.x] = total;
     __syncthreads();
     for (int half = kBlock / 2; half > 0; half /= 2) {
@@ -129,7 +112,7 @@ __global__ void __launch_bounds__(kBlock) unary_backward_kernel(float* dx, const
 template <class Out, class In, class F>
 void launch_binary(Out* out, const In* a, const In* b, const BroadcastLayout& layout, F f) {
   if (layout.count <= 0) return;
-  broadcast_binary_kernel<<<grid_for(layout.count), kBlock, 0, library_stream()>>>(out, a, b, layout, f);
+  broadcast_binary_kernel<<<grid_for(layout.count, kBlock), kBlock, 0, library_stream()>>>(out, a, b, layout, f);
   WN_CUDA_CHECK_LAUNCH();
 }
 
@@ -137,7 +120,7 @@ void launch_binary(Out* out, const In* a, const In* b, const BroadcastLayout& la
 
 void cast(void* out, DType out_type, const void* x, DType x_type, int64_t count) {
   if (count <= 0) return;
-  cast_kernel<<<grid_for(count), kBlock, 0, library_stream()>>>(out, out_type, x, x_type, count);
+  cast_kernel<<<grid_for(count, kBlock), kBlock, 0, library_stream()>>>(out, out_type, x, x_type, count);
   WN_CUDA_CHECK_LAUNCH();
 }
 
@@ -164,19 +147,20 @@ void compare(uint8_t* out, const uint8_t* a, const uint8_t* b, BinaryOp op, cons
 void binary_backward(float* out, const float* dy, const float* a, const float* b, BinaryOp op, int operand,
                      float alpha, const BroadcastLayout& layout) {
   if (layout.count <= 0) return;
-  binary_backward_kernel<<<grid_for(layout.count), kBlock, 0, library_stream()>>>(out, dy, a, b, op, operand, alpha, layout);
+  binary_backward_kernel<<<grid_for(layout.count, kBlock), kBlock, 0, library_stream()>>>(out, dy, a, b, op, operand,
+                                                                                          alpha, layout);
   WN_CUDA_CHECK_LAUNCH();
 }
 
 void where(uint32_t* out, const uint8_t* cond, const uint32_t* a, const uint32_t* b, const BroadcastLayout& layout) {
   if (layout.count <= 0) return;
-  where_kernel<<<grid_for(layout.count), kBlock, 0, library_stream()>>>(out, cond, a, b, layout);
+  where_kernel<<<grid_for(layout.count, kBlock), kBlock, 0, library_stream()>>>(out, cond, a, b, layout);
   WN_CUDA_CHECK_LAUNCH();
 }
 
 void where(uint8_t* out, const uint8_t* cond, const uint8_t* a, const uint8_t* b, const BroadcastLayout& layout) {
   if (layout.count <= 0) return;
-  where_kernel<<<grid_for(layout.count), kBlock, 0, library_stream()>>>(out, cond, a, b, layout);
+  where_kernel<<<grid_for(layout.count, kBlock), kBlock, 0, library_stream()>>>(out, cond, a, b, layout);
   WN_CUDA_CHECK_LAUNCH();
 }
 
@@ -189,26 +173,26 @@ void sum_to(float* out, const float* x, const SumToLayout& layout) {
 
 void unary(float* y, const float* x, UnaryOp op, UnaryParams params, int64_t count) {
   if (count <= 0) return;
-  unary_kernel<<<grid_for(count), kBlock, 0, library_stream()>>>(y, x, op, params, count);
+  unary_kernel<<<grid_for(count, kBlock), kBlock, 0, library_stream()>>>(y, x, op, params, count);
   WN_CUDA_CHECK_LAUNCH();
 }
 
 void unary(int32_t* y, const int32_t* x, UnaryOp op, UnaryParams params, int64_t count) {
   if (count <= 0) return;
-  unary_kernel<<<grid_for(count), kBlock, 0, library_stream()>>>(y, x, op, params, count);
+  unary_kernel<<<grid_for(count, kBlock), kBlock, 0, library_stream()>>>(y, x, op, params, count);
   WN_CUDA_CHECK_LAUNCH();
 }
 
 void unary(uint8_t* y, const uint8_t* x, UnaryOp, UnaryParams, int64_t count) {
   if (count <= 0) return;  // only logical not reaches bool tensors
-  logical_not_kernel<<<grid_for(count), kBlock, 0, library_stream()>>>(y, x, count);
+  logical_not_kernel<<<grid_for(count, kBlock), kBlock, 0, library_stream()>>>(y, x, count);
   WN_CUDA_CHECK_LAUNCH();
 }
 
 void unary_backward(float* dx, const float* dy, const float* x, const float* y, UnaryOp op, UnaryParams params,
                     int64_t count) {
   if (count <= 0) return;
-  unary_backward_kernel<<<grid_for(count), kBlock, 0, library_stream()>>>(dx, dy, x, y, op, params, count);
+  unary_backward_kernel<<<grid_for(count, kBlock), kBlock, 0, library_stream()>>>(dx, dy, x, y, op, params, count);
   WN_CUDA_CHECK_LAUNCH();
 }
 

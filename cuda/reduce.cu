@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "check.cuh"
+#include "launch.cuh"
 #include "reduce.cuh"
 #include "runtime.cuh"
 
@@ -34,24 +35,12 @@ constexpr int64_t kMaxColumnRowsPerThread = 2048;
 constexpr int64_t kMaxSegmentSlice = int64_t{32} * 2048;
 constexpr int kMaxGridY = 65535;
 
-// kPlain: s0 = sum a.  kCenteredSquare: s0 = sum (a - shift[k])^2.  kSumAndCenteredDot: s0 = sum b,
-// s1 = sum (a - shift[k]) * b (the batch-norm backward's two sums from one pass over x and dy).
-enum class Kind { kPlain, kCenteredSquare, kSumAndCenteredDot };
-
-template <Kind K>
-constexpr int kSums = K == Kind::kSumAndCenteredDot ? 2 : 1;
-
-struct SumInputs {
-  const float* a;
-  const float* b;
-  const float* shift;  // per channel; null for kPlain
-};
-
-template <Kind K>
-__device__ __forceinline__ void accumulate(float (&s)[kSums<K>], const SumInputs& in, int64_t e, float shift) {
-  if constexpr (K == Kind::kPlain) {
+template <ChannelSumKind K>
+__device__ __forceinline__ void accumulate(float (&s)[kChannelSums<K>], const ChannelSumInputs& in, int64_t e,
+                                           float shift) {
+  if constexpr (K == ChannelSumKind::kPlain) {
     s[0] += in.a[e];
-  } else if constexpr (K == Kind::kCenteredSquare) {
+  } else if constexpr (K == ChannelSumKind::kCenteredSquare) {
     const float d = in.a[e] - shift;
     s[0] += d * d;
   } else {
@@ -68,11 +57,11 @@ __device__ __forceinline__ float warp_sum(float value) {
 }
 
 // Partials laid out [sum n][split][channels][per_split]; here per_split = inner and column = k * inner + i.
-template <Kind K>
+template <ChannelSumKind K>
 __global__ void __launch_bounds__(kColumnTile* kColumnRows)
-    channel_columns_partial_kernel(float* partial, SumInputs in, int64_t outer, int64_t columns, int64_t inner,
+    channel_columns_partial_kernel(float* partial, ChannelSumInputs in, int64_t outer, int64_t columns, int64_t inner,
                                    int64_t rows_per_split) {
-  constexpr int N = kSums<K>;
+  constexpr int N = kChannelSums<K>;
   __shared__ float sums[N][kColumnRows][kColumnTile + 1];
   const int x = threadIdx.x, y = threadIdx.y;
   const int64_t column = int64_t(blockIdx.x) * kColumnTile + x;
@@ -97,11 +86,11 @@ __global__ void __launch_bounds__(kColumnTile* kColumnRows)
 }
 
 // Partials laid out [sum n][split][channels] (per_split = 1). One warp per (channel, split).
-template <Kind K>
+template <ChannelSumKind K>
 __global__ void __launch_bounds__(kBlock)
-    channel_segments_partial_kernel(float* partial, SumInputs in, int64_t channels, int64_t inner,
+    channel_segments_partial_kernel(float* partial, ChannelSumInputs in, int64_t channels, int64_t inner,
                                     int64_t reduce_size, int64_t splits, int64_t split_length) {
-  constexpr int N = kSums<K>;
+  constexpr int N = kChannelSums<K>;
   const int64_t unit = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (unit >= channels * splits) return;  // the whole warp: the butterfly below stays full
@@ -151,14 +140,10 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-int64_t multiprocessors() { return std::max(1, device_status().multiprocessors); }
-
 // out0[k] (and out1[k]) = the channel sums of kind K.
-template <Kind K>
-void channel_sums(float* out0, float* out1, const SumInputs& in, const ChannelLayout& l) {
-  constexpr int N = kSums<K>;
+template <ChannelSumKind K>
+void channel_sums(float* out0, float* out1, const ChannelSumInputs& in, const ChannelLayout& l) {
+  constexpr int N = kChannelSums<K>;
   if (l.channels <= 0) return;
   if (l.reduce_size() == 0) {
     fill_zero(out0, l.channels * sizeof(float));
@@ -203,11 +188,12 @@ void channel_sums(float* out0, float* out1, const SumInputs& in, const ChannelLa
 }  // namespace
 
 void sum_all(float* out, const float* x, int64_t count) {
-  channel_sums<Kind::kPlain>(out, nullptr, {x, nullptr, nullptr}, ChannelLayout{1, 1, std::max<int64_t>(count, 0)});
+  channel_sums<ChannelSumKind::kPlain>(out, nullptr, {x, nullptr, nullptr},
+                                       ChannelLayout{1, 1, std::max<int64_t>(count, 0)});
 }
 
 void channel_sum(float* out, const float* x, const ChannelLayout& layout) {
-  channel_sums<Kind::kPlain>(out, nullptr, {x, nullptr, nullptr}, layout);
+  channel_sums<ChannelSumKind::kPlain>(out, nullptr, {x, nullptr, nullptr}, layout);
 }
 
 // The batch-norm statistics. Not in reduce.cuh (its contract is the plain ops); cuda/normalization.cu declares
@@ -215,12 +201,12 @@ void channel_sum(float* out, const float* x, const ChannelLayout& layout) {
 namespace detail {
 
 void channel_centered_squares(float* sums, const float* x, const float* shift, const ChannelLayout& layout) {
-  cuda::channel_sums<Kind::kCenteredSquare>(sums, nullptr, {x, nullptr, shift}, layout);
+  cuda::channel_sums<ChannelSumKind::kCenteredSquare>(sums, nullptr, {x, nullptr, shift}, layout);
 }
 
 void channel_sums_and_centered_dots(float* sums_of_dy, float* dots, const float* x, const float* shift,
                                     const float* dy, const ChannelLayout& layout) {
-  cuda::channel_sums<Kind::kSumAndCenteredDot>(sums_of_dy, dots, {x, dy, shift}, layout);
+  cuda::channel_sums<ChannelSumKind::kSumAndCenteredDot>(sums_of_dy, dots, {x, dy, shift}, layout);
 }
 
 }  // namespace detail

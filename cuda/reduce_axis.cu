@@ -32,12 +32,6 @@ constexpr int kColumns = 32;           // outputs per block in the columns shape
 constexpr int kColumnRows = kThreads / kColumns;
 constexpr int64_t kMaxBlocks = 65536;  // grid-stride beyond this
 
-struct View {
-  int64_t outer, reduce, inner;
-};
-
-View view_of(const AxisLayout& l) { return {l.outer, l.reduce, l.inner}; }
-
 // An extremum and where it is; index < 0: no element yet (loses to every element).
 struct Extremum {
   float value;
@@ -118,15 +112,15 @@ struct PickExtremum {
 struct Unit {
   int64_t o, i;
   bool active;
-  __device__ __forceinline__ int64_t element(const View& v, int64_t r) const { return (o * v.reduce + r) * v.inner + i; }
-  __device__ __forceinline__ int64_t output(const View& v) const { return o * v.inner + i; }
+  __device__ __forceinline__ int64_t element(const AxisLayout& v, int64_t r) const { return (o * v.reduce + r) * v.inner + i; }
+  __device__ __forceinline__ int64_t output(const AxisLayout& v) const { return o * v.inner + i; }
 };
 
-__device__ __forceinline__ int64_t units_of(const View& v) {
+__device__ __forceinline__ int64_t units_of(const AxisLayout& v) {
   return v.inner == 1 ? v.outer : v.outer * ((v.inner + kColumns - 1) / kColumns);
 }
 
-__device__ __forceinline__ Unit unit_at(const View& v, int64_t unit) {
+__device__ __forceinline__ Unit unit_at(const AxisLayout& v, int64_t unit) {
   if (v.inner == 1) return {unit, 0, true};
   const int64_t blocks = (v.inner + kColumns - 1) / kColumns;
   const int64_t i = (unit % blocks) * kColumns + threadIdx.x;
@@ -137,24 +131,24 @@ __device__ __forceinline__ Unit unit_at(const View& v, int64_t unit) {
 #define WN_FOR_MY_R(v, r) for (int64_t r = threadIdx.y; r < (v).reduce; r += blockDim.y)
 
 template <bool kLargest>
-__device__ Extremum extremum_of(const float* x, const View& v, const Unit& u, Slot* slots) {
+__device__ Extremum extremum_of(const float* x, const AxisLayout& v, const Unit& u, Slot* slots) {
   Extremum e{0.0f, -1};
   if (u.active) WN_FOR_MY_R(v, r) e = better<kLargest>(e, Extremum{x[u.element(v, r)], r});
   return block_combine(e, PickExtremum<kLargest>{}, slots);
 }
 
-__device__ float max_of(const float* x, const View& v, const Unit& u, Slot* slots) {
+__device__ float max_of(const float* x, const AxisLayout& v, const Unit& u, Slot* slots) {
   return extremum_of<true>(x, v, u, slots).value;
 }
 
 // sum over r of exp(x - m), in double.
-__device__ double exp_sum_of(const float* x, float m, const View& v, const Unit& u, Slot* slots) {
+__device__ double exp_sum_of(const float* x, float m, const AxisLayout& v, const Unit& u, Slot* slots) {
   double s = 0.0;
   if (u.active) WN_FOR_MY_R(v, r) s += expf(x[u.element(v, r)] - m);
   return block_combine(s, AddDouble{}, slots);
 }
 
-__device__ double mean_of(const float* x, const View& v, const Unit& u, Slot* slots) {
+__device__ double mean_of(const float* x, const AxisLayout& v, const Unit& u, Slot* slots) {
   double s = 0.0;
   if (u.active) WN_FOR_MY_R(v, r) s += x[u.element(v, r)];
   return block_combine(s, AddDouble{}, slots) / static_cast<double>(v.reduce);
@@ -167,7 +161,7 @@ __device__ double mean_of(const float* x, const View& v, const Unit& u, Slot* sl
     if (const Unit u = unit_at(v, unit_index); true)
 
 __global__ void __launch_bounds__(kThreads)
-    axis_reduce_kernel(float* out, const float* x, View v, AxisReduceOp op, double correction) {
+    axis_reduce_kernel(float* out, const float* x, AxisLayout v, AxisReduceOp op, double correction) {
   __shared__ Slot slots[kSlots];
   WN_FOR_EACH_UNIT(v, u) {
     float result = 0.0f;
@@ -204,7 +198,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <bool kLargest>
-__global__ void __launch_bounds__(kThreads) axis_arg_reduce_kernel(float* values, int32_t* indices, const float* x, View v) {
+__global__ void __launch_bounds__(kThreads) axis_arg_reduce_kernel(float* values, int32_t* indices, const float* x, AxisLayout v) {
   __shared__ Slot slots[kSlots];
   WN_FOR_EACH_UNIT(v, u) {
     const Extremum e = extremum_of<kLargest>(x, v, u, slots);
@@ -215,7 +209,7 @@ __global__ void __launch_bounds__(kThreads) axis_arg_reduce_kernel(float* values
   }
 }
 
-__global__ void __launch_bounds__(kThreads) softmax_forward_kernel(float* y, const float* x, View v, bool take_log) {
+__global__ void __launch_bounds__(kThreads) softmax_forward_kernel(float* y, const float* x, AxisLayout v, bool take_log) {
   __shared__ Slot slots[kSlots];
   WN_FOR_EACH_UNIT(v, u) {
     const float m = max_of(x, v, u, slots);
@@ -232,7 +226,7 @@ __global__ void __launch_bounds__(kThreads) softmax_forward_kernel(float* y, con
 }
 
 __global__ void __launch_bounds__(kThreads)
-    softmax_backward_kernel(float* dx, const float* dy, const float* y, View v, bool take_log) {
+    softmax_backward_kernel(float* dx, const float* dy, const float* y, AxisLayout v, bool take_log) {
   __shared__ Slot slots[kSlots];
   WN_FOR_EACH_UNIT(v, u) {
     double s = 0.0;
@@ -252,7 +246,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-__global__ void axis_broadcast_kernel(float* dx, const float* dy, View v, float alpha) {
+__global__ void axis_broadcast_kernel(float* dx, const float* dy, AxisLayout v, float alpha) {
   const int64_t count = v.outer * v.reduce * v.inner;
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < count; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = e % v.inner, o = e / (v.reduce * v.inner);
@@ -261,7 +255,7 @@ __global__ void axis_broadcast_kernel(float* dx, const float* dy, View v, float 
 }
 
 __global__ void __launch_bounds__(kThreads)
-    axis_extremum_backward_kernel(float* dx, const float* dy, const float* x, const float* y, View v) {
+    axis_extremum_backward_kernel(float* dx, const float* dy, const float* x, const float* y, AxisLayout v) {
   __shared__ Slot slots[kSlots];
   WN_FOR_EACH_UNIT(v, u) {
     const float extreme = u.active ? y[u.output(v)] : 0.0f;
@@ -279,7 +273,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <bool kLargest>
-__global__ void __launch_bounds__(kThreads) axis_arg_backward_kernel(float* dx, const float* dy, const float* x, View v) {
+__global__ void __launch_bounds__(kThreads) axis_arg_backward_kernel(float* dx, const float* dy, const float* x, AxisLayout v) {
   __shared__ Slot slots[kSlots];
   WN_FOR_EACH_UNIT(v, u) {
     const Extremum e = extremum_of<kLargest>(x, v, u, slots);
@@ -290,7 +284,7 @@ __global__ void __launch_bounds__(kThreads) axis_arg_backward_kernel(float* dx, 
   }
 }
 
-__global__ void __launch_bounds__(kThreads) axis_logsumexp_backward_kernel(float* dx, const float* dy, const float* x, View v) {
+__global__ void __launch_bounds__(kThreads) axis_logsumexp_backward_kernel(float* dx, const float* dy, const float* x, AxisLayout v) {
   __shared__ Slot slots[kSlots];
   WN_FOR_EACH_UNIT(v, u) {
     const float m = max_of(x, v, u, slots);
@@ -306,7 +300,7 @@ __global__ void __launch_bounds__(kThreads) axis_logsumexp_backward_kernel(float
 }
 
 __global__ void __launch_bounds__(kThreads)
-    axis_var_backward_kernel(float* dx, const float* dy, const float* x, const float* standard_deviation, View v,
+    axis_var_backward_kernel(float* dx, const float* dy, const float* x, const float* standard_deviation, AxisLayout v,
                              double correction) {
   __shared__ Slot slots[kSlots];
   const double dof = fmax(static_cast<double>(v.reduce) - correction, 0.0);
@@ -326,11 +320,11 @@ __global__ void __launch_bounds__(kThreads)
 
 // Launch shapes.
 // Rows of at most 64 elements (softmax over a few classes) take one warp per row: 256 threads would mostly idle.
-dim3 block_of(const View& v) {
+dim3 block_of(const AxisLayout& v) {
   if (v.inner > 1) return dim3(kColumns, kColumnRows);
   return dim3(1, v.reduce <= 2 * kWarp ? kWarp : kThreads);
 }
-unsigned grid_of(const View& v) {
+unsigned grid_of(const AxisLayout& v) {
   const int64_t units = v.inner == 1 ? v.outer : v.outer * ((v.inner + kColumns - 1) / kColumns);
   return static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>(units, 1), kMaxBlocks));
 }
@@ -340,69 +334,60 @@ unsigned elementwise_grid(int64_t count) {
 
 }  // namespace
 
-void axis_reduce(float* out, const float* x, const AxisLayout& layout, AxisReduceOp op, double correction) {
-  if (layout.outputs() == 0) return;
-  const View v = view_of(layout);
-  axis_reduce_kernel<<<grid_of(v), block_of(v), 0, library_stream()>>>(out, x, v, op, correction);
+void axis_reduce(float* out, const float* x, const AxisLayout& l, AxisReduceOp op, double correction) {
+  if (l.outputs() == 0) return;
+  axis_reduce_kernel<<<grid_of(l), block_of(l), 0, library_stream()>>>(out, x, l, op, correction);
   WN_CUDA_CHECK_LAUNCH();
 }
 
-void axis_arg_reduce(float* values, int32_t* indices, const float* x, const AxisLayout& layout, bool largest) {
-  if (layout.outputs() == 0 || layout.reduce == 0) return;
-  const View v = view_of(layout);
-  if (largest) axis_arg_reduce_kernel<true><<<grid_of(v), block_of(v), 0, library_stream()>>>(values, indices, x, v);
-  else axis_arg_reduce_kernel<false><<<grid_of(v), block_of(v), 0, library_stream()>>>(values, indices, x, v);
+void axis_arg_reduce(float* values, int32_t* indices, const float* x, const AxisLayout& l, bool largest) {
+  if (l.outputs() == 0 || l.reduce == 0) return;
+  if (largest) axis_arg_reduce_kernel<true><<<grid_of(l), block_of(l), 0, library_stream()>>>(values, indices, x, l);
+  else axis_arg_reduce_kernel<false><<<grid_of(l), block_of(l), 0, library_stream()>>>(values, indices, x, l);
   WN_CUDA_CHECK_LAUNCH();
 }
 
-void softmax_forward(float* y, const float* x, const AxisLayout& layout, bool log) {
-  if (layout.elements() == 0) return;
-  const View v = view_of(layout);
-  softmax_forward_kernel<<<grid_of(v), block_of(v), 0, library_stream()>>>(y, x, v, log);
+void softmax_forward(float* y, const float* x, const AxisLayout& l, bool log) {
+  if (l.elements() == 0) return;
+  softmax_forward_kernel<<<grid_of(l), block_of(l), 0, library_stream()>>>(y, x, l, log);
   WN_CUDA_CHECK_LAUNCH();
 }
 
-void softmax_backward(float* dx, const float* dy, const float* y, const AxisLayout& layout, bool log) {
-  if (layout.elements() == 0) return;
-  const View v = view_of(layout);
-  softmax_backward_kernel<<<grid_of(v), block_of(v), 0, library_stream()>>>(dx, dy, y, v, log);
+void softmax_backward(float* dx, const float* dy, const float* y, const AxisLayout& l, bool log) {
+  if (l.elements() == 0) return;
+  softmax_backward_kernel<<<grid_of(l), block_of(l), 0, library_stream()>>>(dx, dy, y, l, log);
   WN_CUDA_CHECK_LAUNCH();
 }
 
-void axis_broadcast(float* dx, const float* dy, const AxisLayout& layout, float alpha) {
-  if (layout.elements() == 0) return;
-  axis_broadcast_kernel<<<elementwise_grid(layout.elements()), kThreads, 0, library_stream()>>>(dx, dy, view_of(layout),
-                                                                                               alpha);
+void axis_broadcast(float* dx, const float* dy, const AxisLayout& l, float alpha) {
+  if (l.elements() == 0) return;
+  axis_broadcast_kernel<<<elementwise_grid(l.elements()), kThreads, 0, library_stream()>>>(dx, dy, l, alpha);
   WN_CUDA_CHECK_LAUNCH();
 }
 
-void axis_extremum_backward(float* dx, const float* dy, const float* x, const float* y, const AxisLayout& layout) {
-  if (layout.elements() == 0) return;
-  const View v = view_of(layout);
-  axis_extremum_backward_kernel<<<grid_of(v), block_of(v), 0, library_stream()>>>(dx, dy, x, y, v);
+void axis_extremum_backward(float* dx, const float* dy, const float* x, const float* y, const AxisLayout& l) {
+  if (l.elements() == 0) return;
+  axis_extremum_backward_kernel<<<grid_of(l), block_of(l), 0, library_stream()>>>(dx, dy, x, y, l);
   WN_CUDA_CHECK_LAUNCH();
 }
 
-void axis_arg_backward(float* dx, const float* dy, const float* x, const AxisLayout& layout, bool largest) {
-  if (layout.elements() == 0) return;
-  const View v = view_of(layout);
-  if (largest) axis_arg_backward_kernel<true><<<grid_of(v), block_of(v), 0, library_stream()>>>(dx, dy, x, v);
-  else axis_arg_backward_kernel<false><<<grid_of(v), block_of(v), 0, library_stream()>>>(dx, dy, x, v);
+void axis_arg_backward(float* dx, const float* dy, const float* x, const AxisLayout& l, bool largest) {
+  if (l.elements() == 0) return;
+  if (largest) axis_arg_backward_kernel<true><<<grid_of(l), block_of(l), 0, library_stream()>>>(dx, dy, x, l);
+  else axis_arg_backward_kernel<false><<<grid_of(l), block_of(l), 0, library_stream()>>>(dx, dy, x, l);
   WN_CUDA_CHECK_LAUNCH();
 }
 
-void axis_logsumexp_backward(float* dx, const float* dy, const float* x, const AxisLayout& layout) {
-  if (layout.elements() == 0) return;
-  const View v = view_of(layout);
-  axis_logsumexp_backward_kernel<<<grid_of(v), block_of(v), 0, library_stream()>>>(dx, dy, x, v);
+void axis_logsumexp_backward(float* dx, const float* dy, const float* x, const AxisLayout& l) {
+  if (l.elements() == 0) return;
+  axis_logsumexp_backward_kernel<<<grid_of(l), block_of(l), 0, library_stream()>>>(dx, dy, x, l);
   WN_CUDA_CHECK_LAUNCH();
 }
 
 void axis_var_backward(float* dx, const float* dy, const float* x, const float* standard_deviation,
-                       const AxisLayout& layout, double correction) {
-  if (layout.elements() == 0) return;
-  const View v = view_of(layout);
-  axis_var_backward_kernel<<<grid_of(v), block_of(v), 0, library_stream()>>>(dx, dy, x, standard_deviation, v,
+                       const AxisLayout& l, double correction) {
+  if (l.elements() == 0) return;
+  axis_var_backward_kernel<<<grid_of(l), block_of(l), 0, library_stream()>>>(dx, dy, x, standard_deviation, l,
                                                                             correction);
   WN_CUDA_CHECK_LAUNCH();
 }

@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "check.cuh"
+#include "launch.cuh"
 #include "runtime.cuh"
 #include "shape.cuh"
 
@@ -20,41 +21,12 @@ namespace {
 
 constexpr int kBlock = 256;
 
-// Enough blocks to fill the GPU several times over, capped by the work.
-unsigned grid_for(int64_t items) {
-  const int sms = std::max(1, device_status().multiprocessors);
-  const int64_t wanted = (items + kBlock - 1) / kBlock;
-  return static_cast<unsigned>(std::clamp<int64_t>(wanted, 1, int64_t{sms} * 8));
-}
-
-template <int kBytes> struct Element;
-template <> struct Element<1> { using type = uint8_t; };
-template <> struct Element<2> { using type = uint16_t; };
-template <> struct Element<4> { using type = uint32_t; };
-template <> struct Element<8> { using type = unsigned long long; };
-
-template <class Body>
-void by_element_size(int element_bytes, Body&& body) {
-  switch (element_bytes) {
-    case 1: return body(Element<1>{});
-    case 2: return body(Element<2>{});
-    case 4: return body(Element<4>{});
-    case 8: return body(Element<8>{});
-    default: throw std::invalid_argument("shape kernels: element size must be 1, 2, 4 or 8 bytes");
-  }
-}
 
 template <class T>
 __global__ void __launch_bounds__(kBlock) strided_copy_kernel(T* out, const T* x, StridedCopy copy, int64_t total) {
   for (int64_t e = int64_t(blockIdx.x) * kBlock + threadIdx.x; e < total; e += int64_t(gridDim.x) * kBlock) {
-    int64_t in = copy.in_offset, o = copy.out_offset, rest = e;
-    for (int d = copy.rank - 1; d >= 0; --d) {
-      const int64_t i = rest % copy.sizes[d];
-      rest /= copy.sizes[d];
-      in += i * copy.in_strides[d];
-      o += i * copy.out_strides[d];
-    }
-    out[o] = x[in];
+    const CopyOffsets at = copy_offsets(copy, copy.rank, -1, e);
+    out[at.out] = x[at.in];
   }
 }
 
@@ -74,21 +46,14 @@ __global__ void __launch_bounds__(kBlock) tiled_copy_kernel(T* out, const T* x, 
   const int64_t row_tiles = (rows + kTile - 1) / kTile, column_tiles = (columns + kTile - 1) / kTile;
   for (int64_t unit = blockIdx.x; unit < units; unit += gridDim.x) {
     const int64_t column_tile = unit % column_tiles, row_tile = (unit / column_tiles) % row_tiles;
-    int64_t in = copy.in_offset, o = copy.out_offset, rest = unit / (column_tiles * row_tiles);
-    for (int d = last - 1; d >= 0; --d) {
-      if (d == a) continue;
-      const int64_t i = rest % copy.sizes[d];
-      rest /= copy.sizes[d];
-      in += i * copy.in_strides[d];
-      o += i * copy.out_strides[d];
-    }
+    const CopyOffsets plane = copy_offsets(copy, last, a, unit / (column_tiles * row_tiles));
     const int64_t row0 = row_tile * kTile, column0 = column_tile * kTile;
     // Load: threadIdx.x runs along a (x's contiguous dim).
     const int64_t load_row = row0 + threadIdx.x;
     for (int c = threadIdx.y; c < kTile; c += kTileRows) {
       const int64_t column = column0 + c;
       if (load_row < rows && column < columns)
-        tile[c][threadIdx.x] = x[in + load_row * copy.in_strides[a] + column * copy.in_strides[last]];
+        tile[c][threadIdx.x] = x[plane.in + load_row * copy.in_strides[a] + column * copy.in_strides[last]];
     }
     __syncthreads();
     // Store: threadIdx.x runs along last (out's contiguous dim).
@@ -96,19 +61,10 @@ __global__ void __launch_bounds__(kBlock) tiled_copy_kernel(T* out, const T* x, 
     for (int r = threadIdx.y; r < kTile; r += kTileRows) {
       const int64_t row = row0 + r;
       if (row < rows && store_column < columns)
-        out[o + row * copy.out_strides[a] + store_column * copy.out_strides[last]] = tile[threadIdx.x][r];
+        out[plane.out + row * copy.out_strides[a] + store_column * copy.out_strides[last]] = tile[threadIdx.x][r];
     }
     __syncthreads();  // the next unit overwrites the tile
   }
-}
-
-// The dim of x to tile with the walk's last one, or -1 when the copy is not transpose-like (mirrors cpu/shape.cc).
-int tiled_dim(const StridedCopy& copy) {
-  const int last = copy.rank - 1;
-  if (copy.rank < 2 || copy.in_strides[last] == 1 || copy.out_strides[last] != 1 || copy.sizes[last] < 8) return -1;
-  for (int a = 0; a < last; ++a)
-    if (copy.in_strides[a] == 1 && copy.sizes[a] >= 8) return a;
-  return -1;
 }
 
 // The smallest position whose value is outside [0, limit), by atomicMin on the position.
@@ -185,13 +141,12 @@ void strided_copy(void* out, const void* x, const StridedCopy& copy) {
       const int last = copy.rank - 1;
       const int64_t tiles = ((copy.sizes[a] + kTile - 1) / kTile) * ((copy.sizes[last] + kTile - 1) / kTile);
       const int64_t units = total / (copy.sizes[a] * copy.sizes[last]) * tiles;
-      const int sms = std::max(1, device_status().multiprocessors);
-      const unsigned blocks = static_cast<unsigned>(std::clamp<int64_t>(units, 1, int64_t{sms} * 16));
+      const unsigned blocks = grid_for(units, 1, 16);  // one block per unit
       tiled_copy_kernel<T><<<blocks, dim3(kTile, kTileRows), 0, library_stream()>>>(static_cast<T*>(out),
                                                                                    static_cast<const T*>(x), copy, a, units);
     } else {
-      strided_copy_kernel<T><<<grid_for(total), kBlock, 0, library_stream()>>>(static_cast<T*>(out),
-                                                                               static_cast<const T*>(x), copy, total);
+      strided_copy_kernel<T><<<grid_for(total, kBlock), kBlock, 0, library_stream()>>>(
+          static_cast<T*>(out), static_cast<const T*>(x), copy, total);
     }
   });
   WN_CUDA_CHECK_LAUNCH();
@@ -202,7 +157,7 @@ int64_t first_index_out_of_range(const int32_t* index, int64_t count, int64_t li
   Scratch scratch(sizeof(unsigned long long));
   auto* first = reinterpret_cast<unsigned long long*>(scratch.floats());
   WN_CUDA_CHECK(cudaMemsetAsync(first, 0xff, sizeof(unsigned long long), library_stream()));  // "none found"
-  first_out_of_range_kernel<<<grid_for(count), kBlock, 0, library_stream()>>>(first, index, count, limit);
+  first_out_of_range_kernel<<<grid_for(count, kBlock), kBlock, 0, library_stream()>>>(first, index, count, limit);
   WN_CUDA_CHECK_LAUNCH();
   unsigned long long position = 0;
   copy_to_host(&position, first, sizeof(position));
@@ -214,7 +169,7 @@ void index_select(void* out, const void* x, const int32_t* index, const IndexLay
   if (total == 0) return;
   by_element_size(element_bytes, [&](auto element) {
     using T = typename decltype(element)::type;
-    index_select_kernel<T><<<grid_for(total), kBlock, 0, library_stream()>>>(
+    index_select_kernel<T><<<grid_for(total, kBlock), kBlock, 0, library_stream()>>>(
         static_cast<T*>(out), static_cast<const T*>(x), index, layout, total);
   });
   WN_CUDA_CHECK_LAUNCH();
@@ -223,7 +178,7 @@ void index_select(void* out, const void* x, const int32_t* index, const IndexLay
 void index_add(float* out, const float* src, const int32_t* index, const IndexLayout& layout) {
   const int64_t total = layout.outer * layout.count * layout.inner;
   if (total == 0) return;
-  index_add_kernel<<<grid_for(total), kBlock, 0, library_stream()>>>(out, src, index, layout, total);
+  index_add_kernel<<<grid_for(total, kBlock), kBlock, 0, library_stream()>>>(out, src, index, layout, total);
   WN_CUDA_CHECK_LAUNCH();
 }
 
@@ -232,8 +187,8 @@ void gather(void* out, const void* x, const int32_t* index, const GatherLayout& 
   if (total == 0) return;
   by_element_size(element_bytes, [&](auto element) {
     using T = typename decltype(element)::type;
-    gather_kernel<T><<<grid_for(total), kBlock, 0, library_stream()>>>(static_cast<T*>(out),
-                                                                       static_cast<const T*>(x), index, layout, total);
+    gather_kernel<T><<<grid_for(total, kBlock), kBlock, 0, library_stream()>>>(
+        static_cast<T*>(out), static_cast<const T*>(x), index, layout, total);
   });
   WN_CUDA_CHECK_LAUNCH();
 }
@@ -241,7 +196,7 @@ void gather(void* out, const void* x, const int32_t* index, const GatherLayout& 
 void scatter_add(float* out, const float* src, const int32_t* index, const GatherLayout& layout) {
   const int64_t total = layout.elements();
   if (total == 0) return;
-  scatter_add_kernel<<<grid_for(total), kBlock, 0, library_stream()>>>(out, src, index, layout, total);
+  scatter_add_kernel<<<grid_for(total, kBlock), kBlock, 0, library_stream()>>>(out, src, index, layout, total);
   WN_CUDA_CHECK_LAUNCH();
 }
 

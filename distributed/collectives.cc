@@ -15,6 +15,7 @@
 #include <thread>
 #include <stdexcept>
 
+#include "nccl.h"
 #include "tcp_store.h"
 
 namespace weightnorm::distributed {
@@ -141,6 +142,23 @@ ProcessGroup::ProcessGroup(const ProcessGroupOptions& options) : options_(option
                              error.what());
   }
   context_ = context;
+  if (options.nccl != NcclMode::kOff) join_nccl();
+}
+
+void ProcessGroup::join_nccl() {
+  // Creating a communicator is collective (ncclCommInitRank waits for every rank), so every rank must decide
+  // alike: each posts whether it can use NCCL ("" if so, else why not), and NCCL is used only if all can.
+  std::string reason;
+  nccl_usable(&reason);
+  store_->set("nccl/unusable/" + std::to_string(options_.rank), std::vector<char>(reason.begin(), reason.end()));
+  for (int r = 0; r < options_.world_size; ++r) {
+    const std::vector<char> why = store_->get("nccl/unusable/" + std::to_string(r), options_.timeout);
+    if (why.empty()) continue;
+    if (options_.nccl == NcclMode::kAuto) return;  // Gloo for everything, on every rank
+    throw std::runtime_error("backend 'nccl': rank " + std::to_string(r) + " cannot use NCCL: " +
+                             std::string(why.begin(), why.end()));
+  }
+  nccl_ = std::make_unique<NcclCommunicator>(*store_, options_.rank, options_.world_size, options_.timeout);
 }
 
 ProcessGroup::~ProcessGroup() = default;
@@ -206,6 +224,22 @@ void ProcessGroup::all_reduce(void* data, size_t count, ElementType type, Reduce
   }
 }
 
+void ProcessGroup::all_reduce_device(void* device_data, size_t count, ElementType type, ReduceOp op) {
+  if (!nccl_) throw std::runtime_error("allReduce: this process group has no NCCL communicator for CUDA memory");
+  if (count == 0) return;
+  run_collective("allReduce (NCCL)", [&](uint32_t) { nccl_->all_reduce(device_data, count, type, op); });
+}
+
+void ProcessGroup::broadcast_device(void* device_data, size_t bytes, int root) {
+  if (!nccl_) throw std::runtime_error("broadcast: this process group has no NCCL communicator for CUDA memory");
+  if (root < 0 || root >= options_.world_size) {
+    throw std::runtime_error("broadcast: root " + std::to_string(root) + " is outside a world of size " +
+                             std::to_string(options_.world_size));
+  }
+  if (bytes == 0) return;
+  run_collective("broadcast (NCCL)", [&](uint32_t) { nccl_->broadcast(device_data, bytes, root); });
+}
+
 void ProcessGroup::broadcast(void* data, size_t bytes, int root) {
   if (root < 0 || root >= options_.world_size) {
     throw std::runtime_error("broadcast: root " + std::to_string(root) + " is outside a world of size " +
@@ -243,6 +277,7 @@ void ProcessGroup::destroy() {
     }
   }
   destroyed_ = true;
+  nccl_.reset();
   context_.reset();
   store_.reset();  // says goodbye
   server_.reset();

@@ -21,9 +21,13 @@ namespace weightnorm::distributed {
 
 class TcpStoreServer;
 class TcpStoreClient;
+class NcclCommunicator;
 
 enum class ReduceOp { kSum, kMean, kMax, kMin };
 enum class ElementType { kFloat32, kInt32 };
+// Whether the group also gets an NCCL communicator for CUDA memory (nccl.h): never; when every rank can use NCCL
+// (the ranks tell each other through the store, so that all decide alike); or always (the group fails without it).
+enum class NcclMode { kOff, kAuto, kRequired };
 
 struct ProcessGroupOptions {
   int rank = 0;
@@ -34,6 +38,7 @@ struct ProcessGroupOptions {
   // The address other ranks reach this one at (Gloo's pairs listen there). Empty: 127.0.0.1 when master_addr is a
   // loopback address, else this machine's host name.
   std::string local_host;
+  NcclMode nccl = NcclMode::kOff;
 };
 
 class ProcessGroup {
@@ -54,6 +59,13 @@ class ProcessGroup {
   // data[0..bytes) becomes root's.
   void broadcast(void* data, size_t bytes, int root);
   void barrier();
+
+  // Whether CUDA memory goes through NCCL (the group has a communicator).
+  bool has_nccl() const { return nccl_ != nullptr; }
+  // all_reduce and broadcast on CUDA memory, through NCCL; the data must be ready (the caller waited for the stream
+  // that wrote it). Throws when the group has no NCCL communicator.
+  void all_reduce_device(void* device_data, size_t count, ElementType type, ReduceOp op);
+  void broadcast_device(void* device_data, size_t bytes, int root);
   // A final barrier (so rank 0 keeps the store up until every rank is done with it), then the connections close.
   void destroy();
 
@@ -61,11 +73,13 @@ class ProcessGroup {
   template <typename Collective>
   void run_collective(const char* name, Collective&& collective);
   [[noreturn]] void fail(const char* name, const std::string& cause);
+  void join_nccl();
 
   ProcessGroupOptions options_;
   std::unique_ptr<TcpStoreServer> server_;  // rank 0 only
   std::unique_ptr<TcpStoreClient> store_;
   std::shared_ptr<gloo::Context> context_;
+  std::unique_ptr<NcclCommunicator> nccl_;
   uint32_t next_tag_ = 1;
   std::string broken_;  // the first failure's message; empty while healthy
   bool destroyed_ = false;

@@ -46,7 +46,7 @@ for (let step = 0; step < steps; step++) {
     loss.backward();
     return loss.item();
   });
-  await dp.synchronizeGradients();
+  await dp.synchronize();
   optimizer.step();
   lossSum += loss;
   if (rank === 0 && (step + 1) % 50 === 0) {

@@ -3,7 +3,10 @@
 // expected values, computed by the TypeScript reference (test/reference/weightnorm.ts, through
 // test/reference/native-fixtures.ts, which documents the format), and one file per other op family
 // (test/reference/native-op-fixtures.ts: conv2d.bin from test/reference/conv.ts, max_pool2d.bin and
-// global_avg_pool.bin from test/reference/nn.ts). The native test (test/native/weightnorm_cases.cc)
+// global_avg_pool.bin from test/reference/nn.ts; test/reference/native-kernel-fixtures.ts: the optimizers, batch norm,
+// the losses, the reductions, the rounding elementwise ops and the GEMM epilogue from optim.ts, nn.ts, reduce.ts, elementwise.ts
+// and gemm.ts).
+// The native test (test/native/weightnorm_cases.cc)
 // reads it; test/native-reference.test.ts fails when the committed file differs from what this writes today.
 //
 //   npm run build:ts && node scripts/make_native_reference.mjs
@@ -21,7 +24,7 @@ const { default: ts } = await import('typescript');
 // The reference modules, transpiled one file at a time (they import each other only, by relative path).
 const scratch = mkdtempSync(join(tmpdir(), 'weightnorm-native-reference-'));
 try {
-  for (const name of ['weightnorm', 'native-fixtures', 'conv', 'nn', 'native-op-fixtures']) {
+  for (const name of ['weightnorm', 'native-fixtures', 'conv', 'nn', 'native-op-fixtures', 'optim', 'reduce', 'elementwise', 'gemm', 'native-kernel-fixtures']) {
     const source = join(root, 'test', 'reference', `${name}.ts`);
     const { outputText } = ts.transpileModule(readFileSync(source, 'utf8'), {
       compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022 },
@@ -38,7 +41,8 @@ try {
   console.log(`wrote ${out} (${bytes.length} bytes)`);
   // The other op families (test/reference/native-op-fixtures.ts).
   const { nativeOpFixtures } = await import(pathToFileURL(join(scratch, 'native-op-fixtures.js')).href);
-  for (const { file, write } of nativeOpFixtures) {
+  const { nativeKernelFixtures } = await import(pathToFileURL(join(scratch, 'native-kernel-fixtures.js')).href);
+  for (const { file, write } of [...nativeOpFixtures, ...nativeKernelFixtures]) {
     const opBytes = write(libraryInputSource({ randn, tensor }));
     const opOut = join(dirname(out), file);
     writeFileSync(opOut, opBytes);

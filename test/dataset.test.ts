@@ -87,3 +87,25 @@ describe('data.fromArrays and Dataset', () => {
     expect(() => ds.batches({ batchSize: 0 }).next()).toThrow(/options.batchSize/);
   });
 });
+
+describe('epoch shuffle seeds', () => {
+  // The reference is exact integer arithmetic (BigInt): (seed · 1,000,003 + epoch) mod 2^32.
+  const exact = (s: number, epoch: number) => Number((BigInt(s) * 1_000_003n + BigInt(epoch)) % 4294967296n);
+
+  it(`equal (seed · 1,000,003 + epoch) mod 2^32 for every safe-integer seed (${reproduce(seed)})`, () => {
+    for (let i = 0; i < 200; i++) {
+      const s = Math.floor(uniform() * Number.MAX_SAFE_INTEGER);
+      const epoch = Math.floor(uniform() * 1000);
+      expect(data.epochSeed(s, epoch)).toBe(exact(s, epoch));
+    }
+    // The float64 product the batches used before is exact up to 2^53: same orders as before there.
+    expect(data.epochSeed(123_456, 7)).toBe((123_456 * 1_000_003 + 7) >>> 0);
+  });
+
+  it('give different orders to different epochs of a large seed', () => {
+    const large = 2 ** 40 + 12_345;
+    const split = data.fromArrays(Array.from({ length: 64 }, (_, i) => [i]), Array.from({ length: 64 }, () => 0));
+    const firstInputs = (epoch: number) => [...data.batches(split, { batchSize: 64, seed: large, epoch })][0]!.x.toArray();
+    expect(firstInputs(0)).not.toEqual(firstInputs(1));
+  });
+});

@@ -92,13 +92,30 @@ async function dataParallel() {
   const optimizer = new optim.SGD(model.parameters(), { lr: 0.2, momentum: 0.9 });
   const rows = x.subarray(rank * perRank * 12, (rank + 1) * perRank * 12);
   const ownLabels = labels.subarray(rank * perRank, (rank + 1) * perRank);
+  let overlapped = 0; // buckets whose all-reduce started before backward() returned
   for (let step = 0; step < steps; step++) {
     tidy(() => {
       optimizer.zeroGrad();
       nn.crossEntropy(dp.forward(tensor(rows, [perRank, 12])), ownLabels).backward();
     });
-    await dp.synchronizeGradients();
+    overlapped += dp.bucketsStarted;
+    await dp.synchronize();
     optimizer.step();
+  }
+
+  // The same training without overlap (every bucket sent by synchronize(), after backward()): the same all-reduces
+  // on the same gradients, so bit-identical parameters.
+  const sequential = buildModel(100 + rank);
+  const sequentialDp = await distributed.wrapDataParallel(sequential, { bucketBytes, overlap: false });
+  const sequentialOptimizer = new optim.SGD(sequential.parameters(), { lr: 0.2, momentum: 0.9 });
+  let startedDuringBackward = 0;
+  for (let step = 0; step < steps; step++) {
+    tidy(() => {
+      sequentialOptimizer.zeroGrad();
+      nn.crossEntropy(sequentialDp.forward(tensor(rows, [perRank, 12])), ownLabels).backward();
+    });
+    startedDuringBackward += sequentialDp.bucketsStarted;
+    await sequentialDp.step(sequentialOptimizer);
   }
 
   // The single-process reference: rank 0's initial weights, the global batch, the same optimizer.
@@ -128,11 +145,92 @@ async function dataParallel() {
     startHash,
     startHashOfRank0Seed: hashOf(buildModel(100).parameters()),
     paramsHash: hashOf(model.parameters()),
+    sequentialHash: hashOf(sequential.parameters()),
+    overlapped,
+    startedDuringBackward,
     outputHash,
     maxDifference,
     maxMagnitude,
     buckets: dp.bucketSizes.length,
   });
+}
+
+// Misuse of DataParallel must give an error, never a step on this rank's own (un-averaged) gradients. Also: a
+// parameter that only some ranks use (its gradient is missing elsewhere) must not desynchronize the buckets.
+async function guards() {
+  const errors = {};
+  const attempt = async (name, fn) => {
+    try {
+      await fn();
+      errors[name] = null;
+    } catch (error) {
+      errors[name] = error.message;
+    }
+  };
+  const model = buildModel(100 + rank);
+  const dp = await distributed.wrapDataParallel(model, { bucketBytes: 256 });
+  const optimizer = new optim.SGD(model.parameters(), { lr: 0.1 });
+  const x = randn([4, 12], { seed: 11 + rank });
+  const lossOf = () => nn.crossEntropy(dp.forward(x), new Int32Array([0, 1, 2, 3]));
+  const backward = () => tidy(() => lossOf().backward());
+
+  optimizer.zeroGrad();
+  backward();
+  await attempt('forwardBeforeSynchronize', () => tidy(() => dp.forward(x)));
+  await dp.synchronize();
+
+  optimizer.zeroGrad();
+  backward();
+  optimizer.step(); // too early: the step used this rank's own gradients
+  await attempt('stepBeforeSynchronize', () => dp.synchronize());
+
+  // A second backward() through the same graph (the next forward() would already refuse): the hooks refuse it.
+  optimizer.zeroGrad();
+  await attempt('secondBackward', () =>
+    tidy(() => {
+      const loss = lossOf();
+      loss.backward({ retainGraph: true });
+      loss.backward();
+    }),
+  );
+  await dp.synchronize();
+
+  optimizer.zeroGrad();
+  backward();
+  optimizer.zeroGrad(); // the gradients that were sent are gone
+  await attempt('zeroGradBeforeSynchronize', () => dp.synchronize());
+
+  // noSync: two accumulated backward passes, then one averaged: the mean over ranks of each rank's sum of three.
+  optimizer.zeroGrad();
+  dp.noSync(() => {
+    backward();
+    backward();
+  });
+  backward();
+  const local = model.parameters().map((p) => Float32Array.from(p.grad.toArray()));
+  await dp.synchronize();
+  const sums = model.parameters().map((p, i) => tensor(local[i], [...p.shape]));
+  for (const t of sums) await distributed.allReduce(t, { op: 'mean' });
+  let noSyncDifference = 0;
+  model.parameters().forEach((p, i) => {
+    const got = p.grad.toArray();
+    const want = sums[i].toArray();
+    for (let j = 0; j < got.length; j++) noSyncDifference = Math.max(noSyncDifference, Math.abs(got[j] - want[j]));
+  });
+
+  // Rank 0 leaves out the last layer's bias (no gradient there), the others use it: buckets still match up.
+  const branchModel = buildModel(200);
+  const branchDp = await distributed.wrapDataParallel(branchModel, { bucketBytes: 64 });
+  const lastBias = branchModel.parameters().at(-1);
+  tidy(() => {
+    const out = branchDp.forward(x);
+    const loss = rank === 0 ? nn.functional.sum(nn.functional.mul(out, out)) : nn.functional.sum(out);
+    if (rank === 0) lastBias.requiresGrad = false;
+    loss.backward();
+    lastBias.requiresGrad = true;
+  });
+  await branchDp.synchronize();
+  report({ errors, noSyncDifference, branchGradHash: hashOf(branchModel.parameters().map((p) => p.grad)) });
 }
 
 async function failure(kind) {
@@ -157,6 +255,7 @@ async function failure(kind) {
 
 if (mode === 'collectives') await collectives();
 else if (mode === 'dataparallel') await dataParallel();
+else if (mode === 'guards') await guards();
 else if (mode === 'die' || mode === 'hang') await failure(mode);
 else throw new Error(`distributed-worker: unknown mode ${mode}`);
 await distributed.destroy();

@@ -146,6 +146,32 @@ describe('loss layers', () => {
     expect(() => new nn.MSELoss({ delta: 1 } as never)).toThrow(/nn.MSELoss: options: expected only the keys reduction/);
     expect(nn.parameterCount(new nn.CrossEntropyLoss())).toBe(0);
   });
+
+  it('each layer is its own class, named as in PyTorch, with its own option keys', () => {
+    const layers = [
+      [nn.MSELoss, 'MSELoss', 'reduction'],
+      [nn.L1Loss, 'L1Loss', 'reduction'],
+      [nn.HuberLoss, 'HuberLoss', 'reduction, delta'],
+      [nn.SmoothL1Loss, 'SmoothL1Loss', 'reduction, beta'],
+      [nn.BCELoss, 'BCELoss', 'reduction, weight'],
+      [nn.BCEWithLogitsLoss, 'BCEWithLogitsLoss', 'reduction, weight, posWeight'],
+      [nn.NLLLoss, 'NLLLoss', 'reduction, ignoreIndex, weight'],
+      [nn.CrossEntropyLoss, 'CrossEntropyLoss', 'reduction, ignoreIndex, weight, labelSmoothing'],
+    ] as const;
+    for (const [Layer, name, keys] of layers) {
+      const layer = new Layer();
+      expect(layer.constructor.name).toBe(name);
+      expect(layer).toBeInstanceOf(nn.Module);
+      for (const [Other] of layers) expect(layer instanceof Other).toBe(Other === Layer);
+      expect(layer.options).toEqual({});
+      const options = { reduction: 'sum' as const };
+      expect(new Layer(options).options).toBe(options);
+      expect(() => new Layer({ unknown: 1 } as never)).toThrow(
+        new TypeError(`nn.${name}: options: expected only the keys ${keys}, received the string "unknown"`),
+      );
+      expect(() => new Layer(3 as never)).toThrow(TypeError);
+    }
+  });
 });
 
 describe('determinism', () => {

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 
 import { randn, tensor } from '../ts/index.js';
 import { libraryInputSource, nativeWeightNormCases, nativeWeightNormFixture } from './reference/native-fixtures.js';
+import { nativeKernelFixtures } from './reference/native-kernel-fixtures.js';
 import { nativeOpFixtures } from './reference/native-op-fixtures.js';
 
 const fixturePath = fileURLToPath(new URL('./fixtures/native_reference/weightnorm.bin', import.meta.url));
@@ -29,7 +30,7 @@ describe('native reference fixtures', () => {
     expect(view.getUint32(8, true)).toBe(nativeWeightNormCases().length);
   });
 
-  for (const { file, write } of nativeOpFixtures) {
+  for (const { file, write } of [...nativeOpFixtures, ...nativeKernelFixtures]) {
     it(`${file} is what the TypeScript reference writes today (node scripts/make_native_reference.mjs)`, () => {
       const committed = new Uint8Array(readFileSync(fileURLToPath(new URL(`./fixtures/native_reference/${file}`, import.meta.url))));
       const fresh = write(libraryInputSource({ randn, tensor }));

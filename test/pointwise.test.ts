@@ -408,6 +408,31 @@ for (const device of devices) {
   });
 }
 
+describe('tensor methods', () => {
+  it('each is the function of its name with the tensor first, taking the same arguments after it', () => {
+    const one = ['logicalNot', 'neg', 'exp', 'log', 'sqrt', 'rsqrt', 'abs', 'sign', 'sigmoid', 'tanh', 'relu'];
+    const two = ['mul', 'div', 'pow', 'minimum', 'maximum', 'eq', 'ne', 'lt', 'le', 'gt', 'ge', 'logicalAnd', 'logicalOr'];
+    const three = ['add', 'sub', 'clamp'];
+    const x = keep(randn([5], { seed: runSeed() }));
+    const y = keep(randn([5], { seed: runSeed() + 1 }));
+    const methods = Object.getOwnPropertyNames(Object.getPrototypeOf(x)) as string[];
+    for (const [names, args] of [[one, []], [two, [y]], [three, [-0.5, 0.5]]] as const) {
+      for (const name of names) {
+        const method = (x as unknown as Record<string, (...a: unknown[]) => Tensor>)[name]!;
+        expect(methods, name).toContain(name);
+        expect(Object.getOwnPropertyDescriptor(Object.getPrototypeOf(x), name)!.enumerable, name).toBe(false);
+        expect(method.name, name).toBe(name);
+        expect(method.length, name).toBe(names === one ? 0 : names === two ? 1 : 2);
+        const operand = name.startsWith('logical') ? x.gt(0) : x;
+        const free = (wn as unknown as Record<string, (...a: unknown[]) => Tensor>)[name]!;
+        const methodArgs = name === 'logicalAnd' || name === 'logicalOr' ? [y.gt(0)] : name === 'add' || name === 'sub' ? [y, { alpha: 2 }] : args;
+        const viaMethod = (operand as unknown as Record<string, (...a: unknown[]) => Tensor>)[name]!(...methodArgs);
+        expect(Array.from(viaMethod.toArray()), name).toEqual(Array.from(free(operand, ...methodArgs).toArray()));
+      }
+    }
+  });
+});
+
 describe('promotion, scalars and errors', () => {
   it('promotes as the README states', () => {
     const i = keep(tensor(new Int32Array([1, 2, 3])));

@@ -1,7 +1,9 @@
 // Reverse-mode automatic differentiation. Each differentiable op records a GradNode on its output: its inputs and a
 // backward function that maps the output's gradient to the inputs' gradients. backward() walks the graph once in
 // reverse topological order; gradients arriving at a tensor from several consumers are added; leaves that require
-// a gradient accumulate into .grad (+=, as PyTorch does), so zeroGrad() is needed between steps. As in PyTorch, a
+// a gradient accumulate into .grad (+=, as PyTorch does), so zeroGrad() is needed between steps. A leaf is finished
+// as soon as its last contribution has arrived: its .grad is final then, and its post-accumulate hooks
+// (Tensor.registerPostAccumulateGradHook) fire while the rest of the graph is still running. As in PyTorch, a
 // backward() frees the graph it ran through (unless retainGraph), and refuses to run if a tensor an op saved for it
 // was changed in place after the forward: each node keeps the versions of its saved tensors (plain JS numbers).
 import { native } from './native.js';
@@ -25,6 +27,8 @@ export interface GradNode {
   /** The tensors the backward function reads, and their versions when the op ran: an in-place change is an error. */
   saved: readonly Tensor[];
   savedVersions: readonly number[];
+  /** When the op ran (a counter): backward() runs the nodes latest first, as PyTorch's engine does. */
+  readonly sequence: number;
 }
 
 export interface BackwardOptions {
@@ -41,6 +45,7 @@ export function alias(t: Tensor, shape: readonly number[] = t.shape): Tensor {
 }
 
 let gradEnabled = true;
+let nextSequence = 0;
 
 /** Whether ops currently record the graph (false inside noGrad()). */
 export function isGradEnabled(): boolean {
@@ -76,30 +81,38 @@ export function record(
   if (gradEnabled && inputs.some((t) => t?.requiresGrad)) {
     const savedTensors = saved.filter((t): t is Tensor => t !== null);
     output.requiresGrad = true;
-    output.gradNode = { name, inputs, backward, saved: savedTensors, savedVersions: savedTensors.map((t) => t.version) };
+    output.gradNode = {
+      name,
+      inputs,
+      backward,
+      saved: savedTensors,
+      savedVersions: savedTensors.map((t) => t.version),
+      sequence: nextSequence++,
+    };
   }
   return output;
 }
 
+/**
+ * The tensors reachable from root that need a gradient, in the order backward() visits them: the ones made by an op
+ * from the latest op to the earliest (a topological order: an op runs after the ops that made its inputs), then the
+ * leaves. A depth-first order would also be topological, but it can put a layer's weight-norm node after every
+ * layer below it (they hang off its activation input), which would hold that layer's parameters back to the end of
+ * the backward.
+ */
 function topologicalOrder(root: Tensor): Tensor[] {
-  const order: Tensor[] = [];
-  const visited = new Set<Tensor>();
-  // Iterative DFS (deep graphs would overflow the call stack).
-  const stack: [Tensor, boolean][] = [[root, false]];
+  const reached = new Set<Tensor>([root]);
+  const stack = [root]; // iterative: deep graphs would overflow the call stack
   while (stack.length > 0) {
-    const [tensor, expanded] = stack.pop()!;
-    if (expanded) {
-      order.push(tensor);
-      continue;
-    }
-    if (visited.has(tensor)) continue;
-    visited.add(tensor);
-    stack.push([tensor, true]);
-    for (const input of tensor.gradNode?.inputs ?? []) {
-      if (input?.requiresGrad && !visited.has(input)) stack.push([input, false]);
+    for (const input of stack.pop()!.gradNode?.inputs ?? []) {
+      if (input?.requiresGrad && !reached.has(input)) {
+        reached.add(input);
+        stack.push(input);
+      }
     }
   }
-  return order.reverse();
+  const latest = (t: Tensor) => t.gradNode?.sequence ?? -1;
+  return [...reached].sort((a, b) => latest(b) - latest(a));
 }
 
 function accumulate(into: Map<Tensor, Tensor>, tensor: Tensor, gradient: Tensor): void {
@@ -167,30 +180,57 @@ function backward(root: Tensor, options?: BackwardOptions): void {
   checkGraph(where, order);
   const gradients = new Map<Tensor, Tensor>();
   gradients.set(root, new Tensor(native.full([...root.shape], 1, root.device)));
+  // How many gradient contributions each leaf still awaits (one per edge from a node of this graph). A leaf is
+  // finished the moment its count reaches zero, not at its place in `order` (where the depth-first order puts every
+  // leaf near the end): its .grad is final then, and its post-accumulate hooks fire while the rest of the backward
+  // runs, which is what lets data-parallel training start averaging the last layers' gradients early.
+  const pendingContributions = new Map<Tensor, number>();
+  for (const tensor of order) {
+    for (const input of tensor.gradNode?.inputs ?? []) {
+      if (input?.requiresGrad && !input.gradNode) pendingContributions.set(input, (pendingContributions.get(input) ?? 0) + 1);
+    }
+  }
+  const finishLeaf = (leaf: Tensor) => {
+    const dy = gradients.get(leaf);
+    // Every contribution was null (not differentiable along these paths): nothing accumulated, no hook, as PyTorch.
+    if (!dy) return;
+    gradients.delete(leaf);
+    // Accumulate into .grad, which outlives any tidy() around the training step.
+    if (leaf.grad) {
+      native.axpby(handleOf(leaf.grad, 'grad'), 1, handleOf(dy, 'gradient'), 1);
+    } else {
+      leaf.grad = keep(new Tensor(native.scale(handleOf(dy, 'gradient'), 1)));
+    }
+    dy.dispose();
+    leaf.runPostAccumulateGradHooks();
+  };
   try {
     noGrad(() => {
+      if (!root.gradNode) finishLeaf(root); // backward() on a one-element parameter itself
       for (const tensor of order) {
-        const dy = gradients.get(tensor);
-        if (!dy) continue;
         const node = tensor.gradNode;
-        if (!node) {
-          // A leaf: accumulate into .grad, which outlives any tidy() around the training step.
-          if (tensor.grad) {
-            native.axpby(handleOf(tensor.grad, 'grad'), 1, handleOf(dy, 'gradient'), 1);
-          } else {
-            tensor.grad = keep(new Tensor(native.scale(handleOf(dy, 'gradient'), 1)));
-          }
+        if (!node) continue; // leaves are finished by their last consumer, below
+        const dy = gradients.get(tensor);
+        // No dy: every consumer returned null for this tensor. It then sends nothing on, but its leaves still count
+        // it as having run.
+        if (dy) {
+          gradients.delete(tensor);
+          const needs = node.inputs.map((input) => input !== null && input.requiresGrad);
+          const inputGradients = node.backward!(dy, needs);
           dy.dispose();
-          continue;
+          node.inputs.forEach((input, i) => {
+            const gradient = inputGradients[i];
+            if (input && needs[i] && gradient) accumulate(gradients, input, gradient);
+            else gradient?.dispose();
+          });
         }
-        const needs = node.inputs.map((input) => input !== null && input.requiresGrad);
-        const inputGradients = node.backward!(dy, needs);
-        dy.dispose();
-        node.inputs.forEach((input, i) => {
-          const gradient = inputGradients[i];
-          if (input && needs[i] && gradient) accumulate(gradients, input, gradient);
-          else gradient?.dispose();
-        });
+        // After all of this node's gradients are in: an input used twice here (x * x) is finished once, after both.
+        for (const input of node.inputs) {
+          if (!input?.requiresGrad || input.gradNode) continue;
+          const left = pendingContributions.get(input)! - 1;
+          pendingContributions.set(input, left);
+          if (left === 0) finishLeaf(input);
+        }
       }
     });
   } finally {

@@ -1,5 +1,5 @@
 // weightnorm: weight normalization (Salimans & Kingma, 2016) for TypeScript, on CUDA and CPU.
-export { Tensor, tensor, zeros, randn, type Device, type DType, type CreateOptions, type RandnOptions } from './tensor.js';
+export { Tensor, tensor, zeros, randn, type Device, type DType, type CreateOptions, type RandnOptions, type RemovableHandle } from './tensor.js';
 export { empty, full, ones, type NestedArray, type TensorArray, type TensorData } from './tensor.js';
 export * as ops from './ops.js';
 export {

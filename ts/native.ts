@@ -301,6 +301,8 @@ export interface NativeBinding {
   memory(): { cpu: DeviceMemory; cuda: DeviceMemory };
   setNumThreads(threads: number): void;
   synchronize(): void;
+  /** The address of a CUDA tensor's memory, after the library stream has finished (for NCCL, ts/distributed.ts). */
+  cudaAddress(tensor: NativeTensor): bigint;
   releaseCachedMemory(): void;
   setCpuCacheLimit(bytes: number): void;
   // Training-stack ops (binding/nn.cc).

@@ -640,6 +640,18 @@ export interface LinearOptions {
   weightNorm?: boolean | WeightNormConfig;
 }
 
+// The checks every weighted layer's constructor shares.
+
+/** options.bias: a boolean when given (the default, true, is the caller's). */
+function checkBiasOption(where: string, bias: unknown): void {
+  if (bias !== undefined && typeof bias !== 'boolean') throw typeError(`${where}: options.bias`, 'a boolean', bias);
+}
+
+/** A weight of `rows` × `perRow` elements must stay within the 2^40 elements a tensor may hold. */
+function checkWeightCount(where: string, rows: number, perRow: number): void {
+  if (rows * perRow > 2 ** 40) throw rangeError(where, 'at most 2^40 weights', `${rows} × ${perRow}`);
+}
+
 /** y = x·wᵀ + b. With weightNorm (dim 0), w = g·v/‖v‖ is never materialized: the scale goes into the GEMM epilogue. */
 export class Linear extends WeightedLayer {
   constructor(
@@ -652,8 +664,8 @@ export class Linear extends WeightedLayer {
     checkCount(`${where}: inFeatures`, inFeatures);
     checkCount(`${where}: outFeatures`, outFeatures);
     const o = checkLayerOptions<LinearOptions>(where, options, ['bias', 'weightNorm']);
-    if (o.bias !== undefined && typeof o.bias !== 'boolean') throw typeError(`${where}: options.bias`, 'a boolean', o.bias);
-    if (inFeatures * outFeatures > 2 ** 40) throw rangeError(where, 'at most 2^40 weights', `${inFeatures} × ${outFeatures}`);
+    checkBiasOption(where, o.bias);
+    checkWeightCount(where, inFeatures, outFeatures);
     this.initialize(where, [outFeatures, inFeatures], inFeatures, o.bias ?? true, o.weightNorm);
   }
 
@@ -711,6 +723,22 @@ function checkConvInput(where: string, x: unknown, dims: 1 | 2, inChannels: numb
   }
 }
 
+/** A convolution layer's channel counts and kernel size, checked in that order; the kernel size as given. */
+function checkConvShape(where: string, dims: 1 | 2, inChannels: number, outChannels: number, kernelSize: unknown): number | number[] {
+  checkCount(`${where}: inChannels`, inChannels);
+  checkCount(`${where}: outChannels`, outChannels);
+  return checkAxisSize(`${where}: kernelSize`, kernelSize, dims, 1);
+}
+
+/** options.groups (default 1): a count that divides both channel counts. */
+function checkGroups(where: string, groups: unknown, inChannels: number, outChannels: number): number {
+  const count = checkCount(`${where}: options.groups`, groups ?? 1);
+  if (inChannels % count !== 0 || outChannels % count !== 0) {
+    throw rangeError(`${where}: options.groups`, `a divisor of both channel counts (in ${inChannels}, out ${outChannels})`, String(count));
+  }
+  return count;
+}
+
 const axisList = (value: number | readonly number[], dims: number): number[] => (typeof value === 'number' ? Array<number>(dims).fill(value) : [...value]);
 
 /**
@@ -734,24 +762,19 @@ abstract class ConvNd extends WeightedLayer {
     options: Conv2dOptions,
   ) {
     super();
-    checkCount(`${where}: inChannels`, inChannels);
-    checkCount(`${where}: outChannels`, outChannels);
-    this.kernelSize = checkAxisSize(`${where}: kernelSize`, kernelSize, dims, 1);
+    this.kernelSize = checkConvShape(where, dims, inChannels, outChannels, kernelSize);
     const o = checkLayerOptions<Conv2dOptions>(where, options, ['bias', 'weightNorm', 'stride', 'padding', 'dilation', 'groups']);
-    if (o.bias !== undefined && typeof o.bias !== 'boolean') throw typeError(`${where}: options.bias`, 'a boolean', o.bias);
+    checkBiasOption(where, o.bias);
     this.stride = checkAxisSize(`${where}: options.stride`, o.stride ?? 1, dims, 1);
     this.padding = o.padding === 'same' || o.padding === 'valid' ? o.padding : checkAxisSize(`${where}: options.padding`, o.padding ?? 0, dims, 0);
     this.dilation = checkAxisSize(`${where}: options.dilation`, o.dilation ?? 1, dims, 1);
-    this.groups = checkCount(`${where}: options.groups`, o.groups ?? 1);
-    if (inChannels % this.groups !== 0 || outChannels % this.groups !== 0) {
-      throw rangeError(`${where}: options.groups`, `a divisor of both channel counts (in ${inChannels}, out ${outChannels})`, String(this.groups));
-    }
+    this.groups = checkGroups(where, o.groups, inChannels, outChannels);
     if (this.padding === 'same' && axisList(this.stride, dims).some((v) => v !== 1)) {
       throw rangeError(`${where}: options.padding`, "stride 1 with padding 'same'", `stride ${String(this.stride)}`);
     }
     const kernel = axisList(this.kernelSize, dims);
     const perOutput = (inChannels / this.groups) * kernel.reduce((a, b) => a * b, 1);
-    if (outChannels * perOutput > 2 ** 40) throw rangeError(where, 'at most 2^40 weights', `${outChannels} × ${perOutput}`);
+    checkWeightCount(where, outChannels, perOutput);
     this.initialize(where, [outChannels, inChannels / this.groups, ...kernel], perOutput, o.bias ?? true, o.weightNorm);
   }
 
@@ -812,19 +835,14 @@ abstract class ConvTransposeNd extends WeightedLayer {
     options: ConvTranspose2dOptions,
   ) {
     super();
-    checkCount(`${where}: inChannels`, inChannels);
-    checkCount(`${where}: outChannels`, outChannels);
-    this.kernelSize = checkAxisSize(`${where}: kernelSize`, kernelSize, dims, 1);
+    this.kernelSize = checkConvShape(where, dims, inChannels, outChannels, kernelSize);
     const o = checkLayerOptions<ConvTranspose2dOptions>(where, options, ['bias', 'weightNorm', 'stride', 'padding', 'outputPadding', 'dilation', 'groups']);
-    if (o.bias !== undefined && typeof o.bias !== 'boolean') throw typeError(`${where}: options.bias`, 'a boolean', o.bias);
+    checkBiasOption(where, o.bias);
     this.stride = checkAxisSize(`${where}: options.stride`, o.stride ?? 1, dims, 1);
     this.padding = checkAxisSize(`${where}: options.padding`, o.padding ?? 0, dims, 0);
     this.outputPadding = checkAxisSize(`${where}: options.outputPadding`, o.outputPadding ?? 0, dims, 0);
     this.dilation = checkAxisSize(`${where}: options.dilation`, o.dilation ?? 1, dims, 1);
-    this.groups = checkCount(`${where}: options.groups`, o.groups ?? 1);
-    if (inChannels % this.groups !== 0 || outChannels % this.groups !== 0) {
-      throw rangeError(`${where}: options.groups`, `a divisor of both channel counts (in ${inChannels}, out ${outChannels})`, String(this.groups));
-    }
+    this.groups = checkGroups(where, o.groups, inChannels, outChannels);
     const strides = axisList(this.stride, dims);
     const dilations = axisList(this.dilation, dims);
     axisList(this.outputPadding, dims).forEach((p, a) => {
@@ -834,7 +852,7 @@ abstract class ConvTransposeNd extends WeightedLayer {
     });
     const kernel = axisList(this.kernelSize, dims);
     const perInput = (outChannels / this.groups) * kernel.reduce((a, b) => a * b, 1);
-    if (inChannels * perInput > 2 ** 40) throw rangeError(where, 'at most 2^40 weights', `${inChannels} × ${perInput}`);
+    checkWeightCount(where, inChannels, perInput);
     // PyTorch's fan-in of a transposed weight: its dims after the first (out/groups · k).
     this.initialize(where, [inChannels, outChannels / this.groups, ...kernel], perInput, o.bias ?? true, o.weightNorm, outChannels);
   }
@@ -1024,23 +1042,22 @@ export class Flatten extends Module {
   }
 }
 
-/** Inverted dropout in training mode (a new mask each call, from the seed sequence); identity in evaluation. */
-export class Dropout extends Module {
+// A layer that draws a new random stream on every call (Dropout, GaussianNoise): call n of a layer seeded s draws
+// from seed s · 1_000_003 + n, and (seed, calls) is its state in checkpoints. `checkArguments` validates the
+// layer's own arguments, before its options (errors name the first bad parameter in argument order).
+abstract class RandomStreamLayer extends Module {
   private calls = 0;
   private seed: number;
-  constructor(
-    readonly p: number,
-    options: { seed?: number } = {},
-  ) {
+  protected constructor(where: string, options: { seed?: number }, checkArguments: () => void) {
     super();
-    if (typeof p !== 'number' || !(p >= 0 && p < 1)) throw typeError('nn.Dropout: p', 'a probability in [0, 1)', p);
-    const o = checkLayerOptions<{ seed: number }>('nn.Dropout', options, ['seed']);
-    this.seed = o.seed === undefined ? nextSeed() % 2 ** 32 : checkSeed('nn.Dropout', o.seed);
+    checkArguments();
+    const o = checkLayerOptions<{ seed: number }>(where, options, ['seed']);
+    this.seed = o.seed === undefined ? nextSeed() % 2 ** 32 : checkSeed(where, o.seed);
   }
-  forward(x: Tensor): Tensor {
-    checkInput('nn.Dropout.forward', x);
-    if (!this.training || this.p === 0) return x;
-    return F.dropout(x, this.p, this.seed * 1_000_003 + this.calls++);
+
+  /** The seed of this call's stream (and the next call gets the next one). */
+  protected nextCallSeed(): number {
+    return this.seed * 1_000_003 + this.calls++;
   }
 
   /** @internal */
@@ -1055,34 +1072,37 @@ export class Dropout extends Module {
   }
 }
 
+/** Inverted dropout in training mode (a new mask each call, from the seed sequence); identity in evaluation. */
+export class Dropout extends RandomStreamLayer {
+  constructor(
+    readonly p: number,
+    options: { seed?: number } = {},
+  ) {
+    super('nn.Dropout', options, () => {
+      if (typeof p !== 'number' || !(p >= 0 && p < 1)) throw typeError('nn.Dropout: p', 'a probability in [0, 1)', p);
+    });
+  }
+  forward(x: Tensor): Tensor {
+    checkInput('nn.Dropout.forward', x);
+    if (!this.training || this.p === 0) return x;
+    return F.dropout(x, this.p, this.nextCallSeed());
+  }
+}
+
 /** Additive Gaussian noise (the paper's MNIST/CIFAR regularizer) in training mode; identity in evaluation. */
-export class GaussianNoise extends Module {
-  private calls = 0;
-  private seed: number;
+export class GaussianNoise extends RandomStreamLayer {
   constructor(
     readonly std: number,
     options: { seed?: number } = {},
   ) {
-    super();
-    if (typeof std !== 'number' || !(std >= 0) || !Number.isFinite(std)) throw typeError('nn.GaussianNoise: std', 'a finite number >= 0', std);
-    const o = checkLayerOptions<{ seed: number }>('nn.GaussianNoise', options, ['seed']);
-    this.seed = o.seed === undefined ? nextSeed() % 2 ** 32 : checkSeed('nn.GaussianNoise', o.seed);
+    super('nn.GaussianNoise', options, () => {
+      if (typeof std !== 'number' || !(std >= 0) || !Number.isFinite(std)) throw typeError('nn.GaussianNoise: std', 'a finite number >= 0', std);
+    });
   }
   forward(x: Tensor): Tensor {
     checkInput('nn.GaussianNoise.forward', x);
     if (!this.training || this.std === 0) return x;
-    return F.gaussianNoise(x, this.std, this.seed * 1_000_003 + this.calls++);
-  }
-
-  /** @internal */
-  override randomStreamState(): RandomStreamState {
-    return { seed: this.seed, calls: this.calls };
-  }
-
-  /** @internal */
-  override restoreRandomStream(state: RandomStreamState): void {
-    this.seed = state.seed;
-    this.calls = state.calls;
+    return F.gaussianNoise(x, this.std, this.nextCallSeed());
   }
 }
 
@@ -1270,105 +1290,73 @@ export class ModuleList extends Module implements Iterable<Module> {
 // ---------------------------------------------------------------------------------------------------------------
 // Losses as layers (torch.nn.MSELoss, ...): each keeps its options and calls the functional form (losses.ts).
 
-function lossOptions<T extends object>(where: string, options: unknown, allowed: readonly string[]): T {
-  return checkLayerOptions<T>(where, options, allowed) as T;
+/** A loss as a layer: forward(prediction, target) calls the functional form with the options kept here. */
+export interface LossLayer<Target, Options extends object> extends Module<[Tensor, Target]> {
+  readonly options: Options;
+  forward(input: Tensor, target: Target): Tensor;
+}
+
+// Every loss layer is the same class but for its name, its options' keys and its functional form, so one factory
+// builds them all; the class is named after the PyTorch layer (constructor.name appears in summaries and errors).
+function lossLayer<Target, Options extends object>(
+  name: string,
+  allowed: readonly (keyof Options & string)[],
+  loss: (input: Tensor, target: Target, options: Options) => Tensor,
+): new (options?: Options) => LossLayer<Target, Options> {
+  const where = `nn.${name}`;
+  class Loss extends Module<[Tensor, Target]> implements LossLayer<Target, Options> {
+    readonly options: Options;
+    constructor(options?: Options) {
+      super();
+      this.options = checkLayerOptions<Options>(where, options, allowed) as Options;
+    }
+    forward(input: Tensor, target: Target): Tensor {
+      return loss(input, target, this.options);
+    }
+  }
+  Object.defineProperty(Loss, 'name', { value: name });
+  return Loss;
 }
 
 /** nn.MSELoss: (input, target) -> mseLoss with the options given here. */
-export class MSELoss extends Module<[Tensor, Tensor]> {
-  readonly options: F.LossOptions;
-  constructor(options?: F.LossOptions) {
-    super();
-    this.options = lossOptions('nn.MSELoss', options, ['reduction']);
-  }
-  forward(input: Tensor, target: Tensor): Tensor {
-    return F.mseLoss(input, target, this.options);
-  }
-}
+export const MSELoss = lossLayer<Tensor, F.LossOptions>('MSELoss', ['reduction'], F.mseLoss);
+export type MSELoss = LossLayer<Tensor, F.LossOptions>;
 
 /** nn.L1Loss: (input, target) -> l1Loss. */
-export class L1Loss extends Module<[Tensor, Tensor]> {
-  readonly options: F.LossOptions;
-  constructor(options?: F.LossOptions) {
-    super();
-    this.options = lossOptions('nn.L1Loss', options, ['reduction']);
-  }
-  forward(input: Tensor, target: Tensor): Tensor {
-    return F.l1Loss(input, target, this.options);
-  }
-}
+export const L1Loss = lossLayer<Tensor, F.LossOptions>('L1Loss', ['reduction'], F.l1Loss);
+export type L1Loss = LossLayer<Tensor, F.LossOptions>;
 
 /** nn.HuberLoss: (input, target) -> huberLoss ({ delta, reduction }). */
-export class HuberLoss extends Module<[Tensor, Tensor]> {
-  readonly options: F.HuberLossOptions;
-  constructor(options?: F.HuberLossOptions) {
-    super();
-    this.options = lossOptions('nn.HuberLoss', options, ['reduction', 'delta']);
-  }
-  forward(input: Tensor, target: Tensor): Tensor {
-    return F.huberLoss(input, target, this.options);
-  }
-}
+export const HuberLoss = lossLayer<Tensor, F.HuberLossOptions>('HuberLoss', ['reduction', 'delta'], F.huberLoss);
+export type HuberLoss = LossLayer<Tensor, F.HuberLossOptions>;
 
 /** nn.SmoothL1Loss: (input, target) -> smoothL1Loss ({ beta, reduction }). */
-export class SmoothL1Loss extends Module<[Tensor, Tensor]> {
-  readonly options: F.SmoothL1LossOptions;
-  constructor(options?: F.SmoothL1LossOptions) {
-    super();
-    this.options = lossOptions('nn.SmoothL1Loss', options, ['reduction', 'beta']);
-  }
-  forward(input: Tensor, target: Tensor): Tensor {
-    return F.smoothL1Loss(input, target, this.options);
-  }
-}
+export const SmoothL1Loss = lossLayer<Tensor, F.SmoothL1LossOptions>('SmoothL1Loss', ['reduction', 'beta'], F.smoothL1Loss);
+export type SmoothL1Loss = LossLayer<Tensor, F.SmoothL1LossOptions>;
 
 /** nn.BCELoss: (probabilities, target) -> binaryCrossEntropy ({ weight, reduction }). */
-export class BCELoss extends Module<[Tensor, Tensor]> {
-  readonly options: F.BinaryCrossEntropyOptions;
-  constructor(options?: F.BinaryCrossEntropyOptions) {
-    super();
-    this.options = lossOptions('nn.BCELoss', options, ['reduction', 'weight']);
-  }
-  forward(input: Tensor, target: Tensor): Tensor {
-    return F.binaryCrossEntropy(input, target, this.options);
-  }
-}
+export const BCELoss = lossLayer<Tensor, F.BinaryCrossEntropyOptions>('BCELoss', ['reduction', 'weight'], F.binaryCrossEntropy);
+export type BCELoss = LossLayer<Tensor, F.BinaryCrossEntropyOptions>;
 
 /** nn.BCEWithLogitsLoss: (logits, target) -> binaryCrossEntropyWithLogits ({ weight, posWeight, reduction }). */
-export class BCEWithLogitsLoss extends Module<[Tensor, Tensor]> {
-  readonly options: F.BinaryCrossEntropyWithLogitsOptions;
-  constructor(options?: F.BinaryCrossEntropyWithLogitsOptions) {
-    super();
-    this.options = lossOptions('nn.BCEWithLogitsLoss', options, ['reduction', 'weight', 'posWeight']);
-  }
-  forward(input: Tensor, target: Tensor): Tensor {
-    return F.binaryCrossEntropyWithLogits(input, target, this.options);
-  }
-}
+export const BCEWithLogitsLoss = lossLayer<Tensor, F.BinaryCrossEntropyWithLogitsOptions>(
+  'BCEWithLogitsLoss',
+  ['reduction', 'weight', 'posWeight'],
+  F.binaryCrossEntropyWithLogits,
+);
+export type BCEWithLogitsLoss = LossLayer<Tensor, F.BinaryCrossEntropyWithLogitsOptions>;
 
 /** nn.NLLLoss: (logProbs, labels) -> nllLoss ({ weight, ignoreIndex, reduction }). */
-export class NLLLoss extends Module<[Tensor, F.Labels]> {
-  readonly options: F.NllLossOptions;
-  constructor(options?: F.NllLossOptions) {
-    super();
-    this.options = lossOptions('nn.NLLLoss', options, ['reduction', 'ignoreIndex', 'weight']);
-  }
-  forward(logProbs: Tensor, labels: F.Labels): Tensor {
-    return F.nllLoss(logProbs, labels, this.options);
-  }
-}
+export const NLLLoss = lossLayer<F.Labels, F.NllLossOptions>('NLLLoss', ['reduction', 'ignoreIndex', 'weight'], F.nllLoss);
+export type NLLLoss = LossLayer<F.Labels, F.NllLossOptions>;
 
 /** nn.CrossEntropyLoss: (logits, labels) -> crossEntropy ({ weight, ignoreIndex, labelSmoothing, reduction }). */
-export class CrossEntropyLoss extends Module<[Tensor, F.Labels]> {
-  readonly options: F.CrossEntropyOptions;
-  constructor(options?: F.CrossEntropyOptions) {
-    super();
-    this.options = lossOptions('nn.CrossEntropyLoss', options, ['reduction', 'ignoreIndex', 'weight', 'labelSmoothing']);
-  }
-  forward(logits: Tensor, labels: F.Labels): Tensor {
-    return F.crossEntropy(logits, labels, this.options);
-  }
-}
+export const CrossEntropyLoss = lossLayer<F.Labels, F.CrossEntropyOptions>(
+  'CrossEntropyLoss',
+  ['reduction', 'ignoreIndex', 'weight', 'labelSmoothing'],
+  F.crossEntropy,
+);
+export type CrossEntropyLoss = LossLayer<F.Labels, F.CrossEntropyOptions>;
 
 // Padding and upsampling layers (PyTorch's names; pads are [left, right] for 1-D, [left, right, top, bottom] 2-D).
 

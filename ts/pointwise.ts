@@ -488,90 +488,33 @@ declare module './tensor.js' {
   }
 }
 
-const methods: ThisType<Tensor> & Record<string, (this: Tensor, ...args: never[]) => Tensor> = {
-  add(this: Tensor, other: Operand, options?: AlphaOptions) {
-    return add(this, other, options);
-  },
-  sub(this: Tensor, other: Operand, options?: AlphaOptions) {
-    return sub(this, other, options);
-  },
-  mul(this: Tensor, other: Operand) {
-    return mul(this, other);
-  },
-  div(this: Tensor, other: Operand) {
-    return div(this, other);
-  },
-  pow(this: Tensor, exponent: Operand) {
-    return pow(this, exponent);
-  },
-  minimum(this: Tensor, other: Operand) {
-    return minimum(this, other);
-  },
-  maximum(this: Tensor, other: Operand) {
-    return maximum(this, other);
-  },
-  eq(this: Tensor, other: Operand) {
-    return eq(this, other);
-  },
-  ne(this: Tensor, other: Operand) {
-    return ne(this, other);
-  },
-  lt(this: Tensor, other: Operand) {
-    return lt(this, other);
-  },
-  le(this: Tensor, other: Operand) {
-    return le(this, other);
-  },
-  gt(this: Tensor, other: Operand) {
-    return gt(this, other);
-  },
-  ge(this: Tensor, other: Operand) {
-    return ge(this, other);
-  },
-  logicalAnd(this: Tensor, other: Operand) {
-    return logicalAnd(this, other);
-  },
-  logicalOr(this: Tensor, other: Operand) {
-    return logicalOr(this, other);
-  },
-  logicalNot(this: Tensor) {
-    return logicalNot(this);
-  },
-  neg(this: Tensor) {
-    return neg(this);
-  },
-  exp(this: Tensor) {
-    return exp(this);
-  },
-  log(this: Tensor) {
-    return log(this);
-  },
-  sqrt(this: Tensor) {
-    return sqrt(this);
-  },
-  rsqrt(this: Tensor) {
-    return rsqrt(this);
-  },
-  abs(this: Tensor) {
-    return abs(this);
-  },
-  sign(this: Tensor) {
-    return sign(this);
-  },
-  clamp(this: Tensor, min?: number | null, max?: number | null) {
-    return clamp(this, min, max);
-  },
-  sigmoid(this: Tensor) {
-    return sigmoid(this);
-  },
-  tanh(this: Tensor) {
-    return tanh(this);
-  },
-  relu(this: Tensor) {
-    return relu(this);
-  },
+// Each method is the function of its name with the tensor as the first argument: x.clamp(0, 1) is clamp(x, 0, 1).
+// It passes on exactly the arguments the function takes after the tensor (so its length is the function's less
+// one), and is named after the function.
+const methodFunctions = {
+  add, sub, mul, div, pow, minimum, maximum, eq, ne, lt, le, gt, ge, logicalAnd, logicalOr,
+  logicalNot, neg, exp, log, sqrt, rsqrt, abs, sign, clamp, sigmoid, tanh, relu,
 };
-// Non-enumerable, like methods declared in the class body.
-for (const [name, method] of Object.entries(methods)) {
+type TensorFunction = (x: Tensor, a?: unknown, b?: unknown) => Tensor;
+function methodOf(fn: TensorFunction): (this: Tensor, ...args: unknown[]) => Tensor {
+  switch (fn.length) {
+    case 1:
+      return function (this: Tensor) {
+        return fn(this);
+      };
+    case 2:
+      return function (this: Tensor, a: unknown) {
+        return fn(this, a);
+      };
+    default:
+      return function (this: Tensor, a: unknown, b: unknown) {
+        return fn(this, a, b);
+      };
+  }
+}
+for (const [name, fn] of Object.entries(methodFunctions)) {
+  const method = methodOf(fn as TensorFunction);
+  Object.defineProperty(method, 'name', { value: name });
+  // Non-enumerable, like methods declared in the class body.
   Object.defineProperty(Tensor.prototype, name, { value: method, writable: true, configurable: true, enumerable: false });
 }

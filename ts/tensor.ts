@@ -32,6 +32,11 @@ export interface RandnOptions extends CreateOptions {
 
 const handles = new WeakMap<Tensor, NativeTensor>();
 
+/** What registerPostAccumulateGradHook() returns: remove() unregisters the hook. */
+export interface RemovableHandle {
+  remove(): void;
+}
+
 export class Tensor {
   declare readonly shape: readonly number[];
   declare readonly size: number;
@@ -49,6 +54,7 @@ export class Tensor {
    * optimizers and checkpoints reach the layer's ‖v‖ cache through it. null on every other tensor.
    */
   weightNormState: WeightNormState | null = null;
+  #postAccumulateGradHooks: { hook: (tensor: Tensor) => void }[] = [];
 
   /** @internal Use tensor(), zeros() or randn(). */
   constructor(handle: NativeTensor) {
@@ -171,6 +177,38 @@ export class Tensor {
    */
   backward(options?: BackwardOptions): void {
     backwardHook!(this, options);
+  }
+
+  /**
+   * Calls `hook(tensor)` each time a backward() has finished accumulating into this leaf's .grad: once per
+   * backward(), after the last contribution (a leaf reached through several paths fires once, when all of them
+   * have arrived), while the rest of the graph may still be running. This is where data-parallel training starts
+   * averaging a gradient before backward() has ended (PyTorch's Tensor.register_post_accumulate_grad_hook). Only
+   * for leaves that require a gradient (parameters). Hooks run in the order they were registered, inside the
+   * backward() and without grad mode; an exception from one ends that backward(). Returns a handle whose remove()
+   * unregisters the hook (calling it again is harmless).
+   */
+  registerPostAccumulateGradHook(hook: (tensor: Tensor) => void): RemovableHandle {
+    const where = 'tensor.registerPostAccumulateGradHook';
+    if (typeof hook !== 'function') throw typeError(`${where}: hook`, 'a function', hook);
+    if (!this.requiresGrad) throw new TypeError(`${where}: the tensor does not require a gradient: set requiresGrad (a parameter) first`);
+    if (this.gradNode) {
+      throw new TypeError(`${where}: only a leaf tensor (a parameter) accumulates into .grad; this one is the output of '${this.gradNode.name}'`);
+    }
+    const entry = { hook };
+    this.#postAccumulateGradHooks.push(entry);
+    return {
+      remove: () => {
+        const index = this.#postAccumulateGradHooks.indexOf(entry);
+        if (index >= 0) this.#postAccumulateGradHooks.splice(index, 1);
+      },
+    };
+  }
+
+  /** @internal Runs the hooks of registerPostAccumulateGradHook (autograd.ts, once this leaf's .grad is final). */
+  runPostAccumulateGradHooks(): void {
+    // A copy: a hook that removes itself (or another) does not skip the next one in this round.
+    for (const { hook } of [...this.#postAccumulateGradHooks]) hook(this);
   }
 
   /** @internal Moves the tensor's identity onto another handle (module.to(device) keeps parameter objects). */
@@ -418,12 +456,16 @@ export function tensor(data: TensorData, shape?: readonly number[] | CreateOptio
   return new Tensor(native.fromArray(hostValues(values, type, where), dims, target, type));
 }
 
-export function zeros(shape: readonly number[], options?: CreateOptions): Tensor {
-  const where = 'zeros';
+// zeros() and empty() are one op (memory is always zero-filled); `where` names the one called in errors.
+function zeroFilled(where: string, shape: readonly number[], options?: CreateOptions): Tensor {
   const { device = 'cpu', dtype = 'float32' } = checkOptions<CreateOptions>(options, where, ['device', 'dtype']);
   const dims = checkShape(shape, where);
   const type = checkDType(dtype, `${where}: options.dtype`);
   return new Tensor(native.zeros(dims, checkDevice(device, where, 'options.device'), type));
+}
+
+export function zeros(shape: readonly number[], options?: CreateOptions): Tensor {
+  return zeroFilled('zeros', shape, options);
 }
 
 /**
@@ -431,11 +473,7 @@ export function zeros(shape: readonly number[], options?: CreateOptions): Tensor
  * the library never hands out uninitialized memory (so this is zeros()).
  */
 export function empty(shape: readonly number[], options?: CreateOptions): Tensor {
-  const where = 'empty';
-  const { device = 'cpu', dtype = 'float32' } = checkOptions<CreateOptions>(options, where, ['device', 'dtype']);
-  const dims = checkShape(shape, where);
-  const type = checkDType(dtype, `${where}: options.dtype`);
-  return new Tensor(native.zeros(dims, checkDevice(device, where, 'options.device'), type));
+  return zeroFilled('empty', shape, options);
 }
 
 /** A tensor of `shape` filled with `value` (options.dtype, default float32; a boolean value defaults to bool). */

@@ -2,6 +2,7 @@
 // data only (no host-only types), so that nvcc compiles it for device code as well as g++ for the host.
 #pragma once
 #include <cstdint>
+#include <stdexcept>
 
 #include "weightnorm/bfloat16.h"
 #include "weightnorm/layout.h"
@@ -26,6 +27,13 @@ struct GemmShape {
     return shape;
   }
 };
+
+// How every backend's gemm() starts: a negative size is an error, and with m or n zero there is nothing to write
+// (true: return at once).
+inline bool gemm_writes_nothing(const GemmShape& shape) {
+  if (shape.m < 0 || shape.n < 0 || shape.k < 0) throw std::invalid_argument("gemm: negative size");
+  return shape.m == 0 || shape.n == 0;
+}
 
 // What happens to each output element after the product, in this order (null pointers skip a step):
 //   out[i,j] = acc[i,j] * row_scale[i] * column_scale[j] + row_bias[i] + column_bias[j]

@@ -4,11 +4,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define WN_LOSS_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define WN_LOSS_HOST_DEVICE inline
-#endif
+#include "weightnorm/host_device.h"
 
 namespace weightnorm {
 
@@ -52,21 +48,21 @@ struct ClassLossOptions {
 
 namespace loss_math {
 
-WN_LOSS_HOST_DEVICE float factor(const LossFactor& f, int64_t i) { return f.values ? f.values[i % f.count] : 1.0f; }
+WN_HOST_DEVICE float factor(const LossFactor& f, int64_t i) { return f.values ? f.values[i % f.count] : 1.0f; }
 
-WN_LOSS_HOST_DEVICE float sign(float d) { return d > 0.0f ? 1.0f : (d < 0.0f ? -1.0f : 0.0f); }
+WN_HOST_DEVICE float sign(float d) { return d > 0.0f ? 1.0f : (d < 0.0f ? -1.0f : 0.0f); }
 
 // softplus(−x) = log(1 + e^−x), stable for any finite x: max(−x, 0) + log1p(e^−|x|).
-WN_LOSS_HOST_DEVICE float softplus_negative(float x) { return fmaxf(-x, 0.0f) + log1pf(expf(-fabsf(x))); }
+WN_HOST_DEVICE float softplus_negative(float x) { return fmaxf(-x, 0.0f) + log1pf(expf(-fabsf(x))); }
 
-WN_LOSS_HOST_DEVICE float sigmoid(float x) {
+WN_HOST_DEVICE float sigmoid(float x) {
   // Two branches so that e^(−|x|) never overflows.
   const float e = expf(-fabsf(x));
   return x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
 }
 
 // The unweighted loss of one element.
-WN_LOSS_HOST_DEVICE float pointwise_value(const PointwiseLossOptions& o, float x, float y, float pos_weight) {
+WN_HOST_DEVICE float pointwise_value(const PointwiseLossOptions& o, float x, float y, float pos_weight) {
   const float d = x - y;
   switch (o.kind) {
     case PointwiseLoss::kMse: return d * d;
@@ -94,7 +90,7 @@ WN_LOSS_HOST_DEVICE float pointwise_value(const PointwiseLossOptions& o, float x
 }
 
 // d(loss)/dx of one element, unweighted.
-WN_LOSS_HOST_DEVICE float pointwise_gradient(const PointwiseLossOptions& o, float x, float y, float pos_weight) {
+WN_HOST_DEVICE float pointwise_gradient(const PointwiseLossOptions& o, float x, float y, float pos_weight) {
   const float d = x - y;
   switch (o.kind) {
     case PointwiseLoss::kMse: return 2.0f * d;

@@ -8,11 +8,7 @@
 #include "weightnorm/bfloat16.h"
 #include "weightnorm/dtype.h"
 
-#if defined(__CUDACC__)
-#define WN_POINTWISE_FN __host__ __device__ __forceinline__
-#else
-#define WN_POINTWISE_FN inline
-#endif
+#include "weightnorm/host_device.h"
 
 namespace weightnorm {
 
@@ -46,7 +42,8 @@ struct BroadcastLayout {
 };
 
 // out[k] = sum of x over the dimensions broadcast away from the target shape: the gradient of a broadcast operand.
-// k walks the kept dimensions row-major; each output sums `reduced_count` elements in a fixed order.
+// k walks the kept dimensions row-major; each output sums `reduced_count` elements in a fixed order: its first term
+// is at walk_offset(kept_rank, kept_shape, kept_strides, k), term r walk_offset(reduced_rank, ...) after it.
 struct SumToLayout {
   static constexpr int kMaxRank = BroadcastLayout::kMaxRank;
   int kept_rank = 0;
@@ -61,21 +58,27 @@ struct SumToLayout {
 
 namespace pointwise {
 
-// Offset of output element `index` in operand `operand` (row-major over layout.shape).
-WN_POINTWISE_FN int64_t broadcast_offset(const BroadcastLayout& layout, int operand, int64_t index) {
+// The offset of element `index` of a row-major walk over shape[0..rank) in a tensor of `strides`.
+WN_HOST_DEVICE int64_t walk_offset(int rank, const int64_t (&shape)[BroadcastLayout::kMaxRank],
+                                   const int64_t (&strides)[BroadcastLayout::kMaxRank], int64_t index) {
   int64_t offset = 0;
-  for (int d = layout.rank - 1; d >= 0; --d) {
-    const int64_t size = layout.shape[d];
-    offset += (index % size) * layout.strides[operand][d];
+  for (int d = rank - 1; d >= 0; --d) {
+    const int64_t size = shape[d];
+    offset += (index % size) * strides[d];
     index /= size;
   }
   return offset;
 }
 
+// Offset of output element `index` in operand `operand` (row-major over layout.shape).
+WN_HOST_DEVICE int64_t broadcast_offset(const BroadcastLayout& layout, int operand, int64_t index) {
+  return walk_offset(layout.rank, layout.shape, layout.strides[operand], index);
+}
+
 // ---- arithmetic and comparisons (float32 and int32; int32 wraps around on overflow like torch's int32) ----
 
 template <class T>
-WN_POINTWISE_FN T arithmetic(BinaryOp op, T a, T b, T alpha) {
+WN_HOST_DEVICE T arithmetic(BinaryOp op, T a, T b, T alpha) {
   switch (op) {
     case BinaryOp::kAdd: return a + alpha * b;
     case BinaryOp::kSub: return a - alpha * b;
@@ -89,7 +92,7 @@ WN_POINTWISE_FN T arithmetic(BinaryOp op, T a, T b, T alpha) {
   }
 }
 
-WN_POINTWISE_FN int32_t wrapping(BinaryOp op, int32_t a, int32_t b, int32_t alpha) {
+WN_HOST_DEVICE int32_t wrapping(BinaryOp op, int32_t a, int32_t b, int32_t alpha) {
   // Unsigned arithmetic: two's-complement wrap-around instead of signed-overflow undefined behaviour.
   const uint32_t ua = static_cast<uint32_t>(a), ub = static_cast<uint32_t>(b), ualpha = static_cast<uint32_t>(alpha);
   switch (op) {
@@ -103,7 +106,7 @@ WN_POINTWISE_FN int32_t wrapping(BinaryOp op, int32_t a, int32_t b, int32_t alph
 }
 
 template <class T>
-WN_POINTWISE_FN uint8_t compare(BinaryOp op, T a, T b) {
+WN_HOST_DEVICE uint8_t compare(BinaryOp op, T a, T b) {
   switch (op) {
     case BinaryOp::kEq: return a == b;
     case BinaryOp::kNe: return a != b;
@@ -117,11 +120,11 @@ WN_POINTWISE_FN uint8_t compare(BinaryOp op, T a, T b) {
   }
 }
 
-WN_POINTWISE_FN bool is_comparison(BinaryOp op) { return static_cast<int>(op) >= static_cast<int>(BinaryOp::kEq); }
+WN_HOST_DEVICE bool is_comparison(BinaryOp op) { return static_cast<int>(op) >= static_cast<int>(BinaryOp::kEq); }
 
 // Gradient of out = a (op) b with respect to operand 0 (a) or 1 (b), at one output element, before the sum over
 // broadcast dimensions. minimum/maximum split the gradient evenly between equal operands, as torch does.
-WN_POINTWISE_FN float binary_gradient(BinaryOp op, int operand, float dy, float a, float b, float alpha) {
+WN_HOST_DEVICE float binary_gradient(BinaryOp op, int operand, float dy, float a, float b, float alpha) {
   switch (op) {
     case BinaryOp::kAdd: return operand == 0 ? dy : alpha * dy;
     case BinaryOp::kSub: return operand == 0 ? dy : -alpha * dy;
@@ -148,9 +151,9 @@ constexpr float kSqrtTwoOverPi = 0.79788456080286536f;  // √(2/π)
 constexpr float kInvSqrtTwoPi = 0.39894228040143268f;   // 1/√(2π)
 constexpr float kGeluTanhCubic = 0.044715f;
 
-WN_POINTWISE_FN float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+WN_HOST_DEVICE float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-WN_POINTWISE_FN float unary(UnaryOp op, float x, UnaryParams params) {
+WN_HOST_DEVICE float unary(UnaryOp op, float x, UnaryParams params) {
   const float first = static_cast<float>(params.first), second = static_cast<float>(params.second);
   switch (op) {
     case UnaryOp::kNeg: return -x;
@@ -180,7 +183,7 @@ WN_POINTWISE_FN float unary(UnaryOp op, float x, UnaryParams params) {
 }
 
 // int32 ops: neg, abs and sign (wrap-around on INT32_MIN like torch), clamp and relu; the others never reach int32.
-WN_POINTWISE_FN int32_t unary(UnaryOp op, int32_t x, UnaryParams p) {
+WN_HOST_DEVICE int32_t unary(UnaryOp op, int32_t x, UnaryParams p) {
   const uint32_t ux = static_cast<uint32_t>(x);
   switch (op) {
     case UnaryOp::kNeg: return static_cast<int32_t>(0u - ux);
@@ -199,7 +202,7 @@ WN_POINTWISE_FN int32_t unary(UnaryOp op, int32_t x, UnaryParams p) {
 }
 
 // dx = dy · f'(x), from the input x and the saved output y (whichever is cheaper and more accurate).
-WN_POINTWISE_FN float unary_gradient(UnaryOp op, float dy, float x, float y, UnaryParams params) {
+WN_HOST_DEVICE float unary_gradient(UnaryOp op, float dy, float x, float y, UnaryParams params) {
   const float first = static_cast<float>(params.first), second = static_cast<float>(params.second);
   switch (op) {
     case UnaryOp::kNeg: return -dy;
@@ -245,7 +248,7 @@ WN_POINTWISE_FN float unary_gradient(UnaryOp op, float dy, float x, float y, Una
 // ---- element type conversion (cast) ----
 
 // Any element as a double (exact for all four types).
-WN_POINTWISE_FN double load_as_double(const void* data, DType type, int64_t i) {
+WN_HOST_DEVICE double load_as_double(const void* data, DType type, int64_t i) {
   switch (type) {
     case DType::kFloat32: return static_cast<const float*>(data)[i];
     case DType::kBFloat16: return bfloat16_to_float(static_cast<const bfloat16*>(data)[i]);
@@ -257,7 +260,7 @@ WN_POINTWISE_FN double load_as_double(const void* data, DType type, int64_t i) {
 
 // Stores `value` as `type`: to int32 truncates toward zero, saturating at the int32 range (NaN becomes 0); to
 // bool is value != 0 (NaN is true, as in torch); to float32 rounds to nearest; to bfloat16 rounds the float32.
-WN_POINTWISE_FN void store_from_double(void* data, DType type, int64_t i, double value) {
+WN_HOST_DEVICE void store_from_double(void* data, DType type, int64_t i, double value) {
   switch (type) {
     case DType::kFloat32: static_cast<float*>(data)[i] = static_cast<float>(value); return;
     case DType::kBFloat16: static_cast<bfloat16*>(data)[i] = float_to_bfloat16(static_cast<float>(value)); return;

@@ -6,11 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define WN_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define WN_HOST_DEVICE inline
-#endif
+#include "weightnorm/host_device.h"
 
 namespace weightnorm::random {
 

@@ -18,6 +18,20 @@ struct AxisLayout {
   int64_t outputs() const { return outer * inner; }
 };
 
+// The per-channel sums both backends compute in one pass (channel_sum and the batch-norm statistics).
+// kPlain: s0 = sum a.  kCenteredSquare: s0 = sum (a - shift[k])^2.  kSumAndCenteredDot: s0 = sum b,
+// s1 = sum (a - shift[k]) * b (the batch-norm backward's two sums from one pass over x and dy).
+enum class ChannelSumKind { kPlain, kCenteredSquare, kSumAndCenteredDot };
+
+template <ChannelSumKind K>
+constexpr int kChannelSums = K == ChannelSumKind::kSumAndCenteredDot ? 2 : 1;
+
+struct ChannelSumInputs {
+  const float* a;
+  const float* b;
+  const float* shift;  // per channel; null for kPlain
+};
+
 enum class AxisReduceOp {
   kSum,        // sum over r (0 for an empty axis)
   kMean,       // sum / reduce (NaN for an empty axis, as 0/0)

@@ -5,13 +5,7 @@
 // Backward: dg = <dw, v> / norm, c1 = g / norm, c2 = g * dg / norm^2, dv = c1 * dw - c2 * v.
 #pragma once
 
-#if !defined(WN_HOST_DEVICE)
-#if defined(__CUDACC__)
-#define WN_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define WN_HOST_DEVICE inline
-#endif
-#endif
+#include "weightnorm/host_device.h"
 
 namespace weightnorm {
 

@@ -1,7 +1,8 @@
 // The GEMM, conv2d and pooling cases of the native test runner (backend_ops_test.cc, harness.h):
 //  - GEMM on every CPU path (OpenBLAS when it can be loaded at run time, the blocked kernel with each micro-kernel
-//    this CPU runs) and on CUDA when a GPU is usable, against a float64 reference: many shapes, all four transpose
-//    combinations, every epilogue field alone and all together, beta accumulation; CPU results must be bitwise
+//    this CPU runs) and on CUDA when a GPU is usable, against the float64 values of test/reference/gemm.ts (every
+//    element of small outputs, a sample of large ones): many shapes, all four transpose combinations, every
+//    epilogue field alone and all together, beta accumulation; CPU results must be bitwise
 //    identical with 1, 2 and 3 threads (3: more threads than this test machine's cores), CUDA results run to run.
 //    How OpenBLAS is found (WEIGHTNORM_OPENBLAS=path|0, a path that does not load, a library that is not OpenBLAS)
 //    is checked in child processes of this binary (--describe-gemm). The same checks for the bfloat16 overloads (CPU and
@@ -13,7 +14,8 @@
 //  - max pooling (overlapping windows, ties, NaNs) and global average pooling against test/reference/nn.ts.
 //    The conv and pooling cases, their inputs' seeds and expected values are fixtures (test/fixtures/native_reference/
 //    conv2d.bin, max_pool2d.bin, global_avg_pool.bin; node scripts/make_native_reference.mjs writes them): no copy of
-//    those references lives here. The GEMM's float64 reference (with its epilogue) still does.
+//    those references lives here. Nor of the GEMM's: its problems (every shape any backend checks, float32 and
+//    bfloat16) and their float64 results with each epilogue are gemm.bin, from test/reference/gemm.ts.
 // Groups: gemm/cpu (with conv and pooling on the CPU) and gemm/cuda (with conv and pooling on CUDA).
 // `weightnorm_backend_ops_test --perf [sizes]` instead prints GEMM GFLOP/s (1024^3 and 4096^3 by default) for each
 // backend (on CUDA: SIMT, TF32 and bfloat16 tensor cores).
@@ -26,9 +28,11 @@
 #include <cstring>
 #include <functional>
 #include <initializer_list>
+#include <iterator>
 #include <memory>
 #include <random>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -140,69 +144,78 @@ const EpilogueCase kEpilogueCases[] = {
 
 struct GemmProblem {
   GemmShape shape;  // m, n, k and the transposes
-  std::vector<float> a, b;
+  std::vector<float> a, b;  // as the layout stores them: op(a) = A [m, k], op(b) = B [k, n] of the fixture
   std::vector<float> row_scale, column_scale, row_bias, column_bias, subtract_coefficient, subtract_matrix, out0;
-  std::vector<double> product, product_magnitude;  // float64 op(a) op(b) and sum |a*b| per element
+  const OpCase* fixture;  // outputs[e]: epilogue e of kEpilogueCases in float64, with each element's sum of |terms|
 };
 
-// bfloat16_inputs: a, b, subtract_matrix and out0 hold bfloat16 values (the reference is then exact for what a
-// bfloat16 GEMM receives).
-GemmProblem make_problem(GemmShape s, bool ta, bool tb, bool bfloat16_inputs = false) {
-  GemmProblem p;
-  p.shape = s;
-  p.shape.transpose_a = ta;
-  p.shape.transpose_b = tb;
-  p.a = random_vector(s.m * s.k);
-  p.b = random_vector(s.k * s.n);
-  p.row_scale = random_vector(s.m, 0.5f, 2.0f);
-  p.column_scale = random_vector(s.n, 0.5f, 2.0f);
-  p.row_bias = random_vector(s.m);
-  p.column_bias = random_vector(s.n);
-  p.subtract_coefficient = random_vector(s.m);
-  p.subtract_matrix = random_vector(s.m * s.n);
-  p.out0 = random_vector(s.m * s.n);
-  if (bfloat16_inputs)
-    for (std::vector<float>* v : {&p.a, &p.b, &p.subtract_matrix, &p.out0})
-      for (float& x : *v) x = weightnorm::bfloat16_to_float(weightnorm::float_to_bfloat16(x));
-  p.product.assign(s.m * s.n, 0.0);
-  p.product_magnitude.assign(s.m * s.n, 0.0);
-  for (int64_t i = 0; i < s.m; ++i)
-    for (int64_t q = 0; q < s.k; ++q) {
-      const double x = ta ? p.a[q * s.m + i] : p.a[i * s.k + q];
-      for (int64_t j = 0; j < s.n; ++j) {
-        const double y = tb ? p.b[j * s.k + q] : p.b[q * s.n + j];
-        p.product[i * s.n + j] += x * y;
-        p.product_magnitude[i * s.n + j] += std::fabs(x * y);
-      }
-    }
-  return p;
+// The problems and their float64 results: test/fixtures/native_reference/gemm.bin, written from test/reference/gemm.ts
+// (nativeGemmFixture in test/reference/native-kernel-fixtures.ts lists the shapes, float32 and bfloat16).
+const std::vector<OpCase>& gemm_fixture() {
+  static const std::vector<OpCase> cases = read_op_fixture("gemm.bin");
+  return cases;
 }
 
-// The float64 epilogue of gemm.h, and the magnitude of its terms (for the rounding bound).
-void reference_epilogue(const GemmProblem& p, const EpilogueCase& e, std::vector<double>& want,
-                        std::vector<double>& magnitude) {
-  const int64_t m = p.shape.m, n = p.shape.n;
-  want.resize(m * n);
-  magnitude.resize(m * n);
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j < n; ++j) {
-      const int64_t x = i * n + j;
-      double scale = 1.0;
-      if (e.fields & kRowScale) scale *= p.row_scale[i];
-      if (e.fields & kColumnScale) scale *= p.column_scale[j];
-      double v = p.product[x] * scale, mag = p.product_magnitude[x] * std::fabs(scale);
-      auto add = [&](double term) {
-        v += term;
-        mag += std::fabs(term);
-      };
-      if (e.fields & kRowBias) add(p.row_bias[i]);
-      if (e.fields & kColumnBias) add(p.column_bias[j]);
-      if (e.fields & kSubtract) add(-double(p.subtract_coefficient[i]) * p.subtract_matrix[x]);
-      if (e.fields & kSubtractNoCoefficient) add(-double(p.subtract_matrix[x]));
-      if (e.fields & kBeta) add(double(e.beta) * p.out0[x]);
-      want[x] = v;
-      magnitude[x] = mag;
-    }
+// The fixture's problem of shape s (bfloat16_inputs: its bfloat16 twin, whose A, B, subtract_matrix and out0 hold
+// bfloat16 values, as what a bfloat16 GEMM receives), laid out as the transposes say. The four layouts of a shape
+// share one problem: the reference is the same, only where the kernel reads it from changes.
+GemmProblem make_problem(GemmShape s, bool ta, bool tb, bool bfloat16_inputs = false) {
+  for (const OpCase& c : gemm_fixture()) {
+    const std::vector<int64_t>& q = c.parameters;
+    if (q[0] != s.m || q[1] != s.n || q[2] != s.k || (q[3] != 0) != bfloat16_inputs) continue;
+    bool same_epilogues = q[4] == int64_t(std::size(kEpilogueCases));
+    for (size_t e = 0; same_epilogues && e < std::size(kEpilogueCases); ++e)
+      same_epilogues = q[5 + 2 * e] == kEpilogueCases[e].fields &&
+                       weightnorm::native_test::float_parameter(q[6 + 2 * e]) == kEpilogueCases[e].beta;
+    if (!same_epilogues) throw std::runtime_error("gemm.bin: its epilogues differ from kEpilogueCases (regenerate it)");
+    GemmProblem p;
+    p.shape = s;
+    p.shape.transpose_a = ta;
+    p.shape.transpose_b = tb;
+    p.fixture = &c;
+    auto input = [&](size_t i, bool rounded) {
+      std::vector<float> v = c.inputs[i].values;
+      if (rounded && bfloat16_inputs)
+        for (float& x : v) x = weightnorm::bfloat16_to_float(weightnorm::float_to_bfloat16(x));
+      return v;
+    };
+    auto around_one = [](std::vector<float> v) {  // 1 + v/4, as the fixture's writer derives the scales
+      for (float& x : v) x = 1.0f + 0.25f * x;
+      return v;
+    };
+    const std::vector<float> A = input(0, true), B = input(1, true);
+    p.a = A;
+    p.b = B;
+    if (ta)
+      for (int64_t i = 0; i < s.m; ++i)
+        for (int64_t r = 0; r < s.k; ++r) p.a[r * s.m + i] = A[i * s.k + r];
+    if (tb)
+      for (int64_t r = 0; r < s.k; ++r)
+        for (int64_t j = 0; j < s.n; ++j) p.b[j * s.k + r] = B[r * s.n + j];
+    p.row_scale = around_one(input(2, false));
+    p.column_scale = around_one(input(3, false));
+    p.row_bias = input(4, false);
+    p.column_bias = input(5, false);
+    p.subtract_coefficient = input(6, false);
+    p.subtract_matrix = input(7, true);
+    p.out0 = input(8, true);
+    return p;
+  }
+  throw std::runtime_error(format("gemm.bin has no %s problem %ldx%ldx%ld (add its shape to nativeGemmFixture)",
+                                  bfloat16_inputs ? "bfloat16" : "float32", long(s.m), long(s.n), long(s.k)));
+}
+
+// A GEMM output against epilogue e's stored elements, each within the backend's bound for its magnitude.
+ErrorReport compare_epilogue(const std::vector<float>& got, const GemmProblem& p, size_t e, const GemmTolerance& t) {
+  ErrorReport report;
+  const StoredOutput& want = p.fixture->outputs[e];
+  if (int64_t(got.size()) != want.count) {
+    report.add(NAN, 0.0, 1.0);
+    return report;
+  }
+  for (const StoredElement& x : want.elements)
+    report.add(got[size_t(x.index)], x.want, t.bound(x.magnitude, p.shape.k));
+  return report;
 }
 
 // Runs one GEMM on some backend: pointers are host pointers; the backend moves them where it needs them.
@@ -236,30 +249,23 @@ std::vector<float> run_gemm(const GemmBackend& backend, const GemmProblem& p, co
 }
 
 void check_gemm_backend(const GemmBackend& backend, const std::vector<GemmShape>& shapes) {
-  std::vector<double> want, magnitude;
   for (const GemmShape& s : shapes) {
     for (int t = 0; t < 4; ++t) {
       const GemmProblem p = make_problem(s, t & 1, t & 2, backend.bfloat16_inputs);
-      for (const EpilogueCase& e : kEpilogueCases) {
-        reference_epilogue(p, e, want, magnitude);
-        const std::vector<float> got = run_gemm(backend, p, e);
-        ErrorReport report;
-        for (size_t x = 0; x < got.size(); ++x)
-          report.add(got[x], want[x], backend.tolerance.bound(magnitude[x], s.k));
+      for (size_t index = 0; index < std::size(kEpilogueCases); ++index) {
+        const EpilogueCase& e = kEpilogueCases[index];
+        const ErrorReport report = compare_epilogue(run_gemm(backend, p, e), p, index, backend.tolerance);
         expect(report.ok(), format("gemm %-16s %4ldx%4ldx%4ld %c%c %-16s worst %.3f of bound", backend.name.c_str(),
                                    long(s.m), long(s.n), long(s.k), p.shape.transpose_a ? 'T' : 'N',
                                    p.shape.transpose_b ? 'T' : 'N', e.name, report.worst));
       }
       {
         // raw_out: the plain product is stored alongside the full epilogue's output.
-        reference_epilogue(p, kEpilogueCases[0], want, magnitude);
         std::vector<float> raw(p.out0.size(), NAN), out = p.out0;
         GemmEpilogue ep = host_epilogue(p, kEpilogueCases[8]);
         ep.raw_out = raw.data();
         backend.run(out.data(), p.a.data(), p.b.data(), p, ep);
-        ErrorReport report;
-        for (size_t x = 0; x < raw.size(); ++x)
-          report.add(raw[x], want[x], backend.tolerance.bound(magnitude[x], s.k));
+        const ErrorReport report = compare_epilogue(raw, p, 0, backend.tolerance);
         expect(report.ok(), format("gemm %-16s %4ldx%4ldx%4ld %c%c raw_out          worst %.3f of bound",
                                    backend.name.c_str(), long(s.m), long(s.n), long(s.k), p.shape.transpose_a ? 'T' : 'N',
                                    p.shape.transpose_b ? 'T' : 'N', report.worst));
@@ -801,12 +807,8 @@ void check_cuda_wgmma(const cu::DeviceStatus& status) {
   for (const auto& [shape, transpose_b, want] : {std::make_tuple(GemmShape{1024, 512, 64}, true, "wgmma"),
                                                  std::make_tuple(GemmShape{200, 136, 72}, false, "mma.sync")}) {
     const GemmProblem p = make_problem(shape, false, transpose_b);
-    std::vector<double> reference, magnitude;
-    reference_epilogue(p, kEpilogueCases[0], reference, magnitude);
     const std::vector<float> got = run_gemm({"cuda", cuda_gemm(0), false, kTf32Tolerance, false}, p, kEpilogueCases[0]);
-    ErrorReport report;
-    for (size_t x = 0; x < got.size(); ++x)
-      report.add(got[x], reference[x], kTf32Tolerance.bound(magnitude[x], shape.k));
+    const ErrorReport report = compare_epilogue(got, p, 0, kTf32Tolerance);
     expect(report.ok() && std::string(cu::gemm_last_tensor_core_kernel()) == want,
            format("gemm cuda/tf32 kAuto %ldx%ldx%ld N%c runs on %s (ran %s), worst %.3f of bound", long(shape.m),
                   long(shape.n), long(shape.k), transpose_b ? 'T' : 'N', want, cu::gemm_last_tensor_core_kernel(),

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "../../cpu/random.h"
+#include "harness.h"
 
 namespace weightnorm::native_test {
 
@@ -97,6 +98,26 @@ inline double op_input_checksum(const std::vector<float>& values) {
   double sum = 0.0;
   for (size_t i = 0; i < values.size(); ++i) sum += double(values[i]) * double(1 + i % 7);
   return sum;
+}
+
+// A float parameter, stored as the int64 of its float32 bit pattern (f32Bits in native-kernel-fixtures.ts).
+inline float float_parameter(int64_t bits) {
+  const uint32_t word = uint32_t(bits);
+  float value;
+  std::memcpy(&value, &word, sizeof value);
+  return value;
+}
+
+// `got` against a stored output: each stored element's |got - want| over relative * its magnitude (the scale the
+// fixture's writer chose for that output); a size that differs from the output's counts as infinitely wrong.
+inline NormalizedError compare_stored(const std::vector<float>& got, const StoredOutput& want, double relative) {
+  NormalizedError error;
+  if (int64_t(got.size()) != want.count) {
+    error.add(NAN, 0.0, 1.0);
+    return error;
+  }
+  for (const StoredElement& e : want.elements) error.add(got[size_t(e.index)], e.want, relative * e.magnitude);
+  return error;
 }
 
 // Every case of `file`, with its inputs drawn; throws when an input's checksum differs (the generator changed,

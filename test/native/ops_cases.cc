@@ -1,7 +1,10 @@
 // The elementwise, reduce, loss, normalization, optimizer and conversion cases of the native test runner
 // (backend_ops_test.cc, harness.h):
-//  - every CPU op against a float64 reference written here from the contracts in cpu/*.h;
-//  - where a GPU is usable, every CUDA op against the same reference, and against the CPU result (bitwise where
+//  - every CPU op against the float64 values of its one TypeScript reference (test/reference/optim.ts, nn.ts,
+//    reduce.ts, elementwise.ts), read from test/fixtures/native_reference/ (native-kernel-fixtures.ts writes the
+//    cases, their inputs' seeds, the expected values and the scale each tolerance multiplies); ops whose float32
+//    result is exact (add, multiply, fill, ReLU, the bias add) bitwise against the same float32 operation;
+//  - where a GPU is usable, every CUDA op against the same fixtures, and against the CPU result (bitwise where
 //    both sides do the same IEEE operations, else with a stated tolerance);
 //  - determinism: CPU reductions bitwise equal for 1, 2 and 3 threads; CUDA reductions bitwise equal run to run;
 //  - statistics: the dropout keep rate within a binomial bound, the noise mean and variance;
@@ -32,6 +35,7 @@
 #include "weightnorm/layout.h"
 #include "weightnorm/random.h"
 #include "harness.h"
+#include "op_fixture.h"
 
 #ifdef WEIGHTNORM_WITH_CUDA
 #include "../../cuda/elementwise.cuh"
@@ -47,7 +51,14 @@ namespace {
 namespace cpu = weightnorm::cpu;
 namespace random = weightnorm::random;
 using weightnorm::native_test::expect;
+using weightnorm::native_test::compare_stored;
+using weightnorm::native_test::float_parameter;
 using weightnorm::native_test::format;
+using weightnorm::native_test::NormalizedError;
+using weightnorm::native_test::OpCase;
+using weightnorm::native_test::read_op_fixture;
+using weightnorm::native_test::StoredElement;
+using weightnorm::native_test::StoredOutput;
 using weightnorm::bfloat16;
 using weightnorm::AdamOptions;
 using weightnorm::ChannelLayout;
@@ -59,7 +70,6 @@ using weightnorm::PointwiseLoss;
 using weightnorm::PointwiseLossOptions;
 using Vec = std::vector<float>;
 using Bf16Vec = std::vector<bfloat16>;
-using Ref = std::vector<double>;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Checks.
@@ -68,35 +78,11 @@ std::string describe(const ChannelLayout& l) {
   return "[" + std::to_string(l.outer) + "," + std::to_string(l.channels) + "," + std::to_string(l.inner) + "]";
 }
 
-// Largest |got - want| / scale_i with scale_i = max(|want_i|, floor) (or scales[i] when given); NaN counts as inf.
-double max_error(const Vec& got, const Ref& want, double floor, const Ref* scales = nullptr) {
-  if (got.size() != want.size()) return INFINITY;
-  double worst = 0.0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double scale = std::max(scales ? (*scales)[i] : std::fabs(want[i]), floor);
-    const double e = std::fabs(double(got[i]) - want[i]) / scale;
-    if (!(e <= worst)) worst = std::isnan(e) ? INFINITY : e;
-  }
-  return worst;
-}
-
-double max_abs(const Ref& values) {
-  double m = 0.0;
-  for (double v : values) m = std::max(m, std::fabs(v));
-  return m;
-}
-
-Ref widen(const Vec& v) { return Ref(v.begin(), v.end()); }
-
-// Relative error per element (floor: where |want| is smaller, the error is taken relative to floor instead).
-void check_close(const std::string& what, const Vec& got, const Ref& want, double tol, double floor) {
-  const double e = max_error(got, want, floor);
-  expect(e <= tol, what + format(" err %.2e (tol %.0e)", e, tol));
-}
-
-// Error relative to the tensor's largest value: for outputs whose small elements come from cancellation.
-void check_scaled(const std::string& what, const Vec& got, const Ref& want, double tol) {
-  check_close(what, got, want, tol, std::max(max_abs(want), 1e-30));
+// A kernel's output against the fixture's float64 values: every stored element within tol times its magnitude,
+// the scale the fixture's writer names for that output (native-kernel-fixtures.ts); `reason` says why tol is enough.
+void check_stored(const std::string& what, const Vec& got, const StoredOutput& want, double tol, const char* reason) {
+  const NormalizedError e = compare_stored(got, want, tol);
+  expect(e.ok(), what + format(" worst %.3f of tol %.0e (%s)", e.worst, tol, reason));
 }
 
 bool bitwise_equal(const Vec& a, const Vec& b) {
@@ -283,7 +269,9 @@ void record(const std::string& name, const Vec& values, double tol_vs_other_back
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Inputs.
+// Inputs: the fixtures' (test/fixtures/native_reference/, written by scripts/make_native_reference.mjs from the
+// TypeScript references) for every check against a float64 value; the generator below for the rest (exact checks,
+// statistics, determinism), reseeded per backend so that the CPU and CUDA runs see the same numbers.
 
 std::mt19937 g_rng(20261128u);
 
@@ -294,36 +282,60 @@ Vec normal_values(size_t n, float mean = 0.0f, float std = 1.0f) {
   return v;
 }
 
-// Small integers: every partial sum of a float reduction is exact, so any summation order gives the exact sum
-// and a missing or doubled element cannot hide under rounding.
-Vec integer_values(size_t n) {
-  std::uniform_int_distribution<int> pick(-2, 3);
-  Vec v(n);
-  for (auto& x : v) x = float(pick(g_rng));
-  return v;
+const std::vector<OpCase>& fixture(const char* file) {
+  static std::map<std::string, std::vector<OpCase>> read;
+  auto found = read.find(file);
+  if (found == read.end()) found = read.emplace(file, read_op_fixture(file)).first;
+  return found->second;
 }
 
 int64_t channel_of(const ChannelLayout& l, int64_t e) { return (e / l.inner) % l.channels; }
+ChannelLayout layout_of(const std::vector<int64_t>& p, size_t at) { return {p[at], p[at + 1], p[at + 2]}; }
 
-// Layouts exercising every route: outer 1 / inner 1, short and long runs (segments / columns), many channels,
-// the parallel CPU paths, and empty tensors.
-const std::vector<ChannelLayout> kLayouts = {
-    {1, 1, 1},     {1, 5, 1},    {7, 1, 1},      {7, 3, 1},     {64, 16, 1},    {1000, 10, 1},   {5, 3000, 1},
-    {2, 5, 31},    {3, 4, 5},    {4, 3, 33},     {8, 16, 49},   {1, 3, 1000},   {2, 3, 40000},   {1, 2, 70001},
-    {300, 70, 1},  {4096, 8, 1}, {32, 64, 64},   {0, 3, 4},     {3, 0, 4},      {2, 3, 0},
-};
+// The channel layouts of the normalization and reduction cases (nativeLayouts in native-kernel-fixtures.ts, which
+// says why each is there): reduce.bin's channel_sum cases.
+std::vector<ChannelLayout> fixture_layouts() {
+  std::vector<ChannelLayout> layouts;
+  for (const OpCase& c : fixture("reduce.bin"))
+    if (c.parameters[0] == 1) layouts.push_back(layout_of(c.parameters, 1));
+  return layouts;
+}
+
+// The fixtures' derived inputs, as their writer derives them from the drawn normals (each a float32 operation
+// that rounds once, or none: the same numbers on both sides).
+Vec offset_values(const Vec& drawn, const ChannelLayout& l) {  // offsetValues: 2v + 2 + k % 8
+  Vec x(drawn.size());
+  for (size_t e = 0; e < x.size(); ++e) x[e] = 2.0f * drawn[e] + float(2 + channel_of(l, int64_t(e)) % 8);
+  return x;
+}
+Vec around(const Vec& drawn, float center) {  // center + v/4
+  Vec x(drawn.size());
+  for (size_t e = 0; e < x.size(); ++e) x[e] = center + 0.25f * drawn[e];
+  return x;
+}
+Vec labels_from(const Vec& drawn, int64_t classes) {  // labelsFrom: floor(|u|·1000) mod classes
+  Vec labels(drawn.size());
+  for (size_t i = 0; i < labels.size(); ++i) labels[i] = float(int64_t(std::fabs(drawn[i]) * 1000.0f) % classes);
+  return labels;
+}
 
 // ---------------------------------------------------------------------------------------------------------------
-// Elementwise.
+// Elementwise: add, multiply, fill and ReLU bitwise against the same float32 operation; axpby and the tanh pair
+// against elementwise.bin (test/reference/elementwise.ts).
 
 void test_elementwise(const Backend& b) {
   const std::string tag = std::string(b.name) + " ";
-  for (const int64_t n : {int64_t{0}, int64_t{1}, int64_t{5}, int64_t{1001}, int64_t{65537}}) {
+  for (const OpCase& f : fixture("elementwise.bin")) {
+    const int64_t n = f.parameters[0];
+    const float alpha = float_parameter(f.parameters[1]), beta = float_parameter(f.parameters[2]);
+    Vec a = f.inputs[0].values;
+    for (int64_t i = 0; i < n; i += 7) a[i] = 0.0f;  // relu's kink: x = 0 takes the negative branch (reluKinkInput)
+    const Vec& c = f.inputs[1].values;
+    Vec t(n);  // a saved tanh output for the backward: v/4, exact
+    for (int64_t i = 0; i < n; ++i) t[i] = 0.25f * f.inputs[2].values[i];
     for (const size_t offset : {size_t{0}, size_t{1}}) {
       if (n < 5 && offset) continue;
       const std::string what = tag + "n=" + std::to_string(n) + (offset ? " unaligned " : " ");
-      Vec a = normal_values(n), c = normal_values(n);
-      for (int64_t i = 0; i < n; i += 7) a[i] = 0.0f;  // relu's kink: x = 0 takes the negative branch
       Buf da(b, a, offset), dc(b, c, offset);
 
       Vec want(n);
@@ -337,19 +349,11 @@ void test_elementwise(const Backend& b) {
       for (int64_t i = 0; i < n; ++i) want[i] = a[i] * c[i];
       check_bitwise(what + "multiply", out.get(), want);
 
-      // axpby: alpha*x + beta*y; a fused multiply-add on the GPU may round once instead of twice, so the error is
-      // a few ulps of |alpha x| + |beta y|, not of the (possibly cancelling) result.
       {
-        const float alpha = 0.75f, beta = -1.25f;
         Buf y(b, c, offset);
         b.axpby(y.p(), alpha, da.p(), beta, n);
-        Ref ref(n), scale(n);
-        for (int64_t i = 0; i < n; ++i) {
-          ref[i] = double(alpha) * a[i] + double(beta) * c[i];
-          scale[i] = std::fabs(double(alpha) * a[i]) + std::fabs(double(beta) * c[i]);
-        }
-        const double e = max_error(y.get(), ref, 1e-30, &scale);
-        expect(e <= 3e-7, what + "axpby" + format(" err %.2e (tol %.0e)", e, 3e-7));
+        check_stored(what + "axpby", y.get(), f.outputs[0], 3e-7,
+                     "a few ulps of |alpha x| + |beta y|: a fused multiply-add may round once instead of twice");
         record(what + "axpby", y.get(), 1e-6);
         // beta = 0 must not read y: it holds NaN here.
         Buf y0 = Buf::output(b, n, offset);
@@ -372,22 +376,14 @@ void test_elementwise(const Backend& b) {
         check_bitwise(what + "relu_backward" + s, out.get(), want);
       }
 
-      // tanh: glibc's tanhf and CUDA's are within 2 ulps (2.4e-7); 1e-6 relative leaves room, a bug is O(1).
       b.tanh_forward(out.p(), da.p(), n);
-      Ref ref(n);
-      for (int64_t i = 0; i < n; ++i) ref[i] = std::tanh(double(a[i]));
-      check_close(what + "tanh_forward", out.get(), ref, 1e-6, 1e-30);
+      check_stored(what + "tanh_forward", out.get(), f.outputs[1], 1e-6,
+                   "relative: glibc's tanhf and CUDA's are within 2 ulps (2.4e-7); a bug is O(1)");
       record(what + "tanh_forward", out.get(), 1e-6);
-      const Vec y = out.get();
-      Buf dy(b, y, offset);
-      b.tanh_backward(out.p(), dc.p(), dy.p(), n);
-      Ref scale(n);
-      for (int64_t i = 0; i < n; ++i) {
-        ref[i] = double(c[i]) * (1.0 - double(y[i]) * y[i]);
-        scale[i] = std::fabs(double(c[i])) * (1.0 + double(y[i]) * y[i]);
-      }
-      const double e = max_error(out.get(), ref, 1e-30, &scale);
-      expect(e <= 3e-7, what + "tanh_backward" + format(" err %.2e (tol %.0e)", e, 3e-7));
+      Buf dt(b, t, offset);
+      b.tanh_backward(out.p(), dc.p(), dt.p(), n);
+      check_stored(what + "tanh_backward", out.get(), f.outputs[2], 3e-7,
+                   "a few ulps of |dy|·(1 + y²), the terms before the subtraction");
     }
   }
 }
@@ -465,11 +461,16 @@ void test_noise(const Backend& b) {
     Buf dx(b, x, offset), y = Buf::output(b, n, offset);
     b.gaussian_noise(y.p(), dx.p(), std, seed, n);
     const Vec got = y.get();
+    // Exact against the generator's definition (weightnorm/random.h), not a reference of the op's maths: one float
+    // rounding of y (6e-8 relative) plus the device's log/sin/cos differing in the last double bit.
     const uint64_t stream = random::stream_of(seed, random::kPurposeNoise);
-    Ref ref(n);
-    for (int64_t i = 0; i < n; ++i) ref[i] = double(x[i]) + double(std) * random::normal(stream, uint64_t(i));
-    // One float rounding of y (6e-8 relative) plus the device's log/sin/cos differing in the last double bit.
-    check_close(tag + (offset ? "unaligned " : "") + "y = x + std * n(seed, i)", got, ref, 2e-7, std);
+    NormalizedError error;
+    for (int64_t i = 0; i < n; ++i) {
+      const double want = double(x[i]) + double(std) * random::normal(stream, uint64_t(i));
+      error.add(got[i], want, 2e-7 * std::max(std::fabs(want), double(std)));
+    }
+    expect(error.ok(), tag + (offset ? "unaligned " : "") +
+                           format("y = x + std * n(seed, i) worst %.3f of tol 2e-7 (of max(|y|, std))", error.worst));
     if (offset) continue;
     record(tag + "y", got, 1e-6);
     // n(seed, i) is standard normal: the sample mean has sd 1/sqrt(n) = 1e-3 and the sample variance
@@ -490,7 +491,7 @@ void test_noise(const Backend& b) {
 }
 
 void test_channel_bias_add(const Backend& b) {
-  for (const ChannelLayout& l : kLayouts) {
+  for (const ChannelLayout& l : fixture_layouts()) {
     for (const size_t offset : {size_t{0}, size_t{1}}) {
       if (offset && l.elements() < 4) continue;
       const std::string what = std::string(b.name) + " channel_bias_add " + describe(l) + (offset ? " unaligned" : "");
@@ -506,60 +507,41 @@ void test_channel_bias_add(const Backend& b) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Reductions.
-
-Ref channel_sums_reference(const Vec& x, const ChannelLayout& l) {
-  Ref sums(l.channels, 0.0);
-  for (int64_t e = 0; e < l.elements(); ++e) sums[channel_of(l, e)] += x[e];
-  return sums;
-}
-
-Ref channel_abs_sums(const Vec& x, const ChannelLayout& l) {
-  Ref sums(l.channels, 0.0);
-  for (int64_t e = 0; e < l.elements(); ++e) sums[channel_of(l, e)] += std::fabs(x[e]);
-  return sums;
-}
+// Reductions against reduce.bin (test/reference/reduce.ts): of small integers exactly (every partial sum is exact,
+// so any order gives the exact sum and a missing or doubled element cannot hide under rounding), of random values
+// within the float32 bound.
 
 void test_reduce(const Backend& b) {
   const std::string tag = std::string(b.name) + " ";
-  for (const int64_t n : {int64_t{0}, int64_t{1}, int64_t{31}, int64_t{32}, int64_t{1000}, (int64_t{1} << 20) + 7}) {
-    const std::string what = tag + "sum_all n=" + std::to_string(n);
-    const Vec integers = integer_values(n);
-    Buf dx(b, integers), out = Buf::output(b, 1);
-    b.sum_all(out.p(), dx.p(), n);
-    double exact = 0.0;
-    for (float v : integers) exact += v;
-    check_bitwise(what + " of small integers is exact", out.get(), Vec{float(exact)});
-    // Random values: float accumulators over short runs folded into double (CPU) or fixed trees (CUDA); the error
-    // is ~sqrt(run) ulps of sum |x|, 1e-6 of it is generous (a wrong element shows in the integer case).
-    const Vec x = normal_values(n, 0.5f, 1.0f);
-    Buf dr(b, x);
-    b.sum_all(out.p(), dr.p(), n);
-    double sum = 0.0, abs_sum = 0.0;
-    for (float v : x) {
-      sum += v;
-      abs_sum += std::fabs(v);
-    }
-    const double e = std::fabs(double(out.get()[0]) - sum) / std::max(abs_sum, 1e-30);
-    expect(e <= 1e-6, what + format(" random: err / sum|x| %.2e (tol %.0e)", e, 1e-6));
-    record(what + " random", out.get(), 1e-6);
-  }
-  for (const ChannelLayout& l : kLayouts) {
-    const std::string what = tag + "channel_sum " + describe(l);
+  // Random values: float accumulators over short runs folded into double (CPU) or fixed trees (CUDA); the error is
+  // ~sqrt(run) ulps of sum |x|, 1e-6 of it is generous (a wrong element shows in the integer case).
+  const char* reason = "of sum |x|: ~sqrt(run) ulps of float32 partial sums";
+  for (const OpCase& f : fixture("reduce.bin")) {
+    const ChannelLayout l = layout_of(f.parameters, 1);
+    const bool all = f.parameters[0] == 0;
     const int64_t n = l.elements();
-    const Vec integers = integer_values(n);
-    Buf di(b, integers), out = Buf::output(b, l.channels);
-    b.channel_sum(out.p(), di.p(), l);
-    const Ref exact = channel_sums_reference(integers, l);
-    check_bitwise(what + " of small integers is exact", out.get(), Vec(exact.begin(), exact.end()));
-    record(what + " integers", out.get(), 0.0);
-    const Vec x = normal_values(n, 0.5f, 1.0f);
-    Buf dx(b, x);
-    b.channel_sum(out.p(), dx.p(), l);
-    const Ref abs_sums = channel_abs_sums(x, l);
-    const double e = max_error(out.get(), channel_sums_reference(x, l), 1e-30, &abs_sums);
-    expect(e <= 1e-6, what + format(" random: err / sum|x| %.2e (tol %.0e)", e, 1e-6));
-    record(what + " random", out.get(), 1e-6);
+    Vec integers(n), x(n);
+    for (int64_t i = 0; i < n; ++i) {
+      integers[i] = std::min(std::max(std::floor(2.0f * f.inputs[0].values[i]), -2.0f), 3.0f);  // integerValues
+      x[i] = f.inputs[1].values[i] + 0.5f;
+    }
+    Buf di(b, integers), dx(b, x), out = Buf::output(b, l.channels);
+    if (all) {
+      const std::string what = tag + "sum_all n=" + std::to_string(n);
+      b.sum_all(out.p(), di.p(), n);
+      check_stored(what + " of small integers", out.get(), f.outputs[0], 1.0, "magnitude 0: exact");
+      b.sum_all(out.p(), dx.p(), n);
+      check_stored(what + " random", out.get(), f.outputs[1], 1e-6, reason);
+      record(what + " random", out.get(), 1e-6);
+    } else {
+      const std::string what = tag + "channel_sum " + describe(l);
+      b.channel_sum(out.p(), di.p(), l);
+      check_stored(what + " of small integers", out.get(), f.outputs[0], 1.0, "magnitude 0: exact");
+      record(what + " integers", out.get(), 0.0);
+      b.channel_sum(out.p(), dx.p(), l);
+      check_stored(what + " random", out.get(), f.outputs[1], 1e-6, reason);
+      record(what + " random", out.get(), 1e-6);
+    }
   }
 }
 
@@ -603,348 +585,190 @@ void test_determinism(const Backend& b) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Softmax cross-entropy.
+// Losses against softmax_cross_entropy.bin, class_loss.bin and bce_with_logits.bin (test/reference/nn.ts).
 
 void test_loss(const Backend& b) {
-  struct Case {
-    int64_t batch, classes;
-    float logit_scale;
-  };
-  const std::vector<Case> cases = {{0, 10, 1.0f},  {1, 1, 1.0f},   {7, 10, 1.0f},  {300, 37, 3.0f},
-                                   {64, 1000, 2.0f}, {16, 10, 1e4f}, {5, 3, 1e4f}};
-  for (const Case& c : cases) {
-    const std::string what = std::string(b.name) + " softmax_cross_entropy batch " + std::to_string(c.batch) +
-                             " classes " + std::to_string(c.classes) + " logits*" + format("%g", c.logit_scale);
-    const int64_t n = c.batch * c.classes;
-    const Vec logits = normal_values(n, 0.0f, c.logit_scale);
-    Vec labels(c.batch);
-    std::uniform_int_distribution<int64_t> pick(0, std::max<int64_t>(c.classes - 1, 0));
-    for (auto& label : labels) label = float(pick(g_rng));
+  for (const OpCase& f : fixture("softmax_cross_entropy.bin")) {
+    const int64_t batch = f.parameters[0], classes = f.parameters[1];
+    const float logit_scale = float_parameter(f.parameters[2]), upstream = float_parameter(f.parameters[3]);
+    const std::string what = std::string(b.name) + " softmax_cross_entropy batch " + std::to_string(batch) +
+                             " classes " + std::to_string(classes) + " logits*" + format("%g", logit_scale);
+    const int64_t n = batch * classes;
+    Vec logits(n);
+    for (int64_t i = 0; i < n; ++i) logits[i] = f.inputs[0].values[i] * logit_scale;
+    const Vec labels = labels_from(f.inputs[1].values, classes);
     Buf dlogits_in(b, logits), dlabels(b, labels), loss = Buf::output(b, 1), probs = Buf::output(b, n);
-    b.softmax_cross_entropy_forward(loss.p(), probs.p(), dlogits_in.p(), dlabels.p(), c.batch, c.classes);
-
-    Ref want_probs(n);
-    double want_loss = 0.0;
-    for (int64_t i = 0; i < c.batch; ++i) {
-      const float* x = logits.data() + i * c.classes;
-      const double m = *std::max_element(x, x + c.classes);
-      double sum = 0.0;
-      for (int64_t k = 0; k < c.classes; ++k) sum += std::exp(double(x[k]) - m);
-      for (int64_t k = 0; k < c.classes; ++k) want_probs[i * c.classes + k] = std::exp(double(x[k]) - m) / sum;
-      want_loss += m + std::log(sum) - x[int64_t(labels[i])];
-    }
-    if (c.batch > 0) want_loss /= double(c.batch);
-    const float got_loss = loss.get()[0];
-    // Loss: float exp/log and a float or double sum of batch terms: 1e-5 relative (floor 1) covers them; with
-    // logits of 1e4 the row terms are ~1e4 and must come out finite, not inf - inf.
-    const double loss_error = std::fabs(got_loss - want_loss) / std::max(std::fabs(want_loss), 1.0);
-    expect(std::isfinite(got_loss) && loss_error <= 1e-5,
-           what + format(" loss %.6g, err %.2e (tol 1e-5)", got_loss, loss_error));
-    // probs: |error| <= 1e-6 absolute (they are at most 1; the float exp is within a few ulps).
-    check_close(what + " probs", probs.get(), want_probs, 1e-6, 1.0);
-    record(what + " loss", loss.get(), 1e-5);
+    b.softmax_cross_entropy_forward(loss.p(), probs.p(), dlogits_in.p(), dlabels.p(), batch, classes);
+    const Vec got_loss = loss.get();
+    // Loss: float exp/log and a float or double sum of batch terms; with logits of 1e4 the row terms are ~1e4 and
+    // must come out finite, not inf - inf.
+    const NormalizedError loss_error = compare_stored(got_loss, f.outputs[0], 1e-5);
+    expect(std::isfinite(got_loss[0]) && loss_error.ok(),
+           what + format(" loss %.6g finite, worst %.3f of tol 1e-5 (of max(|loss|, 1): float exp/log, the batch sum)",
+                         got_loss[0], loss_error.worst));
+    check_stored(what + " probs", probs.get(), f.outputs[1], 1e-6,
+                 "absolute: probs are at most 1, float exp within a few ulps");
+    record(what + " loss", got_loss, 1e-5);
     record(what + " probs", probs.get(), 1e-6);
 
-    const float upstream = 0.7f;
     Buf dloss(b, Vec{upstream}), dlogits = Buf::output(b, n);
-    b.softmax_cross_entropy_backward(dlogits.p(), probs.p(), dlabels.p(), dloss.p(), c.batch, c.classes);
-    Ref want_grad(n);
-    for (int64_t i = 0; i < c.batch; ++i)
-      for (int64_t k = 0; k < c.classes; ++k)
-        want_grad[i * c.classes + k] =
-            (want_probs[i * c.classes + k] - (k == int64_t(labels[i]) ? 1.0 : 0.0)) * upstream / double(c.batch);
-    // dlogits = (probs - onehot) * dloss / batch: the probs' 1e-6 error scaled by dloss / batch.
-    check_close(what + " dlogits", dlogits.get(), want_grad, 2e-6, n ? upstream / double(c.batch) : 1.0);
+    b.softmax_cross_entropy_backward(dlogits.p(), probs.p(), dlabels.p(), dloss.p(), batch, classes);
+    check_stored(what + " dlogits", dlogits.get(), f.outputs[2], 2e-6,
+                 "of max(|g|, dloss/batch): the probs' 1e-6 error scaled by dloss/batch");
   }
 }
 
 // Cross-entropy over [outer, classes, inner] with ignored positions, class weights and label smoothing (weighted
-// mean), and binary cross-entropy on logits of magnitude 1e4, against float64 references of PyTorch's formulas.
+// mean), and binary cross-entropy on logits of magnitude 1e4, against PyTorch's formulas in float64.
 void test_class_and_pointwise_losses(const Backend& b) {
-  const int64_t outer = 6, classes = 5, inner = 4, positions = outer * inner;
-  for (const float scale : {1.0f, 1e4f}) {
-    const std::string what = std::string(b.name) + " class_loss logits*" + format("%g", double(scale));
-    const Vec logits = normal_values(positions * classes, 0.0f, scale);
-    const Vec weight = {0.5f, 1.0f, 1.5f, 2.0f, 3.0f};
-    Vec labels(positions);
-    std::uniform_int_distribution<int64_t> pick(0, classes - 1);
-    for (int64_t p = 0; p < positions; ++p) labels[p] = p % 5 == 0 ? -100.0f : float(pick(g_rng));
+  for (const OpCase& f : fixture("class_loss.bin")) {
+    const std::vector<int64_t>& p = f.parameters;
     ClassLossOptions o;
-    o.outer = outer, o.classes = classes, o.inner = inner, o.ignore_index = -100, o.label_smoothing = 0.2f;
+    o.outer = p[0], o.classes = p[1], o.inner = p[2], o.ignore_index = p[3], o.label_smoothing = float_parameter(p[4]);
+    const float upstream = float_parameter(p[5]), scale = float_parameter(p[6]);
+    Vec weight(o.classes);
+    for (int64_t c = 0; c < o.classes; ++c) weight[c] = float_parameter(p[7 + c]);
+    const int64_t positions = o.outer * o.inner;
+    const std::string what = std::string(b.name) + " class_loss logits*" + format("%g", double(scale));
+    Vec logits(positions * o.classes);
+    for (size_t i = 0; i < logits.size(); ++i) logits[i] = f.inputs[0].values[i] * scale;
+    Vec labels = labels_from(f.inputs[1].values, o.classes);
+    for (int64_t q = 0; q < positions; q += 5) labels[q] = float(o.ignore_index);
     Buf din(b, logits), dlabels(b, labels), dweight(b, weight), position_loss = Buf::output(b, positions),
         position_weight = Buf::output(b, positions), reduced = Buf::output(b, 1), total = Buf::output(b, 1),
-        saved = Buf::output(b, positions * classes);
+        saved = Buf::output(b, positions * o.classes);
     o.class_weight = dweight.p();
-    b.class_loss_forward(position_loss.p(), position_weight.p(), reduced.p(), total.p(), saved.p(), din.p(), dlabels.p(), o,
-                         LossReduction::kMean);
-    Ref want_loss(positions, 0.0), want_grad(positions * classes, 0.0);
-    double loss_sum = 0.0, weight_sum = 0.0;
-    std::vector<Ref> log_probs(positions, Ref(classes));
-    for (int64_t p = 0; p < positions; ++p) {
-      const int64_t n = p / inner, k = p % inner;
-      double m = -INFINITY, sum = 0.0;
-      for (int64_t c = 0; c < classes; ++c) m = std::max(m, double(logits[(n * classes + c) * inner + k]));
-      for (int64_t c = 0; c < classes; ++c) sum += std::exp(double(logits[(n * classes + c) * inner + k]) - m);
-      for (int64_t c = 0; c < classes; ++c) log_probs[p][c] = double(logits[(n * classes + c) * inner + k]) - m - std::log(sum);
-      if (labels[p] == -100.0f) continue;
-      const int64_t y = int64_t(labels[p]);
-      double smooth = 0.0;
-      for (int64_t c = 0; c < classes; ++c) smooth -= weight[c] * log_probs[p][c];
-      want_loss[p] = -(1.0 - 0.2) * weight[y] * log_probs[p][y] + 0.2 / classes * smooth;
-      loss_sum += want_loss[p];
-      weight_sum += weight[y];
-    }
-    const double want_mean = loss_sum / weight_sum;
+    b.class_loss_forward(position_loss.p(), position_weight.p(), reduced.p(), total.p(), saved.p(), din.p(),
+                         dlabels.p(), o, LossReduction::kMean);
+    const Vec mean = reduced.get();
     // float exp/log per class, double sums: 1e-5 relative to the loss (floor 1); with logits of 1e4 still finite.
-    const double error = std::fabs(reduced.get()[0] - want_mean) / std::max(std::fabs(want_mean), 1.0);
-    expect(std::isfinite(reduced.get()[0]) && error <= 1e-5, what + format(" mean %.6g, err %.2e (tol 1e-5)", reduced.get()[0], error));
-    check_close(what + " position losses", position_loss.get(), want_loss, 1e-5, std::max(1.0, double(scale)));
-    record(what + " mean", reduced.get(), 1e-5);
+    const NormalizedError mean_error = compare_stored(mean, f.outputs[1], 1e-5);
+    expect(std::isfinite(mean[0]) && mean_error.ok(),
+           what + format(" mean %.6g finite, worst %.3f of tol 1e-5 (of max(|mean|, 1))", mean[0], mean_error.worst));
+    check_stored(what + " position losses", position_loss.get(), f.outputs[0], 1e-5,
+                 "of max(|loss|, 1, logit scale): float exp/log of logits that large");
+    record(what + " mean", mean, 1e-5);
 
-    const float upstream = 0.7f;
-    Buf dloss(b, Vec{upstream}), dinput = Buf::output(b, positions * classes);
+    Buf dloss(b, Vec{upstream}), dinput = Buf::output(b, positions * o.classes);
     b.class_loss_backward(dinput.p(), saved.p(), dlabels.p(), dloss.p(), 1, total.p(), o);
-    double weights_all = 0.0;
-    for (float w : weight) weights_all += w;
-    for (int64_t p = 0; p < positions; ++p) {
-      if (labels[p] == -100.0f) continue;
-      const int64_t n = p / inner, k = p % inner, y = int64_t(labels[p]);
-      for (int64_t c = 0; c < classes; ++c) {
-        const double prob = std::exp(log_probs[p][c]);
-        const double g = (1.0 - 0.2) * weight[y] * (prob - (c == y ? 1.0 : 0.0)) + 0.2 / classes * (prob * weights_all - weight[c]);
-        want_grad[(n * classes + c) * inner + k] = upstream * g / weight_sum;
-      }
-    }
-    // Gradients: a few float roundings on terms of size up to ~w·upstream/Σw.
-    check_close(what + " dlogits", dinput.get(), want_grad, 1e-5, 3.0 * upstream / weight_sum);
+    check_stored(what + " dlogits", dinput.get(), f.outputs[2], 1e-5,
+                 "of max(|g|, 3 upstream/sum w): a few float roundings of terms up to w·upstream/sum w");
     record(what + " dlogits", dinput.get(), 1e-5);
   }
-  {
+  for (const OpCase& f : fixture("bce_with_logits.bin")) {
     const std::string what = std::string(b.name) + " pointwise bce_with_logits";
-    const Vec x = {1e4f, -1e4f, 80.0f, -80.0f, 0.5f, -2.0f, 1e4f, -1e4f};
-    const Vec y = {1.0f, 0.0f, 1.0f, 0.0f, 0.3f, 1.0f, 0.0f, 1.0f};
-    const Vec pos_weight = {2.0f, 0.5f};
-    Buf dx(b, x), dy(b, y), dpos(b, pos_weight), loss = Buf::output(b, x.size()), reduced = Buf::output(b, 1);
+    const std::vector<int64_t>& p = f.parameters;
+    const int64_t count = p[0], pos_count = p[1 + 2 * count];
+    Vec x(count), y(count), pos_weight(pos_count);
+    for (int64_t i = 0; i < count; ++i) x[i] = float_parameter(p[1 + i]), y[i] = float_parameter(p[1 + count + i]);
+    for (int64_t i = 0; i < pos_count; ++i) pos_weight[i] = float_parameter(p[2 + 2 * count + i]);
+    const float upstream = float_parameter(p[2 + 2 * count + pos_count]);
+    Buf dx(b, x), dy(b, y), dpos(b, pos_weight), loss = Buf::output(b, count), reduced = Buf::output(b, 1);
     PointwiseLossOptions o;
     o.kind = PointwiseLoss::kBceWithLogits;
-    o.pos_weight = {dpos.p(), 2};
-    b.pointwise_loss_forward(loss.p(), reduced.p(), dx.p(), dy.p(), int64_t(x.size()), o, LossReduction::kSum);
-    Ref want(x.size()), want_grad(x.size());
-    double want_sum = 0.0;
-    for (size_t i = 0; i < x.size(); ++i) {
-      const double p = pos_weight[i % 2], lw = 1.0 + (p - 1.0) * y[i], xi = x[i];
-      const double softplus_neg = std::max(-xi, 0.0) + std::log1p(std::exp(-std::fabs(xi)));
-      want[i] = (1.0 - y[i]) * xi + lw * softplus_neg;
-      want_sum += want[i];
-      want_grad[i] = 0.5 * ((1.0 - y[i]) + lw * (1.0 / (1.0 + std::exp(-xi)) - 1.0));
-    }
-    check_close(what + " elements", loss.get(), want, 1e-6, 1.0);
-    const double error = std::fabs(reduced.get()[0] - want_sum) / std::max(std::fabs(want_sum), 1.0);
-    expect(error <= 1e-6, what + format(" sum err %.2e (tol 1e-6)", error));
-    Buf dloss(b, Vec{0.5f}), dinput = Buf::output(b, x.size());
-    b.pointwise_loss_backward(dinput.p(), dloss.p(), 1, 1.0f, dx.p(), dy.p(), int64_t(x.size()), o);
-    check_close(what + " dinput", dinput.get(), want_grad, 1e-6, 1.0);
+    o.pos_weight = {dpos.p(), pos_count};
+    b.pointwise_loss_forward(loss.p(), reduced.p(), dx.p(), dy.p(), count, o, LossReduction::kSum);
+    const char* reason = "of max(|value|, 1): float exp/log1p within a few ulps";
+    check_stored(what + " elements", loss.get(), f.outputs[0], 1e-6, reason);
+    check_stored(what + " sum", reduced.get(), f.outputs[1], 1e-6, reason);
+    Buf dloss(b, Vec{upstream}), dinput = Buf::output(b, count);
+    b.pointwise_loss_backward(dinput.p(), dloss.p(), 1, 1.0f, dx.p(), dy.p(), count, o);
+    check_stored(what + " dinput", dinput.get(), f.outputs[2], 1e-6, reason);
     record(what + " elements", loss.get(), 1e-6);
   }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Batch normalization, float64 reference.
-
-struct BatchNormRef {
-  Ref y, mean, var, invstd;
-};
-
-BatchNormRef batch_norm_reference(const Ref& x, const Vec* gamma, const Vec* beta, const ChannelLayout& l, double eps) {
-  BatchNormRef r;
-  const int64_t n = l.reduce_size();
-  r.mean.assign(l.channels, 0.0);
-  r.var.assign(l.channels, 0.0);
-  r.invstd.assign(l.channels, 0.0);
-  r.y.assign(x.size(), 0.0);
-  for (int64_t e = 0; e < l.elements(); ++e) r.mean[channel_of(l, e)] += x[e];
-  for (auto& m : r.mean) m = n ? m / n : 0.0;
-  for (int64_t e = 0; e < l.elements(); ++e) {
-    const double d = x[e] - r.mean[channel_of(l, e)];
-    r.var[channel_of(l, e)] += d * d;
-  }
-  for (int64_t k = 0; k < l.channels; ++k) {
-    r.var[k] = n ? r.var[k] / n : 0.0;
-    r.invstd[k] = 1.0 / std::sqrt(r.var[k] + eps);
-  }
-  for (int64_t e = 0; e < l.elements(); ++e) {
-    const int64_t k = channel_of(l, e);
-    r.y[e] = (x[e] - r.mean[k]) * r.invstd[k] * (gamma ? (*gamma)[k] : 1.0) + (beta ? (*beta)[k] : 0.0);
-  }
-  return r;
-}
-
-struct BatchNormGrads {
-  Ref dx, dgamma, dbeta;
-};
-
-BatchNormGrads batch_norm_backward_reference(const Ref& dy, const Ref& x, const Vec* gamma, const ChannelLayout& l,
-                                             double eps) {
-  const BatchNormRef f = batch_norm_reference(x, nullptr, nullptr, l, eps);  // f.y = xhat
-  BatchNormGrads g;
-  const int64_t n = l.reduce_size();
-  g.dx.assign(x.size(), 0.0);
-  g.dgamma.assign(l.channels, 0.0);
-  g.dbeta.assign(l.channels, 0.0);
-  for (int64_t e = 0; e < l.elements(); ++e) {
-    g.dbeta[channel_of(l, e)] += dy[e];
-    g.dgamma[channel_of(l, e)] += dy[e] * f.y[e];
-  }
-  for (int64_t e = 0; e < l.elements(); ++e) {
-    const int64_t k = channel_of(l, e);
-    const double gk = gamma ? (*gamma)[k] : 1.0;
-    g.dx[e] = gk * f.invstd[k] * (dy[e] - g.dbeta[k] / n - f.y[e] * g.dgamma[k] / n);
-  }
-  return g;
-}
-
-// Central differences of L = sum w * y over x, gamma, beta, evaluated in float64 (h = 1e-4: truncation ~h^2,
-// rounding ~1e-16 / h, both far below the float32 kernels' error).
-BatchNormGrads batch_norm_finite_differences(const Ref& w, const Ref& x, const Vec& gamma, const Vec& beta,
-                                             const ChannelLayout& l, double eps) {
-  auto loss = [&](const Ref& xs, const Vec& gs, const Vec& bs) {
-    const BatchNormRef f = batch_norm_reference(xs, &gs, &bs, l, eps);
-    double total = 0.0;
-    for (size_t e = 0; e < xs.size(); ++e) total += w[e] * f.y[e];
-    return total;
-  };
-  const double h = 1e-4;
-  BatchNormGrads g;
-  for (size_t e = 0; e < x.size(); ++e) {
-    Ref plus = x, minus = x;
-    plus[e] += h;
-    minus[e] -= h;
-    g.dx.push_back((loss(plus, gamma, beta) - loss(minus, gamma, beta)) / (2 * h));
-  }
-  for (int64_t k = 0; k < l.channels; ++k) {
-    // gamma and beta are float vectors: step them by a float-representable amount and divide by the real step.
-    const float hf = 1.0f / 1024.0f;
-    Vec gp = gamma, gm = gamma, bp = beta, bm = beta;
-    gp[k] += hf;
-    gm[k] -= hf;
-    bp[k] += hf;
-    bm[k] -= hf;
-    g.dgamma.push_back((loss(x, gp, beta) - loss(x, gm, beta)) / (double(gp[k]) - gm[k]));
-    g.dbeta.push_back((loss(x, gamma, bp) - loss(x, gamma, bm)) / (double(bp[k]) - bm[k]));
-  }
-  return g;
-}
-
-Vec per_channel_offset_values(const ChannelLayout& l) {
-  // x ~ N(2 + k % 8, 1.5): a mean well away from 0 checks the centring; the spread differs from 1.
-  Vec x = normal_values(l.elements(), 0.0f, 1.5f);
-  for (int64_t e = 0; e < l.elements(); ++e) x[e] += 2.0f + float(channel_of(l, e) % 8);
-  return x;
-}
+// Batch normalization against batch_norm.bin (test/reference/nn.ts: batchNormForward, batchNormBackward,
+// batchNormInference, and finite differences of the float64 forward).
 
 void test_batch_norm(const Backend& b) {
-  const float eps = 1e-5f;
-  for (const ChannelLayout& l : kLayouts) {
-    if (l.elements() > (int64_t{1} << 20)) continue;
-    for (const bool affine : {true, false}) {
-      if (!affine && l.elements() > 5000) continue;
-      const std::string what = std::string(b.name) + " batch_norm " + describe(l) + (affine ? "" : " no affine");
-      const int64_t n = l.elements(), c = l.channels;
-      const Vec x = per_channel_offset_values(l), dy = normal_values(n);
-      const Vec gamma = normal_values(c, 1.0f, 0.2f), beta = normal_values(c);
-      Buf dx(b, x), dgamma_in(b, gamma), dbeta_in(b, beta), ddy(b, dy);
-      Buf y = Buf::output(b, n), mean = Buf::output(b, c), var = Buf::output(b, c), invstd = Buf::output(b, c);
-      b.batch_norm_forward(y.p(), mean.p(), var.p(), invstd.p(), dx.p(), affine ? dgamma_in.p() : nullptr,
-                           affine ? dbeta_in.p() : nullptr, l, eps);
-      const BatchNormRef want = batch_norm_reference(widen(x), affine ? &gamma : nullptr, affine ? &beta : nullptr, l, eps);
-      // Statistics: float inputs summed with float accumulators over short runs; 2e-6 relative (floor 1 for the
-      // mean, whose scale is the data's spread) and 1e-5 for the variance, a second pass around the rounded mean.
-      check_close(what + " mean", mean.get(), want.mean, 2e-6, 1.0);
-      check_close(what + " var (biased)", var.get(), want.var, 1e-5, 1e-30);
-      check_close(what + " invstd", invstd.get(), want.invstd, 1e-5, 1e-30);
-      // y: each element a few float operations from the statistics above: 1e-5 of the largest |y|.
-      check_scaled(what + " y", y.get(), want.y, 1e-5);
-      record(what + " y", y.get(), 1e-5);
-      record(what + " var", var.get(), 1e-5);
-
-      Buf dxo = Buf::output(b, n), dgamma = Buf::output(b, c), dbeta = Buf::output(b, c);
-      b.batch_norm_backward(dxo.p(), dgamma.p(), dbeta.p(), ddy.p(), dx.p(), mean.p(), invstd.p(),
-                            affine ? dgamma_in.p() : nullptr, l);
-      const BatchNormGrads grads = batch_norm_backward_reference(widen(dy), widen(x), affine ? &gamma : nullptr, l, eps);
-      if (l.reduce_size() > 1) {
-        // dx cancels three terms of size |gamma| * invstd * |dy|: 1e-5 of the largest term.
-        check_scaled(what + " dx", dxo.get(), grads.dx, 2e-5);
-        record(what + " dx", dxo.get(), 2e-5);
-      }
-      // Sums over the channel: 1e-5 of sum |dy| (and of sum |dy * xhat| for dgamma).
-      Ref abs_dy(c, 0.0), abs_dyx(c, 0.0);
-      for (int64_t e = 0; e < n; ++e) {
-        const int64_t k = channel_of(l, e);
-        abs_dy[k] += std::fabs(dy[e]);
-        abs_dyx[k] += std::fabs(dy[e] * (x[e] - want.mean[k]) * want.invstd[k]);
-      }
-      const double eb = max_error(dbeta.get(), grads.dbeta, 1e-30, &abs_dy);
-      const double eg = max_error(dgamma.get(), grads.dgamma, 1e-30, &abs_dyx);
-      expect(eb <= 1e-5 && eg <= 1e-5, what + format(" dbeta err %.2e, dgamma err %.2e (tol 1e-5 of sum |term|)", eb, eg));
-
-      Buf running_mean(b, normal_values(c)), running_var(b, normal_values(c, 2.0f, 0.3f));
-      const Vec rm = running_mean.get(), rv = running_var.get();
-      b.batch_norm_inference(y.p(), dx.p(), running_mean.p(), running_var.p(), affine ? dgamma_in.p() : nullptr,
-                             affine ? dbeta_in.p() : nullptr, l, eps);
-      Ref want_y(n);
-      for (int64_t e = 0; e < n; ++e) {
-        const int64_t k = channel_of(l, e);
-        want_y[e] = (x[e] - double(rm[k])) / std::sqrt(double(rv[k]) + eps) * (affine ? gamma[k] : 1.0) +
-                    (affine ? beta[k] : 0.0);
-      }
-      check_scaled(what + " inference y", y.get(), want_y, 1e-5);
-    }
-  }
-
-  // Backward against finite differences of the float64 forward (the derivation itself, not only the formula).
-  for (const ChannelLayout& l : {ChannelLayout{4, 3, 5}, ChannelLayout{2, 3, 7}, ChannelLayout{16, 2, 1}}) {
-    const std::string what = std::string(b.name) + " batch_norm backward vs finite differences " + describe(l);
+  for (const OpCase& f : fixture("batch_norm.bin")) {
+    const ChannelLayout l = layout_of(f.parameters, 0);
+    const bool affine = f.parameters[3] != 0, finite_differences = f.parameters[5] != 0;
+    const float eps = float_parameter(f.parameters[4]);
     const int64_t n = l.elements(), c = l.channels;
-    const Vec x = per_channel_offset_values(l), w = normal_values(n);
-    const Vec gamma = normal_values(c, 1.0f, 0.2f), beta = normal_values(c);
-    Buf dx(b, x), dgamma_in(b, gamma), dbeta_in(b, beta), dw(b, w);
+    const Vec x = offset_values(f.inputs[0].values, l);
+    const Vec& dy = f.inputs[1].values;  // finite differences: the weights w of L = sum w * y
+    const Vec gamma = around(f.inputs[2].values, 1.0f);
+    const Vec& beta = f.inputs[3].values;
+    Buf dx(b, x), dgamma_in(b, gamma), dbeta_in(b, beta), ddy(b, dy);
     Buf y = Buf::output(b, n), mean = Buf::output(b, c), var = Buf::output(b, c), invstd = Buf::output(b, c);
-    b.batch_norm_forward(y.p(), mean.p(), var.p(), invstd.p(), dx.p(), dgamma_in.p(), dbeta_in.p(), l, eps);
+    b.batch_norm_forward(y.p(), mean.p(), var.p(), invstd.p(), dx.p(), affine ? dgamma_in.p() : nullptr,
+                         affine ? dbeta_in.p() : nullptr, l, eps);
     Buf dxo = Buf::output(b, n), dgamma = Buf::output(b, c), dbeta = Buf::output(b, c);
-    b.batch_norm_backward(dxo.p(), dgamma.p(), dbeta.p(), dw.p(), dx.p(), mean.p(), invstd.p(), dgamma_in.p(), l);
-    const BatchNormGrads fd = batch_norm_finite_differences(widen(w), widen(x), gamma, beta, l, eps);
-    // float32 kernels (~1e-6) against float64 differences (~1e-8): 1e-4 of the largest gradient.
-    check_scaled(what + " dx", dxo.get(), fd.dx, 1e-4);
-    check_scaled(what + " dgamma", dgamma.get(), fd.dgamma, 1e-4);
-    check_scaled(what + " dbeta", dbeta.get(), fd.dbeta, 1e-4);
+    b.batch_norm_backward(dxo.p(), dgamma.p(), dbeta.p(), ddy.p(), dx.p(), mean.p(), invstd.p(),
+                          affine ? dgamma_in.p() : nullptr, l);
+    if (finite_differences) {
+      // The backward against central differences of the float64 forward (the derivation itself, not only the
+      // formula): float32 kernels (~1e-6) against float64 differences (~1e-8).
+      const std::string what = std::string(b.name) + " batch_norm backward vs finite differences " + describe(l);
+      const char* reason = "of the largest gradient: float32 kernels against float64 differences";
+      check_stored(what + " dx", dxo.get(), f.outputs[0], 1e-4, reason);
+      check_stored(what + " dgamma", dgamma.get(), f.outputs[1], 1e-4, reason);
+      check_stored(what + " dbeta", dbeta.get(), f.outputs[2], 1e-4, reason);
+      continue;
+    }
+    const std::string what = std::string(b.name) + " batch_norm " + describe(l) + (affine ? "" : " no affine");
+    // Statistics: float inputs summed with float accumulators over short runs; the variance is a second pass
+    // around the rounded mean.
+    check_stored(what + " mean", mean.get(), f.outputs[0], 2e-6, "of max(|mean|, 1): float sums over short runs");
+    check_stored(what + " var (biased)", var.get(), f.outputs[1], 1e-5,
+                 "relative: a second pass around the rounded mean");
+    check_stored(what + " invstd", invstd.get(), f.outputs[2], 1e-5, "relative: from the variance");
+    check_stored(what + " y", y.get(), f.outputs[3], 1e-5,
+                 "of the largest |y|: a few float operations from the statistics");
+    record(what + " y", y.get(), 1e-5);
+    record(what + " var", var.get(), 1e-5);
+    if (l.reduce_size() > 1) {
+      check_stored(what + " dx", dxo.get(), f.outputs[4], 2e-5,
+                   "of the largest |dx|: three terms of size |gamma|·invstd·|dy| cancel");
+      record(what + " dx", dxo.get(), 2e-5);
+    }
+    // Sums over the channel: 1e-5 of sum |dy| (and of sum |dy * xhat| for dgamma).
+    const NormalizedError eb = compare_stored(dbeta.get(), f.outputs[5], 1e-5);
+    const NormalizedError eg = compare_stored(dgamma.get(), f.outputs[6], 1e-5);
+    expect(eb.ok() && eg.ok(), what + format(" dbeta worst %.3f, dgamma worst %.3f of tol 1e-5 (of sum |term|)",
+                                             eb.worst, eg.worst));
+
+    Buf running_mean(b, f.inputs[4].values), running_var(b, around(f.inputs[5].values, 2.0f));
+    b.batch_norm_inference(y.p(), dx.p(), running_mean.p(), running_var.p(), affine ? dgamma_in.p() : nullptr,
+                           affine ? dbeta_in.p() : nullptr, l, eps);
+    check_stored(what + " inference y", y.get(), f.outputs[7], 1e-5, "of the largest |y|: a few float operations");
   }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Mean-only batch normalization (Salimans & Kingma, 2016, §4).
+// Mean-only batch normalization (Salimans & Kingma, 2016, §4) against mean_only_batch_norm.bin
+// (test/reference/nn.ts: meanOnlyBatchNormForward, meanOnlyBatchNormBackward, finite differences).
 
 void test_mean_only_batch_norm(const Backend& b) {
-  for (const ChannelLayout& l : kLayouts) {
+  for (const OpCase& f : fixture("mean_only_batch_norm.bin")) {
+    const ChannelLayout l = layout_of(f.parameters, 0);
+    const int64_t n = l.elements(), c = l.channels;
+    const Vec x = offset_values(f.inputs[0].values, l);
+    if (f.parameters[3] != 0) {
+      // The paper's backward equals the centred gradient: against central differences of L = sum w * y(x) in
+      // float64 (L is linear in x: exact up to rounding).
+      const Vec& w = f.inputs[1].values;
+      Buf dw(b, w), dxo = Buf::output(b, n), dbias = Buf::output(b, c);
+      b.mean_only_batch_norm_backward(dxo.p(), dbias.p(), dw.p(), l);
+      check_stored(std::string(b.name) + " mean_only_batch_norm backward vs finite differences " + describe(l),
+                   dxo.get(), f.outputs[0], 1e-5, "of the largest gradient: float32 roundings of dy and its mean");
+      continue;
+    }
     const std::string what = std::string(b.name) + " mean_only_batch_norm " + describe(l);
-    const int64_t n = l.elements(), c = l.channels, count = l.reduce_size();
-    const Vec x = per_channel_offset_values(l), bias = normal_values(c), dy = normal_values(n, 0.3f, 1.0f);
+    const Vec& bias = f.inputs[1].values;
+    Vec dy(n);
+    for (int64_t e = 0; e < n; ++e) dy[e] = f.inputs[2].values[e] + 0.25f;
     Buf dx(b, x), dbias_in(b, bias), ddy(b, dy), y = Buf::output(b, n), mean = Buf::output(b, c);
     b.mean_only_batch_norm_forward(y.p(), mean.p(), dx.p(), dbias_in.p(), l, true);
-    const Ref sums = channel_sums_reference(x, l);
-    Ref want_mean(c), want_y(n), scale(n);
-    for (int64_t k = 0; k < c; ++k) want_mean[k] = count ? sums[k] / count : 0.0;
-    for (int64_t e = 0; e < n; ++e) {
-      const int64_t k = channel_of(l, e);
-      want_y[e] = x[e] - want_mean[k] + bias[k];
-      scale[e] = std::fabs(x[e]) + std::fabs(want_mean[k]) + std::fabs(bias[k]);
-    }
-    check_close(what + " mean", mean.get(), want_mean, 2e-6, 1.0);
-    // y = x - mean + bias: two float roundings of terms as large as |x| + |mean| + |bias|, plus the mean's error.
-    double e = max_error(y.get(), want_y, 1e-30, &scale);
-    expect(e <= 3e-6, what + format(" y = x - batch mean + bias, err %.2e (tol %.0e of |x|+|mean|+|bias|)", e, 3e-6));
+    check_stored(what + " mean", mean.get(), f.outputs[0], 2e-6, "of max(|mean|, 1): float sums over short runs");
+    check_stored(what + " y = x - batch mean + bias", y.get(), f.outputs[1], 3e-6,
+                 "of |x|+|mean|+|bias|: two float roundings of terms that large, plus the mean's error");
     record(what + " y", y.get(), 1e-5);
 
-    // Evaluation: the given (running) mean is used and left as it is.
+    // Evaluation: the given (running) mean is used and left as it is: the same float32 operations, bitwise.
     const Vec running = normal_values(c);
     Buf drunning(b, running);
     b.mean_only_batch_norm_forward(y.p(), drunning.p(), dx.p(), dbias_in.p(), l, false);
@@ -955,178 +779,79 @@ void test_mean_only_batch_norm(const Backend& b) {
 
     Buf dxo = Buf::output(b, n), dbias = Buf::output(b, c);
     b.mean_only_batch_norm_backward(dxo.p(), dbias.p(), ddy.p(), l);
-    const Ref dy_sums = channel_sums_reference(dy, l), dy_abs = channel_abs_sums(dy, l);
-    Ref want_dx(n), dx_scale(n);
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t k = channel_of(l, i);
-      want_dx[i] = dy[i] - dy_sums[k] / count;
-      dx_scale[i] = std::fabs(dy[i]) + dy_abs[k] / count;
-    }
-    e = max_error(dbias.get(), dy_sums, 1e-30, &dy_abs);
-    expect(e <= 1e-6, what + format(" dbias = sum dy, err %.2e (tol %.0e of sum |dy|)", e, 1e-6));
-    e = max_error(dxo.get(), want_dx, 1e-30, &dx_scale);
-    expect(e <= 1e-6, what + format(" dx = dy - channel mean of dy, err %.2e (tol %.0e)", e, 1e-6));
-    // The centred gradient sums to zero over each channel (to the float rounding of its elements).
+    check_stored(what + " dbias = sum dy", dbias.get(), f.outputs[2], 1e-6, "of sum |dy|: float partial sums");
+    check_stored(what + " dx = dy - channel mean of dy", dxo.get(), f.outputs[3], 1e-6,
+                 "of |dy| + sum |dy| / n: one subtraction after the sum");
+    // A property, not a reference: the centred gradient sums to zero over each channel, to the float rounding of
+    // its elements (sum |dy| per channel bounds it).
     const Vec got_dx = dxo.get();
-    const Ref centred = channel_sums_reference(got_dx, l);
+    std::vector<double> centred(c, 0.0), dy_abs(c, 0.0);
+    for (int64_t e = 0; e < n; ++e) {
+      centred[channel_of(l, e)] += got_dx[e];
+      dy_abs[channel_of(l, e)] += std::fabs(dy[e]);
+    }
     double worst = 0.0;
     for (int64_t k = 0; k < c; ++k) worst = std::max(worst, std::fabs(centred[k]) / std::max(dy_abs[k], 1e-30));
     expect(worst <= 1e-6, what + format(" channel sums of dx vanish: %.2e of sum |dy| (tol %.0e)", worst, 1e-6));
     record(what + " dx", got_dx, 1e-5);
   }
-
-  // The paper's backward of mean-only batch norm: it equals the centred gradient, checked against finite differences of
-  // L = sum w * y(x), y = x - mean(x) + bias, in float64.
-  const ChannelLayout l{6, 3, 4};
-  const int64_t n = l.elements();
-  const Vec x = per_channel_offset_values(l), w = normal_values(n), bias = normal_values(l.channels);
-  Buf dw(b, w), dxo = Buf::output(b, n), dbias = Buf::output(b, l.channels);
-  b.mean_only_batch_norm_backward(dxo.p(), dbias.p(), dw.p(), l);
-  auto loss = [&](const Ref& xs) {
-    Ref mean(l.channels, 0.0);
-    for (int64_t e = 0; e < n; ++e) mean[channel_of(l, e)] += xs[e] / l.reduce_size();
-    double total = 0.0;
-    for (int64_t e = 0; e < n; ++e) total += w[e] * (xs[e] - mean[channel_of(l, e)] + bias[channel_of(l, e)]);
-    return total;
-  };
-  Ref fd(n);
-  const Ref xd = widen(x);
-  for (int64_t e = 0; e < n; ++e) {
-    Ref plus = xd, minus = xd;
-    plus[e] += 1e-3;
-    minus[e] -= 1e-3;
-    fd[e] = (loss(plus) - loss(minus)) / 2e-3;  // L is linear in x: central differences are exact up to rounding
-  }
-  check_scaled(std::string(b.name) + " mean_only_batch_norm backward vs finite differences " + describe(l), dxo.get(),
-               fd, 1e-5);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Optimizers: a few steps against float64 arithmetic of the same update rules.
-
-enum class Optimizer { kSgd, kAdam, kAdamax };
-
-struct OptimCase {
-  std::string name;
-  Optimizer kind;
-  SgdOptions sgd;
-  AdamOptions adam;
-};
-
-struct OptimState {
-  Ref p, s1, s2;
-};
-
-void reference_step(OptimState& st, const Vec& grad, const OptimCase& c, int64_t step) {
-  for (size_t i = 0; i < st.p.size(); ++i) {
-    if (c.kind == Optimizer::kSgd) {
-      const SgdOptions& o = c.sgd;
-      const double g = grad[i] + double(o.weight_decay) * st.p[i];
-      double d = g;
-      if (o.momentum != 0.0f) {
-        st.s1[i] = step == 1 ? g : double(o.momentum) * st.s1[i] + (1.0 - double(o.dampening)) * g;
-        d = o.nesterov ? g + double(o.momentum) * st.s1[i] : st.s1[i];
-      }
-      st.p[i] -= double(o.lr) * d;
-    } else {
-      const AdamOptions& o = c.adam;
-      const double g = grad[i] + double(o.weight_decay) * st.p[i];
-      const double b1 = o.beta1, b2 = o.beta2;
-      st.s1[i] = b1 * st.s1[i] + (1.0 - b1) * g;
-      const double c1 = 1.0 - std::pow(b1, double(step));
-      if (c.kind == Optimizer::kAdam) {
-        st.s2[i] = b2 * st.s2[i] + (1.0 - b2) * g * g;
-        const double c2 = 1.0 - std::pow(b2, double(step));
-        st.p[i] -= double(o.lr) / c1 * st.s1[i] / (std::sqrt(st.s2[i] / c2) + double(o.eps));
-      } else {
-        // PyTorch's Adamax: eps inside the max.
-        st.s2[i] = std::max(b2 * st.s2[i], std::fabs(g) + double(o.eps));
-        st.p[i] -= double(o.lr) / c1 * st.s1[i] / st.s2[i];
-      }
-    }
-  }
-}
+// Optimizers: a few steps against optim.bin (test/reference/optim.ts: PyTorch's SGD, Adam and Adamax rules in
+// float64, with the norm of the updated parameter where it is a weight-norm direction).
 
 void test_optimizers(const Backend& b) {
-  std::vector<OptimCase> cases;
-  cases.push_back({"sgd", Optimizer::kSgd, {0.1f, 0.0f, 0.0f, 0.0f, false}, {}});
-  cases.push_back({"sgd momentum+dampening+weight decay", Optimizer::kSgd, {0.05f, 0.9f, 0.1f, 1e-2f, false}, {}});
-  cases.push_back({"sgd nesterov+weight decay", Optimizer::kSgd, {0.05f, 0.9f, 0.0f, 5e-4f, true}, {}});
-  cases.push_back({"adam", Optimizer::kAdam, {}, {1e-2f, 0.9f, 0.999f, 1e-8f, 0.0f}});
-  cases.push_back({"adam weight decay", Optimizer::kAdam, {}, {3e-3f, 0.8f, 0.99f, 1e-8f, 1e-2f}});
-  cases.push_back({"adamax", Optimizer::kAdamax, {}, {2e-3f, 0.9f, 0.999f, 1e-8f, 0.0f}});
-  cases.push_back({"adamax weight decay", Optimizer::kAdamax, {}, {2e-3f, 0.9f, 0.999f, 1e-8f, 1e-2f}});
-  // A large eps and a fast-decaying u: where eps sits (inside the max or added after it) changes the update by ~lr.
-  cases.push_back({"adamax large eps", Optimizer::kAdamax, {}, {5e-2f, 0.9f, 0.5f, 0.5f, 0.0f}});
-
-  struct NormCase {
-    bool with_norm;
-    ChannelLayout layout;
-    const char* route;
-  };
-  const std::vector<NormCase> norm_cases = {
-      {false, {1, 1, 1001}, "no norm"},
-      {true, {1, 7, 9}, "fused rows, outer 1"},
-      {true, {1, 5, 200}, "fused rows, outer 1, 200 per row"},
-      {true, {1, 3, 20000}, "fused long rows, outer 1"},
-      {true, {1, 1, 70001}, "fused, dim null"},
-      {true, {5, 6, 7}, "second pass, outer > 1"},
-      {true, {64, 10, 1}, "second pass, inner 1"},
-      {true, {1, 3, 0}, "empty rows"},
-      {false, {1, 1, 0}, "count 0"},
-  };
-  const int steps = 4;
-  for (const OptimCase& c : cases) {
-    for (const NormCase& nc : norm_cases) {
-      const ChannelLayout& l = nc.layout;
-      const int64_t count = l.elements();
-      const std::string what = std::string(b.name) + " " + c.name + " " + nc.route + " " + describe(l);
-      Vec p = normal_values(count);
-      // One all-zero channel with zero gradients: it stays zero and its norm is the eps floor.
-      const bool zero_channel = nc.with_norm && l.channels > 2;
-      auto zero_row = [&](Vec& v) {
-        if (!zero_channel) return;
-        for (int64_t o = 0; o < l.outer; ++o)
-          for (int64_t i = 0; i < l.inner; ++i) v[(o * l.channels + 1) * l.inner + i] = 0.0f;
-      };
-      zero_row(p);
-      const Vec initial_s2 = Vec(count, 0.0f);
-      Buf dp(b, p), s1(b, Vec(count, 0.0f)), s2(b, initial_s2), norm = Buf::output(b, l.channels);
-      OptimState ref{widen(p), Ref(count, 0.0), Ref(count, 0.0)};
-      NormOutput norm_output;
-      norm_output.norm = norm.p();
-      norm_output.layout = l;
-      norm_output.eps = 1e-12f;
-      const bool use_velocity = c.kind != Optimizer::kSgd || c.sgd.momentum != 0.0f;
-      for (int step = 1; step <= steps; ++step) {
-        Vec grad = normal_values(count);
-        zero_row(grad);
-        Buf dg(b, grad);
-        const NormOutput* no = nc.with_norm ? &norm_output : nullptr;
-        if (c.kind == Optimizer::kSgd) b.sgd_step(dp.p(), use_velocity ? s1.p() : nullptr, dg.p(), count, c.sgd, step, no);
-        else if (c.kind == Optimizer::kAdam) b.adam_step(dp.p(), s1.p(), s2.p(), dg.p(), count, c.adam, step, no);
-        else b.adamax_step(dp.p(), s1.p(), s2.p(), dg.p(), count, c.adam, step, no);
-        reference_step(ref, grad, c, step);
-      }
-      // Each step rounds p once (2^-24 |p|) and computes an update of size ~lr with a few ulps of error: after 4
-      // steps the error is below 1e-6 of |p| + lr * steps; 4e-6 leaves room, a wrong rule term is >= 1e-3.
-      const double lr = c.kind == Optimizer::kSgd ? c.sgd.lr : c.adam.lr;
-      Ref scale(count);
-      for (int64_t i = 0; i < count; ++i) scale[i] = std::fabs(ref.p[i]) + lr * steps;
-      const Vec got = dp.get();
-      double e = max_error(got, ref.p, 1e-30, &scale);
-      expect(e <= 4e-6, what + format(" param after %g steps, err %.2e (tol 4e-6 of |p| + lr*steps)", double(steps), e));
-      record(what + " param", got, 4e-6);
-      if (use_velocity) check_scaled(what + " state 1 (velocity / m)", s1.get(), ref.s1, 1e-5);
-      if (c.kind != Optimizer::kSgd) check_scaled(what + " state 2 (v / u)", s2.get(), ref.s2, 1e-5);
-      if (!nc.with_norm) continue;
-      // The norm of the updated parameter the kernel holds, in float64: float accumulation, 1e-5 relative.
-      Ref want_norm(l.channels, 0.0);
-      for (int64_t e2 = 0; e2 < count; ++e2) want_norm[channel_of(l, e2)] += double(got[e2]) * got[e2];
-      for (auto& v : want_norm) v = std::max(std::sqrt(v), 1e-12);
-      check_close(what + " norm of the updated parameter", norm.get(), want_norm, 1e-5, 1e-30);
-      if (zero_channel) expect(norm.get()[1] == 1e-12f, what + " zero channel's norm is the eps floor");
+  for (const OpCase& f : fixture("optim.bin")) {
+    const std::vector<int64_t>& q = f.parameters;
+    const int64_t kind = q[0];  // 0 SGD, 1 Adam, 2 Adamax
+    const float lr = float_parameter(q[1]), first = float_parameter(q[2]), second = float_parameter(q[3]),
+                weight_decay = float_parameter(q[4]), eps = float_parameter(q[5]);
+    const bool nesterov = q[6] != 0, with_norm = q[7] != 0;
+    const ChannelLayout l = layout_of(q, 8);
+    const int64_t steps = q[11], count = l.elements();
+    const SgdOptions sgd{lr, first, second, weight_decay, nesterov};
+    const AdamOptions adam{lr, first, second, eps, weight_decay};
+    const char* names[] = {"sgd", "adam", "adamax"};
+    const std::string what = std::string(b.name) + " " + names[kind] +
+                             format(" lr %g %g %g wd %g eps %g%s", lr, first, second, weight_decay, eps,
+                                    nesterov ? " nesterov" : "") +
+                             (with_norm ? " norm " : " ") + describe(l);
+    // One all-zero channel with zero gradients (zeroChannel): it stays zero and its norm is the eps floor.
+    const bool zero_channel = with_norm && l.channels > 2;
+    auto zeroed = [&](Vec v) {
+      if (zero_channel)
+        for (int64_t e = 0; e < count; ++e)
+          if (channel_of(l, e) == 1) v[e] = 0.0f;
+      return v;
+    };
+    Buf dp(b, zeroed(f.inputs[0].values)), s1(b, Vec(count, 0.0f)), s2(b, Vec(count, 0.0f)),
+        norm = Buf::output(b, l.channels);
+    NormOutput norm_output;
+    norm_output.norm = norm.p();
+    norm_output.layout = l;
+    norm_output.eps = 1e-12f;
+    const bool use_velocity = kind != 0 || sgd.momentum != 0.0f;
+    for (int64_t step = 1; step <= steps; ++step) {
+      Buf dg(b, zeroed(f.inputs[size_t(step)].values));
+      const NormOutput* no = with_norm ? &norm_output : nullptr;
+      if (kind == 0) b.sgd_step(dp.p(), use_velocity ? s1.p() : nullptr, dg.p(), count, sgd, step, no);
+      else if (kind == 1) b.adam_step(dp.p(), s1.p(), s2.p(), dg.p(), count, adam, step, no);
+      else b.adamax_step(dp.p(), s1.p(), s2.p(), dg.p(), count, adam, step, no);
     }
+    // Each step rounds p once (2^-24 |p|) and computes an update of size ~lr with a few ulps of error: after 4
+    // steps the error is below 1e-6 of |p| + lr * steps; 4e-6 leaves room, a wrong rule term is >= 1e-3.
+    const Vec got = dp.get();
+    check_stored(what + " param", got, f.outputs[0], 4e-6,
+                 "of |p| + lr*steps: a rounding of p and a few ulps of lr per step");
+    record(what + " param", got, 4e-6);
+    if (use_velocity)
+      check_stored(what + " state 1 (velocity / m)", s1.get(), f.outputs[1], 1e-5, "of its largest value");
+    if (kind != 0) check_stored(what + " state 2 (v / u)", s2.get(), f.outputs[2], 1e-5, "of its largest value");
+    if (!with_norm) continue;
+    check_stored(what + " norm of the updated parameter", norm.get(), f.outputs[3], 5e-6,
+                 "of norm + lr*steps*sqrt(n): the parameter's 4e-6 summed over the channel, and a float sum");
+    if (zero_channel) expect(norm.get()[1] == 1e-12f, what + " zero channel's norm is the eps floor");
   }
 }
 
@@ -1341,7 +1066,15 @@ void compare_backends() {
     if (cuda_result.tol == 0.0) {
       check_bitwise(what, cuda_result.values, found->second.values);
     } else {
-      check_scaled(what, cuda_result.values, widen(found->second.values), cuda_result.tol);
+      // Against the CPU tensor's largest value.
+      const Vec& cpu_values = found->second.values;
+      double largest = 1e-30;
+      for (const float v : cpu_values) largest = std::max(largest, double(std::fabs(v)));
+      NormalizedError error;
+      if (cpu_values.size() != cuda_result.values.size()) error.add(NAN, 0.0, 1.0);
+      for (size_t i = 0; i < cpu_values.size() && i < cuda_result.values.size(); ++i)
+        error.add(cuda_result.values[i], cpu_values[i], cuda_result.tol * largest);
+      expect(error.ok(), what + format(" worst %.3f of tol %.0e", error.worst, cuda_result.tol));
     }
   }
   expect(compared > 0, "cpu vs cuda: " + std::to_string(compared) + " outputs compared");

@@ -29,31 +29,38 @@ export function opInputChecksum(values: ArrayLike<number>): number {
   return sum;
 }
 
+/** How many elements an output stores: all up to `full`, else `sampled` of them. */
+export interface Storage {
+  full: number;
+  sampled: number;
+}
+
 /** The flat indices stored of an output of `count` elements. */
-export function storedIndices(count: number): number[] {
-  if (count <= kFullOutputElements) return Array.from({ length: count }, (_, i) => i);
+export function storedIndices(count: number, storage: Storage = { full: kFullOutputElements, sampled: kSampledElements }): number[] {
+  if (count <= storage.full) return Array.from({ length: count }, (_, i) => i);
   const picked = new Set<number>();
-  const end = kSampledElements / 4;
+  const end = storage.sampled / 4;
   for (let i = 0; i < end; i++) {
     picked.add(i);
     picked.add(count - 1 - i);
   }
-  const spread = kSampledElements - 2 * end;
+  const spread = storage.sampled - 2 * end;
   for (let i = 0; i < spread; i++) picked.add(end + Math.floor(((i + 0.5) * (count - 2 * end)) / spread));
   return [...picked].sort((a, b) => a - b);
 }
 
-interface OpOutput {
+export interface OpOutput {
   want: ArrayLike<number>;
   magnitude: ArrayLike<number>;
+  storage?: Storage; // this output's own, in place of its file's
 }
-interface OpCase {
+export interface OpCase {
   parameters: number[];
   inputs: Array<{ seed: number; values: Float32Array }>;
   outputs: OpOutput[];
 }
 
-function writeCases(cases: OpCase[]): Uint8Array {
+export function writeCases(cases: OpCase[], storage?: Storage): Uint8Array {
   const out = new Writer();
   out.ascii(kMagic);
   out.u32(cases.length);
@@ -68,7 +75,7 @@ function writeCases(cases: OpCase[]): Uint8Array {
     }
     out.u32(c.outputs.length);
     for (const output of c.outputs) {
-      const indices = storedIndices(output.want.length);
+      const indices = storedIndices(output.want.length, output.storage ?? storage);
       out.u64(output.want.length);
       out.u32(indices.length);
       for (const i of indices) {
@@ -81,7 +88,7 @@ function writeCases(cases: OpCase[]): Uint8Array {
   return out.result();
 }
 
-const normals = (source: InputSource, count: number, seed: number) =>
+export const normals = (source: InputSource, count: number, seed: number) =>
   count === 0 ? new Float32Array(0) : source.normal(count, seed);
 
 // ---------------------------------------------------------------------------------------------------------------

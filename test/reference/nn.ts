@@ -143,16 +143,94 @@ export function map(x: Float64Array, f: (v: number) => number): Float64Array {
 
 /** Mean softmax cross-entropy; labels are class indices. */
 export function crossEntropy(logits: Float64Array, labels: readonly number[], classes: number): Float64Array {
+  return Float64Array.of(softmaxCrossEntropy(logits, labels, classes).loss);
+}
+
+/** Softmax cross-entropy over [batch, classes] with its saved softmax, and the backward: dlogits = (probs -
+ *  onehot) * dloss / batch. Stable: each row's maximum is subtracted before exp. An empty batch has loss 0. */
+export function softmaxCrossEntropy(
+  logits: ArrayLike<number>, labels: ArrayLike<number>, classes: number, dloss = 1,
+): { loss: number; probs: Float64Array; dlogits: Float64Array } {
   const batch = labels.length;
+  const probs = new Float64Array(batch * classes);
+  const dlogits = new Float64Array(batch * classes);
   let total = 0;
   for (let i = 0; i < batch; i++) {
     let max = -Infinity;
     for (let c = 0; c < classes; c++) max = Math.max(max, logits[i * classes + c]!);
     let z = 0;
     for (let c = 0; c < classes; c++) z += Math.exp(logits[i * classes + c]! - max);
+    for (let c = 0; c < classes; c++) {
+      probs[i * classes + c] = Math.exp(logits[i * classes + c]! - max) / z;
+      dlogits[i * classes + c] = ((probs[i * classes + c]! - (c === labels[i] ? 1 : 0)) * dloss) / batch;
+    }
     total += Math.log(z) + max - logits[i * classes + labels[i]!]!;
   }
-  return Float64Array.of(total / batch);
+  return { loss: batch > 0 ? total / batch : 0, probs, dlogits };
+}
+
+/** Cross-entropy from logits over [outer, classes, inner] as torch.nn.functional.cross_entropy with class weights,
+ *  ignore_index and label smoothing ε: per position (1 − ε)·(−w_y·logp_y) + (ε/C)·(−Σ_c w_c·logp_c), weight w_y
+ *  (ignored positions: 0 and 0); the mean divides by Σ w_y. dinput is the mean's gradient times dloss. */
+export function classCrossEntropy(
+  logits: ArrayLike<number>, labels: ArrayLike<number>, weight: ArrayLike<number>,
+  o: { outer: number; classes: number; inner: number; ignoreIndex: number; labelSmoothing: number }, dloss = 1,
+): { positionLoss: Float64Array; mean: number; dinput: Float64Array } {
+  const { outer, classes, inner, ignoreIndex, labelSmoothing: eps } = o;
+  const positions = outer * inner;
+  const positionLoss = new Float64Array(positions);
+  const dinput = new Float64Array(positions * classes);
+  const at = (p: number, c: number) => (Math.floor(p / inner) * classes + c) * inner + (p % inner);
+  let weightAll = 0;
+  for (let c = 0; c < classes; c++) weightAll += weight[c]!;
+  let lossSum = 0;
+  let weightSum = 0;
+  const logProbs: Float64Array[] = [];
+  for (let p = 0; p < positions; p++) {
+    let max = -Infinity;
+    for (let c = 0; c < classes; c++) max = Math.max(max, logits[at(p, c)]!);
+    let z = 0;
+    for (let c = 0; c < classes; c++) z += Math.exp(logits[at(p, c)]! - max);
+    const logp = Float64Array.from({ length: classes }, (_, c) => logits[at(p, c)]! - max - Math.log(z));
+    logProbs.push(logp);
+    if (labels[p] === ignoreIndex) continue;
+    const y = labels[p]!;
+    let smooth = 0;
+    for (let c = 0; c < classes; c++) smooth -= weight[c]! * logp[c]!;
+    positionLoss[p] = -(1 - eps) * weight[y]! * logp[y]! + (eps / classes) * smooth;
+    lossSum += positionLoss[p]!;
+    weightSum += weight[y]!;
+  }
+  for (let p = 0; p < positions; p++) {
+    if (labels[p] === ignoreIndex) continue;
+    const y = labels[p]!;
+    for (let c = 0; c < classes; c++) {
+      const prob = Math.exp(logProbs[p]![c]!);
+      const g = (1 - eps) * weight[y]! * (prob - (c === y ? 1 : 0)) + (eps / classes) * (prob * weightAll - weight[c]!);
+      dinput[at(p, c)] = (dloss * g) / weightSum;
+    }
+  }
+  return { positionLoss, mean: lossSum / weightSum, dinput };
+}
+
+/** binary_cross_entropy_with_logits with pos_weight (broadcast over the last dim of length posWeight.length), the
+ *  elements' losses, their sum, and the sum's gradient times dloss. Stable: softplus(−x) = max(−x, 0) +
+ *  log1p(exp(−|x|)). */
+export function bceWithLogits(
+  x: ArrayLike<number>, y: ArrayLike<number>, posWeight: ArrayLike<number>, dloss = 1,
+): { loss: Float64Array; sum: number; dinput: Float64Array } {
+  const loss = new Float64Array(x.length);
+  const dinput = new Float64Array(x.length);
+  let sum = 0;
+  for (let i = 0; i < x.length; i++) {
+    const lw = 1 + (posWeight[i % posWeight.length]! - 1) * y[i]!;
+    const xi = x[i]!;
+    const softplusNeg = Math.max(-xi, 0) + Math.log1p(Math.exp(-Math.abs(xi)));
+    loss[i] = (1 - y[i]!) * xi + lw * softplusNeg;
+    sum += loss[i]!;
+    dinput[i] = dloss * (1 - y[i]! + lw * (1 / (1 + Math.exp(-xi)) - 1));
+  }
+  return { loss, sum, dinput };
 }
 
 /** Per-channel statistics layout of [batch, channels, ...spatial]. */
@@ -161,41 +239,111 @@ function layout(shape: Shape): [number, number, number] {
   return [batch, channels, rest.reduce((a, b) => a * b, 1)];
 }
 
-export function batchNorm(x: Float64Array, gamma: Float64Array, beta: Float64Array, shape: Shape, eps: number): Float64Array {
+/** Training-mode batch norm with its statistics (biased variance; a channel with no elements gets mean and
+ *  variance 0, as the kernels write). */
+export function batchNormForward(
+  x: ArrayLike<number>, gamma: ArrayLike<number> | null, beta: ArrayLike<number> | null, shape: Shape, eps: number,
+): { y: Float64Array; mean: Float64Array; variance: Float64Array; invstd: Float64Array } {
   const [outer, channels, inner] = layout(shape);
   const y = new Float64Array(x.length);
+  const mean = new Float64Array(channels);
+  const variance = new Float64Array(channels);
+  const invstd = new Float64Array(channels);
   const count = outer * inner;
   for (let c = 0; c < channels; c++) {
-    let mean = 0;
-    for (let o = 0; o < outer; o++) for (let i = 0; i < inner; i++) mean += x[(o * channels + c) * inner + i]!;
-    mean /= count;
-    let variance = 0;
-    for (let o = 0; o < outer; o++) for (let i = 0; i < inner; i++) variance += (x[(o * channels + c) * inner + i]! - mean) ** 2;
-    variance /= count;
-    const invstd = 1 / Math.sqrt(variance + eps);
+    let m = 0;
+    for (let o = 0; o < outer; o++) for (let i = 0; i < inner; i++) m += x[(o * channels + c) * inner + i]!;
+    m = count ? m / count : 0;
+    let v = 0;
+    for (let o = 0; o < outer; o++) for (let i = 0; i < inner; i++) v += (x[(o * channels + c) * inner + i]! - m) ** 2;
+    v = count ? v / count : 0;
+    mean[c] = m;
+    variance[c] = v;
+    invstd[c] = 1 / Math.sqrt(v + eps);
     for (let o = 0; o < outer; o++) {
       for (let i = 0; i < inner; i++) {
         const e = (o * channels + c) * inner + i;
-        y[e] = (x[e]! - mean) * invstd * gamma[c]! + beta[c]!;
+        y[e] = (x[e]! - m) * invstd[c]! * (gamma ? gamma[c]! : 1) + (beta ? beta[c]! : 0);
       }
     }
   }
-  return y;
+  return { y, mean, variance, invstd };
 }
 
-export function meanOnlyBatchNorm(x: Float64Array, bias: Float64Array, shape: Shape): Float64Array {
+export function batchNorm(x: Float64Array, gamma: Float64Array, beta: Float64Array, shape: Shape, eps: number): Float64Array {
+  return batchNormForward(x, gamma, beta, shape, eps).y;
+}
+
+/** The training-mode backward: with xhat = (x - mean) * invstd, dbeta = Σ dy, dgamma = Σ dy·xhat,
+ *  dx = gamma·invstd·(dy - dbeta/n - xhat·dgamma/n). */
+export function batchNormBackward(
+  dy: ArrayLike<number>, x: ArrayLike<number>, gamma: ArrayLike<number> | null, shape: Shape, eps: number,
+): { dx: Float64Array; dgamma: Float64Array; dbeta: Float64Array } {
+  const [outer, channels, inner] = layout(shape);
+  const { y: xhat, invstd } = batchNormForward(x, null, null, shape, eps);
+  const count = outer * inner;
+  const dx = new Float64Array(x.length);
+  const dgamma = new Float64Array(channels);
+  const dbeta = new Float64Array(channels);
+  const channelOf = (e: number) => Math.floor(e / inner) % channels;
+  for (let e = 0; e < x.length; e++) {
+    const c = channelOf(e);
+    dbeta[c] = dbeta[c]! + dy[e]!;
+    dgamma[c] = dgamma[c]! + dy[e]! * xhat[e]!;
+  }
+  for (let e = 0; e < x.length; e++) {
+    const c = channelOf(e);
+    dx[e] = (gamma ? gamma[c]! : 1) * invstd[c]! * (dy[e]! - dbeta[c]! / count - (xhat[e]! * dgamma[c]!) / count);
+  }
+  return { dx, dgamma, dbeta };
+}
+
+/** Evaluation-mode batch norm: the running statistics in place of the batch's. */
+export function batchNormInference(
+  x: ArrayLike<number>, runningMean: ArrayLike<number>, runningVar: ArrayLike<number>,
+  gamma: ArrayLike<number> | null, beta: ArrayLike<number> | null, shape: Shape, eps: number,
+): Float64Array {
+  const [, channels, inner] = layout(shape);
+  return Float64Array.from(x, (v, e) => {
+    const c = Math.floor(e / inner) % channels;
+    return ((v - runningMean[c]!) / Math.sqrt(runningVar[c]! + eps)) * (gamma ? gamma[c]! : 1) + (beta ? beta[c]! : 0);
+  });
+}
+
+export function meanOnlyBatchNorm(x: ArrayLike<number>, bias: ArrayLike<number>, shape: Shape): Float64Array {
+  return meanOnlyBatchNormForward(x, bias, shape).y;
+}
+
+/** Mean-only batch norm (Salimans & Kingma 2016, §4): y = x - mean + bias, with the channel means (0 for an empty
+ *  channel). */
+export function meanOnlyBatchNormForward(x: ArrayLike<number>, bias: ArrayLike<number>, shape: Shape): { y: Float64Array; mean: Float64Array } {
   const [outer, channels, inner] = layout(shape);
   const y = new Float64Array(x.length);
+  const mean = new Float64Array(channels);
   for (let c = 0; c < channels; c++) {
-    let mean = 0;
-    for (let o = 0; o < outer; o++) for (let i = 0; i < inner; i++) mean += x[(o * channels + c) * inner + i]!;
-    mean /= outer * inner;
+    let m = 0;
+    for (let o = 0; o < outer; o++) for (let i = 0; i < inner; i++) m += x[(o * channels + c) * inner + i]!;
+    m = outer * inner ? m / (outer * inner) : 0;
+    mean[c] = m;
     for (let o = 0; o < outer; o++) {
       for (let i = 0; i < inner; i++) {
         const e = (o * channels + c) * inner + i;
-        y[e] = x[e]! - mean + bias[c]!;
+        y[e] = x[e]! - m + bias[c]!;
       }
     }
   }
-  return y;
+  return { y, mean };
+}
+
+/** Its backward: dbias = Σ dy over the channel, dx = dy - dbias / n (the centred gradient). */
+export function meanOnlyBatchNormBackward(dy: ArrayLike<number>, shape: Shape): { dx: Float64Array; dbias: Float64Array } {
+  const [outer, channels, inner] = layout(shape);
+  const dbias = new Float64Array(channels);
+  const channelOf = (e: number) => Math.floor(e / inner) % channels;
+  for (let e = 0; e < dy.length; e++) {
+    const c = channelOf(e);
+    dbias[c] = dbias[c]! + dy[e]!;
+  }
+  const dx = Float64Array.from(dy, (v, e) => v - dbias[channelOf(e)]! / (outer * inner));
+  return { dx, dbias };
 }

@@ -66,3 +66,14 @@ export const argExtreme = (values: number[], largest: boolean): number => {
   for (let r = 1; r < values.length; r++) if (largest ? values[r]! > values[best]! : values[r]! < values[best]!) best = r;
   return best;
 };
+
+/** Sums per channel of the layout [outer, channels, inner] (PyTorch's x.sum([0, 2])): the reduction behind
+ *  batch-norm statistics and bias gradients. */
+export function channelSums(x: ArrayLike<number>, outer: number, channels: number, inner: number): Float64Array {
+  const sums = new Float64Array(channels);
+  for (let e = 0; e < outer * channels * inner; e++) {
+    const c = Math.floor(e / inner) % channels;
+    sums[c] = sums[c]! + x[e]!;
+  }
+  return sums;
+}

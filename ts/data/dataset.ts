@@ -53,6 +53,16 @@ export function shuffler(seed: number): (n: number) => number {
   };
 }
 
+/**
+ * The shuffle seed of one epoch: (seed · 1,000,003 + epoch) modulo 2^32, the low 32 bits that shuffler() keeps,
+ * computed exactly for every safe-integer seed. Written as a float64 product it lost the epoch to rounding once the
+ * product passed 2^53 (seeds above about 9·10^9), and every epoch then had the same order.
+ */
+export function epochSeed(seed: number, epoch: number): number {
+  const low = seed % 4294967296;
+  return (Math.imul(low, 1_000_003) + epoch) >>> 0;
+}
+
 /** A seeded Fisher-Yates permutation of 0..n-1. */
 export function permutation(n: number, seed: number): Int32Array {
   const order = Int32Array.from({ length: n }, (_, i) => i);
@@ -109,7 +119,7 @@ export function* batches(split: LabeledData, options: BatchOptions): BatchIterat
   if (split.inputs.length !== split.count * exampleSize) {
     throw rangeError(`${where}: split.inputs`, `count × ${exampleSize} = ${split.count * exampleSize} values (inputShape [${split.inputShape.join(', ')}])`, `${split.inputs.length} values`);
   }
-  const order = seed === undefined ? Int32Array.from({ length: split.count }, (_, i) => i) : permutation(split.count, seed * 1_000_003 + epoch);
+  const order = seed === undefined ? Int32Array.from({ length: split.count }, (_, i) => i) : permutation(split.count, epochSeed(seed, epoch));
   if (prefetch) {
     const batchCount = dropLast ? Math.floor(split.count / batchSize) : Math.ceil(split.count / batchSize);
     yield* prefetchedBatches({ split, order, exampleSize, batchSize, batchCount, device, layout, makeBatch });

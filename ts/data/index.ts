@@ -5,6 +5,7 @@ export {
   batches,
   Dataset,
   fromArrays,
+  epochSeed,
   permutation,
   shuffler,
   type Batch,

@@ -142,7 +142,8 @@ trainingCommand(
       .addOption(new Option('--norm <norm>', 'none | wn (weight norm) | bn (batch norm) | wn+mobn (WN + mean-only BN)').choices(NORMS).default('wn'))
       .addOption(new Option('--optimizer <name>', 'optimizer').choices(OPTIMIZERS).default('adam'))
       .option('--lr <x>', 'learning rate (default: adam 3e-3, sgd 0.1)', positiveNumber)
-      .option('--momentum <m>', 'SGD momentum', fraction, 0),
+      .option('--momentum <m>', 'SGD momentum', fraction, 0)
+      .option('--distributed', 'data-parallel: each rank of `weightnorm launch --nproc N <weightnorm> ...` trains on its shard of every epoch (batch per rank); rank 0 writes the results', false),
 ).action((opts) => runAction(async () => (await import('./commands/train.js')).runTrain(opts)));
 
 trainingCommand(
@@ -162,7 +163,8 @@ trainingCommand(
       .option('--smooth <n>', 'moving-average window (iterations) of the training loss in the report and plot', integer(1), 20)
       .option('--timing-rounds <n>', 'rounds of the interleaved time-per-iteration measurement (0: skip)', integer(0), 15)
       .option('--timing-steps <n>', 'iterations per variant per timing round', integer(1), 10)
-      .option('--max-timing-spread <x>', "timing is reported untrustworthy when a variant's slowest round median exceeds its fastest by more than this fraction", positiveNumber, 0.25),
+      .option('--max-timing-spread <x>', "timing is reported untrustworthy when a variant's slowest round median exceeds its fastest by more than this fraction", positiveNumber, 0.25)
+      .option('--distributed', 'data-parallel: each rank of `weightnorm launch --nproc N <weightnorm> ...` trains on its shard of every epoch (batch per rank); rank 0 writes the report; no timing section', false),
 ).action((opts) => runAction(async () => (await import('./commands/compare.js')).runCompare(opts)));
 
 trainingCommand(

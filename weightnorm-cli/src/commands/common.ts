@@ -8,6 +8,7 @@ import {
   backend,
   data,
   type Device,
+  distributed,
   evaluate,
   type Evaluation,
   init,
@@ -17,11 +18,13 @@ import {
   type optim,
   setNumThreads,
   tensor,
+  type Tensor,
+  tidy,
   trainStep,
 } from 'weightnorm';
 import type { DatasetKind, DeviceChoice, ModelKind, NormKind } from './options.js';
 
-const { batches, CLASSES, fashionMnist, IMAGE_SIZE, loadMnist, PIXELS } = data;
+const { batches, CLASSES, epochSeed, fashionMnist, IMAGE_SIZE, loadMnist, permutation, PIXELS } = data;
 type MnistSplit = data.MnistSplit;
 type Optimizer = optim.Optimizer;
 
@@ -169,6 +172,124 @@ export interface RunResult {
   seconds: number;
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Data-parallel runs (--distributed, under `weightnorm launch`).
+
+/** This process's place in a data-parallel run. */
+export interface DataParallelRun {
+  rank: number;
+  worldSize: number;
+}
+
+/**
+ * Runs `body` in the process group that `weightnorm launch` describes when --distributed is given (run null
+ * without it), and leaves the group afterwards, failed or not.
+ */
+export async function withProcessGroup<T>(enabled: boolean | undefined, body: (run: DataParallelRun | null) => Promise<T>): Promise<T> {
+  const run = await joinDistributed(enabled);
+  try {
+    return await body(run);
+  } finally {
+    if (run) await distributed.destroy();
+  }
+}
+
+/** --distributed: joins the process group that `weightnorm launch` describes (null without the flag). */
+async function joinDistributed(enabled: boolean | undefined): Promise<DataParallelRun | null> {
+  if (!enabled) return null;
+  if (!process.env.WORLD_SIZE) {
+    throw new CommandError(
+      '--distributed: no process group to join (WORLD_SIZE is not set); start the ranks with ' +
+        '`weightnorm launch --nproc N <path of the weightnorm command> <command> --distributed ...`',
+    );
+  }
+  if (!distributed.available()) throw new CommandError(`--distributed: ${distributed.unavailableReason()}`);
+  const { rank, worldSize } = await distributed.init();
+  return { rank, worldSize };
+}
+
+/**
+ * initializedModel for a data-parallel run: rank 0 alone runs the data-dependent init, the other ranks only build
+ * the model, and wrapping it in DataParallel broadcasts rank 0's parameters and buffers to every rank.
+ */
+export async function initializedReplica(
+  kind: ModelKind,
+  norm: NormKind,
+  options: { seed: number; device: Device; train: MnistSplit; hidden?: number },
+  run: DataParallelRun,
+): Promise<{ model: nn.Sequential; layout: Layout; dataParallel: distributed.DataParallel<nn.Sequential> }> {
+  let built: { model: nn.Sequential; layout: Layout };
+  if (run.rank === 0) {
+    built = initializedModel(kind, norm, options);
+  } else {
+    manualSeed(options.seed);
+    built = buildModel(kind, norm, options.hidden);
+    built.model.to(options.device);
+  }
+  return { ...built, dataParallel: await distributed.wrapDataParallel(built.model) };
+}
+
+/**
+ * A distributed sampler (PyTorch's DistributedSampler with drop_last): every rank draws the epoch's shuffled order
+ * (the same seed and epoch as batches(), so one rank alone sees exactly batches()'s minibatches), drops the last
+ * count mod worldSize examples, and keeps every worldSize-th one from its rank on: equal, disjoint shards that
+ * together cover the epoch. Yields this rank's minibatches of its shard (full ones only).
+ */
+export function* shardBatches(
+  split: MnistSplit,
+  options: { batchSize: number; seed: number; epoch: number; device: Device; layout: Layout; run: DataParallelRun },
+): Generator<data.Batch, undefined, undefined> {
+  const { batchSize, run } = options;
+  const order = permutation(split.count, epochSeed(options.seed, options.epoch));
+  const shard = shardSize(split.count, run.worldSize);
+  for (let start = 0; start + batchSize <= shard; start += batchSize) {
+    const indices = Int32Array.from({ length: batchSize }, (_, i) => order[(start + i) * run.worldSize + run.rank]!);
+    yield split.batch(indices, { device: options.device, layout: options.layout });
+  }
+  return undefined;
+}
+
+function shardSize(count: number, worldSize: number): number {
+  return Math.floor(count / worldSize);
+}
+
+/**
+ * trainStep for a data-parallel run: forward and backward on this rank's minibatch (the gradient all-reduces start
+ * during backward), the loss averaged over the ranks, then the step on the averaged gradients. Every rank sees the
+ * same mean loss, so all of them stop alike when it is not finite. Returns the mean loss.
+ */
+export async function dataParallelStep(
+  dataParallel: distributed.DataParallel,
+  optimizer: Optimizer,
+  x: Tensor,
+  labels: Int32Array,
+): Promise<number> {
+  const loss = tidy(() => {
+    optimizer.zeroGrad();
+    const value = nn.crossEntropy(dataParallel.forward(x), labels);
+    value.backward();
+    return tensor([value.item()]);
+  });
+  try {
+    await distributed.allReduce(loss, { op: 'mean' });
+    const mean = loss.item();
+    if (!Number.isFinite(mean)) throw new NonFiniteLossError(optimizer.stepCount + 1, mean);
+    await dataParallel.step(optimizer);
+    return mean;
+  } finally {
+    loss.dispose();
+  }
+}
+
+/** FNV-1a over the bytes of every parameter: ranks with equal fingerprints hold bit-identical models. */
+export function parameterFingerprint(model: nn.Module): string {
+  let hash = 0x811c9dc5;
+  for (const p of model.parameters()) {
+    for (const byte of new Uint8Array((p.toArray() as Float32Array).buffer)) hash = Math.imul(hash ^ byte, 0x01000193) >>> 0;
+  }
+  return hash.toString(16).padStart(8, '0');
+}
+
 export interface RunOptions {
   model: nn.Module;
   optimizer: Optimizer;
@@ -189,6 +310,11 @@ export interface RunOptions {
   /** Print one line per epoch (default true). */
   epochLines?: boolean;
   onEpoch?: (result: RunResult) => void;
+  /**
+   * Data-parallel: each rank trains on its shard of every epoch (shardBatches) through this wrapper of `model`,
+   * and the logged loss is the mean over the ranks.
+   */
+  dataParallel?: { wrapper: distributed.DataParallel; run: DataParallelRun };
 }
 
 export function stepsPerEpoch(count: number, batchSize: number): number {
@@ -199,11 +325,20 @@ function formatCount(n: number): string {
   return n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2);
 }
 
-/** Trains `model` over shuffled epochs of `train` (the same batches for the same seed), logging every step. */
-export function runTraining(options: RunOptions): RunResult {
-  const { model, optimizer, layout, train, test, batchSize, seed, device, label } = options;
-  const perEpoch = stepsPerEpoch(train.count, batchSize);
-  if (perEpoch < 1) throw new CommandError(`--batch ${batchSize} is larger than the ${train.count} training digits`);
+/**
+ * Trains `model` over shuffled epochs of `train` (the same batches for the same seed), logging every step; with
+ * dataParallel, this rank's shard of every epoch.
+ */
+export async function runTraining(options: RunOptions): Promise<RunResult> {
+  const { model, optimizer, layout, train, test, batchSize, seed, device, label, dataParallel } = options;
+  const examples = dataParallel ? shardSize(train.count, dataParallel.run.worldSize) : train.count;
+  const perEpoch = stepsPerEpoch(examples, batchSize);
+  if (perEpoch < 1) {
+    throw new CommandError(
+      `--batch ${batchSize} is larger than the ${examples} training digits` +
+        (dataParallel ? ` of each rank's shard (${train.count} / ${dataParallel.run.worldSize} ranks)` : ''),
+    );
+  }
   const total = Math.min(options.maxSteps ?? Infinity, options.epochs * perEpoch);
   const epochs = Math.ceil(total / perEpoch);
   const result: RunResult = { steps: [], epochs: [], diverged: null, seconds: 0 };
@@ -227,7 +362,10 @@ export function runTraining(options: RunOptions): RunResult {
       const epochStart = performance.now();
       let lossSum = 0;
       let count = 0;
-      for (const [x, labels] of batches(train, { batchSize, seed, epoch: epoch - 1, device, layout, dropLast: true })) {
+      const epochBatches = dataParallel
+        ? shardBatches(train, { batchSize, seed, epoch: epoch - 1, device, layout, run: dataParallel.run })
+        : batches(train, { batchSize, seed, epoch: epoch - 1, device, layout, dropLast: true });
+      for (const [x, labels] of epochBatches) {
         if (step >= total) {
           x.dispose();
           break;
@@ -235,7 +373,9 @@ export function runTraining(options: RunOptions): RunResult {
         const t0 = performance.now();
         let loss: number;
         try {
-          loss = trainStep(model, optimizer, x, labels);
+          loss = dataParallel
+            ? await dataParallelStep(dataParallel.wrapper, optimizer, x, labels)
+            : trainStep(model, optimizer, x, labels);
         } catch (error) {
           if (!(error instanceof NonFiniteLossError)) throw error;
           result.diverged = { step: error.step, loss: error.loss };

@@ -1,7 +1,9 @@
 // `weightnorm compare`: the paper's convergence race (Salimans & Kingma, 2016, §4 and §5) on one network: plain,
 // weight norm, batch norm and WN + mean-only BN, each with data-dependent init, Adam, and its best learning rate
 // from a short pilot over a grid; the same seed, init batch and minibatches for all. Writes
-// <out>/compare-<model>.{md,json,svg,png}.
+// <out>/compare-<model>.{md,json,svg,png}. --distributed (under `weightnorm launch`): the pilot and the race are
+// data-parallel (each rank on its shard of every epoch, rank 0's data-dependent init broadcast); rank 0 alone
+// prints and writes the report; the single-process timing section is skipped.
 import { writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
@@ -18,10 +20,14 @@ import {
   formatLoss,
   formatLr,
   initializedModel,
+  initializedReplica,
+  withProcessGroup,
+  type DataParallelRun,
   markdownTable,
   mean,
   median,
   NORM_LABELS,
+  parameterFingerprint,
   resolveDevice,
   threadsText,
   runTraining,
@@ -50,6 +56,8 @@ export interface CompareOptions extends RaceOptions {
   timingSteps: number;
   /** The timing comparison is reported untrustworthy when a variant's slowest round median exceeds its fastest by more (default 0.25). */
   maxTimingSpread?: number;
+  /** Data-parallel under `weightnorm launch` (see the file's comment). */
+  distributed?: boolean;
 }
 
 interface PilotScore {
@@ -145,14 +153,31 @@ function milestones(total: number): number[] {
   return [...new Set([Math.round(total / 8), Math.round(total / 4), Math.round(total / 2), total])].filter((k) => k >= 1);
 }
 
-export async function runCompare(options: CompareOptions): Promise<number> {
+export function runCompare(options: CompareOptions): Promise<number> {
+  return withProcessGroup(options.distributed, (run) => race(options, run));
+}
+
+async function race(requested: CompareOptions, run: DataParallelRun | null): Promise<number> {
+  // The timing section times one process's steps: under --distributed it would time each rank alone, so it is skipped.
+  const options = run ? { ...requested, timingRounds: 0 } : requested;
   const { device, threads, out, train, test, perEpoch, total, started } = prepareRace(options);
-  console.log(
+  // Only rank 0 speaks and writes; the others print one line per variant at the end (their fingerprints).
+  const lead = !run || run.rank === 0;
+  const log = (line: string) => {
+    if (lead) console.log(line);
+  };
+  log(
     `compare ${options.model}: ${options.variants.map((v) => NORM_LABELS[v]).join(', ')}; Adam, batch ${options.batch}, ` +
       `${total} steps (${(total / perEpoch).toFixed(2)} epochs of ${train.count} ${DATASET_TEXT[options.dataset].name} ${DATASET_TEXT[options.dataset].examples}), on ${device}` +
       `${device === 'cpu' ? ` (${threadsText(threads)})` : ''}, seed ${options.seed}`,
   );
   const common = { seed: options.seed, device, train, hidden: options.hidden };
+  const replica = async (norm: NormKind) => {
+    if (!run) return { ...initializedModel(options.model, norm, common), dataParallel: undefined };
+    const { model, layout, dataParallel } = await initializedReplica(options.model, norm, common, run);
+    return { model, layout, dataParallel: { wrapper: dataParallel, run } };
+  };
+  const fingerprints: string[] = [];
 
   // 1. Pilot: the best learning rate of the grid per variant, by training loss.
   const pilots = new Map<NormKind, PilotScore[]>();
@@ -165,22 +190,23 @@ export async function runCompare(options: CompareOptions): Promise<number> {
     }
     const scores: PilotScore[] = [];
     for (const lr of options.lrs) {
-      const { model, layout } = initializedModel(options.model, norm, common);
+      const { model, layout, dataParallel } = await replica(norm);
       const optimizer = new optim.Adam(model.parameters(), { lr });
-      const run = runTraining({
+      const pilot = await runTraining({
         model, optimizer, layout, train, epochs: Infinity, maxSteps: options.pilotSteps, batchSize: options.batch,
-        seed: options.seed, device, label: `pilot ${norm} lr ${formatLr(lr)}`, progress: options.progress, epochLines: false,
+        seed: options.seed, device, label: `pilot ${norm} lr ${formatLr(lr)}`, progress: options.progress && lead, epochLines: false,
+        dataParallel,
       });
       optimizer.dispose();
-      const losses = run.steps.map((s) => s.loss);
-      const score = run.diverged ? null : mean(losses.slice(-Math.max(1, Math.floor(losses.length / 4))));
-      scores.push({ lr, score, divergedAt: run.diverged?.step ?? null });
+      const losses = pilot.steps.map((s) => s.loss);
+      const score = pilot.diverged ? null : mean(losses.slice(-Math.max(1, Math.floor(losses.length / 4))));
+      scores.push({ lr, score, divergedAt: pilot.diverged?.step ?? null });
     }
     const finite = scores.filter((s) => s.score !== null);
     const best = finite.length ? finite.reduce((a, b) => (b.score! < a.score! ? b : a)) : scores[0]!;
     chosen.set(norm, best.lr);
     pilots.set(norm, scores);
-    console.log(
+    log(
       `pilot ${NORM_LABELS[norm]}: ` +
         scores.map((s) => `lr ${formatLr(s.lr)} → ${s.score === null ? `diverged at step ${s.divergedAt}` : s.score.toFixed(4)}`).join(', ') +
         `; best lr ${formatLr(best.lr)}`,
@@ -191,14 +217,20 @@ export async function runCompare(options: CompareOptions): Promise<number> {
   const results: VariantResult[] = [];
   for (const norm of options.variants) {
     const lr = chosen.get(norm)!;
-    const { model, layout } = initializedModel(options.model, norm, common);
+    const { model, layout, dataParallel } = await replica(norm);
     const optimizer = new optim.Adam(model.parameters(), { lr });
-    const run = runTraining({
+    const result = await runTraining({
       model, optimizer, layout, train, test: test, epochs: options.epochs, maxSteps: options.steps, batchSize: options.batch,
-      seed: options.seed, device, label: `${NORM_LABELS[norm]} (lr ${formatLr(lr)})`, progress: options.progress,
+      seed: options.seed, device, label: `${NORM_LABELS[norm]} (lr ${formatLr(lr)})`, progress: options.progress && lead,
+      epochLines: lead, dataParallel,
     });
     optimizer.dispose();
-    results.push({ norm, label: NORM_LABELS[norm], lr, pilot: pilots.get(norm)!, run, timing: NO_TIMING });
+    if (run) fingerprints.push(`${norm} ${parameterFingerprint(model)}`);
+    results.push({ norm, label: NORM_LABELS[norm], lr, pilot: pilots.get(norm)!, run: result, timing: NO_TIMING });
+  }
+  if (run && !lead) {
+    console.log(`rank ${run.rank}: done; parameters ${fingerprints.join(', ')}`);
+    return 0;
   }
 
   // 3. Time per iteration, measured apart from the race with the variants interleaved.
@@ -227,6 +259,7 @@ export async function runCompare(options: CompareOptions): Promise<number> {
   if (options.timingRounds > 0 && !files.timingTrustworthy) {
     console.log('The timing comparison is not trustworthy (round medians spread too widely under background load): see the report.');
   }
+  if (run) console.log(`data-parallel over ${run.worldSize} ranks; parameters ${fingerprints.join(', ')}`);
   console.log(`compare took ${seconds.toFixed(0)} s. Report: ${relative(process.cwd(), files.report)}; plot: ${relative(process.cwd(), files.png ?? files.svg)}`);
   return 0;
 }

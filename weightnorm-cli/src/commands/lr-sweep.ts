@@ -79,7 +79,7 @@ export async function runLrSweep(options: LrSweepOptions): Promise<number> {
       const wnLayers = weightNormLayers(model);
       const initialNorms = wnLayers.map(rowNorms);
       const optimizer = new optim.SGD(model.parameters(), { lr, momentum: 0 });
-      const run = runTraining({
+      const run = await runTraining({
         model, optimizer, layout, train, epochs: options.epochs, maxSteps: options.steps, batchSize: options.batch,
         seed: options.seed, device, label: `${NORM_LABELS[norm]} lr ${formatLr(lr)}`, progress: options.progress, epochLines: false,
       });

@@ -1,0 +1,9 @@
+// WN_HOST_DEVICE marks the small functions in this folder that both backends call from their kernels: compiled for
+// the host and, under nvcc, for the device too, and always inlined (they sit in the kernels' inner loops).
+#pragma once
+
+#if defined(__CUDACC__)
+#define WN_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define WN_HOST_DEVICE inline
+#endif

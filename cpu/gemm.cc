@@ -57,6 +57,11 @@ constexpr int64_t kEpilogueChunk = 256;
 void apply_epilogue(float* out, int64_t n, const float* acc, int64_t acc_stride, int64_t i0, int64_t rows,
                     int64_t j0, int64_t cols, const GemmEpilogue& e) {
   alignas(64) float v[kEpilogueChunk];
+  // dv = c1 * (dy^T x) - c2 * v, and y = s * (x v^T) + b (see GemmEpilogueOf).
+  const bool weightnorm_gradient = e.row_scale && e.subtract_matrix && !e.column_scale && !e.row_bias &&
+                                   !e.column_bias && e.beta == 0.0f;
+  const bool weightnorm_forward = e.column_scale && !e.row_scale && !e.row_bias && !e.subtract_matrix &&
+                                  e.beta == 0.0f;
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t i = i0 + r;
     const float row_scale = e.row_scale ? e.row_scale[i] : 1.0f;
@@ -68,6 +73,22 @@ void apply_epilogue(float* out, int64_t n, const float* acc, int64_t acc_stride,
       const float* a = acc + r * acc_stride + c0;
       float* o = out + i * n + j;
       if (e.raw_out) std::memcpy(e.raw_out + i * n + j, a, sizeof(float) * count);
+      // The weight-normalized Linear's two epilogues in one pass straight into out (the general steps below go
+      // through v and a copy, which cost it more than the product's own write); the same operations in the same
+      // order as the general steps (a multiplication by the absent row scale, 1, is exact), so the same bits.
+      if (weightnorm_gradient) {
+        const float* s = e.subtract_matrix + i * n + j;
+        for (int64_t c = 0; c < count; ++c) o[c] = a[c] * row_scale - coefficient * s[c];
+        continue;
+      }
+      if (weightnorm_forward) {
+        const float* scale = e.column_scale + j;
+        if (e.column_bias)
+          for (int64_t c = 0; c < count; ++c) o[c] = a[c] * scale[c] + e.column_bias[j + c];
+        else
+          for (int64_t c = 0; c < count; ++c) o[c] = a[c] * scale[c];
+        continue;
+      }
       for (int64_t c = 0; c < count; ++c) v[c] = a[c] * row_scale;
       if (e.column_scale)
         for (int64_t c = 0; c < count; ++c) v[c] *= e.column_scale[j + c];

@@ -20,7 +20,9 @@
 //            that does not fit (the last dim of a tall matrix is one chunk) is split into parts of whole rows.
 //  short rows  outer == 1, inner < 32: a chunk is one contiguous run of short channels; four channels are reduced
 //            side by side and the outputs are written as one run against per-element coefficients. A channel's
-//            sum does not depend on the chunking here, so chunks are sized to whole output cache lines.
+//            sum does not depend on the chunking here, so chunks are sized to whole output cache lines. Rows of
+//            exactly 16 floats (embedding-like [N, 16]) go through one-pass AVX-512 / AVX2 kernels instead, eight
+//            rows at a time, bitwise equal to this walk (see "Rows of 16 floats" below).
 // Sums accumulate in float over at most 64-1024 products, then fold into double. Large outputs are written with
 // non-temporal (streaming) stores: they bypass the cache, so the write neither evicts the cached chunk nor pays
 // a read-for-ownership of the destination.
@@ -36,12 +38,19 @@
 #include <omp.h>
 
 #if defined(__SSE2__)
+// GCC 12's AVX-512 intrinsics start from a self-initialized "undefined" register (__m512 __Y = __Y), which
+// -Wmaybe-uninitialized reports wherever they are inlined into a target("avx512f") function; the diagnostic is
+// decided at the header's lines, so it is silenced for the header alone.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #endif
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -546,10 +555,270 @@ void backward_chunk_coefficients(float* dg, float* c1, float* c2, const double* 
   for (; k < count; ++k) backward_coefficients(dg + k, c1 + k, c2 + k, dots[k], g[k], norm[k], eps);
 }
 
-// The driver shared by forward and backward. finish(k_begin, count, sums) turns a chunk's channel sums into
+// ---------------------------------------------------------------------------------------------------------------
+// Rows of 16 floats (outer == 1, inner == 16: embedding-like tables, [N, 16] with dim 0), one pass. A row is one
+// AVX-512 register or two AVX2 ones, so eight rows are loaded, reduced together with vector shuffles, turned into
+// eight coefficients at once and written (from registers, or from L1 where registers run out) with one broadcast
+// coefficient per row: each element comes from memory once, where the general short-rows walk above re-reads its
+// chunk from L2, works out the coefficients two at a time and expands them per element. The sums are the same
+// expressions, in the same order, as reduce_short_rows; the coefficients the same double maths as
+// forward_coefficients and backward_chunk_coefficients; the outputs the same products as store_expanded_run, with
+// no FMA contraction (see WN_AVX512): the results are bitwise those of the general walk, whichever path a row
+// takes, on any CPU.
+
+constexpr int64_t kRows16 = 16;      // inner of the rows these kernels take
+constexpr int64_t kRows16Group = 8;  // rows per step: eight sums fill one register of float lanes
+
+// One instruction set's kernels over rows [0, count) (count a multiple of kRows16Group); stream: non-temporal
+// stores (out 64-byte aligned).
+struct Rows16Kernels {
+  const char* isa;
+  void (*forward)(float* w, float* norm, const float* v, const float* g, int64_t count, float eps, bool stream);
+  void (*backward)(float* dv, float* dg, const float* dw, const float* v, const float* g, const float* norm,
+                   int64_t count, float eps, bool stream);
+};
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define WEIGHTNORM_ROWS16_KERNELS 1
+// AVX-512F and AVX2 imply FMA to GCC, which would then contract c1 * dw - c2 * v into one fused operation (other
+// bits than the general walk's): contraction stays off in these functions. Clang contracts only within one source
+// expression, never across the intrinsics' calls, and has no optimize attribute.
+#if defined(__clang__)
+#define WN_AVX512 __attribute__((target("avx512f")))
+#define WN_AVX2 __attribute__((target("avx2")))
+#else
+#define WN_AVX512 __attribute__((target("avx512f"), optimize("fp-contract=off")))
+#define WN_AVX2 __attribute__((target("avx2"), optimize("fp-contract=off")))
+#endif
+
+// Eight rows' coefficients from their sums (in row order), four double lanes at a time: forward_coefficients'
+// norm = max(eps, sqrt(sum)) and scale = g / norm.
+WN_AVX2 inline void forward_coefficients8(float* norm, float* scale, __m256 sums, const float* g, float eps) {
+  const __m128 low = _mm256_cvtpd_ps(_mm256_sqrt_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(sums))));
+  const __m128 high = _mm256_cvtpd_ps(_mm256_sqrt_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(sums, 1))));
+  const __m256 floored = _mm256_max_ps(_mm256_set1_ps(eps), _mm256_insertf128_ps(_mm256_castps128_ps256(low), high, 1));
+  _mm256_storeu_ps(norm, floored);
+  _mm256_storeu_ps(scale, _mm256_div_ps(_mm256_loadu_ps(g), floored));
+}
+
+// backward_chunk_coefficients on eight rows: dg = dot / norm, c1 = g / norm, c2 = g * dot / norm^3 (0 where
+// norm <= eps), in double.
+WN_AVX2 inline void backward_coefficients8(float* dg, float* c1, float* c2, __m256 dots, const float* g,
+                                           const float* norm, float eps) {
+  const __m256 norm_f = _mm256_loadu_ps(norm), g_f = _mm256_loadu_ps(g);
+  __m256d dot[2], n[2], gd[2];  // low and high four lanes, widened (lambdas would not inherit the target)
+  dot[0] = _mm256_cvtps_pd(_mm256_castps256_ps128(dots)), dot[1] = _mm256_cvtps_pd(_mm256_extractf128_ps(dots, 1));
+  n[0] = _mm256_cvtps_pd(_mm256_castps256_ps128(norm_f)), n[1] = _mm256_cvtps_pd(_mm256_extractf128_ps(norm_f, 1));
+  gd[0] = _mm256_cvtps_pd(_mm256_castps256_ps128(g_f)), gd[1] = _mm256_cvtps_pd(_mm256_extractf128_ps(g_f, 1));
+  for (int h = 0; h < 2; ++h) {
+    _mm_storeu_ps(dg + 4 * h, _mm256_cvtpd_ps(_mm256_div_pd(dot[h], n[h])));
+    _mm_storeu_ps(c1 + 4 * h, _mm256_cvtpd_ps(_mm256_div_pd(gd[h], n[h])));
+    _mm_storeu_ps(c2 + 4 * h, _mm256_cvtpd_ps(_mm256_div_pd(_mm256_mul_pd(gd[h], dot[h]),
+                                                            _mm256_mul_pd(_mm256_mul_pd(n[h], n[h]), n[h]))));
+  }
+  const __m256 active = _mm256_cmp_ps(norm_f, _mm256_set1_ps(eps), _CMP_GT_OQ);
+  _mm256_storeu_ps(c2, _mm256_and_ps(active, _mm256_loadu_ps(c2)));
+}
+
+// Four rows of products p0..p3 summed as reduce_short_rows adds them: quarter q of a row is lanes 4q..4q+3; lane l
+// sums ((q0 + q1) + q2) + q3, and the row's sum is (l0 + l2) + (l1 + l3), in lane 0 of its 128-bit block.
+WN_AVX512 inline __m512 row_sums4_avx512(__m512 p0, __m512 p1, __m512 p2, __m512 p3) {
+  const __m512 low01 = _mm512_shuffle_f32x4(p0, p1, _MM_SHUFFLE(1, 0, 1, 0));   // p0.q0 p0.q1 p1.q0 p1.q1
+  const __m512 high01 = _mm512_shuffle_f32x4(p0, p1, _MM_SHUFFLE(3, 2, 3, 2));  // p0.q2 p0.q3 p1.q2 p1.q3
+  const __m512 low23 = _mm512_shuffle_f32x4(p2, p3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m512 high23 = _mm512_shuffle_f32x4(p2, p3, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m512 q0 = _mm512_shuffle_f32x4(low01, low23, _MM_SHUFFLE(2, 0, 2, 0));  // p0.q0 p1.q0 p2.q0 p3.q0
+  const __m512 q1 = _mm512_shuffle_f32x4(low01, low23, _MM_SHUFFLE(3, 1, 3, 1));
+  const __m512 q2 = _mm512_shuffle_f32x4(high01, high23, _MM_SHUFFLE(2, 0, 2, 0));
+  const __m512 q3 = _mm512_shuffle_f32x4(high01, high23, _MM_SHUFFLE(3, 1, 3, 1));
+  const __m512 lanes = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(q0, q1), q2), q3);
+  const __m512 pairs = _mm512_add_ps(lanes, _mm512_permute_ps(lanes, _MM_SHUFFLE(1, 0, 3, 2)));  // l0+l2, l1+l3
+  return _mm512_add_ps(pairs, _mm512_permute_ps(pairs, _MM_SHUFFLE(2, 3, 0, 1)));
+}
+
+// The eight sums of rows p[0..7], in row order.
+WN_AVX512 inline __m256 row_sums8_avx512(const __m512* p) {
+  const __m512 first = row_sums4_avx512(p[0], p[1], p[2], p[3]);
+  const __m512 second = row_sums4_avx512(p[4], p[5], p[6], p[7]);
+  const __m512i lane0s = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0);
+  return _mm512_castps512_ps256(_mm512_permutex2var_ps(first, lane0s, second));
+}
+
+WN_AVX512 inline void store_row_avx512(float* out, __m512 row, bool stream) {
+  if (stream) _mm512_stream_ps(out, row);
+  else _mm512_storeu_ps(out, row);
+}
+
+WN_AVX512 void forward_rows16_avx512(float* w, float* norm, const float* v, const float* g, int64_t count, float eps,
+                                     bool stream) {
+  alignas(32) float scale[kRows16Group];
+  for (int64_t r = 0; r < count; r += kRows16Group) {
+    __m512 x[kRows16Group], squares[kRows16Group];
+    for (int j = 0; j < kRows16Group; ++j) {
+      x[j] = _mm512_loadu_ps(v + (r + j) * kRows16);
+      squares[j] = _mm512_mul_ps(x[j], x[j]);
+    }
+    forward_coefficients8(norm + r, scale, row_sums8_avx512(squares), g + r, eps);
+    for (int j = 0; j < kRows16Group; ++j)
+      store_row_avx512(w + (r + j) * kRows16, _mm512_mul_ps(_mm512_set1_ps(scale[j]), x[j]), stream);
+  }
+}
+
+WN_AVX512 void backward_rows16_avx512(float* dv, float* dg, const float* dw, const float* v, const float* g,
+                                      const float* norm, int64_t count, float eps, bool stream) {
+  alignas(32) float c1[kRows16Group], c2[kRows16Group];
+  for (int64_t r = 0; r < count; r += kRows16Group) {
+    __m512 d[kRows16Group], x[kRows16Group], products[kRows16Group];
+    for (int j = 0; j < kRows16Group; ++j) {
+      d[j] = _mm512_loadu_ps(dw + (r + j) * kRows16);
+      x[j] = _mm512_loadu_ps(v + (r + j) * kRows16);
+      products[j] = _mm512_mul_ps(d[j], x[j]);
+    }
+    backward_coefficients8(dg + r, c1, c2, row_sums8_avx512(products), g + r, norm + r, eps);
+    for (int j = 0; j < kRows16Group; ++j)
+      store_row_avx512(dv + (r + j) * kRows16,
+                       _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(c1[j]), d[j]),
+                                     _mm512_mul_ps(_mm512_set1_ps(c2[j]), x[j])),
+                       stream);
+  }
+}
+
+// Two rows, each two registers (quarters q0 q1 | q2 q3), summed as above: row 0's sum in lane 0, row 1's in lane 4.
+WN_AVX2 inline __m256 row_sums2_avx2(__m256 low0, __m256 high0, __m256 low1, __m256 high1) {
+  const __m256 q0 = _mm256_permute2f128_ps(low0, low1, 0x20), q1 = _mm256_permute2f128_ps(low0, low1, 0x31);
+  const __m256 q2 = _mm256_permute2f128_ps(high0, high1, 0x20), q3 = _mm256_permute2f128_ps(high0, high1, 0x31);
+  const __m256 lanes = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(q0, q1), q2), q3);
+  const __m256 pairs = _mm256_add_ps(lanes, _mm256_permute_ps(lanes, _MM_SHUFFLE(1, 0, 3, 2)));
+  return _mm256_add_ps(pairs, _mm256_permute_ps(pairs, _MM_SHUFFLE(2, 3, 0, 1)));
+}
+
+// The sums of a*b over eight rows from `row` on (a == b: squares), in row order.
+WN_AVX2 inline __m256 row_sums8_avx2(const float* a, const float* b) {
+  __m256 pair_sums[kRows16Group / 2];
+  for (int pair = 0; pair < kRows16Group / 2; ++pair) {
+    __m256 half[4];
+    for (int h = 0; h < 4; ++h) {  // row 2 * pair + h / 2, its low or high eight elements
+      const int64_t e = (2 * pair + h / 2) * kRows16 + (h % 2) * 8;
+      const __m256 x = _mm256_loadu_ps(a + e);
+      half[h] = _mm256_mul_ps(x, a == b ? x : _mm256_loadu_ps(b + e));
+    }
+    pair_sums[pair] = row_sums2_avx2(half[0], half[1], half[2], half[3]);
+  }
+  const __m256 rows0213 = _mm256_unpacklo_ps(pair_sums[0], pair_sums[1]);  // r0 r2 . . | r1 r3 . .
+  const __m256 rows4657 = _mm256_unpacklo_ps(pair_sums[2], pair_sums[3]);  // r4 r6 . . | r5 r7 . .
+  const __m256 mixed = _mm256_shuffle_ps(rows0213, rows4657, _MM_SHUFFLE(1, 0, 1, 0));  // r0 r2 r4 r6 | r1 r3 r5 r7
+  return _mm256_permutevar8x32_ps(mixed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// out = c1[row] * a (- c2[row] * b, when c2) over eight rows; the rows are read again, from L1.
+WN_AVX2 inline void write_rows8_avx2(float* out, const float* a, const float* b, const float* c1, const float* c2,
+                                     bool stream) {
+  for (int64_t e = 0; e < kRows16Group * kRows16; e += 8) {
+    __m256 y = _mm256_mul_ps(_mm256_set1_ps(c1[e / kRows16]), _mm256_loadu_ps(a + e));
+    if (c2) y = _mm256_sub_ps(y, _mm256_mul_ps(_mm256_set1_ps(c2[e / kRows16]), _mm256_loadu_ps(b + e)));
+    if (stream) _mm256_stream_ps(out + e, y);
+    else _mm256_storeu_ps(out + e, y);
+  }
+}
+
+WN_AVX2 void forward_rows16_avx2(float* w, float* norm, const float* v, const float* g, int64_t count, float eps,
+                                 bool stream) {
+  alignas(32) float scale[kRows16Group];
+  for (int64_t r = 0; r < count; r += kRows16Group) {
+    const int64_t e = r * kRows16;
+    forward_coefficients8(norm + r, scale, row_sums8_avx2(v + e, v + e), g + r, eps);
+    write_rows8_avx2(w + e, v + e, nullptr, scale, nullptr, stream);
+  }
+}
+
+WN_AVX2 void backward_rows16_avx2(float* dv, float* dg, const float* dw, const float* v, const float* g,
+                                  const float* norm, int64_t count, float eps, bool stream) {
+  alignas(32) float c1[kRows16Group], c2[kRows16Group];
+  for (int64_t r = 0; r < count; r += kRows16Group) {
+    const int64_t e = r * kRows16;
+    backward_coefficients8(dg + r, c1, c2, row_sums8_avx2(dw + e, v + e), g + r, norm + r, eps);
+    write_rows8_avx2(dv + e, dw + e, v + e, c1, c2, stream);
+  }
+}
+
+constexpr Rows16Kernels kRows16Avx512{"avx512", forward_rows16_avx512, backward_rows16_avx512};
+constexpr Rows16Kernels kRows16Avx2{"avx2", forward_rows16_avx2, backward_rows16_avx2};
+
+bool rows16_supported(const Rows16Kernels& kernels) {
+  __builtin_cpu_init();
+  if (&kernels == &kRows16Avx512) return __builtin_cpu_supports("avx512f");
+  return __builtin_cpu_supports("avx2");
+}
+
+const Rows16Kernels* best_rows16_kernels() {
+  if (rows16_supported(kRows16Avx512)) return &kRows16Avx512;
+  if (rows16_supported(kRows16Avx2)) return &kRows16Avx2;
+  return nullptr;
+}
+#endif
+
+// The kernels in use: the best this CPU runs (nullptr: none, the general walk takes every row), or the ones
+// set_weightnorm_rows16_isa forced.
+const Rows16Kernels* g_forced_rows16 = nullptr;
+bool g_rows16_forced = false;
+
+const Rows16Kernels* rows16_kernels() {
+  if (g_rows16_forced) return g_forced_rows16;
+#ifdef WEIGHTNORM_ROWS16_KERNELS
+  static const Rows16Kernels* const best = best_rows16_kernels();
+  return best;
+#else
+  return nullptr;
+#endif
+}
+
+// The rows-of-16 kernels on a region's leading whole groups of rows; returns how many channels they took (0 where
+// they do not apply: bfloat16 storage, other layouts, no kernels for this CPU).
+template <class T>
+int64_t rows16_count(const ChannelLayout& layout, const Region& region) {
+  if (!std::is_same_v<T, float> || !rows16_kernels() || layout.outer != 1 || layout.inner != kRows16) return 0;
+  return region.channels() / kRows16Group * kRows16Group;
+}
+
+bool rows16_stream(const void* out, const ReductionPlan& plan) {
+  return plan.streaming && (reinterpret_cast<uintptr_t>(out) & 63) == 0;
+}
+
+template <class T>
+int64_t forward_rows16(T* w, float* norm, const T* v, const float* g, const ChannelLayout& layout,
+                       const Region& region, const ReductionPlan& plan, float eps) {
+  const int64_t count = rows16_count<T>(layout, region);
+  if constexpr (std::is_same_v<T, float>) {
+    if (count == 0) return 0;
+    const int64_t k = region.k_begin, e = k * kRows16;
+    const bool stream = rows16_stream(w, plan);
+    rows16_kernels()->forward(w + e, norm + k, v + e, g + k, count, eps, stream);
+    if (stream) finish_streaming();
+  }
+  return count;
+}
+
+template <class T>
+int64_t backward_rows16(T* dv, float* dg, const T* dw, const T* v, const float* g, const float* norm,
+                        const ChannelLayout& layout, const Region& region, const ReductionPlan& plan, float eps) {
+  const int64_t count = rows16_count<T>(layout, region);
+  if constexpr (std::is_same_v<T, float>) {
+    if (count == 0) return 0;
+    const int64_t k = region.k_begin, e = k * kRows16;
+    const bool stream = rows16_stream(dv, plan);
+    rows16_kernels()->backward(dv + e, dg + k, dw + e, v + e, g + k, norm + k, count, eps, stream);
+    if (stream) finish_streaming();
+  }
+  return count;
+}
+
+// The driver shared by forward and backward. one_pass(region, plan) runs a one-pass kernel on the region's leading
+// channels where one applies and returns how many it took (only short rows have one, and their plans are never
+// split, so only the unsplit branch asks); finish(k_begin, count, sums) turns a chunk's channel sums into
 // coefficients; write(region, plan) writes the outputs of a region.
-template <class T, class Finish, class Write>
-void run_fused(const T* a, const T* b, const ChannelLayout& layout, int inputs, Finish&& finish, Write&& write) {
+template <class T, class OnePass, class Finish, class Write>
+void run_fused(const T* a, const T* b, const ChannelLayout& layout, int inputs, OnePass&& one_pass, Finish&& finish,
+               Write&& write) {
   if (layout.channels == 0) return;
   const int threads = num_threads();
   const ReductionPlan plan = plan_reduction(layout, inputs, sizeof(T));
@@ -559,7 +828,9 @@ void run_fused(const T* a, const T* b, const ChannelLayout& layout, int inputs, 
     // thread, so the next chunk a thread reduces is the one its write pass prefetches.
 #pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
     for (int64_t chunk = 0; chunk < plan.chunks; ++chunk) {
-      const Region region = plan.region(chunk, 0, layout);
+      Region region = plan.region(chunk, 0, layout);
+      region.k_begin += one_pass(region, plan);
+      if (region.channels() == 0) continue;
       std::vector<double> sums(region.channels());
       reduce_region(sums.data(), a, b, layout, region, plan);
       finish(region.k_begin, region.channels(), sums.data());
@@ -579,6 +850,9 @@ void fused_forward(T* w, float* norm, const T* v, const float* g, const ChannelL
   float* scale = scratch(scale_buffer, layout.channels);
   run_fused(
       v, v, layout, 1,
+      [&](const Region& region, const ReductionPlan& plan) {
+        return forward_rows16(w, norm, v, g, layout, region, plan, eps);
+      },
       [&](int64_t k_begin, int64_t count, const double* sums) {
         forward_coefficients(norm + k_begin, scale + k_begin, sums, g + k_begin, count, eps);
       },
@@ -595,6 +869,9 @@ void fused_backward(T* dv, float* dg, const T* dw, const T* v, const float* g, c
   float* c2 = c1 + layout.channels;
   run_fused(
       dw, v, layout, 2,
+      [&](const Region& region, const ReductionPlan& plan) {
+        return backward_rows16(dv, dg, dw, v, g, norm, layout, region, plan, eps);
+      },
       [&](int64_t k_begin, int64_t count, const double* dots) {
         backward_chunk_coefficients(dg + k_begin, c1 + k_begin, c2 + k_begin, dots, g + k_begin, norm + k_begin, count,
                                     eps);
@@ -624,6 +901,31 @@ void weightnorm_backward(float* dv, float* dg, const float* dw, const float* v, 
 void weightnorm_backward(bfloat16* dv, float* dg, const bfloat16* dw, const bfloat16* v, const float* g,
                          const float* norm, const ChannelLayout& layout, float eps) {
   fused_backward(dv, dg, dw, v, g, norm, layout, eps);
+}
+
+const char* weightnorm_rows16_isa() {
+  const Rows16Kernels* kernels = rows16_kernels();
+  return kernels ? kernels->isa : "none";
+}
+
+bool set_weightnorm_rows16_isa(const char* isa) {
+  if (!isa || !*isa) {
+    g_rows16_forced = false;
+    return true;
+  }
+  const Rows16Kernels* chosen = nullptr;
+  if (std::strcmp(isa, "none") != 0) {
+#ifdef WEIGHTNORM_ROWS16_KERNELS
+    for (const Rows16Kernels* kernels : {&kRows16Avx512, &kRows16Avx2})
+      if (std::strcmp(isa, kernels->isa) == 0) chosen = kernels;
+    if (!chosen || !rows16_supported(*chosen)) return false;
+#else
+    return false;
+#endif
+  }
+  g_forced_rows16 = chosen;
+  g_rows16_forced = true;
+  return true;
 }
 
 void weightnorm_scale(float* scale, const float* g, const float* norm, int64_t channels) {

@@ -15,4 +15,13 @@ namespace weightnorm::cpu {
 // kernels and plan as the float32 ones (so also bitwise identical for any thread count), a chunk holding twice the
 // channels at the same bytes.
 
+// CPU only. float32 rows of 16 elements with dim 0 ([N, 16], outer == 1) take one-pass kernels on AVX-512 or AVX2
+// CPUs, bitwise equal to the general short-rows walk. The instruction set in use: "avx512", "avx2" or "none" (the
+// general walk for every row: another CPU or build).
+const char* weightnorm_rows16_isa();
+// CPU only, for tests and benchmarks: force "avx512", "avx2" or "none", or nullptr / "" for the automatic choice.
+// Returns false (and changes nothing) when this CPU or build cannot run that one. Not thread-safe: set it while no
+// weight-norm call runs.
+bool set_weightnorm_rows16_isa(const char* isa);
+
 }  // namespace weightnorm::cpu

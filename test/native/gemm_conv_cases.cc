@@ -136,6 +136,10 @@ const EpilogueCase kEpilogueCases[] = {
     {"beta=1", kBeta, 1.0f},
     {"all,beta=0.5", kRowScale | kColumnScale | kRowBias | kColumnBias | kSubtract | kBeta, 0.5f},
     {"scales,beta=1", kRowScale | kColumnScale | kBeta, 1.0f},
+    // The weight-normalized Linear's two (the CPU finishes them in one pass of their own): its forward and its
+    // v gradient.
+    {"wn forward", kColumnScale | kColumnBias, 0.0f},
+    {"wn v gradient", kRowScale | kSubtract, 0.0f},
 };
 
 struct GemmProblem {

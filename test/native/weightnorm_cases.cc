@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <iterator>
 #include <stdexcept>
@@ -513,11 +514,60 @@ void check_cuda_routes() {
 #endif
 
 // ---------------------------------------------------------------------------------------------------------------
+// Rows of 16 floats with dim 0 have one-pass kernels on AVX-512 and AVX2 CPUs (cpu/weightnorm.cc) that compute
+// the same expressions in the same order as the general walk, which the separate-pass path shares (the same row
+// sums, the same coefficient maths, no FMA): so they agree bit for bit on every element, with each instruction set
+// this CPU runs ("none": the general walk itself). A different summation order, a contracted multiply-subtract or
+// a wrong coefficient lane differs in the last bits of many elements (a wrong lane by far more). Fresh random
+// inputs each run (the seed is in the message); zero rows put the eps floor on some channels; 70001 rows span
+// several chunks, end in a partial group of rows (the general walk's share) and are large enough for streaming
+// stores; an output one float off 64-byte alignment takes the kernels' other store.
+
+bool same_bits(const Floats& a, const float* b) {
+  return std::memcmp(a.data(), b, a.size() * sizeof(float)) == 0;
+}
+
+void check_cpu_rows16_paths() {
+  namespace cpu = weightnorm::cpu;
+  const uint64_t seed = (static_cast<uint64_t>(getpid()) << 32) ^ static_cast<uint64_t>(time(nullptr));
+  for (const char* isa : {"avx512", "avx2", "none"}) {
+    if (!cpu::set_weightnorm_rows16_isa(isa)) continue;  // this CPU or build cannot run it
+    expect(std::string(cpu::weightnorm_rows16_isa()) == isa, std::string("rows of 16: forced ") + isa + ", runs " +
+                                                                 cpu::weightnorm_rows16_isa());
+    for (const int64_t rows : {int64_t{13}, int64_t{70001}}) {
+      const ChannelLayout l{1, rows, 16};
+      Inputs in{Floats(l.elements()), Floats(l.elements()), Floats(l.channels), {}, {}};
+      cpu::fill_normal(in.v.data(), l.elements(), seed, 0.0f, 1.0f);
+      cpu::fill_normal(in.dw.data(), l.elements(), seed + 1, 0.0f, 1.0f);
+      cpu::fill_normal(in.g.data(), l.channels, seed + 2, 0.0f, 1.0f);
+      for (const int64_t zero_row : {int64_t{1}, rows - 3}) std::fill_n(in.v.begin() + zero_row * 16, 16, 0.0f);
+      const float eps = weightnorm::kDefaultNormEps;
+      const Outputs fused = run_cpu(cpu::weightnorm_forward, cpu::weightnorm_backward, in, l, eps);
+      const Outputs unfused = run_cpu(cpu::weightnorm_forward_unfused, cpu::weightnorm_backward_unfused, in, l, eps);
+      const std::string what = "cpu rows of 16 (" + std::string(isa) + "), " + std::to_string(rows) + " rows, seed " +
+                               std::to_string(seed) + ": ";
+      expect(same_bits(unfused.w, fused.w.data()) && same_bits(unfused.norm, fused.norm.data()),
+             what + "fused forward bitwise equal to the separate passes");
+      expect(same_bits(unfused.dv, fused.dv.data()) && same_bits(unfused.dg, fused.dg.data()),
+             what + "fused backward bitwise equal to the separate passes");
+      Floats shifted(l.elements() + 16), norm(l.channels), dg(l.channels);
+      float* out = shifted.data() + 1;
+      cpu::weightnorm_forward(out, norm.data(), in.v.data(), in.g.data(), l, eps);
+      expect(same_bits(fused.w, out), what + "forward into an output off 64-byte alignment: the same bits");
+      cpu::weightnorm_backward(out, dg.data(), in.dw.data(), in.v.data(), in.g.data(), fused.norm.data(), l, eps);
+      expect(same_bits(fused.dv, out), what + "backward into an output off 64-byte alignment: the same bits");
+    }
+  }
+  cpu::set_weightnorm_rows16_isa(nullptr);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Groups.
 
 void check_cpu_weightnorm() {
   for (const FixtureCase& c : fixture()) check_cpu_case(c);
   for (const NanCase& c : kNanCases) check_cpu_nan_coefficient(c);
+  check_cpu_rows16_paths();
 }
 WEIGHTNORM_NATIVE_TEST_GROUP("weightnorm/cpu", check_cpu_weightnorm);
 

@@ -467,6 +467,7 @@ export const nativeGemmEpilogues: Array<[number, number]> = [
   [GemmField.subtract, 0], [GemmField.subtractNoCoefficient, 0], [GemmField.beta, 1],
   [GemmField.rowScale | GemmField.columnScale | GemmField.rowBias | GemmField.columnBias | GemmField.subtract | GemmField.beta, 0.5],
   [GemmField.rowScale | GemmField.columnScale | GemmField.beta, 1],
+  [GemmField.columnScale | GemmField.columnBias, 0], [GemmField.rowScale | GemmField.subtract, 0],
 ];
 
 // The shapes [m, n, k] of every backend's checks (gemm_conv_cases.cc says which backend takes which and why).

@@ -50,6 +50,7 @@
 
 #include "gemm.h"
 #include "weightnorm.h"
+#include "weightnorm/conv_checks.h"
 
 namespace weightnorm::cpu {
 namespace {
@@ -64,22 +65,10 @@ constexpr int64_t kDwChunkColumns = 1024;
 constexpr int64_t kDwMaxChunks = 64;
 constexpr int64_t kPerImageMaxWeight = int64_t{1} << 16;
 
-void check_geometry(const ConvGeometry& g) {
-  if (!is_valid_geometry(g))
-    throw std::invalid_argument(
-        "conv: invalid geometry (sizes must be positive, groups must divide both channel counts and the dilated "
-        "kernel must fit the padded input)");
-}
-
-bool is_pointwise(const ConvGeometry& g) {
-  return g.kernel_height == 1 && g.kernel_width == 1 && g.stride_height == 1 && g.stride_width == 1 &&
-         g.padding_height == 0 && g.padding_width == 0 && g.out_height == g.in_height && g.out_width == g.in_width;
-}
-
 // Also only while one image's im2col block fits kColBudget: each thread then holds one (a long 1-D signal's block,
 // thousands of channels × taps × positions, goes the batched way, which holds one in all).
 bool per_image(const ConvGeometry& g) {
-  return !is_pointwise(g) && g.out_spatial() >= kPerImageMinSpatial &&
+  return !is_pointwise_conv(g) && g.out_spatial() >= kPerImageMinSpatial &&
          g.groups * g.patch() * g.out_spatial() <= kColBudget;
 }
 
@@ -90,12 +79,6 @@ bool per_image_weight_gradient(const ConvGeometry& g) {
 // Whether the images are spread over the threads (else each image's GEMMs use all of them); the bits are the same.
 bool images_in_parallel(const ConvGeometry& g) {
   return num_threads() > 1 && g.batch >= kPerImageMinImagesPerThread * num_threads();
-}
-
-int64_t batch_size(const ConvGeometry& g) {
-  if (is_pointwise(g)) return 1;
-  const int64_t per_image = g.in_channels * g.kernel_height * g.kernel_width * g.out_spatial();
-  return std::clamp<int64_t>(kColBudget / std::max<int64_t>(per_image, 1), 1, std::max<int64_t>(g.batch, 1));
 }
 
 // One tap's im2col rows when the stride is 1 and the output rows are as wide as the input's:
@@ -348,13 +331,13 @@ void conv_weight_gradient_per_image(float* dw, const float* dy, const float* x, 
 
 void conv_forward(float* y, const float* x, const float* w, const float* bias, const ConvGeometry& g,
                   const ConvOutputScale& scale) {
-  check_geometry(g);
+  check_conv_geometry(g);
   if (per_image(g)) return conv_forward_per_image(y, x, w, bias, g, scale);
   const int64_t spatial = g.out_spatial(), in_spatial = g.in_spatial();
   const int64_t patch = g.patch(), ocg = g.out_channels_per_group();
-  const int64_t batch = batch_size(g);
+  const int64_t batch = im2col_batch(g, kColBudget);
   const bool keeps_raw = scale.channel_scale != nullptr && scale.raw_out != nullptr;
-  float* col = is_pointwise(g) ? nullptr : scratch(0, g.groups * patch * batch * spatial);
+  float* col = is_pointwise_conv(g) ? nullptr : scratch(0, g.groups * patch * batch * spatial);
   float* product = batch > 1 ? scratch(1, g.out_channels * batch * spatial) : nullptr;
   float* raw_product = batch > 1 && keeps_raw ? scratch(2, g.out_channels * batch * spatial) : nullptr;
   for (int64_t first = 0; first < g.batch; first += batch) {
@@ -363,7 +346,7 @@ void conv_forward(float* y, const float* x, const float* w, const float* bias, c
     float* y_images = y + first * g.out_channels * spatial;
     float* raw_images = keeps_raw ? scale.raw_out + first * g.out_channels * spatial : nullptr;
     const float* cols = x_images;
-    if (!is_pointwise(g)) {
+    if (!is_pointwise_conv(g)) {
       im2col(col, x_images, images, g);
       cols = col;
     }
@@ -385,7 +368,7 @@ void conv_forward(float* y, const float* x, const float* w, const float* bias, c
 
 void conv_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w,
                    const ConvGeometry& g, const ConvWeightGradientEpilogue& dw_epilogue) {
-  check_geometry(g);
+  check_conv_geometry(g);
   const int64_t spatial = g.out_spatial(), in_spatial = g.in_spatial();
   const int64_t patch = g.patch(), ocg = g.out_channels_per_group();
   if (dbias) channel_sums(dbias, dy, g.batch, g.out_channels, spatial);
@@ -402,8 +385,8 @@ void conv_backward(float* dx, float* dw, float* dbias, const float* dy, const fl
     dx = nullptr;  // done above; the batched path below computes dw only
   }
 
-  const int64_t batch = batch_size(g);
-  float* col = is_pointwise(g) ? nullptr : scratch(0, g.groups * patch * batch * spatial);
+  const int64_t batch = im2col_batch(g, kColBudget);
+  float* col = is_pointwise_conv(g) ? nullptr : scratch(0, g.groups * patch * batch * spatial);
   float* dy_regrouped = batch > 1 ? scratch(1, g.out_channels * batch * spatial) : nullptr;
   for (int64_t first = 0; first < g.batch; first += batch) {
     const int64_t images = std::min(batch, g.batch - first), n = images * spatial;
@@ -415,7 +398,7 @@ void conv_backward(float* dx, float* dw, float* dbias, const float* dy, const fl
     }
     if (dw) {
       const float* cols = x + first * g.in_channels * in_spatial;
-      if (!is_pointwise(g)) {
+      if (!is_pointwise_conv(g)) {
         im2col(col, cols, images, g);
         cols = col;
       }
@@ -433,7 +416,7 @@ void conv_backward(float* dx, float* dw, float* dbias, const float* dy, const fl
     }
     if (dx) {
       float* dx_images = dx + first * g.in_channels * in_spatial;
-      if (is_pointwise(g)) {
+      if (is_pointwise_conv(g)) {
         weight_transpose_product(dx_images, w, dys, n, g);
       } else {
         weight_transpose_product(col, w, dys, n, g);
@@ -444,10 +427,10 @@ void conv_backward(float* dx, float* dw, float* dbias, const float* dy, const fl
 }
 
 void conv_transpose_forward(float* y, const float* x, const float* w, const float* bias, const ConvGeometry& g) {
-  check_geometry(g);
+  check_conv_geometry(g);
   const int64_t spatial = g.out_spatial(), in_spatial = g.in_spatial();
-  const int64_t batch = batch_size(g);
-  float* col = is_pointwise(g) ? nullptr : scratch(0, g.groups * g.patch() * batch * spatial);
+  const int64_t batch = im2col_batch(g, kColBudget);
+  float* col = is_pointwise_conv(g) ? nullptr : scratch(0, g.groups * g.patch() * batch * spatial);
   float* x_regrouped = batch > 1 ? scratch(1, g.out_channels * batch * spatial) : nullptr;
   for (int64_t first = 0; first < g.batch; first += batch) {
     const int64_t images = std::min(batch, g.batch - first), n = images * spatial;
@@ -458,7 +441,7 @@ void conv_transpose_forward(float* y, const float* x, const float* w, const floa
       images_to_channels_major(x_regrouped, x_images, images, g.out_channels, spatial);
       xs = x_regrouped;
     }
-    if (is_pointwise(g)) {
+    if (is_pointwise_conv(g)) {
       // One image: y [C, spatial] = w^T x x, the bias per row.
       const int64_t patch = g.patch(), ocg = g.out_channels_per_group();
       for (int64_t gi = 0; gi < g.groups; ++gi) {
@@ -473,42 +456,13 @@ void conv_transpose_forward(float* y, const float* x, const float* w, const floa
   }
 }
 
-void conv_transpose_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w,
-                             const ConvGeometry& g) {
-  check_geometry(g);
-  if (dbias) channel_sums(dbias, dy, g.batch, g.in_channels, g.in_spatial());
-  // The adjoint's adjoint is the direct convolution: dx = conv(dy, w); dw pairs x (as the direct conv's dy) with dy.
-  if (dx) conv_forward(dx, dy, w, nullptr, g, ConvOutputScale{});
-  if (dw) conv_backward(nullptr, dw, nullptr, x, dy, w, g, ConvWeightGradientEpilogue{});
-}
-
-void conv2d_forward(float* y, const float* x, const float* w, const float* bias, const Conv2dGeometry& g) {
-  conv_forward(y, x, w, bias, g.general(), ConvOutputScale{});
-}
-
-void conv2d_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w,
-                     const Conv2dGeometry& g) {
-  conv_backward(dx, dw, dbias, dy, x, w, g.general(), ConvWeightGradientEpilogue{});
-}
+#include "weightnorm/ops/conv_composed.inc"
 
 // ---------------------------------------------------------------------------------------------------------------
 // Padding and upsampling.
 
-namespace {
-
-void check_pad(const PadGeometry& g) {
-  const bool mirrored = g.mode != PadMode::kConstant;
-  const bool valid = g.planes >= 0 && g.height > 0 && g.width > 0 && g.out_height() > 0 && g.out_width() > 0 &&
-                     (!mirrored || (g.top >= 0 && g.bottom >= 0 && g.left >= 0 && g.right >= 0)) &&
-                     (g.mode != PadMode::kReflect ||
-                      (g.top < g.height && g.bottom < g.height && g.left < g.width && g.right < g.width));
-  if (!valid) throw std::invalid_argument("pad: invalid geometry");
-}
-
-}  // namespace
-
 void pad_forward(float* y, const float* x, const PadGeometry& g) {
-  check_pad(g);
+  check_pad_geometry(g);
   const int64_t oh_count = g.out_height(), ow_count = g.out_width();
   const int threads = num_threads();
 #pragma omp parallel for schedule(static) num_threads(threads) if (g.planes * oh_count * ow_count >= kParallelMinElements)
@@ -526,7 +480,7 @@ void pad_forward(float* y, const float* x, const PadGeometry& g) {
 }
 
 void pad_backward(float* dx, const float* dy, const PadGeometry& g) {
-  check_pad(g);
+  check_pad_geometry(g);
   const int64_t oh_count = g.out_height(), ow_count = g.out_width();
   const int threads = num_threads();
 #pragma omp parallel for schedule(static) num_threads(threads) if (g.planes * g.height * g.width >= kParallelMinElements)
@@ -549,8 +503,7 @@ void pad_backward(float* dx, const float* dy, const PadGeometry& g) {
 }
 
 void upsample_nearest_forward(float* y, const float* x, const UpsampleGeometry& g) {
-  if (g.planes < 0 || g.height <= 0 || g.width <= 0 || g.scale_height <= 0 || g.scale_width <= 0)
-    throw std::invalid_argument("upsample_nearest: invalid geometry");
+  check_upsample_geometry(g);
   const int64_t oh_count = g.out_height(), ow_count = g.out_width();
   const int threads = num_threads();
 #pragma omp parallel for schedule(static) num_threads(threads) if (g.planes * oh_count * ow_count >= kParallelMinElements)
@@ -565,8 +518,7 @@ void upsample_nearest_forward(float* y, const float* x, const UpsampleGeometry& 
 }
 
 void upsample_nearest_backward(float* dx, const float* dy, const UpsampleGeometry& g) {
-  if (g.planes < 0 || g.height <= 0 || g.width <= 0 || g.scale_height <= 0 || g.scale_width <= 0)
-    throw std::invalid_argument("upsample_nearest: invalid geometry");
+  check_upsample_geometry(g);
   const int64_t ow_count = g.out_width();
   const int threads = num_threads();
 #pragma omp parallel for schedule(static) num_threads(threads) if (g.planes * g.height * g.width >= kParallelMinElements)
@@ -719,16 +671,11 @@ void with_kernel_size(int64_t kernel, Body&& body) {
   body(std::integral_constant<int, 0>{});
 }
 
-void check_pool(int64_t planes, int64_t height, int64_t width, int64_t kernel, int64_t stride) {
-  if (planes < 0 || kernel <= 0 || stride <= 0 || height < kernel || width < kernel)
-    throw std::invalid_argument("max_pool2d: invalid geometry (kernel and stride must be positive, kernel <= size)");
-}
-
 }  // namespace
 
 void max_pool2d_forward(float* y, const float* x, int64_t planes, int64_t height, int64_t width, int64_t kernel,
                         int64_t stride) {
-  check_pool(planes, height, width, kernel, stride);
+  check_pool_geometry(planes, height, width, kernel, stride);
   const int64_t oh_count = (height - kernel) / stride + 1, ow_count = (width - kernel) / stride + 1;
   const int threads = num_threads();
   with_kernel_size(kernel, [&](auto size) {
@@ -751,7 +698,7 @@ void max_pool2d_forward(float* y, const float* x, int64_t planes, int64_t height
 
 void max_pool2d_backward(float* dx, const float* dy, const float* x, int64_t planes, int64_t height, int64_t width,
                          int64_t kernel, int64_t stride) {
-  check_pool(planes, height, width, kernel, stride);
+  check_pool_geometry(planes, height, width, kernel, stride);
   const int64_t oh_count = (height - kernel) / stride + 1, ow_count = (width - kernel) / stride + 1;
   const int threads = num_threads();
   const bool overlapping = stride < kernel;

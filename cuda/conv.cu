@@ -25,6 +25,7 @@
 #include "conv.cuh"
 #include "gemm.cuh"
 #include "runtime.cuh"
+#include "weightnorm/conv_checks.h"
 
 namespace weightnorm::cuda {
 namespace {
@@ -37,24 +38,6 @@ int multiprocessors() { return std::max(1, device_status().multiprocessors); }
 // Grid for a grid-stride loop over `count` items.
 unsigned blocks_for(int64_t count) {
   return unsigned(std::clamp<int64_t>((count + kBlock - 1) / kBlock, 1, int64_t{multiprocessors()} * 32));
-}
-
-void check_geometry(const ConvGeometry& g) {
-  if (!is_valid_geometry(g))
-    throw std::invalid_argument(
-        "conv: invalid geometry (sizes must be positive, groups must divide both channel counts and the dilated "
-        "kernel must fit the padded input)");
-}
-
-bool is_pointwise(const ConvGeometry& g) {
-  return g.kernel_height == 1 && g.kernel_width == 1 && g.stride_height == 1 && g.stride_width == 1 &&
-         g.padding_height == 0 && g.padding_width == 0 && g.out_height == g.in_height && g.out_width == g.in_width;
-}
-
-int64_t batch_size(const ConvGeometry& g) {
-  if (is_pointwise(g)) return 1;
-  const int64_t per_image = g.in_channels * g.kernel_height * g.kernel_width * g.out_spatial();
-  return std::clamp<int64_t>(kColBudget / std::max<int64_t>(per_image, 1), 1, std::max<int64_t>(g.batch, 1));
 }
 
 // col[(c*kh + i)*kw + j, image*OHW + oh*OW + ow] = x[image, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw], 0 outside.
@@ -186,13 +169,13 @@ const float* offset_or_null(const float* p, int64_t offset) { return p ? p + off
 
 void conv_forward(float* y, const float* x, const float* w, const float* bias, const ConvGeometry& g,
                   const ConvOutputScale& scale) {
-  check_geometry(g);
+  check_conv_geometry(g);
   if (g.batch == 0) return;
   const int64_t spatial = g.out_spatial(), in_spatial = g.in_spatial();
   const int64_t patch = g.patch(), ocg = g.out_channels_per_group();
-  const int64_t batch = batch_size(g);
+  const int64_t batch = im2col_batch(g, kColBudget);
   const bool keeps_raw = scale.channel_scale != nullptr && scale.raw_out != nullptr;
-  Scratch col(is_pointwise(g) ? 0 : size_t(g.groups * patch * batch * spatial) * sizeof(float));
+  Scratch col(is_pointwise_conv(g) ? 0 : size_t(g.groups * patch * batch * spatial) * sizeof(float));
   Scratch product(batch > 1 ? size_t(g.out_channels * batch * spatial) * sizeof(float) : 0);
   Scratch raw_product(batch > 1 && keeps_raw ? size_t(g.out_channels * batch * spatial) * sizeof(float) : 0);
   for (int64_t first = 0; first < g.batch; first += batch) {
@@ -201,7 +184,7 @@ void conv_forward(float* y, const float* x, const float* w, const float* bias, c
     float* y_images = y + first * g.out_channels * spatial;
     float* raw_images = keeps_raw ? scale.raw_out + first * g.out_channels * spatial : nullptr;
     const float* cols = x_images;
-    if (!is_pointwise(g)) {
+    if (!is_pointwise_conv(g)) {
       im2col(col.floats(), x_images, images, g);
       cols = col.floats();
     }
@@ -223,7 +206,7 @@ void conv_forward(float* y, const float* x, const float* w, const float* bias, c
 
 void conv_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w,
                    const ConvGeometry& g, const ConvWeightGradientEpilogue& dw_epilogue) {
-  check_geometry(g);
+  check_conv_geometry(g);
   const int64_t spatial = g.out_spatial(), in_spatial = g.in_spatial();
   const int64_t patch = g.patch(), ocg = g.out_channels_per_group();
   if (dbias) channel_sums(dbias, dy, g.batch, g.out_channels, spatial);
@@ -233,8 +216,8 @@ void conv_backward(float* dx, float* dw, float* dbias, const float* dy, const fl
     if (dw) fill(dw, 0.0f, g.out_channels * patch);
     return;
   }
-  const int64_t batch = batch_size(g);
-  Scratch col(is_pointwise(g) ? 0 : size_t(g.groups * patch * batch * spatial) * sizeof(float));
+  const int64_t batch = im2col_batch(g, kColBudget);
+  Scratch col(is_pointwise_conv(g) ? 0 : size_t(g.groups * patch * batch * spatial) * sizeof(float));
   Scratch dy_regrouped(batch > 1 ? size_t(g.out_channels * batch * spatial) * sizeof(float) : 0);
   for (int64_t first = 0; first < g.batch; first += batch) {
     const int64_t images = std::min(batch, g.batch - first), n = images * spatial;
@@ -246,7 +229,7 @@ void conv_backward(float* dx, float* dw, float* dbias, const float* dy, const fl
     }
     if (dw) {
       const float* cols = x + first * g.in_channels * in_spatial;
-      if (!is_pointwise(g)) {
+      if (!is_pointwise_conv(g)) {
         im2col(col.floats(), cols, images, g);
         cols = col.floats();
       }
@@ -264,7 +247,7 @@ void conv_backward(float* dx, float* dw, float* dbias, const float* dy, const fl
     }
     if (dx) {
       float* dx_images = dx + first * g.in_channels * in_spatial;
-      if (is_pointwise(g)) {
+      if (is_pointwise_conv(g)) {
         weight_transpose_product(dx_images, w, dys, n, g);
       } else {
         weight_transpose_product(col.floats(), w, dys, n, g);
@@ -275,12 +258,12 @@ void conv_backward(float* dx, float* dw, float* dbias, const float* dy, const fl
 }
 
 void conv_transpose_forward(float* y, const float* x, const float* w, const float* bias, const ConvGeometry& g) {
-  check_geometry(g);
+  check_conv_geometry(g);
   if (g.batch == 0) return;
   const int64_t spatial = g.out_spatial(), in_spatial = g.in_spatial();
   const int64_t patch = g.patch(), ocg = g.out_channels_per_group();
-  const int64_t batch = batch_size(g);
-  Scratch col(is_pointwise(g) ? 0 : size_t(g.groups * patch * batch * spatial) * sizeof(float));
+  const int64_t batch = im2col_batch(g, kColBudget);
+  Scratch col(is_pointwise_conv(g) ? 0 : size_t(g.groups * patch * batch * spatial) * sizeof(float));
   Scratch x_regrouped(batch > 1 ? size_t(g.out_channels * batch * spatial) * sizeof(float) : 0);
   for (int64_t first = 0; first < g.batch; first += batch) {
     const int64_t images = std::min(batch, g.batch - first), n = images * spatial;
@@ -291,7 +274,7 @@ void conv_transpose_forward(float* y, const float* x, const float* w, const floa
       regroup(x_regrouped.floats(), x_images, images, g.out_channels, spatial, false);
       xs = x_regrouped.floats();
     }
-    if (is_pointwise(g)) {
+    if (is_pointwise_conv(g)) {
       // One image: y [C, spatial] = w^T x x, the bias per row.
       for (int64_t gi = 0; gi < g.groups; ++gi) {
         GemmEpilogue epilogue;
@@ -305,23 +288,7 @@ void conv_transpose_forward(float* y, const float* x, const float* w, const floa
   }
 }
 
-void conv_transpose_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w,
-                             const ConvGeometry& g) {
-  check_geometry(g);
-  if (dbias) channel_sums(dbias, dy, g.batch, g.in_channels, g.in_spatial());
-  // The adjoint's adjoint is the direct convolution: dx = conv(dy, w); dw pairs x (as the direct conv's dy) with dy.
-  if (dx) conv_forward(dx, dy, w, nullptr, g, ConvOutputScale{});
-  if (dw) conv_backward(nullptr, dw, nullptr, x, dy, w, g, ConvWeightGradientEpilogue{});
-}
-
-void conv2d_forward(float* y, const float* x, const float* w, const float* bias, const Conv2dGeometry& g) {
-  conv_forward(y, x, w, bias, g.general(), ConvOutputScale{});
-}
-
-void conv2d_backward(float* dx, float* dw, float* dbias, const float* dy, const float* x, const float* w,
-                     const Conv2dGeometry& g) {
-  conv_backward(dx, dw, dbias, dy, x, w, g.general(), ConvWeightGradientEpilogue{});
-}
+#include "weightnorm/ops/conv_composed.inc"
 
 // ---------------------------------------------------------------------------------------------------------------
 // Padding and upsampling: one thread per output (forward) or input (backward, a gather) element.
@@ -373,24 +340,10 @@ __global__ void upsample_nearest_backward_kernel(float* __restrict__ dx, const f
   }
 }
 
-void check_pad(const PadGeometry& g) {
-  const bool mirrored = g.mode != PadMode::kConstant;
-  const bool valid = g.planes >= 0 && g.height > 0 && g.width > 0 && g.out_height() > 0 && g.out_width() > 0 &&
-                     (!mirrored || (g.top >= 0 && g.bottom >= 0 && g.left >= 0 && g.right >= 0)) &&
-                     (g.mode != PadMode::kReflect ||
-                      (g.top < g.height && g.bottom < g.height && g.left < g.width && g.right < g.width));
-  if (!valid) throw std::invalid_argument("pad: invalid geometry");
-}
-
-void check_upsample(const UpsampleGeometry& g) {
-  if (g.planes < 0 || g.height <= 0 || g.width <= 0 || g.scale_height <= 0 || g.scale_width <= 0)
-    throw std::invalid_argument("upsample_nearest: invalid geometry");
-}
-
 }  // namespace
 
 void pad_forward(float* y, const float* x, const PadGeometry& g) {
-  check_pad(g);
+  check_pad_geometry(g);
   const int64_t count = g.planes * g.out_height() * g.out_width();
   if (count == 0) return;
   pad_forward_kernel<<<blocks_for(count), kBlock, 0, library_stream()>>>(y, x, g);
@@ -398,7 +351,7 @@ void pad_forward(float* y, const float* x, const PadGeometry& g) {
 }
 
 void pad_backward(float* dx, const float* dy, const PadGeometry& g) {
-  check_pad(g);
+  check_pad_geometry(g);
   const int64_t count = g.planes * g.height * g.width;
   if (count == 0) return;
   pad_backward_kernel<<<blocks_for(count), kBlock, 0, library_stream()>>>(dx, dy, g);
@@ -406,7 +359,7 @@ void pad_backward(float* dx, const float* dy, const PadGeometry& g) {
 }
 
 void upsample_nearest_forward(float* y, const float* x, const UpsampleGeometry& g) {
-  check_upsample(g);
+  check_upsample_geometry(g);
   const int64_t count = g.planes * g.out_height() * g.out_width();
   if (count == 0) return;
   upsample_nearest_forward_kernel<<<blocks_for(count), kBlock, 0, library_stream()>>>(y, x, g);
@@ -414,7 +367,7 @@ void upsample_nearest_forward(float* y, const float* x, const UpsampleGeometry& 
 }
 
 void upsample_nearest_backward(float* dx, const float* dy, const UpsampleGeometry& g) {
-  check_upsample(g);
+  check_upsample_geometry(g);
   const int64_t count = g.planes * g.height * g.width;
   if (count == 0) return;
   upsample_nearest_backward_kernel<<<blocks_for(count), kBlock, 0, library_stream()>>>(dx, dy, g);
@@ -520,8 +473,7 @@ __global__ void global_avg_pool_backward_kernel(float* __restrict__ dx, const fl
 }
 
 PoolGeometry pool_geometry(int64_t planes, int64_t height, int64_t width, int64_t kernel, int64_t stride) {
-  if (planes < 0 || kernel <= 0 || stride <= 0 || height < kernel || width < kernel)
-    throw std::invalid_argument("max_pool2d: invalid geometry (kernel and stride must be positive, kernel <= size)");
+  check_pool_geometry(planes, height, width, kernel, stride);
   return {planes, height, width, kernel, stride, (height - kernel) / stride + 1, (width - kernel) / stride + 1};
 }
 

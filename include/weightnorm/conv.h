@@ -3,11 +3,7 @@
 #pragma once
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define WN_CONV_HOST_DEVICE __host__ __device__ inline
-#else
-#define WN_CONV_HOST_DEVICE inline
-#endif
+#include "weightnorm/host_device.h"
 
 namespace weightnorm {
 
@@ -30,16 +26,16 @@ struct ConvGeometry {
   int64_t padding_height = 0, padding_width = 0;
   int64_t dilation_height = 1, dilation_width = 1;
 
-  WN_CONV_HOST_DEVICE int64_t in_channels_per_group() const { return in_channels / groups; }
-  WN_CONV_HOST_DEVICE int64_t out_channels_per_group() const { return out_channels / groups; }
+  WN_HOST_DEVICE int64_t in_channels_per_group() const { return in_channels / groups; }
+  WN_HOST_DEVICE int64_t out_channels_per_group() const { return out_channels / groups; }
   // Rows of one group's im2col matrix (and columns of its weight matrix).
-  WN_CONV_HOST_DEVICE int64_t patch() const { return in_channels_per_group() * kernel_height * kernel_width; }
-  WN_CONV_HOST_DEVICE int64_t in_spatial() const { return in_height * in_width; }
-  WN_CONV_HOST_DEVICE int64_t out_spatial() const { return out_height * out_width; }
+  WN_HOST_DEVICE int64_t patch() const { return in_channels_per_group() * kernel_height * kernel_width; }
+  WN_HOST_DEVICE int64_t in_spatial() const { return in_height * in_width; }
+  WN_HOST_DEVICE int64_t out_spatial() const { return out_height * out_width; }
 };
 
 // The output size of a direct convolution along one axis (<= 0 when the dilated kernel does not fit).
-WN_CONV_HOST_DEVICE int64_t natural_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t padding, int64_t dilation) {
+WN_HOST_DEVICE int64_t natural_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t padding, int64_t dilation) {
   return (in + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1;
 }
 
@@ -78,8 +74,8 @@ struct Conv2dGeometry {
   int64_t batch, in_channels, in_height, in_width;
   int64_t out_channels, kernel_height, kernel_width;
   int64_t stride, padding;
-  WN_CONV_HOST_DEVICE int64_t out_height() const { return (in_height + 2 * padding - kernel_height) / stride + 1; }
-  WN_CONV_HOST_DEVICE int64_t out_width() const { return (in_width + 2 * padding - kernel_width) / stride + 1; }
+  WN_HOST_DEVICE int64_t out_height() const { return (in_height + 2 * padding - kernel_height) / stride + 1; }
+  WN_HOST_DEVICE int64_t out_width() const { return (in_width + 2 * padding - kernel_width) / stride + 1; }
   ConvGeometry general() const {
     ConvGeometry g;
     g.batch = batch;
@@ -106,13 +102,13 @@ struct PadGeometry {
   int64_t top = 0, bottom = 0, left = 0, right = 0;
   PadMode mode = PadMode::kConstant;
   float value = 0.0f;
-  WN_CONV_HOST_DEVICE int64_t out_height() const { return height + top + bottom; }
-  WN_CONV_HOST_DEVICE int64_t out_width() const { return width + left + right; }
+  WN_HOST_DEVICE int64_t out_height() const { return height + top + bottom; }
+  WN_HOST_DEVICE int64_t out_width() const { return width + left + right; }
 };
 
 // The input index that output index `o` reads along one padded axis (`before` positions added in front of `size`),
 // or -1 for the constant fill. Reflect needs before, after < size (one reflection is enough).
-WN_CONV_HOST_DEVICE int64_t pad_source_index(int64_t o, int64_t before, int64_t size, PadMode mode) {
+WN_HOST_DEVICE int64_t pad_source_index(int64_t o, int64_t before, int64_t size, PadMode mode) {
   const int64_t i = o - before;
   if (i >= 0 && i < size) return i;
   if (mode == PadMode::kConstant) return -1;
@@ -127,7 +123,7 @@ struct PadRanges {
   int count = 0;
   int64_t begin[3], end[3];
 };
-WN_CONV_HOST_DEVICE void pad_add_range(PadRanges& r, int64_t begin, int64_t end, int64_t out_size) {
+WN_HOST_DEVICE void pad_add_range(PadRanges& r, int64_t begin, int64_t end, int64_t out_size) {
   begin = begin < 0 ? 0 : begin;
   end = end > out_size ? out_size : end;
   if (begin < end) {
@@ -136,7 +132,7 @@ WN_CONV_HOST_DEVICE void pad_add_range(PadRanges& r, int64_t begin, int64_t end,
     ++r.count;
   }
 }
-WN_CONV_HOST_DEVICE PadRanges pad_output_ranges(int64_t i, int64_t before, int64_t size, int64_t out_size,
+WN_HOST_DEVICE PadRanges pad_output_ranges(int64_t i, int64_t before, int64_t size, int64_t out_size,
                                                 PadMode mode) {
   PadRanges r;
   if (mode == PadMode::kReflect && i >= 1) pad_add_range(r, before - i, before - i + 1, out_size);
@@ -154,8 +150,8 @@ WN_CONV_HOST_DEVICE PadRanges pad_output_ranges(int64_t i, int64_t before, int64
 // width * scale_width], y[p, oh, ow] = x[p, oh / scale_height, ow / scale_width].
 struct UpsampleGeometry {
   int64_t planes = 0, height = 1, width = 1, scale_height = 1, scale_width = 1;
-  WN_CONV_HOST_DEVICE int64_t out_height() const { return height * scale_height; }
-  WN_CONV_HOST_DEVICE int64_t out_width() const { return width * scale_width; }
+  WN_HOST_DEVICE int64_t out_height() const { return height * scale_height; }
+  WN_HOST_DEVICE int64_t out_width() const { return width * scale_width; }
 };
 
 }  // namespace weightnorm

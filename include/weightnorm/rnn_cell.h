@@ -5,21 +5,14 @@
 #pragma once
 #include <cstdint>
 
-// Forced inline on the host too (unlike WN_HOST_DEVICE of weightnorm/host_device.h, a plain inline there): the CPU's
-// loops over the hidden units vectorize only with the whole unit's arithmetic in the loop body, and GCC's inliner
-// kept these as calls otherwise.
-#ifdef __CUDACC__
-#define WN_RNN_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define WN_RNN_HOST_DEVICE [[gnu::always_inline]] inline
-#endif
+#include "weightnorm/host_device.h"
 
 namespace weightnorm::rnn_cell {
 
 // LSTM forward: the pre-activations of i, f, g, o -> the activated gates (written to gate, which the backward
 // reads), c' = f ⊙ c + i ⊙ g and h' = o ⊙ tanh(c').
 template <class Activations>
-WN_RNN_HOST_DEVICE void lstm_forward(float* gate, int64_t hidden, float pre_i, float pre_f, float pre_g, float pre_o,
+WN_HOST_DEVICE void lstm_forward(float* gate, int64_t hidden, float pre_i, float pre_f, float pre_g, float pre_o,
                                      float c_prev, float& c, float& h) {
   const float i = Activations::sigmoid(pre_i);
   const float f = Activations::sigmoid(pre_f);
@@ -35,7 +28,7 @@ WN_RNN_HOST_DEVICE void lstm_forward(float* gate, int64_t hidden, float pre_i, f
 
 // LSTM backward: dh (the output's gradient plus the one carried from step t+1), dc (carried; replaced by dc for
 // step t−1) and tanh(c_t) -> the gradients of the four pre-activations.
-WN_RNN_HOST_DEVICE void lstm_backward(float* dgate, const float* gate, int64_t hidden, float tanh_c, float c_prev,
+WN_HOST_DEVICE void lstm_backward(float* dgate, const float* gate, int64_t hidden, float tanh_c, float c_prev,
                                       float dh, float& dc) {
   const float i = gate[0], f = gate[hidden], g = gate[2 * hidden], o = gate[3 * hidden];
   const float dcell = dc + dh * o * (1.0f - tanh_c * tanh_c);
@@ -49,7 +42,7 @@ WN_RNN_HOST_DEVICE void lstm_backward(float* dgate, const float* gate, int64_t h
 // GRU forward: gate holds the input projections x·W_iᵀ + b_i, recurrent the recurrent ones h·W_hᵀ + b_h; gate is
 // overwritten with r, z, n; hn (the recurrent n part, which r scales) is kept for the backward.
 template <class Activations>
-WN_RNN_HOST_DEVICE void gru_forward(float* gate, const float* recurrent, int64_t hidden, float h_prev, float& hn,
+WN_HOST_DEVICE void gru_forward(float* gate, const float* recurrent, int64_t hidden, float h_prev, float& hn,
                                     float& h) {
   const float r = Activations::sigmoid(gate[0] + recurrent[0]);
   const float z = Activations::sigmoid(gate[hidden] + recurrent[hidden]);
@@ -64,7 +57,7 @@ WN_RNN_HOST_DEVICE void gru_forward(float* gate, const float* recurrent, int64_t
 // GRU backward: the gradients of the input projections (di) and of the recurrent ones (dr; they differ only in the n
 // slot, where r scales the recurrent part), from dh (the output's gradient plus the carried one); returns the direct
 // part of dh_{t−1}, z ⊙ dh (the caller adds dr · W_hh).
-WN_RNN_HOST_DEVICE float gru_backward(float* di, float* dr, const float* gate, int64_t hidden, float hn, float h_prev,
+WN_HOST_DEVICE float gru_backward(float* di, float* dr, const float* gate, int64_t hidden, float hn, float h_prev,
                                       float dh) {
   const float r = gate[0], z = gate[hidden], candidate = gate[2 * hidden];
   const float dcandidate = dh * (1.0f - z) * (1.0f - candidate * candidate);

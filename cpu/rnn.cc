@@ -77,18 +77,6 @@ void for_rows(int64_t rows, int64_t width, Body&& body) {
   for (int64_t row = 0; row < rows; ++row) body(row);
 }
 
-// The epilogue of a product by a layer matrix: its row scale s (null: a plain w) on the output's columns, which are
-// the gate rows, then the bias, then beta · out.
-GemmEpilogue projection(const float* scale, const float* column_bias, float beta = 0.0f) {
-  GemmEpilogue epilogue;
-  epilogue.column_scale = scale;
-  epilogue.column_bias = column_bias;
-  epilogue.beta = beta;
-  return epilogue;
-}
-
-GemmEpilogue accumulating() { return projection(nullptr, nullptr, 1.0f); }
-
 // out = a + b over `count` floats (either may be null: no bias); returns out, or null when both are.
 const float* summed_biases(float* out, const float* a, const float* b, int64_t count) {
   if (!a && !b) return nullptr;
@@ -248,7 +236,7 @@ void rnn_forward(float* y, float* saved_gates, float* saved_state, float* worksp
   float* recurrent_raw = lstm ? workspace + width : nullptr;  // [batch, width] (LSTM, weight-normalized w_hh)
   // Every step's input projection at once: saved_gates = (x · w_ihᵀ) ⊙ s_ih + bias, [steps·batch, gates·hidden].
   gemm(saved_gates, x, weights.w_ih, GemmShape{steps * batch, width, geometry.input_size}.transposing_b(),
-       projection(weights.scale_ih, input_bias));
+       layer_product_epilogue(weights.scale_ih, input_bias));
   const GemmShape recurrent = GemmShape{batch, width, hidden}.transposing_b();
   for (int64_t t = 0; t < steps; ++t) {
     const float* h_prev = t == 0 ? h0 : y + (t - 1) * step_state;
@@ -261,11 +249,11 @@ void rnn_forward(float* y, float* saved_gates, float* saved_state, float* worksp
         gemm(recurrent_raw, h_prev, weights.w_hh, recurrent, GemmEpilogue{});
       } else {
         // The recurrent projection accumulates into the input projection (beta = 1): gates holds the pre-activations.
-        gemm(gates, h_prev, weights.w_hh, recurrent, accumulating());
+        gemm(gates, h_prev, weights.w_hh, recurrent, accumulating_epilogue());
       }
       lstm_step_forward(h, saved_state + t * step_state, gates, c_prev, recurrent_raw, weights.scale_hh, batch, hidden);
     } else {
-      gemm(workspace, h_prev, weights.w_hh, recurrent, projection(weights.scale_hh, weights.b_hh));
+      gemm(workspace, h_prev, weights.w_hh, recurrent, layer_product_epilogue(weights.scale_hh, weights.b_hh));
       gru_step_forward(h, gates, saved_state + t * step_state, workspace, h_prev, batch, hidden);
     }
   }
@@ -307,7 +295,7 @@ void rnn_backward(const RnnGradients& grads, float* workspace, const float* dy, 
     } else {
       gru_step_backward(dgates_input, dgates_hidden, drecurrent, dh, dy + t * step_state, gates,
                         saved_state + t * step_state, h_prev, weights.scale_hh, batch, hidden);
-      gemm(dh, recurrent_operand, weights.w_hh, GemmShape{batch, hidden, width}, accumulating());
+      gemm(dh, recurrent_operand, weights.w_hh, GemmShape{batch, hidden, width}, accumulating_epilogue());
     }
   }
   if (grads.dh0) std::memcpy(grads.dh0, dh, static_cast<size_t>(step_state) * sizeof(float));
@@ -318,7 +306,7 @@ void rnn_backward(const RnnGradients& grads, float* workspace, const float* dy, 
   if (grads.dw_hh) {
     // Σ_t dgates_tᵀ · h_{t−1}: steps 1.. read h_1..h_{T−1} (rows of y, contiguous), step 0 reads h0.
     gemm(grads.dw_hh, dhidden, h0, GemmShape{width, hidden, batch}.transposing_a(), GemmEpilogue{});
-    if (steps > 1) gemm(grads.dw_hh, dhidden + step_gates, y, GemmShape{width, hidden, (steps - 1) * batch}.transposing_a(), accumulating());
+    if (steps > 1) gemm(grads.dw_hh, dhidden + step_gates, y, GemmShape{width, hidden, (steps - 1) * batch}.transposing_a(), accumulating_epilogue());
   }
   if (grads.db_ih) column_sum(grads.db_ih, dinput, rows, width);
   if (grads.db_hh) {

@@ -159,18 +159,6 @@ __global__ void __launch_bounds__(kBlock) swap_leading_axes_kernel(float* out, c
   }
 }
 
-// The epilogue of a product by a layer matrix: its row scale s (null: a plain w) on the output's columns, which are
-// the gate rows, then the bias, then beta · out.
-GemmEpilogue projection(const float* scale, const float* column_bias, float beta = 0.0f) {
-  GemmEpilogue epilogue;
-  epilogue.column_scale = scale;
-  epilogue.column_bias = column_bias;
-  epilogue.beta = beta;
-  return epilogue;
-}
-
-GemmEpilogue accumulating() { return projection(nullptr, nullptr, 1.0f); }
-
 void copy_on_stream(float* out, const float* x, int64_t count) {
   if (count > 0) copy_device_to_device(out, x, static_cast<size_t>(count) * sizeof(float));
 }
@@ -199,19 +187,19 @@ void rnn_forward(float* y, float* saved_gates, float* saved_state, float* worksp
   }
   if (lstm) recurrent_bias = nullptr;
   gemm(saved_gates, x, weights.w_ih, GemmShape{steps * batch, width, geometry.input_size}.transposing_b(),
-       projection(weights.scale_ih, input_bias));
+       layer_product_epilogue(weights.scale_ih, input_bias));
   const GemmShape recurrent = GemmShape{batch, width, hidden}.transposing_b();
   for (int64_t t = 0; t < steps; ++t) {
     const float* h_prev = t == 0 ? h0 : y + (t - 1) * step_state;
     float* gates = saved_gates + t * step_gates;
     float* h = y + t * step_state;
     if (lstm) {
-      gemm(gates, h_prev, weights.w_hh, recurrent, projection(weights.scale_hh, recurrent_bias, 1.0f));
+      gemm(gates, h_prev, weights.w_hh, recurrent, layer_product_epilogue(weights.scale_hh, recurrent_bias, 1.0f));
       const float* c_prev = t == 0 ? c0 : saved_state + (t - 1) * step_state;
       lstm_step_forward_kernel<<<blocks, kBlock, 0, stream>>>(h, saved_state + t * step_state, gates, c_prev, batch,
                                                               hidden);
     } else {
-      gemm(workspace, h_prev, weights.w_hh, recurrent, projection(weights.scale_hh, recurrent_bias));
+      gemm(workspace, h_prev, weights.w_hh, recurrent, layer_product_epilogue(weights.scale_hh, recurrent_bias));
       gru_step_forward_kernel<<<blocks, kBlock, 0, stream>>>(h, gates, saved_state + t * step_state, workspace, h_prev,
                                                              batch, hidden);
     }
@@ -258,7 +246,7 @@ void rnn_backward(const RnnGradients& grads, float* workspace, const float* dy, 
                                                               dy + t * step_state, gates, saved_state + t * step_state,
                                                               h_prev, weights.scale_hh, batch, hidden);
       WN_CUDA_CHECK_LAUNCH();
-      gemm(dh, recurrent_operand, weights.w_hh, GemmShape{batch, hidden, width}, accumulating());
+      gemm(dh, recurrent_operand, weights.w_hh, GemmShape{batch, hidden, width}, accumulating_epilogue());
     }
   }
   if (grads.dh0) copy_on_stream(grads.dh0, dh, step_state);
@@ -268,7 +256,7 @@ void rnn_backward(const RnnGradients& grads, float* workspace, const float* dy, 
   if (grads.dw_ih) gemm(grads.dw_ih, dinput, x, GemmShape{width, input_size, rows}.transposing_a(), GemmEpilogue{});
   if (grads.dw_hh) {
     gemm(grads.dw_hh, dhidden, h0, GemmShape{width, hidden, batch}.transposing_a(), GemmEpilogue{});
-    if (steps > 1) gemm(grads.dw_hh, dhidden + step_gates, y, GemmShape{width, hidden, (steps - 1) * batch}.transposing_a(), accumulating());
+    if (steps > 1) gemm(grads.dw_hh, dhidden + step_gates, y, GemmShape{width, hidden, (steps - 1) * batch}.transposing_a(), accumulating_epilogue());
   }
   if (grads.db_ih) {
     column_sum_kernel<<<blocks_for(width), kBlock, 0, stream>>>(grads.db_ih, dinput, rows, width);

@@ -60,4 +60,18 @@ struct GemmEpilogueOf {
 using GemmEpilogue = GemmEpilogueOf<float>;
 using GemmEpilogueBf16 = GemmEpilogueOf<bfloat16>;
 
+// The epilogue of a product by a layer matrix stored as [outputs, inputs] (x · wᵀ): the matrix's per-row scale s
+// (null: a plain w; with weight norm s = g/|v| and the product runs on v) on the output's columns, then the bias,
+// then beta · out.
+inline GemmEpilogue layer_product_epilogue(const float* scale, const float* column_bias, float beta = 0.0f) {
+  GemmEpilogue epilogue;
+  epilogue.column_scale = scale;
+  epilogue.column_bias = column_bias;
+  epilogue.beta = beta;
+  return epilogue;
+}
+
+// out += the product (beta = 1, nothing else): gradient and projection accumulation.
+inline GemmEpilogue accumulating_epilogue() { return layer_product_epilogue(nullptr, nullptr, 1.0f); }
+
 }  // namespace weightnorm

@@ -588,6 +588,15 @@ inline void write_window_gradient(float* out, int64_t width, int64_t kernel, int
     }
 }
 
+// The ReLU fused into max pooling (relu flag), bitwise as F.relu then max pooling. Forward: relu(v) as the pointwise
+// ReLU computes it (+0 for v <= 0, NaN kept). Backward: the ReLU passes dy where its input is > 0 and +0 elsewhere.
+// relu(x)'s first maximum is x's first maximum wherever that maximum is positive (relu only zeroes non-positive
+// values), and where it is not, every position of the window gets +0 whichever one the pooling picked; so the pooling
+// of x routes dy, masked to +0 when the window maximum is not positive. With overlapping windows, the positions that
+// receive a positive window's dy are the positive ones, which the ReLU passes unchanged: the same sums.
+inline float relu_value(float v) { return ((v > 0.0f) | (v != v)) ? v : 0.0f; }
+inline float relu_window_gradient(float window_max, float dy) { return window_max > 0.0f ? dy : 0.0f; }
+
 // Kernel 2, stride 2 (the common pooling), one row of windows: a b over c d, the winner chosen by window_max's rule
 // (a later element wins only if strictly greater, or NaN over non-NaN); dy goes to the winner, +0 to the other
 // three. Four windows per step with SSE2 (x86-64's baseline; GCC does not vectorize the stride-2 selects itself),
@@ -613,22 +622,28 @@ inline Windows4 load_windows(const float* top, const float* bottom, int64_t w) {
 
 // Kernel 2, stride 2, one row of windows forward: the maximum of a b over c d by window_max's rule, four windows per
 // step with SSE2 (the last group overlapping the previous one, as in the backward below), the rest one at a time.
-void pool2x2_forward_row(float* out, const float* top, const float* bottom, int64_t windows) {
+void pool2x2_forward_row(float* out, const float* top, const float* bottom, int64_t windows, bool relu) {
   int64_t w = 0;
 #if defined(__SSE2__)
+  const __m128 zero = _mm_setzero_ps();
   for (; w < windows && windows >= 4; w += 4) {
     w = std::min(w, windows - 4);
     const auto [a, b, c, d] = load_windows(top, bottom, w);
     const __m128 ab = select(take(b, a), b, a);
     const __m128 abc = select(take(c, ab), c, ab);
-    _mm_storeu_ps(out + w, select(take(d, abc), d, abc));
+    const __m128 best = select(take(d, abc), d, abc);
+    // relu_value four at a time: kept where positive or NaN, else +0.
+    _mm_storeu_ps(out + w, relu ? _mm_and_ps(_mm_or_ps(_mm_cmpgt_ps(best, zero), _mm_cmpunord_ps(best, best)), best) : best);
   }
 #endif
-  for (; w < windows; ++w) out[w] = window_max<2>(top, bottom - top, 2, 2 * w).value;
+  for (; w < windows; ++w) {
+    const float best = window_max<2>(top, bottom - top, 2, 2 * w).value;
+    out[w] = relu ? relu_value(best) : best;
+  }
 }
 
 void pool2x2_backward_row(float* out_top, float* out_bottom, const float* top, const float* bottom, const float* dy,
-                          int64_t windows) {
+                          int64_t windows, bool relu) {
   int64_t w = 0;
 #if defined(__SSE2__)
   // The last group of four may overlap the previous one (windows not a multiple of 4, at least 4 of them): the
@@ -640,8 +655,11 @@ void pool2x2_backward_row(float* out_top, float* out_bottom, const float* top, c
     const __m128 take_b = take(b, a);
     const __m128 ab = select(take_b, b, a);
     const __m128 take_c = take(c, ab);
-    const __m128 take_d = take(d, select(take_c, c, ab));
-    const __m128 g = _mm_loadu_ps(dy + w);
+    const __m128 abc = select(take_c, c, ab);
+    const __m128 take_d = take(d, abc);
+    __m128 g = _mm_loadu_ps(dy + w);
+    // relu_window_gradient four windows at a time: +0 where the window maximum is not positive.
+    if (relu) g = _mm_and_ps(_mm_cmpgt_ps(select(take_d, d, abc), _mm_setzero_ps()), g);
     const __m128 later = _mm_or_ps(take_c, take_d);
     const __m128 at_a = _mm_andnot_ps(_mm_or_ps(take_b, later), g), at_b = _mm_and_ps(_mm_andnot_ps(later, take_b), g);
     const __m128 at_c = _mm_and_ps(_mm_andnot_ps(take_d, take_c), g), at_d = _mm_and_ps(take_d, g);
@@ -654,7 +672,7 @@ void pool2x2_backward_row(float* out_top, float* out_bottom, const float* top, c
   for (; w < windows; ++w) {
     const int64_t first = 2 * w;
     const WindowMax best = window_max<2>(top, bottom - top, 2, first);
-    const float g = dy[w];
+    const float g = relu ? relu_window_gradient(best.value, dy[w]) : dy[w];
     out_top[first] = best.index == first ? g : 0.0f;
     out_top[first + 1] = best.index == first + 1 ? g : 0.0f;
     out_bottom[first] = best.index == first + (bottom - top) ? g : 0.0f;
@@ -674,7 +692,7 @@ void with_kernel_size(int64_t kernel, Body&& body) {
 }  // namespace
 
 void max_pool2d_forward(float* y, const float* x, int64_t planes, int64_t height, int64_t width, int64_t kernel,
-                        int64_t stride) {
+                        int64_t stride, bool relu) {
   check_pool_geometry(planes, height, width, kernel, stride);
   const int64_t oh_count = (height - kernel) / stride + 1, ow_count = (width - kernel) / stride + 1;
   const int threads = num_threads();
@@ -686,18 +704,20 @@ void max_pool2d_forward(float* y, const float* x, int64_t planes, int64_t height
       float* out = y + p * oh_count * ow_count;
       if (K == 2 && stride == 2) {
         for (int64_t oh = 0; oh < oh_count; ++oh)
-          pool2x2_forward_row(out + oh * ow_count, plane + 2 * oh * width, plane + (2 * oh + 1) * width, ow_count);
+          pool2x2_forward_row(out + oh * ow_count, plane + 2 * oh * width, plane + (2 * oh + 1) * width, ow_count, relu);
         continue;
       }
       for (int64_t oh = 0; oh < oh_count; ++oh)
-        for (int64_t ow = 0; ow < ow_count; ++ow)
-          out[oh * ow_count + ow] = window_max<K>(plane, width, kernel, oh * stride * width + ow * stride).value;
+        for (int64_t ow = 0; ow < ow_count; ++ow) {
+          const float best = window_max<K>(plane, width, kernel, oh * stride * width + ow * stride).value;
+          out[oh * ow_count + ow] = relu ? relu_value(best) : best;
+        }
     }
   });
 }
 
 void max_pool2d_backward(float* dx, const float* dy, const float* x, int64_t planes, int64_t height, int64_t width,
-                         int64_t kernel, int64_t stride) {
+                         int64_t kernel, int64_t stride, bool relu) {
   check_pool_geometry(planes, height, width, kernel, stride);
   const int64_t oh_count = (height - kernel) / stride + 1, ow_count = (width - kernel) / stride + 1;
   const int threads = num_threads();
@@ -715,21 +735,26 @@ void max_pool2d_backward(float* dx, const float* dy, const float* x, int64_t pla
       if (overlapping) {
         // Windows in row-major order: where windows overlap, an element's contributions add up in that order.
         for (int64_t oh = 0; oh < oh_count; ++oh)
-          for (int64_t ow = 0; ow < ow_count; ++ow)
-            out[window_max<K>(plane, width, kernel, oh * stride * width + ow * stride).index] += grad[oh * ow_count + ow];
+          for (int64_t ow = 0; ow < ow_count; ++ow) {
+            const int64_t first = oh * stride * width + ow * stride;
+            const WindowMax best = window_max<K>(plane, width, kernel, first);
+            const float g = grad[oh * ow_count + ow];
+            out[best.index] += relu ? relu_window_gradient(best.value, g) : g;
+          }
       } else if (K == 2 && stride == 2) {
         for (int64_t oh = 0; oh < oh_count; ++oh) {
           const int64_t top = 2 * oh * width;
           pool2x2_backward_row(out + top, out + top + width, plane + top, plane + top + width, grad + oh * ow_count,
-                               ow_count);
+                               ow_count, relu);
         }
       } else {
         // Disjoint windows: each writes its whole window (dy at its maximum, 0 elsewhere), no read-modify-write.
         for (int64_t oh = 0; oh < oh_count; ++oh)
           for (int64_t ow = 0; ow < ow_count; ++ow) {
             const int64_t first = oh * stride * width + ow * stride;
-            const int64_t best = window_max<K>(plane, width, kernel, first).index;
-            write_window_gradient<K>(out, width, kernel, first, best, grad[oh * ow_count + ow]);
+            const WindowMax best = window_max<K>(plane, width, kernel, first);
+            const float g = grad[oh * ow_count + ow];
+            write_window_gradient<K>(out, width, kernel, first, best.index, relu ? relu_window_gradient(best.value, g) : g);
           }
       }
     }

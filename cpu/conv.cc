@@ -225,21 +225,24 @@ float* scratch(int slot, int64_t count) {
 // goes to lane s % kSumLanes, the lanes are added in order at the end. Independent lanes let the compiler vectorize
 // the loop (a single running sum cannot be reordered, and ran at one add per cycle latency).
 constexpr int64_t kSumLanes = 8;
+void add_to_lanes(double* lanes, const float* plane, int64_t spatial) {
+  int64_t s = 0;
+  for (; s + kSumLanes <= spatial; s += kSumLanes)
+    for (int64_t j = 0; j < kSumLanes; ++j) lanes[j] += plane[s + j];
+  for (int64_t j = 0; s < spatial; ++s, ++j) lanes[j] += plane[s];
+}
+double lanes_sum(const double* lanes) {
+  double sum = 0.0;
+  for (int64_t j = 0; j < kSumLanes; ++j) sum += lanes[j];
+  return sum;
+}
 void channel_sums(float* dbias, const float* dy, int64_t batch, int64_t channels, int64_t spatial) {
   const int threads = num_threads();
 #pragma omp parallel for schedule(static) num_threads(threads) if (batch * channels * spatial >= kParallelMinElements)
   for (int64_t c = 0; c < channels; ++c) {
     double lanes[kSumLanes] = {};
-    for (int64_t image = 0; image < batch; ++image) {
-      const float* plane = dy + (image * channels + c) * spatial;
-      int64_t s = 0;
-      for (; s + kSumLanes <= spatial; s += kSumLanes)
-        for (int64_t j = 0; j < kSumLanes; ++j) lanes[j] += plane[s + j];
-      for (int64_t j = 0; s < spatial; ++s, ++j) lanes[j] += plane[s];
-    }
-    double sum = 0.0;
-    for (int64_t j = 0; j < kSumLanes; ++j) sum += lanes[j];
-    dbias[c] = float(sum);
+    for (int64_t image = 0; image < batch; ++image) add_to_lanes(lanes, dy + (image * channels + c) * spatial, spatial);
+    dbias[c] = float(lanes_sum(lanes));
   }
 }
 
@@ -285,7 +288,10 @@ void conv_input_gradient_per_image(float* dx, const float* dy, const float* w, c
   }
 }
 
-void conv_weight_gradient_per_image(float* dw, const float* dy, const float* x, const ConvGeometry& g,
+// dbias (may be null) is summed here too, from each image's dy while the GEMM has just brought it into cache
+// (a separate channel_sums pass reads all of dy from memory again): per chunk and channel in double, with
+// channel_sums' lanes, then the chunks in chunk order; fixed by the shape, so the same bits for any thread count.
+void conv_weight_gradient_per_image(float* dw, float* dbias, const float* dy, const float* x, const ConvGeometry& g,
                                     const ConvWeightGradientEpilogue& epilogue) {
   const int64_t spatial = g.out_spatial(), patch = g.patch(), ocg = g.out_channels_per_group();
   const int64_t weights = g.out_channels * patch;
@@ -294,6 +300,7 @@ void conv_weight_gradient_per_image(float* dw, const float* dy, const float* x, 
   // The partials outlive the parallel region: one shared buffer, the calling thread's slot 2 (the per-image
   // forward and input gradient use slot 0 only, per thread).
   float* partials = scratch(2, chunks * weights);
+  std::vector<double> bias_partials(dbias ? static_cast<size_t>(chunks * g.out_channels) : 0);
   const int threads = num_threads();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1 && chunks > 1)
   for (int64_t c = 0; c < chunks; ++c) {
@@ -308,8 +315,20 @@ void conv_weight_gradient_per_image(float* dw, const float* dy, const float* x, 
         gemm(partial + gi * ocg * patch, dy_image + gi * ocg * spatial, col + gi * patch * spatial,
              GemmShape{ocg, patch, spatial}.transposing_b(), accumulate);
       }
+      if (dbias)
+        for (int64_t o = 0; o < g.out_channels; ++o) {
+          double lanes[kSumLanes] = {};
+          add_to_lanes(lanes, dy_image + o * spatial, spatial);
+          bias_partials[static_cast<size_t>(c * g.out_channels + o)] += lanes_sum(lanes);
+        }
     }
   }
+  if (dbias)
+    for (int64_t o = 0; o < g.out_channels; ++o) {
+      double sum = 0.0;
+      for (int64_t c = 0; c < chunks; ++c) sum += bias_partials[static_cast<size_t>(c * g.out_channels + o)];
+      dbias[o] = float(sum);
+    }
   // dw (or dv) = scale ⊙ (the partials summed in chunk order) − coefficient ⊙ v, per output channel o.
 #pragma omp parallel for schedule(static) num_threads(threads) if (weights * chunks >= kParallelMinElements)
   for (int64_t o = 0; o < g.out_channels; ++o) {
@@ -371,7 +390,9 @@ void conv_backward(float* dx, float* dw, float* dbias, const float* dy, const fl
   check_conv_geometry(g);
   const int64_t spatial = g.out_spatial(), in_spatial = g.in_spatial();
   const int64_t patch = g.patch(), ocg = g.out_channels_per_group();
-  if (dbias) channel_sums(dbias, dy, g.batch, g.out_channels, spatial);
+  // The per-image weight gradient sums dbias itself, from dy while it is in cache.
+  const bool bias_with_weight_gradient = dbias && dw && g.batch > 0 && per_image_weight_gradient(g);
+  if (dbias && !bias_with_weight_gradient) channel_sums(dbias, dy, g.batch, g.out_channels, spatial);
   if (!dw && !dx) return;
   if (g.batch == 0) {
     // No data: dw is 0, and so is dv (its subtracted term is proportional to dg, which is 0 too).
@@ -380,7 +401,8 @@ void conv_backward(float* dx, float* dw, float* dbias, const float* dy, const fl
   }
   if (per_image(g)) {
     if (dx) conv_input_gradient_per_image(dx, dy, w, g);
-    if (dw && per_image_weight_gradient(g)) return conv_weight_gradient_per_image(dw, dy, x, g, dw_epilogue);
+    if (dw && per_image_weight_gradient(g))
+      return conv_weight_gradient_per_image(dw, bias_with_weight_gradient ? dbias : nullptr, dy, x, g, dw_epilogue);
     if (!dw) return;
     dx = nullptr;  // done above; the batched path below computes dw only
   }

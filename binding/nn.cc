@@ -799,11 +799,12 @@ Napi::Value UpsampleNearestBackward(const Napi::CallbackInfo& info) {
   });
 }
 
-// maxPool2d(x [N, C, H, W], kernel, stride) -> y
+// maxPool2d(x [N, C, H, W], kernel, stride, relu) -> y (relu: pool relu(x), the ReLU fused; false when omitted)
 Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
   Args args(info);
   TensorWrap& x = args.tensor(0, "x");
   const int64_t kernel = args.count(1, "kernel"), stride = args.count(2, "stride");
+  const bool relu = args.flag(3);
   if (x.shape().size() != 4) throw_range_error(args.env(), "x: expected [batch, channels, height, width]");
   const int64_t height = x.shape()[2], width = x.shape()[3];
   if (kernel < 1 || stride < 1 || kernel > height || kernel > width)
@@ -812,17 +813,18 @@ Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
     const int64_t planes = x.shape()[0] * x.shape()[1];
     Output y = output(args.env(), x.device(),
                       {x.shape()[0], x.shape()[1], (height - kernel) / stride + 1, (width - kernel) / stride + 1});
-    WN_DISPATCH(x.device(), max_pool2d_forward, y.data, x.data(), planes, height, width, kernel, stride);
+    WN_DISPATCH(x.device(), max_pool2d_forward, y.data, x.data(), planes, height, width, kernel, stride, relu);
     return y.object;
   });
 }
 
-// maxPool2dBackward(dy, x, kernel, stride) -> dx
+// maxPool2dBackward(dy, x, kernel, stride, relu) -> dx (relu: x is the fused ReLU's input, dx its gradient)
 Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
   Args args(info);
   TensorWrap& dy = args.tensor(0, "dy");
   TensorWrap& x = args.tensor(1, "x");
   const int64_t kernel = args.count(2, "kernel"), stride = args.count(3, "stride");
+  const bool relu = args.flag(4);
   const Device device = common_device(args.env(), {{&dy, "dy"}, {&x, "x"}});
   if (x.shape().size() != 4 || kernel < 1 || stride < 1 || kernel > x.shape()[2] || kernel > x.shape()[3])
     throw_range_error(args.env(), "x, kernel: invalid pooling geometry");
@@ -830,7 +832,7 @@ Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
   expect_count(args.env(), dy, planes * ((height - kernel) / stride + 1) * ((width - kernel) / stride + 1), "dy");
   return guarded(args.env(), [&]() -> Napi::Value {
     Output dx = output(args.env(), device, x.shape());
-    WN_DISPATCH(device, max_pool2d_backward, dx.data, dy.data(), x.data(), planes, height, width, kernel, stride);
+    WN_DISPATCH(device, max_pool2d_backward, dx.data, dy.data(), x.data(), planes, height, width, kernel, stride, relu);
     return dx.object;
   });
 }

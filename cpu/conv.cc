@@ -225,21 +225,24 @@ float* scratch(int slot, int64_t count) {
 // goes to lane s % kSumLanes, the lanes are added in order at the end. Independent lanes let the compiler vectorize
 // the loop (a single running sum cannot be reordered, and ran at one add per cycle latency).
 constexpr int64_t kSumLanes = 8;
+void add_to_lanes(double* lanes, const float* plane, int64_t spatial) {
+  int64_t s = 0;
+  for (; s + kSumLanes <= spatial; s += kSumLanes)
+    for (int64_t j = 0; j < kSumLanes; ++j) lanes[j] += plane[s + j];
+  for (int64_t j = 0; s < spatial; ++s, ++j) lanes[j] += plane[s];
+}
+double lanes_sum(const double* lanes) {
+  double sum = 0.0;
+  for (int64_t j = 0; j < kSumLanes; ++j) sum += lanes[j];
+  return sum;
+}
 void channel_sums(float* dbias, const float* dy, int64_t batch, int64_t channels, int64_t spatial) {
   const int threads = num_threads();
 #pragma omp parallel for schedule(static) num_threads(threads) if (batch * channels * spatial >= kParallelMinElements)
   for (int64_t c = 0; c < channels; ++c) {
     double lanes[kSumLanes] = {};
-    for (int64_t image = 0; image < batch; ++image) {
-      const float* plane = dy + (image * channels + c) * spatial;
-      int64_t s = 0;
-      for (; s + kSumLanes <= spatial; s += kSumLanes)
-        for (int64_t j = 0; j < kSumLanes; ++j) lanes[j] += plane[s + j];
-      for (int64_t j = 0; s < spatial; ++s, ++j) lanes[j] += plane[s];
-    }
-    double sum = 0.0;
-    for (int64_t j = 0; j < kSumLanes; ++j) sum += lanes[j];
-    dbias[c] = float(sum);
+    for (int64_t image = 0; image < batch; ++image) add_to_lanes(lanes, dy + (image * channels + c) * spatial, spatial);
+    dbias[c] = float(lanes_sum(lanes));
   }
 }
 
@@ -285,7 +288,10 @@ void conv_input_gradient_per_image(float* dx, const float* dy, const float* w, c
   }
 }
 
-void conv_weight_gradient_per_image(float* dw, const float* dy, const float* x, const ConvGeometry& g,
+// dbias (may be null) is summed here too, from each image's dy while the GEMM has just brought it into cache
+// (a separate channel_sums pass reads all of dy from memory again): per chunk and channel in double, with
+// channel_sums' lanes, then the chunks in chunk order; fixed by the shape, so the same bits for any thread count.
+void conv_weight_gradient_per_image(float* dw, float* dbias, const float* dy, const float* x, const ConvGeometry& g,
                                     const ConvWeightGradientEpilogue& epilogue) {
   const int64_t spatial = g.out_spatial(), patch = g.patch(), ocg = g.out_channels_per_group();
   const int64_t weights = g.out_channels * patch;
@@ -294,6 +300,7 @@ void conv_weight_gradient_per_image(float* dw, const float* dy, const float* x, 
   // The partials outlive the parallel region: one shared buffer, the calling thread's slot 2 (the per-image
   // forward and input gradient use slot 0 only, per thread).
   float* partials = scratch(2, chunks * weights);
+  std::vector<double> bias_partials(dbias ? static_cast<size_t>(chunks * g.out_channels) : 0);
   const int threads = num_threads();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1 && chunks > 1)
   for (int64_t c = 0; c < chunks; ++c) {
@@ -308,8 +315,20 @@ void conv_weight_gradient_per_image(float* dw, const float* dy, const float* x, 
         gemm(partial + gi * ocg * patch, dy_image + gi * ocg * spatial, col + gi * patch * spatial,
              GemmShape{ocg, patch, spatial}.transposing_b(), accumulate);
       }
+      if (dbias)
+        for (int64_t o = 0; o < g.out_channels; ++o) {
+          double lanes[kSumLanes] = {};
+          add_to_lanes(lanes, dy_image + o * spatial, spatial);
+          bias_partials[static_cast<size_t>(c * g.out_channels + o)] += lanes_sum(lanes);
+        }
     }
   }
+  if (dbias)
+    for (int64_t o = 0; o < g.out_channels; ++o) {
+      double sum = 0.0;
+      for (int64_t c = 0; c < chunks; ++c) sum += bias_partials[static_cast<size_t>(c * g.out_channels + o)];
+      dbias[o] = float(sum);
+    }
   // dw (or dv) = scale ⊙ (the partials summed in chunk order) − coefficient ⊙ v, per output channel o.
 #pragma omp parallel for schedule(static) num_threads(threads) if (weights * chunks >= kParallelMinElements)
   for (int64_t o = 0; o < g.out_channels; ++o) {
@@ -371,7 +390,9 @@ void conv_backward(float* dx, float* dw, float* dbias, const float* dy, const fl
   check_conv_geometry(g);
   const int64_t spatial = g.out_spatial(), in_spatial = g.in_spatial();
   const int64_t patch = g.patch(), ocg = g.out_channels_per_group();
-  if (dbias) channel_sums(dbias, dy, g.batch, g.out_channels, spatial);
+  // The per-image weight gradient sums dbias itself, from dy while it is in cache.
+  const bool bias_with_weight_gradient = dbias && dw && g.batch > 0 && per_image_weight_gradient(g);
+  if (dbias && !bias_with_weight_gradient) channel_sums(dbias, dy, g.batch, g.out_channels, spatial);
   if (!dw && !dx) return;
   if (g.batch == 0) {
     // No data: dw is 0, and so is dv (its subtracted term is proportional to dg, which is 0 too).
@@ -380,7 +401,8 @@ void conv_backward(float* dx, float* dw, float* dbias, const float* dy, const fl
   }
   if (per_image(g)) {
     if (dx) conv_input_gradient_per_image(dx, dy, w, g);
-    if (dw && per_image_weight_gradient(g)) return conv_weight_gradient_per_image(dw, dy, x, g, dw_epilogue);
+    if (dw && per_image_weight_gradient(g))
+      return conv_weight_gradient_per_image(dw, bias_with_weight_gradient ? dbias : nullptr, dy, x, g, dw_epilogue);
     if (!dw) return;
     dx = nullptr;  // done above; the batched path below computes dw only
   }
@@ -588,6 +610,15 @@ inline void write_window_gradient(float* out, int64_t width, int64_t kernel, int
     }
 }
 
+// The ReLU fused into max pooling (relu flag), bitwise as F.relu then max pooling. Forward: relu(v) as the pointwise
+// ReLU computes it (+0 for v <= 0, NaN kept). Backward: the ReLU passes dy where its input is > 0 and +0 elsewhere.
+// relu(x)'s first maximum is x's first maximum wherever that maximum is positive (relu only zeroes non-positive
+// values), and where it is not, every position of the window gets +0 whichever one the pooling picked; so the pooling
+// of x routes dy, masked to +0 when the window maximum is not positive. With overlapping windows, the positions that
+// receive a positive window's dy are the positive ones, which the ReLU passes unchanged: the same sums.
+inline float relu_value(float v) { return ((v > 0.0f) | (v != v)) ? v : 0.0f; }
+inline float relu_window_gradient(float window_max, float dy) { return window_max > 0.0f ? dy : 0.0f; }
+
 // Kernel 2, stride 2 (the common pooling), one row of windows: a b over c d, the winner chosen by window_max's rule
 // (a later element wins only if strictly greater, or NaN over non-NaN); dy goes to the winner, +0 to the other
 // three. Four windows per step with SSE2 (x86-64's baseline; GCC does not vectorize the stride-2 selects itself),
@@ -613,22 +644,28 @@ inline Windows4 load_windows(const float* top, const float* bottom, int64_t w) {
 
 // Kernel 2, stride 2, one row of windows forward: the maximum of a b over c d by window_max's rule, four windows per
 // step with SSE2 (the last group overlapping the previous one, as in the backward below), the rest one at a time.
-void pool2x2_forward_row(float* out, const float* top, const float* bottom, int64_t windows) {
+void pool2x2_forward_row(float* out, const float* top, const float* bottom, int64_t windows, bool relu) {
   int64_t w = 0;
 #if defined(__SSE2__)
+  const __m128 zero = _mm_setzero_ps();
   for (; w < windows && windows >= 4; w += 4) {
     w = std::min(w, windows - 4);
     const auto [a, b, c, d] = load_windows(top, bottom, w);
     const __m128 ab = select(take(b, a), b, a);
     const __m128 abc = select(take(c, ab), c, ab);
-    _mm_storeu_ps(out + w, select(take(d, abc), d, abc));
+    const __m128 best = select(take(d, abc), d, abc);
+    // relu_value four at a time: kept where positive or NaN, else +0.
+    _mm_storeu_ps(out + w, relu ? _mm_and_ps(_mm_or_ps(_mm_cmpgt_ps(best, zero), _mm_cmpunord_ps(best, best)), best) : best);
   }
 #endif
-  for (; w < windows; ++w) out[w] = window_max<2>(top, bottom - top, 2, 2 * w).value;
+  for (; w < windows; ++w) {
+    const float best = window_max<2>(top, bottom - top, 2, 2 * w).value;
+    out[w] = relu ? relu_value(best) : best;
+  }
 }
 
 void pool2x2_backward_row(float* out_top, float* out_bottom, const float* top, const float* bottom, const float* dy,
-                          int64_t windows) {
+                          int64_t windows, bool relu) {
   int64_t w = 0;
 #if defined(__SSE2__)
   // The last group of four may overlap the previous one (windows not a multiple of 4, at least 4 of them): the
@@ -640,8 +677,11 @@ void pool2x2_backward_row(float* out_top, float* out_bottom, const float* top, c
     const __m128 take_b = take(b, a);
     const __m128 ab = select(take_b, b, a);
     const __m128 take_c = take(c, ab);
-    const __m128 take_d = take(d, select(take_c, c, ab));
-    const __m128 g = _mm_loadu_ps(dy + w);
+    const __m128 abc = select(take_c, c, ab);
+    const __m128 take_d = take(d, abc);
+    __m128 g = _mm_loadu_ps(dy + w);
+    // relu_window_gradient four windows at a time: +0 where the window maximum is not positive.
+    if (relu) g = _mm_and_ps(_mm_cmpgt_ps(select(take_d, d, abc), _mm_setzero_ps()), g);
     const __m128 later = _mm_or_ps(take_c, take_d);
     const __m128 at_a = _mm_andnot_ps(_mm_or_ps(take_b, later), g), at_b = _mm_and_ps(_mm_andnot_ps(later, take_b), g);
     const __m128 at_c = _mm_and_ps(_mm_andnot_ps(take_d, take_c), g), at_d = _mm_and_ps(take_d, g);
@@ -654,7 +694,7 @@ void pool2x2_backward_row(float* out_top, float* out_bottom, const float* top, c
   for (; w < windows; ++w) {
     const int64_t first = 2 * w;
     const WindowMax best = window_max<2>(top, bottom - top, 2, first);
-    const float g = dy[w];
+    const float g = relu ? relu_window_gradient(best.value, dy[w]) : dy[w];
     out_top[first] = best.index == first ? g : 0.0f;
     out_top[first + 1] = best.index == first + 1 ? g : 0.0f;
     out_bottom[first] = best.index == first + (bottom - top) ? g : 0.0f;
@@ -674,7 +714,7 @@ void with_kernel_size(int64_t kernel, Body&& body) {
 }  // namespace
 
 void max_pool2d_forward(float* y, const float* x, int64_t planes, int64_t height, int64_t width, int64_t kernel,
-                        int64_t stride) {
+                        int64_t stride, bool relu) {
   check_pool_geometry(planes, height, width, kernel, stride);
   const int64_t oh_count = (height - kernel) / stride + 1, ow_count = (width - kernel) / stride + 1;
   const int threads = num_threads();
@@ -686,18 +726,20 @@ void max_pool2d_forward(float* y, const float* x, int64_t planes, int64_t height
       float* out = y + p * oh_count * ow_count;
       if (K == 2 && stride == 2) {
         for (int64_t oh = 0; oh < oh_count; ++oh)
-          pool2x2_forward_row(out + oh * ow_count, plane + 2 * oh * width, plane + (2 * oh + 1) * width, ow_count);
+          pool2x2_forward_row(out + oh * ow_count, plane + 2 * oh * width, plane + (2 * oh + 1) * width, ow_count, relu);
         continue;
       }
       for (int64_t oh = 0; oh < oh_count; ++oh)
-        for (int64_t ow = 0; ow < ow_count; ++ow)
-          out[oh * ow_count + ow] = window_max<K>(plane, width, kernel, oh * stride * width + ow * stride).value;
+        for (int64_t ow = 0; ow < ow_count; ++ow) {
+          const float best = window_max<K>(plane, width, kernel, oh * stride * width + ow * stride).value;
+          out[oh * ow_count + ow] = relu ? relu_value(best) : best;
+        }
     }
   });
 }
 
 void max_pool2d_backward(float* dx, const float* dy, const float* x, int64_t planes, int64_t height, int64_t width,
-                         int64_t kernel, int64_t stride) {
+                         int64_t kernel, int64_t stride, bool relu) {
   check_pool_geometry(planes, height, width, kernel, stride);
   const int64_t oh_count = (height - kernel) / stride + 1, ow_count = (width - kernel) / stride + 1;
   const int threads = num_threads();
@@ -715,21 +757,26 @@ void max_pool2d_backward(float* dx, const float* dy, const float* x, int64_t pla
       if (overlapping) {
         // Windows in row-major order: where windows overlap, an element's contributions add up in that order.
         for (int64_t oh = 0; oh < oh_count; ++oh)
-          for (int64_t ow = 0; ow < ow_count; ++ow)
-            out[window_max<K>(plane, width, kernel, oh * stride * width + ow * stride).index] += grad[oh * ow_count + ow];
+          for (int64_t ow = 0; ow < ow_count; ++ow) {
+            const int64_t first = oh * stride * width + ow * stride;
+            const WindowMax best = window_max<K>(plane, width, kernel, first);
+            const float g = grad[oh * ow_count + ow];
+            out[best.index] += relu ? relu_window_gradient(best.value, g) : g;
+          }
       } else if (K == 2 && stride == 2) {
         for (int64_t oh = 0; oh < oh_count; ++oh) {
           const int64_t top = 2 * oh * width;
           pool2x2_backward_row(out + top, out + top + width, plane + top, plane + top + width, grad + oh * ow_count,
-                               ow_count);
+                               ow_count, relu);
         }
       } else {
         // Disjoint windows: each writes its whole window (dy at its maximum, 0 elsewhere), no read-modify-write.
         for (int64_t oh = 0; oh < oh_count; ++oh)
           for (int64_t ow = 0; ow < ow_count; ++ow) {
             const int64_t first = oh * stride * width + ow * stride;
-            const int64_t best = window_max<K>(plane, width, kernel, first).index;
-            write_window_gradient<K>(out, width, kernel, first, best, grad[oh * ow_count + ow]);
+            const WindowMax best = window_max<K>(plane, width, kernel, first);
+            const float g = grad[oh * ow_count + ow];
+            write_window_gradient<K>(out, width, kernel, first, best.index, relu ? relu_window_gradient(best.value, g) : g);
           }
       }
     }

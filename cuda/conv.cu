@@ -381,6 +381,7 @@ namespace {
 
 struct PoolGeometry {
   int64_t planes, height, width, kernel, stride, out_height, out_width;
+  bool relu;  // x is a ReLU's input (see max_pool2d_forward/backward)
 };
 
 // Plane offset of the first maximum of window (oh, ow), rows then columns; a NaN counts as a maximum (the first
@@ -402,12 +403,21 @@ __device__ __forceinline__ int64_t window_argmax(const float* __restrict__ plane
   return best;
 }
 
+// With g.relu (x the ReLU's input), as on the CPU: forward, the pointwise ReLU's rule on the window maximum (+0 for
+// v <= 0, NaN kept); backward, the window's dy at x's first maximum, +0 when that maximum is not positive (the ReLU
+// then passes nothing in the window).
+__device__ __forceinline__ bool relu_keeps(float v) { return v > 0.0f || isnan(v); }
+__device__ __forceinline__ float relu_window_gradient(const PoolGeometry& g, float window_max, float dy) {
+  return !g.relu || window_max > 0.0f ? dy : 0.0f;
+}
+
 __global__ void max_pool2d_forward_kernel(float* __restrict__ y, const float* __restrict__ x, PoolGeometry g) {
   const int64_t count = g.planes * g.out_height * g.out_width;
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < count; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t ow = e % g.out_width, oh = (e / g.out_width) % g.out_height, p = e / (g.out_width * g.out_height);
     const float* plane = x + p * g.height * g.width;
-    y[e] = plane[window_argmax(plane, g, oh, ow)];
+    const float best = plane[window_argmax(plane, g, oh, ow)];
+    y[e] = !g.relu || relu_keeps(best) ? best : 0.0f;
   }
 }
 
@@ -428,7 +438,7 @@ __global__ void max_pool2d_backward_gather_kernel(float* __restrict__ dx, const 
     float sum = 0.0f;
     for (int64_t oh = oh_first; oh <= oh_last; ++oh)
       for (int64_t ow = ow_first; ow <= ow_last; ++ow)
-        if (window_argmax(plane, g, oh, ow) == self) sum += grad[oh * g.out_width + ow];
+        if (window_argmax(plane, g, oh, ow) == self) sum += relu_window_gradient(g, plane[self], grad[oh * g.out_width + ow]);
     dx[e] = sum;
   }
 }
@@ -443,9 +453,10 @@ __global__ void max_pool2d_backward_window_kernel(float* __restrict__ dx, const 
     const float* plane = x + p * g.height * g.width;
     float* out = dx + p * g.height * g.width;
     const int64_t best = window_argmax(plane, g, oh, ow);
+    const float grad = relu_window_gradient(g, plane[best], dy[e]);
     for (int64_t i = 0; i < g.kernel; ++i) {
       const int64_t row = (oh * g.stride + i) * g.width + ow * g.stride;
-      for (int64_t j = 0; j < g.kernel; ++j) out[row + j] = row + j == best ? dy[e] : 0.0f;
+      for (int64_t j = 0; j < g.kernel; ++j) out[row + j] = row + j == best ? grad : 0.0f;
     }
   }
 }
@@ -472,16 +483,16 @@ __global__ void global_avg_pool_backward_kernel(float* __restrict__ dx, const fl
     dx[e] = dy[e / plane_size] / float(plane_size);
 }
 
-PoolGeometry pool_geometry(int64_t planes, int64_t height, int64_t width, int64_t kernel, int64_t stride) {
+PoolGeometry pool_geometry(int64_t planes, int64_t height, int64_t width, int64_t kernel, int64_t stride, bool relu) {
   check_pool_geometry(planes, height, width, kernel, stride);
-  return {planes, height, width, kernel, stride, (height - kernel) / stride + 1, (width - kernel) / stride + 1};
+  return {planes, height, width, kernel, stride, (height - kernel) / stride + 1, (width - kernel) / stride + 1, relu};
 }
 
 }  // namespace
 
 void max_pool2d_forward(float* y, const float* x, int64_t planes, int64_t height, int64_t width, int64_t kernel,
-                        int64_t stride) {
-  const PoolGeometry g = pool_geometry(planes, height, width, kernel, stride);
+                        int64_t stride, bool relu) {
+  const PoolGeometry g = pool_geometry(planes, height, width, kernel, stride, relu);
   const int64_t count = planes * g.out_height * g.out_width;
   if (count == 0) return;
   max_pool2d_forward_kernel<<<blocks_for(count), kBlock, 0, library_stream()>>>(y, x, g);
@@ -489,8 +500,8 @@ void max_pool2d_forward(float* y, const float* x, int64_t planes, int64_t height
 }
 
 void max_pool2d_backward(float* dx, const float* dy, const float* x, int64_t planes, int64_t height, int64_t width,
-                         int64_t kernel, int64_t stride) {
-  const PoolGeometry g = pool_geometry(planes, height, width, kernel, stride);
+                         int64_t kernel, int64_t stride, bool relu) {
+  const PoolGeometry g = pool_geometry(planes, height, width, kernel, stride, relu);
   if (planes == 0) return;
   if (stride >= kernel) {
     // Windows tile the plane exactly when stride == kernel and the size divides; otherwise some positions lie in

@@ -449,12 +449,26 @@ LAYERS = [
 ]
 
 
+def fused_op_cases():
+    """Fused ops, against the torch ops they replace; drawn after every other case so that adding one leaves the
+    earlier cases' random inputs as they were."""
+    cases = []
+    # ReLU then max pooling: windows of ties and windows all at or below 0 (whose gradient the ReLU stops).
+    for kernel, stride, shape in [(2, 2, [2, 3, 4, 6]), (3, 1, [1, 2, 5, 5])]:
+        x = torch.randint(-2, 3, shape).to(DTYPE) * 0.5 + random32(shape) * (torch.rand(shape) < 0.5).to(DTYPE)
+        cases.append(op_case(f'reluMaxPool2d kernel {kernel} stride {stride}', 'reluMaxPool2d',
+                             {'kernel': kernel, 'stride': stride}, {'x': x.to(torch.float32).to(DTYPE)}, ['x'],
+                             lambda t, k=kernel, s=stride: (F.max_pool2d(F.relu(t['x']), k, s), {})))
+    return cases
+
+
 def main():
     torch.manual_seed(SEED)
     torch.set_num_threads(1)
     cases = op_cases()
     for name, spec, x_shape in LAYERS:
         cases.extend(layer_case(name, spec, x_shape))
+    cases.extend(fused_op_cases())
     names = [c['name'] for c in cases]
     assert len(names) == len(set(names)), 'case names must be unique'
     header = {

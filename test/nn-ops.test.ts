@@ -132,6 +132,14 @@ describe.each(devices)('training ops on %s', (device) => {
     checkOp('maxPool2d 3/1', device, seed + 1, [{ shape: [1, 2, 5, 5], grad: true }],
       ([x]) => F.maxPool2d(x!, 3, 1),
       ([x]) => ref.maxPool2d(x!, 2, 5, 5, 3, 1));
+    // The ReLU fused into the pooling: the float64 reference pools relu(x).
+    const relu = (x: Float64Array) => ref.map(x, (v) => Math.max(v, 0));
+    checkOp('reluMaxPool2d 2/2', device, seed + 4, [{ shape: [2, 3, 6, 14], grad: true }],
+      ([x]) => F.reluMaxPool2d(x!, 2, 2),
+      ([x]) => ref.maxPool2d(relu(x!), 6, 6, 14, 2, 2));
+    checkOp('reluMaxPool2d 3/1', device, seed + 5, [{ shape: [1, 2, 5, 5], grad: true }],
+      ([x]) => F.reluMaxPool2d(x!, 3, 1),
+      ([x]) => ref.maxPool2d(relu(x!), 2, 5, 5, 3, 1));
   });
 
   it('globalAvgPool2d', () => {

@@ -297,7 +297,19 @@ export {
 
 /** Max pooling with a square window (no padding); stride defaults to the window. */
 export function maxPool2d(x: Tensor, kernel: number, stride: number = kernel): Tensor {
-  const where = 'maxPool2d';
+  return pool('maxPool2d', x, kernel, stride, false);
+}
+
+/**
+ * maxPool2d(relu(x)) in one pass forward and one backward, recorded as one node (ReLU is monotone, so this is
+ * relu(maxPool2d(x))): the ReLU's output is never stored, and its backward is folded into the pooling's. Values and
+ * gradients are bitwise those of the two ops in a row.
+ */
+export function reluMaxPool2d(x: Tensor, kernel: number, stride: number = kernel): Tensor {
+  return pool('reluMaxPool2d', x, kernel, stride, true);
+}
+
+function pool(where: string, x: Tensor, kernel: number, stride: number, relu: boolean): Tensor {
   checkTensor(x, `${where}: x`);
   checkPositiveInteger(kernel, `${where}: kernel`, 1);
   checkPositiveInteger(stride, `${where}: stride`, 1);
@@ -305,9 +317,9 @@ export function maxPool2d(x: Tensor, kernel: number, stride: number = kernel): T
   if (kernel > x.shape[2]! || kernel > x.shape[3]!) {
     throw rangeError(`${where}: kernel`, `at most the input's height and width ${shapeText(x.shape.slice(2))}`, String(kernel));
   }
-  const y = wrap(native.maxPool2d(handleOf(x, where), kernel, stride));
-  return record(y, 'maxPool2d', [x], (dy) => [
-    wrap(native.maxPool2dBackward(handleOf(dy, where), handleOf(x, where), kernel, stride)),
+  const y = wrap(native.maxPool2d(handleOf(x, where), kernel, stride, relu));
+  return record(y, where, [x], (dy) => [
+    wrap(native.maxPool2dBackward(handleOf(dy, where), handleOf(x, where), kernel, stride, relu)),
   ]);
 }
 

@@ -361,8 +361,10 @@ export interface NativeBinding {
   padBackward(dy: NativeTensor, inputShape: number[], options: PadNativeOptions): NativeTensor;
   upsampleNearest(x: NativeTensor, scaleHeight: number, scaleWidth: number): NativeTensor;
   upsampleNearestBackward(dy: NativeTensor, inputShape: number[], scaleHeight: number, scaleWidth: number): NativeTensor;
-  maxPool2d(x: NativeTensor, kernel: number, stride: number): NativeTensor;
-  maxPool2dBackward(dy: NativeTensor, x: NativeTensor, kernel: number, stride: number): NativeTensor;
+  /** relu: pool relu(x) (the ReLU fused into the pass); false when omitted. */
+  maxPool2d(x: NativeTensor, kernel: number, stride: number, relu?: boolean): NativeTensor;
+  /** relu: x is the fused ReLU's input and the result its gradient. */
+  maxPool2dBackward(dy: NativeTensor, x: NativeTensor, kernel: number, stride: number, relu?: boolean): NativeTensor;
   globalAvgPool(x: NativeTensor): NativeTensor;
   globalAvgPoolBackward(dy: NativeTensor, inputShape: number[]): NativeTensor;
   batchNorm(x: NativeTensor, gamma: NativeTensor, beta: NativeTensor, outer: number, channels: number, inner: number, eps: number): { y: NativeTensor; mean: NativeTensor; var: NativeTensor; invstd: NativeTensor };

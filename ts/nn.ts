@@ -1218,7 +1218,20 @@ export class Sequential extends Module {
 
   forward(x: Tensor): Tensor {
     let y = checkInput('nn.Sequential.forward', x);
-    for (const layer of this.layers) y = layer.forward(y);
+    for (let i = 0; i < this.layers.length; ++i) {
+      const layer = this.layers[i]!;
+      const next = this.layers[i + 1];
+      // A ReLU straight into a max pooling (the usual CNN block) runs as one fused op: the ReLU's output would only
+      // be read by the pooling, so it is never stored (bitwise the same values and gradients). Exact classes only:
+      // a subclass may have changed either forward.
+      if (layer.constructor === ReLU && next?.constructor === MaxPool2d) {
+        const pool = next as MaxPool2d;
+        y = F.reluMaxPool2d(checkInput('nn.ReLU.forward', y), pool.kernelSize, pool.stride);
+        ++i;
+        continue;
+      }
+      y = layer.forward(y);
+    }
     return y;
   }
 }

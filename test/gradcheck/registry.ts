@@ -87,6 +87,14 @@ export const OPS: Record<string, OpEntry> = {
       reason: 'the forward selects (exact); an element that is the maximum of up to 4 overlapping windows adds their gradients (3 roundings)',
     },
   },
+  reluMaxPool2d: {
+    run: (t, c) => ({ y: F.reluMaxPool2d(need(t, 'x'), number(c, 'kernel'), number(c, 'stride')) }),
+    tolerance: {
+      forward: 4 * UNIT_ROUNDOFF,
+      gradient: 8 * UNIT_ROUNDOFF,
+      reason: 'as maxPool2d: the ReLU and the pooling select (exact); overlapping windows add up to 4 gradients',
+    },
+  },
   globalAvgPool2d: { run: (t) => ({ y: F.globalAvgPool2d(need(t, 'x')) }), tolerance: accumulation(12, 'means of 12 positions') },
   relu: { run: (t) => ({ y: F.relu(need(t, 'x')) }), tolerance: ELEMENTWISE },
   leakyRelu: {

@@ -1054,6 +1054,21 @@ Napi::Value WeightNormCoefficients(const Napi::CallbackInfo& info) {
 // per-call cost (argument conversion, one JS object per intermediate) was most of weight norm's overhead per step.
 // Each entry runs the same kernels in the same order as the separate calls did, so results are bit-identical.
 
+// The sizes of a weight-normalized Linear, x [batch, in] and v [out, in] with g and norm [out], checked.
+struct WeightNormLinearSizes {
+  int64_t batch, out_features, in_features;
+};
+WeightNormLinearSizes weight_norm_linear_sizes(Napi::Env env, const char* function, const TensorWrap& x,
+                                               const TensorWrap& v, const TensorWrap& g, const TensorWrap& norm) {
+  if (x.shape().size() != 2 || v.shape().size() != 2 || x.shape()[1] != v.shape()[1])
+    throw_range_error(env, std::string(function) + ": expected x [batch, in] and v [out, in], got " +
+                               shape_string(x.shape()) + " and " + shape_string(v.shape()));
+  const WeightNormLinearSizes sizes{x.shape()[0], v.shape()[0], v.shape()[1]};
+  expect_count(env, g, sizes.out_features, "g");
+  expect_count(env, norm, sizes.out_features, "norm");
+  return sizes;
+}
+
 // weightNormLinear(x [batch, in], v [out, in], g [out], norm [out], bias [out] | null) -> { y, t, scale }:
 //   scale = g / norm, t = x·vᵀ, y = t ⊙ scale + bias in one GEMM (w is never materialized); t and scale are what
 //   the backward needs.
@@ -1066,12 +1081,8 @@ Napi::Value WeightNormLinear(const Napi::CallbackInfo& info) {
   TensorWrap& norm = args.tensor(3, "norm");
   TensorWrap* bias = args.optional_tensor(4, "bias");
   const Device device = common_device(env, {{&x, "x"}, {&v, "v"}, {&g, "g"}, {&norm, "norm"}, {bias, "bias"}});
-  if (x.shape().size() != 2 || v.shape().size() != 2 || x.shape()[1] != v.shape()[1])
-    throw_range_error(env, "weightNormLinear: expected x [batch, in] and v [out, in], got " + shape_string(x.shape()) +
-                               " and " + shape_string(v.shape()));
-  const int64_t batch = x.shape()[0], out_features = v.shape()[0], in_features = v.shape()[1];
-  expect_count(env, g, out_features, "g");
-  expect_count(env, norm, out_features, "norm");
+  const WeightNormLinearSizes sizes = weight_norm_linear_sizes(env, "weightNormLinear", x, v, g, norm);
+  const int64_t batch = sizes.batch, out_features = sizes.out_features, in_features = sizes.in_features;
   if (bias) expect_count(env, *bias, out_features, "bias");
   return guarded(env, [&]() -> Napi::Value {
     Output scale = output(env, device, {out_features});
@@ -1111,14 +1122,10 @@ Napi::Value WeightNormLinearBackward(const Napi::CallbackInfo& info) {
   auto needed = [&](uint32_t i) { return needs.Get(i).ToBoolean().Value(); };
   const Device device = common_device(env, {{&dy, "dy"}, {&x, "x"}, {&v, "v"}, {&g, "g"}, {&norm, "norm"},
                                             {&scale, "scale"}, {&t, "t"}});
-  if (x.shape().size() != 2 || v.shape().size() != 2 || x.shape()[1] != v.shape()[1])
-    throw_range_error(env, "weightNormLinearBackward: expected x [batch, in] and v [out, in], got " +
-                               shape_string(x.shape()) + " and " + shape_string(v.shape()));
-  const int64_t batch = x.shape()[0], out_features = v.shape()[0], in_features = v.shape()[1];
+  const WeightNormLinearSizes sizes = weight_norm_linear_sizes(env, "weightNormLinearBackward", x, v, g, norm);
+  const int64_t batch = sizes.batch, out_features = sizes.out_features, in_features = sizes.in_features;
   expect_count(env, dy, batch * out_features, "dy");
   expect_count(env, t, batch * out_features, "t");
-  expect_count(env, g, out_features, "g");
-  expect_count(env, norm, out_features, "norm");
   expect_count(env, scale, out_features, "scale");
   return guarded(env, [&]() -> Napi::Value {
     const ChannelLayout per_output{batch, out_features, 1};

@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include <initializer_list>
+#include <memory>
 #include <type_traits>
 #include <string>
 #include <utility>
@@ -1051,6 +1052,119 @@ Napi::Value WeightNormCoefficients(const Napi::CallbackInfo& info) {
 }
 
 // ----------------------------------------------------------------------------------------------------------------
+// The weight-normalized Linear (dim 0), one call per direction: the demo MLP's layers are small enough that the
+// per-call cost (argument conversion, one JS object per intermediate) was most of weight norm's overhead per step.
+// Each entry runs the same kernels in the same order as the separate calls did, so results are bit-identical.
+
+// The sizes of a weight-normalized Linear, x [batch, in] and v [out, in] with g and norm [out], checked.
+struct WeightNormLinearSizes {
+  int64_t batch, out_features, in_features;
+};
+WeightNormLinearSizes weight_norm_linear_sizes(Napi::Env env, const char* function, const TensorWrap& x,
+                                               const TensorWrap& v, const TensorWrap& g, const TensorWrap& norm) {
+  if (x.shape().size() != 2 || v.shape().size() != 2 || x.shape()[1] != v.shape()[1])
+    throw_range_error(env, std::string(function) + ": expected x [batch, in] and v [out, in], got " +
+                               shape_string(x.shape()) + " and " + shape_string(v.shape()));
+  const WeightNormLinearSizes sizes{x.shape()[0], v.shape()[0], v.shape()[1]};
+  expect_count(env, g, sizes.out_features, "g");
+  expect_count(env, norm, sizes.out_features, "norm");
+  return sizes;
+}
+
+// weightNormLinear(x [batch, in], v [out, in], g [out], norm [out], bias [out] | null) -> { y, t, scale }:
+//   scale = g / norm, t = x·vᵀ, y = t ⊙ scale + bias in one GEMM (w is never materialized); t and scale are what
+//   the backward needs.
+Napi::Value WeightNormLinear(const Napi::CallbackInfo& info) {
+  Args args(info);
+  Napi::Env env = args.env();
+  TensorWrap& x = args.tensor(0, "x");
+  TensorWrap& v = args.tensor(1, "v");
+  TensorWrap& g = args.tensor(2, "g");
+  TensorWrap& norm = args.tensor(3, "norm");
+  TensorWrap* bias = args.optional_tensor(4, "bias");
+  const Device device = common_device(env, {{&x, "x"}, {&v, "v"}, {&g, "g"}, {&norm, "norm"}, {bias, "bias"}});
+  const WeightNormLinearSizes sizes = weight_norm_linear_sizes(env, "weightNormLinear", x, v, g, norm);
+  const int64_t batch = sizes.batch, out_features = sizes.out_features, in_features = sizes.in_features;
+  if (bias) expect_count(env, *bias, out_features, "bias");
+  return guarded(env, [&]() -> Napi::Value {
+    Output scale = output(env, device, {out_features});
+    Output t = output(env, device, {batch, out_features});  // the GEMM writes every element
+    Output y = output(env, device, {batch, out_features});
+    WN_DISPATCH(device, weightnorm_scale, scale.data, g.data(), norm.data(), out_features);
+    GemmEpilogue epilogue;
+    epilogue.column_scale = scale.data;
+    epilogue.column_bias = data_of(bias);
+    epilogue.raw_out = t.data;
+    WN_DISPATCH(device, gemm, y.data, x.data(), v.data(), GemmShape{batch, out_features, in_features}.transposing_b(),
+                epilogue);
+    return named_results(env, {{"y", y.object}, {"t", t.object}, {"scale", scale.object}});
+  });
+}
+
+// weightNormLinearBackward(dy, x, v, g, norm, scale, t, eps, needs: [dx, dv, dg, dbias]) -> { dx?, dv?, dg?, dbias? }
+// (only the gradients asked for; the forward's t and scale):
+//   dot = Σ_batch dy ⊙ t per output, (dg, c1, c2) from dot (Salimans & Kingma 2016, §2.1),
+//   dx = (dy ⊙ scale)·v, dv = c1 ⊙ (dyᵀ·x) − c2 ⊙ v in the weight-gradient GEMM's epilogue, dbias = Σ_batch dy.
+// dot, c1, c2 and dy ⊙ scale are scratch that lives for the call.
+Napi::Value WeightNormLinearBackward(const Napi::CallbackInfo& info) {
+  Args args(info);
+  Napi::Env env = args.env();
+  TensorWrap& dy = args.tensor(0, "dy");
+  TensorWrap& x = args.tensor(1, "x");
+  TensorWrap& v = args.tensor(2, "v");
+  TensorWrap& g = args.tensor(3, "g");
+  TensorWrap& norm = args.tensor(4, "norm");
+  TensorWrap& scale = args.tensor(5, "scale");
+  TensorWrap& t = args.tensor(6, "t");
+  const float eps = args.number(7, "eps");
+  if (!info[8].IsArray() || info[8].As<Napi::Array>().Length() != 4)
+    throw_type_error(env, "weightNormLinearBackward: needs: expected [dx, dv, dg, dbias] booleans, got " +
+                              describe_value(info[8]));
+  const Napi::Array needs = info[8].As<Napi::Array>();
+  auto needed = [&](uint32_t i) { return needs.Get(i).ToBoolean().Value(); };
+  const Device device = common_device(env, {{&dy, "dy"}, {&x, "x"}, {&v, "v"}, {&g, "g"}, {&norm, "norm"},
+                                            {&scale, "scale"}, {&t, "t"}});
+  const WeightNormLinearSizes sizes = weight_norm_linear_sizes(env, "weightNormLinearBackward", x, v, g, norm);
+  const int64_t batch = sizes.batch, out_features = sizes.out_features, in_features = sizes.in_features;
+  expect_count(env, dy, batch * out_features, "dy");
+  expect_count(env, t, batch * out_features, "t");
+  expect_count(env, scale, out_features, "scale");
+  return guarded(env, [&]() -> Napi::Value {
+    const ChannelLayout per_output{batch, out_features, 1};
+    GradientOutputs gradients(env, device);
+    float* dx = gradients.add(needed(0), "dx", {batch, in_features});
+    float* dv = gradients.add(needed(1), "dv", {out_features, in_features});
+    float* dg = gradients.add(needed(2), "dg", g.shape());
+    float* dbias = gradients.add(needed(3), "dbias", {out_features});
+    // [dot, c1, c2, dg when not asked for (c2 needs it)], then dy ⊙ scale when dx is asked for.
+    const int64_t scratch_floats = 4 * out_features + (dx ? batch * out_features : 0);
+    const std::shared_ptr<Storage> scratch =
+        Storage::allocate(device, static_cast<size_t>(scratch_floats) * sizeof(float));
+    float* dot = scratch->data();
+    float* c1 = dot + out_features;
+    float* c2 = c1 + out_features;
+    if (!dg) dg = c2 + out_features;
+    float* scaled_dy = c2 + 2 * out_features;
+    WN_DISPATCH(device, channel_dot, dot, dy.data(), t.data(), per_output);
+    WN_DISPATCH(device, weightnorm_backward_coefficients, dg, c1, c2, dot, g.data(), norm.data(), out_features, eps);
+    if (dx) {
+      WN_DISPATCH(device, channel_scale, scaled_dy, dy.data(), scale.data(), per_output);
+      WN_DISPATCH(device, gemm, dx, scaled_dy, v.data(), GemmShape{batch, in_features, out_features}, GemmEpilogue{});
+    }
+    if (dv) {
+      GemmEpilogue epilogue;
+      epilogue.row_scale = c1;
+      epilogue.subtract_coefficient = c2;
+      epilogue.subtract_matrix = v.data();
+      WN_DISPATCH(device, gemm, dv, dy.data(), x.data(), GemmShape{out_features, in_features, batch}.transposing_a(),
+                  epilogue);
+    }
+    if (dbias) WN_DISPATCH(device, channel_sum, dbias, dy.data(), per_output);
+    return gradients.result();
+  });
+}
+
+// ----------------------------------------------------------------------------------------------------------------
 // Optimizers (in place).
 
 // optimizerStep(kind: 'sgd' | 'adam' | 'adamax', options): one in-place update of `param`. options:
@@ -1289,6 +1403,8 @@ void register_nn_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("meanOnlyBatchNormBackward", Napi::Function::New(env, MeanOnlyBatchNormBackward));
   exports.Set("weightNormScale", Napi::Function::New(env, WeightNormScale));
   exports.Set("weightNormCoefficients", Napi::Function::New(env, WeightNormCoefficients));
+  exports.Set("weightNormLinear", Napi::Function::New(env, WeightNormLinear));
+  exports.Set("weightNormLinearBackward", Napi::Function::New(env, WeightNormLinearBackward));
   exports.Set("optimizerStep", Napi::Function::New(env, OptimizerStep));
   exports.Set("axisReduce", Napi::Function::New(env, AxisReduce));
   exports.Set("axisArgReduce", Napi::Function::New(env, AxisArgReduce));

@@ -72,7 +72,7 @@ void apply_epilogue(float* out, int64_t n, const float* acc, int64_t acc_stride,
       const int64_t j = j0 + c0;
       const float* a = acc + r * acc_stride + c0;
       float* o = out + i * n + j;
-      if (e.raw_out) std::memcpy(e.raw_out + i * n + j, a, sizeof(float) * count);
+      if (e.raw_out && e.raw_out + i * n + j != a) std::memcpy(e.raw_out + i * n + j, a, sizeof(float) * count);
       // The weight-normalized Linear's two epilogues in one pass straight into out (the general steps below go
       // through v and a copy, which cost it more than the product's own write); the same operations in the same
       // order as the general steps (a multiplication by the absent row scale, 1, is exact), so the same bits.
@@ -594,13 +594,19 @@ void gemm_openblas(CblasSgemm sgemm, float* out, const float* a, const float* b,
     partial_workspace.release_oversized();
     return;
   }
-  // A scale must multiply the product alone (and raw_out wants it alone): then each tile's product goes to a
-  // per-thread buffer and the whole epilogue writes out. Otherwise sgemm writes out directly (beta included) and
-  // the remaining epilogue steps, if any, run in place on the tile while it is in cache.
-  const bool buffered = epilogue.row_scale || epilogue.column_scale || epilogue.raw_out;
+  // Where each tile's product lands, so that the epilogue reads it once and nothing is copied:
+  //   raw_out wanted: into raw_out (it must hold the product alone), and the epilogue writes out from there;
+  //   a scale with beta != 0: into a per-thread buffer (the scale multiplies the product alone, and the old out
+  //     must still be there to be added);
+  //   otherwise into out itself, sgemm adding beta * out when there is no scale, and the remaining steps run in
+  //     place on the tile while it is in cache (each element is read before it is written, so in place is safe).
+  // The weight-normalized Linear's products (scale and raw_out, or scale with beta == 0) thus skip a buffer pass.
+  const bool scaled = epilogue.row_scale || epilogue.column_scale;
+  const bool into_raw = epilogue.raw_out != nullptr;
+  const bool buffered = !into_raw && scaled && epilogue.beta != 0.0f;
   GemmEpilogue in_place = epilogue;
   in_place.beta = 0.0f;
-  const bool in_place_steps = !buffered && has_epilogue(epilogue);
+  const bool in_place_steps = !buffered && !into_raw && has_epilogue(epilogue);
 #pragma omp parallel num_threads(threads) if (threads > 1 && row_tiles * col_tiles > 1)
   {
     static thread_local Workspace tile_workspace;
@@ -609,10 +615,10 @@ void gemm_openblas(CblasSgemm sgemm, float* out, const float* a, const float* b,
     for (int64_t t = 0; t < row_tiles * col_tiles; ++t) {
       const int64_t i0 = (t / col_tiles) * tiles.rows, j0 = (t % col_tiles) * tiles.cols;
       const int64_t rows = std::min(tiles.rows, m - i0), cols = std::min(tiles.cols, n - j0);
-      float* c = buffered ? tile_buffer : out + i0 * n + j0;
+      float* c = buffered ? tile_buffer : (into_raw ? epilogue.raw_out : out) + i0 * n + j0;
       const int64_t ldc = buffered ? cols : n;
-      product(i0, rows, j0, cols, 0, k, buffered ? 0.0f : epilogue.beta, c, ldc);
-      if (buffered) apply_epilogue(out, n, c, ldc, i0, rows, j0, cols, epilogue);
+      product(i0, rows, j0, cols, 0, k, buffered || into_raw ? 0.0f : epilogue.beta, c, ldc);
+      if (buffered || into_raw) apply_epilogue(out, n, c, ldc, i0, rows, j0, cols, epilogue);
       else if (in_place_steps) apply_epilogue(out, n, c, ldc, i0, rows, j0, cols, in_place);
     }
   }

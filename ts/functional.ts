@@ -137,6 +137,11 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): T
   ]);
 }
 
+/** A gradient the native backward returned, or null for one not asked for. */
+function wrapIfSet(handle: NativeTensor | undefined): Tensor | null {
+  return handle ? wrap(handle) : null;
+}
+
 /**
  * Weight-normalized linear layer that never materializes w = g·v/‖v‖: with s = g/norm,
  * y = s ⊙ (x·vᵀ) + b, the scale and bias applied in the GEMM's epilogue. `norm` is ‖v‖ per output unit (floored
@@ -153,55 +158,39 @@ export function weightNormLinear(
   eps: number = DEFAULT_EPS,
 ): Tensor {
   const where = 'weightNormLinear';
-  const [batch, outFeatures, inFeatures] = checkLinear(where, x, v, bias);
+  const [, outFeatures] = checkLinear(where, x, v, bias);
   checkWeightNormEps(where, 'eps', eps);
   checkTensor(g, `${where}: g`);
   checkTensor(norm, `${where}: norm`);
   checkSameDevice(where, x, [['g', g], ['norm', norm]]);
   checkShape(`${where}: g`, g, [outFeatures]);
   checkShape(`${where}: norm`, norm, [outFeatures]);
-  const s = wrap(native.weightNormScale(handleOf(g, where), handleOf(norm, where)));
-  const t = wrap(native.empty([batch, outFeatures], x.device)); // the GEMM writes every element
-  const y = wrap(
-    native.gemm(handleOf(x, where), handleOf(v, where), {
-      m: batch,
-      n: outFeatures,
-      k: inFeatures,
-      transposeB: true,
-      epilogue: {
-        columnScale: handleOf(s, where),
-        columnBias: bias ? handleOf(bias, where) : null,
-        rawOut: handleOf(t, where),
-      },
-    }),
+  // One native call each way (binding/nn.cc weightNormLinear, weightNormLinearBackward): for small layers the fixed
+  // cost of each call and of each intermediate tensor, not the arithmetic, was weight norm's overhead per step.
+  const forward = native.weightNormLinear(
+    handleOf(x, where),
+    handleOf(v, where),
+    handleOf(g, where),
+    handleOf(norm, where),
+    bias ? handleOf(bias, where) : null,
   );
+  const y = wrap(forward.y);
+  // The backward's inputs besides the parameters: t = x·vᵀ (before the scale) and s = g/‖v‖.
+  const t = wrap(forward.t);
+  const s = wrap(forward.scale);
   const result = record(y, 'weightNormLinear', [x, v, g, bias], (dy, needs) => {
-    const dyHandle = handleOf(dy, where);
-    const dot = native.channelReduce('dot', dyHandle, handleOf(t, where), batch, outFeatures, 1);
-    const { dg, c1, c2 } = native.weightNormCoefficients(dot, handleOf(g, where), handleOf(norm, where), eps);
-    dot.dispose();
-    let dx: Tensor | null = null;
-    if (needs[0]) {
-      const scaledDy = native.channelOp('scale', dyHandle, handleOf(s, where), batch, outFeatures, 1);
-      dx = wrap(native.gemm(scaledDy, handleOf(v, where), { m: batch, n: inFeatures, k: outFeatures }));
-      scaledDy.dispose();
-    }
-    const dv = needs[1]
-      ? wrap(
-          native.gemm(dyHandle, handleOf(x, where), {
-            m: outFeatures,
-            n: inFeatures,
-            k: batch,
-            transposeA: true,
-            epilogue: { rowScale: c1, subtractCoefficient: c2, subtractMatrix: handleOf(v, where) },
-          }),
-        )
-      : null;
-    const dbias = needs[3] ? wrap(native.channelReduce('sum', dyHandle, null, batch, outFeatures, 1)) : null;
-    c1.dispose();
-    c2.dispose();
-    if (!needs[2]) dg.dispose();
-    return [dx, dv, needs[2] ? wrap(dg) : null, dbias];
+    const grads = native.weightNormLinearBackward(
+      handleOf(dy, where),
+      handleOf(x, where),
+      handleOf(v, where),
+      handleOf(g, where),
+      handleOf(norm, where),
+      handleOf(s, where),
+      handleOf(t, where),
+      eps,
+      needs,
+    );
+    return [wrapIfSet(grads.dx), wrapIfSet(grads.dv), wrapIfSet(grads.dg), wrapIfSet(grads.dbias)];
   });
   if (!result.requiresGrad) {
     // No backward will run: t and s are not needed (inside tidy() they would go anyway; this frees them early).

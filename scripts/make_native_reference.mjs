@@ -49,9 +49,10 @@ try {
     writeFileSync(opOut, opBytes);
     console.log(`wrote ${opOut} (${opBytes.length} bytes)`);
   }
-  // The conversion's stored inputs and expected bits (no library inputs: bit patterns are stored).
+  // The conversion's stored inputs (bit patterns; the random ones from the library's uniformStream) and expected bits.
   const { nativeBfloat16Fixture } = await import(pathToFileURL(join(scratch, 'native-bfloat16-fixture.js')).href);
-  const convertBytes = nativeBfloat16Fixture();
+  const { uniformStream } = await import(pathToFileURL(join(root, 'dist', 'rl', 'random.js')).href);
+  const convertBytes = nativeBfloat16Fixture(uniformStream);
   const convertOut = join(dirname(out), 'bfloat16.bin');
   writeFileSync(convertOut, convertBytes);
   console.log(`wrote ${convertOut} (${convertBytes.length} bytes)`);

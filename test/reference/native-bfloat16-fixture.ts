@@ -53,19 +53,11 @@ export const handPickedConversions: Array<{ in: number; out: number; what: strin
   { in: 0xffc00000, out: 0xffc0, what: 'a negative quiet NaN keeps its sign' },
 ];
 
-/** A small seeded generator (mulberry32): the sample is the same on every machine and run. */
-function uint32Stream(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
+/** A seeded stream of uniform numbers in [0, 1) with 32 random bits each (the library's uniformStream, ts/rl/random.ts:
+ *  the script passes dist/'s, the test ts/'s), so that the sample is the same on every machine and run. */
+export type UniformStream = (seed: number) => () => number;
 
-export function nativeConvertClasses(): ConvertClass[] {
+export function nativeConvertClasses(uniformStream: UniformStream): ConvertClass[] {
   // Every exponent field 0..254 (subnormals at 0) of either sign, with kept mantissas 0 (even), 1 (odd) and 0x7f
   // (odd, all ones: rounding up carries into the next binade, and from exponent 254 to infinity), and low halves on
   // either side of a tie and on it.
@@ -84,7 +76,8 @@ export function nativeConvertClasses(): ConvertClass[] {
       nans.push((sign | magnitude) >>> 0);
   // Random: uniform bit patterns (every class, NaNs included), float32 normals (Box-Muller from the same stream) and
   // patterns on a tie or one bit off one.
-  const next = uint32Stream(kRandomSeed);
+  const uniform = uniformStream(kRandomSeed);
+  const next = () => uniform() * 2 ** 32; // exact: 32 bits over a power of two
   const view = new DataView(new ArrayBuffer(4));
   const random: number[] = [];
   for (let i = 0; i < kRandomSamples; i++) {
@@ -107,13 +100,13 @@ export function nativeConvertClasses(): ConvertClass[] {
 }
 
 /** The fixture file's bytes. */
-export function nativeBfloat16Fixture(): Uint8Array {
+export function nativeBfloat16Fixture(uniformStream: UniformStream): Uint8Array {
   for (const c of handPickedConversions) {
     const got = bfloat16BitsOf(c.in);
     if (got !== c.out)
       throw new Error(`bfloat16 reference: 0x${c.in.toString(16)} -> 0x${got.toString(16)}, want 0x${c.out.toString(16)} (${c.what})`);
   }
-  const classes = nativeConvertClasses();
+  const classes = nativeConvertClasses(uniformStream);
   const out = new Writer();
   out.ascii(kMagic);
   out.u32(classes.length);

@@ -5,7 +5,8 @@
 // (test/reference/native-op-fixtures.ts: conv2d.bin from test/reference/conv.ts, max_pool2d.bin and
 // global_avg_pool.bin from test/reference/nn.ts; test/reference/native-kernel-fixtures.ts: the optimizers, batch norm,
 // the losses, the reductions, the rounding elementwise ops and the GEMM epilogue from optim.ts, nn.ts, reduce.ts, elementwise.ts
-// and gemm.ts).
+// and gemm.ts; test/reference/native-bfloat16-fixture.ts: bfloat16.bin, the float32 -> bfloat16 conversion's bits from
+// bfloat16.ts).
 // The native test (test/native/weightnorm_cases.cc)
 // reads it; test/native-reference.test.ts fails when the committed file differs from what this writes today.
 //
@@ -24,7 +25,7 @@ const { default: ts } = await import('typescript');
 // The reference modules, transpiled one file at a time (they import each other only, by relative path).
 const scratch = mkdtempSync(join(tmpdir(), 'weightnorm-native-reference-'));
 try {
-  for (const name of ['weightnorm', 'native-fixtures', 'conv', 'nn', 'native-op-fixtures', 'optim', 'reduce', 'elementwise', 'gemm', 'native-kernel-fixtures']) {
+  for (const name of ['weightnorm', 'native-fixtures', 'conv', 'nn', 'native-op-fixtures', 'optim', 'reduce', 'elementwise', 'gemm', 'native-kernel-fixtures', 'bfloat16', 'native-bfloat16-fixture']) {
     const source = join(root, 'test', 'reference', `${name}.ts`);
     const { outputText } = ts.transpileModule(readFileSync(source, 'utf8'), {
       compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022 },
@@ -48,6 +49,13 @@ try {
     writeFileSync(opOut, opBytes);
     console.log(`wrote ${opOut} (${opBytes.length} bytes)`);
   }
+  // The conversion's stored inputs (bit patterns; the random ones from the library's uniformStream) and expected bits.
+  const { nativeBfloat16Fixture } = await import(pathToFileURL(join(scratch, 'native-bfloat16-fixture.js')).href);
+  const { uniformStream } = await import(pathToFileURL(join(root, 'dist', 'rl', 'random.js')).href);
+  const convertBytes = nativeBfloat16Fixture(uniformStream);
+  const convertOut = join(dirname(out), 'bfloat16.bin');
+  writeFileSync(convertOut, convertBytes);
+  console.log(`wrote ${convertOut} (${convertBytes.length} bytes)`);
 } finally {
   rmSync(scratch, { recursive: true, force: true });
 }

@@ -7,6 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
 import { randn, tensor } from '../ts/index.js';
+import { uniformStream } from '../ts/rl/random.js';
+import { nativeBfloat16Fixture } from './reference/native-bfloat16-fixture.js';
 import { libraryInputSource, nativeWeightNormCases, nativeWeightNormFixture } from './reference/native-fixtures.js';
 import { nativeKernelFixtures } from './reference/native-kernel-fixtures.js';
 import { nativeOpFixtures } from './reference/native-op-fixtures.js';
@@ -28,6 +30,16 @@ describe('native reference fixtures', () => {
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     expect(new TextDecoder().decode(bytes.subarray(0, 8))).toBe('WNREF001');
     expect(view.getUint32(8, true)).toBe(nativeWeightNormCases().length);
+  });
+
+  it('bfloat16.bin is what the TypeScript reference writes today (node scripts/make_native_reference.mjs)', () => {
+    const committed = new Uint8Array(readFileSync(fileURLToPath(new URL('./fixtures/native_reference/bfloat16.bin', import.meta.url))));
+    const fresh = nativeBfloat16Fixture(uniformStream);
+    expect(new TextDecoder().decode(committed.subarray(0, 8))).toBe('WNBF1601');
+    expect(committed.length, 'size differs: regenerate with node scripts/make_native_reference.mjs').toBe(fresh.length);
+    const firstDifference = committed.findIndex((byte, i) => byte !== fresh[i]);
+    expect(firstDifference, `first differing byte at ${firstDifference}: regenerate the fixture`).toBe(-1);
+    expect(committed.length).toBeLessThan(300 << 10);
   });
 
   for (const { file, write } of [...nativeOpFixtures, ...nativeKernelFixtures]) {

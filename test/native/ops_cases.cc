@@ -8,8 +8,9 @@
 //    both sides do the same IEEE operations, else with a stated tolerance);
 //  - determinism: CPU reductions bitwise equal for 1, 2 and 3 threads; CUDA reductions bitwise equal run to run;
 //  - statistics: the dropout keep rate within a binomial bound, the noise mean and variance;
-//  - float32 <-> bfloat16 conversion against an IEEE rounding reference written here (ties to even, overflow,
-//    subnormals, signed zeros, NaN), every bfloat16 value widened and round-tripped.
+//  - float32 -> bfloat16 conversion bit for bit against the bits of the TypeScript reference (bfloat16.ts) for the
+//    stored inputs of test/fixtures/native_reference/bfloat16.bin (ties to even, overflow, subnormals, signed zeros,
+//    NaN, a random sample); every bfloat16 value widened and round-tripped.
 // Outputs are prefilled with NaN, so an element a kernel forgets to write fails its check.
 // Groups: ops/cpu, and ops/cuda (which also compares its outputs with the CPU's, running ops/cpu first if needed).
 #include <algorithm>
@@ -872,20 +873,35 @@ float float_of_bits(uint32_t bits) {
 
 bool is_bfloat16_nan(uint16_t bits) { return (bits & 0x7f80) == 0x7f80 && (bits & 0x007f) != 0; }
 
-// The IEEE rounding of a finite or infinite float32 to bfloat16, from the definition rather than the bit trick of
-// bfloat16.h: the nearer of the two bfloat16 neighbours of |x| (truncated, and one ulp above), ties to the even
-// one. Past the largest finite bfloat16 the next value is 2^128: IEEE rounds to infinity from the midpoint up.
-uint16_t reference_bfloat16_bits(float x) {
-  const uint16_t truncated = static_cast<uint16_t>(bits_of(x) >> 16);
-  if (std::isinf(x)) return truncated;
-  const uint16_t above = truncated + 1;  // |x| < 2^128: the magnitude bits stay below the sign bit
-  const double magnitude = std::fabs(double(x));
-  const double low = std::fabs(double(float_of_bits(uint32_t{truncated} << 16)));
-  const double high = (above & 0x7fff) == 0x7f80 ? std::ldexp(1.0, 128)
-                                                  : std::fabs(double(float_of_bits(uint32_t{above} << 16)));
-  // Differences of floats this close are exact in double.
-  if (magnitude - low != high - magnitude) return magnitude - low < high - magnitude ? truncated : above;
-  return (truncated & 1) ? above : truncated;
+// The conversion's stored inputs and their expected bits, by class (test/reference/native-bfloat16-fixture.ts
+// documents the format; bfloat16.ts is the one reference).
+struct ConvertClass {
+  std::string name;
+  std::vector<uint32_t> inputs;
+  std::vector<uint16_t> expected;
+};
+
+std::vector<ConvertClass> read_convert_fixture() {
+  weightnorm::native_test::FixtureReader in = weightnorm::native_test::open_fixture("bfloat16.bin");
+  if (in.ascii(8) != "WNBF1601") throw std::runtime_error("bfloat16.bin: not a WNBF1601 file");
+  std::vector<ConvertClass> classes(in.next<uint32_t>());
+  for (ConvertClass& c : classes) {
+    c.name = in.ascii(in.next<uint32_t>());
+    const uint32_t count = in.next<uint32_t>();
+    for (uint32_t i = 0; i < count; ++i) {
+      c.inputs.push_back(in.next<uint32_t>());
+      c.expected.push_back(in.next<uint16_t>());
+    }
+  }
+  if (!in.done()) throw std::runtime_error("bfloat16.bin: bytes after the last class");
+  return classes;
+}
+
+// Bit for bit, except that an expected NaN stands for any quiet NaN of its sign: IEEE 754 only recommends keeping
+// a payload (bfloat16.ts, bfloat16BitsOf).
+bool converted_as_expected(uint16_t got, uint16_t expected) {
+  if (!is_bfloat16_nan(expected)) return got == expected;
+  return is_bfloat16_nan(got) && (got & 0x0040) && (got >> 15) == (expected >> 15);
 }
 
 std::string hex(uint32_t bits, int digits) {
@@ -902,91 +918,35 @@ Vec widened_bits(const Bf16Vec& x) {
 
 void test_convert(const Backend& b) {
   const std::string tag = std::string(b.name) + " convert ";
-  // Hand-picked cases (float32 bits -> bfloat16 bits), each checked against the reference too.
-  struct Known {
-    uint32_t in;
-    uint16_t out;
-    const char* what;
-  };
-  const Known known[] = {
-      {0x3f800000, 0x3f80, "1"},
-      {0x3f808000, 0x3f80, "1 + 2^-8 (a tie) rounds down to even 1"},
-      {0x3f818000, 0x3f82, "1 + 3*2^-8 (a tie) rounds up to even 1 + 2^-6"},
-      {0x3f808001, 0x3f81, "just above a tie rounds up"},
-      {0x3f807fff, 0x3f80, "just below a tie rounds down"},
-      {0xbf818000, 0xbf82, "-(1 + 3*2^-8) rounds to even, away from 0"},
-      {0x00000000, 0x0000, "+0"},
-      {0x80000000, 0x8000, "-0 keeps its sign"},
-      {0x7f800000, 0x7f80, "+inf"},
-      {0xff800000, 0xff80, "-inf"},
-      {0x7f7f0000, 0x7f7f, "the largest finite bfloat16"},
-      {0x7f7f7fff, 0x7f7f, "just below the overflow threshold stays finite"},
-      {0x7f7f8000, 0x7f80, "the overflow threshold (a tie, odd below) overflows to inf"},
-      {0x7f7fffff, 0x7f80, "FLT_MAX overflows to inf"},
-      {0xff7fffff, 0xff80, "-FLT_MAX overflows to -inf"},
-      {0x00000001, 0x0000, "the smallest subnormal rounds to +0"},
-      {0x80000001, 0x8000, "the smallest negative subnormal rounds to -0"},
-      {0x00010000, 0x0001, "the smallest bfloat16 subnormal is exact"},
-      {0x00008000, 0x0000, "half the smallest bfloat16 subnormal (a tie) rounds to even 0"},
-      {0x00018000, 0x0002, "a subnormal tie with odd below rounds up"},
-      {0x007fffff, 0x0080, "the largest subnormal rounds up to the smallest normal"},
-      {0x80418000, 0x8042, "a negative subnormal tie rounds to even"},
-  };
-  // NaNs whose high half alone looks like inf (0x7f800001, 0x7f808000) or would carry into the sign (0x7fffffff)
-  // under a plain add-and-truncate.
-  const uint32_t nans[] = {0x7fc00000, 0x7f800001, 0x7f808000, 0x7fffffff, 0xffc00000, 0xff800001, 0xff8fffff};
-  {
-    const size_t count = std::size(known) + std::size(nans);
-    Vec input;
-    for (const Known& k : known) input.push_back(float_of_bits(k.in));
-    for (const uint32_t n : nans) input.push_back(float_of_bits(n));
-    Buf in(b, input);
-    Buffer<bfloat16> out = Buffer<bfloat16>::output(b, count);
-    b.convert_to_bfloat16(out.p(), in.p(), count);
-    const Bf16Vec got = out.get();
-    for (size_t i = 0; i < std::size(known); ++i) {
-      const Known& k = known[i];
-      expect(got[i].bits == k.out && reference_bfloat16_bits(float_of_bits(k.in)) == k.out,
-             tag + "to bfloat16 " + hex(k.in, 8) + " -> " + hex(got[i].bits, 4) + " (want " + hex(k.out, 4) +
-                 "): " + k.what);
-    }
-    for (size_t i = 0; i < std::size(nans); ++i) {
-      const uint16_t bits = got[std::size(known) + i].bits;
-      expect(is_bfloat16_nan(bits) && (bits >> 15) == (nans[i] >> 31) && bits != unwritten<bfloat16>().bits,
-             tag + "to bfloat16 NaN " + hex(nans[i], 8) + " -> " + hex(bits, 4) + " stays NaN with its sign");
-    }
-  }
-  // Random inputs against the reference: uniform bit patterns (every exponent, subnormals included; NaNs
-  // skipped), normal values, and values on a tie or one bit off one. Aligned and not; recorded for the
-  // CPU-vs-CUDA comparison.
-  const int64_t n = (int64_t{1} << 20) + 3;
-  Vec input(n);
-  std::uniform_int_distribution<uint32_t> any_bits;
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (int64_t i = 0; i < n; ++i) {
-    uint32_t bits = any_bits(g_rng);
-    if (i % 3 == 1) bits = bits_of(normal(g_rng));
-    if (i % 3 == 2) bits = (bits & 0xffff0000u) | (0x8000u + (bits & 3) - 1);  // 0x7fff, 0x8000, 0x8001, 0x8002
-    if ((bits & 0x7fffffffu) > 0x7f800000u) bits &= ~0x00800000u;  // a NaN pattern becomes a finite one
-    input[i] = float_of_bits(bits);
-  }
+  // The stored inputs of every class (hand-picked, every exponent around a tie, zeros and infinities, NaNs, a seeded
+  // random sample) in one buffer, aligned and not, against the TypeScript reference's bits; recorded (NaNs left
+  // out) for the CPU-vs-CUDA comparison.
+  const std::vector<ConvertClass> classes = read_convert_fixture();
+  Vec input;
+  for (const ConvertClass& c : classes)
+    for (const uint32_t bits : c.inputs) input.push_back(float_of_bits(bits));
+  expect(input.size() > 20000, tag + "bfloat16.bin holds " + std::to_string(input.size()) + " stored inputs");
   for (const size_t offset : {size_t{0}, size_t{1}}) {
     const std::string what = tag + (offset ? "unaligned " : "");
     Buf in(b, input, offset);
-    Buffer<bfloat16> out = Buffer<bfloat16>::output(b, n, offset);
-    b.convert_to_bfloat16(out.p(), in.p(), n);
+    Buffer<bfloat16> out = Buffer<bfloat16>::output(b, input.size(), offset);
+    b.convert_to_bfloat16(out.p(), in.p(), input.size());
     const Bf16Vec got = out.get();
-    int64_t wrong = 0, first_wrong = -1;
-    for (int64_t i = 0; i < n; ++i) {
-      if (got[i].bits == reference_bfloat16_bits(input[i])) continue;
-      if (wrong++ == 0) first_wrong = i;
+    size_t at = 0;
+    Bf16Vec finite;
+    for (const ConvertClass& c : classes) {
+      int64_t wrong = 0;
+      std::string first;
+      for (size_t i = 0; i < c.inputs.size(); ++i, ++at) {
+        if (!is_bfloat16_nan(c.expected[i])) finite.push_back(got[at]);
+        if (converted_as_expected(got[at].bits, c.expected[i])) continue;
+        if (wrong++ == 0)
+          first = " (first " + hex(c.inputs[i], 8) + " -> " + hex(got[at].bits, 4) + ", want " + hex(c.expected[i], 4) + ")";
+      }
+      expect(wrong == 0, what + "to bfloat16, " + c.name + ": " + std::to_string(wrong) + " of " +
+                             std::to_string(c.inputs.size()) + " differ from the reference" + first);
     }
-    expect(wrong == 0, what + "to bfloat16, " + std::to_string(n) + " random values vs the IEEE reference: " +
-                           std::to_string(wrong) + " differ" +
-                           (wrong ? " (first " + hex(bits_of(input[first_wrong]), 8) + " -> " +
-                                        hex(got[first_wrong].bits, 4) + ")"
-                                  : std::string()));
-    record(what + "to bfloat16 random values", widened_bits(got), 0.0);
+    record(what + "to bfloat16 stored inputs", widened_bits(finite), 0.0);
   }
   // Every bfloat16 value: widening is exact (the bits move to the high half; a NaN stays a NaN of the same sign),
   // and rounding the widened value gives the same bfloat16 back.

@@ -20,3 +20,35 @@ export function roundToBfloat16(value: number): number {
 export function roundAllToBfloat16(values: ArrayLike<number>): Float64Array {
   return Float64Array.from(values, roundToBfloat16);
 }
+
+const wordView = new DataView(new ArrayBuffer(4));
+
+/** The float32 whose bit pattern is `bits`. */
+export function float32OfBits(bits: number): number {
+  wordView.setUint32(0, bits >>> 0);
+  return wordView.getFloat32(0);
+}
+
+/** The bit pattern of Math.fround(value). */
+export function bitsOfFloat32(value: number): number {
+  wordView.setFloat32(0, value);
+  return wordView.getUint32(0);
+}
+
+/** The bfloat16 bits a float32 (given by its bits) converts to: roundToBfloat16's value, whose float32 pattern has
+ *  a zero low half, so its high half is the bfloat16. A NaN gives the quiet NaN of its sign (0x7fc0 | sign): IEEE
+ *  754 §6.2.3 only recommends keeping the payload, so a kernel may keep it or not, and a comparison of NaNs looks
+ *  at the class and the sign alone (isBfloat16QuietNaN). */
+export function bfloat16BitsOf(float32Bits: number): number {
+  const x = float32OfBits(float32Bits);
+  const sign = (float32Bits >>> 16) & 0x8000;
+  if (Number.isNaN(x)) return sign | 0x7fc0;
+  const bits = bitsOfFloat32(roundToBfloat16(x));
+  if ((bits & 0xffff) !== 0) throw new RangeError(`roundToBfloat16(${x}) is not a bfloat16 value`);
+  return bits >>> 16;
+}
+
+/** Whether bfloat16 `bits` is a quiet NaN (all exponent bits set, the top mantissa bit set). */
+export function isBfloat16QuietNaN(bits: number): boolean {
+  return (bits & 0x7fc0) === 0x7fc0;
+}

@@ -36,13 +36,18 @@ export interface InputSource {
 
 /** What libraryInputSource needs of the library (the script passes dist/, the tests ts/). */
 interface LibraryTensor {
-  toArray(): Float32Array;
+  toArray(): ArrayLike<number>; // the library's toArray types every dtype's array; randn and cast give float32
   cast(dtype: 'bfloat16'): LibraryTensor;
   dispose(): void;
 }
 export interface Library {
   randn(shape: number[], options: { seed: number }): LibraryTensor;
   tensor(data: Float32Array, shape: number[]): LibraryTensor;
+}
+
+function float32Array(values: ArrayLike<number>, what: string): Float32Array {
+  if (!(values instanceof Float32Array)) throw new TypeError(`${what} must give a Float32Array, got ${values.constructor.name}`);
+  return values;
 }
 
 /** The inputs as the native test draws them: the library's randn and its bfloat16 cast. */
@@ -52,7 +57,7 @@ export function libraryInputSource({ randn, tensor }: Library): InputSource {
       const t = randn([count], { seed });
       const values = t.toArray();
       t.dispose();
-      return values;
+      return float32Array(values, 'randn');
     },
     bfloat16(values) {
       const t = tensor(values, [values.length]);
@@ -60,7 +65,7 @@ export function libraryInputSource({ randn, tensor }: Library): InputSource {
       const widened = rounded.toArray();
       t.dispose();
       rounded.dispose();
-      return widened;
+      return float32Array(widened, "cast('bfloat16').toArray()");
     },
   };
 }
@@ -210,6 +215,10 @@ export class Writer {
   u32(x: number) {
     const at = this.room(4);
     this.view.setUint32(at, x, true);
+  }
+  u16(x: number) {
+    const at = this.room(2);
+    this.view.setUint16(at, x, true);
   }
   i32(x: number) {
     const at = this.room(4);

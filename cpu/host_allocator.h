@@ -8,8 +8,9 @@
 //  - blocks of kLargeBlockBytes and more are mapped with mmap, rounded up to a size class (eight classes per power
 //    of two, so at most 1/8 is rounding), and kept on a free list per class when freed: the next step gets the same
 //    pages back, already faulted in, with no system call and no zeroing;
-//  - the free lists hold at most limit() bytes; a freed block that would push them past it is unmapped at once, so
-//    resident memory is bounded by the live tensors plus the limit. A block larger than limit() / 8 (32 MiB by
+//  - the free lists hold at most limit() bytes; a freed block that would push them past it takes the place of the
+//    least recently freed ones, which are unmapped at once, so resident memory is bounded by the live tensors plus
+//    the limit and the cache follows the loop that runs now. A block larger than limit() / 8 (32 MiB by
 //    default, the ceiling glibc also puts on its mmap threshold) is never cached: a few such blocks would fill the
 //    cache, and mapping and faulting them in costs little next to the work done on that much data;
 //  - a cached block not reused within kMaxIdleAllocations large allocations is unmapped: the cache holds what the
@@ -74,6 +75,8 @@ class HostAllocator {
   // largest_cached_block(); or those idle too long.
   void take_largest_locked(size_t target_bytes, Evicted& evicted);
   void take_idle_locked(Evicted& evicted);
+  // Unmaps the least recently freed blocks until at most target_bytes are cached.
+  void take_oldest_locked(size_t target_bytes, Evicted& evicted);
   static void unmap_all(const Evicted& evicted);
 
   mutable std::mutex mutex_;

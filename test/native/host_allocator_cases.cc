@@ -4,7 +4,8 @@
 //  - every block 64-byte aligned and fully writable;
 //  - reuse: a freed large block comes back for the next request of its size class, contents untouched by the
 //    allocator (no zeroing), and a repeated "training step" of allocations maps nothing new after the first;
-//  - the bound: freed blocks beyond the limit are unmapped at once (mincore() says the address is gone), lowering
+//  - the bound: freed blocks beyond the limit are unmapped at once (mincore() says the address is gone), the least
+//    recently freed first, so a cache filled by an earlier workload makes room for the running loop; lowering
 //    the limit trims now, limit 0 caches nothing, a block above limit / 8 is never cached; a block idle for too long
 //    is unmapped, one in use is kept;
 //  - release_cached() unmaps every cached block;
@@ -179,6 +180,27 @@ void test_bound() {
         "lowering the limit to 4 MiB unmaps the cached 1 MiB block, now above limit / 8");
 }
 
+// A cache filled by an earlier workload (sixteen 512 KiB blocks, the whole 8 MiB) makes room for the loop that runs
+// now: its freed 1 MiB block is cached in place of the two least recently freed blocks, and comes back next step.
+void test_full_cache_follows_the_running_loop() {
+  const size_t old_bytes = 512 * 1024;
+  HostAllocator allocator(8 * kMiB);
+  std::vector<void*> old_blocks;
+  for (int i = 0; i < 16; ++i) old_blocks.push_back(allocator.allocate(old_bytes));
+  for (void* block : old_blocks) allocator.release(block, old_bytes);
+  check(allocator.stats().cached_bytes == 8 * kMiB, "the earlier workload fills the 8 MiB cache");
+  void* step = allocator.allocate(kMiB);
+  allocator.release(step, kMiB);
+  check(is_mapped(step, kMiB) && allocator.stats().cached_bytes == 8 * kMiB,
+        "a full cache keeps the block freed now (cached " + std::to_string(allocator.stats().cached_bytes) + ")");
+  check(!is_mapped(old_blocks[0], old_bytes) && !is_mapped(old_blocks[1], old_bytes) && is_mapped(old_blocks[2], old_bytes),
+        "the two least recently freed blocks made room for it, the others stay cached");
+  void* next_step = allocator.allocate(kMiB);
+  check(next_step == step, "the next step gets the same block back");
+  allocator.release(next_step, kMiB);
+  allocator.release_cached();
+}
+
 void test_idle_blocks_dropped() {
   HostAllocator allocator(256 * kMiB);
   void* one_off = allocator.allocate(8 * kMiB);  // e.g. an init pass at a larger batch
@@ -264,6 +286,7 @@ void check_host_allocator() {
   test_reuse();
   test_training_step_reuse();
   test_bound();
+  test_full_cache_follows_the_running_loop();
   test_idle_blocks_dropped();
   test_out_of_memory();
   test_threads();

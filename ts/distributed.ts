@@ -479,7 +479,8 @@ export class DataParallel<M extends AnyModule = AnyModule> {
 
   /** The number of gradient buckets and their sizes in elements (for tuning bucketBytes). */
   get bucketSizes(): number[] {
-    return this.#buckets.map((b) => b.values.length);
+    // From the parameters, not the host staging (empty when the bucket goes through NCCL).
+    return this.#buckets.map((b) => b.params.reduce((elements, p) => elements + p.size, 0));
   }
 
   /**

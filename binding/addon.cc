@@ -324,6 +324,8 @@ Napi::Value Backend(const Napi::CallbackInfo& info) {
   Napi::Object cpu_info = Napi::Object::New(env);
   cpu_info.Set("threads", Napi::Number::New(env, cpu::num_threads()));
   cpu_info.Set("gemm", Napi::String::New(env, cpu::gemm_backend_description()));
+  const std::string blas_core = cpu::gemm_blas_core();
+  if (!blas_core.empty()) cpu_info.Set("blasCore", Napi::String::New(env, blas_core));
   result.Set("cpu", cpu_info);
   Napi::Object cuda_info = Napi::Object::New(env);
   cuda_info.Set("compiled", Napi::Boolean::New(env, cuda_compiled()));

@@ -23,6 +23,10 @@ const char* gemm_backend();
 // What backend() reports: e.g. "OpenBLAS (OpenBLAS 0.3.21 ... ; loaded at run time from <path>; 1 thread per
 // tile)" or "blocked (hand-written): OpenBLAS not found (<why, per candidate>)".
 std::string gemm_backend_description();
+// The kernel family OpenBLAS chose when it was loaded (openblas_get_corename: "SkylakeX", "Haswell", ...), whether
+// or not set_gemm_prefer_blas set it aside; "" when OpenBLAS is not loaded. On AMD CPUs with AVX-512 the loader sets
+// OPENBLAS_CORETYPE=SkylakeX for the load unless the user set it (older OpenBLAS releases run AVX2 kernels there).
+std::string gemm_blas_core();
 // CPU only. false forces the blocked kernel even where OpenBLAS is loaded (tests run both); true (the default)
 // uses OpenBLAS when it could be loaded.
 void set_gemm_prefer_blas(bool prefer);

@@ -37,7 +37,15 @@ export interface NativeBackend {
    * gemm: which CPU GEMM runs, from where or why, e.g. 'OpenBLAS (<its config>; loaded at run time from <path>; 1
    * thread per tile)' or 'blocked (hand-written): OpenBLAS not found (<why, per candidate>)'.
    */
-  cpu: { threads: number; gemm: string };
+  cpu: {
+    threads: number;
+    gemm: string;
+    /**
+     * The kernels OpenBLAS chose when it loaded (its openblas_get_corename, e.g. 'SkylakeX', 'Haswell'); absent when
+     * OpenBLAS is not loaded. On an AMD CPU with AVX-512 the addon asks for 'SkylakeX' unless OPENBLAS_CORETYPE is set.
+     */
+    blasCore?: string;
+  };
   /**
    * gemm (CUDA builds): 'simt' (float32), or with setMatmulPrecision('high') 'tf32-mma' (mma.sync) or 'tf32-wgmma'
    * (Hopper, after its self-check passed).

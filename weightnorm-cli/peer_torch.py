@@ -697,7 +697,27 @@ def hello(request):
         name = platform.processor() or platform.machine()
     torch.set_num_threads(int(request["threads"]))
     return {"ok": True, "torch": torch.__version__, "python": platform.python_version(), "device_name": name,
-            "threads": torch.get_num_threads(), "executable": sys.executable}
+            "threads": torch.get_num_threads(), "executable": sys.executable, "blas": loaded_openblas_core()}
+
+
+def loaded_openblas_core():
+    """The kernels of the OpenBLAS this process loaded (torch's matrix products), or why that is unknown."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line and "/" in line}
+    except OSError as error:
+        return f"unknown ({error})"
+    if not paths:
+        return "no OpenBLAS loaded"
+    import ctypes
+    for path in sorted(paths):
+        try:
+            library = ctypes.CDLL(path)
+            library.openblas_get_corename.restype = ctypes.c_char_p
+            return f"OpenBLAS kernels for {library.openblas_get_corename().decode()} ({path})"
+        except (OSError, AttributeError):
+            continue
+    return f"unknown (no openblas_get_corename in {', '.join(sorted(paths))})"
 
 
 def main():

@@ -218,7 +218,13 @@ function peerLine(result: BackendResult): string {
   const p = result.peer;
   if ('disabled' in p) return 'PyTorch peer: disabled (--no-peer)';
   if ('notInstalled' in p) return `PyTorch peer: not installed (${p.notInstalled.join('; ')})`;
-  return `PyTorch peer: torch ${p.torch}, Python ${p.python} (${p.executable}), ${p.threads} threads; malloc: ${p.malloc}`;
+  const blas = p.blas ? `; BLAS: ${p.blas}` : '';
+  return `PyTorch peer: torch ${p.torch}, Python ${p.python} (${p.executable}), ${p.threads} threads; malloc: ${p.malloc}${blas}`;
+}
+
+/** Our side's CPU GEMM (as backend().cpu.gemm says it), as list items; none for CUDA runs and older results. */
+function ourGemmLines(result: BackendResult): string[] {
+  return result.cpuGemm ? [`- our CPU GEMM: ${result.cpuGemm}`] : [];
 }
 
 export function summaryText(result: BackendResult): string {
@@ -287,6 +293,7 @@ export function markdown(result: BackendResult): string {
     `- date: ${result.date}; node ${result.node}; weightnorm ${result.weightnorm}; run took ${result.durationSeconds.toFixed(0)} s; ` +
       `load average ${result.loadAverage.start.map((x) => x.toFixed(2)).join(' ')} before, ${result.loadAverage.end.map((x) => x.toFixed(2)).join(' ')} after`,
     `- ${peerLine(result)}`,
+    ...ourGemmLines(result),
     `- ${result.repeats} timed runs per measurement in ${result.rounds} rounds, each after ≥ ${result.warmup} warm-up runs ` +
       '(at least one full rotation); the figure is the lowest per-round median (rounds alternate ours and ' +
       "torch's, so background load spoils a round of each rather than one side); " +
@@ -430,7 +437,7 @@ export function markdown(result: BackendResult): string {
       ? ['## HiFi-GAN V1 generator', '', vocoderDescription(result.vocoder), '', mdTable(VOCODER_HEADERS, vocoderRows(result.vocoder)), '']
       : []),
   ];
-  return [...(result.cases.length ? weightNormPart : [`# weightnorm benchmark: ${result.machine}${result.quick ? ' (quick)' : ''}`, '', `- device: ${result.deviceName} (${result.device}); date: ${result.date}; run took ${result.durationSeconds.toFixed(0)} s`, `- ${peerLine(result)}`, '']), ...suiteGoalPart].join('\n');
+  return [...(result.cases.length ? weightNormPart : [`# weightnorm benchmark: ${result.machine}${result.quick ? ' (quick)' : ''}`, '', `- device: ${result.deviceName} (${result.device}); date: ${result.date}; run took ${result.durationSeconds.toFixed(0)} s`, `- ${peerLine(result)}`, ...ourGemmLines(result), '']), ...suiteGoalPart].join('\n');
 }
 
 /** Bar chart of % of roofline per case, forward and backward, for our fused, our unfused and torch fused. */

@@ -122,6 +122,8 @@ export interface BackendResult {
   date: string;
   node: string;
   weightnorm: string;
+  /** CPU runs: which GEMM our side ran (backend().cpu.gemm); absent in results written before it was recorded. */
+  cpuGemm?: string;
   quick: boolean;
   warmup: number;
   /** Timed runs per measurement in all, split over `rounds` rounds. */

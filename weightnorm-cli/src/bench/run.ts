@@ -567,6 +567,7 @@ async function benchDevice(
     date: new Date().toISOString(),
     node: process.version,
     weightnorm: packageVersion(),
+    ...(plan.device === 'cpu' ? { cpuGemm: native.backend().cpu.gemm } : {}),
     quick: options.quick,
     warmup: options.warmup,
     repeats: rounds * Math.ceil(repeats / rounds),

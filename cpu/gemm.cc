@@ -373,7 +373,6 @@ struct OpenBlas {
   std::string core;            // the kernels OpenBLAS chose (openblas_get_corename), e.g. "SkylakeX"; "" if unknown
 };
 
-constexpr const char* kOpenBlasAvx512Core = "SkylakeX";
 
 #ifdef WEIGHTNORM_LOAD_OPENBLAS
 
@@ -427,38 +426,7 @@ void* open_openblas(const std::string& path, std::string& why) {
   return handle;
 }
 
-// OpenBLAS picks its kernels once, when it is loaded, from the CPU's vendor and model. Its releases before the
-// AMD Zen 4 / Zen 5 entries in that table (Debian 12 ships 0.3.21) take an AMD CPU with AVX-512 for an AVX2 one and
-// run the Haswell kernels: on a Zen 5 core those reach ~90 GFLOP/s in sgemm against ~150 for its SkylakeX
-// (AVX-512) kernels on the conv and Linear shapes of a training step. OPENBLAS_CORETYPE, read by OpenBLAS while it
-// loads, overrides the choice; we set it to SkylakeX for the load only (it is removed again afterwards, so child
-// processes see the user's environment unchanged) when the user has not set it, the CPU is AMD, and the CPU and OS
-// support the AVX-512 subsets those kernels use (F, CD, BW, DQ, VL). Intel CPUs are left to OpenBLAS: its table
-// knows their AVX-512 models and has better-fitting cores for the newer ones.
-struct CoreOverride {
-  bool set = false;
-  CoreOverride() {
-#if defined(__x86_64__) && defined(__GNUC__)
-    const char* user = std::getenv("OPENBLAS_CORETYPE");
-    if (user && *user) return;
-    __builtin_cpu_init();
-    if (!__builtin_cpu_is("amd")) return;
-    if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
-          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-          __builtin_cpu_supports("avx512vl")))
-      return;
-    set = setenv("OPENBLAS_CORETYPE", kOpenBlasAvx512Core, 1) == 0;
-#endif
-  }
-  ~CoreOverride() {
-    if (set) unsetenv("OPENBLAS_CORETYPE");
-  }
-  CoreOverride(const CoreOverride&) = delete;
-  CoreOverride& operator=(const CoreOverride&) = delete;
-};
-
 OpenBlas load_openblas() {
-  const CoreOverride core_override;
   const char* setting = std::getenv("WEIGHTNORM_OPENBLAS");
   const bool chosen = setting && *setting;
   if (chosen && std::string(setting) == "0")
@@ -499,13 +467,8 @@ OpenBlas load_openblas() {
     using GetCoreName = const char* (*)();
     const auto get_core_name = reinterpret_cast<GetCoreName>(dlsym(handle, "openblas_get_corename"));
     blas.core = get_core_name ? get_core_name() : "";
-    std::string core;
-    if (!blas.core.empty()) {
-      core = "; kernels for " + blas.core;
-      if (core_override.set)
-        core += std::string(" (OPENBLAS_CORETYPE=") + kOpenBlasAvx512Core +
-                " set by weightnorm for this AVX-512 AMD CPU; set OPENBLAS_CORETYPE to choose)";
-    }
+    // OpenBLAS picks its kernels once, as it loads, from the CPU (or from OPENBLAS_CORETYPE when that is set).
+    const std::string core = blas.core.empty() ? "" : "; kernels for " + blas.core;
     blas.description = std::string("OpenBLAS (") + (get_config ? get_config() : "version unknown") + build + core +
                        "; loaded at run time from " + where + "; 1 thread per tile)";
     return blas;

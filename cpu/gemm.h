@@ -24,8 +24,8 @@ const char* gemm_backend();
 // tile)" or "blocked (hand-written): OpenBLAS not found (<why, per candidate>)".
 std::string gemm_backend_description();
 // The kernel family OpenBLAS chose when it was loaded (openblas_get_corename: "SkylakeX", "Haswell", ...), whether
-// or not set_gemm_prefer_blas set it aside; "" when OpenBLAS is not loaded. On AMD CPUs with AVX-512 the loader sets
-// OPENBLAS_CORETYPE=SkylakeX for the load unless the user set it (older OpenBLAS releases run AVX2 kernels there).
+// or not set_gemm_prefer_blas set it aside; "" when OpenBLAS is not loaded. OpenBLAS takes it from the CPU, or from
+// the OPENBLAS_CORETYPE environment variable when that is set.
 std::string gemm_blas_core();
 // CPU only. false forces the blocked kernel even where OpenBLAS is loaded (tests run both); true (the default)
 // uses OpenBLAS when it could be loaded.

@@ -1,9 +1,7 @@
-// Which OpenBLAS kernels the addon ends up with. OpenBLAS picks them once, when it loads; its releases before the
-// AMD Zen 4 / Zen 5 entries (Debian 12's 0.3.21) run AVX2 kernels on AMD CPUs with AVX-512, so the addon asks for
-// the AVX-512 ones (OPENBLAS_CORETYPE=SkylakeX) for the load when the user has not chosen, and removes the variable
-// again. Each case is a child process: the choice is made once per process.
+// Which OpenBLAS kernels the addon runs on, as backend().cpu reports them. OpenBLAS picks its kernels once, when it
+// loads: from the CPU, or from OPENBLAS_CORETYPE when the user sets it. Each case is a child process, since the
+// library is loaded once per process.
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -39,32 +37,13 @@ function runChild(env: Record<string, string | undefined>): Promise<ChildReport>
   });
 }
 
-/** AMD CPU whose flags include the AVX-512 subsets OpenBLAS's SkylakeX kernels use (the kernel lists them only when the OS saves the state). */
-function amdWithAvx512(): boolean {
-  let info = '';
-  try {
-    info = readFileSync('/proc/cpuinfo', 'utf8');
-  } catch {
-    return false;
-  }
-  const vendor = /^vendor_id\s*:\s*(\S+)/m.exec(info)?.[1];
-  const flags = new Set((/^flags\s*:(.*)$/m.exec(info)?.[1] ?? '').trim().split(/\s+/));
-  return vendor === 'AuthenticAMD' && ['avx512f', 'avx512cd', 'avx512bw', 'avx512dq', 'avx512vl'].every((f) => flags.has(f));
-}
-
 const openblasHere = wn.backend().cpu.gemm.startsWith('OpenBLAS');
 
 describe.skipIf(!openblasHere)('OpenBLAS kernel choice (OpenBLAS is loaded on this machine)', () => {
-  it('without OPENBLAS_CORETYPE: AVX-512 kernels on an AMD CPU with AVX-512, OpenBLAS\'s own pick elsewhere; the environment is left as it was', async () => {
+  it('without OPENBLAS_CORETYPE: the kernels OpenBLAS picked are named, and the environment is left as it was', async () => {
     const report = await runChild({ OPENBLAS_CORETYPE: undefined, WEIGHTNORM_OPENBLAS: undefined });
     expect(report.envAfter).toBeNull();
-    expect(report.blasCore).toBeTruthy();
-    if (amdWithAvx512()) {
-      expect(report.blasCore).toBe('SkylakeX');
-      expect(report.gemm).toContain('OPENBLAS_CORETYPE=SkylakeX set by weightnorm');
-    } else {
-      expect(report.gemm).not.toContain('set by weightnorm');
-    }
+    expect(report.blasCore).toMatch(/^\w+$/);
     expect(report.gemm).toContain(`kernels for ${report.blasCore!}`);
   }, 60_000);
 
@@ -73,7 +52,7 @@ describe.skipIf(!openblasHere)('OpenBLAS kernel choice (OpenBLAS is loaded on th
     const report = await runChild({ OPENBLAS_CORETYPE: 'Haswell', WEIGHTNORM_OPENBLAS: undefined });
     expect(report.blasCore).toBe('Haswell');
     expect(report.envAfter).toBe('Haswell');
-    expect(report.gemm).not.toContain('set by weightnorm');
+    expect(report.gemm).toContain('kernels for Haswell');
   }, 60_000);
 
   it('WEIGHTNORM_OPENBLAS=0: no OpenBLAS, no kernel name', async () => {

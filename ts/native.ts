@@ -41,8 +41,8 @@ export interface NativeBackend {
     threads: number;
     gemm: string;
     /**
-     * The kernels OpenBLAS chose when it loaded (its openblas_get_corename, e.g. 'SkylakeX', 'Haswell'); absent when
-     * OpenBLAS is not loaded. On an AMD CPU with AVX-512 the addon asks for 'SkylakeX' unless OPENBLAS_CORETYPE is set.
+     * The kernels OpenBLAS chose when it loaded (its openblas_get_corename, e.g. 'Cooperlake', 'Haswell'): from the
+     * CPU, or from OPENBLAS_CORETYPE when that is set. Absent when OpenBLAS is not loaded.
      */
     blasCore?: string;
   };

@@ -4,7 +4,7 @@
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createInterface, type Interface } from 'node:readline';
-import { type Device, native } from 'weightnorm/native';
+import type { Device } from 'weightnorm/native';
 
 export interface PeerInfo {
   torch: string;
@@ -89,16 +89,11 @@ export class TorchPeer {
     const mallocNote = defaultMalloc
       ? 'glibc default (outputs ≥ 32 MB are fresh mmap pages each call)'
       : 'glibc with MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=2^40 (outputs reuse freed memory, like our preallocated ones)';
-    // Where our addon asked OpenBLAS for other kernels than its own pick (AVX-512 ones on an AMD CPU it misreads),
-    // torch's OpenBLAS (its Linear layers and matmuls) gets the same ones: the two sides then differ in their code,
-    // not in the BLAS kernels the machine gave them. A user's own OPENBLAS_CORETYPE reaches both sides unchanged.
-    const ourCore = native.backend().cpu.blasCore;
-    const blasCore = ourCore && !process.env.OPENBLAS_CORETYPE ? { OPENBLAS_CORETYPE: ourCore } : {};
     for (const python of pythons) {
       const child = spawn(python, [script], {
         stdio: ['pipe', 'pipe', 'pipe'],
         // Same thread count as ours from the first import on (torch.set_num_threads is also called in hello).
-        env: { ...process.env, ...malloc, ...blasCore, OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads) },
+        env: { ...process.env, ...malloc, OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads) },
       });
       let stderr = '';
       child.stderr.on('data', (chunk: Buffer) => {

@@ -32,7 +32,12 @@
 #include <omp.h>
 #include <sys/mman.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -41,6 +46,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "weightnorm.h"
@@ -49,62 +55,67 @@ namespace weightnorm::cpu {
 namespace {
 
 // ---------------------------------------------------------------------------------------------------------------
-// Epilogue, applied to a block of accumulators `acc` (row stride acc_stride) that lands at out[i0.., j0..].
+// The epilogue's steps (GemmEpilogueOf's order), as flags: each combination gets its own loop with no tests inside
+// (compiled from epilogue_rows below), so a bias-only epilogue costs one add per element instead of six passes over
+// a temporary. Skipping an absent scale (a multiplication by 1) or coefficient is exact: the same bits as the full
+// formula.
+enum EpilogueStep : unsigned {
+  kScaleRows = 1,
+  kScaleColumns = 2,
+  kAddRowBias = 4,
+  kAddColumnBias = 8,
+  kSubtractMatrix = 16,
+  kAddBetaOut = 32,
+  kEpilogueStepCombinations = 64,
+};
 
-// Longest row piece handled at once; keeps the per-row temporaries on the stack.
-constexpr int64_t kEpilogueChunk = 256;
+unsigned epilogue_steps(const GemmEpilogue& e) {
+  return (e.row_scale ? kScaleRows : 0u) | (e.column_scale ? kScaleColumns : 0u) | (e.row_bias ? kAddRowBias : 0u) |
+         (e.column_bias ? kAddColumnBias : 0u) | (e.subtract_matrix ? kSubtractMatrix : 0u) |
+         (e.beta != 0.0f ? kAddBetaOut : 0u);
+}
 
-void apply_epilogue(float* out, int64_t n, const float* acc, int64_t acc_stride, int64_t i0, int64_t rows,
-                    int64_t j0, int64_t cols, const GemmEpilogue& e) {
-  alignas(64) float v[kEpilogueChunk];
-  // dv = c1 * (dy^T x) - c2 * v, and y = s * (x v^T) + b (see GemmEpilogueOf).
-  const bool weightnorm_gradient = e.row_scale && e.subtract_matrix && !e.column_scale && !e.row_bias &&
-                                   !e.column_bias && e.beta == 0.0f;
-  const bool weightnorm_forward = e.column_scale && !e.row_scale && !e.row_bias && !e.subtract_matrix &&
-                                  e.beta == 0.0f;
+// acc may be out itself (the OpenBLAS path runs the steps in place): each element is read before it is written.
+template <unsigned Steps>
+void epilogue_rows(float* out, int64_t n, const float* acc, int64_t acc_stride, int64_t i0, int64_t rows, int64_t j0,
+                   int64_t cols, const GemmEpilogue& e) {
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t i = i0 + r;
-    const float row_scale = e.row_scale ? e.row_scale[i] : 1.0f;
-    const float row_bias = e.row_bias ? e.row_bias[i] : 0.0f;
+    const float* a = acc + r * acc_stride;
+    float* o = out + i * n + j0;
+    if (e.raw_out && e.raw_out + i * n + j0 != a) std::memcpy(e.raw_out + i * n + j0, a, sizeof(float) * cols);
+    const float row_scale = (Steps & kScaleRows) ? e.row_scale[i] : 1.0f;
+    const float row_bias = (Steps & kAddRowBias) ? e.row_bias[i] : 0.0f;
     const float coefficient = e.subtract_coefficient ? e.subtract_coefficient[i] : 1.0f;
-    for (int64_t c0 = 0; c0 < cols; c0 += kEpilogueChunk) {
-      const int64_t count = std::min(kEpilogueChunk, cols - c0);
-      const int64_t j = j0 + c0;
-      const float* a = acc + r * acc_stride + c0;
-      float* o = out + i * n + j;
-      if (e.raw_out && e.raw_out + i * n + j != a) std::memcpy(e.raw_out + i * n + j, a, sizeof(float) * count);
-      // The weight-normalized Linear's two epilogues in one pass straight into out (the general steps below go
-      // through v and a copy, which cost it more than the product's own write); the same operations in the same
-      // order as the general steps (a multiplication by the absent row scale, 1, is exact), so the same bits.
-      if (weightnorm_gradient) {
-        const float* s = e.subtract_matrix + i * n + j;
-        for (int64_t c = 0; c < count; ++c) o[c] = a[c] * row_scale - coefficient * s[c];
-        continue;
-      }
-      if (weightnorm_forward) {
-        const float* scale = e.column_scale + j;
-        if (e.column_bias)
-          for (int64_t c = 0; c < count; ++c) o[c] = a[c] * scale[c] + e.column_bias[j + c];
-        else
-          for (int64_t c = 0; c < count; ++c) o[c] = a[c] * scale[c];
-        continue;
-      }
-      for (int64_t c = 0; c < count; ++c) v[c] = a[c] * row_scale;
-      if (e.column_scale)
-        for (int64_t c = 0; c < count; ++c) v[c] *= e.column_scale[j + c];
-      if (e.row_bias)
-        for (int64_t c = 0; c < count; ++c) v[c] += row_bias;
-      if (e.column_bias)
-        for (int64_t c = 0; c < count; ++c) v[c] += e.column_bias[j + c];
-      if (e.subtract_matrix) {
-        const float* s = e.subtract_matrix + i * n + j;
-        for (int64_t c = 0; c < count; ++c) v[c] -= coefficient * s[c];
-      }
-      if (e.beta != 0.0f)
-        for (int64_t c = 0; c < count; ++c) v[c] += e.beta * o[c];
-      std::memcpy(o, v, sizeof(float) * count);
+    const float* column_scale = (Steps & kScaleColumns) ? e.column_scale + j0 : nullptr;
+    const float* column_bias = (Steps & kAddColumnBias) ? e.column_bias + j0 : nullptr;
+    const float* subtract = (Steps & kSubtractMatrix) ? e.subtract_matrix + i * n + j0 : nullptr;
+    const float beta = e.beta;
+    for (int64_t c = 0; c < cols; ++c) {
+      float x = a[c];
+      if (Steps & kScaleRows) x *= row_scale;
+      if (Steps & kScaleColumns) x *= column_scale[c];
+      if (Steps & kAddRowBias) x += row_bias;
+      if (Steps & kAddColumnBias) x += column_bias[c];
+      if (Steps & kSubtractMatrix) x -= coefficient * subtract[c];
+      if (Steps & kAddBetaOut) x += beta * o[c];
+      o[c] = x;
     }
   }
+}
+
+using EpilogueRowsFn = void (*)(float* out, int64_t n, const float* acc, int64_t acc_stride, int64_t i0, int64_t rows,
+                                int64_t j0, int64_t cols, const GemmEpilogue& e);
+template <size_t... Steps>
+constexpr std::array<EpilogueRowsFn, sizeof...(Steps)> epilogue_table(std::index_sequence<Steps...>) {
+  return {{&epilogue_rows<unsigned(Steps)>...}};
+}
+constexpr auto kEpilogueRows = epilogue_table(std::make_index_sequence<kEpilogueStepCombinations>());
+
+// Epilogue, applied to a block of accumulators `acc` (row stride acc_stride) that lands at out[i0.., j0..].
+void apply_epilogue(float* out, int64_t n, const float* acc, int64_t acc_stride, int64_t i0, int64_t rows,
+                    int64_t j0, int64_t cols, const GemmEpilogue& e) {
+  kEpilogueRows[epilogue_steps(e)](out, n, acc, acc_stride, i0, rows, j0, cols, e);
 }
 
 // Below this many multiply-adds a single thread is faster than waking the others.
@@ -165,87 +176,200 @@ class Workspace {
 };
 
 // ---------------------------------------------------------------------------------------------------------------
-// Micro-kernels: tile[MR][NR] (+)= sum over p < kc of a[p][0..MR) outer b[p][0..NR), with a and b packed k-major
-// (a: MR floats per p, b: NR floats per p, both 64-byte aligned). W floats per vector register.
+// Micro-kernels: tile[ROWS][VECS*W] (+)= sum over p < kc of a[p][0..ROWS) outer b[p][0..VECS*W), with a and b packed
+// k-major (a: MR floats per p, b: NR = NV*W floats per p, both 64-byte aligned; W floats per vector register); the
+// tile's rows are ldt floats apart (it may be out itself, unaligned). The full MR x NR tile is the fast case; the
+// tiles at the bottom and right edges run a copy of the same loop with fewer rows and vectors instead of multiplying
+// the packing's zero padding (with MR = 12 and NR = 32 a conv's per-image 64 x 196 product would otherwise cost as
+// much as a 72 x 224 one, 29% more; a 32 x 9 weight gradient, 3.6 times its own work). Every copy sums each element
+// in the same order (k ascending from the tile's starting value), so which copy runs never changes a result.
 
 template <int W>
 struct VectorOf {
   typedef float type __attribute__((vector_size(W * sizeof(float)), aligned(W * sizeof(float))));
 };
 
-template <int MR, int NV, int W>
+template <int MR, int NV, int W, int ROWS, int VECS>
 [[gnu::always_inline]] inline void micro_kernel_body(int64_t kc, const float* __restrict a, const float* __restrict b,
-                                                     float* __restrict tile, bool accumulate) {
+                                                     float* __restrict tile, int64_t ldt, bool accumulate) {
   typedef typename VectorOf<W>::type V;
   constexpr int NR = NV * W;
-  V c[MR][NV];
+  V c[ROWS][VECS];
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i)
+  for (int i = 0; i < ROWS; ++i)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) c[i][v] = accumulate ? *reinterpret_cast<const V*>(tile + i * NR + v * W) : V{};
+    for (int v = 0; v < VECS; ++v) {
+      c[i][v] = V{};
+      if (accumulate) std::memcpy(&c[i][v], tile + i * ldt + v * W, sizeof(V));  // unaligned load
+    }
   for (int64_t p = 0; p < kc; ++p) {
-    V bv[NV];
+    V bv[VECS];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) bv[v] = *reinterpret_cast<const V*>(b + p * NR + v * W);
+    for (int v = 0; v < VECS; ++v) bv[v] = *reinterpret_cast<const V*>(b + p * NR + v * W);
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) {
+    for (int i = 0; i < ROWS; ++i) {
       const V ai = a[p * MR + i] - V{};  // broadcast (x - 0 is exactly x, so no add is emitted)
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) c[i][v] += ai * bv[v];
+      for (int v = 0; v < VECS; ++v) c[i][v] += ai * bv[v];
     }
   }
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i)
+  for (int i = 0; i < ROWS; ++i)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) *reinterpret_cast<V*>(tile + i * NR + v * W) = c[i][v];
+    for (int v = 0; v < VECS; ++v) std::memcpy(tile + i * ldt + v * W, &c[i][v], sizeof(V));  // unaligned store
 }
 
-using MicroKernelFn = void (*)(int64_t kc, const float* a, const float* b, float* tile, bool accumulate);
+using MicroKernelFn = void (*)(int64_t kc, const float* a, const float* b, float* tile, int64_t ldt, bool accumulate);
+// Packs rows [r0, r0 + width) of a row-major [rows, k] matrix into a k-major panel (see pack_panel).
+using PackRowsFn = void (*)(float* dst, const float* x, int64_t rows, int64_t k, int64_t r0, int width);
+
+// Every copy of one micro-kernel, [rows - 1][vectors - 1] flattened: K<rows, vectors>::run.
+template <template <int, int> class K, int NV, size_t... I>
+constexpr std::array<MicroKernelFn, sizeof...(I)> micro_kernel_table(std::index_sequence<I...>) {
+  return {{&K<int(I) / NV + 1, int(I) % NV + 1>::run...}};
+}
 
 struct MicroKernel {
   const char* isa;
-  int mr, nr;
-  MicroKernelFn run;
-  // Cache blocking: k slice (an NR panel's slice stays in L1), rows and columns of a task's output block (its
-  // MC x KC slice of a and MC x NC partial sums stay in L2). Chosen by measurement at 4096^3 on 2 cores.
+  int mr, nr, width;          // tile rows, tile columns, floats per vector (nr = vectors per row x width)
+  const MicroKernelFn* copies;  // micro_kernel_table: copy (rows, vectors) at [(rows - 1) * nr / width + vectors - 1]
+  PackRowsFn pack_rows;       // a vectorized pack_panel for row-contiguous operands; nullptr: the portable loop
+  // Cache blocking: the longest k slice (an NR panel's slice stays in L1), rows and columns of a task's output block
+  // (its MC x KC slice of a and MC x NC partial sums stay in L2). Chosen by measurement at 4096^3 on 2 cores.
   int64_t kc, mc, nc;
+  // The copy for a tile of `rows` x `cols` (cols rounded up to whole vectors: the padding columns are zeros).
+  MicroKernelFn copy_for(int64_t rows, int64_t cols) const {
+    return copies[(rows - 1) * (nr / width) + (cols + width - 1) / width - 1];
+  }
 };
 
 // Baseline: 6 x 8 tile in 12 of the 16 SSE registers (4 floats each). Also the portable fallback elsewhere.
-void micro_kernel_baseline(int64_t kc, const float* a, const float* b, float* tile, bool accumulate) {
-  micro_kernel_body<6, 2, 4>(kc, a, b, tile, accumulate);
-}
+template <int ROWS, int VECS>
+struct BaselineCopy {
+  static void run(int64_t kc, const float* a, const float* b, float* tile, int64_t ldt, bool accumulate) {
+    micro_kernel_body<6, 2, 4, ROWS, VECS>(kc, a, b, tile, ldt, accumulate);
+  }
+};
+constexpr auto kBaselineCopies = micro_kernel_table<BaselineCopy, 2>(std::make_index_sequence<6 * 2>());
 constexpr MicroKernel kBaseline{
 #if defined(__x86_64__)
     "sse2",
 #else
     "generic",
 #endif
-    6, 8, micro_kernel_baseline, 256, 288, 512};
+    6, 8, 4, kBaselineCopies.data(), nullptr, 256, 288, 512};
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define WEIGHTNORM_GEMM_MULTIVERSION 1
 // 6 x 16 tile in 12 of the 16 AVX registers (8 floats each).
-__attribute__((target("avx2,fma"))) void micro_kernel_avx2(int64_t kc, const float* a, const float* b, float* tile,
-                                                            bool accumulate) {
-  micro_kernel_body<6, 2, 8>(kc, a, b, tile, accumulate);
-}
+template <int ROWS, int VECS>
+struct Avx2Copy {
+  __attribute__((target("avx2,fma"))) static void run(int64_t kc, const float* a, const float* b, float* tile,
+                                                      int64_t ldt, bool accumulate) {
+    micro_kernel_body<6, 2, 8, ROWS, VECS>(kc, a, b, tile, ldt, accumulate);
+  }
+};
 // 12 x 32 tile in 24 of the 32 AVX-512 registers (16 floats each).
-__attribute__((target("avx512f,avx2,fma"))) void micro_kernel_avx512(int64_t kc, const float* a, const float* b,
-                                                                      float* tile, bool accumulate) {
-  micro_kernel_body<12, 2, 16>(kc, a, b, tile, accumulate);
+template <int ROWS, int VECS>
+struct Avx512Copy {
+  __attribute__((target("avx512f,avx2,fma"))) static void run(int64_t kc, const float* a, const float* b, float* tile,
+                                                              int64_t ldt, bool accumulate) {
+    micro_kernel_body<12, 2, 16, ROWS, VECS>(kc, a, b, tile, ldt, accumulate);
+  }
+};
+constexpr auto kAvx2Copies = micro_kernel_table<Avx2Copy, 2>(std::make_index_sequence<6 * 2>());
+constexpr auto kAvx512Copies = micro_kernel_table<Avx512Copy, 2>(std::make_index_sequence<12 * 2>());
+
+// The 16 x 16 block in r, transposed in registers: four rounds of two-register shuffles (pairs of rows, pairs of
+// pairs, then 128-bit lanes twice), 64 shuffles for 256 floats, against one scattered 4-byte store per float in the
+// portable packer, which made packing an operand read along its rows (a weight gradient's col^T, a Linear's w^T)
+// cost about a fifth of a conv-sized product. GCC's __builtin_shuffle, not the intrinsics: GCC 12 reports the
+// unpack and lane-shuffle intrinsics' placeholder source as possibly uninitialized.
+typedef VectorOf<16>::type Floats16;
+typedef int Indices16 __attribute__((vector_size(64)));
+
+__attribute__((target("avx512f"), always_inline)) inline void transpose_16x16(Floats16 r[16]) {
+  // Per 128-bit lane: unpacklo/unpackhi of floats, of float pairs; then whole lanes (0, 2 | 1, 3 of each input).
+  constexpr Indices16 kLowFloats = {0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28, 13, 29};
+  constexpr Indices16 kHighFloats = {2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31};
+  constexpr Indices16 kLowPairs = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29};
+  constexpr Indices16 kHighPairs = {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31};
+  constexpr Indices16 kEvenLanes = {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27};
+  constexpr Indices16 kOddLanes = {4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31};
+  Floats16 t[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = __builtin_shuffle(r[2 * i], r[2 * i + 1], kLowFloats);
+    t[2 * i + 1] = __builtin_shuffle(r[2 * i], r[2 * i + 1], kHighFloats);
+  }
+  // Each 128-bit lane l of r[4i + j] then holds rows 4i..4i+3 of column 4l + j.
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i] = __builtin_shuffle(t[4 * i], t[4 * i + 2], kLowPairs);
+    r[4 * i + 1] = __builtin_shuffle(t[4 * i], t[4 * i + 2], kHighPairs);
+    r[4 * i + 2] = __builtin_shuffle(t[4 * i + 1], t[4 * i + 3], kLowPairs);
+    r[4 * i + 3] = __builtin_shuffle(t[4 * i + 1], t[4 * i + 3], kHighPairs);
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    t[j] = __builtin_shuffle(r[j], r[4 + j], kEvenLanes);
+    t[4 + j] = __builtin_shuffle(r[j], r[4 + j], kOddLanes);
+    t[8 + j] = __builtin_shuffle(r[8 + j], r[12 + j], kEvenLanes);
+    t[12 + j] = __builtin_shuffle(r[8 + j], r[12 + j], kOddLanes);
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    r[j] = __builtin_shuffle(t[j], t[8 + j], kEvenLanes);
+    r[8 + j] = __builtin_shuffle(t[j], t[8 + j], kOddLanes);
+    r[4 + j] = __builtin_shuffle(t[4 + j], t[12 + j], kEvenLanes);
+    r[12 + j] = __builtin_shuffle(t[4 + j], t[12 + j], kOddLanes);
+  }
 }
-constexpr MicroKernel kAvx2{"avx2", 6, 16, micro_kernel_avx2, 256, 288, 512};
-constexpr MicroKernel kAvx512{"avx512", 12, 32, micro_kernel_avx512, 256, 288, 512};
+
+// pack_panel for a row-major operand on AVX-512: 16 k positions of 16 rows at a time, transposed in registers
+// (rows beyond the matrix are zeros). Masked loads and stores take the last k positions and a panel narrower than
+// 16 rows (the 12-row panels of a), never a variable-length copy.
+__attribute__((target("avx512f"))) void pack_rows_avx512(float* __restrict dst, const float* __restrict x,
+                                                         int64_t rows, int64_t k, int64_t r0, int width) {
+  const int valid = int(std::min<int64_t>(width, rows - r0));
+  for (int64_t q0 = 0; q0 < k; q0 += 16) {
+    const int count = int(std::min<int64_t>(16, k - q0));
+    const __mmask16 load_mask = __mmask16((1u << count) - 1);
+    for (int g = 0; g < width; g += 16) {
+      const __mmask16 store_mask = __mmask16((1u << std::min(16, width - g)) - 1);
+      float* d = dst + q0 * width + g;
+      if (g >= valid) {  // only padding rows: zeros
+        for (int q = 0; q < count; ++q) _mm512_mask_storeu_ps(d + q * width, store_mask, _mm512_setzero_ps());
+        continue;
+      }
+      Floats16 r[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i)
+        r[i] = g + i >= valid ? Floats16{}
+               : count == 16  ? Floats16(_mm512_loadu_ps(x + (r0 + g + i) * k + q0))
+                              : Floats16(_mm512_maskz_loadu_ps(load_mask, x + (r0 + g + i) * k + q0));
+      transpose_16x16(r);
+      if (count == 16) {
+#pragma GCC unroll 16
+        for (int q = 0; q < 16; ++q) _mm512_mask_storeu_ps(d + q * width, store_mask, __m512(r[q]));
+      } else {
+        for (int q = 0; q < count; ++q) _mm512_mask_storeu_ps(d + q * width, store_mask, __m512(r[q]));
+      }
+    }
+  }
+}
+
+constexpr MicroKernel kAvx2{"avx2", 6, 16, 8, kAvx2Copies.data(), nullptr, 256, 288, 512};
+constexpr MicroKernel kAvx512{"avx512", 12, 32, 16, kAvx512Copies.data(), pack_rows_avx512, 256, 288, 512};
 #endif
 
 bool isa_supported(const MicroKernel& kernel) {
 #ifdef WEIGHTNORM_GEMM_MULTIVERSION
   __builtin_cpu_init();
-  if (kernel.run == kAvx512.run) return __builtin_cpu_supports("avx512f");
-  if (kernel.run == kAvx2.run) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (&kernel == &kAvx512) return __builtin_cpu_supports("avx512f");
+  if (&kernel == &kAvx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
-  return kernel.run == kBaseline.run;
+  return &kernel == &kBaseline;
 }
 
 const MicroKernel& best_micro_kernel() {
@@ -266,8 +390,8 @@ const MicroKernel& micro_kernel() { return g_forced_kernel ? *g_forced_kernel : 
 // op(a)[p*MR + r, q], zero beyond m. Panel p of op(b) likewise holds columns [p*NR, p*NR + NR).
 
 // op(x) is [rows, k]: element (r, q) is x[r*k + q], or x[q*rows + r] when transposed.
-void pack_panel(float* __restrict dst, const float* __restrict x, int64_t rows, int64_t k, bool transposed,
-                int64_t r0, int width) {
+void pack_panel(const MicroKernel& kernel, float* __restrict dst, const float* __restrict x, int64_t rows, int64_t k,
+                bool transposed, int64_t r0, int width) {
   const int valid = int(std::min<int64_t>(width, rows - r0));
   if (transposed) {
     for (int64_t q = 0; q < k; ++q) {
@@ -278,6 +402,7 @@ void pack_panel(float* __restrict dst, const float* __restrict x, int64_t rows, 
     }
     return;
   }
+  if (kernel.pack_rows) return kernel.pack_rows(dst, x, rows, k, r0, width);
   // Rows are contiguous in x: read a strip of each row, write it strided into the panel, strip by strip so the
   // panel slice being written stays in L1.
   constexpr int64_t kStrip = 64;
@@ -294,26 +419,38 @@ void pack_panel(float* __restrict dst, const float* __restrict x, int64_t rows, 
   }
 }
 
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+bool has_epilogue(const GemmEpilogue& e) {
+  return e.row_scale || e.column_scale || e.row_bias || e.column_bias || e.subtract_matrix || e.raw_out;
+}
+
 void gemm_blocked(float* out, const float* a, const float* b, int64_t m, int64_t n, int64_t k, bool transpose_a,
                   bool transpose_b, const GemmEpilogue& epilogue) {
   const MicroKernel& kernel = micro_kernel();
   const int64_t mr = kernel.mr, nr = kernel.nr;
-  const int64_t a_panels = (m + mr - 1) / mr, b_panels = (n + nr - 1) / nr;
+  const int64_t a_panels = ceil_div(m, mr), b_panels = ceil_div(n, nr);
   // Blocks shrink for small problems so there are at least a few tasks per thread.
   const int threads = num_threads();
   const bool parallel = threads > 1 && m * n * k >= kParallelMinFlops;
   int64_t mc = std::min(kernel.mc, a_panels * mr), nc = std::min(kernel.nc, b_panels * nr);
   if (parallel) {
-    auto tasks = [&] { return ((m + mc - 1) / mc) * ((n + nc - 1) / nc); };
+    auto tasks = [&] { return ceil_div(m, mc) * ceil_div(n, nc); };
     while (tasks() < 4 * threads && (mc > mr || nc > nr)) {
       if (nc >= mc && nc > nr) nc = std::max(nr, (nc / 2 + nr - 1) / nr * nr);
       else if (mc > mr) mc = std::max(mr, (mc / 2 + mr - 1) / mr * mr);
       else nc = std::max(nr, (nc / 2 + nr - 1) / nr * nr);
     }
   }
-  const int64_t kc_max = std::min(kernel.kc, k);
-  const bool single_slice = k <= kernel.kc;
-  const int64_t row_blocks = (m + mc - 1) / mc, column_blocks = (n + nc - 1) / nc;
+  // k in equal slices of at most kernel.kc (288 = 144 + 144, not 256 + a short 32 that costs a whole pass over
+  // the tiles' sums for little work).
+  const int64_t slices = ceil_div(k, kernel.kc), kc_max = ceil_div(k, slices);
+  const bool single_slice = slices == 1;
+  // Without an epilogue, out itself holds a tile's sums between k slices and the whole tiles are written straight
+  // there; only edge tiles narrower than their vectors go through a buffer. (Storing a float and loading it back is
+  // exact: the same bits as through the buffer.)
+  const bool plain = !has_epilogue(epilogue) && epilogue.beta == 0.0f;
+  const int64_t row_blocks = ceil_div(m, mc), column_blocks = ceil_div(n, nc);
 
   static thread_local Workspace pack_workspace;
   const int64_t a_floats = (a_panels * mr * k + 15) / 16 * 16;  // keeps packed_b 64-byte aligned
@@ -323,10 +460,12 @@ void gemm_blocked(float* out, const float* a, const float* b, int64_t m, int64_t
 #pragma omp parallel num_threads(threads) if (parallel)
   {
 #pragma omp for schedule(static) nowait
-    for (int64_t p = 0; p < a_panels; ++p) pack_panel(packed_a + p * mr * k, a, m, k, transpose_a, p * mr, int(mr));
+    for (int64_t p = 0; p < a_panels; ++p)
+      pack_panel(kernel, packed_a + p * mr * k, a, m, k, transpose_a, p * mr, int(mr));
     // op(b) is [k, n]; as "rows" of the packer it is op(b)^T = [n, k], transposed exactly when b is not.
 #pragma omp for schedule(static)
-    for (int64_t p = 0; p < b_panels; ++p) pack_panel(packed_b + p * nr * k, b, n, k, !transpose_b, p * nr, int(nr));
+    for (int64_t p = 0; p < b_panels; ++p)
+      pack_panel(kernel, packed_b + p * nr * k, b, n, k, !transpose_b, p * nr, int(nr));
 
     // Partial sums of one output block between k slices, tile-major; a single slice needs only one tile.
     static thread_local Workspace partial_workspace;
@@ -336,20 +475,25 @@ void gemm_blocked(float* out, const float* a, const float* b, int64_t m, int64_t
     for (int64_t task = 0; task < row_blocks * column_blocks; ++task) {
       const int64_t i_begin = (task / column_blocks) * mc, j_begin = (task % column_blocks) * nc;
       const int64_t i_end = std::min(m, i_begin + mc), j_end = std::min(n, j_begin + nc);
-      const int64_t block_a_panels = (i_end - i_begin + mr - 1) / mr, block_b_panels = (j_end - j_begin + nr - 1) / nr;
+      const int64_t block_a_panels = ceil_div(i_end - i_begin, mr), block_b_panels = ceil_div(j_end - j_begin, nr);
       for (int64_t q0 = 0; q0 < k; q0 += kc_max) {
         const int64_t kc = std::min(kc_max, k - q0);
         const bool first = q0 == 0, last = q0 + kc == k;
         for (int64_t jp = 0; jp < block_b_panels; ++jp) {
-          const float* b_slice = packed_b + (j_begin / nr + jp) * nr * k + q0 * nr;
+          const int64_t j0 = j_begin + jp * nr, cols = std::min(nr, n - j0);
+          const bool straight = plain && cols % kernel.width == 0;
+          const float* b_slice = packed_b + (j0 / nr) * nr * k + q0 * nr;
           for (int64_t ip = 0; ip < block_a_panels; ++ip) {
-            const float* a_slice = packed_a + (i_begin / mr + ip) * mr * k + q0 * mr;
-            float* tile = single_slice ? partial : partial + (jp * block_a_panels + ip) * mr * nr;
-            kernel.run(kc, a_slice, b_slice, tile, !first);
-            if (last) {
-              const int64_t i0 = i_begin + ip * mr, j0 = j_begin + jp * nr;
-              apply_epilogue(out, n, tile, nr, i0, std::min(mr, m - i0), j0, std::min(nr, n - j0), epilogue);
+            const int64_t i0 = i_begin + ip * mr, rows = std::min(mr, m - i0);
+            const float* a_slice = packed_a + (i0 / mr) * mr * k + q0 * mr;
+            const MicroKernelFn run = kernel.copy_for(rows, cols);
+            if (straight) {
+              run(kc, a_slice, b_slice, out + i0 * n + j0, n, !first);
+              continue;
             }
+            float* tile = single_slice ? partial : partial + (jp * block_a_panels + ip) * mr * nr;
+            run(kc, a_slice, b_slice, tile, nr, !first);
+            if (last) apply_epilogue(out, n, tile, nr, i0, rows, j0, cols, epilogue);
           }
         }
       }
@@ -519,8 +663,6 @@ struct TileGrid {
   int64_t rows, cols;  // tile size (the last row / column of tiles may be smaller)
 };
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // A side of `length` cut into `parts`: the tile side, rounded up to a multiple of 16.
 int64_t tile_side(int64_t length, int64_t parts) { return std::min(length, ceil_div(ceil_div(length, parts), 16) * 16); }
 
@@ -554,10 +696,6 @@ KSplit blas_k_split(int64_t m, int64_t n, int64_t k, const TileGrid& tiles) {
       ++parts;
   const int64_t length = std::min(k, ceil_div(ceil_div(k, parts), 16) * 16);
   return {ceil_div(k, length), length};
-}
-
-bool has_epilogue(const GemmEpilogue& e) {
-  return e.row_scale || e.column_scale || e.row_bias || e.column_bias || e.subtract_matrix || e.raw_out;
 }
 
 void gemm_openblas(CblasSgemm sgemm, float* out, const float* a, const float* b, int64_t m, int64_t n, int64_t k,

@@ -220,8 +220,9 @@ template <int MR, int NV, int W, int ROWS, int VECS>
 }
 
 using MicroKernelFn = void (*)(int64_t kc, const float* a, const float* b, float* tile, int64_t ldt, bool accumulate);
-// Packs rows [r0, r0 + width) of a row-major [rows, k] matrix into a k-major panel (see pack_panel).
-using PackRowsFn = void (*)(float* dst, const float* x, int64_t rows, int64_t k, int64_t r0, int width);
+// Packs rows [r0, r0 + width) of a row-major matrix (row stride ld; rows from r0 + valid on are zeros), k columns,
+// into a k-major panel (see pack_panel).
+using PackRowsFn = void (*)(float* dst, const float* x, int64_t ld, int64_t k, int64_t r0, int valid, int width);
 
 // Every copy of one micro-kernel, [rows - 1][vectors - 1] flattened: K<rows, vectors>::run.
 template <template <int, int> class K, int NV, size_t... I>
@@ -329,9 +330,8 @@ __attribute__((target("avx512f"), always_inline)) inline void transpose_16x16(Fl
 // pack_panel for a row-major operand on AVX-512: 16 k positions of 16 rows at a time, transposed in registers
 // (rows beyond the matrix are zeros). Masked loads and stores take the last k positions and a panel narrower than
 // 16 rows (the 12-row panels of a), never a variable-length copy.
-__attribute__((target("avx512f"))) void pack_rows_avx512(float* __restrict dst, const float* __restrict x,
-                                                         int64_t rows, int64_t k, int64_t r0, int width) {
-  const int valid = int(std::min<int64_t>(width, rows - r0));
+__attribute__((target("avx512f"))) void pack_rows_avx512(float* __restrict dst, const float* __restrict x, int64_t ld,
+                                                         int64_t k, int64_t r0, int valid, int width) {
   for (int64_t q0 = 0; q0 < k; q0 += 16) {
     const int count = int(std::min<int64_t>(16, k - q0));
     const __mmask16 load_mask = __mmask16((1u << count) - 1);
@@ -346,8 +346,8 @@ __attribute__((target("avx512f"))) void pack_rows_avx512(float* __restrict dst, 
 #pragma GCC unroll 16
       for (int i = 0; i < 16; ++i)
         r[i] = g + i >= valid ? Floats16{}
-               : count == 16  ? Floats16(_mm512_loadu_ps(x + (r0 + g + i) * k + q0))
-                              : Floats16(_mm512_maskz_loadu_ps(load_mask, x + (r0 + g + i) * k + q0));
+               : count == 16  ? Floats16(_mm512_loadu_ps(x + (r0 + g + i) * ld + q0))
+                              : Floats16(_mm512_maskz_loadu_ps(load_mask, x + (r0 + g + i) * ld + q0));
       transpose_16x16(r);
       if (count == 16) {
 #pragma GCC unroll 16
@@ -381,7 +381,7 @@ const MicroKernel& best_micro_kernel() {
 }
 
 const MicroKernel* g_forced_kernel = nullptr;  // set_gemm_blocked_isa; nullptr: best_micro_kernel()
-bool g_prefer_blas = true;
+GemmImplementation g_implementation = GemmImplementation::kAutomatic;  // set_gemm_implementation
 
 const MicroKernel& micro_kernel() { return g_forced_kernel ? *g_forced_kernel : best_micro_kernel(); }
 
@@ -389,28 +389,29 @@ const MicroKernel& micro_kernel() { return g_forced_kernel ? *g_forced_kernel : 
 // Packing. Panel p of op(a) holds rows [p*MR, p*MR + MR) as k-major MR-float groups: packed[(p*k + q)*MR + r] =
 // op(a)[p*MR + r, q], zero beyond m. Panel p of op(b) likewise holds columns [p*NR, p*NR + NR).
 
-// op(x) is [rows, k]: element (r, q) is x[r*k + q], or x[q*rows + r] when transposed.
-void pack_panel(const MicroKernel& kernel, float* __restrict dst, const float* __restrict x, int64_t rows, int64_t k,
-                bool transposed, int64_t r0, int width) {
+// op(x) is [rows, kc]: element (r, q) is x[r*ld + q], or x[q*ld + r] when transposed (x points at op(x)[0, 0]: a
+// slice of k may start anywhere).
+void pack_panel(const MicroKernel& kernel, float* __restrict dst, const float* __restrict x, int64_t ld, int64_t rows,
+                int64_t kc, bool transposed, int64_t r0, int width) {
   const int valid = int(std::min<int64_t>(width, rows - r0));
   if (transposed) {
-    for (int64_t q = 0; q < k; ++q) {
-      const float* src = x + q * rows + r0;
+    for (int64_t q = 0; q < kc; ++q) {
+      const float* src = x + q * ld + r0;
       float* d = dst + q * width;
       for (int r = 0; r < valid; ++r) d[r] = src[r];
       for (int r = valid; r < width; ++r) d[r] = 0.0f;
     }
     return;
   }
-  if (kernel.pack_rows) return kernel.pack_rows(dst, x, rows, k, r0, width);
+  if (kernel.pack_rows) return kernel.pack_rows(dst, x, ld, kc, r0, valid, width);
   // Rows are contiguous in x: read a strip of each row, write it strided into the panel, strip by strip so the
   // panel slice being written stays in L1.
   constexpr int64_t kStrip = 64;
-  for (int64_t q0 = 0; q0 < k; q0 += kStrip) {
-    const int64_t q1 = std::min(k, q0 + kStrip);
+  for (int64_t q0 = 0; q0 < kc; q0 += kStrip) {
+    const int64_t q1 = std::min(kc, q0 + kStrip);
     for (int r = 0; r < width; ++r) {
       if (r < valid) {
-        const float* src = x + (r0 + r) * k;
+        const float* src = x + (r0 + r) * ld;
         for (int64_t q = q0; q < q1; ++q) dst[q * width + r] = src[q];
       } else {
         for (int64_t q = q0; q < q1; ++q) dst[q * width + r] = 0.0f;
@@ -425,16 +426,48 @@ bool has_epilogue(const GemmEpilogue& e) {
   return e.row_scale || e.column_scale || e.row_bias || e.column_bias || e.subtract_matrix || e.raw_out;
 }
 
+// A product whose k is long against its output (a Linear's forward x·wᵀ: 100 x 128 outputs over k = 3136 inputs)
+// has its k cut into parts, fixed by the shape alone, of at least kMinKPart: each part's product goes to its own
+// buffer, and the parts are added in part order (0, 1, 2, ...) for every element before the epilogue. Cutting its
+// small output into ever smaller blocks instead (to give every thread work) makes each block stream its rows of a
+// and columns of b from memory again: 2 threads then ran such a product at 1.1 times one thread's speed.
+constexpr int64_t kMinKPart = 512;
+constexpr int64_t kMaxKParts = 8;
+constexpr int64_t kMaxPartialFloats = int64_t{1} << 22;  // the parts' products: at most 16 MiB
+
+int64_t blocked_k_parts(int64_t m, int64_t n, int64_t k) {
+  if (m * n * k < kParallelMinFlops || k < 4 * std::max(m, n)) return 1;
+  return std::max<int64_t>(1, std::min({kMaxKParts, k / kMinKPart, kMaxPartialFloats / (m * n)}));
+}
+
+// An operand as the packer sees it: op(x) = [rows, k], transposed or not (see pack_panel), from column q on.
+struct PackSource {
+  const float* x;
+  int64_t rows, k;
+  bool transposed;
+  int64_t ld() const { return transposed ? rows : k; }
+  const float* from(int64_t q) const { return transposed ? x + q * rows : x + q; }
+  // Panels [first, first + count) of `width` rows, k columns [q0, q0 + kc), panel after panel (kc*width floats each).
+  void pack(const MicroKernel& kernel, float* dst, int64_t first, int64_t count, int width, int64_t q0, int64_t kc) const {
+    for (int64_t p = 0; p < count; ++p)
+      pack_panel(kernel, dst + p * width * kc, from(q0), ld(), rows, kc, transposed, (first + p) * width, width);
+  }
+};
+
 void gemm_blocked(float* out, const float* a, const float* b, int64_t m, int64_t n, int64_t k, bool transpose_a,
                   bool transpose_b, const GemmEpilogue& epilogue) {
   const MicroKernel& kernel = micro_kernel();
   const int64_t mr = kernel.mr, nr = kernel.nr;
   const int64_t a_panels = ceil_div(m, mr), b_panels = ceil_div(n, nr);
-  // Blocks shrink for small problems so there are at least a few tasks per thread.
+  // op(b) is [k, n]; as "rows" of the packer it is op(b)^T = [n, k], transposed exactly when b is not.
+  const PackSource a_source{a, m, k, transpose_a}, b_source{b, n, k, !transpose_b};
+  const int64_t parts = blocked_k_parts(m, n, k), part_length = ceil_div(k, parts);
+  // Blocks shrink for small problems so there are at least a few tasks per thread (with k in parts, the parts are
+  // the tasks: smaller blocks would read a and b again for each).
   const int threads = num_threads();
   const bool parallel = threads > 1 && m * n * k >= kParallelMinFlops;
   int64_t mc = std::min(kernel.mc, a_panels * mr), nc = std::min(kernel.nc, b_panels * nr);
-  if (parallel) {
+  if (parallel && parts == 1) {
     auto tasks = [&] { return ceil_div(m, mc) * ceil_div(n, nc); };
     while (tasks() < 4 * threads && (mc > mr || nc > nr)) {
       if (nc >= mc && nc > nr) nc = std::max(nr, (nc / 2 + nr - 1) / nr * nr);
@@ -442,64 +475,101 @@ void gemm_blocked(float* out, const float* a, const float* b, int64_t m, int64_t
       else nc = std::max(nr, (nc / 2 + nr - 1) / nr * nr);
     }
   }
-  // k in equal slices of at most kernel.kc (288 = 144 + 144, not 256 + a short 32 that costs a whole pass over
-  // the tiles' sums for little work).
-  const int64_t slices = ceil_div(k, kernel.kc), kc_max = ceil_div(k, slices);
+  // Each part's k in equal slices of at most kernel.kc (288 = 144 + 144, not 256 + a short 32 that costs a whole
+  // pass over the tiles' sums for little work).
+  const int64_t slices = ceil_div(part_length, kernel.kc), kc_max = ceil_div(part_length, slices);
   const bool single_slice = slices == 1;
-  // Without an epilogue, out itself holds a tile's sums between k slices and the whole tiles are written straight
-  // there; only edge tiles narrower than their vectors go through a buffer. (Storing a float and loading it back is
-  // exact: the same bits as through the buffer.)
-  const bool plain = !has_epilogue(epilogue) && epilogue.beta == 0.0f;
   const int64_t row_blocks = ceil_div(m, mc), column_blocks = ceil_div(n, nc);
 
+  // Packed operands: without parts, both whole, packed once up front and shared by every task; with parts, each
+  // task packs its blocks' panels over its own part of k (they stay in its core's cache, and no panel is packed
+  // twice: a part's task covers the whole output).
   static thread_local Workspace pack_workspace;
   const int64_t a_floats = (a_panels * mr * k + 15) / 16 * 16;  // keeps packed_b 64-byte aligned
-  float* packed_a = pack_workspace.get(size_t(a_floats + b_panels * nr * k));
-  float* packed_b = packed_a + a_floats;
+  float* packed_a = parts == 1 ? pack_workspace.get(size_t(a_floats + b_panels * nr * k)) : nullptr;
+  float* packed_b = parts == 1 ? packed_a + a_floats : nullptr;
+  // Where the tasks' products go: out with the epilogue, or (k in parts) each part's buffer with none.
+  static thread_local Workspace parts_workspace;
+  float* part_products = parts > 1 ? parts_workspace.get(size_t(parts * m * n)) : nullptr;
+  const GemmEpilogue task_epilogue = parts > 1 ? GemmEpilogue{} : epilogue;
+  // Without an epilogue, the destination itself holds a tile's sums between k slices and the whole tiles are
+  // written straight there; only edge tiles narrower than their vectors go through a buffer. (Storing a float and
+  // loading it back is exact: the same bits as through the buffer.)
+  const bool plain = !has_epilogue(task_epilogue) && task_epilogue.beta == 0.0f;
 
 #pragma omp parallel num_threads(threads) if (parallel)
   {
+    if (parts == 1) {
 #pragma omp for schedule(static) nowait
-    for (int64_t p = 0; p < a_panels; ++p)
-      pack_panel(kernel, packed_a + p * mr * k, a, m, k, transpose_a, p * mr, int(mr));
-    // op(b) is [k, n]; as "rows" of the packer it is op(b)^T = [n, k], transposed exactly when b is not.
+      for (int64_t p = 0; p < a_panels; ++p) a_source.pack(kernel, packed_a + p * mr * k, p, 1, int(mr), 0, k);
 #pragma omp for schedule(static)
-    for (int64_t p = 0; p < b_panels; ++p)
-      pack_panel(kernel, packed_b + p * nr * k, b, n, k, !transpose_b, p * nr, int(nr));
+      for (int64_t p = 0; p < b_panels; ++p) b_source.pack(kernel, packed_b + p * nr * k, p, 1, int(nr), 0, k);
+    }
 
     // Partial sums of one output block between k slices, tile-major; a single slice needs only one tile.
     static thread_local Workspace partial_workspace;
     float* partial = partial_workspace.get(single_slice ? size_t(mr * nr) : size_t(mc * nc));
+    static thread_local Workspace task_pack_workspace;
 
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < row_blocks * column_blocks; ++task) {
-      const int64_t i_begin = (task / column_blocks) * mc, j_begin = (task % column_blocks) * nc;
+    for (int64_t task = 0; task < parts * row_blocks * column_blocks; ++task) {
+      const int64_t part = task / (row_blocks * column_blocks), block = task % (row_blocks * column_blocks);
+      const int64_t i_begin = (block / column_blocks) * mc, j_begin = (block % column_blocks) * nc;
       const int64_t i_end = std::min(m, i_begin + mc), j_end = std::min(n, j_begin + nc);
       const int64_t block_a_panels = ceil_div(i_end - i_begin, mr), block_b_panels = ceil_div(j_end - j_begin, nr);
-      for (int64_t q0 = 0; q0 < k; q0 += kc_max) {
-        const int64_t kc = std::min(kc_max, k - q0);
-        const bool first = q0 == 0, last = q0 + kc == k;
+      const int64_t k_begin = part * part_length, k_end = std::min(k, k_begin + part_length);
+      float* destination = parts > 1 ? part_products + part * m * n : out;
+      // The task's first panels and their length (k positions): in the shared packing, or its own.
+      const float* task_a = packed_a + (i_begin / mr) * mr * k;
+      const float* task_b = packed_b + (j_begin / nr) * nr * k;
+      int64_t panel_length = k, panel_start = 0;
+      if (parts > 1) {
+        panel_length = k_end - k_begin;
+        panel_start = k_begin;
+        const int64_t task_a_floats = (block_a_panels * mr * panel_length + 15) / 16 * 16;
+        float* own = task_pack_workspace.get(size_t(task_a_floats + block_b_panels * nr * panel_length));
+        a_source.pack(kernel, own, i_begin / mr, block_a_panels, int(mr), k_begin, panel_length);
+        b_source.pack(kernel, own + task_a_floats, j_begin / nr, block_b_panels, int(nr), k_begin, panel_length);
+        task_a = own;
+        task_b = own + task_a_floats;
+      }
+      for (int64_t q0 = k_begin; q0 < k_end; q0 += kc_max) {
+        const int64_t kc = std::min(kc_max, k_end - q0);
+        const bool first = q0 == k_begin, last = q0 + kc == k_end;
         for (int64_t jp = 0; jp < block_b_panels; ++jp) {
           const int64_t j0 = j_begin + jp * nr, cols = std::min(nr, n - j0);
           const bool straight = plain && cols % kernel.width == 0;
-          const float* b_slice = packed_b + (j0 / nr) * nr * k + q0 * nr;
+          const float* b_slice = task_b + jp * nr * panel_length + (q0 - panel_start) * nr;
           for (int64_t ip = 0; ip < block_a_panels; ++ip) {
             const int64_t i0 = i_begin + ip * mr, rows = std::min(mr, m - i0);
-            const float* a_slice = packed_a + (i0 / mr) * mr * k + q0 * mr;
+            const float* a_slice = task_a + ip * mr * panel_length + (q0 - panel_start) * mr;
             const MicroKernelFn run = kernel.copy_for(rows, cols);
             if (straight) {
-              run(kc, a_slice, b_slice, out + i0 * n + j0, n, !first);
+              run(kc, a_slice, b_slice, destination + i0 * n + j0, n, !first);
               continue;
             }
             float* tile = single_slice ? partial : partial + (jp * block_a_panels + ip) * mr * nr;
             run(kc, a_slice, b_slice, tile, nr, !first);
-            if (last) apply_epilogue(out, n, tile, nr, i0, rows, j0, cols, epilogue);
+            if (last) apply_epilogue(destination, n, tile, nr, i0, rows, j0, cols, task_epilogue);
           }
         }
       }
     }
+    if (parts > 1) {
+      // The parts' products added in part order, then the epilogue, row by row.
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < m; ++i) {
+        float* sum = part_products + i * n;
+        for (int64_t part = 1; part < parts; ++part) {
+          const float* add = part_products + part * m * n + i * n;
+          for (int64_t j = 0; j < n; ++j) sum[j] += add[j];
+        }
+        apply_epilogue(out, n, sum, n, i, 1, 0, n, epilogue);
+      }
+    }
   }
   pack_workspace.release_oversized();
+  parts_workspace.release_oversized();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -574,7 +644,7 @@ OpenBlas load_openblas() {
   const char* setting = std::getenv("WEIGHTNORM_OPENBLAS");
   const bool chosen = setting && *setting;
   if (chosen && std::string(setting) == "0")
-    return {nullptr, "blocked (hand-written): OpenBLAS disabled by WEIGHTNORM_OPENBLAS=0"};
+    return {nullptr, "blocked (hand-written): OpenBLAS disabled by WEIGHTNORM_OPENBLAS=0", ""};
   const std::vector<std::string> candidates = chosen ? std::vector<std::string>{setting} : openblas_candidates();
   std::string tried;
   for (const std::string& path : candidates) {
@@ -618,14 +688,14 @@ OpenBlas load_openblas() {
     return blas;
   }
   if (chosen) return {nullptr, "blocked (hand-written): WEIGHTNORM_OPENBLAS=" + std::string(setting) +
-                                   " could not be used: " + tried};
-  return {nullptr, "blocked (hand-written): OpenBLAS not found (" + tried + ")"};
+                                   " could not be used: " + tried, ""};
+  return {nullptr, "blocked (hand-written): OpenBLAS not found (" + tried + ")", ""};
 }
 
 #else
 
 OpenBlas load_openblas() {
-  return {nullptr, "blocked (hand-written): built with WEIGHTNORM_USE_BLAS=OFF (OpenBLAS is never loaded)"};
+  return {nullptr, "blocked (hand-written): built with WEIGHTNORM_USE_BLAS=OFF (OpenBLAS is never loaded)", ""};
 }
 
 #endif
@@ -769,6 +839,29 @@ void gemm_openblas(CblasSgemm sgemm, float* out, const float* a, const float* b,
   }
 }
 
+// OpenBLAS's kernel families with AVX-512 (openblas_get_corename's names for x86-64; compared ignoring case).
+bool blas_core_has_avx512(const std::string& core) {
+  std::string name;
+  for (const char c : core) name += char(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  return name == "skylakex" || name == "cooperlake" || name == "sapphirerapids";
+}
+
+// The automatic choice (see gemm.h): the blocked kernel where its AVX-512 micro-kernel runs and OpenBLAS's kernels
+// do not use AVX-512. It depends on the CPU and OpenBLAS's kernels alone, never on the shape, the thread count or a
+// timing, so a process computes every product of a given shape the same way, run after run.
+bool blocked_beats_openblas() {
+#ifdef WEIGHTNORM_GEMM_MULTIVERSION
+  return &best_micro_kernel() == &kAvx512 && !blas_core_has_avx512(openblas().core);
+#else
+  return false;
+#endif
+}
+
+bool uses_openblas() {
+  if (!openblas().sgemm || g_implementation == GemmImplementation::kBlocked) return false;
+  return g_implementation == GemmImplementation::kOpenBlas || !blocked_beats_openblas();
+}
+
 }  // namespace
 
 void gemm(float* out, const float* a, const float* b, const GemmShape& shape, const GemmEpilogue& epilogue) {
@@ -776,25 +869,30 @@ void gemm(float* out, const float* a, const float* b, const GemmShape& shape, co
   const bool transpose_a = shape.transpose_a, transpose_b = shape.transpose_b;
   if (gemm_writes_nothing(shape)) return;
   if (k == 0) return epilogue_of_zero(out, m, n, epilogue);
-  if (g_prefer_blas && fits_blas_int(m) && fits_blas_int(n) && fits_blas_int(k) && fits_blas_int(m * k) &&
-      fits_blas_int(k * n) && fits_blas_int(m * n)) {
-    if (const CblasSgemm sgemm = openblas().sgemm)
-      return gemm_openblas(sgemm, out, a, b, m, n, k, transpose_a, transpose_b, epilogue);
-  }
+  if (uses_openblas() && fits_blas_int(m) && fits_blas_int(n) && fits_blas_int(k) && fits_blas_int(m * k) &&
+      fits_blas_int(k * n) && fits_blas_int(m * n))
+    return gemm_openblas(openblas().sgemm, out, a, b, m, n, k, transpose_a, transpose_b, epilogue);
   gemm_blocked(out, a, b, m, n, k, transpose_a, transpose_b, epilogue);
 }
 
-const char* gemm_backend() { return g_prefer_blas && openblas().sgemm ? "openblas" : "blocked"; }
+const char* gemm_backend() { return uses_openblas() ? "openblas" : "blocked"; }
 
 std::string gemm_backend_description() {
-  if (!g_prefer_blas && openblas().sgemm)
-    return "blocked (hand-written): OpenBLAS loaded but set aside by set_gemm_prefer_blas(false)";
-  return openblas().description;
+  if (!openblas().sgemm || uses_openblas()) return openblas().description;
+  if (g_implementation == GemmImplementation::kBlocked)
+    return "blocked (hand-written): OpenBLAS loaded but set aside by set_gemm_implementation(kBlocked)";
+  return std::string("blocked (hand-written, ") + micro_kernel().isa + " micro-kernel): chosen over OpenBLAS, whose " +
+         openblas().core + " kernels do not use AVX-512; " +
+         openblas().description;
 }
 
 std::string gemm_blas_core() { return openblas().core; }
 
-void set_gemm_prefer_blas(bool prefer) { g_prefer_blas = prefer; }
+void set_gemm_implementation(GemmImplementation implementation) { g_implementation = implementation; }
+
+void set_gemm_prefer_blas(bool prefer) {
+  set_gemm_implementation(prefer ? GemmImplementation::kOpenBlas : GemmImplementation::kBlocked);
+}
 
 const char* gemm_blocked_isa() { return micro_kernel().isa; }
 

@@ -10,25 +10,35 @@ namespace weightnorm::cpu {
 
 #include "weightnorm/ops/gemm.inc"
 
-// Both implementations give bitwise identical results for any thread count (each output element is computed by
-// one thread in an order fixed by the shape alone), and run to run.
+// Both implementations give bitwise identical results for any thread count (each output element is summed in an
+// order fixed by the shape alone), and run to run.
 //
-// Which implementation gemm() uses now: "openblas" (OpenBLAS's cblas_sgemm, loaded at run time, on fixed output
-// tiles, plus the epilogue) or "blocked" (the hand-written packed, cache-blocked kernel). The first call loads
-// OpenBLAS if it can: WEIGHTNORM_OPENBLAS=<path> loads that file only, WEIGHTNORM_OPENBLAS=0 never loads it;
-// otherwise /usr/lib/<multiarch>/openblas-openmp/libopenblas.so.0, then libopenblas.so.0 from the library search
-// path, then /usr/lib/<multiarch>/openblas-pthread/libopenblas.so.0. Builds with WEIGHTNORM_USE_BLAS=OFF never
-// load it. When none loads, the blocked kernel is used.
+// The two implementations: "openblas" (OpenBLAS's cblas_sgemm, loaded at run time, on fixed output tiles, plus the
+// epilogue) and "blocked" (the hand-written packed, cache-blocked kernel). The first call loads OpenBLAS if it can:
+// WEIGHTNORM_OPENBLAS=<path> loads that file only, WEIGHTNORM_OPENBLAS=0 never loads it; otherwise
+// /usr/lib/<multiarch>/openblas-openmp/libopenblas.so.0, then libopenblas.so.0 from the library search path, then
+// /usr/lib/<multiarch>/openblas-pthread/libopenblas.so.0. Builds with WEIGHTNORM_USE_BLAS=OFF never load it.
+// Which one gemm() uses (the automatic choice): the blocked kernel when OpenBLAS is not loaded, and also when the
+// blocked kernel's AVX-512 micro-kernel runs on this CPU while OpenBLAS's kernels (gemm_blas_core) are not one of
+// its AVX-512 families (SkylakeX, Cooperlake, SapphireRapids): on a Zen 5 core the blocked kernel then runs a
+// training step's conv and Linear products 1.1 to 2 times as fast as OpenBLAS's AVX2 (Haswell) kernels and about
+// as fast as its SkylakeX ones (bench/NOTES.md); OpenBLAS otherwise. The choice depends on the CPU and OpenBLAS's
+// kernels only (never on the shape, the thread count or a timing).
+enum class GemmImplementation { kAutomatic, kBlocked, kOpenBlas };
+// What gemm() uses now: "openblas" or "blocked".
 const char* gemm_backend();
 // What backend() reports: e.g. "OpenBLAS (OpenBLAS 0.3.21 ... ; loaded at run time from <path>; 1 thread per
-// tile)" or "blocked (hand-written): OpenBLAS not found (<why, per candidate>)".
+// tile)", "blocked (hand-written, avx512 micro-kernel): chosen over OpenBLAS, whose Haswell kernels ... ; OpenBLAS
+// (...)" or "blocked (hand-written): OpenBLAS not found (<why, per candidate>)".
 std::string gemm_backend_description();
 // The kernel family OpenBLAS chose when it was loaded (openblas_get_corename: "SkylakeX", "Haswell", ...), whether
-// or not set_gemm_prefer_blas set it aside; "" when OpenBLAS is not loaded. OpenBLAS takes it from the CPU, or from
-// the OPENBLAS_CORETYPE environment variable when that is set.
+// or not gemm() uses it; "" when OpenBLAS is not loaded. OpenBLAS takes it from the CPU, or from the
+// OPENBLAS_CORETYPE environment variable when that is set.
 std::string gemm_blas_core();
-// CPU only. false forces the blocked kernel even where OpenBLAS is loaded (tests run both); true (the default)
-// uses OpenBLAS when it could be loaded.
+// CPU only, for tests and benchmarks: kAutomatic (the default) as above; kBlocked always the blocked kernel;
+// kOpenBlas OpenBLAS whenever it is loaded.
+void set_gemm_implementation(GemmImplementation implementation);
+// The same: false = kBlocked, true = kOpenBlas.
 void set_gemm_prefer_blas(bool prefer);
 // CPU only. The instruction set the blocked kernel's micro-kernel was compiled for and picked at run time from
 // what this CPU supports: "avx512", "avx2" (with FMA) or "sse2" (x86-64 baseline; "generic" elsewhere).

@@ -360,8 +360,14 @@ const std::vector<GemmShape> kGemmShapes = {
 };
 // CPU only: large enough to be cut into many tiles / blocks (which is where the thread count could show): tall
 // and skinny both ways, k much larger than the output, ragged edges beyond the largest OpenBLAS tile.
+// Then the blocked kernel's edge micro-kernels (1 to 11 rows below its 12-row tile, one of its two 16-float
+// vectors, part of a vector), its k cut into parts (k long against the output, with ragged edges), and a CNN
+// training step's products (conv 32->64 3x3 on 14x14: forward, dx, dw; conv 1->32 on 28x28: forward, dw; Linear
+// 3136->128 forward, the products the automatic choice runs on the blocked kernel here).
 const std::vector<GemmShape> kCpuTiledShapes = {
     {1000, 24, 300}, {24, 1000, 300}, {64, 96, 5000}, {300, 257, 129}, {1100, 700, 40},
+    {50, 40, 30},    {18, 200, 100},  {11, 17, 600},  {35, 50, 1200},  {64, 196, 288},
+    {288, 196, 64},  {32, 9, 784},    {32, 784, 9},   {100, 128, 3136},
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -844,6 +850,7 @@ void bench(const std::vector<int64_t>& sizes) {
       std::printf("  %5ld^3  cpu %-16s %8.1f GFLOP/s  (%.3f s)\n", long(s), label.c_str(), flops / t / 1e9, t);
       std::fflush(stdout);
     };
+    cpu::set_gemm_prefer_blas(true);
     if (std::string(cpu::gemm_backend()) == "openblas") run_cpu("openblas");
     cpu::set_gemm_prefer_blas(false);
     for (const char* isa : {"avx512", "avx2", "sse2"}) {
@@ -853,7 +860,7 @@ void bench(const std::vector<int64_t>& sizes) {
       run_cpu(std::string("blocked/") + isa);
     }
     cpu::set_gemm_blocked_isa(nullptr);
-    cpu::set_gemm_prefer_blas(true);
+    cpu::set_gemm_implementation(cpu::GemmImplementation::kAutomatic);
 #ifdef WEIGHTNORM_WITH_CUDA
     if (cu::device_status().usable) {
       for (const bool ta : {false, true}) {
@@ -938,16 +945,33 @@ void check_openblas_loading() {
   expect(automatic.find("|right") != std::string::npos &&
              starts_with(automatic, std::string(cpu::gemm_backend()) + "|" + cpu::gemm_backend_description()),
          "WEIGHTNORM_OPENBLAS unset: the same choice as this process: " + automatic);
+  // The automatic choice (cpu/gemm.h): the blocked kernel over OpenBLAS exactly where its AVX-512 micro-kernel runs
+  // and OpenBLAS's kernels lack AVX-512, saying so.
+  const std::string core = cpu::gemm_blas_core();
+  if (!core.empty()) {
+    const bool avx512_core = core == "SkylakeX" || core == "Cooperlake" || core == "SapphireRapids";
+    const bool blocked_wins = std::string(cpu::gemm_blocked_isa()) == "avx512" && !avx512_core;
+    expect(std::string(cpu::gemm_backend()) == (blocked_wins ? "blocked" : "openblas"),
+           format("automatic choice with OpenBLAS's %s kernels and the %s micro-kernel: %s (%s)", core.c_str(),
+                  cpu::gemm_blocked_isa(), cpu::gemm_backend(), cpu::gemm_backend_description().c_str()));
+    if (blocked_wins)
+      expect(starts_with(cpu::gemm_backend_description(), "blocked (hand-written, avx512 micro-kernel): chosen over "
+                                                          "OpenBLAS, whose " + core + " kernels do not use AVX-512"),
+             "the blocked kernel's description says why: " + cpu::gemm_backend_description());
+  }
+  cpu::set_gemm_implementation(cpu::GemmImplementation::kOpenBlas);
   if (std::string(cpu::gemm_backend()) == "openblas") {
-    // The file this process loaded, named explicitly.
+    // The file this process loaded, named explicitly: the same library and the same choice.
     const std::string description = cpu::gemm_backend_description();
     const size_t from = description.find("loaded at run time from ") + 24;
     const std::string path = description.substr(from, description.find_first_of(" ;", from) - from);
     const std::string chosen = describe_gemm_with(path);
-    expect(starts_with(chosen, "openblas|OpenBLAS (") && chosen.find("from " + path) != std::string::npos &&
+    expect(starts_with(chosen, automatic.substr(0, automatic.find('|') + 1)) &&
+               chosen.find("OpenBLAS (") != std::string::npos && chosen.find("from " + path) != std::string::npos &&
                chosen.find("|right") != std::string::npos,
            "WEIGHTNORM_OPENBLAS=" + path + ": " + chosen);
   }
+  cpu::set_gemm_implementation(cpu::GemmImplementation::kAutomatic);
 }
 
 // GEMM on OpenBLAS (when it can be loaded) and on the blocked kernel with each micro-kernel this CPU can run; conv
@@ -959,6 +983,7 @@ void check_cpu() {
   check_openblas_loading();
   std::vector<GemmShape> cpu_shapes = kGemmShapes;
   cpu_shapes.insert(cpu_shapes.end(), kCpuTiledShapes.begin(), kCpuTiledShapes.end());
+  cpu::set_gemm_implementation(cpu::GemmImplementation::kOpenBlas);
   if (std::string(cpu::gemm_backend()) == "openblas") {
     check_gemm_backend({"cpu/openblas", cpu_gemm(), true, kFloat32Tolerance, false}, cpu_shapes);
   } else {
@@ -974,7 +999,7 @@ void check_cpu() {
     check_gemm_backend({std::string("cpu/blocked/") + isa, cpu_gemm(), true, kFloat32Tolerance, false}, cpu_shapes);
   }
   cpu::set_gemm_blocked_isa(nullptr);
-  cpu::set_gemm_prefer_blas(true);
+  cpu::set_gemm_implementation(cpu::GemmImplementation::kAutomatic);
 
   // bfloat16 on the default float32 path, plus k = 0 and k = 3.
   std::vector<GemmShape> bfloat16_shapes = kGemmShapes;
@@ -991,7 +1016,7 @@ void check_cpu() {
     check_conv_backend(std::string("cpu/") + cpu::gemm_backend(), cpu_conv);
     check_conv_thread_independence(cpu::gemm_backend());
   }
-  cpu::set_gemm_prefer_blas(true);
+  cpu::set_gemm_implementation(cpu::GemmImplementation::kAutomatic);
   check_conv_null_outputs();
   check_conv_finite_differences();
   check_pool_backend("cpu", [](std::vector<float>& y, std::vector<float>& dx, const PoolCase& c,

@@ -485,6 +485,9 @@ const kWgmmaShapes: Array<[number, number, number]> = [
 export const nativeGemmFloat32Shapes: Array<[number, number, number]> = [
   ...kGemmShapes, [1000, 24, 300], [24, 1000, 300], [64, 96, 5000], [300, 257, 129], [1100, 700, 40],
   ...kCudaShapes, ...kWgmmaShapes, [200, 136, 74], [1024, 512, 64],
+  // The CPU blocked kernel's edge tiles and k parts, and a CNN training step's products (test/native/gemm_conv_cases.cc).
+  [50, 40, 30], [18, 200, 100], [11, 17, 600], [35, 50, 1200], [64, 196, 288], [288, 196, 64], [32, 9, 784], [32, 784, 9],
+  [100, 128, 3136],
 ];
 export const nativeGemmBfloat16Shapes: Array<[number, number, number]> = [...kGemmShapes, ...kCudaShapes, ...kWgmmaShapes, [200, 136, 76]];
 

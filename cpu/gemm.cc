@@ -8,22 +8,29 @@
 //            in cache. beta goes to sgemm itself unless a scale must multiply the product alone; then the tile's
 //            product goes to a per-thread buffer first. A small output with a long k (too few tiles to share)
 //            also cuts k into parts fixed by the shape (blas_k_split), summed in part order.
-//  blocked   the hand-written kernel (always built; used when OpenBLAS is absent or disabled, and forced with
-//            set_gemm_prefer_blas(false)):
+//  blocked   the hand-written kernel (always built; chosen automatically where it beats OpenBLAS's kernels, see
+//            gemm.h, and when OpenBLAS is absent or disabled; forced with set_gemm_implementation):
 //            1. pack op(a) into panels of MR rows and op(b) into panels of NR columns, each panel k-major, so
-//               the micro-kernel reads both operands contiguously whatever the transposes (zero-padded edges);
+//               the micro-kernel reads both operands contiguously whatever the transposes (zero-padded edges; a
+//               row-major operand is transposed in registers on AVX-512, pack_rows_avx512);
 //            2. cut the output into blocks of MC x NC; each block is one task and one thread computes all of it:
 //               for each KC slice of k, for each NR panel (stays in L1), for each MR panel of the block (the
-//               MC x KC slice of a stays in L2): micro-kernel on an MR x NR tile;
+//               MC x KC slice of a stays in L2): micro-kernel on an MR x NR tile, or on the smaller tile left at
+//               the bottom and right edges by a copy of the micro-kernel sized for it;
 //            3. partial sums of a block live in a per-thread buffer between k slices; after the last slice the
-//               epilogue is applied to the tile (still in L1) as it is written to out.
+//               epilogue is applied to the tile (still in L1) as it is written to out. Without an epilogue, out
+//               itself holds the sums and whole tiles are stored there directly.
+//            A small output over a long k (blocked_k_parts) instead cuts k into parts fixed by the shape: each
+//            part is one task that packs its own slices of a and b, and the parts' products are added in part
+//            order before the epilogue.
 //            The micro-kernel keeps the MR x NR tile in vector registers and is plain C++ on GCC vector types:
 //            the compiler emits SSE2, AVX2+FMA or AVX-512 from the same source, one copy per instruction set
 //            (function target attributes), and the one this CPU supports is picked at run time, so the binary
 //            still runs on any x86-64 machine (no -march=native).
-//            Deterministic: every output element is summed by one thread in a fixed order (k slices in order,
-//            k ascending within a slice) that depends on neither the thread count nor the schedule; the block
-//            sizes (which do shrink with more threads) only decide which thread sums an element, not how.
+//            Deterministic: every output element is summed by one thread per k part in a fixed order (k slices
+//            in order, k ascending within a slice, parts in order) that depends on neither the thread count nor
+//            the schedule; the block sizes (which do shrink with more threads) only decide which thread sums an
+//            element, not how.
 // bfloat16 gemm(): operands (and out when beta != 0, and subtract_matrix) widened exactly to float32 temporaries,
 // the float32 gemm() above with the same epilogue, then out (and raw_out) rounded once to bfloat16, as on CUDA.
 #include "gemm.h"

@@ -1,6 +1,7 @@
 // Every CPU op gives bitwise identical results for any thread count (1, 2, and 3: more threads than a 2-core
-// machine has) and run to run, on each CPU GEMM path: OpenBLAS loaded at run time where this machine has it (the
-// default) and the hand-written blocked kernel (WEIGHTNORM_OPENBLAS=0). The workload (test/determinism-workload.ts)
+// machine has) and run to run, on each CPU GEMM path: the default choice, the hand-written blocked kernel
+// (WEIGHTNORM_OPENBLAS=0) and OpenBLAS loaded at run time where this machine has it (with OPENBLAS_CORETYPE unset it
+// gets AVX-512 kernels wherever the blocked kernel's AVX-512 micro-kernel runs, so the default choice is OpenBLAS). The workload (test/determinism-workload.ts)
 // covers matmul in every transpose and shape class, Linear (plain and weight-normalized) and conv2d forward and
 // backward, weight norm, batch norm, pooling, the loss, an optimizer step, and four training steps of a small CNN.
 // Results are compared as float32 bytes: any difference at all fails.
@@ -61,7 +62,7 @@ for (const count of JSON.parse(threads)) {
     createHash('sha256').update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength)).digest('hex'),
   ]);
 }
-process.stdout.write(JSON.stringify({ gemm: wn.backend().cpu.gemm, runs }));
+process.stdout.write(JSON.stringify({ gemm: wn.backend().cpu.gemm, blasCore: wn.backend().cpu.blasCore ?? null, runs }));
 `;
 
 let work = '';
@@ -84,13 +85,17 @@ afterAll(() => {
 
 interface ChildRuns {
   gemm: string;
+  blasCore: string | null;
   runs: Record<string, [string, string][]>;
 }
 
-function runChild(openblas: string | undefined): Promise<ChildRuns> {
+/** The workload in a child process with these environment variables set (undefined: removed). */
+function runChild(changes: Record<string, string | undefined>): Promise<ChildRuns> {
   const env: NodeJS.ProcessEnv = { ...process.env };
-  if (openblas === undefined) delete env.WEIGHTNORM_OPENBLAS;
-  else env.WEIGHTNORM_OPENBLAS = openblas;
+  for (const [name, value] of Object.entries(changes)) {
+    if (value === undefined) delete env[name];
+    else env[name] = value;
+  }
   return new Promise((done, fail) => {
     execFile(
       process.execPath,
@@ -126,17 +131,23 @@ describe('CPU results are bitwise identical for any thread count and run to run'
   }, 240_000);
 
   it.each([
-    ['the default GEMM path (OpenBLAS where installed)', undefined],
-    ['the blocked kernel (WEIGHTNORM_OPENBLAS=0)', '0'],
-  ] as const)('in a child process on %s: 1, 2 and 3 threads', async (_label, openblas) => {
-    const result = await runChild(openblas);
-    if (openblas === '0') expect(result.gemm).toBe('blocked (hand-written): OpenBLAS disabled by WEIGHTNORM_OPENBLAS=0');
-    else expect(result.gemm).toBe(wn.backend().cpu.gemm);
+    ['the default GEMM path', 'default', { WEIGHTNORM_OPENBLAS: undefined }],
+    ['the blocked kernel (WEIGHTNORM_OPENBLAS=0)', 'blocked', { WEIGHTNORM_OPENBLAS: '0' }],
+    ['OpenBLAS with its AVX-512 kernels where the CPU has them (OPENBLAS_CORETYPE unset)', 'openblas',
+      { WEIGHTNORM_OPENBLAS: undefined, OPENBLAS_CORETYPE: undefined }],
+  ] as const)('in a child process on %s: 1, 2 and 3 threads', async (_label, path, env) => {
+    const result = await runChild(env);
+    if (path === 'blocked') expect(result.gemm).toBe('blocked (hand-written): OpenBLAS disabled by WEIGHTNORM_OPENBLAS=0');
+    if (path === 'default') expect(result.gemm).toBe(wn.backend().cpu.gemm);
+    // The automatic choice takes OpenBLAS whenever its kernels have AVX-512 (or the CPU has none): this child runs
+    // the OpenBLAS path wherever OpenBLAS loads, except on an AVX-512 CPU that OpenBLAS does not give AVX-512 kernels.
+    const avx512Core = ['SkylakeX', 'Cooperlake', 'SapphireRapids'].includes(result.blasCore ?? '');
+    if (path === 'openblas' && avx512Core) expect(result.gemm).toMatch(/^OpenBLAS \(/);
     const reference = result.runs['1']!;
     for (const threads of THREAD_COUNTS) {
       expect(firstDigestDifference(result.runs[String(threads)]!, reference), `${threads} threads vs 1 (GEMM: ${result.gemm}; ${reproduce(seed)})`).toBeNull();
     }
-    if (openblas === undefined && inProcess.has(1)) {
+    if (path === 'default' && inProcess.has(1)) {
       // Run to run across processes: the child's bytes are this process's bytes.
       const here = inProcess.get(1)!.map(([name, values]): [string, string] => [name, digest(values)]);
       expect(firstDigestDifference(reference, here), `child vs this process (${reproduce(seed)})`).toBeNull();

@@ -37,7 +37,8 @@ function runChild(env: Record<string, string | undefined>): Promise<ChildReport>
   });
 }
 
-const openblasHere = wn.backend().cpu.gemm.startsWith('OpenBLAS');
+// Loaded whether or not gemm() uses it (the blocked kernel is chosen over OpenBLAS's AVX2 kernels on AVX-512 CPUs).
+const openblasHere = Boolean(wn.backend().cpu.blasCore);
 
 describe.skipIf(!openblasHere)('OpenBLAS kernel choice (OpenBLAS is loaded on this machine)', () => {
   it('without OPENBLAS_CORETYPE: the kernels OpenBLAS picked are named, and the environment is left as it was', async () => {

@@ -1,7 +1,8 @@
 // Every CPU op gives bitwise identical results for any thread count (1, 2, and 3: more threads than a 2-core
 // machine has) and run to run, on each CPU GEMM path: the default choice, the hand-written blocked kernel
-// (WEIGHTNORM_OPENBLAS=0) and OpenBLAS loaded at run time where this machine has it (with OPENBLAS_CORETYPE unset it
-// gets AVX-512 kernels wherever the blocked kernel's AVX-512 micro-kernel runs, so the default choice is OpenBLAS). The workload (test/determinism-workload.ts)
+// (WEIGHTNORM_OPENBLAS=0) and OpenBLAS loaded at run time where this machine has it (with OPENBLAS_CORETYPE unset,
+// OpenBLAS picks its kernels from the CPU; wherever those have AVX-512, or the CPU has none, the automatic choice is
+// OpenBLAS). The workload (test/determinism-workload.ts)
 // covers matmul in every transpose and shape class, Linear (plain and weight-normalized) and conv2d forward and
 // backward, weight norm, batch norm, pooling, the loss, an optimizer step, and four training steps of a small CNN.
 // Results are compared as float32 bytes: any difference at all fails.
@@ -133,7 +134,7 @@ describe('CPU results are bitwise identical for any thread count and run to run'
   it.each([
     ['the default GEMM path', 'default', { WEIGHTNORM_OPENBLAS: undefined }],
     ['the blocked kernel (WEIGHTNORM_OPENBLAS=0)', 'blocked', { WEIGHTNORM_OPENBLAS: '0' }],
-    ['OpenBLAS with its AVX-512 kernels where the CPU has them (OPENBLAS_CORETYPE unset)', 'openblas',
+    ['OpenBLAS with the kernels it picks for this CPU (OPENBLAS_CORETYPE unset)', 'openblas',
       { WEIGHTNORM_OPENBLAS: undefined, OPENBLAS_CORETYPE: undefined }],
   ] as const)('in a child process on %s: 1, 2 and 3 threads', async (_label, path, env) => {
     const result = await runChild(env);

@@ -20,10 +20,11 @@ namespace weightnorm::cpu {
 // /usr/lib/<multiarch>/openblas-pthread/libopenblas.so.0. Builds with WEIGHTNORM_USE_BLAS=OFF never load it.
 // Which one gemm() uses (the automatic choice): the blocked kernel when OpenBLAS is not loaded, and also when the
 // blocked kernel's AVX-512 micro-kernel runs on this CPU while OpenBLAS's kernels (gemm_blas_core) are not one of
-// its AVX-512 families (SkylakeX, Cooperlake, SapphireRapids): on a Zen 5 core the blocked kernel then runs a
-// training step's conv and Linear products 1.1 to 2 times as fast as OpenBLAS's AVX2 (Haswell) kernels and about
-// as fast as its SkylakeX ones (bench/NOTES.md); OpenBLAS otherwise. The choice depends on the CPU and OpenBLAS's
-// kernels only (never on the shape, the thread count or a timing).
+// its AVX-512 families (SkylakeX, Cooperlake, SapphireRapids): on a Zen 5 core the blocked kernel runs the conv and
+// Linear products of a CNN or MLP training step 1.3 to 2.1 times as fast as OpenBLAS's AVX2 (Haswell) kernels (the
+// few smallest about as fast), while OpenBLAS's AVX-512 kernels match it on the large products and beat it on the
+// small ones (bench/NOTES.md); OpenBLAS otherwise. The choice depends on the CPU and OpenBLAS's kernels only (never
+// on the shape, the thread count or a timing).
 enum class GemmImplementation { kAutomatic, kBlocked, kOpenBlas };
 // What gemm() uses now: "openblas" or "blocked".
 const char* gemm_backend();

@@ -296,14 +296,21 @@ constexpr auto kAvx512Copies = micro_kernel_table<Avx512Copy, 2>(std::make_index
 typedef VectorOf<16>::type Floats16;
 typedef int Indices16 __attribute__((vector_size(64)));
 
+// Lanes 0, 2 of x then of y into `even`; lanes 1, 3 into `odd`.
+__attribute__((target("avx512f"), always_inline)) inline void split_lanes(Floats16& even, Floats16& odd,
+                                                                          const Floats16& x, const Floats16& y) {
+  constexpr Indices16 kEvenLanes = {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27};
+  constexpr Indices16 kOddLanes = {4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31};
+  even = __builtin_shuffle(x, y, kEvenLanes);
+  odd = __builtin_shuffle(x, y, kOddLanes);
+}
+
 __attribute__((target("avx512f"), always_inline)) inline void transpose_16x16(Floats16 r[16]) {
-  // Per 128-bit lane: unpacklo/unpackhi of floats, of float pairs; then whole lanes (0, 2 | 1, 3 of each input).
+  // Per 128-bit lane: unpacklo/unpackhi of floats, of float pairs; then whole lanes twice (split_lanes).
   constexpr Indices16 kLowFloats = {0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28, 13, 29};
   constexpr Indices16 kHighFloats = {2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31};
   constexpr Indices16 kLowPairs = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29};
   constexpr Indices16 kHighPairs = {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31};
-  constexpr Indices16 kEvenLanes = {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27};
-  constexpr Indices16 kOddLanes = {4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31};
   Floats16 t[16];
 #pragma GCC unroll 8
   for (int i = 0; i < 8; ++i) {
@@ -320,17 +327,15 @@ __attribute__((target("avx512f"), always_inline)) inline void transpose_16x16(Fl
   }
 #pragma GCC unroll 4
   for (int j = 0; j < 4; ++j) {
-    t[j] = __builtin_shuffle(r[j], r[4 + j], kEvenLanes);
-    t[4 + j] = __builtin_shuffle(r[j], r[4 + j], kOddLanes);
-    t[8 + j] = __builtin_shuffle(r[8 + j], r[12 + j], kEvenLanes);
-    t[12 + j] = __builtin_shuffle(r[8 + j], r[12 + j], kOddLanes);
+    split_lanes(t[j], t[4 + j], r[j], r[4 + j]);
+    split_lanes(t[8 + j], t[12 + j], r[8 + j], r[12 + j]);
   }
+  // Then t[j] holds columns j and 8 + j of rows 0-7 (t[8 + j]: of rows 8-15), t[4 + j] columns 4 + j and 12 + j;
+  // the last round gathers each column's four lanes.
 #pragma GCC unroll 4
   for (int j = 0; j < 4; ++j) {
-    r[j] = __builtin_shuffle(t[j], t[8 + j], kEvenLanes);
-    r[8 + j] = __builtin_shuffle(t[j], t[8 + j], kOddLanes);
-    r[4 + j] = __builtin_shuffle(t[4 + j], t[12 + j], kEvenLanes);
-    r[12 + j] = __builtin_shuffle(t[4 + j], t[12 + j], kOddLanes);
+    split_lanes(r[j], r[8 + j], t[j], t[8 + j]);
+    split_lanes(r[4 + j], r[12 + j], t[4 + j], t[12 + j]);
   }
 }
 
@@ -567,6 +572,7 @@ void gemm_blocked(float* out, const float* a, const float* b, int64_t m, int64_t
         }
       }
     }
+    task_pack_workspace.release_oversized();
     if (parts > 1) {
       // The parts' products added in part order, then the epilogue, row by row.
 #pragma omp for schedule(static)

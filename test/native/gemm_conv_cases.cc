@@ -5,7 +5,8 @@
 //    epilogue field alone and all together, beta accumulation; CPU results must be bitwise
 //    identical with 1, 2 and 3 threads (3: more threads than this test machine's cores), CUDA results run to run.
 //    How OpenBLAS is found (WEIGHTNORM_OPENBLAS=path|0, a path that does not load, a library that is not OpenBLAS)
-//    is checked in child processes of this binary (--describe-gemm). The same checks for the bfloat16 overloads (CPU and
+//    is checked in child processes of this binary (--describe-gemm), and the automatic choice between the two paths
+//    (cpu/gemm.h) in this one. The same checks for the bfloat16 overloads (CPU and
 //    CUDA) and for CUDA's TF32 tensor-core path, each with its own error bound (GemmTolerance), plus k = 0, k = 3,
 //    misaligned pointers and split-k shapes. On an sm_90 GPU the same checks for the wgmma kernels (forced), that
 //    the shapes they do not take fall back to mma.sync, and that their self-check passed.

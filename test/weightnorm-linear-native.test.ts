@@ -59,13 +59,13 @@ describe('weightNormLinear (native)', () => {
         const dx = native.gemm(scaledDy, v, { m: batch, n: k, k: n });
         const dv = native.gemm(dy, x, { m: n, n: k, k: batch, transposeA: true, epilogue: { rowScale: c1, subtractCoefficient: c2, subtractMatrix: v } });
         const dbias = native.channelReduce('sum', dy, null, batch, n, 1);
-        const all = native.weightNormLinearBackward(dy, x, v, g, saved, fused.scale, fused.t, eps, [true, true, true, true]);
+        const all = native.weightNormLinearBackward(dy, x, v, g, saved, fused.scale, fused.t, { eps, wantDx: true, wantDv: true, wantDg: true, wantDbias: true });
         expect(bits(all.dx), where).toEqual(bits(dx));
         expect(bits(all.dv), where).toEqual(bits(dv));
         expect(bits(all.dg), where).toEqual(bits(dg));
         expect(bits(all.dbias), where).toEqual(bits(dbias));
         // Only what is asked for comes back, and the rest is unchanged by the choice.
-        const some = native.weightNormLinearBackward(dy, x, v, g, saved, fused.scale, fused.t, eps, [false, true, false, false]);
+        const some = native.weightNormLinearBackward(dy, x, v, g, saved, fused.scale, fused.t, { eps, wantDx: false, wantDv: true, wantDg: false, wantDbias: false });
         expect(Object.keys(some)).toEqual(['dv']);
         expect(bits(some.dv), where).toEqual(bits(dv));
       });
@@ -81,11 +81,21 @@ describe('weightNormLinear (native)', () => {
     expect(() => raw.weightNormLinear!(x, v, randn([c.outFeatures + 1]), saved, null)).toThrow(/\bg\b/);
     expect(() => raw.weightNormLinear!(x, v, g, saved, randn([2]))).toThrow(/bias/);
     expect(() => raw.weightNormLinear!(x, v, g, 'norm', null)).toThrow(TypeError);
-    expect(() => raw.weightNormLinearBackward!(dy, x, v, g, saved, scale, t, 1e-12, [true, true])).toThrow(
-      /weightNormLinearBackward: needs: expected \[dx, dv, dg, dbias\]/,
+    const all = { eps: 1e-12, wantDx: true, wantDv: true, wantDg: true, wantDbias: true };
+    // Each option checked by name: a missing or mistyped one is a TypeError that says which.
+    for (const name of ['eps', 'wantDx', 'wantDv', 'wantDg', 'wantDbias'] as const) {
+      const { [name]: _, ...without } = all;
+      expect(() => raw.weightNormLinearBackward!(dy, x, v, g, saved, scale, t, without)).toThrow(
+        new RegExp(`weightNormLinearBackward: options\\.${name}: expected a (number|boolean), got undefined`),
+      );
+      expect(() => raw.weightNormLinearBackward!(dy, x, v, g, saved, scale, t, { ...all, [name]: 'yes' })).toThrow(TypeError);
+    }
+    // The old positional form (eps, [dx, dv, dg, dbias]) is refused, not misread.
+    expect(() => raw.weightNormLinearBackward!(dy, x, v, g, saved, scale, t, 1e-12, [true, true, true, true])).toThrow(
+      /weightNormLinearBackward: options: expected an options object/,
     );
-    expect(() => raw.weightNormLinearBackward!(dy, x, v, g, saved, scale, t, 1e-12, null)).toThrow(TypeError);
-    expect(() => raw.weightNormLinearBackward!(randn([1]), x, v, g, saved, scale, t, 1e-12, [true, true, true, true])).toThrow(/dy/);
-    expect(() => raw.weightNormLinearBackward!(dy, x, v, g, saved, scale, randn([2]), 1e-12, [true, true, true, true])).toThrow(/\bt\b/);
+    expect(() => raw.weightNormLinearBackward!(dy, x, v, g, saved, scale, t, null)).toThrow(TypeError);
+    expect(() => raw.weightNormLinearBackward!(randn([1]), x, v, g, saved, scale, t, all)).toThrow(/dy/);
+    expect(() => raw.weightNormLinearBackward!(dy, x, v, g, saved, scale, randn([2]), all)).toThrow(/\bt\b/);
   });
 });

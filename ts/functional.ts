@@ -187,8 +187,7 @@ export function weightNormLinear(
       handleOf(norm, where),
       handleOf(s, where),
       handleOf(t, where),
-      eps,
-      needs,
+      { eps, wantDx: needs[0]!, wantDv: needs[1]!, wantDg: needs[2]!, wantDbias: needs[3]! },
     );
     return [wrapIfSet(grads.dx), wrapIfSet(grads.dv), wrapIfSet(grads.dg), wrapIfSet(grads.dbias)];
   });

@@ -122,6 +122,14 @@ Napi::Value Axpby(const Napi::CallbackInfo& info) {
   });
 }
 
+// ownsStorageAlone(x) -> boolean: whether no other live handle (a view, an alias) shares x's storage. The backward
+// engine (ts/autograd.ts) then makes a leaf's gradient its .grad as it is instead of copying it: .grad is changed
+// in place later (accumulation, gradient clipping), and that must not reach any other tensor.
+Napi::Value OwnsStorageAlone(const Napi::CallbackInfo& info) {
+  const TensorWrap& x = TensorWrap::FromAnyType(info[0], "x");
+  return Napi::Boolean::New(info.Env(), x.storage().use_count() == 1);
+}
+
 // full(shape, value, device)
 Napi::Value Full(const Napi::CallbackInfo& info) {
   Args args(info);
@@ -1485,6 +1493,7 @@ void register_nn_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("binary", Napi::Function::New(env, Binary));
   exports.Set("scale", Napi::Function::New(env, Scale));
   exports.Set("axpby", Napi::Function::New(env, Axpby));
+  exports.Set("ownsStorageAlone", Napi::Function::New(env, OwnsStorageAlone));
   exports.Set("full", Napi::Function::New(env, Full));
   exports.Set("reshape", Napi::Function::New(env, Reshape));
   exports.Set("activation", Napi::Function::New(env, Activation));

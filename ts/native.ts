@@ -362,6 +362,8 @@ export interface NativeBinding {
   binary(op: BinaryOp, a: NativeTensor, b: NativeTensor): NativeTensor;
   scale(x: NativeTensor, alpha: number): NativeTensor;
   axpby(y: NativeTensor, alpha: number, x: NativeTensor, beta: number): void;
+  /** Whether no other live handle (view or alias) shares x's storage: changing x in place then changes nothing else. */
+  ownsStorageAlone(x: NativeTensor): boolean;
   full(shape: number[], value: number, device: Device): NativeTensor;
   reshape(x: NativeTensor, shape: number[]): NativeTensor;
   activation(kind: ActivationKind, x: NativeTensor, negativeSlope: number): NativeTensor;

@@ -170,8 +170,9 @@ WN_OPTIM_CLONES void adamax_range(float* __restrict param, float* __restrict m, 
 
 void AdamaxRule::operator()(int64_t begin, int64_t end) const { adamax_range(param, m, u, grad, *this, begin, end); }
 
-// Sum of squares of a run (at most kFoldBlock long): kLanes float lanes, added in a fixed order.
-float block_squares(const float* p, int64_t n) {
+// Sum of squares of a run (at most kFoldBlock long): kLanes float lanes, added in a fixed order. Each lane is its own
+// running sum whatever the vector width, so the SSE2 and AVX2 clones give the same bits.
+WN_OPTIM_CLONES float block_squares(const float* p, int64_t n) {
   float lanes[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)

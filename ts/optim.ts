@@ -1,4 +1,5 @@
-// Optimizers: one fused native kernel per parameter tensor per step. When a parameter is a weight-norm direction v
+// Optimizers: one fused pass per parameter tensor per step, every tensor of a parameter group in one native call
+// (native.optimizerSteps, the same bits as one call per tensor). When a parameter is a weight-norm direction v
 // (v.weightNormState is its layer's WeightNormState, see nn.ts), the same pass also writes the new ‖v‖ there, so the
 // next forward does not read v to normalize it.
 import { noGrad } from './autograd.js';
@@ -8,7 +9,6 @@ import { native, type NativeTensor, type OptimizerNormOutput } from './native.js
 import { type HostTensor, loadSourceShape, type StagedLoad, stageCopy, WeightNormState } from './nn.js';
 import { keep, tidy } from './scope.js';
 import { handleOf, Tensor } from './tensor.js';
-import { DEFAULT_EPS } from './weightnorm-options.js';
 
 function checkParams(where: string, params: unknown): Tensor[] {
   if (!Array.isArray(params) || params.length === 0) throw typeError(`${where}: params`, 'a non-empty array of Tensors', params);

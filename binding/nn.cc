@@ -1176,6 +1176,26 @@ Napi::Value WeightNormLinearBackward(const Napi::CallbackInfo& info) {
 // ----------------------------------------------------------------------------------------------------------------
 // Optimizers (in place).
 
+// The hyperparameters of a step (optimizerStep) or a group (optimizerSteps): lr and weightDecay, then SGD's
+// momentum, dampening and nesterov, or Adam's and Adamax's beta1, beta2 and eps, each a TypeError naming it.
+struct StepHyperparameters {
+  SgdOptions sgd{};
+  AdamOptions adam{};
+};
+
+StepHyperparameters read_hyperparameters(const OptionsReader& options, bool sgd) {
+  StepHyperparameters h;
+  const float lr = options.float32("lr");
+  const float weight_decay = options.float32("weightDecay");
+  // Braced lists are evaluated left to right, so the fields are read (and reported) in the order written.
+  if (sgd)
+    h.sgd = SgdOptions{lr, options.float32("momentum"), options.float32("dampening"), weight_decay,
+                       options.boolean("nesterov")};
+  else
+    h.adam = AdamOptions{lr, options.float32("beta1"), options.float32("beta2"), options.float32("eps"), weight_decay};
+  return h;
+}
+
 // optimizerStep(kind: 'sgd' | 'adam' | 'adamax', options): one in-place update of `param`. options:
 //   every kind   { param, grad, step (>= 1, the parameter's own update count), lr, weightDecay,
 //                  normOutput?: { norm, outer, channels, inner, eps } (also write ‖param‖ per channel into norm) }
@@ -1189,8 +1209,6 @@ Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
   TensorWrap& param = options.tensor("param");
   TensorWrap& grad = options.tensor("grad");
   const int64_t step = options.integer("step", 1);
-  const float lr = options.float32("lr");
-  const float weight_decay = options.float32("weightDecay");
   const bool sgd = kind == "sgd";
   // The optimizer's state: SGD's momentum buffer (optional), or Adam's / Adamax's two moments (both required).
   const char* state1_name = sgd ? "momentumBuffer" : "expAvg";
@@ -1206,20 +1224,10 @@ Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
     layout = norm_output.channel_layout();
     norm_eps = norm_output.float32("eps");
   }
-  float momentum = 0.0f, dampening = 0.0f, beta1 = 0.0f, beta2 = 0.0f, eps = 0.0f;
-  bool nesterov = false;
-  if (sgd) {
-    momentum = options.float32("momentum");
-    dampening = options.float32("dampening");
-    nesterov = options.boolean("nesterov");
-    if (momentum != 0.0f && !state1)
-      throw_type_error(env, options.where("momentumBuffer") + ": expected a tensor when momentum != 0, got " +
-                                describe_value(info[1].As<Napi::Object>().Get("momentumBuffer")));
-  } else {
-    beta1 = options.float32("beta1");
-    beta2 = options.float32("beta2");
-    eps = options.float32("eps");
-  }
+  const StepHyperparameters h = read_hyperparameters(options, sgd);
+  if (sgd && h.sgd.momentum != 0.0f && !state1)
+    throw_type_error(env, options.where("momentumBuffer") + ": expected a tensor when momentum != 0, got " +
+                              describe_value(info[1].As<Napi::Object>().Get("momentumBuffer")));
   const Device device = common_device(
       env, {{&param, "param"}, {&grad, "grad"}, {state1, state1_name}, {state2, state2_name}, {norm, "normOutput.norm"}});
   const int64_t count = param.numel();
@@ -1234,17 +1242,15 @@ Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
     const NormOutput norm_output{data_of(norm), layout, norm_eps};
     const NormOutput* norm_pointer = norm ? &norm_output : nullptr;
     if (sgd) {
-      const SgdOptions sgd_options{lr, momentum, dampening, weight_decay, nesterov};
-      WN_DISPATCH(device, sgd_step, param.data(), data_of(state1), grad.data(), count, sgd_options, step, norm_pointer);
+      WN_DISPATCH(device, sgd_step, param.data(), data_of(state1), grad.data(), count, h.sgd, step, norm_pointer);
       return env.Undefined();
     }
-    const AdamOptions adam_options{lr, beta1, beta2, eps, weight_decay};
     if (kind == "adam")
-      WN_DISPATCH(device, adam_step, param.data(), state1->data(), state2->data(), grad.data(), count, adam_options,
-                  step, norm_pointer);
+      WN_DISPATCH(device, adam_step, param.data(), state1->data(), state2->data(), grad.data(), count, h.adam, step,
+                  norm_pointer);
     else
-      WN_DISPATCH(device, adamax_step, param.data(), state1->data(), state2->data(), grad.data(), count, adam_options,
-                  step, norm_pointer);
+      WN_DISPATCH(device, adamax_step, param.data(), state1->data(), state2->data(), grad.data(), count, h.adam, step,
+                  norm_pointer);
     return env.Undefined();
   });
 }
@@ -1284,19 +1290,7 @@ Napi::Value OptimizerSteps(const Napi::CallbackInfo& info) {
   const Napi::Array states1 = fields[3].second;
   const Napi::Array states2 = sgd ? Napi::Array() : fields[4].second;
 
-  const float lr = options.float32("lr");
-  const float weight_decay = options.float32("weightDecay");
-  float momentum = 0.0f, dampening = 0.0f, beta1 = 0.0f, beta2 = 0.0f, eps = 0.0f;
-  bool nesterov = false;
-  if (sgd) {
-    momentum = options.float32("momentum");
-    dampening = options.float32("dampening");
-    nesterov = options.boolean("nesterov");
-  } else {
-    beta1 = options.float32("beta1");
-    beta2 = options.float32("beta2");
-    eps = options.float32("eps");
-  }
+  const StepHyperparameters h = read_hyperparameters(options, sgd);
 
   std::vector<OptimizerTensors> tensors(count);
   Device device = Device::kCpu;
@@ -1315,7 +1309,7 @@ Napi::Value OptimizerSteps(const Napi::CallbackInfo& info) {
     TensorWrap* state1 = sgd && (state1_value.IsNull() || state1_value.IsUndefined())
                              ? nullptr
                              : &TensorWrap::From(state1_value, name(state1_name).c_str());
-    if (sgd && momentum != 0.0f && !state1)
+    if (sgd && h.sgd.momentum != 0.0f && !state1)
       throw_type_error(env, name(state1_name) + ": expected a tensor when momentum != 0, got " +
                                 describe_value(state1_value));
     TensorWrap* state2 = sgd ? nullptr : &TensorWrap::From(states2.Get(i), name(state2_name).c_str());
@@ -1352,14 +1346,9 @@ Napi::Value OptimizerSteps(const Napi::CallbackInfo& info) {
   }
   return guarded(env, [&]() -> Napi::Value {
     if (count == 0) return env.Undefined();
-    if (sgd) {
-      const SgdOptions sgd_options{lr, momentum, dampening, weight_decay, nesterov};
-      WN_DISPATCH(device, sgd_step_many, tensors.data(), count, sgd_options);
-    } else if (kind == "adam") {
-      WN_DISPATCH(device, adam_step_many, tensors.data(), count, AdamOptions{lr, beta1, beta2, eps, weight_decay});
-    } else {
-      WN_DISPATCH(device, adamax_step_many, tensors.data(), count, AdamOptions{lr, beta1, beta2, eps, weight_decay});
-    }
+    if (sgd) WN_DISPATCH(device, sgd_step_many, tensors.data(), count, h.sgd);
+    else if (kind == "adam") WN_DISPATCH(device, adam_step_many, tensors.data(), count, h.adam);
+    else WN_DISPATCH(device, adamax_step_many, tensors.data(), count, h.adam);
     return env.Undefined();
   });
 }

@@ -224,7 +224,7 @@ export abstract class Optimizer<Group extends ParamGroupBase = ParamGroupBase> {
     this.stepCount += 1;
     // One native call per group (the multi-tensor step): a call per parameter cost more than the update itself
     // for the small ones (biases, weight-norm g).
-    const byGroup = new Map<Group, ParamUpdate[]>();
+    const byGroup = new Map<Group, { updates: ParamUpdate[]; norms: (Tensor | null)[] }>();
     for (const { p, grad, norm } of plans) {
       const wn = WeightNormState.of(p);
       let normOutput: OptimizerNormOutput | null = null;
@@ -233,19 +233,22 @@ export abstract class Optimizer<Group extends ParamGroupBase = ParamGroupBase> {
         normOutput = { norm: handleOf(norm, where), outer, channels, inner, eps: wn.eps };
       }
       const group = this.groupOf(p);
-      let updates = byGroup.get(group);
-      if (!updates) byGroup.set(group, (updates = []));
-      updates.push({ p, grad, normOutput, step: (this.paramSteps.get(p) ?? 0) + 1 });
+      let entry = byGroup.get(group);
+      if (!entry) byGroup.set(group, (entry = { updates: [], norms: [] }));
+      entry.updates.push({ p, grad, normOutput, step: (this.paramSteps.get(p) ?? 0) + 1 });
+      entry.norms.push(norm);
     }
-    for (const [group, updates] of byGroup) this.updateGroup(group, updates);
-    for (const { p, norm } of plans) {
-      this.paramSteps.set(p, (this.paramSteps.get(p) ?? 0) + 1);
-      p.version += 1;
-      const wn = WeightNormState.of(p);
-      if (wn && norm) {
-        norm.version += 1;
-        wn.normUpdated(norm);
-      }
+    for (const [group, { updates, norms }] of byGroup) {
+      this.updateGroup(group, updates);
+      updates.forEach(({ p, step }, i) => {
+        this.paramSteps.set(p, step);
+        p.version += 1;
+        const norm = norms[i];
+        if (norm) {
+          norm.version += 1;
+          WeightNormState.of(p)!.normUpdated(norm);
+        }
+      });
     }
   }
 

@@ -390,19 +390,26 @@ export interface NativeBinding {
     target: NativeTensor,
     options: PointwiseLossFactors & { scale: number },
   ): NativeTensor;
-  /** positionLoss [outer·inner]; reduced [1] (sum, or mean over the weights); weightTotal [1]; saved: the softmax (logits only). */
+  /**
+   * positionLoss [outer·inner] ('none' only); reduced [1] (sum, or mean over the weights; not for 'none');
+   * weightTotal [1] ('mean' only); saved: the softmax (logits only). The others are null.
+   */
   classLoss(
     input: NativeTensor,
     labels: NativeTensor,
     options: ClassLossOptions & { reduction: LossReductionKind },
-  ): { positionLoss: NativeTensor; reduced: NativeTensor; weightTotal: NativeTensor; saved: NativeTensor | null };
-  /** dloss is [1] or one value per position; weightTotal divides it (the mean) when given. Returns [outer, classes, inner]. */
+  ): { positionLoss: NativeTensor | null; reduced: NativeTensor | null; weightTotal: NativeTensor | null; saved: NativeTensor | null };
+  /**
+   * dloss is [1] or one value per position; weightTotal divides it (the mean) when given. Returns `shape` (the
+   * input's; default [outer, classes, inner]).
+   */
   classLossBackward(
     saved: NativeTensor | null,
     labels: NativeTensor,
     dloss: NativeTensor,
     weightTotal: NativeTensor | null,
     options: ClassLossOptions,
+    shape?: number[],
   ): NativeTensor;
   /** out [m, n] = op(a)·op(b) through options.epilogue; unknown fields in options or epilogue are TypeErrors. */
   gemm(a: NativeTensor, b: NativeTensor, options: GemmOptions): NativeTensor;

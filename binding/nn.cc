@@ -1081,9 +1081,10 @@ WeightNormLinearSizes weight_norm_linear_sizes(Napi::Env env, const char* functi
   return sizes;
 }
 
-// weightNormLinear(x [batch, in], v [out, in], g [out], norm [out], bias [out] | null) -> { y, t, scale }:
-//   scale = g / norm, t = x·vᵀ, y = t ⊙ scale + bias in one GEMM (w is never materialized); t and scale are what
-//   the backward needs.
+// weightNormLinear(x [batch, in], v [out, in], g [out], norm [out], bias [out] | null) -> { y, t }:
+//   scale = g / norm, t = x·vᵀ, y = t ⊙ scale + bias in one GEMM (w is never materialized); t is what the backward
+//   needs besides the parameters (it recomputes the [out] scale rather than keep it: a returned tensor costs a JS
+//   object, its wrap and its finalizer, more than g / norm on out floats).
 Napi::Value WeightNormLinear(const Napi::CallbackInfo& info) {
   Args args(info);
   Napi::Env env = args.env();
@@ -1097,23 +1098,23 @@ Napi::Value WeightNormLinear(const Napi::CallbackInfo& info) {
   const int64_t batch = sizes.batch, out_features = sizes.out_features, in_features = sizes.in_features;
   if (bias) expect_count(env, *bias, out_features, "bias");
   return guarded(env, [&]() -> Napi::Value {
-    Output scale = output(env, device, {out_features});
+    const std::shared_ptr<Storage> scale = Storage::allocate(device, static_cast<size_t>(out_features) * sizeof(float));
     Output t = output(env, device, {batch, out_features});  // the GEMM writes every element
     Output y = output(env, device, {batch, out_features});
-    WN_DISPATCH(device, weightnorm_scale, scale.data, g.data(), norm.data(), out_features);
+    WN_DISPATCH(device, weightnorm_scale, scale->data(), g.data(), norm.data(), out_features);
     GemmEpilogue epilogue;
-    epilogue.column_scale = scale.data;
+    epilogue.column_scale = scale->data();
     epilogue.column_bias = data_of(bias);
     epilogue.raw_out = t.data;
     WN_DISPATCH(device, gemm, y.data, x.data(), v.data(), GemmShape{batch, out_features, in_features}.transposing_b(),
                 epilogue);
-    return named_results(env, {{"y", y.object}, {"t", t.object}, {"scale", scale.object}});
+    return named_results(env, {{"y", y.object}, {"t", t.object}});
   });
 }
 
-// weightNormLinearBackward(dy, x, v, g, norm, scale, t, { eps, wantDx, wantDv, wantDg, wantDbias })
-//   -> { dx?, dv?, dg?, dbias? } (only the gradients asked for; scale and t are the forward's), named options like
-//   batchNormInferenceBackward's:
+// weightNormLinearBackward(dy, x, v, g, norm, t, { eps, wantDx, wantDv, wantDg, wantDbias })
+//   -> { dx?, dv?, dg?, dbias? } (only the gradients asked for; t is the forward's, scale = g / norm is recomputed
+//   with the forward's kernel, so it has its bits), named options like batchNormInferenceBackward's:
 //   dot = Σ_batch dy ⊙ t per output, (dg, c1, c2) from dot (Salimans & Kingma 2016, §2.1),
 //   dx = (dy ⊙ scale)·v, dv = c1 ⊙ (dyᵀ·x) − c2 ⊙ v in the weight-gradient GEMM's epilogue, dbias = Σ_batch dy.
 // dot, c1, c2 and dy ⊙ scale are scratch that lives for the call.
@@ -1125,19 +1126,17 @@ Napi::Value WeightNormLinearBackward(const Napi::CallbackInfo& info) {
   TensorWrap& v = args.tensor(2, "v");
   TensorWrap& g = args.tensor(3, "g");
   TensorWrap& norm = args.tensor(4, "norm");
-  TensorWrap& scale = args.tensor(5, "scale");
-  TensorWrap& t = args.tensor(6, "t");
-  const OptionsReader options(env, info[7], "weightNormLinearBackward", "options");
+  TensorWrap& t = args.tensor(5, "t");
+  const OptionsReader options(env, info[6], "weightNormLinearBackward", "options");
   const float eps = options.float32("eps");
   const bool want_dx = options.boolean("wantDx"), want_dv = options.boolean("wantDv"),
              want_dg = options.boolean("wantDg"), want_dbias = options.boolean("wantDbias");
-  const Device device = common_device(env, {{&dy, "dy"}, {&x, "x"}, {&v, "v"}, {&g, "g"}, {&norm, "norm"},
-                                            {&scale, "scale"}, {&t, "t"}});
+  const Device device =
+      common_device(env, {{&dy, "dy"}, {&x, "x"}, {&v, "v"}, {&g, "g"}, {&norm, "norm"}, {&t, "t"}});
   const WeightNormLinearSizes sizes = weight_norm_linear_sizes(env, "weightNormLinearBackward", x, v, g, norm);
   const int64_t batch = sizes.batch, out_features = sizes.out_features, in_features = sizes.in_features;
   expect_count(env, dy, batch * out_features, "dy");
   expect_count(env, t, batch * out_features, "t");
-  expect_count(env, scale, out_features, "scale");
   return guarded(env, [&]() -> Napi::Value {
     const ChannelLayout per_output{batch, out_features, 1};
     GradientOutputs gradients(env, device);
@@ -1145,19 +1144,21 @@ Napi::Value WeightNormLinearBackward(const Napi::CallbackInfo& info) {
     float* dv = gradients.add(want_dv, "dv", {out_features, in_features});
     float* dg = gradients.add(want_dg, "dg", g.shape());
     float* dbias = gradients.add(want_dbias, "dbias", {out_features});
-    // [dot, c1, c2, dg when not asked for (c2 needs it)], then dy ⊙ scale when dx is asked for.
-    const int64_t scratch_floats = 4 * out_features + (dx ? batch * out_features : 0);
+    // [dot, c1, c2, dg when not asked for (c2 needs it)], then scale and dy ⊙ scale when dx is asked for.
+    const int64_t scratch_floats = 4 * out_features + (dx ? out_features + batch * out_features : 0);
     const std::shared_ptr<Storage> scratch =
         Storage::allocate(device, static_cast<size_t>(scratch_floats) * sizeof(float));
     float* dot = scratch->data();
     float* c1 = dot + out_features;
     float* c2 = c1 + out_features;
     if (!dg) dg = c2 + out_features;
-    float* scaled_dy = c2 + 2 * out_features;
+    float* scale = c2 + 2 * out_features;
+    float* scaled_dy = scale + out_features;
     WN_DISPATCH(device, channel_dot, dot, dy.data(), t.data(), per_output);
     WN_DISPATCH(device, weightnorm_backward_coefficients, dg, c1, c2, dot, g.data(), norm.data(), out_features, eps);
     if (dx) {
-      WN_DISPATCH(device, channel_scale, scaled_dy, dy.data(), scale.data(), per_output);
+      WN_DISPATCH(device, weightnorm_scale, scale, g.data(), norm.data(), out_features);
+      WN_DISPATCH(device, channel_scale, scaled_dy, dy.data(), scale, per_output);
       WN_DISPATCH(device, gemm, dx, scaled_dy, v.data(), GemmShape{batch, in_features, out_features}, GemmEpilogue{});
     }
     if (dv) {

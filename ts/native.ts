@@ -437,10 +437,10 @@ export interface NativeBinding {
   meanOnlyBatchNormBackward(dy: NativeTensor, outer: number, channels: number, inner: number): { dx: NativeTensor; dbias: NativeTensor };
   weightNormScale(g: NativeTensor, norm: NativeTensor): NativeTensor;
   weightNormCoefficients(dot: NativeTensor, g: NativeTensor, norm: NativeTensor, eps: number): { dg: NativeTensor; c1: NativeTensor; c2: NativeTensor };
-  /** The weight-normalized Linear (dim 0) forward: y = (x·vᵀ) ⊙ g/norm + bias; t = x·vᵀ and scale = g/norm for the backward. */
-  weightNormLinear(x: NativeTensor, v: NativeTensor, g: NativeTensor, norm: NativeTensor, bias: NativeTensor | null): { y: NativeTensor; t: NativeTensor; scale: NativeTensor };
-  /** Its backward in one call; only the gradients asked for (wantDx, ...) are returned. */
-  weightNormLinearBackward(dy: NativeTensor, x: NativeTensor, v: NativeTensor, g: NativeTensor, norm: NativeTensor, scale: NativeTensor, t: NativeTensor, options: WeightNormLinearBackwardOptions): { dx?: NativeTensor; dv?: NativeTensor; dg?: NativeTensor; dbias?: NativeTensor };
+  /** The weight-normalized Linear (dim 0) forward: y = (x·vᵀ) ⊙ g/norm + bias; t = x·vᵀ for the backward. */
+  weightNormLinear(x: NativeTensor, v: NativeTensor, g: NativeTensor, norm: NativeTensor, bias: NativeTensor | null): { y: NativeTensor; t: NativeTensor };
+  /** Its backward in one call (t from the forward); only the gradients asked for (wantDx, ...) are returned. */
+  weightNormLinearBackward(dy: NativeTensor, x: NativeTensor, v: NativeTensor, g: NativeTensor, norm: NativeTensor, t: NativeTensor, options: WeightNormLinearBackwardOptions): { dx?: NativeTensor; dv?: NativeTensor; dg?: NativeTensor; dbias?: NativeTensor };
   // Tensor math with broadcasting (binding/pointwise.cc): operands share one dtype (ts/pointwise.ts promotes).
   pointwiseBinary(op: PointwiseBinaryOp, a: NativeTensor, b: NativeTensor, alpha: number): NativeTensor;
   /** The gradient of operand 0 (a) or 1 (b) at every output element, before sumTo. */

@@ -4,6 +4,7 @@
 // cuda::.
 #include <napi.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -110,7 +111,10 @@ ClassLossOptions parse_class(const OptionsReader& options, Device device) {
 }
 
 // classLoss(input [outer·classes·inner], labels [outer·inner], { outer, classes, inner, ignoreIndex, labelSmoothing,
-// classWeight?, fromLogits, reduction }) -> { positionLoss [outer·inner], reduced [1], weightTotal [1], saved | null }
+// classWeight?, fromLogits, reduction }) -> { positionLoss [outer·inner] ('none') | null, reduced [1] (sum, mean) |
+// null, weightTotal [1] (mean: its backward divides by it) | null, saved (logits: the softmax) | null }.
+// Only what the caller keeps becomes a tensor; the rest is scratch for the call: each returned tensor costs a JS
+// object, its wrap and its finalizer, which on a training step's logits (100×10) cost more than the kernel.
 Napi::Value ClassLossForward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   TensorWrap& input = TensorWrap::From(info[0], "input");
@@ -123,23 +127,32 @@ Napi::Value ClassLossForward(const Napi::CallbackInfo& info) {
   const int64_t positions = parsed.outer * parsed.inner;
   expect_count(env, input, positions * parsed.classes, "classLoss: input");
   expect_count(env, labels, positions, "classLoss: labels");
+  const bool per_position = reduction == LossReduction::kNone, mean = reduction == LossReduction::kMean;
   return guarded(env, [&]() -> Napi::Value {
-    const Output position_loss = output(env, device, {positions});
-    const Output position_weight = output(env, device, {positions});
-    const Output reduced = output(env, device, {1});
-    const Output weight_total = output(env, device, {1});
-    const Output saved = parsed.from_logits ? output(env, device, input.shape()) : Output{Napi::Object(), nullptr};
-    WN_DISPATCH(device, class_loss_forward, position_loss.data, position_weight.data, reduced.data, weight_total.data,
-                saved.data, input.data(), labels.data(), parsed, reduction);
-    // Only its sum (weightTotal) is needed after the forward.
-    TensorWrap::From(position_weight.object, "positionWeight").release_storage();
-    const Napi::Value saved_value = parsed.from_logits ? Napi::Value(saved.object) : env.Null();
-    return named_results(env, {{"positionLoss", position_loss.object}, {"reduced", reduced.object},
-                               {"weightTotal", weight_total.object}, {"saved", saved_value}});
+    // Scratch: [position losses, position weights, reduced, weight total], for those not returned.
+    const std::shared_ptr<Storage> scratch =
+        Storage::allocate(device, static_cast<size_t>(2 * positions + 2) * sizeof(float));
+    float* const scratch_reduced = scratch->data() + 2 * positions;
+    const auto optional_output = [&](bool wanted, std::vector<int64_t> shape) {
+      return wanted ? output(env, device, std::move(shape)) : Output{Napi::Object(), nullptr};
+    };
+    const Output position_loss = optional_output(per_position, {positions});
+    const Output reduced = optional_output(!per_position, {1});
+    const Output weight_total = optional_output(mean, {1});
+    const Output saved = optional_output(parsed.from_logits, input.shape());
+    WN_DISPATCH(device, class_loss_forward, per_position ? position_loss.data : scratch->data(),
+                scratch->data() + positions, per_position ? scratch_reduced : reduced.data,
+                mean ? weight_total.data : scratch_reduced + 1, saved.data, input.data(), labels.data(), parsed,
+                reduction);
+    const auto value = [&](const Output& o) { return o.data ? Napi::Value(o.object) : env.Null(); };
+    return named_results(env, {{"positionLoss", value(position_loss)}, {"reduced", value(reduced)},
+                               {"weightTotal", value(weight_total)}, {"saved", value(saved)}});
   });
 }
 
-// classLossBackward(saved | null, labels, dloss ([1] or [outer·inner]), weightTotal | null, options as classLoss) -> dinput
+// classLossBackward(saved | null, labels, dloss ([1] or [outer·inner]), weightTotal | null, options as classLoss,
+//                   shape?) -> dinput, of `shape` (the input's, outer·classes·inner elements; default
+//                   [outer, classes, inner]), so that the caller need not make a view of it.
 Napi::Value ClassLossBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   TensorWrap* saved = optional_tensor_argument(info[0], "saved");
@@ -158,8 +171,15 @@ Napi::Value ClassLossBackward(const Napi::CallbackInfo& info) {
   if (weight_total) expect_count(env, *weight_total, 1, "classLossBackward: weightTotal");
   if (parsed.from_logits && !saved) throw_type_error(env, "classLossBackward: saved: expected the softmax saved by classLoss");
   if (saved) expect_count(env, *saved, positions * parsed.classes, "classLossBackward: saved");
+  std::vector<int64_t> shape{parsed.outer, parsed.classes, parsed.inner};
+  if (info.Length() > 5 && !info[5].IsUndefined()) {
+    shape = parse_shape(env, info[5], "classLossBackward: shape");
+    if (element_count(shape) != positions * parsed.classes)
+      throw_range_error(env, "classLossBackward: shape: expected " + std::to_string(positions * parsed.classes) +
+                                 " elements (outer·classes·inner), got " + shape_string(shape));
+  }
   return guarded(env, [&]() -> Napi::Value {
-    const Output dinput = output(env, device, {parsed.outer, parsed.classes, parsed.inner});
+    const Output dinput = output(env, device, shape);
     WN_DISPATCH(device, class_loss_backward, dinput.data, saved ? saved->data() : nullptr, labels.data(), dloss.data(),
                 dloss.numel(), weight_total ? weight_total->data() : nullptr, parsed);
     return dinput.object;

@@ -4,11 +4,13 @@
 // into the tensors they are given and return undefined.
 #include <napi.h>
 
+#include <cmath>
 #include <initializer_list>
 #include <memory>
 #include <type_traits>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "../cpu/conv.h"
 #include "../cpu/elementwise.h"
@@ -118,6 +120,14 @@ Napi::Value Axpby(const Napi::CallbackInfo& info) {
     WN_DISPATCH(device, axpby, y.data(), alpha, x.data(), beta, y.numel());
     return args.env().Undefined();
   });
+}
+
+// ownsStorageAlone(x) -> boolean: whether no other live handle (a view, an alias) shares x's storage. The backward
+// engine (ts/autograd.ts) then makes a leaf's gradient its .grad as it is instead of copying it: .grad is changed
+// in place later (accumulation, gradient clipping), and that must not reach any other tensor.
+Napi::Value OwnsStorageAlone(const Napi::CallbackInfo& info) {
+  const TensorWrap& x = TensorWrap::FromAnyType(info[0], "x");
+  return Napi::Boolean::New(info.Env(), x.storage().use_count() == 1);
 }
 
 // full(shape, value, device)
@@ -1071,9 +1081,10 @@ WeightNormLinearSizes weight_norm_linear_sizes(Napi::Env env, const char* functi
   return sizes;
 }
 
-// weightNormLinear(x [batch, in], v [out, in], g [out], norm [out], bias [out] | null) -> { y, t, scale }:
-//   scale = g / norm, t = x·vᵀ, y = t ⊙ scale + bias in one GEMM (w is never materialized); t and scale are what
-//   the backward needs.
+// weightNormLinear(x [batch, in], v [out, in], g [out], norm [out], bias [out] | null) -> { y, t }:
+//   scale = g / norm, t = x·vᵀ, y = t ⊙ scale + bias in one GEMM (w is never materialized); t is what the backward
+//   needs besides the parameters (it recomputes the [out] scale rather than keep it: a returned tensor costs a JS
+//   object, its wrap and its finalizer, more than g / norm on out floats).
 Napi::Value WeightNormLinear(const Napi::CallbackInfo& info) {
   Args args(info);
   Napi::Env env = args.env();
@@ -1087,22 +1098,23 @@ Napi::Value WeightNormLinear(const Napi::CallbackInfo& info) {
   const int64_t batch = sizes.batch, out_features = sizes.out_features, in_features = sizes.in_features;
   if (bias) expect_count(env, *bias, out_features, "bias");
   return guarded(env, [&]() -> Napi::Value {
-    Output scale = output(env, device, {out_features});
+    const std::shared_ptr<Storage> scale = Storage::allocate(device, static_cast<size_t>(out_features) * sizeof(float));
     Output t = output(env, device, {batch, out_features});  // the GEMM writes every element
     Output y = output(env, device, {batch, out_features});
-    WN_DISPATCH(device, weightnorm_scale, scale.data, g.data(), norm.data(), out_features);
+    WN_DISPATCH(device, weightnorm_scale, scale->data(), g.data(), norm.data(), out_features);
     GemmEpilogue epilogue;
-    epilogue.column_scale = scale.data;
+    epilogue.column_scale = scale->data();
     epilogue.column_bias = data_of(bias);
     epilogue.raw_out = t.data;
     WN_DISPATCH(device, gemm, y.data, x.data(), v.data(), GemmShape{batch, out_features, in_features}.transposing_b(),
                 epilogue);
-    return named_results(env, {{"y", y.object}, {"t", t.object}, {"scale", scale.object}});
+    return named_results(env, {{"y", y.object}, {"t", t.object}});
   });
 }
 
-// weightNormLinearBackward(dy, x, v, g, norm, scale, t, eps, needs: [dx, dv, dg, dbias]) -> { dx?, dv?, dg?, dbias? }
-// (only the gradients asked for; the forward's t and scale):
+// weightNormLinearBackward(dy, x, v, g, norm, t, { eps, wantDx, wantDv, wantDg, wantDbias })
+//   -> { dx?, dv?, dg?, dbias? } (only the gradients asked for; t is the forward's, scale = g / norm is recomputed
+//   with the forward's kernel, so it has its bits), named options like batchNormInferenceBackward's:
 //   dot = Σ_batch dy ⊙ t per output, (dg, c1, c2) from dot (Salimans & Kingma 2016, §2.1),
 //   dx = (dy ⊙ scale)·v, dv = c1 ⊙ (dyᵀ·x) − c2 ⊙ v in the weight-gradient GEMM's epilogue, dbias = Σ_batch dy.
 // dot, c1, c2 and dy ⊙ scale are scratch that lives for the call.
@@ -1114,41 +1126,39 @@ Napi::Value WeightNormLinearBackward(const Napi::CallbackInfo& info) {
   TensorWrap& v = args.tensor(2, "v");
   TensorWrap& g = args.tensor(3, "g");
   TensorWrap& norm = args.tensor(4, "norm");
-  TensorWrap& scale = args.tensor(5, "scale");
-  TensorWrap& t = args.tensor(6, "t");
-  const float eps = args.number(7, "eps");
-  if (!info[8].IsArray() || info[8].As<Napi::Array>().Length() != 4)
-    throw_type_error(env, "weightNormLinearBackward: needs: expected [dx, dv, dg, dbias] booleans, got " +
-                              describe_value(info[8]));
-  const Napi::Array needs = info[8].As<Napi::Array>();
-  auto needed = [&](uint32_t i) { return needs.Get(i).ToBoolean().Value(); };
-  const Device device = common_device(env, {{&dy, "dy"}, {&x, "x"}, {&v, "v"}, {&g, "g"}, {&norm, "norm"},
-                                            {&scale, "scale"}, {&t, "t"}});
+  TensorWrap& t = args.tensor(5, "t");
+  const OptionsReader options(env, info[6], "weightNormLinearBackward", "options");
+  const float eps = options.float32("eps");
+  const bool want_dx = options.boolean("wantDx"), want_dv = options.boolean("wantDv"),
+             want_dg = options.boolean("wantDg"), want_dbias = options.boolean("wantDbias");
+  const Device device =
+      common_device(env, {{&dy, "dy"}, {&x, "x"}, {&v, "v"}, {&g, "g"}, {&norm, "norm"}, {&t, "t"}});
   const WeightNormLinearSizes sizes = weight_norm_linear_sizes(env, "weightNormLinearBackward", x, v, g, norm);
   const int64_t batch = sizes.batch, out_features = sizes.out_features, in_features = sizes.in_features;
   expect_count(env, dy, batch * out_features, "dy");
   expect_count(env, t, batch * out_features, "t");
-  expect_count(env, scale, out_features, "scale");
   return guarded(env, [&]() -> Napi::Value {
     const ChannelLayout per_output{batch, out_features, 1};
     GradientOutputs gradients(env, device);
-    float* dx = gradients.add(needed(0), "dx", {batch, in_features});
-    float* dv = gradients.add(needed(1), "dv", {out_features, in_features});
-    float* dg = gradients.add(needed(2), "dg", g.shape());
-    float* dbias = gradients.add(needed(3), "dbias", {out_features});
-    // [dot, c1, c2, dg when not asked for (c2 needs it)], then dy ⊙ scale when dx is asked for.
-    const int64_t scratch_floats = 4 * out_features + (dx ? batch * out_features : 0);
+    float* dx = gradients.add(want_dx, "dx", {batch, in_features});
+    float* dv = gradients.add(want_dv, "dv", {out_features, in_features});
+    float* dg = gradients.add(want_dg, "dg", g.shape());
+    float* dbias = gradients.add(want_dbias, "dbias", {out_features});
+    // [dot, c1, c2, dg when not asked for (c2 needs it)], then scale and dy ⊙ scale when dx is asked for.
+    const int64_t scratch_floats = 4 * out_features + (dx ? out_features + batch * out_features : 0);
     const std::shared_ptr<Storage> scratch =
         Storage::allocate(device, static_cast<size_t>(scratch_floats) * sizeof(float));
     float* dot = scratch->data();
     float* c1 = dot + out_features;
     float* c2 = c1 + out_features;
     if (!dg) dg = c2 + out_features;
-    float* scaled_dy = c2 + 2 * out_features;
+    float* scale = c2 + 2 * out_features;
+    float* scaled_dy = scale + out_features;
     WN_DISPATCH(device, channel_dot, dot, dy.data(), t.data(), per_output);
     WN_DISPATCH(device, weightnorm_backward_coefficients, dg, c1, c2, dot, g.data(), norm.data(), out_features, eps);
     if (dx) {
-      WN_DISPATCH(device, channel_scale, scaled_dy, dy.data(), scale.data(), per_output);
+      WN_DISPATCH(device, weightnorm_scale, scale, g.data(), norm.data(), out_features);
+      WN_DISPATCH(device, channel_scale, scaled_dy, dy.data(), scale, per_output);
       WN_DISPATCH(device, gemm, dx, scaled_dy, v.data(), GemmShape{batch, in_features, out_features}, GemmEpilogue{});
     }
     if (dv) {
@@ -1167,6 +1177,26 @@ Napi::Value WeightNormLinearBackward(const Napi::CallbackInfo& info) {
 // ----------------------------------------------------------------------------------------------------------------
 // Optimizers (in place).
 
+// The hyperparameters of a step (optimizerStep) or a group (optimizerSteps): lr and weightDecay, then SGD's
+// momentum, dampening and nesterov, or Adam's and Adamax's beta1, beta2 and eps, each a TypeError naming it.
+struct StepHyperparameters {
+  SgdOptions sgd{};
+  AdamOptions adam{};
+};
+
+StepHyperparameters read_hyperparameters(const OptionsReader& options, bool sgd) {
+  StepHyperparameters h;
+  const float lr = options.float32("lr");
+  const float weight_decay = options.float32("weightDecay");
+  // Braced lists are evaluated left to right, so the fields are read (and reported) in the order written.
+  if (sgd)
+    h.sgd = SgdOptions{lr, options.float32("momentum"), options.float32("dampening"), weight_decay,
+                       options.boolean("nesterov")};
+  else
+    h.adam = AdamOptions{lr, options.float32("beta1"), options.float32("beta2"), options.float32("eps"), weight_decay};
+  return h;
+}
+
 // optimizerStep(kind: 'sgd' | 'adam' | 'adamax', options): one in-place update of `param`. options:
 //   every kind   { param, grad, step (>= 1, the parameter's own update count), lr, weightDecay,
 //                  normOutput?: { norm, outer, channels, inner, eps } (also write ‖param‖ per channel into norm) }
@@ -1180,8 +1210,6 @@ Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
   TensorWrap& param = options.tensor("param");
   TensorWrap& grad = options.tensor("grad");
   const int64_t step = options.integer("step", 1);
-  const float lr = options.float32("lr");
-  const float weight_decay = options.float32("weightDecay");
   const bool sgd = kind == "sgd";
   // The optimizer's state: SGD's momentum buffer (optional), or Adam's / Adamax's two moments (both required).
   const char* state1_name = sgd ? "momentumBuffer" : "expAvg";
@@ -1197,20 +1225,10 @@ Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
     layout = norm_output.channel_layout();
     norm_eps = norm_output.float32("eps");
   }
-  float momentum = 0.0f, dampening = 0.0f, beta1 = 0.0f, beta2 = 0.0f, eps = 0.0f;
-  bool nesterov = false;
-  if (sgd) {
-    momentum = options.float32("momentum");
-    dampening = options.float32("dampening");
-    nesterov = options.boolean("nesterov");
-    if (momentum != 0.0f && !state1)
-      throw_type_error(env, options.where("momentumBuffer") + ": expected a tensor when momentum != 0, got " +
-                                describe_value(info[1].As<Napi::Object>().Get("momentumBuffer")));
-  } else {
-    beta1 = options.float32("beta1");
-    beta2 = options.float32("beta2");
-    eps = options.float32("eps");
-  }
+  const StepHyperparameters h = read_hyperparameters(options, sgd);
+  if (sgd && h.sgd.momentum != 0.0f && !state1)
+    throw_type_error(env, options.where("momentumBuffer") + ": expected a tensor when momentum != 0, got " +
+                              describe_value(info[1].As<Napi::Object>().Get("momentumBuffer")));
   const Device device = common_device(
       env, {{&param, "param"}, {&grad, "grad"}, {state1, state1_name}, {state2, state2_name}, {norm, "normOutput.norm"}});
   const int64_t count = param.numel();
@@ -1225,17 +1243,113 @@ Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
     const NormOutput norm_output{data_of(norm), layout, norm_eps};
     const NormOutput* norm_pointer = norm ? &norm_output : nullptr;
     if (sgd) {
-      const SgdOptions sgd_options{lr, momentum, dampening, weight_decay, nesterov};
-      WN_DISPATCH(device, sgd_step, param.data(), data_of(state1), grad.data(), count, sgd_options, step, norm_pointer);
+      WN_DISPATCH(device, sgd_step, param.data(), data_of(state1), grad.data(), count, h.sgd, step, norm_pointer);
       return env.Undefined();
     }
-    const AdamOptions adam_options{lr, beta1, beta2, eps, weight_decay};
     if (kind == "adam")
-      WN_DISPATCH(device, adam_step, param.data(), state1->data(), state2->data(), grad.data(), count, adam_options,
-                  step, norm_pointer);
+      WN_DISPATCH(device, adam_step, param.data(), state1->data(), state2->data(), grad.data(), count, h.adam, step,
+                  norm_pointer);
     else
-      WN_DISPATCH(device, adamax_step, param.data(), state1->data(), state2->data(), grad.data(), count, adam_options,
-                  step, norm_pointer);
+      WN_DISPATCH(device, adamax_step, param.data(), state1->data(), state2->data(), grad.data(), count, h.adam, step,
+                  norm_pointer);
+    return env.Undefined();
+  });
+}
+
+// optimizerSteps(kind, options): the multi-tensor form of optimizerStep, every parameter of a group in one call
+// (PyTorch's foreach / fused optimizers), each updated with the same bits as its own optimizerStep. options: the
+// group's { lr, weightDecay } and the kind's hyperparameters as above, and one entry per parameter in the arrays
+//   params, grads, steps (each parameter's own count, >= 1), normOutputs ({ norm, outer, channels, inner, eps } or
+//   null), and the state: 'sgd' momentumBuffers (tensor | null), 'adam' expAvgs and expAvgSqs, 'adamax' expAvgs and
+//   expInfs. Everything is checked before the first parameter changes.
+Napi::Value OptimizerSteps(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* function = "optimizerSteps";
+  const std::string kind = parse_kind(env, info[0], function, "kind", {"sgd", "adam", "adamax"});
+  const OptionsReader options(env, info[1], function, "options");
+  const bool sgd = kind == "sgd";
+  const char* state1_name = sgd ? "momentumBuffers" : "expAvgs";
+  const char* state2_name = kind == "adam" ? "expAvgSqs" : "expInfs";
+  // Each per-parameter field is an array with one entry per parameter.
+  auto array_of = [&](const char* name) {
+    const Napi::Value value = options.value(name);
+    if (!value.IsArray()) throw_type_error(env, options.where(name) + ": expected an array, got " + describe_value(value));
+    return value.As<Napi::Array>();
+  };
+  const Napi::Array params = array_of("params");
+  const uint32_t count = params.Length();
+  std::vector<std::pair<const char*, Napi::Array>> fields{{"grads", array_of("grads")},
+                                                          {"steps", array_of("steps")},
+                                                          {"normOutputs", array_of("normOutputs")},
+                                                          {state1_name, array_of(state1_name)}};
+  if (!sgd) fields.emplace_back(state2_name, array_of(state2_name));
+  for (const auto& [name, array] : fields)
+    if (array.Length() != count)
+      throw_range_error(env, options.where(name) + ": expected " + std::to_string(count) +
+                                 " entries (one per parameter), got " + std::to_string(array.Length()));
+  const Napi::Array grads = fields[0].second, steps = fields[1].second, norm_outputs = fields[2].second;
+  const Napi::Array states1 = fields[3].second;
+  const Napi::Array states2 = sgd ? Napi::Array() : fields[4].second;
+
+  const StepHyperparameters h = read_hyperparameters(options, sgd);
+
+  std::vector<OptimizerTensors> tensors(count);
+  Device device = Device::kCpu;
+  for (uint32_t i = 0; i < count; ++i) {
+    const std::string at = "[" + std::to_string(i) + "]";
+    auto name = [&](const char* field) { return options.where(field) + at; };
+    TensorWrap& param = TensorWrap::From(params.Get(i), name("params").c_str());
+    TensorWrap& grad = TensorWrap::From(grads.Get(i), name("grads").c_str());
+    const Napi::Value step_value = steps.Get(i);
+    if (!step_value.IsNumber())
+      throw_type_error(env, name("steps") + ": expected a number, got " + describe_value(step_value));
+    const double step = step_value.As<Napi::Number>().DoubleValue();
+    if (!(step >= 1.0 && step <= 9007199254740991.0) || step != std::floor(step))
+      throw_range_error(env, name("steps") + ": expected an integer >= 1, got " + describe_value(step_value));
+    const Napi::Value state1_value = states1.Get(i);
+    TensorWrap* state1 = sgd && (state1_value.IsNull() || state1_value.IsUndefined())
+                             ? nullptr
+                             : &TensorWrap::From(state1_value, name(state1_name).c_str());
+    if (sgd && h.sgd.momentum != 0.0f && !state1)
+      throw_type_error(env, name(state1_name) + ": expected a tensor when momentum != 0, got " +
+                                describe_value(state1_value));
+    TensorWrap* state2 = sgd ? nullptr : &TensorWrap::From(states2.Get(i), name(state2_name).c_str());
+    TensorWrap* norm = nullptr;
+    OptimizerTensors& t = tensors[i];
+    const Napi::Value norm_value = norm_outputs.Get(i);
+    if (!norm_value.IsNull() && !norm_value.IsUndefined()) {
+      const OptionsReader norm_output(env, norm_value, function, std::string("options.normOutputs") + at);
+      norm = &norm_output.tensor("norm");
+      t.norm_output.layout = norm_output.channel_layout();
+      t.norm_output.eps = norm_output.float32("eps");
+    }
+    const std::string grad_name = name("grads"), state1_where = name(state1_name),
+                      state2_where = name(state2_name), norm_name = name("normOutputs") + ".norm";
+    const Device here = common_device(env, {{&param, "param"}, {&grad, grad_name.c_str()},
+                                            {state1, state1_where.c_str()}, {state2, state2_where.c_str()},
+                                            {norm, norm_name.c_str()}});
+    if (i == 0) device = here;
+    else expect_device(env, param, device, name("params"));
+    t.count = param.numel();
+    expect_count(env, grad, t.count, grad_name);
+    if (state1) expect_count(env, *state1, t.count, state1_where);
+    if (state2) expect_count(env, *state2, t.count, state2_where);
+    if (norm) {
+      expect_count(env, param, t.norm_output.layout.elements(), name("params"));
+      expect_count(env, *norm, t.norm_output.layout.channels, norm_name);
+      t.norm_output.norm = norm->data();
+    }
+    t.param = param.data();
+    t.grad = grad.data();
+    t.state1 = data_of(state1);
+    t.state2 = data_of(state2);
+    t.step = static_cast<int64_t>(step);
+  }
+  return guarded(env, [&]() -> Napi::Value {
+    if (count == 0) return env.Undefined();
+    if (sgd) WN_DISPATCH(device, sgd_step_many, tensors.data(), count, h.sgd);
+    else if (kind == "adam") WN_DISPATCH(device, adam_step_many, tensors.data(), count, h.adam);
+    else WN_DISPATCH(device, adamax_step_many, tensors.data(), count, h.adam);
     return env.Undefined();
   });
 }
@@ -1369,6 +1483,7 @@ void register_nn_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("binary", Napi::Function::New(env, Binary));
   exports.Set("scale", Napi::Function::New(env, Scale));
   exports.Set("axpby", Napi::Function::New(env, Axpby));
+  exports.Set("ownsStorageAlone", Napi::Function::New(env, OwnsStorageAlone));
   exports.Set("full", Napi::Function::New(env, Full));
   exports.Set("reshape", Napi::Function::New(env, Reshape));
   exports.Set("activation", Napi::Function::New(env, Activation));
@@ -1406,6 +1521,7 @@ void register_nn_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("weightNormLinear", Napi::Function::New(env, WeightNormLinear));
   exports.Set("weightNormLinearBackward", Napi::Function::New(env, WeightNormLinearBackward));
   exports.Set("optimizerStep", Napi::Function::New(env, OptimizerStep));
+  exports.Set("optimizerSteps", Napi::Function::New(env, OptimizerSteps));
   exports.Set("axisReduce", Napi::Function::New(env, AxisReduce));
   exports.Set("axisArgReduce", Napi::Function::New(env, AxisArgReduce));
   exports.Set("softmax", Napi::Function::New(env, Softmax));

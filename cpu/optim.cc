@@ -7,10 +7,16 @@
 //              into parts of fixed length (kPartElements), so the summation order never depends on the thread
 //              count.
 //  otherwise   the update pass, then cpu::channel_dot (deterministic) over the updated parameter.
+// The single-tensor steps are the multi-tensor ones (sgd_step_many, ...) with one tensor, so both give the same
+// bits by construction.
 // Bias corrections are computed in double once per step; the per-element arithmetic is float.
 #include "optim.h"
 
 #include <omp.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -28,7 +34,24 @@ constexpr int64_t kFoldBlock = 1024;
 constexpr int kLanes = 16;
 constexpr int64_t kParallelMinElements = int64_t{1} << 15;
 
-// Each rule updates element i of the parameter and of its state.
+// The update loops are vectorized: scalar, Adam's pass over the parameters cost as much as the GEMMs of the demo
+// MLP's step (the rule reloaded its fields and pointers for every element, and sqrt kept its errno path, which
+// blocks vectorization). Every element still goes through the same float operations in the same order, with no
+// multiply-add contracted (FMA is never enabled for these functions) and sqrt and division exact at any width, so
+// the results are bitwise those of the scalar loops. SGD and Adamax are plain loops compiled twice, for the x86-64
+// baseline (SSE2, 4 floats) and AVX2 (8), the loader picking one (GCC's target_clones, an ifunc); Adam's sqrt needs
+// the intrinsics (no errno path), in an SSE2 and an AVX2 version chosen once per process.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define WN_OPTIM_X86 1
+#define WN_OPTIM_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define WN_OPTIM_X86 0
+#define WN_OPTIM_CLONES
+#endif
+
+// Each rule updates elements [begin, end) of the parameter and of its state. The loops take the tensors as
+// restrict-qualified parameters (the tensors of one parameter never overlap), so they vectorize without alias
+// checks.
 struct SgdRule {
   float* param;
   float* velocity;
@@ -36,7 +59,14 @@ struct SgdRule {
   float lr, momentum, keep, weight_decay;  // keep = 1 - dampening
   bool nesterov, first_step;
 
-  void operator()(int64_t i) const {
+  void operator()(int64_t begin, int64_t end) const;
+};
+
+WN_OPTIM_CLONES void sgd_range(float* __restrict param, float* __restrict velocity, const float* __restrict grad,
+                               const SgdRule& rule, int64_t begin, int64_t end) {
+  const float lr = rule.lr, momentum = rule.momentum, keep = rule.keep, weight_decay = rule.weight_decay;
+  const bool nesterov = rule.nesterov, first_step = rule.first_step;
+  for (int64_t i = begin; i < end; ++i) {
     const float g = weight_decay != 0.0f ? grad[i] + weight_decay * param[i] : grad[i];
     float direction = g;
     if (momentum != 0.0f) {
@@ -46,7 +76,9 @@ struct SgdRule {
     }
     param[i] -= lr * direction;
   }
-};
+}
+
+void SgdRule::operator()(int64_t begin, int64_t end) const { sgd_range(param, velocity, grad, *this, begin, end); }
 
 struct AdamRule {
   float* param;
@@ -55,7 +87,8 @@ struct AdamRule {
   const float* grad;
   float step_size, beta1, beta2, inv_sqrt_correction2, eps, weight_decay;  // lr / (1 - beta1^t), 1 / sqrt(1 - beta2^t)
 
-  void operator()(int64_t i) const {
+  // The reference form of one element; the vector loops below do exactly this per lane.
+  void element(int64_t i) const {
     const float g = weight_decay != 0.0f ? grad[i] + weight_decay * param[i] : grad[i];
     const float mi = beta1 * m[i] + (1.0f - beta1) * g;
     const float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
@@ -63,7 +96,52 @@ struct AdamRule {
     v[i] = vi;
     param[i] -= step_size * mi / (std::sqrt(vi) * inv_sqrt_correction2 + eps);
   }
+  void operator()(int64_t begin, int64_t end) const;
 };
+
+#if WN_OPTIM_X86
+// One vector loop for both widths: V is __m128 (SSE2) or __m256 (AVX2), W its lanes, then its intrinsics.
+#define WN_ADAM_VECTOR_LOOP(V, W, SET1, LOAD, STORE, ADD, SUB, MUL, DIV, SQRT)                          \
+  const V beta1 = SET1(rule.beta1), keep1 = SET1(1.0f - rule.beta1);                                   \
+  const V beta2 = SET1(rule.beta2), keep2 = SET1(1.0f - rule.beta2);                                   \
+  const V step_size = SET1(rule.step_size), correction2 = SET1(rule.inv_sqrt_correction2);             \
+  const V eps = SET1(rule.eps), weight_decay = SET1(rule.weight_decay);                                \
+  const bool decay = rule.weight_decay != 0.0f;                                                        \
+  int64_t i = begin;                                                                                   \
+  for (; i + (W) <= end; i += (W)) {                                                                   \
+    const V p = LOAD(rule.param + i);                                                                  \
+    V g = LOAD(rule.grad + i);                                                                         \
+    if (decay) g = ADD(g, MUL(weight_decay, p));                                                       \
+    const V mi = ADD(MUL(beta1, LOAD(rule.m + i)), MUL(keep1, g));                                     \
+    const V vi = ADD(MUL(beta2, LOAD(rule.v + i)), MUL(MUL(keep2, g), g));                             \
+    STORE(rule.m + i, mi);                                                                             \
+    STORE(rule.v + i, vi);                                                                             \
+    const V denominator = ADD(MUL(SQRT(vi), correction2), eps);                                        \
+    STORE(rule.param + i, SUB(p, DIV(MUL(step_size, mi), denominator)));                               \
+  }                                                                                                    \
+  for (; i < end; ++i) rule.element(i);
+
+__attribute__((target("avx2"))) void adam_range_avx2(const AdamRule& rule, int64_t begin, int64_t end) {
+  WN_ADAM_VECTOR_LOOP(__m256, 8, _mm256_set1_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_add_ps, _mm256_sub_ps,
+                      _mm256_mul_ps, _mm256_div_ps, _mm256_sqrt_ps)
+}
+
+void adam_range_sse2(const AdamRule& rule, int64_t begin, int64_t end) {
+  WN_ADAM_VECTOR_LOOP(__m128, 4, _mm_set1_ps, _mm_loadu_ps, _mm_storeu_ps, _mm_add_ps, _mm_sub_ps, _mm_mul_ps,
+                      _mm_div_ps, _mm_sqrt_ps)
+}
+#undef WN_ADAM_VECTOR_LOOP
+
+void AdamRule::operator()(int64_t begin, int64_t end) const {
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) adam_range_avx2(*this, begin, end);
+  else adam_range_sse2(*this, begin, end);
+}
+#else
+void AdamRule::operator()(int64_t begin, int64_t end) const {
+  for (int64_t i = begin; i < end; ++i) element(i);
+}
+#endif
 
 struct AdamaxRule {
   float* param;
@@ -72,7 +150,14 @@ struct AdamaxRule {
   const float* grad;
   float step_size, beta1, beta2, eps, weight_decay;
 
-  void operator()(int64_t i) const {
+  void operator()(int64_t begin, int64_t end) const;
+};
+
+WN_OPTIM_CLONES void adamax_range(float* __restrict param, float* __restrict m, float* __restrict u,
+                                  const float* __restrict grad, const AdamaxRule& rule, int64_t begin, int64_t end) {
+  const float step_size = rule.step_size, beta1 = rule.beta1, beta2 = rule.beta2, eps = rule.eps;
+  const float weight_decay = rule.weight_decay;
+  for (int64_t i = begin; i < end; ++i) {
     const float g = weight_decay != 0.0f ? grad[i] + weight_decay * param[i] : grad[i];
     const float mi = beta1 * m[i] + (1.0f - beta1) * g;
     // eps inside the max, as PyTorch has it: u never falls below eps, and the division needs no other guard.
@@ -81,10 +166,13 @@ struct AdamaxRule {
     u[i] = ui;
     param[i] -= step_size * mi / ui;
   }
-};
+}
 
-// Sum of squares of a run (at most kFoldBlock long): kLanes float lanes, added in a fixed order.
-float block_squares(const float* p, int64_t n) {
+void AdamaxRule::operator()(int64_t begin, int64_t end) const { adamax_range(param, m, u, grad, *this, begin, end); }
+
+// Sum of squares of a run (at most kFoldBlock long): kLanes float lanes, added in a fixed order. Each lane is its own
+// running sum whatever the vector width, so the SSE2 and AVX2 clones give the same bits.
+WN_OPTIM_CLONES float block_squares(const float* p, int64_t n) {
   float lanes[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
@@ -95,75 +183,181 @@ float block_squares(const float* p, int64_t n) {
   return total;
 }
 
-template <class Rule>
-void run_step(float* param, int64_t count, const NormOutput* norm_output, const Rule& rule) {
-  const bool want_norm = norm_output && norm_output->norm;
-  if (want_norm && norm_output->layout.elements() != count)
+// A piece of the work: elements [begin, end) of tensor `tensor`. With a fused norm a unit is one part of one row and
+// writes its sum of squares to partial[partial_index]; otherwise partial_index is -1.
+struct Unit {
+  int64_t tensor, begin, end, partial_index;
+};
+
+// Checks one tensor's norm output before anything is written (a multi-tensor step is all or nothing).
+void check_norm_output(const OptimizerTensors& t) {
+  if (t.norm_output.norm && t.norm_output.layout.elements() != t.count)
     throw std::invalid_argument("optimizer step: norm_output layout does not cover the parameter's elements");
-  const int threads = num_threads();
-  const bool parallel = count >= kParallelMinElements && threads > 1;
+}
 
-  if (!want_norm || norm_output->layout.outer != 1) {
-    const int64_t blocks = (count + kPartElements - 1) / kPartElements;
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-    for (int64_t b = 0; b < blocks; ++b) {
-      const int64_t end = std::min(count, (b + 1) * kPartElements);
-      for (int64_t i = b * kPartElements; i < end; ++i) rule(i);
+bool fused_norm(const OptimizerTensors& t) { return t.norm_output.norm && t.norm_output.layout.outer == 1; }
+
+// Updates every tensor, rules[i] being tensor i's update. The work is cut into units that do not depend on the
+// thread count (blocks of kPartElements; with a fused norm, parts of kPartElements of each row), so each element
+// and each partial sum is computed the same way whichever thread runs it and however many tensors share the call:
+// one tensor alone (sgd_step, ...) and the same tensor among others (sgd_step_many, ...) give the same bits. All
+// the units of all the tensors go to one parallel region: each region costs a wake-up of the pool's threads, which
+// for the small tensors of a training step was worth more than their arithmetic.
+template <class Rule>
+void run_steps(const OptimizerTensors* tensors, int64_t tensor_count, const std::vector<Rule>& rules) {
+  for (int64_t i = 0; i < tensor_count; ++i) check_norm_output(tensors[i]);
+  std::vector<Unit> units;
+  std::vector<double> partial;
+  int64_t total = 0;
+  for (int64_t i = 0; i < tensor_count; ++i) {
+    const OptimizerTensors& t = tensors[i];
+    total += t.count;
+    if (!fused_norm(t)) {
+      for (int64_t begin = 0; begin < t.count; begin += kPartElements)
+        units.push_back({i, begin, std::min(t.count, begin + kPartElements), -1});
+      continue;
     }
-    if (!want_norm) return;
-    const ChannelLayout& layout = norm_output->layout;
-    float* norm = norm_output->norm;
-    channel_dot(norm, param, param, layout);
-    for (int64_t k = 0; k < layout.channels; ++k) norm[k] = std::max(std::sqrt(norm[k]), norm_output->eps);
-    return;
+    // Fused: channel k is the row [k * inner, (k + 1) * inner), cut into parts of kPartElements.
+    const int64_t rows = t.norm_output.layout.channels, row_length = t.norm_output.layout.inner;
+    const int64_t parts = std::max<int64_t>(1, (row_length + kPartElements - 1) / kPartElements);
+    for (int64_t row = 0; row < rows; ++row)
+      for (int64_t part = 0; part < parts; ++part) {
+        const int64_t begin = row * row_length + part * kPartElements;
+        const int64_t end = row * row_length + std::min(row_length, (part + 1) * kPartElements);
+        units.push_back({i, begin, end, static_cast<int64_t>(partial.size())});
+        partial.push_back(0.0);
+      }
   }
 
-  // Fused: channel k is the row [k * inner, (k + 1) * inner).
-  const int64_t rows = norm_output->layout.channels, row_length = norm_output->layout.inner;
-  const int64_t parts = std::max<int64_t>(1, (row_length + kPartElements - 1) / kPartElements);
-  std::vector<double> partial(rows * parts, 0.0);
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-  for (int64_t unit = 0; unit < rows * parts; ++unit) {
-    const int64_t row = unit / parts, part = unit % parts;
-    const int64_t begin = row * row_length + part * kPartElements;
-    const int64_t end = row * row_length + std::min(row_length, (part + 1) * kPartElements);
-    double total = 0.0;
-    for (int64_t block = begin; block < end; block += kFoldBlock) {
-      const int64_t block_end = std::min(end, block + kFoldBlock);
-      for (int64_t i = block; i < block_end; ++i) rule(i);
-      total += block_squares(param + block, block_end - block);
+  auto run_unit = [&](const Unit& unit) {
+    const Rule& rule = rules[unit.tensor];
+    if (unit.partial_index < 0) {
+      rule(unit.begin, unit.end);
+      return;
     }
-    partial[unit] = total;
-  }
-  for (int64_t k = 0; k < rows; ++k) {
+    const float* param = tensors[unit.tensor].param;
     double sum = 0.0;
-    for (int64_t part = 0; part < parts; ++part) sum += partial[k * parts + part];
-    norm_output->norm[k] = std::max(static_cast<float>(std::sqrt(sum)), norm_output->eps);
+    for (int64_t block = unit.begin; block < unit.end; block += kFoldBlock) {
+      const int64_t block_end = std::min(unit.end, block + kFoldBlock);
+      rule(block, block_end);
+      sum += block_squares(param + block, block_end - block);
+    }
+    partial[unit.partial_index] = sum;
+  };
+
+  const int threads = num_threads();
+  const int64_t unit_count = static_cast<int64_t>(units.size());
+  if (total >= kParallelMinElements && threads > 1 && unit_count > 1) {
+    // Contiguous runs of units of about total / threads elements each (units differ in size: a bias is one unit).
+    std::vector<int64_t> first_unit(threads + 1, unit_count);
+    first_unit[0] = 0;
+    int64_t done = 0, next = 1;
+    for (int64_t u = 0; u < unit_count && next < threads; ++u) {
+      while (next < threads && done >= total * next / threads) first_unit[next++] = u;
+      done += units[u].end - units[u].begin;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+      // The team may be smaller than asked for (nested, or dynamic adjustment): its threads share the runs then.
+      for (int run = omp_get_thread_num(); run < threads; run += omp_get_num_threads())
+        for (int64_t u = first_unit[run]; u < first_unit[run + 1]; ++u) run_unit(units[u]);
+    }
+  } else {
+    for (const Unit& unit : units) run_unit(unit);
   }
+
+  for (int64_t i = 0; i < tensor_count; ++i) {
+    const OptimizerTensors& t = tensors[i];
+    if (!t.norm_output.norm) continue;
+    const ChannelLayout& layout = t.norm_output.layout;
+    float* norm = t.norm_output.norm;
+    if (!fused_norm(t)) {
+      channel_dot(norm, t.param, t.param, layout);
+      for (int64_t k = 0; k < layout.channels; ++k) norm[k] = std::max(std::sqrt(norm[k]), t.norm_output.eps);
+    }
+  }
+  // The fused norms: each row's parts added in order (the partial sums are in row-major order of the units).
+  int64_t next_partial = 0;
+  for (int64_t i = 0; i < tensor_count; ++i) {
+    const OptimizerTensors& t = tensors[i];
+    if (!fused_norm(t)) continue;
+    const int64_t rows = t.norm_output.layout.channels, row_length = t.norm_output.layout.inner;
+    const int64_t parts = std::max<int64_t>(1, (row_length + kPartElements - 1) / kPartElements);
+    for (int64_t k = 0; k < rows; ++k) {
+      double sum = 0.0;
+      for (int64_t part = 0; part < parts; ++part) sum += partial[next_partial++];
+      t.norm_output.norm[k] = std::max(static_cast<float>(std::sqrt(sum)), t.norm_output.eps);
+    }
+  }
+}
+
+OptimizerTensors single(float* param, float* state1, float* state2, const float* grad, int64_t count, int64_t step,
+                        const NormOutput* norm_output) {
+  OptimizerTensors t;
+  t.param = param;
+  t.state1 = state1;
+  t.state2 = state2;
+  t.grad = grad;
+  t.count = count;
+  t.step = step;
+  if (norm_output && norm_output->norm) t.norm_output = *norm_output;
+  return t;
+}
+
+SgdRule sgd_rule(const OptimizerTensors& t, const SgdOptions& options) {
+  return SgdRule{t.param, t.state1, t.grad, options.lr, options.momentum, 1.0f - options.dampening,
+                 options.weight_decay, options.nesterov, t.step <= 1};
+}
+
+AdamRule adam_rule(const OptimizerTensors& t, const AdamOptions& options) {
+  const AdamBiasCorrection correction = adam_bias_correction(options, t.step);
+  return AdamRule{t.param, t.state1, t.state2, t.grad, correction.step_size, options.beta1, options.beta2,
+                  correction.inv_sqrt_correction2, options.eps, options.weight_decay};
+}
+
+AdamaxRule adamax_rule(const OptimizerTensors& t, const AdamOptions& options) {
+  return AdamaxRule{t.param, t.state1, t.state2, t.grad, adam_bias_correction(options, t.step).step_size,
+                    options.beta1, options.beta2, options.eps, options.weight_decay};
+}
+
+template <class Rule, class Options, class MakeRule>
+void run_many(const OptimizerTensors* tensors, int64_t tensor_count, const Options& options, MakeRule make_rule) {
+  std::vector<Rule> rules;
+  rules.reserve(static_cast<size_t>(tensor_count));
+  for (int64_t i = 0; i < tensor_count; ++i) rules.push_back(make_rule(tensors[i], options));
+  run_steps(tensors, tensor_count, rules);
 }
 
 }  // namespace
 
 void sgd_step(float* param, float* velocity, const float* grad, int64_t count, const SgdOptions& options, int64_t step,
               const NormOutput* norm_output) {
-  const SgdRule rule{param, velocity, grad, options.lr, options.momentum, 1.0f - options.dampening,
-                     options.weight_decay, options.nesterov, step <= 1};
-  run_step(param, count, norm_output, rule);
+  const OptimizerTensors t = single(param, velocity, nullptr, grad, count, step, norm_output);
+  sgd_step_many(&t, 1, options);
 }
 
 void adam_step(float* param, float* m, float* v, const float* grad, int64_t count, const AdamOptions& options,
                int64_t step, const NormOutput* norm_output) {
-  const AdamBiasCorrection correction = adam_bias_correction(options, step);
-  const AdamRule rule{param, m, v, grad, correction.step_size, options.beta1, options.beta2,
-                      correction.inv_sqrt_correction2, options.eps, options.weight_decay};
-  run_step(param, count, norm_output, rule);
+  const OptimizerTensors t = single(param, m, v, grad, count, step, norm_output);
+  adam_step_many(&t, 1, options);
 }
 
 void adamax_step(float* param, float* m, float* u, const float* grad, int64_t count, const AdamOptions& options,
                  int64_t step, const NormOutput* norm_output) {
-  const AdamaxRule rule{param, m, u, grad, adam_bias_correction(options, step).step_size, options.beta1, options.beta2,
-                        options.eps, options.weight_decay};
-  run_step(param, count, norm_output, rule);
+  const OptimizerTensors t = single(param, m, u, grad, count, step, norm_output);
+  adamax_step_many(&t, 1, options);
+}
+
+void sgd_step_many(const OptimizerTensors* tensors, int64_t tensor_count, const SgdOptions& options) {
+  run_many<SgdRule>(tensors, tensor_count, options, sgd_rule);
+}
+
+void adam_step_many(const OptimizerTensors* tensors, int64_t tensor_count, const AdamOptions& options) {
+  run_many<AdamRule>(tensors, tensor_count, options, adam_rule);
+}
+
+void adamax_step_many(const OptimizerTensors* tensors, int64_t tensor_count, const AdamOptions& options) {
+  run_many<AdamaxRule>(tensors, tensor_count, options, adamax_rule);
 }
 
 }  // namespace weightnorm::cpu

@@ -284,4 +284,43 @@ void adamax_step(float* param, float* m, float* u, const float* grad, int64_t co
   run_step(rule, Tensors{param, m, u, grad}, count, norm_output);
 }
 
+// The multi-tensor steps launch each tensor's kernels in turn on the library stream: on the GPU a launch costs
+// microseconds, not the host-side wake-ups and crossings the CPU backend saves by batching, and launching per
+// tensor keeps every result bitwise the single-tensor step's. The norm output is checked for every tensor first,
+// so a bad one throws before any parameter changes.
+namespace {
+void check_norm_outputs(const OptimizerTensors* tensors, int64_t tensor_count) {
+  for (int64_t i = 0; i < tensor_count; ++i) {
+    const NormOutput& n = tensors[i].norm_output;
+    if (n.norm && n.layout.elements() != tensors[i].count)
+      throw std::invalid_argument("optimizer step: norm_output layout does not cover the parameter's elements");
+  }
+}
+const NormOutput* norm_of(const OptimizerTensors& t) { return t.norm_output.norm ? &t.norm_output : nullptr; }
+}  // namespace
+
+void sgd_step_many(const OptimizerTensors* tensors, int64_t tensor_count, const SgdOptions& options) {
+  check_norm_outputs(tensors, tensor_count);
+  for (int64_t i = 0; i < tensor_count; ++i) {
+    const OptimizerTensors& t = tensors[i];
+    sgd_step(t.param, t.state1, t.grad, t.count, options, t.step, norm_of(t));
+  }
+}
+
+void adam_step_many(const OptimizerTensors* tensors, int64_t tensor_count, const AdamOptions& options) {
+  check_norm_outputs(tensors, tensor_count);
+  for (int64_t i = 0; i < tensor_count; ++i) {
+    const OptimizerTensors& t = tensors[i];
+    adam_step(t.param, t.state1, t.state2, t.grad, t.count, options, t.step, norm_of(t));
+  }
+}
+
+void adamax_step_many(const OptimizerTensors* tensors, int64_t tensor_count, const AdamOptions& options) {
+  check_norm_outputs(tensors, tensor_count);
+  for (int64_t i = 0; i < tensor_count; ++i) {
+    const OptimizerTensors& t = tensors[i];
+    adamax_step(t.param, t.state1, t.state2, t.grad, t.count, options, t.step, norm_of(t));
+  }
+}
+
 }  // namespace weightnorm::cuda

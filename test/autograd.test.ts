@@ -90,6 +90,21 @@ describe.each(devices)('autograd on %s', (device) => {
     F.sum(F.mul(shared, shared)).backward();
   });
 
+  it('leaves whose gradients share storage (add passes dy to both inputs) get .grads of their own', () => {
+    const seed = runSeed();
+    const a = parameter(normals(3, seed), [3], device);
+    const b = parameter(normals(3, seed + 1), [3], device);
+    const w = tensor(Float32Array.from(normals(3, seed + 2)), [3], { device });
+    F.sum(F.mul(F.add(a, b), w)).backward();
+    const expected = Float32Array.from(w.toArray());
+    expect(bitwiseEqual(new Float32Array(a.grad!.toArray()), expected), reproduce(seed)).toBe(true);
+    // Changing one .grad in place (clipping, or the next backward accumulating) must not change the other.
+    optim.clipGradNorm([a], 1e-3);
+    F.sum(F.mul(a, w)).backward();
+    expect(bitwiseEqual(new Float32Array(b.grad!.toArray()), expected), reproduce(seed)).toBe(true);
+    expect(bitwiseEqual(new Float32Array(a.grad!.toArray()), expected)).toBe(false);
+  });
+
   it('rejects bad backward options, naming them', () => {
     const weight = parameter([1, 2], [2], device);
     const loss = F.sum(F.mul(weight, weight));

@@ -90,6 +90,33 @@ function randnSlice(t: Tensor, rows: number[]): Tensor {
   return tensor(rows.flatMap((r) => Array.from(values.subarray(r * c, (r + 1) * c))), [rows.length, c]);
 }
 
+describe('class loss native entry points', () => {
+  it('return only what each reduction keeps, and the backward in the shape asked for', async () => {
+    const { native } = await import('../ts/native.js');
+    const logits = native.randn([6, 4], seed % 2 ** 31, 'cpu', 0, 1);
+    const labels = native.fromArray(Float32Array.from(randomLabels(6, 4)), [6], 'cpu');
+    const options = { outer: 6, classes: 4, inner: 1, ignoreIndex: -100, labelSmoothing: 0, classWeight: null, fromLogits: true };
+    const mean = native.classLoss(logits, labels, { ...options, reduction: 'mean' });
+    expect([mean.positionLoss, mean.reduced?.shape, mean.weightTotal?.shape, mean.saved?.shape]).toEqual([null, [1], [1], [6, 4]]);
+    const sum = native.classLoss(logits, labels, { ...options, reduction: 'sum' });
+    expect([sum.positionLoss, sum.reduced?.shape, sum.weightTotal, sum.saved?.shape]).toEqual([null, [1], null, [6, 4]]);
+    const none = native.classLoss(logits, labels, { ...options, reduction: 'none' });
+    expect([none.positionLoss?.shape, none.reduced, none.weightTotal]).toEqual([[6], null, null]);
+    // The mean is the per-position losses' mean, and sum their sum (float32 of a float64 sum).
+    const perPosition = none.positionLoss!.toArray();
+    const total = perPosition.reduce((a, b) => a + b, 0);
+    expect(sum.reduced!.toArray()[0]).toBeCloseTo(total, 5);
+    expect(mean.reduced!.toArray()[0]).toBeCloseTo(total / 6, 5);
+    const dloss = native.full([1], 1, 'cpu');
+    expect(native.classLossBackward(mean.saved, labels, dloss, mean.weightTotal, options).shape).toEqual([6, 4, 1]);
+    const shaped = native.classLossBackward(mean.saved, labels, dloss, mean.weightTotal, options, [6, 4]);
+    expect(shaped.shape).toEqual([6, 4]);
+    expect(() => native.classLossBackward(mean.saved, labels, dloss, mean.weightTotal, options, [6, 5])).toThrow(
+      /classLossBackward: shape: expected 24 elements \(outer·classes·inner\), got \[6, 5\]/,
+    );
+  });
+});
+
 describe('pointwise losses', () => {
   it(`mse, l1, huber and smooth L1 equal their definitions (${reproduce(seed)})`, () => {
     const x = randn([6, 7], { seed: (seed + 1) % 2 ** 31, std: 2 });

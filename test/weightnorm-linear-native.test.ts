@@ -51,7 +51,7 @@ describe('weightNormLinear (native)', () => {
         const where = `seed ${s0}`;
         expect(bits(fused.y), where).toEqual(bits(y));
         expect(bits(fused.t), where).toEqual(bits(t));
-        expect(bits(fused.scale), where).toEqual(bits(scale));
+        expect(Object.keys(fused).sort()).toEqual(['t', 'y']); // the backward recomputes the scale
 
         const dot = native.channelReduce('dot', dy, t, batch, n, 1);
         const { dg, c1, c2 } = native.weightNormCoefficients(dot, g, saved, eps);
@@ -59,13 +59,13 @@ describe('weightNormLinear (native)', () => {
         const dx = native.gemm(scaledDy, v, { m: batch, n: k, k: n });
         const dv = native.gemm(dy, x, { m: n, n: k, k: batch, transposeA: true, epilogue: { rowScale: c1, subtractCoefficient: c2, subtractMatrix: v } });
         const dbias = native.channelReduce('sum', dy, null, batch, n, 1);
-        const all = native.weightNormLinearBackward(dy, x, v, g, saved, fused.scale, fused.t, eps, [true, true, true, true]);
+        const all = native.weightNormLinearBackward(dy, x, v, g, saved, fused.t, { eps, wantDx: true, wantDv: true, wantDg: true, wantDbias: true });
         expect(bits(all.dx), where).toEqual(bits(dx));
         expect(bits(all.dv), where).toEqual(bits(dv));
         expect(bits(all.dg), where).toEqual(bits(dg));
         expect(bits(all.dbias), where).toEqual(bits(dbias));
         // Only what is asked for comes back, and the rest is unchanged by the choice.
-        const some = native.weightNormLinearBackward(dy, x, v, g, saved, fused.scale, fused.t, eps, [false, true, false, false]);
+        const some = native.weightNormLinearBackward(dy, x, v, g, saved, fused.t, { eps, wantDx: false, wantDv: true, wantDg: false, wantDbias: false });
         expect(Object.keys(some)).toEqual(['dv']);
         expect(bits(some.dv), where).toEqual(bits(dv));
       });
@@ -76,16 +76,26 @@ describe('weightNormLinear (native)', () => {
     const c = CASES[0]!;
     const { x, v, g, dy } = inputs(c);
     const saved = native.weightNorm(v, g, 0, 1e-12, true).norm;
-    const { t, scale } = native.weightNormLinear(x, v, g, saved, null);
+    const { t } = native.weightNormLinear(x, v, g, saved, null);
     expect(() => raw.weightNormLinear!(randn([c.batch, c.inFeatures + 1]), v, g, saved, null)).toThrow(/weightNormLinear: expected x \[batch, in\] and v \[out, in\]/);
     expect(() => raw.weightNormLinear!(x, v, randn([c.outFeatures + 1]), saved, null)).toThrow(/\bg\b/);
     expect(() => raw.weightNormLinear!(x, v, g, saved, randn([2]))).toThrow(/bias/);
     expect(() => raw.weightNormLinear!(x, v, g, 'norm', null)).toThrow(TypeError);
-    expect(() => raw.weightNormLinearBackward!(dy, x, v, g, saved, scale, t, 1e-12, [true, true])).toThrow(
-      /weightNormLinearBackward: needs: expected \[dx, dv, dg, dbias\]/,
+    const all = { eps: 1e-12, wantDx: true, wantDv: true, wantDg: true, wantDbias: true };
+    // Each option checked by name: a missing or mistyped one is a TypeError that says which.
+    for (const name of ['eps', 'wantDx', 'wantDv', 'wantDg', 'wantDbias'] as const) {
+      const { [name]: _, ...without } = all;
+      expect(() => raw.weightNormLinearBackward!(dy, x, v, g, saved, t, without)).toThrow(
+        new RegExp(`weightNormLinearBackward: options\\.${name}: expected a (number|boolean), got undefined`),
+      );
+      expect(() => raw.weightNormLinearBackward!(dy, x, v, g, saved, t, { ...all, [name]: 'yes' })).toThrow(TypeError);
+    }
+    // The old positional form (eps, [dx, dv, dg, dbias]) is refused, not misread.
+    expect(() => raw.weightNormLinearBackward!(dy, x, v, g, saved, t, 1e-12, [true, true, true, true])).toThrow(
+      /weightNormLinearBackward: options: expected an options object/,
     );
-    expect(() => raw.weightNormLinearBackward!(dy, x, v, g, saved, scale, t, 1e-12, null)).toThrow(TypeError);
-    expect(() => raw.weightNormLinearBackward!(randn([1]), x, v, g, saved, scale, t, 1e-12, [true, true, true, true])).toThrow(/dy/);
-    expect(() => raw.weightNormLinearBackward!(dy, x, v, g, saved, scale, randn([2]), 1e-12, [true, true, true, true])).toThrow(/\bt\b/);
+    expect(() => raw.weightNormLinearBackward!(dy, x, v, g, saved, t, null)).toThrow(TypeError);
+    expect(() => raw.weightNormLinearBackward!(randn([1]), x, v, g, saved, t, all)).toThrow(/dy/);
+    expect(() => raw.weightNormLinearBackward!(dy, x, v, g, saved, randn([2]), all)).toThrow(/\bt\b/);
   });
 });

@@ -190,18 +190,28 @@ function backward(root: Tensor, options?: BackwardOptions): void {
       if (input?.requiresGrad && !input.gradNode) pendingContributions.set(input, (pendingContributions.get(input) ?? 0) + 1);
     }
   }
+  // Gradients made some leaf's .grad without a copy (the same tensor object reaching two leaves is copied the
+  // second time).
+  const adopted = new Set<Tensor>();
   const finishLeaf = (leaf: Tensor) => {
     const dy = gradients.get(leaf);
     // Every contribution was null (not differentiable along these paths): nothing accumulated, no hook, as PyTorch.
     if (!dy) return;
     gradients.delete(leaf);
-    // Accumulate into .grad, which outlives any tidy() around the training step.
+    // Accumulate into .grad, which outlives any tidy() around the training step. A first gradient becomes .grad
+    // as it is when nothing else shares its storage (a copy per parameter per step was a pass over every
+    // parameter's size); one that shares it (an alias another input or tensor also holds) is copied, since .grad
+    // is changed in place later (accumulation, clipping).
     if (leaf.grad) {
       native.axpby(handleOf(leaf.grad, 'grad'), 1, handleOf(dy, 'gradient'), 1);
+      dy.dispose();
+    } else if (!adopted.has(dy) && native.ownsStorageAlone(handleOf(dy, 'gradient'))) {
+      adopted.add(dy);
+      leaf.grad = keep(dy);
     } else {
       leaf.grad = keep(new Tensor(native.scale(handleOf(dy, 'gradient'), 1)));
+      dy.dispose();
     }
-    dy.dispose();
     leaf.runPostAccumulateGradHooks();
   };
   try {

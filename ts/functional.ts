@@ -175,9 +175,8 @@ export function weightNormLinear(
     bias ? handleOf(bias, where) : null,
   );
   const y = wrap(forward.y);
-  // The backward's inputs besides the parameters: t = x·vᵀ (before the scale) and s = g/‖v‖.
+  // The backward's input besides the parameters: t = x·vᵀ (before the scale); it recomputes s = g/‖v‖.
   const t = wrap(forward.t);
-  const s = wrap(forward.scale);
   const result = record(y, 'weightNormLinear', [x, v, g, bias], (dy, needs) => {
     const grads = native.weightNormLinearBackward(
       handleOf(dy, where),
@@ -185,16 +184,13 @@ export function weightNormLinear(
       handleOf(v, where),
       handleOf(g, where),
       handleOf(norm, where),
-      handleOf(s, where),
       handleOf(t, where),
-      eps,
-      needs,
+      { eps, wantDx: needs[0]!, wantDv: needs[1]!, wantDg: needs[2]!, wantDbias: needs[3]! },
     );
     return [wrapIfSet(grads.dx), wrapIfSet(grads.dv), wrapIfSet(grads.dg), wrapIfSet(grads.dbias)];
-  });
+  }, [x, v, g, bias, norm]); // norm too: the backward reads it (its coefficients and s = g/norm)
   if (!result.requiresGrad) {
-    // No backward will run: t and s are not needed (inside tidy() they would go anyway; this frees them early).
-    s.dispose();
+    // No backward will run: t is not needed (inside tidy() it would go anyway; this frees it early).
     t.dispose();
   }
   return result;

@@ -259,12 +259,18 @@ function classLoss(where: string, input: Tensor, labels: Labels, options: CrossE
     classWeight: classWeight ? handleOf(classWeight, where) : null,
     fromLogits,
   };
+  // Only what is kept comes back: the per-position losses ('none') or the reduced loss, the weight total for the
+  // mean's backward, the softmax for cross-entropy's.
   const { positionLoss, reduced, weightTotal, saved } = native.classLoss(handleOf(input, where), handleOf(labelsOnDevice, where), { ...nativeOptions, reduction });
-  const output = reduction === 'none' ? wrap(native.reshape(positionLoss, labelShape)) : wrap(reduced);
-  (reduction === 'none' ? reduced : positionLoss).dispose();
-  if (reduction === 'none') positionLoss.dispose();
+  let output: Tensor;
+  if (reduction === 'none') {
+    output = wrap(native.reshape(positionLoss!, labelShape));
+    positionLoss!.dispose();
+  } else {
+    output = wrap(reduced!);
+  }
   const savedTensor = saved ? wrap(saved) : null;
-  const totalTensor = wrap(weightTotal);
+  const totalTensor = weightTotal ? wrap(weightTotal) : null;
   return record(
     output,
     where,
@@ -274,12 +280,11 @@ function classLoss(where: string, input: Tensor, labels: Labels, options: CrossE
         savedTensor ? handleOf(savedTensor, where) : null,
         handleOf(labelsOnDevice, where),
         handleOf(dy, where),
-        reduction === 'mean' ? handleOf(totalTensor, where) : null,
+        totalTensor ? handleOf(totalTensor, where) : null,
         nativeOptions,
+        [...input.shape],
       );
-      const shaped = native.reshape(dinput, [...input.shape]);
-      dinput.dispose();
-      return [wrap(shaped)];
+      return [wrap(dinput)];
     },
     // NLL's backward reads only the labels; cross-entropy's reads the softmax it computed (no in-place risk).
     [classWeight],

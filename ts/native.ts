@@ -149,6 +149,42 @@ export interface AdamaxStepOptions extends AdamFamilyStepOptions {
   expInf: NativeTensor;
 }
 
+/**
+ * A multi-tensor optimizer step (optimizerSteps): one group's hyperparameters, and per parameter (same index in
+ * every array) its tensor, gradient, own step count, state tensors and norm output.
+ */
+interface OptimizerStepsCommon {
+  params: NativeTensor[];
+  grads: NativeTensor[];
+  steps: number[];
+  normOutputs: (OptimizerNormOutput | null)[];
+  lr: number;
+  weightDecay: number;
+}
+
+export interface SgdStepsOptions extends OptimizerStepsCommon {
+  momentum: number;
+  dampening: number;
+  nesterov: boolean;
+  /** Entries may be null when momentum is 0. */
+  momentumBuffers: (NativeTensor | null)[];
+}
+
+interface AdamFamilyStepsOptions extends OptimizerStepsCommon {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  expAvgs: NativeTensor[];
+}
+
+export interface AdamStepsOptions extends AdamFamilyStepsOptions {
+  expAvgSqs: NativeTensor[];
+}
+
+export interface AdamaxStepsOptions extends AdamFamilyStepsOptions {
+  expInfs: NativeTensor[];
+}
+
 export interface Conv2dBackwardOptions {
   stride: number;
   padding: number;
@@ -210,6 +246,15 @@ export interface BatchNormInferenceBackwardOptions {
   wantDx: boolean;
   wantDgamma: boolean;
   wantDbeta: boolean;
+}
+
+/** The weight-normalized Linear's backward: its weight-norm eps, and which gradients to compute and return. */
+export interface WeightNormLinearBackwardOptions {
+  eps: number;
+  wantDx: boolean;
+  wantDv: boolean;
+  wantDg: boolean;
+  wantDbias: boolean;
 }
 
 /** Elements of a tensor's flat storage walked as an array of `shape` (strides and offset in elements, as torch's as_strided). */
@@ -317,6 +362,8 @@ export interface NativeBinding {
   binary(op: BinaryOp, a: NativeTensor, b: NativeTensor): NativeTensor;
   scale(x: NativeTensor, alpha: number): NativeTensor;
   axpby(y: NativeTensor, alpha: number, x: NativeTensor, beta: number): void;
+  /** Whether no other live handle (view or alias) shares x's storage: changing x in place then changes nothing else. */
+  ownsStorageAlone(x: NativeTensor): boolean;
   full(shape: number[], value: number, device: Device): NativeTensor;
   reshape(x: NativeTensor, shape: number[]): NativeTensor;
   activation(kind: ActivationKind, x: NativeTensor, negativeSlope: number): NativeTensor;
@@ -343,19 +390,26 @@ export interface NativeBinding {
     target: NativeTensor,
     options: PointwiseLossFactors & { scale: number },
   ): NativeTensor;
-  /** positionLoss [outer·inner]; reduced [1] (sum, or mean over the weights); weightTotal [1]; saved: the softmax (logits only). */
+  /**
+   * positionLoss [outer·inner] ('none' only); reduced [1] (sum, or mean over the weights; not for 'none');
+   * weightTotal [1] ('mean' only); saved: the softmax (logits only). The others are null.
+   */
   classLoss(
     input: NativeTensor,
     labels: NativeTensor,
     options: ClassLossOptions & { reduction: LossReductionKind },
-  ): { positionLoss: NativeTensor; reduced: NativeTensor; weightTotal: NativeTensor; saved: NativeTensor | null };
-  /** dloss is [1] or one value per position; weightTotal divides it (the mean) when given. Returns [outer, classes, inner]. */
+  ): { positionLoss: NativeTensor | null; reduced: NativeTensor | null; weightTotal: NativeTensor | null; saved: NativeTensor | null };
+  /**
+   * dloss is [1] or one value per position; weightTotal divides it (the mean) when given. Returns `shape` (the
+   * input's; default [outer, classes, inner]).
+   */
   classLossBackward(
     saved: NativeTensor | null,
     labels: NativeTensor,
     dloss: NativeTensor,
     weightTotal: NativeTensor | null,
     options: ClassLossOptions,
+    shape?: number[],
   ): NativeTensor;
   /** out [m, n] = op(a)·op(b) through options.epilogue; unknown fields in options or epilogue are TypeErrors. */
   gemm(a: NativeTensor, b: NativeTensor, options: GemmOptions): NativeTensor;
@@ -383,10 +437,10 @@ export interface NativeBinding {
   meanOnlyBatchNormBackward(dy: NativeTensor, outer: number, channels: number, inner: number): { dx: NativeTensor; dbias: NativeTensor };
   weightNormScale(g: NativeTensor, norm: NativeTensor): NativeTensor;
   weightNormCoefficients(dot: NativeTensor, g: NativeTensor, norm: NativeTensor, eps: number): { dg: NativeTensor; c1: NativeTensor; c2: NativeTensor };
-  /** The weight-normalized Linear (dim 0) forward: y = (x·vᵀ) ⊙ g/norm + bias; t = x·vᵀ and scale = g/norm for the backward. */
-  weightNormLinear(x: NativeTensor, v: NativeTensor, g: NativeTensor, norm: NativeTensor, bias: NativeTensor | null): { y: NativeTensor; t: NativeTensor; scale: NativeTensor };
-  /** Its backward in one call; needs: [dx, dv, dg, dbias], only those are returned. */
-  weightNormLinearBackward(dy: NativeTensor, x: NativeTensor, v: NativeTensor, g: NativeTensor, norm: NativeTensor, scale: NativeTensor, t: NativeTensor, eps: number, needs: readonly boolean[]): { dx?: NativeTensor; dv?: NativeTensor; dg?: NativeTensor; dbias?: NativeTensor };
+  /** The weight-normalized Linear (dim 0) forward: y = (x·vᵀ) ⊙ g/norm + bias; t = x·vᵀ for the backward. */
+  weightNormLinear(x: NativeTensor, v: NativeTensor, g: NativeTensor, norm: NativeTensor, bias: NativeTensor | null): { y: NativeTensor; t: NativeTensor };
+  /** Its backward in one call (t from the forward); only the gradients asked for (wantDx, ...) are returned. */
+  weightNormLinearBackward(dy: NativeTensor, x: NativeTensor, v: NativeTensor, g: NativeTensor, norm: NativeTensor, t: NativeTensor, options: WeightNormLinearBackwardOptions): { dx?: NativeTensor; dv?: NativeTensor; dg?: NativeTensor; dbias?: NativeTensor };
   // Tensor math with broadcasting (binding/pointwise.cc): operands share one dtype (ts/pointwise.ts promotes).
   pointwiseBinary(op: PointwiseBinaryOp, a: NativeTensor, b: NativeTensor, alpha: number): NativeTensor;
   /** The gradient of operand 0 (a) or 1 (b) at every output element, before sumTo. */
@@ -409,6 +463,10 @@ export interface NativeBinding {
   optimizerStep(kind: 'sgd', options: SgdStepOptions): void;
   optimizerStep(kind: 'adam', options: AdamStepOptions): void;
   optimizerStep(kind: 'adamax', options: AdamaxStepOptions): void;
+  /** The same update for every parameter of a group in one call (same bits as optimizerStep on each). */
+  optimizerSteps(kind: 'sgd', options: SgdStepsOptions): void;
+  optimizerSteps(kind: 'adam', options: AdamStepsOptions): void;
+  optimizerSteps(kind: 'adamax', options: AdamaxStepsOptions): void;
   // Shape ops (binding/shape.cc). Views and copies take any dtype; indices are int32; indexAdd and scatterAdd float32.
   /** A new handle on x's storage with another shape of the same element count (keeps x's dtype). */
   view(x: NativeTensor, shape: number[]): NativeTensor;

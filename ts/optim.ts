@@ -1,14 +1,14 @@
-// Optimizers: one fused native kernel per parameter tensor per step. When a parameter is a weight-norm direction v
+// Optimizers: one fused pass per parameter tensor per step, every tensor of a parameter group in one native call
+// (native.optimizerSteps, the same bits as one call per tensor). When a parameter is a weight-norm direction v
 // (v.weightNormState is its layer's WeightNormState, see nn.ts), the same pass also writes the new ‖v‖ there, so the
 // next forward does not read v to normalize it.
 import { noGrad } from './autograd.js';
 import { rangeError, shapeText, typeError } from './errors.js';
 import * as F from './functional.js';
-import { native, type NativeTensor } from './native.js';
+import { native, type NativeTensor, type OptimizerNormOutput } from './native.js';
 import { type HostTensor, loadSourceShape, type StagedLoad, stageCopy, WeightNormState } from './nn.js';
 import { keep, tidy } from './scope.js';
 import { handleOf, Tensor } from './tensor.js';
-import { DEFAULT_EPS } from './weightnorm-options.js';
 
 function checkParams(where: string, params: unknown): Tensor[] {
   if (!Array.isArray(params) || params.length === 0) throw typeError(`${where}: params`, 'a non-empty array of Tensors', params);
@@ -91,6 +91,17 @@ export interface AttachedSchedule {
   stateDict(): ScheduleState;
   /** Checks a saved state (throws on a mismatch) and returns how to apply it. */
   prepareLoad(state: ScheduleState, where: string): () => void;
+}
+
+/**
+ * One parameter's part of a step: its gradient, its own step count (this one included: 1 on its first gradient),
+ * and for a weight-norm v where the step writes ‖v‖.
+ */
+export interface ParamUpdate {
+  p: Tensor;
+  grad: Tensor;
+  step: number;
+  normOutput: OptimizerNormOutput | null;
 }
 
 /** A norm saved with the optimizer is used only if it is this close (relative) to ‖v‖ recomputed now. */
@@ -211,17 +222,33 @@ export abstract class Optimizer<Group extends ParamGroupBase = ParamGroupBase> {
       throw error;
     }
     this.stepCount += 1;
+    // One native call per group (the multi-tensor step): a call per parameter cost more than the update itself
+    // for the small ones (biases, weight-norm g).
+    const byGroup = new Map<Group, { updates: ParamUpdate[]; norms: (Tensor | null)[] }>();
     for (const { p, grad, norm } of plans) {
       const wn = WeightNormState.of(p);
-      const [outer, channels, inner] = wn ? wn.layout() : [1, 1, 1];
-      const step = (this.paramSteps.get(p) ?? 0) + 1;
-      this.update(p, grad, norm, outer, channels, inner, wn?.eps ?? DEFAULT_EPS, step);
-      this.paramSteps.set(p, step);
-      p.version += 1;
+      let normOutput: OptimizerNormOutput | null = null;
       if (wn && norm) {
-        norm.version += 1;
-        wn.normUpdated(norm);
+        const [outer, channels, inner] = wn.layout();
+        normOutput = { norm: handleOf(norm, where), outer, channels, inner, eps: wn.eps };
       }
+      const group = this.groupOf(p);
+      let entry = byGroup.get(group);
+      if (!entry) byGroup.set(group, (entry = { updates: [], norms: [] }));
+      entry.updates.push({ p, grad, normOutput, step: (this.paramSteps.get(p) ?? 0) + 1 });
+      entry.norms.push(norm);
+    }
+    for (const [group, { updates, norms }] of byGroup) {
+      this.updateGroup(group, updates);
+      updates.forEach(({ p, step }, i) => {
+        this.paramSteps.set(p, step);
+        p.version += 1;
+        const norm = norms[i];
+        if (norm) {
+          norm.version += 1;
+          WeightNormState.of(p)!.normUpdated(norm);
+        }
+      });
     }
   }
 
@@ -286,17 +313,8 @@ export abstract class Optimizer<Group extends ParamGroupBase = ParamGroupBase> {
     return tensors;
   }
 
-  /** Updates p in place from grad; `step` counts p's own steps, this one included (1 on its first gradient). */
-  protected abstract update(
-    p: Tensor,
-    grad: Tensor,
-    norm: Tensor | null,
-    outer: number,
-    channels: number,
-    inner: number,
-    normEps: number,
-    step: number,
-  ): void;
+  /** Updates the parameters of one group in place from their gradients, in one native call. */
+  protected abstract updateGroup(group: Group, updates: readonly ParamUpdate[]): void;
 
   /** Frees the optimizer's state tensors. */
   dispose(): void {
@@ -599,21 +617,19 @@ export class SGD extends Optimizer<SGDParamGroup> {
     return { momentum: g.momentum, dampening: g.dampening, weightDecay: g.weightDecay, nesterov: g.nesterov };
   }
 
-  protected update(p: Tensor, grad: Tensor, norm: Tensor | null, outer: number, channels: number, inner: number, normEps: number, step: number): void {
+  protected updateGroup(group: SGDParamGroup, updates: readonly ParamUpdate[]): void {
     const where = 'optim.SGD.step';
-    const group = this.groupOf(p);
-    const velocity = group.momentum !== 0 ? this.stateOf(p, 1)[0]! : null;
-    native.optimizerStep('sgd', {
-      param: handleOf(p, where),
-      grad: handleOf(grad, where),
-      step,
+    native.optimizerSteps('sgd', {
+      params: updates.map((u) => handleOf(u.p, where)),
+      grads: updates.map((u) => handleOf(u.grad, where)),
+      steps: updates.map((u) => u.step),
+      normOutputs: updates.map((u) => u.normOutput),
+      momentumBuffers: updates.map((u) => (group.momentum !== 0 ? handleOf(this.stateOf(u.p, 1)[0]!, where) : null)),
       lr: group.lr,
       weightDecay: group.weightDecay,
       momentum: group.momentum,
       dampening: group.dampening,
       nesterov: group.nesterov,
-      momentumBuffer: velocity ? handleOf(velocity, where) : null,
-      normOutput: norm ? { norm: handleOf(norm, where), outer, channels, inner, eps: normEps } : null,
     });
   }
 }
@@ -679,24 +695,24 @@ abstract class AdamFamily extends Optimizer<AdamParamGroup> {
     return { betas: [...g.betas], eps: g.eps, weightDecay: g.weightDecay };
   }
 
-  protected update(p: Tensor, grad: Tensor, norm: Tensor | null, outer: number, channels: number, inner: number, normEps: number, step: number): void {
+  protected updateGroup(group: AdamParamGroup, updates: readonly ParamUpdate[]): void {
     const where = `optim.${this.constructor.name}.step`;
-    const group = this.groupOf(p);
-    const [m, second] = this.stateOf(p, 2) as [Tensor, Tensor];
+    const states = updates.map((u) => this.stateOf(u.p, 2) as [Tensor, Tensor]);
     const common = {
-      param: handleOf(p, where),
-      grad: handleOf(grad, where),
-      step,
+      params: updates.map((u) => handleOf(u.p, where)),
+      grads: updates.map((u) => handleOf(u.grad, where)),
+      steps: updates.map((u) => u.step),
+      normOutputs: updates.map((u) => u.normOutput),
+      expAvgs: states.map(([m]) => handleOf(m, where)),
       lr: group.lr,
       weightDecay: group.weightDecay,
       beta1: group.betas[0],
       beta2: group.betas[1],
       eps: group.eps,
-      expAvg: handleOf(m, where),
-      normOutput: norm ? { norm: handleOf(norm, where), outer, channels, inner, eps: normEps } : null,
     };
-    if (this.kind === 'adam') native.optimizerStep('adam', { ...common, expAvgSq: handleOf(second, where) });
-    else native.optimizerStep('adamax', { ...common, expInf: handleOf(second, where) });
+    const second = states.map(([, t]) => handleOf(t, where));
+    if (this.kind === 'adam') native.optimizerSteps('adam', { ...common, expAvgSqs: second });
+    else native.optimizerSteps('adamax', { ...common, expInfs: second });
   }
 }
 

@@ -39,4 +39,17 @@ struct NormOutput {
   float eps = 1e-12f;
 };
 
+// One parameter of a multi-tensor step (all the parameters of a group in one call, as PyTorch's foreach and fused
+// optimizers take them): its tensors, its element count, its own step count and, for a weight-norm direction v,
+// where to write ‖v‖ (norm_output.norm null: nothing).
+struct OptimizerTensors {
+  float* param = nullptr;
+  float* state1 = nullptr;  // SGD's momentum buffer (null without momentum), Adam's and Adamax's m
+  float* state2 = nullptr;  // Adam's v, Adamax's u (unused by SGD)
+  const float* grad = nullptr;
+  int64_t count = 0;
+  int64_t step = 1;
+  NormOutput norm_output;
+};
+
 }  // namespace weightnorm

@@ -64,6 +64,7 @@ using weightnorm::bfloat16;
 using weightnorm::AdamOptions;
 using weightnorm::ChannelLayout;
 using weightnorm::NormOutput;
+using weightnorm::OptimizerTensors;
 using weightnorm::SgdOptions;
 using weightnorm::ClassLossOptions;
 using weightnorm::LossReduction;
@@ -136,6 +137,9 @@ struct Backend {
                     const NormOutput*);
   void (*adamax_step)(float*, float*, float*, const float*, int64_t, const AdamOptions&, int64_t,
                       const NormOutput*);
+  void (*sgd_step_many)(const OptimizerTensors*, int64_t, const SgdOptions&);
+  void (*adam_step_many)(const OptimizerTensors*, int64_t, const AdamOptions&);
+  void (*adamax_step_many)(const OptimizerTensors*, int64_t, const AdamOptions&);
   void (*convert_to_bfloat16)(bfloat16*, const float*, int64_t);
   void (*convert_to_float)(float*, const bfloat16*, int64_t);
 };
@@ -169,6 +173,9 @@ struct Backend {
   backend.sgd_step = ns::sgd_step;                                           \
   backend.adam_step = ns::adam_step;                                         \
   backend.adamax_step = ns::adamax_step;                                     \
+  backend.sgd_step_many = ns::sgd_step_many;                                 \
+  backend.adam_step_many = ns::adam_step_many;                               \
+  backend.adamax_step_many = ns::adamax_step_many;                           \
   backend.convert_to_bfloat16 = ns::convert;                                 \
   backend.convert_to_float = ns::convert
 
@@ -856,6 +863,75 @@ void test_optimizers(const Backend& b) {
   }
 }
 
+// The multi-tensor steps on each fixture case's parameter together with a second parameter (the same values at a
+// later step count, without a norm output), against the single-tensor step on each: bit for bit, since every
+// parameter of a group call must be updated exactly as it would be alone.
+void test_optimizer_groups(const Backend& b) {
+  for (const OpCase& f : fixture("optim.bin")) {
+    const std::vector<int64_t>& q = f.parameters;
+    const int64_t kind = q[0];
+    const float lr = float_parameter(q[1]), first = float_parameter(q[2]), second = float_parameter(q[3]),
+                weight_decay = float_parameter(q[4]), eps = float_parameter(q[5]);
+    const bool with_norm = q[7] != 0;
+    const ChannelLayout l = layout_of(q, 8);
+    const int64_t steps = q[11], count = l.elements(), later = 3;
+    const SgdOptions sgd{lr, first, second, weight_decay, q[6] != 0};
+    const AdamOptions adam{lr, first, second, eps, weight_decay};
+    const std::string what = std::string(b.name) + " group of 2, kind " + std::to_string(kind) +
+                             (with_norm ? " norm " : " ") + describe(l);
+    const bool use_velocity = kind != 0 || sgd.momentum != 0.0f;
+    // [0]: the group's two parameters; [1]: the same two, stepped one at a time.
+    struct Side {
+      std::vector<Buf> p, s1, s2, norm;
+    };
+    Side sides[2];
+    for (Side& side : sides)
+      for (int j = 0; j < 2; ++j) {
+        side.p.emplace_back(b, f.inputs[0].values);
+        side.s1.emplace_back(b, Vec(count, 0.0f));
+        side.s2.emplace_back(b, Vec(count, 0.0f));
+        side.norm.push_back(Buf::output(b, l.channels));
+      }
+    for (int64_t step = 1; step <= steps; ++step) {
+      Buf dg(b, f.inputs[size_t(step)].values);
+      OptimizerTensors tensors[2];
+      for (int j = 0; j < 2; ++j) {
+        OptimizerTensors& t = tensors[j];
+        t.param = sides[0].p[j].p();
+        t.state1 = use_velocity ? sides[0].s1[j].p() : nullptr;
+        t.state2 = sides[0].s2[j].p();
+        t.grad = dg.p();
+        t.count = count;
+        t.step = step + (j == 1 ? later : 0);
+        if (with_norm && j == 0) t.norm_output = NormOutput{sides[0].norm[j].p(), l, 1e-12f};
+      }
+      if (kind == 0) b.sgd_step_many(tensors, 2, sgd);
+      else if (kind == 1) b.adam_step_many(tensors, 2, adam);
+      else b.adamax_step_many(tensors, 2, adam);
+      for (int j = 0; j < 2; ++j) {
+        Side& one = sides[1];
+        NormOutput norm_output{one.norm[j].p(), l, 1e-12f};
+        const NormOutput* no = with_norm && j == 0 ? &norm_output : nullptr;
+        const int64_t at = step + (j == 1 ? later : 0);
+        float* s1 = use_velocity ? one.s1[j].p() : nullptr;
+        if (kind == 0) b.sgd_step(one.p[j].p(), s1, dg.p(), count, sgd, at, no);
+        else if (kind == 1) b.adam_step(one.p[j].p(), s1, one.s2[j].p(), dg.p(), count, adam, at, no);
+        else b.adamax_step(one.p[j].p(), s1, one.s2[j].p(), dg.p(), count, adam, at, no);
+      }
+    }
+    const auto same_bits = [](const Vec& a, const Vec& c) {
+      return a.size() == c.size() && std::memcmp(a.data(), c.data(), a.size() * sizeof(float)) == 0;
+    };
+    for (int j = 0; j < 2; ++j) {
+      const std::string which = what + (j == 0 ? " first" : " second (later step)");
+      expect(same_bits(sides[0].p[j].get(), sides[1].p[j].get()), which + " param: group step equals the single step");
+      expect(same_bits(sides[0].s1[j].get(), sides[1].s1[j].get()), which + " state 1: the same");
+      expect(same_bits(sides[0].s2[j].get(), sides[1].s2[j].get()), which + " state 2: the same");
+    }
+    if (with_norm) expect(same_bits(sides[0].norm[0].get(), sides[1].norm[0].get()), what + " norm: the same");
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Element type conversion: float32 <-> bfloat16.
 
@@ -1002,6 +1078,7 @@ void run_all(const Backend& b) {
       {"batch_norm", test_batch_norm},
       {"mean_only_batch_norm", test_mean_only_batch_norm},
       {"optimizers", test_optimizers},
+      {"optimizer groups", test_optimizer_groups},
       {"convert", test_convert},
   };
   for (const auto& [name, suite] : suites) {

@@ -507,17 +507,20 @@ template <int kLanes, int kChannels>
 }
 
 // Channels [begin, end) in groups of kChannels, the last group overlapping the one before (same bits again).
+// (Functions, not lambdas, all the way down: a lambda is compiled for the baseline, not for the target of the
+// function it is inlined into.)
+template <int kLanes, int kChannels>
+[[gnu::always_inline]] inline void direct_forward_groups(const DirectForward& a, int64_t begin, int64_t end) {
+  for (int64_t o = begin; o < end; o += kChannels) direct_forward_channels<kLanes, kChannels>(a, std::min(o, end - kChannels));
+}
+
 template <int kLanes>
 [[gnu::always_inline]] inline void direct_forward_lanes(const DirectForward& a, int64_t begin, int64_t end) {
   const int64_t count = end - begin;
-  auto groups = [&](auto channels) {
-    constexpr int kChannels = decltype(channels)::value;
-    for (int64_t o = begin; o < end; o += kChannels) direct_forward_channels<kLanes, kChannels>(a, std::min(o, end - kChannels));
-  };
-  if (count >= 8) return groups(std::integral_constant<int, 8>{});
-  if (count >= 4) return groups(std::integral_constant<int, 4>{});
-  if (count >= 2) return groups(std::integral_constant<int, 2>{});
-  groups(std::integral_constant<int, 1>{});
+  if (count >= 8) return direct_forward_groups<kLanes, 8>(a, begin, end);
+  if (count >= 4) return direct_forward_groups<kLanes, 4>(a, begin, end);
+  if (count >= 2) return direct_forward_groups<kLanes, 2>(a, begin, end);
+  direct_forward_groups<kLanes, 1>(a, begin, end);
 }
 
 // The widest block of a row that fits it (kLanes <= out_width): fixed by the geometry, so are the weight gradient's
@@ -582,16 +585,21 @@ template <int kLanes, int kTaps>
 }
 
 // All taps, kTaps at a time (the last group overlapping the one before: its sums are written again, same bits).
+// Each group reads dy's plane once: a 3x3 kernel's nine taps go in one group (nine accumulators and dy fit the
+// registers), other counts in groups of 4 or 3 that divide them where they can.
+template <int kLanes, int kTaps>
+[[gnu::always_inline]] inline void direct_tap_sums_groups(float* sums, const DirectTaps& a) {
+  for (int64_t t = 0; t < a.taps; t += kTaps) direct_tap_sums<kLanes, kTaps>(sums, a, std::min(t, a.taps - kTaps));
+}
+
 template <int kLanes>
 [[gnu::always_inline]] inline void direct_tap_sums_lanes(float* sums, const DirectTaps& a) {
-  auto groups = [&](auto taps) {
-    constexpr int kTaps = decltype(taps)::value;
-    for (int64_t t = 0; t < a.taps; t += kTaps) direct_tap_sums<kLanes, kTaps>(sums, a, std::min(t, a.taps - kTaps));
-  };
-  if (a.taps >= 4) return groups(std::integral_constant<int, 4>{});
-  if (a.taps == 3) return groups(std::integral_constant<int, 3>{});
-  if (a.taps == 2) return groups(std::integral_constant<int, 2>{});
-  groups(std::integral_constant<int, 1>{});
+  if (a.taps == 9) return direct_tap_sums_groups<kLanes, 9>(sums, a);
+  if (a.taps % 4 != 0 && a.taps % 3 == 0) return direct_tap_sums_groups<kLanes, 3>(sums, a);
+  if (a.taps >= 4) return direct_tap_sums_groups<kLanes, 4>(sums, a);
+  if (a.taps == 3) return direct_tap_sums_groups<kLanes, 3>(sums, a);
+  if (a.taps == 2) return direct_tap_sums_groups<kLanes, 2>(sums, a);
+  direct_tap_sums_groups<kLanes, 1>(sums, a);
 }
 
 [[gnu::always_inline]] inline void direct_tap_sums_all(float* sums, const DirectTaps& a) {

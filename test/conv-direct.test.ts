@@ -14,7 +14,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { nn, setNumThreads, type Tensor, tensor, tidy } from '../ts/index.js';
-import { normals, reproduce, runSeed } from './helpers.js';
+import { bitwiseEqual, maxAbs, normals, relativeError, reproduce, runSeed } from './helpers.js';
 import { convBackwardReference, convReference, type ConvReferenceGeometry } from './reference/conv.js';
 
 const F = nn.functional;
@@ -25,35 +25,19 @@ function values(n: number, s: number): Float64Array {
   return Float64Array.from(normals(n, s), (v) => Math.fround(v));
 }
 
-function scaledError(got: ArrayLike<number>, ref: ArrayLike<number>, scale: ArrayLike<number>): number {
-  expect(got.length).toBe(ref.length);
-  let top = 0;
-  for (let i = 0; i < scale.length; i++) top = Math.max(top, Math.abs(scale[i]!));
-  let worst = 0;
-  for (let i = 0; i < got.length; i++) {
-    const e = Math.abs(got[i]! - ref[i]!);
-    if (Number.isNaN(e)) return Infinity;
-    worst = Math.max(worst, e / (top > 0 ? top : 1));
-  }
-  return worst;
-}
+/** Error relative to the largest magnitude behind any element (test/conv.test.ts's measure). */
+const scaledError = (got: ArrayLike<number>, ref: ArrayLike<number>, scale: ArrayLike<number>): number => relativeError(got, ref, maxAbs(scale));
 
 const abs = (a: ArrayLike<number>): Float64Array => Float64Array.from(a, Math.abs);
 
-interface Case {
-  name: string;
-  batch: number;
-  inChannels: number;
-  outChannels: number;
-  /** [height, width]; height 1 with `oneD` is a conv1d. */
-  size: [number, number];
-  kernel: [number, number];
-  padding?: [number, number];
-  dilation?: [number, number];
-  stride?: [number, number];
-  groups?: number;
-  oneD?: boolean;
-}
+/** A convolution on the direct path or next to it: the reference geometry's sizes, the optional ones defaulted. */
+type Case = Pick<ConvReferenceGeometry, 'batch' | 'inChannels' | 'outChannels' | 'kernel'> &
+  Partial<Pick<ConvReferenceGeometry, 'padding' | 'dilation' | 'stride' | 'groups'>> & {
+    name: string;
+    /** [height, width]; height 1 with `oneD` is a conv1d. */
+    size: [number, number];
+    oneD?: boolean;
+  };
 
 function geometry(c: Case): ConvReferenceGeometry {
   const padding = c.padding ?? [0, 0];
@@ -229,7 +213,7 @@ describe('direct convolution (one input channel per group, stride 1) on the CPU'
         const reference = run(1);
         for (const threads of [2, 3]) {
           const got = run(threads);
-          got.forEach((a, k) => expect(Buffer.from(a.buffer).equals(Buffer.from(reference[k]!.buffer)), `${c.name}: output ${k} with ${threads} threads`).toBe(true));
+          got.forEach((a, k) => expect(bitwiseEqual(a, reference[k]!), `${c.name}: output ${k} with ${threads} threads`).toBe(true));
         }
       }
     } finally {

@@ -35,12 +35,9 @@
 
 #include <omp.h>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 #include <algorithm>
 #include <atomic>
+#include <utility>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -412,7 +409,7 @@ void conv_weight_gradient_per_image(float* dw, float* dbias, const float* dy, co
 // A row's last block of kLanes outputs starts at OW - kLanes (it may overlap the one before it: the overlapped
 // outputs are computed again with the same operations and written with the same bits; the weight gradient masks
 // them out of its sums). The loops are written once on GCC vector types and compiled for AVX-512, AVX2 and the x86-64
-// baseline (SSE2), the best this CPU runs picked at run time; all three give the same bits (see WN_DIRECT_KERNELS).
+// baseline (SSE2), the best this CPU runs picked at run time; all three give the same bits (see WN_VECTOR_KERNELS).
 // dx (an input that needs its gradient, as in a depthwise layer) keeps the GEMM path.
 constexpr int64_t kDirectMaxTaps = 64;
 
@@ -620,49 +617,16 @@ template <int kLanes>
   }
 }
 
-struct DirectKernels {
+// cpu/conv.cc's vector kernels for one instruction set (defined with the pooling ones, below).
+struct VectorKernels {
   const char* isa;
   void (*forward)(const DirectForward& a, int64_t begin, int64_t end);
   void (*tap_sums)(float* sums, const DirectTaps& a);
+  void (*pool2x2_forward)(float* out, const float* plane, int64_t oh_count, int64_t ow_count, int64_t width, bool relu);
+  void (*pool2x2_backward)(float* dx, const float* plane, const float* grad, int64_t oh_count, int64_t ow_count,
+                           int64_t width, bool relu);
 };
-
-#define WN_DIRECT_KERNELS(name, attribute)                                                                        \
-  attribute void direct_forward_##name(const DirectForward& a, int64_t begin, int64_t end) {                     \
-    direct_forward_range(a, begin, end);                                                                          \
-  }                                                                                                               \
-  attribute void direct_tap_sums_##name(float* sums, const DirectTaps& a) { direct_tap_sums_all(sums, a); }       \
-  constexpr DirectKernels kDirect_##name{#name, direct_forward_##name, direct_tap_sums_##name};
-
-WN_DIRECT_KERNELS(sse2, )
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-// Contraction off: GCC fuses a * b + c into one FMA in some of the inlined loop variants and not in others (and the
-// baseline has no FMA), which would make an output's bits depend on which channel group or which instruction set
-// computed it. Without it the three builds give the same bits.
-WN_DIRECT_KERNELS(avx2, __attribute__((target("avx2"), optimize("fp-contract=off"))))
-WN_DIRECT_KERNELS(avx512, __attribute__((target("avx512f"), optimize("fp-contract=off"))))
-#define WN_DIRECT_KERNELS_X86 1
-#endif
-#undef WN_DIRECT_KERNELS
-
-const DirectKernels* best_direct_kernels() {
-#if defined(WN_DIRECT_KERNELS_X86)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return &kDirect_avx512;
-  if (__builtin_cpu_supports("avx2")) return &kDirect_avx2;
-#endif
-  return &kDirect_sse2;
-}
-
-// The kernels in use (set_conv_direct_isa may force one, for the tests).
-std::atomic<const DirectKernels*> g_direct_kernels{nullptr};
-const DirectKernels& direct_kernels() {
-  const DirectKernels* k = g_direct_kernels.load(std::memory_order_acquire);
-  if (!k) {
-    k = best_direct_kernels();
-    g_direct_kernels.store(k, std::memory_order_release);
-  }
-  return *k;
-}
+const VectorKernels& vector_kernels();
 
 // How many parts a group's output channels are cut into so that `items` (images x groups, or chunks x groups)
 // give every thread work: a batch of one long 1-D signal would otherwise run on one thread. Each output channel is
@@ -674,7 +638,7 @@ int64_t channel_parts(int64_t items, int64_t channels_per_group) {
 
 void conv_forward_direct(float* y, const float* x, const float* w, const float* bias, const ConvGeometry& g,
                          const ConvOutputScale& scale) {
-  const DirectKernels& kernels = direct_kernels();
+  const VectorKernels& kernels = vector_kernels();
   const PaddedPlane plane = padded_plane(g);
   const int64_t taps = g.kernel_height * g.kernel_width, ocg = g.out_channels_per_group(), spatial = g.out_spatial();
   const bool keeps_raw = scale.channel_scale != nullptr && scale.raw_out != nullptr;
@@ -698,7 +662,7 @@ void conv_forward_direct(float* y, const float* x, const float* w, const float* 
 
 void conv_weight_gradient_direct(float* dw, float* dbias, const float* dy, const float* x, const ConvGeometry& g,
                                  const ConvWeightGradientEpilogue& epilogue) {
-  const DirectKernels& kernels = direct_kernels();
+  const VectorKernels& kernels = vector_kernels();
   const PaddedPlane plane = padded_plane(g);
   const int64_t taps = g.kernel_height * g.kernel_width, ocg = g.out_channels_per_group(), spatial = g.out_spatial();
   const int64_t chunk = images_per_chunk(g), chunks = (g.batch + chunk - 1) / chunk;
@@ -885,31 +849,6 @@ void conv_transpose_forward(float* y, const float* x, const float* w, const floa
 
 #include "weightnorm/ops/conv_composed.inc"
 
-const char* conv_direct_isa() { return direct_kernels().isa; }
-
-bool set_conv_direct_isa(const char* isa) {
-  if (!isa || !*isa) {
-    g_direct_kernels.store(best_direct_kernels(), std::memory_order_release);
-    return true;
-  }
-  const DirectKernels* candidates[] = {
-#if defined(WN_DIRECT_KERNELS_X86)
-      &kDirect_avx512, &kDirect_avx2,
-#endif
-      &kDirect_sse2};
-  for (const DirectKernels* k : candidates) {
-    if (std::strcmp(k->isa, isa) != 0) continue;
-#if defined(WN_DIRECT_KERNELS_X86)
-    __builtin_cpu_init();
-    if (k == &kDirect_avx512 && !__builtin_cpu_supports("avx512f")) return false;
-    if (k == &kDirect_avx2 && !__builtin_cpu_supports("avx2")) return false;
-#endif
-    g_direct_kernels.store(k, std::memory_order_release);
-    return true;
-  }
-  return false;
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // Padding and upsampling.
 
@@ -1049,79 +988,105 @@ inline void write_window_gradient(float* out, int64_t width, int64_t kernel, int
 inline float relu_value(float v) { return ((v > 0.0f) | (v != v)) ? v : 0.0f; }
 inline float relu_window_gradient(float window_max, float dy) { return window_max > 0.0f ? dy : 0.0f; }
 
-// Kernel 2, stride 2 (the common pooling), one row of windows: a b over c d, the winner chosen by window_max's rule
-// (a later element wins only if strictly greater, or NaN over non-NaN); dy goes to the winner, +0 to the other
-// three. Four windows per step with SSE2 (x86-64's baseline; GCC does not vectorize the stride-2 selects itself),
-// the rest one at a time with the same rule.
-#if defined(__SSE2__)
-// take(later, best): later > best, or later is NaN and best is not (window_max's rule, four windows at once).
-inline __m128 take(__m128 later, __m128 best) {
-  return _mm_or_ps(_mm_cmpgt_ps(later, best), _mm_and_ps(_mm_cmpunord_ps(later, later), _mm_cmpord_ps(best, best)));
+// Kernel 2, stride 2 (the common pooling), a plane's rows of windows: a b over c d, the winner chosen by
+// window_max's rule (a later element wins only if strictly greater, or NaN over non-NaN); dy goes to the winner, +0
+// to the other three. kLanes windows per step (GCC does not vectorize the stride-2 selects itself), the last group
+// overlapping the one before (its windows are recomputed by the same rule and written with the same values; cheaper
+// than a scalar tail: a 14-wide plane has 7 windows), rows of fewer than 4 windows one at a time with the same rule.
+// Written once on GCC vector types and compiled with the direct convolution kernels for AVX-512, AVX2 and SSE2 (see
+// WN_VECTOR_KERNELS): pure selects and masks, so every build gives the same bits.
+template <int kLanes, size_t... I>
+[[gnu::always_inline]] inline void deinterleave(typename Lanes<kLanes>::type& even, typename Lanes<kLanes>::type& odd,
+                                                const float* p, std::index_sequence<I...>) {
+  typename Lanes<kLanes>::type low, high;
+  load_lanes(low, p);
+  load_lanes(high, p + kLanes);
+  even = __builtin_shufflevector(low, high, (2 * I)...);
+  odd = __builtin_shufflevector(low, high, (2 * I + 1)...);
 }
-inline __m128 select(__m128 mask, __m128 yes, __m128 no) { return _mm_or_ps(_mm_and_ps(mask, yes), _mm_andnot_ps(mask, no)); }
 
-// Windows w .. w+3 of a 2x2 stride-2 row: a b over c d, each a vector of the four windows' elements.
-struct Windows4 {
-  __m128 a, b, c, d;
+// p[0 .. 2*kLanes) = even[0], odd[0], even[1], odd[1], ...
+template <int kLanes, size_t... I>
+[[gnu::always_inline]] inline void store_interleaved(float* p, const typename Lanes<kLanes>::type& even,
+                                                     const typename Lanes<kLanes>::type& odd, std::index_sequence<I...>) {
+  const typename Lanes<kLanes>::type low = __builtin_shufflevector(even, odd, ((I % 2 ? kLanes : 0) + I / 2)...);
+  const typename Lanes<kLanes>::type high =
+      __builtin_shufflevector(even, odd, (((I + kLanes) % 2 ? kLanes : 0) + (I + kLanes) / 2)...);
+  store_lanes(p, low);
+  store_lanes(p + kLanes, high);
+}
+
+// The four positions of kLanes windows, the masks of where the winner moved (b over a, c over the best of a b, d
+// over the best of a b c: window_max's scan order) and the window maxima.
+template <int kLanes>
+struct Windows {
+  using V = typename Lanes<kLanes>::type;
+  using M = typename Lanes<kLanes>::mask;
+  V a, b, c, d, best;
+  M take_b, take_c, take_d;
 };
-inline Windows4 load_windows(const float* top, const float* bottom, int64_t w) {
-  const __m128 top0 = _mm_loadu_ps(top + 2 * w), top1 = _mm_loadu_ps(top + 2 * w + 4);
-  const __m128 bottom0 = _mm_loadu_ps(bottom + 2 * w), bottom1 = _mm_loadu_ps(bottom + 2 * w + 4);
-  return {_mm_shuffle_ps(top0, top1, _MM_SHUFFLE(2, 0, 2, 0)), _mm_shuffle_ps(top0, top1, _MM_SHUFFLE(3, 1, 3, 1)),
-          _mm_shuffle_ps(bottom0, bottom1, _MM_SHUFFLE(2, 0, 2, 0)), _mm_shuffle_ps(bottom0, bottom1, _MM_SHUFFLE(3, 1, 3, 1))};
-}
-#endif
 
-// Kernel 2, stride 2, one row of windows forward: the maximum of a b over c d by window_max's rule, four windows per
-// step with SSE2 (the last group overlapping the previous one, as in the backward below), the rest one at a time.
-void pool2x2_forward_row(float* out, const float* top, const float* bottom, int64_t windows, bool relu) {
-  int64_t w = 0;
-#if defined(__SSE2__)
-  const __m128 zero = _mm_setzero_ps();
-  for (; w < windows && windows >= 4; w += 4) {
-    w = std::min(w, windows - 4);
-    const auto [a, b, c, d] = load_windows(top, bottom, w);
-    const __m128 ab = select(take(b, a), b, a);
-    const __m128 abc = select(take(c, ab), c, ab);
-    const __m128 best = select(take(d, abc), d, abc);
-    // relu_value four at a time: kept where positive or NaN, else +0.
-    _mm_storeu_ps(out + w, relu ? _mm_and_ps(_mm_or_ps(_mm_cmpgt_ps(best, zero), _mm_cmpunord_ps(best, best)), best) : best);
+template <int kLanes>
+[[gnu::always_inline]] inline void load_windows(Windows<kLanes>& w, const float* top, const float* bottom) {
+  deinterleave<kLanes>(w.a, w.b, top, std::make_index_sequence<kLanes>{});
+  deinterleave<kLanes>(w.c, w.d, bottom, std::make_index_sequence<kLanes>{});
+  // take: later > best, or later is NaN and best is not.
+  w.take_b = (w.b > w.a) | ((w.b != w.b) & (w.a == w.a));
+  w.best = w.take_b ? w.b : w.a;
+  w.take_c = (w.c > w.best) | ((w.c != w.c) & (w.best == w.best));
+  w.best = w.take_c ? w.c : w.best;
+  w.take_d = (w.d > w.best) | ((w.d != w.d) & (w.best == w.best));
+  w.best = w.take_d ? w.d : w.best;
+}
+
+template <int kLanes>
+[[gnu::always_inline]] inline void pool2x2_forward_row(float* out, const float* top, const float* bottom, int64_t windows,
+                                                       bool relu) {
+  using V = typename Lanes<kLanes>::type;
+  for (int64_t w = 0; w < windows; w += kLanes) {
+    const int64_t at = std::min(w, windows - kLanes);
+    Windows<kLanes> win;
+    load_windows(win, top + 2 * at, bottom + 2 * at);
+    // relu_value kLanes at a time: kept where positive or NaN, else +0.
+    if (relu) win.best = ((win.best > 0.0f) | (win.best != win.best)) ? win.best : V{};
+    store_lanes(out + at, win.best);
   }
-#endif
-  for (; w < windows; ++w) {
+}
+
+template <int kLanes>
+[[gnu::always_inline]] inline void pool2x2_backward_row(float* out_top, float* out_bottom, const float* top,
+                                                        const float* bottom, const float* dy, int64_t windows, bool relu) {
+  using V = typename Lanes<kLanes>::type;
+  using M = typename Lanes<kLanes>::mask;
+  for (int64_t w = 0; w < windows; w += kLanes) {
+    const int64_t at = std::min(w, windows - kLanes);
+    Windows<kLanes> win;
+    load_windows(win, top + 2 * at, bottom + 2 * at);
+    V g;
+    load_lanes(g, dy + at);
+    // relu_window_gradient kLanes windows at a time: +0 where the window maximum is not positive.
+    if (relu) g = (V)((M)g & (win.best > 0.0f));
+    const M later = win.take_c | win.take_d, bits = (M)g;
+    const V at_a = (V)(~(win.take_b | later) & bits), at_b = (V)(win.take_b & ~later & bits);
+    const V at_c = (V)(win.take_c & ~win.take_d & bits), at_d = (V)(win.take_d & bits);
+    store_interleaved<kLanes>(out_top + 2 * at, at_a, at_b, std::make_index_sequence<kLanes>{});
+    store_interleaved<kLanes>(out_bottom + 2 * at, at_c, at_d, std::make_index_sequence<kLanes>{});
+  }
+}
+
+// Rows of fewer than 4 windows.
+[[gnu::always_inline]] inline void pool2x2_forward_row_scalar(float* out, const float* top, const float* bottom,
+                                                              int64_t windows, bool relu) {
+  for (int64_t w = 0; w < windows; ++w) {
     const float best = window_max<2>(top, bottom - top, 2, 2 * w).value;
     out[w] = relu ? relu_value(best) : best;
   }
 }
 
-void pool2x2_backward_row(float* out_top, float* out_bottom, const float* top, const float* bottom, const float* dy,
-                          int64_t windows, bool relu) {
-  int64_t w = 0;
-#if defined(__SSE2__)
-  // The last group of four may overlap the previous one (windows not a multiple of 4, at least 4 of them): the
-  // overlapped windows are recomputed by the same rule and written with the same values, cheaper than the scalar
-  // tail (a 14-wide plane pooled to 7 windows would otherwise take 3 of its 7 windows one at a time).
-  for (; w < windows && windows >= 4; w += 4) {
-    w = std::min(w, windows - 4);
-    const auto [a, b, c, d] = load_windows(top, bottom, w);
-    const __m128 take_b = take(b, a);
-    const __m128 ab = select(take_b, b, a);
-    const __m128 take_c = take(c, ab);
-    const __m128 abc = select(take_c, c, ab);
-    const __m128 take_d = take(d, abc);
-    __m128 g = _mm_loadu_ps(dy + w);
-    // relu_window_gradient four windows at a time: +0 where the window maximum is not positive.
-    if (relu) g = _mm_and_ps(_mm_cmpgt_ps(select(take_d, d, abc), _mm_setzero_ps()), g);
-    const __m128 later = _mm_or_ps(take_c, take_d);
-    const __m128 at_a = _mm_andnot_ps(_mm_or_ps(take_b, later), g), at_b = _mm_and_ps(_mm_andnot_ps(later, take_b), g);
-    const __m128 at_c = _mm_and_ps(_mm_andnot_ps(take_d, take_c), g), at_d = _mm_and_ps(take_d, g);
-    _mm_storeu_ps(out_top + 2 * w, _mm_unpacklo_ps(at_a, at_b));
-    _mm_storeu_ps(out_top + 2 * w + 4, _mm_unpackhi_ps(at_a, at_b));
-    _mm_storeu_ps(out_bottom + 2 * w, _mm_unpacklo_ps(at_c, at_d));
-    _mm_storeu_ps(out_bottom + 2 * w + 4, _mm_unpackhi_ps(at_c, at_d));
-  }
-#endif
-  for (; w < windows; ++w) {
+[[gnu::always_inline]] inline void pool2x2_backward_row_scalar(float* out_top, float* out_bottom, const float* top,
+                                                               const float* bottom, const float* dy, int64_t windows,
+                                                               bool relu) {
+  for (int64_t w = 0; w < windows; ++w) {
     const int64_t first = 2 * w;
     const WindowMax best = window_max<2>(top, bottom - top, 2, first);
     const float g = relu ? relu_window_gradient(best.value, dy[w]) : dy[w];
@@ -1130,6 +1095,80 @@ void pool2x2_backward_row(float* out_top, float* out_bottom, const float* top, c
     out_bottom[first] = best.index == first + (bottom - top) ? g : 0.0f;
     out_bottom[first + 1] = best.index == first + (bottom - top) + 1 ? g : 0.0f;
   }
+}
+
+// One plane [height, width] pooled to [oh_count, ow_count] (forward), or its gradient (backward: dx's plane whole,
+// as the windows tile it; the rows and columns past the last window are the caller's).
+[[gnu::always_inline]] inline void pool2x2_forward_plane(float* out, const float* plane, int64_t oh_count,
+                                                         int64_t ow_count, int64_t width, bool relu) {
+  for (int64_t oh = 0; oh < oh_count; ++oh) {
+    float* o = out + oh * ow_count;
+    const float* top = plane + 2 * oh * width;
+    if (ow_count >= 16) pool2x2_forward_row<16>(o, top, top + width, ow_count, relu);
+    else if (ow_count >= 8) pool2x2_forward_row<8>(o, top, top + width, ow_count, relu);
+    else if (ow_count >= 4) pool2x2_forward_row<4>(o, top, top + width, ow_count, relu);
+    else pool2x2_forward_row_scalar(o, top, top + width, ow_count, relu);
+  }
+}
+
+[[gnu::always_inline]] inline void pool2x2_backward_plane(float* dx, const float* plane, const float* grad,
+                                                          int64_t oh_count, int64_t ow_count, int64_t width, bool relu) {
+  for (int64_t oh = 0; oh < oh_count; ++oh) {
+    const int64_t top = 2 * oh * width;
+    float* out_top = dx + top;
+    const float* dy = grad + oh * ow_count;
+    if (ow_count >= 16) pool2x2_backward_row<16>(out_top, out_top + width, plane + top, plane + top + width, dy, ow_count, relu);
+    else if (ow_count >= 8) pool2x2_backward_row<8>(out_top, out_top + width, plane + top, plane + top + width, dy, ow_count, relu);
+    else if (ow_count >= 4) pool2x2_backward_row<4>(out_top, out_top + width, plane + top, plane + top + width, dy, ow_count, relu);
+    else pool2x2_backward_row_scalar(out_top, out_top + width, plane + top, plane + top + width, dy, ow_count, relu);
+  }
+}
+
+#define WN_VECTOR_KERNELS(name, attribute)                                                                        \
+  attribute void direct_forward_##name(const DirectForward& a, int64_t begin, int64_t end) {                     \
+    direct_forward_range(a, begin, end);                                                                          \
+  }                                                                                                               \
+  attribute void direct_tap_sums_##name(float* sums, const DirectTaps& a) { direct_tap_sums_all(sums, a); }       \
+  attribute void pool2x2_forward_##name(float* out, const float* plane, int64_t oh_count, int64_t ow_count,       \
+                                        int64_t width, bool relu) {                                               \
+    pool2x2_forward_plane(out, plane, oh_count, ow_count, width, relu);                                           \
+  }                                                                                                               \
+  attribute void pool2x2_backward_##name(float* dx, const float* plane, const float* grad, int64_t oh_count,      \
+                                         int64_t ow_count, int64_t width, bool relu) {                            \
+    pool2x2_backward_plane(dx, plane, grad, oh_count, ow_count, width, relu);                                     \
+  }                                                                                                               \
+  constexpr VectorKernels kVector_##name{#name, direct_forward_##name, direct_tap_sums_##name,                    \
+                                         pool2x2_forward_##name, pool2x2_backward_##name};
+
+WN_VECTOR_KERNELS(sse2, )
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// Contraction off: GCC fuses a * b + c into one FMA in some of the inlined loop variants and not in others (and the
+// baseline has no FMA), which would make an output's bits depend on which channel group or which instruction set
+// computed it. Without it the three builds give the same bits.
+WN_VECTOR_KERNELS(avx2, __attribute__((target("avx2"), optimize("fp-contract=off"))))
+WN_VECTOR_KERNELS(avx512, __attribute__((target("avx512f"), optimize("fp-contract=off"))))
+#define WN_VECTOR_KERNELS_X86 1
+#endif
+#undef WN_VECTOR_KERNELS
+
+const VectorKernels* best_vector_kernels() {
+#if defined(WN_VECTOR_KERNELS_X86)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return &kVector_avx512;
+  if (__builtin_cpu_supports("avx2")) return &kVector_avx2;
+#endif
+  return &kVector_sse2;
+}
+
+// The kernels in use (set_conv_vector_isa may force one, for the tests).
+std::atomic<const VectorKernels*> g_vector_kernels{nullptr};
+const VectorKernels& vector_kernels() {
+  const VectorKernels* k = g_vector_kernels.load(std::memory_order_acquire);
+  if (!k) {
+    k = best_vector_kernels();
+    g_vector_kernels.store(k, std::memory_order_release);
+  }
+  return *k;
 }
 
 // body(std::integral_constant<int, K>) with K the kernel size where it is a common one (2, 3), else 0 (read at run
@@ -1148,6 +1187,7 @@ void max_pool2d_forward(float* y, const float* x, int64_t planes, int64_t height
   check_pool_geometry(planes, height, width, kernel, stride);
   const int64_t oh_count = (height - kernel) / stride + 1, ow_count = (width - kernel) / stride + 1;
   const int threads = num_threads();
+  const VectorKernels& kernels = vector_kernels();
   with_kernel_size(kernel, [&](auto size) {
     constexpr int K = decltype(size)::value;
 #pragma omp parallel for schedule(static) num_threads(threads) if (planes * height * width >= kParallelMinElements)
@@ -1155,8 +1195,7 @@ void max_pool2d_forward(float* y, const float* x, int64_t planes, int64_t height
       const float* plane = x + p * height * width;
       float* out = y + p * oh_count * ow_count;
       if (K == 2 && stride == 2) {
-        for (int64_t oh = 0; oh < oh_count; ++oh)
-          pool2x2_forward_row(out + oh * ow_count, plane + 2 * oh * width, plane + (2 * oh + 1) * width, ow_count, relu);
+        kernels.pool2x2_forward(out, plane, oh_count, ow_count, width, relu);
         continue;
       }
       for (int64_t oh = 0; oh < oh_count; ++oh)
@@ -1173,6 +1212,7 @@ void max_pool2d_backward(float* dx, const float* dy, const float* x, int64_t pla
   check_pool_geometry(planes, height, width, kernel, stride);
   const int64_t oh_count = (height - kernel) / stride + 1, ow_count = (width - kernel) / stride + 1;
   const int threads = num_threads();
+  const VectorKernels& kernels = vector_kernels();
   const bool overlapping = stride < kernel;
   // The windows cover the plane exactly (nothing left to zero) when they are disjoint, adjacent and fit it.
   const bool tiled = stride == kernel && height % kernel == 0 && width % kernel == 0;
@@ -1194,11 +1234,7 @@ void max_pool2d_backward(float* dx, const float* dy, const float* x, int64_t pla
             out[best.index] += relu ? relu_window_gradient(best.value, g) : g;
           }
       } else if (K == 2 && stride == 2) {
-        for (int64_t oh = 0; oh < oh_count; ++oh) {
-          const int64_t top = 2 * oh * width;
-          pool2x2_backward_row(out + top, out + top + width, plane + top, plane + top + width, grad + oh * ow_count,
-                               ow_count, relu);
-        }
+        kernels.pool2x2_backward(out, plane, grad, oh_count, ow_count, width, relu);
       } else {
         // Disjoint windows: each writes its whole window (dy at its maximum, 0 elsewhere), no read-modify-write.
         for (int64_t oh = 0; oh < oh_count; ++oh)
@@ -1233,6 +1269,31 @@ void global_avg_pool_backward(float* dx, const float* dy, int64_t planes, int64_
     const float value = dy[p] / float(plane_size);
     std::fill(dx + p * plane_size, dx + (p + 1) * plane_size, value);
   }
+}
+
+const char* conv_vector_isa() { return vector_kernels().isa; }
+
+bool set_conv_vector_isa(const char* isa) {
+  if (!isa || !*isa) {
+    g_vector_kernels.store(best_vector_kernels(), std::memory_order_release);
+    return true;
+  }
+  const VectorKernels* candidates[] = {
+#if defined(WN_VECTOR_KERNELS_X86)
+      &kVector_avx512, &kVector_avx2,
+#endif
+      &kVector_sse2};
+  for (const VectorKernels* k : candidates) {
+    if (std::strcmp(k->isa, isa) != 0) continue;
+#if defined(WN_VECTOR_KERNELS_X86)
+    __builtin_cpu_init();
+    if (k == &kVector_avx512 && !__builtin_cpu_supports("avx512f")) return false;
+    if (k == &kVector_avx2 && !__builtin_cpu_supports("avx2")) return false;
+#endif
+    g_vector_kernels.store(k, std::memory_order_release);
+    return true;
+  }
+  return false;
 }
 
 }  // namespace weightnorm::cpu

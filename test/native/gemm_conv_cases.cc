@@ -481,12 +481,14 @@ void check_conv_null_outputs() {
   expect(dx == all.dx && dw == all.dw && dbias == all.dbias, "conv2d cpu backward with null outputs: same results");
 }
 
-// The direct kernels for one input channel per group and stride 1 (cpu/conv.cc) are compiled for AVX-512, AVX2 and
-// the x86-64 baseline, and give the same bits on each (no FMA contraction, the same operations in the same order):
-// each one this CPU runs, forced, against the automatic choice, whose values test/conv-direct.test.ts checks against
-// float64. Geometries for every block width (16, 8, 4, 1 outputs per row step), channel group (8, 4, 2, 1) and tap
-// group (4, 3, 2, 1), plus the weight-norm forms: y with scale and raw product, dv with its epilogue.
-void check_conv_direct_isas() {
+// cpu/conv.cc's vector kernels (the direct convolution for one input channel per group with stride 1, 2x2 stride-2
+// max pooling) are compiled for AVX-512, AVX2 and the x86-64 baseline, and give the same bits on each (no FMA
+// contraction, the same operations in the same order): each one this CPU runs, forced, against the automatic
+// choice, whose values test/conv-direct.test.ts (convolution) and the pooling fixture cases check against float64.
+// Convolution geometries for every block width (16, 8, 4, 1 outputs per row step), channel group (8, 4, 2, 1) and
+// tap group (9, 4, 3, 2, 1), plus the weight-norm forms: y with scale and raw product, dv with its epilogue.
+// Pooling: rows of 16+, 8+, 4+ and fewer windows, an odd width, ties and NaNs, with and without the fused ReLU.
+void check_conv_vector_isas() {
   struct DirectCase {
     int64_t batch, channels, out_channels, groups, height, width, kh, kw, padding, dilation;
   };
@@ -517,13 +519,13 @@ void check_conv_direct_isas() {
                          {scale.data(), coefficient.data(), w.data()});
       return out;
     };
-    const std::string automatic = cpu::conv_direct_isa();
+    const std::string automatic = cpu::conv_vector_isa();
     const auto reference = run();
     for (const char* isa : {"avx512", "avx2", "sse2"}) {
-      if (!cpu::set_conv_direct_isa(isa)) continue;
-      const bool forced = cpu::conv_direct_isa() == std::string(isa);
+      if (!cpu::set_conv_vector_isa(isa)) continue;
+      const bool forced = cpu::conv_vector_isa() == std::string(isa);
       const auto got = run();
-      cpu::set_conv_direct_isa(nullptr);
+      cpu::set_conv_vector_isa(nullptr);
       bool same = forced;
       for (size_t k = 0; k < got.size(); ++k)
         same = same && std::memcmp(got[k].data(), reference[k].data(), got[k].size() * sizeof(float)) == 0;
@@ -534,7 +536,37 @@ void check_conv_direct_isas() {
                           long(c.dilation)));
     }
   }
-  expect(!cpu::set_conv_direct_isa("avx1024"), "conv direct kernels: an unknown instruction set is refused");
+  struct PoolShape {
+    int64_t planes, height, width;
+  };
+  for (const PoolShape& p : {PoolShape{3, 28, 40}, PoolShape{4, 14, 28}, PoolShape{5, 14, 15}, PoolShape{2, 6, 14},
+                             PoolShape{3, 4, 7}, PoolShape{2, 5, 5}}) {
+    const int64_t oh = p.height / 2, ow = p.width / 2;
+    std::vector<float> x = random_vector(size_t(p.planes * p.height * p.width), -2.0f, 2.0f);
+    // Ties (values rounded to a few levels) and NaNs, so the first-maximum and NaN rules are exercised.
+    for (size_t e = 0; e < x.size(); ++e) x[e] = e % 13 == 0 ? NAN : std::round(x[e] * 2.0f) / 2.0f;
+    const std::vector<float> dy = random_vector(size_t(p.planes * oh * ow));
+    auto run = [&](bool relu) {
+      std::vector<float> y(dy.size()), dx(x.size());
+      cpu::max_pool2d_forward(y.data(), x.data(), p.planes, p.height, p.width, 2, 2, relu);
+      cpu::max_pool2d_backward(dx.data(), dy.data(), x.data(), p.planes, p.height, p.width, 2, 2, relu);
+      y.insert(y.end(), dx.begin(), dx.end());
+      return y;
+    };
+    for (const bool relu : {false, true}) {
+      const std::string automatic = cpu::conv_vector_isa();
+      const std::vector<float> reference = run(relu);
+      for (const char* isa : {"avx512", "avx2", "sse2"}) {
+        if (!cpu::set_conv_vector_isa(isa)) continue;
+        const std::vector<float> got = run(relu);
+        cpu::set_conv_vector_isa(nullptr);
+        expect(std::memcmp(got.data(), reference.data(), got.size() * sizeof(float)) == 0,
+               format("max_pool2d 2x2%s %s: y and dx the same bits as %s (%ld planes of %ldx%ld)", relu ? " relu" : "",
+                      isa, automatic.c_str(), long(p.planes), long(p.height), long(p.width)));
+      }
+    }
+  }
+  expect(!cpu::set_conv_vector_isa("avx1024"), "cpu conv vector kernels: an unknown instruction set is refused");
 }
 
 // Finite differences of L = sum(y * r) in float64 around x and w: the conv is linear in each, so central
@@ -1050,7 +1082,7 @@ void check_cpu() {
   cpu::set_gemm_prefer_blas(true);
   check_conv_null_outputs();
   check_conv_finite_differences();
-  check_conv_direct_isas();
+  check_conv_vector_isas();
   check_pool_backend("cpu", [](std::vector<float>& y, std::vector<float>& dx, const PoolCase& c,
                                const std::vector<float>& x, const std::vector<float>& dy) {
     cpu::max_pool2d_forward(y.data(), x.data(), c.planes, c.height, c.width, c.kernel, c.stride);

@@ -488,6 +488,94 @@ void check_conv_null_outputs() {
   expect(dx == all.dx && dw == all.dw && dbias == all.dbias, "conv2d cpu backward with null outputs: same results");
 }
 
+// cpu/conv.cc's vector kernels (the direct convolution for one input channel per group with stride 1, 2x2 stride-2
+// max pooling) are compiled for AVX-512, AVX2 and the x86-64 baseline, and give the same bits on each (no FMA
+// contraction, the same operations in the same order): each one this CPU runs, forced, against the automatic
+// choice, whose values test/conv-direct.test.ts (convolution) and the pooling fixture cases check against float64.
+// Convolution geometries for every block width (16, 8, 4, 1 outputs per row step), channel group (8, 4, 2, 1) and
+// tap group (9, 4, 3, 2, 1), plus the weight-norm forms: y with scale and raw product, dv with its epilogue.
+// Pooling: rows of 16+, 8+, 4+ and fewer windows, an odd width, ties and NaNs, with and without the fused ReLU.
+void check_conv_vector_isas() {
+  struct DirectCase {
+    int64_t batch, channels, out_channels, groups, height, width, kh, kw, padding, dilation;
+  };
+  const DirectCase cases[] = {{3, 1, 32, 1, 28, 28, 3, 3, 1, 1}, {2, 1, 5, 1, 13, 11, 3, 3, 1, 1},
+                              {1, 1, 13, 1, 9, 17, 5, 5, 2, 2},  {2, 3, 6, 3, 7, 6, 1, 3, 0, 1},
+                              {3, 2, 2, 2, 4, 3, 2, 1, 0, 1},    {2, 1, 3, 1, 6, 20, 1, 2, 1, 3}};
+  for (const DirectCase& c : cases) {
+    weightnorm::ConvGeometry g;
+    g.batch = c.batch, g.in_channels = c.channels, g.out_channels = c.out_channels, g.groups = c.groups;
+    g.in_height = c.height, g.in_width = c.width, g.kernel_height = c.kh, g.kernel_width = c.kw;
+    g.padding_height = g.padding_width = c.padding, g.dilation_height = g.dilation_width = c.dilation;
+    g.out_height = weightnorm::natural_out_size(c.height, c.kh, 1, c.padding, c.dilation);
+    g.out_width = weightnorm::natural_out_size(c.width, c.kw, 1, c.padding, c.dilation);
+    const size_t ys = size_t(g.batch * g.out_channels * g.out_spatial()), ws = size_t(g.out_channels * c.kh * c.kw);
+    const std::vector<float> x = random_vector(size_t(g.batch * g.in_channels * g.in_spatial())), w = random_vector(ws);
+    const std::vector<float> bias = random_vector(size_t(g.out_channels)), dy = random_vector(ys);
+    const std::vector<float> scale = random_vector(size_t(g.out_channels), 0.5f, 2.0f);
+    const std::vector<float> coefficient = random_vector(size_t(g.out_channels));
+    // y, y scaled, its raw product, dw, dbias, dv.
+    auto run = [&]() {
+      std::vector<std::vector<float>> out{std::vector<float>(ys), std::vector<float>(ys), std::vector<float>(ys),
+                                          std::vector<float>(ws), std::vector<float>(size_t(g.out_channels)),
+                                          std::vector<float>(ws)};
+      cpu::conv_forward(out[0].data(), x.data(), w.data(), bias.data(), g, {});
+      cpu::conv_forward(out[1].data(), x.data(), w.data(), bias.data(), g, {scale.data(), out[2].data()});
+      cpu::conv_backward(nullptr, out[3].data(), out[4].data(), dy.data(), x.data(), w.data(), g, {});
+      cpu::conv_backward(nullptr, out[5].data(), nullptr, dy.data(), x.data(), w.data(), g,
+                         {scale.data(), coefficient.data(), w.data()});
+      return out;
+    };
+    const std::string automatic = cpu::conv_vector_isa();
+    const auto reference = run();
+    for (const char* isa : {"avx512", "avx2", "sse2"}) {
+      if (!cpu::set_conv_vector_isa(isa)) continue;
+      const bool forced = cpu::conv_vector_isa() == std::string(isa);
+      const auto got = run();
+      cpu::set_conv_vector_isa(nullptr);
+      bool same = forced;
+      for (size_t k = 0; k < got.size(); ++k)
+        same = same && std::memcmp(got[k].data(), reference[k].data(), got[k].size() * sizeof(float)) == 0;
+      expect(same, format("conv direct kernels %s: y, scaled y, raw product, dw, dbias, dv the same bits as %s "
+                          "(n%ld c%ld oc%ld groups %ld %ldx%ld k%ldx%ld p%ld d%ld)",
+                          isa, automatic.c_str(), long(c.batch), long(c.channels), long(c.out_channels),
+                          long(c.groups), long(c.height), long(c.width), long(c.kh), long(c.kw), long(c.padding),
+                          long(c.dilation)));
+    }
+  }
+  struct PoolShape {
+    int64_t planes, height, width;
+  };
+  for (const PoolShape& p : {PoolShape{3, 28, 40}, PoolShape{4, 14, 28}, PoolShape{5, 14, 15}, PoolShape{2, 6, 14},
+                             PoolShape{3, 4, 7}, PoolShape{2, 5, 5}}) {
+    const int64_t oh = p.height / 2, ow = p.width / 2;
+    std::vector<float> x = random_vector(size_t(p.planes * p.height * p.width), -2.0f, 2.0f);
+    // Ties (values rounded to a few levels) and NaNs, so the first-maximum and NaN rules are exercised.
+    for (size_t e = 0; e < x.size(); ++e) x[e] = e % 13 == 0 ? NAN : std::round(x[e] * 2.0f) / 2.0f;
+    const std::vector<float> dy = random_vector(size_t(p.planes * oh * ow));
+    auto run = [&](bool relu) {
+      std::vector<float> y(dy.size()), dx(x.size());
+      cpu::max_pool2d_forward(y.data(), x.data(), p.planes, p.height, p.width, 2, 2, relu);
+      cpu::max_pool2d_backward(dx.data(), dy.data(), x.data(), p.planes, p.height, p.width, 2, 2, relu);
+      y.insert(y.end(), dx.begin(), dx.end());
+      return y;
+    };
+    for (const bool relu : {false, true}) {
+      const std::string automatic = cpu::conv_vector_isa();
+      const std::vector<float> reference = run(relu);
+      for (const char* isa : {"avx512", "avx2", "sse2"}) {
+        if (!cpu::set_conv_vector_isa(isa)) continue;
+        const std::vector<float> got = run(relu);
+        cpu::set_conv_vector_isa(nullptr);
+        expect(std::memcmp(got.data(), reference.data(), got.size() * sizeof(float)) == 0,
+               format("max_pool2d 2x2%s %s: y and dx the same bits as %s (%ld planes of %ldx%ld)", relu ? " relu" : "",
+                      isa, automatic.c_str(), long(p.planes), long(p.height), long(p.width)));
+      }
+    }
+  }
+  expect(!cpu::set_conv_vector_isa("avx1024"), "cpu conv vector kernels: an unknown instruction set is refused");
+}
+
 // Finite differences of L = sum(y * r) in float64 around x and w: the conv is linear in each, so central
 // differences are exact up to the float32 rounding of y (h = 0.05; the tolerance covers that rounding).
 void check_conv_finite_differences() {
@@ -1020,6 +1108,7 @@ void check_cpu() {
   cpu::set_gemm_implementation(cpu::GemmImplementation::kAutomatic);
   check_conv_null_outputs();
   check_conv_finite_differences();
+  check_conv_vector_isas();
   check_pool_backend("cpu", [](std::vector<float>& y, std::vector<float>& dx, const PoolCase& c,
                                const std::vector<float>& x, const std::vector<float>& dy) {
     cpu::max_pool2d_forward(y.data(), x.data(), c.planes, c.height, c.width, c.kernel, c.stride);

@@ -562,12 +562,94 @@ void check_cpu_rows16_paths() {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Rows of at least 32 elements with dim 0 have AVX-512 kernels (cpu/weightnorm.cc, "long rows") that reduce and
+// write one row at a time, with run_dot's summation order and the general walk's coefficient maths and products:
+// they must agree with the general walk (forced "none") bit for bit, in float32 and bfloat16 storage, forward and
+// backward. Fresh random inputs each run (the seed is in the message). The row lengths straddle the short-run
+// cutoff (64), the 16-lane body (a tail of 1 to 15) and the 1024-element fold blocks; one row alone; a zero row
+// puts the eps floor on its channel; the largest cases are over 4 MB, so the outputs are streamed; an output one
+// element off 64-byte alignment takes the scalar head first; and dw == v (the same pointer) is reduced as squares.
+
+template <class T>
+struct LongRowsRun {
+  std::vector<T> w, dv, w_shifted, dv_same;
+  Floats norm, dg, dg_same;
+  bool operator==(const LongRowsRun& o) const {
+    auto same = [](const auto& a, const auto& b) {
+      return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0])) == 0);
+    };
+    return same(w, o.w) && same(dv, o.dv) && same(w_shifted, o.w_shifted) && same(dv_same, o.dv_same) &&
+           same(norm, o.norm) && same(dg, o.dg) && same(dg_same, o.dg_same);
+  }
+};
+
+template <class T>
+LongRowsRun<T> run_long_rows(const std::vector<T>& v, const std::vector<T>& dw, const Floats& g,
+                             const ChannelLayout& l) {
+  namespace cpu = weightnorm::cpu;
+  const float eps = weightnorm::kDefaultNormEps;
+  const size_t n = static_cast<size_t>(l.elements());
+  LongRowsRun<T> r{std::vector<T>(n), std::vector<T>(n), std::vector<T>(n + 1), std::vector<T>(n),
+                   Floats(l.channels), Floats(l.channels), Floats(l.channels)};
+  cpu::weightnorm_forward(r.w.data(), r.norm.data(), v.data(), g.data(), l, eps);
+  cpu::weightnorm_backward(r.dv.data(), r.dg.data(), dw.data(), v.data(), g.data(), r.norm.data(), l, eps);
+  Floats norm(l.channels);
+  cpu::weightnorm_forward(r.w_shifted.data() + 1, norm.data(), v.data(), g.data(), l, eps);
+  r.w_shifted.erase(r.w_shifted.begin());
+  cpu::weightnorm_backward(r.dv_same.data(), r.dg_same.data(), v.data(), v.data(), g.data(), r.norm.data(), l, eps);
+  return r;
+}
+
+void check_cpu_long_rows_paths() {
+  namespace cpu = weightnorm::cpu;
+  if (!cpu::set_weightnorm_long_rows_isa("avx512")) return;  // this CPU or build has no long-rows kernels
+  expect(std::string(cpu::weightnorm_long_rows_isa()) == "avx512", "long rows: forced avx512, runs " +
+                                                                      std::string(cpu::weightnorm_long_rows_isa()));
+  const uint64_t seed = (static_cast<uint64_t>(getpid()) << 32) ^ static_cast<uint64_t>(time(nullptr)) ^ 0x5eed;
+  const struct {
+    int64_t rows, inner;
+  } shapes[] = {{3, 32}, {5, 33}, {7, 63}, {9, 64}, {11, 65}, {4, 79}, {6, 1000}, {1, 5000}, {2, 1024 + 1031},
+                {300, 4100}, {600, 4100}};
+  for (const auto& shape : shapes) {
+    const ChannelLayout l{1, shape.rows, shape.inner};
+    Floats v(l.elements()), dw(l.elements()), g(l.channels);
+    const uint64_t case_seed = seed + static_cast<uint64_t>(shape.rows * 100003 + shape.inner);
+    cpu::fill_normal(v.data(), l.elements(), case_seed, 0.0f, 1.0f);
+    cpu::fill_normal(dw.data(), l.elements(), case_seed + 1, 0.0f, 1.0f);
+    cpu::fill_normal(g.data(), l.channels, case_seed + 2, 0.0f, 1.0f);
+    if (shape.rows > 2) std::fill_n(v.begin() + shape.inner, shape.inner, 0.0f);  // row 1: the eps floor
+    const Bfloat16s v16 = [&] {
+      Bfloat16s out(v.size());
+      for (size_t i = 0; i < v.size(); ++i) out[i] = weightnorm::float_to_bfloat16(v[i]);
+      return out;
+    }();
+    const Bfloat16s dw16 = [&] {
+      Bfloat16s out(dw.size());
+      for (size_t i = 0; i < dw.size(); ++i) out[i] = weightnorm::float_to_bfloat16(dw[i]);
+      return out;
+    }();
+    cpu::set_weightnorm_long_rows_isa("avx512");
+    const LongRowsRun<float> fast = run_long_rows(v, dw, g, l);
+    const LongRowsRun<bfloat16> fast16 = run_long_rows(v16, dw16, g, l);
+    cpu::set_weightnorm_long_rows_isa("none");
+    const LongRowsRun<float> general = run_long_rows(v, dw, g, l);
+    const LongRowsRun<bfloat16> general16 = run_long_rows(v16, dw16, g, l);
+    const std::string what = "cpu long rows (avx512 vs none), [" + std::to_string(shape.rows) + ", " +
+                             std::to_string(shape.inner) + "] dim 0, seed " + std::to_string(case_seed) + ": ";
+    expect(fast == general, what + "float32 forward and backward bitwise equal (aligned, shifted, dw == v)");
+    expect(fast16 == general16, what + "bfloat16 forward and backward bitwise equal (aligned, shifted, dw == v)");
+  }
+  cpu::set_weightnorm_long_rows_isa(nullptr);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Groups.
 
 void check_cpu_weightnorm() {
   for (const FixtureCase& c : fixture()) check_cpu_case(c);
   for (const NanCase& c : kNanCases) check_cpu_nan_coefficient(c);
   check_cpu_rows16_paths();
+  check_cpu_long_rows_paths();
 }
 WEIGHTNORM_NATIVE_TEST_GROUP("weightnorm/cpu", check_cpu_weightnorm);
 

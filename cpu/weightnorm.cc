@@ -233,6 +233,186 @@ inline void finish_streaming() {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// AVX-512 building blocks (x86-64 with GCC or Clang; the kernels run only where the CPU has AVX-512F). Each computes
+// the same expression, in the same order, as the SSE2 / scalar code it stands in for, so the results do not depend
+// on which one runs.
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define WEIGHTNORM_X86_KERNELS 1
+// AVX-512F and AVX2 imply FMA to GCC, which would then contract c1 * dw - c2 * v into one fused operation (other
+// bits than the general walk's): contraction stays off in these functions. Clang contracts only within one source
+// expression, never across the intrinsics' calls, and has no optimize attribute.
+#if defined(__clang__)
+#define WN_AVX512 __attribute__((target("avx512f")))
+#define WN_AVX2 __attribute__((target("avx2")))
+#else
+#define WN_AVX512 __attribute__((target("avx512f"), optimize("fp-contract=off")))
+#define WN_AVX2 __attribute__((target("avx2"), optimize("fp-contract=off")))
+#endif
+#endif
+
+// Whether the long-rows kernels run: on AVX-512 CPUs, unless set_weightnorm_vector_isa forced "none".
+bool g_avx512_forced_off = false;
+
+bool avx512_supported() {
+#ifdef WEIGHTNORM_X86_KERNELS
+  static const bool supported = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return supported;
+#else
+  return false;
+#endif
+}
+
+bool avx512_enabled() { return avx512_supported() && !g_avx512_forced_off; }
+
+#ifdef WEIGHTNORM_X86_KERNELS
+WN_AVX512 inline __m512 load16_avx512(const float* p) { return _mm512_loadu_ps(p); }
+// Sixteen bfloat16 into the high halves of sixteen 32-bit lanes: the exact float32 values.
+WN_AVX512 inline __m512 load16_avx512(const bfloat16* p) {
+  const __m512i halves = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(halves, 16));
+}
+
+// sum + x * y, one lane, never contracted.
+WN_AVX512 inline float add_product(float sum, float x, float y) {
+  return _mm_cvtss_f32(_mm_add_ss(_mm_set_ss(sum), _mm_mul_ss(_mm_set_ss(x), _mm_set_ss(y))));
+}
+
+// Output i of a row: c1 * a[i] (kBackward false) or c1 * a[i] - c2 * b[i], never contracted, rounded to T.
+template <bool kBackward, class T>
+WN_AVX512 inline T row_element(const T* a, const T* b, float c1, float c2, int64_t i) {
+  const __m128 first = _mm_mul_ss(_mm_set_ss(c1), _mm_set_ss(widen(a[i])));
+  if (!kBackward) return round_to<T>(_mm_cvtss_f32(first));
+  return round_to<T>(_mm_cvtss_f32(_mm_sub_ss(first, _mm_mul_ss(_mm_set_ss(c2), _mm_set_ss(widen(b[i]))))));
+}
+
+// run_dot on AVX-512 (kSquare: b is a), bitwise equal.
+template <bool kSquare, class T>
+WN_AVX512 double run_dot_avx512(const T* a, const T* b, int64_t n) {
+  static_assert(kLanes == 16, "one AVX-512 register holds run_dot's lanes");
+  if (n < 4 * kLanes) return run_dot<kSquare>(a, b, n);
+  alignas(64) float lanes[kLanes];
+  double total = 0.0;
+  int64_t i = 0;
+  while (i < n) {
+    const int64_t block_end = std::min(n, i + kFoldBlock);
+    __m512 sums = _mm512_setzero_ps();
+    for (; i + kLanes <= block_end; i += kLanes) {
+      const __m512 x = load16_avx512(a + i);
+      sums = _mm512_add_ps(sums, _mm512_mul_ps(x, kSquare ? x : load16_avx512(b + i)));
+    }
+    _mm512_store_ps(lanes, sums);
+    for (; i < block_end; ++i) lanes[0] = add_product(lanes[0], widen(a[i]), widen(kSquare ? a[i] : b[i]));
+    double block = 0.0;
+    for (int l = 0; l < kLanes; ++l) block += lanes[l];
+    total += block;
+  }
+  return total;
+}
+
+// float_to_bfloat16 on sixteen lanes, bit for bit (NaNs quieted, never incremented).
+WN_AVX512 inline __m256i round_to_bfloat16x16(__m512 x) {
+  const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+  const __m512i word = _mm512_mask_or_epi32(_mm512_castps_si512(x), nan, _mm512_castps_si512(x),
+                                            _mm512_set1_epi32(0x00400000));
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(word, 16), _mm512_set1_epi32(1));
+  const __m512i increment = _mm512_maskz_add_epi32(static_cast<__mmask16>(~nan), lsb, _mm512_set1_epi32(0x7fff));
+  return _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_add_epi32(word, increment), 16));
+}
+
+// c1 * a (kBackward false) or c1 * a - c2 * b on sixteen elements.
+template <bool kBackward, class T>
+WN_AVX512 inline __m512 combine16_avx512(const T* a, const T* b, __m512 c1, __m512 c2) {
+  const __m512 first = _mm512_mul_ps(c1, load16_avx512(a));
+  return kBackward ? _mm512_sub_ps(first, _mm512_mul_ps(c2, load16_avx512(b))) : first;
+}
+
+// out[i] = c1 * a[i] (kBackward false) or c1 * a[i] - c2 * b[i] for i < n, one 64-byte line per step; stream:
+// non-temporal stores, after single elements up to the first line boundary.
+template <bool kBackward, class T>
+WN_AVX512 void write_row_avx512(T* out, const T* a, const T* b, float c1, float c2, int64_t n, bool stream) {
+  constexpr int64_t kLine = 64 / sizeof(T);
+  int64_t i = 0;
+  if (stream)
+    for (; i < n && (reinterpret_cast<uintptr_t>(out + i) & 63) != 0; ++i) out[i] = row_element<kBackward>(a, b, c1, c2, i);
+  const __m512 k1 = _mm512_set1_ps(c1), k2 = _mm512_set1_ps(c2);
+  for (; i + kLine <= n; i += kLine) {
+    __m512 line;
+    if constexpr (std::is_same_v<T, float>) {
+      line = combine16_avx512<kBackward>(a + i, b + i, k1, k2);
+    } else {
+      const __m256i low = round_to_bfloat16x16(combine16_avx512<kBackward>(a + i, b + i, k1, k2));
+      const __m256i high = round_to_bfloat16x16(combine16_avx512<kBackward>(a + i + 16, b + i + 16, k1, k2));
+      line = _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1));
+    }
+    if (stream) _mm512_stream_ps(reinterpret_cast<float*>(out + i), line);
+    else _mm512_storeu_ps(reinterpret_cast<float*>(out + i), line);
+  }
+  for (; i < n; ++i) out[i] = row_element<kBackward>(a, b, c1, c2, i);
+}
+
+// partial[c] += a[c] * b[c] (kSquare: a[c]^2) for c < length: reduce_columns' step over one wide row, prefetching
+// kPrefetchBytes ahead once per cache line of input.
+template <bool kSquare, class T>
+WN_AVX512 void accumulate_columns_avx512(float* partial, const T* a, const T* b, int64_t length) {
+  constexpr int64_t kLine = 64 / sizeof(T), kAhead = kPrefetchBytes / sizeof(T);
+  int64_t c = 0;
+  for (; c + 16 <= length; c += 16) {
+    if (c % kLine == 0) {
+      _mm_prefetch(reinterpret_cast<const char*>(a + c + kAhead), _MM_HINT_T0);
+      if (!kSquare) _mm_prefetch(reinterpret_cast<const char*>(b + c + kAhead), _MM_HINT_T0);
+    }
+    const __m512 x = load16_avx512(a + c);
+    const __m512 y = kSquare ? x : load16_avx512(b + c);
+    _mm512_storeu_ps(partial + c, _mm512_add_ps(_mm512_loadu_ps(partial + c), _mm512_mul_ps(x, y)));
+  }
+  for (; c < length; ++c) partial[c] = add_product(partial[c], widen(a[c]), widen(kSquare ? a[c] : b[c]));
+}
+
+// s1 * a (kBackward false) or s1 * a - s2 * b on sixteen elements with their own coefficients.
+template <bool kBackward, class T>
+WN_AVX512 inline __m512 expanded16_avx512(const T* a, const T* b, const float* s1, const float* s2) {
+  const __m512 first = _mm512_mul_ps(_mm512_loadu_ps(s1), load16_avx512(a));
+  if constexpr (kBackward) return _mm512_sub_ps(first, _mm512_mul_ps(_mm512_loadu_ps(s2), load16_avx512(b)));
+  return first;
+}
+
+// store_expanded_run on AVX-512: out[c] = s1[c] * a[c] (- s2[c] * b[c]) for c < length, one 64-byte line per step;
+// stream: non-temporal stores after single elements up to the first line boundary, and the lines of next_a (and
+// next_b) at the same offsets prefetched as each line is written.
+template <bool kBackward, class T>
+WN_AVX512 void store_expanded_run_avx512(T* out, int64_t length, const float* s1, const float* s2, const T* a,
+                                         const T* b, const T* next_a, const T* next_b, bool stream) {
+  constexpr int64_t kLine = 64 / sizeof(T);
+  int64_t c = 0;
+  auto element = [&](int64_t i) { return row_element<kBackward>(a + i, b + i, s1[i], kBackward ? s2[i] : 0.0f, 0); };
+  if (stream)
+    for (; c < length && (reinterpret_cast<uintptr_t>(out + c) & 63) != 0; ++c) out[c] = element(c);
+  for (; c + kLine <= length; c += kLine) {
+    if (stream && next_a) {
+      _mm_prefetch(reinterpret_cast<const char*>(next_a + c), _MM_HINT_T0);
+      if (next_b) _mm_prefetch(reinterpret_cast<const char*>(next_b + c), _MM_HINT_T0);
+    }
+    __m512 line;
+    if constexpr (std::is_same_v<T, float>) {
+      line = expanded16_avx512<kBackward>(a + c, b + c, s1 + c, s2 + c);
+    } else {
+      const __m256i low = round_to_bfloat16x16(expanded16_avx512<kBackward>(a + c, b + c, s1 + c, s2 + c));
+      const __m256i high =
+          round_to_bfloat16x16(expanded16_avx512<kBackward>(a + c + 16, b + c + 16, s1 + c + 16, s2 + c + 16));
+      line = _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1));
+    }
+    if (stream) _mm512_stream_ps(reinterpret_cast<float*>(out + c), line);
+    else _mm512_storeu_ps(reinterpret_cast<float*>(out + c), line);
+  }
+  for (; c < length; ++c) out[c] = element(c);
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------------------------
 // Segment mode walks runs (visit_runs), column mode wide rows (visit_wide_rows): reduction_plan.h.
 
 bool no_nan(const float* values, int64_t count) {
@@ -267,6 +447,12 @@ void reduce_columns(double* sums, const T* a, const T* b, const ChannelLayout& l
     constexpr int64_t kLine = 64 / sizeof(T);
     constexpr int64_t kAhead = kPrefetchBytes / sizeof(T);
     int64_t c = 0;
+#ifdef WEIGHTNORM_X86_KERNELS
+    if (avx512_enabled()) {
+      accumulate_columns_avx512<kSquare>(partial, pa, pb, length);
+      c = length;
+    }
+#endif
     for (; c + kLine <= length; c += kLine) {
       prefetch(pa + c + kAhead);
       if (!kSquare) prefetch(pb + c + kAhead);
@@ -391,6 +577,10 @@ void reduce_region(double* sums, const T* a, const T* b, const ChannelLayout& la
 template <bool kBackward, bool kStream, class T>
 void store_expanded_run(T* out, int64_t length, const float* s1, const float* s2, const T* pa, const T* pb,
                         const T* next_a, const T* next_b, bool numeric_coefficients) {
+#ifdef WEIGHTNORM_X86_KERNELS
+  if (avx512_enabled())
+    return store_expanded_run_avx512<kBackward>(out, length, s1, s2, pa, pb, next_a, next_b, kStream);
+#endif
   if constexpr (kBackward) {
     store_run<kStream>(
         out, length,
@@ -578,18 +768,7 @@ struct Rows16Kernels {
                    int64_t count, float eps, bool stream);
 };
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define WEIGHTNORM_X86_KERNELS 1
-// AVX-512F and AVX2 imply FMA to GCC, which would then contract c1 * dw - c2 * v into one fused operation (other
-// bits than the general walk's): contraction stays off in these functions. Clang contracts only within one source
-// expression, never across the intrinsics' calls, and has no optimize attribute.
-#if defined(__clang__)
-#define WN_AVX512 __attribute__((target("avx512f")))
-#define WN_AVX2 __attribute__((target("avx2")))
-#else
-#define WN_AVX512 __attribute__((target("avx512f"), optimize("fp-contract=off")))
-#define WN_AVX2 __attribute__((target("avx2"), optimize("fp-contract=off")))
-#endif
+#ifdef WEIGHTNORM_X86_KERNELS
 
 // Eight rows' coefficients from their sums (in row order), four double lanes at a time: forward_coefficients'
 // norm = max(eps, sqrt(sum)) and scale = g / norm.
@@ -770,91 +949,6 @@ const Rows16Kernels* best_rows16_kernels() {
 // rounded the same way for bfloat16: the results are bitwise the general walk's, on any CPU and for any thread count.
 // Scalar arithmetic goes through one-lane intrinsics, which no compiler contracts into FMA.
 #ifdef WEIGHTNORM_X86_KERNELS
-WN_AVX512 inline __m512 load16_avx512(const float* p) { return _mm512_loadu_ps(p); }
-// Sixteen bfloat16 into the high halves of sixteen 32-bit lanes: the exact float32 values.
-WN_AVX512 inline __m512 load16_avx512(const bfloat16* p) {
-  const __m512i halves = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(halves, 16));
-}
-
-// sum + x * y, one lane, never contracted.
-WN_AVX512 inline float add_product(float sum, float x, float y) {
-  return _mm_cvtss_f32(_mm_add_ss(_mm_set_ss(sum), _mm_mul_ss(_mm_set_ss(x), _mm_set_ss(y))));
-}
-
-// Output i of a row: c1 * a[i] (kBackward false) or c1 * a[i] - c2 * b[i], never contracted, rounded to T.
-template <bool kBackward, class T>
-WN_AVX512 inline T row_element(const T* a, const T* b, float c1, float c2, int64_t i) {
-  const __m128 first = _mm_mul_ss(_mm_set_ss(c1), _mm_set_ss(widen(a[i])));
-  if (!kBackward) return round_to<T>(_mm_cvtss_f32(first));
-  return round_to<T>(_mm_cvtss_f32(_mm_sub_ss(first, _mm_mul_ss(_mm_set_ss(c2), _mm_set_ss(widen(b[i]))))));
-}
-
-// run_dot on AVX-512 (kSquare: b is a), bitwise equal.
-template <bool kSquare, class T>
-WN_AVX512 double run_dot_avx512(const T* a, const T* b, int64_t n) {
-  static_assert(kLanes == 16, "one AVX-512 register holds run_dot's lanes");
-  if (n < 4 * kLanes) return run_dot<kSquare>(a, b, n);
-  alignas(64) float lanes[kLanes];
-  double total = 0.0;
-  int64_t i = 0;
-  while (i < n) {
-    const int64_t block_end = std::min(n, i + kFoldBlock);
-    __m512 sums = _mm512_setzero_ps();
-    for (; i + kLanes <= block_end; i += kLanes) {
-      const __m512 x = load16_avx512(a + i);
-      sums = _mm512_add_ps(sums, _mm512_mul_ps(x, kSquare ? x : load16_avx512(b + i)));
-    }
-    _mm512_store_ps(lanes, sums);
-    for (; i < block_end; ++i) lanes[0] = add_product(lanes[0], widen(a[i]), widen(kSquare ? a[i] : b[i]));
-    double block = 0.0;
-    for (int l = 0; l < kLanes; ++l) block += lanes[l];
-    total += block;
-  }
-  return total;
-}
-
-// float_to_bfloat16 on sixteen lanes, bit for bit (NaNs quieted, never incremented).
-WN_AVX512 inline __m256i round_to_bfloat16x16(__m512 x) {
-  const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-  const __m512i word = _mm512_mask_or_epi32(_mm512_castps_si512(x), nan, _mm512_castps_si512(x),
-                                            _mm512_set1_epi32(0x00400000));
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(word, 16), _mm512_set1_epi32(1));
-  const __m512i increment = _mm512_maskz_add_epi32(static_cast<__mmask16>(~nan), lsb, _mm512_set1_epi32(0x7fff));
-  return _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_add_epi32(word, increment), 16));
-}
-
-// c1 * a (kBackward false) or c1 * a - c2 * b on sixteen elements.
-template <bool kBackward, class T>
-WN_AVX512 inline __m512 combine16_avx512(const T* a, const T* b, __m512 c1, __m512 c2) {
-  const __m512 first = _mm512_mul_ps(c1, load16_avx512(a));
-  return kBackward ? _mm512_sub_ps(first, _mm512_mul_ps(c2, load16_avx512(b))) : first;
-}
-
-// out[i] = c1 * a[i] (kBackward false) or c1 * a[i] - c2 * b[i] for i < n, one 64-byte line per step; stream:
-// non-temporal stores, after single elements up to the first line boundary.
-template <bool kBackward, class T>
-WN_AVX512 void write_row_avx512(T* out, const T* a, const T* b, float c1, float c2, int64_t n, bool stream) {
-  constexpr int64_t kLine = 64 / sizeof(T);
-  int64_t i = 0;
-  if (stream)
-    for (; i < n && (reinterpret_cast<uintptr_t>(out + i) & 63) != 0; ++i) out[i] = row_element<kBackward>(a, b, c1, c2, i);
-  const __m512 k1 = _mm512_set1_ps(c1), k2 = _mm512_set1_ps(c2);
-  for (; i + kLine <= n; i += kLine) {
-    __m512 line;
-    if constexpr (std::is_same_v<T, float>) {
-      line = combine16_avx512<kBackward>(a + i, b + i, k1, k2);
-    } else {
-      const __m256i low = round_to_bfloat16x16(combine16_avx512<kBackward>(a + i, b + i, k1, k2));
-      const __m256i high = round_to_bfloat16x16(combine16_avx512<kBackward>(a + i + 16, b + i + 16, k1, k2));
-      line = _mm512_castsi512_ps(_mm512_inserti64x4(_mm512_castsi256_si512(low), high, 1));
-    }
-    if (stream) _mm512_stream_ps(reinterpret_cast<float*>(out + i), line);
-    else _mm512_storeu_ps(reinterpret_cast<float*>(out + i), line);
-  }
-  for (; i < n; ++i) out[i] = row_element<kBackward>(a, b, c1, c2, i);
-}
-
 template <class T>
 WN_AVX512 void forward_long_rows_avx512(T* w, float* norm, const T* v, const float* g, int64_t inner, int64_t begin,
                                         int64_t end, float eps, bool stream) {
@@ -880,27 +974,10 @@ WN_AVX512 void backward_long_rows_avx512(T* dv, float* dg, const T* dw, const T*
 }
 #endif
 
-// Whether the long-rows kernels run: on AVX-512 CPUs, unless set_weightnorm_long_rows_isa forced "none".
-bool g_long_rows_forced_off = false;
-
-bool long_rows_supported() {
-#ifdef WEIGHTNORM_X86_KERNELS
-  static const bool supported = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0;
-  }();
-  return supported;
-#else
-  return false;
-#endif
-}
-
-bool long_rows_enabled() { return long_rows_supported() && !g_long_rows_forced_off; }
-
 // The long-rows kernels take the whole layout when it is rows of a plan of one part that are long enough for the
 // segment walk.
 bool long_rows_apply(const ChannelLayout& layout, const ReductionPlan& plan) {
-  return long_rows_enabled() && layout.outer == 1 && plan.parts == 1 && !plan.column_mode && !plan.short_rows;
+  return avx512_enabled() && layout.outer == 1 && plan.parts == 1 && !plan.column_mode && !plan.short_rows;
 }
 
 template <class T>
@@ -1111,19 +1188,19 @@ bool set_weightnorm_rows16_isa(const char* isa) {
   return true;
 }
 
-const char* weightnorm_long_rows_isa() { return long_rows_enabled() ? "avx512" : "none"; }
+const char* weightnorm_vector_isa() { return avx512_enabled() ? "avx512" : "none"; }
 
-bool set_weightnorm_long_rows_isa(const char* isa) {
+bool set_weightnorm_vector_isa(const char* isa) {
   if (!isa || !*isa) {
-    g_long_rows_forced_off = false;
+    g_avx512_forced_off = false;
     return true;
   }
   if (std::strcmp(isa, "none") == 0) {
-    g_long_rows_forced_off = true;
+    g_avx512_forced_off = true;
     return true;
   }
-  if (std::strcmp(isa, "avx512") != 0 || !long_rows_supported()) return false;
-  g_long_rows_forced_off = false;
+  if (std::strcmp(isa, "avx512") != 0 || !avx512_supported()) return false;
+  g_avx512_forced_off = false;
   return true;
 }
 

@@ -23,6 +23,10 @@
 //            sum does not depend on the chunking here, so chunks are sized to whole output cache lines. Rows of
 //            exactly 16 floats (embedding-like [N, 16]) go through one-pass AVX-512 / AVX2 kernels instead, eight
 //            rows at a time, bitwise equal to this walk (see "Rows of 16 floats" below).
+//  long rows  outer == 1, inner >= 32, a plan of one part, on AVX-512 CPUs: no chunks at all; each thread takes a
+//            contiguous block of rows and reduces and writes one row at a time ("Long rows" below).
+// On AVX-512 CPUs the inner loops of the column and short-rows walks also run AVX-512 code; every AVX-512 path
+// computes the SSE2 code's expressions in the same order (same bits with or without AVX-512).
 // Sums accumulate in float over at most 64-1024 products, then fold into double. Large outputs are written with
 // non-temporal (streaming) stores: they bypass the cache, so the write neither evicts the cached chunk nor pays
 // a read-for-ownership of the destination.
@@ -331,15 +335,22 @@ WN_AVX512 inline __m512 combine16_avx512(const T* a, const T* b, __m512 c1, __m5
 }
 
 // out[i] = c1 * a[i] (kBackward false) or c1 * a[i] - c2 * b[i] for i < n, one 64-byte line per step; stream:
-// non-temporal stores, after single elements up to the first line boundary.
+// non-temporal stores, after single elements up to the first line boundary. next_a, next_b (or nullptr): the
+// inputs of the row this thread does next, prefetched a line per line written, so that its reads overlap these
+// writes (the hardware prefetchers stop at each 4 KB page, and a row of a Linear is often one page).
 template <bool kBackward, class T>
-WN_AVX512 void write_row_avx512(T* out, const T* a, const T* b, float c1, float c2, int64_t n, bool stream) {
+WN_AVX512 void write_row_avx512(T* out, const T* a, const T* b, float c1, float c2, int64_t n, bool stream,
+                                const T* next_a, const T* next_b) {
   constexpr int64_t kLine = 64 / sizeof(T);
   int64_t i = 0;
   if (stream)
     for (; i < n && (reinterpret_cast<uintptr_t>(out + i) & 63) != 0; ++i) out[i] = row_element<kBackward>(a, b, c1, c2, i);
   const __m512 k1 = _mm512_set1_ps(c1), k2 = _mm512_set1_ps(c2);
   for (; i + kLine <= n; i += kLine) {
+    if (next_a) {
+      _mm_prefetch(reinterpret_cast<const char*>(next_a + i), _MM_HINT_T0);
+      if (next_b) _mm_prefetch(reinterpret_cast<const char*>(next_b + i), _MM_HINT_T0);
+    }
     __m512 line;
     if constexpr (std::is_same_v<T, float>) {
       line = combine16_avx512<kBackward>(a + i, b + i, k1, k2);
@@ -942,7 +953,7 @@ const Rows16Kernels* best_rows16_kernels() {
 // its coefficients and written at once, while it is still in L1/L2, with 64-byte stores (non-temporal ones for
 // large outputs). The general walk reduces a 128 KB chunk, then writes it with 16-byte stores (all SSE2 has): on
 // this project's Zen 5 host that pure-read phase followed by a pure-write phase, and above all the 16-byte
-// non-temporal stores, made it 1.3-1.7x slower than one row at a time with full-line stores (bench/NOTES.md).
+// non-temporal stores, made it 1.2-1.7x slower than one row at a time with full-line stores (bench/NOTES.md).
 // The sums are run_dot's expression in run_dot's order (16 float lanes, each product added without FMA, the tail
 // into lane 0, the lanes folded into double in lane order every kFoldBlock elements; runs shorter than 4 * kLanes
 // take run_dot itself), the coefficients the same scalar maths as the chunk walk, and the outputs the same products,
@@ -955,7 +966,9 @@ WN_AVX512 void forward_long_rows_avx512(T* w, float* norm, const T* v, const flo
   for (int64_t k = begin; k < end; ++k) {
     const int64_t e = k * inner;
     norm[k] = floored_norm(run_dot_avx512<true>(v + e, v + e, inner), eps);
-    write_row_avx512<false>(w + e, v + e, v + e, g_over_norm(g[k], norm[k]), 0.0f, inner, stream);
+    const T* next = k + 1 < end ? v + e + inner : nullptr;
+    write_row_avx512<false>(w + e, v + e, v + e, g_over_norm(g[k], norm[k]), 0.0f, inner, stream, next,
+                            static_cast<const T*>(nullptr));
   }
 }
 
@@ -969,7 +982,9 @@ WN_AVX512 void backward_long_rows_avx512(T* dv, float* dg, const T* dw, const T*
     const double dot = dw == v ? run_dot_avx512<true>(v + e, v + e, inner) : run_dot_avx512<false>(dw + e, v + e, inner);
     float c1, c2;
     backward_coefficients(dg + k, &c1, &c2, dot, g[k], norm[k], eps);
-    write_row_avx512<true>(dv + e, dw + e, v + e, c1, c2, inner, stream);
+    const bool more = k + 1 < end;
+    write_row_avx512<true>(dv + e, dw + e, v + e, c1, c2, inner, stream, more ? dw + e + inner : nullptr,
+                           more ? v + e + inner : nullptr);
   }
 }
 #endif

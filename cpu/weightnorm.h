@@ -24,4 +24,15 @@ const char* weightnorm_rows16_isa();
 // weight-norm call runs.
 bool set_weightnorm_rows16_isa(const char* isa);
 
+// CPU only. On AVX-512 CPUs every float32 and bfloat16 walk but the rows-of-16 kernels runs AVX-512 code: rows of
+// at least 32 elements with dim 0 whose plan keeps each row whole ("long rows") are reduced and written one row at a
+// time with full-line stores; the column and short-rows walks reduce and write 16 elements per instruction. Each is
+// bitwise equal to the SSE2 code it stands in for. The instruction set in use: "avx512" or "none" (SSE2: another
+// CPU or build, or forced).
+const char* weightnorm_vector_isa();
+// CPU only, for tests and benchmarks: force "avx512" or "none", or nullptr / "" for the automatic choice. Returns
+// false (and changes nothing) when this CPU or build cannot run it. Not thread-safe: set it while no weight-norm call
+// runs.
+bool set_weightnorm_vector_isa(const char* isa);
+
 }  // namespace weightnorm::cpu

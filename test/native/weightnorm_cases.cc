@@ -562,12 +562,103 @@ void check_cpu_rows16_paths() {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// On AVX-512 CPUs the walks run AVX-512 code (cpu/weightnorm.cc): long rows (dim 0, rows of at least 32 elements)
+// are reduced and written one row at a time with run_dot's summation order and the general walk's coefficient maths
+// and products; the column walk (outer > 1, inner < 32) and the short-rows walk (outer == 1, inner < 32) reduce and
+// write 16 elements per instruction. Each must agree with the SSE2 code (forced "none") bit for bit, in float32 and
+// bfloat16 storage, forward and backward. Fresh random inputs each run (the seed is in the message). Long rows
+// straddle the short-run cutoff (64), the 16-lane body (a tail of 1 to 15) and the 1024-element fold blocks; one row
+// alone; column layouts of every width class (a wide row folded from short rows, a chunk narrower than the row, a
+// tall matrix split into parts); short rows not a multiple of 4 or 16. A zero channel puts the eps floor on it;
+// the largest cases are over 4 MB, so the outputs are streamed; an output one element off 64-byte alignment takes
+// the scalar head first; and dw == v (the same pointer) is reduced as squares.
+
+template <class T>
+struct VectorRun {
+  std::vector<T> w, dv, w_shifted, dv_same;
+  Floats norm, dg, dg_same;
+  bool operator==(const VectorRun& o) const {
+    auto same = [](const auto& a, const auto& b) {
+      return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0])) == 0);
+    };
+    return same(w, o.w) && same(dv, o.dv) && same(w_shifted, o.w_shifted) && same(dv_same, o.dv_same) &&
+           same(norm, o.norm) && same(dg, o.dg) && same(dg_same, o.dg_same);
+  }
+};
+
+template <class T>
+VectorRun<T> run_both_ways(const std::vector<T>& v, const std::vector<T>& dw, const Floats& g,
+                             const ChannelLayout& l) {
+  namespace cpu = weightnorm::cpu;
+  const float eps = weightnorm::kDefaultNormEps;
+  const size_t n = static_cast<size_t>(l.elements());
+  VectorRun<T> r{std::vector<T>(n), std::vector<T>(n), std::vector<T>(n + 1), std::vector<T>(n),
+                   Floats(l.channels), Floats(l.channels), Floats(l.channels)};
+  cpu::weightnorm_forward(r.w.data(), r.norm.data(), v.data(), g.data(), l, eps);
+  cpu::weightnorm_backward(r.dv.data(), r.dg.data(), dw.data(), v.data(), g.data(), r.norm.data(), l, eps);
+  Floats norm(l.channels);
+  cpu::weightnorm_forward(r.w_shifted.data() + 1, norm.data(), v.data(), g.data(), l, eps);
+  r.w_shifted.erase(r.w_shifted.begin());
+  cpu::weightnorm_backward(r.dv_same.data(), r.dg_same.data(), v.data(), v.data(), g.data(), r.norm.data(), l, eps);
+  return r;
+}
+
+void check_cpu_vector_paths() {
+  namespace cpu = weightnorm::cpu;
+  if (!cpu::set_weightnorm_vector_isa("avx512")) return;  // this CPU or build has no AVX-512 kernels
+  expect(std::string(cpu::weightnorm_vector_isa()) == "avx512",
+         "vector kernels: forced avx512, runs " + std::string(cpu::weightnorm_vector_isa()));
+  const uint64_t seed = (static_cast<uint64_t>(getpid()) << 32) ^ static_cast<uint64_t>(time(nullptr)) ^ 0x5eed;
+  const ChannelLayout layouts[] = {
+      // long rows: {1, rows, inner}
+      {1, 3, 32}, {1, 5, 33}, {1, 7, 63}, {1, 9, 64}, {1, 11, 65}, {1, 4, 79}, {1, 6, 1000}, {1, 1, 5000},
+      {1, 2, 1024 + 1031}, {1, 300, 4100}, {1, 600, 4100},
+      // columns: {rows, channels, inner < 32}
+      {37, 129, 1}, {300, 3, 1}, {41, 5, 7}, {64, 3000, 1}, {4096, 1024, 1}, {1500, 700, 3},
+      // short rows: {1, channels, inner < 32}
+      {1, 1000, 7}, {1, 513, 31}, {1, 70001, 16}, {1, 200003, 5}};
+  for (const ChannelLayout& l : layouts) {
+    Floats v(l.elements()), dw(l.elements()), g(l.channels);
+    const uint64_t case_seed = seed + static_cast<uint64_t>(l.outer * 1000003 + l.channels * 1009 + l.inner);
+    cpu::fill_normal(v.data(), l.elements(), case_seed, 0.0f, 1.0f);
+    cpu::fill_normal(dw.data(), l.elements(), case_seed + 1, 0.0f, 1.0f);
+    cpu::fill_normal(g.data(), l.channels, case_seed + 2, 0.0f, 1.0f);
+    if (l.channels > 2)  // channel 1: the eps floor
+      for (int64_t e = 0; e < l.elements(); ++e)
+        if (channel_of(l, e) == 1) v[e] = 0.0f;
+    const Bfloat16s v16 = [&] {
+      Bfloat16s out(v.size());
+      for (size_t i = 0; i < v.size(); ++i) out[i] = weightnorm::float_to_bfloat16(v[i]);
+      return out;
+    }();
+    const Bfloat16s dw16 = [&] {
+      Bfloat16s out(dw.size());
+      for (size_t i = 0; i < dw.size(); ++i) out[i] = weightnorm::float_to_bfloat16(dw[i]);
+      return out;
+    }();
+    cpu::set_weightnorm_vector_isa("avx512");
+    const VectorRun<float> fast = run_both_ways(v, dw, g, l);
+    const VectorRun<bfloat16> fast16 = run_both_ways(v16, dw16, g, l);
+    cpu::set_weightnorm_vector_isa("none");
+    const VectorRun<float> general = run_both_ways(v, dw, g, l);
+    const VectorRun<bfloat16> general16 = run_both_ways(v16, dw16, g, l);
+    const std::string what = format("cpu vector kernels (avx512 vs none), outer %lld channels %lld inner %lld, seed %llu: ",
+                                    static_cast<long long>(l.outer), static_cast<long long>(l.channels),
+                                    static_cast<long long>(l.inner), static_cast<unsigned long long>(case_seed));
+    expect(fast == general, what + "float32 forward and backward bitwise equal (aligned, shifted, dw == v)");
+    expect(fast16 == general16, what + "bfloat16 forward and backward bitwise equal (aligned, shifted, dw == v)");
+  }
+  cpu::set_weightnorm_vector_isa(nullptr);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Groups.
 
 void check_cpu_weightnorm() {
   for (const FixtureCase& c : fixture()) check_cpu_case(c);
   for (const NanCase& c : kNanCases) check_cpu_nan_coefficient(c);
   check_cpu_rows16_paths();
+  check_cpu_vector_paths();
 }
 WEIGHTNORM_NATIVE_TEST_GROUP("weightnorm/cpu", check_cpu_weightnorm);
 

@@ -78,6 +78,23 @@ void for_rows(int64_t rows, int64_t width, Body&& body) {
   for (int64_t row = 0; row < rows; ++row) body(row);
 }
 
+// A step's gate kernel runs on one thread below this many hidden units (batch · hidden) per step. It runs T times
+// per direction, each time between two recurrent GEMMs, so a parallel region costs T wake-ups of a sleeping thread
+// (the OpenMP wait policy is passive: ts/openmp-env.ts), and on a loaded host the woken thread waits for a core.
+// Measured on the 2-core development host at load 4.5 to 5 (bench/NOTES.md): a second thread made the LSTM step
+// kernels no faster up to 65536 units per step (b64 h256: forward 172 µs on one thread) and 1.5 to 1.8 times as fast
+// at 131072. A shape-only bound, so each row is computed by the same code whatever the thread count: same bits.
+constexpr int64_t kStepParallelMinUnits = int64_t{1} << 17;
+
+// body(n) for each batch row n of one step's gate kernel, on the OpenMP threads from kStepParallelMinUnits units.
+template <class Body>
+void for_step_rows(int64_t batch, int64_t hidden, Body&& body) {
+  const int threads = num_threads();
+  const bool parallel = threads > 1 && batch > 1 && batch * hidden >= kStepParallelMinUnits;
+#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+  for (int64_t n = 0; n < batch; ++n) body(n);
+}
+
 // out = a + b over `count` floats (either may be null: no bias).
 void sum_biases(float* out, const float* a, const float* b, int64_t count) {
   for (int64_t j = 0; j < count; ++j) out[j] = (a ? a[j] : 0.0f) + (b ? b[j] : 0.0f);
@@ -157,7 +174,7 @@ constexpr bool kLstmScalesRecurrentInGateKernel = true;
 // raw and scale: null when the recurrent product is already in gates.
 void lstm_step_forward(float* h, float* c, float* gates, const float* c_prev, const float* raw, const float* scale,
                        int64_t batch, int64_t hidden) {
-  for_rows(batch, 4 * hidden, [&](int64_t n) {
+  for_step_rows(batch, hidden, [&](int64_t n) {
     const int64_t e = n * hidden, row = n * 4 * hidden;
     lstm_forward_row(h + e, c + e, gates + row, c_prev + e, scale ? raw + row : nullptr, scale, hidden);
   });
@@ -183,7 +200,7 @@ void scale_row(float* __restrict scaled, const float* __restrict values, const f
 void lstm_step_backward(float* dgates, float* drecurrent, float* dc, const float* dh_output, const float* dh_carried,
                         const float* gates, const float* c, const float* c_prev, const float* recurrent_scale,
                         int64_t batch, int64_t hidden) {
-  for_rows(batch, 4 * hidden, [&](int64_t n) {
+  for_step_rows(batch, hidden, [&](int64_t n) {
     const int64_t e = n * hidden, row = n * 4 * hidden;
     lstm_backward_row(dgates + row, dc + e, dh_output + e, dh_carried + e, gates + row, c + e, c_prev + e, hidden);
     if (recurrent_scale) scale_row(drecurrent + row, dgates + row, recurrent_scale, 4 * hidden);
@@ -198,7 +215,7 @@ WN_GATE_CLONES void gru_forward_row(float* __restrict h, float* __restrict gate,
 
 void gru_step_forward(float* h, float* gates, float* hn_saved, const float* hidden_projection, const float* h_prev,
                       int64_t batch, int64_t hidden) {
-  for_rows(batch, 3 * hidden, [&](int64_t n) {
+  for_step_rows(batch, hidden, [&](int64_t n) {
     const int64_t e = n * hidden, row = n * 3 * hidden;
     gru_forward_row(h + e, gates + row, hn_saved + e, hidden_projection + row, h_prev + e, hidden);
   });
@@ -218,7 +235,7 @@ WN_GATE_CLONES void gru_backward_row(float* __restrict di, float* __restrict dr,
 void gru_step_backward(float* dinput, float* dhidden, float* drecurrent, float* dh_next, const float* dh_output,
                        const float* gates, const float* hn_saved, const float* h_prev, const float* recurrent_scale,
                        int64_t batch, int64_t hidden) {
-  for_rows(batch, 3 * hidden, [&](int64_t n) {
+  for_step_rows(batch, hidden, [&](int64_t n) {
     const int64_t e = n * hidden, row = n * 3 * hidden;
     gru_backward_row(dinput + row, dhidden + row, dh_next + e, dh_output + e, gates + row, hn_saved + e, h_prev + e,
                      hidden);

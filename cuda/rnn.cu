@@ -52,7 +52,13 @@ __global__ void __launch_bounds__(kBlock) lstm_step_forward_kernel(float* h, flo
   }
 }
 
-// drecurrent (with a weight-normalized w_hh, else unused): dgates ⊙ s_hh, the operand of dh_{t−1} = (dgates ⊙ s) · v.
+// One unit's recurrent gate gradients times w_hh's row scale, for each of the `gates` gates (pointers at unit j of
+// the first gate): scaled = dgate ⊙ s_hh, the operand of dh_{t−1} = (dgates ⊙ s) · v.
+__device__ void scale_unit_gates(float* scaled, const float* dgate, const float* scale, int gates, int64_t hidden) {
+  for (int gate = 0; gate < gates; ++gate) scaled[gate * hidden] = dgate[gate * hidden] * scale[gate * hidden];
+}
+
+// drecurrent (with a weight-normalized w_hh, else unused): dgates ⊙ s_hh (scale_unit_gates).
 __global__ void __launch_bounds__(kBlock) lstm_step_backward_kernel(float* dgates, float* drecurrent, float* dc,
                                                                     const float* dh_output, const float* dh_carried,
                                                                     const float* gates, const float* c,
@@ -65,13 +71,7 @@ __global__ void __launch_bounds__(kBlock) lstm_step_backward_kernel(float* dgate
     float* dgate = dgates + n * 4 * hidden;
     rnn_cell::lstm_backward(dgate + j, gate + j, hidden, Activations::tanh(c[e]), c_prev[e], dh_output[e] + dh_carried[e],
                             dc[e]);
-    if (recurrent_scale) {
-      float* scaled = drecurrent + n * 4 * hidden;
-      for (int gate_index = 0; gate_index < 4; ++gate_index) {
-        const int64_t r = gate_index * hidden + j;
-        scaled[r] = dgate[r] * recurrent_scale[r];
-      }
-    }
+    if (recurrent_scale) scale_unit_gates(drecurrent + n * 4 * hidden + j, dgate + j, recurrent_scale + j, 4, hidden);
   }
 }
 
@@ -94,17 +94,10 @@ __global__ void __launch_bounds__(kBlock) gru_step_backward_kernel(float* dinput
   const int64_t count = batch * hidden;
   for (int64_t e = int64_t(blockIdx.x) * kBlock + threadIdx.x; e < count; e += int64_t(gridDim.x) * kBlock) {
     const int64_t n = e / hidden, j = e % hidden;
-    float* dr = dhidden + n * 3 * hidden;
     const int64_t row = n * 3 * hidden + j;
     dh_next[e] = rnn_cell::gru_backward(dinput + row, dhidden + row, gates + row, hidden, hn_saved[e], h_prev[e],
                                         dh_output[e] + dh_next[e]);
-    if (recurrent_scale) {
-      float* scaled = drecurrent + n * 3 * hidden;
-      for (int gate_index = 0; gate_index < 3; ++gate_index) {
-        const int64_t k = gate_index * hidden + j;
-        scaled[k] = dr[k] * recurrent_scale[k];
-      }
-    }
+    if (recurrent_scale) scale_unit_gates(drecurrent + row, dhidden + row, recurrent_scale + j, 3, hidden);
   }
 }
 

@@ -1,7 +1,8 @@
 // Recurrent layers (CPU). One call runs a layer over all T steps: the input projection of every step is one GEMM
 // (T·N rows), and each step is one recurrent GEMM plus one fused pointwise pass over the gates, so the time loop
 // costs no JavaScript round trip. The backward mirrors it: one fused pointwise pass and one GEMM per step, then the
-// weight gradients and dx as one GEMM each over all steps. The GEMMs are cpu::gemm (multithreaded, deterministic);
+// weight gradients and dx as one GEMM each over all steps. That orchestration is weightnorm/ops/rnn_time_loop.inc,
+// shared with cuda/rnn.cu; this file supplies its primitives. The GEMMs are cpu::gemm (multithreaded, deterministic);
 // the pointwise passes split rows over the OpenMP threads, each element computed by one thread, so every result is
 // the same for any thread count. A weight-normalized matrix runs as v with its row scale s = g/‖v‖ (RnnWeights):
 // in the GEMM epilogue forward, on the gate gradients backward. Same math as cuda/rnn.cu, except that the gate
@@ -77,14 +78,32 @@ void for_rows(int64_t rows, int64_t width, Body&& body) {
   for (int64_t row = 0; row < rows; ++row) body(row);
 }
 
-// out = a + b over `count` floats (either may be null: no bias); returns out, or null when both are.
-const float* summed_biases(float* out, const float* a, const float* b, int64_t count) {
-  if (!a && !b) return nullptr;
-  for (int64_t j = 0; j < count; ++j) out[j] = (a ? a[j] : 0.0f) + (b ? b[j] : 0.0f);
-  return out;
+// A step's gate kernel runs on one thread below this many hidden units (batch · hidden) per step. It runs T times
+// per direction, each time between two recurrent GEMMs, so a parallel region costs T wake-ups of a sleeping thread
+// (the OpenMP wait policy is passive: ts/openmp-env.ts), and on a loaded host the woken thread waits for a core,
+// up to a scheduler slice (4 ms). On the 2-core development host at load 3 to 5 (bench/NOTES.md, 2026-12-02) a
+// second thread made the LSTM step kernels no faster in almost every round, from 8192 units (forward 90 µs on one
+// thread) to 196608 (2.3 ms), and up to 0.1 ms slower per call; the common shapes (batch 64-100, hidden 128-256:
+// 8192-25600 units, forward 90-290 µs) never open one. From 2^17 units one thread's forward takes ≥ 1.5 ms,
+// enough for a second core, when one is free, to save more than a wake-up costs. A bound from the shape alone: each
+// row is computed by the same code whatever the thread count, so the results are the same bits.
+constexpr int64_t kStepParallelMinUnits = int64_t{1} << 17;
+
+// body(n) for each batch row n of one step's gate kernel, on the OpenMP threads from kStepParallelMinUnits units.
+template <class Body>
+void for_step_rows(int64_t batch, int64_t hidden, Body&& body) {
+  const int threads = num_threads();
+  const bool parallel = threads > 1 && batch > 1 && batch * hidden >= kStepParallelMinUnits;
+#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+  for (int64_t n = 0; n < batch; ++n) body(n);
 }
 
-void zero(float* out, int64_t count) {
+// out = a + b over `count` floats (either may be null: no bias).
+void sum_biases(float* out, const float* a, const float* b, int64_t count) {
+  for (int64_t j = 0; j < count; ++j) out[j] = (a ? a[j] : 0.0f) + (b ? b[j] : 0.0f);
+}
+
+void zero_floats(float* out, int64_t count) {
   if (out && count > 0) std::memset(out, 0, static_cast<size_t>(count) * sizeof(float));
 }
 
@@ -150,10 +169,15 @@ WN_GATE_CLONES void lstm_forward_row(float* __restrict h, float* __restrict c, f
   else lstm_forward_units<false>(h, c, gate, c_prev, nullptr, nullptr, hidden);
 }
 
-// raw and scale: null for a plain w_hh (the recurrent product is already in gates).
+// The time loop's backend trait (ops/rnn_time_loop.inc): a weight-normalized w_hh's product h·vᵀ comes raw and
+// lstm_step_forward adds s_hh ⊙ raw while it reads the gates, instead of an epilogue pass over the gates that scales
+// and accumulates it.
+constexpr bool kLstmScalesRecurrentInGateKernel = true;
+
+// raw and scale: null when the recurrent product is already in gates.
 void lstm_step_forward(float* h, float* c, float* gates, const float* c_prev, const float* raw, const float* scale,
                        int64_t batch, int64_t hidden) {
-  for_rows(batch, 4 * hidden, [&](int64_t n) {
+  for_step_rows(batch, hidden, [&](int64_t n) {
     const int64_t e = n * hidden, row = n * 4 * hidden;
     lstm_forward_row(h + e, c + e, gates + row, c_prev + e, scale ? raw + row : nullptr, scale, hidden);
   });
@@ -179,7 +203,7 @@ void scale_row(float* __restrict scaled, const float* __restrict values, const f
 void lstm_step_backward(float* dgates, float* drecurrent, float* dc, const float* dh_output, const float* dh_carried,
                         const float* gates, const float* c, const float* c_prev, const float* recurrent_scale,
                         int64_t batch, int64_t hidden) {
-  for_rows(batch, 4 * hidden, [&](int64_t n) {
+  for_step_rows(batch, hidden, [&](int64_t n) {
     const int64_t e = n * hidden, row = n * 4 * hidden;
     lstm_backward_row(dgates + row, dc + e, dh_output + e, dh_carried + e, gates + row, c + e, c_prev + e, hidden);
     if (recurrent_scale) scale_row(drecurrent + row, dgates + row, recurrent_scale, 4 * hidden);
@@ -194,7 +218,7 @@ WN_GATE_CLONES void gru_forward_row(float* __restrict h, float* __restrict gate,
 
 void gru_step_forward(float* h, float* gates, float* hn_saved, const float* hidden_projection, const float* h_prev,
                       int64_t batch, int64_t hidden) {
-  for_rows(batch, 3 * hidden, [&](int64_t n) {
+  for_step_rows(batch, hidden, [&](int64_t n) {
     const int64_t e = n * hidden, row = n * 3 * hidden;
     gru_forward_row(h + e, gates + row, hn_saved + e, hidden_projection + row, h_prev + e, hidden);
   });
@@ -214,7 +238,7 @@ WN_GATE_CLONES void gru_backward_row(float* __restrict di, float* __restrict dr,
 void gru_step_backward(float* dinput, float* dhidden, float* drecurrent, float* dh_next, const float* dh_output,
                        const float* gates, const float* hn_saved, const float* h_prev, const float* recurrent_scale,
                        int64_t batch, int64_t hidden) {
-  for_rows(batch, 3 * hidden, [&](int64_t n) {
+  for_step_rows(batch, hidden, [&](int64_t n) {
     const int64_t e = n * hidden, row = n * 3 * hidden;
     gru_backward_row(dinput + row, dhidden + row, dh_next + e, dh_output + e, gates + row, hn_saved + e, h_prev + e,
                      hidden);
@@ -224,102 +248,7 @@ void gru_step_backward(float* dinput, float* dhidden, float* drecurrent, float* 
 
 }  // namespace
 
-void rnn_forward(float* y, float* saved_gates, float* saved_state, float* workspace, const float* x, const float* h0,
-                 const float* c0, const RnnWeights& weights, const RnnGeometry& geometry) {
-  const int64_t steps = geometry.steps, batch = geometry.batch, hidden = geometry.hidden_size;
-  const int64_t width = geometry.gate_width(), step_gates = batch * width, step_state = batch * hidden;
-  if (steps == 0 || batch == 0 || hidden == 0) return;
-  const bool lstm = geometry.cell == RnnCell::kLstm;
-  // LSTM: both biases go into the input projection once (workspace = b_ih + b_hh), so that a plain w_hh's per-step
-  // GEMM accumulates straight into the gates with no epilogue pass over them.
-  const float* input_bias = lstm ? summed_biases(workspace, weights.b_ih, weights.b_hh, width) : weights.b_ih;
-  float* recurrent_raw = lstm ? workspace + width : nullptr;  // [batch, width] (LSTM, weight-normalized w_hh)
-  // Every step's input projection at once: saved_gates = (x · w_ihᵀ) ⊙ s_ih + bias, [steps·batch, gates·hidden].
-  gemm(saved_gates, x, weights.w_ih, GemmShape{steps * batch, width, geometry.input_size}.transposing_b(),
-       layer_product_epilogue(weights.scale_ih, input_bias));
-  const GemmShape recurrent = GemmShape{batch, width, hidden}.transposing_b();
-  for (int64_t t = 0; t < steps; ++t) {
-    const float* h_prev = t == 0 ? h0 : y + (t - 1) * step_state;
-    float* gates = saved_gates + t * step_gates;
-    float* h = y + t * step_state;
-    if (lstm) {
-      const float* c_prev = t == 0 ? c0 : saved_state + (t - 1) * step_state;
-      if (weights.scale_hh) {
-        // h·vᵀ straight from the GEMM; the gate kernel applies s_hh as it adds it to the gates.
-        gemm(recurrent_raw, h_prev, weights.w_hh, recurrent, GemmEpilogue{});
-      } else {
-        // The recurrent projection accumulates into the input projection (beta = 1): gates holds the pre-activations.
-        gemm(gates, h_prev, weights.w_hh, recurrent, accumulating_epilogue());
-      }
-      lstm_step_forward(h, saved_state + t * step_state, gates, c_prev, recurrent_raw, weights.scale_hh, batch, hidden);
-    } else {
-      gemm(workspace, h_prev, weights.w_hh, recurrent, layer_product_epilogue(weights.scale_hh, weights.b_hh));
-      gru_step_forward(h, gates, saved_state + t * step_state, workspace, h_prev, batch, hidden);
-    }
-  }
-  if (lstm) {
-    std::memcpy(y + steps * step_state, saved_state + (steps - 1) * step_state, static_cast<size_t>(step_state) * sizeof(float));
-  }
-}
-
-void rnn_backward(const RnnGradients& grads, float* workspace, const float* dy, const float* x, const float* h0,
-                  const float* c0, const RnnWeights& weights, const float* y, const float* saved_gates,
-                  const float* saved_state, const RnnGeometry& geometry) {
-  const int64_t steps = geometry.steps, batch = geometry.batch, hidden = geometry.hidden_size;
-  const int64_t input_size = geometry.input_size;
-  const int64_t width = geometry.gate_width(), step_gates = batch * width, step_state = batch * hidden;
-  const bool lstm = geometry.cell == RnnCell::kLstm;
-  if (steps == 0 || batch == 0 || hidden == 0) {
-    grads.zero_all(geometry, zero);  // T = 0 is refused above this layer; batch 0 is not
-    return;
-  }
-  float* dinput = workspace;                                            // [steps·batch, width]
-  float* dhidden = lstm ? dinput : dinput + steps * step_gates;         // GRU: its own [steps·batch, width]
-  float* dh = (lstm ? dinput : dhidden) + steps * step_gates;           // [batch, hidden], carried to step t−1
-  float* dc = dh + step_state;                                          // [batch, hidden] (LSTM)
-  float* drecurrent = dc + step_state;                                  // [batch, width]: dhidden_t ⊙ s_hh
-  zero(dh, step_state);
-  if (lstm) std::memcpy(dc, dy + steps * step_state, static_cast<size_t>(step_state) * sizeof(float));
-  for (int64_t t = steps - 1; t >= 0; --t) {
-    const float* h_prev = t == 0 ? h0 : y + (t - 1) * step_state;
-    const float* gates = saved_gates + t * step_gates;
-    float* dgates_input = dinput + t * step_gates;
-    float* dgates_hidden = dhidden + t * step_gates;
-    // dh_{t−1} += dgates · w_hh ([batch, G·H] · [G·H, H]); with w_hh = s ⊙ v that is (dgates ⊙ s) · v.
-    const float* recurrent_operand = weights.scale_hh ? drecurrent : dgates_hidden;
-    if (lstm) {
-      const float* c_prev = t == 0 ? c0 : saved_state + (t - 1) * step_state;
-      lstm_step_backward(dgates_input, drecurrent, dc, dy + t * step_state, dh, gates, saved_state + t * step_state,
-                         c_prev, weights.scale_hh, batch, hidden);
-      gemm(dh, recurrent_operand, weights.w_hh, GemmShape{batch, hidden, width}, GemmEpilogue{});
-    } else {
-      gru_step_backward(dgates_input, dgates_hidden, drecurrent, dh, dy + t * step_state, gates,
-                        saved_state + t * step_state, h_prev, weights.scale_hh, batch, hidden);
-      gemm(dh, recurrent_operand, weights.w_hh, GemmShape{batch, hidden, width}, accumulating_epilogue());
-    }
-  }
-  if (grads.dh0) std::memcpy(grads.dh0, dh, static_cast<size_t>(step_state) * sizeof(float));
-  if (grads.dc0 && lstm) std::memcpy(grads.dc0, dc, static_cast<size_t>(step_state) * sizeof(float));
-  const int64_t rows = steps * batch;
-  // The weight and bias gradients first: they read the unscaled gate gradients, which dx may scale in place below.
-  if (grads.dw_ih) gemm(grads.dw_ih, dinput, x, GemmShape{width, input_size, rows}.transposing_a(), GemmEpilogue{});
-  if (grads.dw_hh) {
-    // Σ_t dgates_tᵀ · h_{t−1}: steps 1.. read h_1..h_{T−1} (rows of y, contiguous), step 0 reads h0.
-    gemm(grads.dw_hh, dhidden, h0, GemmShape{width, hidden, batch}.transposing_a(), GemmEpilogue{});
-    if (steps > 1) gemm(grads.dw_hh, dhidden + step_gates, y, GemmShape{width, hidden, (steps - 1) * batch}.transposing_a(), accumulating_epilogue());
-  }
-  if (grads.db_ih) column_sum(grads.db_ih, dinput, rows, width);
-  if (grads.db_hh) {
-    // LSTM: both biases enter the same pre-activations, so their gradients are the same column sums.
-    if (lstm && grads.db_ih) std::memcpy(grads.db_hh, grads.db_ih, static_cast<size_t>(width) * sizeof(float));
-    else column_sum(grads.db_hh, dhidden, rows, width);
-  }
-  if (grads.dx) {
-    // dx = dgates · w_ih; with w_ih = s ⊙ v that is (dgates ⊙ s) · v.
-    if (weights.scale_ih) scale_columns(dinput, weights.scale_ih, rows, width);
-    gemm(grads.dx, dinput, weights.w_ih, GemmShape{rows, input_size, width}, GemmEpilogue{});
-  }
-}
+#include "weightnorm/ops/rnn_time_loop.inc"
 
 void embedding_forward(float* out, const float* indices, const float* weight, int64_t count, int64_t num_embeddings,
                        int64_t embedding_dim) {

@@ -67,6 +67,24 @@ export function runWorkload(wn: Library, seed: number, threads: number): Results
         save(`${label} dx`, x.grad);
         for (const [name, p] of layer.namedParameters()) save(`${label} d${name}`, p.grad);
       }
+      for (const cell of ['LSTM', 'GRU'] as const) {
+        for (const weightNorm of [false, true]) {
+          // batch · hidden 48·40 and 520·256: a step's gate kernels on one thread and on all of them (cpu/rnn.cc,
+          // kStepParallelMinUnits), each with the recurrent GEMMs and the backward through time around them.
+          for (const [steps, batch, hidden] of [[5, 48, 40], [2, 520, 256]] as const) {
+            const label = `${cell}${weightNorm ? '(weightNorm)' : ''} T${steps} N${batch} H${hidden}`;
+            wn.manualSeed(next++);
+            const layer = cell === 'LSTM' ? new nn.LSTM(16, hidden, { weightNorm }) : new nn.GRU(16, hidden, { weightNorm });
+            const x = leaf([steps, batch, 16]);
+            const { output } = layer.forward(x);
+            save(`${label} output`, output);
+            probe(output).backward();
+            save(`${label} dx`, x.grad);
+            for (const [name, p] of layer.namedParameters()) save(`${label} d${name}`, p.grad);
+            layer.dispose();
+          }
+        }
+      }
       for (const [stride, padding, kernel] of [[1, 1, 3], [2, 1, 3], [1, 0, 1]] as const) {
         const label = `conv2d k${kernel} s${stride} p${padding}`;
         const x = leaf([12, 16, 20, 20]);

@@ -17,9 +17,11 @@
 //               for each KC slice of k, for each NR panel (stays in L1), for each MR panel of the block (the
 //               MC x KC slice of a stays in L2): micro-kernel on an MR x NR tile, or on the smaller tile left at
 //               the bottom and right edges by a copy of the micro-kernel sized for it;
-//            3. partial sums of a block live in a per-thread buffer between k slices; after the last slice the
-//               epilogue is applied to the tile (still in L1) as it is written to out. Without an epilogue, out
-//               itself holds the sums and whole tiles are stored there directly.
+//            3. partial sums of a block live in a per-thread buffer between k slices; in the last slice the
+//               micro-kernel applies the epilogue to the tile in its registers as it stores it to out (the lines
+//               the epilogue reads and writes requested just before, prefetch_epilogue_tile); a tile at the right
+//               edge narrower than its vectors goes through the buffer and epilogue_rows instead, with the same
+//               bits. Without an epilogue, out itself holds the sums and whole tiles are stored there directly.
 //            A small output over a long k (blocked_k_parts) instead cuts k into parts fixed by the shape: each
 //            part is one task that packs its own slices of a and b, and the parts' products are added in part
 //            order before the epilogue.
@@ -183,9 +185,10 @@ class Workspace {
 };
 
 // ---------------------------------------------------------------------------------------------------------------
-// Micro-kernels: tile[ROWS][VECS*W] (+)= sum over p < kc of a[p][0..ROWS) outer b[p][0..VECS*W), with a and b packed
-// k-major (a: MR floats per p, b: NR = NV*W floats per p, both 64-byte aligned; W floats per vector register); the
-// tile's rows are ldt floats apart (it may be out itself, unaligned). The full MR x NR tile is the fast case; the
+// Micro-kernels: tile[ROWS][VECS*W] = init + sum over p < kc of a[p][0..ROWS) outer b[p][0..VECS*W), with a and b
+// packed k-major (a: MR floats per p, b: NR = NV*W floats per p, both 64-byte aligned; W floats per vector register);
+// init and the stored tile have their own row strides (either may be out itself, unaligned; see TileTarget), and the
+// stored tile may go through the epilogue first. The full MR x NR tile is the fast case; the
 // tiles at the bottom and right edges run a copy of the same loop with fewer rows and vectors instead of multiplying
 // the packing's zero padding (with MR = 12 and NR = 32 a conv's per-image 64 x 196 product would otherwise cost as
 // much as a 72 x 224 one, 29% more; a 32 x 9 weight gradient, 3.6 times its own work). Every copy sums each element
@@ -196,18 +199,40 @@ struct VectorOf {
   typedef float type __attribute__((vector_size(W * sizeof(float)), aligned(W * sizeof(float))));
 };
 
+// Returns x * y rounded, opaque to the optimizer: the product cannot be fused with an addition that follows into
+// one FMA (GCC contracts across statements), which would round once where epilogue_rows rounds twice.
+template <class V>
+[[gnu::always_inline]] inline void multiply_rounded(V& x, const V& y) {
+  x *= y;
+  asm("" : "+x"(x));
+}
+
+// Where a micro-kernel's sums start and go. init: the sums so far (row stride ld_init), or nullptr to start from
+// zero; out: where the tile is stored (row stride ld_out). epilogue: applied in registers as the tile is stored
+// (the last k slice of a tile whose columns are whole vectors), with the tile at out[i0.., j0..] of an output of
+// row stride ld_out; nullptr: the sums are stored as they are.
+struct TileTarget {
+  const float* init;
+  int64_t ld_init;
+  float* out;
+  int64_t ld_out;
+  const GemmEpilogue* epilogue;
+  int64_t i0, j0;
+};
+
 template <int MR, int NV, int W, int ROWS, int VECS>
 [[gnu::always_inline]] inline void micro_kernel_body(int64_t kc, const float* __restrict a, const float* __restrict b,
-                                                     float* __restrict tile, int64_t ldt, bool accumulate) {
+                                                     const TileTarget& target) {
   typedef typename VectorOf<W>::type V;
   constexpr int NR = NV * W;
   V c[ROWS][VECS];
+  const float* init = target.init;
 #pragma GCC unroll 16
   for (int i = 0; i < ROWS; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < VECS; ++v) {
       c[i][v] = V{};
-      if (accumulate) std::memcpy(&c[i][v], tile + i * ldt + v * W, sizeof(V));  // unaligned load
+      if (init) std::memcpy(&c[i][v], init + i * target.ld_init + v * W, sizeof(V));  // unaligned load
     }
   for (int64_t p = 0; p < kc; ++p) {
     V bv[VECS];
@@ -220,13 +245,55 @@ template <int MR, int NV, int W, int ROWS, int VECS>
       for (int v = 0; v < VECS; ++v) c[i][v] += ai * bv[v];
     }
   }
+  float* out = target.out;
+  const int64_t ld = target.ld_out;
+  if (!target.epilogue) {
 #pragma GCC unroll 16
-  for (int i = 0; i < ROWS; ++i)
+    for (int i = 0; i < ROWS; ++i)
 #pragma GCC unroll 4
-    for (int v = 0; v < VECS; ++v) std::memcpy(tile + i * ldt + v * W, &c[i][v], sizeof(V));  // unaligned store
+      for (int v = 0; v < VECS; ++v) std::memcpy(out + i * ld + v * W, &c[i][v], sizeof(V));  // unaligned store
+    return;
+  }
+  // epilogue_rows' steps in its order, each skipped when absent, on whole vectors (the same bits).
+  const GemmEpilogue& e = *target.epilogue;
+  const int64_t i0 = target.i0, j0 = target.j0;
+  float* raw = e.raw_out ? e.raw_out + i0 * ld + j0 : nullptr;
+  const float* subtract = e.subtract_matrix ? e.subtract_matrix + i0 * ld + j0 : nullptr;
+  V column_scale[VECS] = {}, column_bias[VECS] = {};
+#pragma GCC unroll 4
+  for (int v = 0; v < VECS; ++v) {
+    if (e.column_scale) std::memcpy(&column_scale[v], e.column_scale + j0 + v * W, sizeof(V));
+    if (e.column_bias) std::memcpy(&column_bias[v], e.column_bias + j0 + v * W, sizeof(V));
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < ROWS; ++i) {
+    const int64_t row = i0 + i;
+#pragma GCC unroll 4
+    for (int v = 0; v < VECS; ++v) {
+      V x = c[i][v];
+      if (raw) std::memcpy(raw + i * ld + v * W, &x, sizeof(V));
+      if (e.row_scale) multiply_rounded(x, e.row_scale[row] - V{});
+      if (e.column_scale) multiply_rounded(x, column_scale[v]);
+      if (e.row_bias) x = x + (e.row_bias[row] - V{});
+      if (e.column_bias) x = x + column_bias[v];
+      if (subtract) {
+        V s;
+        std::memcpy(&s, subtract + i * ld + v * W, sizeof(V));
+        multiply_rounded(s, (e.subtract_coefficient ? e.subtract_coefficient[row] : 1.0f) - V{});
+        x = x - s;
+      }
+      if (e.beta != 0.0f) {
+        V old;
+        std::memcpy(&old, out + i * ld + v * W, sizeof(V));
+        multiply_rounded(old, e.beta - V{});
+        x = x + old;
+      }
+      std::memcpy(out + i * ld + v * W, &x, sizeof(V));
+    }
+  }
 }
 
-using MicroKernelFn = void (*)(int64_t kc, const float* a, const float* b, float* tile, int64_t ldt, bool accumulate);
+using MicroKernelFn = void (*)(int64_t kc, const float* a, const float* b, const TileTarget& target);
 // Packs rows [r0, r0 + width) of a row-major matrix (row stride ld; rows from r0 + valid on are zeros), k columns,
 // into a k-major panel (see pack_panel).
 using PackRowsFn = void (*)(float* dst, const float* x, int64_t ld, int64_t k, int64_t r0, int valid, int width);
@@ -254,8 +321,8 @@ struct MicroKernel {
 // Baseline: 6 x 8 tile in 12 of the 16 SSE registers (4 floats each). Also the portable fallback elsewhere.
 template <int ROWS, int VECS>
 struct BaselineCopy {
-  static void run(int64_t kc, const float* a, const float* b, float* tile, int64_t ldt, bool accumulate) {
-    micro_kernel_body<6, 2, 4, ROWS, VECS>(kc, a, b, tile, ldt, accumulate);
+  static void run(int64_t kc, const float* a, const float* b, const TileTarget& target) {
+    micro_kernel_body<6, 2, 4, ROWS, VECS>(kc, a, b, target);
   }
 };
 constexpr auto kBaselineCopies = micro_kernel_table<BaselineCopy, 2>(std::make_index_sequence<6 * 2>());
@@ -272,17 +339,17 @@ constexpr MicroKernel kBaseline{
 // 6 x 16 tile in 12 of the 16 AVX registers (8 floats each).
 template <int ROWS, int VECS>
 struct Avx2Copy {
-  __attribute__((target("avx2,fma"))) static void run(int64_t kc, const float* a, const float* b, float* tile,
-                                                      int64_t ldt, bool accumulate) {
-    micro_kernel_body<6, 2, 8, ROWS, VECS>(kc, a, b, tile, ldt, accumulate);
+  __attribute__((target("avx2,fma"))) static void run(int64_t kc, const float* a, const float* b,
+                                                      const TileTarget& target) {
+    micro_kernel_body<6, 2, 8, ROWS, VECS>(kc, a, b, target);
   }
 };
 // 12 x 32 tile in 24 of the 32 AVX-512 registers (16 floats each).
 template <int ROWS, int VECS>
 struct Avx512Copy {
-  __attribute__((target("avx512f,avx2,fma"))) static void run(int64_t kc, const float* a, const float* b, float* tile,
-                                                              int64_t ldt, bool accumulate) {
-    micro_kernel_body<12, 2, 16, ROWS, VECS>(kc, a, b, tile, ldt, accumulate);
+  __attribute__((target("avx512f,avx2,fma"))) static void run(int64_t kc, const float* a, const float* b,
+                                                              const TileTarget& target) {
+    micro_kernel_body<12, 2, 16, ROWS, VECS>(kc, a, b, target);
   }
 };
 constexpr auto kAvx2Copies = micro_kernel_table<Avx2Copy, 2>(std::make_index_sequence<6 * 2>());
@@ -466,6 +533,27 @@ struct PackSource {
   }
 };
 
+// Requests the lines a tile's epilogue reads (a weight-norm gradient's v, out for beta) and writes (out, raw_out):
+// tile rows are a whole output row apart (often 4 KB or more, where the hardware prefetcher stops), so without this
+// every row of the stores after the k loop waits on memory. Issued just before the micro-kernel, they arrive during
+// its k loop. (Issued inside the micro-kernel they cost it a spilled register in that loop.)
+void prefetch_epilogue_tile(const GemmEpilogue& e, float* out, int64_t n, int64_t i0, int64_t rows, int64_t j0,
+                            int64_t cols) {
+  for (int64_t i = i0; i < i0 + rows; ++i) {
+    const int64_t first = i * n + j0, last = first + cols - 1;
+    if (e.subtract_matrix) {
+      __builtin_prefetch(e.subtract_matrix + first, 0, 3);
+      __builtin_prefetch(e.subtract_matrix + last, 0, 3);
+    }
+    if (e.raw_out) {
+      __builtin_prefetch(e.raw_out + first, 1, 3);
+      __builtin_prefetch(e.raw_out + last, 1, 3);
+    }
+    __builtin_prefetch(out + first, 1, 3);
+    __builtin_prefetch(out + last, 1, 3);
+  }
+}
+
 // Below this many multiply-adds the blocked kernel runs on one thread: a conv's per-image 64 x 196 x 288 product
 // (3.6M, 50 us on one Zen 5 core) ran 1.4 times slower on 2 threads (the packing barrier and handing out blocks
 // cost more than half the work saves), 100 x 256 x 256 (6.5M) already 10% faster.
@@ -555,18 +643,26 @@ void gemm_blocked(float* out, const float* a, const float* b, int64_t m, int64_t
         const bool first = q0 == k_begin, last = q0 + kc == k_end;
         for (int64_t jp = 0; jp < block_b_panels; ++jp) {
           const int64_t j0 = j_begin + jp * nr, cols = std::min(nr, n - j0);
-          const bool straight = plain && cols % kernel.width == 0;
+          const bool whole_vectors = cols % kernel.width == 0;
+          const bool straight = plain && whole_vectors;
           const float* b_slice = task_b + jp * nr * panel_length + (q0 - panel_start) * nr;
           for (int64_t ip = 0; ip < block_a_panels; ++ip) {
             const int64_t i0 = i_begin + ip * mr, rows = std::min(mr, m - i0);
             const float* a_slice = task_a + ip * mr * panel_length + (q0 - panel_start) * mr;
             const MicroKernelFn run = kernel.copy_for(rows, cols);
+            float* here = destination + i0 * n + j0;
             if (straight) {
-              run(kc, a_slice, b_slice, destination + i0 * n + j0, n, !first);
+              run(kc, a_slice, b_slice, TileTarget{first ? nullptr : here, n, here, n, nullptr, 0, 0});
               continue;
             }
             float* tile = single_slice ? partial : partial + (jp * block_a_panels + ip) * mr * nr;
-            run(kc, a_slice, b_slice, tile, nr, !first);
+            const float* sums_so_far = first ? nullptr : tile;
+            if (last && whole_vectors) {
+              prefetch_epilogue_tile(task_epilogue, destination, n, i0, rows, j0, cols);
+              run(kc, a_slice, b_slice, TileTarget{sums_so_far, nr, here, n, &task_epilogue, i0, j0});
+              continue;
+            }
+            run(kc, a_slice, b_slice, TileTarget{sums_so_far, nr, tile, nr, nullptr, 0, 0});
             if (last) apply_epilogue(destination, n, tile, nr, i0, rows, j0, cols, task_epilogue);
           }
         }

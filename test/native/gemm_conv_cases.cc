@@ -228,6 +228,9 @@ struct GemmBackend {
   bool check_thread_independence;  // CPU: same bits with 1, 2 and 3 threads
   GemmTolerance tolerance;
   bool bfloat16_inputs;  // a bfloat16 GEMM: the problem's inputs are bfloat16 values
+  // The epilogue is exactly gemm.h's formula on the rounded product, one rounding per step, in its order (the
+  // blocked kernel applies it in registers or through a tile buffer: either must give these bits).
+  bool exact_epilogue = false;
 };
 
 GemmEpilogue host_epilogue(const GemmProblem& p, const EpilogueCase& e) {
@@ -259,6 +262,38 @@ void check_gemm_backend(const GemmBackend& backend, const std::vector<GemmShape>
         expect(report.ok(), format("gemm %-16s %4ldx%4ldx%4ld %c%c %-16s worst %.3f of bound", backend.name.c_str(),
                                    long(s.m), long(s.n), long(s.k), p.shape.transpose_a ? 'T' : 'N',
                                    p.shape.transpose_b ? 'T' : 'N', e.name, report.worst));
+      }
+      if (backend.exact_epilogue) {
+        const std::vector<float> product = run_gemm(backend, p, kEpilogueCases[0]);
+        for (const EpilogueCase& e : kEpilogueCases) {
+          const GemmEpilogue ep = host_epilogue(p, e);
+          const int64_t m = p.shape.m, n = p.shape.n;
+          std::vector<float> expected(product.size());
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < n; ++j) {
+              // volatile: each step rounded to float on its own, never contracted into an FMA.
+              volatile float x = product[i * n + j];
+              if (ep.row_scale) x = x * ep.row_scale[i];
+              if (ep.column_scale) x = x * ep.column_scale[j];
+              if (ep.row_bias) x = x + ep.row_bias[i];
+              if (ep.column_bias) x = x + ep.column_bias[j];
+              if (ep.subtract_matrix) {
+                volatile float projection = (ep.subtract_coefficient ? ep.subtract_coefficient[i] : 1.0f) *
+                                            ep.subtract_matrix[i * n + j];
+                x = x - projection;
+              }
+              if (ep.beta != 0.0f) {
+                volatile float old = ep.beta * p.out0[i * n + j];
+                x = x + old;
+              }
+              expected[i * n + j] = x;
+            }
+          const std::vector<float> got = run_gemm(backend, p, e);
+          expect(std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)) == 0,
+                 format("gemm %-16s %4ldx%4ldx%4ld %c%c %-16s the epilogue's formula on the product, bit for bit",
+                        backend.name.c_str(), long(s.m), long(s.n), long(s.k), p.shape.transpose_a ? 'T' : 'N',
+                        p.shape.transpose_b ? 'T' : 'N', e.name));
+        }
       }
       {
         // raw_out: the plain product is stored alongside the full epilogue's output.
@@ -1085,7 +1120,7 @@ void check_cpu() {
       std::printf("blocked micro-kernel %s: not supported on this CPU, skipped\n", isa);
       continue;
     }
-    check_gemm_backend({std::string("cpu/blocked/") + isa, cpu_gemm(), true, kFloat32Tolerance, false}, cpu_shapes);
+    check_gemm_backend({std::string("cpu/blocked/") + isa, cpu_gemm(), true, kFloat32Tolerance, false, true}, cpu_shapes);
   }
   cpu::set_gemm_blocked_isa(nullptr);
   cpu::set_gemm_implementation(cpu::GemmImplementation::kAutomatic);

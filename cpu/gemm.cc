@@ -254,38 +254,47 @@ template <int MR, int NV, int W, int ROWS, int VECS>
       for (int v = 0; v < VECS; ++v) std::memcpy(out + i * ld + v * W, &c[i][v], sizeof(V));  // unaligned store
     return;
   }
-  // epilogue_rows' steps in its order, each skipped when absent, on whole vectors (the same bits).
+  // epilogue_rows' steps in its order, each skipped when absent, on whole vectors (the same bits). The fields are
+  // copied out first: stores to out could alias them as far as the compiler knows, and it would reload each one
+  // for every vector.
   const GemmEpilogue& e = *target.epilogue;
   const int64_t i0 = target.i0, j0 = target.j0;
-  float* raw = e.raw_out ? e.raw_out + i0 * ld + j0 : nullptr;
-  const float* subtract = e.subtract_matrix ? e.subtract_matrix + i0 * ld + j0 : nullptr;
+  float* const raw = e.raw_out ? e.raw_out + i0 * ld + j0 : nullptr;
+  const float* const subtract = e.subtract_matrix ? e.subtract_matrix + i0 * ld + j0 : nullptr;
+  const float* const row_scale = e.row_scale ? e.row_scale + i0 : nullptr;
+  const float* const row_bias = e.row_bias ? e.row_bias + i0 : nullptr;
+  const float* const coefficient = e.subtract_coefficient ? e.subtract_coefficient + i0 : nullptr;
+  const bool column_scaled = e.column_scale, column_biased = e.column_bias;
+  const float beta = e.beta;
   V column_scale[VECS] = {}, column_bias[VECS] = {};
 #pragma GCC unroll 4
   for (int v = 0; v < VECS; ++v) {
-    if (e.column_scale) std::memcpy(&column_scale[v], e.column_scale + j0 + v * W, sizeof(V));
-    if (e.column_bias) std::memcpy(&column_bias[v], e.column_bias + j0 + v * W, sizeof(V));
+    if (column_scaled) std::memcpy(&column_scale[v], e.column_scale + j0 + v * W, sizeof(V));
+    if (column_biased) std::memcpy(&column_bias[v], e.column_bias + j0 + v * W, sizeof(V));
   }
 #pragma GCC unroll 16
   for (int i = 0; i < ROWS; ++i) {
-    const int64_t row = i0 + i;
+    const V scale_i = (row_scale ? row_scale[i] : 1.0f) - V{};
+    const V bias_i = (row_bias ? row_bias[i] : 0.0f) - V{};
+    const V coefficient_i = (coefficient ? coefficient[i] : 1.0f) - V{};
 #pragma GCC unroll 4
     for (int v = 0; v < VECS; ++v) {
       V x = c[i][v];
       if (raw) std::memcpy(raw + i * ld + v * W, &x, sizeof(V));
-      if (e.row_scale) multiply_rounded(x, e.row_scale[row] - V{});
-      if (e.column_scale) multiply_rounded(x, column_scale[v]);
-      if (e.row_bias) x = x + (e.row_bias[row] - V{});
-      if (e.column_bias) x = x + column_bias[v];
+      if (row_scale) multiply_rounded(x, scale_i);
+      if (column_scaled) multiply_rounded(x, column_scale[v]);
+      if (row_bias) x = x + bias_i;
+      if (column_biased) x = x + column_bias[v];
       if (subtract) {
         V s;
         std::memcpy(&s, subtract + i * ld + v * W, sizeof(V));
-        multiply_rounded(s, (e.subtract_coefficient ? e.subtract_coefficient[row] : 1.0f) - V{});
+        multiply_rounded(s, coefficient_i);
         x = x - s;
       }
-      if (e.beta != 0.0f) {
+      if (beta != 0.0f) {
         V old;
         std::memcpy(&old, out + i * ld + v * W, sizeof(V));
-        multiply_rounded(old, e.beta - V{});
+        multiply_rounded(old, beta - V{});
         x = x + old;
       }
       std::memcpy(out + i * ld + v * W, &x, sizeof(V));

@@ -13,6 +13,7 @@ import { manualSeed, nn, noGrad, ops, optim, synchronize, type Tensor, tensor, t
 import { type Device, native } from 'weightnorm/native';
 
 import { buildModel } from '../commands/common.js';
+import { DEFAULT_MAX_SPREAD, roundSpread } from '../commands/timing.js';
 import { relativeError, type Timing } from './measure.js';
 import type { PeerTask, TorchPeer } from './peer.js';
 import { alternate, type AlternateResult, isUnavailable, type Measured, type RoundPlan, wallTimes } from './rounds.js';
@@ -363,6 +364,11 @@ export const TRAINING_LR = 1e-3;
 export const TRAINING_VS_TORCH_GOAL = 1.2;
 /** The weight-normalized step at most this × the plain one (ours, both networks). */
 export const TRAINING_WN_GOAL = 1.05;
+/**
+ * A timed variant whose slowest round median is more than this above its fastest was disturbed within rounds (a
+ * busy neighbour): the goals that rest on it are reported as noisy, not judged (compare's rule, commands/timing.ts).
+ */
+export const TRAINING_MAX_SPREAD = DEFAULT_MAX_SPREAD;
 
 export const TRAINING_DESCRIPTIONS: Record<TrainingNetwork, string> = {
   cnn: 'conv 1→32 3×3 pad 1, ReLU, maxpool 2, conv 32→64 3×3 pad 1, ReLU, maxpool 2, Linear 3136→128, ReLU, Linear 128→10',
@@ -379,6 +385,8 @@ export interface TrainingRow {
   vsTorch: Record<'plain' | 'wn', number | null>;
   /** weight-normalized ms / plain ms, per side, paired by round like vsTorch. */
   wnOverPlain: Record<'ours' | 'torch', number | null>;
+  /** Per side and variant: (slowest round median / fastest) − 1; null when not timed or with fewer than 2 rounds. */
+  spread: Record<'ours' | 'torch', Record<'plain' | 'wn', number | null>>;
   calls: Record<string, string>;
 }
 
@@ -392,6 +400,27 @@ export function trainingNetwork(network: TrainingNetwork, wn: boolean): nn.Seque
     new nn.Linear(64 * 7 * 7, 128, { weightNorm: wn }), new nn.ReLU(),
     new nn.Linear(128, 10, { weightNorm: wn }),
   );
+}
+
+/** (slowest round median / fastest) − 1 of a timing; null when unavailable or timed in fewer than 2 rounds. */
+export function spreadOf(m: Measured): number | null {
+  return isUnavailable(m) ? null : roundSpread((m as Timing).roundMedians);
+}
+
+/**
+ * The measurements of `row` (side and variant) whose rounds spread more than TRAINING_MAX_SPREAD, as
+ * "ours WN 41%": a ratio resting on one of them is noise, whatever its value. Rows from results written before
+ * spreads were recorded have none.
+ */
+export function noisyMeasurements(row: Pick<TrainingRow, 'spread'>, sides: readonly ('ours' | 'torch')[], norms: readonly ('plain' | 'wn')[]): string[] {
+  if (!row.spread) return [];
+  const noisy: string[] = [];
+  for (const side of sides)
+    for (const norm of norms) {
+      const spread = row.spread[side][norm];
+      if (spread !== null && spread > TRAINING_MAX_SPREAD) noisy.push(`${side} ${norm === 'wn' ? 'WN' : 'plain'} ${(100 * spread).toFixed(0)}%`);
+    }
+  return noisy;
 }
 
 /**
@@ -435,6 +464,10 @@ export async function runTrainingSuite(peer: TorchPeer | null, options: Training
         torch,
         vsTorch: { plain: pairedRatio(torch.plain, oursTimed.plain), wn: pairedRatio(torch.wn, oursTimed.wn) },
         wnOverPlain: { ours: pairedRatio(oursTimed.wn, oursTimed.plain), torch: pairedRatio(torch.wn, torch.plain) },
+        spread: {
+          ours: { plain: spreadOf(oursTimed.plain), wn: spreadOf(oursTimed.wn) },
+          torch: { plain: spreadOf(torch.plain), wn: spreadOf(torch.wn) },
+        },
         calls: timed.calls,
       });
     } finally {

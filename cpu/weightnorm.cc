@@ -1107,10 +1107,37 @@ void run_fused(const T* a, const T* b, const ChannelLayout& layout, int inputs, 
     }
     return;
   }
-  reduce_units<1>(layout, plan, [&](double* sums, const Region& region) { reduce_region(sums, a, b, layout, region, plan); },
-                  finish);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-  for (int64_t unit = 0; unit < plan.units(); ++unit) write(plan.unit_region(unit, layout), plan);
+  // Split: one parallel region. Each thread takes the same contiguous block of units in both passes, so that its
+  // write pass rereads what it reduced itself (the latest of it still in its own L2); a dynamic schedule would hand
+  // the write pass's units to whichever thread comes first. Units are whole parts, the parts of a channel are added
+  // in part order, so the results stay those of any thread count.
+  const int64_t units = plan.units();
+  thread_local std::vector<double> partial_buffer;
+  double* partial = scratch(partial_buffer, units * plan.chunk_channels);
+#pragma omp parallel num_threads(threads) if (parallel)
+  {
+    const int64_t thread = omp_get_thread_num(), team = omp_get_num_threads();
+    const int64_t begin = units * thread / team, end = units * (thread + 1) / team;
+    for (int64_t unit = begin; unit < end; ++unit)
+      reduce_region(partial + unit * plan.chunk_channels, a, b, layout, plan.unit_region(unit, layout), plan);
+#pragma omp barrier
+    // Each thread adds up and finishes its own slice of every chunk's channels (the part order per channel is
+    // the same whoever adds).
+    std::vector<double> sums;
+    for (int64_t chunk = 0; chunk < plan.chunks; ++chunk) {
+      const int64_t count = plan.region(chunk, 0, layout).channels();
+      const int64_t j_begin = count * thread / team, j_end = count * (thread + 1) / team;
+      if (j_begin == j_end) continue;
+      sums.assign(j_end - j_begin, 0.0);
+      for (int64_t part = 0; part < plan.parts; ++part) {
+        const double* unit_sums = partial + (chunk * plan.parts + part) * plan.chunk_channels;
+        for (int64_t j = j_begin; j < j_end; ++j) sums[j - j_begin] += unit_sums[j];
+      }
+      finish(chunk * plan.chunk_channels + j_begin, j_end - j_begin, sums.data());
+    }
+#pragma omp barrier
+    for (int64_t i = begin; i < end; ++i) write(plan.unit_region(i, layout), plan);
+  }
 }
 
 template <class T>
@@ -1129,12 +1156,14 @@ void fused_forward(T* w, float* norm, const T* v, const float* g, const ChannelL
         forward_coefficients(norm + k_begin, scale + k_begin, sums, g + k_begin, count, eps);
       },
       [&](const Region& region, const ReductionPlan& plan) {
-        // The column walk's forward writes through the cache even when large: its write pass reads v again right
-        // after the reduction (much of it from L3), and there regular stores measured 10-15% faster than
-        // non-temporal ones (float32 and bfloat16, last dim of 4096x1024, alternating runs against torch's
-        // kernel; bench/NOTES.md). The backward showed no difference and keeps them.
+        // The column walk's forward reads v again right after the reduction, much of it from L3. When v and w
+        // together fit in L3, w goes through the cache (regular stores measured 2-4% faster there: bfloat16 last
+        // dim of 4096x1024 and 768x48x128); when they do not, cached stores of w evict the v the pass is about to
+        // read, and non-temporal ones measured 10-15% faster (float32, same shapes; bench/NOTES.md). The backward
+        // reads twice as much and always streams.
         ReductionPlan write_plan = plan;
-        if (plan.column_mode) write_plan.streaming = false;
+        const bool fits_last_level = 2 * layout.elements() * static_cast<int64_t>(sizeof(T)) < kLastLevelCacheBytes;
+        if (plan.column_mode && fits_last_level) write_plan.streaming = false;
         write_region<false>(w, v, v, scale, nullptr, layout, region, write_plan);
       });
 }

@@ -568,7 +568,7 @@ void check_cpu_rows16_paths() {
 // write 16 elements per instruction. Each must agree with the SSE2 code (forced "none") bit for bit, in float32 and
 // bfloat16 storage, forward and backward. Fresh random inputs each run (the seed is in the message). Long rows
 // straddle the short-run cutoff (64), the 16-lane body (a tail of 1 to 15) and the 1024-element fold blocks; one row
-// alone; column layouts of every width class (a wide row folded from short rows, a chunk narrower than the row, a
+// alone; rows longer than a chunk but many enough to stay whole (reduced and written by one thread); column layouts of every width class (a wide row folded from short rows, a chunk narrower than the row, a
 // tall matrix split into parts); short rows not a multiple of 4 or 16. A zero channel puts the eps floor on it;
 // the largest cases are over 4 MB, so the outputs are streamed; an output one element off 64-byte alignment takes
 // the scalar head first; and dw == v (the same pointer) is reduced as squares.
@@ -612,7 +612,7 @@ void check_cpu_vector_paths() {
   const ChannelLayout layouts[] = {
       // long rows: {1, rows, inner}
       {1, 3, 32}, {1, 5, 33}, {1, 7, 63}, {1, 9, 64}, {1, 11, 65}, {1, 4, 79}, {1, 6, 1000}, {1, 1, 5000},
-      {1, 2, 1024 + 1031}, {1, 300, 4100}, {1, 600, 4100},
+      {1, 2, 1024 + 1031}, {1, 300, 4100}, {1, 600, 4100}, {1, 17, 70001},
       // columns: {rows, channels, inner < 32}
       {37, 129, 1}, {300, 3, 1}, {41, 5, 7}, {64, 3000, 1}, {4096, 1024, 1}, {1500, 700, 3},
       // short rows: {1, channels, inner < 32}

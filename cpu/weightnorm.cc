@@ -6,10 +6,12 @@
 //
 // Work is cut into chunks of consecutive channels. When a chunk fits in L2, one thread reduces it, turns the sums
 // into coefficients and writes the outputs while the chunk is still cached: each input element comes from memory
-// once. When a chunk does not fit, or there are too few chunks to keep every thread busy (few long channels,
-// dim = null, the last dim of a tall matrix), each chunk's reduction is cut into parts of a fixed size, reduced in
-// parallel, added in part order, and a second parallel pass writes the outputs. Part sizes never depend on the
-// thread count, so neither does the summation order: results are bitwise identical for any number of threads.
+// once. Long rows (outer == 1) up to a few MB that are many enough to share out are not cut either: one thread
+// reduces and writes a row while it is in L2/L3. When a chunk does not fit, or there are too few chunks to keep
+// every thread busy (few very long channels, dim = null, the last dim of a tall matrix), each chunk's reduction is
+// cut into parts of a fixed size, reduced in parallel, added in part order, and a second pass writes the outputs,
+// each thread the parts it reduced. Part sizes never depend on the thread count, so neither does the summation
+// order: results are bitwise identical for any number of threads.
 //
 // Two ways to walk a chunk:
 //  segments  inner >= 32: each channel is a set of contiguous runs (whole rows for dim 0); the vector loop runs
@@ -1108,9 +1110,10 @@ void run_fused(const T* a, const T* b, const ChannelLayout& layout, int inputs, 
     return;
   }
   // Split: one parallel region. Each thread takes the same contiguous block of units in both passes, so that its
-  // write pass rereads what it reduced itself (the latest of it still in its own L2); a dynamic schedule would hand
-  // the write pass's units to whichever thread comes first. Units are whole parts, the parts of a channel are added
-  // in part order, so the results stay those of any thread count.
+  // write pass rereads what it reduced itself, and walks it backwards: the last parts reduced are the ones still in
+  // its L2 and in L3 (walked forwards, each unit's lines would be the oldest in cache, the first evicted). A dynamic
+  // schedule would hand the write pass's units to whichever thread comes first. Units are whole parts and the parts
+  // of a channel are added in part order, so the results stay those of any thread count.
   const int64_t units = plan.units();
   thread_local std::vector<double> partial_buffer;
   double* partial = scratch(partial_buffer, units * plan.chunk_channels);
@@ -1136,7 +1139,7 @@ void run_fused(const T* a, const T* b, const ChannelLayout& layout, int inputs, 
       finish(chunk * plan.chunk_channels + j_begin, j_end - j_begin, sums.data());
     }
 #pragma omp barrier
-    for (int64_t i = begin; i < end; ++i) write(plan.unit_region(i, layout), plan);
+    for (int64_t unit = end - 1; unit >= begin; --unit) write(plan.unit_region(unit, layout), plan);
   }
 }
 

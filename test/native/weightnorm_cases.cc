@@ -652,6 +652,41 @@ void check_cpu_vector_paths() {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// The plans that share a reduction between threads give the same bits for any thread count: a tall last dim split
+// into parts (one chunk; two chunks side by side), one channel split into parts (dim = null), rows longer than a
+// chunk kept whole, each run with 1 thread and with 2, 3 and 7 (more threads than some plans have parts, so some
+// threads get no part and no channels to add up), float32 and bfloat16, forward and backward. A part size or a
+// fold order that followed the thread count differs in the last bits of many elements.
+
+void check_cpu_thread_counts() {
+  namespace cpu = weightnorm::cpu;
+  const uint64_t seed = (static_cast<uint64_t>(getpid()) << 32) ^ static_cast<uint64_t>(time(nullptr)) ^ 0x7e3d;
+  const ChannelLayout layouts[] = {{4096, 1024, 1}, {9216, 128, 1}, {64, 3000, 1}, {1, 1, 300001}, {1, 17, 70001}};
+  for (const ChannelLayout& l : layouts) {
+    Floats v(l.elements()), dw(l.elements()), g(l.channels);
+    const uint64_t case_seed = seed + static_cast<uint64_t>(l.outer * 1000003 + l.channels * 1009 + l.inner);
+    cpu::fill_normal(v.data(), l.elements(), case_seed, 0.0f, 1.0f);
+    cpu::fill_normal(dw.data(), l.elements(), case_seed + 1, 0.0f, 1.0f);
+    cpu::fill_normal(g.data(), l.channels, case_seed + 2, 0.0f, 1.0f);
+    Bfloat16s v16(v.size()), dw16(dw.size());
+    for (size_t i = 0; i < v.size(); ++i) v16[i] = weightnorm::float_to_bfloat16(v[i]);
+    for (size_t i = 0; i < dw.size(); ++i) dw16[i] = weightnorm::float_to_bfloat16(dw[i]);
+    cpu::set_num_threads(1);
+    const VectorRun<float> one = run_both_ways(v, dw, g, l);
+    const VectorRun<bfloat16> one16 = run_both_ways(v16, dw16, g, l);
+    for (const int threads : {2, 3, 7}) {
+      cpu::set_num_threads(threads);
+      const std::string what = format("cpu threads (%d vs 1), outer %lld channels %lld inner %lld, seed %llu: ", threads,
+                                      static_cast<long long>(l.outer), static_cast<long long>(l.channels),
+                                      static_cast<long long>(l.inner), static_cast<unsigned long long>(case_seed));
+      expect(run_both_ways(v, dw, g, l) == one, what + "float32 forward and backward bitwise equal");
+      expect(run_both_ways(v16, dw16, g, l) == one16, what + "bfloat16 forward and backward bitwise equal");
+    }
+  }
+  cpu::set_num_threads(0);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Groups.
 
 void check_cpu_weightnorm() {
@@ -659,6 +694,7 @@ void check_cpu_weightnorm() {
   for (const NanCase& c : kNanCases) check_cpu_nan_coefficient(c);
   check_cpu_rows16_paths();
   check_cpu_vector_paths();
+  check_cpu_thread_counts();
 }
 WEIGHTNORM_NATIVE_TEST_GROUP("weightnorm/cpu", check_cpu_weightnorm);
 

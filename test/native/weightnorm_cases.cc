@@ -660,9 +660,9 @@ void check_cpu_vector_paths() {
 // ---------------------------------------------------------------------------------------------------------------
 // The plans that share a reduction between threads give the same bits for any thread count: a tall last dim split
 // into parts (one chunk; two chunks side by side), one channel split into parts (dim = null), rows longer than a
-// chunk kept whole, each run with 1 thread and with 2, 3 and 7 (more threads than some plans have parts, so some
-// threads get no part and no channels to add up), float32 and bfloat16, forward and backward. A part size that
-// followed the thread count, or a thread whose fold rounded differently, differs in the last bits of many elements.
+// chunk kept whole, each run with 1 thread and with 2, 3 and 7 (more threads than some plans have parts), float32
+// and bfloat16, forward and backward. A part size that followed the thread count, or a thread whose sums rounded
+// differently, differs in the last bits of many elements.
 
 void check_cpu_thread_counts() {
   namespace cpu = weightnorm::cpu;

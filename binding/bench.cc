@@ -5,7 +5,11 @@
 // benchmarkOutputs(request) -> { out, perChannel, backend }: one run on set 0, its outputs as float32 tensors
 //   (bfloat16 outputs widened exactly), for the check before timing.
 // request = { op, sets: NativeTensor[][], ... }; run i uses sets[i % sets.length] (rotating buffers keeps the
-// inputs out of cache when the sets together exceed it). The ops:
+// inputs out of cache when the sets together exceed it). Every run writes the same output block (and per-channel
+// block): in training a caching allocator hands each call the block of that size freed last (ours,
+// cpu/host_allocator.cc; glibc or torch's for the PyTorch peer, which drops each result), so the outputs are as
+// warm as the previous call left them. One block per set would write cold memory every call and understate the
+// kernels against a peer that reuses its freed block. The ops:
 //   'copy'                            sets [x]; no outputs to check.
 //   'forward' | 'backward'            float32 weight norm, { fused, dim, eps }. Sets: [v, g] | [dw, v, g, norm].
 //   'forward-bf16' | 'backward-bf16'  the bfloat16 overloads, { dim, eps }; sets as for forward/backward (float32
@@ -44,7 +48,6 @@ namespace {
 struct Set {
   std::vector<float*> inputs;
   std::vector<std::shared_ptr<Storage>> bf16_inputs;  // bfloat16 copies of the per-element inputs (bf16 ops)
-  std::shared_ptr<Storage> out, per_channel;
 };
 
 enum class Precision { kFp32, kTf32, kBf16 };
@@ -194,9 +197,11 @@ Napi::Value run_benchmark(Napi::Env env, const char* function, const Request& re
     const size_t out_bytes = static_cast<size_t>(out_elements) * (bf16 ? sizeof(bfloat16) : sizeof(float));
     // Which inputs are per-element (converted to bfloat16): gemm a, b; forward v; backward dw, v.
     const size_t converted = !bf16 ? 0 : is_gemm || backward ? 2 : 1;
+    // One output block for every set (see the top of this file).
+    const std::shared_ptr<Storage> out_block = Storage::allocate(device, out_bytes);
+    const std::shared_ptr<Storage> per_channel_block =
+        Storage::allocate(device, static_cast<size_t>(per_channel_elements) * sizeof(float));
     for (Set& set : sets) {
-      set.out = Storage::allocate(device, out_bytes);
-      set.per_channel = Storage::allocate(device, static_cast<size_t>(per_channel_elements) * sizeof(float));
       for (size_t j = 0; j < converted; ++j) {
         const int64_t count = is_gemm ? (j == 0 ? spec.shape.m * spec.shape.k : spec.shape.k * spec.shape.n) : layout.elements();
         set.bf16_inputs.push_back(Storage::allocate(device, static_cast<size_t>(count) * sizeof(bfloat16)));
@@ -208,11 +213,11 @@ Napi::Value run_benchmark(Napi::Env env, const char* function, const Request& re
     auto run = [&](int i) {
       const Set& set = sets[static_cast<size_t>(i) % sets.size()];
       const auto& in = set.inputs;
-      float* out = set.out->data();
-      float* per_channel = set.per_channel->data();
+      float* out = out_block->data();
+      float* per_channel = per_channel_block->data();
       if (is_gemm) {
         if (spec.precision == Precision::kBf16)
-          WN_DISPATCH(device, gemm, half(set.out), half(set.bf16_inputs[0]), half(set.bf16_inputs[1]), spec.shape,
+          WN_DISPATCH(device, gemm, half(out_block), half(set.bf16_inputs[0]), half(set.bf16_inputs[1]), spec.shape,
                       GemmEpilogueBf16{});
         else
           WN_DISPATCH(device, gemm, out, in[0], in[1], spec.shape, GemmEpilogue{});
@@ -225,9 +230,9 @@ Napi::Value run_benchmark(Napi::Env env, const char* function, const Request& re
         if (fused) WN_DISPATCH(device, weightnorm_backward, out, per_channel, in[0], in[1], in[2], in[3], layout, eps);
         else WN_DISPATCH(device, weightnorm_backward_unfused, out, per_channel, in[0], in[1], in[2], in[3], layout, eps);
       } else if (op == "forward-bf16") {
-        WN_DISPATCH(device, weightnorm_forward, half(set.out), per_channel, half(set.bf16_inputs[0]), in[1], layout, eps);
+        WN_DISPATCH(device, weightnorm_forward, half(out_block), per_channel, half(set.bf16_inputs[0]), in[1], layout, eps);
       } else {  // backward-bf16: dv, dg from dw, v (bfloat16) and g, norm (float32)
-        WN_DISPATCH(device, weightnorm_backward, half(set.out), per_channel, half(set.bf16_inputs[0]),
+        WN_DISPATCH(device, weightnorm_backward, half(out_block), per_channel, half(set.bf16_inputs[0]),
                     half(set.bf16_inputs[1]), in[2], in[3], layout, eps);
       }
     };
@@ -236,12 +241,12 @@ Napi::Value run_benchmark(Napi::Env env, const char* function, const Request& re
       run(0);
       Napi::Object out_object = new_tensor(env, device, is_gemm ? std::vector<int64_t>{spec.shape.m, spec.shape.n} : shape);
       float* out = TensorWrap::From(out_object, "out").data();
-      if (bf16) widen_on(device, out, half(sets[0].out), out_elements);
-      else copy_on(device, out, sets[0].out->data(), out_elements);
+      if (bf16) widen_on(device, out, half(out_block), out_elements);
+      else copy_on(device, out, out_block->data(), out_elements);
       Napi::Value per_channel_object = env.Null();
       if (!is_gemm) {
         Napi::Object object = new_tensor(env, device, {per_channel_elements});
-        copy_on(device, TensorWrap::From(object, "perChannel").data(), sets[0].per_channel->data(), per_channel_elements);
+        copy_on(device, TensorWrap::From(object, "perChannel").data(), per_channel_block->data(), per_channel_elements);
         per_channel_object = object;
       }
       return named_results(env, {{"out", out_object},

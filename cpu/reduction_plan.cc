@@ -52,13 +52,20 @@ ReductionPlan plan_reduction(const ChannelLayout& layout, int inputs, int64_t el
   plan.part_length = std::max<int64_t>(reduce, 1);
   const bool fits = plan.chunk_channels * channel_bytes <= kChunkBytes;
   const bool large = layout.elements() >= kParallelMinElements;
-  // A part spans about kPartElements elements: in column mode that is a block of rows across the chunk's span (the
-  // last dim of a tall matrix is one chunk of a few thousand short rows: without parts, one thread would do it all).
-  const int64_t split_length = plan.column_mode
-                                   ? std::max<int64_t>(1, kPartElements / (plan.chunk_channels * layout.inner)) *
-                                         layout.inner
-                                   : kPartElements;
-  if (large && reduce > split_length && (!fits || plan.chunks < kMinChunks)) {
+  // A part spans about kPartElements elements. In column mode it is a block of rows across the chunk's span (the
+  // last dim of a tall matrix is one chunk of a few thousand short rows: without parts, one thread would do it all),
+  // of up to kColumnPartElements while that still leaves kMinChunks parts to share out.
+  int64_t split_length = kPartElements;
+  if (plan.column_mode) {
+    const int64_t span = plan.chunk_channels * layout.inner, rows = layout.outer;
+    const int64_t least = std::max<int64_t>(1, kPartElements / span), most = std::max<int64_t>(1, kColumnPartElements / span);
+    split_length = std::clamp<int64_t>(rows / kMinChunks, least, std::max(least, most)) * layout.inner;
+  }
+  // Long rows (outer == 1) that do not fit in L2 but are many enough to share between the threads stay whole: one
+  // thread reduces a row and writes it at once, re-reading it from L2/L3. Split into parts, the write pass would
+  // come only after every row was reduced, reading the whole tensor from memory a second time.
+  const bool whole_rows = layout.outer == 1 && plan.chunks >= kMinChunks && channel_bytes <= kLongRowBytes;
+  if (large && reduce > split_length && ((!fits && !whole_rows) || plan.chunks < kMinChunks)) {
     plan.part_length = split_length;
     plan.parts = (reduce + plan.part_length - 1) / plan.part_length;
   }

@@ -29,8 +29,15 @@ namespace weightnorm::cpu {
 constexpr int64_t kParallelMinElements = int64_t{1} << 15;
 // Bytes of input a chunk may span and still be in L2 (2 MB per core here) when a write pass reads it again.
 constexpr int64_t kChunkBytes = 128 << 10;
+// Most bytes of input one long row (outer == 1) may span and still be reduced and written whole by one thread:
+// between its reduction and its write pass the row stays in that core's L2 and the shared L3.
+constexpr int64_t kLongRowBytes = int64_t{4} << 20;
 // Reduction length of one part when a chunk's reduction is split; a constant so the summation order is fixed.
 constexpr int64_t kPartElements = int64_t{1} << 16;
+// The same in column mode (the last dim of a tall matrix): parts of 2^16 elements measured 8-20% slower than parts
+// of 2^18 (float32 and bfloat16, 4096x1024 and 768x48x128 with dim 2; bench/NOTES.md), and larger ones no faster
+// while leaving fewer parts to share between threads.
+constexpr int64_t kColumnPartElements = int64_t{1} << 18;
 // The same for a plan without a write pass (ReductionUse::kSumsOnly): every reduction is split, into half-size
 // parts, since no chunk has to stay in cache for a second pass and more units balance the threads better.
 constexpr int64_t kSumsOnlyPartElements = kPartElements / 2;
@@ -52,6 +59,9 @@ constexpr int64_t kMinChunks = 16;
 constexpr int64_t kDynamicMaxUnits = 4096;
 // How far ahead of a streaming read the software prefetch runs.
 constexpr int64_t kPrefetchBytes = 4096;
+// The last-level cache (L3) of this project's reference CPU: a write pass whose input and output together fit in it
+// can keep both there.
+constexpr int64_t kLastLevelCacheBytes = int64_t{32} << 20;
 // Outputs at least this large are written with streaming stores (they would not stay in cache anyway).
 constexpr int64_t kStreamingBytes = int64_t{4} << 20;
 

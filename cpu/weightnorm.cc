@@ -6,10 +6,12 @@
 //
 // Work is cut into chunks of consecutive channels. When a chunk fits in L2, one thread reduces it, turns the sums
 // into coefficients and writes the outputs while the chunk is still cached: each input element comes from memory
-// once. When a chunk does not fit, or there are too few chunks to keep every thread busy (few long channels,
-// dim = null, the last dim of a tall matrix), each chunk's reduction is cut into parts of a fixed size, reduced in
-// parallel, added in part order, and a second parallel pass writes the outputs. Part sizes never depend on the
-// thread count, so neither does the summation order: results are bitwise identical for any number of threads.
+// once. Long rows (outer == 1) up to a few MB that are many enough to share out are not cut either: one thread
+// reduces and writes a row while it is in L2/L3. When a chunk does not fit, or there are too few chunks to keep
+// every thread busy (few very long channels, dim = null, the last dim of a tall matrix), each chunk's reduction is
+// cut into parts of a fixed size, reduced in parallel, added in part order, and a second parallel pass writes the
+// outputs. Part sizes never depend on the thread count, so neither does the summation order: results are bitwise
+// identical for any number of threads.
 //
 // Two ways to walk a chunk:
 //  segments  inner >= 32: each channel is a set of contiguous runs (whole rows for dim 0); the vector loop runs
@@ -1107,6 +1109,10 @@ void run_fused(const T* a, const T* b, const ChannelLayout& layout, int inputs, 
     }
     return;
   }
+  // Split: the parts reduced in parallel (reduce_units), then written in parallel. Both passes hand out units
+  // dynamically: giving each thread the same static block in both passes (so that it rereads what it reduced, the
+  // latest of it from its own L2) measured 2-5% faster on two idle cores but 4-13% slower when another process
+  // took a core, where a static block waits for its preempted thread (bench/NOTES.md).
   reduce_units<1>(layout, plan, [&](double* sums, const Region& region) { reduce_region(sums, a, b, layout, region, plan); },
                   finish);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
@@ -1129,12 +1135,14 @@ void fused_forward(T* w, float* norm, const T* v, const float* g, const ChannelL
         forward_coefficients(norm + k_begin, scale + k_begin, sums, g + k_begin, count, eps);
       },
       [&](const Region& region, const ReductionPlan& plan) {
-        // The column walk's forward writes through the cache even when large: its write pass reads v again right
-        // after the reduction (much of it from L3), and there regular stores measured 10-15% faster than
-        // non-temporal ones (float32 and bfloat16, last dim of 4096x1024, alternating runs against torch's
-        // kernel; bench/NOTES.md). The backward showed no difference and keeps them.
+        // The column walk's forward reads v again right after the reduction, much of it from L3. When v and w
+        // together fit in L3, w goes through the cache (regular stores measured 2-4% faster there: bfloat16 last
+        // dim of 4096x1024 and 768x48x128); when they do not, cached stores of w evict the v the pass is about to
+        // read, and non-temporal ones measured 10-15% faster (float32, same shapes; bench/NOTES.md). The backward
+        // reads twice as much and always streams.
         ReductionPlan write_plan = plan;
-        if (plan.column_mode) write_plan.streaming = false;
+        const bool fits_last_level = 2 * layout.elements() * static_cast<int64_t>(sizeof(T)) < kLastLevelCacheBytes;
+        if (plan.column_mode && fits_last_level) write_plan.streaming = false;
         write_region<false>(w, v, v, scale, nullptr, layout, region, write_plan);
       });
 }

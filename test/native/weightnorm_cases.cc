@@ -568,7 +568,7 @@ void check_cpu_rows16_paths() {
 // write 16 elements per instruction. Each must agree with the SSE2 code (forced "none") bit for bit, in float32 and
 // bfloat16 storage, forward and backward. Fresh random inputs each run (the seed is in the message). Long rows
 // straddle the short-run cutoff (64), the 16-lane body (a tail of 1 to 15) and the 1024-element fold blocks; one row
-// alone; column layouts of every width class (a wide row folded from short rows, a chunk narrower than the row, a
+// alone; rows longer than a chunk but many enough to stay whole (reduced and written by one thread); column layouts of every width class (a wide row folded from short rows, a chunk narrower than the row, a
 // tall matrix split into parts); short rows not a multiple of 4 or 16. A zero channel puts the eps floor on it;
 // the largest cases are over 4 MB, so the outputs are streamed; an output one element off 64-byte alignment takes
 // the scalar head first; and dw == v (the same pointer) is reduced as squares.
@@ -603,6 +603,29 @@ VectorRun<T> run_both_ways(const std::vector<T>& v, const std::vector<T>& dw, co
   return r;
 }
 
+// Fresh normal v, dw and g for a layout (the seed mixed with the layout, so each layout draws its own), and v, dw
+// rounded to bfloat16. eps_floor_channel: channel 1 (of more than 2) all zeros, so the eps floor applies to it.
+struct RandomInputs {
+  Floats v, dw, g;
+  Bfloat16s v16, dw16;
+  uint64_t seed;
+};
+
+RandomInputs random_inputs(const ChannelLayout& l, uint64_t seed, bool eps_floor_channel) {
+  namespace cpu = weightnorm::cpu;
+  RandomInputs in{Floats(l.elements()), Floats(l.elements()), Floats(l.channels), {}, {},
+                  seed + static_cast<uint64_t>(l.outer * 1000003 + l.channels * 1009 + l.inner)};
+  cpu::fill_normal(in.v.data(), l.elements(), in.seed, 0.0f, 1.0f);
+  cpu::fill_normal(in.dw.data(), l.elements(), in.seed + 1, 0.0f, 1.0f);
+  cpu::fill_normal(in.g.data(), l.channels, in.seed + 2, 0.0f, 1.0f);
+  if (eps_floor_channel && l.channels > 2)
+    for (int64_t e = 0; e < l.elements(); ++e)
+      if (channel_of(l, e) == 1) in.v[e] = 0.0f;
+  for (const float x : in.v) in.v16.push_back(weightnorm::float_to_bfloat16(x));
+  for (const float x : in.dw) in.dw16.push_back(weightnorm::float_to_bfloat16(x));
+  return in;
+}
+
 void check_cpu_vector_paths() {
   namespace cpu = weightnorm::cpu;
   if (!cpu::set_weightnorm_vector_isa("avx512")) return;  // this CPU or build has no AVX-512 kernels
@@ -612,43 +635,54 @@ void check_cpu_vector_paths() {
   const ChannelLayout layouts[] = {
       // long rows: {1, rows, inner}
       {1, 3, 32}, {1, 5, 33}, {1, 7, 63}, {1, 9, 64}, {1, 11, 65}, {1, 4, 79}, {1, 6, 1000}, {1, 1, 5000},
-      {1, 2, 1024 + 1031}, {1, 300, 4100}, {1, 600, 4100},
+      {1, 2, 1024 + 1031}, {1, 300, 4100}, {1, 600, 4100}, {1, 17, 70001},
       // columns: {rows, channels, inner < 32}
       {37, 129, 1}, {300, 3, 1}, {41, 5, 7}, {64, 3000, 1}, {4096, 1024, 1}, {1500, 700, 3},
       // short rows: {1, channels, inner < 32}
       {1, 1000, 7}, {1, 513, 31}, {1, 70001, 16}, {1, 200003, 5}};
   for (const ChannelLayout& l : layouts) {
-    Floats v(l.elements()), dw(l.elements()), g(l.channels);
-    const uint64_t case_seed = seed + static_cast<uint64_t>(l.outer * 1000003 + l.channels * 1009 + l.inner);
-    cpu::fill_normal(v.data(), l.elements(), case_seed, 0.0f, 1.0f);
-    cpu::fill_normal(dw.data(), l.elements(), case_seed + 1, 0.0f, 1.0f);
-    cpu::fill_normal(g.data(), l.channels, case_seed + 2, 0.0f, 1.0f);
-    if (l.channels > 2)  // channel 1: the eps floor
-      for (int64_t e = 0; e < l.elements(); ++e)
-        if (channel_of(l, e) == 1) v[e] = 0.0f;
-    const Bfloat16s v16 = [&] {
-      Bfloat16s out(v.size());
-      for (size_t i = 0; i < v.size(); ++i) out[i] = weightnorm::float_to_bfloat16(v[i]);
-      return out;
-    }();
-    const Bfloat16s dw16 = [&] {
-      Bfloat16s out(dw.size());
-      for (size_t i = 0; i < dw.size(); ++i) out[i] = weightnorm::float_to_bfloat16(dw[i]);
-      return out;
-    }();
+    const RandomInputs in = random_inputs(l, seed, /*eps_floor_channel=*/true);
     cpu::set_weightnorm_vector_isa("avx512");
-    const VectorRun<float> fast = run_both_ways(v, dw, g, l);
-    const VectorRun<bfloat16> fast16 = run_both_ways(v16, dw16, g, l);
+    const VectorRun<float> fast = run_both_ways(in.v, in.dw, in.g, l);
+    const VectorRun<bfloat16> fast16 = run_both_ways(in.v16, in.dw16, in.g, l);
     cpu::set_weightnorm_vector_isa("none");
-    const VectorRun<float> general = run_both_ways(v, dw, g, l);
-    const VectorRun<bfloat16> general16 = run_both_ways(v16, dw16, g, l);
+    const VectorRun<float> general = run_both_ways(in.v, in.dw, in.g, l);
+    const VectorRun<bfloat16> general16 = run_both_ways(in.v16, in.dw16, in.g, l);
     const std::string what = format("cpu vector kernels (avx512 vs none), outer %lld channels %lld inner %lld, seed %llu: ",
                                     static_cast<long long>(l.outer), static_cast<long long>(l.channels),
-                                    static_cast<long long>(l.inner), static_cast<unsigned long long>(case_seed));
+                                    static_cast<long long>(l.inner), static_cast<unsigned long long>(in.seed));
     expect(fast == general, what + "float32 forward and backward bitwise equal (aligned, shifted, dw == v)");
     expect(fast16 == general16, what + "bfloat16 forward and backward bitwise equal (aligned, shifted, dw == v)");
   }
   cpu::set_weightnorm_vector_isa(nullptr);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The plans that share a reduction between threads give the same bits for any thread count: a tall last dim split
+// into parts (one chunk; two chunks side by side), one channel split into parts (dim = null), rows longer than a
+// chunk kept whole, each run with 1 thread and with 2, 3 and 7 (more threads than some plans have parts), float32
+// and bfloat16, forward and backward. A part size that followed the thread count, or a thread whose sums rounded
+// differently, differs in the last bits of many elements.
+
+void check_cpu_thread_counts() {
+  namespace cpu = weightnorm::cpu;
+  const uint64_t seed = (static_cast<uint64_t>(getpid()) << 32) ^ static_cast<uint64_t>(time(nullptr)) ^ 0x7e3d;
+  const ChannelLayout layouts[] = {{4096, 1024, 1}, {9216, 128, 1}, {64, 3000, 1}, {1, 1, 300001}, {1, 17, 70001}};
+  for (const ChannelLayout& l : layouts) {
+    const RandomInputs in = random_inputs(l, seed, /*eps_floor_channel=*/false);
+    cpu::set_num_threads(1);
+    const VectorRun<float> one = run_both_ways(in.v, in.dw, in.g, l);
+    const VectorRun<bfloat16> one16 = run_both_ways(in.v16, in.dw16, in.g, l);
+    for (const int threads : {2, 3, 7}) {
+      cpu::set_num_threads(threads);
+      const std::string what = format("cpu threads (%d vs 1), outer %lld channels %lld inner %lld, seed %llu: ", threads,
+                                      static_cast<long long>(l.outer), static_cast<long long>(l.channels),
+                                      static_cast<long long>(l.inner), static_cast<unsigned long long>(in.seed));
+      expect(run_both_ways(in.v, in.dw, in.g, l) == one, what + "float32 forward and backward bitwise equal");
+      expect(run_both_ways(in.v16, in.dw16, in.g, l) == one16, what + "bfloat16 forward and backward bitwise equal");
+    }
+  }
+  cpu::set_num_threads(0);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -659,6 +693,7 @@ void check_cpu_weightnorm() {
   for (const NanCase& c : kNanCases) check_cpu_nan_coefficient(c);
   check_cpu_rows16_paths();
   check_cpu_vector_paths();
+  check_cpu_thread_counts();
 }
 WEIGHTNORM_NATIVE_TEST_GROUP("weightnorm/cpu", check_cpu_weightnorm);
 

@@ -10,6 +10,9 @@ import { type BenchCase, channelsOf, normalizeDim } from './cases.js';
 /** The eps every benchmark call uses (the library default). */
 export const BENCH_EPS = 1e-12;
 
+/** Bytes per element one input set adds to a rotation: its float32 v (see rotationSets). */
+export const ROTATED_BYTES_PER_ELEMENT = 4;
+
 export interface Timing {
   /**
    * The figure reported: the lowest of the per-round medians. Rounds alternate ours and the peer's, so a burst of
@@ -60,11 +63,13 @@ export function cpuLastLevelCacheBytes(): number | null {
 }
 
 /**
- * How many input sets to rotate: enough that one pass over them (inputs + outputs, 8 bytes per element) exceeds
- * `targetBytes`, at least 2 so no run reuses the previous run's buffers, and within `capBytes` of memory.
+ * How many input sets to rotate: enough that one pass over their per-element inputs (v, 4 bytes per element; the
+ * backward's dw is the next set's v) exceeds `targetBytes`, at least 2 so no run reuses the previous run's inputs,
+ * and within `capBytes` of memory. The outputs are not rotated: every run writes the case's one output block, as a
+ * caching allocator hands a training step the block it freed last (binding/bench.cc, peer_torch.py).
  */
 export function rotationSets(elements: number, targetBytes: number, capBytes: number): number {
-  const perSet = 8 * elements;
+  const perSet = ROTATED_BYTES_PER_ELEMENT * elements;
   const wanted = Math.max(2, Math.ceil(targetBytes / perSet));
   return Math.max(2, Math.min(wanted, Math.floor(capBytes / perSet)));
 }
@@ -129,8 +134,8 @@ export class CaseInputs {
   }
 
   /**
-   * Per-run milliseconds of `op`, timed natively. The outputs are allocated per call, so the warm-up covers at least
-   * one full rotation: every output page is touched before timing starts.
+   * Per-run milliseconds of `op`, timed natively. The warm-up covers at least one full rotation, so every input set
+   * and the output block (allocated per call) are touched before timing starts.
    */
   time(op: 'forward' | 'backward' | 'copy', fused: boolean, warmup: number, repeats: number): number[] {
     const sets = this.setsFor(op);

@@ -300,8 +300,10 @@ export function markdown(result: BackendResult): string {
     `- ${result.repeats} timed runs per measurement in ${result.rounds} rounds, each after ≥ ${result.warmup} warm-up runs ` +
       '(at least one full rotation); the figure is the lowest per-round median (rounds alternate ours and ' +
       "torch's, so background load spoils a round of each rather than one side); " +
-      `input sets rotated so one pass touches ≥ ${(result.rotationTargetBytes / 2 ** 20).toFixed(0)} MiB ` +
-      `(3× the ${(result.cacheBytes / 2 ** 20).toFixed(0)} MiB last-level cache) where memory allows`,
+      `input sets rotated so one pass reads ≥ ${(result.rotationTargetBytes / 2 ** 20).toFixed(0)} MiB ` +
+      `(3× the ${(result.cacheBytes / 2 ** 20).toFixed(0)} MiB last-level cache) where memory allows; ` +
+      'the outputs are not rotated: every run of ours and of torch writes one output block per case (ours ' +
+      "preallocated, torch's the block freed by the previous call), as a caching allocator serves a training step",
     '- GB/s over the minimal bytes: forward reads v, g and writes w, norm; backward reads dw, v, g, norm and ' +
       'writes dv, dg. Roofline: copy (out = 1·x, read N + write N) on the same element count, device and threads.',
     '- (noisy): the rounds of some variant still disagreed by > 25% after a retry (background load); see the JSON.',
@@ -316,7 +318,7 @@ export function markdown(result: BackendResult): string {
     '',
     '## Rotation, roofline cross-check and correctness checks',
     '',
-    'copy GB/s is our roofline kernel; torch copy_ GB/s is `out.copy_(v)` on the same rotation, as a cross-check. ' +
+    'copy GB/s is our roofline kernel; torch copy_ GB/s is `out.copy_(v)` on the same rotation (one out per case), as a cross-check. ' +
       'Note copy moves reads and writes 1:1; the backward reads twice what it writes, and reads are cheaper than ' +
       'writes (no write-allocate), so a backward can exceed 100% of the copy roofline.',
     '',

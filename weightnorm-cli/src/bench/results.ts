@@ -85,7 +85,10 @@ export interface CaseResult {
   dim: number | null;
   elements: number;
   channels: number;
-  /** Input sets rotated between runs, and the distinct bytes one pass over them touches. */
+  /**
+   * Input sets rotated between runs, and the distinct input bytes one pass over them touches (the outputs are one
+   * block per case, written by every run).
+   */
   sets: number;
   rotationBytes: number;
   copy: Timing & { gbps: number };

@@ -119,42 +119,44 @@ void im2col(float* col, const float* x, int64_t images, const ConvGeometry& g) {
   const int threads = num_threads();
   // Stride 1 and output rows as wide as the input's (a "same" convolution): a tap's rows are one shifted plane.
   const bool shifted_rows = g.stride_height == 1 && g.stride_width == 1 && g.out_width == g.in_width;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (rows * width >= kParallelMinElements)
-  for (int64_t row = 0; row < rows; ++row) {
-    for (int64_t image = 0; image < images; ++image) {
-      const int64_t c = row / (g.kernel_height * g.kernel_width);
-      const int64_t i = (row / g.kernel_width) % g.kernel_height, j = row % g.kernel_width;
-      const float* plane = x + (image * g.in_channels + c) * g.in_spatial();
-      float* dst = col + row * width + image * spatial;
-      if (shifted_rows) {
-        shifted_plane(dst, plane, i * g.dilation_height - g.padding_height, j * g.dilation_width - g.padding_width, g);
-        continue;
-      }
-      for (int64_t oh = 0; oh < oh_count; ++oh) {
-        const int64_t h = oh * g.stride_height - g.padding_height + i * g.dilation_height;
-        float* d = dst + oh * ow_count;
-        if (h < 0 || h >= g.in_height) {
-          for (int64_t ow = 0; ow < ow_count; ++ow) d[ow] = 0.0f;
+  parallel_region(rows * width >= kParallelMinElements, threads, [&] {
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t row = 0; row < rows; ++row) {
+      for (int64_t image = 0; image < images; ++image) {
+        const int64_t c = row / (g.kernel_height * g.kernel_width);
+        const int64_t i = (row / g.kernel_width) % g.kernel_height, j = row % g.kernel_width;
+        const float* plane = x + (image * g.in_channels + c) * g.in_spatial();
+        float* dst = col + row * width + image * spatial;
+        if (shifted_rows) {
+          shifted_plane(dst, plane, i * g.dilation_height - g.padding_height, j * g.dilation_width - g.padding_width, g);
           continue;
         }
-        const float* src = plane + h * g.in_width;
-        const int64_t offset = j * g.dilation_width - g.padding_width;
-        if (g.stride_width == 1) {
-          // Contiguous run: zeros left and right of the image, a copy in between.
-          const int64_t begin = std::clamp<int64_t>(-offset, 0, ow_count);
-          const int64_t end = std::clamp<int64_t>(g.in_width - offset, begin, ow_count);
-          for (int64_t ow = 0; ow < begin; ++ow) d[ow] = 0.0f;
-          for (int64_t ow = begin; ow < end; ++ow) d[ow] = src[ow + offset];
-          for (int64_t ow = end; ow < ow_count; ++ow) d[ow] = 0.0f;
-        } else {
-          for (int64_t ow = 0; ow < ow_count; ++ow) {
-            const int64_t w = ow * g.stride_width + offset;
-            d[ow] = (w >= 0 && w < g.in_width) ? src[w] : 0.0f;
+        for (int64_t oh = 0; oh < oh_count; ++oh) {
+          const int64_t h = oh * g.stride_height - g.padding_height + i * g.dilation_height;
+          float* d = dst + oh * ow_count;
+          if (h < 0 || h >= g.in_height) {
+            for (int64_t ow = 0; ow < ow_count; ++ow) d[ow] = 0.0f;
+            continue;
+          }
+          const float* src = plane + h * g.in_width;
+          const int64_t offset = j * g.dilation_width - g.padding_width;
+          if (g.stride_width == 1) {
+            // Contiguous run: zeros left and right of the image, a copy in between.
+            const int64_t begin = std::clamp<int64_t>(-offset, 0, ow_count);
+            const int64_t end = std::clamp<int64_t>(g.in_width - offset, begin, ow_count);
+            for (int64_t ow = 0; ow < begin; ++ow) d[ow] = 0.0f;
+            for (int64_t ow = begin; ow < end; ++ow) d[ow] = src[ow + offset];
+            for (int64_t ow = end; ow < ow_count; ++ow) d[ow] = 0.0f;
+          } else {
+            for (int64_t ow = 0; ow < ow_count; ++ow) {
+              const int64_t w = ow * g.stride_width + offset;
+              d[ow] = (w >= 0 && w < g.in_width) ? src[w] : 0.0f;
+            }
           }
         }
       }
     }
-  }
+  });
 }
 
 // One tap's dcol rows added into a plane when the stride is 1 and the output rows are as wide as the input's (the
@@ -183,54 +185,60 @@ void col2im(float* dx, float* dcol, int64_t images, const ConvGeometry& g, const
   const int threads = num_threads();
   const int64_t planes = images * g.in_channels;
   const bool shifted_rows = g.stride_height == 1 && g.stride_width == 1 && g.out_width == g.in_width;
-#pragma omp parallel for schedule(static) num_threads(threads) if (planes * g.in_spatial() >= kParallelMinElements)
-  for (int64_t plane = 0; plane < planes; ++plane) {
-    const int64_t image = plane / g.in_channels, c = plane % g.in_channels;
-    float* out = dx + plane * g.in_spatial();
-    std::fill(out, out + g.in_spatial(), start ? start[c] : 0.0f);
-    for (int64_t i = 0; i < kh; ++i) {
-      for (int64_t j = 0; j < kw; ++j) {
-        float* src = dcol + ((c * kh + i) * kw + j) * width + image * spatial;
-        const int64_t offset = j * g.dilation_width - g.padding_width;
-        if (shifted_rows) {
-          add_shifted_plane(out, src, i * g.dilation_height - g.padding_height, offset, g);
-          continue;
-        }
-        for (int64_t oh = 0; oh < oh_count; ++oh) {
-          const int64_t h = oh * g.stride_height - g.padding_height + i * g.dilation_height;
-          if (h < 0 || h >= g.in_height) continue;
-          float* row = out + h * g.in_width;
-          const float* s = src + oh * ow_count;
-          if (g.stride_width == 1) {
-            const int64_t begin = std::clamp<int64_t>(-offset, 0, ow_count);
-            const int64_t end = std::clamp<int64_t>(g.in_width - offset, begin, ow_count);
-            for (int64_t ow = begin; ow < end; ++ow) row[ow + offset] += s[ow];
-          } else {
-            for (int64_t ow = 0; ow < ow_count; ++ow) {
-              const int64_t w = ow * g.stride_width + offset;
-              if (w >= 0 && w < g.in_width) row[w] += s[ow];
+  parallel_region(planes * g.in_spatial() >= kParallelMinElements, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t plane = 0; plane < planes; ++plane) {
+      const int64_t image = plane / g.in_channels, c = plane % g.in_channels;
+      float* out = dx + plane * g.in_spatial();
+      std::fill(out, out + g.in_spatial(), start ? start[c] : 0.0f);
+      for (int64_t i = 0; i < kh; ++i) {
+        for (int64_t j = 0; j < kw; ++j) {
+          float* src = dcol + ((c * kh + i) * kw + j) * width + image * spatial;
+          const int64_t offset = j * g.dilation_width - g.padding_width;
+          if (shifted_rows) {
+            add_shifted_plane(out, src, i * g.dilation_height - g.padding_height, offset, g);
+            continue;
+          }
+          for (int64_t oh = 0; oh < oh_count; ++oh) {
+            const int64_t h = oh * g.stride_height - g.padding_height + i * g.dilation_height;
+            if (h < 0 || h >= g.in_height) continue;
+            float* row = out + h * g.in_width;
+            const float* s = src + oh * ow_count;
+            if (g.stride_width == 1) {
+              const int64_t begin = std::clamp<int64_t>(-offset, 0, ow_count);
+              const int64_t end = std::clamp<int64_t>(g.in_width - offset, begin, ow_count);
+              for (int64_t ow = begin; ow < end; ++ow) row[ow + offset] += s[ow];
+            } else {
+              for (int64_t ow = 0; ow < ow_count; ++ow) {
+                const int64_t w = ow * g.stride_width + offset;
+                if (w >= 0 && w < g.in_width) row[w] += s[ow];
+              }
             }
           }
         }
       }
     }
-  }
+  });
 }
 
 // [C, images*spatial] (image blocks side by side) <-> [images, C, spatial].
 void channels_major_to_images(float* y, const float* t, int64_t images, int64_t channels, int64_t spatial) {
   const int threads = num_threads();
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (images * channels * spatial >= kParallelMinElements)
-  for (int64_t image = 0; image < images; ++image)
-    for (int64_t c = 0; c < channels; ++c)
-      std::copy_n(t + (c * images + image) * spatial, spatial, y + (image * channels + c) * spatial);
+  parallel_region(images * channels * spatial >= kParallelMinElements, threads, [&] {
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t image = 0; image < images; ++image)
+      for (int64_t c = 0; c < channels; ++c)
+        std::copy_n(t + (c * images + image) * spatial, spatial, y + (image * channels + c) * spatial);
+  });
 }
 void images_to_channels_major(float* t, const float* y, int64_t images, int64_t channels, int64_t spatial) {
   const int threads = num_threads();
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (images * channels * spatial >= kParallelMinElements)
-  for (int64_t image = 0; image < images; ++image)
-    for (int64_t c = 0; c < channels; ++c)
-      std::copy_n(y + (image * channels + c) * spatial, spatial, t + (c * images + image) * spatial);
+  parallel_region(images * channels * spatial >= kParallelMinElements, threads, [&] {
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t image = 0; image < images; ++image)
+      for (int64_t c = 0; c < channels; ++c)
+        std::copy_n(y + (image * channels + c) * spatial, spatial, t + (c * images + image) * spatial);
+  });
 }
 
 // Scratch for the im2col columns and the regrouped products, kept per thread between calls and never zeroed
@@ -265,12 +273,14 @@ double lanes_sum(const double* lanes) {
 }
 void channel_sums(float* dbias, const float* dy, int64_t batch, int64_t channels, int64_t spatial) {
   const int threads = num_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (batch * channels * spatial >= kParallelMinElements)
-  for (int64_t c = 0; c < channels; ++c) {
-    double lanes[kSumLanes] = {};
-    for (int64_t image = 0; image < batch; ++image) add_to_lanes(lanes, dy + (image * channels + c) * spatial, spatial);
-    dbias[c] = float(lanes_sum(lanes));
-  }
+  parallel_region(batch * channels * spatial >= kParallelMinElements, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < channels; ++c) {
+      double lanes[kSumLanes] = {};
+      for (int64_t image = 0; image < batch; ++image) add_to_lanes(lanes, dy + (image * channels + c) * spatial, spatial);
+      dbias[c] = float(lanes_sum(lanes));
+    }
+  });
 }
 
 // dcol [C*kh*kw, n] = w^T x dys, per group (n = the batch's images * OH*OW).
@@ -287,39 +297,43 @@ void conv_forward_per_image(float* y, const float* x, const float* w, const floa
   const int64_t spatial = g.out_spatial(), patch = g.patch(), ocg = g.out_channels_per_group();
   const bool keeps_raw = scale.channel_scale != nullptr && scale.raw_out != nullptr;
   const int threads = num_threads();
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (images_in_parallel(g))
-  for (int64_t image = 0; image < g.batch; ++image) {
-    float* col = scratch(0, g.groups * patch * spatial);
-    im2col(col, x + image * g.in_channels * g.in_spatial(), 1, g);
-    float* y_image = y + image * g.out_channels * spatial;
-    float* raw_image = keeps_raw ? scale.raw_out + image * g.out_channels * spatial : nullptr;
-    for (int64_t gi = 0; gi < g.groups; ++gi) {
-      GemmEpilogue epilogue;
-      float* y_group = y_image + gi * ocg * spatial;
-      if (bias && !scale.channel_scale) {
-        // The bias as the GEMM's starting value (beta = 1): one pass writing it, instead of the BLAS zeroing the
-        // output and the epilogue adding the bias in a second pass over it.
-        for (int64_t o = 0; o < ocg; ++o) std::fill(y_group + o * spatial, y_group + (o + 1) * spatial, bias[gi * ocg + o]);
-        epilogue.beta = 1.0f;
-      } else {
-        epilogue.row_bias = offset_or_null(bias, gi * ocg);
-        epilogue.row_scale = offset_or_null(scale.channel_scale, gi * ocg);
-        epilogue.raw_out = keeps_raw ? raw_image + gi * ocg * spatial : nullptr;
+  parallel_region(images_in_parallel(g), threads, [&] {
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t image = 0; image < g.batch; ++image) {
+      float* col = scratch(0, g.groups * patch * spatial);
+      im2col(col, x + image * g.in_channels * g.in_spatial(), 1, g);
+      float* y_image = y + image * g.out_channels * spatial;
+      float* raw_image = keeps_raw ? scale.raw_out + image * g.out_channels * spatial : nullptr;
+      for (int64_t gi = 0; gi < g.groups; ++gi) {
+        GemmEpilogue epilogue;
+        float* y_group = y_image + gi * ocg * spatial;
+        if (bias && !scale.channel_scale) {
+          // The bias as the GEMM's starting value (beta = 1): one pass writing it, instead of the BLAS zeroing the
+          // output and the epilogue adding the bias in a second pass over it.
+          for (int64_t o = 0; o < ocg; ++o) std::fill(y_group + o * spatial, y_group + (o + 1) * spatial, bias[gi * ocg + o]);
+          epilogue.beta = 1.0f;
+        } else {
+          epilogue.row_bias = offset_or_null(bias, gi * ocg);
+          epilogue.row_scale = offset_or_null(scale.channel_scale, gi * ocg);
+          epilogue.raw_out = keeps_raw ? raw_image + gi * ocg * spatial : nullptr;
+        }
+        gemm(y_group, w + gi * ocg * patch, col + gi * patch * spatial, GemmShape{ocg, spatial, patch}, epilogue);
       }
-      gemm(y_group, w + gi * ocg * patch, col + gi * patch * spatial, GemmShape{ocg, spatial, patch}, epilogue);
     }
-  }
+  });
 }
 
 void conv_input_gradient_per_image(float* dx, const float* dy, const float* w, const ConvGeometry& g) {
   const int64_t spatial = g.out_spatial();
   const int threads = num_threads();
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (images_in_parallel(g))
-  for (int64_t image = 0; image < g.batch; ++image) {
-    float* col = scratch(0, g.groups * g.patch() * spatial);
-    weight_transpose_product(col, w, dy + image * g.out_channels * spatial, spatial, g);
-    col2im(dx + image * g.in_channels * g.in_spatial(), col, 1, g, nullptr);
-  }
+  parallel_region(images_in_parallel(g), threads, [&] {
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t image = 0; image < g.batch; ++image) {
+      float* col = scratch(0, g.groups * g.patch() * spatial);
+      weight_transpose_product(col, w, dy + image * g.out_channels * spatial, spatial, g);
+      col2im(dx + image * g.in_channels * g.in_spatial(), col, 1, g, nullptr);
+    }
+  });
 }
 
 // Images per chunk of a weight gradient that sums per-chunk partials (about kDwChunkColumns output positions each,
@@ -352,27 +366,29 @@ void conv_weight_gradient_per_image(float* dw, float* dbias, const float* dy, co
   float* partials = scratch(2, chunks * weights);
   std::vector<double> bias_partials(dbias ? static_cast<size_t>(chunks * g.out_channels) : 0);
   const int threads = num_threads();
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1 && chunks > 1)
-  for (int64_t c = 0; c < chunks; ++c) {
-    float* col = scratch(0, g.groups * patch * spatial);
-    float* partial = partials + c * weights;
-    for (int64_t image = c * chunk; image < std::min(g.batch, (c + 1) * chunk); ++image) {
-      im2col(col, x + image * g.in_channels * g.in_spatial(), 1, g);
-      const float* dy_image = dy + image * g.out_channels * spatial;
-      for (int64_t gi = 0; gi < g.groups; ++gi) {
-        GemmEpilogue accumulate;
-        accumulate.beta = image == c * chunk ? 0.0f : 1.0f;
-        gemm(partial + gi * ocg * patch, dy_image + gi * ocg * spatial, col + gi * patch * spatial,
-             GemmShape{ocg, patch, spatial}.transposing_b(), accumulate);
-      }
-      if (dbias)
-        for (int64_t o = 0; o < g.out_channels; ++o) {
-          double lanes[kSumLanes] = {};
-          add_to_lanes(lanes, dy_image + o * spatial, spatial);
-          bias_partials[static_cast<size_t>(c * g.out_channels + o)] += lanes_sum(lanes);
+  parallel_region(threads > 1 && chunks > 1, threads, [&] {
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t c = 0; c < chunks; ++c) {
+      float* col = scratch(0, g.groups * patch * spatial);
+      float* partial = partials + c * weights;
+      for (int64_t image = c * chunk; image < std::min(g.batch, (c + 1) * chunk); ++image) {
+        im2col(col, x + image * g.in_channels * g.in_spatial(), 1, g);
+        const float* dy_image = dy + image * g.out_channels * spatial;
+        for (int64_t gi = 0; gi < g.groups; ++gi) {
+          GemmEpilogue accumulate;
+          accumulate.beta = image == c * chunk ? 0.0f : 1.0f;
+          gemm(partial + gi * ocg * patch, dy_image + gi * ocg * spatial, col + gi * patch * spatial,
+               GemmShape{ocg, patch, spatial}.transposing_b(), accumulate);
         }
+        if (dbias)
+          for (int64_t o = 0; o < g.out_channels; ++o) {
+            double lanes[kSumLanes] = {};
+            add_to_lanes(lanes, dy_image + o * spatial, spatial);
+            bias_partials[static_cast<size_t>(c * g.out_channels + o)] += lanes_sum(lanes);
+          }
+      }
     }
-  }
+  });
   if (dbias)
     for (int64_t o = 0; o < g.out_channels; ++o) {
       double sum = 0.0;
@@ -380,16 +396,18 @@ void conv_weight_gradient_per_image(float* dw, float* dbias, const float* dy, co
       dbias[o] = float(sum);
     }
   // dw (or dv) = scale ⊙ (the partials summed in chunk order) − coefficient ⊙ v, per output channel o.
-#pragma omp parallel for schedule(static) num_threads(threads) if (weights * chunks >= kParallelMinElements)
-  for (int64_t o = 0; o < g.out_channels; ++o) {
-    // The row summed in place in chunk 0's partial, chunk after chunk (contiguous rows, the same order per element).
-    float* sum = partials + o * patch;
-    for (int64_t c = 1; c < chunks; ++c) {
-      const float* add = partials + c * weights + o * patch;
-      for (int64_t j = 0; j < patch; ++j) sum[j] += add[j];
+  parallel_region(weights * chunks >= kParallelMinElements, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t o = 0; o < g.out_channels; ++o) {
+      // The row summed in place in chunk 0's partial, chunk after chunk (contiguous rows, the same order per element).
+      float* sum = partials + o * patch;
+      for (int64_t c = 1; c < chunks; ++c) {
+        const float* add = partials + c * weights + o * patch;
+        for (int64_t j = 0; j < patch; ++j) sum[j] += add[j];
+      }
+      for (int64_t j = 0; j < patch; ++j) dw[o * patch + j] = weight_gradient_element(epilogue, o, o * patch + j, sum[j]);
     }
-    for (int64_t j = 0; j < patch; ++j) dw[o * patch + j] = weight_gradient_element(epilogue, o, o * patch + j, sum[j]);
-  }
+  });
 }
 
 
@@ -645,19 +663,21 @@ void conv_forward_direct(float* y, const float* x, const float* w, const float* 
   const int64_t parts = channel_parts(g.batch * g.groups, ocg), per_part = (ocg + parts - 1) / parts;
   const int64_t items = g.batch * g.groups * parts;
   const int threads = num_threads();
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1 && items > 1 && g.batch * g.out_channels * spatial * taps >= kParallelMinElements)
-  for (int64_t item = 0; item < items; ++item) {
-    const int64_t image = item / (g.groups * parts), gi = item / parts % g.groups, part = item % parts;
-    const int64_t begin = part * per_part, end = std::min(ocg, begin + per_part);
-    if (begin >= end) continue;
-    float* xp = scratch(0, plane.rows * plane.cols);
-    pad_plane(xp, x + (image * g.in_channels + gi) * g.in_spatial(), plane, g);
-    const int64_t first = (image * g.out_channels + gi * ocg) * spatial;
-    DirectForward a{y + first, keeps_raw ? scale.raw_out + first : nullptr, xp, w + gi * ocg * taps,
-                    offset_or_null(bias, gi * ocg), offset_or_null(scale.channel_scale, gi * ocg), &plane, taps,
-                    g.out_height, g.out_width};
-    kernels.forward(a, begin, end);
-  }
+  parallel_region(threads > 1 && items > 1 && g.batch * g.out_channels * spatial * taps >= kParallelMinElements, threads, [&] {
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t image = item / (g.groups * parts), gi = item / parts % g.groups, part = item % parts;
+      const int64_t begin = part * per_part, end = std::min(ocg, begin + per_part);
+      if (begin >= end) continue;
+      float* xp = scratch(0, plane.rows * plane.cols);
+      pad_plane(xp, x + (image * g.in_channels + gi) * g.in_spatial(), plane, g);
+      const int64_t first = (image * g.out_channels + gi * ocg) * spatial;
+      DirectForward a{y + first, keeps_raw ? scale.raw_out + first : nullptr, xp, w + gi * ocg * taps,
+                      offset_or_null(bias, gi * ocg), offset_or_null(scale.channel_scale, gi * ocg), &plane, taps,
+                      g.out_height, g.out_width};
+      kernels.forward(a, begin, end);
+    }
+  });
 }
 
 void conv_weight_gradient_direct(float* dw, float* dbias, const float* dy, const float* x, const ConvGeometry& g,
@@ -672,28 +692,30 @@ void conv_weight_gradient_direct(float* dw, float* dbias, const float* dy, const
   std::vector<double> partials(static_cast<size_t>(chunks * g.out_channels * taps), 0.0);
   std::vector<double> bias_partials(dbias ? static_cast<size_t>(chunks * g.out_channels) : 0, 0.0);
   const int threads = num_threads();
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1 && items > 1 && g.batch * g.out_channels * spatial * taps >= kParallelMinElements)
-  for (int64_t item = 0; item < items; ++item) {
-    const int64_t c = item / (g.groups * parts), gi = item / parts % g.groups, part = item % parts;
-    const int64_t begin = gi * ocg + part * per_part, end = std::min((gi + 1) * ocg, begin + per_part);
-    if (begin >= end) continue;
-    float* xp = scratch(0, plane.rows * plane.cols);
-    float sums[kDirectMaxTaps];
-    for (int64_t image = c * chunk; image < std::min(g.batch, (c + 1) * chunk); ++image) {
-      pad_plane(xp, x + (image * g.in_channels + gi) * g.in_spatial(), plane, g);
-      for (int64_t o = begin; o < end; ++o) {
-        const float* dy_plane = dy + (image * g.out_channels + o) * spatial;
-        kernels.tap_sums(sums, DirectTaps{dy_plane, xp, &plane, taps, g.out_height, g.out_width});
-        double* partial = partials.data() + (c * g.out_channels + o) * taps;
-        for (int64_t t = 0; t < taps; ++t) partial[t] += sums[t];
-        if (dbias) {
-          double lanes[kSumLanes] = {};
-          add_to_lanes(lanes, dy_plane, spatial);
-          bias_partials[static_cast<size_t>(c * g.out_channels + o)] += lanes_sum(lanes);
+  parallel_region(threads > 1 && items > 1 && g.batch * g.out_channels * spatial * taps >= kParallelMinElements, threads, [&] {
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t c = item / (g.groups * parts), gi = item / parts % g.groups, part = item % parts;
+      const int64_t begin = gi * ocg + part * per_part, end = std::min((gi + 1) * ocg, begin + per_part);
+      if (begin >= end) continue;
+      float* xp = scratch(0, plane.rows * plane.cols);
+      float sums[kDirectMaxTaps];
+      for (int64_t image = c * chunk; image < std::min(g.batch, (c + 1) * chunk); ++image) {
+        pad_plane(xp, x + (image * g.in_channels + gi) * g.in_spatial(), plane, g);
+        for (int64_t o = begin; o < end; ++o) {
+          const float* dy_plane = dy + (image * g.out_channels + o) * spatial;
+          kernels.tap_sums(sums, DirectTaps{dy_plane, xp, &plane, taps, g.out_height, g.out_width});
+          double* partial = partials.data() + (c * g.out_channels + o) * taps;
+          for (int64_t t = 0; t < taps; ++t) partial[t] += sums[t];
+          if (dbias) {
+            double lanes[kSumLanes] = {};
+            add_to_lanes(lanes, dy_plane, spatial);
+            bias_partials[static_cast<size_t>(c * g.out_channels + o)] += lanes_sum(lanes);
+          }
         }
       }
     }
-  }
+  });
   for (int64_t o = 0; o < g.out_channels; ++o) {
     for (int64_t t = 0; t < taps; ++t) {
       double sum = 0.0;
@@ -856,74 +878,82 @@ void pad_forward(float* y, const float* x, const PadGeometry& g) {
   check_pad_geometry(g);
   const int64_t oh_count = g.out_height(), ow_count = g.out_width();
   const int threads = num_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (g.planes * oh_count * ow_count >= kParallelMinElements)
-  for (int64_t p = 0; p < g.planes; ++p) {
-    const float* plane = x + p * g.height * g.width;
-    float* out = y + p * oh_count * ow_count;
-    for (int64_t oh = 0; oh < oh_count; ++oh) {
-      const int64_t h = pad_source_index(oh, g.top, g.height, g.mode);
-      for (int64_t ow = 0; ow < ow_count; ++ow) {
-        const int64_t w = pad_source_index(ow, g.left, g.width, g.mode);
-        out[oh * ow_count + ow] = (h < 0 || w < 0) ? g.value : plane[h * g.width + w];
+  parallel_region(g.planes * oh_count * ow_count >= kParallelMinElements, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < g.planes; ++p) {
+      const float* plane = x + p * g.height * g.width;
+      float* out = y + p * oh_count * ow_count;
+      for (int64_t oh = 0; oh < oh_count; ++oh) {
+        const int64_t h = pad_source_index(oh, g.top, g.height, g.mode);
+        for (int64_t ow = 0; ow < ow_count; ++ow) {
+          const int64_t w = pad_source_index(ow, g.left, g.width, g.mode);
+          out[oh * ow_count + ow] = (h < 0 || w < 0) ? g.value : plane[h * g.width + w];
+        }
       }
     }
-  }
+  });
 }
 
 void pad_backward(float* dx, const float* dy, const PadGeometry& g) {
   check_pad_geometry(g);
   const int64_t oh_count = g.out_height(), ow_count = g.out_width();
   const int threads = num_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (g.planes * g.height * g.width >= kParallelMinElements)
-  for (int64_t p = 0; p < g.planes; ++p) {
-    const float* grad = dy + p * oh_count * ow_count;
-    float* out = dx + p * g.height * g.width;
-    for (int64_t h = 0; h < g.height; ++h) {
-      PadRanges rows = pad_output_ranges(h, g.top, g.height, oh_count, g.mode);
-      for (int64_t w = 0; w < g.width; ++w) {
-        PadRanges columns = pad_output_ranges(w, g.left, g.width, ow_count, g.mode);
-        float sum = 0.0f;
-        for (int r = 0; r < rows.count; ++r)
-          for (int64_t oh = rows.begin[r]; oh < rows.end[r]; ++oh)
-            for (int c = 0; c < columns.count; ++c)
-              for (int64_t ow = columns.begin[c]; ow < columns.end[c]; ++ow) sum += grad[oh * ow_count + ow];
-        out[h * g.width + w] = sum;
+  parallel_region(g.planes * g.height * g.width >= kParallelMinElements, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < g.planes; ++p) {
+      const float* grad = dy + p * oh_count * ow_count;
+      float* out = dx + p * g.height * g.width;
+      for (int64_t h = 0; h < g.height; ++h) {
+        PadRanges rows = pad_output_ranges(h, g.top, g.height, oh_count, g.mode);
+        for (int64_t w = 0; w < g.width; ++w) {
+          PadRanges columns = pad_output_ranges(w, g.left, g.width, ow_count, g.mode);
+          float sum = 0.0f;
+          for (int r = 0; r < rows.count; ++r)
+            for (int64_t oh = rows.begin[r]; oh < rows.end[r]; ++oh)
+              for (int c = 0; c < columns.count; ++c)
+                for (int64_t ow = columns.begin[c]; ow < columns.end[c]; ++ow) sum += grad[oh * ow_count + ow];
+          out[h * g.width + w] = sum;
+        }
       }
     }
-  }
+  });
 }
 
 void upsample_nearest_forward(float* y, const float* x, const UpsampleGeometry& g) {
   check_upsample_geometry(g);
   const int64_t oh_count = g.out_height(), ow_count = g.out_width();
   const int threads = num_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (g.planes * oh_count * ow_count >= kParallelMinElements)
-  for (int64_t p = 0; p < g.planes; ++p) {
-    const float* plane = x + p * g.height * g.width;
-    float* out = y + p * oh_count * ow_count;
-    for (int64_t oh = 0; oh < oh_count; ++oh) {
-      const float* src = plane + (oh / g.scale_height) * g.width;
-      for (int64_t ow = 0; ow < ow_count; ++ow) out[oh * ow_count + ow] = src[ow / g.scale_width];
+  parallel_region(g.planes * oh_count * ow_count >= kParallelMinElements, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < g.planes; ++p) {
+      const float* plane = x + p * g.height * g.width;
+      float* out = y + p * oh_count * ow_count;
+      for (int64_t oh = 0; oh < oh_count; ++oh) {
+        const float* src = plane + (oh / g.scale_height) * g.width;
+        for (int64_t ow = 0; ow < ow_count; ++ow) out[oh * ow_count + ow] = src[ow / g.scale_width];
+      }
     }
-  }
+  });
 }
 
 void upsample_nearest_backward(float* dx, const float* dy, const UpsampleGeometry& g) {
   check_upsample_geometry(g);
   const int64_t ow_count = g.out_width();
   const int threads = num_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (g.planes * g.height * g.width >= kParallelMinElements)
-  for (int64_t p = 0; p < g.planes; ++p) {
-    const float* grad = dy + p * g.out_height() * ow_count;
-    float* out = dx + p * g.height * g.width;
-    for (int64_t h = 0; h < g.height; ++h)
-      for (int64_t w = 0; w < g.width; ++w) {
-        float sum = 0.0f;
-        for (int64_t a = 0; a < g.scale_height; ++a)
-          for (int64_t b = 0; b < g.scale_width; ++b) sum += grad[(h * g.scale_height + a) * ow_count + w * g.scale_width + b];
-        out[h * g.width + w] = sum;
-      }
-  }
+  parallel_region(g.planes * g.height * g.width >= kParallelMinElements, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < g.planes; ++p) {
+      const float* grad = dy + p * g.out_height() * ow_count;
+      float* out = dx + p * g.height * g.width;
+      for (int64_t h = 0; h < g.height; ++h)
+        for (int64_t w = 0; w < g.width; ++w) {
+          float sum = 0.0f;
+          for (int64_t a = 0; a < g.scale_height; ++a)
+            for (int64_t b = 0; b < g.scale_width; ++b) sum += grad[(h * g.scale_height + a) * ow_count + w * g.scale_width + b];
+          out[h * g.width + w] = sum;
+        }
+    }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1190,20 +1220,22 @@ void max_pool2d_forward(float* y, const float* x, int64_t planes, int64_t height
   const VectorKernels& kernels = vector_kernels();
   with_kernel_size(kernel, [&](auto size) {
     constexpr int K = decltype(size)::value;
-#pragma omp parallel for schedule(static) num_threads(threads) if (planes * height * width >= kParallelMinElements)
-    for (int64_t p = 0; p < planes; ++p) {
-      const float* plane = x + p * height * width;
-      float* out = y + p * oh_count * ow_count;
-      if (K == 2 && stride == 2) {
-        kernels.pool2x2_forward(out, plane, oh_count, ow_count, width, relu);
-        continue;
-      }
-      for (int64_t oh = 0; oh < oh_count; ++oh)
-        for (int64_t ow = 0; ow < ow_count; ++ow) {
-          const float best = window_max<K>(plane, width, kernel, oh * stride * width + ow * stride).value;
-          out[oh * ow_count + ow] = relu ? relu_value(best) : best;
+    parallel_region(planes * height * width >= kParallelMinElements, threads, [&] {
+#pragma omp for schedule(static)
+      for (int64_t p = 0; p < planes; ++p) {
+        const float* plane = x + p * height * width;
+        float* out = y + p * oh_count * ow_count;
+        if (K == 2 && stride == 2) {
+          kernels.pool2x2_forward(out, plane, oh_count, ow_count, width, relu);
+          continue;
         }
-    }
+        for (int64_t oh = 0; oh < oh_count; ++oh)
+          for (int64_t ow = 0; ow < ow_count; ++ow) {
+            const float best = window_max<K>(plane, width, kernel, oh * stride * width + ow * stride).value;
+            out[oh * ow_count + ow] = relu ? relu_value(best) : best;
+          }
+      }
+    });
   });
 }
 
@@ -1218,57 +1250,63 @@ void max_pool2d_backward(float* dx, const float* dy, const float* x, int64_t pla
   const bool tiled = stride == kernel && height % kernel == 0 && width % kernel == 0;
   with_kernel_size(kernel, [&](auto size) {
     constexpr int K = decltype(size)::value;
-#pragma omp parallel for schedule(static) num_threads(threads) if (planes * height * width >= kParallelMinElements)
-    for (int64_t p = 0; p < planes; ++p) {
-      const float* plane = x + p * height * width;
-      const float* grad = dy + p * oh_count * ow_count;
-      float* out = dx + p * height * width;
-      if (overlapping || !tiled) std::fill(out, out + height * width, 0.0f);
-      if (overlapping) {
-        // Windows in row-major order: where windows overlap, an element's contributions add up in that order.
-        for (int64_t oh = 0; oh < oh_count; ++oh)
-          for (int64_t ow = 0; ow < ow_count; ++ow) {
-            const int64_t first = oh * stride * width + ow * stride;
-            const WindowMax best = window_max<K>(plane, width, kernel, first);
-            const float g = grad[oh * ow_count + ow];
-            out[best.index] += relu ? relu_window_gradient(best.value, g) : g;
-          }
-      } else if (K == 2 && stride == 2) {
-        kernels.pool2x2_backward(out, plane, grad, oh_count, ow_count, width, relu);
-      } else {
-        // Disjoint windows: each writes its whole window (dy at its maximum, 0 elsewhere), no read-modify-write.
-        for (int64_t oh = 0; oh < oh_count; ++oh)
-          for (int64_t ow = 0; ow < ow_count; ++ow) {
-            const int64_t first = oh * stride * width + ow * stride;
-            const WindowMax best = window_max<K>(plane, width, kernel, first);
-            const float g = grad[oh * ow_count + ow];
-            write_window_gradient<K>(out, width, kernel, first, best.index, relu ? relu_window_gradient(best.value, g) : g);
-          }
+    parallel_region(planes * height * width >= kParallelMinElements, threads, [&] {
+#pragma omp for schedule(static)
+      for (int64_t p = 0; p < planes; ++p) {
+        const float* plane = x + p * height * width;
+        const float* grad = dy + p * oh_count * ow_count;
+        float* out = dx + p * height * width;
+        if (overlapping || !tiled) std::fill(out, out + height * width, 0.0f);
+        if (overlapping) {
+          // Windows in row-major order: where windows overlap, an element's contributions add up in that order.
+          for (int64_t oh = 0; oh < oh_count; ++oh)
+            for (int64_t ow = 0; ow < ow_count; ++ow) {
+              const int64_t first = oh * stride * width + ow * stride;
+              const WindowMax best = window_max<K>(plane, width, kernel, first);
+              const float g = grad[oh * ow_count + ow];
+              out[best.index] += relu ? relu_window_gradient(best.value, g) : g;
+            }
+        } else if (K == 2 && stride == 2) {
+          kernels.pool2x2_backward(out, plane, grad, oh_count, ow_count, width, relu);
+        } else {
+          // Disjoint windows: each writes its whole window (dy at its maximum, 0 elsewhere), no read-modify-write.
+          for (int64_t oh = 0; oh < oh_count; ++oh)
+            for (int64_t ow = 0; ow < ow_count; ++ow) {
+              const int64_t first = oh * stride * width + ow * stride;
+              const WindowMax best = window_max<K>(plane, width, kernel, first);
+              const float g = grad[oh * ow_count + ow];
+              write_window_gradient<K>(out, width, kernel, first, best.index, relu ? relu_window_gradient(best.value, g) : g);
+            }
+        }
       }
-    }
+    });
   });
 }
 
 void global_avg_pool_forward(float* y, const float* x, int64_t planes, int64_t plane_size) {
   if (planes < 0 || plane_size <= 0) throw std::invalid_argument("global_avg_pool: plane_size must be positive");
   const int threads = num_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (planes * plane_size >= kParallelMinElements)
-  for (int64_t p = 0; p < planes; ++p) {
-    const float* plane = x + p * plane_size;
-    double sum = 0.0;
-    for (int64_t i = 0; i < plane_size; ++i) sum += plane[i];
-    y[p] = float(sum / double(plane_size));
-  }
+  parallel_region(planes * plane_size >= kParallelMinElements, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < planes; ++p) {
+      const float* plane = x + p * plane_size;
+      double sum = 0.0;
+      for (int64_t i = 0; i < plane_size; ++i) sum += plane[i];
+      y[p] = float(sum / double(plane_size));
+    }
+  });
 }
 
 void global_avg_pool_backward(float* dx, const float* dy, int64_t planes, int64_t plane_size) {
   if (planes < 0 || plane_size <= 0) throw std::invalid_argument("global_avg_pool: plane_size must be positive");
   const int threads = num_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (planes * plane_size >= kParallelMinElements)
-  for (int64_t p = 0; p < planes; ++p) {
-    const float value = dy[p] / float(plane_size);
-    std::fill(dx + p * plane_size, dx + (p + 1) * plane_size, value);
-  }
+  parallel_region(planes * plane_size >= kParallelMinElements, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < planes; ++p) {
+      const float value = dy[p] / float(plane_size);
+      std::fill(dx + p * plane_size, dx + (p + 1) * plane_size, value);
+    }
+  });
 }
 
 const char* conv_vector_isa() { return vector_kernels().isa; }

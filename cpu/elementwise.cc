@@ -50,14 +50,16 @@ void for_each_index(int64_t count, Body&& body) {
   if (count <= 0) return;
   const int threads = num_threads();
   const int64_t blocks = (count + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) num_threads(threads) if (count >= kParallelMinElements && threads > 1)
-  for (int64_t b = 0; b < blocks; ++b) {
-    // A private copy of the lambda: through the shared one, the compiler must assume the output stores may change
-    // its captured pointers and scalars, reloads them every element and does not vectorize.
-    const auto run = body;
-    const int64_t end = std::min(count, (b + 1) * kBlock);
-    for (int64_t i = b * kBlock; i < end; ++i) run(i);
-  }
+  parallel_region(count >= kParallelMinElements && threads > 1, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      // A private copy of the lambda: through the shared one, the compiler must assume the output stores may change
+      // its captured pointers and scalars, reloads them every element and does not vectorize.
+      const auto run = body;
+      const int64_t end = std::min(count, (b + 1) * kBlock);
+      for (int64_t i = b * kBlock; i < end; ++i) run(i);
+    }
+  });
 }
 
 }  // namespace
@@ -66,11 +68,13 @@ void scale(float* out, const float* x, float alpha, int64_t count) {
   const bool streaming = count * int64_t{sizeof(float)} >= kStreamingBytes;
   const int64_t blocks = (count + kBlock - 1) / kBlock;
   const bool parallel = count >= (int64_t{1} << 15) && num_threads() > 1;
-#pragma omp parallel for schedule(static) num_threads(num_threads()) if (parallel)
-  for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t begin = b * kBlock;
-    scale_block(out + begin, x + begin, alpha, std::min(kBlock, count - begin), streaming);
-  }
+  parallel_region(parallel, num_threads(), [&] {
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t begin = b * kBlock;
+      scale_block(out + begin, x + begin, alpha, std::min(kBlock, count - begin), streaming);
+    }
+  });
 }
 
 void add(float* out, const float* a, const float* b, int64_t count) {
@@ -151,22 +155,26 @@ void channel_bias_add(float* out, const float* x, const float* bias, const Chann
   const bool parallel = count >= kParallelMinElements && threads > 1;
   if (inner == 1) {
     // Linear: every row of `channels` elements adds the whole bias vector.
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-    for (int64_t o = 0; o < layout.outer; ++o) {
-      const float* src = x + o * channels;
-      float* dst = out + o * channels;
-      for (int64_t k = 0; k < channels; ++k) dst[k] = src[k] + bias[k];
-    }
+    parallel_region(parallel, threads, [&] {
+#pragma omp for schedule(static)
+      for (int64_t o = 0; o < layout.outer; ++o) {
+        const float* src = x + o * channels;
+        float* dst = out + o * channels;
+        for (int64_t k = 0; k < channels; ++k) dst[k] = src[k] + bias[k];
+      }
+    });
     return;
   }
   const int64_t rows = layout.outer * channels;
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-  for (int64_t row = 0; row < rows; ++row) {
-    const float b = bias[row % channels];
-    const float* src = x + row * inner;
-    float* dst = out + row * inner;
-    for (int64_t i = 0; i < inner; ++i) dst[i] = src[i] + b;
-  }
+  parallel_region(parallel, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t row = 0; row < rows; ++row) {
+      const float b = bias[row % channels];
+      const float* src = x + row * inner;
+      float* dst = out + row * inner;
+      for (int64_t i = 0; i < inner; ++i) dst[i] = src[i] + b;
+    }
+  });
 }
 
 void convert(bfloat16* out, const float* x, int64_t count) {

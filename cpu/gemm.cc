@@ -134,8 +134,10 @@ constexpr int64_t kParallelMinFlops = int64_t{1} << 18;
 void epilogue_of_zero(float* out, int64_t m, int64_t n, const GemmEpilogue& e) {
   const std::vector<float> zeros(n, 0.0f);
   const int threads = num_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (m * n >= kParallelMinFlops)
-  for (int64_t i = 0; i < m; ++i) apply_epilogue(out, n, zeros.data(), 0, i, 1, 0, n, e);
+  parallel_region(m * n >= kParallelMinFlops, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < m; ++i) apply_epilogue(out, n, zeros.data(), 0, i, 1, 0, n, e);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -611,8 +613,7 @@ void gemm_blocked(float* out, const float* a, const float* b, int64_t m, int64_t
   // loading it back is exact: the same bits as through the buffer.)
   const bool plain = !has_epilogue(task_epilogue) && task_epilogue.beta == 0.0f;
 
-#pragma omp parallel num_threads(threads) if (parallel)
-  {
+  parallel_region(parallel, threads, [&] {
     if (parts == 1) {
 #pragma omp for schedule(static) nowait
       for (int64_t p = 0; p < a_panels; ++p) a_source.pack(kernel, packed_a + p * mr * k, p, 1, int(mr), 0, k);
@@ -690,7 +691,7 @@ void gemm_blocked(float* out, const float* a, const float* b, int64_t m, int64_t
         apply_epilogue(out, n, sum, n, i, 1, 0, n, epilogue);
       }
     }
-  }
+  });
   pack_workspace.release_oversized();
   parts_workspace.release_oversized();
 }
@@ -910,25 +911,24 @@ void gemm_openblas(CblasSgemm sgemm, float* out, const float* a, const float* b,
     // Each part's product over all of out, then per element the parts in order and the epilogue.
     static thread_local Workspace partial_workspace;
     float* partial = partial_workspace.get(size_t(split.parts * m * n));
-#pragma omp parallel num_threads(threads) if (threads > 1)
-    {
+    parallel_region(threads > 1, threads, [&] {
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t item = 0; item < row_tiles * col_tiles * split.parts; ++item) {
-        const int64_t t = item / split.parts, part = item % split.parts;
-        const int64_t i0 = (t / col_tiles) * tiles.rows, j0 = (t % col_tiles) * tiles.cols, q0 = part * split.length;
-        product(i0, std::min(tiles.rows, m - i0), j0, std::min(tiles.cols, n - j0), q0, std::min(split.length, k - q0),
-                0.0f, partial + part * m * n + i0 * n + j0, n);
-      }
-#pragma omp for schedule(static)
-      for (int64_t i = 0; i < m; ++i) {
-        float* sum = partial + i * n;
-        for (int64_t part = 1; part < split.parts; ++part) {
-          const float* add = partial + part * m * n + i * n;
-          for (int64_t j = 0; j < n; ++j) sum[j] += add[j];
+        for (int64_t item = 0; item < row_tiles * col_tiles * split.parts; ++item) {
+          const int64_t t = item / split.parts, part = item % split.parts;
+          const int64_t i0 = (t / col_tiles) * tiles.rows, j0 = (t % col_tiles) * tiles.cols, q0 = part * split.length;
+          product(i0, std::min(tiles.rows, m - i0), j0, std::min(tiles.cols, n - j0), q0, std::min(split.length, k - q0),
+                  0.0f, partial + part * m * n + i0 * n + j0, n);
         }
-        apply_epilogue(out, n, sum, n, i, 1, 0, n, epilogue);
-      }
-    }
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < m; ++i) {
+          float* sum = partial + i * n;
+          for (int64_t part = 1; part < split.parts; ++part) {
+            const float* add = partial + part * m * n + i * n;
+            for (int64_t j = 0; j < n; ++j) sum[j] += add[j];
+          }
+          apply_epilogue(out, n, sum, n, i, 1, 0, n, epilogue);
+        }
+    });
     partial_workspace.release_oversized();
     return;
   }
@@ -945,8 +945,7 @@ void gemm_openblas(CblasSgemm sgemm, float* out, const float* a, const float* b,
   GemmEpilogue in_place = epilogue;
   in_place.beta = 0.0f;
   const bool in_place_steps = !buffered && !into_raw && has_epilogue(epilogue);
-#pragma omp parallel num_threads(threads) if (threads > 1 && row_tiles * col_tiles > 1)
-  {
+  parallel_region(threads > 1 && row_tiles * col_tiles > 1, threads, [&] {
     static thread_local Workspace tile_workspace;
     float* tile_buffer = buffered ? tile_workspace.get(size_t(tiles.rows * tiles.cols)) : nullptr;
 #pragma omp for schedule(dynamic, 1)
@@ -959,7 +958,7 @@ void gemm_openblas(CblasSgemm sgemm, float* out, const float* a, const float* b,
       if (buffered || into_raw) apply_epilogue(out, n, c, ldc, i0, rows, j0, cols, epilogue);
       else if (in_place_steps) apply_epilogue(out, n, c, ldc, i0, rows, j0, cols, in_place);
     }
-  }
+  });
 }
 
 // OpenBLAS's kernel families with AVX-512 (openblas_get_corename's names for x86-64; compared ignoring case).
@@ -1051,15 +1050,19 @@ AlignedPointer widened(const bfloat16* x, int64_t count) {
   AlignedPointer wide = allocate_floats(size_t(std::max<int64_t>(count, 1)));
   float* w = wide.get();
   const int threads = num_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (count >= kParallelMinFlops)
-  for (int64_t i = 0; i < count; ++i) w[i] = bfloat16_to_float(x[i]);
+  parallel_region(count >= kParallelMinFlops, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < count; ++i) w[i] = bfloat16_to_float(x[i]);
+  });
   return wide;
 }
 
 void narrow(bfloat16* out, const float* x, int64_t count) {
   const int threads = num_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (count >= kParallelMinFlops)
-  for (int64_t i = 0; i < count; ++i) out[i] = float_to_bfloat16(x[i]);
+  parallel_region(count >= kParallelMinFlops, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < count; ++i) out[i] = float_to_bfloat16(x[i]);
+  });
 }
 
 }  // namespace

@@ -27,13 +27,15 @@ double deterministic_sum(const float* values, int64_t count) {
   const int64_t blocks = (count + kBlock - 1) / kBlock;
   std::vector<double> block_sum(static_cast<size_t>(std::max<int64_t>(blocks, 0)), 0.0);
   const int threads = num_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (count >= kParallelMinElements && threads > 1)
-  for (int64_t b = 0; b < blocks; ++b) {
-    double total = 0.0;
-    const int64_t end = std::min(count, (b + 1) * kBlock);
-    for (int64_t i = b * kBlock; i < end; ++i) total += values[i];
-    block_sum[b] = total;
-  }
+  parallel_region(count >= kParallelMinElements && threads > 1, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      double total = 0.0;
+      const int64_t end = std::min(count, (b + 1) * kBlock);
+      for (int64_t i = b * kBlock; i < end; ++i) total += values[i];
+      block_sum[b] = total;
+    }
+  });
   double total = 0.0;
   for (double block : block_sum) total += block;
   return total;
@@ -51,23 +53,25 @@ void softmax_cross_entropy_forward(float* loss, float* probs, const float* logit
   std::vector<double> block_loss(blocks, 0.0);
   const int threads = num_threads();
   const bool parallel = batch * classes >= kParallelMinElements && threads > 1;
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-  for (int64_t b = 0; b < blocks; ++b) {
-    double total = 0.0;
-    const int64_t row_end = std::min(batch, (b + 1) * kRowsPerBlock);
-    for (int64_t row = b * kRowsPerBlock; row < row_end; ++row) {
-      const float* x = logits + row * classes;
-      float* p = probs + row * classes;
-      const float row_max = *std::max_element(x, x + classes);
-      double sum = 0.0;
-      for (int64_t c = 0; c < classes; ++c) sum += std::exp(double(x[c] - row_max));
-      const double inv_sum = 1.0 / sum;
-      for (int64_t c = 0; c < classes; ++c) p[c] = static_cast<float>(std::exp(double(x[c] - row_max)) * inv_sum);
-      const int64_t label = static_cast<int64_t>(labels[row]);
-      total += std::log(sum) - double(x[label] - row_max);
+  parallel_region(parallel, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      double total = 0.0;
+      const int64_t row_end = std::min(batch, (b + 1) * kRowsPerBlock);
+      for (int64_t row = b * kRowsPerBlock; row < row_end; ++row) {
+        const float* x = logits + row * classes;
+        float* p = probs + row * classes;
+        const float row_max = *std::max_element(x, x + classes);
+        double sum = 0.0;
+        for (int64_t c = 0; c < classes; ++c) sum += std::exp(double(x[c] - row_max));
+        const double inv_sum = 1.0 / sum;
+        for (int64_t c = 0; c < classes; ++c) p[c] = static_cast<float>(std::exp(double(x[c] - row_max)) * inv_sum);
+        const int64_t label = static_cast<int64_t>(labels[row]);
+        total += std::log(sum) - double(x[label] - row_max);
+      }
+      block_loss[b] = total;
     }
-    block_loss[b] = total;
-  }
+  });
   double total = 0.0;
   for (double block : block_loss) total += block;
   loss[0] = static_cast<float>(total / double(batch));
@@ -79,23 +83,27 @@ void softmax_cross_entropy_backward(float* dlogits, const float* probs, const fl
   const float scale = dloss[0] / static_cast<float>(batch);
   const int threads = num_threads();
   const bool parallel = batch * classes >= kParallelMinElements && threads > 1;
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-  for (int64_t row = 0; row < batch; ++row) {
-    const float* p = probs + row * classes;
-    float* d = dlogits + row * classes;
-    const int64_t label = static_cast<int64_t>(labels[row]);
-    for (int64_t c = 0; c < classes; ++c) d[c] = (p[c] - (c == label ? 1.0f : 0.0f)) * scale;
-  }
+  parallel_region(parallel, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t row = 0; row < batch; ++row) {
+      const float* p = probs + row * classes;
+      float* d = dlogits + row * classes;
+      const int64_t label = static_cast<int64_t>(labels[row]);
+      for (int64_t c = 0; c < classes; ++c) d[c] = (p[c] - (c == label ? 1.0f : 0.0f)) * scale;
+    }
+  });
 }
 
 void pointwise_loss_forward(float* element_loss, float* reduced, const float* input, const float* target,
                             int64_t count, const PointwiseLossOptions& options, LossReduction reduction) {
   const int threads = num_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (count >= kParallelMinElements && threads > 1)
-  for (int64_t i = 0; i < count; ++i) {
-    const float pos_weight = loss_math::factor(options.pos_weight, i);
-    element_loss[i] = loss_math::factor(options.weight, i) * loss_math::pointwise_value(options, input[i], target[i], pos_weight);
-  }
+  parallel_region(count >= kParallelMinElements && threads > 1, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < count; ++i) {
+      const float pos_weight = loss_math::factor(options.pos_weight, i);
+      element_loss[i] = loss_math::factor(options.weight, i) * loss_math::pointwise_value(options, input[i], target[i], pos_weight);
+    }
+  });
   const double total = deterministic_sum(element_loss, count);
   // The mean of nothing is NaN, as in PyTorch.
   reduced[0] = static_cast<float>(reduction == LossReduction::kMean ? total / double(count) : total);
@@ -104,13 +112,15 @@ void pointwise_loss_forward(float* element_loss, float* reduced, const float* in
 void pointwise_loss_backward(float* dinput, const float* dloss, int64_t dloss_count, float scale, const float* input,
                              const float* target, int64_t count, const PointwiseLossOptions& options) {
   const int threads = num_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (count >= kParallelMinElements && threads > 1)
-  for (int64_t i = 0; i < count; ++i) {
-    const float upstream = dloss[dloss_count == 1 ? 0 : i] * scale;
-    const float pos_weight = loss_math::factor(options.pos_weight, i);
-    dinput[i] = upstream * loss_math::factor(options.weight, i) *
-                loss_math::pointwise_gradient(options, input[i], target[i], pos_weight);
-  }
+  parallel_region(count >= kParallelMinElements && threads > 1, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < count; ++i) {
+      const float upstream = dloss[dloss_count == 1 ? 0 : i] * scale;
+      const float pos_weight = loss_math::factor(options.pos_weight, i);
+      dinput[i] = upstream * loss_math::factor(options.weight, i) *
+                  loss_math::pointwise_gradient(options, input[i], target[i], pos_weight);
+    }
+  });
 }
 
 void class_loss_forward(float* position_loss, float* position_weight, float* reduced, float* weight_total, float* saved,
@@ -120,39 +130,41 @@ void class_loss_forward(float* position_loss, float* position_weight, float* red
   const int64_t positions = outer * inner;
   const float smoothing = options.label_smoothing;
   const int threads = num_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (positions * classes >= kParallelMinElements && threads > 1)
-  for (int64_t p = 0; p < positions; ++p) {
-    const int64_t n = p / inner, k = p - n * inner;
-    const float* x = input + n * classes * inner + k;  // class c at x[c * inner]
-    // log-probabilities: logits − logsumexp for cross-entropy (the max subtracted first), the input itself for NLL.
-    double log_sum = 0.0;
-    float row_max = 0.0f;
-    if (options.from_logits) {
-      row_max = -INFINITY;
-      for (int64_t c = 0; c < classes; ++c) row_max = std::max(row_max, x[c * inner]);
-      double sum = 0.0;
-      for (int64_t c = 0; c < classes; ++c) sum += std::exp(double(x[c * inner] - row_max));
-      log_sum = std::log(sum);
-      float* s = saved + n * classes * inner + k;
-      for (int64_t c = 0; c < classes; ++c) s[c * inner] = static_cast<float>(std::exp(double(x[c * inner] - row_max) - log_sum));
+  parallel_region(positions * classes >= kParallelMinElements && threads > 1, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < positions; ++p) {
+      const int64_t n = p / inner, k = p - n * inner;
+      const float* x = input + n * classes * inner + k;  // class c at x[c * inner]
+      // log-probabilities: logits − logsumexp for cross-entropy (the max subtracted first), the input itself for NLL.
+      double log_sum = 0.0;
+      float row_max = 0.0f;
+      if (options.from_logits) {
+        row_max = -INFINITY;
+        for (int64_t c = 0; c < classes; ++c) row_max = std::max(row_max, x[c * inner]);
+        double sum = 0.0;
+        for (int64_t c = 0; c < classes; ++c) sum += std::exp(double(x[c * inner] - row_max));
+        log_sum = std::log(sum);
+        float* s = saved + n * classes * inner + k;
+        for (int64_t c = 0; c < classes; ++c) s[c * inner] = static_cast<float>(std::exp(double(x[c * inner] - row_max) - log_sum));
+      }
+      const auto log_prob = [&](int64_t c) { return double(x[c * inner] - row_max) - log_sum; };
+      const int64_t label = static_cast<int64_t>(labels[p]);
+      if (label == options.ignore_index) {
+        position_loss[p] = 0.0f;
+        position_weight[p] = 0.0f;
+        continue;
+      }
+      const auto weight_of = [&](int64_t c) { return options.class_weight ? double(options.class_weight[c]) : 1.0; };
+      double loss = -(1.0 - smoothing) * weight_of(label) * log_prob(label);
+      if (smoothing != 0.0f) {
+        double smooth = 0.0;
+        for (int64_t c = 0; c < classes; ++c) smooth -= weight_of(c) * log_prob(c);
+        loss += double(smoothing) / double(classes) * smooth;
+      }
+      position_loss[p] = static_cast<float>(loss);
+      position_weight[p] = static_cast<float>(weight_of(label));
     }
-    const auto log_prob = [&](int64_t c) { return double(x[c * inner] - row_max) - log_sum; };
-    const int64_t label = static_cast<int64_t>(labels[p]);
-    if (label == options.ignore_index) {
-      position_loss[p] = 0.0f;
-      position_weight[p] = 0.0f;
-      continue;
-    }
-    const auto weight_of = [&](int64_t c) { return options.class_weight ? double(options.class_weight[c]) : 1.0; };
-    double loss = -(1.0 - smoothing) * weight_of(label) * log_prob(label);
-    if (smoothing != 0.0f) {
-      double smooth = 0.0;
-      for (int64_t c = 0; c < classes; ++c) smooth -= weight_of(c) * log_prob(c);
-      loss += double(smoothing) / double(classes) * smooth;
-    }
-    position_loss[p] = static_cast<float>(loss);
-    position_weight[p] = static_cast<float>(weight_of(label));
-  }
+  });
   const double total = deterministic_sum(position_loss, positions);
   const double weights = deterministic_sum(position_weight, positions);
   weight_total[0] = static_cast<float>(weights);
@@ -167,38 +179,40 @@ void class_loss_backward(float* dinput, const float* saved, const float* labels,
   const float smoothing = options.label_smoothing;
   const float divisor = weight_total ? weight_total[0] : 1.0f;
   const int threads = num_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (positions * classes >= kParallelMinElements && threads > 1)
-  for (int64_t p = 0; p < positions; ++p) {
-    const int64_t n = p / inner, k = p - n * inner;
-    float* d = dinput + n * classes * inner + k;
-    const int64_t label = static_cast<int64_t>(labels[p]);
-    if (label == options.ignore_index) {
-      for (int64_t c = 0; c < classes; ++c) d[c * inner] = 0.0f;
-      continue;
-    }
-    const float upstream = dloss[dloss_count == 1 ? 0 : p] / divisor;
-    const auto weight_of = [&](int64_t c) { return options.class_weight ? options.class_weight[c] : 1.0f; };
-    const float label_weight = (1.0f - smoothing) * weight_of(label);
-    const float smooth_scale = smoothing / static_cast<float>(classes);
-    if (options.from_logits) {
-      // d/dx_c of −w_y·logp_y is w_y(p_c − [c = y]); of −Σ_k w_k·logp_k it is p_c·Σ_k w_k − w_c.
-      const float* s = saved + n * classes * inner + k;
-      float weight_sum = 0.0f;
-      if (smoothing != 0.0f) for (int64_t c = 0; c < classes; ++c) weight_sum += weight_of(c);
-      for (int64_t c = 0; c < classes; ++c) {
-        const float prob = s[c * inner];
-        float g = label_weight * (prob - (c == label ? 1.0f : 0.0f));
-        if (smoothing != 0.0f) g += smooth_scale * (prob * weight_sum - weight_of(c));
-        d[c * inner] = upstream * g;
+  parallel_region(positions * classes >= kParallelMinElements && threads > 1, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < positions; ++p) {
+      const int64_t n = p / inner, k = p - n * inner;
+      float* d = dinput + n * classes * inner + k;
+      const int64_t label = static_cast<int64_t>(labels[p]);
+      if (label == options.ignore_index) {
+        for (int64_t c = 0; c < classes; ++c) d[c * inner] = 0.0f;
+        continue;
       }
-    } else {
-      for (int64_t c = 0; c < classes; ++c) {
-        float g = c == label ? -label_weight : 0.0f;
-        if (smoothing != 0.0f) g -= smooth_scale * weight_of(c);
-        d[c * inner] = upstream * g;
+      const float upstream = dloss[dloss_count == 1 ? 0 : p] / divisor;
+      const auto weight_of = [&](int64_t c) { return options.class_weight ? options.class_weight[c] : 1.0f; };
+      const float label_weight = (1.0f - smoothing) * weight_of(label);
+      const float smooth_scale = smoothing / static_cast<float>(classes);
+      if (options.from_logits) {
+        // d/dx_c of −w_y·logp_y is w_y(p_c − [c = y]); of −Σ_k w_k·logp_k it is p_c·Σ_k w_k − w_c.
+        const float* s = saved + n * classes * inner + k;
+        float weight_sum = 0.0f;
+        if (smoothing != 0.0f) for (int64_t c = 0; c < classes; ++c) weight_sum += weight_of(c);
+        for (int64_t c = 0; c < classes; ++c) {
+          const float prob = s[c * inner];
+          float g = label_weight * (prob - (c == label ? 1.0f : 0.0f));
+          if (smoothing != 0.0f) g += smooth_scale * (prob * weight_sum - weight_of(c));
+          d[c * inner] = upstream * g;
+        }
+      } else {
+        for (int64_t c = 0; c < classes; ++c) {
+          float g = c == label ? -label_weight : 0.0f;
+          if (smoothing != 0.0f) g -= smooth_scale * weight_of(c);
+          d[c * inner] = upstream * g;
+        }
       }
     }
-  }
+  });
 }
 
 }  // namespace weightnorm::cpu

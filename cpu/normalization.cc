@@ -39,24 +39,28 @@ void channel_map(float* out, const float* a, const float* b, const ChannelLayout
   const int threads = num_threads();
   const bool parallel = l.elements() >= kParallelMinElements && threads > 1;
   if (l.inner == 1) {
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-    for (int64_t o = 0; o < l.outer; ++o) {
-      const int64_t base = o * l.channels;
-      for (int64_t k = 0; k < l.channels; ++k) out[base + k] = row_op(k)(a[base + k], b ? b[base + k] : 0.0f);
-    }
+    parallel_region(parallel, threads, [&] {
+#pragma omp for schedule(static)
+      for (int64_t o = 0; o < l.outer; ++o) {
+        const int64_t base = o * l.channels;
+        for (int64_t k = 0; k < l.channels; ++k) out[base + k] = row_op(k)(a[base + k], b ? b[base + k] : 0.0f);
+      }
+    });
     return;
   }
   const int64_t rows = l.outer * l.channels;
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-  for (int64_t row = 0; row < rows; ++row) {
-    const auto op = row_op(row % l.channels);
-    const int64_t base = row * l.inner;
-    if (b) {
-      for (int64_t i = 0; i < l.inner; ++i) out[base + i] = op(a[base + i], b[base + i]);
-    } else {
-      for (int64_t i = 0; i < l.inner; ++i) out[base + i] = op(a[base + i], 0.0f);
+  parallel_region(parallel, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t row = 0; row < rows; ++row) {
+      const auto op = row_op(row % l.channels);
+      const int64_t base = row * l.inner;
+      if (b) {
+        for (int64_t i = 0; i < l.inner; ++i) out[base + i] = op(a[base + i], b[base + i]);
+      } else {
+        for (int64_t i = 0; i < l.inner; ++i) out[base + i] = op(a[base + i], 0.0f);
+      }
     }
-  }
+  });
 }
 
 // y = (x - shift[k]) * scale[k] + offset[k]: the forward, evaluation and mean-only outputs.

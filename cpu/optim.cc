@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <vector>
 
@@ -183,8 +184,40 @@ WN_OPTIM_CLONES float block_squares(const float* p, int64_t n) {
   return total;
 }
 
-// A piece of the work: elements [begin, end) of tensor `tensor`. With a fused norm a unit is one part of one row and
-// writes its sum of squares to partial[partial_index]; otherwise partial_index is -1.
+// The same sums for rows whose length is at most kFoldBlock, kRows rows at once: row r's is exactly
+// block_squares(rows[r], n) (the same lanes, tail and order), but the rows' independent chains of additions run
+// side by side instead of one row's latency at a time.
+// The lanes are held in vector variables (8 floats each, two per row): as a float array GCC kept them in memory, and
+// every addition then waited on the store of the one before.
+typedef float Lanes8 __attribute__((vector_size(32)));
+static_assert(kLanes == 16, "rows_squares holds a row's lanes in two Lanes8");
+template <int kRows>
+WN_OPTIM_CLONES void rows_squares(double* out, const float* first, int64_t n) {
+  Lanes8 low[kRows] = {}, high[kRows] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+#pragma GCC unroll 4
+    for (int r = 0; r < kRows; ++r) {
+      Lanes8 x, y;
+      std::memcpy(&x, first + r * n + i, sizeof x);
+      std::memcpy(&y, first + r * n + i + 8, sizeof y);
+      low[r] += x * x;
+      high[r] += y * y;
+    }
+  for (int r = 0; r < kRows; ++r) {
+    float lanes[kLanes];
+    std::memcpy(lanes, &low[r], sizeof low[r]);
+    std::memcpy(lanes + 8, &high[r], sizeof high[r]);
+    for (int64_t j = i; j < n; ++j) lanes[0] += first[r * n + j] * first[r * n + j];
+    float total = 0.0f;
+    for (int l = 0; l < kLanes; ++l) total += lanes[l];
+    out[r] = total;  // a row of at most kFoldBlock elements is one block: its sum is this one float, widened
+  }
+}
+
+// A piece of the work: elements [begin, end) of tensor `tensor`. With a fused norm a unit is one part of one row,
+// or several whole short rows (at most kFoldBlock elements each), and writes each row's (part's) sum of squares to
+// partial[partial_index + j]; otherwise partial_index is -1.
 struct Unit {
   int64_t tensor, begin, end, partial_index;
 };
@@ -217,8 +250,19 @@ void run_steps(const OptimizerTensors* tensors, int64_t tensor_count, const std:
         units.push_back({i, begin, std::min(t.count, begin + kPartElements), -1});
       continue;
     }
-    // Fused: channel k is the row [k * inner, (k + 1) * inner), cut into parts of kPartElements.
+    // Fused: channel k is the row [k * inner, (k + 1) * inner), cut into parts of kPartElements. Rows of at most
+    // kFoldBlock elements are grouped, whole, into units of about kPartElements (a unit per short row cost more in
+    // calls than the row's update).
     const int64_t rows = t.norm_output.layout.channels, row_length = t.norm_output.layout.inner;
+    if (row_length <= kFoldBlock) {
+      const int64_t rows_per_unit = std::max<int64_t>(1, kPartElements / std::max<int64_t>(row_length, 1));
+      for (int64_t row = 0; row < rows; row += rows_per_unit) {
+        const int64_t row_end = std::min(rows, row + rows_per_unit);
+        units.push_back({i, row * row_length, row_end * row_length, static_cast<int64_t>(partial.size())});
+        partial.resize(partial.size() + static_cast<size_t>(row_end - row));
+      }
+      continue;
+    }
     const int64_t parts = std::max<int64_t>(1, (row_length + kPartElements - 1) / kPartElements);
     for (int64_t row = 0; row < rows; ++row)
       for (int64_t part = 0; part < parts; ++part) {
@@ -236,6 +280,25 @@ void run_steps(const OptimizerTensors* tensors, int64_t tensor_count, const std:
       return;
     }
     const float* param = tensors[unit.tensor].param;
+    const int64_t row_length = tensors[unit.tensor].norm_output.layout.inner;
+    if (row_length <= kFoldBlock) {
+      // Whole short rows, four at a time: update them (elementwise: the same bits however the range is cut), then
+      // their squares while they are still in L1.
+      double* sums = partial.data() + unit.partial_index;
+      const int64_t count = row_length == 0 ? 0 : (unit.end - unit.begin) / row_length;
+      int64_t r = 0;
+      for (; r + 4 <= count; r += 4) {
+        const int64_t begin = unit.begin + r * row_length;
+        rule(begin, begin + 4 * row_length);
+        rows_squares<4>(sums + r, param + begin, row_length);
+      }
+      for (; r < count; ++r) {
+        const int64_t begin = unit.begin + r * row_length;
+        rule(begin, begin + row_length);
+        rows_squares<1>(sums + r, param + begin, row_length);
+      }
+      return;
+    }
     double sum = 0.0;
     for (int64_t block = unit.begin; block < unit.end; block += kFoldBlock) {
       const int64_t block_end = std::min(unit.end, block + kFoldBlock);

@@ -78,8 +78,10 @@ void for_each_block(int64_t count, const Run& run) {
   if (count <= 0) return;
   const int threads = num_threads();
   const int64_t blocks = (count + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) num_threads(threads) if (count >= kParallelMinElements && threads > 1)
-  for (int64_t b = 0; b < blocks; ++b) run(b * kBlock, std::min(count, (b + 1) * kBlock));
+  parallel_region(count >= kParallelMinElements && threads > 1, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) run(b * kBlock, std::min(count, (b + 1) * kBlock));
+  });
 }
 
 bool contiguous(const BroadcastLayout& layout, int operands) {
@@ -210,14 +212,16 @@ void where(uint8_t* out, const uint8_t* cond, const uint8_t* a, const uint8_t* b
 void sum_to(float* out, const float* x, const SumToLayout& layout) {
   const int threads = num_threads();
   const int64_t work = layout.out_count * std::max<int64_t>(layout.reduced_count, 1);
-#pragma omp parallel for schedule(static) num_threads(threads) if (work >= kParallelMinElements && threads > 1)
-  for (int64_t k = 0; k < layout.out_count; ++k) {
-    const int64_t base = pointwise::walk_offset(layout.kept_rank, layout.kept_shape, layout.kept_strides, k);
-    double total = 0.0;
-    for (int64_t r = 0; r < layout.reduced_count; ++r)
-      total += x[base + pointwise::walk_offset(layout.reduced_rank, layout.reduced_shape, layout.reduced_strides, r)];
-    out[k] = static_cast<float>(total);
-  }
+  parallel_region(work >= kParallelMinElements && threads > 1, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t k = 0; k < layout.out_count; ++k) {
+      const int64_t base = pointwise::walk_offset(layout.kept_rank, layout.kept_shape, layout.kept_strides, k);
+      double total = 0.0;
+      for (int64_t r = 0; r < layout.reduced_count; ++r)
+        total += x[base + pointwise::walk_offset(layout.reduced_rank, layout.reduced_shape, layout.reduced_strides, r)];
+      out[k] = static_cast<float>(total);
+    }
+  });
 }
 
 void unary(float* y, const float* x, UnaryOp op, UnaryParams params, int64_t count) {

@@ -144,29 +144,35 @@ void channel_scale(float* out, const float* x, const float* scale, const Channel
   const bool parallel = layout.elements() >= kParallelMinElements && threads > 1;
   if (layout.inner == 1) {
     // Last-dim layout: each row of `channels` elements uses the whole scale vector.
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-    for (int64_t o = 0; o < layout.outer; ++o) {
-      const float* src = x + o * layout.channels;
-      float* dst = out + o * layout.channels;
-      for (int64_t k = 0; k < layout.channels; ++k) dst[k] = src[k] * scale[k];
-    }
+    parallel_region(parallel, threads, [&] {
+#pragma omp for schedule(static)
+      for (int64_t o = 0; o < layout.outer; ++o) {
+        const float* src = x + o * layout.channels;
+        float* dst = out + o * layout.channels;
+        for (int64_t k = 0; k < layout.channels; ++k) dst[k] = src[k] * scale[k];
+      }
+    });
     return;
   }
   const int64_t rows = layout.outer * layout.channels;
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-  for (int64_t row = 0; row < rows; ++row) {
-    const float s = scale[row % layout.channels];
-    const float* src = x + row * layout.inner;
-    float* dst = out + row * layout.inner;
-    for (int64_t i = 0; i < layout.inner; ++i) dst[i] = src[i] * s;
-  }
+  parallel_region(parallel, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t row = 0; row < rows; ++row) {
+      const float s = scale[row % layout.channels];
+      const float* src = x + row * layout.inner;
+      float* dst = out + row * layout.inner;
+      for (int64_t i = 0; i < layout.inner; ++i) dst[i] = src[i] * s;
+    }
+  });
 }
 
 void subtract(float* out, const float* a, const float* b, int64_t count) {
   const int threads = num_threads();
   const bool parallel = count >= kParallelMinElements && threads > 1;
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-  for (int64_t i = 0; i < count; ++i) out[i] = a[i] - b[i];
+  parallel_region(parallel, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < count; ++i) out[i] = a[i] - b[i];
+  });
 }
 
 // The batch-norm statistics, in double, with the same determinism. Not in reduce.h (its contract is the float

@@ -35,12 +35,14 @@ void for_each_unit(const AxisLayout& l, Body&& body) {
   const int64_t blocks = (l.inner + kColumnBlock - 1) / kColumnBlock;
   const int64_t units = l.outer * blocks;
   const int threads = num_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (worth_parallel(l.elements(), threads))
-  for (int64_t unit = 0; unit < units; ++unit) {
-    const int64_t o = unit / blocks, block = unit % blocks;
-    const int64_t i_begin = block * kColumnBlock;
-    body(o, i_begin, std::min(l.inner, i_begin + kColumnBlock));
-  }
+  parallel_region(worth_parallel(l.elements(), threads), threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t unit = 0; unit < units; ++unit) {
+      const int64_t o = unit / blocks, block = unit % blocks;
+      const int64_t i_begin = block * kColumnBlock;
+      body(o, i_begin, std::min(l.inner, i_begin + kColumnBlock));
+    }
+  });
 }
 
 inline const float* row_of(const float* x, const AxisLayout& l, int64_t o, int64_t r) {
@@ -62,8 +64,10 @@ void axis_sums(double* sums, const float* x, const AxisLayout& l) {
   const int threads = num_threads();
   // Small slices: one thread per slice (each slice's sums are the same whoever computes them).
   const bool parallel_slices = l.reduce * l.inner < kParallelMinElements && worth_parallel(l.elements(), threads);
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel_slices)
-  for (int64_t o = 0; o < l.outer; ++o) detail::channel_sums_f64(sums + o * l.inner, x + o * l.reduce * l.inner, slice);
+  parallel_region(parallel_slices, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t o = 0; o < l.outer; ++o) detail::channel_sums_f64(sums + o * l.inner, x + o * l.reduce * l.inner, slice);
+  });
 }
 
 // The max of each output of the unit into best[0, n) (NaN if any is NaN); reduce > 0.

@@ -192,11 +192,17 @@ void reduce_units(const ChannelLayout& layout, const ReductionPlan& plan, Reduce
   // that a slow thread does not hold the others up; many small ones (one short channel each): static, since a
   // dynamic dispatch per unit costs more than the unit.
   if (units <= kDynamicMaxUnits) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
-    for (int64_t unit = 0; unit < units; ++unit) reduce_region(partial + unit * unit_doubles, plan.unit_region(unit, layout));
+    parallel_region(parallel, threads, [&] {
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t unit = 0; unit < units; ++unit)
+        reduce_region(partial + unit * unit_doubles, plan.unit_region(unit, layout));
+    });
   } else {
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-    for (int64_t unit = 0; unit < units; ++unit) reduce_region(partial + unit * unit_doubles, plan.unit_region(unit, layout));
+    parallel_region(parallel, threads, [&] {
+#pragma omp for schedule(static)
+      for (int64_t unit = 0; unit < units; ++unit)
+        reduce_region(partial + unit * unit_doubles, plan.unit_region(unit, layout));
+    });
   }
   std::vector<double> sums(unit_doubles);
   for (int64_t chunk = 0; chunk < plan.chunks; ++chunk) {

@@ -74,8 +74,10 @@ template <class Body>
 void for_rows(int64_t rows, int64_t width, Body&& body) {
   const int threads = num_threads();
   const bool parallel = rows * width >= kParallelMinElements && threads > 1 && rows > 1;
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-  for (int64_t row = 0; row < rows; ++row) body(row);
+  parallel_region(parallel, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t row = 0; row < rows; ++row) body(row);
+  });
 }
 
 // A step's gate kernel runs on one thread below this many hidden units (batch · hidden) per step. It runs T times
@@ -94,8 +96,10 @@ template <class Body>
 void for_step_rows(int64_t batch, int64_t hidden, Body&& body) {
   const int threads = num_threads();
   const bool parallel = threads > 1 && batch > 1 && batch * hidden >= kStepParallelMinUnits;
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-  for (int64_t n = 0; n < batch; ++n) body(n);
+  parallel_region(parallel, threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < batch; ++n) body(n);
+  });
 }
 
 // out = a + b over `count` floats (either may be null: no bias).

@@ -35,16 +35,18 @@ void tiled_copy(T* out, const T* x, const StridedCopy& copy, int a) {
   const int64_t units = planes * row_tiles * column_tiles;
   const int64_t in_row = copy.in_strides[a], in_column = copy.in_strides[last];
   const int64_t out_row = copy.out_strides[a], out_column = copy.out_strides[last];
-#pragma omp parallel for schedule(static) num_threads(num_threads()) if (parallel_for(copy.elements()))
-  for (int64_t unit = 0; unit < units; ++unit) {
-    const int64_t column_tile = unit % column_tiles, row_tile = (unit / column_tiles) % row_tiles;
-    const CopyOffsets plane = copy_offsets(copy, last, a, unit / (column_tiles * row_tiles));
-    const int64_t row_end = std::min(rows, (row_tile + 1) * kTile);
-    const int64_t column_begin = column_tile * kTile, column_end = std::min(columns, column_begin + kTile);
-    for (int64_t r = row_tile * kTile; r < row_end; ++r)
-      for (int64_t c = column_begin; c < column_end; ++c)
-        out[plane.out + r * out_row + c * out_column] = x[plane.in + r * in_row + c * in_column];
-  }
+  parallel_region(parallel_for(copy.elements()), num_threads(), [&] {
+#pragma omp for schedule(static)
+    for (int64_t unit = 0; unit < units; ++unit) {
+      const int64_t column_tile = unit % column_tiles, row_tile = (unit / column_tiles) % row_tiles;
+      const CopyOffsets plane = copy_offsets(copy, last, a, unit / (column_tiles * row_tiles));
+      const int64_t row_end = std::min(rows, (row_tile + 1) * kTile);
+      const int64_t column_begin = column_tile * kTile, column_end = std::min(columns, column_begin + kTile);
+      for (int64_t r = row_tile * kTile; r < row_end; ++r)
+        for (int64_t c = column_begin; c < column_end; ++c)
+          out[plane.out + r * out_row + c * out_column] = x[plane.in + r * in_row + c * in_column];
+    }
+  });
 }
 
 // The copy walks rows of the last dim; each row's start is decoded from its row number (rows are independent, so
@@ -63,15 +65,17 @@ void strided_copy_typed(T* out, const T* x, const StridedCopy& copy) {
   if (total == 0) return;
   const int64_t rows = total / row_length;
   const int64_t in_step = copy.in_strides[last], out_step = copy.out_strides[last];
-#pragma omp parallel for schedule(static) num_threads(num_threads()) if (parallel_for(total))
-  for (int64_t row = 0; row < rows; ++row) {
-    const CopyOffsets at = copy_offsets(copy, last, -1, row);
-    if (in_step == 1 && out_step == 1) {
-      std::memcpy(out + at.out, x + at.in, static_cast<size_t>(row_length) * sizeof(T));
-    } else {
-      for (int64_t k = 0; k < row_length; ++k) out[at.out + k * out_step] = x[at.in + k * in_step];
+  parallel_region(parallel_for(total), num_threads(), [&] {
+#pragma omp for schedule(static)
+    for (int64_t row = 0; row < rows; ++row) {
+      const CopyOffsets at = copy_offsets(copy, last, -1, row);
+      if (in_step == 1 && out_step == 1) {
+        std::memcpy(out + at.out, x + at.in, static_cast<size_t>(row_length) * sizeof(T));
+      } else {
+        for (int64_t k = 0; k < row_length; ++k) out[at.out + k * out_step] = x[at.in + k * in_step];
+      }
     }
-  }
+  });
 }
 
 // Contiguous strides of the index tensor (its shape is the gather's index space).
@@ -104,12 +108,14 @@ void index_select(void* out, const void* x, const int32_t* index, const IndexLay
   if (rows == 0 || row_bytes == 0) return;
   auto* destination = static_cast<unsigned char*>(out);
   const auto* source = static_cast<const unsigned char*>(x);
-#pragma omp parallel for schedule(static) num_threads(num_threads()) if (parallel_for(rows * layout.inner))
-  for (int64_t row = 0; row < rows; ++row) {
-    const int64_t o = row / layout.count, j = row % layout.count;
-    const int64_t from = o * layout.dim_size + index[j];
-    std::memcpy(destination + static_cast<size_t>(row) * row_bytes, source + static_cast<size_t>(from) * row_bytes, row_bytes);
-  }
+  parallel_region(parallel_for(rows * layout.inner), num_threads(), [&] {
+#pragma omp for schedule(static)
+    for (int64_t row = 0; row < rows; ++row) {
+      const int64_t o = row / layout.count, j = row % layout.count;
+      const int64_t from = o * layout.dim_size + index[j];
+      std::memcpy(destination + static_cast<size_t>(row) * row_bytes, source + static_cast<size_t>(from) * row_bytes, row_bytes);
+    }
+  });
 }
 
 void index_add(float* out, const float* src, const int32_t* index, const IndexLayout& layout) {
@@ -119,16 +125,18 @@ void index_add(float* out, const float* src, const int32_t* index, const IndexLa
   const int64_t chunks = (layout.inner + kInnerChunk - 1) / kInnerChunk;
   const int64_t units = layout.outer * chunks;
   if (units == 0 || layout.count == 0) return;
-#pragma omp parallel for schedule(static) num_threads(num_threads()) if (parallel_for(layout.outer * layout.count * layout.inner))
-  for (int64_t unit = 0; unit < units; ++unit) {
-    const int64_t o = unit / chunks;
-    const int64_t begin = (unit % chunks) * kInnerChunk, end = std::min(layout.inner, begin + kInnerChunk);
-    for (int64_t j = 0; j < layout.count; ++j) {
-      float* row = out + (o * layout.dim_size + index[j]) * layout.inner;
-      const float* from = src + (o * layout.count + j) * layout.inner;
-      for (int64_t r = begin; r < end; ++r) row[r] += from[r];
+  parallel_region(parallel_for(layout.outer * layout.count * layout.inner), num_threads(), [&] {
+#pragma omp for schedule(static)
+    for (int64_t unit = 0; unit < units; ++unit) {
+      const int64_t o = unit / chunks;
+      const int64_t begin = (unit % chunks) * kInnerChunk, end = std::min(layout.inner, begin + kInnerChunk);
+      for (int64_t j = 0; j < layout.count; ++j) {
+        float* row = out + (o * layout.dim_size + index[j]) * layout.inner;
+        const float* from = src + (o * layout.count + j) * layout.inner;
+        for (int64_t r = begin; r < end; ++r) row[r] += from[r];
+      }
     }
-  }
+  });
 }
 
 void gather(void* out, const void* x, const int32_t* index, const GatherLayout& layout, int element_bytes) {
@@ -143,18 +151,20 @@ void gather(void* out, const void* x, const int32_t* index, const GatherLayout& 
     using T = typename decltype(element)::type;
     T* destination = static_cast<T*>(out);
     const T* source = static_cast<const T*>(x);
-#pragma omp parallel for schedule(static) num_threads(num_threads()) if (parallel_for(total))
-    for (int64_t row = 0; row < rows; ++row) {
-      int64_t base = 0, rest = row;
-      for (int d = last - 1; d >= 0; --d) {
-        const int64_t i = rest % layout.index_sizes[d];
-        rest /= layout.index_sizes[d];
-        if (d != layout.dim) base += i * layout.x_strides[d];
+    parallel_region(parallel_for(total), num_threads(), [&] {
+#pragma omp for schedule(static)
+      for (int64_t row = 0; row < rows; ++row) {
+        int64_t base = 0, rest = row;
+        for (int d = last - 1; d >= 0; --d) {
+          const int64_t i = rest % layout.index_sizes[d];
+          rest /= layout.index_sizes[d];
+          if (d != layout.dim) base += i * layout.x_strides[d];
+        }
+        const int64_t first = row * row_length;
+        for (int64_t k = 0; k < row_length; ++k)
+          destination[first + k] = source[base + k * step + int64_t{index[first + k]} * dim_stride];
       }
-      const int64_t first = row * row_length;
-      for (int64_t k = 0; k < row_length; ++k)
-        destination[first + k] = source[base + k * step + int64_t{index[first + k]} * dim_stride];
-    }
+    });
   });
 }
 
@@ -167,22 +177,24 @@ void scatter_add(float* out, const float* src, const int32_t* index, const Gathe
   index_strides(layout, strides);
   const int64_t length = layout.index_sizes[layout.dim];
   const int64_t lines = total / length;
-#pragma omp parallel for schedule(static) num_threads(num_threads()) if (parallel_for(total))
-  for (int64_t line = 0; line < lines; ++line) {
-    int64_t position = 0, source = 0, target = 0, rest = line;
-    for (int d = layout.rank - 1; d >= 0; --d) {
-      if (d == layout.dim) continue;
-      const int64_t i = rest % layout.index_sizes[d];
-      rest /= layout.index_sizes[d];
-      position += i * strides[d];
-      source += i * layout.src_strides[d];
-      target += i * layout.x_strides[d];
+  parallel_region(parallel_for(total), num_threads(), [&] {
+#pragma omp for schedule(static)
+    for (int64_t line = 0; line < lines; ++line) {
+      int64_t position = 0, source = 0, target = 0, rest = line;
+      for (int d = layout.rank - 1; d >= 0; --d) {
+        if (d == layout.dim) continue;
+        const int64_t i = rest % layout.index_sizes[d];
+        rest /= layout.index_sizes[d];
+        position += i * strides[d];
+        source += i * layout.src_strides[d];
+        target += i * layout.x_strides[d];
+      }
+      for (int64_t k = 0; k < length; ++k) {
+        const int64_t at = position + k * strides[layout.dim];
+        out[target + int64_t{index[at]} * layout.x_strides[layout.dim]] += src[source + k * layout.src_strides[layout.dim]];
+      }
     }
-    for (int64_t k = 0; k < length; ++k) {
-      const int64_t at = position + k * strides[layout.dim];
-      out[target + int64_t{index[at]} * layout.x_strides[layout.dim]] += src[source + k * layout.src_strides[layout.dim]];
-    }
-  }
+  });
 }
 
 }  // namespace weightnorm::cpu

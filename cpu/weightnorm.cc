@@ -1087,26 +1087,27 @@ void run_fused(const T* a, const T* b, const ChannelLayout& layout, int inputs, 
   const bool parallel = worth_parallel(layout.elements(), threads);
   if (long_rows_apply(layout, plan)) {
     // One contiguous block of rows per thread: each row's sum is the same whatever block it falls in.
-#pragma omp parallel num_threads(threads) if (parallel)
-    {
+    parallel_region(parallel, threads, [&] {
       const int64_t thread = omp_get_thread_num(), team = omp_get_num_threads();
       long_rows(layout.channels * thread / team, layout.channels * (thread + 1) / team, plan);
-    }
+    });
     return;
   }
   if (plan.parts == 1) {
     // Each chunk: reduce, finish, write, while the chunk is still in cache. Contiguous blocks of chunks per
     // thread, so the next chunk a thread reduces is the one its write pass prefetches.
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-    for (int64_t chunk = 0; chunk < plan.chunks; ++chunk) {
-      Region region = plan.region(chunk, 0, layout);
-      region.k_begin += one_pass(region, plan);
-      if (region.channels() == 0) continue;
-      std::vector<double> sums(region.channels());
-      reduce_region(sums.data(), a, b, layout, region, plan);
-      finish(region.k_begin, region.channels(), sums.data());
-      write(region, plan);
-    }
+    parallel_region(parallel, threads, [&] {
+#pragma omp for schedule(static)
+      for (int64_t chunk = 0; chunk < plan.chunks; ++chunk) {
+        Region region = plan.region(chunk, 0, layout);
+        region.k_begin += one_pass(region, plan);
+        if (region.channels() == 0) continue;
+        std::vector<double> sums(region.channels());
+        reduce_region(sums.data(), a, b, layout, region, plan);
+        finish(region.k_begin, region.channels(), sums.data());
+        write(region, plan);
+      }
+    });
     return;
   }
   // Split: the parts reduced in parallel (reduce_units), then written in parallel. Both passes hand out units
@@ -1115,8 +1116,10 @@ void run_fused(const T* a, const T* b, const ChannelLayout& layout, int inputs, 
   // took a core, where a static block waits for its preempted thread (bench/NOTES.md).
   reduce_units<1>(layout, plan, [&](double* sums, const Region& region) { reduce_region(sums, a, b, layout, region, plan); },
                   finish);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-  for (int64_t unit = 0; unit < plan.units(); ++unit) write(plan.unit_region(unit, layout), plan);
+  parallel_region(parallel, threads, [&] {
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t unit = 0; unit < plan.units(); ++unit) write(plan.unit_region(unit, layout), plan);
+  });
 }
 
 template <class T>

@@ -190,34 +190,41 @@ describe('training suite (CNN and demo MLP steps)', () => {
     expect(noPeer.map((g) => g.status)).toEqual(['unavailable', 'met']);
   });
 
-  it('does not judge a goal whose measurements spread across rounds (busy machine): "noisy", naming them', async () => {
+  it('does not judge a goal whose per-round ratios spread (load changed within a round): "noisy", naming them', async () => {
     const { evaluateTrainingGoals } = await import('../weightnorm-cli/src/bench/results.js');
-    const { spreadOf, TRAINING_MAX_SPREAD } = await import('../weightnorm-cli/src/bench/training.js');
-    // Random round medians within the limit, and one variant whose slowest round is well beyond it.
-    const steady = () => { const base = 1 + Math.random(); return [base, base * (1 + 0.9 * TRAINING_MAX_SPREAD * Math.random())]; };
-    const [ourWn, torchPlain] = [steady(), steady()];
-    const disturbed = [ourWn[0]!, ourWn[0]! * (1 + TRAINING_MAX_SPREAD + 0.05 + Math.random())];
-    const row = (network: 'cnn' | 'mlp', ours: Record<'plain' | 'wn', number[]>, torch: Record<'plain' | 'wn', number[]>) => {
-      const measured = { ours: { plain: timing(ours.plain), wn: timing(ours.wn) }, torch: { plain: timing(torch.plain), wn: timing(torch.wn) } };
-      return { network, batch: 100, checks: { plain: { skipped: 'x' }, wn: { skipped: 'x' } }, ...measured,
-        vsTorch: { plain: 1.5, wn: 1.5 }, wnOverPlain: { ours: 1.01, torch: 1 }, calls: {},
-        spread: { ours: { plain: spreadOf(measured.ours.plain), wn: spreadOf(measured.ours.wn) },
-          torch: { plain: spreadOf(measured.torch.plain), wn: spreadOf(measured.torch.wn) } } } as never;
+    const { pairedRatio, pairedRatioSpread, TRAINING_MAX_SPREAD } = await import('../weightnorm-cli/src/bench/training.js');
+    // Rounds whose load drifts (both sides of a round alike): the medians spread widely, the ratios do not.
+    const drift = Array.from({ length: 5 }, () => 1 + 2 * Math.random());
+    const plain = drift.map((d) => 1.5 * d);
+    const steadyWn = drift.map((d) => 1.5 * d * 1.03 * (1 + 0.01 * Math.random()));
+    expect(pairedRatioSpread(timing(steadyWn), timing(plain))!).toBeLessThan(TRAINING_MAX_SPREAD);
+    // One round where only the WN step was slowed, beyond the limit.
+    const disturbedWn = [...steadyWn];
+    disturbedWn[2] = disturbedWn[2]! * (1 + TRAINING_MAX_SPREAD + 0.1 + Math.random());
+    const spread = pairedRatioSpread(timing(disturbedWn), timing(plain))!;
+    expect(spread).toBeGreaterThan(TRAINING_MAX_SPREAD);
+    const row = (network: 'cnn' | 'mlp', wn: number[], torchPlain: number[]) => {
+      const ours = { plain: timing(plain), wn: timing(wn) }, torch = { plain: timing(torchPlain), wn: timing(plain) };
+      return { network, batch: 100, checks: { plain: { skipped: 'x' }, wn: { skipped: 'x' } }, ours, torch,
+        vsTorch: { plain: pairedRatio(torch.plain, ours.plain), wn: pairedRatio(torch.wn, ours.wn) },
+        wnOverPlain: { ours: pairedRatio(ours.wn, ours.plain), torch: 1 }, calls: {},
+        ratioSpread: { vsTorch: { plain: pairedRatioSpread(torch.plain, ours.plain), wn: pairedRatioSpread(torch.wn, ours.wn) },
+          wnOverPlain: { ours: pairedRatioSpread(ours.wn, ours.plain), torch: 0 } } } as never;
     };
-    const calm = row('mlp', { plain: steady(), wn: ourWn }, { plain: torchPlain, wn: steady() });
+    const torchPlain = plain.map((x) => 2 * x);
+    const calm = row('mlp', steadyWn, torchPlain);
     expect(evaluateTrainingGoals(['training'], [calm]).map((g) => g.status)).toEqual(['unavailable', 'met']);
-    // Our WN step disturbed: WN/plain (ours) and the CNN's torch/ours WN are noisy; torch/ours plain is still judged.
-    const cnn = row('cnn', { plain: steady(), wn: disturbed }, { plain: torchPlain, wn: steady() });
-    const goals = evaluateTrainingGoals(['training'], [cnn, calm]);
+    // Our WN step disturbed in one round: WN/plain (ours) and torch/ours WN are noisy; torch/ours plain is judged.
+    const goals = evaluateTrainingGoals(['training'], [row('cnn', disturbedWn, torchPlain), calm]);
     expect(goals.map((g) => g.status)).toEqual(['noisy', 'noisy']);
-    const percent = `${(100 * (disturbed[1]! / disturbed[0]! - 1)).toFixed(0)}%`;
-    expect(goals[0]!.detail).toContain(`WN: ours WN ${percent}`);
-    expect(goals[0]!.detail).not.toContain('plain: ours');
-    expect(goals[1]!.detail).toContain(`CNN: ours WN ${percent}`);
+    expect(goals[0]!.detail).toContain(`WN: rounds' ratios ${(100 * spread).toFixed(0)}% apart`);
+    expect(goals[0]!.detail).not.toContain('plain: rounds');
+    expect(goals[1]!.detail).toContain('CNN: rounds');
     expect(goals[1]!.detail).not.toContain('MLP:');
-    // The same disturbance on torch's plain step only touches the goal that compares with torch.
-    const torchBusy = row('cnn', { plain: steady(), wn: steady() }, { plain: disturbed, wn: steady() });
-    expect(evaluateTrainingGoals(['training'], [torchBusy]).map((g) => g.status)).toEqual(['noisy', 'met']);
+    // torch's plain step disturbed in one round: only the goal that compares with torch's plain step.
+    const torchBusy = [...torchPlain];
+    torchBusy[1] = torchBusy[1]! * 2;
+    expect(evaluateTrainingGoals(['training'], [row('cnn', steadyWn, torchBusy)]).map((g) => g.status)).toEqual(['noisy', 'met']);
   });
 
   it('times both networks plain and weight-normalized (no peer: torch columns say why) and leaks no tensor', async () => {

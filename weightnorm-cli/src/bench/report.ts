@@ -7,7 +7,7 @@ import type { OutputErrors } from './measure.js';
 import { BF16_TOLERANCE, worst } from './measure.js';
 import { type BackendResult, checksFailed, type ConvLayerRow, type GemmRow, type LinearRow, type LstmRow, type MnistRow, type OpRow, type TrainingRow, type Variant } from './results.js';
 import { isUnavailable, type Measured } from './rounds.js';
-import { noisyMeasurements, TRAINING_DESCRIPTIONS, TRAINING_MAX_SPREAD, TRAINING_VS_TORCH_GOAL, TRAINING_WN_GOAL } from './training.js';
+import { noisyRatio, TRAINING_DESCRIPTIONS, TRAINING_MAX_SPREAD, TRAINING_VS_TORCH_GOAL, TRAINING_WN_GOAL } from './training.js';
 import { VOCODER_HEADERS, vocoderDescription, vocoderRows } from './vocoder.js';
 
 const OP_LABEL = { forward: 'fwd', backward: 'bwd', 'forward+backward': 'fwd+bwd' } as const;
@@ -162,17 +162,19 @@ function mnistRows(rows: MnistRow[]): string[][] {
 /** Per network: torch/ours plain and WN, WN/plain ours and torch, each with its goal where the suite sets one. */
 function trainingRows(rows: readonly TrainingRow[]): string[][] {
   const value = (x: number | null) => (x === null ? 'n/a' : `${x.toFixed(3)}×`);
-  // A ratio resting on a measurement whose rounds spread too widely is not judged (evaluateTrainingGoals).
-  const goal = (x: number | null, target: number, atLeast: boolean, noisy: string[]) =>
-    `${atLeast ? '≥' : '≤'} ${target.toFixed(2)}: ${x === null ? 'n/a' : noisy.length ? `noisy (${noisy.join(', ')})` : (atLeast ? x >= target : x <= target) ? 'met' : 'NOT MET'}`;
+  // A ratio whose per-round values spread too widely is not judged (evaluateTrainingGoals).
+  const goal = (x: number | null, target: number, atLeast: boolean, spread: number | null | undefined) => {
+    const noisy = noisyRatio(spread);
+    return `${atLeast ? '≥' : '≤'} ${target.toFixed(2)}: ${x === null ? 'n/a' : noisy ? `noisy (${noisy})` : (atLeast ? x >= target : x <= target) ? 'met' : 'NOT MET'}`;
+  };
   return rows.flatMap((r) => {
     const cnn = r.network === 'cnn';
     const vsTorchGoal = (norm: 'plain' | 'wn') =>
-      cnn ? goal(r.vsTorch[norm], TRAINING_VS_TORCH_GOAL, true, noisyMeasurements(r, ['ours', 'torch'], [norm])) : '';
+      cnn ? goal(r.vsTorch[norm], TRAINING_VS_TORCH_GOAL, true, r.ratioSpread?.vsTorch[norm]) : '';
     return [
       [r.network, 'torch / ours, plain', value(r.vsTorch.plain), measuredMs(r.torch.plain), measuredMs(r.ours.plain), vsTorchGoal('plain'), layerCheck(r.checks.plain)],
       ['', 'torch / ours, WN', value(r.vsTorch.wn), measuredMs(r.torch.wn), measuredMs(r.ours.wn), vsTorchGoal('wn'), layerCheck(r.checks.wn)],
-      ['', 'WN / plain, ours', value(r.wnOverPlain.ours), measuredMs(r.ours.wn), measuredMs(r.ours.plain), goal(r.wnOverPlain.ours, TRAINING_WN_GOAL, false, noisyMeasurements(r, ['ours'], ['plain', 'wn'])), ''],
+      ['', 'WN / plain, ours', value(r.wnOverPlain.ours), measuredMs(r.ours.wn), measuredMs(r.ours.plain), goal(r.wnOverPlain.ours, TRAINING_WN_GOAL, false, r.ratioSpread?.wnOverPlain.ours), ''],
       ['', 'WN / plain, torch', value(r.wnOverPlain.torch), measuredMs(r.torch.wn), measuredMs(r.torch.plain), '', ''],
     ];
   });
@@ -405,8 +407,8 @@ export function markdown(result: BackendResult): string {
             "Checked before timing: the loss and every parameter's gradient against torch on our weights and batch. " +
             'ms/step: the lowest per-round median; ratios: the median over rounds of the ratio within a round ' +
             '(ours and torch alternate round by round, so load that spoils a round spoils both sides of its ratio). ' +
-            `A goal is not judged ("noisy") when a measurement it rests on has round medians more than ${(100 * TRAINING_MAX_SPREAD).toFixed(0)}% apart ` +
-            '(the load changed within rounds: even the paired ratio is noise then).',
+            `A goal is not judged ("noisy") when the per-round ratios behind it are more than ${(100 * TRAINING_MAX_SPREAD).toFixed(0)}% apart ` +
+            '(the load changed within a round, slowing one side and not the other: even the paired ratio is noise then).',
           '',
           mdTable(TRAINING_HEADERS, trainingRows(result.training)),
           '',

@@ -365,8 +365,10 @@ export const TRAINING_VS_TORCH_GOAL = 1.2;
 /** The weight-normalized step at most this × the plain one (ours, both networks). */
 export const TRAINING_WN_GOAL = 1.05;
 /**
- * A timed variant whose slowest round median is more than this above its fastest was disturbed within rounds (a
- * busy neighbour): the goals that rest on it are reported as noisy, not judged (compare's rule, commands/timing.ts).
+ * A ratio whose per-round values spread more than this ((largest / smallest) − 1) was disturbed within rounds (a busy
+ * neighbour slowed one side of a round and not the other): the goal that rests on it is reported as noisy, not
+ * judged. Load that changes between rounds slows both sides of a round alike and leaves the paired ratios alone;
+ * compare applies the same limit to its round medians (commands/timing.ts).
  */
 export const TRAINING_MAX_SPREAD = DEFAULT_MAX_SPREAD;
 
@@ -385,8 +387,9 @@ export interface TrainingRow {
   vsTorch: Record<'plain' | 'wn', number | null>;
   /** weight-normalized ms / plain ms, per side, paired by round like vsTorch. */
   wnOverPlain: Record<'ours' | 'torch', number | null>;
-  /** Per side and variant: (slowest round median / fastest) − 1; null when not timed or with fewer than 2 rounds. */
-  spread: Record<'ours' | 'torch', Record<'plain' | 'wn', number | null>>;
+  /** (largest / smallest) − 1 of the per-round ratios behind vsTorch and wnOverPlain; null when not measured or with
+   * fewer than 2 rounds. */
+  ratioSpread: { vsTorch: Record<'plain' | 'wn', number | null>; wnOverPlain: Record<'ours' | 'torch', number | null> };
   calls: Record<string, string>;
 }
 
@@ -402,25 +405,22 @@ export function trainingNetwork(network: TrainingNetwork, wn: boolean): nn.Seque
   );
 }
 
-/** (slowest round median / fastest) − 1 of a timing; null when unavailable or timed in fewer than 2 rounds. */
-export function spreadOf(m: Measured): number | null {
-  return isUnavailable(m) ? null : roundSpread((m as Timing).roundMedians);
+/** The ratios a / b round by round (the values pairedRatio takes the median of); [] when either is unavailable. */
+function roundRatios(a: Measured, b: Measured): number[] {
+  if (isUnavailable(a) || isUnavailable(b)) return [];
+  const x = (a as Timing).roundMedians, y = (b as Timing).roundMedians;
+  return x.slice(0, Math.min(x.length, y.length)).map((v, i) => v / y[i]!);
 }
 
-/**
- * The measurements of `row` (side and variant) whose rounds spread more than TRAINING_MAX_SPREAD, as
- * "ours WN 41%": a ratio resting on one of them is noise, whatever its value. Rows from results written before
- * spreads were recorded have none.
- */
-export function noisyMeasurements(row: Pick<TrainingRow, 'spread'>, sides: readonly ('ours' | 'torch')[], norms: readonly ('plain' | 'wn')[]): string[] {
-  if (!row.spread) return [];
-  const noisy: string[] = [];
-  for (const side of sides)
-    for (const norm of norms) {
-      const spread = row.spread[side][norm];
-      if (spread !== null && spread > TRAINING_MAX_SPREAD) noisy.push(`${side} ${norm === 'wn' ? 'WN' : 'plain'} ${(100 * spread).toFixed(0)}%`);
-    }
-  return noisy;
+/** (largest / smallest) − 1 of the per-round ratios a / b; null when either is unavailable or with < 2 rounds. */
+export function pairedRatioSpread(a: Measured, b: Measured): number | null {
+  return roundSpread(roundRatios(a, b));
+}
+
+/** "rounds' ratios 41% apart" when `spread` is above TRAINING_MAX_SPREAD, else null (rows written before spreads
+ * were recorded have none: undefined). */
+export function noisyRatio(spread: number | null | undefined): string | null {
+  return spread != null && spread > TRAINING_MAX_SPREAD ? `rounds' ratios ${(100 * spread).toFixed(0)}% apart` : null;
 }
 
 /**
@@ -428,9 +428,7 @@ export function noisyMeasurements(row: Pick<TrainingRow, 'spread'>, sides: reado
  * that spoils a round spoils both sides of its ratio); null when either is unavailable.
  */
 export function pairedRatio(a: Measured, b: Measured): number | null {
-  if (isUnavailable(a) || isUnavailable(b)) return null;
-  const x = (a as Timing).roundMedians, y = (b as Timing).roundMedians;
-  const ratios = x.slice(0, Math.min(x.length, y.length)).map((v, i) => v / y[i]!).sort((p, q) => p - q);
+  const ratios = roundRatios(a, b).sort((p, q) => p - q);
   if (ratios.length === 0) return null;
   const mid = ratios.length >> 1;
   return ratios.length % 2 ? ratios[mid]! : (ratios[mid - 1]! + ratios[mid]!) / 2;
@@ -464,9 +462,9 @@ export async function runTrainingSuite(peer: TorchPeer | null, options: Training
         torch,
         vsTorch: { plain: pairedRatio(torch.plain, oursTimed.plain), wn: pairedRatio(torch.wn, oursTimed.wn) },
         wnOverPlain: { ours: pairedRatio(oursTimed.wn, oursTimed.plain), torch: pairedRatio(torch.wn, torch.plain) },
-        spread: {
-          ours: { plain: spreadOf(oursTimed.plain), wn: spreadOf(oursTimed.wn) },
-          torch: { plain: spreadOf(torch.plain), wn: spreadOf(torch.wn) },
+        ratioSpread: {
+          vsTorch: { plain: pairedRatioSpread(torch.plain, oursTimed.plain), wn: pairedRatioSpread(torch.wn, oursTimed.wn) },
+          wnOverPlain: { ours: pairedRatioSpread(oursTimed.wn, oursTimed.plain), torch: pairedRatioSpread(torch.wn, torch.plain) },
         },
         calls: timed.calls,
       });

@@ -198,9 +198,13 @@ describe('training suite (CNN and demo MLP steps)', () => {
     const plain = drift.map((d) => 1.5 * d);
     const steadyWn = drift.map((d) => 1.5 * d * 1.03 * (1 + 0.01 * Math.random()));
     expect(pairedRatioSpread(timing(steadyWn), timing(plain))!).toBeLessThan(TRAINING_MAX_SPREAD);
-    // One round where only the WN step was slowed, beyond the limit.
+    // One stray round where only the WN step was slowed: the median survives it, so the goal is still judged.
+    const strayWn = [...steadyWn];
+    strayWn[2] = strayWn[2]! * 3;
+    expect(pairedRatioSpread(timing(strayWn), timing(plain))!).toBeLessThan(TRAINING_MAX_SPREAD);
+    // Two of five rounds slowed on the WN side alone, beyond the limit: the middle half disagrees.
     const disturbedWn = [...steadyWn];
-    disturbedWn[2] = disturbedWn[2]! * (1 + TRAINING_MAX_SPREAD + 0.1 + Math.random());
+    for (const i of [1, 3]) disturbedWn[i] = disturbedWn[i]! * (1 + 2 * TRAINING_MAX_SPREAD + Math.random());
     const spread = pairedRatioSpread(timing(disturbedWn), timing(plain))!;
     expect(spread).toBeGreaterThan(TRAINING_MAX_SPREAD);
     const row = (network: 'cnn' | 'mlp', wn: number[], torchPlain: number[]) => {
@@ -214,16 +218,16 @@ describe('training suite (CNN and demo MLP steps)', () => {
     const torchPlain = plain.map((x) => 2 * x);
     const calm = row('mlp', steadyWn, torchPlain);
     expect(evaluateTrainingGoals(['training'], [calm]).map((g) => g.status)).toEqual(['unavailable', 'met']);
-    // Our WN step disturbed in one round: WN/plain (ours) and torch/ours WN are noisy; torch/ours plain is judged.
+    // Our WN step disturbed in two rounds: WN/plain (ours) and torch/ours WN are noisy; torch/ours plain is judged.
     const goals = evaluateTrainingGoals(['training'], [row('cnn', disturbedWn, torchPlain), calm]);
     expect(goals.map((g) => g.status)).toEqual(['noisy', 'noisy']);
     expect(goals[0]!.detail).toContain(`WN: rounds' ratios ${(100 * spread).toFixed(0)}% apart`);
     expect(goals[0]!.detail).not.toContain('plain: rounds');
     expect(goals[1]!.detail).toContain('CNN: rounds');
     expect(goals[1]!.detail).not.toContain('MLP:');
-    // torch's plain step disturbed in one round: only the goal that compares with torch's plain step.
+    // torch's plain step disturbed in two rounds: only the goal that compares with torch's plain step.
     const torchBusy = [...torchPlain];
-    torchBusy[1] = torchBusy[1]! * 2;
+    for (const i of [0, 4]) torchBusy[i] = torchBusy[i]! * 2;
     expect(evaluateTrainingGoals(['training'], [row('cnn', steadyWn, torchBusy)]).map((g) => g.status)).toEqual(['noisy', 'met']);
   });
 

@@ -335,7 +335,7 @@ export function evaluateTrainingGoals(suites: readonly Suite[], rows: readonly T
       return {
         name,
         status: 'noisy',
-        detail: `${detail}; not judged: per-round ratios more than ${(100 * TRAINING_MAX_SPREAD).toFixed(0)}% apart (${noisy.join(', ')})`,
+        detail: `${detail}; not judged: the middle half of the per-round ratios more than ${(100 * TRAINING_MAX_SPREAD).toFixed(0)}% apart (${noisy.join(', ')})`,
       };
     return { name, status: values.every(([, x]) => met(x!)) ? 'met' : 'not met', detail };
   };

@@ -365,10 +365,12 @@ export const TRAINING_VS_TORCH_GOAL = 1.2;
 /** The weight-normalized step at most this × the plain one (ours, both networks). */
 export const TRAINING_WN_GOAL = 1.05;
 /**
- * A ratio whose per-round values spread more than this ((largest / smallest) − 1) was disturbed within rounds (a busy
- * neighbour slowed one side of a round and not the other): the goal that rests on it is reported as noisy, not
- * judged. Load that changes between rounds slows both sides of a round alike and leaves the paired ratios alone;
- * compare applies the same limit to its round medians (commands/timing.ts).
+ * A ratio whose per-round values spread more than this was disturbed within rounds (a busy neighbour slowed one side
+ * of a round and not the other): the goal that rests on it is reported as noisy, not judged. The spread is that of
+ * the middle half of the rounds (upper quartile / lower quartile − 1; with fewer than 4 rounds, largest / smallest −
+ * 1): the reported median survives a stray round or two, but not a middle half that disagrees. Load that changes
+ * between rounds slows both sides of a round alike and leaves the paired ratios alone. compare applies the same limit
+ * to its round medians (commands/timing.ts).
  */
 export const TRAINING_MAX_SPREAD = DEFAULT_MAX_SPREAD;
 
@@ -412,9 +414,16 @@ function roundRatios(a: Measured, b: Measured): number[] {
   return x.slice(0, Math.min(x.length, y.length)).map((v, i) => v / y[i]!);
 }
 
-/** (largest / smallest) − 1 of the per-round ratios a / b; null when either is unavailable or with < 2 rounds. */
+/** The spread TRAINING_MAX_SPREAD limits, of the per-round ratios a / b; null when either is unavailable or with
+ * fewer than 2 rounds. */
 export function pairedRatioSpread(a: Measured, b: Measured): number | null {
-  return roundSpread(roundRatios(a, b));
+  const ratios = roundRatios(a, b).filter((x) => Number.isFinite(x) && x > 0).sort((p, q) => p - q);
+  if (ratios.length < 4) return roundSpread(ratios);
+  const quantile = (q: number) => {
+    const at = q * (ratios.length - 1), low = Math.floor(at);
+    return ratios[low]! + (at - low) * (ratios[Math.min(low + 1, ratios.length - 1)]! - ratios[low]!);
+  };
+  return quantile(0.75) / quantile(0.25) - 1;
 }
 
 /** "rounds' ratios 41% apart" when `spread` is above TRAINING_MAX_SPREAD, else null (rows written before spreads

@@ -171,28 +171,17 @@ WN_OPTIM_CLONES void adamax_range(float* __restrict param, float* __restrict m, 
 
 void AdamaxRule::operator()(int64_t begin, int64_t end) const { adamax_range(param, m, u, grad, *this, begin, end); }
 
-// Sum of squares of a run (at most kFoldBlock long): kLanes float lanes, added in a fixed order. Each lane is its own
-// running sum whatever the vector width, so the SSE2 and AVX2 clones give the same bits.
-WN_OPTIM_CLONES float block_squares(const float* p, int64_t n) {
-  float lanes[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) lanes[l] += p[i + l] * p[i + l];
-  for (; i < n; ++i) lanes[0] += p[i] * p[i];
-  float total = 0.0f;
-  for (int l = 0; l < kLanes; ++l) total += lanes[l];
-  return total;
-}
-
-// The same sums for rows whose length is at most kFoldBlock, kRows rows at once: row r's is exactly
-// block_squares(rows[r], n) (the same lanes, tail and order), but the rows' independent chains of additions run
-// side by side instead of one row's latency at a time.
-// The lanes are held in vector variables (8 floats each, two per row): as a float array GCC kept them in memory, and
-// every addition then waited on the store of the one before.
+// Sums of squares of kRows consecutive runs of n floats each (n at most kFoldBlock; run r starts at first + r * n).
+// A run's sum has kLanes float lanes, element i going to lane i % kLanes for the whole groups of kLanes and the rest
+// to lane 0 in order, then the lanes added in order: the same additions whatever the vector width, so the SSE2 and
+// AVX2 clones give the same bits, and a run's sum does not depend on how many runs are summed beside it. Several runs
+// at once keep their independent chains of additions side by side instead of one run's latency at a time; the lanes
+// are vector variables (8 floats each, two per run): as a float array GCC kept them in memory, and every addition
+// then waited on the store of the one before.
 typedef float Lanes8 __attribute__((vector_size(32)));
-static_assert(kLanes == 16, "rows_squares holds a row's lanes in two Lanes8");
+static_assert(kLanes == 16, "rows_squares holds a run's lanes in two Lanes8");
 template <int kRows>
-WN_OPTIM_CLONES void rows_squares(double* out, const float* first, int64_t n) {
+WN_OPTIM_CLONES void rows_squares(float* out, const float* first, int64_t n) {
   Lanes8 low[kRows] = {}, high[kRows] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
@@ -211,7 +200,7 @@ WN_OPTIM_CLONES void rows_squares(double* out, const float* first, int64_t n) {
     for (int64_t j = i; j < n; ++j) lanes[0] += first[r * n + j] * first[r * n + j];
     float total = 0.0f;
     for (int l = 0; l < kLanes; ++l) total += lanes[l];
-    out[r] = total;  // a row of at most kFoldBlock elements is one block: its sum is this one float, widened
+    out[r] = total;
   }
 }
 
@@ -284,18 +273,18 @@ void run_steps(const OptimizerTensors* tensors, int64_t tensor_count, const std:
     if (row_length <= kFoldBlock) {
       // Whole short rows, four at a time: update them (elementwise: the same bits however the range is cut), then
       // their squares while they are still in L1.
+      // A row of at most kFoldBlock elements is one block: its sum is that block's float sum, widened.
       double* sums = partial.data() + unit.partial_index;
       const int64_t count = row_length == 0 ? 0 : (unit.end - unit.begin) / row_length;
-      int64_t r = 0;
-      for (; r + 4 <= count; r += 4) {
+      float block[4];
+      for (int64_t r = 0; r < count;) {
+        const int64_t rows = count - r >= 4 ? 4 : 1;
         const int64_t begin = unit.begin + r * row_length;
-        rule(begin, begin + 4 * row_length);
-        rows_squares<4>(sums + r, param + begin, row_length);
-      }
-      for (; r < count; ++r) {
-        const int64_t begin = unit.begin + r * row_length;
-        rule(begin, begin + row_length);
-        rows_squares<1>(sums + r, param + begin, row_length);
+        rule(begin, begin + rows * row_length);
+        if (rows == 4) rows_squares<4>(block, param + begin, row_length);
+        else rows_squares<1>(block, param + begin, row_length);
+        for (int64_t j = 0; j < rows; ++j) sums[r + j] = block[j];
+        r += rows;
       }
       return;
     }
@@ -303,7 +292,9 @@ void run_steps(const OptimizerTensors* tensors, int64_t tensor_count, const std:
     for (int64_t block = unit.begin; block < unit.end; block += kFoldBlock) {
       const int64_t block_end = std::min(unit.end, block + kFoldBlock);
       rule(block, block_end);
-      sum += block_squares(param + block, block_end - block);
+      float block_sum;
+      rows_squares<1>(&block_sum, param + block, block_end - block);
+      sum += block_sum;
     }
     partial[unit.partial_index] = sum;
   };

@@ -322,7 +322,13 @@ Napi::Value Backend(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object result = Napi::Object::New(env);
   Napi::Object cpu_info = Napi::Object::New(env);
-  cpu_info.Set("threads", Napi::Number::New(env, cpu::num_threads()));
+  const cpu::ThreadChoice threads = cpu::thread_choice();
+  cpu_info.Set("threads", Napi::Number::New(env, threads.threads));
+  cpu_info.Set("threadSource", Napi::String::New(env, threads.source == cpu::ThreadSource::kSet           ? "setNumThreads"
+                                                      : threads.source == cpu::ThreadSource::kEnvironment ? "OMP_NUM_THREADS"
+                                                                                                          : "automatic"));
+  cpu_info.Set("cores", Napi::Number::New(env, threads.cores));
+  if (threads.other_busy_cores >= 0) cpu_info.Set("otherBusyCores", Napi::Number::New(env, threads.other_busy_cores));
   cpu_info.Set("gemm", Napi::String::New(env, cpu::gemm_backend_description()));
   const std::string blas_core = cpu::gemm_blas_core();
   if (!blas_core.empty()) cpu_info.Set("blasCore", Napi::String::New(env, blas_core));

@@ -1,14 +1,53 @@
-// The CPU's thread count, shared by every CPU kernel (OpenMP).
+// The CPU's thread count, shared by every CPU kernel (OpenMP), and how it is chosen when the user does not choose.
 #pragma once
 #include <omp.h>
 
 #include <cstdint>
+#include <string_view>
+#include <vector>
 
 namespace weightnorm::cpu {
 
-// Threads used by every CPU kernel. 0 restores the default (all cores).
+// Threads used by every CPU kernel: a count set here (or by OMP_NUM_THREADS when the library loads) is used as
+// given; 0 restores the automatic choice (below).
 void set_num_threads(int threads);
 int num_threads();
+
+// Who chose the count in force, for backend().cpu.
+enum class ThreadSource { kSet, kEnvironment, kAutomatic };
+
+struct ThreadChoice {
+  int threads = 1;
+  ThreadSource source = ThreadSource::kAutomatic;
+  // The cores this process may run on (its affinity mask): the automatic choice's ceiling.
+  int cores = 1;
+  // Automatic choice only: how many cores' worth of CPU time other processes used on those cores lately (a moving
+  // average), or -1 before the first measurement (and where /proc/stat cannot be read).
+  double other_busy_cores = -1;
+};
+ThreadChoice thread_choice();
+
+// The automatic choice. Every CPU kernel gives the same bits for any thread count, so the count may follow the
+// machine: a parallel region waits at its barrier for its slowest thread, and when another process holds one of the
+// cores, the thread the scheduler parks behind it stalls the whole region for a time slice (milliseconds, against
+// regions of tens of microseconds). On a 2-core VM with two busy processes beside it, a small MLP's training step
+// took 2.4x longer on 2 threads than on 1. So about every kContentionSamplePeriodMs, the first kernel that asks for
+// its thread count measures how much CPU time other processes took on this process's cores since the last
+// measurement (/proc/stat's busy ticks on those cores minus this process's own CPU time), and the count becomes the
+// cores that are left, never fewer than one.
+constexpr int kContentionSamplePeriodMs = 250;
+
+// The pure parts, for the native tests:
+// Sums the busy ticks (user, nice, system, irq, softirq and steal; guest time is already inside user) of the
+// "cpuN" lines of /proc/stat text whose N is in `cpus`. False when a wanted CPU's line is missing or malformed.
+bool busy_ticks_of(std::string_view proc_stat, const std::vector<int>& cpus, int64_t* busy);
+// The next automatic count on `cores` cores, from the current count and the others' load in cores. A core is given
+// up once others use more than kGiveUpCoreLoad of one (0.35 busy cores out of 2 leave one thread), another once they
+// use more than 1 + kGiveUpCoreLoad, and so on. The count rises only when the same rule with the smaller margin
+// kReclaimCoreLoad allows it, so a load hovering near a threshold does not flip the count back and forth.
+constexpr double kGiveUpCoreLoad = 0.3;
+constexpr double kReclaimCoreLoad = 0.15;
+int automatic_thread_count(int cores, double other_busy_cores, int current);
 
 // Runs region() on a team of `threads` OpenMP threads when parallel (and threads > 1), else on the calling thread
 // alone, without entering the OpenMP runtime when that is safe. The `omp for` loops inside the region are then

@@ -10,7 +10,7 @@
 // The GEMM path is chosen once per process, so each path runs in a child process (the library transpiled to
 // JavaScript); the default path also runs here, in vitest's process, and must match its child (run to run).
 import { createHash } from 'node:crypto';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -63,7 +63,7 @@ for (const count of JSON.parse(threads)) {
     createHash('sha256').update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength)).digest('hex'),
   ]);
 }
-process.stdout.write(JSON.stringify({ gemm: wn.backend().cpu.gemm, blasCore: wn.backend().cpu.blasCore ?? null, runs }));
+process.stdout.write(JSON.stringify({ gemm: wn.backend().cpu.gemm, blasCore: wn.backend().cpu.blasCore ?? null, cpu: wn.backend().cpu, runs }));
 `;
 
 let work = '';
@@ -87,11 +87,13 @@ afterAll(() => {
 interface ChildRuns {
   gemm: string;
   blasCore: string | null;
+  cpu: wn.BackendInfo['cpu'];
   runs: Record<string, [string, string][]>;
 }
 
-/** The workload in a child process with these environment variables set (undefined: removed). */
-function runChild(changes: Record<string, string | undefined>): Promise<ChildRuns> {
+/** The workload in a child process with these environment variables set (undefined: removed), at these thread
+ * counts (0: the automatic choice). */
+function runChild(changes: Record<string, string | undefined>, threadCounts: readonly number[] = THREAD_COUNTS): Promise<ChildRuns> {
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const [name, value] of Object.entries(changes)) {
     if (value === undefined) delete env[name];
@@ -100,7 +102,7 @@ function runChild(changes: Record<string, string | undefined>): Promise<ChildRun
   return new Promise((done, fail) => {
     execFile(
       process.execPath,
-      [child, library, workload, String(seed), JSON.stringify(THREAD_COUNTS)],
+      [child, library, workload, String(seed), JSON.stringify(threadCounts)],
       { env, timeout: 240_000, maxBuffer: 16 * 1024 * 1024 },
       (error, stdout, stderr) => (error ? fail(new Error(`child failed: ${error.message}\n${stderr}`)) : done(JSON.parse(stdout) as ChildRuns)),
     );
@@ -152,6 +154,22 @@ describe('CPU results are bitwise identical for any thread count and run to run'
       // Run to run across processes: the child's bytes are this process's bytes.
       const here = inProcess.get(1)!.map(([name, values]): [string, string] => [name, digest(values)]);
       expect(firstDigestDifference(reference, here), `child vs this process (${reproduce(seed)})`).toBeNull();
+    }
+  }, 240_000);
+
+  // The automatic thread count follows other processes' load (cpu/threads.h): with one busy process per core beside
+  // it, it starts the workload on every core and drops to one thread part way through, and the bytes must not notice.
+  it.runIf(wn.backend().cpu.cores >= 2)('under the automatic thread count while busy processes hold every core: the same bytes as 1 thread', async () => {
+    const busy = Array.from({ length: wn.backend().cpu.cores }, () =>
+      spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }));
+    try {
+      const [automatic, reference] = [await runChild({ OMP_NUM_THREADS: undefined }, [0]), await runChild({}, [1])];
+      expect(automatic.cpu.threadSource).toBe('automatic');
+      expect(automatic.cpu.threads, `others' load ${automatic.cpu.otherBusyCores} busy cores`).toBe(1);
+      expect(automatic.cpu.otherBusyCores).toBeGreaterThan(0.3);
+      expect(firstDigestDifference(automatic.runs['0']!, reference.runs['1']!), `automatic vs 1 thread (${reproduce(seed)})`).toBeNull();
+    } finally {
+      for (const process of busy) process.kill('SIGKILL');
     }
   }, 240_000);
 });

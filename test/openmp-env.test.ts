@@ -80,3 +80,41 @@ describe('OpenMP wait policy', () => {
     expect(passive.weights === spinning.weights).toBe(true);
   });
 });
+
+describe('the CPU thread count', () => {
+  // backend().cpu in a child process with this environment (OMP_NUM_THREADS is read once, when the addon loads),
+  // after setNumThreads(set) when given.
+  const cpuInfo = (env: Record<string, string | undefined>, set?: number) => {
+    const script = `
+      const { backend, setNumThreads } = await import(${JSON.stringify(join(work, 'ts', 'index.js'))});
+      ${set === undefined ? '' : `setNumThreads(${set});`}
+      console.log(JSON.stringify(backend().cpu));`;
+    const clean: NodeJS.ProcessEnv = { ...process.env };
+    for (const [name, value] of Object.entries(env)) {
+      if (value === undefined) delete clean[name];
+      else clean[name] = value;
+    }
+    const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: repositoryRoot, env: clean, encoding: 'utf8', timeout: 60_000 });
+    expect(child.status, child.stderr).toBe(0);
+    return JSON.parse(child.stdout.trim().split('\n').pop()!) as { threads: number; threadSource: string; cores: number };
+  };
+
+  it('OMP_NUM_THREADS is used as given (first entry of a list); a value that is not a positive integer is ignored', () => {
+    expect(cpuInfo({ OMP_NUM_THREADS: '3' })).toMatchObject({ threads: 3, threadSource: 'OMP_NUM_THREADS' });
+    expect(cpuInfo({ OMP_NUM_THREADS: '5,2' })).toMatchObject({ threads: 5, threadSource: 'OMP_NUM_THREADS' });
+    for (const ignored of ['0', '-2', 'four', '2x', '']) {
+      const info = cpuInfo({ OMP_NUM_THREADS: ignored });
+      expect(info.threadSource, `OMP_NUM_THREADS=${JSON.stringify(ignored)}`).toBe('automatic');
+      expect(info.threads).toBeGreaterThanOrEqual(1);
+      expect(info.threads).toBeLessThanOrEqual(info.cores);
+    }
+  });
+
+  it('setNumThreads wins over OMP_NUM_THREADS, and setNumThreads(0) goes back to it (or to the automatic choice)', () => {
+    expect(cpuInfo({ OMP_NUM_THREADS: '3' }, 5)).toMatchObject({ threads: 5, threadSource: 'setNumThreads' });
+    expect(cpuInfo({ OMP_NUM_THREADS: '3' }, 0)).toMatchObject({ threads: 3, threadSource: 'OMP_NUM_THREADS' });
+    const automatic = cpuInfo({ OMP_NUM_THREADS: undefined }, 0);
+    expect(automatic.threadSource).toBe('automatic');
+    expect(automatic.cores).toBeGreaterThanOrEqual(1);
+  });
+});

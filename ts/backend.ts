@@ -18,7 +18,14 @@ export function memory(): { cpu: DeviceMemory; cuda: DeviceMemory } {
   return native.memory();
 }
 
-/** Threads used by the CPU kernels; 0 restores the default (every core). */
+/**
+ * Threads used by the CPU kernels, used as given. 0 restores the default: OMP_NUM_THREADS when it was set as the
+ * library loaded, else the automatic choice, which starts with every core this process may use and, measured about
+ * every 250 ms from /proc/stat, gives a core up while other processes keep it more than 30% busy (and takes it back
+ * below 15%): on shared cores a parallel region waits for whichever thread the scheduler parked. Every CPU kernel
+ * gives the same bits for any thread count, so the choice changes speed only. `backend().cpu` shows the count and who
+ * chose it.
+ */
 export function setNumThreads(threads: number): void {
   if (typeof threads !== 'number' || !Number.isInteger(threads) || threads < 0 || threads > 1024) {
     throw typeError('setNumThreads: threads', 'an integer in [0, 1024]', threads);

@@ -38,7 +38,17 @@ export interface NativeBackend {
    * thread per tile)' or 'blocked (hand-written): OpenBLAS not found (<why, per candidate>)'.
    */
   cpu: {
+    /** The thread count the CPU kernels use now. */
     threads: number;
+    /**
+     * Who chose it: 'setNumThreads', 'OMP_NUM_THREADS' (read when the library loads), or 'automatic': the cores left
+     * after other processes' recent use of them (see setNumThreads).
+     */
+    threadSource: 'setNumThreads' | 'OMP_NUM_THREADS' | 'automatic';
+    /** Cores this process may run on (its CPU affinity): the automatic choice's ceiling. */
+    cores: number;
+    /** Automatic choice only, once measured: cores' worth of CPU time other processes used on those cores lately. */
+    otherBusyCores?: number;
     gemm: string;
     /**
      * The kernels OpenBLAS chose when it loaded (its openblas_get_corename, e.g. 'Cooperlake', 'Haswell'): from the

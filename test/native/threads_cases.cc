@@ -1,0 +1,169 @@
+// The CPU thread count's cases (cpu/threads.h) in the native test runner (backend_ops_test.cc), group threads/cpu:
+//  - busy_ticks_of() against random /proc/stat texts: the sum of the busy fields of exactly the wanted CPUs, the
+//    aggregate line and other lines ignored, a missing or malformed CPU line refused;
+//  - automatic_thread_count() against an independent statement of the rule (the most threads t such that the
+//    others' load fits in the cores left over plus the margin), its bounds, monotonicity and hysteresis;
+//  - a count that is set wins, 0 gives the choice back;
+//  - live: with busy processes on every core, the automatic choice drops to one thread within a few periods.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../../cpu/threads.h"
+#include "harness.h"
+
+namespace {
+
+using weightnorm::native_test::format;
+namespace cpu = weightnorm::cpu;
+
+void check(bool ok, const std::string& what) { weightnorm::native_test::expect(ok, what); }
+
+void test_busy_ticks_parser() {
+  std::mt19937_64 random(7);
+  bool sums_ok = true, refusals_ok = true;
+  std::string first_failure;
+  for (int trial = 0; trial < 300; ++trial) {
+    const int count = 1 + int(random() % 70);
+    std::vector<std::vector<int64_t>> fields(count, std::vector<int64_t>(10));
+    std::string text = "cpu  1 2 3 4 5 6 7 8 0 0\n";  // the aggregate line: never counted
+    for (int cpu = 0; cpu < count; ++cpu) {
+      text += format("cpu%d", cpu);
+      for (int64_t& field : fields[cpu]) {
+        field = int64_t(random() % 100000000000ull);
+        text += " " + std::to_string(field);
+      }
+      text += "\n";
+    }
+    text += "intr 12345 0 0 1\nctxt 99\nbtime 1700000000\nprocesses 10\nprocs_running 3\nsoftirq 1 2 3\n";
+    std::vector<int> wanted;
+    int64_t expected = 0;
+    for (int cpu = 0; cpu < count; ++cpu) {
+      if (random() % 3 == 0) continue;
+      wanted.push_back(cpu);
+      const std::vector<int64_t>& f = fields[cpu];
+      expected += f[0] + f[1] + f[2] + f[5] + f[6] + f[7];  // user nice system irq softirq steal
+    }
+    int64_t busy = -1;
+    const bool parsed = cpu::busy_ticks_of(text, wanted, &busy);
+    if (!parsed || busy != expected) {
+      if (sums_ok) first_failure = format("trial %d: %d CPUs, parsed %d, %lld vs %lld", trial, count, parsed, (long long)busy, (long long)expected);
+      sums_ok = false;
+    }
+    // A wanted CPU that has no line, and a line cut short, are refused.
+    std::vector<int> with_missing = wanted;
+    with_missing.push_back(count + int(random() % 5));
+    refusals_ok &= !cpu::busy_ticks_of(text, with_missing, &busy);
+    const std::string cut = format("cpu  1 2 3 4\ncpu0 1 2 3\n");
+    refusals_ok &= !cpu::busy_ticks_of(cut, {0}, &busy);
+  }
+  check(sums_ok, "busy_ticks_of sums user+nice+system+irq+softirq+steal of exactly the wanted CPUs (300 random texts) " + first_failure);
+  check(refusals_ok, "busy_ticks_of refuses a wanted CPU with no line and a line with too few fields");
+}
+
+// The rule stated independently: the most threads t in [1, cores] for which the others' load fits in the cores
+// the threads leave free plus the margin.
+int most_threads_that_fit(int cores, double others, double margin) {
+  for (int t = cores; t > 1; --t)
+    if (others <= double(cores - t) + margin) return t;
+  return 1;
+}
+
+void test_automatic_rule() {
+  std::mt19937_64 random(11);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  bool rule_ok = true, monotone_ok = true, bounds_ok = true;
+  std::string first_failure;
+  for (int trial = 0; trial < 200000; ++trial) {
+    const int cores = 1 + int(random() % 64);
+    const double others = unit(random) * (cores + 1);
+    const int current = 1 + int(random() % cores);
+    const int next = cpu::automatic_thread_count(cores, others, current);
+    const int give_up = most_threads_that_fit(cores, others, cpu::kGiveUpCoreLoad);
+    const int reclaim = most_threads_that_fit(cores, others, cpu::kReclaimCoreLoad);
+    const int expected = give_up < current ? give_up : (reclaim > current ? reclaim : current);
+    if (next != expected) {
+      if (rule_ok) first_failure = format("cores %d others %.4f current %d: %d vs %d", cores, others, current, next, expected);
+      rule_ok = false;
+    }
+    bounds_ok &= next >= 1 && next <= cores;
+    monotone_ok &= cpu::automatic_thread_count(cores, others + unit(random), current) <= next;
+  }
+  check(rule_ok, "automatic_thread_count gives up a core above kGiveUpCoreLoad of others' load and takes it back below kReclaimCoreLoad (200,000 random cases) " + first_failure);
+  check(bounds_ok, "automatic_thread_count stays within [1, cores]");
+  check(monotone_ok, "more load never gives more threads");
+  check(cpu::automatic_thread_count(2, 0.35, 2) == 1 && cpu::automatic_thread_count(2, 0.2, 2) == 2 && cpu::automatic_thread_count(2, 0.2, 1) == 1 &&
+            cpu::automatic_thread_count(2, 0.1, 1) == 2 && cpu::automatic_thread_count(2, 2.0, 2) == 1 && cpu::automatic_thread_count(4, 1.2, 4) == 3 &&
+            cpu::automatic_thread_count(4, 1.4, 4) == 2,
+        "2 cores: one thread above 0.3 busy cores, two again only below 0.15; 4 cores at 1.2 busy: 3, at 1.4: 2");
+  check(cpu::automatic_thread_count(8, -1, 3) == 8 && cpu::automatic_thread_count(8, NAN, 3) == 8, "no measurement yet: every core");
+  check(cpu::automatic_thread_count(4, 0.0, 9) == 4 && cpu::automatic_thread_count(4, 0.0, 0) == 4, "a current count outside [1, cores] is clamped");
+}
+
+void test_set_and_automatic() {
+  cpu::set_num_threads(3);
+  const cpu::ThreadChoice set = cpu::thread_choice();
+  check(cpu::num_threads() == 3 && set.threads == 3 && set.source == cpu::ThreadSource::kSet && set.other_busy_cores < 0,
+        format("set_num_threads(3): 3 threads, source 'set' (got %d, source %d)", set.threads, int(set.source)));
+  cpu::set_num_threads(0);
+  const cpu::ThreadChoice restored = cpu::thread_choice();
+  const bool environment = std::getenv("OMP_NUM_THREADS") != nullptr && std::atoi(std::getenv("OMP_NUM_THREADS")) > 0;
+  check(restored.source == (environment ? cpu::ThreadSource::kEnvironment : cpu::ThreadSource::kAutomatic) && restored.threads >= 1 &&
+            restored.threads <= (environment ? 1024 : restored.cores),
+        format("set_num_threads(0): back to %s (got %d threads of %d cores, source %d)", environment ? "OMP_NUM_THREADS" : "the automatic choice",
+               restored.threads, restored.cores, int(restored.source)));
+}
+
+void test_drops_under_load() {
+  cpu::set_num_threads(0);
+  const cpu::ThreadChoice before = cpu::thread_choice();
+  if (before.source != cpu::ThreadSource::kAutomatic || before.cores < 2) {
+    std::printf("note: threads/cpu live load check not run: %s\n", before.cores < 2 ? "one core" : "OMP_NUM_THREADS is set");
+    return;
+  }
+  // One busy process per core: others' load is then well above the one-core threshold whatever this process does.
+  std::vector<pid_t> spinners;
+  for (int i = 0; i < before.cores; ++i) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      volatile uint64_t spin = 0;
+      for (;;) spin = spin + 1;
+    }
+    if (pid > 0) spinners.push_back(pid);
+  }
+  int threads = before.threads;
+  cpu::ThreadChoice during{};
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    threads = cpu::num_threads();
+    during = cpu::thread_choice();
+    if (threads == 1 && during.other_busy_cores >= 0) break;
+  }
+  for (pid_t pid : spinners) kill(pid, SIGKILL);
+  for (pid_t pid : spinners) waitpid(pid, nullptr, 0);
+  check(spinners.size() == size_t(before.cores), format("started %d busy processes", before.cores));
+  check(threads == 1 && during.other_busy_cores > cpu::kGiveUpCoreLoad,
+        format("%d busy processes on %d cores: the automatic choice dropped to 1 thread within 5 s (%d threads, others %.2f busy cores)",
+               int(spinners.size()), before.cores, threads, during.other_busy_cores));
+}
+
+void check_threads() {
+  test_busy_ticks_parser();
+  test_automatic_rule();
+  test_set_and_automatic();
+  test_drops_under_load();
+}
+
+WEIGHTNORM_NATIVE_TEST_GROUP("threads/cpu", check_threads);
+
+}  // namespace

@@ -13,10 +13,12 @@
 //            1. pack op(a) into panels of MR rows and op(b) into panels of NR columns, each panel k-major, so
 //               the micro-kernel reads both operands contiguously whatever the transposes (zero-padded edges; a
 //               row-major operand is transposed in registers on AVX-512, pack_rows_avx512);
-//            2. cut the output into blocks of MC x NC; each block is one task and one thread computes all of it:
-//               for each KC slice of k, for each NR panel (stays in L1), for each MR panel of the block (the
-//               MC x KC slice of a stays in L2): micro-kernel on an MR x NR tile, or on the smaller tile left at
-//               the bottom and right edges by a copy of the micro-kernel sized for it;
+//            2. cut the output into blocks of MC x NC, computed one after another: for each KC slice of k, for
+//               each NR panel (stays in L1), for each MR panel of the block (the MC x KC slice of a stays in L2):
+//               micro-kernel on an MR x NR tile, or on the smaller tile left at the bottom and right edges by a
+//               copy of the micro-kernel sized for it. With several threads, each owns one rectangle of the output
+//               (a grid of row bands by column bands, thread_grid), packs the panels its rectangle needs itself and
+//               computes its blocks: a panel one core packs and another reads would move between their caches;
 //            3. partial sums of a block live in a per-thread buffer between k slices; in the last slice the
 //               micro-kernel applies the epilogue to the tile in its registers as it stores it to out (the lines
 //               the epilogue reads and writes requested just before, prefetch_epilogue_tile); a tile at the right
@@ -31,8 +33,7 @@
 //            still runs on any x86-64 machine (no -march=native).
 //            Deterministic: every output element is summed by one thread per k part in a fixed order (k slices
 //            in order, k ascending within a slice, parts in order) that depends on neither the thread count nor
-//            the schedule; the block sizes (which do shrink with more threads) only decide which thread sums an
-//            element, not how.
+//            the schedule; the thread grid only decides which thread sums an element, not how.
 // bfloat16 gemm(): operands (and out when beta != 0, and subtract_matrix) widened exactly to float32 temporaries,
 // the float32 gemm() above with the same epilogue, then out (and raw_out) rounded once to bfloat16, as on CUDA.
 #include "gemm.h"
@@ -566,9 +567,29 @@ void prefetch_epilogue_tile(const GemmEpilogue& e, float* out, int64_t n, int64_
 }
 
 // Below this many multiply-adds the blocked kernel runs on one thread: a conv's per-image 64 x 196 x 288 product
-// (3.6M, 50 us on one Zen 5 core) ran 1.4 times slower on 2 threads (the packing barrier and handing out blocks
-// cost more than half the work saves), 100 x 256 x 256 (6.5M) already 10% faster.
+// (3.6M, 50 us on one Zen 5 core) ran 1.4 times slower on 2 threads (when the threads still shared one packing:
+// waking the second thread and the packing barrier cost more than half the work saves); 100 x 256 x 256 (6.5M)
+// runs 1.24 times faster on 2 threads than on 1, each packing its own panels.
 constexpr int64_t kBlockedParallelMinMacs = int64_t{1} << 22;
+
+// The threads of a parallel product as a grid of row_bands x column_bands, each thread owning one rectangle of the
+// output and packing the rows of a and columns of b it needs: as many threads as the panels allow (a band is at
+// least one panel), and among those grids the one that packs the least, m x column_bands + n x row_bands elements
+// per k position (each row of a is packed once per column band, each column of b once per row band).
+struct ThreadGrid {
+  int64_t row_bands = 1, column_bands = 1;
+};
+
+ThreadGrid thread_grid(int threads, int64_t a_panels, int64_t b_panels, int64_t m, int64_t n) {
+  ThreadGrid best;
+  for (int64_t rows = 1; rows <= std::min<int64_t>(threads, a_panels); ++rows) {
+    const int64_t columns = std::min<int64_t>(threads / rows, b_panels);
+    const int64_t used = rows * columns, best_used = best.row_bands * best.column_bands;
+    const bool better = used > best_used || (used == best_used && m * columns + n * rows < m * best.column_bands + n * best.row_bands);
+    if (better) best = {rows, columns};
+  }
+  return best;
+}
 
 void gemm_blocked(float* out, const float* a, const float* b, int64_t m, int64_t n, int64_t k, bool transpose_a,
                   bool transpose_b, const GemmEpilogue& epilogue) {
@@ -578,32 +599,27 @@ void gemm_blocked(float* out, const float* a, const float* b, int64_t m, int64_t
   // op(b) is [k, n]; as "rows" of the packer it is op(b)^T = [n, k], transposed exactly when b is not.
   const PackSource a_source{a, m, k, transpose_a}, b_source{b, n, k, !transpose_b};
   const int64_t parts = blocked_k_parts(m, n, k), part_length = ceil_div(k, parts);
-  // Blocks shrink for small problems so there are at least a few tasks per thread (with k in parts, the parts are
-  // the tasks: smaller blocks would read a and b again for each).
   const int threads = num_threads();
   const bool parallel = threads > 1 && m * n * k >= kBlockedParallelMinMacs;
-  int64_t mc = std::min(kernel.mc, a_panels * mr), nc = std::min(kernel.nc, b_panels * nr);
-  if (parallel && parts == 1) {
-    auto tasks = [&] { return ceil_div(m, mc) * ceil_div(n, nc); };
-    while (tasks() < 4 * threads && (mc > mr || nc > nr)) {
-      if (nc >= mc && nc > nr) nc = std::max(nr, (nc / 2 + nr - 1) / nr * nr);
-      else if (mc > mr) mc = std::max(mr, (mc / 2 + mr - 1) / mr * mr);
-      else nc = std::max(nr, (nc / 2 + nr - 1) / nr * nr);
-    }
-  }
+  const int64_t mc = std::min(kernel.mc, a_panels * mr), nc = std::min(kernel.nc, b_panels * nr);
   // Each part's k in equal slices of at most kernel.kc (288 = 144 + 144, not 256 + a short 32 that costs a whole
   // pass over the tiles' sums for little work).
   const int64_t slices = ceil_div(part_length, kernel.kc), kc_max = ceil_div(part_length, slices);
   const bool single_slice = slices == 1;
-  const int64_t row_blocks = ceil_div(m, mc), column_blocks = ceil_div(n, nc);
 
-  // Packed operands: without parts, both whole, packed once up front and shared by every task; with parts, each
-  // task packs its blocks' panels over its own part of k (they stay in its core's cache, and no panel is packed
-  // twice: a part's task covers the whole output).
+  // How the work is shared between threads:
+  //  - k in parts: each part is one task that packs its own slices of a and b (they stay in its core's cache, and
+  //    no panel is packed twice: a part's task covers the whole output), and the parts' products are added after;
+  //  - on one thread: a and b packed once, then the output in MC x NC blocks;
+  //  - otherwise each thread owns one rectangle of the output (the threads as a grid of row bands by column bands,
+  //    see thread_grid) and packs the panels of a and b its rectangle needs itself. A panel packed by one core and
+  //    read by another moves between their caches, and across a 2-core EPYC VM that cost more than packing it twice:
+  //    with both operands packed once and shared, 400 x 784 x 256 ran at 1.1x one thread's speed and
+  //    100 x 784 x 256 at 0.75x; each thread packing its own, 1.5x and 1.2x.
   static thread_local Workspace pack_workspace;
   const int64_t a_floats = (a_panels * mr * k + 15) / 16 * 16;  // keeps packed_b 64-byte aligned
-  float* packed_a = parts == 1 ? pack_workspace.get(size_t(a_floats + b_panels * nr * k)) : nullptr;
-  float* packed_b = parts == 1 ? packed_a + a_floats : nullptr;
+  float* packed_a = parts == 1 && !parallel ? pack_workspace.get(size_t(a_floats + b_panels * nr * k)) : nullptr;
+  float* packed_b = packed_a ? packed_a + a_floats : nullptr;
   // Where the tasks' products go: out with the epilogue, or (k in parts) each part's buffer with none.
   static thread_local Workspace parts_workspace;
   float* part_products = parts > 1 ? parts_workspace.get(size_t(parts * m * n)) : nullptr;
@@ -613,83 +629,109 @@ void gemm_blocked(float* out, const float* a, const float* b, int64_t m, int64_t
   // loading it back is exact: the same bits as through the buffer.)
   const bool plain = !has_epilogue(task_epilogue) && task_epilogue.beta == 0.0f;
 
-  parallel_region(parallel, threads, [&] {
-    if (parts == 1) {
-#pragma omp for schedule(static) nowait
-      for (int64_t p = 0; p < a_panels; ++p) a_source.pack(kernel, packed_a + p * mr * k, p, 1, int(mr), 0, k);
-#pragma omp for schedule(static)
-      for (int64_t p = 0; p < b_panels; ++p) b_source.pack(kernel, packed_b + p * nr * k, p, 1, int(nr), 0, k);
+  // One output block, rows [i_begin, i_end) by columns [j_begin, j_end), summed over k [k_begin, k_end) into
+  // destination. block_a and block_b point at the block's first panels of a and b, each panel_length k positions
+  // long starting at k position panel_start. Every element is summed in the same order whatever the block sizes.
+  const auto compute_block = [&](float* destination, int64_t i_begin, int64_t i_end, int64_t j_begin, int64_t j_end, int64_t k_begin,
+                                 int64_t k_end, const float* block_a, const float* block_b, int64_t panel_length, int64_t panel_start,
+                                 float* partial) {
+    const int64_t block_a_panels = ceil_div(i_end - i_begin, mr), block_b_panels = ceil_div(j_end - j_begin, nr);
+    for (int64_t q0 = k_begin; q0 < k_end; q0 += kc_max) {
+      const int64_t kc = std::min(kc_max, k_end - q0);
+      const bool first = q0 == k_begin, last = q0 + kc == k_end;
+      for (int64_t jp = 0; jp < block_b_panels; ++jp) {
+        const int64_t j0 = j_begin + jp * nr, cols = std::min(nr, n - j0);
+        const bool whole_vectors = cols % kernel.width == 0;
+        const bool straight = plain && whole_vectors;
+        const float* b_slice = block_b + jp * nr * panel_length + (q0 - panel_start) * nr;
+        for (int64_t ip = 0; ip < block_a_panels; ++ip) {
+          const int64_t i0 = i_begin + ip * mr, rows = std::min(mr, m - i0);
+          const float* a_slice = block_a + ip * mr * panel_length + (q0 - panel_start) * mr;
+          const MicroKernelFn run = kernel.copy_for(rows, cols);
+          float* here = destination + i0 * n + j0;
+          if (straight) {
+            run(kc, a_slice, b_slice, TileTarget{first ? nullptr : here, n, here, n, nullptr, 0, 0});
+            continue;
+          }
+          float* tile = single_slice ? partial : partial + (jp * block_a_panels + ip) * mr * nr;
+          const float* sums_so_far = first ? nullptr : tile;
+          if (last && whole_vectors) {
+            prefetch_epilogue_tile(task_epilogue, destination, n, i0, rows, j0, cols);
+            run(kc, a_slice, b_slice, TileTarget{sums_so_far, nr, here, n, &task_epilogue, i0, j0});
+            continue;
+          }
+          run(kc, a_slice, b_slice, TileTarget{sums_so_far, nr, tile, nr, nullptr, 0, 0});
+          if (last) apply_epilogue(destination, n, tile, nr, i0, rows, j0, cols, task_epilogue);
+        }
+      }
     }
+  };
+  // Every MC x NC block of rows [i_first, i_last) by columns [j_first, j_last), whose panels start at own_a and
+  // own_b (packed over the whole of k).
+  const auto compute_blocks = [&](int64_t i_first, int64_t i_last, int64_t j_first, int64_t j_last, const float* own_a, const float* own_b,
+                                  float* partial) {
+    for (int64_t i_begin = i_first; i_begin < i_last; i_begin += mc)
+      for (int64_t j_begin = j_first; j_begin < j_last; j_begin += nc)
+        compute_block(out, i_begin, std::min(i_last, i_begin + mc), j_begin, std::min(j_last, j_begin + nc), 0, k,
+                      own_a + ((i_begin - i_first) / mr) * mr * k, own_b + ((j_begin - j_first) / nr) * nr * k, k, 0, partial);
+  };
 
+  if (parts == 1 && !parallel) {
+    static thread_local Workspace partial_workspace;
+    float* partial = partial_workspace.get(single_slice ? size_t(mr * nr) : size_t(mc * nc));
+    a_source.pack(kernel, packed_a, 0, a_panels, int(mr), 0, k);
+    b_source.pack(kernel, packed_b, 0, b_panels, int(nr), 0, k);
+    compute_blocks(0, m, 0, n, packed_a, packed_b, partial);
+    pack_workspace.release_oversized();
+    return;
+  }
+
+  parallel_region(parallel, threads, [&] {
     // Partial sums of one output block between k slices, tile-major; a single slice needs only one tile.
     static thread_local Workspace partial_workspace;
     float* partial = partial_workspace.get(single_slice ? size_t(mr * nr) : size_t(mc * nc));
     static thread_local Workspace task_pack_workspace;
-
+    if (parts == 1) {
+      // This thread's rectangle of the grid, in whole panels, and its own packing of them.
+      const int team = omp_get_num_threads(), me = omp_get_thread_num();
+      const ThreadGrid grid = thread_grid(team, a_panels, b_panels, m, n);
+      if (me < grid.row_bands * grid.column_bands) {
+        const int64_t band = me / grid.column_bands, column_band = me % grid.column_bands;
+        const int64_t a_first = band * a_panels / grid.row_bands, a_last = (band + 1) * a_panels / grid.row_bands;
+        const int64_t b_first = column_band * b_panels / grid.column_bands, b_last = (column_band + 1) * b_panels / grid.column_bands;
+        const int64_t own_a_floats = ((a_last - a_first) * mr * k + 15) / 16 * 16;
+        float* own_a = task_pack_workspace.get(size_t(own_a_floats + (b_last - b_first) * nr * k));
+        float* own_b = own_a + own_a_floats;
+        a_source.pack(kernel, own_a, a_first, a_last - a_first, int(mr), 0, k);
+        b_source.pack(kernel, own_b, b_first, b_last - b_first, int(nr), 0, k);
+        compute_blocks(a_first * mr, std::min(m, a_last * mr), b_first * nr, std::min(n, b_last * nr), own_a, own_b, partial);
+      }
+      task_pack_workspace.release_oversized();
+      return;
+    }
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < parts * row_blocks * column_blocks; ++task) {
-      const int64_t part = task / (row_blocks * column_blocks), block = task % (row_blocks * column_blocks);
-      const int64_t i_begin = (block / column_blocks) * mc, j_begin = (block % column_blocks) * nc;
-      const int64_t i_end = std::min(m, i_begin + mc), j_end = std::min(n, j_begin + nc);
-      const int64_t block_a_panels = ceil_div(i_end - i_begin, mr), block_b_panels = ceil_div(j_end - j_begin, nr);
-      const int64_t k_begin = part * part_length, k_end = std::min(k, k_begin + part_length);
-      float* destination = parts > 1 ? part_products + part * m * n : out;
-      // The task's first panels and their length (k positions): in the shared packing, or its own.
-      const float* task_a = packed_a + (i_begin / mr) * mr * k;
-      const float* task_b = packed_b + (j_begin / nr) * nr * k;
-      int64_t panel_length = k, panel_start = 0;
-      if (parts > 1) {
-        panel_length = k_end - k_begin;
-        panel_start = k_begin;
-        const int64_t task_a_floats = (block_a_panels * mr * panel_length + 15) / 16 * 16;
-        float* own = task_pack_workspace.get(size_t(task_a_floats + block_b_panels * nr * panel_length));
-        a_source.pack(kernel, own, i_begin / mr, block_a_panels, int(mr), k_begin, panel_length);
-        b_source.pack(kernel, own + task_a_floats, j_begin / nr, block_b_panels, int(nr), k_begin, panel_length);
-        task_a = own;
-        task_b = own + task_a_floats;
-      }
-      for (int64_t q0 = k_begin; q0 < k_end; q0 += kc_max) {
-        const int64_t kc = std::min(kc_max, k_end - q0);
-        const bool first = q0 == k_begin, last = q0 + kc == k_end;
-        for (int64_t jp = 0; jp < block_b_panels; ++jp) {
-          const int64_t j0 = j_begin + jp * nr, cols = std::min(nr, n - j0);
-          const bool whole_vectors = cols % kernel.width == 0;
-          const bool straight = plain && whole_vectors;
-          const float* b_slice = task_b + jp * nr * panel_length + (q0 - panel_start) * nr;
-          for (int64_t ip = 0; ip < block_a_panels; ++ip) {
-            const int64_t i0 = i_begin + ip * mr, rows = std::min(mr, m - i0);
-            const float* a_slice = task_a + ip * mr * panel_length + (q0 - panel_start) * mr;
-            const MicroKernelFn run = kernel.copy_for(rows, cols);
-            float* here = destination + i0 * n + j0;
-            if (straight) {
-              run(kc, a_slice, b_slice, TileTarget{first ? nullptr : here, n, here, n, nullptr, 0, 0});
-              continue;
-            }
-            float* tile = single_slice ? partial : partial + (jp * block_a_panels + ip) * mr * nr;
-            const float* sums_so_far = first ? nullptr : tile;
-            if (last && whole_vectors) {
-              prefetch_epilogue_tile(task_epilogue, destination, n, i0, rows, j0, cols);
-              run(kc, a_slice, b_slice, TileTarget{sums_so_far, nr, here, n, &task_epilogue, i0, j0});
-              continue;
-            }
-            run(kc, a_slice, b_slice, TileTarget{sums_so_far, nr, tile, nr, nullptr, 0, 0});
-            if (last) apply_epilogue(destination, n, tile, nr, i0, rows, j0, cols, task_epilogue);
-          }
-        }
-      }
+    for (int64_t part = 0; part < parts; ++part) {
+      const int64_t k_begin = part * part_length, k_end = std::min(k, k_begin + part_length), panel_length = k_end - k_begin;
+      const int64_t task_a_floats = (a_panels * mr * panel_length + 15) / 16 * 16;
+      float* own = task_pack_workspace.get(size_t(task_a_floats + b_panels * nr * panel_length));
+      a_source.pack(kernel, own, 0, a_panels, int(mr), k_begin, panel_length);
+      b_source.pack(kernel, own + task_a_floats, 0, b_panels, int(nr), k_begin, panel_length);
+      for (int64_t i_begin = 0; i_begin < m; i_begin += mc)
+        for (int64_t j_begin = 0; j_begin < n; j_begin += nc)
+          compute_block(part_products + part * m * n, i_begin, std::min(m, i_begin + mc), j_begin, std::min(n, j_begin + nc), k_begin, k_end,
+                        own + (i_begin / mr) * mr * panel_length, own + task_a_floats + (j_begin / nr) * nr * panel_length, panel_length,
+                        k_begin, partial);
     }
     task_pack_workspace.release_oversized();
-    if (parts > 1) {
-      // The parts' products added in part order, then the epilogue, row by row.
+    // The parts' products added in part order, then the epilogue, row by row.
 #pragma omp for schedule(static)
-      for (int64_t i = 0; i < m; ++i) {
-        float* sum = part_products + i * n;
-        for (int64_t part = 1; part < parts; ++part) {
-          const float* add = part_products + part * m * n + i * n;
-          for (int64_t j = 0; j < n; ++j) sum[j] += add[j];
-        }
-        apply_epilogue(out, n, sum, n, i, 1, 0, n, epilogue);
+    for (int64_t i = 0; i < m; ++i) {
+      float* sum = part_products + i * n;
+      for (int64_t part = 1; part < parts; ++part) {
+        const float* add = part_products + part * m * n + i * n;
+        for (int64_t j = 0; j < n; ++j) sum[j] += add[j];
       }
+      apply_epilogue(out, n, sum, n, i, 1, 0, n, epilogue);
     }
   });
   pack_workspace.release_oversized();

@@ -3,7 +3,7 @@
 //    this CPU runs) and on CUDA when a GPU is usable, against the float64 values of test/reference/gemm.ts (every
 //    element of small outputs, a sample of large ones): many shapes, all four transpose combinations, every
 //    epilogue field alone and all together, beta accumulation; CPU results must be bitwise
-//    identical with 1, 2 and 3 threads (3: more threads than this test machine's cores), CUDA results run to run.
+//    identical with 1, 2, 3, 4 and 7 threads (more threads than this test machine's cores), CUDA results run to run.
 //    How OpenBLAS is found (WEIGHTNORM_OPENBLAS=path|0, a path that does not load, a library that is not OpenBLAS)
 //    is checked in child processes of this binary (--describe-gemm), and the automatic choice between the two paths
 //    (cpu/gemm.h) in this one. The same checks for the bfloat16 overloads (CPU and
@@ -11,7 +11,7 @@
 //    misaligned pointers and split-k shapes. On an sm_90 GPU the same checks for the wgmma kernels (forced), that
 //    the shapes they do not take fall back to mma.sync, and that their self-check passed.
 //  - conv2d forward and backward against the direct float64 convolution of test/reference/conv.ts, plus a
-//    finite-difference spot check, and (CPU) the same bits with 1, 2 and 3 threads on each GEMM path.
+//    finite-difference spot check, and (CPU) the same bits with 1, 2, 3, 4 and 7 threads on each GEMM path.
 //  - max pooling (overlapping windows, ties, NaNs) and global average pooling against test/reference/nn.ts.
 //    The conv and pooling cases, their inputs' seeds and expected values are fixtures (test/fixtures/native_reference/
 //    conv2d.bin, max_pool2d.bin, global_avg_pool.bin; node scripts/make_native_reference.mjs writes them): no copy of
@@ -225,7 +225,7 @@ using GemmFn = std::function<void(float* out, const float* a, const float* b, co
 struct GemmBackend {
   std::string name;
   GemmFn run;
-  bool check_thread_independence;  // CPU: same bits with 1, 2 and 3 threads
+  bool check_thread_independence;  // CPU: same bits with 1, 2, 3, 4 and 7 threads
   GemmTolerance tolerance;
   bool bfloat16_inputs;  // a bfloat16 GEMM: the problem's inputs are bfloat16 values
   // The epilogue is exactly gemm.h's formula on the rounded product, one rounding per step, in its order (the
@@ -324,7 +324,8 @@ void check_gemm_backend(const GemmBackend& backend, const std::vector<GemmShape>
             return out;
           };
           const std::vector<float> plain_default = run_gemm(backend, p, with), raw_default_out = run_with_raw(raw_default);
-          for (const int threads : {1, 2, 3}) {
+          // 4 and 7: thread grids of 2 x 2, and of 7 threads where the panels may leave some without a rectangle.
+          for (const int threads : {1, 2, 3, 4, 7}) {
             cpu::set_num_threads(threads);
             const std::vector<float> plain = run_gemm(backend, p, with), raw_out = run_with_raw(raw);
             cpu::set_num_threads(0);

@@ -84,7 +84,7 @@ const trainingCommand = (name: string, description: string, defaults: { epochs: 
     .option('--hidden <n>', 'hidden units per layer of the mlp', integer(1), 256)
     .addOption(deviceOption())
     .option('--seed <n>', 'seed of initialization and minibatch order', integer(0), 0)
-    .option('--threads <n>', 'CPU threads for the kernels (default: every core)', integer(1, 1024))
+    .option('--threads <n>', 'CPU threads for the kernels (default: automatic, every core less those other processes keep busy)', integer(1, 1024))
     .option('--out <dir>', 'output folder', defaults.out)
     .option('--no-progress', 'no progress bar (it is only drawn on a terminal anyway)');
 
@@ -199,7 +199,7 @@ program
   .option('--smooth <n>', 'moving-average window of the training loss in reports and plots', integer(1), 50)
   .addOption(deviceOption())
   .option('--seed <n>', 'seed of initialization and example order', integer(0), 0)
-  .option('--threads <n>', 'CPU threads for the kernels (default: every core)', integer(1, 1024))
+  .option('--threads <n>', 'CPU threads for the kernels (default: automatic, every core less those other processes keep busy)', integer(1, 1024))
   .option('--out <dir>', 'output folder', 'runs/sequence')
   .action((opts) => runAction(async () => (await import('./commands/sequence.js')).runSequence(opts)));
 
@@ -229,7 +229,7 @@ program
   .option('--init-states <n>', 'random-policy states for the weight-norm variant\'s data-dependent init', integer(2), DQN_DEFAULTS.initStates)
   .option('--max-episode-steps <n>', 'truncation: 200 (CartPole-v0) or 500 (v1)', integer(1), DQN_DEFAULTS.maxEpisodeSteps)
   .addOption(deviceOption())
-  .option('--threads <n>', 'CPU threads for the kernels (default: every core)', integer(1, 1024))
+  .option('--threads <n>', 'CPU threads for the kernels (default: automatic, every core less those other processes keep busy)', integer(1, 1024))
   .option('--out <dir>', 'output folder', DQN_DEFAULTS.out)
   .option('--merge <files>', 'no training: report together the runs of these dqn.json files (comma-separated)', (v: string) => v.split(',').filter(Boolean))
   .action((opts) => runAction(async () => (await import('./commands/dqn.js')).runDqn(opts)));
@@ -258,7 +258,7 @@ program
   .addOption(new Option('--plain-init <init>', "the plain VAE's init: the layers' default or data-dependent").choices(['default', 'data']).default('default'))
   .addOption(deviceOption())
   .option('--seed <n>', 'seed of initialization, minibatch order and latent noise', integer(0), 0)
-  .option('--threads <n>', 'CPU threads for the kernels (default: every core)', integer(1, 1024))
+  .option('--threads <n>', 'CPU threads for the kernels (default: automatic, every core less those other processes keep busy)', integer(1, 1024))
   .option('--out <dir>', 'output folder', 'runs/vae')
   .action((opts) => runAction(async () => (await import('./commands/vae.js')).runVae(opts)));
 

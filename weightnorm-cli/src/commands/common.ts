@@ -63,8 +63,10 @@ export function applyThreads(threads: number | undefined): number {
   return threads ?? backend().cpu.threads;
 }
 
+/** "N threads", and ", automatic" when nobody set the count: it then follows other processes' load (setNumThreads). */
 export function threadsText(threads: number): string {
-  return `${threads} thread${threads === 1 ? '' : 's'}`;
+  const automatic = backend().cpu.threadSource === 'automatic';
+  return `${threads} thread${threads === 1 ? '' : 's'}${automatic ? ', automatic' : ''}`;
 }
 
 export function deviceName(device: Device): string {

@@ -24,7 +24,9 @@ ReductionPlan plan_sums_only(const ChannelLayout& layout) {
   // Segments: a channel's sum is its runs in order, whatever chunk it is in, so short channels (one part) are
   // grouped into units of about a part's elements (one unit per short row would cost more than its sum).
   if (!plan.column_mode) plan.chunk_channels = plan.parts == 1 ? std::max<int64_t>(1, kSumsOnlyPartElements / std::max<int64_t>(reduce, 1)) : 1;
-  plan.chunk_channels = std::max<int64_t>(1, plan.chunk_channels);
+  // Never more channels per chunk than there are: the chunk's sums are cleared and added up whole, and a sum of a
+  // few elements (a loss, a [1, 10] bias gradient) made a 64K-channel chunk, half a megabyte cleared twice per call.
+  plan.chunk_channels = std::clamp<int64_t>(plan.chunk_channels, 1, std::max<int64_t>(layout.channels, 1));
   plan.chunks = (layout.channels + plan.chunk_channels - 1) / plan.chunk_channels;
   return plan;
 }

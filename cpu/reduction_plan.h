@@ -204,15 +204,18 @@ void reduce_units(const ChannelLayout& layout, const ReductionPlan& plan, Reduce
         reduce_region(partial + unit * unit_doubles, plan.unit_region(unit, layout));
     });
   }
-  std::vector<double> sums(unit_doubles);
+  // Kept by the thread like partial: a fresh vector per call went through malloc's large-chunk path, 12% of a
+  // [100, 256] bias gradient's time.
+  thread_local std::vector<double> sums_buffer;
+  double* sums = scratch(sums_buffer, unit_doubles);
   for (int64_t chunk = 0; chunk < plan.chunks; ++chunk) {
     const int64_t count = plan.region(chunk, 0, layout).channels();
-    std::fill(sums.begin(), sums.end(), 0.0);
+    std::fill(sums, sums + unit_doubles, 0.0);
     for (int64_t part = 0; part < plan.parts; ++part) {
       const double* unit_sums = partial + (chunk * plan.parts + part) * unit_doubles;
       for (int64_t j = 0; j < count * N; ++j) sums[j] += unit_sums[j];
     }
-    finish(chunk * plan.chunk_channels, count, sums.data());
+    finish(chunk * plan.chunk_channels, count, sums);
   }
 }
 

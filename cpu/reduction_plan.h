@@ -17,6 +17,7 @@
 //              kernel may reduce several channels side by side (a channel's sum never depends on the chunking).
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -176,6 +177,23 @@ U* scratch(std::vector<U>& buffer, int64_t count) {
   return buffer.data();
 }
 
+// Chunk by chunk, each channel's parts (partial: units() blocks of chunk_channels * N sums) added in part order;
+// finish(k_begin, count, sums) receives a chunk's totals in the [count][N] layout.
+template <int N, class Finish>
+void add_parts(const ChannelLayout& layout, const ReductionPlan& plan, const double* partial, Finish&& finish) {
+  const int64_t unit_doubles = plan.chunk_channels * N;
+  std::vector<double> sums(unit_doubles);
+  for (int64_t chunk = 0; chunk < plan.chunks; ++chunk) {
+    const int64_t count = plan.region(chunk, 0, layout).channels();
+    std::fill(sums.begin(), sums.end(), 0.0);
+    for (int64_t part = 0; part < plan.parts; ++part) {
+      const double* unit_sums = partial + (chunk * plan.parts + part) * unit_doubles;
+      for (int64_t j = 0; j < count * N; ++j) sums[j] += unit_sums[j];
+    }
+    finish(chunk * plan.chunk_channels, count, sums.data());
+  }
+}
+
 // The reduction of every unit in parallel, then, chunk by chunk, each channel's parts added in part order.
 // reduce_region(sums, region) writes sums[j * N + n] (sum n of channel k_begin + j over the region);
 // finish(k_begin, count, sums) receives a chunk's totals in the same [count][N] layout.
@@ -204,16 +222,46 @@ void reduce_units(const ChannelLayout& layout, const ReductionPlan& plan, Reduce
         reduce_region(partial + unit * unit_doubles, plan.unit_region(unit, layout));
     });
   }
-  std::vector<double> sums(unit_doubles);
-  for (int64_t chunk = 0; chunk < plan.chunks; ++chunk) {
-    const int64_t count = plan.region(chunk, 0, layout).channels();
-    std::fill(sums.begin(), sums.end(), 0.0);
-    for (int64_t part = 0; part < plan.parts; ++part) {
-      const double* unit_sums = partial + (chunk * plan.parts + part) * unit_doubles;
-      for (int64_t j = 0; j < count * N; ++j) sums[j] += unit_sums[j];
+  add_parts<N>(layout, plan, partial, finish);
+}
+
+// A split plan with a write pass (weight norm): reduce_units, then write_unit(unit) for every unit, in one parallel
+// region. The write pass rereads what the reduction read, and a thread rereads best what it read itself: on this
+// project's reference VM the two cores do not share a last-level cache (a core rereads the 16 MB it has just read
+// at 56 GB/s, the 16 MB the other core has just read at 28 GB/s, no faster than from memory). So each thread first
+// writes the units it reduced, the latest first (the likeliest still in its L2 and L3), then helps with any unit no
+// thread has started yet, oldest first (the ones their owner would reach last). Both passes hand out work
+// dynamically: when another process takes a core, the thread left running does the preempted thread's share, where
+// the same static blocks in both passes would wait for it (bench/NOTES.md); a split plan's parts are at least 2^16
+// elements, so handing them out one at a time costs nothing measurable. Which thread does what never changes a
+// result: a unit is reduced whole by one thread, the parts are added in part order, the writes are elementwise.
+template <int N, class ReduceRegion, class Finish, class WriteUnit>
+void reduce_and_write_units(const ChannelLayout& layout, const ReductionPlan& plan, ReduceRegion&& reduce_region,
+                            Finish&& finish, WriteUnit&& write_unit) {
+  const int threads = num_threads();
+  const int64_t units = plan.units();
+  const int64_t unit_doubles = plan.chunk_channels * N;
+  thread_local std::vector<double> partial_buffer;
+  double* partial = scratch(partial_buffer, units * unit_doubles);
+  std::vector<int> reduced_by(units);
+  std::vector<std::atomic<bool>> taken(units);
+  auto take = [&](int64_t unit) {
+    return !taken[unit].load(std::memory_order_relaxed) && !taken[unit].exchange(true, std::memory_order_relaxed);
+  };
+  parallel_region(worth_parallel(layout.elements(), threads), threads, [&] {
+    const int thread = omp_get_thread_num();
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t unit = 0; unit < units; ++unit) {
+      reduce_region(partial + unit * unit_doubles, plan.unit_region(unit, layout));
+      reduced_by[unit] = thread;
     }
-    finish(chunk * plan.chunk_channels, count, sums.data());
-  }
+#pragma omp single
+    add_parts<N>(layout, plan, partial, finish);
+    for (int64_t unit = units - 1; unit >= 0; --unit)
+      if (reduced_by[unit] == thread && take(unit)) write_unit(unit);
+    for (int64_t unit = 0; unit < units; ++unit)
+      if (take(unit)) write_unit(unit);
+  });
 }
 
 }  // namespace weightnorm::cpu

@@ -225,16 +225,17 @@ void reduce_units(const ChannelLayout& layout, const ReductionPlan& plan, Reduce
   add_parts<N>(layout, plan, partial, finish);
 }
 
-// A split plan with a write pass (weight norm): reduce_units, then write_unit(unit) for every unit, in one parallel
-// region. The write pass rereads what the reduction read, and a thread rereads best what it read itself: on this
-// project's reference VM the two cores do not share a last-level cache (a core rereads the 16 MB it has just read
-// at 56 GB/s, the 16 MB the other core has just read at 28 GB/s, no faster than from memory). So each thread first
-// writes the units it reduced, the latest first (the likeliest still in its L2 and L3), then helps with any unit no
-// thread has started yet, oldest first (the ones their owner would reach last). Both passes hand out work
-// dynamically: when another process takes a core, the thread left running does the preempted thread's share, where
-// the same static blocks in both passes would wait for it (bench/NOTES.md); a split plan's parts are at least 2^16
-// elements, so handing them out one at a time costs nothing measurable. Which thread does what never changes a
-// result: a unit is reduced whole by one thread, the parts are added in part order, the writes are elementwise.
+// A split plan with a write pass (weight norm): the reduction of every unit, the parts added as reduce_units adds
+// them, then write_unit(unit) for every unit, all in one parallel region. The write pass rereads what the reduction
+// read, and a thread rereads best what it read itself: on this project's reference VM the two cores do not share a
+// last-level cache (a core rereads the 16 MB it has just read at 56 GB/s, the 16 MB the other core has just read at
+// 23-28 GB/s, no faster than from memory). So each thread reduces a contiguous block of units and then writes the
+// units it reduced, the latest first (the likeliest still in its L2 and L3). Neither pass waits for a slow thread:
+// a thread that runs out of its own units takes any unit no thread has started yet (a unit is claimed with an
+// atomic flag), so when another process takes a core, the thread left running does the preempted thread's share,
+// where fixed static blocks would wait for it (bench/NOTES.md); a split plan's parts are at least 2^16 elements, so
+// a claim per unit costs nothing measurable. Which thread does what never changes a result: a unit is reduced whole
+// by one thread, the parts are added in part order, the writes are elementwise.
 template <int N, class ReduceRegion, class Finish, class WriteUnit>
 void reduce_and_write_units(const ChannelLayout& layout, const ReductionPlan& plan, ReduceRegion&& reduce_region,
                             Finish&& finish, WriteUnit&& write_unit) {
@@ -243,24 +244,36 @@ void reduce_and_write_units(const ChannelLayout& layout, const ReductionPlan& pl
   const int64_t unit_doubles = plan.chunk_channels * N;
   thread_local std::vector<double> partial_buffer;
   double* partial = scratch(partial_buffer, units * unit_doubles);
-  std::vector<int> reduced_by(units);
-  std::vector<std::atomic<bool>> taken(units);
-  auto take = [&](int64_t unit) {
+  std::vector<std::atomic<bool>> reduce_taken(units), write_taken(units);
+  auto take = [](std::vector<std::atomic<bool>>& taken, int64_t unit) {
     return !taken[unit].load(std::memory_order_relaxed) && !taken[unit].exchange(true, std::memory_order_relaxed);
   };
+  // The thread that reduces the last unit adds the parts up (its fetch_add follows every other unit's); one barrier
+  // then publishes the totals. A barrier costs ~10-15 us on this VM under the passive wait policy (ts/openmp-env.ts).
+  std::atomic<int64_t> reduced{0};
   parallel_region(worth_parallel(layout.elements(), threads), threads, [&] {
-    const int thread = omp_get_thread_num();
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t unit = 0; unit < units; ++unit) {
+    const int thread = omp_get_thread_num(), team = omp_get_num_threads();
+    std::vector<int64_t> mine;  // the units this thread reduced, in order
+    auto reduce = [&](int64_t unit) {
       reduce_region(partial + unit * unit_doubles, plan.unit_region(unit, layout));
-      reduced_by[unit] = thread;
+      mine.push_back(unit);
+      if (reduced.fetch_add(1, std::memory_order_acq_rel) == units - 1) add_parts<N>(layout, plan, partial, finish);
+    };
+    // Reduction: this thread's share of the units, a contiguous block (one stream through memory per thread, as a
+    // static schedule), then any unit left in the other threads' blocks, from their ends.
+    for (int64_t unit = units * thread / team; unit < units * (thread + 1) / team; ++unit)
+      if (take(reduce_taken, unit)) reduce(unit);
+    for (int other = 1; other < team; ++other) {
+      const int owner = (thread + other) % team;
+      for (int64_t unit = units * (owner + 1) / team - 1; unit >= units * owner / team; --unit)
+        if (take(reduce_taken, unit)) reduce(unit);
     }
-#pragma omp single
-    add_parts<N>(layout, plan, partial, finish);
-    for (int64_t unit = units - 1; unit >= 0; --unit)
-      if (reduced_by[unit] == thread && take(unit)) write_unit(unit);
+#pragma omp barrier
+    // Writes: the units this thread reduced, the latest first, then any unit no thread has started yet.
+    for (auto unit = mine.rbegin(); unit != mine.rend(); ++unit)
+      if (take(write_taken, *unit)) write_unit(*unit);
     for (int64_t unit = 0; unit < units; ++unit)
-      if (take(unit)) write_unit(unit);
+      if (take(write_taken, unit)) write_unit(unit);
   });
 }
 

@@ -17,7 +17,9 @@
 //              kernel may reduce several channels side by side (a channel's sum never depends on the chunking).
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <thread>
 #include <vector>
 
 #include "threads.h"
@@ -176,6 +178,26 @@ U* scratch(std::vector<U>& buffer, int64_t count) {
   return buffer.data();
 }
 
+// Chunk by chunk, each channel's parts (partial: units() blocks of chunk_channels * N sums) added in part order;
+// finish(k_begin, count, sums) receives a chunk's totals in the [count][N] layout.
+template <int N, class Finish>
+void add_parts(const ChannelLayout& layout, const ReductionPlan& plan, const double* partial, Finish&& finish) {
+  const int64_t unit_doubles = plan.chunk_channels * N;
+  // Kept by the thread, like the partial sums: a fresh vector per call went through malloc's large-chunk path,
+  // 12% of a [100, 256] bias gradient's time.
+  thread_local std::vector<double> sums_buffer;
+  double* sums = scratch(sums_buffer, unit_doubles);
+  for (int64_t chunk = 0; chunk < plan.chunks; ++chunk) {
+    const int64_t count = plan.region(chunk, 0, layout).channels();
+    std::fill(sums, sums + unit_doubles, 0.0);
+    for (int64_t part = 0; part < plan.parts; ++part) {
+      const double* unit_sums = partial + (chunk * plan.parts + part) * unit_doubles;
+      for (int64_t j = 0; j < count * N; ++j) sums[j] += unit_sums[j];
+    }
+    finish(chunk * plan.chunk_channels, count, sums);
+  }
+}
+
 // The reduction of every unit in parallel, then, chunk by chunk, each channel's parts added in part order.
 // reduce_region(sums, region) writes sums[j * N + n] (sum n of channel k_begin + j over the region);
 // finish(k_begin, count, sums) receives a chunk's totals in the same [count][N] layout.
@@ -204,19 +226,66 @@ void reduce_units(const ChannelLayout& layout, const ReductionPlan& plan, Reduce
         reduce_region(partial + unit * unit_doubles, plan.unit_region(unit, layout));
     });
   }
-  // Kept by the thread like partial: a fresh vector per call went through malloc's large-chunk path, 12% of a
-  // [100, 256] bias gradient's time.
-  thread_local std::vector<double> sums_buffer;
-  double* sums = scratch(sums_buffer, unit_doubles);
-  for (int64_t chunk = 0; chunk < plan.chunks; ++chunk) {
-    const int64_t count = plan.region(chunk, 0, layout).channels();
-    std::fill(sums, sums + unit_doubles, 0.0);
-    for (int64_t part = 0; part < plan.parts; ++part) {
-      const double* unit_sums = partial + (chunk * plan.parts + part) * unit_doubles;
-      for (int64_t j = 0; j < count * N; ++j) sums[j] += unit_sums[j];
+  add_parts<N>(layout, plan, partial, finish);
+}
+
+// A split plan with a write pass (weight norm): the reduction of every unit, the parts added as reduce_units adds
+// them, then write_unit(unit) for every unit, all in one parallel region. The write pass rereads what the reduction
+// read, and a thread rereads best what it read itself: on this project's reference VM the two cores do not share a
+// last-level cache (a core rereads the 16 MB it has just read at 56 GB/s, the 16 MB the other core has just read at
+// 23-28 GB/s, no faster than from memory). So each thread reduces a contiguous block of units and then writes the
+// units it reduced, the latest first (the likeliest still in its L2 and L3). Neither pass waits for a slow thread:
+// a thread that runs out of its own units takes any unit no thread has started yet (a unit is claimed with an
+// atomic flag), so when another process takes a core, the thread left running does the preempted thread's share,
+// where fixed static blocks would wait for it (bench/NOTES.md); a split plan's parts are at least 2^16 elements, so
+// a claim per unit costs nothing measurable. Which thread does what never changes a result: a unit is reduced whole
+// by one thread, the parts are added in part order, the writes are elementwise.
+template <int N, class ReduceRegion, class Finish, class WriteUnit>
+void reduce_and_write_units(const ChannelLayout& layout, const ReductionPlan& plan, ReduceRegion&& reduce_region,
+                            Finish&& finish, WriteUnit&& write_unit) {
+  const int threads = num_threads();
+  const int64_t units = plan.units();
+  const int64_t unit_doubles = plan.chunk_channels * N;
+  thread_local std::vector<double> partial_buffer;
+  double* partial = scratch(partial_buffer, units * unit_doubles);
+  std::vector<std::atomic<bool>> reduce_taken(units), write_taken(units);
+  auto take = [](std::vector<std::atomic<bool>>& taken, int64_t unit) {
+    return !taken[unit].load(std::memory_order_relaxed) && !taken[unit].exchange(true, std::memory_order_relaxed);
+  };
+  // The thread that reduces the last unit adds the parts up (its fetch_add follows every other unit's) and publishes
+  // the totals; the others wait for them yielding their core rather than at an OpenMP barrier: under the passive wait
+  // policy (ts/openmp-env.ts) a barrier puts the first thread to sleep, and waking it costs 10-15 us on this VM, more
+  // when another process holds a core (there the yielding wait measured 1-4% faster, in-process A/B). The wait is at
+  // most the rest of one unit.
+  std::atomic<int64_t> reduced{0};
+  std::atomic<bool> totals_ready{false};
+  parallel_region(worth_parallel(layout.elements(), threads), threads, [&] {
+    const int thread = omp_get_thread_num(), team = omp_get_num_threads();
+    std::vector<int64_t> mine;  // the units this thread reduced, in order
+    auto reduce = [&](int64_t unit) {
+      reduce_region(partial + unit * unit_doubles, plan.unit_region(unit, layout));
+      mine.push_back(unit);
+      if (reduced.fetch_add(1, std::memory_order_acq_rel) == units - 1) {
+        add_parts<N>(layout, plan, partial, finish);
+        totals_ready.store(true, std::memory_order_release);
+      }
+    };
+    // Reduction: this thread's share of the units, a contiguous block (one stream through memory per thread, as a
+    // static schedule), then any unit left in the other threads' blocks, from their ends.
+    for (int64_t unit = units * thread / team; unit < units * (thread + 1) / team; ++unit)
+      if (take(reduce_taken, unit)) reduce(unit);
+    for (int other = 1; other < team; ++other) {
+      const int owner = (thread + other) % team;
+      for (int64_t unit = units * (owner + 1) / team - 1; unit >= units * owner / team; --unit)
+        if (take(reduce_taken, unit)) reduce(unit);
     }
-    finish(chunk * plan.chunk_channels, count, sums);
-  }
+    while (!totals_ready.load(std::memory_order_acquire)) std::this_thread::yield();
+    // Writes: the units this thread reduced, the latest first, then any unit no thread has started yet.
+    for (auto unit = mine.rbegin(); unit != mine.rend(); ++unit)
+      if (take(write_taken, *unit)) write_unit(*unit);
+    for (int64_t unit = 0; unit < units; ++unit)
+      if (take(write_taken, unit)) write_unit(unit);
+  });
 }
 
 }  // namespace weightnorm::cpu

@@ -10,8 +10,8 @@
 // reduces and writes a row while it is in L2/L3. When a chunk does not fit, or there are too few chunks to keep
 // every thread busy (few very long channels, dim = null, the last dim of a tall matrix), each chunk's reduction is
 // cut into parts of a fixed size, reduced in parallel, added in part order, and a second parallel pass writes the
-// outputs. Part sizes never depend on the thread count, so neither does the summation order: results are bitwise
-// identical for any number of threads.
+// outputs, each thread first the parts it reduced itself (they are in its own caches). Part sizes never depend on
+// the thread count, so neither does the summation order: results are bitwise identical for any number of threads.
 //
 // Two ways to walk a chunk:
 //  segments  inner >= 32: each channel is a set of contiguous runs (whole rows for dim 0); the vector loop runs
@@ -447,8 +447,10 @@ void expand_columns(float* columns, const float* per_channel, const ChannelLayou
 template <bool kSquare, class T>
 void reduce_columns(double* sums, const T* a, const T* b, const ChannelLayout& layout, const Region& region) {
   const ColumnWalk walk = column_walk(layout, region);
-  float partial[kMaxColumns];
-  double total[kMaxColumns];
+  // Aligned: the AVX-512 step loads and stores a whole cache line of partial sums per input line, and a store split
+  // across two lines costs twice (an unaligned stack array made the column reduction 10-15% slower).
+  alignas(64) float partial[kMaxColumns];
+  alignas(64) double total[kMaxColumns];
   std::fill(partial, partial + walk.width, 0.0f);
   std::fill(total, total + walk.width, 0.0);
   int64_t rows_in_partial = 0;
@@ -622,7 +624,7 @@ void write_short_rows(T* out, const T* a, const T* b, const float* c1, const flo
                       const Region& region, int64_t prefetch_distance) {
   constexpr bool kRoundsOutputs = sizeof(T) == 2;
   const int64_t block = short_rows_block(layout.inner);
-  float s1[kMaxColumns], s2[kMaxColumns];
+  alignas(64) float s1[kMaxColumns], s2[kMaxColumns];
   for (int64_t k = region.k_begin; k < region.k_end; k += block) {
     const int64_t count = std::min(block, region.k_end - k);
     expand_short_rows(s1, c1, layout.inner, k, count);
@@ -648,7 +650,8 @@ void write_region(T* out, const T* a, const T* b, const float* c1, const float* 
     write_short_rows<kBackward, kStream>(out, a, b, c1, c2, layout, region, prefetch_distance);
   } else if (column_mode) {
     const ColumnWalk walk = column_walk(layout, region);
-    float s1[kMaxColumns], s2[kMaxColumns];
+    // Aligned like reduce_columns' sums: one whole line of coefficients per line of output.
+    alignas(64) float s1[kMaxColumns], s2[kMaxColumns];
     expand_columns(s1, c1, layout, region, walk);
     if (kBackward) expand_columns(s2, c2, layout, region, walk);
     const bool numeric_coefficients = kRoundsOutputs && no_nan(c1 + region.k_begin, region.channels()) &&
@@ -1110,16 +1113,11 @@ void run_fused(const T* a, const T* b, const ChannelLayout& layout, int inputs, 
     });
     return;
   }
-  // Split: the parts reduced in parallel (reduce_units), then written in parallel. Both passes hand out units
-  // dynamically: giving each thread the same static block in both passes (so that it rereads what it reduced, the
-  // latest of it from its own L2) measured 2-5% faster on two idle cores but 4-13% slower when another process
-  // took a core, where a static block waits for its preempted thread (bench/NOTES.md).
-  reduce_units<1>(layout, plan, [&](double* sums, const Region& region) { reduce_region(sums, a, b, layout, region, plan); },
-                  finish);
-  parallel_region(parallel, threads, [&] {
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t unit = 0; unit < plan.units(); ++unit) write(plan.unit_region(unit, layout), plan);
-  });
+  // Split: the parts reduced in parallel, then written in parallel, each thread first writing the parts it reduced
+  // (reduce_and_write_units: the two cores of the reference VM do not share a last-level cache).
+  reduce_and_write_units<1>(
+      layout, plan, [&](double* sums, const Region& region) { reduce_region(sums, a, b, layout, region, plan); },
+      finish, [&](int64_t unit) { write(plan.unit_region(unit, layout), plan); });
 }
 
 template <class T>

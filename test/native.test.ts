@@ -1,6 +1,7 @@
 // The native kernel tests, built by CMake and runnable without Node (and under compute-sanitizer on a GPU machine):
 // one runner, build/weightnorm_backend_ops_test (test/native/backend_ops_test.cc and harness.h), with one group of
-// checks per op family and backend (weightnorm/cpu, gemm/cpu, ops/cpu, host_allocator/cpu, shape/cpu, and the /cuda groups).
+// checks per op family and backend (weightnorm/cpu, gemm/cpu, ops/cpu, host_allocator/cpu, shape/cpu, threads/cpu,
+// and the /cuda groups).
 // Each group runs here in its own process (--filter), so a slow or crashing group names itself. Every CPU kernel,
 // and every CUDA kernel where a GPU is usable, is checked against a float64 reference; a CUDA group without a GPU
 // reports itself skipped, and then must say why.
@@ -24,7 +25,7 @@ const groups = existsSync(binary) ? run(['--list']).result.stdout.trim().split('
 describe('native kernel tests', () => {
   it('build/weightnorm_backend_ops_test exists and lists the CPU group of every op family', () => {
     expect(existsSync(binary), `${binary} is missing: run npm run build`).toBe(true);
-    for (const family of ['weightnorm', 'gemm', 'ops', 'host_allocator', 'shape']) expect(groups).toContain(`${family}/cpu`);
+    for (const family of ['weightnorm', 'gemm', 'ops', 'host_allocator', 'shape', 'threads']) expect(groups).toContain(`${family}/cpu`);
   });
 
   it('a filter that matches no group fails instead of passing with nothing checked', () => {

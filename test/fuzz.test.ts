@@ -572,8 +572,9 @@ op({
         tag: 'data not numbers',
         expect: 'error',
         args: (a) =>
-          // A number or boolean is a 0-d tensor's data: not junk here.
-          at(a, 0, fc.oneof(junkValue.filter((x) => !(x instanceof Float32Array) && typeof x !== 'number' && typeof x !== 'boolean' && !(Array.isArray(x) && x.every((e) => typeof e === 'number'))), fc.constant(['1', 2]), fc.constant([null]))),
+          // A number or boolean is a 0-d tensor's data, and an array of numbers nested to any depth is valid data
+          // ([[1, 2]] with shape [2] makes a tensor): not junk here.
+          at(a, 0, fc.oneof(junkValue.filter((x) => !(x instanceof Float32Array) && typeof x !== 'number' && typeof x !== 'boolean' && !(Array.isArray(x) && x.flat(Infinity).every((e) => typeof e === 'number'))), fc.constant(['1', 2]), fc.constant([null]))),
       },
       { tag: 'data length ≠ shape', expect: 'error', args: (a) => at(a, 1, fc.constant([(a[0] as ArrayLike<number>).length + 1])) },
       // A plain object in the shape's place with no third argument is the options overload, tensor(data, options):

@@ -610,16 +610,12 @@ void gemm_blocked(float* out, const float* a, const float* b, int64_t m, int64_t
   // How the work is shared between threads:
   //  - k in parts: each part is one task that packs its own slices of a and b (they stay in its core's cache, and
   //    no panel is packed twice: a part's task covers the whole output), and the parts' products are added after;
-  //  - on one thread: a and b packed once, then the output in MC x NC blocks;
   //  - otherwise each thread owns one rectangle of the output (the threads as a grid of row bands by column bands,
-  //    see thread_grid) and packs the panels of a and b its rectangle needs itself. A panel packed by one core and
+  //    see thread_grid; on one thread, the whole output) and packs the panels of a and b its rectangle needs
+  //    itself, then computes the rectangle in MC x NC blocks. A panel packed by one core and
   //    read by another moves between their caches, and across a 2-core EPYC VM that cost more than packing it twice:
   //    with both operands packed once and shared, 400 x 784 x 256 ran at 1.1x one thread's speed and
   //    100 x 784 x 256 at 0.75x; each thread packing its own, 1.5x and 1.2x.
-  static thread_local Workspace pack_workspace;
-  const int64_t a_floats = (a_panels * mr * k + 15) / 16 * 16;  // keeps packed_b 64-byte aligned
-  float* packed_a = parts == 1 && !parallel ? pack_workspace.get(size_t(a_floats + b_panels * nr * k)) : nullptr;
-  float* packed_b = packed_a ? packed_a + a_floats : nullptr;
   // Where the tasks' products go: out with the epilogue, or (k in parts) each part's buffer with none.
   static thread_local Workspace parts_workspace;
   float* part_products = parts > 1 ? parts_workspace.get(size_t(parts * m * n)) : nullptr;
@@ -666,63 +662,49 @@ void gemm_blocked(float* out, const float* a, const float* b, int64_t m, int64_t
       }
     }
   };
-  // Every MC x NC block of rows [i_first, i_last) by columns [j_first, j_last), whose panels start at own_a and
-  // own_b (packed over the whole of k).
-  const auto compute_blocks = [&](int64_t i_first, int64_t i_last, int64_t j_first, int64_t j_last, const float* own_a, const float* own_b,
-                                  float* partial) {
+  // Every MC x NC block of rows [i_first, i_last) by columns [j_first, j_last) over k [k_begin, k_end), into
+  // destination, from this thread's packing: a's panels from row i_first and b's from column j_first, each over
+  // that range of k (64-byte aligned: a's part is rounded up to whole lines).
+  const auto pack_and_compute = [&](float* destination, int64_t i_first, int64_t i_last, int64_t j_first, int64_t j_last,
+                                    int64_t k_begin, int64_t k_end, float* partial) {
+    static thread_local Workspace pack_workspace;
+    const int64_t length = k_end - k_begin;
+    const int64_t a_panel_first = i_first / mr, a_panel_count = ceil_div(i_last - i_first, mr);
+    const int64_t b_panel_first = j_first / nr, b_panel_count = ceil_div(j_last - j_first, nr);
+    const int64_t own_a_floats = (a_panel_count * mr * length + 15) / 16 * 16;
+    float* own_a = pack_workspace.get(size_t(own_a_floats + b_panel_count * nr * length));
+    float* own_b = own_a + own_a_floats;
+    a_source.pack(kernel, own_a, a_panel_first, a_panel_count, int(mr), k_begin, length);
+    b_source.pack(kernel, own_b, b_panel_first, b_panel_count, int(nr), k_begin, length);
     for (int64_t i_begin = i_first; i_begin < i_last; i_begin += mc)
       for (int64_t j_begin = j_first; j_begin < j_last; j_begin += nc)
-        compute_block(out, i_begin, std::min(i_last, i_begin + mc), j_begin, std::min(j_last, j_begin + nc), 0, k,
-                      own_a + ((i_begin - i_first) / mr) * mr * k, own_b + ((j_begin - j_first) / nr) * nr * k, k, 0, partial);
-  };
-
-  if (parts == 1 && !parallel) {
-    static thread_local Workspace partial_workspace;
-    float* partial = partial_workspace.get(single_slice ? size_t(mr * nr) : size_t(mc * nc));
-    a_source.pack(kernel, packed_a, 0, a_panels, int(mr), 0, k);
-    b_source.pack(kernel, packed_b, 0, b_panels, int(nr), 0, k);
-    compute_blocks(0, m, 0, n, packed_a, packed_b, partial);
+        compute_block(destination, i_begin, std::min(i_last, i_begin + mc), j_begin, std::min(j_last, j_begin + nc), k_begin, k_end,
+                      own_a + ((i_begin - i_first) / mr) * mr * length, own_b + ((j_begin - j_first) / nr) * nr * length, length,
+                      k_begin, partial);
     pack_workspace.release_oversized();
-    return;
-  }
+  };
 
   parallel_region(parallel, threads, [&] {
     // Partial sums of one output block between k slices, tile-major; a single slice needs only one tile.
     static thread_local Workspace partial_workspace;
     float* partial = partial_workspace.get(single_slice ? size_t(mr * nr) : size_t(mc * nc));
-    static thread_local Workspace task_pack_workspace;
     if (parts == 1) {
-      // This thread's rectangle of the grid, in whole panels, and its own packing of them.
+      // This thread's rectangle of the grid, in whole panels (outside a team: the whole output).
       const int team = omp_get_num_threads(), me = omp_get_thread_num();
       const ThreadGrid grid = thread_grid(team, a_panels, b_panels, m, n);
       if (me < grid.row_bands * grid.column_bands) {
         const int64_t band = me / grid.column_bands, column_band = me % grid.column_bands;
         const int64_t a_first = band * a_panels / grid.row_bands, a_last = (band + 1) * a_panels / grid.row_bands;
         const int64_t b_first = column_band * b_panels / grid.column_bands, b_last = (column_band + 1) * b_panels / grid.column_bands;
-        const int64_t own_a_floats = ((a_last - a_first) * mr * k + 15) / 16 * 16;
-        float* own_a = task_pack_workspace.get(size_t(own_a_floats + (b_last - b_first) * nr * k));
-        float* own_b = own_a + own_a_floats;
-        a_source.pack(kernel, own_a, a_first, a_last - a_first, int(mr), 0, k);
-        b_source.pack(kernel, own_b, b_first, b_last - b_first, int(nr), 0, k);
-        compute_blocks(a_first * mr, std::min(m, a_last * mr), b_first * nr, std::min(n, b_last * nr), own_a, own_b, partial);
+        pack_and_compute(out, a_first * mr, std::min(m, a_last * mr), b_first * nr, std::min(n, b_last * nr), 0, k, partial);
       }
-      task_pack_workspace.release_oversized();
       return;
     }
 #pragma omp for schedule(dynamic, 1)
     for (int64_t part = 0; part < parts; ++part) {
-      const int64_t k_begin = part * part_length, k_end = std::min(k, k_begin + part_length), panel_length = k_end - k_begin;
-      const int64_t task_a_floats = (a_panels * mr * panel_length + 15) / 16 * 16;
-      float* own = task_pack_workspace.get(size_t(task_a_floats + b_panels * nr * panel_length));
-      a_source.pack(kernel, own, 0, a_panels, int(mr), k_begin, panel_length);
-      b_source.pack(kernel, own + task_a_floats, 0, b_panels, int(nr), k_begin, panel_length);
-      for (int64_t i_begin = 0; i_begin < m; i_begin += mc)
-        for (int64_t j_begin = 0; j_begin < n; j_begin += nc)
-          compute_block(part_products + part * m * n, i_begin, std::min(m, i_begin + mc), j_begin, std::min(n, j_begin + nc), k_begin, k_end,
-                        own + (i_begin / mr) * mr * panel_length, own + task_a_floats + (j_begin / nr) * nr * panel_length, panel_length,
-                        k_begin, partial);
+      const int64_t k_begin = part * part_length, k_end = std::min(k, k_begin + part_length);
+      pack_and_compute(part_products + part * m * n, 0, m, 0, n, k_begin, k_end, partial);
     }
-    task_pack_workspace.release_oversized();
     // The parts' products added in part order, then the epilogue, row by row.
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < m; ++i) {
@@ -734,7 +716,6 @@ void gemm_blocked(float* out, const float* a, const float* b, int64_t m, int64_t
       apply_epilogue(out, n, sum, n, i, 1, 0, n, epilogue);
     }
   });
-  pack_workspace.release_oversized();
   parts_workspace.release_oversized();
 }
 

@@ -11,25 +11,11 @@ import { spawn, spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 
+import { timeMlpSteps } from './mlp-step-timing.mjs';
+
 if (process.argv[2] === '--child') {
-  const { nn, optim, randn, setNumThreads, trainStep, backend } = await import('../dist/index.js');
   const [threads, steps] = process.argv.slice(3).map(Number);
-  setNumThreads(threads);
-  const model = new nn.Sequential(new nn.Linear(784, 256, { weightNorm: true }), new nn.ReLU(), new nn.Linear(256, 256, { weightNorm: true }), new nn.ReLU(), new nn.Linear(256, 10, { weightNorm: true }));
-  const optimizer = new optim.Adam(model.parameters(), { lr: 1e-3 });
-  const x = randn([100, 784], { seed: 1 });
-  const labels = Int32Array.from({ length: 100 }, (_, i) => i % 10);
-  const times = [];
-  const threadSteps = {};
-  for (let i = 0; i < steps + 50; i++) {
-    const t0 = performance.now();
-    trainStep(model, optimizer, x, labels);
-    if (i < 50) continue;
-    times.push(performance.now() - t0);
-    const now = backend().cpu.threads;
-    threadSteps[now] = (threadSteps[now] ?? 0) + 1;
-  }
-  times.sort((a, b) => a - b);
+  const { times, threadSteps } = await timeMlpSteps({ threads, steps, warmup: 50 });
   console.log(JSON.stringify({ median: times[times.length >> 1], p90: times[Math.floor(times.length * 0.9)], threadSteps }));
   process.exit(0);
 }

@@ -8,22 +8,11 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { cpus } from 'node:os';
 
+import { timeMlpSteps } from './mlp-step-timing.mjs';
+
 if (process.argv[2] === '--child') {
-  const { nn, optim, randn, setNumThreads, trainStep, backend } = await import('../dist/index.js');
-  const threads = Number(process.argv[3]);
-  setNumThreads(threads);
-  const model = new nn.Sequential(new nn.Linear(784, 256, { weightNorm: true }), new nn.ReLU(), new nn.Linear(256, 256, { weightNorm: true }), new nn.ReLU(), new nn.Linear(256, 10, { weightNorm: true }));
-  const optimizer = new optim.Adam(model.parameters(), { lr: 1e-3 });
-  const x = randn([100, 784], { seed: 1 });
-  const labels = Int32Array.from({ length: 100 }, (_, i) => i % 10);
-  const times = [];
-  for (let i = 0; i < 60; i++) {
-    const t0 = performance.now();
-    trainStep(model, optimizer, x, labels);
-    if (i >= 10) times.push(performance.now() - t0);
-  }
-  times.sort((a, b) => a - b);
-  console.log(JSON.stringify({ median: times[times.length >> 1], threads: backend().cpu.threads }));
+  const { times, threads } = await timeMlpSteps({ threads: Number(process.argv[3]), steps: 50, warmup: 10 });
+  console.log(JSON.stringify({ median: times[times.length >> 1], threads }));
   process.exit(0);
 }
 

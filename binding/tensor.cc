@@ -13,8 +13,10 @@
 namespace weightnorm::binding {
 namespace {
 
-// Only Create() may construct a handle: JS code calling `new NativeTensor()` gets an error.
-int g_construct_token = 0;
+// Only Create() may construct a handle: JS code calling `new NativeTensor()` gets an error. A flag set around
+// Create()'s own call rather than a token argument: a Napi::External per tensor cost an allocation and a weak
+// handle that the garbage collector had to process for every tensor ever made.
+thread_local bool t_creating = false;
 
 struct AddonData {
   Napi::FunctionReference tensor_constructor;
@@ -140,15 +142,17 @@ void TensorWrap::Define(Napi::Env env, Napi::Object exports) {
 }
 
 TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorWrap>(info) {
-  const bool from_native = info.Length() == 1 && info[0].IsExternal() &&
-                           info[0].As<Napi::External<int>>().Data() == &g_construct_token;
+  const bool from_native = t_creating;
+  t_creating = false;
   if (!from_native) throw_type_error(info.Env(), "NativeTensor cannot be constructed directly; use tensor(), zeros() or randn()");
 }
 
 Napi::Object TensorWrap::Create(Napi::Env env, std::shared_ptr<Storage> storage, std::vector<int64_t> shape,
                                 DType dtype) {
   auto* data = env.GetInstanceData<AddonData>();
-  Napi::Object object = data->tensor_constructor.New({Napi::External<int>::New(env, &g_construct_token)});
+  t_creating = true;
+  Napi::Object object = data->tensor_constructor.New({});
+  t_creating = false;  // also when New threw before the constructor ran
   TensorWrap* wrap = Napi::ObjectWrap<TensorWrap>::Unwrap(object);
   wrap->storage_ = std::move(storage);
   wrap->shape_ = std::move(shape);

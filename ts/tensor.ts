@@ -30,7 +30,10 @@ export interface RandnOptions extends CreateOptions {
   std?: number;
 }
 
-const handles = new WeakMap<Tensor, NativeTensor>();
+// A tensor's native handle, for handleOf (set once the class is defined). A private field rather than a WeakMap
+// keyed by tensor: every WeakMap entry is an ephemeron the garbage collector has to trace on its own, and a training
+// step makes tens of tensors.
+let handleField: (tensor: Tensor) => NativeTensor;
 
 /** What registerPostAccumulateGradHook() returns: remove() unregisters the hook. */
 export interface RemovableHandle {
@@ -38,8 +41,9 @@ export interface RemovableHandle {
 }
 
 export class Tensor {
-  declare readonly shape: readonly number[];
-  declare readonly size: number;
+  #handle: NativeTensor;
+  #shape: readonly number[];
+  #size: number;
   #dtype: DType;
   /** Whether backward() computes a gradient for this tensor (parameters set it; results of ops inherit it). */
   requiresGrad = false;
@@ -47,28 +51,50 @@ export class Tensor {
   grad: Tensor | null = null;
   /** @internal The op that produced this tensor, for backward(). */
   gradNode: GradNode | null = null;
-  /** The version counter, one object shared by a tensor and its views (they share storage: see version). */
-  #versionCounter: { value: number } = { value: 0 };
+  /**
+   * The version counter, one object shared by a tensor and its views (they share storage: see version); made on
+   * first use (most tensors are intermediates that never change and are never viewed).
+   */
+  #versionCounter: { value: number } | null = null;
   /**
    * @internal Set only on the direction v of a weight-normalized layer, by that layer (nn.ts, WeightNormState):
    * optimizers and checkpoints reach the layer's ‖v‖ cache through it. null on every other tensor.
    */
   weightNormState: WeightNormState | null = null;
-  #postAccumulateGradHooks: { hook: (tensor: Tensor) => void }[] = [];
+  #postAccumulateGradHooks: { hook: (tensor: Tensor) => void }[] | null = null;
+
+  static {
+    handleField = (tensor) => tensor.#handle;
+  }
 
   /** @internal Use tensor(), zeros() or randn(). */
   constructor(handle: NativeTensor) {
     if (!(handle instanceof native.NativeTensor)) {
       throw new TypeError('Tensor: use tensor(), zeros() or randn() to create tensors');
     }
-    handles.set(this, handle);
+    this.#handle = handle;
     this.#dtype = handle.dtype;
-    const shape = Object.freeze([...handle.shape]);
-    // Not writable at run time either: a tensor's shape is its storage's, and cannot be reassigned.
-    Object.defineProperty(this, 'shape', { value: shape, writable: false, enumerable: true });
-    const size = shape.includes(0) ? 0 : shape.reduce((a, b) => a * b, 1);
-    Object.defineProperty(this, 'size', { value: size, writable: false, enumerable: true });
+    // The native getter returns a new array each time: this one is the tensor's own, frozen.
+    const shape = Object.freeze(handle.shape);
+    this.#shape = shape;
+    // A 0 anywhere makes the size 0 even when the other dimensions' product overflows a double.
+    let size = 1;
+    for (const d of shape) size *= d;
+    this.#size = shape.includes(0) ? 0 : size;
     track(this);
+  }
+
+  /**
+   * The dimensions (frozen). Not assignable: a tensor's shape is its storage's (reshape() and view() make a new
+   * tensor).
+   */
+  get shape(): readonly number[] {
+    return this.#shape;
+  }
+
+  /** How many elements: the product of the dimensions (0 when one is 0). */
+  get size(): number {
+    return this.#size;
   }
 
   /**
@@ -78,16 +104,16 @@ export class Tensor {
    * seen through both.
    */
   get version(): number {
-    return this.#versionCounter.value;
+    return this.#versionCounter?.value ?? 0;
   }
 
   set version(value: number) {
-    this.#versionCounter.value = value;
+    (this.#versionCounter ??= { value: 0 }).value = value;
   }
 
   /** @internal Makes this tensor, a view of `base`'s storage, share base's version counter (ts/shape.ts). */
   shareVersionWith(base: Tensor): void {
-    this.#versionCounter = base.#versionCounter;
+    this.#versionCounter = base.#versionCounter ??= { value: 0 };
   }
 
   /** The element type: 'float32', 'bfloat16', 'int32' or 'bool'. */
@@ -100,7 +126,7 @@ export class Tensor {
   }
 
   get disposed(): boolean {
-    return handles.get(this)!.disposed;
+    return this.#handle.disposed;
   }
 
   get rank(): number {
@@ -157,7 +183,7 @@ export class Tensor {
 
   /** Frees the memory now (CUDA memory goes back to the caching allocator). Calling it twice is harmless. */
   dispose(): void {
-    handles.get(this)!.dispose();
+    this.#handle.dispose();
   }
 
   [Symbol.dispose](): void {
@@ -196,11 +222,12 @@ export class Tensor {
       throw new TypeError(`${where}: only a leaf tensor (a parameter) accumulates into .grad; this one is the output of '${this.gradNode.name}'`);
     }
     const entry = { hook };
-    this.#postAccumulateGradHooks.push(entry);
+    (this.#postAccumulateGradHooks ??= []).push(entry);
     return {
       remove: () => {
-        const index = this.#postAccumulateGradHooks.indexOf(entry);
-        if (index >= 0) this.#postAccumulateGradHooks.splice(index, 1);
+        const hooks = this.#postAccumulateGradHooks!;
+        const index = hooks.indexOf(entry);
+        if (index >= 0) hooks.splice(index, 1);
       },
     };
   }
@@ -208,13 +235,14 @@ export class Tensor {
   /** @internal Runs the hooks of registerPostAccumulateGradHook (autograd.ts, once this leaf's .grad is final). */
   runPostAccumulateGradHooks(): void {
     // A copy: a hook that removes itself (or another) does not skip the next one in this round.
+    if (!this.#postAccumulateGradHooks) return;
     for (const { hook } of [...this.#postAccumulateGradHooks]) hook(this);
   }
 
   /** @internal Moves the tensor's identity onto another handle (module.to(device) keeps parameter objects). */
   replaceHandle(handle: NativeTensor): void {
-    const old = handles.get(this)!;
-    handles.set(this, handle);
+    const old = this.#handle;
+    this.#handle = handle;
     this.#dtype = handle.dtype;
     if (old !== handle) old.dispose();
     // To its users this is an in-place update (a load, a move): views taken before see the bump too, as in PyTorch.
@@ -223,7 +251,7 @@ export class Tensor {
 
   /** `Tensor(shape=[2, 3], dtype=float32, device=cpu)`, or `..., disposed)` once disposed. No data is read. */
   toString(): string {
-    const handle = handles.get(this)!;
+    const handle = this.#handle;
     const where = handle.disposed ? 'disposed' : `device=${handle.device}`;
     return `Tensor(shape=${shapeText(this.shape)}, dtype=${this.dtype}, ${where})`;
   }
@@ -286,7 +314,7 @@ export function setBackwardHook(hook: (root: Tensor, options?: BackwardOptions) 
  */
 export function handleOf(value: unknown, where: string, dtypes: 'float32' | 'floating' | 'any' = 'float32'): NativeTensor {
   if (!(value instanceof Tensor)) throw typeError(where, 'a Tensor', value);
-  const handle = handles.get(value)!;
+  const handle = handleField(value);
   if (handle.disposed) throw new DisposedTensorError(`${where}: the tensor ${value.toString()} was used after dispose()`);
   if (dtypes === 'float32' && value.dtype !== 'float32') {
     throw typeError(

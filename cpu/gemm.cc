@@ -267,42 +267,81 @@ template <int MR, int NV, int W, int ROWS, int VECS>
   const float* const row_scale = e.row_scale ? e.row_scale + i0 : nullptr;
   const float* const row_bias = e.row_bias ? e.row_bias + i0 : nullptr;
   const float* const coefficient = e.subtract_coefficient ? e.subtract_coefficient + i0 : nullptr;
-  const bool column_scaled = e.column_scale, column_biased = e.column_bias;
+  const float* const column_scale = e.column_scale ? e.column_scale + j0 : nullptr;
+  const float* const column_bias = e.column_bias ? e.column_bias + j0 : nullptr;
   const float beta = e.beta;
-  V column_scale[VECS] = {}, column_bias[VECS] = {};
-#pragma GCC unroll 4
-  for (int v = 0; v < VECS; ++v) {
-    if (column_scaled) std::memcpy(&column_scale[v], e.column_scale + j0 + v * W, sizeof(V));
-    if (column_biased) std::memcpy(&column_bias[v], e.column_bias + j0 + v * W, sizeof(V));
-  }
+  // One pass over the tile per step, each behind a single test: tested per element instead (seven tests for each
+  // of the 24 vectors of a 12 x 32 tile, unrolled), the epilogue took a fifth of a k = 100 weight gradient's time.
+  // Every element still goes through the steps in epilogue_rows' order.
+  if (raw) {
 #pragma GCC unroll 16
-  for (int i = 0; i < ROWS; ++i) {
-    const V scale_i = (row_scale ? row_scale[i] : 1.0f) - V{};
-    const V bias_i = (row_bias ? row_bias[i] : 0.0f) - V{};
-    const V coefficient_i = (coefficient ? coefficient[i] : 1.0f) - V{};
+    for (int i = 0; i < ROWS; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < VECS; ++v) std::memcpy(raw + i * ld + v * W, &c[i][v], sizeof(V));
+  }
+  if (row_scale) {
+#pragma GCC unroll 16
+    for (int i = 0; i < ROWS; ++i) {
+      const V scale_i = row_scale[i] - V{};
+#pragma GCC unroll 4
+      for (int v = 0; v < VECS; ++v) multiply_rounded(c[i][v], scale_i);
+    }
+  }
+  if (column_scale) {
 #pragma GCC unroll 4
     for (int v = 0; v < VECS; ++v) {
-      V x = c[i][v];
-      if (raw) std::memcpy(raw + i * ld + v * W, &x, sizeof(V));
-      if (row_scale) multiply_rounded(x, scale_i);
-      if (column_scaled) multiply_rounded(x, column_scale[v]);
-      if (row_bias) x = x + bias_i;
-      if (column_biased) x = x + column_bias[v];
-      if (subtract) {
+      V scale_v;
+      std::memcpy(&scale_v, column_scale + v * W, sizeof(V));
+#pragma GCC unroll 16
+      for (int i = 0; i < ROWS; ++i) multiply_rounded(c[i][v], scale_v);
+    }
+  }
+  if (row_bias) {
+#pragma GCC unroll 16
+    for (int i = 0; i < ROWS; ++i) {
+      const V bias_i = row_bias[i] - V{};
+#pragma GCC unroll 4
+      for (int v = 0; v < VECS; ++v) c[i][v] = c[i][v] + bias_i;
+    }
+  }
+  if (column_bias) {
+#pragma GCC unroll 4
+    for (int v = 0; v < VECS; ++v) {
+      V bias_v;
+      std::memcpy(&bias_v, column_bias + v * W, sizeof(V));
+#pragma GCC unroll 16
+      for (int i = 0; i < ROWS; ++i) c[i][v] = c[i][v] + bias_v;
+    }
+  }
+  if (subtract) {
+#pragma GCC unroll 16
+    for (int i = 0; i < ROWS; ++i) {
+      const V coefficient_i = (coefficient ? coefficient[i] : 1.0f) - V{};
+#pragma GCC unroll 4
+      for (int v = 0; v < VECS; ++v) {
         V s;
         std::memcpy(&s, subtract + i * ld + v * W, sizeof(V));
         multiply_rounded(s, coefficient_i);
-        x = x - s;
+        c[i][v] = c[i][v] - s;
       }
-      if (beta != 0.0f) {
-        V old;
-        std::memcpy(&old, out + i * ld + v * W, sizeof(V));
-        multiply_rounded(old, beta - V{});
-        x = x + old;
-      }
-      std::memcpy(out + i * ld + v * W, &x, sizeof(V));
     }
   }
+  if (beta != 0.0f) {
+    const V beta_v = beta - V{};
+#pragma GCC unroll 16
+    for (int i = 0; i < ROWS; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < VECS; ++v) {
+        V old;
+        std::memcpy(&old, out + i * ld + v * W, sizeof(V));
+        multiply_rounded(old, beta_v);
+        c[i][v] = c[i][v] + old;
+      }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < ROWS; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < VECS; ++v) std::memcpy(out + i * ld + v * W, &c[i][v], sizeof(V));
 }
 
 using MicroKernelFn = void (*)(int64_t kc, const float* a, const float* b, const TileTarget& target);
@@ -652,7 +691,15 @@ void gemm_blocked(float* out, const float* a, const float* b, int64_t m, int64_t
           float* tile = single_slice ? partial : partial + (jp * block_a_panels + ip) * mr * nr;
           const float* sums_so_far = first ? nullptr : tile;
           if (last && whole_vectors) {
-            prefetch_epilogue_tile(task_epilogue, destination, n, i0, rows, j0, cols);
+            if (jp == 0 && ip == 0) prefetch_epilogue_tile(task_epilogue, destination, n, i0, rows, j0, cols);
+            {
+              const int64_t next_ip = ip + 1 < block_a_panels ? ip + 1 : 0;
+              const int64_t next_jp = ip + 1 < block_a_panels ? jp : jp + 1;
+              if (next_jp < block_b_panels) {
+                const int64_t ni0 = i_begin + next_ip * mr, nj0 = j_begin + next_jp * nr;
+                prefetch_epilogue_tile(task_epilogue, destination, n, ni0, std::min(mr, m - ni0), nj0, std::min(nr, n - nj0));
+              }
+            }
             run(kc, a_slice, b_slice, TileTarget{sums_so_far, nr, here, n, &task_epilogue, i0, j0});
             continue;
           }

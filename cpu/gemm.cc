@@ -21,7 +21,7 @@
 //               computes its blocks: a panel one core packs and another reads would move between their caches;
 //            3. partial sums of a block live in a per-thread buffer between k slices; in the last slice the
 //               micro-kernel applies the epilogue to the tile in its registers as it stores it to out (the lines
-//               the epilogue reads and writes requested just before, prefetch_epilogue_tile); a tile at the right
+//               the epilogue reads and writes requested a tile ahead, prefetch_epilogue_tile); a tile at the right
 //               edge narrower than its vectors goes through the buffer and epilogue_rows instead, with the same
 //               bits. Without an epilogue, out itself holds the sums and whole tiles are stored there directly.
 //            A small output over a long k (blocked_k_parts) instead cuts k into parts fixed by the shape: each
@@ -586,8 +586,9 @@ struct PackSource {
 
 // Requests the lines a tile's epilogue reads (a weight-norm gradient's v, out for beta) and writes (out, raw_out):
 // tile rows are a whole output row apart (often 4 KB or more, where the hardware prefetcher stops), so without this
-// every row of the stores after the k loop waits on memory. Issued just before the micro-kernel, they arrive during
-// its k loop. (Issued inside the micro-kernel they cost it a spilled register in that loop.)
+// every row of the stores after the k loop waits on memory. Issued one tile ahead, they arrive during the k loop of
+// the tile before (issued just before the tile's own k loop, a k = 100 loop was too short to hide them). Issued
+// inside the micro-kernel they cost it a spilled register in that loop.
 void prefetch_epilogue_tile(const GemmEpilogue& e, float* out, int64_t n, int64_t i0, int64_t rows, int64_t j0,
                             int64_t cols) {
   for (int64_t i = i0; i < i0 + rows; ++i) {
@@ -691,6 +692,7 @@ void gemm_blocked(float* out, const float* a, const float* b, int64_t m, int64_t
           float* tile = single_slice ? partial : partial + (jp * block_a_panels + ip) * mr * nr;
           const float* sums_so_far = first ? nullptr : tile;
           if (last && whole_vectors) {
+            // The block's first tile asks for its own lines; every tile asks for the next one's.
             if (jp == 0 && ip == 0) prefetch_epilogue_tile(task_epilogue, destination, n, i0, rows, j0, cols);
             {
               const int64_t next_ip = ip + 1 < block_a_panels ? ip + 1 : 0;

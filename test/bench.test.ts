@@ -102,6 +102,16 @@ describe('alternate', () => {
     expect(result.ours.known).toEqual({ unavailable: 'failed its check' });
     expect(result.theirs).toBeNull();
   });
+
+  it('runs our variants in reverse order every other round', async () => {
+    const order: string[] = [];
+    const variant = (name: string) => (_warmup: number, repeats: number) => {
+      order.push(name);
+      return Array.from({ length: repeats }, () => 1);
+    };
+    await alternate({ a: variant('a'), b: variant('b'), c: variant('c') }, {}, null, null, { rounds: 3, warmup: 0, repeats: 1 });
+    expect(order).toEqual(['a', 'b', 'c', 'c', 'b', 'a', 'a', 'b', 'c']);
+  });
 });
 
 describe('evaluateSuiteGoals', () => {

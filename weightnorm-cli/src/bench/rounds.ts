@@ -1,7 +1,9 @@
 // Alternating rounds for the side-by-side suites (GEMM, weight-normalized Linear, MNIST step): in each round every one
 // of our variants runs, then torch's round of the same task, so background load spoils a round of each side
-// rather than one side's whole measurement (as in the weight-norm suite). A variant that throws (a kernel not
-// implemented yet on this backend) is dropped with its message and the others go on.
+// rather than one side's whole measurement (as in the weight-norm suite). Our variants run in reverse order every
+// other round: the variant that runs second finds the caches filled by the first and collects the first's garbage,
+// which on a 1 ms step moved a ratio between them by several percent depending on which went first. A variant
+// that throws (a kernel not implemented yet on this backend) is dropped with its message and the others go on.
 import { summarizeRounds, type Timing } from './measure.js';
 import type { PeerTask, TorchPeer } from './peer.js';
 
@@ -65,9 +67,10 @@ export async function alternate(
       peerError = errorText(error);
     }
   }
+  const variants = Object.entries(ours);
   for (let round = 0; round < plan.rounds; round++) {
     onRound?.(round);
-    for (const [name, run] of Object.entries(ours)) {
+    for (const [name, run] of round % 2 === 0 ? variants : [...variants].reverse()) {
       if (name in oursErrors) continue;
       try {
         oursRuns.get(name)!.push(run(plan.warmup, plan.repeats));

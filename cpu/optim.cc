@@ -98,29 +98,69 @@ struct AdamRule {
     param[i] -= step_size * mi / (std::sqrt(vi) * inv_sqrt_correction2 + eps);
   }
   void operator()(int64_t begin, int64_t end) const;
+  // Updates `rows` runs of n elements (run r starts at begin + r * n) and writes the sum of squares of each run's
+  // updated elements to sums[r], with rows_squares' additions (same bits), while the values are still in registers:
+  // a weight-norm direction's step then reads its parameters once instead of twice.
+  void update_with_squares(int64_t begin, int64_t rows, int64_t n, float* sums) const;
 };
+
+// The sum of squares of a run of n elements, as rows_squares computes it: element i of the run goes to lane
+// i % kLanes for the whole groups of kLanes and the rest to lane 0 in order, then the lanes are added in order.
+// This is the end of it: lanes holds the whole groups' sums; the tail is added here.
+inline float finish_squares(float lanes[], const float* run, int64_t whole, int64_t n) {
+  for (int64_t j = whole; j < n; ++j) lanes[0] += run[j] * run[j];
+  float total = 0.0f;
+  for (int l = 0; l < kLanes; ++l) total += lanes[l];
+  return total;
+}
 
 #if WN_OPTIM_X86
 // One vector loop for both widths: V is __m128 (SSE2) or __m256 (AVX2), W its lanes, then its intrinsics.
-#define WN_ADAM_VECTOR_LOOP(V, W, SET1, LOAD, STORE, ADD, SUB, MUL, DIV, SQRT)                          \
+#define WN_ADAM_VECTOR_SETUP(V, SET1)                                                                   \
   const V beta1 = SET1(rule.beta1), keep1 = SET1(1.0f - rule.beta1);                                   \
   const V beta2 = SET1(rule.beta2), keep2 = SET1(1.0f - rule.beta2);                                   \
   const V step_size = SET1(rule.step_size), correction2 = SET1(rule.inv_sqrt_correction2);             \
   const V eps = SET1(rule.eps), weight_decay = SET1(rule.weight_decay);                                \
-  const bool decay = rule.weight_decay != 0.0f;                                                        \
+  const bool decay = rule.weight_decay != 0.0f;
+// Updates the W elements at i; `updated` is the new parameter vector.
+#define WN_ADAM_VECTOR_STEP(V, i, updated, LOAD, STORE, ADD, SUB, MUL, DIV, SQRT)                       \
+  const V p = LOAD(rule.param + (i));                                                                  \
+  V g = LOAD(rule.grad + (i));                                                                         \
+  if (decay) g = ADD(g, MUL(weight_decay, p));                                                         \
+  const V mi = ADD(MUL(beta1, LOAD(rule.m + (i))), MUL(keep1, g));                                     \
+  const V vi = ADD(MUL(beta2, LOAD(rule.v + (i))), MUL(MUL(keep2, g), g));                             \
+  STORE(rule.m + (i), mi);                                                                             \
+  STORE(rule.v + (i), vi);                                                                             \
+  const V denominator = ADD(MUL(SQRT(vi), correction2), eps);                                          \
+  const V updated = SUB(p, DIV(MUL(step_size, mi), denominator));                                      \
+  STORE(rule.param + (i), updated);
+#define WN_ADAM_VECTOR_LOOP(V, W, SET1, LOAD, STORE, ADD, SUB, MUL, DIV, SQRT)                          \
+  WN_ADAM_VECTOR_SETUP(V, SET1)                                                                        \
   int64_t i = begin;                                                                                   \
   for (; i + (W) <= end; i += (W)) {                                                                   \
-    const V p = LOAD(rule.param + i);                                                                  \
-    V g = LOAD(rule.grad + i);                                                                         \
-    if (decay) g = ADD(g, MUL(weight_decay, p));                                                       \
-    const V mi = ADD(MUL(beta1, LOAD(rule.m + i)), MUL(keep1, g));                                     \
-    const V vi = ADD(MUL(beta2, LOAD(rule.v + i)), MUL(MUL(keep2, g), g));                             \
-    STORE(rule.m + i, mi);                                                                             \
-    STORE(rule.v + i, vi);                                                                             \
-    const V denominator = ADD(MUL(SQRT(vi), correction2), eps);                                        \
-    STORE(rule.param + i, SUB(p, DIV(MUL(step_size, mi), denominator)));                               \
+    WN_ADAM_VECTOR_STEP(V, i, updated, LOAD, STORE, ADD, SUB, MUL, DIV, SQRT)                          \
   }                                                                                                    \
   for (; i < end; ++i) rule.element(i);
+// The runs' squares accumulate in kLanes / W vectors, vector q holding lanes [q * W, (q + 1) * W): the lanes of
+// rows_squares, each with the same additions in the same order (multiply, then add: FMA is never enabled here).
+#define WN_ADAM_SQUARES_LOOP(V, W, SET1, LOAD, STORE, ADD, SUB, MUL, DIV, SQRT, ZERO)                   \
+  WN_ADAM_VECTOR_SETUP(V, SET1)                                                                        \
+  constexpr int kVectors = kLanes / (W);                                                               \
+  for (int64_t r = 0; r < rows; ++r) {                                                                 \
+    const int64_t first = begin + r * n;                                                               \
+    V squares[kVectors];                                                                               \
+    for (int q = 0; q < kVectors; ++q) squares[q] = ZERO();                                            \
+    int64_t i = 0;                                                                                     \
+    for (; i + kLanes <= n; i += kLanes)                                                               \
+      for (int q = 0; q < kVectors; ++q) {                                                             \
+        WN_ADAM_VECTOR_STEP(V, first + i + q * (W), updated, LOAD, STORE, ADD, SUB, MUL, DIV, SQRT)    \
+        squares[q] = ADD(squares[q], MUL(updated, updated));                                           \
+      }                                                                                                \
+    for (int64_t j = i; j < n; ++j) rule.element(first + j);                                           \
+    float lanes[kLanes];                                                                               \
+    for (int q = 0; q < kVectors; ++q) STORE(lanes + q * (W), squares[q]);                             \
+    sums[r] = finish_squares(lanes, rule.param + first, i, n);                                         \
+  }
 
 __attribute__((target("avx2"))) void adam_range_avx2(const AdamRule& rule, int64_t begin, int64_t end) {
   WN_ADAM_VECTOR_LOOP(__m256, 8, _mm256_set1_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_add_ps, _mm256_sub_ps,
@@ -131,16 +171,54 @@ void adam_range_sse2(const AdamRule& rule, int64_t begin, int64_t end) {
   WN_ADAM_VECTOR_LOOP(__m128, 4, _mm_set1_ps, _mm_loadu_ps, _mm_storeu_ps, _mm_add_ps, _mm_sub_ps, _mm_mul_ps,
                       _mm_div_ps, _mm_sqrt_ps)
 }
+
+__attribute__((target("avx2"))) void adam_squares_avx2(const AdamRule& rule, int64_t begin, int64_t rows, int64_t n,
+                                                       float* sums) {
+  WN_ADAM_SQUARES_LOOP(__m256, 8, _mm256_set1_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_add_ps, _mm256_sub_ps,
+                       _mm256_mul_ps, _mm256_div_ps, _mm256_sqrt_ps, _mm256_setzero_ps)
+}
+
+void adam_squares_sse2(const AdamRule& rule, int64_t begin, int64_t rows, int64_t n, float* sums) {
+  WN_ADAM_SQUARES_LOOP(__m128, 4, _mm_set1_ps, _mm_loadu_ps, _mm_storeu_ps, _mm_add_ps, _mm_sub_ps, _mm_mul_ps,
+                       _mm_div_ps, _mm_sqrt_ps, _mm_setzero_ps)
+}
+#undef WN_ADAM_SQUARES_LOOP
 #undef WN_ADAM_VECTOR_LOOP
+#undef WN_ADAM_VECTOR_STEP
+#undef WN_ADAM_VECTOR_SETUP
+
+bool has_avx2() {
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  return avx2;
+}
 
 void AdamRule::operator()(int64_t begin, int64_t end) const {
-  static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (avx2) adam_range_avx2(*this, begin, end);
+  if (has_avx2()) adam_range_avx2(*this, begin, end);
   else adam_range_sse2(*this, begin, end);
+}
+
+void AdamRule::update_with_squares(int64_t begin, int64_t rows, int64_t n, float* sums) const {
+  if (has_avx2()) adam_squares_avx2(*this, begin, rows, n, sums);
+  else adam_squares_sse2(*this, begin, rows, n, sums);
 }
 #else
 void AdamRule::operator()(int64_t begin, int64_t end) const {
   for (int64_t i = begin; i < end; ++i) element(i);
+}
+
+void AdamRule::update_with_squares(int64_t begin, int64_t rows, int64_t n, float* sums) const {
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t first = begin + r * n;
+    float lanes[kLanes] = {};
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes)
+      for (int l = 0; l < kLanes; ++l) {
+        element(first + i + l);
+        lanes[l] += param[first + i + l] * param[first + i + l];
+      }
+    for (int64_t j = i; j < n; ++j) element(first + j);
+    sums[r] = finish_squares(lanes, param + first, i, n);
+  }
 }
 #endif
 
@@ -202,6 +280,19 @@ WN_OPTIM_CLONES void rows_squares(float* out, const float* first, int64_t n) {
     for (int l = 0; l < kLanes; ++l) total += lanes[l];
     out[r] = total;
   }
+}
+
+// Updates `rows` (1 or 4) runs of n elements from begin with `rule`, then writes each run's sum of squares of the
+// updated parameter to sums (Adam does both in one pass, update_with_squares, with the same bits).
+template <class Rule>
+void update_and_square(const Rule& rule, const float* param, int64_t begin, int64_t rows, int64_t n, float* sums) {
+  rule(begin, begin + rows * n);
+  if (rows == 4) rows_squares<4>(sums, param + begin, n);
+  else rows_squares<1>(sums, param + begin, n);
+}
+
+void update_and_square(const AdamRule& rule, const float*, int64_t begin, int64_t rows, int64_t n, float* sums) {
+  rule.update_with_squares(begin, rows, n, sums);
 }
 
 // A piece of the work: elements [begin, end) of tensor `tensor`. With a fused norm a unit is one part of one row,
@@ -280,9 +371,7 @@ void run_steps(const OptimizerTensors* tensors, int64_t tensor_count, const std:
       for (int64_t r = 0; r < count;) {
         const int64_t rows = count - r >= 4 ? 4 : 1;
         const int64_t begin = unit.begin + r * row_length;
-        rule(begin, begin + rows * row_length);
-        if (rows == 4) rows_squares<4>(block, param + begin, row_length);
-        else rows_squares<1>(block, param + begin, row_length);
+        update_and_square(rule, param, begin, rows, row_length, block);
         for (int64_t j = 0; j < rows; ++j) sums[r + j] = block[j];
         r += rows;
       }
@@ -291,9 +380,8 @@ void run_steps(const OptimizerTensors* tensors, int64_t tensor_count, const std:
     double sum = 0.0;
     for (int64_t block = unit.begin; block < unit.end; block += kFoldBlock) {
       const int64_t block_end = std::min(unit.end, block + kFoldBlock);
-      rule(block, block_end);
       float block_sum;
-      rows_squares<1>(&block_sum, param + block, block_end - block);
+      update_and_square(rule, param, block, 1, block_end - block, &block_sum);
       sum += block_sum;
     }
     partial[unit.partial_index] = sum;

@@ -33,18 +33,49 @@ interface Hyper {
 type Layout = [number, number, number] | null;
 
 // Sizes: 1 element, odd sizes around the 4- and 8-float vectors, a 40000-float tensor (past the 32768 elements from
-// which the step is threaded), rows of 1031 (two 1024-float blocks per row), rows of 20000 (two 16384-float parts),
+// which the step is threaded), rows of 37 (two whole groups of 16 floats and a tail; four rows then one at a time),
+// rows of 1031 (two 1024-float blocks per row), rows of 20000 (two 16384-float parts),
 // and an outer > 1 view (the norm computed after the update).
 const SHAPES: { count: number; layout: Layout }[] = [
   { count: 1, layout: null },
   { count: 7, layout: null },
   { count: 33, layout: null },
   { count: 40_000, layout: null },
+  { count: 6 * 37, layout: [1, 6, 37] },
   { count: 5 * 1031, layout: [1, 5, 1031] },
   { count: 2 * 20_000, layout: [1, 2, 20_000] },
   { count: 3 * 5 * 7, layout: [3, 5, 7] },
   { count: 9, layout: [1, 9, 1] },
 ];
+
+/**
+ * ‖row‖ per row as the fused step adds it (cpu/optim.cc, rows_squares): a row is cut into parts of 16384 elements
+ * and a part into blocks of 1024; a block's squares go to 16 float32 lanes (element j to lane j % 16 for the whole
+ * groups of 16, the rest to lane 0 in order), the lanes are added in order; blocks and then parts are added in
+ * double; the norm is the float32 square root, floored at eps (1e-12).
+ */
+function fusedNorms(values: Float32Array, rows: number, rowLength: number): Float32Array {
+  const norms = new Float32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let rowSum = 0;
+    for (let part = 0; part < rowLength; part += 16384) {
+      let partSum = 0;
+      for (let block = part; block < Math.min(rowLength, part + 16384); block += 1024) {
+        const end = Math.min(rowLength, part + 16384, block + 1024);
+        const lanes = new Array<number>(16).fill(0);
+        let j = block;
+        for (; j + 16 <= end; j += 16) for (let l = 0; l < 16; l++) lanes[l] = fr(lanes[l]! + fr(values[r * rowLength + j + l]! ** 2));
+        for (; j < end; j++) lanes[0] = fr(lanes[0]! + fr(values[r * rowLength + j]! ** 2));
+        let total = 0;
+        for (let l = 0; l < 16; l++) total = fr(total + lanes[l]!);
+        partSum += total;
+      }
+      rowSum += partSum;
+    }
+    norms[r] = Math.max(fr(Math.sqrt(rowSum)), fr(1e-12));
+  }
+  return norms;
+}
 
 /**
  * The per-element rule as the scalar C++ loop computes it, one float32 rounding per operation (the CPU kernels
@@ -202,6 +233,10 @@ describe('optimizerSteps (multi-tensor) equals optimizerStep per parameter and t
           // The norm of the updated parameter per channel, in float64: float32 sums of up to 40000 squares.
           const [outer, channels, inner] = layout;
           const values = reference.params[i]!;
+          if (outer === 1) {
+            const exact = fusedNorms(values, channels, inner);
+            expect(firstBitDifference(normMany, exact), `${at}: norm vs the fused rows' float32 additions`).toBe(-1);
+          }
           for (let k = 0; k < channels; k++) {
             let sum = 0;
             for (let o = 0; o < outer; o++) for (let j = 0; j < inner; j++) sum += values[(o * channels + k) * inner + j]! ** 2;

@@ -30,10 +30,10 @@ export interface RandnOptions extends CreateOptions {
   std?: number;
 }
 
-// A tensor's native handle, for handleOf (set once the class is defined). A private field rather than a WeakMap
-// keyed by tensor: every WeakMap entry is an ephemeron the garbage collector has to trace on its own, and a training
-// step makes tens of tensors.
-let handleField: (tensor: Tensor) => NativeTensor;
+// A tensor's native handle, or null once disposed, for handleOf (set once the class is defined). A private field
+// rather than a WeakMap keyed by tensor: every WeakMap entry is an ephemeron the garbage collector has to trace on
+// its own, and a training step makes tens of tensors.
+let liveHandle: (tensor: Tensor) => NativeTensor | null;
 
 /** What registerPostAccumulateGradHook() returns: remove() unregisters the hook. */
 export interface RemovableHandle {
@@ -42,6 +42,11 @@ export interface RemovableHandle {
 
 export class Tensor {
   #handle: NativeTensor;
+  /**
+   * Whether dispose() ran: kept here rather than asked of the handle at every use (a native call per operand of
+   * every op). A tensor's handle is its own: only dispose() frees it, and replaceHandle() swaps in a live one.
+   */
+  #disposed: boolean;
   #shape: readonly number[];
   #size: number;
   #dtype: DType;
@@ -64,7 +69,7 @@ export class Tensor {
   #postAccumulateGradHooks: { hook: (tensor: Tensor) => void }[] | null = null;
 
   static {
-    handleField = (tensor) => tensor.#handle;
+    liveHandle = (tensor) => (tensor.#disposed ? null : tensor.#handle);
   }
 
   /** @internal Use tensor(), zeros() or randn(). */
@@ -73,6 +78,7 @@ export class Tensor {
       throw new TypeError('Tensor: use tensor(), zeros() or randn() to create tensors');
     }
     this.#handle = handle;
+    this.#disposed = handle.disposed;
     this.#dtype = handle.dtype;
     // The native getter returns a new array each time: this one is the tensor's own, frozen.
     const shape = Object.freeze(handle.shape);
@@ -126,7 +132,7 @@ export class Tensor {
   }
 
   get disposed(): boolean {
-    return this.#handle.disposed;
+    return this.#disposed;
   }
 
   get rank(): number {
@@ -184,6 +190,7 @@ export class Tensor {
   /** Frees the memory now (CUDA memory goes back to the caching allocator). Calling it twice is harmless. */
   dispose(): void {
     this.#handle.dispose();
+    this.#disposed = true;
   }
 
   [Symbol.dispose](): void {
@@ -243,6 +250,7 @@ export class Tensor {
   replaceHandle(handle: NativeTensor): void {
     const old = this.#handle;
     this.#handle = handle;
+    this.#disposed = handle.disposed;
     this.#dtype = handle.dtype;
     if (old !== handle) old.dispose();
     // To its users this is an in-place update (a load, a move): views taken before see the bump too, as in PyTorch.
@@ -252,7 +260,7 @@ export class Tensor {
   /** `Tensor(shape=[2, 3], dtype=float32, device=cpu)`, or `..., disposed)` once disposed. No data is read. */
   toString(): string {
     const handle = this.#handle;
-    const where = handle.disposed ? 'disposed' : `device=${handle.device}`;
+    const where = this.#disposed ? 'disposed' : `device=${handle.device}`;
     return `Tensor(shape=${shapeText(this.shape)}, dtype=${this.dtype}, ${where})`;
   }
 
@@ -314,8 +322,8 @@ export function setBackwardHook(hook: (root: Tensor, options?: BackwardOptions) 
  */
 export function handleOf(value: unknown, where: string, dtypes: 'float32' | 'floating' | 'any' = 'float32'): NativeTensor {
   if (!(value instanceof Tensor)) throw typeError(where, 'a Tensor', value);
-  const handle = handleField(value);
-  if (handle.disposed) throw new DisposedTensorError(`${where}: the tensor ${value.toString()} was used after dispose()`);
+  const handle = liveHandle(value);
+  if (handle === null) throw new DisposedTensorError(`${where}: the tensor ${value.toString()} was used after dispose()`);
   if (dtypes === 'float32' && value.dtype !== 'float32') {
     throw typeError(
       where,

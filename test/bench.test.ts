@@ -241,6 +241,28 @@ describe('training suite (CNN and demo MLP steps)', () => {
     expect(evaluateTrainingGoals(['training'], [row('cnn', steadyWn, torchBusy)]).map((g) => g.status)).toEqual(['noisy', 'met']);
   });
 
+  it('judges the weight-norm goal (5% wide) only on rounds whose middle half spans at most 10%', async () => {
+    const { evaluateTrainingGoals } = await import('../weightnorm-cli/src/bench/results.js');
+    const { pairedRatio, pairedRatioSpread, TRAINING_MAX_SPREAD, TRAINING_WN_MAX_SPREAD } = await import('../weightnorm-cli/src/bench/training.js');
+    // Eight rounds whose WN / plain ratios alternate 1.02 and 1.02 × (1 + s): the middle half spans s (with s drawn
+    // between the two limits), so the torch ratio built the same way is still judged and the WN one is not.
+    const s = TRAINING_WN_MAX_SPREAD + (TRAINING_MAX_SPREAD - TRAINING_WN_MAX_SPREAD) * (0.2 + 0.6 * Math.random());
+    const plain = Array.from({ length: 8 }, () => 1 + Math.random());
+    const wn = plain.map((p, i) => p * 1.02 * (i % 2 ? 1 + s : 1));
+    const torchPlain = plain.map((p, i) => 2 * p * (i % 2 ? 1 + s : 1));
+    expect(pairedRatioSpread(timing(wn), timing(plain))!).toBeCloseTo(s, 10);
+    const ours = { plain: timing(plain), wn: timing(wn) }, torch = { plain: timing(torchPlain), wn: timing(torchPlain.map((t) => 1.5 * t)) };
+    const cnn = { network: 'cnn', batch: 100, checks: { plain: { skipped: 'x' }, wn: { skipped: 'x' } }, ours, torch,
+      vsTorch: { plain: pairedRatio(torch.plain, ours.plain), wn: pairedRatio(torch.wn, ours.wn) },
+      wnOverPlain: { ours: pairedRatio(ours.wn, ours.plain), torch: 1 }, calls: {},
+      ratioSpread: { vsTorch: { plain: pairedRatioSpread(torch.plain, ours.plain), wn: pairedRatioSpread(torch.wn, ours.wn) },
+        wnOverPlain: { ours: pairedRatioSpread(ours.wn, ours.plain), torch: 0 } } } as never;
+    const [vsTorch, weightNorm] = evaluateTrainingGoals(['training'], [cnn]);
+    expect(vsTorch!.status).toBe('met');
+    expect(weightNorm!.status).toBe('noisy');
+    expect(weightNorm!.detail).toContain(`more than ${(100 * TRAINING_WN_MAX_SPREAD).toFixed(0)}% apart (CNN: rounds' ratios ${(100 * s).toFixed(0)}% apart)`);
+  });
+
   it('times both networks plain and weight-normalized (no peer: torch columns say why) and leaks no tensor', async () => {
     const { runTrainingSuite } = await import('../weightnorm-cli/src/bench/training.js');
     const before = native.memory().cpu.tensors;

@@ -7,7 +7,7 @@ import type { OutputErrors } from './measure.js';
 import { BF16_TOLERANCE, worst } from './measure.js';
 import { type BackendResult, checksFailed, type ConvLayerRow, type GemmRow, type LinearRow, type LstmRow, type MnistRow, type OpRow, type TrainingRow, type Variant } from './results.js';
 import { isUnavailable, type Measured } from './rounds.js';
-import { noisyRatio, TRAINING_DESCRIPTIONS, TRAINING_MAX_SPREAD, TRAINING_VS_TORCH_GOAL, TRAINING_WN_GOAL } from './training.js';
+import { noisyRatio, TRAINING_DESCRIPTIONS, TRAINING_MAX_SPREAD, TRAINING_VS_TORCH_GOAL, TRAINING_WN_GOAL, TRAINING_WN_MAX_SPREAD } from './training.js';
 import { VOCODER_HEADERS, vocoderDescription, vocoderRows } from './vocoder.js';
 
 const OP_LABEL = { forward: 'fwd', backward: 'bwd', 'forward+backward': 'fwd+bwd' } as const;
@@ -163,8 +163,8 @@ function mnistRows(rows: MnistRow[]): string[][] {
 function trainingRows(rows: readonly TrainingRow[]): string[][] {
   const value = (x: number | null) => (x === null ? 'n/a' : `${x.toFixed(3)}×`);
   // A ratio whose per-round values spread too widely is not judged (evaluateTrainingGoals).
-  const goal = (x: number | null, target: number, atLeast: boolean, spread: number | null | undefined) => {
-    const noisy = noisyRatio(spread);
+  const goal = (x: number | null, target: number, atLeast: boolean, spread: number | null | undefined, limit = TRAINING_MAX_SPREAD) => {
+    const noisy = noisyRatio(spread, limit);
     return `${atLeast ? '≥' : '≤'} ${target.toFixed(2)}: ${x === null ? 'n/a' : noisy ? `noisy (${noisy})` : (atLeast ? x >= target : x <= target) ? 'met' : 'NOT MET'}`;
   };
   return rows.flatMap((r) => {
@@ -174,7 +174,7 @@ function trainingRows(rows: readonly TrainingRow[]): string[][] {
     return [
       [r.network, 'torch / ours, plain', value(r.vsTorch.plain), measuredMs(r.torch.plain), measuredMs(r.ours.plain), vsTorchGoal('plain'), layerCheck(r.checks.plain)],
       ['', 'torch / ours, WN', value(r.vsTorch.wn), measuredMs(r.torch.wn), measuredMs(r.ours.wn), vsTorchGoal('wn'), layerCheck(r.checks.wn)],
-      ['', 'WN / plain, ours', value(r.wnOverPlain.ours), measuredMs(r.ours.wn), measuredMs(r.ours.plain), goal(r.wnOverPlain.ours, TRAINING_WN_GOAL, false, r.ratioSpread?.wnOverPlain.ours), ''],
+      ['', 'WN / plain, ours', value(r.wnOverPlain.ours), measuredMs(r.ours.wn), measuredMs(r.ours.plain), goal(r.wnOverPlain.ours, TRAINING_WN_GOAL, false, r.ratioSpread?.wnOverPlain.ours, TRAINING_WN_MAX_SPREAD), ''],
       ['', 'WN / plain, torch', value(r.wnOverPlain.torch), measuredMs(r.torch.wn), measuredMs(r.torch.plain), '', ''],
     ];
   });

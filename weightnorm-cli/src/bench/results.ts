@@ -6,7 +6,7 @@ import type { PeerInfo, PeerPrepared } from './peer.js';
 import { isUnavailable } from './rounds.js';
 import { GEMM_TARGET_CASE } from './gemm.js';
 import { CONV_RATIO_GOAL, type ConvLayerRow } from './conv-layers.js';
-import { LINEAR_RATIO_GOAL, type LinearRow, type MnistRow, noisyRatio, TRAINING_BATCH, TRAINING_MAX_SPREAD, TRAINING_VS_TORCH_GOAL, TRAINING_WN_GOAL, type TrainingRow } from './training.js';
+import { LINEAR_RATIO_GOAL, type LinearRow, type MnistRow, noisyRatio, TRAINING_BATCH, TRAINING_MAX_SPREAD, TRAINING_VS_TORCH_GOAL, TRAINING_WN_GOAL, TRAINING_WN_MAX_SPREAD, type TrainingRow } from './training.js';
 
 export type { GemmRow } from './gemm.js';
 export type { LinearRow, MnistRow, TrainingRow } from './training.js';
@@ -326,16 +326,16 @@ export function evaluateTrainingGoals(suites: readonly Suite[], rows: readonly T
   const figure = (x: number | null) => (x === null ? 'n/a' : `${x.toFixed(3)}×`);
   // Each value: its label, the ratio, and the spread of the per-round ratios behind it.
   type Value = [string, number | null, number | null | undefined];
-  const goal = (name: string, values: Value[], met: (x: number) => boolean): SuiteGoal => {
+  const goal = (name: string, values: Value[], met: (x: number) => boolean, limit: number): SuiteGoal => {
     const detail = values.map(([label, x]) => `${label} ${figure(x)}`).join(', ');
     if (values.length === 0) return { name, status: 'unavailable', detail: 'not measured' };
     if (values.some(([, x]) => x === null)) return { name, status: 'unavailable', detail };
-    const noisy = values.flatMap(([label, , spread]) => (noisyRatio(spread) ? [`${label}: ${noisyRatio(spread)}`] : []));
+    const noisy = values.flatMap(([label, , spread]) => (noisyRatio(spread, limit) ? [`${label}: ${noisyRatio(spread, limit)}`] : []));
     if (noisy.length)
       return {
         name,
         status: 'noisy',
-        detail: `${detail}; not judged: the middle half of the per-round ratios more than ${(100 * TRAINING_MAX_SPREAD).toFixed(0)}% apart (${noisy.join(', ')})`,
+        detail: `${detail}; not judged: the middle half of the per-round ratios more than ${(100 * limit).toFixed(0)}% apart (${noisy.join(', ')})`,
       };
     return { name, status: values.every(([, x]) => met(x!)) ? 'met' : 'not met', detail };
   };
@@ -348,11 +348,13 @@ export function evaluateTrainingGoals(suites: readonly Suite[], rows: readonly T
         ['WN', r.vsTorch.wn, r.ratioSpread?.vsTorch.wn],
       ] as Value[]),
       (x) => x >= TRAINING_VS_TORCH_GOAL,
+      TRAINING_MAX_SPREAD,
     ),
     goal(
       `weight-normalized training step ≤ ${TRAINING_WN_GOAL.toFixed(2)}× the plain one (ours, CNN and MLP)`,
       rows.map((r) => [r.network.toUpperCase(), r.wnOverPlain.ours, r.ratioSpread?.wnOverPlain.ours] as Value),
       (x) => x <= TRAINING_WN_GOAL,
+      TRAINING_WN_MAX_SPREAD,
     ),
   ];
 }

@@ -55,3 +55,24 @@ describe('timing trust', () => {
     expect(() => judgeTiming({ plain: [1, 2] }, -1)).toThrow(RangeError);
   });
 });
+
+describe('compare: the order of the variants in its timing rounds', () => {
+  it('each round runs every variant once; over 2 × count rounds each starts twice and follows two different variants', async () => {
+    const { timingOrder } = await import('../weightnorm-cli/src/commands/compare.js');
+    for (const count of [2, 3, 4, 5]) {
+      const predecessors = Array.from({ length: count }, () => new Set<number>());
+      const firsts = Array<number>(count).fill(0);
+      for (let round = 0; round < 2 * count; round++) {
+        const order = timingOrder(count, round);
+        expect([...order].sort((a, b) => a - b), `${count} variants, round ${round}`).toEqual([...Array(count).keys()]);
+        firsts[order[0]!]! += 1;
+        for (let k = 1; k < count; k++) predecessors[order[k]!]!.add(order[k - 1]!);
+      }
+      expect(firsts, `${count} variants: how often each runs first`).toEqual(Array(count).fill(2));
+      // With a rotation alone every variant (but the first of a round) would always follow the same one.
+      for (const [variant, seen] of predecessors.entries()) {
+        expect(seen.size, `${count} variants: the variants ${variant} follows`).toBeGreaterThanOrEqual(Math.min(2, count - 1));
+      }
+    }
+  });
+});

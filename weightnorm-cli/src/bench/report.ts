@@ -406,10 +406,11 @@ export function markdown(result: BackendResult): string {
             `torch: ${result.training.find((r) => r.calls.plain)?.calls.plain ?? 'n/a'}; WN: ${result.training.find((r) => r.calls.wn)?.calls.wn ?? 'n/a'}. ` +
             "Checked before timing: the loss and every parameter's gradient against torch on our weights and batch. " +
             'ms/step: the lowest per-round median; ratios: the median over rounds of the ratio within a round ' +
-            '(ours and torch alternate round by round, so load that spoils a round spoils both sides of its ratio). ' +
+            '(ours and torch alternate round by round, so load that spoils a round spoils both sides of its ratio; our two variants ' +
+            'run in reverse order every other round). ' +
             `A goal is not judged ("noisy") when the middle half of the per-round ratios behind it (all of them below 4 rounds) ` +
-            `spans more than ${(100 * TRAINING_MAX_SPREAD).toFixed(0)}% (the load changed within rounds, slowing one side and not the other: ` +
-            'even the paired median is noise then).',
+            `spans more than ${(100 * TRAINING_MAX_SPREAD).toFixed(0)}%, ${(100 * TRAINING_WN_MAX_SPREAD).toFixed(0)}% for the weight-norm goal ` +
+            '(the load changed within rounds, slowing one side and not the other: even the paired median is noise then).',
           '',
           mdTable(TRAINING_HEADERS, trainingRows(result.training)),
           '',

@@ -90,9 +90,20 @@ interface VariantResult {
 }
 
 /**
+ * The order of `count` variants in timing round `round` (see measureStepTimes): rounds 2j and 2j + 1 both start
+ * with variant j mod count, the first going forwards from it and the second backwards, so over 2 × count rounds
+ * every variant starts equally often and follows two different ones.
+ */
+export function timingOrder(count: number, round: number): number[] {
+  const start = Math.floor(round / 2) % count, step = round % 2 === 0 ? 1 : count - 1;
+  return Array.from({ length: count }, (_, k) => (start + k * step) % count);
+}
+
+/**
  * Median step time per round, the variants one after the other within each round (the order rotates) so that
  * background load that varies over seconds hits all of them alike: the ratio of two variants in the same round is
- * a paired measurement.
+ * a paired measurement. Every other round runs the rotated order backwards: a rotation alone keeps each variant
+ * behind the same one in every round, and a variant runs in the caches and the garbage its predecessor left.
  */
 function measureStepTimes(options: CompareOptions, variants: { norm: NormKind; lr: number }[], deps: TimingDeps): Map<NormKind, number[]> {
   const { device, train } = deps;
@@ -109,8 +120,8 @@ function measureStepTimes(options: CompareOptions, variants: { norm: NormKind; l
   const rounds = new Map<NormKind, number[]>(variants.map((v) => [v.norm, Array<number>(options.timingRounds).fill(NaN)]));
   try {
     for (let round = 0; round < options.timingRounds; round++) {
-      for (let k = 0; k < models.length; k++) {
-        const entry = models[(k + round) % models.length]!;
+      for (const index of timingOrder(models.length, round)) {
+        const entry = models[index]!;
         if (entry.failed) continue;
         const times: number[] = [];
         try {
@@ -390,7 +401,7 @@ async function writeCompareReport(
       : `- learning rate: per variant, the best of {${lrGrid.map(formatLr).join(', ')}} by a pilot of ${options.pilotSteps} iterations from the same init; ` +
         'best = lowest mean training loss over the pilot\'s last quarter of iterations (a diverged pilot is out)',
     `- training loss columns: mean over the ${options.smooth} minibatches up to that iteration; "iterations to loss ≤ ${options.targetLoss}" uses the same moving average`,
-    `- time per iteration (forward, backward, Adam update of one minibatch): measured apart from the race, ${options.timingRounds} rounds × ${options.timingSteps} iterations per variant with the variants one after the other in each round (order rotated); ms = the lowest round median; "vs plain" = the median over rounds of the ratio to plain in the same round (paired, so slow background load cancels)`,
+    `- time per iteration (forward, backward, Adam update of one minibatch): measured apart from the race, ${options.timingRounds} rounds × ${options.timingSteps} iterations per variant with the variants one after the other in each round (order rotated, and reversed every other round); ms = the lowest round median; "vs plain" = the median over rounds of the ratio to plain in the same round (paired, so slow background load cancels)`,
     `- machine: ${env.device}; ${env.node}; load average at the end ${env.loadAverage}; ${env.date.slice(0, 10)}`,
     `- command: \`${command}\``,
     '',

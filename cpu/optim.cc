@@ -98,7 +98,7 @@ struct AdamRule {
     param[i] -= step_size * mi / (std::sqrt(vi) * inv_sqrt_correction2 + eps);
   }
   void operator()(int64_t begin, int64_t end) const;
-  // Updates `rows` runs of n elements (run r starts at begin + r * n) and writes the sum of squares of each run's
+  // Updates `rows` (at most 4) runs of n elements (run r starts at begin + r * n) and writes the sum of squares of each run's
   // updated elements to sums[r], with rows_squares' additions (same bits), while the values are still in registers:
   // a weight-norm direction's step then reads its parameters once instead of twice.
   void update_with_squares(int64_t begin, int64_t rows, int64_t n, float* sums) const;
@@ -106,12 +106,17 @@ struct AdamRule {
 
 // The sum of squares of a run of n elements, as rows_squares computes it: element i of the run goes to lane
 // i % kLanes for the whole groups of kLanes and the rest to lane 0 in order, then the lanes are added in order.
-// This is the end of it: lanes holds the whole groups' sums; the tail is added here.
-inline float finish_squares(float lanes[], const float* run, int64_t whole, int64_t n) {
-  for (int64_t j = whole; j < n; ++j) lanes[0] += run[j] * run[j];
-  float total = 0.0f;
-  for (int l = 0; l < kLanes; ++l) total += lanes[l];
-  return total;
+// This is the end of it for up to 4 runs: lanes[r] holds run r's whole groups' sums (whole elements), the tails are
+// added here, then each run's lanes in order. The runs' in-order additions are independent chains, interleaved here
+// so that their latencies overlap (one run's chain at a time cost ~60 cycles per row).
+inline void finish_squares(float (*lanes)[kLanes], const float* first, int64_t rows, int64_t whole, int64_t n,
+                           float* sums) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = whole; j < n; ++j) lanes[r][0] += first[r * n + j] * first[r * n + j];
+  float total[4] = {};
+  for (int l = 0; l < kLanes; ++l)
+    for (int64_t r = 0; r < rows; ++r) total[r] += lanes[r][l];
+  for (int64_t r = 0; r < rows; ++r) sums[r] = total[r];
 }
 
 #if WN_OPTIM_X86
@@ -146,6 +151,8 @@ inline float finish_squares(float lanes[], const float* run, int64_t whole, int6
 #define WN_ADAM_SQUARES_LOOP(V, W, SET1, LOAD, STORE, ADD, SUB, MUL, DIV, SQRT, ZERO)                   \
   WN_ADAM_VECTOR_SETUP(V, SET1)                                                                        \
   constexpr int kVectors = kLanes / (W);                                                               \
+  float lanes[4][kLanes];                                                                              \
+  int64_t whole = 0;                                                                                   \
   for (int64_t r = 0; r < rows; ++r) {                                                                 \
     const int64_t first = begin + r * n;                                                               \
     V squares[kVectors];                                                                               \
@@ -157,10 +164,10 @@ inline float finish_squares(float lanes[], const float* run, int64_t whole, int6
         squares[q] = ADD(squares[q], MUL(updated, updated));                                           \
       }                                                                                                \
     for (int64_t j = i; j < n; ++j) rule.element(first + j);                                           \
-    float lanes[kLanes];                                                                               \
-    for (int q = 0; q < kVectors; ++q) STORE(lanes + q * (W), squares[q]);                             \
-    sums[r] = finish_squares(lanes, rule.param + first, i, n);                                         \
-  }
+    for (int q = 0; q < kVectors; ++q) STORE(lanes[r] + q * (W), squares[q]);                          \
+    whole = i;                                                                                         \
+  }                                                                                                    \
+  finish_squares(lanes, rule.param + begin, rows, whole, n, sums);
 
 __attribute__((target("avx2"))) void adam_range_avx2(const AdamRule& rule, int64_t begin, int64_t end) {
   WN_ADAM_VECTOR_LOOP(__m256, 8, _mm256_set1_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_add_ps, _mm256_sub_ps,
@@ -207,18 +214,20 @@ void AdamRule::operator()(int64_t begin, int64_t end) const {
 }
 
 void AdamRule::update_with_squares(int64_t begin, int64_t rows, int64_t n, float* sums) const {
+  float lanes[4][kLanes] = {};
+  int64_t whole = 0;
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t first = begin + r * n;
-    float lanes[kLanes] = {};
     int64_t i = 0;
     for (; i + kLanes <= n; i += kLanes)
       for (int l = 0; l < kLanes; ++l) {
         element(first + i + l);
-        lanes[l] += param[first + i + l] * param[first + i + l];
+        lanes[r][l] += param[first + i + l] * param[first + i + l];
       }
     for (int64_t j = i; j < n; ++j) element(first + j);
-    sums[r] = finish_squares(lanes, param + first, i, n);
+    whole = i;
   }
+  finish_squares(lanes, param + begin, rows, whole, n, sums);
 }
 #endif
 

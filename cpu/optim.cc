@@ -106,11 +106,11 @@ struct AdamRule {
 
 // The sum of squares of a run of n elements, as rows_squares computes it: element i of the run goes to lane
 // i % kLanes for the whole groups of kLanes and the rest to lane 0 in order, then the lanes are added in order.
-// This is the end of it for up to 4 runs: lanes[r] holds run r's whole groups' sums (whole elements), the tails are
-// added here, then each run's lanes in order. The runs' in-order additions are independent chains, interleaved here
-// so that their latencies overlap (one run's chain at a time cost ~60 cycles per row).
-inline void finish_squares(float (*lanes)[kLanes], const float* first, int64_t rows, int64_t whole, int64_t n,
-                           float* sums) {
+// This is the end of it for up to 4 runs of n elements from `first`: lanes[r] holds run r's whole groups' sums, the
+// tails are added here, then each run's lanes in order. The runs' in-order additions are independent chains,
+// interleaved here so that their latencies overlap (one run's chain at a time cost ~60 cycles per row).
+inline void finish_squares(float (*lanes)[kLanes], const float* first, int64_t rows, int64_t n, float* sums) {
+  const int64_t whole = n - n % kLanes;
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t j = whole; j < n; ++j) lanes[r][0] += first[r * n + j] * first[r * n + j];
   float total[4] = {};
@@ -152,7 +152,6 @@ inline void finish_squares(float (*lanes)[kLanes], const float* first, int64_t r
   WN_ADAM_VECTOR_SETUP(V, SET1)                                                                        \
   constexpr int kVectors = kLanes / (W);                                                               \
   float lanes[4][kLanes];                                                                              \
-  int64_t whole = 0;                                                                                   \
   for (int64_t r = 0; r < rows; ++r) {                                                                 \
     const int64_t first = begin + r * n;                                                               \
     V squares[kVectors];                                                                               \
@@ -165,9 +164,8 @@ inline void finish_squares(float (*lanes)[kLanes], const float* first, int64_t r
       }                                                                                                \
     for (int64_t j = i; j < n; ++j) rule.element(first + j);                                           \
     for (int q = 0; q < kVectors; ++q) STORE(lanes[r] + q * (W), squares[q]);                          \
-    whole = i;                                                                                         \
   }                                                                                                    \
-  finish_squares(lanes, rule.param + begin, rows, whole, n, sums);
+  finish_squares(lanes, rule.param + begin, rows, n, sums);
 
 __attribute__((target("avx2"))) void adam_range_avx2(const AdamRule& rule, int64_t begin, int64_t end) {
   WN_ADAM_VECTOR_LOOP(__m256, 8, _mm256_set1_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_add_ps, _mm256_sub_ps,
@@ -215,7 +213,6 @@ void AdamRule::operator()(int64_t begin, int64_t end) const {
 
 void AdamRule::update_with_squares(int64_t begin, int64_t rows, int64_t n, float* sums) const {
   float lanes[4][kLanes] = {};
-  int64_t whole = 0;
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t first = begin + r * n;
     int64_t i = 0;
@@ -225,9 +222,8 @@ void AdamRule::update_with_squares(int64_t begin, int64_t rows, int64_t n, float
         lanes[r][l] += param[first + i + l] * param[first + i + l];
       }
     for (int64_t j = i; j < n; ++j) element(first + j);
-    whole = i;
   }
-  finish_squares(lanes, param + begin, rows, whole, n, sums);
+  finish_squares(lanes, param + begin, rows, n, sums);
 }
 #endif
 
@@ -280,15 +276,13 @@ WN_OPTIM_CLONES void rows_squares(float* out, const float* first, int64_t n) {
       low[r] += x * x;
       high[r] += y * y;
     }
+  static_assert(kRows <= 4, "finish_squares takes at most 4 runs");
+  float lanes[kRows][kLanes];
   for (int r = 0; r < kRows; ++r) {
-    float lanes[kLanes];
-    std::memcpy(lanes, &low[r], sizeof low[r]);
-    std::memcpy(lanes + 8, &high[r], sizeof high[r]);
-    for (int64_t j = i; j < n; ++j) lanes[0] += first[r * n + j] * first[r * n + j];
-    float total = 0.0f;
-    for (int l = 0; l < kLanes; ++l) total += lanes[l];
-    out[r] = total;
+    std::memcpy(lanes[r], &low[r], sizeof low[r]);
+    std::memcpy(lanes[r] + 8, &high[r], sizeof high[r]);
   }
+  finish_squares(lanes, first, kRows, n, out);
 }
 
 // Updates `rows` (1 or 4) runs of n elements from begin with `rule`, then writes each run's sum of squares of the

@@ -1296,10 +1296,16 @@ Napi::Value OptimizerSteps(const Napi::CallbackInfo& info) {
   std::vector<OptimizerTensors> tensors(count);
   Device device = Device::kCpu;
   for (uint32_t i = 0; i < count; ++i) {
-    const std::string at = "[" + std::to_string(i) + "]";
-    auto name = [&](const char* field) { return options.where(field) + at; };
-    TensorWrap& param = TensorWrap::From(params.Get(i), name("params").c_str());
-    TensorWrap& grad = TensorWrap::From(grads.Get(i), name("grads").c_str());
+    // The texts of the errors name the entry ("optimizerSteps: options.grads[2]"). They are built only for an
+    // error: this loop runs for every parameter of every step, and building them cost more than the update of a
+    // bias.
+    auto name = [&](const char* field) { return options.where(field) + "[" + std::to_string(i) + "]"; };
+    auto tensor_entry = [&](const Napi::Value& value, const char* field) -> TensorWrap& {
+      if (TensorWrap* wrap = TensorWrap::LiveFloat32(value)) return *wrap;
+      return TensorWrap::From(value, name(field).c_str());  // throws
+    };
+    TensorWrap& param = tensor_entry(params.Get(i), "params");
+    TensorWrap& grad = tensor_entry(grads.Get(i), "grads");
     const Napi::Value step_value = steps.Get(i);
     if (!step_value.IsNumber())
       throw_type_error(env, name("steps") + ": expected a number, got " + describe_value(step_value));
@@ -1307,36 +1313,42 @@ Napi::Value OptimizerSteps(const Napi::CallbackInfo& info) {
     if (!(step >= 1.0 && step <= 9007199254740991.0) || step != std::floor(step))
       throw_range_error(env, name("steps") + ": expected an integer >= 1, got " + describe_value(step_value));
     const Napi::Value state1_value = states1.Get(i);
-    TensorWrap* state1 = sgd && (state1_value.IsNull() || state1_value.IsUndefined())
-                             ? nullptr
-                             : &TensorWrap::From(state1_value, name(state1_name).c_str());
+    TensorWrap* state1 =
+        sgd && (state1_value.IsNull() || state1_value.IsUndefined()) ? nullptr : &tensor_entry(state1_value, state1_name);
     if (sgd && h.sgd.momentum != 0.0f && !state1)
       throw_type_error(env, name(state1_name) + ": expected a tensor when momentum != 0, got " +
                                 describe_value(state1_value));
-    TensorWrap* state2 = sgd ? nullptr : &TensorWrap::From(states2.Get(i), name(state2_name).c_str());
+    TensorWrap* state2 = sgd ? nullptr : &tensor_entry(states2.Get(i), state2_name);
     TensorWrap* norm = nullptr;
     OptimizerTensors& t = tensors[i];
     const Napi::Value norm_value = norm_outputs.Get(i);
     if (!norm_value.IsNull() && !norm_value.IsUndefined()) {
-      const OptionsReader norm_output(env, norm_value, function, std::string("options.normOutputs") + at);
+      const OptionsReader norm_output(env, norm_value, function, "options.normOutputs[" + std::to_string(i) + "]");
       norm = &norm_output.tensor("norm");
       t.norm_output.layout = norm_output.channel_layout();
       t.norm_output.eps = norm_output.float32("eps");
     }
-    const std::string grad_name = name("grads"), state1_where = name(state1_name),
-                      state2_where = name(state2_name), norm_name = name("normOutputs") + ".norm";
-    const Device here = common_device(env, {{&param, "param"}, {&grad, grad_name.c_str()},
-                                            {state1, state1_where.c_str()}, {state2, state2_where.c_str()},
-                                            {norm, norm_name.c_str()}});
+    // Every tensor of the entry on the parameter's device, and the parameter on the first one's.
+    const Device here = param.device();
+    auto on_device = [&](TensorWrap* other, const char* field, const char* suffix) {
+      if (other && other->device() != here) expect_device(env, *other, here, name(field) + suffix);
+    };
+    on_device(&grad, "grads", "");
+    on_device(state1, state1_name, "");
+    on_device(state2, state2_name, "");
+    on_device(norm, "normOutputs", ".norm");
     if (i == 0) device = here;
-    else expect_device(env, param, device, name("params"));
+    else if (here != device) expect_device(env, param, device, name("params"));
     t.count = param.numel();
-    expect_count(env, grad, t.count, grad_name);
-    if (state1) expect_count(env, *state1, t.count, state1_where);
-    if (state2) expect_count(env, *state2, t.count, state2_where);
+    auto holds = [&](const TensorWrap* other, int64_t elements, const char* field, const char* suffix) {
+      if (other && other->numel() != elements) expect_count(env, *other, elements, name(field) + suffix);
+    };
+    holds(&grad, t.count, "grads", "");
+    holds(state1, t.count, state1_name, "");
+    holds(state2, t.count, state2_name, "");
     if (norm) {
-      expect_count(env, param, t.norm_output.layout.elements(), name("params"));
-      expect_count(env, *norm, t.norm_output.layout.channels, norm_name);
+      holds(&param, t.norm_output.layout.elements(), "params", "");
+      holds(norm, t.norm_output.layout.channels, "normOutputs", ".norm");
       t.norm_output.norm = norm->data();
     }
     t.param = param.data();

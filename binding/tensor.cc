@@ -188,6 +188,14 @@ TensorWrap& TensorWrap::FromAnyType(const Napi::Value& value, const char* parame
   return *wrap;
 }
 
+TensorWrap* TensorWrap::LiveFloat32(const Napi::Value& value) {
+  if (!value.IsObject()) return nullptr;
+  auto* data = value.Env().GetInstanceData<AddonData>();
+  if (!value.As<Napi::Object>().InstanceOf(data->tensor_constructor.Value())) return nullptr;
+  TensorWrap* wrap = Napi::ObjectWrap<TensorWrap>::Unwrap(value.As<Napi::Object>());
+  return wrap->storage_ && wrap->dtype_ == DType::kFloat32 ? wrap : nullptr;
+}
+
 std::string shape_string(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
@@ -469,7 +477,9 @@ bool OptionsReader::boolean(const char* name) const {
 }
 
 TensorWrap& OptionsReader::tensor(const char* name) const {
-  return TensorWrap::From(value(name), (function_ + ": " + path_ + "." + name).c_str());
+  const Napi::Value field = value(name);
+  if (TensorWrap* wrap = TensorWrap::LiveFloat32(field)) return *wrap;
+  return TensorWrap::From(field, (function_ + ": " + path_ + "." + name).c_str());  // throws, naming the field
 }
 
 TensorWrap* OptionsReader::optional_tensor(const char* name) const { return has(name) ? &tensor(name) : nullptr; }

@@ -38,6 +38,9 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   static TensorWrap& FromFloating(const Napi::Value& value, const char* parameter);
   // The same for ops that take any element type (cast, copies, the pointwise ops, which check it themselves).
   static TensorWrap& FromAnyType(const Napi::Value& value, const char* parameter);
+  // The tensor behind `value` when it is a live float32 native tensor, else null (nothing thrown): callers on hot
+  // paths try this first and build a parameter's name only to report an error through From().
+  static TensorWrap* LiveFloat32(const Napi::Value& value);
 
   explicit TensorWrap(const Napi::CallbackInfo& info);
 

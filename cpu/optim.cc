@@ -120,25 +120,32 @@ inline void finish_squares(float (*lanes)[kLanes], const float* first, int64_t r
 }
 
 #if WN_OPTIM_X86
-// One vector loop for both widths: V is __m128 (SSE2) or __m256 (AVX2), W its lanes, then its intrinsics.
+// One vector loop for every width: V is __m128 (SSE2), __m256 (AVX2) or __m512 (AVX-512F), W its lanes, then its
+// intrinsics. Each function is a template on whether weight decay is on, so the test is not repeated per vector,
+// and takes the rule's pointers into restrict locals: through the rule's fields GCC reloaded every pointer after
+// each store (a float store might have changed them, as far as it could tell), six extra loads per vector.
 #define WN_ADAM_VECTOR_SETUP(V, SET1)                                                                   \
+  float* __restrict const param = rule.param;                                                          \
+  float* __restrict const exp_avg = rule.m;                                                            \
+  float* __restrict const exp_avg_sq = rule.v;                                                         \
+  const float* __restrict const grad = rule.grad;                                                      \
   const V beta1 = SET1(rule.beta1), keep1 = SET1(1.0f - rule.beta1);                                   \
   const V beta2 = SET1(rule.beta2), keep2 = SET1(1.0f - rule.beta2);                                   \
   const V step_size = SET1(rule.step_size), correction2 = SET1(rule.inv_sqrt_correction2);             \
   const V eps = SET1(rule.eps), weight_decay = SET1(rule.weight_decay);                                \
-  const bool decay = rule.weight_decay != 0.0f;
+  (void)weight_decay;
 // Updates the W elements at i; `updated` is the new parameter vector.
 #define WN_ADAM_VECTOR_STEP(V, i, updated, LOAD, STORE, ADD, SUB, MUL, DIV, SQRT)                       \
-  const V p = LOAD(rule.param + (i));                                                                  \
-  V g = LOAD(rule.grad + (i));                                                                         \
-  if (decay) g = ADD(g, MUL(weight_decay, p));                                                         \
-  const V mi = ADD(MUL(beta1, LOAD(rule.m + (i))), MUL(keep1, g));                                     \
-  const V vi = ADD(MUL(beta2, LOAD(rule.v + (i))), MUL(MUL(keep2, g), g));                             \
-  STORE(rule.m + (i), mi);                                                                             \
-  STORE(rule.v + (i), vi);                                                                             \
+  const V p = LOAD(param + (i));                                                                       \
+  V g = LOAD(grad + (i));                                                                              \
+  if constexpr (kDecay) g = ADD(g, MUL(weight_decay, p));                                              \
+  const V mi = ADD(MUL(beta1, LOAD(exp_avg + (i))), MUL(keep1, g));                                    \
+  const V vi = ADD(MUL(beta2, LOAD(exp_avg_sq + (i))), MUL(MUL(keep2, g), g));                         \
+  STORE(exp_avg + (i), mi);                                                                            \
+  STORE(exp_avg_sq + (i), vi);                                                                         \
   const V denominator = ADD(MUL(SQRT(vi), correction2), eps);                                          \
   const V updated = SUB(p, DIV(MUL(step_size, mi), denominator));                                      \
-  STORE(rule.param + (i), updated);
+  STORE(param + (i), updated);
 #define WN_ADAM_VECTOR_LOOP(V, W, SET1, LOAD, STORE, ADD, SUB, MUL, DIV, SQRT)                          \
   WN_ADAM_VECTOR_SETUP(V, SET1)                                                                        \
   int64_t i = begin;                                                                                   \
@@ -147,7 +154,7 @@ inline void finish_squares(float (*lanes)[kLanes], const float* first, int64_t r
   }                                                                                                    \
   for (; i < end; ++i) rule.element(i);
 // The runs' squares accumulate in kLanes / W vectors, vector q holding lanes [q * W, (q + 1) * W): the lanes of
-// rows_squares, each with the same additions in the same order (multiply, then add: FMA is never enabled here).
+// rows_squares, each with the same additions in the same order (multiply, then add: never contracted).
 #define WN_ADAM_SQUARES_LOOP(V, W, SET1, LOAD, STORE, ADD, SUB, MUL, DIV, SQRT, ZERO)                   \
   WN_ADAM_VECTOR_SETUP(V, SET1)                                                                        \
   constexpr int kVectors = kLanes / (W);                                                               \
@@ -167,26 +174,57 @@ inline void finish_squares(float (*lanes)[kLanes], const float* first, int64_t r
   }                                                                                                    \
   finish_squares(lanes, rule.param + begin, rows, n, sums);
 
+// AVX-512F brings FMA instructions with it, and GCC contracts a multiply and an add written as vector arithmetic
+// (as these intrinsics are) into one when the target has them: contraction is switched off for that version, or
+// its results would differ in the last bit from the other widths'.
+#define WN_AVX512_ADAM __attribute__((target("avx512f"), optimize("fp-contract=off")))
+#define WN_AVX512_ARGS _mm512_set1_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_add_ps, _mm512_sub_ps, _mm512_mul_ps, \
+                       _mm512_div_ps, wn_sqrt512
+#define WN_AVX2_ARGS _mm256_set1_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps, \
+                     _mm256_div_ps, _mm256_sqrt_ps
+// Expands the argument lists below before the loop macro splits its arguments at their commas.
+#define WN_EXPAND(LOOP, ...) LOOP(__VA_ARGS__)
+#define WN_SSE2_ARGS _mm_set1_ps, _mm_loadu_ps, _mm_storeu_ps, _mm_add_ps, _mm_sub_ps, _mm_mul_ps, _mm_div_ps, _mm_sqrt_ps
+
+// _mm512_sqrt_ps merges into an undefined vector, which GCC 12 reports as maybe uninitialized; the zero-masking
+// form with every lane selected is the same instruction without that.
+WN_AVX512_ADAM inline __m512 wn_sqrt512(__m512 x) { return _mm512_maskz_sqrt_ps(0xFFFF, x); }
+
+template <bool kDecay>
+WN_AVX512_ADAM void adam_range_avx512(const AdamRule& rule, int64_t begin, int64_t end) {
+  WN_EXPAND(WN_ADAM_VECTOR_LOOP, __m512, 16, WN_AVX512_ARGS)
+}
+
+template <bool kDecay>
 __attribute__((target("avx2"))) void adam_range_avx2(const AdamRule& rule, int64_t begin, int64_t end) {
-  WN_ADAM_VECTOR_LOOP(__m256, 8, _mm256_set1_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_add_ps, _mm256_sub_ps,
-                      _mm256_mul_ps, _mm256_div_ps, _mm256_sqrt_ps)
+  WN_EXPAND(WN_ADAM_VECTOR_LOOP, __m256, 8, WN_AVX2_ARGS)
 }
 
+template <bool kDecay>
 void adam_range_sse2(const AdamRule& rule, int64_t begin, int64_t end) {
-  WN_ADAM_VECTOR_LOOP(__m128, 4, _mm_set1_ps, _mm_loadu_ps, _mm_storeu_ps, _mm_add_ps, _mm_sub_ps, _mm_mul_ps,
-                      _mm_div_ps, _mm_sqrt_ps)
+  WN_EXPAND(WN_ADAM_VECTOR_LOOP, __m128, 4, WN_SSE2_ARGS)
 }
 
+template <bool kDecay>
+WN_AVX512_ADAM void adam_squares_avx512(const AdamRule& rule, int64_t begin, int64_t rows, int64_t n, float* sums) {
+  WN_EXPAND(WN_ADAM_SQUARES_LOOP, __m512, 16, WN_AVX512_ARGS, _mm512_setzero_ps)
+}
+
+template <bool kDecay>
 __attribute__((target("avx2"))) void adam_squares_avx2(const AdamRule& rule, int64_t begin, int64_t rows, int64_t n,
                                                        float* sums) {
-  WN_ADAM_SQUARES_LOOP(__m256, 8, _mm256_set1_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_add_ps, _mm256_sub_ps,
-                       _mm256_mul_ps, _mm256_div_ps, _mm256_sqrt_ps, _mm256_setzero_ps)
+  WN_EXPAND(WN_ADAM_SQUARES_LOOP, __m256, 8, WN_AVX2_ARGS, _mm256_setzero_ps)
 }
 
+template <bool kDecay>
 void adam_squares_sse2(const AdamRule& rule, int64_t begin, int64_t rows, int64_t n, float* sums) {
-  WN_ADAM_SQUARES_LOOP(__m128, 4, _mm_set1_ps, _mm_loadu_ps, _mm_storeu_ps, _mm_add_ps, _mm_sub_ps, _mm_mul_ps,
-                       _mm_div_ps, _mm_sqrt_ps, _mm_setzero_ps)
+  WN_EXPAND(WN_ADAM_SQUARES_LOOP, __m128, 4, WN_SSE2_ARGS, _mm_setzero_ps)
 }
+#undef WN_EXPAND
+#undef WN_SSE2_ARGS
+#undef WN_AVX2_ARGS
+#undef WN_AVX512_ARGS
+#undef WN_AVX512_ADAM
 #undef WN_ADAM_SQUARES_LOOP
 #undef WN_ADAM_VECTOR_LOOP
 #undef WN_ADAM_VECTOR_STEP
@@ -197,14 +235,42 @@ bool has_avx2() {
   return avx2;
 }
 
+// Adam's widest version, chosen once per process. Every width gives the same bits (see above); AVX-512 halves the
+// instructions per element of a loop whose vector square roots and divisions issue no faster per element.
+enum class AdamWidth { kSse2, kAvx2, kAvx512 };
+AdamWidth adam_width() {
+  static const AdamWidth width = __builtin_cpu_supports("avx512f") ? AdamWidth::kAvx512
+                                 : has_avx2()                      ? AdamWidth::kAvx2
+                                                                   : AdamWidth::kSse2;
+  return width;
+}
+
+template <bool kDecay>
+void adam_range(const AdamRule& rule, int64_t begin, int64_t end) {
+  switch (adam_width()) {
+    case AdamWidth::kAvx512: return adam_range_avx512<kDecay>(rule, begin, end);
+    case AdamWidth::kAvx2: return adam_range_avx2<kDecay>(rule, begin, end);
+    case AdamWidth::kSse2: return adam_range_sse2<kDecay>(rule, begin, end);
+  }
+}
+
+template <bool kDecay>
+void adam_squares(const AdamRule& rule, int64_t begin, int64_t rows, int64_t n, float* sums) {
+  switch (adam_width()) {
+    case AdamWidth::kAvx512: return adam_squares_avx512<kDecay>(rule, begin, rows, n, sums);
+    case AdamWidth::kAvx2: return adam_squares_avx2<kDecay>(rule, begin, rows, n, sums);
+    case AdamWidth::kSse2: return adam_squares_sse2<kDecay>(rule, begin, rows, n, sums);
+  }
+}
+
 void AdamRule::operator()(int64_t begin, int64_t end) const {
-  if (has_avx2()) adam_range_avx2(*this, begin, end);
-  else adam_range_sse2(*this, begin, end);
+  if (weight_decay != 0.0f) adam_range<true>(*this, begin, end);
+  else adam_range<false>(*this, begin, end);
 }
 
 void AdamRule::update_with_squares(int64_t begin, int64_t rows, int64_t n, float* sums) const {
-  if (has_avx2()) adam_squares_avx2(*this, begin, rows, n, sums);
-  else adam_squares_sse2(*this, begin, rows, n, sums);
+  if (weight_decay != 0.0f) adam_squares<true>(*this, begin, rows, n, sums);
+  else adam_squares<false>(*this, begin, rows, n, sums);
 }
 #else
 void AdamRule::operator()(int64_t begin, int64_t end) const {

@@ -257,26 +257,39 @@ export abstract class Optimizer<Group extends ParamGroupBase = ParamGroupBase> {
     return this.paramSteps.get(p) ?? 0;
   }
 
-  /** Checks parameter i and its gradient for step(): [] when it has no gradient. Changes nothing. */
+  /**
+   * Checks parameter i and its gradient for step(): [] when it has no gradient. Changes nothing. The error texts
+   * are built only for an error: this runs for every parameter of every step.
+   */
   private checkForStep(where: string, p: Tensor, i: number): { p: Tensor; grad: Tensor }[] {
     const name = `${where}: params[${i}]`;
-    const device = handleOf(p, name).device;
+    handleOf(p, name);
+    const device = p.device;
     const grad: unknown = p.grad;
     if (grad === null || grad === undefined) return [];
     if (!(grad instanceof Tensor)) throw typeError(`${name}.grad`, 'a Tensor or null', grad);
-    const gradDevice = handleOf(grad, `${name}.grad`).device;
-    if (grad.shape.length !== p.shape.length || grad.shape.some((d, k) => d !== p.shape[k])) {
-      throw rangeError(`${name}.grad`, `the parameter's shape ${shapeText(p.shape)}`, shapeText(grad.shape));
-    }
+    handleOf(grad, `${name}.grad`);
+    const shape = p.shape, gradShape = grad.shape;
+    let sameShape = gradShape.length === shape.length;
+    for (let k = 0; sameShape && k < shape.length; k++) sameShape = gradShape[k] === shape[k];
+    if (!sameShape) throw rangeError(`${name}.grad`, `the parameter's shape ${shapeText(shape)}`, shapeText(gradShape));
+    const gradDevice = grad.device;
     if (gradDevice !== device) throw rangeError(`${name}.grad`, `a tensor on '${device}' like the parameter`, `one on '${gradDevice}'`);
-    for (const [j, t] of (this.state.get(p) ?? []).entries()) {
-      const slot = `${name}: state '${this.stateSlots(p)[j] ?? j}'`;
-      const stateDevice = handleOf(t, slot).device;
-      if (stateDevice !== device) {
-        throw rangeError(slot, `a tensor on '${device}' like the parameter (create the optimizer after moving the model)`, `one on '${stateDevice}'`);
+    const state = this.state.get(p);
+    if (state) {
+      for (let j = 0; j < state.length; j++) {
+        const t = state[j]!;
+        if (t.disposed || t.dtype !== 'float32' || t.device !== device) this.throwBadState(name, p, j, t, device);
       }
     }
     return [{ p, grad }];
+  }
+
+  /** The error for state tensor j of p (disposed, not float32, or on another device than the parameter). */
+  private throwBadState(name: string, p: Tensor, j: number, t: Tensor, device: string): never {
+    const slot = `${name}: state '${this.stateSlots(p)[j] ?? j}'`;
+    handleOf(t, slot);
+    throw rangeError(slot, `a tensor on '${device}' like the parameter (create the optimizer after moving the model)`, `one on '${t.device}'`);
   }
 
   /**

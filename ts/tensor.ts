@@ -50,6 +50,8 @@ export class Tensor {
   #shape: readonly number[];
   #size: number;
   #dtype: DType;
+  /** The handle's device, read from it on first use (a native call; most tensors never ask) and kept. */
+  #device: Device | null = null;
   /** Whether backward() computes a gradient for this tensor (parameters set it; results of ops inherit it). */
   requiresGrad = false;
   /** The accumulated gradient of a leaf tensor after backward() (null before; zeroGrad() clears it). */
@@ -128,7 +130,8 @@ export class Tensor {
   }
 
   get device(): Device {
-    return handleOf(this, 'tensor.device', 'any').device as Device;
+    if (this.#device !== null && !this.#disposed) return this.#device;
+    return (this.#device = handleOf(this, 'tensor.device', 'any').device as Device);
   }
 
   get disposed(): boolean {
@@ -252,6 +255,7 @@ export class Tensor {
     this.#handle = handle;
     this.#disposed = handle.disposed;
     this.#dtype = handle.dtype;
+    this.#device = null;
     if (old !== handle) old.dispose();
     // To its users this is an in-place update (a load, a move): views taken before see the bump too, as in PyTorch.
     this.version += 1;

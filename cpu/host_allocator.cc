@@ -65,6 +65,18 @@ HostAllocator::~HostAllocator() { release_cached(); }
 void* HostAllocator::allocate(size_t bytes) {
   const size_t size = rounded_size(bytes);
   if (size < kLargeBlockBytes) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      std::vector<void*>& blocks = small_blocks_[size / kAlignment];
+      if (!blocks.empty()) {
+        void* block = blocks.back();  // the most recently freed: likeliest still in the CPU caches
+        blocks.pop_back();
+        small_cached_ -= size;
+        cached_ -= size;
+        allocated_ += size;
+        return block;
+      }
+    }
     void* block = std::aligned_alloc(kAlignment, size);
     if (!block) {
       release_cached();
@@ -106,9 +118,17 @@ void HostAllocator::release(void* pointer, size_t bytes) {
   if (!pointer) return;
   const size_t size = rounded_size(bytes);
   if (size < kLargeBlockBytes) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      allocated_ -= size;
+      if (small_cached_ + size <= small_cache_bound()) {
+        small_blocks_[size / kAlignment].push_back(pointer);
+        small_cached_ += size;
+        cached_ += size;
+        return;
+      }
+    }
     std::free(pointer);
-    std::lock_guard<std::mutex> lock(mutex_);
-    allocated_ -= size;
     return;
   }
   Evicted older;
@@ -122,7 +142,7 @@ void HostAllocator::release(void* pointer, size_t bytes) {
       // behind. (Unmapping the new block instead kept a cache filled by an earlier, larger workload: every step of
       // the next loop then mapped and faulted in its blocks anew, 4x slower for an MNIST step after the weight-norm
       // benchmark's inputs.)
-      take_oldest_locked(limit_ - size, older);
+      take_oldest_locked(limit_ - size - small_cached_, older);
       free_blocks_[size].push_back({pointer, large_allocations_});
       cached_ += size;
       cached = true;
@@ -142,6 +162,19 @@ void HostAllocator::take_oldest_locked(size_t target_bytes, Evicted& evicted) {
     cached_ -= oldest->first;
     oldest->second.erase(oldest->second.begin());
     if (oldest->second.empty()) free_blocks_.erase(oldest);
+  }
+}
+
+void HostAllocator::take_small_locked(size_t target_bytes, std::vector<void*>& freed) {
+  // The largest sizes first: they free the most for the fewest blocks.
+  for (size_t granules = kLargeBlockBytes / kAlignment; granules-- > 0 && small_cached_ > target_bytes;) {
+    std::vector<void*>& blocks = small_blocks_[granules];
+    while (!blocks.empty() && small_cached_ > target_bytes) {
+      freed.push_back(blocks.back());
+      blocks.pop_back();
+      small_cached_ -= granules * kAlignment;
+      cached_ -= granules * kAlignment;
+    }
   }
 }
 
@@ -177,20 +210,26 @@ void HostAllocator::unmap_all(const Evicted& evicted) {
 
 void HostAllocator::release_cached() {
   Evicted evicted;
+  std::vector<void*> freed;
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    take_small_locked(0, freed);
     take_largest_locked(0, evicted);
   }
+  for (void* block : freed) std::free(block);
   unmap_all(evicted);
 }
 
 void HostAllocator::set_limit(size_t limit_bytes) {
   Evicted evicted;
+  std::vector<void*> freed;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     limit_ = limit_bytes;
-    take_largest_locked(limit_bytes, evicted);
+    take_small_locked(small_cache_bound(), freed);
+    take_largest_locked(limit_bytes - small_cached_, evicted);
   }
+  for (void* block : freed) std::free(block);
   unmap_all(evicted);
 }
 

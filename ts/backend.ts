@@ -44,10 +44,11 @@ export function releaseCachedMemory(): void {
 }
 
 /**
- * Bounds the CPU caching allocator: freed tensor buffers of 64 KiB and more are kept for reuse up to `bytes` in
- * all (default 256 MiB, or the environment variable WEIGHTNORM_CPU_CACHE_BYTES read at load), none larger than
- * bytes / 8; beyond that they go back to the OS at once, as do cached buffers left unused for about a thousand
- * large allocations. Lowering it returns the excess now; 0 turns the cache off.
+ * Bounds the CPU caching allocator: freed tensor buffers are kept for reuse up to `bytes` in all (default 256 MiB,
+ * or the environment variable WEIGHTNORM_CPU_CACHE_BYTES read at load), none larger than bytes / 8, and those under
+ * 64 KiB at most min(4 MiB, bytes / 16) together; beyond that they go back to the system at once, as do cached
+ * buffers of 64 KiB and more left unused for about a thousand large allocations. Lowering it returns the excess
+ * now; 0 turns the cache off.
  */
 export function setCpuCacheLimit(bytes: number): void {
   if (typeof bytes !== 'number' || !Number.isSafeInteger(bytes) || bytes < 0) {

@@ -8,6 +8,9 @@
 //    recently freed first, so a cache filled by an earlier workload makes room for the running loop; lowering
 //    the limit trims now, limit 0 caches nothing, a block above limit / 8 is never cached; a block idle for too long
 //    is unmapped, one in use is kept;
+//  - small blocks (under 64 KiB): a freed one comes back for the next request of its granule count, at most
+//    min(4 MiB, limit / 16) of them are kept (the rest go back to malloc), limit 0 keeps none, a lower limit trims
+//    them, release_cached() frees them;
 //  - release_cached() unmaps every cached block;
 //  - accounting: allocated/cached bytes return to zero; a refused mapping becomes OutOfMemoryError;
 //  - threads: several threads allocating, filling, checking and freeing at once never share a block.
@@ -280,6 +283,53 @@ void test_threads() {
             std::to_string(stats.cached_bytes) + ")");
 }
 
+void test_small_blocks() {
+  HostAllocator allocator(256 * kMiB);
+  const size_t bytes = 1000, size = HostAllocator::rounded_size(bytes);
+  void* first = allocator.allocate(bytes);
+  check(aligned(first), "a small block is 64-byte aligned");
+  allocator.release(first, bytes);
+  check(allocator.stats().cached_bytes == size && allocator.stats().allocated_bytes == 0,
+        "a freed small block is cached at its rounded size");
+  void* second = allocator.allocate(size - 5);  // the same granule count
+  check(second == first && allocator.stats().cached_bytes == 0 && allocator.stats().allocated_bytes == size,
+        "the next request of its granule count gets it back, uncounted from the cache");
+  void* other = allocator.allocate(size + 1);  // one granule more: not that list
+  check(other != first, "a request one granule larger does not take it");
+  allocator.release(second, size - 5);
+  allocator.release(other, size + 1);
+
+  // The bound: min(4 MiB, limit / 16). 4 KiB blocks: 1024 of them fill 4 MiB, the rest go back to malloc.
+  std::vector<void*> blocks;
+  for (int i = 0; i < 1500; ++i) blocks.push_back(allocator.allocate(4096));
+  for (void* block : blocks) allocator.release(block, 4096);
+  const size_t cached = allocator.stats().cached_bytes;
+  check(cached <= HostAllocator::kSmallCacheBytes && cached > HostAllocator::kSmallCacheBytes - 8192,
+        "small blocks fill the cache up to 4 MiB and no further (cached " + std::to_string(cached) + ")");
+  allocator.set_limit(16 * kMiB);  // bound 1 MiB now
+  check(allocator.stats().cached_bytes <= kMiB, "lowering the limit to 16 MiB trims the small blocks to 1 MiB (cached " +
+                                                    std::to_string(allocator.stats().cached_bytes) + ")");
+  allocator.release_cached();
+  check(allocator.stats().cached_bytes == 0 && allocator.stats().allocated_bytes == 0, "release_cached() frees the small blocks too");
+
+  HostAllocator off(0);
+  void* block = off.allocate(bytes);
+  off.release(block, bytes);
+  check(off.stats().cached_bytes == 0, "limit 0: a freed small block is not kept");
+
+  // Large and small together stay within the limit: small blocks up to their 512 KiB bound, then 12 MiB of large
+  // ones against the 8 MiB limit.
+  HostAllocator both(8 * kMiB);  // small bound 512 KiB
+  std::vector<void*> smalls, larges;
+  for (int i = 0; i < 200; ++i) smalls.push_back(both.allocate(4096));
+  for (void* s : smalls) both.release(s, 4096);
+  for (int i = 0; i < 12; ++i) larges.push_back(both.allocate(kMiB));
+  for (void* l : larges) both.release(l, kMiB);
+  check(both.stats().cached_bytes <= 8 * kMiB, "large and small cached blocks together stay within the limit (cached " +
+                                                   std::to_string(both.stats().cached_bytes) + ")");
+  both.release_cached();
+}
+
 void check_host_allocator() {
   test_size_classes();
   test_alignment_and_writable();
@@ -288,6 +338,7 @@ void check_host_allocator() {
   test_bound();
   test_full_cache_follows_the_running_loop();
   test_idle_blocks_dropped();
+  test_small_blocks();
   test_out_of_memory();
   test_threads();
 }

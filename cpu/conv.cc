@@ -119,43 +119,42 @@ void im2col(float* col, const float* x, int64_t images, const ConvGeometry& g) {
   const int threads = num_threads();
   // Stride 1 and output rows as wide as the input's (a "same" convolution): a tap's rows are one shifted plane.
   const bool shifted_rows = g.stride_height == 1 && g.stride_width == 1 && g.out_width == g.in_width;
-  parallel_region(rows * width >= kParallelMinElements, threads, [&] {
-#pragma omp for collapse(2) schedule(static)
-    for (int64_t row = 0; row < rows; ++row) {
-      for (int64_t image = 0; image < images; ++image) {
-        const int64_t c = row / (g.kernel_height * g.kernel_width);
-        const int64_t i = (row / g.kernel_width) % g.kernel_height, j = row % g.kernel_width;
-        const float* plane = x + (image * g.in_channels + c) * g.in_spatial();
-        float* dst = col + row * width + image * spatial;
-        if (shifted_rows) {
-          shifted_plane(dst, plane, i * g.dilation_height - g.padding_height, j * g.dilation_width - g.padding_width, g);
+  // One loop over (row, image) pairs, rows major: the iterations and their static split of collapse(2).
+  nestable_region(rows * width >= kParallelMinElements, threads, [&] {
+    team_for_static(0, rows * images, [&](int64_t pair) {
+      const int64_t row = pair / images, image = pair % images;
+      const int64_t c = row / (g.kernel_height * g.kernel_width);
+      const int64_t i = (row / g.kernel_width) % g.kernel_height, j = row % g.kernel_width;
+      const float* plane = x + (image * g.in_channels + c) * g.in_spatial();
+      float* dst = col + row * width + image * spatial;
+      if (shifted_rows) {
+        shifted_plane(dst, plane, i * g.dilation_height - g.padding_height, j * g.dilation_width - g.padding_width, g);
+        return;
+      }
+      for (int64_t oh = 0; oh < oh_count; ++oh) {
+        const int64_t h = oh * g.stride_height - g.padding_height + i * g.dilation_height;
+        float* d = dst + oh * ow_count;
+        if (h < 0 || h >= g.in_height) {
+          for (int64_t ow = 0; ow < ow_count; ++ow) d[ow] = 0.0f;
           continue;
         }
-        for (int64_t oh = 0; oh < oh_count; ++oh) {
-          const int64_t h = oh * g.stride_height - g.padding_height + i * g.dilation_height;
-          float* d = dst + oh * ow_count;
-          if (h < 0 || h >= g.in_height) {
-            for (int64_t ow = 0; ow < ow_count; ++ow) d[ow] = 0.0f;
-            continue;
-          }
-          const float* src = plane + h * g.in_width;
-          const int64_t offset = j * g.dilation_width - g.padding_width;
-          if (g.stride_width == 1) {
-            // Contiguous run: zeros left and right of the image, a copy in between.
-            const int64_t begin = std::clamp<int64_t>(-offset, 0, ow_count);
-            const int64_t end = std::clamp<int64_t>(g.in_width - offset, begin, ow_count);
-            for (int64_t ow = 0; ow < begin; ++ow) d[ow] = 0.0f;
-            for (int64_t ow = begin; ow < end; ++ow) d[ow] = src[ow + offset];
-            for (int64_t ow = end; ow < ow_count; ++ow) d[ow] = 0.0f;
-          } else {
-            for (int64_t ow = 0; ow < ow_count; ++ow) {
-              const int64_t w = ow * g.stride_width + offset;
-              d[ow] = (w >= 0 && w < g.in_width) ? src[w] : 0.0f;
-            }
+        const float* src = plane + h * g.in_width;
+        const int64_t offset = j * g.dilation_width - g.padding_width;
+        if (g.stride_width == 1) {
+          // Contiguous run: zeros left and right of the image, a copy in between.
+          const int64_t begin = std::clamp<int64_t>(-offset, 0, ow_count);
+          const int64_t end = std::clamp<int64_t>(g.in_width - offset, begin, ow_count);
+          for (int64_t ow = 0; ow < begin; ++ow) d[ow] = 0.0f;
+          for (int64_t ow = begin; ow < end; ++ow) d[ow] = src[ow + offset];
+          for (int64_t ow = end; ow < ow_count; ++ow) d[ow] = 0.0f;
+        } else {
+          for (int64_t ow = 0; ow < ow_count; ++ow) {
+            const int64_t w = ow * g.stride_width + offset;
+            d[ow] = (w >= 0 && w < g.in_width) ? src[w] : 0.0f;
           }
         }
       }
-    }
+    });
   });
 }
 
@@ -185,9 +184,8 @@ void col2im(float* dx, float* dcol, int64_t images, const ConvGeometry& g, const
   const int threads = num_threads();
   const int64_t planes = images * g.in_channels;
   const bool shifted_rows = g.stride_height == 1 && g.stride_width == 1 && g.out_width == g.in_width;
-  parallel_region(planes * g.in_spatial() >= kParallelMinElements, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t plane = 0; plane < planes; ++plane) {
+  nestable_region(planes * g.in_spatial() >= kParallelMinElements, threads, [&] {
+    team_for_static(0, planes, [&](int64_t plane) {
       const int64_t image = plane / g.in_channels, c = plane % g.in_channels;
       float* out = dx + plane * g.in_spatial();
       std::fill(out, out + g.in_spatial(), start ? start[c] : 0.0f);
@@ -217,7 +215,7 @@ void col2im(float* dx, float* dcol, int64_t images, const ConvGeometry& g, const
           }
         }
       }
-    }
+    });
   });
 }
 

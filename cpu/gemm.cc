@@ -741,13 +741,13 @@ void gemm_blocked(float* out, const float* a, const float* b, int64_t m, int64_t
     pack_workspace.release_oversized();
   };
 
-  parallel_region(parallel, threads, [&] {
+  nestable_region(parallel, threads, [&] {
     // Partial sums of one output block between k slices, tile-major; a single slice needs only one tile.
     static thread_local Workspace partial_workspace;
     float* partial = partial_workspace.get(single_slice ? size_t(mr * nr) : size_t(mc * nc));
     if (parts == 1) {
       // This thread's rectangle of the grid, in whole panels (outside a team: the whole output).
-      const int team = omp_get_num_threads(), me = omp_get_thread_num();
+      const int team = team_size(), me = team_index();
       const ThreadGrid grid = thread_grid(team, a_panels, b_panels, m, n, epilogue.subtract_matrix != nullptr);
       if (me < grid.row_bands * grid.column_bands) {
         const int64_t band = me / grid.column_bands, column_band = me % grid.column_bands;
@@ -757,21 +757,19 @@ void gemm_blocked(float* out, const float* a, const float* b, int64_t m, int64_t
       }
       return;
     }
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t part = 0; part < parts; ++part) {
+    team_for_dynamic(0, parts, [&](int64_t part) {
       const int64_t k_begin = part * part_length, k_end = std::min(k, k_begin + part_length);
       pack_and_compute(part_products + part * m * n, 0, m, 0, n, k_begin, k_end, partial);
-    }
+    });
     // The parts' products added in part order, then the epilogue, row by row.
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < m; ++i) {
+    team_for_static(0, m, [&](int64_t i) {
       float* sum = part_products + i * n;
       for (int64_t part = 1; part < parts; ++part) {
         const float* add = part_products + part * m * n + i * n;
         for (int64_t j = 0; j < n; ++j) sum[j] += add[j];
       }
       apply_epilogue(out, n, sum, n, i, 1, 0, n, epilogue);
-    }
+    });
   });
   parts_workspace.release_oversized();
 }

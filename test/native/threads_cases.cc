@@ -4,7 +4,10 @@
 //  - automatic_thread_count() against an independent statement of the rule (the most threads t such that the
 //    others' load fits in the cores left over plus the margin), its bounds, monotonicity and hysteresis;
 //  - a count that is set wins, 0 gives the choice back;
-//  - live: with busy processes on every core, the automatic choice drops to one thread within a few periods.
+//  - live: with busy processes on every core, the automatic choice drops to one thread within a few periods;
+//  - nestable_region: at the outermost level its team_for_* loops share the iterations among the team, each run
+//    once; nested inside a team or inside parallel_region's team-less call, each caller runs all of them itself
+//    (team_size() 1), with no team of its own (omp_get_level() unchanged).
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -157,11 +160,72 @@ void test_drops_under_load() {
                int(spinners.size()), before.cores, threads, during.other_busy_cores));
 }
 
+void test_nestable_region() {
+  constexpr int64_t kCount = 1000;
+  for (const bool dynamic : {false, true}) {
+    const char* kind = dynamic ? "team_for_dynamic" : "team_for_static";
+    // Outermost, 2 threads: every iteration once, shared.
+    std::vector<int> runs(kCount, 0);
+    std::vector<int> by_thread(2, 0);
+    weightnorm::cpu::nestable_region(true, 2, [&] {
+      auto body = [&](int64_t i) {
+#pragma omp atomic
+        runs[i] += 1;
+#pragma omp atomic
+        by_thread[weightnorm::cpu::team_index()] += 1;
+      };
+      if (dynamic) weightnorm::cpu::team_for_dynamic(0, kCount, body);
+      else weightnorm::cpu::team_for_static(0, kCount, body);
+    });
+    bool once = true;
+    for (int r : runs) once &= r == 1;
+    check(once && by_thread[0] + by_thread[1] == kCount, std::string(kind) + ", outermost: every iteration runs once");
+
+    // Nested inside a team of 2: each thread runs all the iterations of its own call, team-less.
+    std::vector<int> nested_runs(2 * kCount, 0);
+    std::vector<int> sizes(2, -1), levels(2, -1), outer_levels(2, -1);
+#pragma omp parallel num_threads(2)
+    {
+      const int me = omp_get_thread_num();
+      outer_levels[me] = omp_get_level();
+      weightnorm::cpu::nestable_region(true, 2, [&] {
+        sizes[me] = weightnorm::cpu::team_size();
+        levels[me] = omp_get_level();
+        auto body = [&](int64_t i) { nested_runs[me * kCount + i] += 1; };
+        if (dynamic) weightnorm::cpu::team_for_dynamic(0, kCount, body);
+        else weightnorm::cpu::team_for_static(0, kCount, body);
+      });
+    }
+    const int team = omp_get_max_threads() >= 2 ? 2 : 1;  // the outer team may be smaller (a 1-thread limit)
+    bool all = true;
+    for (int t = 0; t < team; ++t)
+      for (int64_t i = 0; i < kCount; ++i) all &= nested_runs[t * kCount + i] == 1;
+    check(all && sizes[0] == 1 && levels[0] == outer_levels[0],
+          std::string(kind) + ", nested in a team: each caller runs every iteration, team size 1, no new team");
+
+    // Inside parallel_region's call without a team (one thread): the same.
+    std::vector<int> serial_runs(kCount, 0);
+    int serial_level = -1;
+    weightnorm::cpu::parallel_region(false, 1, [&] {
+      weightnorm::cpu::nestable_region(true, 2, [&] {
+        serial_level = omp_get_level();
+        auto body = [&](int64_t i) { serial_runs[i] += 1; };
+        if (dynamic) weightnorm::cpu::team_for_dynamic(0, kCount, body);
+        else weightnorm::cpu::team_for_static(0, kCount, body);
+      });
+    });
+    bool serial_once = true;
+    for (int r : serial_runs) serial_once &= r == 1;
+    check(serial_once && serial_level == 0, std::string(kind) + ", inside a team-less region: every iteration once, no team");
+  }
+}
+
 void check_threads() {
   test_busy_ticks_parser();
   test_automatic_rule();
   test_set_and_automatic();
   test_drops_under_load();
+  test_nestable_region();
 }
 
 WEIGHTNORM_NATIVE_TEST_GROUP("threads/cpu", check_threads);

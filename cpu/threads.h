@@ -3,8 +3,8 @@
 #include <omp.h>
 
 #include <cstdint>
-#include <utility>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace weightnorm::cpu {

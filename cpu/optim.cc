@@ -230,17 +230,12 @@ void adam_squares_sse2(const AdamRule& rule, int64_t begin, int64_t rows, int64_
 #undef WN_ADAM_VECTOR_STEP
 #undef WN_ADAM_VECTOR_SETUP
 
-bool has_avx2() {
-  static const bool avx2 = __builtin_cpu_supports("avx2");
-  return avx2;
-}
-
 // Adam's widest version, chosen once per process. Every width gives the same bits (see above); AVX-512 halves the
 // instructions per element of a loop whose vector square roots and divisions issue no faster per element.
 enum class AdamWidth { kSse2, kAvx2, kAvx512 };
 AdamWidth adam_width() {
   static const AdamWidth width = __builtin_cpu_supports("avx512f") ? AdamWidth::kAvx512
-                                 : has_avx2()                      ? AdamWidth::kAvx2
+                                 : __builtin_cpu_supports("avx2")  ? AdamWidth::kAvx2
                                                                    : AdamWidth::kSse2;
   return width;
 }

@@ -2,7 +2,7 @@
 // diverges with exit code 1, writes its log and checkpoint; compare and lr-sweep write reports and plots that parse;
 // bad options exit 2 with a message naming the option, what was expected and what was received.
 import { execFile, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,7 +10,8 @@ import { InvalidArgumentError } from 'commander';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { choiceList, integer, NORMS, positiveList } from '../weightnorm-cli/src/commands/options.js';
-import { backend, io } from '../ts/index.js';
+import { backend, data, io } from '../ts/index.js';
+import { reproduce, runSeed, uniformGenerator, writeFashionMnistFolder } from './helpers.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const cli = join(root, 'weightnorm-cli', 'bin', 'weightnorm.js');
@@ -24,10 +25,13 @@ interface Run {
   stderr: string;
 }
 
-/** Runs the compiled CLI in `work`; the training cases pass --threads 1 so their time does not depend on the machine. */
-function weightnorm(args: string[], timeout = 60_000): Promise<Run> {
+/**
+ * Runs the compiled CLI in `work` (with `env` added to the environment); the training cases pass --threads 1 so their
+ * time does not depend on the machine.
+ */
+function weightnorm(args: string[], timeout = 60_000, env: Record<string, string> = {}): Promise<Run> {
   return new Promise((done) => {
-    execFile(process.execPath, [cli, ...args], { cwd: work, timeout, env: { ...process.env, WEIGHTNORM_DEBUG: '1' } }, (error, stdout, stderr) => {
+    execFile(process.execPath, [cli, ...args], { cwd: work, timeout, env: { ...process.env, WEIGHTNORM_DEBUG: '1', ...env } }, (error, stdout, stderr) => {
       const code = error ? (typeof error.code === 'number' ? error.code : null) : 0;
       done({ code, stdout, stderr });
     });
@@ -246,4 +250,61 @@ describe('weightnorm CLI', () => {
     expect(svg).toContain('diverged');
     expectPng(join(dir, 'lr-sweep-mlp.png'));
   });
+
+  it('every command that trains reads --dataset fashion-mnist, names its reports after it, and names missing files', async () => {
+    // A tiny Fashion-MNIST of random images through WEIGHTNORM_FASHION_MNIST: the counts the commands report (300
+    // training, 100 held out; MNIST has 8000 / 2000) show they read it. The real files are read in
+    // fashion-mnist.test.ts where Debian's package is installed.
+    const seed = runSeed();
+    const fashion = join(work, 'fashion');
+    writeFashionMnistFolder(fashion, { train: 300, test: 100 }, uniformGenerator(seed));
+    const env = { [data.FASHION_MNIST_ENV]: fashion };
+    const fast = ['--dataset', 'fashion-mnist', '--threads', '1', '--batch', '50'];
+    const commands: { args: string[]; report: string; says: string }[] = [
+      { args: ['train', '--steps', '3', '--hidden', '8', '--out', 'f-train'], report: 'f-train/log.json', says: '"dataset":"fashion-mnist"' },
+      {
+        args: ['compare', '--variants', 'none,wn', '--lr', '1e-3', '--steps', '3', '--hidden', '8', '--timing-rounds', '0', '--out', 'f-compare'],
+        report: 'f-compare/compare-mlp-fashion-mnist.md',
+        says: 'Fashion-MNIST, 300 training images, 100 held out',
+      },
+      {
+        args: ['lr-sweep', '--lrs', '0.1', '--steps', '3', '--hidden', '8', '--out', 'f-sweep'],
+        report: 'f-sweep/lr-sweep-mlp-fashion-mnist.md',
+        says: 'Fashion-MNIST, 300 training images, 100 held out',
+      },
+      {
+        args: ['sequence', '--experiments', 'rows', '--hidden', '4', '--epochs', '1', '--train-size', '100', '--out', 'f-sequence'],
+        report: 'f-sequence/sequence-rows-fashion-mnist.md',
+        says: 'Fashion-MNIST, 100 training images, 100 held out',
+      },
+      {
+        args: ['vae', '--steps', '2', '--latent', '2', '--channels', '2,4', '--block', '1', '--out', 'f-vae'],
+        report: 'f-vae/vae-fashion-mnist.md',
+        says: 'Fashion-MNIST, 300 training images, 100 held out',
+      },
+    ];
+    const runs = await Promise.all(commands.map(({ args }) => weightnorm([...args, ...fast], 120_000, env)));
+    runs.forEach((run, i) => {
+      const { args, report, says } = commands[i]!;
+      expect(run.code, `weightnorm ${args.join(' ')}: ${run.stderr} (${reproduce(seed)})`).toBe(0);
+      expect(readFileSync(join(work, report), 'utf8'), report).toContain(says);
+    });
+    expect(runs[0]!.stdout).toContain('Fashion-MNIST: 300 training / 100 held-out images');
+    const vae = JSON.parse(readFileSync(join(work, 'f-vae', 'vae-fashion-mnist.json'), 'utf8'));
+    expect([vae.config.dataset, vae.config.trainSize, vae.config.heldOut]).toEqual(['fashion-mnist', 300, 100]);
+    for (const file of ['vae-fashion-mnist-bound.svg', 'vae-fashion-mnist-wn-samples.png', 'vae-fashion-mnist-plain-reconstructions.png']) {
+      expect(existsSync(join(work, 'f-vae', file)), file).toBe(true);
+    }
+    expect(existsSync(join(work, 'f-vae', 'vae.md')), 'the MNIST name is not used').toBe(false);
+
+    // A folder without the files: every command stops before training (exit 2), naming the file it looked for.
+    const empty = join(work, 'no-fashion');
+    mkdirSync(empty, { recursive: true });
+    const missing = await Promise.all(commands.map(({ args }) => weightnorm([...args.slice(0, 1), '--dataset', 'fashion-mnist', '--out', 'never'], 60_000, { [data.FASHION_MNIST_ENV]: empty })));
+    missing.forEach((run, i) => {
+      expect(run.code, `${commands[i]!.args[0]}: ${run.stderr}`).toBe(2);
+      expect(run.stderr).toContain(`--dataset fashion-mnist: data.fashionMnist: neither ${join(empty, 'train-images-idx3-ubyte')}.gz nor`);
+      expect(run.stdout).not.toMatch(/epoch|step \d/i);
+    });
+  }, 240_000);
 });

@@ -1,5 +1,9 @@
-// Shared by the suites: the run's random seed, a small seeded generator, and the error measure.
+// Shared by the suites: the run's random seed, a small seeded generator, the error measure, and a tiny
+// Fashion-MNIST folder.
 import { randomInt } from 'node:crypto';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 
 /**
  * The seed random inputs are drawn from: fresh each run, or WEIGHTNORM_TEST_SEED to reproduce a failure. Every
@@ -85,4 +89,38 @@ export function firstBitDifference(a: Float32Array, b: Float32Array): number {
 
 export function shapeName(shape: readonly number[], dim: number | null): string {
   return `[${shape.join(', ')}] dim ${dim === null ? 'null' : dim}`;
+}
+
+/** An IDX file (MNIST's format) of unsigned bytes: magic 0x0000080n, the n dimensions, then the values. */
+export function idxBytes(shape: number[], values: Uint8Array): Buffer {
+  const header = Buffer.alloc(4 + 4 * shape.length);
+  header[2] = 0x08;
+  header[3] = shape.length;
+  shape.forEach((d, i) => header.writeUInt32BE(d, 4 + 4 * i));
+  return Buffer.concat([header, Buffer.from(values)]);
+}
+
+/**
+ * A folder `root` (made anew) holding the four files of a tiny Fashion-MNIST, 28×28 images of random pixels and
+ * random labels from `uniform`, gzipped or not; returns what was written, per split.
+ */
+export function writeFashionMnistFolder(
+  root: string,
+  counts: { train: number; test: number },
+  uniform: () => number,
+  gzip = true,
+): Record<'train' | 'test', { pixels: Uint8Array; labels: Uint8Array }> {
+  rmSync(root, { recursive: true, force: true });
+  mkdirSync(root, { recursive: true });
+  const made = {} as Record<'train' | 'test', { pixels: Uint8Array; labels: Uint8Array }>;
+  for (const [split, prefix] of [['train', 'train'], ['test', 't10k']] as const) {
+    const n = counts[split];
+    const pixels = Uint8Array.from({ length: n * 784 }, () => Math.floor(uniform() * 256));
+    const labels = Uint8Array.from({ length: n }, () => Math.floor(uniform() * 10));
+    const write = (file: string, bytes: Buffer) => writeFileSync(join(root, gzip ? `${file}.gz` : file), gzip ? gzipSync(bytes) : bytes);
+    write(`${prefix}-images-idx3-ubyte`, idxBytes([n, 28, 28], pixels));
+    write(`${prefix}-labels-idx1-ubyte`, idxBytes([n], labels));
+    made[split] = { pixels, labels };
+  }
+  return made;
 }

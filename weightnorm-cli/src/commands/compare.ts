@@ -180,7 +180,7 @@ async function race(requested: CompareOptions, run: DataParallelRun | null): Pro
   };
   log(
     `compare ${options.model}: ${options.variants.map((v) => NORM_LABELS[v]).join(', ')}; Adam, batch ${options.batch}, ` +
-      `${total} steps (${(total / perEpoch).toFixed(2)} epochs of ${train.count} ${DATASET_TEXT[options.dataset].name} ${DATASET_TEXT[options.dataset].examples}), on ${device}` +
+      `${total} steps (${(total / perEpoch).toFixed(2)} epochs of ${train.count} ${DATASET_TEXT[options.dataset].counted}), on ${device}` +
       `${device === 'cpu' ? ` (${threadsText(threads)})` : ''}, seed ${options.seed}`,
   );
   const common = { seed: options.seed, device, train, hidden: options.hidden };

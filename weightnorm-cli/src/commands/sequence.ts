@@ -268,7 +268,7 @@ async function runOnline(options: SequenceOptions, device: Device, train: data.M
     base,
     'Online learning, one example per step: plain vs weight norm vs batch norm',
     [
-      `MLP 784 → ${options.onlineHidden} → 10 (ReLU), trained on ${steps} ${DATASET_TEXT[options.dataset].name} ${DATASET_TEXT[options.dataset].examples} one at a time (batch size 1), Adam lr ${options.onlineLr}`,
+      `MLP 784 → ${options.onlineHidden} → 10 (ReLU), trained on ${steps} ${DATASET_TEXT[options.dataset].counted} one at a time (batch size 1), Adam lr ${options.onlineLr}`,
       `every variant from the same seed (${options.seed}) with data-dependent init on the first ${INIT_EXAMPLES} training digits; the same example order; held-out accuracy on ${test.count} digits every ${options.evalEvery} steps`,
       'batch norm cannot compute batch statistics from one example: its first training step throws, and the report shows the message a user gets',
     ],

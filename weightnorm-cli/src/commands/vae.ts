@@ -21,6 +21,7 @@ import {
   markdownTable,
   mean,
   NORM_LABELS,
+  reportName,
   resolveDevice,
   subset,
   threadsText,
@@ -219,7 +220,7 @@ function trainVariant(norm: Variant, options: VaeOptions, ctx: { shape: VaeShape
 
 /** An 8×8 grid of decoded prior samples (Bernoulli means) and 16 held-out input / reconstruction pairs. */
 function writeImages(model: ConvVae, norm: Variant, options: VaeOptions, test: Split, device: Device, out: string): { samples: string; reconstructions: string } {
-  const base = join(out, `${fileStem(options.dataset)}-${norm === 'none' ? 'plain' : 'wn'}`);
+  const base = join(out, `${reportName('vae', options.dataset)}-${norm === 'none' ? 'plain' : 'wn'}`);
   const files = { samples: `${base}-samples.png`, reconstructions: `${base}-reconstructions.png` };
   model.eval();
   noGrad(() =>
@@ -246,11 +247,6 @@ function writeImages(model: ConvVae, norm: Variant, options: VaeOptions, test: S
   return files;
 }
 
-/** The reports' file names: `vae` for MNIST (as before --dataset existed), `vae-<dataset>` for another dataset. */
-function fileStem(dataset: DatasetKind): string {
-  return dataset === 'mnist' ? 'vae' : `vae-${dataset}`;
-}
-
 /** 'digit' or 'image': what one example of the dataset is called in the reports. */
 function exampleName(dataset: DatasetKind): string {
   return DATASET_TEXT[dataset].examples.replace(/s$/, '');
@@ -273,7 +269,7 @@ export async function runVae(options: VaeOptions): Promise<number> {
   console.log(
     `vae: ${variants.map((v) => NORM_LABELS[v]).join(' vs ')}; latent ${options.latent}, channels ${options.channels.join('/')}; ` +
       `Adamax lr ${formatLr(options.lr)}, batch ${options.batch}, ${total} steps (${(total / perEpoch).toFixed(2)} epochs of ${train.count} ` +
-      `binarized ${DATASET_TEXT[options.dataset].name} ${examples}), ${test.count} held out; on ${device}${device === 'cpu' ? ` (${threadsText(threads)})` : ''}, seed ${options.seed}`,
+      `binarized ${DATASET_TEXT[options.dataset].counted}), ${test.count} held out; on ${device}${device === 'cpu' ? ` (${threadsText(threads)})` : ''}, seed ${options.seed}`,
   );
   const results: VariantResult[] = [];
   const grids: Record<string, { samples: string; reconstructions: string }> = {};
@@ -385,7 +381,7 @@ async function writeVaeReport(
   },
 ): Promise<{ report: string; svg: string; png: string | null }> {
   const { results, device, out, perEpoch } = ctx;
-  const stem = fileStem(options.dataset);
+  const stem = reportName('vae', options.dataset);
   const base = join(out, stem);
   const env = environment(device);
   const dataset = DATASET_TEXT[options.dataset];

@@ -620,13 +620,12 @@ struct ThreadGrid {
   int64_t row_bands = 1, column_bands = 1;
 };
 
-//
-// Except when the epilogue reads a matrix of the output's shape (subtract_matrix: weight norm's v in the gradient
-// dv = c1 * (dy^T x) - c2 * v): then the threads take whole rows (row bands). In column bands both cores read part
-// of every row of v, and the optimizer step that follows updates v by contiguous ranges of rows on each core, so
-// its stores had to take lines back from the other core's cache: on a 2-core EPYC VM the weight-normalized demo
-// MLP's Adam step took 180-200 us after column-banded dv products and 130 us after row-banded ones (the plain MLP's
-// 115-125 us), and its whole training step 5-10% less.
+// thread_grid chooses that grid, except when the epilogue reads a matrix of the output's shape (subtract_matrix: weight
+// norm's v in the gradient dv = c1 * (dy^T x) - c2 * v): then the threads take whole rows (row bands). In column bands
+// both cores read part of every row of v, and the optimizer step that follows updates v by contiguous ranges of rows on
+// each core, so its stores had to take lines back from the other core's cache: on a 2-core EPYC VM the
+// weight-normalized demo MLP's Adam step took 180-200 us after column-banded dv products and 130 us after row-banded
+// ones (the plain MLP's 115-125 us), and its whole training step 5-10% less.
 ThreadGrid thread_grid(int threads, int64_t a_panels, int64_t b_panels, int64_t m, int64_t n, bool whole_rows) {
   if (whole_rows && a_panels >= threads) return {threads, 1};
   ThreadGrid best;

@@ -329,6 +329,7 @@ Napi::Value Backend(const Napi::CallbackInfo& info) {
                                                                                                           : "automatic"));
   cpu_info.Set("cores", Napi::Number::New(env, threads.cores));
   if (threads.other_busy_cores >= 0) cpu_info.Set("otherBusyCores", Napi::Number::New(env, threads.other_busy_cores));
+  cpu_info.Set("waitPolicy", Napi::String::New(env, cpu::pool_wait_policy()));
   cpu_info.Set("gemm", Napi::String::New(env, cpu::gemm_backend_description()));
   const std::string blas_core = cpu::gemm_blas_core();
   if (!blas_core.empty()) cpu_info.Set("blasCore", Napi::String::New(env, blas_core));

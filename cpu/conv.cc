@@ -21,7 +21,7 @@
 // KiB: stays in L2) feeds one GEMM per group whose [OC, OH*OW] output IS the image's NCHW block, so the regroup
 // copies of the batched path disappear, and the im2col block is read back from cache instead of memory. With at least
 // kPerImageMinImagesPerThread images per thread the images are spread over the threads (each GEMM single-threaded:
-// OpenMP does not nest); with fewer, the images go one after another and each GEMM uses every thread. Both give the
+// regions do not nest); with fewer, the images go one after another and each GEMM uses every thread. Both give the
 // same bits: the GEMMs' shapes, and so their summation orders, are those of one image either way. Images (and dw
 // chunks) are handed out dynamically: on a shared machine a thread that loses its core for a scheduler slice
 // leaves its share to the others instead of holding up the whole op (the result does not depend on who computes
@@ -33,7 +33,6 @@
 //       partials stay small (OC*C/groups*kh*kw <= kPerImageMaxWeight floats each).
 #include "conv.h"
 
-#include <omp.h>
 
 #include <algorithm>
 #include <atomic>
@@ -223,19 +222,21 @@ void col2im(float* dx, float* dcol, int64_t images, const ConvGeometry& g, const
 void channels_major_to_images(float* y, const float* t, int64_t images, int64_t channels, int64_t spatial) {
   const int threads = num_threads();
   parallel_region(images * channels * spatial >= kParallelMinElements, threads, [&] {
-#pragma omp for collapse(2) schedule(static)
-    for (int64_t image = 0; image < images; ++image)
-      for (int64_t c = 0; c < channels; ++c)
-        std::copy_n(t + (c * images + image) * spatial, spatial, y + (image * channels + c) * spatial);
+    // The (image, channel) pairs as one loop, shared as a collapse(2) loop would be.
+    for (const int64_t pair : team_static(0, images * channels)) {
+      const int64_t image = pair / channels, c = pair % channels;
+      std::copy_n(t + (c * images + image) * spatial, spatial, y + (image * channels + c) * spatial);
+    }
   });
 }
 void images_to_channels_major(float* t, const float* y, int64_t images, int64_t channels, int64_t spatial) {
   const int threads = num_threads();
   parallel_region(images * channels * spatial >= kParallelMinElements, threads, [&] {
-#pragma omp for collapse(2) schedule(static)
-    for (int64_t image = 0; image < images; ++image)
-      for (int64_t c = 0; c < channels; ++c)
-        std::copy_n(y + (image * channels + c) * spatial, spatial, t + (c * images + image) * spatial);
+    // The (image, channel) pairs as one loop, shared as a collapse(2) loop would be.
+    for (const int64_t pair : team_static(0, images * channels)) {
+      const int64_t image = pair / channels, c = pair % channels;
+      std::copy_n(y + (image * channels + c) * spatial, spatial, t + (c * images + image) * spatial);
+    }
   });
 }
 
@@ -272,8 +273,7 @@ double lanes_sum(const double* lanes) {
 void channel_sums(float* dbias, const float* dy, int64_t batch, int64_t channels, int64_t spatial) {
   const int threads = num_threads();
   parallel_region(batch * channels * spatial >= kParallelMinElements, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t c = 0; c < channels; ++c) {
+    for (const int64_t c : team_static(0, channels)) {
       double lanes[kSumLanes] = {};
       for (int64_t image = 0; image < batch; ++image) add_to_lanes(lanes, dy + (image * channels + c) * spatial, spatial);
       dbias[c] = float(lanes_sum(lanes));
@@ -296,8 +296,7 @@ void conv_forward_per_image(float* y, const float* x, const float* w, const floa
   const bool keeps_raw = scale.channel_scale != nullptr && scale.raw_out != nullptr;
   const int threads = num_threads();
   parallel_region(images_in_parallel(g), threads, [&] {
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t image = 0; image < g.batch; ++image) {
+    for (const int64_t image : team_dynamic(0, g.batch)) {
       float* col = scratch(0, g.groups * patch * spatial);
       im2col(col, x + image * g.in_channels * g.in_spatial(), 1, g);
       float* y_image = y + image * g.out_channels * spatial;
@@ -325,8 +324,7 @@ void conv_input_gradient_per_image(float* dx, const float* dy, const float* w, c
   const int64_t spatial = g.out_spatial();
   const int threads = num_threads();
   parallel_region(images_in_parallel(g), threads, [&] {
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t image = 0; image < g.batch; ++image) {
+    for (const int64_t image : team_dynamic(0, g.batch)) {
       float* col = scratch(0, g.groups * g.patch() * spatial);
       weight_transpose_product(col, w, dy + image * g.out_channels * spatial, spatial, g);
       col2im(dx + image * g.in_channels * g.in_spatial(), col, 1, g, nullptr);
@@ -365,8 +363,7 @@ void conv_weight_gradient_per_image(float* dw, float* dbias, const float* dy, co
   std::vector<double> bias_partials(dbias ? static_cast<size_t>(chunks * g.out_channels) : 0);
   const int threads = num_threads();
   parallel_region(threads > 1 && chunks > 1, threads, [&] {
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t c = 0; c < chunks; ++c) {
+    for (const int64_t c : team_dynamic(0, chunks)) {
       float* col = scratch(0, g.groups * patch * spatial);
       float* partial = partials + c * weights;
       for (int64_t image = c * chunk; image < std::min(g.batch, (c + 1) * chunk); ++image) {
@@ -395,8 +392,7 @@ void conv_weight_gradient_per_image(float* dw, float* dbias, const float* dy, co
     }
   // dw (or dv) = scale ⊙ (the partials summed in chunk order) − coefficient ⊙ v, per output channel o.
   parallel_region(weights * chunks >= kParallelMinElements, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t o = 0; o < g.out_channels; ++o) {
+    for (const int64_t o : team_static(0, g.out_channels)) {
       // The row summed in place in chunk 0's partial, chunk after chunk (contiguous rows, the same order per element).
       float* sum = partials + o * patch;
       for (int64_t c = 1; c < chunks; ++c) {
@@ -662,8 +658,7 @@ void conv_forward_direct(float* y, const float* x, const float* w, const float* 
   const int64_t items = g.batch * g.groups * parts;
   const int threads = num_threads();
   parallel_region(threads > 1 && items > 1 && g.batch * g.out_channels * spatial * taps >= kParallelMinElements, threads, [&] {
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t item = 0; item < items; ++item) {
+    for (const int64_t item : team_dynamic(0, items)) {
       const int64_t image = item / (g.groups * parts), gi = item / parts % g.groups, part = item % parts;
       const int64_t begin = part * per_part, end = std::min(ocg, begin + per_part);
       if (begin >= end) continue;
@@ -691,8 +686,7 @@ void conv_weight_gradient_direct(float* dw, float* dbias, const float* dy, const
   std::vector<double> bias_partials(dbias ? static_cast<size_t>(chunks * g.out_channels) : 0, 0.0);
   const int threads = num_threads();
   parallel_region(threads > 1 && items > 1 && g.batch * g.out_channels * spatial * taps >= kParallelMinElements, threads, [&] {
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t item = 0; item < items; ++item) {
+    for (const int64_t item : team_dynamic(0, items)) {
       const int64_t c = item / (g.groups * parts), gi = item / parts % g.groups, part = item % parts;
       const int64_t begin = gi * ocg + part * per_part, end = std::min((gi + 1) * ocg, begin + per_part);
       if (begin >= end) continue;
@@ -877,8 +871,7 @@ void pad_forward(float* y, const float* x, const PadGeometry& g) {
   const int64_t oh_count = g.out_height(), ow_count = g.out_width();
   const int threads = num_threads();
   parallel_region(g.planes * oh_count * ow_count >= kParallelMinElements, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < g.planes; ++p) {
+    for (const int64_t p : team_static(0, g.planes)) {
       const float* plane = x + p * g.height * g.width;
       float* out = y + p * oh_count * ow_count;
       for (int64_t oh = 0; oh < oh_count; ++oh) {
@@ -897,8 +890,7 @@ void pad_backward(float* dx, const float* dy, const PadGeometry& g) {
   const int64_t oh_count = g.out_height(), ow_count = g.out_width();
   const int threads = num_threads();
   parallel_region(g.planes * g.height * g.width >= kParallelMinElements, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < g.planes; ++p) {
+    for (const int64_t p : team_static(0, g.planes)) {
       const float* grad = dy + p * oh_count * ow_count;
       float* out = dx + p * g.height * g.width;
       for (int64_t h = 0; h < g.height; ++h) {
@@ -922,8 +914,7 @@ void upsample_nearest_forward(float* y, const float* x, const UpsampleGeometry& 
   const int64_t oh_count = g.out_height(), ow_count = g.out_width();
   const int threads = num_threads();
   parallel_region(g.planes * oh_count * ow_count >= kParallelMinElements, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < g.planes; ++p) {
+    for (const int64_t p : team_static(0, g.planes)) {
       const float* plane = x + p * g.height * g.width;
       float* out = y + p * oh_count * ow_count;
       for (int64_t oh = 0; oh < oh_count; ++oh) {
@@ -939,8 +930,7 @@ void upsample_nearest_backward(float* dx, const float* dy, const UpsampleGeometr
   const int64_t ow_count = g.out_width();
   const int threads = num_threads();
   parallel_region(g.planes * g.height * g.width >= kParallelMinElements, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < g.planes; ++p) {
+    for (const int64_t p : team_static(0, g.planes)) {
       const float* grad = dy + p * g.out_height() * ow_count;
       float* out = dx + p * g.height * g.width;
       for (int64_t h = 0; h < g.height; ++h)
@@ -1219,8 +1209,7 @@ void max_pool2d_forward(float* y, const float* x, int64_t planes, int64_t height
   with_kernel_size(kernel, [&](auto size) {
     constexpr int K = decltype(size)::value;
     parallel_region(planes * height * width >= kParallelMinElements, threads, [&] {
-#pragma omp for schedule(static)
-      for (int64_t p = 0; p < planes; ++p) {
+      for (const int64_t p : team_static(0, planes)) {
         const float* plane = x + p * height * width;
         float* out = y + p * oh_count * ow_count;
         if (K == 2 && stride == 2) {
@@ -1249,8 +1238,7 @@ void max_pool2d_backward(float* dx, const float* dy, const float* x, int64_t pla
   with_kernel_size(kernel, [&](auto size) {
     constexpr int K = decltype(size)::value;
     parallel_region(planes * height * width >= kParallelMinElements, threads, [&] {
-#pragma omp for schedule(static)
-      for (int64_t p = 0; p < planes; ++p) {
+      for (const int64_t p : team_static(0, planes)) {
         const float* plane = x + p * height * width;
         const float* grad = dy + p * oh_count * ow_count;
         float* out = dx + p * height * width;
@@ -1285,8 +1273,7 @@ void global_avg_pool_forward(float* y, const float* x, int64_t planes, int64_t p
   if (planes < 0 || plane_size <= 0) throw std::invalid_argument("global_avg_pool: plane_size must be positive");
   const int threads = num_threads();
   parallel_region(planes * plane_size >= kParallelMinElements, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < planes; ++p) {
+    for (const int64_t p : team_static(0, planes)) {
       const float* plane = x + p * plane_size;
       double sum = 0.0;
       for (int64_t i = 0; i < plane_size; ++i) sum += plane[i];
@@ -1299,8 +1286,7 @@ void global_avg_pool_backward(float* dx, const float* dy, int64_t planes, int64_
   if (planes < 0 || plane_size <= 0) throw std::invalid_argument("global_avg_pool: plane_size must be positive");
   const int threads = num_threads();
   parallel_region(planes * plane_size >= kParallelMinElements, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < planes; ++p) {
+    for (const int64_t p : team_static(0, planes)) {
       const float value = dy[p] / float(plane_size);
       std::fill(dx + p * plane_size, dx + (p + 1) * plane_size, value);
     }

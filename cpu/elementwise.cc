@@ -1,9 +1,8 @@
 // CPU elementwise kernels (see elementwise.h): copy/scale (the roofline), arithmetic, activations and their
 // backwards, dropout and Gaussian noise from the counter-based generator (so masks match the CUDA ones), and the
-// per-channel bias add. Blocks of consecutive indices are spread over the OpenMP threads.
+// per-channel bias add. Blocks of consecutive indices are spread over the pool's threads.
 #include "elementwise.h"
 
-#include <omp.h>
 
 #if defined(__SSE2__)
 #include <immintrin.h>
@@ -43,7 +42,7 @@ void scale_block(float* out, const float* x, float alpha, int64_t count, bool st
 // Below this many elements a single thread is faster than waking the others.
 constexpr int64_t kParallelMinElements = int64_t{1} << 15;
 
-// body(i) for every i in [0, count), in blocks of kBlock consecutive indices per OpenMP iteration (the inner loop
+// body(i) for every i in [0, count), in blocks of kBlock consecutive indices per loop iteration (the inner loop
 // stays a plain counted loop, so the compiler vectorizes it).
 template <class Body>
 void for_each_index(int64_t count, Body&& body) {
@@ -51,8 +50,7 @@ void for_each_index(int64_t count, Body&& body) {
   const int threads = num_threads();
   const int64_t blocks = (count + kBlock - 1) / kBlock;
   parallel_region(count >= kParallelMinElements && threads > 1, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t b = 0; b < blocks; ++b) {
+    for (const int64_t b : team_static(0, blocks)) {
       // A private copy of the lambda: through the shared one, the compiler must assume the output stores may change
       // its captured pointers and scalars, reloads them every element and does not vectorize.
       const auto run = body;
@@ -69,8 +67,7 @@ void scale(float* out, const float* x, float alpha, int64_t count) {
   const int64_t blocks = (count + kBlock - 1) / kBlock;
   const bool parallel = count >= (int64_t{1} << 15) && num_threads() > 1;
   parallel_region(parallel, num_threads(), [&] {
-#pragma omp for schedule(static)
-    for (int64_t b = 0; b < blocks; ++b) {
+    for (const int64_t b : team_static(0, blocks)) {
       const int64_t begin = b * kBlock;
       scale_block(out + begin, x + begin, alpha, std::min(kBlock, count - begin), streaming);
     }
@@ -156,8 +153,7 @@ void channel_bias_add(float* out, const float* x, const float* bias, const Chann
   if (inner == 1) {
     // Linear: every row of `channels` elements adds the whole bias vector.
     parallel_region(parallel, threads, [&] {
-#pragma omp for schedule(static)
-      for (int64_t o = 0; o < layout.outer; ++o) {
+      for (const int64_t o : team_static(0, layout.outer)) {
         const float* src = x + o * channels;
         float* dst = out + o * channels;
         for (int64_t k = 0; k < channels; ++k) dst[k] = src[k] + bias[k];
@@ -167,8 +163,7 @@ void channel_bias_add(float* out, const float* x, const float* bias, const Chann
   }
   const int64_t rows = layout.outer * channels;
   parallel_region(parallel, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t row = 0; row < rows; ++row) {
+    for (const int64_t row : team_static(0, rows)) {
       const float b = bias[row % channels];
       const float* src = x + row * inner;
       float* dst = out + row * inner;

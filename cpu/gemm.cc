@@ -3,7 +3,7 @@
 //
 //  openblas  OpenBLAS's cblas_sgemm, loaded with dlopen on first use (never linked, so the addon loads where it
 //            is absent; see load_openblas for the search order and WEIGHTNORM_OPENBLAS). The output is cut into
-//            tiles whose size depends on the shape alone (blas_tiles); our OpenMP loop hands them out, and each
+//            tiles whose size depends on the shape alone (blas_tiles); our pool's loop hands them out, and each
 //            is one single-threaded sgemm over the whole of k followed by the epilogue on that tile while it is
 //            in cache. beta goes to sgemm itself unless a scale must multiply the product alone; then the tile's
 //            product goes to a per-thread buffer first. A small output with a long k (too few tiles to share)
@@ -39,7 +39,6 @@
 #include "gemm.h"
 
 #include <dlfcn.h>
-#include <omp.h>
 #include <sys/mman.h>
 
 #if defined(__x86_64__)
@@ -52,6 +51,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <memory>
 #include <new>
 #include <stdexcept>
@@ -136,8 +136,7 @@ void epilogue_of_zero(float* out, int64_t m, int64_t n, const GemmEpilogue& e) {
   const std::vector<float> zeros(n, 0.0f);
   const int threads = num_threads();
   parallel_region(m * n >= kParallelMinFlops, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < m; ++i) apply_epilogue(out, n, zeros.data(), 0, i, 1, 0, n, e);
+    for (const int64_t i : team_static(0, m)) apply_epilogue(out, n, zeros.data(), 0, i, 1, 0, n, e);
   });
 }
 
@@ -786,6 +785,10 @@ struct OpenBlas {
   CblasSgemm sgemm = nullptr;  // null: not loaded, the blocked kernel is used
   std::string description;     // what backend() reports: where it was loaded from, or why it was not
   std::string core;            // the kernels OpenBLAS chose (openblas_get_corename), e.g. "SkylakeX"; "" if unknown
+  // OpenBLAS's OpenMP build keeps its work buffers by OpenMP thread number, so two threads of our pool (not OpenMP
+  // threads: both are number 0 to it) calling it at once would share one buffer. Its calls are then made one at a
+  // time. The pthread build, preferred below, needs no such care.
+  bool one_call_at_a_time = false;
 };
 
 
@@ -799,16 +802,17 @@ struct OpenBlas {
 #define WEIGHTNORM_MULTIARCH "powerpc64le-linux-gnu"
 #endif
 
-// Debian's OpenMP build first: it runs on the same OpenMP runtime as our kernels. Then whatever the system's
-// default libopenblas.so.0 is, then the pthread build.
+// Debian's pthread build first: every call runs on one thread (below), so its own thread pool stays idle, and our
+// pool's threads may call it at once. Then whatever the system's default libopenblas.so.0 is, then the OpenMP build
+// (its calls serialized: see OpenBlas::one_call_at_a_time).
 std::vector<std::string> openblas_candidates() {
   std::vector<std::string> paths;
 #ifdef WEIGHTNORM_MULTIARCH
-  paths.push_back("/usr/lib/" WEIGHTNORM_MULTIARCH "/openblas-openmp/libopenblas.so.0");
+  paths.push_back("/usr/lib/" WEIGHTNORM_MULTIARCH "/openblas-pthread/libopenblas.so.0");
 #endif
   paths.push_back("libopenblas.so.0");
 #ifdef WEIGHTNORM_MULTIARCH
-  paths.push_back("/usr/lib/" WEIGHTNORM_MULTIARCH "/openblas-pthread/libopenblas.so.0");
+  paths.push_back("/usr/lib/" WEIGHTNORM_MULTIARCH "/openblas-openmp/libopenblas.so.0");
 #endif
   return paths;
 }
@@ -858,10 +862,9 @@ OpenBlas load_openblas() {
     // Never closed: the library stays loaded for the life of the process.
     OpenBlas blas;
     blas.sgemm = reinterpret_cast<CblasSgemm>(dlsym(handle, "cblas_sgemm"));
-    // Every call runs on one thread, inside our own OpenMP loop over fixed tiles: OpenBLAS's own threading would
-    // split the work by the thread count (different bits for different counts) and, in its pthread build, keep
-    // a second pool of workers spinning beside ours. (The OpenMP build also sets the calling thread's default
-    // OpenMP team size to 1; no parallel region here relies on that default, each names its thread count.)
+    // Every call runs on one thread, inside our own loop over fixed tiles: OpenBLAS's own threading would split
+    // the work by the thread count (different bits for different counts) and keep a second pool of workers busy
+    // beside ours.
     reinterpret_cast<void (*)(int)>(dlsym(handle, "openblas_set_num_threads"))(1);
     std::string where = path;
     Dl_info info;
@@ -884,8 +887,10 @@ OpenBlas load_openblas() {
     blas.core = get_core_name ? get_core_name() : "";
     // OpenBLAS picks its kernels once, as it loads, from the CPU (or from OPENBLAS_CORETYPE when that is set).
     const std::string core = blas.core.empty() ? "" : "; kernels for " + blas.core;
+    blas.one_call_at_a_time = parallel == 2;
     blas.description = std::string("OpenBLAS (") + (get_config ? get_config() : "version unknown") + build + core +
-                       "; loaded at run time from " + where + "; 1 thread per tile)";
+                       "; loaded at run time from " + where + "; 1 thread per tile" +
+                       (blas.one_call_at_a_time ? ", one tile at a time: the OpenMP build is unsafe from several of our threads at once)" : ")");
     return blas;
   }
   if (chosen) return {nullptr, "blocked (hand-written): WEIGHTNORM_OPENBLAS=" + std::string(setting) +
@@ -980,6 +985,9 @@ void gemm_openblas(CblasSgemm sgemm, float* out, const float* a, const float* b,
                      int64_t ldc) {
     const float* a_tile = transpose_a ? a + q0 * m + i0 : a + i0 * k + q0;
     const float* b_tile = transpose_b ? b + j0 * k + q0 : b + q0 * n + j0;
+    static std::mutex one_at_a_time;
+    std::unique_lock<std::mutex> lock(one_at_a_time, std::defer_lock);
+    if (openblas().one_call_at_a_time) lock.lock();
     sgemm(kCblasRowMajor, transpose_a ? kCblasTrans : kCblasNoTrans, transpose_b ? kCblasTrans : kCblasNoTrans,
           int(rows), int(cols), int(kc), 1.0f, a_tile, int(transpose_a ? m : k), b_tile, int(transpose_b ? k : n), beta,
           c, int(ldc));
@@ -989,15 +997,13 @@ void gemm_openblas(CblasSgemm sgemm, float* out, const float* a, const float* b,
     static thread_local Workspace partial_workspace;
     float* partial = partial_workspace.get(size_t(split.parts * m * n));
     parallel_region(threads > 1, threads, [&] {
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t item = 0; item < row_tiles * col_tiles * split.parts; ++item) {
+        for (const int64_t item : team_dynamic(0, row_tiles * col_tiles * split.parts)) {
           const int64_t t = item / split.parts, part = item % split.parts;
           const int64_t i0 = (t / col_tiles) * tiles.rows, j0 = (t % col_tiles) * tiles.cols, q0 = part * split.length;
           product(i0, std::min(tiles.rows, m - i0), j0, std::min(tiles.cols, n - j0), q0, std::min(split.length, k - q0),
                   0.0f, partial + part * m * n + i0 * n + j0, n);
         }
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < m; ++i) {
+        for (const int64_t i : team_static(0, m)) {
           float* sum = partial + i * n;
           for (int64_t part = 1; part < split.parts; ++part) {
             const float* add = partial + part * m * n + i * n;
@@ -1025,8 +1031,7 @@ void gemm_openblas(CblasSgemm sgemm, float* out, const float* a, const float* b,
   parallel_region(threads > 1 && row_tiles * col_tiles > 1, threads, [&] {
     static thread_local Workspace tile_workspace;
     float* tile_buffer = buffered ? tile_workspace.get(size_t(tiles.rows * tiles.cols)) : nullptr;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < row_tiles * col_tiles; ++t) {
+    for (const int64_t t : team_dynamic(0, row_tiles * col_tiles)) {
       const int64_t i0 = (t / col_tiles) * tiles.rows, j0 = (t % col_tiles) * tiles.cols;
       const int64_t rows = std::min(tiles.rows, m - i0), cols = std::min(tiles.cols, n - j0);
       float* c = buffered ? tile_buffer : (into_raw ? epilogue.raw_out : out) + i0 * n + j0;
@@ -1128,8 +1133,7 @@ AlignedPointer widened(const bfloat16* x, int64_t count) {
   float* w = wide.get();
   const int threads = num_threads();
   parallel_region(count >= kParallelMinFlops, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < count; ++i) w[i] = bfloat16_to_float(x[i]);
+    for (const int64_t i : team_static(0, count)) w[i] = bfloat16_to_float(x[i]);
   });
   return wide;
 }
@@ -1137,8 +1141,7 @@ AlignedPointer widened(const bfloat16* x, int64_t count) {
 void narrow(bfloat16* out, const float* x, int64_t count) {
   const int threads = num_threads();
   parallel_region(count >= kParallelMinFlops, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < count; ++i) out[i] = float_to_bfloat16(x[i]);
+    for (const int64_t i : team_static(0, count)) out[i] = float_to_bfloat16(x[i]);
   });
 }
 

@@ -6,7 +6,6 @@
 // parallel, then the reduction adds fixed blocks in block order, in double.
 #include "loss.h"
 
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -28,8 +27,7 @@ double deterministic_sum(const float* values, int64_t count) {
   std::vector<double> block_sum(static_cast<size_t>(std::max<int64_t>(blocks, 0)), 0.0);
   const int threads = num_threads();
   parallel_region(count >= kParallelMinElements && threads > 1, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t b = 0; b < blocks; ++b) {
+    for (const int64_t b : team_static(0, blocks)) {
       double total = 0.0;
       const int64_t end = std::min(count, (b + 1) * kBlock);
       for (int64_t i = b * kBlock; i < end; ++i) total += values[i];
@@ -54,8 +52,7 @@ void softmax_cross_entropy_forward(float* loss, float* probs, const float* logit
   const int threads = num_threads();
   const bool parallel = batch * classes >= kParallelMinElements && threads > 1;
   parallel_region(parallel, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t b = 0; b < blocks; ++b) {
+    for (const int64_t b : team_static(0, blocks)) {
       double total = 0.0;
       const int64_t row_end = std::min(batch, (b + 1) * kRowsPerBlock);
       for (int64_t row = b * kRowsPerBlock; row < row_end; ++row) {
@@ -84,8 +81,7 @@ void softmax_cross_entropy_backward(float* dlogits, const float* probs, const fl
   const int threads = num_threads();
   const bool parallel = batch * classes >= kParallelMinElements && threads > 1;
   parallel_region(parallel, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t row = 0; row < batch; ++row) {
+    for (const int64_t row : team_static(0, batch)) {
       const float* p = probs + row * classes;
       float* d = dlogits + row * classes;
       const int64_t label = static_cast<int64_t>(labels[row]);
@@ -98,8 +94,7 @@ void pointwise_loss_forward(float* element_loss, float* reduced, const float* in
                             int64_t count, const PointwiseLossOptions& options, LossReduction reduction) {
   const int threads = num_threads();
   parallel_region(count >= kParallelMinElements && threads > 1, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < count; ++i) {
+    for (const int64_t i : team_static(0, count)) {
       const float pos_weight = loss_math::factor(options.pos_weight, i);
       element_loss[i] = loss_math::factor(options.weight, i) * loss_math::pointwise_value(options, input[i], target[i], pos_weight);
     }
@@ -113,8 +108,7 @@ void pointwise_loss_backward(float* dinput, const float* dloss, int64_t dloss_co
                              const float* target, int64_t count, const PointwiseLossOptions& options) {
   const int threads = num_threads();
   parallel_region(count >= kParallelMinElements && threads > 1, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < count; ++i) {
+    for (const int64_t i : team_static(0, count)) {
       const float upstream = dloss[dloss_count == 1 ? 0 : i] * scale;
       const float pos_weight = loss_math::factor(options.pos_weight, i);
       dinput[i] = upstream * loss_math::factor(options.weight, i) *
@@ -131,8 +125,7 @@ void class_loss_forward(float* position_loss, float* position_weight, float* red
   const float smoothing = options.label_smoothing;
   const int threads = num_threads();
   parallel_region(positions * classes >= kParallelMinElements && threads > 1, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < positions; ++p) {
+    for (const int64_t p : team_static(0, positions)) {
       const int64_t n = p / inner, k = p - n * inner;
       const float* x = input + n * classes * inner + k;  // class c at x[c * inner]
       // log-probabilities: logits − logsumexp for cross-entropy (the max subtracted first), the input itself for NLL.
@@ -180,8 +173,7 @@ void class_loss_backward(float* dinput, const float* saved, const float* labels,
   const float divisor = weight_total ? weight_total[0] : 1.0f;
   const int threads = num_threads();
   parallel_region(positions * classes >= kParallelMinElements && threads > 1, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < positions; ++p) {
+    for (const int64_t p : team_static(0, positions)) {
       const int64_t n = p / inner, k = p - n * inner;
       float* d = dinput + n * classes * inner + k;
       const int64_t label = static_cast<int64_t>(labels[p]);

@@ -8,7 +8,6 @@
 // gamma / beta / bias may be null (no affine part: 1 and 0); dgamma / dbeta / dbias may be null (not wanted).
 #include "normalization.h"
 
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -40,8 +39,7 @@ void channel_map(float* out, const float* a, const float* b, const ChannelLayout
   const bool parallel = l.elements() >= kParallelMinElements && threads > 1;
   if (l.inner == 1) {
     parallel_region(parallel, threads, [&] {
-#pragma omp for schedule(static)
-      for (int64_t o = 0; o < l.outer; ++o) {
+      for (const int64_t o : team_static(0, l.outer)) {
         const int64_t base = o * l.channels;
         for (int64_t k = 0; k < l.channels; ++k) out[base + k] = row_op(k)(a[base + k], b ? b[base + k] : 0.0f);
       }
@@ -50,8 +48,7 @@ void channel_map(float* out, const float* a, const float* b, const ChannelLayout
   }
   const int64_t rows = l.outer * l.channels;
   parallel_region(parallel, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t row = 0; row < rows; ++row) {
+    for (const int64_t row : team_static(0, rows)) {
       const auto op = row_op(row % l.channels);
       const int64_t base = row * l.inner;
       if (b) {

@@ -12,7 +12,6 @@
 // Bias corrections are computed in double once per step; the per-element arithmetic is float.
 #include "optim.h"
 
-#include <omp.h>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -462,12 +461,11 @@ void run_steps(const OptimizerTensors* tensors, int64_t tensor_count, const std:
       while (next < threads && done >= total * next / threads) first_unit[next++] = u;
       done += units[u].end - units[u].begin;
     }
-#pragma omp parallel num_threads(threads)
-    {
-      // The team may be smaller than asked for (nested, or dynamic adjustment): its threads share the runs then.
-      for (int run = omp_get_thread_num(); run < threads; run += omp_get_num_threads())
+    parallel_region(true, threads, [&] {
+      // The team may be smaller than asked for (nested: the caller alone): its threads share the runs then.
+      for (int run = team_index(); run < threads; run += team_size())
         for (int64_t u = first_unit[run]; u < first_unit[run + 1]; ++u) run_unit(units[u]);
-    }
+    });
   } else {
     for (const Unit& unit : units) run_unit(unit);
   }

@@ -1,12 +1,11 @@
 // CPU pointwise kernels (see pointwise.h): cast, broadcasting binary ops, comparisons, where, the binary ops'
 // elementwise gradients, the sum back to a broadcast operand's shape, and the unary ops with their backwards.
 // One strided loop serves every shape: the output is split into blocks of consecutive indices (spread over the
-// OpenMP threads), and each block walks the innermost dimension with a plain counted loop, carrying into the outer
+// pool's threads), and each block walks the innermost dimension with a plain counted loop, carrying into the outer
 // dimensions. Equal shapes arrive as rank 1 with unit strides and take a contiguous loop the compiler vectorizes.
 // The op is a template constant inside every loop (with_binary_op / with_unary_op), so no loop switches per element.
 #include "pointwise.h"
 
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -79,8 +78,7 @@ void for_each_block(int64_t count, const Run& run) {
   const int threads = num_threads();
   const int64_t blocks = (count + kBlock - 1) / kBlock;
   parallel_region(count >= kParallelMinElements && threads > 1, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t b = 0; b < blocks; ++b) run(b * kBlock, std::min(count, (b + 1) * kBlock));
+    for (const int64_t b : team_static(0, blocks)) run(b * kBlock, std::min(count, (b + 1) * kBlock));
   });
 }
 
@@ -213,8 +211,7 @@ void sum_to(float* out, const float* x, const SumToLayout& layout) {
   const int threads = num_threads();
   const int64_t work = layout.out_count * std::max<int64_t>(layout.reduced_count, 1);
   parallel_region(work >= kParallelMinElements && threads > 1, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t k = 0; k < layout.out_count; ++k) {
+    for (const int64_t k : team_static(0, layout.out_count)) {
       const int64_t base = pointwise::walk_offset(layout.kept_rank, layout.kept_shape, layout.kept_strides, k);
       double total = 0.0;
       for (int64_t r = 0; r < layout.reduced_count; ++r)

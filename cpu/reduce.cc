@@ -7,7 +7,6 @@
 // contiguous runs; column mode walks wide rows with one accumulator per column.
 #include "reduce.h"
 
-#include <omp.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -157,8 +156,7 @@ void channel_scale(float* out, const float* x, const float* scale, const Channel
   if (layout.inner == 1) {
     // Last-dim layout: each row of `channels` elements uses the whole scale vector.
     parallel_region(parallel, threads, [&] {
-#pragma omp for schedule(static)
-      for (int64_t o = 0; o < layout.outer; ++o) {
+      for (const int64_t o : team_static(0, layout.outer)) {
         const float* src = x + o * layout.channels;
         float* dst = out + o * layout.channels;
         for (int64_t k = 0; k < layout.channels; ++k) dst[k] = src[k] * scale[k];
@@ -168,8 +166,7 @@ void channel_scale(float* out, const float* x, const float* scale, const Channel
   }
   const int64_t rows = layout.outer * layout.channels;
   parallel_region(parallel, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t row = 0; row < rows; ++row) {
+    for (const int64_t row : team_static(0, rows)) {
       const float s = scale[row % layout.channels];
       const float* src = x + row * layout.inner;
       float* dst = out + row * layout.inner;
@@ -182,8 +179,7 @@ void subtract(float* out, const float* a, const float* b, int64_t count) {
   const int threads = num_threads();
   const bool parallel = count >= kParallelMinElements && threads > 1;
   parallel_region(parallel, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < count; ++i) out[i] = a[i] - b[i];
+    for (const int64_t i : team_static(0, count)) out[i] = a[i] - b[i];
   });
 }
 

@@ -7,7 +7,6 @@
 // kColumnBlock consecutive outputs of one outer row: along a row of x those outputs are contiguous, so the inner
 // loop is a vectorizable pass over memory. Units (o, block) never depend on the thread count; each output is
 // reduced by one thread in r order: results are bitwise identical for any number of threads.
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -36,8 +35,7 @@ void for_each_unit(const AxisLayout& l, Body&& body) {
   const int64_t units = l.outer * blocks;
   const int threads = num_threads();
   parallel_region(worth_parallel(l.elements(), threads), threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t unit = 0; unit < units; ++unit) {
+    for (const int64_t unit : team_static(0, units)) {
       const int64_t o = unit / blocks, block = unit % blocks;
       const int64_t i_begin = block * kColumnBlock;
       body(o, i_begin, std::min(l.inner, i_begin + kColumnBlock));
@@ -65,8 +63,7 @@ void axis_sums(double* sums, const float* x, const AxisLayout& l) {
   // Small slices: one thread per slice (each slice's sums are the same whoever computes them).
   const bool parallel_slices = l.reduce * l.inner < kParallelMinElements && worth_parallel(l.elements(), threads);
   parallel_region(parallel_slices, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t o = 0; o < l.outer; ++o) detail::channel_sums_f64(sums + o * l.inner, x + o * l.reduce * l.inner, slice);
+    for (const int64_t o : team_static(0, l.outer)) detail::channel_sums_f64(sums + o * l.inner, x + o * l.reduce * l.inner, slice);
   });
 }
 

@@ -215,14 +215,12 @@ void reduce_units(const ChannelLayout& layout, const ReductionPlan& plan, Reduce
   // dynamic dispatch per unit costs more than the unit.
   if (units <= kDynamicMaxUnits) {
     parallel_region(parallel, threads, [&] {
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t unit = 0; unit < units; ++unit)
+      for (const int64_t unit : team_dynamic(0, units))
         reduce_region(partial + unit * unit_doubles, plan.unit_region(unit, layout));
     });
   } else {
     parallel_region(parallel, threads, [&] {
-#pragma omp for schedule(static)
-      for (int64_t unit = 0; unit < units; ++unit)
+      for (const int64_t unit : team_static(0, units))
         reduce_region(partial + unit * unit_doubles, plan.unit_region(unit, layout));
     });
   }
@@ -253,14 +251,14 @@ void reduce_and_write_units(const ChannelLayout& layout, const ReductionPlan& pl
     return !taken[unit].load(std::memory_order_relaxed) && !taken[unit].exchange(true, std::memory_order_relaxed);
   };
   // The thread that reduces the last unit adds the parts up (its fetch_add follows every other unit's) and publishes
-  // the totals; the others wait for them yielding their core rather than at an OpenMP barrier: under the passive wait
-  // policy (ts/openmp-env.ts) a barrier puts the first thread to sleep, and waking it costs 10-15 us on this VM, more
+  // the totals; the others wait for them yielding their core rather than at a team barrier: when the pool's threads
+  // sleep between regions (cpu/threads.h) a barrier puts the first thread to sleep, and waking it costs 10-15 us on this VM, more
   // when another process holds a core (there the yielding wait measured 1-4% faster, in-process A/B). The wait is at
   // most the rest of one unit.
   std::atomic<int64_t> reduced{0};
   std::atomic<bool> totals_ready{false};
   parallel_region(worth_parallel(layout.elements(), threads), threads, [&] {
-    const int thread = omp_get_thread_num(), team = omp_get_num_threads();
+    const int thread = team_index(), team = team_size();
     std::vector<int64_t> mine;  // the units this thread reduced, in order
     auto reduce = [&](int64_t unit) {
       reduce_region(partial + unit * unit_doubles, plan.unit_region(unit, layout));

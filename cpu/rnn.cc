@@ -3,14 +3,13 @@
 // costs no JavaScript round trip. The backward mirrors it: one fused pointwise pass and one GEMM per step, then the
 // weight gradients and dx as one GEMM each over all steps. That orchestration is weightnorm/ops/rnn_time_loop.inc,
 // shared with cuda/rnn.cu; this file supplies its primitives. The GEMMs are cpu::gemm (multithreaded, deterministic);
-// the pointwise passes split rows over the OpenMP threads, each element computed by one thread, so every result is
+// the pointwise passes split rows over the pool's threads, each element computed by one thread, so every result is
 // the same for any thread count. A weight-normalized matrix runs as v with its row scale s = g/‖v‖ (RnnWeights):
 // in the GEMM epilogue forward, on the gate gradients backward. Same math as cuda/rnn.cu, except that the gate
 // activations here are this file's vectorizable exp/tanh (the CUDA kernels use the device's expf/tanhf): the two
 // backends agree to a few ulps per activation, not bitwise.
 #include "rnn.h"
 
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -69,20 +68,19 @@ struct Activations {
   [[gnu::always_inline]] static float tanh(float a) { return tanh_gate(a); }
 };
 
-// Runs body(row) for each of `rows` rows of `width` elements, on the OpenMP threads when the work is large.
+// Runs body(row) for each of `rows` rows of `width` elements, on the pool's threads when the work is large.
 template <class Body>
 void for_rows(int64_t rows, int64_t width, Body&& body) {
   const int threads = num_threads();
   const bool parallel = rows * width >= kParallelMinElements && threads > 1 && rows > 1;
   parallel_region(parallel, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t row = 0; row < rows; ++row) body(row);
+    for (const int64_t row : team_static(0, rows)) body(row);
   });
 }
 
 // A step's gate kernel runs on one thread below this many hidden units (batch · hidden) per step. It runs T times
 // per direction, each time between two recurrent GEMMs, so a parallel region costs T wake-ups of a sleeping thread
-// (the OpenMP wait policy is passive: ts/openmp-env.ts), and on a loaded host the woken thread waits for a core,
+// (the pool's threads sleep between regions whenever other processes use the cores: cpu/threads.h), and on a loaded host the woken thread waits for a core,
 // up to a scheduler slice (4 ms). On the 2-core development host at load 3 to 5 (bench/NOTES.md, 2026-12-02) a
 // second thread made the LSTM step kernels no faster in almost every round, from 8192 units (forward 90 µs on one
 // thread) to 196608 (2.3 ms), and up to 0.1 ms slower per call; the common shapes (batch 64-100, hidden 128-256:
@@ -91,14 +89,13 @@ void for_rows(int64_t rows, int64_t width, Body&& body) {
 // row is computed by the same code whatever the thread count, so the results are the same bits.
 constexpr int64_t kStepParallelMinUnits = int64_t{1} << 17;
 
-// body(n) for each batch row n of one step's gate kernel, on the OpenMP threads from kStepParallelMinUnits units.
+// body(n) for each batch row n of one step's gate kernel, on the pool's threads from kStepParallelMinUnits units.
 template <class Body>
 void for_step_rows(int64_t batch, int64_t hidden, Body&& body) {
   const int threads = num_threads();
   const bool parallel = threads > 1 && batch > 1 && batch * hidden >= kStepParallelMinUnits;
   parallel_region(parallel, threads, [&] {
-#pragma omp for schedule(static)
-    for (int64_t n = 0; n < batch; ++n) body(n);
+    for (const int64_t n : team_static(0, batch)) body(n);
   });
 }
 

@@ -3,7 +3,6 @@
 // (index_add, scatter_add) give each output element's terms in a fixed order, whatever the thread count.
 #include "shape.h"
 
-#include <omp.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -36,8 +35,7 @@ void tiled_copy(T* out, const T* x, const StridedCopy& copy, int a) {
   const int64_t in_row = copy.in_strides[a], in_column = copy.in_strides[last];
   const int64_t out_row = copy.out_strides[a], out_column = copy.out_strides[last];
   parallel_region(parallel_for(copy.elements()), num_threads(), [&] {
-#pragma omp for schedule(static)
-    for (int64_t unit = 0; unit < units; ++unit) {
+    for (const int64_t unit : team_static(0, units)) {
       const int64_t column_tile = unit % column_tiles, row_tile = (unit / column_tiles) % row_tiles;
       const CopyOffsets plane = copy_offsets(copy, last, a, unit / (column_tiles * row_tiles));
       const int64_t row_end = std::min(rows, (row_tile + 1) * kTile);
@@ -66,8 +64,7 @@ void strided_copy_typed(T* out, const T* x, const StridedCopy& copy) {
   const int64_t rows = total / row_length;
   const int64_t in_step = copy.in_strides[last], out_step = copy.out_strides[last];
   parallel_region(parallel_for(total), num_threads(), [&] {
-#pragma omp for schedule(static)
-    for (int64_t row = 0; row < rows; ++row) {
+    for (const int64_t row : team_static(0, rows)) {
       const CopyOffsets at = copy_offsets(copy, last, -1, row);
       if (in_step == 1 && out_step == 1) {
         std::memcpy(out + at.out, x + at.in, static_cast<size_t>(row_length) * sizeof(T));
@@ -109,8 +106,7 @@ void index_select(void* out, const void* x, const int32_t* index, const IndexLay
   auto* destination = static_cast<unsigned char*>(out);
   const auto* source = static_cast<const unsigned char*>(x);
   parallel_region(parallel_for(rows * layout.inner), num_threads(), [&] {
-#pragma omp for schedule(static)
-    for (int64_t row = 0; row < rows; ++row) {
+    for (const int64_t row : team_static(0, rows)) {
       const int64_t o = row / layout.count, j = row % layout.count;
       const int64_t from = o * layout.dim_size + index[j];
       std::memcpy(destination + static_cast<size_t>(row) * row_bytes, source + static_cast<size_t>(from) * row_bytes, row_bytes);
@@ -126,8 +122,7 @@ void index_add(float* out, const float* src, const int32_t* index, const IndexLa
   const int64_t units = layout.outer * chunks;
   if (units == 0 || layout.count == 0) return;
   parallel_region(parallel_for(layout.outer * layout.count * layout.inner), num_threads(), [&] {
-#pragma omp for schedule(static)
-    for (int64_t unit = 0; unit < units; ++unit) {
+    for (const int64_t unit : team_static(0, units)) {
       const int64_t o = unit / chunks;
       const int64_t begin = (unit % chunks) * kInnerChunk, end = std::min(layout.inner, begin + kInnerChunk);
       for (int64_t j = 0; j < layout.count; ++j) {
@@ -152,8 +147,7 @@ void gather(void* out, const void* x, const int32_t* index, const GatherLayout& 
     T* destination = static_cast<T*>(out);
     const T* source = static_cast<const T*>(x);
     parallel_region(parallel_for(total), num_threads(), [&] {
-#pragma omp for schedule(static)
-      for (int64_t row = 0; row < rows; ++row) {
+      for (const int64_t row : team_static(0, rows)) {
         int64_t base = 0, rest = row;
         for (int d = last - 1; d >= 0; --d) {
           const int64_t i = rest % layout.index_sizes[d];
@@ -178,8 +172,7 @@ void scatter_add(float* out, const float* src, const int32_t* index, const Gathe
   const int64_t length = layout.index_sizes[layout.dim];
   const int64_t lines = total / length;
   parallel_region(parallel_for(total), num_threads(), [&] {
-#pragma omp for schedule(static)
-    for (int64_t line = 0; line < lines; ++line) {
+    for (const int64_t line : team_static(0, lines)) {
       int64_t position = 0, source = 0, target = 0, rest = line;
       for (int d = layout.rank - 1; d >= 0; --d) {
         if (d == layout.dim) continue;

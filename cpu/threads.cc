@@ -3,18 +3,29 @@
 
 #include <omp.h>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <ctime>
+#include <cctype>
+#include <chrono>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #ifdef __linux__
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <sched.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #endif
 
@@ -160,11 +171,16 @@ void measure_contention(int64_t now_ns) {
 void measure_contention(int64_t) {}
 #endif
 
-int automatic_threads() {
+// Measures the others' load when a period has passed since the last measurement (one caller wins per period).
+void sample_contention_when_due() {
   const int64_t now = coarse_now_ns();
   int64_t next = g_next_sample_ns.load(std::memory_order_relaxed);
   if (now >= next && g_next_sample_ns.compare_exchange_strong(next, now + int64_t{kContentionSamplePeriodMs} * 1000000, std::memory_order_relaxed))
     measure_contention(now);
+}
+
+int automatic_threads() {
+  sample_contention_when_due();
   const int threads = g_automatic_threads.load(std::memory_order_relaxed);
   return threads > 0 ? threads : default_threads();
 }
@@ -242,6 +258,224 @@ int automatic_thread_count(int cores, double other_busy_cores, int current) {
   if (after_giving_up < current) return after_giving_up;
   const int after_reclaiming = keep(kReclaimCoreLoad);
   return after_reclaiming > current ? after_reclaiming : current;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The thread pool (see threads.h).
+
+namespace {
+
+// Waiting on a 32-bit word: the kernel's futex on Linux (what libgomp and std::atomic::wait use), C++20's atomic
+// wait elsewhere.
+void wait_on(std::atomic<uint32_t>& word, uint32_t value) {
+#ifdef __linux__
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAIT_PRIVATE, value, nullptr, nullptr, 0);
+#else
+  word.wait(value);
+#endif
+}
+
+void wake_all(std::atomic<uint32_t>& word) {
+#ifdef __linux__
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr, nullptr, 0);
+#else
+  word.notify_all();
+#endif
+}
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// How long a thread spins (for the next region, at a barrier, for the team to finish) before it sleeps, when
+// spinning is allowed. Regions of a training step follow one another within tens of microseconds (the JS work
+// between two kernels); a few hundred microseconds covers a step's gaps without keeping a core busy long after the
+// work stops.
+constexpr auto kSpin = std::chrono::microseconds(200);
+
+enum class WaitPolicy { kAdaptive, kPassive, kActive };
+
+// WEIGHTNORM_OMP_WAIT_POLICY (ts/openmp-env.ts writes the choice there before the addon loads, and rejects values
+// other than adaptive, default, passive and active), else OMP_WAIT_POLICY's passive or active, else adaptive.
+WaitPolicy wait_policy_from_environment() {
+  const char* text = std::getenv("WEIGHTNORM_OMP_WAIT_POLICY");
+  if (text == nullptr) text = std::getenv("OMP_WAIT_POLICY");
+  if (text == nullptr) return WaitPolicy::kAdaptive;
+  std::string value(text);
+  for (char& c : value) c = char(std::tolower(static_cast<unsigned char>(c)));
+  if (value == "passive") return WaitPolicy::kPassive;
+  if (value == "active") return WaitPolicy::kActive;
+  return WaitPolicy::kAdaptive;
+}
+
+WaitPolicy wait_policy() {
+  static const WaitPolicy policy = wait_policy_from_environment();
+  return policy;
+}
+
+// Waits until word != value: spins first when `spin`, then sleeps, counting itself in `sleepers` so that the
+// thread that changes the word knows to wake it (the store and the count are sequentially consistent on both
+// sides, so either the waker sees the sleeper or the sleeper's futex sees the new value).
+void wait_while_equal(std::atomic<uint32_t>& word, uint32_t value, bool spin, std::atomic<int>& sleepers) {
+  if (spin) {
+    const auto until = std::chrono::steady_clock::now() + kSpin;
+    for (int i = 1;; ++i) {
+      if (word.load(std::memory_order_acquire) != value) return;
+      cpu_relax();
+      if (i % 64 == 0 && std::chrono::steady_clock::now() >= until) break;
+    }
+  }
+  sleepers.fetch_add(1, std::memory_order_seq_cst);
+  while (word.load(std::memory_order_seq_cst) == value) wait_on(word, value);
+  sleepers.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// Publishes a new value of `word` and wakes whoever sleeps on it.
+void publish(std::atomic<uint32_t>& word, uint32_t value, std::atomic<int>& sleepers) {
+  word.store(value, std::memory_order_seq_cst);
+  if (sleepers.load(std::memory_order_seq_cst) > 0) wake_all(word);
+}
+
+struct Pool {
+  std::mutex busy;  // held by the thread whose region the pool runs
+  std::vector<std::thread> workers;
+  std::atomic<int> worker_count{0};
+  // The current region, written by its caller before `generation` moves on (release) and read after (acquire).
+  void (*invoke)(void*) = nullptr;
+  void* context = nullptr;
+  int size = 1;
+  std::atomic<bool> spin{false};
+  // Region start: workers wait for it to change.
+  std::atomic<uint32_t> generation{0};
+  std::atomic<int> generation_sleepers{0};
+  // Region end: every worker (in the team or not) checks out; the last moves `finished` on for the caller.
+  std::atomic<int> checked_out{0};
+  std::atomic<uint32_t> finished{0};
+  std::atomic<int> finished_sleepers{0};
+  // The team's barrier (team_static's and team_dynamic's ends).
+  std::atomic<int> arrived{0};
+  std::atomic<uint32_t> barrier_generation{0};
+  std::atomic<int> barrier_sleepers{0};
+  // team_dynamic's counters: two, used by alternate loops; the last thread into each barrier zeroes the next one's.
+  std::atomic<int64_t> dynamic_counters[2];
+};
+
+}  // namespace
+
+struct TeamMember {
+  Pool* pool;
+  int index;
+  uint32_t dynamic_loops = 0;  // dynamic loops started by this thread in this region
+};
+
+namespace {
+
+Pool& pool() {
+  static Pool* const instance = new Pool();  // never destroyed: its threads outlive static destruction
+  return *instance;
+}
+
+void run_member(Pool& p, int index) {
+  TeamMember member{&p, index};
+  t_team_member = &member;
+  ++t_region_depth;
+  p.invoke(p.context);
+  --t_region_depth;
+  t_team_member = nullptr;
+}
+
+// `seen`: the generation when the worker was started (its first region is the next one).
+void worker_loop(Pool* p, int index, uint32_t seen) {
+  // OpenBLAS's OpenMP build splits a call among as many OpenMP threads as the calling thread's default team size,
+  // which for a thread OpenMP never saw is every core: one, as for the thread that loaded it (cpu/gemm.cc).
+  omp_set_num_threads(1);
+  for (;;) {
+    wait_while_equal(p->generation, seen, p->spin.load(std::memory_order_relaxed), p->generation_sleepers);
+    seen = p->generation.load(std::memory_order_acquire);
+    if (index < p->size) run_member(*p, index);
+    const uint32_t round = seen;
+    if (p->checked_out.fetch_add(1, std::memory_order_acq_rel) + 1 == p->worker_count.load(std::memory_order_relaxed))
+      publish(p->finished, round, p->finished_sleepers);
+  }
+}
+
+}  // namespace
+
+int team_size() { return t_team_member ? t_team_member->pool->size : 1; }
+int team_index() { return t_team_member ? t_team_member->index : 0; }
+
+void team_barrier() {
+  TeamMember* member = t_team_member;
+  if (!member) return;
+  Pool& p = *member->pool;
+  const uint32_t round = p.barrier_generation.load(std::memory_order_acquire);
+  if (p.arrived.fetch_add(1, std::memory_order_acq_rel) + 1 == p.size) {
+    p.arrived.store(0, std::memory_order_relaxed);
+    // The next dynamic loop's counter: the loop before this barrier (if dynamic) used the other one, and no thread
+    // can start the next loop before this barrier opens.
+    p.dynamic_counters[member->dynamic_loops % 2].store(0, std::memory_order_relaxed);
+    publish(p.barrier_generation, round + 1, p.barrier_sleepers);
+    return;
+  }
+  wait_while_equal(p.barrier_generation, round, p.spin.load(std::memory_order_relaxed), p.barrier_sleepers);
+}
+
+void team_dynamic_finish() {
+  TeamMember* member = t_team_member;
+  if (!member) return;
+  ++member->dynamic_loops;
+  team_barrier();
+}
+
+int64_t team_dynamic_next(int64_t begin) {
+  TeamMember* member = t_team_member;
+  return begin + member->pool->dynamic_counters[member->dynamic_loops % 2].fetch_add(1, std::memory_order_relaxed);
+}
+
+void run_team(int threads, void (*invoke)(void*), void* context) {
+  Pool& p = pool();
+  std::unique_lock<std::mutex> lock(p.busy, std::try_to_lock);
+  if (!lock.owns_lock()) {  // another thread's region has the pool: this one runs alone
+    ++t_region_depth;
+    invoke(context);
+    --t_region_depth;
+    return;
+  }
+  threads = std::clamp(threads, 1, kMaxThreads);
+  while (int(p.workers.size()) < threads - 1) {
+    p.workers.emplace_back(worker_loop, &p, int(p.workers.size()) + 1, p.generation.load(std::memory_order_relaxed));
+    p.workers.back().detach();
+    p.worker_count.store(int(p.workers.size()), std::memory_order_relaxed);
+  }
+  sample_contention_when_due();
+  const double others = g_other_busy_cores.load(std::memory_order_relaxed);
+  const bool spin = wait_policy() == WaitPolicy::kActive ||
+                    (wait_policy() == WaitPolicy::kAdaptive && threads <= default_threads() && !(others >= kGiveUpCoreLoad));
+  p.invoke = invoke;
+  p.context = context;
+  p.size = threads;
+  p.spin.store(spin, std::memory_order_relaxed);
+  p.checked_out.store(0, std::memory_order_relaxed);
+  p.arrived.store(0, std::memory_order_relaxed);
+  p.dynamic_counters[0].store(0, std::memory_order_relaxed);
+  p.dynamic_counters[1].store(0, std::memory_order_relaxed);
+  const uint32_t round = p.generation.load(std::memory_order_relaxed) + 1;
+  publish(p.generation, round, p.generation_sleepers);
+  run_member(p, 0);
+  wait_while_equal(p.finished, round - 1, spin, p.finished_sleepers);
+}
+
+const char* pool_wait_policy() {
+  switch (wait_policy()) {
+    case WaitPolicy::kPassive: return "passive";
+    case WaitPolicy::kActive: return "active";
+    case WaitPolicy::kAdaptive: break;
+  }
+  return "adaptive";
 }
 
 }  // namespace weightnorm::cpu

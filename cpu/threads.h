@@ -1,8 +1,11 @@
-// The CPU's thread count, shared by every CPU kernel (OpenMP), and how it is chosen when the user does not choose.
+// The CPU's thread count, shared by every CPU kernel, how it is chosen when the user does not choose, and the
+// thread pool the kernels' parallel regions run on.
 #pragma once
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -50,84 +53,169 @@ constexpr double kGiveUpCoreLoad = 0.3;
 constexpr double kReclaimCoreLoad = 0.15;
 int automatic_thread_count(int cores, double other_busy_cores, int current);
 
-// Runs region() on a team of `threads` OpenMP threads when parallel (and threads > 1), else on the calling thread
-// alone, without entering the OpenMP runtime when that is safe. The `omp for` loops inside the region are then
-// orphaned worksharing constructs: with no enclosing team, the calling thread runs all their iterations, in the order
-// a team of one would. Why not `#pragma omp parallel if (parallel)`: with the condition false, libgomp still creates
-// a team of one for the region and wakes its barrier with a futex system call at the end, a few microseconds each on
-// a VM, and a training step of small layers runs dozens of regions too small to share.
-// Orphaned constructs are only safe at the outermost level: inside a parallel region they would bind to that
-// region's team (which is not running them), and inside another orphaned loop they would replace its work-sharing
-// state. There a serial region still gets its own team of one, as before.
-inline thread_local int t_orphaned_region_depth = 0;
+// ---------------------------------------------------------------------------------------------------------------
+// Parallel regions on the library's own thread pool (cpu/threads.cc), not OpenMP's.
+//
+// Why not `#pragma omp parallel`: libgomp fixes how an idle thread waits when it loads (OMP_WAIT_POLICY,
+// GOMP_SPINCOUNT). Sleeping at once (passive) is the only safe choice on a machine whose cores other processes use,
+// but then every region wakes its threads through the kernel: on a 2-core VM the worker started ~70 us after the
+// region opened, and a small MLP's training step (a dozen regions) took longer on two threads than on one.
+// Spinning (libgomp's default) made that step ~25% faster on an idle machine and up to 1.5x slower beside a busy
+// process. The pool decides per region instead: its threads spin for a short while between regions only while the
+// contention sampler (below) sees the cores free and the team fits on them, and otherwise sleep at once, as passive
+// OpenMP does. WEIGHTNORM_OMP_WAIT_POLICY=passive or active fixes that choice (read when the pool starts).
+//
+// A region's body runs on `threads` threads, the calling one being index 0. Its loops share their iterations
+// through team_static and team_dynamic (below), which split them as `#pragma omp for schedule(static)` and
+// `schedule(dynamic, 1)` do and end with the same implicit barrier. Every kernel sums in an order that does not
+// depend on the split, so the thread count never changes a result.
+//
+// A region opened inside another one (a team's thread, a team-less call below, or an OpenMP team of the caller's
+// own) runs its body on the calling thread alone, without a team: its loops run every iteration themselves
+// (team_size() 1). Conv's per-image loops call im2col, col2im and the GEMM this way, hundreds of times per step.
+// So does a second thread that opens a region while the pool is busy with another one's (JS worker threads).
+// Region bodies must not throw (as with OpenMP, an exception escaping one ends the process).
 
+// The calling thread's place in the team running it; null outside a team (and inside a team-less call).
+struct TeamMember;
+inline thread_local TeamMember* t_team_member = nullptr;
+// How many regions enclose the calling thread (teams and team-less calls alike).
+inline thread_local int t_region_depth = 0;
+
+int team_size();
+int team_index();
+// Waits until every thread of the team has called it (nothing outside a team).
+void team_barrier();
+// team_dynamic's next iteration from the team's shared counter, and the end of the loop (its barrier).
+int64_t team_dynamic_next(int64_t begin);
+void team_dynamic_finish();
+
+// Runs invoke(context) on a team of `threads` threads from the pool (the caller being index 0), or on the caller
+// alone when the pool is busy with another thread's region.
+void run_team(int threads, void (*invoke)(void*), void* context);
+
+// Runs region() on `threads` threads when parallel and threads > 1 at the outermost level, else on the calling
+// thread alone (team-less).
 template <class Region>
 void parallel_region(bool parallel, int threads, Region&& region) {
-  if (parallel && threads > 1) {
-#pragma omp parallel num_threads(threads)
-    region();
+  if (parallel && threads > 1 && t_region_depth == 0 && !omp_in_parallel()) {
+    using Body = std::remove_reference_t<Region>;
+    run_team(threads, [](void* body) { (*static_cast<Body*>(body))(); }, static_cast<void*>(&region));
     return;
   }
-  if (t_orphaned_region_depth > 0 || omp_in_parallel()) {
-#pragma omp parallel num_threads(1)
-    region();
-    return;
-  }
-  struct Depth {
-    Depth() { ++t_orphaned_region_depth; }
-    ~Depth() { --t_orphaned_region_depth; }
-  } depth;
+  struct Teamless {
+    TeamMember* saved = t_team_member;
+    Teamless() {
+      t_team_member = nullptr;
+      ++t_region_depth;
+    }
+    ~Teamless() {
+      --t_region_depth;
+      t_team_member = saved;
+    }
+  } teamless;
   region();
 }
 
-// Regions that are often called inside another one (conv's per-image loops call im2col, col2im and gemm once per
-// image) share their loops through the helpers below instead of `#pragma omp for`: nested, such a region runs its
-// body on the calling thread with no team at all, where parallel_region makes a team of one for it (1.3 us at top
-// level, 2.3 us nested, and a futex call each: 500-1000 of them per training step of the small MNIST CNN). The
-// helpers then run every iteration themselves; in a team they are the worksharing loops they replace, with the same
-// schedule and the same implicit barrier at the end. team_size() and team_index() are omp_get_num_threads() and
-// omp_get_thread_num() of the team, or 1 and 0 without one.
-inline thread_local int t_teamless_depth = 0;
-
-inline int team_size() { return t_teamless_depth > 0 ? 1 : omp_get_num_threads(); }
-inline int team_index() { return t_teamless_depth > 0 ? 0 : omp_get_thread_num(); }
-
-// for (i = begin; i < end; ++i) body(i), shared by the team as `#pragma omp for schedule(static)`.
-template <class Body>
-void team_for_static(int64_t begin, int64_t end, Body&& body) {
-  if (t_teamless_depth > 0) {
-    for (int64_t i = begin; i < end; ++i) body(i);
-    return;
-  }
-#pragma omp for schedule(static)
-  for (int64_t i = begin; i < end; ++i) body(i);
-}
-
-// The same as `#pragma omp for schedule(dynamic, 1)`.
-template <class Body>
-void team_for_dynamic(int64_t begin, int64_t end, Body&& body) {
-  if (t_teamless_depth > 0) {
-    for (int64_t i = begin; i < end; ++i) body(i);
-    return;
-  }
-#pragma omp for schedule(dynamic, 1)
-  for (int64_t i = begin; i < end; ++i) body(i);
-}
-
-// parallel_region for a region whose loops are the team_for_* helpers (and that asks team_size() and team_index(),
-// not OpenMP, for its place): at the outermost level the same as parallel_region; nested inside another region
-// (a team, or parallel_region's team-less call), its body runs team-less on the calling thread.
+// The same as parallel_region (kept for the callers that name the nesting they expect).
 template <class Region>
 void nestable_region(bool parallel, int threads, Region&& region) {
-  if (t_teamless_depth > 0 || t_orphaned_region_depth > 0 || omp_in_parallel()) {
-    struct Teamless {
-      Teamless() { ++t_teamless_depth; }
-      ~Teamless() { --t_teamless_depth; }
-    } teamless;
-    region();
-    return;
-  }
   parallel_region(parallel, threads, std::forward<Region>(region));
 }
+
+// for (const int64_t i : team_static(begin, end)): the team's threads each take one contiguous share of
+// [begin, end), as `#pragma omp for schedule(static)` does (the first n % threads threads one more), and wait for
+// one another when the loop ends (the range's destructor). Outside a team, every iteration.
+class TeamStatic {
+ public:
+  class Iterator {
+   public:
+    explicit Iterator(int64_t i) : i_(i) {}
+    int64_t operator*() const { return i_; }
+    Iterator& operator++() {
+      ++i_;
+      return *this;
+    }
+    bool operator!=(const Iterator& other) const { return i_ != other.i_; }
+
+   private:
+    int64_t i_;
+  };
+  TeamStatic(int64_t begin, int64_t end) {
+    const int size = team_size();
+    if (size <= 1 || end <= begin) {
+      begin_ = begin;
+      end_ = std::max(begin, end);
+      in_team_ = size > 1;
+      return;
+    }
+    const int64_t count = end - begin, index = team_index();
+    const int64_t share = count / size, extra = count % size;
+    begin_ = begin + index * share + std::min<int64_t>(index, extra);
+    end_ = begin_ + share + (index < extra ? 1 : 0);
+    in_team_ = true;
+  }
+  TeamStatic(const TeamStatic&) = delete;
+  TeamStatic& operator=(const TeamStatic&) = delete;
+  ~TeamStatic() {
+    if (in_team_) team_barrier();
+  }
+  Iterator begin() const { return Iterator(begin_); }
+  Iterator end() const { return Iterator(end_); }
+
+ private:
+  int64_t begin_ = 0, end_ = 0;
+  bool in_team_ = false;
+};
+inline TeamStatic team_static(int64_t begin, int64_t end) { return TeamStatic(begin, end); }
+
+// for (const int64_t i : team_dynamic(begin, end)): the team's threads take the iterations one at a time from a
+// shared counter, as `#pragma omp for schedule(dynamic, 1)` does, and wait for one another when the loop ends.
+// Outside a team, every iteration in order.
+class TeamDynamic {
+ public:
+  class Iterator {
+   public:
+    Iterator(const TeamDynamic* loop, int64_t i) : loop_(loop), i_(i) {}
+    int64_t operator*() const { return i_; }
+    Iterator& operator++() {
+      i_ = loop_->next(i_);
+      return *this;
+    }
+    bool operator!=(const Iterator&) const { return i_ < loop_->end_; }
+
+   private:
+    const TeamDynamic* loop_;
+    int64_t i_;
+  };
+  TeamDynamic(int64_t begin, int64_t end) : begin_(begin), end_(end), in_team_(team_size() > 1) {}
+  TeamDynamic(const TeamDynamic&) = delete;
+  TeamDynamic& operator=(const TeamDynamic&) = delete;
+  ~TeamDynamic() {
+    if (in_team_) team_dynamic_finish();
+  }
+  Iterator begin() const { return Iterator(this, in_team_ ? team_dynamic_next(begin_) : begin_); }
+  Iterator end() const { return Iterator(this, end_); }
+
+ private:
+  int64_t next(int64_t i) const { return in_team_ ? team_dynamic_next(begin_) : i + 1; }
+  int64_t begin_, end_;
+  bool in_team_;
+};
+inline TeamDynamic team_dynamic(int64_t begin, int64_t end) { return TeamDynamic(begin, end); }
+
+// The loops above as calls: for (i in [begin, end)) body(i), shared by the team.
+template <class Body>
+void team_for_static(int64_t begin, int64_t end, Body&& body) {
+  for (const int64_t i : team_static(begin, end)) body(i);
+}
+template <class Body>
+void team_for_dynamic(int64_t begin, int64_t end, Body&& body) {
+  for (const int64_t i : team_dynamic(begin, end)) body(i);
+}
+
+// How the pool's threads wait between regions, as backend().cpu reports it: "adaptive" (spin while the cores are
+// free, sleep at once otherwise), "passive" or "active" (WEIGHTNORM_OMP_WAIT_POLICY).
+const char* pool_wait_policy();
 
 }  // namespace weightnorm::cpu

@@ -41,7 +41,6 @@
 #include "reduction_plan.h"
 #include "weightnorm/weightnorm_math.h"
 
-#include <omp.h>
 
 #if defined(__SSE2__)
 // GCC 12's AVX-512 intrinsics start from a self-initialized "undefined" register (__m512 __Y = __Y), which
@@ -1091,7 +1090,7 @@ void run_fused(const T* a, const T* b, const ChannelLayout& layout, int inputs, 
   if (long_rows_apply(layout, plan)) {
     // One contiguous block of rows per thread: each row's sum is the same whatever block it falls in.
     parallel_region(parallel, threads, [&] {
-      const int64_t thread = omp_get_thread_num(), team = omp_get_num_threads();
+      const int64_t thread = team_index(), team = team_size();
       long_rows(layout.channels * thread / team, layout.channels * (thread + 1) / team, plan);
     });
     return;
@@ -1100,8 +1099,7 @@ void run_fused(const T* a, const T* b, const ChannelLayout& layout, int inputs, 
     // Each chunk: reduce, finish, write, while the chunk is still in cache. Contiguous blocks of chunks per
     // thread, so the next chunk a thread reduces is the one its write pass prefetches.
     parallel_region(parallel, threads, [&] {
-#pragma omp for schedule(static)
-      for (int64_t chunk = 0; chunk < plan.chunks; ++chunk) {
+      for (const int64_t chunk : team_static(0, plan.chunks)) {
         Region region = plan.region(chunk, 0, layout);
         region.k_begin += one_pass(region, plan);
         if (region.channels() == 0) continue;

@@ -1,5 +1,6 @@
-// The OpenMP wait policy set before the addon loads (ts/openmp-env.ts): passive unless the user chose; and the
-// choice changes no result (a few training steps give bit-identical losses and weights under either policy).
+// How the CPU kernels' pool threads wait (ts/openmp-env.ts): adaptive unless the user chose, written where the
+// native pool reads it; and the choice changes no result (training steps give bit-identical losses and weights
+// under every policy).
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,66 +19,69 @@ afterAll(() => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
-describe('OpenMP wait policy', () => {
-  it('sets OMP_WAIT_POLICY=PASSIVE when the user set nothing', () => {
+describe('thread wait policy', () => {
+  it('is adaptive when the user set nothing, and is written for the native pool', () => {
     const env: NodeJS.ProcessEnv = {};
-    expect(decideWaitPolicy(env)).toEqual({ policy: 'PASSIVE', source: 'weightnorm' });
-    expect(env.OMP_WAIT_POLICY).toBe('PASSIVE');
+    expect(decideWaitPolicy(env)).toEqual({ policy: 'adaptive', source: 'weightnorm' });
+    expect(env[WAIT_POLICY_ENV]).toBe('adaptive');
   });
 
-  it("leaves the user's OMP_WAIT_POLICY or GOMP_SPINCOUNT alone", () => {
-    const active: NodeJS.ProcessEnv = { OMP_WAIT_POLICY: 'active' };
-    expect(decideWaitPolicy(active)).toEqual({ policy: 'active', source: 'user' });
-    expect(active.OMP_WAIT_POLICY).toBe('active');
-    const spin: NodeJS.ProcessEnv = { GOMP_SPINCOUNT: '1000' };
-    expect(decideWaitPolicy(spin)).toEqual({ policy: 'GOMP_SPINCOUNT=1000', source: 'user' });
-    expect(spin.OMP_WAIT_POLICY).toBeUndefined();
+  it("follows the user's OMP_WAIT_POLICY when it says passive or active, and ignores other values", () => {
+    const passive: NodeJS.ProcessEnv = { OMP_WAIT_POLICY: 'PASSIVE' };
+    expect(decideWaitPolicy(passive)).toEqual({ policy: 'passive', source: 'user' });
+    expect(passive[WAIT_POLICY_ENV]).toBe('passive');
+    expect(passive.OMP_WAIT_POLICY).toBe('PASSIVE');
+    expect(decideWaitPolicy({ OMP_WAIT_POLICY: 'active' })).toEqual({ policy: 'active', source: 'user' });
+    expect(decideWaitPolicy({ OMP_WAIT_POLICY: 'sometimes' })).toEqual({ policy: 'adaptive', source: 'weightnorm' });
+    expect(decideWaitPolicy({ GOMP_SPINCOUNT: '1000' })).toEqual({ policy: 'adaptive', source: 'weightnorm' });
   });
 
-  it(`${WAIT_POLICY_ENV}: 'default' keeps libgomp's default, 'active' sets ACTIVE, anything else is a RangeError`, () => {
-    const keep: NodeJS.ProcessEnv = { [WAIT_POLICY_ENV]: 'default' };
-    expect(decideWaitPolicy(keep).source).toBe('libgomp default');
-    expect(keep.OMP_WAIT_POLICY).toBeUndefined();
+  it(`${WAIT_POLICY_ENV} wins: 'default' is adaptive, case does not matter, anything else is a RangeError`, () => {
+    expect(decideWaitPolicy({ [WAIT_POLICY_ENV]: 'default', OMP_WAIT_POLICY: 'passive' })).toEqual({ policy: 'adaptive', source: 'user' });
     const active: NodeJS.ProcessEnv = { [WAIT_POLICY_ENV]: 'Active' };
-    expect(decideWaitPolicy(active)).toEqual({ policy: 'ACTIVE', source: 'weightnorm' });
+    expect(decideWaitPolicy(active)).toEqual({ policy: 'active', source: 'user' });
+    expect(active[WAIT_POLICY_ENV]).toBe('active');
     expect(() => decideWaitPolicy({ [WAIT_POLICY_ENV]: 'sleepy' })).toThrow(RangeError);
-    expect(() => decideWaitPolicy({ [WAIT_POLICY_ENV]: 'sleepy' })).toThrow(/WEIGHTNORM_OMP_WAIT_POLICY: expected 'passive', 'active' or 'default', received "sleepy"/);
+    expect(() => decideWaitPolicy({ [WAIT_POLICY_ENV]: 'sleepy' })).toThrow(
+      /WEIGHTNORM_OMP_WAIT_POLICY: expected 'adaptive', 'passive', 'active' or 'default', received "sleepy"/,
+    );
   });
 
   it('was decided for this process before the addon loaded', () => {
-    expect(['weightnorm', 'user', 'libgomp default']).toContain(openMpWaitPolicy.source);
-    if (openMpWaitPolicy.source === 'weightnorm') expect(process.env.OMP_WAIT_POLICY).toBe(openMpWaitPolicy.policy);
+    expect(['weightnorm', 'user']).toContain(openMpWaitPolicy.source);
+    expect(process.env[WAIT_POLICY_ENV]).toBe(openMpWaitPolicy.policy);
   });
 
-  it('changes no result: training steps with 2 threads give the same bits under passive waiting and libgomp default', () => {
-    // Each policy in its own process (libgomp reads the environment once, when the addon loads).
+  it('changes no result: training steps with 2 threads give the same bits under every policy, and backend() reports it', () => {
+    // Each policy in its own process (the pool reads it once, when it starts).
     const script = `
-      const { nn, optim, randn, setNumThreads, trainStep, manualSeed } = await import(${JSON.stringify(join(work, 'ts', 'index.js'))});
+      const { backend, nn, optim, randn, setNumThreads, trainStep, manualSeed } = await import(${JSON.stringify(join(work, 'ts', 'index.js'))});
       setNumThreads(2);
       manualSeed(11);
-      const model = new nn.Sequential(new nn.Linear(64, 48, { weightNorm: true }), new nn.ReLU(), new nn.Linear(48, 10));
+      const model = new nn.Sequential(new nn.Linear(256, 128, { weightNorm: true }), new nn.ReLU(), new nn.Linear(128, 10));
       const optimizer = new optim.Adam(model.parameters(), { lr: 1e-2 });
-      const x = randn([32, 64], { seed: 5 });
-      const labels = Int32Array.from({ length: 32 }, (_, i) => (i * 7) % 10);
+      const x = randn([512, 256], { seed: 5 }); // products and an optimizer step large enough to run on 2 threads
+      const labels = Int32Array.from({ length: 512 }, (_, i) => (i * 7) % 10);
       const losses = [];
       for (let i = 0; i < 5; i++) losses.push(trainStep(model, optimizer, x, labels));
       const weights = model.parameters().map((p) => Buffer.from(p.toArray().buffer).toString('hex')).join('');
-      console.log(JSON.stringify({ losses, weights, policy: process.env.OMP_WAIT_POLICY ?? 'unset' }));`;
+      console.log(JSON.stringify({ losses, weights, policy: backend().cpu.waitPolicy }));`;
     const run = (env: Record<string, string>) => {
       const clean = { ...process.env };
       delete clean.OMP_WAIT_POLICY;
-      delete clean.GOMP_SPINCOUNT;
       delete clean[WAIT_POLICY_ENV];
       const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: repositoryRoot, env: { ...clean, ...env }, encoding: 'utf8', timeout: 120_000 });
       expect(child.status, child.stderr).toBe(0);
       return JSON.parse(child.stdout.trim().split('\n').pop()!) as { losses: number[]; weights: string; policy: string };
     };
-    const passive = run({});
-    const spinning = run({ [WAIT_POLICY_ENV]: 'default' });
-    expect(passive.policy).toBe('PASSIVE');
-    expect(spinning.policy).toBe('unset');
-    expect(passive.losses).toEqual(spinning.losses);
-    expect(passive.weights === spinning.weights).toBe(true);
+    const adaptive = run({});
+    const passive = run({ OMP_WAIT_POLICY: 'passive' });
+    const active = run({ [WAIT_POLICY_ENV]: 'active' });
+    expect([adaptive.policy, passive.policy, active.policy]).toEqual(['adaptive', 'passive', 'active']);
+    for (const other of [passive, active]) {
+      expect(other.losses).toEqual(adaptive.losses);
+      expect(other.weights === adaptive.weights).toBe(true);
+    }
   });
 });
 

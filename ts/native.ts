@@ -49,6 +49,11 @@ export interface NativeBackend {
     cores: number;
     /** Automatic choice only, once measured: cores' worth of CPU time other processes used on those cores lately. */
     otherBusyCores?: number;
+    /**
+     * How the kernels' threads wait between parallel regions: 'adaptive' (spin briefly while no other process uses
+     * the cores, else sleep at once), 'passive' or 'active' (WEIGHTNORM_OMP_WAIT_POLICY or OMP_WAIT_POLICY).
+     */
+    waitPolicy: 'adaptive' | 'passive' | 'active';
     gemm: string;
     /**
      * The kernels OpenBLAS chose when it loaded (its openblas_get_corename, e.g. 'Cooperlake', 'Haswell'): from the

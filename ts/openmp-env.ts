@@ -1,33 +1,43 @@
-// How the CPU kernels' OpenMP threads wait between parallel regions, set before the addon (and with it GCC's OpenMP
-// runtime, libgomp, which reads its environment once when it loads) is loaded. libgomp's default lets an idle
-// thread spin for up to 300,000 iterations before it sleeps: on a machine whose cores are busy with other work, a
-// spinning thread takes a core from whoever would run there (other processes, or the thread that must finish the
-// region), and a training step full of short parallel regions slows down. OMP_WAIT_POLICY=passive makes idle
-// threads sleep at once. Only the waiting changes: the work each thread does, and so every result, stays the same.
-// A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is left alone, as is WEIGHTNORM_OMP_WAIT_POLICY=default (which
-// keeps libgomp's own default).
+// How the CPU kernels' threads wait between parallel regions, decided before the addon loads. The kernels run on
+// the library's own thread pool (cpu/threads.h), which reads WEIGHTNORM_OMP_WAIT_POLICY once, when it starts:
+//   adaptive (the default)  a thread spins for up to 200 µs after a region, waiting for the next one, while the
+//                           contention sampler sees no other process on the cores (and the team fits on them);
+//                           otherwise it sleeps at once. A training step's regions follow one another within tens of
+//                           microseconds, and waking a sleeping thread costs about as much on a VM; but on cores
+//                           that other work shares, a spinning thread takes a core from the thread it waits for.
+//   passive                 sleeps at once (what OMP_WAIT_POLICY=passive did when the kernels ran on OpenMP).
+//   active                  always spins first, even beside other processes.
+// A user's WEIGHTNORM_OMP_WAIT_POLICY wins; without it, a user's OMP_WAIT_POLICY (passive or active) is followed, as
+// when the kernels ran on OpenMP threads. Only the waiting changes: the work each thread does, and so every result,
+// stays the same.
 
-/** The environment variable that chooses the wait policy set here: 'passive' (the default), 'active' or 'default'. */
+/** The environment variable that chooses the wait policy: 'adaptive' (the default, also 'default'), 'passive' or 'active'. */
 export const WAIT_POLICY_ENV = 'WEIGHTNORM_OMP_WAIT_POLICY';
 
-/** What was decided, for backend().cpu and the docs: the policy in force and who chose it. */
+export type ThreadWaitPolicy = 'adaptive' | 'passive' | 'active';
+
+/** What was decided: the policy in force and who chose it. */
 export interface OpenMpWaitPolicy {
-  policy: string;
-  source: 'user' | 'weightnorm' | 'libgomp default';
+  policy: ThreadWaitPolicy;
+  source: 'user' | 'weightnorm';
 }
 
-/** Decides (and for weightnorm's own choice, sets in `env`) the wait policy; exported for tests. */
+/** Decides the wait policy and writes it to `env` (where the native pool reads it); exported for tests. */
 export function decideWaitPolicy(env: NodeJS.ProcessEnv): OpenMpWaitPolicy {
-  if (env.OMP_WAIT_POLICY !== undefined || env.GOMP_SPINCOUNT !== undefined) {
-    return { policy: env.OMP_WAIT_POLICY ?? `GOMP_SPINCOUNT=${env.GOMP_SPINCOUNT}`, source: 'user' };
+  const own = env[WAIT_POLICY_ENV];
+  let decided: OpenMpWaitPolicy;
+  if (own !== undefined) {
+    const choice = own.toLowerCase();
+    if (choice !== 'adaptive' && choice !== 'default' && choice !== 'passive' && choice !== 'active') {
+      throw new RangeError(`${WAIT_POLICY_ENV}: expected 'adaptive', 'passive', 'active' or 'default', received ${JSON.stringify(own)}`);
+    }
+    decided = { policy: choice === 'default' ? 'adaptive' : choice, source: 'user' };
+  } else {
+    const openMp = env.OMP_WAIT_POLICY?.toLowerCase();
+    decided = openMp === 'passive' || openMp === 'active' ? { policy: openMp, source: 'user' } : { policy: 'adaptive', source: 'weightnorm' };
   }
-  const choice = (env[WAIT_POLICY_ENV] ?? 'passive').toLowerCase();
-  if (choice === 'default') return { policy: 'libgomp default (spin, then sleep)', source: 'libgomp default' };
-  if (choice !== 'passive' && choice !== 'active') {
-    throw new RangeError(`${WAIT_POLICY_ENV}: expected 'passive', 'active' or 'default', received ${JSON.stringify(env[WAIT_POLICY_ENV])}`);
-  }
-  env.OMP_WAIT_POLICY = choice.toUpperCase();
-  return { policy: choice.toUpperCase(), source: 'weightnorm' };
+  env[WAIT_POLICY_ENV] = decided.policy;
+  return decided;
 }
 
 export const openMpWaitPolicy: OpenMpWaitPolicy = decideWaitPolicy(process.env);

@@ -220,12 +220,49 @@ void test_nestable_region() {
   }
 }
 
+// The pool under stress: many regions in a row, each with static and dynamic loops and barriers between them
+// (every iteration exactly once, every loop's writes seen by the next), and two threads opening regions at once
+// (one gets the pool, the other runs alone; both complete every iteration).
+void test_pool_regions() {
+  constexpr int64_t kCount = 257;
+  std::vector<int64_t> a(kCount), b(kCount);
+  bool all = true;
+  for (int round = 0; round < 2000 && all; ++round) {
+    const int threads = 2 + round % 3;
+    int64_t checked = 0;
+    weightnorm::cpu::parallel_region(true, threads, [&] {
+      for (const int64_t i : weightnorm::cpu::team_static(0, kCount)) a[i] = i + round;
+      for (const int64_t i : weightnorm::cpu::team_dynamic(0, kCount)) b[i] = a[kCount - 1 - i] * 2;  // reads other threads' writes
+      for (const int64_t i : weightnorm::cpu::team_dynamic(0, kCount)) a[i] = b[i] + 1;
+      if (weightnorm::cpu::team_index() == 0) checked = weightnorm::cpu::team_size();
+    });
+    for (int64_t i = 0; i < kCount; ++i) all &= a[i] == 2 * (kCount - 1 - i + round) + 1;
+    all &= checked == threads;
+  }
+  check(all, "2000 regions of 2-4 threads: static and dynamic loops run every iteration once, in order across barriers");
+
+  std::vector<int64_t> first(kCount * 64, 0), second(kCount * 64, 0);
+  auto fill = [](std::vector<int64_t>& out) {
+    for (int repeat = 0; repeat < 200; ++repeat)
+      weightnorm::cpu::parallel_region(true, 2, [&] {
+        for (const int64_t i : weightnorm::cpu::team_dynamic(0, int64_t(out.size()))) out[i] += 1;
+      });
+  };
+  std::thread other([&] { fill(second); });
+  fill(first);
+  other.join();
+  bool both = true;
+  for (size_t i = 0; i < first.size(); ++i) both &= first[i] == 200 && second[i] == 200;
+  check(both, "two threads opening regions at once: each of their loops runs every iteration once");
+}
+
 void check_threads() {
   test_busy_ticks_parser();
   test_automatic_rule();
   test_set_and_automatic();
   test_drops_under_load();
   test_nestable_region();
+  test_pool_regions();
 }
 
 WEIGHTNORM_NATIVE_TEST_GROUP("threads/cpu", check_threads);

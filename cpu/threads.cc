@@ -207,8 +207,8 @@ ThreadChoice thread_choice() {
     choice.source = ThreadSource::kEnvironment;
   } else {
     choice.source = ThreadSource::kAutomatic;
-    choice.other_busy_cores = g_other_busy_cores.load(std::memory_order_relaxed);
   }
+  choice.other_busy_cores = g_other_busy_cores.load(std::memory_order_relaxed);
   return choice;
 }
 
@@ -453,8 +453,9 @@ void run_team(int threads, void (*invoke)(void*), void* context) {
   }
   sample_contention_when_due();
   const double others = g_other_busy_cores.load(std::memory_order_relaxed);
+  // Adaptive: spin only once the sampler has measured the cores free (never where /proc/stat cannot be read).
   const bool spin = wait_policy() == WaitPolicy::kActive ||
-                    (wait_policy() == WaitPolicy::kAdaptive && threads <= default_threads() && !(others >= kGiveUpCoreLoad));
+                    (wait_policy() == WaitPolicy::kAdaptive && threads <= default_threads() && others >= 0 && others < kGiveUpCoreLoad);
   p.invoke = invoke;
   p.context = context;
   p.size = threads;

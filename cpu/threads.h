@@ -25,8 +25,9 @@ struct ThreadChoice {
   ThreadSource source = ThreadSource::kAutomatic;
   // The cores this process may run on (its affinity mask): the automatic choice's ceiling.
   int cores = 1;
-  // Automatic choice only: how many cores' worth of CPU time other processes used on those cores lately (a moving
-  // average), or -1 before the first measurement (and where /proc/stat cannot be read).
+  // How many cores' worth of CPU time other processes used on those cores lately (a moving average), or -1 before
+  // the first measurement (and where /proc/stat cannot be read). Sampled for the automatic choice and for the pool's
+  // adaptive wait (run_team), whoever chose the count.
   double other_busy_cores = -1;
 };
 ThreadChoice thread_choice();

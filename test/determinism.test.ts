@@ -11,7 +11,7 @@
 // JavaScript); the default path also runs here, in vitest's process, and must match its child (run to run).
 import { createHash } from 'node:crypto';
 import { execFile, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -154,6 +154,19 @@ describe('CPU results are bitwise identical for any thread count and run to run'
       // Run to run across processes: the child's bytes are this process's bytes.
       const here = inProcess.get(1)!.map(([name, values]): [string, string] => [name, digest(values)]);
       expect(firstDigestDifference(reference, here), `child vs this process (${reproduce(seed)})`).toBeNull();
+    }
+  }, 240_000);
+
+  // OpenBLAS's OpenMP build splits a call among the calling thread's default OpenMP team, and keeps its buffers by
+  // OpenMP thread number: the pool's threads (which OpenMP never saw) must be told one thread each and take turns,
+  // or the bits change with the thread count (cpu/gemm.cc, cpu/threads.cc). Where Debian's OpenMP build is installed.
+  const openMpBlas = `/usr/lib/${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu/openblas-openmp/libopenblas.so.0`;
+  it.runIf(existsSync(openMpBlas))("in a child process on OpenBLAS's OpenMP build (its calls one at a time): 1, 2 and 3 threads", async () => {
+    const result = await runChild({ WEIGHTNORM_OPENBLAS: openMpBlas });
+    expect(result.gemm).toMatch(/OpenMP build.*one tile at a time/);
+    const reference = result.runs['1']!;
+    for (const threads of THREAD_COUNTS) {
+      expect(firstDigestDifference(result.runs[String(threads)]!, reference), `${threads} threads vs 1 (GEMM: ${result.gemm}; ${reproduce(seed)})`).toBeNull();
     }
   }, 240_000);
 

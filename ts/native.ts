@@ -47,7 +47,10 @@ export interface NativeBackend {
     threadSource: 'setNumThreads' | 'OMP_NUM_THREADS' | 'automatic';
     /** Cores this process may run on (its CPU affinity): the automatic choice's ceiling. */
     cores: number;
-    /** Automatic choice only, once measured: cores' worth of CPU time other processes used on those cores lately. */
+    /**
+     * Once measured (the first parallel region or automatic count starts the sampler): cores' worth of CPU time other
+     * processes used on those cores lately. The automatic count and the adaptive wait policy follow it.
+     */
     otherBusyCores?: number;
     /**
      * How the kernels' threads wait between parallel regions: 'adaptive' (spin briefly while no other process uses

@@ -10,6 +10,8 @@ export interface PeerInfo {
   torch: string;
   /** How torch's outputs get their memory (see TorchPeer.start). */
   malloc: string;
+  /** OMP_WAIT_POLICY of the peer's OpenMP threads: the user's, else PASSIVE. */
+  ompWaitPolicy: string;
   /** The OpenBLAS kernels torch's process loaded (its matrix products), as the peer reads them; absent in old results. */
   blas?: string;
   python: string;
@@ -89,11 +91,16 @@ export class TorchPeer {
     const mallocNote = defaultMalloc
       ? 'glibc default (outputs ≥ 32 MB are fresh mmap pages each call)'
       : 'glibc with MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=2^40 (outputs reuse freed memory, like our preallocated ones)';
+    // torch's OpenMP threads (libgomp) wait passively unless the user chose: their default spin keeps a core busy
+    // for a while after each op, which took cores from our side of the alternating rounds and made torch's own LSTM
+    // step 3× slower on the 2-core VM. (The library used to set OMP_WAIT_POLICY=PASSIVE for its own OpenMP threads,
+    // and the peer inherited it; our kernels now run on the library's own pool.)
+    const ompWaitPolicy = process.env.OMP_WAIT_POLICY ?? 'PASSIVE';
     for (const python of pythons) {
       const child = spawn(python, [script], {
         stdio: ['pipe', 'pipe', 'pipe'],
         // Same thread count as ours from the first import on (torch.set_num_threads is also called in hello).
-        env: { ...process.env, ...malloc, OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads) },
+        env: { ...process.env, ...malloc, OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads), OMP_WAIT_POLICY: ompWaitPolicy },
       });
       let stderr = '';
       child.stderr.on('data', (chunk: Buffer) => {
@@ -124,6 +131,7 @@ export class TorchPeer {
         executable: String(answer.executable),
         deviceName: String(answer.device_name),
         threads: Number(answer.threads),
+        ompWaitPolicy,
       };
       return { peer: new TorchPeer(child, reader, lines, info) };
     }

@@ -224,7 +224,7 @@ function peerLine(result: BackendResult): string {
   if ('disabled' in p) return 'PyTorch peer: disabled (--no-peer)';
   if ('notInstalled' in p) return `PyTorch peer: not installed (${p.notInstalled.join('; ')})`;
   const blas = p.blas ? `; BLAS: ${p.blas}` : '';
-  return `PyTorch peer: torch ${p.torch}, Python ${p.python} (${p.executable}), ${p.threads} threads; malloc: ${p.malloc}${blas}`;
+  return `PyTorch peer: torch ${p.torch}, Python ${p.python} (${p.executable}), ${p.threads} threads (OMP_WAIT_POLICY=${p.ompWaitPolicy}); malloc: ${p.malloc}${blas}`;
 }
 
 /** Our side's CPU GEMM (as backend().cpu.gemm says it), as list items; none for CUDA runs and older results. */

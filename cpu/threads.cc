@@ -379,7 +379,9 @@ Pool& pool() {
   return *instance;
 }
 
-void run_member(Pool& p, int index) {
+// noexcept: as with an OpenMP region, an exception escaping a region's body ends the process (std::terminate)
+// rather than leave the other threads running a region whose caller has gone.
+void run_member(Pool& p, int index) noexcept {
   TeamMember member{&p, index};
   t_team_member = &member;
   ++t_region_depth;

@@ -63,8 +63,9 @@ int automatic_thread_count(int cores, double other_busy_cores, int current);
 // region opened, and a small MLP's training step (a dozen regions) took longer on two threads than on one.
 // Spinning (libgomp's default) made that step ~25% faster on an idle machine and up to 1.5x slower beside a busy
 // process. The pool decides per region instead: its threads spin for a short while between regions only while the
-// contention sampler (below) sees the cores free and the team fits on them, and otherwise sleep at once, as passive
-// OpenMP does. WEIGHTNORM_OMP_WAIT_POLICY=passive or active fixes that choice (read when the pool starts).
+// contention sampler (the automatic choice's, above) has measured the cores free and the team fits on them, and
+// otherwise sleep at once, as passive OpenMP does. WEIGHTNORM_OMP_WAIT_POLICY (or OMP_WAIT_POLICY) = passive or
+// active fixes that choice (read when the pool starts).
 //
 // A region's body runs on `threads` threads, the calling one being index 0. Its loops share their iterations
 // through team_static and team_dynamic (below), which split them as `#pragma omp for schedule(static)` and

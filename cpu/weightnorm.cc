@@ -1103,9 +1103,13 @@ void run_fused(const T* a, const T* b, const ChannelLayout& layout, int inputs, 
         Region region = plan.region(chunk, 0, layout);
         region.k_begin += one_pass(region, plan);
         if (region.channels() == 0) continue;
-        std::vector<double> sums(region.channels());
-        reduce_region(sums.data(), a, b, layout, region, plan);
-        finish(region.k_begin, region.channels(), sums.data());
+        // A buffer kept per thread, zeroed here: a fresh one per chunk was a heap allocation of up to a few KiB,
+        // which after the JS side's many small frees makes glibc consolidate its fast bins (cpu/optim.cc).
+        static thread_local std::vector<double> chunk_sums;
+        double* sums = scratch(chunk_sums, region.channels());
+        std::fill_n(sums, region.channels(), 0.0);
+        reduce_region(sums, a, b, layout, region, plan);
+        finish(region.k_begin, region.channels(), sums);
         write(region, plan);
       }
     });

@@ -33,7 +33,6 @@
 //       partials stay small (OC*C/groups*kh*kw <= kPerImageMaxWeight floats each).
 #include "conv.h"
 
-
 #include <algorithm>
 #include <atomic>
 #include <utility>

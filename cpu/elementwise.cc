@@ -3,7 +3,6 @@
 // per-channel bias add. Blocks of consecutive indices are spread over the pool's threads.
 #include "elementwise.h"
 
-
 #if defined(__SSE2__)
 #include <immintrin.h>
 #endif

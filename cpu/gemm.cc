@@ -890,7 +890,9 @@ OpenBlas load_openblas() {
     blas.one_call_at_a_time = parallel == 2;
     blas.description = std::string("OpenBLAS (") + (get_config ? get_config() : "version unknown") + build + core +
                        "; loaded at run time from " + where + "; 1 thread per tile" +
-                       (blas.one_call_at_a_time ? ", one tile at a time: the OpenMP build is unsafe from several of our threads at once)" : ")");
+                       (blas.one_call_at_a_time
+                            ? ", one tile at a time: the OpenMP build is unsafe from several of our threads at once)"
+                            : ")");
     return blas;
   }
   if (chosen) return {nullptr, "blocked (hand-written): WEIGHTNORM_OPENBLAS=" + std::string(setting) +

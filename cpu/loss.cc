@@ -6,7 +6,6 @@
 // parallel, then the reduction adds fixed blocks in block order, in double.
 #include "loss.h"
 
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

@@ -8,7 +8,6 @@
 // gamma / beta / bias may be null (no affine part: 1 and 0); dgamma / dbeta / dbias may be null (not wanted).
 #include "normalization.h"
 
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

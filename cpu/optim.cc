@@ -12,7 +12,6 @@
 // Bias corrections are computed in double once per step; the per-element arithmetic is float.
 #include "optim.h"
 
-
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif

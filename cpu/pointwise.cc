@@ -6,7 +6,6 @@
 // The op is a template constant inside every loop (with_binary_op / with_unary_op), so no loop switches per element.
 #include "pointwise.h"
 
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

@@ -7,7 +7,6 @@
 // contiguous runs; column mode walks wide rows with one accumulator per column.
 #include "reduce.h"
 
-
 #include <algorithm>
 #include <cstdint>
 #include <vector>

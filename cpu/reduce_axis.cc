@@ -63,7 +63,8 @@ void axis_sums(double* sums, const float* x, const AxisLayout& l) {
   // Small slices: one thread per slice (each slice's sums are the same whoever computes them).
   const bool parallel_slices = l.reduce * l.inner < kParallelMinElements && worth_parallel(l.elements(), threads);
   parallel_region(parallel_slices, threads, [&] {
-    for (const int64_t o : team_static(0, l.outer)) detail::channel_sums_f64(sums + o * l.inner, x + o * l.reduce * l.inner, slice);
+    for (const int64_t o : team_static(0, l.outer))
+      detail::channel_sums_f64(sums + o * l.inner, x + o * l.reduce * l.inner, slice);
   });
 }
 

@@ -252,9 +252,9 @@ void reduce_and_write_units(const ChannelLayout& layout, const ReductionPlan& pl
   };
   // The thread that reduces the last unit adds the parts up (its fetch_add follows every other unit's) and publishes
   // the totals; the others wait for them yielding their core rather than at a team barrier: when the pool's threads
-  // sleep between regions (cpu/threads.h) a barrier puts the first thread to sleep, and waking it costs 10-15 us on this VM, more
-  // when another process holds a core (there the yielding wait measured 1-4% faster, in-process A/B). The wait is at
-  // most the rest of one unit.
+  // sleep between regions (cpu/threads.h) a barrier puts the first thread to sleep, and waking it costs 10-15 us on
+  // this VM, more when another process holds a core (there the yielding wait measured 1-4% faster, in-process A/B).
+  // The wait is at most the rest of one unit.
   std::atomic<int64_t> reduced{0};
   std::atomic<bool> totals_ready{false};
   parallel_region(worth_parallel(layout.elements(), threads), threads, [&] {

@@ -10,7 +10,6 @@
 // backends agree to a few ulps per activation, not bitwise.
 #include "rnn.h"
 
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -78,15 +77,15 @@ void for_rows(int64_t rows, int64_t width, Body&& body) {
   });
 }
 
-// A step's gate kernel runs on one thread below this many hidden units (batch · hidden) per step. It runs T times
-// per direction, each time between two recurrent GEMMs, so a parallel region costs T wake-ups of a sleeping thread
-// (the pool's threads sleep between regions whenever other processes use the cores: cpu/threads.h), and on a loaded host the woken thread waits for a core,
-// up to a scheduler slice (4 ms). On the 2-core development host at load 3 to 5 (bench/NOTES.md, 2026-12-02) a
-// second thread made the LSTM step kernels no faster in almost every round, from 8192 units (forward 90 µs on one
-// thread) to 196608 (2.3 ms), and up to 0.1 ms slower per call; the common shapes (batch 64-100, hidden 128-256:
-// 8192-25600 units, forward 90-290 µs) never open one. From 2^17 units one thread's forward takes ≥ 1.5 ms,
-// enough for a second core, when one is free, to save more than a wake-up costs. A bound from the shape alone: each
-// row is computed by the same code whatever the thread count, so the results are the same bits.
+// A step's gate kernel runs on one thread below this many hidden units (batch · hidden) per step. It runs T times per
+// direction, each time between two recurrent GEMMs, so a parallel region costs T wake-ups of a sleeping thread (the
+// pool's threads sleep between regions whenever other processes use the cores: cpu/threads.h), and on a loaded host the
+// woken thread waits for a core, up to a scheduler slice (4 ms). On the 2-core development host at load 3 to 5
+// (bench/NOTES.md, 2026-12-02) a second thread made the LSTM step kernels no faster in almost every round, from 8192
+// units (forward 90 µs on one thread) to 196608 (2.3 ms), and up to 0.1 ms slower per call; the common shapes (batch
+// 64-100, hidden 128-256: 8192-25600 units, forward 90-290 µs) never open one. From 2^17 units one thread's forward
+// takes ≥ 1.5 ms, enough for a second core, when one is free, to save more than a wake-up costs. A bound from the shape
+// alone: each row is computed by the same code whatever the thread count, so the results are the same bits.
 constexpr int64_t kStepParallelMinUnits = int64_t{1} << 17;
 
 // body(n) for each batch row n of one step's gate kernel, on the pool's threads from kStepParallelMinUnits units.

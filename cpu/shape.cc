@@ -3,7 +3,6 @@
 // (index_add, scatter_add) give each output element's terms in a fixed order, whatever the thread count.
 #include "shape.h"
 
-
 #include <algorithm>
 #include <cstdint>
 #include <cstring>

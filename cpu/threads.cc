@@ -442,9 +442,11 @@ void run_team(int threads, void (*invoke)(void*), void* context) {
   Pool& p = pool();
   std::unique_lock<std::mutex> lock(p.busy, std::try_to_lock);
   if (!lock.owns_lock()) {  // another thread's region has the pool: this one runs alone
-    ++t_region_depth;
+    struct Depth {
+      Depth() { ++t_region_depth; }
+      ~Depth() { --t_region_depth; }
+    } depth;
     invoke(context);
-    --t_region_depth;
     return;
   }
   threads = std::clamp(threads, 1, kMaxThreads);
@@ -457,7 +459,8 @@ void run_team(int threads, void (*invoke)(void*), void* context) {
   const double others = g_other_busy_cores.load(std::memory_order_relaxed);
   // Adaptive: spin only once the sampler has measured the cores free (never where /proc/stat cannot be read).
   const bool spin = wait_policy() == WaitPolicy::kActive ||
-                    (wait_policy() == WaitPolicy::kAdaptive && threads <= default_threads() && others >= 0 && others < kGiveUpCoreLoad);
+                    (wait_policy() == WaitPolicy::kAdaptive && threads <= default_threads() && others >= 0 &&
+                     others < kGiveUpCoreLoad);
   p.invoke = invoke;
   p.context = context;
   p.size = threads;

@@ -41,7 +41,6 @@
 #include "reduction_plan.h"
 #include "weightnorm/weightnorm_math.h"
 
-
 #if defined(__SSE2__)
 // GCC 12's AVX-512 intrinsics start from a self-initialized "undefined" register (__m512 __Y = __Y), which
 // -Wmaybe-uninitialized reports wherever they are inlined into a target("avx512f") function; the diagnostic is

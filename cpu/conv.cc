@@ -118,7 +118,7 @@ void im2col(float* col, const float* x, int64_t images, const ConvGeometry& g) {
   // Stride 1 and output rows as wide as the input's (a "same" convolution): a tap's rows are one shifted plane.
   const bool shifted_rows = g.stride_height == 1 && g.stride_width == 1 && g.out_width == g.in_width;
   // One loop over (row, image) pairs, rows major: the iterations and their static split of collapse(2).
-  nestable_region(rows * width >= kParallelMinElements, threads, [&] {
+  parallel_region(rows * width >= kParallelMinElements, threads, [&] {
     team_for_static(0, rows * images, [&](int64_t pair) {
       const int64_t row = pair / images, image = pair % images;
       const int64_t c = row / (g.kernel_height * g.kernel_width);
@@ -182,7 +182,7 @@ void col2im(float* dx, float* dcol, int64_t images, const ConvGeometry& g, const
   const int threads = num_threads();
   const int64_t planes = images * g.in_channels;
   const bool shifted_rows = g.stride_height == 1 && g.stride_width == 1 && g.out_width == g.in_width;
-  nestable_region(planes * g.in_spatial() >= kParallelMinElements, threads, [&] {
+  parallel_region(planes * g.in_spatial() >= kParallelMinElements, threads, [&] {
     team_for_static(0, planes, [&](int64_t plane) {
       const int64_t image = plane / g.in_channels, c = plane % g.in_channels;
       float* out = dx + plane * g.in_spatial();

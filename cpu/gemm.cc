@@ -739,7 +739,7 @@ void gemm_blocked(float* out, const float* a, const float* b, int64_t m, int64_t
     pack_workspace.release_oversized();
   };
 
-  nestable_region(parallel, threads, [&] {
+  parallel_region(parallel, threads, [&] {
     // Partial sums of one output block between k slices, tile-major; a single slice needs only one tile.
     static thread_local Workspace partial_workspace;
     float* partial = partial_workspace.get(single_slice ? size_t(mr * nr) : size_t(mc * nc));

@@ -342,8 +342,7 @@ void publish(std::atomic<uint32_t>& word, uint32_t value, std::atomic<int>& slee
 
 struct Pool {
   std::mutex busy;  // held by the thread whose region the pool runs
-  std::vector<std::thread> workers;
-  std::atomic<int> worker_count{0};
+  std::atomic<int> worker_count{0};  // threads started (detached: they live as long as the process)
   // The current region, written by its caller before `generation` moves on (release) and read after (acquire).
   void (*invoke)(void*) = nullptr;
   void* context = nullptr;
@@ -450,10 +449,9 @@ void run_team(int threads, void (*invoke)(void*), void* context) {
     return;
   }
   threads = std::clamp(threads, 1, kMaxThreads);
-  while (int(p.workers.size()) < threads - 1) {
-    p.workers.emplace_back(worker_loop, &p, int(p.workers.size()) + 1, p.generation.load(std::memory_order_relaxed));
-    p.workers.back().detach();
-    p.worker_count.store(int(p.workers.size()), std::memory_order_relaxed);
+  for (int started = p.worker_count.load(std::memory_order_relaxed); started < threads - 1; ++started) {
+    std::thread(worker_loop, &p, started + 1, p.generation.load(std::memory_order_relaxed)).detach();
+    p.worker_count.store(started + 1, std::memory_order_relaxed);
   }
   sample_contention_when_due();
   const double others = g_other_busy_cores.load(std::memory_order_relaxed);

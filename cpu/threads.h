@@ -119,12 +119,6 @@ void parallel_region(bool parallel, int threads, Region&& region) {
   region();
 }
 
-// The same as parallel_region (kept for the callers that name the nesting they expect).
-template <class Region>
-void nestable_region(bool parallel, int threads, Region&& region) {
-  parallel_region(parallel, threads, std::forward<Region>(region));
-}
-
 // for (const int64_t i : team_static(begin, end)): the team's threads each take one contiguous share of
 // [begin, end), as `#pragma omp for schedule(static)` does (the first n % threads threads one more), and wait for
 // one another when the loop ends (the range's destructor). Outside a team, every iteration.

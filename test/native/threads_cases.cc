@@ -5,7 +5,7 @@
 //    others' load fits in the cores left over plus the margin), its bounds, monotonicity and hysteresis;
 //  - a count that is set wins, 0 gives the choice back;
 //  - live: with busy processes on every core, the automatic choice drops to one thread within a few periods;
-//  - nestable_region: at the outermost level its team_for_* loops share the iterations among the team, each run
+//  - parallel_region: at the outermost level its team_for_* loops share the iterations among the team, each run
 //    once; nested inside a team or inside parallel_region's team-less call, each caller runs all of them itself
 //    (team_size() 1), with no team of its own (omp_get_level() unchanged).
 #include <signal.h>
@@ -163,14 +163,14 @@ void test_drops_under_load() {
                int(spinners.size()), before.cores, threads, during.other_busy_cores));
 }
 
-void test_nestable_region() {
+void test_nested_regions() {
   constexpr int64_t kCount = 1000;
   for (const bool dynamic : {false, true}) {
     const char* kind = dynamic ? "team_for_dynamic" : "team_for_static";
     // Outermost, 2 threads: every iteration once, shared.
     std::vector<int> runs(kCount, 0);
     std::vector<int> by_thread(2, 0);
-    weightnorm::cpu::nestable_region(true, 2, [&] {
+    weightnorm::cpu::parallel_region(true, 2, [&] {
       auto body = [&](int64_t i) {
 #pragma omp atomic
         runs[i] += 1;
@@ -191,7 +191,7 @@ void test_nestable_region() {
     {
       const int me = omp_get_thread_num();
       outer_levels[me] = omp_get_level();
-      weightnorm::cpu::nestable_region(true, 2, [&] {
+      weightnorm::cpu::parallel_region(true, 2, [&] {
         sizes[me] = weightnorm::cpu::team_size();
         levels[me] = omp_get_level();
         auto body = [&](int64_t i) { nested_runs[me * kCount + i] += 1; };
@@ -210,7 +210,7 @@ void test_nestable_region() {
     std::vector<int> serial_runs(kCount, 0);
     int serial_level = -1;
     weightnorm::cpu::parallel_region(false, 1, [&] {
-      weightnorm::cpu::nestable_region(true, 2, [&] {
+      weightnorm::cpu::parallel_region(true, 2, [&] {
         serial_level = omp_get_level();
         auto body = [&](int64_t i) { serial_runs[i] += 1; };
         if (dynamic) weightnorm::cpu::team_for_dynamic(0, kCount, body);
@@ -264,7 +264,7 @@ void check_threads() {
   test_automatic_rule();
   test_set_and_automatic();
   test_drops_under_load();
-  test_nestable_region();
+  test_nested_regions();
   test_pool_regions();
 }
 

@@ -1113,11 +1113,11 @@ Napi::Value WeightNormLinear(const Napi::CallbackInfo& info) {
 }
 
 // weightNormLinearBackward(dy, x, v, g, norm, t, { eps, wantDx, wantDv, wantDg, wantDbias })
-//   -> { dx?, dv?, dg?, dbias? } (only the gradients asked for; t is the forward's, scale = g / norm is recomputed
-//   with the forward's kernel, so it has its bits), named options like batchNormInferenceBackward's:
-//   dot = Σ_batch dy ⊙ t per output, (dg, c1, c2) from dot (Salimans & Kingma 2016, §2.1),
-//   dx = (dy ⊙ scale)·v, dv = c1 ⊙ (dyᵀ·x) − c2 ⊙ v in the weight-gradient GEMM's epilogue, dbias = Σ_batch dy.
-// dot, c1, c2 and dy ⊙ scale are scratch that lives for the call.
+//   -> { dx?, dv?, dg?, dbias? } (only the gradients asked for; t is the forward's), named options like
+//   batchNormInferenceBackward's. weightnorm_linear_backward_prologue makes one pass over dy and t for
+//   dot = Σ_batch dy ⊙ t per output, (dg, c1, c2) from dot (Salimans & Kingma 2016, §2.1), dy ⊙ scale (scale = g / norm
+//   with the forward's arithmetic) and dbias = Σ_batch dy; then dx = (dy ⊙ scale)·v, and dv = c1 ⊙ (dyᵀ·x) − c2 ⊙ v in
+//   the weight-gradient GEMM's epilogue. c1, c2 and dy ⊙ scale are scratch that lives for the call.
 Napi::Value WeightNormLinearBackward(const Napi::CallbackInfo& info) {
   Args args(info);
   Napi::Env env = args.env();
@@ -1138,29 +1138,23 @@ Napi::Value WeightNormLinearBackward(const Napi::CallbackInfo& info) {
   expect_count(env, dy, batch * out_features, "dy");
   expect_count(env, t, batch * out_features, "t");
   return guarded(env, [&]() -> Napi::Value {
-    const ChannelLayout per_output{batch, out_features, 1};
     GradientOutputs gradients(env, device);
     float* dx = gradients.add(want_dx, "dx", {batch, in_features});
     float* dv = gradients.add(want_dv, "dv", {out_features, in_features});
     float* dg = gradients.add(want_dg, "dg", g.shape());
     float* dbias = gradients.add(want_dbias, "dbias", {out_features});
-    // [dot, c1, c2, dg when not asked for (c2 needs it)], then scale and dy ⊙ scale when dx is asked for.
-    const int64_t scratch_floats = 4 * out_features + (dx ? out_features + batch * out_features : 0);
+    // [c1, c2, dg when not asked for (c2 needs it)], then dy ⊙ scale when dx is asked for.
+    const int64_t scratch_floats = 3 * out_features + (dx ? batch * out_features : 0);
     const std::shared_ptr<Storage> scratch =
         Storage::allocate(device, static_cast<size_t>(scratch_floats) * sizeof(float));
-    float* dot = scratch->data();
-    float* c1 = dot + out_features;
+    float* c1 = scratch->data();
     float* c2 = c1 + out_features;
     if (!dg) dg = c2 + out_features;
-    float* scale = c2 + 2 * out_features;
-    float* scaled_dy = scale + out_features;
-    WN_DISPATCH(device, channel_dot, dot, dy.data(), t.data(), per_output);
-    WN_DISPATCH(device, weightnorm_backward_coefficients, dg, c1, c2, dot, g.data(), norm.data(), out_features, eps);
-    if (dx) {
-      WN_DISPATCH(device, weightnorm_scale, scale, g.data(), norm.data(), out_features);
-      WN_DISPATCH(device, channel_scale, scaled_dy, dy.data(), scale, per_output);
+    float* scaled_dy = dx ? c2 + 2 * out_features : nullptr;
+    WN_DISPATCH(device, weightnorm_linear_backward_prologue, dg, c1, c2, scaled_dy, dbias, dy.data(), t.data(),
+                g.data(), norm.data(), batch, out_features, eps);
+    if (dx)
       WN_DISPATCH(device, gemm, dx, scaled_dy, v.data(), GemmShape{batch, in_features, out_features}, GemmEpilogue{});
-    }
     if (dv) {
       GemmEpilogue epilogue;
       epilogue.row_scale = c1;
@@ -1169,7 +1163,6 @@ Napi::Value WeightNormLinearBackward(const Napi::CallbackInfo& info) {
       WN_DISPATCH(device, gemm, dv, dy.data(), x.data(), GemmShape{out_features, in_features, batch}.transposing_a(),
                   epilogue);
     }
-    if (dbias) WN_DISPATCH(device, channel_sum, dbias, dy.data(), per_output);
     return gradients.result();
   });
 }

@@ -1228,6 +1228,25 @@ void weightnorm_backward_coefficients(float* dg, float* c1, float* c2, const flo
   WN_CUDA_CHECK_LAUNCH();
 }
 
+// On CUDA the prologue is composed of the separate launches (each already one pass on the device); the per-call
+// costs its fusion saves on the CPU are host-side costs here.
+void weightnorm_linear_backward_prologue(float* dg, float* c1, float* c2, float* scaled_dy, float* dbias,
+                                         const float* dy, const float* t, const float* g, const float* norm,
+                                         int64_t batch, int64_t out_features, float eps) {
+  if (out_features == 0) return;
+  const ChannelLayout per_output{batch, out_features, 1};
+  Scratch vectors(2 * out_features * sizeof(float));
+  float* dot = vectors.floats();
+  float* scale = dot + out_features;
+  channel_dot(dot, dy, t, per_output);
+  weightnorm_backward_coefficients(dg, c1, c2, dot, g, norm, out_features, eps);
+  if (scaled_dy) {
+    weightnorm_scale(scale, g, norm, out_features);
+    channel_scale(scaled_dy, dy, scale, per_output);
+  }
+  if (dbias) channel_sum(dbias, dy, per_output);
+}
+
 void channel_dot(float* out, const float* a, const float* b, const ChannelLayout& layout) {
   if (layout.channels == 0) return;
   if (layout.elements() == 0) return fill_zero(out, layout.channels * sizeof(float));

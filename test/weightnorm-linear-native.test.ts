@@ -1,8 +1,9 @@
-// The weight-normalized Linear's two native entry points (binding/nn.cc weightNormLinear, weightNormLinearBackward)
-// against the separate native calls they replace: same kernels in the same order, so every output must have the
-// same bits (the layer's gradients against float64 references: gradcheck.test.ts, layers-correctness.test.ts), and
-// bad arguments must be clear errors.
-import { describe, expect, it } from 'vitest';
+// The weight-normalized Linear's two native entry points (binding/nn.cc weightNormLinear, weightNormLinearBackward).
+// The forward against the separate native calls it replaces (the same kernels in the same order: the same bits); the
+// backward, whose prologue is one fused pass, against float64 references, for any thread count with the same bits;
+// and bad arguments as clear errors. (The layer's gradients against float64 and PyTorch: gradcheck.test.ts,
+// layers-correctness.test.ts.)
+import { afterAll, describe, expect, it } from 'vitest';
 import { native, type NativeTensor } from '../ts/native.js';
 
 const raw = native as unknown as Record<string, (...args: unknown[]) => unknown>;
@@ -22,7 +23,51 @@ const CASES: Case[] = [
   { batch: 17, inFeatures: 33, outFeatures: 1 },
   { batch: 100, inFeatures: 784, outFeatures: 256 },
   { batch: 100, inFeatures: 256, outFeatures: 10 },
+  // More than one tile of the backward prologue's 1024 rows x 256 columns, enough elements for its threaded path.
+  { batch: 2100, inFeatures: 24, outFeatures: 300 },
 ];
+
+const f64 = (t: NativeTensor | undefined): Float64Array => Float64Array.from(t!.toArray());
+
+// The backward in float64 from the same float32 inputs: dot, dg, dv, dx and dbias as Salimans & Kingma (2016) §2.1
+// define them, with the saved norm (w = g·v/norm).
+function referenceBackward(c: Case, x: Float64Array, v: Float64Array, g: Float64Array, norm: Float64Array, dy: Float64Array) {
+  const { batch, inFeatures: k, outFeatures: n } = c;
+  const dx = new Float64Array(batch * k), dv = new Float64Array(n * k), dg = new Float64Array(n), dbias = new Float64Array(n);
+  for (let o = 0; o < n; o++) {
+    const s = g[o]! / norm[o]!;
+    const grad = new Float64Array(k); // dL/dw for row o: Σ_b dy[b,o] x[b,:]
+    for (let b = 0; b < batch; b++) {
+      const d = dy[b * n + o]!;
+      dbias[o] += d;
+      for (let i = 0; i < k; i++) {
+        grad[i] += d * x[b * k + i]!;
+        dx[b * k + i] += d * s * v[o * k + i]!;
+      }
+    }
+    let dot = 0;
+    for (let i = 0; i < k; i++) dot += grad[i]! * v[o * k + i]!;
+    dg[o] = dot / norm[o]!;
+    const c2 = (g[o]! * dg[o]!) / norm[o]! ** 2;
+    for (let i = 0; i < k; i++) dv[o * k + i] = s * grad[i]! - c2 * v[o * k + i]!;
+  }
+  return { dx, dv, dg, dbias };
+}
+
+// Largest error relative to the reference's largest magnitude: float32 products summed over at most 2,100 terms
+// (batch) or 784 (inputs), then one epilogue, stay within a few hundred float32 ulps of that scale; a wrong term,
+// coefficient or layout is off by far more.
+function relativeError(actual: NativeTensor | undefined, expected: Float64Array): number {
+  const a = f64(actual);
+  let scale = 0, worst = 0;
+  for (let i = 0; i < expected.length; i++) {
+    scale = Math.max(scale, Math.abs(expected[i]!));
+    worst = Math.max(worst, Math.abs(a[i]! - expected[i]!));
+  }
+  return worst / scale;
+}
+
+afterAll(() => native.setNumThreads(0));
 
 function inputs({ batch, inFeatures, outFeatures }: Case) {
   return {
@@ -37,7 +82,7 @@ function inputs({ batch, inFeatures, outFeatures }: Case) {
 describe('weightNormLinear (native)', () => {
   for (const c of CASES) {
     for (const withBias of [true, false]) {
-      it(`forward and backward equal the separate calls bit for bit: ${c.batch}x${c.inFeatures}->${c.outFeatures}, bias ${withBias}`, () => {
+      it(`forward equals the separate calls bit for bit, backward the float64 reference: ${c.batch}x${c.inFeatures}->${c.outFeatures}, bias ${withBias}`, () => {
         const s0 = seed;
         const { x, v, g, bias, dy } = inputs(c);
         const { batch, inFeatures: k, outFeatures: n } = c;
@@ -53,21 +98,30 @@ describe('weightNormLinear (native)', () => {
         expect(bits(fused.t), where).toEqual(bits(t));
         expect(Object.keys(fused).sort()).toEqual(['t', 'y']); // the backward recomputes the scale
 
-        const dot = native.channelReduce('dot', dy, t, batch, n, 1);
-        const { dg, c1, c2 } = native.weightNormCoefficients(dot, g, saved, eps);
-        const scaledDy = native.channelOp('scale', dy, scale, batch, n, 1);
-        const dx = native.gemm(scaledDy, v, { m: batch, n: k, k: n });
-        const dv = native.gemm(dy, x, { m: n, n: k, k: batch, transposeA: true, epilogue: { rowScale: c1, subtractCoefficient: c2, subtractMatrix: v } });
-        const dbias = native.channelReduce('sum', dy, null, batch, n, 1);
-        const all = native.weightNormLinearBackward(dy, x, v, g, saved, fused.t, { eps, wantDx: true, wantDv: true, wantDg: true, wantDbias: true });
-        expect(bits(all.dx), where).toEqual(bits(dx));
-        expect(bits(all.dv), where).toEqual(bits(dv));
-        expect(bits(all.dg), where).toEqual(bits(dg));
-        expect(bits(all.dbias), where).toEqual(bits(dbias));
+        const everything = { eps, wantDx: true, wantDv: true, wantDg: true, wantDbias: true };
+        const all = native.weightNormLinearBackward(dy, x, v, g, saved, fused.t, everything);
+        const reference = referenceBackward(c, f64(x), f64(v), f64(g), f64(saved), f64(dy));
+        expect(relativeError(all.dx, reference.dx), `${where}: dx`).toBeLessThan(2e-5);
+        expect(relativeError(all.dv, reference.dv), `${where}: dv`).toBeLessThan(2e-5);
+        expect(relativeError(all.dg, reference.dg), `${where}: dg`).toBeLessThan(2e-5);
+        expect(relativeError(all.dbias, reference.dbias), `${where}: dbias`).toBeLessThan(2e-5);
+        // The same bits on one thread and on two (the prologue's sums and the GEMMs have fixed orders).
+        for (const threads of [1, 2]) {
+          native.setNumThreads(threads);
+          const again = native.weightNormLinearBackward(dy, x, v, g, saved, fused.t, everything);
+          for (const name of ['dx', 'dv', 'dg', 'dbias'] as const) {
+            expect(bits(again[name]), `${where}: ${name} on ${threads} threads`).toEqual(bits(all[name]));
+          }
+        }
+        native.setNumThreads(0);
         // Only what is asked for comes back, and the rest is unchanged by the choice.
         const some = native.weightNormLinearBackward(dy, x, v, g, saved, fused.t, { eps, wantDx: false, wantDv: true, wantDg: false, wantDbias: false });
         expect(Object.keys(some)).toEqual(['dv']);
-        expect(bits(some.dv), where).toEqual(bits(dv));
+        expect(bits(some.dv), where).toEqual(bits(all.dv));
+        const dgOnly = native.weightNormLinearBackward(dy, x, v, g, saved, fused.t, { eps, wantDx: false, wantDv: false, wantDg: true, wantDbias: true });
+        expect(Object.keys(dgOnly).sort()).toEqual(['dbias', 'dg']);
+        expect(bits(dgOnly.dg), where).toEqual(bits(all.dg));
+        expect(bits(dgOnly.dbias), where).toEqual(bits(all.dbias));
       });
     }
   }

@@ -103,18 +103,24 @@ struct AdamRule {
 };
 
 // The sum of squares of a run of n elements, as rows_squares computes it: element i of the run goes to lane
-// i % kLanes for the whole groups of kLanes and the rest to lane 0 in order, then the lanes are added in order.
-// This is the end of it for up to 4 runs of n elements from `first`: lanes[r] holds run r's whole groups' sums, the
-// tails are added here, then each run's lanes in order. The runs' in-order additions are independent chains,
-// interleaved here so that their latencies overlap (one run's chain at a time cost ~60 cycles per row).
+// i % kLanes for the whole groups of kLanes and the rest to lane 0 in order, then the lanes are added as a tree
+// (lane l + lane l + 8 for l < 8, then l + 4, l + 2, l + 1): the order a 16-float vector register's halves fold in,
+// so the vector loops finish a run in registers (storing the lanes and adding them one by one from memory cost
+// about 60 cycles per row, a third of a 256-float row's update). Every width folds in this order.
+inline float fold_lanes(float* lanes) {
+  for (int width = kLanes / 2; width >= 1; width /= 2)
+    for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+  return lanes[0];
+}
+
+// The end of it for up to 4 runs of n elements from `first`, lanes[r] holding run r's whole groups' sums: the tails,
+// then the fold.
 inline void finish_squares(float (*lanes)[kLanes], const float* first, int64_t rows, int64_t n, float* sums) {
   const int64_t whole = n - n % kLanes;
-  for (int64_t r = 0; r < rows; ++r)
+  for (int64_t r = 0; r < rows; ++r) {
     for (int64_t j = whole; j < n; ++j) lanes[r][0] += first[r * n + j] * first[r * n + j];
-  float total[4] = {};
-  for (int l = 0; l < kLanes; ++l)
-    for (int64_t r = 0; r < rows; ++r) total[r] += lanes[r][l];
-  for (int64_t r = 0; r < rows; ++r) sums[r] = total[r];
+    sums[r] = fold_lanes(lanes[r]);
+  }
 }
 
 #if WN_OPTIM_X86
@@ -153,7 +159,7 @@ inline void finish_squares(float (*lanes)[kLanes], const float* first, int64_t r
   for (; i < end; ++i) rule.element(i);
 // The runs' squares accumulate in kLanes / W vectors, vector q holding lanes [q * W, (q + 1) * W): the lanes of
 // rows_squares, each with the same additions in the same order (multiply, then add: never contracted).
-#define WN_ADAM_SQUARES_LOOP(V, W, SET1, LOAD, STORE, ADD, SUB, MUL, DIV, SQRT, ZERO)                   \
+#define WN_ADAM_SQUARES_LOOP(V, W, SET1, LOAD, STORE, ADD, SUB, MUL, DIV, SQRT, ZERO, FOLD)             \
   WN_ADAM_VECTOR_SETUP(V, SET1)                                                                        \
   constexpr int kVectors = kLanes / (W);                                                               \
   float lanes[4][kLanes];                                                                              \
@@ -168,9 +174,13 @@ inline void finish_squares(float (*lanes)[kLanes], const float* first, int64_t r
         squares[q] = ADD(squares[q], MUL(updated, updated));                                           \
       }                                                                                                \
     for (int64_t j = i; j < n; ++j) rule.element(first + j);                                           \
-    for (int q = 0; q < kVectors; ++q) STORE(lanes[r] + q * (W), squares[q]);                          \
-  }                                                                                                    \
-  finish_squares(lanes, rule.param + begin, rows, n, sums);
+    if (n % kLanes == 0) {                                                                             \
+      sums[r] = FOLD(squares);                                                                         \
+    } else {                                                                                           \
+      for (int q = 0; q < kVectors; ++q) STORE(lanes[r] + q * (W), squares[q]);                        \
+      finish_squares(lanes + r, rule.param + first, 1, n, sums + r);                                   \
+    }                                                                                                  \
+  }
 
 // AVX-512F brings FMA instructions with it, and GCC contracts a multiply and an add written as vector arithmetic
 // (as these intrinsics are) into one when the target has them: contraction is switched off for that version, or
@@ -187,6 +197,31 @@ inline void finish_squares(float (*lanes)[kLanes], const float* first, int64_t r
 // _mm512_sqrt_ps merges into an undefined vector, which GCC 12 reports as maybe uninitialized; the zero-masking
 // form with every lane selected is the same instruction without that.
 WN_AVX512_ADAM inline __m512 wn_sqrt512(__m512 x) { return _mm512_maskz_sqrt_ps(0xFFFF, x); }
+
+// fold_lanes in registers, for the 16 lanes of one AVX-512 vector, two AVX2 or four SSE2 vectors: each step adds
+// the same pairs of lanes as fold_lanes does (float addition is commutative, so either operand order gives the
+// same bits). The AVX-512 steps stay in 512-bit registers with zero-masking shuffles: GCC 12's plain forms, and its
+// 512-to-256-bit cast, merge into an undefined vector that it reports as maybe uninitialized (as with wn_sqrt512).
+inline float fold4_sse(__m128 x) {
+  const __m128 two = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  return _mm_cvtss_f32(_mm_add_ss(two, _mm_shuffle_ps(two, two, 1)));
+}
+WN_AVX512_ADAM inline float fold_lanes_avx512(const __m512* lanes) {
+  constexpr __mmask16 kAll = 0xFFFF;
+  __m512 x = lanes[0];
+  x = _mm512_add_ps(x, _mm512_maskz_shuffle_f32x4(kAll, x, x, _MM_SHUFFLE(1, 0, 3, 2)));  // l + (l + 8)
+  x = _mm512_add_ps(x, _mm512_maskz_shuffle_f32x4(kAll, x, x, _MM_SHUFFLE(2, 3, 0, 1)));  // + (l + 4)
+  x = _mm512_add_ps(x, _mm512_maskz_shuffle_ps(kAll, x, x, _MM_SHUFFLE(1, 0, 3, 2)));     // + (l + 2)
+  x = _mm512_add_ps(x, _mm512_maskz_shuffle_ps(kAll, x, x, _MM_SHUFFLE(2, 3, 0, 1)));     // + (l + 1)
+  return _mm512_cvtss_f32(x);
+}
+__attribute__((target("avx2"))) inline float fold_lanes_avx2(const __m256* lanes) {
+  const __m256 x = _mm256_add_ps(lanes[0], lanes[1]);
+  return fold4_sse(_mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1)));
+}
+inline float fold_lanes_sse2(const __m128* lanes) {
+  return fold4_sse(_mm_add_ps(_mm_add_ps(lanes[0], lanes[2]), _mm_add_ps(lanes[1], lanes[3])));
+}
 
 template <bool kDecay>
 WN_AVX512_ADAM void adam_range_avx512(const AdamRule& rule, int64_t begin, int64_t end) {
@@ -205,18 +240,18 @@ void adam_range_sse2(const AdamRule& rule, int64_t begin, int64_t end) {
 
 template <bool kDecay>
 WN_AVX512_ADAM void adam_squares_avx512(const AdamRule& rule, int64_t begin, int64_t rows, int64_t n, float* sums) {
-  WN_EXPAND(WN_ADAM_SQUARES_LOOP, __m512, 16, WN_AVX512_ARGS, _mm512_setzero_ps)
+  WN_EXPAND(WN_ADAM_SQUARES_LOOP, __m512, 16, WN_AVX512_ARGS, _mm512_setzero_ps, fold_lanes_avx512)
 }
 
 template <bool kDecay>
 __attribute__((target("avx2"))) void adam_squares_avx2(const AdamRule& rule, int64_t begin, int64_t rows, int64_t n,
                                                        float* sums) {
-  WN_EXPAND(WN_ADAM_SQUARES_LOOP, __m256, 8, WN_AVX2_ARGS, _mm256_setzero_ps)
+  WN_EXPAND(WN_ADAM_SQUARES_LOOP, __m256, 8, WN_AVX2_ARGS, _mm256_setzero_ps, fold_lanes_avx2)
 }
 
 template <bool kDecay>
 void adam_squares_sse2(const AdamRule& rule, int64_t begin, int64_t rows, int64_t n, float* sums) {
-  WN_EXPAND(WN_ADAM_SQUARES_LOOP, __m128, 4, WN_SSE2_ARGS, _mm_setzero_ps)
+  WN_EXPAND(WN_ADAM_SQUARES_LOOP, __m128, 4, WN_SSE2_ARGS, _mm_setzero_ps, fold_lanes_sse2)
 }
 #undef WN_EXPAND
 #undef WN_SSE2_ARGS
@@ -315,7 +350,7 @@ void AdamaxRule::operator()(int64_t begin, int64_t end) const { adamax_range(par
 
 // Sums of squares of kRows consecutive runs of n floats each (n at most kFoldBlock; run r starts at first + r * n).
 // A run's sum has kLanes float lanes, element i going to lane i % kLanes for the whole groups of kLanes and the rest
-// to lane 0 in order, then the lanes added in order: the same additions whatever the vector width, so the SSE2 and
+// to lane 0 in order, then the lanes folded (fold_lanes): the same additions whatever the vector width, so the SSE2 and
 // AVX2 clones give the same bits, and a run's sum does not depend on how many runs are summed beside it. Several runs
 // at once keep their independent chains of additions side by side instead of one run's latency at a time; the lanes
 // are vector variables (8 floats each, two per run): as a float array GCC kept them in memory, and every addition
@@ -449,7 +484,7 @@ void run_steps(const OptimizerTensors* tensors, int64_t tensor_count, const std:
     double sum = 0.0;
     for (int64_t block = unit.begin; block < unit.end; block += kFoldBlock) {
       const int64_t block_end = std::min(unit.end, block + kFoldBlock);
-      float block_sum;
+      float block_sum = 0.0f;
       update_and_square(rule, param, block, 1, block_end - block, &block_sum);
       sum += block_sum;
     }

@@ -66,9 +66,9 @@ function fusedNorms(values: Float32Array, rows: number, rowLength: number): Floa
         let j = block;
         for (; j + 16 <= end; j += 16) for (let l = 0; l < 16; l++) lanes[l] = fr(lanes[l]! + fr(values[r * rowLength + j + l]! ** 2));
         for (; j < end; j++) lanes[0] = fr(lanes[0]! + fr(values[r * rowLength + j]! ** 2));
-        let total = 0;
-        for (let l = 0; l < 16; l++) total = fr(total + lanes[l]!);
-        partSum += total;
+        // The lanes folded as a tree: l + (l + 8), then + 4, + 2, + 1.
+        for (let width = 8; width >= 1; width /= 2) for (let l = 0; l < width; l++) lanes[l] = fr(lanes[l]! + lanes[l + width]!);
+        partSum += lanes[0]!;
       }
       rowSum += partSum;
     }

@@ -1328,7 +1328,7 @@ void weightnorm_linear_backward_prologue(float* dg, float* c1, float* c2, float*
   float* scale = nullptr;
   if (scaled_dy) {
     scale = scratch(scale_buffer, out);
-    for (int64_t k = 0; k < out; ++k) scale[k] = g_over_norm(g[k], norm[k]);
+    weightnorm_scale(scale, g, norm, out);
   }
   const PrologueTile tile = choose_prologue_tile(scaled_dy != nullptr, dbias != nullptr);
   const int threads = num_threads();

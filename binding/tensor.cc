@@ -20,6 +20,8 @@ thread_local bool t_creating = false;
 
 struct AddonData {
   Napi::FunctionReference tensor_constructor;
+  // NativeTensor.prototype: a handle is an object with exactly this prototype (see TensorWrap::Find).
+  Napi::ObjectReference tensor_prototype;
 };
 
 void copy_between(const Storage& destination, const Storage& source, size_t bytes) {
@@ -137,6 +139,7 @@ void TensorWrap::Define(Napi::Env env, Napi::Object exports) {
                                            });
   auto* data = new AddonData();
   data->tensor_constructor = Napi::Persistent(constructor);
+  data->tensor_prototype = Napi::Persistent(constructor.Get("prototype").As<Napi::Object>());
   env.SetInstanceData(data);
   exports.Set("NativeTensor", constructor);
 }
@@ -145,6 +148,26 @@ TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tensor
   const bool from_native = t_creating;
   t_creating = false;
   if (!from_native) throw_type_error(info.Env(), "NativeTensor cannot be constructed directly; use tensor(), zeros() or randn()");
+}
+
+// A handle is recognized by its prototype, then unwrapped. V8 answers `instanceof` through a generic walk (a
+// Symbol.hasInstance lookup, then the chain), about as long as the rest of an argument's checks: a prototype read
+// and one comparison do it for the handles only Create() makes (the constructor refuses any other caller, so no
+// subclass instance exists). The unwrap can still fail: Object.create(NativeTensor.prototype) has the prototype
+// and no native side.
+TensorWrap* TensorWrap::Find(const Napi::Value& value) {
+  const napi_env env = value.Env();
+  napi_valuetype type;
+  if (napi_typeof(env, value, &type) != napi_ok || type != napi_object) return nullptr;
+  napi_value prototype;
+  bool same = false;
+  const auto* data = Napi::Env(env).GetInstanceData<AddonData>();
+  if (napi_get_prototype(env, value, &prototype) != napi_ok ||
+      napi_strict_equals(env, prototype, data->tensor_prototype.Value(), &same) != napi_ok || !same)
+    return nullptr;
+  void* unwrapped = nullptr;
+  if (napi_unwrap(env, value, &unwrapped) != napi_ok) return nullptr;
+  return static_cast<TensorWrap*>(unwrapped);
 }
 
 Napi::Object TensorWrap::Create(Napi::Env env, std::shared_ptr<Storage> storage, std::vector<int64_t> shape,
@@ -180,20 +203,15 @@ TensorWrap& TensorWrap::FromFloating(const Napi::Value& value, const char* param
 
 TensorWrap& TensorWrap::FromAnyType(const Napi::Value& value, const char* parameter) {
   Napi::Env env = value.Env();
-  auto* data = env.GetInstanceData<AddonData>();
-  if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(data->tensor_constructor.Value()))
-    throw_type_error(env, std::string(parameter) + ": expected a native tensor, got " + describe_value(value));
-  TensorWrap* wrap = Napi::ObjectWrap<TensorWrap>::Unwrap(value.As<Napi::Object>());
+  TensorWrap* wrap = Find(value);
+  if (!wrap) throw_type_error(env, std::string(parameter) + ": expected a native tensor, got " + describe_value(value));
   if (!wrap->storage_) throw Napi::Error::New(env, std::string(parameter) + ": the tensor has been disposed");
   return *wrap;
 }
 
 TensorWrap* TensorWrap::LiveFloat32(const Napi::Value& value) {
-  if (!value.IsObject()) return nullptr;
-  auto* data = value.Env().GetInstanceData<AddonData>();
-  if (!value.As<Napi::Object>().InstanceOf(data->tensor_constructor.Value())) return nullptr;
-  TensorWrap* wrap = Napi::ObjectWrap<TensorWrap>::Unwrap(value.As<Napi::Object>());
-  return wrap->storage_ && wrap->dtype_ == DType::kFloat32 ? wrap : nullptr;
+  TensorWrap* wrap = Find(value);
+  return wrap && wrap->storage_ && wrap->dtype_ == DType::kFloat32 ? wrap : nullptr;
 }
 
 std::string shape_string(const std::vector<int64_t>& shape) {

@@ -67,6 +67,8 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   Napi::Value GetDevice(const Napi::CallbackInfo& info);
   Napi::Value GetDisposed(const Napi::CallbackInfo& info);
   Napi::Value GetDtype(const Napi::CallbackInfo& info);
+  // The handle behind `value` if it is one Create() made (live or disposed), else null; nothing thrown.
+  static TensorWrap* Find(const Napi::Value& value);
 
   std::shared_ptr<Storage> storage_;  // null once disposed
   std::vector<int64_t> shape_;

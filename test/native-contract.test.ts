@@ -198,6 +198,31 @@ describe('optimizerStep takes one named options object', () => {
   });
 });
 
+describe('tensor arguments: only the handles the addon made', () => {
+  // Each op finds a handle's native side by one lookup among the handles alive on this thread; an object that only
+  // looks like one (NativeTensor's prototype, a copy of its fields) is refused by name, through the plain path and
+  // through the multi-tensor optimizer's, and a disposed handle says so.
+  it('refuses look-alikes and disposed handles with the parameter named', () => {
+    const lookAlike = Object.create(native.NativeTensor.prototype) as unknown;
+    const real = randn([3], 31);
+    const copy = { shape: real.shape, dtype: real.dtype, device: real.device, disposed: false };
+    for (const fake of [lookAlike, copy, {}, 1, 'x']) {
+      expectError(() => raw.scale!(fake, 2), TypeError, ['x: expected a native tensor']);
+    }
+    const adam = (param: unknown) => ({
+      params: [param], grads: [randn([3], 32)], steps: [1], normOutputs: [null], expAvgs: [randn([3], 33)], expAvgSqs: [randn([3], 34)],
+      lr: 0.1, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8,
+    });
+    expectError(() => raw.optimizerSteps!('adam', adam(lookAlike)), TypeError, ['optimizerSteps: options.params[0]', 'expected a native tensor']);
+    const gone = randn([3], 35);
+    gone.dispose();
+    expect(() => raw.scale!(gone, 2)).toThrow(/x: the tensor has been disposed/);
+    expect(() => raw.optimizerSteps!('adam', adam(gone))).toThrow(/options\.params\[0\]: the tensor has been disposed/);
+    // A real handle still goes through both paths.
+    expectClose(values(native.scale(real, 2)), values(real).map((x) => 2 * x));
+  });
+});
+
 describe('other option objects and valid calls', () => {
   it('activation computes relu (with its negative slope) and tanh', () => {
     const x = randn([7], 71);

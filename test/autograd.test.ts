@@ -3,7 +3,7 @@
 // backward() through a graph throws unless the first one retained it.
 import { describe, expect, it } from 'vitest';
 
-import { backend, nn, optim, tensor, type Tensor } from '../ts/index.js';
+import { backend, DisposedTensorError, nn, optim, tensor, tidy, type Tensor } from '../ts/index.js';
 import { bitwiseEqual, normals, reproduce, runSeed } from './helpers.js';
 
 const F = nn.functional;
@@ -113,5 +113,27 @@ describe.each(devices)('autograd on %s', (device) => {
     expect(() => loss.backward(true as never)).toThrow(/tensor\.backward: options: expected an object like \{ retainGraph: true \}, received the boolean true/);
     loss.backward();
     expect(Array.from(weight.grad!.toArray())).toEqual([2, 4]);
+  });
+
+  it('a backward() after the tidy() that ran its forward says why its saved tensors are gone', () => {
+    const seed = runSeed();
+    const layer = new nn.Linear(2, 3, { weightNorm: true }).to(device);
+    const x = input(seed);
+    // The loss is returned (kept), the logits it was computed from are not: tidy() disposes them.
+    const loss = tidy(() => F.crossEntropy(layer.forward(x), [0, 1, 2, 0]));
+    let caught: unknown;
+    try {
+      loss.backward();
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toBeInstanceOf(DisposedTensorError);
+    expect((caught as Error).message).toMatch(
+      /^tensor\.backward: the backward of 'crossEntropy' reads a tensor that was disposed after the forward \(crossEntropy: .*used after dispose\(\)\)\. tidy\(\) disposes every tensor made inside it/,
+    );
+    expect(layer.parameters().map((p) => p.grad)).toEqual([null, null, null]);
+    // The same step with backward() inside the tidy() runs, and every parameter gets its gradient.
+    tidy(() => F.crossEntropy(layer.forward(x), [0, 1, 2, 0]).backward());
+    for (const p of layer.parameters()) expect(p.grad!.shape).toEqual(p.shape);
   });
 });

@@ -7,7 +7,7 @@
 // backward() frees the graph it ran through (unless retainGraph), and refuses to run if a tensor an op saved for it
 // was changed in place after the forward: each node keeps the versions of its saved tensors (plain JS numbers).
 import { native } from './native.js';
-import { shapeText, typeError } from './errors.js';
+import { DisposedTensorError, shapeText, typeError } from './errors.js';
 import { keep } from './scope.js';
 import { handleOf, setBackwardHook, Tensor } from './tensor.js';
 
@@ -166,6 +166,23 @@ function checkBackwardOptions(where: string, options: unknown): boolean {
   return retainGraph;
 }
 
+/**
+ * A node's backward, with a disposed saved tensor explained: the usual cause is a tidy() that returned the loss and
+ * disposed the intermediates its graph reads, and the op's own message ("used after dispose()") does not say so.
+ */
+function runNodeBackward(where: string, node: GradNode, dy: Tensor, needs: boolean[]): (Tensor | null)[] {
+  try {
+    return node.backward!(dy, needs);
+  } catch (error) {
+    if (!(error instanceof DisposedTensorError)) throw error;
+    throw new DisposedTensorError(
+      `${where}: the backward of '${node.name}' reads a tensor that was disposed after the forward (${error.message}). ` +
+        'tidy() disposes every tensor made inside it when it returns, the intermediates the graph saved included: ' +
+        'call backward() inside the tidy() that ran the forward, or keep() what the graph needs',
+    );
+  }
+}
+
 function backward(root: Tensor, options?: BackwardOptions): void {
   const where = 'tensor.backward';
   handleOf(root, where);
@@ -226,7 +243,7 @@ function backward(root: Tensor, options?: BackwardOptions): void {
         if (dy) {
           gradients.delete(tensor);
           const needs = node.inputs.map((input) => input !== null && input.requiresGrad);
-          const inputGradients = node.backward!(dy, needs);
+          const inputGradients = runNodeBackward(where, node, dy, needs);
           dy.dispose();
           node.inputs.forEach((input, i) => {
             const gradient = inputGradients[i];

@@ -199,9 +199,9 @@ describe('optimizerStep takes one named options object', () => {
 });
 
 describe('tensor arguments: only the handles the addon made', () => {
-  // Each op finds a handle's native side by one lookup among the handles alive on this thread; an object that only
-  // looks like one (NativeTensor's prototype, a copy of its fields) is refused by name, through the plain path and
-  // through the multi-tensor optimizer's, and a disposed handle says so.
+  // Each op recognizes a handle by its prototype and then needs its native side: an object that only looks like one
+  // (NativeTensor's prototype without a native side, a copy of its fields) is refused by name, through the plain path
+  // and through the multi-tensor optimizer's, and a disposed handle says so.
   it('refuses look-alikes and disposed handles with the parameter named', () => {
     const lookAlike = Object.create(native.NativeTensor.prototype) as unknown;
     const real = randn([3], 31);

@@ -1081,10 +1081,13 @@ WeightNormLinearSizes weight_norm_linear_sizes(Napi::Env env, const char* functi
   return sizes;
 }
 
-// weightNormLinear(x [batch, in], v [out, in], g [out], norm [out], bias [out] | null) -> { y, t }:
-//   scale = g / norm, t = x·vᵀ, y = t ⊙ scale + bias in one GEMM (w is never materialized); t is what the backward
-//   needs besides the parameters (it recomputes the [out] scale rather than keep it: a returned tensor costs a JS
-//   object, its wrap and its finalizer, more than g / norm on out floats).
+// weightNormLinear(x [batch, in], v [out, in], g [out], norm [out], bias [out] | null, keepForBackward) -> y:
+//   scale = g / norm, t = x·vᵀ, y = t ⊙ scale + bias in one GEMM (w is never materialized). t is what the backward
+//   needs besides the parameters; y carries it (TensorWrap::set_companion), freed with y, rather than as a tensor of
+//   its own: a returned tensor costs a JS object, its wrap and its finalizer (~2-3 us to make and free), and on the
+//   2-core EPYC VM the demo MLP's weight-normalized step was ~1% faster without the three per step. For the same
+//   reason the backward recomputes the [out] scale rather than keep it. keepForBackward false (no backward can run:
+//   inference, noGrad): t is not written at all.
 Napi::Value WeightNormLinear(const Napi::CallbackInfo& info) {
   Args args(info);
   Napi::Env env = args.env();
@@ -1093,27 +1096,31 @@ Napi::Value WeightNormLinear(const Napi::CallbackInfo& info) {
   TensorWrap& g = args.tensor(2, "g");
   TensorWrap& norm = args.tensor(3, "norm");
   TensorWrap* bias = args.optional_tensor(4, "bias");
+  const bool keep_for_backward = boolean_argument(info, 5, "weightNormLinear: keepForBackward");
   const Device device = common_device(env, {{&x, "x"}, {&v, "v"}, {&g, "g"}, {&norm, "norm"}, {bias, "bias"}});
   const WeightNormLinearSizes sizes = weight_norm_linear_sizes(env, "weightNormLinear", x, v, g, norm);
   const int64_t batch = sizes.batch, out_features = sizes.out_features, in_features = sizes.in_features;
   if (bias) expect_count(env, *bias, out_features, "bias");
   return guarded(env, [&]() -> Napi::Value {
     const std::shared_ptr<Storage> scale = Storage::allocate(device, static_cast<size_t>(out_features) * sizeof(float));
-    Output t = output(env, device, {batch, out_features});  // the GEMM writes every element
+    // The GEMM writes every element of t.
+    std::shared_ptr<Storage> t =
+        keep_for_backward ? Storage::allocate(device, static_cast<size_t>(batch * out_features) * sizeof(float)) : nullptr;
     Output y = output(env, device, {batch, out_features});
     WN_DISPATCH(device, weightnorm_scale, scale->data(), g.data(), norm.data(), out_features);
     GemmEpilogue epilogue;
     epilogue.column_scale = scale->data();
     epilogue.column_bias = data_of(bias);
-    epilogue.raw_out = t.data;
+    epilogue.raw_out = t ? t->data() : nullptr;
     WN_DISPATCH(device, gemm, y.data, x.data(), v.data(), GemmShape{batch, out_features, in_features}.transposing_b(),
                 epilogue);
-    return named_results(env, {{"y", y.object}, {"t", t.object}});
+    if (t) Napi::ObjectWrap<TensorWrap>::Unwrap(y.object)->set_companion(std::move(t));
+    return y.object;
   });
 }
 
-// weightNormLinearBackward(dy, x, v, g, norm, t, { eps, wantDx, wantDv, wantDg, wantDbias })
-//   -> { dx?, dv?, dg?, dbias? } (only the gradients asked for; t is the forward's), named options like
+// weightNormLinearBackward(dy, x, v, g, norm, y, { eps, wantDx, wantDv, wantDg, wantDbias })
+//   -> { dx?, dv?, dg?, dbias? } (only the gradients asked for; y is the forward's output, which carries t), named options like
 //   batchNormInferenceBackward's. weightnorm_linear_backward_prologue makes one pass over dy and t for
 //   dot = Σ_batch dy ⊙ t per output, (dg, c1, c2) from dot (Salimans & Kingma 2016, §2.1), dy ⊙ scale (scale = g / norm
 //   with the forward's arithmetic) and dbias = Σ_batch dy; then dx = (dy ⊙ scale)·v, and dv = c1 ⊙ (dyᵀ·x) − c2 ⊙ v in
@@ -1126,17 +1133,21 @@ Napi::Value WeightNormLinearBackward(const Napi::CallbackInfo& info) {
   TensorWrap& v = args.tensor(2, "v");
   TensorWrap& g = args.tensor(3, "g");
   TensorWrap& norm = args.tensor(4, "norm");
-  TensorWrap& t = args.tensor(5, "t");
+  TensorWrap& y = args.tensor(5, "y");
   const OptionsReader options(env, info[6], "weightNormLinearBackward", "options");
   const float eps = options.float32("eps");
   const bool want_dx = options.boolean("wantDx"), want_dv = options.boolean("wantDv"),
              want_dg = options.boolean("wantDg"), want_dbias = options.boolean("wantDbias");
   const Device device =
-      common_device(env, {{&dy, "dy"}, {&x, "x"}, {&v, "v"}, {&g, "g"}, {&norm, "norm"}, {&t, "t"}});
+      common_device(env, {{&dy, "dy"}, {&x, "x"}, {&v, "v"}, {&g, "g"}, {&norm, "norm"}, {&y, "y"}});
   const WeightNormLinearSizes sizes = weight_norm_linear_sizes(env, "weightNormLinearBackward", x, v, g, norm);
   const int64_t batch = sizes.batch, out_features = sizes.out_features, in_features = sizes.in_features;
   expect_count(env, dy, batch * out_features, "dy");
-  expect_count(env, t, batch * out_features, "t");
+  expect_count(env, y, batch * out_features, "y");
+  const std::shared_ptr<Storage> t = y.companion();
+  if (!t || t->bytes() < static_cast<size_t>(batch * out_features) * sizeof(float))
+    throw_type_error(env, "weightNormLinearBackward: y: expected the output of weightNormLinear with these x and v "
+                          "(it carries t = x·vᵀ for the backward), got another tensor");
   return guarded(env, [&]() -> Napi::Value {
     GradientOutputs gradients(env, device);
     float* dx = gradients.add(want_dx, "dx", {batch, in_features});
@@ -1151,7 +1162,7 @@ Napi::Value WeightNormLinearBackward(const Napi::CallbackInfo& info) {
     float* c2 = c1 + out_features;
     if (!dg) dg = c2 + out_features;
     float* scaled_dy = dx ? c2 + 2 * out_features : nullptr;
-    WN_DISPATCH(device, weightnorm_linear_backward_prologue, dg, c1, c2, scaled_dy, dbias, dy.data(), t.data(),
+    WN_DISPATCH(device, weightnorm_linear_backward_prologue, dg, c1, c2, scaled_dy, dbias, dy.data(), t->data(),
                 g.data(), norm.data(), batch, out_features, eps);
     // dv before dx: dv's epilogue reads v row by row, each thread its own rows, and dx's GEMM then packs v while
     // part of it is still in cache (the other order read v from memory twice: ~0.5% of the demo MLP's step).

@@ -301,7 +301,7 @@ Napi::Value TensorWrap::To(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value TensorWrap::Dispose(const Napi::CallbackInfo& info) {
-  storage_.reset();  // disposing twice is harmless
+  release_storage();  // disposing twice is harmless
   return info.Env().Undefined();
 }
 
@@ -370,6 +370,12 @@ Napi::Object new_tensor(Napi::Env env, Device device, std::vector<int64_t> shape
 double number_argument(const Napi::CallbackInfo& info, size_t index, const char* parameter) {
   if (!info[index].IsNumber()) throw_type_error(info.Env(), std::string(parameter) + ": expected a number");
   return info[index].As<Napi::Number>().DoubleValue();
+}
+
+bool boolean_argument(const Napi::CallbackInfo& info, size_t index, const char* parameter) {
+  if (!info[index].IsBoolean())
+    throw_type_error(info.Env(), std::string(parameter) + ": expected a boolean, got " + describe_value(info[index]));
+  return info[index].As<Napi::Boolean>().Value();
 }
 
 Napi::Object named_results(Napi::Env env, std::initializer_list<std::pair<const char*, Napi::Value>> fields) {

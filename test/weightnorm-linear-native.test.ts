@@ -89,17 +89,20 @@ describe('weightNormLinear (native)', () => {
         const eps = 1e-12;
         const saved = native.weightNorm(v, g, 0, eps, true).norm; // ‖v‖ per row, as a forward or the optimizer saves it
         const b = withBias ? bias : null;
-        const fused = native.weightNormLinear(x, v, g, saved, b);
+        const fused = native.weightNormLinear(x, v, g, saved, b, true);
         const scale = native.weightNormScale(g, saved);
-        const t = native.empty([batch, n], 'cpu');
-        const y = native.gemm(x, v, { m: batch, n, k, transposeB: true, epilogue: { columnScale: scale, columnBias: b, rawOut: t } });
+        const y = native.gemm(x, v, { m: batch, n, k, transposeB: true, epilogue: { columnScale: scale, columnBias: b } });
         const where = `seed ${s0}`;
-        expect(bits(fused.y), where).toEqual(bits(y));
-        expect(bits(fused.t), where).toEqual(bits(t));
-        expect(Object.keys(fused).sort()).toEqual(['t', 'y']); // the backward recomputes the scale
+        expect(bits(fused), where).toEqual(bits(y));
+        // Without a backward to come, t is not kept: y has the same bits, and a backward from it is refused.
+        const inference = native.weightNormLinear(x, v, g, saved, b, false);
+        expect(bits(inference), where).toEqual(bits(y));
+        expect(() => native.weightNormLinearBackward(dy, x, v, g, saved, inference, { eps, wantDx: true, wantDv: true, wantDg: true, wantDbias: true })).toThrow(
+          /weightNormLinearBackward: y: expected the output of weightNormLinear/,
+        );
 
         const everything = { eps, wantDx: true, wantDv: true, wantDg: true, wantDbias: true };
-        const all = native.weightNormLinearBackward(dy, x, v, g, saved, fused.t, everything);
+        const all = native.weightNormLinearBackward(dy, x, v, g, saved, fused, everything);
         const reference = referenceBackward(c, f64(x), f64(v), f64(g), f64(saved), f64(dy));
         expect(relativeError(all.dx, reference.dx), `${where}: dx`).toBeLessThan(2e-5);
         expect(relativeError(all.dv, reference.dv), `${where}: dv`).toBeLessThan(2e-5);
@@ -108,17 +111,17 @@ describe('weightNormLinear (native)', () => {
         // The same bits on one thread and on two (the prologue's sums and the GEMMs have fixed orders).
         for (const threads of [1, 2]) {
           native.setNumThreads(threads);
-          const again = native.weightNormLinearBackward(dy, x, v, g, saved, fused.t, everything);
+          const again = native.weightNormLinearBackward(dy, x, v, g, saved, fused, everything);
           for (const name of ['dx', 'dv', 'dg', 'dbias'] as const) {
             expect(bits(again[name]), `${where}: ${name} on ${threads} threads`).toEqual(bits(all[name]));
           }
         }
         native.setNumThreads(0);
         // Only what is asked for comes back, and the rest is unchanged by the choice.
-        const some = native.weightNormLinearBackward(dy, x, v, g, saved, fused.t, { eps, wantDx: false, wantDv: true, wantDg: false, wantDbias: false });
+        const some = native.weightNormLinearBackward(dy, x, v, g, saved, fused, { eps, wantDx: false, wantDv: true, wantDg: false, wantDbias: false });
         expect(Object.keys(some)).toEqual(['dv']);
         expect(bits(some.dv), where).toEqual(bits(all.dv));
-        const dgOnly = native.weightNormLinearBackward(dy, x, v, g, saved, fused.t, { eps, wantDx: false, wantDv: false, wantDg: true, wantDbias: true });
+        const dgOnly = native.weightNormLinearBackward(dy, x, v, g, saved, fused, { eps, wantDx: false, wantDv: false, wantDg: true, wantDbias: true });
         expect(Object.keys(dgOnly).sort()).toEqual(['dbias', 'dg']);
         expect(bits(dgOnly.dg), where).toEqual(bits(all.dg));
         expect(bits(dgOnly.dbias), where).toEqual(bits(all.dbias));
@@ -130,11 +133,16 @@ describe('weightNormLinear (native)', () => {
     const c = CASES[0]!;
     const { x, v, g, dy } = inputs(c);
     const saved = native.weightNorm(v, g, 0, 1e-12, true).norm;
-    const { t } = native.weightNormLinear(x, v, g, saved, null);
-    expect(() => raw.weightNormLinear!(randn([c.batch, c.inFeatures + 1]), v, g, saved, null)).toThrow(/weightNormLinear: expected x \[batch, in\] and v \[out, in\]/);
-    expect(() => raw.weightNormLinear!(x, v, randn([c.outFeatures + 1]), saved, null)).toThrow(/\bg\b/);
-    expect(() => raw.weightNormLinear!(x, v, g, saved, randn([2]))).toThrow(/bias/);
-    expect(() => raw.weightNormLinear!(x, v, g, 'norm', null)).toThrow(TypeError);
+    const t = native.weightNormLinear(x, v, g, saved, null, true); // y, which carries t for the backward
+    expect(() => raw.weightNormLinear!(randn([c.batch, c.inFeatures + 1]), v, g, saved, null, true)).toThrow(/weightNormLinear: expected x \[batch, in\] and v \[out, in\]/);
+    expect(() => raw.weightNormLinear!(x, v, randn([c.outFeatures + 1]), saved, null, true)).toThrow(/\bg\b/);
+    expect(() => raw.weightNormLinear!(x, v, g, saved, randn([2]), true)).toThrow(/bias/);
+    expect(() => raw.weightNormLinear!(x, v, g, 'norm', null, true)).toThrow(TypeError);
+    expect(() => raw.weightNormLinear!(x, v, g, saved, null, 'yes')).toThrow(/weightNormLinear: keepForBackward: expected a boolean, got 'yes'/);
+    // y must be weightNormLinear's own output: any other tensor of its shape carries no t.
+    expect(() => native.weightNormLinearBackward(dy, x, v, g, saved, dy, { eps: 1e-12, wantDx: true, wantDv: true, wantDg: true, wantDbias: true })).toThrow(
+      /weightNormLinearBackward: y: expected the output of weightNormLinear with these x and v/,
+    );
     const all = { eps: 1e-12, wantDx: true, wantDv: true, wantDg: true, wantDbias: true };
     // Each option checked by name: a missing or mistyped one is a TypeError that says which.
     for (const name of ['eps', 'wantDx', 'wantDv', 'wantDg', 'wantDbias'] as const) {
@@ -150,6 +158,6 @@ describe('weightNormLinear (native)', () => {
     );
     expect(() => raw.weightNormLinearBackward!(dy, x, v, g, saved, t, null)).toThrow(TypeError);
     expect(() => raw.weightNormLinearBackward!(randn([1]), x, v, g, saved, t, all)).toThrow(/dy/);
-    expect(() => raw.weightNormLinearBackward!(dy, x, v, g, saved, randn([2]), all)).toThrow(/\bt\b/);
+    expect(() => raw.weightNormLinearBackward!(dy, x, v, g, saved, randn([2]), all)).toThrow(/\by: expected \d+ elements/);
   });
 });

@@ -167,33 +167,24 @@ export function weightNormLinear(
   checkShape(`${where}: norm`, norm, [outFeatures]);
   // One native call each way (binding/nn.cc weightNormLinear, weightNormLinearBackward): for small layers the fixed
   // cost of each call and of each intermediate tensor, not the arithmetic, was weight norm's overhead per step.
-  const forward = native.weightNormLinear(
-    handleOf(x, where),
-    handleOf(v, where),
-    handleOf(g, where),
-    handleOf(norm, where),
-    bias ? handleOf(bias, where) : null,
+  // When a backward may run, y carries its input besides the parameters, t = x·vᵀ before the scale (freed with y;
+  // the backward recomputes s = g/‖v‖): no tensor of its own per layer and step. Otherwise t is never written.
+  const backwardMayRun = isGradEnabled() && (x.requiresGrad || v.requiresGrad || g.requiresGrad || (bias?.requiresGrad ?? false));
+  const y = wrap(
+    native.weightNormLinear(handleOf(x, where), handleOf(v, where), handleOf(g, where), handleOf(norm, where), bias ? handleOf(bias, where) : null, backwardMayRun),
   );
-  const y = wrap(forward.y);
-  // The backward's input besides the parameters: t = x·vᵀ (before the scale); it recomputes s = g/‖v‖.
-  const t = wrap(forward.t);
-  const result = record(y, 'weightNormLinear', [x, v, g, bias], (dy, needs) => {
+  return record(y, 'weightNormLinear', [x, v, g, bias], (dy, needs) => {
     const grads = native.weightNormLinearBackward(
       handleOf(dy, where),
       handleOf(x, where),
       handleOf(v, where),
       handleOf(g, where),
       handleOf(norm, where),
-      handleOf(t, where),
+      handleOf(y, where),
       { eps, wantDx: needs[0]!, wantDv: needs[1]!, wantDg: needs[2]!, wantDbias: needs[3]! },
     );
     return [wrapIfSet(grads.dx), wrapIfSet(grads.dv), wrapIfSet(grads.dg), wrapIfSet(grads.dbias)];
   }, [x, v, g, bias, norm]); // norm too: the backward reads it (its coefficients and s = g/norm)
-  if (!result.requiresGrad) {
-    // No backward will run: t is not needed (inside tidy() it would go anyway; this frees it early).
-    t.dispose();
-  }
-  return result;
 }
 
 export interface WeightNormFunctionOptions {

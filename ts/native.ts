@@ -456,9 +456,11 @@ export interface NativeBinding {
   weightNormScale(g: NativeTensor, norm: NativeTensor): NativeTensor;
   weightNormCoefficients(dot: NativeTensor, g: NativeTensor, norm: NativeTensor, eps: number): { dg: NativeTensor; c1: NativeTensor; c2: NativeTensor };
   /** The weight-normalized Linear (dim 0) forward: y = (x·vᵀ) ⊙ g/norm + bias; t = x·vᵀ for the backward. */
-  weightNormLinear(x: NativeTensor, v: NativeTensor, g: NativeTensor, norm: NativeTensor, bias: NativeTensor | null): { y: NativeTensor; t: NativeTensor };
+  /** y = (x·vᵀ) ⊙ (g / norm) + bias; with keepForBackward y carries t = x·vᵀ for weightNormLinearBackward (freed with y). */
+  weightNormLinear(x: NativeTensor, v: NativeTensor, g: NativeTensor, norm: NativeTensor, bias: NativeTensor | null, keepForBackward: boolean): NativeTensor;
   /** Its backward in one call (t from the forward); only the gradients asked for (wantDx, ...) are returned. */
-  weightNormLinearBackward(dy: NativeTensor, x: NativeTensor, v: NativeTensor, g: NativeTensor, norm: NativeTensor, t: NativeTensor, options: WeightNormLinearBackwardOptions): { dx?: NativeTensor; dv?: NativeTensor; dg?: NativeTensor; dbias?: NativeTensor };
+  /** y: weightNormLinear's output (it carries t). */
+  weightNormLinearBackward(dy: NativeTensor, x: NativeTensor, v: NativeTensor, g: NativeTensor, norm: NativeTensor, y: NativeTensor, options: WeightNormLinearBackwardOptions): { dx?: NativeTensor; dv?: NativeTensor; dg?: NativeTensor; dbias?: NativeTensor };
   // Tensor math with broadcasting (binding/pointwise.cc): operands share one dtype (ts/pointwise.ts promotes).
   pointwiseBinary(op: PointwiseBinaryOp, a: NativeTensor, b: NativeTensor, alpha: number): NativeTensor;
   /** The gradient of operand 0 (a) or 1 (b) at every output element, before sumTo. */

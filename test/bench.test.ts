@@ -264,10 +264,13 @@ describe('training suite (CNN and demo MLP steps)', () => {
   });
 
   it('times both networks plain and weight-normalized (no peer: torch columns say why) and leaks no tensor', async () => {
-    const { runTrainingSuite } = await import('../weightnorm-cli/src/bench/training.js');
+    const { runTrainingSuite, TRAINING_MLP_ROUND_FACTOR } = await import('../weightnorm-cli/src/bench/training.js');
     const before = native.memory().cpu.tensors;
     const rows = await runTrainingSuite(null, { device: 'cpu', plan: { rounds: 1, warmup: 0, repeats: 1 }, seed: 1, log: () => undefined });
     expect(rows.map((r) => r.network)).toEqual(['cnn', 'mlp']);
+    // The plan's rounds for the CNN, more for the MLP (a short step whose weight-norm ratio sits near its goal).
+    const rounds = rows.map((r) => ('roundMedians' in r.ours.plain ? r.ours.plain.roundMedians.length : 0));
+    expect(rounds).toEqual([1, TRAINING_MLP_ROUND_FACTOR]);
     for (const r of rows) {
       expect('ms' in r.ours.plain && 'ms' in r.ours.wn, JSON.stringify(r.ours)).toBe(true);
       expect(r.torch.wn).toEqual({ unavailable: 'no torch peer' });

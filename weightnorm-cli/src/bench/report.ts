@@ -160,6 +160,12 @@ function mnistRows(rows: MnistRow[]): string[][] {
 }
 
 /** Per network: torch/ours plain and WN, WN/plain ours and torch, each with its goal where the suite sets one. */
+/** How many rounds a training row's timing ran (our plain variant's round medians), or '?' when not measured. */
+function roundsOf(row: TrainingRow): string {
+  const ours = row.ours.plain;
+  return isUnavailable(ours) ? '?' : String(ours.roundMedians.length);
+}
+
 function trainingRows(rows: readonly TrainingRow[]): string[][] {
   const value = (x: number | null) => (x === null ? 'n/a' : `${x.toFixed(3)}×`);
   // A ratio whose per-round values spread too widely is not judged (evaluateTrainingGoals).
@@ -405,6 +411,7 @@ export function markdown(result: BackendResult): string {
             'grads, backward, Adam (lr 1e-3) update, then a synchronize; wall clock per step, the same on both sides. ' +
             `torch: ${result.training.find((r) => r.calls.plain)?.calls.plain ?? 'n/a'}; WN: ${result.training.find((r) => r.calls.wn)?.calls.wn ?? 'n/a'}. ` +
             "Checked before timing: the loss and every parameter's gradient against torch on our weights and batch. " +
+            `Rounds: ${result.training.map((r) => `${r.network} ${roundsOf(r)}`).join(', ')} (the MLP's step is short and its weight-norm ratio close to its goal: more rounds). ` +
             'ms/step: the lowest per-round median; ratios: the median over rounds of the ratio within a round ' +
             '(ours and torch alternate round by round, so load that spoils a round spoils both sides of its ratio; our two variants ' +
             'run in reverse order every other round). ' +

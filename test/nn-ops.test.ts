@@ -97,6 +97,19 @@ describe.each(devices)('training ops on %s', (device) => {
     );
   });
 
+  it('weightNormLinear above its batch threshold materializes w and matches g·v/‖v‖ all the same', () => {
+    // 12 rows over 4 input features: more than WEIGHT_NORM_LINEAR_MATERIALIZE_RATIO × 4, so weightNorm then linear.
+    expect(12).toBeGreaterThan(F.WEIGHT_NORM_LINEAR_MATERIALIZE_RATIO * 4);
+    checkOp(
+      'weightNormLinear (materialized)',
+      device,
+      seed,
+      [{ shape: [12, 4], grad: true }, { shape: [3, 4], grad: true }, { shape: [3], grad: true }, { shape: [3], grad: true }],
+      ([x, v, g, b]) => F.weightNormLinear(x!, v!, g!, b!, F.weightNorm(v!, g!).norm),
+      ([x, v, g, b]) => ref.linear(x!, ref.weightNormRows(v!, g!, 3), b!, 12, 3, 4),
+    );
+  });
+
   it('matmul', () => {
     checkOp('matmul', device, seed, [{ shape: [4, 6], grad: true }, { shape: [6, 3], grad: true }],
       ([a, b]) => F.matmul(a!, b!),

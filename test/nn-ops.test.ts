@@ -74,6 +74,8 @@ function checkOp(
   });
 }
 
+const f64 = (t: Tensor) => Float64Array.from(t.toArray());
+
 describe.each(devices)('training ops on %s', (device) => {
   const seed = runSeed();
 
@@ -97,17 +99,40 @@ describe.each(devices)('training ops on %s', (device) => {
     );
   });
 
-  it('weightNormLinear above its batch threshold materializes w and matches g·v/‖v‖ all the same', () => {
-    // 12 rows over 4 input features: more than WEIGHT_NORM_LINEAR_MATERIALIZE_RATIO × 4, so weightNorm then linear.
-    expect(12).toBeGreaterThan(F.WEIGHT_NORM_LINEAR_MATERIALIZE_RATIO * 4);
-    checkOp(
-      'weightNormLinear (materialized)',
-      device,
-      seed,
-      [{ shape: [12, 4], grad: true }, { shape: [3, 4], grad: true }, { shape: [3], grad: true }, { shape: [3], grad: true }],
-      ([x, v, g, b]) => F.weightNormLinear(x!, v!, g!, b!, F.weightNorm(v!, g!).norm),
-      ([x, v, g, b]) => ref.linear(x!, ref.weightNormRows(v!, g!, 3), b!, 12, 3, 4),
-    );
+  it('weightNormLinear materializes w only for a large batch, and both paths give the same gradients', () => {
+    // 1,100 rows over 8 input features into 1,024 outputs: more rows than WEIGHT_NORM_LINEAR_MATERIALIZE_RATIO × 8
+    // and a [1100, 1024] output of at least WEIGHT_NORM_LINEAR_MATERIALIZE_MIN_ELEMENTS: weightNorm, then linear.
+    const [batch, inFeatures, outFeatures] = [1100, 8, 1024];
+    expect(batch).toBeGreaterThan(F.WEIGHT_NORM_LINEAR_MATERIALIZE_RATIO * inFeatures);
+    expect(batch * outFeatures).toBeGreaterThanOrEqual(F.WEIGHT_NORM_LINEAR_MATERIALIZE_MIN_ELEMENTS);
+    const make = (size: number, offset: number, shape: number[], grad: boolean) => {
+      const t = tensor(Float32Array.from(normals(size, seed + offset)), shape, { device });
+      t.requiresGrad = grad;
+      return t;
+    };
+    const x = make(batch * inFeatures, 1, [batch, inFeatures], false);
+    const v = make(outFeatures * inFeatures, 2, [outFeatures, inFeatures], true);
+    const g = make(outFeatures, 3, [outFeatures], true);
+    const b = make(outFeatures, 4, [outFeatures], true);
+    const r = make(batch * outFeatures, 5, [batch, outFeatures], false); // loss = Σ r ⊙ y
+    const norm = F.weightNorm(v, g).norm;
+    const y = F.weightNormLinear(x, v, g, b, norm);
+    expect(y.gradNode?.name).toBe('linear');
+    const reference = ref.linear(f64(x), ref.weightNormRows(f64(v), f64(g), outFeatures), f64(b), batch, outFeatures, inFeatures);
+    expect(relativeError(y.toArray(), reference)).toBeLessThan(1e-5);
+    F.sum(F.mul(y, r)).backward();
+    const materialized = [v, g, b].map((p) => p.grad!.toArray());
+    // The same gradients from the implicit path, 10 rows at a time (each chunk small enough to keep w implicit).
+    for (const p of [v, g, b]) p.grad = null;
+    for (let start = 0; start < batch; start += 10) {
+      const rows = Math.min(10, batch - start);
+      const xs = tensor(x.toArray().slice(start * inFeatures, (start + rows) * inFeatures), [rows, inFeatures], { device });
+      const rs = tensor(r.toArray().slice(start * outFeatures, (start + rows) * outFeatures), [rows, outFeatures], { device });
+      const ys = F.weightNormLinear(xs, v, g, b, norm);
+      expect(ys.gradNode?.name).toBe('weightNormLinear');
+      F.sum(F.mul(ys, rs)).backward();
+    }
+    [v, g, b].forEach((p, i) => expect(relativeError(p.grad!.toArray(), Float64Array.from(materialized[i]!)), `gradient ${i}`).toBeLessThan(1e-4));
   });
 
   it('matmul', () => {

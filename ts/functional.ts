@@ -143,26 +143,32 @@ function wrapIfSet(handle: NativeTensor | undefined): Tensor | null {
 }
 
 /**
- * Above this many rows of x per input feature, weightNormLinear materializes w instead. The fused path's extra
- * memory traffic grows with the batch (t written and read back, dy ⊙ s written and read: about 4·batch·out floats,
- * in buffers that large batches also fault in fresh), the materializing path's with the weight (w written, dw and v
- * read and dv written by the fused weight-norm backward: about 5·out·in), so it pays from a batch of ~1.25× the
- * input features. On the 2-core EPYC VM (2 threads, fwd + bwd against the plain Linear): batch 1024, 784 → 256
- * fused 1.16×, materialized 1.06×; 8192, 1024 → 4096 fused 1.18×, materialized 1.02×; 1024, 1024 → 1024 fused
- * 1.01×, materialized 1.06×; 4096³ fused 1.10×, materialized 1.17×; the demo MLP's 100 × 784 → 256 fused 1.14×,
- * materialized 1.39×.
+ * weightNormLinear materializes w instead of keeping it implicit when the batch has more than this many rows per
+ * input feature and its batch-sized buffers hold at least WEIGHT_NORM_LINEAR_MATERIALIZE_MIN_ELEMENTS floats. The
+ * implicit path's extra memory traffic grows with the batch (t written and read back, dy ⊙ s written and read: about
+ * 4·batch·out floats, in buffers that large batches also fault in fresh), the materializing path's with the weight
+ * (w written, dw and v read and dv written by the fused weight-norm backward: about 5·out·in), so on memory it pays
+ * from a batch of ~1.25× the input features. On the 2-core EPYC VM (2 threads, fwd + bwd against the plain Linear):
+ * batch 8192, 1024 → 4096 implicit 1.18×, materialized 1.02×; 1024, 784 → 256 1.16× and 1.06× (another run: level);
+ * 1024, 1024 → 1024 1.01× and 1.06×; 4096³ 1.10× and 1.17×; the demo MLP's 100 × 784 → 256 1.14× and 1.39×.
  */
 export const WEIGHT_NORM_LINEAR_MATERIALIZE_RATIO = 1.25;
+/**
+ * The other condition for materializing w: batch × out floats at least this many (4 MiB). Below it the buffers stay
+ * in cache and the materializing path's extra ops and tensors cost more than they save: a DQN's 64 × 4 → 64 layer
+ * took 80 µs per fwd + bwd kept implicit against 123-150 µs materialized (plain 75 µs, one thread).
+ */
+export const WEIGHT_NORM_LINEAR_MATERIALIZE_MIN_ELEMENTS = 1 << 20;
 
 /**
  * Weight-normalized linear layer, y = x·wᵀ + b with w = g·v/‖v‖ (dim 0). `norm` is ‖v‖ per output unit (floored
- * by eps), computed by the caller once per optimizer step (the layer caches it). Up to a batch of
- * WEIGHT_NORM_LINEAR_MATERIALIZE_RATIO × the input features it never materializes w: with s = g/norm,
+ * by eps), computed by the caller once per optimizer step (the layer caches it). Unless the batch is large (see
+ * WEIGHT_NORM_LINEAR_MATERIALIZE_RATIO and _MIN_ELEMENTS) it never materializes w: with s = g/norm,
  * y = s ⊙ (x·vᵀ) + b, the scale and bias applied in the GEMM's epilogue; the GEMM also keeps t = x·vᵀ for the
  * backward, where dg = Σ_batch dy ⊙ t / norm and dv = s·(dyᵀx) − (g·dg/norm²)·v is written in the weight-gradient
- * GEMM's epilogue, so neither w nor dw exists in memory. Larger batches take weightNorm() then linear() (w and dw
- * are then smaller than the batch-sized buffers the fused path needs). Either path's results are deterministic for
- * a given shape; they differ from each other only by rounding.
+ * GEMM's epilogue, so neither w nor dw exists in memory. Large batches take weightNorm() then linear() (w and dw
+ * are then smaller than the batch-sized buffers the implicit path needs). Either path's results are deterministic
+ * for a given shape; they differ from each other only by rounding.
  */
 export function weightNormLinear(
   x: Tensor,
@@ -180,7 +186,9 @@ export function weightNormLinear(
   checkSameDevice(where, x, [['g', g], ['norm', norm]]);
   checkShape(`${where}: g`, g, [outFeatures]);
   checkShape(`${where}: norm`, norm, [outFeatures]);
-  if (batch > WEIGHT_NORM_LINEAR_MATERIALIZE_RATIO * inFeatures) return linear(x, weightNorm(v, g, { dim: 0, eps, norm }).w, bias);
+  if (batch > WEIGHT_NORM_LINEAR_MATERIALIZE_RATIO * inFeatures && batch * outFeatures >= WEIGHT_NORM_LINEAR_MATERIALIZE_MIN_ELEMENTS) {
+    return linear(x, weightNorm(v, g, { dim: 0, eps, norm }).w, bias);
+  }
   // One native call each way (binding/nn.cc weightNormLinear, weightNormLinearBackward): for small layers the fixed
   // cost of each call and of each intermediate tensor, not the arithmetic, was weight norm's overhead per step.
   // When a backward may run, y carries its input besides the parameters, t = x·vᵀ before the scale (freed with y;

@@ -64,6 +64,11 @@ export function noGrad<T>(fn: () => T): T {
   }
 }
 
+/** @internal Whether record() attaches a node for these inputs: an op may skip work only its backward needs. */
+export function willRecord(inputs: readonly (Tensor | null)[]): boolean {
+  return gradEnabled && inputs.some((t) => t?.requiresGrad);
+}
+
 /**
  * @internal Attaches a node to `output` when grad mode is on and some input requires a gradient. `saved` lists the
  * tensors the backward function reads besides dy (default: all the inputs, which is stricter than needed for an op
@@ -78,7 +83,7 @@ export function record(
   backward: BackwardFunction,
   saved: readonly (Tensor | null)[] = inputs,
 ): Tensor {
-  if (gradEnabled && inputs.some((t) => t?.requiresGrad)) {
+  if (willRecord(inputs)) {
     const savedTensors = saved.filter((t): t is Tensor => t !== null);
     output.requiresGrad = true;
     output.gradNode = {

@@ -1,6 +1,6 @@
 // Differentiable ops: each validates its arguments, runs the native kernel, and records its backward right next to
 // its forward. nn layers are built from these; users can call them directly as nn.functional.*.
-import { alias, isGradEnabled, record } from './autograd.js';
+import { alias, record, willRecord } from './autograd.js';
 import { rangeError, typeError } from './errors.js';
 import { native, type NativeTensor } from './native.js';
 import { handleOf, Tensor } from './tensor.js';
@@ -193,11 +193,11 @@ export function weightNormLinear(
   // cost of each call and of each intermediate tensor, not the arithmetic, was weight norm's overhead per step.
   // When a backward may run, y carries its input besides the parameters, t = x·vᵀ before the scale (freed with y;
   // the backward recomputes s = g/‖v‖): no tensor of its own per layer and step. Otherwise t is never written.
-  const backwardMayRun = isGradEnabled() && (x.requiresGrad || v.requiresGrad || g.requiresGrad || (bias?.requiresGrad ?? false));
+  const inputs = [x, v, g, bias];
   const y = wrap(
-    native.weightNormLinear(handleOf(x, where), handleOf(v, where), handleOf(g, where), handleOf(norm, where), bias ? handleOf(bias, where) : null, backwardMayRun),
+    native.weightNormLinear(handleOf(x, where), handleOf(v, where), handleOf(g, where), handleOf(norm, where), bias ? handleOf(bias, where) : null, willRecord(inputs)),
   );
-  return record(y, 'weightNormLinear', [x, v, g, bias], (dy, needs) => {
+  return record(y, 'weightNormLinear', inputs, (dy, needs) => {
     const grads = native.weightNormLinearBackward(
       handleOf(dy, where),
       handleOf(x, where),
@@ -460,7 +460,7 @@ export function batchNormInference(x: Tensor, runningMean: Tensor, runningVar: T
       eps,
     ),
   );
-  if (!isGradEnabled() || ![x, gamma, beta].some((t) => t.requiresGrad)) return y;
+  if (!willRecord([x, gamma, beta])) return y;
   // Copies ([channels] each): a training-mode forward updates the running statistics in place before this backward
   // may run.
   const mean = wrap(native.scale(handleOf(runningMean, where), 1));

@@ -455,11 +455,12 @@ export interface NativeBinding {
   meanOnlyBatchNormBackward(dy: NativeTensor, outer: number, channels: number, inner: number): { dx: NativeTensor; dbias: NativeTensor };
   weightNormScale(g: NativeTensor, norm: NativeTensor): NativeTensor;
   weightNormCoefficients(dot: NativeTensor, g: NativeTensor, norm: NativeTensor, eps: number): { dg: NativeTensor; c1: NativeTensor; c2: NativeTensor };
-  /** The weight-normalized Linear (dim 0) forward: y = (x·vᵀ) ⊙ g/norm + bias; t = x·vᵀ for the backward. */
-  /** y = (x·vᵀ) ⊙ (g / norm) + bias; with keepForBackward y carries t = x·vᵀ for weightNormLinearBackward (freed with y). */
+  /**
+   * The weight-normalized Linear (dim 0) forward: y = (x·vᵀ) ⊙ g/norm + bias; with keepForBackward y carries
+   * t = x·vᵀ for weightNormLinearBackward (freed with y).
+   */
   weightNormLinear(x: NativeTensor, v: NativeTensor, g: NativeTensor, norm: NativeTensor, bias: NativeTensor | null, keepForBackward: boolean): NativeTensor;
-  /** Its backward in one call (t from the forward); only the gradients asked for (wantDx, ...) are returned. */
-  /** y: weightNormLinear's output (it carries t). */
+  /** Its backward in one call (y: the forward's output, which carries t); only the gradients asked for (wantDx, ...) are returned. */
   weightNormLinearBackward(dy: NativeTensor, x: NativeTensor, v: NativeTensor, g: NativeTensor, norm: NativeTensor, y: NativeTensor, options: WeightNormLinearBackwardOptions): { dx?: NativeTensor; dv?: NativeTensor; dg?: NativeTensor; dbias?: NativeTensor };
   // Tensor math with broadcasting (binding/pointwise.cc): operands share one dtype (ts/pointwise.ts promotes).
   pointwiseBinary(op: PointwiseBinaryOp, a: NativeTensor, b: NativeTensor, alpha: number): NativeTensor;

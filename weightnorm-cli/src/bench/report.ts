@@ -159,13 +159,13 @@ function mnistRows(rows: MnistRow[]): string[][] {
   ]);
 }
 
-/** Per network: torch/ours plain and WN, WN/plain ours and torch, each with its goal where the suite sets one. */
 /** How many rounds a training row's timing ran (our plain variant's round medians), or '?' when not measured. */
 function roundsOf(row: TrainingRow): string {
   const ours = row.ours.plain;
   return isUnavailable(ours) ? '?' : String(ours.roundMedians.length);
 }
 
+/** Per network: torch/ours plain and WN, WN/plain ours and torch, each with its goal where the suite sets one. */
 function trainingRows(rows: readonly TrainingRow[]): string[][] {
   const value = (x: number | null) => (x === null ? 'n/a' : `${x.toFixed(3)}×`);
   // A ratio whose per-round values spread too widely is not judged (evaluateTrainingGoals).

@@ -1296,23 +1296,89 @@ WN_AVX512 void prologue_tile_avx512(double* dot, double* bias, float* scaled_dy,
                                     int64_t width) {
   prologue_tile_body<kScaled, kBias>(dot, bias, scaled_dy, dy, t, scale, out, row_begin, row_end, k0, width);
 }
+
+// 16 * kBlocks columns from k0 over every row of the tile, the columns' sums held in registers (a column's products
+// widened to double and added in row order, as prologue_tile_body does: the same bits). The row-by-row walk above
+// loads and stores each column's two double sums once per row; converting the floats to double, not memory, then
+// bounds the loop, and this form is about 1.25x faster (the demo MLP's [100, 256] dy: 4.9 -> 3.9 us, one thread).
+template <int kBlocks, bool kScaled, bool kBias>
+WN_AVX512 inline void prologue_column_block_avx512(double* __restrict dot, double* __restrict bias,
+                                                   float* __restrict scaled_dy, const float* __restrict dy,
+                                                   const float* __restrict t, const float* __restrict scale,
+                                                   int64_t out, int64_t row_begin, int64_t row_end, int64_t k0) {
+  __m512d dots[2 * kBlocks], sums[2 * kBlocks];
+  __m512 scales[kBlocks];
+  for (int q = 0; q < 2 * kBlocks; ++q) dots[q] = sums[q] = _mm512_setzero_pd();
+  for (int q = 0; q < kBlocks; ++q) scales[q] = kScaled ? _mm512_loadu_ps(scale + 16 * q) : _mm512_setzero_ps();
+  for (int64_t b = row_begin; b < row_end; ++b) {
+    const float* dy_row = dy + b * out + k0;
+    const float* t_row = t + b * out + k0;
+    for (int q = 0; q < kBlocks; ++q) {
+      const __m512 d = _mm512_loadu_ps(dy_row + 16 * q), x = _mm512_loadu_ps(t_row + 16 * q);
+      const __m512d d_low = _mm512_cvtps_pd(_mm512_castps512_ps256(d));
+      const __m512d d_high = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(d), 1)));
+      const __m512d x_low = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
+      const __m512d x_high = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+      // A product of two floats is exact in double, so the fused multiply-add rounds once, as the product-then-add does.
+      dots[2 * q] = _mm512_fmadd_pd(d_low, x_low, dots[2 * q]);
+      dots[2 * q + 1] = _mm512_fmadd_pd(d_high, x_high, dots[2 * q + 1]);
+      if (kBias) {
+        sums[2 * q] = _mm512_add_pd(sums[2 * q], d_low);
+        sums[2 * q + 1] = _mm512_add_pd(sums[2 * q + 1], d_high);
+      }
+      if (kScaled) _mm512_storeu_ps(scaled_dy + b * out + k0 + 16 * q, _mm512_mul_ps(d, scales[q]));
+    }
+  }
+  for (int q = 0; q < 2 * kBlocks; ++q) {
+    _mm512_storeu_pd(dot + 8 * q, dots[q]);
+    if (kBias) _mm512_storeu_pd(bias + 8 * q, sums[q]);
+  }
+}
+
+template <bool kScaled, bool kBias>
+WN_AVX512 void prologue_tile_columns_avx512(double* dot, double* bias, float* scaled_dy, const float* dy,
+                                            const float* t, const float* scale, int64_t out, int64_t row_begin,
+                                            int64_t row_end, int64_t k0, int64_t width) {
+  int64_t j = 0;
+  for (; j + 64 <= width; j += 64)
+    prologue_column_block_avx512<4, kScaled, kBias>(dot + j, bias + j, scaled_dy, dy, t, kScaled ? scale + j : nullptr,
+                                                    out, row_begin, row_end, k0 + j);
+  for (; j + 16 <= width; j += 16)
+    prologue_column_block_avx512<1, kScaled, kBias>(dot + j, bias + j, scaled_dy, dy, t, kScaled ? scale + j : nullptr,
+                                                    out, row_begin, row_end, k0 + j);
+  if (j < width)
+    prologue_tile_body<kScaled, kBias>(dot + j, bias + j, scaled_dy, dy, t, kScaled ? scale + j : nullptr, out,
+                                       row_begin, row_end, k0 + j, width - j);
+}
 #endif
 
 using PrologueTile = void (*)(double*, double*, float*, const float*, const float*, const float*, int64_t, int64_t,
                               int64_t, int64_t, int64_t);
 
+// The tile walks: row by row, and (AVX-512 only) column block by column block.
+struct PrologueTiles {
+  PrologueTile rows;
+  PrologueTile columns;
+};
+
 template <bool kScaled, bool kBias>
-PrologueTile prologue_tile_for_cpu() {
+PrologueTiles prologue_tiles_for_cpu() {
 #ifdef WEIGHTNORM_X86_KERNELS
-  if (avx512_enabled()) return prologue_tile_avx512<kScaled, kBias>;
+  if (avx512_enabled()) return {prologue_tile_avx512<kScaled, kBias>, prologue_tile_columns_avx512<kScaled, kBias>};
 #endif
-  return prologue_tile<kScaled, kBias>;
+  return {prologue_tile<kScaled, kBias>, nullptr};
 }
 
-PrologueTile choose_prologue_tile(bool scaled, bool bias) {
-  if (scaled) return bias ? prologue_tile_for_cpu<true, true>() : prologue_tile_for_cpu<true, false>();
-  return bias ? prologue_tile_for_cpu<false, true>() : prologue_tile_for_cpu<false, false>();
+PrologueTiles choose_prologue_tiles(bool scaled, bool bias) {
+  if (scaled) return bias ? prologue_tiles_for_cpu<true, true>() : prologue_tiles_for_cpu<true, false>();
+  return bias ? prologue_tiles_for_cpu<false, true>() : prologue_tiles_for_cpu<false, false>();
 }
+
+// The column-block walk strides down the rows of dy, t and dy ⊙ scale: it pays while those rows are less than a
+// 4 KB page apart (out < 1,024 floats). At 1,024 (a 64-column block's rows then all fall in the same L1 sets and
+// each on its own page) it took 1.4-2.5x the row walk's time; below, 0.65-0.95x of it, at every batch measured
+// (100 to 4,096 rows; 1 thread, AMD EPYC Zen 5).
+constexpr int64_t kPrologueColumnWalkMaxOut = 1023;
 
 }  // namespace
 
@@ -1332,15 +1398,17 @@ void weightnorm_linear_backward_prologue(float* dg, float* c1, float* c2, float*
     scale = scratch(scale_buffer, out);
     weightnorm_scale(scale, g, norm, out);
   }
-  const PrologueTile tile = choose_prologue_tile(scaled_dy != nullptr, dbias != nullptr);
+  const PrologueTiles walks = choose_prologue_tiles(scaled_dy != nullptr, dbias != nullptr);
   const int threads = num_threads();
   const int64_t tiles = row_tiles * column_tiles;
   parallel_region(worth_parallel(batch * out, threads) && tiles > 1, threads, [&] {
     for (const int64_t i : team_dynamic(0, tiles)) {
       const int64_t r = i / column_tiles, k0 = (i % column_tiles) * kPrologueColumns;
+      const int64_t row_begin = r * kPrologueRows, row_end = std::min(batch, (r + 1) * kPrologueRows);
+      const int64_t width = std::min(kPrologueColumns, out - k0);
+      const PrologueTile tile = walks.columns && out <= kPrologueColumnWalkMaxOut ? walks.columns : walks.rows;
       double* dot = partial + r * 2 * out;
-      tile(dot + k0, dot + out + k0, scaled_dy, dy, t, scale ? scale + k0 : nullptr, out, r * kPrologueRows,
-           std::min(batch, (r + 1) * kPrologueRows), k0, std::min(kPrologueColumns, out - k0));
+      tile(dot + k0, dot + out + k0, scaled_dy, dy, t, scale ? scale + k0 : nullptr, out, row_begin, row_end, k0, width);
     }
   });
   // The row tiles' partials, added in row order into the first tile's.

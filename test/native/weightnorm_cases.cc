@@ -658,6 +658,92 @@ void check_cpu_vector_paths() {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// The weight-normalized Linear's backward prologue: its column sums are each column's products (and dy itself, for
+// the bias) widened to double and added in row order within tiles of 1,024 rows, the tiles then added in order. On
+// AVX-512 it walks column blocks of 64 and 16 with the sums in registers (out < 1,024) or rows (wider), elsewhere
+// rows: the outputs must be bitwise those of that order whichever walk, instruction set or thread count runs.
+// The shapes: a tail narrower than 16 columns alone and after 64- and 16-column blocks, the demo MLP's [100, 256],
+// two row tiles, and widths of 1,024 and more (the row walk, two column tiles).
+
+struct PrologueRun {
+  Floats dg, c1, c2, scaled_dy, dbias;
+  bool operator==(const PrologueRun& o) const {
+    return dg == o.dg && c1 == o.c1 && c2 == o.c2 && scaled_dy == o.scaled_dy && dbias == o.dbias;
+  }
+};
+
+PrologueRun run_prologue(const Floats& dy, const Floats& t, const Floats& g, const Floats& norm, int64_t batch,
+                         int64_t out, bool scaled, bool bias) {
+  PrologueRun r{Floats(out), Floats(out), Floats(out), Floats(scaled ? batch * out : 0), Floats(bias ? out : 0)};
+  weightnorm::cpu::weightnorm_linear_backward_prologue(r.dg.data(), r.c1.data(), r.c2.data(),
+                                                       scaled ? r.scaled_dy.data() : nullptr,
+                                                       bias ? r.dbias.data() : nullptr, dy.data(), t.data(), g.data(),
+                                                       norm.data(), batch, out, 1e-12f);
+  return r;
+}
+
+void check_cpu_linear_prologue() {
+  namespace cpu = weightnorm::cpu;
+  const uint64_t seed = (static_cast<uint64_t>(getpid()) << 32) ^ static_cast<uint64_t>(time(nullptr)) ^ 0x9a1e;
+  const std::pair<int64_t, int64_t> shapes[] = {{5, 15}, {37, 83}, {100, 256}, {3, 1}, {2100, 300}, {50, 1024}, {7, 1030}};
+  const bool avx512 = cpu::set_weightnorm_vector_isa("avx512");
+  cpu::set_weightnorm_vector_isa(nullptr);
+  for (const auto& [batch, out] : shapes) {
+    const uint64_t case_seed = seed + static_cast<uint64_t>(batch * 7919 + out);
+    Floats dy(batch * out), t(batch * out), g(out), norm(out);
+    cpu::fill_normal(dy.data(), batch * out, case_seed, 0.0f, 1.0f);
+    cpu::fill_normal(t.data(), batch * out, case_seed + 1, 0.0f, 3.0f);
+    cpu::fill_normal(g.data(), out, case_seed + 2, 1.0f, 0.5f);
+    cpu::fill_normal(norm.data(), out, case_seed + 3, 4.0f, 1.0f);
+    for (float& n : norm) n = std::fabs(n) + 0.5f;
+    // The documented order, written out: dbias and scaled_dy from it exactly, and dot for the coefficients.
+    std::vector<double> dot(out), sum(out);
+    Floats scale(out);
+    cpu::weightnorm_scale(scale.data(), g.data(), norm.data(), out);
+    for (int64_t k = 0; k < out; ++k)
+      for (int64_t tile = 0; tile < batch; tile += 1024) {
+        double tile_dot = 0.0, tile_sum = 0.0;
+        for (int64_t b = tile; b < std::min(batch, tile + 1024); ++b) {
+          tile_dot += static_cast<double>(dy[b * out + k]) * static_cast<double>(t[b * out + k]);
+          tile_sum += static_cast<double>(dy[b * out + k]);
+        }
+        dot[k] = tile == 0 ? tile_dot : dot[k] + tile_dot;
+        sum[k] = tile == 0 ? tile_sum : sum[k] + tile_sum;
+      }
+    for (const bool scaled : {true, false})
+      for (const bool bias : {true, false}) {
+        const std::string what = format("linear backward prologue [%lld, %lld]%s%s, seed %llu: ",
+                                        static_cast<long long>(batch), static_cast<long long>(out),
+                                        scaled ? " scaled" : "", bias ? " bias" : "",
+                                        static_cast<unsigned long long>(case_seed));
+        cpu::set_num_threads(1);
+        const PrologueRun automatic = run_prologue(dy, t, g, norm, batch, out, scaled, bias);
+        bool exact = true;
+        for (int64_t k = 0; k < out && bias; ++k) exact = exact && automatic.dbias[k] == static_cast<float>(sum[k]);
+        for (int64_t e = 0; e < batch * out && scaled; ++e)
+          exact = exact && automatic.scaled_dy[e] == dy[e] * scale[e % out];
+        expect(exact, what + "dbias and scaled_dy bitwise those of the documented order");
+        double worst = 0.0;
+        for (int64_t k = 0; k < out; ++k) {
+          const double expected = dot[k] / norm[k];
+          worst = std::max(worst, std::fabs(automatic.dg[k] - expected) / std::max(1.0, std::fabs(expected)));
+        }
+        // dg = float(dot) / norm rounds twice in float32: a few ulps of the exactly ordered double sum.
+        expect(worst < 1e-6, what + format("dg within 1e-6 of the ordered double sum / norm (worst %.3g)", worst));
+        if (avx512) {
+          cpu::set_weightnorm_vector_isa("none");
+          const PrologueRun general = run_prologue(dy, t, g, norm, batch, out, scaled, bias);
+          cpu::set_weightnorm_vector_isa(nullptr);
+          expect(automatic == general, what + "the AVX-512 walks give the general walk's bits");
+        }
+        cpu::set_num_threads(3);
+        expect(run_prologue(dy, t, g, norm, batch, out, scaled, bias) == automatic, what + "3 threads give 1 thread's bits");
+      }
+  }
+  cpu::set_num_threads(0);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // The plans that share a reduction between threads give the same bits for any thread count: a tall last dim split
 // into parts (one chunk; two chunks side by side), one channel split into parts (dim = null), rows longer than a
 // chunk kept whole, each run with 1 thread and with 2, 3 and 7 (more threads than some plans have parts), float32
@@ -693,6 +779,7 @@ void check_cpu_weightnorm() {
   for (const NanCase& c : kNanCases) check_cpu_nan_coefficient(c);
   check_cpu_rows16_paths();
   check_cpu_vector_paths();
+  check_cpu_linear_prologue();
   check_cpu_thread_counts();
 }
 WEIGHTNORM_NATIVE_TEST_GROUP("weightnorm/cpu", check_cpu_weightnorm);

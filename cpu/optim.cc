@@ -392,9 +392,11 @@ void update_and_square(const AdamRule& rule, const float*, int64_t begin, int64_
   rule.update_with_squares(begin, rows, n, sums);
 }
 
-// A piece of the work: elements [begin, end) of tensor `tensor`. With a fused norm a unit is one part of one row,
-// or several whole short rows (at most kFoldBlock elements each), and writes each row's (part's) sum of squares to
-// partial[partial_index + j]; otherwise partial_index is -1.
+// A piece of the work: elements [begin, end) of tensor `tensor`. With a fused norm a unit is whole rows (several
+// short ones of at most kFoldBlock elements, or one of at most kPartElements) and writes their norms itself, or one
+// part of a longer row and writes that part's sum of squares to partial[partial_index]; partial_index is kWholeRows
+// for the former and kNoNorm without a norm.
+constexpr int64_t kNoNorm = -1, kWholeRows = -2;
 struct Unit {
   int64_t tensor, begin, end, partial_index;
 };
@@ -406,6 +408,11 @@ void check_norm_output(const OptimizerTensors& t) {
 }
 
 bool fused_norm(const OptimizerTensors& t) { return t.norm_output.norm && t.norm_output.layout.outer == 1; }
+
+// A row's norm from its sum of squares (its parts' sums added in order): max(sqrt, eps) in float.
+inline float row_norm(double sum_of_squares, float eps) {
+  return std::max(static_cast<float>(std::sqrt(sum_of_squares)), eps);
+}
 
 // Which of `threads` shares runs each unit: every tensor is split among the threads by its own elements, each thread
 // taking the units whose middle falls in its slice. Where a weight's gradient was written in row bands (the
@@ -464,26 +471,34 @@ void run_steps(const OptimizerTensors* tensors, int64_t tensor_count, const std:
     total += t.count;
     if (!fused_norm(t)) {
       for (int64_t begin = 0; begin < t.count; begin += kPartElements)
-        units.push_back({i, begin, std::min(t.count, begin + kPartElements), -1});
+        units.push_back({i, begin, std::min(t.count, begin + kPartElements), kNoNorm});
       continue;
     }
     // Fused: channel k is the row [k * inner, (k + 1) * inner), cut into parts of kPartElements. Rows of at most
     // kFoldBlock elements are grouped, whole, into units of about kPartElements (a unit per short row cost more in
     // calls than the row's update).
     const int64_t rows = t.norm_output.layout.channels, row_length = t.norm_output.layout.inner;
+    if (row_length == 0) {  // empty rows: no work, and every norm is the eps floor
+      for (int64_t k = 0; k < rows; ++k) t.norm_output.norm[k] = row_norm(0.0, t.norm_output.eps);
+      continue;
+    }
     if (row_length <= kFoldBlock) {
       // A power of two of rows per unit: a tensor's share per thread then ends on a row that is a multiple of a
       // power of two, where the weight-gradient GEMM's row bands also end (see owners_by_tensor).
       int64_t rows_per_unit = 1;
-      while (rows_per_unit * 2 * std::max<int64_t>(row_length, 1) <= kPartElements) rows_per_unit *= 2;
+      while (rows_per_unit * 2 * row_length <= kPartElements) rows_per_unit *= 2;
       for (int64_t row = 0; row < rows; row += rows_per_unit) {
         const int64_t row_end = std::min(rows, row + rows_per_unit);
-        units.push_back({i, row * row_length, row_end * row_length, static_cast<int64_t>(partial.size())});
-        partial.resize(partial.size() + static_cast<size_t>(row_end - row));
+        units.push_back({i, row * row_length, row_end * row_length, kWholeRows});
       }
       continue;
     }
     const int64_t parts = std::max<int64_t>(1, (row_length + kPartElements - 1) / kPartElements);
+    if (parts == 1) {
+      for (int64_t row = 0; row < rows; ++row)
+        units.push_back({i, row * row_length, (row + 1) * row_length, kWholeRows});
+      continue;
+    }
     for (int64_t row = 0; row < rows; ++row)
       for (int64_t part = 0; part < parts; ++part) {
         const int64_t begin = row * row_length + part * kPartElements;
@@ -495,24 +510,26 @@ void run_steps(const OptimizerTensors* tensors, int64_t tensor_count, const std:
 
   auto run_unit = [&](const Unit& unit) {
     const Rule& rule = rules[unit.tensor];
-    if (unit.partial_index < 0) {
+    if (unit.partial_index == kNoNorm) {
       rule(unit.begin, unit.end);
       return;
     }
-    const float* param = tensors[unit.tensor].param;
-    const int64_t row_length = tensors[unit.tensor].norm_output.layout.inner;
+    const OptimizerTensors& t = tensors[unit.tensor];
+    const int64_t row_length = t.norm_output.layout.inner;  // > 0: empty rows make no units
     if (row_length <= kFoldBlock) {
       // Whole short rows, four at a time: update them (elementwise: the same bits however the range is cut), then
       // their squares while they are still in L1.
-      // A row of at most kFoldBlock elements is one block: its sum is that block's float sum, widened.
-      double* sums = partial.data() + unit.partial_index;
-      const int64_t count = row_length == 0 ? 0 : (unit.end - unit.begin) / row_length;
+      // A row of at most kFoldBlock elements is one block: its sum is that block's float sum, widened. The unit
+      // writes the rows' norms itself: on the thread that has them, and no serial pass over every row after the
+      // parallel region.
+      const int64_t count = (unit.end - unit.begin) / row_length;
+      float* norm = t.norm_output.norm + unit.begin / row_length;
       float block[4];
       for (int64_t r = 0; r < count;) {
         const int64_t rows = count - r >= 4 ? 4 : 1;
         const int64_t begin = unit.begin + r * row_length;
-        update_and_square(rule, param, begin, rows, row_length, block);
-        for (int64_t j = 0; j < rows; ++j) sums[r + j] = block[j];
+        update_and_square(rule, t.param, begin, rows, row_length, block);
+        for (int64_t j = 0; j < rows; ++j) norm[r + j] = row_norm(block[j], t.norm_output.eps);
         r += rows;
       }
       return;
@@ -521,10 +538,11 @@ void run_steps(const OptimizerTensors* tensors, int64_t tensor_count, const std:
     for (int64_t block = unit.begin; block < unit.end; block += kFoldBlock) {
       const int64_t block_end = std::min(unit.end, block + kFoldBlock);
       float block_sum = 0.0f;
-      update_and_square(rule, param, block, 1, block_end - block, &block_sum);
+      update_and_square(rule, t.param, block, 1, block_end - block, &block_sum);
       sum += block_sum;
     }
-    partial[unit.partial_index] = sum;
+    if (unit.partial_index == kWholeRows) t.norm_output.norm[unit.begin / row_length] = row_norm(sum, t.norm_output.eps);
+    else partial[unit.partial_index] = sum;
   };
 
   const int threads = num_threads();
@@ -553,17 +571,19 @@ void run_steps(const OptimizerTensors* tensors, int64_t tensor_count, const std:
       for (int64_t k = 0; k < layout.channels; ++k) norm[k] = std::max(std::sqrt(norm[k]), t.norm_output.eps);
     }
   }
-  // The fused norms: each row's parts added in order (the partial sums are in row-major order of the units).
+  // The fused norms of rows cut into parts: each row's parts added in order (the partial sums are in row-major order
+  // of the units). Whole rows wrote theirs in their units.
   int64_t next_partial = 0;
   for (int64_t i = 0; i < tensor_count; ++i) {
     const OptimizerTensors& t = tensors[i];
     if (!fused_norm(t)) continue;
     const int64_t rows = t.norm_output.layout.channels, row_length = t.norm_output.layout.inner;
-    const int64_t parts = std::max<int64_t>(1, (row_length + kPartElements - 1) / kPartElements);
+    const int64_t parts = (row_length + kPartElements - 1) / kPartElements;
+    if (row_length <= kFoldBlock || parts <= 1) continue;
     for (int64_t k = 0; k < rows; ++k) {
       double sum = 0.0;
       for (int64_t part = 0; part < parts; ++part) sum += partial[next_partial++];
-      t.norm_output.norm[k] = std::max(static_cast<float>(std::sqrt(sum)), t.norm_output.eps);
+      t.norm_output.norm[k] = row_norm(sum, t.norm_output.eps);
     }
   }
   // A very large model's lists are not kept between steps (the cost above is per step, not per byte).

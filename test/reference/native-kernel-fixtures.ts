@@ -90,10 +90,10 @@ export const nativeOptimizerCases: OptimizerCase[] = [
   // A large eps and a fast-decaying u: where eps sits (inside the max or added after it) changes the update by ~lr.
   adamLike(2, 5e-2, 0.9, 0.5, 0.5, 0),
 ];
-/** [with norm, layout]: no norm; the fused norm rows (outer 1) short, long and dim null; the second pass
- *  (outer > 1, inner 1); empty rows and count 0. */
+/** [with norm, layout]: no norm; the fused norm rows (outer 1) short, long in one part and in several, and dim
+ *  null; the second pass (outer > 1, inner 1); empty rows and count 0. */
 export const nativeOptimizerLayouts: Array<[boolean, [number, number, number]]> = [
-  [false, [1, 1, 1001]], [true, [1, 7, 9]], [true, [1, 5, 200]], [true, [1, 3, 20000]], [true, [1, 1, 70001]],
+  [false, [1, 1, 1001]], [true, [1, 7, 9]], [true, [1, 5, 200]], [true, [1, 3, 5000]], [true, [1, 3, 20000]], [true, [1, 1, 70001]],
   [true, [5, 6, 7]], [true, [64, 10, 1]], [true, [1, 3, 0]], [false, [1, 1, 0]],
 ];
 const kOptimizerSteps = 4;

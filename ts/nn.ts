@@ -4,7 +4,7 @@ import { noGrad } from './autograd.js';
 import { rangeError, shapeText, typeError } from './errors.js';
 import { weightNormConv } from './conv.js';
 import * as F from './functional.js';
-import { native, type NativeTensor } from './native.js';
+import { native, type NativeTensor, type OptimizerNormOutput } from './native.js';
 import { nextSeed } from './random.js';
 import { keep, tidy } from './scope.js';
 import { type Device, handleOf, Tensor } from './tensor.js';
@@ -32,7 +32,7 @@ export interface WeightNormConfig {
  *    an optimizer's fused step writes the new ‖v‖ in the same pass that updates v and then calls normUpdated(),
  *    so the next forward does not read v again; optim's loadStateDict adopts a checkpoint's saved norm through
  *    normUpdated() when it matches v as loaded.
- *  - Readers: the layer's forward (currentNorm()), the optimizers (dim, eps, layout() for the step; norm for
+ *  - Readers: the layer's forward (currentNorm()), the optimizers (normOutputFor() for the step; norm for
  *    stateDict()'s 'norm' slot) and io's torch import (dim, to check torch's weight_norm dim against the layer's).
  */
 export class WeightNormState {
@@ -40,6 +40,8 @@ export class WeightNormState {
   norm: Tensor | null = null;
   /** The v.version that `norm` was computed for (-1: none yet). */
   normVersion = -1;
+  /** The last normOutputFor() result. */
+  #normOutput: OptimizerNormOutput | null = null;
 
   constructor(
     readonly v: Tensor,
@@ -80,9 +82,25 @@ export class WeightNormState {
 
   /** Called by optimizers after they updated v and wrote its new norm into `norm` (or loaded a matching one). */
   normUpdated(norm: Tensor): void {
-    if (this.norm !== norm) this.norm?.dispose();
-    this.norm = keep(norm);
+    // Every step writes into the same kept tensor: keep() only a new one.
+    if (this.norm !== norm) {
+      this.norm?.dispose();
+      this.norm = keep(norm);
+    }
     this.normVersion = this.v.version;
+  }
+
+  /**
+   * What an optimizer step passes to write ‖v‖ into `norm`: the same object from step to step while `norm` keeps
+   * its handle (v's layout, dim and eps never change), instead of a new one and v's layout worked out each step.
+   */
+  normOutputFor(norm: Tensor, where: string): OptimizerNormOutput {
+    const handle = handleOf(norm, where);
+    if (this.#normOutput?.norm !== handle) {
+      const [outer, channels, inner] = this.layout();
+      this.#normOutput = { norm: handle, outer, channels, inner, eps: this.eps };
+    }
+    return this.#normOutput;
   }
 }
 

@@ -227,11 +227,7 @@ export abstract class Optimizer<Group extends ParamGroupBase = ParamGroupBase> {
     const byGroup = new Map<Group, { updates: ParamUpdate[]; norms: (Tensor | null)[] }>();
     for (const { p, grad, norm } of plans) {
       const wn = WeightNormState.of(p);
-      let normOutput: OptimizerNormOutput | null = null;
-      if (wn && norm) {
-        const [outer, channels, inner] = wn.layout();
-        normOutput = { norm: handleOf(norm, where), outer, channels, inner, eps: wn.eps };
-      }
+      const normOutput: OptimizerNormOutput | null = wn && norm ? wn.normOutputFor(norm, where) : null;
       const group = this.groupOf(p);
       let entry = byGroup.get(group);
       if (!entry) byGroup.set(group, (entry = { updates: [], norms: [] }));

@@ -660,8 +660,9 @@ void check_cpu_vector_paths() {
 // ---------------------------------------------------------------------------------------------------------------
 // The weight-normalized Linear's backward prologue: its column sums are each column's products (and dy itself, for
 // the bias) widened to double and added in row order within tiles of 1,024 rows, the tiles then added in order. On
-// AVX-512 it walks column blocks of 64 and 16 with the sums in registers (out < 1,024) or rows (wider), elsewhere
-// rows: the outputs must be bitwise those of that order whichever walk, instruction set or thread count runs.
+// AVX-512 it walks column blocks of 64 and 16 with the sums in registers (out < 1,024; on several threads one band of
+// columns each) or rows (wider), elsewhere rows: the outputs must be bitwise those of that order whichever walk,
+// instruction set or thread count runs.
 // The shapes: a tail narrower than 16 columns alone and after 64- and 16-column blocks, the demo MLP's [100, 256],
 // two row tiles, and widths of 1,024 and more (the row walk, two column tiles).
 

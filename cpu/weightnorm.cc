@@ -1396,9 +1396,9 @@ void weightnorm_linear_backward_prologue(float* dg, float* c1, float* c2, float*
   const int threads = num_threads();
   // In a training step dy and t come from GEMMs whose threads each wrote a band of columns (the next layer's dx, this
   // layer's forward), and dv's GEMM then reads c1 and c2 in the same bands: one tile per thread, in column order,
-  // keeps most of what each core reads and writes in its own cache. On one core, perf put the demo MLP's two
-  // [100, 256] prologues at ~23 us per step against ~8 us warm in a loop; banded, that step's WN/plain went from
-  // 1.027-1.030 to 1.017-1.021 in two of three in-process comparisons (level in the third; 2-core EPYC VM). In a
+  // keeps most of what each core reads and writes in its own cache. On the main thread alone, perf put the demo
+  // MLP's two [100, 256] prologues at ~23 us per step against ~8 us warm in a loop; banded, that step's WN/plain went
+  // from 1.027-1.030 to 1.017-1.021 in two of three in-process comparisons (level in the third; 2-core EPYC VM). In a
   // loop over warm data the bands cost more than they save (3.9 -> 6.9 us): their gain is the other core's lines.
   const bool banded = column_walk && threads > 1 && row_tiles == 1 && batch * out >= kPrologueBandedMinElements;
   const int64_t columns = banded ? ((out + threads - 1) / threads + 15) / 16 * 16 : kPrologueColumns;
@@ -1412,6 +1412,12 @@ void weightnorm_linear_backward_prologue(float* dg, float* c1, float* c2, float*
     scale = scratch(scale_buffer, out);
     weightnorm_scale(scale, g, norm, out);
   }
+  // dbias and the coefficients of columns [k0, k0 + width) from their complete sums in the first row tile's partials.
+  auto finish_columns = [&](int64_t k0, int64_t width) {
+    if (dbias)
+      for (int64_t k = k0; k < k0 + width; ++k) dbias[k] = static_cast<float>(partial[out + k]);
+    backward_chunk_coefficients(dg + k0, c1 + k0, c2 + k0, partial + k0, g + k0, norm + k0, width, eps);
+  };
   auto run_tile = [&](int64_t i) {
     const int64_t r = i / column_tiles, k0 = (i % column_tiles) * columns;
     const int64_t row_begin = r * kPrologueRows, row_end = std::min(batch, (r + 1) * kPrologueRows);
@@ -1419,11 +1425,7 @@ void weightnorm_linear_backward_prologue(float* dg, float* c1, float* c2, float*
     double* dot = partial + r * 2 * out;
     (column_walk ? walks.columns : walks.rows)(dot + k0, dot + out + k0, scaled_dy, dy, t, scale ? scale + k0 : nullptr,
                                                out, row_begin, row_end, k0, width);
-    if (row_tiles == 1) {  // the tile's columns are complete: their outputs from the thread that has their sums
-      if (dbias)
-        for (int64_t k = k0; k < k0 + width; ++k) dbias[k] = static_cast<float>(partial[out + k]);
-      backward_chunk_coefficients(dg + k0, c1 + k0, c2 + k0, partial + k0, g + k0, norm + k0, width, eps);
-    }
+    if (row_tiles == 1) finish_columns(k0, width);  // complete: written by the thread that has their sums
   };
   const int64_t tiles = row_tiles * column_tiles;
   if (banded) {
@@ -1439,9 +1441,7 @@ void weightnorm_linear_backward_prologue(float* dg, float* c1, float* c2, float*
   // The row tiles' partials, added in row order into the first tile's.
   for (int64_t r = 1; r < row_tiles; ++r)
     for (int64_t j = 0; j < 2 * out; ++j) partial[j] += partial[r * 2 * out + j];
-  if (dbias)
-    for (int64_t k = 0; k < out; ++k) dbias[k] = static_cast<float>(partial[out + k]);
-  backward_chunk_coefficients(dg, c1, c2, partial, g, norm, out, eps);
+  finish_columns(0, out);
 }
 
 void channel_dot(float* out, const float* a, const float* b, const ChannelLayout& layout) {

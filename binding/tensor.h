@@ -44,7 +44,8 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
 
   explicit TensorWrap(const Napi::CallbackInfo& info);
 
-  // Frees the memory now, as dispose() does from JS.
+  // Frees the memory now, keeping the handle (an op that failed frees its outputs so; dispose() also deletes the
+  // handle, see Dispose).
   void release_storage() {
     storage_.reset();
     companion_.reset();
@@ -67,16 +68,26 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   const std::shared_ptr<Storage>& storage() const { return storage_; }
 
  private:
-  Napi::Value ToArray(const Napi::CallbackInfo& info);
-  Napi::Value Data(const Napi::CallbackInfo& info);
-  Napi::Value To(const Napi::CallbackInfo& info);
-  Napi::Value Dispose(const Napi::CallbackInfo& info);
-  Napi::Value GetShape(const Napi::CallbackInfo& info);
-  Napi::Value GetDevice(const Napi::CallbackInfo& info);
-  Napi::Value GetDisposed(const Napi::CallbackInfo& info);
-  Napi::Value GetDtype(const Napi::CallbackInfo& info);
-  // The handle behind `value` if it is one Create() made (live or disposed), else null; nothing thrown.
-  static TensorWrap* Find(const Napi::Value& value);
+  // The methods and accessors of NativeTensor.prototype. Static, each finding its handle itself (see Lookup): the
+  // instance members of Napi::ObjectWrap throw an opaque "Invalid argument" once dispose() has removed the wrap.
+  static Napi::Value ToArray(const Napi::CallbackInfo& info);
+  static Napi::Value Data(const Napi::CallbackInfo& info);
+  static Napi::Value To(const Napi::CallbackInfo& info);
+  static Napi::Value Dispose(const Napi::CallbackInfo& info);
+  static Napi::Value GetShape(const Napi::CallbackInfo& info);
+  static Napi::Value GetDevice(const Napi::CallbackInfo& info);
+  static Napi::Value GetDisposed(const Napi::CallbackInfo& info);
+  static Napi::Value GetDtype(const Napi::CallbackInfo& info);
+  // What a JS value is to the binding: not a handle, a handle whose wrap dispose() removed, or a handle with its
+  // wrap (whose storage may still be null: an op that failed released its outputs' memory, see OutputScope).
+  struct Lookup {
+    bool is_handle = false;
+    TensorWrap* wrap = nullptr;  // null for a value that is not a handle, and for a disposed one
+  };
+  static Lookup Find(const Napi::Value& value);
+  // `this` of a NativeTensor method: its wrap; a TypeError when `this` is not a handle, an Error naming `member`
+  // when the handle was disposed.
+  static TensorWrap& Self(const Napi::CallbackInfo& info, const char* member);
 
   std::shared_ptr<Storage> storage_;  // null once disposed
   std::shared_ptr<Storage> companion_;  // see set_companion; null if none, and once disposed

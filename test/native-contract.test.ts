@@ -223,6 +223,63 @@ describe('tensor arguments: only the handles the addon made', () => {
   });
 });
 
+describe('a handle after dispose()', () => {
+  // dispose() frees the memory and the handle's native side at once (its wrap removed, so the garbage collector has
+  // no finalizer left to run for it); what a caller can still ask of the handle answers as before.
+  it('says it is disposed, refuses the rest by name, and a second dispose() is harmless', () => {
+    const shape = [2, 1 + Math.floor(Math.random() * 5)];
+    const t = randn(shape, 41);
+    expect([t.disposed, t.device, t.dtype, t.shape]).toEqual([false, 'cpu', 'float32', shape]);
+    t.dispose();
+    expect(t.disposed).toBe(true);
+    expect(t.device).toBeNull();
+    expect(() => t.dispose()).not.toThrow();
+    expect(() => t.shape).toThrow(/^NativeTensor\.shape: the tensor has been disposed$/);
+    expect(() => t.dtype).toThrow(/^NativeTensor\.dtype: the tensor has been disposed$/);
+    expect(() => t.toArray()).toThrow(/^tensor: the tensor has been disposed$/);
+    expect(() => t.to('cpu')).toThrow(/^tensor: the tensor has been disposed$/);
+    expect(() => native.scale(t, 2)).toThrow(/^scale: x: the tensor has been disposed$|x: the tensor has been disposed/);
+    // The prototype's members called on something else name what came.
+    const proto = native.NativeTensor.prototype as unknown as Record<string, () => unknown>;
+    expectError(() => proto.dispose!.call({}), TypeError, ['NativeTensor.dispose', 'not a native tensor']);
+    const shapeGetter = Object.getOwnPropertyDescriptor(native.NativeTensor.prototype, 'shape')!.get!;
+    expectError(() => shapeGetter.call(Object.create(native.NativeTensor.prototype)), TypeError, ['NativeTensor.shape', 'not a native tensor']);
+  });
+
+  it('frees every tensor exactly once, disposed or collected', async () => {
+    const { setFlagsFromString } = await import('node:v8');
+    const { runInNewContext } = await import('node:vm');
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const settle = async () => {
+      for (let i = 0; i < 4; i++) {
+        gc();
+        await new Promise((resolve) => setImmediate(resolve)); // finalizers may run after the collection
+      }
+    };
+    await settle();
+    const before = native.memory().cpu;
+    const count = 2000 + Math.floor(Math.random() * 1000);
+    const bytesEach = 4 * 17;
+    let handles: NativeTensor[] | null = Array.from({ length: count }, (_, i) => native.full([17], i, 'cpu'));
+    let disposed = 0;
+    handles.forEach((h, i) => {
+      if (i % 3 !== 0) return;
+      h.dispose();
+      disposed += 1;
+    });
+    const during = native.memory().cpu;
+    expect(during.tensors - before.tensors).toBe(count - disposed);
+    expect(during.bytes - before.bytes).toBe((count - disposed) * bytesEach);
+    // The live ones are intact: their values are still theirs.
+    expect(Array.from(handles[1]!.toArray())).toEqual(Array(17).fill(1));
+    handles = null;
+    await settle();
+    const after = native.memory().cpu;
+    expect([after.tensors, after.bytes]).toEqual([before.tensors, before.bytes]);
+  });
+});
+
 describe('other option objects and valid calls', () => {
   it('activation computes relu (with its negative slope) and tanh', () => {
     const x = randn([7], 71);

@@ -12,6 +12,11 @@ export type DType = 'float32' | 'bfloat16' | 'int32' | 'bool';
 /** Host data of a tensor: Float32Array for float32 and bfloat16 (widened), Int32Array for int32, Uint8Array (0/1) for bool. */
 export type TensorArray = Float32Array | Int32Array | Uint8Array;
 
+/**
+ * A native tensor handle. dispose() frees its memory and its native side at once: afterwards `disposed` is true,
+ * `device` null, dispose() does nothing, and everything else (shape, dtype, the methods, any op given it) throws that
+ * it was disposed. A handle never disposed is freed when the garbage collector finds it.
+ */
 export interface NativeTensor {
   readonly shape: number[];
   readonly device: Device | null; // null once disposed

@@ -129,22 +129,49 @@ DType parse_dtype(Napi::Env env, const Napi::Value& value, const char* parameter
                             describe_value(value));
 }
 
+namespace {
+
+// A NativeTensor member as an N-API callback; a Napi::Error it throws becomes the JS exception.
+template <Napi::Value (*Member)(const Napi::CallbackInfo&)>
+napi_value member_callback(napi_env env, napi_callback_info raw) {
+  try {
+    const Napi::CallbackInfo info(env, raw);
+    return Member(info);
+  } catch (const Napi::Error& error) {
+    error.ThrowAsJavaScriptException();
+    return nullptr;
+  }
+}
+
+template <Napi::Value (*Member)(const Napi::CallbackInfo&)>
+napi_property_descriptor method(const char* name) {
+  return {name, nullptr, member_callback<Member>, nullptr, nullptr, nullptr, napi_default, nullptr};
+}
+
+template <Napi::Value (*Getter)(const Napi::CallbackInfo&)>
+napi_property_descriptor getter(const char* name) {
+  return {name, nullptr, nullptr, member_callback<Getter>, nullptr, nullptr, napi_default, nullptr};
+}
+
+}  // namespace
+
+// The members are given to the class itself (its prototype template), not defined on the prototype afterwards, so
+// V8 checks that `this` is an instance of the class before calling them ("Illegal invocation" otherwise).
 void TensorWrap::Define(Napi::Env env, Napi::Object exports) {
-  Napi::Function constructor = DefineClass(env, "NativeTensor", {});
-  Napi::Object prototype = constructor.Get("prototype").As<Napi::Object>();
-  prototype.DefineProperties({
-      Napi::PropertyDescriptor::Value("toArray", Napi::Function::New<&TensorWrap::ToArray>(env, "toArray")),
-      Napi::PropertyDescriptor::Value("data", Napi::Function::New<&TensorWrap::Data>(env, "data")),
-      Napi::PropertyDescriptor::Value("to", Napi::Function::New<&TensorWrap::To>(env, "to")),
-      Napi::PropertyDescriptor::Value("dispose", Napi::Function::New<&TensorWrap::Dispose>(env, "dispose")),
-      Napi::PropertyDescriptor::Accessor<&TensorWrap::GetShape>("shape"),
-      Napi::PropertyDescriptor::Accessor<&TensorWrap::GetDevice>("device"),
-      Napi::PropertyDescriptor::Accessor<&TensorWrap::GetDisposed>("disposed"),
-      Napi::PropertyDescriptor::Accessor<&TensorWrap::GetDtype>("dtype"),
-  });
+  Napi::Function constructor = DefineClass(env, "NativeTensor",
+                                           {
+                                               method<&TensorWrap::ToArray>("toArray"),
+                                               method<&TensorWrap::Data>("data"),
+                                               method<&TensorWrap::To>("to"),
+                                               method<&TensorWrap::Dispose>("dispose"),
+                                               getter<&TensorWrap::GetShape>("shape"),
+                                               getter<&TensorWrap::GetDevice>("device"),
+                                               getter<&TensorWrap::GetDisposed>("disposed"),
+                                               getter<&TensorWrap::GetDtype>("dtype"),
+                                           });
   auto* data = new AddonData();
   data->tensor_constructor = Napi::Persistent(constructor);
-  data->tensor_prototype = Napi::Persistent(prototype);
+  data->tensor_prototype = Napi::Persistent(constructor.Get("prototype").As<Napi::Object>());
   env.SetInstanceData(data);
   exports.Set("NativeTensor", constructor);
 }
@@ -178,6 +205,11 @@ TensorWrap::Lookup TensorWrap::Find(const Napi::Value& value) {
 }
 
 TensorWrap& TensorWrap::Self(const Napi::CallbackInfo& info, const char* member) {
+  // `this` is unwrapped first, as Napi::ObjectWrap's members did (V8 has already checked that `this` was made by
+  // the class: the members are on its template): these run for every tensor the TS side makes, and Find's
+  // prototype comparison cost them half again. Only a failure takes the full lookup, for its message.
+  void* unwrapped = nullptr;
+  if (napi_unwrap(info.Env(), info.This(), &unwrapped) == napi_ok) return *static_cast<TensorWrap*>(unwrapped);
   const Lookup found = Find(info.This());
   if (!found.is_handle)
     throw_type_error(info.Env(), std::string("NativeTensor.") + member + ": called on " + describe_value(info.This()) +
@@ -324,6 +356,7 @@ Napi::Value TensorWrap::To(const Napi::CallbackInfo& info) {
 // finalizer frees it when the collector finds it.
 Napi::Value TensorWrap::Dispose(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  // The full lookup, not Self's bare unwrap: the handle is deleted below, so `this` must be one Create() made.
   const Lookup found = Find(info.This());
   if (!found.is_handle) Self(info, "dispose");  // throws the TypeError
   if (!found.wrap) return env.Undefined();  // disposing twice is harmless
@@ -348,19 +381,24 @@ Napi::Value TensorWrap::GetShape(const Napi::CallbackInfo& info) {
   return array;
 }
 
-Napi::Value TensorWrap::GetDevice(const Napi::CallbackInfo& info) {
+// `this` unwrapped as in Self, and a handle without its wrap (disposed) answered without an error.
+TensorWrap* TensorWrap::SelfOrDisposed(const Napi::CallbackInfo& info, const char* member) {
+  void* unwrapped = nullptr;
+  if (napi_unwrap(info.Env(), info.This(), &unwrapped) == napi_ok) return static_cast<TensorWrap*>(unwrapped);
   const Lookup found = Find(info.This());
-  if (found.is_handle && !found.wrap) return info.Env().Null();
-  const TensorWrap& self = Self(info, "device");
-  if (!self.storage_) return info.Env().Null();
-  return Napi::String::New(info.Env(), device_name(self.storage_->device()));
+  if (found.is_handle) return nullptr;
+  return &Self(info, member);  // throws the TypeError
+}
+
+Napi::Value TensorWrap::GetDevice(const Napi::CallbackInfo& info) {
+  const TensorWrap* self = SelfOrDisposed(info, "device");
+  if (!self || !self->storage_) return info.Env().Null();
+  return Napi::String::New(info.Env(), device_name(self->storage_->device()));
 }
 
 Napi::Value TensorWrap::GetDisposed(const Napi::CallbackInfo& info) {
-  const Lookup found = Find(info.This());
-  if (found.is_handle && !found.wrap) return Napi::Boolean::New(info.Env(), true);
-  const TensorWrap& self = Self(info, "disposed");
-  return Napi::Boolean::New(info.Env(), !self.storage_);
+  const TensorWrap* self = SelfOrDisposed(info, "disposed");
+  return Napi::Boolean::New(info.Env(), !self || !self->storage_);
 }
 
 Napi::Value TensorWrap::GetDtype(const Napi::CallbackInfo& info) {

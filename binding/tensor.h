@@ -88,6 +88,8 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
   // `this` of a NativeTensor method: its wrap; a TypeError when `this` is not a handle, an Error naming `member`
   // when the handle was disposed.
   static TensorWrap& Self(const Napi::CallbackInfo& info, const char* member);
+  // The same, but null for a disposed handle (for `disposed` and `device`, which answer for one).
+  static TensorWrap* SelfOrDisposed(const Napi::CallbackInfo& info, const char* member);
 
   std::shared_ptr<Storage> storage_;  // null once disposed
   std::shared_ptr<Storage> companion_;  // see set_companion; null if none, and once disposed

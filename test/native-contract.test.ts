@@ -239,11 +239,11 @@ describe('a handle after dispose()', () => {
     expect(() => t.toArray()).toThrow(/^tensor: the tensor has been disposed$/);
     expect(() => t.to('cpu')).toThrow(/^tensor: the tensor has been disposed$/);
     expect(() => native.scale(t, 2)).toThrow(/^scale: x: the tensor has been disposed$|x: the tensor has been disposed/);
-    // The prototype's members called on something else name what came.
+    // The prototype's members called on something else are a TypeError (V8's own check of the receiver).
     const proto = native.NativeTensor.prototype as unknown as Record<string, () => unknown>;
-    expectError(() => proto.dispose!.call({}), TypeError, ['NativeTensor.dispose', 'not a native tensor']);
+    expect(() => proto.dispose!.call({})).toThrow(TypeError);
     const shapeGetter = Object.getOwnPropertyDescriptor(native.NativeTensor.prototype, 'shape')!.get!;
-    expectError(() => shapeGetter.call(Object.create(native.NativeTensor.prototype)), TypeError, ['NativeTensor.shape', 'not a native tensor']);
+    expect(() => shapeGetter.call(Object.create(native.NativeTensor.prototype))).toThrow(TypeError);
   });
 
   it('frees every tensor exactly once, disposed or collected', async () => {

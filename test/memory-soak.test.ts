@@ -5,8 +5,9 @@
 //  - the peak resident memory (VmHWM) of loading + init, and of the 5,000-step loop, each under 400 MB;
 //  - memory().cpu: live tensors and bytes identical at every sample (a leak of even one tensor shows), the cache
 //    within its limit;
-//  - resident memory after warm-up grows by less than 20 KB per step (the README's loop never yields, so the JS
-//    wrappers of disposed tensors, about 10 KB per step, wait for the event loop);
+//  - resident memory over the second half of the loop grows by less than 3 KB per step: the README's loop never
+//    yields to the event loop, and disposed tensors need nothing from it (dispose() removes a handle's finalizer;
+//    while finalizers ran only when the event loop turned, their JS wrappers grew the process by 6-11 KB per step);
 //  - the loop trains (mean loss of the last 80 steps under half that of the first 80), so the steps did real work.
 // Measured on a 2-core host: loading + init peak 295-351 MB, loop peak 288-335 MB; with glibc's malloc alone (before
 // the cache) the loop peaked at 2.3-4.7 GB within 300 steps. 5,000 steps take about a minute on an idle 2-core
@@ -27,13 +28,13 @@ const library = fileURLToPath(new URL('../dist/index.js', import.meta.url));
 
 const STEPS = 5000;
 const PEAK_LIMIT_MIB = 400;
-// After this many steps the cache holds the loop's working set and the blocks init left have been dropped.
-const WARM_STEP = 500;
-// The wrappers of disposed tensors cost about 10 KB per step until the event loop turns (measured: RSS flat from
-// step 500 to ~2,500 while glibc reuses free heap, then +10.7 KB per step; 6.3 KB per step over 500..5,000). Twice
-// that leaves room for the heap's timing and still catches a native leak of another ~0.3 KB per tensor a step makes
-// (leaked tensors themselves show in memory()).
-const GROWTH_LIMIT_KIB_PER_STEP = 20;
+// Growth is measured from this step on: by then the cache holds the loop's working set, the blocks init left have
+// been dropped and V8's heap has grown to its working size (RSS rose ~8 MiB from step 500 to 2,500, then 0.1 MiB to
+// 5,000, 2 threads). The wrappers of disposed tensors, while they waited for the event loop, added about 6 KB per
+// step over the same half; a native leak of ~0.15 KB per tensor a step makes shows as much (leaked tensors
+// themselves show in memory()). 3 KB per step (7 MiB over the half) leaves room for the heap's timing.
+const WARM_STEP = STEPS / 2;
+const GROWTH_LIMIT_KIB_PER_STEP = 3;
 
 interface Sample {
   step: number;

@@ -138,6 +138,17 @@ inline void finish_squares(float (*lanes)[kLanes], const float* first, int64_t r
   const V step_size = SET1(rule.step_size), correction2 = SET1(rule.inv_sqrt_correction2);             \
   const V eps = SET1(rule.eps), weight_decay = SET1(rule.weight_decay);                                \
   (void)weight_decay;
+// Inside a training step Adam's four streams are rarely in this core's cache: the backward just wrote the gradient
+// (part of it on the other core) and evicted the rest. Requesting each stream's line 1 KiB ahead, once per 16
+// elements from the start of the run, took 2-8 us off the demo MLP's Adam per step on the 2-core VM, plain and
+// weight-normalized alike (in-process alternation), against ~1.5 us more on a warm 200k-element tensor. A prefetch
+// never faults, so reading past the end of a tensor is harmless; it changes no result.
+constexpr int64_t kAdamPrefetchFloats = 256;
+#define WN_ADAM_PREFETCH(i)                                                                             \
+  _mm_prefetch(reinterpret_cast<const char*>(param + (i) + kAdamPrefetchFloats), _MM_HINT_T0);         \
+  _mm_prefetch(reinterpret_cast<const char*>(grad + (i) + kAdamPrefetchFloats), _MM_HINT_T0);          \
+  _mm_prefetch(reinterpret_cast<const char*>(exp_avg + (i) + kAdamPrefetchFloats), _MM_HINT_T0);       \
+  _mm_prefetch(reinterpret_cast<const char*>(exp_avg_sq + (i) + kAdamPrefetchFloats), _MM_HINT_T0);
 // Updates the W elements at i; `updated` is the new parameter vector.
 #define WN_ADAM_VECTOR_STEP(V, i, updated, LOAD, STORE, ADD, SUB, MUL, DIV, SQRT)                       \
   const V p = LOAD(param + (i));                                                                       \
@@ -154,6 +165,7 @@ inline void finish_squares(float (*lanes)[kLanes], const float* first, int64_t r
   WN_ADAM_VECTOR_SETUP(V, SET1)                                                                        \
   int64_t i = begin;                                                                                   \
   for (; i + (W) <= end; i += (W)) {                                                                   \
+    if (((i - begin) & 15) == 0) { WN_ADAM_PREFETCH(i) }                                               \
     WN_ADAM_VECTOR_STEP(V, i, updated, LOAD, STORE, ADD, SUB, MUL, DIV, SQRT)                          \
   }                                                                                                    \
   for (; i < end; ++i) rule.element(i);
@@ -168,11 +180,13 @@ inline void finish_squares(float (*lanes)[kLanes], const float* first, int64_t r
     V squares[kVectors];                                                                               \
     for (int q = 0; q < kVectors; ++q) squares[q] = ZERO();                                            \
     int64_t i = 0;                                                                                     \
-    for (; i + kLanes <= n; i += kLanes)                                                               \
+    for (; i + kLanes <= n; i += kLanes) {                                                             \
+      WN_ADAM_PREFETCH(first + i)                                                                      \
       for (int q = 0; q < kVectors; ++q) {                                                             \
         WN_ADAM_VECTOR_STEP(V, first + i + q * (W), updated, LOAD, STORE, ADD, SUB, MUL, DIV, SQRT)    \
         squares[q] = ADD(squares[q], MUL(updated, updated));                                           \
       }                                                                                                \
+    }                                                                                                  \
     for (int64_t j = i; j < n; ++j) rule.element(first + j);                                           \
     if (n % kLanes == 0) {                                                                             \
       sums[r] = FOLD(squares);                                                                         \

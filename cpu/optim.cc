@@ -140,7 +140,7 @@ inline void finish_squares(float (*lanes)[kLanes], const float* first, int64_t r
   (void)weight_decay;
 // Inside a training step Adam's four streams are rarely in this core's cache: the backward just wrote the gradient
 // (part of it on the other core) and evicted the rest. Requesting each stream's line 1 KiB ahead, once per 16
-// elements from the start of the run, took 2-8 us off the demo MLP's Adam per step on the 2-core VM, plain and
+// elements from the start of the run, took 1-8 us off the demo MLP's Adam per step on the 2-core VM, plain and
 // weight-normalized alike (in-process alternation), against ~1.5 us more on a warm 200k-element tensor. A prefetch
 // never faults, so reading past the end of a tensor is harmless; it changes no result.
 constexpr int64_t kAdamPrefetchFloats = 256;

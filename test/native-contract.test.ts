@@ -238,7 +238,7 @@ describe('a handle after dispose()', () => {
     expect(() => t.dtype).toThrow(/^NativeTensor\.dtype: the tensor has been disposed$/);
     expect(() => t.toArray()).toThrow(/^tensor: the tensor has been disposed$/);
     expect(() => t.to('cpu')).toThrow(/^tensor: the tensor has been disposed$/);
-    expect(() => native.scale(t, 2)).toThrow(/^scale: x: the tensor has been disposed$|x: the tensor has been disposed/);
+    expect(() => native.scale(t, 2)).toThrow(/x: the tensor has been disposed/);
     // The prototype's members called on something else are a TypeError (V8's own check of the receiver).
     const proto = native.NativeTensor.prototype as unknown as Record<string, () => unknown>;
     expect(() => proto.dispose!.call({})).toThrow(TypeError);

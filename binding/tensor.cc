@@ -204,18 +204,21 @@ TensorWrap::Lookup TensorWrap::Find(const Napi::Value& value) {
   return {disposed, nullptr};
 }
 
-TensorWrap& TensorWrap::Self(const Napi::CallbackInfo& info, const char* member) {
+TensorWrap* TensorWrap::SelfOrDisposed(const Napi::CallbackInfo& info, const char* member) {
   // `this` is unwrapped first, as Napi::ObjectWrap's members did (V8 has already checked that `this` was made by
   // the class: the members are on its template): these run for every tensor the TS side makes, and Find's
-  // prototype comparison cost them half again. Only a failure takes the full lookup, for its message.
+  // prototype comparison cost them half again. Only a failure takes the full lookup.
   void* unwrapped = nullptr;
-  if (napi_unwrap(info.Env(), info.This(), &unwrapped) == napi_ok) return *static_cast<TensorWrap*>(unwrapped);
-  const Lookup found = Find(info.This());
-  if (!found.is_handle)
-    throw_type_error(info.Env(), std::string("NativeTensor.") + member + ": called on " + describe_value(info.This()) +
-                                     ", not a native tensor");
-  if (!found.wrap) throw Napi::Error::New(info.Env(), std::string("NativeTensor.") + member + ": the tensor has been disposed");
-  return *found.wrap;
+  if (napi_unwrap(info.Env(), info.This(), &unwrapped) == napi_ok) return static_cast<TensorWrap*>(unwrapped);
+  if (Find(info.This()).is_handle) return nullptr;
+  throw_type_error(info.Env(), std::string("NativeTensor.") + member + ": called on " + describe_value(info.This()) +
+                                   ", not a native tensor");
+}
+
+TensorWrap& TensorWrap::Self(const Napi::CallbackInfo& info, const char* member) {
+  TensorWrap* self = SelfOrDisposed(info, member);
+  if (!self) throw Napi::Error::New(info.Env(), std::string("NativeTensor.") + member + ": the tensor has been disposed");
+  return *self;
 }
 
 Napi::Object TensorWrap::Create(Napi::Env env, std::shared_ptr<Storage> storage, std::vector<int64_t> shape,
@@ -379,15 +382,6 @@ Napi::Value TensorWrap::GetShape(const Napi::CallbackInfo& info) {
   for (size_t i = 0; i < self.shape_.size(); ++i)
     array.Set(i, Napi::Number::New(info.Env(), static_cast<double>(self.shape_[i])));
   return array;
-}
-
-// `this` unwrapped as in Self, and a handle without its wrap (disposed) answered without an error.
-TensorWrap* TensorWrap::SelfOrDisposed(const Napi::CallbackInfo& info, const char* member) {
-  void* unwrapped = nullptr;
-  if (napi_unwrap(info.Env(), info.This(), &unwrapped) == napi_ok) return static_cast<TensorWrap*>(unwrapped);
-  const Lookup found = Find(info.This());
-  if (found.is_handle) return nullptr;
-  return &Self(info, member);  // throws the TypeError
 }
 
 Napi::Value TensorWrap::GetDevice(const Napi::CallbackInfo& info) {

@@ -85,11 +85,11 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
     TensorWrap* wrap = nullptr;  // null for a value that is not a handle, and for a disposed one
   };
   static Lookup Find(const Napi::Value& value);
-  // `this` of a NativeTensor method: its wrap; a TypeError when `this` is not a handle, an Error naming `member`
-  // when the handle was disposed.
-  static TensorWrap& Self(const Napi::CallbackInfo& info, const char* member);
-  // The same, but null for a disposed handle (for `disposed` and `device`, which answer for one).
+  // `this` of a NativeTensor method: its wrap, null for a disposed handle (`disposed` and `device` answer for one),
+  // a TypeError naming `member` when `this` is not a handle.
   static TensorWrap* SelfOrDisposed(const Napi::CallbackInfo& info, const char* member);
+  // The same, with an Error naming `member` for a disposed handle.
+  static TensorWrap& Self(const Napi::CallbackInfo& info, const char* member);
 
   std::shared_ptr<Storage> storage_;  // null once disposed
   std::shared_ptr<Storage> companion_;  // see set_companion; null if none, and once disposed
